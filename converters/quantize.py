@@ -1,0 +1,146 @@
+"""int8 quantization: Model -> Model with quantization parameters every int8 target consumes.
+
+Where it sits: a converter. It calibrates the deployment graph (BatchNorm folded, activations fused) on calibration
+inputs and records, per layer output, an asymmetric int8 (scale, zero point), and per weight tensor symmetric
+per-channel scales. The result is stored in ``model.meta['quant']`` as plain data (:class:`QuantParams`), so the
+Cortex-M integer-only build (edgekit/qgraph.py) and the phone QDQ export read the same numbers.
+
+Observers (how an activation range is chosen from calibration values):
+
+* ``minmax``: [min, max] of everything seen
+* ``percentile``: the 0.01 / 99.99 percentiles (robust to rare outliers)
+* ``mse``: the clipping range (a fraction of min/max) that minimises the quantization mean squared error
+
+The range always includes 0 so that zero (padding, ReLU) is exact.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.errors import DataError, UsageError
+from edgekit.graph import Graph
+from edgekit.graph_exec import run_graph
+from edgekit.model import Model
+
+OBSERVERS = ("minmax", "percentile", "mse")
+# Layers whose output reuses the input's quantization (they only move or pick int8 values).
+PASS_THROUGH = ("reshape", "flatten", "select", "maxpool2d")
+
+
+@dataclass(frozen=True)
+class TensorQ:
+    """real = scale · (q − zero_point), q in [−128, 127]."""
+
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class QuantParams:
+    """Per-layer output quantization and per-layer weight scales (per output channel)."""
+
+    activations: dict[str, TensorQ]
+    weight_scales: dict[str, np.ndarray]
+    observer: str = "minmax"
+    per_channel: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def qparams_from_range(lo: float, hi: float) -> TensorQ:
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / 255.0
+    zp = int(round(-128 - lo / scale))
+    return TensorQ(scale, int(np.clip(zp, -128, 127)))
+
+
+def _fake_quant_error(x: np.ndarray, lo: float, hi: float) -> float:
+    q = qparams_from_range(lo, hi)
+    xq = np.clip(np.round(x / q.scale) + q.zero_point, -128, 127)
+    return float(np.mean((x - (xq - q.zero_point) * q.scale) ** 2))
+
+
+def observe(values: np.ndarray, observer: str) -> tuple[float, float]:
+    v = values.ravel().astype(np.float64)
+    if observer == "minmax":
+        return float(v.min()), float(v.max())
+    if observer == "percentile":
+        return float(np.percentile(v, 0.01)), float(np.percentile(v, 99.99))
+    if observer == "mse":
+        lo, hi = float(v.min()), float(v.max())
+        sample = v if v.size <= 200_000 else v[np.random.default_rng(0).choice(v.size, 200_000, replace=False)]
+        best = min(np.linspace(0.3, 1.0, 36), key=lambda r: _fake_quant_error(sample, lo * r, hi * r))
+        return lo * float(best), hi * float(best)
+    raise UsageError(f"unknown observer '{observer}'; choose one of {', '.join(OBSERVERS)}")
+
+
+def weight_scales(w: np.ndarray, per_channel: bool = True) -> np.ndarray:
+    """Symmetric int8 scales: max|w| / 127 per output channel (axis 0), or one for the tensor."""
+    if per_channel:
+        m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    else:
+        m = np.full(w.shape[0], np.abs(w).max())
+    return np.where(m > 0, m / 127.0, 1.0).astype(np.float64)
+
+
+def calibrate(graph: Graph, calib: np.ndarray, observer: str = "minmax", per_channel: bool = True,
+              batch_size: int = 64) -> QuantParams:
+    """Run ``graph`` on the calibration inputs and choose int8 parameters for every layer output."""
+    if calib is None or len(calib) == 0:
+        raise DataError("int8 quantization needs calibration inputs; give --calib FILE (a .npy of model inputs)")
+    if not np.all(np.isfinite(calib)):
+        raise DataError("calibration data holds NaN or Inf values; clean it before quantizing")
+    lows: dict[str, float] = {}
+    highs: dict[str, float] = {}
+    collected: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(calib), batch_size):
+        vals = run_graph(graph, [calib[i:i + batch_size]], keep_all=True)
+        for k, v in vals.items():
+            if observer == "minmax":
+                lows[k] = min(lows.get(k, np.inf), float(v.min()))
+                highs[k] = max(highs.get(k, -np.inf), float(v.max()))
+            else:
+                collected.setdefault(k, []).append(v.ravel())
+    if observer != "minmax":
+        for k, parts in collected.items():
+            lows[k], highs[k] = observe(np.concatenate(parts), observer)
+    acts: dict[str, TensorQ] = {}
+    for n in graph.nodes:
+        if n.op in PASS_THROUGH:
+            acts[n.name] = acts[n.inputs[0]]
+        else:
+            acts[n.name] = qparams_from_range(lows[n.name], highs[n.name])
+    ws = {n.name: weight_scales(n.params["weight"], per_channel) for n in graph.nodes if "weight" in n.params
+          and n.op in ("conv1d", "conv2d", "linear")}
+    return QuantParams(acts, ws, observer, per_channel)
+
+
+def quantize(model: Model, calib: np.ndarray | None = None, scheme: str = "int8", per_channel: bool = True,
+             observer: str = "minmax", mode: str = "ptq", **qat_options) -> Model:
+    """int8 post-training quantization (``mode='ptq'``) or quantization-aware fine-tuning (``mode='qat'``).
+
+    Returns a new Model whose ``meta['quant']`` holds the :class:`QuantParams`; its module stays float (QAT
+    fine-tunes it with fake quantization first).
+    """
+    if scheme != "int8":
+        raise UsageError(f"quantization scheme '{scheme}' is not supported; edgekit quantizes to int8")
+    calib = model.calib if calib is None else np.asarray(calib, dtype=np.float32)
+    if calib is None:
+        raise DataError(f"model '{model.name}' has no calibration data; pass calib=... (CLI: --calib FILE)")
+    model.check_input(calib, "calibration")
+    if mode == "qat":
+        from edgekit.converters.qat import fine_tune_qat
+
+        model = fine_tune_qat(model, calib, per_channel=per_channel, **qat_options)
+    elif mode != "ptq":
+        raise UsageError(f"quantization mode '{mode}': use 'ptq' or 'qat'")
+    q = calibrate(model.deploy_graph, calib, observer, per_channel)
+    new = model.with_module(model.module, meta={"quant": q, "quant_mode": mode}) if model.module is not None \
+        else dataclasses.replace(model, meta={**model.meta, "quant": q, "quant_mode": mode})
+    if model.module is None:
+        new._graph = model.graph
+    return new

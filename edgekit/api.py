@@ -1,0 +1,203 @@
+"""The public entry points: estimate, compile, profile, report, compare.
+
+Where it sits: the only place that joins the arrows of the flow (model -> converters -> target -> runtime -> report).
+The CLI (edgekit/cli.py) is a thin layer over these functions.
+
+``compile`` never leaves a half-written OUT: it builds in a temporary sibling folder and moves it into place only
+when everything succeeded (also on Ctrl-C the temporary folder is removed).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgekit import report as reporting
+from edgekit.errors import DataError, EdgekitError, InterruptedError_, ShapeError, UsageError
+from edgekit.estimate import Estimate, estimate as _estimate, fit_check
+from edgekit.model import Model
+from edgekit.targets import CompileOptions, get_profile, target_module
+
+RUNTIME_MODULES = {
+    "mcu": "edgekit.runtimes.cortex_m",
+    "phone": "edgekit.runtimes.onnxruntime",
+    "neuromorphic": "edgekit.runtimes.neuromorphic",
+}
+
+
+@dataclass
+class Artifact:
+    """A compiled model on disk: the folder and its report."""
+
+    path: Path
+    report: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return self.report["target"]
+
+    @property
+    def measured(self) -> dict | None:
+        return self.report.get("measured")
+
+
+def _options(options: CompileOptions | None, **kw) -> CompileOptions:
+    options = options or CompileOptions()
+    kw = {k: v for k, v in kw.items() if v is not None}
+    opts = dataclasses.replace(options, **kw) if kw else options
+    if opts.quantize not in (None, "int8", "none", "float32"):
+        raise UsageError(f"--quantize {opts.quantize}: edgekit quantizes to int8 (or none)")
+    if opts.quantize in ("none", "float32"):
+        opts = dataclasses.replace(opts, quantize=None)
+    if opts.prune is not None and not (0.0 <= opts.prune < 1.0):
+        raise UsageError(f"--prune {opts.prune}: sparsity must be in [0, 1)")
+    if str(opts.patch) not in ("auto", "off") and not str(opts.patch).isdigit():
+        raise UsageError(f"--patch {opts.patch}: use auto, off or a grid size such as 4")
+    return opts
+
+
+def load_calibration(path: str | Path, model: Model) -> np.ndarray:
+    """Calibration inputs from a .npy file or an .npz with an array 'x' (or its only array)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such calibration file; give a .npy or .npz of model inputs")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            keys = list(data.keys())
+            if not keys:
+                raise DataError(f"{path}: the archive holds no arrays; save the inputs as 'x'")
+            x = data["x"] if "x" in keys else data[keys[0]]
+        else:
+            x = data
+    except EdgekitError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read calibration data ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else 'corrupt file'}); save it with numpy.save") from e
+    x = np.asarray(x)
+    model.check_input(x, f"calibration ({path.name})")
+    return x.astype(np.float32)
+
+
+def prepare(model, options: CompileOptions) -> Model:
+    """Load the model and apply the converters the options ask for (pruning; quantization is target-specific)."""
+    m = Model.load(model)
+    if options.calib:
+        m = dataclasses.replace(m, calib=load_calibration(options.calib, m))
+    if options.prune:
+        from edgekit.converters import prune as _prune
+
+        m = _prune(m, sparsity=options.prune)
+    return m
+
+
+def estimate(model, target: str, options: CompileOptions | None = None, **kw) -> tuple[Estimate, bool, list[str]]:
+    """Estimate flash, SRAM, latency and energy of ``model`` on ``target`` without building anything."""
+    opts = _options(options, **kw)
+    profile = get_profile(target)
+    m = Model.load(model)
+    mod = target_module(profile)
+    est = mod.estimate(m, profile, opts) if hasattr(mod, "estimate") else \
+        _estimate(m.deploy_graph, profile, "int8" if opts.quantize else "float32")
+    fits, reasons = fit_check(est, profile)
+    return est, fits, reasons
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary folder next to ``out`` that becomes ``out`` only if the block finishes."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InterruptedError_(f"interrupted; {out} was not written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def compile(model, target: str, out: str | Path, options: CompileOptions | None = None, *, force: bool = False,
+            **kw) -> Artifact:
+    """Build ``model`` for ``target`` into the folder ``out``; returns the Artifact (report included)."""
+    opts = _options(options, **kw)
+    profile = get_profile(target)
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
+    m = prepare(model, opts)
+    mod = target_module(profile)
+    with staged_output(out, force) as tmp:
+        result = mod.build(m, profile, tmp, opts)
+        est = result.build.pop("estimate", None)
+        if est is None:
+            est = mod.estimate(m, profile, opts) if hasattr(mod, "estimate") else \
+                _estimate(m.deploy_graph, profile, "int8" if opts.quantize else "float32")
+        fits, reasons = fit_check(est, profile)
+        analysis = result.build.pop("analysis", None) or m.analyze()
+        dtype = "int8" if opts.quantize else "float32"
+        rep = reporting.base_report(m, profile, analysis, est, fits, reasons, _options_json(opts), dtype)
+        rep["files"] = sorted(result.files + ["report.json", "report.html"])
+        rep["build"] = result.build
+        rep["notes"] = result.notes
+        rep["schedule"] = result.build.pop("schedule", None)
+        rep["patch"] = result.build.pop("patch", None)
+        if "energy_breakdown" in result.build:
+            rep["energy_breakdown"] = result.build.pop("energy_breakdown")
+        reporting.write_report(tmp, rep)
+    return Artifact(out, rep)
+
+
+def _options_json(opts: CompileOptions) -> dict:
+    d = dataclasses.asdict(opts)
+    d.pop("extra", None)
+    return d
+
+
+def profile(out: str | Path, **kw) -> Artifact:
+    """Run a compiled artifact on its runtime, add ``measured`` and ``errors`` to its report, render again."""
+    out = Path(out)
+    rep = reporting.read_report(out)
+    runtime = importlib.import_module(RUNTIME_MODULES[rep["target_kind"]])
+    measured = runtime.profile(out, rep, **kw)
+    rep["measured"] = measured
+    rep["errors"] = reporting.relative_errors(rep["estimate"], measured)
+    if "fits_measured" in measured:
+        rep["fits"] = measured["fits_measured"]
+        rep["fit_reasons"] = measured.get("fit_reasons", rep["fit_reasons"])
+    tmp = out / ".report.json.partial"
+    reporting.write_json(tmp, rep)
+    (out / ".report.html.partial").write_text(reporting.render_html(rep))
+    os.replace(tmp, out / "report.json")
+    os.replace(out / ".report.html.partial", out / "report.html")
+    return Artifact(out, rep)
+
+
+def render(out: str | Path) -> Path:
+    """Render report.html again from report.json."""
+    out = Path(out)
+    rep = reporting.read_report(out)
+    (out / "report.html").write_text(reporting.render_html(rep))
+    return out / "report.html"

@@ -1,0 +1,294 @@
+"""The ``edgekit`` command: parses, calls edgekit.api, prints.
+
+Errors: every edgekit error becomes one line on stderr (``edgekit: error: ...``) and its class's exit code
+(docs/errors.md); ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Take a trained neural network and make it run on microcontrollers, phones and "
+                       "neuromorphic chips. MODEL is a bundled example name (edgekit examples), a .pt2 file "
+                       "(torch.export) or an .onnx file.")
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+
+
+def _version(value: bool):
+    if value:
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    _state["debug"] = debug
+
+
+def _fmt_bytes(n: float | None) -> str:
+    from edgekit.report import _fmt_bytes as f
+
+    return f(n)
+
+
+def _shape(s: str | None) -> tuple[int, ...] | None:
+    if not s:
+        return None
+    try:
+        return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
+    except ValueError:
+        raise EdgekitError(f"--input-shape {s}: give sizes like 1,8,8 (without the batch)")
+
+
+@app.command()
+def analyze(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+            input_shape: Optional[str] = typer.Option(None, help="Input shape without batch, e.g. 1,8,8 "
+                                                                  "(for files that carry none).")):
+    """Print the per-layer table (params, MACs, activation bytes) and totals."""
+    from edgekit.model import Model
+
+    m = Model.load(model, _shape(input_shape))
+    a = m.analyze()
+    if as_json:
+        print(json.dumps({"model": m.name, **a.to_json()}, indent=2))
+        return
+    t = Table(title=f"{m.name}: {len(a.layers)} layers (BatchNorm folded, activations fused)")
+    for col, just in (("layer", "left"), ("operator", "left"), ("input", "left"), ("output", "left"),
+                      ("params", "right"), ("param bytes", "right"), ("MACs", "right"), ("activation", "right")):
+        t.add_column(col, justify=just)
+    for r in a.layers:
+        t.add_row(r.name, r.label, ", ".join("x".join(map(str, s)) for s in r.input_shapes),
+                  "x".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.param_bytes:,}", f"{r.macs:,}",
+                  _fmt_bytes(r.activation_bytes))
+    t.add_section()
+    t.add_row("total", "", "", "", f"{a.params:,}", f"{a.param_bytes:,}", f"{a.macs:,}", "")
+    out_console.print(t)
+
+
+@app.command()
+def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the targets and their key figures."""
+    from edgekit.targets import all_profiles
+
+    profiles = [p.summary() for p in all_profiles().values()]
+    if as_json:
+        print(json.dumps(profiles, indent=2))
+        return
+    t = Table(title="edgekit targets")
+    for col in ("name", "kind", "device", "clock", "SRAM", "flash"):
+        t.add_column(col, justify="right" if col in ("clock", "SRAM", "flash") else "left")
+    for p in profiles:
+        clock = f"{p['clock_hz'] / 1e6:g} MHz" if p["clock_hz"] else "async"
+        t.add_row(p["name"], p["kind"], p["device"], clock, _fmt_bytes(p["sram_bytes"]), _fmt_bytes(p["flash_bytes"]))
+    out_console.print(t)
+
+
+@app.command()
+def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the bundled example models (any MODEL argument accepts their names)."""
+    from edgekit.zoo import EXAMPLES
+
+    rows = [{"name": s.name, "description": s.description, "input_shape": list(s.input_shape)}
+            for s in EXAMPLES.values()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="bundled examples")
+    t.add_column("name")
+    t.add_column("input")
+    t.add_column("description")
+    for r in rows:
+        t.add_row(r["name"], "x".join(map(str, r["input_shape"])), r["description"])
+    out_console.print(t)
+
+
+def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead):
+    from edgekit.targets import CompileOptions
+
+    return CompileOptions(quantize=quantize, calib=calib, prune=prune, qat=qat, patch=patch, kernels=kernels,
+                          max_patch_overhead=max_patch_overhead)
+
+
+def _print_estimate(est, fits, reasons, target):
+    t = Table(title=f"estimate on {target}", show_header=False)
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("flash", _fmt_bytes(est.flash_bytes))
+    t.add_row("peak SRAM", _fmt_bytes(est.peak_sram_bytes))
+    t.add_row("  of which arena", _fmt_bytes(est.arena_bytes))
+    if est.state_bytes:
+        t.add_row("  of which state", _fmt_bytes(est.state_bytes))
+    t.add_row("MACs", f"{est.macs:,}")
+    if est.instructions is not None:
+        t.add_row("instructions", f"{est.instructions:,}")
+    t.add_row("latency", f"{est.latency_ms:.4g} ms")
+    t.add_row("energy", f"{est.energy_uj:.4g} µJ")
+    t.add_row("fits", "[green]yes[/]" if fits else "[red]no[/]")
+    out_console.print(t)
+    for r in reasons:
+        out_console.print(f"  {r}")
+
+
+QUANT_HELP = "int8 for an integer-only int8 build; none (default) keeps float32."
+
+
+@app.command()
+def estimate(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
+             target: str = typer.Option(..., "--target", "-t", help="Target name (edgekit targets)."),
+             quantize: Optional[str] = typer.Option(None, help=QUANT_HELP),
+             patch: str = typer.Option("auto", help="Cortex-M patch-based schedule: auto, off or a grid size N."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Will it fit? Flash, peak SRAM, latency and energy without building anything."""
+    from edgekit import api
+
+    est, fits, reasons = api.estimate(model, target, quantize=quantize, patch=patch)
+    if as_json:
+        print(json.dumps({"target": target, "estimate": est.to_json(), "fits": fits, "fit_reasons": reasons},
+                         indent=2))
+        return
+    _print_estimate(est, fits, reasons, target)
+
+
+@app.command()
+def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
+            target: str = typer.Option(..., "--target", "-t", help="Target name (edgekit targets)."),
+            out: Path = typer.Option(None, "-o", "--out", help="Output folder (default: build/MODEL-TARGET)."),
+            quantize: Optional[str] = typer.Option(None, help=QUANT_HELP),
+            calib: Optional[str] = typer.Option(None, help="Calibration inputs (.npy, or .npz with 'x'); "
+                                                          "default: the example's own."),
+            prune: Optional[float] = typer.Option(None, help="Prune to this sparsity (0..1) before compiling."),
+            qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning instead of PTQ."),
+            patch: str = typer.Option("auto", help="Cortex-M: patch-based schedule auto, off or grid size N."),
+            kernels: str = typer.Option("auto", help="Cortex-M kernels: auto (edgekit DSP kernels for int8 "
+                                                     "conv/linear) or tvm (TVM's C kernels only)."),
+            max_patch_overhead: float = typer.Option(0.20, help="Cortex-M: largest extra MAC fraction patching "
+                                                                "may cost."),
+            force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
+    """Build MODEL for a target into OUT (sources, binaries, report.json, report.html)."""
+    from edgekit import api
+
+    out = out or Path("build") / f"{Path(model).stem}-{target}"
+    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead)
+    art = api.compile(model, target, out, opts, force=force)
+    est = art.report["estimate"]
+    out_console.print(f"[bold]{art.report['model']['name']}[/] → [bold]{target}[/] ({art.report['dtype']}): "
+                      f"wrote {out}")
+    out_console.print(f"  estimate: flash {_fmt_bytes(est['flash_bytes'])}, peak SRAM "
+                      f"{_fmt_bytes(est['peak_sram_bytes'])}, latency {est['latency_ms']:.4g} ms, "
+                      f"energy {est['energy_uj']:.4g} µJ")
+    out_console.print(f"  fits: {'yes' if art.report['fits'] else 'no'} — " + "; ".join(art.report["fit_reasons"]))
+    for n in art.report.get("notes", []):
+        out_console.print(f"  note: {n}")
+
+
+@app.command()
+def profile(out: Path = typer.Argument(..., help="A folder written by edgekit compile."),
+            repeat: int = typer.Option(50, help="Phone: timed runs for the median latency.")):
+    """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference, update the report."""
+    from edgekit import api
+
+    art = api.profile(out, repeat=repeat)
+    print_summary(art.report)
+
+
+def print_summary(rep: dict) -> None:
+    m = rep.get("measured") or {}
+    est = rep["estimate"]
+    errs = rep.get("errors") or {}
+    t = Table(title=f"{rep['model']['name']} on {rep['target']} ({rep['dtype']})")
+    t.add_column("figure")
+    t.add_column("estimate", justify="right")
+    t.add_column("measured", justify="right")
+    t.add_column("error", justify="right")
+
+    def row(label, ek, mk, name, fmt):
+        e, v = est.get(ek), m.get(mk)
+        if e is None and v is None:
+            return
+        err = errs.get(name)
+        t.add_row(label, fmt(e) if e is not None else "–", fmt(v) if v is not None else "–",
+                  f"{err:+.1%}" if err is not None else "")
+
+    row("flash", "flash_bytes", "flash_bytes", "flash_bytes", _fmt_bytes)
+    row("SRAM", "peak_sram_bytes", "sram_bytes", "peak_sram_bytes", _fmt_bytes)
+    row("arena", "arena_bytes", "arena_bytes", "arena_bytes", _fmt_bytes)
+    row("instructions", "instructions", "instructions", "instructions", lambda v: f"{int(v):,}")
+    row("latency (ms)", "latency_ms", "latency_ms", "latency_ms", lambda v: f"{v:.4g}")
+    out_console.print(t)
+    facts = []
+    if m.get("accuracy") is not None:
+        ref = m.get("reference_accuracy")
+        facts.append(f"accuracy {m['accuracy']:.2%}" + (f" (reference {ref:.2%})" if ref is not None else ""))
+    if m.get("instructions_per_mac") is not None:
+        facts.append(f"{m['instructions_per_mac']:.2f} instructions/MAC")
+    if m.get("outputs_match") is not None:
+        facts.append("outputs match the reference" if m["outputs_match"] else "OUTPUTS DIFFER from the reference")
+    if m.get("max_abs_err") is not None:
+        facts.append(f"max abs error {m['max_abs_err']:.3g}")
+    facts.append(f"fits: {'yes' if rep['fits'] else 'no'}")
+    out_console.print("  " + "; ".join(facts))
+    for r in rep.get("fit_reasons", []):
+        out_console.print(f"    {r}")
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., help="A folder written by edgekit compile.")):
+    """Render OUT/report.html again from OUT/report.json and print the summary."""
+    from edgekit import api
+    from edgekit.report import read_report
+
+    path = api.render(out)
+    print_summary(read_report(out))
+    out_console.print(f"  wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except EdgekitError as e:
+        if _state["debug"]:
+            raise
+        err_console.print(f"edgekit: error: {e}", markup=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err_console.print("edgekit: interrupted", markup=False)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return 1
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            err_console.print(f"edgekit: error: {e.format_message()}", markup=False, soft_wrap=True)
+            return 2
+        if _state["debug"]:
+            raise
+        err_console.print(f"edgekit: internal error: {type(e).__name__}: {e} (rerun with --debug and report it)",
+                          markup=False, soft_wrap=True)
+        return 70
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

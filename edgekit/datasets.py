@@ -1,0 +1,65 @@
+"""The small datasets edgekit's bundled examples are trained and tested on.
+
+Examples in :mod:`edgekit.zoo` carry their data so that calibration (quantization), test accuracy and fine-tuning
+(pruning, spiking conversion) work straight from the CLI without the user supplying files. The only dataset is
+scikit-learn's bundled ``load_digits`` (1,797 8x8 grey-scale digits, pixel values 0..16), so nothing is downloaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from edgekit.errors import ShapeError
+
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """A fixed stratified train/test split of the digits.
+
+    Images are float32 in [0, 1] shaped [N, 1, 8, 8] (NCHW); labels are int64 class indices 0..9.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def __post_init__(self):
+        for x, y, split in ((self.x_train, self.y_train, "train"), (self.x_test, self.y_test, "test")):
+            if x.shape[1:] != (1, 8, 8) or x.dtype != np.float32:
+                raise ShapeError(f"digits {split} images must be float32 [N, 1, 8, 8], got {x.dtype} {x.shape}")
+            if y.shape != (x.shape[0],) or y.dtype != np.int64:
+                raise ShapeError(f"digits {split} labels must be int64 [{x.shape[0]}], got {y.dtype} {y.shape}")
+
+
+@lru_cache(maxsize=4)
+def digits(split_seed: int = 0) -> DigitsData:
+    """scikit-learn's digits, scaled to [0, 1], split 80/20 stratified by class with ``split_seed``.
+
+    The split is deterministic: the same seed gives the same train and test images on every machine, so the
+    accuracies quoted for the bundled examples are reproducible. The arrays are read-only because the result is cached.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=split_seed)
+    arrays = [np.ascontiguousarray(a) for a in (x_train, y_train, x_test, y_test)]
+    for a in arrays:
+        a.setflags(write=False)
+    return DigitsData(*arrays)
+
+
+def as_sequence(x: np.ndarray) -> np.ndarray:
+    """Images [N, 1, 8, 8] -> pixel sequence [N, 64, 1], one pixel per time step in row-major order."""
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ShapeError(f"as_sequence expects single-channel images [N, 1, H, W], got shape {x.shape}")
+    return np.ascontiguousarray(x.reshape(x.shape[0], -1, 1))

@@ -1,0 +1,175 @@
+"""Estimators: flash, peak SRAM, latency and energy of a model on a target, before anything is built.
+
+Where it sits: reads the deployment graph (edgekit/graph.py) and a target profile (targets/profiles/*.toml); runs
+nothing. ``edgekit estimate`` prints it, ``edgekit compile`` puts it in report.json next to what was measured.
+
+Formulas (each shown in the report with the constants that went in):
+
+* flash = Σ stored weight bytes (+ per-layer code/table bytes on MCUs) + the profile's runtime overhead
+* peak SRAM = the arena of edgekit's static memory plan (edgekit/memplan.py) + state buffers + the profile's
+  runtime overhead (stack and driver state)
+* MCU instructions = Σ_layers MACs · instructions-per-MAC(kind, dtype) + elements · per-element cost;
+  latency = instructions / clock (one instruction per cycle assumed); energy = cycles · I_run/MHz · V
+  (uA/MHz · V = pJ per cycle)
+* phone latency = MACs / MAC-throughput(dtype); energy = MACs · pJ/MAC(dtype)
+* neuromorphic energy = synaptic ops · E_synop + neuron updates · E_neuron (needs the spiking activity, counted by
+  the spiking converter)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgekit.analysis import DTYPE_BYTES, macs_of, param_bytes_of
+from edgekit.graph import Graph, Node
+from edgekit.memplan import graph_buffers, plan_arena
+from edgekit.targets.profiles import TargetProfile
+
+
+@dataclass
+class Estimate:
+    flash_bytes: int
+    peak_sram_bytes: int
+    arena_bytes: int
+    state_bytes: int
+    latency_ms: float
+    energy_uj: float
+    instructions: int | None = None
+    macs: int = 0
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    memory_timeline: list[int] = field(default_factory=list)
+    formulas: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _kind(node: Node) -> str:
+    """The cost-model key family of a layer."""
+    if node.op in ("conv2d", "conv1d"):
+        a = node.attrs
+        return "depthwise" if a["groups"] == a["in_channels"] and a["groups"] > 1 else "conv2d"
+    if node.op == "linear":
+        return "linear"
+    if node.op in ("gru", "lstm") or node.op in RECURRENT_OPS:
+        return "rnn"
+    return "elementwise"
+
+
+# Recurrent layers registered by other parts of edgekit (LMU, EGRU) share the rnn cost family.
+RECURRENT_OPS: set[str] = set()
+
+
+def weight_bytes_per_param(dtype: str) -> int:
+    return 1 if dtype == "int8" else 4
+
+
+def layer_instructions(node: Node, graph: Graph, profile: TargetProfile, dtype: str) -> int:
+    kind = _kind(node)
+    macs = macs_of(node, graph)
+    per_elem = profile.number("cost", "elementwise_per_element", 4.0)
+    if kind == "elementwise":
+        elems = max([node.elements] + [graph[i].elements for i in node.inputs])
+        if node.op in ("maxpool2d", "avgpool2d"):
+            elems *= int(node.attrs["kernel_size"][0] * node.attrs["kernel_size"][1])
+        if node.op in ("reshape", "flatten"):
+            return 0
+        return int(elems * per_elem)
+    ipm = profile.number("cost", f"{kind}_{dtype}", profile.number("cost", f"conv2d_{dtype}", 10.0))
+    return int(macs * ipm + node.elements * per_elem)
+
+
+def estimate(graph: Graph, profile: TargetProfile, dtype: str = "float32", *, weight_bytes: dict[str, int] | None = None,
+             scratch: dict[str, int] | None = None, state_bytes: int = 0, code_bytes: dict[str, int] | None = None,
+             arena_override: int | None = None, timeline_override: list[int] | None = None) -> Estimate:
+    """Estimate ``graph`` on ``profile`` with activations and weights in ``dtype``.
+
+    Targets that know better pass what they decided: stored ``weight_bytes`` per layer (sparse storage),
+    ``scratch`` bytes per layer, recurrent ``state_bytes``, ``code_bytes`` per layer, or a patch schedule's arena.
+    """
+    wb = weight_bytes_per_param(dtype)
+    act = DTYPE_BYTES[dtype]
+    layers = []
+    total_instr = 0
+    total_macs = 0
+    stored_total = 0
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        stored = (weight_bytes or {}).get(n.name, param_bytes_of(n, wb))
+        macs = macs_of(n, graph)
+        instr = layer_instructions(n, graph, profile, dtype) if profile.kind == "mcu" else 0
+        total_instr += instr
+        total_macs += macs
+        stored_total += stored + (code_bytes or {}).get(n.name, 0)
+        layers.append({"name": n.name, "op": n.op, "macs": macs, "weight_bytes": stored,
+                       "activation_bytes": n.elements * act, "instructions": instr})
+    buffers, _ = graph_buffers(graph, act, scratch)
+    plan = plan_arena(buffers)
+    arena = arena_override if arena_override is not None else plan.arena_bytes
+    timeline = timeline_override if timeline_override is not None else list(plan.live_bytes)
+    overhead_flash = int(profile.number("runtime", "overhead_flash_bytes", 0))
+    overhead_sram = int(profile.number("runtime", "overhead_sram_bytes", 0))
+    formulas = {}
+    if profile.kind == "mcu":
+        flash = stored_total + overhead_flash
+        sram = arena + state_bytes + overhead_sram
+        clock = profile.clock_hz.value
+        latency_ms = total_instr / clock * 1e3
+        pj_per_cycle = profile.number("energy", "run_current_ua_per_mhz") * profile.number("energy", "supply_v")
+        energy_uj = total_instr * pj_per_cycle * 1e-6
+        for lay in layers:
+            lay["latency_ms"] = lay["instructions"] / clock * 1e3
+            lay["energy_uj"] = lay["instructions"] * pj_per_cycle * 1e-6
+        formulas = {
+            "flash_bytes": f"weights {stored_total} B + runtime overhead {overhead_flash} B",
+            "peak_sram_bytes": f"arena {arena} B + state {state_bytes} B + stack/runtime {overhead_sram} B",
+            "instructions": "Σ MACs · instructions/MAC(kind, dtype) + elements · "
+                            f"{profile.number('cost', 'elementwise_per_element', 4.0):g}/element",
+            "latency_ms": f"{total_instr} instructions / {clock / 1e6:g} MHz (1 instruction per cycle)",
+            "energy_uj": f"{total_instr} cycles · {profile.number('energy', 'run_current_ua_per_mhz'):g} uA/MHz · "
+                         f"{profile.number('energy', 'supply_v'):g} V = {pj_per_cycle:.1f} pJ/cycle",
+        }
+        return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, total_instr, total_macs, layers,
+                        timeline, formulas)
+    if profile.kind == "phone":
+        flash = stored_total + overhead_flash
+        sram = arena + state_bytes + overhead_sram
+        key = "int8" if dtype == "int8" else "fp32"
+        mps = profile.number("cost", f"macs_per_second_{key}")
+        pj = profile.number("energy", f"pj_per_mac_{key}")
+        latency_ms = total_macs / mps * 1e3
+        energy_uj = total_macs * pj * 1e-6
+        for lay in layers:
+            lay["latency_ms"] = lay["macs"] / mps * 1e3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        formulas = {
+            "flash_bytes": f"weights {stored_total} B + runtime overhead {overhead_flash} B",
+            "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
+            "latency_ms": f"{total_macs} MACs / {mps:.3g} MAC/s ({key})",
+            "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
+        }
+        return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, None, total_macs, layers, timeline,
+                        formulas)
+    # Neuromorphic: memory is the synapse/neuron state; energy needs spike counts (see the spiking converter).
+    flash = 0
+    sram = stored_total + state_bytes
+    formulas = {"peak_sram_bytes": f"synaptic weights {stored_total} B + neuron state {state_bytes} B",
+                "energy_uj": "synaptic ops · E_synop + neuron updates · E_neuron (from measured spike activity)"}
+    return Estimate(flash, sram, arena, state_bytes, 0.0, 0.0, None, total_macs, layers, timeline, formulas)
+
+
+def fit_check(est: Estimate, profile: TargetProfile) -> tuple[bool, list[str]]:
+    """Whether the estimate fits the profile's memories, with one reason per memory."""
+    reasons = []
+    ok = True
+    for what, need, have in (("SRAM", est.peak_sram_bytes, int(profile.sram_bytes.value)),
+                             ("flash", est.flash_bytes, int(profile.flash_bytes.value))):
+        if profile.kind == "neuromorphic" and what == "flash":
+            continue
+        if need > have:
+            ok = False
+            reasons.append(f"{what}: needs {need:,} B of {have:,} B ({need - have:,} B over)")
+        else:
+            reasons.append(f"{what}: {need:,} B of {have:,} B ({need / have:.0%})")
+    return ok, reasons

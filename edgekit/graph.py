@@ -1,0 +1,217 @@
+"""edgekit's layer graph: the one description of a model that analysis, estimators, converters and targets share.
+
+Where it sits: ``edgekit.Model`` imports a PyTorch module (torch.fx), a ``.pt2`` program or an ``.onnx`` file into a
+:class:`Graph` (edgekit/importers). The graph is then cleaned for deployment (BatchNorm folded into the preceding
+convolution, activations fused, no-ops removed) and read by edgekit/analysis.py, the estimators and every target.
+
+A node produces exactly one tensor. Shapes follow PyTorch (NCHW, batch first, batch = 1); a target that wants another
+layout (the Cortex-M target uses NHWC) converts on its side. Parameters are float32 numpy arrays in PyTorch layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgekit.errors import UnsupportedError
+
+# Operators the graph knows, and what each computes. Targets declare which of these they run.
+OPS = {
+    "input": "graph input",
+    "conv1d": "1-D convolution (groups allowed)",
+    "conv2d": "2-D convolution (groups allowed; depthwise when groups == in_channels)",
+    "linear": "fully connected: y = x W^T + b",
+    "batchnorm": "batch normalisation (inference statistics); folded into a preceding conv/linear when possible",
+    "relu": "max(x, 0)",
+    "relu6": "min(max(x, 0), 6)",
+    "hardswish": "x * relu6(x + 3) / 6",
+    "sigmoid": "1 / (1 + exp(-x))",
+    "tanh": "tanh(x)",
+    "maxpool2d": "2-D max pooling",
+    "avgpool2d": "2-D average pooling",
+    "global_avgpool": "mean over the spatial axes, keeping them as size 1 (AdaptiveAvgPool2d(1))",
+    "add": "elementwise sum of two tensors (residual add)",
+    "mul": "elementwise product of two tensors",
+    "concat": "concatenation along an axis",
+    "flatten": "collapse the axes from start_dim on",
+    "reshape": "view with a new shape (same element order)",
+    "select": "basic indexing (integers and slices), e.g. x[:, -1, :]",
+    "softmax": "softmax along an axis",
+    "gru": "gated recurrent unit layer over a sequence (PyTorch gate order r, z, n)",
+    "lstm": "long short-term memory layer over a sequence (PyTorch gate order i, f, g, o)",
+}
+
+ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "tanh")
+# Activations a conv/linear can absorb as a clamp (int8) or an epilogue (float).
+FUSABLE_ACTIVATIONS = ("relu", "relu6")
+
+
+@dataclass
+class Node:
+    """One layer. ``inputs`` name the producing nodes (or graph inputs) in argument order."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    shape: tuple[int, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    # Names of the source layers merged into this node (e.g. a folded BatchNorm, a fused ReLU).
+    fused: list[str] = field(default_factory=list)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise UnsupportedError(f"layer '{self.name}': operator '{self.op}' is not one edgekit knows")
+        self.shape = tuple(int(d) for d in self.shape)
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def copy(self) -> "Node":
+        return dataclasses.replace(self, inputs=list(self.inputs), attrs=dict(self.attrs),
+                                   params={k: v.copy() for k, v in self.params.items()}, fused=list(self.fused))
+
+
+@dataclass
+class Graph:
+    """Nodes in execution (topological) order; ``inputs`` are 'input' nodes, ``outputs`` name the result nodes."""
+
+    nodes: list[Node]
+    outputs: list[str]
+    name: str = "model"
+
+    def __post_init__(self):
+        self._index = {n.name: n for n in self.nodes}
+        seen: set[str] = set()
+        for n in self.nodes:
+            for i in n.inputs:
+                if i not in seen:
+                    raise ValueError(f"graph '{self.name}': layer '{n.name}' reads '{i}' before it is computed")
+            if n.name in seen:
+                raise ValueError(f"graph '{self.name}': two layers are named '{n.name}'")
+            seen.add(n.name)
+        for o in self.outputs:
+            if o not in seen:
+                raise ValueError(f"graph '{self.name}': output '{o}' is not a layer")
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "input"]
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def copy(self) -> "Graph":
+        return Graph([n.copy() for n in self.nodes], list(self.outputs), self.name)
+
+    def replace_nodes(self, nodes: list[Node], outputs: list[str] | None = None) -> "Graph":
+        return Graph(nodes, list(outputs if outputs is not None else self.outputs), self.name)
+
+    def in_shapes(self, node: Node) -> list[tuple[int, ...]]:
+        return [self[i].shape for i in node.inputs]
+
+    @property
+    def param_count(self) -> int:
+        return sum(int(p.size) for n in self.nodes for p in n.params.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Deployment passes: each returns a new graph and leaves its argument untouched.
+
+
+def _rename_inputs(nodes: list[Node], old: str, new: str) -> None:
+    for n in nodes:
+        n.inputs = [new if i == old else i for i in n.inputs]
+
+
+def remove_identities(graph: Graph) -> Graph:
+    """Drop nodes that compute nothing (reshape to the same shape, flatten of an already-flat tensor)."""
+    nodes = [n.copy() for n in graph.nodes]
+    outputs = list(graph.outputs)
+    keep = []
+    for n in nodes:
+        src = graph[n.inputs[0]] if n.inputs else None
+        if n.op in ("reshape", "flatten") and src is not None and tuple(src.shape) == tuple(n.shape) \
+                and n.name not in outputs:
+            _rename_inputs(nodes, n.name, n.inputs[0])
+            continue
+        keep.append(n)
+    return graph.replace_nodes(keep, outputs)
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    """Fold every BatchNorm that directly follows a conv/linear (with no other reader) into its weights.
+
+    W' = W · γ / sqrt(σ² + ε) per output channel, b' = (b − μ) · γ / sqrt(σ² + ε) + β.
+    A BatchNorm with no such producer stays as a layer (targets then run it as a per-channel scale and shift).
+    """
+    nodes = [n.copy() for n in graph.nodes]
+    by_name = {n.name: n for n in nodes}
+    outputs = list(graph.outputs)
+    keep = []
+    for n in nodes:
+        if n.op == "batchnorm":
+            prod = by_name.get(n.inputs[0])
+            readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear") and len(readers) == 1 \
+                    and prod.name not in outputs and "activation" not in prod.attrs:
+                p = n.params
+                scale = p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))
+                w = prod.params["weight"]
+                prod.params["weight"] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                b = prod.params.get("bias", np.zeros(w.shape[0], np.float32))
+                prod.params["bias"] = ((b - p["running_mean"]) * scale + p["bias"]).astype(np.float32)
+                prod.fused.append(n.name)
+                _rename_inputs(nodes, n.name, prod.name)
+                outputs = [prod.name if o == n.name else o for o in outputs]
+                continue
+        keep.append(n)
+    return graph.replace_nodes(keep, outputs)
+
+
+def fuse_activations(graph: Graph) -> Graph:
+    """Merge a ReLU/ReLU6 into the conv/linear/add that feeds only it (``attrs['activation']``)."""
+    nodes = [n.copy() for n in graph.nodes]
+    by_name = {n.name: n for n in nodes}
+    outputs = list(graph.outputs)
+    keep = []
+    for n in nodes:
+        if n.op in FUSABLE_ACTIVATIONS:
+            prod = by_name.get(n.inputs[0])
+            readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "add") and len(readers) == 1 \
+                    and "activation" not in prod.attrs and prod.name not in outputs:
+                prod.attrs["activation"] = n.op
+                prod.fused.append(n.name)
+                _rename_inputs(nodes, n.name, prod.name)
+                outputs = [prod.name if o == n.name else o for o in outputs]
+                continue
+        keep.append(n)
+    return Graph(keep, outputs, graph.name)
+
+
+def remove_dead(graph: Graph) -> Graph:
+    """Drop layers whose value no output depends on (e.g. an unused h_n)."""
+    live = set(graph.outputs)
+    for n in reversed(graph.nodes):
+        if n.name in live:
+            live.update(n.inputs)
+    return graph.replace_nodes([n.copy() for n in graph.nodes if n.name in live or n.op == "input"])
+
+
+def deployment_graph(graph: Graph) -> Graph:
+    """The graph targets build: dead layers and identities removed, BatchNorm folded, ReLU/ReLU6 fused."""
+    return fuse_activations(fold_batchnorm(remove_identities(remove_dead(graph))))

@@ -1,0 +1,122 @@
+"""Float execution of an edgekit Graph with torch operators.
+
+Where it sits: the check that an import is faithful (graph outputs equal the module's), and the float reference for
+graphs that were not built from a torch module (``.onnx`` files). Targets compare their own runs against it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekit.graph import Graph, Node
+from edgekit.importers.torch_fx import index_tuple
+
+_UNARY = {"relu": torch.relu, "relu6": lambda x: F.relu6(x), "hardswish": F.hardswish, "sigmoid": torch.sigmoid,
+          "tanh": torch.tanh}
+
+
+def _t(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _activation(node: Node, y: torch.Tensor) -> torch.Tensor:
+    act = node.attrs.get("activation")
+    return _UNARY[act](y) if act else y
+
+
+def _rnn(node: Node, x: torch.Tensor) -> torch.Tensor:
+    p = {k: _t(v) for k, v in node.params.items()}
+    hs = node.attrs["hidden_size"]
+    if not node.attrs.get("batch_first", False):
+        x = x.transpose(0, 1)
+    b, steps, _ = x.shape
+    h = torch.zeros(b, hs)
+    c = torch.zeros(b, hs)
+    outs = []
+    bih = p.get("bias_ih", torch.zeros(p["weight_ih"].shape[0]))
+    bhh = p.get("bias_hh", torch.zeros(p["weight_hh"].shape[0]))
+    for t in range(steps):
+        gi = x[:, t] @ p["weight_ih"].T + bih
+        gh = h @ p["weight_hh"].T + bhh
+        if node.op == "gru":
+            ir, iz, inn = gi.chunk(3, 1)
+            hr, hz, hn = gh.chunk(3, 1)
+            r = torch.sigmoid(ir + hr)
+            z = torch.sigmoid(iz + hz)
+            n = torch.tanh(inn + r * hn)
+            h = (1 - z) * n + z * h
+        else:
+            g = gi + gh
+            i, f, gg, o = g.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    y = torch.stack(outs, 1)
+    return y if node.attrs.get("batch_first", False) else y.transpose(0, 1)
+
+
+# Operators added by other parts of edgekit (recurrent layers, spiking layers) register their float semantics here.
+EXTRA_OPS: dict = {}
+
+
+def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    p = {k: _t(v) for k, v in node.params.items()}
+    op = node.op
+    if op == "conv2d" or op == "conv1d":
+        conv = F.conv2d if op == "conv2d" else F.conv1d
+        y = conv(xs[0], p["weight"], p.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
+        return _activation(node, y)
+    if op == "linear":
+        return _activation(node, F.linear(xs[0], p["weight"], p.get("bias")))
+    if op == "batchnorm":
+        return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0,
+                            a.get("eps", 1e-5))
+    if op in _UNARY:
+        return _UNARY[op](xs[0])
+    if op == "maxpool2d":
+        return F.max_pool2d(xs[0], a["kernel_size"], a["stride"], a["padding"], ceil_mode=a.get("ceil_mode", False))
+    if op == "avgpool2d":
+        return F.avg_pool2d(xs[0], a["kernel_size"], a["stride"], a["padding"], ceil_mode=a.get("ceil_mode", False),
+                            count_include_pad=a.get("count_include_pad", True))
+    if op == "global_avgpool":
+        return xs[0].mean(dim=(2, 3), keepdim=True)
+    if op == "add":
+        return _activation(node, xs[0] + xs[1])
+    if op == "mul":
+        return xs[0] * xs[1]
+    if op == "concat":
+        return torch.cat(xs, dim=a["dim"])
+    if op in ("reshape", "flatten"):
+        return xs[0].reshape(node.shape)
+    if op == "select":
+        return xs[0][index_tuple(a["index"])]
+    if op == "softmax":
+        return torch.softmax(xs[0], dim=a["dim"])
+    if op in ("gru", "lstm"):
+        return _rnn(node, xs[0])
+    if op in EXTRA_OPS:
+        return EXTRA_OPS[op](node, xs)
+    raise NotImplementedError(f"no float semantics for operator '{op}' (layer '{node.name}')")
+
+
+def run_graph(graph: Graph, inputs: list[np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute ``graph`` on ``inputs`` (one array per graph input, batch first). Returns output name -> array
+    (every node's value when ``keep_all``)."""
+    values: dict[str, torch.Tensor] = {}
+    ins = graph.inputs
+    with torch.no_grad():
+        for node, x in zip(ins, inputs):
+            values[node.name] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        batch = int(values[ins[0].name].shape[0]) if ins else 1
+        for node in graph.nodes:
+            if node.op == "input":
+                continue
+            xs = [values[i] for i in node.inputs]
+            if node.op in ("reshape", "flatten"):
+                values[node.name] = xs[0].reshape((batch,) + tuple(node.shape[1:]))
+            else:
+                values[node.name] = run_node(node, xs)
+    keep = values.keys() if keep_all else graph.outputs
+    return {k: values[k].numpy() for k in keep}

@@ -1,0 +1,1 @@
+"""Importers: model files and modules -> edgekit.graph.Graph."""

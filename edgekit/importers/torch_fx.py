@@ -1,0 +1,363 @@
+"""PyTorch module -> edgekit Graph, through torch.fx.
+
+Where it sits: called by ``edgekit.Model`` for an ``nn.Module`` (and, via ``ExportedProgram.module()``, for ``.pt2``
+files, whose graphs hold ATen operators). Standard ``torch.nn`` layers and edgekit's own layers are traced as leaves,
+so layer names are the module names a user knows (``features.0.conv``); functional code around them (residual adds,
+``torch.cat``, flatten, indexing) becomes nodes of its own. Shapes come from running the example input once
+(torch.fx ShapeProp).
+
+Every construct edgekit cannot express is collected, and all of them are reported in one error.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx import GraphModule, Tracer
+from torch.fx.passes.shape_prop import ShapeProp
+
+from edgekit.errors import ModelLoadError, ShapeError, UnsupportedError
+from edgekit.graph import Graph, Node
+
+# --- module handlers: nn.Module instance -> (op, attrs, params) ----------------------------------------------------
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().cpu().numpy().astype(np.float32).copy()
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+def _conv(m: nn.Module) -> tuple[str, dict, dict]:
+    if isinstance(m.padding, str):
+        raise UnsupportedError(f"padding='{m.padding}'")
+    if m.padding_mode != "zeros":
+        raise UnsupportedError(f"padding_mode='{m.padding_mode}'")
+    dims = 2 if isinstance(m, nn.Conv2d) else 1
+    fix = _pair if dims == 2 else (lambda v: [int(v[0])] if not isinstance(v, int) else [int(v)])
+    attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": fix(m.kernel_size),
+             "stride": fix(m.stride), "padding": fix(m.padding), "dilation": fix(m.dilation), "groups": m.groups}
+    params = {"weight": _np(m.weight)}
+    if m.bias is not None:
+        params["bias"] = _np(m.bias)
+    return ("conv2d" if dims == 2 else "conv1d"), attrs, params
+
+
+def _linear(m: nn.Linear):
+    params = {"weight": _np(m.weight)}
+    if m.bias is not None:
+        params["bias"] = _np(m.bias)
+    return "linear", {"in_features": m.in_features, "out_features": m.out_features}, params
+
+
+def _bn(m: nn.modules.batchnorm._BatchNorm):
+    if m.running_mean is None:
+        raise UnsupportedError("BatchNorm without running statistics (track_running_stats=False)")
+    n = m.num_features
+    w = _np(m.weight) if m.weight is not None else np.ones(n, np.float32)
+    b = _np(m.bias) if m.bias is not None else np.zeros(n, np.float32)
+    return "batchnorm", {"eps": float(m.eps)}, {"weight": w, "bias": b, "running_mean": _np(m.running_mean),
+                                                "running_var": _np(m.running_var)}
+
+
+def _pool(m):
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = _pair(m.output_size) if m.output_size is not None else None
+        if size != [1, 1]:
+            raise UnsupportedError(f"AdaptiveAvgPool2d to {m.output_size} (only output size 1 is supported)")
+        return "global_avgpool", {}, {}
+    k = _pair(m.kernel_size)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    attrs = {"kernel_size": k, "stride": s, "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode)}
+    if isinstance(m, nn.MaxPool2d):
+        if _pair(m.dilation) != [1, 1]:
+            raise UnsupportedError("MaxPool2d with dilation")
+        return "maxpool2d", attrs, {}
+    attrs["count_include_pad"] = bool(m.count_include_pad)
+    if m.divisor_override is not None:
+        raise UnsupportedError("AvgPool2d with divisor_override")
+    return "avgpool2d", attrs, {}
+
+
+def _rnn(m: nn.RNNBase):
+    kind = "gru" if isinstance(m, nn.GRU) else "lstm"
+    if m.num_layers != 1:
+        raise UnsupportedError(f"{type(m).__name__} with num_layers={m.num_layers} (stack single-layer modules)")
+    if m.bidirectional:
+        raise UnsupportedError(f"bidirectional {type(m).__name__} (a streaming device sees each step once)")
+    if getattr(m, "proj_size", 0):
+        raise UnsupportedError("LSTM with proj_size")
+    params = {"weight_ih": _np(m.weight_ih_l0), "weight_hh": _np(m.weight_hh_l0)}
+    if m.bias:
+        params["bias_ih"] = _np(m.bias_ih_l0)
+        params["bias_hh"] = _np(m.bias_hh_l0)
+    return kind, {"input_size": m.input_size, "hidden_size": m.hidden_size, "batch_first": bool(m.batch_first)}, params
+
+
+def _simple(op: str) -> Callable:
+    return lambda m: (op, {}, {})
+
+
+MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Linear: _linear,
+    nn.BatchNorm1d: _bn, nn.BatchNorm2d: _bn,
+    nn.ReLU: _simple("relu"), nn.ReLU6: _simple("relu6"), nn.Hardswish: _simple("hardswish"),
+    nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"),
+    nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool,
+    nn.GRU: _rnn, nn.LSTM: _rnn,
+    nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
+    nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),
+    nn.Dropout: _simple("identity"), nn.Identity: _simple("identity"),
+}
+
+
+def register_module(cls: type, handler: Callable[[nn.Module], tuple[str, dict, dict]]) -> None:
+    """Let another part of edgekit (e.g. the recurrent layers) declare how its own layer becomes a node."""
+    MODULE_HANDLERS[cls] = handler
+
+
+class _LeafTracer(Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in MODULE_HANDLERS or super().is_leaf_module(m, qualname)
+
+
+# --- function / method handlers: (fx node, shapes) -> (op, attrs) --------------------------------------------------
+
+_ACT_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
+              torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh",
+              torch.ops.aten.relu.default: "relu", torch.ops.aten.sigmoid.default: "sigmoid",
+              torch.ops.aten.tanh.default: "tanh", torch.ops.aten.hardswish.default: "hardswish"}
+_ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
+_ADD = {operator.add, torch.add, torch.ops.aten.add.Tensor}
+_MUL = {operator.mul, torch.mul, torch.ops.aten.mul.Tensor}
+_CAT = {torch.cat, torch.ops.aten.cat.default}
+_FLATTEN = {torch.flatten, torch.ops.aten.flatten.using_ints}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
+_RESHAPE_FUNCS = {torch.reshape, torch.squeeze, torch.unsqueeze, torch.ops.aten.view.default,
+                  torch.ops.aten.reshape.default, torch.ops.aten.squeeze.dim, torch.ops.aten.unsqueeze.default,
+                  torch.ops.aten.squeeze.dims, torch.ops.aten.clone.default}
+
+
+def _index_spec(idx: Any) -> list:
+    """An indexing tuple as JSON-friendly data: ints stay ints, slices become ['slice', start, stop, step]."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    out = []
+    for i in idx:
+        if isinstance(i, int):
+            out.append(int(i))
+        elif isinstance(i, slice):
+            out.append(["slice", i.start, i.stop, i.step])
+        else:
+            raise UnsupportedError(f"indexing with {type(i).__name__}")
+    return out
+
+
+def index_tuple(spec: list) -> tuple:
+    """Inverse of :func:`_index_spec`."""
+    return tuple(slice(s[1], s[2], s[3]) if isinstance(s, list) else int(s) for s in spec)
+
+
+def _shape_of(meta) -> tuple[int, ...] | None:
+    tm = meta.get("tensor_meta")
+    if tm is None:
+        v = meta.get("val")
+        return tuple(v.shape) if isinstance(v, torch.Tensor) else None
+    return tuple(tm.shape) if hasattr(tm, "shape") else None
+
+
+def _fx_graph(module: nn.Module, example: tuple[torch.Tensor, ...]) -> GraphModule:
+    if isinstance(module, GraphModule):
+        gm = module
+    else:
+        try:
+            gm = GraphModule(module, _LeafTracer().trace(module))
+        except Exception as e:  # tracing errors carry their own context
+            raise UnsupportedError(f"model '{type(module).__name__}' cannot be traced by torch.fx: "
+                                   f"{str(e).splitlines()[0]} (avoid Python control flow on tensor values)") from e
+    try:
+        ShapeProp(gm).propagate(*example)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ShapeError(f"example input of shape {[tuple(x.shape) for x in example]} does not fit the model: "
+                         f"{first}") from e
+    return gm
+
+
+def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: str = "model") -> Graph:
+    """Trace ``module`` on ``example`` (a tuple of tensors, batch 1) into a Graph."""
+    module = module.eval()
+    with torch.no_grad():
+        gm = _fx_graph(module, example)
+    modules = dict(gm.named_modules())
+    nodes: list[Node] = []
+    alias: dict[str, str] = {}  # fx node name -> graph node name it stands for
+    tuples: dict[str, str] = {}  # fx name of a multi-output module -> graph node name
+    hidden_states: dict[str, str] = {}  # fx name of an RNN's h_n -> the node selecting its last step
+    consts: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    outputs: list[str] = []
+    used_names: set[str] = set()
+
+    def layer_name(n) -> str:
+        if n.op == "call_module":
+            base = str(n.target)
+        else:
+            stack = n.meta.get("nn_module_stack")
+            base = n.name
+            if stack:
+                path = list(stack.values())[-1]
+                path = path[0] if isinstance(path, tuple) else path
+                base = f"{path}.{n.name}" if path else n.name
+        nm, k = base, 1
+        while nm in used_names:
+            k += 1
+            nm = f"{base}_{k}"
+        used_names.add(nm)
+        return nm
+
+    def src(a) -> str:
+        return alias.get(a.name, a.name)
+
+    def add(n, op, inputs, attrs=None, params=None, shape=None):
+        shape = shape if shape is not None else _shape_of(n.meta)
+        nm = layer_name(n)
+        alias[n.name] = nm
+        nodes.append(Node(nm, op, inputs, shape, attrs or {}, params or {}))
+
+    for n in gm.graph.nodes:
+        try:
+            if n.op == "placeholder":
+                shape = _shape_of(n.meta)
+                if shape is None:
+                    continue
+                add(n, "input", [], shape=shape)
+            elif n.op == "get_attr":
+                t = gm
+                for part in str(n.target).split("."):
+                    t = getattr(t, part)
+                consts[n.name] = _np(t) if isinstance(t, torch.Tensor) else t
+            elif n.op == "call_module":
+                m = modules[str(n.target)]
+                handler = MODULE_HANDLERS.get(type(m))
+                if handler is None:
+                    problems.append(f"'{n.target}' ({type(m).__name__})")
+                    continue
+                op, attrs, params = handler(m)
+                ins = [src(a) for a in n.args if isinstance(a, torch.fx.Node)]
+                if op == "identity":
+                    alias[n.name] = ins[0]
+                    continue
+                if op in ("gru", "lstm"):
+                    if len(ins) != 1:
+                        problems.append(f"'{n.target}' ({type(m).__name__} with an initial state argument)")
+                        continue
+                    shapes = n.meta["tensor_meta"]
+                    seq_shape = tuple(shapes[0].shape)
+                    add(n, op, ins, attrs, params, shape=seq_shape)
+                    tuples[n.name] = alias[n.name]
+                    continue
+                add(n, op, ins, attrs, params)
+            elif n.op in ("call_function", "call_method"):
+                tgt = n.target
+                tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node)]
+                shape = _shape_of(n.meta)
+                if tgt is operator.getitem and n.args[0].name in tuples:
+                    rnn = tuples[n.args[0].name]
+                    idx = n.args[1]
+                    if idx == 0:
+                        alias[n.name] = rnn
+                    elif idx == 1:
+                        # h_n of a single-layer RNN is the last step of the output sequence.
+                        rnode = next(x for x in nodes if x.name == rnn)
+                        tdim = 1 if rnode.attrs["batch_first"] else 0
+                        spec: list = [["slice", None, None, None]] * 3
+                        spec[tdim] = -1
+                        step_shape = tuple(d for i, d in enumerate(rnode.shape) if i != tdim)
+                        nm = layer_name(n)
+                        nodes.append(Node(nm, "select", [rnn], step_shape, {"index": spec}))
+                        hidden_states[n.name] = nm
+                    else:
+                        problems.append(f"'{n.name}' (the cell state of an LSTM; use the output or h_n)")
+                    continue
+                if tgt is operator.getitem and n.args[0].name in hidden_states:
+                    # h_n is [num_layers=1, batch, hidden]: h_n[0] / h_n[-1] is the last step of the sequence.
+                    if n.args[1] in (0, -1):
+                        alias[n.name] = hidden_states[n.args[0].name]
+                    else:
+                        problems.append(f"'{n.name}' (indexing h_n other than h_n[-1])")
+                    continue
+                if tgt is operator.getitem and isinstance(n.args[0], torch.fx.Node):
+                    if shape is None:
+                        continue
+                    add(n, "select", [src(n.args[0])], {"index": _index_spec(n.args[1])})
+                elif tgt in _ACT_FUNCS or (n.op == "call_method" and tgt in _ACT_METHODS):
+                    op = _ACT_FUNCS.get(tgt) if n.op == "call_function" else _ACT_METHODS[tgt]
+                    add(n, op, [src(tensor_args[0])])
+                elif tgt in (F.hardtanh, torch.ops.aten.hardtanh.default) and \
+                        tuple(n.args[1:3]) == (0.0, 6.0):
+                    add(n, "relu6", [src(tensor_args[0])])
+                elif tgt in _ADD or (n.op == "call_method" and tgt == "add"):
+                    if len(tensor_args) != 2 or n.kwargs.get("alpha", 1) != 1:
+                        problems.append(f"'{n.name}' (add with a constant or alpha)")
+                        continue
+                    add(n, "add", [src(a) for a in tensor_args])
+                elif tgt in _MUL or (n.op == "call_method" and tgt == "mul"):
+                    if len(tensor_args) != 2:
+                        problems.append(f"'{n.name}' (multiply by a constant)")
+                        continue
+                    add(n, "mul", [src(a) for a in tensor_args])
+                elif tgt in _CAT:
+                    parts = n.args[0]
+                    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+                    add(n, "concat", [src(a) for a in parts], {"dim": int(dim)})
+                elif tgt in _FLATTEN or (n.op == "call_method" and tgt == "flatten"):
+                    start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+                    add(n, "reshape", [src(tensor_args[0])], {"shape": list(shape)})
+                    nodes[-1].attrs["from"] = f"flatten(start_dim={start})"
+                elif tgt in _RESHAPE_FUNCS or (n.op == "call_method" and tgt in _RESHAPE_METHODS):
+                    add(n, "reshape", [src(tensor_args[0])], {"shape": list(shape)})
+                elif tgt in (F.adaptive_avg_pool2d, torch.ops.aten.adaptive_avg_pool2d.default) and \
+                        tuple(_pair(n.args[1])) == (1, 1):
+                    add(n, "global_avgpool", [src(tensor_args[0])])
+                elif tgt in (torch.mean, torch.ops.aten.mean.dim) or (n.op == "call_method" and tgt == "mean"):
+                    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+                    dims = sorted(int(d) % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+                    in_shape = _shape_of(n.args[0].meta)
+                    if len(in_shape) == 4 and dims == [2, 3]:
+                        add(n, "global_avgpool", [src(tensor_args[0])], shape=(in_shape[0], in_shape[1], 1, 1))
+                        if tuple(shape) != (in_shape[0], in_shape[1], 1, 1):
+                            nm = alias[n.name]
+                            nodes.append(Node(nm + ".reshape", "reshape", [nm], shape, {"shape": list(shape)}))
+                            alias[n.name] = nm + ".reshape"
+                    else:
+                        problems.append(f"'{n.name}' (mean over dims {dims})")
+                elif tgt in (F.softmax, torch.softmax) or (n.op == "call_method" and tgt == "softmax"):
+                    dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else -1)
+                    add(n, "softmax", [src(tensor_args[0])], {"dim": int(dim)})
+                elif tgt in (F.dropout, torch.ops.aten.dropout.default) or \
+                        (n.op == "call_method" and tgt in ("detach",)):
+                    alias[n.name] = src(tensor_args[0])
+                elif shape is None:
+                    continue  # shape arithmetic (x.size(0) ...): no tensor, nothing to deploy
+                else:
+                    what = tgt if isinstance(tgt, str) else getattr(tgt, "__name__", str(tgt))
+                    problems.append(f"'{n.name}' ({what})")
+            elif n.op == "output":
+                res = n.args[0]
+                res = res if isinstance(res, (tuple, list)) else (res,)
+                for r in res:
+                    if isinstance(r, torch.fx.Node):
+                        outputs.append(alias.get(r.name, r.name))
+        except UnsupportedError as e:
+            problems.append(f"'{n.target if n.op == 'call_module' else n.name}' ({e})")
+    if problems:
+        raise UnsupportedError(f"model '{name}' has {len(problems)} layer(s) edgekit cannot import: "
+                               + "; ".join(problems))
+    return Graph(nodes, outputs, name)

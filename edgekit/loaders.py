@@ -1,0 +1,93 @@
+"""Turning what a user names (an example, a ``.pt2`` or ``.onnx`` file) into an ``edgekit.Model``.
+
+Where it sits: the CLI's MODEL argument and ``Model.load`` end here. Every failure is a one-line ModelLoadError that
+names the file and says what to do; nothing here writes anything.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.errors import EdgekitError, ModelLoadError, UsageError
+from edgekit.model import Model
+
+
+def _example(name: str) -> Model:
+    from edgekit.zoo import EXAMPLES, load_example
+
+    module, spec = load_example(name)
+    x_calib, x_test, y_test = spec.data()
+    x_train, y_train = spec.train_data() if spec.train_data is not None else (None, None)
+    example = torch.from_numpy(np.ascontiguousarray(x_test[:1], np.float32))
+    return Model.from_module(module, (example,), name=name, calib=x_calib, test_x=x_test, test_y=y_test,
+                             train_x=x_train, train_y=y_train,
+                             meta={"source": f"example:{name}", "description": spec.description,
+                                   "task": spec.task})
+
+
+def _pt2(path: Path, input_shape) -> Model:
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: not a .pt2 archive (torch.export.save writes a zip file); "
+                             "re-export the model with torch.export.save")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: cannot load the exported program ({first}); re-export it with "
+                             "torch.export.save") from e
+    args = getattr(ep, "example_inputs", None)
+    if args and args[0]:
+        example = tuple(a for a in args[0] if isinstance(a, torch.Tensor))
+    elif input_shape:
+        example = (torch.zeros((1,) + tuple(input_shape)),)
+    else:
+        raise ModelLoadError(f"{path}: the program carries no example input; pass --input-shape")
+    meta = dict(ep.graph_module.meta.get("edgekit", {})) if hasattr(ep, "graph_module") else {}
+    module = ep.module()
+    m = Model.from_module(module, example, name=path.stem, meta={"source": str(path), **meta})
+    return m
+
+
+def _onnx(path: Path, input_shape) -> Model:
+    from edgekit.importers.onnx_import import load_onnx
+
+    return load_onnx(path, input_shape)
+
+
+def load_model(source, input_shape: tuple[int, ...] | None = None) -> Model:
+    """See :meth:`edgekit.Model.load`."""
+    if isinstance(source, Model):
+        return source
+    if isinstance(source, torch.nn.Module):
+        raise UsageError("a torch.nn.Module needs example inputs: use edgekit.Model.from_module(module, x)")
+    text = str(source)
+    path = Path(text)
+    if path.suffix.lower() in (".pt2", ".onnx") or path.exists() or "/" in text:
+        if not path.exists():
+            raise ModelLoadError(f"{path}: no such file; give a .pt2 or .onnx file or an example name "
+                                 "(edgekit examples lists them)")
+        if path.is_dir():
+            raise ModelLoadError(f"{path}: is a folder; give a .pt2 or .onnx file")
+        if path.stat().st_size == 0:
+            raise ModelLoadError(f"{path}: the file is empty; re-export the model")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".pt2":
+                return _pt2(path, input_shape)
+            if suffix == ".onnx":
+                return _onnx(path, input_shape)
+        except EdgekitError:
+            raise
+        except (MemoryError, RecursionError) as e:
+            raise ModelLoadError(f"{path}: cannot be read ({type(e).__name__}); the file looks corrupt") from e
+        raise ModelLoadError(f"{path}: unknown model format '{suffix}'; edgekit reads .pt2 (torch.export) "
+                             "and .onnx files")
+    from edgekit.zoo import EXAMPLES
+
+    if text in EXAMPLES:
+        return _example(text)
+    raise UsageError(f"'{text}' is neither a model file nor a bundled example; examples: "
+                     + ", ".join(sorted(EXAMPLES)))

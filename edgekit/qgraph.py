@@ -1,0 +1,225 @@
+"""The integer-only int8 graph and its host reference.
+
+Where it sits: after ``converters.quantize`` has chosen scales, :func:`lower` turns the deployment graph into
+integers — int8 weights, int32 biases, fixed-point multipliers and shifts, clamp bounds, lookup tables — exactly as
+an int8 kernel consumes them (edgekit/qmath.py defines the arithmetic). :func:`run_int8` executes that description on
+the host with numpy; every int8 target (the Cortex-M firmware above all) must reproduce its outputs bit for bit.
+
+Per operator (x, y: int8 codes; z: zero points; s: scales):
+
+* conv/linear: acc = b_q + Σ (x − z_x)·w_q; y = clamp(z_y + rshift_round(acc·M, sh)), M·2^-sh ≈ s_x·s_w/s_y
+* add: y = clamp(z_y + rshift_round((a − z_a)·M_a + (b − z_b)·M_b, sh))
+* avg pools: y = requantize(Σ (x − z_x)) with M ≈ s_x / (s_y · count)
+* max pool, reshape, select: int8 values moved as they are (same scale)
+* concat: each input requantized to the output's scale
+* relu/relu6 alone: a clamp;  sigmoid/tanh/hardswish: a 256-entry lookup table built from the float function
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekit import qmath
+from edgekit.errors import UnsupportedError
+from edgekit.graph import Graph, Node
+from edgekit.importers.torch_fx import index_tuple
+
+INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
+            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish")
+LUT_FUNCS = {
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "tanh": np.tanh,
+    "hardswish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "relu6": lambda v: np.clip(v, 0.0, 6.0),
+}
+
+
+@dataclass
+class QNode:
+    """A node with its integer parameters. ``q`` holds arrays/ints named as the kernels name them."""
+
+    node: Node
+    out_scale: float
+    out_zp: int
+    q: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QGraph:
+    graph: Graph
+    nodes: dict[str, QNode]
+
+    @property
+    def input(self) -> QNode:
+        return self.nodes[self.graph.inputs[0].name]
+
+    def output(self, i: int = 0) -> QNode:
+        return self.nodes[self.graph.outputs[i]]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        qi = self.input
+        return np.clip(np.round(x / qi.out_scale) + qi.out_zp, -128, 127).astype(np.int8)
+
+    def dequantize_output(self, y: np.ndarray, i: int = 0) -> np.ndarray:
+        qo = self.output(i)
+        return (y.astype(np.float32) - qo.out_zp) * qo.out_scale
+
+
+def unsupported_int8(graph: Graph) -> list[str]:
+    return [f"'{n.name}' ({n.op})" for n in graph.nodes if n.op not in INT8_OPS]
+
+
+def lower(graph: Graph, quant) -> QGraph:
+    """Integer parameters for every node of ``graph`` from the QuantParams ``quant``."""
+    bad = unsupported_int8(graph)
+    if bad:
+        raise UnsupportedError(f"{len(bad)} layer(s) have no int8 implementation: {', '.join(bad)}; "
+                               "compile them in float32 (omit --quantize)")
+    acts = quant.activations
+    out: dict[str, QNode] = {}
+    for n in graph.nodes:
+        a = acts[n.name]
+        qn = QNode(n, float(a.scale), int(a.zero_point))
+        out[n.name] = qn
+        if n.op == "input":
+            continue
+        ins = [out[i] for i in n.inputs]
+        if n.op in ("conv2d", "conv1d", "linear"):
+            x = ins[0]
+            ws = np.asarray(quant.weight_scales[n.name], dtype=np.float64)
+            w = n.params["weight"].astype(np.float64)
+            bshape = (-1,) + (1,) * (w.ndim - 1)
+            w_q = np.clip(np.round(w / ws.reshape(bshape)), -127, 127).astype(np.int8)
+            b = n.params.get("bias", np.zeros(w.shape[0], np.float32)).astype(np.float64)
+            b_q = np.clip(np.round(b / (x.out_scale * ws)), -2**31, 2**31 - 1).astype(np.int32)
+            mult, shift = qmath.quantize_multipliers(x.out_scale * ws / qn.out_scale)
+            lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
+            qn.q.update(weight=w_q, bias=b_q, mult=mult, shift=shift, in_zp=x.out_zp, act_min=lo, act_max=hi,
+                        w_scale=ws)
+        elif n.op == "add":
+            sa, sb = ins[0].out_scale, ins[1].out_scale
+            big = max(sa, sb) / qn.out_scale
+            # A common shift keeps both multipliers below 2**30, so (x − z)·M stays far inside int64.
+            _, sh = qmath.quantize_multiplier(big)
+            sh = min(sh + 0, 62)
+            ma = int(round(sa / qn.out_scale * 2.0 ** sh))
+            mb = int(round(sb / qn.out_scale * 2.0 ** sh))
+            lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
+            qn.q.update(a_zp=ins[0].out_zp, b_zp=ins[1].out_zp, a_mult=ma, b_mult=mb, shift=sh, act_min=lo,
+                        act_max=hi)
+        elif n.op in ("avgpool2d", "global_avgpool"):
+            if n.op == "avgpool2d":
+                if any(p != 0 for p in n.attrs["padding"]) and not n.attrs.get("count_include_pad", True):
+                    raise UnsupportedError(f"layer '{n.name}': int8 average pooling with padding and "
+                                           "count_include_pad=False")
+                count = int(np.prod(n.attrs["kernel_size"]))
+            else:
+                count = int(np.prod(graph[n.inputs[0]].shape[2:]))
+            mult, shift = qmath.quantize_multiplier(ins[0].out_scale / (qn.out_scale * count))
+            qn.q.update(in_zp=ins[0].out_zp, mult=mult, shift=shift, count=count)
+        elif n.op == "concat":
+            parts = []
+            for x in ins:
+                m, s = qmath.quantize_multiplier(x.out_scale / qn.out_scale)
+                parts.append((x.out_zp, m, s))
+            qn.q.update(parts=parts)
+        elif n.op in LUT_FUNCS:
+            x = ins[0]
+            codes = np.arange(-128, 128, dtype=np.float64)
+            real = LUT_FUNCS[n.op]((codes - x.out_zp) * x.out_scale)
+            lut = np.clip(np.round(real / qn.out_scale) + qn.out_zp, -128, 127).astype(np.int8)
+            qn.q.update(lut=lut)
+        elif n.op in ("maxpool2d", "reshape", "flatten", "select"):
+            pass
+    return QGraph(graph, out)
+
+
+# ---- host reference ---------------------------------------------------------------------------------------------
+
+
+def _conv_acc(x: np.ndarray, qn: QNode) -> np.ndarray:
+    """int32 accumulators of a conv/linear, computed exactly (float64 holds these integer sums exactly)."""
+    n = qn.node
+    xs = torch.from_numpy(x.astype(np.float64) - qn.q["in_zp"])
+    w = torch.from_numpy(qn.q["weight"].astype(np.float64))
+    b = torch.from_numpy(qn.q["bias"].astype(np.float64))
+    a = n.attrs
+    if n.op == "linear":
+        acc = F.linear(xs, w, b)
+    else:
+        conv = F.conv2d if n.op == "conv2d" else F.conv1d
+        acc = conv(xs, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
+    return acc.numpy().astype(np.int64)
+
+
+def _requant_channels(acc: np.ndarray, qn: QNode, channel_axis: int) -> np.ndarray:
+    acc = np.moveaxis(acc, channel_axis, -1)
+    y = qmath.requantize(acc, qn.q["mult"], qn.q["shift"], qn.out_zp, qn.q["act_min"], qn.q["act_max"])
+    return np.moveaxis(y, -1, channel_axis)
+
+
+def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
+    n, q = qn.node, qn.q
+    if n.op in ("conv2d", "conv1d"):
+        return _requant_channels(_conv_acc(xs[0], qn), qn, 1)
+    if n.op == "linear":
+        return _requant_channels(_conv_acc(xs[0], qn), qn, -1)
+    if n.op == "add":
+        acc = (xs[0].astype(np.int64) - q["a_zp"]) * q["a_mult"] + (xs[1].astype(np.int64) - q["b_zp"]) * q["b_mult"]
+        y = qmath.rshift_round(acc, q["shift"]) + qn.out_zp
+        return np.clip(y, q["act_min"], q["act_max"]).astype(np.int8)
+    if n.op == "maxpool2d":
+        a = n.attrs
+        t = torch.from_numpy(xs[0].astype(np.float32))
+        # Padding never wins a max: pad with the smallest code.
+        if any(a["padding"]):
+            p = a["padding"]
+            t = F.pad(t, (p[1], p[1], p[0], p[0]), value=-128.0)
+        y = F.max_pool2d(t, a["kernel_size"], a["stride"], 0, ceil_mode=a.get("ceil_mode", False))
+        return y.numpy().astype(np.int8)
+    if n.op in ("avgpool2d", "global_avgpool"):
+        xc = torch.from_numpy(xs[0].astype(np.float64) - q["in_zp"])
+        if n.op == "global_avgpool":
+            acc = xc.sum(dim=(2, 3), keepdim=True)
+        else:
+            a = n.attrs
+            acc = F.avg_pool2d(xc, a["kernel_size"], a["stride"], a["padding"], ceil_mode=a.get("ceil_mode", False),
+                               count_include_pad=True, divisor_override=1)
+        return qmath.requantize(np.round(acc.numpy()).astype(np.int64), q["mult"], q["shift"], qn.out_zp)
+    if n.op == "concat":
+        parts = []
+        for x, (zp, m, s) in zip(xs, q["parts"]):
+            parts.append(qmath.requantize(x.astype(np.int64) - zp, m, s, qn.out_zp))
+        return np.concatenate(parts, axis=n.attrs["dim"])
+    if n.op in ("reshape", "flatten"):
+        return xs[0].reshape((xs[0].shape[0],) + tuple(n.shape[1:]))
+    if n.op == "select":
+        return xs[0][index_tuple(n.attrs["index"])]
+    if n.op in LUT_FUNCS:
+        return q["lut"][xs[0].astype(np.int16) + 128]
+    raise UnsupportedError(f"layer '{n.name}': no int8 reference for '{n.op}'")
+
+
+def run_int8(qg: QGraph, x_int8: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute the integer graph on int8 inputs (batch first). Returns output name -> int8 array."""
+    values = {qg.graph.inputs[0].name: np.asarray(x_int8, dtype=np.int8)}
+    for n in qg.graph.nodes:
+        if n.op == "input":
+            continue
+        values[n.name] = run_node_int8(qg.nodes[n.name], [values[i] for i in n.inputs], qg.graph)
+    keep = values.keys() if keep_all else qg.graph.outputs
+    return {k: values[k] for k in keep}
+
+
+def predict_int8(qg: QGraph, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Float in, float out through the integer graph (quantize input, run, dequantize output)."""
+    outs = []
+    for i in range(0, len(x), batch_size):
+        y = run_int8(qg, qg.quantize_input(x[i:i + batch_size]))[qg.graph.outputs[0]]
+        outs.append(qg.dequantize_output(y))
+    return np.concatenate(outs, 0)

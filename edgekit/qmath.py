@@ -1,0 +1,79 @@
+"""edgekit's integer arithmetic: the one definition every int8 kernel follows (host reference, TVM kernels, DSP kernels).
+
+Where it sits: converters/quantize produces scales; targets turn them into the integers defined here; the host
+reference (edgekit.intref) and the firmware must then agree bit for bit.
+
+Conventions (TFLite/CMSIS-NN style, with single rounding):
+
+* activations: int8, asymmetric, ``real = scale * (q - zero_point)``
+* weights: int8, symmetric per output channel, ``real = w_scale[c] * q`` with ``q`` in [-127, 127]
+* bias: int32 with scale ``in_scale * w_scale[c]`` and zero point 0
+* accumulate: ``acc = bias[c] + sum((x - x_zp) * w)`` in int32
+* requantize: ``out = clamp(out_zp + rshift_round(acc * mult[c], shift[c]), act_min, act_max)``
+  where ``rshift_round(v, s) = (v + 2**(s-1)) >> s`` on int64 (arithmetic shift, so halves round up),
+  ``mult`` in [2**30, 2**31) and ``shift`` in [1, 62]; ``acc * mult`` always fits in int64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Return (mult, shift) with real ≈ mult * 2**-shift, mult in [2**30, 2**31), shift in [1, 62].
+
+    A real multiplier of 0 gives (0, 1). Multipliers too large or too small for that range raise ValueError.
+    """
+    if real < 0 or not math.isfinite(real):
+        raise ValueError(f"requantization multiplier must be finite and >= 0, got {real}")
+    if real == 0.0:
+        return 0, 1
+    m, e = math.frexp(real)  # real = m * 2**e, m in [0.5, 1)
+    mult = int(round(m * (1 << 31)))
+    if mult == (1 << 31):
+        mult //= 2
+        e += 1
+    shift = 31 - e
+    if shift > 62:  # underflows to zero output: keep the numbers representable
+        return 0, 1
+    if shift < 1:
+        raise ValueError(f"requantization multiplier {real} is too large (>= 2**30)")
+    return mult, shift
+
+
+def quantize_multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`quantize_multiplier`: int32 multipliers and int32 shifts."""
+    pairs = [quantize_multiplier(float(r)) for r in np.asarray(real, dtype=np.float64).ravel()]
+    mult = np.array([p[0] for p in pairs], dtype=np.int64).reshape(np.shape(real)).astype(np.int32)
+    shift = np.array([p[1] for p in pairs], dtype=np.int64).reshape(np.shape(real)).astype(np.int32)
+    return mult, shift
+
+
+def rshift_round(v: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """(v + 2**(shift-1)) >> shift on int64, broadcasting shift."""
+    v = np.asarray(v, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    return (v + (np.int64(1) << (s - 1))) >> s
+
+
+def requantize(acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int, out_zp: int,
+               act_min: int = INT8_MIN, act_max: int = INT8_MAX) -> np.ndarray:
+    """int32 accumulators -> int8 with the convention above (channel is the last axis for per-channel arrays)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    scaled = rshift_round(acc * np.asarray(mult, dtype=np.int64), shift)
+    return np.clip(scaled + out_zp, act_min, act_max).astype(np.int8)
+
+
+def activation_range(kind: str | None, scale: float, zero_point: int) -> tuple[int, int]:
+    """Clamp bounds in the int8 domain for a fused activation (None, 'relu', 'relu6')."""
+    if kind is None:
+        return INT8_MIN, INT8_MAX
+    lo = max(INT8_MIN, zero_point)
+    if kind == "relu":
+        return lo, INT8_MAX
+    if kind == "relu6":
+        return lo, min(INT8_MAX, zero_point + int(round(6.0 / scale)))
+    raise ValueError(f"no int8 clamp for activation {kind!r}")

@@ -1,0 +1,206 @@
+"""report.json (the stable contract, documented in docs/report.md) and report.html (the page a person reads).
+
+Where it sits: the end of the flow. ``edgekit compile`` writes both from the analysis and the estimate; ``edgekit
+profile`` adds ``measured`` and ``errors`` and renders again; ``edgekit report OUT`` only renders.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from edgekit import __version__
+
+REPORT_VERSION = 1
+TEMPLATES = Path(__file__).parent / "templates"
+
+# Figures compared between estimate and measurement: report key -> (estimate key, measured key).
+COMPARED = {
+    "flash_bytes": ("flash_bytes", "flash_bytes"),
+    "peak_sram_bytes": ("peak_sram_bytes", "sram_bytes"),
+    "arena_bytes": ("arena_bytes", "arena_bytes"),
+    "instructions": ("instructions", "instructions"),
+    "latency_ms": ("latency_ms", "latency_ms"),
+}
+
+
+def relative_errors(estimate: dict, measured: dict) -> dict[str, float]:
+    """(estimate − measured) / measured for every figure both sides have."""
+    out = {}
+    for name, (ek, mk) in COMPARED.items():
+        e, m = estimate.get(ek), measured.get(mk)
+        if isinstance(e, (int, float)) and isinstance(m, (int, float)) and m:
+            out[name] = (float(e) - float(m)) / float(m)
+    return out
+
+
+def read_report(out: Path) -> dict:
+    from edgekit.errors import UsageError
+
+    path = Path(out) / "report.json"
+    if not path.is_file():
+        raise UsageError(f"{out}: no report.json here; give a folder written by edgekit compile")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); compile again") from e
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---- charts: matplotlib to inline SVG (the page stays one self-contained file) ------------------------------------
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _charts(report: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.hashsalt"] = "edgekit"  # reproducible SVG ids
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    charts = {}
+    layers = report["model"]["layers"]
+    if layers:
+        names = [lay["name"] for lay in layers]
+        x = range(len(names))
+        fig, ax1 = plt.subplots(figsize=(max(6, len(names) * 0.28), 3.2))
+        ax1.bar(x, [lay["macs"] for lay in layers], color="#4c78a8", label="MACs")
+        ax1.set_ylabel("MACs")
+        ax2 = ax1.twinx()
+        ax2.plot(x, [lay["activation_bytes"] for lay in layers], color="#f58518", marker="o", ms=3,
+                 label="activation bytes")
+        ax2.set_ylabel("output activation bytes")
+        ax1.set_xticks(list(x))
+        ax1.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+        fig.legend(loc="upper right", fontsize=8)
+        ax1.set_title("Work and memory per layer")
+        charts["layers"] = _svg(fig)
+    est = report.get("estimate", {})
+    timeline = est.get("memory_timeline") or []
+    if timeline:
+        fig, ax = plt.subplots(figsize=(max(6, len(timeline) * 0.28), 3.0))
+        unpatched = (report.get("schedule") or {}).get("unpatched_timeline")
+        if unpatched:
+            ax.plot(range(len(unpatched)), [v / 1024 for v in unpatched], color="#999", ls="--",
+                    label="layer by layer")
+        ax.plot(range(len(timeline)), [v / 1024 for v in timeline], color="#54a24b", marker=".",
+                label="as scheduled" if unpatched else "live activations")
+        ax.axhline(report.get("target_profile", {}).get("sram_bytes", 0) / 1024, color="#e45756", lw=1,
+                   label="device SRAM")
+        ax.set_ylabel("KiB live")
+        ax.set_xlabel("execution step")
+        ax.set_ylim(bottom=0, top=max(max(timeline), max(unpatched or [0])) / 1024 * 1.25 + 1)
+        ax.legend(fontsize=8)
+        ax.set_title("Memory over time")
+        charts["memory"] = _svg(fig)
+    energy = report.get("energy_breakdown") or {}
+    if energy:
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        keys = list(energy)
+        ax.barh(keys, [energy[k] for k in keys], color="#b279a2")
+        ax.set_xlabel("µJ per inference")
+        ax.set_title("Energy")
+        charts["energy"] = _svg(fig)
+    return charts
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "–"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt_num(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    return html.escape(str(v))
+
+
+def render_html(report: dict) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["bytes"] = _fmt_bytes
+    env.filters["num"] = _fmt_num
+    rows = []
+    est, meas, errs = report.get("estimate", {}), report.get("measured") or {}, report.get("errors") or {}
+    for name, (ek, mk) in COMPARED.items():
+        if ek in est or mk in meas:
+            rows.append({"name": name, "estimate": est.get(ek), "measured": meas.get(mk), "error": errs.get(name),
+                         "is_bytes": name.endswith("bytes")})
+    return env.get_template("report.html.j2").render(r=report, charts=_charts(report), compare=rows)
+
+
+def write_report(out: Path, report: dict) -> None:
+    """Write report.json and report.html into ``out`` (a folder that already exists)."""
+    out = Path(out)
+    write_json(out / "report.json", report)
+    (out / "report.html").write_text(render_html(report))
+
+
+def base_report(model, profile, analysis, estimate, fits: bool, reasons: list[str], options: dict[str, Any],
+                dtype: str) -> dict:
+    return {
+        "report_version": REPORT_VERSION,
+        "edgekit_version": __version__,
+        "target": profile.name,
+        "target_kind": profile.kind,
+        "target_profile": profile.summary(),
+        "profile_sources": profile.sources(),
+        "options": options,
+        "dtype": dtype,
+        "model": {"name": model.name, "source": model.meta.get("source", "module"),
+                  "task": model.meta.get("task"), "params": analysis.params, "macs": analysis.macs,
+                  "input_shapes": [list(s) for s in model.input_shapes], "layers": [r.to_json() for r in analysis.layers]},
+        "estimate": estimate.to_json(),
+        "fits": fits,
+        "fit_reasons": reasons,
+        "schedule": None,
+        "patch": None,
+        "files": [],
+        "build": {},
+        "notes": [],
+        "measured": None,
+        "errors": None,
+    }

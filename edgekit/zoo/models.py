@@ -1,0 +1,133 @@
+"""Architectures of the bundled examples (see :mod:`edgekit.zoo` for the registry that pairs them with weights and data).
+
+Plain ``torch.nn`` modules built only from standard layers (Conv2d incl. depthwise, BatchNorm2d, ReLU/ReLU6, Linear,
+GRU, pooling, Flatten) and functional residual adds, so every converter and target sees ordinary operators. Each one
+traces with ``torch.fx.symbolic_trace``: no Python control flow depends on tensor values.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+                 activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Conv (no bias, 'same' padding for odd kernels) + BatchNorm + activation: the block every CNN here is made of."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+        activation(),
+    )
+
+
+class DigitsCNN(nn.Module):
+    """Small CNN for the 1x8x8 digits: two 3x3 convs at 8x8, 2x2 max-pool, one 3x3 conv at 4x4, global average pool,
+    linear classifier. Input [N, 1, 8, 8] in [0, 1]; output [N, 10] logits."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn_relu(1, 16),
+            conv_bn_relu(16, 32),
+            nn.MaxPool2d(2),
+            conv_bn_relu(32, 32),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class DigitsGRU(nn.Module):
+    """Single-layer GRU reading a digit one pixel per step (see :func:`edgekit.datasets.as_sequence`), classifying from
+    the final hidden state. Input [N, 64, 1] in [0, 1]; output [N, 10] logits.
+
+    GRU update (PyTorch's convention, Cho et al. 2014)::
+
+        r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+    """
+
+    def __init__(self, hidden_size: int = 64, num_classes: int = 10):
+        super().__init__()
+        self.gru = nn.GRU(input_size=1, hidden_size=hidden_size, batch_first=True)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        final_hidden = self.gru(x)[1]  # [num_layers=1, N, hidden]
+        return self.classifier(final_hidden[0])
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """MobileNet's channel rounding: nearest multiple of ``divisor``, never more than 10 % below ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand + BN + ReLU6 (skipped when expand_ratio is 1), 3x3 depthwise + BN + ReLU6, 1x1
+    linear projection + BN; the input is added back when the stride is 1 and the channel count is unchanged."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = in_channels * expand_ratio
+        self.use_residual = stride == 1 and in_channels == out_channels
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(conv_bn_relu(in_channels, hidden, kernel_size=1, activation=nn.ReLU6))
+        layers += [
+            conv_bn_relu(hidden, hidden, stride=stride, groups=hidden, activation=nn.ReLU6),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_residual:  # a constructor-time bool, not a tensor value: FX-traceable
+            return x + self.block(x)
+        return self.block(x)
+
+
+# (expand ratio t, output channels c at width 1.0, repeats n, first stride s), Sandler et al. 2018, table 2.
+MOBILENET_V2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018).
+
+    Channels are ``make_divisible(c * width)``; the last 1x1 conv keeps 1280 channels for width < 1, as in the paper.
+    Input [N, 3, H, W] (any H, W divisible by 32); output [N, num_classes] logits.
+    """
+
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, last_channels: int = 1280):
+        super().__init__()
+        in_channels = make_divisible(32 * width)
+        layers: list[nn.Module] = [conv_bn_relu(3, in_channels, stride=2, activation=nn.ReLU6)]
+        for expand_ratio, channels, repeats, first_stride in MOBILENET_V2_SETTINGS:
+            out_channels = make_divisible(channels * width)
+            for i in range(repeats):
+                stride = first_stride if i == 0 else 1
+                layers.append(InvertedResidual(in_channels, out_channels, stride, expand_ratio))
+                in_channels = out_channels
+        last_channels = max(last_channels, make_divisible(last_channels * width))
+        layers.append(conv_bn_relu(in_channels, last_channels, kernel_size=1, activation=nn.ReLU6))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(last_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

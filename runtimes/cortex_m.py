@@ -1,0 +1,117 @@
+"""Cortex-M runtime: run a compiled artifact's firmware on the emulated board and measure it.
+
+Where it sits: Artifact -> measurements for the ``mcu`` targets. Runs OUT/firmware/firmware.elf under QEMU
+(runtimes/qemu.py), reads every output the firmware printed, checks it against the host reference the target saved
+(OUT/reference.npz: int8 codes of edgekit's integer reference, or PyTorch's float outputs), and records exact
+instruction counts, sizes from the ELF, the stack high-water mark and accuracy.
+
+Tolerances: int8 outputs must equal the host reference exactly (same integer arithmetic, edgekit/qmath.py);
+float32 outputs must match PyTorch within 1e-4 absolute + 1e-4 relative (different summation order and libm).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import FirmwareError, MismatchError
+from edgekit.runtimes.qemu import run_elf
+
+FLOAT_ATOL = 1e-4
+FLOAT_RTOL = 1e-4
+_OUT = re.compile(r"^EK_OUT (\d+) ([0-9a-f]*)$")
+
+
+def parse_outputs(text: str, n: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    rows = {}
+    for line in text.splitlines():
+        m = _OUT.match(line.strip())
+        if m:
+            rows[int(m[1])] = bytes.fromhex(m[2])
+    if len(rows) != n:
+        last = text.strip().splitlines()[-1] if text.strip() else "(no output)"
+        raise FirmwareError(f"the firmware printed {len(rows)} of {n} outputs; last line: {last[:200]}")
+    np_dtype = np.int8 if dtype == "int8" else np.float32
+    return np.stack([np.frombuffer(rows[i], dtype=np_dtype).reshape(shape) for i in range(n)])
+
+
+def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
+    out = Path(out)
+    build = report.get("build", {})
+    elf = out / "firmware" / "firmware.elf"
+    if not elf.exists():
+        from edgekit.errors import ToolchainError
+        from edgekit.targets.cortex_m.toolchain import INSTALL_HINT
+
+        raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
+                             f"{INSTALL_HINT}, then compile again")
+    ref = np.load(out / "reference.npz")
+    expected = ref["expected"]
+    n = len(expected)
+    dtype = report["dtype"]
+    board = build["qemu_machine"]
+    macs = int(report["model"]["macs"])
+    # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
+    limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
+    run = run_elf(elf, board, timeout_s=limit, count_instructions=True)
+    got = parse_outputs(run.output, n, dtype, expected.shape[1:])
+    per_inference = list(run.between_markers()[0::2])
+    instructions = int(np.median(per_inference)) if per_inference else None
+    measured: dict = {"runtime": f"QEMU {board} (instruction-exact TCG plugin)", "test_inputs": n,
+                      "instructions": instructions,
+                      "instructions_min": int(min(per_inference)) if per_inference else None,
+                      "instructions_max": int(max(per_inference)) if per_inference else None,
+                      "instructions_per_mac": (instructions / macs) if instructions and macs else None}
+    if dtype == "int8":
+        diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
+        measured["outputs_match"] = bool(diff.max() == 0)
+        measured["max_abs_err_lsb"] = int(diff.max())
+        measured["mismatched_outputs"] = int((diff.reshape(n, -1).max(axis=1) > 0).sum())
+        scores = (got.astype(np.float32) - float(ref["out_zp"])) * float(ref["out_scale"])
+    else:
+        err = np.abs(got - expected)
+        measured["outputs_match"] = bool(np.all(err <= FLOAT_ATOL + FLOAT_RTOL * np.abs(expected)))
+        measured["max_abs_err"] = float(err.max())
+        measured["tolerance"] = f"|device - torch| <= {FLOAT_ATOL} + {FLOAT_RTOL}·|torch|"
+        scores = got
+    if "y" in ref.files:
+        y = ref["y"]
+        measured["accuracy"] = float((scores.reshape(n, -1).argmax(-1) == y).mean())
+        if "reference_accuracy" in ref.files:
+            measured["reference_accuracy"] = float(ref["reference_accuracy"])
+        if "float_accuracy" in ref.files:
+            measured["float_accuracy"] = float(ref["float_accuracy"])
+    stack = None
+    arena = None
+    for line in run.output.splitlines():
+        if line.startswith("EK_STACK "):
+            stack = int(line.split()[1])
+        if line.startswith("EK_ARENA "):
+            arena = int(line.split()[1])
+    measured["stack_bytes"] = stack
+    measured["arena_bytes"] = arena if arena is not None else build.get("elf_arena_bytes")
+    measured["flash_bytes"] = build.get("model_flash_bytes")
+    static_ram = build.get("static_ram_bytes", 0)
+    measured["sram_bytes"] = static_ram + (stack or 0)
+    clock = report["target_profile"]["clock_hz"]
+    if instructions:
+        measured["latency_ms"] = instructions / clock * 1e3
+        measured["latency_note"] = "instructions / clock at 1 instruction per cycle (QEMU counts instructions)"
+    # Fit against the device, with what was measured.
+    prof = report["target_profile"]
+    reasons, fits = [], True
+    for what, need, have in (("SRAM", measured["sram_bytes"], prof["sram_bytes"]),
+                             ("flash", measured["flash_bytes"], prof["flash_bytes"])):
+        if need is None:
+            continue
+        if need > have:
+            fits = False
+            reasons.append(f"{what}: needs {need:,} B of {have:,} B ({need - have:,} B over) — measured")
+        else:
+            reasons.append(f"{what}: {need:,} B of {have:,} B ({need / have:.0%}) — measured")
+    measured["fits_measured"] = fits
+    measured["fit_reasons"] = reasons
+    if not measured["outputs_match"]:
+        measured["warning"] = "firmware outputs differ from the host reference"
+    return measured

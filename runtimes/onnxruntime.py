@@ -1,0 +1,243 @@
+"""ONNX Runtime: runs a phone artifact (OUT/model.onnx) on this machine's CPU and measures it.
+
+Where it sits: runtimes/ (Artifact -> Measured). ``edgekit profile OUT`` calls :func:`profile` for phone targets; it
+reads what targets/phone wrote (model.onnx, model.ort, testdata.npz, report['build']) and changes none of it.
+
+What the numbers mean: ONNX Runtime's CPU execution provider with one intra-op thread, so latency stands for one phone
+core; it is measured on *this* host's CPU (``measured['host']``), not on a phone. Accuracy and errors compare with the
+source model's float outputs saved at compile time (testdata.npz ``reference``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import ModelLoadError, UsageError
+
+BATCH = 64              # test inputs per run when checking outputs
+THREADS = 1             # intra-op threads: one core, as a phone app's inference thread would typically get
+PROFILED_RUNS = 20      # batch-1 runs traced for the per-operator profile
+
+
+def session(path: Path, threads: int = THREADS, profile_prefix: str | None = None):
+    """An InferenceSession on the CPU provider with ``threads`` intra-op threads and all graph optimizations."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: ONNX Runtime cannot load it ({first}); compile again") from e
+
+
+def run_batched(sess, input_name: str, x: np.ndarray, batch: int = BATCH, fixed_batch: int | None = None,
+                step=None) -> np.ndarray:
+    """First output of ``sess`` on all of ``x``, ``batch`` inputs per run (a fixed-batch model gets padded chunks)."""
+    batch = fixed_batch or batch
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        pad = batch - len(chunk) if fixed_batch else 0
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)], 0)
+        y = sess.run(None, {input_name: chunk})[0]
+        outs.append(y[:len(y) - pad])
+        if step:
+            step(len(chunk) - pad)
+    return np.concatenate(outs, 0)
+
+
+def time_runs(fn, repeat: int, warmup: int, step=None) -> np.ndarray:
+    """Wall-clock milliseconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = (time.perf_counter() - t0) * 1e3
+        if step:
+            step(1)
+    return times
+
+
+def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
+    """Run OUT/model.onnx on the test inputs and time it; returns report['measured']."""
+    out = Path(out)
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat}: give at least 1 timed run")
+    for name in ("model.onnx", "testdata.npz"):
+        if not (out / name).is_file():
+            raise UsageError(f"{out}: {name} is missing; compile again for the phone target")
+    build = report.get("build") or {}
+    data = np.load(out / "testdata.npz")
+    x, reference = data["x"], data["reference"]
+    y = data["y"] if "y" in data.files else None
+    fixed = build.get("fixed_batch")
+    warmup = max(5, repeat // 10)
+
+    with _progress() as progress:
+        sess = session(out / "model.onnx")
+        input_name = sess.get_inputs()[0].name
+        task = progress("outputs", len(x))
+        outputs = run_batched(sess, input_name, x, fixed_batch=fixed, step=task)
+        x1 = x[:fixed or 1]
+        feed = {input_name: np.ascontiguousarray(x1)}
+        task = progress("latency", repeat)
+        times = time_runs(lambda: sess.run(None, feed), repeat, warmup, step=task)
+        task = progress("operators", PROFILED_RUNS)
+        layers, activation_peak = _operator_profile(out / "model.onnx", feed, build.get("node_layers") or {}, task)
+        ort_diff = None
+        if (out / "model.ort").is_file():
+            ort_sess = session(out / "model.ort")
+            n = min(len(x), BATCH)
+            ort_diff = float(np.max(np.abs(run_batched(ort_sess, input_name, x[:n], fixed_batch=fixed)
+                                           - outputs[:n])))
+
+    measured = {
+        "runtime": f"onnxruntime {_ort_version()} CPUExecutionProvider, {THREADS} intra-op thread, "
+                   "graph optimizations: all",
+        "host": f"{platform.machine()} {_cpu_name()}",
+        "note": "latency is measured on this host's CPU with one thread (standing in for one phone core), "
+                "not on a phone",
+        "samples": int(len(x)),
+        "max_abs_err": float(np.max(np.abs(outputs - reference))),
+        "mean_abs_err": float(np.mean(np.abs(outputs - reference))),
+        "top1_agreement": float(np.mean(outputs.argmax(-1) == reference.argmax(-1))),
+        "accuracy": None,
+        "reference_accuracy": None,
+        "latency_ms": float(np.median(times)),
+        "latency_p90_ms": float(np.percentile(times, 90)),
+        "latency_min_ms": float(np.min(times)),
+        "latency_batch": int(len(x1)),
+        "latency_runs": int(repeat),
+        "threads": THREADS,
+        "flash_bytes": (out / "model.onnx").stat().st_size,
+        "ort_bytes": (out / "model.ort").stat().st_size if (out / "model.ort").is_file() else None,
+        "ort_format_max_abs_diff": ort_diff,
+        "activation_peak_bytes": activation_peak,
+        "layers": layers,
+    }
+    if y is not None:
+        measured["accuracy"] = float(np.mean(outputs.argmax(-1) == y))
+        measured["reference_accuracy"] = float(np.mean(reference.argmax(-1) == y))
+    return measured
+
+
+# ---- the per-operator profile -------------------------------------------------------------------------------------
+
+
+def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=None) -> tuple[list[dict], int | None]:
+    """ORT's own trace of ``PROFILED_RUNS`` runs (after one untraced-in-the-average warm-up run), per layer.
+
+    Returns rows {layer, op_type, time_us, nodes} in execution order — ``layer`` is the edgekit layer when the ONNX
+    node's name (or the prefix ORT keeps when it fuses nodes: ``node_Conv_810_token_1``) is in the compile-time map,
+    else the ORT node name — and the peak activation memory ORT's arena held during a run.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = session(path, profile_prefix=os.path.join(tmp, "ort"))
+        for _ in range(PROFILED_RUNS + 1):
+            sess.run(None, feed)
+            if step:
+                step(1)
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    if not runs:
+        return [], None
+    first_end = runs[0]["ts"] + runs[0]["dur"]
+    timed = len(runs) - 1 or 1
+    rows: dict[str, dict] = {}
+    peak = None
+    keys = sorted(node_layers, key=len, reverse=True)
+    for e in trace:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        args = e.get("args", {})
+        node = e["name"][: -len("_kernel_time")]
+        if e["ts"] < first_end and len(runs) > 1:
+            # First run: only used for memory figures (identical every run), not for time.
+            continue
+        layer = _layer_of(node, node_layers, keys)
+        row = rows.setdefault(layer or node, {"layer": layer or node, "op_type": [], "time_us": 0.0, "nodes": [],
+                                              "mapped": layer is not None})
+        op = args.get("op_name", "")
+        if op and op not in row["op_type"]:
+            row["op_type"].append(op)
+        if node not in row["nodes"]:
+            row["nodes"].append(node)
+        row["time_us"] += float(e.get("dur", 0)) / timed
+        try:
+            in_use_before = int(args["mem_bytes_in_use"]) - int(args["mem_in_use_delta"])
+            p = int(args["mem_in_use_peak"]) - in_use_before
+            peak = p if peak is None else max(peak, p)
+        except (KeyError, ValueError):
+            pass
+    for row in rows.values():
+        row["op_type"] = "+".join(row["op_type"])
+        row["time_us"] = round(row["time_us"], 2)
+    return list(rows.values()), None if peak is None else max(0, peak)
+
+
+def _layer_of(node: str, node_layers: dict[str, str], keys: list[str]) -> str | None:
+    if node in node_layers:
+        return node_layers[node]
+    for k in keys:  # longest first: ORT names fused or rewritten nodes '<original>_<suffix>'
+        if node.startswith(k) and node[len(k)] == "_":
+            return node_layers[k]
+    return None
+
+
+# ---- small helpers ----------------------------------------------------------------------------------------------------
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+@contextmanager
+def _progress():
+    """A rich progress bar on stderr when it is a terminal; otherwise silent. Yields ``add(description, total)``
+    that returns a step(n) callback."""
+    if not sys.stderr.isatty():
+        yield lambda description, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        def add(description: str, total: int):
+            task = bar.add_task(description, total=total)
+            return lambda n=1: bar.advance(task, n)
+
+        yield add

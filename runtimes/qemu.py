@@ -1,0 +1,270 @@
+"""Run bare-metal Cortex-M firmware under QEMU and count the instructions it executes, exactly.
+
+Sits in ``runtimes/`` (Artifact -> Measured). The ELF is built with the board files of
+``edgekit.targets.cortex_m.board`` (vector table, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on an
+emulated board (``targets/cortex_m/boards.toml``), collects what it wrote over semihosting and its exit status, and,
+through the ``ek_icount`` TCG plugin (``runtimes/qemu_plugin/``), the number of guest instructions executed in total
+and up to each ``ek_marker()`` call. Counts are instructions, not cycles: QEMU models no pipeline, cache or wait
+states. They are exact and repeatable: the same ELF gives the same counts on every run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import FirmwareError, ToolchainError
+from edgekit.targets.cortex_m.board import board_info, gcc_flags
+
+__all__ = ["QemuRun", "check_tools", "run_elf", "board_info", "gcc_flags", "plugin_path"]
+
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "ek_icount.c"
+FAULT_EXIT_CODE = 0xFA  # EK_FAULT_EXIT_CODE in targets/cortex_m/board/ek_board.h
+
+# Debian 12 packages that provide each tool.
+_APT_PACKAGES = {
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    "arm-none-eabi-nm": "binutils-arm-none-eabi",
+    "arm-none-eabi-size": "binutils-arm-none-eabi",
+    "qemu-system-arm": "qemu-system-arm",
+    "gcc": "gcc",
+}
+
+# Names of the Configurable Fault Status Register bits (Armv7-M/Armv8-M ARM, CFSR = MMFSR | BFSR << 8 | UFSR << 16).
+_CFSR_BITS = {
+    0: "IACCVIOL: instruction fetch from a no-execute region", 1: "DACCVIOL: data access violation",
+    3: "MUNSTKERR", 4: "MSTKERR", 5: "MLSPERR", 8: "IBUSERR: instruction fetch bus error",
+    9: "PRECISERR: data bus error", 10: "IMPRECISERR: imprecise data bus error", 11: "UNSTKERR",
+    12: "STKERR: bus error while stacking", 13: "LSPERR", 16: "UNDEFINSTR: undefined instruction",
+    17: "INVSTATE: invalid execution state (e.g. a branch to an ARM-mode address)",
+    18: "INVPC: invalid exception return", 19: "NOCP: coprocessor (FPU/MVE) disabled or absent",
+    20: "STKOF: stack overflow (stack pointer went below the stack limit)", 24: "UNALIGNED: unaligned access",
+    25: "DIVBYZERO: integer division by zero",
+}
+_HFSR_BITS = {1: "VECTTBL: bus fault reading the vector table", 30: "FORCED: escalated from a configurable fault"}
+
+
+@dataclass(frozen=True)
+class QemuRun:
+    """The outcome of one firmware run that exited normally (status 0; anything else raises FirmwareError).
+
+    ``output`` is everything the firmware wrote over semihosting (ek_write, ek_puts, ...). ``marker_counts[i]`` is the number of instructions executed before the i-th call of ``ek_marker()`` began;
+    ``total_instructions`` counts the whole run, reset to exit. Both are 0/empty when counting was off.
+    """
+
+    exit_code: int
+    output: str
+    marker_counts: tuple[int, ...]
+    total_instructions: int
+
+    def between_markers(self) -> tuple[int, ...]:
+        """Instructions executed between successive ``ek_marker()`` calls: the region between two markers plus a
+        fixed overhead for the call (the same for every pair of call sites that look alike)."""
+        counts = self.marker_counts
+        return tuple(later - earlier for earlier, later in zip(counts, counts[1:]))
+
+
+def _missing_tools_error(missing: list[str]) -> ToolchainError:
+    packages = " ".join(dict.fromkeys(" ".join(_APT_PACKAGES[tool] for tool in missing).split()))
+    return ToolchainError(f"{', '.join(missing)} not found on PATH; install with: "
+                          f"sudo apt-get install -y --no-install-recommends {packages}")
+
+
+def _require(tools: list[str]) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise _missing_tools_error(missing)
+
+
+def check_tools(need_qemu: bool = True) -> None:
+    """Raise ToolchainError naming every missing tool and the apt-get line that installs it: the Arm cross compiler
+    and binutils, and with ``need_qemu`` also qemu-system-arm and the host gcc (which builds the counting plugin)."""
+    tools = ["arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-size"]
+    if need_qemu:
+        tools += ["qemu-system-arm", "gcc"]
+    _require(tools)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "edgekit" / "qemu_plugin"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only or missing home: fall back to a per-user temporary folder
+        folder = Path(tempfile.gettempdir()) / f"edgekit-{os.getuid()}" / "qemu_plugin"
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def plugin_path() -> Path:
+    """The compiled ek_icount plugin, built with the host gcc on first use and again whenever its source changes
+    (the file name carries a hash of the source)."""
+    source = PLUGIN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    folder = _cache_dir()
+    plugin = folder / f"ek_icount-{digest}.so"
+    if plugin.exists():
+        return plugin
+    _require(["gcc"])
+    partial = folder / f".ek_icount-{digest}.{os.getpid()}.so"
+    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall", "-o", str(partial), str(PLUGIN_SOURCE)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise ToolchainError(f"could not build the QEMU instruction-count plugin {PLUGIN_SOURCE}: "
+                             f"{result.stderr.strip() or result.stdout.strip()}")
+    os.replace(partial, plugin)  # atomic: a concurrent run sees the old file or the complete new one
+    for stale in folder.glob("ek_icount-*.so"):
+        if stale != plugin:
+            stale.unlink(missing_ok=True)
+    return plugin
+
+
+def _symbols(elf: Path) -> list[tuple[int, int, str]]:
+    """(address, size, name) of the defined code symbols of ``elf``, Thumb bit cleared."""
+    result = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FirmwareError(f"cannot read the symbols of {elf}: {result.stderr.strip()}")
+    symbols = []
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "TtWw":
+            symbols.append((int(parts[0], 16) & ~1, int(parts[1], 16), parts[3]))
+        elif len(parts) == 3 and parts[1] in "TtWw":
+            symbols.append((int(parts[0], 16) & ~1, 0, parts[2]))
+    return symbols
+
+
+def _function_at(symbols: list[tuple[int, int, str]], address: int) -> str | None:
+    for start, size, name in symbols:
+        if start <= address < start + size:
+            return name
+    return None
+
+
+def _qemu_option_value(path: Path) -> str:
+    return str(path).replace(",", ",,")  # QEMU's option syntax escapes a comma by doubling it
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "(no output)"
+
+
+def _fault_message(fault_line: str, symbols: list[tuple[int, int, str]]) -> str:
+    fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))
+    name = fault_line.split()[1] if len(fault_line.split()) > 1 else "fault"
+    where = ""
+    if fields.get("pc", "unknown") != "unknown":
+        pc = int(fields["pc"], 16)
+        function = _function_at(symbols, pc)
+        where = f" at pc=0x{pc:08x}" + (f" in {function}()" if function else "")
+    elif "sp" in fields:
+        where = f" with the stack pointer at {fields['sp']}, outside RAM (a stack overflow?)"
+    reasons = []
+    cfsr = int(fields.get("cfsr", "0"), 16)
+    hfsr = int(fields.get("hfsr", "0"), 16)
+    reasons += [text for bit, text in _CFSR_BITS.items() if cfsr >> bit & 1]
+    reasons += [text for bit, text in _HFSR_BITS.items() if hfsr >> bit & 1]
+    if cfsr >> 15 & 1 and "bfar" in fields:
+        reasons.append(f"bus fault address {fields['bfar']}")
+    if cfsr >> 7 & 1 and "mmfar" in fields:
+        reasons.append(f"memory-manage fault address {fields['mmfar']}")
+    if int(fields.get("sfsr", "0"), 16):
+        reasons.append(f"sfsr={fields['sfsr']}")
+    detail = f"cfsr={fields.get('cfsr', '?')} hfsr={fields.get('hfsr', '?')}"
+    if reasons:
+        detail += ": " + "; ".join(reasons)
+    return f"{name}{where} ({detail})"
+
+
+def run_elf(elf: str | Path, board: str, timeout_s: float = 60.0, count_instructions: bool = True) -> QemuRun:
+    """Boot ``elf`` on the emulated ``board`` and run it to its exit.
+
+    Raises FirmwareError when the firmware does not finish within ``timeout_s`` seconds (QEMU and everything it
+    started are killed), when it faults (the message names the fault, the PC and the function), or when it exits with
+    a non-zero status; ToolchainError when a tool is missing or QEMU cannot start.
+    """
+    elf = Path(elf)
+    info = board_info(board)
+    _require(["qemu-system-arm", "arm-none-eabi-nm"] + (["gcc"] if count_instructions else []))
+    if not elf.is_file():
+        raise FirmwareError(f"firmware {elf} does not exist")
+    symbols = _symbols(elf)
+    marker = next((address for address, _, name in symbols if name == "ek_marker"), 0)
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-qemu-") as tmp:
+        tmp_dir = Path(tmp)
+        semihost_file = tmp_dir / "semihosting.txt"
+        counts_file = tmp_dir / "icount.txt"
+        cmd = ["qemu-system-arm", "-M", info["qemu_machine"]]
+        if info.get("qemu_cpu"):
+            cmd += ["-cpu", info["qemu_cpu"]]
+        cmd += ["-nographic", "-monitor", "none",
+                "-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
+                "-semihosting-config", "enable=on,target=native,chardev=semihost",
+                "-kernel", str(elf)]
+        if count_instructions:
+            cmd += ["-plugin", f"{_qemu_option_value(plugin_path())},marker=0x{marker:x},"
+                               f"out={_qemu_option_value(counts_file)}"]
+        with open(tmp_dir / "stdout.txt", "wb") as stdout, open(tmp_dir / "stderr.txt", "wb") as stderr:
+            # Own session, so a hung run can be killed with everything it started.
+            process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                       start_new_session=True)
+            timed_out = False
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:  # also on Ctrl-C: never leave QEMU running
+                if process.poll() is None:
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except ProcessLookupError:  # it ended just now
+                        pass
+                    process.wait()
+        output = semihost_file.read_text(errors="replace") if semihost_file.exists() else ""
+        uart = (tmp_dir / "stdout.txt").read_text(errors="replace")
+        qemu_errors = (tmp_dir / "stderr.txt").read_text(errors="replace")
+        counts_text = counts_file.read_text() if counts_file.exists() else None
+
+    where = f"on {board} ({elf})"
+    if timed_out:
+        raise FirmwareError(f"firmware did not finish within {timeout_s:g} s {where}: it hangs or needs a longer "
+                            f"time limit; last output: {_last_lines(output + uart)}")
+    code = process.returncode
+    fault_line = next((line for line in output.splitlines() if line.startswith("EK_FAULT ")), None)
+    if fault_line is not None:
+        raise FirmwareError(f"firmware faulted {where}: {_fault_message(fault_line, symbols)}")
+    lockup = next((line for line in qemu_errors.splitlines() if "Lockup" in line), None)
+    if lockup is not None:  # a fault the core cannot escalate (e.g. inside the HardFault handler): QEMU aborts
+        raise FirmwareError(f"firmware locked up {where}, a fault while handling a fault: {lockup.strip()}; "
+                            f"last output: {_last_lines(output + uart)}")
+    if code < 0:
+        raise FirmwareError(f"QEMU was killed by signal {-code} {where}; last output: {_last_lines(output + uart)}")
+    qemu_messages = [line for line in qemu_errors.splitlines() if line.startswith("qemu-system-arm:")
+                     and "warning" not in line]
+    if code != 0 and not output and qemu_messages:
+        raise ToolchainError(f"qemu-system-arm could not run {elf} on {board}: {qemu_messages[0]}")
+    if code != 0:
+        raise FirmwareError(f"firmware exited with status {code} {where}; last output: {_last_lines(output + uart)}")
+
+    marker_counts: list[int] = []
+    total = 0
+    if count_instructions:
+        if counts_text is None:
+            raise ToolchainError(f"the instruction-count plugin wrote no counts for {elf} on {board}: "
+                                 f"{_last_lines(qemu_errors)}")
+        for line in counts_text.splitlines():
+            key, value = line.split()
+            if key == "total":
+                total = int(value)
+            elif key == "marker":
+                marker_counts.append(int(value))
+    return QemuRun(exit_code=code, output=output, marker_counts=tuple(marker_counts), total_instructions=total)

@@ -1,0 +1,5 @@
+"""The ek_icount QEMU TCG plugin (ek_icount.c): exact per-instruction counts and ek_marker() hits.
+
+Not Python: this package only carries the C source, which ``edgekit.runtimes.qemu.plugin_path()`` compiles with the
+host gcc on first use.
+"""

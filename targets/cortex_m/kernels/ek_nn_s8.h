@@ -1,0 +1,102 @@
+/*
+ * ek_nn_s8.h: edgekit's int8 micro-kernels for Cortex-M (convolution, depthwise convolution, fully connected).
+ *
+ * Where it sits: targets/cortex_m. edgekit's ahead-of-time driver calls these for conv/depthwise/linear layers;
+ * targets/cortex_m/kernel_pack.py prepares, offline, every array and parameter they take (weights reordered for the
+ * inner loops, still one byte per weight). edgekit/intref.py is the host reference they match bit for bit.
+ *
+ * Arithmetic (edgekit/qmath.py): activations int8 with zero point, weights int8 per-channel symmetric in
+ * [-127, 127], bias int32, acc = bias[c] + sum((x - x_zp) * w) as a wrapping int32, then
+ * out = clamp(out_zp + ((acc * mult[c] + 2^(shift[c]-1)) >> shift[c]), act_min, act_max) on 64 bits.
+ *
+ * Layout: NHWC. A convolution reads an in_h x in_w window whose rows are in_row_stride bytes apart (pixels of in_c
+ * contiguous bytes) and writes an out_h x out_w window whose rows are out_row_stride bytes apart, so a caller can run
+ * a layer on a spatial patch of larger tensors. Padding is explicit and 4-sided; padded positions read as the input
+ * zero point. Nothing outside the output window is written.
+ *
+ * Two implementations compute identical results: Armv7E-M/Armv8-M DSP (SMLAD on int16 pairs, register-blocked,
+ * used when __ARM_FEATURE_DSP is defined) and portable C (any core, any host; also forced by EK_NN_PORTABLE).
+ *
+ * Buffers: weights, requant tables and scratch must be 4-byte aligned (the packer's arrays are declared aligned by
+ * the code that embeds them). Scratch holds no state between calls. No function allocates memory or calls libc
+ * beyond memcpy/memset.
+ */
+#ifndef EK_NN_S8_H
+#define EK_NN_S8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Return codes. */
+#define EK_NN_OK 0
+#define EK_NN_ERR_ALIGN (-1) /* weights, requant table or scratch not 4-byte aligned */
+#define EK_NN_ERR_ARG (-2)   /* a parameter out of range (zero size, bad stride, inconsistent output size) */
+
+/* flags */
+#define EK_NN_FLAG_FAST_REQUANT 1u /* requant table holds the SMMLA form for every channel (kernel_pack decides) */
+#define EK_NN_FLAG_CACHE_ALL_WEIGHTS 2u /* conv: widen all weights once per call instead of once per pixel tile */
+
+/*
+ * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
+ * is EK_NN_CONV_INT_FIELDS words followed by the pointers; kernel_pack.py lists the same fields in the same order.
+ * Generated code declares one `static const` instance per layer (it lives in flash).
+ */
+typedef struct {
+    int32_t in_h, in_w, in_c;       /* input window; in_c = channels per pixel (contiguous bytes) */
+    int32_t in_row_stride;          /* bytes from one input row to the next (>= in_w * in_c) */
+    int32_t out_h, out_w, out_c;    /* output window; depthwise: out_c == in_c */
+    int32_t out_row_stride;         /* bytes from one output row to the next (>= out_w * out_c) */
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_top, pad_bottom, pad_left, pad_right;
+    int32_t input_offset;           /* -(input zero point) */
+    int32_t output_offset;          /* output zero point */
+    int32_t act_min, act_max;       /* fused activation clamp, in the int8 output domain */
+    int32_t tile_pixels;            /* conv: output pixels per im2col tile (even, >= 2); depthwise: unused (0) */
+    int32_t flags;                  /* EK_NN_FLAG_* */
+    const int8_t *weights;          /* kernel_pack layout, 4-byte aligned */
+    const int32_t *bias;            /* [out_c] or NULL (zeros) */
+    const int32_t *requant;         /* [ceil4(out_c)][4] from kernel_pack: {mult, a, b, shift} per channel */
+} ek_conv_params_t;
+
+#define EK_NN_CONV_INT_FIELDS 24
+
+/* Per-layer constants of a fully connected layer: out[b][o] from in[b][0..in_features). */
+typedef struct {
+    int32_t batch;
+    int32_t in_features, out_features;
+    int32_t in_row_stride, out_row_stride; /* bytes between batch rows of input and output */
+    int32_t input_offset, output_offset;
+    int32_t act_min, act_max;
+    int32_t flags;
+    const int8_t *weights;          /* kernel_pack layout, 4-byte aligned */
+    const int32_t *bias;            /* [ceil4(out_features)] from kernel_pack: bias plus zero-point terms; required */
+    const int32_t *requant;         /* [ceil4(out_features)][4] from kernel_pack */
+} ek_fc_params_t;
+
+#define EK_NN_FC_INT_FIELDS 10
+
+/* Scratch bytes each call needs (0 = pass NULL). kernel_pack.scratch_bytes() computes the same numbers. */
+size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
+size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
+size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p);
+
+/* Convolution, groups = 1, any kernel, stride, dilation and padding; 1x1 stride-1 convolutions take a shorter path. */
+int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+
+/* Depthwise convolution, channel multiplier 1; 3x3 stride 1/2 take a faster path. */
+int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+
+/* Fully connected: weights [out_features][in_features] (packed), batch rows of in_features int8 each. */
+int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EK_NN_S8_H */

@@ -1,0 +1,391 @@
+"""The microcontroller program: the deployment graph as a list of kernel calls on one statically planned arena.
+
+Where it sits: inside the Cortex-M target. :func:`build_program` turns a graph (float32) or a lowered int8 graph
+(edgekit/qgraph.py) into NHWC tensors, constant arrays (weights in the layout each kernel wants) and steps — one
+kernel call each, a TVM kernel (tvm_kernels.py) or one of edgekit's own int8 micro-kernels (kernels/). It then plans
+the arena with edgekit/memplan.py. Code generation (codegen.py) only prints what is here, and the estimators read
+the same plan, so the arena in the estimate is the arena in the ELF.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UnsupportedError
+from edgekit.graph import Graph, Node
+from edgekit.memplan import ArenaPlan, Buffer, plan_arena
+
+from edgekit.targets.cortex_m.tvm_kernels import KernelSpec
+
+# Operators the Cortex-M target runs, per dtype (recurrent layers run as streaming steps, see the recurrent issue).
+FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
+             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish"}
+INT8_OPS = FLOAT_OPS - {"mul"}
+FOLLOW_UPS = {
+    "gru": "recurrent layers run on Cortex-M as streaming step functions (the recurrent-models issue)",
+    "lstm": "recurrent layers run on Cortex-M as streaming step functions (the recurrent-models issue)",
+    "conv1d": "write it as Conv2d with a 1xK kernel",
+    "batchnorm": "put it right after a conv/linear so edgekit folds it",
+    "softmax": "drop the final softmax for deployment (argmax is unchanged) or compile in float32",
+}
+DTYPE_C = {"int8": "int8_t", "float32": "float", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
+DTYPE_BYTES = {"int8": 1, "float32": 4, "int32": 4, "int16": 2, "uint8": 1}
+
+
+@dataclass
+class Tensor:
+    """An activation tensor in the arena (or a view of one)."""
+
+    name: str
+    shape: tuple[int, ...]          # physical layout (NHWC for 4-D)
+    dtype: str
+    alias_of: str | None = None     # shares the buffer of another tensor
+    offset: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * DTYPE_BYTES[self.dtype]
+
+
+@dataclass
+class Const:
+    name: str
+    data: np.ndarray
+
+    @property
+    def dtype(self) -> str:
+        return str(self.data.dtype)
+
+
+@dataclass
+class Step:
+    """One kernel call: ``kind`` is 'tvm' (a generated kernel, ``spec``) or an edgekit micro-kernel ('ek_*')."""
+
+    layer: str
+    kind: str
+    inputs: list[str]
+    consts: list[str]
+    output: str
+    spec: KernelSpec | None = None
+    params: dict[str, Any] = field(default_factory=dict)   # micro-kernel parameters (ints), printed as a struct
+    macs: int = 0
+    scratch_bytes: int = 0
+    symbol: str = ""
+
+
+@dataclass
+class Program:
+    name: str
+    dtype: str
+    tensors: dict[str, Tensor]
+    consts: dict[str, Const]
+    steps: list[Step]
+    input: str
+    output: str
+    plan: ArenaPlan | None = None
+    input_q: tuple[float, int] | None = None     # int8: (scale, zero point) of input and output
+    output_q: tuple[float, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.plan.arena_bytes if self.plan else 0
+
+    @property
+    def const_bytes(self) -> int:
+        return sum(c.data.nbytes for c in self.consts.values())
+
+    def const_bytes_by_layer(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.layer] = out.get(s.layer, 0) + sum(self.consts[c].data.nbytes for c in s.consts)
+        return out
+
+
+def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
+# Torch axis -> physical axis for 4-D tensors.
+_NCHW_TO_NHWC = (0, 3, 1, 2)
+
+
+def check_supported(graph: Graph, dtype: str, target: str) -> None:
+    ops = INT8_OPS if dtype == "int8" else FLOAT_OPS
+    bad = [n for n in graph.nodes if n.op not in ops]
+    if bad:
+        detail = "; ".join(f"'{n.name}' ({n.op}{': ' + FOLLOW_UPS[n.op] if n.op in FOLLOW_UPS else ''})"
+                           for n in bad)
+        raise UnsupportedError(f"{len(bad)} layer(s) cannot run on {target} in {dtype}: {detail}; the phone target "
+                               "(phone-arm64) runs them")
+    for n in graph.nodes:
+        if n.op in ("conv2d",) and n.attrs["groups"] not in (1, n.attrs["in_channels"]) and dtype == "int8":
+            continue
+        if n.op in ("add", "mul") and graph[n.inputs[0]].shape != graph[n.inputs[1]].shape:
+            raise UnsupportedError(f"layer '{n.name}': {n.op} with broadcasting ({graph[n.inputs[0]].shape} and "
+                                   f"{graph[n.inputs[1]].shape}) is not supported on {target}")
+
+
+def _gather_map(src_shape_torch: tuple[int, ...], index: list) -> tuple[tuple, tuple, tuple[int, ...]]:
+    """For basic indexing of a tensor: per output axis (source physical axis, offset, step), fixed source axes,
+    and the output torch shape."""
+    rank = len(src_shape_torch)
+    phys = _NCHW_TO_NHWC if rank == 4 else tuple(range(rank))
+    index = list(index) + [["slice", None, None, None]] * (rank - len(index))
+    kept, fixed, out_shape = [], {}, []
+    for ax, spec in enumerate(index):
+        size = src_shape_torch[ax]
+        if isinstance(spec, list):
+            start, stop, step = slice(spec[1], spec[2], spec[3]).indices(size)
+            n = len(range(start, stop, step))
+            kept.append((phys[ax], start, step))
+            out_shape.append(n)
+        else:
+            fixed[phys[ax]] = int(spec) % size
+    return tuple(kept), tuple(sorted(fixed.items())), tuple(out_shape)
+
+
+class _Builder:
+    def __init__(self, graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7"):
+        self.g, self.dtype, self.qg, self.use_ek, self.cpu = graph, dtype, qg, use_ek_kernels, cpu
+        self.tensors: dict[str, Tensor] = {}
+        self.consts: dict[str, Const] = {}
+        self.steps: list[Step] = []
+        self.notes: list[str] = []
+
+    def const(self, name: str, data: np.ndarray) -> str:
+        self.consts[name] = Const(name, np.ascontiguousarray(data))
+        return name
+
+    def q(self, name: str):
+        return self.qg.nodes[name] if self.qg is not None else None
+
+    def add_tensor(self, name: str, shape, alias_of: str | None = None) -> Tensor:
+        t = Tensor(name, tuple(int(s) for s in shape), self.dtype, alias_of)
+        self.tensors[name] = t
+        return t
+
+    def tvm_step(self, node: Node, op: str, inputs: list[str], consts: list[str], out: str, attrs: dict,
+                 macs: int = 0) -> Step:
+        spec = KernelSpec(op, self.dtype, tuple(self.tensors[i].shape for i in inputs), self.tensors[out].shape,
+                          tuple(sorted(attrs.items())))
+        step = Step(node.name, "tvm", inputs, consts, out, spec=spec, macs=macs)
+        self.steps.append(step)
+        return step
+
+    # ---- per operator ------------------------------------------------------------------------------------------
+    def conv2d(self, n: Node, macs: int):
+        a = n.attrs
+        x = n.inputs[0]
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        ph, pw = a["padding"]
+        pads = (ph, ph, pw, pw)
+        attrs = {"kernel": tuple(a["kernel_size"]), "stride": tuple(a["stride"]), "dilation": tuple(a["dilation"]),
+                 "groups": a["groups"], "pads": pads}
+        depthwise = a["groups"] == a["in_channels"] and a["groups"] > 1 and a["out_channels"] == a["in_channels"]
+        if self.dtype == "int8":
+            qn = self.q(n.name)
+            w = qn.q["weight"].transpose(0, 2, 3, 1)  # OIHW -> OHWI
+            if self.use_ek and (a["groups"] == 1 or depthwise):
+                from edgekit.targets.cortex_m import ek_kernels
+
+                self.steps.append(ek_kernels.conv_step(self, n, qn, depthwise, pads, macs))
+                return
+            attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, act_min=qn.q["act_min"], act_max=qn.q["act_max"])
+            cs = [self.const(f"{n.name}.w", w), self.const(f"{n.name}.b", qn.q["bias"]),
+                  self.const(f"{n.name}.mult", qn.q["mult"]), self.const(f"{n.name}.shift", qn.q["shift"])]
+        else:
+            w = n.params["weight"].transpose(0, 2, 3, 1)
+            b = n.params.get("bias", np.zeros(a["out_channels"], np.float32))
+            attrs["act"] = n.attrs.get("activation")
+            cs = [self.const(f"{n.name}.w", w.astype(np.float32)), self.const(f"{n.name}.b", b.astype(np.float32))]
+        self.tvm_step(n, "conv2d", [x], cs, out.name, attrs, macs)
+
+    def linear(self, n: Node, macs: int):
+        x = n.inputs[0]
+        in_shape = self.tensors[x].shape
+        if len(in_shape) != 2:
+            raise UnsupportedError(f"layer '{n.name}': linear on a {len(in_shape)}-D input is not supported on "
+                                   "Cortex-M; flatten to (batch, features) first")
+        out = self.add_tensor(n.name, n.shape)
+        if self.dtype == "int8":
+            qn = self.q(n.name)
+            if self.use_ek:
+                from edgekit.targets.cortex_m import ek_kernels
+
+                self.steps.append(ek_kernels.fc_step(self, n, qn, macs))
+                return
+            attrs = {"in_zp": qn.q["in_zp"], "out_zp": qn.out_zp, "act_min": qn.q["act_min"],
+                     "act_max": qn.q["act_max"]}
+            cs = [self.const(f"{n.name}.w", qn.q["weight"]), self.const(f"{n.name}.b", qn.q["bias"]),
+                  self.const(f"{n.name}.mult", qn.q["mult"]), self.const(f"{n.name}.shift", qn.q["shift"])]
+        else:
+            attrs = {"act": n.attrs.get("activation")}
+            b = n.params.get("bias", np.zeros(n.attrs["out_features"], np.float32))
+            cs = [self.const(f"{n.name}.w", n.params["weight"].astype(np.float32)),
+                  self.const(f"{n.name}.b", b.astype(np.float32))]
+        self.tvm_step(n, "linear", [x], cs, out.name, attrs, macs)
+
+    def pool(self, n: Node):
+        a = n.attrs
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        ih, iw = self.tensors[n.inputs[0]].shape[1:3]
+        kh, kw = a["kernel_size"]
+        sh, sw = a["stride"]
+        ph, pw = a["padding"]
+        oh, ow = out.shape[1:3]
+        # ceil_mode may need extra padding at the bottom/right edge.
+        pb = max(ph, (oh - 1) * sh + kh - ih - ph)
+        pr = max(pw, (ow - 1) * sw + kw - iw - pw)
+        attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": (ph, pb, pw, pr)}
+        if n.op == "avgpool2d" and (ph or pw or pb != ph or pr != pw) and not a.get("count_include_pad", True):
+            raise UnsupportedError(f"layer '{n.name}': average pooling with padding and count_include_pad=False")
+        if self.dtype == "int8" and n.op == "avgpool2d":
+            qn = self.q(n.name)
+            attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
+        self.tvm_step(n, n.op, [n.inputs[0]], [], out.name, attrs)
+
+    def global_avgpool(self, n: Node):
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        attrs = {}
+        if self.dtype == "int8":
+            qn = self.q(n.name)
+            attrs = {"in_zp": qn.q["in_zp"], "out_zp": qn.out_zp, "mult": int(qn.q["mult"]),
+                     "shift": int(qn.q["shift"])}
+        self.tvm_step(n, "global_avgpool", [n.inputs[0]], [], out.name, attrs)
+
+    def binary(self, n: Node):
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        attrs = {}
+        if self.dtype == "int8":
+            q = self.q(n.name).q
+            attrs = {k: int(q[k]) for k in ("a_zp", "b_zp", "a_mult", "b_mult", "shift", "act_min", "act_max")}
+            attrs["out_zp"] = self.q(n.name).out_zp
+        else:
+            attrs = {"act": n.attrs.get("activation")}
+        self.tvm_step(n, n.op, list(n.inputs), [], out.name, attrs)
+
+    def unary(self, n: Node):
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        cs = []
+        if self.dtype == "int8":
+            cs = [self.const(f"{n.name}.lut", self.q(n.name).q["lut"])]
+        self.tvm_step(n, n.op, [n.inputs[0]], cs, out.name, {})
+
+    def concat(self, n: Node):
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        rank = len(n.shape)
+        axis = _NCHW_TO_NHWC[n.attrs["dim"] % 4] if rank == 4 else n.attrs["dim"] % rank
+        attrs = {"axis": axis}
+        if self.dtype == "int8":
+            qn = self.q(n.name)
+            attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
+        self.tvm_step(n, "concat", list(n.inputs), [], out.name, attrs)
+
+    def reshape(self, n: Node):
+        src = self.tensors[n.inputs[0]]
+        src_torch = self.g[n.inputs[0]].shape
+        if len(src_torch) == 4 and len(n.shape) == 4:
+            if tuple(src_torch) != tuple(n.shape):
+                raise UnsupportedError(f"layer '{n.name}': a 4-D to 4-D reshape is not supported on Cortex-M")
+            self.add_tensor(n.name, src.shape, alias_of=n.inputs[0])
+            return
+        if len(src_torch) == 4 and src_torch[1] > 1 and src_torch[2] * src_torch[3] > 1:
+            # NHWC in memory, but torch flattens in NCHW order: move the data once (a transpose kernel).
+            tname = f"{n.name}.nchw"
+            self.add_tensor(tname, src_torch)
+            amap = ((0, 0, 1), (3, 0, 1), (1, 0, 1), (2, 0, 1))
+            self.tvm_step(n, "gather", [n.inputs[0]], [], tname, {"map": amap, "fixed": ()})
+            self.add_tensor(n.name, n.shape, alias_of=tname)
+            return
+        if len(n.shape) == 4 and len(src_torch) != 4 and n.shape[1] > 1 and n.shape[2] * n.shape[3] > 1:
+            raise UnsupportedError(f"layer '{n.name}': reshaping a flat tensor into an image is not supported on "
+                                   "Cortex-M")
+        self.add_tensor(n.name, nhwc(n.shape), alias_of=n.inputs[0])
+
+    def select(self, n: Node):
+        src_torch = self.g[n.inputs[0]].shape
+        kept, fixed, out_torch = _gather_map(src_torch, n.attrs["index"])
+        out_phys = nhwc(out_torch)
+        if len(out_torch) == 4:
+            # Output axes in NHWC order: kept source axes are listed in torch order; reorder them.
+            kept = tuple(kept[i] for i in (0, 2, 3, 1))
+        out = self.add_tensor(n.name, out_phys)
+        self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": kept, "fixed": fixed})
+
+
+def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
+                  target: str = "cortex-m") -> Program:
+    from edgekit.analysis import macs_of
+
+    check_supported(graph, dtype, target)
+    b = _Builder(graph, dtype, qg, use_ek_kernels, cpu)
+    for n in graph.nodes:
+        macs = macs_of(n, graph)
+        if n.op == "input":
+            b.add_tensor(n.name, nhwc(n.shape))
+        elif n.op == "conv2d":
+            b.conv2d(n, macs)
+        elif n.op == "linear":
+            b.linear(n, macs)
+        elif n.op in ("maxpool2d", "avgpool2d"):
+            b.pool(n)
+        elif n.op == "global_avgpool":
+            b.global_avgpool(n)
+        elif n.op in ("add", "mul"):
+            b.binary(n)
+        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish"):
+            b.unary(n)
+        elif n.op == "concat":
+            b.concat(n)
+        elif n.op in ("reshape", "flatten"):
+            b.reshape(n)
+        elif n.op == "select":
+            b.select(n)
+        else:  # check_supported already refused it
+            raise UnsupportedError(f"layer '{n.name}': '{n.op}' is not supported on {target}")
+    prog = Program(graph.name, dtype, b.tensors, b.consts, b.steps, graph.inputs[0].name, graph.outputs[0],
+                   notes=b.notes)
+    if len(graph.outputs) != 1 or len(graph.inputs) != 1:
+        raise UnsupportedError(f"model '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} "
+                               "outputs; the Cortex-M target supports one of each")
+    if qg is not None:
+        prog.input_q = (qg.input.out_scale, qg.input.out_zp)
+        prog.output_q = (qg.output().out_scale, qg.output().out_zp)
+    plan_program(prog)
+    return prog
+
+
+def root_of(prog: Program, name: str) -> str:
+    t = prog.tensors[name]
+    while t.alias_of is not None:
+        t = prog.tensors[t.alias_of]
+    return t.name
+
+
+def program_buffers(prog: Program) -> list[Buffer]:
+    """Arena buffers of a program: each root tensor live from its producing step to its last reader."""
+    first: dict[str, int] = {root_of(prog, prog.input): 0}
+    last: dict[str, int] = {root_of(prog, prog.input): 0}
+    for i, s in enumerate(prog.steps):
+        out = root_of(prog, s.output)
+        first.setdefault(out, i)
+        last[out] = max(last.get(out, i), i)
+        for x in s.inputs:
+            r = root_of(prog, x)
+            last[r] = max(last.get(r, i), i)
+    end = max(len(prog.steps) - 1, 0)
+    last[root_of(prog, prog.output)] = end
+    buffers = [Buffer(name, prog.tensors[name].nbytes, first[name], last[name]) for name in first]
+    for i, s in enumerate(prog.steps):
+        if s.scratch_bytes:
+            buffers.append(Buffer(f"{s.layer}#scratch{i}", s.scratch_bytes, i, i))
+    return buffers
+
+
+def plan_program(prog: Program) -> None:
+    prog.plan = plan_arena(program_buffers(prog), alignment=8)
+    for t in prog.tensors.values():
+        t.offset = prog.plan.offsets.get(root_of(prog, t.name), 0)

@@ -1,0 +1,115 @@
+"""arm-none-eabi-gcc: compile the firmware, read its sizes and stack usage.
+
+Where it sits: the last step of the Cortex-M target. Every object is compiled on its own (so ``-fstack-usage`` writes
+one .su file per source) and linked with the board's linker script. Sizes come from ``arm-none-eabi-size -A`` and
+``arm-none-eabi-nm``; stack from the .su files (per function; the report shows the deepest kernel + driver chain).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.errors import ToolchainError
+
+INSTALL_HINT = ("install it with: sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                "binutils-arm-none-eabi (or run scripts/setup.sh)")
+OPT_FLAGS = ["-O2", "-std=c11", "-g0", "-Wall", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
+             "-Wno-unused-function", "-fno-common", "-ffile-prefix-map=/=/"]
+
+
+def have_toolchain() -> bool:
+    return all(shutil.which(t) for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm"))
+
+
+def require_toolchain() -> None:
+    missing = [t for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm") if not shutil.which(t)]
+    if missing:
+        raise ToolchainError(f"{', '.join(missing)} not found; the C sources were written, but the firmware needs "
+                             f"the Arm cross-compiler: {INSTALL_HINT}")
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+        raise ToolchainError(f"{what} failed in {cwd}: {first.strip()}")
+    return proc.stdout
+
+
+@dataclass
+class ElfSizes:
+    text: int
+    rodata: int
+    data: int
+    bss: int
+    symbols: dict[str, int] = field(default_factory=dict)  # name -> size, for the largest objects
+
+    @property
+    def flash(self) -> int:
+        return self.text + self.rodata + self.data
+
+    @property
+    def ram(self) -> int:
+        return self.data + self.bss
+
+
+def compile_firmware(sources: list[Path], include_dirs: list[Path], cflags: list[str], ldflags: list[str],
+                     build_dir: Path, elf: Path) -> None:
+    require_toolchain()
+    objdir = build_dir / "obj"
+    objdir.mkdir(parents=True, exist_ok=True)
+    objects = []
+    incs = [f"-I{d}" for d in include_dirs]
+    for src in sources:
+        obj = objdir / (src.stem + ".o")
+        _run(["arm-none-eabi-gcc", *cflags, *OPT_FLAGS, "-fstack-usage", *incs, "-c", str(src), "-o", str(obj)],
+             build_dir, f"compiling {src.name}")
+        objects.append(str(obj))
+    _run(["arm-none-eabi-gcc", *cflags, *objects, *ldflags, "-o", str(elf)], build_dir, "linking the firmware")
+
+
+def elf_sizes(elf: Path) -> ElfSizes:
+    out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
+    sec = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
+            sec[parts[0]] = int(parts[1])
+    text = sum(v for k, v in sec.items() if k in (".text", ".vectors", ".isr_vector") or k.startswith(".text"))
+    rodata = sum(v for k, v in sec.items() if k.startswith(".rodata"))
+    data = sum(v for k, v in sec.items() if k.startswith(".data"))
+    bss = sum(v for k, v in sec.items() if k.startswith(".bss"))  # the .stack reservation is reported apart
+    nm = _run(["arm-none-eabi-nm", "-S", "--size-sort", str(elf)], elf.parent, "arm-none-eabi-nm")
+    symbols = {}
+    for line in nm.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            symbols[parts[3]] = int(parts[1], 16)
+    return ElfSizes(text, rodata, data, bss, symbols)
+
+
+def section_table(elf: Path) -> dict[str, int]:
+    out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
+    table = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit() and int(parts[1]):
+            table[parts[0]] = int(parts[1])
+    return table
+
+
+_SU = re.compile(r"^(?P<loc>.+?):(?P<fn>[^:\s]+)\s+(?P<bytes>\d+)\s+(?P<kind>\S+)")
+
+
+def stack_usage(build_dir: Path) -> dict[str, int]:
+    """Function -> bytes of its own frame, from the .su files GCC wrote."""
+    out = {}
+    for su in sorted((build_dir / "obj").glob("*.su")):
+        for line in su.read_text().splitlines():
+            m = _SU.match(line.strip())
+            if m:
+                out[m["fn"]] = max(out.get(m["fn"], 0), int(m["bytes"]))
+    return out

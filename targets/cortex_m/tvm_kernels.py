@@ -1,0 +1,346 @@
+"""Layer kernels through Apache TVM: tensor expressions -> TIR -> a microcontroller schedule -> C.
+
+Where it sits: the Cortex-M target (targets/cortex_m) describes each layer as a :class:`KernelSpec` (operator, NHWC
+shapes, dtype, baked-in constants such as zero points). This module writes the computation as a TVM tensor
+expression, schedules it for a microcontroller (padding and elementwise epilogues inlined so that no intermediate
+tensor is allocated: no heap, no workspace), and compiles all kernels of a model into one C file with TVM's ``c``
+target for the chosen core. Identical specs share one kernel.
+
+The generated functions use TVM's packed calling convention (``int32_t fn(void*, TVMFFIAny*, int32_t, void*)``
+with ``DLTensor`` arguments); edgekit's driver (templates/model.c.j2) builds those arguments statically. Assertions
+are compiled out (``tirx.disable_assert``): shapes are fixed at build time.
+
+The int8 arithmetic is edgekit/qmath.py's, bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import tvm
+from tvm import s_tir, te
+
+INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Everything that decides a kernel's code. Arrays (weights, multipliers) are arguments, not part of the spec."""
+
+    op: str
+    dtype: str
+    in_shapes: tuple[tuple[int, ...], ...]
+    out_shape: tuple[int, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def attr(self, key, default=None):
+        return dict(self.attrs).get(key, default)
+
+
+@dataclass(frozen=True)
+class KernelArgs:
+    """The argument list of a generated kernel: activations in, then parameter arrays (name, shape, dtype), out."""
+
+    params: tuple[tuple[str, tuple[int, ...], str], ...]
+
+
+def _clip(v, lo, hi):
+    return te.max(te.min(v, hi), lo)
+
+
+def _requant(acc, mult, shift, zp, lo, hi):
+    """edgekit/qmath.py: clamp(zp + ((acc·mult + 2^(shift−1)) >> shift)) on int64."""
+    one = tvm.tirx.const(1, "int64")
+    s64 = shift.astype("int64")
+    v = acc.astype("int64") * mult.astype("int64") + (one << (s64 - one))
+    v = (v >> s64) + tvm.tirx.const(zp, "int64")
+    return _clip(v, tvm.tirx.const(lo, "int64"), tvm.tirx.const(hi, "int64")).astype(INT8)
+
+
+def _float_act(v, act):
+    if act == "relu":
+        return te.max(v, tvm.tirx.const(0.0, "float32"))
+    if act == "relu6":
+        return te.min(te.max(v, tvm.tirx.const(0.0, "float32")), tvm.tirx.const(6.0, "float32"))
+    return v
+
+
+def _padded(x, pads, value, dtype):
+    """x[n, h, w, c] with (top, bottom, left, right) padding filled with ``value``."""
+    n, h, w, c = x.shape
+    pt, pb, pl, pr = pads
+    if not any(pads):
+        return x
+    return te.compute(
+        (n, h + pt + pb, w + pl + pr, c),
+        lambda i, y, z, k: tvm.tirx.if_then_else(
+            tvm.tirx.all(y >= pt, y < h + pt, z >= pl, z < w + pl), x[i, y - pt, z - pl, k],
+            tvm.tirx.const(value, dtype)), name="pad")
+
+
+def _conv(spec: KernelSpec):
+    (shape,) = spec.in_shapes
+    _, H, W, C = shape
+    _, OH, OW, O = spec.out_shape
+    kh, kw = spec.attr("kernel")
+    sh, sw = spec.attr("stride")
+    dh, dw = spec.attr("dilation")
+    g = spec.attr("groups")
+    cin_g, cout_g = C // g, O // g
+    int8 = spec.dtype == INT8
+    x = te.placeholder(shape, spec.dtype, "x")
+    w = te.placeholder((O, kh, kw, cin_g), spec.dtype, "w")
+    b = te.placeholder((O,), "int32" if int8 else "float32", "bias")
+    zp = spec.attr("in_zp", 0)
+    xp = _padded(x, spec.attr("pads"), zp if int8 else 0.0, spec.dtype)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin_g), "rc")
+
+    def in_ch(o):
+        return rc if g == 1 else (o // cout_g) * cin_g + rc
+
+    if int8:
+        acc = te.compute((1, OH, OW, O), lambda n, i, j, o: te.sum(
+            (xp[n, i * sh + ry * dh, j * sw + rx * dw, in_ch(o)].astype("int32") - zp)
+            * w[o, ry, rx, rc].astype("int32"), axis=[ry, rx, rc]), name="acc")
+        mult = te.placeholder((O,), "int32", "mult")
+        shift = te.placeholder((O,), "int32", "shift")
+        y = te.compute((1, OH, OW, O), lambda n, i, j, o: _requant(
+            acc[n, i, j, o] + b[o], mult[o], shift[o], spec.attr("out_zp"), spec.attr("act_min"),
+            spec.attr("act_max")), name="out")
+        return [x, w, b, mult, shift, y]
+    acc = te.compute((1, OH, OW, O), lambda n, i, j, o: te.sum(
+        xp[n, i * sh + ry * dh, j * sw + rx * dw, in_ch(o)] * w[o, ry, rx, rc], axis=[ry, rx, rc]), name="acc")
+    y = te.compute((1, OH, OW, O), lambda n, i, j, o: _float_act(acc[n, i, j, o] + b[o], spec.attr("act")),
+                   name="out")
+    return [x, w, b, y]
+
+
+def _linear(spec: KernelSpec):
+    (shape,) = spec.in_shapes
+    rows, K = shape
+    N = spec.out_shape[-1]
+    x = te.placeholder(shape, spec.dtype, "x")
+    w = te.placeholder((N, K), spec.dtype, "w")
+    k = te.reduce_axis((0, K), "k")
+    if spec.dtype == INT8:
+        zp = spec.attr("in_zp")
+        b = te.placeholder((N,), "int32", "bias")
+        acc = te.compute((rows, N), lambda r, n: te.sum((x[r, k].astype("int32") - zp) * w[n, k].astype("int32"),
+                                                         axis=k), name="acc")
+        mult = te.placeholder((N,), "int32", "mult")
+        shift = te.placeholder((N,), "int32", "shift")
+        y = te.compute((rows, N), lambda r, n: _requant(acc[r, n] + b[n], mult[n], shift[n], spec.attr("out_zp"),
+                                                         spec.attr("act_min"), spec.attr("act_max")), name="out")
+        return [x, w, b, mult, shift, y]
+    b = te.placeholder((N,), "float32", "bias")
+    acc = te.compute((rows, N), lambda r, n: te.sum(x[r, k] * w[n, k], axis=k), name="acc")
+    y = te.compute((rows, N), lambda r, n: _float_act(acc[r, n] + b[n], spec.attr("act")), name="out")
+    return [x, w, b, y]
+
+
+def _pool(spec: KernelSpec):
+    (shape,) = spec.in_shapes
+    _, OH, OW, C = spec.out_shape
+    kh, kw = spec.attr("kernel")
+    sh, sw = spec.attr("stride")
+    x = te.placeholder(shape, spec.dtype, "x")
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    int8 = spec.dtype == INT8
+    if spec.op == "maxpool2d":
+        low = -128 if int8 else -3.0e38
+        xp = _padded(x, spec.attr("pads"), low, spec.dtype)
+        y = te.compute(spec.out_shape, lambda n, i, j, c: te.max(xp[n, i * sh + ry, j * sw + rx, c], axis=[ry, rx]),
+                       name="out")
+        return [x, y]
+    if int8:
+        zp = spec.attr("in_zp")
+        xp = _padded(x, spec.attr("pads"), zp, spec.dtype)
+        acc = te.compute(spec.out_shape, lambda n, i, j, c: te.sum(
+            xp[n, i * sh + ry, j * sw + rx, c].astype("int32") - zp, axis=[ry, rx]), name="acc")
+        y = te.compute(spec.out_shape, lambda n, i, j, c: _requant(
+            acc[n, i, j, c], tvm.tirx.const(spec.attr("mult"), "int32"), tvm.tirx.const(spec.attr("shift"), "int32"),
+            spec.attr("out_zp"), -128, 127), name="out")
+        return [x, y]
+    xp = _padded(x, spec.attr("pads"), 0.0, spec.dtype)
+    acc = te.compute(spec.out_shape, lambda n, i, j, c: te.sum(xp[n, i * sh + ry, j * sw + rx, c], axis=[ry, rx]),
+                     name="acc")
+    y = te.compute(spec.out_shape, lambda n, i, j, c: acc[n, i, j, c] * tvm.tirx.const(1.0 / (kh * kw), "float32"),
+                   name="out")
+    return [x, y]
+
+
+def _global_avgpool(spec: KernelSpec):
+    (shape,) = spec.in_shapes
+    _, H, W, C = shape
+    x = te.placeholder(shape, spec.dtype, "x")
+    ry, rx = te.reduce_axis((0, H), "ry"), te.reduce_axis((0, W), "rx")
+    if spec.dtype == INT8:
+        zp = spec.attr("in_zp")
+        acc = te.compute((1, 1, 1, C), lambda n, i, j, c: te.sum(x[n, ry, rx, c].astype("int32") - zp, axis=[ry, rx]),
+                         name="acc")
+        y = te.compute((1, 1, 1, C), lambda n, i, j, c: _requant(
+            acc[n, i, j, c], tvm.tirx.const(spec.attr("mult"), "int32"), tvm.tirx.const(spec.attr("shift"), "int32"),
+            spec.attr("out_zp"), -128, 127), name="out")
+        return [x, y]
+    acc = te.compute((1, 1, 1, C), lambda n, i, j, c: te.sum(x[n, ry, rx, c], axis=[ry, rx]), name="acc")
+    y = te.compute((1, 1, 1, C), lambda n, i, j, c: acc[n, i, j, c] * tvm.tirx.const(1.0 / (H * W), "float32"),
+                   name="out")
+    return [x, y]
+
+
+def _elementwise_binary(spec: KernelSpec):
+    a = te.placeholder(spec.in_shapes[0], spec.dtype, "a")
+    b = te.placeholder(spec.in_shapes[1], spec.dtype, "b")
+    rank = len(spec.out_shape)
+    if spec.dtype == INT8:
+        sh = spec.attr("shift")
+
+        def f(*i):
+            v = (a(*i).astype("int64") - spec.attr("a_zp")) * spec.attr("a_mult") \
+                + (b(*i).astype("int64") - spec.attr("b_zp")) * spec.attr("b_mult")
+            v = (v + (tvm.tirx.const(1, "int64") << (sh - 1))) >> sh
+            v = v + spec.attr("out_zp")
+            return _clip(v, tvm.tirx.const(spec.attr("act_min"), "int64"),
+                         tvm.tirx.const(spec.attr("act_max"), "int64")).astype(INT8)
+    elif spec.op == "add":
+        def f(*i):
+            return _float_act(a(*i) + b(*i), spec.attr("act"))
+    else:
+        def f(*i):
+            return a(*i) * b(*i)
+    y = te.compute(spec.out_shape, f, name="out")
+    assert rank == len(spec.in_shapes[0])
+    return [a, b, y]
+
+
+def _unary(spec: KernelSpec):
+    (shape,) = spec.in_shapes
+    x = te.placeholder(shape, spec.dtype, "x")
+    if spec.dtype == INT8:
+        lut = te.placeholder((256,), INT8, "lut")
+        y = te.compute(spec.out_shape, lambda *i: lut[x(*i).astype("int32") + 128], name="out")
+        return [x, lut, y]
+    zero, six, three = (tvm.tirx.const(v, "float32") for v in (0.0, 6.0, 3.0))
+    fns = {
+        "relu": lambda v: te.max(v, zero),
+        "relu6": lambda v: te.min(te.max(v, zero), six),
+        "sigmoid": lambda v: tvm.tirx.const(1.0, "float32") / (tvm.tirx.const(1.0, "float32") + te.exp(-v)),
+        "tanh": te.tanh,
+        "hardswish": lambda v: v * te.min(te.max(v + three, zero), six) / six,
+    }
+    y = te.compute(spec.out_shape, lambda *i: fns[spec.op](x(*i)), name="out")
+    return [x, y]
+
+
+def _concat(spec: KernelSpec):
+    """Concatenate along the last (channel) axis of NHWC tensors, requantizing int8 inputs to the output scale."""
+    xs = [te.placeholder(s, spec.dtype, f"x{k}") for k, s in enumerate(spec.in_shapes)]
+    axis = spec.attr("axis")
+    parts = spec.attr("parts")  # int8: ((zp, mult, shift), ...)
+    bounds = []
+    start = 0
+    for s in spec.in_shapes:
+        bounds.append((start, start + s[axis]))
+        start += s[axis]
+
+    def value(k, idx):
+        v = xs[k](*idx)
+        if spec.dtype != INT8:
+            return v
+        zp, m, s = parts[k]
+        one = tvm.tirx.const(1, "int64")
+        r = ((v.astype("int64") - zp) * m + (one << (s - 1))) >> s
+        return _clip(r + spec.attr("out_zp"), tvm.tirx.const(-128, "int64"), tvm.tirx.const(127, "int64")).astype(INT8)
+
+    def f(*i):
+        out = None
+        for k in reversed(range(len(xs))):
+            lo, hi = bounds[k]
+            idx = list(i)
+            idx[axis] = i[axis] - lo
+            v = value(k, idx)
+            out = v if out is None else tvm.tirx.if_then_else(i[axis] < hi, v, out)
+        return out
+
+    y = te.compute(spec.out_shape, f, name="out")
+    return xs + [y]
+
+
+def _gather(spec: KernelSpec):
+    """A pure data movement: out[i] = x[index_map(i)], given as (strides-free) affine source indices per output axis.
+
+    ``attrs['map']`` gives, for each output axis, (source axis, offset, step) or None; source axes not produced by
+    any output axis are fixed at ``attrs['fixed']`` values. Covers transposes (NHWC->NCHW for flatten) and selects.
+    """
+    (shape,) = spec.in_shapes
+    x = te.placeholder(shape, spec.dtype, "x")
+    amap = spec.attr("map")
+    fixed = dict(spec.attr("fixed"))
+
+    def f(*i):
+        src = [None] * len(shape)
+        for out_axis, m in enumerate(amap):
+            if m is not None:
+                ax, off, step = m
+                src[ax] = i[out_axis] * step + off
+        for ax, v in fixed.items():
+            src[ax] = tvm.tirx.const(v, "int32")
+        return x(*src)
+
+    y = te.compute(spec.out_shape, f, name="out")
+    return [x, y]
+
+
+BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
+            "global_avgpool": _global_avgpool, "add": _elementwise_binary, "mul": _elementwise_binary,
+            "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
+            "concat": _concat, "gather": _gather}
+
+
+def schedule_for_mcu(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """Inline padding and elementwise stages, compute epilogues per output element, hoist reduction inits.
+
+    The result allocates at most one scalar accumulator per kernel (on the stack), so the firmware needs no heap
+    or TVM workspace.
+    """
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    names = [sch.get(b).name_hint for b in blocks]
+    for b, name in zip(blocks, names):
+        blk = sch.get(b)
+        if name == "out" or any(iv.iter_type == 2 for iv in blk.iter_vars):
+            continue
+        with contextlib.suppress(Exception):
+            sch.compute_inline(b)
+    for b in sch.get_child_blocks(sch.get_sblock("root")):
+        blk = sch.get(b)
+        n_spatial = sum(1 for iv in blk.iter_vars if iv.iter_type == 0)
+        if n_spatial == len(blk.iter_vars):
+            continue
+        loops = sch.get_loops(b)
+        for consumer in sch.get_consumers(b):
+            sch.reverse_compute_at(consumer, loops[n_spatial - 1])
+        sch.decompose_reduction(b, loops[n_spatial])
+    return sch.mod["main"]
+
+
+def build_kernel(spec: KernelSpec, symbol: str) -> tuple[tvm.tirx.PrimFunc, list[str]]:
+    """The scheduled PrimFunc for ``spec`` and its argument names in order."""
+    tensors = BUILDERS[spec.op](spec)
+    func = te.create_prim_func(tensors)
+    func = schedule_for_mcu(func)
+    return func.with_attr("global_symbol", symbol), [t.op.name for t in tensors]
+
+
+def target_for(cpu: str) -> tvm.target.Target:
+    return tvm.target.Target({"kind": "c", "mcpu": cpu})
+
+
+def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], cpu: str) -> str:
+    """All kernels in one C source for ``cpu`` (e.g. 'cortex-m7')."""
+    mod = tvm.IRModule(funcs)
+    with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+        ex = tvm.compile(mod, target=target_for(cpu))
+    return ex.mod.inspect_source()

@@ -1,0 +1,290 @@
+"""Phone target: a model as ONNX for ONNX Runtime on an ARM64 phone CPU (float32, or int8 in QDQ format).
+
+Where it sits: targets/ (Model -> Artifact). ``build`` writes into OUT:
+
+* ``model.onnx``    the deployable model, one self-contained file (float32, or QDQ int8: int8 weights with one scale
+                    per output channel, uint8 activations; ONNX Runtime runs integer kernels for the Q/DQ pairs)
+* ``model.ort``     the same model in ORT format for ONNX Runtime Mobile, optimized for ARM ("Fixed" style)
+* ``required_operators.config``  the operators (per domain and opset) a reduced-size ORT build must include
+                    (``build.py --minimal_build --include_ops_by_config required_operators.config``)
+* ``testdata.npz``  ``x`` test inputs, ``y`` labels (when the model has them), ``reference`` float outputs of the
+                    source model on ``x`` (what runtimes/onnxruntime.py compares against)
+
+Steps: export (export.py) -> onnxslim -> onnx.checker -> every node checked against ONNX Runtime's CPU kernels (all
+missing ones reported at once) -> float outputs checked against the source model -> optional int8 quantization
+(quantize.py) -> ORT format conversion. A model loaded from an ``.onnx`` file skips the export.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgekit.errors import EdgekitError, MismatchError, ModelLoadError, UnsupportedError
+from edgekit.estimate import Estimate, estimate as _estimate
+from edgekit.targets import BuildResult, CompileOptions
+from edgekit.targets.phone import export as _export
+from edgekit.targets.phone.quantize import quantize_int8
+from edgekit.targets.profiles import TargetProfile
+
+FILES = ["model.onnx", "model.ort", "required_operators.config", "testdata.npz"]
+
+# At most this many test inputs travel in testdata.npz (keeps OUT small for large test sets).
+MAX_TEST_SAMPLES = 1024
+# Float ONNX vs source model on the same inputs: exporters reproduce torch to ~1e-6; anything past this tolerance
+# means the export changed the computation (e.g. TorchScript tracing froze an if/else).
+FLOAT_TOLERANCE = 1e-3
+FLOAT_CHECK_SAMPLES = 64
+
+
+def estimate(model, profile: TargetProfile, options: CompileOptions) -> Estimate:
+    """The generic phone estimate (edgekit/estimate.py): flash = stored weight bytes + runtime overhead, latency =
+    MACs / the profile's MAC throughput for the dtype."""
+    return _estimate(model.deploy_graph, profile, "int8" if options.quantize else "float32")
+
+
+def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
+    out = Path(out)
+    if len(model.example_inputs) != 1:
+        raise UnsupportedError(f"model '{model.name}' has {len(model.example_inputs)} inputs; the phone target "
+                               "(calibration, test data, profiling) handles models with one input")
+    notes: list[str] = []
+    graph = _deploy_graph(model)
+    with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
+        tmp = Path(tmp)
+        if model.module is not None:
+            exporter, export_notes = _export.export_module(model.module, model.example_inputs, tmp / "raw.onnx")
+            notes += export_notes
+            proto = onnx.load(str(tmp / "raw.onnx"))
+        else:
+            source = Path(str(model.meta.get("source", "")))
+            if source.suffix.lower() != ".onnx" or not source.is_file():
+                raise ModelLoadError(f"model '{model.name}' has no torch module and no .onnx source file "
+                                     f"('{source}'); load it with edgekit.Model.load(path)")
+            exporter = "file"
+            proto = _export.load_onnx_file(source)
+        layers = _export.node_layers(proto, _export.layer_index(graph))
+        _export.strip_metadata(proto)
+        proto, slim_notes = _export.simplify(proto)
+        notes += slim_notes
+        _check(proto, layers)
+        input_name, fixed_batch = _input(proto)
+
+        float_path = tmp / "float.onnx"
+        onnx.save(proto, str(float_path))
+        x, y, reference, data_notes = _test_data(model)
+        notes += data_notes
+        float_err = _float_check(float_path, input_name, fixed_batch, x, reference, exporter)
+
+        final = float_path
+        float_ops: list[str] = []
+        if options.quantize == "int8":
+            final = tmp / "int8.onnx"
+            notes += quantize_int8(float_path, final, input_name, model.calib, fixed_batch)
+            qproto = onnx.load(str(final))
+            onnx.checker.check_model(qproto)
+            float_ops = _float_ops(qproto)
+            if float_ops:
+                notes.append("int8: the quantizer left these operators in float32 (ONNX Runtime has no int8 "
+                             f"kernel for them in QDQ form): {', '.join(float_ops)}")
+        shutil.copyfile(final, out / "model.onnx")
+        _write_ort_format(out / "model.onnx", out, tmp / "ort")
+
+    data = {"x": x, "reference": reference}
+    if y is not None:
+        data["y"] = y
+    np.savez_compressed(out / "testdata.npz", **data)
+
+    deployed = onnx.load(str(out / "model.onnx"))
+    info = {
+        "onnx_bytes": (out / "model.onnx").stat().st_size,
+        "ort_bytes": (out / "model.ort").stat().st_size,
+        "opset": _opset(deployed),
+        "ops": sorted({n.op_type for n in deployed.graph.node}),
+        "quantized": options.quantize == "int8",
+        "quantization": ({"format": "QDQ", "weights": "int8, symmetric, per output channel",
+                          "activations": "uint8, asymmetric, min/max over the calibration inputs",
+                          "calibration_samples": int(len(model.calib)), "float_ops": float_ops}
+                         if options.quantize == "int8" else None),
+        "exporter": exporter,
+        "input_name": input_name,
+        "output_name": deployed.graph.output[0].name,
+        "fixed_batch": fixed_batch,
+        "float_export_max_abs_err": float_err,
+        "test_samples": int(len(x)),
+        "node_layers": layers,
+        "estimate": estimate(model, profile, options),
+    }
+    return BuildResult(files=list(FILES), build=info, notes=notes)
+
+
+# ---- steps ----------------------------------------------------------------------------------------------------------
+
+
+def _deploy_graph(model):
+    # The layer map is a nicety (per-layer profile names); a model edgekit cannot import still builds.
+    try:
+        return model.deploy_graph
+    except EdgekitError:
+        raise
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _input(proto: onnx.ModelProto) -> tuple[str, int | None]:
+    """Name of the one real input (old files list initializers as inputs too) and its fixed batch size, if any."""
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UnsupportedError(f"the ONNX model has {len(inputs)} inputs; the phone target handles one")
+    dims = inputs[0].type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    return inputs[0].name, fixed
+
+
+def _check(proto: onnx.ModelProto, layers: dict[str, str]) -> None:
+    """onnx.checker, then every node against ONNX Runtime's CPU kernels; all unsupported nodes in one error."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UnsupportedError(f"the exported ONNX model is invalid ({first}); re-export it or report the model") \
+            from e
+    missing = unsupported_nodes(proto)
+    if missing:
+        items = [f"layer '{layers.get(n.name, n.name)}': {n.domain + '.' if n.domain else ''}{n.op_type}"
+                 for n in missing]
+        raise UnsupportedError(f"ONNX Runtime's CPU provider has no kernel for {len(missing)} node(s): "
+                               + "; ".join(items) + ". Replace those layers or export at another opset")
+
+
+def unsupported_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes whose (domain, op, opset) has no CPUExecutionProvider kernel in this onnxruntime.
+
+    ORT registers a kernel per op for a range of opset versions ending before the op's next schema change, so a node
+    runs when the model's opset for its domain falls in one of the ranges. Nodes of local functions are skipped.
+    """
+    from onnxruntime.capi import _pybind_state as C
+
+    kernels: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider == "CPUExecutionProvider":
+            kernels.setdefault((k.domain, k.op_name), []).append(tuple(k.version_range))
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    functions = {(f.domain, f.name) for f in proto.functions}
+    missing = []
+    for node in proto.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if (domain, node.op_type) in functions:
+            continue
+        version = opsets.get(domain, 1)
+        ranges = kernels.get((domain, node.op_type), [])
+        if not any(lo <= version <= hi for lo, hi in ranges):
+            missing.append(node)
+    return missing
+
+
+def _test_data(model) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
+    """Test inputs (the model's test set, else its calibration inputs, else the example input), labels, and the
+    source model's float outputs on them."""
+    notes = []
+    y = None
+    if model.test_x is not None and len(model.test_x):
+        x, y = model.test_x, model.test_y
+    elif model.calib is not None and len(model.calib):
+        x = model.calib
+        notes.append("the model has no test set; testdata.npz holds its calibration inputs")
+    else:
+        x = model.example_inputs[0].numpy()
+        notes.append("the model has no test or calibration data; testdata.npz holds its one example input")
+    if len(x) > MAX_TEST_SAMPLES:
+        notes.append(f"testdata.npz keeps the first {MAX_TEST_SAMPLES} of {len(x)} test inputs")
+        x = x[:MAX_TEST_SAMPLES]
+        y = y[:MAX_TEST_SAMPLES] if y is not None else None
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    reference = np.asarray(model.predict(x), dtype=np.float32)
+    return x, (np.asarray(y) if y is not None else None), reference, notes
+
+
+def _float_check(path: Path, input_name: str, fixed_batch: int | None, x: np.ndarray, reference: np.ndarray,
+                 exporter: str) -> float:
+    """Max abs difference between ONNX Runtime on the float model and the source model; MismatchError past the
+    tolerance."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    n = min(len(x), FLOAT_CHECK_SAMPLES)
+    batch = fixed_batch or n
+    outs = []
+    for i in range(0, n, batch):
+        chunk = x[i:i + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)], 0)
+        outs.append(sess.run(None, {input_name: chunk})[0][:batch - pad])
+    got = np.concatenate(outs, 0)
+    if got.shape != reference[:n].shape:
+        raise MismatchError(f"the ONNX model's output has shape {got.shape[1:]} but the source model's has "
+                            f"{reference.shape[1:]} (exported with {exporter}); check the model's outputs")
+    err = float(np.max(np.abs(got - reference[:n])))
+    scale = float(np.max(np.abs(reference[:n]))) + 1.0
+    if not err <= FLOAT_TOLERANCE * scale:
+        how = {"torchscript": "the TorchScript exporter froze Python control flow of the model",
+               "dynamo": "the export changed the computation", "file": "the .onnx file and edgekit's reading of "
+               "it disagree"}[exporter]
+        raise MismatchError(f"float ONNX outputs differ from the source model by up to {err:.3g} on the test "
+                            f"inputs (tolerance {FLOAT_TOLERANCE * scale:.2g}): {how}; make the forward pass "
+                            "free of data-dependent branches and compile again")
+    return err
+
+
+def _float_ops(proto: onnx.ModelProto) -> list[str]:
+    """Operators with weights or real work that kept no DequantizeLinear input (they run in float32)."""
+    produced_by = {o: n.op_type for n in proto.graph.node for o in n.output}
+    skip = {"QuantizeLinear", "DequantizeLinear", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
+            "Shape", "Gather", "Concat", "Slice", "Expand", "Identity", "Constant"}
+    out = set()
+    for n in proto.graph.node:
+        if n.op_type in skip:
+            continue
+        if not any(produced_by.get(i) == "DequantizeLinear" for i in n.input):
+            out.add(n.op_type)
+    return sorted(out)
+
+
+def _write_ort_format(model_path: Path, out: Path, work: Path) -> None:
+    """model.ort (ORT format, optimizations fixed for ARM) and required_operators.config, with ORT's own converter."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    work.mkdir()
+    shutil.copyfile(model_path, work / "model.onnx")
+    logger = logging.getLogger("ort_format_model.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        # target_platform="arm": no x86-only NCHWc layouts, and int8 QDQ fused into int8 kernels as on ARM.
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert_onnx_models_to_ort(work / "model.onnx", output_dir=work,
+                                       optimization_styles=[OptimizationStyle.Fixed], target_platform="arm")
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UnsupportedError(f"ONNX Runtime could not convert model.onnx to ORT format ({first})") from e
+    finally:
+        logger.setLevel(level)
+    shutil.move(str(work / "model.ort"), out / "model.ort")
+    config = work / "model.required_operators.config"
+    # The converter names the (temporary) files it read in comments; name the shipped file instead.
+    lines = ["# - model.ort" if ln.startswith("# - ") else ln for ln in config.read_text().splitlines()]
+    (out / "required_operators.config").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,210 @@
+"""PyTorch module -> one self-contained, simplified ONNX file, and which edgekit layer each ONNX node came from.
+
+Where it sits: the first step of the phone target (targets/phone/__init__.py). It only writes ONNX; quantization
+(quantize.py) and the ORT format conversion happen afterwards.
+
+Export order: ``torch.onnx.export(dynamo=True)`` (torch.export based, carries the module path of every node in its
+metadata); if that fails, the TorchScript exporter (its node names carry the module path); if both fail, every
+operator the ONNX exporter cannot translate is collected from the exported program and reported in one error. The
+batch axis is exported dynamic so the runtime can run test inputs in batches.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from edgekit.errors import ModelLoadError, UnsupportedError
+from edgekit.graph import Graph
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+# Node metadata the dynamo exporter writes (stack traces, fx nodes, class paths). It is read once for the layer map
+# and then dropped: it can be as large as a small model's weights and a phone never reads it.
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip()
+    # The dynamo exporter's message starts with boilerplate; its "Exception summary" names the op.
+    m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
+    if m:
+        return f"no ONNX translation for {m.group(1)}"
+    line = next((ln for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)[:limit]
+
+
+def _batched_example(example: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    # torch.export specialises a dimension whose example size is 1, so trace with a batch of 2 to keep it dynamic.
+    return tuple(torch.cat([x, x], 0) if x.shape[0] == 1 else x for x in example)
+
+
+def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> tuple[str, list[str]]:
+    """Write ``module`` to ``path`` as ONNX; returns (exporter used, notes)."""
+    args = _batched_example(example)
+    names = [INPUT_NAME] if len(args) == 1 else [f"{INPUT_NAME}{i}" for i in range(len(args))]
+    notes: list[str] = []
+    try:
+        batch = torch.export.Dim("batch")
+        with _quiet():
+            torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, input_names=names,
+                              output_names=[OUTPUT_NAME], dynamic_shapes=tuple({0: batch} for _ in args),
+                              verbose=False)
+        return "dynamo", notes
+    except Exception as dynamo_error:  # noqa: BLE001 - any exporter failure sends us to the fallback
+        dynamo_reason = _first_line(dynamo_error)
+    try:
+        with _quiet():
+            torch.onnx.export(module, args, str(path), dynamo=False, input_names=names, output_names=[OUTPUT_NAME],
+                              dynamic_axes={n: {0: "batch"} for n in names + [OUTPUT_NAME]})
+        notes.append(f"exported with the TorchScript exporter because the dynamo exporter failed ({dynamo_reason}); "
+                     "TorchScript tracing freezes Python control flow, so outputs are checked against torch")
+        return "torchscript", notes
+    except Exception as ts_error:  # noqa: BLE001
+        failures = untranslatable_ops(module, args)
+        if failures:
+            raise UnsupportedError(
+                f"model has {len(failures)} operator(s) ONNX export cannot translate: "
+                + "; ".join(f"layer '{layer}': {op}" for layer, op in failures)
+                + ". Replace them with standard torch.nn layers or pick another target") from ts_error
+        raise UnsupportedError(f"ONNX export failed: dynamo exporter: {dynamo_reason}; TorchScript exporter: "
+                               f"{_first_line(ts_error)}. Make the model torch.export-able (no data-dependent "
+                               "control flow) or export it to .onnx yourself") from ts_error
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings meant for their developers; keep edgekit's output readable."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        import logging
+
+        loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export",
+                                                  "torch.fx.experimental.symbolic_shapes",
+                                                  "torch.onnx._internal.exporter._registration")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+def untranslatable_ops(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> list[tuple[str, str]]:
+    """(layer, aten op) for every node of the exported program that has no ONNX translation.
+
+    Uses the dynamo exporter's own registry and dispatcher (private torch API, so any failure here just yields []:
+    the caller then reports the exporter's first error instead).
+    """
+    try:
+        from torch.onnx._internal.exporter import _core, _dispatching, _registration
+
+        with _quiet():
+            ep = torch.export.export(module, args, strict=False)
+            registry = _registration.ONNXRegistry.from_torchlib()
+            ep = _core._prepare_exported_program_for_export(ep, registry=registry)
+            out = []
+            for node in ep.graph.nodes:
+                if node.op != "call_function":
+                    continue
+                fn, _ = _dispatching.dispatch(node, registry)
+                if fn is None:
+                    stack = node.meta.get("nn_module_stack") or {}
+                    layer = next(reversed(stack.values()))[0] if stack else node.name
+                    out.append((layer or node.name, str(node.target).replace("aten::", "aten.")))
+        return out
+    except Exception:  # noqa: BLE001
+        return []
+
+
+# ---- the layer map ------------------------------------------------------------------------------------------------
+
+
+def layer_index(graph: Graph | None) -> dict[str, str]:
+    """Module path -> deployment-graph layer (a layer owns the BatchNorm and activation fused into it)."""
+    index: dict[str, str] = {}
+    if graph is None:
+        return index
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        index[n.name] = n.name
+        for f in n.fused:
+            index[f] = n.name
+    return index
+
+
+def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]:
+    """ONNX node name -> edgekit layer, for the nodes whose module path is known.
+
+    dynamo export: the ``name_scopes`` metadata lists module paths, outermost first, then the fx node name
+    (``['', 'features', 'features.3', 'add_2']``). TorchScript export: node names are scope paths
+    (``/features/features.0/features.0.0/Conv``).
+    """
+    out = {}
+    for node in model.graph.node:
+        scopes = []
+        meta = {p.key: p.value for p in node.metadata_props}
+        if NAME_SCOPES_KEY in meta:
+            try:
+                scopes = [s for s in ast.literal_eval(meta[NAME_SCOPES_KEY]) if s]
+            except (ValueError, SyntaxError):
+                scopes = []
+        elif node.name.startswith("/"):
+            scopes = [s for s in node.name.split("/")[1:-1] if s]
+        layer = _match(scopes, index)
+        if layer is not None:
+            out[node.name] = layer
+    return out
+
+
+def _match(scopes: list[str], index: dict[str, str]) -> str | None:
+    if not scopes:
+        return None
+    *modules, leaf = scopes
+    # Functional ops inside a module are edgekit layers named '<module>.<op>' (features.3.add).
+    op = re.sub(r"_\d+$", "", leaf)
+    for module in reversed(modules):
+        for candidate in (f"{module}.{op}", module):
+            if candidate in index:
+                return index[candidate]
+    for candidate in (leaf, op):
+        if candidate in index:
+            return index[candidate]
+    return None
+
+
+def strip_metadata(model: onnx.ModelProto) -> None:
+    """Drop exporter debug metadata (stack traces, fx nodes) from every node, in place."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """onnxslim's constant folding and dead-node removal; the model as is (and a note) if onnxslim fails."""
+    import onnxslim
+
+    try:
+        with _quiet():
+            return onnxslim.slim(model), []
+    except Exception as e:  # noqa: BLE001 - simplification is an optimisation, never a reason to fail
+        return model, [f"onnxslim could not simplify the model ({_first_line(e, 120)}); kept it as exported"]
+
+
+def load_onnx_file(path: Path) -> onnx.ModelProto:
+    """An .onnx file with any external weights pulled in (edgekit writes one self-contained file)."""
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot read the ONNX file ({_first_line(e, 120)}); re-export it") from e

@@ -1,0 +1,90 @@
+"""Static int8 quantization of an ONNX model with ONNX Runtime's tools (QDQ format).
+
+Where it sits: between export (export.py) and the ORT format conversion in the phone target. The result is still an
+ordinary ONNX file: QuantizeLinear/DequantizeLinear pairs around float operators, which ONNX Runtime fuses into integer
+kernels (QLinearConv, QGemm, QLinearAdd ...) when it loads the model.
+
+Scheme: weights int8, symmetric, one scale per output channel; activations uint8 with a zero point, ranges from the
+minimum and maximum seen on the calibration inputs (``CalibrationMethod.MinMax``). ``quant_pre_process`` runs shape
+inference and ORT's basic graph optimizations first (the quantizer needs shapes; folding keeps Q/DQ pairs few).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import DataError, UnsupportedError
+
+CALIBRATION_BATCH = 16
+
+
+class _Batches:
+    """onnxruntime.quantization.CalibrationDataReader over a numpy array, in batches (the batch axis is dynamic)."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH):
+        self._input_name = input_name
+        self._x = np.ascontiguousarray(x, dtype=np.float32)
+        self._batch = batch
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self._x):
+            return None
+        x = self._x[self._i:self._i + self._batch]
+        self._i += self._batch
+        return {self._input_name: x}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+
+def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | None, fixed_batch: int | None = None
+                  ) -> list[str]:
+    """Quantize ``src`` into ``dst`` (QDQ, per-channel int8 weights) calibrated on ``calib``; returns notes."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calib is None or len(calib) == 0:
+        raise DataError("int8 quantization needs calibration inputs and the model carries none; "
+                        "pass --calib FILE (.npy, or .npz with 'x') of typical inputs")
+    notes = []
+
+    class Reader(_Batches, CalibrationDataReader):
+        pass
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet():
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(pre))
+        except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's suffices
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            notes.append(f"quantization pre-processing skipped symbolic shape inference ({type(e).__name__})")
+        try:
+            quantize_static(str(pre), str(dst), Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH),
+                            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UnsupportedError(f"ONNX Runtime's static int8 quantizer failed on this model ({msg}); "
+                                   "compile without --quantize, or simplify the model's operators") from e
+    return notes
+
+
+@contextlib.contextmanager
+def _quiet():
+    # The quantizer logs progress at INFO and prints histograms; edgekit reports what matters itself.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
