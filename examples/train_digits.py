@@ -24,20 +24,35 @@ from edgekit.zoo import EXAMPLES, WEIGHTS_DIR
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training settings for one example (AdamW, cosine-decayed learning rate, gradient-norm clipping)."""
+    """Training settings for one example (AdamW, cosine-decayed learning rate, gradient-norm clipping, and optionally
+    random one-pixel translations of each training digit)."""
 
     epochs: int
     batch_size: int
     learning_rate: float
     weight_decay: float
     clip_grad_norm: float
+    shift_augment: bool
     seed: int = 0
 
 
+# Chosen with --validate. The GRU overfits 1,437 digits quickly (training loss -> 0 at ~91 % validation accuracy
+# without augmentation); one-pixel shifts and a higher learning rate bring it to ~95-98 % across seeds.
 RECIPES = {
-    "digits-cnn": Recipe(epochs=40, batch_size=64, learning_rate=3e-3, weight_decay=1e-4, clip_grad_norm=5.0),
-    "digits-gru": Recipe(epochs=80, batch_size=32, learning_rate=3e-3, weight_decay=0.0, clip_grad_norm=1.0),
+    "digits-cnn": Recipe(epochs=40, batch_size=64, learning_rate=3e-3, weight_decay=1e-4, clip_grad_norm=5.0,
+                         shift_augment=True),
+    "digits-gru": Recipe(epochs=120, batch_size=32, learning_rate=1e-2, weight_decay=0.0, clip_grad_norm=1.0,
+                         shift_augment=True),
 }
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Translate each 8x8 digit by -1, 0 or +1 pixel in each direction (zero fill). Works on images [B, 1, 8, 8] and
+    on pixel sequences [B, 64, 1] alike, since both hold one digit's 64 pixels in row-major order."""
+    images = nn.functional.pad(x.reshape(-1, 1, 8, 8), (1, 1, 1, 1))
+    crops = torch.stack([images[:, :, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)])  # [9, B, 1, 8, 8]
+    choice = torch.randint(0, 9, (len(x),), generator=generator)
+    return crops[choice, torch.arange(len(x))].reshape(x.shape)
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -74,7 +89,8 @@ def train(name: str, recipe: Recipe, validate: bool) -> tuple[nn.Module, float]:
         total_loss = 0.0
         for batch in torch.randperm(len(inputs), generator=shuffle).split(recipe.batch_size):
             optimizer.zero_grad()
-            loss = loss_fn(model(inputs[batch]), targets[batch])
+            batch_inputs = random_shift(inputs[batch], shuffle) if recipe.shift_augment else inputs[batch]
+            loss = loss_fn(model(batch_inputs), targets[batch])
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
             optimizer.step()

@@ -4,8 +4,12 @@ Where it sits: runtimes/ (Artifact -> Measured). ``edgekit profile OUT`` calls :
 reads what targets/phone wrote (model.onnx, model.ort, testdata.npz, report['build']) and changes none of it.
 
 What the numbers mean: ONNX Runtime's CPU execution provider with one intra-op thread, so latency stands for one phone
-core; it is measured on *this* host's CPU (``measured['host']``), not on a phone. Accuracy and errors compare with the
-source model's float outputs saved at compile time (testdata.npz ``reference``).
+core; it is measured on *this* host's CPU (``measured['host']``), not on a phone. ``latency_ms`` uses the graph
+optimizations ONNX Runtime applies on ARM: the x86-only NCHWc blocked layout (``NchwcTransformer``, which ORT's own
+ORT-format converter also turns off for ARM) is disabled. ``latency_host_ms`` is the same model with every optimization
+this host supports; on x86 that layout speeds float convolutions up several times while int8 kernels gain little, so
+the two figures can rank float and int8 differently. Accuracy and errors compare with the source model's float outputs
+saved at compile time (testdata.npz ``reference``).
 """
 from __future__ import annotations
 
@@ -25,10 +29,12 @@ from edgekit.errors import ModelLoadError, UsageError
 BATCH = 64              # test inputs per run when checking outputs
 THREADS = 1             # intra-op threads: one core, as a phone app's inference thread would typically get
 PROFILED_RUNS = 20      # batch-1 runs traced for the per-operator profile
+X86_ONLY_OPTIMIZERS = ["NchwcTransformer"]
 
 
-def session(path: Path, threads: int = THREADS, profile_prefix: str | None = None):
-    """An InferenceSession on the CPU provider with ``threads`` intra-op threads and all graph optimizations."""
+def session(path: Path, threads: int = THREADS, profile_prefix: str | None = None, arm_like: bool = True):
+    """An InferenceSession on the CPU provider with ``threads`` intra-op threads and all graph optimizations (but
+    the x86-only ones when ``arm_like``)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -41,7 +47,8 @@ def session(path: Path, threads: int = THREADS, profile_prefix: str | None = Non
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=X86_ONLY_OPTIMIZERS if arm_like else None)
     except Exception as e:  # noqa: BLE001
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelLoadError(f"{path}: ONNX Runtime cannot load it ({first}); compile again") from e
@@ -102,8 +109,11 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
         feed = {input_name: np.ascontiguousarray(x1)}
         task = progress("latency", repeat)
         times = time_runs(lambda: sess.run(None, feed), repeat, warmup, step=task)
+        host_sess = session(out / "model.onnx", arm_like=False)
+        task = progress("latency (host optimizations)", repeat)
+        host_times = time_runs(lambda: host_sess.run(None, feed), repeat, warmup, step=task)
         task = progress("operators", PROFILED_RUNS)
-        layers, activation_peak = _operator_profile(out / "model.onnx", feed, build.get("node_layers") or {}, task)
+        layers = _operator_profile(out / "model.onnx", feed, build.get("node_layers") or {}, task)
         ort_diff = None
         if (out / "model.ort").is_file():
             ort_sess = session(out / "model.ort")
@@ -113,7 +123,7 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
 
     measured = {
         "runtime": f"onnxruntime {_ort_version()} CPUExecutionProvider, {THREADS} intra-op thread, "
-                   "graph optimizations: all",
+                   f"graph optimizations: all but {', '.join(X86_ONLY_OPTIMIZERS)} (as on ARM)",
         "host": f"{platform.machine()} {_cpu_name()}",
         "note": "latency is measured on this host's CPU with one thread (standing in for one phone core), "
                 "not on a phone",
@@ -126,13 +136,13 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
         "latency_ms": float(np.median(times)),
         "latency_p90_ms": float(np.percentile(times, 90)),
         "latency_min_ms": float(np.min(times)),
+        "latency_host_ms": float(np.median(host_times)),
         "latency_batch": int(len(x1)),
         "latency_runs": int(repeat),
         "threads": THREADS,
         "flash_bytes": (out / "model.onnx").stat().st_size,
         "ort_bytes": (out / "model.ort").stat().st_size if (out / "model.ort").is_file() else None,
         "ort_format_max_abs_diff": ort_diff,
-        "activation_peak_bytes": activation_peak,
         "layers": layers,
     }
     if y is not None:
@@ -144,12 +154,12 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
 # ---- the per-operator profile -------------------------------------------------------------------------------------
 
 
-def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=None) -> tuple[list[dict], int | None]:
+def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=None) -> list[dict]:
     """ORT's own trace of ``PROFILED_RUNS`` runs (after one untraced-in-the-average warm-up run), per layer.
 
     Returns rows {layer, op_type, time_us, nodes} in execution order — ``layer`` is the edgekit layer when the ONNX
     node's name (or the prefix ORT keeps when it fuses nodes: ``node_Conv_810_token_1``) is in the compile-time map,
-    else the ORT node name — and the peak activation memory ORT's arena held during a run.
+    else the ORT node name. Times are averages per run, in microseconds.
     """
     with tempfile.TemporaryDirectory() as tmp:
         sess = session(path, profile_prefix=os.path.join(tmp, "ort"))
@@ -161,11 +171,10 @@ def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=
     runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
     if not runs:
-        return [], None
+        return []
     first_end = runs[0]["ts"] + runs[0]["dur"]
     timed = len(runs) - 1 or 1
     rows: dict[str, dict] = {}
-    peak = None
     keys = sorted(node_layers, key=len, reverse=True)
     for e in trace:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
@@ -173,8 +182,7 @@ def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=
         args = e.get("args", {})
         node = e["name"][: -len("_kernel_time")]
         if e["ts"] < first_end and len(runs) > 1:
-            # First run: only used for memory figures (identical every run), not for time.
-            continue
+            continue  # the first run warms caches up
         layer = _layer_of(node, node_layers, keys)
         row = rows.setdefault(layer or node, {"layer": layer or node, "op_type": [], "time_us": 0.0, "nodes": [],
                                               "mapped": layer is not None})
@@ -184,16 +192,10 @@ def _operator_profile(path: Path, feed: dict, node_layers: dict[str, str], step=
         if node not in row["nodes"]:
             row["nodes"].append(node)
         row["time_us"] += float(e.get("dur", 0)) / timed
-        try:
-            in_use_before = int(args["mem_bytes_in_use"]) - int(args["mem_in_use_delta"])
-            p = int(args["mem_in_use_peak"]) - in_use_before
-            peak = p if peak is None else max(peak, p)
-        except (KeyError, ValueError):
-            pass
     for row in rows.values():
         row["op_type"] = "+".join(row["op_type"])
         row["time_us"] = round(row["time_us"], 2)
-    return list(rows.values()), None if peak is None else max(0, peak)
+    return list(rows.values())
 
 
 def _layer_of(node: str, node_layers: dict[str, str], keys: list[str]) -> str | None:

@@ -151,6 +151,9 @@ def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]
     (``/features/features.0/features.0.0/Conv``).
     """
     out = {}
+    by_base: dict[str, set[str]] = {}
+    for name, layer in index.items():
+        by_base.setdefault(_base(name), set()).add(layer)
     for node in model.graph.node:
         scopes = []
         meta = {p.key: p.value for p in node.metadata_props}
@@ -161,22 +164,29 @@ def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]
                 scopes = []
         elif node.name.startswith("/"):
             scopes = [s for s in node.name.split("/")[1:-1] if s]
-        layer = _match(scopes, index)
+        layer = _match(scopes, index, by_base)
         if layer is not None:
             out[node.name] = layer
     return out
 
 
-def _match(scopes: list[str], index: dict[str, str]) -> str | None:
+def _base(name: str) -> str:
+    return re.sub(r"_\d+$", "", name)
+
+
+def _match(scopes: list[str], index: dict[str, str], by_base: dict[str, set[str]]) -> str | None:
     if not scopes:
         return None
     *modules, leaf = scopes
-    # Functional ops inside a module are edgekit layers named '<module>.<op>' (features.3.add).
-    op = re.sub(r"_\d+$", "", leaf)
+    # Functional ops inside a module are edgekit layers named '<module>.<op>[_N]' (features.5.add_1); the exporter
+    # numbers them differently (add_120), so match on '<module>.<op>' when that module holds only one such layer.
+    op = _base(leaf)
     for module in reversed(modules):
-        for candidate in (f"{module}.{op}", module):
-            if candidate in index:
-                return index[candidate]
+        if module in index:
+            return index[module]
+        layers = by_base.get(f"{module}.{op}", set())
+        if len(layers) == 1:
+            return next(iter(layers))
     for candidate in (leaf, op):
         if candidate in index:
             return index[candidate]

@@ -1,0 +1,98 @@
+"""The Cortex-M target end to end: C sources, firmware built with arm-none-eabi-gcc, run under QEMU, checked.
+
+These tests need the cross-compiler and QEMU (scripts/setup.sh installs them); they run in CI.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from edgekit import api
+from edgekit.errors import UnsupportedError, UsageError
+from edgekit.targets.cortex_m.program import build_program
+
+from conftest import make_tiny
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_tiny_model_runs_on_emulated_m7_and_matches_reference(tmp_path, quantize):
+    m = make_tiny()
+    out = tmp_path / "out"
+    art = api.compile(m, "cortex-m7", out, quantize=quantize)
+    for f in ("src/edgekit_model.h", "src/edgekit_model.c", "src/edgekit_weights.c", "src/edgekit_kernels.c",
+              "firmware/firmware.elf", "firmware/Makefile", "report.json", "report.html"):
+        assert (out / f).is_file(), f
+    header = (out / "src/edgekit_model.h").read_text()
+    arena = int(re.search(r"EDGEKIT_ARENA_BYTES (\d+)u", header)[1])
+    assert arena == art.report["build"]["arena_bytes"] == art.report["estimate"]["arena_bytes"]
+    assert art.report["build"]["elf_arena_bytes"] == arena  # the ELF holds exactly the planned arena
+    art = api.profile(out)
+    meas = art.measured
+    assert meas["outputs_match"], meas
+    if quantize == "int8":
+        assert meas["max_abs_err_lsb"] == 0
+    else:
+        assert meas["max_abs_err"] < 1e-4
+    assert meas["instructions"] > m.analyze().macs  # at least one instruction per MAC
+    assert meas["arena_bytes"] == arena
+    # Labels are the float model's own predictions: float firmware gets all, int8 exactly what the host int8 gets.
+    assert meas["accuracy"] == pytest.approx(1.0 if quantize is None else meas["reference_accuracy"])
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["errors"]) >= {"flash_bytes", "peak_sram_bytes", "instructions"}
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m33", "cortex-m55"])
+def test_other_cores_build_and_match(tmp_path, target):
+    art = api.compile(make_tiny(n=4), target, tmp_path / target, quantize="int8")
+    assert target.split("-")[1] in art.report["build"]["cflags"]
+    meas = api.profile(tmp_path / target).measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+def test_planned_arena_never_overlaps_live_tensors():
+    m = make_tiny()
+    prog = build_program(m.deploy_graph, "float32")
+    from edgekit.targets.cortex_m.program import program_buffers
+
+    bufs = program_buffers(prog)
+    for i, a in enumerate(bufs):
+        for b in bufs[i + 1:]:
+            if a.last < b.first or b.last < a.first:
+                continue
+            oa, ob = prog.plan.offsets[a.name], prog.plan.offsets[b.name]
+            assert oa + a.size <= ob or ob + b.size <= oa, (a, b)
+    assert prog.arena_bytes >= prog.plan.lower_bound
+
+
+def test_unsupported_layers_are_named(tmp_path):
+    import torch
+    import torch.nn as nn
+
+    from edgekit.model import Model
+
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(1, 4, batch_first=True)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            o, _ = self.gru(x)
+            return torch.softmax(self.fc(o[:, -1]), dim=-1)
+
+    m = Model.from_module(Seq(), torch.zeros(1, 5, 1))
+    with pytest.raises(UnsupportedError) as e:
+        api.compile(m, "cortex-m7", tmp_path / "o", quantize="int8")
+    msg = str(e.value)
+    assert "'gru'" in msg and "softmax" in msg and "\n" not in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_is_refused_without_force(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    with pytest.raises(UsageError, match="--force"):
+        api.compile(make_tiny(n=2), "cortex-m7", out)
