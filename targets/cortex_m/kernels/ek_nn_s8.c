@@ -1,0 +1,618 @@
+/*
+ * ek_nn_s8.c: edgekit's int8 micro-kernels for Cortex-M (see ek_nn_s8.h for the API and the arithmetic).
+ *
+ * How the time goes (counted in executed instructions on Cortex-M7, the measure edgekit optimises):
+ *
+ * Convolution = GEMM over output pixels. A tile of output pixels is copied (im2col) into scratch as int16 with the
+ * input zero point already subtracted, two pixels interleaved per int16 pair of the reduction axis; the weights of
+ * four output channels are widened once per tile (or once per call) to int16 pairs. The inner loop then holds a
+ * 2 pixel x 4 channel block of accumulators in registers and does, per pair of reduction elements, one LDM of the
+ * two pixels' pairs, two LDMs of the four channels' pairs and eight SMLADs: 11 instructions for 16 MACs. It is
+ * unrolled 8 times with a Duff's-device entry for the remainder. Requantisation is SMMLA + ASR + SSAT per output
+ * (the rounding, output zero point and lower clamp are folded into SMMLA's accumulate operand offline), then four
+ * bytes are packed and the upper clamp is one SSUB8/SEL per four outputs.
+ *
+ * Fully connected (weights used once, so never widened): each 32-bit weight word is stored offline so that read as
+ * two int16 it is (256*w1 + w0, 256*w3 + w2) exactly (w1, w3 adjusted for the borrow of a negative w0, w2), and
+ * SXTB16 of it is (w0, w2). With the input prepared once per row as u = (x1 - 127, x3 - 127) and
+ * y = (256*x0 + 127 - x1, 256*x2 + 127 - x3), SMLAD(W, u) + SMLAD(SXTB16(W), y) = 256 * (w0*x0 + w1*(x1 - 127) +
+ * w2*x2 + w3*(x3 - 127)): three instructions for four MACs instead of four. The sums carry a factor 256, so they
+ * are folded back (>> 8, exact) every 64 words; the -127 terms and the input zero point are in the packed bias.
+ *
+ * Depthwise: four channels at a time are transposed into per-channel int16 rows (zero point subtracted, padding
+ * materialised as zeros) held in a ring of kernel_h rows; 3x3 stride 1 then slides SMLAD/SMLAxy over pairs of
+ * neighbouring pixels (two outputs per step), 3x3 stride 2 pairs the taps of each kernel row.
+ *
+ * Every data layout is shared by the DSP build and the portable build; the portable build emulates the few DSP
+ * instructions in C (ek__smlad & co.), so both compute the same integers by construction.
+ */
+#include "ek_nn_s8.h"
+
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && !defined(EK_NN_PORTABLE)
+#define EK_NN_DSP 1
+#include <arm_acle.h>
+#else
+#define EK_NN_DSP 0
+#endif
+
+#define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
+#define EK_FC_UNROLL 8     /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
+#define EK_FC_CHUNK 64     /* FC words between folds: |partial sum| <= 64 * 97282 < 2^23, so (256*sum) >> 8 is exact */
+
+typedef uint32_t __attribute__((may_alias)) ek__word; /* reads int8/int16 arrays as words (4-byte aligned) */
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * The DSP instructions the kernels use, and their C equivalents for cores without the DSP extension.
+ * A word holding two int16 keeps the lower-indexed element in its low half.
+ * ------------------------------------------------------------------------------------------------------------- */
+static inline uint32_t ek__pack16(int32_t lo, int32_t hi)
+{
+    return (uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16);
+}
+
+static inline int32_t ek__lo16(uint32_t w) { return (int16_t)(uint16_t)w; }
+static inline int32_t ek__hi16(uint32_t w) { return (int16_t)(uint16_t)(w >> 16); }
+
+static inline uint32_t ek__read_u32(const void *p) /* any alignment */
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#if EK_NN_DSP
+static inline uint32_t ek__sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int32_t)x); }
+static inline uint32_t ek__sxtb16_ror8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t ek__sxtab16(uint32_t a, uint32_t x) { return (uint32_t)__sxtab16((int32_t)a, (int32_t)x); }
+static inline uint32_t ek__sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+static inline int32_t ek__smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad((int32_t)a, (int32_t)b, acc); }
+static inline int32_t ek__smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb((int32_t)a, (int32_t)b, acc); }
+static inline int32_t ek__smlabt(uint32_t a, uint32_t b, int32_t acc) { return __smlabt((int32_t)a, (int32_t)b, acc); }
+static inline int32_t ek__smlatb(uint32_t a, uint32_t b, int32_t acc) { return __smlatb((int32_t)a, (int32_t)b, acc); }
+static inline int32_t ek__smmla(int32_t a, int32_t b, int32_t c)
+{
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+static inline uint32_t ek__rev16(uint32_t x)
+{
+    uint32_t r;
+    __asm__("rev16 %0, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+#else
+static inline uint32_t ek__sxtb16(uint32_t x) { return ek__pack16((int8_t)x, (int8_t)(x >> 16)); }
+static inline uint32_t ek__sxtb16_ror8(uint32_t x) { return ek__pack16((int8_t)(x >> 8), (int8_t)(x >> 24)); }
+static inline uint32_t ek__sxtab16(uint32_t a, uint32_t x)
+{
+    return ek__pack16(ek__lo16(a) + (int8_t)x, ek__hi16(a) + (int8_t)(x >> 16));
+}
+static inline uint32_t ek__sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    return ek__pack16(ek__lo16(a) + (int8_t)(x >> 8), ek__hi16(a) + (int8_t)(x >> 24));
+}
+/* Wrapping int32 arithmetic, as the instructions do (each int16 x int16 product fits int32). */
+static inline int32_t ek__smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(ek__lo16(a) * ek__lo16(b)) + (uint32_t)(ek__hi16(a) * ek__hi16(b)));
+}
+static inline int32_t ek__smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(ek__lo16(a) * ek__lo16(b)));
+}
+static inline int32_t ek__smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(ek__lo16(a) * ek__hi16(b)));
+}
+static inline int32_t ek__smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(ek__hi16(a) * ek__lo16(b)));
+}
+static inline uint32_t ek__rev16(uint32_t x) { return ((x & 0x00FF00FFu) << 8) | ((x >> 8) & 0x00FF00FFu); }
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Requantisation. requant[c] = {mult, a, b, shift}. The generic form is the contract (edgekit/qmath.py). With
+ * EK_NN_FLAG_FAST_REQUANT, kernel_pack has checked for every channel that shift = 32 + b with b in [1, 30] (or
+ * mult = 0) and that a = 2^(b-1) + (out_zp - act_min - 128) * 2^b fits |a| < 2^30; then
+ *   SMMLA(acc, mult, a) >> b = floor((acc*mult + 2^(shift-1) + (out_zp - act_min - 128) * 2^shift) / 2^shift)
+ * exactly (no int32 overflow: |acc*mult| < 2^62), i.e. the contract's value minus (act_min + 128), so SSAT to 8
+ * bits is the lower clamp, a min with act_max - act_min - 128 the upper one, and adding act_min + 128 back (mod 256)
+ * gives the byte.
+ * ------------------------------------------------------------------------------------------------------------- */
+static inline int8_t ek__requant_generic(int32_t acc, const int32_t *q, int32_t out_zp, int32_t lo, int32_t hi)
+{
+    const int32_t shift = q[3];
+    int64_t v = ((int64_t)acc * q[0] + ((int64_t)1 << (shift - 1))) >> shift;
+    v += out_zp;
+    if (v < lo) {
+        v = lo;
+    }
+    if (v > hi) {
+        v = hi;
+    }
+    return (int8_t)v;
+}
+
+#if EK_NN_DSP
+static inline int8_t ek__requant_fast(int32_t acc, const int32_t *q, int32_t upper, int32_t back)
+{
+    int32_t v = __ssat(ek__smmla(acc, q[0], q[1]) >> q[2], 8);
+    if (v > upper) {
+        v = upper;
+    }
+    return (int8_t)(v + back);
+}
+#endif
+
+typedef struct {
+    int fast;              /* use the SMMLA form (DSP build and EK_NN_FLAG_FAST_REQUANT) */
+    int32_t out_zp, lo, hi; /* generic form */
+    int32_t upper, back;    /* fast form: act_max - act_min - 128, act_min + 128 */
+} ek__rq_t;
+
+static void ek__rq_init(ek__rq_t *r, int32_t flags, int32_t out_zp, int32_t act_min, int32_t act_max)
+{
+    r->fast = EK_NN_DSP && (flags & EK_NN_FLAG_FAST_REQUANT);
+    r->out_zp = out_zp;
+    r->lo = act_min;
+    r->hi = act_max;
+    r->upper = act_max - act_min - 128;
+    r->back = act_min + 128;
+}
+
+static inline int8_t ek__requant(const ek__rq_t *r, int32_t acc, const int32_t *q)
+{
+#if EK_NN_DSP
+    if (r->fast) {
+        return ek__requant_fast(acc, q, r->upper, r->back);
+    }
+#endif
+    return ek__requant_generic(acc, q, r->out_zp, r->lo, r->hi);
+}
+
+static inline uint32_t ek__bytes4(int32_t v) { return 0x01010101u * (uint32_t)(uint8_t)v; }
+
+static int ek__aligned(const void *p) { return ((uintptr_t)p & 3u) == 0; }
+
+/* ===============================================================================================================
+ * Convolution
+ * ============================================================================================================= */
+
+/*
+ * The reduction axis is cut into runs of input bytes that are contiguous in memory: one run per kernel row
+ * (kernel_w * in_c bytes) when dilation_w == 1, else one per kernel tap (in_c bytes). Each run is padded to an even
+ * length; within it every group of 4 elements is stored in the order (0, 2, 1, 3), so that SXTAB16 of one input
+ * word and of that word rotated by 8 give the two int16 pairs directly. kernel_pack.py applies the same order.
+ */
+typedef struct {
+    int32_t runs, run_len, run_pairs; /* runs per pixel, bytes per run, int16 pairs per run */
+    int32_t k_pairs, skip;            /* int16 pairs per pixel; unrolled steps skipped at the loop entry */
+    int32_t pair_bytes;               /* tile bytes per pixel pair: k_pairs x 2 words + two output offsets */
+    int32_t blocks, full_blocks;      /* groups of 4 output channels */
+    size_t tile_bytes, wcache_bytes, accbuf_bytes, runbuf_bytes;
+} ek__conv_geom_t;
+
+static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
+{
+    if (p->dilation_w == 1) {
+        g->runs = p->kernel_h;
+        g->run_len = p->kernel_w * p->in_c;
+    } else {
+        g->runs = p->kernel_h * p->kernel_w;
+        g->run_len = p->in_c;
+    }
+    g->run_pairs = (g->run_len + 1) / 2;
+    g->k_pairs = g->runs * g->run_pairs;
+    g->skip = (EK_CONV_UNROLL - g->k_pairs % EK_CONV_UNROLL) % EK_CONV_UNROLL;
+    g->pair_bytes = (g->k_pairs + 1) * 8;
+    g->blocks = (p->out_c + 3) / 4;
+    g->full_blocks = p->out_c / 4;
+    g->tile_bytes = (size_t)(p->tile_pixels / 2) * (size_t)g->pair_bytes;
+    g->wcache_bytes = (size_t)((p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) ? g->blocks : 1) * (size_t)g->k_pairs * 16u;
+    g->accbuf_bytes = (size_t)(p->tile_pixels / 2) * 32u;
+    g->runbuf_bytes = (size_t)(g->run_len + 3) & ~(size_t)3;
+}
+
+size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
+{
+    ek__conv_geom_t g;
+    ek__conv_geom(p, &g);
+    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + g.runbuf_bytes;
+}
+
+static int ek__conv_check(const ek_conv_params_t *p)
+{
+    if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 || p->out_c < 1 ||
+        p->kernel_h < 1 || p->kernel_w < 1 || p->stride_h < 1 || p->stride_w < 1 || p->dilation_h < 1 ||
+        p->dilation_w < 1 || p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 || p->pad_right < 0 ||
+        p->in_row_stride < p->in_w * p->in_c || p->out_row_stride < p->out_w * p->out_c) {
+        return EK_NN_ERR_ARG;
+    }
+    /* the output window must be what the input window, padding, kernel, stride and dilation give */
+    if ((p->out_h - 1) * p->stride_h + (p->kernel_h - 1) * p->dilation_h + 1 > p->in_h + p->pad_top + p->pad_bottom ||
+        (p->out_w - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1 > p->in_w + p->pad_left + p->pad_right) {
+        return EK_NN_ERR_ARG;
+    }
+    if (!ek__aligned(p->weights) || !ek__aligned(p->requant) || (p->bias && !ek__aligned(p->bias))) {
+        return EK_NN_ERR_ALIGN;
+    }
+    return EK_NN_OK;
+}
+
+/* len int8 -> int16 pairs (+offset) in the run order above, written to every other word (the tile interleaves the
+ * two pixels of a pair). Writes (len + 1) / 2 words. */
+static void ek__run_to_pairs(const int8_t *src, int32_t len, uint32_t off2, uint32_t *dst)
+{
+    const int32_t off = ek__lo16(off2);
+    for (; len >= 8; len -= 8, src += 8, dst += 8) {
+        const uint32_t x = ek__read_u32(src), y = ek__read_u32(src + 4);
+        dst[0] = ek__sxtab16(off2, x);
+        dst[2] = ek__sxtab16_ror8(off2, x);
+        dst[4] = ek__sxtab16(off2, y);
+        dst[6] = ek__sxtab16_ror8(off2, y);
+    }
+    if (len >= 4) {
+        const uint32_t x = ek__read_u32(src);
+        dst[0] = ek__sxtab16(off2, x);
+        dst[2] = ek__sxtab16_ror8(off2, x);
+        len -= 4;
+        src += 4;
+        dst += 4;
+    }
+    if (len == 1) {
+        dst[0] = ek__pack16(src[0] + off, 0);
+    } else if (len == 2) {
+        dst[0] = ek__pack16(src[0] + off, src[1] + off);
+    } else if (len == 3) {
+        dst[0] = ek__pack16(src[0] + off, src[1] + off);
+        dst[2] = ek__pack16(src[2] + off, 0);
+    }
+}
+
+static void ek__zero_pairs(uint32_t *dst, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
+        dst[2 * i] = 0;
+    }
+}
+
+/* One output pixel's reduction column into a tile slot (every other word). */
+static void ek__im2col_pixel(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, int32_t oy,
+                             int32_t ox, uint32_t *dst, int8_t *runbuf)
+{
+    const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t ix0 = ox * p->stride_w - p->pad_left;
+    const int32_t c = p->in_c;
+    const int32_t step = 2 * g->run_pairs;
+    if (p->dilation_w == 1) {
+        const int32_t kw = p->kernel_w;
+        const int inside_x = ix0 >= 0 && ix0 + kw <= p->in_w;
+        for (int32_t ky = 0; ky < p->kernel_h; ky++, dst += step) {
+            const int32_t iy = iy0 + ky * p->dilation_h;
+            if ((uint32_t)iy >= (uint32_t)p->in_h) {
+                ek__zero_pairs(dst, g->run_pairs);
+                continue;
+            }
+            const int8_t *row = in + iy * p->in_row_stride;
+            if (inside_x) {
+                ek__run_to_pairs(row + ix0 * c, g->run_len, off2, dst);
+                continue;
+            }
+            /* partly in the left/right padding: valid pixels beside input-zero-point bytes (which become 0) */
+            memset(runbuf, -p->input_offset, (size_t)g->run_len);
+            for (int32_t kx = 0; kx < kw; kx++) {
+                const int32_t ix = ix0 + kx;
+                if ((uint32_t)ix < (uint32_t)p->in_w) {
+                    memcpy(runbuf + kx * c, row + ix * c, (size_t)c);
+                }
+            }
+            ek__run_to_pairs(runbuf, g->run_len, off2, dst);
+        }
+    } else {
+        for (int32_t ky = 0; ky < p->kernel_h; ky++) {
+            const int32_t iy = iy0 + ky * p->dilation_h;
+            for (int32_t kx = 0; kx < p->kernel_w; kx++, dst += step) {
+                const int32_t ix = ix0 + kx * p->dilation_w;
+                if ((uint32_t)iy >= (uint32_t)p->in_h || (uint32_t)ix >= (uint32_t)p->in_w) {
+                    ek__zero_pairs(dst, g->run_pairs);
+                } else {
+                    ek__run_to_pairs(in + iy * p->in_row_stride + ix * c, c, off2, dst);
+                }
+            }
+        }
+    }
+}
+
+/* Pixels pix0 .. pix0+n-1 (row-major over the output window) into the tile. Pair j occupies pair_bytes:
+ * k_pairs x {pixel 0 pair, pixel 1 pair}, then the two pixels' byte offsets in the output. An odd last pixel is
+ * duplicated (its result is then stored twice, to the same place). */
+static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, uint32_t *tile,
+                            int32_t pix0, int32_t n, int8_t *runbuf)
+{
+    int32_t oy = pix0 / p->out_w, ox = pix0 % p->out_w;
+    const int32_t pw = g->pair_bytes / 4;
+    const int is_1x1 = p->kernel_h == 1 && p->kernel_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+                       p->pad_bottom == 0 && p->pad_right == 0;
+    const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
+    for (int32_t i = 0; i < n + (n & 1); i++) {
+        if (i > 0 && i < n && ++ox == p->out_w) {
+            ox = 0;
+            oy++;
+        }
+        uint32_t *pair = tile + (i / 2) * pw;
+        uint32_t *dst = pair + (i & 1);
+        if (is_1x1) { /* one run: the input pixel itself */
+            ek__run_to_pairs(in + oy * p->stride_h * p->in_row_stride + ox * p->stride_w * p->in_c, p->in_c, off2, dst);
+        } else {
+            ek__im2col_pixel(p, g, in, oy, ox, dst, runbuf);
+        }
+        pair[2 * g->k_pairs + (i & 1)] = (uint32_t)(oy * p->out_row_stride + ox * p->out_c);
+    }
+}
+
+/* The packed weights of one block of 4 output channels -> int16 pairs, 4 words (c0..c3) per reduction pair. */
+static void ek__widen_block(const int8_t *wq, int32_t k_pairs, uint32_t *dst)
+{
+    const ek__word *s = (const ek__word *)wq;
+    for (int32_t q = 0; q < k_pairs; q++, s += 2, dst += 4) {
+        const uint32_t x = s[0], y = s[1];
+        dst[0] = ek__sxtb16(x);
+        dst[1] = ek__sxtb16_ror8(x);
+        dst[2] = ek__sxtb16(y);
+        dst[3] = ek__sxtb16_ror8(y);
+    }
+}
+
+#if EK_NN_DSP
+typedef struct {
+    const uint32_t *act;     /*  0: tile start */
+    const uint32_t *act_end; /*  4: after the last pair */
+    const uint32_t *w_start; /*  8: widened block */
+    uint32_t entry;          /* 12: set by the asm */
+    const uint32_t *w_end;   /* 16: end of the widened block */
+    const int32_t *bias8;    /* 20: the block's 4 biases, twice */
+    const int32_t *qtab;     /* 24: requant entries of the block's 4 channels */
+    uint32_t upper4;         /* 28: act_max - act_min - 128, in each byte */
+    uint32_t back4;          /* 32: act_min + 128, in each byte */
+    int8_t *out;             /* 36: output + 4 * block */
+    int32_t *accbuf;         /* 40: raw mode: where the accumulators go, 8 per pair */
+    uint32_t skip;           /* 44: pairs skipped at the entry (0 .. EK_CONV_UNROLL - 1) */
+} ek__gemm_args_t;
+
+void ek__conv_gemm_2x4_fast(ek__gemm_args_t *a);
+void ek__conv_gemm_2x4_raw(ek__gemm_args_t *a);
+
+/*
+ * The 2 pixel x 4 channel GEMM over all pairs of a tile, hand-scheduled: r0-r7 accumulators (pixel 0 channels 0-3,
+ * pixel 1 channels 0-3), r8/r9 the two pixels' int16 pairs, r10/r11 two channels' weight pairs, r12 the tile,
+ * lr the widened weights; everything else lives in the 48-byte frame (a copy of ek__gemm_args_t). Each unrolled
+ * step is 11 32-bit instructions (44 bytes), which the Duff's-device entry relies on.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_KPAIR\n"
+    "   ldm.w   r12!, {r8, r9}\n"
+    "   ldm.w   lr!, {r10, r11}\n"
+    "   smlad   r0, r8, r10, r0\n"
+    "   smlad   r4, r9, r10, r4\n"
+    "   smlad   r1, r8, r11, r1\n"
+    "   smlad   r5, r9, r11, r5\n"
+    "   ldm.w   lr!, {r10, r11}\n"
+    "   smlad   r2, r8, r10, r2\n"
+    "   smlad   r6, r9, r10, r6\n"
+    "   smlad   r3, r8, r11, r3\n"
+    "   smlad   r7, r9, r11, r7\n"
+    "   .endm\n"
+    "   .macro EK_RQ2 a, b\n"      /* one channel of both pixels: SMMLA, ASR, SSAT */
+    "   ldm     lr!, {r8, r9, r10, r11}\n"
+    "   smmla   \\a, \\a, r8, r9\n"
+    "   smmla   \\b, \\b, r8, r9\n"
+    "   asr     \\a, \\a, r10\n"
+    "   asr     \\b, \\b, r10\n"
+    "   ssat    \\a, #8, \\a\n"
+    "   ssat    \\b, #8, \\b\n"
+    "   .endm\n"
+    "   .macro EK_GEMM_2X4 name, fast\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #48\n"
+    "   ldm     r0, {r1-r12}\n"
+    "   stm     sp, {r1-r12}\n"
+    "   ldr     r1, [sp, #44]\n"          /* entry = body + 44 * skip, Thumb bit set */
+    "   add     r3, r1, r1, lsl #1\n"
+    "   add     r3, r3, r1, lsl #3\n"
+    "   adr     r2, 2f\n"
+    "   add     r2, r2, r3, lsl #2\n"
+    "   orr     r2, r2, #1\n"
+    "   str     r2, [sp, #12]\n"
+    "   ldr     r12, [sp, #0]\n"
+    "1: ldr     r8, [sp, #20]\n"          /* next pair: accumulators = bias */
+    "   ldm     r8, {r0-r7}\n"
+    "   ldr     lr, [sp, #8]\n"
+    "   ldr     pc, [sp, #12]\n"
+    "   .balign 4\n"
+    "2:\n"
+    "   .rept 8\n"
+    "   EK_KPAIR\n"
+    "   .endr\n"
+    "   ldr     r8, [sp, #16]\n"
+    "   cmp     lr, r8\n"
+    "   bne     2b\n"
+    "   .if \\fast\n"
+    "   ldr     lr, [sp, #24]\n"
+    "   EK_RQ2  r0, r4\n"
+    "   EK_RQ2  r1, r5\n"
+    "   EK_RQ2  r2, r6\n"
+    "   EK_RQ2  r3, r7\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   bfi     r4, r5, #8, #8\n"
+    "   bfi     r4, r6, #16, #8\n"
+    "   bfi     r4, r7, #24, #8\n"
+    "   ldrd    r8, r9, [sp, #28]\n"
+    "   ssub8   r10, r0, r8\n"
+    "   sel     r0, r8, r0\n"
+    "   ssub8   r10, r4, r8\n"
+    "   sel     r4, r8, r4\n"
+    "   uadd8   r0, r0, r9\n"
+    "   uadd8   r4, r4, r9\n"
+    "   ldm     r12!, {r8, r9}\n"         /* the two pixels' output offsets */
+    "   ldr     r10, [sp, #36]\n"
+    "   str     r0, [r10, r8]\n"
+    "   str     r4, [r10, r9]\n"
+    "   .else\n"
+    "   ldr     r8, [sp, #40]\n"
+    "   stm     r8!, {r0-r7}\n"
+    "   str     r8, [sp, #40]\n"
+    "   add     r12, r12, #8\n"
+    "   .endif\n"
+    "   ldr     r8, [sp, #4]\n"
+    "   cmp     r12, r8\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #48\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast, 1\n"
+    "   EK_GEMM_2X4 ek__conv_gemm_2x4_raw, 0\n");
+#else
+/* Portable GEMM over the same layouts: raw accumulators, 8 per pair. */
+static void ek__conv_gemm_portable(const uint32_t *tile, int32_t npairs, const ek__conv_geom_t *g, const uint32_t *w16,
+                                   const int32_t *bias8, int32_t *accbuf)
+{
+    const int32_t pw = g->pair_bytes / 4;
+    for (int32_t j = 0; j < npairs; j++, accbuf += 8) {
+        const uint32_t *a = tile + j * pw;
+        const uint32_t *w = w16;
+        int32_t acc[8];
+        for (int i = 0; i < 8; i++) {
+            acc[i] = bias8[i];
+        }
+        for (int32_t q = 0; q < g->k_pairs; q++, a += 2, w += 4) {
+            for (int c = 0; c < 4; c++) {
+                acc[c] = ek__smlad(a[0], w[c], acc[c]);
+                acc[4 + c] = ek__smlad(a[1], w[c], acc[4 + c]);
+            }
+        }
+        for (int i = 0; i < 8; i++) {
+            accbuf[i] = acc[i];
+        }
+    }
+}
+#endif
+
+/* Requantise raw accumulators of one block for every pair of the tile (the portable path, blocks of fewer than 4
+ * channels, and layers whose requant needs the 64-bit form). */
+static void ek__conv_store_raw(const ek_conv_params_t *p, const ek__conv_geom_t *g, const ek__rq_t *rq,
+                               const uint32_t *tile, int32_t npairs, int32_t block, const int32_t *accbuf, int8_t *out)
+{
+    const int32_t pw = g->pair_bytes / 4;
+    const int32_t c0 = 4 * block;
+    const int32_t nc = p->out_c - c0 < 4 ? p->out_c - c0 : 4;
+    const int32_t *q = p->requant + 4 * c0;
+    for (int32_t j = 0; j < npairs; j++, accbuf += 8) {
+        const uint32_t *offs = tile + j * pw + 2 * g->k_pairs;
+        for (int r = 0; r < 2; r++) {
+            int8_t *o = out + (int32_t)offs[r] + c0;
+            for (int32_t c = 0; c < nc; c++) {
+                o[c] = ek__requant(rq, accbuf[4 * r + c], q + 4 * c);
+            }
+        }
+    }
+}
+
+int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
+{
+    int err = ek__conv_check(p);
+    if (err) {
+        return err;
+    }
+    if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
+        return EK_NN_ERR_ARG;
+    }
+    if (!ek__aligned(scratch)) {
+        return EK_NN_ERR_ALIGN;
+    }
+    ek__conv_geom_t g;
+    ek__conv_geom(p, &g);
+    uint32_t *tile = (uint32_t *)scratch;
+    uint32_t *wcache = tile + g.tile_bytes / 4;
+    int32_t *accbuf = (int32_t *)(wcache + g.wcache_bytes / 4);
+    int8_t *runbuf = (int8_t *)(accbuf + g.accbuf_bytes / 4);
+    const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
+    const int32_t wq_block_bytes = g.k_pairs * 8;  /* packed int8 bytes per block */
+    const int32_t w16_block_words = g.k_pairs * 4; /* widened words per block */
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+
+    if (cache_all) {
+        for (int32_t b = 0; b < g.blocks; b++) {
+            ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache + b * w16_block_words);
+        }
+    }
+    const int32_t npix = p->out_h * p->out_w;
+    for (int32_t pix0 = 0; pix0 < npix; pix0 += p->tile_pixels) {
+        const int32_t n = npix - pix0 < p->tile_pixels ? npix - pix0 : p->tile_pixels;
+        const int32_t npairs = (n + 1) / 2;
+        ek__im2col_tile(p, &g, input, tile, pix0, n, runbuf);
+        for (int32_t b = 0; b < g.blocks; b++) {
+            const uint32_t *w16 = wcache;
+            if (cache_all) {
+                w16 = wcache + b * w16_block_words;
+            } else {
+                ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache);
+            }
+            int32_t bias8[8];
+            for (int32_t c = 0; c < 4; c++) {
+                const int32_t ch = 4 * b + c;
+                bias8[c] = bias8[4 + c] = (p->bias && ch < p->out_c) ? p->bias[ch] : 0;
+            }
+#if EK_NN_DSP
+            ek__gemm_args_t a;
+            a.act = tile;
+            a.act_end = tile + npairs * (g.pair_bytes / 4);
+            a.w_start = w16;
+            a.entry = 0;
+            a.w_end = w16 + w16_block_words;
+            a.bias8 = bias8;
+            a.qtab = p->requant + 16 * b;
+            a.upper4 = ek__bytes4(rq.upper);
+            a.back4 = ek__bytes4(rq.back);
+            a.out = output + 4 * b;
+            a.accbuf = accbuf;
+            a.skip = (uint32_t)g.skip;
+            if (rq.fast && b < g.full_blocks) {
+                ek__conv_gemm_2x4_fast(&a);
+                continue;
+            }
+            ek__conv_gemm_2x4_raw(&a);
+#else
+            ek__conv_gemm_portable(tile, npairs, &g, w16, bias8, accbuf);
+#endif
+            ek__conv_store_raw(p, &g, &rq, tile, npairs, b, accbuf, output);
+        }
+    }
+    return EK_NN_OK;
+}
