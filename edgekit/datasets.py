@@ -36,13 +36,17 @@ class DigitsData:
                 raise ShapeError(f"digits {split} labels must be int64 [{x.shape[0]}], got {y.dtype} {y.shape}")
 
 
-@lru_cache(maxsize=4)
 def digits(split_seed: int = 0) -> DigitsData:
     """scikit-learn's digits, scaled to [0, 1], split 80/20 stratified by class with ``split_seed``.
 
     The split is deterministic: the same seed gives the same train and test images on every machine, so the
-    accuracies quoted for the bundled examples are reproducible. The arrays are read-only because the result is cached.
+    accuracies quoted for the bundled examples are reproducible. Each call returns fresh (writable) arrays.
     """
+    return DigitsData(*(a.copy() for a in _digits_split(split_seed)))
+
+
+@lru_cache(maxsize=4)
+def _digits_split(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -51,10 +55,10 @@ def digits(split_seed: int = 0) -> DigitsData:
     labels = bunch.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=split_seed)
-    arrays = [np.ascontiguousarray(a) for a in (x_train, y_train, x_test, y_test)]
+    arrays = tuple(np.ascontiguousarray(a) for a in (x_train, y_train, x_test, y_test))
     for a in arrays:
-        a.setflags(write=False)
-    return DigitsData(*arrays)
+        a.setflags(write=False)  # cached: callers get copies
+    return arrays
 
 
 def as_sequence(x: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ OPS = {
     "softmax": "softmax along an axis",
     "gru": "gated recurrent unit layer over a sequence (PyTorch gate order r, z, n)",
     "lstm": "long short-term memory layer over a sequence (PyTorch gate order i, f, g, o)",
+    "lmu": "Legendre Memory Unit layer over a sequence (edgekit/layers/lmu.py)",
+    "egru": "event-based GRU layer over a sequence: sparse event outputs (edgekit/layers/egru.py)",
 }
 
 ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "tanh")

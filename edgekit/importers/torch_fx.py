@@ -117,9 +117,18 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
 }
 
 
-def register_module(cls: type, handler: Callable[[nn.Module], tuple[str, dict, dict]]) -> None:
-    """Let another part of edgekit (e.g. the recurrent layers) declare how its own layer becomes a node."""
+# Layers that return (outputs, final state) like torch.nn.GRU: their node is the output sequence, and the final
+# hidden state (``result[1]``) is read as the sequence's last step.
+RECURRENT_MODULES: set[type] = {nn.GRU, nn.LSTM}
+
+
+def register_module(cls: type, handler: Callable[[nn.Module], tuple[str, dict, dict]], recurrent: bool = False) -> None:
+    """Let another part of edgekit (e.g. the recurrent layers) declare how its own layer becomes a node.
+
+    ``recurrent=True`` for a layer returning ``(outputs, final_state)`` like ``torch.nn.GRU``."""
     MODULE_HANDLERS[cls] = handler
+    if recurrent:
+        RECURRENT_MODULES.add(cls)
 
 
 class _LeafTracer(Tracer):
@@ -141,7 +150,8 @@ _FLATTEN = {torch.flatten, torch.ops.aten.flatten.using_ints}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
 _RESHAPE_FUNCS = {torch.reshape, torch.squeeze, torch.unsqueeze, torch.ops.aten.view.default,
                   torch.ops.aten.reshape.default, torch.ops.aten.squeeze.dim, torch.ops.aten.unsqueeze.default,
-                  torch.ops.aten.squeeze.dims, torch.ops.aten.clone.default}
+                  torch.ops.aten.squeeze.dims, torch.ops.aten.clone.default, torch.ops.aten._unsafe_view.default,
+                  torch.ops.aten.squeeze.default}
 
 
 def _index_spec(idx: Any) -> list:
@@ -162,6 +172,178 @@ def _index_spec(idx: Any) -> list:
 def index_tuple(spec: list) -> tuple:
     """Inverse of :func:`_index_spec`."""
     return tuple(slice(s[1], s[2], s[3]) if isinstance(s, list) else int(s) for s in spec)
+
+
+# --- ATen layer handlers (.pt2 programs): (fx node, weight) -> (op, attrs, params, input node) ----------------------
+# ``weight(arg)`` gives the constant behind an argument as float32 numpy (None for None) and refuses a tensor that is
+# computed from the input. ``torch.export`` writes layers as ATen calls whose weights are get_attr nodes; these
+# handlers turn each call back into the node the nn.Module import gives for the layer it came from.
+
+aten = torch.ops.aten
+
+
+def _arg(n, i: int, name: str, default=None):
+    """Argument ``i`` of an fx node, whether it was passed by position or by keyword."""
+    return n.args[i] if len(n.args) > i else n.kwargs.get(name, default)
+
+
+def _ints(v, dims: int) -> list[int]:
+    """An ATen int-list argument ([k], [k, k] or k) as ``dims`` ints."""
+    v = [v] if isinstance(v, int) else list(v)
+    return [int(v[0])] * dims if len(v) == 1 else [int(x) for x in v]
+
+
+def _aten_conv(n, weight):
+    if n.target is aten.convolution.default:
+        x, w, b, stride, padding, dilation, transposed, _, groups = n.args[:9]
+        if transposed:
+            raise UnsupportedError("transposed convolution")
+    else:
+        x, w, b = n.args[0], n.args[1], _arg(n, 2, "bias")
+        stride, padding = _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0)
+        dilation, groups = _arg(n, 5, "dilation", 1), _arg(n, 6, "groups", 1)
+    W = weight(w)
+    dims = W.ndim - 2
+    if dims not in (1, 2):
+        raise UnsupportedError(f"{dims}-D convolution (edgekit has 1-D and 2-D)")
+    kernel, dilation = [int(k) for k in W.shape[2:]], _ints(dilation, dims)
+    if padding == "valid":
+        padding = [0] * dims
+    elif padding == "same":
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        if any(t % 2 for t in total):
+            raise UnsupportedError("padding='same' with an even kernel (the padding would be asymmetric)")
+        padding = [t // 2 for t in total]
+    attrs = {"in_channels": int(W.shape[1]) * int(groups), "out_channels": int(W.shape[0]), "kernel_size": kernel,
+             "stride": _ints(stride, dims), "padding": _ints(padding, dims), "dilation": dilation,
+             "groups": int(groups)}
+    params = {"weight": W}
+    if b is not None:
+        params["bias"] = weight(b)
+    return ("conv2d" if dims == 2 else "conv1d"), attrs, params, x
+
+
+def _aten_linear(n, weight):
+    if n.target is aten.linear.default:
+        x, W, b = n.args[0], weight(n.args[1]), weight(_arg(n, 2, "bias"))
+    elif n.target is aten.addmm.default:  # bias + x @ W^T, what linear decomposes into
+        if n.kwargs.get("beta", 1) != 1 or n.kwargs.get("alpha", 1) != 1:
+            raise UnsupportedError("addmm with alpha or beta")
+        x, W, b = n.args[1], weight(n.args[2]).T, weight(n.args[0])
+    else:  # mm: x @ W^T without bias
+        x, W, b = n.args[0], weight(n.args[1]).T, None
+    params = {"weight": np.ascontiguousarray(W)}
+    if b is not None:
+        params["bias"] = np.ascontiguousarray(np.broadcast_to(b, W.shape[:1]))
+    return "linear", {"in_features": int(W.shape[1]), "out_features": int(W.shape[0])}, params, x
+
+
+def _aten_batchnorm(n, weight):
+    if n.target is aten._native_batch_norm_legit_no_training.default:
+        eps = _arg(n, 6, "eps")
+    else:  # batch_norm / native_batch_norm: (input, weight, bias, mean, var, training, momentum, eps, ...)
+        if _arg(n, 5, "training"):
+            raise UnsupportedError("BatchNorm in training mode (export the model after model.eval())")
+        eps = _arg(n, 7, "eps")
+    mean, var = weight(n.args[3]), weight(n.args[4])
+    if mean is None:
+        raise UnsupportedError("BatchNorm without running statistics (track_running_stats=False)")
+    w, b = weight(n.args[1]), weight(n.args[2])
+    params = {"weight": w if w is not None else np.ones_like(mean), "bias": b if b is not None else np.zeros_like(mean),
+              "running_mean": mean, "running_var": var}
+    return "batchnorm", {"eps": float(eps)}, params, n.args[0]
+
+
+def _aten_pool(n, weight):
+    kernel = _ints(n.args[1], 2)
+    stride = _ints(_arg(n, 2, "stride", []) or kernel, 2)  # an empty stride means stride = kernel
+    attrs = {"kernel_size": kernel, "stride": stride, "padding": _ints(_arg(n, 3, "padding", 0), 2)}
+    if n.target is aten.avg_pool2d.default:
+        if _arg(n, 6, "divisor_override") is not None:
+            raise UnsupportedError("avg_pool2d with divisor_override")
+        attrs.update(ceil_mode=bool(_arg(n, 4, "ceil_mode", False)),
+                     count_include_pad=bool(_arg(n, 5, "count_include_pad", True)))
+        return "avgpool2d", attrs, {}, n.args[0]
+    if _ints(_arg(n, 4, "dilation", 1), 2) != [1, 1]:
+        raise UnsupportedError("max_pool2d with dilation")
+    attrs["ceil_mode"] = bool(_arg(n, 5, "ceil_mode", False))
+    return "maxpool2d", attrs, {}, n.args[0]
+
+
+def _aten_rnn(n, weight):
+    """aten.gru.input / aten.lstm.input: (input, hx, flat weights, has_biases, num_layers, dropout, train,
+    bidirectional, batch_first); the initial state must be zeros, as nn.GRU/nn.LSTM make it when none is given."""
+    kind = "gru" if n.target is aten.gru.input else "lstm"
+    x, hx, flat, has_biases, num_layers, _, _, bidirectional, batch_first = n.args[:9]
+    if num_layers != 1:
+        raise UnsupportedError(f"{kind} with num_layers={num_layers} (stack single-layer modules)")
+    if bidirectional:
+        raise UnsupportedError(f"bidirectional {kind} (a streaming device sees each step once)")
+    for h in (hx if isinstance(hx, (list, tuple)) else [hx]):
+        if np.any(weight(h)):
+            raise UnsupportedError(f"{kind} with an initial state argument")
+    if len(flat) != (4 if has_biases else 2):
+        raise UnsupportedError("LSTM with proj_size")
+    w = [weight(t) for t in flat]
+    params = {"weight_ih": w[0], "weight_hh": w[1]}
+    if has_biases:
+        params.update(bias_ih=w[2], bias_hh=w[3])
+    attrs = {"input_size": int(w[0].shape[1]), "hidden_size": int(w[1].shape[1]), "batch_first": bool(batch_first)}
+    return kind, attrs, params, x
+
+
+def _permutation(n, rank: int) -> list[int]:
+    """The axis order a permute / transpose / t call produces."""
+    if n.target is aten.permute.default:
+        return [int(d) % rank for d in n.args[1]]
+    a, b = (int(n.args[1]) % rank, int(n.args[2]) % rank) if n.target is aten.transpose.int else (0, rank - 1)
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm
+
+
+def _keeps_order(shape, perm) -> bool:
+    """True when permuting ``shape`` by ``perm`` moves only size-1 axes, so the elements keep their order."""
+    kept = [a for a in perm if shape[a] != 1]
+    return kept == sorted(kept)
+
+
+ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
+    aten.conv1d.default: _aten_conv, aten.conv2d.default: _aten_conv, aten.convolution.default: _aten_conv,
+    aten.conv2d.padding: _aten_conv, aten.conv1d.padding: _aten_conv,
+    aten.linear.default: _aten_linear, aten.addmm.default: _aten_linear, aten.mm.default: _aten_linear,
+    aten.batch_norm.default: _aten_batchnorm, aten.native_batch_norm.default: _aten_batchnorm,
+    aten._native_batch_norm_legit_no_training.default: _aten_batchnorm,
+    aten.max_pool2d.default: _aten_pool, aten.max_pool2d_with_indices.default: _aten_pool,
+    aten.avg_pool2d.default: _aten_pool,
+    aten.gru.input: _aten_rnn, aten.lstm.input: _aten_rnn,
+}
+# ATen calls that return a tuple whose first element is the layer's output (the rest, batch statistics or pooling
+# indices, must go unused).
+_FIRST_OF_TUPLE = {aten.native_batch_norm.default, aten._native_batch_norm_legit_no_training.default,
+                   aten.max_pool2d_with_indices.default}
+# In-place ATen calls (nn.ReLU(inplace=True), ``out += x``) and the call they stand for.
+_INPLACE = {aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.hardtanh.default,
+            aten.sigmoid_.default: aten.sigmoid.default, aten.tanh_.default: aten.tanh.default,
+            aten.hardswish_.default: aten.hardswish.default, aten.add_.Tensor: aten.add.Tensor,
+            aten.mul_.Tensor: aten.mul.Tensor}
+_LAYOUT = {aten.permute.default, aten.transpose.int, aten.t.default}
+_ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default}
+
+
+def _leaf_path(n, op: str) -> str | None:
+    """The module path of the torch.nn layer an ATen node is (conv2d inside an nn.Conv2d at 'features.0.0'), so that
+    a .pt2 program's layers carry the names of the original model. Reshapes and selections inside a layer (an LSTM's
+    h_n, a linear's flattening) are not the layer itself, except for nn.Flatten."""
+    stack = n.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    leaves = {f"{c.__module__}.{c.__qualname__}": c for c in MODULE_HANDLERS}
+    if cls_name not in leaves or (op in ("reshape", "select") and not issubclass(leaves[cls_name], nn.Flatten)):
+        return None
+    return path
 
 
 def _shape_of(meta) -> tuple[int, ...] | None:
@@ -200,14 +382,18 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
     alias: dict[str, str] = {}  # fx node name -> graph node name it stands for
     tuples: dict[str, str] = {}  # fx name of a multi-output module -> graph node name
     hidden_states: dict[str, str] = {}  # fx name of an RNN's h_n -> the node selecting its last step
-    consts: dict[str, np.ndarray] = {}
+    consts: dict[str, Any] = {}  # fx name -> tensor (parameters, buffers, and what is computed from them alone)
+    first_of: dict[str, str] = {}  # fx name of a tuple-returning ATen layer -> its graph node
     problems: list[str] = []
     outputs: list[str] = []
     used_names: set[str] = set()
 
-    def layer_name(n) -> str:
+    def layer_name(n, op: str = "") -> str:
+        leaf = _leaf_path(n, op) if n.op == "call_function" else None
         if n.op == "call_module":
             base = str(n.target)
+        elif leaf and leaf not in used_names:
+            base = leaf
         else:
             stack = n.meta.get("nn_module_stack")
             base = n.name
@@ -225,9 +411,24 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
     def src(a) -> str:
         return alias.get(a.name, a.name)
 
+    def weight(a) -> np.ndarray | None:
+        if a is None:
+            return None
+        if isinstance(a, torch.fx.Node) and a.name in consts:
+            return _np(consts[a.name])
+        raise UnsupportedError(f"'{getattr(a, 'name', a)}' is used as a weight but computed from the input "
+                               "(edgekit needs constant weights)")
+
+    def is_constant(n) -> bool:
+        """True when an fx node depends on parameters and buffers only (a transposed weight, a zero state)."""
+        leaves: list = []
+        torch.fx.node.map_arg((n.args, n.kwargs), leaves.append)
+        return n.op == "call_function" and all(a.name in consts for a in leaves) and \
+            n.target not in ATEN_LAYER_HANDLERS
+
     def add(n, op, inputs, attrs=None, params=None, shape=None):
         shape = shape if shape is not None else _shape_of(n.meta)
-        nm = layer_name(n)
+        nm = layer_name(n, op)
         alias[n.name] = nm
         nodes.append(Node(nm, op, inputs, shape, attrs or {}, params or {}))
 
@@ -242,7 +443,9 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 t = gm
                 for part in str(n.target).split("."):
                     t = getattr(t, part)
-                consts[n.name] = _np(t) if isinstance(t, torch.Tensor) else t
+                consts[n.name] = t.detach() if isinstance(t, torch.Tensor) else t
+            elif n.op == "call_module" and not n.users and _shape_of(n.meta) is None:
+                continue  # torch.export's input guard (_guards_fn): checks shapes, computes nothing
             elif n.op == "call_module":
                 m = modules[str(n.target)]
                 handler = MODULE_HANDLERS.get(type(m))
@@ -254,7 +457,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 if op == "identity":
                     alias[n.name] = ins[0]
                     continue
-                if op in ("gru", "lstm"):
+                if type(m) in RECURRENT_MODULES:
                     if len(ins) != 1:
                         problems.append(f"'{n.target}' ({type(m).__name__} with an initial state argument)")
                         continue
@@ -264,10 +467,38 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     tuples[n.name] = alias[n.name]
                     continue
                 add(n, op, ins, attrs, params)
+            elif n.op == "call_function" and is_constant(n):
+                args, kwargs = torch.fx.node.map_arg((n.args, n.kwargs), lambda a: consts[a.name])
+                consts[n.name] = n.target(*args, **kwargs)
             elif n.op in ("call_function", "call_method"):
                 tgt = n.target
-                tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node)]
+                mutated = None
+                if tgt in _INPLACE:  # the in-place call's result replaces its first argument from here on
+                    tgt, mutated = _INPLACE[tgt], n.args[0]
+                tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name not in consts]
                 shape = _shape_of(n.meta)
+                if tgt in ATEN_LAYER_HANDLERS:
+                    op, attrs, params, x = ATEN_LAYER_HANDLERS[tgt](n, weight)
+                    tm = n.meta.get("tensor_meta")
+                    out_shape = tuple(tm[0].shape) if isinstance(tm, (tuple, list)) else shape
+                    add(n, op, [src(x)], attrs, params, shape=out_shape)
+                    if op in ("gru", "lstm"):
+                        tuples[n.name] = alias[n.name]
+                    elif tgt in _FIRST_OF_TUPLE:
+                        first_of[n.name] = alias[n.name]
+                    continue
+                if tgt is operator.getitem and n.args[0].name in first_of:
+                    if n.args[1] == 0:
+                        alias[n.name] = first_of[n.args[0].name]
+                    elif n.users:
+                        problems.append(f"'{n.name}' (batch statistics or pooling indices are read)")
+                    continue
+                if tgt is aten.select.int and n.args[0].name in hidden_states:
+                    if n.args[1] == 0 and n.args[2] in (0, -1):
+                        alias[n.name] = hidden_states[n.args[0].name]
+                    else:
+                        problems.append(f"'{n.name}' (indexing h_n other than h_n[-1])")
+                    continue
                 if tgt is operator.getitem and n.args[0].name in tuples:
                     rnn = tuples[n.args[0].name]
                     idx = n.args[1]
@@ -280,7 +511,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         spec: list = [["slice", None, None, None]] * 3
                         spec[tdim] = -1
                         step_shape = tuple(d for i, d in enumerate(rnode.shape) if i != tdim)
-                        nm = layer_name(n)
+                        nm = layer_name(n, "select")
                         nodes.append(Node(nm, "select", [rnn], step_shape, {"index": spec}))
                         hidden_states[n.name] = nm
                     else:
@@ -297,6 +528,31 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     if shape is None:
                         continue
                     add(n, "select", [src(n.args[0])], {"index": _index_spec(n.args[1])})
+                elif tgt is aten.select.int:
+                    dim, index = int(n.args[1]), int(n.args[2])
+                    add(n, "select", [src(n.args[0])], {"index": [["slice", None, None, None]] * dim + [index]})
+                elif tgt is aten.slice.Tensor:
+                    dim, start, end = _arg(n, 1, "dim", 0), _arg(n, 2, "start"), _arg(n, 3, "end")
+                    step, size = _arg(n, 4, "step", 1), _shape_of(n.args[0].meta)[dim]
+                    if (start or 0) == 0 and (end is None or end >= size) and step == 1:
+                        alias[n.name] = src(n.args[0])  # x[:, :] keeps everything
+                        continue
+                    end = None if end is not None and end >= size else end
+                    add(n, "select", [src(n.args[0])],
+                        {"index": [["slice", None, None, None]] * (dim % len(shape)) + [["slice", start, end, step]]})
+                elif tgt in _LAYOUT:
+                    # With batch 1 a permute that only moves size-1 axes keeps the element order: a reshape.
+                    in_shape = _shape_of(n.args[0].meta)
+                    if shape[0] != in_shape[0]:
+                        problems.append(f"'{n.name}' ({tgt.__name__}: moves the batch axis; edgekit keeps the batch "
+                                        "first, e.g. use batch_first=True)")
+                    elif not _keeps_order(in_shape, _permutation(n, len(in_shape))):
+                        problems.append(f"'{n.name}' ({tgt.__name__}: reorders the data; edgekit's graph has no "
+                                        "transpose)")
+                    else:
+                        add(n, "reshape", [src(n.args[0])], {"shape": list(shape)})
+                elif tgt in (aten.softmax.int, aten._softmax.default):
+                    add(n, "softmax", [src(n.args[0])], {"dim": int(n.args[1])})
                 elif tgt in _ACT_FUNCS or (n.op == "call_method" and tgt in _ACT_METHODS):
                     op = _ACT_FUNCS.get(tgt) if n.op == "call_function" else _ACT_METHODS[tgt]
                     add(n, op, [src(tensor_args[0])])
@@ -304,12 +560,12 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         tuple(n.args[1:3]) == (0.0, 6.0):
                     add(n, "relu6", [src(tensor_args[0])])
                 elif tgt in _ADD or (n.op == "call_method" and tgt == "add"):
-                    if len(tensor_args) != 2 or n.kwargs.get("alpha", 1) != 1:
+                    if len(tensor_args) != 2 or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
                         problems.append(f"'{n.name}' (add with a constant or alpha)")
                         continue
                     add(n, "add", [src(a) for a in tensor_args])
                 elif tgt in _MUL or (n.op == "call_method" and tgt == "mul"):
-                    if len(tensor_args) != 2:
+                    if len(tensor_args) != 2 or len(n.args) != 2:
                         problems.append(f"'{n.name}' (multiply by a constant)")
                         continue
                     add(n, "mul", [src(a) for a in tensor_args])
@@ -323,7 +579,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     nodes[-1].attrs["from"] = f"flatten(start_dim={start})"
                 elif tgt in _RESHAPE_FUNCS or (n.op == "call_method" and tgt in _RESHAPE_METHODS):
                     add(n, "reshape", [src(tensor_args[0])], {"shape": list(shape)})
-                elif tgt in (F.adaptive_avg_pool2d, torch.ops.aten.adaptive_avg_pool2d.default) and \
+                elif tgt in (F.adaptive_avg_pool2d, torch.ops.aten.adaptive_avg_pool2d.default,
+                             torch.ops.aten._adaptive_avg_pool2d.default) and \
                         tuple(_pair(n.args[1])) == (1, 1):
                     add(n, "global_avgpool", [src(tensor_args[0])])
                 elif tgt in (torch.mean, torch.ops.aten.mean.dim) or (n.op == "call_method" and tgt == "mean"):
@@ -341,7 +598,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 elif tgt in (F.softmax, torch.softmax) or (n.op == "call_method" and tgt == "softmax"):
                     dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else -1)
                     add(n, "softmax", [src(tensor_args[0])], {"dim": int(dim)})
-                elif tgt in (F.dropout, torch.ops.aten.dropout.default) or \
+                elif tgt in (F.dropout, torch.ops.aten.dropout.default) or tgt in _ALIASES or \
                         (n.op == "call_method" and tgt in ("detach",)):
                     alias[n.name] = src(tensor_args[0])
                 elif shape is None:
@@ -349,6 +606,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 else:
                     what = tgt if isinstance(tgt, str) else getattr(tgt, "__name__", str(tgt))
                     problems.append(f"'{n.name}' ({what})")
+                if mutated is not None and n.name in alias:
+                    alias[mutated.name] = alias[n.name]
             elif n.op == "output":
                 res = n.args[0]
                 res = res if isinstance(res, (tuple, list)) else (res,)

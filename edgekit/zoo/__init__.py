@@ -64,7 +64,7 @@ class ExampleSpec:
 # --- digits (scikit-learn's 8x8 handwritten digits, see edgekit.datasets) ---------------------------------------------
 
 def _digits_inputs(x: np.ndarray, sequence: bool) -> np.ndarray:
-    return as_sequence(x) if sequence else np.ascontiguousarray(x)
+    return as_sequence(x) if sequence else x
 
 
 def digits_data(sequence: bool = False) -> ExampleData:
@@ -73,14 +73,14 @@ def digits_data(sequence: bool = False) -> ExampleData:
     ``sequence=True`` gives the 64-step pixel sequences [N, 64, 1] recurrent examples read, instead of images.
     """
     split = digits()
-    x_calib = split.x_train[:DIGITS_CALIBRATION_SAMPLES]
-    return _digits_inputs(x_calib, sequence), _digits_inputs(split.x_test, sequence), split.y_test.copy()
+    x_calib = split.x_train[:DIGITS_CALIBRATION_SAMPLES].copy()
+    return _digits_inputs(x_calib, sequence), _digits_inputs(split.x_test, sequence), split.y_test
 
 
 def digits_train_data(sequence: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(x_train, y_train)``: the whole training split, as images or (``sequence=True``) pixel sequences."""
     split = digits()
-    return _digits_inputs(split.x_train, sequence), split.y_train.copy()
+    return _digits_inputs(split.x_train, sequence), split.y_train
 
 
 # --- MobileNetV2 0.35 at 144x144: shipped untrained, built deterministically -----------------------------------------

@@ -59,6 +59,10 @@ class ElfSizes:
 def compile_firmware(sources: list[Path], include_dirs: list[Path], cflags: list[str], ldflags: list[str],
                      build_dir: Path, elf: Path) -> None:
     require_toolchain()
+    build_dir, elf = build_dir.resolve(), elf.resolve()
+    sources = [Path(s).resolve() for s in sources]
+    include_dirs = [Path(d).resolve() for d in include_dirs]
+    ldflags = [f"-T{Path(f[2:]).resolve()}" if f.startswith("-T") else f for f in ldflags]
     objdir = build_dir / "obj"
     objdir.mkdir(parents=True, exist_ok=True)
     objects = []
@@ -72,6 +76,7 @@ def compile_firmware(sources: list[Path], include_dirs: list[Path], cflags: list
 
 
 def elf_sizes(elf: Path) -> ElfSizes:
+    elf = Path(elf).resolve()
     out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
     sec = {}
     for line in out.splitlines():
@@ -92,6 +97,7 @@ def elf_sizes(elf: Path) -> ElfSizes:
 
 
 def section_table(elf: Path) -> dict[str, int]:
+    elf = Path(elf).resolve()
     out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
     table = {}
     for line in out.splitlines():

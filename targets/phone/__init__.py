@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.errors import EdgekitError, MismatchError, ModelLoadError, UnsupportedError
+from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError
 from edgekit.estimate import Estimate, estimate as _estimate
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.phone import export as _export
@@ -119,8 +119,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         "float_export_max_abs_err": float_err,
         "test_samples": int(len(x)),
         "node_layers": layers,
-        "estimate": estimate(model, profile, options),
     }
+    if graph is not None:
+        info["estimate"] = estimate(model, profile, options)
     return BuildResult(files=list(FILES), build=info, notes=notes)
 
 
@@ -128,11 +129,10 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
 
 
 def _deploy_graph(model):
-    # The layer map is a nicety (per-layer profile names); a model edgekit cannot import still builds.
+    # The graph gives the layer map (per-layer profile names) and the estimate; ONNX export does not need it, so a
+    # model edgekit cannot import still builds here (edgekit.compile reports the import problem itself).
     try:
         return model.deploy_graph
-    except EdgekitError:
-        raise
     except Exception:  # noqa: BLE001
         return None
 

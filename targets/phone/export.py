@@ -144,7 +144,7 @@ def layer_index(graph: Graph | None) -> dict[str, str]:
 
 
 def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]:
-    """ONNX node name -> edgekit layer, for the nodes whose module path is known.
+    """ONNX node name (and output tensor name) -> edgekit layer, for the nodes whose module path is known.
 
     dynamo export: the ``name_scopes`` metadata lists module paths, outermost first, then the fx node name
     (``['', 'features', 'features.3', 'add_2']``). TorchScript export: node names are scope paths
@@ -167,6 +167,9 @@ def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]
         layer = _match(scopes, index, by_base)
         if layer is not None:
             out[node.name] = layer
+            # ORT names the Q/DQ nodes it keeps after a tensor ('relu_2_DequantizeLinear'): map tensors too.
+            for tensor in node.output:
+                out.setdefault(tensor, layer)
     return out
 
 

@@ -224,7 +224,7 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
     g->tile_bytes = (size_t)(p->tile_pixels / 2) * (size_t)g->pair_bytes;
     g->wcache_bytes = (size_t)((p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) ? g->blocks : 1) * (size_t)g->k_pairs * 16u;
     g->accbuf_bytes = (size_t)(p->tile_pixels / 2) * 32u;
-    g->runbuf_bytes = (size_t)(g->run_len + 3) & ~(size_t)3;
+    g->runbuf_bytes = 3 * ((size_t)(g->run_len + 3) & ~(size_t)3); /* two pixels' edge runs, one all-padding run */
 }
 
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
@@ -253,115 +253,155 @@ static int ek__conv_check(const ek_conv_params_t *p)
     return EK_NN_OK;
 }
 
-/* len int8 -> int16 pairs (+offset) in the run order above, written to every other word (the tile interleaves the
- * two pixels of a pair). Writes (len + 1) / 2 words. */
-static void ek__run_to_pairs(const int8_t *src, int32_t len, uint32_t off2, uint32_t *dst)
+/* Tail of a run (len = 1..3 bytes) for both pixels of a pair. */
+static void ek__cvt_tail(const int8_t *s0, const int8_t *s1, int32_t len, int32_t off, uint32_t *dst)
 {
-    const int32_t off = ek__lo16(off2);
-    for (; len >= 8; len -= 8, src += 8, dst += 8) {
-        const uint32_t x = ek__read_u32(src), y = ek__read_u32(src + 4);
-        dst[0] = ek__sxtab16(off2, x);
-        dst[2] = ek__sxtab16_ror8(off2, x);
-        dst[4] = ek__sxtab16(off2, y);
-        dst[6] = ek__sxtab16_ror8(off2, y);
+    if (len == 1) {
+        dst[0] = ek__pack16(s0[0] + off, 0);
+        dst[1] = ek__pack16(s1[0] + off, 0);
+    } else {
+        dst[0] = ek__pack16(s0[0] + off, s0[1] + off);
+        dst[1] = ek__pack16(s1[0] + off, s1[1] + off);
+        if (len == 3) {
+            dst[2] = ek__pack16(s0[2] + off, 0);
+            dst[3] = ek__pack16(s1[2] + off, 0);
+        }
     }
+}
+
+/* One run of both pixels of a pair: len int8 each -> int16 (+offset) pairs in the run order above, interleaved
+ * {pixel 0, pixel 1} per pair. Writes 2 * ceil(len / 2) words. */
+static uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len, uint32_t off2, uint32_t *dst)
+{
+#if EK_NN_DSP
+    int32_t n8 = len >> 3;
+    if (n8) {
+        /* 16 bytes in, 8 words out: 4 LDR, 8 SXTAB16, 2 STM, loop = 16 instructions */
+        __asm__ volatile(
+            "1: ldr     r4, [%[s0]], #4\n"
+            "   ldr     r5, [%[s1]], #4\n"
+            "   ldr     r6, [%[s0]], #4\n"
+            "   ldr     r7, [%[s1]], #4\n"
+            "   sxtab16 r8, %[o], r4\n"
+            "   sxtab16 r9, %[o], r5\n"
+            "   sxtab16 r10, %[o], r4, ror #8\n"
+            "   sxtab16 r11, %[o], r5, ror #8\n"
+            "   stm     %[d]!, {r8-r11}\n"
+            "   sxtab16 r8, %[o], r6\n"
+            "   sxtab16 r9, %[o], r7\n"
+            "   sxtab16 r10, %[o], r6, ror #8\n"
+            "   sxtab16 r11, %[o], r7, ror #8\n"
+            "   stm     %[d]!, {r8-r11}\n"
+            "   subs    %[n], %[n], #1\n"
+            "   bne     1b\n"
+            : [s0] "+r"(s0), [s1] "+r"(s1), [d] "+r"(dst), [n] "+r"(n8)
+            : [o] "r"(off2)
+            : "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "memory", "cc");
+    }
+    len &= 7;
+#else
+    for (; len >= 8; len -= 8, s0 += 8, s1 += 8, dst += 8) {
+        const uint32_t x0 = ek__read_u32(s0), x1 = ek__read_u32(s1);
+        const uint32_t y0 = ek__read_u32(s0 + 4), y1 = ek__read_u32(s1 + 4);
+        dst[0] = ek__sxtab16(off2, x0);
+        dst[1] = ek__sxtab16(off2, x1);
+        dst[2] = ek__sxtab16_ror8(off2, x0);
+        dst[3] = ek__sxtab16_ror8(off2, x1);
+        dst[4] = ek__sxtab16(off2, y0);
+        dst[5] = ek__sxtab16(off2, y1);
+        dst[6] = ek__sxtab16_ror8(off2, y0);
+        dst[7] = ek__sxtab16_ror8(off2, y1);
+    }
+#endif
     if (len >= 4) {
-        const uint32_t x = ek__read_u32(src);
-        dst[0] = ek__sxtab16(off2, x);
-        dst[2] = ek__sxtab16_ror8(off2, x);
+        const uint32_t x0 = ek__read_u32(s0), x1 = ek__read_u32(s1);
+        dst[0] = ek__sxtab16(off2, x0);
+        dst[1] = ek__sxtab16(off2, x1);
+        dst[2] = ek__sxtab16_ror8(off2, x0);
+        dst[3] = ek__sxtab16_ror8(off2, x1);
         len -= 4;
-        src += 4;
+        s0 += 4;
+        s1 += 4;
         dst += 4;
     }
-    if (len == 1) {
-        dst[0] = ek__pack16(src[0] + off, 0);
-    } else if (len == 2) {
-        dst[0] = ek__pack16(src[0] + off, src[1] + off);
-    } else if (len == 3) {
-        dst[0] = ek__pack16(src[0] + off, src[1] + off);
-        dst[2] = ek__pack16(src[2] + off, 0);
+    if (len) {
+        ek__cvt_tail(s0, s1, len, ek__lo16(off2), dst);
+        dst += 4;
     }
+    return dst;
 }
 
-static void ek__zero_pairs(uint32_t *dst, int32_t n)
+/* Where run r of the pixel whose first tap is at (iy0, ix0) comes from: the input itself, a copy in runbuf with
+ * zero-point bytes where the run leaves the input (they become 0), or zp_run (all padding). */
+static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, int32_t iy0,
+                                 int32_t ix0, int32_t r, int8_t *runbuf, const int8_t *zp_run)
 {
-    for (int32_t i = 0; i < n; i++) {
-        dst[2 * i] = 0;
-    }
-}
-
-/* One output pixel's reduction column into a tile slot (every other word). */
-static void ek__im2col_pixel(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, int32_t oy,
-                             int32_t ox, uint32_t *dst, int8_t *runbuf)
-{
-    const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
-    const int32_t iy0 = oy * p->stride_h - p->pad_top;
-    const int32_t ix0 = ox * p->stride_w - p->pad_left;
     const int32_t c = p->in_c;
-    const int32_t step = 2 * g->run_pairs;
     if (p->dilation_w == 1) {
-        const int32_t kw = p->kernel_w;
-        const int inside_x = ix0 >= 0 && ix0 + kw <= p->in_w;
-        for (int32_t ky = 0; ky < p->kernel_h; ky++, dst += step) {
-            const int32_t iy = iy0 + ky * p->dilation_h;
-            if ((uint32_t)iy >= (uint32_t)p->in_h) {
-                ek__zero_pairs(dst, g->run_pairs);
-                continue;
-            }
-            const int8_t *row = in + iy * p->in_row_stride;
-            if (inside_x) {
-                ek__run_to_pairs(row + ix0 * c, g->run_len, off2, dst);
-                continue;
-            }
-            /* partly in the left/right padding: valid pixels beside input-zero-point bytes (which become 0) */
-            memset(runbuf, -p->input_offset, (size_t)g->run_len);
-            for (int32_t kx = 0; kx < kw; kx++) {
-                const int32_t ix = ix0 + kx;
-                if ((uint32_t)ix < (uint32_t)p->in_w) {
-                    memcpy(runbuf + kx * c, row + ix * c, (size_t)c);
-                }
-            }
-            ek__run_to_pairs(runbuf, g->run_len, off2, dst);
+        const int32_t iy = iy0 + r * p->dilation_h;
+        if ((uint32_t)iy >= (uint32_t)p->in_h) {
+            return zp_run;
         }
-    } else {
-        for (int32_t ky = 0; ky < p->kernel_h; ky++) {
-            const int32_t iy = iy0 + ky * p->dilation_h;
-            for (int32_t kx = 0; kx < p->kernel_w; kx++, dst += step) {
-                const int32_t ix = ix0 + kx * p->dilation_w;
-                if ((uint32_t)iy >= (uint32_t)p->in_h || (uint32_t)ix >= (uint32_t)p->in_w) {
-                    ek__zero_pairs(dst, g->run_pairs);
-                } else {
-                    ek__run_to_pairs(in + iy * p->in_row_stride + ix * c, c, off2, dst);
-                }
+        const int8_t *row = in + iy * p->in_row_stride;
+        if (ix0 >= 0 && ix0 + p->kernel_w <= p->in_w) {
+            return row + ix0 * c;
+        }
+        memcpy(runbuf, zp_run, (size_t)g->run_len);
+        for (int32_t kx = 0; kx < p->kernel_w; kx++) {
+            const int32_t ix = ix0 + kx;
+            if ((uint32_t)ix < (uint32_t)p->in_w) {
+                memcpy(runbuf + kx * c, row + ix * c, (size_t)c);
             }
         }
+        return runbuf;
     }
+    const int32_t ky = r / p->kernel_w, kx = r - ky * p->kernel_w;
+    const int32_t iy = iy0 + ky * p->dilation_h, ix = ix0 + kx * p->dilation_w;
+    if ((uint32_t)iy >= (uint32_t)p->in_h || (uint32_t)ix >= (uint32_t)p->in_w) {
+        return zp_run;
+    }
+    return in + iy * p->in_row_stride + ix * c;
 }
 
 /* Pixels pix0 .. pix0+n-1 (row-major over the output window) into the tile. Pair j occupies pair_bytes:
  * k_pairs x {pixel 0 pair, pixel 1 pair}, then the two pixels' byte offsets in the output. An odd last pixel is
  * duplicated (its result is then stored twice, to the same place). */
 static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, uint32_t *tile,
-                            int32_t pix0, int32_t n, int8_t *runbuf)
+                            int32_t pix0, int32_t n, int8_t *runbuf, const int8_t *zp_run)
 {
-    int32_t oy = pix0 / p->out_w, ox = pix0 % p->out_w;
     const int32_t pw = g->pair_bytes / 4;
     const int is_1x1 = p->kernel_h == 1 && p->kernel_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
                        p->pad_bottom == 0 && p->pad_right == 0;
     const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
-    for (int32_t i = 0; i < n + (n & 1); i++) {
-        if (i > 0 && i < n && ++ox == p->out_w) {
+    int32_t oy = pix0 / p->out_w, ox = pix0 % p->out_w;
+    for (int32_t i = 0; i < n; i += 2) {
+        int32_t oy1 = oy, ox1 = ox;
+        if (i + 1 < n && ++ox1 == p->out_w) {
+            ox1 = 0;
+            oy1++;
+        }
+        uint32_t *dst = tile + (i / 2) * pw;
+        if (is_1x1) { /* one run: the input pixel itself */
+            const int8_t *s0 = in + oy * p->stride_h * p->in_row_stride + ox * p->stride_w * p->in_c;
+            const int8_t *s1 = in + oy1 * p->stride_h * p->in_row_stride + ox1 * p->stride_w * p->in_c;
+            dst = ek__cvt_pair(s0, s1, p->in_c, off2, dst);
+        } else {
+            const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+            const int32_t iy1 = oy1 * p->stride_h - p->pad_top, ix1 = ox1 * p->stride_w - p->pad_left;
+            for (int32_t r = 0; r < g->runs; r++) {
+                const int8_t *s0 = ek__run_src(p, g, in, iy0, ix0, r, runbuf, zp_run);
+                const int8_t *s1 = ek__run_src(p, g, in, iy1, ix1, r, runbuf + g->runbuf_bytes / 3, zp_run);
+                dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+            }
+        }
+        dst[0] = (uint32_t)(oy * p->out_row_stride + ox * p->out_c);
+        dst[1] = (uint32_t)(oy1 * p->out_row_stride + ox1 * p->out_c);
+        oy = oy1;
+        ox = ox1;
+        if (++ox == p->out_w) {
             ox = 0;
             oy++;
         }
-        uint32_t *pair = tile + (i / 2) * pw;
-        uint32_t *dst = pair + (i & 1);
-        if (is_1x1) { /* one run: the input pixel itself */
-            ek__run_to_pairs(in + oy * p->stride_h * p->in_row_stride + ox * p->stride_w * p->in_c, p->in_c, off2, dst);
-        } else {
-            ek__im2col_pixel(p, g, in, oy, ox, dst, runbuf);
-        }
-        pair[2 * g->k_pairs + (i & 1)] = (uint32_t)(oy * p->out_row_stride + ox * p->out_c);
     }
 }
 
@@ -561,6 +601,8 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     uint32_t *wcache = tile + g.tile_bytes / 4;
     int32_t *accbuf = (int32_t *)(wcache + g.wcache_bytes / 4);
     int8_t *runbuf = (int8_t *)(accbuf + g.accbuf_bytes / 4);
+    int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
+    memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
     const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
     const int32_t wq_block_bytes = g.k_pairs * 8;  /* packed int8 bytes per block */
     const int32_t w16_block_words = g.k_pairs * 4; /* widened words per block */
@@ -576,7 +618,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     for (int32_t pix0 = 0; pix0 < npix; pix0 += p->tile_pixels) {
         const int32_t n = npix - pix0 < p->tile_pixels ? npix - pix0 : p->tile_pixels;
         const int32_t npairs = (n + 1) / 2;
-        ek__im2col_tile(p, &g, input, tile, pix0, n, runbuf);
+        ek__im2col_tile(p, &g, input, tile, pix0, n, runbuf, zp_run);
         for (int32_t b = 0; b < g.blocks; b++) {
             const uint32_t *w16 = wcache;
             if (cache_all) {
@@ -616,3 +658,9 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     return EK_NN_OK;
 }
+/* STUBS_BEGIN */
+size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p) { (void)p; return 0; }
+int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *i, int8_t *o, void *s) { (void)p; (void)i; (void)o; (void)s; return -9; }
+size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p) { (void)p; return 0; }
+int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *i, int8_t *o, void *s) { (void)p; (void)i; (void)o; (void)s; return -9; }
+/* STUBS_END */

@@ -1,0 +1,17 @@
+"""edgekit's own recurrent layers: PyTorch modules written as explicit per-step functions with explicit state.
+
+Where it sits: beside the model, before the flow. A user builds a network from these layers (or a converter swaps
+them in: :func:`edgekit.converters.recurrent.to_egru`), and importing this package registers each layer with the rest
+of edgekit — the torch.fx importer (one graph node per layer), the float graph executor, the MAC counter and the
+estimators' recurrent cost family — so analysis, estimates and targets see them like ``nn.GRU``.
+
+* :class:`LMU` — Legendre Memory Unit (Voelker, Kajić, Eliasmith, NeurIPS 2019), op ``"lmu"``
+* :class:`EGRU` — event-based GRU (Subramoney et al., ICLR 2023), op ``"egru"``
+
+Each layer has ``forward(x)`` over a whole sequence, shaped like ``torch.nn`` RNNs, and ``step(x_t, state)`` for one
+time step — the function a streaming device runs (see :func:`edgekit.converters.recurrent.to_streaming`).
+"""
+from edgekit.layers.egru import EGRU
+from edgekit.layers.lmu import LMU, legendre_delay_system, zoh_discretize
+
+__all__ = ["LMU", "EGRU", "legendre_delay_system", "zoh_discretize"]

@@ -1,0 +1,268 @@
+"""Offline packing for edgekit's hand-written Cortex-M int8 kernels (``targets/cortex_m/kernels/ek_nn_s8.c``).
+
+Where it sits: ``targets/cortex_m`` (Model -> Artifact). The code generator takes a layer's integer description
+(int8 weights in PyTorch layout, int32 bias, per-channel ``mult``/``shift`` from :mod:`edgekit.qmath`, zero points,
+padding/stride/dilation) and calls one ``pack_*`` function here; the returned :class:`PackedLayer` holds exactly the
+arrays the C kernel reads (weights reordered for its inner loops, still one byte per weight) and the integer fields of
+its parameter struct, in the struct's order. :func:`scratch_bytes` is the scratch buffer the call needs (the C
+functions ``ek_*_scratch_bytes`` compute the same number). The host reference is :mod:`edgekit.intref`.
+
+Layouts (the C file explains why):
+
+* conv2d: the reduction axis runs over "runs" of contiguous input bytes (a kernel row, ``kernel_w * in_c`` bytes,
+  when ``dilation_w == 1``; else one tap, ``in_c`` bytes), each padded to even length, groups of 4 stored in the
+  order (0, 2, 1, 3); output channels in blocks of 4; per block and per pair of reduction elements 8 bytes
+  ``c0k0 c1k0 c0k1 c1k1 c2k0 c3k0 c2k1 c3k1``.
+* depthwise: ``[C][kh * kw]`` as in PyTorch (no reordering).
+* fully connected: inputs padded to a multiple of 4, output channels to a multiple of 4; per block and per 4 inputs
+  4 words (one per channel) holding bytes ``w0, w1 - [w0 < 0], w2, w3 - [w2 < 0]`` so that the word read as two
+  int16 is ``(256*w1 + w0, 256*w3 + w2)``; the packed bias adds ``127 * sum(w[odd k]) - x_zp * sum(w)``.
+* requant table (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}``; ``a``/``b`` hold the single-instruction
+  (SMMLA) form when every channel allows it (flag ``FAST_REQUANT``), else 0.
+
+Arrays must be placed 4-byte aligned in the firmware.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit import intref
+from edgekit.errors import UnsupportedError, UsageError
+
+__all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS",
+           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "requant_table", "scratch_bytes",
+           "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
+
+# Mirrors ek_nn_s8.h.
+FLAG_FAST_REQUANT = 1
+FLAG_CACHE_ALL_WEIGHTS = 2
+CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
+               "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
+               "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
+               "act_min", "act_max", "tile_pixels", "flags")
+FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_stride",
+             "input_offset", "output_offset", "act_min", "act_max", "flags")
+CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
+FC_CHUNK = 64  # EK_FC_CHUNK
+DEFAULT_TILE_PIXELS = 32
+DEFAULT_WEIGHT_CACHE_LIMIT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class PackedLayer:
+    """What one C kernel call needs: ``params`` are the struct's int32 fields in declaration order (the pointer fields
+    ``weights``, ``bias``, ``requant`` come from the arrays here; ``bias`` None means pass NULL)."""
+
+    kind: str  # "conv2d" | "depthwise_conv2d" | "fully_connected"
+    params: dict[str, int]
+    weights: np.ndarray  # int8, kernel layout
+    bias: np.ndarray | None  # int32
+    requant: np.ndarray  # int32 [ceil4(C), 4]
+    scratch_bytes: int
+    weight_padding_bytes: int  # weight bytes beyond one per real weight (alignment and zero padding)
+    notes: dict = field(default_factory=dict)
+
+    def param_words(self) -> np.ndarray:
+        """The int32 fields as an array, in struct order."""
+        return np.array(list(self.params.values()), dtype=np.int32)
+
+
+def _ceil(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+def _check_int8_weights(w: np.ndarray, what: str) -> np.ndarray:
+    w = np.asarray(w)
+    if w.dtype != np.int8:
+        raise UsageError(f"{what}: weights must be int8, got {w.dtype}")
+    if np.any(w == -128):
+        raise UnsupportedError(f"{what}: weight -128 found; edgekit's weights are symmetric in [-127, 127] "
+                               f"(edgekit.qmath): requantize the layer")
+    return w
+
+
+def _check_quant(mult, shift, channels: int, out_zp: int, act_min: int, act_max: int, what: str):
+    mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (channels,))
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (channels,))
+    if np.any(mult < 0) or np.any(mult >= 1 << 31) or np.any(shift < 1) or np.any(shift > 62):
+        raise UsageError(f"{what}: mult must be in [0, 2**31) and shift in [1, 62] (edgekit.qmath)")
+    if not (-128 <= out_zp <= 127 and -128 <= act_min <= act_max <= 127):
+        raise UsageError(f"{what}: need -128 <= out_zp <= 127 and -128 <= act_min <= act_max <= 127, got "
+                         f"out_zp={out_zp}, act_min={act_min}, act_max={act_max}")
+    return mult, shift
+
+
+def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int) -> tuple[np.ndarray, bool]:
+    """The ``[ceil4(C)][4]`` int32 table ``{mult, a, b, shift}`` and whether the fast (SMMLA) form holds for all.
+
+    Fast form (see ek_nn_s8.c): ``b = shift - 32`` in [1, 30] (b = 1 for mult = 0) and
+    ``a = 2**(b-1) + (out_zp - act_min - 128) * 2**b`` with ``|a| < 2**30``.
+    """
+    mult = np.asarray(mult, dtype=np.int64).ravel()
+    shift = np.asarray(shift, dtype=np.int64).ravel()
+    c = mult.size
+    off = int(out_zp) - int(act_min) - 128
+    b = np.where(mult == 0, 1, shift - 32)
+    ok_b = (b >= 1) & (b <= 30)
+    bb = np.clip(b, 1, 30)
+    a = (np.int64(1) << (bb - 1)) + off * (np.int64(1) << bb)
+    fast = bool(np.all(ok_b & (np.abs(a) < (1 << 30))))
+    table = np.zeros((_ceil(c, 4), 4), dtype=np.int64)
+    table[:, 3] = 1  # padding channels: mult 0, shift 1
+    if fast:
+        table[:, 1] = 1 + 2 * off  # padding channels in the fast form: b = 1
+        table[:, 2] = 1
+    table[:c, 0] = mult
+    table[:c, 3] = shift
+    if fast:
+        table[:c, 1] = a
+        table[:c, 2] = b
+    return table.astype(np.int32), fast
+
+
+def _padding4(padding) -> tuple[int, int, int, int]:
+    return intref._padding4(padding)
+
+
+def _conv_geometry(in_hwc, kernel, stride, dilation, padding):
+    h, w, c = (int(v) for v in in_hwc)
+    kh, kw = kernel
+    sh, sw = intref._pair(stride, "stride")
+    dh, dw = intref._pair(dilation, "dilation")
+    pt, pb, pl, pr = _padding4(padding)
+    if min(sh, sw, dh, dw) < 1 or min(pt, pb, pl, pr) < 0:
+        raise UsageError(f"stride and dilation must be >= 1 and padding >= 0, got stride={stride}, "
+                         f"dilation={dilation}, padding={padding}")
+    oh = intref.conv2d_output_size(h, kh, sh, dh, pt, pb)
+    ow = intref.conv2d_output_size(w, kw, sw, dw, pl, pr)
+    if oh < 1 or ow < 1:
+        raise UsageError(f"convolution output would be empty: input {h}x{w}, kernel {kh}x{kw}, padding {padding}")
+    return dict(in_h=h, in_w=w, in_c=c, out_h=oh, out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
+                dilation_h=dh, dilation_w=dw, pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
+
+
+def _conv_runs(kh: int, kw: int, cin: int, dilation_w: int) -> tuple[int, int]:
+    """(runs per pixel, bytes per run) of the conv reduction axis."""
+    return (kh, kw * cin) if dilation_w == 1 else (kh * kw, cin)
+
+
+def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int) -> np.ndarray:
+    """Index into the [kh, kw, cin]-flattened weights for each packed reduction position; -1 = zero padding."""
+    runs, run_len = _conv_runs(kh, kw, cin, dilation_w)
+    order = []
+    for r in range(runs):
+        base = r * run_len
+        e = list(range(base, base + run_len))
+        run = []
+        full = run_len // 4 * 4
+        for g in range(0, full, 4):
+            run += [e[g], e[g + 2], e[g + 1], e[g + 3]]
+        run += e[full:]
+        if len(run) % 2:
+            run.append(-1)
+        order += run
+    return np.array(order, dtype=np.int64)
+
+
+def conv2d_scratch_bytes(params: dict) -> int:
+    """Scratch bytes of ek_conv2d_s8 for these struct fields (ek_conv2d_s8_scratch_bytes)."""
+    p = params
+    runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"])
+    k_pairs = runs * ((run_len + 1) // 2)
+    blocks = _ceil(p["out_c"], 4) // 4
+    t = p["tile_pixels"]
+    tile = t // 2 * (k_pairs + 1) * 8
+    wcache = (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
+    accbuf = t // 2 * 32
+    runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
+    return tile + wcache + accbuf + runbuf
+
+
+def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int, out_zp: int,
+                act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
+                in_row_stride: int | None = None, out_row_stride: int | None = None,
+                tile_pixels: int | None = None, cache_all_weights: bool | None = None,
+                scratch_limit_bytes: int | None = None) -> PackedLayer:
+    """Pack a groups=1 convolution for ``ek_conv2d_s8``.
+
+    ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
+    (h, w) or (top, bottom, left, right). Row strides default to dense rows. ``tile_pixels`` (even) and
+    ``cache_all_weights`` trade scratch for speed; by default the largest tile up to 32 pixels and the weight cache
+    (when it is at most 16 KiB) that fit ``scratch_limit_bytes`` (no limit if None).
+    """
+    w = _check_int8_weights(weights, "conv2d")
+    if w.ndim != 4:
+        raise UsageError(f"conv2d weights must be [C_out, C_in, KH, KW], got shape {w.shape}")
+    cout, cin, kh, kw = w.shape
+    if int(input_shape[2]) != cin:
+        raise UsageError(f"conv2d: input has {input_shape[2]} channels, weights expect {cin} (groups=1 only)")
+    g = _conv_geometry(input_shape, (kh, kw), stride, dilation, padding)
+    mult, shift = _check_quant(mult, shift, cout, out_zp, act_min, act_max, "conv2d")
+    table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
+
+    order = _conv_k_order(kh, kw, cin, g["dilation_w"])
+    flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin).astype(np.int8)
+    kvec = np.where(order >= 0, flat[:, np.maximum(order, 0)], 0).astype(np.int8)
+    cout4 = _ceil(cout, 4)
+    kp = kvec.shape[1]
+    full = np.zeros((cout4, kp), dtype=np.int8)
+    full[:cout] = kvec
+    packed = full.reshape(cout4 // 4, 2, 2, kp // 2, 2).transpose(0, 3, 1, 4, 2).reshape(-1)
+
+    params = dict(in_h=g["in_h"], in_w=g["in_w"], in_c=cin,
+                  in_row_stride=int(in_row_stride if in_row_stride is not None else g["in_w"] * cin),
+                  out_h=g["out_h"], out_w=g["out_w"], out_c=cout,
+                  out_row_stride=int(out_row_stride if out_row_stride is not None else g["out_w"] * cout),
+                  kernel_h=kh, kernel_w=kw, stride_h=g["stride_h"], stride_w=g["stride_w"],
+                  dilation_h=g["dilation_h"], dilation_w=g["dilation_w"], pad_top=g["pad_top"],
+                  pad_bottom=g["pad_bottom"], pad_left=g["pad_left"], pad_right=g["pad_right"],
+                  input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                  tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
+    _check_strides(params, "conv2d")
+    npix_even = _ceil(g["out_h"] * g["out_w"], 2)
+    tiles = [tile_pixels] if tile_pixels is not None else \
+        [t for t in range(min(DEFAULT_TILE_PIXELS, npix_even), 1, -2)]
+    if any(t < 2 or t % 2 for t in tiles):
+        raise UsageError(f"conv2d: tile_pixels must be even and >= 2, got {tile_pixels}")
+    blocks = cout4 // 4
+    cache_options = [cache_all_weights] if cache_all_weights is not None else \
+        ([True, False] if blocks * (kp // 2) * 16 <= DEFAULT_WEIGHT_CACHE_LIMIT_BYTES else [False])
+    chosen = None
+    for cache in cache_options:
+        for t in tiles:
+            trial = dict(params, tile_pixels=t, flags=params["flags"] | (FLAG_CACHE_ALL_WEIGHTS if cache else 0))
+            if scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
+                chosen = trial
+                break
+        if chosen:
+            break
+    if chosen is None:
+        raise UsageError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
+                         f"{conv2d_scratch_bytes(dict(params, tile_pixels=2))})")
+    return PackedLayer(kind="conv2d", params=chosen, weights=packed,
+                       bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                       requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),
+                       weight_padding_bytes=int(packed.size - w.size),
+                       notes=dict(k_pairs=kp // 2, fast_requant=fast))
+
+
+def _check_strides(params: dict, what: str) -> None:
+    if params["in_row_stride"] < params["in_w"] * params["in_c"]:
+        raise UsageError(f"{what}: in_row_stride {params['in_row_stride']} is shorter than a row "
+                         f"({params['in_w']} x {params['in_c']} bytes)")
+    if params["out_row_stride"] < params["out_w"] * params["out_c"]:
+        raise UsageError(f"{what}: out_row_stride {params['out_row_stride']} is shorter than a row "
+                         f"({params['out_w']} x {params['out_c']} bytes)")
+
+
+def scratch_bytes(layer: PackedLayer) -> int:
+    """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
+    if layer.kind == "conv2d":
+        return conv2d_scratch_bytes(layer.params)
+    if layer.kind == "depthwise_conv2d":
+        return depthwise_conv2d_scratch_bytes(layer.params)
+    if layer.kind == "fully_connected":
+        return fully_connected_scratch_bytes(layer.params)
+    raise UsageError(f"unknown packed layer kind {layer.kind!r}")
