@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.errors import EdgekitError, ModelLoadError, UsageError
+from edgekit.errors import EdgekitError, ModelLoadError, ShapeError, UsageError
 from edgekit.model import Model
 
 
@@ -28,10 +28,28 @@ def _example(name: str) -> Model:
                                    "task": spec.task})
 
 
+class _BatchOneProgram(torch.fx.GraphModule):
+    """A program exported at batch 1, run on larger batches one sample at a time.
+
+    ``torch.export`` bakes the example's batch size into the program (and checks it), but ``Model.predict`` hands
+    test data over in large batches. A GraphModule subclass, so that the importer reads its graph and copies
+    (``copy.deepcopy`` in converters) keep the behaviour.
+    """
+
+    def __call__(self, *xs):
+        run = super().__call__
+        if xs[0].shape[0] == 1:
+            return run(*xs)
+        outs = [run(*(x[i:i + 1] for x in xs)) for i in range(xs[0].shape[0])]
+        if isinstance(outs[0], (tuple, list)):
+            return type(outs[0])(torch.cat(parts) for parts in zip(*outs))
+        return torch.cat(outs)
+
+
 def _pt2(path: Path, input_shape) -> Model:
     if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path}: not a .pt2 archive (torch.export.save writes a zip file); "
-                             "re-export the model with torch.export.save")
+        raise ModelLoadError(f"{path}: not a .pt2 archive (no zip directory: truncated, or not written by "
+                             "torch.export.save); re-export the model with torch.export.save")
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
@@ -39,14 +57,30 @@ def _pt2(path: Path, input_shape) -> Model:
         raise ModelLoadError(f"{path}: cannot load the exported program ({first}); re-export it with "
                              "torch.export.save") from e
     args = getattr(ep, "example_inputs", None)
-    if args and args[0]:
-        example = tuple(a for a in args[0] if isinstance(a, torch.Tensor))
-    elif input_shape:
+    if input_shape:
         example = (torch.zeros((1,) + tuple(input_shape)),)
+    elif args and args[0]:
+        example = tuple(a[:1] for a in args[0] if isinstance(a, torch.Tensor))
     else:
         raise ModelLoadError(f"{path}: the program carries no example input; pass --input-shape")
     meta = dict(ep.graph_module.meta.get("edgekit", {})) if hasattr(ep, "graph_module") else {}
     module = ep.module()
+    batch = next((n.meta["val"].shape[0] for n in module.graph.nodes if n.op == "placeholder"
+                  and isinstance(n.meta.get("val"), torch.Tensor)), None)
+    if batch == 1:
+        module = _BatchOneProgram(module, module.graph)
+    else:
+        # torch makes eval()/train() raise on an exported module because the mode was fixed at export; edgekit
+        # calls eval() on every module, so give back nn.Module's own (harmless) methods.
+        del module.train, module.eval
+    try:
+        with torch.no_grad():
+            module(*example)
+    except Exception as e:  # torch.export's guards raise AssertionError on a shape the program was not made for
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ShapeError(f"{path}: the program does not run on inputs of shape "
+                         f"{[tuple(x.shape) for x in example]} ({first}); pass the --input-shape it was "
+                         "exported for") from e
     m = Model.from_module(module, example, name=path.stem, meta={"source": str(path), **meta})
     return m
 

@@ -45,11 +45,22 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def quantize_multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`quantize_multiplier`: int32 multipliers and int32 shifts."""
-    pairs = [quantize_multiplier(float(r)) for r in np.asarray(real, dtype=np.float64).ravel()]
-    mult = np.array([p[0] for p in pairs], dtype=np.int64).reshape(np.shape(real)).astype(np.int32)
-    shift = np.array([p[1] for p in pairs], dtype=np.int64).reshape(np.shape(real)).astype(np.int32)
-    return mult, shift
+    """Vectorised :func:`quantize_multiplier`: int32 multipliers and int32 shifts (same results, element-wise)."""
+    r = np.asarray(real, dtype=np.float64)
+    if np.any(r < 0) or not np.all(np.isfinite(r)):
+        raise ValueError("requantization multipliers must be finite and >= 0")
+    m, e = np.frexp(r)
+    mult = np.round(m * float(1 << 31)).astype(np.int64)
+    carry = mult == (1 << 31)
+    mult = np.where(carry, mult // 2, mult)
+    e = np.where(carry, e + 1, e)
+    shift = 31 - e.astype(np.int64)
+    zero = (r == 0) | (shift > 62)
+    if np.any(~zero & (shift < 1)):
+        raise ValueError("a requantization multiplier is too large (>= 2**30)")
+    mult = np.where(zero, 0, mult)
+    shift = np.where(zero, 1, shift)
+    return mult.astype(np.int32), shift.astype(np.int32)
 
 
 def rshift_round(v: np.ndarray, shift: np.ndarray | int) -> np.ndarray:

@@ -74,18 +74,17 @@ def _jsonable(o):
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
 
 def _charts(report: dict) -> dict[str, str]:
     import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def subplots(figsize):
+        fig = Figure(figsize=figsize)
+        return fig, fig.add_subplot()
 
     matplotlib.rcParams["svg.hashsalt"] = "edgekit"  # reproducible SVG ids
     matplotlib.rcParams["svg.fonttype"] = "none"
@@ -94,7 +93,7 @@ def _charts(report: dict) -> dict[str, str]:
     if layers:
         names = [lay["name"] for lay in layers]
         x = range(len(names))
-        fig, ax1 = plt.subplots(figsize=(max(6, len(names) * 0.28), 3.2))
+        fig, ax1 = subplots(figsize=(max(6, len(names) * 0.28), 3.2))
         ax1.bar(x, [lay["macs"] for lay in layers], color="#4c78a8", label="MACs")
         ax1.set_ylabel("MACs")
         ax2 = ax1.twinx()
@@ -109,7 +108,7 @@ def _charts(report: dict) -> dict[str, str]:
     est = report.get("estimate", {})
     timeline = est.get("memory_timeline") or []
     if timeline:
-        fig, ax = plt.subplots(figsize=(max(6, len(timeline) * 0.28), 3.0))
+        fig, ax = subplots(figsize=(max(6, len(timeline) * 0.28), 3.0))
         unpatched = (report.get("schedule") or {}).get("unpatched_timeline")
         if unpatched:
             ax.plot(range(len(unpatched)), [v / 1024 for v in unpatched], color="#999", ls="--",
@@ -126,7 +125,7 @@ def _charts(report: dict) -> dict[str, str]:
         charts["memory"] = _svg(fig)
     energy = report.get("energy_breakdown") or {}
     if energy:
-        fig, ax = plt.subplots(figsize=(6, 2.6))
+        fig, ax = subplots(figsize=(6, 2.6))
         keys = list(energy)
         ax.barh(keys, [energy[k] for k in keys], color="#b279a2")
         ax.set_xlabel("µJ per inference")

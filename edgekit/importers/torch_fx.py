@@ -328,6 +328,9 @@ _INPLACE = {aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.
             aten.hardswish_.default: aten.hardswish.default, aten.add_.Tensor: aten.add.Tensor,
             aten.mul_.Tensor: aten.mul.Tensor}
 _LAYOUT = {aten.permute.default, aten.transpose.int, aten.t.default}
+# Calls that appear only once a program is decomposed to core ATen (run_decompositions()).
+_DECOMPOSED = {aten.convolution.default, aten.addmm.default, aten.mm.default,
+               aten._native_batch_norm_legit_no_training.default}
 _ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default}
 
 
@@ -382,6 +385,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
     alias: dict[str, str] = {}  # fx node name -> graph node name it stands for
     tuples: dict[str, str] = {}  # fx name of a multi-output module -> graph node name
     hidden_states: dict[str, str] = {}  # fx name of an RNN's h_n -> the node selecting its last step
+    lstm_states: dict[str, str] = {}  # fx name of nn.LSTM's (h_n, c_n) pair -> the LSTM's graph node
     consts: dict[str, Any] = {}  # fx name -> tensor (parameters, buffers, and what is computed from them alone)
     first_of: dict[str, str] = {}  # fx name of a tuple-returning ATen layer -> its graph node
     problems: list[str] = []
@@ -425,6 +429,17 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
         torch.fx.node.map_arg((n.args, n.kwargs), leaves.append)
         return n.op == "call_function" and all(a.name in consts for a in leaves) and \
             n.target not in ATEN_LAYER_HANDLERS
+
+    def last_step(n, rnn: str) -> None:
+        """h_n of a single-layer RNN is the last step of its output sequence: a select node."""
+        rnode = next(x for x in nodes if x.name == rnn)
+        tdim = 1 if rnode.attrs["batch_first"] else 0
+        spec: list = [["slice", None, None, None]] * 3
+        spec[tdim] = -1
+        step_shape = tuple(d for i, d in enumerate(rnode.shape) if i != tdim)
+        nm = layer_name(n, "select")
+        nodes.append(Node(nm, "select", [rnn], step_shape, {"index": spec}))
+        hidden_states[n.name] = nm
 
     def add(n, op, inputs, attrs=None, params=None, shape=None):
         shape = shape if shape is not None else _shape_of(n.meta)
@@ -480,7 +495,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 if tgt in ATEN_LAYER_HANDLERS:
                     op, attrs, params, x = ATEN_LAYER_HANDLERS[tgt](n, weight)
                     tm = n.meta.get("tensor_meta")
-                    out_shape = tuple(tm[0].shape) if isinstance(tm, (tuple, list)) else shape
+                    out_shape = shape if hasattr(tm, "shape") else tuple(tm[0].shape)  # tuple: (output, ...)
                     add(n, op, [src(x)], attrs, params, shape=out_shape)
                     if op in ("gru", "lstm"):
                         tuples[n.name] = alias[n.name]
@@ -504,17 +519,18 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     idx = n.args[1]
                     if idx == 0:
                         alias[n.name] = rnn
+                    elif idx == 1 and n.args[0].op == "call_module" and type(modules[str(n.args[0].target)]) \
+                            is nn.LSTM:
+                        lstm_states[n.name] = rnn  # nn.LSTM returns (output, (h_n, c_n))
                     elif idx == 1:
-                        # h_n of a single-layer RNN is the last step of the output sequence.
-                        rnode = next(x for x in nodes if x.name == rnn)
-                        tdim = 1 if rnode.attrs["batch_first"] else 0
-                        spec: list = [["slice", None, None, None]] * 3
-                        spec[tdim] = -1
-                        step_shape = tuple(d for i, d in enumerate(rnode.shape) if i != tdim)
-                        nm = layer_name(n, "select")
-                        nodes.append(Node(nm, "select", [rnn], step_shape, {"index": spec}))
-                        hidden_states[n.name] = nm
-                    else:
+                        last_step(n, rnn)
+                    elif n.users:
+                        problems.append(f"'{n.name}' (the cell state of an LSTM; use the output or h_n)")
+                    continue
+                if tgt is operator.getitem and n.args[0].name in lstm_states:
+                    if n.args[1] == 0:
+                        last_step(n, lstm_states[n.args[0].name])
+                    elif n.users:
                         problems.append(f"'{n.name}' (the cell state of an LSTM; use the output or h_n)")
                     continue
                 if tgt is operator.getitem and n.args[0].name in hidden_states:
@@ -617,6 +633,10 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
         except UnsupportedError as e:
             problems.append(f"'{n.target if n.op == 'call_module' else n.name}' ({e})")
     if problems:
+        hint = ""
+        if any(n.target in _DECOMPOSED for n in gm.graph.nodes):
+            hint = (" (this program was decomposed to core ATen: save the program torch.export.export returns "
+                    "without run_decompositions(), so layers such as GRU and LSTM stay whole)")
         raise UnsupportedError(f"model '{name}' has {len(problems)} layer(s) edgekit cannot import: "
-                               + "; ".join(problems))
+                               + "; ".join(problems) + hint)
     return Graph(nodes, outputs, name)

@@ -257,6 +257,92 @@ def _check_strides(params: dict, what: str) -> None:
                          f"({params['out_w']} x {params['out_c']} bytes)")
 
 
+def depthwise_conv2d_scratch_bytes(params: dict) -> int:
+    """Scratch bytes of ek_depthwise_conv2d_s8 (ek_depthwise_conv2d_s8_scratch_bytes): 4 channels x a ring of
+    ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack)."""
+    p = params
+    plane_w = (p["out_w"] - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
+    row_words = (plane_w + 3) // 2
+    slots = (p["kernel_h"] - 1) * p["dilation_h"] + 1
+    return 4 * slots * row_words * 4
+
+
+def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
+                          out_zp: int, act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
+                          in_row_stride: int | None = None, out_row_stride: int | None = None) -> PackedLayer:
+    """Pack a depthwise convolution (channel multiplier 1) for ``ek_depthwise_conv2d_s8``.
+
+    ``weights`` int8 ``[C, 1, KH, KW]`` (PyTorch layout, kept as is); other arguments as :func:`pack_conv2d`.
+    """
+    w = _check_int8_weights(weights, "depthwise_conv2d")
+    if w.ndim != 4 or w.shape[1] != 1:
+        raise UnsupportedError(f"depthwise_conv2d weights must be [C, 1, KH, KW] (channel multiplier 1), "
+                               f"got shape {w.shape}")
+    c, _, kh, kw = w.shape
+    if int(input_shape[2]) != c:
+        raise UsageError(f"depthwise_conv2d: input has {input_shape[2]} channels, weights have {c}")
+    g = _conv_geometry(input_shape, (kh, kw), stride, dilation, padding)
+    mult, shift = _check_quant(mult, shift, c, out_zp, act_min, act_max, "depthwise_conv2d")
+    table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
+    params = dict(in_h=g["in_h"], in_w=g["in_w"], in_c=c,
+                  in_row_stride=int(in_row_stride if in_row_stride is not None else g["in_w"] * c),
+                  out_h=g["out_h"], out_w=g["out_w"], out_c=c,
+                  out_row_stride=int(out_row_stride if out_row_stride is not None else g["out_w"] * c),
+                  kernel_h=kh, kernel_w=kw, stride_h=g["stride_h"], stride_w=g["stride_w"],
+                  dilation_h=g["dilation_h"], dilation_w=g["dilation_w"], pad_top=g["pad_top"],
+                  pad_bottom=g["pad_bottom"], pad_left=g["pad_left"], pad_right=g["pad_right"],
+                  input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                  tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
+    _check_strides(params, "depthwise_conv2d")
+    packed = w.reshape(-1).astype(np.int8)
+    return PackedLayer(kind="depthwise_conv2d", params=params, weights=packed,
+                       bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                       requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
+                       weight_padding_bytes=0, notes=dict(fast_requant=fast))
+
+
+def fully_connected_scratch_bytes(params: dict) -> int:
+    """Scratch bytes of ek_fully_connected_s8 (ek_fully_connected_s8_scratch_bytes): one prepared input row,
+    8 bytes per 4 inputs."""
+    return _ceil(params["in_features"], 4) // 4 * 8
+
+
+def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, x_zp: int, out_zp: int,
+                         act_min: int = -128, act_max: int = 127, batch: int = 1, in_row_stride: int | None = None,
+                         out_row_stride: int | None = None) -> PackedLayer:
+    """Pack a fully connected layer for ``ek_fully_connected_s8``: ``weights`` int8 ``[out, in]``.
+
+    The packed bias is required by the kernel (it carries the zero-point and -127 terms of the encoding)."""
+    w = _check_int8_weights(weights, "fully_connected")
+    if w.ndim != 2:
+        raise UsageError(f"fully_connected weights must be [out, in], got shape {w.shape}")
+    out, inp = w.shape
+    mult, shift = _check_quant(mult, shift, out, out_zp, act_min, act_max, "fully_connected")
+    table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
+    in4, out4 = _ceil(inp, 4), _ceil(out, 4)
+    full = np.zeros((out4, in4), dtype=np.int64)
+    full[:out, :inp] = w
+    enc = full.copy()
+    enc[:, 1::4] -= full[:, 0::4] < 0  # byte 1 = w1 - [w0 < 0]: the word's low int16 is then 256*w1 + w0
+    enc[:, 3::4] -= full[:, 2::4] < 0
+    packed = enc.reshape(out4 // 4, 4, in4 // 4, 4).transpose(0, 2, 1, 3).reshape(-1).astype(np.int8)
+    b = np.zeros(out4, dtype=np.int64)
+    if bias is not None:
+        b[:out] = np.asarray(bias, dtype=np.int64)
+    b += 127 * full[:, 1::2].sum(axis=1) - int(x_zp) * full.sum(axis=1)
+    params = dict(batch=int(batch), in_features=inp, out_features=out,
+                  in_row_stride=int(in_row_stride if in_row_stride is not None else inp),
+                  out_row_stride=int(out_row_stride if out_row_stride is not None else out),
+                  input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                  flags=FLAG_FAST_REQUANT if fast else 0)
+    if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
+        raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
+    return PackedLayer(kind="fully_connected", params=params, weights=packed,
+                       bias=intref.wrap_int32(b).astype(np.int32), requant=table,
+                       scratch_bytes=fully_connected_scratch_bytes(params),
+                       weight_padding_bytes=int(packed.size - w.size), notes=dict(fast_requant=fast))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":

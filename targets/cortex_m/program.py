@@ -17,7 +17,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 from edgekit.memplan import ArenaPlan, Buffer, plan_arena
 
-from edgekit.targets.cortex_m.tvm_kernels import KernelSpec
+from edgekit.targets.cortex_m.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype (recurrent layers run as streaming steps, see the recurrent issue).
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",

@@ -15,34 +15,13 @@ The int8 arithmetic is edgekit/qmath.py's, bit for bit.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any
 
 import tvm
 from tvm import s_tir, te
 
+from edgekit.targets.cortex_m.kernel_spec import KernelSpec  # noqa: F401  (re-exported)
+
 INT8 = "int8"
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """Everything that decides a kernel's code. Arrays (weights, multipliers) are arguments, not part of the spec."""
-
-    op: str
-    dtype: str
-    in_shapes: tuple[tuple[int, ...], ...]
-    out_shape: tuple[int, ...]
-    attrs: tuple[tuple[str, Any], ...] = ()
-
-    def attr(self, key, default=None):
-        return dict(self.attrs).get(key, default)
-
-
-@dataclass(frozen=True)
-class KernelArgs:
-    """The argument list of a generated kernel: activations in, then parameter arrays (name, shape, dtype), out."""
-
-    params: tuple[tuple[str, tuple[int, ...], str], ...]
 
 
 def _clip(v, lo, hi):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -37,8 +39,12 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     m = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
     if m:
         return f"no ONNX translation for {m.group(1)}"
-    line = next((ln for ln in text.splitlines() if ln.strip()), type(e).__name__)
-    return re.sub(r"\x1b\[[0-9;]*m", "", line)[:limit]
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if ln.strip()]
+    if "## Exception summary" in lines:
+        lines = lines[lines.index("## Exception summary") + 1:]
+    line = lines[0] if lines else type(e).__name__
+    line = re.sub(r"^<class '(?:[\w.]+\.)?(\w+)'>", r"\1", line)
+    return line[:limit]
 
 
 def _batched_example(example: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -81,8 +87,10 @@ def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pa
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters print progress and warnings meant for their developers; keep edgekit's output readable."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    """The exporters print progress, graphs and warnings meant for their developers, some from C++ straight to file
+    descriptors 1 and 2; keep edgekit's output readable (failures still arrive as exceptions)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()), _quiet_fds():
         warnings.simplefilter("ignore")
         import logging
 
@@ -97,6 +105,24 @@ def _quiet():
         finally:
             for lg, lv in zip(loggers, levels):
                 lg.setLevel(lv)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [null]:
+            os.close(fd)
 
 
 def untranslatable_ops(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> list[tuple[str, str]]:
@@ -164,7 +190,9 @@ def node_layers(model: onnx.ModelProto, index: dict[str, str]) -> dict[str, str]
                 scopes = []
         elif node.name.startswith("/"):
             scopes = [s for s in node.name.split("/")[1:-1] if s]
-        layer = _match(scopes, index, by_base)
+        # Files from elsewhere: edgekit's ONNX importer may name layers after nodes or their outputs.
+        layer = _match(scopes, index, by_base) or index.get(node.name) or \
+            next((index[o] for o in node.output if o in index), None)
         if layer is not None:
             out[node.name] = layer
             # ORT names the Q/DQ nodes it keeps after a tensor ('relu_2_DequantizeLinear'): map tensors too.

@@ -26,10 +26,11 @@ CALIBRATION_BATCH = 16
 class _Batches:
     """onnxruntime.quantization.CalibrationDataReader over a numpy array, in batches (the batch axis is dynamic)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH):
+    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH, fixed: bool = False):
         self._input_name = input_name
         self._x = np.ascontiguousarray(x, dtype=np.float32)
         self._batch = batch
+        self._fixed = fixed
         self._i = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -37,6 +38,8 @@ class _Batches:
             return None
         x = self._x[self._i:self._i + self._batch]
         self._i += self._batch
+        if self._fixed and len(x) < self._batch:  # a model with a fixed batch size takes only full batches
+            x = np.concatenate([x, np.repeat(x[-1:], self._batch - len(x), 0)], 0)
         return {self._input_name: x}
 
     def rewind(self) -> None:
@@ -66,7 +69,7 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             notes.append(f"quantization pre-processing skipped symbolic shape inference ({type(e).__name__})")
         try:
-            quantize_static(str(pre), str(dst), Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH),
+            quantize_static(str(pre), str(dst), Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH, bool(fixed_batch)),
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})

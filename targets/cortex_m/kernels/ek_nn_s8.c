@@ -271,7 +271,7 @@ static void ek__cvt_tail(const int8_t *s0, const int8_t *s1, int32_t len, int32_
 
 /* One run of both pixels of a pair: len int8 each -> int16 (+offset) pairs in the run order above, interleaved
  * {pixel 0, pixel 1} per pair. Writes 2 * ceil(len / 2) words. */
-static uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len, uint32_t off2, uint32_t *dst)
+static __attribute__((noinline)) uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len, uint32_t off2, uint32_t *dst)
 {
 #if EK_NN_DSP
     int32_t n8 = len >> 3;
@@ -326,7 +326,7 @@ static uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len, u
     }
     if (len) {
         ek__cvt_tail(s0, s1, len, ek__lo16(off2), dst);
-        dst += 4;
+        dst += len == 3 ? 4 : 2;
     }
     return dst;
 }
@@ -363,6 +363,17 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
     return in + iy * p->in_row_stride + ix * c;
 }
 
+/* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
+static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(const ek_conv_params_t *p,
+    const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
+{
+    const int32_t step = p->dilation_h * p->in_row_stride;
+    for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
+        dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+    }
+    return dst;
+}
+
 /* Pixels pix0 .. pix0+n-1 (row-major over the output window) into the tile. Pair j occupies pair_bytes:
  * k_pairs x {pixel 0 pair, pixel 1 pair}, then the two pixels' byte offsets in the output. An odd last pixel is
  * duplicated (its result is then stored twice, to the same place). */
@@ -373,6 +384,7 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     const int is_1x1 = p->kernel_h == 1 && p->kernel_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
                        p->pad_bottom == 0 && p->pad_right == 0;
     const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
+    const int32_t span_h = (p->kernel_h - 1) * p->dilation_h + 1;
     int32_t oy = pix0 / p->out_w, ox = pix0 % p->out_w;
     for (int32_t i = 0; i < n; i += 2) {
         int32_t oy1 = oy, ox1 = ox;
@@ -388,7 +400,11 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
         } else {
             const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
             const int32_t iy1 = oy1 * p->stride_h - p->pad_top, ix1 = ox1 * p->stride_w - p->pad_left;
-            for (int32_t r = 0; r < g->runs; r++) {
+            if (p->dilation_w == 1 && iy0 >= 0 && iy1 + span_h <= p->in_h && ix0 >= 0 && ix1 >= 0 &&
+                ix0 + p->kernel_w <= p->in_w && ix1 + p->kernel_w <= p->in_w) {
+                dst = ek__im2col_pair_inside(p, g, in + iy0 * p->in_row_stride + ix0 * p->in_c,
+                                             in + iy1 * p->in_row_stride + ix1 * p->in_c, off2, dst);
+            } else for (int32_t r = 0; r < g->runs; r++) {
                 const int8_t *s0 = ek__run_src(p, g, in, iy0, ix0, r, runbuf, zp_run);
                 const int8_t *s1 = ek__run_src(p, g, in, iy1, ix1, r, runbuf + g->runbuf_bytes / 3, zp_run);
                 dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
@@ -658,9 +674,649 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     return EK_NN_OK;
 }
-/* STUBS_BEGIN */
-size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p) { (void)p; return 0; }
-int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *i, int8_t *o, void *s) { (void)p; (void)i; (void)o; (void)s; return -9; }
-size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p) { (void)p; return 0; }
-int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *i, int8_t *o, void *s) { (void)p; (void)i; (void)o; (void)s; return -9; }
-/* STUBS_END */
+/* ===============================================================================================================
+ * Fully connected
+ * ============================================================================================================= */
+
+/* Input words (4 inputs each), padded to a multiple of 4 inputs; weights in blocks of 4 output channels. */
+static int32_t ek__fc_words(const ek_fc_params_t *p) { return (p->in_features + 3) / 4; }
+
+size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p)
+{
+    return (size_t)ek__fc_words(p) * 8u; /* one prepared input row: {u, y} per 4 inputs */
+}
+
+/* One input row -> per 4 inputs x0..x3 the words u = (x1 - 127, x3 - 127) and y = (256*x0 + 127 - x1,
+ * 256*x2 + 127 - x3): y's bytes are (127 - x1, x0, 127 - x3, x2) = REV16(x) ^ 0x007F007F. */
+static void ek__fc_prepare(const int8_t *x, int32_t n, uint32_t *dst)
+{
+    for (; n >= 4; n -= 4, x += 4, dst += 2) {
+        const uint32_t v = ek__read_u32(x);
+        dst[0] = ek__sxtab16_ror8(0xFF81FF81u, v);
+        dst[1] = ek__rev16(v) ^ 0x007F007Fu;
+    }
+    if (n) {
+        uint32_t v = 0;
+        for (int32_t i = 0; i < n; i++) {
+            v |= (uint32_t)(uint8_t)x[i] << (8 * i);
+        }
+        dst[0] = ek__sxtab16_ror8(0xFF81FF81u, v);
+        dst[1] = ek__rev16(v) ^ 0x007F007Fu;
+    }
+}
+
+#if EK_NN_DSP
+typedef struct {
+    const uint32_t *x;      /*  0: prepared input row */
+    const uint32_t *w;      /*  4: first block's packed weights */
+    const int32_t *bias;    /*  8: first block's bias */
+    const int32_t *qtab;    /* 12: first block's requant entries */
+    void *out;              /* 16: int8 output (fast) or int32 totals (raw) */
+    int32_t nblocks;        /* 20 */
+    uint32_t upper4;        /* 24 */
+    uint32_t back4;         /* 28 */
+    int32_t wbytes;         /* 32: packed bytes per block = 16 * words */
+    int32_t first_chunk;    /* 36: bytes in the first chunk: 16 * (EK_FC_CHUNK - skip) */
+    uint32_t entry;         /* 40: set by the asm */
+    uint32_t skip;          /* 44: unrolled steps skipped at the loop entry */
+} ek__fc_args_t;
+
+void ek__fc_4ch_fast(ek__fc_args_t *a);
+void ek__fc_4ch_raw(ek__fc_args_t *a);
+
+/*
+ * Blocks of 4 output channels over one prepared input row. r0-r3 accumulators, r4/r5 the input's u/y words,
+ * r6-r9 the 4 channels' weight words, r10 input, r11 weights, r12 end of the current chunk. Per 4 inputs:
+ * 2 LDM + 4 x (SMLAD, SXTB16, SMLAD) = 14 32-bit instructions (56 bytes) for 16 MACs. After each chunk of
+ * EK_FC_CHUNK words the accumulators (256 x the partial sums) are folded into the totals on the stack with >> 8.
+ * Frame: 0-47 a copy of ek__fc_args_t, 48-63 totals, 64 block end.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_FCSTEP\n"
+    "   ldm.w   r10!, {r4, r5}\n"
+    "   ldm.w   r11!, {r6, r7, r8, r9}\n"
+    "   smlad   r0, r6, r4, r0\n"
+    "   sxtb16  r6, r6\n"
+    "   smlad   r0, r6, r5, r0\n"
+    "   smlad   r1, r7, r4, r1\n"
+    "   sxtb16  r7, r7\n"
+    "   smlad   r1, r7, r5, r1\n"
+    "   smlad   r2, r8, r4, r2\n"
+    "   sxtb16  r8, r8\n"
+    "   smlad   r2, r8, r5, r2\n"
+    "   smlad   r3, r9, r4, r3\n"
+    "   sxtb16  r9, r9\n"
+    "   smlad   r3, r9, r5, r3\n"
+    "   .endm\n"
+    "   .macro EK_FCRQ v\n"
+    "   ldm     lr!, {r0, r1, r2, r3}\n"
+    "   smmla   \\v, \\v, r0, r1\n"
+    "   asr     \\v, \\v, r2\n"
+    "   ssat    \\v, #8, \\v\n"
+    "   .endm\n"
+    "   .macro EK_FC_4CH name, fast\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #72\n"
+    "   ldm     r0, {r1-r12}\n"
+    "   stm     sp, {r1-r12}\n"
+    "   ldr     r1, [sp, #44]\n"          /* entry = body + 56 * skip, Thumb bit set */
+    "   rsb     r3, r1, r1, lsl #3\n"
+    "   adr     r2, 3f\n"
+    "   add     r2, r2, r3, lsl #3\n"
+    "   orr     r2, r2, #1\n"
+    "   str     r2, [sp, #40]\n"
+    "1: ldr     r8, [sp, #8]\n"           /* next block: totals = bias */
+    "   ldm     r8!, {r0-r3}\n"
+    "   str     r8, [sp, #8]\n"
+    "   add     r8, sp, #48\n"
+    "   stm     r8, {r0-r3}\n"
+    "   ldr     r10, [sp, #0]\n"
+    "   ldr     r11, [sp, #4]\n"
+    "   ldr     lr, [sp, #32]\n"
+    "   add     lr, r11, lr\n"
+    "   str     lr, [sp, #64]\n"
+    "   ldr     r12, [sp, #36]\n"
+    "   add     r12, r11, r12\n"
+    "   cmp     r12, lr\n"
+    "   it      hi\n"
+    "   movhi   r12, lr\n"
+    "   movs    r0, #0\n"
+    "   movs    r1, #0\n"
+    "   movs    r2, #0\n"
+    "   movs    r3, #0\n"
+    "   ldr     pc, [sp, #40]\n"
+    "   .balign 4\n"
+    "3:\n"
+    "   .rept 8\n"
+    "   EK_FCSTEP\n"
+    "   .endr\n"
+    "   cmp     r11, r12\n"
+    "   bne     3b\n"
+    "   add     r12, sp, #48\n"           /* fold the chunk: totals += acc >> 8 */
+    "   ldm     r12, {r4-r7}\n"
+    "   add     r4, r4, r0, asr #8\n"
+    "   add     r5, r5, r1, asr #8\n"
+    "   add     r6, r6, r2, asr #8\n"
+    "   add     r7, r7, r3, asr #8\n"
+    "   ldr     lr, [sp, #64]\n"
+    "   cmp     r11, lr\n"
+    "   beq     4f\n"
+    "   stm     r12, {r4-r7}\n"
+    "   add     r12, r11, #1024\n"        /* next chunk: EK_FC_CHUNK words of 16 bytes */
+    "   cmp     r12, lr\n"
+    "   it      hi\n"
+    "   movhi   r12, lr\n"
+    "   movs    r0, #0\n"
+    "   movs    r1, #0\n"
+    "   movs    r2, #0\n"
+    "   movs    r3, #0\n"
+    "   b       3b\n"
+    "4:\n"
+    "   .if \\fast\n"
+    "   ldr     lr, [sp, #12]\n"
+    "   EK_FCRQ r4\n"
+    "   EK_FCRQ r5\n"
+    "   EK_FCRQ r6\n"
+    "   EK_FCRQ r7\n"
+    "   str     lr, [sp, #12]\n"
+    "   bfi     r4, r5, #8, #8\n"
+    "   bfi     r4, r6, #16, #8\n"
+    "   bfi     r4, r7, #24, #8\n"
+    "   ldrd    r0, r1, [sp, #24]\n"
+    "   ssub8   r2, r4, r0\n"
+    "   sel     r4, r0, r4\n"
+    "   uadd8   r4, r4, r1\n"
+    "   ldr     r0, [sp, #16]\n"
+    "   str     r4, [r0], #4\n"
+    "   str     r0, [sp, #16]\n"
+    "   .else\n"
+    "   ldr     r0, [sp, #16]\n"
+    "   stm     r0!, {r4-r7}\n"
+    "   str     r0, [sp, #16]\n"
+    "   .endif\n"
+    "   str     r11, [sp, #4]\n"          /* the next block's weights follow */
+    "   ldr     r0, [sp, #20]\n"
+    "   subs    r0, r0, #1\n"
+    "   str     r0, [sp, #20]\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #72\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_FC_4CH ek__fc_4ch_fast, 1\n"
+    "   EK_FC_4CH ek__fc_4ch_raw, 0\n");
+#endif
+
+#if !EK_NN_DSP
+/* Totals of one block of 4 channels over a prepared input row (the same sums as the asm, in C). */
+static void ek__fc_block_portable(const uint32_t *x, const ek__word *w, int32_t words, const int32_t *bias,
+                                  int32_t *tot)
+{
+    for (int c = 0; c < 4; c++) {
+        tot[c] = bias[c];
+    }
+    for (int32_t k0 = 0; k0 < words; k0 += EK_FC_CHUNK) {
+        const int32_t k1 = words - k0 < EK_FC_CHUNK ? words : k0 + EK_FC_CHUNK;
+        int32_t acc[4] = {0, 0, 0, 0};
+        for (int32_t k = k0; k < k1; k++) {
+            for (int c = 0; c < 4; c++) {
+                const uint32_t wv = w[4 * k + c];
+                acc[c] = ek__smlad(wv, x[2 * k], acc[c]);
+                acc[c] = ek__smlad(ek__sxtb16(wv), x[2 * k + 1], acc[c]);
+            }
+        }
+        for (int c = 0; c < 4; c++) {
+            tot[c] = (int32_t)((uint32_t)tot[c] + (uint32_t)(acc[c] >> 8));
+        }
+    }
+}
+#endif
+
+int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch)
+{
+    if (p->batch < 1 || p->in_features < 1 || p->out_features < 1 || p->in_row_stride < p->in_features ||
+        p->out_row_stride < p->out_features || !p->bias) {
+        return EK_NN_ERR_ARG;
+    }
+    if (!ek__aligned(p->weights) || !ek__aligned(p->bias) || !ek__aligned(p->requant) || !ek__aligned(scratch)) {
+        return EK_NN_ERR_ALIGN;
+    }
+    const int32_t words = ek__fc_words(p);
+    const int32_t blocks = (p->out_features + 3) / 4;
+    uint32_t *x = (uint32_t *)scratch;
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    for (int32_t b = 0; b < p->batch; b++, input += p->in_row_stride, output += p->out_row_stride) {
+        ek__fc_prepare(input, p->in_features, x);
+        int32_t first = 0;
+#if EK_NN_DSP
+        const int32_t full_blocks = p->out_features / 4;
+        ek__fc_args_t a;
+        const uint32_t skip = (uint32_t)((EK_FC_UNROLL - words % EK_FC_UNROLL) % EK_FC_UNROLL);
+        a.x = x;
+        a.w = (const uint32_t *)(const void *)p->weights;
+        a.bias = p->bias;
+        a.qtab = p->requant;
+        a.out = output;
+        a.nblocks = full_blocks;
+        a.upper4 = ek__bytes4(rq.upper);
+        a.back4 = ek__bytes4(rq.back);
+        a.wbytes = 16 * words;
+        a.first_chunk = 16 * (EK_FC_CHUNK - (int32_t)skip);
+        a.entry = 0;
+        a.skip = skip;
+        if (rq.fast && full_blocks) {
+            ek__fc_4ch_fast(&a);
+            first = full_blocks;
+        }
+#endif
+        for (int32_t blk = first; blk < blocks; blk++) {
+            int32_t tot[4];
+#if EK_NN_DSP
+            a.w = (const uint32_t *)(const void *)(p->weights + blk * 16 * words);
+            a.bias = p->bias + 4 * blk;
+            a.out = tot;
+            a.nblocks = 1;
+            ek__fc_4ch_raw(&a);
+#else
+            ek__fc_block_portable(x, (const ek__word *)(const void *)(p->weights + blk * 16 * words), words,
+                                  p->bias + 4 * blk, tot);
+#endif
+            for (int32_t c = 0; c < 4 && 4 * blk + c < p->out_features; c++) {
+                output[4 * blk + c] = ek__requant(&rq, tot[c], p->requant + 4 * (4 * blk + c));
+            }
+        }
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Depthwise convolution
+ * ============================================================================================================= */
+
+/*
+ * Four channels at a time are transposed into int16 rows, one ring of kernel rows per channel: plane row pr holds
+ * input row pr - pad_top, plane column col holds input column col - pad_left, with the zero point subtracted and
+ * padding stored as 0. Row length: the plane columns the outputs read, plus slack for the last word reads.
+ */
+typedef struct {
+    int32_t plane_w, row_words, slots; /* plane columns, words per row, ring slots (kernel rows spanned) */
+} ek__dw_geom_t;
+
+static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
+{
+    g->plane_w = (p->out_w - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
+    g->row_words = (g->plane_w + 3) / 2;
+    g->slots = (p->kernel_h - 1) * p->dilation_h + 1;
+}
+
+size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
+{
+    ek__dw_geom_t g;
+    ek__dw_geom(p, &g);
+    return (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
+}
+
+#if EK_NN_DSP
+typedef struct {
+    const int8_t *src; /* 0: input at the first column pair, first of the 4 channels */
+    int32_t c;         /* 4: bytes per input pixel */
+    uint32_t off2;     /* 8: input offset in both halves */
+    uint32_t *d0;      /* 12: the 4 channels' rows at the first word */
+    uint32_t *d1;      /* 16 */
+    uint32_t *d2;      /* 20 */
+    uint32_t *d3;      /* 24 */
+    int32_t n;         /* 28: words (column pairs), >= 1 */
+} ek__dw_build_args_t;
+
+typedef struct {
+    const uint32_t *r0, *r1, *r2; /* 0, 4, 8: the 3 kernel rows at the first output's first column */
+    int8_t *out;                  /* 12 */
+    int8_t *out_end;              /* 16: out + 4k * stride */
+    int32_t stride;               /* 20: output bytes per pixel */
+    int32_t bias;                 /* 24 */
+    int32_t mult, add, shift;     /* 28, 32, 36: the channel's fast requant entry {mult, a, b} */
+    uint32_t upper4, back4;       /* 40, 44 */
+    uint32_t w[6];                /* 48..: per kernel row (w0, w1) and (w1, w2) as int16 pairs */
+} ek__dw3_args_t;
+
+void ek__dw_build4(const ek__dw_build_args_t *a);
+void ek__dw3x3s1_row(const ek__dw3_args_t *a);
+
+/*
+ * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
+ * elements. ek__dw3x3s1_row: 4 outputs of one channel per step; per kernel row the words A, B, C hold columns
+ * x .. x+5 and o0 = SMLAD(A, w01) + SMLABT(B, w12), o1 = SMLATB(A, w01) + SMLAD(B, w12), o2, o3 likewise from B, C.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__dw_build4, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__dw_build4\n"
+    "   .type ek__dw_build4, %function\n"
+    "   .thumb_func\n"
+    "ek__dw_build4:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r0, {r0-r7}\n"
+    "1: ldr     r8, [r0]\n"
+    "   ldr     r9, [r0, r1]\n"
+    "   add     r0, r0, r1, lsl #1\n"
+    "   sxtab16 r10, r2, r8\n"
+    "   sxtab16 r8, r2, r8, ror #8\n"
+    "   sxtab16 r11, r2, r9\n"
+    "   sxtab16 r9, r2, r9, ror #8\n"
+    "   pkhbt   r12, r10, r11, lsl #16\n"
+    "   pkhtb   r10, r11, r10, asr #16\n"
+    "   pkhbt   lr, r8, r9, lsl #16\n"
+    "   pkhtb   r8, r9, r8, asr #16\n"
+    "   str     r12, [r3], #4\n"
+    "   str     lr, [r4], #4\n"
+    "   str     r10, [r5], #4\n"
+    "   str     r8, [r6], #4\n"
+    "   subs    r7, r7, #1\n"
+    "   bne     1b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__dw_build4, . - ek__dw_build4\n"
+    "   .popsection\n"
+    "   .macro EK_DW3ROW off, rp\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp], #8\n"
+    "   ldr     r6, [\\rp]\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabt  r0, r5, r8, r0\n"
+    "   smlatb  r1, r4, r7, r1\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   smlad   r2, r5, r7, r2\n"
+    "   smlabt  r2, r6, r8, r2\n"
+    "   smlatb  r3, r5, r7, r3\n"
+    "   smlad   r3, r6, r8, r3\n"
+    "   .endm\n"
+    "   .pushsection .text.ek__dw3x3s1_row, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__dw3x3s1_row\n"
+    "   .type ek__dw3x3s1_row, %function\n"
+    "   .thumb_func\n"
+    "ek__dw3x3s1_row:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #72\n"
+    "   ldm     r0!, {r1-r12}\n"
+    "   stm     sp, {r1-r12}\n"
+    "   ldm     r0, {r1-r6}\n"
+    "   add     r7, sp, #48\n"
+    "   stm     r7, {r1-r6}\n"
+    "   ldm     sp, {r9-r12}\n"
+    "1: ldr     r0, [sp, #24]\n"
+    "   mov     r1, r0\n"
+    "   mov     r2, r0\n"
+    "   mov     r3, r0\n"
+    "   EK_DW3ROW 48, r9\n"
+    "   EK_DW3ROW 56, r10\n"
+    "   EK_DW3ROW 64, r11\n"
+    "   ldrd    r4, r5, [sp, #28]\n"
+    "   smmla   r0, r0, r4, r5\n"
+    "   smmla   r1, r1, r4, r5\n"
+    "   smmla   r2, r2, r4, r5\n"
+    "   smmla   r3, r3, r4, r5\n"
+    "   ldr     r6, [sp, #36]\n"
+    "   asr     r0, r0, r6\n"
+    "   asr     r1, r1, r6\n"
+    "   asr     r2, r2, r6\n"
+    "   asr     r3, r3, r6\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   ldrd    r4, r5, [sp, #40]\n"
+    "   ssub8   r6, r0, r4\n"
+    "   sel     r0, r4, r0\n"
+    "   uadd8   r0, r0, r5\n"
+    "   ldr     lr, [sp, #20]\n"
+    "   strb    r0, [r12]\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12, lr]\n"
+    "   add     r12, r12, lr, lsl #1\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12]\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12, lr]\n"
+    "   add     r12, r12, lr, lsl #1\n"
+    "   ldr     lr, [sp, #16]\n"
+    "   cmp     r12, lr\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #72\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__dw3x3s1_row, . - ek__dw3x3s1_row\n"
+    "   .popsection\n");
+#endif
+
+/* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. */
+static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const int8_t *in, int32_t c0,
+                             int32_t nc, int32_t pr, uint32_t *ring)
+{
+    const int32_t slot = pr % g->slots, rw = g->row_words, C = p->in_c;
+    uint32_t *rows[4];
+    for (int32_t ch = 0; ch < 4; ch++) {
+        rows[ch] = ring + (ch * g->slots + slot) * rw;
+    }
+    const int32_t iy = pr - p->pad_top;
+    if ((uint32_t)iy >= (uint32_t)p->in_h) {
+        for (int32_t ch = 0; ch < nc; ch++) {
+            for (int32_t j = 0; j < rw; j++) {
+                rows[ch][j] = 0;
+            }
+        }
+        return;
+    }
+    const int8_t *row = in + iy * p->in_row_stride + c0;
+    const int32_t off = p->input_offset;
+    const uint32_t off2 = ek__pack16(off, off);
+    /* word j holds columns 2j, 2j+1 = input columns 2j - pad_left, 2j + 1 - pad_left */
+    int32_t j_lo = (p->pad_left + 1) / 2;           /* first word with both columns inside the input */
+    int32_t j_hi = (p->in_w + p->pad_left) / 2;     /* one past the last such word */
+    if (j_hi > rw) {
+        j_hi = rw;
+    }
+    if (nc < 4 || j_hi < j_lo) {
+        j_lo = j_hi = 0; /* everything through the element path */
+    }
+    for (int32_t j = 0; j < rw; j++) {
+        if (j == j_lo && j < j_hi) {
+            const int8_t *src = row + (2 * j - p->pad_left) * C;
+#if EK_NN_DSP
+            const ek__dw_build_args_t ba = {src, C, off2, rows[0] + j, rows[1] + j, rows[2] + j, rows[3] + j,
+                                            j_hi - j};
+            ek__dw_build4(&ba);
+            j = j_hi;
+#endif
+            for (; j < j_hi; j++, src += 2 * C) {
+                const uint32_t x0 = ek__read_u32(src), x1 = ek__read_u32(src + C);
+                const uint32_t a02 = ek__sxtab16(off2, x0), a13 = ek__sxtab16_ror8(off2, x0);
+                const uint32_t b02 = ek__sxtab16(off2, x1), b13 = ek__sxtab16_ror8(off2, x1);
+                rows[0][j] = (a02 & 0xFFFFu) | (b02 << 16);
+                rows[2][j] = (a02 >> 16) | (b02 & 0xFFFF0000u);
+                rows[1][j] = (a13 & 0xFFFFu) | (b13 << 16);
+                rows[3][j] = (a13 >> 16) | (b13 & 0xFFFF0000u);
+            }
+            if (j == rw) {
+                break;
+            }
+        }
+        const int32_t ix0 = 2 * j - p->pad_left, ix1 = ix0 + 1;
+        const int v0 = (uint32_t)ix0 < (uint32_t)p->in_w && 2 * j < g->plane_w;
+        const int v1 = (uint32_t)ix1 < (uint32_t)p->in_w && 2 * j + 1 < g->plane_w;
+        for (int32_t ch = 0; ch < nc; ch++) {
+            const int32_t e0 = v0 ? row[ix0 * C + ch] + off : 0;
+            const int32_t e1 = v1 ? row[ix1 * C + ch] + off : 0;
+            rows[ch][j] = ek__pack16(e0, e1);
+        }
+    }
+}
+
+static inline int32_t ek__elem16(const uint32_t *row, int32_t col)
+{
+    const uint32_t w = row[col >> 1];
+    return (col & 1) ? ek__hi16(w) : ek__lo16(w);
+}
+
+/* One output row of one channel. */
+static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const uint32_t *ring, const int8_t *wq,
+                       int32_t bias, const int32_t *q, const ek__rq_t *rq, int32_t oy, int8_t *out)
+{
+    const int32_t kh = p->kernel_h, kw = p->kernel_w, C = p->out_c, ow = p->out_w;
+    const uint32_t *rows[16];
+    const int32_t nrows = kh <= 16 ? kh : 16;
+    const uint32_t *r0 = NULL, *r1 = NULL, *r2 = NULL;
+    for (int32_t ky = 0; ky < nrows; ky++) {
+        rows[ky] = ring + ((oy * p->stride_h + ky * p->dilation_h) % g->slots) * g->row_words;
+    }
+    if (kh == 3) {
+        r0 = rows[0];
+        r1 = rows[1];
+        r2 = rows[2];
+    }
+#if EK_NN_DSP
+    const int fast = rq->fast;
+    const int32_t qm = q[0], qa = q[1], qt = q[2], up = rq->upper, back = rq->back;
+#define EK_DW_OUT(dst, acc)                                                                                         \
+    do {                                                                                                            \
+        if (fast) {                                                                                                 \
+            int32_t v_ = __ssat(ek__smmla((acc), qm, qa) >> qt, 8);                                                \
+            (dst) = (int8_t)((v_ > up ? up : v_) + back);                                                           \
+        } else {                                                                                                    \
+            (dst) = ek__requant_generic((acc), q, rq->out_zp, rq->lo, rq->hi);                                     \
+        }                                                                                                           \
+    } while (0)
+#else
+#define EK_DW_OUT(dst, acc) ((dst) = ek__requant_generic((acc), q, rq->out_zp, rq->lo, rq->hi))
+#endif
+    if (kh == 3 && kw == 3 && p->dilation_h == 1 && p->dilation_w == 1 && p->stride_w == 1) {
+        /* two outputs per step: words A = cols (x, x+1), B = (x+2, x+3) of each kernel row */
+        const uint32_t a0 = ek__pack16(wq[0], wq[1]), b0 = ek__pack16(wq[1], wq[2]);
+        const uint32_t a1 = ek__pack16(wq[3], wq[4]), b1 = ek__pack16(wq[4], wq[5]);
+        const uint32_t a2 = ek__pack16(wq[6], wq[7]), b2 = ek__pack16(wq[7], wq[8]);
+        int32_t ox = 0;
+#if EK_NN_DSP
+        if (fast && ow >= 4) {
+            const int32_t n4 = ow & ~3;
+            const ek__dw3_args_t da = {r0, r1, r2, out, out + n4 * C, C, bias, qm, qa, qt,
+                                       ek__bytes4(up), ek__bytes4(back), {a0, b0, a1, b1, a2, b2}};
+            ek__dw3x3s1_row(&da);
+            ox = n4;
+            r0 += n4 / 2;
+            r1 += n4 / 2;
+            r2 += n4 / 2;
+            out += n4 * C;
+        }
+#endif
+        for (; ox + 1 < ow; ox += 2, r0++, r1++, r2++, out += 2 * C) {
+            uint32_t A = r0[0], B = r0[1];
+            int32_t o0 = ek__smlad(A, a0, bias), o1 = ek__smlatb(A, a0, bias);
+            o0 = ek__smlabt(B, b0, o0);
+            o1 = ek__smlad(B, b0, o1);
+            A = r1[0];
+            B = r1[1];
+            o0 = ek__smlad(A, a1, o0);
+            o1 = ek__smlatb(A, a1, o1);
+            o0 = ek__smlabt(B, b1, o0);
+            o1 = ek__smlad(B, b1, o1);
+            A = r2[0];
+            B = r2[1];
+            o0 = ek__smlad(A, a2, o0);
+            o1 = ek__smlatb(A, a2, o1);
+            o0 = ek__smlabt(B, b2, o0);
+            o1 = ek__smlad(B, b2, o1);
+            EK_DW_OUT(out[0], o0);
+            EK_DW_OUT(out[C], o1);
+        }
+        if (ox < ow) {
+            int32_t o0 = ek__smlad(r0[0], a0, bias);
+            o0 = ek__smlabt(r0[1], b0, o0);
+            o0 = ek__smlad(r1[0], a1, o0);
+            o0 = ek__smlabt(r1[1], b1, o0);
+            o0 = ek__smlad(r2[0], a2, o0);
+            o0 = ek__smlabt(r2[1], b2, o0);
+            EK_DW_OUT(out[0], o0);
+        }
+        return;
+    }
+    if (kh == 3 && kw == 3 && p->dilation_h == 1 && p->dilation_w == 1 && p->stride_w == 2) {
+        /* output x reads cols 2x .. 2x+2: word x and the low half of word x+1 */
+        const uint32_t a0 = ek__pack16(wq[0], wq[1]), c0 = (uint16_t)wq[2];
+        const uint32_t a1 = ek__pack16(wq[3], wq[4]), c1 = (uint16_t)wq[5];
+        const uint32_t a2 = ek__pack16(wq[6], wq[7]), c2 = (uint16_t)wq[8];
+        for (int32_t ox = 0; ox < ow; ox++, r0++, r1++, r2++, out += C) {
+            int32_t o = ek__smlad(r0[0], a0, bias);
+            o = ek__smlabb(r0[1], c0, o);
+            o = ek__smlad(r1[0], a1, o);
+            o = ek__smlabb(r1[1], c1, o);
+            o = ek__smlad(r2[0], a2, o);
+            o = ek__smlabb(r2[1], c2, o);
+            EK_DW_OUT(out[0], o);
+        }
+        return;
+    }
+    /* any kernel, stride and dilation */
+    for (int32_t ox = 0; ox < ow; ox++, out += C) {
+        uint32_t acc = (uint32_t)bias;
+        for (int32_t ky = 0; ky < kh; ky++) {
+            const uint32_t *row = ky < 16 ? rows[ky]
+                                          : ring + ((oy * p->stride_h + ky * p->dilation_h) % g->slots) * g->row_words;
+            const int8_t *wr = wq + ky * kw;
+            int32_t col = ox * p->stride_w;
+            for (int32_t kx = 0; kx < kw; kx++, col += p->dilation_w) {
+                acc += (uint32_t)(ek__elem16(row, col) * wr[kx]);
+            }
+        }
+        EK_DW_OUT(out[0], (int32_t)acc);
+    }
+#undef EK_DW_OUT
+}
+
+int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
+{
+    int err = ek__conv_check(p);
+    if (err) {
+        return err;
+    }
+    if (p->out_c != p->in_c) {
+        return EK_NN_ERR_ARG;
+    }
+    if (!ek__aligned(scratch)) {
+        return EK_NN_ERR_ALIGN;
+    }
+    ek__dw_geom_t g;
+    ek__dw_geom(p, &g);
+    uint32_t *ring = (uint32_t *)scratch;
+    const int32_t khw = p->kernel_h * p->kernel_w;
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    for (int32_t c0 = 0; c0 < p->in_c; c0 += 4) {
+        const int32_t nc = p->in_c - c0 < 4 ? p->in_c - c0 : 4;
+        int32_t next_row = 0; /* first plane row not yet in the ring */
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t first = oy * p->stride_h, end = first + g.slots;
+            for (int32_t pr = next_row > first ? next_row : first; pr < end; pr++) {
+                ek__dw_build_row(p, &g, input, c0, nc, pr, ring);
+            }
+            next_row = end;
+            int8_t *orow = output + oy * p->out_row_stride;
+            for (int32_t ch = 0; ch < nc; ch++) {
+                const int32_t c = c0 + ch;
+                ek__dw_row(p, &g, ring + ch * g.slots * g.row_words, p->weights + c * khw, p->bias ? p->bias[c] : 0,
+                           p->requant + 4 * c, &rq, oy, orow + c);
+            }
+        }
+    }
+    return EK_NN_OK;
+}

@@ -1,0 +1,105 @@
+"""The bundled examples load, run on their own data, reach their stated accuracy and trace with torch.fx."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.fx
+
+from edgekit.datasets import as_sequence, digits
+from edgekit.errors import UsageError
+from edgekit.zoo import EXAMPLES, load_example
+
+# Test-split accuracy each trained example must keep (shipped weights reach 0.989 and 0.981; see
+# examples/train_digits.py). The margin absorbs float differences between machines, not retraining.
+MIN_TEST_ACCURACY = {"digits-cnn": 0.95, "digits-gru": 0.97}
+
+
+@pytest.fixture(scope="module", params=sorted(EXAMPLES))
+def example(request):
+    model, spec = load_example(request.param)
+    return model, spec, spec.data()
+
+
+def predict(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.from_numpy(x))
+
+
+def test_example_runs_on_its_test_inputs(example):
+    model, spec, (x_calib, x_test, y_test) = example
+    assert not model.training
+    assert x_calib.shape[1:] == spec.input_shape and x_calib.dtype == np.float32 and len(x_calib) > 0
+    assert x_test.shape[1:] == spec.input_shape and x_test.dtype == np.float32 and len(x_test) > 0
+    if y_test is not None:
+        assert y_test.shape == (len(x_test),) and y_test.dtype == np.int64
+    logits = predict(model, x_test)
+    assert logits.shape == (len(x_test), spec.num_classes)
+    assert torch.isfinite(logits).all()
+
+
+def test_example_traces_with_torch_fx(example):
+    model, _, (_, x_test, _) = example
+    traced = torch.fx.symbolic_trace(model)
+    x = x_test[:8]
+    torch.testing.assert_close(predict(traced, x), predict(model, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(MIN_TEST_ACCURACY))
+def test_trained_example_reaches_stated_accuracy(name):
+    model, spec = load_example(name)
+    _, x_test, y_test = spec.data()
+    accuracy = float((predict(model, x_test).argmax(dim=1).numpy() == y_test).mean())
+    assert accuracy >= MIN_TEST_ACCURACY[name], f"{name}: test accuracy {accuracy:.4f}"
+
+
+def test_every_labelled_example_has_a_stated_accuracy():
+    labelled = {name for name, spec in EXAMPLES.items() if spec.weights_file is not None}
+    assert labelled <= set(MIN_TEST_ACCURACY)
+
+
+def test_training_data_matches_the_example_inputs():
+    for name, spec in EXAMPLES.items():
+        if spec.train_data is None:
+            continue
+        x_train, y_train = spec.train_data()
+        assert x_train.shape[1:] == spec.input_shape and x_train.dtype == np.float32, name
+        assert y_train.shape == (len(x_train),) and y_train.dtype == np.int64, name
+        assert set(np.unique(y_train)) == set(range(spec.num_classes)), name
+
+
+def test_untrained_mobilenet_is_deterministic_and_not_degenerate():
+    first, spec = load_example("mbv2-w035")
+    second, _ = load_example("mbv2-w035")
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), key
+    x_calib, x_test, y_test = spec.data()
+    again = spec.data()
+    assert y_test is None and again[2] is None
+    np.testing.assert_array_equal(x_calib, again[0])
+    np.testing.assert_array_equal(x_test, again[1])
+    assert x_calib.shape == (32, 3, 144, 144) and x_test.shape == (16, 3, 144, 144)
+    logits = predict(first, x_test)
+    assert len(set(logits.argmax(dim=1).tolist())) > len(x_test) // 2  # the prediction depends on the input
+    assert logits.std(dim=0).mean() > 0.5
+
+
+def test_unknown_example_names_the_known_ones():
+    with pytest.raises(UsageError, match="unknown example 'nope'; try one of: .*digits-cnn"):
+        load_example("nope")
+
+
+def test_digits_split_is_fixed_and_stratified():
+    split = digits()
+    assert split.x_train.shape == (1437, 1, 8, 8) and split.x_test.shape == (360, 1, 8, 8)
+    assert split.x_train.min() == 0.0 and split.x_train.max() == 1.0
+    np.testing.assert_array_equal(digits().x_test, split.x_test)
+    assert np.bincount(split.y_test).min() >= 35  # every digit is in the test split, about 36 of each
+
+
+def test_as_sequence_reads_pixels_row_major():
+    x = digits().x_test[:3]
+    sequence = as_sequence(x)
+    assert sequence.shape == (3, 64, 1)
+    row, column = 5, 2
+    np.testing.assert_array_equal(sequence[:, row * 8 + column, 0], x[:, 0, row, column])
