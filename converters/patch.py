@@ -144,6 +144,7 @@ def plan_tiles(graph: Graph, k: int, grid: int) -> tuple[list[list[TileCall]], l
     stage = [n.name for n in stage_nodes]
     split = graph.nodes[k]
     H, W = split.shape[2], split.shape[3]
+    per_out = {n.name: macs_of(n, graph) // max(n.elements, 1) for n in stage_nodes}
     tiles, regions = [], []
     for r0, r1 in _spans(H, grid):
         for c0, c1 in _spans(W, grid):
@@ -160,8 +161,8 @@ def plan_tiles(graph: Graph, k: int, grid: int) -> tuple[list[list[TileCall]], l
                     reads.append(win)
                     if i in stage:
                         need[i] = need[i].union(win) if i in need else win
-                per_out = macs_of(n, graph) // max(n.elements, 1)
-                calls[n.name] = TileCall(n.name, out, tuple(reads), pads, per_out * out.h * out.w * n.shape[1])
+                calls[n.name] = TileCall(n.name, out, tuple(reads), pads,
+                                         per_out[n.name] * out.h * out.w * n.shape[1])
             tiles.append([calls[name] for name in stage if name in calls])
             regions.append({name: need[name] for name in stage if name in need})
     return tiles, regions, stage
@@ -223,12 +224,28 @@ def _rest_buffers(graph: Graph, k: int, bpe: int, offset: int) -> list[Buffer]:
     return [Buffer(b.name, b.size, b.first + offset, b.last + offset) for b in bufs if b.name != split.name]
 
 
+def _live_peak(buffers: list[Buffer]) -> int:
+    """The most bytes live at one step: a lower bound of any arena plan (cheap to compute)."""
+    events: dict[int, int] = {}
+    for b in buffers:
+        events[b.first] = events.get(b.first, 0) + b.size
+        events[b.last + 1] = events.get(b.last + 1, 0) - b.size
+    live = peak = 0
+    for step in sorted(events):
+        live += events[step]
+        peak = max(peak, live)
+    return peak
+
+
 def evaluate(graph: Graph, k: int, grid: int, bytes_per_element: int, total_macs: int,
-             scratch=None) -> tuple[PatchSchedule, list[Buffer]]:
+             scratch=None, bound: int | None = None) -> tuple[PatchSchedule | None, list[Buffer]]:
+    """Plan one candidate. With ``bound``, a candidate whose lower bound is not below it is not planned (None)."""
     tiles, regions, stage = plan_tiles(graph, k, grid)
     stage_macs = sum(macs_of(graph[n], graph) for n in stage)
     tile_macs = sum(c.macs for calls in tiles for c in calls)
     buffers, _ = stage_buffers(graph, k, tiles, regions, bytes_per_element, scratch)
+    if bound is not None and _live_peak(buffers) >= bound:
+        return None, buffers
     plan = plan_arena(buffers)
     sched = PatchSchedule(graph.nodes[k].name, grid, stage, tiles, regions,
                           (tile_macs - stage_macs) / max(total_macs, 1), plan.arena_bytes, 0, list(plan.live_bytes))
@@ -256,10 +273,16 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
         for n in grids:
             if n > h:
                 continue
-            sched, _ = evaluate(graph, k, n, bytes_per_element, total, scratch)
             tried += 1
-            if grid is None and sched.mac_overhead > max_overhead:
+            tiles, _, stage = plan_tiles(graph, k, n)
+            extra = (sum(c.macs for calls in tiles for c in calls)
+                     - sum(macs_of(graph[x], graph) for x in stage)) / max(total, 1)
+            if grid is None and extra > max_overhead:
                 over_limit += 1
+                continue
+            sched, _ = evaluate(graph, k, n, bytes_per_element, total, scratch,
+                                bound=best.peak_bytes if best is not None else None)
+            if sched is None:
                 continue
             if best is None or (sched.peak_bytes, sched.mac_overhead) < (best.peak_bytes, best.mac_overhead):
                 best = sched

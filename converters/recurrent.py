@@ -182,8 +182,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
                     with torch.no_grad():
                         for layer in layers:
                             layer.threshold.clamp_(min=min_threshold)
-                    total_loss += float(loss) * len(batch)
-                    total_rate += float(rate) * len(batch)
+                    total_loss += loss.item() * len(batch)
+                    total_rate += rate.item() * len(batch)
                 if epoch % 5 == 0 or epoch == fine_tune_epochs:
                     log(f"  epoch {epoch:3d}/{fine_tune_epochs}  loss {total_loss / len(inputs):.4f}  "
                         f"event rate {total_rate / len(inputs):.3f}  test accuracy "

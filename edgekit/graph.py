@@ -10,6 +10,7 @@ layout (the Cortex-M target uses NHWC) converts on its side. Parameters are floa
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -71,7 +72,7 @@ class Node:
 
     @property
     def elements(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)
 
     def copy(self) -> "Node":
         return dataclasses.replace(self, inputs=list(self.inputs), attrs=dict(self.attrs),

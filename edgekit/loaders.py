@@ -5,6 +5,7 @@ names the file and says what to do; nothing here writes anything.
 """
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def _example(name: str) -> Model:
                              train_x=x_train, train_y=y_train,
                              meta={"source": f"example:{name}", "description": spec.description,
                                    "task": spec.task})
+
+
+class _Caught(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class _BatchOneProgram(torch.fx.GraphModule):
@@ -50,12 +60,23 @@ def _pt2(path: Path, input_shape) -> Model:
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .pt2 archive (no zip directory: truncated, or not written by "
                              "torch.export.save); re-export the model with torch.export.save")
+    # torch.export.load logs the real reason (with a traceback) and raises "check the warnings above": keep the
+    # log off the terminal and put its first sentence into the one-line error instead.
+    logger, caught = logging.getLogger("torch.export"), _Caught()
+    logger.addHandler(caught)
+    logger.propagate, propagate = False, logger.propagate
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reasons = [str(r.exc_info[1]) for r in caught.records if r.exc_info] + [str(e) or type(e).__name__]
+        first = reasons[0].strip().splitlines()[0].split(". ")[0][:200]
+        if "archive_format" in first:
+            first = "a zip file, but not a torch.export program; torch.save writes these too"
         raise ModelLoadError(f"{path}: cannot load the exported program ({first}); re-export it with "
                              "torch.export.save") from e
+    finally:
+        logger.removeHandler(caught)
+        logger.propagate = propagate
     args = getattr(ep, "example_inputs", None)
     if input_shape:
         example = (torch.zeros((1,) + tuple(input_shape)),)

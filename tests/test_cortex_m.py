@@ -96,3 +96,19 @@ def test_existing_output_is_refused_without_force(tmp_path):
     out.mkdir()
     with pytest.raises(UsageError, match="--force"):
         api.compile(make_tiny(n=2), "cortex-m7", out)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_patch_based_build_gives_identical_outputs_in_a_smaller_arena(tmp_path, quantize):
+    m = make_tiny(n=6)
+    plain = api.compile(m, "cortex-m7", tmp_path / "plain", quantize=quantize, patch="off")
+    patched = api.compile(m, "cortex-m7", tmp_path / "patched", quantize=quantize, patch="2")
+    assert plain.report["patch"] is None
+    p = patched.report["patch"]
+    assert p["grid"] == 2 and p["split_after"] == "pool" and 0 < p["mac_overhead"] < 0.5
+    assert patched.report["build"]["arena_bytes"] < plain.report["build"]["arena_bytes"]
+    meas = api.profile(tmp_path / "patched").measured
+    assert meas["outputs_match"]  # against the same host reference as the unpatched build
+    assert meas["arena_bytes"] == patched.report["build"]["arena_bytes"]
+    if quantize == "int8":
+        assert meas["max_abs_err_lsb"] == 0

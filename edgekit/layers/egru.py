@@ -112,11 +112,14 @@ class EGRU(nn.Module):
         zeros = self.weight_hh.new_zeros(batch_size, self.hidden_size)
         return zeros, zeros.clone()
 
-    def _step(self, x_t, y, c):
-        gi = x_t @ self.weight_ih.T
+    def _input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        gi = x @ self.weight_ih.T
+        return gi + self.bias_ih if self.bias_ih is not None else gi
+
+    def _step(self, gi, y, c):
+        """One step from the input's gate pre-activations ``gi`` = W_i x_t + b_i (computed for all steps at once)."""
         gh = y @ self.weight_hh.T
-        if self.bias_ih is not None:
-            gi = gi + self.bias_ih
+        if self.bias_hh is not None:
             gh = gh + self.bias_hh
         i_r, i_z, i_n = gi.chunk(3, 1)
         h_r, h_z, h_n = gh.chunk(3, 1)
@@ -135,7 +138,7 @@ class EGRU(nn.Module):
     def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) \
             -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One time step: x_t [N, I], state (y [N, H], c [N, H]) -> (y_t, (y_t, c_t))."""
-        y, c, _ = self._step(x_t, *state)
+        y, c, _ = self._step(self._input_gates(x_t), *state)
         return y, (y, c)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -145,9 +148,10 @@ class EGRU(nn.Module):
             y, c = self.initial_state(x.shape[0])
         else:
             y, c = state[0][0], state[1][0]
+        gi = self._input_gates(x)
         outputs, events = [], []
         for t in range(x.shape[1]):
-            y, c, e = self._step(x[:, t], y, c)
+            y, c, e = self._step(gi[:, t], y, c)
             outputs.append(y)
             events.append(e)
         out = torch.stack(outputs, 1)

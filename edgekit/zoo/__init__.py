@@ -3,10 +3,12 @@
 Each example pairs an architecture (:mod:`edgekit.zoo.models`) with shipped weights and with calibration, test and
 training data, so ``edgekit`` commands can quantize, measure accuracy and fine-tune without the user supplying files.
 The zoo sits before the flow (model -> edgekit.Model -> converters -> targets -> runtimes): it only produces
-``torch.nn.Module`` s and numpy arrays, and imports nothing from the rest of edgekit but errors and datasets.
+``torch.nn.Module`` s and numpy arrays, and imports nothing from the rest of edgekit but errors, datasets and the
+layers (edgekit/layers) its recurrent examples are built from.
 
 ``EXAMPLES`` is the whole registry, in one place: to add an example, add an :class:`ExampleSpec` to the tuple at the
-bottom. Weights of trained examples live in ``weights/`` and are produced by ``examples/train_digits.py``.
+bottom. Weights of trained examples live in ``weights/`` and are produced by ``examples/train_digits.py`` (digits-lmu and
+digits-egru by ``examples/train_digits_lmu.py`` and ``examples/train_digits_egru.py``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from edgekit.datasets import as_sequence, digits
 from edgekit.errors import ModelLoadError, UsageError
-from edgekit.zoo.models import DigitsCNN, DigitsGRU, MobileNetV2
+from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, MobileNetV2
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TASKS = ("classification",)
@@ -44,6 +46,8 @@ class ExampleSpec:
     - ``data()`` returns ``(x_calib, x_test, y_test)``: calibration inputs taken from the training split, held-out test
       inputs, and their int64 labels (``None`` when the example has no labels).
     - ``train_data()`` returns ``(x_train, y_train)`` for fine-tuning; ``None`` when the example has no training set.
+    - ``reference_accuracy`` is the test-split accuracy of the shipped weights (as its training script prints it), for
+      reports to compare against and for tests to hold the weights to; ``None`` without labels or weights.
     """
 
     name: str
@@ -54,6 +58,7 @@ class ExampleSpec:
     num_classes: int
     data: Callable[[], ExampleData]
     train_data: Optional[Callable[[], tuple[np.ndarray, np.ndarray]]] = None
+    reference_accuracy: Optional[float] = None
     task: str = "classification"
 
     def __post_init__(self):
@@ -183,12 +188,35 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         num_classes=10,
         data=digits_data,
         train_data=digits_train_data,
+        reference_accuracy=0.9889,  # 356 / 360
     ),
     ExampleSpec(
         name="digits-gru",
         description="GRU (hidden 64) reading 8x8 digits pixel by pixel, 64 steps, trained",
         build=DigitsGRU,
         weights_file=WEIGHTS_DIR / "digits-gru.pt",
+        input_shape=(64, 1),
+        num_classes=10,
+        data=partial(digits_data, sequence=True),
+        train_data=partial(digits_train_data, sequence=True),
+        reference_accuracy=0.9806,  # 353 / 360
+    ),
+    ExampleSpec(
+        name="digits-lmu",
+        description="Legendre Memory Unit (hidden 64, memory order 32, window 64 steps) reading 8x8 digits pixel by "
+                    "pixel, trained",
+        build=DigitsLMU,
+        weights_file=WEIGHTS_DIR / "digits-lmu.pt",
+        input_shape=(64, 1),
+        num_classes=10,
+        data=partial(digits_data, sequence=True),
+        train_data=partial(digits_train_data, sequence=True),
+    ),
+    ExampleSpec(
+        name="digits-egru",
+        description="event-based GRU (hidden 64) made from digits-gru by to_egru: units send sparse events, trained",
+        build=DigitsEGRU,
+        weights_file=WEIGHTS_DIR / "digits-egru.pt",
         input_shape=(64, 1),
         num_classes=10,
         data=partial(digits_data, sequence=True),
@@ -215,11 +243,11 @@ def load_example(name: str) -> tuple[nn.Module, ExampleSpec]:
     if spec.weights_file is not None:
         if not spec.weights_file.is_file():
             raise ModelLoadError(f"example {name!r}: weights file {spec.weights_file} is missing; "
-                                 "re-create it with `python examples/train_digits.py` or reinstall edgekit")
+                                 "re-create it with its examples/train_digits*.py script or reinstall edgekit")
         try:
             state = torch.load(spec.weights_file, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as exc:  # corrupt file or a state_dict from another architecture
             raise ModelLoadError(f"example {name!r}: cannot load weights {spec.weights_file}: {exc}; "
-                                 "re-create them with `python examples/train_digits.py`") from exc
+                                 "re-create them with its examples/train_digits*.py script") from exc
     return model.eval(), spec

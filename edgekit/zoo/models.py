@@ -1,13 +1,16 @@
 """Architectures of the bundled examples (see :mod:`edgekit.zoo` for the registry that pairs them with weights and data).
 
 Plain ``torch.nn`` modules built only from standard layers (Conv2d incl. depthwise, BatchNorm2d, ReLU/ReLU6, Linear,
-GRU, pooling, Flatten) and functional residual adds, so every converter and target sees ordinary operators. Each one
-traces with ``torch.fx.symbolic_trace``: no Python control flow depends on tensor values.
+GRU, pooling, Flatten) and functional residual adds, so every converter and target sees ordinary operators — and, for
+the LMU and EGRU examples, edgekit's own recurrent layers (edgekit/layers), which the importer keeps as single nodes.
+Each one traces with torch.fx (recurrent layers as leaves): no Python control flow depends on tensor values.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from edgekit.layers import EGRU, LMU
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
@@ -60,6 +63,31 @@ class DigitsGRU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         final_hidden = self.gru(x)[1]  # [num_layers=1, N, hidden]
         return self.classifier(final_hidden[0])
+
+
+class DigitsEGRU(DigitsGRU):
+    """:class:`DigitsGRU` with its GRU made event-based (:class:`edgekit.layers.EGRU`, same parameter names plus a
+    per-unit ``threshold``): units communicate only when their state crosses the threshold, and the classifier reads
+    the last step's events. Its weights come from ``to_egru(digits-gru)`` (examples/train_digits_egru.py)."""
+
+    def __init__(self, hidden_size: int = 64, num_classes: int = 10):
+        super().__init__(hidden_size, num_classes)
+        self.gru = EGRU(input_size=1, hidden_size=hidden_size, batch_first=True)
+
+
+class DigitsLMU(nn.Module):
+    """Legendre Memory Unit (:class:`edgekit.layers.LMU`) reading a digit one pixel per step, classifying from the last
+    step's hidden state. The memory holds the whole 64-step window (theta = 64) in ``memory_size`` Legendre
+    coefficients. Input [N, 64, 1] in [0, 1]; output [N, 10] logits."""
+
+    def __init__(self, hidden_size: int = 64, memory_size: int = 32, theta: float = 64.0, num_classes: int = 10):
+        super().__init__()
+        self.lmu = LMU(input_size=1, hidden_size=hidden_size, memory_size=memory_size, theta=theta, batch_first=True)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.lmu(x)
+        return self.classifier(outputs[:, -1])
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

@@ -72,6 +72,9 @@ def _shape_only_qgraph(graph):
 
 
 def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None):
+    """The planned program, with the patch-based schedule the options ask for (auto: only where it lowers the
+    arena). ``prog.schedule`` holds the decision for the report."""
+    from converters.patch import schedule as patch_schedule
     from edgekit.targets.cortex_m.program import build_program, check_supported
 
     dtype = _dtype(options)
@@ -79,7 +82,33 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     check_supported(graph, dtype, profile.name)
     if dtype == "int8" and qg is None:
         qg = _shape_only_qgraph(graph)
-    return build_program(graph, dtype, qg, _use_ek(options, dtype), cpu_of(profile), profile.name)
+    args = (graph, dtype, qg, _use_ek(options, dtype), cpu_of(profile), profile.name)
+    plain = build_program(*args)
+    plain.schedule = {"reason": "layer by layer (--patch off)", "per_layer_arena_bytes": plain.arena_bytes,
+                      "unpatched_timeline": None}
+    mode = str(options.patch)
+    if mode == "off":
+        return plain
+    grid = int(mode) if mode.isdigit() else None
+    bpe = 1 if dtype == "int8" else 4
+    decision = patch_schedule(graph, bpe, options.max_patch_overhead, grid=grid, per_layer_peak=plain.arena_bytes)
+    info = {"reason": decision.reason, "per_layer_arena_bytes": plain.arena_bytes, "candidates": decision.candidates,
+            "unpatched_timeline": list(plain.plan.live_bytes)}
+    if decision.schedule is None:
+        plain.schedule = info
+        return plain
+    patched = build_program(*args, patch=decision.schedule)
+    if grid is None and patched.arena_bytes >= plain.arena_bytes:
+        info["reason"] = (f"no patching: the best schedule ({decision.schedule.grid}x{decision.schedule.grid} after "
+                          f"'{decision.schedule.split_after}') plans a {patched.arena_bytes:,} B arena, not less "
+                          f"than {plain.arena_bytes:,} B layer by layer")
+        plain.schedule = info
+        return plain
+    info["patched_arena_bytes"] = patched.arena_bytes
+    info["reason"] = decision.reason + f"; arena {plain.arena_bytes:,} B -> {patched.arena_bytes:,} B"
+    patched.schedule = info
+    patched.patch = decision.schedule.to_json()
+    return patched
 
 
 def program_instructions(prog, profile: TargetProfile) -> dict[str, int]:
@@ -220,7 +249,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     files = [str(p.relative_to(out)) for p in sorted(out.rglob("*")) if p.is_file()]
     build_info = {
         "board": board, "qemu_machine": info["qemu_machine"], "cpu": cpu, "dtype": dtype,
-        "kernels": "edgekit DSP micro-kernels + TVM" if any(s.kind != "tvm" for s in prog.steps) else "TVM",
+        "kernels": "edgekit DSP micro-kernels + TVM" if any(s.kind.startswith("ek_") for s in prog.steps) else "TVM",
         "tvm_kernels": len(funcs), "steps": len(prog.steps), "arena_bytes": prog.arena_bytes,
         "weight_bytes": prog.const_bytes, "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),
@@ -240,6 +269,8 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     analysis = analyze(model.deploy_graph, dtype, 1 if dtype == "int8" else 4)
     build_info["estimate"] = est
     build_info["analysis"] = analysis
+    build_info["schedule"] = getattr(prog, "schedule", None)
+    build_info["patch"] = getattr(prog, "patch", None)
     return BuildResult(files, build_info, notes + prog.notes)
 
 

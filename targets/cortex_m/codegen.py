@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 
 from edgekit import __version__
-from edgekit.targets.cortex_m.program import DTYPE_C, Program, root_of
+from edgekit.targets.cortex_m.program import DTYPE_BYTES, DTYPE_C, Program, root_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 KERNELS_DIR = Path(__file__).parent / "kernels"
@@ -50,6 +50,17 @@ def c_values(data: np.ndarray, per_line: int = 16) -> str:
     return "\n".join(lines) if lines else "    0"
 
 
+def copy_call(prog: Program, s) -> str:
+    """C for copying a tile buffer into its place (row, col) in the full NHWC tensor."""
+    src, dst = prog.tensors[s.inputs[0]], prog.tensors[s.output]
+    bpe = DTYPE_BYTES[prog.dtype]
+    _, h, w, c = src.shape
+    _, _, full_w, _ = dst.shape
+    dst_off = dst.offset + (s.params["row"] * full_w + s.params["col"]) * c * bpe
+    return (f"ek_copy_window(ek_arena + {dst_off}, {full_w * c * bpe}u, ek_arena + {src.offset}, {w * c * bpe}u, "
+            f"{h}u, {w * c * bpe}u)")
+
+
 @dataclass
 class Sources:
     src_dir: Path
@@ -78,7 +89,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
     env = _env()
     src = out / "src"
     src.mkdir(parents=True, exist_ok=True)
-    uses_ek = any(s.kind != "tvm" for s in prog.steps)
+    uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
 
     # Constants.
     cnames = {name: f"ek_c{i}_{c_ident(name)}"[:60] for i, name in enumerate(prog.consts)}
@@ -114,6 +125,9 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
             args.append(dl(s.output, prog.tensors[s.output].shape, False))
             steps.append({"layer": s.layer, "kind": "tvm", "what": f"TVM {s.spec.op}", "symbol": symbols[i],
                           "args": args})
+        elif s.kind == "copy":
+            steps.append({"layer": s.layer, "kind": "copy", "what": "tile into the full tensor",
+                          "call": copy_call(prog, s)})
         else:
             from edgekit.targets.cortex_m import ek_kernels
 
@@ -132,6 +146,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
     tvm_symbols = sorted(set(symbols.values()))
     (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
+        uses_copy=any(s.kind == "copy" for s in prog.steps),
         arena_bytes=prog.arena_bytes, input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))
     (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(
@@ -166,7 +181,7 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     (fw / "main.c").write_text(env.get_template("main.c.j2").render(**common))
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
-    uses_ek = any(s.kind != "tvm" for s in prog.steps)
+    uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
     (fw / "Makefile").write_text(env.get_template("Makefile.j2").render(
         model_name=prog.name, version=__version__, cpu=board, board=board, uses_ek=uses_ek,
         cflags=cflags + ["-I../src", "-I../src/include", "-I."], ldflags=ldflags,

@@ -177,7 +177,8 @@ def conv2d_scratch_bytes(params: dict) -> int:
     wcache = (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
-    return tile + wcache + accbuf + runbuf
+    bias8 = 32 * blocks  # each block's 4 biases, twice
+    return tile + wcache + accbuf + bias8 + runbuf
 
 
 def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int, out_zp: int,

@@ -88,6 +88,8 @@ class Program:
     input_q: tuple[float, int] | None = None     # int8: (scale, zero point) of input and output
     output_q: tuple[float, int] | None = None
     notes: list[str] = field(default_factory=list)
+    schedule: dict | None = None                  # how the schedule was chosen (for the report)
+    patch: dict | None = None                     # split_after, grid, mac_overhead when patch-based
 
     @property
     def arena_bytes(self) -> int:
@@ -147,6 +149,18 @@ def _gather_map(src_shape_torch: tuple[int, ...], index: list) -> tuple[tuple, t
     return tuple(kept), tuple(sorted(fixed.items())), tuple(out_shape)
 
 
+@dataclass
+class TileContext:
+    """One layer's call for one tile of a patch schedule: buffers read, windows in them, padding, output."""
+
+    ins: list[str]
+    windows: list[tuple[int, int, int, int]]   # (row, col, h, w) read in each input buffer
+    pads: tuple[int, int, int, int]
+    out: str
+    out_shape: tuple[int, ...]
+    macs: int
+
+
 class _Builder:
     def __init__(self, graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7"):
         self.g, self.dtype, self.qg, self.use_ek, self.cpu = graph, dtype, qg, use_ek_kernels, cpu
@@ -176,14 +190,21 @@ class _Builder:
         return step
 
     # ---- per operator ------------------------------------------------------------------------------------------
-    def conv2d(self, n: Node, macs: int):
+    def _io(self, n: Node, tile: "TileContext | None") -> tuple[list[str], Tensor, dict]:
+        """Input tensor names, the output tensor and window attrs: the whole layer, or one tile of it."""
+        if tile is None:
+            return list(n.inputs), self.add_tensor(n.name, nhwc(n.shape)), {}
+        out = self.add_tensor(tile.out, tile.out_shape)
+        return list(tile.ins), out, {"windows": tuple(tile.windows)}
+
+    def conv2d(self, n: Node, macs: int, tile: "TileContext | None" = None):
         a = n.attrs
-        x = n.inputs[0]
-        out = self.add_tensor(n.name, nhwc(n.shape))
+        ins, out, extra = self._io(n, tile)
+        x = ins[0]
         ph, pw = a["padding"]
-        pads = (ph, ph, pw, pw)
+        pads = tile.pads if tile is not None else (ph, ph, pw, pw)
         attrs = {"kernel": tuple(a["kernel_size"]), "stride": tuple(a["stride"]), "dilation": tuple(a["dilation"]),
-                 "groups": a["groups"], "pads": pads}
+                 "groups": a["groups"], "pads": pads, **extra}
         depthwise = a["groups"] == a["in_channels"] and a["groups"] > 1 and a["out_channels"] == a["in_channels"]
         if self.dtype == "int8":
             qn = self.q(n.name)
@@ -191,7 +212,8 @@ class _Builder:
             if self.use_ek and (a["groups"] == 1 or depthwise):
                 from edgekit.targets.cortex_m import ek_kernels
 
-                self.steps.append(ek_kernels.conv_step(self, n, qn, depthwise, pads, macs))
+                self.steps.append(ek_kernels.conv_step(self, n, qn, depthwise, pads, macs, x, out.name,
+                                                       tile.windows[0] if tile else None))
                 return
             attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, act_min=qn.q["act_min"], act_max=qn.q["act_max"])
             cs = [self.const(f"{n.name}.w", w), self.const(f"{n.name}.b", qn.q["bias"]),
@@ -228,10 +250,10 @@ class _Builder:
                   self.const(f"{n.name}.b", b.astype(np.float32))]
         self.tvm_step(n, "linear", [x], cs, out.name, attrs, macs)
 
-    def pool(self, n: Node):
+    def pool(self, n: Node, tile: "TileContext | None" = None):
         a = n.attrs
-        out = self.add_tensor(n.name, nhwc(n.shape))
-        ih, iw = self.tensors[n.inputs[0]].shape[1:3]
+        ins, out, extra = self._io(n, tile)
+        ih, iw = self.tensors[ins[0]].shape[1:3]
         kh, kw = a["kernel_size"]
         sh, sw = a["stride"]
         ph, pw = a["padding"]
@@ -239,13 +261,13 @@ class _Builder:
         # ceil_mode may need extra padding at the bottom/right edge.
         pb = max(ph, (oh - 1) * sh + kh - ih - ph)
         pr = max(pw, (ow - 1) * sw + kw - iw - pw)
-        attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": (ph, pb, pw, pr)}
+        attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": tile.pads if tile else (ph, pb, pw, pr), **extra}
         if n.op == "avgpool2d" and (ph or pw or pb != ph or pr != pw) and not a.get("count_include_pad", True):
             raise UnsupportedError(f"layer '{n.name}': average pooling with padding and count_include_pad=False")
         if self.dtype == "int8" and n.op == "avgpool2d":
             qn = self.q(n.name)
             attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
-        self.tvm_step(n, n.op, [n.inputs[0]], [], out.name, attrs)
+        self.tvm_step(n, n.op, [ins[0]], [], out.name, attrs)
 
     def global_avgpool(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
@@ -256,8 +278,8 @@ class _Builder:
                      "shift": int(qn.q["shift"])}
         self.tvm_step(n, "global_avgpool", [n.inputs[0]], [], out.name, attrs)
 
-    def binary(self, n: Node):
-        out = self.add_tensor(n.name, nhwc(n.shape))
+    def binary(self, n: Node, tile: "TileContext | None" = None):
+        ins, out, extra = self._io(n, tile)
         attrs = {}
         if self.dtype == "int8":
             q = self.q(n.name).q
@@ -265,24 +287,24 @@ class _Builder:
             attrs["out_zp"] = self.q(n.name).out_zp
         else:
             attrs = {"act": n.attrs.get("activation")}
-        self.tvm_step(n, n.op, list(n.inputs), [], out.name, attrs)
+        self.tvm_step(n, n.op, ins, [], out.name, {**attrs, **extra})
 
-    def unary(self, n: Node):
-        out = self.add_tensor(n.name, nhwc(n.shape))
+    def unary(self, n: Node, tile: "TileContext | None" = None):
+        ins, out, extra = self._io(n, tile)
         cs = []
         if self.dtype == "int8":
             cs = [self.const(f"{n.name}.lut", self.q(n.name).q["lut"])]
-        self.tvm_step(n, n.op, [n.inputs[0]], cs, out.name, {})
+        self.tvm_step(n, n.op, ins[:1], cs, out.name, extra)
 
-    def concat(self, n: Node):
-        out = self.add_tensor(n.name, nhwc(n.shape))
+    def concat(self, n: Node, tile: "TileContext | None" = None):
+        ins, out, extra = self._io(n, tile)
         rank = len(n.shape)
         axis = _NCHW_TO_NHWC[n.attrs["dim"] % 4] if rank == 4 else n.attrs["dim"] % rank
         attrs = {"axis": axis}
         if self.dtype == "int8":
             qn = self.q(n.name)
             attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
-        self.tvm_step(n, "concat", list(n.inputs), [], out.name, attrs)
+        self.tvm_step(n, "concat", ins, [], out.name, {**attrs, **extra})
 
     def reshape(self, n: Node):
         src = self.tensors[n.inputs[0]]
@@ -316,14 +338,57 @@ class _Builder:
         self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": kept, "fixed": fixed})
 
 
+    def patch_stage(self, sched) -> None:
+        """Steps of a patch schedule's stage: each tile through every stage layer, then into the split output."""
+        g = self.g
+        split = g[sched.split_after]
+        full = self.add_tensor(split.name, nhwc(split.shape))
+        stage = set(sched.stage)
+        for t, calls in enumerate(sched.tiles):
+            regions = sched.regions[t]
+            for call in calls:
+                n = g[call.layer]
+                ins, windows = [], []
+                for i, read in zip(n.inputs, call.reads):
+                    if i in stage:
+                        buf, reg = f"{i}@{t}", regions[i]
+                    else:
+                        buf, reg = i, None
+                    ins.append(buf)
+                    r0, c0 = (read.r0 - reg.r0, read.c0 - reg.c0) if reg else (read.r0, read.c0)
+                    windows.append((r0, c0, read.h, read.w))
+                tile = TileContext(ins, windows, call.pads, f"{n.name}@{t}",
+                                   (1, call.out.h, call.out.w, n.shape[1]), call.macs)
+                if n.op == "conv2d":
+                    self.conv2d(n, call.macs, tile)
+                elif n.op in ("maxpool2d", "avgpool2d"):
+                    self.pool(n, tile)
+                elif n.op in ("add", "mul"):
+                    self.binary(n, tile)
+                elif n.op == "concat":
+                    self.concat(n, tile)
+                else:
+                    self.unary(n, tile)
+                self.steps[-1].macs = call.macs
+            reg = regions[split.name]
+            self.steps.append(Step(split.name, "copy", [f"{split.name}@{t}"], [], full.name,
+                                   params={"row": reg.r0, "col": reg.c0}))
+
+
 def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
-                  target: str = "cortex-m") -> Program:
+                  target: str = "cortex-m", patch=None) -> Program:
+    """The program for ``graph``; ``patch`` (a converters.patch.PatchSchedule) runs its stage tile by tile."""
     from edgekit.analysis import macs_of
 
     check_supported(graph, dtype, target)
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu)
+    stage = set(patch.stage) if patch is not None else set()
     for n in graph.nodes:
         macs = macs_of(n, graph)
+        if n.name in stage:
+            if n.name == patch.split_after:
+                b.patch_stage(patch)
+            continue
         if n.op == "input":
             b.add_tensor(n.name, nhwc(n.shape))
         elif n.op == "conv2d":

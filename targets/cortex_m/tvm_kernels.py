@@ -58,9 +58,27 @@ def _padded(x, pads, value, dtype):
             tvm.tirx.const(value, dtype)), name="pad")
 
 
+def _input(spec: KernelSpec, k: int, name: str):
+    """The k-th input: (placeholder on the buffer's shape, the view the computation reads).
+
+    With ``attrs['windows'][k] = (row, col, h, w)`` the layer reads only that window of a larger 4-D buffer (a tile
+    of a patch-based schedule); otherwise the whole buffer.
+    """
+    x = te.placeholder(spec.in_shapes[k], spec.dtype, name)
+    windows = spec.attr("windows")
+    if not windows or windows[k] is None:
+        return x, x
+    r, c, h, w = windows[k]
+    n, _, _, ch = spec.in_shapes[k]
+    if (r, c, h, w) == (0, 0, spec.in_shapes[k][1], spec.in_shapes[k][2]):
+        return x, x
+    view = te.compute((n, h, w, ch), lambda i, y, z, q: x[i, y + r, z + c, q], name=f"{name}_window")
+    return x, view
+
+
 def _conv(spec: KernelSpec):
-    (shape,) = spec.in_shapes
-    _, H, W, C = shape
+    x, xv = _input(spec, 0, "x")
+    _, H, W, C = (int(d) for d in xv.shape)
     _, OH, OW, O = spec.out_shape
     kh, kw = spec.attr("kernel")
     sh, sw = spec.attr("stride")
@@ -68,11 +86,10 @@ def _conv(spec: KernelSpec):
     g = spec.attr("groups")
     cin_g, cout_g = C // g, O // g
     int8 = spec.dtype == INT8
-    x = te.placeholder(shape, spec.dtype, "x")
     w = te.placeholder((O, kh, kw, cin_g), spec.dtype, "w")
     b = te.placeholder((O,), "int32" if int8 else "float32", "bias")
     zp = spec.attr("in_zp", 0)
-    xp = _padded(x, spec.attr("pads"), zp if int8 else 0.0, spec.dtype)
+    xp = _padded(xv, spec.attr("pads"), zp if int8 else 0.0, spec.dtype)
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin_g), "rc")
 
     def in_ch(o):
@@ -119,29 +136,28 @@ def _linear(spec: KernelSpec):
 
 
 def _pool(spec: KernelSpec):
-    (shape,) = spec.in_shapes
     _, OH, OW, C = spec.out_shape
     kh, kw = spec.attr("kernel")
     sh, sw = spec.attr("stride")
-    x = te.placeholder(shape, spec.dtype, "x")
+    x, xv = _input(spec, 0, "x")
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     int8 = spec.dtype == INT8
     if spec.op == "maxpool2d":
         low = -128 if int8 else -3.0e38
-        xp = _padded(x, spec.attr("pads"), low, spec.dtype)
+        xp = _padded(xv, spec.attr("pads"), low, spec.dtype)
         y = te.compute(spec.out_shape, lambda n, i, j, c: te.max(xp[n, i * sh + ry, j * sw + rx, c], axis=[ry, rx]),
                        name="out")
         return [x, y]
     if int8:
         zp = spec.attr("in_zp")
-        xp = _padded(x, spec.attr("pads"), zp, spec.dtype)
+        xp = _padded(xv, spec.attr("pads"), zp, spec.dtype)
         acc = te.compute(spec.out_shape, lambda n, i, j, c: te.sum(
             xp[n, i * sh + ry, j * sw + rx, c].astype("int32") - zp, axis=[ry, rx]), name="acc")
         y = te.compute(spec.out_shape, lambda n, i, j, c: _requant(
             acc[n, i, j, c], tvm.tirx.const(spec.attr("mult"), "int32"), tvm.tirx.const(spec.attr("shift"), "int32"),
             spec.attr("out_zp"), -128, 127), name="out")
         return [x, y]
-    xp = _padded(x, spec.attr("pads"), 0.0, spec.dtype)
+    xp = _padded(xv, spec.attr("pads"), 0.0, spec.dtype)
     acc = te.compute(spec.out_shape, lambda n, i, j, c: te.sum(xp[n, i * sh + ry, j * sw + rx, c], axis=[ry, rx]),
                      name="acc")
     y = te.compute(spec.out_shape, lambda n, i, j, c: acc[n, i, j, c] * tvm.tirx.const(1.0 / (kh * kw), "float32"),
@@ -169,8 +185,8 @@ def _global_avgpool(spec: KernelSpec):
 
 
 def _elementwise_binary(spec: KernelSpec):
-    a = te.placeholder(spec.in_shapes[0], spec.dtype, "a")
-    b = te.placeholder(spec.in_shapes[1], spec.dtype, "b")
+    a_buf, a = _input(spec, 0, "a")
+    b_buf, b = _input(spec, 1, "b")
     rank = len(spec.out_shape)
     if spec.dtype == INT8:
         sh = spec.attr("shift")
@@ -190,15 +206,14 @@ def _elementwise_binary(spec: KernelSpec):
             return a(*i) * b(*i)
     y = te.compute(spec.out_shape, f, name="out")
     assert rank == len(spec.in_shapes[0])
-    return [a, b, y]
+    return [a_buf, b_buf, y]
 
 
 def _unary(spec: KernelSpec):
-    (shape,) = spec.in_shapes
-    x = te.placeholder(shape, spec.dtype, "x")
+    x, xv = _input(spec, 0, "x")
     if spec.dtype == INT8:
         lut = te.placeholder((256,), INT8, "lut")
-        y = te.compute(spec.out_shape, lambda *i: lut[x(*i).astype("int32") + 128], name="out")
+        y = te.compute(spec.out_shape, lambda *i: lut[xv(*i).astype("int32") + 128], name="out")
         return [x, lut, y]
     zero, six, three = (tvm.tirx.const(v, "float32") for v in (0.0, 6.0, 3.0))
     fns = {
@@ -208,20 +223,23 @@ def _unary(spec: KernelSpec):
         "tanh": te.tanh,
         "hardswish": lambda v: v * te.min(te.max(v + three, zero), six) / six,
     }
-    y = te.compute(spec.out_shape, lambda *i: fns[spec.op](x(*i)), name="out")
+    y = te.compute(spec.out_shape, lambda *i: fns[spec.op](xv(*i)), name="out")
     return [x, y]
 
 
 def _concat(spec: KernelSpec):
     """Concatenate along the last (channel) axis of NHWC tensors, requantizing int8 inputs to the output scale."""
-    xs = [te.placeholder(s, spec.dtype, f"x{k}") for k, s in enumerate(spec.in_shapes)]
+    bufs_views = [_input(spec, k, f"x{k}") for k in range(len(spec.in_shapes))]
+    bufs = [bv[0] for bv in bufs_views]
+    xs = [bv[1] for bv in bufs_views]
     axis = spec.attr("axis")
     parts = spec.attr("parts")  # int8: ((zp, mult, shift), ...)
     bounds = []
     start = 0
-    for s in spec.in_shapes:
-        bounds.append((start, start + s[axis]))
-        start += s[axis]
+    for x in xs:
+        size = int(x.shape[axis])
+        bounds.append((start, start + size))
+        start += size
 
     def value(k, idx):
         v = xs[k](*idx)
@@ -243,7 +261,7 @@ def _concat(spec: KernelSpec):
         return out
 
     y = te.compute(spec.out_shape, f, name="out")
-    return xs + [y]
+    return bufs + [y]
 
 
 def _gather(spec: KernelSpec):

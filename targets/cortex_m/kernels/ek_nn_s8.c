@@ -231,7 +231,7 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
-    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + g.runbuf_bytes;
+    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.blocks + g.runbuf_bytes;
 }
 
 static int ek__conv_check(const ek_conv_params_t *p)
@@ -377,47 +377,66 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(co
 /* Pixels pix0 .. pix0+n-1 (row-major over the output window) into the tile. Pair j occupies pair_bytes:
  * k_pairs x {pixel 0 pair, pixel 1 pair}, then the two pixels' byte offsets in the output. An odd last pixel is
  * duplicated (its result is then stored twice, to the same place). */
+typedef struct {
+    int32_t oy, ox;   /* output position */
+    int32_t iy, ix;   /* input position of its first kernel tap (may be in the padding) */
+    int32_t in_off;   /* iy * in_row_stride + ix * in_c */
+    int32_t out_off;  /* oy * out_row_stride + ox * out_c */
+} ek__pix_t;
+
+static inline void ek__pix_next(const ek_conv_params_t *p, ek__pix_t *q)
+{
+    if (++q->ox < p->out_w) {
+        q->ix += p->stride_w;
+        q->in_off += p->stride_w * p->in_c;
+        q->out_off += p->out_c;
+        return;
+    }
+    q->ox = 0;
+    q->oy++;
+    q->iy += p->stride_h;
+    q->ix = -p->pad_left;
+    q->in_off = q->iy * p->in_row_stride + q->ix * p->in_c;
+    q->out_off = q->oy * p->out_row_stride;
+}
+
 static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, uint32_t *tile,
                             int32_t pix0, int32_t n, int8_t *runbuf, const int8_t *zp_run)
 {
     const int32_t pw = g->pair_bytes / 4;
-    const int is_1x1 = p->kernel_h == 1 && p->kernel_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
-                       p->pad_bottom == 0 && p->pad_right == 0;
+    const int no_pad = p->pad_top == 0 && p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0;
+    const int is_1x1 = p->kernel_h == 1 && p->kernel_w == 1 && no_pad;
     const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
     const int32_t span_h = (p->kernel_h - 1) * p->dilation_h + 1;
-    int32_t oy = pix0 / p->out_w, ox = pix0 % p->out_w;
-    for (int32_t i = 0; i < n; i += 2) {
-        int32_t oy1 = oy, ox1 = ox;
-        if (i + 1 < n && ++ox1 == p->out_w) {
-            ox1 = 0;
-            oy1++;
+    ek__pix_t a;
+    a.oy = pix0 / p->out_w;
+    a.ox = pix0 - a.oy * p->out_w;
+    a.iy = a.oy * p->stride_h - p->pad_top;
+    a.ix = a.ox * p->stride_w - p->pad_left;
+    a.in_off = a.iy * p->in_row_stride + a.ix * p->in_c;
+    a.out_off = a.oy * p->out_row_stride + a.ox * p->out_c;
+    for (int32_t i = 0; i < n; i += 2, tile += pw) {
+        ek__pix_t b = a;
+        if (i + 1 < n) {
+            ek__pix_next(p, &b);
         }
-        uint32_t *dst = tile + (i / 2) * pw;
+        uint32_t *dst = tile;
         if (is_1x1) { /* one run: the input pixel itself */
-            const int8_t *s0 = in + oy * p->stride_h * p->in_row_stride + ox * p->stride_w * p->in_c;
-            const int8_t *s1 = in + oy1 * p->stride_h * p->in_row_stride + ox1 * p->stride_w * p->in_c;
-            dst = ek__cvt_pair(s0, s1, p->in_c, off2, dst);
+            dst = ek__cvt_pair(in + a.in_off, in + b.in_off, p->in_c, off2, dst);
+        } else if (p->dilation_w == 1 && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
+                   a.ix + p->kernel_w <= p->in_w && b.ix + p->kernel_w <= p->in_w) {
+            dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
-            const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-            const int32_t iy1 = oy1 * p->stride_h - p->pad_top, ix1 = ox1 * p->stride_w - p->pad_left;
-            if (p->dilation_w == 1 && iy0 >= 0 && iy1 + span_h <= p->in_h && ix0 >= 0 && ix1 >= 0 &&
-                ix0 + p->kernel_w <= p->in_w && ix1 + p->kernel_w <= p->in_w) {
-                dst = ek__im2col_pair_inside(p, g, in + iy0 * p->in_row_stride + ix0 * p->in_c,
-                                             in + iy1 * p->in_row_stride + ix1 * p->in_c, off2, dst);
-            } else for (int32_t r = 0; r < g->runs; r++) {
-                const int8_t *s0 = ek__run_src(p, g, in, iy0, ix0, r, runbuf, zp_run);
-                const int8_t *s1 = ek__run_src(p, g, in, iy1, ix1, r, runbuf + g->runbuf_bytes / 3, zp_run);
+            for (int32_t r = 0; r < g->runs; r++) {
+                const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
+                const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf + g->runbuf_bytes / 3, zp_run);
                 dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
             }
         }
-        dst[0] = (uint32_t)(oy * p->out_row_stride + ox * p->out_c);
-        dst[1] = (uint32_t)(oy1 * p->out_row_stride + ox1 * p->out_c);
-        oy = oy1;
-        ox = ox1;
-        if (++ox == p->out_w) {
-            ox = 0;
-            oy++;
-        }
+        dst[0] = (uint32_t)a.out_off;
+        dst[1] = (uint32_t)b.out_off;
+        a = b;
+        ek__pix_next(p, &a);
     }
 }
 
@@ -616,7 +635,8 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     uint32_t *tile = (uint32_t *)scratch;
     uint32_t *wcache = tile + g.tile_bytes / 4;
     int32_t *accbuf = (int32_t *)(wcache + g.wcache_bytes / 4);
-    int8_t *runbuf = (int8_t *)(accbuf + g.accbuf_bytes / 4);
+    int32_t *bias8 = accbuf + g.accbuf_bytes / 4;
+    int8_t *runbuf = (int8_t *)(bias8 + 8 * g.blocks);
     int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
     memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
     const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
@@ -630,11 +650,27 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache + b * w16_block_words);
         }
     }
+    for (int32_t c = 0; c < 4 * g.blocks; c++) { /* per block: its 4 biases twice (the two pixels' accumulators) */
+        const int32_t v = (p->bias && c < p->out_c) ? p->bias[c] : 0;
+        bias8[(c >> 2) * 8 + (c & 3)] = bias8[(c >> 2) * 8 + 4 + (c & 3)] = v;
+    }
+#if EK_NN_DSP
+    ek__gemm_args_t a;
+    a.entry = 0;
+    a.upper4 = ek__bytes4(rq.upper);
+    a.back4 = ek__bytes4(rq.back);
+    a.accbuf = accbuf;
+    a.skip = (uint32_t)g.skip;
+#endif
     const int32_t npix = p->out_h * p->out_w;
     for (int32_t pix0 = 0; pix0 < npix; pix0 += p->tile_pixels) {
         const int32_t n = npix - pix0 < p->tile_pixels ? npix - pix0 : p->tile_pixels;
         const int32_t npairs = (n + 1) / 2;
         ek__im2col_tile(p, &g, input, tile, pix0, n, runbuf, zp_run);
+#if EK_NN_DSP
+        a.act = tile;
+        a.act_end = tile + npairs * (g.pair_bytes / 4);
+#endif
         for (int32_t b = 0; b < g.blocks; b++) {
             const uint32_t *w16 = wcache;
             if (cache_all) {
@@ -642,32 +678,20 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             } else {
                 ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache);
             }
-            int32_t bias8[8];
-            for (int32_t c = 0; c < 4; c++) {
-                const int32_t ch = 4 * b + c;
-                bias8[c] = bias8[4 + c] = (p->bias && ch < p->out_c) ? p->bias[ch] : 0;
-            }
 #if EK_NN_DSP
-            ek__gemm_args_t a;
-            a.act = tile;
-            a.act_end = tile + npairs * (g.pair_bytes / 4);
             a.w_start = w16;
-            a.entry = 0;
             a.w_end = w16 + w16_block_words;
-            a.bias8 = bias8;
+            a.bias8 = bias8 + 8 * b;
             a.qtab = p->requant + 16 * b;
-            a.upper4 = ek__bytes4(rq.upper);
-            a.back4 = ek__bytes4(rq.back);
             a.out = output + 4 * b;
-            a.accbuf = accbuf;
-            a.skip = (uint32_t)g.skip;
             if (rq.fast && b < g.full_blocks) {
                 ek__conv_gemm_2x4_fast(&a);
                 continue;
             }
+            a.accbuf = accbuf;
             ek__conv_gemm_2x4_raw(&a);
 #else
-            ek__conv_gemm_portable(tile, npairs, &g, w16, bias8, accbuf);
+            ek__conv_gemm_portable(tile, npairs, &g, w16, bias8 + 8 * b, accbuf);
 #endif
             ek__conv_store_raw(p, &g, &rq, tile, npairs, b, accbuf, output);
         }
@@ -1100,19 +1124,24 @@ __asm__(
     "   .popsection\n");
 #endif
 
-/* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. */
+/* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
+ * are written; the caller zeroes the ring once, so the pure-padding words stay 0. */
 static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const int8_t *in, int32_t c0,
                              int32_t nc, int32_t pr, uint32_t *ring)
 {
-    const int32_t slot = pr % g->slots, rw = g->row_words, C = p->in_c;
+    const int32_t rw = g->row_words, C = p->in_c, pl = p->pad_left, iw = p->in_w;
     uint32_t *rows[4];
-    for (int32_t ch = 0; ch < 4; ch++) {
-        rows[ch] = ring + (ch * g->slots + slot) * rw;
+    rows[0] = ring + (pr % g->slots) * rw;
+    for (int32_t ch = 1; ch < 4; ch++) {
+        rows[ch] = rows[ch - 1] + g->slots * rw;
     }
+    /* word j holds plane columns 2j, 2j+1 = input columns 2j - pad_left, 2j + 1 - pad_left */
+    const int32_t j_first = pl / 2;
+    const int32_t j_end = (pl + iw + 1) / 2 < rw ? (pl + iw + 1) / 2 : rw;
     const int32_t iy = pr - p->pad_top;
     if ((uint32_t)iy >= (uint32_t)p->in_h) {
         for (int32_t ch = 0; ch < nc; ch++) {
-            for (int32_t j = 0; j < rw; j++) {
+            for (int32_t j = j_first; j < j_end; j++) {
                 rows[ch][j] = 0;
             }
         }
@@ -1121,40 +1150,40 @@ static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
     const int8_t *row = in + iy * p->in_row_stride + c0;
     const int32_t off = p->input_offset;
     const uint32_t off2 = ek__pack16(off, off);
-    /* word j holds columns 2j, 2j+1 = input columns 2j - pad_left, 2j + 1 - pad_left */
-    int32_t j_lo = (p->pad_left + 1) / 2;           /* first word with both columns inside the input */
-    int32_t j_hi = (p->in_w + p->pad_left) / 2;     /* one past the last such word */
-    if (j_hi > rw) {
-        j_hi = rw;
-    }
-    if (nc < 4 || j_hi < j_lo) {
-        j_lo = j_hi = 0; /* everything through the element path */
-    }
-    for (int32_t j = 0; j < rw; j++) {
-        if (j == j_lo && j < j_hi) {
-            const int8_t *src = row + (2 * j - p->pad_left) * C;
-#if EK_NN_DSP
-            const ek__dw_build_args_t ba = {src, C, off2, rows[0] + j, rows[1] + j, rows[2] + j, rows[3] + j,
-                                            j_hi - j};
-            ek__dw_build4(&ba);
-            j = j_hi;
-#endif
-            for (; j < j_hi; j++, src += 2 * C) {
-                const uint32_t x0 = ek__read_u32(src), x1 = ek__read_u32(src + C);
-                const uint32_t a02 = ek__sxtab16(off2, x0), a13 = ek__sxtab16_ror8(off2, x0);
-                const uint32_t b02 = ek__sxtab16(off2, x1), b13 = ek__sxtab16_ror8(off2, x1);
-                rows[0][j] = (a02 & 0xFFFFu) | (b02 << 16);
-                rows[2][j] = (a02 >> 16) | (b02 & 0xFFFF0000u);
-                rows[1][j] = (a13 & 0xFFFFu) | (b13 << 16);
-                rows[3][j] = (a13 >> 16) | (b13 & 0xFFFF0000u);
-            }
-            if (j == rw) {
-                break;
+    const int32_t j_lo = (pl + 1) / 2;                         /* first word with both columns in the input */
+    const int32_t j_hi = (pl + iw) / 2 < rw ? (pl + iw) / 2 : rw; /* one past the last such word */
+    if (nc == 4 && j_lo < j_hi) {
+        if (pl & 1) { /* (padding, input column 0) */
+            for (int32_t ch = 0; ch < 4; ch++) {
+                rows[ch][j_lo - 1] = ek__pack16(0, row[ch] + off);
             }
         }
-        const int32_t ix0 = 2 * j - p->pad_left, ix1 = ix0 + 1;
-        const int v0 = (uint32_t)ix0 < (uint32_t)p->in_w && 2 * j < g->plane_w;
-        const int v1 = (uint32_t)ix1 < (uint32_t)p->in_w && 2 * j + 1 < g->plane_w;
+        const int8_t *src = row + (2 * j_lo - pl) * C;
+#if EK_NN_DSP
+        const ek__dw_build_args_t ba = {src, C, off2, rows[0] + j_lo, rows[1] + j_lo, rows[2] + j_lo, rows[3] + j_lo,
+                                        j_hi - j_lo};
+        ek__dw_build4(&ba);
+#else
+        for (int32_t j = j_lo; j < j_hi; j++, src += 2 * C) {
+            const uint32_t x0 = ek__read_u32(src), x1 = ek__read_u32(src + C);
+            const uint32_t a02 = ek__sxtab16(off2, x0), a13 = ek__sxtab16_ror8(off2, x0);
+            const uint32_t b02 = ek__sxtab16(off2, x1), b13 = ek__sxtab16_ror8(off2, x1);
+            rows[0][j] = (a02 & 0xFFFFu) | (b02 << 16);
+            rows[2][j] = (a02 >> 16) | (b02 & 0xFFFF0000u);
+            rows[1][j] = (a13 & 0xFFFFu) | (b13 << 16);
+            rows[3][j] = (a13 >> 16) | (b13 & 0xFFFF0000u);
+        }
+#endif
+        if (((pl + iw) & 1) && j_hi < rw) { /* (input column in_w - 1, padding) */
+            for (int32_t ch = 0; ch < 4; ch++) {
+                rows[ch][j_hi] = ek__pack16(row[(iw - 1) * C + ch] + off, 0);
+            }
+        }
+        return;
+    }
+    for (int32_t j = j_first; j < j_end; j++) {
+        const int32_t ix0 = 2 * j - pl, ix1 = ix0 + 1;
+        const int v0 = (uint32_t)ix0 < (uint32_t)iw, v1 = (uint32_t)ix1 < (uint32_t)iw;
         for (int32_t ch = 0; ch < nc; ch++) {
             const int32_t e0 = v0 ? row[ix0 * C + ch] + off : 0;
             const int32_t e1 = v1 ? row[ix1 * C + ch] + off : 0;
@@ -1283,6 +1312,72 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
 #undef EK_DW_OUT
 }
 
+#if EK_NN_DSP
+/* 3x3, stride 1, dilation 1, fast requant: the asm row kernel, with everything per channel prepared once per group
+ * of 4 channels and the ring's pure-padding words zeroed once. */
+static void ek__dw3x3s1_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, const ek__rq_t *rq,
+                             const int8_t *input, int8_t *output, uint32_t *ring)
+{
+    const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, S = g->slots;
+    const size_t ring_words = (size_t)4 * (size_t)S * (size_t)rw;
+    for (int32_t c0 = 0; c0 < C; c0 += 4) {
+        const int32_t nc = C - c0 < 4 ? C - c0 : 4;
+        ek__dw3_args_t da[4];
+        for (int32_t ch = 0; ch < nc; ch++) {
+            const int32_t c = c0 + ch;
+            const int8_t *wq = p->weights + 9 * c;
+            const int32_t *q = p->requant + 4 * c;
+            ek__dw3_args_t *d = &da[ch];
+            d->stride = C;
+            d->bias = p->bias ? p->bias[c] : 0;
+            d->mult = q[0];
+            d->add = q[1];
+            d->shift = q[2];
+            d->upper4 = ek__bytes4(rq->upper);
+            d->back4 = ek__bytes4(rq->back);
+            for (int32_t r = 0; r < 3; r++) {
+                d->w[2 * r] = ek__pack16(wq[3 * r], wq[3 * r + 1]);
+                d->w[2 * r + 1] = ek__pack16(wq[3 * r + 1], wq[3 * r + 2]);
+            }
+        }
+        for (size_t i = 0; i < ring_words; i++) {
+            ring[i] = 0;
+        }
+        int32_t next_row = 0;
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            for (int32_t pr = next_row > oy ? next_row : oy; pr < oy + 3; pr++) {
+                ek__dw_build_row(p, g, input, c0, nc, pr, ring);
+            }
+            next_row = oy + 3;
+            const int32_t s0 = oy % 3, s1 = s0 == 2 ? 0 : s0 + 1, s2 = s1 == 2 ? 0 : s1 + 1;
+            int8_t *orow = output + oy * p->out_row_stride;
+            for (int32_t ch = 0; ch < nc; ch++) {
+                ek__dw3_args_t *d = &da[ch];
+                const uint32_t *base = ring + ch * S * rw;
+                d->r0 = base + s0 * rw;
+                d->r1 = base + s1 * rw;
+                d->r2 = base + s2 * rw;
+                d->out = orow + c0 + ch;
+                d->out_end = d->out + n4 * C;
+                if (n4) {
+                    ek__dw3x3s1_row(d);
+                }
+                for (int32_t ox = n4; ox < ow; ox++) { /* the last 1-3 outputs */
+                    const uint32_t *rr[3] = {d->r0 + ox / 2, d->r1 + ox / 2, d->r2 + ox / 2};
+                    int32_t acc = d->bias;
+                    for (int32_t r = 0; r < 3; r++) {
+                        for (int32_t kx = 0; kx < 3; kx++) {
+                            acc += ek__elem16(rr[r], (ox & 1) + kx) * p->weights[9 * (c0 + ch) + 3 * r + kx];
+                        }
+                    }
+                    orow[ox * C + c0 + ch] = ek__requant(rq, acc, p->requant + 4 * (c0 + ch));
+                }
+            }
+        }
+    }
+}
+#endif
+
 int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     int err = ek__conv_check(p);
@@ -1301,9 +1396,20 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     const int32_t khw = p->kernel_h * p->kernel_w;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+#if EK_NN_DSP
+    if (rq.fast && p->kernel_h == 3 && p->kernel_w == 3 && p->stride_w == 1 && p->dilation_h == 1 &&
+        p->dilation_w == 1) {
+        ek__dw3x3s1_fast(p, &g, &rq, input, output, ring);
+        return EK_NN_OK;
+    }
+#endif
+    const size_t ring_words = (size_t)4 * (size_t)g.slots * (size_t)g.row_words;
     for (int32_t c0 = 0; c0 < p->in_c; c0 += 4) {
         const int32_t nc = p->in_c - c0 < 4 ? p->in_c - c0 : 4;
         int32_t next_row = 0; /* first plane row not yet in the ring */
+        for (size_t i = 0; i < ring_words; i++) {
+            ring[i] = 0;
+        }
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t first = oy * p->stride_h, end = first + g.slots;
             for (int32_t pr = next_row > first ? next_row : first; pr < end; pr++) {
