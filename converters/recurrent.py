@@ -92,7 +92,27 @@ def _accuracy(module: nn.Module, x: np.ndarray | None, y: np.ndarray | None, bat
     return float((logits.argmax(-1).numpy() == y).mean())
 
 
-def _swap_grus(module: nn.Module, thresholds, **egru_options) -> list[str]:
+class _BlendedEGRU(EGRU):
+    """An EGRU that, while fine-tuning, moves from the GRU it was made from to the EGRU: with ``blend`` = b,
+
+        y_t = b · ĉ_t ⊙ e_t + (1 − b) · ĉ_t        c_t = ĉ_t − b · ϑ ⊙ e_t
+
+    b = 0 is exactly the GRU (h = ĉ, no threshold, no reset), b = 1 exactly the EGRU. Ramping b up lets fine-tuning
+    follow the network from where the GRU's training left it instead of restarting from the EGRU's first, much worse
+    point (the one-sided events drop every negative GRU state)."""
+
+    blend = 1.0
+
+    def _step(self, gi, y, c):
+        y_events, c_reset, e = super()._step(gi, y, c)
+        if self.blend >= 1.0:
+            return y_events, c_reset, e
+        c_hat = c_reset + self.threshold * e
+        b = self.blend
+        return b * y_events + (1 - b) * c_hat, c_hat - b * self.threshold * e, e
+
+
+def _swap_grus(module: nn.Module, thresholds, cls: type = EGRU, **egru_options) -> list[str]:
     """Replace every nn.GRU in ``module`` (in place) by an EGRU with its weights; returns their names."""
     swapped = []
     for name, child in list(module.named_modules()):
@@ -106,16 +126,29 @@ def _swap_grus(module: nn.Module, thresholds, **egru_options) -> list[str]:
         if thr.ndim and thr.shape != (child.hidden_size,):
             raise UsageError(f"layer '{name}': thresholds has shape {thr.shape}; give one float or "
                              f"{child.hidden_size} values (one per unit)")
-        egru = EGRU.from_gru(child, thr, **egru_options)
+        egru = cls.from_gru(child, thr, **egru_options)
         parent_name, _, attr = name.rpartition(".")
         setattr(module.get_submodule(parent_name) if parent_name else module, attr, egru)
         swapped.append(name)
     return swapped
 
 
+def _unblend(module: nn.Module) -> None:
+    """Replace every _BlendedEGRU in ``module`` (in place) by a plain EGRU with the same parameters."""
+    for name, child in list(module.named_modules()):
+        if isinstance(child, _BlendedEGRU):
+            plain = EGRU(child.input_size, child.hidden_size, child.threshold.detach(), batch_first=child.batch_first,
+                         bias=child.bias_ih is not None, pseudo_derivative_width=child.pseudo_derivative_width,
+                         dampening=child.dampening, trainable_threshold=child.threshold.requires_grad)
+            plain.load_state_dict(child.state_dict())
+            parent_name, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent_name) if parent_name else module, attr, plain)
+
+
 def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1, fine_tune_epochs: int = 20,
             learning_rate: float = 2e-3, batch_size: int = 32, activity_weight: float = 0.5,
-            min_threshold: float = 0.01, pseudo_derivative_width: float = 0.5, dampening: float = 0.3,
+            blend_epochs: float = 0.0, min_threshold: float = 0.01, pseudo_derivative_width: float = 0.5,
+            dampening: float = 0.3,
             clip_grad_norm: float = 1.0, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
             seed: int = 0, log: Callable[[str], None] | None = None) -> Model:
     """A trained GRU model as an event-based GRU model (Subramoney et al., ICLR 2023), fine-tuned for sparse activity.
@@ -127,6 +160,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
         cross-entropy + activity_weight · (mean event rate of the EGRU layers)
 
     where events get gradients through the pseudo-derivative; thresholds are trained too and kept ≥ ``min_threshold``.
+    With ``blend_epochs`` > 0 the layer starts as the GRU and becomes the EGRU linearly over that many epochs (see
+    :class:`_BlendedEGRU`), which keeps fine-tuning near the trained GRU; the result is always a plain EGRU.
     ``augment(x_batch, generator)`` may transform each training batch (e.g. random shifts). Deterministic for a
     ``seed`` on one thread.
 
@@ -142,7 +177,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     log = log or (lambda message: None)
     torch.manual_seed(seed)
     module = copy.deepcopy(model.module).eval()
-    swapped = _swap_grus(module, thresholds, pseudo_derivative_width=pseudo_derivative_width, dampening=dampening)
+    swapped = _swap_grus(module, thresholds, cls=_BlendedEGRU if fine_tune_epochs > 0 and blend_epochs > 0 else EGRU,
+                         pseudo_derivative_width=pseudo_derivative_width, dampening=dampening)
     if not swapped:
         raise UsageError(f"model '{model.name}' has no nn.GRU layer to convert to an EGRU")
     layers = [m for _, m in _egru_layers(module)]
@@ -161,6 +197,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
         targets = torch.from_numpy(np.asarray(model.train_y, np.int64))
         optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=0.0)
         steps = fine_tune_epochs * math.ceil(len(inputs) / batch_size)
+        blend_steps = blend_epochs * math.ceil(len(inputs) / batch_size)
+        step = 0
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         shuffle = torch.Generator().manual_seed(seed)
         for layer in layers:
@@ -171,6 +209,9 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
                 total_loss = total_rate = 0.0
                 for batch in torch.randperm(len(inputs), generator=shuffle).split(batch_size):
                     x = inputs[batch] if augment is None else augment(inputs[batch], shuffle)
+                    for layer in layers:
+                        layer.blend = min(1.0, step / blend_steps) if blend_steps > 0 else 1.0
+                    step += 1
                     optimizer.zero_grad()
                     logits = module(x)
                     rate = torch.stack([layer.last_events.mean() for layer in layers]).mean()
@@ -192,6 +233,9 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
             for layer in layers:
                 layer.record_events = False
                 layer.last_events = None
+                layer.blend = 1.0
+        _unblend(module)
+        layers = [m for _, m in _egru_layers(module)]
     module.eval()
 
     accuracy, sparsity_after = _accuracy(module, model.test_x, model.test_y), sparsity(model.test_x)
@@ -199,7 +243,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
         "layers": swapped,
         "initial_thresholds": np.asarray(thresholds, np.float32).tolist(),
         "mean_threshold": float(torch.cat([m.threshold.detach() for m in layers]).mean()),
-        "fine_tune_epochs": fine_tune_epochs, "learning_rate": learning_rate, "activity_weight": activity_weight,
+        "fine_tune_epochs": fine_tune_epochs, "blend_epochs": blend_epochs, "learning_rate": learning_rate,
+        "activity_weight": activity_weight,
         "pseudo_derivative": {"width": pseudo_derivative_width, "dampening": dampening},
         "source_accuracy": source_accuracy,
         "accuracy_before_fine_tune": accuracy_before, "activity_sparsity_before_fine_tune": sparsity_before,

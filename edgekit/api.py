@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgekit import report as reporting
-from edgekit.errors import DataError, EdgekitError, InterruptedError_, ShapeError, UsageError
+from edgekit.errors import DataError, DoesNotFitError, EdgekitError, InterruptedError_, ShapeError, UsageError
 from edgekit.estimate import Estimate, estimate as _estimate, fit_check
 from edgekit.model import Model
 from edgekit.targets import CompileOptions, get_profile, target_module
@@ -139,9 +139,35 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
+def fit_advice(model, profile, opts: CompileOptions, est: Estimate) -> str:
+    """Which options would help a model that does not fit, with estimates where they are cheap to get."""
+    tips = []
+    if profile.kind == "mcu":
+        if opts.quantize is None:
+            try:
+                e8, fits8, _ = estimate(model, profile.name, dataclasses.replace(opts, quantize="int8"))
+                tips.append(f"--quantize int8 (estimate: flash {e8.flash_bytes:,} B, SRAM {e8.peak_sram_bytes:,} B"
+                            f"{', fits' if fits8 else ''})")
+            except EdgekitError:
+                pass
+        if est.peak_sram_bytes > profile.sram_bytes.value and str(opts.patch) == "off":
+            tips.append("--patch auto (patch-based inference of the first layers)")
+    tips.append("--allow-oversize to build anyway")
+    return "; try " + " or ".join(tips)
+
+
+def _fit_error(model, profile, opts, est, reasons) -> DoesNotFitError:
+    over = [r for r in reasons if "over" in r]
+    return DoesNotFitError(f"model '{model.name}' does not fit {profile.name}: " + "; ".join(over)
+                           + fit_advice(model, profile, opts, est))
+
+
 def compile(model, target: str, out: str | Path, options: CompileOptions | None = None, *, force: bool = False,
             **kw) -> Artifact:
-    """Build ``model`` for ``target`` into the folder ``out``; returns the Artifact (report included)."""
+    """Build ``model`` for ``target`` into the folder ``out``; returns the Artifact (report included).
+
+    A model whose estimate does not fit the device's memories raises DoesNotFitError before anything is built
+    (unless ``allow_oversize``)."""
     opts = _options(options, **kw)
     profile = get_profile(target)
     out = Path(out)
@@ -149,6 +175,11 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
         raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
     m = prepare(model, opts)
     mod = target_module(profile)
+    if not opts.allow_oversize and hasattr(mod, "estimate"):
+        est0 = mod.estimate(m, profile, opts)
+        fits0, reasons0 = fit_check(est0, profile)
+        if not fits0:
+            raise _fit_error(m, profile, opts, est0, reasons0)
     with staged_output(out, force) as tmp:
         result = mod.build(m, profile, tmp, opts)
         est = result.build.pop("estimate", None)

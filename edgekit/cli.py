@@ -178,12 +178,17 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                                                      "conv/linear) or tvm (TVM's C kernels only)."),
             max_patch_overhead: float = typer.Option(0.20, help="Cortex-M: largest extra MAC fraction patching "
                                                                 "may cost."),
+            allow_oversize: bool = typer.Option(False, "--allow-oversize", help="Build even if the model does not "
+                                                "fit the device (the report says by how much)."),
             force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
     """Build MODEL for a target into OUT (sources, binaries, report.json, report.html)."""
+    import dataclasses
+
     from edgekit import api
 
     out = out or Path("build") / f"{Path(model).stem}-{target}"
     opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead)
+    opts = dataclasses.replace(opts, allow_oversize=allow_oversize)
     art = api.compile(model, target, out, opts, force=force)
     est = art.report["estimate"]
     out_console.print(f"[bold]{art.report['model']['name']}[/] → [bold]{target}[/] ({art.report['dtype']}): "
@@ -273,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except typer.Abort:
         return 1
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # command-line usage errors and the like
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # typer's (click's) usage errors
             err_console.print(f"edgekit: error: {e.format_message()}", markup=False, soft_wrap=True)
             return 2
         if _state["debug"]:

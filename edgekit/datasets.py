@@ -45,8 +45,40 @@ def digits(split_seed: int = 0) -> DigitsData:
     return DigitsData(*(a.copy() for a in _digits_split(split_seed)))
 
 
+def _cache_file(split_seed: int):
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekit"
+    return root / f"digits-split{split_seed}.npz"
+
+
 @lru_cache(maxsize=4)
 def _digits_split(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Importing scikit-learn costs seconds; the split it makes is kept in a cache file after the first time.
+    cache = _cache_file(split_seed)
+    try:
+        with np.load(cache) as z:
+            arrays = tuple(np.ascontiguousarray(z[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+        for a in arrays:
+            a.setflags(write=False)
+        return arrays
+    except (OSError, KeyError, ValueError):
+        pass
+    arrays = _split_with_sklearn(split_seed)
+    try:
+        import os
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # no writable cache: still correct, only slower next time
+    return arrays
+
+
+def _split_with_sklearn(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -35,6 +35,7 @@ class CompileOptions:
     kernels: str = "auto"                # Cortex-M: "auto" (edgekit DSP kernels where they apply) | "tvm"
     max_patch_overhead: float = 0.20     # limit on extra MACs from patch halos
     run_firmware: bool = True            # build the emulator image as well
+    allow_oversize: bool = False         # build even when the estimate does not fit the device (report says so)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

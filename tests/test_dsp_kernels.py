@@ -52,9 +52,9 @@ def _conv_case(rng, name, h, w, cin, cout, k, *, stride=1, dilation=1, padding=0
     if zero_channel:
         mult[0], shift[0] = 0, 1
     act_min, act_max = _act(act, out_zp)
-    common = dict(x_zp=x_zp, mult=mult, shift=shift, out_zp=out_zp, act_min=act_min, act_max=act_max,
-                  stride=stride, dilation=dilation, padding=padding)
-    ref = intref.conv2d(x, wt, b, groups=cin if depthwise else 1, **common)
+    common = dict(x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max, stride=stride, dilation=dilation,
+                  padding=padding)
+    ref = intref.conv2d(x, wt, b, mult=mult, shift=shift, groups=cin if depthwise else 1, **common)
     in_rs = w * cin + in_extra
     out_rs = ref.shape[1] * cout + out_extra
     pack = kp.pack_depthwise_conv2d if depthwise else kp.pack_conv2d
@@ -229,6 +229,6 @@ def test_reference_fully_connected_matches_float_within_one_lsb():
     x_scale, x_zp, out_scale, out_zp = 0.03, -3, 0.08, 11
     mult, shift = qmath.quantize_multipliers(x_scale * w_scale / out_scale)
     got = intref.fully_connected(x_q, w_q, b_q, x_zp=x_zp, mult=mult, shift=shift, out_zp=out_zp)
-    y = ((x_q - x_zp) * x_scale) @ (w_q * w_scale[:, None]).T + b_q * x_scale * w_scale
+    y = ((x_q.astype(np.float64) - x_zp) * x_scale) @ (w_q * w_scale[:, None]).T + b_q * x_scale * w_scale
     want = np.clip(np.round(y / out_scale) + out_zp, -128, 127)
     assert np.abs(got.astype(int) - want).max() <= 1

@@ -74,7 +74,7 @@ def _shape_only_qgraph(graph):
 def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None):
     """The planned program, with the patch-based schedule the options ask for (auto: only where it lowers the
     arena). ``prog.schedule`` holds the decision for the report."""
-    from converters.patch import schedule as patch_schedule
+    from edgekit.converters.patch import schedule as patch_schedule
     from edgekit.targets.cortex_m.program import build_program, check_supported
 
     dtype = _dtype(options)
