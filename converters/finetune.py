@@ -1,8 +1,8 @@
 """The short training loop that converters share (gradual pruning, quantization-aware training).
 
 Where it sits: inside converters. A converter that changes weights (prune, qat) fine-tunes the network afterwards or
-while it changes it. This loop is deliberately plain: cross-entropy on (x, y), Adam, shuffled mini-batches, gradient-norm
-clipping, and a callback after every optimizer step (where pruning updates its masks). It shows a progress bar when
+while it changes it. This loop is deliberately plain: cross-entropy on (x, y), Adam with a cosine-decayed learning rate,
+shuffled mini-batches, gradient-norm clipping, and a callback after every optimizer step (where pruning updates its masks). It shows a progress bar when
 stderr is a terminal.
 
 Training data comes from, in this order: what the caller passes (``dataset=(x, y)``), else the model's own
@@ -19,6 +19,9 @@ from torch import nn
 
 from edgekit.errors import DataError, ShapeError
 from edgekit.model import Model
+
+# Below this many parameters one thread trains faster than several (thread hand-offs cost more than tiny kernels).
+SMALL_MODEL_PARAMS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,14 @@ def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSe
     """
     inputs, targets = torch.from_numpy(np.array(x, np.float32)), torch.from_numpy(np.array(y, np.int64))
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.steps(len(inputs))))
     shuffle = torch.Generator().manual_seed(settings.seed)
     loss_fn = nn.CrossEntropyLoss()
     losses: list[float] = []
     bar, task = _progress_bar(progress, description, settings.steps(len(inputs)))
+    threads = torch.get_num_threads()
+    if sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)
     try:
         for _ in range(settings.epochs):
             module.train()
@@ -81,6 +88,7 @@ def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSe
                 if settings.clip_grad_norm:
                     nn.utils.clip_grad_norm_(module.parameters(), settings.clip_grad_norm)
                 optimizer.step()
+                schedule.step()
                 total += loss.item() * len(batch)
                 if step_callback is not None:
                     step_callback()
@@ -90,6 +98,7 @@ def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSe
     finally:
         if bar is not None:
             bar.stop()
+        torch.set_num_threads(threads)
         module.eval()
     return losses
 

@@ -34,6 +34,10 @@ def require_toolchain() -> None:
 def _run(cmd: list[str], cwd: Path, what: str) -> str:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
+        over = re.search(r"region `(\w+)' overflowed by (\d+) bytes", proc.stderr)
+        if over:
+            raise ToolchainError(f"{what}: the firmware is {int(over[2]):,} B too large for the emulated board's "
+                                 f"{over[1]} memory; quantize (--quantize int8) or shrink the model")
         first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
         raise ToolchainError(f"{what} failed in {cwd}: {first.strip()}")
     return proc.stdout
