@@ -48,6 +48,18 @@ class QuantParams:
     per_channel: bool = True
     notes: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        """Plain JSON data (what ``edgekit convert`` stores inside the .pt2); :meth:`from_json` reads it back."""
+        return {"activations": {k: [float(q.scale), int(q.zero_point)] for k, q in self.activations.items()},
+                "weight_scales": {k: [float(v) for v in np.asarray(s).ravel()] for k, s in self.weight_scales.items()},
+                "observer": self.observer, "per_channel": bool(self.per_channel), "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "QuantParams":
+        return cls({k: TensorQ(float(s), int(z)) for k, (s, z) in data["activations"].items()},
+                   {k: np.asarray(v, dtype=np.float64) for k, v in data["weight_scales"].items()},
+                   data.get("observer", "minmax"), bool(data.get("per_channel", True)), list(data.get("notes", [])))
+
 
 def qparams_from_range(lo: float, hi: float) -> TensorQ:
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
@@ -144,3 +156,23 @@ def quantize(model: Model, calib: np.ndarray | None = None, scheme: str = "int8"
     if model.module is None:
         new._graph = model.graph
     return new
+
+
+def int8_accuracy(model: Model, x: np.ndarray | None = None, y: np.ndarray | None = None) -> float | None:
+    """Accuracy of the integer-only int8 graph (``edgekit.qgraph.predict_int8``) of a quantized ``model``.
+
+    None when the model has no labelled test data, no quantization parameters, or layers without an int8 kernel.
+    """
+    from edgekit.errors import UnsupportedError
+    from edgekit.qgraph import lower, predict_int8
+
+    x = model.test_x if x is None else x
+    y = model.test_y if y is None else y
+    q = model.meta.get("quant")
+    if x is None or y is None or q is None:
+        return None
+    try:
+        qg = lower(model.deploy_graph, q)
+    except UnsupportedError:
+        return None
+    return float((predict_int8(qg, np.asarray(x, np.float32)).argmax(-1) == np.asarray(y)).mean())

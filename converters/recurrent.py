@@ -394,7 +394,7 @@ class StreamingModel(nn.Module):
             torch.export.save(torch.export.export(self, example), str(path))
         elif path.suffix == ".onnx":
             names = [s.name.replace(".", "_") for s in self.states]
-            torch.onnx.export(self, example, str(path), dynamo=True, external_data=False,
+            torch.onnx.export(self, example, str(path), dynamo=True, external_data=False, verbose=False,
                               input_names=["x_t"] + names, output_names=["y_t"] + [f"{n}_new" for n in names])
         else:
             raise UsageError(f"cannot export a streaming step to '{path.name}'; use a .pt2 or .onnx file name")

@@ -59,6 +59,8 @@ def _options(options: CompileOptions | None, **kw) -> CompileOptions:
         opts = dataclasses.replace(opts, quantize=None)
     if opts.prune is not None and not (0.0 <= opts.prune < 1.0):
         raise UsageError(f"--prune {opts.prune}: sparsity must be in [0, 1)")
+    if opts.observer not in ("minmax", "percentile", "mse"):
+        raise UsageError(f"--observer {opts.observer}: choose one of minmax, percentile, mse")
     if str(opts.patch) not in ("auto", "off") and not str(opts.patch).isdigit():
         raise UsageError(f"--patch {opts.patch}: use auto, off or a grid size such as 4")
     return opts
@@ -97,6 +99,55 @@ def prepare(model, options: CompileOptions) -> Model:
         from edgekit.converters import prune as _prune
 
         m = _prune(m, sparsity=options.prune)
+    return m
+
+
+def convert(model, out: str | Path, *, prune: float | None = None, structured: bool = False,
+            quantize: str | None = None, qat: bool = False, observer: str = "minmax", calib: str | None = None,
+            force: bool = False, prune_options: dict | None = None, qat_options: dict | None = None) -> Model:
+    """Prune and/or choose int8 parameters, then save the result as a ``.pt2`` (``edgekit convert``).
+
+    Pruning runs first (``converters.prune``), then quantization (``converters.quantize``, PTQ or QAT). The file is
+    a torch.export program; quantization parameters and pruning facts travel inside it (see
+    ``edgekit.loaders.save_pt2``) and ``Model.load(out)`` gives them back. Returns the converted Model.
+    """
+    from edgekit.converters.quantize import OBSERVERS
+    from edgekit.loaders import save_pt2
+
+    out = Path(out)
+    if out.suffix.lower() != ".pt2":
+        raise UsageError(f"-o {out}: edgekit convert writes a torch.export program; name it *.pt2")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
+    if quantize in ("none", "float32"):
+        quantize = None
+    if quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {quantize}: edgekit quantizes to int8 (or none)")
+    if qat and quantize is None:
+        raise UsageError("--qat fine-tunes for int8 quantization; add --quantize int8")
+    if observer not in OBSERVERS:
+        raise UsageError(f"--observer {observer}: choose one of {', '.join(OBSERVERS)}")
+    if prune is not None and not (0.0 <= prune < 1.0):
+        raise UsageError(f"--prune {prune}: sparsity must be in [0, 1)")
+    if structured and prune is None:
+        raise UsageError("--structured says how to prune; add --prune SPARSITY")
+    m = Model.load(model)
+    if calib:
+        m = dataclasses.replace(m, calib=load_calibration(calib, m))
+    if prune is not None:
+        from edgekit.converters.prune import prune as _prune
+
+        m = _prune(m, prune, structured=structured, **(prune_options or {}))
+    if quantize:
+        from edgekit.converters.quantize import quantize as _quantize
+
+        m = _quantize(m, observer=observer, mode="qat" if qat else "ptq", **(qat_options or {}))
+    tmp = out.parent / f".{out.name}.partial"
+    try:
+        save_pt2(m, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return m
 
 

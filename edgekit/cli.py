@@ -117,11 +117,11 @@ def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
     out_console.print(t)
 
 
-def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead):
+def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer="minmax"):
     from edgekit.targets import CompileOptions
 
     return CompileOptions(quantize=quantize, calib=calib, prune=prune, qat=qat, patch=patch, kernels=kernels,
-                          max_patch_overhead=max_patch_overhead)
+                          max_patch_overhead=max_patch_overhead, observer=observer)
 
 
 def _print_estimate(est, fits, reasons, target):
@@ -173,6 +173,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                                                           "default: the example's own."),
             prune: Optional[float] = typer.Option(None, help="Prune to this sparsity (0..1) before compiling."),
             qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning instead of PTQ."),
+            observer: str = typer.Option("minmax", help="int8 activation ranges: minmax, percentile or mse."),
             patch: str = typer.Option("auto", help="Cortex-M: patch-based schedule auto, off or grid size N."),
             kernels: str = typer.Option("auto", help="Cortex-M kernels: auto (edgekit DSP kernels for int8 "
                                                      "conv/linear) or tvm (TVM's C kernels only)."),
@@ -187,7 +188,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     from edgekit import api
 
     out = out or Path("build") / f"{Path(model).stem}-{target}"
-    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead)
+    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer)
     opts = dataclasses.replace(opts, allow_oversize=allow_oversize)
     art = api.compile(model, target, out, opts, force=force)
     est = art.report["estimate"]
@@ -199,6 +200,47 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     out_console.print(f"  fits: {'yes' if art.report['fits'] else 'no'} — " + "; ".join(art.report["fit_reasons"]))
     for n in art.report.get("notes", []):
         out_console.print(f"  note: {n}")
+
+
+@app.command()
+def convert(model: str = typer.Argument(..., help="Example name or .pt2 file."),
+            out: Path = typer.Option(..., "-o", "--out", help="The converted model, a .pt2 file."),
+            prune: Optional[float] = typer.Option(None, help="Prune to this sparsity (0..1): the fraction of "
+                                                              "conv/linear/recurrent weights set to zero."),
+            structured: bool = typer.Option(False, "--structured", help="With --prune: remove whole channels and "
+                                                                        "units instead (a smaller dense model)."),
+            quantize: Optional[str] = typer.Option(None, help="int8: choose int8 quantization parameters."),
+            qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning instead of PTQ."),
+            observer: str = typer.Option("minmax", help="Activation ranges: minmax, percentile or mse."),
+            calib: Optional[str] = typer.Option(None, help="Calibration inputs (.npy, or .npz with 'x'); "
+                                                          "default: the example's own."),
+            force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
+    """Prune and/or quantize MODEL and save it as a .pt2 (quantization parameters and pruning facts inside)."""
+    from edgekit import api
+    from edgekit.converters.quantize import int8_accuracy
+    from edgekit.model import Model
+
+    before = Model.load(model)
+    m = api.convert(before, out, prune=prune, structured=structured, quantize=quantize, qat=qat,
+                    observer=observer, calib=calib, force=force)
+    out_console.print(f"[bold]{m.name}[/] → wrote {out}")
+    acc = before.accuracy()
+    if acc is not None:
+        out_console.print(f"  float accuracy {acc:.2%} before, {m.accuracy():.2%} after")
+    facts = m.meta.get("pruning")
+    if facts:
+        kind = "structured, " if facts["structured"] else ""
+        out_console.print(f"  pruned ({kind}{facts['scope']}): {facts['nonzero_weights']:,} of "
+                          f"{facts['weights']:,} weights non-zero ({facts['weight_sparsity']:.1%} sparse), "
+                          f"{facts['nonzero_params']:,} non-zero parameters")
+        for n in facts.get("notes", []):
+            out_console.print(f"  note: {n}")
+    if "quant" in m.meta:
+        q = m.meta["quant"]
+        acc8 = int8_accuracy(m)
+        out_console.print(f"  int8 ({m.meta.get('quant_mode', 'ptq')}, {q.observer} observer): parameters for "
+                          f"{len(q.activations)} tensors" + (f", int8 accuracy {acc8:.2%}" if acc8 is not None
+                                                              else ""))
 
 
 @app.command()

@@ -1,10 +1,11 @@
-"""Turning what a user names (an example, a ``.pt2`` or ``.onnx`` file) into an ``edgekit.Model``.
+"""Turning what a user names (an example, a ``.pt2`` or ``.onnx`` file) into an ``edgekit.Model``, and back to ``.pt2``.
 
 Where it sits: the CLI's MODEL argument and ``Model.load`` end here. Every failure is a one-line ModelLoadError that
-names the file and says what to do; nothing here writes anything.
+names the file and says what to do. :func:`save_pt2` (used by ``edgekit convert``) is the only writer.
 """
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.errors import EdgekitError, ModelLoadError, ShapeError, UsageError
+from edgekit.errors import EdgekitError, ModelLoadError, ShapeError, UnsupportedError, UsageError
 from edgekit.model import Model
 
 
@@ -56,6 +57,11 @@ class _BatchOneProgram(torch.fx.GraphModule):
         return torch.cat(outs)
 
 
+# The file inside a .pt2 archive that carries what edgekit's converters did (quantization parameters, pruning facts).
+# torch.export.save/load keep ``extra_files``; ``ExportedProgram.graph_module.meta`` does not survive them.
+EDGEKIT_META_FILE = "edgekit.json"
+
+
 def _pt2(path: Path, input_shape) -> Model:
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .pt2 archive (no zip directory: truncated, or not written by "
@@ -65,8 +71,9 @@ def _pt2(path: Path, input_shape) -> Model:
     logger, caught = logging.getLogger("torch.export"), _Caught()
     logger.addHandler(caught)
     logger.propagate, propagate = False, logger.propagate
+    extra = {EDGEKIT_META_FILE: ""}
     try:
-        ep = torch.export.load(str(path))
+        ep = torch.export.load(str(path), extra_files=extra)
     except Exception as e:
         reasons = [str(r.exc_info[1]) for r in caught.records if r.exc_info] + [str(e) or type(e).__name__]
         first = reasons[0].strip().splitlines()[0].split(". ")[0][:200]
@@ -84,7 +91,7 @@ def _pt2(path: Path, input_shape) -> Model:
         example = tuple(a[:1] for a in args[0] if isinstance(a, torch.Tensor))
     else:
         raise ModelLoadError(f"{path}: the program carries no example input; pass --input-shape")
-    meta = dict(ep.graph_module.meta.get("edgekit", {})) if hasattr(ep, "graph_module") else {}
+    meta = _read_meta(path, extra[EDGEKIT_META_FILE])
     module = ep.module()
     batch = next((n.meta["val"].shape[0] for n in module.graph.nodes if n.op == "placeholder"
                   and isinstance(n.meta.get("val"), torch.Tensor)), None)
@@ -104,6 +111,55 @@ def _pt2(path: Path, input_shape) -> Model:
                          "exported for") from e
     m = Model.from_module(module, example, name=path.stem, meta={"source": str(path), **meta})
     return m
+
+
+def _read_meta(path: Path, text: str) -> dict:
+    """The converter metadata stored by :func:`save_pt2` (``meta['quant']`` back as QuantParams)."""
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+        if "quant" in meta:
+            from edgekit.converters.quantize import QuantParams
+
+            meta["quant"] = QuantParams.from_json(meta["quant"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{path}: its {EDGEKIT_META_FILE} is corrupt ({type(e).__name__}: {e}); convert the "
+                             "model again with edgekit convert") from e
+    return meta
+
+
+def save_pt2(model: Model, path: str | Path) -> Path:
+    """Write ``model`` as a .pt2 (torch.export, batch dimension dynamic) with its converter metadata inside.
+
+    ``meta['quant']`` (QuantParams) and every JSON-representable meta entry (pruning facts, QAT settings ...) go to
+    the archive's ``edgekit.json``; :func:`load_model` reads them back into ``Model.meta``.
+    """
+    if model.module is None:
+        raise UsageError(f"model '{model.name}' has no PyTorch module (loaded from ONNX); it cannot be saved as .pt2")
+    path = Path(path)
+    # Export with a batch of 2 and a dynamic batch dimension: a batch of 1 would be baked in as a constant.
+    example = tuple(torch.cat([x[:1], x[:1]]) for x in model.example_inputs)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        ep = torch.export.export(model.module.eval(), example, dynamic_shapes=tuple({0: batch} for _ in example))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UnsupportedError(f"model '{model.name}' cannot be exported with torch.export ({first})") from e
+    meta = {}
+    for key, value in model.meta.items():
+        if key == "quant":
+            value = value.to_json()
+        elif key == "source":
+            continue
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue  # not plain data: stays with the in-memory Model only
+        meta[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(ep, str(path), extra_files={EDGEKIT_META_FILE: json.dumps(meta)})
+    return path
 
 
 def _onnx(path: Path, input_shape) -> Model:

@@ -31,6 +31,7 @@ class CompileOptions:
     calib: str | None = None             # a .npy/.npz file of calibration inputs (else the model's own)
     prune: float | None = None           # target sparsity, 0..1
     qat: bool = False                    # quantization-aware fine-tuning instead of PTQ
+    observer: str = "minmax"             # int8 activation ranges: "minmax" | "percentile" | "mse"
     patch: str = "auto"                  # "auto" | "off" | "N" (grid)
     kernels: str = "auto"                # Cortex-M: "auto" (edgekit DSP kernels where they apply) | "tvm"
     max_patch_overhead: float = 0.20     # limit on extra MACs from patch halos

@@ -78,6 +78,48 @@ def _fc_case(rng, name, n_in, n_out, batch=1, act="none", big_mult=False):
     return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
 
 
+def _probe_data(rng, shape, zp, extremes):
+    """Inputs near the zero point, a fraction ``extremes`` of them -128 or 127: accumulators stay small enough to
+    be seen unclamped, and the encodings still meet the ends of the int8 range."""
+    x = zp + rng.integers(-3, 4, shape)
+    x = np.where(rng.random(shape) < extremes, rng.choice([-128, 127], shape), x)
+    return np.clip(x, -128, 127).astype(np.int8)
+
+
+def _probe_weights(rng, shape, extremes):
+    w = rng.integers(-2, 3, shape)
+    w = np.where(rng.random(shape) < extremes, rng.choice([-127, 127], shape), w)
+    return w.astype(np.int8)
+
+
+def _exact_case(rng, name, kind, gain_shift, extremes=0.03, **geom):
+    """A layer with gain 1/2 (shift 31, the 64-bit requant path) or 1/8 (shift 33, the SMMLA path), so that an
+    error of one accumulator unit shows in many outputs instead of hiding behind a typical requantisation."""
+    mult_v = 1 << 30
+    if kind == "fc":
+        n_in, n_out, batch = geom["n_in"], geom["n_out"], geom["batch"]
+        x_zp = int(rng.integers(-20, 20))
+        x = _probe_data(rng, (batch, n_in), x_zp, extremes)
+        wt = _probe_weights(rng, (n_out, n_in), extremes)
+        b = rng.integers(-40, 40, n_out).astype(np.int32)
+        mult, shift = np.full(n_out, mult_v), np.full(n_out, gain_shift)
+        ref = intref.fully_connected(x, wt, b, x_zp=x_zp, mult=mult, shift=shift, out_zp=3)
+        layer = kp.pack_fully_connected(wt, b, mult, shift, x_zp=x_zp, out_zp=3, batch=batch)
+        return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
+    h, w, cin, cout, k = geom["h"], geom["w"], geom["cin"], geom["cout"], geom["k"]
+    depthwise = kind == "dw"
+    x_zp = int(rng.integers(-20, 20))
+    x = _probe_data(rng, (h, w, cin), x_zp, extremes)
+    wt = _probe_weights(rng, (cout, 1 if depthwise else cin, k, k), extremes)
+    b = rng.integers(-40, 40, cout).astype(np.int32)
+    mult, shift = np.full(cout, mult_v), np.full(cout, gain_shift)
+    common = dict(x_zp=x_zp, out_zp=-5, stride=geom.get("stride", 1), padding=geom.get("padding", 0))
+    ref = intref.conv2d(x, wt, b, mult=mult, shift=shift, groups=cin if depthwise else 1, **common)
+    pack = kp.pack_depthwise_conv2d if depthwise else kp.pack_conv2d
+    layer = pack(wt, b, mult, shift, input_shape=(h, w, cin), **common)
+    return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
+
+
 def _all_cases():
     rng = np.random.default_rng(20240611)
     c = []
@@ -116,6 +158,19 @@ def _all_cases():
     c.append(_fc_case(rng, "fc 3->1", 3, 1))
     c.append(_fc_case(rng, "fc 333->9 64-bit requant", 333, 9, big_mult=True))
     c.append(_fc_case(rng, "fc 4100->4 (many chunks)", 4100, 4, batch=2))
+    # accumulator-exact probes (see _exact_case)
+    for gain_shift in (31, 33):
+        tag = f"shift {gain_shift}"
+        c.append(_exact_case(rng, f"exact fc 37->13 {tag}", "fc", gain_shift, n_in=37, n_out=13, batch=40))
+        c.append(_exact_case(rng, f"exact fc 300->8 {tag}", "fc", gain_shift, n_in=300, n_out=8, batch=6,
+                             extremes=0.0))
+        c.append(_exact_case(rng, f"exact conv3x3 5->8 s2 {tag}", "conv", gain_shift, h=11, w=9, cin=5, cout=8,
+                             k=3, stride=2, padding=1))
+        c.append(_exact_case(rng, f"exact conv1x1 12->8 {tag}", "conv", gain_shift, h=6, w=5, cin=12, cout=8, k=1))
+        c.append(_exact_case(rng, f"exact dw3x3 8ch {tag}", "dw", gain_shift, h=9, w=10, cin=8, cout=8, k=3,
+                             padding=1))
+        c.append(_exact_case(rng, f"exact dw3x3 s2 8ch {tag}", "dw", gain_shift, h=9, w=10, cin=8, cout=8, k=3,
+                             stride=2, padding=1))
     return c
 
 
@@ -147,6 +202,14 @@ def test_portable_c_on_host_matches_reference(tmp_path):
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
+
+
+def test_accumulator_probes_are_mostly_unclamped():
+    # the exactness probes only mean something if most outputs are not clamped
+    for case, expected in CASES:
+        if case.name.startswith("exact"):
+            inside = np.mean((expected > -128) & (expected < 127))
+            assert inside > 0.4, f"{case.name}: only {inside:.0%} of outputs unclamped"
 
 
 def test_scratch_formula_matches_c():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -197,3 +196,13 @@ def test_torchscript_fallback_is_checked_against_torch(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(MismatchError, match="froze"):
         phone.build(frozen, profile, tmp_path / "b", CompileOptions())
+
+
+def test_compile_from_onnx_file_with_calibration(digits, tmp_path):
+    pytest.importorskip("edgekit.importers.onnx_import")
+    source = digits["float32"].path / "model.onnx"
+    np.save(tmp_path / "calib.npy", Model.load("digits-cnn").calib)
+    art = api.profile(api.compile(str(source), TARGET, tmp_path / "out", quantize="int8",
+                                  calib=str(tmp_path / "calib.npy")).path, repeat=3)
+    assert art.report["build"]["exporter"] == "file" and art.report["build"]["quantized"]
+    assert art.measured["top1_agreement"] >= 0.95  # int8 against the file's float outputs, on the calibration set

@@ -11,6 +11,7 @@ Every construct edgekit cannot express is collected, and all of them are reporte
 from __future__ import annotations
 
 import operator
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -334,6 +335,16 @@ _DECOMPOSED = {aten.convolution.default, aten.addmm.default, aten.mm.default,
 _ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default}
 
 
+def group_problems(problems: list[str]) -> str:
+    """Join "'layer' (reason)" entries, naming the layers that share a reason together: "'a', 'b' (reason)"."""
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        m = re.match(r"^(.*?'[^']*') \((.*)\)$", p)
+        who, why = (m.group(1), m.group(2)) if m else (p, "")
+        groups.setdefault(why, []).append(who)
+    return "; ".join(", ".join(who) + (f" ({why})" if why else "") for why, who in groups.items())
+
+
 def _leaf_path(n, op: str) -> str | None:
     """The module path of the torch.nn layer an ATen node is (conv2d inside an nn.Conv2d at 'features.0.0'), so that
     a .pt2 program's layers carry the names of the original model. Reshapes and selections inside a layer (an LSTM's
@@ -638,5 +649,5 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
             hint = (" (this program was decomposed to core ATen: save the program torch.export.export returns "
                     "without run_decompositions(), so layers such as GRU and LSTM stay whole)")
         raise UnsupportedError(f"model '{name}' has {len(problems)} layer(s) edgekit cannot import: "
-                               + "; ".join(problems) + hint)
+                               + group_problems(problems) + hint)
     return Graph(nodes, outputs, name)

@@ -55,7 +55,7 @@ def quantized(model, options: CompileOptions):
 
     q = model.meta.get("quant")
     if q is None:
-        model = quantize(model, mode="qat" if options.qat else "ptq")
+        model = quantize(model, mode="qat" if options.qat else "ptq", observer=options.observer)
         q = model.meta["quant"]
     return model, lower(model.deploy_graph, q)
 
@@ -135,6 +135,34 @@ def program_instructions(prog, profile: TargetProfile) -> dict[str, int]:
     return out
 
 
+# Code-size model of a build (bytes of Thumb-2 at -O2), calibrated against built ELFs (bench/estimators.py):
+# board support + harness, the driver's per-call and per-descriptor cost, and each distinct kernel by operator.
+CODE_BASE_BYTES = 2400
+CODE_PER_STEP_BYTES = 66
+CODE_PER_DLTENSOR_BYTES = 40
+CODE_PER_KERNEL_BYTES = {"conv2d": 480, "linear": 280, "maxpool2d": 150, "avgpool2d": 180, "global_avgpool": 150,
+                         "add": 210, "mul": 120, "gather": 90, "concat": 260, "relu": 90, "relu6": 90,
+                         "sigmoid": 140, "tanh": 140, "hardswish": 160}
+CODE_EK_KERNELS_BYTES = 3000
+BOARD_RAM_BYTES = 512  # the fault handler's own stack (targets/cortex_m/board)
+
+
+def code_bytes(prog) -> int:
+    """Estimated flash of everything but the constant arrays."""
+    specs = {s.spec for s in prog.steps if s.kind == "tvm"}
+    descriptors = set()
+    for s in prog.steps:
+        if s.kind == "tvm":
+            descriptors.update((x, prog.tensors[x].shape) for x in s.inputs + [s.output])
+            descriptors.update((c, prog.consts[c].data.shape) for c in s.consts)
+    ndims = sum(len(shape) for _, shape in descriptors)
+    total = CODE_BASE_BYTES + CODE_PER_STEP_BYTES * len(prog.steps) + CODE_PER_DLTENSOR_BYTES * len(descriptors)
+    total += 8 * ndims + sum(CODE_PER_KERNEL_BYTES.get(spec.op, 200) for spec in specs)
+    if any(s.kind.startswith("ek_") for s in prog.steps):
+        total += CODE_EK_KERNELS_BYTES
+    return total
+
+
 def estimate(model, profile: TargetProfile, options: CompileOptions, prog=None) -> Estimate:
     """Flash, SRAM, instructions, latency and energy from the planned program (built, not compiled or run)."""
     prog = prog or make_program(model, profile, options)
@@ -149,6 +177,15 @@ def estimate(model, profile: TargetProfile, options: CompileOptions, prog=None) 
         lay["instructions"] = instr.get(lay["name"], 0)
         lay["latency_ms"] = lay["instructions"] / clock * 1e3
         lay["energy_uj"] = lay["instructions"] * pj * 1e-6
+    code = code_bytes(prog)
+    est.flash_bytes = prog.const_bytes + code
+    est.formulas["flash_bytes"] = (f"constants {prog.const_bytes:,} B (weights, biases, requantization) + code "
+                                   f"{code:,} B (board support {CODE_BASE_BYTES} B, driver, "
+                                   f"{len({s.spec for s in prog.steps if s.kind == 'tvm'})} distinct kernels)")
+    stack = int(profile.number("runtime", "overhead_sram_bytes", 2048))
+    est.peak_sram_bytes = prog.arena_bytes + est.state_bytes + BOARD_RAM_BYTES + stack
+    est.formulas["peak_sram_bytes"] = (f"arena {prog.arena_bytes:,} B + state {est.state_bytes} B + board "
+                                       f"{BOARD_RAM_BYTES} B (fault stack) + stack {stack} B")
     est.instructions = total
     est.latency_ms = total / clock * 1e3
     est.energy_uj = total * pj * 1e-6

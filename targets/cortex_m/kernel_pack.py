@@ -208,9 +208,11 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     kvec = np.where(order >= 0, flat[:, np.maximum(order, 0)], 0).astype(np.int8)
     cout4 = _ceil(cout, 4)
     kp = kvec.shape[1]
-    full = np.zeros((cout4, kp), dtype=np.int8)
-    full[:cout] = kvec
-    packed = full.reshape(cout4 // 4, 2, 2, kp // 2, 2).transpose(0, 3, 1, 4, 2).reshape(-1)
+    nfull = cout // 4 * 4
+    packed = kvec[:nfull].reshape(nfull // 4, 2, 2, kp // 2, 2).transpose(0, 3, 1, 4, 2).reshape(-1)
+    if cout > nfull:  # last block of 1-3 channels, compact: per pair of reduction positions c0k0 c0k1 c1k0 ...
+        tail = kvec[nfull:].reshape(cout - nfull, kp // 2, 2).transpose(1, 0, 2).reshape(-1)
+        packed = np.concatenate([packed, tail])
 
     params = dict(in_h=g["in_h"], in_w=g["in_w"], in_c=cin,
                   in_row_stride=int(in_row_stride if in_row_stride is not None else g["in_w"] * cin),
@@ -326,7 +328,12 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
     enc = full.copy()
     enc[:, 1::4] -= full[:, 0::4] < 0  # byte 1 = w1 - [w0 < 0]: the word's low int16 is then 256*w1 + w0
     enc[:, 3::4] -= full[:, 2::4] < 0
-    packed = enc.reshape(out4 // 4, 4, in4 // 4, 4).transpose(0, 2, 1, 3).reshape(-1).astype(np.int8)
+    nfull = out // 4 * 4
+    packed = enc[:nfull].reshape(nfull // 4, 4, in4 // 4, 4).transpose(0, 2, 1, 3).reshape(-1)
+    if out > nfull:  # last block of 1-3 channels: per 4 inputs one word per channel
+        packed = np.concatenate([packed, enc[nfull:out].reshape(out - nfull, in4 // 4, 4).transpose(1, 0, 2)
+                                 .reshape(-1)])
+    packed = packed.astype(np.int8)
     b = np.zeros(out4, dtype=np.int64)
     if bias is not None:
         b[:out] = np.asarray(bias, dtype=np.int64)

@@ -31,7 +31,7 @@ from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError
 from edgekit.estimate import Estimate, estimate as _estimate
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.phone import export as _export
-from edgekit.targets.phone.quantize import quantize_int8
+from edgekit.targets.phone.quantize import check_calibration, quantize_int8
 from edgekit.targets.profiles import TargetProfile
 
 FILES = ["model.onnx", "model.ort", "required_operators.config", "testdata.npz"]
@@ -60,10 +60,13 @@ def estimate(model, profile: TargetProfile, options: CompileOptions) -> Estimate
 
 
 def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
+    """Write the files listed in the module docstring into ``out`` (an existing, empty folder)."""
     out = Path(out)
     if len(model.example_inputs) != 1:
         raise UnsupportedError(f"model '{model.name}' has {len(model.example_inputs)} inputs; the phone target "
                                "(calibration, test data, profiling) handles models with one input")
+    if options.quantize == "int8":
+        check_calibration(model.calib)  # before the (slow) export
     notes: list[str] = []
     graph = _deploy_graph(model)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:

@@ -29,7 +29,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
 # Node metadata the dynamo exporter writes (stack traces, fx nodes, class paths). It is read once for the layer map
-# and then dropped: it can be as large as a small model's weights and a phone never reads it.
+# and then dropped: stack traces add a few hundred bytes per node, and a phone never reads them.
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 

@@ -46,6 +46,12 @@ class _Batches:
         self._i = 0
 
 
+def check_calibration(calib: np.ndarray | None) -> None:
+    if calib is None or len(calib) == 0:
+        raise DataError("int8 quantization needs calibration inputs and the model carries none; "
+                        "pass --calib FILE (.npy, or .npz with 'x') of typical inputs")
+
+
 def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | None, fixed_batch: int | None = None
                   ) -> list[str]:
     """Quantize ``src`` into ``dst`` (QDQ, per-channel int8 weights) calibrated on ``calib``; returns notes."""
@@ -53,9 +59,7 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if calib is None or len(calib) == 0:
-        raise DataError("int8 quantization needs calibration inputs and the model carries none; "
-                        "pass --calib FILE (.npy, or .npz with 'x') of typical inputs")
+    check_calibration(calib)
     notes = []
 
     class Reader(_Batches, CalibrationDataReader):
@@ -69,7 +73,8 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             notes.append(f"quantization pre-processing skipped symbolic shape inference ({type(e).__name__})")
         try:
-            quantize_static(str(pre), str(dst), Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH, bool(fixed_batch)),
+            reader = Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH, fixed=bool(fixed_batch))
+            quantize_static(str(pre), str(dst), reader,
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})

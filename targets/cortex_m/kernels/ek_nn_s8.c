@@ -440,7 +440,18 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     }
 }
 
-/* The packed weights of one block of 4 output channels -> int16 pairs, 4 words (c0..c3) per reduction pair. */
+/* The packed weights of one block of 4 output channels -> int16 pairs, 4 words (c0..c3) per reduction pair.
+ * A last block of nc < 4 channels is stored compactly (per pair: c0k0 c0k1 c1k0 c1k1 ...); its missing channels
+ * widen to zeros. */
+static void ek__widen_partial(const int8_t *wq, int32_t k_pairs, int32_t nc, uint32_t *dst)
+{
+    for (int32_t q = 0; q < k_pairs; q++, wq += 2 * nc, dst += 4) {
+        for (int32_t c = 0; c < 4; c++) {
+            dst[c] = c < nc ? ek__pack16(wq[2 * c], wq[2 * c + 1]) : 0;
+        }
+    }
+}
+
 static void ek__widen_block(const int8_t *wq, int32_t k_pairs, uint32_t *dst)
 {
     const ek__word *s = (const ek__word *)wq;
@@ -645,9 +656,14 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
 
+    const int32_t tail_nc = p->out_c - 4 * g.full_blocks; /* channels in a last, partial block */
     if (cache_all) {
-        for (int32_t b = 0; b < g.blocks; b++) {
+        for (int32_t b = 0; b < g.full_blocks; b++) {
             ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache + b * w16_block_words);
+        }
+        if (tail_nc) {
+            ek__widen_partial(p->weights + g.full_blocks * wq_block_bytes, g.k_pairs, tail_nc,
+                              wcache + g.full_blocks * w16_block_words);
         }
     }
     for (int32_t c = 0; c < 4 * g.blocks; c++) { /* per block: its 4 biases twice (the two pixels' accumulators) */
@@ -675,8 +691,10 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             const uint32_t *w16 = wcache;
             if (cache_all) {
                 w16 = wcache + b * w16_block_words;
-            } else {
+            } else if (b < g.full_blocks) {
                 ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache);
+            } else {
+                ek__widen_partial(p->weights + b * wq_block_bytes, g.k_pairs, tail_nc, wcache);
             }
 #if EK_NN_DSP
             a.w_start = w16;
@@ -879,30 +897,49 @@ __asm__(
     "   EK_FC_4CH ek__fc_4ch_raw, 0\n");
 #endif
 
-#if !EK_NN_DSP
-/* Totals of one block of 4 channels over a prepared input row (the same sums as the asm, in C). */
-static void ek__fc_block_portable(const uint32_t *x, const ek__word *w, int32_t words, const int32_t *bias,
-                                  int32_t *tot)
+/* Totals of nc <= 4 channels over a prepared input row, weights as nc words per 4 inputs (the same sums as the
+ * asm, in C): the portable build's path, and the DSP build's for a last block of fewer than 4 channels. */
+static inline __attribute__((always_inline)) void ek__fc_block_n(const uint32_t *x, const ek__word *w,
+                                                                  int32_t words, const int32_t nc,
+                                                                  const int32_t *bias, int32_t *tot)
 {
-    for (int c = 0; c < 4; c++) {
+    for (int32_t c = 0; c < nc; c++) {
         tot[c] = bias[c];
     }
     for (int32_t k0 = 0; k0 < words; k0 += EK_FC_CHUNK) {
         const int32_t k1 = words - k0 < EK_FC_CHUNK ? words : k0 + EK_FC_CHUNK;
         int32_t acc[4] = {0, 0, 0, 0};
         for (int32_t k = k0; k < k1; k++) {
-            for (int c = 0; c < 4; c++) {
-                const uint32_t wv = w[4 * k + c];
-                acc[c] = ek__smlad(wv, x[2 * k], acc[c]);
-                acc[c] = ek__smlad(ek__sxtb16(wv), x[2 * k + 1], acc[c]);
+            const uint32_t u = x[2 * k], y = x[2 * k + 1];
+            for (int32_t c = 0; c < nc; c++) {
+                const uint32_t wv = w[nc * k + c];
+                acc[c] = ek__smlad(ek__sxtb16(wv), y, ek__smlad(wv, u, acc[c]));
             }
         }
-        for (int c = 0; c < 4; c++) {
+        for (int32_t c = 0; c < nc; c++) {
             tot[c] = (int32_t)((uint32_t)tot[c] + (uint32_t)(acc[c] >> 8));
         }
     }
 }
-#endif
+
+static void ek__fc_block_c(const uint32_t *x, const ek__word *w, int32_t words, int32_t nc, const int32_t *bias,
+                           int32_t *tot)
+{
+    switch (nc) { /* a constant channel count per copy, so the channel loop unrolls */
+    case 1:
+        ek__fc_block_n(x, w, words, 1, bias, tot);
+        break;
+    case 2:
+        ek__fc_block_n(x, w, words, 2, bias, tot);
+        break;
+    case 3:
+        ek__fc_block_n(x, w, words, 3, bias, tot);
+        break;
+    default:
+        ek__fc_block_n(x, w, words, 4, bias, tot);
+        break;
+    }
+}
 
 int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
@@ -943,18 +980,22 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
         }
 #endif
         for (int32_t blk = first; blk < blocks; blk++) {
+            const int32_t nc = p->out_features - 4 * blk < 4 ? p->out_features - 4 * blk : 4;
+            const int8_t *wb = p->weights + blk * 16 * words;
             int32_t tot[4];
 #if EK_NN_DSP
-            a.w = (const uint32_t *)(const void *)(p->weights + blk * 16 * words);
-            a.bias = p->bias + 4 * blk;
-            a.out = tot;
-            a.nblocks = 1;
-            ek__fc_4ch_raw(&a);
-#else
-            ek__fc_block_portable(x, (const ek__word *)(const void *)(p->weights + blk * 16 * words), words,
-                                  p->bias + 4 * blk, tot);
+            if (nc == 4) {
+                a.w = (const uint32_t *)(const void *)wb;
+                a.bias = p->bias + 4 * blk;
+                a.out = tot;
+                a.nblocks = 1;
+                ek__fc_4ch_raw(&a);
+            } else
 #endif
-            for (int32_t c = 0; c < 4 && 4 * blk + c < p->out_features; c++) {
+            {
+                ek__fc_block_c(x, (const ek__word *)(const void *)wb, words, nc, p->bias + 4 * blk, tot);
+            }
+            for (int32_t c = 0; c < nc; c++) {
                 output[4 * blk + c] = ek__requant(&rq, tot[c], p->requant + 4 * (4 * blk + c));
             }
         }
@@ -1009,11 +1050,12 @@ typedef struct {
     int32_t bias;                 /* 24 */
     int32_t mult, add, shift;     /* 28, 32, 36: the channel's fast requant entry {mult, a, b} */
     uint32_t upper4, back4;       /* 40, 44 */
-    uint32_t w[6];                /* 48..: per kernel row (w0, w1) and (w1, w2) as int16 pairs */
+    uint32_t w[6];                /* 48..: per kernel row (w0, w1), then (w1, w2) (stride 1) or (w2, 0) (stride 2) */
 } ek__dw3_args_t;
 
 void ek__dw_build4(const ek__dw_build_args_t *a);
 void ek__dw3x3s1_row(const ek__dw3_args_t *a);
+void ek__dw3x3s2_row(const ek__dw3_args_t *a);
 
 /*
  * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
@@ -1063,12 +1105,27 @@ __asm__(
     "   smlatb  r3, r5, r7, r3\n"
     "   smlad   r3, r6, r8, r3\n"
     "   .endm\n"
-    "   .pushsection .text.ek__dw3x3s1_row, \"ax\", %progbits\n"
+    "   .macro EK_DW3ROW_S2 off, rp\n"   /* o_k += SMLAD(W_k, (w0, w1)) + SMLABB(W_k+1, w2) */
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp], #8\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabb  r0, r5, r8, r0\n"
+    "   smlad   r1, r5, r7, r1\n"
+    "   ldrd    r4, r6, [\\rp], #8\n"
+    "   smlabb  r1, r4, r8, r1\n"
+    "   smlad   r2, r4, r7, r2\n"
+    "   smlabb  r2, r6, r8, r2\n"
+    "   smlad   r3, r6, r7, r3\n"
+    "   ldr     r4, [\\rp]\n"
+    "   smlabb  r3, r4, r8, r3\n"
+    "   .endm\n"
+    "   .macro EK_DW3_FUNC name, row\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
-    "   .global ek__dw3x3s1_row\n"
-    "   .type ek__dw3x3s1_row, %function\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
     "   .thumb_func\n"
-    "ek__dw3x3s1_row:\n"
+    "\\name:\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #72\n"
     "   ldm     r0!, {r1-r12}\n"
@@ -1081,9 +1138,17 @@ __asm__(
     "   mov     r1, r0\n"
     "   mov     r2, r0\n"
     "   mov     r3, r0\n"
-    "   EK_DW3ROW 48, r9\n"
-    "   EK_DW3ROW 56, r10\n"
-    "   EK_DW3ROW 64, r11\n"
+    "   \\row   48, r9\n"
+    "   \\row   56, r10\n"
+    "   \\row   64, r11\n"
+    "   EK_DW3_STORE4\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #72\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   .macro EK_DW3_STORE4\n"      /* requantise o0..o3, store them a pixel apart, compare with the end */
     "   ldrd    r4, r5, [sp, #28]\n"
     "   smmla   r0, r0, r4, r5\n"
     "   smmla   r1, r1, r4, r5\n"
@@ -1117,11 +1182,9 @@ __asm__(
     "   add     r12, r12, lr, lsl #1\n"
     "   ldr     lr, [sp, #16]\n"
     "   cmp     r12, lr\n"
-    "   bne     1b\n"
-    "   add     sp, sp, #72\n"
-    "   pop     {r4-r11, pc}\n"
-    "   .size ek__dw3x3s1_row, . - ek__dw3x3s1_row\n"
-    "   .popsection\n");
+    "   .endm\n"
+    "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW\n"
+    "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW_S2\n");
 #endif
 
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
@@ -1313,13 +1376,14 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
 }
 
 #if EK_NN_DSP
-/* 3x3, stride 1, dilation 1, fast requant: the asm row kernel, with everything per channel prepared once per group
- * of 4 channels and the ring's pure-padding words zeroed once. */
-static void ek__dw3x3s1_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, const ek__rq_t *rq,
-                             const int8_t *input, int8_t *output, uint32_t *ring)
+/* 3x3, dilation 1, stride_w 1 or 2, fast requant: the asm row kernels, with everything per channel prepared once
+ * per group of 4 channels and the ring's pure-padding words zeroed once. */
+static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, const ek__rq_t *rq,
+                           const int8_t *input, int8_t *output, uint32_t *ring)
 {
-    const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, S = g->slots;
-    const size_t ring_words = (size_t)4 * (size_t)S * (size_t)rw;
+    const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, sh = p->stride_h;
+    const int s2 = p->stride_w == 2;
+    const size_t ring_words = (size_t)4 * 3u * (size_t)rw;
     for (int32_t c0 = 0; c0 < C; c0 += 4) {
         const int32_t nc = C - c0 < 4 ? C - c0 : 4;
         ek__dw3_args_t da[4];
@@ -1337,7 +1401,7 @@ static void ek__dw3x3s1_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
             d->back4 = ek__bytes4(rq->back);
             for (int32_t r = 0; r < 3; r++) {
                 d->w[2 * r] = ek__pack16(wq[3 * r], wq[3 * r + 1]);
-                d->w[2 * r + 1] = ek__pack16(wq[3 * r + 1], wq[3 * r + 2]);
+                d->w[2 * r + 1] = s2 ? (uint32_t)(uint16_t)wq[3 * r + 2] : ek__pack16(wq[3 * r + 1], wq[3 * r + 2]);
             }
         }
         for (size_t i = 0; i < ring_words; i++) {
@@ -1345,29 +1409,34 @@ static void ek__dw3x3s1_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
         }
         int32_t next_row = 0;
         for (int32_t oy = 0; oy < p->out_h; oy++) {
-            for (int32_t pr = next_row > oy ? next_row : oy; pr < oy + 3; pr++) {
+            const int32_t first = oy * sh;
+            for (int32_t pr = next_row > first ? next_row : first; pr < first + 3; pr++) {
                 ek__dw_build_row(p, g, input, c0, nc, pr, ring);
             }
-            next_row = oy + 3;
-            const int32_t s0 = oy % 3, s1 = s0 == 2 ? 0 : s0 + 1, s2 = s1 == 2 ? 0 : s1 + 1;
+            next_row = first + 3;
+            const int32_t s0 = first % 3, s1 = s0 == 2 ? 0 : s0 + 1, s2r = s1 == 2 ? 0 : s1 + 1;
             int8_t *orow = output + oy * p->out_row_stride;
             for (int32_t ch = 0; ch < nc; ch++) {
                 ek__dw3_args_t *d = &da[ch];
-                const uint32_t *base = ring + ch * S * rw;
+                const uint32_t *base = ring + ch * 3 * rw;
                 d->r0 = base + s0 * rw;
                 d->r1 = base + s1 * rw;
-                d->r2 = base + s2 * rw;
+                d->r2 = base + s2r * rw;
                 d->out = orow + c0 + ch;
                 d->out_end = d->out + n4 * C;
                 if (n4) {
-                    ek__dw3x3s1_row(d);
+                    if (s2) {
+                        ek__dw3x3s2_row(d);
+                    } else {
+                        ek__dw3x3s1_row(d);
+                    }
                 }
                 for (int32_t ox = n4; ox < ow; ox++) { /* the last 1-3 outputs */
-                    const uint32_t *rr[3] = {d->r0 + ox / 2, d->r1 + ox / 2, d->r2 + ox / 2};
+                    const uint32_t *rr[3] = {base + s0 * rw, base + s1 * rw, base + s2r * rw};
                     int32_t acc = d->bias;
                     for (int32_t r = 0; r < 3; r++) {
                         for (int32_t kx = 0; kx < 3; kx++) {
-                            acc += ek__elem16(rr[r], (ox & 1) + kx) * p->weights[9 * (c0 + ch) + 3 * r + kx];
+                            acc += ek__elem16(rr[r], ox * p->stride_w + kx) * p->weights[9 * (c0 + ch) + 3 * r + kx];
                         }
                     }
                     orow[ox * C + c0 + ch] = ek__requant(rq, acc, p->requant + 4 * (c0 + ch));
@@ -1397,9 +1466,9 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
 #if EK_NN_DSP
-    if (rq.fast && p->kernel_h == 3 && p->kernel_w == 3 && p->stride_w == 1 && p->dilation_h == 1 &&
-        p->dilation_w == 1) {
-        ek__dw3x3s1_fast(p, &g, &rq, input, output, ring);
+    if (rq.fast && p->kernel_h == 3 && p->kernel_w == 3 && (p->stride_w == 1 || p->stride_w == 2) &&
+        p->dilation_h == 1 && p->dilation_w == 1) {
+        ek__dw3x3_fast(p, &g, &rq, input, output, ring);
         return EK_NN_OK;
     }
 #endif

@@ -1,0 +1,113 @@
+"""Executed instructions per int8 MAC of edgekit's Cortex-M kernels (targets/cortex_m/kernels/ek_nn_s8.c) on the
+emulated Cortex-M7 (QEMU mps2-an500, exact counts from the ek_icount plugin; instructions, not cycles).
+
+Shapes: the kernel table of shared/FIELD_NOTES.md ("Kernel speed on the emulated Cortex-M7", whose CMSIS-NN, naive
+C and TVM 0.27 numbers are printed beside ours) plus typical MobileNetV2 layers. Every output is also checked against
+edgekit.intref, so a fast wrong kernel cannot show up here.
+
+    .venv/bin/python bench/kernels.py [--board mps2-an500] [--opt -O2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from kernel_harness import Case, expected_buffer, run_on_qemu  # noqa: E402
+
+from edgekit import intref, qmath  # noqa: E402
+from edgekit.targets.cortex_m import kernel_pack as kp  # noqa: E402
+
+
+@dataclass
+class Shape:
+    name: str
+    kind: str  # conv | dw | fc
+    h: int = 1
+    w: int = 1
+    cin: int = 1
+    cout: int = 1
+    k: int = 1
+    stride: int = 1
+    padding: int = 0
+    act: str = "none"  # none | relu6
+    field_notes: tuple[str, str, str] = ("", "", "")  # CMSIS-NN, naive C, TVM 0.27 (instructions/MAC)
+
+
+SHAPES = [
+    Shape("3x3 conv 16x16x16 -> 32", "conv", 16, 16, 16, 32, 3, padding=1,
+          field_notes=("2.15", "6.60", "10.19")),
+    Shape("depthwise 3x3 16x16x32", "dw", 16, 16, 32, 32, 3, padding=1, field_notes=("8.07", "18.5", "")),
+    Shape("fully connected 256 -> 64", "fc", cin=256, cout=64, field_notes=("2.08", "6.11", "")),
+    Shape("1x1 conv 16x16x32 -> 64", "conv", 16, 16, 32, 64, 1, field_notes=("2.67", "7.20", "")),
+    Shape("MobileNetV2 first: 3x3 s2 144x144x3 -> 16, ReLU6", "conv", 144, 144, 3, 16, 3, stride=2, padding=1,
+          act="relu6"),
+    Shape("1x1 expand 24x24x16 -> 96, ReLU6", "conv", 24, 24, 16, 96, 1, act="relu6"),
+    Shape("depthwise 3x3 s1 24x24x96, ReLU6", "dw", 24, 24, 96, 96, 3, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s2 24x24x96, ReLU6", "dw", 24, 24, 96, 96, 3, stride=2, padding=1, act="relu6"),
+    Shape("1x1 project 12x12x96 -> 24", "conv", 12, 12, 96, 24, 1),
+    Shape("fully connected 1280 -> 10", "fc", cin=1280, cout=10),
+]
+
+
+def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
+    x_zp, out_zp = -128 if shape.act == "relu6" else 3, -128 if shape.act == "relu6" else -4
+    act_min, act_max = (out_zp, out_zp + 100) if shape.act == "relu6" else (-128, 127)
+    fan = shape.cin * shape.k * shape.k if shape.kind != "dw" else shape.k * shape.k
+    mult, shift = qmath.quantize_multipliers(rng.uniform(0.5, 1.2, shape.cout) / (np.sqrt(fan) * 100))
+    q = dict(x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max)
+    bias = rng.integers(-3000, 3000, shape.cout).astype(np.int32)
+    if shape.kind == "fc":
+        x = rng.integers(-128, 128, (1, shape.cin), dtype=np.int8)
+        w = rng.integers(-127, 128, (shape.cout, shape.cin), dtype=np.int8)
+        ref = intref.fully_connected(x, w, bias, mult=mult, shift=shift, **q)
+        layer = kp.pack_fully_connected(w, bias, mult, shift, **q)
+        return Case(shape.name, layer, x.reshape(-1), ref.size), ref.reshape(-1), shape.cin * shape.cout
+    x = rng.integers(-128, 128, (shape.h, shape.w, shape.cin), dtype=np.int8)
+    dw = shape.kind == "dw"
+    w = rng.integers(-127, 128, (shape.cout, 1 if dw else shape.cin, shape.k, shape.k), dtype=np.int8)
+    geom = dict(stride=shape.stride, padding=shape.padding)
+    ref = intref.conv2d(x, w, bias, mult=mult, shift=shift, groups=shape.cin if dw else 1, **q, **geom)
+    pack = kp.pack_depthwise_conv2d if dw else kp.pack_conv2d
+    layer = pack(w, bias, mult, shift, input_shape=x.shape, **q, **geom)
+    macs = ref.size * (1 if dw else shape.cin) * shape.k * shape.k
+    out_bytes = ref.size
+    return Case(shape.name, layer, x.reshape(-1), out_bytes), expected_buffer(ref, ref.shape[1] * shape.cout,
+                                                                              out_bytes), macs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", default="mps2-an500")
+    parser.add_argument("--opt", default="-O2")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    built = [_case(shape, rng) for shape in SHAPES]
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-kernels-") as tmp:
+        results = run_on_qemu([c for c, _, _ in built], args.board, Path(tmp), opt=args.opt)
+    print(f"edgekit int8 kernels on {args.board} ({args.opt}), executed instructions per MAC "
+          f"(QEMU instruction count, not cycles)\n")
+    head = (f"{'shape':50s} {'MACs':>10s} {'instructions':>13s} {'instr/MAC':>9s}  {'CMSIS-NN':>8s} {'naive C':>8s} "
+            f"{'TVM 0.27':>8s}  {'scratch B':>9s} {'pad B':>6s}  bit-exact")
+    print(head)
+    print("-" * len(head))
+    ok_all = True
+    for shape, (case, expected, macs), res in zip(SHAPES, built, results):
+        ok = res.rc == 0 and np.array_equal(res.output, expected)
+        ok_all &= ok
+        cm, naive, tvm = shape.field_notes
+        print(f"{shape.name:50s} {macs:10d} {res.instructions:13d} {res.instructions / macs:9.3f}  {cm:>8s} "
+              f"{naive:>8s} {tvm:>8s}  {case.layer.scratch_bytes:9d} {case.layer.weight_padding_bytes:6d}  "
+              f"{'yes' if ok else 'NO'}")
+    print("\nCMSIS-NN / naive C / TVM columns: shared/FIELD_NOTES.md, same board and counting, for reference.")
+    print("scratch B: scratch buffer the call needs; pad B: packed weight bytes beyond one per weight.")
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
