@@ -35,7 +35,7 @@ class Shape:
     k: int = 1
     stride: int = 1
     padding: int = 0
-    act: str = "none"  # none | relu6
+    act: str = "none"  # none | relu6 (scale 6/255, zero point -128: all of int8) | relu (clamp at the zero point)
     field_notes: tuple[str, str, str] = ("", "", "")  # CMSIS-NN, naive C, TVM 0.27 (instructions/MAC)
 
 
@@ -45,6 +45,8 @@ SHAPES = [
     Shape("depthwise 3x3 16x16x32", "dw", 16, 16, 32, 32, 3, padding=1, field_notes=("8.07", "18.5", "")),
     Shape("fully connected 256 -> 64", "fc", cin=256, cout=64, field_notes=("2.08", "6.11", "")),
     Shape("1x1 conv 16x16x32 -> 64", "conv", 16, 16, 32, 64, 1, field_notes=("2.67", "7.20", "")),
+    Shape("3x3 conv 16x16x16 -> 32, ReLU clamp", "conv", 16, 16, 16, 32, 3, padding=1, act="relu"),
+    Shape("1x1 conv 16x16x32 -> 64, ReLU clamp", "conv", 16, 16, 32, 64, 1, act="relu"),
     Shape("MobileNetV2 first: 3x3 s2 144x144x3 -> 16, ReLU6", "conv", 144, 144, 3, 16, 3, stride=2, padding=1,
           act="relu6"),
     Shape("1x1 expand 24x24x16 -> 96, ReLU6", "conv", 24, 24, 16, 96, 1, act="relu6"),
@@ -56,8 +58,9 @@ SHAPES = [
 
 
 def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
-    x_zp, out_zp = -128 if shape.act == "relu6" else 3, -128 if shape.act == "relu6" else -4
-    act_min, act_max = (out_zp, out_zp + 100) if shape.act == "relu6" else (-128, 127)
+    x_zp = -128 if shape.act == "relu6" else 3
+    out_zp = {"relu6": -128, "relu": -20}.get(shape.act, -4)
+    act_min, act_max = (out_zp, 127) if shape.act == "relu" else (-128, 127)
     fan = shape.cin * shape.k * shape.k if shape.kind != "dw" else shape.k * shape.k
     mult, shift = qmath.quantize_multipliers(rng.uniform(0.5, 1.2, shape.cout) / (np.sqrt(fan) * 100))
     q = dict(x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max)

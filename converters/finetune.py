@@ -31,7 +31,7 @@ class TrainSettings:
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 64
-    clip_grad_norm: float = 5.0
+    clip_grad_norm: float = 1.0
     seed: int = 0
 
     def steps(self, samples: int) -> int:

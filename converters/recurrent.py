@@ -93,23 +93,25 @@ def _accuracy(module: nn.Module, x: np.ndarray | None, y: np.ndarray | None, bat
 
 
 class _BlendedEGRU(EGRU):
-    """An EGRU that, while fine-tuning, moves from the GRU it was made from to the EGRU: with ``blend`` = b,
+    """An EGRU that, while fine-tuning, moves from the GRU it was made from to the EGRU: with ``blend`` = b, the
+    threshold slides from −1 to ϑ and the reset grows from 0 to ϑ,
 
-        y_t = b · ĉ_t ⊙ e_t + (1 − b) · ĉ_t        c_t = ĉ_t − b · ϑ ⊙ e_t
+        e_t = H(ĉ_t − (b·ϑ − (1 − b)))      y_t = ĉ_t ⊙ e_t      c_t = ĉ_t − b·ϑ ⊙ e_t
 
-    b = 0 is exactly the GRU (h = ĉ, no threshold, no reset), b = 1 exactly the EGRU. Ramping b up lets fine-tuning
-    follow the network from where the GRU's training left it instead of restarting from the EGRU's first, much worse
-    point (the one-sided events drop every negative GRU state)."""
+    b = 0 is exactly the GRU (ĉ > −1 always fires, nothing is reset: y = c = h), b = 1 exactly the EGRU. Every
+    intermediate point is an event-based network whose events the regulariser counts, and ramping b up lets
+    fine-tuning follow the network from the trained GRU instead of restarting from the EGRU's first, much worse point
+    (copying alone drops every negative GRU state)."""
 
     blend = 1.0
 
     def _step(self, gi, y, c):
-        y_events, c_reset, e = super()._step(gi, y, c)
         if self.blend >= 1.0:
-            return y_events, c_reset, e
-        c_hat = c_reset + self.threshold * e
+            return super()._step(gi, y, c)
         b = self.blend
-        return b * y_events + (1 - b) * c_hat, c_hat - b * self.threshold * e, e
+        c_hat = self._gru_update(gi, y, c)
+        e = self._event(c_hat - (b * self.threshold - (1.0 - b)))
+        return c_hat * e, c_hat - b * self.threshold * e, e
 
 
 def _swap_grus(module: nn.Module, thresholds, cls: type = EGRU, **egru_options) -> list[str]:

@@ -142,7 +142,7 @@ def convert(model, out: str | Path, *, prune: float | None = None, structured: b
         from edgekit.converters.quantize import quantize as _quantize
 
         m = _quantize(m, observer=observer, mode="qat" if qat else "ptq", **(qat_options or {}))
-    tmp = out.parent / f".{out.name}.partial"
+    tmp = out.parent / f".{out.stem}.partial.pt2"
     try:
         save_pt2(m, tmp)
         os.replace(tmp, out)

@@ -304,6 +304,24 @@ def report(out: Path = typer.Argument(..., help="A folder written by edgekit com
     out_console.print(f"  wrote {path}")
 
 
+@app.command()
+def compare(outs: list[Path] = typer.Argument(..., help="Two or more folders written by edgekit compile."),
+            html: Path = typer.Option(Path("compare.html"), "--html", help="Where to write the side-by-side page.")):
+    """Put several builds side by side (e.g. one model on cortex-m7, phone-arm64 and loihi2, or float vs int8)."""
+    from edgekit.report import compare_rows, read_report, render_compare
+
+    reports = [(f"{read_report(o)['model']['name']}@{o.name}", read_report(o)) for o in outs]
+    t = Table(title=f"{len(reports)} builds")
+    t.add_column("figure")
+    for label, _ in reports:
+        t.add_column(label, justify="right")
+    for row in compare_rows(reports):
+        t.add_row(row["name"], *[f"[bold green]{v['text']}[/]" if v["best"] else v["text"] for v in row["values"]])
+    out_console.print(t)
+    html.write_text(render_compare(reports))
+    out_console.print(f"  wrote {html}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

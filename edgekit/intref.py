@@ -16,7 +16,8 @@ import numpy as np
 
 from edgekit import qmath
 
-__all__ = ["conv2d", "depthwise_conv2d", "fully_connected", "conv2d_output_size", "wrap_int32"]
+__all__ = ["conv2d", "depthwise_conv2d", "fully_connected", "conv2d_output_size", "wrap_int32", "padding4",
+           "pair2"]
 
 
 def wrap_int32(v: np.ndarray) -> np.ndarray:
@@ -25,14 +26,17 @@ def wrap_int32(v: np.ndarray) -> np.ndarray:
     return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
-def _pair(v, name: str) -> tuple[int, int]:
+def pair2(v, name: str = "value") -> tuple[int, int]:
+    """int or (h, w) -> (h, w)."""
     if np.isscalar(v):
         return int(v), int(v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair (h, w), got {v}")
     a, b = v
     return int(a), int(b)
 
 
-def _padding4(padding) -> tuple[int, int, int, int]:
+def padding4(padding) -> tuple[int, int, int, int]:
     """int, (h, w) or (top, bottom, left, right) -> (top, bottom, left, right)."""
     if np.isscalar(padding):
         p = int(padding)
@@ -80,9 +84,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, *, x_zp: int, 
     cout, cin_g, kh, kw = w.shape
     if cin % groups or cout % groups or cin // groups != cin_g:
         raise ValueError(f"weights {w.shape} do not fit {cin} input channels in {groups} groups")
-    sh, sw = _pair(stride, "stride")
-    dh, dw = _pair(dilation, "dilation")
-    pt, pb, pl, pr = _padding4(padding)
+    sh, sw = pair2(stride, "stride")
+    dh, dw = pair2(dilation, "dilation")
+    pt, pb, pl, pr = padding4(padding)
     oh = conv2d_output_size(h, kh, sh, dh, pt, pb)
     ow = conv2d_output_size(wd, kw, sw, dw, pl, pr)
     if oh < 1 or ow < 1:

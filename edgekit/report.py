@@ -203,3 +203,60 @@ def base_report(model, profile, analysis, estimate, fits: bool, reasons: list[st
         "measured": None,
         "errors": None,
     }
+
+
+# ---- comparing several builds -------------------------------------------------------------------------------------
+
+# (label, getter, format, lower is better?)
+COMPARE_FIGURES = [
+    ("target", lambda r: r["target"], str, None),
+    ("dtype", lambda r: r["dtype"], str, None),
+    ("accuracy", lambda r: (r.get("measured") or {}).get("accuracy"), lambda v: f"{v:.2%}", False),
+    ("flash / storage", lambda r: _pick(r, "flash_bytes", "flash_bytes"), _fmt_bytes, True),
+    ("peak SRAM", lambda r: _pick(r, "sram_bytes", "peak_sram_bytes"), _fmt_bytes, True),
+    ("latency (ms)", lambda r: _pick(r, "latency_ms", "latency_ms"), lambda v: f"{v:.4g}", True),
+    ("energy (µJ, est.)", lambda r: r["estimate"].get("energy_uj"), lambda v: f"{v:.4g}", True),
+    ("instructions", lambda r: (r.get("measured") or {}).get("instructions"), lambda v: f"{int(v):,}", True),
+    ("MACs", lambda r: r["model"]["macs"], lambda v: f"{int(v):,}", None),
+    ("params", lambda r: r["model"]["params"], lambda v: f"{int(v):,}", None),
+    ("fits", lambda r: r["fits"], lambda v: "yes" if v else "no", None),
+]
+
+
+def _pick(report: dict, measured_key: str, estimate_key: str):
+    m = report.get("measured") or {}
+    return m.get(measured_key) if m.get(measured_key) is not None else report["estimate"].get(estimate_key)
+
+
+def compare_rows(reports: list[tuple[str, dict]]) -> list[dict]:
+    """One entry per figure: its values across builds, the best marked where lower/higher is better."""
+    out = []
+    for name, get, fmt, lower in COMPARE_FIGURES:
+        vals = [get(r) for _, r in reports]
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        best = None
+        if lower is not None and len(nums) > 1:
+            best = min(nums) if lower else max(nums)
+        out.append({"name": name, "values": [
+            {"raw": v, "text": "–" if v is None else fmt(v), "best": best is not None and v == best} for v in vals]})
+    return out
+
+
+def render_compare(reports: list[tuple[str, dict]]) -> str:
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams["svg.hashsalt"] = "edgekit"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    labels = [label for label, _ in reports]
+    fig = Figure(figsize=(max(6, len(reports) * 1.6), 3.0))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax1.bar(labels, [(_pick(r, "sram_bytes", "peak_sram_bytes") or 0) / 1024 for _, r in reports], color="#54a24b")
+    ax1.set_title("peak SRAM (KiB)")
+    ax2.bar(labels, [_pick(r, "latency_ms", "latency_ms") or 0 for _, r in reports], color="#4c78a8")
+    ax2.set_title("latency (ms)")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    return env.get_template("compare.html.j2").render(
+        rows=[{"label": label} for label in labels], figures=compare_rows(reports), chart=_svg(fig))

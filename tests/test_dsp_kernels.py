@@ -212,6 +212,27 @@ def test_accumulator_probes_are_mostly_unclamped():
             assert inside > 0.4, f"{case.name}: only {inside:.0%} of outputs unclamped"
 
 
+def _c_struct_int_fields(struct_name: str) -> list[str]:
+    import re
+    from kernel_harness import KERNEL_DIR
+    header = (KERNEL_DIR / "ek_nn_s8.h").read_text()
+    body = re.search(r"typedef struct \{((?:(?!typedef).)*?)\} " + struct_name + ";", header, re.S).group(1)
+    fields = []
+    for line in body.splitlines():
+        line = line.split("/*")[0].strip()
+        if line.startswith("int32_t "):
+            fields += [f.strip() for f in line[len("int32_t "):].rstrip(";").split(",")]
+    return fields
+
+
+def test_param_fields_match_the_c_structs():
+    assert list(kp.CONV_FIELDS) == _c_struct_int_fields("ek_conv_params_t")
+    assert list(kp.FC_FIELDS) == _c_struct_int_fields("ek_fc_params_t")
+    for case, _ in CASES:
+        fields = kp.FC_FIELDS if case.layer.kind == "fully_connected" else kp.CONV_FIELDS
+        assert tuple(case.layer.params) == fields
+
+
 def test_scratch_formula_matches_c():
     # the runner refuses to run a case whose scratch size differs from the C formula; check the Python side is
     # exact for a few sizes by hand-computed values too

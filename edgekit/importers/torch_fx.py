@@ -407,8 +407,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
         leaf = _leaf_path(n, op) if n.op == "call_function" else None
         if n.op == "call_module":
             base = str(n.target)
-        elif leaf and leaf not in used_names:
-            base = leaf
+        elif leaf:
+            base = leaf  # a layer called twice gets '_2', as a module called twice does
         else:
             stack = n.meta.get("nn_module_stack")
             base = n.name
@@ -642,7 +642,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     if isinstance(r, torch.fx.Node):
                         outputs.append(alias.get(r.name, r.name))
         except UnsupportedError as e:
-            problems.append(f"'{n.target if n.op == 'call_module' else n.name}' ({e})")
+            where = n.target if n.op == "call_module" else (_leaf_path(n, "") or n.name)
+            problems.append(f"'{where}' ({e})")
     if problems:
         hint = ""
         if any(n.target in _DECOMPOSED for n in gm.graph.nodes):

@@ -117,7 +117,20 @@ class EGRU(nn.Module):
         return gi + self.bias_ih if self.bias_ih is not None else gi
 
     def _step(self, gi, y, c):
-        """One step from the input's gate pre-activations ``gi`` = W_i x_t + b_i (computed for all steps at once)."""
+        """One step from the input's gate pre-activations ``gi`` = W_i x_t + b_i (computed for all steps at once).
+        Returns (y_t, c_t, e_t)."""
+        c_hat = self._gru_update(gi, y, c)
+        e = self._event(c_hat - self.threshold)
+        return c_hat * e, c_hat - self.threshold * e, e
+
+    def _event(self, v: torch.Tensor) -> torch.Tensor:
+        """H(v), with the pseudo-derivative when training."""
+        if self.training and torch.is_grad_enabled():
+            return _HeavisidePseudoGrad.apply(v, self.pseudo_derivative_width, self.dampening)
+        return (v > 0).to(v.dtype)
+
+    def _gru_update(self, gi, y, c):
+        """ĉ_t: the GRU update of the internal state, reading the previous step's events y."""
         gh = y @ self.weight_hh.T
         if self.bias_hh is not None:
             gh = gh + self.bias_hh
@@ -126,14 +139,7 @@ class EGRU(nn.Module):
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
-        c_hat = (1 - z) * n + z * c
-        if self.training and torch.is_grad_enabled():
-            e = _HeavisidePseudoGrad.apply(c_hat - self.threshold, self.pseudo_derivative_width, self.dampening)
-        else:
-            e = (c_hat > self.threshold).to(c_hat.dtype)
-        y = c_hat * e
-        c = c_hat - self.threshold * e
-        return y, c, e
+        return (1 - z) * n + z * c
 
     def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) \
             -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:

@@ -12,15 +12,17 @@ Layouts (the C file explains why):
 * conv2d: the reduction axis runs over "runs" of contiguous input bytes (a kernel row, ``kernel_w * in_c`` bytes,
   when ``dilation_w == 1``; else one tap, ``in_c`` bytes), each padded to even length, groups of 4 stored in the
   order (0, 2, 1, 3); output channels in blocks of 4; per block and per pair of reduction elements 8 bytes
-  ``c0k0 c1k0 c0k1 c1k1 c2k0 c3k0 c2k1 c3k1``.
-* depthwise: ``[C][kh * kw]`` as in PyTorch (no reordering).
-* fully connected: inputs padded to a multiple of 4, output channels to a multiple of 4; per block and per 4 inputs
-  4 words (one per channel) holding bytes ``w0, w1 - [w0 < 0], w2, w3 - [w2 < 0]`` so that the word read as two
-  int16 is ``(256*w1 + w0, 256*w3 + w2)``; the packed bias adds ``127 * sum(w[odd k]) - x_zp * sum(w)``.
+  ``c0k0 c1k0 c0k1 c1k1 c2k0 c3k0 c2k1 c3k1``; a last block of 1-3 channels stores ``c0k0 c0k1 c1k0 c1k1 ...``.
+  Padding: one zero byte per odd-length run per output channel (``runs * out_c`` bytes at most), nothing else.
+* depthwise: ``[C][kh * kw]`` as in PyTorch (no reordering, no padding).
+* fully connected: inputs padded to a multiple of 4 (at most 3 zero bytes per output channel); per block of 4
+  output channels and per 4 inputs 4 words (one per channel; a last block of 1-3 channels has 1-3 words) holding
+  bytes ``w0, w1 - [w0 < 0], w2, w3 - [w2 < 0]``, so that the word read as two int16 is ``(256*w1 + w0,
+  256*w3 + w2)``; the packed bias (``[ceil4(out)]``) adds ``127 * sum(w[odd k]) - x_zp * sum(w)``.
 * requant table (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}``; ``a``/``b`` hold the single-instruction
   (SMMLA) form when every channel allows it (flag ``FAST_REQUANT``), else 0.
 
-Arrays must be placed 4-byte aligned in the firmware.
+Arrays must be placed 4-byte aligned in the firmware. ``PackedLayer.weight_padding_bytes`` counts the padding.
 """
 from __future__ import annotations
 
@@ -123,14 +125,14 @@ def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int) -> tuple
 
 
 def _padding4(padding) -> tuple[int, int, int, int]:
-    return intref._padding4(padding)
+    return intref.padding4(padding)
 
 
 def _conv_geometry(in_hwc, kernel, stride, dilation, padding):
     h, w, c = (int(v) for v in in_hwc)
     kh, kw = kernel
-    sh, sw = intref._pair(stride, "stride")
-    dh, dw = intref._pair(dilation, "dilation")
+    sh, sw = intref.pair2(stride, "stride")
+    dh, dw = intref.pair2(dilation, "dilation")
     pt, pb, pl, pr = _padding4(padding)
     if min(sh, sw, dh, dw) < 1 or min(pt, pb, pl, pr) < 0:
         raise UsageError(f"stride and dilation must be >= 1 and padding >= 0, got stride={stride}, "

@@ -5,12 +5,14 @@
  *
  * Convolution = GEMM over output pixels. A tile of output pixels is copied (im2col) into scratch as int16 with the
  * input zero point already subtracted, two pixels interleaved per int16 pair of the reduction axis; the weights of
- * four output channels are widened once per tile (or once per call) to int16 pairs. The inner loop then holds a
+ * four output channels are widened once per tile (or once per call, EK_NN_FLAG_CACHE_ALL_WEIGHTS) to int16
+ * pairs (the weights stay int8 in flash). The inner loop then holds a
  * 2 pixel x 4 channel block of accumulators in registers and does, per pair of reduction elements, one LDM of the
  * two pixels' pairs, two LDMs of the four channels' pairs and eight SMLADs: 11 instructions for 16 MACs. It is
  * unrolled 8 times with a Duff's-device entry for the remainder. Requantisation is SMMLA + ASR + SSAT per output
  * (the rounding, output zero point and lower clamp are folded into SMMLA's accumulate operand offline), then four
- * bytes are packed and the upper clamp is one SSUB8/SEL per four outputs.
+ * bytes are packed and the upper clamp is one SSUB8/SEL per four outputs (skipped when the range is all of int8).
+ * At 3x3x16 -> 32 that is ~0.76 instructions per MAC in the GEMM plus ~0.07 for im2col and widening.
  *
  * Fully connected (weights used once, so never widened): each 32-bit weight word is stored offline so that read as
  * two int16 it is (256*w1 + w0, 256*w3 + w2) exactly (w1, w3 adjusted for the borrow of a negative w0, w2), and
@@ -18,10 +20,14 @@
  * y = (256*x0 + 127 - x1, 256*x2 + 127 - x3), SMLAD(W, u) + SMLAD(SXTB16(W), y) = 256 * (w0*x0 + w1*(x1 - 127) +
  * w2*x2 + w3*(x3 - 127)): three instructions for four MACs instead of four. The sums carry a factor 256, so they
  * are folded back (>> 8, exact) every 64 words; the -127 terms and the input zero point are in the packed bias.
+ * Blocks of 4 output channels run in asm (2 LDM + 12 instructions per 16 MACs); a last block of 1-3 channels in C.
  *
  * Depthwise: four channels at a time are transposed into per-channel int16 rows (zero point subtracted, padding
- * materialised as zeros) held in a ring of kernel_h rows; 3x3 stride 1 then slides SMLAD/SMLAxy over pairs of
- * neighbouring pixels (two outputs per step), 3x3 stride 2 pairs the taps of each kernel row.
+ * materialised as zeros) held in a ring of kernel_h rows (the one pass over the input). 3x3 then runs a hand-
+ * scheduled row kernel per channel, four outputs per step: with stride 1 the words A, B, C of a kernel row hold
+ * columns x .. x+5 and SMLAD/SMLABT/SMLATB cover the 12 MACs of the four outputs in 8 instructions; with stride 2,
+ * SMLAD + SMLABB per output and row. Other kernels, strides and dilations use a plain C loop over the same rows.
+ * Outputs of one channel are a pixel apart in NHWC, so they are stored byte by byte.
  *
  * Every data layout is shared by the DSP build and the portable build; the portable build emulates the few DSP
  * instructions in C (ek__smlad & co.), so both compute the same integers by construction.
@@ -38,7 +44,7 @@
 #endif
 
 #define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
-#define EK_FC_UNROLL 8     /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
+#define EK_FC_UNROLL 16    /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
 #define EK_FC_CHUNK 64     /* FC words between folds: |partial sum| <= 64 * 97282 < 2^23, so (256*sum) >> 8 is exact */
 
 typedef uint32_t __attribute__((may_alias)) ek__word; /* reads int8/int16 arrays as words (4-byte aligned) */
@@ -481,6 +487,7 @@ typedef struct {
 } ek__gemm_args_t;
 
 void ek__conv_gemm_2x4_fast(ek__gemm_args_t *a);
+void ek__conv_gemm_2x4_fast_noclamp(ek__gemm_args_t *a);
 void ek__conv_gemm_2x4_raw(ek__gemm_args_t *a);
 
 /*
@@ -556,6 +563,7 @@ __asm__(
     "   bfi     r4, r5, #8, #8\n"
     "   bfi     r4, r6, #16, #8\n"
     "   bfi     r4, r7, #24, #8\n"
+    "   .if \\fast == 1\n"                /* clamp to [act_min, act_max]; fast == 2: the range is all of int8 */
     "   ldrd    r8, r9, [sp, #28]\n"
     "   ssub8   r10, r0, r8\n"
     "   sel     r0, r8, r0\n"
@@ -563,6 +571,7 @@ __asm__(
     "   sel     r4, r8, r4\n"
     "   uadd8   r0, r0, r9\n"
     "   uadd8   r4, r4, r9\n"
+    "   .endif\n"
     "   ldm     r12!, {r8, r9}\n"         /* the two pixels' output offsets */
     "   ldr     r10, [sp, #36]\n"
     "   str     r0, [r10, r8]\n"
@@ -582,6 +591,7 @@ __asm__(
     "   .popsection\n"
     "   .endm\n"
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast, 1\n"
+    "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast_noclamp, 2\n"
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_raw, 0\n");
 #else
 /* Portable GEMM over the same layouts: raw accumulators, 8 per pair. */
@@ -671,6 +681,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
         bias8[(c >> 2) * 8 + (c & 3)] = bias8[(c >> 2) * 8 + 4 + (c & 3)] = v;
     }
 #if EK_NN_DSP
+    const int full_range = p->act_min == -128 && p->act_max == 127; /* then SSAT alone is the clamp */
     ek__gemm_args_t a;
     a.entry = 0;
     a.upper4 = ek__bytes4(rq.upper);
@@ -703,7 +714,11 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             a.qtab = p->requant + 16 * b;
             a.out = output + 4 * b;
             if (rq.fast && b < g.full_blocks) {
-                ek__conv_gemm_2x4_fast(&a);
+                if (full_range) {
+                    ek__conv_gemm_2x4_fast_noclamp(&a);
+                } else {
+                    ek__conv_gemm_2x4_fast(&a);
+                }
                 continue;
             }
             a.accbuf = accbuf;
@@ -836,7 +851,7 @@ __asm__(
     "   ldr     pc, [sp, #40]\n"
     "   .balign 4\n"
     "3:\n"
-    "   .rept 8\n"
+    "   .rept 16\n"            /* EK_FC_UNROLL */
     "   EK_FCSTEP\n"
     "   .endr\n"
     "   cmp     r11, r12\n"
@@ -1217,9 +1232,12 @@ static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
     const int32_t j_hi = (pl + iw) / 2 < rw ? (pl + iw) / 2 : rw; /* one past the last such word */
     if (nc == 4 && j_lo < j_hi) {
         if (pl & 1) { /* (padding, input column 0) */
-            for (int32_t ch = 0; ch < 4; ch++) {
-                rows[ch][j_lo - 1] = ek__pack16(0, row[ch] + off);
-            }
+            const uint32_t x = ek__read_u32(row);
+            const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+            rows[0][j_lo - 1] = a02 << 16;
+            rows[1][j_lo - 1] = a13 << 16;
+            rows[2][j_lo - 1] = a02 & 0xFFFF0000u;
+            rows[3][j_lo - 1] = a13 & 0xFFFF0000u;
         }
         const int8_t *src = row + (2 * j_lo - pl) * C;
 #if EK_NN_DSP
@@ -1238,9 +1256,12 @@ static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
         }
 #endif
         if (((pl + iw) & 1) && j_hi < rw) { /* (input column in_w - 1, padding) */
-            for (int32_t ch = 0; ch < 4; ch++) {
-                rows[ch][j_hi] = ek__pack16(row[(iw - 1) * C + ch] + off, 0);
-            }
+            const uint32_t x = ek__read_u32(row + (iw - 1) * C);
+            const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+            rows[0][j_hi] = a02 & 0xFFFFu;
+            rows[1][j_hi] = a13 & 0xFFFFu;
+            rows[2][j_hi] = a02 >> 16;
+            rows[3][j_hi] = a13 >> 16;
         }
         return;
     }
@@ -1261,7 +1282,8 @@ static inline int32_t ek__elem16(const uint32_t *row, int32_t col)
     return (col & 1) ? ek__hi16(w) : ek__lo16(w);
 }
 
-/* One output row of one channel. */
+/* One output row of one channel, in C: the portable build, the 64-bit requantisation, and kernels other than 3x3
+ * (the DSP build runs 3x3 with fast requantisation through ek__dw3x3_fast). */
 static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const uint32_t *ring, const int8_t *wq,
                        int32_t bias, const int32_t *q, const ek__rq_t *rq, int32_t oy, int8_t *out)
 {
@@ -1298,19 +1320,6 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
         const uint32_t a1 = ek__pack16(wq[3], wq[4]), b1 = ek__pack16(wq[4], wq[5]);
         const uint32_t a2 = ek__pack16(wq[6], wq[7]), b2 = ek__pack16(wq[7], wq[8]);
         int32_t ox = 0;
-#if EK_NN_DSP
-        if (fast && ow >= 4) {
-            const int32_t n4 = ow & ~3;
-            const ek__dw3_args_t da = {r0, r1, r2, out, out + n4 * C, C, bias, qm, qa, qt,
-                                       ek__bytes4(up), ek__bytes4(back), {a0, b0, a1, b1, a2, b2}};
-            ek__dw3x3s1_row(&da);
-            ox = n4;
-            r0 += n4 / 2;
-            r1 += n4 / 2;
-            r2 += n4 / 2;
-            out += n4 * C;
-        }
-#endif
         for (; ox + 1 < ow; ox += 2, r0++, r1++, r2++, out += 2 * C) {
             uint32_t A = r0[0], B = r0[1];
             int32_t o0 = ek__smlad(A, a0, bias), o1 = ek__smlatb(A, a0, bias);

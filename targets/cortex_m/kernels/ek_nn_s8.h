@@ -17,9 +17,14 @@
  * Two implementations compute identical results: Armv7E-M/Armv8-M DSP (SMLAD on int16 pairs, register-blocked,
  * used when __ARM_FEATURE_DSP is defined) and portable C (any core, any host; also forced by EK_NN_PORTABLE).
  *
- * Buffers: weights, requant tables and scratch must be 4-byte aligned (the packer's arrays are declared aligned by
- * the code that embeds them). Scratch holds no state between calls. No function allocates memory or calls libc
- * beyond memcpy/memset.
+ * Buffers: weights, bias, requant tables and scratch must be 4-byte aligned (the packer's arrays are declared
+ * aligned by the code that embeds them); input and output may have any alignment: the DSP build reads and writes
+ * them with unaligned word accesses, which Armv7-M/Armv8-M Mainline allow unless CCR.UNALIGN_TRP is set (it is
+ * clear after reset). Scratch holds no state between calls; its size is ek_*_scratch_bytes() (kernel_pack.py gives
+ * the same number). No function allocates memory or calls libc beyond memcpy/memset.
+ *
+ * Every array a call reads comes from targets/cortex_m/kernel_pack.py (pack_conv2d, pack_depthwise_conv2d,
+ * pack_fully_connected), which also fills the int32 fields of the parameter structs, in the same order.
  */
 #ifndef EK_NN_S8_H
 #define EK_NN_S8_H
@@ -86,13 +91,16 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
 size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p);
 
-/* Convolution, groups = 1, any kernel, stride, dilation and padding; 1x1 stride-1 convolutions take a shorter path. */
+/* Convolution, groups = 1, any kernel, stride, dilation and padding; 1x1 convolutions without padding take a
+ * shorter im2col path (each pixel is one contiguous run). Returns EK_NN_OK or an EK_NN_ERR_* code. */
 int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 
-/* Depthwise convolution, channel multiplier 1; 3x3 stride 1/2 take a faster path. */
+/* Depthwise convolution, channel multiplier 1 (in_c == out_c), any kernel, stride, dilation and padding; 3x3 with
+ * stride_w 1 or 2 and dilation 1 take hand-scheduled row kernels. tile_pixels is ignored. */
 int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 
-/* Fully connected: weights [out_features][in_features] (packed), batch rows of in_features int8 each. */
+/* Fully connected: out[b] = requant(W in[b] + bias) for batch rows of in_features int8 each (W packed from
+ * [out_features][in_features]). */
 int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 
 #ifdef __cplusplus

@@ -1,0 +1,282 @@
+"""Model files as users hand them over: ``.pt2`` (torch.export.save) and ``.onnx`` (torch.onnx.export).
+
+What a user relies on: a file of a model edgekit supports loads into the same layer graph the ``nn.Module`` gives
+(outputs equal within a stated tolerance, same MAC and parameter totals, layer names from the model for ``.pt2``);
+a bad file (truncated, empty, not a model, missing, a folder) or a model with operators edgekit lacks ends in one
+line that names the file (and every offending node at once), with the documented error class.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.errors import ModelLoadError, ShapeError, UnsupportedError
+from edgekit.graph_exec import run_graph
+from edgekit.model import Model
+from edgekit.zoo.models import DigitsCNN, DigitsGRU, MobileNetV2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The models here are tiny: one thread runs them faster than several competing for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Mixed(nn.Module):
+    """Concat, depthwise conv + BN + in-place ReLU in a residual branch, sigmoid gate, average pool, a 1-D conv over
+    the flattened image, a batch-first LSTM read through its output and h_n, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 8, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(16 * 4 * 4, 5)
+        self.c1 = nn.Conv1d(16, 4, 3, padding=1)
+        self.lstm = nn.LSTM(64, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        y = self.act(self.bn(self.dw(y))) + y
+        y = torch.sigmoid(y) * y
+        seq, (h, _) = self.lstm(self.c1(torch.flatten(y, 2)))  # [1, 4 steps, 64]
+        return torch.softmax(self.fc(self.pool(y).flatten(1)), -1), self.head(seq[:, -1]) + self.head(h[0])
+
+
+def _seeded(build, seed: int) -> nn.Module:
+    """Seeded weights, and BatchNorm statistics that are not the identity so that folding has something to fold."""
+    torch.manual_seed(seed)
+    module = build(width=0.35, num_classes=10) if build is MobileNetV2 else build()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.5, 0.5, generator=g)
+    return module.eval()
+
+
+# name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
+# input) with seeded weights, so the test does not depend on trained weight files.
+MODELS = {
+    "digits-cnn": (DigitsCNN, (1, 8, 8)),
+    "digits-gru": (DigitsGRU, (64, 1)),
+    "mbv2-w035": (MobileNetV2, (3, 64, 64)),
+    "mixed": (Mixed, (4, 8, 8)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def case(request):
+    build, shape = MODELS[request.param]
+    module = _seeded(build, seed=len(request.param))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1,) + shape, dtype=np.float32))
+    return request.param, module, x
+
+
+def _outputs(module, x) -> list[np.ndarray]:
+    with torch.no_grad():
+        y = module(x)
+    return [t.numpy() for t in (y if isinstance(y, tuple) else (y,))]
+
+
+def _totals(model: Model) -> tuple[int, int]:
+    a = model.analyze()
+    return a.macs, a.params
+
+
+def test_pt2_round_trip(case, tmp_path):
+    name, module, x = case
+    path = tmp_path / f"{name}.pt2"
+    torch.export.save(torch.export.export(module, (x,)), str(path))
+    loaded = Model.load(path)
+    assert loaded.meta["source"] == str(path)
+    got = run_graph(loaded.graph, [x.numpy()])
+    for out, want in zip(loaded.graph.outputs, _outputs(module, x)):
+        np.testing.assert_allclose(got[out], want, rtol=0, atol=1e-5)
+    assert _totals(loaded) == _totals(Model.from_module(module, x))
+    # Layer names are the module paths, as in the nn.Module import.
+    weighted = {n.name for n in Model.from_module(module, x).graph if n.params}
+    assert weighted == {n.name for n in loaded.graph if n.params}
+    # A program exported at batch 1 still predicts whole batches (and so does a converter's copy of it).
+    xb = np.random.default_rng(1).standard_normal((3,) + tuple(x.shape[1:]), dtype=np.float32)
+    want = _outputs(module, torch.from_numpy(xb))[0]
+    np.testing.assert_allclose(loaded.predict(xb), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded.with_module(copy.deepcopy(loaded.module)).predict(xb), want, rtol=0, atol=1e-5)
+
+
+def test_onnx_round_trip(case, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    name, module, x = case
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(module, (x,), str(path), dynamo=True, external_data=False, verbose=False)
+    loaded = Model.load(path)
+    assert loaded.module is None and loaded.meta["source"] == str(path)
+    got = run_graph(loaded.graph, [x.numpy()])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from_file = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    for out, want, in_file in zip(loaded.graph.outputs, _outputs(module, x), from_file):
+        scale = max(1.0, float(np.abs(want).max()))  # float sums in another order: relative to the output size
+        np.testing.assert_allclose(got[out], in_file, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(got[out], want, rtol=0, atol=1e-5 * scale)
+    assert _totals(loaded) == _totals(Model.from_module(module, x))
+    xb = np.random.default_rng(1).standard_normal((3,) + tuple(x.shape[1:]), dtype=np.float32)
+    want = _outputs(module, torch.from_numpy(xb))[0]
+    np.testing.assert_allclose(loaded.predict(xb), want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def _sequence_first_gru():
+    class SequenceFirst(nn.Module):  # ONNX-style layout inside a PyTorch model: transposes around the GRU
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(4, 6)
+            self.fc = nn.Linear(6, 5)
+
+        def forward(self, x):
+            y, h = self.gru(x.transpose(0, 1))
+            return torch.softmax(self.fc(y), -1)[-1], h
+
+    torch.manual_seed(0)
+    return SequenceFirst().eval()
+
+
+def test_onnx_sequence_first_layout_and_dynamic_batch(tmp_path):
+    """Exporters wrap recurrent layers in transposes and shape arithmetic; with batch 1 edgekit reads through them."""
+    module, x = _sequence_first_gru(), torch.randn(2, 7, 4)
+    path = tmp_path / "seq.onnx"
+    torch.onnx.export(module, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    loaded = Model.load(path)
+    assert loaded.input_shapes == [(1, 7, 4)]
+    got = run_graph(loaded.graph, [x[:1].numpy()])
+    for out, want in zip(loaded.graph.outputs, _outputs(module, x[:1])):
+        np.testing.assert_allclose(got[out].reshape(want.shape), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(x.numpy()), _outputs(module, x)[0], rtol=0, atol=1e-5)
+
+
+# ---- bad files ------------------------------------------------------------------------------------------------------
+
+def _onnx_file(path, nodes, inits=(), x_shape=(1, 4), y_shape=None):
+    graph = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape or x_shape)],
+                              list(inits))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    """A small model saved both ways, to damage."""
+    root = tmp_path_factory.mktemp("good")
+    module, x = _seeded(DigitsCNN, seed=0), torch.rand(1, 1, 8, 8)
+    torch.export.save(torch.export.export(module, (x,)), str(root / "m.pt2"))
+    _onnx_file(root / "m.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu")])
+    return root
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _cut(src, dst, keep: float):
+    data = src.read_bytes()
+    return _write(dst, data[:int(len(data) * keep)])
+
+
+def _torch_save(path):
+    torch.save({"weight": torch.ones(2)}, path)  # also a zip file, but not an exported program
+    return path
+
+
+def _folder(path):
+    path.mkdir()
+    return path
+
+
+# kind -> (folder of good files, tmp_path) -> the bad path
+BAD = {
+    "truncated .pt2 (half)": lambda g, t: _cut(g / "m.pt2", t / "half.pt2", 0.5),
+    "truncated .pt2 (zip directory kept)": lambda g, t: _cut(g / "m.pt2", t / "tail.pt2", 0.98),
+    "truncated .onnx": lambda g, t: _cut(g / "m.onnx", t / "half.onnx", 0.5),
+    "text renamed .onnx": lambda g, t: _write(t / "notes.onnx", b"not a model\n"),
+    "text renamed .pt2": lambda g, t: _write(t / "notes.pt2", b"not a model\n"),
+    "torch.save archive as .pt2": lambda g, t: _torch_save(t / "state.pt2"),
+    "empty .onnx": lambda g, t: _write(t / "empty.onnx", b""),
+    "empty .pt2": lambda g, t: _write(t / "empty.pt2", b""),
+    "missing path": lambda g, t: t / "nowhere" / "model.onnx",
+    "folder": lambda g, t: _folder(t / "model.onnx"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_file_is_one_line_naming_it(kind, good_files, tmp_path, capfd):
+    path = BAD[kind](good_files, tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        Model.load(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message, message
+    assert "Traceback" not in capfd.readouterr().err  # torch.export.load's logged traceback stays off the terminal
+
+
+def test_every_unsupported_onnx_node_is_named_at_once(tmp_path):
+    path = _onnx_file(tmp_path / "ops.onnx", [helper.make_node("Erf", ["x"], ["a"], name="erf_1"),
+                                              helper.make_node("Relu", ["a"], ["b"], name="fine"),
+                                              helper.make_node("LeakyRelu", ["b"], ["y"], name="leaky")])
+    with pytest.raises(UnsupportedError) as err:
+        Model.load(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert "'erf_1' (Erf)" in message and "'leaky' (LeakyRelu)" in message and "'fine'" not in message
+
+
+def test_onnx_layer_limits_are_named_together(tmp_path):
+    """Known operators used beyond what edgekit's layers express: each offending node with its limit."""
+    weight = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.float32), "w")
+    bounds = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", -1), ("hi", 1))]
+    path = _onnx_file(tmp_path / "limits.onnx",
+                      [helper.make_node("Conv", ["x", "w"], ["c"], name="conv_tf", pads=[0, 0, 2, 2]),
+                       helper.make_node("Clip", ["x", "lo", "hi"], ["k"], name="clip"),
+                       helper.make_node("Add", ["c", "k"], ["y"], name="add")],
+                      [weight, *bounds], x_shape=(1, 3, 8, 8))
+    with pytest.raises(UnsupportedError) as err:
+        Model.load(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert "'conv_tf' (Conv: asymmetric padding" in message and "'clip' (Clip: Clip to [-1.0, 1.0]" in message
+    assert "'add'" not in message  # it only reads the refused layers
+
+
+def test_onnx_dynamic_dimension_needs_input_shape(tmp_path):
+    path = _onnx_file(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")],
+                      x_shape=("N", "steps", 3))
+    with pytest.raises(ModelLoadError, match=r"dynamic dimension 'steps'.*--input-shape"):
+        Model.load(path)
+    assert Model.load(path, input_shape=(5, 3)).input_shapes == [(1, 5, 3)]
+    with pytest.raises(ShapeError, match="does not fit"):
+        Model.load(path, input_shape=(5, 4))
+
+
+def test_onnx_missing_external_weights(tmp_path):
+    module, x = DigitsCNN().eval(), torch.rand(1, 1, 8, 8)
+    path = tmp_path / "ext.onnx"
+    torch.onnx.export(module, (x,), str(path), dynamo=True, external_data=True, verbose=False)
+    for data in tmp_path.glob("*.data"):
+        data.unlink()
+    with pytest.raises(ModelLoadError, match="missing; copy that file alongside or re-export"):
+        Model.load(path)
