@@ -102,10 +102,10 @@ def _fq_range(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
 
 
 def gru_int8(model: Model, weights: int | None, state: int | None, gates: int | None) -> np.ndarray:
-    """Logits of the digits GRU on the test inputs with weights, hidden state and gate outputs rounded to the given bit widths
-    (None: float). Inputs are int8 (range from the calibration data); the hidden state is symmetric with the range
-    seen on the calibration data; gate outputs (sigmoid in [0, 1], tanh in [−1, 1]) use their fixed ranges, as a
-    lookup table would produce them."""
+    """Logits of the digits GRU on the test inputs with weights, hidden state and gate outputs rounded to the given
+    bit widths (None: float). Inputs are int8 (range from the calibration data); the hidden state is symmetric with
+    the range seen on the calibration data; gate outputs (sigmoid in [0, 1], tanh in [−1, 1]) use their fixed ranges,
+    as a lookup table would produce them."""
     gru, fc = model.module.gru, model.module.classifier
     w = {k: getattr(gru, k).detach() for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
     w_fc, b_fc = fc.weight.detach(), fc.bias.detach()
@@ -191,7 +191,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS}")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    console = Console()
+    console = Console(width=150)
     parts = ["# Converters benchmark (bench/converters.py)", "",
              "Held-out split of scikit-learn digits (360 samples; 1 sample = 0.28 points). Pruning: gradual "
              "magnitude pruning, cubic schedule, fine-tuned on the training split "

@@ -2,8 +2,8 @@
 
 Where it sits: inside converters. A converter that changes weights (prune, qat) fine-tunes the network afterwards or
 while it changes it. This loop is deliberately plain: cross-entropy on (x, y), Adam with a cosine-decayed learning rate,
-shuffled mini-batches, gradient-norm clipping, and a callback after every optimizer step (where pruning updates its masks). It shows a progress bar when
-stderr is a terminal.
+shuffled mini-batches, gradient-norm clipping, and a callback after every optimizer step (where pruning updates its
+masks). It shows a progress bar when stderr is a terminal.
 
 Training data comes from, in this order: what the caller passes (``dataset=(x, y)``), else the model's own
 ``train_x``/``train_y`` (the bundled examples carry them).

@@ -11,9 +11,10 @@ arXiv:1710.01878). The sparsity rises from s_i to s_f over n pruning steps, one 
 fast at first, while many redundant weights remain, and slowly towards the end. At each pruning step the masks are
 recomputed from the magnitudes of the masked weights; between steps the network fine-tunes with the pruned weights
 held at zero (``torch.nn.utils.prune`` masks: the weight used in forward is ``weight_orig · weight_mask``). Magnitudes
-are read through the mask, so a pruned weight counts as 0 and stays pruned. At the end the masks are made permanent (``prune.remove``): plain
-parameters with zeros, no hooks. Here t0 = 0 (fine-tuning starts from the trained model) and, by default, the ramp
-n·Δt takes the first 60 % of the fine-tuning steps; the rest recovers accuracy at the final sparsity.
+are read through the mask, so a pruned weight counts as 0 and stays pruned. At the end the masks are made permanent
+(``prune.remove``): plain parameters with zeros, no hooks. Here t0 = 0 (fine-tuning starts from the trained model)
+and, by default, the ramp n·Δt takes the first 60 % of the fine-tuning steps; the rest recovers accuracy at the final
+sparsity.
 
 What is pruned: the weights of Conv1d/Conv2d, Linear and GRU/LSTM layers (never biases or BatchNorm). For recurrent
 layers the input matrix ``weight_ih`` and the recurrent matrix ``weight_hh`` are pruned as separate tensors, as in

@@ -113,8 +113,9 @@ def _example_inputs(model: onnx.ModelProto, path: Path, input_shape) -> dict[str
             if not dims:
                 raise UnsupportedError(f"{path}: input '{vi.name}' is a scalar; edgekit needs a batch axis")
             shape = (1,) + tuple(dims[1:])
-        if isinstance(dims[0] if dims else 1, int) and (dims[0] if dims else 1) not in (0, 1):
-            raise ModelLoadError(f"{path}: input '{vi.name}' of shape {shown} was exported for batch {dims[0]}; "
+        batch = dims[0] if dims else 1
+        if isinstance(batch, int) and batch not in (0, 1):  # 0: left unset by the exporter
+            raise ModelLoadError(f"{path}: input '{vi.name}' of shape {shown} was exported for batch {batch}; "
                                  "re-export with batch 1 or a dynamic batch")
         example[vi.name] = np.zeros(shape, np.float32)
     if not example:
@@ -209,7 +210,7 @@ class _Importer:
             self.values[name] = torch.from_numpy(x)
             self.vals[name] = (name, tuple(x.shape))
 
-    # ---- the walk ---------------------------------------------------------------------------------------------------
+    # ---- the walk ----------------------------------------------------------------------------------------------------
     def run(self) -> Graph:
         _, folded = _const_names(self.model)
         problems: list[str] = []
@@ -277,7 +278,7 @@ class _Importer:
         for o, r in zip([o for o in node.output if o], results):
             self.consts[o] = np.asarray(r)
 
-    # ---- helpers ----------------------------------------------------------------------------------------------------
+    # ---- helpers -----------------------------------------------------------------------------------------------------
     def _name(self, base: str) -> str:
         nm, k = base, 1
         while nm in self.names:
@@ -375,7 +376,7 @@ class _Importer:
                                    "alike: re-export with symmetric padding (e.g. padding=k//2 for an odd kernel k)")
         return [int(p) for p in begin]
 
-    # ---- layers -------------------------------------------------------------------------------------------------------
+    # ---- layers ------------------------------------------------------------------------------------------------------
     def _conv(self, node, a):
         x = self._exact(node.input[0])
         W = self._weight(node.input[1], "weight")
@@ -422,7 +423,8 @@ class _Importer:
 
     def _matmul(self, node, a):
         if node.input[1] not in self.consts:
-            raise UnsupportedError("MatMul of two computed tensors (edgekit's linear needs constant weights)")
+            which = "a constant on the left" if node.input[0] in self.consts else "two computed tensors"
+            raise UnsupportedError(f"MatMul of {which} (edgekit's linear is x @ W with constant weights W)")
         B = self._weight(node.input[1], "weight")
         if B.ndim != 2:
             raise UnsupportedError(f"MatMul with a {B.ndim}-D weight")
@@ -440,7 +442,8 @@ class _Importer:
             self._bias_after_matmul(node, other, self.consts[const[0]])
             return
         if const:
-            raise UnsupportedError(f"{node.op_type} with a constant operand (edgekit's {op} takes two computed tensors)")
+            raise UnsupportedError(f"{node.op_type} with a constant operand (edgekit's {op} takes two computed "
+                                   "tensors)")
         (n0, s0), (n1, s1) = self._tensor(node.input[0]), self._tensor(node.input[1])
         if s0 == s1 and self._shape(n0) == self._shape(n1):  # same view of same-shaped nodes: stay a view
             self._bind(node.output[0], self._emit(self._label(node), op, [n0, n1]), s0)
@@ -469,8 +472,8 @@ class _Importer:
                   "running_mean": self._weight(node.input[3], "mean"),
                   "running_var": self._weight(node.input[4], "variance")}
         x = self._exact(node.input[0])
-        self._bind(node.output[0], self._emit(self._label(node), "batchnorm", [x], {"eps": float(a.get("epsilon", 1e-5))},
-                                              params))
+        attrs = {"eps": float(a.get("epsilon", 1e-5))}
+        self._bind(node.output[0], self._emit(self._label(node), "batchnorm", [x], attrs, params))
 
     def _unary(self, node, op: str):
         node_name, shape = self._tensor(node.input[0])  # elementwise: any view will do
@@ -536,7 +539,8 @@ class _Importer:
         node_name, shape = self._tensor(node.input[0])
         axis = int(a.get("axis", -1 if self.opset >= 13 else 1)) % len(shape)
         if self.opset < 13 and axis != len(shape) - 1:
-            raise UnsupportedError(f"Softmax (opset {self.opset}) over axes {axis}.. flattened together")
+            raise UnsupportedError(f"opset {self.opset} Softmax over axes {axis} to {len(shape) - 1} flattened "
+                                   "together; re-export with opset 13 or later")
         if shape != self._shape(node_name):
             mapped = _node_axis(shape, self._shape(node_name), axis)
             if mapped is None:
@@ -545,7 +549,7 @@ class _Importer:
                 axis = mapped
         self._bind(node.output[0], self._emit(self._label(node), "softmax", [node_name], {"dim": axis}), shape)
 
-    # ---- layout (views) ---------------------------------------------------------------------------------------------
+    # ---- layout (views) ----------------------------------------------------------------------------------------------
     def _identity(self, node, a):
         if node.op_type == "Dropout" and len(node.output) > 1 and self._used(node.output[1]):
             raise UnsupportedError("the dropout mask is read")
@@ -642,7 +646,7 @@ class _Importer:
         out = shape[:ax] + (len(range(s.start, s.stop, s.step)),) + shape[ax + 1:]
         self._select(node, node.input[0], ax, s, out)
 
-    # ---- recurrent layers ---------------------------------------------------------------------------------------------
+    # ---- recurrent layers --------------------------------------------------------------------------------------------
     def _rnn(self, node, a):
         kind = node.op_type.lower()
         gates, order = (3, GRU_GATES_FROM_ONNX) if kind == "gru" else (4, LSTM_GATES_FROM_ONNX)

@@ -329,6 +329,7 @@ _INPLACE = {aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.
             aten.hardswish_.default: aten.hardswish.default, aten.add_.Tensor: aten.add.Tensor,
             aten.mul_.Tensor: aten.mul.Tensor}
 _LAYOUT = {aten.permute.default, aten.transpose.int, aten.t.default}
+_ZERO_FILLS = {aten.zeros.default, aten.new_zeros.default, aten.zeros_like.default, aten.full.default}
 # Calls that appear only once a program is decomposed to core ATen (run_decompositions()).
 _DECOMPOSED = {aten.convolution.default, aten.addmm.default, aten.mm.default,
                aten._native_batch_norm_legit_no_training.default}
@@ -503,6 +504,10 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     tgt, mutated = _INPLACE[tgt], n.args[0]
                 tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name not in consts]
                 shape = _shape_of(n.meta)
+                if tgt in _ZERO_FILLS and (tgt is not aten.full.default or n.args[1] == 0):
+                    # zeros sized from the input (an RNN's initial state with a dynamic batch): a zero constant
+                    consts[n.name] = torch.zeros(shape)
+                    continue
                 if tgt in ATEN_LAYER_HANDLERS:
                     op, attrs, params, x = ATEN_LAYER_HANDLERS[tgt](n, weight)
                     tm = n.meta.get("tensor_meta")

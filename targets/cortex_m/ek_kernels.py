@@ -1,0 +1,90 @@
+"""Calls of edgekit's own int8 micro-kernels (kernels/ek_nn_s8.c) in a Cortex-M program.
+
+Where it sits: program.py asks for a step for an int8 conv / depthwise conv / linear layer (a whole layer or one tile
+of a patch schedule); kernel_pack.py packs the weights and fills the parameter struct; codegen.py prints the call
+with :func:`render_call`. TVM generates every other kernel; these replace TVM's scalar loops where the DSP
+extension (SMLAD on int16 pairs) pays.
+"""
+from __future__ import annotations
+
+from edgekit.targets.cortex_m import kernel_pack
+
+# Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
+CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
+
+
+def _requant_args(qn) -> dict:
+    q = qn.q
+    return dict(x_zp=int(q["in_zp"]), out_zp=int(qn.out_zp), act_min=int(q["act_min"]), act_max=int(q["act_max"]))
+
+
+def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: str, window=None):
+    """A step running ``node`` (or one tile: ``window`` = (row, col, h, w) of the input buffer) with
+    ek_conv2d_s8 / ek_depthwise_conv2d_s8."""
+    from edgekit.targets.cortex_m.program import Step
+
+    buf = builder.tensors[x].shape  # (1, H, W, C) physical
+    _, H, W, C = buf
+    r, c, h, w = window if window is not None else (0, 0, H, W)
+    a = node.attrs
+    common = dict(input_shape=(h, w, C), stride=tuple(a["stride"]), dilation=tuple(a["dilation"]),
+                  padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
+    if depthwise:
+        packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                                   **common)
+        kind, wname = "ek_dw", f"{node.name}.dw"
+    else:
+        packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                         scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, **common)
+        kind, wname = "ek_conv", f"{node.name}.ekw"
+    out_shape = builder.tensors[out].shape
+    if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]):
+        raise AssertionError(f"layer '{node.name}': packed output {packed.params['out_h']}x{packed.params['out_w']}"
+                             f" differs from the planned {out_shape[1]}x{out_shape[2]}")
+    consts = [builder.const(wname, packed.weights),
+              builder.const(f"{node.name}.ekb", packed.bias) if packed.bias is not None else None,
+              builder.const(f"{node.name}.ekrq", packed.requant)]
+    params = dict(packed.params)
+    params["_in_offset"] = (r * W + c) * C
+    return Step(node.name, kind, [x], [cname for cname in consts if cname], out, params=params, macs=macs,
+                scratch_bytes=packed.scratch_bytes)
+
+
+def fc_step(builder, node, qn, macs: int):
+    from edgekit.targets.cortex_m.program import Step
+
+    x = node.inputs[0]
+    rows = builder.tensors[x].shape[0]
+    packed = kernel_pack.pack_fully_connected(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                              batch=rows, **_requant_args(qn))
+    consts = [builder.const(f"{node.name}.ekw", packed.weights), builder.const(f"{node.name}.ekb", packed.bias),
+              builder.const(f"{node.name}.ekrq", packed.requant)]
+    params = dict(packed.params)
+    params["_in_offset"] = 0
+    return Step(node.name, "ek_fc", [x], consts, node.name, params=params, macs=macs,
+                scratch_bytes=packed.scratch_bytes)
+
+
+FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
+             "ek_dw": ("ek_depthwise_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
+             "ek_fc": ("ek_fully_connected_s8", "ek_fc_params_t", kernel_pack.FC_FIELDS)}
+
+
+def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, str, str]:
+    """(C call, struct type, struct initialiser) for one micro-kernel step."""
+    fn, struct_type, fields = FUNCTIONS[step.kind]
+    ints = ", ".join(str(int(step.params[f])) for f in fields)
+    by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in step.consts}
+    weights = by_suffix.get("ekw") or by_suffix.get("dw")
+    bias = by_suffix.get("ekb", "0")
+    init = f"{ints}, {weights}, {bias}, {by_suffix['ekrq']}"
+    src = prog.tensors[step.inputs[0]]
+    dst = prog.tensors[step.output]
+    in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.params['_in_offset']})"
+    out_ptr = f"(int8_t *)(ek_arena + {dst.offset})"
+    scratch = "0"
+    if step.scratch_bytes:
+        scratch = f"ek_arena + {prog.plan.offsets[f'{step.layer}#scratch{index}']}"
+    call = f"if ({fn}(&ek_params_{index}, {in_ptr}, {out_ptr}, {scratch}) != 0) return {index + 1}"
+    return call, struct_type, init
+
