@@ -56,13 +56,32 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
     run = run_elf(elf, board, timeout_s=limit, count_instructions=True)
     got = parse_outputs(run.output, n, dtype, expected.shape[1:])
-    per_inference = list(run.between_markers()[0::2])
+    # Markers: one before each inference, one after every step (EDGEKIT_PROFILE_STEPS), one after the inference.
+    steps = len(build.get("step_layers", []))
+    counts = run.marker_counts
+    per_marker = steps + 2
+    if len(counts) != n * per_marker:
+        raise FirmwareError(f"expected {n * per_marker} instruction markers from {n} inferences, got {len(counts)}")
+    per_inference = [counts[i * per_marker + per_marker - 1] - counts[i * per_marker] for i in range(n)]
+    first = counts[:per_marker]
+    step_instr = [b - a for a, b in zip(first[:-2], first[1:-1])]
     instructions = int(np.median(per_inference)) if per_inference else None
     measured: dict = {"runtime": f"QEMU {board} (instruction-exact TCG plugin)", "test_inputs": n,
                       "instructions": instructions,
                       "instructions_min": int(min(per_inference)) if per_inference else None,
                       "instructions_max": int(max(per_inference)) if per_inference else None,
                       "instructions_per_mac": (instructions / macs) if instructions and macs else None}
+    layers: dict[str, dict] = {}
+    for name, instr, macs_s, kernel in zip(build.get("step_layers", []), step_instr, build.get("step_macs", []),
+                                           build.get("step_kernels", [])):
+        row = layers.setdefault(name, {"name": name, "instructions": 0, "macs": 0, "kernels": []})
+        row["instructions"] += int(instr)
+        row["macs"] += int(macs_s)
+        if kernel not in row["kernels"]:
+            row["kernels"].append(kernel)
+    for row in layers.values():
+        row["instructions_per_mac"] = row["instructions"] / row["macs"] if row["macs"] else None
+    measured["layers"] = list(layers.values())
     if dtype == "int8":
         diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
         measured["outputs_match"] = bool(diff.max() == 0)

@@ -269,7 +269,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
 
     x, x_dev, y = _test_inputs(model, dtype, qg)
     expected = reference_outputs(model, dtype, qg, x)
-    cflags = gcc_flags(board)
+    cflags = gcc_flags(board) + ["-DEDGEKIT_PROFILE_STEPS"]
     fw_sources = codegen.write_firmware(prog, sources, x_dev, board, cflags, link_flags("link.ld"),
                                         info["qemu_machine"], STACK_BYTES)
     ref = {"x": x, "expected": expected, "x_device": x_dev}
@@ -291,6 +291,8 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         "board": board, "qemu_machine": info["qemu_machine"], "cpu": cpu, "dtype": dtype,
         "kernels": "edgekit DSP micro-kernels + TVM" if any(s.kind.startswith("ek_") for s in prog.steps) else "TVM",
         "tvm_kernels": len(funcs), "steps": len(prog.steps), "arena_bytes": prog.arena_bytes,
+        "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
+        "step_kernels": [s.symbol or s.kind for s in prog.steps],
         "weight_bytes": prog.const_bytes, "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),
     }

@@ -277,7 +277,9 @@ static void ek__cvt_tail(const int8_t *s0, const int8_t *s1, int32_t len, int32_
 
 /* One run of both pixels of a pair: len int8 each -> int16 (+offset) pairs in the run order above, interleaved
  * {pixel 0, pixel 1} per pair. Writes 2 * ceil(len / 2) words. */
-static __attribute__((noinline)) uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len, uint32_t off2, uint32_t *dst)
+/* (not inlined: its asm claims r4-r11, which would make the callers spill) */
+static __attribute__((noinline)) uint32_t *ek__cvt_pair(const int8_t *s0, const int8_t *s1, int32_t len,
+                                                         uint32_t off2, uint32_t *dst)
 {
 #if EK_NN_DSP
     int32_t n8 = len >> 3;
