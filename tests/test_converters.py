@@ -134,7 +134,7 @@ def test_structured_pruning_gives_a_smaller_dense_model(cnn):
     # conv (no bias) + BatchNorm γ, β per kept channel; the classifier keeps its 10 outputs
     expected = 9 * c1 + 2 * c1 + 9 * c1 * c2 + 2 * c2 + 9 * c2 * c3 + 2 * c3 + 10 * c3 + 10
     assert sum(p.numel() for p in out.module.parameters()) == expected == facts["params"]
-    assert facts["nonzero_weights"] <= 0.25 * 14288
+    assert facts["nonzero_weights"] == pytest.approx(0.25 * 14288, rel=0.1)
     assert out.module.features[1][0].weight.shape == (c2, c1, 3, 3)
     assert out.predict(cnn.test_x[:7]).shape == (7, 10)
     assert out.accuracy() > 0.5
