@@ -14,6 +14,7 @@ Nothing here runs the firmware: runtimes/cortex_m.py does (``edgekit profile``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from edgekit.errors import ToolchainError
 from edgekit.estimate import Estimate, estimate as generic_estimate
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.profiles import TargetProfile
+from edgekit.targets.cortex_m.program import DTYPE_BYTES
 
 STACK_BYTES = 16 * 1024
 # Bytes of test inputs the emulator firmware carries at most (flash of the emulated board is 4 MiB).
@@ -111,27 +113,46 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     return patched
 
 
+def step_cost_terms(prog, step) -> tuple[str, int, int]:
+    """(cost-model key, work units, output elements) of one step.
+
+    Work units are MACs for conv/linear kernels and elements (times the window for pooling) for the rest; the
+    profile's ``[cost]`` gives instructions per unit (``key``), per output element (``key_per_output``) and per call
+    (``key_per_call``), fitted to emulated runs by bench/estimators.py.
+    """
+    out = math.prod(prog.tensors[step.output].shape)
+    if step.kind in ("ek_conv", "ek_dw", "ek_fc"):
+        family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}[step.kind]
+        return f"{family}_int8_ek", step.macs, out
+    if step.kind == "copy":
+        return "copy", out * DTYPE_BYTES[prog.dtype], out
+    spec = step.spec
+    dt = prog.dtype
+    if spec.op == "conv2d":
+        family = "depthwise" if spec.attr("groups") > 1 else "conv2d"
+        return f"{family}_{dt}", step.macs, out
+    if spec.op == "linear":
+        return f"linear_{dt}", step.macs, out
+    if spec.op in ("maxpool2d", "avgpool2d"):
+        return f"pool_{dt}", out * math.prod(spec.attr("kernel")), out
+    if spec.op == "global_avgpool":
+        return f"gpool_{dt}", math.prod(spec.in_shapes[0]), out
+    if spec.op in ("add", "mul"):
+        return f"add_{dt}", out, out
+    if spec.op in ("gather", "concat"):
+        return f"{spec.op}_{dt}", out, out
+    return f"unary_{dt}", out, out
+
+
 def program_instructions(prog, profile: TargetProfile) -> dict[str, int]:
-    """Estimated instructions per layer from the profile's cost model (instructions per MAC by kernel kind)."""
-    per_elem = profile.number("cost", "elementwise_per_element", 8.0)
+    """Estimated instructions per layer from the profile's calibrated cost model (see step_cost_terms)."""
     out: dict[str, int] = {}
     for s in prog.steps:
-        kind = s.spec.op if s.spec is not None else s.kind
-        if s.kind.startswith("ek_"):
-            key = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}[s.kind] + "_int8_ek"
-            fallback = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}[s.kind] + "_int8"
-            ipm = profile.number("cost", key, profile.number("cost", fallback, 10.0))
-            n = s.macs * ipm + int(np.prod(prog.tensors[s.output].shape)) * per_elem
-        elif kind in ("conv2d", "linear"):
-            dw = kind == "conv2d" and s.spec.attr("groups") > 1
-            key = ("depthwise" if dw else kind) + "_" + prog.dtype
-            n = s.macs * profile.number("cost", key, 10.0) + int(np.prod(prog.tensors[s.output].shape)) * per_elem
-        else:
-            elems = max(int(np.prod(prog.tensors[x].shape)) for x in s.inputs + [s.output])
-            if s.spec is not None and s.spec.op in ("maxpool2d", "avgpool2d"):
-                elems = int(np.prod(prog.tensors[s.output].shape)) * int(np.prod(s.spec.attr("kernel")))
-            n = elems * per_elem
-        out[s.layer] = out.get(s.layer, 0) + int(n)
+        key, units, elems = step_cost_terms(prog, s)
+        a = profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))
+        b = profile.number("cost", f"{key}_per_output", 0.0)
+        c = profile.number("cost", f"{key}_per_call", 0.0)
+        out[s.layer] = out.get(s.layer, 0) + int(a * units + b * elems + c)
     return out
 
 
@@ -293,6 +314,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         "tvm_kernels": len(funcs), "steps": len(prog.steps), "arena_bytes": prog.arena_bytes,
         "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
         "step_kernels": [s.symbol or s.kind for s in prog.steps],
+        "step_cost_terms": [list(step_cost_terms(prog, s)) for s in prog.steps],
         "weight_bytes": prog.const_bytes, "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),
     }
