@@ -37,6 +37,7 @@ class Shape:
     padding: int = 0
     act: str = "none"  # none | relu6 (scale 6/255, zero point -128: all of int8) | relu (clamp at the zero point)
     field_notes: tuple[str, str, str] = ("", "", "")  # CMSIS-NN, naive C, TVM 0.27 (instructions/MAC)
+    scratch_limit: int | None = None  # bytes (kernel_pack picks tile and weight cache within it)
 
 
 SHAPES = [
@@ -46,6 +47,8 @@ SHAPES = [
     Shape("fully connected 256 -> 64", "fc", cin=256, cout=64, field_notes=("2.08", "6.11", "")),
     Shape("1x1 conv 16x16x32 -> 64", "conv", 16, 16, 32, 64, 1, field_notes=("2.67", "7.20", "")),
     Shape("3x3 conv 16x16x16 -> 32, ReLU clamp", "conv", 16, 16, 16, 32, 3, padding=1, act="relu"),
+    Shape("3x3 conv 16x16x16 -> 32, scratch <= 8 KiB", "conv", 16, 16, 16, 32, 3, padding=1, scratch_limit=8192),
+    Shape("3x3 conv 16x16x16 -> 32, scratch <= 2.5 KiB", "conv", 16, 16, 16, 32, 3, padding=1, scratch_limit=2560),
     Shape("1x1 conv 16x16x32 -> 64, ReLU clamp", "conv", 16, 16, 32, 64, 1, act="relu"),
     Shape("MobileNetV2 first: 3x3 s2 144x144x3 -> 16, ReLU6", "conv", 144, 144, 3, 16, 3, stride=2, padding=1,
           act="relu6"),
@@ -77,7 +80,8 @@ def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
     geom = dict(stride=shape.stride, padding=shape.padding)
     ref = intref.conv2d(x, w, bias, mult=mult, shift=shift, groups=shape.cin if dw else 1, **q, **geom)
     pack = kp.pack_depthwise_conv2d if dw else kp.pack_conv2d
-    layer = pack(w, bias, mult, shift, input_shape=x.shape, **q, **geom)
+    extra = {} if dw or shape.scratch_limit is None else {"scratch_limit_bytes": shape.scratch_limit}
+    layer = pack(w, bias, mult, shift, input_shape=x.shape, **q, **geom, **extra)
     macs = ref.size * (1 if dw else shape.cin) * shape.k * shape.k
     out_bytes = ref.size
     return Case(shape.name, layer, x.reshape(-1), out_bytes), expected_buffer(ref, ref.shape[1] * shape.cout,

@@ -53,7 +53,6 @@ RAMP_FRACTION = 0.6      # share of the fine-tuning steps over which the sparsit
 PRUNING_STEPS = 10       # default n: mask updates during the ramp
 CONV_TYPES = (nn.Conv1d, nn.Conv2d)
 RNN_TYPES = (nn.GRU, nn.LSTM)
-PRUNABLE_TYPES = CONV_TYPES + (nn.Linear,) + RNN_TYPES
 
 
 def cubic_sparsity(step: int, final: float, initial: float = 0.0, ramp_steps: int = 1, frequency: int = 1,
@@ -451,6 +450,8 @@ def prune(model, sparsity: float, *, schedule: str = "cubic", scope: str = "glob
         raise UsageError(f"schedule '{schedule}': choose one of {', '.join(SCHEDULES)}")
     if scope not in SCOPES:
         raise UsageError(f"scope '{scope}': choose one of {', '.join(SCOPES)}")
+    if train_fn is not None and steps is None:
+        raise UsageError("with train_fn, say over how many optimizer steps the sparsity should ramp up: steps=N")
 
     module = copy.deepcopy(model.module)
     notes: list[str] = []
@@ -458,8 +459,10 @@ def prune(model, sparsity: float, *, schedule: str = "cubic", scope: str = "glob
     if structured:
         groups, notes = _unit_groups(model, module)
         if not groups:
-            raise UnsupportedError(f"model '{model.name}': no layer's units can be removed ("
-                                   + "; ".join(notes) + "); use unstructured pruning")
+            why = "; ".join(notes) or "it has no torch.nn Conv, Linear, GRU or LSTM layers (a loaded .pt2 program " \
+                                      "holds operators, not layers)"
+            raise UnsupportedError(f"model '{model.name}': no layer's units can be removed ({why}); use unstructured "
+                                   "pruning or prune the PyTorch model")
         _choose_keep(module, groups, sparsity)
         masks = _UnitMasks(module, groups)
         span = sparsity - initial_sparsity
@@ -470,7 +473,8 @@ def prune(model, sparsity: float, *, schedule: str = "cubic", scope: str = "glob
         masks = _MagnitudeMasks(module, scope)
         apply = masks.update
         if not masks.targets:
-            raise UnsupportedError(f"model '{model.name}' has no Conv, Linear, GRU or LSTM weights to prune")
+            raise UnsupportedError(f"model '{model.name}' has no torch.nn Conv, Linear, GRU or LSTM layers to prune "
+                                   "(a loaded .pt2 program holds operators, not layers); prune the PyTorch model")
 
     settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     data = training_data(model, dataset) if train_fn is None else None
@@ -480,8 +484,6 @@ def prune(model, sparsity: float, *, schedule: str = "cubic", scope: str = "glob
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
     tuning = train_fn is not None or (data is not None and epochs > 0)
-    if train_fn is not None and steps is None:
-        raise UsageError("with train_fn, say over how many optimizer steps the sparsity should ramp up: steps=N")
     total_steps = settings.steps(len(data[0])) if data is not None else 0
     ramp = steps if steps is not None else max(1, int(RAMP_FRACTION * total_steps))
     dt = frequency if frequency is not None else max(1, ramp // PRUNING_STEPS)
@@ -554,9 +556,5 @@ def weight_counts(module: nn.Module) -> dict[str, int | float]:
                                                                                  for p in ps))}
 
 
-def global_sparsity(module: nn.Module) -> float:
-    """Fraction of zeros among the prunable weights of ``module``."""
-    return float(weight_counts(module)["weight_sparsity"])
 
-
-__all__ = ["prune", "cubic_sparsity", "prunable_weights", "weight_counts", "global_sparsity"]
+__all__ = ["prune", "cubic_sparsity", "prunable_weights", "weight_counts"]

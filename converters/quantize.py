@@ -175,7 +175,7 @@ def quantize(model: Model, calib: np.ndarray | None = None, scheme: str = "int8"
     if mode == "qat":
         from edgekit.converters.qat import fine_tune_qat
 
-        model = fine_tune_qat(model, calib, per_channel=per_channel, **qat_options)
+        model = fine_tune_qat(model, calib, per_channel=per_channel, observer=observer, **qat_options)
     elif mode != "ptq":
         raise UsageError(f"quantization mode '{mode}': use 'ptq' or 'qat'")
     q = calibrate(model.deploy_graph, calib, observer, per_channel)

@@ -73,7 +73,7 @@ def _jsonable(o):
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})  # reproducible
     text = buf.getvalue()
     return text[text.index("<svg"):]
 

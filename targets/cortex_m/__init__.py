@@ -323,6 +323,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         toolchain.compile_firmware(sources.model_sources + fw_sources, sources.include_dirs + [sources.firmware_dir],
                                    cflags, link_flags(sources.firmware_dir / "link.ld"), sources.firmware_dir, elf)
         build_info.update(elf_report(elf, sources.firmware_dir, prog))
+        import shutil
+
+        shutil.rmtree(sources.firmware_dir / "obj", ignore_errors=True)  # objects and .su files: read, not shipped
         files = [str(p.relative_to(out)) for p in sorted(out.rglob("*")) if p.is_file()]
     else:
         notes.append("arm-none-eabi-gcc not found: wrote the C sources only; " + toolchain.INSTALL_HINT)

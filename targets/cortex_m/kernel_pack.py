@@ -240,9 +240,9 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
             trial = dict(params, tile_pixels=t, flags=params["flags"] | (FLAG_CACHE_ALL_WEIGHTS if cache else 0))
             if scratch_limit_bytes is not None and conv2d_scratch_bytes(trial) > scratch_limit_bytes:
                 continue
-            # extra instructions per MAC (measured on the M7): widening the weights once per tile (~7.5 per pair of
-            # weights) unless cached, and ~60 per kernel call (one per tile and block of 4 channels)
-            cost = (0.0 if cache else 3.75 / t) + 60.0 / (t * 4 * kp)
+            # extra instructions per MAC (measured on the M7): widening the weights once per tile unless cached
+            # (8 per 8 weights: 1/t), and ~60 per kernel call (one per tile and block of 4 channels)
+            cost = (0.0 if cache else 1.0 / t) + 60.0 / (t * 4 * kp)
             if best is None or cost < best - 1e-12:
                 chosen, best = trial, cost
     if chosen is None:

@@ -460,8 +460,37 @@ static void ek__widen_partial(const int8_t *wq, int32_t k_pairs, int32_t nc, uin
     }
 }
 
+#if EK_NN_DSP
+void ek__widen4(const int8_t *src, uint32_t *dst, int32_t n);
+/* n >= 1 reduction pairs of a block: LDRD, 4 SXTB16, STM, loop = 8 instructions per 8 weights. */
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__widen4, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__widen4\n"
+    "   .type ek__widen4, %function\n"
+    "   .thumb_func\n"
+    "ek__widen4:\n"
+    "   push    {r4-r6}\n"
+    "1: ldrd    r5, r6, [r0], #8\n"
+    "   sxtb16  r3, r5\n"
+    "   sxtb16  r4, r5, ror #8\n"
+    "   sxtb16  r5, r6\n"
+    "   sxtb16  r6, r6, ror #8\n"
+    "   stm     r1!, {r3-r6}\n"
+    "   subs    r2, r2, #1\n"
+    "   bne     1b\n"
+    "   pop     {r4-r6}\n"
+    "   bx      lr\n"
+    "   .size ek__widen4, . - ek__widen4\n"
+    "   .popsection\n");
+#endif
+
 static void ek__widen_block(const int8_t *wq, int32_t k_pairs, uint32_t *dst)
 {
+#if EK_NN_DSP
+    ek__widen4(wq, dst, k_pairs);
+#else
     const ek__word *s = (const ek__word *)wq;
     for (int32_t q = 0; q < k_pairs; q++, s += 2, dst += 4) {
         const uint32_t x = s[0], y = s[1];
@@ -470,6 +499,7 @@ static void ek__widen_block(const int8_t *wq, int32_t k_pairs, uint32_t *dst)
         dst[2] = ek__sxtb16(y);
         dst[3] = ek__sxtb16_ror8(y);
     }
+#endif
 }
 
 #if EK_NN_DSP
