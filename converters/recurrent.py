@@ -149,7 +149,7 @@ def _unblend(module: nn.Module) -> None:
 
 def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1, fine_tune_epochs: int = 20,
             learning_rate: float = 2e-3, batch_size: int = 32, activity_weight: float = 0.5,
-            blend_epochs: float = 0.0, min_threshold: float = 0.01, pseudo_derivative_width: float = 0.5,
+            blend_epochs: float = 0.0, train_thresholds: bool = True, min_threshold: float = 0.01, pseudo_derivative_width: float = 0.5,
             dampening: float = 0.3,
             clip_grad_norm: float = 1.0, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
             seed: int = 0, log: Callable[[str], None] | None = None) -> Model:
@@ -161,7 +161,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
 
         cross-entropy + activity_weight · (mean event rate of the EGRU layers)
 
-    where events get gradients through the pseudo-derivative; thresholds are trained too and kept ≥ ``min_threshold``.
+    where events get gradients through the pseudo-derivative; with ``train_thresholds`` the thresholds are trained too
+    (kept ≥ ``min_threshold``).
     With ``blend_epochs`` > 0 the layer starts as the GRU and becomes the EGRU linearly over that many epochs (see
     :class:`_BlendedEGRU`), which keeps fine-tuning near the trained GRU; the result is always a plain EGRU.
     ``augment(x_batch, generator)`` may transform each training batch (e.g. random shifts). Deterministic for a
@@ -180,7 +181,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     torch.manual_seed(seed)
     module = copy.deepcopy(model.module).eval()
     swapped = _swap_grus(module, thresholds, cls=_BlendedEGRU if fine_tune_epochs > 0 and blend_epochs > 0 else EGRU,
-                         pseudo_derivative_width=pseudo_derivative_width, dampening=dampening)
+                         pseudo_derivative_width=pseudo_derivative_width, dampening=dampening,
+                         trainable_threshold=train_thresholds)
     if not swapped:
         raise UsageError(f"model '{model.name}' has no nn.GRU layer to convert to an EGRU")
     layers = [m for _, m in _egru_layers(module)]
@@ -197,7 +199,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     if fine_tune_epochs > 0:
         inputs = torch.from_numpy(np.ascontiguousarray(model.train_x, np.float32))
         targets = torch.from_numpy(np.asarray(model.train_y, np.int64))
-        optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=0.0)
+        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=learning_rate,
+                                      weight_decay=0.0)
         steps = fine_tune_epochs * math.ceil(len(inputs) / batch_size)
         blend_steps = blend_epochs * math.ceil(len(inputs) / batch_size)
         step = 0

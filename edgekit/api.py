@@ -203,6 +203,13 @@ def fit_advice(model, profile, opts: CompileOptions, est: Estimate) -> str:
                 pass
         if est.peak_sram_bytes > profile.sram_bytes.value and str(opts.patch) == "off":
             tips.append("--patch auto (patch-based inference of the first layers)")
+        elif est.peak_sram_bytes > profile.sram_bytes.value:
+            tips.append("--max-patch-overhead 0.5 (let patching trade more MACs for a smaller arena)")
+    if getattr(model, "module", None) is not None:
+        # Unstructured zeros are still stored densely; removing whole channels shrinks weights and activations.
+        source = str(model.meta.get("source", model.name)).removeprefix("example:")
+        tips.append(f"structured pruning (edgekit convert {source} --prune 0.5 --structured -o small.pt2, then "
+                    "compile small.pt2)")
     tips.append("--allow-oversize to build anyway")
     return "; try " + " or ".join(tips)
 

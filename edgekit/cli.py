@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take a trained neural network and make it run on microcontrollers, phones and "
@@ -49,9 +49,12 @@ def _shape(s: str | None) -> tuple[int, ...] | None:
     if not s:
         return None
     try:
-        return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
+        shape = tuple(int(v) for v in s.replace("x", ",").split(",") if v)
     except ValueError:
-        raise EdgekitError(f"--input-shape {s}: give sizes like 1,8,8 (without the batch)")
+        shape = ()
+    if not shape or min(shape) < 1 or max(shape) > 1 << 20:
+        raise UsageError(f"--input-shape {s}: give positive sizes like 1,8,8 (without the batch)")
+    return shape
 
 
 @app.command()
@@ -245,11 +248,15 @@ def convert(model: str = typer.Argument(..., help="Example name or .pt2 file."),
 
 @app.command()
 def profile(out: Path = typer.Argument(..., help="A folder written by edgekit compile."),
-            repeat: int = typer.Option(50, help="Phone: timed runs for the median latency.")):
+            repeat: int = typer.Option(50, help="Phone: timed runs for the median latency."),
+            time_limit: Optional[float] = typer.Option(None, help="Cortex-M: seconds the emulated firmware may run "
+                                                                  "before it counts as hung (default: from the MACs).")):
     """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference, update the report."""
     from edgekit import api
 
-    art = api.profile(out, repeat=repeat)
+    if time_limit is not None and not 0 < time_limit <= 86400:
+        raise UsageError(f"--time-limit {time_limit}: give a number of seconds between 0 and 86400")
+    art = api.profile(out, repeat=repeat, **({"timeout_s": time_limit} if time_limit else {}))
     print_summary(art.report)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -68,21 +69,27 @@ def _pt2(path: Path, input_shape) -> Model:
                              "torch.export.save); re-export the model with torch.export.save")
     # torch.export.load logs the real reason (with a traceback) and raises "check the warnings above": keep the
     # log off the terminal and put its first sentence into the one-line error instead.
+    # torch's logging setup gives "torch.export" its own stderr handler: swap all handlers out, not just add one.
     logger, caught = logging.getLogger("torch.export"), _Caught()
-    logger.addHandler(caught)
+    handlers, logger.handlers = logger.handlers, [caught]
     logger.propagate, propagate = False, logger.propagate
     extra = {EDGEKIT_META_FILE: ""}
     try:
         ep = torch.export.load(str(path), extra_files=extra)
     except Exception as e:
         reasons = [str(r.exc_info[1]) for r in caught.records if r.exc_info] + [str(e) or type(e).__name__]
-        first = reasons[0].strip().splitlines()[0].split(". ")[0][:200]
+        # C++ checks prefix their reason with "[enforce fail at file.cc:123] . ": keep only the reason.
+        first = (re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", reasons[0].strip()).splitlines()
+                 or [type(e).__name__])[0]
+        first = first.split(". ")[0][:200]
         if "archive_format" in first:
             first = "a zip file, but not a torch.export program; torch.save writes these too"
+        elif "not in a subdirectory" in first:
+            first = f"a zip file, but not a torch.export program: {first}"
         raise ModelLoadError(f"{path}: cannot load the exported program ({first}); re-export it with "
                              "torch.export.save") from e
     finally:
-        logger.removeHandler(caught)
+        logger.handlers = handlers
         logger.propagate = propagate
     args = getattr(ep, "example_inputs", None)
     if input_shape:

@@ -265,7 +265,7 @@ def test_onnx_layer_limits_are_named_together(tmp_path):
 def test_onnx_dynamic_dimension_needs_input_shape(tmp_path):
     path = _onnx_file(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")],
                       x_shape=("N", "steps", 3))
-    with pytest.raises(ModelLoadError, match=r"dynamic dimension 'steps'.*--input-shape"):
+    with pytest.raises(UnsupportedError, match=r"dynamic dimension 'steps'.*--input-shape"):
         Model.load(path)
     assert Model.load(path, input_shape=(5, 3)).input_shapes == [(1, 5, 3)]
     with pytest.raises(ShapeError, match="does not fit"):

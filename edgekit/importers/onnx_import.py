@@ -105,11 +105,13 @@ def _example_inputs(model: onnx.ModelProto, path: Path, input_shape) -> dict[str
             shape = (1,) + want
         else:
             if not tt.HasField("shape"):
-                raise ModelLoadError(f"{path}: input '{vi.name}' has no declared shape; pass --input-shape")
+                raise UnsupportedError(f"{path}: input '{vi.name}' has no declared shape, and edgekit plans memory "
+                                       "for fixed shapes; pass --input-shape")
             dynamic = [str(d) for d in dims[1:] if not isinstance(d, int)]
             if dynamic:
-                raise ModelLoadError(f"{path}: input '{vi.name}' of shape {shown} has a dynamic dimension "
-                                     f"'{dynamic[0]}'; pass --input-shape (one sample's shape, without the batch)")
+                raise UnsupportedError(f"{path}: input '{vi.name}' of shape {shown} has a dynamic dimension "
+                                       f"'{dynamic[0]}', and edgekit plans memory for fixed shapes; pass --input-shape "
+                                       "(one sample's shape, without the batch)")
             if not dims:
                 raise UnsupportedError(f"{path}: input '{vi.name}' is a scalar; edgekit needs a batch axis")
             shape = (1,) + tuple(dims[1:])

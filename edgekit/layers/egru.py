@@ -116,6 +116,18 @@ class EGRU(nn.Module):
         gi = x @ self.weight_ih.T
         return gi + self.bias_ih if self.bias_ih is not None else gi
 
+    def _gru_update(self, gi, y, c):
+        """ĉ_t: the GRU update of the internal state, reading the previous step's events y."""
+        gh = y @ self.weight_hh.T
+        if self.bias_hh is not None:
+            gh = gh + self.bias_hh
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * c
+
     def _step(self, gi, y, c):
         """One step from the input's gate pre-activations ``gi`` = W_i x_t + b_i (computed for all steps at once).
         Returns (y_t, c_t, e_t)."""
@@ -128,18 +140,6 @@ class EGRU(nn.Module):
         if self.training and torch.is_grad_enabled():
             return _HeavisidePseudoGrad.apply(v, self.pseudo_derivative_width, self.dampening)
         return (v > 0).to(v.dtype)
-
-    def _gru_update(self, gi, y, c):
-        """ĉ_t: the GRU update of the internal state, reading the previous step's events y."""
-        gh = y @ self.weight_hh.T
-        if self.bias_hh is not None:
-            gh = gh + self.bias_hh
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return (1 - z) * n + z * c
 
     def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) \
             -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:

@@ -7,6 +7,7 @@ extension (SMLAD on int16 pairs) pays.
 """
 from __future__ import annotations
 
+from edgekit.errors import UsageError
 from edgekit.targets.cortex_m import kernel_pack
 
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
@@ -20,7 +21,8 @@ def _requant_args(qn) -> dict:
 
 def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: str, window=None):
     """A step running ``node`` (or one tile: ``window`` = (row, col, h, w) of the input buffer) with
-    ek_conv2d_s8 / ek_depthwise_conv2d_s8."""
+    ek_conv2d_s8 / ek_depthwise_conv2d_s8; None when even the smallest conv tile needs more scratch than
+    CONV_SCRATCH_LIMIT_BYTES (the caller uses TVM's kernel for that layer)."""
     from edgekit.targets.cortex_m.program import Step
 
     buf = builder.tensors[x].shape  # (1, H, W, C) physical
@@ -34,8 +36,11 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                                    **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
-        packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                         scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, **common)
+        try:
+            packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                             scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, **common)
+        except kernel_pack.ScratchLimitError:
+            return None
         kind, wname = "ek_conv", f"{node.name}.ekw"
     out_shape = builder.tensors[out].shape
     if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]):

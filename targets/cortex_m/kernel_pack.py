@@ -52,6 +52,10 @@ DEFAULT_TILE_PIXELS = 32
 DEFAULT_WEIGHT_CACHE_LIMIT_BYTES = 16 * 1024
 
 
+class ScratchLimitError(UsageError):
+    """No tile of an ek_conv2d_s8 call fits the scratch bytes it may use (program.py then runs TVM's kernel)."""
+
+
 @dataclass(frozen=True)
 class PackedLayer:
     """What one C kernel call needs: ``params`` are the struct's int32 fields in declaration order (the pointer fields
@@ -246,8 +250,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
             if best is None or cost < best - 1e-12:
                 chosen, best = trial, cost
     if chosen is None:
-        raise UsageError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
-                         f"{conv2d_scratch_bytes(dict(params, tile_pixels=2))})")
+        raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
+                                f"{conv2d_scratch_bytes(dict(params, tile_pixels=2))})")
     return PackedLayer(kind="conv2d", params=chosen, weights=packed,
                        bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
                        requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),

@@ -24,11 +24,11 @@ FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgp
              "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish"}
 INT8_OPS = FLOAT_OPS - {"mul"}
 FOLLOW_UPS = {
-    "gru": "recurrent layers run on Cortex-M as streaming step functions (the recurrent-models issue)",
-    "lstm": "recurrent layers run on Cortex-M as streaming step functions (the recurrent-models issue)",
+    "gru": "make the model a per-sample step with edgekit.converters.recurrent.to_streaming",
+    "lstm": "make the model a per-sample step with edgekit.converters.recurrent.to_streaming",
     "conv1d": "write it as Conv2d with a 1xK kernel",
     "batchnorm": "put it right after a conv/linear so edgekit folds it",
-    "softmax": "drop the final softmax for deployment (argmax is unchanged) or compile in float32",
+    "softmax": "drop the final softmax for deployment (argmax is unchanged)",
 }
 DTYPE_C = {"int8": "int8_t", "float32": "float", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
 DTYPE_BYTES = {"int8": 1, "float32": 4, "int32": 4, "int16": 2, "uint8": 1}
@@ -118,8 +118,12 @@ def check_supported(graph: Graph, dtype: str, target: str) -> None:
     ops = INT8_OPS if dtype == "int8" else FLOAT_OPS
     bad = [n for n in graph.nodes if n.op not in ops]
     if bad:
-        detail = "; ".join(f"'{n.name}' ({n.op}{': ' + FOLLOW_UPS[n.op] if n.op in FOLLOW_UPS else ''})"
-                           for n in bad)
+        def hint(op: str) -> str:
+            if op in FOLLOW_UPS:
+                return ": " + FOLLOW_UPS[op]
+            return f": {target} runs it in float32 (without --quantize)" if op in FLOAT_OPS else ""
+
+        detail = "; ".join(f"'{n.name}' ({n.op}{hint(n.op)})" for n in bad)
         raise UnsupportedError(f"{len(bad)} layer(s) cannot run on {target} in {dtype}: {detail}; the phone target "
                                "(phone-arm64) runs them")
     for n in graph.nodes:
@@ -212,9 +216,13 @@ class _Builder:
             if self.use_ek and (a["groups"] == 1 or depthwise):
                 from edgekit.targets.cortex_m import ek_kernels
 
-                self.steps.append(ek_kernels.conv_step(self, n, qn, depthwise, pads, macs, x, out.name,
-                                                       tile.windows[0] if tile else None))
-                return
+                step = ek_kernels.conv_step(self, n, qn, depthwise, pads, macs, x, out.name,
+                                            tile.windows[0] if tile else None)
+                if step is not None:
+                    self.steps.append(step)
+                    return
+                self.notes.append(f"layer '{n.name}': TVM's conv kernel (the DSP kernel's smallest tile needs more "
+                                  f"than {ek_kernels.CONV_SCRATCH_LIMIT_BYTES:,} B of scratch)")
             attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, act_min=qn.q["act_min"], act_max=qn.q["act_max"])
             cs = [self.const(f"{n.name}.w", w), self.const(f"{n.name}.b", qn.q["bias"]),
                   self.const(f"{n.name}.mult", qn.q["mult"]), self.const(f"{n.name}.shift", qn.q["shift"])]
