@@ -142,7 +142,8 @@ class _LeafTracer(Tracer):
 _ACT_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
               torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", F.tanh: "tanh",
               torch.ops.aten.relu.default: "relu", torch.ops.aten.sigmoid.default: "sigmoid",
-              torch.ops.aten.tanh.default: "tanh", torch.ops.aten.hardswish.default: "hardswish"}
+              torch.ops.aten.tanh.default: "tanh", torch.ops.aten.hardswish.default: "hardswish",
+              torch.ops.aten.relu6.default: "relu6"}  # F.relu6 in a torch.export program
 _ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
 _ADD = {operator.add, torch.add, torch.ops.aten.add.Tensor}
 _MUL = {operator.mul, torch.mul, torch.ops.aten.mul.Tensor}

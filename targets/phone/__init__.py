@@ -266,8 +266,8 @@ def _float_check(path: Path, input_name: str, fixed_batch: int | None, x: np.nda
     n = min(len(x), FLOAT_CHECK_SAMPLES)
     got = _run_float(path, input_name, fixed_batch, x[:n])
     if got.shape != reference[:n].shape:
-        raise MismatchError(f"the ONNX model's output has shape {got.shape[1:]} but the source model's has "
-                            f"{reference.shape[1:]} (exported with {exporter}); check the model's outputs")
+        raise MismatchError(f"on {n} inputs the ONNX model's output has shape {got.shape} but the source model's "
+                            f"has {reference[:n].shape} (exported with {exporter}); check the model's outputs")
     err = float(np.max(np.abs(got - reference[:n])))
     scale = float(np.max(np.abs(reference[:n]))) + 1.0
     if not err <= FLOAT_TOLERANCE * scale:

@@ -54,22 +54,26 @@ def _batched_example(example: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, .
 
 def export_module(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> tuple[str, list[str]]:
     """Write ``module`` to ``path`` as ONNX; returns (exporter used, notes)."""
-    args = _batched_example(example)
+    from edgekit.loaders import _BatchOneProgram
+
+    # A .pt2 exported at batch 1 has that batch baked into its graph (views, guards): export it at batch 1, fixed.
+    fixed_batch = isinstance(module, _BatchOneProgram)
+    args = tuple(example) if fixed_batch else _batched_example(example)
     names = [INPUT_NAME] if len(args) == 1 else [f"{INPUT_NAME}{i}" for i in range(len(args))]
     notes: list[str] = []
     try:
         batch = torch.export.Dim("batch")
         with _quiet():
             torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, input_names=names,
-                              output_names=[OUTPUT_NAME], dynamic_shapes=tuple({0: batch} for _ in args),
-                              verbose=False)
+                              output_names=[OUTPUT_NAME], verbose=False,
+                              dynamic_shapes=None if fixed_batch else tuple({0: batch} for _ in args))
         return "dynamo", notes
     except Exception as dynamo_error:  # noqa: BLE001 - any exporter failure sends us to the fallback
         dynamo_reason = _first_line(dynamo_error)
     try:
         with _quiet():
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=names, output_names=[OUTPUT_NAME],
-                              dynamic_axes={n: {0: "batch"} for n in names + [OUTPUT_NAME]})
+                              dynamic_axes=None if fixed_batch else {n: {0: "batch"} for n in names + [OUTPUT_NAME]})
         notes.append(f"exported with the TorchScript exporter because the dynamo exporter failed ({dynamo_reason}); "
                      "TorchScript tracing freezes Python control flow, so outputs are checked against torch")
         return "torchscript", notes
