@@ -42,14 +42,15 @@ def run(configs):
     try:
         for i, (model, target, q, kernels) in enumerate(configs):
             out = work / str(i)
+            label = model if isinstance(model, str) else model.name
             try:
                 api.compile(model, target, out, quantize=q, kernels=kernels, allow_oversize=True)
                 rep = api.profile(out, repeat=20).report
             except EdgekitError as e:
-                results.append({"model": model, "target": target, "q": q or "float32", "kernels": kernels,
+                results.append({"model": label, "target": target, "q": q or "float32", "kernels": kernels,
                                 "error": str(e)[:100]})
                 continue
-            results.append({"model": model, "target": target, "q": q or "float32", "kernels": kernels, "rep": rep})
+            results.append({"model": label, "target": target, "q": q or "float32", "kernels": kernels, "rep": rep})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -70,60 +71,143 @@ def error_table(results) -> Table:
     return t
 
 
+def _layer_rows(rep):
+    """(core, key) -> [(terms vector, measured instructions)] for every measured layer of one report."""
+    rows = defaultdict(list)
+    b = rep["build"]
+    layer_terms = defaultdict(lambda: defaultdict(lambda: np.zeros(4)))
+    for layer, (key, units, outs, ins) in zip(b["step_layers"], b["step_cost_terms"]):
+        layer_terms[layer][key] += np.array([units, outs, ins, 1.0])
+    for m in rep["measured"]["layers"]:
+        terms = layer_terms[m["name"]]
+        if len(terms) == 1:  # a layer whose steps share one kernel family
+            (key, vec), = terms.items()
+            rows[(rep["target"], key)].append((vec, m["instructions"]))
+    return rows
+
+
 def fit(results):
-    """Per core and cost key: NNLS fit of instructions = a·units + b·outputs + c·calls over measured layers."""
+    """Per core and cost key: NNLS fit of instructions = a·units + b·outputs + d·inputs + c·calls."""
     from scipy.optimize import nnls
 
     rows = defaultdict(list)
     for r in results:
         rep = r.get("rep")
-        if not rep or rep["target_kind"] != "mcu":
-            continue
-        b = rep["build"]
-        layer_terms = defaultdict(lambda: defaultdict(lambda: np.zeros(3)))
-        for layer, (key, units, outs) in zip(b["step_layers"], b["step_cost_terms"]):
-            layer_terms[layer][key] += np.array([units, outs, 1.0])
-        for m in rep["measured"]["layers"]:
-            terms = layer_terms[m["name"]]
-            if len(terms) == 1:  # a layer whose steps share one kernel family
-                (key, vec), = terms.items()
-                rows[(rep["target"], key)].append((vec, m["instructions"]))
+        if rep and rep["target_kind"] == "mcu":
+            for k, v in _layer_rows(rep).items():
+                rows[k].extend(v)
     fitted = {}
     for (core, key), data in sorted(rows.items()):
         A = np.array([d[0] for d in data])
         y = np.array([d[1] for d in data], dtype=float)
         w = 1.0 / np.maximum(y, 1.0)  # relative error
-        cols = [0, 1, 2] if len(data) >= 3 else [0]
+        cols = [0, 1, 2, 3] if len(data) >= 6 else ([0, 3] if len(data) >= 2 else [0])
         coef, _ = nnls(A[:, cols] * w[:, None], y * w)
-        full = np.zeros(3)
+        full = np.zeros(4)
         full[cols] = coef
         pred = A @ full
-        err = np.max(np.abs(pred - y) / np.maximum(y, 1)) if len(y) else 0
+        err = float(np.max(np.abs(pred - y) / np.maximum(y, 1))) if len(y) else 0.0
         fitted[(core, key)] = (full, len(data), err)
     return fitted
+
+
+def synthetic_models(seed: int = 0):
+    """Small CNNs with varied layer shapes (widths, strides, kernels, residuals) for calibrating the cost model."""
+    import torch
+    import torch.nn as nn
+
+    from edgekit.model import Model
+    from edgekit.zoo.models import InvertedResidual
+
+    rng = np.random.default_rng(seed)
+    models = []
+    for i in range(4):
+        torch.manual_seed(seed + i)
+        size = int(rng.choice([16, 24, 32]))
+        c0 = int(rng.choice([8, 12, 16]))
+        layers: list[nn.Module] = [nn.Conv2d(3, c0, 3, stride=int(rng.choice([1, 2])), padding=1),
+                                   nn.BatchNorm2d(c0), nn.ReLU6()]
+        c = c0
+        for b in range(5):
+            out = int(rng.choice([8, 16, 24, 32, 40]))
+            stride = int(rng.choice([1, 1, 2])) if b < 3 else 1
+            layers.append(InvertedResidual(c, out, stride, int(rng.choice([2, 4, 6]))))
+            c = out
+        layers += [nn.Conv2d(c, 64, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 48, 3, padding=1),
+                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, int(rng.choice([10, 37, 100])))]
+        module = nn.Sequential(*layers).eval()
+        with torch.no_grad():
+            for mod in module.modules():
+                if isinstance(mod, nn.BatchNorm2d):
+                    mod.running_mean.uniform_(-0.2, 0.2)
+                    mod.running_var.uniform_(0.5, 1.5)
+        x = rng.standard_normal((8, 3, size, size)).astype(np.float32)
+        models.append(Model.from_module(module, torch.from_numpy(x[:1]), name=f"calib{i}", calib=x, test_x=x[:1]))
+    return models
+
+
+def calibrate(cores, write: bool):
+    """Build and run the synthetic models on each core (int8 with edgekit kernels, int8 and float32 with TVM
+    kernels), fit the cost model and write targets/profiles/cost/<core>.toml."""
+    configs = []
+    for m in synthetic_models():
+        for core in cores:
+            for q, kernels in (("int8", "auto"), ("int8", "tvm"), (None, "tvm")):
+                configs.append((m, core, q, kernels))
+    results = run(configs)
+    fitted = fit(results)
+    if write:
+        out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
+        out_dir.mkdir(exist_ok=True)
+        for core in cores:
+            lines = [f"# Calibrated cost model of {core}: executed instructions (QEMU, exact) per layer =",
+                     "#   key·units + key_per_output·outputs + key_per_input·inputs + key_per_call",
+                     "# Written by `bench/estimators.py --calibrate` from synthetic CNNs built and run on the emulated",
+                     "# board (see synthetic_models there); overrides the initial [cost] of the profile.", "[cost]"]
+            for (c, key), (coef, n, err) in sorted(fitted.items()):
+                if c != core:
+                    continue
+                src = f"fitted by bench/estimators.py --calibrate over {n} layers (max error {err:.0%})"
+                for suffix, v in zip(("", "_per_output", "_per_input", "_per_call"), coef):
+                    if suffix == "" or v > 0:
+                        lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
+            (out_dir / f"{core}.toml").write_text("\n".join(lines) + "\n")
+    return results, fitted
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--quick", action="store_true", help="digits-cnn on cortex-m7 only")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="fit the Cortex-M cost model on synthetic CNNs and write targets/profiles/cost/*.toml")
+    ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"])
     args = ap.parse_args(argv)
+    console = Console(record=True, width=160)
+    if args.calibrate:
+        results, fitted = calibrate(args.cores, write=True)
+        console.print(error_table(results))
+        _print_fit(console, fitted)
+        return 0
     configs = CONFIGS[:3] if args.quick else CONFIGS
     results = run(configs)
-    console = Console(record=True, width=160)
     console.print(error_table(results))
     if args.fit:
-        fitted = fit(results)
-        t = Table(title="Cortex-M cost model fit: instructions = a·units + b·outputs + c")
-        for col in ("core", "key", "a / unit", "b / output", "c / call", "layers", "max rel. error"):
-            t.add_column(col)
-        for (core, key), (coef, n, err) in fitted.items():
-            t.add_row(core, key, f"{coef[0]:.3f}", f"{coef[1]:.2f}", f"{coef[2]:.0f}", str(n), f"{err:.1%}")
-        console.print(t)
+        _print_fit(console, fit(results))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "estimators.txt").write_text(console.export_text())
     return 0
+
+
+def _print_fit(console, fitted):
+    t = Table(title="Cortex-M cost model fit: instructions = a·units + b·outputs + d·inputs + c")
+    for col in ("core", "key", "a / unit", "b / output", "d / input", "c / call", "layers", "max rel. error"):
+        t.add_column(col)
+    for (core, key), (coef, n, err) in fitted.items():
+        t.add_row(core, key, f"{coef[0]:.3f}", f"{coef[1]:.2f}", f"{coef[2]:.2f}", f"{coef[3]:.0f}", str(n),
+                  f"{err:.1%}")
+    console.print(t)
 
 
 if __name__ == "__main__":

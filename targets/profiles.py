@@ -85,6 +85,10 @@ def _section(name: str, raw: dict) -> dict[str, Sourced]:
 def read_profile(path: Path) -> TargetProfile:
     raw = tomllib.loads(path.read_text())
     name = raw["name"]
+    # A calibrated cost model (written by bench/estimators.py --calibrate) overrides the profile's initial [cost].
+    calibrated = path.parent / "cost" / f"{name}.toml"
+    if calibrated.is_file():
+        raw.setdefault("cost", {}).update(tomllib.loads(calibrated.read_text()).get("cost", {}))
     return TargetProfile(
         name=name, kind=raw["kind"], description=raw.get("description", ""), core=raw.get("core", ""),
         device=raw.get("device", ""), clock_hz=_sourced(name, "clock_hz", raw["clock_hz"]),

@@ -149,7 +149,7 @@ class LMU(nn.Module):
 
 def _lmu_node(m: LMU) -> tuple[str, dict, dict]:
     attrs = {"input_size": m.input_size, "hidden_size": m.hidden_size, "memory_size": m.memory_size,
-             "theta": m.theta, "dt": m.dt, "activation": m.activation, "batch_first": bool(m.batch_first)}
+             "theta": m.theta, "dt": m.dt, "hidden_activation": m.activation, "batch_first": bool(m.batch_first)}
     params = {name: t.detach().cpu().numpy().astype(np.float32).copy()
               for name, t in list(m.named_parameters()) + list(m.named_buffers())}
     return "lmu", attrs, params
@@ -161,7 +161,7 @@ def run_lmu_node(node, xs: list[torch.Tensor]) -> torch.Tensor:
     a = node.attrs
     x = xs[0] if a["batch_first"] else xs[0].transpose(0, 1)
     n, steps = x.shape[0], x.shape[1]
-    f = ACTIVATIONS[a["activation"]]
+    f = ACTIVATIONS[a["hidden_activation"]]
     h = torch.zeros(n, a["hidden_size"])
     m = torch.zeros(n, a["memory_size"])
     outs = []

@@ -113,46 +113,57 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     return patched
 
 
-def step_cost_terms(prog, step) -> tuple[str, int, int]:
-    """(cost-model key, work units, output elements) of one step.
+def step_cost_terms(prog, step) -> tuple[str, int, int, int]:
+    """(cost-model key, work units, output elements, input elements read) of one step.
 
-    Work units are MACs for conv/linear kernels and elements (times the window for pooling) for the rest; the
-    profile's ``[cost]`` gives instructions per unit (``key``), per output element (``key_per_output``) and per call
-    (``key_per_call``), fitted to emulated runs by bench/estimators.py.
+    Work units are MACs for conv/linear kernels and elements (times the window for pooling) for the rest. The
+    profile's ``[cost]`` gives instructions per unit (``key``), per output element (``key_per_output``), per input
+    element (``key_per_input``) and per call (``key_per_call``), fitted to emulated runs
+    (``bench/estimators.py --calibrate`` writes targets/profiles/cost/<target>.toml).
     """
     out = math.prod(prog.tensors[step.output].shape)
-    if step.kind in ("ek_conv", "ek_dw", "ek_fc"):
-        family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}[step.kind]
-        return f"{family}_int8_ek", step.macs, out
+    if step.spec is not None and step.spec.attr("windows"):
+        inp = sum(w[2] * w[3] * prog.tensors[x].shape[3] for w, x in zip(step.spec.attr("windows"), step.inputs))
+    elif step.kind.startswith("ek_") and step.kind != "ek_fc":
+        inp = step.params["in_h"] * step.params["in_w"] * step.params["in_c"]
+    else:
+        inp = sum(math.prod(prog.tensors[x].shape) for x in step.inputs)
+    if step.kind.startswith("ek_"):
+        family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
+        if step.kind == "ek_dw" and step.params.get("stride_w", 1) > 1:
+            family = "depthwise_s2"
+        return f"{family}_int8_ek", step.macs, out, inp
     if step.kind == "copy":
-        return "copy", out * DTYPE_BYTES[prog.dtype], out
+        return "copy", out * DTYPE_BYTES[prog.dtype], out, inp
     spec = step.spec
     dt = prog.dtype
     if spec.op == "conv2d":
         family = "depthwise" if spec.attr("groups") > 1 else "conv2d"
-        return f"{family}_{dt}", step.macs, out
+        return f"{family}_{dt}", step.macs, out, inp
     if spec.op == "linear":
-        return f"linear_{dt}", step.macs, out
+        return f"linear_{dt}", step.macs, out, inp
     if spec.op in ("maxpool2d", "avgpool2d"):
-        return f"pool_{dt}", out * math.prod(spec.attr("kernel")), out
+        return f"pool_{dt}", out * math.prod(spec.attr("kernel")), out, inp
     if spec.op == "global_avgpool":
-        return f"gpool_{dt}", math.prod(spec.in_shapes[0]), out
+        return f"gpool_{dt}", inp, out, inp
     if spec.op in ("add", "mul"):
-        return f"add_{dt}", out, out
+        return f"add_{dt}", out, out, inp
     if spec.op in ("gather", "concat"):
-        return f"{spec.op}_{dt}", out, out
-    return f"unary_{dt}", out, out
+        return f"{spec.op}_{dt}", out, out, inp
+    return f"unary_{dt}", out, out, inp
+
+
+COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
 
 
 def program_instructions(prog, profile: TargetProfile) -> dict[str, int]:
     """Estimated instructions per layer from the profile's calibrated cost model (see step_cost_terms)."""
     out: dict[str, int] = {}
     for s in prog.steps:
-        key, units, elems = step_cost_terms(prog, s)
-        a = profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))
-        b = profile.number("cost", f"{key}_per_output", 0.0)
-        c = profile.number("cost", f"{key}_per_call", 0.0)
-        out[s.layer] = out.get(s.layer, 0) + int(a * units + b * elems + c)
+        key, units, outs, ins = step_cost_terms(prog, s)
+        coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]
+        coef += [profile.number("cost", key + suffix, 0.0) for suffix in COST_TERMS[1:]]
+        out[s.layer] = out.get(s.layer, 0) + int(coef[0] * units + coef[1] * outs + coef[2] * ins + coef[3])
     return out
 
 
