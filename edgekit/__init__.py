@@ -23,9 +23,11 @@ def __getattr__(name):
 
         return CompileOptions
     if name in ("sweep",):
-        from edgekit import sweep as _sweep
+        # importlib, not `from edgekit import sweep`: that would come back here. Importing the submodule makes
+        # `edgekit.sweep` the module, which is callable (edgekit/sweep.py), so edgekit.sweep(...) runs a sweep.
+        import importlib
 
-        return _sweep.sweep
+        return importlib.import_module("edgekit.sweep")
     raise AttributeError(f"module 'edgekit' has no attribute '{name}'")
 
 

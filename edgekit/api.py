@@ -174,6 +174,9 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); OUT gets the permissions of any new folder
         yield tmp
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -6,7 +6,9 @@ Errors: every edgekit error becomes one line on stderr (``edgekit: error: ...``)
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -329,17 +331,79 @@ def compare(outs: list[Path] = typer.Argument(..., help="Two or more folders wri
     out_console.print(f"  wrote {html}")
 
 
+@app.command()
+def sweep(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
+          target: list[str] = typer.Option(..., "--target", "-t", help="Target name; repeat or comma-separate "
+                                                                         "for several."),
+          prune: str = typer.Option("0", help="Sparsities to try, e.g. 0,0.5,0.9."),
+          quantize: str = typer.Option("none,int8", help="Precisions to try: none, int8."),
+          patch: str = typer.Option("auto,off", help="Cortex-M patch schedules to try: auto, off, N."),
+          budget: Optional[str] = typer.Option(None, help="Device budget, e.g. sram=256KB,flash=1MB,latency=50ms "
+                                                          "(energy=500uJ too)."),
+          search: str = typer.Option("grid", help="grid (every configuration) or optuna (NSGA-II, --trials)."),
+          trials: int = typer.Option(20, help="optuna: configurations to evaluate in total."),
+          address: Optional[str] = typer.Option(None, help="Join a running Ray cluster (HOST:PORT); default: a "
+                                                           "local Ray for this sweep."),
+          workers: Optional[int] = typer.Option(None, help="Trials at once (default: the cluster's CPUs)."),
+          out: Path = typer.Option(Path("sweep-out"), "-o", "--out", help="Output folder (results.jsonl, "
+                                                                          "sweep.json, sweep.html, best/)."),
+          trial_timeout: float = typer.Option(900.0, help="Stop a trial after this many seconds."),
+          repeat: int = typer.Option(50, help="Phone: timed runs per configuration."),
+          keep_builds: bool = typer.Option(False, "--keep-builds", help="Keep every trial's build in OUT/builds/."),
+          resume: bool = typer.Option(True, "--resume/--restart", help="Skip configurations already in "
+                                                                       "OUT/results.jsonl, or start over.")):
+    """Try pruning x quantization x patching x targets; find the best configuration that meets a device budget."""
+    from edgekit import sweep as sweeping  # the module (also callable)
+    from edgekit.report import fmt_budget
+
+    targets_ = [t.strip() for spec in target for t in spec.split(",") if t.strip()]
+    result = sweeping.sweep(model, targets_, prune=prune, quantize=quantize, patch=patch,
+                            budget=sweeping.parse_budget(budget), out=out, search=search, trials=trials,
+                            address=address, workers=workers, trial_timeout_s=trial_timeout, resume=resume,
+                            keep_builds=keep_builds, repeat=repeat)
+    out_console.print(result.table())
+    ran = f"ran {result.ran} trials" + (f" on {result.workers} workers" if result.ran else "")
+    out_console.print(f"  {ran}, {result.skipped} already in {out / 'results.jsonl'}; "
+                      f"{len(result.failed)} failed; budget: {fmt_budget(result.budget.to_json())}")
+    if result.best:
+        out_console.print(f"  best under the budget: [bold]{result.best['key']}[/] (build in {out / 'best'})")
+    for n in result.notes:
+        out_console.print(f"  note: {n}")
+    out_console.print(f"  wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+
+
+class _CtrlC(BaseException):
+    """Ctrl-C during a command. Click turns KeyboardInterrupt into Abort (a blank stderr line and exit 1); this type
+    passes through it, and through edgekit's cleanup (staged_output removes its temporary folder on any exception)."""
+
+
+def _raise_ctrl_c(signum, frame):
+    raise _CtrlC()
+
+
+def _error_line(text: str) -> None:
+    """One line on stderr, whatever the message holds (newlines, markup-like brackets, :emoji: codes)."""
+    err_console.print(" ".join(text.split()), markup=False, emoji=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.getsignal(signal.SIGINT)
+    handle_ctrl_c = threading.current_thread() is threading.main_thread() and previous is not None
+    if handle_ctrl_c:
+        signal.signal(signal.SIGINT, _raise_ctrl_c)
+    _state["debug"] = False  # set by --debug (the callback) for this call only
     try:
         app(args=argv, standalone_mode=False)
         return 0
     except EdgekitError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"edgekit: error: {e}", markup=False, soft_wrap=True)
+        _error_line(f"edgekit: error: {e}")
         return e.exit_code
-    except KeyboardInterrupt:
-        err_console.print("edgekit: interrupted", markup=False)
+    except (KeyboardInterrupt, _CtrlC):
+        if _state["debug"]:
+            raise
+        _error_line("edgekit: error: interrupted (Ctrl-C); nothing was written")
         return 130
     except typer.Exit as e:
         return e.exit_code
@@ -347,13 +411,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:  # command-line usage errors and the like
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # typer's (click's) usage errors
-            err_console.print(f"edgekit: error: {e.format_message()}", markup=False, soft_wrap=True)
+            _error_line(f"edgekit: error: {e.format_message()}")
             return 2
         if _state["debug"]:
             raise
-        err_console.print(f"edgekit: internal error: {type(e).__name__}: {e} (rerun with --debug and report it)",
-                          markup=False, soft_wrap=True)
+        _error_line(f"edgekit: internal error: {type(e).__name__}: {e} (rerun with --debug and report it)")
         return 70
+    finally:
+        if handle_ctrl_c:
+            signal.signal(signal.SIGINT, previous)
 
 
 def entry() -> None:

@@ -44,6 +44,7 @@ OPS = {
     "lstm": "long short-term memory layer over a sequence (PyTorch gate order i, f, g, o)",
     "lmu": "Legendre Memory Unit layer over a sequence (edgekit/layers/lmu.py)",
     "egru": "event-based GRU layer over a sequence: sparse event outputs (edgekit/layers/egru.py)",
+    "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",
 }
 
 ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "tanh")

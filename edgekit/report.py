@@ -260,3 +260,104 @@ def render_compare(reports: list[tuple[str, dict]]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
     return env.get_template("compare.html.j2").render(
         rows=[{"label": label} for label in labels], figures=compare_rows(reports), chart=_svg(fig))
+
+
+# ---- a design-space sweep (edgekit sweep) -------------------------------------------------------------------------
+
+_TARGET_MARKERS = "osD^vP*X"
+_FRONT_AXES = {"sram": ("peak_sram_bytes", "peak SRAM (KiB)", 1 / 1024, "sram_bytes"),
+               "latency": ("latency_ms", "latency (ms)", 1.0, "latency_ms"),
+               "energy": ("energy_uj", "energy per inference (µJ)", 1.0, "energy_uj")}
+
+
+def _sweep_charts(summary: dict) -> str:
+    """Accuracy against SRAM, latency and energy: every trial, the 2-D Pareto front as a line, the trials meeting
+    the budget filled green, the budget's limit as a dashed line, the best configuration as a star."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams["svg.hashsalt"] = "edgekit"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    ok = [t for t in summary["trials"] if t["status"] == "ok" and t["metrics"].get("accuracy") is not None]
+    if not ok:
+        return ""
+    within = set(summary["within_budget"])
+    best = (summary.get("best") or {}).get("key")
+    targets = list(dict.fromkeys(t["config"]["target"] for t in ok))
+    fig = Figure(figsize=(13, 3.8))
+    for i, (name, (metric, label, scale, budget_key)) in enumerate(_FRONT_AXES.items()):
+        ax = fig.add_subplot(1, 3, i + 1)
+        pts = [t for t in ok if t["metrics"].get(metric) is not None]
+        for j, target in enumerate(targets):
+            for meets in (False, True):
+                sel = [t for t in pts if t["config"]["target"] == target and (t["key"] in within) == meets]
+                if sel:
+                    ax.scatter([t["metrics"][metric] * scale for t in sel], [t["metrics"]["accuracy"] for t in sel],
+                               marker=_TARGET_MARKERS[j % len(_TARGET_MARKERS)], s=42, zorder=3,
+                               facecolors="#54a24b" if meets else "none", edgecolors="#2a7d3b" if meets else "#888",
+                               label=f"{target}{' (meets budget)' if meets else ''}")
+        front = sorted((t for t in pts if t["key"] in set(summary["fronts"][name])),
+                       key=lambda t: t["metrics"][metric])
+        if front:
+            ax.step([t["metrics"][metric] * scale for t in front], [t["metrics"]["accuracy"] for t in front],
+                    where="post", color="#4c78a8", lw=1.2, zorder=2, label="Pareto front")
+        for t in pts:
+            if t["key"] == best:
+                ax.scatter([t["metrics"][metric] * scale], [t["metrics"]["accuracy"]], marker="*", s=220,
+                           color="#f58518", zorder=4, label="best under budget")
+        limit = summary["budget"].get(budget_key)
+        if limit is not None:
+            ax.axvline(limit * scale, color="#e45756", ls="--", lw=1, label="budget")
+        values = [t["metrics"][metric] * scale for t in pts if t["metrics"][metric] > 0]
+        if values and max(values) / min(values) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"accuracy vs {name}")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+SOURCE_MARKS = {"estimate": "*", "derived": "†"}  # how a sweep's tables mark figures that were not measured
+
+
+def fmt_metric(value, key: str, source: str | None = None) -> str:
+    """A trial's figure as the sweep tables show it, marked * (estimate) or † (derived) when not measured."""
+    if value is None:
+        return "–"
+    if key == "accuracy":
+        text = f"{value:.2%}"
+    elif key.endswith("_bytes"):
+        text = _fmt_bytes(value)
+    elif key == "instructions":
+        text = f"{int(value):,}"
+    else:
+        text = f"{value:.4g}"
+    return text + SOURCE_MARKS.get(source or "", "")
+
+
+def fmt_budget(budget: dict) -> str:
+    """``{"sram_bytes": 262144, "latency_ms": 50}`` -> ``sram ≤ 256.0 KiB, latency ≤ 50 ms``."""
+    parts = []
+    for k, v in budget.items():
+        parts.append(f"{k[:-6]} ≤ {_fmt_bytes(v)}" if k.endswith("_bytes") else
+                     f"latency ≤ {v:g} ms" if k == "latency_ms" else f"energy ≤ {v:g} µJ")
+    return ", ".join(parts) or "none"
+
+
+def render_sweep(summary: dict) -> str:
+    """sweep.html from sweep.json: the fronts (inline SVG, one self-contained file) and every trial."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    best = (summary.get("best") or {}).get("key")
+    rows = []
+    for t in summary["trials"]:
+        metrics, sources = t.get("metrics") or {}, t.get("sources") or {}
+        rows.append({"t": t, "cells": [fmt_metric(metrics.get(k), k, sources.get(k)) for k in summary["metrics"]],
+                     "meets": t["key"] in summary["within_budget"], "pareto": t["key"] in summary["pareto"],
+                     "best": t["key"] == best, "why": "; ".join(summary["budget_violations"].get(t["key"], []))})
+    return env.get_template("sweep.html.j2").render(s=summary, rows=rows, chart=_sweep_charts(summary),
+                                                    budget=fmt_budget(summary["budget"]), version=__version__)

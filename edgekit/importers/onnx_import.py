@@ -21,7 +21,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from edgekit.errors import ModelLoadError, ShapeError, UnsupportedError
+from edgekit.errors import DataError, ModelLoadError, ShapeError, UnsupportedError
 from edgekit.graph import Graph, Node
 from edgekit.graph_exec import run_node
 from edgekit.importers.torch_fx import group_problems
@@ -54,8 +54,18 @@ def load_onnx(path, input_shape: tuple[int, ...] | None = None) -> Model:
     _check_supported(model, path)
     _check_shapes(model, path, example)
     graph = _Importer(model, path, example).run()
+    _check_finite(graph, path)
     inputs = tuple(torch.from_numpy(x) for x in example.values())
     return Model(None, inputs, name=path.stem, meta={"source": str(path)}, _graph=graph)
+
+
+def _check_finite(graph: Graph, path: Path) -> None:
+    """DataError naming every layer whose weights hold NaN or Inf (Model.check_data does this for torch modules)."""
+    bad = [f"'{n.name}' ({key})" for n in graph.nodes for key, value in n.params.items()
+           if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.isfinite(value).all()]
+    if bad:
+        raise DataError(f"{path}: weights of {len(bad)} layer(s) hold NaN or Inf values: {', '.join(bad)}; retrain "
+                        "or fix the weights and export again")
 
 
 def _read(path: Path) -> onnx.ModelProto:

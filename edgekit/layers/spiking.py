@@ -60,7 +60,8 @@ V_MAX_THRESHOLDS = (2 ** 23 - 1) / 64 / 2 ** 12
 @dataclass(frozen=True)
 class PopulationSpec:
     """One population. ``beta`` and ``threshold`` are one value per population (as on Loihi); ``bias`` says whether it
-    has a bias current per neuron (per channel for a [C, H, W] population)."""
+    has a bias current per neuron (per channel for a [C, H, W] population). ``unit_exp`` (input and graded
+    populations) fixes the resolution of the values it sends in fixed point: one step is 2**-unit_exp."""
 
     name: str
     kind: str
@@ -68,6 +69,7 @@ class PopulationSpec:
     beta: float = 1.0
     threshold: float = 1.0
     bias: bool = False
+    unit_exp: int | None = None
 
     def __post_init__(self):
         if self.kind not in POPULATION_KINDS:
@@ -144,8 +146,8 @@ class Connection(nn.Module):
         else:
             self.register_buffer("weight", w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_ops(self.spec.ops, x, self.weight)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return _apply_ops(self.spec.ops, x, self.weight if weight is None else weight)
 
     def matrix(self, in_shape: tuple[int, ...]) -> np.ndarray:
         """The connection as one dense matrix [target size, source size] (what a Loihi core stores as synapses)."""
@@ -154,6 +156,16 @@ class Connection(nn.Module):
             eye = torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(in_shape))
             out = _apply_ops(self.spec.ops, eye, self.weight.detach().double())
         return out.reshape(n, -1).T.numpy()
+
+
+class _Saturate:
+    """Clamp a membrane to ±v_max (a class, not a lambda, so networks can be pickled)."""
+
+    def __init__(self, v_max: float):
+        self.v_max = float(v_max)
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return v.clamp(-self.v_max, self.v_max)
 
 
 class Population(nn.Module):
@@ -168,12 +180,11 @@ class Population(nn.Module):
         else:
             self.bias = None
         if spec.kind == "lif":
-            v_max = V_MAX_THRESHOLDS * spec.threshold
             # reset_delay=False: the membrane is zeroed in the step it fires (Loihi's LIF); state_quant clamps the
             # membrane to the 24-bit range before the threshold test, as Loihi saturates it.
             self.neuron = snntorch.Leaky(beta=spec.beta, threshold=spec.threshold, spike_grad=surrogate.atan(),
                                          reset_mechanism="zero", reset_delay=False,
-                                         state_quant=lambda v: v.clamp(-v_max, v_max))
+                                         state_quant=_Saturate(V_MAX_THRESHOLDS * spec.threshold))
 
 
 @dataclass
@@ -221,6 +232,9 @@ class SpikingNetwork(nn.Module):
         self.readout_name = readouts[0].name
         self.max_delay = max((c.spec.delay for c in self.connections.values()), default=1)
         self._fanout: dict[str, np.ndarray] | None = None
+        # Set by loihi_format.fake_quantize: (network) -> (weights, biases) on the fixed-point grid, with
+        # straight-through gradients, for training on the grid the chip uses.
+        self.quantizer = None
 
     # ---- description ------------------------------------------------------------------------------------------------
     @property
@@ -290,6 +304,10 @@ class SpikingNetwork(nn.Module):
         order = [name for name, p in pops.items() if p.spec.kind != "input"]
         incoming = {name: self.incoming(name) for name in order}
         static_cache: dict[str, torch.Tensor] = {}
+        weights = {name: c.weight for name, c in self.connections.items()}
+        biases = {name: p.bias for name, p in pops.items()}
+        if self.quantizer is not None:
+            weights, biases = self.quantizer(self)
         rec = RunRecord() if record else None
         counts = {name: x.new_zeros((n,) + p.spec.shape) for name, p in pops.items()} if record else None
         traces = {name: [] for name in pops} if trace else None
@@ -312,7 +330,7 @@ class SpikingNetwork(nn.Module):
                         src = sent(spec.sources[0], spec.delay)
                         for s in spec.sources[1:]:
                             src = src + sent(s, spec.delay)
-                        y = c(src)
+                        y = c(src, weights[spec.name])
                         if static_input and t >= spec.delay:
                             static_cache[spec.name] = y
                     current = y if current is None else current + y
@@ -323,8 +341,8 @@ class SpikingNetwork(nn.Module):
                     acc = acc + current
                     out[name] = current
                     continue
-                if pop.bias is not None:
-                    current = current + pop.bias
+                if biases[name] is not None:
+                    current = current + biases[name]
                 if kind == "lif":
                     spk, mem[name] = pop.neuron(current, mem[name])
                     out[name] = spk
@@ -340,8 +358,8 @@ class SpikingNetwork(nn.Module):
                 if trace:
                     traces[name].append(out[name].detach())
         logits = acc / self.steps
-        if readout.bias is not None:
-            logits = logits + readout.bias
+        if biases[self.readout_name] is not None:
+            logits = logits + biases[self.readout_name]
         if record:
             fan = self.fan_out()
             for name, p in pops.items():
@@ -406,11 +424,9 @@ def snn_macs(node, graph) -> int:
 
 
 def _register() -> None:
-    from edgekit import analysis, graph, graph_exec
+    from edgekit import analysis, graph_exec
     from edgekit.importers import torch_fx
 
-    graph.OPS.setdefault("snn", "spiking network: LIF populations and synaptic connections over T steps "
-                                "(edgekit/layers/spiking.py)")
     torch_fx.register_module(SpikingNetwork, _snn_node)
     graph_exec.EXTRA_OPS["snn"] = run_snn_node
     analysis.MAC_COUNTERS["snn"] = snn_macs

@@ -182,9 +182,12 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
     uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
+    from edgekit.targets.cortex_m.toolchain import OPT_FLAGS
+
+    # The flags edgekit builds with (toolchain.py): the DSP kernels' inline assembly needs the optimizer.
     (fw / "Makefile").write_text(env.get_template("Makefile.j2").render(
         model_name=prog.name, version=__version__, cpu=board, board=board, uses_ek=uses_ek,
-        cflags=cflags + ["-I../src", "-I../src/include", "-I."], ldflags=ldflags,
+        cflags=cflags + OPT_FLAGS + ["-I../src", "-I../src/include", "-I."], ldflags=ldflags,
         model_sources=[rel(p) for p in sources.model_sources],
         firmware_sources=[p.name for p in firmware_sources], qemu_machine=qemu_machine))
     return firmware_sources

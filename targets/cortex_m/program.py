@@ -124,8 +124,8 @@ def check_supported(graph: Graph, dtype: str, target: str) -> None:
             return f": {target} runs it in float32 (without --quantize)" if op in FLOAT_OPS else ""
 
         detail = "; ".join(f"'{n.name}' ({n.op}{hint(n.op)})" for n in bad)
-        raise UnsupportedError(f"{len(bad)} layer(s) cannot run on {target} in {dtype}: {detail}; the phone target "
-                               "(phone-arm64) runs them")
+        raise UnsupportedError(f"{len(bad)} layer(s) cannot run on {target} in {dtype}: {detail}; phone-arm64 (the "
+                               "phone target) runs them")
     for n in graph.nodes:
         if n.op in ("conv2d",) and n.attrs["groups"] not in (1, n.attrs["in_channels"]) and dtype == "int8":
             continue

@@ -31,6 +31,7 @@ from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError
 from edgekit.estimate import Estimate, estimate as _estimate
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.phone import export as _export
+from edgekit.targets.phone.ort_format import canonical_ort
 from edgekit.targets.phone.quantize import check_calibration, quantize_int8
 from edgekit.targets.profiles import TargetProfile
 
@@ -313,7 +314,8 @@ def _write_ort_format(model_path: Path, out: Path, work: Path) -> None:
         raise UnsupportedError(f"ONNX Runtime could not convert model.onnx to ORT format ({first})") from e
     finally:
         logger.setLevel(level)
-    shutil.move(str(work / "model.ort"), out / "model.ort")
+    # The converter writes one table in hash order; canonical_ort makes two builds of one model byte-identical.
+    (out / "model.ort").write_bytes(canonical_ort((work / "model.ort").read_bytes()))
     config = work / "model.required_operators.config"
     # The converter names the (temporary) files it read in comments; name the shipped file instead.
     lines = ["# - model.ort" if ln.startswith("# - ") else ln for ln in config.read_text().splitlines()]

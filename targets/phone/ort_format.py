@@ -87,7 +87,7 @@ def canonical_ort(data: bytes) -> bytes:
     model_pos = model._tab.Pos
     vtable_pos = model_pos - flatbuffers.encode.Get(flatbuffers.packer.soffset, data, model_pos)
     start = min(model_pos, vtable_pos)
-    if not resolver._tab.Pos < start or start % ALIGNMENT:
+    if not resolver._tab.Pos < start:
         return data
     block = data[start:]
     builder = flatbuffers.Builder(len(data) + 1024)

@@ -1,0 +1,129 @@
+/*
+ * sparse_kernels_main.c: runs the cases of tests/test_sparse_kernels.py through edgekit's sparse int8 kernels
+ * (ek_sparse_s8.c) and prints each output buffer as hex, with ek_marker() right around every kernel call so the
+ * instruction counter measures the call alone. Builds bare metal (QEMU, board files of targets/cortex_m/board) and
+ * for the host (-DEK_HOST: the blob file is argv[1]), which checks the portable C path.
+ *
+ * Blob (little-endian int32 words): magic "EKSP", case count, max scratch bytes, max output bytes, then per case 12
+ * words: op (0 convolution, 1 fully connected), number of int fields, then byte offsets in the blob of the int
+ * fields, counts, pairs, bias (-1 = NULL), requant table and input, output buffer bytes, scratch bytes, 2 unused.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "ek_sparse_s8.h"
+
+#ifdef EK_HOST
+#include <stdio.h>
+#include <stdlib.h>
+static void ek_marker(void) {}
+static void ek_puts(const char *s) { puts(s); }
+static void ek_print(const char *s) { fputs(s, stdout); }
+static void ek_print_i32(int32_t v) { printf("%ld", (long)v); }
+static void ek_print_hex(const void *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        printf("%02x", ((const uint8_t *)d)[i]);
+    }
+}
+static const uint8_t *ek_cases;
+#else
+#include "ek_board.h"
+#include "ek_semihost.h"
+extern const uint8_t ek_cases[]; /* cases_blob.S */
+#endif
+
+#define EK_SENTINEL 0x5A
+#define WORDS_PER_CASE 12
+
+static const void *at(int32_t off) { return off < 0 ? NULL : (const void *)(ek_cases + off); }
+
+#ifdef EK_HOST
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        return 2;
+    }
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) {
+        return 2;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *blob = aligned_alloc(8, (size_t)(size + 8) & ~(size_t)7);
+    if (fread(blob, 1, (size_t)size, f) != (size_t)size) {
+        return 2;
+    }
+    fclose(f);
+    ek_cases = blob;
+#else
+int main(void)
+{
+#endif
+    const int32_t *head = (const int32_t *)ek_cases;
+    if (head[0] != 0x50534B45) {
+        ek_puts("bad blob");
+        return 3;
+    }
+    const int32_t n_cases = head[1];
+    const size_t max_scratch = (size_t)head[2], max_out = (size_t)head[3];
+#ifdef EK_HOST
+    uint8_t *out = aligned_alloc(8, ((max_out + 7) & ~(size_t)7) + ((max_scratch + 15) & ~(size_t)7));
+#else
+    uint8_t *out = (uint8_t *)(((uintptr_t)ek_free_ram_start() + 7u) & ~(uintptr_t)7u);
+    if (out + max_out + max_scratch + 16 > ek_free_ram_end()) {
+        ek_puts("cases need more RAM than the board has");
+        return 4;
+    }
+#endif
+    void *scratch = (void *)(((uintptr_t)out + max_out + 7u) & ~(uintptr_t)7u);
+    for (int32_t i = 0; i < n_cases; i++) {
+        const int32_t *c = head + 4 + WORDS_PER_CASE * i;
+        const int32_t op = c[0], nfields = c[1];
+        const size_t out_bytes = (size_t)c[8];
+        memset(out, EK_SENTINEL, out_bytes);
+        size_t need;
+        int rc;
+        if (op == 0) {
+            ek_sconv_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            p.counts = at(c[3]);
+            p.pairs = at(c[4]);
+            p.bias = at(c[5]);
+            p.requant = at(c[6]);
+            need = ek_sparse_conv2d_s8_scratch_bytes(&p);
+            ek_marker();
+            rc = ek_sparse_conv2d_s8(&p, at(c[7]), (int8_t *)out, scratch);
+            ek_marker();
+        } else {
+            ek_sfc_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            p.counts = at(c[3]);
+            p.pairs = at(c[4]);
+            p.bias = at(c[5]);
+            p.requant = at(c[6]);
+            need = ek_sparse_fully_connected_s8_scratch_bytes(&p);
+            ek_marker();
+            rc = ek_sparse_fully_connected_s8(&p, at(c[7]), (int8_t *)out, scratch);
+            ek_marker();
+        }
+        if (need != (size_t)c[9]) {
+            ek_print("scratch size mismatch C=");
+            ek_print_i32((int32_t)need);
+            ek_puts("");
+            return 5;
+        }
+        ek_print("case ");
+        ek_print_i32(i);
+        ek_print(" rc ");
+        ek_print_i32(rc);
+        ek_print(" out ");
+        ek_print_hex(out, out_bytes);
+        ek_puts("");
+    }
+    ek_puts("done");
+    return 0;
+}
