@@ -175,6 +175,52 @@ def calibrate(cores, write: bool):
     return results, fitted
 
 
+def calibrate_phone(write: bool):
+    """Fit the phone model to ONNX Runtime runs (float32 and int8) of the synthetic CNNs and the examples:
+    latency = base + per-layer + Σ ns/MAC by family + ns/element, file = bytes/layer + base (beyond weights)."""
+    from scipy.optimize import nnls
+
+    from edgekit.estimate import PHONE_KINDS, phone_terms
+    from edgekit.model import Model
+
+    models = synthetic_models(0) + synthetic_models(100) + [Model.load(n) for n in ("digits-cnn", "digits-gru")]
+    configs = [(m, "phone-arm64", q, "auto") for m in models for q in (None, "int8")]
+    results = run(configs)
+    names = ["ort_us_per_inference", "ort_us_per_layer"] + [f"ort_ns_per_mac_{k}" for k in PHONE_KINDS] + \
+        ["ort_ns_per_element"]
+    fitted = {}
+    for key, q in (("fp32", "float32"), ("int8", "int8")):
+        A, y, F, fy = [], [], [], []
+        for (m, _, _, _), r in zip(configs, results):
+            if r.get("q") != q or "rep" not in r:
+                continue
+            t = phone_terms(m.deploy_graph)
+            A.append([1.0, t["layers"]] + [t[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS] + [t["elements"] * 1e-3])
+            y.append(r["rep"]["measured"]["latency_ms"] * 1e3)
+            stored = sum(lay["weight_bytes"] for lay in r["rep"]["estimate"]["layers"])
+            F.append([t["layers"], 1.0])
+            fy.append(r["rep"]["measured"]["flash_bytes"] - stored)
+        A, y = np.array(A), np.array(y)
+        w = 1.0 / np.maximum(y, 1e-3)
+        coef, _ = nnls(A * w[:, None], y * w)
+        err = float(np.max(np.abs(A @ coef - y) / y))
+        fcoef, _ = nnls(np.array(F), np.array(fy, dtype=float))
+        fitted[key] = (dict(zip(names, coef)), {"onnx_bytes_per_layer": fcoef[0], "onnx_bytes_base": fcoef[1]},
+                       len(y), err)
+    if write:
+        lines = ["# Calibrated phone cost model: ONNX Runtime 1.32 CPU execution provider, one thread, on the x86-64",
+                 "# host that runs `edgekit profile` (it stands in for one phone core; not measured on a phone).",
+                 "# Written by `bench/estimators.py --calibrate-phone`; latency terms in µs (ns per MAC / element).",
+                 "[cost]"]
+        for key, (lat, fl, n, err) in fitted.items():
+            src = f"fitted by bench/estimators.py --calibrate-phone over {n} models (max latency error {err:.0%})"
+            for name, v in list(lat.items()) + list(fl.items()):
+                lines.append(f'{name}_{key} = {{ value = {v:.4g}, source = "{src}" }}')
+        out = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost" / "phone-arm64.toml"
+        out.write_text("\n".join(lines) + "\n")
+    return results, fitted
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true")
@@ -182,8 +228,17 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="fit the Cortex-M cost model on synthetic CNNs and write targets/profiles/cost/*.toml")
     ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"])
+    ap.add_argument("--calibrate-phone", action="store_true",
+                    help="fit the phone model to ONNX Runtime runs and write targets/profiles/cost/phone-arm64.toml")
     args = ap.parse_args(argv)
     console = Console(record=True, width=160)
+    if args.calibrate_phone:
+        results, fitted = calibrate_phone(write=True)
+        console.print(error_table(results))
+        for key, (lat, fl, n, err) in fitted.items():
+            console.print(f"{key}: {n} models, max latency error {err:.1%}: "
+                          + ", ".join(f"{k}={v:.3g}" for k, v in {**lat, **fl}.items()))
+        return 0
     if args.calibrate:
         results, fitted = calibrate(args.cores, write=True)
         console.print(error_table(results))

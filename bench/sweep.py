@@ -1,6 +1,6 @@
 """Design-space sweep benchmark: digits-cnn over 12 configurations on cortex-m7 and phone-arm64, on Ray.
 
-    .venv/bin/python bench/sweep.py [--work DIR] [--repeat 20]
+    .venv/bin/python bench/sweep.py [--work DIR] [--repeat 20] [--rounds 2]
 
 The grid: prune {0, 0.5} x quantize {none, int8} x patch {auto, off} on cortex-m7 (8 trials) and prune x quantize on
 phone-arm64 (4 trials; patching is Cortex-M only), budget sram=256KB, flash=1MB, latency=5ms. It runs
@@ -10,7 +10,9 @@ phone-arm64 (4 trials; patching is Cortex-M only), budget sram=256KB, flash=1MB,
    with ``address=`` — the same figures per configuration are expected (the phone's latency is a wall-clock timing
    on this host and is compared with a tolerance, everything else exactly);
 3. again on the folder of run 1: the resume check, 0 trials;
-4. on a local Ray with 1 worker, for the wall time against run 1.
+4. for the wall time with 1 and 2 workers: on one local Ray started beforehand (no run pays for starting it),
+   ``--rounds`` rounds of (1 worker, 2 workers) in alternating order; the medians are compared. Other work on the
+   machine slows every run alike only roughly, so the table shows the load average after each run.
 
 Ray listens on the loopback interface only (edgekit/sweep.py; the cluster is started with the same setting). The
 cluster is stopped by terminating its ``ray start --block`` process, which stops the processes it started — not with
@@ -23,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.report import fmt_budget
-from edgekit.sweep import sweep
+from edgekit.sweep import import_ray, sweep
 
 RESULTS = Path(__file__).parent / "results" / "sweep.md"
 GRID = dict(model="digits-cnn", targets=["cortex-m7", "phone-arm64"], prune=[0, 0.5], quantize=["none", "int8"],
@@ -95,15 +98,20 @@ class LocalCluster:
             pass
         self.proc.wait()
         os.unlink(self.log.name)
+        # `ray start` recorded this cluster as the machine's current one; a later ray.init() would look for it.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip() == self.address:
+            current.unlink()
 
 
 def run(label: str, out: Path, **kw) -> dict:
     t0 = time.time()
     result = sweep(out=out, **GRID, **kw)
     wall = time.time() - t0
+    load = os.getloadavg()[0]
     console.print(f"{label}: {result.ran} trials in {wall:.1f} s on {result.workers or '-'} workers")
     # Every run but the resume check starts from an empty folder, so all its trials ran in this call.
-    return {"label": label, "result": result, "wall_s": wall,
+    return {"label": label, "result": result, "wall_s": wall, "load": load,
             "trial_s": sum(t.get("seconds") or 0 for t in result.trials) if result.ran else 0.0}
 
 
@@ -134,39 +142,55 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=None, help="Where the sweeps write (default: a temporary folder).")
     ap.add_argument("--repeat", type=int, default=20, help="Phone: timed runs per configuration.")
+    ap.add_argument("--rounds", type=int, default=2, help="Timing: rounds of (1 worker, 2 workers), order alternating.")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-bench-sweep-"))
     common = dict(repeat=args.repeat, resume=False)
 
-    runs = [run("local Ray, 2 workers", work / "local", workers=2, **common)]
+    runs = [run("local Ray started by the sweep, 2 workers", work / "local", workers=2, **common)]
     cluster = LocalCluster(cpus=2)
     try:
         listening = cluster.listening()
         runs.append(run(f"Ray cluster at {cluster.address}", work / "cluster", address=cluster.address, **common))
     finally:
         cluster.stop()
-    runs.append(run("resume (local, same folder as run 1)", work / "local", workers=2, repeat=args.repeat))
-    runs.append(run("local Ray, 1 worker", work / "one", workers=1, **common))
+    runs.append(run("resume (same folder as the first run)", work / "local", workers=2, repeat=args.repeat))
+    # Timing: one local Ray for all rounds (so no run pays for starting it), 1 and 2 workers in alternating order
+    # to share out the load of whatever else runs on the machine.
+    ray = import_ray()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        timing = {1: [], 2: []}
+        for r in range(args.rounds):
+            for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+                timing[w].append(run(f"timing round {r + 1}, {w} worker{'s' if w > 1 else ''}",
+                                     work / f"timing-{r}-{w}", workers=w, **common))
+    finally:
+        ray.shutdown()
+    runs += [x for r in range(args.rounds) for x in (timing[1][r], timing[2][r])]
 
-    local, clustered, resumed, one = (r["result"] for r in runs)
-    console.print(local.table(f"digits-cnn: {len(local.trials)} configurations, budget {fmt_budget(local.budget.to_json())}"))
+    local, clustered, resumed = (r["result"] for r in runs[:3])
+    console.print(local.table(f"digits-cnn: {len(local.trials)} configurations, "
+                              f"budget {fmt_budget(local.budget.to_json())}"))
     same, diffs, worst_timed = compare(local, clustered)
     t = Table(title="runs")
-    for col in ("run", "trials run", "skipped", "workers", "wall s", "Σ trial s"):
+    for col in ("run", "trials run", "skipped", "workers", "wall s", "Σ trial s", "load avg"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for r in runs:
         res = r["result"]
         t.add_row(r["label"], str(res.ran), str(res.skipped), str(res.workers or "-"), f"{r['wall_s']:.1f}",
-                  f"{r['trial_s']:.0f}")
+                  f"{r['trial_s']:.0f}", f"{r['load']:.1f}")
     console.print(t)
-    speedup = runs[3]["wall_s"] / runs[0]["wall_s"]
+    one = statistics.median(x["wall_s"] for x in timing[1])
+    two = statistics.median(x["wall_s"] for x in timing[2])
     facts = [
         f"local vs cluster: {same}/{len(local.trials)} configurations with the same figures"
         f" (phone latency is timed: largest gap {worst_timed:.0%}, tolerance {TIMED_LATENCY_TOLERANCE:.0%})",
         *[f"  differs: {d}" for d in diffs],
         f"resume: {resumed.ran} trials run, {resumed.skipped} skipped",
-        f"1 worker {runs[3]['wall_s']:.0f} s vs 2 workers {runs[0]['wall_s']:.0f} s: {speedup:.2f}x "
-        f"(each wall time includes starting Ray)",
+        f"wall time, median of {args.rounds}: 1 worker {one:.0f} s, 2 workers {two:.0f} s ({one / two:.2f}x); "
+        f"machine load average during the runs {min(r['load'] for r in runs):.1f}-{max(r['load'] for r in runs):.1f} "
+        f"on {os.cpu_count()} cores",
         f"the cluster's processes listened on: {', '.join(listening) or '?'}",
         f"best under the budget: {local.best['key'] if local.best else 'none'}",
     ]
@@ -195,11 +219,12 @@ def write_markdown(result, runs, facts) -> None:
         verdict = "meets" if t["key"] in result.within_budget else "; ".join(result.budget_violations[t["key"]])
         lines.append(f"| {mark} | {c['target']} | {c['prune']:g} | {c['quantize'] or 'none'} | {c['patch'] or '–'} | "
                      + " | ".join(cells) + f" | {verdict} |")
-    lines += ["", "| run | trials run | skipped | workers | wall s | Σ trial s |", "|---|---|---|---|---|---|"]
+    lines += ["", "| run | trials run | skipped | workers | wall s | Σ trial s | load avg |",
+              "|---|---|---|---|---|---|---|"]
     for r in runs:
         res = r["result"]
         lines.append(f"| {r['label']} | {res.ran} | {res.skipped} | {res.workers or '-'} | {r['wall_s']:.1f} | "
-                     f"{r['trial_s']:.0f} |")
+                     f"{r['trial_s']:.0f} | {r['load']:.1f} |")
     lines += [""] + [f"- {f.strip()}" for f in facts] + [""]
     RESULTS.write_text("\n".join(lines))
     console.print(f"wrote {RESULTS}")

@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgekit import report as reporting
-from edgekit.errors import DataError, DoesNotFitError, EdgekitError, InterruptedError_, ShapeError, UsageError
+from edgekit.errors import (DataError, DoesNotFitError, EdgekitError, InterruptedError_, ShapeError,
+                            UnsupportedError, UsageError)
 from edgekit.estimate import Estimate, estimate as _estimate, fit_check
 from edgekit.model import Model
 from edgekit.targets import CompileOptions, get_profile, target_module
@@ -272,7 +273,16 @@ def profile(out: str | Path, **kw) -> Artifact:
     """Run a compiled artifact on its runtime, add ``measured`` and ``errors`` to its report, render again."""
     out = Path(out)
     rep = reporting.read_report(out)
-    runtime = importlib.import_module(RUNTIME_MODULES[rep["target_kind"]])
+    module = RUNTIME_MODULES.get(rep["target_kind"])
+    if module is None:
+        raise UsageError(f"{out}/report.json: unknown target_kind '{rep['target_kind']}'; compile again")
+    try:
+        runtime = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        raise UnsupportedError(f"{out}: {module} is not part of this edgekit installation, so {rep['target']} "
+                               "builds cannot be profiled here") from e
     measured = runtime.profile(out, rep, **kw)
     rep["measured"] = measured
     rep["errors"] = reporting.relative_errors(rep["estimate"], measured)

@@ -409,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except typer.Abort:
         return 1
+    except OSError as e:  # the file system refused: a name too long, no permission, a full disk
+        if _state["debug"]:
+            raise
+        _error_line(f"edgekit: error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror or e} "
+                    "(a file system error; check the path and its permissions)")
+        return 1
     except Exception as e:  # command-line usage errors and the like
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # typer's (click's) usage errors
             _error_line(f"edgekit: error: {e.format_message()}")

@@ -183,13 +183,19 @@ def load_model(source, input_shape: tuple[int, ...] | None = None) -> Model:
         raise UsageError("a torch.nn.Module needs example inputs: use edgekit.Model.from_module(module, x)")
     text = str(source)
     path = Path(text)
-    if path.suffix.lower() in (".pt2", ".onnx") or path.exists() or "/" in text:
-        if not path.exists():
+    try:
+        exists = path.exists()
+        size = path.stat().st_size if exists and not path.is_dir() else None
+    except OSError as e:  # a name too long, a folder without permission ...
+        raise ModelLoadError(f"{text[:200]}: cannot be read ({e.strerror or type(e).__name__}); give a .pt2 or "
+                             ".onnx file or an example name (edgekit examples lists them)") from e
+    if path.suffix.lower() in (".pt2", ".onnx") or exists or "/" in text:
+        if not exists:
             raise ModelLoadError(f"{path}: no such file; give a .pt2 or .onnx file or an example name "
                                  "(edgekit examples lists them)")
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a folder; give a .pt2 or .onnx file")
-        if path.stat().st_size == 0:
+        if size == 0:
             raise ModelLoadError(f"{path}: the file is empty; re-export the model")
         suffix = path.suffix.lower()
         try:

@@ -124,10 +124,13 @@ class Model:
                              f"{', '.join(map(str, want))}); reshape the data or pass --input-shape")
         if x.shape[0] == 0:
             raise DataError(f"{what} data is empty; give at least one sample")
-        if not np.issubdtype(x.dtype, np.number):
-            raise ShapeError(f"{what} data has dtype {x.dtype}; it must be numeric")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise ShapeError(f"{what} data has dtype {x.dtype}; it must be real numbers (float or int)")
         if not np.all(np.isfinite(x)):
             raise DataError(f"{what} data holds NaN or Inf values; clean it before calibrating or testing")
+        with np.errstate(over="ignore"):
+            if not np.all(np.isfinite(x.astype(np.float32))):  # the models compute in float32
+                raise DataError(f"{what} data holds values beyond float32's range (|x| > 3.4e38); rescale it")
 
     def check_data(self) -> None:
         for what, x in (("calibration", self.calib), ("test", self.test_x), ("training", self.train_x)):

@@ -16,6 +16,8 @@ import jinja2
 from edgekit import __version__
 
 REPORT_VERSION = 1
+REQUIRED_KEYS = ("report_version", "target", "target_kind", "target_profile", "options", "dtype", "model", "estimate",
+                 "fits", "fit_reasons", "build")
 TEMPLATES = Path(__file__).parent / "templates"
 
 # Figures compared between estimate and measurement: report key -> (estimate key, measured key).
@@ -45,9 +47,21 @@ def read_report(out: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"{out}: no report.json here; give a folder written by edgekit compile")
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); compile again") from e
+    except (UnicodeDecodeError, OSError) as e:
+        raise UsageError(f"{path}: cannot be read ({type(e).__name__}); compile again") from e
+    # The fields every command reads (docs/report.md); a hand-edited or foreign file stops here, not deep inside.
+    objects = ("target_profile", "options", "model", "estimate", "build")
+    missing = [k for k in REQUIRED_KEYS if not isinstance(report, dict) or k not in report]
+    wrong = [] if missing else [k for k in objects if not isinstance(report[k], dict)] + \
+        [k for k in ("target", "target_kind", "dtype") if not isinstance(report[k], str)]
+    if missing or wrong or report.get("report_version") != REPORT_VERSION:
+        what = (f"lacks {', '.join(missing)}" if missing else f"has a wrong type for {', '.join(wrong)}" if wrong
+                else f"has report_version {report.get('report_version')!r}, not {REPORT_VERSION}")
+        raise UsageError(f"{path}: not an edgekit {REPORT_VERSION} report (it {what}); compile again")
+    return report
 
 
 def write_json(path: Path, data: dict) -> None:

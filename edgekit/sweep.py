@@ -623,8 +623,8 @@ class _Ray:
         if not ray.is_initialized():
             kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             try:
-                if address is None:
-                    ray.init(num_cpus=workers, include_dashboard=False, **kw)
+                if address is None:  # "local": a new instance even if `ray start` ran on this machine before
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, **kw)
                 else:
                     ray.init(address=address, **kw)
             except Exception as e:  # connection refused, bad address, version mismatch ...
@@ -668,7 +668,7 @@ class _Ray:
 
 
 def _model_ref(model) -> tuple[Any, str, Any]:
-    """(what a trial loads, the model's name for results.jsonl, the Model itself) — checked here, before Ray starts."""
+    """(what a trial loads, the name results.jsonl knows it by, the Model) — checked here, before Ray starts."""
     from edgekit.model import Model
 
     if isinstance(model, (str, Path)) and Path(model).exists():
@@ -716,8 +716,10 @@ def sweep(model, targets, *, prune=(0.0,), quantize=(None, "int8"), patch=("auto
         raise UsageError(f"{out}: exists and is not a folder")
     results = out / RESULTS
     if not resume:
-        for stale in (results, out / "builds", out / "best", out / "sweep.json", out / "sweep.html"):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        for stale in (results, out / "sweep.json", out / "sweep.html"):
+            stale.unlink(missing_ok=True)
+        for stale in (out / "builds", out / "best"):
+            shutil.rmtree(stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     done_all = read_results(results, model_name)
     in_space = {c.key for c in space}

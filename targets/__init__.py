@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.errors import UnsupportedError
 from edgekit.targets.profiles import TargetProfile, all_profiles, get_profile
 
 TARGET_MODULES = {
@@ -50,7 +51,14 @@ class BuildResult:
 
 
 def target_module(profile: TargetProfile):
-    return importlib.import_module(TARGET_MODULES[profile.kind])
+    name = TARGET_MODULES[profile.kind]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        raise UnsupportedError(f"target '{profile.name}': {name} is not part of this edgekit installation; pick "
+                               "another target (edgekit targets lists them)") from e
 
 
 __all__ = ["BuildResult", "CompileOptions", "TargetProfile", "all_profiles", "get_profile", "target_module"]

@@ -212,7 +212,7 @@ def test_bad_model_file(case, files, capsys):
 
 CALIBRATION = {
     "wrong shape": ("calib_shape.npy", 4, ["calib_shape.npy", "(8, 3, 8, 8)", "(N, 1, 8, 8)"]),
-    "text instead of numbers": ("calib_text.npy", 4, ["calib_text.npy", "numeric"]),
+    "text instead of numbers": ("calib_text.npy", 4, ["calib_text.npy", "must be real numbers"]),
     "empty set": ("calib_empty.npy", 5, ["calib_empty.npy", "empty"]),
     "NaN values": ("calib_nan.npy", 5, ["calib_nan.npy", "NaN or Inf"]),
     "Inf values": ("calib_inf.npy", 5, ["calib_inf.npy", "NaN or Inf"]),

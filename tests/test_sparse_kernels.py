@@ -324,3 +324,36 @@ def test_portable_c_on_host_matches_reference(tmp_path):
 ], ids=["m7", "m4", "m7-portable"])
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu(CASES, board, tmp_path, extra_cflags=cflags, count_instructions=False))
+
+
+# ---- end to end: a pruned model on the emulated Cortex-M7 ----------------------------------------------------------
+
+@needs_arm
+def test_pruned_model_builds_sparse_runs_bit_exact_and_needs_less_flash(tmp_path):
+    from edgekit import api
+    from edgekit.converters import prune
+    from edgekit.model import Model
+
+    dense_model = Model.load("digits-cnn")
+    pruned = prune(dense_model, sparsity=0.9, epochs=2, progress=False)  # short fine-tuning keeps the test fast
+    sparse_art = api.compile(pruned, "cortex-m7", tmp_path / "sparse", quantize="int8")
+    dense_art = api.compile(dense_model, "cortex-m7", tmp_path / "dense", quantize="int8")
+
+    build = sparse_art.report["build"]
+    assert "ek_sconv" in build["step_kernels"]
+    assert (tmp_path / "sparse" / "src" / "ek_sparse_s8.c").is_file()
+    layers = {w["layer"]: w for w in build["layer_weights"]}
+    sparse_layers = [w for w in layers.values() if w["format"] == "sparse"]
+    assert {"features.1.0", "features.3.0"} <= {w["layer"] for w in sparse_layers}
+    for w in sparse_layers:  # what the report shows per layer: the compressed bytes really are the smaller ones
+        assert w["weights_stored_bytes"] <= sp.PAYS_RATIO * w["weights_dense_bytes"]
+    assert "Weights in flash per layer" in (tmp_path / "sparse" / "report.html").read_text()
+
+    measured = api.profile(tmp_path / "sparse").measured
+    assert measured["outputs_match"] and measured["max_abs_err_lsb"] == 0
+    assert measured["accuracy"] > 0.8
+    dense_build = dense_art.report["build"]
+    assert build["model_flash_bytes"] < dense_build["model_flash_bytes"]
+    stored = sum(w["weights_stored_bytes"] for w in build["layer_weights"])
+    dense = sum(w["weights_dense_bytes"] for w in dense_build["layer_weights"])
+    assert stored <= 0.35 * dense

@@ -124,7 +124,7 @@ def step_cost_terms(prog, step) -> tuple[str, int, int, int]:
     out = math.prod(prog.tensors[step.output].shape)
     if step.spec is not None and step.spec.attr("windows"):
         inp = sum(w[2] * w[3] * prog.tensors[x].shape[3] for w, x in zip(step.spec.attr("windows"), step.inputs))
-    elif step.kind.startswith("ek_") and step.kind != "ek_fc":
+    elif step.kind.startswith("ek_") and step.kind not in ("ek_fc", "ek_sfc"):
         inp = step.params["in_h"] * step.params["in_w"] * step.params["in_c"]
     else:
         inp = sum(math.prod(prog.tensors[x].shape) for x in step.inputs)
@@ -132,6 +132,9 @@ def step_cost_terms(prog, step) -> tuple[str, int, int, int]:
         family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
         if step.kind == "ek_dw" and step.params.get("stride_w", 1) > 1:
             family = "depthwise_s2"
+        if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
+            family = "conv2d_sparse" if step.kind == "ek_sconv" else "linear_sparse"
+            return f"{family}_int8_ek", step.params["_nz_macs"], out, inp
         return f"{family}_int8_ek", step.macs, out, inp
     if step.kind == "copy":
         return "copy", out * DTYPE_BYTES[prog.dtype], out, inp
@@ -175,7 +178,11 @@ CODE_PER_DLTENSOR_BYTES = 40
 CODE_PER_KERNEL_BYTES = {"conv2d": 480, "linear": 280, "maxpool2d": 150, "avgpool2d": 180, "global_avgpool": 150,
                          "add": 210, "mul": 120, "gather": 90, "concat": 260, "relu": 90, "relu6": 90,
                          "sigmoid": 140, "tanh": 140, "hardswish": 160}
-CODE_EK_KERNELS_BYTES = 3000
+# edgekit's micro-kernels by kind (arm-none-eabi-size of ek_nn_s8.o per function group, -O2, gc-sections keeps only
+# the kinds a model uses) and the parameter struct each call keeps in flash.
+CODE_EK_KERNEL_BYTES = {"ek_conv": 4500, "ek_dw": 4400, "ek_fc": 3800,
+                        "ek_sconv": 3800, "ek_sfc": 600}  # sparse: arm-none-eabi-size of ek_sparse_s8.o
+CODE_EK_STRUCT_BYTES = {"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60}
 BOARD_RAM_BYTES = 512  # the fault handler's own stack (targets/cortex_m/board)
 # Deepest stack of harness + driver + kernel frames, as the firmware's painted stack reports it (TVM kernels keep
 # their accumulators in registers or small stack arrays).
@@ -193,8 +200,9 @@ def code_bytes(prog) -> int:
     ndims = sum(len(shape) for _, shape in descriptors)
     total = CODE_BASE_BYTES + CODE_PER_STEP_BYTES * len(prog.steps) + CODE_PER_DLTENSOR_BYTES * len(descriptors)
     total += 8 * ndims + sum(CODE_PER_KERNEL_BYTES.get(spec.op, 200) for spec in specs)
-    if any(s.kind.startswith("ek_") for s in prog.steps):
-        total += CODE_EK_KERNELS_BYTES
+    kinds = {s.kind for s in prog.steps}
+    total += sum(CODE_EK_KERNEL_BYTES.get(k, 0) for k in kinds)
+    total += sum(CODE_EK_STRUCT_BYTES.get(s.kind, 0) for s in prog.steps)
     return total
 
 
@@ -326,7 +334,8 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
         "step_kernels": [s.symbol or s.kind for s in prog.steps],
         "step_cost_terms": [list(step_cost_terms(prog, s)) for s in prog.steps],
-        "weight_bytes": prog.const_bytes, "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
+        "weight_bytes": prog.const_bytes, "layer_weights": layer_weight_bytes(prog),
+        "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),
     }
     elf = sources.firmware_dir / "firmware.elf"
@@ -350,6 +359,24 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     build_info["schedule"] = getattr(prog, "schedule", None)
     build_info["patch"] = getattr(prog, "patch", None)
     return BuildResult(files, build_info, notes + prog.notes)
+
+
+def layer_weight_bytes(prog) -> list[dict]:
+    """Per conv/linear layer: how its weight array is stored ('sparse' for pruned layers kept compressed, see
+    sparse_pack.py) with 'weights_dense_bytes' (the dense layout) and 'weights_stored_bytes' (what is in flash);
+    bias and requantization tables are left out (the same either way)."""
+    rows: dict[str, dict] = {}
+    for s in prog.steps:
+        if s.layer in rows or (s.kind == "tvm" and s.spec.op not in ("conv2d", "linear")) or \
+                (s.kind != "tvm" and not s.kind.startswith("ek_")):
+            continue
+        if "_stored_weight_bytes" in s.params:
+            dense, stored = s.params["_dense_weight_bytes"], s.params["_stored_weight_bytes"]
+        else:  # a TVM kernel: the weights const as it is
+            dense = stored = sum(prog.consts[c].data.nbytes for c in s.consts if c.endswith(".w"))
+        rows[s.layer] = {"layer": s.layer, "format": "sparse" if s.kind in ("ek_sconv", "ek_sfc") else "dense",
+                         "weights_dense_bytes": int(dense), "weights_stored_bytes": int(stored)}
+    return list(rows.values())
 
 
 def elf_report(elf: Path, fw_dir: Path, prog) -> dict:

@@ -160,6 +160,10 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
         for name in ("ek_nn_s8.h", "ek_nn_s8.c"):
             shutil.copyfile(KERNELS_DIR / name, src / name)
         model_sources.append(src / "ek_nn_s8.c")
+    if any(s.kind in ("ek_sconv", "ek_sfc") for s in prog.steps):  # pruned layers stored compressed
+        for name in ("ek_sparse_s8.h", "ek_sparse_s8.c"):
+            shutil.copyfile(KERNELS_DIR / name, src / name)
+        model_sources.append(src / "ek_sparse_s8.c")
     return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols)
 
 

@@ -3,12 +3,13 @@
 Where it sits: program.py asks for a step for an int8 conv / depthwise conv / linear layer (a whole layer or one tile
 of a patch schedule); kernel_pack.py packs the weights and fills the parameter struct; codegen.py prints the call
 with :func:`render_call`. TVM generates every other kernel; these replace TVM's scalar loops where the DSP
-extension (SMLAD on int16 pairs) pays.
+extension (SMLAD on int16 pairs) pays. A pruned conv (groups = 1) or linear layer whose compressed weights are
+smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
 """
 from __future__ import annotations
 
-from edgekit.errors import UsageError
-from edgekit.targets.cortex_m import kernel_pack
+from edgekit.errors import UnsupportedError, UsageError
+from edgekit.targets.cortex_m import kernel_pack, sparse_pack
 
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
 CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
@@ -36,6 +37,9 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                                    **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
+        step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
+        if step is not None:
+            return step
         try:
             packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                              scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, **common)
@@ -51,6 +55,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
               builder.const(f"{node.name}.ekrq", packed.requant)]
     params = dict(packed.params)
     params["_in_offset"] = (r * W + c) * C
+    params["_dense_weight_bytes"] = params["_stored_weight_bytes"] = int(packed.weights.nbytes)
     return Step(node.name, kind, [x], [cname for cname in consts if cname], out, params=params, macs=macs,
                 scratch_bytes=packed.scratch_bytes)
 
@@ -60,19 +65,69 @@ def fc_step(builder, node, qn, macs: int):
 
     x = node.inputs[0]
     rows = builder.tensors[x].shape[0]
+    w = qn.q["weight"]
+    if sparse_pack.sparse_pays(w):
+        try:
+            sparse = sparse_pack.pack_sparse_fully_connected(w, qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                                             batch=rows, **_requant_args(qn))
+        except UnsupportedError:
+            sparse = None
+        if sparse is not None:
+            return _sparse_step(builder, node, sparse, "ek_sfc", [x], node.name, macs, 0, sparse.entries * rows)
     packed = kernel_pack.pack_fully_connected(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                               batch=rows, **_requant_args(qn))
     consts = [builder.const(f"{node.name}.ekw", packed.weights), builder.const(f"{node.name}.ekb", packed.bias),
               builder.const(f"{node.name}.ekrq", packed.requant)]
     params = dict(packed.params)
     params["_in_offset"] = 0
+    params["_dense_weight_bytes"] = params["_stored_weight_bytes"] = int(packed.weights.nbytes)
     return Step(node.name, "ek_fc", [x], consts, node.name, params=params, macs=macs,
                 scratch_bytes=packed.scratch_bytes)
 
 
+def _sparse_conv_step(builder, node, qn, common: dict, macs: int, x: str, out: str, in_offset: int):
+    """The sparse conv step for ``node`` when its compressed weights pay and its im2col tile fits the scratch limit,
+    else None (the dense kernel runs it)."""
+    w = qn.q["weight"]
+    if not sparse_pack.sparse_pays(w, sparse_pack.dense_weight_bytes(w, common["dilation"][1])):
+        return None
+    try:
+        sparse = sparse_pack.pack_sparse_conv2d(w, qn.q["bias"], qn.q["mult"], qn.q["shift"], **common)
+    except UnsupportedError:
+        return None
+    if sparse.scratch_bytes > CONV_SCRATCH_LIMIT_BYTES:
+        builder.notes.append(f"layer '{node.name}': stored dense although sparse weights would be smaller (the sparse "
+                             f"kernel's im2col tile needs {sparse.scratch_bytes:,} B of scratch, more than "
+                             f"{CONV_SCRATCH_LIMIT_BYTES:,} B)")
+        return None
+    out_shape = builder.tensors[out].shape
+    if (sparse.params["out_h"], sparse.params["out_w"]) != tuple(out_shape[1:3]):
+        raise AssertionError(f"layer '{node.name}': packed output {sparse.params['out_h']}x{sparse.params['out_w']}"
+                             f" differs from the planned {out_shape[1]}x{out_shape[2]}")
+    nz_macs = sparse.entries * sparse.params["out_h"] * sparse.params["out_w"]
+    return _sparse_step(builder, node, sparse, "ek_sconv", [x], out, macs, in_offset, nz_macs)
+
+
+def _sparse_step(builder, node, sparse, kind: str, inputs: list[str], out: str, macs: int, in_offset: int,
+                 nz_macs: int):
+    from edgekit.targets.cortex_m.program import Step
+
+    consts = [builder.const(f"{node.name}.scnt", sparse.counts), builder.const(f"{node.name}.spairs", sparse.pairs),
+              builder.const(f"{node.name}.ekb", sparse.bias) if sparse.bias is not None else None,
+              builder.const(f"{node.name}.ekrq", sparse.requant)]
+    params = dict(sparse.params)
+    params.update(_in_offset=in_offset, _nz_macs=nz_macs, _nonzero=sparse.nonzero,
+                  _dense_weight_bytes=sparse.dense_weight_bytes, _stored_weight_bytes=sparse.stored_weight_bytes)
+    return Step(node.name, kind, inputs, [cname for cname in consts if cname], out, params=params, macs=macs,
+                scratch_bytes=sparse.scratch_bytes)
+
+
 FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
              "ek_dw": ("ek_depthwise_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
-             "ek_fc": ("ek_fully_connected_s8", "ek_fc_params_t", kernel_pack.FC_FIELDS)}
+             "ek_fc": ("ek_fully_connected_s8", "ek_fc_params_t", kernel_pack.FC_FIELDS),
+             "ek_sconv": ("ek_sparse_conv2d_s8", "ek_sconv_params_t", sparse_pack.SCONV_FIELDS),
+             "ek_sfc": ("ek_sparse_fully_connected_s8", "ek_sfc_params_t", sparse_pack.SFC_FIELDS)}
+SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
 def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, str, str]:
@@ -83,6 +138,8 @@ def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, st
     weights = by_suffix.get("ekw") or by_suffix.get("dw")
     bias = by_suffix.get("ekb", "0")
     init = f"{ints}, {weights}, {bias}, {by_suffix['ekrq']}"
+    if step.kind in SPARSE_KINDS:
+        init = f"{ints}, {by_suffix['scnt']}, {by_suffix['spairs']}, {bias}, {by_suffix['ekrq']}"
     src = prog.tensors[step.inputs[0]]
     dst = prog.tensors[step.output]
     in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.params['_in_offset']})"

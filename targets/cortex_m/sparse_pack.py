@@ -172,8 +172,10 @@ def _check_weights(w: np.ndarray, ndim: int, what: str) -> np.ndarray:
 
 
 def sparse_conv2d_scratch_bytes(params: dict) -> int:
-    """Scratch bytes of ek_sparse_conv2d_s8 (ek_sparse_conv2d_s8_scratch_bytes): one [K][8] int16 im2col tile."""
-    return params["kernel_h"] * params["kernel_w"] * params["in_c"] * TILE_PIXELS * 2
+    """Scratch bytes of ek_sparse_conv2d_s8 (ek_sparse_conv2d_s8_scratch_bytes): one [K][8] int16 im2col tile and a
+    kernel row of zero-point bytes (what a pixel reads where its window leaves the input)."""
+    zp_run = -(-params["kernel_w"] * params["in_c"] // 4) * 4
+    return params["kernel_h"] * params["kernel_w"] * params["in_c"] * TILE_PIXELS * 2 + zp_run
 
 
 def pack_sparse_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,

@@ -140,40 +140,71 @@ static int ek_sp__counts_ok(const int16_t *counts, int32_t n, int32_t entries)
 
 static int32_t ek_sp__conv_k(const ek_sconv_params_t *p) { return p->kernel_h * p->kernel_w * p->in_c; }
 
+/* Bytes of the zero-point run: the kernel row (or tap) a pixel reads where its window leaves the input. */
+static size_t ek_sp__zp_run_bytes(const ek_sconv_params_t *p) { return ((size_t)(p->kernel_w * p->in_c) + 3u) & ~(size_t)3u; }
+
 size_t ek_sparse_conv2d_s8_scratch_bytes(const ek_sconv_params_t *p)
 {
-    return (size_t)ek_sp__conv_k(p) * EK_SP_P * sizeof(int16_t);
+    return (size_t)ek_sp__conv_k(p) * EK_SP_P * sizeof(int16_t) + ek_sp__zp_run_bytes(p);
 }
 
-/* Pixel pair (a, b), len bytes each, both inside the input: tile words {a[k] - zp, b[k] - zp} at dst[4 * k]. */
+/* Pixel pair (a, b), len bytes each: tile words {a[k] - zp, b[k] - zp} at dst[4 * k] (16 bytes per column). */
+#if EK_SP_DSP
+void ek__sp_cvt4(const int8_t *a, const int8_t *b, int32_t groups, uint32_t off2, uint32_t *dst);
+/* groups >= 1 of 4 columns: 2 LDR, 4 SXTAB16, 2 PKHBT, 2 PKHTB, 4 STR, loop = 16 instructions per 8 values. */
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__sp_cvt4, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__sp_cvt4\n"
+    "   .type ek__sp_cvt4, %function\n"
+    "   .thumb_func\n"
+    "ek__sp_cvt4:\n"                        /* r0 a, r1 b, r2 groups, r3 off2, [sp] dst */
+    "   push    {r4-r9}\n"
+    "   ldr     r12, [sp, #24]\n"
+    "1: ldr     r4, [r0], #4\n"
+    "   ldr     r5, [r1], #4\n"
+    "   sxtab16 r6, r3, r4\n"               /* (a0, a2) */
+    "   sxtab16 r7, r3, r5\n"               /* (b0, b2) */
+    "   sxtab16 r8, r3, r4, ror #8\n"       /* (a1, a3) */
+    "   sxtab16 r9, r3, r5, ror #8\n"       /* (b1, b3) */
+    "   pkhbt   r4, r6, r7, lsl #16\n"      /* (a0, b0) */
+    "   pkhtb   r5, r7, r6, asr #16\n"      /* (a2, b2) */
+    "   pkhbt   r6, r8, r9, lsl #16\n"      /* (a1, b1) */
+    "   pkhtb   r7, r9, r8, asr #16\n"      /* (a3, b3) */
+    "   str     r6, [r12, #16]\n"
+    "   str     r5, [r12, #32]\n"
+    "   str     r7, [r12, #48]\n"
+    "   str     r4, [r12], #64\n"
+    "   subs    r2, r2, #1\n"
+    "   bne     1b\n"
+    "   pop     {r4-r9}\n"
+    "   bx      lr\n"
+    "   .size ek__sp_cvt4, . - ek__sp_cvt4\n"
+    "   .popsection\n");
+#endif
+
 static void ek_sp__cvt_pair(const int8_t *a, const int8_t *b, int32_t len, uint32_t off2, uint32_t *dst)
 {
-    for (; len >= 4; len -= 4, a += 4, b += 4, dst += 16) {
-        const uint32_t xa = ek_sp__read_u32(a), xb = ek_sp__read_u32(b);
-        const uint32_t ae = ek_sp__sxtab16(off2, xa), ao = ek_sp__sxtab16_ror8(off2, xa); /* (a0,a2), (a1,a3) */
-        const uint32_t be = ek_sp__sxtab16(off2, xb), bo = ek_sp__sxtab16_ror8(off2, xb);
-        dst[0] = ek_sp__lo_lo(ae, be);
-        dst[4] = ek_sp__lo_lo(ao, bo);
-        dst[8] = ek_sp__hi_hi(ae, be);
-        dst[12] = ek_sp__hi_hi(ao, bo);
+    const int32_t groups = len >> 2;
+    if (groups) {
+#if EK_SP_DSP
+        ek__sp_cvt4(a, b, groups, off2, dst);
+#else
+        for (int32_t g = 0; g < groups; g++, dst += 16) {
+            for (int32_t j = 0; j < 4; j++) {
+                dst[4 * j] = ek_sp__pack16(a[4 * g + j] + (int16_t)off2, b[4 * g + j] + (int16_t)off2);
+            }
+        }
+        dst -= 16 * groups;
+#endif
+        a += 4 * groups;
+        b += 4 * groups;
+        dst += 16 * groups;
     }
     const int32_t off = (int16_t)off2;
-    for (; len > 0; len--, dst += 4) {
+    for (len &= 3; len > 0; len--, dst += 4) {
         dst[0] = ek_sp__pack16(*a++ + off, *b++ + off);
-    }
-}
-
-/* One pixel's len bytes (src NULL: padding, zeros) into tile slot dst[8 * k] (int16). */
-static void ek_sp__cvt_one(const int8_t *src, int32_t len, int32_t off, int16_t *dst)
-{
-    if (src == NULL) {
-        for (int32_t k = 0; k < len; k++, dst += EK_SP_P) {
-            dst[0] = 0;
-        }
-        return;
-    }
-    for (int32_t k = 0; k < len; k++, dst += EK_SP_P) {
-        dst[0] = (int16_t)(src[k] + off);
     }
 }
 
@@ -189,51 +220,93 @@ static int ek_sp__inside(const ek_sconv_params_t *p, const ek_sp__pix_t *q)
            q->ix + (p->kernel_w - 1) * p->dilation_w < p->in_w;
 }
 
-/* One pixel into tile slot `slot`, tap by tap (edges, dilation_w > 1). */
-static void ek_sp__im2col_one(const ek_sconv_params_t *p, const int8_t *in, const ek_sp__pix_t *q, int16_t *tile,
-                              int32_t slot)
+/* Where kernel row ky of pixel q comes from when dilation_w == 1: the input itself when the whole row is inside,
+ * the zero-point run when the row is outside, else NULL (the row is partly in the padding: tap by tap). */
+static const int8_t *ek_sp__row_src(const ek_sconv_params_t *p, const int8_t *in, const ek_sp__pix_t *q, int32_t ky,
+                                    const int8_t *zp_run)
 {
-    const int32_t c = p->in_c;
-    int16_t *dst = tile + slot;
-    for (int32_t ky = 0; ky < p->kernel_h; ky++) {
-        const int32_t iy = q->iy + ky * p->dilation_h;
-        const int row_ok = (uint32_t)iy < (uint32_t)p->in_h;
-        for (int32_t kx = 0; kx < p->kernel_w; kx++, dst += c * EK_SP_P) {
-            const int32_t ix = q->ix + kx * p->dilation_w;
-            const int ok = row_ok && (uint32_t)ix < (uint32_t)p->in_w;
-            ek_sp__cvt_one(ok ? in + iy * p->in_row_stride + ix * c : NULL, c, p->input_offset, dst);
-        }
+    const int32_t iy = q->iy + ky * p->dilation_h;
+    if ((uint32_t)iy >= (uint32_t)p->in_h || q->ix >= p->in_w || q->ix + p->kernel_w <= 0) {
+        return zp_run;
     }
+    if (q->ix >= 0 && q->ix + p->kernel_w <= p->in_w) {
+        return in + iy * p->in_row_stride + q->ix * p->in_c;
+    }
+    return NULL;
 }
 
-/* The 8 pixels of a tile ([K][8] int16). Pixels past n repeat the last one (their results are not stored). */
-static void ek_sp__im2col_tile(const ek_sconv_params_t *p, const int8_t *in, const ek_sp__pix_t *pix, int16_t *tile)
+static const int8_t *ek_sp__tap_src(const ek_sconv_params_t *p, const int8_t *in, const ek_sp__pix_t *q, int32_t ky,
+                                    int32_t kx, const int8_t *zp_run)
+{
+    const int32_t iy = q->iy + ky * p->dilation_h, ix = q->ix + kx * p->dilation_w;
+    if ((uint32_t)iy >= (uint32_t)p->in_h || (uint32_t)ix >= (uint32_t)p->in_w) {
+        return zp_run;
+    }
+    return in + iy * p->in_row_stride + ix * p->in_c;
+}
+
+/* The 8 pixels of a tile ([K][8] int16, zero point subtracted, padding 0): pairs of pixels, a kernel row at a time
+ * where both rows are contiguous (or all padding), else tap by tap. */
+static void ek_sp__im2col_tile(const ek_sconv_params_t *p, const int8_t *in, const ek_sp__pix_t *pix, uint32_t *tile,
+                               const int8_t *zp_run)
 {
     const uint32_t off2 = ek_sp__pack16(p->input_offset, p->input_offset);
-    const int32_t run = p->kernel_w * p->in_c, step = p->dilation_h * p->in_row_stride;
+    const int32_t c = p->in_c, run = p->kernel_w * c;
+    const int32_t step = p->dilation_h * p->in_row_stride;
     for (int32_t pp = 0; pp < EK_SP_P / 2; pp++) {
         const ek_sp__pix_t *a = &pix[2 * pp], *b = &pix[2 * pp + 1];
+        uint32_t *dst = tile + pp;
         if (p->dilation_w == 1 && ek_sp__inside(p, a) && ek_sp__inside(p, b)) {
-            const int8_t *sa = in + a->iy * p->in_row_stride + a->ix * p->in_c;
-            const int8_t *sb = in + b->iy * p->in_row_stride + b->ix * p->in_c;
-            uint32_t *dst = (uint32_t *)tile + pp;
+            const int8_t *sa = in + a->iy * p->in_row_stride + a->ix * c;
+            const int8_t *sb = in + b->iy * p->in_row_stride + b->ix * c;
             for (int32_t ky = 0; ky < p->kernel_h; ky++, sa += step, sb += step, dst += 4 * run) {
                 ek_sp__cvt_pair(sa, sb, run, off2, dst);
             }
-        } else {
-            ek_sp__im2col_one(p, in, a, tile, 2 * pp);
-            ek_sp__im2col_one(p, in, b, tile, 2 * pp + 1);
+            continue;
+        }
+        for (int32_t ky = 0; ky < p->kernel_h; ky++) {
+            const int8_t *sa = p->dilation_w == 1 ? ek_sp__row_src(p, in, a, ky, zp_run) : NULL;
+            const int8_t *sb = p->dilation_w == 1 ? ek_sp__row_src(p, in, b, ky, zp_run) : NULL;
+            if (sa && sb) {
+                ek_sp__cvt_pair(sa, sb, run, off2, dst);
+                dst += 4 * run;
+                continue;
+            }
+            for (int32_t kx = 0; kx < p->kernel_w; kx++, dst += 4 * c) {
+                ek_sp__cvt_pair(ek_sp__tap_src(p, in, a, ky, kx, zp_run), ek_sp__tap_src(p, in, b, ky, kx, zp_run), c,
+                                off2, dst);
+            }
         }
     }
 }
 
 #if EK_SP_DSP
+/* What ek__sconv_tile8 reads (offsets are fixed in its asm). */
+typedef struct {
+    const uint8_t *pairs;     /*  0: entries of the next channel */
+    const int16_t *counts;    /*  4: count of the next channel */
+    const int32_t *bias;      /*  8: bias of the next channel */
+    const int32_t *requant;   /* 12: requant entry of the next channel */
+    const int16_t *tile;      /* 16 */
+    int8_t *out;              /* 20: output of the next channel, first pixel */
+    int32_t step_pixel;       /* 24: bytes from one pixel's output to the next (out_c) */
+    int32_t channels;         /* 28: channels left */
+    int32_t upper;            /* 32: act_max - act_min - 128 */
+    int32_t back;             /* 36: act_min + 128 */
+    int32_t bias_step;        /* 40: 4, or 0 when there is no bias (bias points at a zero) */
+} ek__sconv_tile_args_t;
+
+_Static_assert(sizeof(ek__sconv_tile_args_t) == 44, "ek__sconv_tile8 reads these offsets");
+
+void ek__sconv_tile8(ek__sconv_tile_args_t *a);
+#endif
+
+#if EK_SP_DSP
 /*
- * acc[0..7] = bias + sum over the channel's `count` entries of tile[column][0..7] * value; returns the pairs pointer
- * after them. r0-r7 accumulators, r8/r9 two words of pixels, r10 the value, r11 the pairs, r12 the column pointer,
- * lr the count.
+ * Per stored entry: the column pointer moves by 16 bytes x delta, two LDRD read the 8 pixels of that column and
+ * eight SMLABB/SMLATB multiply them by the value: r0-r7 accumulators, r8/r9 pixels, r10 value, r11 entries, r12
+ * column pointer, lr entries left.
  */
-const uint8_t *ek__sconv_mac8(const uint8_t *pairs, int32_t count, const int16_t *tile, int32_t bias, int32_t *acc);
 __asm__(
     "   .syntax unified\n"
     "   .macro EK_SP_STEP\n"
@@ -251,6 +324,43 @@ __asm__(
     "   smlabb  r6, r9, r10, r6\n"
     "   smlatb  r7, r9, r10, r7\n"
     "   .endm\n"
+    "   .macro EK_SP_MAC\n"                 /* lr entries (>= 0) */
+    "   tst     lr, #1\n"
+    "   beq     81f\n"
+    "   EK_SP_STEP\n"
+    "81: tst    lr, #2\n"
+    "   beq     82f\n"
+    "   EK_SP_STEP\n"
+    "   EK_SP_STEP\n"
+    "82: lsrs   lr, lr, #2\n"
+    "   beq     84f\n"
+    "83: EK_SP_STEP\n"
+    "   EK_SP_STEP\n"
+    "   EK_SP_STEP\n"
+    "   EK_SP_STEP\n"
+    "   subs    lr, lr, #1\n"
+    "   bne     83b\n"
+    "84:\n"
+    "   .endm\n"
+    "   .macro EK_SP_OUT r, clamp\n"        /* requantise, clamp, store one output: r8 step, r9 mult, r10 a,
+                                               r11 b, r12 upper, r0 back, lr output pointer (advanced) */
+    "   smmla   \\r, \\r, r9, r10\n"
+    "   asr     \\r, \\r, r11\n"
+    "   ssat    \\r, #8, \\r\n"
+    "   .if \\clamp\n"
+    "   cmp     \\r, r12\n"
+    "   it      gt\n"
+    "   movgt   \\r, r12\n"
+    "   add     \\r, \\r, r0\n"
+    "   .endif\n"
+    "   strb    \\r, [lr]\n"
+    "   add     lr, lr, r8\n"
+    "   .endm\n");
+
+/* acc[0..7] = bias + the channel's `count` entries times tile columns (the portable path's job, in asm). */
+const uint8_t *ek__sconv_mac8(const uint8_t *pairs, int32_t count, const int16_t *tile, int32_t bias, int32_t *acc);
+__asm__(
+    "   .syntax unified\n"
     "   .pushsection .text.ek__sconv_mac8, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global ek__sconv_mac8\n"
@@ -268,27 +378,104 @@ __asm__(
     "   mov     r5, r3\n"
     "   mov     r6, r3\n"
     "   mov     r7, r3\n"
-    "   tst     lr, #1\n"
-    "   beq     1f\n"
-    "   EK_SP_STEP\n"
-    "1: tst     lr, #2\n"
-    "   beq     2f\n"
-    "   EK_SP_STEP\n"
-    "   EK_SP_STEP\n"
-    "2: lsrs    lr, lr, #2\n"
-    "   beq     4f\n"
-    "3: EK_SP_STEP\n"
-    "   EK_SP_STEP\n"
-    "   EK_SP_STEP\n"
-    "   EK_SP_STEP\n"
-    "   subs    lr, lr, #1\n"
-    "   bne     3b\n"
-    "4: ldr     r8, [sp, #36]\n"
+    "   EK_SP_MAC\n"
+    "   ldr     r8, [sp, #36]\n"
     "   stm     r8, {r0-r7}\n"
     "   mov     r0, r11\n"
     "   pop     {r4-r11, pc}\n"
     "   .size ek__sconv_mac8, . - ek__sconv_mac8\n"
     "   .popsection\n");
+
+/*
+ * All channels of one tile whose 8 pixels are step_pixel bytes apart in the output, requantised with the SMMLA
+ * form: per channel, load count and bias, accumulate (EK_SP_MAC), then per output SMMLA, ASR, SSAT (the lower clamp),
+ * with clamp = 1 the upper clamp and + back, and STRB. [sp] holds the args pointer, [sp, #4] back.
+ * ek__sconv_tile8_noclamp is for the range [-128, 127] (upper = 127, back = 0): 5 instructions per output.
+ */
+void ek__sconv_tile8_noclamp(ek__sconv_tile_args_t *a);
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_SP_TILE8 name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #8\n"
+    "   str     r0, [sp]\n"
+    "   ldr     r1, [r0, #36]\n"
+    "   str     r1, [sp, #4]\n"
+    "1: ldr     lr, [sp]\n"
+    "   ldr     r11, [lr, #0]\n"            /* entries */
+    "   ldr     r12, [lr, #4]\n"
+    "   ldrsh   r8, [r12], #2\n"            /* count */
+    "   str     r12, [lr, #4]\n"
+    "   ldr     r12, [lr, #8]\n"
+    "   ldr     r9, [lr, #40]\n"
+    "   ldr     r0, [r12]\n"                /* bias */
+    "   add     r12, r12, r9\n"
+    "   str     r12, [lr, #8]\n"
+    "   ldr     r12, [lr, #16]\n"           /* column pointer = tile */
+    "   mov     lr, r8\n"
+    "   mov     r1, r0\n"
+    "   mov     r2, r0\n"
+    "   mov     r3, r0\n"
+    "   mov     r4, r0\n"
+    "   mov     r5, r0\n"
+    "   mov     r6, r0\n"
+    "   mov     r7, r0\n"
+    "   EK_SP_MAC\n"
+    "   ldr     r8, [sp]\n"
+    "   str     r11, [r8, #0]\n"
+    "   ldr     r12, [r8, #12]\n"
+    "   ldm     r12!, {r9, r10, r11, lr}\n" /* mult, a, b, (shift) */
+    "   str     r12, [r8, #12]\n"
+    "   ldr     lr, [r8, #20]\n"
+    "   add     r12, lr, #1\n"
+    "   str     r12, [r8, #20]\n"           /* next channel's output */
+    "   ldr     r12, [r8, #32]\n"           /* upper */
+    "   ldr     r8, [r8, #24]\n"            /* step */
+    "   .if \\clamp\n"
+    "   push    {r0}\n"                     /* free r0 for back */
+    "   ldr     r0, [sp, #8]\n"
+    "   .endif\n"
+    "   add     lr, lr, r8\n"               /* pixel 1 */
+    "   EK_SP_OUT r1, \\clamp\n"
+    "   EK_SP_OUT r2, \\clamp\n"
+    "   EK_SP_OUT r3, \\clamp\n"
+    "   EK_SP_OUT r4, \\clamp\n"
+    "   EK_SP_OUT r5, \\clamp\n"
+    "   EK_SP_OUT r6, \\clamp\n"
+    "   EK_SP_OUT r7, \\clamp\n"
+    "   sub     lr, lr, r8, lsl #3\n"       /* back to pixel 0 */
+    "   .if \\clamp\n"
+    "   mov     r1, r0\n"
+    "   pop     {r0}\n"
+    "   .endif\n"
+    "   smmla   r0, r0, r9, r10\n"
+    "   asr     r0, r0, r11\n"
+    "   ssat    r0, #8, r0\n"
+    "   .if \\clamp\n"
+    "   cmp     r0, r12\n"
+    "   it      gt\n"
+    "   movgt   r0, r12\n"
+    "   add     r0, r0, r1\n"
+    "   .endif\n"
+    "   strb    r0, [lr]\n"
+    "   ldr     r0, [sp]\n"
+    "   ldr     r1, [r0, #28]\n"
+    "   subs    r1, r1, #1\n"
+    "   str     r1, [r0, #28]\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #8\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_SP_TILE8 ek__sconv_tile8, 1\n"
+    "   EK_SP_TILE8 ek__sconv_tile8_noclamp, 0\n");
 #else
 static const uint8_t *ek__sconv_mac8(const uint8_t *pairs, int32_t count, const int16_t *tile, int32_t bias,
                                      int32_t *acc)
@@ -342,18 +529,22 @@ int ek_sparse_conv2d_s8(const ek_sconv_params_t *p, const int8_t *input, int8_t 
     }
     ek_sp__rq_t rq;
     ek_sp__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
-    int16_t *tile = (int16_t *)scratch;
+    uint32_t *tile = (uint32_t *)scratch;
+    int8_t *zp_run = (int8_t *)scratch + (size_t)ek_sp__conv_k(p) * EK_SP_P * sizeof(int16_t);
+    memset(zp_run, -p->input_offset, ek_sp__zp_run_bytes(p));
     const int32_t npix = p->out_h * p->out_w;
     ek_sp__pix_t pix[EK_SP_P];
     int32_t acc[EK_SP_P];
     int32_t oy = 0, ox = 0;
     for (int32_t pix0 = 0; pix0 < npix; pix0 += EK_SP_P) {
         const int32_t n = npix - pix0 < EK_SP_P ? npix - pix0 : EK_SP_P;
+        int uniform = n == EK_SP_P;  /* the 8 outputs of a channel are out_c bytes apart */
         for (int32_t i = 0; i < EK_SP_P; i++) {
             if (i < n) {
                 pix[i].iy = oy * p->stride_h - p->pad_top;
                 pix[i].ix = ox * p->stride_w - p->pad_left;
                 pix[i].out_off = oy * p->out_row_stride + ox * p->out_c;
+                uniform &= pix[i].out_off == pix[0].out_off + i * p->out_c;
                 if (++ox == p->out_w) {
                     ox = 0;
                     oy++;
@@ -362,11 +553,25 @@ int ek_sparse_conv2d_s8(const ek_sconv_params_t *p, const int8_t *input, int8_t 
                 pix[i] = pix[n - 1];
             }
         }
-        ek_sp__im2col_tile(p, input, pix, tile);
+        ek_sp__im2col_tile(p, input, pix, tile, zp_run);
+#if EK_SP_DSP
+        if (uniform && rq.fast) {
+            static const int32_t zero = 0;
+            ek__sconv_tile_args_t a = {p->pairs, p->counts, p->bias ? p->bias : &zero, p->requant,
+                                       (const int16_t *)tile, output + pix[0].out_off, p->out_c, p->out_c, rq.upper,
+                                       rq.back, p->bias ? 4 : 0};
+            if (p->act_min == -128 && p->act_max == 127) {
+                ek__sconv_tile8_noclamp(&a);
+            } else {
+                ek__sconv_tile8(&a);
+            }
+            continue;
+        }
+#endif
         const uint8_t *pairs = p->pairs;
         const int32_t *q = p->requant;
         for (int32_t c = 0; c < p->out_c; c++, q += 4) {
-            pairs = ek__sconv_mac8(pairs, p->counts[c], tile, p->bias ? p->bias[c] : 0, acc);
+            pairs = ek__sconv_mac8(pairs, p->counts[c], (const int16_t *)tile, p->bias ? p->bias[c] : 0, acc);
             int8_t *out = output + c;
             for (int32_t i = 0; i < n; i++) {
                 out[pix[i].out_off] = ek_sp__requant(&rq, acc[i], q);
@@ -390,19 +595,36 @@ size_t ek_sparse_fully_connected_s8_scratch_bytes(const ek_sfc_params_t *p)
 static inline int32_t ek_sp__fc_dot(const uint8_t *pairs, int32_t count, const int8_t *x, int32_t acc)
 {
 #if EK_SP_DSP
-    /* two entries per word (delta0, value0, delta1, value1): UXTAB, LDRSB, SMLABB / UXTAB, LDRSB, SMLABT and one
-     * SXTB16 for both values */
-    uint32_t k = 0;
-    for (; count >= 2; count -= 2, pairs += 4) {
-        const uint32_t word = ek_sp__read_u32(pairs);
-        uint32_t w2;
-        __asm__("sxtb16 %0, %1, ror #8" : "=r"(w2) : "r"(word));
-        k += word & 0xFFu; /* UXTAB */
-        acc = __smlabb(x[k], (int32_t)w2, acc);
-        k += (word >> 16) & 0xFFu; /* UXTAB ..., ROR #16 */
-        acc = __smlabt(x[k], (int32_t)w2, acc);
+    /* A word holds two entries (delta0, value0, delta1, value1): UXTAB moves the column, LDRSB reads the input, and
+     * SMLABB / SMLABT multiply by the values that one SXTB16 unpacked: 4.5 instructions per entry, 4 per loop. */
+    uint32_t k = 0, w, v, t;
+    int32_t n4 = count >> 2;
+    if (n4) {
+        __asm__ volatile(
+            "1: ldr     %[w], [%[p]], #4\n"
+            "   uxtab   %[k], %[k], %[w]\n"
+            "   sxtb16  %[v], %[w], ror #8\n"
+            "   ldrsb   %[t], [%[x], %[k]]\n"
+            "   smlabb  %[acc], %[t], %[v], %[acc]\n"
+            "   uxtab   %[k], %[k], %[w], ror #16\n"
+            "   ldrsb   %[t], [%[x], %[k]]\n"
+            "   smlabt  %[acc], %[t], %[v], %[acc]\n"
+            "   ldr     %[w], [%[p]], #4\n"
+            "   uxtab   %[k], %[k], %[w]\n"
+            "   sxtb16  %[v], %[w], ror #8\n"
+            "   ldrsb   %[t], [%[x], %[k]]\n"
+            "   smlabb  %[acc], %[t], %[v], %[acc]\n"
+            "   uxtab   %[k], %[k], %[w], ror #16\n"
+            "   ldrsb   %[t], [%[x], %[k]]\n"
+            "   smlabt  %[acc], %[t], %[v], %[acc]\n"
+            "   subs    %[n], %[n], #1\n"
+            "   bne     1b\n"
+            : [w] "=&r"(w), [v] "=&r"(v), [t] "=&r"(t), [k] "+r"(k), [p] "+r"(pairs), [acc] "+r"(acc),
+              [n] "+r"(n4)
+            : [x] "r"(x)
+            : "cc", "memory");
     }
-    if (count) {
+    for (count &= 3; count > 0; count--, pairs += 2) {
         k += pairs[0];
         acc = __smlabb(x[k], (int8_t)pairs[1], acc);
     }
@@ -412,7 +634,7 @@ static inline int32_t ek_sp__fc_dot(const uint8_t *pairs, int32_t count, const i
     const int8_t *xp = x;
     for (int32_t e = 0; e < count; e++, pairs += 2) {
         xp += pairs[0];
-        a += (uint32_t)(*xp * (int8_t)pairs[1]);
+        a += (uint32_t)(*xp * (int8_t)pairs[1]); /* wraps like the int32 register */
     }
     return (int32_t)a;
 #endif
