@@ -388,7 +388,8 @@ def _error_line(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGINT)
-    handle_ctrl_c = threading.current_thread() is threading.main_thread() and previous is not None
+    # Only where Ctrl-C would raise KeyboardInterrupt anyway (not where it is ignored, e.g. a background job).
+    handle_ctrl_c = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
     if handle_ctrl_c:
         signal.signal(signal.SIGINT, _raise_ctrl_c)
     _state["debug"] = False  # set by --debug (the callback) for this call only

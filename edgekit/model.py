@@ -121,16 +121,19 @@ class Model:
         x = np.asarray(x)
         if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
             raise ShapeError(f"{what} data has shape {tuple(x.shape)} but model '{self.name}' takes (N, "
-                             f"{', '.join(map(str, want))}); reshape the data or pass --input-shape")
+                             f"{', '.join(map(str, want))}); save it with that shape (N samples first)")
         if x.shape[0] == 0:
             raise DataError(f"{what} data is empty; give at least one sample")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise ShapeError(f"{what} data has dtype {x.dtype}; it must be real numbers (float or int)")
-        if not np.all(np.isfinite(x)):
-            raise DataError(f"{what} data holds NaN or Inf values; clean it before calibrating or testing")
         with np.errstate(over="ignore"):
-            if not np.all(np.isfinite(x.astype(np.float32))):  # the models compute in float32
-                raise DataError(f"{what} data holds values beyond float32's range (|x| > 3.4e38); rescale it")
+            bad = ~np.isfinite(x.astype(np.float32))  # the models compute in float32: 1e39 is Inf there
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            value = x[first]
+            kind = "NaN or Inf values" if not np.isfinite(value) else "values beyond float32's range (|x| > 3.4e38)"
+            raise DataError(f"{what} data holds {kind}, {int(bad.sum())} in all, the first at index {first} (sample "
+                            f"{first[0]}); clean or rescale it")
 
     def check_data(self) -> None:
         for what, x in (("calibration", self.calib), ("test", self.test_x), ("training", self.train_x)):

@@ -319,18 +319,25 @@ def _sweep_charts(summary: dict) -> str:
             if t["key"] == best:
                 ax.scatter([t["metrics"][metric] * scale], [t["metrics"]["accuracy"]], marker="*", s=220,
                            color="#f58518", zorder=4, label="best under budget")
-        limit = summary["budget"].get(budget_key)
-        if limit is not None:
-            ax.axvline(limit * scale, color="#e45756", ls="--", lw=1, label="budget")
         values = [t["metrics"][metric] * scale for t in pts if t["metrics"][metric] > 0]
+        limit = summary["budget"].get(budget_key)
+        title = f"accuracy vs {name}"
+        if limit is not None and values and limit * scale > 3 * max(values):
+            title += f" (limit {limit * scale:,.4g} →)"  # far right of every point: a line would squash them
+        elif limit is not None:
+            ax.axvline(limit * scale, color="#e45756", ls="--", lw=1, label="budget")
         if values and max(values) / min(values) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
-        ax.set_title(f"accuracy vs {name}")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=7, loc="lower right")
+    handles = {}
+    for ax in fig.axes:  # one legend under the three charts, each label once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
     return _svg(fig)
 

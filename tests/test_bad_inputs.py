@@ -315,6 +315,7 @@ def test_missing_cross_compiler_still_writes_sources_then_profile_says_how_to_in
               "firmware/Makefile", "report.json", "report.html"):
         assert (out / f).is_file(), f
     assert not (out / "firmware" / "firmware.elf").exists()
+    assert_nothing_left(tmp_path, "out", "bin")
     _fail(["profile", out], capsys, 8, "firmware.elf", "no firmware was built", "apt-get install",
           "gcc-arm-none-eabi")
 

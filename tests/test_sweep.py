@@ -28,7 +28,7 @@ QUICK = {"repeat": 5, "progress": False}
 @pytest.fixture(scope="module")
 def ray_local():
     ray = import_ray()  # sets Ray up for the loopback interface before it is imported
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

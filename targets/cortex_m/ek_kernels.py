@@ -66,7 +66,7 @@ def fc_step(builder, node, qn, macs: int):
     x = node.inputs[0]
     rows = builder.tensors[x].shape[0]
     w = qn.q["weight"]
-    if sparse_pack.sparse_pays(w):
+    if node.name in sparse_layers(builder):
         try:
             sparse = sparse_pack.pack_sparse_fully_connected(w, qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                              batch=rows, **_requant_args(qn))
@@ -85,20 +85,55 @@ def fc_step(builder, node, qn, macs: int):
                 scratch_bytes=packed.scratch_bytes)
 
 
+def sparse_layers(builder) -> set[str]:
+    """The int8 conv (groups = 1) and linear layers of the program that store their weights compressed.
+
+    Per layer, those whose compressed weights pay (sparse_pack.sparse_pays) and whose im2col tile fits
+    CONV_SCRATCH_LIMIT_BYTES. Then per family (conv, linear): when the model runs the family's sparse kernel anyway and
+    every other layer of the family could, those go sparse too if the bytes they add are fewer than the code of the
+    family's dense kernel, which then drops out of the firmware (digits-cnn at 90 %: its 144-weight first conv and
+    320-weight classifier cost 296 B more compressed and save 8.3 KB of dense kernel code). Decided once per program.
+    """
+    plan = getattr(builder, "ek_sparse_layers", None)
+    if plan is not None:
+        return plan
+    from edgekit.targets.cortex_m import CODE_EK_KERNEL_BYTES
+
+    plan = set()
+    for family, dense_kind in (("conv2d", "ek_conv"), ("linear", "ek_fc")):
+        pays, rest, extra, must_stay_dense = [], [], 0, False
+        for n in builder.g.nodes:
+            if n.op != family or (family == "conv2d" and n.attrs["groups"] != 1) or builder.q(n.name) is None:
+                continue
+            w = builder.q(n.name).q["weight"]
+            dense = sparse_pack.dense_weight_bytes(w, n.attrs["dilation"][1] if family == "conv2d" else 1)
+            stored = sparse_pack.stored_weight_bytes(w)
+            if family == "conv2d" and sparse_pack.sparse_conv2d_scratch_bytes(
+                    dict(kernel_h=w.shape[2], kernel_w=w.shape[3], in_c=w.shape[1])) > CONV_SCRATCH_LIMIT_BYTES:
+                must_stay_dense = True
+                if stored <= sparse_pack.PAYS_RATIO * dense:
+                    builder.notes.append(f"layer '{n.name}': stored dense although compressed weights would be "
+                                         f"smaller (the sparse kernel's im2col tile needs more than "
+                                         f"{CONV_SCRATCH_LIMIT_BYTES:,} B of scratch)")
+            elif stored <= sparse_pack.PAYS_RATIO * dense:
+                pays.append(n.name)
+            else:
+                rest.append(n.name)
+                extra += stored - dense
+        plan.update(pays)
+        if pays and rest and not must_stay_dense and extra < CODE_EK_KERNEL_BYTES[dense_kind]:
+            plan.update(rest)
+    builder.ek_sparse_layers = plan
+    return plan
+
+
 def _sparse_conv_step(builder, node, qn, common: dict, macs: int, x: str, out: str, in_offset: int):
-    """The sparse conv step for ``node`` when its compressed weights pay and its im2col tile fits the scratch limit,
-    else None (the dense kernel runs it)."""
-    w = qn.q["weight"]
-    if not sparse_pack.sparse_pays(w, sparse_pack.dense_weight_bytes(w, common["dilation"][1])):
+    """The sparse conv step for ``node`` if it is one of :func:`sparse_layers`, else None (the dense kernel runs it)."""
+    if node.name not in sparse_layers(builder):
         return None
     try:
-        sparse = sparse_pack.pack_sparse_conv2d(w, qn.q["bias"], qn.q["mult"], qn.q["shift"], **common)
+        sparse = sparse_pack.pack_sparse_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"], **common)
     except UnsupportedError:
-        return None
-    if sparse.scratch_bytes > CONV_SCRATCH_LIMIT_BYTES:
-        builder.notes.append(f"layer '{node.name}': stored dense although sparse weights would be smaller (the sparse "
-                             f"kernel's im2col tile needs {sparse.scratch_bytes:,} B of scratch, more than "
-                             f"{CONV_SCRATCH_LIMIT_BYTES:,} B)")
         return None
     out_shape = builder.tensors[out].shape
     if (sparse.params["out_h"], sparse.params["out_w"]) != tuple(out_shape[1:3]):

@@ -126,9 +126,10 @@ def decode_rows(counts: np.ndarray, pairs: np.ndarray, columns: int) -> np.ndarr
     return out
 
 
-def stored_weight_bytes(matrix: np.ndarray) -> int:
-    """Bytes of the compressed form of ``matrix`` ``[rows, K]``: counts plus two bytes per entry (fillers included)."""
-    m = np.asarray(matrix)
+def stored_weight_bytes(weights: np.ndarray) -> int:
+    """Bytes of the compressed form of ``weights`` (``[out, in]``, ``[out, in, kh, kw]`` or an ``[out, K]`` matrix):
+    counts plus two bytes per entry (fillers included)."""
+    m = _matrix(weights)
     rows, cols = np.nonzero(m)
     first = np.ones(rows.size, dtype=bool)
     first[1:] = rows[1:] != rows[:-1]
@@ -159,7 +160,7 @@ def sparse_pays(weights: np.ndarray, dense_bytes: int | None = None) -> bool:
     ``PAYS_RATIO`` of the dense bytes (``dense_bytes``, default :func:`dense_weight_bytes`)."""
     w = np.asarray(weights)
     dense = dense_weight_bytes(w) if dense_bytes is None else int(dense_bytes)
-    return stored_weight_bytes(_matrix(w)) <= PAYS_RATIO * dense
+    return stored_weight_bytes(w) <= PAYS_RATIO * dense
 
 
 def _check_weights(w: np.ndarray, ndim: int, what: str) -> np.ndarray:

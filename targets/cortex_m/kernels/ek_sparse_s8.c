@@ -33,8 +33,7 @@
 #define EK_SP_P EK_SPARSE_TILE_PIXELS
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Small helpers (DSP instructions and their C equivalents). A word holding two int16 keeps the lower-indexed
- * element in its low half.
+ * Small helpers. A word holding two int16 keeps the lower-indexed element in its low half.
  * ------------------------------------------------------------------------------------------------------------- */
 static inline uint32_t ek_sp__read_u32(const void *p) /* any alignment */
 {
@@ -49,33 +48,13 @@ static inline uint32_t ek_sp__pack16(int32_t lo, int32_t hi)
 }
 
 #if EK_SP_DSP
-static inline uint32_t ek_sp__sxtab16(uint32_t a, uint32_t x) { return (uint32_t)__sxtab16((int32_t)a, (int32_t)x); }
-static inline uint32_t ek_sp__sxtab16_ror8(uint32_t a, uint32_t x)
-{
-    uint32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
-    return r;
-}
 static inline int32_t ek_sp__smmla(int32_t a, int32_t b, int32_t c)
 {
     int32_t r;
     __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
 }
-#else
-static inline uint32_t ek_sp__sxtab16(uint32_t a, uint32_t x)
-{
-    return ek_sp__pack16((int16_t)a + (int8_t)x, (int16_t)(a >> 16) + (int8_t)(x >> 16));
-}
-static inline uint32_t ek_sp__sxtab16_ror8(uint32_t a, uint32_t x)
-{
-    return ek_sp__pack16((int16_t)a + (int8_t)(x >> 8), (int16_t)(a >> 16) + (int8_t)(x >> 24));
-}
 #endif
-
-/* Low halves of a and b -> (a.lo, b.lo) (PKHBT); high halves -> (a.hi, b.hi) (PKHTB). */
-static inline uint32_t ek_sp__lo_lo(uint32_t a, uint32_t b) { return (a & 0xFFFFu) | (b << 16); }
-static inline uint32_t ek_sp__hi_hi(uint32_t a, uint32_t b) { return (b & 0xFFFF0000u) | (a >> 16); }
 
 static int ek_sp__aligned(const void *p) { return ((uintptr_t)p & 3u) == 0; }
 
@@ -141,7 +120,10 @@ static int ek_sp__counts_ok(const int16_t *counts, int32_t n, int32_t entries)
 static int32_t ek_sp__conv_k(const ek_sconv_params_t *p) { return p->kernel_h * p->kernel_w * p->in_c; }
 
 /* Bytes of the zero-point run: the kernel row (or tap) a pixel reads where its window leaves the input. */
-static size_t ek_sp__zp_run_bytes(const ek_sconv_params_t *p) { return ((size_t)(p->kernel_w * p->in_c) + 3u) & ~(size_t)3u; }
+static size_t ek_sp__zp_run_bytes(const ek_sconv_params_t *p)
+{
+    return ((size_t)(p->kernel_w * p->in_c) + 3u) & ~(size_t)3u;
+}
 
 size_t ek_sparse_conv2d_s8_scratch_bytes(const ek_sconv_params_t *p)
 {
@@ -186,24 +168,18 @@ __asm__(
 
 static void ek_sp__cvt_pair(const int8_t *a, const int8_t *b, int32_t len, uint32_t off2, uint32_t *dst)
 {
+#if EK_SP_DSP
     const int32_t groups = len >> 2;
     if (groups) {
-#if EK_SP_DSP
         ek__sp_cvt4(a, b, groups, off2, dst);
-#else
-        for (int32_t g = 0; g < groups; g++, dst += 16) {
-            for (int32_t j = 0; j < 4; j++) {
-                dst[4 * j] = ek_sp__pack16(a[4 * g + j] + (int16_t)off2, b[4 * g + j] + (int16_t)off2);
-            }
-        }
-        dst -= 16 * groups;
-#endif
         a += 4 * groups;
         b += 4 * groups;
         dst += 16 * groups;
+        len &= 3;
     }
+#endif
     const int32_t off = (int16_t)off2;
-    for (len &= 3; len > 0; len--, dst += 4) {
+    for (; len > 0; len--, dst += 4) {
         dst[0] = ek_sp__pack16(*a++ + off, *b++ + off);
     }
 }
@@ -418,7 +394,8 @@ __asm__(
     "   add     r12, r12, r9\n"
     "   str     r12, [lr, #8]\n"
     "   ldr     r12, [lr, #16]\n"           /* column pointer = tile */
-    "   mov     lr, r8\n"
+    "   movs    lr, r8\n"
+    "   beq     5f\n"                       /* no entries: every output is requant(bias) */
     "   mov     r1, r0\n"
     "   mov     r2, r0\n"
     "   mov     r3, r0\n"
@@ -464,13 +441,37 @@ __asm__(
     "   add     r0, r0, r1\n"
     "   .endif\n"
     "   strb    r0, [lr]\n"
-    "   ldr     r0, [sp]\n"
+    "7: ldr     r0, [sp]\n"
     "   ldr     r1, [r0, #28]\n"
     "   subs    r1, r1, #1\n"
     "   str     r1, [r0, #28]\n"
     "   bne     1b\n"
     "   add     sp, sp, #8\n"
     "   pop     {r4-r11, pc}\n"
+    "5: ldr     r8, [sp]\n"                 /* an empty channel: one requantisation, 8 stores */
+    "   ldr     r12, [r8, #12]\n"
+    "   ldm     r12!, {r9, r10, r11, lr}\n"
+    "   str     r12, [r8, #12]\n"
+    "   ldr     lr, [r8, #20]\n"
+    "   add     r12, lr, #1\n"
+    "   str     r12, [r8, #20]\n"
+    "   ldr     r12, [r8, #32]\n"
+    "   ldr     r1, [sp, #4]\n"
+    "   ldr     r8, [r8, #24]\n"
+    "   smmla   r0, r0, r9, r10\n"
+    "   asr     r0, r0, r11\n"
+    "   ssat    r0, #8, r0\n"
+    "   .if \\clamp\n"
+    "   cmp     r0, r12\n"
+    "   it      gt\n"
+    "   movgt   r0, r12\n"
+    "   add     r0, r0, r1\n"
+    "   .endif\n"
+    "   .rept 8\n"
+    "   strb    r0, [lr]\n"
+    "   add     lr, lr, r8\n"
+    "   .endr\n"
+    "   b       7b\n"
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
     "   .endm\n"

@@ -82,7 +82,7 @@ typedef struct {
     int32_t flags;
     const int16_t *counts;          /* [out_features] */
     const uint8_t *pairs;           /* [entries][2] (delta, value) */
-    const int32_t *bias;            /* [out_features], required: bias - x_zp * sum(w) (sparse_pack folds the zero point) */
+    const int32_t *bias;            /* [out_features], required: bias - x_zp * sum(w) (sparse_pack folds x_zp in) */
     const int32_t *requant;         /* [ceil4(out_features)][4] */
 } ek_sfc_params_t;
 
