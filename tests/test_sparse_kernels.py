@@ -130,10 +130,15 @@ def sparse_weights(rng, shape, sparsity: float, extremes: bool = False) -> np.nd
     return np.where(keep, w, 0).astype(np.int8)
 
 
-def _quant(rng, channels: int, fan_in: int, big_mult: bool = False):
+def _quant(rng, channels: int, fan_in: int, big_mult=False):
+    """Zero points and per-channel (mult, shift): typical (real multiplier ~ 1/(40 sqrt(fan_in)), shift > 32: the
+    table's SMMLA form), ``big_mult=True`` (real in [0.26, 0.9): shift 31-32) or ``big_mult=(lo, hi)`` (real in
+    [lo, hi), e.g. large enough that the doubled accumulators saturate)."""
     x_zp = int(rng.integers(-128, 128))
     out_zp = int(rng.integers(-100, 100))
-    real = rng.uniform(0.26, 0.9, channels) if big_mult else rng.uniform(0.3, 1.5, channels) / (np.sqrt(fan_in) * 40)
+    if big_mult is True:
+        big_mult = (0.26, 0.9)
+    real = rng.uniform(*big_mult, channels) if big_mult else rng.uniform(0.3, 1.5, channels) / (np.sqrt(fan_in) * 40)
     mult, shift = qmath.quantize_multipliers(real)
     return x_zp, out_zp, mult, shift
 
@@ -143,12 +148,22 @@ def _act(kind: str, out_zp: int) -> tuple[int, int]:
 
 
 def conv_case(rng, name, h, w, cin, cout, k, sparsity, *, stride=1, dilation=1, padding=0, in_extra=0, out_extra=0,
-              act="none", bias=True, big_mult=False, weights=None) -> SparseCase:
+              act="none", bias=True, big_mult=False, weights=None, zero_channel=False, probe=False) -> SparseCase:
+    """A random sparse convolution and its expected output buffer. ``probe``: inputs within 3 of the zero point and
+    weights in [-2, 2], so that accumulators stay small and large multipliers still give mostly unclamped outputs
+    (an error of one accumulator unit then shows)."""
     kh, kw = (k, k) if np.isscalar(k) else k
     x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
     wt = sparse_weights(rng, (cout, cin, kh, kw), sparsity, extremes=True) if weights is None else weights
     b = rng.integers(-20000, 20000, cout).astype(np.int32) if bias else None
     x_zp, out_zp, mult, shift = _quant(rng, cout, max(1, int(np.count_nonzero(wt)) // cout), big_mult)
+    if probe:
+        x = np.clip(x_zp + rng.integers(-3, 4, x.shape), -128, 127).astype(np.int8)
+        wt = np.sign(wt) * rng.integers(1, 3, wt.shape)
+        wt = wt.astype(np.int8)
+        b = None if b is None else rng.integers(-20, 20, cout).astype(np.int32)
+    if zero_channel:
+        mult[0], shift[0] = 0, 1
     act_min, act_max = _act(act, out_zp)
     common = dict(x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max, stride=stride, dilation=dilation,
                   padding=padding)
@@ -197,6 +212,15 @@ def _all_cases() -> list[SparseCase]:
     c.append(conv_case(rng, "conv3x5 dil(2,3) s(2,1) 5->7 80%", 13, 14, 5, 7, (3, 5), 0.8, dilation=(2, 3),
                        stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu"))
     c.append(conv_case(rng, "conv3x3 64-bit requant 8->6 80%", 7, 6, 8, 6, 3, 0.8, padding=1, big_mult=True))
+    # multipliers too large for the table's SMMLA form (the asm's preshift form), a mult = 0 channel, saturation
+    c.append(conv_case(rng, "conv1x1 preshift 16x8x24->20 90% relu", 16, 8, 24, 20, 1, 0.9, act="relu",
+                       big_mult=(0.26, 3.0), zero_channel=True, probe=True))
+    c.append(conv_case(rng, "conv3x3 preshift 8x8x6->10 80%", 8, 8, 6, 10, 3, 0.8, padding=1, big_mult=(0.26, 3.0),
+                       probe=True))
+    c.append(conv_case(rng, "conv3x3 probe 8x8x16->12 90% relu", 8, 8, 16, 12, 3, 0.9, padding=1, act="relu",
+                       big_mult=(0.01, 0.2), probe=True))
+    c.append(conv_case(rng, "conv1x1 preshift saturating 8x8x40->12 80% relu6", 8, 8, 40, 12, 1, 0.8,
+                       act="relu6", big_mult=(100.0, 5000.0)))
     c.append(conv_case(rng, "conv7x1 1->3 tall 50%", 12, 3, 1, 3, (7, 1), 0.5, padding=(3, 3, 0, 0)))
     c.append(conv_case(rng, "conv1x1 1x1 pixel 40->24 95%", 1, 1, 40, 24, 1, 0.95))
     c.append(conv_case(rng, "conv1x1 16x8x12->20 95% relu (many empty channels)", 16, 8, 12, 20, 1, 0.95,

@@ -4,7 +4,8 @@ decision whether it pays.
 Where it sits: ``targets/cortex_m`` (Model -> Artifact), beside :mod:`kernel_pack` (the dense layouts). A pruned model
 (``edgekit.converters.prune``) reaches the target as ordinary weights with many exact zeros; for each int8 conv
 (groups = 1) and linear layer, ``ek_kernels.py`` asks :func:`sparse_pays` and, when the compressed form is smaller,
-packs the layer here and emits a call to the sparse kernel instead of the dense one.
+packs the layer here and emits a call to the sparse kernel instead of the dense one (``ek_kernels.sparse_layers``
+also moves a model's few remaining layers of a family when that drops the dense kernel's code from the firmware).
 
 Format (CSR with byte deltas; ``ek_sparse_s8.h`` has the C side). The weights are a matrix ``W[out][K]``: one row per
 output channel, ``K = kh * kw * C_in`` columns in (ky, kx, ci) order for a convolution (the NHWC order of an input

@@ -83,6 +83,11 @@ def canonical_ort(data: bytes) -> bytes:
     model, resolver, version = session.Model(), session.KernelTypeStrResolver(), session.OrtVersion()
     if model is None or resolver is None or version is None or session._tab.Offset(SESSION_STATE_SLOT):
         return data
+    # Fields after kernel_type_str_resolver (a newer ORT) would be lost by the rewrite: keep the file as it is.
+    vtable = session._tab.Pos - flatbuffers.encode.Get(flatbuffers.packer.soffset, data, session._tab.Pos)
+    fields = (flatbuffers.encode.Get(flatbuffers.packer.voffset, data, vtable) - 4) // 2
+    if any(session._tab.Offset(4 + 2 * k) for k in range(4, fields)):
+        return data
     # The model block: from the model table (or its vtable, written right before it) to the end of the file.
     model_pos = model._tab.Pos
     vtable_pos = model_pos - flatbuffers.encode.Get(flatbuffers.packer.soffset, data, model_pos)

@@ -9,7 +9,8 @@
  * 16 contiguous bytes. Then per output channel and per stored entry the DSP loop does LDRB (delta), LDRSB (value),
  * ADD (column pointer += 16 * delta), two LDRD (the 8 pixels) and eight SMLABB/SMLATB into eight register
  * accumulators: 13 instructions for 8 MACs, unrolled 4 times. The weights are never expanded; each entry is read
- * once per 8 output pixels. Requantisation is the SMMLA form of ek_nn_s8.c, per channel for its 8 pixels.
+ * once per 8 output pixels. Requantisation is the SMMLA form of ek_nn_s8.c, per channel for its 8 pixels, derived
+ * from mult and shift so that it also covers multipliers too large for the table's form (see ek__sconv_tile8).
  * Building the tile costs ~2 instructions per element (pairs of pixels, 4 columns at a time: SXTAB16 subtracts the
  * zero point from two bytes at once, PKHBT/PKHTB interleave the two pixels); it is shared by all output channels.
  *
@@ -270,9 +271,11 @@ typedef struct {
     int32_t upper;            /* 32: act_max - act_min - 128 */
     int32_t back;             /* 36: act_min + 128 */
     int32_t bias_step;        /* 40: 4, or 0 when there is no bias (bias points at a zero) */
+    int32_t clamp;            /* 44: 0 when [act_min, act_max] is all of int8 (upper = 127, back = 0) */
+    int32_t a_pre;            /* 48: 1 + 2 * (out_zp - act_min - 128) */
 } ek__sconv_tile_args_t;
 
-_Static_assert(sizeof(ek__sconv_tile_args_t) == 44, "ek__sconv_tile8 reads these offsets");
+_Static_assert(sizeof(ek__sconv_tile_args_t) == 52, "ek__sconv_tile8 reads these offsets");
 
 void ek__sconv_tile8(ek__sconv_tile_args_t *a);
 #endif
@@ -363,21 +366,57 @@ __asm__(
     "   .popsection\n");
 
 /*
- * All channels of one tile whose 8 pixels are step_pixel bytes apart in the output, requantised with the SMMLA
- * form: per channel, load count and bias, accumulate (EK_SP_MAC), then per output SMMLA, ASR, SSAT (the lower clamp),
- * with clamp = 1 the upper clamp and + back, and STRB. [sp] holds the args pointer, [sp, #4] back.
- * ek__sconv_tile8_noclamp is for the range [-128, 127] (upper = 127, back = 0): 5 instructions per output.
+ * All channels of one tile whose 8 pixels are step_pixel bytes apart in the output, requantised with the SMMLA form:
+ * per channel, load count and bias, accumulate (EK_SP_MAC), then per output SMMLA, ASR, SSAT (the lower clamp), with
+ * clamp the upper clamp and + back, and STRB: 5 instructions per output without clamp, 9 with. [sp] holds the args
+ * pointer, [sp, #4] back. A channel without entries requantises its bias once and stores it 8 times.
+ *
+ * The SMMLA form is derived per channel from mult and shift (the table's a and b are not read), so that it covers
+ * every channel: with off = out_zp - act_min - 128 and a_pre = 1 + 2 * off,
+ *   shift >= 33: b = shift - 32, a = a_pre * 2^(b-1) (the table's form, ek_nn_s8.c);
+ *   shift <= 32: QADD doubles each accumulator k = 33 - shift times, then b = 1, a = a_pre:
+ *     SMMLA(acc * 2^k, mult, a_pre) >> 1 = floor((acc * mult + 2^(shift-1)) / 2^shift) + off.
+ *   A doubling that saturates leaves |acc * mult / 2^shift| >= 2^28, which the 8-bit clamp maps to the same output.
+ *   Channels with mult = 0 skip the doubling (their output is out_zp either way).
+ * ek_sparse_conv2d_s8 checks |a| < 2^30 for every channel before it calls this (else C requantises).
  */
-void ek__sconv_tile8_noclamp(ek__sconv_tile_args_t *a);
 __asm__(
     "   .syntax unified\n"
-    "   .macro EK_SP_TILE8 name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .macro EK_SP_RQ_LOAD all\n"         /* r8 args -> r9 mult, r10 a, r11 b, the accumulators r0 (all:
+                                               r0-r7) doubled k times; clobbers r12, lr */
+    "   ldr     r12, [r8, #12]\n"
+    "   ldm     r12!, {r9, r10, r11, lr}\n" /* mult, (a), (b), shift */
+    "   str     r12, [r8, #12]\n"
+    "   ldr     r10, [r8, #48]\n"           /* a_pre */
+    "   subs    r11, lr, #32\n"             /* b = shift - 32 */
+    "   ble     91f\n"
+    "   sub     r12, r11, #1\n"
+    "   lsl     r10, r10, r12\n"            /* a = a_pre * 2^(b-1) */
+    "   b       93f\n"
+    "91: mov    r11, #1\n"
+    "   cmp     r9, #0\n"
+    "   beq     93f\n"
+    "   rsb     lr, lr, #33\n"              /* k */
+    "92: qadd   r0, r0, r0\n"
+    "   .if \\all\n"
+    "   qadd    r1, r1, r1\n"
+    "   qadd    r2, r2, r2\n"
+    "   qadd    r3, r3, r3\n"
+    "   qadd    r4, r4, r4\n"
+    "   qadd    r5, r5, r5\n"
+    "   qadd    r6, r6, r6\n"
+    "   qadd    r7, r7, r7\n"
+    "   .endif\n"
+    "   subs    lr, lr, #1\n"
+    "   bne     92b\n"
+    "93:\n"
+    "   .endm\n"
+    "   .pushsection .text.ek__sconv_tile8, \"ax\", %progbits\n"
     "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
+    "   .global ek__sconv_tile8\n"
+    "   .type ek__sconv_tile8, %function\n"
     "   .thumb_func\n"
-    "\\name:\n"
+    "ek__sconv_tile8:\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #8\n"
     "   str     r0, [sp]\n"
@@ -395,7 +434,7 @@ __asm__(
     "   str     r12, [lr, #8]\n"
     "   ldr     r12, [lr, #16]\n"           /* column pointer = tile */
     "   movs    lr, r8\n"
-    "   beq     5f\n"                       /* no entries: every output is requant(bias) */
+    "   beq     5f\n"
     "   mov     r1, r0\n"
     "   mov     r2, r0\n"
     "   mov     r3, r0\n"
@@ -406,40 +445,48 @@ __asm__(
     "   EK_SP_MAC\n"
     "   ldr     r8, [sp]\n"
     "   str     r11, [r8, #0]\n"
-    "   ldr     r12, [r8, #12]\n"
-    "   ldm     r12!, {r9, r10, r11, lr}\n" /* mult, a, b, (shift) */
-    "   str     r12, [r8, #12]\n"
+    "   EK_SP_RQ_LOAD 1\n"
     "   ldr     lr, [r8, #20]\n"
     "   add     r12, lr, #1\n"
     "   str     r12, [r8, #20]\n"           /* next channel's output */
+    "   ldr     r12, [r8, #44]\n"
+    "   cmp     r12, #0\n"
     "   ldr     r12, [r8, #32]\n"           /* upper */
     "   ldr     r8, [r8, #24]\n"            /* step */
-    "   .if \\clamp\n"
-    "   push    {r0}\n"                     /* free r0 for back */
-    "   ldr     r0, [sp, #8]\n"
-    "   .endif\n"
     "   add     lr, lr, r8\n"               /* pixel 1 */
-    "   EK_SP_OUT r1, \\clamp\n"
-    "   EK_SP_OUT r2, \\clamp\n"
-    "   EK_SP_OUT r3, \\clamp\n"
-    "   EK_SP_OUT r4, \\clamp\n"
-    "   EK_SP_OUT r5, \\clamp\n"
-    "   EK_SP_OUT r6, \\clamp\n"
-    "   EK_SP_OUT r7, \\clamp\n"
+    "   bne     3f\n"
+    "   EK_SP_OUT r1, 0\n"
+    "   EK_SP_OUT r2, 0\n"
+    "   EK_SP_OUT r3, 0\n"
+    "   EK_SP_OUT r4, 0\n"
+    "   EK_SP_OUT r5, 0\n"
+    "   EK_SP_OUT r6, 0\n"
+    "   EK_SP_OUT r7, 0\n"
     "   sub     lr, lr, r8, lsl #3\n"       /* back to pixel 0 */
-    "   .if \\clamp\n"
-    "   mov     r1, r0\n"
-    "   pop     {r0}\n"
-    "   .endif\n"
     "   smmla   r0, r0, r9, r10\n"
     "   asr     r0, r0, r11\n"
     "   ssat    r0, #8, r0\n"
-    "   .if \\clamp\n"
+    "   strb    r0, [lr]\n"
+    "   b       7f\n"
+    "3: push    {r0}\n"                     /* free r0 for back */
+    "   ldr     r0, [sp, #8]\n"
+    "   EK_SP_OUT r1, 1\n"
+    "   EK_SP_OUT r2, 1\n"
+    "   EK_SP_OUT r3, 1\n"
+    "   EK_SP_OUT r4, 1\n"
+    "   EK_SP_OUT r5, 1\n"
+    "   EK_SP_OUT r6, 1\n"
+    "   EK_SP_OUT r7, 1\n"
+    "   sub     lr, lr, r8, lsl #3\n"
+    "   mov     r1, r0\n"
+    "   pop     {r0}\n"
+    "   smmla   r0, r0, r9, r10\n"
+    "   asr     r0, r0, r11\n"
+    "   ssat    r0, #8, r0\n"
     "   cmp     r0, r12\n"
     "   it      gt\n"
     "   movgt   r0, r12\n"
     "   add     r0, r0, r1\n"
-    "   .endif\n"
     "   strb    r0, [lr]\n"
     "7: ldr     r0, [sp]\n"
     "   ldr     r1, [r0, #28]\n"
@@ -448,10 +495,8 @@ __asm__(
     "   bne     1b\n"
     "   add     sp, sp, #8\n"
     "   pop     {r4-r11, pc}\n"
-    "5: ldr     r8, [sp]\n"                 /* an empty channel: one requantisation, 8 stores */
-    "   ldr     r12, [r8, #12]\n"
-    "   ldm     r12!, {r9, r10, r11, lr}\n"
-    "   str     r12, [r8, #12]\n"
+    "5: ldr     r8, [sp]\n"                 /* a channel without entries: every output is requant(bias) */
+    "   EK_SP_RQ_LOAD 0\n"
     "   ldr     lr, [r8, #20]\n"
     "   add     r12, lr, #1\n"
     "   str     r12, [r8, #20]\n"
@@ -461,22 +506,17 @@ __asm__(
     "   smmla   r0, r0, r9, r10\n"
     "   asr     r0, r0, r11\n"
     "   ssat    r0, #8, r0\n"
-    "   .if \\clamp\n"
-    "   cmp     r0, r12\n"
+    "   cmp     r0, r12\n"                  /* without clamp: upper = 127, back = 0 */
     "   it      gt\n"
     "   movgt   r0, r12\n"
     "   add     r0, r0, r1\n"
-    "   .endif\n"
     "   .rept 8\n"
     "   strb    r0, [lr]\n"
     "   add     lr, lr, r8\n"
     "   .endr\n"
     "   b       7b\n"
-    "   .size \\name, . - \\name\n"
-    "   .popsection\n"
-    "   .endm\n"
-    "   EK_SP_TILE8 ek__sconv_tile8, 1\n"
-    "   EK_SP_TILE8 ek__sconv_tile8_noclamp, 0\n");
+    "   .size ek__sconv_tile8, . - ek__sconv_tile8\n"
+    "   .popsection\n");
 #else
 static const uint8_t *ek__sconv_mac8(const uint8_t *pairs, int32_t count, const int16_t *tile, int32_t bias,
                                      int32_t *acc)
@@ -537,6 +577,17 @@ int ek_sparse_conv2d_s8(const ek_sconv_params_t *p, const int8_t *input, int8_t 
     ek_sp__pix_t pix[EK_SP_P];
     int32_t acc[EK_SP_P];
     int32_t oy = 0, ox = 0;
+#if EK_SP_DSP
+    /* the asm derives the SMMLA form of every channel (see ek__sconv_tile8); it needs |a_pre * 2^(b-1)| < 2^30 */
+    const int32_t a_pre = 1 + 2 * (p->output_offset - p->act_min - 128);
+    int asm_ok = 1;
+    for (int32_t c = 0; c < p->out_c && asm_ok; c++) {
+        const int32_t mult = p->requant[4 * c], shift = p->requant[4 * c + 3];
+        if (mult != 0 && shift > 32) {
+            asm_ok = shift - 32 <= 30 && ((a_pre < 0 ? -(int64_t)a_pre : a_pre) << (shift - 33)) < ((int64_t)1 << 30);
+        }
+    }
+#endif
     for (int32_t pix0 = 0; pix0 < npix; pix0 += EK_SP_P) {
         const int32_t n = npix - pix0 < EK_SP_P ? npix - pix0 : EK_SP_P;
         int uniform = n == EK_SP_P;  /* the 8 outputs of a channel are out_c bytes apart */
@@ -556,16 +607,12 @@ int ek_sparse_conv2d_s8(const ek_sconv_params_t *p, const int8_t *input, int8_t 
         }
         ek_sp__im2col_tile(p, input, pix, tile, zp_run);
 #if EK_SP_DSP
-        if (uniform && rq.fast) {
+        if (uniform && asm_ok) {
             static const int32_t zero = 0;
             ek__sconv_tile_args_t a = {p->pairs, p->counts, p->bias ? p->bias : &zero, p->requant,
                                        (const int16_t *)tile, output + pix[0].out_off, p->out_c, p->out_c, rq.upper,
-                                       rq.back, p->bias ? 4 : 0};
-            if (p->act_min == -128 && p->act_max == 127) {
-                ek__sconv_tile8_noclamp(&a);
-            } else {
-                ek__sconv_tile8(&a);
-            }
+                                       rq.back, p->bias ? 4 : 0, !(p->act_min == -128 && p->act_max == 127), a_pre};
+            ek__sconv_tile8(&a);
             continue;
         }
 #endif
