@@ -13,6 +13,9 @@ from edgekit.targets.cortex_m import kernel_pack, sparse_pack
 
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
 CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
+# sparse_layers moves a family's unpruned layers to the sparse kernel (to drop the dense kernel's code) only when they
+# do at most this share of the model's conv/linear MACs: on dense weights the sparse kernel is ~2.5x slower.
+MOVED_MACS_FRACTION = 0.1
 
 
 def _requant_args(qn) -> dict:
@@ -88,24 +91,29 @@ def fc_step(builder, node, qn, macs: int):
 def sparse_layers(builder) -> set[str]:
     """The int8 conv (groups = 1) and linear layers of the program that store their weights compressed.
 
-    Per layer, those whose compressed weights pay (sparse_pack.sparse_pays) and whose im2col tile fits
-    CONV_SCRATCH_LIMIT_BYTES. Then per family (conv, linear): when the model runs the family's sparse kernel anyway and
-    every other layer of the family could, those go sparse too if the bytes they add are fewer than the code of the
-    family's dense kernel, which then drops out of the firmware (digits-cnn at 90 %: its 144-weight first conv and
-    320-weight classifier cost 296 B more compressed and save 8.3 KB of dense kernel code). Decided once per program.
+    Per layer: those whose compressed weights pay (sparse_pack.sparse_pays) and whose im2col tile fits
+    CONV_SCRATCH_LIMIT_BYTES. Once a model has such layers (it was pruned), each family (conv, linear) whose layers can
+    all run sparse goes sparse as a whole when that needs less flash, counting the kernels' code (the dense kernel's
+    code then drops out of the firmware; targets/cortex_m/__init__.py: CODE_EK_KERNEL_BYTES), and when the layers it
+    moves do at most MOVED_MACS_FRACTION of the model's conv/linear MACs (on a dense layer the sparse kernel is slower).
+    digits-cnn at 90 %: its barely pruned 144-weight first conv and 320-weight classifier cost ~300 B more compressed
+    and drop ~8 KB of dense kernel code. An unpruned model is left as it is. Decided once per program.
     """
     plan = getattr(builder, "ek_sparse_layers", None)
     if plan is not None:
         return plan
+    from edgekit.analysis import macs_of
     from edgekit.targets.cortex_m import CODE_EK_KERNEL_BYTES
 
-    plan = set()
-    for family, dense_kind in (("conv2d", "ek_conv"), ("linear", "ek_fc")):
+    families, macs, total_macs = {}, {}, 0
+    for family, dense_kind, sparse_kind in (("conv2d", "ek_conv", "ek_sconv"), ("linear", "ek_fc", "ek_sfc")):
         pays, rest, extra, must_stay_dense = [], [], 0, False
         for n in builder.g.nodes:
             if n.op != family or (family == "conv2d" and n.attrs["groups"] != 1) or builder.q(n.name) is None:
                 continue
             w = builder.q(n.name).q["weight"]
+            macs[n.name] = macs_of(n, builder.g)
+            total_macs += macs[n.name]
             dense = sparse_pack.dense_weight_bytes(w, n.attrs["dilation"][1] if family == "conv2d" else 1)
             stored = sparse_pack.stored_weight_bytes(w)
             if family == "conv2d" and sparse_pack.sparse_conv2d_scratch_bytes(
@@ -120,8 +128,14 @@ def sparse_layers(builder) -> set[str]:
             else:
                 rest.append(n.name)
                 extra += stored - dense
+        # flash of "the rest sparse too" against "the rest dense", beyond what both options share
+        all_sparse = extra + (0 if pays else CODE_EK_KERNEL_BYTES[sparse_kind])
+        families[family] = (pays, rest, not must_stay_dense and all_sparse < CODE_EK_KERNEL_BYTES[dense_kind])
+    plan = set()
+    pruned = any(pays for pays, _, _ in families.values())
+    for pays, rest, whole in families.values():
         plan.update(pays)
-        if pays and rest and not must_stay_dense and extra < CODE_EK_KERNEL_BYTES[dense_kind]:
+        if pruned and rest and whole and sum(macs[r] for r in rest) <= MOVED_MACS_FRACTION * total_macs:
             plan.update(rest)
     builder.ek_sparse_layers = plan
     return plan
