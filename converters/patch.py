@@ -15,9 +15,14 @@ and dilation d, the input rows needed are [o0·s − p, (o1 − 1)·s − p + (k
 clipped part becomes explicit zero padding of that tile's call. Layers with several readers inside the stage get the
 union of what the readers need.
 
-The decision: every valid split point (a prefix of spatial layers whose only tensor leaving the prefix is the split
-layer's output) and grid n = 2..8 is planned with edgekit/memplan.py; the schedule with the lowest peak whose MAC
-overhead stays within the limit wins — and only if its peak is lower than layer-by-layer execution. Otherwise the
+Beyond the first stage, the same machinery runs any later *segment* of spatial layers that reads one tensor and
+leaves one tensor (an inverted-residual block: expand → depthwise → project (+ add)) tile by tile, so that its
+expanded tensor is never materialised whole — the block-wise execution TinyEngine uses, without changing the network.
+
+The decision is greedy and planned, not guessed: starting from layer-by-layer execution, find the step where the
+planned arena (edgekit/memplan.py) peaks, try every stage that covers it (prefix splits with n×n grids from the input,
+segments with row tiles elsewhere, n = 2..8), keep the one that lowers the planned peak most within the remaining MAC
+budget, and repeat until nothing helps. The result is never worse than layer by layer; when no stage helps the
 answer is "no patching", with the reason.
 """
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Callable
 
 from edgekit.analysis import macs_of
 from edgekit.graph import Graph, Node
-from edgekit.memplan import Buffer, graph_buffers, plan_arena
+from edgekit.memplan import ALIAS_OPS, Buffer, plan_arena
 
 SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "sigmoid", "tanh",
                "concat")
@@ -68,23 +73,50 @@ class TileCall:
 
 
 @dataclass
+class Stage:
+    """Layers ``layers`` (graph order, ending with the split layer) run tile by tile over a rows×cols grid of the
+    split layer's output, reading only ``source`` (the graph input or an earlier layer's output)."""
+
+    layers: list[str]
+    source: str
+    grid: tuple[int, int]
+    tiles: list[list[TileCall]]
+    regions: list[dict[str, Region]]
+    extra_macs: int
+
+    @property
+    def split_after(self) -> str:
+        return self.layers[-1]
+
+    def to_json(self) -> dict:
+        return {"first_layer": self.layers[0], "split_after": self.split_after, "grid": list(self.grid),
+                "layers": len(self.layers), "tiles": len(self.tiles), "extra_macs": self.extra_macs}
+
+
+@dataclass
 class PatchSchedule:
-    split_after: str
-    grid: int
-    stage: list[str]                          # layers run per tile, in order
-    tiles: list[list[TileCall]]               # per tile, the calls in order
-    regions: list[dict[str, Region]]          # per tile, the region each stage layer computes (its buffer)
+    stages: list[Stage]
     mac_overhead: float                       # extra MACs / MACs of the whole model
     peak_bytes: int                           # planned peak of the whole model under this schedule
     per_layer_peak_bytes: int                 # planned peak without patching
     timeline: list[int] = field(default_factory=list)
+
+    # The first stage, as MCUNetV2 describes a schedule (report.json 'patch').
+    @property
+    def split_after(self) -> str:
+        return self.stages[0].split_after
+
+    @property
+    def grid(self) -> int:
+        return self.stages[0].grid[0]
 
     @property
     def ratio(self) -> float:
         return self.per_layer_peak_bytes / max(self.peak_bytes, 1)
 
     def to_json(self) -> dict:
-        return {"split_after": self.split_after, "grid": self.grid, "mac_overhead": self.mac_overhead}
+        return {"split_after": self.split_after, "grid": self.grid, "mac_overhead": self.mac_overhead,
+                "stages": [st.to_json() for st in self.stages]}
 
 
 @dataclass
@@ -115,23 +147,41 @@ def _window(n: Node, out: Region, in_h: int, in_w: int) -> tuple[Region, tuple[i
     return out, (0, 0, 0, 0)
 
 
-def valid_splits(graph: Graph) -> list[int]:
-    """Indices k (into graph.nodes) such that nodes 1..k form a spatial prefix with one tensor leaving it."""
+def valid_segments(graph: Graph, max_len: int = 10) -> list[tuple[int, int, str]]:
+    """(first, last, source) index ranges of spatial layers that read one outside tensor and leave one tensor."""
     nodes = graph.nodes
     out = []
-    prefix: set[str] = set()
-    for k, n in enumerate(nodes):
-        if n.op == "input":
-            if k != 0 or len(n.shape) != 4:
-                return out
-            continue
-        if n.op not in SPATIAL_OPS or len(n.shape) != 4:
-            break
-        prefix.add(n.name)
-        leaving = {i for m in nodes if m.name not in prefix and m.op != "input" for i in m.inputs if i in prefix}
-        if leaving == {n.name} and n.shape[2] >= 2 and n.name not in graph.outputs:
-            out.append(k)
+    readers: dict[str, list[int]] = {}
+    for j, n in enumerate(nodes):
+        for i in n.inputs:
+            readers.setdefault(i, []).append(j)
+    for a in range(1, len(nodes)):
+        names: set[str] = set()
+        sources: set[str] = set()
+        for b in range(a, min(len(nodes), a + max_len)):
+            n = nodes[b]
+            if n.op not in SPATIAL_OPS or len(n.shape) != 4:
+                break
+            names.add(n.name)
+            sources.update(i for i in n.inputs if i not in names)
+            if len(sources) != 1:
+                break
+            src = next(iter(sources))
+            if len(graph[src].shape) != 4:
+                break
+            leaving = {x for x in names for r in readers.get(x, []) if r > b} | \
+                      {x for x in names if x in graph.outputs}
+            if leaving == {n.name} and n.shape[2] >= 2 and n.name not in graph.outputs:
+                out.append((a, b, src))
     return out
+
+
+def valid_splits(graph: Graph) -> list[int]:
+    """Indices k such that layers 1..k form a spatial prefix reading the graph input with one tensor leaving it."""
+    if not graph.nodes or graph.nodes[0].op != "input" or len(graph.nodes[0].shape) != 4:
+        return []
+    return [b for a, b, src in valid_segments(graph, max_len=len(graph.nodes)) if a == 1 and
+            src == graph.nodes[0].name]
 
 
 def _spans(size: int, n: int) -> list[tuple[int, int]]:
@@ -139,89 +189,124 @@ def _spans(size: int, n: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1]) for i in range(n) if edges[i + 1] > edges[i]]
 
 
-def plan_tiles(graph: Graph, k: int, grid: int) -> tuple[list[list[TileCall]], list[dict[str, Region]], list[str]]:
-    stage_nodes = [n for n in graph.nodes[1:k + 1]]
+def plan_tiles(graph: Graph, first: int, last: int, grid: tuple[int, int]) -> Stage:
+    """The tiles of layers first..last (indices into graph.nodes) over a rows×cols grid of the last one's output."""
+    stage_nodes = graph.nodes[first:last + 1]
     stage = [n.name for n in stage_nodes]
-    split = graph.nodes[k]
+    inside = set(stage)
+    sources = {i for n in stage_nodes for i in n.inputs if i not in inside}
+    split = graph.nodes[last]
     H, W = split.shape[2], split.shape[3]
     per_out = {n.name: macs_of(n, graph) // max(n.elements, 1) for n in stage_nodes}
     tiles, regions = [], []
-    for r0, r1 in _spans(H, grid):
-        for c0, c1 in _spans(W, grid):
+    tile_macs = 0
+    for r0, r1 in _spans(H, grid[0]):
+        for c0, c1 in _spans(W, grid[1]):
             need: dict[str, Region] = {split.name: Region(r0, r1, c0, c1)}
             calls: dict[str, TileCall] = {}
             for n in reversed(stage_nodes):
                 if n.name not in need:
-                    continue  # nothing downstream in this tile needs it (cannot happen in a valid prefix)
+                    continue
                 out = need[n.name]
                 reads, pads = [], (0, 0, 0, 0)
                 for i in n.inputs:
                     src = graph[i]
                     win, pads = _window(n, out, src.shape[2], src.shape[3])
                     reads.append(win)
-                    if i in stage:
+                    if i in inside:
                         need[i] = need[i].union(win) if i in need else win
                 calls[n.name] = TileCall(n.name, out, tuple(reads), pads,
                                          per_out[n.name] * out.h * out.w * n.shape[1])
+                tile_macs += calls[n.name].macs
             tiles.append([calls[name] for name in stage if name in calls])
             regions.append({name: need[name] for name in stage if name in need})
-    return tiles, regions, stage
+    base = sum(macs_of(n, graph) for n in stage_nodes)
+    return Stage(stage, next(iter(sources)), grid, tiles, regions, tile_macs - base)
 
 
-def stage_buffers(graph: Graph, k: int, tiles, regions, bytes_per_element: int,
-                  scratch: Callable[[Node, TileCall], int] | None = None) -> tuple[list[Buffer], int]:
-    """Buffers of the whole model under the patch schedule, in execution steps; returns them and the step count.
+def input_in_place(graph: Graph, stages: list[Stage]) -> bool:
+    """Whether the model input is read in place (not copied into the arena): when only stages read it, each tile
+    reads its window straight from wherever the application keeps the input (flash, a camera buffer)."""
+    name = graph.nodes[0].name
+    readers = [n for n in graph.nodes if name in n.inputs]
+    in_stage = {x for st in stages for x in st.layers}
+    return bool(readers) and all(n.name in in_stage for n in readers)
 
-    Steps: every tile call, then a copy of the tile into the full split output, then the remaining layers.
+
+def schedule_buffers(graph: Graph, stages: list[Stage], bytes_per_element: int,
+                     scratch: Callable[[Node, TileCall | None], int] | None = None) -> list[Buffer]:
+    """Buffers of the whole model when ``stages`` run tile by tile and everything else layer by layer.
+
+    Steps in order: the input (step 0), then per layer one step, except that a stage contributes one step per tile
+    call plus one step copying each finished tile into the split layer's full output.
     """
-    split = graph.nodes[k]
-    inp = graph.nodes[0]
-    buffers: list[Buffer] = []
+    bpe = bytes_per_element
+    alias: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op in ALIAS_OPS:
+            alias[n.name] = alias.get(n.inputs[0], n.inputs[0])
+    root = lambda x: alias.get(x, x)  # noqa: E731
+    stage_of_last = {st.split_after: st for st in stages}
+    in_stage = {name for st in stages for name in st.layers}
+    sizes: dict[str, int] = {}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    scratch_bufs: list[Buffer] = []
     step = 0
-    stage_start = 0
-    for t, calls in enumerate(tiles):
-        first: dict[str, int] = {}
-        last: dict[str, int] = {}
-        for call in calls:
-            first[call.layer] = step
-            last[call.layer] = step
-            node = graph[call.layer]
-            for i in node.inputs:
-                if i in first:
-                    last[i] = step
-            if scratch is not None:
-                sb = scratch(node, call)
-                if sb:
-                    buffers.append(Buffer(f"{call.layer}#scratch@{t}", sb, step, step))
+
+    def touch(name: str, size: int, writes: bool) -> None:
+        if writes:
+            sizes.setdefault(name, size)
+            first.setdefault(name, step)
+        last[name] = max(last.get(name, step), step)
+
+    for n in graph.nodes:
+        if n.op == "input":
+            touch(n.name, n.elements * bpe, True)
+            continue
+        if n.name in in_stage:
+            st = stage_of_last.get(n.name)
+            if st is None:
+                continue
+            for t, calls in enumerate(st.tiles):
+                reg = st.regions[t]
+                for call in calls:
+                    node = graph[call.layer]
+                    for i in node.inputs:
+                        touch(f"{i}@{t}" if i in reg else root(i), 0, False)
+                    touch(f"{call.layer}@{t}", call.out.h * call.out.w * node.shape[1] * bpe, True)
+                    if scratch is not None:
+                        sb = scratch(node, call)
+                        if sb:
+                            scratch_bufs.append(Buffer(f"{call.layer}#scratch@{t}", sb, step, step))
+                    step += 1
+                touch(f"{st.split_after}@{t}", 0, False)
+                touch(st.split_after, split_size(graph, st, bpe), True)
+                step += 1
+            continue
+        if n.name in alias:
+            for i in n.inputs:
+                touch(root(i), 0, False)
             step += 1
-        last[split.name] = step  # the copy into the full output
+            continue
+        for i in n.inputs:
+            touch(root(i), 0, False)
+        touch(n.name, n.elements * bpe, True)
+        if scratch is not None:
+            sb = scratch(n, None)
+            if sb:
+                scratch_bufs.append(Buffer(f"{n.name}#scratch", sb, step, step))
         step += 1
-        for name, reg in regions[t].items():
-            n = graph[name]
-            buffers.append(Buffer(f"{name}@{t}", reg.h * reg.w * n.shape[1] * bytes_per_element, first[name],
-                                  last[name]))
-    stage_end = step - 1
-    # The model input lives through the stage; the split output from the stage's start to its last reader.
-    buffers.append(Buffer(inp.name, inp.elements * bytes_per_element, 0, stage_end))
-    rest_nodes = graph.nodes[k + 1:]
-    last_reader = stage_end
-    for j, n in enumerate(rest_nodes):
-        if split.name in n.inputs:
-            last_reader = stage_end + 1 + j
-    sub_buffers = _rest_buffers(graph, k, bytes_per_element, stage_end + 1)
-    buffers.append(Buffer(split.name, split.elements * bytes_per_element, stage_start,
-                          max(last_reader, stage_end + (1 if split.name in graph.outputs else 0))))
-    buffers.extend(sub_buffers)
-    return buffers, stage_end + 1 + len(rest_nodes)
+    end = max(step - 1, 0)
+    for o in graph.outputs:
+        last[root(o)] = end
+    if input_in_place(graph, stages):
+        sizes.pop(graph.nodes[0].name)
+    return [Buffer(name, sizes[name], first[name], max(last[name], first[name])) for name in sizes] + scratch_bufs
 
 
-def _rest_buffers(graph: Graph, k: int, bpe: int, offset: int) -> list[Buffer]:
-    """Layer-by-layer buffers of the layers after the split, shifted to start at step ``offset``."""
-    split = graph.nodes[k]
-    head = Node(split.name, "input", [], split.shape)
-    rest = Graph([head] + [n for n in graph.nodes[k + 1:]], list(graph.outputs), graph.name)
-    bufs, _ = graph_buffers(rest, bpe)
-    return [Buffer(b.name, b.size, b.first + offset, b.last + offset) for b in bufs if b.name != split.name]
+def split_size(graph: Graph, st: Stage, bpe: int) -> int:
+    return graph[st.split_after].elements * bpe
 
 
 def _live_peak(buffers: list[Buffer]) -> int:
@@ -237,65 +322,119 @@ def _live_peak(buffers: list[Buffer]) -> int:
     return peak
 
 
-def evaluate(graph: Graph, k: int, grid: int, bytes_per_element: int, total_macs: int,
-             scratch=None, bound: int | None = None) -> tuple[PatchSchedule | None, list[Buffer]]:
-    """Plan one candidate. With ``bound``, a candidate whose lower bound is not below it is not planned (None)."""
-    tiles, regions, stage = plan_tiles(graph, k, grid)
-    stage_macs = sum(macs_of(graph[n], graph) for n in stage)
-    tile_macs = sum(c.macs for calls in tiles for c in calls)
-    buffers, _ = stage_buffers(graph, k, tiles, regions, bytes_per_element, scratch)
-    if bound is not None and _live_peak(buffers) >= bound:
-        return None, buffers
-    plan = plan_arena(buffers)
-    sched = PatchSchedule(graph.nodes[k].name, grid, stage, tiles, regions,
-                          (tile_macs - stage_macs) / max(total_macs, 1), plan.arena_bytes, 0, list(plan.live_bytes))
-    return sched, buffers
+def plan_schedule(graph: Graph, stages: list[Stage], bpe: int, scratch=None, bound: int | None = None):
+    """Planned arena of the whole model with ``stages`` (None when its lower bound is not below ``bound``)."""
+    bufs = schedule_buffers(graph, stages, bpe, scratch)
+    if bound is not None and _live_peak(bufs) >= bound:
+        return None
+    return plan_arena(bufs)
+
+
+def _peak_step_layer(graph: Graph, stages: list[Stage], plan) -> int:
+    """Index (into graph.nodes) of a layer executing where the planned arena is fullest."""
+    live = list(plan.live_bytes)
+    peak_step = max(range(len(live)), key=lambda i: live[i]) if live else 0
+    in_stage = {name for st in stages for name in st.layers}
+    stage_of_last = {st.split_after: st for st in stages}
+    step = 0
+    for idx, n in enumerate(graph.nodes):
+        if n.op == "input":
+            continue
+        if n.name in in_stage:
+            st = stage_of_last.get(n.name)
+            if st is None:
+                continue
+            width = sum(len(c) + 1 for c in st.tiles)
+            if step <= peak_step < step + width:
+                return graph.nodes.index(graph[st.layers[0]])
+            step += width
+            continue
+        if step >= peak_step:
+            return idx
+        step += 1
+    return len(graph.nodes) - 1
 
 
 def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, grid: int | None = None,
-             scratch=None, per_layer_peak: int | None = None) -> Decision:
-    """Choose the patch schedule with the lowest planned peak within ``max_overhead`` extra MACs (or the given
-    ``grid``), or none if layer-by-layer execution is as good. ``per_layer_peak`` lets a target pass its own plan."""
+             scratch=None, per_layer_peak: int | None = None, max_stages: int = 12) -> Decision:
+    """Choose stages that lower the planned peak within ``max_overhead`` extra MACs (``grid``: only a first stage
+    from the input, with that n×n grid), or none if layer-by-layer execution is as good. ``per_layer_peak`` lets a
+    target pass its own plan of layer-by-layer execution."""
+    bpe = bytes_per_element
     total = sum(macs_of(n, graph) for n in graph.nodes)
-    base_bufs, _ = graph_buffers(graph, bytes_per_element)
-    base_plan = plan_arena(base_bufs)
+    base_plan = plan_schedule(graph, [], bpe, scratch)
     base = per_layer_peak if per_layer_peak is not None else base_plan.arena_bytes
     splits = valid_splits(graph)
-    if not splits:
-        return Decision(None, "no patching: the model does not start with spatial layers that can run per patch",
-                        base, 0, list(base_plan.live_bytes))
-    best: PatchSchedule | None = None
+    segments = valid_segments(graph)
+    if not splits and not segments:
+        return Decision(None, "no patching: the model has no spatial layers that can run per patch", base, 0,
+                        list(base_plan.live_bytes))
+    budget = max_overhead * total
     tried = 0
-    over_limit = 0
-    grids = [grid] if grid else list(range(2, MAX_GRID + 1))
-    for k in splits:
-        h = graph.nodes[k].shape[2]
-        for n in grids:
-            if n > h:
+    if grid is not None:
+        best, best_plan = None, None
+        for k in splits:
+            if grid > graph.nodes[k].shape[2]:
                 continue
+            st = plan_tiles(graph, 1, k, (grid, grid))
+            plan = plan_schedule(graph, [st], bpe, scratch)
             tried += 1
-            tiles, _, stage = plan_tiles(graph, k, n)
-            extra = (sum(c.macs for calls in tiles for c in calls)
-                     - sum(macs_of(graph[x], graph) for x in stage)) / max(total, 1)
-            if grid is None and extra > max_overhead:
-                over_limit += 1
-                continue
-            sched, _ = evaluate(graph, k, n, bytes_per_element, total, scratch,
-                                bound=best.peak_bytes if best is not None else None)
-            if sched is None:
-                continue
-            if best is None or (sched.peak_bytes, sched.mac_overhead) < (best.peak_bytes, best.mac_overhead):
-                best = sched
-    if best is None:
-        return Decision(None, f"no patching: all {tried} schedules tried cost more than {max_overhead:.0%} extra "
-                              "MACs", base, tried, list(base_plan.live_bytes))
-    best.per_layer_peak_bytes = base
-    if best.peak_bytes >= base and grid is None:
-        return Decision(None, f"no patching: the best of {tried} schedules (split after '{best.split_after}', "
-                              f"{best.grid}x{best.grid}) would need {best.peak_bytes:,} B, not less than "
+            if best_plan is None or (plan.arena_bytes, st.extra_macs) < (best_plan.arena_bytes, best[0].extra_macs):
+                best, best_plan = [st], plan
+        if best is None:
+            return Decision(None, f"no patching: no layer before the first non-spatial one has {grid} rows",
+                            base, tried, list(base_plan.live_bytes))
+        chosen, plan = best, best_plan
+    else:
+        chosen, plan = [], base_plan
+        index = {n.name: j for j, n in enumerate(graph.nodes)}
+        span = lambda st: (index[st.layers[0]], index[st.layers[-1]])  # noqa: E731
+        for _ in range(max_stages):
+            where = _peak_step_layer(graph, chosen, plan)
+            # The stage holding the peak may be replaced (other grid or extent); others must not be overlapped.
+            holder = next((st for st in chosen if span(st)[0] <= where <= span(st)[1]), None)
+            others = [st for st in chosen if st is not holder]
+            blocked = {j for st in others for j in range(span(st)[0], span(st)[1] + 1)}
+            used = sum(st.extra_macs for st in others)
+            cands = []
+            for a, b, src in segments:
+                covers = a <= where <= b or (holder is not None and not (b < span(holder)[0] or a > span(holder)[1]))
+                if not covers or any(j in blocked for j in range(a, b + 1)):
+                    continue
+                rows = graph.nodes[b].shape[2]
+                from_input = src == graph.nodes[0].name and a == 1
+                grids = [(n, n) for n in range(2, MAX_GRID + 1)] if from_input else \
+                    [(n, 1) for n in range(2, MAX_GRID + 1)] + [(n, n) for n in (2, 3, 4)]
+                cands += [(a, b, g) for g in grids if g[0] <= rows]
+            best, best_plan = None, None
+            for a, b, g in cands:
+                if holder is not None and (a, b) == span(holder) and g == holder.grid:
+                    continue
+                st = plan_tiles(graph, a, b, g)
+                if used + st.extra_macs > budget:
+                    continue
+                tried += 1
+                bound = min(plan.arena_bytes, best_plan.arena_bytes if best_plan else plan.arena_bytes)
+                trial = plan_schedule(graph, others + [st], bpe, scratch, bound=bound)
+                if trial is None:
+                    continue
+                if best_plan is None or (trial.arena_bytes, st.extra_macs) < (best_plan.arena_bytes, best.extra_macs):
+                    best, best_plan = st, trial
+            if best is None or best_plan.arena_bytes >= plan.arena_bytes:
+                break
+            chosen = sorted(others + [best], key=lambda st: span(st)[0])
+            plan = best_plan
+    if not chosen:
+        return Decision(None, f"no patching: none of {tried} stages tried lowers the planned peak of {base:,} B "
+                              f"within {max_overhead:.0%} extra MACs", base, tried, list(base_plan.live_bytes))
+    sched = PatchSchedule(chosen, sum(st.extra_macs for st in chosen) / max(total, 1), plan.arena_bytes, base,
+                          list(plan.live_bytes))
+    if sched.peak_bytes >= base and grid is None:
+        return Decision(None, f"no patching: the best schedule found plans {sched.peak_bytes:,} B, not less than "
                               f"{base:,} B layer by layer", base, tried, list(base_plan.live_bytes))
-    return Decision(best, f"patching the first {len(best.stage)} layers as {best.grid}x{best.grid} tiles "
-                          f"(split after '{best.split_after}') lowers the planned peak from {base:,} B to "
-                          f"{best.peak_bytes:,} B ({base / best.peak_bytes:.2f}x) for "
-                          f"{best.mac_overhead:.1%} extra MACs; best of {tried} schedules", base, tried,
-                    list(base_plan.live_bytes))
+    first = chosen[0]
+    more = f" and {len(chosen) - 1} later block(s) in row tiles" if len(chosen) > 1 else ""
+    return Decision(sched, f"patch-based: layers '{first.layers[0]}'..'{first.split_after}' as "
+                           f"{first.grid[0]}x{first.grid[1]} tiles{more} lower the planned peak from {base:,} B to "
+                           f"{sched.peak_bytes:,} B ({base / sched.peak_bytes:.2f}x) for {sched.mac_overhead:.1%} "
+                           f"extra MACs; {tried} stages tried", base, tried, list(base_plan.live_bytes))

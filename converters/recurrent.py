@@ -111,7 +111,7 @@ class _BlendedEGRU(EGRU):
         b = self.blend
         c_hat = self._gru_update(gi, y, c)
         e = self._event(c_hat - (b * self.threshold - (1.0 - b)))
-        return c_hat * e, c_hat - b * self.threshold * e, e
+        return c_hat * e, c_hat - b ** 4 * self.threshold * e, e
 
 
 def _swap_grus(module: nn.Module, thresholds, cls: type = EGRU, **egru_options) -> list[str]:

@@ -372,14 +372,16 @@ def test_pruned_model_builds_sparse_runs_bit_exact_and_needs_less_flash(tmp_path
     for name in ("features.1.0", "features.3.0"):  # the pruned convs: compressed, and really smaller
         assert layers[name]["format"] == "sparse"
         assert layers[name]["weights_stored_bytes"] <= sp.PAYS_RATIO * layers[name]["weights_dense_bytes"]
-    # the barely pruned first conv (144 weights) follows them: a few bytes more, the dense conv kernel's code less
-    assert layers["features.0.0"]["format"] == "sparse"
+    # the barely pruned first conv (144 weights) and classifier (320) follow: a few bytes more, and the dense
+    # kernels' code drops out of the firmware
+    assert layers["features.0.0"]["format"] == layers["classifier"]["format"] == "sparse"
     assert "Weights in flash per layer" in (tmp_path / "sparse" / "report.html").read_text()
 
     measured = api.profile(tmp_path / "sparse").measured
     assert measured["outputs_match"] and measured["max_abs_err_lsb"] == 0
     assert measured["accuracy"] > 0.8
     dense_build = dense_art.report["build"]
+    assert not {"ek_sconv", "ek_sfc"} & set(dense_build["step_kernels"])  # an unpruned model stays dense
     assert build["model_flash_bytes"] < dense_build["model_flash_bytes"]
     stored = sum(w["weights_stored_bytes"] for w in build["layer_weights"])
     dense = sum(w["weights_dense_bytes"] for w in dense_build["layer_weights"])

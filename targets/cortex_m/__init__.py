@@ -133,8 +133,11 @@ def step_cost_terms(prog, step) -> tuple[str, int, int, int]:
         if step.kind == "ek_dw" and step.params.get("stride_w", 1) > 1:
             family = "depthwise_s2"
         if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
-            family = "conv2d_sparse" if step.kind == "ek_sconv" else "linear_sparse"
-            return f"{family}_int8_ek", step.params["_nz_macs"], out, inp
+            if step.kind == "ek_sfc":
+                return "linear_sparse_int8_ek", step.params["_nz_macs"], out, inp
+            p = step.params  # inputs read: the im2col tile, built once per output pixel
+            inp = p["out_h"] * p["out_w"] * p["kernel_h"] * p["kernel_w"] * p["in_c"]
+            return "conv2d_sparse_int8_ek", p["_nz_macs"], out, inp
         return f"{family}_int8_ek", step.macs, out, inp
     if step.kind == "copy":
         return "copy", out * DTYPE_BYTES[prog.dtype], out, inp

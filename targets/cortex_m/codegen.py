@@ -101,7 +101,16 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
     dl_index: dict[tuple[str, tuple], int] = {}
     dltensors = []
 
-    def dl(name: str, shape: tuple, is_const: bool) -> int:
+    ext_tensors = []  # the model input read in place: its data pointer is set at run time
+
+    def dl(name: str, shape: tuple, is_const: bool) -> str:
+        if not is_const and prog.tensors[name].external:
+            t = prog.tensors[name]
+            if not ext_tensors:
+                code, bits = DL_CODES[t.dtype]
+                ext_tensors.append({"data": "0", "shape": [int(v) for v in shape], "code": code, "bits": bits,
+                                    "comment": f"{name} (model input, read in place)"})
+            return "EK_TX(0)"
         key = (name, tuple(shape))
         if key not in dl_index:
             if is_const:
@@ -115,7 +124,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
             dl_index[key] = len(dltensors)
             dltensors.append({"data": data, "shape": [int(s) for s in shape], "code": code, "bits": bits,
                               "comment": comment})
-        return dl_index[key]
+        return f"EK_T({dl_index[key]})"
 
     steps, ek_steps = [], []
     for i, s in enumerate(prog.steps):
@@ -142,10 +151,12 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
         **common, arena_bytes=prog.arena_bytes, input_bytes=inp.nbytes, output_bytes=outp.nbytes,
         input_shape=list(inp.shape), output_shape=list(outp.shape),
         input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
-        input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0)))
+        input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0),
+        input_in_place=prog.tensors[prog.input].external))
     tvm_symbols = sorted(set(symbols.values()))
     (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
+        ext_tensors=ext_tensors, input_in_place=prog.tensors[prog.input].external,
         uses_copy=any(s.kind == "copy" for s in prog.steps),
         arena_bytes=prog.arena_bytes, input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))

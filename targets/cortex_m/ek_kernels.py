@@ -191,7 +191,10 @@ def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, st
         init = f"{ints}, {by_suffix['scnt']}, {by_suffix['spairs']}, {bias}, {by_suffix['ekrq']}"
     src = prog.tensors[step.inputs[0]]
     dst = prog.tensors[step.output]
-    in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.params['_in_offset']})"
+    if src.external:  # the model input, read in place
+        in_ptr = f"(const int8_t *)ek_input_ptr + {step.params['_in_offset']}"
+    else:
+        in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.params['_in_offset']})"
     out_ptr = f"(int8_t *)(ek_arena + {dst.offset})"
     scratch = "0"
     if step.scratch_bytes:

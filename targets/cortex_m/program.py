@@ -43,6 +43,7 @@ class Tensor:
     dtype: str
     alias_of: str | None = None     # shares the buffer of another tensor
     offset: int = 0
+    external: bool = False          # not in the arena: the model input read in place through a pointer
 
     @property
     def nbytes(self) -> int:
@@ -346,14 +347,14 @@ class _Builder:
         self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": kept, "fixed": fixed})
 
 
-    def patch_stage(self, sched) -> None:
-        """Steps of a patch schedule's stage: each tile through every stage layer, then into the split output."""
+    def patch_stage(self, st) -> None:
+        """Steps of one patch-schedule stage: each tile through every stage layer, then into the split output."""
         g = self.g
-        split = g[sched.split_after]
+        split = g[st.split_after]
         full = self.add_tensor(split.name, nhwc(split.shape))
-        stage = set(sched.stage)
-        for t, calls in enumerate(sched.tiles):
-            regions = sched.regions[t]
+        stage = set(st.layers)
+        for t, calls in enumerate(st.tiles):
+            regions = st.regions[t]
             for call in calls:
                 n = g[call.layer]
                 ins, windows = [], []
@@ -361,7 +362,7 @@ class _Builder:
                     if i in stage:
                         buf, reg = f"{i}@{t}", regions[i]
                     else:
-                        buf, reg = i, None
+                        buf, reg = root_name(self.tensors, i), None
                     ins.append(buf)
                     r0, c0 = (read.r0 - reg.r0, read.c0 - reg.c0) if reg else (read.r0, read.c0)
                     windows.append((r0, c0, read.h, read.w))
@@ -383,19 +384,31 @@ class _Builder:
                                    params={"row": reg.r0, "col": reg.c0}))
 
 
+def root_name(tensors: dict[str, "Tensor"], name: str) -> str:
+    t = tensors[name]
+    while t.alias_of is not None:
+        t = tensors[t.alias_of]
+    return t.name
+
+
 def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
                   target: str = "cortex-m", patch=None) -> Program:
-    """The program for ``graph``; ``patch`` (a converters.patch.PatchSchedule) runs its stage tile by tile."""
+    """The program for ``graph``; ``patch`` (a converters.patch.PatchSchedule) runs its stages tile by tile.
+
+    When only patch stages read the model input, the input is read in place (``Tensor.external``): the application
+    passes a pointer (flash, a camera buffer) and the arena holds no copy of it."""
     from edgekit.analysis import macs_of
 
     check_supported(graph, dtype, target)
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu)
-    stage = set(patch.stage) if patch is not None else set()
+    stages = list(patch.stages) if patch is not None else []
+    stage = {name for st in stages for name in st.layers}
+    stage_at = {st.split_after: st for st in stages}
     for n in graph.nodes:
         macs = macs_of(n, graph)
         if n.name in stage:
-            if n.name == patch.split_after:
-                b.patch_stage(patch)
+            if n.name in stage_at:
+                b.patch_stage(stage_at[n.name])
             continue
         if n.op == "input":
             b.add_tensor(n.name, nhwc(n.shape))
@@ -424,6 +437,13 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         raise UnsupportedError(f"model '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} "
                                "outputs; the Cortex-M target supports one of each")
+    if patch is not None:
+        from edgekit.converters.patch import input_in_place
+
+        if input_in_place(graph, stages):
+            prog.tensors[prog.input].external = True
+            prog.notes.append("the model input is read in place (edgekit_model_set_input): only the first patch "
+                              "stage reads it, tile by tile, so the arena holds no copy")
     if qg is not None:
         prog.input_q = (qg.input.out_scale, qg.input.out_zp)
         prog.output_q = (qg.output().out_scale, qg.output().out_zp)
@@ -451,7 +471,8 @@ def program_buffers(prog: Program) -> list[Buffer]:
             last[r] = max(last.get(r, i), i)
     end = max(len(prog.steps) - 1, 0)
     last[root_of(prog, prog.output)] = end
-    buffers = [Buffer(name, prog.tensors[name].nbytes, first[name], last[name]) for name in first]
+    buffers = [Buffer(name, prog.tensors[name].nbytes, first[name], last[name]) for name in first
+               if not prog.tensors[name].external]
     for i, s in enumerate(prog.steps):
         if s.scratch_bytes:
             buffers.append(Buffer(f"{s.layer}#scratch{i}", s.scratch_bytes, i, i))

@@ -1,0 +1,370 @@
+"""Recurrent cell kernels through Apache TVM: one step of a GRU, LSTM, LMU or EGRU layer as C for the MCU.
+
+Where it sits: next to tvm_kernels.py (the feed-forward layers) in the Cortex-M target. streaming.py describes each
+cell step as a :class:`KernelSpec`; this module writes it as a TVM tensor expression, schedules it so that one loop
+over the hidden units computes each unit's gate products, nonlinearities and new state (accumulators on the stack,
+no intermediate tensor in RAM), and hands the PrimFuncs to tvm_kernels.compile_kernels (TVM's ``c`` target).
+
+The EGRU's recurrent product is event-driven: it touches only the weight columns of the units that sent an event at
+the previous step (``if y[k] != 0``: accumulate column k), so its cost falls with activity sparsity. A tensor
+expression always visits every (row, column) pair, so that kernel is written directly in TIR (TVMScript) with one
+``if`` per unit; the rest of the EGRU step (input gates, update, events) is a tensor expression again.
+
+Float32 kernels follow PyTorch's equations (edgekit/graph_exec.py, edgekit/layers); int8 kernels follow
+edgekit/qrecurrent.py bit for bit (int8 weights, int32 accumulators, Q15 int16 state, table sigmoid/tanh).
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, te
+from tvm.script import tirx as T
+
+from edgekit.qrecurrent import LUT_FRAC_BITS, LUT_SIZE, Q_GATE, Q_STATE, STATE_MAX
+from edgekit.targets.cortex_m.kernel_spec import KernelSpec
+
+F32, I8, I16, I32, I64 = "float32", "int8", "int16", "int32", "int64"
+
+
+def _c(v, dtype):
+    return tvm.tirx.const(v, dtype)
+
+
+# ---- integer helpers (edgekit/qrecurrent.py) ------------------------------------------------------------------------
+
+
+def _rq(acc, mult, shift):
+    """(acc·mult + 2^(shift−1)) >> shift on int64."""
+    s = shift.astype(I64)
+    return (acc.astype(I64) * mult.astype(I64) + (_c(1, I64) << (s - _c(1, I64)))) >> s
+
+
+def _rshift_round(v, s: int):
+    return (v.astype(I64) + _c(1 << (s - 1), I64)) >> _c(s, I64) if s > 0 else v.astype(I64)
+
+
+def _sat16(v):
+    return te.max(te.min(v.astype(I64), _c(32767, I64)), _c(-32768, I64))
+
+
+def _clip_state(v):
+    return te.max(te.min(v, _c(STATE_MAX, I64)), _c(-STATE_MAX, I64))
+
+
+def _lut(v, table):
+    """Interpolated table lookup of a Q4.11 value already in int16 range; Q15 result as int64."""
+    u = v.astype(I32) + _c(32768, I32)
+    i = u >> _c(LUT_FRAC_BITS, I32)
+    phi = u & _c((1 << LUT_FRAC_BITS) - 1, I32)
+    t0 = table[i].astype(I32)
+    t1 = table[i + 1].astype(I32)
+    return (t0 + (((t1 - t0) * phi + _c(1 << (LUT_FRAC_BITS - 1), I32)) >> _c(LUT_FRAC_BITS, I32))).astype(I64)
+
+
+def _mul_q15(a, b):
+    return _rshift_round(a.astype(I64) * b.astype(I64), Q_STATE)
+
+
+def _sigmoid(v):
+    return _c(1.0, F32) / (_c(1.0, F32) + te.exp(-v))
+
+
+# ---- shared pieces ---------------------------------------------------------------------------------------------------
+
+
+def _gate_products(spec: KernelSpec, x, w, gates: int, hidden: int, name: str, zp: int = 0):
+    """acc[j, g] = Σ_k x[k]·w[g·H + j, k]: the matrix product of ``gates`` gate blocks, unit-major so that the
+    schedule computes each unit's gates inside the unit loop (int: int32 products of (x − zp) and int8 weights)."""
+    n_in = int(x.shape[0])
+    k = te.reduce_axis((0, n_in), f"k_{name}")
+    if spec.dtype == F32:
+        return te.compute((hidden, gates), lambda j, g: te.sum(x[k] * w[g * hidden + j, k], axis=k), name=name)
+    return te.compute((hidden, gates), lambda j, g: te.sum(
+        (x[k].astype(I32) - zp) * w[g * hidden + j, k].astype(I32), axis=k), name=name)
+
+
+def _x_placeholder(spec: KernelSpec, n_in: int):
+    return te.placeholder((n_in,), spec.attr("x_dtype", spec.dtype), "x")
+
+
+def _int_gates(spec, acc, b, mult, shift, hidden, gates, name):
+    """rq(acc + b) per gate row, as one [H, gates] int64 block (Q11)."""
+    return te.compute((hidden, gates), lambda j, g: _rq(acc[j, g] + b[g * hidden + j], mult[g * hidden + j],
+                                                        shift[g * hidden + j]), name=name)
+
+
+# ---- GRU ---------------------------------------------------------------------------------------------------------------
+
+
+def _gru(spec: KernelSpec):
+    H, I = spec.attr("hidden"), spec.attr("inputs")
+    x, h = _x_placeholder(spec, I), te.placeholder((H,), spec.dtype if spec.dtype == F32 else I16, "h")
+    if spec.dtype == F32:
+        w_ih, w_hh = te.placeholder((3 * H, I), F32, "w_ih"), te.placeholder((3 * H, H), F32, "w_hh")
+        b_ih, b_hh = te.placeholder((3 * H,), F32, "b_ih"), te.placeholder((3 * H,), F32, "b_hh")
+        gi, gh = _gate_products(spec, x, w_ih, 3, H, "gi"), _gate_products(spec, h, w_hh, 3, H, "gh")
+        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + b_ih[j] + gh[j, 0] + b_hh[j]), name="r")
+        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + b_ih[H + j] + gh[j, 1] + b_hh[H + j]), name="z")
+        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + b_ih[2 * H + j] + r[j] * (gh[j, 2] + b_hh[2 * H + j])),
+                       name="n")
+        out = te.compute((H,), lambda j: n[j] + z[j] * (h[j] - n[j]), name="h_new")
+        return [x, h, w_ih, w_hh, b_ih, b_hh, out], "h_new", []
+    args, px, ph, sig, tanh = _int_gru_gates(spec, x, h, H, I)
+    z, n = _int_gru_zn(spec, px, ph, sig, tanh, H)
+    out = te.compute((H,), lambda j: _clip_state(n[j] + _mul_q15(z[j], h[j].astype(I64) - n[j])).astype(I16),
+                     name="h_new")
+    return [x, h] + args + [out], "h_new", []
+
+
+def _int_gru_gates(spec, x, h, H, I, acc_h=None):
+    """int8 GRU/EGRU gate pre-activations in Q11: px from x, ph from h (or from the event-driven accumulators)."""
+    w_x, b_x = te.placeholder((3 * H, I), I8, "w_x"), te.placeholder((3 * H,), I32, "b_x")
+    mult_x, shift_x = te.placeholder((3 * H,), I32, "mult_x"), te.placeholder((3 * H,), I32, "shift_x")
+    mult_h, shift_h = te.placeholder((3 * H,), I32, "mult_h"), te.placeholder((3 * H,), I32, "shift_h")
+    sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    ax = _gate_products(spec, x, w_x, 3, H, "ax", spec.attr("x_zp", 0))
+    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, 3, "px")
+    if acc_h is None:
+        w_h, b_h = te.placeholder((3 * H, H), I8, "w_h"), te.placeholder((3 * H,), I32, "b_h")
+        ah = _gate_products(spec, h, w_h, 3, H, "ah")
+        ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, 3, "ph")
+        args = [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h, sig, tanh]
+    else:   # EGRU: b_h is already in the accumulators
+        ph = te.compute((H, 3), lambda j, g: _rq(acc_h[g * H + j], mult_h[g * H + j], shift_h[g * H + j]),
+                        name="ph")
+        args = [w_x, b_x, mult_x, shift_x, mult_h, shift_h, sig, tanh]
+    return args, px, ph, sig, tanh
+
+
+def _int_gru_zn(spec, px, ph, sig, tanh, H):
+    r = te.compute((H,), lambda j: _lut(_sat16(px[j, 0] + ph[j, 0]), sig), name="r")
+    z = te.compute((H,), lambda j: _lut(_sat16(px[j, 1] + ph[j, 1]), sig), name="z")
+    n = te.compute((H,), lambda j: _lut(_sat16(px[j, 2] + _mul_q15(r[j], ph[j, 2])), tanh), name="n")
+    return z, n
+
+
+# ---- EGRU --------------------------------------------------------------------------------------------------------------
+
+
+def _egru_recurrent(spec: KernelSpec):
+    """acc = b_hh + Σ_{k: y[k] ≠ 0} y[k] · W_hhᵀ[k, :] — one column of the transposed recurrent weights per event."""
+    H = spec.attr("hidden")
+    G = 3 * H
+    f32 = spec.dtype == F32
+    ydt, wdt, adt = (F32, F32, F32) if f32 else (I16, I8, I32)
+
+    @T.prim_func(private=True)
+    def egru_recurrent(y: T.Buffer((1, H), ydt), w_t: T.Buffer((H, G), wdt), b: T.Buffer((G,), adt),
+                       acc: T.Buffer((1, G), adt)):
+        T.func_attr({"tirx.noalias": True})
+        for r in range(G):
+            acc[r] = b[r]
+        for k in range(H):
+            if y[k] != T.Cast(ydt, 0):
+                for r in range(G):
+                    acc[r] = acc[r] + T.Cast(adt, w_t[k, r]) * T.Cast(adt, y[k])
+
+    return egru_recurrent
+
+
+def _egru(spec: KernelSpec):
+    """The EGRU step after the recurrent accumulators: input gates, GRU update of c, events, reset by subtraction."""
+    H, I = spec.attr("hidden"), spec.attr("inputs")
+    x = _x_placeholder(spec, I)
+    sdt = F32 if spec.dtype == F32 else I16
+    c = te.placeholder((H,), sdt, "c")
+    acc = te.placeholder((3 * H,), F32 if spec.dtype == F32 else I32, "acc_h")
+    if spec.dtype == F32:
+        w_ih, b_ih = te.placeholder((3 * H, I), F32, "w_ih"), te.placeholder((3 * H,), F32, "b_ih")
+        thr = te.placeholder((H,), F32, "threshold")
+        gi = _gate_products(spec, x, w_ih, 3, H, "gi")
+        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + b_ih[j] + acc[j]), name="r")
+        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + b_ih[H + j] + acc[H + j]), name="z")
+        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + b_ih[2 * H + j] + r[j] * acc[2 * H + j]), name="n")
+        c_hat = te.compute((H,), lambda j: n[j] + z[j] * (c[j] - n[j]), name="c_hat")
+        zero = _c(0.0, F32)
+        y_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(c_hat[j] > thr[j], c_hat[j], zero), name="y_new")
+        # An event's value is above a positive threshold, so "fired" is "y' != 0".
+        c_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(y_new[j] != zero, c_hat[j] - thr[j], c_hat[j]),
+                           name="c_new")
+        return [x, c, acc, w_ih, b_ih, thr, y_new, c_new], "c_hat", ["y_new", "c_new"]
+    args, px, ph, sig, tanh = _int_gru_gates(spec, x, None, H, I, acc_h=acc)
+    thr = te.placeholder((H,), I16, "threshold")
+    z, n = _int_gru_zn(spec, px, ph, sig, tanh, H)
+    c_hat = te.compute((H,), lambda j: _clip_state(n[j] + _mul_q15(z[j], c[j].astype(I64) - n[j])),
+                       name="c_hat")
+    y_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(
+        c_hat[j] > thr[j].astype(I64), c_hat[j], _c(0, I64)).astype(I16), name="y_new")
+    c_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(
+        y_new[j] != _c(0, I16), c_hat[j] - thr[j].astype(I64), c_hat[j]).astype(I16), name="c_new")
+    return [x, c, acc] + args + [thr, y_new, c_new], "c_hat", ["y_new", "c_new"]
+
+
+# ---- LSTM --------------------------------------------------------------------------------------------------------------
+
+
+def _lstm(spec: KernelSpec):
+    H, I = spec.attr("hidden"), spec.attr("inputs")
+    x = _x_placeholder(spec, I)
+    if spec.dtype == F32:
+        h, c = te.placeholder((H,), F32, "h"), te.placeholder((H,), F32, "c")
+        w_ih, w_hh = te.placeholder((4 * H, I), F32, "w_ih"), te.placeholder((4 * H, H), F32, "w_hh")
+        b_ih, b_hh = te.placeholder((4 * H,), F32, "b_ih"), te.placeholder((4 * H,), F32, "b_hh")
+        gi, gh = _gate_products(spec, x, w_ih, 4, H, "gi"), _gate_products(spec, h, w_hh, 4, H, "gh")
+        pre = te.compute((H, 4), lambda j, g: gi[j, g] + b_ih[g * H + j] + gh[j, g] + b_hh[g * H + j], name="pre")
+        c_new = te.compute((H,), lambda j: _sigmoid(pre[j, 1]) * c[j] + _sigmoid(pre[j, 0]) * te.tanh(pre[j, 2]),
+                           name="c_new")
+        h_new = te.compute((H,), lambda j: _sigmoid(pre[j, 3]) * te.tanh(c_new[j]), name="h_new")
+        return [x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new], ("pre", 0), ["c_new", "h_new"]
+    h, c = te.placeholder((H,), I16, "h"), te.placeholder((H,), I16, "c")
+    w_x, b_x = te.placeholder((4 * H, I), I8, "w_x"), te.placeholder((4 * H,), I32, "b_x")
+    mult_x, shift_x = te.placeholder((4 * H,), I32, "mult_x"), te.placeholder((4 * H,), I32, "shift_x")
+    w_h, b_h = te.placeholder((4 * H, H), I8, "w_h"), te.placeholder((4 * H,), I32, "b_h")
+    mult_h, shift_h = te.placeholder((4 * H,), I32, "mult_h"), te.placeholder((4 * H,), I32, "shift_h")
+    sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    ax = _gate_products(spec, x, w_x, 4, H, "ax", spec.attr("x_zp", 0))
+    ah = _gate_products(spec, h, w_h, 4, H, "ah")
+    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, 4, "px")
+    ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, 4, "ph")
+    act = te.compute((H, 4), lambda j, g: tvm.tirx.if_then_else(
+        g == 2, _lut(_sat16(px[j, g] + ph[j, g]), tanh), _lut(_sat16(px[j, g] + ph[j, g]), sig)), name="act")
+    fc = spec.attr("c_frac")
+    c_new = te.compute((H,), lambda j: _sat16(_mul_q15(act[j, 1], c[j]) +
+                                             _rshift_round(act[j, 0] * act[j, 2], 2 * Q_STATE - fc)).astype(I16),
+                       name="c_new")
+
+    def to_q11(v):
+        if fc > Q_GATE:
+            return _rshift_round(v, fc - Q_GATE)
+        return v.astype(I64) << _c(Q_GATE - fc, I64)
+
+    h_new = te.compute((H,), lambda j: _mul_q15(act[j, 3], _lut(_sat16(to_q11(c_new[j])), tanh)).astype(I16),
+                       name="h_new")
+    args = [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h, sig, tanh]
+    return [x, h, c] + args + [h_new, c_new], ("act", 0), ["c_new", "h_new"]
+
+
+# ---- LMU ---------------------------------------------------------------------------------------------------------------
+
+
+def _scalar_product(spec, v, e, name, zp=0):
+    n = int(v.shape[0])
+    k = te.reduce_axis((0, n), f"k_{name}")
+    if spec.dtype == F32:
+        return te.compute((1,), lambda i: te.sum(v[k] * e[k], axis=k), name=name)
+    return te.compute((1,), lambda i: te.sum((v[k].astype(I32) - zp) * e[k].astype(I32), axis=k), name=name)
+
+
+def _lmu_memory(spec: KernelSpec):
+    """u = e_x·x + e_h·h + e_m·m (once), then m' = Ā m + B̄ u per memory coefficient."""
+    H, I, d = spec.attr("hidden"), spec.attr("inputs"), spec.attr("memory")
+    x = _x_placeholder(spec, I)
+    sdt = F32 if spec.dtype == F32 else I16
+    h, m = te.placeholder((H,), sdt, "h"), te.placeholder((d,), sdt, "m")
+    wdt = F32 if spec.dtype == F32 else I8
+    e_x, e_h, e_m = (te.placeholder((n,), wdt, name) for n, name in ((I, "e_x"), (H, "e_h"), (d, "e_m")))
+    ux = _scalar_product(spec, x, e_x, "ux", spec.attr("x_zp", 0))
+    uh, um = _scalar_product(spec, h, e_h, "uh"), _scalar_product(spec, m, e_m, "um")
+    j = te.reduce_axis((0, d), "j")
+    if spec.dtype == F32:
+        a, b = te.placeholder((d, d), F32, "A_bar"), te.placeholder((d,), F32, "B_bar")
+        u = te.compute((1,), lambda i: ux[i] + uh[i] + um[i], name="u")
+        am = te.compute((d,), lambda i: te.sum(a[i, j] * m[j], axis=j), name="am")
+        out = te.compute((d,), lambda i: am[i] + b[i] * u[0], name="m_new")
+        return [x, h, m, e_x, e_h, e_m, a, b, out], "m_new", [], {"ux", "uh", "um", "u"}
+    a, bm = te.placeholder((d, d), I16, "A_bar"), te.placeholder((d,), I8, "B_bar")
+    mult_b, shift_b = te.placeholder((d,), I32, "mult_b"), te.placeholder((d,), I32, "shift_b")
+
+    def part(acc, tag):
+        return _rq(acc, _c(spec.attr(f"mult_u{tag}"), I32), _c(spec.attr(f"shift_u{tag}"), I32))
+
+    u = te.compute((1,), lambda i: _sat16(part(ux[i], "x") + part(uh[i], "h") + part(um[i], "m")), name="u")
+    am = te.compute((d,), lambda i: te.sum(a[i, j].astype(I64) * m[j].astype(I64), axis=j), name="am")
+    out = te.compute((d,), lambda i: _sat16(_rshift_round(am[i], spec.attr("a_frac"))
+                                                 + _rq(u[0] * bm[i].astype(I64), mult_b[i], shift_b[i])).astype(I16),
+                     name="m_new")
+    return [x, h, m, e_x, e_h, e_m, a, bm, mult_b, shift_b, out], "m_new", [], {"ux", "uh", "um", "u"}
+
+
+def _lmu_hidden(spec: KernelSpec):
+    """h' = f(W_x x + W_h h + W_m m' + b) per hidden unit."""
+    H, I, d = spec.attr("hidden"), spec.attr("inputs"), spec.attr("memory")
+    x = _x_placeholder(spec, I)
+    sdt = F32 if spec.dtype == F32 else I16
+    h, m = te.placeholder((H,), sdt, "h"), te.placeholder((d,), sdt, "m_new")
+    if spec.dtype == F32:
+        w_x, w_h = te.placeholder((H, I), F32, "w_x"), te.placeholder((H, H), F32, "w_h")
+        w_m, b = te.placeholder((H, d), F32, "w_m"), te.placeholder((H,), F32, "bias")
+        px, ph, pm = (_gate_products(spec, v, w, 1, H, name) for v, w, name in ((x, w_x, "px"), (h, w_h, "ph"),
+                                                                                (m, w_m, "pm")))
+        act = te.tanh if spec.attr("activation") == "tanh" else (lambda v: te.max(v, _c(0.0, F32)))
+        out = te.compute((H,), lambda j: act(px[j, 0] + ph[j, 0] + pm[j, 0] + b[j]), name="h_new")
+        return [x, h, m, w_x, w_h, w_m, b, out], "h_new", []
+    tanh = te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    args, parts = [], []
+    for v, tag, n_in, zp in ((x, "x", I, spec.attr("x_zp", 0)), (h, "h", H, 0), (m, "m", d, 0)):
+        w, b = te.placeholder((H, n_in), I8, f"w_{tag}"), te.placeholder((H,), I32, f"b_{tag}")
+        mult, shift = te.placeholder((H,), I32, f"mult_{tag}"), te.placeholder((H,), I32, f"shift_{tag}")
+        acc = _gate_products(spec, v, w, 1, H, f"a{tag}", zp)
+        parts.append(_int_gates(spec, acc, b, mult, shift, H, 1, f"p{tag}"))
+        args += [w, b, mult, shift]
+    px, ph, pm = parts
+    out = te.compute((H,), lambda j: _lut(_sat16(px[j, 0] + ph[j, 0] + pm[j, 0]), tanh).astype(I16),
+                     name="h_new")
+    return [x, h, m] + args + [tanh, out], "h_new", []
+
+
+# ---- the head's int8 input ----------------------------------------------------------------------------------------------
+
+
+def _requant_q15(spec: KernelSpec):
+    """int16 Q15 output of a layer -> the head's int8 input: clamp(zp + rq(h, M, sh))."""
+    H = spec.attr("hidden")
+    h = te.placeholder((H,), I16, "h")
+    out = te.compute((H,), lambda j: te.max(te.min(
+        _rq(h[j], _c(spec.attr("mult"), I32), _c(spec.attr("shift"), I32)) + _c(spec.attr("zp"), I64),
+        _c(127, I64)), _c(-128, I64)).astype(I8), name="out")
+    return [h, out], "out", []
+
+
+BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm, "egru_cell": _egru, "lmu_memory": _lmu_memory,
+            "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15}
+
+
+def schedule_cell(func: tvm.tirx.PrimFunc, anchor: str | tuple[str, int], after: list[str],
+                  at_root: set[str] = frozenset()) -> tvm.tirx.PrimFunc:
+    """One loop over the units, so that each unit's gate products, gate values and new state are computed together
+    with accumulators on the stack. The loop is the unit loop of ``anchor`` (its last loop, or ``(name, index)``);
+    the ``after`` blocks (outputs reading the anchor, each other and inputs) move under it in order, every other block
+    is computed inside it, and reductions get their init right before their own loop. Blocks in ``at_root``
+    (per-step scalars such as the LMU's u) stay before that loop."""
+    sch = s_tir.Schedule(func)
+    anchor, index = anchor if isinstance(anchor, tuple) else (anchor, -1)
+    unit = sch.get_loops(sch.get_sblock(anchor))[index]
+    for name in after:
+        sch.reverse_compute_at(sch.get_sblock(name), unit)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    for name in reversed(names):
+        if name != anchor and name not in after and name not in at_root:
+            sch.compute_at(sch.get_sblock(name), unit)
+    for name in names:
+        block = sch.get_sblock(name)
+        reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == 2)
+        if reductions:
+            sch.decompose_reduction(block, sch.get_loops(block)[-reductions])
+    return sch.mod["main"]
+
+
+def build_kernel(spec: KernelSpec, symbol: str) -> tvm.tirx.PrimFunc:
+    """The scheduled PrimFunc of a recurrent kernel ``spec`` (op in BUILDERS, or 'egru_recurrent')."""
+    if spec.op == "egru_recurrent":
+        func = _egru_recurrent(spec)
+    else:
+        tensors, anchor, after, *at_root = BUILDERS[spec.op](spec)
+        func = schedule_cell(te.create_prim_func(tensors), anchor, after, *at_root)
+    return func.with_attr("global_symbol", symbol)
+
+
+def argument_names(spec: KernelSpec) -> list[str]:
+    """The kernel's parameters in call order (placeholders, then outputs)."""
+    func = build_kernel(spec, "probe")
+    return [p.name for p in func.params]
