@@ -171,7 +171,13 @@ def calibrate(cores, write: bool):
                 for suffix, v in zip(("", "_per_output", "_per_input", "_per_call"), coef):
                     if suffix == "" or v > 0:
                         lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
-            (out_dir / f"{core}.toml").write_text("\n".join(lines) + "\n")
+            # Keys this calibration does not fit (e.g. the sparse kernels', fitted by bench/sparse.py) are kept.
+            path = out_dir / f"{core}.toml"
+            fitted_keys = {ln.split(" = ", 1)[0] for ln in lines if " = " in ln}
+            if path.is_file():
+                lines += [ln for ln in path.read_text().splitlines()
+                          if " = " in ln and not ln.startswith("#") and ln.split(" = ", 1)[0] not in fitted_keys]
+            path.write_text("\n".join(lines) + "\n")
     return results, fitted
 
 

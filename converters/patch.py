@@ -405,7 +405,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 from_input = src == graph.nodes[0].name and a == 1
                 grids = [(n, n) for n in range(2, MAX_GRID + 1)] if from_input else \
                     [(n, 1) for n in range(2, MAX_GRID + 1)] + [(n, n) for n in (2, 3, 4)]
-                cands += [(a, b, g) for g in grids if g[0] <= rows]
+                cands += [(a, b, g) for g in grids if g[0] <= rows and g[1] <= graph.nodes[b].shape[3]]
             best, best_plan = None, None
             for a, b, g in cands:
                 if holder is not None and (a, b) == span(holder) and g == holder.grid:
@@ -424,6 +424,30 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 break
             chosen = sorted(others + [best], key=lambda st: span(st)[0])
             plan = best_plan
+        # Local refinement: the greedy fixes stages one at a time; revisit each one's grid (rows and columns within
+        # one of each other) with all the others in place, while that lowers the planned peak.
+        improved = True
+        while improved and chosen:
+            improved = False
+            for st in list(chosen):
+                others = [o for o in chosen if o is not st]
+                used = sum(o.extra_macs for o in others)
+                a, b = span(st)
+                for g in {(n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)
+                          if abs(n - m) <= 1 or m == 1} - {st.grid, (1, 1)}:
+                    if g[0] > graph.nodes[b].shape[2] or g[1] > graph.nodes[b].shape[3]:
+                        continue
+                    alt = plan_tiles(graph, a, b, g)
+                    if used + alt.extra_macs > budget:
+                        continue
+                    tried += 1
+                    trial = plan_schedule(graph, others + [alt], bpe, scratch, bound=plan.arena_bytes)
+                    if trial is not None and trial.arena_bytes < plan.arena_bytes:
+                        chosen = sorted(others + [alt], key=lambda x: span(x)[0])
+                        plan, improved = trial, True
+                        break
+                if improved:
+                    break
     if not chosen:
         return Decision(None, f"no patching: none of {tried} stages tried lowers the planned peak of {base:,} B "
                               f"within {max_overhead:.0%} extra MACs", base, tried, list(base_plan.live_bytes))

@@ -111,7 +111,7 @@ class _BlendedEGRU(EGRU):
         b = self.blend
         c_hat = self._gru_update(gi, y, c)
         e = self._event(c_hat - (b * self.threshold - (1.0 - b)))
-        return c_hat * e, c_hat - b ** 4 * self.threshold * e, e
+        return c_hat * e, c_hat - b * self.threshold * e, e
 
 
 def _swap_grus(module: nn.Module, thresholds, cls: type = EGRU, **egru_options) -> list[str]:
@@ -147,11 +147,11 @@ def _unblend(module: nn.Module) -> None:
             setattr(module.get_submodule(parent_name) if parent_name else module, attr, plain)
 
 
-def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1, fine_tune_epochs: int = 20,
-            learning_rate: float = 2e-3, batch_size: int = 32, activity_weight: float = 0.5,
-            blend_epochs: float = 0.0, train_thresholds: bool = True, min_threshold: float = 0.01, pseudo_derivative_width: float = 0.5,
-            dampening: float = 0.3,
-            clip_grad_norm: float = 1.0, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1, fine_tune_epochs: int = 40,
+            learning_rate: float = 1e-2, batch_size: int = 64, activity_weight: float = 3.0,
+            blend_epochs: float = 15.0, train_thresholds: bool = True, min_threshold: float = 0.01,
+            pseudo_derivative_width: float = 0.5, dampening: float = 0.3, clip_grad_norm: float = 1.0,
+            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
             seed: int = 0, log: Callable[[str], None] | None = None) -> Model:
     """A trained GRU model as an event-based GRU model (Subramoney et al., ICLR 2023), fine-tuned for sparse activity.
 
@@ -164,7 +164,9 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     where events get gradients through the pseudo-derivative; with ``train_thresholds`` the thresholds are trained too
     (kept ≥ ``min_threshold``).
     With ``blend_epochs`` > 0 the layer starts as the GRU and becomes the EGRU linearly over that many epochs (see
-    :class:`_BlendedEGRU`), which keeps fine-tuning near the trained GRU; the result is always a plain EGRU.
+    :class:`_BlendedEGRU`), which keeps fine-tuning near the trained GRU; the result is always a plain EGRU. (Copying
+    the weights alone is not enough: the events drop every negative GRU state, and digits-gru falls to chance.)
+    ``activity_weight`` trades accuracy for sparsity; see examples/train_digits_egru.py for measured points.
     ``augment(x_batch, generator)`` may transform each training batch (e.g. random shifts). Deterministic for a
     ``seed`` on one thread.
 

@@ -284,6 +284,10 @@ def print_summary(rep: dict) -> None:
     row("SRAM", "peak_sram_bytes", "sram_bytes", "peak_sram_bytes", _fmt_bytes)
     row("arena", "arena_bytes", "arena_bytes", "arena_bytes", _fmt_bytes)
     row("instructions", "instructions", "instructions", "instructions", lambda v: f"{int(v):,}")
+    if est.get("instructions_per_step") is not None:  # a recurrent model's step program
+        row("instructions / step", "instructions_per_step", "instructions_per_step", "instructions_per_step",
+            lambda v: f"{int(v):,}")
+        row("state", "state_bytes", "state_bytes", "state_bytes", _fmt_bytes)
     row("latency (ms)", "latency_ms", "latency_ms", "latency_ms", lambda v: f"{v:.4g}")
     out_console.print(t)
     facts = []
@@ -292,6 +296,8 @@ def print_summary(rep: dict) -> None:
         facts.append(f"accuracy {m['accuracy']:.2%}" + (f" (reference {ref:.2%})" if ref is not None else ""))
     if m.get("instructions_per_mac") is not None:
         facts.append(f"{m['instructions_per_mac']:.2f} instructions/MAC")
+    if m.get("activity_sparsity") is not None:
+        facts.append(f"activity sparsity {m['activity_sparsity']:.1%} (EGRU units without an event)")
     if m.get("outputs_match") is not None:
         facts.append("outputs match the reference" if m["outputs_match"] else "OUTPUTS DIFFER from the reference")
     if m.get("max_abs_err") is not None:

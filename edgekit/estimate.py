@@ -12,11 +12,12 @@ Formulas (each shown in the report with the constants that went in):
   latency = instructions / clock (one instruction per cycle assumed); energy = cycles · I_run/MHz · V
   (uA/MHz · V = pJ per cycle)
 * phone latency = MACs / MAC-throughput(dtype); energy = MACs · pJ/MAC(dtype)
-* neuromorphic energy = synaptic ops · E_synop + neuron updates · E_neuron (needs the spiking activity, counted by
-  the spiking converter)
+* neuromorphic energy = E_synop · synaptic ops + E_neuron · neuron updates (:func:`neuromorphic_energy`; the spike
+  counts come from the spiking converter, without them every synapse counts every step — an upper bound)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +40,9 @@ class Estimate:
     layers: list[dict[str, Any]] = field(default_factory=list)
     memory_timeline: list[int] = field(default_factory=list)
     formulas: dict[str, str] = field(default_factory=dict)
+    # Recurrent models run as step programs (one call per input sample): instructions of one step; ``instructions``
+    # then counts a whole sequence, and ``state_bytes`` is the state kept between steps.
+    instructions_per_step: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,78 +139,78 @@ def estimate(graph: Graph, profile: TargetProfile, dtype: str = "float32", *, we
     if profile.kind == "phone":
         return _phone_estimate(graph, profile, dtype, layers, stored_total, total_macs, arena, state_bytes,
                                timeline, overhead_flash, overhead_sram)
-    # Neuromorphic: memory is the synapse/neuron state; energy needs spike counts (see the spiking converter).
+    # Neuromorphic: memory is the synapse/neuron state. Without spike counts (targets/neuromorphic passes them from
+    # the spiking converter's measurements) the energy here is the dense bound: every synapse active every step.
+    synapse_bytes = profile.number("neuromorphic", "synapse_bytes", 1.0)
+    neuron_bytes = profile.number("neuromorphic", "neuron_state_bytes", 6.0)
+    updates = _neuron_updates(graph)
+    synapses = int(sum(lay["macs"] for lay in layers))
+    weight_mem = int(round(sum(_synapse_count(n, graph) for n in graph.nodes) * synapse_bytes)) or stored_total
+    state = state_bytes or int(_neuron_count(graph) * neuron_bytes)
     flash = 0
-    sram = stored_total + state_bytes
-    formulas = {"peak_sram_bytes": f"synaptic weights {stored_total} B + neuron state {state_bytes} B",
-                "energy_uj": "synaptic ops · E_synop + neuron updates · E_neuron (from measured spike activity)"}
-    return Estimate(flash, sram, arena, state_bytes, 0.0, 0.0, None, total_macs, layers, timeline, formulas)
-
-
-PHONE_KINDS = ("conv2d", "depthwise", "linear", "rnn")
-
-
-def phone_terms(graph: Graph) -> dict[str, float]:
-    """Work of a graph in the phone cost model's terms: MACs per kernel family, other elements, layer count."""
-    terms = {f"macs_{k}": 0.0 for k in PHONE_KINDS}
-    terms["elements"] = 0.0
-    terms["layers"] = 0.0
-    for n in graph.nodes:
-        if n.op == "input":
-            continue
-        kind = _kind(n)
-        terms["layers"] += 1
-        if kind in PHONE_KINDS:
-            terms[f"macs_{kind}"] += macs_of(n, graph)
-        else:
-            terms["elements"] += n.elements
-    return terms
-
-
-def _phone_estimate(graph, profile, dtype, layers, stored_total, total_macs, arena, state_bytes, timeline,
-                    overhead_flash, overhead_sram) -> Estimate:
-    """Phone: ONNX Runtime's per-operator costs when the profile carries a fitted model
-    (targets/profiles/cost/phone-arm64.toml: ns per MAC per kernel family, ns per element, µs per layer, µs per
-    inference, and file bytes per layer), else peak MAC throughput."""
-    key = "int8" if dtype == "int8" else "fp32"
-    pj = profile.number("energy", f"pj_per_mac_{key}")
-    terms = phone_terms(graph)
-    fitted = f"ort_us_per_inference_{key}" in profile.cost
-    if fitted:
-        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
-        latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
-                      + c("ort_ns_per_element") * terms["elements"] * 1e-3
-                      + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
-        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_base"))
-        for lay in layers:
-            node = graph[lay["name"]]
-            k = _kind(node)
-            per = c(f"ort_ns_per_mac_{k}") * lay["macs"] if k in PHONE_KINDS else \
-                c("ort_ns_per_element") * node.elements
-            lay["latency_ms"] = (per * 1e-3 + c("ort_us_per_layer")) * 1e-3
-            lay["energy_uj"] = lay["macs"] * pj * 1e-6
-        lat_formula = (f"{c('ort_us_per_inference'):.3g} µs + {terms['layers']:.0f} layers · "
-                       f"{c('ort_us_per_layer'):.3g} µs + Σ MACs · ns/MAC by family + elements · "
-                       f"{c('ort_ns_per_element'):.3g} ns (ONNX Runtime per-op costs fitted by bench/estimators.py)")
-    else:
-        mps = profile.number("cost", f"macs_per_second_{key}")
-        latency_ms = total_macs / mps * 1e3
-        file_overhead = overhead_flash
-        for lay in layers:
-            lay["latency_ms"] = lay["macs"] / mps * 1e3
-            lay["energy_uj"] = lay["macs"] * pj * 1e-6
-        lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
-    flash = stored_total + file_overhead
-    sram = arena + state_bytes + overhead_sram
-    energy_uj = total_macs * pj * 1e-6
-    formulas = {
-        "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B",
-        "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
-        "latency_ms": lat_formula,
-        "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
-    }
-    return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, None, total_macs, layers, timeline,
+    sram = weight_mem + state
+    energy = neuromorphic_energy(profile, synaptic_ops=synapses, graded_ops=0, neuron_updates=updates)
+    steps = _steps(graph)
+    latency_ms = steps * profile.number("neuromorphic", "timestep_s", 0.0) * 1e3
+    formulas = {"peak_sram_bytes": f"synapses · {synapse_bytes:g} B + neurons · {neuron_bytes:g} B of state "
+                                   f"= {weight_mem} B + {state} B",
+                "energy_uj": energy["formula"] + " — upper bound, every synapse active every step (no spike counts)",
+                "latency_ms": f"{steps} steps · {profile.number('neuromorphic', 'timestep_s', 0.0):g} s/step"}
+    return Estimate(flash, sram, arena, state, latency_ms, energy["energy_uj"], None, total_macs, layers, timeline,
                     formulas)
+
+
+def neuromorphic_energy(profile: TargetProfile, synaptic_ops: float, graded_ops: float, neuron_updates: float,
+                        mac_ops: float | None = None, ac_ops: float | None = None) -> dict[str, Any]:
+    """Energy of one inference on a neuromorphic chip from its activity, and the 45 nm convention for comparison.
+
+    * chip: E = E_synop · (synaptic ops + graded ops) + E_neuron · neuron updates, with the profile's
+      ``pj_per_synop`` and ``pj_per_neuron_update`` (a graded spike costs a synaptic event like a binary one)
+    * 45 nm (Horowitz 2014, as in the Spike-driven Transformer papers): E = E_MAC · MACs(non-spiking layers: the
+      first layer reading real-valued input, graded state) + E_AC · SOPs(spiking layers), with ``pj_mac_45nm`` and
+      ``pj_ac_45nm``; given when ``mac_ops``/``ac_ops`` are
+
+    Returns energies in µJ and the formulas with the numbers that went in.
+    """
+    e_syn = profile.number("energy", "pj_per_synop")
+    e_neu = profile.number("energy", "pj_per_neuron_update")
+    syn_uj = (synaptic_ops + graded_ops) * e_syn * 1e-6
+    neu_uj = neuron_updates * e_neu * 1e-6
+    out = {"energy_uj": syn_uj + neu_uj, "synaptic_uj": syn_uj, "neuron_uj": neu_uj,
+           "formula": f"E = {e_syn:g} pJ · ({synaptic_ops:.6g} synaptic ops + {graded_ops:.6g} graded ops) + "
+                      f"{e_neu:g} pJ · {neuron_updates:.6g} neuron updates"}
+    if mac_ops is not None and ac_ops is not None:
+        e_mac = profile.number("energy", "pj_mac_45nm")
+        e_ac = profile.number("energy", "pj_ac_45nm")
+        out["energy_45nm_uj"] = (mac_ops * e_mac + ac_ops * e_ac) * 1e-6
+        out["formula_45nm"] = (f"E = {e_mac:g} pJ · {mac_ops:.6g} MACs (first layer, graded) + "
+                               f"{e_ac:g} pJ · {ac_ops:.6g} SOPs")
+    return out
+
+
+def _snn_networks(graph: Graph) -> list[dict]:
+    return [n.attrs["network"] for n in graph.nodes if n.op == "snn"]
+
+
+def _neuron_count(graph: Graph) -> int:
+    return sum(math.prod(p["shape"]) for net in _snn_networks(graph) for p in net["populations"]
+               if p["kind"] != "input")
+
+
+def _neuron_updates(graph: Graph) -> int:
+    return sum(math.prod(p["shape"]) * net["steps"] for net in _snn_networks(graph) for p in net["populations"]
+               if p["kind"] != "input")
+
+
+def _steps(graph: Graph) -> int:
+    return max([net["steps"] for net in _snn_networks(graph)] or [1])
+
+
+def _synapse_count(node: Node, graph: Graph) -> int:
+    """Synapses of an "snn" node (its MACs are synapses × steps)."""
+    if node.op != "snn":
+        return 0
+    return macs_of(node, graph) // max(node.attrs["network"]["steps"], 1)
 
 
 def fit_check(est: Estimate, profile: TargetProfile) -> tuple[bool, list[str]]:

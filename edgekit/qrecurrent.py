@@ -282,12 +282,13 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
 
 def lower(sg: StepGraph, quant, calib: np.ndarray | None) -> QStream:
     """Integer step function of ``sg`` from the int8 QuantParams ``quant`` (converters.quantize: the input's and the
-    head's scales) and calibration sequences (the formats of the LSTM cell and the LMU memory)."""
+    head's scales) and calibration sequences (the formats of the LSTM cell and the LMU memory). ``calib=None`` gives
+    placeholder formats: the shapes and byte counts are right, the numbers are not (for plans and estimates)."""
     from edgekit.qgraph import lower as lower_head
 
-    if calib is None or len(calib) == 0:
-        raise DataError(f"model '{sg.graph.name}': int8 recurrent layers need calibration sequences; give --calib")
-    ranges = internal_ranges(sg, calib)
+    if calib is not None and len(calib) == 0:
+        raise DataError(f"model '{sg.graph.name}': the calibration data holds no sequence")
+    ranges = internal_ranges(sg, calib) if calib is not None else {c.name: {} for c in sg.cells}
     acts = quant.activations
     xq = acts[sg.input.name]
     cells = []

@@ -28,12 +28,17 @@ COMPARED = {
     "instructions": ("instructions", "instructions"),
     "latency_ms": ("latency_ms", "latency_ms"),
 }
+# Compared only where the build has them: recurrent models' step programs (targets/cortex_m/streaming.py).
+COMPARED_RECURRENT = {
+    "instructions_per_step": ("instructions_per_step", "instructions_per_step"),
+    "state_bytes": ("state_bytes", "state_bytes"),
+}
 
 
 def relative_errors(estimate: dict, measured: dict) -> dict[str, float]:
     """(estimate − measured) / measured for every figure both sides have."""
     out = {}
-    for name, (ek, mk) in COMPARED.items():
+    for name, (ek, mk) in {**COMPARED, **COMPARED_RECURRENT}.items():
         e, m = estimate.get(ek), measured.get(mk)
         if isinstance(e, (int, float)) and isinstance(m, (int, float)) and m:
             out[name] = (float(e) - float(m)) / float(m)
@@ -178,7 +183,8 @@ def render_html(report: dict) -> str:
     env.filters["num"] = _fmt_num
     rows = []
     est, meas, errs = report.get("estimate", {}), report.get("measured") or {}, report.get("errors") or {}
-    for name, (ek, mk) in COMPARED.items():
+    recurrent = {k: v for k, v in COMPARED_RECURRENT.items() if meas.get(v[1]) is not None}
+    for name, (ek, mk) in {**COMPARED, **recurrent}.items():
         if ek in est or mk in meas:
             rows.append({"name": name, "estimate": est.get(ek), "measured": meas.get(mk), "error": errs.get(name),
                          "is_bytes": name.endswith("bytes")})

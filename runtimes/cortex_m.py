@@ -36,26 +36,8 @@ def parse_outputs(text: str, n: int, dtype: str, shape: tuple[int, ...]) -> np.n
     return np.stack([np.frombuffer(rows[i], dtype=np_dtype).reshape(shape) for i in range(n)])
 
 
-def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
-    out = Path(out)
-    build = report.get("build", {})
-    elf = out / "firmware" / "firmware.elf"
-    if not elf.exists():
-        from edgekit.errors import ToolchainError
-        from edgekit.targets.cortex_m.toolchain import INSTALL_HINT
-
-        raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
-                             f"{INSTALL_HINT}, then compile again")
-    ref = np.load(out / "reference.npz")
-    expected = ref["expected"]
-    n = len(expected)
-    dtype = report["dtype"]
-    board = build["qemu_machine"]
-    macs = int(report["model"]["macs"])
-    # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
-    limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
-    run = run_elf(elf, board, timeout_s=limit, count_instructions=True)
-    got = parse_outputs(run.output, n, dtype, expected.shape[1:])
+def _inference_measurements(run, build: dict, n: int, board: str, macs: int) -> dict:
+    """Instructions per inference and per layer from the markers of a one-shot model's firmware."""
     # Markers: one before each inference, one after every step (EDGEKIT_PROFILE_STEPS), one after the inference.
     steps = len(build.get("step_layers", []))
     counts = run.marker_counts
@@ -82,6 +64,36 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     for row in layers.values():
         row["instructions_per_mac"] = row["instructions"] / row["macs"] if row["macs"] else None
     measured["layers"] = list(layers.values())
+    return measured
+
+
+def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
+    out = Path(out)
+    build = report.get("build", {})
+    elf = out / "firmware" / "firmware.elf"
+    if not elf.exists():
+        from edgekit.errors import ToolchainError
+        from edgekit.targets.cortex_m.toolchain import INSTALL_HINT
+
+        raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
+                             f"{INSTALL_HINT}, then compile again")
+    ref = np.load(out / "reference.npz")
+    expected = ref["expected"]
+    n = len(expected)
+    dtype = report["dtype"]
+    board = build["qemu_machine"]
+    macs = int(report["model"]["macs"])
+    # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
+    limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
+    run = run_elf(elf, board, timeout_s=limit, count_instructions=True)
+    got = parse_outputs(run.output, n, dtype, expected.shape[1:])
+    stream = build.get("streaming")
+    if stream:  # a recurrent model's step program: markers around every step of every test sequence
+        from edgekit.runtimes.cortex_m_streaming import step_measurements
+
+        measured = step_measurements(run, build, n, board, macs, ref)
+    else:
+        measured = _inference_measurements(run, build, n, board, macs)
     if dtype == "int8":
         diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
         measured["outputs_match"] = bool(diff.max() == 0)
@@ -114,6 +126,7 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     static_ram = build.get("static_ram_bytes", 0)
     measured["sram_bytes"] = static_ram + (stack or 0)
     clock = report["target_profile"]["clock_hz"]
+    instructions = measured["instructions"]
     if instructions:
         measured["latency_ms"] = instructions / clock * 1e3
         measured["latency_note"] = "instructions / clock at 1 instruction per cycle (QEMU counts instructions)"

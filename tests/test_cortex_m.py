@@ -73,21 +73,20 @@ def test_unsupported_layers_are_named(tmp_path):
 
     from edgekit.model import Model
 
-    class Seq(nn.Module):
+    class Gate(nn.Module):
         def __init__(self):
             super().__init__()
-            self.gru = nn.GRU(1, 4, batch_first=True)
-            self.fc = nn.Linear(4, 2)
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
 
         def forward(self, x):
-            o, _ = self.gru(x)
-            return torch.softmax(self.fc(o[:, -1]), dim=-1)
+            return torch.softmax(self.a(x) * torch.sigmoid(self.b(x)), dim=-1)
 
-    m = Model.from_module(Seq(), torch.zeros(1, 5, 1))
+    m = Model.from_module(Gate(), torch.zeros(1, 4), calib=np.random.rand(8, 4).astype(np.float32))
     with pytest.raises(UnsupportedError) as e:
         api.compile(m, "cortex-m7", tmp_path / "o", quantize="int8")
     msg = str(e.value)
-    assert "'gru'" in msg and "softmax" in msg and "\n" not in msg
+    assert "'mul'" in msg and "softmax" in msg and "\n" not in msg
     assert not (tmp_path / "o").exists()
 
 

@@ -123,7 +123,8 @@ def _apply_ops(ops: tuple[dict, ...], x: torch.Tensor, weight: torch.Tensor) -> 
         if kind == "linear":
             x = F.linear(x, weight)
         elif kind == "conv2d":
-            x = F.conv2d(x, weight, None, tuple(o.get("stride", (1, 1))), tuple(o.get("padding", (0, 0))))
+            x = F.conv2d(x, weight, None, tuple(o.get("stride", (1, 1))), tuple(o.get("padding", (0, 0))),
+                         tuple(o.get("dilation", (1, 1))), int(o.get("groups", 1)))
         elif kind == "scale":
             x = x * weight
         elif kind == "avgpool2d":
@@ -284,6 +285,14 @@ class SpikingNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[0]
 
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the chip receives it: graded values on the input population's grid (8-bit payload)."""
+        e = self.populations[self.input_name].spec.unit_exp
+        if e is None:
+            return x
+        step = 2.0 ** -e
+        return torch.clamp(torch.round(x / step), -127, 127) * step
+
     def _input_at(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.input_mode == "static":
             return x
@@ -291,9 +300,30 @@ class SpikingNetwork(nn.Module):
             return x[:, t]
         return x.new_zeros((x.shape[0],) + tuple(x.shape[2:]))
 
+    def measure(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, RunRecord]:
+        """Readout and counts (per sample) on inputs ``x``, in eval mode without gradients."""
+        was = self.training
+        self.eval()
+        outs, recs = [], []
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), batch_size):
+                    xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], np.float32))
+                    y, r = self.run(xb, record=True)
+                    outs.append(y.numpy())
+                    recs.append(r)
+        finally:
+            self.train(was)
+        merged = RunRecord()
+        for key in ("spikes", "neuron_spikes", "sops"):
+            getattr(merged, key).update({k: np.concatenate([getattr(r, key)[k] for r in recs], 0)
+                                         for k in getattr(recs[0], key)})
+        return np.concatenate(outs, 0), merged
+
     def run(self, x: torch.Tensor, record: bool = False, trace: bool = False) -> tuple[torch.Tensor, RunRecord | None]:
         """Simulate ``steps`` steps on a batch. Returns (readout [N, classes], counts when ``record``)."""
         n = x.shape[0]
+        x = self.quantize_input(x)
         pops = self.populations
         # history[name][d - 1] = what the population sent d steps ago
         history: dict[str, list[torch.Tensor]] = {name: [] for name in pops}
@@ -375,10 +405,53 @@ class SpikingNetwork(nn.Module):
                              for k, v in traces.items() if v}
         return logits, rec
 
+    def activity(self, x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 128) -> dict[str, Any]:
+        """Spike activity on inputs ``x`` (means per inference): per population spikes and firing rate (spikes /
+        neurons / steps), per connection synapses and synaptic operations (spikes × fan-out), the totals — binary
+        spikes and graded values apart — and the accuracy when labels ``y`` are given."""
+        logits, rec = self.measure(x, batch_size)
+        return summarize(self, rec, logits, y)
+
     def neuron_updates(self) -> int:
         """Neuron state updates per inference: every non-input neuron, every step (Loihi updates all compartments
         each time step)."""
         return sum(p.spec.size for p in self.populations.values() if p.spec.kind != "input") * self.steps
+
+
+def summarize(net: SpikingNetwork, rec: RunRecord, logits: np.ndarray | None = None,
+              y: np.ndarray | None = None) -> dict[str, Any]:
+    """Means per inference of what ``rec`` counted (see :meth:`SpikingNetwork.activity`). A connection from the
+    input of a static image computes its products once per image on a conventional core, so its
+    ``macs_per_inference`` (the 45 nm MAC convention's first layer) is its synapse count; other graded connections
+    cost one MAC per synaptic operation."""
+    fan = net.fan_out()
+    pops = {}
+    for name, p in net.populations.items():
+        if p.spec.kind == "readout":
+            continue
+        spikes = float(rec.spikes[name].mean())
+        pops[name] = {"kind": p.spec.kind, "neurons": p.spec.size, "spikes_per_inference": spikes,
+                      "firing_rate": spikes / p.spec.size / net.steps}
+    conns = {}
+    for name, c in net.connections.items():
+        graded = net.populations[c.spec.sources[0]].spec.kind != "lif"
+        sops = float(rec.sops[name].mean())
+        entry = {"sources": list(c.spec.sources), "target": c.spec.target, "graded": graded,
+                 "synapses": int(fan[name].sum()), "sops_per_inference": sops}
+        if graded:
+            static = net.input_mode == "static" and c.spec.sources == (net.input_name,)
+            entry["macs_per_inference"] = float(fan[name].sum()) if static else sops
+        conns[name] = entry
+    out = {"samples": int(len(next(iter(rec.spikes.values())))), "steps": net.steps, "populations": pops,
+           "connections": conns,
+           "spikes_per_inference": sum(v["spikes_per_inference"] for v in pops.values() if v["kind"] == "lif"),
+           "synaptic_ops_per_inference": sum(v["sops_per_inference"] for v in conns.values() if not v["graded"]),
+           "graded_ops_per_inference": sum(v["sops_per_inference"] for v in conns.values() if v["graded"]),
+           "graded_macs_per_inference": sum(v.get("macs_per_inference", 0.0) for v in conns.values()),
+           "neuron_updates_per_inference": net.neuron_updates()}
+    if logits is not None and y is not None:
+        out["accuracy"] = float((np.asarray(logits).argmax(-1) == np.asarray(y)).mean())
+    return out
 
 
 class SpikingClassifier(nn.Module):

@@ -9,10 +9,14 @@ Where it sits: Model -> Artifact for the ``mcu`` profiles (cortex-m4, -m7, -m33,
 4. codegen.py: driver, weights, test harness and Makefile from templates/
 5. toolchain.py: arm-none-eabi-gcc builds firmware/firmware.elf for the profile's QEMU board
 
+A model with recurrent layers (gru, lstm, lmu, egru) builds instead as a streaming step program (streaming.py: one
+call per input sample, state kept between calls; cell kernels from tvm_cells.py; driver from templates/streaming/).
+
 Nothing here runs the firmware: runtimes/cortex_m.py does (``edgekit profile``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -21,6 +25,7 @@ import numpy as np
 
 from edgekit.errors import ToolchainError
 from edgekit.estimate import Estimate, estimate as generic_estimate
+from edgekit.stepgraph import is_recurrent
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.profiles import TargetProfile
 from edgekit.targets.cortex_m.program import DTYPE_BYTES
@@ -81,6 +86,10 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
 
     dtype = _dtype(options)
     graph = model.deploy_graph
+    if is_recurrent(graph):  # a streaming step program (streaming.py); ``qg`` is then an int8 QStream
+        from edgekit.targets.cortex_m import streaming
+
+        return streaming.make_step_program(model, profile, options, qg)
     check_supported(graph, dtype, profile.name)
     if dtype == "int8" and qg is None:
         qg = _shape_only_qgraph(graph)
@@ -93,13 +102,22 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
         return plain
     grid = int(mode) if mode.isdigit() else None
     bpe = 1 if dtype == "int8" else 4
-    decision = patch_schedule(graph, bpe, options.max_patch_overhead, grid=grid, per_layer_peak=plain.arena_bytes)
+    scratch = None
+    limit = contextlib.nullcontext()
+    if _use_ek(options, dtype):
+        from edgekit.targets.cortex_m import ek_kernels
+
+        scratch = ek_kernels.scratch_estimate
+        limit = ek_kernels.conv_scratch_limit(ek_kernels.PATCHED_CONV_SCRATCH_LIMIT_BYTES)
+    with limit:
+        decision = patch_schedule(graph, bpe, options.max_patch_overhead, grid=grid,
+                                  per_layer_peak=plain.arena_bytes, scratch=scratch)
+        patched = build_program(*args, patch=decision.schedule) if decision.schedule is not None else None
     info = {"reason": decision.reason, "per_layer_arena_bytes": plain.arena_bytes, "candidates": decision.candidates,
             "unpatched_timeline": list(plain.plan.live_bytes)}
     if decision.schedule is None:
         plain.schedule = info
         return plain
-    patched = build_program(*args, patch=decision.schedule)
     if grid is None and patched.arena_bytes >= plain.arena_bytes:
         info["reason"] = (f"no patching: the best schedule ({decision.schedule.grid}x{decision.schedule.grid} after "
                           f"'{decision.schedule.split_after}') plans a {patched.arena_bytes:,} B arena, not less "
@@ -212,6 +230,10 @@ def code_bytes(prog) -> int:
 def estimate(model, profile: TargetProfile, options: CompileOptions, prog=None) -> Estimate:
     """Flash, SRAM, instructions, latency and energy from the planned program (built, not compiled or run)."""
     prog = prog or make_program(model, profile, options)
+    if hasattr(prog, "states"):  # a recurrent model's step program
+        from edgekit.targets.cortex_m import streaming
+
+        return streaming.estimate(model, profile, prog)
     weight_bytes = prog.const_bytes_by_layer()
     est = generic_estimate(prog_graph_for_estimate(model), profile, prog.dtype, weight_bytes=weight_bytes,
                            arena_override=prog.arena_bytes, timeline_override=_timeline(prog))
@@ -284,6 +306,10 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     from edgekit.targets.cortex_m import codegen, toolchain, tvm_kernels
     from edgekit.targets.cortex_m.board import board_info, gcc_flags, link_flags
 
+    if is_recurrent(model.deploy_graph):  # one call per input sample, state kept between calls
+        from edgekit.targets.cortex_m import streaming
+
+        return streaming.build(model, profile, out, options)
     dtype = _dtype(options)
     notes: list[str] = []
     qg = None

@@ -8,6 +8,9 @@ smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 from edgekit.errors import UnsupportedError, UsageError
 from edgekit.targets.cortex_m import kernel_pack, sparse_pack
 
@@ -202,3 +205,58 @@ def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, st
     call = f"if ({fn}(&ek_params_{index}, {in_ptr}, {out_ptr}, {scratch}) != 0) return {index + 1}"
     return call, struct_type, init
 
+
+
+def scratch_estimate(node, call=None) -> int:
+    """Scratch bytes edgekit's micro-kernel takes for ``node`` (or one tile call of it); see _scratch_estimate."""
+    if node.op not in ("conv2d", "linear"):
+        return 0
+    a = node.attrs
+    out = (call.out.h, call.out.w) if call is not None else tuple(node.shape[2:4]) if node.op == "conv2d" else (1, 1)
+    if node.op == "linear":
+        return _scratch_estimate("linear", (a["in_features"],), out)
+    key = (tuple(a["kernel_size"]), a["in_channels"], a["out_channels"], a["groups"], tuple(a["dilation"]),
+           tuple(a["stride"]))
+    return _scratch_estimate("conv2d", key, out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scratch_estimate(op: str, key: tuple, out: tuple[int, int]) -> int:
+    """Scratch bytes edgekit's int8 micro-kernel for ``node`` (or one tile call of it) will take — what the patch
+    scheduler needs to plan the same arena the program will have. 0 for layers that run on TVM kernels."""
+    if op == "linear":
+        return kernel_pack.fully_connected_scratch_bytes({"in_features": key[0]})
+    (kh, kw), cin, cout, groups, dilation, stride = key
+    out_h, out_w = out
+    depthwise = groups == cin and groups > 1 and cout == cin
+    if groups != 1 and not depthwise:
+        return 0
+    p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": dilation[0],
+         "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "flags": 0}
+    if depthwise:
+        return kernel_pack.depthwise_conv2d_scratch_bytes(p)
+    npix = out_h * out_w + (out_h * out_w) % 2
+    for tile in range(min(kernel_pack.DEFAULT_TILE_PIXELS, npix), 1, -2):
+        size = kernel_pack.conv2d_scratch_bytes({**p, "tile_pixels": tile})
+        if size <= CONV_SCRATCH_LIMIT_BYTES:
+            return size
+    return 0  # falls back to TVM's kernel, which needs none
+
+
+# Patch-based schedules are chosen to save memory: their conv calls take at most this much scratch (smaller im2col
+# tiles: a few % more instructions, a smaller arena).
+PATCHED_CONV_SCRATCH_LIMIT_BYTES = 4 * 1024
+
+
+@contextlib.contextmanager
+def conv_scratch_limit(limit: int):
+    """Temporarily change CONV_SCRATCH_LIMIT_BYTES (for building one program)."""
+    global CONV_SCRATCH_LIMIT_BYTES
+    old = CONV_SCRATCH_LIMIT_BYTES
+    CONV_SCRATCH_LIMIT_BYTES = limit
+    _scratch_estimate.cache_clear()
+    try:
+        yield
+    finally:
+        CONV_SCRATCH_LIMIT_BYTES = old
+        _scratch_estimate.cache_clear()

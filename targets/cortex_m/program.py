@@ -19,13 +19,12 @@ from edgekit.memplan import ArenaPlan, Buffer, plan_arena
 
 from edgekit.targets.cortex_m.kernel_spec import KernelSpec
 
-# Operators the Cortex-M target runs, per dtype (recurrent layers run as streaming steps, see the recurrent issue).
+# Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
              "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish"}
 INT8_OPS = FLOAT_OPS - {"mul"}
+# (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
-    "gru": "make the model a per-sample step with edgekit.converters.recurrent.to_streaming",
-    "lstm": "make the model a per-sample step with edgekit.converters.recurrent.to_streaming",
     "conv1d": "write it as Conv2d with a 1xK kernel",
     "batchnorm": "put it right after a conv/linear so edgekit folds it",
     "softmax": "drop the final softmax for deployment (argmax is unchanged)",

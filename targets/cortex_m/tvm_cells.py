@@ -151,17 +151,19 @@ def _egru_recurrent(spec: KernelSpec):
     G = 3 * H
     f32 = spec.dtype == F32
     ydt, wdt, adt = (F32, F32, F32) if f32 else (I16, I8, I32)
+    U = 4 if G % 4 == 0 else (2 if G % 2 == 0 else 1)   # column elements per loop iteration (unrolled)
 
     @T.prim_func(private=True)
-    def egru_recurrent(y: T.Buffer((1, H), ydt), w_t: T.Buffer((H, G), wdt), b: T.Buffer((G,), adt),
-                       acc: T.Buffer((1, G), adt)):
+    def egru_recurrent(y: T.Buffer((H,), ydt), w_hh_t: T.Buffer((H, G), wdt), b_hh: T.Buffer((G,), adt),
+                       acc: T.Buffer((G,), adt)):
         T.func_attr({"tirx.noalias": True})
         for r in range(G):
-            acc[r] = b[r]
+            acc[r] = b_hh[r]
         for k in range(H):
             if y[k] != T.Cast(ydt, 0):
-                for r in range(G):
-                    acc[r] = acc[r] + T.Cast(adt, w_t[k, r]) * T.Cast(adt, y[k])
+                for ro in range(G // U):
+                    for ri in T.unroll(U):
+                        acc[ro * U + ri] = acc[ro * U + ri] + T.Cast(adt, w_hh_t[k, ro * U + ri]) * T.Cast(adt, y[k])
 
     return egru_recurrent
 
@@ -202,45 +204,73 @@ def _egru(spec: KernelSpec):
 # ---- LSTM --------------------------------------------------------------------------------------------------------------
 
 
-def _lstm(spec: KernelSpec):
+def _lstm_gates(spec: KernelSpec, gates: int):
+    """Placeholders and per-unit gate pre-activations of ``gates`` LSTM gate blocks: float sums, or Q11 int16 values
+    (sat(px + ph)) for int8."""
     H, I = spec.attr("hidden"), spec.attr("inputs")
+    G = gates * H
     x = _x_placeholder(spec, I)
+    sdt = F32 if spec.dtype == F32 else I16
+    h = te.placeholder((H,), sdt, "h")
     if spec.dtype == F32:
-        h, c = te.placeholder((H,), F32, "h"), te.placeholder((H,), F32, "c")
-        w_ih, w_hh = te.placeholder((4 * H, I), F32, "w_ih"), te.placeholder((4 * H, H), F32, "w_hh")
-        b_ih, b_hh = te.placeholder((4 * H,), F32, "b_ih"), te.placeholder((4 * H,), F32, "b_hh")
-        gi, gh = _gate_products(spec, x, w_ih, 4, H, "gi"), _gate_products(spec, h, w_hh, 4, H, "gh")
-        pre = te.compute((H, 4), lambda j, g: gi[j, g] + b_ih[g * H + j] + gh[j, g] + b_hh[g * H + j], name="pre")
+        w_ih, w_hh = te.placeholder((G, I), F32, "w_ih"), te.placeholder((G, H), F32, "w_hh")
+        b_ih, b_hh = te.placeholder((G,), F32, "b_ih"), te.placeholder((G,), F32, "b_hh")
+        gi, gh = _gate_products(spec, x, w_ih, gates, H, "gi"), _gate_products(spec, h, w_hh, gates, H, "gh")
+        pre = te.compute((H, gates), lambda j, g: gi[j, g] + b_ih[g * H + j] + gh[j, g] + b_hh[g * H + j],
+                         name="pre")
+        return [x, h], [w_ih, w_hh, b_ih, b_hh], pre
+    w_x, b_x = te.placeholder((G, I), I8, "w_x"), te.placeholder((G,), I32, "b_x")
+    mult_x, shift_x = te.placeholder((G,), I32, "mult_x"), te.placeholder((G,), I32, "shift_x")
+    w_h, b_h = te.placeholder((G, H), I8, "w_h"), te.placeholder((G,), I32, "b_h")
+    mult_h, shift_h = te.placeholder((G,), I32, "mult_h"), te.placeholder((G,), I32, "shift_h")
+    ax = _gate_products(spec, x, w_x, gates, H, "ax", spec.attr("x_zp", 0))
+    ah = _gate_products(spec, h, w_h, gates, H, "ah")
+    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, gates, "px")
+    ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, gates, "ph")
+    pre = te.compute((H, gates), lambda j, g: _sat16(px[j, g] + ph[j, g]), name="pre")
+    return [x, h], [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h], pre
+
+
+def _lstm_cell(spec: KernelSpec):
+    """c' = σ(f)·c + σ(i)·tanh(g) from the i, f, g gate rows (the first 3H rows of PyTorch's i, f, g, o)."""
+    H = spec.attr("hidden")
+    ins, args, pre = _lstm_gates(spec, 3)
+    if spec.dtype == F32:
+        c = te.placeholder((H,), F32, "c")
         c_new = te.compute((H,), lambda j: _sigmoid(pre[j, 1]) * c[j] + _sigmoid(pre[j, 0]) * te.tanh(pre[j, 2]),
                            name="c_new")
-        h_new = te.compute((H,), lambda j: _sigmoid(pre[j, 3]) * te.tanh(c_new[j]), name="h_new")
-        return [x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new], ("pre", 0), ["c_new", "h_new"]
-    h, c = te.placeholder((H,), I16, "h"), te.placeholder((H,), I16, "c")
-    w_x, b_x = te.placeholder((4 * H, I), I8, "w_x"), te.placeholder((4 * H,), I32, "b_x")
-    mult_x, shift_x = te.placeholder((4 * H,), I32, "mult_x"), te.placeholder((4 * H,), I32, "shift_x")
-    w_h, b_h = te.placeholder((4 * H, H), I8, "w_h"), te.placeholder((4 * H,), I32, "b_h")
-    mult_h, shift_h = te.placeholder((4 * H,), I32, "mult_h"), te.placeholder((4 * H,), I32, "shift_h")
+        return ins + [c] + args + [c_new], "c_new", []
+    c = te.placeholder((H,), I16, "c")
     sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
-    ax = _gate_products(spec, x, w_x, 4, H, "ax", spec.attr("x_zp", 0))
-    ah = _gate_products(spec, h, w_h, 4, H, "ah")
-    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, 4, "px")
-    ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, 4, "ph")
-    act = te.compute((H, 4), lambda j, g: tvm.tirx.if_then_else(
-        g == 2, _lut(_sat16(px[j, g] + ph[j, g]), tanh), _lut(_sat16(px[j, g] + ph[j, g]), sig)), name="act")
+    act = te.compute((H, 3), lambda j, g: tvm.tirx.if_then_else(g == 2, _lut(pre[j, g], tanh), _lut(pre[j, g], sig)),
+                     name="act")
     fc = spec.attr("c_frac")
     c_new = te.compute((H,), lambda j: _sat16(_mul_q15(act[j, 1], c[j]) +
                                              _rshift_round(act[j, 0] * act[j, 2], 2 * Q_STATE - fc)).astype(I16),
                        name="c_new")
+    return ins + [c] + args + [sig, tanh, c_new], "c_new", []
+
+
+def _lstm_out(spec: KernelSpec):
+    """h' = σ(o)·tanh(c') from the o gate rows (the last H rows) and the new cell state."""
+    H = spec.attr("hidden")
+    ins, args, pre = _lstm_gates(spec, 1)
+    if spec.dtype == F32:
+        c_new = te.placeholder((H,), F32, "c_new")
+        h_new = te.compute((H,), lambda j: _sigmoid(pre[j, 0]) * te.tanh(c_new[j]), name="h_new")
+        return ins + [c_new] + args + [h_new], "h_new", []
+    c_new = te.placeholder((H,), I16, "c_new")
+    sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    fc = spec.attr("c_frac")
 
     def to_q11(v):
         if fc > Q_GATE:
             return _rshift_round(v, fc - Q_GATE)
         return v.astype(I64) << _c(Q_GATE - fc, I64)
 
-    h_new = te.compute((H,), lambda j: _mul_q15(act[j, 3], _lut(_sat16(to_q11(c_new[j])), tanh)).astype(I16),
+    h_new = te.compute((H,), lambda j: _mul_q15(_lut(pre[j, 0], sig), _lut(_sat16(to_q11(c_new[j])), tanh)).astype(I16),
                        name="h_new")
-    args = [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h, sig, tanh]
-    return [x, h, c] + args + [h_new, c_new], ("act", 0), ["c_new", "h_new"]
+    return ins + [c_new] + args + [sig, tanh, h_new], "h_new", []
 
 
 # ---- LMU ---------------------------------------------------------------------------------------------------------------
@@ -326,7 +356,7 @@ def _requant_q15(spec: KernelSpec):
     return [h, out], "out", []
 
 
-BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm, "egru_cell": _egru, "lmu_memory": _lmu_memory,
+BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru, "lmu_memory": _lmu_memory,
             "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15}
 
 
@@ -349,9 +379,50 @@ def schedule_cell(func: tvm.tirx.PrimFunc, anchor: str | tuple[str, int], after:
     for name in names:
         block = sch.get_sblock(name)
         reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == 2)
-        if reductions:
-            sch.decompose_reduction(block, sch.get_loops(block)[-reductions])
+        if not reductions:
+            continue
+        loops = sch.get_loops(block)
+        red = loops[-reductions]
+        gate = loops[-reductions - 1] if len(loops) > reductions else None
+        gates = sch.get(gate).extent if gate is not None else None
+        if gate is not None and not sch.get(gate).same_as(sch.get(unit)) and isinstance(gates, tvm.tirx.IntImm) \
+                and 1 < int(gates) <= MAX_UNROLLED_GATES:
+            # Register blocking: one pass over the inputs accumulates all gates of the unit (each input read once),
+            # and the unrolled gate loop keeps the accumulators in registers.
+            sch.reorder(red, gate)
+            sch.decompose_reduction(block, red)
+            sch.unroll(gate)
+        else:
+            sch.decompose_reduction(block, red)
+    # The other short per-gate loops inside the unit loop (accumulator inits, rescaling, gate values) are unrolled
+    # too: with constant indices only, GCC keeps the small per-unit arrays in registers.
+    for block in _blocks_under(sch, unit):
+        for loop in sch.get_loops(block):
+            extent = sch.get(loop).extent
+            if isinstance(extent, tvm.tirx.IntImm) and 1 < int(extent) <= MAX_UNROLLED_GATES and \
+                    _is_inside(sch, loop, unit):
+                sch.unroll(loop)
     return sch.mod["main"]
+
+
+def _blocks_under(sch, loop) -> list:
+    """The blocks nested in ``loop``."""
+    return [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+            if any(sch.get(lp).same_as(sch.get(loop)) for lp in sch.get_loops(b))]
+
+
+def _is_inside(sch, loop, unit) -> bool:
+    """Whether ``loop`` is strictly inside ``unit``."""
+    node = sch.get_sref(loop).parent
+    target = sch.get_sref(unit)
+    while node is not None:
+        if node.same_as(target):
+            return True
+        node = node.parent
+    return False
+
+
+MAX_UNROLLED_GATES = 4
 
 
 def build_kernel(spec: KernelSpec, symbol: str) -> tvm.tirx.PrimFunc:

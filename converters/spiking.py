@@ -1,0 +1,389 @@
+"""ANN -> spiking network: Model -> Model whose module is an edgekit SpikingNetwork (edgekit/layers/spiking.py).
+
+Where it sits: converters/. ``to_spiking`` builds the spiking network, fine-tunes it with surrogate gradients on the
+model's training data, moves its numbers onto Loihi 2's fixed-point grid (edgekit/layers/loihi_format.py) and
+records the spike activity on the test inputs in ``meta['spiking']``. targets/neuromorphic builds the result for
+loihi2 / spinnaker2.
+
+Three kinds:
+
+* ``rate`` — plain CNN/MLP (conv/linear + ReLU, pooling, a final linear). ReLU units become non-leaky
+  integrate-and-fire neurons (β = 1, reset to zero, threshold 1) and the image is presented for T steps as graded
+  input (direct encoding); the firing rate over T approximates the ReLU activation. Weights and biases are
+  normalised from data (Diehl et al. 2015; Rueckauer et al. 2017): with λ_l the p-th percentile (99.9 %) of layer
+  l's ReLU activations on training inputs, W_l ← W_l · λ_{l−1} / λ_l and b_l ← b_l / λ_l, so a neuron's rate
+  saturates where the ANN's activation reaches λ_l. Max pooling has no rate equivalent and becomes average pooling
+  (folded into the next connection). The last linear layer becomes the readout: the mean of its input over T.
+* ``lmuformer`` — the spiking LMU of LMUFormer (Liu, Datta, Li, Beerel, ICLR 2024), compact for short sequences:
+  a causal convolutional patch embedding (kernel 3 over time, as three connections with delays 1–3) into LIF
+  neurons; the LMU with u_t = LIF(W_u · embed), the memory kept as the linear state-space recurrence
+  m_t = Ā m_{t−1} + B̄ u_{t−1} (a graded population: LegT Ā, B̄ with zero-order hold, from the ANN's LMU), its
+  output passed through a per-unit scale and bias (LMUFormer's BatchNorm) into LIF neurons, h = LIF(W_m m_spk +
+  W_x embed), a 1×1 projection in LIF neurons added back to the embedding (residual), then a spiking channel mixer
+  (two 1×1 layers of LIF neurons, residual again) and the readout averaged over the sequence.
+* ``l2mu`` — L2MU (Pedersini et al., "L2MU: spiking Legendre memory units"): every part of the LMU is a population
+  of LIF neurons — an input module (a population of LIF neurons with their own gains and biases per input channel
+  turns the real-valued signal into spikes), u = LIF(e_x · in + e_h · h + e_m · m), the memory m = LIF(Ā m + B̄ u)
+  on spikes, h = LIF(W_x · in + W_h · h + W_m · m) — read out by averaging W_out h over the sequence.
+
+Timing: every connection delivers the spikes of the previous step (Loihi's synaptic delay), also inside the
+recurrences; sequences run ``flush`` extra zero-input steps so the last inputs reach the readout.
+
+Fine-tuning: Adam with cosine decay on cross-entropy (converters/finetune.py); the last third of the epochs trains
+through Loihi's weight/bias grid with straight-through rounding, then everything is snapped to that grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit.converters.finetune import TrainSettings, fine_tune, training_data
+from edgekit.errors import DataError, UnsupportedError, UsageError
+from edgekit.graph_exec import run_graph
+from edgekit.layers import EGRU, LMU
+from edgekit.layers import loihi_format
+from edgekit.layers.spiking import (ConnectionSpec, PopulationSpec, SpikingClassifier, SpikingNetwork,
+                                    find_network)
+from edgekit.model import Model
+
+KINDS = ("auto", "rate", "lmuformer", "l2mu")
+DEFAULTS = {  # timesteps (static: steps per image; sequences: extra flush steps), fine-tune epochs, learning rate
+    "rate": {"timesteps": 16, "fine_tune_epochs": 12, "lr": 1e-3},
+    "lmuformer": {"timesteps": 10, "fine_tune_epochs": 40, "lr": 2e-3},
+    "l2mu": {"timesteps": 6, "fine_tune_epochs": 40, "lr": 2e-3},
+}
+NORMALISATION_PERCENTILE = 99.9
+NORMALISATION_SAMPLES = 512
+# Fraction of the fine-tuning epochs trained through the fixed-point grid (the last ones).
+GRID_EPOCH_FRACTION = 1 / 3
+
+
+def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tune_epochs: int | None = None, *,
+               lr: float | None = None, batch_size: int = 64, percentile: float = NORMALISATION_PERCENTILE,
+               dataset=None, seed: int = 0, progress: bool | None = None, **arch) -> Model:
+    """Convert ``model`` into a spiking network and fine-tune it (see the module docstring for the kinds).
+
+    ``timesteps``: for images, the steps each image is shown (T of rate coding); for sequences, the extra steps after
+    the sequence. ``fine_tune_epochs`` 0 skips training (a ``rate`` conversion is then the normalised ANN as is).
+    ``arch`` sets sizes of the LMU kinds (``embed``, ``hidden``, ``u_size``, ``beta``, ``encoder_size``).
+    Returns a Model whose ``meta['spiking']`` holds accuracies and the spike activity on the test inputs.
+    """
+    m = Model.load(model)
+    if find_network(m.module) is not None:
+        raise UsageError(f"model '{m.name}' is already a spiking network")
+    if m.module is None:
+        raise UnsupportedError(f"model '{m.name}' has no PyTorch module (loaded from .onnx); to_spiking needs the "
+                               "torch module to fine-tune")
+    if kind not in KINDS:
+        raise UsageError(f"kind={kind!r}: choose one of {', '.join(KINDS)}")
+    layers = list(m.module.modules())
+    if any(isinstance(x, EGRU) for x in layers):
+        raise UsageError(f"model '{m.name}' is an event-based GRU already (its units send sparse events); compile it "
+                         "for spinnaker2 directly instead of converting it")
+    has_lmu = any(isinstance(x, LMU) for x in layers)
+    if kind == "auto":
+        kind = "lmuformer" if has_lmu else "rate"
+    if kind in ("lmuformer", "l2mu") and not has_lmu:
+        raise UnsupportedError(f"kind='{kind}' converts a model with an LMU layer (edgekit.layers.LMU); "
+                               f"'{m.name}' has none — use kind='rate' for a CNN/MLP")
+    if kind == "rate" and any(isinstance(x, (nn.GRU, nn.LSTM, nn.RNN, LMU)) for x in layers):
+        raise UnsupportedError(f"model '{m.name}' is recurrent; rate conversion handles feed-forward CNN/MLPs "
+                               "(LMU models: kind='lmuformer' or 'l2mu'; GRU: edgekit.converters.recurrent.to_egru)")
+    data = training_data(m, dataset)
+    if data is None:
+        raise DataError(f"model '{m.name}' has no training data; to_spiking fine-tunes with surrogate gradients — "
+                        "pass dataset=(x, y)")
+    x_train, y_train = data
+    cfg = DEFAULTS[kind]
+    timesteps = int(cfg["timesteps"] if timesteps is None else timesteps)
+    epochs = int(cfg["fine_tune_epochs"] if fine_tune_epochs is None else fine_tune_epochs)
+    lr = float(cfg["lr"] if lr is None else lr)
+    if timesteps < 1 or epochs < 0:
+        raise UsageError("timesteps must be >= 1 and fine_tune_epochs >= 0")
+    torch.manual_seed(seed)
+    notes: list[str] = []
+    if kind == "rate":
+        net = rate_network(m, timesteps, x_train, percentile, notes)
+    else:
+        lmu, head = _lmu_parts(m.module)
+        build = lmuformer_network if kind == "lmuformer" else l2mu_network
+        net = build(lmu, head, x_train, flush=timesteps, **arch)
+    module = SpikingClassifier(net)
+    ann_acc = m.accuracy()
+    spiking = {"kind": kind, "steps": net.steps, "input_mode": net.input_mode, "ann_accuracy": ann_acc,
+               "normalisation_percentile": percentile if kind == "rate" else None}
+    if kind == "rate" and m.test_x is not None and m.test_y is not None:
+        spiking["accuracy_before_fine_tuning"] = _accuracy(net, m.test_x, m.test_y)
+    if epochs:
+        grid_epochs = max(1, round(epochs * GRID_EPOCH_FRACTION))
+        float_epochs = epochs - grid_epochs
+        if float_epochs:
+            fine_tune(module, x_train, y_train, TrainSettings(float_epochs, lr, batch_size, seed=seed),
+                      description=f"spiking ({kind})", progress=progress)
+        loihi_format.fake_quantize(net)
+        fine_tune(module, x_train, y_train, TrainSettings(grid_epochs, lr / 3, batch_size, seed=seed + 1),
+                  description=f"spiking ({kind}, Loihi grid)", progress=progress)
+        loihi_format.fake_quantize(net, False)
+        spiking["fine_tune_epochs"] = {"float": float_epochs, "loihi_grid": grid_epochs}
+    loihi_format.snap(net)
+    module.eval()
+    out = Model.from_module(module, m.example_inputs, name=f"{m.name}-snn", calib=m.calib, test_x=m.test_x,
+                            test_y=m.test_y, train_x=m.train_x, train_y=m.train_y)
+    out.meta.update({k: v for k, v in m.meta.items() if k not in ("quant", "prune")})
+    if m.test_x is not None:
+        spiking.update(net.activity(m.test_x, m.test_y))
+    spiking["notes"] = notes
+    out.meta["spiking"] = spiking
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def _accuracy(net: SpikingNetwork, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    logits, _ = net.measure(x, batch_size)
+    return float((logits.argmax(-1) == y).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rate coding for CNN/MLPs
+
+
+def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: float, notes: list[str]) -> SpikingNetwork:
+    """The normalised IF network of a feed-forward ReLU CNN/MLP (before fine-tuning)."""
+    graph = model.deploy_graph
+    nodes = [n for n in graph.nodes if n.op != "input"]
+    bad = []
+    prev = graph.inputs[0].name
+    for n in nodes:
+        if n.inputs != [prev]:
+            bad.append(f"layer '{n.name}' ({n.op}) does not read the layer before it (branches/residuals)")
+        if n.op not in ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape"):
+            bad.append(f"layer '{n.name}': operator '{n.op}'")
+        elif n.op in ("conv2d", "linear") and n.attrs.get("activation") not in (None, "relu", "relu6"):
+            bad.append(f"layer '{n.name}': activation '{n.attrs['activation']}'")
+        prev = n.name
+    if nodes and (nodes[-1].op != "linear" or nodes[-1].attrs.get("activation")):
+        bad.append(f"the last layer '{nodes[-1].name}' must be a linear layer without activation (the readout)")
+    if bad:
+        raise UnsupportedError("rate conversion handles chains of conv/linear + ReLU, pooling and flatten ending in a "
+                               "linear layer; not: " + "; ".join(bad))
+    if any(n.attrs.get("activation") == "relu6" for n in nodes):
+        notes.append("ReLU6 converted like ReLU (the normalisation already caps rates)")
+    if any(n.op == "maxpool2d" for n in nodes):
+        notes.append("max pooling replaced by average pooling (spike rates have no max); fine-tuning adapts")
+
+    sample = np.ascontiguousarray(x_train[:NORMALISATION_SAMPLES], np.float32)
+    values = run_graph(graph, [sample], keep_all=True)
+    in_name = graph.inputs[0].name
+    in_shape = tuple(graph.inputs[0].shape[1:])
+    populations = [PopulationSpec("input", "input", in_shape,
+                                  unit_exp=loihi_format.input_unit_exp(float(np.abs(x_train).max())))]
+    connections, biases = [], {}
+    pending: list[dict] = []
+    shape = in_shape
+    prev_pop, prev_lambda = "input", 1.0
+    for n in nodes:
+        if n.op in ("maxpool2d", "avgpool2d"):
+            if n.attrs.get("padding", [0, 0]) != [0, 0] or n.attrs.get("ceil_mode"):
+                raise UnsupportedError(f"layer '{n.name}': pooling with padding or ceil_mode")
+            pending.append({"op": "avgpool2d", "kernel": list(n.attrs["kernel_size"]), "stride": list(n.attrs["stride"])})
+        elif n.op == "global_avgpool":
+            pending.append({"op": "avgpool2d", "kernel": list(graph[n.inputs[0]].shape[2:]),
+                            "stride": list(graph[n.inputs[0]].shape[2:])})
+        elif n.op in ("flatten", "reshape"):
+            if len(n.shape) != 2:
+                raise UnsupportedError(f"layer '{n.name}': reshape to {n.shape[1:]} (only flattening is supported)")
+            pending.append({"op": "flatten"})
+        else:
+            w = n.params["weight"].astype(np.float64)
+            b = n.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+            if n.op == "conv2d":
+                a = n.attrs
+                op = {"op": "conv2d", "stride": a["stride"], "padding": a["padding"], "dilation": a["dilation"],
+                      "groups": a["groups"]}
+            else:
+                if len(shape) > 1 and not any(o["op"] == "flatten" for o in pending):
+                    pending.append({"op": "flatten"})
+                op = {"op": "linear"}
+            readout = n is nodes[-1]
+            lam = 1.0 if readout else float(np.percentile(values[n.name], percentile))
+            if not readout and lam <= 0:
+                raise DataError(f"layer '{n.name}' is never active on the training inputs (its ReLU outputs are all 0)")
+            scale_w, scale_b = prev_lambda / lam, 1.0 / lam
+            if readout:
+                scale_w, scale_b = prev_lambda, 1.0
+            name = n.name.replace(".", "_")
+            kind = "readout" if readout else "lif"
+            pops_shape = tuple(n.shape[1:])
+            populations.append(PopulationSpec(name, kind, pops_shape, bias=True))
+            connections.append((ConnectionSpec(f"{prev_pop}_to_{name}", (prev_pop,), name, tuple(pending + [op])),
+                                (w * scale_w).astype(np.float32)))
+            biases[name] = (b * scale_b).astype(np.float32).reshape(populations[-1].bias_shape)
+            pending = []
+            prev_pop, prev_lambda = name, lam
+        shape = tuple(n.shape[1:])
+    return SpikingNetwork(populations, connections, steps, "static", biases,
+                          info={"kind": "rate", "source": model.name, "classes": int(nodes[-1].shape[-1])})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spiking LMUs
+
+
+def _lmu_parts(module: nn.Module) -> tuple[LMU, nn.Linear]:
+    lmus = [m for m in module.modules() if isinstance(m, LMU)]
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if len(lmus) != 1 or not linears:
+        raise UnsupportedError("LMU conversion handles one LMU layer followed by a linear classifier "
+                               f"(found {len(lmus)} LMU layers, {len(linears)} linear layers)")
+    return lmus[0], linears[-1]
+
+
+def _split_fixed(matrix: np.ndarray, f: float, parts: int = 2) -> list[np.ndarray]:
+    """A fixed matrix as ``parts`` matrices that each fit Loihi's 8-bit weights, summing to it within 2**-15
+    relative: the high part on its own grid, the next part on the (256× finer) grid of the remainder."""
+    out, rest = [], matrix.astype(np.float64)
+    for _ in range(parts):
+        if not np.any(rest):
+            break
+        step = 2.0 ** (loihi_format.weight_exponent(float(np.abs(rest).max()) * f) + 1) / f
+        part = np.clip(np.round(rest / step), *loihi_format.WEIGHT_MANTISSA) * step
+        out.append(part)
+        rest = rest - part
+    return out
+
+
+def _memory_bound(a_bar: np.ndarray, b_bar: np.ndarray, steps: int) -> float:
+    """Largest |m_i| a binary input u can drive the memory to within ``steps`` steps: max_i Σ_k |(Ā^k B̄)_i|."""
+    h, acc = b_bar.astype(np.float64), np.zeros_like(b_bar, dtype=np.float64)
+    for _ in range(steps):
+        acc += np.abs(h)
+        h = a_bar @ h
+    return float(acc.max())
+
+
+def _init(shape: tuple[int, ...], fan_in: int, gain: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(int(torch.randint(0, 2 ** 31, (1,)))).standard_normal(shape)
+            * gain / math.sqrt(fan_in)).astype(np.float32)
+
+
+def _sequence_input(x_train: np.ndarray, lmu: LMU) -> tuple[PopulationSpec, int, int]:
+    if x_train.ndim != 3:
+        raise UnsupportedError(f"LMU conversion reads sequences [N, steps, features]; got inputs {x_train.shape[1:]}")
+    features, length = x_train.shape[2], x_train.shape[1]
+    if features != lmu.input_size:
+        raise UnsupportedError(f"the LMU reads {lmu.input_size} features per step but the data has {features}")
+    unit = loihi_format.input_unit_exp(float(np.abs(x_train).max()))
+    return PopulationSpec("input", "input", (features,), unit_exp=unit), features, length
+
+
+def _legt(lmu: LMU, u_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block-diagonal Ā, B̄ for ``u_size`` memories (one per u neuron), from the ANN's LMU."""
+    a = lmu.A_bar.detach().double().numpy()
+    b = lmu.B_bar.detach().double().numpy()
+    eye = np.eye(u_size)
+    return np.kron(eye, a), np.kron(eye, b[:, None])
+
+
+def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, embed: int = 32, hidden: int = 64,
+                      u_size: int = 1, mixer: int = 64, beta: float = 0.5) -> SpikingNetwork:
+    """LMUFormer's spiking LMU block for a short sequence (module docstring): untrained except Ā, B̄."""
+    inp, features, length = _sequence_input(x_train, lmu)
+    d = lmu.memory_size * u_size
+    a_bar, b_bar = _legt(lmu, u_size)
+    steps = length + flush
+    m_unit = loihi_format.graded_unit_exp(_memory_bound(a_bar, b_bar[:, 0] if u_size == 1 else b_bar.sum(1), steps),
+                                          fan_in=lmu.memory_size)
+    beta = loihi_format.snap_beta(beta)
+    pops = [inp,
+            PopulationSpec("embed", "lif", (embed,), beta, bias=True),
+            PopulationSpec("u", "lif", (u_size,), beta, bias=True),
+            PopulationSpec("memory", "graded", (d,), unit_exp=m_unit),
+            PopulationSpec("memory_spikes", "lif", (d,), beta, bias=True),
+            PopulationSpec("hidden", "lif", (hidden,), beta, bias=True),
+            PopulationSpec("proj", "lif", (embed,), beta, bias=True),
+            PopulationSpec("mixer1", "lif", (mixer,), beta, bias=True),
+            PopulationSpec("mixer2", "lif", (embed,), beta, bias=True),
+            PopulationSpec("readout", "readout", (head.out_features,), bias=True)]
+    lin = ({"op": "linear"},)
+    conns = [(ConnectionSpec(f"embed_tap{k}", ("input",), "embed", lin, delay=k), _init((embed, features), 3, 2.0))
+             for k in (1, 2, 3)]
+    conns.append((ConnectionSpec("u_in", ("embed",), "u", lin), _init((u_size, embed), embed * 0.25, 1.0)))
+    f_b = 1.0 / 2.0 ** -m_unit   # a spike (1) into memory units
+    for i, part in enumerate(_split_fixed(b_bar, f_b)):
+        conns.append((ConnectionSpec(f"memory_in{i}", ("u",), "memory", lin, trainable=False), part))
+    for i, part in enumerate(_split_fixed(a_bar, 1.0)):
+        conns.append((ConnectionSpec(f"memory_rec{i}", ("memory",), "memory", lin, trainable=False), part))
+    m_scale = 1.0 / max(_memory_bound(a_bar, b_bar.sum(1), steps) * 0.3, 1e-6)
+    conns += [
+        (ConnectionSpec("memory_scale", ("memory",), "memory_spikes", ({"op": "scale"},)),
+         np.full((d,), m_scale, np.float32)),
+        (ConnectionSpec("hidden_from_memory", ("memory_spikes",), "hidden", lin), _init((hidden, d), d * 0.25, 1.5)),
+        (ConnectionSpec("hidden_from_embed", ("embed",), "hidden", lin), _init((hidden, embed), embed * 0.25, 1.5)),
+        (ConnectionSpec("proj_in", ("hidden",), "proj", lin), _init((embed, hidden), hidden * 0.25, 1.5)),
+        (ConnectionSpec("mixer1_in", ("embed", "proj"), "mixer1", lin), _init((mixer, embed), embed * 0.5, 1.5)),
+        (ConnectionSpec("mixer2_in", ("mixer1",), "mixer2", lin), _init((embed, mixer), mixer * 0.25, 1.5)),
+        (ConnectionSpec("readout_in", ("embed", "proj", "mixer2"), "readout", lin),
+         _init((head.out_features, embed), embed, 4.0)),
+    ]
+    biases = {"memory_spikes": np.full((d,), 0.0, np.float32)}
+    return SpikingNetwork(pops, conns, steps, "sequence", biases,
+                          info={"kind": "lmuformer", "memory_order": lmu.memory_size, "theta": lmu.theta,
+                                "u_size": u_size, "classes": head.out_features, "sequence_length": length})
+
+
+def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, encoder_size: int = 16,
+                 u_size: int = 1, beta: float = 0.75, hidden: int | None = None) -> SpikingNetwork:
+    """L2MU (module docstring): LIF populations for the input module, u, the memory and h; recurrent weights start
+    from the ANN's LMU (scaled), Ā and B̄ are its fixed LegT matrices."""
+    inp, features, length = _sequence_input(x_train, lmu)
+    hidden = hidden or lmu.hidden_size
+    d = lmu.memory_size * u_size
+    a_bar, b_bar = _legt(lmu, u_size)
+    beta = loihi_format.snap_beta(beta)
+    pops = [inp,
+            PopulationSpec("encoder", "lif", (encoder_size * features,), beta, bias=True),
+            PopulationSpec("u", "lif", (u_size,), beta, bias=True),
+            PopulationSpec("memory", "lif", (d,), beta, bias=True),
+            PopulationSpec("hidden", "lif", (hidden,), beta, bias=True),
+            PopulationSpec("readout", "readout", (head.out_features,), bias=True)]
+    # Input module: each feature drives encoder_size neurons with gains of both signs and spread thresholds (biases),
+    # a population code of the real value.
+    gains = np.zeros((encoder_size * features, features), np.float32)
+    enc_bias = np.zeros((encoder_size * features,), np.float32)
+    levels = np.linspace(0.0, 1.0, encoder_size, dtype=np.float32)
+    span = float(np.abs(x_train).max()) or 1.0
+    for f in range(features):
+        rows = slice(f * encoder_size, (f + 1) * encoder_size)
+        sign = np.where(np.arange(encoder_size) % 2 == 0, 1.0, -1.0)
+        gains[rows, f] = sign * 2.0 / span
+        enc_bias[rows] = -sign * levels * 1.0 + 0.5 * (sign < 0)
+    lin = ({"op": "linear"},)
+    w_h = lmu.weight_h.detach().numpy()[:hidden, :hidden]
+    w_m = np.tile(lmu.weight_m.detach().numpy()[:hidden], (1, u_size))
+    conns = [
+        (ConnectionSpec("encoder_in", ("input",), "encoder", lin), gains),
+        (ConnectionSpec("u_from_input", ("encoder",), "u", lin), _init((u_size, encoder_size * features),
+                                                                      encoder_size * features * 0.25)),
+        (ConnectionSpec("u_from_hidden", ("hidden",), "u", lin), _init((u_size, hidden), hidden, 0.5)),
+        (ConnectionSpec("u_from_memory", ("memory",), "u", lin), _init((u_size, d), d, 0.5)),
+        (ConnectionSpec("memory_in", ("u",), "memory", lin, trainable=False), b_bar.astype(np.float32)),
+        (ConnectionSpec("memory_rec", ("memory",), "memory", lin, trainable=False), a_bar.astype(np.float32)),
+        (ConnectionSpec("hidden_from_input", ("encoder",), "hidden", lin),
+         _init((hidden, encoder_size * features), encoder_size * features * 0.25, 1.5)),
+        (ConnectionSpec("hidden_rec", ("hidden",), "hidden", lin), (w_h * 0.5).astype(np.float32)),
+        (ConnectionSpec("hidden_from_memory", ("memory",), "hidden", lin), (w_m * 1.0).astype(np.float32)),
+        (ConnectionSpec("readout_in", ("hidden",), "readout", lin),
+         (head.weight.detach().numpy()[:, :hidden] * 2.0).astype(np.float32)),
+    ]
+    biases = {"encoder": enc_bias, "readout": head.bias.detach().numpy().astype(np.float32)}
+    return SpikingNetwork(pops, conns, length + flush, "sequence", biases,
+                          info={"kind": "l2mu", "memory_order": lmu.memory_size, "theta": lmu.theta,
+                                "u_size": u_size, "classes": head.out_features, "sequence_length": length})
