@@ -315,7 +315,8 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
     lin = ({"op": "linear"},)
     conns = [(ConnectionSpec(f"embed_tap{k}", ("input",), "embed", lin, delay=k), _init((embed, features), 3, 2.0))
              for k in (1, 2, 3)]
-    conns.append((ConnectionSpec("u_in", ("embed",), "u", lin), _init((u_size, embed), embed * 0.25, 1.0)))
+    # u starts excited by the embedding (a silent u would leave the memory empty and without gradient)
+    conns.append((ConnectionSpec("u_in", ("embed",), "u", lin), np.abs(_init((u_size, embed), embed * 0.1, 1.0))))
     f_b = 1.0 / 2.0 ** -m_unit   # a spike (1) into memory units
     for i, part in enumerate(_split_fixed(b_bar, f_b)):
         conns.append((ConnectionSpec(f"memory_in{i}", ("u",), "memory", lin, trainable=False), part))
@@ -333,7 +334,7 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
         (ConnectionSpec("readout_in", ("embed", "proj", "mixer2"), "readout", lin),
          _init((head.out_features, embed), embed, 4.0)),
     ]
-    biases = {"memory_spikes": np.full((d,), 0.0, np.float32)}
+    biases = {"u": np.full((u_size,), -0.2, np.float32)}
     return SpikingNetwork(pops, conns, steps, "sequence", biases,
                           info={"kind": "lmuformer", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})

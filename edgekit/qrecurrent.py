@@ -13,7 +13,8 @@ The scheme (chosen by measurement, see bench/recurrent.py and bench/results/recu
   entries lose 0.8 points on digits-lmu where int16 loses 0.3 (bench/results/recurrent.txt)
 * input samples int8 (the model input's asymmetric scale); a stacked layer reads the previous layer's int16 output
 * accumulation in int32: ``acc = b + Σ (x − x_zp)·w``; each accumulator is rescaled to a common fixed-point format
-  with edgekit/qmath.py's rounding, ``rq(acc) = (acc·M + 2^(sh−1)) >> sh`` on int64
+  with edgekit/qmath.py's rounding, ``rq(acc) = (acc·M_r + 2^(sh−1)) >> sh`` on int64, one multiplier per row and
+  one shift per matrix (:func:`common_multipliers`)
 * state int16: the hidden state h (GRU, LSTM, LMU) and the EGRU's y and c in Q15 (value = q / 2^15, they stay in
   (−1, 1)); the LSTM cell c and the LMU memory m and its input u in Qf with f fraction bits chosen from the
   calibration range (f = floor(log2(32767 / (1.5·max|v|))), 0 ≤ f ≤ 15)
@@ -110,6 +111,18 @@ def per_row_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return qmath.quantize_multipliers(np.asarray(real, np.float64))
+
+
+def common_multipliers(real: np.ndarray) -> tuple[np.ndarray, int]:
+    """int32 multipliers M_r and one shift sh for a whole matrix: real_r ≈ M_r · 2^−sh, the largest M_r in
+    [2^30, 2^31). A constant shift lets the kernels rescale each accumulator with one 32×32→64 multiply and fixed
+    shifts; rows with smaller multipliers keep 31 − log2(max/real_r) bits of precision."""
+    real = np.asarray(real, np.float64)
+    top = float(real.max()) if real.size else 0.0
+    if top <= 0.0:
+        return np.zeros(real.shape, np.int32), 1
+    _, shift = qmath.quantize_multiplier(top)
+    return np.round(real * 2.0 ** shift).astype(np.int64).clip(0, 2 ** 31 - 1).astype(np.int32), int(shift)
 
 
 def _bias(b: np.ndarray | None, scale: np.ndarray, rows: int) -> np.ndarray:
@@ -232,7 +245,7 @@ def _gates(cell: Node, qc: QCell, w: np.ndarray, b: np.ndarray | None, x_scale: 
     w_q, s = per_row_int8(w)
     acc_scale = x_scale * s
     b_q = _bias(b, acc_scale, w.shape[0])
-    mult, shift = _multipliers(acc_scale * 2.0 ** Q_GATE)
+    mult, shift = common_multipliers(acc_scale * 2.0 ** Q_GATE)
     _check_accumulator(cell, f"W_{tag}", w_q, b_q, x_max)
     qc.q.update({f"w_{tag}": w_q, f"b_{tag}": b_q, f"mult_{tag}": mult, f"shift_{tag}": shift})
 
@@ -271,7 +284,7 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
     fa = int(np.clip(math.floor(math.log2(INT16_MAX / max(float(np.abs(a).max()), 1e-12))), 0, 30))
     qc.q.update(a=np.clip(np.round(a * 2.0 ** fa), -INT16_MAX, INT16_MAX).astype(np.int16), a_frac=fa)
     b_q, s_b = per_row_int8(np.asarray(p["B_bar"], np.float64)[:, None])
-    mult, shift = _multipliers(s_b * 2.0 ** (fm - fu))
+    mult, shift = common_multipliers(s_b * 2.0 ** (fm - fu))
     qc.q.update(bm=b_q[:, 0], mult_b=mult, shift_b=shift)
     # h' = tanh(W_x x + b + W_h h + W_m m') in Q11.
     _gates(cell, qc, p["weight_x"], p["bias"], x_scale, x_max, "x")

@@ -58,6 +58,7 @@ def step_measurements(run, build: dict, n: int, board: str, macs: int, ref=None)
         row["instructions"] = int(round(row["instructions_per_step"] * T))
         row["instructions_per_mac"] = row["instructions"] / row["macs"] if row["macs"] else None
     measured["layers"] = list(layers.values())
+    measured["step_instructions"] = [round(float(v), 1) for v in mean_call]  # mean per call, as build['step_layers']
     for line in run.output.splitlines():
         if line.startswith("EK_STATE "):
             measured["state_bytes"] = int(line.split()[1])

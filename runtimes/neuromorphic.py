@@ -28,15 +28,19 @@ a few 2**-12 ϑ of threshold across it. Tolerance: the predicted class must matc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ToolchainError, UsageError
+from edgekit.errors import FirmwareError, ToolchainError, UsageError
 
 AGREEMENT_GOAL = 0.99
-CHUNK = 24  # test inputs per Lava run call (the sinks hold one chunk)
+CHUNK = 24                   # test inputs per Lava run call (the sinks hold one chunk)
+SECONDS_PER_STEP_LIMIT = 2.0  # time limit of the simulation: generous, Lava takes ~10-100 ms per step here
 
 
 def profile(out: Path, report: dict, samples: int | None = None, **kw) -> dict:
@@ -189,7 +193,60 @@ class LavaNetwork:
             pass
 
 
-def profile_lava(out: Path, report: dict, samples: int | None = None, progress=None) -> dict:
+def simulate(out: Path, n: int, result: Path) -> None:
+    """Run the first ``n`` test inputs of OUT in Lava; save readouts and per-neuron spike counts to ``result``."""
+    desc = json.loads((out / "loihi_network.json").read_text())
+    arrays = dict(np.load(out / "loihi_network.npz"))
+    x = np.load(out / "testdata.npz")["x"][:n]
+    steps = desc["steps"]
+    inp = next(p for p in desc["populations"] if p["kind"] == "input")
+    codes = input_codes(x, inp["unit_exp"], steps, desc["input_mode"] == "static")
+    chunk = min(CHUNK, n)
+    net = LavaNetwork(desc, arrays, codes, chunk)
+    readout = desc["readout"]
+    rd = net.pops[readout]
+    logits = np.zeros((n, rd["size"]))
+    counts = {name: np.zeros((n, net.pops[name]["size"])) for name in net.sinks if name != readout}
+    try:
+        for i in range(0, n, chunk):
+            k = min(chunk, n - i)
+            for name, d in net.run_chunk(k).items():
+                per = d.reshape(d.shape[0], k, steps)
+                if name == readout:
+                    logits[i:i + k] = per.sum(2).T * 2.0 ** -rd["unit_exp"] / steps + arrays[f"{readout}.bias"]
+                else:
+                    counts[name][i:i + k] = (per != 0).sum(2).T
+    finally:
+        net.stop()
+    np.savez(result, logits=logits, **{f"counts.{k}": v for k, v in counts.items()})
+
+
+def _run_simulator(out: Path, n: int, steps: int) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """:func:`simulate` in its own Python process: Lava fixes the multiprocessing start method when imported and
+    forks its process models, which must not depend on (or disturb) the caller's process."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-lava.") as tmp:
+        result = Path(tmp) / "result.npz"
+        t0 = time.perf_counter()
+        budget = 600 + n * steps * SECONDS_PER_STEP_LIMIT
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgekit.runtimes.neuromorphic", str(out), str(n),
+                                   str(result)], capture_output=True, text=True, timeout=budget)
+        except subprocess.TimeoutExpired:
+            raise FirmwareError(f"the Lava simulation of {n} inputs did not finish in {budget:.0f} s; profile fewer "
+                                "samples") from None
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not result.is_file():
+            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+            last = lines[-1] if lines else f"exit status {proc.returncode}"
+            if "ToolchainError" in last or "lava" in last.lower() and "import" in last.lower():
+                raise ToolchainError(f"Lava failed: {last[:300]}")
+            raise FirmwareError(f"the Lava simulation failed: {last[:300]}")
+        data = np.load(result)
+        counts = {k.split(".", 1)[1]: data[k] for k in data.files if k.startswith("counts.")}
+        return data["logits"], counts, wall
+
+
+def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
     """Run the first ``samples`` test inputs (all by default) through Lava and compare with the torch reference."""
     desc = json.loads((out / "loihi_network.json").read_text())
     arrays = dict(np.load(out / "loihi_network.npz"))
@@ -202,28 +259,8 @@ def profile_lava(out: Path, report: dict, samples: int | None = None, progress=N
     steps = desc["steps"]
     inp = next(p for p in desc["populations"] if p["kind"] == "input")
     codes = input_codes(x, inp["unit_exp"], steps, desc["input_mode"] == "static")
-    chunk = min(CHUNK, n)
-    t0 = time.perf_counter()
-    net = LavaNetwork(desc, arrays, codes, chunk)
-    readout = desc["readout"]
-    rd = next(p for p in desc["populations"] if p["name"] == readout)
-    logits = np.zeros((n, rd["size"]))
-    neuron_counts = {name: np.zeros((n, net.pops[name]["size"])) for name in net.sinks if name != readout}
-    try:
-        for i in range(0, n, chunk):
-            k = min(chunk, n - i)
-            got = net.run_chunk(k)
-            for name, d in got.items():
-                per = d.reshape(d.shape[0], k, steps)
-                if name == readout:
-                    logits[i:i + k] = per.sum(2).T * 2.0 ** -rd["unit_exp"] / steps + arrays[f"{readout}.bias"]
-                else:
-                    neuron_counts[name][i:i + k] = (per != 0).sum(2).T
-            if progress:
-                progress(k)
-    finally:
-        net.stop()
-    wall = time.perf_counter() - t0
+    logits, neuron_counts, wall = _run_simulator(out, n, steps)
+    fan_out = {c["name"]: (arrays[f"{c['name']}.weights"] != 0).sum(0) for c in desc["connections"]}
 
     spikes = {name: c.sum(1) for name, c in neuron_counts.items()}
     sops = np.zeros(n)
@@ -233,7 +270,7 @@ def profile_lava(out: Path, report: dict, samples: int | None = None, progress=N
         is_graded = c["graded"]
         for s in c["sources"]:
             counts = in_counts if s == inp["name"] else neuron_counts[s]
-            ops = counts @ net.fan_out[c["name"]]
+            ops = counts @ fan_out[c["name"]]
             if is_graded:
                 graded += ops
             else:
@@ -276,3 +313,7 @@ def profile_lava(out: Path, report: dict, samples: int | None = None, progress=N
     if samples is not None and n < len(data["x"]):
         measured["notes"] = [f"Lava ran the first {n} of {len(data['x'])} test inputs"]
     return measured
+
+
+if __name__ == "__main__":  # the simulator's own process (see _run_simulator)
+    simulate(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

@@ -94,7 +94,7 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     if dtype == "int8" and qg is None:
         qg = _shape_only_qgraph(graph)
     args = (graph, dtype, qg, _use_ek(options, dtype), cpu_of(profile), profile.name)
-    plain = build_program(*args)
+    plain = _with_slack_scratch(build_program(*args), args, {})
     plain.schedule = {"reason": "layer by layer (--patch off)", "per_layer_arena_bytes": plain.arena_bytes,
                       "unpatched_timeline": None}
     mode = str(options.patch)
@@ -112,7 +112,10 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     with limit:
         decision = patch_schedule(graph, bpe, options.max_patch_overhead, grid=grid,
                                   per_layer_peak=plain.arena_bytes, scratch=scratch)
-        patched = build_program(*args, patch=decision.schedule) if decision.schedule is not None else None
+        patched = None
+        if decision.schedule is not None:
+            patched = _with_slack_scratch(build_program(*args, patch=decision.schedule), args,
+                                          {"patch": decision.schedule})
     info = {"reason": decision.reason, "per_layer_arena_bytes": plain.arena_bytes, "candidates": decision.candidates,
             "unpatched_timeline": list(plain.plan.live_bytes)}
     if decision.schedule is None:
@@ -178,6 +181,24 @@ def step_cost_terms(prog, step) -> tuple[str, int, int, int]:
 
 
 COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
+
+
+def _with_slack_scratch(prog, args, kw):
+    """Rebuild ``prog`` giving each conv micro-kernel the scratch its step has free in the arena (bigger im2col
+    tiles and cached weights run faster); keep the rebuild only if the arena did not grow."""
+    from edgekit.targets.cortex_m.program import build_program, scratch_slack
+
+    if not args[3]:  # no micro-kernels
+        return prog
+    slack = scratch_slack(prog)
+    for share in (1.0, 0.75, 0.5):  # placement is not a plain sum of sizes: back off if the arena grows
+        limits = {layer: min(int(room * share), 32 * 1024) for layer, room in slack.items() if room > 0}
+        if not limits:
+            return prog
+        faster = build_program(*args, **kw, scratch_limits=limits)
+        if faster.arena_bytes <= prog.arena_bytes:
+            return faster
+    return prog
 
 
 def program_instructions(prog, profile: TargetProfile) -> dict[str, int]:

@@ -46,9 +46,11 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
         if step is not None:
             return step
+        # A program may grant a layer more scratch where its arena has room at that step (see make_program).
+        limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
         try:
             packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                             scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, **common)
+                                             scratch_limit_bytes=limit, **common)
         except kernel_pack.ScratchLimitError:
             return None
         kind, wname = "ek_conv", f"{node.name}.ekw"

@@ -391,7 +391,7 @@ def root_name(tensors: dict[str, "Tensor"], name: str) -> str:
 
 
 def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
-                  target: str = "cortex-m", patch=None) -> Program:
+                  target: str = "cortex-m", patch=None, scratch_limits: dict[str, int] | None = None) -> Program:
     """The program for ``graph``; ``patch`` (a converters.patch.PatchSchedule) runs its stages tile by tile.
 
     When only patch stages read the model input, the input is read in place (``Tensor.external``): the application
@@ -400,6 +400,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
 
     check_supported(graph, dtype, target)
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu)
+    b.scratch_limits = dict(scratch_limits or {})
     stages = list(patch.stages) if patch is not None else []
     stage = {name for st in stages for name in st.layers}
     stage_at = {st.split_after: st for st in stages}
@@ -448,6 +449,21 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
         prog.output_q = (qg.output().out_scale, qg.output().out_zp)
     plan_program(prog)
     return prog
+
+
+def scratch_slack(prog: Program) -> dict[str, int]:
+    """Per layer, the scratch its micro-kernel calls could take without growing the arena: at each of its steps the
+    arena minus the bytes live there (its own scratch counted as free); the smallest over the layer's steps."""
+    live = prog.plan.live_bytes
+    out: dict[str, int] = {}
+    for i, s in enumerate(prog.steps):
+        # conv micro-kernel calls, and int8 convs that fell back to TVM for want of scratch
+        fell_back = s.kind == "tvm" and s.spec.op == "conv2d" and s.spec.dtype == "int8" and s.spec.attr("groups") == 1
+        if s.kind != "ek_conv" and not fell_back:
+            continue
+        room = prog.arena_bytes - live[i] + s.scratch_bytes
+        out[s.layer] = min(out.get(s.layer, room), room)
+    return out
 
 
 def root_of(prog: Program, name: str) -> str:

@@ -190,13 +190,14 @@ class _StepBuilder(_Builder):
         H, name, op = attrs["hidden"], node.name, node.op
         luts = self._luts("sigmoid_lut", "tanh_lut")
 
-        def gates(rows: slice, tag_x="x", tag_h="h", with_h=True):
-            g = {"w_x": q[f"w_{tag_x}"][rows], "b_x": q[f"b_{tag_x}"][rows], "mult_x": q[f"mult_{tag_x}"][rows],
-                 "shift_x": q[f"shift_{tag_x}"][rows]}
+        def gates(rows: slice, with_h=True):
+            g = {"w_x": q["w_x"][rows], "b_x": q["b_x"][rows], "mult_x": q["mult_x"][rows]}
             if with_h:
-                g.update({"w_h": q[f"w_{tag_h}"][rows], "b_h": q[f"b_{tag_h}"][rows]})
-            g.update({"mult_h": q[f"mult_{tag_h}"][rows], "shift_h": q[f"shift_{tag_h}"][rows]})
+                g.update({"w_h": q["w_h"][rows], "b_h": q["b_h"][rows]})
+            g["mult_h"] = q["mult_h"][rows]
             return g
+
+        attrs = {**attrs, "shift_x": int(q["shift_x"]), "shift_h": int(q["shift_h"])}
 
         if op == "gru":
             self.cell_step(name, "gru_cell", attrs, [x, st["h"].name], {**gates(slice(None)), **luts}, [st["h"].new],
@@ -216,17 +217,16 @@ class _StepBuilder(_Builder):
                            [st["y"].new, st["c"].new], 3 * H * attrs["inputs"])
         else:
             d = int(node.attrs["memory_size"])
-            attrs = {**attrs, "memory": d, "a_frac": int(q["a_frac"])}
+            attrs = {**attrs, "memory": d, "a_frac": int(q["a_frac"]), "shift_b": int(q["shift_b"]),
+                     "shift_m": int(q["shift_m"])}
             for tag in ("x", "h", "m"):
                 attrs[f"mult_u{tag}"], attrs[f"shift_u{tag}"] = int(q[f"mult_u{tag}"]), int(q[f"shift_u{tag}"])
             self.cell_step(name, "lmu_memory", attrs, [x, st["h"].name, st["m"].name],
                            {"e_x": q["e_x"], "e_h": q["e_h"], "e_m": q["e_m"], "A_bar": q["a"], "B_bar": q["bm"],
-                            "mult_b": q["mult_b"], "shift_b": q["shift_b"]}, [st["m"].new],
-                           attrs["inputs"] + H + d + d * d + d)
+                            "mult_b": q["mult_b"]}, [st["m"].new], attrs["inputs"] + H + d + d * d + d)
             hid = {}
             for tag in ("x", "h", "m"):
-                hid.update({f"w_{tag}": q[f"w_{tag}"], f"b_{tag}": q[f"b_{tag}"], f"mult_{tag}": q[f"mult_{tag}"],
-                            f"shift_{tag}": q[f"shift_{tag}"]})
+                hid.update({f"w_{tag}": q[f"w_{tag}"], f"b_{tag}": q[f"b_{tag}"], f"mult_{tag}": q[f"mult_{tag}"]})
             hid["tanh_lut"] = luts["tanh_lut"]
             self.cell_step(name, "lmu_hidden", attrs, [x, st["h"].name, st["m"].new], hid, [st["h"].new],
                            H * (attrs["inputs"] + H + d))
@@ -555,6 +555,7 @@ def build(model, profile, out: Path, options):
         "state_bytes": prog.state_bytes,
         "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
         "step_kernels": kinds,
+        "step_cost_terms": [list(step_instruction_terms(prog, s)) for s in prog.steps],
         "weight_bytes": prog.const_bytes, "layer_weights": layer_weight_bytes(prog),
         "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),

@@ -32,10 +32,9 @@ def _c(v, dtype):
 # ---- integer helpers (edgekit/qrecurrent.py) ------------------------------------------------------------------------
 
 
-def _rq(acc, mult, shift):
-    """(acc·mult + 2^(shift−1)) >> shift on int64."""
-    s = shift.astype(I64)
-    return (acc.astype(I64) * mult.astype(I64) + (_c(1, I64) << (s - _c(1, I64)))) >> s
+def _rq(acc, mult, shift: int):
+    """(acc·mult + 2^(shift−1)) >> shift on int64, with the matrix's constant shift."""
+    return (acc.astype(I64) * mult.astype(I64) + _c(1 << (shift - 1), I64)) >> _c(shift, I64)
 
 
 def _rshift_round(v, s: int):
@@ -86,10 +85,9 @@ def _x_placeholder(spec: KernelSpec, n_in: int):
     return te.placeholder((n_in,), spec.attr("x_dtype", spec.dtype), "x")
 
 
-def _int_gates(spec, acc, b, mult, shift, hidden, gates, name):
+def _int_gates(spec, acc, b, mult, shift: int, H, gates, name):
     """rq(acc + b) per gate row, as one [H, gates] int64 block (Q11)."""
-    return te.compute((hidden, gates), lambda j, g: _rq(acc[j, g] + b[g * hidden + j], mult[g * hidden + j],
-                                                        shift[g * hidden + j]), name=name)
+    return te.compute((H, gates), lambda j, g: _rq(acc[j, g] + b[g * H + j], mult[g * H + j], shift), name=name)
 
 
 # ---- GRU ---------------------------------------------------------------------------------------------------------------
@@ -118,20 +116,19 @@ def _gru(spec: KernelSpec):
 def _int_gru_gates(spec, x, h, H, I, acc_h=None):
     """int8 GRU/EGRU gate pre-activations in Q11: px from x, ph from h (or from the event-driven accumulators)."""
     w_x, b_x = te.placeholder((3 * H, I), I8, "w_x"), te.placeholder((3 * H,), I32, "b_x")
-    mult_x, shift_x = te.placeholder((3 * H,), I32, "mult_x"), te.placeholder((3 * H,), I32, "shift_x")
-    mult_h, shift_h = te.placeholder((3 * H,), I32, "mult_h"), te.placeholder((3 * H,), I32, "shift_h")
+    mult_x, mult_h = te.placeholder((3 * H,), I32, "mult_x"), te.placeholder((3 * H,), I32, "mult_h")
     sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
     ax = _gate_products(spec, x, w_x, 3, H, "ax", spec.attr("x_zp", 0))
-    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, 3, "px")
+    px = _int_gates(spec, ax, b_x, mult_x, spec.attr("shift_x"), H, 3, "px")
     if acc_h is None:
         w_h, b_h = te.placeholder((3 * H, H), I8, "w_h"), te.placeholder((3 * H,), I32, "b_h")
         ah = _gate_products(spec, h, w_h, 3, H, "ah")
-        ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, 3, "ph")
-        args = [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h, sig, tanh]
+        ph = _int_gates(spec, ah, b_h, mult_h, spec.attr("shift_h"), H, 3, "ph")
+        args = [w_x, b_x, mult_x, w_h, b_h, mult_h, sig, tanh]
     else:   # EGRU: b_h is already in the accumulators
-        ph = te.compute((H, 3), lambda j, g: _rq(acc_h[g * H + j], mult_h[g * H + j], shift_h[g * H + j]),
+        ph = te.compute((H, 3), lambda j, g: _rq(acc_h[g * H + j], mult_h[g * H + j], spec.attr("shift_h")),
                         name="ph")
-        args = [w_x, b_x, mult_x, shift_x, mult_h, shift_h, sig, tanh]
+        args = [w_x, b_x, mult_x, mult_h, sig, tanh]
     return args, px, ph, sig, tanh
 
 
@@ -219,16 +216,16 @@ def _lstm_gates(spec: KernelSpec, gates: int):
         pre = te.compute((H, gates), lambda j, g: gi[j, g] + b_ih[g * H + j] + gh[j, g] + b_hh[g * H + j],
                          name="pre")
         return [x, h], [w_ih, w_hh, b_ih, b_hh], pre
-    w_x, b_x = te.placeholder((G, I), I8, "w_x"), te.placeholder((G,), I32, "b_x")
-    mult_x, shift_x = te.placeholder((G,), I32, "mult_x"), te.placeholder((G,), I32, "shift_x")
-    w_h, b_h = te.placeholder((G, H), I8, "w_h"), te.placeholder((G,), I32, "b_h")
-    mult_h, shift_h = te.placeholder((G,), I32, "mult_h"), te.placeholder((G,), I32, "shift_h")
+    w_x, b_x, mult_x = (te.placeholder((G, I), I8, "w_x"), te.placeholder((G,), I32, "b_x"),
+                        te.placeholder((G,), I32, "mult_x"))
+    w_h, b_h, mult_h = (te.placeholder((G, H), I8, "w_h"), te.placeholder((G,), I32, "b_h"),
+                        te.placeholder((G,), I32, "mult_h"))
     ax = _gate_products(spec, x, w_x, gates, H, "ax", spec.attr("x_zp", 0))
     ah = _gate_products(spec, h, w_h, gates, H, "ah")
-    px = _int_gates(spec, ax, b_x, mult_x, shift_x, H, gates, "px")
-    ph = _int_gates(spec, ah, b_h, mult_h, shift_h, H, gates, "ph")
+    px = _int_gates(spec, ax, b_x, mult_x, spec.attr("shift_x"), H, gates, "px")
+    ph = _int_gates(spec, ah, b_h, mult_h, spec.attr("shift_h"), H, gates, "ph")
     pre = te.compute((H, gates), lambda j, g: _sat16(px[j, g] + ph[j, g]), name="pre")
-    return [x, h], [w_x, b_x, mult_x, shift_x, w_h, b_h, mult_h, shift_h], pre
+    return [x, h], [w_x, b_x, mult_x, w_h, b_h, mult_h], pre
 
 
 def _lstm_cell(spec: KernelSpec):
@@ -302,17 +299,17 @@ def _lmu_memory(spec: KernelSpec):
         out = te.compute((d,), lambda i: am[i] + b[i] * u[0], name="m_new")
         return [x, h, m, e_x, e_h, e_m, a, b, out], "m_new", [], {"ux", "uh", "um", "u"}
     a, bm = te.placeholder((d, d), I16, "A_bar"), te.placeholder((d,), I8, "B_bar")
-    mult_b, shift_b = te.placeholder((d,), I32, "mult_b"), te.placeholder((d,), I32, "shift_b")
+    mult_b = te.placeholder((d,), I32, "mult_b")
 
     def part(acc, tag):
-        return _rq(acc, _c(spec.attr(f"mult_u{tag}"), I32), _c(spec.attr(f"shift_u{tag}"), I32))
+        return _rq(acc, _c(spec.attr(f"mult_u{tag}"), I32), spec.attr(f"shift_u{tag}"))
 
     u = te.compute((1,), lambda i: _sat16(part(ux[i], "x") + part(uh[i], "h") + part(um[i], "m")), name="u")
     am = te.compute((d,), lambda i: te.sum(a[i, j].astype(I64) * m[j].astype(I64), axis=j), name="am")
     out = te.compute((d,), lambda i: _sat16(_rshift_round(am[i], spec.attr("a_frac"))
-                                                 + _rq(u[0] * bm[i].astype(I64), mult_b[i], shift_b[i])).astype(I16),
-                     name="m_new")
-    return [x, h, m, e_x, e_h, e_m, a, bm, mult_b, shift_b, out], "m_new", [], {"ux", "uh", "um", "u"}
+                                                 + _rq(u[0] * bm[i].astype(I64), mult_b[i], spec.attr("shift_b"))
+                                                 ).astype(I16), name="m_new")
+    return [x, h, m, e_x, e_h, e_m, a, bm, mult_b, out], "m_new", [], {"ux", "uh", "um", "u"}
 
 
 def _lmu_hidden(spec: KernelSpec):
@@ -333,10 +330,10 @@ def _lmu_hidden(spec: KernelSpec):
     args, parts = [], []
     for v, tag, n_in, zp in ((x, "x", I, spec.attr("x_zp", 0)), (h, "h", H, 0), (m, "m", d, 0)):
         w, b = te.placeholder((H, n_in), I8, f"w_{tag}"), te.placeholder((H,), I32, f"b_{tag}")
-        mult, shift = te.placeholder((H,), I32, f"mult_{tag}"), te.placeholder((H,), I32, f"shift_{tag}")
+        mult = te.placeholder((H,), I32, f"mult_{tag}")
         acc = _gate_products(spec, v, w, 1, H, f"a{tag}", zp)
-        parts.append(_int_gates(spec, acc, b, mult, shift, H, 1, f"p{tag}"))
-        args += [w, b, mult, shift]
+        parts.append(_int_gates(spec, acc, b, mult, spec.attr(f"shift_{tag}"), H, 1, f"p{tag}"))
+        args += [w, b, mult]
     px, ph, pm = parts
     out = te.compute((H,), lambda j: _lut(_sat16(px[j, 0] + ph[j, 0] + pm[j, 0]), tanh).astype(I16),
                      name="h_new")
@@ -351,7 +348,7 @@ def _requant_q15(spec: KernelSpec):
     H = spec.attr("hidden")
     h = te.placeholder((H,), I16, "h")
     out = te.compute((H,), lambda j: te.max(te.min(
-        _rq(h[j], _c(spec.attr("mult"), I32), _c(spec.attr("shift"), I32)) + _c(spec.attr("zp"), I64),
+        _rq(h[j], _c(spec.attr("mult"), I32), spec.attr("shift")) + _c(spec.attr("zp"), I64),
         _c(127, I64)), _c(-128, I64)).astype(I8), name="out")
     return [h, out], "out", []
 
