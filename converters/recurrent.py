@@ -74,7 +74,8 @@ def event_counts(module: nn.Module, x: np.ndarray, batch_size: int = 256) -> tup
 
 
 def activity_sparsity(module: "nn.Module | Model", x: np.ndarray, batch_size: int = 256) -> float:
-    """Fraction of zero event outputs (no event) of the EGRU layers over the sequences ``x``: 1 − events / unit-steps."""
+    """Fraction of unit-steps without an event (zero output) of the EGRU layers over the sequences ``x``:
+    1 − events / unit-steps."""
     module = module.module if isinstance(module, Model) else module
     events, slots = event_counts(module, x, batch_size)
     return 1.0 - events / slots

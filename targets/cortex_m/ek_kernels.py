@@ -16,6 +16,7 @@ from edgekit.targets.cortex_m import kernel_pack, sparse_pack
 
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
 CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
+DEFAULT_CONV_SCRATCH_LIMIT_BYTES = CONV_SCRATCH_LIMIT_BYTES
 # sparse_layers moves a family's unpruned layers to the sparse kernel (to drop the dense kernel's code) only when they
 # do at most this share of the model's conv/linear MACs: on dense weights the sparse kernel is ~2.5x slower.
 MOVED_MACS_FRACTION = 0.1
@@ -121,13 +122,15 @@ def sparse_layers(builder) -> set[str]:
             total_macs += macs[n.name]
             dense = sparse_pack.dense_weight_bytes(w, n.attrs["dilation"][1] if family == "conv2d" else 1)
             stored = sparse_pack.stored_weight_bytes(w)
+            # Storage is a flash decision: judged against the default scratch limit, also in patch-based programs
+            # (whose tighter limit only shapes the dense kernels' tiles).
             if family == "conv2d" and sparse_pack.sparse_conv2d_scratch_bytes(
-                    dict(kernel_h=w.shape[2], kernel_w=w.shape[3], in_c=w.shape[1])) > CONV_SCRATCH_LIMIT_BYTES:
+                    dict(kernel_h=w.shape[2], kernel_w=w.shape[3], in_c=w.shape[1])) > DEFAULT_CONV_SCRATCH_LIMIT_BYTES:
                 must_stay_dense = True
                 if stored <= sparse_pack.PAYS_RATIO * dense:
                     builder.notes.append(f"layer '{n.name}': stored dense although compressed weights would be "
                                          f"smaller (the sparse kernel's im2col tile needs more than "
-                                         f"{CONV_SCRATCH_LIMIT_BYTES:,} B of scratch)")
+                                         f"{DEFAULT_CONV_SCRATCH_LIMIT_BYTES:,} B of scratch)")
             elif stored <= sparse_pack.PAYS_RATIO * dense:
                 pays.append(n.name)
             else:

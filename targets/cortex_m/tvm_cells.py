@@ -70,24 +70,30 @@ def _sigmoid(v):
 # ---- shared pieces ---------------------------------------------------------------------------------------------------
 
 
-def _gate_products(spec: KernelSpec, x, w, gates: int, hidden: int, name: str, zp: int = 0):
-    """acc[j, g] = Σ_k x[k]·w[g·H + j, k]: the matrix product of ``gates`` gate blocks, unit-major so that the
-    schedule computes each unit's gates inside the unit loop (int: int32 products of (x − zp) and int8 weights)."""
+def _gate_products(spec: KernelSpec, x, w, gates: int, hidden: int, name: str, zp: int = 0, bias=None):
+    """acc[j, g] = b[g·H + j] + Σ_k x[k]·w[g·H + j, k]: the matrix product of ``gates`` gate blocks, unit-major so
+    that the schedule computes each unit's gates inside the unit loop (int: int32 products of (x − zp) and int8
+    weights). The bias is added in a block of its own: an int32 sum that the rescale then widens once."""
     n_in = int(x.shape[0])
     k = te.reduce_axis((0, n_in), f"k_{name}")
+    sum_name = name if bias is None else f"{name}_sum"
     if spec.dtype == F32:
-        return te.compute((hidden, gates), lambda j, g: te.sum(x[k] * w[g * hidden + j, k], axis=k), name=name)
-    return te.compute((hidden, gates), lambda j, g: te.sum(
-        (x[k].astype(I32) - zp) * w[g * hidden + j, k].astype(I32), axis=k), name=name)
+        acc = te.compute((hidden, gates), lambda j, g: te.sum(x[k] * w[g * hidden + j, k], axis=k), name=sum_name)
+    else:
+        acc = te.compute((hidden, gates), lambda j, g: te.sum(
+            (x[k].astype(I32) - zp) * w[g * hidden + j, k].astype(I32), axis=k), name=sum_name)
+    if bias is None:
+        return acc
+    return te.compute((hidden, gates), lambda j, g: acc[j, g] + bias[g * hidden + j], name=name)
 
 
 def _x_placeholder(spec: KernelSpec, n_in: int):
     return te.placeholder((n_in,), spec.attr("x_dtype", spec.dtype), "x")
 
 
-def _int_gates(spec, acc, b, mult, shift: int, H, gates, name):
-    """rq(acc + b) per gate row, as one [H, gates] int64 block (Q11)."""
-    return te.compute((H, gates), lambda j, g: _rq(acc[j, g] + b[g * H + j], mult[g * H + j], shift), name=name)
+def _int_gates(spec, acc, mult, shift: int, H, gates, name):
+    """rq(acc) per gate row (the accumulators hold their bias), as one [H, gates] int64 block (Q11)."""
+    return te.compute((H, gates), lambda j, g: _rq(acc[j, g], mult[g * H + j], shift), name=name)
 
 
 # ---- GRU ---------------------------------------------------------------------------------------------------------------
@@ -99,11 +105,11 @@ def _gru(spec: KernelSpec):
     if spec.dtype == F32:
         w_ih, w_hh = te.placeholder((3 * H, I), F32, "w_ih"), te.placeholder((3 * H, H), F32, "w_hh")
         b_ih, b_hh = te.placeholder((3 * H,), F32, "b_ih"), te.placeholder((3 * H,), F32, "b_hh")
-        gi, gh = _gate_products(spec, x, w_ih, 3, H, "gi"), _gate_products(spec, h, w_hh, 3, H, "gh")
-        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + b_ih[j] + gh[j, 0] + b_hh[j]), name="r")
-        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + b_ih[H + j] + gh[j, 1] + b_hh[H + j]), name="z")
-        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + b_ih[2 * H + j] + r[j] * (gh[j, 2] + b_hh[2 * H + j])),
-                       name="n")
+        gi = _gate_products(spec, x, w_ih, 3, H, "gi", bias=b_ih)
+        gh = _gate_products(spec, h, w_hh, 3, H, "gh", bias=b_hh)
+        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + gh[j, 0]), name="r")
+        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + gh[j, 1]), name="z")
+        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + r[j] * gh[j, 2]), name="n")
         out = te.compute((H,), lambda j: n[j] + z[j] * (h[j] - n[j]), name="h_new")
         return [x, h, w_ih, w_hh, b_ih, b_hh, out], "h_new", []
     args, px, ph, sig, tanh = _int_gru_gates(spec, x, h, H, I)
@@ -118,12 +124,12 @@ def _int_gru_gates(spec, x, h, H, I, acc_h=None):
     w_x, b_x = te.placeholder((3 * H, I), I8, "w_x"), te.placeholder((3 * H,), I32, "b_x")
     mult_x, mult_h = te.placeholder((3 * H,), I32, "mult_x"), te.placeholder((3 * H,), I32, "mult_h")
     sig, tanh = te.placeholder((LUT_SIZE,), I16, "sigmoid_lut"), te.placeholder((LUT_SIZE,), I16, "tanh_lut")
-    ax = _gate_products(spec, x, w_x, 3, H, "ax", spec.attr("x_zp", 0))
-    px = _int_gates(spec, ax, b_x, mult_x, spec.attr("shift_x"), H, 3, "px")
+    ax = _gate_products(spec, x, w_x, 3, H, "ax", spec.attr("x_zp", 0), bias=b_x)
+    px = _int_gates(spec, ax, mult_x, spec.attr("shift_x"), H, 3, "px")
     if acc_h is None:
         w_h, b_h = te.placeholder((3 * H, H), I8, "w_h"), te.placeholder((3 * H,), I32, "b_h")
-        ah = _gate_products(spec, h, w_h, 3, H, "ah")
-        ph = _int_gates(spec, ah, b_h, mult_h, spec.attr("shift_h"), H, 3, "ph")
+        ah = _gate_products(spec, h, w_h, 3, H, "ah", bias=b_h)
+        ph = _int_gates(spec, ah, mult_h, spec.attr("shift_h"), H, 3, "ph")
         args = [w_x, b_x, mult_x, w_h, b_h, mult_h, sig, tanh]
     else:   # EGRU: b_h is already in the accumulators
         ph = te.compute((H, 3), lambda j, g: _rq(acc_h[g * H + j], mult_h[g * H + j], spec.attr("shift_h")),
@@ -175,10 +181,10 @@ def _egru(spec: KernelSpec):
     if spec.dtype == F32:
         w_ih, b_ih = te.placeholder((3 * H, I), F32, "w_ih"), te.placeholder((3 * H,), F32, "b_ih")
         thr = te.placeholder((H,), F32, "threshold")
-        gi = _gate_products(spec, x, w_ih, 3, H, "gi")
-        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + b_ih[j] + acc[j]), name="r")
-        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + b_ih[H + j] + acc[H + j]), name="z")
-        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + b_ih[2 * H + j] + r[j] * acc[2 * H + j]), name="n")
+        gi = _gate_products(spec, x, w_ih, 3, H, "gi", bias=b_ih)
+        r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + acc[j]), name="r")
+        z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + acc[H + j]), name="z")
+        n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + r[j] * acc[2 * H + j]), name="n")
         c_hat = te.compute((H,), lambda j: n[j] + z[j] * (c[j] - n[j]), name="c_hat")
         zero = _c(0.0, F32)
         y_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(c_hat[j] > thr[j], c_hat[j], zero), name="y_new")
@@ -212,18 +218,18 @@ def _lstm_gates(spec: KernelSpec, gates: int):
     if spec.dtype == F32:
         w_ih, w_hh = te.placeholder((G, I), F32, "w_ih"), te.placeholder((G, H), F32, "w_hh")
         b_ih, b_hh = te.placeholder((G,), F32, "b_ih"), te.placeholder((G,), F32, "b_hh")
-        gi, gh = _gate_products(spec, x, w_ih, gates, H, "gi"), _gate_products(spec, h, w_hh, gates, H, "gh")
-        pre = te.compute((H, gates), lambda j, g: gi[j, g] + b_ih[g * H + j] + gh[j, g] + b_hh[g * H + j],
-                         name="pre")
+        gi = _gate_products(spec, x, w_ih, gates, H, "gi", bias=b_ih)
+        gh = _gate_products(spec, h, w_hh, gates, H, "gh", bias=b_hh)
+        pre = te.compute((H, gates), lambda j, g: gi[j, g] + gh[j, g], name="pre")
         return [x, h], [w_ih, w_hh, b_ih, b_hh], pre
     w_x, b_x, mult_x = (te.placeholder((G, I), I8, "w_x"), te.placeholder((G,), I32, "b_x"),
                         te.placeholder((G,), I32, "mult_x"))
     w_h, b_h, mult_h = (te.placeholder((G, H), I8, "w_h"), te.placeholder((G,), I32, "b_h"),
                         te.placeholder((G,), I32, "mult_h"))
-    ax = _gate_products(spec, x, w_x, gates, H, "ax", spec.attr("x_zp", 0))
-    ah = _gate_products(spec, h, w_h, gates, H, "ah")
-    px = _int_gates(spec, ax, b_x, mult_x, spec.attr("shift_x"), H, gates, "px")
-    ph = _int_gates(spec, ah, b_h, mult_h, spec.attr("shift_h"), H, gates, "ph")
+    ax = _gate_products(spec, x, w_x, gates, H, "ax", spec.attr("x_zp", 0), bias=b_x)
+    ah = _gate_products(spec, h, w_h, gates, H, "ah", bias=b_h)
+    px = _int_gates(spec, ax, mult_x, spec.attr("shift_x"), H, gates, "px")
+    ph = _int_gates(spec, ah, mult_h, spec.attr("shift_h"), H, gates, "ph")
     pre = te.compute((H, gates), lambda j, g: _sat16(px[j, g] + ph[j, g]), name="pre")
     return [x, h], [w_x, b_x, mult_x, w_h, b_h, mult_h], pre
 
@@ -321,18 +327,18 @@ def _lmu_hidden(spec: KernelSpec):
     if spec.dtype == F32:
         w_x, w_h = te.placeholder((H, I), F32, "w_x"), te.placeholder((H, H), F32, "w_h")
         w_m, b = te.placeholder((H, d), F32, "w_m"), te.placeholder((H,), F32, "bias")
-        px, ph, pm = (_gate_products(spec, v, w, 1, H, name) for v, w, name in ((x, w_x, "px"), (h, w_h, "ph"),
-                                                                                (m, w_m, "pm")))
+        px = _gate_products(spec, x, w_x, 1, H, "px", bias=b)
+        ph, pm = _gate_products(spec, h, w_h, 1, H, "ph"), _gate_products(spec, m, w_m, 1, H, "pm")
         act = te.tanh if spec.attr("activation") == "tanh" else (lambda v: te.max(v, _c(0.0, F32)))
-        out = te.compute((H,), lambda j: act(px[j, 0] + ph[j, 0] + pm[j, 0] + b[j]), name="h_new")
+        out = te.compute((H,), lambda j: act(px[j, 0] + ph[j, 0] + pm[j, 0]), name="h_new")
         return [x, h, m, w_x, w_h, w_m, b, out], "h_new", []
     tanh = te.placeholder((LUT_SIZE,), I16, "tanh_lut")
     args, parts = [], []
     for v, tag, n_in, zp in ((x, "x", I, spec.attr("x_zp", 0)), (h, "h", H, 0), (m, "m", d, 0)):
         w, b = te.placeholder((H, n_in), I8, f"w_{tag}"), te.placeholder((H,), I32, f"b_{tag}")
         mult = te.placeholder((H,), I32, f"mult_{tag}")
-        acc = _gate_products(spec, v, w, 1, H, f"a{tag}", zp)
-        parts.append(_int_gates(spec, acc, b, mult, spec.attr(f"shift_{tag}"), H, 1, f"p{tag}"))
+        acc = _gate_products(spec, v, w, 1, H, f"a{tag}", zp, bias=b)
+        parts.append(_int_gates(spec, acc, mult, spec.attr(f"shift_{tag}"), H, 1, f"p{tag}"))
         args += [w, b, mult]
     px, ph, pm = parts
     out = te.compute((H,), lambda j: _lut(_sat16(px[j, 0] + ph[j, 0] + pm[j, 0]), tanh).astype(I16),
