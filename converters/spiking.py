@@ -113,6 +113,7 @@ def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tun
         lmu, head = _lmu_parts(m.module)
         build = lmuformer_network if kind == "lmuformer" else l2mu_network
         net = build(lmu, head, x_train, flush=timesteps, **arch)
+        calibrate_currents(net, x_train)
     module = SpikingClassifier(net)
     ann_acc = m.accuracy()
     spiking = {"kind": kind, "steps": net.steps, "input_mode": net.input_mode, "ann_accuracy": ann_acc,
@@ -237,6 +238,33 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
 # Spiking LMUs
 
 
+CALIBRATION_QUANTILE = 95.0
+CALIBRATION_SAMPLES = 128
+
+
+def calibrate_currents(net: SpikingNetwork, x: np.ndarray, passes: int = 2) -> None:
+    """Data-based initialisation of an untrained spiking network: per LIF population, in order, scale its trainable
+    incoming weights so that the 95th percentile of its input current (bias included) on ``x`` is 1.5 ϑ (1 − β) —
+    the steady drive at which a neuron fires about every other step — so no population starts silent or saturated.
+    """
+    xb = torch.from_numpy(np.ascontiguousarray(x[:CALIBRATION_SAMPLES], np.float32))
+    for _ in range(passes):
+        for name, p in net.populations.items():
+            if p.spec.kind != "lif":
+                continue
+            trainable = [c for c in net.incoming(name) if c.spec.trainable]
+            if not trainable:
+                continue
+            with torch.no_grad():
+                _, rec = net.run(xb, currents=True)
+                level = float(np.percentile(rec.currents[name], CALIBRATION_QUANTILE))
+                want = 1.5 * p.spec.threshold * max(1.0 - p.spec.beta, 0.1)
+                if level > 1e-6:
+                    for c in trainable:
+                        c.weight.mul_(want / level)
+    net.invalidate()
+
+
 def _lmu_parts(module: nn.Module) -> tuple[LMU, nn.Linear]:
     lmus = [m for m in module.modules() if isinstance(m, LMU)]
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
@@ -293,7 +321,7 @@ def _legt(lmu: LMU, u_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, embed: int = 32, hidden: int = 64,
-                      u_size: int = 1, mixer: int = 64, beta: float = 0.5) -> SpikingNetwork:
+                      u_size: int = 4, mixer: int = 64, beta: float = 0.5) -> SpikingNetwork:
     """LMUFormer's spiking LMU block for a short sequence (module docstring): untrained except Ā, B̄."""
     inp, features, length = _sequence_input(x_train, lmu)
     d = lmu.memory_size * u_size
@@ -332,7 +360,7 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
         (ConnectionSpec("mixer1_in", ("embed", "proj"), "mixer1", lin), _init((mixer, embed), embed * 0.5, 1.5)),
         (ConnectionSpec("mixer2_in", ("mixer1",), "mixer2", lin), _init((embed, mixer), mixer * 0.25, 1.5)),
         (ConnectionSpec("readout_in", ("embed", "proj", "mixer2"), "readout", lin),
-         _init((head.out_features, embed), embed, 4.0)),
+         _init((head.out_features, embed), embed, 1.0)),
     ]
     biases = {"u": np.full((u_size,), -0.2, np.float32)}
     return SpikingNetwork(pops, conns, steps, "sequence", biases,

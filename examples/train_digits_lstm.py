@@ -22,7 +22,7 @@ from train_digits import Recipe, accuracy, random_shift
 
 NAME = "digits-lstm"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "build" / "bench" / f"{NAME}.pt"
-# Chosen with --validate, as digits-gru's recipe.
+# digits-gru's recipe (examples/train_digits.py) for 100 epochs; --validate: 97.2 % on the held-out fifth.
 RECIPE = Recipe(epochs=100, batch_size=32, learning_rate=1e-2, weight_decay=0.0, clip_grad_norm=1.0,
                 shift_augment=True)
 

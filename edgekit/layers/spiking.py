@@ -197,6 +197,7 @@ class RunRecord:
     neuron_spikes: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, size] (summed over steps)
     sops: dict[str, np.ndarray] = field(default_factory=dict)          # connection -> [N]
     trace: dict[str, np.ndarray] | None = None                         # name -> [N, steps, size]
+    currents: dict[str, np.ndarray] | None = None                      # name -> [N, steps, size] input incl. bias
 
 
 class SpikingNetwork(nn.Module):
@@ -320,8 +321,11 @@ class SpikingNetwork(nn.Module):
                                          for k in getattr(recs[0], key)})
         return np.concatenate(outs, 0), merged
 
-    def run(self, x: torch.Tensor, record: bool = False, trace: bool = False) -> tuple[torch.Tensor, RunRecord | None]:
-        """Simulate ``steps`` steps on a batch. Returns (readout [N, classes], counts when ``record``)."""
+    def run(self, x: torch.Tensor, record: bool = False, trace: bool = False,
+            currents: bool = False) -> tuple[torch.Tensor, RunRecord | None]:
+        """Simulate ``steps`` steps on a batch. Returns (readout [N, classes], counts when ``record``; with ``trace``
+        also every step's outputs, with ``currents`` every step's input current of each population)."""
+        record = record or trace or currents
         n = x.shape[0]
         x = self.quantize_input(x)
         pops = self.populations
@@ -341,6 +345,7 @@ class SpikingNetwork(nn.Module):
         rec = RunRecord() if record else None
         counts = {name: x.new_zeros((n,) + p.spec.shape) for name, p in pops.items()} if record else None
         traces = {name: [] for name in pops} if trace else None
+        inputs = {name: [] for name in pops} if currents else None
 
         def sent(name: str, delay: int) -> torch.Tensor:
             h = history[name]
@@ -373,6 +378,8 @@ class SpikingNetwork(nn.Module):
                     continue
                 if biases[name] is not None:
                     current = current + biases[name]
+                if currents:
+                    inputs[name].append(current.detach())
                 if kind == "lif":
                     spk, mem[name] = pop.neuron(current, mem[name])
                     out[name] = spk
@@ -403,6 +410,9 @@ class SpikingNetwork(nn.Module):
             if trace:
                 rec.trace = {k: torch.stack(v, 1).reshape(n, self.steps, -1).cpu().numpy()
                              for k, v in traces.items() if v}
+            if currents:
+                rec.currents = {k: torch.stack(v, 1).reshape(n, self.steps, -1).cpu().numpy()
+                                for k, v in inputs.items() if v}
         return logits, rec
 
     def activity(self, x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 128) -> dict[str, Any]:
