@@ -17,7 +17,7 @@ instructions per step (exact, median) and per sequence, state bytes, flash and S
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import shutil
 import sys
 import tempfile
@@ -40,10 +40,19 @@ from edgekit.targets import CompileOptions  # noqa: E402
 MODELS = ("digits-gru", "digits-lstm", "digits-lmu", "digits-egru")
 TARGET = "cortex-m7"
 RESULTS = ROOT / "bench" / "results" / "recurrent.txt"
-THRESHOLD_SCALES = (1.0, 1.5, 2.0)
+THRESHOLD_SCALES = (1.0, 1.25, 1.5)
 
 
-def load(name: str) -> Model:
+def load(name: str, egru_weights: Path | None = None) -> Model:
+    if name == "digits-egru" and egru_weights is not None:  # weights from examples/train_digits_egru.py --out-dir
+        from edgekit.zoo import EXAMPLES
+
+        spec = EXAMPLES[name]
+        module = spec.build()
+        module.load_state_dict(torch.load(egru_weights, map_location="cpu", weights_only=True))
+        calib, x_test, y_test = spec.data()
+        return Model.from_module(module.eval(), torch.from_numpy(x_test[:1]), name=name, calib=calib, test_x=x_test,
+                                 test_y=y_test)
     if name != "digits-lstm":
         return Model.load(name)
     from train_digits_lstm import load_or_train
@@ -83,7 +92,7 @@ def measure(model: Model, dtype: str, work: Path, sequences: int | None) -> dict
     }
 
 
-# ---- the int8 scheme, on the host (the integer reference is what the firmware computes, bit for bit) ------------------
+# ---- the int8 scheme, on the host (the integer reference is what the firmware computes, bit for bit) ----------------
 
 
 def _int8_state(step):
@@ -128,7 +137,7 @@ def int8_variants(model: Model) -> list[dict]:
 
 
 def scaled_thresholds(model: Model, scale: float) -> Model:
-    module = __import__("copy").deepcopy(model.module)
+    module = copy.deepcopy(model.module)
     with torch.no_grad():
         for m in module.modules():
             if hasattr(m, "threshold") and isinstance(m.threshold, torch.nn.Parameter):
@@ -136,25 +145,33 @@ def scaled_thresholds(model: Model, scale: float) -> Model:
     return model.with_module(module, name=f"{model.name}-thr{scale:g}")
 
 
-def fit_costs(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
-    """Least-squares fit per dtype over every dense cell kernel call measured (the EGRU's event-driven product left
-    out): instructions per call = a·MACs + b·units + c (the terms of streaming.step_instruction_terms)."""
+def fit_costs(rows: list[dict]) -> dict[str, dict]:
+    """Least-squares fits per dtype over the cell kernel calls measured (mean instructions per call), in the terms of
+    streaming.step_instruction_terms: dense calls = a·MACs + b·units + t·(sigmoid/tanh evaluations) + c; the EGRU's
+    event-driven product = e·(MACs of active columns) + u·units + c, its active columns from the measured sparsity."""
     fits = {}
     for dtype in ("float32", "int8"):
-        data = []
+        dense, event = [], []
         for r in rows:
             if r["dtype"] != dtype:
                 continue
             for terms, kernel, instr in zip(r["cost_terms"], r["kernels"], r["call_instructions"]):
-                key, macs, units, calls = terms
-                if key.startswith("rnn_") and "egru_recurrent" not in kernel and "requant" not in kernel:
-                    data.append((macs, units, calls, instr))
-        if len(data) >= 3:
-            a = np.array([d[:3] for d in data], float)
-            b = np.array([d[3] for d in data], float)
+                key, macs, units, acts, calls = terms
+                if key.startswith("rnn_event_"):
+                    event.append(((1.0 - r["sparsity"]) * macs, units, calls, instr))
+                elif key.startswith("rnn_") and "requant" not in kernel:
+                    dense.append((macs, units, acts, calls, instr))
+        out = {}
+        for name, data, cols in (("dense", dense, ("per_mac", "per_unit", "per_activation", "per_call")),
+                                 ("event", event, ("per_event_mac", "per_event_unit", "per_call"))):
+            if len(data) < len(cols):
+                continue
+            a = np.array([d[:-1] for d in data], float)
+            b = np.array([d[-1] for d in data], float)
             coef, *_ = np.linalg.lstsq(a, b, rcond=None)
-            worst = float(np.max(np.abs(a @ coef - b) / b))
-            fits[dtype] = tuple(float(c) for c in coef) + (worst, len(data))
+            out[name] = {"coef": dict(zip(cols, (float(c) for c in coef))),
+                         "worst": float(np.max(np.abs(a @ coef - b) / b)), "calls": len(data)}
+        fits[dtype] = out
     return fits
 
 
@@ -167,12 +184,14 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--dtypes", nargs="+", default=["float32", "int8"])
     ap.add_argument("--sequences", type=int, default=None, help="test sequences run on the emulator (default all)")
+    ap.add_argument("--egru-weights", type=Path, default=None,
+                    help="digits-egru weights to use instead of the zoo's (a state_dict .pt)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     console = Console(record=True, width=190)
     work = Path(tempfile.mkdtemp(prefix="ek-bench-recurrent-"))
-    models = {name: load(name) for name in args.models}
+    models = {name: load(name, args.egru_weights) for name in args.models}
     rows = []
     try:
         for name, model in models.items():
@@ -234,12 +253,13 @@ def main(argv=None) -> int:
 
     fits = fit_costs(rows)
     if fits:
-        f = Table(title="Recurrent kernel cost terms fitted to the dense cell calls: instructions per call = a·MACs + "
-                        "b·units + c (streaming.DEFAULT_CELL_COSTS)")
-        for c in ("dtype", "a per MAC", "b per unit", "c per call", "worst error", "calls"):
-            f.add_column(c, justify="right")
-        for dtype, (a, b, c, worst, count) in fits.items():
-            f.add_row(dtype, f"{a:.2f}", f"{b:.1f}", f"{c:.0f}", f"{worst:.1%}", str(count))
+        f = Table(title="Recurrent kernel cost terms fitted to the measured calls (streaming.DEFAULT_CELL_COSTS)")
+        for c in ("dtype", "kernels", "coefficients (instructions)", "worst error", "calls"):
+            f.add_column(c, justify="left" if c in ("kernels", "coefficients (instructions)") else "right")
+        for dtype, parts in fits.items():
+            for name, fit in parts.items():
+                f.add_row(dtype, name, ", ".join(f"{k} {v:.3g}" for k, v in fit["coef"].items()),
+                          f"{fit['worst']:.1%}", str(fit["calls"]))
         console.print(f)
     notes = [
         "Instructions are QEMU's executed instructions (TCG plugin, exact), not cycles. One step = one call of "

@@ -18,8 +18,9 @@ rounding first, then calibrates as above.
 
 Recurrent layers
 ----------------
-GRU/LSTM layers have no int8 kernel yet (``edgekit.qgraph`` lowers conv, linear, pools, add, concat and lookup-table
-activations); their calibration ranges are recorded all the same. What int8 would cost was measured on digits-gru
+``edgekit.qgraph`` lowers conv, linear, pools, add, concat and lookup-table activations; recurrent layers (GRU, LSTM,
+LMU, EGRU) lower through ``edgekit.qrecurrent`` (int8 weights, int16 state, the Cortex-M step programs' arithmetic),
+which reads the input's and the head's scales from here. Before those kernels existed, int8 was measured on digits-gru
 (hidden 64, 64 steps, 360 held-out digits) with a fake-quantization simulation (bench/converters.py,
 ``bench_recurrent``): int8 per-row symmetric weights, int8 inputs, the hidden state rounded after every step to a
 symmetric int16 or int8 grid over the range seen on the calibration data, gate outputs optionally int8 (as a lookup

@@ -54,7 +54,7 @@ from edgekit.model import Model
 KINDS = ("auto", "rate", "lmuformer", "l2mu")
 DEFAULTS = {  # timesteps (static: steps per image; sequences: extra flush steps), fine-tune epochs, learning rate
     "rate": {"timesteps": 16, "fine_tune_epochs": 12, "lr": 1e-3},
-    "lmuformer": {"timesteps": 10, "fine_tune_epochs": 40, "lr": 2e-3},
+    "lmuformer": {"timesteps": 10, "fine_tune_epochs": 40, "lr": 3e-3},
     "l2mu": {"timesteps": 6, "fine_tune_epochs": 40, "lr": 2e-3},
 }
 NORMALISATION_PERCENTILE = 99.9
@@ -244,22 +244,20 @@ CALIBRATION_SAMPLES = 128
 
 def calibrate_currents(net: SpikingNetwork, x: np.ndarray, passes: int = 2) -> None:
     """Data-based initialisation of an untrained spiking network: per LIF population, in order, scale its trainable
-    incoming weights so that the 95th percentile of its input current (bias included) on ``x`` is 1.5 ϑ (1 − β) —
-    the steady drive at which a neuron fires about every other step — so no population starts silent or saturated.
-    """
+    incoming weights so that the 95th percentile of its synaptic current on ``x`` is D = 1.2 ϑ / (1 + β) — a drive
+    that fires a neuron at least every other step — so no population starts silent or saturated."""
     xb = torch.from_numpy(np.ascontiguousarray(x[:CALIBRATION_SAMPLES], np.float32))
     for _ in range(passes):
         for name, p in net.populations.items():
-            if p.spec.kind != "lif":
-                continue
             trainable = [c for c in net.incoming(name) if c.spec.trainable]
-            if not trainable:
+            if p.spec.kind != "lif" or not trainable:
                 continue
             with torch.no_grad():
                 _, rec = net.run(xb, currents=True)
-                level = float(np.percentile(rec.currents[name], CALIBRATION_QUANTILE))
-                want = 1.5 * p.spec.threshold * max(1.0 - p.spec.beta, 0.1)
+                bias = 0.0 if p.bias is None else torch.broadcast_to(p.bias, p.spec.shape).reshape(-1).numpy()
+                level = float(np.percentile(rec.currents[name] - bias, CALIBRATION_QUANTILE))
                 if level > 1e-6:
+                    want = 1.2 * p.spec.threshold / (1.0 + p.spec.beta)
                     for c in trainable:
                         c.weight.mul_(want / level)
     net.invalidate()
@@ -321,7 +319,8 @@ def _legt(lmu: LMU, u_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, embed: int = 32, hidden: int = 64,
-                      u_size: int = 4, mixer: int = 64, beta: float = 0.5) -> SpikingNetwork:
+                      u_size: int = 4, mixer: int = 64, beta: float = 0.5,
+                      readout_steps: int | None = None) -> SpikingNetwork:
     """LMUFormer's spiking LMU block for a short sequence (module docstring): untrained except Ā, B̄."""
     inp, features, length = _sequence_input(x_train, lmu)
     d = lmu.memory_size * u_size
@@ -363,13 +362,14 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
          _init((head.out_features, embed), embed, 1.0)),
     ]
     biases = {"u": np.full((u_size,), -0.2, np.float32)}
-    return SpikingNetwork(pops, conns, steps, "sequence", biases,
+    return SpikingNetwork(pops, conns, steps, "sequence", biases, readout_steps=readout_steps or flush,
                           info={"kind": "lmuformer", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})
 
 
 def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, encoder_size: int = 16,
-                 u_size: int = 1, beta: float = 0.75, hidden: int | None = None) -> SpikingNetwork:
+                 u_size: int = 4, beta: float = 0.75, hidden: int | None = None, memory_threshold: float = 1.0,
+                 readout_steps: int | None = None) -> SpikingNetwork:
     """L2MU (module docstring): LIF populations for the input module, u, the memory and h; recurrent weights start
     from the ANN's LMU (scaled), Ā and B̄ are its fixed LegT matrices."""
     inp, features, length = _sequence_input(x_train, lmu)
@@ -380,7 +380,7 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
     pops = [inp,
             PopulationSpec("encoder", "lif", (encoder_size * features,), beta, bias=True),
             PopulationSpec("u", "lif", (u_size,), beta, bias=True),
-            PopulationSpec("memory", "lif", (d,), beta, bias=True),
+            PopulationSpec("memory", "lif", (d,), beta, memory_threshold, bias=True),
             PopulationSpec("hidden", "lif", (hidden,), beta, bias=True),
             PopulationSpec("readout", "readout", (head.out_features,), bias=True)]
     # Input module: each feature drives encoder_size neurons with gains of both signs and spread thresholds (biases),
@@ -412,7 +412,10 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
         (ConnectionSpec("readout_in", ("hidden",), "readout", lin),
          (head.weight.detach().numpy()[:, :hidden] * 2.0).astype(np.float32)),
     ]
-    biases = {"encoder": enc_bias, "readout": head.bias.detach().numpy().astype(np.float32)}
-    return SpikingNetwork(pops, conns, length + flush, "sequence", biases,
+    # The memory's inputs are the fixed Ā, B̄ (≤ 0.15 per u spike): a bias near ϑ (1 − β) keeps it near threshold
+    # so that u's spikes move it.
+    biases = {"encoder": enc_bias, "memory": np.full((d,), (1.0 - beta) * memory_threshold, np.float32),
+              "readout": head.bias.detach().numpy().astype(np.float32)}
+    return SpikingNetwork(pops, conns, length + flush, "sequence", biases, readout_steps=readout_steps or flush,
                           info={"kind": "l2mu", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})

@@ -213,6 +213,72 @@ def _synapse_count(node: Node, graph: Graph) -> int:
     return macs_of(node, graph) // max(node.attrs["network"]["steps"], 1)
 
 
+PHONE_KINDS = ("conv2d", "depthwise", "linear", "rnn")
+
+
+def phone_terms(graph: Graph) -> dict[str, float]:
+    """Work of a graph in the phone cost model's terms: MACs per kernel family, other elements, layer count."""
+    terms = {f"macs_{k}": 0.0 for k in PHONE_KINDS}
+    terms["elements"] = 0.0
+    terms["layers"] = 0.0
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        kind = _kind(n)
+        terms["layers"] += 1
+        if kind in PHONE_KINDS:
+            terms[f"macs_{kind}"] += macs_of(n, graph)
+        else:
+            terms["elements"] += n.elements
+    return terms
+
+
+def _phone_estimate(graph, profile, dtype, layers, stored_total, total_macs, arena, state_bytes, timeline,
+                    overhead_flash, overhead_sram) -> Estimate:
+    """Phone: ONNX Runtime's per-operator costs when the profile carries a fitted model
+    (targets/profiles/cost/phone-arm64.toml: ns per MAC per kernel family, ns per element, µs per layer, µs per
+    inference, and file bytes per layer), else peak MAC throughput."""
+    key = "int8" if dtype == "int8" else "fp32"
+    pj = profile.number("energy", f"pj_per_mac_{key}")
+    terms = phone_terms(graph)
+    fitted = f"ort_us_per_inference_{key}" in profile.cost
+    if fitted:
+        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
+        latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
+                      + c("ort_ns_per_element") * terms["elements"] * 1e-3
+                      + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
+        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_base"))
+        for lay in layers:
+            node = graph[lay["name"]]
+            k = _kind(node)
+            per = c(f"ort_ns_per_mac_{k}") * lay["macs"] if k in PHONE_KINDS else \
+                c("ort_ns_per_element") * node.elements
+            lay["latency_ms"] = (per * 1e-3 + c("ort_us_per_layer")) * 1e-3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        lat_formula = (f"{c('ort_us_per_inference'):.3g} µs + {terms['layers']:.0f} layers · "
+                       f"{c('ort_us_per_layer'):.3g} µs + Σ MACs · ns/MAC by family + elements · "
+                       f"{c('ort_ns_per_element'):.3g} ns (ONNX Runtime per-op costs fitted by bench/estimators.py)")
+    else:
+        mps = profile.number("cost", f"macs_per_second_{key}")
+        latency_ms = total_macs / mps * 1e3
+        file_overhead = overhead_flash
+        for lay in layers:
+            lay["latency_ms"] = lay["macs"] / mps * 1e3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
+    flash = stored_total + file_overhead
+    sram = arena + state_bytes + overhead_sram
+    energy_uj = total_macs * pj * 1e-6
+    formulas = {
+        "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B",
+        "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
+        "latency_ms": lat_formula,
+        "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
+    }
+    return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, None, total_macs, layers, timeline,
+                    formulas)
+
+
 def fit_check(est: Estimate, profile: TargetProfile) -> tuple[bool, list[str]]:
     """Whether the estimate fits the profile's memories, with one reason per memory."""
     reasons = []

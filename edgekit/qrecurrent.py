@@ -159,7 +159,8 @@ def float_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[
             return {"h": (1 - z) * n + z * state["h"]}
         c_hat = (1 - z) * n + z * state["c"]
         fired = c_hat > p["threshold"]
-        return {"y": np.where(fired, c_hat, 0.0), "c": np.where(fired, c_hat - p["threshold"], c_hat)}
+        return {"y": np.where(fired, c_hat, 0.0), "c": np.where(fired, c_hat - p["threshold"], c_hat),
+                "margin": np.abs(c_hat - p["threshold"])}
     if op == "lmu":
         h, m = state["h"], state["m"]
         u = x @ p["encoder_x"] + h @ p["encoder_h"] + m @ p["encoder_m"]
@@ -172,6 +173,23 @@ def float_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[
 
 def zero_state(node: Node, n: int, dtype=np.float64) -> dict[str, np.ndarray]:
     return {k: np.zeros((n, state_size(node, k)), dtype) for k in STATE_KINDS[node.op]}
+
+
+def event_margins(sg: StepGraph, x: np.ndarray) -> np.ndarray:
+    """Per sequence of ``x``: the smallest |ĉ − ϑ| any EGRU unit came to its threshold (float64 run). Where it is
+    within float32 rounding, whether that unit fired is decided by the rounding of the implementation."""
+    x = np.asarray(x, np.float64)
+    states = [zero_state(c, len(x)) for c in sg.cells]
+    margin = np.full(len(x), np.inf)
+    for t in range(sg.steps):
+        v = x[:, t]
+        for k, cell in enumerate(sg.cells):
+            new = float_step(cell, v, states[k])
+            if "margin" in new:
+                margin = np.minimum(margin, new["margin"].min(axis=1))
+            states[k] = {kind: new[kind] for kind in STATE_KINDS[cell.op]}
+            v = new[STATE_KINDS[cell.op][0]]
+    return margin
 
 
 def internal_ranges(sg: StepGraph, calib: np.ndarray) -> dict[str, dict[str, float]]:
@@ -272,7 +290,8 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
     fu, fm = frac_bits(ranges.get("u", 1.0)), frac_bits(ranges.get("m", 1.0))
     qc.frac.update(u=fu, m=fm)
     # u = e_x·x + e_h·h + e_m·m, each product rescaled to Qfu.
-    for tag, vec, in_scale, in_max in (("ex", p["encoder_x"], x_scale, x_max), ("eh", p["encoder_h"], h_scale, STATE_MAX),
+    for tag, vec, in_scale, in_max in (("ex", p["encoder_x"], x_scale, x_max),
+                                       ("eh", p["encoder_h"], h_scale, STATE_MAX),
                                        ("em", p["encoder_m"], 2.0 ** -fm, STATE_MAX)):
         e_q, s = per_row_int8(np.asarray(vec, np.float64)[None, :])
         mult, shift = _multipliers(in_scale * s * 2.0 ** fu)

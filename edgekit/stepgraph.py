@@ -66,7 +66,8 @@ def _is_last_step(sel: Node, src: Node, time_axis: int, steps: int) -> bool:
             if not (isinstance(item, int) and item in (-1, steps - 1)):
                 return False
         elif isinstance(item, list):
-            if item != full and not (item[1] in (None, 0) and item[2] in (None, src.shape[axis]) and item[3] in (None, 1)):
+            whole = item[1] in (None, 0) and item[2] in (None, src.shape[axis]) and item[3] in (None, 1)
+            if item != full and not whole:
                 return False
         elif not (isinstance(item, int) and src.shape[axis] == 1 and item in (0, -1)):
             return False

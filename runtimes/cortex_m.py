@@ -105,6 +105,10 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         measured["outputs_match"] = bool(np.all(err <= FLOAT_ATOL + FLOAT_RTOL * np.abs(expected)))
         measured["max_abs_err"] = float(err.max())
         measured["tolerance"] = f"|device - torch| <= {FLOAT_ATOL} + {FLOAT_RTOL}·|torch|"
+        if "event_margin" in ref.files:  # EGRU: events decided by float rounding (runtimes/cortex_m_streaming.py)
+            from edgekit.runtimes.cortex_m_streaming import float_event_check
+
+            measured.update(float_event_check(got, expected, ref["event_margin"], FLOAT_ATOL, FLOAT_RTOL))
         scores = got
     if "y" in ref.files:
         y = ref["y"]

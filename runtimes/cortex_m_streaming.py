@@ -15,6 +15,9 @@ import numpy as np
 from edgekit.errors import FirmwareError
 
 _EVENTS = re.compile(r"^EK_EVENTS (\d+) (\d+)$")
+# An EGRU unit whose state comes this close to its threshold fires or not depending on float32 rounding (summation
+# order, expf/tanhf): a float32 build may then differ from PyTorch from that step on, and that is not a defect.
+EVENT_MARGIN = 1e-5
 
 
 def step_measurements(run, build: dict, n: int, board: str, macs: int, ref=None) -> dict:
@@ -85,3 +88,15 @@ def parse_events(text: str, n: int) -> np.ndarray:
     if len(rows) != n:
         raise FirmwareError(f"the firmware printed event counts for {len(rows)} of {n} sequences")
     return np.array([rows[i] for i in range(n)], np.int64)
+
+
+def float_event_check(got: np.ndarray, expected: np.ndarray, margin: np.ndarray, atol: float, rtol: float) -> dict:
+    """float32 EGRU outputs against PyTorch: within atol + rtol·|y|, except sequences in which some unit's state came
+    within EVENT_MARGIN of its threshold (an event decided by rounding); those are counted as ``event_flips``."""
+    n = len(expected)
+    ok = (np.abs(got - expected) <= atol + rtol * np.abs(expected)).reshape(n, -1).all(axis=1)
+    flips = ~ok & (np.asarray(margin) < EVENT_MARGIN)
+    return {"outputs_match": bool(np.all(ok | flips)), "event_flips": int(flips.sum()),
+            "tolerance": f"|device - torch| <= {atol} + {rtol}·|torch|, except sequences where an EGRU state came "
+                         f"within {EVENT_MARGIN:g} of its threshold (event decided by float rounding; counted in "
+                         "event_flips)"}

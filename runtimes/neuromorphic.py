@@ -213,7 +213,9 @@ def simulate(out: Path, n: int, result: Path) -> None:
             for name, d in net.run_chunk(k).items():
                 per = d.reshape(d.shape[0], k, steps)
                 if name == readout:
-                    logits[i:i + k] = per.sum(2).T * 2.0 ** -rd["unit_exp"] / steps + arrays[f"{readout}.bias"]
+                    window = desc.get("readout_steps", steps)
+                    logits[i:i + k] = (per[:, :, steps - window:].sum(2).T * 2.0 ** -rd["unit_exp"] / window
+                                       + arrays[f"{readout}.bias"])
                 else:
                     counts[name][i:i + k] = (per != 0).sum(2).T
     finally:

@@ -224,7 +224,8 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
         conns.append({"name": name, "sources": list(c.spec.sources), "target": c.spec.target,
                       "delay": c.spec.delay, "weight_exp": int(e), "graded": src.kind != "lif",
                       "exact": exact, "synapses": int(np.count_nonzero(rounded))})
-    desc = {"format": "edgekit-loihi-int/1", "steps": net.steps, "input_mode": net.input_mode,
+    desc = {"format": "edgekit-loihi-int/1", "steps": net.steps, "readout_steps": net.readout_steps,
+            "input_mode": net.input_mode,
             "input": net.input_name, "readout": net.readout_name, "populations": pops, "connections": conns,
             "lif_unit_exp": LIF_UNIT_EXP, "voltage_shift": VOLTAGE_SHIFT}
     return desc, arrays, notes

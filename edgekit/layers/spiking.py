@@ -21,7 +21,8 @@ Populations (one state vector each, of a fixed ``shape``):
   membrane range at edgekit's fixed-point unit (see loihi_format.py)
 * ``graded``  non-spiking linear state that sends its value every step (a graded spike): ``x[t] = I[t]``. With a
   recurrent connection to itself it is a linear state-space system — the LMU memory m[t] = Ā m[t−1] + B̄ u[t−1]
-* ``readout`` the output: ``logits = mean_t I[t] + b`` (a non-spiking integrator read once at the end)
+* ``readout`` the output: ``logits = mean of I[t] over the last R steps + b`` (a non-spiking integrator read once
+  at the end; R = ``readout_steps``, all steps unless set — a sequence model reads the end of the sequence)
 
 Connections: ``target += ops(Σ sources)`` — the sources (same shape) are summed first, which is how residual paths
 join; ``ops`` is a chain of linear operators of which exactly one holds the weights (``linear``, ``conv2d``,
@@ -181,11 +182,17 @@ class Population(nn.Module):
         else:
             self.bias = None
         if spec.kind == "lif":
-            # reset_delay=False: the membrane is zeroed in the step it fires (Loihi's LIF); state_quant clamps the
-            # membrane to the 24-bit range before the threshold test, as Loihi saturates it.
+            # snntorch integrates and fires (state_quant clamps the membrane to the 24-bit range before the
+            # threshold test, as Loihi saturates it); the reset to zero in the firing step is applied in step()
+            # with the spike detached, so no gradient flows through the reset (as LMUFormer's detach_reset).
             self.neuron = snntorch.Leaky(beta=spec.beta, threshold=spec.threshold, spike_grad=surrogate.atan(),
-                                         reset_mechanism="zero", reset_delay=False,
+                                         reset_mechanism="none",
                                          state_quant=_Saturate(V_MAX_THRESHOLDS * spec.threshold))
+
+    def step(self, current: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LIF step: v = clamp(β v + I), s = v > ϑ, v = 0 where s. Returns (s, v)."""
+        spk, mem = self.neuron(current, mem)
+        return spk, mem * (1.0 - spk.detach())
 
 
 @dataclass
@@ -208,7 +215,7 @@ class SpikingNetwork(nn.Module):
 
     def __init__(self, populations: list[PopulationSpec], connections: list[tuple[ConnectionSpec, np.ndarray]],
                  steps: int, input_mode: str = "static", biases: dict[str, np.ndarray] | None = None,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, readout_steps: int | None = None):
         super().__init__()
         if input_mode not in ("static", "sequence"):
             raise ValueError(f"input_mode must be 'static' or 'sequence', not {input_mode!r}")
@@ -220,6 +227,9 @@ class SpikingNetwork(nn.Module):
         if len(inputs) != 1 or len(readouts) != 1:
             raise ValueError("a spiking network has exactly one input and one readout population")
         self.steps, self.input_mode = int(steps), input_mode
+        self.readout_steps = int(readout_steps or steps)
+        if not 1 <= self.readout_steps <= self.steps:
+            raise ValueError(f"readout_steps must be in 1..{self.steps}")
         self.info = dict(info or {})
         self.populations = nn.ModuleDict({p.name: Population(p, (biases or {}).get(p.name)) for p in populations})
         self.connections = nn.ModuleDict()
@@ -252,7 +262,8 @@ class SpikingNetwork(nn.Module):
 
     def spec(self) -> tuple[dict, dict[str, np.ndarray]]:
         """The network as JSON-able data plus named arrays ('<connection>.weight', '<population>.bias')."""
-        desc = {"format": "edgekit-snn/1", "steps": self.steps, "input_mode": self.input_mode, "info": self.info,
+        desc = {"format": "edgekit-snn/1", "steps": self.steps, "readout_steps": self.readout_steps,
+                "input_mode": self.input_mode, "info": self.info,
                 "populations": [dataclasses.asdict(p) for p in self.population_specs],
                 "connections": [dataclasses.asdict(c) for c in self.connection_specs]}
         arrays = {f"{n}.weight": c.weight.detach().cpu().numpy().astype(np.float32) for n, c in self.connections.items()}
@@ -266,7 +277,8 @@ class SpikingNetwork(nn.Module):
         pops = [PopulationSpec(**{**p, "shape": tuple(p["shape"])}) for p in desc["populations"]]
         conns = [(ConnectionSpec(**c), arrays[f"{c['name']}.weight"]) for c in desc["connections"]]
         biases = {p.name: arrays[f"{p.name}.bias"] for p in pops if p.bias}
-        return cls(pops, conns, desc["steps"], desc["input_mode"], biases, desc.get("info"))
+        return cls(pops, conns, desc["steps"], desc["input_mode"], biases, desc.get("info"),
+                   desc.get("readout_steps"))
 
     def copy(self) -> "SpikingNetwork":
         return copy.deepcopy(self)
@@ -373,7 +385,8 @@ class SpikingNetwork(nn.Module):
                     current = zeros[name]
                 kind = pop.spec.kind
                 if kind == "readout":
-                    acc = acc + current
+                    if t >= self.steps - self.readout_steps:
+                        acc = acc + current
                     out[name] = current
                     continue
                 if biases[name] is not None:
@@ -381,7 +394,7 @@ class SpikingNetwork(nn.Module):
                 if currents:
                     inputs[name].append(current.detach())
                 if kind == "lif":
-                    spk, mem[name] = pop.neuron(current, mem[name])
+                    spk, mem[name] = pop.step(current, mem[name])
                     out[name] = spk
                 else:  # graded
                     out[name] = current
@@ -394,7 +407,7 @@ class SpikingNetwork(nn.Module):
                     counts[name] = counts[name] + (out[name] != 0).to(x.dtype)
                 if trace:
                     traces[name].append(out[name].detach())
-        logits = acc / self.steps
+        logits = acc / self.readout_steps
         if biases[self.readout_name] is not None:
             logits = logits + biases[self.readout_name]
         if record:

@@ -353,53 +353,63 @@ def plan_step_program(prog: StepProgram) -> None:
 
 # ---- estimates ------------------------------------------------------------------------------------------------------
 
-# Instructions of the recurrent kernels on the emulated Cortex-M7 (QEMU, exact counts), fitted by bench/recurrent.py:
-# per multiply-accumulate, per hidden unit (gate arithmetic, sigmoid/tanh) and per call. EGRU: per active column
-# element and per unit checked for an event. Used when the target profile's cost model has no fitted value.
+# Instructions of the recurrent kernels on the emulated Cortex-M7 (QEMU, exact counts), fitted by bench/recurrent.py
+# to the dense cell calls of digits-gru/-lstm/-lmu/-egru: per multiply-accumulate (register-blocked gate products),
+# per unit (gate arithmetic, rescaling, state update), per sigmoid/tanh evaluation (newlib's expf/tanhf in float32,
+# an interpolated table in int8) and per call. The EGRU's event-driven product: per multiply-accumulate of an active
+# column and per unit checked. Used when the target profile's cost model has no value of its own.
 DEFAULT_CELL_COSTS = {
-    "float32": {"per_mac": 6.0, "per_unit": 120.0, "per_call": 150.0},
-    "int8": {"per_mac": 7.0, "per_unit": 90.0, "per_call": 150.0},
+    "float32": {"per_mac": 3.4, "per_unit": 30.0, "per_activation": 105.0, "per_call": 150.0,
+                "per_event_mac": 4.6, "per_event_unit": 6.0},
+    "int8": {"per_mac": 3.0, "per_unit": 60.0, "per_activation": 45.0, "per_call": 150.0,
+             "per_event_mac": 4.6, "per_event_unit": 6.0},
 }
+# Nonlinear function evaluations per unit of each recurrent kernel.
+ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
+                        "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0}
 
 
-def step_instruction_terms(prog: StepProgram, s: Step, activity: float | None = None) -> tuple[str, float, int, int]:
-    """(cost key, work units, outputs, calls) of one call of a step program; ``activity`` = events per unit and
-    step (EGRU), defaulting to dense."""
+def step_instruction_terms(prog: StepProgram, s: Step, activity: float | None = None) -> tuple:
+    """(cost key, MACs (or work units), units (or outputs), sigmoid/tanh evaluations, calls) of one call of a step
+    program. For the EGRU's event-driven product (key ``rnn_event_<dtype>``) the MACs are those of the active columns:
+    ``activity`` events per unit and step, dense when unknown (an upper bound)."""
     if s.kind == COMMIT_KIND:
-        return "copy", s.params["bytes"], 0, 1
+        return "copy", s.params["bytes"], 0, 0, 1
     if s.kind != CELL_KIND:
         from edgekit.targets.cortex_m import step_cost_terms
 
         key, units, outs, _ = step_cost_terms(prog, s)
-        return key, units, outs, 1
+        return key, units, outs, 0, 1
     op = s.spec.op
     H = s.spec.attr("hidden")
-    units = 0 if op in ("egru_recurrent", "requant_q15") else H
-    if op == "lmu_memory":
-        units = s.spec.attr("memory")
-    macs = s.macs
-    if op == "egru_recurrent" and activity is not None:
-        macs = int(round(s.macs * activity))
-    return f"rnn_{prog.dtype}", macs, units, 1
+    if op == "egru_recurrent":
+        macs = s.macs if activity is None else int(round(s.macs * activity))
+        return f"rnn_event_{prog.dtype}", macs, H, 0, 1
+    units = s.spec.attr("memory") if op == "lmu_memory" else (0 if op == "requant_q15" else H)
+    return f"rnn_{prog.dtype}", s.macs, units, units * ACTIVATIONS_PER_UNIT[op], 1
 
 
 def step_instructions(prog: StepProgram, profile, activity: float | None = None) -> dict[str, float]:
     """Estimated instructions of one step, per layer."""
     out: dict[str, float] = {}
     defaults = DEFAULT_CELL_COSTS[prog.dtype]
+    cost = lambda key, default: profile.number("cost", key, default)  # noqa: E731
     for s in prog.steps:
-        key, units, outs, calls = step_instruction_terms(prog, s, activity)
-        if s.kind == CELL_KIND:
-            per_mac = profile.number("cost", f"{key}_step", defaults["per_mac"])
-            per_unit = profile.number("cost", f"{key}_step_per_unit", defaults["per_unit"])
-            per_call = profile.number("cost", f"{key}_step_per_call", defaults["per_call"])
-            n = per_mac * units + per_unit * outs + per_call * calls
+        key, units, outs, acts, calls = step_instruction_terms(prog, s, activity)
+        if key.startswith("rnn_event_"):
+            n = cost(f"{key}_step", defaults["per_event_mac"]) * units + \
+                cost(f"{key}_step_per_unit", defaults["per_event_unit"]) * outs + \
+                cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+        elif s.kind == CELL_KIND:
+            n = cost(f"{key}_step", defaults["per_mac"]) * units + \
+                cost(f"{key}_step_per_unit", defaults["per_unit"]) * outs + \
+                cost(f"{key}_step_per_activation", defaults["per_activation"]) * acts + \
+                cost(f"{key}_step_per_call", defaults["per_call"]) * calls
         elif s.kind == COMMIT_KIND:
             n = 2.0 * units + 20
         else:
-            n = profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0)) * units
-            n += profile.number("cost", key + "_per_output", 0.0) * outs
-            n += profile.number("cost", key + "_per_call", 0.0)
+            n = cost(key, cost("default_per_unit", 8.0)) * units + cost(key + "_per_output", 0.0) * outs + \
+                cost(key + "_per_call", 0.0)
         out[s.layer] = out.get(s.layer, 0.0) + n
     return out
 
@@ -538,6 +548,8 @@ def build(model, profile, out: Path, options):
         expected = model.predict(x)
         if model.test_x is not None and model.test_y is not None:
             ref["reference_accuracy"] = np.float64(model.accuracy())
+        if prog.event_states:  # where an EGRU unit came within rounding of its threshold, float32 may decide otherwise
+            ref["event_margin"] = qrecurrent.event_margins(sg, x)
     ref["expected"] = np.ascontiguousarray(expected)
     if y is not None:
         ref["y"] = y

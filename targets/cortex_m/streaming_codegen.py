@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.targets.cortex_m.codegen import (DL_CODES, KERNELS_DIR, Sources, _env, c_ident, c_values,
                                               copy_tvm_headers)
-from edgekit.targets.cortex_m.program import DTYPE_C
+from edgekit.targets.cortex_m.program import DTYPE_C, root_of
 from edgekit.targets.cortex_m.streaming import CELL_KIND, COMMIT_KIND, StepProgram
 
 
@@ -30,9 +30,9 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
     states = prog.state_by_name
 
     cnames = {name: f"ek_c{i}_{c_ident(name)}"[:60] for i, name in enumerate(prog.consts)}
-    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)], "count": max(c.data.size, 1),
-               "shape": "x".join(map(str, c.data.shape)), "dtype": str(c.data.dtype), "body": c_values(c.data)}
-              for c in prog.consts.values()]
+    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)],
+               "count": max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)), "dtype": str(c.data.dtype),
+               "body": c_values(c.data)} for c in prog.consts.values()]
 
     dl_index: dict[tuple[str, tuple], int] = {}
     dltensors = []
@@ -78,7 +78,6 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
             ek_steps.append({"index": i, "layer": s.layer, "struct_type": struct_type, "struct_init": struct_init})
 
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
-    root = lambda name: prog.tensors[name] if prog.tensors[name].alias_of is None else root(prog.tensors[name].alias_of)  # noqa: E731
     event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
                     for st in prog.event_states]
     common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__, "uses_ek": uses_ek,
@@ -93,7 +92,8 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
     (src / "edgekit_model.c").write_text(env.get_template("streaming/edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
         states=prog.states, event_states=event_states,
-        input_offset=root(prog.input).offset, output_offset=root(prog.output).offset))
+        input_offset=prog.tensors[root_of(prog, prog.input)].offset,
+        output_offset=prog.tensors[root_of(prog, prog.output)].offset))
     (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(
         **common, consts=consts, const_bytes=prog.const_bytes))
     (src / "edgekit_weights.c").write_text(env.get_template("edgekit_weights.c.j2").render(

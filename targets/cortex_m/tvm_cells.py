@@ -3,7 +3,10 @@
 Where it sits: next to tvm_kernels.py (the feed-forward layers) in the Cortex-M target. streaming.py describes each
 cell step as a :class:`KernelSpec`; this module writes it as a TVM tensor expression, schedules it so that one loop
 over the hidden units computes each unit's gate products, nonlinearities and new state (accumulators on the stack,
-no intermediate tensor in RAM), and hands the PrimFuncs to tvm_kernels.compile_kernels (TVM's ``c`` target).
+no intermediate tensor in RAM; one pass over the inputs feeds all gates of a unit, accumulators in registers), and
+hands the PrimFuncs to tvm_kernels.compile_kernels (TVM's ``c`` target). The LSTM is two calls, c' from the i, f, g
+rows and then h' = σ(o)·tanh(c') from the o rows (TIR's compute-at cannot place two outputs that both read the gate
+products and each other in one loop).
 
 The EGRU's recurrent product is event-driven: it touches only the weight columns of the units that sent an event at
 the previous step (``if y[k] != 0``: accumulate column k), so its cost falls with activity sparsity. A tensor
@@ -67,7 +70,7 @@ def _sigmoid(v):
     return _c(1.0, F32) / (_c(1.0, F32) + te.exp(-v))
 
 
-# ---- shared pieces ---------------------------------------------------------------------------------------------------
+# ---- shared pieces --------------------------------------------------------------------------------------------------
 
 
 def _gate_products(spec: KernelSpec, x, w, gates: int, hidden: int, name: str, zp: int = 0, bias=None):
@@ -96,7 +99,7 @@ def _int_gates(spec, acc, mult, shift: int, H, gates, name):
     return te.compute((H, gates), lambda j, g: _rq(acc[j, g], mult[g * H + j], shift), name=name)
 
 
-# ---- GRU ---------------------------------------------------------------------------------------------------------------
+# ---- GRU ------------------------------------------------------------------------------------------------------------
 
 
 def _gru(spec: KernelSpec):
@@ -145,7 +148,7 @@ def _int_gru_zn(spec, px, ph, sig, tanh, H):
     return z, n
 
 
-# ---- EGRU --------------------------------------------------------------------------------------------------------------
+# ---- EGRU -----------------------------------------------------------------------------------------------------------
 
 
 def _egru_recurrent(spec: KernelSpec):
@@ -185,7 +188,9 @@ def _egru(spec: KernelSpec):
         r = te.compute((H,), lambda j: _sigmoid(gi[j, 0] + acc[j]), name="r")
         z = te.compute((H,), lambda j: _sigmoid(gi[j, 1] + acc[H + j]), name="z")
         n = te.compute((H,), lambda j: te.tanh(gi[j, 2] + r[j] * acc[2 * H + j]), name="n")
-        c_hat = te.compute((H,), lambda j: n[j] + z[j] * (c[j] - n[j]), name="c_hat")
+        # (1 − z)·n + z·c, as edgekit/layers/egru.py writes it: the same rounding as the reference where it matters
+        # most, at the threshold
+        c_hat = te.compute((H,), lambda j: (_c(1.0, F32) - z[j]) * n[j] + z[j] * c[j], name="c_hat")
         zero = _c(0.0, F32)
         y_new = te.compute((H,), lambda j: tvm.tirx.if_then_else(c_hat[j] > thr[j], c_hat[j], zero), name="y_new")
         # An event's value is above a positive threshold, so "fired" is "y' != 0".
@@ -204,7 +209,7 @@ def _egru(spec: KernelSpec):
     return [x, c, acc] + args + [thr, y_new, c_new], "c_hat", ["y_new", "c_new"]
 
 
-# ---- LSTM --------------------------------------------------------------------------------------------------------------
+# ---- LSTM -----------------------------------------------------------------------------------------------------------
 
 
 def _lstm_gates(spec: KernelSpec, gates: int):
@@ -276,7 +281,7 @@ def _lstm_out(spec: KernelSpec):
     return ins + [c_new] + args + [sig, tanh, h_new], "h_new", []
 
 
-# ---- LMU ---------------------------------------------------------------------------------------------------------------
+# ---- LMU ------------------------------------------------------------------------------------------------------------
 
 
 def _scalar_product(spec, v, e, name, zp=0):
@@ -346,7 +351,7 @@ def _lmu_hidden(spec: KernelSpec):
     return [x, h, m] + args + [tanh, out], "h_new", []
 
 
-# ---- the head's int8 input ----------------------------------------------------------------------------------------------
+# ---- the head's int8 input ------------------------------------------------------------------------------------------
 
 
 def _requant_q15(spec: KernelSpec):
@@ -359,8 +364,8 @@ def _requant_q15(spec: KernelSpec):
     return [h, out], "out", []
 
 
-BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru, "lmu_memory": _lmu_memory,
-            "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15}
+BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru,
+            "lmu_memory": _lmu_memory, "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15}
 
 
 def schedule_cell(func: tvm.tirx.PrimFunc, anchor: str | tuple[str, int], after: list[str],

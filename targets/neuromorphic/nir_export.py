@@ -116,8 +116,8 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
             else:  # linear / scale
                 w = np.diag(weight) if o["op"] == "scale" else weight
                 if target.kind == "readout":
-                    w = w / steps
-                    bias = (bias / steps) if bias is not None else None
+                    w = w / net.readout_steps
+                    bias = (bias / net.readout_steps) if bias is not None else None
                 node = nir.Affine(weight=w, bias=bias) if bias is not None else \
                     (nir.Scale(scale=weight) if o["op"] == "scale" else nir.Linear(weight=w))
                 shape = (w.shape[0],)
@@ -136,7 +136,10 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
                      "them as x[t] = input[t]")
     metadata = {"producer": "edgekit", "time": "discrete", "dt": DT, "steps": int(steps),
                 "synaptic_delay_steps": 1, "input_mode": net.input_mode, "kind": str(info.get("kind", "")),
-                "readout": "mean over the steps (Affine scaled by 1/steps into an integrator)",
+                "readout": f"mean over the last {net.readout_steps} of {steps} steps: the Affine is scaled by "
+                           f"1/{net.readout_steps} and its integrator read after step {steps} having been reset "
+                           f"after step {steps - net.readout_steps}",
+                "readout_steps": int(net.readout_steps),
                 "reset": "to zero (v_reset = 0) in the step a neuron fires"}
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
     return graph, notes
