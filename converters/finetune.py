@@ -61,10 +61,12 @@ def training_data(model: Model, dataset=None) -> tuple[np.ndarray, np.ndarray] |
 
 def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSettings,
               step_callback: Callable[[], None] | None = None, description: str = "fine-tuning",
-              progress: bool | None = None) -> list[float]:
+              progress: bool | None = None,
+              loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """Train ``module`` in place (cross-entropy, Adam) and leave it in eval mode; returns the mean loss per epoch.
 
     ``step_callback()`` runs after every optimizer step. ``progress`` None shows a bar only on a terminal.
+    ``loss(outputs, labels, batch_indices)`` replaces cross-entropy (e.g. to distill from a teacher's outputs).
     """
     inputs, targets = torch.from_numpy(np.array(x, np.float32)), torch.from_numpy(np.array(y, np.int64))
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=settings.lr)
@@ -83,17 +85,18 @@ def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSe
             for batch in torch.randperm(len(inputs), generator=shuffle).split(settings.batch_size):
                 optimizer.zero_grad()
                 out = module(inputs[batch])
-                loss = loss_fn(out[0] if isinstance(out, (tuple, list)) else out, targets[batch])
-                loss.backward()
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                value = loss(out, targets[batch], batch) if loss is not None else loss_fn(out, targets[batch])
+                value.backward()
                 if settings.clip_grad_norm:
                     nn.utils.clip_grad_norm_(module.parameters(), settings.clip_grad_norm)
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(batch)
+                total += value.item() * len(batch)
                 if step_callback is not None:
                     step_callback()
                 if bar is not None:
-                    bar.update(task, advance=1, description=f"{description} (loss {loss.item():.3f})")
+                    bar.update(task, advance=1, description=f"{description} (loss {value.item():.3f})")
             losses.append(total / len(inputs))
     finally:
         if bar is not None:

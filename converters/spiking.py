@@ -16,15 +16,22 @@ Three kinds:
   (folded into the next connection). The last linear layer becomes the readout: the mean of its input over T.
 * ``lmuformer`` — the spiking LMU of LMUFormer (Liu, Datta, Li, Beerel, ICLR 2024), compact for short sequences:
   a causal convolutional patch embedding (kernel 3 over time, as three connections with delays 1–3) into LIF
-  neurons; the LMU with u_t = LIF(W_u · embed), the memory kept as the linear state-space recurrence
-  m_t = Ā m_{t−1} + B̄ u_{t−1} (a graded population: LegT Ā, B̄ with zero-order hold, from the ANN's LMU), its
-  output passed through a per-unit scale and bias (LMUFormer's BatchNorm) into LIF neurons, h = LIF(W_m m_spk +
-  W_x embed), a 1×1 projection in LIF neurons added back to the embedding (residual), then a spiking channel mixer
-  (two 1×1 layers of LIF neurons, residual again) and the readout averaged over the sequence.
+  neurons; the LMU with u_t = LIF(W_u · embed) (``u_size`` units, each with its own memory), the memory kept as the
+  linear state-space recurrence m_t = Ā m_{t−1} + B̄ u_{t−1} (a graded population: LegT Ā, B̄ with zero-order
+  hold, from the ANN's LMU), its output passed through a per-unit scale and bias (LMUFormer's BatchNorm) into LIF
+  neurons, h = LIF(W_m m_spk + W_x embed), a 1×1 projection in LIF neurons added back to the embedding (residual),
+  then a spiking channel mixer (two 1×1 layers of LIF neurons, residual again) and the readout averaged over the
+  last ``flush`` steps (after the sequence: the memory then holds the whole window).
 * ``l2mu`` — L2MU (Pedersini et al., "L2MU: spiking Legendre memory units"): every part of the LMU is a population
   of LIF neurons — an input module (a population of LIF neurons with their own gains and biases per input channel
   turns the real-valued signal into spikes), u = LIF(e_x · in + e_h · h + e_m · m), the memory m = LIF(Ā m + B̄ u)
-  on spikes, h = LIF(W_x · in + W_h · h + W_m · m) — read out by averaging W_out h over the sequence.
+  on spikes (fixed LegT Ā, B̄; a bias near threshold so u's spikes move it), h = LIF(W_x · in + W_h · h + W_m · m)
+  — read out by averaging W_out h over the last steps. Gradients are truncated through the spiking recurrences
+  (the memory's Ā, W_h and the feedback into u): through 70 steps of Ā ≈ I on spikes surrogate gradients grow by
+  ~10^12 and drown every other gradient.
+
+Both LMU kinds are new networks (only Ā, B̄ come from the ANN), trained with knowledge distillation from the ANN
+by default. Before training, :func:`calibrate_currents` scales each population's input so none starts silent.
 
 Timing: every connection delivers the spikes of the previous step (Loihi's synaptic delay), also inside the
 recurrences; sequences run ``flush`` extra zero-input steps so the last inputs reach the readout.
@@ -65,12 +72,15 @@ GRID_EPOCH_FRACTION = 1 / 3
 
 def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tune_epochs: int | None = None, *,
                lr: float | None = None, batch_size: int = 64, percentile: float = NORMALISATION_PERCENTILE,
-               dataset=None, seed: int = 0, progress: bool | None = None, **arch) -> Model:
+               distill: bool | None = None, dataset=None, seed: int = 0, progress: bool | None = None,
+               **arch) -> Model:
     """Convert ``model`` into a spiking network and fine-tune it (see the module docstring for the kinds).
 
     ``timesteps``: for images, the steps each image is shown (T of rate coding); for sequences, the extra steps after
     the sequence. ``fine_tune_epochs`` 0 skips training (a ``rate`` conversion is then the normalised ANN as is).
-    ``arch`` sets sizes of the LMU kinds (``embed``, ``hidden``, ``u_size``, ``beta``, ``encoder_size``).
+    ``distill`` (default: on for the LMU kinds, which are new networks rather than converted weights) adds
+    knowledge distillation from the ANN: loss = CE + T² · KL(softmax(z_ANN / T) ‖ softmax(z_SNN / T)), T = 2.
+    ``arch`` sets sizes of the LMU kinds (``embed``, ``hidden``, ``u_size``, ``beta``, ``encoder_size`` ...).
     Returns a Model whose ``meta['spiking']`` holds accuracies and the spike activity on the test inputs.
     """
     m = Model.load(model)
@@ -123,14 +133,18 @@ def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tun
     if epochs:
         grid_epochs = max(1, round(epochs * GRID_EPOCH_FRACTION))
         float_epochs = epochs - grid_epochs
+        loss = _distillation_loss(m, x_train) if (kind != "rate" if distill is None else distill) else None
         if float_epochs:
             fine_tune(module, x_train, y_train, TrainSettings(float_epochs, lr, batch_size, seed=seed),
-                      description=f"spiking ({kind})", progress=progress)
+                      description=f"spiking ({kind})", progress=progress, loss=loss)
+            if m.test_x is not None and m.test_y is not None:
+                spiking["accuracy_float_weights"] = _accuracy(net, m.test_x, m.test_y)
         loihi_format.fake_quantize(net)
         fine_tune(module, x_train, y_train, TrainSettings(grid_epochs, lr / 3, batch_size, seed=seed + 1),
-                  description=f"spiking ({kind}, Loihi grid)", progress=progress)
+                  description=f"spiking ({kind}, Loihi grid)", progress=progress, loss=loss)
         loihi_format.fake_quantize(net, False)
         spiking["fine_tune_epochs"] = {"float": float_epochs, "loihi_grid": grid_epochs}
+        spiking["distilled"] = loss is not None
     loihi_format.snap(net)
     module.eval()
     out = Model.from_module(module, m.example_inputs, name=f"{m.name}-snn", calib=m.calib, test_x=m.test_x,
@@ -145,6 +159,22 @@ def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tun
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Statistics
+
+
+DISTILL_TEMPERATURE = 2.0
+
+
+def _distillation_loss(ann: Model, x_train: np.ndarray):
+    """CE + T² · KL to the ANN's softened outputs on the same training inputs (Hinton et al. 2015)."""
+    teacher = torch.from_numpy(ann.predict(x_train).astype(np.float32))
+    t = DISTILL_TEMPERATURE
+
+    def loss(out: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        soft = torch.nn.functional.kl_div(torch.log_softmax(out / t, -1), torch.softmax(teacher[batch] / t, -1),
+                                          reduction="batchmean")
+        return torch.nn.functional.cross_entropy(out, labels) + t * t * soft
+
+    return loss
 
 
 def _accuracy(net: SpikingNetwork, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
@@ -369,7 +399,7 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
 
 def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, encoder_size: int = 16,
                  u_size: int = 4, beta: float = 0.75, hidden: int | None = None, memory_threshold: float = 1.0,
-                 readout_steps: int | None = None) -> SpikingNetwork:
+                 recurrent: bool = True, readout_steps: int | None = None) -> SpikingNetwork:
     """L2MU (module docstring): LIF populations for the input module, u, the memory and h; recurrent weights start
     from the ANN's LMU (scaled), Ā and B̄ are its fixed LegT matrices."""
     inp, features, length = _sequence_input(x_train, lmu)
@@ -401,21 +431,26 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
         (ConnectionSpec("encoder_in", ("input",), "encoder", lin), gains),
         (ConnectionSpec("u_from_input", ("encoder",), "u", lin), _init((u_size, encoder_size * features),
                                                                       encoder_size * features * 0.25)),
-        (ConnectionSpec("u_from_hidden", ("hidden",), "u", lin), _init((u_size, hidden), hidden, 0.5)),
-        (ConnectionSpec("u_from_memory", ("memory",), "u", lin), _init((u_size, d), d, 0.5)),
+        (ConnectionSpec("u_from_hidden", ("hidden",), "u", lin, truncate_gradient=True),
+         _init((u_size, hidden), hidden, 0.2)),
+        (ConnectionSpec("u_from_memory", ("memory",), "u", lin, truncate_gradient=True), _init((u_size, d), d, 0.2)),
         (ConnectionSpec("memory_in", ("u",), "memory", lin, trainable=False), b_bar.astype(np.float32)),
-        (ConnectionSpec("memory_rec", ("memory",), "memory", lin, trainable=False), a_bar.astype(np.float32)),
+        (ConnectionSpec("memory_rec", ("memory",), "memory", lin, trainable=False, truncate_gradient=True),
+         a_bar.astype(np.float32)),
         (ConnectionSpec("hidden_from_input", ("encoder",), "hidden", lin),
          _init((hidden, encoder_size * features), encoder_size * features * 0.25, 1.5)),
-        (ConnectionSpec("hidden_rec", ("hidden",), "hidden", lin), (w_h * 0.5).astype(np.float32)),
+        # recurrent weights start weak (the ANN's W_h scaled down): strong spiking recurrence makes surrogate
+        # gradients through 70 steps useless
+        (ConnectionSpec("hidden_rec", ("hidden",), "hidden", lin, truncate_gradient=True),
+         (w_h * 0.1).astype(np.float32)),
         (ConnectionSpec("hidden_from_memory", ("memory",), "hidden", lin), (w_m * 1.0).astype(np.float32)),
-        (ConnectionSpec("readout_in", ("hidden",), "readout", lin),
-         (head.weight.detach().numpy()[:, :hidden] * 2.0).astype(np.float32)),
+        (ConnectionSpec("readout_in", ("hidden",), "readout", lin), _init((head.out_features, hidden), hidden)),
     ]
     # The memory's inputs are the fixed Ā, B̄ (≤ 0.15 per u spike): a bias near ϑ (1 − β) keeps it near threshold
     # so that u's spikes move it.
-    biases = {"encoder": enc_bias, "memory": np.full((d,), (1.0 - beta) * memory_threshold, np.float32),
-              "readout": head.bias.detach().numpy().astype(np.float32)}
+    if not recurrent:  # u and h read only the input module and the memory (the LMUFormer simplification)
+        conns = [c for c in conns if c[0].name not in ("u_from_hidden", "u_from_memory", "hidden_rec")]
+    biases = {"encoder": enc_bias, "memory": np.full((d,), (1.0 - beta) * memory_threshold, np.float32)}
     return SpikingNetwork(pops, conns, length + flush, "sequence", biases, readout_steps=readout_steps or flush,
                           info={"kind": "l2mu", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})

@@ -102,6 +102,7 @@ class ConnectionSpec:
     ops: tuple[dict, ...]
     delay: int = 1
     trainable: bool = True
+    truncate_gradient: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -377,6 +378,8 @@ class SpikingNetwork(nn.Module):
                         src = sent(spec.sources[0], spec.delay)
                         for s in spec.sources[1:]:
                             src = src + sent(s, spec.delay)
+                        if spec.truncate_gradient:
+                            src = src.detach()
                         y = c(src, weights[spec.name])
                         if static_input and t >= spec.delay:
                             static_cache[spec.name] = y

@@ -292,13 +292,13 @@ def _timeline(prog) -> list[int]:
     return list(prog.plan.live_bytes)
 
 
-def _test_inputs(model, dtype: str, qg) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _test_inputs(model, dtype: str, qg, budget: int = TEST_DATA_BUDGET) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(float inputs as given, device inputs in device layout/dtype, labels) within the firmware's budget."""
     x = model.test_x if model.test_x is not None else \
         (model.calib if model.calib is not None else model.example_inputs[0].numpy())
     y = model.test_y if model.test_x is not None else None
     per = int(np.prod(x.shape[1:])) * (1 if dtype == "int8" else 4)
-    n = max(1, min(len(x), TEST_DATA_BUDGET // max(per, 1)))
+    n = max(1, min(len(x), budget // max(per, 1)))
     x = np.ascontiguousarray(x[:n], dtype=np.float32)
     y = None if y is None else np.asarray(y[:n])
     dev = qg.quantize_input(x) if dtype == "int8" else x
@@ -357,7 +357,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     kernels_c = tvm_kernels.compile_kernels(funcs, cpu) if funcs else "/* no TVM kernels */\n"
     sources = codegen.write_sources(prog, kernels_c, symbols, out, cpu)
 
-    x, x_dev, y = _test_inputs(model, dtype, qg)
+    # The test inputs share the emulated board's code memory with the model: leave the model room (and a margin).
+    budget = min(TEST_DATA_BUDGET, max(0, info["code_size"] - prog.const_bytes - code_bytes(prog) - 128 * 1024))
+    x, x_dev, y = _test_inputs(model, dtype, qg, budget)
     expected = reference_outputs(model, dtype, qg, x)
     cflags = gcc_flags(board) + ["-DEDGEKIT_PROFILE_STEPS"]
     fw_sources = codegen.write_firmware(prog, sources, x_dev, board, cflags, link_flags("link.ld"),

@@ -26,7 +26,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.memplan import Buffer, plan_arena
 from edgekit.stepgraph import STATE_KINDS, StepGraph, split, state_size
 from edgekit.targets.cortex_m.kernel_spec import KernelSpec
-from edgekit.targets.cortex_m.program import DTYPE_BYTES, Program, Step, Tensor, _Builder, check_supported
+from edgekit.targets.cortex_m.program import DTYPE_BYTES, Program, Step, Tensor, _Builder, check_supported, root_of
 
 CELL_KIND = "tvm_cell"      # a recurrent kernel from tvm_cells.py (may write several outputs)
 COMMIT_KIND = "commit"      # copy a new state from the arena into ek_state
@@ -61,7 +61,8 @@ class StepProgram(Program):
 
     @property
     def state_bytes(self) -> int:
-        return sum(s.nbytes for s in self.states)
+        """Bytes of ek_state: every state vector, each starting on a 4-byte boundary."""
+        return sum(-(-s.nbytes // 4) * 4 for s in self.states)
 
     @property
     def state_by_name(self) -> dict[str, StateBuffer]:
@@ -73,20 +74,14 @@ class StepProgram(Program):
         return [s for s in self.states if s.kind == "y"]
 
 
-def is_step_program(prog) -> bool:
-    return isinstance(prog, StepProgram)
-
-
-def cell_macs(node, events: float | None = None) -> int:
-    """Multiply-accumulates of one step of a recurrent layer (EGRU: dense, or with ``events`` units active)."""
+def cell_macs(node) -> int:
+    """Multiply-accumulates of one step of a recurrent layer (EGRU: dense, all units active)."""
     a = node.attrs
     i, h = a["input_size"], a["hidden_size"]
-    if node.op == "gru":
+    if node.op in ("gru", "egru"):
         return 3 * h * (i + h)
     if node.op == "lstm":
         return 4 * h * (i + h)
-    if node.op == "egru":
-        return 3 * h * i + 3 * h * (h if events is None else events)
     d = a["memory_size"]
     return (i + h + d) + d * d + d + h * (i + h + d)
 
@@ -295,6 +290,7 @@ def lower_int8(model, sg: StepGraph, calibrated: bool):
 
 def build_step_program(graph, dtype: str, qs=None, use_ek: bool = False, cpu: str = "cortex-m7",
                        target: str = "cortex-m") -> StepProgram:
+    """The planned step program of a recurrent deployment ``graph`` (int8: with the QStream ``qs``)."""
     sg = split(graph, target)
     check_supported(sg.head, dtype, target)
     b = _StepBuilder(sg, dtype, qs, use_ek, cpu)
@@ -319,52 +315,47 @@ def build_step_program(graph, dtype: str, qs=None, use_ek: bool = False, cpu: st
     return prog
 
 
-def _root(prog: Program, name: str) -> str:
-    t = prog.tensors[name]
-    while t.alias_of is not None:
-        t = prog.tensors[t.alias_of]
-    return t.name
-
-
 def plan_step_program(prog: StepProgram) -> None:
     """Plan the arena over one step: every tensor lives from its producing call to its last reader (state buffers
     are not in the arena); the output lives to the end of the step."""
-    first: dict[str, int] = {_root(prog, prog.input): 0}
-    last: dict[str, int] = {_root(prog, prog.input): 0}
+    first: dict[str, int] = {root_of(prog, prog.input): 0}
+    last: dict[str, int] = {root_of(prog, prog.input): 0}
     for i, s in enumerate(prog.steps):
         for out in s.params.get("outputs", [s.output]):
             if out in prog.tensors:
-                r = _root(prog, out)
+                r = root_of(prog, out)
                 first.setdefault(r, i)
                 last[r] = max(last.get(r, i), i)
         for x in s.inputs:
             if x in prog.tensors:
-                r = _root(prog, x)
+                r = root_of(prog, x)
                 last[r] = max(last.get(r, i), i)
-    last[_root(prog, prog.output)] = max(len(prog.steps) - 1, 0)
+    last[root_of(prog, prog.output)] = max(len(prog.steps) - 1, 0)
     buffers = [Buffer(n, prog.tensors[n].nbytes, first[n], last[n]) for n in first]
     for i, s in enumerate(prog.steps):
         if s.scratch_bytes:
             buffers.append(Buffer(f"{s.layer}#scratch{i}", s.scratch_bytes, i, i))
     prog.plan = plan_arena(buffers, alignment=8)
     for t in prog.tensors.values():
-        t.offset = prog.plan.offsets.get(_root(prog, t.name), 0)
+        t.offset = prog.plan.offsets.get(root_of(prog, t.name), 0)
 
 
 # ---- estimates ------------------------------------------------------------------------------------------------------
 
-# Instructions of the recurrent kernels on the emulated Cortex-M7 (QEMU, exact counts), fitted by bench/recurrent.py
-# to the dense cell calls of digits-gru/-lstm/-lmu/-egru: per multiply-accumulate (register-blocked gate products),
-# per unit (gate arithmetic, rescaling, state update), per sigmoid/tanh evaluation (newlib's expf/tanhf in float32,
-# an interpolated table in int8) and per call. The EGRU's event-driven product: per multiply-accumulate of an active
-# column and per unit checked. Used when the target profile's cost model has no value of its own.
+# Instructions of the recurrent kernels on the emulated Cortex-M7 (QEMU, exact counts), set from the per-call
+# measurements of bench/recurrent.py (digits-gru, -lstm, -lmu, -egru; the bench prints estimate against measurement):
+# per multiply-accumulate, plus per input element loaded once for the gates fused in a pass (MACs / gates), per unit
+# (rescaling, gate arithmetic, state update), per sigmoid/tanh (newlib's expf/tanhf in float32, an interpolated table
+# in int8) and per call (argument unpacking). The EGRU's event-driven product: per multiply-accumulate of an active
+# column and per unit checked. Used where the target profile's [cost] has no fitted value.
 DEFAULT_CELL_COSTS = {
-    "float32": {"per_mac": 3.4, "per_unit": 30.0, "per_activation": 105.0, "per_call": 150.0,
-                "per_event_mac": 4.6, "per_event_unit": 6.0},
-    "int8": {"per_mac": 3.0, "per_unit": 60.0, "per_activation": 45.0, "per_call": 150.0,
-             "per_event_mac": 4.6, "per_event_unit": 6.0},
+    "float32": {"per_mac": 3.25, "per_gate_input": 2.25, "per_unit": 140.0, "per_activation": 25.0,
+                "per_call": 150.0, "per_event_mac": 6.0, "per_event_unit": 8.0},
+    "int8": {"per_mac": 2.15, "per_gate_input": 2.45, "per_unit": 100.0, "per_activation": 30.0,
+             "per_call": 150.0, "per_event_mac": 4.8, "per_event_unit": 8.0, "per_requant": 14.0},
 }
-# Nonlinear function evaluations per unit of each recurrent kernel.
+# Per recurrent kernel: gate rows computed in one pass over the inputs, sigmoid/tanh evaluations per unit.
+GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
 ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
                         "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0}
 
@@ -385,32 +376,45 @@ def step_instruction_terms(prog: StepProgram, s: Step, activity: float | None = 
     if op == "egru_recurrent":
         macs = s.macs if activity is None else int(round(s.macs * activity))
         return f"rnn_event_{prog.dtype}", macs, H, 0, 1
-    units = s.spec.attr("memory") if op == "lmu_memory" else (0 if op == "requant_q15" else H)
+    if op == "requant_q15":
+        return "requant_int8", 0, H, 0, 1
+    units = s.spec.attr("memory") if op == "lmu_memory" else H
     return f"rnn_{prog.dtype}", s.macs, units, units * ACTIVATIONS_PER_UNIT[op], 1
+
+
+def call_instructions(prog: StepProgram, s: Step, profile, activity: float | None = None) -> float:
+    """Estimated instructions of one call of step ``s``."""
+    defaults = DEFAULT_CELL_COSTS[prog.dtype]
+    key, units, outs, acts, calls = step_instruction_terms(prog, s, activity)
+
+    def cost(name: str, default: float) -> float:
+        return profile.number("cost", name, default)
+
+    if key == "requant_int8":
+        return cost(f"{key}_step_per_unit", defaults["per_requant"]) * outs + \
+            cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+    if key.startswith("rnn_event_"):
+        return cost(f"{key}_step", defaults["per_event_mac"]) * units + \
+            cost(f"{key}_step_per_unit", defaults["per_event_unit"]) * outs + \
+            cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+    if s.kind == CELL_KIND:
+        inputs = units / GATES_PER_PASS.get(s.spec.op, 1)
+        return cost(f"{key}_step", defaults["per_mac"]) * units + \
+            cost(f"{key}_step_per_gate_input", defaults["per_gate_input"]) * inputs + \
+            cost(f"{key}_step_per_unit", defaults["per_unit"]) * outs + \
+            cost(f"{key}_step_per_activation", defaults["per_activation"]) * acts + \
+            cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+    if s.kind == COMMIT_KIND:
+        return 1.0 * units + 10.0   # a byte loop: ~1 instruction per byte (measured 261 for 256 B)
+    return cost(key, cost("default_per_unit", 8.0)) * units + cost(key + "_per_output", 0.0) * outs + \
+        cost(key + "_per_call", 0.0)
 
 
 def step_instructions(prog: StepProgram, profile, activity: float | None = None) -> dict[str, float]:
     """Estimated instructions of one step, per layer."""
     out: dict[str, float] = {}
-    defaults = DEFAULT_CELL_COSTS[prog.dtype]
-    cost = lambda key, default: profile.number("cost", key, default)  # noqa: E731
     for s in prog.steps:
-        key, units, outs, acts, calls = step_instruction_terms(prog, s, activity)
-        if key.startswith("rnn_event_"):
-            n = cost(f"{key}_step", defaults["per_event_mac"]) * units + \
-                cost(f"{key}_step_per_unit", defaults["per_event_unit"]) * outs + \
-                cost(f"{key}_step_per_call", defaults["per_call"]) * calls
-        elif s.kind == CELL_KIND:
-            n = cost(f"{key}_step", defaults["per_mac"]) * units + \
-                cost(f"{key}_step_per_unit", defaults["per_unit"]) * outs + \
-                cost(f"{key}_step_per_activation", defaults["per_activation"]) * acts + \
-                cost(f"{key}_step_per_call", defaults["per_call"]) * calls
-        elif s.kind == COMMIT_KIND:
-            n = 2.0 * units + 20
-        else:
-            n = cost(key, cost("default_per_unit", 8.0)) * units + cost(key + "_per_output", 0.0) * outs + \
-                cost(key + "_per_call", 0.0)
-        out[s.layer] = out.get(s.layer, 0.0) + n
+        out[s.layer] = out.get(s.layer, 0.0) + call_instructions(prog, s, profile, activity)
     return out
 
 
@@ -422,7 +426,11 @@ def estimate(model, profile, prog: StepProgram):
     est = generic_estimate(model.deploy_graph, profile, prog.dtype, weight_bytes=prog.const_bytes_by_layer(),
                            state_bytes=prog.state_bytes, arena_override=prog.arena_bytes,
                            timeline_override=list(prog.plan.live_bytes))
-    per_step = step_instructions(prog, profile)
+    # The EGRU's event-driven product scales with the events: the activity to_egru measured, when the model carries
+    # it (meta['egru']); otherwise dense, an upper bound.
+    sparsity = (model.meta.get("egru") or {}).get("activity_sparsity") if prog.event_states else None
+    activity = None if sparsity is None else 1.0 - float(sparsity)
+    per_step = step_instructions(prog, profile, activity)
     T = prog.steps_per_sequence
     clock = profile.clock_hz.value
     pj = profile.number("energy", "run_current_ua_per_mhz") * profile.number("energy", "supply_v")
@@ -443,8 +451,11 @@ def estimate(model, profile, prog: StepProgram):
     est.instructions_per_step = step_total
     est.latency_ms = total / clock * 1e3
     est.energy_uj = total * pj * 1e-6
-    est.formulas["instructions"] = (f"{T} steps x {step_total:,} instructions per step (cells: MACs, units and calls "
-                                    "at the rnn cost of the profile; head every step)")
+    events = "" if not prog.event_states else (
+        f"; EGRU product at {activity:.0%} activity (to_egru's measurement)" if activity is not None
+        else "; EGRU product dense (an upper bound: no measured activity)")
+    est.formulas["instructions"] = (f"{T} steps x {step_total:,} instructions per step (cells: MACs, units, "
+                                    f"sigmoid/tanh and calls at streaming.DEFAULT_CELL_COSTS; head every step{events})")
     est.formulas["latency_ms"] = f"{total:,} instructions per sequence / {clock / 1e6:g} MHz (1 instruction per cycle)"
     est.formulas["energy_uj"] = f"{total:,} cycles · {pj:.1f} pJ/cycle, per sequence of {T} steps"
     return est
@@ -568,6 +579,7 @@ def build(model, profile, out: Path, options):
         "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
         "step_kernels": kinds,
         "step_cost_terms": [list(step_instruction_terms(prog, s)) for s in prog.steps],
+        "step_estimated_instructions": [round(call_instructions(prog, s, profile), 1) for s in prog.steps],
         "weight_bytes": prog.const_bytes, "layer_weights": layer_weight_bytes(prog),
         "stack_reserved_bytes": STACK_BYTES, "test_inputs": int(len(x)),
         "cflags": " ".join(cflags + toolchain.OPT_FLAGS),

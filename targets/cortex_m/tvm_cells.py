@@ -167,9 +167,10 @@ def _egru_recurrent(spec: KernelSpec):
             acc[r] = b_hh[r]
         for k in range(H):
             if y[k] != T.Cast(ydt, 0):
+                yk: T.let = T.Cast(adt, y[k])  # once per column: acc and y may alias in C
                 for ro in range(G // U):
                     for ri in T.unroll(U):
-                        acc[ro * U + ri] = acc[ro * U + ri] + T.Cast(adt, w_hh_t[k, ro * U + ri]) * T.Cast(adt, y[k])
+                        acc[ro * U + ri] = acc[ro * U + ri] + T.Cast(adt, w_hh_t[k, ro * U + ri]) * yk
 
     return egru_recurrent
 
