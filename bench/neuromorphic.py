@@ -146,7 +146,6 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--lava-samples", type=int, default=None, help="test inputs run in Lava (default: all)")
     ap.add_argument("--work", type=Path, default=Path("build/bench-neuromorphic"))
-    ap.add_argument("--write", action="store_true", help=f"write the table to {RESULTS}")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -168,8 +167,7 @@ def main() -> None:
         if "lava_s" in r:
             console.print(f"  {r['case']}: Lava {r['lava_s']:.0f} s ({r['lava_ms_per_step']:.1f} ms/step), readout "
                           f"max |Lava − torch| {r['readout_max_abs_diff']:.2g}")
-    if args.write:
-        RESULTS.write_text("# bench/neuromorphic.py\n\n" + markdown(rows) + "\n")
+    RESULTS.write_text("# bench/neuromorphic.py\n\n" + markdown(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -198,10 +198,11 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     t = Table(title=f"Recurrent models as step programs on the emulated {TARGET} (QEMU mps2-an500)")
-    for c in ("model", "dtype", "sequences", "outputs", "accuracy host (all 360)", "accuracy emulated",
+    for c in ("model", "dtype", "sequences", "outputs", "accuracy host (360)", "accuracy emulated",
               "instr/step (median)", "instr/step min..max", "instr/sequence", "estimate instr/step", "state B",
               "arena B", "flash B", "SRAM B", "zero events"):
-        t.add_column(c, justify="left" if c in ("model", "dtype", "outputs") else "right")
+        t.add_column(c, justify="left" if c in ("model", "dtype", "outputs") else "right",
+                     no_wrap=c in ("model", "outputs", "instr/step min..max"))
     for r in rows + [s[1] for s in sweep]:
         flips = f" ({r['event_flips']} event flip{'s' if r['event_flips'] != 1 else ''})" if r["event_flips"] else ""
         t.add_row(r["model"], r["dtype"], str(r["sequences"]),

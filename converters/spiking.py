@@ -349,7 +349,7 @@ def _legt(lmu: LMU, u_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, embed: int = 32, hidden: int = 64,
-                      u_size: int = 4, mixer: int = 64, beta: float = 0.5,
+                      u_size: int = 16, mixer: int = 64, beta: float = 0.5,
                       readout_steps: int | None = None) -> SpikingNetwork:
     """LMUFormer's spiking LMU block for a short sequence (module docstring): untrained except Ā, B̄."""
     inp, features, length = _sequence_input(x_train, lmu)
