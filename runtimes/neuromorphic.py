@@ -19,10 +19,11 @@ The Lava network (lava-nc 0.10, ``Loihi2SimCfg(select_tag="fixed_pt")``, the bit
   by the steps); spike counts from a sink on every population
 
 Agreement with the torch (snntorch) reference and why it can differ: the weights, biases and thresholds are the same
-numbers (to_spiking trains on and snaps to Loihi's grid), so non-leaky (β = 1) networks give identical spikes. Left
-over: a leaky neuron's decay is a 12-bit multiply truncated toward zero (up to 2**-18 ϑ per step), and connections
-finer than their target's unit are summed then right-shifted (floored) — both can move a membrane that sits within
-a few 2**-12 ϑ of threshold across it. Tolerance: the predicted class must match on ≥ 99 % of the inputs
+numbers (to_spiking trains on and snaps to Loihi's grid), the torch run floors step sums finer than their target's
+unit as Lava's right shift does (loihi_format.floor_sum), and it runs in float64, where those multiples of the grid
+add exactly — so non-leaky (β = 1) networks give identical spikes. Left over: a leaky neuron's decay is a 12-bit
+multiply truncated toward zero on the chip (up to 2**-18 ϑ per step), which can move a membrane that sits within a
+few 2**-18 ϑ of threshold across it. Tolerance: the predicted class must match on ≥ 99 % of the inputs
 (``AGREEMENT_GOAL``); spike counts are reported, not required to match.
 """
 from __future__ import annotations

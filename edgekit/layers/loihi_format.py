@@ -133,12 +133,30 @@ def quantized(net: SpikingNetwork, straight_through: bool = True) -> tuple[dict,
 
 
 def fake_quantize(net: SpikingNetwork, enable: bool = True) -> None:
-    """Train ``net`` through the Loihi grid (straight-through rounding of weights and biases in every forward)."""
+    """Train ``net`` through the Loihi grid (straight-through rounding of weights and biases, and Lava's floored
+    step sums, in every forward)."""
     net.quantizer = quantized if enable else None
+    net.sum_rounding = floor_sum if enable else None
+
+
+def floor_sum(net: SpikingNetwork, c: Connection, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A connection's step sum ``y`` as Lava's fixed-point Dense delivers it: Σ 2M·s is shifted by ``weight_exp``
+    e, and for e < −1 that right shift floors to the target's unit (straight-through gradient).
+
+    y / unit · 2**-e is an integer up to float error (Σ 2M·s), so it is rounded first and then floored."""
+    e = weight_exponent(float(weight.detach().abs().max()) * connection_factor(net, c))
+    if e >= -1:
+        return y
+    unit = received_unit(net.populations[c.spec.target].spec)
+    scaled = torch.round(y.detach() / unit * 2.0 ** -e)
+    q = torch.floor(scaled * 2.0 ** e) * unit
+    return y + (q - y).detach()
 
 
 def snap(net: SpikingNetwork) -> None:
-    """Move every weight, bias and decay of ``net`` onto the Loihi grid, in place."""
+    """Move every weight, bias and decay of ``net`` onto the Loihi grid, in place; from then on the network runs
+    with Lava's floored step sums (:func:`floor_sum`)."""
+    net.sum_rounding = floor_sum
     with torch.no_grad():
         weights, biases = quantized(net, straight_through=False)
         for name, c in net.connections.items():

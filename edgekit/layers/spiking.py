@@ -37,7 +37,6 @@ graded values count like spikes when they are non-zero (Loihi 2 sends a graded s
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -193,6 +192,7 @@ class Population(nn.Module):
     def step(self, current: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One LIF step: v = clamp(β v + I), s = v > ϑ, v = 0 where s. Returns (s, v)."""
         spk, mem = self.neuron(current, mem)
+        spk = spk.to(current.dtype)  # snntorch's surrogate returns float32 spikes whatever the membrane's dtype
         return spk, mem * (1.0 - spk.detach())
 
 
@@ -248,6 +248,10 @@ class SpikingNetwork(nn.Module):
         # Set by loihi_format.fake_quantize: (network) -> (weights, biases) on the fixed-point grid, with
         # straight-through gradients, for training on the grid the chip uses.
         self.quantizer = None
+        # Set by loihi_format.snap / fake_quantize: (network, connection, step sum, weight) -> the step sum as the
+        # chip's integer arithmetic leaves it (Lava floors sums finer than the target's unit), so the torch run and
+        # the Lava run of a network on the grid compute the same numbers.
+        self.sum_rounding = None
 
     # ---- description ------------------------------------------------------------------------------------------------
     @property
@@ -265,6 +269,7 @@ class SpikingNetwork(nn.Module):
         """The network as JSON-able data plus named arrays ('<connection>.weight', '<population>.bias')."""
         desc = {"format": "edgekit-snn/1", "steps": self.steps, "readout_steps": self.readout_steps,
                 "input_mode": self.input_mode, "info": self.info,
+                "fixed_point": "loihi2" if self.sum_rounding is not None else None,
                 "populations": [dataclasses.asdict(p) for p in self.population_specs],
                 "connections": [dataclasses.asdict(c) for c in self.connection_specs]}
         arrays = {f"{n}.weight": c.weight.detach().cpu().numpy().astype(np.float32) for n, c in self.connections.items()}
@@ -278,11 +283,20 @@ class SpikingNetwork(nn.Module):
         pops = [PopulationSpec(**{**p, "shape": tuple(p["shape"])}) for p in desc["populations"]]
         conns = [(ConnectionSpec(**c), arrays[f"{c['name']}.weight"]) for c in desc["connections"]]
         biases = {p.name: arrays[f"{p.name}.bias"] for p in pops if p.bias}
-        return cls(pops, conns, desc["steps"], desc["input_mode"], biases, desc.get("info"),
-                   desc.get("readout_steps"))
+        net = cls(pops, conns, desc["steps"], desc["input_mode"], biases, desc.get("info"),
+                  desc.get("readout_steps"))
+        if desc.get("fixed_point") == "loihi2":
+            from edgekit.layers import loihi_format
+
+            net.sum_rounding = loihi_format.floor_sum
+        return net
 
     def copy(self) -> "SpikingNetwork":
-        return copy.deepcopy(self)
+        """An independent network with the same description, numbers and training hooks (rebuilt from
+        :meth:`spec`: snntorch neurons keep their last membrane as a buffer, which deepcopy cannot copy mid-graph)."""
+        twin = SpikingNetwork.from_spec(*self.spec())
+        twin.quantizer, twin.sum_rounding = self.quantizer, self.sum_rounding
+        return twin
 
     def fan_out(self) -> dict[str, np.ndarray]:
         """Per connection, the synapses (non-zero weights) leaving each source neuron: [source size]."""
@@ -315,15 +329,23 @@ class SpikingNetwork(nn.Module):
         return x.new_zeros((x.shape[0],) + tuple(x.shape[2:]))
 
     def measure(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, RunRecord]:
-        """Readout and counts (per sample) on inputs ``x``, in eval mode without gradients."""
+        """Readout and counts (per sample) on inputs ``x``, in eval mode without gradients.
+
+        A network on a fixed-point grid runs in float64 here: its weights, inputs, biases and step sums are integer
+        multiples of ϑ · 2**-18 (and of the graded units), which float64 adds exactly, so a membrane that lands
+        exactly on its threshold does not spike — as on the chip — instead of tipping either way by float32
+        rounding."""
         was = self.training
         self.eval()
+        runner, dtype = self, np.float32
+        if self.sum_rounding is not None:
+            runner, dtype = self.copy().double(), np.float64
         outs, recs = [], []
         try:
             with torch.no_grad():
                 for i in range(0, len(x), batch_size):
-                    xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], np.float32))
-                    y, r = self.run(xb, record=True)
+                    xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype))
+                    y, r = runner.run(xb, record=True)
                     outs.append(y.numpy())
                     recs.append(r)
         finally:
@@ -381,6 +403,8 @@ class SpikingNetwork(nn.Module):
                         if spec.truncate_gradient:
                             src = src.detach()
                         y = c(src, weights[spec.name])
+                        if self.sum_rounding is not None:
+                            y = self.sum_rounding(self, c, y, weights[spec.name])
                         if static_input and t >= spec.delay:
                             static_cache[spec.name] = y
                     current = y if current is None else current + y
