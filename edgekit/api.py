@@ -92,7 +92,8 @@ def load_calibration(path: str | Path, model: Model) -> np.ndarray:
 
 
 def prepare(model, options: CompileOptions) -> Model:
-    """Load the model and apply the converters the options ask for (pruning; quantization is target-specific)."""
+    """Load the model and apply the converters the options ask for (pruning, then spiking conversion; quantization
+    is target-specific)."""
     m = Model.load(model)
     if options.calib:
         m = dataclasses.replace(m, calib=load_calibration(options.calib, m))
@@ -100,6 +101,10 @@ def prepare(model, options: CompileOptions) -> Model:
         from edgekit.converters import prune as _prune
 
         m = _prune(m, sparsity=options.prune)
+    if options.spiking:
+        from edgekit.converters import to_spiking
+
+        m = to_spiking(m, kind=options.spiking)
     return m
 
 
@@ -235,6 +240,9 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
     out = Path(out)
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
+    if opts.spiking and profile.kind != "neuromorphic":
+        raise UsageError(f"--spiking converts for neuromorphic chips (loihi2, spinnaker2); {profile.name} runs the "
+                         "ANN as it is — drop --spiking")
     m = prepare(model, opts)
     mod = target_module(profile)
     if not opts.allow_oversize and hasattr(mod, "estimate"):

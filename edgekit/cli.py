@@ -186,6 +186,9 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                                                                 "may cost."),
             allow_oversize: bool = typer.Option(False, "--allow-oversize", help="Build even if the model does not "
                                                 "fit the device (the report says by how much)."),
+            spiking: Optional[str] = typer.Option(None, help="loihi2/spinnaker2: convert to a spiking network first "
+                                                             "(auto, rate, lmuformer or l2mu; fine-tuned on the "
+                                                             "example's data)."),
             force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
     """Build MODEL for a target into OUT (sources, binaries, report.json, report.html)."""
     import dataclasses
@@ -194,7 +197,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
 
     out = out or Path("build") / f"{Path(model).stem}-{target}"
     opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer)
-    opts = dataclasses.replace(opts, allow_oversize=allow_oversize)
+    opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking)
     art = api.compile(model, target, out, opts, force=force)
     est = art.report["estimate"]
     out_console.print(f"[bold]{art.report['model']['name']}[/] → [bold]{target}[/] ({art.report['dtype']}): "

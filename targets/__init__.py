@@ -38,6 +38,7 @@ class CompileOptions:
     max_patch_overhead: float = 0.20     # limit on extra MACs from patch halos
     run_firmware: bool = True            # build the emulator image as well
     allow_oversize: bool = False         # build even when the estimate does not fit the device (report says so)
+    spiking: str | None = None           # convert to a spiking network first: "auto" | "rate" | "lmuformer" | "l2mu"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -185,3 +185,24 @@ def test_egru_compiles_for_spinnaker2_only(tmp_path):
     assert measured["synaptic_ops"] == pytest.approx(act["synaptic_ops_per_inference"])
     with pytest.raises(UnsupportedError, match="spinnaker2"):
         api.compile(model, "loihi2", tmp_path / "egru-loihi")
+
+
+def test_cli_converts_with_spiking_option(tmp_path, monkeypatch, capsys):
+    """`edgekit compile digits-cnn -t spinnaker2 --spiking rate`: converted (one epoch here), compiled, NIR written;
+    --spiking on a microcontroller target is a usage error."""
+    from edgekit.converters import spiking as spiking_converter
+
+    monkeypatch.setitem(spiking_converter.DEFAULTS, "rate", {**spiking_converter.DEFAULTS["rate"],
+                                                            "fine_tune_epochs": 1})
+    out = tmp_path / "s2"
+    assert main(["compile", "digits-cnn", "--target", "spinnaker2", "--spiking", "rate", "-o", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["options"]["spiking"] == "rate"
+    assert rep["build"]["activity"]["accuracy"] > 0.5
+    assert (out / "model.nir").is_file()
+    capsys.readouterr()
+    assert main(["compile", "digits-cnn", "--target", "cortex-m7", "--spiking", "rate", "-o",
+                 str(tmp_path / "m7")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--spiking" in err[0]
+    assert not (tmp_path / "m7").exists()

@@ -49,7 +49,8 @@ def _network(model, profile: TargetProfile) -> SpikingNetwork | None:
                                "gated units run as software neurons on the ARM cores); compile it with "
                                "--target spinnaker2")
     raise UnsupportedError(f"model '{model.name}' is not a spiking network: {profile.name} runs spiking neurons; "
-                           "convert it first with edgekit.converters.to_spiking(model) and compile the result")
+                           "convert it first (edgekit compile ... --spiking auto, or "
+                           "edgekit.converters.to_spiking(model))")
 
 
 # ---- estimate ---------------------------------------------------------------------------------------------------------
