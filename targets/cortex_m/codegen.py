@@ -84,6 +84,13 @@ def copy_tvm_headers(dest: Path) -> None:
         shutil.copyfile(tvm_include_root(package) / rel, target)
 
 
+def copy_kernel_library(src: Path, stem: str) -> Path:
+    """Copy one of edgekit's kernel libraries (``kernels/<stem>.h`` and ``.c``) into ``src``; returns the .c."""
+    for ext in (".h", ".c"):
+        shutil.copyfile(KERNELS_DIR / f"{stem}{ext}", src / f"{stem}{ext}")
+    return src / f"{stem}.c"
+
+
 def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: Path, cpu: str) -> Sources:
     """Render the model sources into ``out/src``. ``symbols`` maps a step index to its TVM kernel symbol."""
     env = _env()
@@ -168,13 +175,9 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
     copy_tvm_headers(src / "include")
     model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c", src / "edgekit_kernels.c"]
     if uses_ek:
-        for name in ("ek_nn_s8.h", "ek_nn_s8.c"):
-            shutil.copyfile(KERNELS_DIR / name, src / name)
-        model_sources.append(src / "ek_nn_s8.c")
+        model_sources.append(copy_kernel_library(src, "ek_nn_s8"))
     if any(s.kind in ("ek_sconv", "ek_sfc") for s in prog.steps):  # pruned layers stored compressed
-        for name in ("ek_sparse_s8.h", "ek_sparse_s8.c"):
-            shutil.copyfile(KERNELS_DIR / name, src / name)
-        model_sources.append(src / "ek_sparse_s8.c")
+        model_sources.append(copy_kernel_library(src, "ek_sparse_s8"))
     return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols)
 
 

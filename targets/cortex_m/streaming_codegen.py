@@ -7,13 +7,12 @@ firmware that runs whole test sequences step by step.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from edgekit import __version__
-from edgekit.targets.cortex_m.codegen import (DL_CODES, KERNELS_DIR, Sources, _env, c_ident, c_values,
+from edgekit.targets.cortex_m.codegen import (DL_CODES, Sources, copy_kernel_library, _env, c_ident, c_values,
                                               copy_tvm_headers)
 from edgekit.targets.cortex_m.program import DTYPE_C, root_of
 from edgekit.targets.cortex_m.streaming import CELL_KIND, COMMIT_KIND, StepProgram
@@ -102,9 +101,7 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
     copy_tvm_headers(src / "include")
     model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c", src / "edgekit_kernels.c"]
     if uses_ek:
-        for name in ("ek_nn_s8.h", "ek_nn_s8.c"):
-            shutil.copyfile(KERNELS_DIR / name, src / name)
-        model_sources.append(src / "ek_nn_s8.c")
+        model_sources.append(copy_kernel_library(src, "ek_nn_s8"))
     return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols)
 
 
