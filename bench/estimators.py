@@ -33,6 +33,11 @@ CONFIGS = [
     ("digits-cnn", "cortex-m55", "int8", "auto"),
     ("digits-cnn", "phone-arm64", "int8", "auto"), ("digits-cnn", "phone-arm64", None, "auto"),
     ("digits-gru", "phone-arm64", None, "auto"), ("mbv2-w035", "phone-arm64", "int8", "auto"),
+    # recurrent step programs: instructions per step and state bytes
+    ("digits-gru", "cortex-m7", "int8", "auto"), ("digits-lmu", "cortex-m7", "int8", "auto"),
+    ("digits-egru", "cortex-m7", "int8", "auto"), ("digits-gru", "cortex-m7", None, "auto"),
+    # neuromorphic: energy from the converter's torch spike counts vs the counts of Lava's run (first 60 inputs)
+    ("digits-cnn", "loihi2", None, "spiking=rate"),
 ]
 
 
@@ -44,8 +49,12 @@ def run(configs):
             out = work / str(i)
             label = model if isinstance(model, str) else model.name
             try:
-                api.compile(model, target, out, quantize=q, kernels=kernels, allow_oversize=True)
-                rep = api.profile(out, repeat=20).report
+                if kernels.startswith("spiking="):
+                    api.compile(model, target, out, spiking=kernels.split("=")[1])
+                    rep = api.profile(out, samples=60).report
+                else:
+                    api.compile(model, target, out, quantize=q, kernels=kernels, allow_oversize=True)
+                    rep = api.profile(out, repeat=20).report
             except EdgekitError as e:
                 results.append({"model": label, "target": target, "q": q or "float32", "kernels": kernels,
                                 "error": str(e)[:100]})
@@ -58,16 +67,18 @@ def run(configs):
 
 def error_table(results) -> Table:
     t = Table(title="estimate vs measured: (estimate − measured) / measured")
-    for col in ("model", "target", "dtype", "kernels", "flash", "peak SRAM", "arena", "instructions", "latency"):
-        t.add_column(col, justify="left" if col in ("model", "target", "dtype", "kernels") else "right")
+    figures = {"flash": "flash_bytes", "peak SRAM": "peak_sram_bytes", "arena": "arena_bytes",
+               "instructions": "instructions", "instr/step": "instructions_per_step", "state": "state_bytes",
+               "latency": "latency_ms", "energy": "energy_uj"}
+    for col in ("model", "target", "dtype", "build", *figures):
+        t.add_column(col, justify="left" if col in ("model", "target", "dtype", "build") else "right")
     for r in results:
         if "error" in r:
-            t.add_row(r["model"], r["target"], r["q"], r["kernels"], r["error"], "", "", "", "")
+            t.add_row(r["model"], r["target"], r["q"], r["kernels"], r["error"], *[""] * (len(figures) - 1))
             continue
         e = r["rep"]["errors"] or {}
-        f = lambda k: "–" if k not in e else f"{e[k]:+.1%}"  # noqa: E731
-        t.add_row(r["model"], r["target"], r["q"], r["kernels"], f("flash_bytes"), f("peak_sram_bytes"),
-                  f("arena_bytes"), f("instructions"), f("latency_ms"))
+        t.add_row(r["model"], r["target"], r["q"], r["kernels"],
+                  *["–" if k not in e else f"{e[k]:+.1%}" for k in figures.values()])
     return t
 
 

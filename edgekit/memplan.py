@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Buffer:
@@ -40,30 +42,44 @@ def align(n: int, a: int = 8) -> int:
 
 
 def plan_arena(buffers: list[Buffer], alignment: int = 8) -> ArenaPlan:
+    """Greedy-by-size placement (see the module docstring), vectorised over the buffers already placed: for each
+    buffer the clashing ones (overlapping lifetimes) sorted by offset, and the first gap that holds it."""
     steps = max((b.last for b in buffers), default=-1) + 1
-    live = [0] * steps
-    for b in buffers:
-        for s in range(b.first, b.last + 1):
-            live[s] += align(b.size, alignment)
-    placed: list[tuple[Buffer, int]] = []
-    offsets: dict[str, int] = {}
+    sizes = np.array([align(b.size, alignment) for b in buffers], dtype=np.int64)
+    firsts = np.array([b.first for b in buffers], dtype=np.int64)
+    lasts = np.array([b.last for b in buffers], dtype=np.int64)
+    # live bytes per step: +size at first, -size after last
+    delta = np.zeros(steps + 1, dtype=np.int64)
+    np.add.at(delta, firsts, sizes)
+    np.add.at(delta, lasts + 1, -sizes)
+    live = np.cumsum(delta)[:steps]
     # Largest first; ties broken by earlier start then name so that plans are reproducible.
-    for b in sorted(buffers, key=lambda b: (-align(b.size, alignment), b.first, b.name)):
-        size = align(b.size, alignment)
+    order = sorted(range(len(buffers)), key=lambda i: (-int(sizes[i]), buffers[i].first, buffers[i].name))
+    offsets: dict[str, int] = {}
+    placed = np.zeros(len(buffers), dtype=bool)
+    offs = np.zeros(len(buffers), dtype=np.int64)
+    arena = 0
+    for i in order:
+        b, size = buffers[i], int(sizes[i])
         if size == 0:
             offsets[b.name] = 0
             continue
-        clashes = sorted((off, off + align(o.size, alignment)) for o, off in placed
-                         if not (o.last < b.first or b.last < o.first))
+        clash = np.flatnonzero(placed & (lasts >= b.first) & (firsts <= b.last))
         offset = 0
-        for start, end in clashes:
-            if offset + size <= start:
-                break
-            offset = max(offset, end)
+        if clash.size:
+            starts = offs[clash]
+            by_start = np.argsort(starts, kind="stable")
+            starts = starts[by_start]
+            ends = starts + sizes[clash][by_start]
+            # the lowest offset below clash k is the highest end among the clashes before it
+            before = np.concatenate(([0], np.maximum.accumulate(ends)[:-1]))
+            fits = np.flatnonzero(before + size <= starts)
+            offset = int(before[fits[0]]) if fits.size else int(max(before[-1], ends.max()))
         offsets[b.name] = offset
-        placed.append((b, offset))
-    arena = max((off + align(b.size, alignment) for b, off in placed), default=0)
-    return ArenaPlan(offsets, arena, tuple(live))
+        offs[i] = offset
+        placed[i] = True
+        arena = max(arena, offset + size)
+    return ArenaPlan(offsets, arena, tuple(int(v) for v in live))
 
 
 ALIAS_OPS = ("reshape", "flatten")

@@ -27,6 +27,7 @@ COMPARED = {
     "arena_bytes": ("arena_bytes", "arena_bytes"),
     "instructions": ("instructions", "instructions"),
     "latency_ms": ("latency_ms", "latency_ms"),
+    "energy_uj": ("energy_uj", "energy_uj"),   # measured where a run counts the events (Lava's spikes)
 }
 # Compared only where the build has them: recurrent models' step programs (targets/cortex_m/streaming.py).
 COMPARED_RECURRENT = {

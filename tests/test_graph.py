@@ -90,3 +90,35 @@ def test_data_checks_name_the_problem(tiny):
         tiny.check_input(bad, "test")
     with pytest.raises(ShapeError):
         Model.from_module(make_tiny().module, torch.zeros(1, 3, 8, 8)).graph
+
+
+def test_arena_plan_is_first_fit_without_overlaps():
+    """plan_arena on random lifetimes: no two live-together buffers overlap, the live bytes are the per-step sums,
+    and every buffer sits at the lowest offset free of the larger ones placed before it (greedy by size)."""
+    import random
+
+    from edgekit.memplan import Buffer, align, plan_arena
+
+    rng = random.Random(3)
+    for _ in range(200):
+        bufs = []
+        for i in range(rng.randint(1, 40)):
+            first = rng.randint(0, 20)
+            bufs.append(Buffer(f"b{i}", rng.choice([0, 1, 8, 24, 100, 1000]), first, first + rng.randint(0, 8)))
+        plan = plan_arena(bufs)
+        steps = max(b.last for b in bufs) + 1
+        assert list(plan.live_bytes) == [sum(align(b.size) for b in bufs if b.first <= s <= b.last)
+                                         for s in range(steps)]
+        order = sorted(bufs, key=lambda b: (-align(b.size), b.first, b.name))
+        for k, b in enumerate(order):
+            if not b.size:
+                continue
+            size, off = align(b.size), plan.offsets[b.name]
+            earlier = [(plan.offsets[o.name], plan.offsets[o.name] + align(o.size)) for o in order[:k]
+                       if o.size and not (o.last < b.first or b.last < o.first)]
+            assert all(off + size <= s or e <= off for s, e in earlier), (b, earlier)
+            # lowest such offset: 0 or right at the end of a clashing buffer
+            lower = [x for x in [0] + [e for _, e in earlier] if x < off]
+            assert all(any(not (x + size <= s or e <= x) for s, e in earlier) for x in lower)
+            assert off + size <= plan.arena_bytes
+        assert plan.arena_bytes >= plan.lower_bound
