@@ -1,10 +1,13 @@
-"""Cortex-M benchmark: every bundled CNN example on every Cortex-M core, built and run on the emulated board.
+"""Cortex-M benchmark: the bundled examples on every Cortex-M core, built and run on the emulated board.
 
-Prints (and writes to bench/results/cortex_m.md) one row per example, core and dtype: MACs, executed instructions
-per inference (exact, QEMU plugin), instructions per MAC, model flash (ELF minus test data), SRAM (static RAM incl.
-arena + measured stack), arena, outputs checked, accuracy, compile+build seconds.
+Prints (and writes to bench/results/cortex_m_KERNELS.txt) one row per example, core and dtype: MACs, executed
+instructions per inference (exact, QEMU plugin; recurrent models: per test sequence, and per step), instructions per MAC, model
+flash (ELF minus test data), the model's constants in it (weights, biases, requantization tables) and the rest (code:
+kernels, driver, startup, harness), SRAM (static RAM incl. arena + measured stack), arena, outputs checked, accuracy,
+compile+build seconds.
 
-    .venv/bin/python bench/cortex_m.py                          # digits-cnn and mbv2-w035, all cores, int8 + float
+    .venv/bin/python bench/cortex_m.py                          # digits-cnn, digits-gru, mbv2-w035: all cores,
+                                                                # int8 + float
     .venv/bin/python bench/cortex_m.py --models digits-cnn --cores cortex-m7 --dtypes int8
 """
 from __future__ import annotations
@@ -50,6 +53,8 @@ def run(models, cores, dtypes, kernels="auto", patch="auto"):
                         "stack": m["stack_bytes"], "match": m["outputs_match"], "acc": m.get("accuracy"),
                         "ref_acc": m.get("reference_accuracy"), "fits": m["fits_measured"], "build_s": build_s,
                         "patch": (rep.get("patch") or {}).get("grid"),
+                        "constants": rep["build"].get("weight_bytes"),
+                        "per_step": m.get("instructions_per_step"),
                     })
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -58,23 +63,29 @@ def run(models, cores, dtypes, kernels="auto", patch="auto"):
 
 def table(rows, title) -> Table:
     t = Table(title=title)
-    for col in ("model", "core", "dtype", "MACs", "instructions", "instr/MAC", "flash B", "SRAM B", "arena B",
-                "stack B", "outputs", "accuracy (host)", "fits", "build s"):
+    for col in ("model", "core", "dtype", "MACs", "instructions", "instr/MAC", "flash B", "constants B",
+                "flash beyond constants B", "SRAM B", "arena B", "stack B", "outputs", "accuracy (host)", "fits",
+                "build s"):
         t.add_column(col, justify="left" if col in ("model", "core", "dtype", "outputs") else "right")
     for r in rows:
         if "error" in r:
-            t.add_row(r["model"], r["core"], r["dtype"], "", "", "", "", "", "", "", r["error"], "", "", "")
+            t.add_row(r["model"], r["core"], r["dtype"], *[""] * 9, r["error"], "", "", "")
             continue
         acc = "" if r["acc"] is None else f"{r['acc']:.2%} ({r['ref_acc']:.2%})"
-        t.add_row(r["model"], r["core"], r["dtype"], f"{r['macs']:,}", f"{r['instructions']:,}", f"{r['ipm']:.2f}",
-                  f"{r['flash']:,}", f"{r['sram']:,}", f"{r['arena']:,}", f"{r['stack']:,}",
+        instr = f"{r['instructions']:,}" + (f" ({r['per_step']:,.0f}/step)" if r.get("per_step") else "")
+        ipm = "–" if r["ipm"] is None else f"{r['ipm']:.2f}"
+        const = r.get("constants")
+        t.add_row(r["model"], r["core"], r["dtype"], f"{r['macs']:,}", instr, ipm,
+                  f"{r['flash']:,}", "–" if const is None else f"{const:,}",
+                  "–" if const is None else f"{r['flash'] - const:,}", f"{r['sram']:,}", f"{r['arena']:,}",
+                  f"{r['stack']:,}",
                   "match" if r["match"] else "DIFFER", acc, "yes" if r["fits"] else "no", f"{r['build_s']:.1f}")
     return t
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["digits-cnn", "mbv2-w035"])
+    ap.add_argument("--models", nargs="+", default=["digits-cnn", "digits-gru", "mbv2-w035"])
     ap.add_argument("--cores", nargs="+", default=CORES)
     ap.add_argument("--dtypes", nargs="+", default=["int8", "float32"])
     ap.add_argument("--kernels", default="auto", help="auto (edgekit DSP kernels for int8) or tvm")

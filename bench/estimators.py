@@ -194,7 +194,8 @@ def calibrate(cores, write: bool):
 
 def calibrate_phone(write: bool):
     """Fit the phone model to ONNX Runtime runs (float32 and int8) of the synthetic CNNs and the examples:
-    latency = base + per-layer + Σ ns/MAC by family + ns/element, file = bytes/layer + base (beyond weights)."""
+    latency = base + per-layer + Σ ns/MAC by family + ns/element; file beyond the weights = bytes per layer, per
+    layer with weights, per output channel of those, and a base (both fits weighted for relative error)."""
     from scipy.optimize import nnls
 
     from edgekit.estimate import PHONE_KINDS, phone_terms
@@ -214,8 +215,8 @@ def calibrate_phone(write: bool):
             A.append([1.0, t["layers"], sum(t[f"macs_{k}"] for k in PHONE_KINDS) * 1e-3, t["elements"] * 1e-3])
             y.append(r["rep"]["measured"]["latency_ms"] * 1e3)
             stored = sum(lay["weight_bytes"] for lay in r["rep"]["estimate"]["layers"])
-            F.append([t["layers"], 1.0])
-            fy.append(r["rep"]["measured"]["flash_bytes"] - stored)
+            F.append(np.array([t["layers"], t["weighted"], t["channels"], 1.0]) / r["rep"]["measured"]["flash_bytes"])
+            fy.append((r["rep"]["measured"]["flash_bytes"] - stored) / r["rep"]["measured"]["flash_bytes"])
         A, y = np.array(A), np.array(y)
         w = 1.0 / np.maximum(y, 1e-3)
         coef, _ = nnls(A * w[:, None], y * w)
@@ -223,7 +224,8 @@ def calibrate_phone(write: bool):
         fcoef, _ = nnls(np.array(F), np.array(fy, dtype=float))
         lat = {"ort_us_per_inference": coef[0], "ort_us_per_layer": coef[1], "ort_ns_per_element": coef[3]}
         lat.update({f"ort_ns_per_mac_{k}": coef[2] for k in PHONE_KINDS})
-        fitted[key] = (lat, {"onnx_bytes_per_layer": fcoef[0], "onnx_bytes_base": fcoef[1]}, len(y), err)
+        fitted[key] = (lat, {"onnx_bytes_per_layer": fcoef[0], "onnx_bytes_per_weighted_layer": fcoef[1],
+                             "onnx_bytes_per_channel": fcoef[2], "onnx_bytes_base": fcoef[3]}, len(y), err)
     if write:
         lines = ["# Calibrated phone cost model: ONNX Runtime 1.32 CPU execution provider, one thread, on the x86-64",
                  "# host that runs `edgekit profile` (it stands in for one phone core; not measured on a phone).",

@@ -255,13 +255,20 @@ def convert(model: str = typer.Argument(..., help="Example name or .pt2 file."),
 def profile(out: Path = typer.Argument(..., help="A folder written by edgekit compile."),
             repeat: int = typer.Option(50, help="Phone: timed runs for the median latency."),
             time_limit: Optional[float] = typer.Option(None, help="Cortex-M: seconds the emulated firmware may run "
-                                                                  "before it counts as hung (default: from the MACs).")):
+                                                                  "before it counts as hung (default: from the MACs)."),
+            samples: Optional[int] = typer.Option(None, help="loihi2: run only the first N test inputs in Lava "
+                                                             "(default: all; Lava simulates ~10-100 ms per step).")):
     """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference, update the report."""
     from edgekit import api
 
     if time_limit is not None and not 0 < time_limit <= 86400:
         raise UsageError(f"--time-limit {time_limit}: give a number of seconds between 0 and 86400")
-    art = api.profile(out, repeat=repeat, **({"timeout_s": time_limit} if time_limit else {}))
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples {samples}: give a positive number of test inputs")
+    kw = {"timeout_s": time_limit} if time_limit else {}
+    if samples is not None:
+        kw["samples"] = samples
+    art = api.profile(out, repeat=repeat, **kw)
     print_summary(art.report)
 
 
@@ -277,7 +284,7 @@ def print_summary(rep: dict) -> None:
 
     def row(label, ek, mk, name, fmt):
         e, v = est.get(ek), m.get(mk)
-        if e is None and v is None:
+        if not e and v is None:  # neither estimated (0 where the target has no such memory) nor measured
             return
         err = errs.get(name)
         t.add_row(label, fmt(e) if e is not None else "–", fmt(v) if v is not None else "–",
@@ -292,6 +299,8 @@ def print_summary(rep: dict) -> None:
             lambda v: f"{int(v):,}")
         row("state", "state_bytes", "state_bytes", "state_bytes", _fmt_bytes)
     row("latency (ms)", "latency_ms", "latency_ms", "latency_ms", lambda v: f"{v:.4g}")
+    if rep.get("target_kind") == "neuromorphic":
+        row("energy (µJ)", "energy_uj", "energy_uj", "energy_uj", lambda v: f"{v:.4g}")
     out_console.print(t)
     facts = []
     if m.get("accuracy") is not None:
@@ -299,6 +308,11 @@ def print_summary(rep: dict) -> None:
         facts.append(f"accuracy {m['accuracy']:.2%}" + (f" (reference {ref:.2%})" if ref is not None else ""))
     if m.get("instructions_per_mac") is not None:
         facts.append(f"{m['instructions_per_mac']:.2f} instructions/MAC")
+    if m.get("lava_agreement") is not None:
+        facts.append(f"Lava's class = torch's on {m['lava_agreement']:.1%} of {m['samples']} inputs, identical spike "
+                     f"counts on {m['identical_spike_counts']:.1%}")
+    if m.get("spikes_per_inference") is not None:
+        facts.append(f"{m['spikes_per_inference']:,.0f} spikes and {m['synaptic_ops']:,.0f} synaptic ops per inference")
     if m.get("activity_sparsity") is not None:
         facts.append(f"activity sparsity {m['activity_sparsity']:.1%} (EGRU units without an event)")
     if m.get("outputs_match") is not None:

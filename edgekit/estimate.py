@@ -217,16 +217,19 @@ PHONE_KINDS = ("conv2d", "depthwise", "linear", "rnn")
 
 
 def phone_terms(graph: Graph) -> dict[str, float]:
-    """Work of a graph in the phone cost model's terms: MACs per kernel family, other elements, layer count."""
+    """Work of a graph in the phone cost model's terms: MACs per kernel family, other elements, layer count, and for
+    the file size the layers with weights and their output channels (an int8 QDQ file keeps a scale and zero point per
+    channel)."""
     terms = {f"macs_{k}": 0.0 for k in PHONE_KINDS}
-    terms["elements"] = 0.0
-    terms["layers"] = 0.0
+    terms.update(elements=0.0, layers=0.0, weighted=0.0, channels=0.0)
     for n in graph.nodes:
         if n.op == "input":
             continue
         kind = _kind(n)
         terms["layers"] += 1
         if kind in PHONE_KINDS:
+            terms["weighted"] += 1
+            terms["channels"] += n.shape[-1] if n.op in ("gru", "lstm") or kind == "rnn" else n.shape[1]
             terms[f"macs_{kind}"] += macs_of(n, graph)
         else:
             terms["elements"] += n.elements
@@ -247,7 +250,9 @@ def _phone_estimate(graph, profile, dtype, layers, stored_total, total_macs, are
         latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
                       + c("ort_ns_per_element") * terms["elements"] * 1e-3
                       + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
-        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_base"))
+        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
+                            * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
+                            + c("onnx_bytes_base"))
         for lay in layers:
             node = graph[lay["name"]]
             k = _kind(node)
@@ -270,7 +275,10 @@ def _phone_estimate(graph, profile, dtype, layers, stored_total, total_macs, are
     sram = arena + state_bytes + overhead_sram
     energy_uj = total_macs * pj * 1e-6
     formulas = {
-        "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B",
+        "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B" + (
+            f" ({terms['layers']:.0f} layers · {c('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
+            f"weights · {c('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
+            f"{c('onnx_bytes_per_channel'):.4g} B + {c('onnx_bytes_base'):.4g} B)" if fitted else ""),
         "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
         "latency_ms": lat_formula,
         "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
