@@ -3,6 +3,8 @@
     .venv/bin/python bench/estimators.py              # error table (flash, SRAM, instructions, latency) for all
     .venv/bin/python bench/estimators.py --fit        # also fit the Cortex-M cost model to the emulated runs and
                                                       # print the [cost] lines for targets/profiles/*.toml
+    .venv/bin/python bench/estimators.py --fit-code   # fit the Cortex-M code-size model to built ELFs
+    .venv/bin/python bench/estimators.py --calibrate-phone   # fit the phone model to ONNX Runtime runs (writes it)
 
 The Cortex-M cost model: instructions of a step = a·units + b·outputs + c (units: MACs for conv/linear kernels,
 elements for the rest; see targets/cortex_m.step_cost_terms). ``--fit`` solves for (a, b, c) per kernel family by
@@ -240,6 +242,58 @@ def calibrate_phone(write: bool):
     return results, fitted
 
 
+CODE_FIT_CASES = [("digits-cnn", "int8", "auto", "auto"), ("digits-cnn", "int8", "tvm", "auto"),
+                  ("digits-cnn", "int8", "auto", "off"), ("digits-cnn", None, "auto", "auto"),
+                  ("digits-cnn", None, "auto", "off"), (0, "int8", "auto", "auto"), (0, None, "auto", "off"),
+                  (1, "int8", "tvm", "off"), (2, None, "auto", "auto"), (3, "int8", "auto", "off"),
+                  (1, None, "auto", "auto"), ("mbv2-w035", "int8", "auto", "auto"), ("mbv2-w035", "int8", "tvm", "off")]
+
+
+def fit_code(console) -> None:
+    """Fit the Cortex-M code-size model (targets/cortex_m CODE_* constants) to built cortex-m7 ELFs: model flash
+    minus constants, edgekit kernels and their structs (known) and 150 B per non-conv TVM kernel = base + per step ·
+    steps + per descriptor · descriptors + per TVM conv kernel · kernels (NNLS, relative error). Prints the constants
+    and each build's error; does not write them."""
+    from scipy.optimize import nnls
+
+    import edgekit.targets.cortex_m as cm
+    from edgekit.model import Model
+
+    captured = {}
+    original = cm.code_features
+
+    def spy(prog):
+        captured["features"], captured["const"] = original(prog), prog.const_bytes
+        return captured["features"]
+
+    cm.code_features = spy
+    synthetic = synthetic_models(0)
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="ek-code-"))
+    try:
+        for i, (m, q, kernels, patch) in enumerate(CODE_FIT_CASES):
+            model = Model.load(synthetic[m] if isinstance(m, int) else m)
+            art = api.compile(model, "cortex-m7", work / str(i), quantize=q, kernels=kernels, patch=patch,
+                              allow_oversize=True)
+            rows.append((f"{model.name} {q or 'float32'} kernels={kernels} patch={patch}",
+                         art.report["build"]["model_flash_bytes"], captured["const"], dict(captured["features"])))
+    finally:
+        cm.code_features = original
+        shutil.rmtree(work, ignore_errors=True)
+    names = ["steps", "descriptors", "tvm_conv"]
+    A = np.array([[1.0] + [f[k] for k in names] for _, _, _, f in rows])
+    fixed = np.array([c + f["ek_kernels_bytes"] + f["ek_structs_bytes"] + cm.CODE_PER_TVM_KERNEL_BYTES * f["tvm_other"]
+                      for _, _, c, f in rows], float)
+    flash = np.array([r[1] for r in rows], float)
+    coef, _ = nnls(A / flash[:, None], (flash - fixed) / flash)
+    t = Table(title="Cortex-M code-size fit: " + ", ".join(f"{k} {v:.0f} B" for k, v in zip(["base"] + names, coef)))
+    for col in ("build", "model flash B", "fitted B", "error"):
+        t.add_column(col, justify="left" if col == "build" else "right")
+    for (label, fl, _, _), p in zip(rows, A @ coef + fixed):
+        t.add_row(label, f"{fl:,}", f"{p:,.0f}", f"{(p - fl) / fl:+.1%}")
+    console.print(t)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true")
@@ -247,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="fit the Cortex-M cost model on synthetic CNNs and write targets/profiles/cost/*.toml")
     ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"])
+    ap.add_argument("--fit-code", action="store_true",
+                    help="fit the Cortex-M code-size model to built ELFs and print its constants")
     ap.add_argument("--calibrate-phone", action="store_true",
                     help="fit the phone model to ONNX Runtime runs and write targets/profiles/cost/phone-arm64.toml")
     args = ap.parse_args(argv)
@@ -257,6 +313,9 @@ def main(argv=None) -> int:
         for key, (lat, fl, n, err) in fitted.items():
             console.print(f"{key}: {n} models, max latency error {err:.1%}: "
                           + ", ".join(f"{k}={v:.3g}" for k, v in {**lat, **fl}.items()))
+        return 0
+    if args.fit_code:
+        fit_code(console)
         return 0
     if args.calibrate:
         results, fitted = calibrate(args.cores, write=True)

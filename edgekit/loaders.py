@@ -28,7 +28,7 @@ def _example(name: str) -> Model:
     return Model.from_module(module, (example,), name=name, calib=x_calib, test_x=x_test, test_y=y_test,
                              train_x=x_train, train_y=y_train,
                              meta={"source": f"example:{name}", "description": spec.description,
-                                   "task": spec.task})
+                                   "task": spec.task, **spec.meta})
 
 
 class _Caught(logging.Handler):

@@ -421,7 +421,7 @@ def step_instructions(prog: StepProgram, profile, activity: float | None = None)
 def estimate(model, profile, prog: StepProgram):
     """Flash, SRAM (arena + state), instructions per step and per sequence for a step program."""
     from edgekit.estimate import estimate as generic_estimate
-    from edgekit.targets.cortex_m import BOARD_RAM_BYTES, STACK_ESTIMATE_BYTES, code_bytes
+    from edgekit.targets.cortex_m import BOARD_RAM_BYTES, STACK_ESTIMATE_BYTES, code_bytes, libc_ram_bytes
 
     est = generic_estimate(model.deploy_graph, profile, prog.dtype, weight_bytes=prog.const_bytes_by_layer(),
                            state_bytes=prog.state_bytes, arena_override=prog.arena_bytes,
@@ -444,9 +444,11 @@ def estimate(model, profile, prog: StepProgram):
     code = code_bytes(prog) + 600 * len({s.spec for s in prog.steps if s.kind == CELL_KIND})
     est.flash_bytes = prog.const_bytes + code
     est.formulas["flash_bytes"] = f"constants {prog.const_bytes:,} B + code {code:,} B"
-    est.peak_sram_bytes = prog.arena_bytes + prog.state_bytes + BOARD_RAM_BYTES + STACK_ESTIMATE_BYTES
+    libc = libc_ram_bytes(model.deploy_graph, prog.dtype)
+    est.peak_sram_bytes = prog.arena_bytes + prog.state_bytes + BOARD_RAM_BYTES + STACK_ESTIMATE_BYTES + libc
     est.formulas["peak_sram_bytes"] = (f"arena {prog.arena_bytes:,} B (one step) + state {prog.state_bytes:,} B "
-                                       f"(ek_state) + board {BOARD_RAM_BYTES} B + stack {STACK_ESTIMATE_BYTES} B")
+                                       f"(ek_state) + board {BOARD_RAM_BYTES} B + stack {STACK_ESTIMATE_BYTES} B"
+                                       + (f" + C library {libc} B (newlib reentrancy data for libm)" if libc else ""))
     est.instructions = total
     est.instructions_per_step = step_total
     est.latency_ms = total / clock * 1e3
