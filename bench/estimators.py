@@ -160,10 +160,12 @@ def synthetic_models(seed: int = 0):
 
 
 def calibrate(cores, write: bool):
-    """Build and run the synthetic models on each core (int8 with edgekit kernels, int8 and float32 with TVM
-    kernels), fit the cost model and write targets/profiles/cost/<core>.toml."""
+    """Build and run the synthetic models and digits-cnn on each core (int8 with edgekit kernels, int8 and float32
+    with TVM kernels), fit the cost model and write targets/profiles/cost/<core>.toml."""
+    from edgekit.model import Model
+
     configs = []
-    for m in synthetic_models():
+    for m in synthetic_models() + [Model.load("digits-cnn")]:
         for core in cores:
             for q, kernels in (("int8", "auto"), ("int8", "tvm"), (None, "tvm")):
                 configs.append((m, core, q, kernels))
@@ -175,8 +177,9 @@ def calibrate(cores, write: bool):
         for core in cores:
             lines = [f"# Calibrated cost model of {core}: executed instructions (QEMU, exact) per layer =",
                      "#   key·units + key_per_output·outputs + key_per_input·inputs + key_per_call",
-                     "# Written by `bench/estimators.py --calibrate` from synthetic CNNs built and run on the emulated",
-                     "# board (see synthetic_models there); overrides the initial [cost] of the profile.", "[cost]"]
+                     "# Written by `bench/estimators.py --calibrate` from synthetic CNNs (see synthetic_models there)",
+                     "# and digits-cnn built and run on the emulated board; overrides the initial [cost] of the profile.",
+                     "[cost]"]
             for (c, key), (coef, n, err) in sorted(fitted.items()):
                 if c != core:
                     continue

@@ -245,7 +245,6 @@ def schedule_buffers(graph: Graph, stages: list[Stage], bytes_per_element: int,
     for n in graph.nodes:
         if n.op in ALIAS_OPS:
             alias[n.name] = alias.get(n.inputs[0], n.inputs[0])
-    root = lambda x: alias.get(x, x)  # noqa: E731
     stage_of_last = {st.split_after: st for st in stages}
     in_stage = {name for st in stages for name in st.layers}
     sizes: dict[str, int] = {}
@@ -253,16 +252,11 @@ def schedule_buffers(graph: Graph, stages: list[Stage], bytes_per_element: int,
     last: dict[str, int] = {}
     scratch_bufs: list[Buffer] = []
     step = 0
-
-    def touch(name: str, size: int, writes: bool) -> None:
-        if writes:
-            sizes.setdefault(name, size)
-            first.setdefault(name, step)
-        last[name] = max(last.get(name, step), step)
-
+    # (inlined for speed: the patch scheduler calls this for every candidate schedule) a write records size and
+    # first step once; every touch moves the last step forward
     for n in graph.nodes:
         if n.op == "input":
-            touch(n.name, n.elements * bpe, True)
+            sizes[n.name], first[n.name], last[n.name] = n.elements * bpe, 0, 0
             continue
         if n.name in in_stage:
             st = stage_of_last.get(n.name)
@@ -273,33 +267,40 @@ def schedule_buffers(graph: Graph, stages: list[Stage], bytes_per_element: int,
                 for call in calls:
                     node = graph[call.layer]
                     for i in node.inputs:
-                        touch(f"{i}@{t}" if i in reg else root(i), 0, False)
-                    touch(f"{call.layer}@{t}", call.out.h * call.out.w * node.shape[1] * bpe, True)
+                        key = f"{i}@{t}" if i in reg else alias.get(i, i)
+                        last[key] = step if last.get(key, step) <= step else last[key]
+                    key = f"{call.layer}@{t}"
+                    if key not in sizes:
+                        sizes[key], first[key] = call.out.h * call.out.w * node.shape[1] * bpe, step
+                    last[key] = step if last.get(key, step) <= step else last[key]
                     if scratch is not None:
                         sb = scratch(node, call)
                         if sb:
                             scratch_bufs.append(Buffer(f"{call.layer}#scratch@{t}", sb, step, step))
                     step += 1
-                touch(f"{st.split_after}@{t}", 0, False)
-                touch(st.split_after, split_size(graph, st, bpe), True)
+                key = f"{st.split_after}@{t}"
+                last[key] = step if last.get(key, step) <= step else last[key]
+                key = st.split_after
+                if key not in sizes:
+                    sizes[key], first[key] = split_size(graph, st, bpe), step
+                last[key] = step if last.get(key, step) <= step else last[key]
                 step += 1
             continue
-        if n.name in alias:
-            for i in n.inputs:
-                touch(root(i), 0, False)
-            step += 1
-            continue
         for i in n.inputs:
-            touch(root(i), 0, False)
-        touch(n.name, n.elements * bpe, True)
-        if scratch is not None:
-            sb = scratch(n, None)
-            if sb:
-                scratch_bufs.append(Buffer(f"{n.name}#scratch", sb, step, step))
+            key = alias.get(i, i)
+            last[key] = step if last.get(key, step) <= step else last[key]
+        if n.name not in alias:
+            if n.name not in sizes:
+                sizes[n.name], first[n.name] = n.elements * bpe, step
+            last[n.name] = step if last.get(n.name, step) <= step else last[n.name]
+            if scratch is not None:
+                sb = scratch(n, None)
+                if sb:
+                    scratch_bufs.append(Buffer(f"{n.name}#scratch", sb, step, step))
         step += 1
     end = max(step - 1, 0)
     for o in graph.outputs:
-        last[root(o)] = end
+        last[alias.get(o, o)] = end
     if input_in_place(graph, stages):
         sizes.pop(graph.nodes[0].name)
     return [Buffer(name, sizes[name], first[name], max(last[name], first[name])) for name in sizes] + scratch_bufs
@@ -387,6 +388,13 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
         chosen, plan = best, best_plan
     else:
         chosen, plan = [], base_plan
+        stages: dict = {}  # (first, last, grid) -> Stage: the greedy and the refinement revisit the same ones
+
+        def tiles(a: int, b: int, g: tuple[int, int]) -> Stage:
+            if (a, b, g) not in stages:
+                stages[(a, b, g)] = plan_tiles(graph, a, b, g)
+            return stages[(a, b, g)]
+
         index = {n.name: j for j, n in enumerate(graph.nodes)}
         span = lambda st: (index[st.layers[0]], index[st.layers[-1]])  # noqa: E731
         for _ in range(max_stages):
@@ -410,7 +418,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
             for a, b, g in cands:
                 if holder is not None and (a, b) == span(holder) and g == holder.grid:
                     continue
-                st = plan_tiles(graph, a, b, g)
+                st = tiles(a, b, g)
                 if used + st.extra_macs > budget:
                     continue
                 tried += 1
@@ -437,7 +445,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                           if abs(n - m) <= 1 or m == 1} - {st.grid, (1, 1)}:
                     if g[0] > graph.nodes[b].shape[2] or g[1] > graph.nodes[b].shape[3]:
                         continue
-                    alt = plan_tiles(graph, a, b, g)
+                    alt = tiles(a, b, g)
                     if used + alt.extra_macs > budget:
                         continue
                     tried += 1
