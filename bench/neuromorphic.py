@@ -1,6 +1,7 @@
 """Neuromorphic benchmark: ANN vs spiking (torch) vs Lava-simulated Loihi 2, spikes, synaptic ops and energy.
 
     .venv/bin/python bench/neuromorphic.py [--cases cnn lmuformer l2mu egru] [--lava-samples N] [--work DIR]
+    .venv/bin/python bench/neuromorphic.py --report-only     # the table from the cases measured in --work
 
 Cases: ``cnn`` = digits-cnn converted by rate coding (T = 16); ``lmuformer`` / ``l2mu`` = digits-lmu converted to the
 spiking LMU of LMUFormer / L2MU; ``egru`` = digits-egru (event-based GRU) on spinnaker2. For each spiking model:
@@ -146,17 +147,19 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--lava-samples", type=int, default=None, help="test inputs run in Lava (default: all)")
     ap.add_argument("--work", type=Path, default=Path("build/bench-neuromorphic"))
+    ap.add_argument("--report-only", action="store_true", help="print the table of the cases measured in --work")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    rows = []
     console = Console()
-    for case in args.cases:
+    for case in [] if args.report_only else args.cases:
         console.print(f"[bold]{case}[/bold] ...")
         row = bench_egru(args.work) if case == "egru" else bench_spiking(case, args.work, args.lava_samples)
         if row is not None:
-            rows.append(row)
             (args.work / f"{case}.json").write_text(json.dumps(row, indent=1, default=float))
+    # the table holds every case measured in --work, this run's and earlier ones'
+    rows = [json.loads((args.work / f"{case}.json").read_text()) for case in CASES
+            if (args.work / f"{case}.json").is_file()]
     table = Table(title="Spiking conversion and neuromorphic targets (digits, 360 test inputs)")
     for c, _ in COLUMNS:
         table.add_column(c, justify="right" if c != "case" else "left")

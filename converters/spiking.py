@@ -61,7 +61,7 @@ from edgekit.model import Model
 KINDS = ("auto", "rate", "lmuformer", "l2mu")
 DEFAULTS = {  # timesteps (static: steps per image; sequences: extra flush steps), fine-tune epochs, learning rate
     "rate": {"timesteps": 16, "fine_tune_epochs": 12, "lr": 1e-3},
-    "lmuformer": {"timesteps": 10, "fine_tune_epochs": 40, "lr": 3e-3},
+    "lmuformer": {"timesteps": 10, "fine_tune_epochs": 80, "lr": 3e-3},  # 40 epochs: 91.1 %, 80: 94.7 % (ANN 95.6)
     "l2mu": {"timesteps": 6, "fine_tune_epochs": 40, "lr": 2e-3},
 }
 NORMALISATION_PERCENTILE = 99.9
@@ -399,7 +399,8 @@ def lmuformer_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int
 
 def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, encoder_size: int = 16,
                  u_size: int = 4, beta: float = 0.75, hidden: int | None = None, memory_threshold: float = 1.0,
-                 recurrent: bool = True, readout_steps: int | None = None) -> SpikingNetwork:
+                 recurrent: bool = True, readout_steps: int | None = None,
+                 memory_beta: float | None = None) -> SpikingNetwork:
     """L2MU (module docstring): LIF populations for the input module, u, the memory and h; recurrent weights start
     from the ANN's LMU (scaled), Ā and B̄ are its fixed LegT matrices."""
     inp, features, length = _sequence_input(x_train, lmu)
@@ -407,10 +408,11 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
     d = lmu.memory_size * u_size
     a_bar, b_bar = _legt(lmu, u_size)
     beta = loihi_format.snap_beta(beta)
+    m_beta = beta if memory_beta is None else loihi_format.snap_beta(memory_beta)
     pops = [inp,
             PopulationSpec("encoder", "lif", (encoder_size * features,), beta, bias=True),
             PopulationSpec("u", "lif", (u_size,), beta, bias=True),
-            PopulationSpec("memory", "lif", (d,), beta, memory_threshold, bias=True),
+            PopulationSpec("memory", "lif", (d,), m_beta, memory_threshold, bias=True),
             PopulationSpec("hidden", "lif", (hidden,), beta, bias=True),
             PopulationSpec("readout", "readout", (head.out_features,), bias=True)]
     # Input module: each feature drives encoder_size neurons with gains of both signs and spread thresholds (biases),
@@ -450,7 +452,7 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
     # so that u's spikes move it.
     if not recurrent:  # u and h read only the input module and the memory (the LMUFormer simplification)
         conns = [c for c in conns if c[0].name not in ("u_from_hidden", "u_from_memory", "hidden_rec")]
-    biases = {"encoder": enc_bias, "memory": np.full((d,), (1.0 - beta) * memory_threshold, np.float32)}
+    biases = {"encoder": enc_bias, "memory": np.full((d,), (1.0 - m_beta) * memory_threshold, np.float32)}
     return SpikingNetwork(pops, conns, length + flush, "sequence", biases, readout_steps=readout_steps or flush,
                           info={"kind": "l2mu", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})
