@@ -241,7 +241,9 @@ def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", 
     space: list[Config] = []
     for t in dict.fromkeys(targets):
         axis = list(dict.fromkeys(patches)) if kinds[t] in PATCH_KINDS else [None]
-        for p, q, pa in itertools.product(dict.fromkeys(prunes), dict.fromkeys(quants), axis):
+        # a neuromorphic trial converts the model to a spiking network, which holds the chip's own 8-bit weights
+        qaxis = [None] if kinds[t] == "neuromorphic" else dict.fromkeys(quants)
+        for p, q, pa in itertools.product(dict.fromkeys(prunes), qaxis, axis):
             space.append(Config(t, p, q, pa))
     return space
 
@@ -297,9 +299,11 @@ def run_trial(model, config: Config, build_dir: str, options=None, repeat: int =
         base = options or CompileOptions()
         opts = dataclasses.replace(base, prune=config.prune or None, quantize=config.quantize,
                                    patch=config.patch or base.patch)
+        kind = get_profile(config.target).kind
+        if kind == "neuromorphic":  # converted by to_spiking (pruned first), weights on the chip's grid
+            opts = dataclasses.replace(opts, quantize=None, spiking=base.spiking or "auto")
         art = api.compile(model, config.target, build_dir, opts, force=True)
         record["compile_s"] = round(time.time() - start, 3)
-        kind = get_profile(config.target).kind
         art = api.profile(art.path, **({"repeat": repeat} if kind == "phone" else {}))
         record["metrics"], record["sources"] = metrics_from_report(art.report)
         record["fits_device"] = bool(art.report.get("fits"))

@@ -201,3 +201,14 @@ def test_trial_time_limit_stops_a_hung_trial(ray_local, tmp_path):
     assert trial["status"] == "timeout" and "time limit" in trial["error"]
     assert result.best is None and not (tmp_path / "slow" / "best").exists()
     assert (tmp_path / "slow" / "sweep.json").is_file()
+
+
+def test_design_space_collapses_axes_a_target_does_not_have():
+    """Patch only on Cortex-M; quantize not on neuromorphic chips (to_spiking puts the weights on their grid)."""
+    from edgekit.sweep import design_space
+
+    keys = [c.key for c in design_space(["cortex-m7", "phone-arm64", "loihi2"], prune="0,0.5",
+                                        quantize="none,int8", patch="auto,off")]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2 + 2 * 2 + 2
+    assert [k for k in keys if k.startswith("loihi2")] == ["loihi2 prune=0 quantize=none patch=-",
+                                                           "loihi2 prune=0.5 quantize=none patch=-"]
