@@ -362,6 +362,14 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
     from the input, with that n×n grid), or none if layer-by-layer execution is as good. ``per_layer_peak`` lets a
     target pass its own plan of layer-by-layer execution."""
     bpe = bytes_per_element
+    if scratch is not None:  # asked once per layer and tile size, not once per candidate schedule
+        inner, memo = scratch, {}
+
+        def scratch(node, call):
+            key = (node.name, None if call is None else (call.out.h, call.out.w))
+            if key not in memo:
+                memo[key] = inner(node, call)
+            return memo[key]
     total = sum(macs_of(n, graph) for n in graph.nodes)
     base_plan = plan_schedule(graph, [], bpe, scratch)
     base = per_layer_peak if per_layer_peak is not None else base_plan.arena_bytes
