@@ -260,7 +260,10 @@ def code_features(prog) -> dict[str, float]:
          "tvm_other": sum(1 for spec in specs if spec.op not in ("conv2d", "conv1d"))}
     kinds = {s.kind for s in prog.steps}
     f["ek_kernels_bytes"] = sum(CODE_EK_KERNEL_BYTES.get(k, 0) for k in kinds)
-    f["ek_structs_bytes"] = sum(CODE_EK_STRUCT_BYTES.get(s.kind, 0) for s in prog.steps)
+    from edgekit.targets.cortex_m.ek_kernels import FUNCTIONS, struct_key
+
+    structs = {struct_key(s): s.kind for s in prog.steps if s.kind in FUNCTIONS}  # identical ones are shared
+    f["ek_structs_bytes"] = sum(CODE_EK_STRUCT_BYTES.get(k, 0) for k in structs.values())
     return f
 
 

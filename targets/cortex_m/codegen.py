@@ -134,6 +134,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
         return f"EK_T({dl_index[key]})"
 
     steps, ek_steps = [], []
+    ek_calls = None  # micro-kernel calls and their (shared) parameter structs, rendered once
     for i, s in enumerate(prog.steps):
         if s.kind == "tvm":
             args = [dl(x, prog.tensors[x].shape, False) for x in s.inputs]
@@ -147,9 +148,12 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
         else:
             from edgekit.targets.cortex_m import ek_kernels
 
-            call, struct_type, struct_init = ek_kernels.render_call(prog, s, i, cnames)
+            if ek_calls is None:
+                ek_calls = ek_kernels.render_calls(prog, cnames)
+            call, struct = ek_calls[i]
             steps.append({"layer": s.layer, "kind": s.kind, "what": s.kind, "call": call})
-            ek_steps.append({"index": i, "layer": s.layer, "struct_type": struct_type, "struct_init": struct_init})
+            if struct is not None:
+                ek_steps.append(struct)
 
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
     common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__, "uses_ek": uses_ek,

@@ -187,8 +187,30 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
-def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, str, str]:
-    """(C call, struct type, struct initialiser) for one micro-kernel step."""
+def struct_key(step) -> tuple:
+    """What a micro-kernel step's parameter struct holds (its fields and constant arrays): steps with equal keys —
+    the interior tiles of one layer in a patch-based schedule — share one const struct in flash."""
+    fields = FUNCTIONS[step.kind][2]
+    return step.kind, tuple(int(step.params[f]) for f in fields), tuple(step.consts)
+
+
+def render_calls(prog, cnames: dict[str, str]) -> dict[int, tuple[str, dict | None]]:
+    """Per micro-kernel step index: (C call, its struct to emit, or None when it uses an earlier identical one)."""
+    out, first = {}, {}
+    for i, s in enumerate(prog.steps):
+        if s.kind not in FUNCTIONS:
+            continue
+        owner = first.setdefault(struct_key(s), i)
+        call, struct_type, init = render_call(prog, s, i, cnames, params_index=owner)
+        out[i] = (call, None if owner != i else
+                  {"index": i, "layer": s.layer, "struct_type": struct_type, "struct_init": init})
+    return out
+
+
+def render_call(prog, step, index: int, cnames: dict[str, str], params_index: int | None = None
+                ) -> tuple[str, str, str]:
+    """(C call, struct type, struct initialiser) for one micro-kernel step; the call passes the struct
+    ``ek_params_<params_index>`` (default: its own)."""
     fn, struct_type, fields = FUNCTIONS[step.kind]
     ints = ", ".join(str(int(step.params[f])) for f in fields)
     by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in step.consts}
@@ -207,7 +229,8 @@ def render_call(prog, step, index: int, cnames: dict[str, str]) -> tuple[str, st
     scratch = "0"
     if step.scratch_bytes:
         scratch = f"ek_arena + {prog.plan.offsets[f'{step.layer}#scratch{index}']}"
-    call = f"if ({fn}(&ek_params_{index}, {in_ptr}, {out_ptr}, {scratch}) != 0) return {index + 1}"
+    own = index if params_index is None else params_index
+    call = f"if ({fn}(&ek_params_{own}, {in_ptr}, {out_ptr}, {scratch}) != 0) return {index + 1}"
     return call, struct_type, init
 
 

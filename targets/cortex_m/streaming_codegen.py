@@ -54,6 +54,7 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
         return f"EK_T({dl_index[key]})"
 
     steps, ek_steps = [], []
+    ek_calls = None  # micro-kernel calls and their (shared) parameter structs, rendered once
     for i, s in enumerate(prog.steps):
         if s.kind == CELL_KIND:
             names = s.inputs + s.consts + s.params["outputs"]
@@ -72,9 +73,12 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
         else:
             from edgekit.targets.cortex_m import ek_kernels
 
-            call, struct_type, struct_init = ek_kernels.render_call(prog, s, i, cnames)
+            if ek_calls is None:
+                ek_calls = ek_kernels.render_calls(prog, cnames)
+            call, struct = ek_calls[i]
             steps.append({"layer": s.layer, "kind": s.kind, "what": s.kind, "call": call})
-            ek_steps.append({"index": i, "layer": s.layer, "struct_type": struct_type, "struct_init": struct_init})
+            if struct is not None:
+                ek_steps.append(struct)
 
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
     event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
