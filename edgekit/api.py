@@ -258,7 +258,7 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
                 _estimate(m.deploy_graph, profile, "int8" if opts.quantize else "float32")
         fits, reasons = fit_check(est, profile)
         analysis = result.build.pop("analysis", None) or m.analyze()
-        dtype = "int8" if opts.quantize else "float32"
+        dtype = "spiking" if profile.kind == "neuromorphic" else "int8" if opts.quantize else "float32"
         rep = reporting.base_report(m, profile, analysis, est, fits, reasons, _options_json(opts), dtype)
         rep["files"] = sorted(result.files + ["report.json", "report.html"])
         rep["build"] = result.build
