@@ -47,6 +47,7 @@ def converted(ann: Model, kind: str, work: Path) -> Model:
         m = Model.from_module(SpikingClassifier(net), ann.example_inputs, name=f"{ann.name}-snn", calib=ann.calib,
                               test_x=ann.test_x, test_y=ann.test_y, train_x=ann.train_x, train_y=ann.train_y)
         m.meta["spiking"] = json.loads(meta_path.read_text())
+        m.meta["spiking"].update(net.activity(ann.test_x, ann.test_y))  # measured by this edgekit, not the cache's
         return m
     t0 = time.perf_counter()
     m = to_spiking(ann, kind=kind, progress=None)

@@ -18,12 +18,12 @@ The Lava network (lava-nc 0.10, ``Loihi2SimCfg(select_tag="fixed_pt")``, the bit
 * readout: the readout connections' output summed by an ``io.sink.RingBuffer`` (the host adds the bias and divides
   by the steps); spike counts from a sink on every population
 
-Agreement with the torch (snntorch) reference and why it can differ: the weights, biases and thresholds are the same
-numbers (to_spiking trains on and snaps to Loihi's grid), the torch run floors step sums finer than their target's
-unit as Lava's right shift does (loihi_format.floor_sum), and it runs in float64, where those multiples of the grid
-add exactly — so non-leaky (β = 1) networks give identical spikes. Left over: a leaky neuron's decay is a 12-bit
-multiply truncated toward zero on the chip (up to 2**-18 ϑ per step), which can move a membrane that sits within a
-few 2**-18 ϑ of threshold across it. Tolerance: the predicted class must match on ≥ 99 % of the inputs
+Agreement with the torch (snntorch) reference: the weights, biases and thresholds are the same numbers (to_spiking
+trains on and snaps to Loihi's grid); the torch run floors step sums finer than their target's unit as Lava's right
+shift does (loihi_format.floor_sum), decays leaky membranes with the chip's 12-bit multiply truncated toward zero
+(Population.step), and measures in float64, where these multiples of the grid add exactly — so it gives Lava's
+spikes. What can still differ: a network measured by an older edgekit (before the exact decay) and float32 forward
+passes outside ``measure``. Tolerance: the predicted class must match on ≥ 99 % of the inputs
 (``AGREEMENT_GOAL``); spike counts are reported, not required to match.
 """
 from __future__ import annotations
@@ -310,8 +310,8 @@ def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
         "energy_uj": energy["energy_uj"], "energy_formula": energy["formula"],
         "latency_ms": None, "simulation_s": wall, "simulation_ms_per_step": wall / (n * steps) * 1e3,
         "tolerance": f"predicted class equal to the torch reference on ≥ {AGREEMENT_GOAL:.0%} of the inputs; "
-                     "spikes may differ where a leaky decay (12-bit, truncated) or a floored right shift moves a "
-                     "membrane across threshold",
+                     "the reference computes Lava's integer arithmetic (floored sums, truncated decays) in float64, "
+                     "so spikes are expected to be identical",
     }
     if samples is not None and n < len(data["x"]):
         measured["notes"] = [f"Lava ran the first {n} of {len(data['x'])} test inputs"]

@@ -189,8 +189,20 @@ class Population(nn.Module):
                                          reset_mechanism="none",
                                          state_quant=_Saturate(V_MAX_THRESHOLDS * spec.threshold))
 
-    def step(self, current: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One LIF step: v = clamp(β v + I), s = v > ϑ, v = 0 where s. Returns (s, v)."""
+    def step(self, current: torch.Tensor, mem: torch.Tensor,
+             grid_exp: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LIF step: v = clamp(β v + I), s = v > ϑ, v = 0 where s. Returns (s, v).
+
+        ``grid_exp``: the membrane lives on the grid ϑ · 2**-grid_exp and the decay is the chip's 12-bit multiply
+        truncated toward zero (Lava's bit-accurate LIF), as the measuring run of a network on Loihi's grid uses."""
+        if grid_exp is not None and self.spec.beta < 1.0:
+            unit = self.spec.threshold * 2.0 ** -grid_exp
+            keep = 4096 - round((1.0 - self.spec.beta) * 4096)
+            units = torch.round(mem / unit) * keep
+            v = self.neuron.state_quant(torch.sign(units) * torch.div(units.abs(), 4096, rounding_mode="floor")
+                                        * unit + current)
+            spk = self.neuron.fire(v).to(current.dtype)
+            return spk, v * (1.0 - spk.detach())
         spk, mem = self.neuron(current, mem)
         spk = spk.to(current.dtype)  # snntorch's surrogate returns float32 spikes whatever the membrane's dtype
         return spk, mem * (1.0 - spk.detach())
@@ -252,6 +264,9 @@ class SpikingNetwork(nn.Module):
         # chip's integer arithmetic leaves it (Lava floors sums finer than the target's unit), so the torch run and
         # the Lava run of a network on the grid compute the same numbers.
         self.sum_rounding = None
+        # Set on the measuring copy of a network on Loihi's grid (measure): the LIF membrane grid exponent, so that
+        # leaky decays truncate as on the chip.
+        self.membrane_grid_exp: int | None = None
 
     # ---- description ------------------------------------------------------------------------------------------------
     @property
@@ -334,12 +349,15 @@ class SpikingNetwork(nn.Module):
         A network on a fixed-point grid runs in float64 here: its weights, inputs, biases and step sums are integer
         multiples of ϑ · 2**-18 (and of the graded units), which float64 adds exactly, so a membrane that lands
         exactly on its threshold does not spike — as on the chip — instead of tipping either way by float32
-        rounding."""
+        rounding; leaky decays truncate as the chip's 12-bit multiply does (Population.step)."""
         was = self.training
         self.eval()
         runner, dtype = self, np.float32
         if self.sum_rounding is not None:
+            from edgekit.layers.loihi_format import LIF_UNIT_EXP, VOLTAGE_SHIFT
+
             runner, dtype = self.copy().double(), np.float64
+            runner.membrane_grid_exp = LIF_UNIT_EXP + VOLTAGE_SHIFT
         outs, recs = [], []
         try:
             with torch.no_grad():
@@ -421,7 +439,7 @@ class SpikingNetwork(nn.Module):
                 if currents:
                     inputs[name].append(current.detach())
                 if kind == "lif":
-                    spk, mem[name] = pop.step(current, mem[name])
+                    spk, mem[name] = pop.step(current, mem[name], self.membrane_grid_exp)
                     out[name] = spk
                 else:  # graded
                     out[name] = current
