@@ -31,7 +31,7 @@ Three kinds:
   ~10^12 and drown every other gradient.
 
 Measured on digits-lmu (ANN 95.56 %, bench/neuromorphic.py): ``lmuformer`` 95.0 % after its default 80 epochs
-(91.1 % after 40); ``l2mu`` 53.3 % with its defaults (u_size 16, 80 epochs; 45.3 % with u_size 4 and 40 epochs) —
+(91.1 % after 40); ``l2mu`` 53.1 % with its defaults (u_size 16, 80 epochs; 45.3 % with u_size 4 and 40 epochs) —
 its fully spiking memory (LIF neurons on the fixed Ā, B̄, gradients truncated through the recurrences) does not
 carry the 64-pixel sequence; an integrate-and-fire memory (``memory_beta=1``: 47.8 %) or dropping the recurrences
 (34.7 %) did not change that. Use ``lmuformer`` for accuracy.
