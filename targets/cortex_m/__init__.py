@@ -245,6 +245,17 @@ def libc_ram_bytes(graph, dtype: str) -> int:
     return LIBC_REENT_BYTES if dtype == "float32" and any(n.op in LIBM_OPS for n in graph.nodes) else 0
 
 
+def sram_estimate(model, prog, state_bytes: int, arena_what: str = "") -> tuple[int, str]:
+    """Peak SRAM of a build and its formula: arena + state + the fault handler's stack + the deepest stack + what
+    the C library adds."""
+    libc = libc_ram_bytes(model.deploy_graph, prog.dtype)
+    total = prog.arena_bytes + state_bytes + BOARD_RAM_BYTES + STACK_ESTIMATE_BYTES + libc
+    formula = (f"arena {prog.arena_bytes:,} B{arena_what} + state {state_bytes:,} B + board {BOARD_RAM_BYTES} B "
+               f"(fault stack) + stack {STACK_ESTIMATE_BYTES} B"
+               + (f" + C library {libc} B (newlib reentrancy data for libm)" if libc else ""))
+    return total, formula
+
+
 def code_features(prog) -> dict[str, float]:
     """What the code-size model counts in a program: driver steps, tensor descriptors and their dimensions, distinct
     TVM kernels by operator, edgekit kernel kinds and their parameter structs (bytes, known exactly)."""
@@ -298,12 +309,7 @@ def estimate(model, profile: TargetProfile, options: CompileOptions, prog=None) 
     est.formulas["flash_bytes"] = (f"constants {prog.const_bytes:,} B (weights, biases, requantization) + code "
                                    f"{code:,} B (board support {CODE_BASE_BYTES} B, driver, "
                                    f"{len({s.spec for s in prog.steps if s.kind == 'tvm'})} distinct kernels)")
-    stack = STACK_ESTIMATE_BYTES
-    libc = libc_ram_bytes(model.deploy_graph, prog.dtype)
-    est.peak_sram_bytes = prog.arena_bytes + est.state_bytes + BOARD_RAM_BYTES + stack + libc
-    est.formulas["peak_sram_bytes"] = (f"arena {prog.arena_bytes:,} B + state {est.state_bytes} B + board "
-                                       f"{BOARD_RAM_BYTES} B (fault stack) + stack {stack} B"
-                                       + (f" + C library {libc} B (newlib reentrancy data for libm)" if libc else ""))
+    est.peak_sram_bytes, est.formulas["peak_sram_bytes"] = sram_estimate(model, prog, est.state_bytes)
     est.instructions = total
     est.latency_ms = total / clock * 1e3
     est.energy_uj = total * pj * 1e-6

@@ -421,7 +421,7 @@ def step_instructions(prog: StepProgram, profile, activity: float | None = None)
 def estimate(model, profile, prog: StepProgram):
     """Flash, SRAM (arena + state), instructions per step and per sequence for a step program."""
     from edgekit.estimate import estimate as generic_estimate
-    from edgekit.targets.cortex_m import BOARD_RAM_BYTES, STACK_ESTIMATE_BYTES, code_bytes, libc_ram_bytes
+    from edgekit.targets.cortex_m import code_bytes, sram_estimate
 
     est = generic_estimate(model.deploy_graph, profile, prog.dtype, weight_bytes=prog.const_bytes_by_layer(),
                            state_bytes=prog.state_bytes, arena_override=prog.arena_bytes,
@@ -444,11 +444,8 @@ def estimate(model, profile, prog: StepProgram):
     code = code_bytes(prog) + 600 * len({s.spec for s in prog.steps if s.kind == CELL_KIND})
     est.flash_bytes = prog.const_bytes + code
     est.formulas["flash_bytes"] = f"constants {prog.const_bytes:,} B + code {code:,} B"
-    libc = libc_ram_bytes(model.deploy_graph, prog.dtype)
-    est.peak_sram_bytes = prog.arena_bytes + prog.state_bytes + BOARD_RAM_BYTES + STACK_ESTIMATE_BYTES + libc
-    est.formulas["peak_sram_bytes"] = (f"arena {prog.arena_bytes:,} B (one step) + state {prog.state_bytes:,} B "
-                                       f"(ek_state) + board {BOARD_RAM_BYTES} B + stack {STACK_ESTIMATE_BYTES} B"
-                                       + (f" + C library {libc} B (newlib reentrancy data for libm)" if libc else ""))
+    est.peak_sram_bytes, est.formulas["peak_sram_bytes"] = sram_estimate(model, prog, prog.state_bytes,
+                                                                           " (one step)")
     est.instructions = total
     est.instructions_per_step = step_total
     est.latency_ms = total / clock * 1e3
