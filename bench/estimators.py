@@ -7,7 +7,7 @@
     .venv/bin/python bench/estimators.py --calibrate-phone   # fit the phone model to ONNX Runtime runs (writes it)
 
 The Cortex-M cost model: instructions of a step = a·units + b·outputs + c (units: MACs for conv/linear kernels,
-elements for the rest; see targets/cortex_m.step_cost_terms). ``--fit`` solves for (a, b, c) per kernel family by
+elements for the rest; see targets/mcu/cost.py). ``--fit`` solves for (a, b, c) per kernel family by
 non-negative least squares over every measured layer (relative error weighted) and prints them.
 Goals (issue "cost models"): flash and peak SRAM within 5 %, instructions within 25 % of the emulated M7.
 """
@@ -253,13 +253,13 @@ CODE_FIT_CASES = [("digits-cnn", "int8", "auto", "auto"), ("digits-cnn", "int8",
 
 
 def fit_code(console) -> None:
-    """Fit the Cortex-M code-size model (targets/cortex_m CODE_* constants) to built cortex-m7 ELFs: model flash
+    """Fit the Cortex-M code-size model (targets/mcu CODE_* constants) to built cortex-m7 ELFs: model flash
     minus constants, edgekit kernels and their structs (known) and 150 B per non-conv TVM kernel = base + per step ·
     steps + per descriptor · descriptors + per TVM conv kernel · kernels (NNLS, relative error). Prints the constants
     and each build's error; does not write them."""
     from scipy.optimize import nnls
 
-    import edgekit.targets.cortex_m as cm
+    import edgekit.targets.mcu as cm
     from edgekit.model import Model
 
     captured = {}

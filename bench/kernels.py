@@ -1,4 +1,4 @@
-"""Executed instructions per int8 MAC of edgekit's Cortex-M kernels (targets/cortex_m/kernels/ek_nn_s8.c) on the
+"""Executed instructions per int8 MAC of edgekit's Cortex-M kernels (targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c) on the
 emulated Cortex-M7 (QEMU mps2-an500, exact counts from the ek_icount plugin; instructions, not cycles).
 
 Shapes: the kernel table of shared/FIELD_NOTES.md ("Kernel speed on the emulated Cortex-M7", whose CMSIS-NN, naive
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from kernel_harness import Case, expected_buffer, run_on_qemu  # noqa: E402
 
 from edgekit import intref, qmath  # noqa: E402
-from edgekit.targets.cortex_m import kernel_pack as kp  # noqa: E402
+from edgekit.targets.mcu import kernel_pack as kp  # noqa: E402
 
 
 @dataclass

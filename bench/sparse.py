@@ -36,7 +36,7 @@ from edgekit import api, intref, qmath  # noqa: E402
 from edgekit.converters import prune  # noqa: E402
 from edgekit.converters.prune import weight_counts  # noqa: E402
 from edgekit.model import Model  # noqa: E402
-from edgekit.targets.cortex_m import kernel_pack  # noqa: E402
+from edgekit.targets.mcu import kernel_pack  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "sparse.md"
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95)

@@ -28,7 +28,7 @@ from edgekit.model import Model
 from edgekit.targets import CompileOptions, get_profile, target_module
 
 RUNTIME_MODULES = {
-    "mcu": "edgekit.runtimes.cortex_m",
+    "mcu": "edgekit.runtimes.mcu",
     "phone": "edgekit.runtimes.onnxruntime",
     "neuromorphic": "edgekit.runtimes.neuromorphic",
 }

@@ -1,7 +1,7 @@
 """Host integer reference for edgekit's int8 operators: the ground truth that firmware kernels must match bit for bit.
 
 Where it sits: beside :mod:`edgekit.qmath` (the arithmetic contract). Targets compile layers into integer kernels
-(``targets/cortex_m/kernels/ek_nn_s8.c``); tests and the compile step run the same integers through this module and
+(``targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c``); tests and the compile step run the same integers through this module and
 compare byte for byte. Everything is vectorised numpy, so whole test sets go through in one call.
 
 Conventions (see :mod:`edgekit.qmath`): activations NHWC int8 with zero point ``x_zp``; weights int8 in PyTorch

@@ -3,7 +3,7 @@
 Where it sits: beside edgekit/qgraph.py (the integer graph of feed-forward layers), for the recurrent models that
 targets run one input sample at a time (edgekit/stepgraph.py). :func:`lower` turns a recurrent deployment graph and
 its calibration into integers; :func:`run` executes them on the host with numpy, and the Cortex-M step program
-(targets/cortex_m/streaming.py) must reproduce its outputs bit for bit. The head after the recurrent layers is
+(targets/mcu/streaming.py) must reproduce its outputs bit for bit. The head after the recurrent layers is
 ordinary int8 (qgraph.lower / run_int8).
 
 The scheme (chosen by measurement, see bench/recurrent.py and bench/results/recurrent.txt):

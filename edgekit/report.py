@@ -29,7 +29,7 @@ COMPARED = {
     "latency_ms": ("latency_ms", "latency_ms"),
     "energy_uj": ("energy_uj", "energy_uj"),   # measured where a run counts the events (Lava's spikes)
 }
-# Compared only where the build has them: recurrent models' step programs (targets/cortex_m/streaming.py).
+# Compared only where the build has them: recurrent models' step programs (targets/mcu/streaming.py).
 COMPARED_RECURRENT = {
     "instructions_per_step": ("instructions_per_step", "instructions_per_step"),
     "state_bytes": ("state_bytes", "state_bytes"),

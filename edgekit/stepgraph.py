@@ -1,7 +1,7 @@
 """A recurrent deployment graph seen as a step function: recurrent cells, the last-step selection, and a head.
 
 Where it sits: between the deployment graph (edgekit/graph.py) and the targets that run a recurrent model one input
-sample at a time (the Cortex-M step programs of targets/cortex_m/streaming.py, the integer reference of
+sample at a time (the Cortex-M step programs of targets/mcu/streaming.py, the integer reference of
 edgekit/qrecurrent.py). A model over a sequence ``x`` [1, T, I] (batch first) becomes
 
     for t in 1..T:   state, h_t = cells(x_t, state)      one call per input sample; the state persists

@@ -1,8 +1,8 @@
 """What a recurrent model's step program measures on the emulated board: instructions per step and per sequence,
 per layer, and the EGRU's activity sparsity.
 
-Where it sits: runtimes/ (Artifact -> Measured), called by runtimes/cortex_m.py for builds whose report carries
-``build['streaming']`` (targets/cortex_m/streaming.py). The test firmware (templates/streaming/main.c.j2) resets the
+Where it sits: runtimes/ (Artifact -> Measured), called by runtimes/mcu.py for builds whose report carries
+``build['streaming']`` (targets/mcu/streaming.py). The test firmware (templates/streaming/main.c.j2) resets the
 model before each test sequence and calls ``ek_marker()`` before and after every step; the driver adds one after every
 kernel call. Per step that is K + 2 markers for K calls, for T steps of each of n sequences.
 """

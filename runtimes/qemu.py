@@ -1,8 +1,8 @@
 """Run bare-metal Cortex-M firmware under QEMU and count the instructions it executes, exactly.
 
 Sits in ``runtimes/`` (Artifact -> Measured). The ELF is built with the board files of
-``edgekit.targets.cortex_m.board`` (vector table, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on an
-emulated board (``targets/cortex_m/boards.toml``), collects what it wrote over semihosting and its exit status, and,
+``edgekit.targets.mcu.platforms.cortex_m.board`` (vector table, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on an
+emulated board (``targets/mcu/platforms/cortex_m/boards.toml``), collects what it wrote over semihosting and its exit status, and,
 through the ``ek_icount`` TCG plugin (``runtimes/qemu_plugin/``), the number of guest instructions executed in total
 and up to each ``ek_marker()`` call. Counts are instructions, not cycles: QEMU models no pipeline, cache or wait
 states. They are exact and repeatable: the same ELF gives the same counts on every run.
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import FirmwareError, ToolchainError
-from edgekit.targets.cortex_m.board import board_info, gcc_flags
+from edgekit.targets.mcu.platforms.cortex_m.board import board_info, gcc_flags
 
 __all__ = ["QemuRun", "check_tools", "run_elf", "board_info", "gcc_flags", "plugin_path"]
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "ek_icount.c"
-FAULT_EXIT_CODE = 0xFA  # EK_FAULT_EXIT_CODE in targets/cortex_m/board/ek_board.h
+FAULT_EXIT_CODE = 0xFA  # EK_FAULT_EXIT_CODE in targets/mcu/platforms/cortex_m/board/ek_board.h
 
 # Debian 12 packages that provide each tool.
 _APT_PACKAGES = {

@@ -18,7 +18,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.targets.profiles import TargetProfile, all_profiles, get_profile
 
 TARGET_MODULES = {
-    "mcu": "edgekit.targets.cortex_m",
+    "mcu": "edgekit.targets.mcu",
     "phone": "edgekit.targets.phone",
     "neuromorphic": "edgekit.targets.neuromorphic",
 }

@@ -1,8 +1,8 @@
 """Build and run edgekit's int8 Cortex-M kernels on test cases: under QEMU (through runtimes/qemu.py and the board
-files of targets/cortex_m/board) or natively with the host compiler (the portable C path).
+files of targets/mcu/platforms/cortex_m/board) or natively with the host compiler (the portable C path).
 
 Used by tests/test_dsp_kernels.py (bit-exactness against edgekit.intref) and bench/kernels.py (instruction counts).
-A case is a packed layer (targets/cortex_m/kernel_pack.py), an input buffer and the size of the output buffer; all
+A case is a packed layer (targets/mcu/kernel_pack.py), an input buffer and the size of the output buffer; all
 cases go into one binary blob that tests/firmware/nn_kernels_main.c walks, so one firmware build covers many shapes.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.targets.cortex_m.kernel_pack import PackedLayer
+from edgekit.targets.mcu.kernel_pack import PackedLayer
 
 REPO = Path(__file__).resolve().parents[1]
-KERNEL_DIR = REPO / "targets" / "cortex_m" / "kernels"
+KERNEL_DIR = REPO / "targets" / "mcu" / "platforms" / "cortex_m" / "kernels"
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
 SENTINEL = 0x5A  # what the runner fills output buffers with before each call
 _OPS = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2}
@@ -90,7 +90,7 @@ def run_on_qemu(cases: list[Case], board: str, build_dir: Path, opt: str = "-O2"
                 timeout_s: float = 120.0) -> list[CaseResult]:
     """Build the runner with the kernels for ``board`` and run all cases under QEMU."""
     from edgekit.runtimes.qemu import run_elf
-    from edgekit.targets.cortex_m.board import gcc_flags, link_flags, write_board_support
+    from edgekit.targets.mcu.platforms.cortex_m.board import gcc_flags, link_flags, write_board_support
 
     build_dir = Path(build_dir)
     support = write_board_support(board, build_dir, stack_bytes=16 * 1024)

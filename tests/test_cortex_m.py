@@ -12,7 +12,7 @@ import pytest
 
 from edgekit import api
 from edgekit.errors import UnsupportedError, UsageError
-from edgekit.targets.cortex_m.program import build_program
+from edgekit.targets.mcu.program import build_program
 
 from conftest import make_tiny
 
@@ -55,7 +55,7 @@ def test_other_cores_build_and_match(tmp_path, target):
 def test_planned_arena_never_overlaps_live_tensors():
     m = make_tiny()
     prog = build_program(m.deploy_graph, "float32")
-    from edgekit.targets.cortex_m.program import program_buffers
+    from edgekit.targets.mcu.program import program_buffers
 
     bufs = program_buffers(prog)
     for i, a in enumerate(bufs):

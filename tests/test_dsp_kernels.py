@@ -1,4 +1,4 @@
-"""edgekit's int8 Cortex-M kernels (targets/cortex_m/kernels/ek_nn_s8.c) match the host integer reference
+"""edgekit's int8 Cortex-M kernels (targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c) match the host integer reference
 (edgekit.intref) bit for bit, on every core they build for, and the reference matches float convolution.
 
 One firmware per core runs all cases (tests/kernel_harness.py): Cortex-M7 (QEMU mps2-an500), Cortex-M4 (an386) and
@@ -15,7 +15,7 @@ import pytest
 
 from edgekit import intref, qmath
 from edgekit.errors import UnsupportedError, UsageError
-from edgekit.targets.cortex_m import kernel_pack as kp
+from edgekit.targets.mcu import kernel_pack as kp
 from kernel_harness import Case, expected_buffer, place_rows, run_on_host, run_on_qemu
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None

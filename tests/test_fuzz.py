@@ -299,13 +299,13 @@ def no_builds():
     """Parsing and checking arguments is under test, not building: stop where a target would start to build or a
     converter would export (both are exercised by their own tests)."""
     from edgekit import loaders
-    from edgekit.targets import cortex_m, phone
+    from edgekit.targets import mcu, phone
 
     def skipped(*args, **kwargs):
         raise EdgekitError("fuzz: building skipped")
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(cortex_m, "build", skipped)
+    patch.setattr(mcu, "build", skipped)
     patch.setattr(phone, "build", skipped)
     patch.setattr(loaders, "save_pt2", skipped)
     yield

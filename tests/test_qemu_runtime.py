@@ -1,4 +1,4 @@
-"""Firmware built with the Cortex-M board files (targets/cortex_m/board) runs on every emulated board, and
+"""Firmware built with the Cortex-M board files (targets/mcu/platforms/cortex_m/board) runs on every emulated board, and
 edgekit.runtimes.qemu reports its output, exit status, faults, hangs and exact instruction counts.
 
 Each test compiles a small C program with the real arm-none-eabi-gcc and runs it in qemu-system-arm.
@@ -15,7 +15,7 @@ import pytest
 from edgekit.errors import FirmwareError, ToolchainError
 from edgekit.runtimes import qemu
 from edgekit.runtimes.qemu import QemuRun, check_tools, run_elf
-from edgekit.targets.cortex_m.board import board_names, gcc_flags, link_flags, write_board_support
+from edgekit.targets.mcu.platforms.cortex_m.board import board_names, gcc_flags, link_flags, write_board_support
 
 BOARDS = ("mps2-an500", "mps2-an386", "mps2-an505", "mps3-an547")
 STACK_BYTES = 8192

@@ -25,7 +25,7 @@ from torch import nn
 from edgekit import Model, api
 from edgekit.errors import UnsupportedError
 from edgekit.layers import EGRU, LMU
-from edgekit.runtimes.cortex_m import parse_outputs
+from edgekit.runtimes.mcu import parse_outputs
 from edgekit.runtimes.qemu import run_elf
 
 FEATURES, HIDDEN, STEPS, CLASSES, MEMORY = 3, 16, 16, 5, 6

@@ -1,5 +1,5 @@
 """Sparse (pruned) int8 layers on the Cortex-M target: the compressed weight format round-trips, the kernels of
-targets/cortex_m/kernels/ek_sparse_s8.c match the host integer reference (edgekit.intref) bit for bit, and a pruned
+targets/mcu/platforms/cortex_m/kernels/ek_sparse_s8.c match the host integer reference (edgekit.intref) bit for bit, and a pruned
 model compiles with them, runs bit-exact on the emulated board and needs less flash than its dense build.
 
 Kernels run through one firmware per core (tests/firmware/sparse_kernels_main.c, the same blob-of-cases scheme as
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgekit import intref, qmath
-from edgekit.targets.cortex_m import kernel_pack, sparse_pack as sp
+from edgekit.targets.mcu import kernel_pack, sparse_pack as sp
 from kernel_harness import FIRMWARE_DIR, KERNEL_DIR, expected_buffer, place_rows
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
@@ -86,7 +86,7 @@ def run_on_qemu(cases: list[SparseCase], board: str, build_dir: Path, opt: str =
                 extra_cflags: tuple[str, ...] = (), count_instructions: bool = True) -> list[SparseResult]:
     """Build the runner with ek_sparse_s8.c for ``board`` and run all cases under QEMU."""
     from edgekit.runtimes.qemu import run_elf
-    from edgekit.targets.cortex_m.board import gcc_flags, link_flags, write_board_support
+    from edgekit.targets.mcu.platforms.cortex_m.board import gcc_flags, link_flags, write_board_support
 
     build_dir = Path(build_dir)
     support = write_board_support(board, build_dir, stack_bytes=16 * 1024)

@@ -1,7 +1,7 @@
 /*
  * nn_kernels_main.c: runs the cases of tests/kernel_harness.py through edgekit's int8 kernels (ek_nn_s8.c) and
  * prints each output buffer as hex, with ek_marker() right around every kernel call so the instruction counter
- * measures the call alone. The same source builds bare metal (QEMU, board files of targets/cortex_m/board) and
+ * measures the call alone. The same source builds bare metal (QEMU, board files of targets/mcu/platforms/cortex_m/board) and
  * for the host (-DEK_HOST: the blob file is argv[1]), which checks the portable C path.
  *
  * Blob (little-endian int32 words): magic, case count, max scratch bytes, max output bytes, then per case 12 words:

@@ -1,6 +1,6 @@
-"""Offline packing for edgekit's hand-written Cortex-M int8 kernels (``targets/cortex_m/kernels/ek_nn_s8.c``).
+"""Offline packing for edgekit's hand-written Cortex-M int8 kernels (``targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c``).
 
-Where it sits: ``targets/cortex_m`` (Model -> Artifact). The code generator takes a layer's integer description
+Where it sits: ``targets/mcu`` (Model -> Artifact). The code generator takes a layer's integer description
 (int8 weights in PyTorch layout, int32 bias, per-channel ``mult``/``shift`` from :mod:`edgekit.qmath`, zero points,
 padding/stride/dilation) and calls one ``pack_*`` function here; the returned :class:`PackedLayer` holds exactly the
 arrays the C kernel reads (weights reordered for its inner loops, still one byte per weight) and the integer fields of

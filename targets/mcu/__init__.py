@@ -12,7 +12,7 @@ Where it sits: Model -> Artifact for the ``mcu`` profiles (cortex-m4, -m7, -m33,
 A model with recurrent layers (gru, lstm, lmu, egru) builds instead as a streaming step program (streaming.py: one
 call per input sample, state kept between calls; cell kernels from tvm_cells.py; driver from templates/streaming/).
 
-Nothing here runs the firmware: runtimes/cortex_m.py does (``edgekit profile``).
+Nothing here runs the firmware: runtimes/mcu.py does (``edgekit profile``).
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ from edgekit.estimate import Estimate, estimate as generic_estimate
 from edgekit.stepgraph import is_recurrent
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.profiles import TargetProfile
-from edgekit.targets.cortex_m.program import DTYPE_BYTES
+from edgekit.targets.mcu.program import DTYPE_BYTES
 
 STACK_BYTES = 16 * 1024
 # Bytes of test inputs the emulator firmware carries at most (flash of the emulated board is 4 MiB).
 TEST_DATA_BUDGET = 1_000_000
-KERNELS_AVAILABLE = (Path(__file__).parent / "kernels" / "ek_nn_s8.c").exists() and \
+KERNELS_AVAILABLE = (Path(__file__).parent / "platforms" / "cortex_m" / "kernels" / "ek_nn_s8.c").exists() and \
     (Path(__file__).parent / "ek_kernels.py").exists()
 
 
@@ -50,7 +50,7 @@ def board_of(profile: TargetProfile) -> str:
 
 
 def cpu_of(profile: TargetProfile) -> str:
-    from edgekit.targets.cortex_m.board import board_info
+    from edgekit.targets.mcu.platforms.cortex_m.board import board_info
 
     return board_info(board_of(profile))["cpu"]
 
@@ -82,12 +82,12 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     """The planned program, with the patch-based schedule the options ask for (auto: only where it lowers the
     arena). ``prog.schedule`` holds the decision for the report."""
     from edgekit.converters.patch import schedule as patch_schedule
-    from edgekit.targets.cortex_m.program import build_program, check_supported
+    from edgekit.targets.mcu.program import build_program, check_supported
 
     dtype = _dtype(options)
     graph = model.deploy_graph
     if is_recurrent(graph):  # a streaming step program (streaming.py); ``qg`` is then an int8 QStream
-        from edgekit.targets.cortex_m import streaming
+        from edgekit.targets.mcu import streaming
 
         return streaming.make_step_program(model, profile, options, qg)
     check_supported(graph, dtype, profile.name)
@@ -105,7 +105,7 @@ def make_program(model, profile: TargetProfile, options: CompileOptions, qg=None
     scratch = None
     limit = contextlib.nullcontext()
     if _use_ek(options, dtype):
-        from edgekit.targets.cortex_m import ek_kernels
+        from edgekit.targets.mcu import ek_kernels
 
         scratch = ek_kernels.scratch_estimate
         limit = ek_kernels.conv_scratch_limit(ek_kernels.PATCHED_CONV_SCRATCH_LIMIT_BYTES)
@@ -188,7 +188,7 @@ COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
 def _with_slack_scratch(prog, args, kw):
     """Rebuild ``prog`` giving each conv micro-kernel the scratch its step has free in the arena (bigger im2col
     tiles and cached weights run faster); keep the rebuild only if the arena did not grow."""
-    from edgekit.targets.cortex_m.program import build_program, scratch_slack
+    from edgekit.targets.mcu.program import build_program, scratch_slack
 
     if not args[3]:  # no micro-kernels
         return prog
@@ -231,7 +231,7 @@ CODE_PER_TVM_KERNEL_BYTES = 150
 CODE_EK_KERNEL_BYTES = {"ek_conv": 4500, "ek_dw": 4400, "ek_fc": 3800,
                         "ek_sconv": 3800, "ek_sfc": 600}  # sparse: arm-none-eabi-size of ek_sparse_s8.o
 CODE_EK_STRUCT_BYTES = {"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60}
-BOARD_RAM_BYTES = 512  # the fault handler's own stack (targets/cortex_m/board)
+BOARD_RAM_BYTES = 512  # the fault handler's own stack (targets/mcu/platforms/cortex_m/board)
 # newlib's reentrancy data (impure_data 1,064 B + _impure_ptr), linked when float kernels call expf/tanhf (errno)
 LIBC_REENT_BYTES = 1068
 LIBM_OPS = ("sigmoid", "tanh", "softmax", "gru", "lstm", "lmu", "egru")
@@ -271,7 +271,7 @@ def code_features(prog) -> dict[str, float]:
          "tvm_other": sum(1 for spec in specs if spec.op not in ("conv2d", "conv1d"))}
     kinds = {s.kind for s in prog.steps}
     f["ek_kernels_bytes"] = sum(CODE_EK_KERNEL_BYTES.get(k, 0) for k in kinds)
-    from edgekit.targets.cortex_m.ek_kernels import FUNCTIONS, struct_key
+    from edgekit.targets.mcu.ek_kernels import FUNCTIONS, struct_key
 
     structs = {struct_key(s): s.kind for s in prog.steps if s.kind in FUNCTIONS}  # identical ones are shared
     f["ek_structs_bytes"] = sum(CODE_EK_STRUCT_BYTES.get(k, 0) for k in structs.values())
@@ -290,7 +290,7 @@ def estimate(model, profile: TargetProfile, options: CompileOptions, prog=None) 
     """Flash, SRAM, instructions, latency and energy from the planned program (built, not compiled or run)."""
     prog = prog or make_program(model, profile, options)
     if hasattr(prog, "states"):  # a recurrent model's step program
-        from edgekit.targets.cortex_m import streaming
+        from edgekit.targets.mcu import streaming
 
         return streaming.estimate(model, profile, prog)
     weight_bytes = prog.const_bytes_by_layer()
@@ -359,11 +359,11 @@ def reference_outputs(model, dtype: str, qg, x: np.ndarray) -> np.ndarray:
 
 
 def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
-    from edgekit.targets.cortex_m import codegen, toolchain, tvm_kernels
-    from edgekit.targets.cortex_m.board import board_info, gcc_flags, link_flags
+    from edgekit.targets.mcu import codegen, toolchain, tvm_kernels
+    from edgekit.targets.mcu.platforms.cortex_m.board import board_info, gcc_flags, link_flags
 
     if is_recurrent(model.deploy_graph):  # one call per input sample, state kept between calls
-        from edgekit.targets.cortex_m import streaming
+        from edgekit.targets.mcu import streaming
 
         return streaming.build(model, profile, out, options)
     dtype = _dtype(options)
@@ -468,7 +468,7 @@ def layer_weight_bytes(prog) -> list[dict]:
 
 def elf_report(elf: Path, fw_dir: Path, prog) -> dict:
     """What the ELF says: section sizes, model flash (the firmware minus test data and harness), static RAM."""
-    from edgekit.targets.cortex_m import toolchain
+    from edgekit.targets.mcu import toolchain
 
     sizes = toolchain.elf_sizes(elf)
     test_bytes = sizes.symbols.get("ek_test_inputs", 0)

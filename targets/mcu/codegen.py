@@ -19,10 +19,10 @@ import jinja2
 import numpy as np
 
 from edgekit import __version__
-from edgekit.targets.cortex_m.program import DTYPE_BYTES, DTYPE_C, Program, root_of
+from edgekit.targets.mcu.program import DTYPE_BYTES, DTYPE_C, Program, root_of
 
 TEMPLATES = Path(__file__).parent / "templates"
-KERNELS_DIR = Path(__file__).parent / "kernels"
+KERNELS_DIR = Path(__file__).parent / "platforms" / "cortex_m" / "kernels"
 DL_CODES = {"int8": ("kDLInt", 8), "int16": ("kDLInt", 16), "int32": ("kDLInt", 32), "uint8": ("kDLUInt", 8),
             "float32": ("kDLFloat", 32)}
 # The TVM headers edgekit_kernels.c includes, copied from the installed TVM so that src/ builds on its own.
@@ -146,7 +146,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
             steps.append({"layer": s.layer, "kind": "copy", "what": "tile into the full tensor",
                           "call": copy_call(prog, s)})
         else:
-            from edgekit.targets.cortex_m import ek_kernels
+            from edgekit.targets.mcu import ek_kernels
 
             if ek_calls is None:
                 ek_calls = ek_kernels.render_calls(prog, cnames)
@@ -188,7 +188,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
 def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, cflags: list[str],
                    ldflags: list[str], qemu_machine: str, stack_bytes: int) -> list[Path]:
     """The harness, test data, board support and Makefile in ``firmware/``; returns the firmware's own sources."""
-    from edgekit.targets.cortex_m.board import write_board_support
+    from edgekit.targets.mcu.platforms.cortex_m.board import write_board_support
 
     env = _env()
     fw = sources.firmware_dir
@@ -204,7 +204,7 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
     uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
-    from edgekit.targets.cortex_m.toolchain import OPT_FLAGS
+    from edgekit.targets.mcu.toolchain import OPT_FLAGS
 
     # The flags edgekit builds with (toolchain.py): the DSP kernels' inline assembly needs the optimizer.
     (fw / "Makefile").write_text(env.get_template("Makefile.j2").render(

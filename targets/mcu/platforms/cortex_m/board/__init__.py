@@ -1,4 +1,4 @@
-"""Bare-metal board support for edgekit's Cortex-M firmware: the boards in ``targets/cortex_m/boards.toml`` and the
+"""Bare-metal board support for edgekit's Cortex-M firmware: the boards in ``targets/mcu/platforms/cortex_m/boards.toml`` and the
 C and linker templates in this folder.
 
 Sits in ``targets/`` (Model -> Artifact): the Cortex-M target writes these files next to the generated model code and
@@ -64,7 +64,7 @@ def board_info(board: str) -> dict:
     """Everything ``boards.toml`` says about ``board`` (QEMU machine, CPU, GCC flags, memory regions), as a new dict."""
     boards = _boards()
     if board not in boards:
-        raise UsageError(f"unknown board {board!r}; known boards: {', '.join(boards)} (targets/cortex_m/boards.toml)")
+        raise UsageError(f"unknown board {board!r}; known boards: {', '.join(boards)} (targets/mcu/platforms/cortex_m/boards.toml)")
     info = dict(boards[board])
     info["name"] = board
     info["gcc_flags"] = list(info["gcc_flags"])

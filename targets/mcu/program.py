@@ -17,7 +17,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 from edgekit.memplan import ArenaPlan, Buffer, plan_arena
 
-from edgekit.targets.cortex_m.kernel_spec import KernelSpec
+from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
@@ -214,7 +214,7 @@ class _Builder:
             qn = self.q(n.name)
             w = qn.q["weight"].transpose(0, 2, 3, 1)  # OIHW -> OHWI
             if self.use_ek and (a["groups"] == 1 or depthwise):
-                from edgekit.targets.cortex_m import ek_kernels
+                from edgekit.targets.mcu import ek_kernels
 
                 step = ek_kernels.conv_step(self, n, qn, depthwise, pads, macs, x, out.name,
                                             tile.windows[0] if tile else None)
@@ -243,7 +243,7 @@ class _Builder:
         if self.dtype == "int8":
             qn = self.q(n.name)
             if self.use_ek:
-                from edgekit.targets.cortex_m import ek_kernels
+                from edgekit.targets.mcu import ek_kernels
 
                 self.steps.append(ek_kernels.fc_step(self, n, qn, macs))
                 return

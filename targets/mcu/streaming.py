@@ -11,7 +11,7 @@ head; :func:`build_step_program` turns that into a :class:`StepProgram`:
 * the EGRU's recurrent product runs event-driven (only the columns of units that fired at the previous step)
 * int8: edgekit/qrecurrent.py's integer cells (int8 weights, int16 state), the head in int8 as for any model
 
-codegen of the driver and harness is streaming_codegen.py; runtimes/cortex_m.py measures instructions per step.
+codegen of the driver and harness is streaming_codegen.py; runtimes/mcu.py measures instructions per step.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from edgekit.analysis import macs_of
 from edgekit.errors import UnsupportedError
 from edgekit.memplan import Buffer, plan_arena
 from edgekit.stepgraph import STATE_KINDS, StepGraph, split, state_size
-from edgekit.targets.cortex_m.kernel_spec import KernelSpec
-from edgekit.targets.cortex_m.program import DTYPE_BYTES, Program, Step, Tensor, _Builder, check_supported, root_of
+from edgekit.targets.mcu.kernel_spec import KernelSpec
+from edgekit.targets.mcu.program import DTYPE_BYTES, Program, Step, Tensor, _Builder, check_supported, root_of
 
 CELL_KIND = "tvm_cell"      # a recurrent kernel from tvm_cells.py (may write several outputs)
 COMMIT_KIND = "commit"      # copy a new state from the arena into ek_state
@@ -367,7 +367,7 @@ def step_instruction_terms(prog: StepProgram, s: Step, activity: float | None = 
     if s.kind == COMMIT_KIND:
         return "copy", s.params["bytes"], 0, 0, 1
     if s.kind != CELL_KIND:
-        from edgekit.targets.cortex_m import step_cost_terms
+        from edgekit.targets.mcu import step_cost_terms
 
         key, units, outs, _ = step_cost_terms(prog, s)
         return key, units, outs, 0, 1
@@ -421,7 +421,7 @@ def step_instructions(prog: StepProgram, profile, activity: float | None = None)
 def estimate(model, profile, prog: StepProgram):
     """Flash, SRAM (arena + state), instructions per step and per sequence for a step program."""
     from edgekit.estimate import estimate as generic_estimate
-    from edgekit.targets.cortex_m import code_bytes, sram_estimate
+    from edgekit.targets.mcu import code_bytes, sram_estimate
 
     est = generic_estimate(model.deploy_graph, profile, prog.dtype, weight_bytes=prog.const_bytes_by_layer(),
                            state_bytes=prog.state_bytes, arena_override=prog.arena_bytes,
@@ -460,7 +460,7 @@ def estimate(model, profile, prog: StepProgram):
     return est
 
 
-# ---- the target's entry points for recurrent models (called from targets/cortex_m/__init__.py) -----------------------
+# ---- the target's entry points for recurrent models (called from targets/mcu/__init__.py) -----------------------
 
 # Test sequences the emulator firmware runs at most, by estimated instructions (QEMU with the counting plugin runs
 # roughly 50-150 million instructions a second here).
@@ -469,7 +469,7 @@ MAX_EMULATED_INSTRUCTIONS = 4_000_000_000
 
 def make_step_program(model, profile, options, qs=None) -> StepProgram:
     """The planned step program of a recurrent model (int8 without ``qs``: placeholder scales, for estimates)."""
-    from edgekit.targets.cortex_m import _dtype, _use_ek, cpu_of
+    from edgekit.targets.mcu import _dtype, _use_ek, cpu_of
 
     dtype = _dtype(options)
     graph = model.deploy_graph
@@ -481,7 +481,7 @@ def make_step_program(model, profile, options, qs=None) -> StepProgram:
 def test_sequences(model, prog: StepProgram, profile, limit: int | None = None):
     """(float sequences, device sequences, labels) for the firmware: the model's test set, capped by the flash budget
     of the test data and by emulator time (``limit`` overrides)."""
-    from edgekit.targets.cortex_m import TEST_DATA_BUDGET
+    from edgekit.targets.mcu import TEST_DATA_BUDGET
 
     x = model.test_x if model.test_x is not None else \
         (model.calib if model.calib is not None else model.example_inputs[0].numpy())
@@ -502,9 +502,9 @@ def build(model, profile, out: Path, options):
     runs the test sequences step by step, the host reference (reference.npz) and the build facts."""
     from edgekit import qrecurrent
     from edgekit.targets import BuildResult
-    from edgekit.targets.cortex_m import (STACK_BYTES, _dtype, _use_ek, board_of, elf_report, layer_weight_bytes,
+    from edgekit.targets.mcu import (STACK_BYTES, _dtype, _use_ek, board_of, elf_report, layer_weight_bytes,
                                           streaming_codegen, toolchain, tvm_cells, tvm_kernels)
-    from edgekit.targets.cortex_m.board import board_info, gcc_flags, link_flags
+    from edgekit.targets.mcu.platforms.cortex_m.board import board_info, gcc_flags, link_flags
 
     dtype = _dtype(options)
     graph = model.deploy_graph

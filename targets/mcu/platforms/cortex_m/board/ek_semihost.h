@@ -1,7 +1,7 @@
 /*
  * ek_semihost.h: text and hex output and exit over Arm semihosting, for firmware run under QEMU.
  *
- * Part of edgekit's bare-metal Cortex-M board support (targets/cortex_m/board/). Each call traps into the debugger
+ * Part of edgekit's bare-metal Cortex-M board support (targets/mcu/platforms/cortex_m/board/). Each call traps into the debugger
  * (QEMU) with `bkpt 0xab`; runtimes/qemu.py collects everything written here and the exit status. Nothing here
  * needs a C library.
  */

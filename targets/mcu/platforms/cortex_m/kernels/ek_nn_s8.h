@@ -2,7 +2,7 @@
  * ek_nn_s8.h: edgekit's int8 micro-kernels for Cortex-M (convolution, depthwise convolution, fully connected).
  *
  * Where it sits: targets/cortex_m. edgekit's ahead-of-time driver calls these for conv/depthwise/linear layers;
- * targets/cortex_m/kernel_pack.py prepares, offline, every array and parameter they take (weights reordered for the
+ * targets/mcu/kernel_pack.py prepares, offline, every array and parameter they take (weights reordered for the
  * inner loops, still one byte per weight). edgekit/intref.py is the host reference they match bit for bit.
  *
  * Arithmetic (edgekit/qmath.py): activations int8 with zero point, weights int8 per-channel symmetric in
@@ -23,7 +23,7 @@
  * clear after reset). Scratch holds no state between calls; its size is ek_*_scratch_bytes() (kernel_pack.py gives
  * the same number). No function allocates memory or calls libc beyond memcpy/memset.
  *
- * Every array a call reads comes from targets/cortex_m/kernel_pack.py (pack_conv2d, pack_depthwise_conv2d,
+ * Every array a call reads comes from targets/mcu/kernel_pack.py (pack_conv2d, pack_depthwise_conv2d,
  * pack_fully_connected), which also fills the int32 fields of the parameter structs, in the same order.
  */
 #ifndef EK_NN_S8_H

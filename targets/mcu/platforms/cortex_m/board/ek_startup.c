@@ -1,6 +1,6 @@
 /*
  * ek_startup.c: vector table, reset handler, fault reporting, stack painting and ek_marker for edgekit's
- * bare-metal Cortex-M firmware (M4, M7, M33, M55 under QEMU; see targets/cortex_m/boards.toml).
+ * bare-metal Cortex-M firmware (M4, M7, M33, M55 under QEMU; see targets/mcu/platforms/cortex_m/boards.toml).
  *
  * Memory layout comes from link.ld.j2: RAM starts with the stack (so an overflow runs off the bottom of RAM, and on
  * v8-M trips the MSPLIM stack limit, instead of silently overwriting data), then .data, .bss and free RAM.

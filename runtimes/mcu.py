@@ -73,7 +73,7 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     elf = out / "firmware" / "firmware.elf"
     if not elf.exists():
         from edgekit.errors import ToolchainError
-        from edgekit.targets.cortex_m.toolchain import INSTALL_HINT
+        from edgekit.targets.mcu.toolchain import INSTALL_HINT
 
         raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
                              f"{INSTALL_HINT}, then compile again")

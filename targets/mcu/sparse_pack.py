@@ -1,7 +1,7 @@
 """Compressed storage of pruned int8 weights for the Cortex-M target (``kernels/ek_sparse_s8.c``), and the per-layer
 decision whether it pays.
 
-Where it sits: ``targets/cortex_m`` (Model -> Artifact), beside :mod:`kernel_pack` (the dense layouts). A pruned model
+Where it sits: ``targets/mcu`` (Model -> Artifact), beside :mod:`kernel_pack` (the dense layouts). A pruned model
 (``edgekit.converters.prune``) reaches the target as ordinary weights with many exact zeros; for each int8 conv
 (groups = 1) and linear layer, ``ek_kernels.py`` asks :func:`sparse_pays` and, when the compressed form is smaller,
 packs the layer here and emits a call to the sparse kernel instead of the dense one (``ek_kernels.sparse_layers``
@@ -29,7 +29,7 @@ import numpy as np
 
 from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
-from edgekit.targets.cortex_m import kernel_pack
+from edgekit.targets.mcu import kernel_pack
 
 __all__ = ["SparseLayer", "SCONV_FIELDS", "SFC_FIELDS", "TILE_PIXELS", "MAX_DELTA", "PAYS_RATIO", "encode_rows",
            "decode_rows", "stored_weight_bytes", "dense_weight_bytes", "sparse_pays", "pack_sparse_conv2d",

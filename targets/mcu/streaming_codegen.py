@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.targets.cortex_m.codegen import (DL_CODES, Sources, copy_kernel_library, _env, c_ident, c_values,
+from edgekit.targets.mcu.codegen import (DL_CODES, Sources, copy_kernel_library, _env, c_ident, c_values,
                                               copy_tvm_headers)
-from edgekit.targets.cortex_m.program import DTYPE_C, root_of
-from edgekit.targets.cortex_m.streaming import CELL_KIND, COMMIT_KIND, StepProgram
+from edgekit.targets.mcu.program import DTYPE_C, root_of
+from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND, StepProgram
 
 
 def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], arg_shapes: dict[int, list[tuple]],
@@ -71,7 +71,7 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
             steps.append({"layer": s.layer, "kind": "copy", "what": f"new {st.kind} into the state",
                           "call": f"ek_copy_bytes(ek_state + {st.offset}, ek_arena + {new.offset}, {st.nbytes}u)"})
         else:
-            from edgekit.targets.cortex_m import ek_kernels
+            from edgekit.targets.mcu import ek_kernels
 
             if ek_calls is None:
                 ek_calls = ek_kernels.render_calls(prog, cnames)
@@ -112,8 +112,8 @@ def write_sources(prog: StepProgram, kernels_c: str, symbols: dict[int, str], ar
 def write_firmware(prog: StepProgram, sources: Sources, sequences: np.ndarray, board: str, cflags: list[str],
                    ldflags: list[str], qemu_machine: str, stack_bytes: int) -> list[Path]:
     """The sequence-by-sequence harness, test data [n, T, I], board support and Makefile in ``firmware/``."""
-    from edgekit.targets.cortex_m.board import write_board_support
-    from edgekit.targets.cortex_m.toolchain import OPT_FLAGS
+    from edgekit.targets.mcu.platforms.cortex_m.board import write_board_support
+    from edgekit.targets.mcu.toolchain import OPT_FLAGS
 
     env = _env()
     fw = sources.firmware_dir

@@ -1,6 +1,6 @@
 """Layer kernels through Apache TVM: tensor expressions -> TIR -> a microcontroller schedule -> C.
 
-Where it sits: the Cortex-M target (targets/cortex_m) describes each layer as a :class:`KernelSpec` (operator, NHWC
+Where it sits: the Cortex-M target (targets/mcu) describes each layer as a :class:`KernelSpec` (operator, NHWC
 shapes, dtype, baked-in constants such as zero points). This module writes the computation as a TVM tensor
 expression, schedules it for a microcontroller (padding and elementwise epilogues inlined so that no intermediate
 tensor is allocated: no heap, no workspace), and compiles all kernels of a model into one C file with TVM's ``c``
@@ -19,7 +19,7 @@ import contextlib
 import tvm
 from tvm import s_tir, te
 
-from edgekit.targets.cortex_m.kernel_spec import KernelSpec  # noqa: F401  (re-exported)
+from edgekit.targets.mcu.kernel_spec import KernelSpec  # noqa: F401  (re-exported)
 
 INT8 = "int8"
 

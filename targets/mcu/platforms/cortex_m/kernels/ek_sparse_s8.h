@@ -2,7 +2,7 @@
  * ek_sparse_s8.h: edgekit's int8 kernels for pruned layers on Cortex-M: convolution (groups = 1) and fully connected
  * layers whose weights are stored compressed, so that flash shrinks with sparsity.
  *
- * Where it sits: targets/cortex_m, beside the dense micro-kernels (ek_nn_s8.h). targets/cortex_m/sparse_pack.py
+ * Where it sits: targets/cortex_m, beside the dense micro-kernels (ek_nn_s8.h). targets/mcu/sparse_pack.py
  * encodes a layer's int8 weights offline and decides per layer whether the compressed form is smaller than the dense
  * one (sparse_pays); ek_kernels.py then emits a call to one of these functions instead of the dense kernel.
  * edgekit/intref.py is the host reference they match bit for bit.

@@ -12,7 +12,7 @@ import contextlib
 import functools
 
 from edgekit.errors import UnsupportedError, UsageError
-from edgekit.targets.cortex_m import kernel_pack, sparse_pack
+from edgekit.targets.mcu import kernel_pack, sparse_pack
 
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
 CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
@@ -31,7 +31,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
     """A step running ``node`` (or one tile: ``window`` = (row, col, h, w) of the input buffer) with
     ek_conv2d_s8 / ek_depthwise_conv2d_s8; None when even the smallest conv tile needs more scratch than
     CONV_SCRATCH_LIMIT_BYTES (the caller uses TVM's kernel for that layer)."""
-    from edgekit.targets.cortex_m.program import Step
+    from edgekit.targets.mcu.program import Step
 
     buf = builder.tensors[x].shape  # (1, H, W, C) physical
     _, H, W, C = buf
@@ -70,7 +70,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
 
 
 def fc_step(builder, node, qn, macs: int):
-    from edgekit.targets.cortex_m.program import Step
+    from edgekit.targets.mcu.program import Step
 
     x = node.inputs[0]
     rows = builder.tensors[x].shape[0]
@@ -100,7 +100,7 @@ def sparse_layers(builder) -> set[str]:
     Per layer: those whose compressed weights pay (sparse_pack.sparse_pays) and whose im2col tile fits
     CONV_SCRATCH_LIMIT_BYTES. Once a model has such layers (it was pruned), each family (conv, linear) whose layers can
     all run sparse goes sparse as a whole when that needs less flash, counting the kernels' code (the dense kernel's
-    code then drops out of the firmware; targets/cortex_m/__init__.py: CODE_EK_KERNEL_BYTES), and when the layers it
+    code then drops out of the firmware; targets/mcu/__init__.py: CODE_EK_KERNEL_BYTES), and when the layers it
     moves do at most MOVED_MACS_FRACTION of the model's conv/linear MACs (on a dense layer the sparse kernel is slower).
     digits-cnn at 90 %: its barely pruned 144-weight first conv and 320-weight classifier cost ~300 B more compressed
     and drop ~8 KB of dense kernel code. An unpruned model is left as it is. Decided once per program.
@@ -109,7 +109,7 @@ def sparse_layers(builder) -> set[str]:
     if plan is not None:
         return plan
     from edgekit.analysis import macs_of
-    from edgekit.targets.cortex_m import CODE_EK_KERNEL_BYTES
+    from edgekit.targets.mcu import CODE_EK_KERNEL_BYTES
 
     families, macs, total_macs = {}, {}, 0
     for family, dense_kind, sparse_kind in (("conv2d", "ek_conv", "ek_sconv"), ("linear", "ek_fc", "ek_sfc")):
@@ -167,7 +167,7 @@ def _sparse_conv_step(builder, node, qn, common: dict, macs: int, x: str, out: s
 
 def _sparse_step(builder, node, sparse, kind: str, inputs: list[str], out: str, macs: int, in_offset: int,
                  nz_macs: int):
-    from edgekit.targets.cortex_m.program import Step
+    from edgekit.targets.mcu.program import Step
 
     consts = [builder.const(f"{node.name}.scnt", sparse.counts), builder.const(f"{node.name}.spairs", sparse.pairs),
               builder.const(f"{node.name}.ekb", sparse.bias) if sparse.bias is not None else None,

@@ -23,7 +23,7 @@ from tvm import s_tir, te
 from tvm.script import tirx as T
 
 from edgekit.qrecurrent import LUT_FRAC_BITS, LUT_SIZE, Q_GATE, Q_STATE, STATE_MAX
-from edgekit.targets.cortex_m.kernel_spec import KernelSpec
+from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 F32, I8, I16, I32, I64 = "float32", "int8", "int16", "int32", "int64"
 

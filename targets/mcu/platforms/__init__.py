@@ -1,0 +1,1 @@
+"""Microcontroller architectures as platforms of the one MCU target (targets/mcu)."""
