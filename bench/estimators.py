@@ -203,7 +203,7 @@ def calibrate_phone(write: bool):
     layer with weights, per output channel of those, and a base (both fits weighted for relative error)."""
     from scipy.optimize import nnls
 
-    from edgekit.estimate import PHONE_KINDS, phone_terms
+    from edgekit.targets.phone.cost import PHONE_KINDS, phone_terms
     from edgekit.model import Model
 
     models = synthetic_models(0) + synthetic_models(100) + [Model.load(n) for n in ("digits-cnn", "digits-gru")]
@@ -253,15 +253,18 @@ CODE_FIT_CASES = [("digits-cnn", "int8", "auto", "auto"), ("digits-cnn", "int8",
 
 
 def fit_code(console) -> None:
-    """Fit the Cortex-M code-size model (targets/mcu CODE_* constants) to built cortex-m7 ELFs: model flash
+    """Fit the Cortex-M code-size model (the platform's CodeSizeModel, targets/mcu/platforms/cortex_m) to built
+    cortex-m7 ELFs: model flash
     minus constants, edgekit kernels and their structs (known) and 150 B per non-conv TVM kernel = base + per step ·
     steps + per descriptor · descriptors + per TVM conv kernel · kernels (NNLS, relative error). Prints the constants
     and each build's error; does not write them."""
     from scipy.optimize import nnls
 
-    import edgekit.targets.mcu as cm
+    import edgekit.targets.mcu.cost as cm
     from edgekit.model import Model
+    from edgekit.targets.mcu.platforms.cortex_m import PLATFORM
 
+    size = PLATFORM.code_size
     captured = {}
     original = cm.code_features
 
@@ -285,7 +288,8 @@ def fit_code(console) -> None:
         shutil.rmtree(work, ignore_errors=True)
     names = ["steps", "descriptors", "tvm_conv"]
     A = np.array([[1.0] + [f[k] for k in names] for _, _, _, f in rows])
-    fixed = np.array([c + f["ek_kernels_bytes"] + f["ek_structs_bytes"] + cm.CODE_PER_TVM_KERNEL_BYTES * f["tvm_other"]
+    fixed = np.array([c + sum(size.ek_kernel_bytes.get(k, 0) for k in f["ek_kinds"])
+                      + sum(size.ek_struct_bytes.get(k, 0) for k in f["ek_structs"]) + size.per_tvm_kernel * f["tvm_other"]
                       for _, _, c, f in rows], float)
     flash = np.array([r[1] for r in rows], float)
     coef, _ = nnls(A / flash[:, None], (flash - fixed) / flash)

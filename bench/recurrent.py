@@ -149,7 +149,7 @@ def scaled_thresholds(model: Model, scale: float) -> Model:
 
 def kernel_rows(rows: list[dict]) -> list[dict]:
     """Per recurrent kernel call: its work terms, the instructions measured (mean per call over every step run) and
-    the estimate (streaming.call_instructions with DEFAULT_CELL_COSTS)."""
+    the estimate (targets/mcu/cost.py: call_instructions with DEFAULT_CELL_COSTS)."""
     out = []
     for r in rows:
         for terms, kernel, measured, estimated in zip(r["cost_terms"], r["kernels"], r["call_instructions"],
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     console.print(goals)
 
     k = Table(title="Recurrent kernels: instructions per call, measured (mean over all steps) and estimated "
-                    "(streaming.DEFAULT_CELL_COSTS; EGRU product: dense upper bound)")
+                    "(targets/mcu/cost.py DEFAULT_CELL_COSTS; EGRU product: dense upper bound)")
     for c in ("model", "dtype", "kernel", "MACs", "units", "sigmoid/tanh", "measured", "estimated", "error"):
         k.add_column(c, justify="left" if c in ("model", "dtype", "kernel") else "right")
     for kr in kernel_rows(rows):
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
         "edgekit_model_step (cells, head, state copies); per sequence = the sum over its 64 steps.",
         "float32 outputs are checked against PyTorch within 1e-4 + 1e-4·|y|; int8 against edgekit/qrecurrent.py, bit "
         "for bit. An event flip: a float32 EGRU sequence in which a unit's state came within 1e-5 of its threshold, "
-        "so float rounding decides the event (runtimes/cortex_m_streaming.py). Emulated accuracy is over the "
+        "so float rounding decides the event (runtimes/mcu.py). Emulated accuracy is over the "
         "sequences run; host accuracy over all 360.",
         "digits-egru-thr1.25/-thr1.5: digits-egru with every threshold scaled up (no retraining): fewer events, fewer "
         "instructions, lower accuracy.",

@@ -23,15 +23,9 @@ import numpy as np
 from edgekit import report as reporting
 from edgekit.errors import (DataError, DoesNotFitError, EdgekitError, InterruptedError_, ShapeError,
                             UnsupportedError, UsageError)
-from edgekit.estimate import Estimate, estimate as _estimate, fit_check
+from edgekit.estimate import Estimate, fit_check
 from edgekit.model import Model
-from edgekit.targets import CompileOptions, get_profile, target_module
-
-RUNTIME_MODULES = {
-    "mcu": "edgekit.runtimes.mcu",
-    "phone": "edgekit.runtimes.onnxruntime",
-    "neuromorphic": "edgekit.runtimes.neuromorphic",
-}
+from edgekit.targets import CompileOptions, get_profile, get_target
 
 
 @dataclass
@@ -161,11 +155,9 @@ def estimate(model, target: str, options: CompileOptions | None = None, **kw) ->
     """Estimate flash, SRAM, latency and energy of ``model`` on ``target`` without building anything."""
     opts = _options(options, **kw)
     profile = get_profile(target)
-    m = Model.load(model)
-    mod = target_module(profile)
-    est = mod.estimate(m, profile, opts) if hasattr(mod, "estimate") else \
-        _estimate(m.deploy_graph, profile, "int8" if opts.quantize else "float32")
-    fits, reasons = fit_check(est, profile)
+    tgt = get_target(profile)
+    est = tgt.plan(Model.load(model), profile, opts).estimate
+    fits, reasons = fit_check(est, profile, tgt.capabilities(profile).memories)
     return est, fits, reasons
 
 
@@ -199,21 +191,10 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
-def fit_advice(model, profile, opts: CompileOptions, est: Estimate) -> str:
-    """Which options would help a model that does not fit, with estimates where they are cheap to get."""
-    tips = []
-    if profile.kind == "mcu":
-        if opts.quantize is None:
-            try:
-                e8, fits8, _ = estimate(model, profile.name, dataclasses.replace(opts, quantize="int8"))
-                tips.append(f"--quantize int8 (estimate: flash {e8.flash_bytes:,} B, SRAM {e8.peak_sram_bytes:,} B"
-                            f"{', fits' if fits8 else ''})")
-            except EdgekitError:
-                pass
-        if est.peak_sram_bytes > profile.sram_bytes.value and str(opts.patch) == "off":
-            tips.append("--patch auto (patch-based inference of the first layers)")
-        elif est.peak_sram_bytes > profile.sram_bytes.value:
-            tips.append("--max-patch-overhead 0.5 (let patching trade more MACs for a smaller arena)")
+def fit_advice(model, plan, target) -> str:
+    """What would help a model that does not fit: the target's own advice (with estimates where cheap), then what
+    helps on any target."""
+    tips = list(target.fit_advice(plan))
     if getattr(model, "module", None) is not None:
         # Unstructured zeros are still stored densely; removing whole channels shrinks weights and activations.
         source = str(model.meta.get("source", model.name)).removeprefix("example:")
@@ -223,52 +204,50 @@ def fit_advice(model, profile, opts: CompileOptions, est: Estimate) -> str:
     return "; try " + " or ".join(tips)
 
 
-def _fit_error(model, profile, opts, est, reasons) -> DoesNotFitError:
-    over = [r for r in reasons if "over" in r]
-    return DoesNotFitError(f"model '{model.name}' does not fit {profile.name}: " + "; ".join(over)
-                           + fit_advice(model, profile, opts, est))
-
-
 def compile(model, target: str, out: str | Path, options: CompileOptions | None = None, *, force: bool = False,
             **kw) -> Artifact:
     """Build ``model`` for ``target`` into the folder ``out``; returns the Artifact (report included).
 
-    A model whose estimate does not fit the device's memories raises DoesNotFitError before anything is built
-    (unless ``allow_oversize``)."""
+    The target plans once (schedules, memory plan, estimate) and builds from that plan. A model whose estimate does
+    not fit the device's memories raises DoesNotFitError before anything is built (unless ``allow_oversize``)."""
     opts = _options(options, **kw)
     profile = get_profile(target)
     out = Path(out)
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
-    if opts.spiking and profile.kind != "neuromorphic":
-        raise UsageError(f"--spiking converts for neuromorphic chips (loihi2, spinnaker2); {profile.name} runs the "
-                         "ANN as it is — drop --spiking")
+    tgt = get_target(profile)
+    caps = tgt.capabilities(profile)
+    if opts.spiking and not caps.spiking:
+        spiking = ", ".join(p.name for p in _profiles_where(lambda c: c.spiking))
+        raise UsageError(f"--spiking converts for neuromorphic chips ({spiking}); {profile.name} runs the ANN as it "
+                         "is — drop --spiking")
     m = prepare(model, opts)
-    mod = target_module(profile)
-    if not opts.allow_oversize and hasattr(mod, "estimate"):
-        est0 = mod.estimate(m, profile, opts)
-        fits0, reasons0 = fit_check(est0, profile)
-        if not fits0:
-            raise _fit_error(m, profile, opts, est0, reasons0)
+    plan = tgt.plan(m, profile, opts)
+    fits, reasons = fit_check(plan.estimate, profile, caps.memories)
+    if not fits and not opts.allow_oversize:
+        over = [r for r in reasons if "over" in r]
+        raise DoesNotFitError(f"model '{m.name}' does not fit {profile.name}: " + "; ".join(over)
+                              + fit_advice(m, plan, tgt))
     with staged_output(out, force) as tmp:
-        result = mod.build(m, profile, tmp, opts)
-        est = result.build.pop("estimate", None)
-        if est is None:
-            est = mod.estimate(m, profile, opts) if hasattr(mod, "estimate") else \
-                _estimate(m.deploy_graph, profile, "int8" if opts.quantize else "float32")
-        fits, reasons = fit_check(est, profile)
-        analysis = result.build.pop("analysis", None) or m.analyze()
-        dtype = "spiking" if profile.kind == "neuromorphic" else "int8" if opts.quantize else "float32"
-        rep = reporting.base_report(m, profile, analysis, est, fits, reasons, _options_json(opts), dtype)
+        result = tgt.build(plan, tmp)
+        fits, reasons = fit_check(result.estimate, profile, caps.memories)
+        rep = reporting.base_report(m, profile, result.analysis, result.estimate, fits, reasons, _options_json(opts),
+                                    result.dtype)
         rep["files"] = sorted(result.files + ["report.json", "report.html"])
-        rep["build"] = result.build
+        rep["build"] = result.info.to_json()
         rep["notes"] = result.notes
-        rep["schedule"] = result.build.pop("schedule", None)
-        rep["patch"] = result.build.pop("patch", None)
-        if "energy_breakdown" in result.build:
-            rep["energy_breakdown"] = result.build.pop("energy_breakdown")
+        rep["schedule"] = result.schedule
+        rep["patch"] = result.patch
+        if result.energy_breakdown is not None:
+            rep["energy_breakdown"] = result.energy_breakdown
         reporting.write_report(tmp, rep)
     return Artifact(out, rep)
+
+
+def _profiles_where(test) -> list:
+    from edgekit.targets import all_profiles
+
+    return [p for p in all_profiles().values() if test(get_target(p).capabilities(p))]
 
 
 def _options_json(opts: CompileOptions) -> dict:
@@ -281,9 +260,10 @@ def profile(out: str | Path, **kw) -> Artifact:
     """Run a compiled artifact on its runtime, add ``measured`` and ``errors`` to its report, render again."""
     out = Path(out)
     rep = reporting.read_report(out)
-    module = RUNTIME_MODULES.get(rep["target_kind"])
-    if module is None:
-        raise UsageError(f"{out}/report.json: unknown target_kind '{rep['target_kind']}'; compile again")
+    try:
+        module = get_target(get_profile(rep["target"])).runtime
+    except UsageError:
+        raise UsageError(f"{out}/report.json: unknown target '{rep['target']}'; compile again") from None
     try:
         runtime = importlib.import_module(module)
     except ModuleNotFoundError as e:

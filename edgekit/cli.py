@@ -95,11 +95,12 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
         print(json.dumps(profiles, indent=2))
         return
     t = Table(title="edgekit targets")
-    for col in ("name", "kind", "device", "clock", "SRAM", "flash"):
+    for col in ("name", "backend", "device", "clock", "SRAM", "flash"):
         t.add_column(col, justify="right" if col in ("clock", "SRAM", "flash") else "left")
     for p in profiles:
         clock = f"{p['clock_hz'] / 1e6:g} MHz" if p["clock_hz"] else "async"
-        t.add_row(p["name"], p["kind"], p["device"], clock, _fmt_bytes(p["sram_bytes"]), _fmt_bytes(p["flash_bytes"]))
+        backend = p["backend"] + (f" ({p['platform']})" if p["platform"] else "")
+        t.add_row(p["name"], backend, p["device"], clock, _fmt_bytes(p["sram_bytes"]), _fmt_bytes(p["flash_bytes"]))
     out_console.print(t)
 
 
@@ -299,7 +300,7 @@ def print_summary(rep: dict) -> None:
             lambda v: f"{int(v):,}")
         row("state", "state_bytes", "state_bytes", "state_bytes", _fmt_bytes)
     row("latency (ms)", "latency_ms", "latency_ms", "latency_ms", lambda v: f"{v:.4g}")
-    if rep.get("target_kind") == "neuromorphic":
+    if m.get("energy_uj") is not None:  # measured energy (neuromorphic: from the simulator's spike counts)
         row("energy (µJ)", "energy_uj", "energy_uj", "energy_uj", lambda v: f"{v:.4g}")
     out_console.print(t)
     facts = []

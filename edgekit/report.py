@@ -205,7 +205,7 @@ def base_report(model, profile, analysis, estimate, fits: bool, reasons: list[st
         "report_version": REPORT_VERSION,
         "edgekit_version": __version__,
         "target": profile.name,
-        "target_kind": profile.kind,
+        "target_kind": profile.backend,
         "target_profile": profile.summary(),
         "profile_sources": profile.sources(),
         "options": options,

@@ -40,7 +40,6 @@ OBJECTIVES = (("accuracy", "max"), ("peak_sram_bytes", "min"), ("latency_ms", "m
 METRICS = ("accuracy", "flash_bytes", "peak_sram_bytes", "instructions", "latency_ms", "energy_uj")
 # The two-dimensional fronts drawn in sweep.html: accuracy against each cost.
 FRONTS = {"sram": "peak_sram_bytes", "latency": "latency_ms", "energy": "energy_uj"}
-PATCH_KINDS = ("mcu",)  # targets with a patch-based schedule; elsewhere the patch axis collapses to one trial
 RESULTS = "results.jsonl"
 DEFAULT_TIMEOUT_S = 900.0
 _RANK_NONE = float("inf")
@@ -207,16 +206,22 @@ def _list(value, what: str) -> list:
     return items
 
 
+def _capabilities(target: str):
+    from edgekit.targets import get_profile, get_target
+
+    profile = get_profile(target)
+    return get_target(profile).capabilities(profile)
+
+
 def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", "off")) -> list[Config]:
     """Every configuration of the grid, checked before anything runs (a typo should not cost a cluster run).
 
-    The patch axis only exists for Cortex-M targets; on the others each (prune, quantize) pair is one trial."""
-    from edgekit.targets import get_profile
-
+    The patch axis only exists for targets that take patch-based schedules (microcontrollers); on the others each
+    (prune, quantize) pair is one trial."""
     targets = _list(targets, "--target")
     if targets == [None]:
         raise UsageError("sweep: give at least one --target (edgekit targets lists them)")
-    kinds = {t: get_profile(t).kind for t in targets}  # an unknown name is a UsageError listing the targets
+    caps = {t: _capabilities(t) for t in targets}  # an unknown name is a UsageError listing the targets
     prunes = []
     for p in _list(prune, "--prune"):
         try:
@@ -240,9 +245,9 @@ def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", 
         patches.append(p)
     space: list[Config] = []
     for t in dict.fromkeys(targets):
-        axis = list(dict.fromkeys(patches)) if kinds[t] in PATCH_KINDS else [None]
-        # a neuromorphic trial converts the model to a spiking network, which holds the chip's own 8-bit weights
-        qaxis = [None] if kinds[t] == "neuromorphic" else dict.fromkeys(quants)
+        axis = list(dict.fromkeys(patches)) if caps[t].patching else [None]
+        # a spiking target's trial converts the model to a spiking network, which holds the chip's own 8-bit weights
+        qaxis = [None] if caps[t].spiking else dict.fromkeys(quants)
         for p, q, pa in itertools.product(dict.fromkeys(prunes), qaxis, axis):
             space.append(Config(t, p, q, pa))
     return space
@@ -289,7 +294,7 @@ def run_trial(model, config: Config, build_dir: str, options=None, repeat: int =
 
     This is the body of the Ray task (and of the local rebuild of the best configuration)."""
     from edgekit import api
-    from edgekit.targets import CompileOptions, get_profile
+    from edgekit.targets import CompileOptions
 
     start = time.time()
     record: dict[str, Any] = {"key": config.key, "config": config.to_json(), "status": "ok", "error": None,
@@ -299,12 +304,12 @@ def run_trial(model, config: Config, build_dir: str, options=None, repeat: int =
         base = options or CompileOptions()
         opts = dataclasses.replace(base, prune=config.prune or None, quantize=config.quantize,
                                    patch=config.patch or base.patch)
-        kind = get_profile(config.target).kind
-        if kind == "neuromorphic":  # converted by to_spiking (pruned first), weights on the chip's grid
+        caps = _capabilities(config.target)
+        if caps.spiking:  # converted by to_spiking (pruned first), weights on the chip's grid
             opts = dataclasses.replace(opts, quantize=None, spiking=base.spiking or "auto")
         art = api.compile(model, config.target, build_dir, opts, force=True)
         record["compile_s"] = round(time.time() - start, 3)
-        art = api.profile(art.path, **({"repeat": repeat} if kind == "phone" else {}))
+        art = api.profile(art.path, **({"repeat": repeat} if "repeat" in caps.profile_options else {}))
         record["metrics"], record["sources"] = metrics_from_report(art.report)
         record["fits_device"] = bool(art.report.get("fits"))
         record["runtime"] = (art.report.get("measured") or {}).get("runtime")

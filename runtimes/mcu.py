@@ -1,9 +1,15 @@
-"""Cortex-M runtime: run a compiled artifact's firmware on the emulated board and measure it.
+"""The MCU runtime: run a compiled artifact's firmware on its platform's emulated board and measure it.
 
-Where it sits: Artifact -> measurements for the ``mcu`` targets. Runs OUT/firmware/firmware.elf under QEMU
-(runtimes/qemu.py), reads every output the firmware printed, checks it against the host reference the target saved
-(OUT/reference.npz: int8 codes of edgekit's integer reference, or PyTorch's float outputs), and records exact
-instruction counts, sizes from the ELF, the stack high-water mark and accuracy.
+Where it sits: Artifact -> measurements for the ``mcu`` targets, any platform (Cortex-M, RISC-V): the build's
+record (targets/mcu/records.py: ``McuBuild``, read back from report.json) names the platform and board. Runs
+OUT/firmware/firmware.elf under QEMU (runtimes/qemu.py), reads every output the firmware printed, checks it against
+the host reference the target saved (OUT/reference.npz: int8 codes of edgekit's integer reference, or PyTorch's
+float outputs), and records exact instruction counts — per inference, or for a streaming step program per step and
+per sequence — sizes from the ELF, the stack high-water mark and accuracy.
+
+Markers: a one-shot firmware calls ``ek_marker()`` before each inference, after every kernel call
+(EDGEKIT_PROFILE_STEPS) and after the inference: K + 2 markers for K calls. A streaming firmware resets the model
+before each test sequence and brackets every step the same way: K + 2 markers per step, T steps per sequence.
 
 Tolerances: int8 outputs must equal the host reference exactly (same integer arithmetic, edgekit/qmath.py);
 float32 outputs must match PyTorch within 1e-4 absolute + 1e-4 relative (different summation order and libm).
@@ -15,12 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import FirmwareError, MismatchError
+from edgekit.errors import FirmwareError, ToolchainError
 from edgekit.runtimes.qemu import run_elf
+from edgekit.targets.mcu.platforms import get_platform
+from edgekit.targets.mcu.records import McuBuild
 
 FLOAT_ATOL = 1e-4
 FLOAT_RTOL = 1e-4
 _OUT = re.compile(r"^EK_OUT (\d+) ([0-9a-f]*)$")
+_EVENTS = re.compile(r"^EK_EVENTS (\d+) (\d+)$")
+# An EGRU unit whose state comes this close to its threshold fires or not depending on float32 rounding (summation
+# order, expf/tanhf): a float32 build may then differ from PyTorch from that step on, and that is not a defect.
+EVENT_MARGIN = 1e-5
 
 
 def parse_outputs(text: str, n: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -36,10 +48,10 @@ def parse_outputs(text: str, n: int, dtype: str, shape: tuple[int, ...]) -> np.n
     return np.stack([np.frombuffer(rows[i], dtype=np_dtype).reshape(shape) for i in range(n)])
 
 
-def _inference_measurements(run, build: dict, n: int, board: str, macs: int) -> dict:
+def _inference_measurements(run, build: McuBuild, n: int, where: str, macs: int) -> dict:
     """Instructions per inference and per layer from the markers of a one-shot model's firmware."""
     # Markers: one before each inference, one after every step (EDGEKIT_PROFILE_STEPS), one after the inference.
-    steps = len(build.get("step_layers", []))
+    steps = len(build.step_layers)
     counts = run.marker_counts
     per_marker = steps + 2
     if len(counts) != n * per_marker:
@@ -48,14 +60,13 @@ def _inference_measurements(run, build: dict, n: int, board: str, macs: int) -> 
     first = counts[:per_marker]
     step_instr = [b - a for a, b in zip(first[:-2], first[1:-1])]
     instructions = int(np.median(per_inference)) if per_inference else None
-    measured: dict = {"runtime": f"QEMU {board} (instruction-exact TCG plugin)", "test_inputs": n,
+    measured: dict = {"runtime": f"QEMU {where} (instruction-exact TCG plugin)", "test_inputs": n,
                       "instructions": instructions,
                       "instructions_min": int(min(per_inference)) if per_inference else None,
                       "instructions_max": int(max(per_inference)) if per_inference else None,
                       "instructions_per_mac": (instructions / macs) if instructions and macs else None}
     layers: dict[str, dict] = {}
-    for name, instr, macs_s, kernel in zip(build.get("step_layers", []), step_instr, build.get("step_macs", []),
-                                           build.get("step_kernels", [])):
+    for name, instr, macs_s, kernel in zip(build.step_layers, step_instr, build.step_macs, build.step_kernels):
         row = layers.setdefault(name, {"name": name, "instructions": 0, "macs": 0, "kernels": []})
         row["instructions"] += int(instr)
         row["macs"] += int(macs_s)
@@ -67,33 +78,111 @@ def _inference_measurements(run, build: dict, n: int, board: str, macs: int) -> 
     return measured
 
 
+def _step_measurements(run, build: McuBuild, n: int, where: str, macs: int, ref=None) -> dict:
+    """Measured figures of a step program's run: instructions per step and per sequence, per layer, and the EGRU's
+    activity sparsity; ``ref`` (reference.npz) may hold the host reference's event counts."""
+    stream = build.streaming
+    T = int(stream.steps_per_sequence)
+    layers_of = build.step_layers
+    K = len(layers_of)
+    per = K + 2
+    counts = np.asarray(run.marker_counts, np.int64)
+    if len(counts) != n * T * per:
+        raise FirmwareError(f"expected {n * T * per} instruction markers from {n} sequences of {T} steps, got "
+                            f"{len(counts)}")
+    counts = counts.reshape(n, T, per)
+    per_step = counts[:, :, -1] - counts[:, :, 0]                  # [n, T]
+    per_call = np.diff(counts[:, :, :-1], axis=2)                   # [n, T, K]: each call (the first with the copy-in)
+    per_sequence = per_step.sum(axis=1)
+    instructions = int(np.median(per_sequence))
+    measured: dict = {
+        "runtime": f"QEMU {where} (instruction-exact TCG plugin)", "test_inputs": n, "steps_per_sequence": T,
+        "instructions": instructions,
+        "instructions_note": "per test sequence (sum of its steps); instructions_per_step: one call of "
+                             "edgekit_model_step",
+        "instructions_min": int(per_sequence.min()), "instructions_max": int(per_sequence.max()),
+        "instructions_per_step": int(np.median(per_step)),
+        "instructions_per_step_min": int(per_step.min()), "instructions_per_step_max": int(per_step.max()),
+        "instructions_per_step_mean": float(per_step.mean()),
+        "instructions_per_mac": instructions / macs if macs else None,
+    }
+    layers: dict[str, dict] = {}
+    mean_call = per_call.mean(axis=(0, 1))
+    for k, (name, macs_s, kernel) in enumerate(zip(layers_of, build.step_macs, build.step_kernels)):
+        row = layers.setdefault(name, {"name": name, "instructions": 0, "instructions_per_step": 0.0, "macs": 0,
+                                       "kernels": []})
+        row["instructions_per_step"] += float(mean_call[k])
+        row["macs"] += int(macs_s) * T
+        if kernel not in row["kernels"]:
+            row["kernels"].append(kernel)
+    for row in layers.values():
+        row["instructions"] = int(round(row["instructions_per_step"] * T))
+        row["instructions_per_mac"] = row["instructions"] / row["macs"] if row["macs"] else None
+    measured["layers"] = list(layers.values())
+    measured["step_instructions"] = [round(float(v), 1) for v in mean_call]  # mean per call, as build['step_layers']
+    for line in run.output.splitlines():
+        if line.startswith("EK_STATE "):
+            measured["state_bytes"] = int(line.split()[1])
+    units = int(stream.event_units or 0)
+    if units:
+        events = _parse_events(run.output, n)
+        measured["events"] = int(events.sum())
+        measured["event_slots"] = int(n * T * units)
+        measured["activity_sparsity"] = 1.0 - float(events.sum()) / (n * T * units)
+        measured["activity_sparsity_note"] = ("fraction of (sequence, step, event-based unit) without an event, over "
+                                              "the test sequences, counted on the device")
+        measured["events_per_sequence"] = [int(e) for e in events]
+        if ref is not None and "events" in ref.files:  # int8: the host reference computes the same events
+            measured["events_match"] = bool(np.array_equal(np.asarray(ref["events"]), events))
+    return measured
+
+
+def _parse_events(text: str, n: int) -> np.ndarray:
+    rows = {}
+    for line in text.splitlines():
+        m = _EVENTS.match(line.strip())
+        if m:
+            rows[int(m[1])] = int(m[2])
+    if len(rows) != n:
+        raise FirmwareError(f"the firmware printed event counts for {len(rows)} of {n} sequences")
+    return np.array([rows[i] for i in range(n)], np.int64)
+
+
+def _float_event_check(got: np.ndarray, expected: np.ndarray, margin: np.ndarray, atol: float, rtol: float) -> dict:
+    """float32 EGRU outputs against PyTorch: within atol + rtol·|y|, except sequences in which some unit's state came
+    within EVENT_MARGIN of its threshold (an event decided by rounding); those are counted as ``event_flips``."""
+    n = len(expected)
+    ok = (np.abs(got - expected) <= atol + rtol * np.abs(expected)).reshape(n, -1).all(axis=1)
+    flips = ~ok & (np.asarray(margin) < EVENT_MARGIN)
+    return {"outputs_match": bool(np.all(ok | flips)), "event_flips": int(flips.sum()),
+            "tolerance": f"|device - torch| <= {atol} + {rtol}·|torch|, except sequences where an EGRU state came "
+                         f"within {EVENT_MARGIN:g} of its threshold (event decided by float rounding; counted in "
+                         "event_flips)"}
+
+
 def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
+    """Run OUT's firmware on the emulated board and measure it; returns report['measured']."""
     out = Path(out)
-    build = report.get("build", {})
+    build = McuBuild.from_json(report.get("build") or {})
+    platform = get_platform(build.platform)
     elf = out / "firmware" / "firmware.elf"
     if not elf.exists():
-        from edgekit.errors import ToolchainError
-        from edgekit.targets.mcu.toolchain import INSTALL_HINT
-
         raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
-                             f"{INSTALL_HINT}, then compile again")
+                             f"{platform.install_hint}, then compile again")
     ref = np.load(out / "reference.npz")
     expected = ref["expected"]
     n = len(expected)
     dtype = report["dtype"]
-    board = build["qemu_machine"]
     macs = int(report["model"]["macs"])
     # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
     limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
-    run = run_elf(elf, board, timeout_s=limit, count_instructions=True)
+    run = run_elf(elf, build.board, timeout_s=limit, count_instructions=True, platform=platform)
     got = parse_outputs(run.output, n, dtype, expected.shape[1:])
-    stream = build.get("streaming")
-    if stream:  # a recurrent model's step program: markers around every step of every test sequence
-        from edgekit.runtimes.cortex_m_streaming import step_measurements
-
-        measured = step_measurements(run, build, n, board, macs, ref)
+    where = build.qemu_machine
+    if build.streaming is not None:  # a step program: markers around every step of every test sequence
+        measured = _step_measurements(run, build, n, where, macs, ref)
     else:
-        measured = _inference_measurements(run, build, n, board, macs)
+        measured = _inference_measurements(run, build, n, where, macs)
     if dtype == "int8":
         diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
         measured["outputs_match"] = bool(diff.max() == 0)
@@ -105,10 +194,8 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         measured["outputs_match"] = bool(np.all(err <= FLOAT_ATOL + FLOAT_RTOL * np.abs(expected)))
         measured["max_abs_err"] = float(err.max())
         measured["tolerance"] = f"|device - torch| <= {FLOAT_ATOL} + {FLOAT_RTOL}·|torch|"
-        if "event_margin" in ref.files:  # EGRU: events decided by float rounding (runtimes/cortex_m_streaming.py)
-            from edgekit.runtimes.cortex_m_streaming import float_event_check
-
-            measured.update(float_event_check(got, expected, ref["event_margin"], FLOAT_ATOL, FLOAT_RTOL))
+        if "event_margin" in ref.files:  # EGRU: events decided by float rounding
+            measured.update(_float_event_check(got, expected, ref["event_margin"], FLOAT_ATOL, FLOAT_RTOL))
         scores = got
     if "y" in ref.files:
         y = ref["y"]
@@ -125,9 +212,9 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         if line.startswith("EK_ARENA "):
             arena = int(line.split()[1])
     measured["stack_bytes"] = stack
-    measured["arena_bytes"] = arena if arena is not None else build.get("elf_arena_bytes")
-    measured["flash_bytes"] = build.get("model_flash_bytes")
-    static_ram = build.get("static_ram_bytes", 0)
+    measured["arena_bytes"] = arena if arena is not None else (build.elf.elf_arena_bytes if build.elf else None)
+    measured["flash_bytes"] = build.elf.model_flash_bytes if build.elf else None
+    static_ram = build.elf.static_ram_bytes if build.elf else 0
     measured["sram_bytes"] = static_ram + (stack or 0)
     clock = report["target_profile"]["clock_hz"]
     instructions = measured["instructions"]

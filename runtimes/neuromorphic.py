@@ -48,17 +48,19 @@ def profile(out: Path, report: dict, samples: int | None = None, **kw) -> dict:
     """Run OUT on its simulator (loihi2: Lava) or report the build's counts (spinnaker2); returns report['measured'].
 
     ``samples`` limits the Lava run to the first test inputs (Lava simulates a few ms per step)."""
+    from edgekit.targets.neuromorphic import NeuromorphicBuild
+
     out = Path(out)
-    build = report.get("build") or {}
+    build = NeuromorphicBuild.from_json(report.get("build") or {})
     if not (out / "testdata.npz").is_file():
         raise UsageError(f"{out}: testdata.npz is missing; compile again for {report['target']}")
-    if build.get("simulator") == "lava":
+    if build.simulator == "lava":
         return profile_lava(out, report, samples)
     return _counted(out, report)
 
 
 def _energy(report: dict, synops: float, graded: float, updates: float) -> dict:
-    from edgekit.estimate import neuromorphic_energy
+    from edgekit.targets.neuromorphic.cost import neuromorphic_energy
     from edgekit.targets.profiles import get_profile
 
     return neuromorphic_energy(get_profile(report["target"]), synops, graded, updates)
@@ -66,10 +68,11 @@ def _energy(report: dict, synops: float, graded: float, updates: float) -> dict:
 
 def _counted(out: Path, report: dict) -> dict:
     """spinnaker2 (no simulator available): the counts of the torch run at build time, as measured values."""
-    build = report.get("build") or {}
+    from edgekit.targets.neuromorphic import NeuromorphicBuild
+
+    act = NeuromorphicBuild.from_json(report.get("build") or {}).activity or {}
     data = np.load(out / "testdata.npz")
     y = data["y"] if "y" in data.files else None
-    act = build.get("activity") or {}
     energy = _energy(report, act.get("synaptic_ops_per_inference", 0.0), act.get("graded_ops_per_inference", 0.0),
                      act.get("neuron_updates_per_inference", 0))
     measured = {"simulator": None, "samples": int(len(data["x"])),

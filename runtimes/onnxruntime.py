@@ -93,11 +93,13 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     for name in ("model.onnx", "testdata.npz"):
         if not (out / name).is_file():
             raise UsageError(f"{out}: {name} is missing; compile again for the phone target")
-    build = report.get("build") or {}
+    from edgekit.targets.phone import PhoneBuild
+
+    build = PhoneBuild.from_json(report.get("build") or {})
     data = np.load(out / "testdata.npz")
     x, reference = data["x"], data["reference"]
     y = data["y"] if "y" in data.files else None
-    fixed = build.get("fixed_batch")
+    fixed = build.fixed_batch
     warmup = max(5, repeat // 10)
 
     with _progress() as progress:
@@ -113,7 +115,7 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
         task = progress("latency (host optimizations)", repeat)
         host_times = time_runs(lambda: host_sess.run(None, feed), repeat, warmup, step=task)
         task = progress("operators", PROFILED_RUNS)
-        layers = _operator_profile(out / "model.onnx", feed, build.get("node_layers") or {}, task)
+        layers = _operator_profile(out / "model.onnx", feed, build.node_layers, task)
         ort_diff = None
         if (out / "model.ort").is_file():
             ort_sess = session(out / "model.ort")

@@ -1,17 +1,16 @@
-"""Run bare-metal Cortex-M firmware under QEMU and count the instructions it executes, exactly.
+"""Run bare-metal microcontroller firmware under QEMU and count the instructions it executes, exactly.
 
-Sits in ``runtimes/`` (Artifact -> Measured). The ELF is built with the board files of
-``edgekit.targets.mcu.platforms.cortex_m.board`` (vector table, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on an
-emulated board (``targets/mcu/platforms/cortex_m/boards.toml``), collects what it wrote over semihosting and its exit status, and,
-through the ``ek_icount`` TCG plugin (``runtimes/qemu_plugin/``), the number of guest instructions executed in total
-and up to each ``ek_marker()`` call. Counts are instructions, not cycles: QEMU models no pipeline, cache or wait
+Sits in ``runtimes/`` (Artifact -> Measured). The ELF is built with a platform's board files
+(``targets/mcu/platforms/<platform>/board``: start-up, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on
+the platform's emulated board (the platform record gives the QEMU command line), collects what it wrote over
+semihosting and its exit status, and, through the ``ek_icount`` TCG plugin (``runtimes/qemu_plugin/``), the number of
+guest instructions executed in total and up to each ``ek_marker()`` call. Counts are instructions, not cycles: QEMU models no pipeline, cache or wait
 states. They are exact and repeatable: the same ELF gives the same counts on every run.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,34 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import FirmwareError, ToolchainError
-from edgekit.targets.mcu.platforms.cortex_m.board import board_info, gcc_flags
+from edgekit.targets.mcu.platforms import Platform, get_platform
 
-__all__ = ["QemuRun", "check_tools", "run_elf", "board_info", "gcc_flags", "plugin_path"]
+__all__ = ["QemuRun", "check_tools", "run_elf", "plugin_path"]
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "ek_icount.c"
-FAULT_EXIT_CODE = 0xFA  # EK_FAULT_EXIT_CODE in targets/mcu/platforms/cortex_m/board/ek_board.h
-
-# Debian 12 packages that provide each tool.
-_APT_PACKAGES = {
-    "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
-    "arm-none-eabi-nm": "binutils-arm-none-eabi",
-    "arm-none-eabi-size": "binutils-arm-none-eabi",
-    "qemu-system-arm": "qemu-system-arm",
-    "gcc": "gcc",
-}
-
-# Names of the Configurable Fault Status Register bits (Armv7-M/Armv8-M ARM, CFSR = MMFSR | BFSR << 8 | UFSR << 16).
-_CFSR_BITS = {
-    0: "IACCVIOL: instruction fetch from a no-execute region", 1: "DACCVIOL: data access violation",
-    3: "MUNSTKERR", 4: "MSTKERR", 5: "MLSPERR", 8: "IBUSERR: instruction fetch bus error",
-    9: "PRECISERR: data bus error", 10: "IMPRECISERR: imprecise data bus error", 11: "UNSTKERR",
-    12: "STKERR: bus error while stacking", 13: "LSPERR", 16: "UNDEFINSTR: undefined instruction",
-    17: "INVSTATE: invalid execution state (e.g. a branch to an ARM-mode address)",
-    18: "INVPC: invalid exception return", 19: "NOCP: coprocessor (FPU/MVE) disabled or absent",
-    20: "STKOF: stack overflow (stack pointer went below the stack limit)", 24: "UNALIGNED: unaligned access",
-    25: "DIVBYZERO: integer division by zero",
-}
-_HFSR_BITS = {1: "VECTTBL: bus fault reading the vector table", 30: "FORCED: escalated from a configurable fault"}
 
 
 @dataclass(frozen=True)
@@ -70,25 +46,21 @@ class QemuRun:
         return tuple(later - earlier for earlier, later in zip(counts, counts[1:]))
 
 
-def _missing_tools_error(missing: list[str]) -> ToolchainError:
-    packages = " ".join(dict.fromkeys(" ".join(_APT_PACKAGES[tool] for tool in missing).split()))
-    return ToolchainError(f"{', '.join(missing)} not found on PATH; install with: "
-                          f"sudo apt-get install -y --no-install-recommends {packages}")
-
-
-def _require(tools: list[str]) -> None:
+def _require(tools: list[str], hint: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        raise _missing_tools_error(missing)
+        raise ToolchainError(f"{', '.join(missing)} not found on PATH; {hint}")
 
 
-def check_tools(need_qemu: bool = True) -> None:
-    """Raise ToolchainError naming every missing tool and the apt-get line that installs it: the Arm cross compiler
-    and binutils, and with ``need_qemu`` also qemu-system-arm and the host gcc (which builds the counting plugin)."""
-    tools = ["arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-size"]
-    if need_qemu:
-        tools += ["qemu-system-arm", "gcc"]
-    _require(tools)
+def _platform(platform: Platform | str) -> Platform:
+    return get_platform(platform) if isinstance(platform, str) else platform
+
+
+def check_tools(need_qemu: bool = True, platform: Platform | str = "cortex_m") -> None:
+    """Raise ToolchainError naming every missing tool and how to install it: the platform's cross compiler and
+    binutils, and with ``need_qemu`` also its QEMU and the host gcc (which builds the counting plugin)."""
+    plat = _platform(platform)
+    _require(list(plat.tools()) + ([plat.emulator, "gcc"] if need_qemu else []), plat.install_hint)
 
 
 def _cache_dir() -> Path:
@@ -111,7 +83,7 @@ def plugin_path() -> Path:
     plugin = folder / f"ek_icount-{digest}.so"
     if plugin.exists():
         return plugin
-    _require(["gcc"])
+    _require(["gcc"], "install it with: sudo apt-get install -y gcc (or run scripts/setup.sh)")
     partial = folder / f".ek_icount-{digest}.{os.getpid()}.so"
     cmd = ["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall", "-o", str(partial), str(PLUGIN_SOURCE)]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -126,9 +98,9 @@ def plugin_path() -> Path:
     return plugin
 
 
-def _symbols(elf: Path) -> list[tuple[int, int, str]]:
+def _symbols(elf: Path, nm: str) -> list[tuple[int, int, str]]:
     """(address, size, name) of the defined code symbols of ``elf``, Thumb bit cleared."""
-    result = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True)
+    result = subprocess.run([nm, "-S", "--defined-only", str(elf)], capture_output=True, text=True)
     if result.returncode != 0:
         raise FirmwareError(f"cannot read the symbols of {elf}: {result.stderr.strip()}")
     symbols = []
@@ -157,59 +129,28 @@ def _last_lines(text: str, n: int = 3) -> str:
     return " | ".join(lines[-n:]) if lines else "(no output)"
 
 
-def _fault_message(fault_line: str, symbols: list[tuple[int, int, str]]) -> str:
-    fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))
-    name = fault_line.split()[1] if len(fault_line.split()) > 1 else "fault"
-    where = ""
-    if fields.get("pc", "unknown") != "unknown":
-        pc = int(fields["pc"], 16)
-        function = _function_at(symbols, pc)
-        where = f" at pc=0x{pc:08x}" + (f" in {function}()" if function else "")
-    elif "sp" in fields:
-        where = f" with the stack pointer at {fields['sp']}, outside RAM (a stack overflow?)"
-    reasons = []
-    cfsr = int(fields.get("cfsr", "0"), 16)
-    hfsr = int(fields.get("hfsr", "0"), 16)
-    reasons += [text for bit, text in _CFSR_BITS.items() if cfsr >> bit & 1]
-    reasons += [text for bit, text in _HFSR_BITS.items() if hfsr >> bit & 1]
-    if cfsr >> 15 & 1 and "bfar" in fields:
-        reasons.append(f"bus fault address {fields['bfar']}")
-    if cfsr >> 7 & 1 and "mmfar" in fields:
-        reasons.append(f"memory-manage fault address {fields['mmfar']}")
-    if int(fields.get("sfsr", "0"), 16):
-        reasons.append(f"sfsr={fields['sfsr']}")
-    detail = f"cfsr={fields.get('cfsr', '?')} hfsr={fields.get('hfsr', '?')}"
-    if reasons:
-        detail += ": " + "; ".join(reasons)
-    return f"{name}{where} ({detail})"
-
-
-def run_elf(elf: str | Path, board: str, timeout_s: float = 60.0, count_instructions: bool = True) -> QemuRun:
-    """Boot ``elf`` on the emulated ``board`` and run it to its exit.
+def run_elf(elf: str | Path, board: str, timeout_s: float = 60.0, count_instructions: bool = True,
+            platform: Platform | str = "cortex_m") -> QemuRun:
+    """Boot ``elf`` on the emulated ``board`` of ``platform`` and run it to its exit.
 
     Raises FirmwareError when the firmware does not finish within ``timeout_s`` seconds (QEMU and everything it
     started are killed), when it faults (the message names the fault, the PC and the function), or when it exits with
     a non-zero status; ToolchainError when a tool is missing or QEMU cannot start.
     """
     elf = Path(elf)
-    info = board_info(board)
-    _require(["qemu-system-arm", "arm-none-eabi-nm"] + (["gcc"] if count_instructions else []))
+    plat = _platform(platform)
+    plat.board_info(board)  # an unknown board is a UsageError naming the known ones
+    _require([plat.emulator, plat.nm_tool] + (["gcc"] if count_instructions else []), plat.install_hint)
     if not elf.is_file():
         raise FirmwareError(f"firmware {elf} does not exist")
-    symbols = _symbols(elf)
+    symbols = _symbols(elf, plat.nm_tool)
     marker = next((address for address, _, name in symbols if name == "ek_marker"), 0)
 
     with tempfile.TemporaryDirectory(prefix="edgekit-qemu-") as tmp:
         tmp_dir = Path(tmp)
         semihost_file = tmp_dir / "semihosting.txt"
         counts_file = tmp_dir / "icount.txt"
-        cmd = ["qemu-system-arm", "-M", info["qemu_machine"]]
-        if info.get("qemu_cpu"):
-            cmd += ["-cpu", info["qemu_cpu"]]
-        cmd += ["-nographic", "-monitor", "none",
-                "-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
-                "-semihosting-config", "enable=on,target=native,chardev=semihost",
-                "-kernel", str(elf)]
+        cmd = plat.emulator_command(board, elf, semihost_file)
         if count_instructions:
             cmd += ["-plugin", f"{_qemu_option_value(plugin_path())},marker=0x{marker:x},"
                                f"out={_qemu_option_value(counts_file)}"]
@@ -241,17 +182,18 @@ def run_elf(elf: str | Path, board: str, timeout_s: float = 60.0, count_instruct
     code = process.returncode
     fault_line = next((line for line in output.splitlines() if line.startswith("EK_FAULT ")), None)
     if fault_line is not None:
-        raise FirmwareError(f"firmware faulted {where}: {_fault_message(fault_line, symbols)}")
+        message = plat.fault_message(fault_line, lambda address: _function_at(symbols, address))
+        raise FirmwareError(f"firmware faulted {where}: {message}")
     lockup = next((line for line in qemu_errors.splitlines() if "Lockup" in line), None)
     if lockup is not None:  # a fault the core cannot escalate (e.g. inside the HardFault handler): QEMU aborts
         raise FirmwareError(f"firmware locked up {where}, a fault while handling a fault: {lockup.strip()}; "
                             f"last output: {_last_lines(output + uart)}")
     if code < 0:
         raise FirmwareError(f"QEMU was killed by signal {-code} {where}; last output: {_last_lines(output + uart)}")
-    qemu_messages = [line for line in qemu_errors.splitlines() if line.startswith("qemu-system-arm:")
+    qemu_messages = [line for line in qemu_errors.splitlines() if line.startswith(f"{plat.emulator}:")
                      and "warning" not in line]
     if code != 0 and not output and qemu_messages:
-        raise ToolchainError(f"qemu-system-arm could not run {elf} on {board}: {qemu_messages[0]}")
+        raise ToolchainError(f"{plat.emulator} could not run {elf} on {board}: {qemu_messages[0]}")
     if code != 0:
         raise FirmwareError(f"firmware exited with status {code} {where}; last output: {_last_lines(output + uart)}")
 

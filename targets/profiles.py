@@ -15,7 +15,6 @@ from typing import Any
 from edgekit.errors import UsageError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-KINDS = ("mcu", "phone", "neuromorphic")
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Sourced:
 @dataclass(frozen=True)
 class TargetProfile:
     name: str
-    kind: str
+    backend: str                     # which target serves it (targets.TARGETS): "mcu", "phone", "neuromorphic"
     description: str
     core: str
     device: str
@@ -42,10 +41,7 @@ class TargetProfile:
     board: dict[str, Any] = field(default_factory=dict)
     neuromorphic: dict[str, Sourced] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"profile '{self.name}': kind must be one of {KINDS}, not '{self.kind}'")
+    platform: str | None = None      # microcontrollers: the architecture (targets/mcu/platforms: cortex_m, riscv)
 
     def number(self, section: str, key: str, default: float | None = None) -> float:
         table = getattr(self, section)
@@ -57,8 +53,9 @@ class TargetProfile:
 
     def summary(self) -> dict:
         """The key figures (what ``edgekit targets --json`` prints)."""
-        return {"name": self.name, "kind": self.kind, "core": self.core, "device": self.device,
-                "description": self.description, "sram_bytes": int(self.sram_bytes.value),
+        # "kind" repeats the backend under the name reports and scripts used before targets had backends
+        return {"name": self.name, "backend": self.backend, "kind": self.backend, "platform": self.platform,
+                "core": self.core, "device": self.device, "description": self.description, "sram_bytes": int(self.sram_bytes.value),
                 "flash_bytes": int(self.flash_bytes.value), "clock_hz": int(self.clock_hz.value),
                 "qemu_board": self.board.get("qemu_board")}
 
@@ -90,13 +87,15 @@ def read_profile(path: Path) -> TargetProfile:
     if calibrated.is_file():
         raw.setdefault("cost", {}).update(tomllib.loads(calibrated.read_text()).get("cost", {}))
     return TargetProfile(
-        name=name, kind=raw["kind"], description=raw.get("description", ""), core=raw.get("core", ""),
+        name=name, backend=raw.get("backend") or raw["kind"], description=raw.get("description", ""),
+        core=raw.get("core", ""),
         device=raw.get("device", ""), clock_hz=_sourced(name, "clock_hz", raw["clock_hz"]),
         sram_bytes=_sourced(name, "sram_bytes", raw["sram_bytes"]),
         flash_bytes=_sourced(name, "flash_bytes", raw["flash_bytes"]),
         energy=_section(name, raw.get("energy", {})), cost=_section(name, raw.get("cost", {})),
         runtime=_section(name, raw.get("runtime", {})), board=dict(raw.get("board", {})),
-        neuromorphic=_section(name, raw.get("neuromorphic", {})), extra=dict(raw.get("extra", {})))
+        neuromorphic=_section(name, raw.get("neuromorphic", {})), extra=dict(raw.get("extra", {})),
+        platform=raw.get("platform") or raw.get("board", {}).get("platform"))
 
 
 @functools.lru_cache(maxsize=1)

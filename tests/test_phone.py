@@ -190,7 +190,7 @@ def test_torchscript_fallback_is_checked_against_torch(tmp_path):
     ok = Model(_Branchy().eval(), (torch.from_numpy(x[:1]),), "branchy", test_x=x)
     (tmp_path / "a").mkdir()
     result = phone.build(ok, profile, tmp_path / "a", CompileOptions())
-    assert result.build["exporter"] == "torchscript"
+    assert result.info.exporter == "torchscript"
     assert any("TorchScript" in n for n in result.notes)
     frozen = Model(_Branchy().eval(), (torch.from_numpy(x[:1]),), "branchy", test_x=-x)  # takes the other branch
     (tmp_path / "b").mkdir()

@@ -12,11 +12,11 @@ import pytest
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "targets" / "profiles"
 EXPECTED = {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "phone-arm64", "loihi2", "spinnaker2"}
-KINDS = {"mcu", "phone", "neuromorphic"}
+BACKENDS = {"mcu", "phone", "neuromorphic"}  # edgekit.targets.TARGETS
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",
                "cortex-m55": "mps3-an547"}
 
-TOP_STRINGS = ("name", "kind", "description", "core", "device")
+TOP_STRINGS = ("name", "backend", "description", "core", "device")
 TOP_NUMBERS = ("clock_hz", "sram_bytes", "flash_bytes")
 REQUIRED = {
     "mcu": {
@@ -83,7 +83,7 @@ def test_profile_header(path):
     for key in TOP_STRINGS:
         assert isinstance(raw.get(key), str) and raw[key].strip(), f"{path.name}: '{key}' must be a non-empty string"
     assert raw["name"] == path.stem, f"{path.name}: name '{raw['name']}' must match the file name"
-    assert raw["kind"] in KINDS, f"{path.name}: kind '{raw['kind']}' is not one of {sorted(KINDS)}"
+    assert raw["backend"] in BACKENDS, f"{path.name}: backend '{raw['backend']}' is not one of {sorted(BACKENDS)}"
     for key in TOP_NUMBERS:
         assert isinstance(raw.get(key), dict) and "value" in raw[key], f"{path.name}: '{key}' missing"
 
@@ -101,9 +101,9 @@ def test_every_number_carries_a_source(path):
 
 
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: p.stem)
-def test_required_keys_for_kind(path):
+def test_required_keys_for_backend(path):
     raw = _load(path)
-    for section, keys in REQUIRED[raw["kind"]].items():
+    for section, keys in REQUIRED[raw["backend"]].items():
         table = raw.get(section, {})
         missing = [k for k in keys if k not in table]
         assert not missing, f"{path.name}: [{section}] is missing {missing}"
@@ -112,11 +112,39 @@ def test_required_keys_for_kind(path):
     assert raw["sram_bytes"]["value"] > 0, f"{path.name}: sram_bytes must be positive"
 
 
-@pytest.mark.parametrize("path", [p for p in _paths() if _load(p)["kind"] == "mcu"], ids=lambda p: p.stem)
-def test_mcu_profiles_name_their_qemu_board(path):
+@pytest.mark.parametrize("path", [p for p in _paths() if _load(p)["backend"] == "mcu"], ids=lambda p: p.stem)
+def test_mcu_profiles_name_their_platform_and_qemu_board(path):
+    from edgekit.targets.mcu.platforms import get_platform
+
     raw = _load(path)
     board = raw.get("board", {}).get("qemu_board")
     assert isinstance(board, str) and board, f"{path.name}: [board] qemu_board missing"
+    platform = get_platform(raw["board"].get("platform"))
+    assert board in platform.boards(), f"{path.name}: {platform.name} has no board {board}"
     if raw["name"] in QEMU_BOARDS:
         assert board == QEMU_BOARDS[raw["name"]], f"{path.name}: expected qemu_board {QEMU_BOARDS[raw['name']]}"
     assert raw["clock_hz"]["value"] > 0 and raw["flash_bytes"]["value"] > 0
+
+
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: p.stem)
+def test_every_profile_is_served_by_a_target(path):
+    """The core finds each profile's target in one registry (edgekit.targets.TARGETS) and talks to it only through
+    the Target protocol."""
+    from edgekit.targets import Target, get_profile, get_target
+
+    profile = get_profile(path.stem)
+    target = get_target(profile)
+    assert isinstance(target, Target) and target.backend == profile.backend
+    caps = target.capabilities(profile)
+    assert caps.dtypes and set(caps.memories) <= {"sram", "flash"}
+
+
+def test_an_unknown_backend_is_refused_in_one_line():
+    import dataclasses
+
+    from edgekit.errors import UsageError
+    from edgekit.targets import get_profile, get_target
+
+    odd = dataclasses.replace(get_profile("cortex-m7"), backend="fpga")
+    with pytest.raises(UsageError, match="no target serves backend 'fpga'"):
+        get_target(odd)

@@ -15,7 +15,7 @@ import pytest
 from edgekit.errors import FirmwareError, ToolchainError
 from edgekit.runtimes import qemu
 from edgekit.runtimes.qemu import QemuRun, check_tools, run_elf
-from edgekit.targets.mcu.platforms.cortex_m.board import board_names, gcc_flags, link_flags, write_board_support
+from edgekit.targets.mcu.platforms.cortex_m import PLATFORM
 
 BOARDS = ("mps2-an500", "mps2-an386", "mps2-an505", "mps3-an547")
 STACK_BYTES = 8192
@@ -30,7 +30,7 @@ def board_objects(tmp_path_factory):
     """Board files compiled once per board: {board: (include_dir, linker_script, [object files])}."""
     built = {}
     for board in BOARDS:
-        support = write_board_support(board, tmp_path_factory.mktemp(board), stack_bytes=STACK_BYTES)
+        support = PLATFORM.write_board_support(board, tmp_path_factory.mktemp(board), stack_bytes=STACK_BYTES)
         objects = []
         for source in support.sources:
             obj = source.with_suffix(".o")
@@ -41,7 +41,7 @@ def board_objects(tmp_path_factory):
 
 
 def _gcc(board: str, args: list[str]) -> None:
-    cmd = ["arm-none-eabi-gcc", *gcc_flags(board), "-O2", "-g", "-Wall", "-Wextra", "-Werror", *args]
+    cmd = ["arm-none-eabi-gcc", *PLATFORM.cflags(board), "-O2", "-g", "-Wall", "-Wextra", "-Werror", *args]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"compile failed: {' '.join(cmd)}\n{result.stderr}")
@@ -53,7 +53,7 @@ def build(board_objects, board: str, folder: Path, source: str, *defines: str) -
     main.write_text(source)
     elf = folder / f"{board}.elf"
     _gcc(board, [*(f"-D{d}" for d in defines), f"-I{include_dir}", str(main), *objects,
-                 *link_flags(linker_script), "-o", str(elf)])
+                 *PLATFORM.link_flags(linker_script), "-o", str(elf)])
     return elf
 
 
@@ -296,5 +296,5 @@ def test_plugin_is_rebuilt_when_its_source_changes(monkeypatch, tmp_path):
 
 
 def test_every_board_is_tested():
-    assert set(board_names()) == set(BOARDS)
+    assert set(PLATFORM.boards()) == set(BOARDS)
     assert QemuRun(0, "", (10, 15, 40), 50).between_markers() == (5, 25)

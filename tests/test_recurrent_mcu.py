@@ -129,7 +129,7 @@ def test_step_program_runs_on_emulated_m7_and_matches_reference(tmp_path, kind, 
         assert "activity_sparsity" not in meas
 
     # Reset: the firmware resets before each sequence; the repeated first sequence, run last, gives the same bytes.
-    run = run_elf(out / "firmware/firmware.elf", art.report["build"]["qemu_machine"], count_instructions=False)
+    run = run_elf(out / "firmware/firmware.elf", art.report["build"]["board"], count_instructions=False)
     got = parse_outputs(run.output, len(model.test_x), art.report["dtype"], (1, CLASSES))
     assert np.array_equal(got[0], got[-1])
     assert not np.array_equal(got[0], got[1])

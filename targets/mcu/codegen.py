@@ -1,13 +1,16 @@
-"""C sources of a Cortex-M build, rendered from the templates in templates/.
+"""C sources of an MCU build, rendered from the one template set in templates/.
 
-Where it sits: the Cortex-M target calls :func:`write_sources` with a planned Program (program.py) and the C that TVM
-generated for its kernels. Output layout in OUT:
+Where it sits: the MCU pipeline (pipeline.py) calls :func:`write_sources` with a planned program — a one-shot
+:class:`~edgekit.targets.mcu.program.Program` or a streaming
+:class:`~edgekit.targets.mcu.streaming.StepProgram` (``prog.streaming``) — and the C that TVM generated for its
+kernels, then :func:`write_firmware` for the emulator's test firmware. Output layout in OUT:
 
-* ``src/``       the model, ready to drop into a firmware project: edgekit_model.{h,c} (driver + API),
-                 edgekit_weights.{h,c} (const arrays), edgekit_kernels.c (TVM), ek_nn_s8.{h,c} (edgekit's int8
-                 micro-kernels, when used), include/ (the few TVM/DLPack headers the kernels include)
-* ``firmware/``  the test firmware for the emulated board: main.c, edgekit_testdata.{h,c}, board support, link.ld,
-                 Makefile
+* ``src/``       the model, ready to drop into a firmware project: edgekit_model.{h,c} (driver + API: invoke for a
+                 one-shot model, reset/step for a streaming one), edgekit_weights.{h,c} (const arrays),
+                 edgekit_kernels.c (TVM), edgekit's int8 kernel libraries the program calls (the platform's
+                 ``kernel_sources``), include/ (the few TVM/DLPack headers the kernels include)
+* ``firmware/``  the test firmware for the emulated board: main.c, edgekit_testdata.{h,c}, the platform's board
+                 support, link.ld, Makefile
 """
 from __future__ import annotations
 
@@ -22,7 +25,6 @@ from edgekit import __version__
 from edgekit.targets.mcu.program import DTYPE_BYTES, DTYPE_C, Program, root_of
 
 TEMPLATES = Path(__file__).parent / "templates"
-KERNELS_DIR = Path(__file__).parent / "platforms" / "cortex_m" / "kernels"
 DL_CODES = {"int8": ("kDLInt", 8), "int16": ("kDLInt", 16), "int32": ("kDLInt", 32), "uint8": ("kDLUInt", 8),
             "float32": ("kDLFloat", 32)}
 # The TVM headers edgekit_kernels.c includes, copied from the installed TVM so that src/ builds on its own.
@@ -68,6 +70,7 @@ class Sources:
     model_sources: list[Path]
     include_dirs: list[Path]
     tvm_symbols: list[str]
+    kernel_libraries: list[str]
 
 
 def tvm_include_root(package: str) -> Path:
@@ -84,34 +87,49 @@ def copy_tvm_headers(dest: Path) -> None:
         shutil.copyfile(tvm_include_root(package) / rel, target)
 
 
-def copy_kernel_library(src: Path, stem: str) -> Path:
-    """Copy one of edgekit's kernel libraries (``kernels/<stem>.h`` and ``.c``) into ``src``; returns the .c."""
-    for ext in (".h", ".c"):
-        shutil.copyfile(KERNELS_DIR / f"{stem}{ext}", src / f"{stem}{ext}")
-    return src / f"{stem}.c"
+def copy_kernel_library(files: tuple[Path, ...], src: Path) -> list[Path]:
+    """Copy the files of one of edgekit's kernel libraries into ``src``; returns the copied C files."""
+    for f in files:
+        shutil.copyfile(f, src / f.name)
+    return [src / f.name for f in files if f.suffix == ".c"]
 
 
-def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: Path, cpu: str) -> Sources:
-    """Render the model sources into ``out/src``. ``symbols`` maps a step index to its TVM kernel symbol."""
+def kernel_libraries(prog: Program) -> list[str]:
+    """edgekit's kernel libraries (C file stems) the program calls."""
+    from edgekit.targets.mcu.ek_kernels import SPARSE_KINDS
+
+    kinds = {s.kind for s in prog.steps}
+    libs = []
+    if any(k.startswith("ek_") and k not in SPARSE_KINDS for k in kinds):
+        libs.append("ek_nn_s8")
+    if kinds & set(SPARSE_KINDS):  # pruned layers stored compressed
+        libs.append("ek_sparse_s8")
+    return libs
+
+
+def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_shapes: dict[int, list[tuple]],
+                  out: Path, cpu: str, kernel_sources: dict[str, tuple[Path, ...]]) -> Sources:
+    """Render the model sources into ``out/src``. ``symbols``: step index -> TVM kernel symbol; ``arg_shapes``: step
+    index -> the shapes a recurrent cell kernel declares for its arguments, in argument order."""
+    from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND
+
     env = _env()
     src = out / "src"
     src.mkdir(parents=True, exist_ok=True)
-    uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
+    states = {st.name: st for st in prog.states}
 
-    # Constants.
     cnames = {name: f"ek_c{i}_{c_ident(name)}"[:60] for i, name in enumerate(prog.consts)}
-    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)], "count": max(c.data.size, 1),
-               "shape": "x".join(map(str, c.data.shape)), "dtype": str(c.data.dtype), "body": c_values(c.data)}
-              for c in prog.consts.values()]
+    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)],
+               "count": max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)), "dtype": str(c.data.dtype),
+               "body": c_values(c.data)} for c in prog.consts.values()]
 
     # DLTensor descriptors for the TVM kernels.
     dl_index: dict[tuple[str, tuple], int] = {}
     dltensors = []
-
     ext_tensors = []  # the model input read in place: its data pointer is set at run time
 
-    def dl(name: str, shape: tuple, is_const: bool) -> str:
-        if not is_const and prog.tensors[name].external:
+    def dl(name: str, shape: tuple) -> str:
+        if name in prog.tensors and prog.tensors[name].external:
             t = prog.tensors[name]
             if not ext_tensors:
                 code, bits = DL_CODES[t.dtype]
@@ -120,31 +138,40 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
             return "EK_TX(0)"
         key = (name, tuple(shape))
         if key not in dl_index:
-            if is_const:
-                c = prog.consts[name]
-                data, dtype, comment = cnames[name], str(c.data.dtype), f"const {name}"
+            if name in prog.consts:
+                data, dtype, comment = cnames[name], str(prog.consts[name].data.dtype), f"const {name}"
+            elif name in states:
+                st = states[name]
+                data, dtype, comment = f"ek_state + {st.offset}", st.dtype, f"state {name} @ state+{st.offset}"
             else:
                 t = prog.tensors[name]
-                data = f"ek_arena + {t.offset}"
-                dtype, comment = t.dtype, f"{name} @ arena+{t.offset}"
+                data, dtype, comment = f"ek_arena + {t.offset}", t.dtype, f"{name} @ arena+{t.offset}"
             code, bits = DL_CODES[dtype]
             dl_index[key] = len(dltensors)
-            dltensors.append({"data": data, "shape": [int(s) for s in shape], "code": code, "bits": bits,
+            dltensors.append({"data": data, "shape": [int(v) for v in shape], "code": code, "bits": bits,
                               "comment": comment})
         return f"EK_T({dl_index[key]})"
 
     steps, ek_steps = [], []
     ek_calls = None  # micro-kernel calls and their (shared) parameter structs, rendered once
     for i, s in enumerate(prog.steps):
-        if s.kind == "tvm":
-            args = [dl(x, prog.tensors[x].shape, False) for x in s.inputs]
-            args += [dl(c, prog.consts[c].data.shape, True) for c in s.consts]
-            args.append(dl(s.output, prog.tensors[s.output].shape, False))
+        if s.kind == CELL_KIND:
+            names = s.inputs + s.consts + s.params["outputs"]
+            steps.append({"layer": s.layer, "kind": "tvm", "what": f"TVM {s.spec.op}", "symbol": symbols[i],
+                          "args": [dl(n, shape) for n, shape in zip(names, arg_shapes[i])]})
+        elif s.kind == "tvm":
+            args = [dl(x, prog.tensors[x].shape) for x in s.inputs]
+            args += [dl(c, prog.consts[c].data.shape) for c in s.consts]
+            args.append(dl(s.output, prog.tensors[s.output].shape))
             steps.append({"layer": s.layer, "kind": "tvm", "what": f"TVM {s.spec.op}", "symbol": symbols[i],
                           "args": args})
         elif s.kind == "copy":
             steps.append({"layer": s.layer, "kind": "copy", "what": "tile into the full tensor",
                           "call": copy_call(prog, s)})
+        elif s.kind == COMMIT_KIND:
+            st, new = states[s.output], prog.tensors[s.inputs[0]]
+            steps.append({"layer": s.layer, "kind": "copy", "what": f"new {st.kind} into the state",
+                          "call": f"ek_copy_bytes(ek_state + {st.offset}, ek_arena + {new.offset}, {st.nbytes}u)"})
         else:
             from edgekit.targets.mcu import ek_kernels
 
@@ -155,21 +182,25 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
             if struct is not None:
                 ek_steps.append(struct)
 
+    libraries = kernel_libraries(prog)
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
-    common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__, "uses_ek": uses_ek,
-              "ctype": DTYPE_C[prog.dtype]}
+    event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
+                    for st in prog.event_states]
+    common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__,
+              "ctype": DTYPE_C[prog.dtype], "kernel_libraries": libraries, "streaming": prog.streaming,
+              "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes}
     (src / "edgekit_model.h").write_text(env.get_template("edgekit_model.h.j2").render(
-        **common, arena_bytes=prog.arena_bytes, input_bytes=inp.nbytes, output_bytes=outp.nbytes,
-        input_shape=list(inp.shape), output_shape=list(outp.shape),
-        input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
-        input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0),
-        input_in_place=prog.tensors[prog.input].external))
+        **common, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
+        output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
+        input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0), input_in_place=inp.external,
+        sequence_steps=prog.steps_per_sequence, state_list=", ".join(sorted({st.kind for st in prog.states})),
+        event_units=sum(st.size for st in prog.event_states)))
     tvm_symbols = sorted(set(symbols.values()))
     (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
-        ext_tensors=ext_tensors, input_in_place=prog.tensors[prog.input].external,
-        uses_copy=any(s.kind == "copy" for s in prog.steps),
-        arena_bytes=prog.arena_bytes, input_offset=prog.tensors[root_of(prog, prog.input)].offset,
+        ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind == "copy" for s in prog.steps),
+        states=prog.states, event_states=event_states,
+        input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))
     (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(
         **common, consts=consts, const_bytes=prog.const_bytes))
@@ -178,38 +209,36 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], out: P
     (src / "edgekit_kernels.c").write_text(kernels_c)
     copy_tvm_headers(src / "include")
     model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c", src / "edgekit_kernels.c"]
-    if uses_ek:
-        model_sources.append(copy_kernel_library(src, "ek_nn_s8"))
-    if any(s.kind in ("ek_sconv", "ek_sfc") for s in prog.steps):  # pruned layers stored compressed
-        model_sources.append(copy_kernel_library(src, "ek_sparse_s8"))
-    return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols)
+    for lib in libraries:
+        model_sources += copy_kernel_library(kernel_sources[lib], src)
+    return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols, libraries)
 
 
-def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, cflags: list[str],
-                   ldflags: list[str], qemu_machine: str, stack_bytes: int) -> list[Path]:
-    """The harness, test data, board support and Makefile in ``firmware/``; returns the firmware's own sources."""
-    from edgekit.targets.mcu.platforms.cortex_m.board import write_board_support
-
+def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, platform,
+                   cflags: list[str], ldflags: list[str], opt_flags: list[str], stack_bytes: int) -> list[Path]:
+    """The harness, test data (one input per row; a streaming program: one sequence per row), the platform's board
+    support and the Makefile in ``firmware/``; returns the firmware's own sources."""
     env = _env()
     fw = sources.firmware_dir
     fw.mkdir(parents=True, exist_ok=True)
-    support = write_board_support(board, fw, stack_bytes=stack_bytes)
-    ctype = DTYPE_C[prog.dtype]
+    support = platform.write_board_support(board, fw, stack_bytes=stack_bytes)
     rows = [c_values(x, per_line=10 ** 9).strip().rstrip(",") for x in test_inputs]
     common = {"model_name": prog.name, "version": __version__, "board": board, "n_tests": len(test_inputs),
-              "ctype": ctype, "input_elems": int(test_inputs[0].size)}
+              "ctype": DTYPE_C[prog.dtype], "input_elems": int(test_inputs[0].size), "streaming": prog.streaming}
     (fw / "edgekit_testdata.h").write_text(env.get_template("edgekit_testdata.h.j2").render(**common))
     (fw / "edgekit_testdata.c").write_text(env.get_template("edgekit_testdata.c.j2").render(**common, rows=rows))
-    (fw / "main.c").write_text(env.get_template("main.c.j2").render(**common))
+    (fw / "main.c").write_text(env.get_template("main.c.j2").render(
+        **common, steps=int(test_inputs.shape[1]) if prog.streaming else 1,
+        event_units=sum(st.size for st in prog.event_states)))
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
-    uses_ek = any(s.kind.startswith("ek_") for s in prog.steps)
-    from edgekit.targets.mcu.toolchain import OPT_FLAGS
-
+    info = platform.board_info(board)
     # The flags edgekit builds with (toolchain.py): the DSP kernels' inline assembly needs the optimizer.
     (fw / "Makefile").write_text(env.get_template("Makefile.j2").render(
-        model_name=prog.name, version=__version__, cpu=board, board=board, uses_ek=uses_ek,
-        cflags=cflags + OPT_FLAGS + ["-I../src", "-I../src/include", "-I."], ldflags=ldflags,
+        model_name=prog.name, version=__version__, cpu=info["cpu"], board=board,
+        kernel_libraries=sources.kernel_libraries, compiler=platform.compiler, size_tool=platform.size_tool,
+        emulator=platform.emulator, run_command=platform.emulator_command(board, Path("firmware.elf")),
+        cflags=cflags + opt_flags + ["-I../src", "-I../src/include", "-I."], ldflags=ldflags,
         model_sources=[rel(p) for p in sources.model_sources],
-        firmware_sources=[p.name for p in firmware_sources], qemu_machine=qemu_machine))
+        firmware_sources=[p.name for p in firmware_sources]))
     return firmware_sources

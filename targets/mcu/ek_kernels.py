@@ -62,11 +62,9 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
     consts = [builder.const(wname, packed.weights),
               builder.const(f"{node.name}.ekb", packed.bias) if packed.bias is not None else None,
               builder.const(f"{node.name}.ekrq", packed.requant)]
-    params = dict(packed.params)
-    params["_in_offset"] = (r * W + c) * C
-    params["_dense_weight_bytes"] = params["_stored_weight_bytes"] = int(packed.weights.nbytes)
-    return Step(node.name, kind, [x], [cname for cname in consts if cname], out, params=params, macs=macs,
-                scratch_bytes=packed.scratch_bytes)
+    return Step(node.name, kind, [x], [cname for cname in consts if cname], out, params=dict(packed.params),
+                macs=macs, scratch_bytes=packed.scratch_bytes, in_offset=(r * W + c) * C,
+                dense_weight_bytes=int(packed.weights.nbytes), stored_weight_bytes=int(packed.weights.nbytes))
 
 
 def fc_step(builder, node, qn, macs: int):
@@ -87,11 +85,9 @@ def fc_step(builder, node, qn, macs: int):
                                               batch=rows, **_requant_args(qn))
     consts = [builder.const(f"{node.name}.ekw", packed.weights), builder.const(f"{node.name}.ekb", packed.bias),
               builder.const(f"{node.name}.ekrq", packed.requant)]
-    params = dict(packed.params)
-    params["_in_offset"] = 0
-    params["_dense_weight_bytes"] = params["_stored_weight_bytes"] = int(packed.weights.nbytes)
-    return Step(node.name, "ek_fc", [x], consts, node.name, params=params, macs=macs,
-                scratch_bytes=packed.scratch_bytes)
+    return Step(node.name, "ek_fc", [x], consts, node.name, params=dict(packed.params), macs=macs,
+                scratch_bytes=packed.scratch_bytes, dense_weight_bytes=int(packed.weights.nbytes),
+                stored_weight_bytes=int(packed.weights.nbytes))
 
 
 def sparse_layers(builder) -> set[str]:
@@ -100,7 +96,7 @@ def sparse_layers(builder) -> set[str]:
     Per layer: those whose compressed weights pay (sparse_pack.sparse_pays) and whose im2col tile fits
     CONV_SCRATCH_LIMIT_BYTES. Once a model has such layers (it was pruned), each family (conv, linear) whose layers can
     all run sparse goes sparse as a whole when that needs less flash, counting the kernels' code (the dense kernel's
-    code then drops out of the firmware; targets/mcu/__init__.py: CODE_EK_KERNEL_BYTES), and when the layers it
+    code then drops out of the firmware: the platform's CodeSizeModel.ek_kernel_bytes), and when the layers it
     moves do at most MOVED_MACS_FRACTION of the model's conv/linear MACs (on a dense layer the sparse kernel is slower).
     digits-cnn at 90 %: its barely pruned 144-weight first conv and 320-weight classifier cost ~300 B more compressed
     and drop ~8 KB of dense kernel code. An unpruned model is left as it is. Decided once per program.
@@ -109,7 +105,7 @@ def sparse_layers(builder) -> set[str]:
     if plan is not None:
         return plan
     from edgekit.analysis import macs_of
-    from edgekit.targets.mcu import CODE_EK_KERNEL_BYTES
+    kernel_bytes = builder.platform.code_size.ek_kernel_bytes
 
     families, macs, total_macs = {}, {}, 0
     for family, dense_kind, sparse_kind in (("conv2d", "ek_conv", "ek_sconv"), ("linear", "ek_fc", "ek_sfc")):
@@ -137,8 +133,8 @@ def sparse_layers(builder) -> set[str]:
                 rest.append(n.name)
                 extra += stored - dense
         # flash of "the rest sparse too" against "the rest dense", beyond what both options share
-        all_sparse = extra + (0 if pays else CODE_EK_KERNEL_BYTES[sparse_kind])
-        families[family] = (pays, rest, not must_stay_dense and all_sparse < CODE_EK_KERNEL_BYTES[dense_kind])
+        all_sparse = extra + (0 if pays else kernel_bytes[sparse_kind])
+        families[family] = (pays, rest, not must_stay_dense and all_sparse < kernel_bytes[dense_kind])
     plan = set()
     pruned = any(pays for pays, _, _ in families.values())
     for pays, rest, whole in families.values():
@@ -172,11 +168,9 @@ def _sparse_step(builder, node, sparse, kind: str, inputs: list[str], out: str, 
     consts = [builder.const(f"{node.name}.scnt", sparse.counts), builder.const(f"{node.name}.spairs", sparse.pairs),
               builder.const(f"{node.name}.ekb", sparse.bias) if sparse.bias is not None else None,
               builder.const(f"{node.name}.ekrq", sparse.requant)]
-    params = dict(sparse.params)
-    params.update(_in_offset=in_offset, _nz_macs=nz_macs, _nonzero=sparse.nonzero,
-                  _dense_weight_bytes=sparse.dense_weight_bytes, _stored_weight_bytes=sparse.stored_weight_bytes)
-    return Step(node.name, kind, inputs, [cname for cname in consts if cname], out, params=params, macs=macs,
-                scratch_bytes=sparse.scratch_bytes)
+    return Step(node.name, kind, inputs, [cname for cname in consts if cname], out, params=dict(sparse.params),
+                macs=macs, scratch_bytes=sparse.scratch_bytes, in_offset=in_offset, nz_macs=nz_macs,
+                dense_weight_bytes=sparse.dense_weight_bytes, stored_weight_bytes=sparse.stored_weight_bytes)
 
 
 FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
@@ -222,9 +216,9 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     src = prog.tensors[step.inputs[0]]
     dst = prog.tensors[step.output]
     if src.external:  # the model input, read in place
-        in_ptr = f"(const int8_t *)ek_input_ptr + {step.params['_in_offset']}"
+        in_ptr = f"(const int8_t *)ek_input_ptr + {step.in_offset}"
     else:
-        in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.params['_in_offset']})"
+        in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.in_offset})"
     out_ptr = f"(int8_t *)(ek_arena + {dst.offset})"
     scratch = "0"
     if step.scratch_bytes:

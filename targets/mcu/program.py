@@ -61,7 +61,9 @@ class Const:
 
 @dataclass
 class Step:
-    """One kernel call: ``kind`` is 'tvm' (a generated kernel, ``spec``) or an edgekit micro-kernel ('ek_*')."""
+    """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
+    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc"), "copy" (a patch tile into its
+    tensor), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state into ek_state)."""
 
     layer: str
     kind: str
@@ -73,10 +75,40 @@ class Step:
     macs: int = 0
     scratch_bytes: int = 0
     symbol: str = ""
+    in_offset: int = 0                  # micro-kernels: bytes into the input buffer where this call reads
+    nz_macs: int = 0                    # sparse micro-kernels: MACs of the stored (non-zero) weights
+    dense_weight_bytes: int = 0         # micro-kernels: the weights in the dense layout ...
+    stored_weight_bytes: int = 0        # ... and as stored in flash (compressed for pruned layers)
+
+    @property
+    def is_micro_kernel(self) -> bool:
+        return self.kind.startswith("ek_")
+
+
+@dataclass
+class StateBuffer:
+    """One state vector of a streaming program in ``ek_state``: ``layer``'s ``kind`` (h, c, y, m), ``size``
+    elements of ``dtype`` at byte ``offset``; ``new`` names the arena tensor that holds its value after the step."""
+
+    name: str
+    layer: str
+    kind: str
+    size: int
+    dtype: str
+    new: str
+    offset: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * DTYPE_BYTES[self.dtype]
 
 
 @dataclass
 class Program:
+    """Kernel calls on one planned arena. One-shot (``streaming`` False): one call of the list is one inference.
+    Streaming (streaming.py): one call of the list is one step on one input sample, and ``states`` persist in
+    ``ek_state`` between steps."""
+
     name: str
     dtype: str
     tensors: dict[str, Tensor]
@@ -90,10 +122,26 @@ class Program:
     notes: list[str] = field(default_factory=list)
     schedule: dict | None = None                  # how the schedule was chosen (for the report)
     patch: dict | None = None                     # split_after, grid, mac_overhead when patch-based
+    states: list[StateBuffer] = field(default_factory=list)
+    steps_per_sequence: int = 0                   # streaming: the sequence length the model was trained on
+
+    @property
+    def streaming(self) -> bool:
+        return self.steps_per_sequence > 0
 
     @property
     def arena_bytes(self) -> int:
         return self.plan.arena_bytes if self.plan else 0
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of ek_state: every state vector, each starting on a 4-byte boundary."""
+        return sum(-(-s.nbytes // 4) * 4 for s in self.states)
+
+    @property
+    def event_states(self) -> list[StateBuffer]:
+        """The EGRU outputs y: their non-zero entries are the events of a step."""
+        return [s for s in self.states if s.kind == "y"]
 
     @property
     def const_bytes(self) -> int:
@@ -166,8 +214,12 @@ class TileContext:
 
 
 class _Builder:
-    def __init__(self, graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7"):
+    def __init__(self, graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
+                 platform=None):
+        from edgekit.targets.mcu.platforms import get_platform
+
         self.g, self.dtype, self.qg, self.use_ek, self.cpu = graph, dtype, qg, use_ek_kernels, cpu
+        self.platform = platform or get_platform("cortex_m")
         self.tensors: dict[str, Tensor] = {}
         self.consts: dict[str, Const] = {}
         self.steps: list[Step] = []
@@ -391,7 +443,8 @@ def root_name(tensors: dict[str, "Tensor"], name: str) -> str:
 
 
 def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
-                  target: str = "cortex-m", patch=None, scratch_limits: dict[str, int] | None = None) -> Program:
+                  target: str = "cortex-m", patch=None, scratch_limits: dict[str, int] | None = None,
+                  platform=None) -> Program:
     """The program for ``graph``; ``patch`` (a converters.patch.PatchSchedule) runs its stages tile by tile.
 
     When only patch stages read the model input, the input is read in place (``Tensor.external``): the application
@@ -399,7 +452,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     from edgekit.analysis import macs_of
 
     check_supported(graph, dtype, target)
-    b = _Builder(graph, dtype, qg, use_ek_kernels, cpu)
+    b = _Builder(graph, dtype, qg, use_ek_kernels, cpu, platform)
     b.scratch_limits = dict(scratch_limits or {})
     stages = list(patch.stages) if patch is not None else []
     stage = {name for st in stages for name in st.layers}

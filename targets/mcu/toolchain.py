@@ -1,34 +1,21 @@
-"""arm-none-eabi-gcc: compile the firmware, read its sizes and stack usage.
+"""The cross-compiler: compile the firmware, read its sizes and stack usage.
 
-Where it sits: the last step of the Cortex-M target. Every object is compiled on its own (so ``-fstack-usage`` writes
-one .su file per source) and linked with the board's linker script. Sizes come from ``arm-none-eabi-size -A`` and
-``arm-none-eabi-nm``; stack from the .su files (per function; the report shows the deepest kernel + driver chain).
+Where it sits: the last step of the MCU pipeline; the platform record (targets/mcu/platforms) names the compiler and
+binutils (arm-none-eabi-*, riscv64-unknown-elf-*). Every object is compiled on its own (so ``-fstack-usage`` writes
+one .su file per source) and linked with the board's linker script. Sizes come from ``size -A`` and ``nm``; stack
+from the .su files (per function; the report shows the deepest kernel + driver chain).
 """
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import ToolchainError
 
-INSTALL_HINT = ("install it with: sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                "binutils-arm-none-eabi (or run scripts/setup.sh)")
 OPT_FLAGS = ["-O2", "-std=c11", "-g0", "-Wall", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
              "-Wno-unused-function", "-fno-common", "-ffile-prefix-map=/=/"]
-
-
-def have_toolchain() -> bool:
-    return all(shutil.which(t) for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm"))
-
-
-def require_toolchain() -> None:
-    missing = [t for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm") if not shutil.which(t)]
-    if missing:
-        raise ToolchainError(f"{', '.join(missing)} not found; the C sources were written, but the firmware needs "
-                             f"the Arm cross-compiler: {INSTALL_HINT}")
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> str:
@@ -60,9 +47,9 @@ class ElfSizes:
         return self.data + self.bss
 
 
-def compile_firmware(sources: list[Path], include_dirs: list[Path], cflags: list[str], ldflags: list[str],
-                     build_dir: Path, elf: Path) -> None:
-    require_toolchain()
+def compile_firmware(platform, sources: list[Path], include_dirs: list[Path], cflags: list[str],
+                     ldflags: list[str], build_dir: Path, elf: Path) -> None:
+    platform.require_toolchain()
     build_dir, elf = build_dir.resolve(), elf.resolve()
     sources = [Path(s).resolve() for s in sources]
     include_dirs = [Path(d).resolve() for d in include_dirs]
@@ -73,15 +60,15 @@ def compile_firmware(sources: list[Path], include_dirs: list[Path], cflags: list
     incs = [f"-I{d}" for d in include_dirs]
     for src in sources:
         obj = objdir / (src.stem + ".o")
-        _run(["arm-none-eabi-gcc", *cflags, *OPT_FLAGS, "-fstack-usage", *incs, "-c", str(src), "-o", str(obj)],
+        _run([platform.compiler, *cflags, *OPT_FLAGS, "-fstack-usage", *incs, "-c", str(src), "-o", str(obj)],
              build_dir, f"compiling {src.name}")
         objects.append(str(obj))
-    _run(["arm-none-eabi-gcc", *cflags, *objects, *ldflags, "-o", str(elf)], build_dir, "linking the firmware")
+    _run([platform.compiler, *cflags, *objects, *ldflags, "-o", str(elf)], build_dir, "linking the firmware")
 
 
-def elf_sizes(elf: Path) -> ElfSizes:
+def elf_sizes(elf: Path, platform) -> ElfSizes:
     elf = Path(elf).resolve()
-    out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
+    out = _run([platform.size_tool, "-A", str(elf)], elf.parent, platform.size_tool)
     sec = {}
     for line in out.splitlines():
         parts = line.split()
@@ -91,7 +78,7 @@ def elf_sizes(elf: Path) -> ElfSizes:
     rodata = sum(v for k, v in sec.items() if k.startswith(".rodata"))
     data = sum(v for k, v in sec.items() if k.startswith(".data"))
     bss = sum(v for k, v in sec.items() if k.startswith(".bss"))  # the .stack reservation is reported apart
-    nm = _run(["arm-none-eabi-nm", "-S", "--size-sort", str(elf)], elf.parent, "arm-none-eabi-nm")
+    nm = _run([platform.nm_tool, "-S", "--size-sort", str(elf)], elf.parent, platform.nm_tool)
     symbols = {}
     for line in nm.splitlines():
         parts = line.split()
@@ -100,9 +87,9 @@ def elf_sizes(elf: Path) -> ElfSizes:
     return ElfSizes(text, rodata, data, bss, symbols)
 
 
-def section_table(elf: Path) -> dict[str, int]:
+def section_table(elf: Path, platform) -> dict[str, int]:
     elf = Path(elf).resolve()
-    out = _run(["arm-none-eabi-size", "-A", str(elf)], elf.parent, "arm-none-eabi-size")
+    out = _run([platform.size_tool, "-A", str(elf)], elf.parent, platform.size_tool)
     table = {}
     for line in out.splitlines():
         parts = line.split()

@@ -331,13 +331,14 @@ def build_kernel(spec: KernelSpec, symbol: str) -> tuple[tvm.tirx.PrimFunc, list
     return func.with_attr("global_symbol", symbol), [t.op.name for t in tensors]
 
 
-def target_for(cpu: str) -> tvm.target.Target:
-    return tvm.target.Target({"kind": "c", "mcpu": cpu})
+def target_for(cpu: str | dict) -> tvm.target.Target:
+    """TVM's ``c`` target: a platform's dict (``Platform.tvm_target``) or, for short, an Arm core name."""
+    return tvm.target.Target(cpu if isinstance(cpu, dict) else {"kind": "c", "mcpu": cpu})
 
 
-def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], cpu: str) -> str:
-    """All kernels in one C source for ``cpu`` (e.g. 'cortex-m7')."""
+def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], target: str | dict) -> str:
+    """All kernels in one C source for ``target`` (a platform's TVM target dict, or a core such as 'cortex-m7')."""
     mod = tvm.IRModule(funcs)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
-        ex = tvm.compile(mod, target=target_for(cpu))
+        ex = tvm.compile(mod, target=target_for(target))
     return ex.mod.inspect_source()

@@ -15,23 +15,25 @@ which NIR cannot express. ``build`` writes into OUT:
                            sample spike counts ``spikes.<population>`` and synaptic ops ``sops.<connection>``
 * for an EGRU: ``egru.json/.npz`` (its graph layers and weights) instead of model.nir and the network files
 
-Energy (edgekit.estimate.neuromorphic_energy): E = E_synop · (synaptic ops + graded ops) + E_neuron · neuron
+Energy (cost.py: neuromorphic_energy): E = E_synop · (synaptic ops + graded ops) + E_neuron · neuron
 updates per inference, synaptic ops = Σ spikes × fan-out measured on the test inputs; and the 45 nm convention
 E = E_MAC · MACs(first layer) + E_AC · SOPs for comparison with an ANN.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.analysis import Analysis, LayerRecord
 from edgekit.errors import MismatchError, UnsupportedError
-from edgekit.estimate import Estimate, estimate as _generic_estimate, neuromorphic_energy
+from edgekit.estimate import Estimate
+from edgekit.targets.neuromorphic.cost import dense_estimate, neuromorphic_energy, spiking_estimate
 from edgekit.layers import EGRU
 from edgekit.layers.spiking import SpikingNetwork, find_network, summarize
-from edgekit.targets import BuildResult, CompileOptions
+from edgekit.targets import BuildResult, Capabilities, CompileOptions
 from edgekit.targets.profiles import TargetProfile
 
 MAX_TEST_SAMPLES = 1024
@@ -63,50 +65,8 @@ def estimate(model, profile: TargetProfile, options: CompileOptions) -> Estimate
         return egru_estimate(model, profile, model.meta.get("egru_activity"))
     act = model.meta.get("spiking")
     if not act or "connections" not in act:
-        return _generic_estimate(model.deploy_graph, profile)
+        return dense_estimate(model.deploy_graph, profile)
     return spiking_estimate(net, act, profile)
-
-
-def _memory(net: SpikingNetwork, profile: TargetProfile) -> tuple[int, int, int]:
-    synapses = sum(int(f.sum()) for f in net.fan_out().values())
-    neurons = sum(p.spec.size for p in net.populations.values() if p.spec.kind != "input")
-    weight_bytes = int(round(synapses * profile.number("neuromorphic", "synapse_bytes", 1.0)))
-    state_bytes = int(round(neurons * profile.number("neuromorphic", "neuron_state_bytes", 6.0)))
-    return synapses, weight_bytes, state_bytes
-
-
-def spiking_estimate(net: SpikingNetwork, act: dict, profile: TargetProfile) -> Estimate:
-    """Estimate of a spiking network on ``profile`` from its activity (:func:`edgekit.layers.spiking.summarize`)."""
-    synapses, weight_bytes, state_bytes = _memory(net, profile)
-    energy = neuromorphic_energy(profile, act["synaptic_ops_per_inference"], act["graded_ops_per_inference"],
-                                 act["neuron_updates_per_inference"], mac_ops=act["graded_macs_per_inference"],
-                                 ac_ops=act["synaptic_ops_per_inference"])
-    e_syn = profile.number("energy", "pj_per_synop")
-    e_neu = profile.number("energy", "pj_per_neuron_update")
-    step_s = profile.number("neuromorphic", "timestep_s", 0.0)
-    layers = []
-    for name, p in net.populations.items():
-        if p.spec.kind == "input":
-            continue
-        incoming = [c for c in act["connections"].values() if c["target"] == name]
-        sops = sum(c["sops_per_inference"] for c in incoming)
-        syn = sum(c["synapses"] for c in incoming)
-        updates = p.spec.size * net.steps
-        layers.append({"name": name, "op": p.spec.kind, "macs": syn * net.steps, "weight_bytes": syn,
-                       "activation_bytes": p.spec.size, "instructions": 0, "synaptic_ops": sops,
-                       "spikes": act["populations"].get(name, {}).get("spikes_per_inference", 0.0),
-                       "neuron_updates": updates, "energy_uj": (sops * e_syn + updates * e_neu) * 1e-6,
-                       "latency_ms": 0.0})
-    formulas = {
-        "energy_uj": energy["formula"],
-        "energy_45nm_uj": energy["formula_45nm"] + f" = {energy['energy_45nm_uj']:.4g} µJ (comparison convention)",
-        "peak_sram_bytes": f"{synapses} synapses · {profile.number('neuromorphic', 'synapse_bytes', 1):g} B + "
-                           f"neuron state {state_bytes} B",
-        "latency_ms": f"{net.steps} steps · {step_s:g} s/step",
-        "activity": f"measured on {act.get('samples', '?')} test inputs by the spiking converter",
-    }
-    return Estimate(0, weight_bytes + state_bytes, 0, state_bytes, net.steps * step_s * 1e3, energy["energy_uj"],
-                    None, synapses * net.steps, layers, [], formulas)
 
 
 def _analysis(net: SpikingNetwork) -> Analysis:
@@ -147,6 +107,69 @@ def _test_data(model) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     return np.ascontiguousarray(x, np.float32), (np.asarray(y) if y is not None else None), notes
 
 
+@dataclass
+class NeuromorphicBuild:
+    """What a neuromorphic build learned (``report["build"]``); runtimes/neuromorphic.py reads it back. ``kind`` is
+    "spiking" (a spiking network: NIR, and for Lava its integers) or "egru" (events counted on SpiNNaker 2)."""
+
+    kind: str
+    test_samples: int
+    reference_accuracy: float | None
+    activity: dict
+    energy: dict | None = None
+    network: dict | None = None
+    steps: int | None = None
+    input_mode: str | None = None
+    populations: dict | None = None
+    nir: dict | None = None
+    simulator: str | None = None          # "lava" when a simulator runs it (edgekit profile)
+    fixed_point: dict | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("reference_accuracy", "simulator")}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NeuromorphicBuild":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class NeuromorphicPlan:
+    model: object
+    profile: TargetProfile
+    options: CompileOptions
+    estimate: Estimate
+
+
+class NeuromorphicTarget:
+    """Loihi 2 and SpiNNaker 2 (see the module docstring); measured by runtimes/neuromorphic.py (Lava)."""
+
+    backend = "neuromorphic"
+    runtime = "edgekit.runtimes.neuromorphic"
+
+    def capabilities(self, profile: TargetProfile) -> Capabilities:
+        # a neuromorphic chip has no flash: the network lives in the cores' SRAM
+        return Capabilities(dtypes=("spiking",), spiking=True, streaming=profile.name == "spinnaker2",
+                            memories=("sram",), profile_options=("samples",))
+
+    def dtype(self, options: CompileOptions) -> str:
+        return "spiking"
+
+    def plan(self, model, profile: TargetProfile, options: CompileOptions) -> NeuromorphicPlan:
+        return NeuromorphicPlan(model, profile, options, estimate(model, profile, options))
+
+    def build(self, plan: NeuromorphicPlan, out: Path) -> BuildResult:
+        return build(plan.model, plan.profile, out, plan.options)
+
+    def fit_advice(self, plan: NeuromorphicPlan) -> list[str]:
+        return ["a smaller network (fewer neurons or synapses), or fewer steps per input (--spiking with a shorter "
+                "time window)"]
+
+
+TARGET = NeuromorphicTarget()
+
+
 def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
     """Write the files listed in the module docstring into ``out``."""
     from edgekit.targets.neuromorphic import nir_export
@@ -183,13 +206,14 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     data.update({f"sops.{k}": v.astype(np.float32) for k, v in rec.sops.items()})
     np.savez_compressed(out / "testdata.npz", **data)
 
-    info = {"kind": "spiking", "network": net.info, "steps": net.steps, "input_mode": net.input_mode,
-            "populations": {n: {"kind": p.spec.kind, "neurons": p.spec.size} for n, p in net.populations.items()},
-            "nir": {"nodes": len(graph.nodes), "edges": len(graph.edges),
-                    "node_types": sorted({type(n).__name__ for n in graph.nodes.values()}),
-                    "round_trip": "unchanged (every node, array, edge and metadata entry compared after "
-                                  "nir.write / nir.read)"},
-            "test_samples": int(len(x)), "reference_accuracy": act.get("accuracy"), "activity": act}
+    info = NeuromorphicBuild(
+        kind="spiking", network=net.info, steps=net.steps, input_mode=net.input_mode,
+        populations={n: {"kind": p.spec.kind, "neurons": p.spec.size} for n, p in net.populations.items()},
+        nir={"nodes": len(graph.nodes), "edges": len(graph.edges),
+             "node_types": sorted({type(n).__name__ for n in graph.nodes.values()}),
+             "round_trip": "unchanged (every node, array, edge and metadata entry compared after nir.write / "
+                           "nir.read)"},
+        test_samples=int(len(x)), reference_accuracy=act.get("accuracy"), activity=act)
     if profile.board.get("simulator") == "lava":
         from edgekit.layers import loihi_format
 
@@ -198,8 +222,8 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
         (out / "loihi_network.json").write_text(json.dumps(int_desc, indent=1) + "\n")
         np.savez_compressed(out / "loihi_network.npz", **int_arrays)
         files += ["loihi_network.json", "loihi_network.npz"]
-        info["simulator"] = "lava"
-        info["fixed_point"] = {"exact_connections": sum(c["exact"] for c in int_desc["connections"]),
+        info.simulator = "lava"
+        info.fixed_point = {"exact_connections": sum(c["exact"] for c in int_desc["connections"]),
                                "connections": len(int_desc["connections"]),
                                "weight_exp": {c["name"]: c["weight_exp"] for c in int_desc["connections"]},
                                "lif_unit": "threshold · 2**-12 (vth = 4096)"}
@@ -209,11 +233,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     energy = neuromorphic_energy(profile, act["synaptic_ops_per_inference"], act["graded_ops_per_inference"],
                                  act["neuron_updates_per_inference"], mac_ops=act["graded_macs_per_inference"],
                                  ac_ops=act["synaptic_ops_per_inference"])
-    info["energy"] = energy
-    info["energy_breakdown"] = energy_breakdown(profile, act)
-    info["estimate"] = est
-    info["analysis"] = _analysis(net)
-    return BuildResult(files=files, build=info, notes=notes)
+    info.energy = energy
+    return BuildResult(files=files, dtype="spiking", estimate=est, analysis=_analysis(net), info=info, notes=notes,
+                       energy_breakdown=energy_breakdown(profile, act))
 
 
 def energy_breakdown(profile: TargetProfile, act: dict) -> dict[str, float]:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import UnsupportedError
-from edgekit.estimate import Estimate, neuromorphic_energy
+from edgekit.estimate import Estimate
+from edgekit.targets.neuromorphic.cost import neuromorphic_energy
 from edgekit.graph import Graph
 from edgekit.graph_exec import run_graph
 from edgekit.targets import BuildResult, CompileOptions
@@ -134,7 +135,7 @@ def _macs(node, graph) -> int:
 def build_egru(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
     """egru.json/.npz (edgekit's description; NIR cannot express the EGRU), testdata.npz with the float outputs and
     per-sample counts, and the estimate from the counted events."""
-    from edgekit.targets.neuromorphic import MAX_TEST_SAMPLES, energy_breakdown
+    from edgekit.targets.neuromorphic import MAX_TEST_SAMPLES, NeuromorphicBuild, energy_breakdown
 
     graph = model.deploy_graph
     notes = ["NIR cannot express the EGRU (gated units with multiplicative state updates); OUT holds edgekit's own "
@@ -157,11 +158,13 @@ def build_egru(model, profile: TargetProfile, out: Path, options: CompileOptions
         data["y"] = y
     np.savez_compressed(out / "testdata.npz", **data)
     est = egru_estimate(model, profile, act)
-    info = {"kind": "egru", "activity": act, "test_samples": int(len(x)),
-            "reference_accuracy": float((reference.argmax(-1) == y).mean()) if y is not None else None,
-            "estimate": est, "energy_breakdown": energy_breakdown(profile, act),
-            "energy": neuromorphic_energy(profile, act["synaptic_ops_per_inference"], act["graded_ops_per_inference"],
-                                          act["neuron_updates_per_inference"],
-                                          mac_ops=act["synaptic_ops_per_inference"] + act["graded_ops_per_inference"],
-                                          ac_ops=0.0)}
-    return BuildResult(files=["egru.json", "egru.npz", "testdata.npz"], build=info, notes=notes)
+    info = NeuromorphicBuild(
+        kind="egru", activity=act, test_samples=int(len(x)),
+        reference_accuracy=float((reference.argmax(-1) == y).mean()) if y is not None else None,
+        energy=neuromorphic_energy(profile, act["synaptic_ops_per_inference"], act["graded_ops_per_inference"],
+                                   act["neuron_updates_per_inference"],
+                                   mac_ops=act["synaptic_ops_per_inference"] + act["graded_ops_per_inference"],
+                                   ac_ops=0.0))
+    return BuildResult(files=["egru.json", "egru.npz", "testdata.npz"], dtype="spiking", estimate=est,
+                       analysis=model.analyze(), info=info, notes=notes,
+                       energy_breakdown=energy_breakdown(profile, act))

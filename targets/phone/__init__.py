@@ -21,6 +21,7 @@ import io
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ import onnx
 
 from edgekit.analysis import param_bytes_of
 from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError
-from edgekit.estimate import Estimate, estimate as _estimate
-from edgekit.targets import BuildResult, CompileOptions
+from edgekit.estimate import Estimate
+from edgekit.targets import BuildResult, Capabilities, CompileOptions
+from edgekit.targets.phone.cost import phone_estimate
 from edgekit.targets.phone import export as _export
 from edgekit.targets.phone.ort_format import canonical_ort
 from edgekit.targets.phone.quantize import check_calibration, quantize_int8
@@ -50,17 +52,78 @@ FLOAT_IN_INT8 = {"gru", "lstm"}
 
 
 def estimate(model, profile: TargetProfile, options: CompileOptions) -> Estimate:
-    """The generic phone estimate (edgekit/estimate.py): flash = stored weight bytes + runtime overhead, latency =
-    MACs / the profile's MAC throughput for the dtype. For int8, recurrent layers keep float32 weights (see
+    """The phone cost model (cost.py) on the deployment graph; for int8, recurrent layers keep float32 weights (see
     ``FLOAT_IN_INT8``)."""
     graph = model.deploy_graph
     if not options.quantize:
-        return _estimate(graph, profile, "float32")
+        return phone_estimate(graph, profile, "float32")
     float_weights = {n.name: param_bytes_of(n, 4) for n in graph.nodes if n.op in FLOAT_IN_INT8}
-    return _estimate(graph, profile, "int8", weight_bytes=float_weights)
+    return phone_estimate(graph, profile, "int8", weight_bytes=float_weights)
 
 
-def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
+@dataclass
+class PhoneBuild:
+    """What a phone build learned (``report["build"]``); runtimes/onnxruntime.py reads it back with from_json."""
+
+    onnx_bytes: int
+    ort_bytes: int
+    opset: int
+    ops: list[str]
+    quantized: bool
+    quantization: dict | None
+    exporter: str
+    input_name: str
+    output_name: str
+    fixed_batch: int | None
+    float_export_max_abs_err: float
+    test_samples: int
+    node_layers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PhoneBuild":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class PhonePlan:
+    model: object
+    profile: TargetProfile
+    options: CompileOptions
+    estimate: Estimate
+
+
+class PhoneTarget:
+    """Phones: ONNX for ONNX Runtime (see the module docstring); measured by runtimes/onnxruntime.py."""
+
+    backend = "phone"
+    runtime = "edgekit.runtimes.onnxruntime"
+
+    def capabilities(self, profile: TargetProfile) -> Capabilities:
+        return Capabilities(dtypes=("float32", "int8"), streaming=False, memories=("sram", "flash"),
+                            profile_options=("repeat",))
+
+    def dtype(self, options: CompileOptions) -> str:
+        return "int8" if options.quantize == "int8" else "float32"
+
+    def plan(self, model, profile: TargetProfile, options: CompileOptions) -> PhonePlan:
+        return PhonePlan(model, profile, options, estimate(model, profile, options))
+
+    def build(self, plan: PhonePlan, out: Path) -> BuildResult:
+        return build(plan.model, plan.profile, out, plan.options, plan.estimate)
+
+    def fit_advice(self, plan: PhonePlan) -> list[str]:
+        return [] if plan.options.quantize else ["--quantize int8 (int8 weights: about a quarter of the file)"]
+
+
+TARGET = PhoneTarget()
+
+
+def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est: Estimate | None = None
+          ) -> BuildResult:
     """Write the files listed in the module docstring into ``out`` (an existing, empty folder)."""
     out = Path(out)
     if len(model.example_inputs) != 1:
@@ -118,27 +181,30 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     np.savez_compressed(out / "testdata.npz", **data)
 
     deployed = onnx.load(str(out / "model.onnx"))
-    info = {
-        "onnx_bytes": (out / "model.onnx").stat().st_size,
-        "ort_bytes": (out / "model.ort").stat().st_size,
-        "opset": _opset(deployed),
-        "ops": sorted({n.op_type for n in deployed.graph.node}),
-        "quantized": options.quantize == "int8",
-        "quantization": ({"format": "QDQ", "weights": "int8, symmetric, per output channel",
-                          "activations": "uint8, asymmetric, min/max over the calibration inputs",
-                          "calibration_samples": int(len(model.calib)), "float_ops": float_ops}
-                         if options.quantize == "int8" else None),
-        "exporter": exporter,
-        "input_name": input_name,
-        "output_name": deployed.graph.output[0].name,
-        "fixed_batch": fixed_batch,
-        "float_export_max_abs_err": float_err,
-        "test_samples": int(len(x)),
-        "node_layers": layers,
-    }
+    info = PhoneBuild(
+        onnx_bytes=(out / "model.onnx").stat().st_size,
+        ort_bytes=(out / "model.ort").stat().st_size,
+        opset=_opset(deployed),
+        ops=sorted({n.op_type for n in deployed.graph.node}),
+        quantized=options.quantize == "int8",
+        quantization=({"format": "QDQ", "weights": "int8, symmetric, per output channel",
+                       "activations": "uint8, asymmetric, min/max over the calibration inputs",
+                       "calibration_samples": int(len(model.calib)), "float_ops": float_ops}
+                      if options.quantize == "int8" else None),
+        exporter=exporter,
+        input_name=input_name,
+        output_name=deployed.graph.output[0].name,
+        fixed_batch=fixed_batch,
+        float_export_max_abs_err=float_err,
+        test_samples=int(len(x)),
+        node_layers=layers,
+    )
+    dtype = "int8" if options.quantize == "int8" else "float32"
     if graph is not None:
-        info["estimate"] = estimate(model, profile, options)
-    return BuildResult(files=list(FILES), build=info, notes=notes)
+        est, analysis = est or estimate(model, profile, options), model.analyze()
+    else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
+        analysis = None
+    return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------------

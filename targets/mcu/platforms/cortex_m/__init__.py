@@ -1,1 +1,114 @@
-"""The Cortex-M platform of the MCU target: board support, DSP kernels, boards QEMU emulates."""
+"""The Cortex-M platform of the MCU target: Arm Cortex-M4/M7/M33/M55 on QEMU's MPS2/MPS3 boards.
+
+Where it sits: a :class:`~edgekit.targets.mcu.platforms.Platform` record the MCU core (targets/mcu) reads. Here:
+
+* ``boards.toml``  the boards QEMU 7.2 emulates (machine, CPU, GCC flags, memory regions, with their sources)
+* ``board/``       bare-metal board support: vector table and reset handler (FPU/MVE on), semihosting I/O, one-line
+                   fault reports, stack painting, ``ek_marker()`` for the instruction counter, link.ld.j2
+* ``kernels/``     edgekit's int8 kernels: ``ek_nn_s8`` (register-blocked SMLAD micro-kernels on cores with the DSP
+                   extension, a portable C path elsewhere) and ``ek_sparse_s8`` (compressed weights)
+
+Toolchain: Debian's arm-none-eabi-gcc 12 with newlib (no start files: the board files provide them).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgekit.targets.mcu.platforms import CodeSizeModel, Platform
+
+HERE = Path(__file__).resolve().parent
+
+# Names of the Configurable Fault Status Register bits (Armv7-M/Armv8-M ARM, CFSR = MMFSR | BFSR << 8 | UFSR << 16).
+_CFSR_BITS = {
+    0: "IACCVIOL: instruction fetch from a no-execute region", 1: "DACCVIOL: data access violation",
+    3: "MUNSTKERR", 4: "MSTKERR", 5: "MLSPERR", 8: "IBUSERR: instruction fetch bus error",
+    9: "PRECISERR: data bus error", 10: "IMPRECISERR: imprecise data bus error", 11: "UNSTKERR",
+    12: "STKERR: bus error while stacking", 13: "LSPERR", 16: "UNDEFINSTR: undefined instruction",
+    17: "INVSTATE: invalid execution state (e.g. a branch to an ARM-mode address)",
+    18: "INVPC: invalid exception return", 19: "NOCP: coprocessor (FPU/MVE) disabled or absent",
+    20: "STKOF: stack overflow (stack pointer went below the stack limit)", 24: "UNALIGNED: unaligned access",
+    25: "DIVBYZERO: integer division by zero",
+}
+_HFSR_BITS = {1: "VECTTBL: bus fault reading the vector table", 30: "FORCED: escalated from a configurable fault"}
+
+
+def _qemu_option_value(path: Path) -> str:
+    return str(path).replace(",", ",,")  # QEMU's option syntax escapes a comma by doubling it
+
+
+class CortexM(Platform):
+    def link_flags(self, linker_script) -> list[str]:
+        """No start files or default libraries (the board files provide start-up code and memcpy/memset), the
+        rendered linker script, unused sections dropped, then newlib's libm/libc (math functions such as expf) and
+        libgcc (soft double arithmetic on single-precision FPUs) as needed."""
+        return ["-nostdlib", f"-T{linker_script}", "-Wl,--gc-sections",
+                "-Wl,--start-group", "-lm", "-lc", "-lgcc", "-Wl,--end-group"]
+
+    def emulator_command(self, board: str, elf: Path, semihost_file: Path | None = None) -> list[str]:
+        info = self.board_info(board)
+        cmd = [self.emulator, "-M", info["qemu_machine"]]
+        if info.get("qemu_cpu"):
+            cmd += ["-cpu", info["qemu_cpu"]]
+        if semihost_file is None:  # output on the terminal
+            return cmd + ["-nographic", "-monitor", "none", "-serial", "none",
+                          "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+        return cmd + ["-nographic", "-monitor", "none",
+                      "-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
+                      "-semihosting-config", "enable=on,target=native,chardev=semihost", "-kernel", str(elf)]
+
+    def fault_message(self, fault_line: str, function_at) -> str:
+        """``EK_FAULT <name> pc=... cfsr=... hfsr=...`` (ek_startup.c) with the fault status bits spelled out."""
+        fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))
+        name = fault_line.split()[1] if len(fault_line.split()) > 1 else "fault"
+        where = ""
+        if fields.get("pc", "unknown") != "unknown":
+            pc = int(fields["pc"], 16)
+            function = function_at(pc)
+            where = f" at pc=0x{pc:08x}" + (f" in {function}()" if function else "")
+        elif "sp" in fields:
+            where = f" with the stack pointer at {fields['sp']}, outside RAM (a stack overflow?)"
+        cfsr = int(fields.get("cfsr", "0"), 16)
+        hfsr = int(fields.get("hfsr", "0"), 16)
+        reasons = [text for bit, text in _CFSR_BITS.items() if cfsr >> bit & 1]
+        reasons += [text for bit, text in _HFSR_BITS.items() if hfsr >> bit & 1]
+        if cfsr >> 15 & 1 and "bfar" in fields:
+            reasons.append(f"bus fault address {fields['bfar']}")
+        if cfsr >> 7 & 1 and "mmfar" in fields:
+            reasons.append(f"memory-manage fault address {fields['mmfar']}")
+        if int(fields.get("sfsr", "0"), 16):
+            reasons.append(f"sfsr={fields['sfsr']}")
+        detail = f"cfsr={fields.get('cfsr', '?')} hfsr={fields.get('hfsr', '?')}"
+        if reasons:
+            detail += ": " + "; ".join(reasons)
+        return f"{name}{where} ({detail})"
+
+    def tvm_target(self, cpu: str) -> dict:
+        return {"kind": "c", "mcpu": cpu}
+
+
+PLATFORM = CortexM(
+    name="cortex_m",
+    description="Arm Cortex-M",
+    compiler="arm-none-eabi-gcc", size_tool="arm-none-eabi-size", nm_tool="arm-none-eabi-nm",
+    emulator="qemu-system-arm",
+    install_hint="install it with: sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                 "binutils-arm-none-eabi qemu-system-arm (or run scripts/setup.sh)",
+    board_dir=HERE / "board", boards_toml=HERE / "boards.toml",
+    board_sources=("ek_startup.c", "ek_semihost.c", "ek_mem.c"), board_headers=("ek_board.h", "ek_semihost.h"),
+    kernel_sources={lib: (HERE / "kernels" / f"{lib}.h", HERE / "kernels" / f"{lib}.c")
+                    for lib in ("ek_nn_s8", "ek_sparse_s8")},
+    libc="newlib",
+    # Thumb-2 at -O2, fitted by `bench/estimators.py --fit-code` (non-negative least squares, relative error) to 13
+    # cortex-m7 ELFs (digits-cnn, mbv2-w035 and four synthetic CNNs; int8 and float32; edgekit and TVM kernels;
+    # patched and not): max error 4.8 %. edgekit's kernels by kind: arm-none-eabi-size of ek_nn_s8.o /
+    # ek_sparse_s8.o per function group (-O2, gc-sections keeps only the kinds a model uses); a TVM recurrent cell
+    # ~600 B (bench/recurrent.py ELFs).
+    code_size=CodeSizeModel(
+        base=2299, per_step=45, per_dltensor=64, per_dim=0, per_tvm_conv=456, per_tvm_kernel=150, per_tvm_cell=600,
+        ek_kernel_bytes={"ek_conv": 4500, "ek_dw": 4400, "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600},
+        ek_struct_bytes={"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60},
+        board_ram_bytes=512,          # the fault handler's own stack (board/ek_startup.c)
+        stack_estimate_bytes=600,     # harness + driver + kernel frames, as the firmware's painted stack reports
+        libc_reent_bytes=1068),       # newlib's impure_data (1,064 B) + _impure_ptr, linked with libm's errno
+)

@@ -1,0 +1,266 @@
+"""The MCU target's cost model: flash, SRAM, instructions, latency and energy of a planned program.
+
+Where it sits: targets/mcu, read by the pipeline's plan (pipeline.py) before anything is compiled; the shared
+per-layer table comes from edgekit/estimate.py. Everything is computed from the same planned program the code
+generator prints, so the arena in the estimate is the arena in the ELF. Formulas (shown in the report):
+
+* instructions of one kernel call = key·units + key_per_output·outputs + key_per_input·inputs + key_per_call, with
+  ``key`` the call's cost family (:func:`step_cost_terms`) and the coefficients from the profile's ``[cost]``
+  (fitted to emulated runs by ``bench/estimators.py --calibrate``: targets/profiles/cost/<target>.toml); recurrent
+  cells: per MAC, per gate input, per unit, per sigmoid/tanh and per call (:data:`DEFAULT_CELL_COSTS`)
+* a streaming program's instructions per sequence = steps × instructions per step
+* flash = constant arrays + code (the platform's :class:`~edgekit.targets.mcu.platforms.CodeSizeModel`)
+* peak SRAM = arena + state + the board's fault stack + the deepest stack + what the C library adds
+* latency = instructions / clock (one instruction per cycle assumed); energy = cycles · I_run/MHz · V
+"""
+from __future__ import annotations
+
+import math
+
+from edgekit.estimate import Estimate, layer_table
+from edgekit.targets.mcu.program import DTYPE_BYTES, Program, Step
+from edgekit.targets.profiles import TargetProfile
+
+COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
+# float32 kernels that call libm's exponentials (newlib links its reentrancy data for errno)
+LIBM_OPS = ("sigmoid", "tanh", "softmax", "gru", "lstm", "lmu", "egru")
+
+
+# ---- one-shot layers: the cost family of a kernel call ----------------------------------------------------------------
+
+def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
+    """(cost-model key, work units, output elements, input elements read) of one kernel call.
+
+    Work units are MACs for conv/linear kernels and elements (times the window for pooling) for the rest. The
+    profile's ``[cost]`` gives instructions per unit (``key``), per output element (``key_per_output``), per input
+    element (``key_per_input``) and per call (``key_per_call``).
+    """
+    out = math.prod(prog.tensors[step.output].shape)
+    if step.spec is not None and step.spec.attr("windows"):
+        inp = sum(w[2] * w[3] * prog.tensors[x].shape[3] for w, x in zip(step.spec.attr("windows"), step.inputs))
+    elif step.is_micro_kernel and step.kind not in ("ek_fc", "ek_sfc"):
+        inp = step.params["in_h"] * step.params["in_w"] * step.params["in_c"]
+    else:
+        inp = sum(math.prod(prog.tensors[x].shape) for x in step.inputs)
+    if step.is_micro_kernel:
+        family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
+        if step.kind == "ek_dw" and step.params.get("stride_w", 1) > 1:
+            family = "depthwise_s2"
+        if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
+            if step.kind == "ek_sfc":
+                return "linear_sparse_int8_ek", step.nz_macs, out, inp
+            p = step.params  # inputs read: the im2col tile, built once per output pixel
+            inp = p["out_h"] * p["out_w"] * p["kernel_h"] * p["kernel_w"] * p["in_c"]
+            return "conv2d_sparse_int8_ek", step.nz_macs, out, inp
+        return f"{family}_int8_ek", step.macs, out, inp
+    if step.kind == "copy":
+        return "copy", out * DTYPE_BYTES[prog.dtype], out, inp
+    spec = step.spec
+    dt = prog.dtype
+    if spec.op == "conv2d":
+        # TVM's 1x1 convolutions run a plain GEMM loop; k x k ones pay for the window per MAC
+        family = "depthwise" if spec.attr("groups") > 1 else \
+            "conv2d_1x1" if tuple(spec.attr("kernel") or ()) == (1, 1) else "conv2d"
+        return f"{family}_{dt}", step.macs, out, inp
+    if spec.op == "linear":
+        return f"linear_{dt}", step.macs, out, inp
+    if spec.op in ("maxpool2d", "avgpool2d"):
+        return f"pool_{dt}", out * math.prod(spec.attr("kernel")), out, inp
+    if spec.op == "global_avgpool":
+        return f"gpool_{dt}", inp, out, inp
+    if spec.op in ("add", "mul"):
+        return f"add_{dt}", out, out, inp
+    if spec.op in ("gather", "concat"):
+        return f"{spec.op}_{dt}", out, out, inp
+    return f"unary_{dt}", out, out, inp
+
+
+def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:
+    """Estimated instructions of one (non-recurrent) kernel call."""
+    key, units, outs, ins = step_cost_terms(prog, step)
+    if key not in profile.cost:  # a profile calibrated before 1x1 convs had their own key
+        key = key.replace("conv2d_1x1", "conv2d")
+    coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]
+    coef += [profile.number("cost", key + suffix, 0.0) for suffix in COST_TERMS[1:]]
+    return coef[0] * units + coef[1] * outs + coef[2] * ins + coef[3]
+
+
+# ---- recurrent cells (streaming programs) -------------------------------------------------------------------------------
+
+# Instructions of the recurrent kernels on the emulated Cortex-M7 (QEMU, exact counts), set from the per-call
+# measurements of bench/recurrent.py (digits-gru, -lstm, -lmu, -egru; the bench prints estimate against measurement):
+# per multiply-accumulate, plus per input element loaded once for the gates fused in a pass (MACs / gates), per unit
+# (rescaling, gate arithmetic, state update), per sigmoid/tanh (newlib's expf/tanhf in float32, an interpolated table
+# in int8) and per call (argument unpacking). The EGRU's event-driven product: per multiply-accumulate of an active
+# column and per unit checked. Used where the target profile's [cost] has no fitted value.
+DEFAULT_CELL_COSTS = {
+    "float32": {"per_mac": 3.25, "per_gate_input": 2.25, "per_unit": 140.0, "per_activation": 25.0,
+                "per_call": 150.0, "per_event_mac": 6.0, "per_event_unit": 8.0},
+    "int8": {"per_mac": 2.15, "per_gate_input": 2.45, "per_unit": 100.0, "per_activation": 30.0,
+             "per_call": 150.0, "per_event_mac": 4.8, "per_event_unit": 8.0, "per_requant": 14.0},
+}
+# Per recurrent kernel: gate rows computed in one pass over the inputs, sigmoid/tanh evaluations per unit.
+GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
+ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
+                        "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0}
+
+
+def step_instruction_terms(prog: Program, s: Step, activity: float | None = None) -> tuple:
+    """(cost key, MACs (or work units), units (or outputs), sigmoid/tanh evaluations, calls) of one call of a
+    streaming program. For the EGRU's event-driven product (key ``rnn_event_<dtype>``) the MACs are those of the
+    active columns: ``activity`` events per unit and step, dense when unknown (an upper bound)."""
+    from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND
+
+    if s.kind == COMMIT_KIND:
+        return "copy", s.params["bytes"], 0, 0, 1
+    if s.kind != CELL_KIND:
+        key, units, outs, _ = step_cost_terms(prog, s)
+        return key, units, outs, 0, 1
+    op = s.spec.op
+    H = s.spec.attr("hidden")
+    if op == "egru_recurrent":
+        macs = s.macs if activity is None else int(round(s.macs * activity))
+        return f"rnn_event_{prog.dtype}", macs, H, 0, 1
+    if op == "requant_q15":
+        return "requant_int8", 0, H, 0, 1
+    units = s.spec.attr("memory") if op == "lmu_memory" else H
+    return f"rnn_{prog.dtype}", s.macs, units, units * ACTIVATIONS_PER_UNIT[op], 1
+
+
+def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: float | None = None) -> float:
+    """Estimated instructions of one call of step ``s`` (any program)."""
+    from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND
+
+    if s.kind == COMMIT_KIND:
+        return 1.0 * s.params["bytes"] + 10.0   # a byte loop: ~1 instruction per byte (measured 261 for 256 B)
+    if s.kind != CELL_KIND:
+        return layer_call_instructions(prog, s, profile)
+    defaults = DEFAULT_CELL_COSTS[prog.dtype]
+    key, units, outs, acts, calls = step_instruction_terms(prog, s, activity)
+
+    def cost(name: str, default: float) -> float:
+        return profile.number("cost", name, default)
+
+    if key == "requant_int8":
+        return cost(f"{key}_step_per_unit", defaults["per_requant"]) * outs + \
+            cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+    if key.startswith("rnn_event_"):
+        return cost(f"{key}_step", defaults["per_event_mac"]) * units + \
+            cost(f"{key}_step_per_unit", defaults["per_event_unit"]) * outs + \
+            cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+    inputs = units / GATES_PER_PASS.get(s.spec.op, 1)
+    return cost(f"{key}_step", defaults["per_mac"]) * units + \
+        cost(f"{key}_step_per_gate_input", defaults["per_gate_input"]) * inputs + \
+        cost(f"{key}_step_per_unit", defaults["per_unit"]) * outs + \
+        cost(f"{key}_step_per_activation", defaults["per_activation"]) * acts + \
+        cost(f"{key}_step_per_call", defaults["per_call"]) * calls
+
+
+def program_instructions(prog: Program, profile: TargetProfile, activity: float | None = None) -> dict[str, float]:
+    """Estimated instructions of one run of the program's call list (an inference, or one step), per layer."""
+    out: dict[str, float] = {}
+    for s in prog.steps:
+        out[s.layer] = out.get(s.layer, 0.0) + call_instructions(prog, s, profile, activity)
+    return out
+
+
+# ---- code size and SRAM -----------------------------------------------------------------------------------------------
+
+def code_features(prog: Program) -> dict[str, float]:
+    """What the code-size model counts in a program: driver steps, tensor descriptors and their dimensions, distinct
+    TVM kernels by operator (recurrent cells apart), edgekit kernel kinds and their parameter structs."""
+    from edgekit.targets.mcu.ek_kernels import FUNCTIONS, struct_key
+    from edgekit.targets.mcu.streaming import CELL_KIND
+
+    specs = {s.spec for s in prog.steps if s.kind == "tvm"}
+    descriptors = set()
+    for s in prog.steps:
+        if s.kind == "tvm":
+            descriptors.update((x, prog.tensors[x].shape) for x in s.inputs + [s.output])
+            descriptors.update((c, prog.consts[c].data.shape) for c in s.consts)
+    f = {"steps": len(prog.steps), "descriptors": len(descriptors),
+         "ndims": sum(len(shape) for _, shape in descriptors),
+         "tvm_conv": sum(1 for spec in specs if spec.op in ("conv2d", "conv1d")),
+         "tvm_other": sum(1 for spec in specs if spec.op not in ("conv2d", "conv1d")),
+         "tvm_cells": len({s.spec for s in prog.steps if s.kind == CELL_KIND})}
+    f["ek_kinds"] = sorted({s.kind for s in prog.steps if s.kind in FUNCTIONS})
+    f["ek_structs"] = sorted({struct_key(s): s.kind for s in prog.steps if s.kind in FUNCTIONS}.values())
+    return f
+
+
+def code_bytes(prog: Program, platform) -> int:
+    """Estimated flash of everything but the constant arrays (the platform's code-size model)."""
+    m = platform.code_size
+    f = code_features(prog)
+    return int(m.base + m.per_step * f["steps"] + m.per_dltensor * f["descriptors"] + m.per_dim * f["ndims"]
+               + m.per_tvm_conv * f["tvm_conv"] + m.per_tvm_kernel * f["tvm_other"] + m.per_tvm_cell * f["tvm_cells"]
+               + sum(m.ek_kernel_bytes.get(k, 0) for k in f["ek_kinds"])
+               + sum(m.ek_struct_bytes.get(k, 0) for k in f["ek_structs"]))
+
+
+def libc_ram_bytes(graph, dtype: str, platform) -> int:
+    """RAM the C library adds: its reentrancy data when float32 kernels call libm's exponentials."""
+    uses_libm = dtype == "float32" and any(n.op in LIBM_OPS for n in graph.nodes)
+    return platform.code_size.libc_reent_bytes if uses_libm else 0
+
+
+def sram_estimate(model, prog: Program, platform) -> tuple[int, str]:
+    """Peak SRAM of a build and its formula: arena + state + the fault handler's stack + the deepest stack + what
+    the C library adds."""
+    m = platform.code_size
+    libc = libc_ram_bytes(model.deploy_graph, prog.dtype, platform)
+    total = prog.arena_bytes + prog.state_bytes + m.board_ram_bytes + m.stack_estimate_bytes + libc
+    formula = (f"arena {prog.arena_bytes:,} B{' (one step)' if prog.streaming else ''} + state "
+               f"{prog.state_bytes:,} B + board {m.board_ram_bytes} B (fault stack) + stack "
+               f"{m.stack_estimate_bytes} B" + (f" + C library {libc} B (reentrancy data for libm)" if libc else ""))
+    return total, formula
+
+
+# ---- the estimate -----------------------------------------------------------------------------------------------------
+
+def program_estimate(model, profile: TargetProfile, prog: Program, platform) -> Estimate:
+    """Flash, SRAM, instructions, latency and energy of a planned program (built, not compiled or run). A streaming
+    program's instructions count a whole sequence (``instructions_per_step`` one step)."""
+    table = layer_table(model.deploy_graph, prog.dtype, weight_bytes=prog.const_bytes_by_layer())
+    # The EGRU's event-driven product scales with the events: the activity to_egru measured, when the model carries
+    # it (meta['egru']); otherwise dense, an upper bound.
+    sparsity = (model.meta.get("egru") or {}).get("activity_sparsity") if prog.event_states else None
+    activity = None if sparsity is None else 1.0 - float(sparsity)
+    per_run = program_instructions(prog, profile, activity)
+    runs = prog.steps_per_sequence if prog.streaming else 1
+    clock = profile.clock_hz.value
+    pj = profile.number("energy", "run_current_ua_per_mhz") * profile.number("energy", "supply_v")
+    for lay in table.layers:
+        lay["instructions"] = int(per_run.get(lay["name"], 0) * runs)
+        if prog.streaming:
+            lay["instructions_per_step"] = int(per_run.get(lay["name"], 0))
+        lay["latency_ms"] = lay["instructions"] / clock * 1e3
+        lay["energy_uj"] = lay["instructions"] * pj * 1e-6
+    run_total = int(sum(per_run.values()))
+    total = run_total * runs
+    code = code_bytes(prog, platform)
+    sram, sram_formula = sram_estimate(model, prog, platform)
+    n_tvm = len({s.spec for s in prog.steps if s.kind == "tvm"})
+    formulas = {
+        "flash_bytes": f"constants {prog.const_bytes:,} B (weights, biases, requantization) + code {code:,} B "
+                       f"(board support {platform.code_size.base} B, driver, {n_tvm} distinct TVM kernels)",
+        "peak_sram_bytes": sram_formula,
+        "latency_ms": f"{total:,} instructions / {clock / 1e6:g} MHz (1 instruction per cycle)",
+        "energy_uj": f"{total:,} cycles · {profile.number('energy', 'run_current_ua_per_mhz'):g} uA/MHz · "
+                     f"{profile.number('energy', 'supply_v'):g} V = {pj:.1f} pJ/cycle",
+    }
+    if prog.streaming:
+        events = "" if not prog.event_states else (
+            f"; EGRU product at {activity:.0%} activity (to_egru's measurement)" if activity is not None
+            else "; EGRU product dense (an upper bound: no measured activity)")
+        formulas["instructions"] = (f"{runs} steps x {run_total:,} instructions per step (cells: MACs, units, "
+                                    f"sigmoid/tanh and calls at cost.DEFAULT_CELL_COSTS; head every step{events})")
+        formulas["energy_uj"] += f", per sequence of {runs} steps"
+    else:
+        formulas["instructions"] = ("Σ kernel calls: key·units + key_per_output·outputs + key_per_input·inputs + "
+                                    "key_per_call (the profile's fitted [cost])")
+    return Estimate(flash_bytes=prog.const_bytes + code, peak_sram_bytes=sram, arena_bytes=prog.arena_bytes,
+                    state_bytes=prog.state_bytes, latency_ms=total / clock * 1e3, energy_uj=total * pj * 1e-6,
+                    instructions=total, macs=table.macs, layers=table.layers,
+                    memory_timeline=list(prog.plan.live_bytes), formulas=formulas,
+                    instructions_per_step=run_total if prog.streaming else None)

@@ -1,0 +1,93 @@
+"""The phone target's cost model: ONNX Runtime's latency and file size of a model, before anything is built.
+
+Where it sits: targets/phone (Model -> Artifact); the shared per-layer table and arena plan come from
+edgekit/estimate.py. With a fitted profile (targets/profiles/cost/phone-arm64.toml, written by
+``bench/estimators.py --calibrate-phone``): latency = µs per inference + µs per layer · layers + Σ ns per MAC by
+kernel family · MACs + ns per element · elements; file = weights + bytes per layer, per weighted layer and per
+channel. Without one: peak MAC throughput of the profile. Energy = MACs · pJ/MAC of the dtype.
+"""
+from __future__ import annotations
+
+from edgekit.analysis import macs_of
+from edgekit.estimate import Estimate, activation_plan, layer_family, layer_table
+from edgekit.graph import Graph
+from edgekit.targets.profiles import TargetProfile
+
+PHONE_KINDS = ("conv2d", "depthwise", "linear", "rnn")
+
+
+def phone_terms(graph: Graph) -> dict[str, float]:
+    """Work of a graph in the phone cost model's terms: MACs per kernel family, other elements, layer count, and for
+    the file size the layers with weights and their output channels (an int8 QDQ file keeps a scale and zero point per
+    channel)."""
+    terms = {f"macs_{k}": 0.0 for k in PHONE_KINDS}
+    terms.update(elements=0.0, layers=0.0, weighted=0.0, channels=0.0)
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        kind = layer_family(n)
+        terms["layers"] += 1
+        if kind in PHONE_KINDS:
+            terms["weighted"] += 1
+            terms["channels"] += n.shape[-1] if n.op in ("gru", "lstm") or kind == "rnn" else n.shape[1]
+            terms[f"macs_{kind}"] += macs_of(n, graph)
+        else:
+            terms["elements"] += n.elements
+    return terms
+
+
+def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
+                   weight_bytes: dict[str, int] | None = None) -> Estimate:
+    """Phone: ONNX Runtime's per-operator costs when the profile carries a fitted model
+    (targets/profiles/cost/phone-arm64.toml: ns per MAC per kernel family, ns per element, µs per layer, µs per
+    inference, and file bytes per layer), else peak MAC throughput."""
+    table = layer_table(graph, dtype, weight_bytes)
+    layers, stored_total, total_macs = table.layers, table.stored_bytes, table.macs
+    plan = activation_plan(graph, dtype)
+    arena, timeline, state_bytes = plan.arena_bytes, list(plan.live_bytes), 0
+    overhead_flash = int(profile.number("runtime", "overhead_flash_bytes", 0))
+    overhead_sram = int(profile.number("runtime", "overhead_sram_bytes", 0))
+    key = "int8" if dtype == "int8" else "fp32"
+    pj = profile.number("energy", f"pj_per_mac_{key}")
+    terms = phone_terms(graph)
+    fitted = f"ort_us_per_inference_{key}" in profile.cost
+    if fitted:
+        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
+        latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
+                      + c("ort_ns_per_element") * terms["elements"] * 1e-3
+                      + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
+        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
+                            * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
+                            + c("onnx_bytes_base"))
+        for lay in layers:
+            node = graph[lay["name"]]
+            k = layer_family(node)
+            per = c(f"ort_ns_per_mac_{k}") * lay["macs"] if k in PHONE_KINDS else \
+                c("ort_ns_per_element") * node.elements
+            lay["latency_ms"] = (per * 1e-3 + c("ort_us_per_layer")) * 1e-3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        lat_formula = (f"{c('ort_us_per_inference'):.3g} µs + {terms['layers']:.0f} layers · "
+                       f"{c('ort_us_per_layer'):.3g} µs + Σ MACs · ns/MAC by family + elements · "
+                       f"{c('ort_ns_per_element'):.3g} ns (ONNX Runtime per-op costs fitted by bench/estimators.py)")
+    else:
+        mps = profile.number("cost", f"macs_per_second_{key}")
+        latency_ms = total_macs / mps * 1e3
+        file_overhead = overhead_flash
+        for lay in layers:
+            lay["latency_ms"] = lay["macs"] / mps * 1e3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
+    flash = stored_total + file_overhead
+    sram = arena + state_bytes + overhead_sram
+    energy_uj = total_macs * pj * 1e-6
+    formulas = {
+        "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B" + (
+            f" ({terms['layers']:.0f} layers · {c('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
+            f"weights · {c('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
+            f"{c('onnx_bytes_per_channel'):.4g} B + {c('onnx_bytes_base'):.4g} B)" if fitted else ""),
+        "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
+        "latency_ms": lat_formula,
+        "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
+    }
+    return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, None, total_macs, layers, timeline,
+                    formulas)
