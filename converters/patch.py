@@ -128,6 +128,9 @@ class Decision:
     per_layer_peak_bytes: int
     candidates: int
     per_layer_timeline: list[int] = field(default_factory=list)
+    # The greedy's schedules in order (each one stage more, each a lower planned peak for more MACs); the last one
+    # is ``schedule`` unless the refinement improved on it.
+    path: list[PatchSchedule] = field(default_factory=list)
 
 
 def _window(n: Node, out: Region, in_h: int, in_w: int) -> tuple[Region, tuple[int, int, int, int]]:
@@ -357,10 +360,13 @@ def _peak_step_layer(graph: Graph, stages: list[Stage], plan) -> int:
 
 
 def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, grid: int | None = None,
-             scratch=None, per_layer_peak: int | None = None, max_stages: int = 12) -> Decision:
+             scratch=None, per_layer_peak: int | None = None, max_stages: int = 12,
+             fits_bytes: int | None = None) -> Decision:
     """Choose stages that lower the planned peak within ``max_overhead`` extra MACs (``grid``: only a first stage
     from the input, with that n×n grid), or none if layer-by-layer execution is as good. ``per_layer_peak`` lets a
-    target pass its own plan of layer-by-layer execution."""
+    target pass its own plan of layer-by-layer execution. With ``fits_bytes`` the search stops at the first
+    schedule of the greedy whose planned peak is at most that (the fewest stages, so the fewest extra MACs, that fit
+    a memory budget); without it, it goes on to the lowest peak it can find."""
     bpe = bytes_per_element
     if scratch is not None:  # asked once per layer and tile size, not once per candidate schedule
         inner, memo = scratch, {}
@@ -380,6 +386,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                         list(base_plan.live_bytes))
     budget = max_overhead * total
     tried = 0
+    path: list[PatchSchedule] = []
     if grid is not None:
         best, best_plan = None, None
         for k in splits:
@@ -440,9 +447,14 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 break
             chosen = sorted(others + [best], key=lambda st: span(st)[0])
             plan = best_plan
+            path.append(PatchSchedule(list(chosen), sum(st.extra_macs for st in chosen) / max(total, 1),
+                                      plan.arena_bytes, base, list(plan.live_bytes)))
+            if fits_bytes is not None and plan.arena_bytes <= fits_bytes:
+                break
         # Local refinement: the greedy fixes stages one at a time; revisit each one's grid (rows and columns within
-        # one of each other) with all the others in place, while that lowers the planned peak.
-        improved = True
+        # one of each other) with all the others in place, while that lowers the planned peak. Not when a schedule
+        # that fits the budget was found: it would only spend MACs on memory nobody needs.
+        improved = fits_bytes is None or plan.arena_bytes > fits_bytes
         while improved and chosen:
             improved = False
             for st in list(chosen):
@@ -477,4 +489,4 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
     return Decision(sched, f"patch-based: layers '{first.layers[0]}'..'{first.split_after}' as "
                            f"{first.grid[0]}x{first.grid[1]} tiles{more} lower the planned peak from {base:,} B to "
                            f"{sched.peak_bytes:,} B ({base / sched.peak_bytes:.2f}x) for {sched.mac_overhead:.1%} "
-                           f"extra MACs; {tried} stages tried", base, tried, list(base_plan.live_bytes))
+                           f"extra MACs; {tried} stages tried", base, tried, list(base_plan.live_bytes), path)

@@ -56,8 +56,10 @@ def _options(options: CompileOptions | None, **kw) -> CompileOptions:
         raise UsageError(f"--prune {opts.prune}: sparsity must be in [0, 1)")
     if opts.observer not in ("minmax", "percentile", "mse"):
         raise UsageError(f"--observer {opts.observer}: choose one of minmax, percentile, mse")
-    if str(opts.patch) not in ("auto", "off") and not str(opts.patch).isdigit():
-        raise UsageError(f"--patch {opts.patch}: use auto, off or a grid size such as 4")
+    if str(opts.patch) not in ("auto", "min-memory", "off") and not str(opts.patch).isdigit():
+        raise UsageError(f"--patch {opts.patch}: use auto, min-memory, off or a grid size such as 4")
+    if opts.sram_budget is not None and opts.sram_budget <= 0:
+        raise UsageError(f"--sram-budget {opts.sram_budget}: give a positive number of bytes, such as 256KB")
     return opts
 
 
@@ -157,7 +159,7 @@ def estimate(model, target: str, options: CompileOptions | None = None, **kw) ->
     profile = get_profile(target)
     tgt = get_target(profile)
     est = tgt.plan(Model.load(model), profile, opts).estimate
-    fits, reasons = fit_check(est, profile, tgt.capabilities(profile).memories)
+    fits, reasons = fit_check(est, profile, tgt.capabilities(profile).memories, opts.sram_budget)
     return est, fits, reasons
 
 
@@ -223,14 +225,14 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
                          "is — drop --spiking")
     m = prepare(model, opts)
     plan = tgt.plan(m, profile, opts)
-    fits, reasons = fit_check(plan.estimate, profile, caps.memories)
+    fits, reasons = fit_check(plan.estimate, profile, caps.memories, opts.sram_budget)
     if not fits and not opts.allow_oversize:
         over = [r for r in reasons if "over" in r]
         raise DoesNotFitError(f"model '{m.name}' does not fit {profile.name}: " + "; ".join(over)
                               + fit_advice(m, plan, tgt))
     with staged_output(out, force) as tmp:
         result = tgt.build(plan, tmp)
-        fits, reasons = fit_check(result.estimate, profile, caps.memories)
+        fits, reasons = fit_check(result.estimate, profile, caps.memories, opts.sram_budget)
         rep = reporting.base_report(m, profile, result.analysis, result.estimate, fits, reasons, _options_json(opts),
                                     result.dtype)
         rep["files"] = sorted(result.files + ["report.json", "report.html"])

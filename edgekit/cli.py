@@ -123,11 +123,22 @@ def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
     out_console.print(t)
 
 
-def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer="minmax"):
+def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer="minmax",
+                     sram_budget=None):
     from edgekit.targets import CompileOptions
 
+    budget = None
+    if sram_budget is not None:
+        from edgekit.sweep import parse_size
+
+        budget = parse_size(sram_budget)
     return CompileOptions(quantize=quantize, calib=calib, prune=prune, qat=qat, patch=patch, kernels=kernels,
-                          max_patch_overhead=max_patch_overhead, observer=observer)
+                          max_patch_overhead=max_patch_overhead, observer=observer, sram_budget=budget)
+
+
+PATCH_HELP = ("MCU execution schedule: auto (the fastest that fits the SRAM budget: layer by layer when that fits, "
+              "else patch-based), min-memory (the smallest arena within --max-patch-overhead), off, or a grid size N.")
+SRAM_BUDGET_HELP = "MCU: SRAM the model may use, e.g. 256KB (default: the target's SRAM); --patch auto fits it."
 
 
 def _print_estimate(est, fits, reasons, target):
@@ -157,12 +168,16 @@ QUANT_HELP = "int8 for an integer-only int8 build; none (default) keeps float32.
 def estimate(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
              target: str = typer.Option(..., "--target", "-t", help="Target name (edgekit targets)."),
              quantize: Optional[str] = typer.Option(None, help=QUANT_HELP),
-             patch: str = typer.Option("auto", help="Cortex-M patch-based schedule: auto, off or a grid size N."),
+             patch: str = typer.Option("auto", help=PATCH_HELP),
+             sram_budget: Optional[str] = typer.Option(None, help=SRAM_BUDGET_HELP),
+             max_patch_overhead: float = typer.Option(0.20, help="MCU: largest extra MAC fraction patching may "
+                                                                 "cost."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Will it fit? Flash, peak SRAM, latency and energy without building anything."""
     from edgekit import api
 
-    est, fits, reasons = api.estimate(model, target, quantize=quantize, patch=patch)
+    opts = _compile_options(quantize, None, None, False, patch, "auto", max_patch_overhead, sram_budget=sram_budget)
+    est, fits, reasons = api.estimate(model, target, opts)
     if as_json:
         print(json.dumps({"target": target, "estimate": est.to_json(), "fits": fits, "fit_reasons": reasons},
                          indent=2))
@@ -180,10 +195,11 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
             prune: Optional[float] = typer.Option(None, help="Prune to this sparsity (0..1) before compiling."),
             qat: bool = typer.Option(False, "--qat", help="Quantization-aware fine-tuning instead of PTQ."),
             observer: str = typer.Option("minmax", help="int8 activation ranges: minmax, percentile or mse."),
-            patch: str = typer.Option("auto", help="Cortex-M: patch-based schedule auto, off or grid size N."),
-            kernels: str = typer.Option("auto", help="Cortex-M kernels: auto (edgekit DSP kernels for int8 "
+            patch: str = typer.Option("auto", help=PATCH_HELP),
+            sram_budget: Optional[str] = typer.Option(None, help=SRAM_BUDGET_HELP),
+            kernels: str = typer.Option("auto", help="MCU kernels: auto (edgekit's int8 kernels for "
                                                      "conv/linear) or tvm (TVM's C kernels only)."),
-            max_patch_overhead: float = typer.Option(0.20, help="Cortex-M: largest extra MAC fraction patching "
+            max_patch_overhead: float = typer.Option(0.20, help="MCU: largest extra MAC fraction patching "
                                                                 "may cost."),
             allow_oversize: bool = typer.Option(False, "--allow-oversize", help="Build even if the model does not "
                                                 "fit the device (the report says by how much)."),
@@ -197,7 +213,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     from edgekit import api
 
     out = out or Path("build") / f"{Path(model).stem}-{target}"
-    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer)
+    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer, sram_budget)
     opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking)
     art = api.compile(model, target, out, opts, force=force)
     est = art.report["estimate"]
@@ -361,7 +377,8 @@ def sweep(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx fil
                                                                          "for several."),
           prune: str = typer.Option("0", help="Sparsities to try, e.g. 0,0.5,0.9."),
           quantize: str = typer.Option("none,int8", help="Precisions to try: none, int8."),
-          patch: str = typer.Option("auto,off", help="Cortex-M patch schedules to try: auto, off, N."),
+          patch: str = typer.Option("auto,off", help="MCU schedules to try: auto, min-memory, off, N (auto fits "
+                                                     "the budget's sram)."),
           budget: Optional[str] = typer.Option(None, help="Device budget, e.g. sram=256KB,flash=1MB,latency=50ms "
                                                           "(energy=500uJ too)."),
           search: str = typer.Option("grid", help="grid (every configuration) or optuna (NSGA-II, --trials)."),

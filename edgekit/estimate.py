@@ -97,11 +97,14 @@ def activation_plan(graph: Graph, dtype: str, scratch: dict[str, int] | None = N
     return plan_arena(buffers)
 
 
-def fit_check(est: Estimate, profile: TargetProfile, memories: tuple[str, ...] = ("sram", "flash")
-              ) -> tuple[bool, list[str]]:
+def fit_check(est: Estimate, profile: TargetProfile, memories: tuple[str, ...] = ("sram", "flash"),
+              sram_budget: int | None = None) -> tuple[bool, list[str]]:
     """Whether the estimate fits the profile's ``memories`` (a target's ``Capabilities.memories``), one reason
-    per memory."""
-    table = {"sram": ("SRAM", est.peak_sram_bytes, int(profile.sram_bytes.value)),
+    per memory; ``sram_budget`` (bytes the application leaves the model) replaces the device's SRAM when smaller."""
+    sram, what_sram = int(profile.sram_bytes.value), "SRAM"
+    if sram_budget is not None and sram_budget < sram:
+        sram, what_sram = int(sram_budget), "SRAM (budget)"
+    table = {"sram": (what_sram, est.peak_sram_bytes, sram),
              "flash": ("flash", est.flash_bytes, int(profile.flash_bytes.value))}
     reasons, ok = [], True
     for what, need, have in (table[m] for m in memories):

@@ -127,22 +127,67 @@ def _charts(report: dict) -> dict[str, str]:
         charts["layers"] = _svg(fig)
     est = report.get("estimate", {})
     timeline = est.get("memory_timeline") or []
+    schedule = report.get("schedule") or {}
+    sram = report.get("target_profile", {}).get("sram_bytes", 0)
+    budget = schedule.get("sram_budget_bytes") or sram
     if timeline:
-        fig, ax = subplots(figsize=(max(6, len(timeline) * 0.28), 3.0))
-        unpatched = (report.get("schedule") or {}).get("unpatched_timeline")
-        if unpatched:
-            ax.plot(range(len(unpatched)), [v / 1024 for v in unpatched], color="#999", ls="--",
-                    label="layer by layer")
-        ax.plot(range(len(timeline)), [v / 1024 for v in timeline], color="#54a24b", marker=".",
-                label="as scheduled" if unpatched else "live activations")
-        ax.axhline(report.get("target_profile", {}).get("sram_bytes", 0) / 1024, color="#e45756", lw=1,
-                   label="device SRAM")
-        ax.set_ylabel("KiB live")
-        ax.set_xlabel("execution step")
-        ax.set_ylim(bottom=0, top=max(max(timeline), max(unpatched or [0])) / 1024 * 1.25 + 1)
-        ax.legend(fontsize=8)
-        ax.set_title("Memory over time")
+        # Layer by layer and as scheduled have different steps (a patch stage runs every layer once per tile): each
+        # gets its own panel and x axis, with the arena each plans.
+        unpatched = schedule.get("unpatched_timeline")
+        panels = [("layer by layer", unpatched, "#999"), ("as scheduled", timeline, "#54a24b")] if unpatched \
+            else [("live activations, layer by layer", timeline, "#54a24b")]
+        top = max(max(v) for _, v, _ in panels) / 1024 * 1.25 + 1
+        fig = Figure(figsize=(max(6, min(16, sum(len(v) for _, v, _ in panels) * 0.12)), 3.0))
+        for i, (title, values, color) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            ax.step(range(len(values)), [v / 1024 for v in values], where="mid", color=color)
+            ax.fill_between(range(len(values)), [v / 1024 for v in values], step="mid", color=color, alpha=0.25)
+            if budget and budget / 1024 < top * 1.5:  # a budget far above would squash the curve
+                ax.axhline(budget / 1024, color="#e45756", lw=1, ls="--", label="SRAM budget")
+                ax.legend(fontsize=8, loc="upper right")
+            ax.set_ylim(0, top)
+            ax.set_ylabel("KiB live")
+            ax.set_xlabel("execution step")
+            ax.set_title(f"{title}: arena peak {max(values) / 1024:,.1f} KiB", fontsize=9)
+        fig.tight_layout()
         charts["memory"] = _svg(fig)
+    considered = schedule.get("considered") or []
+    if len(considered) > 1:
+        fig, ax = subplots(figsize=(6, 3.0))
+        chosen = (report.get("estimate") or {}).get("instructions")
+        for c in considered:
+            ax.scatter([c["peak_sram_bytes"] / 1024], [c["instructions"] / 1e6], s=60 if c["fits"] else 30,
+                       color="#54a24b" if c["fits"] else "#999", edgecolors="#f58518" if c["instructions"] == chosen
+                       else "none", linewidths=2, zorder=3)
+            ax.annotate(c["schedule"].split(",")[0], (c["peak_sram_bytes"] / 1024, c["instructions"] / 1e6),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if budget:
+            ax.axvline(budget / 1024, color="#e45756", lw=1, ls="--", label="SRAM budget")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("peak SRAM (KiB)")
+        ax.set_ylabel("instructions (M, estimated)")
+        ax.set_title("Schedules considered (chosen: orange ring)", fontsize=9)
+        ax.grid(alpha=0.3)
+        charts["schedules"] = _svg(fig)
+    measured_layers = [row for row in (report.get("measured") or {}).get("layers") or []
+                       if row.get("instructions") is not None and row.get("macs") is not None]
+    if measured_layers:
+        # Hot spots: each layer's share of the measured instructions next to its share of the MACs.
+        total_i = sum(row["instructions"] for row in measured_layers) or 1
+        total_m = sum(row["macs"] for row in measured_layers) or 1
+        names = [row["name"] for row in measured_layers]
+        x = list(range(len(names)))
+        fig, ax = subplots(figsize=(max(6, len(names) * 0.28), 3.2))
+        ax.bar([i - 0.2 for i in x], [100 * row["instructions"] / total_i for row in measured_layers], width=0.4,
+               color="#e45756", label="% of instructions (measured)")
+        ax.bar([i + 0.2 for i in x], [100 * row["macs"] / total_m for row in measured_layers], width=0.4,
+               color="#4c78a8", label="% of MACs")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+        ax.set_ylabel("% of the model")
+        ax.legend(fontsize=8)
+        ax.set_title("Instructions and MACs per layer")
+        charts["hotspots"] = _svg(fig)
     energy = report.get("energy_breakdown") or {}
     if energy:
         fig, ax = subplots(figsize=(6, 2.6))

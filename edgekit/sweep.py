@@ -206,6 +206,9 @@ def _list(value, what: str) -> list:
     return items
 
 
+PATCH_MODES = ("auto", "min-memory", "off")  # and a grid size N
+
+
 def _capabilities(target: str):
     from edgekit.targets import get_profile, get_target
 
@@ -240,8 +243,8 @@ def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", 
     patches = []
     for p in _list(patch, "--patch"):
         p = "auto" if p is None else str(p)
-        if p not in ("auto", "off") and not p.isdigit():
-            raise UsageError(f"--patch {p}: use auto, off or a grid size such as 4")
+        if p not in PATCH_MODES and not p.isdigit():
+            raise UsageError(f"--patch {p}: use auto, min-memory, off or a grid size such as 4")
         patches.append(p)
     space: list[Config] = []
     for t in dict.fromkeys(targets):
@@ -718,6 +721,12 @@ def sweep(model, targets, *, prune=(0.0,), quantize=(None, "int8"), patch=("auto
     if trial_timeout_s <= 0:
         raise UsageError(f"--trial-timeout {trial_timeout_s}: give a positive number of seconds")
     budget = parse_budget(budget)
+    if budget.sram_bytes is not None:
+        # the patch schedule of every trial decides for the budget's SRAM, as `edgekit compile --sram-budget` does
+        from edgekit.targets import CompileOptions
+
+        options = dataclasses.replace(options or CompileOptions(), sram_budget=(options.sram_budget if options and
+                                      options.sram_budget else budget.sram_bytes))
     space = design_space(targets, prune, quantize, patch)
     model_arg, model_name, model_obj = _model_ref(model)
     out = Path(out).resolve()

@@ -47,9 +47,10 @@ class CompileOptions:
     prune: float | None = None           # target sparsity, 0..1
     qat: bool = False                    # quantization-aware fine-tuning instead of PTQ
     observer: str = "minmax"             # int8 activation ranges: "minmax" | "percentile" | "mse"
-    patch: str = "auto"                  # "auto" | "off" | "N" (grid)
+    patch: str = "auto"                  # "auto" (fastest that fits) | "min-memory" | "off" | "N" (grid)
     kernels: str = "auto"                # MCU: "auto" (edgekit's kernels where they apply) | "tvm"
     max_patch_overhead: float = 0.20     # limit on extra MACs from patch halos
+    sram_budget: int | None = None       # bytes of SRAM the model may use (default: the target's SRAM)
     run_firmware: bool = True            # build the emulator image as well
     allow_oversize: bool = False         # build even when the estimate does not fit the device (report says so)
     spiking: str | None = None           # convert to a spiking network first: "auto" | "rate" | "lmuformer" | "l2mu"

@@ -102,19 +102,46 @@ def _with_slack_scratch(build_args: dict, prog: Program) -> tuple[Program, dict[
     return prog, {}
 
 
-def _schedule(build_args: dict, options: CompileOptions, dtype: str) -> tuple[Program, object | None, dict]:
-    """The planned one-shot program with the patch-based schedule the options ask for (auto: only where it lowers
-    the arena); ``prog.schedule`` holds the decision for the report. Returns (program, patch schedule, scratch
-    limits)."""
+def _schedule_row(label: str, prog: Program, est: Estimate, mac_overhead: float, fits: bool) -> dict:
+    return {"schedule": label, "peak_sram_bytes": est.peak_sram_bytes, "arena_bytes": prog.arena_bytes,
+            "instructions": est.instructions, "mac_overhead": round(mac_overhead, 4), "fits": fits}
+
+
+def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileOptions, platform: Platform,
+              dtype: str) -> tuple[Program, object | None, dict]:
+    """The planned one-shot program and its execution schedule; ``prog.schedule`` holds the decision for the
+    report (the schedules considered: peak SRAM, estimated instructions; and why this one). Returns (program,
+    patch schedule, scratch limits).
+
+    ``--patch auto`` decides for the device: the fastest schedule (by estimated instructions) whose peak SRAM —
+    arena, state, stack and the rest — fits the SRAM budget (``--sram-budget``, else the target's SRAM), so a model
+    that fits layer by layer is not patched and no patch search runs; when patching is needed, the patch
+    scheduler's greedy stops at the first schedule that fits (the fewest stages, the fewest extra MACs).
+    ``--patch min-memory``: the smallest peak within ``--max-patch-overhead`` (the memory-first choice).
+    ``--patch N``: an N×N first stage. ``--patch off``: layer by layer."""
     from edgekit.converters.patch import schedule as patch_schedule
     from edgekit.targets.mcu.program import build_program
 
     plain, plain_limits = _with_slack_scratch(build_args, build_program(**build_args))
-    plain.schedule = {"reason": "layer by layer (--patch off)", "per_layer_arena_bytes": plain.arena_bytes,
-                      "unpatched_timeline": None}
+    plain_est = cost.program_estimate(model, profile, plain, platform)
+    budget = int(options.sram_budget or profile.sram_bytes.value)
+    # SRAM beyond the arena (state, stack, board, C library): patching changes only the arena
+    rest = plain_est.peak_sram_bytes - plain.arena_bytes
     mode = str(options.patch)
-    if mode == "off":
+    considered = [_schedule_row("layer by layer", plain, plain_est, 0.0, plain_est.peak_sram_bytes <= budget)]
+    info = {"mode": mode, "sram_budget_bytes": budget, "per_layer_arena_bytes": plain.arena_bytes,
+            "unpatched_timeline": None, "considered": considered}
+
+    def keep_plain(reason: str):
+        plain.schedule = {**info, "reason": reason}
         return plain, None, plain_limits
+
+    if mode == "off":
+        return keep_plain("layer by layer (--patch off)")
+    if mode == "auto" and plain_est.peak_sram_bytes <= budget:
+        return keep_plain(f"layer by layer: its peak SRAM {plain_est.peak_sram_bytes:,} B fits the "
+                          f"{budget:,} B budget, and patching would only add instructions (--patch min-memory "
+                          "patches for the smallest arena)")
     grid = int(mode) if mode.isdigit() else None
     scratch = None
     limit = contextlib.nullcontext()
@@ -123,29 +150,44 @@ def _schedule(build_args: dict, options: CompileOptions, dtype: str) -> tuple[Pr
 
         scratch = ek_kernels.scratch_estimate
         limit = ek_kernels.conv_scratch_limit(ek_kernels.PATCHED_CONV_SCRATCH_LIMIT_BYTES)
+    info["unpatched_timeline"] = list(plain.plan.live_bytes)
     with limit:
         decision = patch_schedule(build_args["graph"], 1 if dtype == "int8" else 4, options.max_patch_overhead,
-                                  grid=grid, per_layer_peak=plain.arena_bytes, scratch=scratch)
-        patched, patched_limits = None, {}
-        if decision.schedule is not None:
-            args = {**build_args, "patch": decision.schedule}
-            patched, patched_limits = _with_slack_scratch(args, build_program(**args))
-    info = {"reason": decision.reason, "per_layer_arena_bytes": plain.arena_bytes, "candidates": decision.candidates,
-            "unpatched_timeline": list(plain.plan.live_bytes)}
-    if decision.schedule is None:
-        plain.schedule = info
-        return plain, None, plain_limits
-    if grid is None and patched.arena_bytes >= plain.arena_bytes:
-        info["reason"] = (f"no patching: the best schedule ({decision.schedule.grid}x{decision.schedule.grid} after "
-                          f"'{decision.schedule.split_after}') plans a {patched.arena_bytes:,} B arena, not less "
-                          f"than {plain.arena_bytes:,} B layer by layer")
-        plain.schedule = info
-        return plain, None, plain_limits
-    info["patched_arena_bytes"] = patched.arena_bytes
-    info["reason"] = decision.reason + f"; arena {plain.arena_bytes:,} B -> {patched.arena_bytes:,} B"
-    patched.schedule = info
-    patched.patch = decision.schedule.to_json()
-    return patched, decision.schedule, patched_limits
+                                  grid=grid, per_layer_peak=plain.arena_bytes, scratch=scratch,
+                                  fits_bytes=budget - rest if mode == "auto" else None)
+        info["candidates"] = decision.candidates
+        # auto: every schedule of the greedy, cheapest first, to pick the fastest that fits; otherwise the chosen one
+        options_tried = decision.path if mode == "auto" else ([decision.schedule] if decision.schedule else [])
+        built = []
+        for sched in options_tried:
+            args = {**build_args, "patch": sched}
+            prog, limits = _with_slack_scratch(args, build_program(**args))
+            est = cost.program_estimate(model, profile, prog, platform)
+            label = f"{len(sched.stages)} patch stage(s), first {sched.grid}x{sched.grid} after '{sched.split_after}'"
+            considered.append(_schedule_row(label, prog, est, sched.mac_overhead, est.peak_sram_bytes <= budget))
+            built.append((prog, sched, limits, est))
+    if not built:
+        return keep_plain(decision.reason)
+    if mode == "auto":
+        fitting = [b for b in built if b[3].peak_sram_bytes <= budget]
+        pick = min(fitting, key=lambda b: b[3].instructions) if fitting else min(built,
+                                                                               key=lambda b: b[3].peak_sram_bytes)
+        why = (f"the fastest schedule whose peak SRAM fits the {budget:,} B budget" if fitting else
+               f"nothing fits the {budget:,} B budget; the smallest peak found")
+    else:
+        pick, why = built[0], decision.reason
+    prog, sched, limits, est = pick
+    if grid is None and prog.arena_bytes >= plain.arena_bytes:
+        return keep_plain(f"no patching: the best schedule ({sched.grid}x{sched.grid} after '{sched.split_after}') "
+                          f"plans a {prog.arena_bytes:,} B arena, not less than {plain.arena_bytes:,} B layer by "
+                          "layer")
+    prog.schedule = {**info, "patched_arena_bytes": prog.arena_bytes,
+                     "reason": f"{why}: peak SRAM {plain_est.peak_sram_bytes:,} B -> {est.peak_sram_bytes:,} B "
+                               f"(arena {plain.arena_bytes:,} B -> {prog.arena_bytes:,} B) for "
+                               f"{sched.mac_overhead:.1%} extra MACs, {est.instructions:,} instructions estimated "
+                               f"(layer by layer {plain_est.instructions:,})"}
+    prog.patch = sched.to_json()
+    return prog, sched, limits
 
 
 def plan(model, profile: TargetProfile, options: CompileOptions) -> McuPlan:
@@ -168,7 +210,7 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> McuPlan:
         qg = _shape_only_qgraph(graph) if dtype == "int8" else None
         args = {"graph": graph, "dtype": dtype, "qg": qg, "use_ek_kernels": use_ek, "cpu": cpu,
                 "target": profile.name, "platform": platform}
-        prog, patch, limits = _schedule(args, options, dtype)
+        prog, patch, limits = _schedule(args, model, profile, options, platform, dtype)
     est = cost.program_estimate(model, profile, prog, platform)
     return McuPlan(model, profile, options, platform, board, cpu, dtype, use_ek, prog, est, patch, limits)
 

@@ -1,0 +1,56 @@
+"""`--patch auto` decides for the device: layer by layer when that fits (no time spent on memory nobody needs),
+the cheapest patch-based schedule that fits a smaller SRAM budget, and the smallest arena only when asked for
+(`--patch min-memory`). Estimates only: nothing is built."""
+from __future__ import annotations
+
+import pytest
+
+from edgekit import api
+from edgekit.model import Model
+from edgekit.targets import CompileOptions, get_profile
+from edgekit.targets.mcu.pipeline import plan as mcu_plan
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return Model.load("digits-cnn")
+
+
+def _plan(model, **kw):
+    return mcu_plan(model, get_profile("cortex-m7"), CompileOptions(quantize="int8", **kw))
+
+
+def test_auto_keeps_layer_by_layer_when_it_fits(cnn):
+    p = _plan(cnn)
+    assert p.patch_schedule is None and p.program.patch is None
+    considered = p.program.schedule["considered"]
+    assert [c["schedule"] for c in considered] == ["layer by layer"] and considered[0]["fits"]
+    assert "fits" in p.program.schedule["reason"]
+
+
+def test_auto_patches_just_enough_for_a_smaller_budget(cnn):
+    plain = _plan(cnn, patch="off").estimate
+    smallest = _plan(cnn, patch="min-memory").estimate
+    assert smallest.peak_sram_bytes < plain.peak_sram_bytes
+    budget = plain.peak_sram_bytes - 1  # layer by layer misses it by one byte
+    p = _plan(cnn, sram_budget=budget)
+    assert p.patch_schedule is not None
+    assert p.estimate.peak_sram_bytes <= budget
+    # the fastest of the schedules that fit: no other fitting schedule considered is estimated faster
+    fitting = [c for c in p.program.schedule["considered"] if c["fits"]]
+    assert p.estimate.instructions == min(c["instructions"] for c in fitting)
+    # and it never spends more than the memory-first choice
+    assert p.estimate.instructions <= _plan(cnn, patch="min-memory").estimate.instructions
+
+
+def test_budget_is_the_fit_limit(cnn):
+    est, fits, reasons = api.estimate(cnn, "cortex-m7", quantize="int8", sram_budget=1024)
+    assert not fits
+    assert any(r.startswith("SRAM (budget): needs") for r in reasons)
+
+
+def test_bad_patch_mode_is_one_line(cnn):
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="use auto, min-memory, off or a grid size"):
+        api.estimate(cnn, "cortex-m7", quantize="int8", patch="smallest")
