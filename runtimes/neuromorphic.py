@@ -11,10 +11,13 @@ The Lava network (lava-nc 0.10, ``Loihi2SimCfg(select_tag="fixed_pt")``, the bit
 * LIF population: ``LIFReset`` (du = 4095, so the current is this step's input; dv, vth = 4096, bias mantissa and
   exponent per neuron), resetting u and v at the first step of every test input
 * graded population (the LMU memory): ``GradedVec`` (sends its summed input each step, no state of its own)
-* connection: ``Dense`` (``DelayDense`` for delays > 1) with the 8-bit weights and ``weight_exp`` of the integer
+* connection: ``Sparse`` (``DelaySparse`` for delays > 1) with the 8-bit weights and ``weight_exp`` of the integer
   network; 24-bit graded messages when the source is graded. Their buffer is cleared at the first step of every
-  test input (the models below subclass Lava's bit-accurate ones to do that), so inputs run back to back in one
-  simulation, each from the zero state as in the torch reference
+  test input (the models below subclass Lava's bit-accurate ones to do that), so each input starts from the zero
+  state as in the torch reference
+* many test inputs at once: the network is instantiated side by side (block-diagonal weights) so that one run of
+  ``steps`` steps simulates hundreds of inputs (Lava's cost is per process and step, not per neuron); more inputs
+  than fit run in successive windows of ``steps`` steps, resetting between them
 * readout: the readout connections' output summed by an ``io.sink.RingBuffer`` (the host adds the bias and divides
   by the steps); spike counts from a sink on every population
 
@@ -28,7 +31,11 @@ passes outside ``measure``. Tolerance: the predicted class must match on ≥ 99 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,9 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import FirmwareError, ToolchainError, UsageError
+from edgekit.runtimes.progress import progress_bar
 
 AGREEMENT_GOAL = 0.99
-CHUNK = 24                   # test inputs per Lava run call (the sinks hold one chunk)
+MAX_SIDE_BY_SIDE_NEURONS = 1_000_000  # neurons of all instances run side by side in one Lava network
 SECONDS_PER_STEP_LIMIT = 2.0  # time limit of the simulation: generous, Lava takes ~10-100 ms per step here
 
 
@@ -93,14 +101,23 @@ def _counted(out: Path, report: dict) -> dict:
 
 
 def _lava():
-    """Lava's pieces, with the two resetting connection models (imported late: Lava takes seconds to import)."""
+    """Lava's pieces, with the two resetting connection models and the recorder (imported late: Lava takes seconds
+    to import)."""
     try:
+        from lava.magma.core.decorator import implements, requires, tag
+        from lava.magma.core.model.py.model import PyLoihiProcessModel
+        from lava.magma.core.model.py.ports import PyInPort
+        from lava.magma.core.model.py.type import LavaPyType
+        from lava.magma.core.process.ports.ports import InPort
+        from lava.magma.core.process.process import AbstractProcess
+        from lava.magma.core.resources import CPU
         from lava.magma.core.run_conditions import RunSteps
         from lava.magma.core.run_configs import Loihi2SimCfg
-        from lava.proc.dense.models import PyDelayDenseModelBitAcc, PyDenseModelBitAcc
-        from lava.proc.dense.process import DelayDense, Dense
+        from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+        from lava.proc.sparse.models import PyDelaySparseModelBitAcc, PySparseModelBitAcc
+        from lava.proc.sparse.process import DelaySparse, Sparse
+        from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
         from lava.proc.graded.process import GradedVec
-        from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
         from lava.proc.lif.process import LIFReset
     except Exception as e:  # noqa: BLE001
@@ -111,25 +128,81 @@ def _lava():
         interval = int(model.proc_params.get("reset_interval", 0))
         return bool(interval) and model.time_step % interval == 1 % interval
 
-    class ResettingDense(PyDenseModelBitAcc):
-        """Loihi's bit-accurate Dense whose one-step buffer is cleared at the first step of every test input."""
+    class ResettingSparse(PySparseModelBitAcc):
+        """Loihi's bit-accurate Sparse whose one-step buffer is cleared at the first step of every test input.
+
+        Binary spikes are summed as W · s (a sparse product with the 0/1 spike vector) rather than by selecting the
+        active columns of the CSR matrix, as Lava's model does: the same integer sums, but column selection of a
+        matrix of several hundred side-by-side networks costs seconds per step."""
+
+        def run_spk(self):
+            if first_step(self):
+                self.a_buff[:] = 0
+            self.weight_exp = self.proc_params.get("weight_exp", 0)
+            if not self.weights_set:  # as PySparseModelBitAcc: clip and truncate the weights once
+                sign_mode = self.proc_params.get("sign_mode") or determine_sign_mode(self.weights)
+                self.weights = clip_weights(self.weights, sign_mode, num_bits=8)
+                self.weights = truncate_weights(self.weights, sign_mode,
+                                                self.proc_params.get("num_weight_bits", 8)).tocsr()
+                self.weights_set = True
+            self.a_out.send(self.a_buff)
+            s_in = self.s_in.recv()
+            if self.num_message_bits.item() == 0:
+                s_in = s_in.astype(bool).astype(np.int32)
+            a_accum = np.asarray(self.weights.dot(s_in))
+            self.a_buff = (np.left_shift(a_accum, self.weight_exp) if self.weight_exp > 0
+                           else np.right_shift(a_accum, -self.weight_exp))
+
+    class ResettingDelaySparse(PyDelaySparseModelBitAcc):
+        """Loihi's bit-accurate DelaySparse, its delay buffer cleared at the first step of every test input; the
+        per-delay weight matrix is built once (Lava's model rebuilds it every step)."""
 
         def run_spk(self):
             if first_step(self):
                 self.a_buff[:] = 0
             super().run_spk()
 
-    class ResettingDelayDense(PyDelayDenseModelBitAcc):
-        """Loihi's bit-accurate DelayDense, its delay buffer cleared at the first step of every test input."""
+        def calc_act(self, s_in):
+            if getattr(self, "_delay_wgts", None) is None:
+                self._delay_wgts = self.get_delay_wgts_mat(self.weights, self.delays, self.a_buff.shape[-1] - 1)
+            return np.reshape(self._delay_wgts.dot(s_in), (self.a_buff.shape[-1], self.weights.shape[0])).T
+
+    class Recorder(AbstractProcess):
+        """Sums what arrives at ``a_in`` per test input and writes the sums to ``path`` (.npy, [size, windows]) after
+        every window of ``steps`` steps: "count" counts non-zero messages (spikes), "sum" adds the values of the last
+        ``window`` steps (the readout). Lava's own sinks hand their data back one element per message, which takes
+        longer than the simulation itself for hundreds of inputs; a file does not."""
+
+        def __init__(self, *, shape, path: str, steps: int, windows: int, mode: str, window: int):
+            super().__init__(shape=shape, path=path, steps=steps, windows=windows, mode=mode, window=window)
+            self.a_in = InPort(shape=shape)
+
+    @implements(proc=Recorder, protocol=LoihiProtocol)
+    @requires(CPU)
+    @tag("fixed_pt")
+    class PyRecorderModel(PyLoihiProcessModel):
+        a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+
+        def __init__(self, proc_params):
+            super().__init__(proc_params)
+            self.acc = np.zeros(proc_params["shape"] + (proc_params["windows"],), np.int64)
 
         def run_spk(self):
-            if first_step(self):
-                self.a_buff[:] = 0
-            super().run_spk()
+            x = self.a_in.recv()
+            pp = self.proc_params
+            steps, t = pp["steps"], self.time_step - 1
+            w, k = t // steps, t % steps
+            if pp["mode"] == "count":
+                self.acc[:, w] += x != 0
+            elif k >= steps - pp["window"]:
+                self.acc[:, w] += x.astype(np.int64)
+            if k == steps - 1:
+                np.save(pp["path"] + ".partial.npy", self.acc)
+                os.replace(pp["path"] + ".partial.npy", pp["path"])
 
-    return {"RunSteps": RunSteps, "Loihi2SimCfg": Loihi2SimCfg, "Dense": Dense, "DelayDense": DelayDense,
-            "GradedVec": GradedVec, "Sink": Sink, "Source": Source, "LIFReset": LIFReset,
-            "models": {Dense: ResettingDense, DelayDense: ResettingDelayDense}}
+    return {"RunSteps": RunSteps, "Loihi2SimCfg": Loihi2SimCfg, "Sparse": Sparse, "DelaySparse": DelaySparse,
+            "GradedVec": GradedVec, "Recorder": Recorder, "Source": Source, "LIFReset": LIFReset,
+            "models": {Sparse: ResettingSparse, DelaySparse: ResettingDelaySparse, Recorder: PyRecorderModel}}
 
 
 def input_codes(x: np.ndarray, unit_exp: int, steps: int, static: bool) -> np.ndarray:
@@ -146,49 +219,93 @@ def input_codes(x: np.ndarray, unit_exp: int, steps: int, static: bool) -> np.nd
     return cols.reshape(n * steps, -1).T.copy()
 
 
-class LavaNetwork:
-    """The integer network as Lava processes, for ``chunk`` test inputs per run call."""
+def side_by_side(codes: np.ndarray, n: int, steps: int, copies: int) -> np.ndarray:
+    """The source's data for ``copies`` networks side by side: input i = c · copies + j is copy j's input in the
+    c-th window of ``steps`` columns. ``codes`` [input size, n · steps] (input_codes) -> [copies · input size,
+    windows · steps], unused slots zero."""
+    size = codes.shape[0]
+    windows = -(-n // copies)
+    per = np.zeros((windows * copies, size, steps), codes.dtype)
+    per[:n] = codes.reshape(size, n, steps).transpose(1, 0, 2)
+    return per.reshape(windows, copies * size, steps).transpose(1, 0, 2).reshape(copies * size, windows * steps)
 
-    def __init__(self, desc: dict, arrays: dict[str, np.ndarray], codes: np.ndarray, chunk: int):
+
+def block_diagonal(w: np.ndarray, copies: int):
+    """``copies`` of ``w`` on the diagonal, as CSR (what scipy.sparse.block_diag gives, built in one go: its
+    generic path takes minutes for hundreds of blocks)."""
+    from scipy.sparse import csr_matrix
+
+    one = csr_matrix(w)
+    rows, cols = one.shape
+    nnz = one.nnz
+    k = np.arange(copies)
+    data = np.tile(one.data, copies)
+    indices = (one.indices[None, :] + cols * k[:, None]).ravel()
+    indptr = np.concatenate([(one.indptr[:-1][None, :] + nnz * k[:, None]).ravel(), [nnz * copies]])
+    return csr_matrix((data, indices, indptr), shape=(rows * copies, cols * copies))
+
+
+def _tile(values, size: int, copies: int) -> np.ndarray:
+    return np.tile(np.broadcast_to(np.asarray(values), (size,)), copies)
+
+
+class LavaNetwork:
+    """The integer network as Lava processes, ``copies`` instances side by side (block-diagonal Sparse
+    connections), so that one run of ``steps`` steps simulates ``copies`` test inputs at once: Lava's cost is per
+    process and step, far more than per neuron, so this is what makes a profile of hundreds of inputs take minutes.
+    Every instance resets at the first step of each window, as the chip's network does between inputs."""
+
+    def __init__(self, desc: dict, arrays: dict[str, np.ndarray], data: np.ndarray, copies: int, work: Path):
         lv = _lava()
-        self.lv, self.desc, self.chunk = lv, desc, chunk
+        self.lv, self.desc, self.copies = lv, desc, copies
         steps = desc["steps"]
+        self.windows = data.shape[1] // steps
         self.pops = {p["name"]: p for p in desc["populations"]}
         self.procs = {}
         self.sinks = {}
         for p in desc["populations"]:
             name, size = p["name"], p["size"]
             if p["kind"] == "input":
-                self.procs[name] = lv["Source"](data=codes)
+                self.procs[name] = lv["Source"](data=data)
             elif p["kind"] == "lif":
                 self.procs[name] = lv["LIFReset"](
-                    shape=(size,), du=p["du"], dv=p["dv"], vth=p["vth"], bias_mant=arrays[f"{name}.bias_mant"],
-                    bias_exp=arrays[f"{name}.bias_exp"], reset_interval=steps, reset_offset=1 % steps, name=name)
+                    shape=(copies * size,), du=p["du"], dv=p["dv"], vth=p["vth"],
+                    bias_mant=_tile(arrays[f"{name}.bias_mant"], size, copies),
+                    bias_exp=_tile(arrays[f"{name}.bias_exp"], size, copies), reset_interval=steps,
+                    reset_offset=1 % steps, name=name)
             elif p["kind"] == "graded":
-                self.procs[name] = lv["GradedVec"](shape=(size,), vth=0, exp=0)
+                self.procs[name] = lv["GradedVec"](shape=(copies * size,), vth=0, exp=0)
             if p["kind"] in ("lif", "graded", "readout"):
-                self.sinks[name] = lv["Sink"](shape=(size,), buffer=chunk * steps)
+                readout = p["kind"] == "readout"
+                self.sinks[name] = lv["Recorder"](
+                    shape=(copies * size,), path=str(work / f"{name}.npy"), steps=steps, windows=self.windows,
+                    mode="sum" if readout else "count", window=desc.get("readout_steps", steps))
                 if p["kind"] != "readout":
                     self.procs[name].s_out.connect(self.sinks[name].a_in)
-        self.fan_out = {}
         for c in desc["connections"]:
-            w = arrays[f"{c['name']}.weights"]
-            self.fan_out[c["name"]] = (w != 0).sum(0)
+            w = block_diagonal(arrays[f"{c['name']}.weights"], copies)
             target = self.sinks[c["target"]] if self.pops[c["target"]]["kind"] == "readout" else self.procs[c["target"]]
-            for s in c["sources"]:
+            for src in c["sources"]:
                 kw = dict(weights=w, weight_exp=c["weight_exp"], num_message_bits=24 if c["graded"] else 0,
                           reset_interval=steps)
-                conn = lv["Dense"](**kw) if c["delay"] == 1 else lv["DelayDense"](delays=c["delay"] - 1, **kw)
-                self.procs[s].s_out.connect(conn.s_in)
+                conn = lv["Sparse"](**kw) if c["delay"] == 1 else lv["DelaySparse"](delays=c["delay"] - 1, **kw)
+                self.procs[src].s_out.connect(conn.s_in)
                 conn.a_out.connect(target.a_in)
-        self.cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt", exception_proc_model_map=lv["models"])
+        # Lava's compiler looks a process up in this map by instance (before searching modules for models, which
+        # finds none for the recorder defined here) and, for the connections, by class
+        models = {**lv["models"], **{rec: lv["models"][lv["Recorder"]] for rec in self.sinks.values()}}
+        self.cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt", exception_proc_model_map=models)
         self.any_proc = next(iter(self.sinks.values()))
 
-    def run_chunk(self, n: int) -> dict[str, np.ndarray]:
-        """Run n (≤ chunk) test inputs; each sink's data [size, n · steps]."""
+    def run(self, progress=None) -> dict[str, np.ndarray]:
+        """Run every window; per population [copies · size, windows]: spike counts, or the readout's summed input
+        over its window. ``progress(windows_done)`` after each window."""
         steps = self.desc["steps"]
-        self.any_proc.run(condition=self.lv["RunSteps"](num_steps=n * steps), run_cfg=self.cfg)
-        return {name: np.asarray(s.data.get())[:, :n * steps] for name, s in self.sinks.items()}
+        for w in range(self.windows):
+            self.any_proc.run(condition=self.lv["RunSteps"](num_steps=steps), run_cfg=self.cfg)
+            if progress is not None:
+                progress(w + 1)
+        return {name: np.load(s.proc_params["path"]) for name, s in self.sinks.items()}
 
     def stop(self) -> None:
         try:
@@ -197,33 +314,37 @@ class LavaNetwork:
             pass
 
 
+def copies_for(desc: dict, n: int) -> int:
+    """How many instances run side by side: all test inputs, within MAX_SIDE_BY_SIDE_NEURONS neurons."""
+    neurons = max(1, sum(p["size"] for p in desc["populations"]))
+    return max(1, min(n, MAX_SIDE_BY_SIDE_NEURONS // neurons))
+
+
 def simulate(out: Path, n: int, result: Path) -> None:
-    """Run the first ``n`` test inputs of OUT in Lava; save readouts and per-neuron spike counts to ``result``."""
+    """Run the first ``n`` test inputs of OUT in Lava; save readouts and per-neuron spike counts to ``result``.
+    Progress goes to stderr as ``EK_PROGRESS done total`` lines (the parent shows it)."""
     desc = json.loads((out / "loihi_network.json").read_text())
     arrays = dict(np.load(out / "loihi_network.npz"))
     x = np.load(out / "testdata.npz")["x"][:n]
     steps = desc["steps"]
     inp = next(p for p in desc["populations"] if p["kind"] == "input")
     codes = input_codes(x, inp["unit_exp"], steps, desc["input_mode"] == "static")
-    chunk = min(CHUNK, n)
-    net = LavaNetwork(desc, arrays, codes, chunk)
+    copies = copies_for(desc, n)
     readout = desc["readout"]
-    rd = net.pops[readout]
-    logits = np.zeros((n, rd["size"]))
-    counts = {name: np.zeros((n, net.pops[name]["size"])) for name in net.sinks if name != readout}
-    try:
-        for i in range(0, n, chunk):
-            k = min(chunk, n - i)
-            for name, d in net.run_chunk(k).items():
-                per = d.reshape(d.shape[0], k, steps)
-                if name == readout:
-                    window = desc.get("readout_steps", steps)
-                    logits[i:i + k] = (per[:, :, steps - window:].sum(2).T * 2.0 ** -rd["unit_exp"] / window
-                                       + arrays[f"{readout}.bias"])
-                else:
-                    counts[name][i:i + k] = (per != 0).sum(2).T
-    finally:
-        net.stop()
+    counts = {}
+    with tempfile.TemporaryDirectory(prefix="edgekit-lava-rec.") as work:
+        net = LavaNetwork(desc, arrays, side_by_side(codes, n, steps, copies), copies, Path(work))
+        rd = net.pops[readout]
+        try:
+            data = net.run(lambda w: print(f"EK_PROGRESS {min(n, w * copies)} {n}", file=sys.stderr, flush=True))
+        finally:
+            net.stop()
+    for name, d in data.items():
+        size = net.pops[name]["size"]
+        # [copies · size, windows] -> [windows · copies, size]: input i = window · copies + copy
+        counts[name] = d.reshape(copies, size, net.windows).transpose(2, 0, 1).reshape(-1, size)[:n].astype(float)
+    window = desc.get("readout_steps", steps)
+    logits = counts.pop(readout) * 2.0 ** -rd["unit_exp"] / window + arrays[f"{readout}.bias"]
     np.savez(result, logits=logits, **{f"counts.{k}": v for k, v in counts.items()})
 
 
@@ -234,15 +355,39 @@ def _run_simulator(out: Path, n: int, steps: int) -> tuple[np.ndarray, dict[str,
         result = Path(tmp) / "result.npz"
         t0 = time.perf_counter()
         budget = 600 + n * steps * SECONDS_PER_STEP_LIMIT
-        try:
-            proc = subprocess.run([sys.executable, "-m", "edgekit.runtimes.neuromorphic", str(out), str(n),
-                                   str(result)], capture_output=True, text=True, timeout=budget)
-        except subprocess.TimeoutExpired:
-            raise FirmwareError(f"the Lava simulation of {n} inputs did not finish in {budget:.0f} s; profile fewer "
-                                "samples") from None
+        lines: list[str] = []
+        with progress_bar() as progress, open(Path(tmp) / "stdout.txt", "wb") as stdout:
+            step = progress(f"Lava, {n} inputs", n)
+            proc = subprocess.Popen([sys.executable, "-m", "edgekit.runtimes.neuromorphic", str(out), str(n),
+                                     str(result)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+            done = 0
+            try:
+                while True:
+                    left = budget - (time.perf_counter() - t0)
+                    if left <= 0:
+                        raise FirmwareError(f"the Lava simulation of {n} inputs did not finish in {budget:.0f} s; "
+                                            "profile fewer samples")
+                    ready, _, _ = select.select([proc.stderr], [], [], min(left, 5.0))
+                    if not ready:
+                        continue
+                    line = proc.stderr.readline()
+                    if not line:  # the simulator closed stderr: it has ended
+                        break
+                    if line.startswith("EK_PROGRESS "):
+                        now = int(line.split()[1])
+                        step(now - done)
+                        done = now
+                    elif line.strip():
+                        lines.append(line.rstrip())
+                proc.wait(timeout=max(1.0, budget - (time.perf_counter() - t0)))
+            finally:  # also on Ctrl-C or a timeout: never leave the simulator (and its Lava processes) running
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not result.is_file():
-            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit status {proc.returncode}"
             if "ToolchainError" in last or "lava" in last.lower() and "import" in last.lower():
                 raise ToolchainError(f"Lava failed: {last[:300]}")

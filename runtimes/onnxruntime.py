@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import ModelLoadError, UsageError
+from edgekit.runtimes.progress import progress_bar
 
 BATCH = 64              # test inputs per run when checking outputs
 THREADS = 1             # intra-op threads: one core, as a phone app's inference thread would typically get
@@ -102,7 +101,7 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     fixed = build.fixed_batch
     warmup = max(5, repeat // 10)
 
-    with _progress() as progress:
+    with progress_bar() as progress:
         sess = session(out / "model.onnx")
         input_name = sess.get_inputs()[0].name
         task = progress("outputs", len(x))
@@ -228,20 +227,3 @@ def _cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
-@contextmanager
-def _progress():
-    """A rich progress bar on stderr when it is a terminal; otherwise silent. Yields ``add(description, total)``
-    that returns a step(n) callback."""
-    if not sys.stderr.isatty():
-        yield lambda description, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        def add(description: str, total: int):
-            task = bar.add_task(description, total=total)
-            return lambda n=1: bar.advance(task, n)
-
-        yield add
