@@ -110,6 +110,11 @@ def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tun
     if kind == "rate" and any(isinstance(x, (nn.GRU, nn.LSTM, nn.RNN, LMU)) for x in layers):
         raise UnsupportedError(f"model '{m.name}' is recurrent; rate conversion handles feed-forward CNN/MLPs "
                                "(LMU models: kind='lmuformer' or 'l2mu'; GRU: edgekit.converters.recurrent.to_egru)")
+    shipped = _shipped(m, kind, defaults=(timesteps, fine_tune_epochs, lr, dataset, arch, distill) ==
+                       (None, None, None, None, {}, None) and batch_size == 64 and seed == 0 and
+                       percentile == NORMALISATION_PERCENTILE)
+    if shipped is not None:
+        return shipped
     data = training_data(m, dataset)
     if data is None:
         raise DataError(f"model '{m.name}' has no training data; to_spiking fine-tunes with surrogate gradients — "
@@ -159,6 +164,78 @@ def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tun
     if m.test_x is not None:
         spiking.update(net.activity(m.test_x, m.test_y))
     spiking["notes"] = notes
+    out.meta["spiking"] = spiking
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shipped conversions of the bundled examples
+
+def weights_digest(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers (names, shapes, values): which ANN a shipped conversion is of."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def shipped_files(example: str, kind: str):
+    from edgekit.zoo import WEIGHTS_DIR
+
+    stem = WEIGHTS_DIR / f"{example}.{kind}"
+    return stem.with_suffix(stem.suffix + ".json"), stem.with_suffix(stem.suffix + ".npz")
+
+
+def save_shipped(ann: Model, snn: Model) -> tuple:
+    """Write ``snn`` (to_spiking's result with default settings on the bundled example ``ann``) next to the example's
+    weights, with the digest of the ANN it was converted from (examples/convert_spiking.py)."""
+    import json
+
+    example = str(ann.meta.get("source", "")).removeprefix("example:")
+    net = find_network(snn.module)
+    desc, arrays = net.spec()
+    kind = snn.meta["spiking"]["kind"]
+    meta = {k: v for k, v in snn.meta["spiking"].items() if k in ("kind", "ann_accuracy", "normalisation_percentile",
+                                                                  "accuracy_before_fine_tuning",
+                                                                  "accuracy_float_weights", "fine_tune_epochs",
+                                                                  "distilled", "notes")}
+    doc = {"example": example, "ann_digest": weights_digest(ann.module), "network": desc, "conversion": meta}
+    js, npz = shipped_files(example, kind)
+    js.write_text(json.dumps(doc, indent=1) + "\n")
+    np.savez_compressed(npz, **arrays)
+    return js, npz
+
+
+def _shipped(m: Model, kind: str, defaults: bool) -> Model | None:
+    """The shipped conversion of a bundled example, when ``m`` is that example unchanged and the call asks for the
+    default conversion: compiling it for a neuromorphic chip then takes seconds, not the 10-20 minutes of
+    fine-tuning. The spike activity is measured again on the test inputs."""
+    import json
+
+    source = str(m.meta.get("source", ""))
+    if not defaults or not source.startswith("example:") or m.meta.get("prune") or m.meta.get("quant"):
+        return None
+    js, npz = shipped_files(source.removeprefix("example:"), kind)
+    if not (js.is_file() and npz.is_file()):
+        return None
+    doc = json.loads(js.read_text())
+    if doc.get("ann_digest") != weights_digest(m.module):
+        return None
+    with np.load(npz) as data:
+        net = SpikingNetwork.from_spec(doc["network"], {k: data[k] for k in data.files})
+    module = SpikingClassifier(net).eval()
+    out = Model.from_module(module, m.example_inputs, name=f"{m.name}-snn", calib=m.calib, test_x=m.test_x,
+                            test_y=m.test_y, train_x=m.train_x, train_y=m.train_y)
+    out.meta.update({k: v for k, v in m.meta.items() if k not in ("quant", "prune")})
+    spiking = {**doc["conversion"], "steps": net.steps, "input_mode": net.input_mode,
+               "shipped": f"converted once by examples/convert_spiking.py ({js.name}); to_spiking with other "
+                          "settings, or on a changed model, fine-tunes anew"}
+    if m.test_x is not None:
+        spiking.update(net.activity(m.test_x, m.test_y))
     out.meta["spiking"] = spiking
     return out
 

@@ -228,3 +228,22 @@ def test_l2mu_runs_in_nir_and_lava(tmp_path):
     # leaky neurons too: the torch reference decays as Lava's 12-bit truncating multiply does, so the very spikes
     assert m["samples"] == 6 and m["lava_agreement"] == 1.0
     assert m["identical_spike_counts"] == 1.0 and m["readout_max_abs_diff"] < 1e-6
+
+
+def test_bundled_examples_ship_their_spiking_conversion():
+    """Compiling a bundled example for a neuromorphic chip uses its shipped conversion (seconds, not minutes of
+    fine-tuning) — but only for the unchanged example with default settings."""
+    import torch
+
+    from edgekit.converters import spiking
+    from edgekit.model import Model
+
+    ann = Model.load("digits-cnn")
+    snn = spiking.to_spiking(ann, kind="rate")
+    assert "shipped" in snn.meta["spiking"]
+    assert snn.meta["spiking"]["accuracy"] >= 0.97  # measured again on the test inputs
+    changed = Model.load("digits-cnn")
+    with torch.no_grad():
+        next(changed.module.parameters()).mul_(0.5)
+    assert spiking._shipped(changed, "rate", defaults=True) is None
+    assert spiking._shipped(ann, "rate", defaults=False) is None
