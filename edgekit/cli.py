@@ -23,7 +23,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Take a trained neural network and make it run on microcontrollers, phones and "
                        "neuromorphic chips. MODEL is a bundled example name (edgekit examples), a .pt2 file "
                        "(torch.export) or an .onnx file.")
-out_console = Console(highlight=False)
+# Piped or redirected output gets no 80-column limit: tables keep full layer names and their totals (a table is only
+# as wide as its content).
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
 err_console = Console(stderr=True, highlight=False)
 _state = {"debug": False}
 

@@ -71,3 +71,16 @@ def test_report_and_compare_commands(profiled, tmp_path, capsys):
     assert "peak SRAM" in text and "int8" in text and "float32" in text
     dom = _chromium(["--dump-dom", html.as_uri()], tmp_path)
     assert 'id="compare"' in dom.stdout
+
+
+def test_analyze_prints_full_names_and_totals_when_piped():
+    """Piped output (here: captured) is not cut at 80 columns: every layer name and the totals are whole."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli", "analyze", "mbv2-w035"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "features.16.block.2.0" in out or "features.16" in out
+    total = next(line for line in out.splitlines() if "total" in line)
+    assert "26,660,752" in total and "1,670,088" in total
+    assert "…" not in out
