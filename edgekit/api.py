@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgekit import modelcache
 from edgekit import report as reporting
 from edgekit.errors import (DataError, DoesNotFitError, EdgekitError, InterruptedError_, ShapeError,
                             UnsupportedError, UsageError)
@@ -158,7 +159,7 @@ def estimate(model, target: str, options: CompileOptions | None = None, **kw) ->
     opts = _options(options, **kw)
     profile = get_profile(target)
     tgt = get_target(profile)
-    est = tgt.plan(Model.load(model), profile, opts).estimate
+    est = tgt.plan(modelcache.load_graph_only(model), profile, opts).estimate
     fits, reasons = fit_check(est, profile, tgt.capabilities(profile).memories, opts.sram_budget)
     return est, fits, reasons
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from edgekit.analysis import Analysis, analyze
 from edgekit.errors import DataError, ModelLoadError, ShapeError, UsageError
 from edgekit.graph import Graph, deployment_graph
+
+if TYPE_CHECKING:  # torch is imported where a module is used: `edgekit estimate` on a cached graph never needs it
+    import torch
 
 
 @dataclass
@@ -39,11 +41,14 @@ class Model:
     train_y: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _graph: Graph | None = None
+    _input_shapes: list[tuple[int, ...]] | None = None  # set instead of example_inputs by edgekit/modelcache.py
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_module(cls, module: torch.nn.Module, example_inputs, name: str | None = None, **data) -> "Model":
         """Wrap a module. ``example_inputs`` is a tensor or tuple of tensors with batch size 1."""
+        import torch
+
         if not isinstance(module, torch.nn.Module):
             raise UsageError(f"expected a torch.nn.Module, got {type(module).__name__}")
         if isinstance(example_inputs, (np.ndarray, torch.Tensor)):
@@ -88,6 +93,8 @@ class Model:
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:
+        if self._input_shapes is not None:
+            return list(self._input_shapes)
         return [tuple(x.shape) for x in self.example_inputs]
 
     # ---- running the float reference ----------------------------------------------------------------------------
@@ -96,6 +103,8 @@ class Model:
         self.check_input(x, "input")
         outs = []
         if self.module is not None:
+            import torch
+
             with torch.no_grad():
                 for i in range(0, len(x), batch_size):
                     y = self.module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], np.float32)))
@@ -142,6 +151,8 @@ class Model:
         if self.test_x is not None and self.test_y is not None and len(self.test_x) != len(self.test_y):
             raise ShapeError(f"test data has {len(self.test_x)} inputs but {len(self.test_y)} labels")
         if self.module is not None:
+            import torch
+
             for name, p in list(self.module.named_parameters()) + list(self.module.named_buffers()):
                 if p.is_floating_point() and not torch.isfinite(p).all():
                     raise DataError(f"model '{self.name}': parameter '{name}' holds NaN or Inf values; "

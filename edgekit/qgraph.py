@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from edgekit import qmath
 from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
-from edgekit.importers.torch_fx import index_tuple
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
             "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish")
@@ -144,6 +141,9 @@ def lower(graph: Graph, quant) -> QGraph:
 
 def _conv_acc(x: np.ndarray, qn: QNode) -> np.ndarray:
     """int32 accumulators of a conv/linear, computed exactly (float64 holds these integer sums exactly)."""
+    import torch  # the host reference runs on torch's kernels; planning and estimates never get here
+    import torch.nn.functional as F
+
     n = qn.node
     xs = torch.from_numpy(x.astype(np.float64) - qn.q["in_zp"])
     w = torch.from_numpy(qn.q["weight"].astype(np.float64))
@@ -164,6 +164,11 @@ def _requant_channels(acc: np.ndarray, qn: QNode, channel_axis: int) -> np.ndarr
 
 
 def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.importers.torch_fx import index_tuple
+
     n, q = qn.node, qn.q
     if n.op in ("conv2d", "conv1d"):
         return _requant_channels(_conv_acc(xs[0], qn), qn, 1)
