@@ -137,6 +137,8 @@ def _all_cases():
     c.append(_conv_case(rng, "conv3x5 dil(2,3) s(2,1) 5->7", 13, 14, 5, 7, (3, 5), dilation=(2, 3),
                         stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu"))
     c.append(_conv_case(rng, "conv3x3 no bias 4->4", 6, 6, 4, 4, 3, padding=1, bias=False, tile_pixels=2))
+    # scratch too small for every block's biases at once (patched programs): one block's at a time, tail block of 2
+    c.append(_conv_case(rng, "conv1x1 24->46 biases per block", 5, 3, 24, 46, 1, scratch_limit_bytes=500))
     c.append(_conv_case(rng, "conv3x3 64-bit requant 8->6", 7, 6, 8, 6, 3, padding=1, big_mult=True))
     c.append(_conv_case(rng, "conv2x2 zero-mult channel 16->8", 6, 7, 16, 8, 2, zero_channel=True))
     c.append(_conv_case(rng, "conv7x1 1->3 tall", 12, 3, 1, 3, (7, 1), padding=(3, 3, 0, 0)))
@@ -240,6 +242,13 @@ def test_scratch_formula_matches_c():
     k_pairs = 3 * (3 * 16 // 2)
     expected = 16 * (k_pairs + 1) * 8 + 8 * k_pairs * 16 + 16 * 32 + 32 * 8 + 3 * 48
     assert kp.scratch_bytes(layer) == layer.scratch_bytes == expected
+
+
+def test_biases_per_block_when_scratch_is_short():
+    layer = next(c.layer for c, _ in CASES if c.name == "conv1x1 24->46 biases per block")
+    assert layer.params["flags"] & kp.FLAG_BIAS_PER_BLOCK and layer.scratch_bytes <= 500
+    full = kp.conv2d_scratch_bytes(dict(layer.params, flags=layer.params["flags"] & ~kp.FLAG_BIAS_PER_BLOCK))
+    assert full - layer.scratch_bytes == 32 * (12 - 1)  # 12 blocks of 4 channels, one slot kept
 
 
 def test_packed_weights_stay_one_byte_each():

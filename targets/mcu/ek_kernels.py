@@ -258,10 +258,11 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int]) -> int:
     if depthwise:
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2
-    for tile in range(min(kernel_pack.DEFAULT_TILE_PIXELS, npix), 1, -2):
-        size = kernel_pack.conv2d_scratch_bytes({**p, "tile_pixels": tile})
-        if size <= CONV_SCRATCH_LIMIT_BYTES:
-            return size
+    for flags in (0, kernel_pack.FLAG_BIAS_PER_BLOCK):  # as pack_conv2d chooses
+        for tile in range(min(kernel_pack.DEFAULT_TILE_PIXELS, npix), 1, -2):
+            size = kernel_pack.conv2d_scratch_bytes({**p, "tile_pixels": tile, "flags": flags})
+            if size <= CONV_SCRATCH_LIMIT_BYTES:
+                return size
     return 0  # falls back to TVM's kernel, which needs none
 
 

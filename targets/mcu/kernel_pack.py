@@ -33,13 +33,14 @@ import numpy as np
 from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
-__all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS",
+__all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
 
 # Mirrors ek_nn_s8.h.
 FLAG_FAST_REQUANT = 1
 FLAG_CACHE_ALL_WEIGHTS = 2
+FLAG_BIAS_PER_BLOCK = 4
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -183,7 +184,7 @@ def conv2d_scratch_bytes(params: dict) -> int:
     wcache = (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
-    bias8 = 32 * blocks  # each block's 4 biases, twice
+    bias8 = 32 * (1 if p["flags"] & FLAG_BIAS_PER_BLOCK else blocks)  # each block's 4 biases, twice
     return tile + wcache + accbuf + bias8 + runbuf
 
 
@@ -239,19 +240,25 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     cache_options = [cache_all_weights] if cache_all_weights is not None else \
         ([True, False] if blocks * (kp // 2) * 16 <= DEFAULT_WEIGHT_CACHE_LIMIT_BYTES else [False])
     chosen, best = None, None
-    for cache in cache_options:
-        for t in tiles:
-            trial = dict(params, tile_pixels=t, flags=params["flags"] | (FLAG_CACHE_ALL_WEIGHTS if cache else 0))
-            if scratch_limit_bytes is not None and conv2d_scratch_bytes(trial) > scratch_limit_bytes:
-                continue
-            # extra instructions per MAC (measured on the M7): widening the weights once per tile unless cached
-            # (8 per 8 weights: 1/t), and ~60 per kernel call (one per tile and block of 4 channels)
-            cost = (0.0 if cache else 1.0 / t) + 60.0 / (t * 4 * kp)
-            if best is None or cost < best - 1e-12:
-                chosen, best = trial, cost
+    for per_block in (False, True):
+        for cache in cache_options:
+            for t in tiles:
+                flags = params["flags"] | (FLAG_CACHE_ALL_WEIGHTS if cache else 0) | \
+                    (FLAG_BIAS_PER_BLOCK if per_block else 0)
+                trial = dict(params, tile_pixels=t, flags=flags)
+                if scratch_limit_bytes is not None and conv2d_scratch_bytes(trial) > scratch_limit_bytes:
+                    continue
+                # extra instructions per MAC (measured on the M7): widening the weights once per tile unless cached
+                # (8 per 8 weights: 1/t), ~60 per kernel call (one per tile and block of 4 channels), and ~12 per
+                # call to lay out the block's biases when only one block's fit in scratch
+                cost = (0.0 if cache else 1.0 / t) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
+                if best is None or cost < best - 1e-12:
+                    chosen, best = trial, cost
+        if chosen is not None:
+            break  # biases of all blocks at once whenever any tile fits that way
     if chosen is None:
         raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
-                                f"{conv2d_scratch_bytes(dict(params, tile_pixels=2))})")
+                                f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
     return PackedLayer(kind="conv2d", params=chosen, weights=packed,
                        bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
                        requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),

@@ -209,6 +209,7 @@ typedef struct {
     int32_t k_pairs, skip;            /* int16 pairs per pixel; unrolled steps skipped at the loop entry */
     int32_t pair_bytes;               /* tile bytes per pixel pair: k_pairs x 2 words + two output offsets */
     int32_t blocks, full_blocks;      /* groups of 4 output channels */
+    int32_t bias_blocks;              /* blocks whose biases sit in scratch at once: all, or 1 (BIAS_PER_BLOCK) */
     size_t tile_bytes, wcache_bytes, accbuf_bytes, runbuf_bytes;
 } ek__conv_geom_t;
 
@@ -227,6 +228,7 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
     g->pair_bytes = (g->k_pairs + 1) * 8;
     g->blocks = (p->out_c + 3) / 4;
     g->full_blocks = p->out_c / 4;
+    g->bias_blocks = (p->flags & EK_NN_FLAG_BIAS_PER_BLOCK) ? 1 : g->blocks;
     g->tile_bytes = (size_t)(p->tile_pixels / 2) * (size_t)g->pair_bytes;
     g->wcache_bytes = (size_t)((p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) ? g->blocks : 1) * (size_t)g->k_pairs * 16u;
     g->accbuf_bytes = (size_t)(p->tile_pixels / 2) * 32u;
@@ -237,7 +239,7 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
-    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.blocks + g.runbuf_bytes;
+    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
 }
 
 static int ek__conv_check(const ek_conv_params_t *p)
@@ -689,7 +691,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     uint32_t *wcache = tile + g.tile_bytes / 4;
     int32_t *accbuf = (int32_t *)(wcache + g.wcache_bytes / 4);
     int32_t *bias8 = accbuf + g.accbuf_bytes / 4;
-    int8_t *runbuf = (int8_t *)(bias8 + 8 * g.blocks);
+    int8_t *runbuf = (int8_t *)(bias8 + 8 * g.bias_blocks);
     int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
     memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
     const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
@@ -708,10 +710,11 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
                               wcache + g.full_blocks * w16_block_words);
         }
     }
-    for (int32_t c = 0; c < 4 * g.blocks; c++) { /* per block: its 4 biases twice (the two pixels' accumulators) */
+    for (int32_t c = 0; c < 4 * g.bias_blocks; c++) { /* per block: its 4 biases twice (two pixels' accumulators) */
         const int32_t v = (p->bias && c < p->out_c) ? p->bias[c] : 0;
         bias8[(c >> 2) * 8 + (c & 3)] = bias8[(c >> 2) * 8 + 4 + (c & 3)] = v;
     }
+    const int bias_per_block = g.bias_blocks == 1 && g.blocks > 1;
 #if EK_NN_DSP
     const int full_range = p->act_min == -128 && p->act_max == 127; /* then SSAT alone is the clamp */
     ek__gemm_args_t a;
@@ -732,6 +735,14 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
 #endif
         for (int32_t b = 0; b < g.blocks; b++) {
             const uint32_t *w16 = wcache;
+            int32_t *bias_b = bias8 + 8 * b;
+            if (bias_per_block) { /* the block's 4 biases, twice, into the one slot (patched programs' small scratch) */
+                bias_b = bias8;
+                for (int32_t i = 0; i < 4; i++) {
+                    const int32_t c = 4 * b + i;
+                    bias8[i] = bias8[4 + i] = (p->bias && c < p->out_c) ? p->bias[c] : 0;
+                }
+            }
             if (cache_all) {
                 w16 = wcache + b * w16_block_words;
             } else if (b < g.full_blocks) {
@@ -742,7 +753,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
 #if EK_NN_DSP
             a.w_start = w16;
             a.w_end = w16 + w16_block_words;
-            a.bias8 = bias8 + 8 * b;
+            a.bias8 = bias_b;
             a.qtab = p->requant + 16 * b;
             a.out = output + 4 * b;
             if (rq.fast && b < g.full_blocks) {
@@ -756,7 +767,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             a.accbuf = accbuf;
             ek__conv_gemm_2x4_raw(&a);
 #else
-            ek__conv_gemm_portable(tile, npairs, &g, w16, bias8 + 8 * b, accbuf);
+            ek__conv_gemm_portable(tile, npairs, &g, w16, bias_b, accbuf);
 #endif
             ek__conv_store_raw(p, &g, &rq, tile, npairs, b, accbuf, output);
         }
