@@ -45,7 +45,6 @@ it is the safer default for recurrent kernels; int8 state is an option once a mo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,41 +52,11 @@ from edgekit.errors import DataError, UsageError
 from edgekit.graph import Graph
 from edgekit.graph_exec import run_graph
 from edgekit.model import Model
+from edgekit.quantparams import QuantParams, TensorQ, weight_scales  # noqa: F401  (the records, re-exported)
 
 OBSERVERS = ("minmax", "percentile", "mse")
 # Layers whose output reuses the input's quantization (they only move or pick int8 values).
 PASS_THROUGH = ("reshape", "flatten", "select", "maxpool2d")
-
-
-@dataclass(frozen=True)
-class TensorQ:
-    """real = scale · (q − zero_point), q in [−128, 127]."""
-
-    scale: float
-    zero_point: int
-
-
-@dataclass
-class QuantParams:
-    """Per-layer output quantization and per-layer weight scales (per output channel)."""
-
-    activations: dict[str, TensorQ]
-    weight_scales: dict[str, np.ndarray]
-    observer: str = "minmax"
-    per_channel: bool = True
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        """Plain JSON data (what ``edgekit convert`` stores inside the .pt2); :meth:`from_json` reads it back."""
-        return {"activations": {k: [float(q.scale), int(q.zero_point)] for k, q in self.activations.items()},
-                "weight_scales": {k: [float(v) for v in np.asarray(s).ravel()] for k, s in self.weight_scales.items()},
-                "observer": self.observer, "per_channel": bool(self.per_channel), "notes": list(self.notes)}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "QuantParams":
-        return cls({k: TensorQ(float(s), int(z)) for k, (s, z) in data["activations"].items()},
-                   {k: np.asarray(v, dtype=np.float64) for k, v in data["weight_scales"].items()},
-                   data.get("observer", "minmax"), bool(data.get("per_channel", True)), list(data.get("notes", [])))
 
 
 def qparams_from_range(lo: float, hi: float) -> TensorQ:
@@ -117,15 +86,6 @@ def observe(values: np.ndarray, observer: str) -> tuple[float, float]:
         best = min(np.linspace(0.3, 1.0, 36), key=lambda r: _fake_quant_error(sample, lo * r, hi * r))
         return lo * float(best), hi * float(best)
     raise UsageError(f"unknown observer '{observer}'; choose one of {', '.join(OBSERVERS)}")
-
-
-def weight_scales(w: np.ndarray, per_channel: bool = True) -> np.ndarray:
-    """Symmetric int8 scales: max|w| / 127 per output channel (axis 0), or one for the tensor."""
-    if per_channel:
-        m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    else:
-        m = np.full(w.shape[0], np.abs(w).max())
-    return np.where(m > 0, m / 127.0, 1.0).astype(np.float64)
 
 
 def calibrate(graph: Graph, calib: np.ndarray, observer: str = "minmax", per_channel: bool = True,

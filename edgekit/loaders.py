@@ -127,7 +127,7 @@ def _read_meta(path: Path, text: str) -> dict:
     try:
         meta = json.loads(text)
         if "quant" in meta:
-            from edgekit.converters.quantize import QuantParams
+            from edgekit.quantparams import QuantParams
 
             meta["quant"] = QuantParams.from_json(meta["quant"])
     except (ValueError, KeyError, TypeError) as e:

@@ -35,3 +35,31 @@ def test_key_follows_file_contents(tmp_path):
     assert modelcache.key(f, (1, 8)) != modelcache.key(f)
     assert modelcache.key(tmp_path / "missing.pt2") is None  # the full loader reports what is wrong
     assert modelcache.key(np.zeros(3)) is None
+
+
+def test_cached_estimate_never_imports_torch(tmp_path):
+    """`edgekit estimate` on a cached graph starts without torch (the ~1.5 s that kept it from answering in 1 s)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = ("import sys; from edgekit import api; api.estimate('digits-cnn', 'cortex-m7', quantize='int8'); "
+            "print('torch' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[-1] == "True"   # the first load builds and traces the example
+    assert again.stdout.split()[-1] == "False"
+
+
+def test_converter_entries_stay_functions_after_submodule_imports():
+    import importlib
+
+    import edgekit.converters as conv
+
+    importlib.import_module("edgekit.converters.prune")
+    importlib.import_module("edgekit.converters.quantize")
+    from edgekit.converters import prune, quantize, to_spiking
+
+    assert callable(prune) and callable(quantize) and callable(to_spiking)
+    assert prune.__module__ == "edgekit.converters.prune" and conv.quantize is quantize

@@ -74,7 +74,7 @@ def uses_ek_kernels(options: CompileOptions, dtype: str, platform: Platform) -> 
 
 def _shape_only_qgraph(graph):
     """Integer parameters with placeholder scales: enough to plan memory and count bytes without calibrating."""
-    from edgekit.converters.quantize import QuantParams, TensorQ, weight_scales
+    from edgekit.quantparams import QuantParams, TensorQ, weight_scales
     from edgekit.qgraph import lower
 
     acts = {n.name: TensorQ(1.0 / 64, 0) for n in graph.nodes}

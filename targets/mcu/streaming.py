@@ -233,7 +233,7 @@ class _StepBuilder(_Builder):
 
 def _placeholder_quant(graph):
     """int8 parameters with placeholder scales: enough to plan memory and count bytes without calibrating."""
-    from edgekit.converters.quantize import QuantParams, TensorQ, weight_scales
+    from edgekit.quantparams import QuantParams, TensorQ, weight_scales
 
     acts = {n.name: TensorQ(1.0 / 64, 0) for n in graph.nodes}
     ws = {n.name: weight_scales(n.params["weight"]) for n in graph.nodes if n.op == "linear"}
