@@ -125,6 +125,46 @@ def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
     out_console.print(t)
 
 
+@app.command()
+def data(name: str = typer.Argument(..., help="Data set: kws (spoken keywords, made with espeak-ng)."),
+         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the arrays to this .npz file."),
+         seed: int = typer.Option(0, "--seed", help="Data set seed: the same seed gives the same bytes."),
+         size: str = typer.Option("full", "--size", help="full (~5,000 clips, the examples') or small (tests)."),
+         stats: bool = typer.Option(False, "--stats", help="Print the raw MFCC mean/std of the training split.")):
+    """Make (or read from the cache) a data set the bundled examples use, and summarise it."""
+    import numpy as np
+
+    from edgekit import speech
+
+    if name != "kws":
+        raise UsageError(f"unknown data set '{name}'; the one made on this machine is: kws")
+    d = speech.kws(seed, size)
+    t = Table(title=f"kws (seed {seed}, {size}): 1-s clips at 16 kHz -> {speech.FRAMES}x{speech.MFCC_COEFFS} MFCC")
+    t.add_column("split")
+    t.add_column("clips", justify="right")
+    t.add_column("voices", justify="right")
+    for c in speech.CLASSES:
+        t.add_column(c, justify="right")
+    for split in ("train", "val", "test"):
+        x, y = d.split(split)
+        t.add_row(split, f"{len(y):,}", str(len(set(getattr(d, f"speakers_{split}")))),
+                  *[str(int(n)) for n in np.bincount(y, minlength=len(speech.CLASSES))])
+    out_console.print(t)
+    if stats:
+        raw = d.x_train.astype(np.float64) * speech.FEATURE_STD + speech.FEATURE_MEAN
+        out_console.print(f"raw MFCC mean {np.round(raw.mean((0, 1)), 2).tolist()}")
+        out_console.print(f"raw MFCC std  {np.round(raw.std((0, 1)), 2).tolist()}")
+    if out is not None:
+        if out.suffix != ".npz":
+            raise UsageError(f"{out}: give a .npz file name")
+        arrays = {k: (np.array(v) if k.startswith("speakers") else v) for k, v in d.__dict__.items()}
+        arrays["classes"] = np.array(speech.CLASSES)
+        tmp = out.with_name(f".{out.name}.partial.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(out)
+        out_console.print(f"wrote {out}")
+
+
 def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer="minmax",
                      sram_budget=None):
     from edgekit.targets import CompileOptions

@@ -23,7 +23,7 @@ from torch import nn
 
 from edgekit.datasets import as_sequence, digits
 from edgekit.errors import ModelLoadError, UsageError
-from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, MobileNetV2
+from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, KwsDSCNN, KwsGRU, KwsLMU, MobileNetV2
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TASKS = ("classification",)
@@ -179,6 +179,30 @@ def mbv2_data() -> ExampleData:
     return x_calib, x_test, None
 
 
+# --- spoken keywords (edgekit.speech: espeak-ng voices + noise, MFCC frames) -----------------------------------------
+
+KWS_CALIBRATION_SAMPLES = 256
+
+
+def kws_data(image: bool = False, size: str = "full") -> ExampleData:
+    """``(x_calib, x_test, y_test)`` of a keyword example: 256 training clips and the test split (unseen voices).
+
+    Features are [N, 49, 10] (frames, coefficients), what the recurrent examples read one frame per step;
+    ``image=True`` gives [N, 1, 49, 10] for the convolutional example."""
+    from edgekit.speech import kws
+
+    data = kws(size=size)
+    shape = (lambda x: x[:, None]) if image else (lambda x: x)
+    return shape(data.x_train[:KWS_CALIBRATION_SAMPLES]).copy(), shape(data.x_test).copy(), data.y_test.copy()
+
+
+def kws_train_data(image: bool = False, size: str = "full") -> tuple[np.ndarray, np.ndarray]:
+    from edgekit.speech import kws
+
+    data = kws(size=size)
+    return (data.x_train[:, None] if image else data.x_train).copy(), data.y_train.copy()
+
+
 # --- the registry ------------------------------------------------------------------------------------------------------
 
 EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
@@ -228,6 +252,41 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         reference_accuracy=0.9806,  # 353 / 360, at 60.9 % activity sparsity
         meta={"egru": {"activity_sparsity": 0.609, "accuracy": 0.9806,
                        "source": "measured on the test split by examples/train_digits_egru.py (to_egru)"}},
+    ),
+    ExampleSpec(
+        name="kws-dscnn",
+        description="depthwise-separable CNN (DS-CNN-S shape) spotting 10 spoken keywords in 49x10 MFCC frames "
+                    "(edgekit.speech, espeak-ng voices), trained",
+        build=KwsDSCNN,
+        weights_file=WEIGHTS_DIR / "kws-dscnn.pt",
+        input_shape=(1, 49, 10),
+        num_classes=12,
+        data=partial(kws_data, image=True),
+        train_data=partial(kws_train_data, image=True),
+        reference_accuracy=None,  # set from examples/train_kws.py's report
+    ),
+    ExampleSpec(
+        name="kws-gru",
+        description="GRU (hidden 64) spotting 10 spoken keywords, one 20 ms MFCC frame per step (49 steps), trained",
+        build=KwsGRU,
+        weights_file=WEIGHTS_DIR / "kws-gru.pt",
+        input_shape=(49, 10),
+        num_classes=12,
+        data=kws_data,
+        train_data=kws_train_data,
+        reference_accuracy=None,
+    ),
+    ExampleSpec(
+        name="kws-lmu",
+        description="Legendre Memory Unit (hidden 64, order 16, window 49 frames) spotting 10 spoken keywords, one "
+                    "MFCC frame per step, trained",
+        build=KwsLMU,
+        weights_file=WEIGHTS_DIR / "kws-lmu.pt",
+        input_shape=(49, 10),
+        num_classes=12,
+        data=kws_data,
+        train_data=kws_train_data,
+        reference_accuracy=None,
     ),
     ExampleSpec(
         name="mbv2-w035",

@@ -90,6 +90,44 @@ class DigitsLMU(nn.Module):
         return self.classifier(outputs[:, -1])
 
 
+class KwsDSCNN(nn.Module):
+    """Depthwise-separable CNN for keyword spotting over [N, 1, 49, 10] MFCC frames (edgekit.speech): the DS-CNN of
+    "Hello Edge" (Zhang et al. 2017, DS-CNN-S shape): a 10x4 conv with stride 2 (to 25x5x64), four blocks of 3x3
+    depthwise + 1x1 pointwise convs (BatchNorm + ReLU each), global average pool, linear classifier. Output [N, 12]
+    logits over edgekit.speech.CLASSES."""
+
+    def __init__(self, channels: int = 64, blocks: int = 4, num_classes: int = 12):
+        super().__init__()
+        layers = [nn.Conv2d(1, channels, (10, 4), stride=2, padding=(5, 1), bias=False), nn.BatchNorm2d(channels),
+                  nn.ReLU()]
+        for _ in range(blocks):
+            layers += [conv_bn_relu(channels, channels, 3, groups=channels), conv_bn_relu(channels, channels, 1)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class KwsGRU(DigitsGRU):
+    """GRU (hidden 64) reading the 49 MFCC frames of a clip one frame per step ([N, 49, 10]), classifying from the
+    last hidden state: the streaming keyword model (one step per 20 ms frame). Output [N, 12] logits."""
+
+    def __init__(self, hidden_size: int = 64, num_classes: int = 12):
+        super().__init__(hidden_size, num_classes)
+        self.gru = nn.GRU(input_size=10, hidden_size=hidden_size, batch_first=True)
+
+
+class KwsLMU(DigitsLMU):
+    """Legendre Memory Unit (hidden 64, memory order 16, window theta = 49 frames = the whole clip) reading the MFCC
+    frames one per step ([N, 49, 10]). Output [N, 12] logits."""
+
+    def __init__(self, hidden_size: int = 64, memory_size: int = 16, theta: float = 49.0, num_classes: int = 12):
+        super().__init__(hidden_size, memory_size, theta, num_classes)
+        self.lmu = LMU(input_size=10, hidden_size=hidden_size, memory_size=memory_size, theta=theta, batch_first=True)
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """MobileNet's channel rounding: nearest multiple of ``divisor``, never more than 10 % below ``value``."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
