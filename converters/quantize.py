@@ -59,10 +59,19 @@ OBSERVERS = ("minmax", "percentile", "mse")
 PASS_THROUGH = ("reshape", "flatten", "select", "maxpool2d")
 
 
+# The smallest activation scale: float32's machine epsilon, the floor PyTorch's observers put on scales. A range
+# narrower than 255 of these (an all-zero or dying layer) is widened to it; its values then quantize to the zero
+# point, which is exact to within 1.2e-7 — and the scales downstream stay representable.
+MIN_SCALE = float(np.finfo(np.float32).eps)
+
+
 def qparams_from_range(lo: float, hi: float) -> TensorQ:
+    """Asymmetric int8 (scale, zero point) for [lo, hi] widened to hold 0, with a scale of at least MIN_SCALE."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-8:
-        hi = lo + 1e-8
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(f"activation range [{lo}, {hi}] is not finite; check the calibration data and the model")
+    if hi - lo < 255.0 * MIN_SCALE:
+        hi = lo + 255.0 * MIN_SCALE
     scale = (hi - lo) / 255.0
     zp = int(round(-128 - lo / scale))
     return TensorQ(scale, int(np.clip(zp, -128, 127)))

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import EdgekitError, LowFidelityError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take a trained neural network and make it run on microcontrollers, phones and "
@@ -129,7 +129,7 @@ def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 def data(name: str = typer.Argument(..., help="Data set: kws (spoken keywords, made with espeak-ng)."),
          out: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write the arrays to this .npz file."),
          seed: int = typer.Option(0, "--seed", help="Data set seed: the same seed gives the same bytes."),
-         size: str = typer.Option("full", "--size", help="full (~5,000 clips, the examples') or small (tests)."),
+         size: str = typer.Option("full", "--size", help="full (8,400 clips, the examples') or small (tests)."),
          stats: bool = typer.Option(False, "--stats", help="Print the raw MFCC mean/std of the training split.")):
     """Make (or read from the cache) a data set the bundled examples use, and summarise it."""
     import numpy as np
@@ -316,8 +316,13 @@ def profile(out: Path = typer.Argument(..., help="A folder written by edgekit co
             time_limit: Optional[float] = typer.Option(None, help="Cortex-M: seconds the emulated firmware may run "
                                                                   "before it counts as hung (default: from the MACs)."),
             samples: Optional[int] = typer.Option(None, help="loihi2: run only the first N test inputs in Lava "
-                                                             "(default: all; Lava simulates ~10-100 ms per step).")):
-    """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference, update the report."""
+                                                             "(default: all; Lava simulates ~10-100 ms per step)."),
+            accept_low_fidelity: bool = typer.Option(False, "--accept-low-fidelity",
+                                                     help="Exit 0 even when the artifact's outputs stray from the "
+                                                          "float model's (top-1 agreement < 90 % or SQNR < 10 dB).")):
+    """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference and with the float model,
+    update the report. Exits 11 when fidelity to the float model is below the documented bounds (docs/report.md)
+    unless --accept-low-fidelity."""
     from edgekit import api
 
     if time_limit is not None and not 0 < time_limit <= 86400:
@@ -329,6 +334,9 @@ def profile(out: Path = typer.Argument(..., help="A folder written by edgekit co
         kw["samples"] = samples
     art = api.profile(out, repeat=repeat, **kw)
     print_summary(art.report)
+    fid = (art.report.get("measured") or {}).get("fidelity") or {}
+    if fid and not fid.get("ok", True) and not accept_low_fidelity:
+        raise LowFidelityError(f"{out}: {fid['summary']}; pass --accept-low-fidelity to accept it")
 
 
 def print_summary(rep: dict) -> None:
@@ -380,6 +388,11 @@ def print_summary(rep: dict) -> None:
         facts.append(f"max abs error {m['max_abs_err']:.3g}")
     facts.append(f"fits: {'yes' if rep['fits'] else 'no'}")
     out_console.print("  " + "; ".join(facts))
+    fid = m.get("fidelity")
+    if fid:
+        out_console.print(f"  {fid['summary']} (max abs error {fid['max_abs_err']:.3g}, "
+                          f"{fid['max_abs_err_rel']:.1%} of the output range, cosine {fid['cosine']:.4f}, "
+                          f"{fid['inputs']} inputs)")
     for r in rep.get("fit_reasons", []):
         out_console.print(f"    {r}")
 

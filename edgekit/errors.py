@@ -67,6 +67,13 @@ class MismatchError(EdgekitError):
     exit_code = 10
 
 
+class LowFidelityError(EdgekitError):
+    """The artifact runs and matches its own reference, but its outputs stray from the float model's beyond the
+    documented bounds (edgekit/fidelity.py; ``edgekit profile --accept-low-fidelity`` accepts it)."""
+
+    exit_code = 11
+
+
 class InterruptedError_(EdgekitError):
     """The user interrupted (Ctrl-C); nothing half-written was left behind."""
 

@@ -50,6 +50,7 @@ class QNode:
 class QGraph:
     graph: Graph
     nodes: dict[str, QNode]
+    notes: list[str] = field(default_factory=list)  # what the lowering had to change, one line per layer
 
     @property
     def input(self) -> QNode:
@@ -67,6 +68,36 @@ class QGraph:
         return (y.astype(np.float32) - qo.out_zp) * qo.out_scale
 
 
+INT32_MAX = 2**31 - 1
+
+
+def fit_bias(layer: str, w: np.ndarray, b: np.ndarray, in_scale: float, ws: np.ndarray):
+    """int8 weights and int32 biases of a conv/linear layer whose int32 accumulator cannot overflow.
+
+    The accumulator is ``bias_q + sum((x - x_zp) * w_q)`` with ``|x - x_zp| <= 255``, so it stays in int32 as long as
+    ``|bias_q[c]| <= 2**31 - 1 - 255 * sum|w_q[c]|``. A bias that is large next to ``in_scale * w_scale`` (a layer
+    whose input has almost died, as in an untrained network) would break that: it would clip and then wrap where
+    kernels fold the zero point into it. Then, as TensorFlow Lite's converter does, the channel's weight scale is
+    raised until its bias fits in half of int32 (the weights lose precision in that channel, the bias is exact).
+    Returns (weight scales, int8 weights, int32 biases, channels raised). Raises UnsupportedError when even that
+    cannot make the layer fit (a fan-in beyond ~33,000 inputs of full-range weights)."""
+    bshape = (-1,) + (1,) * (w.ndim - 1)
+    ws = np.asarray(ws, dtype=np.float64).copy()
+    raised = np.zeros(len(ws), dtype=bool)
+    for _ in range(3):
+        w_q = np.clip(np.round(w / ws.reshape(bshape)), -127, 127)
+        b_real = b / (in_scale * ws)
+        room = INT32_MAX - 255.0 * np.abs(w_q).reshape(len(ws), -1).sum(axis=1)
+        over = np.abs(b_real) > room
+        if not over.any():
+            return ws, w_q.astype(np.int8), np.round(b_real).astype(np.int32), int(raised.sum())
+        ws = np.where(over, np.maximum(ws, np.abs(b) / (in_scale * 2.0**30)), ws)
+        raised |= over
+    raise UnsupportedError(f"layer '{layer}': its int32 accumulator could overflow even with raised weight scales "
+                           f"(bias up to {np.abs(b).max():.3g} at input scale {in_scale:.3g}); keep this layer in "
+                           "float32 (omit --quantize) or recalibrate with data that keeps its input alive")
+
+
 def unsupported_int8(graph: Graph) -> list[str]:
     return [f"'{n.name}' ({n.op})" for n in graph.nodes if n.op not in INT8_OPS]
 
@@ -79,6 +110,7 @@ def lower(graph: Graph, quant) -> QGraph:
                                "compile them in float32 (omit --quantize)")
     acts = quant.activations
     out: dict[str, QNode] = {}
+    notes: list[str] = []
     for n in graph.nodes:
         a = acts[n.name]
         qn = QNode(n, float(a.scale), int(a.zero_point))
@@ -88,13 +120,16 @@ def lower(graph: Graph, quant) -> QGraph:
         ins = [out[i] for i in n.inputs]
         if n.op in ("conv2d", "conv1d", "linear"):
             x = ins[0]
-            ws = np.asarray(quant.weight_scales[n.name], dtype=np.float64)
             w = n.params["weight"].astype(np.float64)
-            bshape = (-1,) + (1,) * (w.ndim - 1)
-            w_q = np.clip(np.round(w / ws.reshape(bshape)), -127, 127).astype(np.int8)
             b = n.params.get("bias", np.zeros(w.shape[0], np.float32)).astype(np.float64)
-            b_q = np.clip(np.round(b / (x.out_scale * ws)), -2**31, 2**31 - 1).astype(np.int32)
-            mult, shift = qmath.quantize_multipliers(x.out_scale * ws / qn.out_scale)
+            ws, w_q, b_q, raised = fit_bias(n.name, w, b, x.out_scale,
+                                            np.asarray(quant.weight_scales[n.name], dtype=np.float64))
+            if raised:
+                notes.append(f"layer '{n.name}': the bias of {raised} channel(s) does not fit int32 at input scale "
+                             f"{x.out_scale:.3g}; their weight scales were raised so it does (as TFLite's converter "
+                             "does), which costs those channels weight precision")
+            real = x.out_scale * ws / qn.out_scale
+            mult, shift = qmath.quantize_multipliers(real)
             lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
             qn.q.update(weight=w_q, bias=b_q, mult=mult, shift=shift, in_zp=x.out_zp, act_min=lo, act_max=hi,
                         w_scale=ws)
@@ -133,7 +168,7 @@ def lower(graph: Graph, quant) -> QGraph:
             qn.q.update(lut=lut)
         elif n.op in ("maxpool2d", "reshape", "flatten", "select"):
             pass
-    return QGraph(graph, out)
+    return QGraph(graph, out, notes)
 
 
 # ---- host reference ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import fidelity
 from edgekit.errors import FirmwareError, ToolchainError
 from edgekit.runtimes.qemu import run_elf
 from edgekit.targets.mcu.platforms import get_platform
@@ -197,6 +198,9 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         if "event_margin" in ref.files:  # EGRU: events decided by float rounding
             measured.update(_float_event_check(got, expected, ref["event_margin"], FLOAT_ATOL, FLOAT_RTOL))
         scores = got
+    float_expected = ref["float_expected"] if "float_expected" in ref.files else expected
+    measured["fidelity"] = fidelity.measure(scores.reshape(n, -1), float_expected.reshape(n, -1),
+                                            ref["y"] if "y" in ref.files else None)
     if "y" in ref.files:
         y = ref["y"]
         measured["accuracy"] = float((scores.reshape(n, -1).argmax(-1) == y).mean())

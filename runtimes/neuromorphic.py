@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import fidelity
+
 from edgekit.errors import FirmwareError, ToolchainError, UsageError
 from edgekit.runtimes.progress import progress_bar
 
@@ -91,6 +93,9 @@ def _counted(out: Path, report: dict) -> dict:
                 "energy_formula": energy["formula"],
                 "notes": [f"no {report['target']} simulator is available: the numbers are the torch (snntorch/float) "
                           "run's counts on the test inputs, priced with the profile's energy constants"]}
+    if "float_reference" in data.files:
+        measured["fidelity"] = fidelity.measure(data["reference"], data["float_reference"], y)
+        measured["fidelity"]["against"] = "the model before conversion (its outputs vs the converted network's)"
     if "events_per_inference" in act:
         measured["events_per_inference"] = act["events_per_inference"]
         measured["events_per_step"] = act.get("events_per_step")
@@ -461,6 +466,9 @@ def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
                      "the reference computes Lava's integer arithmetic (floored sums, truncated decays) in float64, "
                      "so spikes are expected to be identical",
     }
+    if "float_reference" in data.files:  # the ANN the spiking network was converted from
+        measured["fidelity"] = fidelity.measure(logits, data["float_reference"][:n], y)
+        measured["fidelity"]["against"] = "the ANN before spiking conversion (its logits vs Lava's readout)"
     if samples is not None and n < len(data["x"]):
         measured["notes"] = [f"Lava ran the first {n} of {len(data['x'])} test inputs"]
     return measured

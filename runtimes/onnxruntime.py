@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit import fidelity
+
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.runtimes.progress import progress_bar
 
@@ -149,6 +151,7 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     if y is not None:
         measured["accuracy"] = float(np.mean(outputs.argmax(-1) == y))
         measured["reference_accuracy"] = float(np.mean(reference.argmax(-1) == y))
+    measured["fidelity"] = fidelity.measure(outputs, reference, y)  # reference: the float PyTorch model's outputs
     return measured
 
 

@@ -37,3 +37,86 @@ def test_activation_ranges():
     assert qmath.activation_range(None, 0.1, 3) == (-128, 127)
     assert qmath.activation_range("relu", 0.1, -20) == (-20, 127)
     assert qmath.activation_range("relu6", 0.1, -128) == (-128, -68)
+
+
+# ---- no silent wrap, clip or underflow in the integer conversion (issue: int8 you can trust) ------------------------
+
+def _layer_cases():
+    """Random and degenerate linear layers: (name, weight [O, I], bias [O], inputs [N, I])."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((6, 20)) * 0.1
+    b = rng.standard_normal(6) * 0.1
+    x = rng.standard_normal((32, 20))
+    zero_ch = w.copy()
+    zero_ch[2] = 0.0
+    yield "random", w, b, x
+    yield "inputs of 1e-12 (a dying layer)", w, b, x * 1e-12
+    yield "an all-zero weight channel", zero_ch, b, x
+    yield "huge biases", w, b * 1e6, x
+    yield "constant inputs", w, b, np.full_like(x, 0.37)
+    yield "zero inputs and biases only", w, b, np.zeros_like(x)
+    yield "weights of 1e-9", w * 1e-9, b, x
+
+
+@pytest.mark.parametrize("case", list(_layer_cases()), ids=lambda c: c[0])
+def test_int8_linear_stays_within_its_error_bound(case):
+    """Quantize one linear layer the way edgekit does (observer, weight scales, lowering, integer reference) and
+    compare with float64: the error stays within the bound the scales imply — never a wrapped or clipped bias."""
+    import torch
+
+    from edgekit.converters.quantize import quantize
+    from edgekit.model import Model
+    from edgekit.qgraph import lower, run_int8
+
+    name, w, b, x = case
+    lin = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
+    x32 = x.astype(np.float32)
+    model = quantize(Model.from_module(torch.nn.Sequential(lin), torch.from_numpy(x32[:1]), calib=x32))
+    qg = lower(model.deploy_graph, model.meta["quant"])
+    y_q = run_int8(qg, qg.quantize_input(x32))[qg.graph.outputs[0]]
+    got = qg.dequantize_output(y_q).astype(np.float64)
+    exact = x32.astype(np.float64) @ w.T.astype(np.float32).astype(np.float64) + b.astype(np.float32)
+    qn = qg.nodes[qg.graph.outputs[0]]
+    xs, ws = qg.input.out_scale, qn.q["w_scale"]
+    # rounding of the output, of the inputs (through the weights), of the weights (through the inputs), of the bias
+    bound = (qn.out_scale * 1.01 + 0.5 * xs * np.abs(w).sum(1) + 0.5 * ws * np.abs(x32).sum(1, keepdims=True)
+             + 0.5 * xs * ws + 1e-6 * np.abs(exact))
+    assert np.all(np.abs(got - exact) <= bound), name
+
+
+def test_fit_bias_keeps_the_accumulator_in_int32():
+    from edgekit.qgraph import INT32_MAX, fit_bias
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        cout, fan_in = int(rng.integers(1, 9)), int(rng.integers(1, 3000))
+        w = rng.standard_normal((cout, fan_in)) * 10.0 ** rng.uniform(-6, 1)
+        b = rng.standard_normal(cout) * 10.0 ** rng.uniform(-3, 7)
+        in_scale = 10.0 ** rng.uniform(-9, 0)
+        ws0 = np.where(np.abs(w).max(1) > 0, np.abs(w).max(1) / 127, 1.0)
+        ws, w_q, b_q, raised = fit_bias("fc", w, b, in_scale, ws0)
+        worst = np.abs(b_q.astype(np.int64)) + 255 * np.abs(w_q.astype(np.int64)).sum(1)
+        assert np.all(worst <= INT32_MAX)
+        assert np.all(ws >= ws0) and raised == int((ws > ws0).sum())
+        # the bias is represented exactly to within half a step of its scale
+        assert np.allclose(b_q * in_scale * ws, b, rtol=0, atol=0.5 * in_scale * ws.max() * 1.0001)
+
+
+def test_multiplier_underflow_is_harmless():
+    """A requantization multiplier below 2**-32 becomes 0: with an int32 accumulator its product is under 0.5."""
+    real = 2.0 ** -33
+    m, s = qmath.quantize_multiplier(real)
+    assert (m, s) == (0, 1)
+    assert abs((2**31 - 1) * real) < 0.5
+
+
+def test_activation_scale_has_a_floor():
+    from edgekit.converters.quantize import MIN_SCALE, qparams_from_range
+
+    q = qparams_from_range(-1e-12, 1e-12)
+    assert q.scale >= MIN_SCALE and -128 <= q.zero_point <= 127
+    with pytest.raises(Exception, match="not finite"):
+        qparams_from_range(0.0, float("inf"))

@@ -250,6 +250,8 @@ def _final_program(p: McuPlan):
         prog = build_program(model.deploy_graph, p.dtype, qg, p.use_ek, p.cpu, p.profile.name,
                              patch=p.patch_schedule, scratch_limits=p.scratch_limits or None, platform=p.platform)
     prog.schedule, prog.patch = p.program.schedule, p.program.patch
+    if qg is not None:
+        prog.notes.extend(qg.notes)
     if prog.arena_bytes != p.program.arena_bytes:  # sizes do not depend on scales: this would be a planner bug
         raise AssertionError(f"model '{model.name}': the calibrated program plans a {prog.arena_bytes} B arena, the "
                              f"plan {p.program.arena_bytes} B")
@@ -311,6 +313,7 @@ def _one_shot_reference(model, prog: Program, qg, budget: int) -> tuple[np.ndarr
         outs = [run_int8(qg, qg.quantize_input(x[i:i + 256]))[qg.graph.outputs[0]] for i in range(0, len(x), 256)]
         expected = np.concatenate(outs, 0)
         ref["out_scale"], ref["out_zp"] = np.float64(prog.output_q[0]), np.int64(prog.output_q[1])
+        ref["float_expected"] = _device_layout(model.predict(x))  # what fidelity is measured against
         if model.test_x is not None and model.test_y is not None:
             ref["reference_accuracy"] = np.float64((predict_int8(qg, model.test_x).argmax(-1) == model.test_y).mean())
             ref["float_accuracy"] = np.float64(model.accuracy())
@@ -344,6 +347,7 @@ def _streaming_reference(model, prog: Program, qs, profile: TargetProfile, limit
     if prog.dtype == "int8":
         expected, events = qrecurrent.run(qs, x_dev)
         ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]))
+        ref["float_expected"] = np.ascontiguousarray(model.predict(x))
         if prog.event_states:
             ref["events"] = events
         if model.test_x is not None and model.test_y is not None:

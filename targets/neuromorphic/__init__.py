@@ -200,6 +200,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions) -> 
     logits, rec = net.measure(x)
     act = summarize(net, rec, logits, y)
     data = {"x": x, "reference": logits.astype(np.float32)}
+    ann = model.meta.get("converted_from")
+    if ann is not None and getattr(ann, "module", None) is not None:  # fidelity is measured against the ANN
+        data["float_reference"] = ann.predict(x).astype(np.float32)
     if y is not None:
         data["y"] = y
     data.update({f"spikes.{k}": v.astype(np.float32) for k, v in rec.spikes.items()})

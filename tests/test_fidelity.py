@@ -1,0 +1,83 @@
+"""Fidelity to the float model on every target's profile, and the int8 regression that once passed silently: an
+untrained MobileNetV1-0.25 whose activations die out (issue: int8 you can trust)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekit import fidelity
+
+
+def test_measure_figures():
+    ref = np.array([[1.0, -1.0, 0.5], [0.2, 0.8, -0.4]])
+    same = fidelity.measure(ref, ref, labels=np.array([0, 1]))
+    assert same["sqnr_db"] == math.inf and same["top1_agreement"] == 1.0 and same["ok"]
+    assert same["accuracy"] == same["float_accuracy"] == 1.0 and same["cosine"] == pytest.approx(1.0)
+    noisy = fidelity.measure(ref + 0.01, ref)
+    assert 30 < noisy["sqnr_db"] < 50 and noisy["max_abs_err"] == pytest.approx(0.01)
+    assert noisy["max_abs_err_rel"] == pytest.approx(0.01 / 2.0)  # of the float outputs' range, -1 .. 1
+    flat = fidelity.measure(np.zeros_like(ref), ref)  # every output at zero: the silent failure of the issue
+    assert not flat["ok"] and "LOW FIDELITY" in flat["summary"] and flat["sqnr_db"] == pytest.approx(0.0)
+
+
+def _dw(cin, cout, stride):
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1 (Howard et al. 2017), width 0.25, as a user writes it: PyTorch's default initialisation, BatchNorm
+    statistics never estimated (mean 0, variance 1), so activations shrink layer by layer to ~1e-11."""
+
+    def __init__(self, alpha=0.25, num_classes=2):
+        super().__init__()
+        c = lambda v: max(8, int(v * alpha))  # noqa: E731
+        cfg = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+        layers, cin = [nn.Conv2d(3, c(32), 3, 2, 1, bias=False), nn.BatchNorm2d(c(32)), nn.ReLU()], c(32)
+        for cout, s in cfg:
+            layers.append(_dw(cin, c(cout), s))
+            cin = c(cout)
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def test_untrained_mobilenet_v1_is_right_on_the_emulated_m7(tmp_path):
+    """Before: every int8 output was the zero point while profile said 'outputs match'. Now the int8 build keeps the
+    float outputs (bias-dominated logits) and the profile measures that it does."""
+    import edgekit
+
+    torch.manual_seed(0)
+    module = MobileNetV1().eval()
+    x = np.random.default_rng(0).standard_normal((24, 3, 96, 96)).astype(np.float32)
+    model = edgekit.Model.from_module(module, torch.from_numpy(x[:1]), name="mbv1-random", calib=x[:16],
+                                      test_x=x[16:])
+    edgekit.compile(model, "cortex-m7", tmp_path / "out", quantize="int8")
+    m = edgekit.profile(tmp_path / "out").report["measured"]
+    assert m["outputs_match"]
+    fid = m["fidelity"]
+    assert fid["ok"] and fid["sqnr_db"] > 30 and fid["top1_agreement"] == 1.0, fid
+    assert fid["max_abs_err_rel"] < 0.01
+
+
+def test_profile_exits_non_zero_on_low_fidelity(tmp_path):
+    """Calibration data 1000x the real inputs: the int8 input scale swallows the digits, the firmware still matches
+    its integer reference bit for bit, but it is no longer the model — profile says so and exits 11."""
+    from edgekit.cli import main
+
+    calib = np.full((8, 1, 8, 8), 1000.0, np.float32)
+    calib[:, :, ::2] = -1000.0
+    np.save(tmp_path / "calib.npy", calib)
+    out = tmp_path / "out"
+    assert main(["compile", "digits-cnn", "-t", "cortex-m7", "--quantize", "int8", "--calib",
+                 str(tmp_path / "calib.npy"), "-o", str(out)]) == 0
+    assert main(["profile", str(out)]) == 11
+    import json
+
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["measured"]["outputs_match"] and not rep["measured"]["fidelity"]["ok"]
+    assert main(["profile", str(out), "--accept-low-fidelity"]) == 0
