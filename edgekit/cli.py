@@ -65,11 +65,19 @@ def _shape(s: str | None) -> tuple[int, ...] | None:
 def analyze(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx file."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
             input_shape: Optional[str] = typer.Option(None, help="Input shape without batch, e.g. 1,8,8 "
-                                                                  "(for files that carry none).")):
-    """Print the per-layer table (params, MACs, activation bytes) and totals."""
+                                                                  "(for files that carry none)."),
+            quantize: Optional[str] = typer.Option(None, help="int8: the quantization debugger — per-layer SQNR "
+                                                              "of int8 against float, where it collapses and why."),
+            calib: Optional[Path] = typer.Option(None, help="Calibration inputs (.npy, N first) for --quantize."),
+            observer: str = typer.Option("minmax", help="Observer for --quantize: minmax, percentile or mse.")):
+    """Print the per-layer table (params, MACs, activation bytes) and totals; with --quantize int8, the quantization
+    debugger instead."""
     from edgekit.model import Model
 
     m = Model.load(model, _shape(input_shape))
+    if quantize is not None:
+        _quant_debug(m, quantize, calib, observer, as_json)
+        return
     a = m.analyze()
     if as_json:
         print(json.dumps({"model": m.name, **a.to_json()}, indent=2))
@@ -85,6 +93,42 @@ def analyze(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     t.add_section()
     t.add_row("total", "", "", "", f"{a.params:,}", f"{a.param_bytes:,}", f"{a.macs:,}", "")
     out_console.print(t)
+
+
+def _quant_debug(m, quantize: str, calib: Path | None, observer: str, as_json: bool) -> None:
+    import dataclasses
+    import math
+
+    from edgekit import quantdebug
+    from edgekit.api import load_calibration
+    from edgekit.converters.quantize import quantize as _quantize
+
+    if quantize != "int8":
+        raise UsageError(f"--quantize {quantize}: the debugger checks int8")
+    if calib is not None:
+        m = dataclasses.replace(m, calib=load_calibration(str(calib), m))
+    x = m.test_x if m.test_x is not None else (m.calib if m.calib is not None else None)
+    if x is None:
+        raise UsageError(f"model '{m.name}' carries no data to compare on; give --calib inputs.npy")
+    d = quantdebug.debug(m, x[:256], _quantize(m, observer=observer))
+    if as_json:
+        print(json.dumps({"model": m.name, **d.to_json()}, indent=2))
+        return
+    db = lambda v: "–" if v is None else ("exact" if math.isinf(v) and v > 0 else f"{v:.1f}")  # noqa: E731
+    t = Table(title=f"{m.name}: int8 against float, per layer (SQNR in dB, {d.inputs} inputs)")
+    for col, just in (("layer", "left"), ("operator", "left"), ("alone", "right"), ("accumulated", "right"),
+                      ("scale", "right"), ("saturated", "right"), ("channel spread", "right"), ("flags", "left")):
+        t.add_column(col, justify=just)
+    for r in d.layers:
+        style = "bold red" if r.layer == d.collapse else None
+        t.add_row(r.layer, r.op, db(r.sqnr_alone_db), db(r.sqnr_accumulated_db), f"{r.scale:.3g}",
+                  f"{r.saturated:.1%}", f"{r.channel_spread:.1f}", ", ".join(r.flags), style=style)
+    out_console.print(t)
+    if d.collapse is None:
+        out_console.print(f"  no collapse: the output keeps {db(d.output_sqnr_db)} dB SQNR (bound "
+                          f"{quantdebug.COLLAPSE_DB:.0f} dB)")
+    else:
+        out_console.print(f"  collapses at '{d.collapse}' ({d.cause}): {d.advice}")
 
 
 @app.command()
