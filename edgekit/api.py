@@ -241,6 +241,8 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
         rep["files"] = sorted(result.files + ["report.json", "report.html"])
         rep["build"] = result.info.to_json()
         rep["notes"] = result.notes
+        if result.quant_debug is not None:
+            rep["quant_debug"] = result.quant_debug
         rep["schedule"] = result.schedule
         rep["patch"] = result.patch
         if result.energy_breakdown is not None:

@@ -5,7 +5,8 @@ what the float PyTorch model computes on the same inputs, and reports it under `
 
 * ``max_abs_err``: the largest |artifact - float| in output units, and ``max_abs_err_rel``: the same divided by the
   float outputs' range (max - min);
-* ``sqnr_db``: 10·log10(Σ float² / Σ (artifact - float)²), the signal-to-quantization-noise ratio (inf when equal);
+* ``sqnr_db``: 10·log10(Σ float² / Σ (artifact - float)²), the signal-to-quantization-noise ratio (null, with
+  ``identical`` true, when the outputs are equal);
 * ``cosine``: cosine similarity of the flattened outputs;
 * ``top1_agreement``: for classifiers, the fraction of inputs whose arg-max class is the float model's;
 * ``accuracy`` / ``float_accuracy`` where labels exist.
@@ -41,7 +42,9 @@ def measure(outputs: np.ndarray, float_outputs: np.ndarray, labels: np.ndarray |
         "inputs": int(n),
         "max_abs_err": float(np.abs(err).max()) if err.size else 0.0,
         "max_abs_err_rel": float(np.abs(err).max() / span) if span > 0 else (0.0 if noise == 0 else math.inf),
-        "sqnr_db": (math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)),
+        # JSON has no infinity: identical outputs give sqnr_db None and identical True
+        "sqnr_db": (None if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -999.0)),
+        "identical": noise == 0,
         "cosine": float(np.sum(got * ref) / norm) if norm > 0 else (1.0 if noise == 0 else 0.0),
     }
     if classifier is None:
@@ -73,6 +76,4 @@ def verdict(fid: dict) -> dict:
 
 
 def _db(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return "exact" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
+    return "exact (identical outputs)" if v is None else f"{v:.1f} dB"

@@ -57,12 +57,16 @@ class QuantDebug:
     inputs: int
 
     def to_json(self) -> dict:
-        return {"layers": [asdict(r) for r in self.layers], "collapse_layer": self.collapse, "cause": self.cause,
+        layers = [{**asdict(r), "sqnr_alone_db": _finite(r.sqnr_alone_db),
+                   "sqnr_accumulated_db": _finite(r.sqnr_accumulated_db),
+                   "channel_spread": _finite(r.channel_spread)} for r in self.layers]
+        return {"layers": layers, "collapse_layer": self.collapse, "cause": self.cause,
                 "advice": self.advice, "output_sqnr_db": _finite(self.output_sqnr_db), "inputs": self.inputs,
                 "collapse_below_db": COLLAPSE_DB}
 
 
 def _finite(v):
+    """JSON has no infinity: ±999 dB stands for exact / no signal."""
     return None if v is None else (v if math.isfinite(v) else (999.0 if v > 0 else -999.0))
 
 

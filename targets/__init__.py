@@ -89,6 +89,7 @@ class BuildResult:
     schedule: dict | None = None          # how the execution schedule was chosen (MCU)
     patch: dict | None = None             # the patch-based schedule, when one runs
     energy_breakdown: dict[str, float] | None = None
+    quant_debug: dict | None = None       # int8: per-layer SQNR against float (edgekit/quantdebug.py)
 
 
 @runtime_checkable

@@ -462,4 +462,18 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     files = [str(f.relative_to(out)) for f in sorted(out.rglob("*")) if f.is_file()]
     return BuildResult(files=files, dtype=p.dtype, estimate=est,
                        analysis=analyze(model.deploy_graph, p.dtype, 1 if p.dtype == "int8" else 4), info=info,
-                       notes=notes + prog.notes, schedule=prog.schedule, patch=prog.patch)
+                       notes=notes + prog.notes, schedule=prog.schedule, patch=prog.patch,
+                       quant_debug=_quant_debug(model, ref) if p.dtype == "int8" and not prog.streaming else None)
+
+
+# The debugger keeps every layer's float and int8 values of its inputs: at most this many bytes of them.
+QUANT_DEBUG_BYTES = 256 * 1024 * 1024
+
+
+def _quant_debug(model, ref: dict) -> dict:
+    """Per-layer SQNR of the int8 build against float on (a few of) the test inputs, for the report."""
+    from edgekit import quantdebug
+
+    per_input = sum(int(np.prod(n.shape[1:])) for n in model.deploy_graph.nodes) * 9  # float32 + float64 + int8
+    n = int(max(1, min(len(ref["x"]), 64, QUANT_DEBUG_BYTES // max(per_input, 1))))
+    return quantdebug.debug(model, ref["x"][:n], quantized=model).to_json()
