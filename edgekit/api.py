@@ -196,6 +196,26 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
+# Tests of Ctrl-C set this to a file name: the compile creates it once OUT's files are written into the temporary
+# folder, then waits there (at most HOLD_LIMIT_S) for the signal. Without it, a test that signals "mid-build" races
+# the build: on a loaded machine the tiny model is done, and the process already exiting, when the signal lands.
+HOLD_ENV = "EDGEKIT_TEST_HOLD_BEFORE_COMMIT"
+HOLD_LIMIT_S = 120.0
+
+
+def _hold_for_tests(tmp: Path) -> None:
+    flag = os.environ.get(HOLD_ENV)
+    if not flag:
+        return
+    import time
+
+    Path(flag).write_text(str(tmp))
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise UsageError(f"{HOLD_ENV} is set but no signal came within {HOLD_LIMIT_S:.0f} s; unset it")
+
+
 def fit_advice(model, plan, target) -> str:
     """What would help a model that does not fit: the target's own advice (with estimates where cheap), then what
     helps on any target."""
@@ -235,6 +255,7 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
                               + fit_advice(m, plan, tgt))
     with staged_output(out, force) as tmp:
         result = tgt.build(plan, tmp)
+        _hold_for_tests(tmp)
         fits, reasons = fit_check(result.estimate, profile, caps.memories, opts.sram_budget)
         rep = reporting.base_report(m, profile, result.analysis, result.estimate, fits, reasons, _options_json(opts),
                                     result.dtype)

@@ -381,13 +381,18 @@ def test_exit_status_of_the_installed_command(files, tmp_path):
 def test_interrupted_compile_leaves_nothing(files, tmp_path):
     """SIGINT while compile writes into its temporary folder: exit 130, no OUT, no .partial folder."""
     out = tmp_path / "out"
+    held = tmp_path.parent / f"{tmp_path.name}.held"  # outside tmp_path: assert_nothing_left checks that folder
+    # The compile writes OUT into its temporary folder, then holds there until the signal comes (api._hold_for_tests):
+    # the interrupt lands mid-build however slow or busy the machine is.
+    env = {**os.environ, "EDGEKIT_TEST_HOLD_BEFORE_COMMIT": str(held)}
     proc = subprocess.Popen([str(EDGEKIT), "compile", str(files / "tiny.pt2"), "-t", "cortex-m7", "--quantize",
                              "int8", "--calib", str(files / "calib.npy"), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.*.partial/src/*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "compile finished before it could be interrupted"
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not held.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"compile ended before it held: {proc.communicate()}"
+    assert list(tmp_path.glob(".out.*.partial/src/*")), "the held compile has written its sources"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
