@@ -32,9 +32,9 @@ class Shape:
     w: int = 1
     cin: int = 1
     cout: int = 1
-    k: int = 1
+    k: int | tuple[int, int] = 1
     stride: int = 1
-    padding: int = 0
+    padding: int | tuple[int, int] = 0
     act: str = "none"  # none | relu6 (scale 6/255, zero point -128: all of int8) | relu (clamp at the zero point)
     field_notes: tuple[str, str, str] = ("", "", "")  # CMSIS-NN, naive C, TVM 0.27 (instructions/MAC)
     scratch_limit: int | None = None  # bytes (kernel_pack picks tile and weight cache within it)
@@ -57,14 +57,31 @@ SHAPES = [
     Shape("depthwise 3x3 s2 24x24x96, ReLU6", "dw", 24, 24, 96, 96, 3, stride=2, padding=1, act="relu6"),
     Shape("1x1 project 12x12x96 -> 24", "conv", 12, 12, 96, 24, 1),
     Shape("fully connected 1280 -> 10", "fc", cin=1280, cout=10),
+    # depthwise on every map size (issue: fast on every layer shape; goal <= 2.0 instructions/MAC)
+    Shape("depthwise 3x3 s1 96x96x8", "dw", 96, 96, 8, 8, 3, padding=1),
+    Shape("depthwise 3x3 s2 96x96x8", "dw", 96, 96, 8, 8, 3, stride=2, padding=1),
+    Shape("depthwise 3x3 s1 48x48x16", "dw", 48, 48, 16, 16, 3, padding=1),
+    Shape("depthwise 3x3 s1 12x12x64", "dw", 12, 12, 64, 64, 3, padding=1),
+    Shape("depthwise 3x3 s1 6x6x128", "dw", 6, 6, 128, 128, 3, padding=1),
+    Shape("depthwise 3x3 s2 6x6x128 -> 3x3", "dw", 6, 6, 128, 128, 3, stride=2, padding=1),
+    Shape("depthwise 3x3 s1 3x3x256", "dw", 3, 3, 256, 256, 3, padding=1),
+    Shape("depthwise 3x3 s1 25x5x64 (keyword CNN)", "dw", 25, 5, 64, 64, 3, padding=1),
+    Shape("depthwise 3x3 s1 10x10x36 (channels not x4)", "dw", 10, 10, 36 + 2, 36 + 2, 3, padding=1),
+    Shape("depthwise 5x5 s1 12x12x32", "dw", 12, 12, 32, 32, 5, padding=2),
+    Shape("depthwise 3x1 s1 24x24x32", "dw", 24, 24, 32, 32, (3, 1), padding=(1, 0)),
+    Shape("depthwise 1x3 s1 24x24x32", "dw", 24, 24, 32, 32, (1, 3), padding=(0, 1)),
+    Shape("first layer 10x4 s2 49x10x1 -> 64 (keyword CNN)", "conv", 49, 10, 1, 64, (10, 4), stride=2,
+          padding=(5, 1)),
+    Shape("first layer 3x3 s2 96x96x3 -> 8", "conv", 96, 96, 3, 8, 3, stride=2, padding=1),
 ]
 
 
 def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
+    kh, kw = (shape.k, shape.k) if np.isscalar(shape.k) else shape.k
     x_zp = -128 if shape.act == "relu6" else 3
     out_zp = {"relu6": -128, "relu": -20}.get(shape.act, -4)
     act_min, act_max = (out_zp, 127) if shape.act == "relu" else (-128, 127)
-    fan = shape.cin * shape.k * shape.k if shape.kind != "dw" else shape.k * shape.k
+    fan = shape.cin * kh * kw if shape.kind != "dw" else kh * kw
     mult, shift = qmath.quantize_multipliers(rng.uniform(0.5, 1.2, shape.cout) / (np.sqrt(fan) * 100))
     q = dict(x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max)
     bias = rng.integers(-3000, 3000, shape.cout).astype(np.int32)
@@ -76,13 +93,13 @@ def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
         return Case(shape.name, layer, x.reshape(-1), ref.size), ref.reshape(-1), shape.cin * shape.cout
     x = rng.integers(-128, 128, (shape.h, shape.w, shape.cin), dtype=np.int8)
     dw = shape.kind == "dw"
-    w = rng.integers(-127, 128, (shape.cout, 1 if dw else shape.cin, shape.k, shape.k), dtype=np.int8)
+    w = rng.integers(-127, 128, (shape.cout, 1 if dw else shape.cin, kh, kw), dtype=np.int8)
     geom = dict(stride=shape.stride, padding=shape.padding)
     ref = intref.conv2d(x, w, bias, mult=mult, shift=shift, groups=shape.cin if dw else 1, **q, **geom)
     pack = kp.pack_depthwise_conv2d if dw else kp.pack_conv2d
     extra = {} if dw or shape.scratch_limit is None else {"scratch_limit_bytes": shape.scratch_limit}
     layer = pack(w, bias, mult, shift, input_shape=x.shape, **q, **geom, **extra)
-    macs = ref.size * (1 if dw else shape.cin) * shape.k * shape.k
+    macs = ref.size * (1 if dw else shape.cin) * kh * kw
     out_bytes = ref.size
     return Case(shape.name, layer, x.reshape(-1), out_bytes), expected_buffer(ref, ref.shape[1] * shape.cout,
                                                                               out_bytes), macs
@@ -92,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default="mps2-an500")
     parser.add_argument("--opt", default="-O2")
+    parser.add_argument("--only", default=None, help="only shapes whose name contains this text")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    built = [_case(shape, rng) for shape in SHAPES]
+    shapes = [s for s in SHAPES if args.only is None or args.only in s.name]
+    built = [_case(shape, rng) for shape in shapes]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-kernels-") as tmp:
         results = run_on_qemu([c for c, _, _ in built], args.board, Path(tmp), opt=args.opt)
     print(f"edgekit int8 kernels on {args.board} ({args.opt}), executed instructions per MAC "
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     ok_all = True
-    for shape, (case, expected, macs), res in zip(SHAPES, built, results):
+    for shape, (case, expected, macs), res in zip(shapes, built, results):
         ok = res.rc == 0 and np.array_equal(res.output, expected)
         ok_all &= ok
         cm, naive, tvm = shape.field_notes

@@ -277,9 +277,11 @@ def _check_strides(params: dict, what: str) -> None:
 
 def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_depthwise_conv2d_s8 (ek_depthwise_conv2d_s8_scratch_bytes): 4 channels x a ring of
-    ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack)."""
+    ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack), wide enough for the outputs rounded
+    up to 4 (the row kernels' group)."""
     p = params
-    plane_w = (p["out_w"] - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
+    out_w4 = (p["out_w"] + 3) // 4 * 4
+    plane_w = (out_w4 - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
     row_words = (plane_w + 3) // 2
     slots = (p["kernel_h"] - 1) * p["dilation_h"] + 1
     return 4 * slots * row_words * 4

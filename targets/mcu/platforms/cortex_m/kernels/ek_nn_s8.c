@@ -1076,7 +1076,10 @@ typedef struct {
 
 static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
 {
-    g->plane_w = (p->out_w - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
+    /* The plane covers the outputs rounded up to 4: the 3x3 row kernels compute 4 outputs at a time, and a row's
+     * last 1-3 outputs are computed in a group of 4 whose extra outputs are dropped (their columns are padding). */
+    const int32_t out_w4 = (p->out_w + 3) & ~3;
+    g->plane_w = (out_w4 - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
     g->row_words = (g->plane_w + 3) / 2;
     g->slots = (p->kernel_h - 1) * p->dilation_h + 1;
 }
@@ -1483,15 +1486,26 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
                         ek__dw3x3s1_row(d);
                     }
                 }
-                for (int32_t ox = n4; ox < ow; ox++) { /* the last 1-3 outputs */
-                    const uint32_t *rr[3] = {base + s0 * rw, base + s1 * rw, base + s2r * rw};
-                    int32_t acc = d->bias;
-                    for (int32_t r = 0; r < 3; r++) {
-                        for (int32_t kx = 0; kx < 3; kx++) {
-                            acc += ek__elem16(rr[r], ox * p->stride_w + kx) * p->weights[9 * (c0 + ch) + 3 * r + kx];
-                        }
+                if (n4 < ow) { /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped */
+                    uint32_t last4;
+                    const int32_t col = n4 * p->stride_w / 2; /* word of the group's first column (n4 % 4 == 0) */
+                    d->r0 += col;
+                    d->r1 += col;
+                    d->r2 += col;
+                    d->out = (int8_t *)&last4;
+                    d->out_end = d->out + 4;
+                    d->stride = 1;
+                    if (s2) {
+                        ek__dw3x3s2_row(d);
+                    } else {
+                        ek__dw3x3s1_row(d);
                     }
-                    orow[ox * C + c0 + ch] = ek__requant(rq, acc, p->requant + 4 * (c0 + ch));
+                    d->stride = C;
+                    int8_t *dst = orow + n4 * C + c0 + ch;
+                    const int8_t *src = (const int8_t *)&last4;
+                    for (int32_t ox = n4; ox < ow; ox++, dst += C) {
+                        *dst = *src++;
+                    }
                 }
             }
         }
