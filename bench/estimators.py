@@ -156,6 +156,15 @@ def synthetic_models(seed: int = 0):
                     mod.running_var.uniform_(0.5, 1.5)
         x = rng.standard_normal((8, 3, size, size)).astype(np.float32)
         models.append(Model.from_module(module, torch.from_numpy(x[:1]), name=f"calib{i}", calib=x, test_x=x[:1]))
+    # depthwise beyond 3x3 (5x5, 3x1, 1x3, strided) and small maps, as keyword CNNs and MobileNet tails have them
+    torch.manual_seed(seed + 10)
+    dw = lambda c, k, s, p: [nn.Conv2d(c, c, k, s, p, groups=c), nn.ReLU()]  # noqa: E731
+    module = nn.Sequential(nn.Conv2d(1, 36, (10, 4), 2, (5, 1)), nn.ReLU(), *dw(36, 3, 1, 1), *dw(36, 5, 1, 2),
+                           *dw(36, (3, 1), 1, (1, 0)), *dw(36, (1, 3), 1, (0, 1)), *dw(36, 5, 2, 2),
+                           nn.Conv2d(36, 128, 1), nn.ReLU(), *dw(128, 3, 2, 1), *dw(128, 3, 1, 1), *dw(128, 5, 1, 2),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 12)).eval()
+    x = rng.standard_normal((8, 1, 49, 10)).astype(np.float32)
+    models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-dw", calib=x, test_x=x[:1]))
     return models
 
 

@@ -44,8 +44,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         inp = sum(math.prod(prog.tensors[x].shape) for x in step.inputs)
     if step.is_micro_kernel:
         family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
-        if step.kind == "ek_dw" and step.params.get("stride_w", 1) > 1:
-            family = "depthwise_s2"
+        if step.kind == "ek_dw":
+            return _depthwise_terms(step)
         if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
             if step.kind == "ek_sfc":
                 return "linear_sparse_int8_ek", step.nz_macs, out, inp
@@ -73,6 +73,24 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if spec.op in ("gather", "concat"):
         return f"{spec.op}_{dt}", out, out, inp
     return f"unary_{dt}", out, out, inp
+
+
+def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
+    """ek_depthwise_conv2d_s8's cost follows its structure (kernels/ek_nn_s8.c), not one constant per MAC: the row
+    kernel computes outputs in groups of 4 (a row's last group in full), one call per channel and output row, after
+    widening each group of 4 channels' padded input rows into a ring. So for this family the terms are: units = MACs
+    of the computed groups (out_h · ceil4(out_w) · C · kh · kw), "outputs" = row calls (out_h · C), "inputs" = ring
+    words built (ceil(C/4) · plane rows · row words); per call as usual."""
+    p = step.params
+    kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
+    out_w4 = -(-p["out_w"] // 4) * 4
+    plane_w = (out_w4 - 1) * p["stride_w"] + (kw - 1) * p["dilation_w"] + 1
+    plane_rows = (p["out_h"] - 1) * p["stride_h"] + (kh - 1) * p["dilation_h"] + 1
+    family = "depthwise_s2" if p.get("stride_w", 1) > 1 else "depthwise"
+    if (kh, kw) != (3, 3):
+        family += "_kxk"  # the portable row loop, not the 3x3 row kernels
+    return (f"{family}_int8_ek", p["out_h"] * out_w4 * C * kh * kw, p["out_h"] * C,
+            -(-C // 4) * plane_rows * ((plane_w + 3) // 2))
 
 
 def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:
