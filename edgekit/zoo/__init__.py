@@ -300,6 +300,24 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
 )}
 
 
+def _public_examples() -> dict[str, ExampleSpec]:
+    """The zoo of public architectures (edgekit/zoo/public.py) as examples named ``zoo-<architecture>``."""
+    from edgekit.zoo import public
+
+    descriptions = {line.split("|")[1].strip(): line.split("|")[2].strip() + ": " + line.split("|")[3].strip()
+                    for line in public.__doc__.splitlines() if line.startswith("| ") and "---" not in line
+                    and not line.startswith("| name")}
+    return {f"zoo-{n}": ExampleSpec(
+        name=f"zoo-{n}",
+        description=f"public architecture (random weights{', BN re-estimated' if cal else ', untrained'}): "
+                    + descriptions.get(n.removesuffix("-untrained"), n),
+        build=partial(public.build, n), weights_file=None, input_shape=shape, num_classes=0,
+        data=partial(public.data, n)) for n, (_, shape, cal) in public.ARCHITECTURES.items()}
+
+
+EXAMPLES.update(_public_examples())
+
+
 def load_example(name: str) -> tuple[nn.Module, ExampleSpec]:
     """The example's module (in eval mode, shipped weights loaded) and its :class:`ExampleSpec`."""
     spec = EXAMPLES.get(name)

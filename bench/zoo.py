@@ -1,0 +1,102 @@
+"""The zoo of public architectures (edgekit/zoo/public.py) on every target: edgekit's standing test.
+
+    .venv/bin/python bench/zoo.py                    # every model x target, writes bench/results/zoo.md
+    .venv/bin/python bench/zoo.py --only resnet8     # models whose name contains the text
+
+For each model and configuration (cortex-m7 int8 and float32 on the emulated board; phone-arm64 int8 and float32 in
+ONNX Runtime): compile, profile, and record whether it compiled (or the one-line refusal), whether the artifact is
+bit-exact to its reference (``outputs_match``), its fidelity to the float model (SQNR, top-1 agreement,
+``measured.fidelity``), flash, peak SRAM, instructions and instructions per MAC (Cortex-M), the estimate's errors
+and the compile time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = [("cortex-m7", "int8"), ("cortex-m7", None), ("phone-arm64", "int8"), ("phone-arm64", None)]
+
+
+def _pct(v):
+    return "" if v is None else f"{v:+.1%}"
+
+
+def run_one(name: str, target: str, quantize: str | None, tmp: Path) -> dict:
+    from edgekit import api
+    from edgekit.errors import EdgekitError
+
+    row = {"model": name.removeprefix("zoo-"), "target": target, "dtype": quantize or "float32"}
+    out = tmp / f"{name}-{target}-{row['dtype']}"
+    t = time.perf_counter()
+    try:
+        art = api.compile(name, target, out, quantize=quantize, force=True)
+    except EdgekitError as e:
+        row.update(compiled="no: " + " ".join(str(e).split())[:160], compile_s=time.perf_counter() - t)
+        return row
+    row["compile_s"] = time.perf_counter() - t
+    row["compiled"] = "yes"
+    try:
+        m = api.profile(out, repeat=5).report
+    except EdgekitError as e:
+        row["profile"] = "failed: " + " ".join(str(e).split())[:160]
+        return row
+    meas, err = m["measured"], m.get("errors") or {}
+    fid = meas.get("fidelity") or {}
+    row.update(bit_exact=meas.get("outputs_match"), sqnr=fid.get("sqnr_db"), identical=fid.get("identical"),
+               top1=fid.get("top1_agreement"), fid_ok=fid.get("ok"), flash=meas.get("flash_bytes"),
+               sram=meas.get("sram_bytes"), instructions=meas.get("instructions"),
+               ipm=meas.get("instructions_per_mac"), err_instr=err.get("instructions"),
+               err_flash=err.get("flash_bytes"), err_sram=err.get("peak_sram_bytes"))
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    head = ["model", "target", "dtype", "compiled", "bit-exact", "SQNR dB", "top-1 agr.", "flash B", "peak SRAM B",
+            "instructions", "instr/MAC", "est. err instr", "est. err flash", "est. err SRAM", "compile s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ok = r.get("compiled") == "yes"
+        sqnr = "exact" if r.get("identical") else ("" if r.get("sqnr") is None else f"{r['sqnr']:.1f}")
+        cells = [r["model"], r["target"], r["dtype"], r.get("compiled", ""),
+                 "" if not ok else r.get("profile", {True: "yes", False: "NO", None: "n/a"}[r.get("bit_exact")]),
+                 sqnr + ("" if r.get("fid_ok", True) else " LOW"),
+                 "" if r.get("top1") is None else f"{r['top1']:.0%}",
+                 "" if r.get("flash") is None else f"{r['flash']:,}", "" if r.get("sram") is None else f"{r['sram']:,}",
+                 "" if r.get("instructions") is None else f"{r['instructions']:,}",
+                 "" if r.get("ipm") is None else f"{r['ipm']:.2f}", _pct(r.get("err_instr")),
+                 _pct(r.get("err_flash")), _pct(r.get("err_sram")), f"{r.get('compile_s', 0):.1f}"]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgekit.zoo import EXAMPLES
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=None)
+    args = ap.parse_args(argv)
+    names = [n for n in EXAMPLES if n.startswith("zoo-") and (args.only is None or args.only in n)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-zoo-") as tmp:
+        for name in names:
+            for target, q in CONFIGS:
+                rows.append(run_one(name, target, q, Path(tmp)))
+                r = rows[-1]
+                print(f"{r['model']:28s} {r['target']:12s} {r['dtype']:8s} {r.get('compiled', '')[:90]} "
+                      f"bit-exact={r.get('bit_exact')} sqnr={r.get('sqnr')} top1={r.get('top1')}", flush=True)
+    text = table(rows)
+    print(text)
+    if args.only is None:
+        out = Path(__file__).parent / "results" / "zoo.md"
+        out.write_text("# The zoo on every target (bench/zoo.py)\n\nRandom weights with BatchNorm re-estimated "
+                       "(edgekit/zoo/public.py); fidelity is against the float PyTorch model on the same test "
+                       "inputs; bit-exact is against each target's own reference (int8: the host integer "
+                       "reference; float32: PyTorch within tolerance).\n\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
