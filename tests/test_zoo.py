@@ -34,8 +34,9 @@ def test_example_runs_on_its_test_inputs(example):
     if y_test is not None:
         assert y_test.shape == (len(x_test),) and y_test.dtype == np.int64
     logits = predict(model, x_test)
-    assert logits.shape == (len(x_test), spec.num_classes)
-    assert torch.isfinite(logits).all()
+    if spec.num_classes:  # classifiers (the zoo's segmenter and autoencoder have other outputs)
+        assert logits.shape == (len(x_test), spec.num_classes)
+    assert len(logits) == len(x_test) and torch.isfinite(logits).all()
 
 
 class _EdgekitLayersAsLeaves(torch.fx.Tracer):
@@ -46,7 +47,11 @@ class _EdgekitLayersAsLeaves(torch.fx.Tracer):
 
 
 def test_example_traces_with_torch_fx(example):
-    model, _, (_, x_test, _) = example
+    model, spec, (_, x_test, _) = example
+    if spec.name.startswith("zoo-"):
+        # public architectures as users write them (x.shape unpacked in forward, ...): edgekit imports them through
+        # torch.export where symbolic tracing cannot follow; bench/zoo.py and tests/test_fidelity.py compile them
+        return
     uses_edgekit_layers = any(type(m).__module__.startswith("edgekit.layers") for m in model.modules())
     if uses_edgekit_layers:
         traced = torch.fx.GraphModule(model, _EdgekitLayersAsLeaves().trace(model))

@@ -656,5 +656,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
             hint = (" (this program was decomposed to core ATen: save the program torch.export.export returns "
                     "without run_decompositions(), so layers such as GRU and LSTM stay whole)")
         raise UnsupportedError(f"model '{name}' has {len(problems)} layer(s) edgekit cannot import: "
-                               + group_problems(problems) + hint)
+                               + group_problems(problems) + hint + "; no edgekit target (cortex-m*, phone-arm64, "
+                               "loihi2, spinnaker2) runs these operators yet: replace them, or run the model's ONNX "
+                               "export in ONNX Runtime directly")
     return Graph(nodes, outputs, name)

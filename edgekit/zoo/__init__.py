@@ -263,7 +263,7 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         num_classes=12,
         data=partial(kws_data, image=True),
         train_data=partial(kws_train_data, image=True),
-        reference_accuracy=None,  # set from examples/train_kws.py's report
+        reference_accuracy=0.9268,  # 1,038 / 1,120 test clips (voices unseen in training), examples/train_kws.py
     ),
     ExampleSpec(
         name="kws-gru",
@@ -274,7 +274,7 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         num_classes=12,
         data=kws_data,
         train_data=kws_train_data,
-        reference_accuracy=None,
+        reference_accuracy=0.8920,  # 999 / 1,120
     ),
     ExampleSpec(
         name="kws-lmu",
@@ -286,7 +286,8 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         num_classes=12,
         data=kws_data,
         train_data=kws_train_data,
-        reference_accuracy=None,
+        # 709 / 1,120: the LMU's one-dimensional memory (one encoder for 10 MFCC features) is the bottleneck
+        reference_accuracy=0.6330,
     ),
     ExampleSpec(
         name="mbv2-w035",
@@ -311,7 +312,7 @@ def _public_examples() -> dict[str, ExampleSpec]:
         name=f"zoo-{n}",
         description=f"public architecture (random weights{', BN re-estimated' if cal else ', untrained'}): "
                     + descriptions.get(n.removesuffix("-untrained"), n),
-        build=partial(public.build, n), weights_file=None, input_shape=shape, num_classes=0,
+        build=partial(public.build, n), weights_file=None, input_shape=shape, num_classes=public.CLASSES[n],
         data=partial(public.data, n)) for n, (_, shape, cal) in public.ARCHITECTURES.items()}
 
 

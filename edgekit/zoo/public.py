@@ -327,6 +327,7 @@ class ResNet18(nn.Module):
 
 
 # name -> (build, input shape without batch, calibrate (False: PyTorch's default init left as it is))
+# (classes: the classifiers' output width, 0 for the segmenter and the autoencoder; see CLASSES below)
 ARCHITECTURES = {
     "dscnn-kws": (DSCNN, (1, 49, 10), True),
     "mobilenet-v1-025": (MobileNetV1, (3, 96, 96), True),
@@ -345,6 +346,12 @@ ARCHITECTURES = {
     "autoencoder": (AutoEncoder, (640,), True),
     "resnet18-224": (ResNet18, (3, 224, 224), True),
 }
+
+
+CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
+           "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
+           "efficientnet-lite": 10, "tcn": 12, "gru-kws": 12, "attention": 10, "unet": 0, "autoencoder": 0,
+           "resnet18-224": 1000}
 
 
 # ---- deterministic weights and data ----------------------------------------------------------------------------------
