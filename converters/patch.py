@@ -34,8 +34,8 @@ from edgekit.analysis import macs_of
 from edgekit.graph import Graph, Node
 from edgekit.memplan import ALIAS_OPS, Buffer, plan_arena
 
-SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "sigmoid", "tanh",
-               "concat")
+SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "hardsigmoid",
+               "sigmoid", "tanh", "concat")
 MAX_GRID = 8
 
 

@@ -28,6 +28,7 @@ OPS = {
     "relu": "max(x, 0)",
     "relu6": "min(max(x, 0), 6)",
     "hardswish": "x * relu6(x + 3) / 6",
+    "hardsigmoid": "relu6(x + 3) / 6 (MobileNetV3's squeeze-excite gate)",
     "sigmoid": "1 / (1 + exp(-x))",
     "tanh": "tanh(x)",
     "maxpool2d": "2-D max pooling",
@@ -47,7 +48,7 @@ OPS = {
     "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",
 }
 
-ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "tanh")
 # Activations a conv/linear can absorb as a clamp (int8) or an epilogue (float).
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 

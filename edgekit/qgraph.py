@@ -26,11 +26,12 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish")
+            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul")
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
     "hardswish": lambda v: v * np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "hardsigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "relu": lambda v: np.maximum(v, 0.0),
     "relu6": lambda v: np.clip(v, 0.0, 6.0),
 }
@@ -144,6 +145,10 @@ def lower(graph: Graph, quant) -> QGraph:
             lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
             qn.q.update(a_zp=ins[0].out_zp, b_zp=ins[1].out_zp, a_mult=ma, b_mult=mb, shift=sh, act_min=lo,
                         act_max=hi)
+        elif n.op == "mul":  # elementwise product; the second input may be per channel ([N, C, 1, 1], a gate)
+            m, sh = qmath.quantize_multiplier(ins[0].out_scale * ins[1].out_scale / qn.out_scale)
+            lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
+            qn.q.update(a_zp=ins[0].out_zp, b_zp=ins[1].out_zp, mult=m, shift=sh, act_min=lo, act_max=hi)
         elif n.op in ("avgpool2d", "global_avgpool"):
             if n.op == "avgpool2d":
                 if any(p != 0 for p in n.attrs["padding"]) and not n.attrs.get("count_include_pad", True):
@@ -213,6 +218,9 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         acc = (xs[0].astype(np.int64) - q["a_zp"]) * q["a_mult"] + (xs[1].astype(np.int64) - q["b_zp"]) * q["b_mult"]
         y = qmath.rshift_round(acc, q["shift"]) + qn.out_zp
         return np.clip(y, q["act_min"], q["act_max"]).astype(np.int8)
+    if n.op == "mul":
+        acc = (xs[0].astype(np.int64) - q["a_zp"]) * (xs[1].astype(np.int64) - q["b_zp"])  # numpy broadcasts
+        return qmath.requantize(acc, q["mult"], q["shift"], qn.out_zp, q["act_min"], q["act_max"])
     if n.op == "maxpool2d":
         a = n.attrs
         t = torch.from_numpy(xs[0].astype(np.float32))

@@ -79,3 +79,32 @@ def test_profile_exits_non_zero_on_low_fidelity(tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["measured"]["outputs_match"] and not rep["measured"]["fidelity"]["ok"]
     assert main(["profile", str(out), "--accept-low-fidelity"]) == 0
+
+
+class _SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-excite: x * hardsigmoid(conv(relu(conv(avgpool(x))))) — a per-channel broadcast multiply."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.Hardswish())
+        self.pool, self.fc1, self.fc2 = nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+        self.gate = nn.Hardsigmoid()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        y = self.stem(x)
+        return self.head(y * self.gate(self.fc2(torch.relu(self.fc1(self.pool(y))))))
+
+
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_squeeze_excite_runs_bit_exact_on_the_m7(tmp_path, quantize):
+    """hardsigmoid and the per-channel multiply (MobileNetV3) in int8 and float32 on the emulated M7."""
+    import edgekit
+
+    torch.manual_seed(1)
+    x = np.random.default_rng(1).standard_normal((24, 3, 16, 16)).astype(np.float32)
+    model = edgekit.Model.from_module(_SqueezeExcite().eval(), torch.from_numpy(x[:1]), calib=x[:16], test_x=x[16:])
+    edgekit.compile(model, "cortex-m7", tmp_path / "out", quantize=quantize)
+    m = edgekit.profile(tmp_path / "out").report["measured"]
+    assert m["outputs_match"] and m["fidelity"]["ok"], m["fidelity"]
+    assert m["fidelity"]["sqnr_db"] is None or m["fidelity"]["sqnr_db"] > 25

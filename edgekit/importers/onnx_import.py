@@ -487,6 +487,14 @@ class _Importer:
         attrs = {"eps": float(a.get("epsilon", 1e-5))}
         self._bind(node.output[0], self._emit(self._label(node), "batchnorm", [x], attrs, params))
 
+    def _hardsigmoid(self, node, a: dict):
+        """HardSigmoid(alpha, beta) = clip(alpha·x + beta, 0, 1); PyTorch's (MobileNetV3's) is alpha 1/6, beta 1/2."""
+        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+            raise UnsupportedError(f"HardSigmoid with alpha {alpha:g}, beta {beta:g} (edgekit runs alpha 1/6, beta 1/2, "
+                                   "as torch.nn.Hardsigmoid)")
+        self._unary(node, "hardsigmoid")
+
     def _unary(self, node, op: str):
         node_name, shape = self._tensor(node.input[0])  # elementwise: any view will do
         self._bind(node.output[0], self._emit(self._label(node), op, [node_name]), shape)
@@ -717,6 +725,7 @@ class _Importer:
         "BatchNormalization": _batchnorm,
         "Relu": lambda self, n, a: self._unary(n, "relu"), "Clip": _clip,
         "HardSwish": lambda self, n, a: self._unary(n, "hardswish"),
+        "HardSigmoid": lambda self, n, a: self._hardsigmoid(n, a),
         "Sigmoid": lambda self, n, a: self._unary(n, "sigmoid"), "Tanh": lambda self, n, a: self._unary(n, "tanh"),
         "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "ReduceMean": _reduce_mean,
         "Concat": _concat, "Softmax": _softmax,

@@ -21,8 +21,8 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish"}
-INT8_OPS = FLOAT_OPS - {"mul"}
+             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"}
+INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
     "conv1d": "write it as Conv2d with a 1xK kernel",
@@ -177,7 +177,12 @@ def check_supported(graph: Graph, dtype: str, target: str) -> None:
     for n in graph.nodes:
         if n.op in ("conv2d",) and n.attrs["groups"] not in (1, n.attrs["in_channels"]) and dtype == "int8":
             continue
-        if n.op in ("add", "mul") and graph[n.inputs[0]].shape != graph[n.inputs[1]].shape:
+        if n.op not in ("add", "mul"):
+            continue
+        a_shape, b_shape = graph[n.inputs[0]].shape, graph[n.inputs[1]].shape
+        per_channel = n.op == "mul" and len(b_shape) == 4 and tuple(b_shape[2:]) == (1, 1) and \
+            tuple(b_shape[:2]) == tuple(a_shape[:2])
+        if a_shape != b_shape and not per_channel:
             raise UnsupportedError(f"layer '{n.name}': {n.op} with broadcasting ({graph[n.inputs[0]].shape} and "
                                    f"{graph[n.inputs[1]].shape}) is not supported on {target}")
 
@@ -343,7 +348,9 @@ class _Builder:
         attrs = {}
         if self.dtype == "int8":
             q = self.q(n.name).q
-            attrs = {k: int(q[k]) for k in ("a_zp", "b_zp", "a_mult", "b_mult", "shift", "act_min", "act_max")}
+            keys = ("a_zp", "b_zp", "mult", "shift", "act_min", "act_max") if n.op == "mul" else \
+                ("a_zp", "b_zp", "a_mult", "b_mult", "shift", "act_min", "act_max")
+            attrs = {k: int(q[k]) for k in keys}
             attrs["out_zp"] = self.q(n.name).out_zp
         else:
             attrs = {"act": n.attrs.get("activation")}
@@ -475,7 +482,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
             b.global_avgpool(n)
         elif n.op in ("add", "mul"):
             b.binary(n)
-        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish"):
+        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
             b.unary(n)
         elif n.op == "concat":
             b.concat(n)

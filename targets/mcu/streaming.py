@@ -218,7 +218,7 @@ class _StepBuilder(_Builder):
                 self.linear(n, macs)
             elif n.op in ("add", "mul"):
                 self.binary(n)
-            elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish"):
+            elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
                 self.unary(n)
             elif n.op == "concat":
                 self.concat(n)

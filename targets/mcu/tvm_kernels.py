@@ -186,9 +186,25 @@ def _global_avgpool(spec: KernelSpec):
 
 def _elementwise_binary(spec: KernelSpec):
     a_buf, a = _input(spec, 0, "a")
-    b_buf, b = _input(spec, 1, "b")
+    b_buf, b_full = _input(spec, 1, "b")
     rank = len(spec.out_shape)
-    if spec.dtype == INT8:
+    b_shape = tuple(int(d) for d in b_full.shape)
+    if b_shape != tuple(spec.out_shape):  # broadcast (a per-channel gate [1, 1, 1, C]): size-1 axes read index 0
+        def b(*i):
+            return b_full(*[0 if d == 1 else ix for ix, d in zip(i, b_shape)])
+    else:
+        b = b_full
+    if spec.dtype == INT8 and spec.op == "mul":
+        sh = spec.attr("shift")
+
+        def f(*i):
+            v = (a(*i).astype("int64") - spec.attr("a_zp")) * (b(*i).astype("int64") - spec.attr("b_zp")) \
+                * spec.attr("mult")
+            v = (v + (tvm.tirx.const(1, "int64") << (sh - 1))) >> sh
+            v = v + spec.attr("out_zp")
+            return _clip(v, tvm.tirx.const(spec.attr("act_min"), "int64"),
+                         tvm.tirx.const(spec.attr("act_max"), "int64")).astype(INT8)
+    elif spec.dtype == INT8:
         sh = spec.attr("shift")
 
         def f(*i):
@@ -222,6 +238,7 @@ def _unary(spec: KernelSpec):
         "sigmoid": lambda v: tvm.tirx.const(1.0, "float32") / (tvm.tirx.const(1.0, "float32") + te.exp(-v)),
         "tanh": te.tanh,
         "hardswish": lambda v: v * te.min(te.max(v + three, zero), six) / six,
+        "hardsigmoid": lambda v: te.min(te.max(v + three, zero), six) / six,
     }
     y = te.compute(spec.out_shape, lambda *i: fns[spec.op](xv(*i)), name="out")
     return [x, y]
@@ -291,7 +308,7 @@ def _gather(spec: KernelSpec):
 
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
             "global_avgpool": _global_avgpool, "add": _elementwise_binary, "mul": _elementwise_binary,
-            "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
+            "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary, "hardsigmoid": _unary,
             "concat": _concat, "gather": _gather}
 
 
