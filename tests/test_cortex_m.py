@@ -86,7 +86,7 @@ def test_unsupported_layers_are_named(tmp_path):
     with pytest.raises(UnsupportedError) as e:
         api.compile(m, "cortex-m7", tmp_path / "o", quantize="int8")
     msg = str(e.value)
-    assert "'mul'" in msg and "softmax" in msg and "\n" not in msg
+    assert "softmax" in msg and "'mul'" not in msg and "\n" not in msg  # int8 multiplies run since the zoo
     assert not (tmp_path / "o").exists()
 
 
