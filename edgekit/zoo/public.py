@@ -35,7 +35,7 @@ from torch import nn
 from edgekit.zoo.models import MobileNetV2, conv_bn_relu
 
 SEED = 20261203
-CALIBRATION_SAMPLES = 16
+CALIBRATION_SAMPLES = 64
 TEST_SAMPLES = 32
 BN_SAMPLES = 8
 
