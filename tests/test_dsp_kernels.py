@@ -150,6 +150,14 @@ def _all_cases():
     c.append(_conv_case(rng, "dw3x3 12ch width 6 pad odd", 5, 6, 12, 12, 3, padding=(1, 1, 1, 2), depthwise=True,
                         act="relu"))
     c.append(_conv_case(rng, "dw5x5 dil2 6ch", 12, 11, 6, 6, 5, dilation=2, padding=3, depthwise=True))
+    # channels-last depthwise (small maps, other kernels): odd channel counts, strides, dilation, row strides
+    c.append(_conv_case(rng, "dw3x3 ch-last 3x3x37", 3, 3, 37, 37, 3, padding=1, depthwise=True, layout="channels"))
+    c.append(_conv_case(rng, "dw3x3 ch-last s2 6x7x12 asym pad", 6, 7, 12, 12, 3, stride=2, padding=(0, 1, 1, 0),
+                        depthwise=True, layout="channels", act="relu6"))
+    c.append(_conv_case(rng, "dw5x5 ch-last dil2 10x9x6", 10, 9, 6, 6, 5, dilation=2, padding=3, depthwise=True,
+                        layout="channels", in_extra=5, out_extra=3))
+    c.append(_conv_case(rng, "dw3x1 ch-last 8x8x9", 8, 8, 9, 9, (3, 1), padding=(1, 1, 0, 0), depthwise=True,
+                        layout="channels", bias=False))
     c.append(_conv_case(rng, "dw3x3 64-bit requant no bias", 8, 8, 8, 8, 3, padding=1, depthwise=True,
                         big_mult=True, bias=False))
     c.append(_conv_case(rng, "dw1x1 5ch", 4, 4, 5, 5, 1, depthwise=True))

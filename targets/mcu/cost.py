@@ -80,9 +80,14 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     kernel computes outputs in groups of 4 (a row's last group in full), one call per channel and output row, after
     widening each group of 4 channels' padded input rows into a ring. So for this family the terms are: units = MACs
     of the computed groups (out_h · ceil4(out_w) · C · kh · kw), "outputs" = row calls (out_h · C), "inputs" = ring
-    words built (ceil(C/4) · plane rows · row words); per call as usual."""
+    words built (ceil(C/4) · plane rows · row words); per call as usual. The channels-last layout
+    (EK_NN_FLAG_DW_CHANNELS, small maps and other kernels): units = MACs, "outputs" = pixel-groups of 4 channels,
+    "inputs" = output pixels."""
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
+    if p.get("flags", 0) & 8:  # kernel_pack.FLAG_DW_CHANNELS: per valid tap 4 channels; per pixel and group a requant
+        return ("depthwise_channels_int8_ek", step.macs, p["out_h"] * p["out_w"] * -(-C // 4),
+                p["out_h"] * p["out_w"])
     out_w4 = -(-p["out_w"] // 4) * 4
     plane_w = (out_w4 - 1) * p["stride_w"] + (kw - 1) * p["dilation_w"] + 1
     plane_rows = (p["out_h"] - 1) * p["stride_h"] + (kh - 1) * p["dilation_h"] + 1

@@ -41,6 +41,10 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
 FLAG_FAST_REQUANT = 1
 FLAG_CACHE_ALL_WEIGHTS = 2
 FLAG_BIAS_PER_BLOCK = 4
+FLAG_DW_CHANNELS = 8
+# Depthwise 3x3 maps narrower than this run channels-last (ek__dw_channels): the row kernels' per-row set-up and
+# ring would cost more than they save (bench/kernels.py).
+DW_ROWS_MIN_OUT_W = 5
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -280,6 +284,8 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack), wide enough for the outputs rounded
     up to 4 (the row kernels' group)."""
     p = params
+    if p.get("flags", 0) & FLAG_DW_CHANNELS:
+        return 0
     out_w4 = (p["out_w"] + 3) // 4 * 4
     plane_w = (out_w4 - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
     row_words = (plane_w + 3) // 2
@@ -287,12 +293,23 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     return 4 * slots * row_words * 4
 
 
+def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int) -> str:
+    """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`)."""
+    rows_ok = (kh, kw) == (3, 3) and dilation_h == dilation_w == 1 and stride_w in (1, 2)
+    return "rows" if rows_ok and out_w >= DW_ROWS_MIN_OUT_W else "channels"
+
+
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
                           out_zp: int, act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
-                          in_row_stride: int | None = None, out_row_stride: int | None = None) -> PackedLayer:
+                          in_row_stride: int | None = None, out_row_stride: int | None = None,
+                          layout: str = "auto") -> PackedLayer:
     """Pack a depthwise convolution (channel multiplier 1) for ``ek_depthwise_conv2d_s8``.
 
-    ``weights`` int8 ``[C, 1, KH, KW]`` (PyTorch layout, kept as is); other arguments as :func:`pack_conv2d`.
+    ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the 3x3 row
+    kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
+    weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight) or ``auto``: rows
+    for 3x3 (stride 1 or 2, no dilation) on maps at least DW_ROWS_MIN_OUT_W wide, else channels
+    (:func:`depthwise_layout`: geometry only, so planning with placeholder scales picks the same).
     """
     w = _check_int8_weights(weights, "depthwise_conv2d")
     if w.ndim != 4 or w.shape[1] != 1:
@@ -314,6 +331,21 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
                   tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
     _check_strides(params, "depthwise_conv2d")
+    if layout == "auto":
+        layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"])
+    if layout not in ("rows", "channels"):
+        raise UsageError(f"depthwise_conv2d: layout must be rows, channels or auto, got {layout!r}")
+    if layout == "channels":
+        params["flags"] |= FLAG_DW_CHANNELS
+        groups = _ceil(c, 4) // 4
+        w4 = np.zeros((groups * 4, kh * kw), dtype=np.int16)
+        w4[:c] = w.reshape(c, kh * kw)
+        pairs = w4.reshape(groups, 4, kh * kw)[:, [0, 2, 1, 3], :].transpose(0, 2, 1)  # [g, tap, (c0 c2 c1 c3)]
+        packed = np.ascontiguousarray(pairs).astype("<i2").view(np.int8).reshape(-1)
+        return PackedLayer(kind="depthwise_conv2d", params=params, weights=packed,
+                           bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                           requant=table, scratch_bytes=0, weight_padding_bytes=int(packed.size - w.size),
+                           notes=dict(fast_requant=fast, layout="channels"))
     packed = w.reshape(-1).astype(np.int8)
     return PackedLayer(kind="depthwise_conv2d", params=params, weights=packed,
                        bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),

@@ -87,6 +87,7 @@ static inline int32_t ek__smlad(uint32_t a, uint32_t b, int32_t acc) { return __
 static inline int32_t ek__smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb((int32_t)a, (int32_t)b, acc); }
 static inline int32_t ek__smlabt(uint32_t a, uint32_t b, int32_t acc) { return __smlabt((int32_t)a, (int32_t)b, acc); }
 static inline int32_t ek__smlatb(uint32_t a, uint32_t b, int32_t acc) { return __smlatb((int32_t)a, (int32_t)b, acc); }
+static inline int32_t ek__smlatt(uint32_t a, uint32_t b, int32_t acc) { return __smlatt((int32_t)a, (int32_t)b, acc); }
 static inline int32_t ek__smmla(int32_t a, int32_t b, int32_t c)
 {
     int32_t r;
@@ -126,6 +127,10 @@ static inline int32_t ek__smlabt(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t ek__smlatb(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)(ek__hi16(a) * ek__lo16(b)));
+}
+static inline int32_t ek__smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(ek__hi16(a) * ek__hi16(b)));
 }
 static inline uint32_t ek__rev16(uint32_t x) { return ((x & 0x00FF00FFu) << 8) | ((x >> 8) & 0x00FF00FFu); }
 #endif
@@ -1086,6 +1091,9 @@ static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
 
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
+    if (p->flags & EK_NN_FLAG_DW_CHANNELS) {
+        return 0;
+    }
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
     return (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
@@ -1513,6 +1521,91 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
 }
 #endif
 
+/*
+ * Depthwise, channels-last (EK_NN_FLAG_DW_CHANNELS): for small maps and kernels other than 3x3, where the row
+ * kernels' per-row set-up and the ring would dominate. Per output pixel and group of 4 channels, each valid tap
+ * loads the 4 input bytes once (one word), widens them with the input offset (SXTAB16: channels 0/2 and 1/3) and
+ * multiplies them with the tap's weights, prepacked as int16 pairs (w0|w2, w1|w3) by kernel_pack: 4 MACs in
+ * SMLABB/SMLATT. Taps that fall in the padding are skipped (their (x - zero point) is 0). Any kernel size, stride,
+ * dilation and padding; no scratch.
+ */
+static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output)
+{
+    /* Every field in a local: the int8 stores below may alias anything, which would reload them per store. */
+    const int32_t C = p->in_c, kh = p->kernel_h, kw = p->kernel_w, taps = kh * kw;
+    const int32_t full = C / 4, tail = C - 4 * full;
+    const int32_t in_h = p->in_h, in_w = p->in_w, in_rs = p->in_row_stride, out_rs = p->out_row_stride;
+    const int32_t out_h = p->out_h, out_w = p->out_w, sh = p->stride_h, sw = p->stride_w;
+    const int32_t pt = p->pad_top, pl = p->pad_left, x_off = p->input_offset;
+    const uint32_t off2 = ek__pack16(x_off, x_off);
+    const uint32_t *wp = (const uint32_t *)(const void *)p->weights;
+    const int32_t *bias = p->bias, *requant = p->requant;
+    const int32_t dh = p->dilation_h, dw = p->dilation_w, dwc = dw * C, dhr = dh * in_rs;
+    const ek__rq_t r = *rq;
+    for (int32_t oy = 0; oy < out_h; oy++) {
+        const int32_t iy0 = oy * sh - pt;
+        int32_t ky0 = 0, ky1 = kh;
+        while (ky0 < kh && iy0 + ky0 * dh < 0) ky0++;
+        while (ky1 > ky0 && iy0 + (ky1 - 1) * dh >= in_h) ky1--;
+        int8_t *orow = output + oy * out_rs;
+        for (int32_t ox = 0; ox < out_w; ox++) {
+            const int32_t ix0 = ox * sw - pl;
+            int32_t kx0 = 0, kx1 = kw;
+            while (kx0 < kw && ix0 + kx0 * dw < 0) kx0++;
+            while (kx1 > kx0 && ix0 + (kx1 - 1) * dw >= in_w) kx1--;
+            const int32_t nky = ky1 - ky0, nkx = kx1 - kx0, wskip = 2 * (kw - nkx);
+            const int8_t *ipix = input + (iy0 + ky0 * dh) * in_rs + (ix0 + kx0 * dw) * C;
+            const uint32_t *wpix = wp + 2 * (ky0 * kw + kx0);
+            int8_t *o = orow + ox * C;
+            for (int32_t g = 0; g < full; g++, o += 4) {
+                const int32_t c0 = 4 * g;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                if (bias) {
+                    a0 = bias[c0];
+                    a1 = bias[c0 + 1];
+                    a2 = bias[c0 + 2];
+                    a3 = bias[c0 + 3];
+                }
+                const uint32_t *wt = wpix + 2 * g * taps;
+                const int8_t *irow = ipix + c0;
+                for (int32_t ky = 0; ky < nky; ky++, irow += dhr, wt += wskip) {
+                    const int8_t *ip = irow;
+                    for (int32_t kx = 0; kx < nkx; kx++, ip += dwc, wt += 2) {
+                        const uint32_t x = ek__read_u32(ip);
+                        const uint32_t x02 = ek__sxtab16(off2, x), x13 = ek__sxtab16_ror8(off2, x);
+                        a0 = ek__smlabb(x02, wt[0], a0);
+                        a2 = ek__smlatt(x02, wt[0], a2);
+                        a1 = ek__smlabb(x13, wt[1], a1);
+                        a3 = ek__smlatt(x13, wt[1], a3);
+                    }
+                }
+                const int32_t *q = requant + 4 * c0;
+                o[0] = ek__requant(&r, a0, q);
+                o[1] = ek__requant(&r, a1, q + 4);
+                o[2] = ek__requant(&r, a2, q + 8);
+                o[3] = ek__requant(&r, a3, q + 12);
+            }
+            if (tail) { /* the last 1-3 channels: byte loads (never past the pixel) */
+                const int32_t c0 = 4 * full;
+                int32_t a[3] = {0, 0, 0};
+                const uint32_t *wt = wpix + 2 * full * taps;
+                const int8_t *irow = ipix + c0;
+                for (int32_t ky = 0; ky < nky; ky++, irow += dhr, wt += wskip) {
+                    const int8_t *ip = irow;
+                    for (int32_t kx = 0; kx < nkx; kx++, ip += dwc, wt += 2) {
+                        a[0] += (ip[0] + x_off) * ek__lo16(wt[0]);
+                        if (tail > 1) a[1] += (ip[1] + x_off) * ek__lo16(wt[1]);
+                        if (tail > 2) a[2] += (ip[2] + x_off) * ek__hi16(wt[0]);
+                    }
+                }
+                for (int32_t i = 0; i < tail; i++) {
+                    o[i] = ek__requant(&r, a[i] + (bias ? bias[c0 + i] : 0), requant + 4 * (c0 + i));
+                }
+            }
+        }
+    }
+}
+
 int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     int err = ek__conv_check(p);
@@ -1531,6 +1624,10 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     const int32_t khw = p->kernel_h * p->kernel_w;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    if (p->flags & EK_NN_FLAG_DW_CHANNELS) {
+        ek__dw_channels(p, &rq, input, output);
+        return EK_NN_OK;
+    }
 #if EK_NN_DSP
     if (rq.fast && p->kernel_h == 3 && p->kernel_w == 3 && (p->stride_w == 1 || p->stride_w == 2) &&
         p->dilation_h == 1 && p->dilation_w == 1) {

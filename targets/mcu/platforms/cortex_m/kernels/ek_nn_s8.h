@@ -45,6 +45,7 @@ extern "C" {
 #define EK_NN_FLAG_FAST_REQUANT 1u /* requant table holds the SMMLA form for every channel (kernel_pack decides) */
 #define EK_NN_FLAG_CACHE_ALL_WEIGHTS 2u /* conv: widen all weights once per call instead of once per pixel tile */
 #define EK_NN_FLAG_BIAS_PER_BLOCK 4u /* conv: lay out one block's biases at a time (32 B of scratch, not 32 B per block) */
+#define EK_NN_FLAG_DW_CHANNELS 8u /* depthwise: 4 channels per pixel at once, weights as int16 pairs (kernel_pack decides) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
