@@ -20,34 +20,12 @@ def test_measure_figures():
     assert not flat["ok"] and "LOW FIDELITY" in flat["summary"] and flat["sqnr_db"] == pytest.approx(0.0)
 
 
-def _dw(cin, cout, stride):
-    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
-                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-
-class MobileNetV1(nn.Module):
-    """MobileNetV1 (Howard et al. 2017), width 0.25, as a user writes it: PyTorch's default initialisation, BatchNorm
-    statistics never estimated (mean 0, variance 1), so activations shrink layer by layer to ~1e-11."""
-
-    def __init__(self, alpha=0.25, num_classes=2):
-        super().__init__()
-        c = lambda v: max(8, int(v * alpha))  # noqa: E731
-        cfg = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
-        layers, cin = [nn.Conv2d(3, c(32), 3, 2, 1, bias=False), nn.BatchNorm2d(c(32)), nn.ReLU()], c(32)
-        for cout, s in cfg:
-            layers.append(_dw(cin, c(cout), s))
-            cin = c(cout)
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
 def test_untrained_mobilenet_v1_is_right_on_the_emulated_m7(tmp_path):
     """Before: every int8 output was the zero point while profile said 'outputs match'. Now the int8 build keeps the
     float outputs (bias-dominated logits) and the profile measures that it does."""
     import edgekit
+
+    from edgekit.zoo.public import MobileNetV1  # as a user writes it; PyTorch's default initialisation, BN unestimated
 
     torch.manual_seed(0)
     module = MobileNetV1().eval()
