@@ -48,6 +48,7 @@ through Loihi's weight/bias grid with straight-through rounding, then everything
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -76,7 +77,7 @@ NORMALISATION_SAMPLES = 512
 GRID_EPOCH_FRACTION = 1 / 3
 
 
-def to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tune_epochs: int | None = None, *,
+def _to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tune_epochs: int | None = None, *,
                lr: float | None = None, batch_size: int = 64, percentile: float = NORMALISATION_PERCENTILE,
                distill: bool | None = None, dataset=None, seed: int = 0, progress: bool | None = None,
                **arch) -> Model:
@@ -540,3 +541,12 @@ def l2mu_network(lmu: LMU, head: nn.Linear, x_train: np.ndarray, flush: int, enc
     return SpikingNetwork(pops, conns, length + flush, "sequence", biases, readout_steps=readout_steps or flush,
                           info={"kind": "l2mu", "memory_order": lmu.memory_size, "theta": lmu.theta,
                                 "u_size": u_size, "classes": head.out_features, "sequence_length": length})
+
+
+@functools.wraps(_to_spiking)
+def to_spiking(model, *args, **kwargs):
+    out = _to_spiking(model, *args, **kwargs)
+    # The float model it came from, for fidelity (the target stores its outputs beside the spiking network's);
+    # kept in memory only, never written out.
+    out.meta["converted_from"] = Model.load(model) if not isinstance(model, Model) else model
+    return out

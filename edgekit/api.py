@@ -101,9 +101,7 @@ def prepare(model, options: CompileOptions) -> Model:
     if options.spiking:
         from edgekit.converters import to_spiking
 
-        ann = m
         m = to_spiking(m, kind=options.spiking)
-        m.meta["converted_from"] = ann  # the float model, for fidelity (never written out)
     return m
 
 

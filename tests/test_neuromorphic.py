@@ -87,6 +87,8 @@ def test_lava_agrees_with_torch(loihi_out):
     m = art.measured
     assert m["samples"] == 20
     assert m["lava_agreement"] >= 0.99
+    fid = m["fidelity"]  # Lava's readout against the ANN the network was converted from
+    assert fid["inputs"] == 20 and fid["top1_agreement"] >= 0.85 and "ANN" in fid["against"]
     # non-leaky neurons on Loihi's grid: Lava's integers give the very same spikes
     assert m["identical_spike_counts"] == 1.0
     assert m["synaptic_ops"] == pytest.approx(m["synaptic_ops_torch"], rel=1e-6)

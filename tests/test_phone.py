@@ -52,6 +52,9 @@ def test_compile_writes_deployable_files_and_profile_measures(digits, dtype):
     onnx.checker.check_model(proto)
     rep = json.loads((out / "report.json").read_text())
     assert rep["target"] == TARGET and rep["dtype"] == dtype
+    fid = rep["measured"]["fidelity"]  # ONNX Runtime's outputs against the float PyTorch model's
+    assert fid["ok"] and fid["top1_agreement"] >= (0.97 if dtype == "int8" else 1.0)
+    assert dtype == "int8" or fid["max_abs_err"] < 1e-4
     build = rep["build"]
     assert build["quantized"] == (dtype == "int8")
     assert build["onnx_bytes"] == (out / "model.onnx").stat().st_size
