@@ -70,6 +70,8 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return _activation(node, y)
     if op == "linear":
         return _activation(node, F.linear(xs[0], p["weight"], p.get("bias")))
+    if op == "upsample":
+        return xs[0].repeat_interleave(a["scale"][0], dim=2).repeat_interleave(a["scale"][1], dim=3)
     if op == "batchnorm":
         return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0,
                             a.get("eps", 1e-5))

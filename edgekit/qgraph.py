@@ -26,7 +26,8 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul")
+            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul",
+            "upsample")
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -244,6 +245,8 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         for x, (zp, m, s) in zip(xs, q["parts"]):
             parts.append(qmath.requantize(x.astype(np.int64) - zp, m, s, qn.out_zp))
         return np.concatenate(parts, axis=n.attrs["dim"])
+    if n.op == "upsample":
+        return xs[0].repeat(n.attrs["scale"][0], axis=2).repeat(n.attrs["scale"][1], axis=3)
     if n.op in ("reshape", "flatten"):
         return xs[0].reshape((xs[0].shape[0],) + tuple(n.shape[1:]))
     if n.op == "select":

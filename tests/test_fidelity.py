@@ -86,3 +86,16 @@ def test_squeeze_excite_runs_bit_exact_on_the_m7(tmp_path, quantize):
     m = edgekit.profile(tmp_path / "out").report["measured"]
     assert m["outputs_match"] and m["fidelity"]["ok"], m["fidelity"]
     assert m["fidelity"]["sqnr_db"] is None or m["fidelity"]["sqnr_db"] > 25
+
+
+def test_unet_upsample_and_concat_run_bit_exact_on_the_m7(tmp_path):
+    """The zoo's U-Net: nearest upsampling (a new operator) and the skip concat, int8 on the emulated M7."""
+    import edgekit
+    from edgekit.zoo import load_example
+
+    module, spec = load_example("zoo-unet")
+    x_calib, x_test, _ = spec.data()
+    model = edgekit.Model.from_module(module, torch.from_numpy(x_calib[:1]), calib=x_calib, test_x=x_test[:4])
+    edgekit.compile(model, "cortex-m7", tmp_path / "out", quantize="int8")
+    m = edgekit.profile(tmp_path / "out").report["measured"]
+    assert m["outputs_match"] and m["fidelity"]["sqnr_db"] > 25, m["fidelity"]

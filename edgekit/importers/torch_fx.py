@@ -67,6 +67,17 @@ def _bn(m: nn.modules.batchnorm._BatchNorm):
                                                 "running_var": _np(m.running_var)}
 
 
+def _upsample(m):
+    """nn.Upsample(scale_factor=k, mode='nearest') with integer factors: every pixel repeated k times per axis."""
+    if m.mode != "nearest" or m.scale_factor is None:
+        raise UnsupportedError(f"Upsample mode '{m.mode}'{' with an output size' if m.size is not None else ''}: "
+                               "edgekit runs mode='nearest' with an integer scale_factor")
+    sf = m.scale_factor if isinstance(m.scale_factor, (tuple, list)) else (m.scale_factor, m.scale_factor)
+    if any(float(f) != int(f) or int(f) < 1 for f in sf):
+        raise UnsupportedError(f"Upsample scale_factor {m.scale_factor}: edgekit runs integer factors")
+    return "upsample", {"scale": [int(f) for f in sf]}, {}
+
+
 def _pool(m):
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = _pair(m.output_size) if m.output_size is not None else None
@@ -111,7 +122,7 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.ReLU: _simple("relu"), nn.ReLU6: _simple("relu6"), nn.Hardswish: _simple("hardswish"),
     nn.Hardsigmoid: _simple("hardsigmoid"),
     nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"),
-    nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool,
+    nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.Upsample: _upsample,
     nn.GRU: _rnn, nn.LSTM: _rnn,
     nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
     nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),

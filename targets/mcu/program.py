@@ -21,7 +21,7 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"}
+             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample"}
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
@@ -334,6 +334,10 @@ class _Builder:
             attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
         self.tvm_step(n, n.op, [ins[0]], [], out.name, attrs)
 
+    def upsample(self, n: Node):
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"])})
+
     def global_avgpool(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
         attrs = {}
@@ -480,6 +484,8 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
             b.pool(n)
         elif n.op == "global_avgpool":
             b.global_avgpool(n)
+        elif n.op == "upsample":
+            b.upsample(n)
         elif n.op in ("add", "mul"):
             b.binary(n)
         elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):

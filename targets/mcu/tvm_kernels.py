@@ -225,6 +225,14 @@ def _elementwise_binary(spec: KernelSpec):
     return [a_buf, b_buf, y]
 
 
+def _upsample(spec: KernelSpec):
+    """Nearest-neighbour upsampling of an NHWC tensor by integer factors (int8 codes pass through unchanged)."""
+    x, xv = _input(spec, 0, "x")
+    sh, sw = spec.attr("scale")
+    y = te.compute(spec.out_shape, lambda n, i, j, c: xv[n, i // sh, j // sw, c], name="out")
+    return [x, y]
+
+
 def _unary(spec: KernelSpec):
     x, xv = _input(spec, 0, "x")
     if spec.dtype == INT8:
@@ -307,7 +315,7 @@ def _gather(spec: KernelSpec):
 
 
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
-            "global_avgpool": _global_avgpool, "add": _elementwise_binary, "mul": _elementwise_binary,
+            "global_avgpool": _global_avgpool, "upsample": _upsample, "add": _elementwise_binary, "mul": _elementwise_binary,
             "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary, "hardsigmoid": _unary,
             "concat": _concat, "gather": _gather}
 
