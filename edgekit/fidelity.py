@@ -27,9 +27,17 @@ MIN_TOP1_AGREEMENT = 0.90
 MIN_SQNR_DB = 10.0
 
 
+def classifies(report: dict) -> bool | None:
+    """Whether a build's model classifies (top-1 agreement applies), from its report's ``model.task``; None when
+    unknown (then :func:`measure` treats [N, K > 1] outputs as class scores)."""
+    task = (report.get("model") or {}).get("task")
+    return None if task is None else task == "classification"
+
+
 def measure(outputs: np.ndarray, float_outputs: np.ndarray, labels: np.ndarray | None = None,
             classifier: bool | None = None) -> dict:
-    """Fidelity figures of ``outputs`` (the artifact's, dequantized, [N, ...]) against ``float_outputs``."""
+    """Fidelity figures of ``outputs`` (the artifact's, dequantized, [N, ...]) against ``float_outputs``.
+    ``classifier``: whether top-1 agreement applies (None: guess from the shape)."""
     got = np.asarray(outputs, dtype=np.float64)
     ref = np.asarray(float_outputs, dtype=np.float64)
     n = min(len(got), len(ref))

@@ -200,7 +200,7 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         scores = got
     float_expected = ref["float_expected"] if "float_expected" in ref.files else expected
     measured["fidelity"] = fidelity.measure(scores.reshape(n, -1), float_expected.reshape(n, -1),
-                                            ref["y"] if "y" in ref.files else None)
+                                            ref["y"] if "y" in ref.files else None, fidelity.classifies(report))
     if "y" in ref.files:
         y = ref["y"]
         measured["accuracy"] = float((scores.reshape(n, -1).argmax(-1) == y).mean())

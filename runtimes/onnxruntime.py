@@ -151,7 +151,8 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     if y is not None:
         measured["accuracy"] = float(np.mean(outputs.argmax(-1) == y))
         measured["reference_accuracy"] = float(np.mean(reference.argmax(-1) == y))
-    measured["fidelity"] = fidelity.measure(outputs, reference, y)  # reference: the float PyTorch model's outputs
+    # reference: the float PyTorch model's outputs
+    measured["fidelity"] = fidelity.measure(outputs, reference, y, fidelity.classifies(report))
     return measured
 
 

@@ -18,6 +18,10 @@ def test_measure_figures():
     assert noisy["max_abs_err_rel"] == pytest.approx(0.01 / 2.0)  # of the float outputs' range, -1 .. 1
     flat = fidelity.measure(np.zeros_like(ref), ref)  # every output at zero: the silent failure of the issue
     assert not flat["ok"] and "LOW FIDELITY" in flat["summary"] and flat["sqnr_db"] == pytest.approx(0.0)
+    # top-1 agreement is for classifiers: an autoencoder's reconstruction is judged by SQNR alone
+    recon = fidelity.measure(ref + 0.01, ref, classifier=fidelity.classifies({"model": {"task": "reconstruction"}}))
+    assert "top1_agreement" not in recon and recon["ok"]
+    assert fidelity.classifies({"model": {"task": "classification"}}) and fidelity.classifies({}) is None
 
 
 def test_untrained_mobilenet_v1_is_right_on_the_emulated_m7(tmp_path):

@@ -26,7 +26,7 @@ from edgekit.errors import ModelLoadError, UsageError
 from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, KwsDSCNN, KwsGRU, KwsLMU, MobileNetV2
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-TASKS = ("classification",)
+TASKS = ("classification", "segmentation", "reconstruction")
 
 # How many training images the digits examples hand out for calibration (quantization ranges, BN re-estimation).
 DIGITS_CALIBRATION_SAMPLES = 256
@@ -313,6 +313,7 @@ def _public_examples() -> dict[str, ExampleSpec]:
         description=f"public architecture (random weights{', BN re-estimated' if cal else ', untrained'}): "
                     + descriptions.get(n.removesuffix("-untrained"), n),
         build=partial(public.build, n), weights_file=None, input_shape=shape, num_classes=public.CLASSES[n],
+        task=public.TASKS.get(n, "classification"),
         data=partial(public.data, n)) for n, (_, shape, cal) in public.ARCHITECTURES.items()}
 
 

@@ -354,6 +354,9 @@ CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained":
            "resnet18-224": 1000}
 
 
+TASKS = {"unet": "segmentation", "autoencoder": "reconstruction"}  # the rest classify
+
+
 # ---- deterministic weights and data ----------------------------------------------------------------------------------
 
 def inputs(name: str, count: int, offset: int) -> np.ndarray:
