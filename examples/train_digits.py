@@ -103,23 +103,26 @@ def train(name: str, recipe: Recipe, validate: bool) -> tuple[nn.Module, float]:
     return model.eval(), accuracy(model, x_eval, y_eval)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("examples", nargs="*", default=list(RECIPES), metavar="EXAMPLE",
-                        help=f"which examples to train (default: all of {', '.join(RECIPES)})")
+def main(argv: list[str] | None = None, recipes: dict | None = None, train_fn=None, description: str | None = None,
+         validate_help: str = "train on 80 %% of the training split, report on the rest, write nothing") -> None:
+    """Train the named examples and write their weights; examples/train_kws.py reuses it with its own recipes."""
+    recipes = RECIPES if recipes is None else recipes
+    train_fn = train if train_fn is None else train_fn
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    parser.add_argument("examples", nargs="*", default=list(recipes), metavar="EXAMPLE",
+                        help=f"which examples to train (default: all of {', '.join(recipes)})")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where to write <example>.pt")
-    parser.add_argument("--validate", action="store_true",
-                        help="train on 80 %% of the training split, report on the rest, write nothing")
+    parser.add_argument("--validate", action="store_true", help=validate_help)
     args = parser.parse_args(argv)
-    unknown = [name for name in args.examples if name not in RECIPES]
+    unknown = [name for name in args.examples if name not in recipes]
     if unknown:
-        parser.error(f"no training recipe for {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+        parser.error(f"no training recipe for {', '.join(unknown)}; choose from {', '.join(recipes)}")
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     for name in args.examples:
         print(f"training {name}", flush=True)
-        model, acc = train(name, RECIPES[name], args.validate)
+        model, acc = train_fn(name, recipes[name], args.validate)
         parameters = sum(p.numel() for p in model.parameters())
         if args.validate:
             print(f"{name}: validation accuracy {acc:.4f} ({parameters} parameters)")

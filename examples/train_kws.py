@@ -10,17 +10,17 @@ with zero fill. Settings were chosen on the validation split; the test split (un
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+import train_digits
 from edgekit.speech import kws
-from edgekit.zoo import EXAMPLES, WEIGHTS_DIR
+from edgekit.zoo import EXAMPLES
+from train_digits import accuracy
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,6 @@ def time_shift(x: torch.Tensor, max_frames: int, generator: torch.Generator) -> 
     shifts = torch.randint(0, 2 * max_frames + 1, (len(x),), generator=generator)
     frames = x.shape[-2]
     return torch.stack([padded[i, ..., s:s + frames, :] for i, s in enumerate(shifts.tolist())])
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
 
 def train(name: str, recipe: Recipe, validate: bool) -> tuple[nn.Module, float]:
@@ -94,28 +88,8 @@ def train(name: str, recipe: Recipe, validate: bool) -> tuple[nn.Module, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("examples", nargs="*", default=list(RECIPES), metavar="EXAMPLE",
-                        help=f"which examples to train (default: {', '.join(RECIPES)})")
-    parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where to write <example>.pt")
-    parser.add_argument("--validate", action="store_true", help="report on the validation split, write nothing")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.examples if n not in RECIPES]
-    if unknown:
-        parser.error(f"no training recipe for {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    for name in args.examples:
-        print(f"training {name}", flush=True)
-        model, acc = train(name, RECIPES[name], args.validate)
-        params = sum(p.numel() for p in model.parameters())
-        if args.validate:
-            print(f"{name}: validation accuracy {acc:.4f} ({params} parameters)")
-            continue
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        path = args.out_dir / f"{name}.pt"
-        torch.save({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, path)
-        print(f"{name}: test accuracy {acc:.4f} ({params} parameters) -> {path} ({path.stat().st_size} bytes)")
+    train_digits.main(argv, RECIPES, train, __doc__.splitlines()[0],
+                      "report on the validation split (voices of their own), write nothing")
 
 
 if __name__ == "__main__":
