@@ -65,7 +65,9 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
     class Reader(_Batches, CalibrationDataReader):
         pass
 
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet():
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    # ORT's symbolic shape inference leaves sym_shape_infer_temp.onnx in the working folder when it fails: work in tmp
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet(), contextlib.chdir(tmp):
         pre = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(str(src), str(pre))
