@@ -209,3 +209,13 @@ def test_compile_from_onnx_file_with_calibration(digits, tmp_path):
                                   calib=str(tmp_path / "calib.npy")).path, repeat=3)
     assert art.report["build"]["exporter"] == "file" and art.report["build"]["quantized"]
     assert art.measured["top1_agreement"] >= 0.95  # int8 against the file's float outputs, on the calibration set
+
+
+def test_int8_build_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
+    """ONNX Runtime's quantization pre-processing used to leave sym_shape_infer_temp.onnx and <uuid>.data files in
+    the working folder when its symbolic shape inference failed (it does on the zoo's U-Net)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    api.compile("zoo-unet", TARGET, tmp_path / "out", quantize="int8")
+    assert list(work.iterdir()) == []
