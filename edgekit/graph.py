@@ -33,7 +33,7 @@ OPS = {
     "tanh": "tanh(x)",
     "maxpool2d": "2-D max pooling",
     "avgpool2d": "2-D average pooling",
-    "global_avgpool": "mean over the spatial axes, keeping them as size 1 (AdaptiveAvgPool2d(1))",
+    "global_avgpool": "mean over the spatial (or time) axes, keeping them as size 1 (AdaptiveAvgPool2d/1d(1))",
     "add": "elementwise sum of two tensors (residual add)",
     "mul": "elementwise product of two tensors",
     "concat": "concatenation along an axis",

@@ -83,7 +83,7 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return F.avg_pool2d(xs[0], a["kernel_size"], a["stride"], a["padding"], ceil_mode=a.get("ceil_mode", False),
                             count_include_pad=a.get("count_include_pad", True))
     if op == "global_avgpool":
-        return xs[0].mean(dim=(2, 3), keepdim=True)
+        return xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)  # [N, C, L] or [N, C, H, W]
     if op == "add":
         return _activation(node, xs[0] + xs[1])
     if op == "mul":

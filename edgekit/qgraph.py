@@ -234,7 +234,7 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
     if n.op in ("avgpool2d", "global_avgpool"):
         xc = torch.from_numpy(xs[0].astype(np.float64) - q["in_zp"])
         if n.op == "global_avgpool":
-            acc = xc.sum(dim=(2, 3), keepdim=True)
+            acc = xc.sum(dim=tuple(range(2, xc.dim())), keepdim=True)
         else:
             a = n.attrs
             acc = F.avg_pool2d(xc, a["kernel_size"], a["stride"], a["padding"], ceil_mode=a.get("ceil_mode", False),

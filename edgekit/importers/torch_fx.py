@@ -79,6 +79,10 @@ def _upsample(m):
 
 
 def _pool(m):
+    if isinstance(m, nn.AdaptiveAvgPool1d):
+        if m.output_size not in (1, (1,), [1]):
+            raise UnsupportedError(f"AdaptiveAvgPool1d to {m.output_size} (only output size 1 is supported)")
+        return "global_avgpool", {}, {}
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = _pair(m.output_size) if m.output_size is not None else None
         if size != [1, 1]:
@@ -122,7 +126,8 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.ReLU: _simple("relu"), nn.ReLU6: _simple("relu6"), nn.Hardswish: _simple("hardswish"),
     nn.Hardsigmoid: _simple("hardsigmoid"),
     nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"),
-    nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.Upsample: _upsample,
+    nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.AdaptiveAvgPool1d: _pool,
+    nn.Upsample: _upsample,
     nn.GRU: _rnn, nn.LSTM: _rnn,
     nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
     nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),
