@@ -287,14 +287,13 @@ def generate(seed: int = 0, size: str = "full", workers: int | None = None, prog
 
 @lru_cache(maxsize=2)
 def _cached(seed: int, size: str) -> KwsData:
-    path = _cache_path(seed, RECIPES[size]) if size in RECIPES else None
-    if path is not None:
-        try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in z.files}
-            return KwsData(**{k: (tuple(v.tolist()) if k.startswith("speakers") else v) for k, v in arrays.items()})
-        except (OSError, KeyError, ValueError, TypeError):
-            pass
+    path = _cache_path(seed, RECIPES[size])  # kws() checked the size
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        return KwsData(**{k: (tuple(v.tolist()) if k.startswith("speakers") else v) for k, v in arrays.items()})
+    except (OSError, KeyError, ValueError, TypeError):
+        pass
     data = generate(seed, size)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

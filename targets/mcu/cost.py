@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from edgekit.estimate import Estimate, layer_table
+from edgekit.targets.mcu import kernel_pack
 from edgekit.targets.mcu.program import DTYPE_BYTES, Program, Step
 from edgekit.targets.profiles import TargetProfile
 
@@ -85,7 +86,7 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     "inputs" = output pixels."""
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
-    if p.get("flags", 0) & 8:  # kernel_pack.FLAG_DW_CHANNELS: per valid tap 4 channels; per pixel and group a requant
+    if p.get("flags", 0) & kernel_pack.FLAG_DW_CHANNELS:  # per valid tap 4 channels; per pixel and group a requant
         return ("depthwise_channels_int8_ek", step.macs, p["out_h"] * p["out_w"] * -(-C // 4),
                 p["out_h"] * p["out_w"])
     out_w4 = -(-p["out_w"] // 4) * 4
