@@ -32,6 +32,10 @@ def _linear_macs(n: Node, g: Graph) -> int:
     return n.elements * n.attrs["in_features"]
 
 
+def _matmul_macs(n: Node, g: Graph) -> int:
+    return n.elements * g[n.inputs[0]].shape[-1]
+
+
 def _rnn_macs(n: Node, g: Graph) -> int:
     steps = n.shape[1] if n.attrs.get("batch_first") else n.shape[0]
     gates = 3 if n.op == "gru" else 4
@@ -42,6 +46,7 @@ def _rnn_macs(n: Node, g: Graph) -> int:
 # Operators whose MACs are not zero. Other parts of edgekit register their own layers here.
 MAC_COUNTERS: dict[str, Callable[[Node, Graph], int]] = {
     "conv1d": _conv_macs, "conv2d": _conv_macs, "linear": _linear_macs, "gru": _rnn_macs, "lstm": _rnn_macs,
+    "matmul": _matmul_macs,
 }
 
 

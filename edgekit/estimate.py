@@ -48,7 +48,7 @@ def layer_family(node: Node) -> str:
     if node.op in ("conv2d", "conv1d"):
         a = node.attrs
         return "depthwise" if a["groups"] == a["in_channels"] and a["groups"] > 1 else "conv2d"
-    if node.op == "linear":
+    if node.op in ("linear", "matmul"):
         return "linear"
     if node.op in ("gru", "lstm") or node.op in RECURRENT_OPS:
         return "rnn"

@@ -96,6 +96,18 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return xs[0][index_tuple(a["index"])]
     if op == "softmax":
         return torch.softmax(xs[0], dim=a["dim"])
+    if op == "transpose":
+        return xs[0].permute(*a["perm"])
+    if op == "matmul":
+        return torch.matmul(xs[0], xs[1])
+    if op == "scale":
+        return xs[0] * a["factor"]
+    if op == "gelu":
+        return F.gelu(xs[0], approximate=a.get("approximate", "none"))
+    if op == "layernorm":
+        return F.layer_norm(xs[0], a["normalized_shape"], p.get("weight"), p.get("bias"), a["eps"])
+    if op == "reduce_mean":
+        return xs[0].mean(dim=a["dims"], keepdim=a["keepdim"])
     if op in ("gru", "lstm"):
         return _rnn(node, xs[0])
     if op in EXTRA_OPS:

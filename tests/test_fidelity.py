@@ -103,3 +103,20 @@ def test_unet_upsample_and_concat_run_bit_exact_on_the_m7(tmp_path):
     edgekit.compile(model, "cortex-m7", tmp_path / "out", quantize="int8")
     m = edgekit.profile(tmp_path / "out").report["measured"]
     assert m["outputs_match"] and m["fidelity"]["sqnr_db"] > 25, m["fidelity"]
+
+
+def test_attention_block_runs_on_the_phone_and_is_refused_in_one_line_on_the_m7(tmp_path):
+    """The zoo's transformer block (LayerNorm, MatMul, Softmax, GELU, transposes): ONNX Runtime runs it in int8 within
+    the fidelity bounds; the Cortex-M target refuses it in one line that names the layers and the target that runs
+    them (never a traceback)."""
+    import edgekit
+    from edgekit.errors import UnsupportedError
+
+    edgekit.compile("zoo-attention", "phone-arm64", tmp_path / "phone", quantize="int8")
+    fid = edgekit.profile(tmp_path / "phone").report["measured"]["fidelity"]
+    assert fid["ok"] and fid["sqnr_db"] > 15 and fid["top1_agreement"] >= 0.9, fid
+    with pytest.raises(UnsupportedError) as e:
+        edgekit.compile("zoo-attention", "cortex-m7", tmp_path / "m7")
+    msg = str(e.value)
+    assert "'norm1' (layernorm)" in msg and "(matmul)" in msg and "phone-arm64" in msg and "\n" not in msg
+    assert not (tmp_path / "m7").exists()

@@ -280,3 +280,29 @@ def test_onnx_missing_external_weights(tmp_path):
         data.unlink()
     with pytest.raises(ModelLoadError, match="missing; copy that file alongside or re-export"):
         Model.load(path)
+
+
+@pytest.mark.parametrize("name", ["attention", "shufflenet"])
+@pytest.mark.parametrize("source", ["module", "pt2"])
+def test_transformer_and_shuffle_layers_import_exactly(name, source, tmp_path):
+    """LayerNorm, q @ k^T / sqrt(d) (the divisor computed from x.shape), chunk, multi-head transposes, GELU and a mean
+    over the sequence (a transformer block), and ShuffleNet's channel shuffle (view, transpose, reshape) import into
+    graph operators whose float execution equals the module's, as nn.Module and as a .pt2 program."""
+    from edgekit.zoo.public import ARCHITECTURES
+
+    build, shape, _ = ARCHITECTURES[name]
+    torch.manual_seed(3)
+    module = build().eval()
+    x = torch.randn((1,) + shape)
+    if source == "pt2":
+        path = tmp_path / f"{name}.pt2"
+        torch.export.save(torch.export.export(module, (x,)), str(path))
+        model = Model.load(path)
+    else:
+        model = Model.from_module(module, x)
+    ops = {n.op for n in model.graph}
+    assert ({"layernorm", "matmul", "scale", "gelu", "transpose", "reduce_mean"} <= ops if name == "attention"
+            else "transpose" in ops)
+    xb = np.random.default_rng(4).standard_normal((1,) + shape).astype(np.float32)
+    got = run_graph(model.graph, [xb])[model.graph.outputs[0]]
+    np.testing.assert_allclose(got, _outputs(module, torch.from_numpy(xb))[0], rtol=0, atol=1e-5)

@@ -116,6 +116,11 @@ def _rnn(m: nn.RNNBase):
     return kind, {"input_size": m.input_size, "hidden_size": m.hidden_size, "batch_first": bool(m.batch_first)}, params
 
 
+def _layernorm(m: nn.LayerNorm):
+    params = {k: _np(v) for k, v in (("weight", m.weight), ("bias", m.bias)) if v is not None}
+    return "layernorm", {"normalized_shape": [int(d) for d in m.normalized_shape], "eps": float(m.eps)}, params
+
+
 def _simple(op: str) -> Callable:
     return lambda m: (op, {}, {})
 
@@ -132,6 +137,8 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
     nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),
     nn.Dropout: _simple("identity"), nn.Identity: _simple("identity"),
+    nn.GELU: lambda m: ("gelu", {"approximate": str(m.approximate)}, {}),
+    nn.LayerNorm: lambda m: _layernorm(m),
 }
 
 
@@ -167,6 +174,13 @@ _ADD = {operator.add, torch.add, torch.ops.aten.add.Tensor}
 _MUL = {operator.mul, torch.mul, torch.ops.aten.mul.Tensor}
 _CAT = {torch.cat, torch.ops.aten.cat.default}
 _FLATTEN = {torch.flatten, torch.ops.aten.flatten.using_ints}
+_MATMUL = {operator.matmul, torch.matmul, torch.bmm, torch.ops.aten.matmul.default, torch.ops.aten.bmm.default}
+_DIV = {operator.truediv, torch.div, torch.true_divide, torch.ops.aten.div.Tensor}
+_GELU = {F.gelu, torch.ops.aten.gelu.default}
+_LAYER_NORM = {F.layer_norm, torch.ops.aten.layer_norm.default}
+_TRANSPOSE_CALLS = {torch.transpose, torch.permute, torch.t}
+_SPLITS = {torch.chunk, torch.split, torch.ops.aten.chunk.default, torch.ops.aten.split.Tensor,
+           torch.ops.aten.split_with_sizes.default}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
 _RESHAPE_FUNCS = {torch.reshape, torch.squeeze, torch.unsqueeze, torch.ops.aten.view.default,
                   torch.ops.aten.reshape.default, torch.ops.aten.squeeze.dim, torch.ops.aten.unsqueeze.default,
@@ -200,6 +214,14 @@ def index_tuple(spec: list) -> tuple:
 # handlers turn each call back into the node the nn.Module import gives for the layer it came from.
 
 aten = torch.ops.aten
+
+
+def _number(a) -> float | None:
+    """A number argument as float: a Python number, or an fx node that computed one from the example's shapes
+    (None for a tensor or anything else)."""
+    if isinstance(a, torch.fx.Node):
+        a = a.meta.get("number")
+    return float(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else None
 
 
 def _arg(n, i: int, name: str, default=None):
@@ -322,6 +344,36 @@ def _permutation(n, rank: int) -> list[int]:
     return perm
 
 
+def _any_permutation(n, rank: int) -> list[int]:
+    """The axis order of a permute / transpose / t call, written as a method, a torch function or an ATen call."""
+    if n.target in _LAYOUT:
+        return _permutation(n, rank)
+    name = n.target if isinstance(n.target, str) else n.target.__name__
+    rest = list(n.args[1:])
+    if name == "permute":
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        return [int(d) % rank for d in (dims or n.kwargs.get("dims"))]
+    perm = list(range(rank))
+    a, b = (int(rest[0]) % rank, int(rest[1]) % rank) if name == "transpose" else (0, rank - 1)
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm
+
+
+def _split_bounds(n, size: int) -> list[int]:
+    """Where every piece of a chunk / split call on an axis of ``size`` elements starts (and the last ends)."""
+    name = (n.target if isinstance(n.target, str) else n.target.__name__).split(".")[0]  # aten: "split.Tensor"
+    arg = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks", n.kwargs.get("split_size_or_sections",
+                                                                                 n.kwargs.get("split_size")))
+    if name == "chunk":
+        step = -(-size // int(arg))
+        sizes = [step] * (size // step) + ([size % step] if size % step else [])
+    elif isinstance(arg, (list, tuple)):
+        sizes = [int(a) for a in arg]
+    else:
+        sizes = [int(arg)] * (size // int(arg)) + ([size % int(arg)] if size % int(arg) else [])
+    return [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+
+
 def _keeps_order(shape, perm) -> bool:
     """True when permuting ``shape`` by ``perm`` moves only size-1 axes, so the elements keep their order."""
     kept = [a for a in perm if shape[a] != 1]
@@ -389,6 +441,17 @@ def _shape_of(meta) -> tuple[int, ...] | None:
     return tuple(tm.shape) if hasattr(tm, "shape") else None
 
 
+class _ShapeAndNumberProp(ShapeProp):
+    """ShapeProp that also keeps the value of every node computing a plain number (``d ** 0.5`` from ``x.shape``),
+    so a tensor divided by it imports as a constant scale."""
+
+    def run_node(self, n):
+        result = super().run_node(n)
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            n.meta["number"] = result
+        return result
+
+
 def _fx_graph(module: nn.Module, example: tuple[torch.Tensor, ...]) -> GraphModule:
     if isinstance(module, GraphModule):
         gm = module
@@ -399,7 +462,7 @@ def _fx_graph(module: nn.Module, example: tuple[torch.Tensor, ...]) -> GraphModu
             raise UnsupportedError(f"model '{type(module).__name__}' cannot be traced by torch.fx: "
                                    f"{str(e).splitlines()[0]} (avoid Python control flow on tensor values)") from e
     try:
-        ShapeProp(gm).propagate(*example)
+        _ShapeAndNumberProp(gm).propagate(*example)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ShapeError(f"example input of shape {[tuple(x.shape) for x in example]} does not fit the model: "
@@ -416,6 +479,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
     nodes: list[Node] = []
     alias: dict[str, str] = {}  # fx node name -> graph node name it stands for
     tuples: dict[str, str] = {}  # fx name of a multi-output module -> graph node name
+    pieces: dict[str, tuple[str, int, list[int]]] = {}  # a chunk / split call -> (input, axis, piece starts)
     hidden_states: dict[str, str] = {}  # fx name of an RNN's h_n -> the node selecting its last step
     lstm_states: dict[str, str] = {}  # fx name of nn.LSTM's (h_n, c_n) pair -> the LSTM's graph node
     consts: dict[str, Any] = {}  # fx name -> tensor (parameters, buffers, and what is computed from them alone)
@@ -522,7 +586,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 mutated = None
                 if tgt in _INPLACE:  # the in-place call's result replaces its first argument from here on
                     tgt, mutated = _INPLACE[tgt], n.args[0]
-                tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name not in consts]
+                tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name not in consts
+                               and "number" not in a.meta]
                 shape = _shape_of(n.meta)
                 if tgt in _ZERO_FILLS and (tgt is not aten.full.default or n.args[1] == 0):
                     # zeros sized from the input (an RNN's initial state with a dynamic batch): a zero constant
@@ -576,10 +641,51 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     else:
                         problems.append(f"'{n.name}' (indexing h_n other than h_n[-1])")
                     continue
-                if tgt is operator.getitem and isinstance(n.args[0], torch.fx.Node):
+                if tgt is operator.getitem and n.args[0].name in pieces:
+                    x, dim, starts = pieces[n.args[0].name]
+                    i = int(n.args[1]) % (len(starts) - 1)
+                    add(n, "select", [x], {"index": [["slice", None, None, None]] * dim
+                                           + [["slice", starts[i], starts[i + 1], None]]})
+                elif tgt is operator.getitem and isinstance(n.args[0], torch.fx.Node):
                     if shape is None:
                         continue
                     add(n, "select", [src(n.args[0])], {"index": _index_spec(n.args[1])})
+                elif tgt in _SPLITS or (n.op == "call_method" and tgt in ("chunk", "split")):
+                    in_shape = _shape_of(n.args[0].meta)
+                    dim = int(n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)) % len(in_shape)
+                    pieces[n.name] = (src(n.args[0]), dim, _split_bounds(n, in_shape[dim]))
+                elif tgt in _TRANSPOSE_CALLS or (n.op == "call_method" and tgt in ("transpose", "permute", "t")):
+                    in_shape = _shape_of(n.args[0].meta)
+                    perm = _any_permutation(n, len(in_shape))
+                    if _keeps_order(in_shape, perm):
+                        add(n, "reshape", [src(n.args[0])], {"shape": list(shape)})
+                    elif perm[0] != 0:
+                        problems.append(f"'{n.name}' (transpose: moves the batch axis; edgekit keeps the batch "
+                                        "first, e.g. use batch_first=True)")
+                    else:
+                        add(n, "transpose", [src(n.args[0])], {"perm": perm})
+                elif tgt in _MATMUL or (n.op == "call_method" and tgt in ("matmul", "bmm")):
+                    if len(tensor_args) != 2:
+                        problems.append(f"'{n.name}' (matmul with a constant: write it as nn.Linear)")
+                        continue
+                    add(n, "matmul", [src(a) for a in tensor_args])
+                elif (tgt in _DIV or (n.op == "call_method" and tgt in ("div", "truediv"))) and \
+                        len(tensor_args) == 1 and n.args[0] is tensor_args[0] and _number(n.args[1]) is not None:
+                    add(n, "scale", [src(tensor_args[0])], {"factor": 1.0 / _number(n.args[1])})
+                elif (tgt in _MUL or (n.op == "call_method" and tgt == "mul")) and len(tensor_args) == 1 and \
+                        len(n.args) == 2 and _number(n.args[1] if n.args[0] is tensor_args[0] else n.args[0]) \
+                        is not None:
+                    c = _number(n.args[1] if n.args[0] is tensor_args[0] else n.args[0])
+                    add(n, "scale", [src(tensor_args[0])], {"factor": c})
+                elif tgt in _GELU or (n.op == "call_method" and tgt == "gelu"):
+                    add(n, "gelu", [src(tensor_args[0])], {"approximate": str(n.kwargs.get("approximate", "none"))})
+                elif tgt in _LAYER_NORM:
+                    shape_arg = [int(d) for d in n.args[1]]
+                    w = weight(n.args[2] if len(n.args) > 2 else n.kwargs.get("weight"))
+                    b = weight(n.args[3] if len(n.args) > 3 else n.kwargs.get("bias"))
+                    eps = float(n.args[4] if len(n.args) > 4 else n.kwargs.get("eps", 1e-5))
+                    params = {k: v for k, v in (("weight", w), ("bias", b)) if v is not None}
+                    add(n, "layernorm", [src(tensor_args[0])], {"normalized_shape": shape_arg, "eps": eps}, params)
                 elif tgt is aten.select.int:
                     dim, index = int(n.args[1]), int(n.args[2])
                     add(n, "select", [src(n.args[0])], {"index": [["slice", None, None, None]] * dim + [index]})
@@ -599,8 +705,7 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         problems.append(f"'{n.name}' ({tgt.__name__}: moves the batch axis; edgekit keeps the batch "
                                         "first, e.g. use batch_first=True)")
                     elif not _keeps_order(in_shape, _permutation(n, len(in_shape))):
-                        problems.append(f"'{n.name}' ({tgt.__name__}: reorders the data; edgekit's graph has no "
-                                        "transpose)")
+                        add(n, "transpose", [src(n.args[0])], {"perm": _permutation(n, len(in_shape))})
                     else:
                         add(n, "reshape", [src(n.args[0])], {"shape": list(shape)})
                 elif tgt in (aten.softmax.int, aten._softmax.default):
@@ -636,8 +741,9 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         tuple(_pair(n.args[1])) == (1, 1):
                     add(n, "global_avgpool", [src(tensor_args[0])])
                 elif tgt in (torch.mean, torch.ops.aten.mean.dim) or (n.op == "call_method" and tgt == "mean"):
-                    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-                    dims = sorted(int(d) % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+                    raw = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+                    raw = raw if isinstance(raw, (list, tuple)) else [raw]
+                    dims = sorted(int(d) % 4 for d in raw)
                     in_shape = _shape_of(n.args[0].meta)
                     if len(in_shape) == 4 and dims == [2, 3]:
                         add(n, "global_avgpool", [src(tensor_args[0])], shape=(in_shape[0], in_shape[1], 1, 1))
@@ -646,7 +752,12 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                             nodes.append(Node(nm + ".reshape", "reshape", [nm], shape, {"shape": list(shape)}))
                             alias[n.name] = nm + ".reshape"
                     else:
-                        problems.append(f"'{n.name}' (mean over dims {dims})")
+                        dims = sorted({int(d) % len(in_shape) for d in raw})
+                        if 0 in dims:
+                            problems.append(f"'{n.name}' (mean over the batch axis)")
+                        else:
+                            keep = bool(n.args[2] if len(n.args) > 2 else n.kwargs.get("keepdim", False))
+                            add(n, "reduce_mean", [src(tensor_args[0])], {"dims": dims, "keepdim": keep})
                 elif tgt in (F.softmax, torch.softmax) or (n.op == "call_method" and tgt == "softmax"):
                     dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else -1)
                     add(n, "softmax", [src(tensor_args[0])], {"dim": int(dim)})

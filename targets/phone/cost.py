@@ -28,8 +28,9 @@ def phone_terms(graph: Graph) -> dict[str, float]:
         kind = layer_family(n)
         terms["layers"] += 1
         if kind in PHONE_KINDS:
-            terms["weighted"] += 1
-            terms["channels"] += n.shape[-1] if n.op in ("gru", "lstm") or kind == "rnn" else n.shape[1]
+            if n.params:  # (a matmul of two activations has no weights, so no scales in the file)
+                terms["weighted"] += 1
+                terms["channels"] += n.shape[-1] if n.op in ("gru", "lstm") or kind == "rnn" else n.shape[1]
             terms[f"macs_{kind}"] += macs_of(n, graph)
         else:
             terms["elements"] += n.elements
