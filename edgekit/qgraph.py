@@ -27,7 +27,7 @@ from edgekit.graph import Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
             "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul",
-            "upsample")
+            "upsample", "transpose")
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -172,7 +172,7 @@ def lower(graph: Graph, quant) -> QGraph:
             real = LUT_FUNCS[n.op]((codes - x.out_zp) * x.out_scale)
             lut = np.clip(np.round(real / qn.out_scale) + qn.out_zp, -128, 127).astype(np.int8)
             qn.q.update(lut=lut)
-        elif n.op in ("maxpool2d", "reshape", "flatten", "select"):
+        elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose"):
             pass
     return QGraph(graph, out, notes)
 
@@ -251,6 +251,8 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         return xs[0].reshape((xs[0].shape[0],) + tuple(n.shape[1:]))
     if n.op == "select":
         return xs[0][index_tuple(n.attrs["index"])]
+    if n.op == "transpose":
+        return np.ascontiguousarray(xs[0].transpose(n.attrs["perm"]))
     if n.op in LUT_FUNCS:
         return q["lut"][xs[0].astype(np.int16) + 128]
     raise UnsupportedError(f"layer '{n.name}': no int8 reference for '{n.op}'")

@@ -120,3 +120,15 @@ def test_attention_block_runs_on_the_phone_and_is_refused_in_one_line_on_the_m7(
     msg = str(e.value)
     assert "'norm1' (layernorm)" in msg and "(matmul)" in msg and "phone-arm64" in msg and "\n" not in msg
     assert not (tmp_path / "m7").exists()
+
+
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_channel_shuffle_runs_bit_exact_on_the_m7(quantize, tmp_path):
+    """ShuffleNet's channel shuffle (view, transpose(1, 2), reshape) and grouped 1x1 convs on the emulated M7: one
+    gather on NHWC data, bit-exact to the integer reference (int8) or to PyTorch (float32)."""
+    import edgekit
+
+    edgekit.compile("zoo-shufflenet", "cortex-m7", tmp_path / "out", quantize=quantize)
+    m = edgekit.profile(tmp_path / "out").report["measured"]
+    assert m["outputs_match"] and m["fidelity"]["ok"], m["fidelity"]
+    assert m["fidelity"]["top1_agreement"] >= 0.9

@@ -283,11 +283,11 @@ def test_onnx_missing_external_weights(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["attention", "shufflenet"])
-@pytest.mark.parametrize("source", ["module", "pt2"])
+@pytest.mark.parametrize("source", ["module", "pt2", "onnx"])
 def test_transformer_and_shuffle_layers_import_exactly(name, source, tmp_path):
     """LayerNorm, q @ k^T / sqrt(d) (the divisor computed from x.shape), chunk, multi-head transposes, GELU and a mean
     over the sequence (a transformer block), and ShuffleNet's channel shuffle (view, transpose, reshape) import into
-    graph operators whose float execution equals the module's, as nn.Module and as a .pt2 program."""
+    graph operators whose float execution equals the module's, as nn.Module, as a .pt2 program and as ONNX."""
     from edgekit.zoo.public import ARCHITECTURES
 
     build, shape, _ = ARCHITECTURES[name]
@@ -297,6 +297,10 @@ def test_transformer_and_shuffle_layers_import_exactly(name, source, tmp_path):
     if source == "pt2":
         path = tmp_path / f"{name}.pt2"
         torch.export.save(torch.export.export(module, (x,)), str(path))
+        model = Model.load(path)
+    elif source == "onnx":
+        path = tmp_path / f"{name}.onnx"
+        torch.onnx.export(module, (x,), str(path), dynamo=False)
         model = Model.load(path)
     else:
         model = Model.from_module(module, x)

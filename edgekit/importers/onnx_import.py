@@ -434,9 +434,13 @@ class _Importer:
         self._linear(node, x, W, b)
 
     def _matmul(self, node, a):
+        if node.input[1] not in self.consts and node.input[0] not in self.consts:  # two activations (attention)
+            ins = [self._exact(node.input[0]), self._exact(node.input[1])]
+            self._bind(node.output[0], self._emit(self._label(node), "matmul", ins))
+            return
         if node.input[1] not in self.consts:
-            which = "a constant on the left" if node.input[0] in self.consts else "two computed tensors"
-            raise UnsupportedError(f"MatMul of {which} (edgekit's linear is x @ W with constant weights W)")
+            raise UnsupportedError("MatMul of a constant on the left (edgekit's linear is x @ W with constant "
+                                   "weights W)")
         B = self._weight(node.input[1], "weight")
         if B.ndim != 2:
             raise UnsupportedError(f"MatMul with a {B.ndim}-D weight")
@@ -449,6 +453,16 @@ class _Importer:
     def _binary(self, node, a):
         op = "add" if node.op_type == "Add" else "mul"
         const = [i for i in node.input if i in self.consts]
+        if node.op_type in ("Mul", "Div") and len(const) == 1 and self.consts[const[0]].size == 1 and \
+                (node.op_type == "Mul" or const[0] == node.input[1]):  # x * c, c * x, x / c
+            c = float(np.asarray(self.consts[const[0]]).reshape(-1)[0])
+            other = node.input[1] if node.input[0] == const[0] else node.input[0]
+            node_name, shape = self._tensor(other)
+            factor = c if node.op_type == "Mul" else 1.0 / c
+            self._bind(node.output[0], self._emit(self._label(node), "scale", [node_name], {"factor": factor}), shape)
+            return
+        if node.op_type == "Div":
+            raise UnsupportedError("Div other than by a constant number (edgekit scales by constants)")
         if const and op == "add" and len(const) == 1:
             other = node.input[1] if node.input[0] == const[0] else node.input[0]
             self._bias_after_matmul(node, other, self.consts[const[0]])
@@ -544,7 +558,13 @@ class _Importer:
         axes = self._input_list(node, 1, a, "axes", 18)
         axes = sorted(int(d) % len(shape) for d in (axes if axes is not None else range(len(shape))))
         if len(shape) != 4 or axes != [2, 3]:
-            raise UnsupportedError(f"ReduceMean over axes {axes} (edgekit has the mean over H and W of NCHW)")
+            if 0 in axes:
+                raise UnsupportedError(f"ReduceMean over axes {axes}, the batch axis among them")
+            keep = bool(a.get("keepdims", 1))
+            out = self._emit(self._label(node), "reduce_mean", [self._exact(node.input[0])],
+                             {"dims": axes, "keepdim": keep})
+            self._bind(node.output[0], out)
+            return
         pooled = self._emit(self._label(node), "global_avgpool", [self._exact(node.input[0])])
         self.vals[node.output[0]] = (pooled, self._shape(pooled))
         if not a.get("keepdims", 1):
@@ -607,10 +627,33 @@ class _Importer:
     def _transpose(self, node, a):
         _, shape = self._tensor(node.input[0])
         perm = [int(p) for p in a.get("perm", range(len(shape) - 1, -1, -1))]
-        if not _keeps_order(shape, perm):
-            raise UnsupportedError(f"perm {perm} on shape {list(shape)} reorders the data; edgekit's graph has no "
-                                   "transpose")
-        self._view(node, node.input[0], tuple(shape[p] for p in perm))
+        if _keeps_order(shape, perm):
+            self._view(node, node.input[0], tuple(shape[p] for p in perm))
+            return
+        if perm[0] != 0:
+            raise UnsupportedError(f"perm {perm} on shape {list(shape)} moves the batch axis; edgekit keeps the batch "
+                                   "first")
+        x = self._exact(node.input[0])
+        self._bind(node.output[0], self._emit(self._label(node), "transpose", [x], {"perm": perm}))
+
+    def _layernorm(self, node, a):
+        x = self._exact(node.input[0])
+        rank = len(self._shape(x))
+        axis = int(a.get("axis", -1)) % rank
+        params = {"weight": self._weight(node.input[1], "scale")}
+        if len(node.input) > 2 and node.input[2]:
+            params["bias"] = self._weight(node.input[2], "bias")
+        if any(self._used(o) for o in node.output[1:]):
+            raise UnsupportedError("LayerNormalization's mean or inverse standard deviation is read")
+        attrs = {"normalized_shape": list(self._shape(x)[axis:]), "eps": float(a.get("epsilon", 1e-5))}
+        self._bind(node.output[0], self._emit(self._label(node), "layernorm", [x], attrs, params))
+
+    def _gelu(self, node, a):
+        node_name, shape = self._tensor(node.input[0])
+        approximate = a.get("approximate", b"none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+        self._bind(node.output[0], self._emit(self._label(node), "gelu", [node_name], {"approximate": approximate}),
+                   shape)
 
     def _select(self, node, value: str, axis: int, index, out_shape: tuple) -> None:
         """Bind ``node``'s output to ``value[..., index on axis, ...]`` (index an int or a slice)."""
@@ -721,7 +764,8 @@ class _Importer:
             raise UnsupportedError("the cell state Y_c is read (use the output or Y_h)")
 
     HANDLERS = {
-        "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary,
+        "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
+        "LayerNormalization": _layernorm, "Gelu": _gelu,
         "BatchNormalization": _batchnorm,
         "Relu": lambda self, n, a: self._unary(n, "relu"), "Clip": _clip,
         "HardSwish": lambda self, n, a: self._unary(n, "hardswish"),

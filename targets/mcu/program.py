@@ -21,7 +21,8 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample"}
+             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample",
+             "transpose"}  # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
@@ -162,11 +163,30 @@ def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
 _NCHW_TO_NHWC = (0, 3, 1, 2)
 
 
+def channel_shuffle_groups(graph: Graph, n: Node) -> int | None:
+    """ShuffleNet's channel shuffle -- x.view(N, g, C/g, H, W).transpose(1, 2).reshape(N, C, H, W) -- is a fixed
+    permutation of the channels; on NHWC data it is one gather. For the transpose of that pattern: g; else None."""
+    if n.op != "transpose" or list(n.attrs["perm"]) != [0, 2, 1, 3, 4]:
+        return None
+    view = graph[n.inputs[0]]
+    if view.op != "reshape" or not view.inputs or len(graph[view.inputs[0]].shape) != 4:
+        return None
+    c, h, w = graph[view.inputs[0]].shape[1:]
+    g = view.shape[1]
+    users = graph.consumers(n.name)
+    if tuple(view.shape[2:]) != (c // g, h, w) or g * (c // g) != c or len(graph.consumers(view.name)) != 1 or \
+            not users or any(u.op != "reshape" or tuple(u.shape[1:]) != (c, h, w) for u in users):
+        return None
+    return g
+
+
 def check_supported(graph: Graph, dtype: str, target: str) -> None:
     ops = INT8_OPS if dtype == "int8" else FLOAT_OPS
-    bad = [n for n in graph.nodes if n.op not in ops]
+    bad = [n for n in graph.nodes if n.op not in ops or (n.op == "transpose" and not channel_shuffle_groups(graph, n))]
     if bad:
         def hint(n) -> str:
+            if n.op == "transpose":
+                return ": only a channel shuffle (view, transpose(1, 2), reshape) runs on Cortex-M"
             if n.op == "softmax" and n.name not in graph.outputs:
                 return ""  # (the follow-up below is for a final softmax)
             if n.op in FOLLOW_UPS:
@@ -379,9 +399,27 @@ class _Builder:
             attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
         self.tvm_step(n, "concat", ins, [], out.name, {**attrs, **extra})
 
+    def transpose(self, n: Node):
+        """A channel shuffle (check_supported let no other transpose through): NHWC [.., g, C/g] -> [.., C/g, g]."""
+        src = self.tensors[n.inputs[0]]
+        out = self.add_tensor(n.name, src.shape[:3] + (src.shape[4], src.shape[3]))
+        amap = ((0, 0, 1), (1, 0, 1), (2, 0, 1), (4, 0, 1), (3, 0, 1))
+        self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": amap, "fixed": ()})
+
     def reshape(self, n: Node):
         src = self.tensors[n.inputs[0]]
         src_torch = self.g[n.inputs[0]].shape
+        if len(src_torch) == 4 and len(n.shape) == 5 or len(src_torch) == 5 and len(n.shape) == 4:
+            # the two views around a channel shuffle: channels split into (g, C/g) as the last two NHWC axes
+            shuffle = [u for u in self.g.consumers(n.name) if u.op == "transpose"] if len(n.shape) == 5 else \
+                [self.g[n.inputs[0]]]
+            if len(shuffle) != 1 or not channel_shuffle_groups(self.g, shuffle[0]):
+                raise UnsupportedError(f"layer '{n.name}': a reshape to or from 5-D runs on Cortex-M only as part of "
+                                       "a channel shuffle; phone-arm64 (the phone target) runs it")
+            n_, c, h, w = n.shape if len(n.shape) == 4 else src_torch
+            phys = (n_, h, w, c) if len(n.shape) == 4 else (n_, h, w, n.shape[1], n.shape[2])
+            self.add_tensor(n.name, phys, alias_of=n.inputs[0])
+            return
         if len(src_torch) == 4 and len(n.shape) == 4:
             if tuple(src_torch) != tuple(n.shape):
                 raise UnsupportedError(f"layer '{n.name}': a 4-D to 4-D reshape is not supported on Cortex-M")
@@ -498,6 +536,8 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
             b.reshape(n)
         elif n.op == "select":
             b.select(n)
+        elif n.op == "transpose":
+            b.transpose(n)
         else:  # check_supported already refused it
             raise UnsupportedError(f"layer '{n.name}': '{n.op}' is not supported on {target}")
     prog = Program(graph.name, dtype, b.tensors, b.consts, b.steps, graph.inputs[0].name, graph.outputs[0],
