@@ -162,6 +162,7 @@ def synthetic_models(seed: int = 0):
     module = nn.Sequential(nn.Conv2d(1, 36, (10, 4), 2, (5, 1)), nn.ReLU(), *dw(36, 3, 1, 1), *dw(36, 5, 1, 2),
                            *dw(36, (3, 1), 1, (1, 0)), *dw(36, (1, 3), 1, (0, 1)), *dw(36, 5, 2, 2),
                            nn.Conv2d(36, 128, 1), nn.ReLU(), *dw(128, 3, 2, 1), *dw(128, 3, 1, 1), *dw(128, 5, 1, 2),
+                           *dw(128, (3, 1), 1, (1, 0)), *dw(128, (1, 3), 1, (0, 1)), *dw(128, 5, 2, 2),
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 12)).eval()
     x = rng.standard_normal((8, 1, 49, 10)).astype(np.float32)
     models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-dw", calib=x, test_x=x[:1]))
@@ -198,7 +199,8 @@ def calibrate(cores, write: bool):
                         lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
             # Keys this calibration does not fit (e.g. the sparse kernels', fitted by bench/sparse.py) are kept.
             path = out_dir / f"{core}.toml"
-            fitted_keys = {ln.split(" = ", 1)[0] for ln in lines if " = " in ln}
+            fitted_keys = {key + suffix for (c, key) in fitted if c == core
+                           for suffix in ("", "_per_output", "_per_input", "_per_call")}  # (zero terms too)
             if path.is_file():
                 lines += [ln for ln in path.read_text().splitlines()
                           if " = " in ln and not ln.startswith("#") and ln.split(" = ", 1)[0] not in fitted_keys]

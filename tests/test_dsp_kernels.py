@@ -154,6 +154,10 @@ def _all_cases():
     c.append(_conv_case(rng, "dw3x3 ch-last 3x3x37", 3, 3, 37, 37, 3, padding=1, depthwise=True, layout="channels"))
     c.append(_conv_case(rng, "dw3x3 ch-last s2 6x7x12 asym pad", 6, 7, 12, 12, 3, stride=2, padding=(0, 1, 1, 0),
                         depthwise=True, layout="channels", act="relu6"))
+    c.append(_conv_case(rng, "dw3x3 ch-last 7x6x44 row strides relu6 (unrolled interior)", 7, 6, 44, 44, 3,
+                        padding=1, depthwise=True, layout="channels", in_extra=4, out_extra=8, act="relu6"))
+    c.append(_conv_case(rng, "dw3x3 ch-last s2 9x9x36 (auto layout)", 9, 9, 36, 36, 3, stride=2, padding=1,
+                        depthwise=True))
     c.append(_conv_case(rng, "dw5x5 ch-last dil2 10x9x6", 10, 9, 6, 6, 5, dilation=2, padding=3, depthwise=True,
                         layout="channels", in_extra=5, out_extra=3))
     c.append(_conv_case(rng, "dw3x1 ch-last 8x8x9", 8, 8, 9, 9, (3, 1), padding=(1, 1, 0, 0), depthwise=True,
@@ -181,6 +185,8 @@ def _all_cases():
                              padding=1))
         c.append(_exact_case(rng, f"exact dw3x3 s2 8ch {tag}", "dw", gain_shift, h=9, w=10, cin=8, cout=8, k=3,
                              stride=2, padding=1))
+        c.append(_exact_case(rng, f"exact dw3x3 ch-last 36ch {tag}", "dw", gain_shift, h=6, w=5, cin=36, cout=36,
+                             k=3, padding=1))
     return c
 
 

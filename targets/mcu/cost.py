@@ -87,8 +87,11 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
     if p.get("flags", 0) & kernel_pack.FLAG_DW_CHANNELS:  # per valid tap 4 channels; per pixel and group a requant
-        return ("depthwise_channels_int8_ek", step.macs, p["out_h"] * p["out_w"] * -(-C // 4),
-                p["out_h"] * p["out_w"])
+        groups = p["out_h"] * p["out_w"] * -(-C // 4)
+        if (kh, kw) == (3, 3) and p["dilation_h"] == p["dilation_w"] == 1:  # the unrolled 3x3 pixel kernel
+            return "depthwise_channels3x3_int8_ek", step.macs, groups, p["out_h"] * p["out_w"]
+        # the tap loops: per MAC, per kernel row of a pixel-group (loop set-up), per pixel-group (bias, requant)
+        return "depthwise_channels_int8_ek", step.macs, groups * kh, groups
     out_w4 = -(-p["out_w"] // 4) * 4
     plane_w = (out_w4 - 1) * p["stride_w"] + (kw - 1) * p["dilation_w"] + 1
     plane_rows = (p["out_h"] - 1) * p["stride_h"] + (kh - 1) * p["dilation_h"] + 1

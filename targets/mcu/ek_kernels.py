@@ -256,7 +256,7 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int]) -> int:
     p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": dilation[0],
          "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "flags": 0}
     if depthwise:
-        if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w) == "channels":
+        if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin) == "channels":
             return 0
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2

@@ -42,9 +42,12 @@ FLAG_FAST_REQUANT = 1
 FLAG_CACHE_ALL_WEIGHTS = 2
 FLAG_BIAS_PER_BLOCK = 4
 FLAG_DW_CHANNELS = 8
-# Depthwise 3x3 maps narrower than this run channels-last (ek__dw_channels): the row kernels' per-row set-up and
-# ring would cost more than they save (bench/kernels.py).
-DW_ROWS_MIN_OUT_W = 5
+# Depthwise 3x3 layout (bench/kernels.py, instructions/MAC on the emulated M7): the row kernels win at stride 1 on
+# maps at least DW_ROWS_MIN_OUT_W wide (2.3-3.2) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
+# channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (3.2-3.4
+# against 4.5-6.5 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 4.3 on 24x24x96).
+DW_ROWS_MIN_OUT_W = 12
+DW_CHANNELS_MIN_C = 32
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -293,10 +296,12 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     return 4 * slots * row_words * 4
 
 
-def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int) -> str:
+def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
+                     channels: int) -> str:
     """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`)."""
     rows_ok = (kh, kw) == (3, 3) and dilation_h == dilation_w == 1 and stride_w in (1, 2)
-    return "rows" if rows_ok and out_w >= DW_ROWS_MIN_OUT_W else "channels"
+    wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
+    return "rows" if rows_ok and wins else "channels"
 
 
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
@@ -308,8 +313,8 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
     ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the 3x3 row
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight) or ``auto``: rows
-    for 3x3 (stride 1 or 2, no dilation) on maps at least DW_ROWS_MIN_OUT_W wide, else channels
-    (:func:`depthwise_layout`: geometry only, so planning with placeholder scales picks the same).
+    for 3x3 (stride 1 or 2, no dilation) where they are faster (:func:`depthwise_layout`), else channels (geometry
+    only, so planning with placeholder scales picks the same).
     """
     w = _check_int8_weights(weights, "depthwise_conv2d")
     if w.ndim != 4 or w.shape[1] != 1:
@@ -332,7 +337,7 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                   tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
     _check_strides(params, "depthwise_conv2d")
     if layout == "auto":
-        layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"])
+        layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c)
     if layout not in ("rows", "channels"):
         raise UsageError(f"depthwise_conv2d: layout must be rows, channels or auto, got {layout!r}")
     if layout == "channels":

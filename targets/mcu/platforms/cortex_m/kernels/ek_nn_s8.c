@@ -1256,6 +1256,104 @@ __asm__(
     "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW_S2\n");
 #endif
 
+#if EK_NN_DSP
+typedef struct {
+    const int8_t *ip;       /* 0: the pixel's top-left tap, first channel */
+    int32_t c;              /* 4: bytes per input pixel */
+    int32_t rs;             /* 8: bytes per input row */
+    const uint32_t *wt;     /* 12: the channels-layout weights, 18 words per group of 4 channels */
+    const int32_t *bias;    /* 16 */
+    const int32_t *q;       /* 20: the fast requant table, 4 words per channel */
+    uint32_t off2;          /* 24: input offset in both halves */
+    uint32_t upper4, back4; /* 28, 32 */
+    int8_t *out;            /* 36 */
+    int8_t *out_end;        /* 40: out + 4 x groups */
+} ek__dwch_args_t;
+
+void ek__dw_ch3x3_px(const ek__dwch_args_t *a);
+
+/*
+ * ek__dw_ch3x3_px: one output pixel of a channels-layout 3x3 depthwise whose 9 taps lie inside the map, every full
+ * group of 4 channels. Per tap: 1 LDR (4 channels), 2 SXTAB16 (with the input offset), 1 LDRD (the tap's weights,
+ * w0|w2 and w1|w3), 4 SMLAxy; per group 4 requantizations (each channel its own multiplier) and one word stored.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_DWCH_MAC\n"
+    "   ldrd    r7, r8, [r11], #8\n"
+    "   sxtab16 r5, r12, r4\n"
+    "   sxtab16 r6, r12, r4, ror #8\n"
+    "   smlabb  r0, r5, r7, r0\n"
+    "   smlatt  r2, r5, r7, r2\n"
+    "   smlabb  r1, r6, r8, r1\n"
+    "   smlatt  r3, r6, r8, r3\n"
+    "   .endm\n"
+    "   .macro EK_DWCH_ROW\n"
+    "   ldr     r4, [r9]\n"
+    "   EK_DWCH_MAC\n"
+    "   ldr     r4, [r9, r10]\n"
+    "   EK_DWCH_MAC\n"
+    "   ldr     r4, [r9, r10, lsl #1]\n"
+    "   EK_DWCH_MAC\n"
+    "   .endm\n"
+    "   .macro EK_DWCH_RQ acc\n"
+    "   ldm     r4!, {r5-r8}\n"
+    "   smmla   \\acc, \\acc, r5, r6\n"
+    "   asr     \\acc, \\acc, r7\n"
+    "   .endm\n"
+    "   .pushsection .text.ek__dw_ch3x3_px, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__dw_ch3x3_px\n"
+    "   .type ek__dw_ch3x3_px, %function\n"
+    "   .thumb_func\n"
+    "ek__dw_ch3x3_px:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #44\n"
+    "   ldm     r0, {r1-r11}\n"
+    "   stm     sp, {r1-r11}\n"
+    "   mov     r10, r2\n"          /* C */
+    "   mov     lr, r3\n"           /* row stride */
+    "   mov     r11, r4\n"          /* weights */
+    "   mov     r12, r7\n"          /* off2 */
+    "1: ldr     r9, [sp, #0]\n"
+    "   adds    r4, r9, #4\n"
+    "   str     r4, [sp, #0]\n"
+    "   ldr     r4, [sp, #16]\n"
+    "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
+    "   str     r4, [sp, #16]\n"
+    "   EK_DWCH_ROW\n"
+    "   add     r9, r9, lr\n"
+    "   EK_DWCH_ROW\n"
+    "   add     r9, r9, lr\n"
+    "   EK_DWCH_ROW\n"
+    "   ldr     r4, [sp, #20]\n"
+    "   EK_DWCH_RQ r0\n"
+    "   EK_DWCH_RQ r1\n"
+    "   EK_DWCH_RQ r2\n"
+    "   EK_DWCH_RQ r3\n"
+    "   str     r4, [sp, #20]\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   ldrd    r5, r6, [sp, #28]\n"
+    "   ssub8   r7, r0, r5\n"       /* min(v, upper) per byte, then + back */
+    "   sel     r0, r5, r0\n"
+    "   uadd8   r0, r0, r6\n"
+    "   ldrd    r4, r5, [sp, #36]\n"
+    "   str     r0, [r4], #4\n"
+    "   str     r4, [sp, #36]\n"
+    "   cmp     r4, r5\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #44\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__dw_ch3x3_px, . - ek__dw_ch3x3_px\n"
+    "   .popsection\n");
+#endif
+
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
  * are written; the caller zeroes the ring once, so the pure-padding words stay 0. */
 static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const int8_t *in, int32_t c0,
@@ -1529,6 +1627,48 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
  * SMLABB/SMLATT. Taps that fall in the padding are skipped (their (x - zero point) is 0). Any kernel size, stride,
  * dilation and padding; no scratch.
  */
+#if EK_NN_DSP
+/* One output pixel of a 3x3 depthwise (dilation 1), every full group of 4 channels, for the NKY x NKX taps that lie
+ * inside the map (3x3 inside, 2x3 / 3x2 / 2x2 on a border with padding 1): the taps unrolled (input words at fixed
+ * register offsets, weights at fixed immediate offsets, no loop counters), requantized in the fast form and stored
+ * as one word per group. ``ip0``/``wt`` point at the first valid tap. */
+static inline __attribute__((always_inline)) void ek__dw_ch3x3_pixel(
+    const int8_t *ip0, int32_t C, int32_t rs, int32_t full, const uint32_t *wt, const int32_t *bias, const int32_t *q,
+    uint32_t off2, int32_t upper, int32_t back, int8_t *o, const int nky, const int nkx)
+{
+    int8_t *const o_end = o + 4 * full;
+    for (; o < o_end; o += 4, ip0 += 4, wt += 18, q += 16) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (bias) {
+            a0 = bias[0];
+            a1 = bias[1];
+            a2 = bias[2];
+            a3 = bias[3];
+            bias += 4;
+        }
+#pragma GCC unroll 3
+        for (int r = 0; r < nky; r++) {
+#pragma GCC unroll 3
+            for (int c = 0; c < nkx; c++) {
+                const uint32_t x = ek__read_u32(ip0 + r * rs + c * C);
+                const uint32_t x02 = ek__sxtab16(off2, x), x13 = ek__sxtab16_ror8(off2, x);
+                const uint32_t *w = wt + 6 * r + 2 * c;
+                a0 = ek__smlabb(x02, w[0], a0);
+                a2 = ek__smlatt(x02, w[0], a2);
+                a1 = ek__smlabb(x13, w[1], a1);
+                a3 = ek__smlatt(x13, w[1], a3);
+            }
+        }
+        const uint32_t b0 = (uint8_t)ek__requant_fast(a0, q, upper, back);
+        const uint32_t b1 = (uint8_t)ek__requant_fast(a1, q + 4, upper, back);
+        const uint32_t b2 = (uint8_t)ek__requant_fast(a2, q + 8, upper, back);
+        const uint32_t b3 = (uint8_t)ek__requant_fast(a3, q + 12, upper, back);
+        const uint32_t word = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+        memcpy(o, &word, 4); /* one (unaligned) word store */
+    }
+}
+#endif
+
 static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output)
 {
     /* Every field in a local: the int8 stores below may alias anything, which would reload them per store. */
@@ -1542,6 +1682,8 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     const int32_t *bias = p->bias, *requant = p->requant;
     const int32_t dh = p->dilation_h, dw = p->dilation_w, dwc = dw * C, dhr = dh * in_rs;
     const ek__rq_t r = *rq;
+    const int fast3x3 = r.fast && kh == 3 && kw == 3 && dh == 1 && dw == 1;
+    (void)fast3x3;
     for (int32_t oy = 0; oy < out_h; oy++) {
         const int32_t iy0 = oy * sh - pt;
         int32_t ky0 = 0, ky1 = kh;
@@ -1557,7 +1699,30 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
             const int8_t *ipix = input + (iy0 + ky0 * dh) * in_rs + (ix0 + kx0 * dw) * C;
             const uint32_t *wpix = wp + 2 * (ky0 * kw + kx0);
             int8_t *o = orow + ox * C;
-            for (int32_t g = 0; g < full; g++, o += 4) {
+            int32_t g = 0;
+#if EK_NN_DSP
+            if (fast3x3 && nky >= 2 && nkx >= 2) {
+#define EK__DW_PX(a, b) ek__dw_ch3x3_pixel(ipix, C, in_rs, full, wpix, bias, requant, off2, r.upper, r.back, o, a, b)
+                switch (nky * 4 + nkx) {
+                case 15:
+                    if (bias && full) {
+                        const ek__dwch_args_t a = {ipix, C, in_rs, wpix, bias, requant, off2, ek__bytes4(r.upper),
+                                                   ek__bytes4(r.back), o, o + 4 * full};
+                        ek__dw_ch3x3_px(&a);
+                    } else {
+                        EK__DW_PX(3, 3);
+                    }
+                    break;
+                case 14: EK__DW_PX(3, 2); break;
+                case 11: EK__DW_PX(2, 3); break;
+                default: EK__DW_PX(2, 2); break;
+                }
+#undef EK__DW_PX
+                g = full;
+                o += 4 * full;
+            }
+#endif
+            for (; g < full; g++, o += 4) {
                 const int32_t c0 = 4 * g;
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                 if (bias) {
