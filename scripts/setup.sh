@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything edgekit needs on a fresh Debian 12 / Python 3.11 machine, idempotently:
-#   1. Debian packages: the Arm cross-compiler + newlib, QEMU (Cortex-M boards), Chromium (report screenshots),
+#   1. Debian packages: the Arm cross-compiler + newlib, QEMU (Cortex-M boards), the RISC-V cross-compiler +
+#      picolibc and qemu-system-riscv32 (RV32 cores), Chromium (report screenshots),
 #      espeak-ng (the spoken-keyword data set, edgekit/speech.py).
 #   2. A virtual environment at .venv/ with the pinned Python packages and edgekit itself (editable).
 #   3. lava-nc 0.10.0 with its one Python-3.11 workaround (scripts/lava_py311_fix.py).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm chromium espeak-ng"
+APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc chromium espeak-ng"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -25,7 +25,10 @@ def _run(cmd: list[str], cwd: Path, what: str) -> str:
         if over:
             raise ToolchainError(f"{what}: the firmware is {int(over[2]):,} B too large for the emulated board's "
                                  f"{over[1]} memory; quantize (--quantize int8) or shrink the model")
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+        lines = proc.stderr.splitlines()
+        first = next((ln for ln in lines if "undefined reference" in ln or "multiple definition" in ln), None) or \
+            next((ln for ln in lines if "error" in ln and "collect2" not in ln), None) or \
+            next((ln for ln in lines if "error" in ln), proc.stderr.strip()[:300])
         raise ToolchainError(f"{what} failed in {cwd}: {first.strip()}")
     return proc.stdout
 

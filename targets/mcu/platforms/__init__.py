@@ -86,8 +86,8 @@ class Platform:
     install_hint: str                    # how to get the toolchain and emulator (one line)
     board_dir: Path                      # board support files and link.ld.j2
     boards_toml: Path                    # the boards this platform emulates (regions, flags, QEMU machine)
-    board_sources: tuple[str, ...]
-    board_headers: tuple[str, ...]
+    board_sources: tuple[str | Path, ...]  # names in board_dir, or paths of files shared with another platform
+    board_headers: tuple[str | Path, ...]
     # edgekit's int8 kernel libraries: API header stem (what the driver includes: "ek_nn_s8", "ek_sparse_s8") ->
     # the files that implement it on this platform (headers and C, copied into OUT/src)
     kernel_sources: dict[str, tuple[Path, ...]]
@@ -160,9 +160,11 @@ class Platform:
         out.mkdir(parents=True, exist_ok=True)
         script = out / "link.ld"
         script.write_text(self.render_linker_script(board, stack_bytes))
-        for name in self.board_sources + self.board_headers:
-            shutil.copyfile(self.board_dir / name, out / name)
-        return BoardSupport(board=board, linker_script=script, sources=tuple(out / n for n in self.board_sources),
+        for name in self.board_sources + self.board_headers:  # a name in board_dir, or a path (a shared file)
+            src = name if isinstance(name, Path) else self.board_dir / name
+            shutil.copyfile(src, out / src.name)
+        return BoardSupport(board=board, linker_script=script,
+                            sources=tuple(out / Path(n).name for n in self.board_sources),
                             include_dir=out, stack_bytes=stack_bytes)
 
     # ---- running it ------------------------------------------------------------------------------------------------

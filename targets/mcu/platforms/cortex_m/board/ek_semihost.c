@@ -1,5 +1,6 @@
 /*
- * ek_semihost.c: Arm semihosting calls (bkpt 0xab; operation in r0, argument in r1, result in r0).
+ * ek_semihost.c: semihosting calls: Arm (bkpt 0xab; operation in r0, argument in r1, result in r0) and RISC-V
+ * (the same operations through an ebreak sequence, see below). Shared by the Cortex-M and RISC-V board support.
  *
  * Operation numbers are from Arm's "Semihosting for AArch32 and AArch64" specification.
  */
@@ -12,6 +13,25 @@
 #define SYS_EXIT_EXTENDED 0x20
 #define ADP_STOPPED_APPLICATION_EXIT 0x20026
 
+#if defined(__riscv)
+/* RISC-V semihosting (the RISC-V semihosting spec, on top of Arm's operations): operation in a0, argument in a1,
+ * result in a0; the trap is the uncompressed sequence slli x0,x0,0x1f / ebreak / srai x0,x0,7, which must not
+ * cross a page, hence the alignment. */
+static int semihost_call(int op, const void *arg)
+{
+    register int a0 __asm__("a0") = op;
+    register const void *a1 __asm__("a1") = arg;
+    __asm__ volatile(".option push\n"
+                     ".option norvc\n"
+                     ".balign 16\n"
+                     "slli x0, x0, 0x1f\n"
+                     "ebreak\n"
+                     "srai x0, x0, 7\n"
+                     ".option pop\n"
+                     : "+r"(a0) : "r"(a1) : "memory");
+    return a0;
+}
+#else
 static int semihost_call(int op, const void *arg)
 {
     register int r0 __asm__("r0") = op;
@@ -19,6 +39,7 @@ static int semihost_call(int op, const void *arg)
     __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
     return r0;
 }
+#endif
 
 void ek_write(const void *buf, size_t len)
 {

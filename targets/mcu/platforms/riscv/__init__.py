@@ -1,0 +1,94 @@
+"""The RISC-V platform of the MCU target: RV32 microcontroller cores (rv32imc, rv32imac, rv32imafc) on QEMU's virt.
+
+Where it sits: a :class:`~edgekit.targets.mcu.platforms.Platform` record the MCU core (targets/mcu) reads, as
+``cortex_m/`` is. Here:
+
+* ``boards.toml``  the emulated cores (``virt`` with the extensions of each part; regions in its DRAM)
+* ``board/``       bare-metal start-up (reset entry at the start of DRAM, trap reports from mcause/mepc/mtval, FPU
+                   on for F cores), ``ek_marker``, link.ld.j2; semihosting I/O, memcpy/memset and ek_board.h are
+                   shared with Cortex-M (``cortex_m/board``: one file, an ``#if`` for each ISA's trap sequence)
+* kernels          edgekit's int8 kernels (``cortex_m/kernels``) on their portable C path (no SIMD on RV32IM)
+
+Toolchain: Debian's riscv64-unknown-elf-gcc 12 with picolibc (Debian's newlib has no RISC-V build); emulator:
+qemu-system-riscv32 from qemu-system-misc. Recipe and pitfalls: shared/FIELD_NOTES.md ("RISC-V microcontrollers").
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgekit.targets.mcu.platforms import CodeSizeModel, Platform
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent / "cortex_m"
+
+# mcause exception codes (RISC-V privileged specification, table "Machine cause register values", interrupt = 0).
+_MCAUSE = {0: "instruction address misaligned", 1: "instruction access fault", 2: "illegal instruction",
+           3: "breakpoint", 4: "load address misaligned", 5: "load access fault", 6: "store address misaligned",
+           7: "store access fault", 8: "environment call from U-mode", 11: "environment call from M-mode"}
+
+
+def _qemu_option_value(path: Path) -> str:
+    return str(path).replace(",", ",,")
+
+
+class RiscV(Platform):
+    def cflags(self, board: str) -> list[str]:
+        """The board's -march/-mabi, picolibc's specs (its headers and, at the link, the multilib's libraries; GCC's
+        own stdint.h includes the C library's) and the common code-generation flags."""
+        return super().cflags(board) + ["--specs=picolibc.specs"]
+
+    def link_flags(self, linker_script) -> list[str]:
+        """No start files (the board files provide the reset entry), the rendered linker script, unused sections
+        dropped, then picolibc's libm/libc and libgcc (soft float on cores without F)."""
+        return ["-nostartfiles", f"-T{linker_script}", "-Wl,--gc-sections",
+                "-Wl,--start-group", "-lm", "-lc", "-lgcc", "-Wl,--end-group"]
+
+    def emulator_command(self, board: str, elf: Path, semihost_file: Path | None = None) -> list[str]:
+        info = self.board_info(board)
+        cmd = [self.emulator, "-M", info["qemu_machine"], "-cpu", info["qemu_cpu"], "-bios", "none",
+               "-display", "none", "-monitor", "none", "-serial", "none"]
+        if semihost_file is None:  # output on the terminal
+            return cmd + ["-chardev", "stdio,id=semihost", "-semihosting-config",
+                          "enable=on,target=native,chardev=semihost", "-kernel", str(elf)]
+        return cmd + ["-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
+                      "-semihosting-config", "enable=on,target=native,chardev=semihost", "-kernel", str(elf)]
+
+    def fault_message(self, fault_line: str, function_at) -> str:
+        """``EK_FAULT Trap pc=... mcause=... mtval=...`` (board/ek_startup.c) with the cause spelled out."""
+        fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))
+        pc = int(fields.get("pc", "0"), 16)
+        function = function_at(pc)
+        cause = int(fields.get("mcause", "0"), 16)
+        what = _MCAUSE.get(cause, f"mcause {cause}")
+        where = f" at pc=0x{pc:08x}" + (f" in {function}()" if function else "")
+        return f"trap{where} ({what}, mtval={fields.get('mtval', '?')})"
+
+    def tvm_target(self, cpu: str) -> dict:
+        return {"kind": "c", "keys": ["riscv_cpu", "cpu"], "mcpu": cpu}  # FIELD_NOTES: TVM 0.27's dict form
+
+
+PLATFORM = RiscV(
+    name="riscv",
+    description="RISC-V RV32",
+    compiler="riscv64-unknown-elf-gcc", size_tool="riscv64-unknown-elf-size", nm_tool="riscv64-unknown-elf-nm",
+    emulator="qemu-system-riscv32",
+    install_hint="install it with: sudo apt-get install -y gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf "
+                 "qemu-system-misc (or run scripts/setup.sh)",
+    board_dir=HERE / "board", boards_toml=HERE / "boards.toml",
+    board_sources=("ek_startup.c", SHARED / "board" / "ek_semihost.c", SHARED / "board" / "ek_mem.c"),
+    board_headers=(SHARED / "board" / "ek_board.h", SHARED / "board" / "ek_semihost.h"),
+    kernel_sources={lib: (SHARED / "kernels" / f"{lib}.h", SHARED / "kernels" / f"{lib}.c")
+                    for lib in ("ek_nn_s8", "ek_sparse_s8")},
+    libc="picolibc",
+    # RV32IMC at -O2: not fitted to RISC-V ELFs yet; the Cortex-M constants (platforms/cortex_m) scaled by the ratio
+    # of the two platforms' ek_nn_s8.o text (measured with each size tool at -O2: see tests/test_riscv.py), which
+    # covers edgekit's kernels; the driver and TVM kernels use the same factor.
+    code_size=CodeSizeModel(
+        base=2299, per_step=45, per_dltensor=64, per_dim=0, per_tvm_conv=456, per_tvm_kernel=150, per_tvm_cell=600,
+        ek_kernel_bytes={"ek_conv": 4500, "ek_dw": 4400, "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600},
+        ek_struct_bytes={"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60},
+        board_ram_bytes=512,          # ek_trap_stack (board/ek_startup.c)
+        stack_estimate_bytes=600,
+        libc_reent_bytes=0),
+)

@@ -1,0 +1,146 @@
+/*
+ * ek_startup.c: reset entry, trap reporting, stack painting and ek_marker for edgekit's bare-metal RV32 firmware
+ * (QEMU's virt machine; see targets/mcu/platforms/riscv/boards.toml). Same contract as the Cortex-M board support
+ * (ek_board.h): main() runs after .data is copied and .bss zeroed; its return value is the exit status
+ * (semihosting); a trap prints one "EK_FAULT ..." line and exits with EK_FAULT_EXIT_CODE.
+ *
+ * Layout from link.ld.j2: RAM starts with the stack (an overflow runs off the bottom of RAM into unmapped memory and
+ * traps instead of silently overwriting data), then .data, .bss and free RAM. CSR numbers are from the RISC-V
+ * privileged specification (machine mode: mtvec, mcause, mepc, mtval).
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ek_board.h"
+#include "ek_semihost.h"
+
+#define EK_STACK_PAINT 0xDEADBEEFu
+
+/* From link.ld.j2 */
+extern uint32_t __ek_stack_bottom[], __ek_stack_top[];
+extern uint32_t __ek_data_start[], __ek_data_end[], __ek_data_load[];
+extern uint32_t __ek_bss_start[], __ek_bss_end[];
+extern uint32_t __ek_ram_start[], __ek_ram_end[];
+extern void (*__ek_init_array_start[])(void);
+extern void (*__ek_init_array_end[])(void);
+
+int main(void);
+
+void ek_reset_handler(void) __attribute__((naked, noreturn, section(".text.ek_reset_handler")));
+void ek_start(void) __attribute__((noreturn, used));
+void ek_trap_entry(void) __attribute__((naked, aligned(4)));
+void ek_trap_report(void) __attribute__((noreturn, used));
+
+static uint32_t ek_trap_stack[128] __attribute__((aligned(16), used)); /* used: only the asm names it */
+
+/* QEMU's virt machine with -bios none starts the hart at the first byte of DRAM: this function, placed first. */
+void ek_reset_handler(void)
+{
+    __asm__ volatile(".option push\n"
+                     ".option norelax\n"
+                     ".option arch, +zicsr\n" /* binutils 2.40 wants zicsr for CSR access; adding _zicsr to
+                                                  -march breaks picolibc's multilib selection (FIELD_NOTES) */
+                     "la sp, __ek_stack_top\n"
+                     "la t0, ek_trap_entry\n"
+                     "csrw mtvec, t0\n"
+#ifdef __riscv_flen
+                     "li t0, 0x2000\n" /* mstatus.FS = Initial: without it every FP instruction traps */
+                     "csrs mstatus, t0\n"
+#endif
+                     ".option pop\n"
+                     "j ek_start\n");
+}
+
+static void paint_stack(void)
+{
+    uint32_t *p = __ek_stack_bottom;
+    uint32_t *sp;
+    __asm__ volatile("mv %0, sp" : "=r"(sp));
+    while (p < sp) { /* everything below the live frame */
+        *p++ = EK_STACK_PAINT;
+    }
+}
+
+void ek_start(void)
+{
+    paint_stack();
+    for (uint32_t *src = __ek_data_load, *dst = __ek_data_start; dst < __ek_data_end;) {
+        *dst++ = *src++;
+    }
+    for (uint32_t *dst = __ek_bss_start; dst < __ek_bss_end;) {
+        *dst++ = 0;
+    }
+    for (void (**init)(void) = __ek_init_array_start; init < __ek_init_array_end; init++) {
+        (*init)();
+    }
+    ek_exit(main());
+}
+
+__attribute__((noinline, noipa, used, section(".text.ek_marker"))) void ek_marker(void)
+{
+    __asm__ volatile("" ::: "memory");
+}
+
+uint32_t ek_stack_high_water(void)
+{
+    const volatile uint32_t *p = __ek_stack_bottom;
+    while (p < __ek_stack_top && *p == EK_STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)p);
+}
+
+uint32_t ek_stack_size(void)
+{
+    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)__ek_stack_bottom);
+}
+
+uint8_t *ek_free_ram_start(void)
+{
+    return (uint8_t *)__ek_bss_end;
+}
+
+uint8_t *ek_free_ram_end(void)
+{
+    return (uint8_t *)__ek_ram_end;
+}
+
+/* ---- traps -------------------------------------------------------------------------------------------------- */
+
+/* On a trap (illegal instruction, misaligned or faulting access, ecall, breakpoint outside semihosting): switch to
+ * a stack of its own (the trap may be a stack overflow) and report. */
+void ek_trap_entry(void)
+{
+    __asm__ volatile(".option push\n"
+                     ".option norelax\n"
+                     "la sp, ek_trap_stack + 512\n"
+                     ".option pop\n"
+                     "j ek_trap_report\n");
+}
+
+static void print_hex32(const char *name, uint32_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[11] = {'0', 'x'};
+    for (int i = 0; i < 8; i++) {
+        text[2 + i] = hex[(v >> (28 - 4 * i)) & 0xFu];
+    }
+    text[10] = '\0';
+    ek_print(" ");
+    ek_print(name);
+    ek_print("=");
+    ek_print(text);
+}
+
+void ek_trap_report(void)
+{
+    uint32_t mcause, mepc, mtval;
+    __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, mcause\ncsrr %1, mepc\ncsrr %2, mtval\n"
+                     ".option pop" : "=r"(mcause), "=r"(mepc), "=r"(mtval));
+    ek_print("\nEK_FAULT Trap");
+    print_hex32("pc", mepc);
+    print_hex32("mcause", mcause);
+    print_hex32("mtval", mtval);
+    ek_print("\n");
+    ek_exit(EK_FAULT_EXIT_CODE);
+}
