@@ -1,4 +1,5 @@
-"""Cortex-M benchmark: the bundled examples on every Cortex-M core, built and run on the emulated board.
+"""Microcontroller benchmark: the bundled examples on every Cortex-M and RISC-V core, built and run on the emulated
+board (Arm and RISC-V side by side).
 
 Prints (and writes to bench/results/cortex_m_KERNELS.txt) one row per example, core and dtype: MACs, executed
 instructions per inference (exact, QEMU plugin; recurrent models: per test sequence, and per step), instructions per MAC, model
@@ -25,7 +26,7 @@ from rich.table import Table
 from edgekit import api
 from edgekit.errors import EdgekitError
 
-CORES = ["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"]
+CORES = ["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "esp32-c3", "gd32vf103", "ch32v307"]
 
 
 def run(models, cores, dtypes, kernels="auto", patch="auto"):
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = run(args.models, args.cores, args.dtypes, args.kernels, args.patch)
     console = Console(record=True, width=200)
-    console.print(table(rows, f"Cortex-M on QEMU (kernels={args.kernels}, patch={args.patch})"))
+    console.print(table(rows, f"Cortex-M and RISC-V on QEMU (kernels={args.kernels}, patch={args.patch})"))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"cortex_m_{args.kernels}.txt").write_text(console.export_text())

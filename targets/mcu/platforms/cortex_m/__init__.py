@@ -3,8 +3,9 @@
 Where it sits: a :class:`~edgekit.targets.mcu.platforms.Platform` record the MCU core (targets/mcu) reads. Here:
 
 * ``boards.toml``  the boards QEMU 7.2 emulates (machine, CPU, GCC flags, memory regions, with their sources)
-* ``board/``       bare-metal board support: vector table and reset handler (FPU/MVE on), semihosting I/O, one-line
-                   fault reports, stack painting, ``ek_marker()`` for the instruction counter, link.ld.j2
+* ``board/``       bare-metal board support: vector table and reset handler (FPU/MVE on), one-line fault reports,
+                   link.ld.j2; and the ISA-neutral files RISC-V shares: ek_crt.c (stack painting, .data/.bss,
+                   main, ``ek_marker()`` for the instruction counter), semihosting I/O, memcpy/memset, ek_board.h
 * ``kernels/``     edgekit's int8 kernels: ``ek_nn_s8`` (register-blocked SMLAD micro-kernels on cores with the DSP
                    extension, a portable C path elsewhere) and ``ek_sparse_s8`` (compressed weights)
 
@@ -95,7 +96,8 @@ PLATFORM = CortexM(
     install_hint="install it with: sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi "
                  "binutils-arm-none-eabi qemu-system-arm (or run scripts/setup.sh)",
     board_dir=HERE / "board", boards_toml=HERE / "boards.toml",
-    board_sources=("ek_startup.c", "ek_semihost.c", "ek_mem.c"), board_headers=("ek_board.h", "ek_semihost.h"),
+    board_sources=("ek_startup.c", "ek_crt.c", "ek_semihost.c", "ek_mem.c"),
+    board_headers=("ek_board.h", "ek_semihost.h"),
     kernel_sources={lib: (HERE / "kernels" / f"{lib}.h", HERE / "kernels" / f"{lib}.c")
                     for lib in ("ek_nn_s8", "ek_sparse_s8")},
     libc="newlib",

@@ -1,5 +1,5 @@
 /*
- * ek_startup.c: vector table, reset handler, fault reporting, stack painting and ek_marker for edgekit's
+ * ek_startup.c: vector table, reset handler, core set-up and fault reporting for edgekit's
  * bare-metal Cortex-M firmware (M4, M7, M33, M55 under QEMU; see targets/mcu/platforms/cortex_m/boards.toml).
  *
  * Memory layout comes from link.ld.j2: RAM starts with the stack (so an overflow runs off the bottom of RAM, and on
@@ -33,18 +33,13 @@
 #define SHCSR_FAULT_ENABLES ((1u << 16) | (1u << 17) | (1u << 18) | (EK_V8M_MAIN ? (1u << 19) : 0u))
 #define CPACR_CP10_CP11_FULL (0xFu << 20) /* FPU (and MVE on M55) */
 
-#define EK_STACK_PAINT 0xDEADBEEFu
 #define EK_NUM_IRQ 32 /* interrupts with a vector; none is enabled, a stray one is reported as a fault */
 
 /* From link.ld.j2 */
 extern uint32_t __ek_stack_bottom[], __ek_stack_top[];
-extern uint32_t __ek_data_start[], __ek_data_end[], __ek_data_load[];
-extern uint32_t __ek_bss_start[], __ek_bss_end[];
 extern uint32_t __ek_ram_start[], __ek_ram_end[];
-extern void (*__ek_init_array_start[])(void);
-extern void (*__ek_init_array_end[])(void);
 
-int main(void);
+void ek_crt_start(void) __attribute__((noreturn));
 
 void ek_reset_handler(void) __attribute__((naked, noreturn));
 void ek_start(void) __attribute__((noreturn, used));
@@ -88,16 +83,6 @@ void ek_reset_handler(void)
                      "b ek_start\n");
 }
 
-static void paint_stack(void)
-{
-    uint32_t *p = __ek_stack_bottom;
-    uint32_t *sp;
-    __asm__ volatile("mov %0, sp" : "=r"(sp));
-    while (p < sp) { /* everything below the live frame */
-        *p++ = EK_STACK_PAINT;
-    }
-}
-
 void ek_start(void)
 {
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
@@ -112,47 +97,7 @@ void ek_start(void)
 #if EK_V8M_MAIN
     __asm__ volatile("msr msplim, %0" : : "r"(__ek_stack_bottom)); /* stack overflow -> UsageFault STKOF */
 #endif
-    paint_stack();
-
-    for (uint32_t *src = __ek_data_load, *dst = __ek_data_start; dst < __ek_data_end;) {
-        *dst++ = *src++;
-    }
-    for (uint32_t *dst = __ek_bss_start; dst < __ek_bss_end;) {
-        *dst++ = 0;
-    }
-    for (void (**init)(void) = __ek_init_array_start; init < __ek_init_array_end; init++) {
-        (*init)();
-    }
-    ek_exit(main());
-}
-
-__attribute__((noinline, noipa, used, section(".text.ek_marker"))) void ek_marker(void)
-{
-    __asm__ volatile("" ::: "memory");
-}
-
-uint32_t ek_stack_high_water(void)
-{
-    const volatile uint32_t *p = __ek_stack_bottom;
-    while (p < __ek_stack_top && *p == EK_STACK_PAINT) {
-        p++;
-    }
-    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)p);
-}
-
-uint32_t ek_stack_size(void)
-{
-    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)__ek_stack_bottom);
-}
-
-uint8_t *ek_free_ram_start(void)
-{
-    return (uint8_t *)__ek_bss_end;
-}
-
-uint8_t *ek_free_ram_end(void)
-{
-    return (uint8_t *)__ek_ram_end;
+    ek_crt_start(); /* ek_crt.c: .data, .bss, constructors, main, exit */
 }
 
 /* ---- faults ------------------------------------------------------------------------------------------------- */

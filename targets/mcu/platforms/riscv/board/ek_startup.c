@@ -1,7 +1,7 @@
 /*
- * ek_startup.c: reset entry, trap reporting, stack painting and ek_marker for edgekit's bare-metal RV32 firmware
- * (QEMU's virt machine; see targets/mcu/platforms/riscv/boards.toml). Same contract as the Cortex-M board support
- * (ek_board.h): main() runs after .data is copied and .bss zeroed; its return value is the exit status
+ * ek_startup.c: reset entry and trap reporting for edgekit's bare-metal RV32 firmware (QEMU's virt machine; see
+ * targets/mcu/platforms/riscv/boards.toml). Same contract as the Cortex-M board support (ek_board.h): the shared
+ * ek_crt.c paints the stack, copies .data, zeroes .bss and runs main(), whose return value is the exit status
  * (semihosting); a trap prints one "EK_FAULT ..." line and exits with EK_FAULT_EXIT_CODE.
  *
  * Layout from link.ld.j2: RAM starts with the stack (an overflow runs off the bottom of RAM into unmapped memory and
@@ -14,20 +14,8 @@
 #include "ek_board.h"
 #include "ek_semihost.h"
 
-#define EK_STACK_PAINT 0xDEADBEEFu
-
-/* From link.ld.j2 */
-extern uint32_t __ek_stack_bottom[], __ek_stack_top[];
-extern uint32_t __ek_data_start[], __ek_data_end[], __ek_data_load[];
-extern uint32_t __ek_bss_start[], __ek_bss_end[];
-extern uint32_t __ek_ram_start[], __ek_ram_end[];
-extern void (*__ek_init_array_start[])(void);
-extern void (*__ek_init_array_end[])(void);
-
-int main(void);
-
 void ek_reset_handler(void) __attribute__((naked, noreturn, section(".text.ek_reset_handler")));
-void ek_start(void) __attribute__((noreturn, used));
+void ek_crt_start(void) __attribute__((noreturn));
 void ek_trap_entry(void) __attribute__((naked, aligned(4)));
 void ek_trap_report(void) __attribute__((noreturn, used));
 
@@ -48,61 +36,7 @@ void ek_reset_handler(void)
                      "csrs mstatus, t0\n"
 #endif
                      ".option pop\n"
-                     "j ek_start\n");
-}
-
-static void paint_stack(void)
-{
-    uint32_t *p = __ek_stack_bottom;
-    uint32_t *sp;
-    __asm__ volatile("mv %0, sp" : "=r"(sp));
-    while (p < sp) { /* everything below the live frame */
-        *p++ = EK_STACK_PAINT;
-    }
-}
-
-void ek_start(void)
-{
-    paint_stack();
-    for (uint32_t *src = __ek_data_load, *dst = __ek_data_start; dst < __ek_data_end;) {
-        *dst++ = *src++;
-    }
-    for (uint32_t *dst = __ek_bss_start; dst < __ek_bss_end;) {
-        *dst++ = 0;
-    }
-    for (void (**init)(void) = __ek_init_array_start; init < __ek_init_array_end; init++) {
-        (*init)();
-    }
-    ek_exit(main());
-}
-
-__attribute__((noinline, noipa, used, section(".text.ek_marker"))) void ek_marker(void)
-{
-    __asm__ volatile("" ::: "memory");
-}
-
-uint32_t ek_stack_high_water(void)
-{
-    const volatile uint32_t *p = __ek_stack_bottom;
-    while (p < __ek_stack_top && *p == EK_STACK_PAINT) {
-        p++;
-    }
-    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)p);
-}
-
-uint32_t ek_stack_size(void)
-{
-    return (uint32_t)((uintptr_t)__ek_stack_top - (uintptr_t)__ek_stack_bottom);
-}
-
-uint8_t *ek_free_ram_start(void)
-{
-    return (uint8_t *)__ek_bss_end;
-}
-
-uint8_t *ek_free_ram_end(void)
-{
-    return (uint8_t *)__ek_ram_end;
+                     "j ek_crt_start\n"); /* ek_crt.c: .data, .bss, constructors, main, exit */
 }
 
 /* ---- traps -------------------------------------------------------------------------------------------------- */
