@@ -115,6 +115,17 @@ void ek_print_hex(const void *data, size_t len)
     ek_write(chunk, used);
 }
 
+void ek_print_hex32(const char *label, uint32_t value)
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[11] = {'0', 'x'};
+    for (int i = 0; i < 8; i++) {
+        text[2 + i] = hex[(value >> (28 - 4 * i)) & 0xfu];
+    }
+    ek_print(label);
+    ek_write(text, 10);
+}
+
 void ek_exit(int status)
 {
     const uint32_t args[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)status};

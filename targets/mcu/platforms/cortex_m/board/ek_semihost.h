@@ -28,6 +28,9 @@ void ek_puts(const char *s);
 void ek_print_u32(uint32_t value);
 void ek_print_i32(int32_t value);
 
+/* Write `label` and then `value` as 0x followed by 8 lowercase hex digits, without a newline (fault reports). */
+void ek_print_hex32(const char *label, uint32_t value);
+
 /* Write len bytes of memory as lowercase hex, two digits per byte in memory order, no separators, no newline
  * (for dumping tensors that the host compares byte for byte). */
 void ek_print_hex(const void *data, size_t len);

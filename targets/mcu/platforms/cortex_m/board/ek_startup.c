@@ -122,17 +122,6 @@ void ek_fault_entry(void)
                      "b ek_fault_report\n");
 }
 
-static void print_hex32(const char *label, uint32_t value)
-{
-    static const char hex[] = "0123456789abcdef";
-    char text[11] = {'0', 'x'};
-    for (int i = 0; i < 8; i++) {
-        text[2 + i] = hex[(value >> (28 - 4 * i)) & 0xfu];
-    }
-    ek_print(label);
-    ek_write(text, 10);
-}
-
 static const char *exception_name(uint32_t number)
 {
     switch (number) {
@@ -166,20 +155,20 @@ void ek_fault_report(const uint32_t *frame, uint32_t exc_return)
     ek_print(" exception=");
     ek_print_u32(number);
     if (frame_ok) {
-        print_hex32(" pc=", frame[6]);
-        print_hex32(" lr=", frame[5]);
+        ek_print_hex32(" pc=", frame[6]);
+        ek_print_hex32(" lr=", frame[5]);
     } else {
-        print_hex32(" pc=unknown sp=", (uint32_t)(uintptr_t)frame);
+        ek_print_hex32(" pc=unknown sp=", (uint32_t)(uintptr_t)frame);
     }
-    print_hex32(" cfsr=", SCB_CFSR);
-    print_hex32(" hfsr=", SCB_HFSR);
-    print_hex32(" mmfar=", SCB_MMFAR);
-    print_hex32(" bfar=", SCB_BFAR);
+    ek_print_hex32(" cfsr=", SCB_CFSR);
+    ek_print_hex32(" hfsr=", SCB_HFSR);
+    ek_print_hex32(" mmfar=", SCB_MMFAR);
+    ek_print_hex32(" bfar=", SCB_BFAR);
 #if EK_V8M_MAIN
-    print_hex32(" sfsr=", SCB_SFSR);
-    print_hex32(" sfar=", SCB_SFAR);
+    ek_print_hex32(" sfsr=", SCB_SFSR);
+    ek_print_hex32(" sfar=", SCB_SFAR);
 #endif
-    print_hex32(" exc_return=", exc_return);
+    ek_print_hex32(" exc_return=", exc_return);
     ek_print("\n");
     ek_exit(EK_FAULT_EXIT_CODE);
 }

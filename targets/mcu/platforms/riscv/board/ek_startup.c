@@ -52,29 +52,15 @@ void ek_trap_entry(void)
                      "j ek_trap_report\n");
 }
 
-static void print_hex32(const char *name, uint32_t v)
-{
-    static const char hex[] = "0123456789abcdef";
-    char text[11] = {'0', 'x'};
-    for (int i = 0; i < 8; i++) {
-        text[2 + i] = hex[(v >> (28 - 4 * i)) & 0xFu];
-    }
-    text[10] = '\0';
-    ek_print(" ");
-    ek_print(name);
-    ek_print("=");
-    ek_print(text);
-}
-
 void ek_trap_report(void)
 {
     uint32_t mcause, mepc, mtval;
     __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, mcause\ncsrr %1, mepc\ncsrr %2, mtval\n"
                      ".option pop" : "=r"(mcause), "=r"(mepc), "=r"(mtval));
     ek_print("\nEK_FAULT Trap");
-    print_hex32("pc", mepc);
-    print_hex32("mcause", mcause);
-    print_hex32("mtval", mtval);
+    ek_print_hex32(" pc=", mepc);
+    ek_print_hex32(" mcause=", mcause);
+    ek_print_hex32(" mtval=", mtval);
     ek_print("\n");
     ek_exit(EK_FAULT_EXIT_CODE);
 }
