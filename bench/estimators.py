@@ -38,6 +38,9 @@ CONFIGS = [
     # recurrent step programs: instructions per step and state bytes
     ("digits-gru", "cortex-m7", "int8", "auto"), ("digits-lmu", "cortex-m7", "int8", "auto"),
     ("digits-egru", "cortex-m7", "int8", "auto"), ("digits-gru", "cortex-m7", None, "auto"),
+    # RISC-V microcontrollers (their own calibrated cost files)
+    ("digits-cnn", "esp32-c3", "int8", "auto"), ("digits-cnn", "ch32v307", None, "auto"),
+    ("mbv2-w035", "esp32-c3", "int8", "auto"), ("digits-gru", "gd32vf103", "int8", "auto"),
     # neuromorphic: energy from the converter's torch spike counts vs the counts of Lava's run (first 60 inputs)
     ("digits-cnn", "loihi2", None, "spiking=rate"),
 ]

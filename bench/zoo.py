@@ -4,10 +4,10 @@
     .venv/bin/python bench/zoo.py --only resnet8     # models whose name contains the text
 
 For each model and configuration (cortex-m7 int8 and float32 on the emulated board; phone-arm64 int8 and float32 in
-ONNX Runtime): compile, profile, and record whether it compiled (or the one-line refusal), whether the artifact is
-bit-exact to its reference (``outputs_match``), its fidelity to the float model (SQNR, top-1 agreement,
-``measured.fidelity``), flash, peak SRAM, instructions and instructions per MAC (Cortex-M), the estimate's errors
-and the compile time.
+ONNX Runtime; esp32-c3, an rv32imc RISC-V core, int8 on its emulated board): compile, profile, and record whether
+it compiled (or the one-line refusal), whether the artifact is bit-exact to its reference (``outputs_match``), its
+fidelity to the float model (SQNR, top-1 agreement, ``measured.fidelity``), flash, peak SRAM, instructions and
+instructions per MAC (microcontrollers), the estimate's errors and the compile time.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = [("cortex-m7", "int8"), ("cortex-m7", None), ("phone-arm64", "int8"), ("phone-arm64", None)]
+CONFIGS = [("cortex-m7", "int8"), ("cortex-m7", None), ("phone-arm64", "int8"), ("phone-arm64", None),
+           ("esp32-c3", "int8")]  # the RISC-V microcontroller (rv32imc) beside the Arm one
 
 
 def _pct(v):

@@ -186,7 +186,7 @@ def check_supported(graph: Graph, dtype: str, target: str) -> None:
     if bad:
         def hint(n) -> str:
             if n.op == "transpose":
-                return ": only a channel shuffle (view, transpose(1, 2), reshape) runs on Cortex-M"
+                return ": only a channel shuffle (view, transpose(1, 2), reshape) runs on a microcontroller"
             if n.op == "softmax" and n.name not in graph.outputs:
                 return ""  # (the follow-up below is for a final softmax)
             if n.op in FOLLOW_UPS:
@@ -414,8 +414,8 @@ class _Builder:
             shuffle = [u for u in self.g.consumers(n.name) if u.op == "transpose"] if len(n.shape) == 5 else \
                 [self.g[n.inputs[0]]]
             if len(shuffle) != 1 or not channel_shuffle_groups(self.g, shuffle[0]):
-                raise UnsupportedError(f"layer '{n.name}': a reshape to or from 5-D runs on Cortex-M only as part of "
-                                       "a channel shuffle; phone-arm64 (the phone target) runs it")
+                raise UnsupportedError(f"layer '{n.name}': a reshape to or from 5-D runs on a microcontroller only as "
+                                       "part of a channel shuffle; phone-arm64 (the phone target) runs it")
             n_, c, h, w = n.shape if len(n.shape) == 4 else src_torch
             phys = (n_, h, w, c) if len(n.shape) == 4 else (n_, h, w, n.shape[1], n.shape[2])
             self.add_tensor(n.name, phys, alias_of=n.inputs[0])
