@@ -473,13 +473,21 @@ def _streaming_graph(module: nn.Module) -> tuple[GraphModule, list[StateSpec], i
 
 
 def to_streaming(model: Model, atol: float = STREAMING_ATOL, check_samples: int = 16) -> StreamingModel:
-    """The model's one-step function with explicit state (see :class:`StreamingModel`).
+    """The model's one-step function with explicit state (see :class:`StreamingModel`). A model without recurrent
+    layers whose convolutions run over a time axis gets a step function with per-layer caches instead
+    (converters/streaming.py, :class:`~edgekit.converters.streaming.ConvStreamingModel`).
 
     The model must read one sequence (batch first or as its first recurrent layer's ``batch_first`` says) whose steps
     go straight to its recurrent layers, and may apply any head to their outputs or final states. The step function
     is run over up to ``check_samples`` test sequences (or the example input) and must reproduce the sequence model's
     output within ``atol``; otherwise an UnsupportedError says by how much it differs.
     """
+    from edgekit.stepgraph import is_recurrent
+
+    if not is_recurrent(model.deploy_graph):  # a conv model over a time axis: per-layer caches (converters/streaming.py)
+        from edgekit.converters.streaming import to_conv_streaming
+
+        return to_conv_streaming(model, check_samples=check_samples)
     if model.module is None:
         raise UsageError(f"model '{model.name}' has no PyTorch module (loaded from .onnx?); to_streaming needs it")
     module = copy.deepcopy(model.module).eval()

@@ -105,6 +105,24 @@ def prepare(model, options: CompileOptions) -> Model:
     return m
 
 
+def _streamed(m: Model, opts: CompileOptions, profile, tgt) -> Model:
+    """With ``--streaming``: a conv model over time marked to build as a step program (recurrent models always do)."""
+    if not opts.streaming:
+        return m
+    from edgekit.stepgraph import is_recurrent
+
+    if not tgt.capabilities(profile).streaming:
+        where = ", ".join(p.name for p in _profiles_where(lambda c: c.streaming))
+        raise UsageError(f"--streaming builds step programs for {where}; {profile.name} runs the windowed model — "
+                         "drop --streaming (edgekit.converters.to_streaming(model).export('step.onnx') writes the "
+                         "step function with explicit caches for ONNX Runtime)")
+    if is_recurrent(m.deploy_graph):
+        return m
+    from edgekit.converters.streaming import streaming_model
+
+    return streaming_model(m)
+
+
 def convert(model, out: str | Path, *, prune: float | None = None, structured: bool = False,
             quantize: str | None = None, qat: bool = False, observer: str = "minmax", calib: str | None = None,
             force: bool = False, prune_options: dict | None = None, qat_options: dict | None = None) -> Model:
@@ -159,7 +177,7 @@ def estimate(model, target: str, options: CompileOptions | None = None, **kw) ->
     opts = _options(options, **kw)
     profile = get_profile(target)
     tgt = get_target(profile)
-    est = tgt.plan(modelcache.load_graph_only(model), profile, opts).estimate
+    est = tgt.plan(_streamed(modelcache.load_graph_only(model), opts, profile, tgt), profile, opts).estimate
     fits, reasons = fit_check(est, profile, tgt.capabilities(profile).memories, opts.sram_budget)
     return est, fits, reasons
 
@@ -244,7 +262,7 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
         spiking = ", ".join(p.name for p in _profiles_where(lambda c: c.spiking))
         raise UsageError(f"--spiking converts for neuromorphic chips ({spiking}); {profile.name} runs the ANN as it "
                          "is — drop --spiking")
-    m = prepare(model, opts)
+    m = _streamed(prepare(model, opts), opts, profile, tgt)
     plan = tgt.plan(m, profile, opts)
     fits, reasons = fit_check(plan.estimate, profile, caps.memories, opts.sram_budget)
     if not fits and not opts.allow_oversize:

@@ -210,7 +210,7 @@ def data(name: str = typer.Argument(..., help="Data set: kws (spoken keywords, m
 
 
 def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer="minmax",
-                     sram_budget=None):
+                     sram_budget=None, streaming=False):
     from edgekit.targets import CompileOptions
 
     budget = None
@@ -219,11 +219,15 @@ def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_over
 
         budget = parse_size(sram_budget)
     return CompileOptions(quantize=quantize, calib=calib, prune=prune, qat=qat, patch=patch, kernels=kernels,
-                          max_patch_overhead=max_patch_overhead, observer=observer, sram_budget=budget)
+                          max_patch_overhead=max_patch_overhead, observer=observer, sram_budget=budget,
+                          streaming=streaming)
 
 
 PATCH_HELP = ("MCU execution schedule: auto (the fastest that fits the SRAM budget: layer by layer when that fits, "
               "else patch-based), min-memory (the smallest arena within --max-patch-overhead), off, or a grid size N.")
+STREAMING_HELP = ("MCU: a conv model over time (e.g. kws-dscnn) as a step program: one call per new frame, per-layer "
+                  "caches instead of recomputing the window; same outputs for causal models (recurrent models always "
+                  "stream).")
 SRAM_BUDGET_HELP = "MCU: SRAM the model may use, e.g. 256KB (default: the target's SRAM); --patch auto fits it."
 
 
@@ -258,11 +262,13 @@ def estimate(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx 
              sram_budget: Optional[str] = typer.Option(None, help=SRAM_BUDGET_HELP),
              max_patch_overhead: float = typer.Option(0.20, help="MCU: largest extra MAC fraction patching may "
                                                                  "cost."),
+             streaming: bool = typer.Option(False, "--streaming", help=STREAMING_HELP),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Will it fit? Flash, peak SRAM, latency and energy without building anything."""
     from edgekit import api
 
-    opts = _compile_options(quantize, None, None, False, patch, "auto", max_patch_overhead, sram_budget=sram_budget)
+    opts = _compile_options(quantize, None, None, False, patch, "auto", max_patch_overhead, sram_budget=sram_budget,
+                            streaming=streaming)
     est, fits, reasons = api.estimate(model, target, opts)
     if as_json:
         print(json.dumps({"target": target, "estimate": est.to_json(), "fits": fits, "fit_reasons": reasons},
@@ -292,6 +298,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
             spiking: Optional[str] = typer.Option(None, help="loihi2/spinnaker2: convert to a spiking network first "
                                                              "(auto, rate, lmuformer or l2mu; fine-tuned on the "
                                                              "example's data)."),
+            streaming: bool = typer.Option(False, "--streaming", help=STREAMING_HELP),
             force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
     """Build MODEL for a target into OUT (sources, binaries, report.json, report.html)."""
     import dataclasses
@@ -299,7 +306,8 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     from edgekit import api
 
     out = out or Path("build") / f"{Path(model).stem}-{target}"
-    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer, sram_budget)
+    opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer, sram_budget,
+                            streaming)
     opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking)
     art = api.compile(model, target, out, opts, force=force)
     est = art.report["estimate"]

@@ -52,6 +52,8 @@ OPS = {
     "lstm": "long short-term memory layer over a sequence (PyTorch gate order i, f, g, o)",
     "lmu": "Legendre Memory Unit layer over a sequence (edgekit/layers/lmu.py)",
     "egru": "event-based GRU layer over a sequence: sparse event outputs (edgekit/layers/egru.py)",
+    "time_cache": "streaming: the last rows frames of a layer's input, kept between frames (edgekit/convstream.py)",
+    "running_pool": "streaming: global average pool over time as a running sum of the last rows rows",
     "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",
 }
 

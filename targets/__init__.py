@@ -54,6 +54,7 @@ class CompileOptions:
     run_firmware: bool = True            # build the emulator image as well
     allow_oversize: bool = False         # build even when the estimate does not fit the device (report says so)
     spiking: str | None = None           # convert to a spiking network first: "auto" | "rate" | "lmuformer" | "l2mu"
+    streaming: bool = False              # a conv model over time: one step per new frame, caches kept (convstream.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

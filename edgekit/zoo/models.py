@@ -90,18 +90,37 @@ class DigitsLMU(nn.Module):
         return self.classifier(outputs[:, -1])
 
 
+class CausalCrop(nn.Module):
+    """Keeps the first ``frames`` steps of the time axis (dim 2). After a conv padded by kernel - 1 on both time sides
+    it makes the conv causal (each output frame sees only the present and the past), as TCN's Chomp1d does; such a
+    model streams frame by frame with identical outputs (edgekit.converters.to_streaming)."""
+
+    def __init__(self, frames: int):
+        super().__init__()
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :self.frames]
+
+
 class KwsDSCNN(nn.Module):
     """Depthwise-separable CNN for keyword spotting over [N, 1, 49, 10] MFCC frames (edgekit.speech): the DS-CNN of
     "Hello Edge" (Zhang et al. 2017, DS-CNN-S shape): a 10x4 conv with stride 2 (to 25x5x64), four blocks of 3x3
     depthwise + 1x1 pointwise convs (BatchNorm + ReLU each), global average pool, linear classifier. Output [N, 12]
-    logits over edgekit.speech.CLASSES."""
+    logits over edgekit.speech.CLASSES.
 
-    def __init__(self, channels: int = 64, blocks: int = 4, num_classes: int = 12):
+    Causal in time, so that it streams (one frame in, the window's answer out, caches instead of recomputation): the
+    time-axis convs are padded by kernel - 1 on both sides and cropped to the frames that see no future
+    (:class:`CausalCrop`); the frequency axis keeps 'same' padding. Row r of the first conv covers frames 2r-9 .. 2r."""
+
+    def __init__(self, channels: int = 64, blocks: int = 4, num_classes: int = 12, frames: int = 49):
         super().__init__()
-        layers = [nn.Conv2d(1, channels, (10, 4), stride=2, padding=(5, 1), bias=False), nn.BatchNorm2d(channels),
-                  nn.ReLU()]
+        rows = (frames - 1) // 2 + 1  # 25 for 49 frames
+        layers = [nn.Conv2d(1, channels, (10, 4), stride=2, padding=(9, 1), bias=False), nn.BatchNorm2d(channels),
+                  nn.ReLU(), CausalCrop(rows)]
         for _ in range(blocks):
-            layers += [conv_bn_relu(channels, channels, 3, groups=channels), conv_bn_relu(channels, channels, 1)]
+            layers += [nn.Conv2d(channels, channels, 3, padding=(2, 1), groups=channels, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(), CausalCrop(rows), conv_bn_relu(channels, channels, 1)]
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, num_classes)

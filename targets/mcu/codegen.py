@@ -63,6 +63,45 @@ def copy_call(prog: Program, s) -> str:
             f"{h}u, {w * c * bpe}u)")
 
 
+def gate_mask(guard) -> int:
+    """The ek_fired bits a guarded call of a conv stream needs (0: runs on every step)."""
+    mask = 0
+    for g in guard:
+        mask |= 1 << g
+    return mask
+
+
+def state_inits(prog: Program) -> list[dict]:
+    """The state buffers that do not start at zero (a conv stream's caches start at their padding value, countdowns
+    at their first wait), for edgekit_model_reset()."""
+    out = []
+    for st in prog.states:
+        if st.init == 0:
+            continue
+        value = "-INFINITY" if st.init == float("-inf") else (f"{float(st.init)!r}f" if st.dtype == "float32"
+                                                              else str(int(st.init)))
+        out.append({"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype], "value": value})
+    return out
+
+
+def stream_call(prog: Program, s) -> str:
+    """C for a conv stream's cache push (shift in the new row, count down to the next firing) or running pool."""
+    src = prog.tensors[s.inputs[0]]
+    src_ptr = f"ek_state + {src.state_offset}" if src.state_offset is not None else f"ek_arena + {src.offset}"
+    p = s.params
+    if s.kind == "cache_push":
+        return (f"ek_fired |= ek_cache_push(ek_state + {p['cache']}, {src_ptr}, {p['row_bytes']}u, {p['rows']}u, "
+                f"(int32_t *)(ek_state + {p['countdown']}), {p['period']}, {p['gate']}u)")
+    out = prog.tensors[s.output]
+    if prog.dtype == "int8":
+        return (f"ek_running_pool_s8((const int8_t *)({src_ptr}), (int32_t *)(ek_state + {p['ring']}), "
+                f"(int32_t *)(ek_state + {p['total']}), (int32_t *)(ek_state + {p['pos']}), {p['rows']}u, {p['channels']}u, {p['inner']}u, {p['in_zp']}, "
+                f"{p['mult']}, {p['shift']}, {p['out_zp']}, (int8_t *)(ek_arena + {out.offset}))")
+    return (f"ek_running_pool_f32((const float *)({src_ptr}), (float *)(ek_state + {p['ring']}), "
+            f"(int32_t *)(ek_state + {p['pos']}), {p['rows']}u, {p['channels']}u, {p['inner']}u, "
+            f"(float *)(ek_arena + {out.offset}))")
+
+
 @dataclass
 class Sources:
     src_dir: Path
@@ -111,6 +150,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
                   out: Path, cpu: str, kernel_sources: dict[str, tuple[Path, ...]]) -> Sources:
     """Render the model sources into ``out/src``. ``symbols``: step index -> TVM kernel symbol; ``arg_shapes``: step
     index -> the shapes a recurrent cell kernel declares for its arguments, in argument order."""
+    from edgekit.targets.mcu.convstep import POOL_KIND, PUSH_KIND
     from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND
 
     env = _env()
@@ -143,6 +183,9 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
             elif name in states:
                 st = states[name]
                 data, dtype, comment = f"ek_state + {st.offset}", st.dtype, f"state {name} @ state+{st.offset}"
+            elif prog.tensors[name].state_offset is not None:  # a conv stream's cache
+                t = prog.tensors[name]
+                data, dtype, comment = f"ek_state + {t.state_offset}", t.dtype, f"cache {name} @ state+{t.state_offset}"
             else:
                 t = prog.tensors[name]
                 data, dtype, comment = f"ek_arena + {t.offset}", t.dtype, f"{name} @ arena+{t.offset}"
@@ -168,6 +211,9 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
         elif s.kind == "copy":
             steps.append({"layer": s.layer, "kind": "copy", "what": "tile into the full tensor",
                           "call": copy_call(prog, s)})
+        elif s.kind in (PUSH_KIND, POOL_KIND):
+            steps.append({"layer": s.layer, "kind": s.kind, "what": s.kind.replace("_", " "),
+                          "call": stream_call(prog, s)})
         elif s.kind == COMMIT_KIND:
             st, new = states[s.output], prog.tensors[s.inputs[0]]
             steps.append({"layer": s.layer, "kind": "copy", "what": f"new {st.kind} into the state",
@@ -182,12 +228,15 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
             if struct is not None:
                 ek_steps.append(struct)
 
+    for rendered, s in zip(steps, prog.steps):
+        rendered["guard"] = gate_mask(s.guard)
     libraries = kernel_libraries(prog)
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
     event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
                     for st in prog.event_states]
     common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__,
               "ctype": DTYPE_C[prog.dtype], "kernel_libraries": libraries, "streaming": prog.streaming,
+              "conv_stream": getattr(prog, "stream", None) is not None,
               "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes}
     (src / "edgekit_model.h").write_text(env.get_template("edgekit_model.h.j2").render(
         **common, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
@@ -199,7 +248,8 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
     (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
         ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind == "copy" for s in prog.steps),
-        states=prog.states, event_states=event_states,
+        states=prog.states, event_states=event_states, state_inits=state_inits(prog),
+        output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))
     (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(

@@ -126,6 +126,12 @@ DEFAULT_CELL_COSTS = {
     "int8": {"per_mac": 2.15, "per_gate_input": 2.45, "per_unit": 100.0, "per_activation": 30.0,
              "per_call": 150.0, "per_event_mac": 4.8, "per_event_unit": 8.0, "per_requant": 14.0},
 }
+# Conv streams (convstep.py): (per unit, per output, per call) instructions of a cache push (per byte moved: word
+# copies of memmove/memcpy) and a running pool (per element of the new row, per ring entry summed), where the profile's
+# [cost] has no fitted value. First estimates from the code's loops; bench/streaming.py prints them against QEMU.
+DEFAULT_STREAM_COSTS = {"cache_push": (0.75, 0.0, 60.0), "running_pool_int8": (3.0, 2.0, 120.0),
+                        "running_pool_float32": (3.0, 2.0, 120.0)}
+STREAM_KINDS = ("cache_push", "running_pool")
 # Per recurrent kernel: gate rows computed in one pass over the inputs, sigmoid/tanh evaluations per unit.
 GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
 ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
@@ -140,6 +146,12 @@ def step_instruction_terms(prog: Program, s: Step, activity: float | None = None
 
     if s.kind == COMMIT_KIND:
         return "copy", s.params["bytes"], 0, 0, 1
+    if s.kind == "cache_push":  # bytes moved: the cache shifted by a row, the new row appended
+        return "cache_push", s.params["rows"] * s.params["row_bytes"], 0, 0, 1
+    if s.kind == "running_pool":  # row elements summed; int8: a running total per channel, float32: the ring summed
+        p = s.params
+        ring = p["channels"] * (1 if prog.dtype == "int8" else p["rows"])
+        return f"running_pool_{prog.dtype}", p["inner"] * p["channels"], ring, 0, 1
     if s.kind != CELL_KIND:
         key, units, outs, _ = step_cost_terms(prog, s)
         return key, units, outs, 0, 1
@@ -160,6 +172,11 @@ def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: 
 
     if s.kind == COMMIT_KIND:
         return 1.0 * s.params["bytes"] + 10.0   # a byte loop: ~1 instruction per byte (measured 261 for 256 B)
+    if s.kind in STREAM_KINDS:
+        key, units, outs, _, calls = step_instruction_terms(prog, s, activity)
+        d = DEFAULT_STREAM_COSTS[key]
+        return profile.number("cost", key, d[0]) * units + profile.number("cost", key + "_per_output", d[1]) * outs \
+            + profile.number("cost", key + "_per_call", d[2]) * calls
     if s.kind != CELL_KIND:
         return layer_call_instructions(prog, s, profile)
     defaults = DEFAULT_CELL_COSTS[prog.dtype]
@@ -186,8 +203,8 @@ def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: 
 def program_instructions(prog: Program, profile: TargetProfile, activity: float | None = None) -> dict[str, float]:
     """Estimated instructions of one run of the program's call list (an inference, or one step), per layer."""
     out: dict[str, float] = {}
-    for s in prog.steps:
-        out[s.layer] = out.get(s.layer, 0.0) + call_instructions(prog, s, profile, activity)
+    for s in prog.steps:  # (a conv stream's guarded calls run on a fraction of the steps: their rate)
+        out[s.layer] = out.get(s.layer, 0.0) + call_instructions(prog, s, profile, activity) * s.rate
     return out
 
 

@@ -217,6 +217,8 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     dst = prog.tensors[step.output]
     if src.external:  # the model input, read in place
         in_ptr = f"(const int8_t *)ek_input_ptr + {step.in_offset}"
+    elif src.state_offset is not None:  # a conv stream's cache, read in place in ek_state
+        in_ptr = f"(const int8_t *)(ek_state + {src.state_offset + step.in_offset})"
     else:
         in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.in_offset})"
     out_ptr = f"(int8_t *)(ek_arena + {dst.offset})"

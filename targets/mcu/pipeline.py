@@ -205,6 +205,13 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> McuPlan:
     if is_recurrent(graph):  # a streaming step program: one call per input sample, state kept between calls
         qs = lower_int8(model, split(graph, profile.name), calibrated=False) if dtype == "int8" else None
         prog = build_step_program(graph, dtype, qs, use_ek, cpu, profile.name, platform)
+    elif is_conv_stream(model):  # a conv model streamed frame by frame (edgekit compile --streaming)
+        from edgekit import convstream
+        from edgekit.targets.mcu.convstep import build_conv_step_program
+
+        qg = _shape_only_qgraph(graph) if dtype == "int8" else None
+        prog = build_conv_step_program(convstream.plan(graph, f"streaming on {profile.name}"), dtype, qg, use_ek,
+                                       cpu, profile.name, platform)
     else:
         check_supported(graph, dtype, profile.name)
         qg = _shape_only_qgraph(graph) if dtype == "int8" else None
@@ -235,6 +242,18 @@ def _final_program(p: McuPlan):
     from edgekit.targets.mcu.streaming import build_step_program, lower_int8
 
     model, graph = p.model, p.model.deploy_graph
+    if is_conv_stream(model):
+        from edgekit import convstream
+        from edgekit.targets.mcu.convstep import build_conv_step_program
+
+        qg = None
+        if p.dtype == "int8":
+            model, qg = quantized(model, p.options)
+        prog = build_conv_step_program(convstream.plan(model.deploy_graph), p.dtype, qg, p.use_ek, p.cpu,
+                                       p.profile.name, p.platform)
+        if qg is not None:
+            prog.notes.extend(qg.notes)
+        return model, prog, qg
     if p.program.streaming:
         qs = lower_int8(model, split(graph, p.profile.name), calibrated=True) if p.dtype == "int8" else None
         return model, build_step_program(graph, p.dtype, qs, p.use_ek, p.cpu, p.profile.name, p.platform), qs
@@ -327,6 +346,50 @@ def _one_shot_reference(model, prog: Program, qg, budget: int) -> tuple[np.ndarr
     return x_dev, ref
 
 
+def is_conv_stream(model) -> bool:
+    """Marked by edgekit.converters.streaming.streaming_model (``--streaming``): build as a conv step program."""
+    return model.meta.get("conv_streaming") is not None and not is_recurrent(model.deploy_graph)
+
+
+def _conv_stream_reference(model, prog: Program, qg, profile: TargetProfile, limit: int | None
+                           ) -> tuple[np.ndarray, dict]:
+    """Test windows as frame sequences for the firmware, and what it must print after each window's last frame: the
+    *windowed* model's outputs — the int8 integer reference (bit for bit) or PyTorch's float outputs."""
+    from edgekit.convstream import frames_of
+
+    x = model.test_x if model.test_x is not None else \
+        (model.calib if model.calib is not None else model.example_inputs[0].numpy())
+    y = model.test_y if model.test_x is not None else None
+    per_window = int(np.prod(x.shape[1:])) * (1 if prog.dtype == "int8" else 4)
+    per_step = max(sum(cost.program_instructions(prog, profile).values()), 1.0)
+    n = min(len(x), TEST_DATA_BUDGET // max(per_window, 1),
+            int(MAX_EMULATED_INSTRUCTIONS // (per_step * prog.steps_per_sequence)))
+    n = max(1, n if limit is None else min(n, int(limit)))
+    x = np.ascontiguousarray(x[:n], dtype=np.float32)
+    ref: dict = {"x": x}
+    if prog.dtype == "int8":
+        from edgekit.qgraph import predict_int8, run_int8
+
+        xq = qg.quantize_input(x)
+        x_dev = frames_of(xq)
+        expected = np.concatenate([run_int8(qg, xq[i:i + 256])[qg.graph.outputs[0]] for i in range(0, n, 256)], 0)
+        ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]))
+        ref["float_expected"] = np.ascontiguousarray(model.predict(x))
+        if model.test_x is not None and model.test_y is not None:
+            ref["reference_accuracy"] = np.float64((predict_int8(qg, model.test_x).argmax(-1) == model.test_y).mean())
+            ref["float_accuracy"] = np.float64(model.accuracy())
+    else:
+        x_dev = frames_of(x)
+        expected = model.predict(x)
+        if model.test_x is not None and model.test_y is not None:
+            ref["reference_accuracy"] = np.float64(model.accuracy())
+    ref["x_device"] = x_dev
+    ref["expected"] = np.ascontiguousarray(expected)
+    if y is not None:
+        ref["y"] = np.asarray(y[:n])
+    return x_dev, ref
+
+
 def _streaming_reference(model, prog: Program, qs, profile: TargetProfile, limit: int | None) -> tuple[np.ndarray,
                                                                                                      dict]:
     """Test sequences for the firmware — the model's test set, capped by the flash budget of the test data and by
@@ -400,6 +463,14 @@ def _streaming_info(prog: Program) -> StreamingInfo:
     from edgekit.targets.mcu.streaming import int8_scheme
 
     sg = prog.step_graph
+    stream = getattr(prog, "stream", None)
+    if stream is not None:
+        return StreamingInfo(
+            steps_per_sequence=prog.steps_per_sequence, input_shape=list(prog.tensors[prog.input].shape),
+            state_bytes=prog.state_bytes,
+            states=[{"name": st.name, "layer": st.layer, "kind": st.kind, "elements": st.size, "dtype": st.dtype,
+                     "bytes": st.nbytes} for st in prog.states],
+            event_units=0, cells=[], int8_scheme=None, conv_stream=stream.to_json())
     return StreamingInfo(
         steps_per_sequence=prog.steps_per_sequence, input_shape=list(prog.tensors[prog.input].shape),
         state_bytes=prog.state_bytes,
@@ -421,7 +492,9 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     kernels_c, symbols, arg_shapes, n_tvm = _tvm_kernels(prog, platform, p.cpu)
     sources = codegen.write_sources(prog, kernels_c, symbols, arg_shapes, out, p.cpu, platform.kernel_sources)
 
-    if prog.streaming:
+    if getattr(prog, "stream", None) is not None:
+        x_dev, ref = _conv_stream_reference(model, prog, q, p.profile, p.options.extra.get("test_sequences"))
+    elif prog.streaming:
         x_dev, ref = _streaming_reference(model, prog, q, p.profile, p.options.extra.get("test_sequences"))
     else:
         # The test inputs share the emulated board's code memory with the model: leave the model room (and a margin).

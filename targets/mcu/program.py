@@ -44,6 +44,7 @@ class Tensor:
     alias_of: str | None = None     # shares the buffer of another tensor
     offset: int = 0
     external: bool = False          # not in the arena: the model input read in place through a pointer
+    state_offset: int | None = None  # not in the arena: a streaming cache kept in ek_state at this byte offset
 
     @property
     def nbytes(self) -> int:
@@ -80,6 +81,8 @@ class Step:
     nz_macs: int = 0                    # sparse micro-kernels: MACs of the stored (non-zero) weights
     dense_weight_bytes: int = 0         # micro-kernels: the weights in the dense layout ...
     stored_weight_bytes: int = 0        # ... and as stored in flash (compressed for pruned layers)
+    guard: tuple[int, ...] = ()         # conv streaming: the caches (gate bits) that must fire for this call to run
+    rate: float = 1.0                   # conv streaming: the fraction of steps on which the call runs
 
     @property
     def is_micro_kernel(self) -> bool:
@@ -98,6 +101,7 @@ class StateBuffer:
     dtype: str
     new: str
     offset: int = 0
+    init: float = 0                     # value every element takes at edgekit_model_reset()
 
     @property
     def nbytes(self) -> int:

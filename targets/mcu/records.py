@@ -21,6 +21,7 @@ class StreamingInfo:
     event_units: int                  # EGRU units (their events are counted per step)
     cells: list[dict[str, Any]]       # layer, op, hidden
     int8_scheme: dict | None = None
+    conv_stream: dict | None = None   # a conv model streamed frame by frame: edgekit/convstream.py's plan
 
 
 @dataclass

@@ -298,7 +298,8 @@ def plan_step_program(prog: StepProgram) -> None:
                 r = root_of(prog, x)
                 last[r] = max(last.get(r, i), i)
     last[root_of(prog, prog.output)] = max(len(prog.steps) - 1, 0)
-    buffers = [Buffer(n, prog.tensors[n].nbytes, first[n], last[n]) for n in first]
+    buffers = [Buffer(n, prog.tensors[n].nbytes, first[n], last[n]) for n in first
+               if prog.tensors[n].state_offset is None]  # (a conv stream's caches live in ek_state)
     for i, s in enumerate(prog.steps):
         if s.scratch_bytes:
             buffers.append(Buffer(f"{s.layer}#scratch{i}", s.scratch_bytes, i, i))

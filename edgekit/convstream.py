@@ -1,0 +1,394 @@
+"""Convolutional models over a time axis as streaming steps: one new frame in, per-layer caches instead of
+recomputing the window (the cache-based inference of the Stateful Conformer, for conv nets).
+
+Where it sits: between the deployment graph (edgekit/graph.py) and what runs a conv model frame by frame — the
+converter :func:`edgekit.converters.to_streaming` (float step as a PyTorch module, ONNX with explicit caches), the
+Cortex-M step programs (targets/mcu/streaming.py) and the integer reference here. A model over ``x`` [1, C, T, F]
+(Conv2d over time x frequency, time = axis 2) or [1, C, T] (Conv1d) becomes a *step graph* on one frame
+[1, C, 1, F]:
+
+* every layer with extent in time (conv, max/avg pool with a time kernel > 1, a time stride or time padding) reads a
+  ``time_cache`` node: the last ``rows`` = (k - 1)·d + 1 rows of its input, initialised to its padding value; the layer
+  itself runs with no time padding and time stride 1 on that window and gives exactly one output row.
+* a cache *fires* (lets its layer and everything downstream run) on some arrivals only: after ``wait`` arrivals at
+  first (k_eff - 1 - padding: a causal conv padded by k_eff - 1 fires at once), then every ``period`` (its time
+  stride). Each node's ``guard`` is the set of caches that must have fired in this step for it to run.
+* layers local in time (1x1 convs, activations, adds, concats over channels) run on the row; a crop of the time axis
+  that keeps the first frames (``x[:, :, :T]``, TCN's Chomp1d) passes rows through — in a stream the frames it drops
+  are the ones that would need the future.
+* global average pooling over time becomes a ``running_pool``: a ring of the last ``rows`` row sums (T' rows of the
+  windowed model); the head after it runs on every pooled row.
+
+Equality: for a *causal* model (no row of the windowed model needs frames after the window's last) the step graph,
+from :func:`reset` state and fed the window's T frames, gives the windowed model's output after the last frame —
+in int8 bit for bit (the same integer layers, with the windowed model's scales, on the same rows; the ring sums
+exactly what the global pool sums). A model that looks ahead (symmetric 'same' time padding) streams with its
+look-ahead as delay; at the window's end it cannot reproduce the zeros the windowed model pads with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.errors import UnsupportedError
+from edgekit.graph import Graph, Node
+
+TIME_AXIS = 2
+WINDOW_OPS = ("conv2d", "conv1d", "maxpool2d", "avgpool2d")
+ROW_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "add", "mul", "concat")
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """The cache in front of window layer ``layer``: ``rows`` input rows of ``row_shape`` (NCHW without batch and time:
+    (C, F) or (C,)); fires after ``wait`` arrivals, then every ``period``; starts filled with ``pad`` (a float value;
+    int8 builds use the layer's input zero point, or -128 before a max pool)."""
+
+    name: str
+    layer: str
+    source: str
+    rows: int
+    wait: int
+    period: int
+    row_shape: tuple[int, ...]
+    max_pool: bool = False
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A global average pool over time (and frequency) as a running sum of the last ``rows`` rows."""
+
+    name: str
+    source: str
+    rows: int
+    channels: int
+    inner: int          # elements of one row per channel (frequency bins; 1 for Conv1d models)
+
+
+@dataclass
+class StreamPlan:
+    """How a windowed conv model streams (see the module docstring)."""
+
+    graph: Graph                      # the windowed deployment graph
+    step: Graph                       # one frame in, the model's output (when it fires) out
+    frames: int                       # T: the window the model was built for
+    caches: dict[str, CacheSpec]
+    pools: dict[str, PoolSpec]
+    guards: dict[str, frozenset[str]]  # node of ``step`` -> caches that must fire for it to run
+    fire_frame: int                   # frame (0-based) at which the window's output is first complete
+    lookahead_frames: int             # > 0: the windowed model's output needs frames after the window
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One frame, batch first, NCHW-style: [1, C, 1, F] or [1, C, 1]."""
+        return self.step.inputs[0].shape
+
+    @property
+    def hop_frames(self) -> int:
+        """Frames between two outputs of the model (the product of the time strides on the way to the output)."""
+        out = self.guards.get(self.step.outputs[0], frozenset())
+        return int(np.prod([self.caches[c].period for c in out])) if out else 1
+
+    @property
+    def causal(self) -> bool:
+        return self.lookahead_frames == 0
+
+    def state_elements(self) -> dict[str, int]:
+        """Elements each cache and ring keeps between frames (per stream)."""
+        out = {c.name: c.rows * int(np.prod(c.row_shape)) for c in self.caches.values()}
+        out.update({p.name: p.rows * p.channels for p in self.pools.values()})
+        return out
+
+    def to_json(self) -> dict:
+        return {"frames": self.frames, "hop_frames": self.hop_frames, "fire_frame": self.fire_frame,
+                "lookahead_frames": self.lookahead_frames,
+                "caches": [{"name": c.name, "layer": c.layer, "rows": c.rows, "row_shape": list(c.row_shape),
+                            "wait": c.wait, "period": c.period} for c in self.caches.values()],
+                "pools": [{"name": p.name, "rows": p.rows, "channels": p.channels} for p in self.pools.values()]}
+
+
+def _time_params(n: Node) -> tuple[int, int, int, int]:
+    """(kernel, stride, padding, dilation) of a window layer along time."""
+    a = n.attrs
+
+    def first(v, default):
+        v = a.get(v, default)
+        return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
+
+    if n.op in ("conv2d", "conv1d"):
+        return first("kernel_size", 1), first("stride", 1), first("padding", 0), first("dilation", 1)
+    return first("kernel_size", 1), first("stride", 1), first("padding", 0), 1
+
+
+def _with_time(values, value: int):
+    """A per-axis attribute with its time entry (the first) replaced."""
+    if isinstance(values, (list, tuple)):
+        return [value] + list(values[1:])
+    return value
+
+
+def _row_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[:TIME_AXIS]) + (1,) + tuple(shape[TIME_AXIS + 1:])
+
+
+def is_time_crop(n: Node, src: Node) -> bool:
+    """``x[:, :, :k]`` (or ``x[..., :k]`` on a 3-D tensor): keeps the first frames and everything else."""
+    if n.op != "select":
+        return False
+    index = list(n.attrs.get("index", []))
+    if len(index) <= TIME_AXIS:
+        return False
+    for ax, item in enumerate(index):
+        if not isinstance(item, list):
+            return False
+        _, start, stop, step = item
+        if ax == TIME_AXIS:
+            if start not in (None, 0) or step not in (None, 1):
+                return False
+        elif not (start in (None, 0) and stop in (None, src.shape[ax]) and step in (None, 1)):
+            return False
+    return True
+
+
+def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
+    """The streaming form of a windowed conv deployment ``graph``, or an UnsupportedError naming the layer that
+    mixes time steps in a way a stream cannot."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedError(f"model '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} "
+                               f"outputs; {where} reads one stream of frames and gives one output")
+    inp = graph.inputs[0]
+    if len(inp.shape) not in (3, 4) or inp.shape[0] != 1:
+        raise UnsupportedError(f"model '{graph.name}' reads [{', '.join(map(str, inp.shape))}]; {where} needs frames "
+                               "on axis 2: [1, C, T, F] (Conv2d over time x frequency) or [1, C, T] (Conv1d)")
+    frames = int(inp.shape[TIME_AXIS])
+    timing: dict[str, tuple[int, int]] = {inp.name: (1, 0)}   # time-ful node -> (S, D): row r complete at r·S + D
+    length: dict[str, int] = {inp.name: frames}                # rows in the windowed graph
+    guards: dict[str, frozenset[str]] = {inp.name: frozenset()}
+    caches: dict[str, CacheSpec] = {}
+    pools: dict[str, PoolSpec] = {}
+    nodes: list[Node] = [Node(inp.name, "input", [], _row_shape(inp.shape))]
+    static: set[str] = set()
+    fire_frame = 0
+    lookahead = 0
+
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        timeful = [i for i in n.inputs if i in timing]
+        if not timeful:
+            static.add(n.name)
+            nodes.append(n.copy())
+            guards[n.name] = frozenset().union(*(guards[i] for i in n.inputs if i in guards))
+            continue
+        src = graph[timeful[0]]
+        if n.op in WINDOW_OPS and len(n.shape) >= 3 and (_time_params(n)[0] > 1 or _time_params(n)[1] > 1
+                                                          or _time_params(n)[2] > 0):
+            k, s, p, d = _time_params(n)
+            k_eff = (k - 1) * d + 1
+            if p > k_eff - 1:
+                raise UnsupportedError(f"layer '{n.name}' ({n.op}) pads time by {p} frames, more than its window "
+                                       f"({k_eff} frames) needs; {where} supports time padding up to kernel - 1")
+            S, D = timing[src.name]
+            cache = CacheSpec(f"{n.name}:cache", n.name, src.name, k_eff, k_eff - 1 - p, s,
+                              tuple(src.shape[1:TIME_AXIS]) + tuple(src.shape[TIME_AXIS + 1:]),
+                              max_pool=n.op == "maxpool2d")
+            caches[cache.name] = cache
+            window_shape = tuple(src.shape[:TIME_AXIS]) + (k_eff,) + tuple(src.shape[TIME_AXIS + 1:])
+            nodes.append(Node(cache.name, "time_cache", [src.name], window_shape, {"rows": k_eff}))
+            guards[cache.name] = guards[src.name] | {cache.name}
+            layer = n.copy()
+            layer.inputs = [cache.name]
+            layer.attrs = dict(layer.attrs)
+            layer.attrs["padding"] = _with_time(layer.attrs.get("padding", 0), 0)
+            layer.attrs["stride"] = _with_time(layer.attrs.get("stride", 1), 1)
+            if n.op == "avgpool2d" and p > 0 and not n.attrs.get("count_include_pad", True):
+                raise UnsupportedError(f"layer '{n.name}': average pooling over time with padding and "
+                                       f"count_include_pad=False cannot stream; use count_include_pad=True")
+            layer.shape = _row_shape(n.shape)
+            nodes.append(layer)
+            timing[n.name] = (S * s, D + (k_eff - 1 - p) * S)
+            length[n.name] = int(n.shape[TIME_AXIS])
+            guards[n.name] = guards[cache.name]
+            continue
+        if n.op == "global_avgpool":
+            S, D = timing[src.name]
+            rows = length[src.name]
+            done = (rows - 1) * S + D
+            fire_frame = max(fire_frame, done)
+            lookahead = max(lookahead, done - (frames - 1))
+            inner = int(np.prod(src.shape[TIME_AXIS + 1:])) if len(src.shape) > TIME_AXIS + 1 else 1
+            pools[n.name] = PoolSpec(n.name, src.name, rows, int(src.shape[1]), inner)
+            nodes.append(Node(n.name, "running_pool", [src.name], n.shape, {"rows": rows, "inner": inner}))
+            guards[n.name] = guards[src.name]
+            static.add(n.name)
+            continue
+        if n.op == "select" and is_time_crop(n, src):
+            nodes.append(Node(n.name, "reshape", [src.name], _row_shape(src.shape)))
+            timing[n.name], length[n.name], guards[n.name] = timing[src.name], int(n.shape[TIME_AXIS]), guards[src.name]
+            continue
+        pointwise_conv = n.op in ("conv2d", "conv1d") and _time_params(n)[:3] == (1, 1, 0)
+        if n.op in ROW_OPS or pointwise_conv or n.op == "batchnorm":
+            others = [i for i in n.inputs if i not in timing]
+            if others:
+                raise UnsupportedError(f"layer '{n.name}' ({n.op}) combines a stream of frames with "
+                                       f"'{others[0]}', which has no time axis; {where} cannot broadcast it per frame")
+            if n.op == "concat" and n.attrs["dim"] % len(n.shape) == TIME_AXIS:
+                raise UnsupportedError(f"layer '{n.name}' concatenates along time; {where} needs time to flow "
+                                       "frame by frame")
+            t0 = timing[timeful[0]]
+            for i in timeful[1:]:
+                if timing[i] != t0 or length[i] != length[timeful[0]]:
+                    raise UnsupportedError(f"layer '{n.name}' ({n.op}) combines '{timeful[0]}' and '{i}', whose frames "
+                                           "arrive at different times (different time strides or padding); "
+                                           f"{where} needs both branches aligned")
+            layer = n.copy()
+            layer.shape = _row_shape(n.shape)
+            nodes.append(layer)
+            timing[n.name], length[n.name] = t0, length[timeful[0]]
+            guards[n.name] = frozenset().union(*(guards[i] for i in timeful))
+            continue
+        raise UnsupportedError(f"layer '{n.name}' ({n.op}) reads '{src.name}' across time in a way {where} cannot "
+                               "split into frames; supported: convs and pools over time (cached), layers local in "
+                               "time, a crop keeping the first frames, and global average pooling over time")
+    out = graph.outputs[0]
+    if out in timing:
+        raise UnsupportedError(f"model '{graph.name}' outputs a sequence ('{out}'); {where} of a conv model needs "
+                               "a global average pool over time before the output")
+    if not pools:
+        raise UnsupportedError(f"model '{graph.name}' has no global average pool over time; {where} of a conv model "
+                               "pools the window as a running sum (AdaptiveAvgPool2d(1) / AdaptiveAvgPool1d(1))")
+    if not caches:
+        raise UnsupportedError(f"model '{graph.name}' has no layer with extent in time; nothing to stream")
+    step = Graph(nodes, list(graph.outputs), f"{graph.name}.step")
+    notes = []
+    if lookahead > 0:
+        notes.append(f"the model looks {lookahead} frame(s) ahead (time padding on the right): streamed, its output "
+                     f"lags by {lookahead} frame(s) and differs from the window's at its end, where the windowed "
+                     "model pads with zeros")
+    return StreamPlan(graph, step, frames, caches, pools, guards, fire_frame, max(lookahead, 0), notes)
+
+
+def step_qgraph(sp: StreamPlan, qg):
+    """The integer parameters of the step graph: every layer's those of the same layer of the windowed model's
+    lowered graph ``qg`` (same scales, weights, multipliers); a cache keeps its input's scale."""
+    from edgekit.qgraph import QGraph, QNode
+
+    nodes = {}
+    for n in sp.step.nodes:
+        if n.op == "time_cache":
+            src = qg.nodes[n.inputs[0]]
+            nodes[n.name] = QNode(n, src.out_scale, src.out_zp)
+        else:
+            q = qg.nodes[n.name]
+            nodes[n.name] = QNode(n, q.out_scale, q.out_zp, q.q)
+    return QGraph(sp.step, nodes, list(qg.notes))
+
+
+# ---- running a plan on the host: float (PyTorch) and int8 (the integer reference) -----------------------------------
+
+class StreamRunner:
+    """Steps a :class:`StreamPlan` over frames for a batch of streams: float32 through edgekit/graph_exec.py, or
+    int8 through edgekit/qgraph.py's per-layer integer reference with the windowed model's integer parameters
+    (``qgraph``: the lowered *windowed* graph). :meth:`step` returns the output after a frame, or None when the
+    output did not fire on this frame."""
+
+    def __init__(self, sp: StreamPlan, qgraph=None):
+        self.sp, self.qg = sp, qgraph
+        self.int8 = qgraph is not None
+        self.qnodes = step_qgraph(sp, qgraph).nodes if self.int8 else {}
+        self.reset(1)
+
+    def pad_value(self, c: CacheSpec) -> float:
+        if not self.int8:
+            return -np.inf if c.max_pool else 0.0
+        return -128 if c.max_pool else self.qnodes[c.name].out_zp
+
+    def reset(self, batch: int) -> None:
+        dtype = np.int8 if self.int8 else np.float32
+        self.batch = batch
+        self.cache = {c.name: np.full((batch,) + self.sp.step[c.name].shape[1:], self.pad_value(c), dtype)
+                      for c in self.sp.caches.values()}
+        self.countdown = {c.name: c.wait for c in self.sp.caches.values()}
+        self.ring = {p.name: np.zeros((batch, p.rows, p.channels), np.int64 if self.int8 else np.float64)
+                     for p in self.sp.pools.values()}
+        self.ring_pos = {p.name: 0 for p in self.sp.pools.values()}
+        self.output = None
+
+    def step(self, frame: np.ndarray):
+        """One frame [N, C, 1, F] (or [N, C, 1]); int8 codes for an int8 runner."""
+        import torch
+
+        from edgekit import graph_exec, qgraph
+
+        fired: set[str] = set()
+        values: dict[str, np.ndarray] = {self.sp.step.inputs[0].name: np.asarray(frame)}
+        produced = False
+        for n in self.sp.step.nodes:
+            if n.op == "input" or not all(i in values for i in n.inputs):
+                continue
+            if n.op != "time_cache" and not self.sp.guards[n.name] <= fired:
+                continue
+            x = [values[i] for i in n.inputs]
+            if n.op == "time_cache":
+                c = self.cache[n.name]
+                c[:, :, :-1] = c[:, :, 1:]
+                c[:, :, -1:] = x[0]
+                if self.countdown[n.name] == 0:
+                    fired.add(n.name)
+                    values[n.name] = c.copy()
+                    self.countdown[n.name] = self.sp.caches[n.name].period - 1
+                else:
+                    self.countdown[n.name] -= 1
+                continue
+            if n.op == "running_pool":
+                p = self.sp.pools[n.name]
+                if self.int8:
+                    zp = self.qnodes[n.name].q["in_zp"]
+                    row = (x[0].astype(np.int64) - zp).reshape(self.batch, p.channels, -1).sum(-1)
+                else:
+                    row = x[0].astype(np.float64).reshape(self.batch, p.channels, -1).sum(-1)
+                self.ring[n.name][:, self.ring_pos[n.name]] = row
+                self.ring_pos[n.name] = (self.ring_pos[n.name] + 1) % p.rows
+                total = self.ring[n.name].sum(1).reshape((self.batch,) + tuple(n.shape[1:]))
+                if self.int8:
+                    q = self.qnodes[n.name].q
+                    from edgekit import qmath
+
+                    values[n.name] = qmath.requantize(total, q["mult"], q["shift"], self.qnodes[n.name].out_zp)
+                else:
+                    values[n.name] = (total / (p.rows * p.inner)).astype(np.float32)
+                continue
+            if n.op in ("reshape", "flatten"):
+                values[n.name] = x[0].reshape((self.batch,) + tuple(n.shape[1:]))
+            elif self.int8:
+                values[n.name] = qgraph.run_node_int8(self.qnodes[n.name], x, self.sp.step)
+            else:
+                with torch.no_grad():
+                    values[n.name] = graph_exec.run_node(n, [torch.from_numpy(np.ascontiguousarray(v))
+                                                             for v in x]).numpy()
+            if n.name == self.sp.step.outputs[0]:
+                produced = True
+        if produced:
+            self.output = values[self.sp.step.outputs[0]]
+            return self.output
+        return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Whole windows ``x`` [N, C, T, F] (the windowed model's input) from reset; the output after the last
+        frame (the last output that fired)."""
+        x = np.asarray(x)
+        self.reset(len(x))
+        for t in range(x.shape[TIME_AXIS]):
+            self.step(x[:, :, t:t + 1])
+        if self.output is None:
+            raise UnsupportedError(f"model '{self.sp.graph.name}': no output fired within {x.shape[TIME_AXIS]} frames")
+        return self.output
+
+
+def frames_of(x: np.ndarray) -> np.ndarray:
+    """Windows [N, C, T, F] (or [N, C, T]) as a device's frame sequence [N, T, F, C] (or [N, T, C]): one step's
+    input is contiguous, channels last as the Cortex-M programs keep them."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1))

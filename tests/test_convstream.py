@@ -1,0 +1,146 @@
+"""Conv models over a time axis streamed frame by frame with per-layer caches (edgekit/convstream.py,
+converters/streaming.py, targets/mcu/convstep.py).
+
+What a user relies on:
+
+* a causal conv model (time padding kernel - 1 and a crop keeping the first frames, time strides, dilation, depthwise,
+  a residual add, max pooling over time, a global pool) steps frame by frame from the initial state to the windowed
+  model's output after the window's last frame: float within 1e-4, int8 bit for bit (host integer reference)
+* the step function exports to ONNX with the caches as inputs and outputs, and ONNX Runtime gives the same outputs
+* on the emulated Cortex-M7 (``--streaming``) the step program's outputs after each window's last frame equal the
+  *windowed* model's integer reference bit for bit (int8) and PyTorch's (float32); caches are state, reset works
+* a model that looks ahead, mixes time steps or has no pool over time is refused with the layer named
+
+The firmware tests need the cross-compiler and QEMU (scripts/setup.sh installs them); they run in CI.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekit import Model, api, convstream
+from edgekit.converters import to_streaming
+from edgekit.converters.quantize import quantize
+from edgekit.errors import UnsupportedError, UsageError
+from edgekit.qgraph import lower, run_int8
+
+FRAMES, BINS, CHANNELS = 16, 6, 2
+
+
+class CausalNet(nn.Module):
+    """Causal in time: conv 3x3 (pad 2, crop), depthwise with time stride 2 (pad 2, crop), 1x1, a dilated causal
+    branch added back, max pool over 2 frames (stride 2), global average pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(CHANNELS, 8, 3, padding=(2, 1))
+        self.dw = nn.Conv2d(8, 8, 3, stride=(2, 1), padding=(2, 1), groups=8)
+        self.bn = nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.dil = nn.Conv2d(8, 8, (3, 1), padding=(4, 0), dilation=(2, 1))
+        self.pool = nn.MaxPool2d((2, 1), stride=(2, 1))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))[:, :, :FRAMES]
+        y = torch.relu(self.bn(self.dw(y)))[:, :, :FRAMES // 2]
+        y = torch.relu(self.pw(y))
+        y = y + torch.relu(self.dil(y))[:, :, :FRAMES // 2]
+        y = nn.functional.adaptive_avg_pool2d(self.pool(y), 1).flatten(1)
+        return self.head(y)
+
+
+def _model(n: int = 12) -> Model:
+    torch.manual_seed(0)
+    module = CausalNet().eval()
+    with torch.no_grad():
+        module.bn.running_mean.uniform_(-0.3, 0.3)
+        module.bn.running_var.uniform_(0.5, 1.5)
+    x = np.random.default_rng(0).standard_normal((n, CHANNELS, FRAMES, BINS)).astype(np.float32)
+    return Model.from_module(module, torch.from_numpy(x[:1]), name="causalnet", calib=x, test_x=x)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return _model()
+
+
+def test_plan_caches_strides_and_fire_frame(model):
+    sp = convstream.plan(model.deploy_graph)
+    rows = {c.layer: (c.rows, c.period, c.wait) for c in sp.caches.values()}
+    assert rows == {"c1": (3, 1, 0), "dw": (3, 2, 0), "dil": (5, 1, 0), "pool": (2, 2, 1)}
+    assert sp.causal and sp.hop_frames == 4
+    assert sp.fire_frame == 14  # the last pooled row: frames 12 .. 15 of the dw rows 6, 7 -> complete at frame 14
+
+
+def test_float_and_onnx_steps_equal_the_windowed_model(model, tmp_path):
+    import onnxruntime as ort
+
+    stream = to_streaming(model)
+    assert stream.max_abs_error <= 1e-4
+    x = model.test_x[:4]
+    sess = ort.InferenceSession(str(stream.export(tmp_path / "step.onnx")))
+    names = [i.name for i in sess.get_inputs()]
+    assert names == ["frame"] + stream.state_names
+    ys = []
+    for one in x[:, None]:  # the exported step takes one stream (batch 1), as a phone runs it
+        state = [t.numpy() for t in stream.initial_state(1)]
+        for t in range(FRAMES):
+            y, *state = sess.run(None, dict(zip(names, [one[:, :, t:t + 1]] + state)))
+        ys.append(y[0])
+    np.testing.assert_allclose(np.stack(ys), model.predict(x), atol=1e-4)
+
+
+def test_int8_steps_equal_the_windowed_integer_reference(model):
+    qm = quantize(model)
+    qg = lower(qm.deploy_graph, qm.meta["quant"])
+    xq = qg.quantize_input(model.test_x)
+    expected = run_int8(qg, xq)[qg.graph.outputs[0]]
+    got = convstream.StreamRunner(convstream.plan(qm.deploy_graph), qg).run(xq)
+    assert np.array_equal(got, expected)
+
+
+def test_lookahead_and_time_mixing_are_refused_with_the_layer_named(model):
+    same = nn.Sequential(nn.Conv2d(CHANNELS, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    ahead = Model.from_module(same.eval(), torch.zeros(1, CHANNELS, FRAMES, BINS))  # 'same' padding sees a frame ahead
+    with pytest.raises(UnsupportedError, match=r"looks 1 frame\(s\) ahead.*causal"):
+        to_streaming(ahead)
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, (3, 1), padding=(2, 0))
+            self.fc = nn.Linear(4 * 8 * 3, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.c(x))[:, :, :8].flatten(1))
+
+    torch.manual_seed(0)
+    flat = Model.from_module(Flat().eval(), torch.zeros(1, 1, 8, 3))
+    with pytest.raises(UnsupportedError, match=r"layer 'flatten' \(reshape\) reads .* across time"):
+        to_streaming(flat)
+
+
+def test_streaming_is_refused_for_a_target_without_step_programs(model, tmp_path):
+    with pytest.raises(UsageError, match="--streaming builds step programs for .*cortex-m7"):
+        api.compile(model, "phone-arm64", tmp_path / "out", streaming=True)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_firmware_streams_to_the_windowed_outputs(model, tmp_path, dtype):
+    out = tmp_path / dtype
+    art = api.compile(model, "cortex-m7", out, quantize="int8" if dtype == "int8" else None, streaming=True)
+    build = art.report["build"]
+    assert build["streaming"]["conv_stream"]["hop_frames"] == 4
+    assert build["state_bytes"] == art.report["estimate"]["state_bytes"] > 0
+    measured = api.profile(out).report["measured"]
+    assert measured["outputs_match"], measured.get("mismatched_outputs")
+    assert measured["state_bytes"] == build["state_bytes"]
+    assert measured["steps_per_sequence"] == FRAMES
+    # guarded layers run on a fraction of the frames: the cheapest step is well below the dearest
+    assert measured["instructions_per_step_min"] * 2 < measured["instructions_per_step_max"]
+    if dtype == "int8":
+        assert measured["fidelity"]["top1_agreement"] >= 0.9
