@@ -176,17 +176,17 @@ def say(word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     return resample_poly(pcm, 320, 441)  # 22,050 Hz -> 16,000 Hz
 
 
-def _noise(rng: np.random.Generator, kind: str) -> np.ndarray:
-    white = rng.standard_normal(CLIP_SAMPLES)
+def _noise(rng: np.random.Generator, kind: str, samples: int = CLIP_SAMPLES) -> np.ndarray:
+    white = rng.standard_normal(samples)
     if kind == "white":
         n = white
     elif kind in ("pink", "brown"):
         spec = np.fft.rfft(white)
-        f = np.maximum(np.fft.rfftfreq(CLIP_SAMPLES, 1.0 / SAMPLE_RATE), 20.0)
-        n = np.fft.irfft(spec / (np.sqrt(f) if kind == "pink" else f), n=CLIP_SAMPLES)
+        f = np.maximum(np.fft.rfftfreq(samples, 1.0 / SAMPLE_RATE), 20.0)
+        n = np.fft.irfft(spec / (np.sqrt(f) if kind == "pink" else f), n=samples)
     else:  # mains hum: 50 or 60 Hz and harmonics, plus a little white noise
         base = 50.0 if rng.random() < 0.5 else 60.0
-        t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+        t = np.arange(samples) / SAMPLE_RATE
         n = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi))
                 for k in range(1, 6)) + 0.05 * white
     return n / (np.sqrt(np.mean(n ** 2)) + 1e-12)
@@ -310,3 +310,59 @@ def kws(seed: int = 0, size: str = "full") -> KwsData:
     if size not in RECIPES:
         raise UsageError(f"unknown keyword data set size {size!r}; choose one of {', '.join(RECIPES)}")
     return _cached(seed, size)
+
+
+# ---- a continuous stream (the streaming demo) ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SpokenWord:
+    """One word of a synthetic stream: what was said, by whom, from ``start_s`` to ``end_s``."""
+
+    word: str
+    voice: str
+    start_s: float
+    end_s: float
+
+    @property
+    def is_keyword(self) -> bool:
+        return self.word in KEYWORDS
+
+
+def make_stream(seconds: float = 60.0, seed: int = 0, words_per_minute: float = 24.0) -> tuple[np.ndarray,
+                                                                                                 list[SpokenWord]]:
+    """A continuous recording for streaming: ``seconds`` of background noise (pink, with mains hum) with keywords
+    and other words (about 1 in 4) spoken at random times by the data set's *test* voices (unseen in training), at
+    least 1.2 s apart. Deterministic for a seed. Returns the float32 waveform at 16 kHz and the script."""
+    rng = np.random.default_rng([_VERSION, seed, 23, int(seconds * 1000)])
+    samples = int(seconds * SAMPLE_RATE)
+    wave = 0.02 * _noise(rng, "pink", samples) + 0.005 * _noise(rng, "hum", samples)
+    voices = _speakers(0, RECIPES["full"])["test"]
+    script: list[SpokenWord] = []
+    t = rng.uniform(0.5, 1.5)
+    n_words = int(seconds / 60.0 * words_per_minute)
+    while len(script) < n_words and t < seconds - 1.5:
+        word = KEYWORDS[int(rng.integers(len(KEYWORDS)))] if rng.random() < 0.75 else \
+            UNKNOWN_WORDS[int(rng.integers(len(UNKNOWN_WORDS)))]
+        voice = voices[int(rng.integers(len(voices)))]
+        speech = say(word, voice, speed=int(rng.integers(130, 200)), pitch=int(rng.integers(25, 75)))
+        nz = np.flatnonzero(np.abs(speech) > 1e-3)
+        speech = speech[nz[0]:nz[-1] + 1][:CLIP_SAMPLES] if nz.size else speech[:CLIP_SAMPLES]
+        speech = speech * rng.uniform(0.2, 0.8) / (np.abs(speech).max() + 1e-12)
+        at = int(t * SAMPLE_RATE)
+        wave[at:at + speech.size] += speech[:samples - at]
+        script.append(SpokenWord(word, voice, at / SAMPLE_RATE, (at + speech.size) / SAMPLE_RATE))
+        t = script[-1].end_s + rng.uniform(1.2, 3.0)
+    return wave.astype(np.float32), script
+
+
+def stream_features(wave: np.ndarray) -> np.ndarray:
+    """A waveform of any length -> its standardised MFCC frames [T, 10] (the same front end as :func:`features`:
+    40 ms frames every 20 ms); frame t ends at sample 640 + 320·t."""
+    wave = np.asarray(wave, dtype=np.float64)
+    if wave.ndim != 1 or wave.size < FRAME_SAMPLES:
+        raise DataError(f"stream_features expects a 1-D waveform of at least {FRAME_SAMPLES} samples, got {wave.shape}")
+    count = 1 + (wave.size - FRAME_SAMPLES) // HOP_SAMPLES
+    idx = np.arange(count)[:, None] * HOP_SAMPLES + np.arange(FRAME_SAMPLES)[None]
+    power = np.abs(np.fft.rfft(wave[idx] * np.hanning(FRAME_SAMPLES), n=1024, axis=-1)) ** 2
+    mf = np.log(power @ _mel_matrix().T + 1e-6) @ _dct_matrix().T
+    return ((mf - FEATURE_MEAN) / FEATURE_STD).astype(np.float32)

@@ -244,3 +244,70 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     if not measured["outputs_match"]:
         measured["warning"] = "firmware outputs differ from the host reference"
     return measured
+
+
+_STEP = re.compile(r"^EK_STEP (\d+) ([0-9a-f]*)$")
+
+
+def stream(out: Path, frames: np.ndarray, timeout_s: float | None = None) -> dict:
+    """Run OUT's streaming step program over one long stream ``frames`` [T, ...] (one step's input per row, the
+    model's layout: a conv stream's [T, C, F] frames or a recurrent model's [T, features]; float values) on the
+    emulated board, from one reset, and return every step's output and instruction count.
+
+    The firmware is OUT's own (same model sources and flags) with another harness: the stream as its one test sequence
+    and the output printed after every step. Returns ``outputs`` [T, ...] (float: dequantized for int8),
+    ``instructions`` [T] (per step, exact), ``frames`` and the board."""
+    import json
+    import shutil
+    import tempfile
+
+    from edgekit.targets.mcu import codegen, toolchain
+
+    out = Path(out)
+    report = json.loads((out / "report.json").read_text())
+    build = McuBuild.from_json(report.get("build") or {})
+    if build.streaming is None:
+        raise FirmwareError(f"{out}: not a streaming build; compile it with --streaming (conv models over time) or "
+                            "compile a recurrent model")
+    platform = get_platform(build.platform)
+    ref = np.load(out / "reference.npz")
+    frames = np.asarray(frames, np.float32)
+    step_shape = tuple(int(d) for d in build.streaming.input_shape)
+    per_step = int(np.prod(step_shape))
+    if frames.ndim < 2 or int(np.prod(frames.shape[1:])) != per_step:
+        raise FirmwareError(f"stream of shape {frames.shape}: each row must be one step's input "
+                            f"({per_step} values, the model's step input {step_shape})")
+    if frames.ndim == 3:  # [T, C, F] -> the device's [T, F, C]
+        frames = np.ascontiguousarray(frames.transpose(0, 2, 1))
+    x = frames.reshape(1, len(frames), per_step)
+    if build.dtype == "int8":
+        if "in_scale" not in ref.files:
+            raise FirmwareError(f"{out}: reference.npz lacks the input quantization; compile it again")
+        x = np.clip(np.round(x / float(ref["in_scale"])) + int(ref["in_zp"]), -128, 127).astype(np.int8)
+    with tempfile.TemporaryDirectory(prefix="ek-stream-") as tmp:
+        fw = Path(tmp) / "firmware"
+        shutil.copytree(out / "firmware", fw, ignore=shutil.ignore_patterns("*.elf", "obj", "edgekit_testdata.*",
+                                                                            "main.c"))
+        codegen.write_harness(fw, report["model"]["name"], build.dtype, True, x, build.board,
+                              int(build.streaming.event_units or 0), print_steps=True)
+        src = out / "src"
+        sources = sorted(src.glob("*.c")) + sorted(p for p in fw.glob("*.c"))
+        elf = fw / "stream.elf"
+        toolchain.compile_firmware(platform, sources, [src, src / "include", fw], build.cflags.split(),
+                                   platform.link_flags(fw / "link.ld"), fw, elf)
+        limit = timeout_s or max(120.0, len(frames) * 0.05 + 60)
+        run = run_elf(elf, build.board, timeout_s=limit, count_instructions=True, platform=platform)
+    rows = {}
+    for line in run.output.splitlines():
+        m = _STEP.match(line.strip())
+        if m:
+            rows[int(m[1])] = bytes.fromhex(m[2])
+    if len(rows) != len(frames):
+        raise FirmwareError(f"the firmware printed {len(rows)} of {len(frames)} step outputs")
+    dt = np.int8 if build.dtype == "int8" else np.float32
+    outputs = np.stack([np.frombuffer(rows[t], dtype=dt) for t in range(len(frames))]).astype(np.float32)
+    if build.dtype == "int8":
+        outputs = (outputs - float(ref["out_zp"])) * float(ref["out_scale"])
+    counts = np.asarray(run.marker_counts, np.int64).reshape(len(frames), len(build.step_layers) + 2)
+    return {"outputs": outputs, "instructions": counts[:, -1] - counts[:, 0], "frames": len(frames),
+            "board": build.qemu_machine, "clock_hz": report["target_profile"]["clock_hz"]}

@@ -264,6 +264,21 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
     return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols, libraries)
 
 
+def write_harness(fw: Path, model_name: str, dtype: str, streaming: bool, test_inputs: np.ndarray, board: str,
+                  event_units: int = 0, print_steps: bool = False) -> None:
+    """main.c and the test data in ``fw``: one input per row (a streaming program: one sequence per row, and with
+    ``print_steps`` the output after every step)."""
+    env = _env()
+    rows = [c_values(x, per_line=10 ** 9).strip().rstrip(",") for x in test_inputs]
+    common = {"model_name": model_name, "version": __version__, "board": board, "n_tests": len(test_inputs),
+              "ctype": DTYPE_C[dtype], "input_elems": int(test_inputs[0].size), "streaming": streaming}
+    (fw / "edgekit_testdata.h").write_text(env.get_template("edgekit_testdata.h.j2").render(**common))
+    (fw / "edgekit_testdata.c").write_text(env.get_template("edgekit_testdata.c.j2").render(**common, rows=rows))
+    (fw / "main.c").write_text(env.get_template("main.c.j2").render(
+        **common, steps=int(test_inputs.shape[1]) if streaming else 1, event_units=event_units,
+        print_steps=print_steps))
+
+
 def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, platform,
                    cflags: list[str], ldflags: list[str], opt_flags: list[str], stack_bytes: int) -> list[Path]:
     """The harness, test data (one input per row; a streaming program: one sequence per row), the platform's board
@@ -272,14 +287,8 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     fw = sources.firmware_dir
     fw.mkdir(parents=True, exist_ok=True)
     support = platform.write_board_support(board, fw, stack_bytes=stack_bytes)
-    rows = [c_values(x, per_line=10 ** 9).strip().rstrip(",") for x in test_inputs]
-    common = {"model_name": prog.name, "version": __version__, "board": board, "n_tests": len(test_inputs),
-              "ctype": DTYPE_C[prog.dtype], "input_elems": int(test_inputs[0].size), "streaming": prog.streaming}
-    (fw / "edgekit_testdata.h").write_text(env.get_template("edgekit_testdata.h.j2").render(**common))
-    (fw / "edgekit_testdata.c").write_text(env.get_template("edgekit_testdata.c.j2").render(**common, rows=rows))
-    (fw / "main.c").write_text(env.get_template("main.c.j2").render(
-        **common, steps=int(test_inputs.shape[1]) if prog.streaming else 1,
-        event_units=sum(st.size for st in prog.event_states)))
+    write_harness(fw, prog.name, prog.dtype, prog.streaming, test_inputs, board,
+                  sum(st.size for st in prog.event_states))
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
     info = platform.board_info(board)

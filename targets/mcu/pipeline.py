@@ -373,7 +373,8 @@ def _conv_stream_reference(model, prog: Program, qg, profile: TargetProfile, lim
         xq = qg.quantize_input(x)
         x_dev = frames_of(xq)
         expected = np.concatenate([run_int8(qg, xq[i:i + 256])[qg.graph.outputs[0]] for i in range(0, n, 256)], 0)
-        ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]))
+        ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]),
+                   in_scale=np.float64(prog.input_q[0]), in_zp=np.int64(prog.input_q[1]))
         ref["float_expected"] = np.ascontiguousarray(model.predict(x))
         if model.test_x is not None and model.test_y is not None:
             ref["reference_accuracy"] = np.float64((predict_int8(qg, model.test_x).argmax(-1) == model.test_y).mean())
@@ -409,7 +410,8 @@ def _streaming_reference(model, prog: Program, qs, profile: TargetProfile, limit
     ref: dict = {"x": x, "x_device": x_dev}
     if prog.dtype == "int8":
         expected, events = qrecurrent.run(qs, x_dev)
-        ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]))
+        ref.update(out_scale=np.float64(prog.output_q[0]), out_zp=np.int64(prog.output_q[1]),
+                   in_scale=np.float64(prog.input_q[0]), in_zp=np.int64(prog.input_q[1]))
         ref["float_expected"] = np.ascontiguousarray(model.predict(x))
         if prog.event_states:
             ref["events"] = events

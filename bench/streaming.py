@@ -1,0 +1,105 @@
+"""Streaming keyword spotting on the emulated Cortex-M7: a conv model with caches against recomputing its window, and
+the recurrent models, one new 20 ms MFCC frame at a time.
+
+For kws-dscnn (causal DS-CNN), kws-gru and kws-lmu, each in int8 and float32: built for cortex-m7, the test clips
+(voices unseen in training; as many as the firmware's test-data budget holds) run frame by frame on QEMU
+(mps2-an500), outputs checked against the host reference after each clip's last frame — for the conv stream the
+*windowed* model's (int8: its integer reference, bit for bit). kws-dscnn is also built as a one-shot (windowed)
+program: with a one-frame hop a windowed deployment recomputes the whole 49-frame window for every new frame, so its
+instructions per new frame are its instructions per inference. Per row: accuracy on the device, instructions per new
+frame (exact; the mean over a clip's frames), state and arena bytes, flash, and the duty cycle at the M7's clock
+(instructions per second of audio at 50 frames/s ÷ 480 MHz, one instruction per cycle).
+
+    .venv/bin/python bench/streaming.py              # writes bench/results/streaming.md
+    .venv/bin/python bench/streaming.py --no-write --dtypes int8
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgekit import api  # noqa: E402
+from edgekit.speech import HOP_SAMPLES, SAMPLE_RATE  # noqa: E402
+from edgekit.targets.profiles import get_profile  # noqa: E402
+
+TARGET = "cortex-m7"
+# (example, build mode): "stream" = a step program per new frame, "window" = the whole window per inference
+RUNS = (("kws-dscnn", "window"), ("kws-dscnn", "stream"), ("kws-gru", "stream"), ("kws-lmu", "stream"))
+
+
+def measure(name: str, mode: str, dtype: str, work: Path) -> dict:
+    out = work / f"{name}-{mode}-{dtype}"
+    started = time.monotonic()
+    art = api.compile(name, TARGET, out, quantize="int8" if dtype == "int8" else None,
+                      streaming=mode == "stream", patch="off")
+    rep = api.profile(out).report
+    m, est = rep["measured"], rep["estimate"]
+    per_frame = m["instructions_per_step_mean"] if mode == "stream" else m["instructions"]
+    estimated = est["instructions_per_step"] if mode == "stream" else est["instructions"]
+    return {"model": name, "mode": mode, "dtype": dtype, "clips": m["test_inputs"], "accuracy": m.get("accuracy"),
+            "float_accuracy": m.get("float_accuracy", m.get("reference_accuracy")),
+            "match": m.get("outputs_match"), "per_frame": float(per_frame), "estimated_per_frame": float(estimated),
+            "state_bytes": int(art.report["build"].get("state_bytes") or 0), "arena_bytes": int(m["arena_bytes"]),
+            "flash_bytes": int(m["flash_bytes"]), "sram_bytes": int(m["sram_bytes"]),
+            "seconds": time.monotonic() - started}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtypes", nargs="+", default=["int8", "float32"])
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    clock = get_profile(TARGET).clock_hz.value
+    frames_per_s = SAMPLE_RATE / HOP_SAMPLES
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ek-streaming-") as tmp:
+        for dtype in args.dtypes:
+            for name, mode in RUNS:
+                rows.append(measure(name, mode, dtype, Path(tmp)))
+                print(f"  {name} {mode} {dtype}: {rows[-1]['per_frame']:,.0f} instructions per new frame "
+                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+    window = {r["dtype"]: r["per_frame"] for r in rows if r["model"] == "kws-dscnn" and r["mode"] == "window"}
+    table = Table(title=f"Streaming keyword spotting on the emulated {TARGET} (QEMU mps2-an500, exact instruction "
+                        f"counts; {frames_per_s:g} frames/s, {clock / 1e6:g} MHz)")
+    for col in ("model", "build", "dtype", "clips", "accuracy (device)", "float acc.", "outputs = reference",
+                "instr. / new frame", "estimate", "vs window", "state B", "arena B", "flash B", "duty cycle"):
+        table.add_column(col, justify="left" if col in ("model", "build", "dtype") else "right")
+    lines = []
+    for r in rows:
+        speedup = window.get(r["dtype"], 0) / r["per_frame"] if r["model"] == "kws-dscnn" else None
+        duty = r["per_frame"] * frames_per_s / clock
+        err = (r["estimated_per_frame"] - r["per_frame"]) / r["per_frame"]
+        cells = [r["model"], "windowed (recompute)" if r["mode"] == "window" else "streaming step", r["dtype"],
+                 str(r["clips"]), f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-",
+                 f"{r['float_accuracy']:.2%}" if r["float_accuracy"] is not None else "-",
+                 "yes" if r["match"] else "NO", f"{r['per_frame']:,.0f}", f"{err:+.0%}",
+                 f"{speedup:.1f}x" if speedup else "-", f"{r['state_bytes']:,}", f"{r['arena_bytes']:,}",
+                 f"{r['flash_bytes']:,}", f"{duty:.2%}"]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    Console(width=200).print(table)
+    if args.no_write:
+        return
+    header = ["model", "build", "dtype", "clips", "accuracy (device)", "float acc.", "outputs = reference",
+              "instr. / new frame", "estimate error", "vs window", "state B", "arena B", "flash B", "duty cycle"]
+    text = [f"# {table.title}", "",
+            "Generated by `bench/streaming.py`. 'outputs = reference': after each clip's last frame the firmware's "
+            "output equals the host reference (int8: bit for bit; for the conv stream, the *windowed* model's "
+            "integer reference). 'vs window': instructions of recomputing the 49-frame window (the windowed build's "
+            "instructions per inference, which a one-frame hop pays for every frame) over the stream's instructions "
+            "per new frame. Duty cycle: instructions per second of audio / clock.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + lines
+    (ROOT / "bench" / "results" / "streaming.md").write_text("\n".join(text) + "\n")
+
+
+if __name__ == "__main__":
+    main()
