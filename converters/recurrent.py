@@ -28,10 +28,10 @@ from torch import nn
 from torch.fx import GraphModule, Tracer
 
 from edgekit.errors import DataError, UnsupportedError, UsageError
-from edgekit.layers import EGRU, LMU
+from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
 from edgekit.model import Model
 
-RECURRENT_LAYERS = (nn.GRU, nn.LSTM, LMU, EGRU)
+RECURRENT_LAYERS = (nn.GRU, nn.LSTM, LMU, EGRU, S4D, SelectiveSSM)
 STREAMING_ATOL = 1e-5
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -292,6 +292,8 @@ def _state_kinds(rnn: nn.Module) -> tuple[str, tuple[str, ...], int, int]:
         return "lmu", ("h", "m"), -1, 1 if rnn.batch_first else 0
     if isinstance(rnn, EGRU):
         return "egru", ("y", "c"), rnn.hidden_size, 1 if rnn.batch_first else 0
+    if isinstance(rnn, (S4D, SelectiveSSM)):
+        return ("s4d" if isinstance(rnn, S4D) else "selective_ssm"), ("h", "s"), -1, 1 if rnn.batch_first else 0
     raise UnsupportedError(f"{type(rnn).__name__} is not a recurrent layer edgekit can stream")
 
 
@@ -327,7 +329,7 @@ class _StepCell(nn.Module):
             h = torch.sigmoid(o) * torch.tanh(c)
             return (h.unsqueeze(ax), (h.unsqueeze(0), c.unsqueeze(0))), (h, c)
         out, new = rnn.step(x_t, tuple(state))
-        if self.op == "lmu":
+        if self.op in ("lmu", "s4d", "selective_ssm"):
             return (out.unsqueeze(ax), (new[0].unsqueeze(0), new[1].unsqueeze(0))), tuple(new)
         return (out.unsqueeze(ax), out.unsqueeze(0)), tuple(new)  # EGRU: like nn.GRU, (outputs, y_n)
 
@@ -441,7 +443,8 @@ def _streaming_graph(module: nn.Module) -> tuple[GraphModule, list[StateSpec], i
         time_axis = ax if time_axis is None else time_axis
         specs = []
         for kind in kinds:
-            shape = (rnn.memory_size,) if (op, kind) == ("lmu", "m") else (rnn.hidden_size,)
+            shape = (rnn.memory_size,) if (op, kind) == ("lmu", "m") else \
+                (rnn.hidden_size * rnn.state_size,) if kind == "s" else (rnn.hidden_size,)
             specs.append(StateSpec(f"{layer}.{kind}", layer, op, kind, shape))
         cell_name = f"{layer.replace('.', '_')}_step"
         gm.add_submodule(cell_name, _StepCell(rnn))

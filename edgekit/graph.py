@@ -51,6 +51,8 @@ OPS = {
     "gru": "gated recurrent unit layer over a sequence (PyTorch gate order r, z, n)",
     "lstm": "long short-term memory layer over a sequence (PyTorch gate order i, f, g, o)",
     "lmu": "Legendre Memory Unit layer over a sequence (edgekit/layers/lmu.py)",
+    "s4d": "diagonal state-space layer over a sequence (S4D-Real; edgekit/layers/ssm.py)",
+    "selective_ssm": "selective state-space layer over a sequence (Mamba's S6 scan; edgekit/layers/ssm.py)",
     "egru": "event-based GRU layer over a sequence: sparse event outputs (edgekit/layers/egru.py)",
     "time_cache": "streaming: the last rows frames of a layer's input, kept between frames (edgekit/convstream.py)",
     "running_pool": "streaming: global average pool over time as a running sum of the last rows rows",

@@ -33,6 +33,7 @@ rescaled to Q11):
   ĉ > ϑ (ϑ in Q15): y' = ĉ, c' = ĉ − ϑ, else y' = 0, c' = ĉ. Silent units (y = 0) add nothing to ph, exactly.
 * LSTM: c' = f·c + i·g (in Qf), h' = o·tanh(c')
 * LMU:  u = e_x·x + e_h·h + e_m·m (in Qf_u);  m' = Ā m + B̄ u (in Qf_m);  h' = tanh(W_x x + W_h h + W_m m' + b)
+* S4D:  u = W_in x + b (in Qf_u);  s' = ā ⊙ s + b̄ ⊙ u (ā in Q15, s in Qf_s);  h' = tanh(Σ_n C s' + D u) (sum in Q11)
 
 The head reads the last layer's output requantized to its int8 input scale.
 """
@@ -168,6 +169,19 @@ def float_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[
         pre = x @ p["weight_x"].T + h @ p["weight_h"].T + m @ p["weight_m"].T + p["bias"]
         h = np.tanh(pre) if node.attrs.get("hidden_activation", "tanh") == "tanh" else np.maximum(pre, 0.0)
         return {"h": h, "m": m, "u": u}
+    if op in ("s4d", "selective_ssm"):
+        H, N = int(node.attrs["hidden_size"]), int(node.attrs["state_size"])
+        u = x @ p["w_in"].T + p["b_in"]
+        s = state["s"].reshape(-1, H, N)
+        if op == "s4d":
+            s = s * p["a_bar"] + p["b_bar"] * u[:, :, None]
+            y = (s * p["C"]).sum(-1) + p["D"] * u
+        else:
+            dt = np.logaddexp(0.0, u @ p["w_dt"].T + p["b_dt"])
+            a = np.exp(dt[:, :, None] * -np.exp(p["A_log"]))
+            s = s * a + (dt * u)[:, :, None] * (u @ p["w_b"].T)[:, None, :]
+            y = (s * (u @ p["w_c"].T)[:, None, :]).sum(-1) + p["D"] * u
+        return {"h": np.tanh(y), "s": s.reshape(len(s), -1), "u": u, "y": y}
     raise UnsupportedError(f"layer '{node.name}': '{op}' is not a recurrent operator")
 
 
@@ -201,7 +215,7 @@ def internal_ranges(sg: StepGraph, calib: np.ndarray) -> dict[str, dict[str, flo
         v = x[:, t]
         for k, cell in enumerate(sg.cells):
             new = float_step(cell, v, states[k])
-            for kind in ("c", "m", "u"):
+            for kind in ("c", "m", "u", "s"):
                 if kind in new and not (cell.op == "egru" and kind == "c"):
                     ranges[cell.name][kind] = max(ranges[cell.name].get(kind, 0.0), float(np.abs(new[kind]).max()))
             states[k] = {kind: new[kind] for kind in STATE_KINDS[cell.op]}
@@ -282,8 +296,15 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
             thr = np.asarray(p["threshold"], np.float64)
             qc.q["thr"] = np.clip(np.round(thr * 2.0 ** Q_STATE), 1, STATE_MAX).astype(np.int16)
         return qc
+    if cell.op == "s4d":
+        return _lower_s4d(cell, qc, x_scale, x_max, ranges)
+    if cell.op == "selective_ssm":
+        raise UnsupportedError(f"layer '{cell.name}' (selective_ssm): no int8 kernel yet (its step size and exp(Δ·A) "
+                               "depend on the input); compile it in float32 (omit --quantize), or use S4D, whose int8 "
+                               "step runs bit-exact")
     if cell.op != "lmu":
-        raise UnsupportedError(f"layer '{cell.name}': no int8 kernel for '{cell.op}'")
+        raise UnsupportedError(f"layer '{cell.name}' ({cell.op}): no int8 kernel for this layer; compile it in float32 "
+                               "(omit --quantize)")
     if cell.attrs.get("hidden_activation", "tanh") != "tanh":
         raise UnsupportedError(f"layer '{cell.name}' (lmu): int8 supports the tanh hidden activation only (this one "
                                f"is {cell.attrs['hidden_activation']}); compile it in float32 (omit --quantize)")
@@ -310,6 +331,48 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
     _gates(cell, qc, p["weight_h"], None, h_scale, STATE_MAX, "h")
     _gates(cell, qc, p["weight_m"], None, 2.0 ** -fm, STATE_MAX, "m")
     return qc
+
+
+def _rescaled(cell: Node, w: np.ndarray, b: np.ndarray | None, in_scale: float, in_max: int, out_frac: int, tag: str):
+    """int8 rows of ``w`` (one scale each), int32 bias, and multipliers taking the accumulator to Q``out_frac``."""
+    w_q, s = per_row_int8(np.asarray(w, np.float64))
+    b_q = _bias(b, in_scale * s, w.shape[0])
+    mult, shift = common_multipliers(in_scale * s * 2.0 ** out_frac)
+    _check_accumulator(cell, tag, w_q, b_q, in_max)
+    return w_q, b_q, mult, shift
+
+
+def _lower_s4d(cell: Node, qc: QCell, x_scale: float, x_max: int, ranges: dict[str, float]) -> QCell:
+    """S4D: u = W_in x + b in Qfu; s' = ā·s (ā in Q15) + b̄·u in Qfs; h = tanh(C·s' + D·u) with the sum in Q11."""
+    p = cell.params
+    fu, fs = frac_bits(ranges.get("u", 1.0)), frac_bits(ranges.get("s", 1.0))
+    qc.frac.update(u=fu, s=fs)
+    w, b, mult, shift = _rescaled(cell, p["w_in"], p["b_in"], x_scale, x_max, fu, "W_in")
+    qc.q.update(w_in=w, b_in=b, mult_u=mult, shift_u=shift)
+    a = np.asarray(p["a_bar"], np.float64)
+    qc.q["a"] = np.clip(np.round(a * 2.0 ** Q_STATE), 0, STATE_MAX).astype(np.int16)
+    b_q, s_b = per_row_int8(np.asarray(p["b_bar"], np.float64))
+    mult_b, shift_b = common_multipliers(s_b * 2.0 ** (fs - fu))
+    c_q, s_c = per_row_int8(np.asarray(p["C"], np.float64))
+    mult_c, shift_c = common_multipliers(s_c * 2.0 ** (Q_GATE - fs))
+    _check_accumulator(cell, "C", c_q, None, STATE_MAX)
+    d_q, s_d = per_row_int8(np.asarray(p["D"], np.float64)[:, None])
+    mult_d, shift_d = common_multipliers(s_d * 2.0 ** (Q_GATE - fu))
+    qc.q.update(b=b_q, mult_b=mult_b, shift_b=shift_b, c=c_q, mult_c=mult_c, shift_c=shift_c, d=d_q[:, 0],
+                mult_d=mult_d, shift_d=shift_d)
+    return qc
+
+
+def _s4d_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    q = qc.q
+    H, N = qc.hidden, int(qc.node.attrs["state_size"])
+    u = sat16(rq(_matvec(x, q["w_in"], qc.x_zp, q["b_in"]), q["mult_u"], q["shift_u"]))            # [n, H] Qfu
+    s = state["s"].reshape(-1, H, N).astype(np.int64)
+    bu = rq(q["b"].astype(np.int64)[None] * u[:, :, None], q["mult_b"][None, :, None], q["shift_b"])
+    s = sat16(qmath.rshift_round(q["a"].astype(np.int64)[None] * s, Q_STATE) + bu)                     # Qfs
+    acc = (s * q["c"].astype(np.int64)[None]).sum(-1)                                                  # int32 range
+    pre = sat16(rq(acc, q["mult_c"], q["shift_c"]) + rq(u * q["d"].astype(np.int64), q["mult_d"], q["shift_d"]))
+    return {"h": lut(pre, TANH_TABLE), "s": s.reshape(len(s), -1)}
 
 
 def lower(sg: StepGraph, quant, calib: np.ndarray | None) -> QStream:
@@ -353,6 +416,8 @@ def cell_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[st
     (int64 arrays holding int16 values), first kind = the output."""
     q = qc.q
     H = qc.hidden
+    if qc.op == "s4d":
+        return _s4d_step(qc, x, state)
     if qc.op in ("gru", "egru", "lstm"):
         px = rq(_matvec(x, q["w_x"], qc.x_zp, q["b_x"]), q["mult_x"], q["shift_x"])
         prev = state["y" if qc.op == "egru" else "h"]

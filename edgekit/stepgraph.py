@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 
-RECURRENT_OPS = ("gru", "lstm", "lmu", "egru")
+RECURRENT_OPS = ("gru", "lstm", "lmu", "egru", "s4d", "selective_ssm")
 # State vectors each recurrent operator keeps between steps, in the order its step kernel writes them; the first is
 # the per-step output the next layer and the head read.
-STATE_KINDS = {"gru": ("h",), "lstm": ("h", "c"), "lmu": ("h", "m"), "egru": ("y", "c")}
+STATE_KINDS = {"gru": ("h",), "lstm": ("h", "c"), "lmu": ("h", "m"), "egru": ("y", "c"), "s4d": ("h", "s"),
+               "selective_ssm": ("h", "s")}
 
 
 def is_recurrent(graph: Graph) -> bool:
@@ -32,6 +33,8 @@ def is_recurrent(graph: Graph) -> bool:
 
 def state_size(node: Node, kind: str) -> int:
     """Elements of one state vector (per sequence)."""
+    if kind == "s":  # a state-space layer: N states per channel
+        return int(node.attrs["hidden_size"]) * int(node.attrs["state_size"])
     return int(node.attrs["memory_size"]) if (node.op, kind) == ("lmu", "m") else int(node.attrs["hidden_size"])
 
 

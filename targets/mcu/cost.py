@@ -24,7 +24,7 @@ from edgekit.targets.profiles import TargetProfile
 
 COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
 # float32 kernels that call libm's exponentials (newlib links its reentrancy data for errno)
-LIBM_OPS = ("sigmoid", "tanh", "softmax", "gru", "lstm", "lmu", "egru")
+LIBM_OPS = ("sigmoid", "tanh", "softmax", "gru", "lstm", "lmu", "egru", "s4d", "selective_ssm")
 
 
 # ---- one-shot layers: the cost family of a kernel call ----------------------------------------------------------------
@@ -135,7 +135,8 @@ STREAM_KINDS = ("cache_push", "running_pool")
 # Per recurrent kernel: gate rows computed in one pass over the inputs, sigmoid/tanh evaluations per unit.
 GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
 ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
-                        "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0}
+                        "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0, "s4d_state": 0, "s4d_out": 1,
+                        "selective_state": 2, "selective_out": 1}
 
 
 def step_instruction_terms(prog: Program, s: Step, activity: float | None = None) -> tuple:

@@ -49,6 +49,10 @@ def cell_macs(node) -> int:
         return 3 * h * (i + h)
     if node.op == "lstm":
         return 4 * h * (i + h)
+    if node.op in ("s4d", "selective_ssm"):
+        from edgekit.layers.ssm import ssm_step_macs
+
+        return ssm_step_macs(node)
     d = a["memory_size"]
     return (i + h + d) + d * d + d + h * (i + h + d)
 
@@ -89,6 +93,8 @@ class _StepBuilder(_Builder):
             states[kind] = st
         x_dtype = self.tensors[x].dtype
         attrs = {"hidden": H, "inputs": int(node.attrs["input_size"]), "x_dtype": x_dtype}
+        if node.op in ("s4d", "selective_ssm"):
+            attrs["state"] = int(node.attrs["state_size"])
         if self.dtype == "float32":
             self._float_cell(node, x, states, attrs)
         else:
@@ -110,6 +116,23 @@ class _StepBuilder(_Builder):
             G = p["weight_ih"].shape[0]
             p.setdefault("bias_ih", np.zeros(G, np.float32))
             p.setdefault("bias_hh", np.zeros(G, np.float32))
+        if op in ("s4d", "selective_ssm"):
+            H, I, N = attrs["hidden"], attrs["inputs"], attrs["state"]
+            u_macs = H * I
+            if op == "s4d":
+                state = {"w_in": p["w_in"], "b_in": p["b_in"], "a_bar": p["a_bar"], "b_bar": p["b_bar"]}
+                out = {"w_in": p["w_in"], "b_in": p["b_in"], "C": p["C"], "D": p["D"]}
+                kernels, extra = ("s4d_state", "s4d_out"), (0, 0)
+            else:
+                state = {"w_in": p["w_in"], "b_in": p["b_in"], "w_dt": p["w_dt"], "b_dt": p["b_dt"], "w_b": p["w_b"],
+                         "neg_a": -np.exp(p["A_log"])}
+                out = {"w_in": p["w_in"], "b_in": p["b_in"], "w_c": p["w_c"], "D": p["D"]}
+                kernels, extra = ("selective_state", "selective_out"), (H * H + N * H, N * H)
+            self.cell_step(name, kernels[0], attrs, [x, st["s"].name], state, [st["s"].new],
+                           u_macs + 2 * H * N + extra[0])
+            self.cell_step(name, kernels[1], attrs, [x, st["s"].new], out, [st["h"].new],
+                           u_macs + H * N + H + extra[1], prefix="o.")
+            return
         if op == "gru":
             self.cell_step(name, "gru_cell", attrs, [x, st["h"].name],
                            {"w_ih": p["weight_ih"], "w_hh": p["weight_hh"], "b_ih": p["bias_ih"], "b_hh": p["bias_hh"]},
@@ -159,6 +182,17 @@ class _StepBuilder(_Builder):
             g["mult_h"] = q["mult_h"][rows]
             return g
 
+        if op == "s4d":
+            attrs = {**attrs, **{f"shift_{t}": int(q[f"shift_{t}"]) for t in ("u", "b", "c", "d")}}
+            H, I, N = attrs["hidden"], attrs["inputs"], attrs["state"]
+            u = {"w_in": q["w_in"], "b_in": q["b_in"], "mult_u": q["mult_u"]}
+            self.cell_step(name, "s4d_state", attrs, [x, st["s"].name],
+                           {**u, "a_bar": q["a"], "b_bar": q["b"], "mult_b": q["mult_b"]}, [st["s"].new],
+                           H * I + 2 * H * N)
+            self.cell_step(name, "s4d_out", attrs, [x, st["s"].new],
+                           {**u, "C": q["c"], "mult_c": q["mult_c"], "D": q["d"], "mult_d": q["mult_d"],
+                            "tanh_lut": luts["tanh_lut"]}, [st["h"].new], H * I + H * N + H, prefix="o.")
+            return
         attrs = {**attrs, "shift_x": int(q["shift_x"]), "shift_h": int(q["shift_h"])}
 
         if op == "gru":

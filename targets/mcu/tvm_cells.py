@@ -352,6 +352,112 @@ def _lmu_hidden(spec: KernelSpec):
     return [x, h, m] + args + [tanh, out], "h_new", []
 
 
+# ---- state-space layers (edgekit/layers/ssm.py) ---------------------------------------------------------------------
+# Two kernels per layer, as the LSTM has: the state update (one loop over channels, u_j computed inside it) and the
+# output (u recomputed: H·I MACs, so that each kernel has one output and one channel loop).
+
+
+def _s4d_u(spec: KernelSpec, x):
+    """u = W_in x + b per channel (int8: rescaled to Qfu and saturated), and the kernel's parameters for it."""
+    H, I = spec.attr("hidden"), spec.attr("inputs")
+    if spec.dtype == F32:
+        w_in, b_in = te.placeholder((H, I), F32, "w_in"), te.placeholder((H,), F32, "b_in")
+        u = _gate_products(spec, x, w_in, 1, H, "u2", bias=b_in)
+        return te.compute((H,), lambda j: u[j, 0], name="u"), [w_in, b_in]
+    w_in, b_in = te.placeholder((H, I), I8, "w_in"), te.placeholder((H,), I32, "b_in")
+    mult_u = te.placeholder((H,), I32, "mult_u")
+    acc = _gate_products(spec, x, w_in, 1, H, "au", spec.attr("x_zp", 0), bias=b_in)
+    return te.compute((H,), lambda j: _sat16(_rq(acc[j, 0], mult_u[j], spec.attr("shift_u"))), name="u"), \
+        [w_in, b_in, mult_u]
+
+
+def _s4d_state(spec: KernelSpec):
+    """S4D state update: s'[j, :] = ā[j, :] ⊙ s[j, :] + b̄[j, :] u_j (int8: ā in Q15, s in Qfs)."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    sdt = F32 if spec.dtype == F32 else I16
+    s = te.placeholder((H, N), sdt, "s")
+    u, args = _s4d_u(spec, x)
+    if spec.dtype == F32:
+        a, b = te.placeholder((H, N), F32, "a_bar"), te.placeholder((H, N), F32, "b_bar")
+        s_new = te.compute((H, N), lambda j, i: a[j, i] * s[j, i] + b[j, i] * u[j], name="s_new")
+        return [x, s] + args + [a, b, s_new], ("s_new", 0), []
+    a, b = te.placeholder((H, N), I16, "a_bar"), te.placeholder((H, N), I8, "b_bar")
+    mult_b = te.placeholder((H,), I32, "mult_b")
+    s_new = te.compute((H, N), lambda j, i: _sat16(
+        _rshift_round(a[j, i].astype(I64) * s[j, i].astype(I64), Q_STATE)
+        + _rq(b[j, i].astype(I64) * u[j], mult_b[j], spec.attr("shift_b"))).astype(I16), name="s_new")
+    return [x, s] + args + [a, b, mult_b, s_new], ("s_new", 0), []
+
+
+def _s4d_out(spec: KernelSpec):
+    """S4D output: h'_j = tanh(Σ_n C[j, n] s'[j, n] + D_j u_j) (int8: the sum in Q11, tanh from the table)."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    n = te.reduce_axis((0, N), "n")
+    u, args = _s4d_u(spec, x)
+    if spec.dtype == F32:
+        s = te.placeholder((H, N), F32, "s_new")
+        c, d = te.placeholder((H, N), F32, "C"), te.placeholder((H,), F32, "D")
+        y = te.compute((H,), lambda j: te.sum(c[j, n] * s[j, n], axis=n), name="y")
+        h_new = te.compute((H,), lambda j: te.tanh(y[j] + d[j] * u[j]), name="h_new")
+        return [x, s] + args + [c, d, h_new], "h_new", []
+    s = te.placeholder((H, N), I16, "s_new")
+    c, mult_c = te.placeholder((H, N), I8, "C"), te.placeholder((H,), I32, "mult_c")
+    d, mult_d = te.placeholder((H,), I8, "D"), te.placeholder((H,), I32, "mult_d")
+    tanh = te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    y = te.compute((H,), lambda j: te.sum(c[j, n].astype(I32) * s[j, n].astype(I32), axis=n), name="y")
+    h_new = te.compute((H,), lambda j: _lut(_sat16(
+        _rq(y[j], mult_c[j], spec.attr("shift_c")) + _rq(u[j] * d[j].astype(I64), mult_d[j], spec.attr("shift_d"))),
+        tanh).astype(I16), name="h_new")
+    return [x, s] + args + [c, mult_c, d, mult_d, tanh, h_new], "h_new", []
+
+
+def _selective_u(spec, x):
+    """u, B_t and C_t (float32), computed once per step before the channel loop."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    w_in, b_in = te.placeholder((H, I), F32, "w_in"), te.placeholder((H,), F32, "b_in")
+    k = te.reduce_axis((0, I), "k")
+    u_sum = te.compute((H,), lambda j: te.sum(x[k] * w_in[j, k], axis=k), name="u_sum")
+    u = te.compute((H,), lambda j: u_sum[j] + b_in[j], name="u")
+    return u, [w_in, b_in], {"u_sum", "u"}
+
+
+def _selective_state(spec: KernelSpec):
+    """Selective scan, state (float32): Δ = softplus(W_Δ u + b_Δ); B_t = W_B u;
+    s'[j, i] = exp(Δ_j A_ji) s[j, i] + Δ_j B_t[i] u_j."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    s = te.placeholder((H, N), F32, "s")
+    u, args, root = _selective_u(spec, x)
+    w_dt, b_dt = te.placeholder((H, H), F32, "w_dt"), te.placeholder((H,), F32, "b_dt")
+    w_b, neg_a = te.placeholder((N, H), F32, "w_b"), te.placeholder((H, N), F32, "neg_a")
+    kb, kd = te.reduce_axis((0, H), "kb"), te.reduce_axis((0, H), "kd")
+    bt = te.compute((N,), lambda i: te.sum(w_b[i, kb] * u[kb], axis=kb), name="bt")
+    z_sum = te.compute((H,), lambda j: te.sum(w_dt[j, kd] * u[kd], axis=kd), name="z_sum")
+    # softplus(z) = max(z, 0) + log(1 + exp(-|z|)), stable for any z (-|z| as min(z, -z): no fabs in TVM's C)
+    z = te.compute((H,), lambda j: z_sum[j] + b_dt[j], name="z")
+    dt = te.compute((H,), lambda j: te.max(z[j], _c(0.0, F32)) + te.log(_c(1.0, F32) + te.exp(te.min(z[j], -z[j]))),
+                    name="dt")
+    s_new = te.compute((H, N), lambda j, i: te.exp(dt[j] * neg_a[j, i]) * s[j, i] + dt[j] * bt[i] * u[j],
+                       name="s_new")
+    return [x, s] + args + [w_dt, b_dt, w_b, neg_a, s_new], ("s_new", 0), [], root | {"bt"}
+
+
+def _selective_out(spec: KernelSpec):
+    """Selective scan, output (float32): C_t = W_C u;  h'_j = tanh(Σ_i C_t[i] s'[j, i] + D_j u_j)."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    s = te.placeholder((H, N), F32, "s_new")
+    u, args, root = _selective_u(spec, x)
+    w_c, d = te.placeholder((N, H), F32, "w_c"), te.placeholder((H,), F32, "D")
+    kc, n = te.reduce_axis((0, H), "kc"), te.reduce_axis((0, N), "n")
+    ct = te.compute((N,), lambda i: te.sum(w_c[i, kc] * u[kc], axis=kc), name="ct")
+    y = te.compute((H,), lambda j: te.sum(ct[n] * s[j, n], axis=n), name="y")
+    h_new = te.compute((H,), lambda j: te.tanh(y[j] + d[j] * u[j]), name="h_new")
+    return [x, s] + args + [w_c, d, h_new], "h_new", [], root | {"ct"}
+
+
 # ---- the head's int8 input ------------------------------------------------------------------------------------------
 
 
@@ -366,7 +472,9 @@ def _requant_q15(spec: KernelSpec):
 
 
 BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru,
-            "lmu_memory": _lmu_memory, "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15}
+            "lmu_memory": _lmu_memory, "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15,
+            "s4d_state": _s4d_state, "s4d_out": _s4d_out, "selective_state": _selective_state,
+            "selective_out": _selective_out}
 
 
 def schedule_cell(func: tvm.tirx.PrimFunc, anchor: str | tuple[str, int], after: list[str],
