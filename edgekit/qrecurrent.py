@@ -34,6 +34,8 @@ rescaled to Q11):
 * LSTM: c' = f·c + i·g (in Qf), h' = o·tanh(c')
 * LMU:  u = e_x·x + e_h·h + e_m·m (in Qf_u);  m' = Ā m + B̄ u (in Qf_m);  h' = tanh(W_x x + W_h h + W_m m' + b)
 * S4D:  u = W_in x + b (in Qf_u);  s' = ā ⊙ s + b̄ ⊙ u (ā in Q15, s in Qf_s);  h' = tanh(Σ_n C s' + D u) (sum in Q11)
+* selective scan: Δ = softplus(W_Δ u + b_Δ) and exp(Δ·A) from tables (softplus to Q11, exp to Q15); B_t, C_t, Δ·u
+  in calibrated Qf formats; s' = exp(Δ·A) ⊙ s + (Δ·u) B_t;  h' = tanh(C_t·s' + D u) (see _lower_selective)
 
 The head reads the last layer's output requantized to its int8 input scale.
 """
@@ -60,14 +62,19 @@ RANGE_MARGIN = 1.5  # headroom over the calibration maximum for Qf formats
 
 
 def activation_table(kind: str) -> np.ndarray:
-    """The int16 table T[i] = round(2^15 · f(−16 + i/16)) of sigmoid or tanh, clipped to [−32767, 32767]."""
+    """The int16 table T[i] = round(2^q · f(−16 + i/16)), clipped to [−32767, 32767], of sigmoid, tanh or exp
+    (q = 15: values in (−1, 1]) or softplus (q = 11: values in [0, 16))."""
     v = -16.0 + np.arange(LUT_SIZE, dtype=np.float64) / 16.0
-    f = 1.0 / (1.0 + np.exp(-v)) if kind == "sigmoid" else np.tanh(v)
-    return np.clip(np.round(f * 2.0 ** Q_STATE), -STATE_MAX, STATE_MAX).astype(np.int16)
+    f = {"sigmoid": lambda: 1.0 / (1.0 + np.exp(-v)), "tanh": lambda: np.tanh(v),
+         "exp": lambda: np.exp(np.minimum(v, 0.0)), "softplus": lambda: np.logaddexp(0.0, v)}[kind]()
+    q = Q_GATE if kind == "softplus" else Q_STATE
+    return np.clip(np.round(f * 2.0 ** q), -STATE_MAX, STATE_MAX).astype(np.int16)
 
 
 SIGMOID_TABLE = activation_table("sigmoid")
 TANH_TABLE = activation_table("tanh")
+EXP_TABLE = activation_table("exp")            # exp(v) for v <= 0, Q15 (the selective scan's decay)
+SOFTPLUS_TABLE = activation_table("softplus")  # softplus(v), Q11 (the selective scan's step size)
 
 
 def sat16(v: np.ndarray) -> np.ndarray:
@@ -179,8 +186,10 @@ def float_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[
         else:
             dt = np.logaddexp(0.0, u @ p["w_dt"].T + p["b_dt"])
             a = np.exp(dt[:, :, None] * -np.exp(p["A_log"]))
-            s = s * a + (dt * u)[:, :, None] * (u @ p["w_b"].T)[:, None, :]
-            y = (s * (u @ p["w_c"].T)[:, None, :]).sum(-1) + p["D"] * u
+            bt, ct = u @ p["w_b"].T, u @ p["w_c"].T
+            s = s * a + (dt * u)[:, :, None] * bt[:, None, :]
+            y = (s * ct[:, None, :]).sum(-1) + p["D"] * u
+            return {"h": np.tanh(y), "s": s.reshape(len(s), -1), "u": u, "bt": bt, "ct": ct, "g": dt * u}
         return {"h": np.tanh(y), "s": s.reshape(len(s), -1), "u": u, "y": y}
     raise UnsupportedError(f"layer '{node.name}': '{op}' is not a recurrent operator")
 
@@ -215,7 +224,7 @@ def internal_ranges(sg: StepGraph, calib: np.ndarray) -> dict[str, dict[str, flo
         v = x[:, t]
         for k, cell in enumerate(sg.cells):
             new = float_step(cell, v, states[k])
-            for kind in ("c", "m", "u", "s"):
+            for kind in ("c", "m", "u", "s", "bt", "ct", "g"):
                 if kind in new and not (cell.op == "egru" and kind == "c"):
                     ranges[cell.name][kind] = max(ranges[cell.name].get(kind, 0.0), float(np.abs(new[kind]).max()))
             states[k] = {kind: new[kind] for kind in STATE_KINDS[cell.op]}
@@ -299,9 +308,7 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
     if cell.op == "s4d":
         return _lower_s4d(cell, qc, x_scale, x_max, ranges)
     if cell.op == "selective_ssm":
-        raise UnsupportedError(f"layer '{cell.name}' (selective_ssm): no int8 kernel yet (its step size and exp(Δ·A) "
-                               "depend on the input); compile it in float32 (omit --quantize), or use S4D, whose int8 "
-                               "step runs bit-exact")
+        return _lower_selective(cell, qc, x_scale, x_max, ranges)
     if cell.op != "lmu":
         raise UnsupportedError(f"layer '{cell.name}' ({cell.op}): no int8 kernel for this layer; compile it in float32 "
                                "(omit --quantize)")
@@ -363,6 +370,54 @@ def _lower_s4d(cell: Node, qc: QCell, x_scale: float, x_max: int, ranges: dict[s
     return qc
 
 
+def shift_round(v: np.ndarray, k: int) -> np.ndarray:
+    """v · 2^−k with qmath's rounding for k > 0, exact for k <= 0 (int64)."""
+    v = np.asarray(v, np.int64)
+    return qmath.rshift_round(v, k) if k > 0 else v << -k
+
+
+def _lower_selective(cell: Node, qc: QCell, x_scale: float, x_max: int, ranges: dict[str, float]) -> QCell:
+    """The selective scan in integers: u in Qfu; z = W_Δ u + b_Δ in Q11 and Δ = softplus(z) from a table (Q11);
+    B_t, C_t in Qf_b, Qf_c; g = Δ·u in Qf_g; the decay exp(Δ·A) from a table of exp over Q11 arguments (Q15), A in
+    Qf_a; s' = exp(Δ·A)·s + g·B_t in Qf_s; h = tanh(C_t·s' + D u) with the sum in Q11."""
+    p = cell.params
+    f = {k: frac_bits(ranges.get(k, 1.0)) for k in ("u", "s", "bt", "ct", "g")}
+    qc.frac.update(f)
+    fu = f["u"]
+    w, b, mult, shift = _rescaled(cell, p["w_in"], p["b_in"], x_scale, x_max, fu, "W_in")
+    qc.q.update(w_in=w, b_in=b, mult_u=mult, shift_u=shift)
+    w, b, mult, shift = _rescaled(cell, p["w_dt"], p["b_dt"], 2.0 ** -fu, STATE_MAX, Q_GATE, "W_dt")
+    qc.q.update(w_dt=w, b_dt=b, mult_dt=mult, shift_dt=shift)
+    for tag, name in (("bt", "w_b"), ("ct", "w_c")):
+        w, b, mult, shift = _rescaled(cell, p[name], None, 2.0 ** -fu, STATE_MAX, f[tag], name)
+        qc.q.update({name: w, f"mult_{tag}": mult, f"shift_{tag}": shift})
+    neg_a = -np.exp(np.asarray(p["A_log"], np.float64))
+    fa = int(np.clip(math.floor(math.log2(INT16_MAX / max(float(np.abs(neg_a).max()), 1e-12))), 0, 15))
+    qc.q.update(neg_a=np.clip(np.round(neg_a * 2.0 ** fa), -INT16_MAX, 0).astype(np.int16), a_frac=fa)
+    d_q, s_d = per_row_int8(np.asarray(p["D"], np.float64)[:, None])
+    mult_d, shift_d = common_multipliers(s_d * 2.0 ** (Q_GATE - fu))
+    qc.q.update(d=d_q[:, 0], mult_d=mult_d, shift_d=shift_d)
+    return qc
+
+
+def _selective_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    q, f = qc.q, qc.frac
+    H, N = qc.hidden, int(qc.node.attrs["state_size"])
+    u = sat16(rq(_matvec(x, q["w_in"], qc.x_zp, q["b_in"]), q["mult_u"], q["shift_u"]))             # [n, H] Qfu
+    dt = lut(sat16(rq(_matvec(u, q["w_dt"], 0, q["b_dt"]), q["mult_dt"], q["shift_dt"])), SOFTPLUS_TABLE)  # Q11
+    bt = sat16(rq(_matvec(u, q["w_b"]), q["mult_bt"], q["shift_bt"]))                                 # [n, N]
+    ct = sat16(rq(_matvec(u, q["w_c"]), q["mult_ct"], q["shift_ct"]))
+    g = sat16(shift_round(dt * u, Q_GATE + f["u"] - f["g"]))                                         # Qfg
+    arg = sat16(shift_round(dt[:, :, None] * q["neg_a"].astype(np.int64)[None], q["a_frac"]))       # Q11, <= 0
+    decay = lut(arg, EXP_TABLE)                                                                       # Q15
+    s = state["s"].reshape(-1, H, N).astype(np.int64)
+    s = sat16(qmath.rshift_round(decay * s, Q_STATE)
+              + shift_round(g[:, :, None] * bt[:, None, :], f["g"] + f["bt"] - f["s"]))
+    y = shift_round((s * ct[:, None, :]).sum(-1), f["ct"] + f["s"] - Q_GATE)
+    pre = sat16(y + rq(u * q["d"].astype(np.int64), q["mult_d"], q["shift_d"]))
+    return {"h": lut(pre, TANH_TABLE), "s": s.reshape(len(s), -1)}
+
+
 def _s4d_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     q = qc.q
     H, N = qc.hidden, int(qc.node.attrs["state_size"])
@@ -418,6 +473,8 @@ def cell_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[st
     H = qc.hidden
     if qc.op == "s4d":
         return _s4d_step(qc, x, state)
+    if qc.op == "selective_ssm":
+        return _selective_step(qc, x, state)
     if qc.op in ("gru", "egru", "lstm"):
         px = rq(_matvec(x, q["w_x"], qc.x_zp, q["b_x"]), q["mult_x"], q["shift_x"])
         prev = state["y" if qc.op == "egru" else "h"]

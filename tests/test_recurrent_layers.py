@@ -20,7 +20,7 @@ from edgekit import Model
 from edgekit.analysis import analyze
 from edgekit.converters.recurrent import activity_sparsity, to_egru, to_streaming
 from edgekit.graph_exec import run_graph
-from edgekit.layers import EGRU, LMU
+from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
 
 ATOL = 1e-5
 
@@ -149,17 +149,19 @@ def test_macs_of_recurrent_layers():
 def _recurrent(kind: str) -> tuple[nn.Module, int]:
     torch.manual_seed(0)
     return {"gru": (nn.GRU(3, 12, batch_first=True), 12), "lstm": (nn.LSTM(3, 12, batch_first=True), 12),
-            "lmu": (LMU(3, 12, 8, theta=24.0), 12), "egru": (_egru(), 12)}[kind]
+            "lmu": (LMU(3, 12, 8, theta=24.0), 12), "egru": (_egru(), 12), "s4d": (S4D(3, 12, 4), 12),
+            "selective": (SelectiveSSM(3, 12, 4), 12)}[kind]
 
 
-@pytest.mark.parametrize("kind", ["gru", "lstm", "lmu", "egru"])
+@pytest.mark.parametrize("kind", ["gru", "lstm", "lmu", "egru", "s4d", "selective"])
 def test_streaming_step_equals_the_sequence_model(kind):
     rnn, hidden = _recurrent(kind)
     x = _sequences()
     model = Model.from_module(LastStepClassifier(rnn, hidden), x[:1], test_x=x)
     stream = to_streaming(model)
     assert stream.max_abs_error <= ATOL
-    names = {"gru": ["h"], "lstm": ["h", "c"], "lmu": ["h", "m"], "egru": ["y", "c"]}[kind]
+    names = {"gru": ["h"], "lstm": ["h", "c"], "lmu": ["h", "m"], "egru": ["y", "c"], "s4d": ["h", "s"],
+             "selective": ["h", "s"]}[kind]
     assert list(stream.state_shapes) == [f"rnn.{n}" for n in names]
     # The user's loop: feed one step at a time, carry the state.
     state = stream.initial_state(len(x))
@@ -195,15 +197,16 @@ def test_streaming_step_exports(tmp_path):
 
     import onnxruntime as ort
 
-    rnn, hidden = _recurrent("egru")
-    stream = to_streaming(Model.from_module(LastStepClassifier(rnn, hidden), x[:1], test_x=x))
-    inputs = (torch.from_numpy(x[:1, 0]),) + tuple(torch.rand(s.shape)[None] for s in stream.states)
-    with torch.no_grad():
-        expected = [t.numpy() for t in stream(*inputs)]
-    session = ort.InferenceSession(str(stream.export(tmp_path / "step.onnx")))
-    got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)})
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, atol=ATOL)
+    for kind in ("egru", "s4d", "selective"):  # the state-space layers' steps export like the RNNs'
+        rnn, hidden = _recurrent(kind)
+        stream = to_streaming(Model.from_module(LastStepClassifier(rnn, hidden), x[:1], test_x=x))
+        inputs = (torch.from_numpy(x[:1, 0]),) + tuple(torch.rand(s.shape)[None] for s in stream.states)
+        with torch.no_grad():
+            expected = [t.numpy() for t in stream(*inputs)]
+        session = ort.InferenceSession(str(stream.export(tmp_path / f"{kind}.onnx")))
+        got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)})
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=ATOL)
 
 
 # --- EGRU events ------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 What a user relies on:
 
-* GRU, LSTM, LMU, EGRU and stacked layers build for cortex-m7 in float32 and int8 as ``edgekit_model_reset()`` +
+* GRU, LSTM, LMU, EGRU, the state-space layers (S4D, the selective scan) and stacked layers build for cortex-m7 in float32 and int8 as ``edgekit_model_reset()`` +
   ``edgekit_model_step(x_t, y_t)``; run step by step over test sequences, the firmware's outputs equal the host
   reference (int8: bit for bit, edgekit/qrecurrent.py; float32: PyTorch within 1e-4 + 1e-4·|y|)
 * the state is reported on its own (estimate, build, header, ELF and the running firmware agree) and reset works: the
@@ -24,11 +24,11 @@ from torch import nn
 
 from edgekit import Model, api
 from edgekit.errors import UnsupportedError
-from edgekit.layers import EGRU, LMU
+from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
 from edgekit.runtimes.mcu import parse_outputs
 from edgekit.runtimes.qemu import run_elf
 
-FEATURES, HIDDEN, STEPS, CLASSES, MEMORY = 3, 16, 16, 5, 6
+FEATURES, HIDDEN, STEPS, CLASSES, MEMORY, SSM_STATES = 3, 16, 16, 5, 6, 4
 
 
 class Classifier(nn.Module):
@@ -70,6 +70,10 @@ def _layers(kind: str) -> tuple[list[nn.Module], bool]:
         return [lmu], False
     if kind == "egru":
         return [_egru(np.linspace(0.02, 0.3, HIDDEN))], False
+    if kind == "s4d":
+        return [S4D(FEATURES, HIDDEN, SSM_STATES)], False
+    if kind == "selective":
+        return [SelectiveSSM(FEATURES, HIDDEN, SSM_STATES)], False
     if kind == "stacked":
         return [nn.GRU(FEATURES, HIDDEN, batch_first=True), nn.LSTM(HIDDEN, HIDDEN, batch_first=True)], False
     raise ValueError(kind)
@@ -92,11 +96,11 @@ def _model(module: nn.Module, name: str) -> Model:
 
 
 STATE_ELEMENTS = {"gru": HIDDEN, "lstm": 2 * HIDDEN, "lmu": HIDDEN + MEMORY, "egru": 2 * HIDDEN,
-                  "stacked": 3 * HIDDEN}
+                  "stacked": 3 * HIDDEN, "s4d": HIDDEN * (1 + SSM_STATES), "selective": HIDDEN * (1 + SSM_STATES)}
+CASES = [(k, q) for k in ("gru", "lstm", "lmu", "egru", "stacked", "s4d", "selective") for q in (None, "int8")]
 
 
-@pytest.mark.parametrize("quantize", [None, "int8"])
-@pytest.mark.parametrize("kind", ["gru", "lstm", "lmu", "egru", "stacked"])
+@pytest.mark.parametrize("kind,quantize", CASES)
 def test_step_program_runs_on_emulated_m7_and_matches_reference(tmp_path, kind, quantize):
     model = _model(Classifier(*_layers(kind)), kind)
     out = tmp_path / "out"

@@ -23,7 +23,7 @@ from torch import nn
 
 from edgekit.datasets import as_sequence, digits
 from edgekit.errors import ModelLoadError, UsageError
-from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, KwsDSCNN, KwsGRU, KwsLMU, MobileNetV2
+from edgekit.zoo.models import DigitsCNN, DigitsEGRU, DigitsGRU, DigitsLMU, KwsDSCNN, KwsGRU, KwsLMU, KwsSSM, MobileNetV2
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TASKS = ("classification", "segmentation", "reconstruction")
@@ -288,6 +288,18 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         train_data=kws_train_data,
         # 709 / 1,120: the LMU's one-dimensional memory (one encoder for 10 MFCC features) is the bottleneck
         reference_accuracy=0.6330,
+    ),
+    ExampleSpec(
+        name="kws-ssm",
+        description="two diagonal state-space layers (S4D, 64 channels x 16 states) spotting 10 spoken keywords, one "
+                    "MFCC frame per step, trained",
+        build=KwsSSM,
+        weights_file=WEIGHTS_DIR / "kws-ssm.pt",
+        input_shape=(49, 10),
+        num_classes=12,
+        data=kws_data,
+        train_data=kws_train_data,
+        reference_accuracy=0.0,  # set by examples/train_kws.py
     ),
     ExampleSpec(
         name="mbv2-w035",

@@ -147,6 +147,23 @@ class KwsLMU(DigitsLMU):
         self.lmu = LMU(input_size=10, hidden_size=hidden_size, memory_size=memory_size, theta=theta, batch_first=True)
 
 
+class KwsSSM(nn.Module):
+    """Two diagonal state-space layers (edgekit.layers.S4D: 64 channels, 16 states each) reading the MFCC frames one
+    per step ([N, 49, 10]), classifying from the last step. Output [N, 12] logits."""
+
+    def __init__(self, hidden_size: int = 64, state_size: int = 16, num_classes: int = 12, dt_min: float = 0.01,
+                 dt_max: float = 0.5):
+        super().__init__()
+        from edgekit.layers import S4D
+
+        self.ssm1 = S4D(10, hidden_size, state_size, dt_min=dt_min, dt_max=dt_max)
+        self.ssm2 = S4D(hidden_size, hidden_size, state_size, dt_min=dt_min, dt_max=dt_max)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.ssm2(self.ssm1(x)[0])[0][:, -1])
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """MobileNet's channel rounding: nearest multiple of ``divisor``, never more than 10 % below ``value``."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)

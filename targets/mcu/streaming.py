@@ -193,6 +193,24 @@ class _StepBuilder(_Builder):
                            {**u, "C": q["c"], "mult_c": q["mult_c"], "D": q["d"], "mult_d": q["mult_d"],
                             "tanh_lut": luts["tanh_lut"]}, [st["h"].new], H * I + H * N + H, prefix="o.")
             return
+        if op == "selective_ssm":
+            from edgekit.qrecurrent import EXP_TABLE, SOFTPLUS_TABLE
+
+            f = qc.frac
+            attrs = {**attrs, "shift_u": int(q["shift_u"]), "shift_dt": int(q["shift_dt"]),
+                     "shift_bt": int(q["shift_bt"]), "shift_ct": int(q["shift_ct"]), "shift_d": int(q["shift_d"]),
+                     "a_frac": int(q["a_frac"]), "shift_g": 11 + f["u"] - f["g"],
+                     "shift_s": f["g"] + f["bt"] - f["s"], "shift_y": f["ct"] + f["s"] - 11}
+            H, I, N = attrs["hidden"], attrs["inputs"], attrs["state"]
+            u = {"w_in": q["w_in"], "b_in": q["b_in"], "mult_u": q["mult_u"]}
+            self.cell_step(name, "selective_state", attrs, [x, st["s"].name],
+                           {**u, "w_dt": q["w_dt"], "b_dt": q["b_dt"], "mult_dt": q["mult_dt"], "w_b": q["w_b"],
+                            "mult_bt": q["mult_bt"], "neg_a": q["neg_a"], "softplus_lut": SOFTPLUS_TABLE,
+                            "exp_lut": EXP_TABLE}, [st["s"].new], H * I + H * H + N * H + 3 * H * N)
+            self.cell_step(name, "selective_out", attrs, [x, st["s"].new],
+                           {**u, "w_c": q["w_c"], "mult_ct": q["mult_ct"], "D": q["d"], "mult_d": q["mult_d"],
+                            "tanh_lut": luts["tanh_lut"]}, [st["h"].new], H * I + N * H + H * N + H, prefix="o.")
+            return
         attrs = {**attrs, "shift_x": int(q["shift_x"]), "shift_h": int(q["shift_h"])}
 
         if op == "gru":

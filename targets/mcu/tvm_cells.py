@@ -423,9 +423,61 @@ def _selective_u(spec, x):
     return u, [w_in, b_in], {"u_sum", "u"}
 
 
+def _shift_round(v, k: int):
+    """v · 2^−k: qmath's rounding right shift for k > 0, an exact left shift for k <= 0 (int64)."""
+    return _rshift_round(v, k) if k > 0 else v.astype(I64) * _c(1 << -k, I64)
+
+
+def _selective_state_int(spec: KernelSpec):
+    """Selective scan, state (int8 weights, int16 values; edgekit/qrecurrent.py's _selective_step)."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    s = te.placeholder((H, N), I16, "s")
+    u, args = _s4d_u(spec, x)
+    w_dt, b_dt, mult_dt = (te.placeholder((H, H), I8, "w_dt"), te.placeholder((H,), I32, "b_dt"),
+                           te.placeholder((H,), I32, "mult_dt"))
+    w_b, mult_bt = te.placeholder((N, H), I8, "w_b"), te.placeholder((N,), I32, "mult_bt")
+    neg_a = te.placeholder((H, N), I16, "neg_a")
+    softplus, exp = te.placeholder((LUT_SIZE,), I16, "softplus_lut"), te.placeholder((LUT_SIZE,), I16, "exp_lut")
+    kb, kd = te.reduce_axis((0, H), "kb"), te.reduce_axis((0, H), "kd")
+    bt_sum = te.compute((N,), lambda i: te.sum(u[kb].astype(I32) * w_b[i, kb].astype(I32), axis=kb), name="bt_sum")
+    bt = te.compute((N,), lambda i: _sat16(_rq(bt_sum[i], mult_bt[i], spec.attr("shift_bt"))), name="bt")
+    z_sum = te.compute((H,), lambda j: te.sum(u[kd].astype(I32) * w_dt[j, kd].astype(I32), axis=kd), name="z_sum")
+    dt = te.compute((H,), lambda j: _lut(_sat16(_rq(z_sum[j] + b_dt[j], mult_dt[j], spec.attr("shift_dt"))),
+                                         softplus), name="dt")
+    g = te.compute((H,), lambda j: _sat16(_shift_round(dt[j] * u[j], spec.attr("shift_g"))), name="g")
+    s_new = te.compute((H, N), lambda j, i: _sat16(
+        _rshift_round(_lut(_sat16(_shift_round(dt[j] * neg_a[j, i].astype(I64), spec.attr("a_frac"))), exp)
+                      * s[j, i].astype(I64), Q_STATE)
+        + _shift_round(g[j] * bt[i], spec.attr("shift_s"))).astype(I16), name="s_new")
+    tensors = [x, s] + args + [w_dt, b_dt, mult_dt, w_b, mult_bt, neg_a, softplus, exp, s_new]
+    return tensors, ("s_new", 0), [], {"au_sum", "au", "u", "bt_sum", "bt"}
+
+
+def _selective_out_int(spec: KernelSpec):
+    """Selective scan, output (int8 weights, int16 values): C_t in Qf_c; h' = tanh(C_t·s' (to Q11) + D u)."""
+    H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
+    x = _x_placeholder(spec, I)
+    s = te.placeholder((H, N), I16, "s_new")
+    u, args = _s4d_u(spec, x)
+    w_c, mult_ct = te.placeholder((N, H), I8, "w_c"), te.placeholder((N,), I32, "mult_ct")
+    d, mult_d = te.placeholder((H,), I8, "D"), te.placeholder((H,), I32, "mult_d")
+    tanh = te.placeholder((LUT_SIZE,), I16, "tanh_lut")
+    kc, n = te.reduce_axis((0, H), "kc"), te.reduce_axis((0, N), "n")
+    ct_sum = te.compute((N,), lambda i: te.sum(u[kc].astype(I32) * w_c[i, kc].astype(I32), axis=kc), name="ct_sum")
+    ct = te.compute((N,), lambda i: _sat16(_rq(ct_sum[i], mult_ct[i], spec.attr("shift_ct"))), name="ct")
+    y = te.compute((H,), lambda j: te.sum(ct[n] * s[j, n].astype(I64), axis=n), name="y")
+    h_new = te.compute((H,), lambda j: _lut(_sat16(
+        _shift_round(y[j], spec.attr("shift_y")) + _rq(u[j] * d[j].astype(I64), mult_d[j], spec.attr("shift_d"))),
+        tanh).astype(I16), name="h_new")
+    return [x, s] + args + [w_c, mult_ct, d, mult_d, tanh, h_new], "h_new", [], {"au_sum", "au", "u", "ct_sum", "ct"}
+
+
 def _selective_state(spec: KernelSpec):
     """Selective scan, state (float32): Δ = softplus(W_Δ u + b_Δ); B_t = W_B u;
     s'[j, i] = exp(Δ_j A_ji) s[j, i] + Δ_j B_t[i] u_j."""
+    if spec.dtype != F32:
+        return _selective_state_int(spec)
     H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
     x = _x_placeholder(spec, I)
     s = te.placeholder((H, N), F32, "s")
@@ -446,6 +498,8 @@ def _selective_state(spec: KernelSpec):
 
 def _selective_out(spec: KernelSpec):
     """Selective scan, output (float32): C_t = W_C u;  h'_j = tanh(Σ_i C_t[i] s'[j, i] + D_j u_j)."""
+    if spec.dtype != F32:
+        return _selective_out_int(spec)
     H, I, N = spec.attr("hidden"), spec.attr("inputs"), spec.attr("state")
     x = _x_placeholder(spec, I)
     s = te.placeholder((H, N), F32, "s_new")
