@@ -1,7 +1,8 @@
 """Streaming keyword spotting on the emulated Cortex-M7: a conv model with caches against recomputing its window, and
 the recurrent models, one new 20 ms MFCC frame at a time.
 
-For kws-dscnn (causal DS-CNN), kws-gru, kws-lmu and kws-ssm (two S4D layers), each in int8 and float32: built for cortex-m7, the test clips
+For kws-dscnn (causal DS-CNN), kws-gru, kws-lmu, kws-ssm (two S4D layers) and kws-selective (two selective
+scans), each in int8 and float32: built for cortex-m7, the test clips
 (voices unseen in training; as many as the firmware's test-data budget holds) run frame by frame on QEMU
 (mps2-an500), outputs checked against the host reference after each clip's last frame — for the conv stream the
 *windowed* model's (int8: its integer reference, bit for bit). kws-dscnn is also built as a one-shot (windowed)
@@ -34,7 +35,7 @@ from edgekit.targets.profiles import get_profile  # noqa: E402
 TARGET = "cortex-m7"
 # (example, build mode): "stream" = a step program per new frame, "window" = the whole window per inference
 RUNS = (("kws-dscnn", "window"), ("kws-dscnn", "stream"), ("kws-gru", "stream"), ("kws-lmu", "stream"),
-        ("kws-ssm", "stream"))
+        ("kws-ssm", "stream"), ("kws-selective", "stream"))
 
 
 def measure(name: str, mode: str, dtype: str, work: Path) -> dict:

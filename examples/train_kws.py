@@ -1,6 +1,6 @@
-"""Train the spoken-keyword examples (kws-dscnn, kws-gru, kws-lmu, kws-ssm) on edgekit's synthesised keyword data set.
+"""Train the spoken-keyword examples (kws-dscnn, -gru, -lmu, -ssm, -selective) on edgekit's synthesised keywords.
 
-    python examples/train_kws.py                  # all three, into edgekit/zoo/weights/
+    python examples/train_kws.py                  # all of them, into edgekit/zoo/weights/
     python examples/train_kws.py kws-gru          # one of them
     python examples/train_kws.py --validate       # tune: report on the validation split (voices of their own)
 
@@ -38,6 +38,7 @@ RECIPES = {
     "kws-dscnn": Recipe(epochs=30, batch_size=64, learning_rate=3e-3, weight_decay=1e-4, clip_grad_norm=5.0),
     "kws-gru": Recipe(epochs=40, batch_size=64, learning_rate=5e-3, weight_decay=0.0, clip_grad_norm=1.0),
     "kws-lmu": Recipe(epochs=40, batch_size=64, learning_rate=3e-3, weight_decay=0.0, clip_grad_norm=1.0),
+    "kws-selective": Recipe(epochs=30, batch_size=64, learning_rate=3e-3, weight_decay=0.0, clip_grad_norm=1.0),
     "kws-ssm": Recipe(epochs=40, batch_size=64, learning_rate=1e-2, weight_decay=0.0, clip_grad_norm=1.0),
 }
 

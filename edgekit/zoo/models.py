@@ -164,6 +164,22 @@ class KwsSSM(nn.Module):
         return self.classifier(self.ssm2(self.ssm1(x)[0])[0][:, -1])
 
 
+class KwsSelective(nn.Module):
+    """Two selective state-space layers (edgekit.layers.SelectiveSSM, Mamba's scan: 64 channels, 16 states) reading
+    the MFCC frames one per step ([N, 49, 10]), classifying from the last step. Output [N, 12] logits."""
+
+    def __init__(self, hidden_size: int = 64, state_size: int = 16, num_classes: int = 12):
+        super().__init__()
+        from edgekit.layers import SelectiveSSM
+
+        self.ssm1 = SelectiveSSM(10, hidden_size, state_size)
+        self.ssm2 = SelectiveSSM(hidden_size, hidden_size, state_size)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.ssm2(self.ssm1(x)[0])[0][:, -1])
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """MobileNet's channel rounding: nearest multiple of ``divisor``, never more than 10 % below ``value``."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)

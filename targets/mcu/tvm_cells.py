@@ -44,6 +44,11 @@ def _rshift_round(v, s: int):
     return (v.astype(I64) + _c(1 << (s - 1), I64)) >> _c(s, I64) if s > 0 else v.astype(I64)
 
 
+def _rshift_round32(v, s: int):
+    """(v + 2^(s−1)) >> s on int32: for products of two int16 values (|v| <= 2^30), where it cannot overflow."""
+    return ((v + _c(1 << (s - 1), I32)) >> _c(s, I32)).astype(I64)
+
+
 def _sat16(v):
     return te.max(te.min(v.astype(I64), _c(32767, I64)), _c(-32768, I64))
 
@@ -384,9 +389,10 @@ def _s4d_state(spec: KernelSpec):
         return [x, s] + args + [a, b, s_new], ("s_new", 0), []
     a, b = te.placeholder((H, N), I16, "a_bar"), te.placeholder((H, N), I8, "b_bar")
     mult_b = te.placeholder((H,), I32, "mult_b")
+    # (products of two int16 values in int32, widened once: Cortex-M's 32x32->64 multiply, not a 64-bit one)
     s_new = te.compute((H, N), lambda j, i: _sat16(
-        _rshift_round(a[j, i].astype(I64) * s[j, i].astype(I64), Q_STATE)
-        + _rq(b[j, i].astype(I64) * u[j], mult_b[j], spec.attr("shift_b"))).astype(I16), name="s_new")
+        _rshift_round32(a[j, i].astype(I32) * s[j, i].astype(I32), Q_STATE)
+        + _rq(b[j, i].astype(I32) * u[j].astype(I32), mult_b[j], spec.attr("shift_b"))).astype(I16), name="s_new")
     return [x, s] + args + [a, b, mult_b, s_new], ("s_new", 0), []
 
 
@@ -408,8 +414,8 @@ def _s4d_out(spec: KernelSpec):
     tanh = te.placeholder((LUT_SIZE,), I16, "tanh_lut")
     y = te.compute((H,), lambda j: te.sum(c[j, n].astype(I32) * s[j, n].astype(I32), axis=n), name="y")
     h_new = te.compute((H,), lambda j: _lut(_sat16(
-        _rq(y[j], mult_c[j], spec.attr("shift_c")) + _rq(u[j] * d[j].astype(I64), mult_d[j], spec.attr("shift_d"))),
-        tanh).astype(I16), name="h_new")
+        _rq(y[j], mult_c[j], spec.attr("shift_c"))
+        + _rq(u[j].astype(I32) * d[j].astype(I32), mult_d[j], spec.attr("shift_d"))), tanh).astype(I16), name="h_new")
     return [x, s] + args + [c, mult_c, d, mult_d, tanh, h_new], "h_new", []
 
 
@@ -445,11 +451,12 @@ def _selective_state_int(spec: KernelSpec):
     z_sum = te.compute((H,), lambda j: te.sum(u[kd].astype(I32) * w_dt[j, kd].astype(I32), axis=kd), name="z_sum")
     dt = te.compute((H,), lambda j: _lut(_sat16(_rq(z_sum[j] + b_dt[j], mult_dt[j], spec.attr("shift_dt"))),
                                          softplus), name="dt")
-    g = te.compute((H,), lambda j: _sat16(_shift_round(dt[j] * u[j], spec.attr("shift_g"))), name="g")
+    g = te.compute((H,), lambda j: _sat16(_shift_round(dt[j].astype(I32) * u[j].astype(I32), spec.attr("shift_g"))),
+                   name="g")
     s_new = te.compute((H, N), lambda j, i: _sat16(
-        _rshift_round(_lut(_sat16(_shift_round(dt[j] * neg_a[j, i].astype(I64), spec.attr("a_frac"))), exp)
-                      * s[j, i].astype(I64), Q_STATE)
-        + _shift_round(g[j] * bt[i], spec.attr("shift_s"))).astype(I16), name="s_new")
+        _rshift_round32(_lut(_sat16(_shift_round(dt[j].astype(I32) * neg_a[j, i].astype(I32), spec.attr("a_frac"))),
+                             exp).astype(I32) * s[j, i].astype(I32), Q_STATE)
+        + _shift_round(g[j].astype(I32) * bt[i].astype(I32), spec.attr("shift_s"))).astype(I16), name="s_new")
     tensors = [x, s] + args + [w_dt, b_dt, mult_dt, w_b, mult_bt, neg_a, softplus, exp, s_new]
     return tensors, ("s_new", 0), [], {"au_sum", "au", "u", "bt_sum", "bt"}
 
@@ -466,10 +473,10 @@ def _selective_out_int(spec: KernelSpec):
     kc, n = te.reduce_axis((0, H), "kc"), te.reduce_axis((0, N), "n")
     ct_sum = te.compute((N,), lambda i: te.sum(u[kc].astype(I32) * w_c[i, kc].astype(I32), axis=kc), name="ct_sum")
     ct = te.compute((N,), lambda i: _sat16(_rq(ct_sum[i], mult_ct[i], spec.attr("shift_ct"))), name="ct")
-    y = te.compute((H,), lambda j: te.sum(ct[n] * s[j, n].astype(I64), axis=n), name="y")
+    y = te.compute((H,), lambda j: te.sum((ct[n].astype(I32) * s[j, n].astype(I32)).astype(I64), axis=n), name="y")
     h_new = te.compute((H,), lambda j: _lut(_sat16(
-        _shift_round(y[j], spec.attr("shift_y")) + _rq(u[j] * d[j].astype(I64), mult_d[j], spec.attr("shift_d"))),
-        tanh).astype(I16), name="h_new")
+        _shift_round(y[j], spec.attr("shift_y"))
+        + _rq(u[j].astype(I32) * d[j].astype(I32), mult_d[j], spec.attr("shift_d"))), tanh).astype(I16), name="h_new")
     return [x, s] + args + [w_c, mult_ct, d, mult_d, tanh, h_new], "h_new", [], {"au_sum", "au", "u", "ct_sum", "ct"}
 
 
