@@ -397,18 +397,23 @@ class StreamingModel(nn.Module):
     def export(self, path: str | Path) -> Path:
         """Write the step function to ``path``: ``.pt2`` (torch.export) or ``.onnx`` (ONNX, weights inline). Inputs are
         ``x_t`` and the states in :attr:`states` order; outputs ``y_t`` and the new states in the same order."""
-        path = Path(path)
-        self.eval()
-        example = self.example_inputs()
-        if path.suffix == ".pt2":
-            torch.export.save(torch.export.export(self, example), str(path))
-        elif path.suffix == ".onnx":
-            names = [s.name.replace(".", "_") for s in self.states]
-            torch.onnx.export(self, example, str(path), dynamo=True, external_data=False, verbose=False,
-                              input_names=["x_t"] + names, output_names=["y_t"] + [f"{n}_new" for n in names])
-        else:
-            raise UsageError(f"cannot export a streaming step to '{path.name}'; use a .pt2 or .onnx file name")
-        return path
+        return export_step(self, path, "x_t", "y_t", [s.name.replace(".", "_") for s in self.states])
+
+
+def export_step(step: nn.Module, path: str | Path, input_name: str, output_name: str, states: list[str]) -> Path:
+    """Write a streaming step module (``forward(x, *state) -> (y, *new_state)``, ``example_inputs()``) to ``path``:
+    ``.pt2`` (torch.export) or ``.onnx`` (weights inline; the new states named ``<state>_new``)."""
+    path = Path(path)
+    step.eval()
+    example = step.example_inputs()
+    if path.suffix == ".pt2":
+        torch.export.save(torch.export.export(step, example), str(path))
+    elif path.suffix == ".onnx":
+        torch.onnx.export(step, example, str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=[input_name] + states, output_names=[output_name] + [f"{n}_new" for n in states])
+    else:
+        raise UsageError(f"cannot export a streaming step to '{path.name}'; use a .pt2 or .onnx file name")
+    return path
 
 
 def _streaming_graph(module: nn.Module) -> tuple[GraphModule, list[StateSpec], int]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit import convstream
-from edgekit.errors import UnsupportedError, UsageError
+from edgekit.errors import UnsupportedError
 from edgekit.graph import Node
 from edgekit.model import Model
 
@@ -147,18 +147,9 @@ class ConvStreamingModel(nn.Module):
     def export(self, path: str | Path) -> Path:
         """Write the step function to ``path`` (``.onnx``, weights inline, or ``.pt2``): inputs ``frame`` and the state
         in :attr:`state_names` order; outputs ``y`` and the new state (``<name>_new``) in the same order."""
-        path = Path(path)
-        self.eval()
-        example = self.example_inputs()
-        if path.suffix == ".pt2":
-            torch.export.save(torch.export.export(self, example), str(path))
-        elif path.suffix == ".onnx":
-            torch.onnx.export(self, example, str(path), dynamo=True, external_data=False, verbose=False,
-                              input_names=["frame"] + self.state_names,
-                              output_names=["y"] + [f"{n}_new" for n in self.state_names])
-        else:
-            raise UsageError(f"cannot export a streaming step to '{path.name}'; use a .pt2 or .onnx file name")
-        return path
+        from edgekit.converters.recurrent import export_step
+
+        return export_step(self, path, "frame", "y", self.state_names)
 
 
 def to_conv_streaming(model: Model, atol: float = STREAMING_ATOL, check_samples: int = 16) -> ConvStreamingModel:

@@ -104,24 +104,7 @@ class _ConvStepBuilder(_Builder):
         if n.op == "running_pool":
             self.running_pool(n)
             return
-        macs = macs_of(n, self.g)
-        if n.op == "conv2d":
-            self.conv2d(n, macs)
-        elif n.op == "linear":
-            self.linear(n, macs)
-        elif n.op in ("maxpool2d", "avgpool2d"):
-            self.pool(n)
-        elif n.op in ("add", "mul"):
-            self.binary(n)
-        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
-            self.unary(n)
-        elif n.op == "concat":
-            self.concat(n)
-        elif n.op in ("reshape", "flatten"):
-            self.reshape(n)
-        elif n.op == "select":
-            self.select(n)
-        else:
+        if not self.layer(n, macs_of(n, self.g)):
             raise UnsupportedError(f"layer '{n.name}': '{n.op}' is not supported in a streaming step program")
         guard = self.guard_of(n.name)
         for s in self.steps[before:]:

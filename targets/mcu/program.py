@@ -453,6 +453,34 @@ class _Builder:
         self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": kept, "fixed": fixed})
 
 
+    def layer(self, n: Node, macs: int) -> bool:
+        """The kernel calls of one layer of an operator every program kind shares; False for any other operator."""
+        if n.op == "conv2d":
+            self.conv2d(n, macs)
+        elif n.op == "linear":
+            self.linear(n, macs)
+        elif n.op in ("maxpool2d", "avgpool2d"):
+            self.pool(n)
+        elif n.op == "global_avgpool":
+            self.global_avgpool(n)
+        elif n.op == "upsample":
+            self.upsample(n)
+        elif n.op in ("add", "mul"):
+            self.binary(n)
+        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
+            self.unary(n)
+        elif n.op == "concat":
+            self.concat(n)
+        elif n.op in ("reshape", "flatten"):
+            self.reshape(n)
+        elif n.op == "select":
+            self.select(n)
+        elif n.op == "transpose":
+            self.transpose(n)
+        else:
+            return False
+        return True
+
     def patch_stage(self, st) -> None:
         """Steps of one patch-schedule stage: each tile through every stage layer, then into the split output."""
         g = self.g
@@ -520,29 +548,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
             continue
         if n.op == "input":
             b.add_tensor(n.name, nhwc(n.shape))
-        elif n.op == "conv2d":
-            b.conv2d(n, macs)
-        elif n.op == "linear":
-            b.linear(n, macs)
-        elif n.op in ("maxpool2d", "avgpool2d"):
-            b.pool(n)
-        elif n.op == "global_avgpool":
-            b.global_avgpool(n)
-        elif n.op == "upsample":
-            b.upsample(n)
-        elif n.op in ("add", "mul"):
-            b.binary(n)
-        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
-            b.unary(n)
-        elif n.op == "concat":
-            b.concat(n)
-        elif n.op in ("reshape", "flatten"):
-            b.reshape(n)
-        elif n.op == "select":
-            b.select(n)
-        elif n.op == "transpose":
-            b.transpose(n)
-        else:  # check_supported already refused it
+        elif not b.layer(n, macs):  # check_supported already refused it
             raise UnsupportedError(f"layer '{n.name}': '{n.op}' is not supported on {target}")
     prog = Program(graph.name, dtype, b.tensors, b.consts, b.steps, graph.inputs[0].name, graph.outputs[0],
                    notes=b.notes)

@@ -29,6 +29,9 @@ from edgekit.stepgraph import STATE_KINDS, StepGraph, split, state_size
 from edgekit.targets.mcu.kernel_spec import KernelSpec
 from edgekit.targets.mcu.program import Program, StateBuffer, Step, Tensor, _Builder, check_supported, root_of
 
+# What the head after the recurrent layers may hold: it reads one vector per step.
+HEAD_OPS = ("linear", "add", "mul", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "concat",
+            "reshape", "flatten", "select")
 CELL_KIND = "tvm_cell"      # a recurrent kernel from tvm_cells.py (may write several outputs)
 COMMIT_KIND = "commit"      # copy a new state from the arena into ek_state
 
@@ -265,20 +268,7 @@ class _StepBuilder(_Builder):
         for n in self.g.nodes:
             if n.op == "input":
                 continue
-            macs = macs_of(n, self.g)
-            if n.op == "linear":
-                self.linear(n, macs)
-            elif n.op in ("add", "mul"):
-                self.binary(n)
-            elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid"):
-                self.unary(n)
-            elif n.op == "concat":
-                self.concat(n)
-            elif n.op in ("reshape", "flatten"):
-                self.reshape(n)
-            elif n.op == "select":
-                self.select(n)
-            else:
+            if n.op not in HEAD_OPS or not self.layer(n, macs_of(n, self.g)):
                 raise UnsupportedError(f"layer '{n.name}': '{n.op}' after a recurrent layer is not supported on "
                                        "Cortex-M (the head reads one vector per step)")
 
