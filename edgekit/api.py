@@ -114,8 +114,7 @@ def _streamed(m: Model, opts: CompileOptions, profile, tgt) -> Model:
     if not tgt.capabilities(profile).streaming:
         where = ", ".join(p.name for p in _profiles_where(lambda c: c.streaming))
         raise UsageError(f"--streaming builds step programs for {where}; {profile.name} runs the windowed model — "
-                         "drop --streaming (edgekit.converters.to_streaming(model).export('step.onnx') writes the "
-                         "step function with explicit caches for ONNX Runtime)")
+                         "drop --streaming")
     if is_recurrent(m.deploy_graph):
         return m
     from edgekit.converters.streaming import streaming_model

@@ -225,9 +225,9 @@ def _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_over
 
 PATCH_HELP = ("MCU execution schedule: auto (the fastest that fits the SRAM budget: layer by layer when that fits, "
               "else patch-based), min-memory (the smallest arena within --max-patch-overhead), off, or a grid size N.")
-STREAMING_HELP = ("MCU: a conv model over time (e.g. kws-dscnn) as a step program: one call per new frame, per-layer "
-                  "caches instead of recomputing the window; same outputs for causal models (recurrent models always "
-                  "stream).")
+STREAMING_HELP = ("A conv model over time (e.g. kws-dscnn) as a step function: one call per new frame, per-layer "
+                  "caches instead of recomputing the window; same outputs for causal models. MCU: a step program "
+                  "(recurrent models always are one); phone: the step as ONNX with the caches as inputs/outputs.")
 SRAM_BUDGET_HELP = "MCU: SRAM the model may use, e.g. 256KB (default: the target's SRAM); --patch auto fits it."
 
 
@@ -434,6 +434,9 @@ def print_summary(rep: dict) -> None:
         facts.append(f"{m['spikes_per_inference']:,.0f} spikes and {m['synaptic_ops']:,.0f} synaptic ops per inference")
     if m.get("activity_sparsity") is not None:
         facts.append(f"activity sparsity {m['activity_sparsity']:.1%} (EGRU units without an event)")
+    if m.get("latency_per_frame_ms") is not None:  # a phone streaming step
+        facts.append(f"{m['latency_per_frame_ms']:.3g} ms per new frame on this host ({m['frames']} frames: "
+                     f"{m['latency_window_ms']:.3g} ms), state {m['state_bytes']:,} B")
     if m.get("outputs_match") is not None:
         facts.append("outputs match the reference" if m["outputs_match"] else "OUTPUTS DIFFER from the reference")
     if m.get("max_abs_err") is not None:

@@ -103,6 +103,8 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     fixed = build.fixed_batch
     warmup = max(5, repeat // 10)
 
+    if build.stream is not None:
+        return _profile_stream(out, report, build, data, repeat, warmup)
     with progress_bar() as progress:
         sess = session(out / "model.onnx")
         input_name = sess.get_inputs()[0].name
@@ -152,6 +154,50 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
         measured["accuracy"] = float(np.mean(outputs.argmax(-1) == y))
         measured["reference_accuracy"] = float(np.mean(reference.argmax(-1) == y))
     # reference: the float PyTorch model's outputs
+    measured["fidelity"] = fidelity.measure(outputs, reference, y, fidelity.classifies(report))
+    return measured
+
+
+def _profile_stream(out: Path, report: dict, build, data, repeat: int, warmup: int) -> dict:
+    """A streaming step (``--streaming``): every test window stepped frame by frame from the initial state, the
+    output after its last frame compared with the windowed model's; latency per new frame."""
+    x, reference = data["x"], data["reference"]
+    y = data["y"] if "y" in data.files else None
+    init = [data[f"state_{i}"] for i in range(len(build.stream["state_names"]))]
+    frames = x.shape[2]
+    with progress_bar() as progress:
+        sess = session(out / "model.onnx")
+        names = [i.name for i in sess.get_inputs()]
+        task = progress("windows, frame by frame", len(x))
+        outputs = []
+        for window in x:
+            state = init
+            for t in range(frames):
+                y_t, *state = sess.run(None, dict(zip(names, [window[None, :, t:t + 1]] + state)))
+            outputs.append(y_t[0])
+            task(1)
+        outputs = np.stack(outputs)
+        feed = dict(zip(names, [x[:1, :, :1]] + init))
+        task = progress("latency per frame", repeat)
+        times = time_runs(lambda: sess.run(None, feed), repeat, warmup, step=task)
+    measured = {
+        "runtime": f"onnxruntime {_ort_version()} CPUExecutionProvider, {THREADS} intra-op thread, the streaming step",
+        "host": f"{platform.machine()} {_cpu_name()}",
+        "note": "latency_per_frame_ms is one step (one new frame) on this host's CPU with one thread, not on a "
+                "phone; latency_window_ms is a whole window's frames, stepped (the estimate is for the windowed model, "
+                "so no latency error is given)",
+        "samples": int(len(x)), "frames": int(frames), "state_bytes": int(build.stream["state_bytes"]),
+        "max_abs_err": float(np.max(np.abs(outputs - reference))),
+        "mean_abs_err": float(np.mean(np.abs(outputs - reference))),
+        "top1_agreement": float(np.mean(outputs.argmax(-1) == reference.argmax(-1))),
+        "accuracy": float(np.mean(outputs.argmax(-1) == y)) if y is not None else None,
+        "reference_accuracy": float(np.mean(reference.argmax(-1) == y)) if y is not None else None,
+        "latency_per_frame_ms": float(np.median(times)), "latency_p90_ms": float(np.percentile(times, 90)),
+        "latency_min_ms": float(np.min(times)), "latency_window_ms": float(np.median(times)) * frames,
+        "latency_batch": 1, "latency_runs": int(repeat), "threads": THREADS,
+        "flash_bytes": (out / "model.onnx").stat().st_size, "ort_bytes": (out / "model.ort").stat().st_size,
+        "layers": [],
+    }
     measured["fidelity"] = fidelity.measure(outputs, reference, y, fidelity.classifies(report))
     return measured
 

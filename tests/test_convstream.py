@@ -6,7 +6,8 @@ What a user relies on:
 * a causal conv model (time padding kernel - 1 and a crop keeping the first frames, time strides, dilation, depthwise,
   a residual add, max pooling over time, a global pool) steps frame by frame from the initial state to the windowed
   model's output after the window's last frame: float within 1e-4, int8 bit for bit (host integer reference)
-* the step function exports to ONNX with the caches as inputs and outputs, and ONNX Runtime gives the same outputs
+* the step function exports to ONNX with the caches as inputs and outputs, and ONNX Runtime gives the same outputs;
+  ``--streaming`` on phone-arm64 builds that ONNX (float32) and the runtime steps every test window through it
 * on the emulated Cortex-M7 (``--streaming``) the step program's outputs after each window's last frame equal the
   *windowed* model's integer reference bit for bit (int8) and PyTorch's (float32); caches are state, reset works
 * a model that looks ahead, mixes time steps or has no pool over time is refused with the layer named
@@ -123,9 +124,21 @@ def test_lookahead_and_time_mixing_are_refused_with_the_layer_named(model):
         to_streaming(flat)
 
 
+def test_phone_builds_the_step_with_explicit_state_and_runs_it_frame_by_frame(model, tmp_path):
+    out = tmp_path / "phone"
+    art = api.compile(model, "phone-arm64", out, streaming=True)
+    assert art.report["build"]["stream"]["hop_frames"] == 4 and art.report["build"]["input_name"] == "frame"
+    measured = api.profile(out, repeat=3).report["measured"]
+    assert measured["max_abs_err"] <= 1e-4 and measured["top1_agreement"] == 1.0  # the windowed model's outputs
+    assert measured["frames"] == FRAMES and measured["latency_per_frame_ms"] > 0
+    with pytest.raises(UsageError, match="--streaming on phone-arm64 builds the step function in float32"):
+        api.compile(model, "phone-arm64", tmp_path / "int8", quantize="int8", streaming=True)
+    assert not (tmp_path / "int8").exists()
+
+
 def test_streaming_is_refused_for_a_target_without_step_programs(model, tmp_path):
     with pytest.raises(UsageError, match="--streaming builds step programs for .*cortex-m7"):
-        api.compile(model, "phone-arm64", tmp_path / "out", streaming=True)
+        api.compile(model, "loihi2", tmp_path / "out", streaming=True)
     assert not (tmp_path / "out").exists()
 
 

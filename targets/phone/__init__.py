@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from edgekit.analysis import param_bytes_of
-from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError
+from edgekit.errors import MismatchError, ModelLoadError, UnsupportedError, UsageError
 from edgekit.estimate import Estimate
 from edgekit.targets import BuildResult, Capabilities, CompileOptions
 from edgekit.targets.phone.cost import phone_estimate
@@ -78,6 +78,7 @@ class PhoneBuild:
     float_export_max_abs_err: float
     test_samples: int
     node_layers: dict[str, str] = field(default_factory=dict)
+    stream: dict | None = None      # a conv model's streaming step (--streaming): the plan and the state inputs
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -103,7 +104,7 @@ class PhoneTarget:
     runtime = "edgekit.runtimes.onnxruntime"
 
     def capabilities(self, profile: TargetProfile) -> Capabilities:
-        return Capabilities(dtypes=("float32", "int8"), streaming=False, memories=("sram", "flash"),
+        return Capabilities(dtypes=("float32", "int8"), streaming=True, memories=("sram", "flash"),
                             profile_options=("repeat",))
 
     def dtype(self, options: CompileOptions) -> str:
@@ -113,6 +114,8 @@ class PhoneTarget:
         return PhonePlan(model, profile, options, estimate(model, profile, options))
 
     def build(self, plan: PhonePlan, out: Path) -> BuildResult:
+        if plan.model.meta.get("conv_streaming") is not None:
+            return build_stream(plan.model, plan.profile, out, plan.options, plan.estimate)
         return build(plan.model, plan.profile, out, plan.options, plan.estimate)
 
     def fit_advice(self, plan: PhonePlan) -> list[str]:
@@ -205,6 +208,46 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
         analysis = None
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
+
+
+def build_stream(model, profile: TargetProfile, out: Path, options: CompileOptions, est: Estimate) -> BuildResult:
+    """A conv model over time as its streaming step (``--streaming``): model.onnx takes one frame and the caches,
+    countdowns and pooling ring as inputs and returns the output and the new state (edgekit.converters.streaming);
+    testdata.npz holds the test windows, the windowed model's outputs and the initial state."""
+    from edgekit.converters.streaming import to_conv_streaming
+
+    if options.quantize == "int8":
+        raise UsageError("--streaming on phone-arm64 builds the step function in float32 (ONNX Runtime's int8 "
+                         "quantizer does not calibrate state inputs); drop --quantize, or build the windowed model "
+                         "in int8 without --streaming")
+    out = Path(out)
+    step = to_conv_streaming(model)
+    x, y, notes = _test_data(model)
+    with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
+        tmp = Path(tmp)
+        proto = onnx.load(str(step.export(tmp / "raw.onnx")))
+        _export.strip_metadata(proto)
+        proto, slim_notes = _export.simplify(proto)
+        notes += slim_notes
+        _check(proto, {})
+        onnx.save(proto, str(out / "model.onnx"))
+        _write_ort_format(out / "model.onnx", out, tmp / "ort")
+    state = {f"state_{i}": t.numpy() for i, t in enumerate(step.initial_state(1))}
+    data = {"x": x, "reference": model.predict(x), **state}
+    if y is not None:
+        data["y"] = y
+    np.savez_compressed(out / "testdata.npz", **data)
+    deployed = onnx.load(str(out / "model.onnx"))
+    info = PhoneBuild(
+        onnx_bytes=(out / "model.onnx").stat().st_size, ort_bytes=(out / "model.ort").stat().st_size,
+        opset=_opset(deployed), ops=sorted({n.op_type for n in deployed.graph.node}), quantized=False,
+        quantization=None, exporter="torch.onnx (dynamo), the streaming step", input_name="frame", output_name="y",
+        fixed_batch=1, float_export_max_abs_err=float(step.max_abs_error), test_samples=int(len(x)),
+        stream={**step.plan.to_json(), "state_names": step.state_names, "state_bytes": step.state_bytes})
+    notes.append(f"streaming step: one frame in, {len(step.state_names)} state tensors ({step.state_bytes:,} B) in "
+                 f"and out; an output every {step.plan.hop_frames} frame(s)")
+    return BuildResult(files=list(FILES), dtype="float32", estimate=est, analysis=model.analyze(), info=info,
+                       notes=notes)
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------------
