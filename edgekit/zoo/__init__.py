@@ -255,8 +255,8 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
     ),
     ExampleSpec(
         name="kws-dscnn",
-        description="depthwise-separable CNN (DS-CNN-S shape) spotting 10 spoken keywords in 49x10 MFCC frames "
-                    "(edgekit.speech, espeak-ng voices), trained",
+        description="causal depthwise-separable CNN (DS-CNN-S shape) spotting 10 spoken keywords in 49x10 MFCC "
+                    "frames (edgekit.speech, espeak-ng voices), trained; streams frame by frame with --streaming",
         build=KwsDSCNN,
         weights_file=WEIGHTS_DIR / "kws-dscnn.pt",
         input_shape=(1, 49, 10),
