@@ -241,8 +241,10 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             for i in timeful[1:]:
                 if timing[i] != t0 or length[i] != length[timeful[0]]:
                     raise UnsupportedError(f"layer '{n.name}' ({n.op}) combines '{timeful[0]}' and '{i}', whose frames "
-                                           "arrive at different times (different time strides or padding); "
-                                           f"{where} needs both branches aligned")
+                                           "arrive at different times (different time strides, or a conv padded on "
+                                           "both time sides, which looks ahead, in one branch); make the time convs "
+                                           "causal (pad kernel - 1 and keep the first frames) so that both branches "
+                                           "align")
             layer = n.copy()
             layer.shape = _row_shape(n.shape)
             nodes.append(layer)
