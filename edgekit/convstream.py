@@ -22,8 +22,11 @@ Cortex-M step programs (targets/mcu/streaming.py) and the integer reference here
 Equality: for a *causal* model (no row of the windowed model needs frames after the window's last) the step graph,
 from :func:`reset` state and fed the window's T frames, gives the windowed model's output after the last frame —
 in int8 bit for bit (the same integer layers, with the windowed model's scales, on the same rows; the ring sums
-exactly what the global pool sums). A model that looks ahead (symmetric 'same' time padding) streams with its
-look-ahead as delay; at the window's end it cannot reproduce the zeros the windowed model pads with.
+exactly what the global pool sums). A model that *looks ahead* (symmetric 'same' time padding, no time crop) streams
+with its look-ahead as latency: a layer's row comes out when the frames it needs have arrived. To end a window as the
+windowed model does, :meth:`StreamRunner.flush` (``edgekit_model_flush()`` on a device) pushes each cache's right
+padding rows, cache after cache in order, and the layers after it compute the rows the windowed model computes from
+them: after the window's frames and the flush, the output is the windowed model's again, bit for bit.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ class CacheSpec:
     period: int
     row_shape: tuple[int, ...]
     max_pool: bool = False
+    flush_rows: int = 0  # padding rows the windowed layer appends after the last frame (pushed by a flush)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
     static: set[str] = set()
     fire_frame = 0
     lookahead = 0
+    crops: list[str] = []
 
     for n in graph.nodes:
         if n.op == "input":
@@ -193,7 +198,7 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             S, D = timing[src.name]
             cache = CacheSpec(f"{n.name}:cache", n.name, src.name, k_eff, k_eff - 1 - p, s,
                               tuple(src.shape[1:TIME_AXIS]) + tuple(src.shape[TIME_AXIS + 1:]),
-                              max_pool=n.op == "maxpool2d")
+                              max_pool=n.op == "maxpool2d", flush_rows=p)
             caches[cache.name] = cache
             window_shape = tuple(src.shape[:TIME_AXIS]) + (k_eff,) + tuple(src.shape[TIME_AXIS + 1:])
             nodes.append(Node(cache.name, "time_cache", [src.name], window_shape, {"rows": k_eff}))
@@ -225,6 +230,7 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             static.add(n.name)
             continue
         if n.op == "select" and is_time_crop(n, src):
+            crops.append(n.name)
             nodes.append(Node(n.name, "reshape", [src.name], _row_shape(src.shape)))
             timing[n.name], length[n.name], guards[n.name] = timing[src.name], int(n.shape[TIME_AXIS]), guards[src.name]
             continue
@@ -265,10 +271,15 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
         raise UnsupportedError(f"model '{graph.name}' has no layer with extent in time; nothing to stream")
     step = Graph(nodes, list(graph.outputs), f"{graph.name}.step")
     notes = []
+    if lookahead > 0 and crops:
+        raise UnsupportedError(f"model '{graph.name}' looks {lookahead} frame(s) ahead and crops time at "
+                               f"'{crops[0]}'; {where} ends a look-ahead window by pushing each layer's right padding, "
+                               "which a crop would cut: make the time convs causal (pad kernel - 1, keep the first "
+                               "frames) or drop the crop")
     if lookahead > 0:
-        notes.append(f"the model looks {lookahead} frame(s) ahead (time padding on the right): streamed, its output "
-                     f"lags by {lookahead} frame(s) and differs from the window's at its end, where the windowed "
-                     "model pads with zeros")
+        notes.append(f"the model looks {lookahead} frame(s) ahead (time padding on the right): streamed, its outputs "
+                     f"lag by {lookahead} frame(s); a flush (edgekit_model_flush) ends a window as the windowed model "
+                     "does")
     return StreamPlan(graph, step, frames, caches, pools, guards, fire_frame, max(lookahead, 0), notes)
 
 
@@ -318,21 +329,28 @@ class StreamRunner:
         self.ring_pos = {p.name: 0 for p in self.sp.pools.values()}
         self.output = None
 
-    def step(self, frame: np.ndarray):
-        """One frame [N, C, 1, F] (or [N, C, 1]); int8 codes for an int8 runner."""
+    def step(self, frame: np.ndarray | None, pad_into: str | None = None):
+        """One frame [N, C, 1, F] (or [N, C, 1]); int8 codes for an int8 runner. ``pad_into``: instead of a frame,
+        one padding row into that cache (a flush)."""
         import torch
 
         from edgekit import graph_exec, qgraph
 
-        fired: set[str] = set()
-        values: dict[str, np.ndarray] = {self.sp.step.inputs[0].name: np.asarray(frame)}
+        # (a flush row stands for what the caches before it have already given: they count as fired)
+        fired: set[str] = set(self.sp.guards[pad_into]) - {pad_into} if pad_into else set()
+        values: dict[str, np.ndarray] = {} if frame is None else {self.sp.step.inputs[0].name: np.asarray(frame)}
         produced = False
         for n in self.sp.step.nodes:
-            if n.op == "input" or not all(i in values for i in n.inputs):
+            if n.name == pad_into:
+                c = self.cache[n.name]
+                x = [np.full((self.batch,) + c.shape[1:2] + (1,) + c.shape[3:], self.pad_value(self.sp.caches[n.name]),
+                             c.dtype)]
+            elif n.op == "input" or not all(i in values for i in n.inputs):
                 continue
-            if n.op != "time_cache" and not self.sp.guards[n.name] <= fired:
+            elif n.op != "time_cache" and not self.sp.guards[n.name] <= fired:
                 continue
-            x = [values[i] for i in n.inputs]
+            else:
+                x = [values[i] for i in n.inputs]
             if n.op == "time_cache":
                 c = self.cache[n.name]
                 c[:, :, :-1] = c[:, :, 1:]
@@ -377,13 +395,23 @@ class StreamRunner:
             return self.output
         return None
 
+    def flush(self):
+        """End the window as the windowed model does: each cache, in order, takes its layer's right padding rows and
+        the layers after it compute the rows they complete. Returns the output after the flush."""
+        for c in self.sp.caches.values():
+            for _ in range(c.flush_rows):
+                self.step(None, pad_into=c.name)
+        return self.output
+
     def run(self, x: np.ndarray) -> np.ndarray:
         """Whole windows ``x`` [N, C, T, F] (the windowed model's input) from reset; the output after the last
-        frame (the last output that fired)."""
+        frame (the last output that fired), after a flush for a model that looks ahead."""
         x = np.asarray(x)
         self.reset(len(x))
         for t in range(x.shape[TIME_AXIS]):
             self.step(x[:, :, t:t + 1])
+        if not self.sp.causal:
+            self.flush()
         if self.output is None:
             raise UnsupportedError(f"model '{self.sp.graph.name}': no output fired within {x.shape[TIME_AXIS]} frames")
         return self.output

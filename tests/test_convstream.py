@@ -10,7 +10,9 @@ What a user relies on:
   ``--streaming`` on phone-arm64 builds that ONNX (float32) and the runtime steps every test window through it
 * on the emulated Cortex-M7 (``--streaming``) the step program's outputs after each window's last frame equal the
   *windowed* model's integer reference bit for bit (int8) and PyTorch's (float32); caches are state, reset works
-* a model that looks ahead, mixes time steps or has no pool over time is refused with the layer named
+* a model that looks ahead ('same' time padding) streams with that latency, and edgekit_model_flush() (the host's
+  StreamRunner.flush) ends a window as the windowed model does: the same outputs, int8 bit for bit, on the M7
+* a model that mixes time steps, crops a look-ahead, or has no pool over time is refused with the layer named
 
 The firmware tests need the cross-compiler and QEMU (scripts/setup.sh installs them); they run in CI.
 """
@@ -103,11 +105,48 @@ def test_int8_steps_equal_the_windowed_integer_reference(model):
     assert np.array_equal(got, expected)
 
 
-def test_lookahead_and_time_mixing_are_refused_with_the_layer_named(model):
-    same = nn.Sequential(nn.Conv2d(CHANNELS, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    ahead = Model.from_module(same.eval(), torch.zeros(1, CHANNELS, FRAMES, BINS))  # 'same' padding sees a frame ahead
-    with pytest.raises(UnsupportedError, match=r"looks 1 frame\(s\) ahead.*causal"):
-        to_streaming(ahead)
+def _ahead() -> Model:
+    """'same' padding in time (each conv sees a frame ahead), a time stride, no crop: streams with a look-ahead."""
+    torch.manual_seed(0)
+    same = nn.Sequential(nn.Conv2d(CHANNELS, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1,
+                                                                                   groups=8),
+                         nn.ReLU(), nn.Conv2d(8, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    x = np.random.default_rng(2).standard_normal((8, CHANNELS, FRAMES, BINS)).astype(np.float32)
+    return Model.from_module(same.eval(), torch.from_numpy(x[:1]), name="ahead", calib=x, test_x=x)
+
+
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_a_model_that_looks_ahead_streams_and_its_flush_ends_the_window(tmp_path, quantize):
+    ahead = _ahead()
+    sp = convstream.plan(ahead.deploy_graph)
+    assert sp.lookahead_frames == 1 and not sp.causal  # the last row of the strided conv needs frame 16
+    assert to_streaming(ahead).max_abs_error <= 1e-4  # host: the frames, then the flush
+    out = tmp_path / "m7"
+    art = api.compile(ahead, "cortex-m7", out, quantize=quantize, streaming=True)
+    assert "edgekit_model_flush" in (out / "src/edgekit_model.h").read_text()
+    assert any("looks 1 frame(s) ahead" in n for n in art.report["notes"])
+    measured = api.profile(out).report["measured"]
+    assert measured["outputs_match"]  # the windowed model's outputs (int8: bit for bit) after frames + flush
+    with pytest.raises(UnsupportedError, match="looks 1 frame.*ahead.*no flush"):
+        api.compile(ahead, "phone-arm64", tmp_path / "phone", streaming=True)
+    assert not (tmp_path / "phone").exists()
+
+
+def test_time_mixing_and_lookahead_with_a_crop_are_refused_with_the_layer_named(model):
+    class AheadCrop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(CHANNELS, 4, 3, padding=1)
+            self.d = nn.Conv2d(4, 4, 3, padding=2)
+
+        def forward(self, x):
+            y = torch.relu(self.d(torch.relu(self.c(x))))[:, :, :FRAMES]
+            return nn.functional.adaptive_avg_pool2d(y, 1).flatten(1)
+
+    torch.manual_seed(0)
+    crop = Model.from_module(AheadCrop().eval(), torch.zeros(1, CHANNELS, FRAMES, BINS))
+    with pytest.raises(UnsupportedError, match=r"looks 1 frame\(s\) ahead and crops time at 'getitem'"):
+        to_streaming(crop)
 
     class Flat(nn.Module):
         def __init__(self):
@@ -118,7 +157,6 @@ def test_lookahead_and_time_mixing_are_refused_with_the_layer_named(model):
         def forward(self, x):
             return self.fc(torch.relu(self.c(x))[:, :, :8].flatten(1))
 
-    torch.manual_seed(0)
     flat = Model.from_module(Flat().eval(), torch.zeros(1, 1, 8, 3))
     with pytest.raises(UnsupportedError, match=r"layer 'flatten' \(reshape\) reads .* across time"):
         to_streaming(flat)

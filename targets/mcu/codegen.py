@@ -84,6 +84,15 @@ def state_inits(prog: Program) -> list[dict]:
     return out
 
 
+def fill_value(dtype: str, pad: float) -> str:
+    """A cache's padding value as the 32-bit pattern ek_cache_fill repeats (int8: four copies of the byte)."""
+    if dtype == "int8":
+        b = int(pad) & 0xFF
+        return f"0x{b * 0x01010101:08x}u"
+    bits = int(np.array([pad], np.float32).view(np.uint32)[0])
+    return f"0x{bits:08x}u"
+
+
 def stream_call(prog: Program, s) -> str:
     """C for a conv stream's cache push (shift in the new row, count down to the next firing) or running pool."""
     src = prog.tensors[s.inputs[0]]
@@ -230,6 +239,14 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
 
     for rendered, s in zip(steps, prog.steps):
         rendered["guard"] = gate_mask(s.guard)
+    flushes = []
+    for f in getattr(prog, "flushes", None) or []:  # a look-ahead stream's end: padding rows, then what depends on them
+        push = next(s for s in prog.steps if s.kind == PUSH_KIND and s.output == f["cache"])
+        fill = (f"ek_fired = {gate_mask(push.guard)}u | ek_cache_fill(ek_state + {push.params['cache']}, {push.params['row_bytes']}u, "
+                f"{push.params['rows']}u, (int32_t *)(ek_state + {push.params['countdown']}), {push.params['period']}, "
+                f"{push.params['gate']}u, {fill_value(prog.dtype, f['pad'])})")
+        after = [r for r, s in zip(steps, prog.steps) if f["gate"] in s.guard and s is not push]
+        flushes.append({"cache": f["cache"], "rows": f["rows"], "fill": fill, "steps": after})
     libraries = kernel_libraries(prog)
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
     event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
@@ -239,6 +256,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
               "conv_stream": getattr(prog, "stream", None) is not None,
               "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes}
     (src / "edgekit_model.h").write_text(env.get_template("edgekit_model.h.j2").render(
+        flushes=bool(getattr(prog, "flushes", None)),
         **common, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
         output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
         input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0), input_in_place=inp.external,
@@ -248,7 +266,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
     (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
         ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind == "copy" for s in prog.steps),
-        states=prog.states, event_states=event_states, state_inits=state_inits(prog),
+        states=prog.states, event_states=event_states, state_inits=state_inits(prog), flushes=flushes,
         output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))
@@ -265,7 +283,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
 
 
 def write_harness(fw: Path, model_name: str, dtype: str, streaming: bool, test_inputs: np.ndarray, board: str,
-                  event_units: int = 0, print_steps: bool = False) -> None:
+                  event_units: int = 0, print_steps: bool = False, flush: bool = False) -> None:
     """main.c and the test data in ``fw``: one input per row (a streaming program: one sequence per row, and with
     ``print_steps`` the output after every step)."""
     env = _env()
@@ -276,7 +294,7 @@ def write_harness(fw: Path, model_name: str, dtype: str, streaming: bool, test_i
     (fw / "edgekit_testdata.c").write_text(env.get_template("edgekit_testdata.c.j2").render(**common, rows=rows))
     (fw / "main.c").write_text(env.get_template("main.c.j2").render(
         **common, steps=int(test_inputs.shape[1]) if streaming else 1, event_units=event_units,
-        print_steps=print_steps))
+        print_steps=print_steps, flush=flush))
 
 
 def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, platform,
@@ -288,7 +306,7 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     fw.mkdir(parents=True, exist_ok=True)
     support = platform.write_board_support(board, fw, stack_bytes=stack_bytes)
     write_harness(fw, prog.name, prog.dtype, prog.streaming, test_inputs, board,
-                  sum(st.size for st in prog.event_states))
+                  sum(st.size for st in prog.event_states), flush=bool(getattr(prog, "flushes", None)))
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
     info = platform.board_info(board)

@@ -38,6 +38,7 @@ class ConvStepProgram(StepProgram):
 
     stream: StreamPlan | None = None
     output_guard: tuple[int, ...] = ()
+    flushes: list[dict] | None = None   # a model that looks ahead: per cache, its padding rows and pad value
 
 
 class _ConvStepBuilder(_Builder):
@@ -47,6 +48,7 @@ class _ConvStepBuilder(_Builder):
         self.states: list[StateBuffer] = []
         self.gate = {name: i for i, name in enumerate(sp.caches)}
         self.state_end = 0
+        self.pads: dict[str, float] = {}
 
     def state(self, name: str, layer: str, kind: str, size: int, dtype: str, init: float = 0) -> StateBuffer:
         st = StateBuffer(name, layer, kind, int(size), dtype, new="", offset=self.state_end, init=init)
@@ -69,6 +71,7 @@ class _ConvStepBuilder(_Builder):
         else:
             init = float("-inf") if c.max_pool else 0.0
         st = self.state(n.name, c.layer, "cache", int(np.prod(shape)), self.dtype, init)
+        self.pads[n.name] = init
         self.tensors[n.name] = Tensor(n.name, shape, self.dtype, state_offset=st.offset)
         counter = self.state(f"{n.name}.countdown", c.layer, "countdown", 1, "int32", c.wait)
         row_bytes = int(np.prod(shape[2:])) * (1 if self.dtype == "int8" else 4)
@@ -131,6 +134,9 @@ def build_conv_step_program(sp: StreamPlan, dtype: str, qg=None, use_ek: bool = 
     prog = ConvStepProgram(sp.graph.name, dtype, b.tensors, b.consts, b.steps, sp.step.inputs[0].name, out,
                            notes=b.notes + list(sp.notes), states=b.states, steps_per_sequence=sp.frames,
                            stream=sp, output_guard=b.guard_of(out))
+    if not sp.causal:  # the flush: each cache's padding rows, then the calls that depend on it
+        prog.flushes = [{"cache": c.name, "gate": b.gate[c.name], "rows": c.flush_rows, "pad": b.pads[c.name]}
+                        for c in sp.caches.values() if c.flush_rows]
     if step_qg is not None:
         prog.input_q = (step_qg.input.out_scale, step_qg.input.out_zp)
         prog.output_q = (step_qg.output().out_scale, step_qg.output().out_zp)

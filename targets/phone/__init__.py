@@ -222,6 +222,10 @@ def build_stream(model, profile: TargetProfile, out: Path, options: CompileOptio
                          "in int8 without --streaming")
     out = Path(out)
     step = to_conv_streaming(model)
+    if not step.plan.causal:
+        raise UnsupportedError(f"model '{model.name}' looks {step.plan.lookahead_frames} frame(s) ahead; the phone's "
+                               "streaming step has no flush to end a window: make the time convs causal (pad "
+                               "kernel - 1, keep the first frames), or stream it on a microcontroller")
     x, y, notes = _test_data(model)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
         tmp = Path(tmp)
