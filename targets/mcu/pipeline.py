@@ -346,6 +346,21 @@ def _one_shot_reference(model, prog: Program, qg, budget: int) -> tuple[np.ndarr
     return x_dev, ref
 
 
+def _test_sequences(model, prog: Program, profile: TargetProfile, limit: int | None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The test sequences (windows) a step program's firmware runs — the model's test set, capped by the flash
+    budget of the test data and by emulator time (``limit`` overrides) — and their labels (or None)."""
+    x = model.test_x if model.test_x is not None else \
+        (model.calib if model.calib is not None else model.example_inputs[0].numpy())
+    y = model.test_y if model.test_x is not None else None
+    per_sequence = int(np.prod(x.shape[1:])) * (1 if prog.dtype == "int8" else 4)
+    per_step = max(sum(cost.program_instructions(prog, profile).values()), 1.0)
+    n = min(len(x), TEST_DATA_BUDGET // max(per_sequence, 1),
+            int(MAX_EMULATED_INSTRUCTIONS // (per_step * prog.steps_per_sequence)))
+    n = max(1, n if limit is None else min(n, int(limit)))
+    return np.ascontiguousarray(x[:n], dtype=np.float32), y
+
+
 def is_conv_stream(model) -> bool:
     """Marked by edgekit.converters.streaming.streaming_model (``--streaming``): build as a conv step program."""
     return model.meta.get("conv_streaming") is not None and not is_recurrent(model.deploy_graph)
@@ -357,15 +372,8 @@ def _conv_stream_reference(model, prog: Program, qg, profile: TargetProfile, lim
     *windowed* model's outputs — the int8 integer reference (bit for bit) or PyTorch's float outputs."""
     from edgekit.convstream import frames_of
 
-    x = model.test_x if model.test_x is not None else \
-        (model.calib if model.calib is not None else model.example_inputs[0].numpy())
-    y = model.test_y if model.test_x is not None else None
-    per_window = int(np.prod(x.shape[1:])) * (1 if prog.dtype == "int8" else 4)
-    per_step = max(sum(cost.program_instructions(prog, profile).values()), 1.0)
-    n = min(len(x), TEST_DATA_BUDGET // max(per_window, 1),
-            int(MAX_EMULATED_INSTRUCTIONS // (per_step * prog.steps_per_sequence)))
-    n = max(1, n if limit is None else min(n, int(limit)))
-    x = np.ascontiguousarray(x[:n], dtype=np.float32)
+    x, y = _test_sequences(model, prog, profile, limit)
+    n = len(x)
     ref: dict = {"x": x}
     if prog.dtype == "int8":
         from edgekit.qgraph import predict_int8, run_int8
@@ -397,15 +405,8 @@ def _streaming_reference(model, prog: Program, qs, profile: TargetProfile, limit
     emulator time (``limit`` overrides) — and what it must print after the last step of each."""
     from edgekit import qrecurrent
 
-    x = model.test_x if model.test_x is not None else \
-        (model.calib if model.calib is not None else model.example_inputs[0].numpy())
-    y = model.test_y if model.test_x is not None else None
-    per_sequence = int(np.prod(x.shape[1:])) * (1 if prog.dtype == "int8" else 4)
-    per_step = max(sum(cost.program_instructions(prog, profile).values()), 1.0)
-    n = min(len(x), TEST_DATA_BUDGET // max(per_sequence, 1),
-            int(MAX_EMULATED_INSTRUCTIONS // (per_step * prog.steps_per_sequence)))
-    n = max(1, n if limit is None else min(n, int(limit)))
-    x = np.ascontiguousarray(x[:n], dtype=np.float32)
+    x, y = _test_sequences(model, prog, profile, limit)
+    n = len(x)
     x_dev = np.ascontiguousarray(qs.quantize_input(x) if prog.dtype == "int8" else x)
     ref: dict = {"x": x, "x_device": x_dev}
     if prog.dtype == "int8":
