@@ -400,9 +400,10 @@ class StreamingModel(nn.Module):
         return export_step(self, path, "x_t", "y_t", [s.name.replace(".", "_") for s in self.states])
 
 
-def export_step(step: nn.Module, path: str | Path, input_name: str, output_name: str, states: list[str]) -> Path:
-    """Write a streaming step module (``forward(x, *state) -> (y, *new_state)``, ``example_inputs()``) to ``path``:
-    ``.pt2`` (torch.export) or ``.onnx`` (weights inline; the new states named ``<state>_new``)."""
+def export_step(step: nn.Module, path: str | Path, input_name: str, output_name: str, states: list[str],
+                extra_inputs: tuple[str, ...] = ()) -> Path:
+    """Write a streaming step module (``forward(x, *state, *extra) -> (y, *new_state)``, ``example_inputs()``) to
+    ``path``: ``.pt2`` (torch.export) or ``.onnx`` (weights inline; the new states named ``<state>_new``)."""
     path = Path(path)
     step.eval()
     example = step.example_inputs()
@@ -410,7 +411,8 @@ def export_step(step: nn.Module, path: str | Path, input_name: str, output_name:
         torch.export.save(torch.export.export(step, example), str(path))
     elif path.suffix == ".onnx":
         torch.onnx.export(step, example, str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=[input_name] + states, output_names=[output_name] + [f"{n}_new" for n in states])
+                          input_names=[input_name] + states + list(extra_inputs),
+                          output_names=[output_name] + [f"{n}_new" for n in states])
     else:
         raise UsageError(f"cannot export a streaming step to '{path.name}'; use a .pt2 or .onnx file name")
     return path

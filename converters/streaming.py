@@ -30,7 +30,11 @@ class ConvStreamingModel(nn.Module):
     """``forward(frame, *state) -> (y, *new_state)``: one frame [N, C, 1, F] (or [N, C, 1]) in; ``y`` the model's
     output as of this frame (the last one that fired). ``state`` is, in :attr:`state_names` order: each cache
     ([N, C, rows, F]), each cache's countdown ([N, 1]: arrivals until it fires), each running pool's ring of row sums
-    ([N, rows, C]) and the last output; :meth:`initial_state` gives the reset values."""
+    ([N, rows, C]) and the last output; :meth:`initial_state` gives the reset values.
+
+    A model that looks ahead takes one more input, ``pad_into`` ([1]): −1 for a frame; k to push one padding row into
+    cache k instead (the frame is ignored) — the flush that ends a window as the windowed model does: for each cache
+    in order, ``plan.caches[...].flush_rows`` such steps (:meth:`flush_steps`)."""
 
     def __init__(self, sp: convstream.StreamPlan, name: str, model: Model):
         super().__init__()
@@ -42,6 +46,7 @@ class ConvStreamingModel(nn.Module):
                                                              requires_grad=False)
         self.caches = list(sp.caches.values())
         self.pools = list(sp.pools.values())
+        self.flushable = not sp.causal
         self.max_abs_error: float | None = None
 
     @staticmethod
@@ -68,7 +73,12 @@ class ConvStreamingModel(nn.Module):
         return (*caches, *counts, *rings, y)
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
-        return (torch.zeros((batch_size,) + self.plan.frame_shape[1:]),) + self.initial_state(batch_size)
+        extra = (torch.tensor([-1.0]),) if self.flushable else ()
+        return (torch.zeros((batch_size,) + self.plan.frame_shape[1:]),) + self.initial_state(batch_size) + extra
+
+    def flush_steps(self) -> list[int]:
+        """The ``pad_into`` values that end a window, in order (empty for a causal model)."""
+        return [k for k, c in enumerate(self.caches) for _ in range(c.flush_rows)] if self.flushable else []
 
     def _run(self, n: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         from edgekit import graph_exec
@@ -93,11 +103,14 @@ class ConvStreamingModel(nn.Module):
         caches = dict(zip((c.name for c in self.caches), state[:nc]))
         counts = dict(zip((c.name for c in self.caches), state[nc:2 * nc]))
         rings = dict(zip((p.name for p in self.pools), state[2 * nc:2 * nc + npool]))
-        y_last = state[-1]
+        pad_into = state[2 * nc + npool + 1] if self.flushable else None
+        y_last = state[2 * nc + npool]
         batch = frame.shape[0]
         values = {sp.step.inputs[0].name: frame}
         # per node: a [N, 1] mask of the streams in which it produced a row on this frame
         live = {sp.step.inputs[0].name: torch.ones(batch, 1, dtype=torch.bool)}
+        if pad_into is not None:  # a flush step: no frame; one padding row into cache pad_into
+            live[sp.step.inputs[0].name] = live[sp.step.inputs[0].name] & (pad_into < 0)
         new_caches, new_counts, new_rings = {}, {}, {}
         for n in sp.step.nodes:
             if n.op == "input":
@@ -108,7 +121,13 @@ class ConvStreamingModel(nn.Module):
                 arrived = arrived & live[i]
             if n.op == "time_cache":
                 c = caches[n.name]
-                shifted = torch.cat([c[:, :, 1:], xs[0]], dim=2)
+                row = xs[0]
+                if pad_into is not None:
+                    pad = pad_into == float(self.caches.index(sp.caches[n.name]))
+                    spec = sp.caches[n.name]
+                    row = torch.where(pad, torch.full_like(row, -torch.inf if spec.max_pool else 0.0), row)
+                    arrived = arrived | pad
+                shifted = torch.cat([c[:, :, 1:], row], dim=2)
                 mask = arrived.reshape((batch,) + (1,) * (c.dim() - 1))
                 new_caches[n.name] = torch.where(mask, shifted, c)
                 count = counts[n.name]
@@ -139,9 +158,12 @@ class ConvStreamingModel(nn.Module):
         x = torch.as_tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x
         state = self.initial_state(x.shape[0])
         y = None
+        extra = [torch.tensor([-1.0])] if self.flushable else []
         with torch.no_grad():
             for t in range(x.shape[convstream.TIME_AXIS]):
-                y, *state = self(x[:, :, t:t + 1], *state)
+                y, *state = self(x[:, :, t:t + 1], *state, *extra)
+            for k in self.flush_steps():
+                y, *state = self(torch.zeros_like(x[:, :, :1]), *state, torch.tensor([float(k)]))
         return y
 
     def export(self, path: str | Path) -> Path:
@@ -149,7 +171,7 @@ class ConvStreamingModel(nn.Module):
         in :attr:`state_names` order; outputs ``y`` and the new state (``<name>_new``) in the same order."""
         from edgekit.converters.recurrent import export_step
 
-        return export_step(self, path, "frame", "y", self.state_names)
+        return export_step(self, path, "frame", "y", self.state_names, ("pad_into",) if self.flushable else ())
 
 
 def to_conv_streaming(model: Model, atol: float = STREAMING_ATOL, check_samples: int = 16) -> ConvStreamingModel:
@@ -161,8 +183,7 @@ def to_conv_streaming(model: Model, atol: float = STREAMING_ATOL, check_samples:
     stream = ConvStreamingModel(sp, model.name, model).eval()
     x = model.test_x[:check_samples] if model.test_x is not None else model.example_inputs[0].numpy()
     x = np.ascontiguousarray(x, np.float32)
-    # (a model that looks ahead ends a window with a flush, which the host's step runner does)
-    y = stream.run(x).numpy() if sp.causal else convstream.StreamRunner(sp).run(x)
+    y = stream.run(x).numpy()  # (a model that looks ahead: the frames, then the flush)
     error = float(np.abs(y - model.predict(x)).max())
     if not error <= atol:
         raise UnsupportedError(f"model '{model.name}': stepping frame by frame differs from the windowed model by "

@@ -165,6 +165,8 @@ def _profile_stream(out: Path, report: dict, build, data, repeat: int, warmup: i
     y = data["y"] if "y" in data.files else None
     init = [data[f"state_{i}"] for i in range(len(build.stream["state_names"]))]
     frames = x.shape[2]
+    flush = build.stream.get("flush_steps")  # a model that looks ahead: its step takes pad_into too
+    frame_mode = [np.array([-1.0], np.float32)] if flush is not None else []
     with progress_bar() as progress:
         sess = session(out / "model.onnx")
         names = [i.name for i in sess.get_inputs()]
@@ -173,11 +175,14 @@ def _profile_stream(out: Path, report: dict, build, data, repeat: int, warmup: i
         for window in x:
             state = init
             for t in range(frames):
-                y_t, *state = sess.run(None, dict(zip(names, [window[None, :, t:t + 1]] + state)))
+                y_t, *state = sess.run(None, dict(zip(names, [window[None, :, t:t + 1]] + state + frame_mode)))
+            for k in flush or []:  # end the window as the windowed model does
+                pad = [np.zeros_like(window[None, :, :1]), *state, np.array([float(k)], np.float32)]
+                y_t, *state = sess.run(None, dict(zip(names, pad)))
             outputs.append(y_t[0])
             task(1)
         outputs = np.stack(outputs)
-        feed = dict(zip(names, [x[:1, :, :1]] + init))
+        feed = dict(zip(names, [x[:1, :, :1]] + init + frame_mode))
         task = progress("latency per frame", repeat)
         times = time_runs(lambda: sess.run(None, feed), repeat, warmup, step=task)
     measured = {

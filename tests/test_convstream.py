@@ -127,9 +127,10 @@ def test_a_model_that_looks_ahead_streams_and_its_flush_ends_the_window(tmp_path
     assert any("looks 1 frame(s) ahead" in n for n in art.report["notes"])
     measured = api.profile(out).report["measured"]
     assert measured["outputs_match"]  # the windowed model's outputs (int8: bit for bit) after frames + flush
-    with pytest.raises(UnsupportedError, match="looks 1 frame.*ahead.*no flush"):
-        api.compile(ahead, "phone-arm64", tmp_path / "phone", streaming=True)
-    assert not (tmp_path / "phone").exists()
+    if quantize is None:  # the phone's step takes pad_into: the flush ends each window there too
+        art = api.compile(ahead, "phone-arm64", tmp_path / "phone", streaming=True)
+        assert art.report["build"]["stream"]["flush_steps"] == [0, 1]
+        assert api.profile(tmp_path / "phone", repeat=3).report["measured"]["max_abs_err"] <= 1e-4
 
 
 def test_time_mixing_and_lookahead_with_a_crop_are_refused_with_the_layer_named(model):

@@ -222,10 +222,6 @@ def build_stream(model, profile: TargetProfile, out: Path, options: CompileOptio
                          "in int8 without --streaming")
     out = Path(out)
     step = to_conv_streaming(model)
-    if not step.plan.causal:
-        raise UnsupportedError(f"model '{model.name}' looks {step.plan.lookahead_frames} frame(s) ahead; the phone's "
-                               "streaming step has no flush to end a window: make the time convs causal (pad "
-                               "kernel - 1, keep the first frames), or stream it on a microcontroller")
     x, y, notes = _test_data(model)
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out) as tmp:
         tmp = Path(tmp)
@@ -247,9 +243,13 @@ def build_stream(model, profile: TargetProfile, out: Path, options: CompileOptio
         opset=_opset(deployed), ops=sorted({n.op_type for n in deployed.graph.node}), quantized=False,
         quantization=None, exporter="torch.onnx (dynamo), the streaming step", input_name="frame", output_name="y",
         fixed_batch=1, float_export_max_abs_err=float(step.max_abs_error), test_samples=int(len(x)),
-        stream={**step.plan.to_json(), "state_names": step.state_names, "state_bytes": step.state_bytes})
+        stream={**step.plan.to_json(), "state_names": step.state_names, "state_bytes": step.state_bytes,
+                "flush_steps": step.flush_steps() if step.flushable else None})
     notes.append(f"streaming step: one frame in, {len(step.state_names)} state tensors ({step.state_bytes:,} B) in "
-                 f"and out; an output every {step.plan.hop_frames} frame(s)")
+                 f"and out; an output every {step.plan.hop_frames} frame(s)" + (
+                     f"; it looks {step.plan.lookahead_frames} frame(s) ahead: the input pad_into (-1 for a frame, k "
+                     f"for a padding row into cache k) runs the {len(step.flush_steps())}-step flush that ends a window"
+                     if step.flushable else ""))
     return BuildResult(files=list(FILES), dtype="float32", estimate=est, analysis=model.analyze(), info=info,
                        notes=notes)
 
