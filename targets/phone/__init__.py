@@ -114,8 +114,6 @@ class PhoneTarget:
         return PhonePlan(model, profile, options, estimate(model, profile, options))
 
     def build(self, plan: PhonePlan, out: Path) -> BuildResult:
-        if plan.model.meta.get("conv_streaming") is not None:
-            return build_stream(plan.model, plan.profile, out, plan.options, plan.estimate)
         return build(plan.model, plan.profile, out, plan.options, plan.estimate)
 
     def fit_advice(self, plan: PhonePlan) -> list[str]:
@@ -128,6 +126,8 @@ TARGET = PhoneTarget()
 def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est: Estimate | None = None
           ) -> BuildResult:
     """Write the files listed in the module docstring into ``out`` (an existing, empty folder)."""
+    if model.meta.get("conv_streaming") is not None:  # --streaming: the conv model's step function
+        return build_stream(model, profile, out, options, est)
     out = Path(out)
     if len(model.example_inputs) != 1:
         raise UnsupportedError(f"model '{model.name}' has {len(model.example_inputs)} inputs; the phone target "
