@@ -24,9 +24,10 @@ from :func:`reset` state and fed the window's T frames, gives the windowed model
 in int8 bit for bit (the same integer layers, with the windowed model's scales, on the same rows; the ring sums
 exactly what the global pool sums). A model that *looks ahead* (symmetric 'same' time padding, no time crop) streams
 with its look-ahead as latency: a layer's row comes out when the frames it needs have arrived. To end a window as the
-windowed model does, :meth:`StreamRunner.flush` (``edgekit_model_flush()`` on a device) pushes each cache's right
-padding rows, cache after cache in order, and the layers after it compute the rows the windowed model computes from
-them: after the window's frames and the flush, the output is the windowed model's again, bit for bit.
+windowed model does, a flush (:meth:`StreamRunner.flush` on the host, ``edgekit_model_flush()`` on a device, the
+``pad_into`` input of the phone's step) pushes each cache's right padding rows, cache after cache in order, and the
+layers after it compute the rows the windowed model computes from them: after the window's frames and the flush, the
+output is the windowed model's again, bit for bit.
 """
 from __future__ import annotations
 
@@ -188,9 +189,8 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             guards[n.name] = frozenset().union(*(guards[i] for i in n.inputs if i in guards))
             continue
         src = graph[timeful[0]]
-        if n.op in WINDOW_OPS and len(n.shape) >= 3 and (_time_params(n)[0] > 1 or _time_params(n)[1] > 1
-                                                          or _time_params(n)[2] > 0):
-            k, s, p, d = _time_params(n)
+        k, s, p, d = _time_params(n) if n.op in WINDOW_OPS and len(n.shape) >= 3 else (1, 1, 0, 1)
+        if k > 1 or s > 1 or p > 0:
             k_eff = (k - 1) * d + 1
             if p > k_eff - 1:
                 raise UnsupportedError(f"layer '{n.name}' ({n.op}) pads time by {p} frames, more than its window "
@@ -234,7 +234,7 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             nodes.append(Node(n.name, "reshape", [src.name], _row_shape(src.shape)))
             timing[n.name], length[n.name], guards[n.name] = timing[src.name], int(n.shape[TIME_AXIS]), guards[src.name]
             continue
-        pointwise_conv = n.op in ("conv2d", "conv1d") and _time_params(n)[:3] == (1, 1, 0)
+        pointwise_conv = n.op in ("conv2d", "conv1d") and (k, s, p) == (1, 1, 0)
         if n.op in ROW_OPS or pointwise_conv or n.op == "batchnorm":
             others = [i for i in n.inputs if i not in timing]
             if others:
@@ -299,42 +299,34 @@ def step_qgraph(sp: StreamPlan, qg):
     return QGraph(sp.step, nodes, list(qg.notes))
 
 
-# ---- running a plan on the host: float (PyTorch) and int8 (the integer reference) -----------------------------------
+# ---- the integer reference of a plan (the float step is converters/streaming.py's ConvStreamingModel) -------------
 
 class StreamRunner:
-    """Steps a :class:`StreamPlan` over frames for a batch of streams: float32 through edgekit/graph_exec.py, or
-    int8 through edgekit/qgraph.py's per-layer integer reference with the windowed model's integer parameters
-    (``qgraph``: the lowered *windowed* graph). :meth:`step` returns the output after a frame, or None when the
-    output did not fire on this frame."""
+    """Steps a :class:`StreamPlan` over int8 frames for a batch of streams through edgekit/qgraph.py's per-layer
+    integer reference, with the windowed model's integer parameters (``qgraph``: the lowered *windowed* graph).
+    :meth:`step` returns the output after a frame, or None when the output did not fire on this frame."""
 
-    def __init__(self, sp: StreamPlan, qgraph=None):
-        self.sp, self.qg = sp, qgraph
-        self.int8 = qgraph is not None
-        self.qnodes = step_qgraph(sp, qgraph).nodes if self.int8 else {}
+    def __init__(self, sp: StreamPlan, qgraph):
+        self.sp = sp
+        self.qnodes = step_qgraph(sp, qgraph).nodes
         self.reset(1)
 
-    def pad_value(self, c: CacheSpec) -> float:
-        if not self.int8:
-            return -np.inf if c.max_pool else 0.0
+    def pad_value(self, c: CacheSpec) -> int:
         return -128 if c.max_pool else self.qnodes[c.name].out_zp
 
     def reset(self, batch: int) -> None:
-        dtype = np.int8 if self.int8 else np.float32
         self.batch = batch
-        self.cache = {c.name: np.full((batch,) + self.sp.step[c.name].shape[1:], self.pad_value(c), dtype)
+        self.cache = {c.name: np.full((batch,) + self.sp.step[c.name].shape[1:], self.pad_value(c), np.int8)
                       for c in self.sp.caches.values()}
         self.countdown = {c.name: c.wait for c in self.sp.caches.values()}
-        self.ring = {p.name: np.zeros((batch, p.rows, p.channels), np.int64 if self.int8 else np.float64)
-                     for p in self.sp.pools.values()}
+        self.ring = {p.name: np.zeros((batch, p.rows, p.channels), np.int64) for p in self.sp.pools.values()}
         self.ring_pos = {p.name: 0 for p in self.sp.pools.values()}
         self.output = None
 
     def step(self, frame: np.ndarray | None, pad_into: str | None = None):
-        """One frame [N, C, 1, F] (or [N, C, 1]); int8 codes for an int8 runner. ``pad_into``: instead of a frame,
-        one padding row into that cache (a flush)."""
-        import torch
-
-        from edgekit import graph_exec, qgraph
+        """One frame of int8 codes [N, C, 1, F] (or [N, C, 1]). ``pad_into``: instead of a frame, one padding row
+        into that cache (a flush)."""
+        from edgekit import qgraph, qmath
 
         # (a flush row stands for what the caches before it have already given: they count as fired)
         fired: set[str] = set(self.sp.guards[pad_into]) - {pad_into} if pad_into else set()
@@ -363,31 +355,17 @@ class StreamRunner:
                     self.countdown[n.name] -= 1
                 continue
             if n.op == "running_pool":
-                p = self.sp.pools[n.name]
-                if self.int8:
-                    zp = self.qnodes[n.name].q["in_zp"]
-                    row = (x[0].astype(np.int64) - zp).reshape(self.batch, p.channels, -1).sum(-1)
-                else:
-                    row = x[0].astype(np.float64).reshape(self.batch, p.channels, -1).sum(-1)
+                p, qn = self.sp.pools[n.name], self.qnodes[n.name]
+                row = (x[0].astype(np.int64) - qn.q["in_zp"]).reshape(self.batch, p.channels, -1).sum(-1)
                 self.ring[n.name][:, self.ring_pos[n.name]] = row
                 self.ring_pos[n.name] = (self.ring_pos[n.name] + 1) % p.rows
                 total = self.ring[n.name].sum(1).reshape((self.batch,) + tuple(n.shape[1:]))
-                if self.int8:
-                    q = self.qnodes[n.name].q
-                    from edgekit import qmath
-
-                    values[n.name] = qmath.requantize(total, q["mult"], q["shift"], self.qnodes[n.name].out_zp)
-                else:
-                    values[n.name] = (total / (p.rows * p.inner)).astype(np.float32)
+                values[n.name] = qmath.requantize(total, qn.q["mult"], qn.q["shift"], qn.out_zp)
                 continue
             if n.op in ("reshape", "flatten"):
                 values[n.name] = x[0].reshape((self.batch,) + tuple(n.shape[1:]))
-            elif self.int8:
-                values[n.name] = qgraph.run_node_int8(self.qnodes[n.name], x, self.sp.step)
             else:
-                with torch.no_grad():
-                    values[n.name] = graph_exec.run_node(n, [torch.from_numpy(np.ascontiguousarray(v))
-                                                             for v in x]).numpy()
+                values[n.name] = qgraph.run_node_int8(self.qnodes[n.name], x, self.sp.step)
             if n.name == self.sp.step.outputs[0]:
                 produced = True
         if produced:

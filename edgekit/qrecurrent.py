@@ -281,13 +281,18 @@ def _check_accumulator(cell: Node, name: str, w_q: np.ndarray, b_q: np.ndarray |
                                f"({cell.attrs.get('hidden_size')} units); compile it in float32 (omit --quantize)")
 
 
+def _rescaled(cell: Node, w: np.ndarray, b: np.ndarray | None, in_scale: float, in_max: int, out_frac: int, tag: str):
+    """int8 rows of ``w`` (one scale each), int32 bias, and multipliers taking the accumulator to Q``out_frac``."""
+    w_q, s = per_row_int8(np.asarray(w, np.float64))
+    b_q = _bias(b, in_scale * s, w.shape[0])
+    mult, shift = common_multipliers(in_scale * s * 2.0 ** out_frac)
+    _check_accumulator(cell, tag, w_q, b_q, in_max)
+    return w_q, b_q, mult, shift
+
+
 def _gates(cell: Node, qc: QCell, w: np.ndarray, b: np.ndarray | None, x_scale: float, x_max: int, tag: str) -> None:
     """int8 weights, int32 bias and Q11 multipliers of one gate matrix product (``tag`` 'x' or 'h')."""
-    w_q, s = per_row_int8(w)
-    acc_scale = x_scale * s
-    b_q = _bias(b, acc_scale, w.shape[0])
-    mult, shift = common_multipliers(acc_scale * 2.0 ** Q_GATE)
-    _check_accumulator(cell, f"W_{tag}", w_q, b_q, x_max)
+    w_q, b_q, mult, shift = _rescaled(cell, w, b, x_scale, x_max, Q_GATE, f"W_{tag}")
     qc.q.update({f"w_{tag}": w_q, f"b_{tag}": b_q, f"mult_{tag}": mult, f"shift_{tag}": shift})
 
 
@@ -338,15 +343,6 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
     _gates(cell, qc, p["weight_h"], None, h_scale, STATE_MAX, "h")
     _gates(cell, qc, p["weight_m"], None, 2.0 ** -fm, STATE_MAX, "m")
     return qc
-
-
-def _rescaled(cell: Node, w: np.ndarray, b: np.ndarray | None, in_scale: float, in_max: int, out_frac: int, tag: str):
-    """int8 rows of ``w`` (one scale each), int32 bias, and multipliers taking the accumulator to Q``out_frac``."""
-    w_q, s = per_row_int8(np.asarray(w, np.float64))
-    b_q = _bias(b, in_scale * s, w.shape[0])
-    mult, shift = common_multipliers(in_scale * s * 2.0 ** out_frac)
-    _check_accumulator(cell, tag, w_q, b_q, in_max)
-    return w_q, b_q, mult, shift
 
 
 def _lower_s4d(cell: Node, qc: QCell, x_scale: float, x_max: int, ranges: dict[str, float]) -> QCell:

@@ -34,12 +34,44 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class S4D(nn.Module):
-    def __init__(self, input_size: int, hidden_size: int, state_size: int = 16, batch_first: bool = True,
-                 dt_min: float = 0.01, dt_max: float = 0.5):
+class _Scan(nn.Module):
+    """What both layers share: sizes, the zero state, and the loop of :meth:`step` over a sequence."""
+
+    def __init__(self, input_size: int, hidden_size: int, state_size: int, batch_first: bool):
         super().__init__()
         self.input_size, self.hidden_size, self.state_size = input_size, hidden_size, state_size
         self.batch_first = batch_first
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, state_size={self.state_size}, batch_first={self.batch_first}"
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        like = self.b_in
+        return like.new_zeros(batch_size, self.hidden_size), like.new_zeros(batch_size, self.hidden_size * self.state_size)
+
+    def _constants(self) -> dict:
+        """What :meth:`step` may compute once per sequence rather than per step."""
+        return {}
+
+    def forward(self, x: torch.Tensor, state=None):
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        st = self.initial_state(x.shape[0]) if state is None else (state[0][0], state[1][0])
+        constants = self._constants()
+        outs = []
+        for t in range(x.shape[1]):
+            h, st = self.step(x[:, t], st, **constants)
+            outs.append(h)
+        y = torch.stack(outs, 1)
+        if not self.batch_first:
+            y = y.transpose(0, 1)
+        return y, (st[0].unsqueeze(0), st[1].unsqueeze(0))
+
+
+class S4D(_Scan):
+    def __init__(self, input_size: int, hidden_size: int, state_size: int = 16, batch_first: bool = True,
+                 dt_min: float = 0.01, dt_max: float = 0.5):
+        super().__init__(input_size, hidden_size, state_size, batch_first)
         self.w_in = nn.Parameter(torch.empty(hidden_size, input_size))
         self.b_in = nn.Parameter(torch.zeros(hidden_size))
         self.log_dt = nn.Parameter(torch.empty(hidden_size))
@@ -52,9 +84,6 @@ class S4D(nn.Module):
             self.log_dt.uniform_(math.log(dt_min), math.log(dt_max))
             self.C.normal_(0.0, 1.0 / math.sqrt(state_size))
 
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, state_size={self.state_size}, batch_first={self.batch_first}"
-
     def discretized(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(ā, b̄) [H, N] of the zero-order hold."""
         A = -torch.exp(self.A_log)
@@ -62,9 +91,8 @@ class S4D(nn.Module):
         a = torch.exp(dtA)
         return a, (a - 1.0) / A * self.B
 
-    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        like = self.b_in
-        return like.new_zeros(batch_size, self.hidden_size), like.new_zeros(batch_size, self.hidden_size * self.state_size)
+    def _constants(self) -> dict:
+        return {"ab": self.discretized()}
 
     def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], ab=None):
         """One step: x_t [N, I], state (h [N, H], s [N, H·N]) -> (h_t, (h_t, s_t))."""
@@ -74,26 +102,10 @@ class S4D(nn.Module):
         h = torch.tanh((s * self.C).sum(-1) + self.D * u)
         return h, (h, s.reshape(len(s), -1))
 
-    def forward(self, x: torch.Tensor, state=None):
-        if not self.batch_first:
-            x = x.transpose(0, 1)
-        st = self.initial_state(x.shape[0]) if state is None else (state[0][0], state[1][0])
-        ab = self.discretized()
-        outs = []
-        for t in range(x.shape[1]):
-            h, st = self.step(x[:, t], st, ab)
-            outs.append(h)
-        y = torch.stack(outs, 1)
-        if not self.batch_first:
-            y = y.transpose(0, 1)
-        return y, (st[0].unsqueeze(0), st[1].unsqueeze(0))
 
-
-class SelectiveSSM(nn.Module):
+class SelectiveSSM(_Scan):
     def __init__(self, input_size: int, hidden_size: int, state_size: int = 16, batch_first: bool = True):
-        super().__init__()
-        self.input_size, self.hidden_size, self.state_size = input_size, hidden_size, state_size
-        self.batch_first = batch_first
+        super().__init__(input_size, hidden_size, state_size, batch_first)
         self.w_in = nn.Parameter(torch.empty(hidden_size, input_size))
         self.b_in = nn.Parameter(torch.zeros(hidden_size))
         self.w_dt = nn.Parameter(torch.empty(hidden_size, hidden_size))
@@ -109,13 +121,6 @@ class SelectiveSSM(nn.Module):
             dt = torch.exp(torch.empty(hidden_size).uniform_(math.log(0.01), math.log(0.5)))
             self.b_dt.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt), as Mamba initialises it
 
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, state_size={self.state_size}, batch_first={self.batch_first}"
-
-    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        like = self.b_in
-        return like.new_zeros(batch_size, self.hidden_size), like.new_zeros(batch_size, self.hidden_size * self.state_size)
-
     def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         """One step: x_t [N, I], state (h [N, H], s [N, H·N]) -> (h_t, (h_t, s_t))."""
         u = x_t @ self.w_in.T + self.b_in                                     # [N, H]
@@ -125,19 +130,6 @@ class SelectiveSSM(nn.Module):
         s = state[1].reshape(-1, self.hidden_size, self.state_size) * a + (dt * u)[:, :, None] * bt[:, None, :]
         h = torch.tanh((s * ct[:, None, :]).sum(-1) + self.D * u)
         return h, (h, s.reshape(len(s), -1))
-
-    def forward(self, x: torch.Tensor, state=None):
-        if not self.batch_first:
-            x = x.transpose(0, 1)
-        st = self.initial_state(x.shape[0]) if state is None else (state[0][0], state[1][0])
-        outs = []
-        for t in range(x.shape[1]):
-            h, st = self.step(x[:, t], st)
-            outs.append(h)
-        y = torch.stack(outs, 1)
-        if not self.batch_first:
-            y = y.transpose(0, 1)
-        return y, (st[0].unsqueeze(0), st[1].unsqueeze(0))
 
 
 # --- edgekit registration: graph node, float semantics, MACs ---------------------------------------------------------

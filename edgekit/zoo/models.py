@@ -154,30 +154,30 @@ class KwsSSM(nn.Module):
     def __init__(self, hidden_size: int = 64, state_size: int = 16, num_classes: int = 12, dt_min: float = 0.01,
                  dt_max: float = 0.5):
         super().__init__()
+        self.ssm1, self.ssm2 = self.layers(hidden_size, state_size, dt_min=dt_min, dt_max=dt_max)
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    @staticmethod
+    def layers(hidden_size: int, state_size: int, **options) -> tuple[nn.Module, nn.Module]:
         from edgekit.layers import S4D
 
-        self.ssm1 = S4D(10, hidden_size, state_size, dt_min=dt_min, dt_max=dt_max)
-        self.ssm2 = S4D(hidden_size, hidden_size, state_size, dt_min=dt_min, dt_max=dt_max)
-        self.classifier = nn.Linear(hidden_size, num_classes)
+        return S4D(10, hidden_size, state_size, **options), S4D(hidden_size, hidden_size, state_size, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.ssm2(self.ssm1(x)[0])[0][:, -1])
 
 
-class KwsSelective(nn.Module):
-    """Two selective state-space layers (edgekit.layers.SelectiveSSM, Mamba's scan: 64 channels, 16 states) reading
-    the MFCC frames one per step ([N, 49, 10]), classifying from the last step. Output [N, 12] logits."""
+class KwsSelective(KwsSSM):
+    """KwsSSM with selective state-space layers (edgekit.layers.SelectiveSSM, Mamba's scan: 64 channels, 16 states)."""
 
     def __init__(self, hidden_size: int = 64, state_size: int = 16, num_classes: int = 12):
-        super().__init__()
+        super().__init__(hidden_size, state_size, num_classes)
+
+    @staticmethod
+    def layers(hidden_size: int, state_size: int, **options) -> tuple[nn.Module, nn.Module]:
         from edgekit.layers import SelectiveSSM
 
-        self.ssm1 = SelectiveSSM(10, hidden_size, state_size)
-        self.ssm2 = SelectiveSSM(hidden_size, hidden_size, state_size)
-        self.classifier = nn.Linear(hidden_size, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.ssm2(self.ssm1(x)[0])[0][:, -1])
+        return SelectiveSSM(10, hidden_size, state_size), SelectiveSSM(hidden_size, hidden_size, state_size)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

@@ -93,6 +93,22 @@ def fill_value(dtype: str, pad: float) -> str:
     return f"0x{bits:08x}u"
 
 
+def flush_blocks(prog: Program, steps: list[dict]) -> list[dict]:
+    """edgekit_model_flush() of a stream that looks ahead: per cache in order, its padding rows, each followed by the
+    rendered calls that depend on that cache (the caches before it count as fired)."""
+    from edgekit.targets.mcu.convstep import PUSH_KIND
+
+    blocks = []
+    for push in (s for s in prog.steps if s.kind == PUSH_KIND and s.params["flush_rows"]):
+        p = push.params
+        fill = (f"ek_fired = {gate_mask(push.guard)}u | ek_cache_fill(ek_state + {p['cache']}, {p['row_bytes']}u, "
+                f"{p['rows']}u, (int32_t *)(ek_state + {p['countdown']}), {p['period']}, {p['gate']}u, "
+                f"{fill_value(prog.dtype, p['pad'])})")
+        after = [r for r, s in zip(steps, prog.steps) if p["gate"] in s.guard and s is not push]
+        blocks.append({"cache": push.output, "rows": p["flush_rows"], "fill": fill, "steps": after})
+    return blocks
+
+
 def stream_call(prog: Program, s) -> str:
     """C for a conv stream's cache push (shift in the new row, count down to the next firing) or running pool."""
     src = prog.tensors[s.inputs[0]]
@@ -104,8 +120,9 @@ def stream_call(prog: Program, s) -> str:
     out = prog.tensors[s.output]
     if prog.dtype == "int8":
         return (f"ek_running_pool_s8((const int8_t *)({src_ptr}), (int32_t *)(ek_state + {p['ring']}), "
-                f"(int32_t *)(ek_state + {p['total']}), (int32_t *)(ek_state + {p['pos']}), {p['rows']}u, {p['channels']}u, {p['inner']}u, {p['in_zp']}, "
-                f"{p['mult']}, {p['shift']}, {p['out_zp']}, (int8_t *)(ek_arena + {out.offset}))")
+                f"(int32_t *)(ek_state + {p['total']}), (int32_t *)(ek_state + {p['pos']}), {p['rows']}u, "
+                f"{p['channels']}u, {p['inner']}u, {p['in_zp']}, {p['mult']}, {p['shift']}, {p['out_zp']}, "
+                f"(int8_t *)(ek_arena + {out.offset}))")
     return (f"ek_running_pool_f32((const float *)({src_ptr}), (float *)(ek_state + {p['ring']}), "
             f"(int32_t *)(ek_state + {p['pos']}), {p['rows']}u, {p['channels']}u, {p['inner']}u, "
             f"(float *)(ek_arena + {out.offset}))")
@@ -239,14 +256,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
 
     for rendered, s in zip(steps, prog.steps):
         rendered["guard"] = gate_mask(s.guard)
-    flushes = []
-    for f in getattr(prog, "flushes", None) or []:  # a look-ahead stream's end: padding rows, then what depends on them
-        push = next(s for s in prog.steps if s.kind == PUSH_KIND and s.output == f["cache"])
-        fill = (f"ek_fired = {gate_mask(push.guard)}u | ek_cache_fill(ek_state + {push.params['cache']}, {push.params['row_bytes']}u, "
-                f"{push.params['rows']}u, (int32_t *)(ek_state + {push.params['countdown']}), {push.params['period']}, "
-                f"{push.params['gate']}u, {fill_value(prog.dtype, f['pad'])})")
-        after = [r for r, s in zip(steps, prog.steps) if f["gate"] in s.guard and s is not push]
-        flushes.append({"cache": f["cache"], "rows": f["rows"], "fill": fill, "steps": after})
+    flushes = flush_blocks(prog, steps) if getattr(prog, "flushes", False) else []
     libraries = kernel_libraries(prog)
     inp, outp = prog.tensors[prog.input], prog.tensors[prog.output]
     event_states = [{"name": st.name, "offset": st.offset, "size": st.size, "ctype": DTYPE_C[st.dtype]}
@@ -256,7 +266,7 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
               "conv_stream": getattr(prog, "stream", None) is not None,
               "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes}
     (src / "edgekit_model.h").write_text(env.get_template("edgekit_model.h.j2").render(
-        flushes=bool(getattr(prog, "flushes", None)),
+        flushes=bool(flushes),
         **common, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
         output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
         input_q=prog.input_q or (1.0, 0), output_q=prog.output_q or (1.0, 0), input_in_place=inp.external,
@@ -306,7 +316,7 @@ def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, boa
     fw.mkdir(parents=True, exist_ok=True)
     support = platform.write_board_support(board, fw, stack_bytes=stack_bytes)
     write_harness(fw, prog.name, prog.dtype, prog.streaming, test_inputs, board,
-                  sum(st.size for st in prog.event_states), flush=bool(getattr(prog, "flushes", None)))
+                  sum(st.size for st in prog.event_states), flush=bool(getattr(prog, "flushes", False)))
     firmware_sources = [fw / "main.c", fw / "edgekit_testdata.c"] + list(support.sources)
     rel = lambda p: str(Path("..") / p.relative_to(fw.parent)) if fw.parent in p.parents else p.name  # noqa: E731
     info = platform.board_info(board)

@@ -38,7 +38,11 @@ class ConvStepProgram(StepProgram):
 
     stream: StreamPlan | None = None
     output_guard: tuple[int, ...] = ()
-    flushes: list[dict] | None = None   # a model that looks ahead: per cache, its padding rows and pad value
+
+    @property
+    def flushes(self) -> bool:
+        """The model looks ahead: edgekit_model_flush() ends a window (each push step's ``flush_rows``)."""
+        return self.stream is not None and not self.stream.causal
 
 
 class _ConvStepBuilder(_Builder):
@@ -48,7 +52,6 @@ class _ConvStepBuilder(_Builder):
         self.states: list[StateBuffer] = []
         self.gate = {name: i for i, name in enumerate(sp.caches)}
         self.state_end = 0
-        self.pads: dict[str, float] = {}
 
     def state(self, name: str, layer: str, kind: str, size: int, dtype: str, init: float = 0) -> StateBuffer:
         st = StateBuffer(name, layer, kind, int(size), dtype, new="", offset=self.state_end, init=init)
@@ -71,14 +74,14 @@ class _ConvStepBuilder(_Builder):
         else:
             init = float("-inf") if c.max_pool else 0.0
         st = self.state(n.name, c.layer, "cache", int(np.prod(shape)), self.dtype, init)
-        self.pads[n.name] = init
         self.tensors[n.name] = Tensor(n.name, shape, self.dtype, state_offset=st.offset)
         counter = self.state(f"{n.name}.countdown", c.layer, "countdown", 1, "int32", c.wait)
         row_bytes = int(np.prod(shape[2:])) * (1 if self.dtype == "int8" else 4)
         guard = self.guard_of(c.source)
         self.steps.append(Step(n.name, PUSH_KIND, [n.inputs[0]], [], n.name, guard=guard, rate=self.rate_of(guard),
                                params={"row_bytes": row_bytes, "rows": c.rows, "gate": self.gate[n.name],
-                                       "period": c.period, "countdown": counter.offset, "cache": st.offset}))
+                                       "period": c.period, "countdown": counter.offset, "cache": st.offset,
+                                       "flush_rows": c.flush_rows, "pad": init}))
 
     def running_pool(self, n) -> None:
         p = self.sp.pools[n.name]
@@ -134,9 +137,6 @@ def build_conv_step_program(sp: StreamPlan, dtype: str, qg=None, use_ek: bool = 
     prog = ConvStepProgram(sp.graph.name, dtype, b.tensors, b.consts, b.steps, sp.step.inputs[0].name, out,
                            notes=b.notes + list(sp.notes), states=b.states, steps_per_sequence=sp.frames,
                            stream=sp, output_guard=b.guard_of(out))
-    if not sp.causal:  # the flush: each cache's padding rows, then the calls that depend on it
-        prog.flushes = [{"cache": c.name, "gate": b.gate[c.name], "rows": c.flush_rows, "pad": b.pads[c.name]}
-                        for c in sp.caches.values() if c.flush_rows]
     if step_qg is not None:
         prog.input_q = (step_qg.input.out_scale, step_qg.input.out_zp)
         prog.output_q = (step_qg.output().out_scale, step_qg.output().out_zp)
