@@ -28,10 +28,11 @@ from torch import nn
 from torch.fx import GraphModule, Tracer
 
 from edgekit.errors import DataError, UnsupportedError, UsageError
-from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
+from edgekit.layers import EGRU, LMU, S4D, EventTrace, SelectiveSSM
 from edgekit.model import Model
 
-RECURRENT_LAYERS = (nn.GRU, nn.LSTM, LMU, EGRU, S4D, SelectiveSSM)
+RECURRENT_LAYERS = (nn.GRU, nn.LSTM, LMU, EGRU, S4D, SelectiveSSM, EventTrace)
+DISTILL_TEMPERATURE = 2.0
 STREAMING_ATOL = 1e-5
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -136,6 +137,31 @@ def _swap_grus(module: nn.Module, thresholds, cls: type = EGRU, **egru_options) 
     return swapped
 
 
+def _with_traces(module: nn.Module, layers: list[str], decay: float) -> nn.Module:
+    """``module`` as a GraphModule in which whatever read each EGRU in ``layers`` reads an EventTrace of its events
+    (the trace returns (outputs, last) like the EGRU, so the head is unchanged)."""
+    tracer = _RecurrentLeafTracer()
+    graph = tracer.trace(module)
+    gm = GraphModule(module, graph, type(module).__name__)
+    for layer in layers:
+        nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+        if len(nodes) != 1:
+            raise UnsupportedError(f"layer '{layer}' is called {len(nodes)} times in the model; output_trace needs "
+                                   "each EGRU called once")
+        node = nodes[0]
+        egru = gm.get_submodule(layer)
+        name = f"{layer.replace('.', '_')}_trace"
+        gm.add_submodule(name, EventTrace(egru.hidden_size, decay, egru.batch_first))
+        with graph.inserting_after(node):
+            events = graph.call_function(operator.getitem, (node, 0))
+        with graph.inserting_after(events):
+            trace = graph.call_module(name, (events,))
+        node.replace_all_uses_with(trace)
+        events.replace_input_with(trace, node)  # the one use that must stay on the EGRU
+    gm.recompile()
+    return gm
+
+
 def _unblend(module: nn.Module) -> None:
     """Replace every _BlendedEGRU in ``module`` (in place) by a plain EGRU with the same parameters."""
     for name, child in list(module.named_modules()):
@@ -153,7 +179,9 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
             blend_epochs: float = 15.0, train_thresholds: bool = True, min_threshold: float = 0.01,
             pseudo_derivative_width: float = 0.5, dampening: float = 0.3, clip_grad_norm: float = 1.0,
             augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-            seed: int = 0, log: Callable[[str], None] | None = None) -> Model:
+            seed: int = 0, log: Callable[[str], None] | None = None, *, target_sparsity: float | None = None,
+            distill: bool = False, init: str = "gru", multiplier_rate: float = 1.0,
+            output_trace: float | None = None) -> Model:
     """A trained GRU model as an event-based GRU model (Subramoney et al., ICLR 2023), fine-tuned for sparse activity.
 
     Every single-layer ``nn.GRU`` in ``model.module`` becomes an :class:`~edgekit.layers.EGRU` with the same weights and
@@ -171,6 +199,24 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     ``augment(x_batch, generator)`` may transform each training batch (e.g. random shifts). Deterministic for a
     ``seed`` on one thread.
 
+    Training for a sparsity goal (the EGRU paper trains for sparsity; these options make it a target, not a knob):
+
+    * ``target_sparsity`` (e.g. 0.85): the activity weight becomes a Lagrange multiplier λ of the constraint
+      "event rate ≤ 1 − target_sparsity" and is adapted by dual ascent after every optimizer step once the blend is
+      over, λ ← max(0, λ + ``multiplier_rate`` · (rate − (1 − target_sparsity))), starting from ``activity_weight``.
+      The loss is then CE + λ · max(0, rate − (1 − target)): units are pushed to silence only while the network is
+      above the budget, so the accuracy lost is what the budget costs rather than what a fixed weight happens to cost.
+    * ``distill``: knowledge distillation from the source model (the GRU): loss += T² · KL(softmax(z_GRU / T) ‖
+      softmax(z_EGRU / T)), T = 2, on the same (augmented) batch.
+    * ``output_trace`` (e.g. 0.9): what read the GRU (the head on its last hidden state) reads an
+      :class:`~edgekit.layers.EventTrace` of the EGRU's events instead, tr_t = α·tr_{t−1} + (1 − α)·y_t — the output
+      trace of the EGRU authors' implementation. A head on the last step's events sees only the units that fire at
+      that step; on the trace it sees the recent events of every unit, which is what keeps a classifier accurate when
+      most units are silent.
+    * ``init="scratch"``: train from scratch instead of fine-tuning — every parameter of the model is initialised
+      anew (PyTorch's defaults; thresholds at ``thresholds``) and there is no blend from the GRU; with ``distill`` the
+      trained GRU still teaches. ``init="gru"`` (default) fine-tunes from the GRU's weights.
+
     ``meta['egru']`` of the returned model holds the source GRU's test accuracy, the EGRU's before and after
     fine-tuning, and the activity sparsity on the test sequences (fraction of unit-steps without an event).
     """
@@ -180,15 +226,34 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     if fine_tune_epochs > 0 and (model.train_x is None or model.train_y is None):
         raise DataError(f"model '{model.name}' carries no training data; give train_x/train_y to fine-tune, or pass "
                         "fine_tune_epochs=0 to convert without fine-tuning")
+    if init not in ("gru", "scratch"):
+        raise UsageError(f"init={init!r}: choose 'gru' (fine-tune from the GRU's weights) or 'scratch'")
+    if target_sparsity is not None and not 0.0 < target_sparsity < 1.0:
+        raise UsageError(f"target_sparsity={target_sparsity}: give the fraction of unit-steps without an event, "
+                         "strictly between 0 and 1 (e.g. 0.85)")
+    if init == "scratch" and fine_tune_epochs <= 0:
+        raise UsageError("init='scratch' trains the EGRU from new weights: give fine_tune_epochs > 0")
     log = log or (lambda message: None)
     torch.manual_seed(seed)
     module = copy.deepcopy(model.module).eval()
+    if init == "scratch":
+        blend_epochs = 0.0
     swapped = _swap_grus(module, thresholds, cls=_BlendedEGRU if fine_tune_epochs > 0 and blend_epochs > 0 else EGRU,
                          pseudo_derivative_width=pseudo_derivative_width, dampening=dampening,
                          trainable_threshold=train_thresholds)
     if not swapped:
         raise UsageError(f"model '{model.name}' has no nn.GRU layer to convert to an EGRU")
     layers = [m for _, m in _egru_layers(module)]
+    if output_trace is not None:
+        module = _with_traces(module, swapped, float(output_trace))
+    if init == "scratch":
+        with torch.no_grad():
+            for sub in module.modules():
+                if hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()
+    teacher = copy.deepcopy(model.module).eval() if distill and fine_tune_epochs > 0 else None
+    multiplier = float(activity_weight)
+    budget = None if target_sparsity is None else 1.0 - float(target_sparsity)
 
     def sparsity(x):
         return None if x is None else activity_sparsity(module, x)
@@ -223,11 +288,22 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
                     optimizer.zero_grad()
                     logits = module(x)
                     rate = torch.stack([layer.last_events.mean() for layer in layers]).mean()
-                    loss = F.cross_entropy(logits, targets[batch]) + activity_weight * rate
+                    loss = F.cross_entropy(logits, targets[batch])
+                    if budget is None:
+                        loss = loss + activity_weight * rate
+                    else:
+                        loss = loss + multiplier * torch.relu(rate - budget)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            soft = torch.softmax(teacher(x) / DISTILL_TEMPERATURE, -1)
+                        loss = loss + DISTILL_TEMPERATURE ** 2 * F.kl_div(
+                            torch.log_softmax(logits / DISTILL_TEMPERATURE, -1), soft, reduction="batchmean")
                     loss.backward()
                     nn.utils.clip_grad_norm_(module.parameters(), clip_grad_norm)
                     optimizer.step()
                     schedule.step()
+                    if budget is not None and step >= blend_steps:
+                        multiplier = max(0.0, multiplier + multiplier_rate * (rate.item() - budget))
                     with torch.no_grad():
                         for layer in layers:
                             layer.threshold.clamp_(min=min_threshold)
@@ -235,7 +311,7 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
                     total_rate += rate.item() * len(batch)
                 if epoch % 5 == 0 or epoch == fine_tune_epochs:
                     log(f"  epoch {epoch:3d}/{fine_tune_epochs}  loss {total_loss / len(inputs):.4f}  "
-                        f"event rate {total_rate / len(inputs):.3f}  test accuracy "
+                        f"event rate {total_rate / len(inputs):.3f}  λ {multiplier:.2f}  test accuracy "
                         f"{_accuracy(module, model.test_x, model.test_y)}  ({time.monotonic() - started:.0f} s)")
         finally:
             for layer in layers:
@@ -252,7 +328,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
         "initial_thresholds": np.asarray(thresholds, np.float32).tolist(),
         "mean_threshold": float(torch.cat([m.threshold.detach() for m in layers]).mean()),
         "fine_tune_epochs": fine_tune_epochs, "blend_epochs": blend_epochs, "learning_rate": learning_rate,
-        "activity_weight": activity_weight,
+        "activity_weight": activity_weight, "target_sparsity": target_sparsity, "final_multiplier": multiplier,
+        "distilled": teacher is not None, "init": init, "output_trace": output_trace,
         "pseudo_derivative": {"width": pseudo_derivative_width, "dampening": dampening},
         "source_accuracy": source_accuracy,
         "accuracy_before_fine_tune": accuracy_before, "activity_sparsity_before_fine_tune": sparsity_before,
@@ -292,6 +369,8 @@ def _state_kinds(rnn: nn.Module) -> tuple[str, tuple[str, ...], int, int]:
         return "lmu", ("h", "m"), -1, 1 if rnn.batch_first else 0
     if isinstance(rnn, EGRU):
         return "egru", ("y", "c"), rnn.hidden_size, 1 if rnn.batch_first else 0
+    if isinstance(rnn, EventTrace):
+        return "trace", ("h",), rnn.hidden_size, 1 if rnn.batch_first else 0
     if isinstance(rnn, (S4D, SelectiveSSM)):
         return ("s4d" if isinstance(rnn, S4D) else "selective_ssm"), ("h", "s"), -1, 1 if rnn.batch_first else 0
     raise UnsupportedError(f"{type(rnn).__name__} is not a recurrent layer edgekit can stream")

@@ -279,7 +279,12 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
     for n in nodes:
         if n.inputs != [prev]:
             bad.append(f"layer '{n.name}' ({n.op}) does not read the layer before it (branches/residuals)")
-        if n.op not in ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape"):
+        if n.op == "select":
+            try:
+                _crops(n, graph[n.inputs[0]].shape)
+            except UnsupportedError as e:
+                bad.append(str(e))
+        elif n.op not in ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape"):
             bad.append(f"layer '{n.name}': operator '{n.op}'")
         elif n.op in ("conv2d", "linear") and n.attrs.get("activation") not in (None, "relu", "relu6"):
             bad.append(f"layer '{n.name}': activation '{n.attrs['activation']}'")
@@ -287,8 +292,8 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
     if nodes and (nodes[-1].op != "linear" or nodes[-1].attrs.get("activation")):
         bad.append(f"the last layer '{nodes[-1].name}' must be a linear layer without activation (the readout)")
     if bad:
-        raise UnsupportedError("rate conversion handles chains of conv/linear + ReLU, pooling and flatten ending in a "
-                               "linear layer; not: " + "; ".join(bad))
+        raise UnsupportedError("rate conversion handles chains of conv/linear + ReLU, pooling, crops and flatten "
+                               "ending in a linear layer; not: " + "; ".join(bad))
     if any(n.attrs.get("activation") == "relu6" for n in nodes):
         notes.append("ReLU6 converted like ReLU (the normalisation already caps rates)")
     if any(n.op == "maxpool2d" for n in nodes):
@@ -304,7 +309,20 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
     pending: list[dict] = []
     shape = in_shape
     prev_pop, prev_lambda = "input", 1.0
-    for n in nodes:
+    for i, n in enumerate(nodes):
+        if n.op == "select":
+            crops = _crops(n, graph[n.inputs[0]].shape)
+            if connections and prev_pop == connections[-1][0].target and not pending:
+                # a crop right after a layer's neurons: that layer's population keeps only the cropped units (its
+                # connection crops what it computes), so no neuron is simulated that the ANN throws away
+                spec, w = connections[-1]
+                connections[-1] = (dataclasses.replace(spec, ops=spec.ops + tuple(crops)), w)
+                last = populations[-1]
+                populations[-1] = dataclasses.replace(last, shape=tuple(n.shape[1:]))
+            else:
+                pending.extend(crops)
+            shape = tuple(n.shape[1:])
+            continue
         if n.op in ("maxpool2d", "avgpool2d"):
             if n.attrs.get("padding", [0, 0]) != [0, 0] or n.attrs.get("ceil_mode"):
                 raise UnsupportedError(f"layer '{n.name}': pooling with padding or ceil_mode")
@@ -328,7 +346,10 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
                     pending.append({"op": "flatten"})
                 op = {"op": "linear"}
             readout = n is nodes[-1]
-            lam = 1.0 if readout else float(np.percentile(values[n.name], percentile))
+            act = values[n.name]
+            if i + 1 < len(nodes) and nodes[i + 1].op == "select":  # normalise on what the crop keeps
+                act = values[nodes[i + 1].name]
+            lam = 1.0 if readout else float(np.percentile(act, percentile))
             if not readout and lam <= 0:
                 raise DataError(f"layer '{n.name}' is never active on the training inputs (its ReLU outputs are all 0)")
             scale_w, scale_b = prev_lambda / lam, 1.0 / lam
@@ -346,6 +367,26 @@ def rate_network(model: Model, steps: int, x_train: np.ndarray, percentile: floa
         shape = tuple(n.shape[1:])
     return SpikingNetwork(populations, connections, steps, "static", biases,
                           info={"kind": "rate", "source": model.name, "classes": int(nodes[-1].shape[-1])})
+
+
+def _crops(node, in_shape) -> list[dict]:
+    """The ``crop`` ops of a ``select`` node that keeps a contiguous range of rows on axes after the batch (e.g. a
+    causal convolution's ``x[:, :, :T]``); a one-line error naming the layer for any other indexing."""
+    ops = []
+    for axis, entry in enumerate(node.attrs.get("index", [])):
+        if not (isinstance(entry, (list, tuple)) and entry and entry[0] == "slice"):
+            raise UnsupportedError(f"layer '{node.name}': indexing {entry!r} (rate conversion takes slices that keep "
+                                   "a range of rows, as a causal crop does)")
+        start, stop, step = (list(entry[1:]) + [None, None, None])[:3]
+        size = int(in_shape[axis])
+        start = 0 if start is None else int(start) % size if int(start) < 0 else int(start)
+        stop = size if stop is None else (int(stop) % size if int(stop) < 0 else min(int(stop), size))
+        if step not in (None, 1) or (axis == 0 and (start, stop) != (0, size)):
+            raise UnsupportedError(f"layer '{node.name}': a strided or batch-axis slice (rate conversion takes "
+                                   "slices that keep a range of rows)")
+        if axis and (start, stop) != (0, size):
+            ops.append({"op": "crop", "axis": axis - 1, "start": start, "stop": stop})
+    return ops
 
 
 # ---------------------------------------------------------------------------------------------------------------------

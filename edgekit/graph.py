@@ -54,6 +54,7 @@ OPS = {
     "s4d": "diagonal state-space layer over a sequence (S4D-Real; edgekit/layers/ssm.py)",
     "selective_ssm": "selective state-space layer over a sequence (Mamba's S6 scan; edgekit/layers/ssm.py)",
     "egru": "event-based GRU layer over a sequence: sparse event outputs (edgekit/layers/egru.py)",
+    "trace": "low-pass trace of a sequence, tr_t = decay·tr_(t-1) + (1 − decay)·x_t (EGRU readout, edgekit/layers)",
     "time_cache": "streaming: the last rows frames of a layer's input, kept between frames (edgekit/convstream.py)",
     "running_pool": "streaming: global average pool over time as a running sum of the last rows rows",
     "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",

@@ -176,6 +176,9 @@ def float_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[
         pre = x @ p["weight_x"].T + h @ p["weight_h"].T + m @ p["weight_m"].T + p["bias"]
         h = np.tanh(pre) if node.attrs.get("hidden_activation", "tanh") == "tanh" else np.maximum(pre, 0.0)
         return {"h": h, "m": m, "u": u}
+    if op == "trace":
+        a = float(node.attrs["decay"])
+        return {"h": a * state["h"] + (1.0 - a) * x}
     if op in ("s4d", "selective_ssm"):
         H, N = int(node.attrs["hidden_size"]), int(node.attrs["state_size"])
         u = x @ p["w_in"].T + p["b_in"]
@@ -309,6 +312,12 @@ def _lower_cell(cell: Node, x_dtype: str, x_zp: int, x_scale: float, ranges: dic
         if cell.op == "egru":
             thr = np.asarray(p["threshold"], np.float64)
             qc.q["thr"] = np.clip(np.round(thr * 2.0 ** Q_STATE), 1, STATE_MAX).astype(np.int16)
+        return qc
+    if cell.op == "trace":
+        if x_dtype != "int16":
+            raise UnsupportedError(f"layer '{cell.name}' (trace): int8 traces the Q15 output of a recurrent layer; "
+                                   "this one reads the model input — compile it in float32 (omit --quantize)")
+        qc.q["k"] = int(np.clip(np.round((1.0 - float(cell.attrs["decay"])) * 2.0 ** Q_STATE), 0, STATE_MAX))
         return qc
     if cell.op == "s4d":
         return _lower_s4d(cell, qc, x_scale, x_max, ranges)
@@ -471,6 +480,9 @@ def cell_step(qc: QCell, x: np.ndarray, state: dict[str, np.ndarray]) -> dict[st
         return _s4d_step(qc, x, state)
     if qc.op == "selective_ssm":
         return _selective_step(qc, x, state)
+    if qc.op == "trace":  # tr + (1 − α)·(x − tr) in Q15, x the Q15 output of the layer below
+        h = state["h"].astype(np.int64)
+        return {"h": np.clip(h + mul_q15(np.int64(q["k"]), x.astype(np.int64) - h), -STATE_MAX, STATE_MAX)}
     if qc.op in ("gru", "egru", "lstm"):
         px = rq(_matvec(x, q["w_x"], qc.x_zp, q["b_x"]), q["mult_x"], q["shift_x"])
         prev = state["y" if qc.op == "egru" else "h"]

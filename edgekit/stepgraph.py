@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from edgekit.errors import UnsupportedError
 from edgekit.graph import Graph, Node
 
-RECURRENT_OPS = ("gru", "lstm", "lmu", "egru", "s4d", "selective_ssm")
+RECURRENT_OPS = ("gru", "lstm", "lmu", "egru", "s4d", "selective_ssm", "trace")
 # State vectors each recurrent operator keeps between steps, in the order its step kernel writes them; the first is
 # the per-step output the next layer and the head read.
-STATE_KINDS = {"gru": ("h",), "lstm": ("h", "c"), "lmu": ("h", "m"), "egru": ("y", "c"), "s4d": ("h", "s"),
+STATE_KINDS = {"gru": ("h",), "lstm": ("h", "c"), "lmu": ("h", "m"), "egru": ("y", "c"), "s4d": ("h", "s"), "trace": ("h",),
                "selective_ssm": ("h", "s")}
 
 

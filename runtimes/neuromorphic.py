@@ -235,7 +235,28 @@ def side_by_side(codes: np.ndarray, n: int, steps: int, copies: int) -> np.ndarr
     return per.reshape(windows, copies * size, steps).transpose(1, 0, 2).reshape(copies * size, windows * steps)
 
 
-def block_diagonal(w: np.ndarray, copies: int):
+INTEGER_FORMAT = "edgekit-loihi-int/2"
+
+
+def integer_network(out: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """OUT's loihi_network.json/.npz; a one-line error for a build of another edgekit (an older, dense format)."""
+    desc = json.loads((out / "loihi_network.json").read_text())
+    if desc.get("format") != INTEGER_FORMAT:
+        raise UsageError(f"{out / 'loihi_network.json'} is format {desc.get('format')!r}, this edgekit reads "
+                         f"{INTEGER_FORMAT!r}: compile the model again into {out}")
+    return desc, dict(np.load(out / "loihi_network.npz"))
+
+
+def synapses(arrays: dict[str, np.ndarray], conn: dict):
+    """A connection's synapse matrix (scipy CSR, int32) from the integer network's arrays (loihi_format)."""
+    from scipy.sparse import csr_matrix
+
+    name = conn["name"]
+    return csr_matrix((arrays[f"{name}.weights"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]),
+                      shape=tuple(conn["shape"]))
+
+
+def block_diagonal(w, copies: int):
     """``copies`` of ``w`` on the diagonal, as CSR (what scipy.sparse.block_diag gives, built in one go: its
     generic path takes minutes for hundreds of blocks)."""
     from scipy.sparse import csr_matrix
@@ -288,7 +309,7 @@ class LavaNetwork:
                 if p["kind"] != "readout":
                     self.procs[name].s_out.connect(self.sinks[name].a_in)
         for c in desc["connections"]:
-            w = block_diagonal(arrays[f"{c['name']}.weights"], copies)
+            w = block_diagonal(synapses(arrays, c), copies)
             target = self.sinks[c["target"]] if self.pops[c["target"]]["kind"] == "readout" else self.procs[c["target"]]
             for src in c["sources"]:
                 kw = dict(weights=w, weight_exp=c["weight_exp"], num_message_bits=24 if c["graded"] else 0,
@@ -328,8 +349,7 @@ def copies_for(desc: dict, n: int) -> int:
 def simulate(out: Path, n: int, result: Path) -> None:
     """Run the first ``n`` test inputs of OUT in Lava; save readouts and per-neuron spike counts to ``result``.
     Progress goes to stderr as ``EK_PROGRESS done total`` lines (the parent shows it)."""
-    desc = json.loads((out / "loihi_network.json").read_text())
-    arrays = dict(np.load(out / "loihi_network.npz"))
+    desc, arrays = integer_network(out)
     x = np.load(out / "testdata.npz")["x"][:n]
     steps = desc["steps"]
     inp = next(p for p in desc["populations"] if p["kind"] == "input")
@@ -404,8 +424,7 @@ def _run_simulator(out: Path, n: int, steps: int) -> tuple[np.ndarray, dict[str,
 
 def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
     """Run the first ``samples`` test inputs (all by default) through Lava and compare with the torch reference."""
-    desc = json.loads((out / "loihi_network.json").read_text())
-    arrays = dict(np.load(out / "loihi_network.npz"))
+    desc, arrays = integer_network(out)
     data = np.load(out / "testdata.npz")
     x, reference = data["x"], data["reference"]
     y = data["y"] if "y" in data.files else None
@@ -416,7 +435,8 @@ def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
     inp = next(p for p in desc["populations"] if p["kind"] == "input")
     codes = input_codes(x, inp["unit_exp"], steps, desc["input_mode"] == "static")
     logits, neuron_counts, wall = _run_simulator(out, n, steps)
-    fan_out = {c["name"]: (arrays[f"{c['name']}.weights"] != 0).sum(0) for c in desc["connections"]}
+    fan_out = {c["name"]: np.bincount(arrays[f"{c['name']}.indices"], minlength=c["shape"][1])
+               for c in desc["connections"]}
 
     spikes = {name: c.sum(1) for name, c in neuron_counts.items()}
     sops = np.zeros(n)

@@ -20,7 +20,8 @@ from edgekit import Model
 from edgekit.analysis import analyze
 from edgekit.converters.recurrent import activity_sparsity, to_egru, to_streaming
 from edgekit.graph_exec import run_graph
-from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
+from edgekit.errors import UsageError
+from edgekit.layers import EGRU, LMU, S4D, EventTrace, SelectiveSSM
 
 ATOL = 1e-5
 
@@ -249,6 +250,41 @@ def test_to_egru_copies_the_gru_and_reports():
     assert info["accuracy"] == pytest.approx(converted.accuracy())
     assert info["source_accuracy"] == pytest.approx(gru_model.accuracy())
     assert float(egru.threshold.detach().min()) >= 0.01
+
+
+def test_event_trace_is_a_low_pass_of_the_events():
+    trace = EventTrace(2, decay=0.5)
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [1.0, 2.0]]])
+    out, last = trace(x)
+    np.testing.assert_allclose(out[0].numpy(), [[0.5, 0.0], [0.25, 0.0], [0.625, 1.0]])
+    torch.testing.assert_close(last[0], out[:, -1])
+
+
+def test_to_egru_trains_for_a_sparsity_budget_through_a_trace():
+    """target_sparsity turns the activity weight into a multiplier that grows while the network is over budget;
+    output_trace makes the head read the events' trace (also in the streaming step and the graph)."""
+    torch.manual_seed(0)
+    x = _sequences(48)
+    y = np.arange(48) % 10
+    gru_model = Model.from_module(FinalStateClassifier(nn.GRU(3, 12, batch_first=True), 12), x[:1],
+                                  test_x=x, test_y=y, train_x=x, train_y=y)
+    before = 1.0 - activity_sparsity(to_egru(gru_model, thresholds=0.05, fine_tune_epochs=0), x)
+    m = to_egru(gru_model, thresholds=0.05, fine_tune_epochs=2, blend_epochs=0, target_sparsity=0.95,
+                activity_weight=0.0, multiplier_rate=5.0, output_trace=0.8, distill=True, batch_size=16)
+    info = m.meta["egru"]
+    assert before > 0.05  # the start is over the budget, so the multiplier must have grown
+    assert info["final_multiplier"] > 0.0 and info["target_sparsity"] == 0.95 and info["distilled"]
+    assert [n.op for n in m.graph].count("trace") == 1 and info["output_trace"] == 0.8
+    assert any(isinstance(mod, EventTrace) for mod in m.module.modules())
+    step = to_streaming(m)  # the trace is a state of the step function, and the step equals the sequence model
+    assert any(s.op == "trace" for s in step.states)
+    np.testing.assert_allclose(step.run(x[:4]).numpy(), m.predict(x[:4]), atol=1e-5)
+    scratch = to_egru(gru_model, fine_tune_epochs=1, init="scratch", batch_size=16)
+    assert not torch.equal(scratch.module.rnn.weight_ih, gru_model.module.rnn.weight_ih_l0)
+    with pytest.raises(UsageError, match="target_sparsity"):
+        to_egru(gru_model, target_sparsity=1.5)
+    with pytest.raises(UsageError, match="init"):
+        to_egru(gru_model, init="random")
 
 
 # --- shipped examples -------------------------------------------------------------------------------------------------

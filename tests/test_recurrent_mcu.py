@@ -2,7 +2,7 @@
 
 What a user relies on:
 
-* GRU, LSTM, LMU, EGRU, the state-space layers (S4D, the selective scan) and stacked layers build for cortex-m7 in float32 and int8 as ``edgekit_model_reset()`` +
+* GRU, LSTM, LMU, EGRU (alone and read through its output trace), the state-space layers (S4D, the selective scan) and stacked layers build for cortex-m7 in float32 and int8 as ``edgekit_model_reset()`` +
   ``edgekit_model_step(x_t, y_t)``; run step by step over test sequences, the firmware's outputs equal the host
   reference (int8: bit for bit, edgekit/qrecurrent.py; float32: PyTorch within 1e-4 + 1e-4·|y|)
 * the state is reported on its own (estimate, build, header, ELF and the running firmware agree) and reset works: the
@@ -24,7 +24,7 @@ from torch import nn
 
 from edgekit import Model, api
 from edgekit.errors import UnsupportedError
-from edgekit.layers import EGRU, LMU, S4D, SelectiveSSM
+from edgekit.layers import EGRU, LMU, S4D, EventTrace, SelectiveSSM
 from edgekit.runtimes.mcu import parse_outputs
 from edgekit.runtimes.qemu import run_elf
 
@@ -70,6 +70,8 @@ def _layers(kind: str) -> tuple[list[nn.Module], bool]:
         return [lmu], False
     if kind == "egru":
         return [_egru(np.linspace(0.02, 0.3, HIDDEN))], False
+    if kind == "egru_trace":  # the head reads the low-pass trace of the events (EGRU classifiers' readout)
+        return [_egru(np.linspace(0.02, 0.3, HIDDEN)), EventTrace(HIDDEN, 0.8)], True
     if kind == "s4d":
         return [S4D(FEATURES, HIDDEN, SSM_STATES)], False
     if kind == "selective":
@@ -96,8 +98,10 @@ def _model(module: nn.Module, name: str) -> Model:
 
 
 STATE_ELEMENTS = {"gru": HIDDEN, "lstm": 2 * HIDDEN, "lmu": HIDDEN + MEMORY, "egru": 2 * HIDDEN,
+                  "egru_trace": 3 * HIDDEN,
                   "stacked": 3 * HIDDEN, "s4d": HIDDEN * (1 + SSM_STATES), "selective": HIDDEN * (1 + SSM_STATES)}
-CASES = [(k, q) for k in ("gru", "lstm", "lmu", "egru", "stacked", "s4d", "selective") for q in (None, "int8")]
+CASES = [(k, q) for k in ("gru", "lstm", "lmu", "egru", "egru_trace", "stacked", "s4d", "selective")
+         for q in (None, "int8")]
 
 
 @pytest.mark.parametrize("kind,quantize", CASES)
@@ -125,7 +129,7 @@ def test_step_program_runs_on_emulated_m7_and_matches_reference(tmp_path, kind, 
     assert meas["steps_per_sequence"] == STEPS
     assert meas["instructions_per_step_min"] <= meas["instructions_per_step"] <= meas["instructions_per_step_max"]
     assert meas["instructions"] >= STEPS * meas["instructions_per_step_min"]
-    if kind == "egru":
+    if kind.startswith("egru"):
         assert 0.0 < meas["activity_sparsity"] < 1.0
         if quantize == "int8":
             assert meas["events_match"]  # the device's events are the integer reference's

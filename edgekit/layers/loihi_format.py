@@ -189,7 +189,9 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
     """The network in Loihi's integers: (description, arrays, notes).
 
     Per population: ``du``, ``dv``, ``vth``, ``bias_mant``/``bias_exp`` (LIF), the unit of graded values; per
-    connection: the synapse matrix as even 8-bit values [target size, source size] and ``weight_exp``. ``notes`` say
+    connection: the synapse matrix [target size, source size] of even 8-bit values, stored sparse as CSR
+    (``<name>.weights`` the non-zero values, ``.indices`` their source neuron, ``.indptr`` the row starts; the
+    description holds ``shape``), and ``weight_exp``. ``notes`` say
     where a value had to be rounded (the network was not snapped) or where Lava's right shift will truncate.
     """
     notes: list[str] = []
@@ -228,8 +230,9 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
     for name, c in net.connections.items():
         src = net.populations[c.spec.sources[0]].spec
         matrix = c.matrix(src.shape) * (sent_unit(src) / received_unit(net.populations[c.spec.target].spec))
-        e = weight_exponent(float(np.abs(matrix).max()))
-        mant = matrix / 2.0 ** (e + 1)
+        matrix.eliminate_zeros()
+        e = weight_exponent(float(np.abs(matrix.data).max()) if matrix.nnz else 0.0)
+        mant = matrix.data / 2.0 ** (e + 1)
         rounded = np.clip(np.round(mant), *WEIGHT_MANTISSA)
         exact = bool(np.all(np.abs(rounded - mant) < 1e-6))
         if not exact:
@@ -238,11 +241,16 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
         if e < -1:
             notes.append(f"connection '{name}': weights finer than the target's unit; Lava floors the step sums "
                          f"(right shift by {-e} bits)")
-        arrays[f"{name}.weights"] = (2 * rounded).astype(np.int32)
+        kept = rounded != 0
+        arrays[f"{name}.weights"] = (2 * rounded[kept]).astype(np.int32)
+        arrays[f"{name}.indices"] = matrix.indices[kept].astype(np.int32)
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        arrays[f"{name}.indptr"] = np.concatenate(
+            [[0], np.cumsum(np.bincount(rows[kept], minlength=matrix.shape[0]))]).astype(np.int64)
         conns.append({"name": name, "sources": list(c.spec.sources), "target": c.spec.target,
                       "delay": c.spec.delay, "weight_exp": int(e), "graded": src.kind != "lif",
-                      "exact": exact, "synapses": int(np.count_nonzero(rounded))})
-    desc = {"format": "edgekit-loihi-int/1", "steps": net.steps, "readout_steps": net.readout_steps,
+                      "exact": exact, "synapses": int(kept.sum()), "shape": list(matrix.shape)})
+    desc = {"format": "edgekit-loihi-int/2", "steps": net.steps, "readout_steps": net.readout_steps,
             "input_mode": net.input_mode,
             "input": net.input_name, "readout": net.readout_name, "populations": pops, "connections": conns,
             "lif_unit_exp": LIF_UNIT_EXP, "voltage_shift": VOLTAGE_SHIFT}

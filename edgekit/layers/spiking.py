@@ -26,7 +26,8 @@ Populations (one state vector each, of a fixed ``shape``):
 
 Connections: ``target += ops(Σ sources)`` — the sources (same shape) are summed first, which is how residual paths
 join; ``ops`` is a chain of linear operators of which exactly one holds the weights (``linear``, ``conv2d``,
-``scale``) and the others are fixed (``avgpool2d``, ``flatten``). Every connection delivers what its sources sent
+``scale``) and the others are fixed (``avgpool2d``, ``flatten``, ``crop`` — keep rows ``start:stop`` of one axis of
+a [C, H, W] value, e.g. the frames a causal convolution keeps). Every connection delivers what its sources sent
 ``delay`` steps earlier (``delay >= 1``): Loihi's timing, where a synapse hands its input to the neuron one step later,
 so a network here and its Lava mapping are the same discrete-time system. A temporal convolution is several
 connections from one source with delays 1, 2, 3 ...
@@ -52,7 +53,10 @@ from torch import nn
 
 POPULATION_KINDS = ("input", "lif", "graded", "readout")
 WEIGHT_OPS = ("linear", "conv2d", "scale")
-FIXED_OPS = ("avgpool2d", "flatten")
+FIXED_OPS = ("avgpool2d", "flatten", "crop")
+# Source neurons per chunk when a connection's synapse matrix is built (sparse, chunk by chunk: a conv between two
+# 8,000-neuron populations would be a 512 MB dense matrix).
+MATRIX_CHUNK = 512
 # Loihi's 24-bit membrane at edgekit's current unit ϑ · 2**-12 (loihi_format.UNIT_EXP_LIF): ±(2**23 − 1) / 64 units.
 V_MAX_THRESHOLDS = (2 ** 23 - 1) / 64 / 2 ** 12
 
@@ -133,6 +137,8 @@ def _apply_ops(ops: tuple[dict, ...], x: torch.Tensor, weight: torch.Tensor) -> 
             x = F.avg_pool2d(x, k, tuple(o.get("stride", k)))
         elif kind == "flatten":
             x = x.flatten(1)
+        elif kind == "crop":
+            x = x.narrow(int(o["axis"]) + 1, int(o["start"]), int(o["stop"]) - int(o["start"]))
     return x
 
 
@@ -151,13 +157,22 @@ class Connection(nn.Module):
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         return _apply_ops(self.spec.ops, x, self.weight if weight is None else weight)
 
-    def matrix(self, in_shape: tuple[int, ...]) -> np.ndarray:
-        """The connection as one dense matrix [target size, source size] (what a Loihi core stores as synapses)."""
+    def matrix(self, in_shape: tuple[int, ...]):
+        """The connection as one sparse matrix [target size, source size] (scipy CSR, float64; what a Loihi core
+        stores as synapses), built ``MATRIX_CHUNK`` source neurons at a time."""
+        from scipy.sparse import csc_matrix, hstack
+
         n = math.prod(in_shape)
+        weight = self.weight.detach().double()
+        parts = []
         with torch.no_grad():
-            eye = torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(in_shape))
-            out = _apply_ops(self.spec.ops, eye, self.weight.detach().double())
-        return out.reshape(n, -1).T.numpy()
+            for start in range(0, n, MATRIX_CHUNK):
+                k = min(MATRIX_CHUNK, n - start)
+                eye = torch.zeros(k, n, dtype=torch.float64)
+                eye[torch.arange(k), torch.arange(start, start + k)] = 1.0
+                out = _apply_ops(self.spec.ops, eye.reshape((k,) + tuple(in_shape)), weight)
+                parts.append(csc_matrix(out.reshape(k, -1).T.numpy()))
+        return hstack(parts, format="csr")
 
 
 class _Saturate:
@@ -316,8 +331,11 @@ class SpikingNetwork(nn.Module):
     def fan_out(self) -> dict[str, np.ndarray]:
         """Per connection, the synapses (non-zero weights) leaving each source neuron: [source size]."""
         if self._fanout is None:
-            self._fanout = {n: (c.matrix(self.populations[c.spec.sources[0]].spec.shape) != 0).sum(0)
-                            for n, c in self.connections.items()}
+            self._fanout = {}
+            for n, c in self.connections.items():
+                m = c.matrix(self.populations[c.spec.sources[0]].spec.shape)
+                m.eliminate_zeros()
+                self._fanout[n] = np.asarray(m.getnnz(axis=0)).astype(np.int64)
         return self._fanout
 
     def invalidate(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgekit.layers import EGRU, LMU
+from edgekit.layers import EGRU, LMU, EventTrace
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
@@ -68,11 +68,16 @@ class DigitsGRU(nn.Module):
 class DigitsEGRU(DigitsGRU):
     """:class:`DigitsGRU` with its GRU made event-based (:class:`edgekit.layers.EGRU`, same parameter names plus a
     per-unit ``threshold``): units communicate only when their state crosses the threshold, and the classifier reads
-    the last step's events. Its weights come from ``to_egru(digits-gru)`` (examples/train_digits_egru.py)."""
+    the output trace of the events (:class:`edgekit.layers.EventTrace`, decay ``trace_decay``) after the last step.
+    Its weights come from ``to_egru(digits-gru, output_trace=...)`` (examples/train_egru.py)."""
 
-    def __init__(self, hidden_size: int = 64, num_classes: int = 10):
+    def __init__(self, hidden_size: int = 64, num_classes: int = 10, input_size: int = 1, trace_decay: float = 0.9):
         super().__init__(hidden_size, num_classes)
-        self.gru = EGRU(input_size=1, hidden_size=hidden_size, batch_first=True)
+        self.gru = EGRU(input_size=input_size, hidden_size=hidden_size, batch_first=True)
+        self.gru_trace = EventTrace(hidden_size, trace_decay)  # the name to_egru's output_trace gives it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.gru_trace(self.gru(x)[0])[1][0])
 
 
 class DigitsLMU(nn.Module):
@@ -136,6 +141,14 @@ class KwsGRU(DigitsGRU):
     def __init__(self, hidden_size: int = 64, num_classes: int = 12):
         super().__init__(hidden_size, num_classes)
         self.gru = nn.GRU(input_size=10, hidden_size=hidden_size, batch_first=True)
+
+
+class KwsEGRU(DigitsEGRU):
+    """Event-based GRU (hidden 64) reading the 49 MFCC frames one per step ([N, 49, 10]), classifying from the output
+    trace of its events; weights from ``to_egru(kws-gru, output_trace=...)`` (examples/train_egru.py)."""
+
+    def __init__(self, hidden_size: int = 64, num_classes: int = 12, trace_decay: float = 0.9):
+        super().__init__(hidden_size, num_classes, input_size=10, trace_decay=trace_decay)
 
 
 class KwsLMU(DigitsLMU):

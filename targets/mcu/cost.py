@@ -155,7 +155,7 @@ SSM_CELL_COSTS = {
 GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
 ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
                         "lmu_memory": 0, "egru_recurrent": 0, "requant_q15": 0, "s4d_state": 0, "s4d_out": 1,
-                        "selective_state": 2, "selective_out": 1}
+                        "selective_state": 2, "selective_out": 1, "trace_cell": 0}
 
 
 def step_instruction_terms(prog: Program, s: Step, activity: float | None = None) -> tuple:

@@ -48,6 +48,8 @@ def cell_macs(node) -> int:
     """Multiply-accumulates of one step of a recurrent layer (EGRU: dense, all units active)."""
     a = node.attrs
     i, h = a["input_size"], a["hidden_size"]
+    if node.op == "trace":
+        return h
     if node.op in ("gru", "egru"):
         return 3 * h * (i + h)
     if node.op == "lstm":
@@ -115,6 +117,10 @@ class _StepBuilder(_Builder):
         p = {k: np.asarray(v, np.float32) for k, v in node.params.items()}
         H = attrs["hidden"]
         name, op = node.name, node.op
+        if op == "trace":
+            self.cell_step(name, "trace_cell", {**attrs, "decay": float(node.attrs["decay"])}, [x, st["h"].name], {},
+                           [st["h"].new], H)
+            return
         if op in ("gru", "lstm", "egru"):
             G = p["weight_ih"].shape[0]
             p.setdefault("bias_ih", np.zeros(G, np.float32))
@@ -213,6 +219,9 @@ class _StepBuilder(_Builder):
             self.cell_step(name, "selective_out", attrs, [x, st["s"].new],
                            {**u, "w_c": q["w_c"], "mult_ct": q["mult_ct"], "D": q["d"], "mult_d": q["mult_d"],
                             "tanh_lut": luts["tanh_lut"]}, [st["h"].new], H * I + N * H + H * N + H, prefix="o.")
+            return
+        if op == "trace":
+            self.cell_step(name, "trace_cell", {**attrs, "k": int(q["k"])}, [x, st["h"].name], {}, [st["h"].new], H)
             return
         attrs = {**attrs, "shift_x": int(q["shift_x"]), "shift_h": int(q["shift_h"])}
 

@@ -1,4 +1,5 @@
-"""Recurrent cell kernels through Apache TVM: one step of a GRU, LSTM, LMU or EGRU layer as C for the MCU.
+"""Recurrent cell kernels through Apache TVM: one step of a GRU, LSTM, LMU, EGRU (and its output trace) or
+state-space layer as C for the MCU.
 
 Where it sits: next to tvm_kernels.py (the feed-forward layers) in the Cortex-M target. streaming.py describes each
 cell step as a :class:`KernelSpec`; this module writes it as a TVM tensor expression, schedules it so that one loop
@@ -532,7 +533,23 @@ def _requant_q15(spec: KernelSpec):
     return [h, out], "out", []
 
 
-BUILDERS = {"gru_cell": _gru, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru,
+def _trace(spec: KernelSpec):
+    """The EGRU's output trace (edgekit/layers/egru.py EventTrace): tr' = α·tr + (1 − α)·x in float32; in int8
+    tr' = tr + mul_q15(k, x − tr) on Q15 values, k = round((1 − α)·2^15) (edgekit/qrecurrent.py)."""
+    H = spec.attr("hidden")
+    if spec.dtype == F32:
+        x, h = te.placeholder((H,), F32, "x"), te.placeholder((H,), F32, "h")
+        a = spec.attr("decay")
+        out = te.compute((H,), lambda j: _c(a, F32) * h[j] + _c(1.0 - a, F32) * x[j], name="h_new")
+        return [x, h, out], "h_new", []
+    x, h = te.placeholder((H,), I16, "x"), te.placeholder((H,), I16, "h")
+    out = te.compute((H,), lambda j: _clip_state(
+        h[j].astype(I64) + _mul_q15(_c(spec.attr("k"), I64), x[j].astype(I64) - h[j].astype(I64))).astype(I16),
+                     name="h_new")
+    return [x, h, out], "h_new", []
+
+
+BUILDERS = {"gru_cell": _gru, "trace_cell": _trace, "lstm_cell": _lstm_cell, "lstm_out": _lstm_out, "egru_cell": _egru,
             "lmu_memory": _lmu_memory, "lmu_hidden": _lmu_hidden, "requant_q15": _requant_q15,
             "s4d_state": _s4d_state, "s4d_out": _s4d_out, "selective_state": _selective_state,
             "selective_out": _selective_out}

@@ -68,10 +68,13 @@ def egru_activity(graph: Graph, x: np.ndarray, batch_size: int = 256) -> dict:
                 for c in graph.consumers(name):
                     if c.op in PASS_THROUGH:
                         frontier.append(c.name)
+                    elif c.op == "trace":  # the output trace: each event is added into its unit's trace
+                        frontier.append(c.name)
+                        rec_ops[sl] += nz.sum((1, 2))
                     elif c.op == "linear":
                         v = vals[name]
                         read_ops[sl] += (v != 0).reshape(len(v), -1).sum(1) * c.attrs["out_features"]
-    for e in egrus:
+    for e in egrus + [n for n in graph.nodes if n.op == "trace"]:  # a trace decays every step too
         steps = e.shape[1] if e.attrs["batch_first"] else e.shape[0]
         updates += e.attrs["hidden_size"] * steps
     slots = sum(e.attrs["hidden_size"] * (e.shape[1] if e.attrs["batch_first"] else e.shape[0]) for e in egrus)

@@ -82,6 +82,7 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
                      "8-bit split for Loihi) are kept in network.json/network.npz")
 
     biased: set[str] = set()
+    cropped: set[str] = set()
     for cname, c in net.connections.items():
         spec = c.spec
         if lmu_memory is not None and spec.target == lmu_memory:
@@ -97,8 +98,21 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
         if spec.target not in biased and net.populations[spec.target].bias is not None:
             bias = net.populations[spec.target].bias.detach().numpy().astype(np.float32).reshape(-1)
             biased.add(spec.target)
+        crops_in: list[dict] = []
         for i, o in enumerate(spec.ops):
             key = f"{cname}.{o['op']}" if sum(x["op"] == o["op"] for x in spec.ops) == 1 else f"{cname}.{o['op']}{i}"
+            if o["op"] == "crop":
+                # NIR has no crop node: it rides on the node before it (or, first in the chain, on the next one) as
+                # metadata, and the shapes that follow are the cropped ones
+                crop = {"axis": int(o["axis"]), "start": int(o["start"]), "stop": int(o["stop"])}
+                if chain:
+                    chain[-1][1].metadata.setdefault("edgekit_crop_output", []).append(crop)
+                else:
+                    crops_in.append(crop)
+                shape = tuple(int(o["stop"]) - int(o["start"]) if a == int(o["axis"]) else d
+                              for a, d in enumerate(shape))
+                cropped.add(cname)
+                continue
             if o["op"] == "avgpool2d":
                 k = np.array(o["kernel"])
                 node = nir.AvgPool2d(kernel_size=k, stride=np.array(o.get("stride", o["kernel"])),
@@ -121,6 +135,9 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
                 node = nir.Affine(weight=w, bias=bias) if bias is not None else \
                     (nir.Scale(scale=weight) if o["op"] == "scale" else nir.Linear(weight=w))
                 shape = (w.shape[0],)
+            if crops_in:
+                node.metadata["edgekit_crop_input"] = crops_in
+                crops_in = []
             chain.append((key, node))
         for k, node in chain:
             nodes[k] = node
@@ -131,6 +148,10 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
     for name, p in net.populations.items():
         if p.bias is not None and name not in biased:
             notes.append(f"population '{name}': bias has no incoming connection to ride on; not in the NIR file")
+    if cropped:
+        notes.append(f"crops (a causal convolution keeping its first rows) in {len(cropped)} connections are node "
+                     "metadata ('edgekit_crop_output' / 'edgekit_crop_input': axis of [C, H, W], start, stop): NIR "
+                     "has no crop node; network.json holds them as ops")
     if any(p.spec.kind == "graded" and p.spec.name != lmu_memory for p in net.populations.values()):
         notes.append("graded populations other than the LMU memory are written as nir.I (integrators); edgekit runs "
                      "them as x[t] = input[t]")
