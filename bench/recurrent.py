@@ -44,7 +44,7 @@ THRESHOLD_SCALES = (1.0, 1.25, 1.5)
 
 
 def load(name: str, egru_weights: Path | None = None) -> Model:
-    if name == "digits-egru" and egru_weights is not None:  # weights from examples/train_digits_egru.py --out-dir
+    if name == "digits-egru" and egru_weights is not None:  # weights written by examples/train_egru.py elsewhere
         from edgekit.zoo import EXAMPLES
 
         spec = EXAMPLES[name]

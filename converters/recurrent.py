@@ -195,7 +195,7 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     With ``blend_epochs`` > 0 the layer starts as the GRU and becomes the EGRU linearly over that many epochs (see
     :class:`_BlendedEGRU`), which keeps fine-tuning near the trained GRU; the result is always a plain EGRU. (Copying
     the weights alone is not enough: the events drop every negative GRU state, and digits-gru falls to chance.)
-    ``activity_weight`` trades accuracy for sparsity; see examples/train_digits_egru.py for measured points.
+    ``activity_weight`` trades accuracy for sparsity; see examples/train_egru.py for the examples' settings.
     ``augment(x_batch, generator)`` may transform each training batch (e.g. random shifts). Deterministic for a
     ``seed`` on one thread.
 

@@ -195,7 +195,7 @@ def test_cli_converts_with_spiking_option(tmp_path, monkeypatch, capsys):
     from edgekit.converters import spiking as spiking_converter
 
     monkeypatch.setitem(spiking_converter.DEFAULTS, "rate", {**spiking_converter.DEFAULTS["rate"],
-                                                            "fine_tune_epochs": 1})
+                                                            "fine_tune_steps": 23})
     out = tmp_path / "s2"
     assert main(["compile", "digits-cnn", "--target", "spinnaker2", "--spiking", "rate", "-o", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
@@ -249,3 +249,45 @@ def test_bundled_examples_ship_their_spiking_conversion():
         next(changed.module.parameters()).mul_(0.5)
     assert spiking._shipped(changed, "rate", defaults=True) is None
     assert spiking._shipped(ann, "rate", defaults=False) is None
+
+
+class _CausalConvNet(nn.Module):
+    """A small keyword-CNN shape: conv with a causal crop along the frames, depthwise conv with its crop, 1x1 conv,
+    global average pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, (3, 3), padding=(2, 1))
+        self.dw = nn.Conv2d(8, 8, (3, 3), padding=(2, 1), groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))[:, :, :8]
+        x = torch.relu(self.dw(x))[:, :, :8]
+        x = torch.relu(self.pw(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_rate_conversion_of_a_causal_depthwise_cnn_runs_in_lava(tmp_path):
+    """Crops become part of the connection that computes the layer (no neuron is simulated that the ANN drops),
+    depthwise convs become sparse synapse matrices, NIR carries the crops as node metadata, Lava agrees."""
+    torch.manual_seed(0)
+    split = digits()
+    module = _CausalConvNet()
+    fine_tune(module, split.x_train, split.y_train, TrainSettings(epochs=6, lr=3e-3), progress=False)
+    ann = Model.from_module(module, torch.from_numpy(split.x_test[:1]), name="causal", calib=split.x_train[:64],
+                            test_x=split.x_test[:64], test_y=split.y_test[:64], train_x=split.x_train,
+                            train_y=split.y_train)
+    snn = to_spiking(ann, "rate", timesteps=12, fine_tune_epochs=1, progress=False)
+    net = find_network(snn.module)
+    assert [p.spec.shape for p in net.populations.values() if p.spec.kind == "lif"] == [(8, 8, 8)] * 3
+    crops = [o for c in net.connections.values() for o in c.spec.ops if o["op"] == "crop"]
+    assert crops == [{"op": "crop", "axis": 1, "start": 0, "stop": 8}] * 2
+    dw = next(c for c in net.connections.values() if c.spec.weight_op.get("groups") == 8)
+    assert net.fan_out()[dw.spec.name].max() <= 9  # a depthwise neuron reaches at most 3x3 neurons of its channel
+    art = api.compile(snn, "loihi2", tmp_path / "l2")
+    graph = nir.read(str(tmp_path / "l2" / "model.nir"), type_check=False)
+    assert sum("edgekit_crop_output" in n.metadata for n in graph.nodes.values()) == 2
+    m = api.profile(art.path, samples=16).measured
+    assert m["lava_agreement"] == 1.0 and m["identical_spike_counts"] == 1.0

@@ -104,9 +104,11 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
             if o["op"] == "crop":
                 # NIR has no crop node: it rides on the node before it (or, first in the chain, on the next one) as
                 # metadata, and the shapes that follow are the cropped ones
-                crop = {"axis": int(o["axis"]), "start": int(o["start"]), "stop": int(o["stop"])}
+                crop = [int(o["axis"]), int(o["start"]), int(o["stop"])]
                 if chain:
-                    chain[-1][1].metadata.setdefault("edgekit_crop_output", []).append(crop)
+                    meta = chain[-1][1].metadata
+                    meta["edgekit_crop_output"] = np.array(
+                        [*meta.get("edgekit_crop_output", np.zeros((0, 3), np.int64)).tolist(), crop], np.int64)
                 else:
                     crops_in.append(crop)
                 shape = tuple(int(o["stop"]) - int(o["start"]) if a == int(o["axis"]) else d
@@ -136,7 +138,7 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
                     (nir.Scale(scale=weight) if o["op"] == "scale" else nir.Linear(weight=w))
                 shape = (w.shape[0],)
             if crops_in:
-                node.metadata["edgekit_crop_input"] = crops_in
+                node.metadata["edgekit_crop_input"] = np.array(crops_in, np.int64)
                 crops_in = []
             chain.append((key, node))
         for k, node in chain:
@@ -150,7 +152,7 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
             notes.append(f"population '{name}': bias has no incoming connection to ride on; not in the NIR file")
     if cropped:
         notes.append(f"crops (a causal convolution keeping its first rows) in {len(cropped)} connections are node "
-                     "metadata ('edgekit_crop_output' / 'edgekit_crop_input': axis of [C, H, W], start, stop): NIR "
+                     "metadata ('edgekit_crop_output' / 'edgekit_crop_input': rows of [axis of [C, H, W], start, stop]): NIR "
                      "has no crop node; network.json holds them as ops")
     if any(p.spec.kind == "graded" and p.spec.name != lmu_memory for p in net.populations.values()):
         notes.append("graded populations other than the LMU memory are written as nir.I (integrators); edgekit runs "
