@@ -214,8 +214,9 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
       that step; on the trace it sees the recent events of every unit, which is what keeps a classifier accurate when
       most units are silent.
     * ``init="scratch"``: train from scratch instead of fine-tuning — every parameter of the model is initialised
-      anew (PyTorch's defaults; thresholds at ``thresholds``) and there is no blend from the GRU; with ``distill`` the
-      trained GRU still teaches. ``init="gru"`` (default) fine-tunes from the GRU's weights.
+      anew (PyTorch's defaults; thresholds at ``thresholds``), there is no blend from the GRU and ``blend_epochs``
+      is a warm-up before the sparsity budget applies; with ``distill`` the trained GRU still teaches.
+      ``init="gru"`` (default) fine-tunes from the GRU's weights.
 
     ``meta['egru']`` of the returned model holds the source GRU's test accuracy, the EGRU's before and after
     fine-tuning, and the activity sparsity on the test sequences (fraction of unit-steps without an event).
@@ -236,9 +237,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
     log = log or (lambda message: None)
     torch.manual_seed(seed)
     module = copy.deepcopy(model.module).eval()
-    if init == "scratch":
-        blend_epochs = 0.0
-    swapped = _swap_grus(module, thresholds, cls=_BlendedEGRU if fine_tune_epochs > 0 and blend_epochs > 0 else EGRU,
+    blends = init == "gru" and fine_tune_epochs > 0 and blend_epochs > 0
+    swapped = _swap_grus(module, thresholds, cls=_BlendedEGRU if blends else EGRU,
                          pseudo_derivative_width=pseudo_derivative_width, dampening=dampening,
                          trainable_threshold=train_thresholds)
     if not swapped:
@@ -270,7 +270,8 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
         optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=learning_rate,
                                       weight_decay=0.0)
         steps = fine_tune_epochs * math.ceil(len(inputs) / batch_size)
-        blend_steps = blend_epochs * math.ceil(len(inputs) / batch_size)
+        warmup_steps = blend_epochs * math.ceil(len(inputs) / batch_size)  # the blend, or scratch's warm-up
+        blend_steps = warmup_steps if blends else 0
         step = 0
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         shuffle = torch.Generator().manual_seed(seed)
@@ -302,7 +303,7 @@ def to_egru(model: Model, thresholds: float | Sequence[float] | np.ndarray = 0.1
                     nn.utils.clip_grad_norm_(module.parameters(), clip_grad_norm)
                     optimizer.step()
                     schedule.step()
-                    if budget is not None and step >= blend_steps:
+                    if budget is not None and step >= warmup_steps:
                         multiplier = max(0.0, multiplier + multiplier_rate * (rate.item() - budget))
                     with torch.no_grad():
                         for layer in layers:

@@ -94,7 +94,7 @@ def _counted(out: Path, report: dict) -> dict:
                 "notes": [f"no {report['target']} simulator is available: the numbers are the torch (snntorch/float) "
                           "run's counts on the test inputs, priced with the profile's energy constants"]}
     if "float_reference" in data.files:
-        measured["fidelity"] = fidelity.measure(data["reference"], data["float_reference"], y)
+        measured["fidelity"] = fidelity.measure(data["reference"], data["float_reference"], y, scale_free=True)
         measured["fidelity"]["against"] = "the model before conversion (its outputs vs the converted network's)"
     if "events_per_inference" in act:
         measured["events_per_inference"] = act["events_per_inference"]
@@ -487,7 +487,7 @@ def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
                      "so spikes are expected to be identical",
     }
     if "float_reference" in data.files:  # the ANN the spiking network was converted from
-        measured["fidelity"] = fidelity.measure(logits, data["float_reference"][:n], y)
+        measured["fidelity"] = fidelity.measure(logits, data["float_reference"][:n], y, scale_free=True)
         measured["fidelity"]["against"] = "the ANN before spiking conversion (its logits vs Lava's readout)"
     if samples is not None and n < len(data["x"]):
         measured["notes"] = [f"Lava ran the first {n} of {len(data['x'])} test inputs"]

@@ -24,6 +24,23 @@ def test_measure_figures():
     assert fidelity.classifies({"model": {"task": "classification"}}) and fidelity.classifies({}) is None
 
 
+def test_converted_scores_are_compared_without_their_scale_and_shift():
+    """A spiking readout trained anew has its own scale and a shift per input: neither is disagreement; a changed
+    class is."""
+    rng = np.random.default_rng(0)
+    ann = rng.normal(size=(50, 10))
+    converted = 3.0 * ann + rng.normal(size=(50, 1)) + 0.01 * rng.normal(size=(50, 10))
+    raw = fidelity.measure(converted, ann)
+    free = fidelity.measure(converted, ann, scale_free=True)
+    assert not raw["ok"] and free["ok"]
+    assert free["gain"] == pytest.approx(1 / 3, rel=0.02) and free["sqnr_db"] > 30
+    assert free["top1_agreement"] == 1.0
+    wrong = converted.copy()
+    wrong[:10] = wrong[:10, ::-1]  # ten inputs get other classes
+    bad = fidelity.measure(wrong, ann, scale_free=True)
+    assert not bad["ok"] and "top-1 agreement" in bad["summary"] and "fine-tune the conversion" in bad["summary"]
+
+
 def test_untrained_mobilenet_v1_is_right_on_the_emulated_m7(tmp_path):
     """Before: every int8 output was the zero point while profile said 'outputs match'. Now the int8 build keeps the
     float outputs (bias-dominated logits) and the profile measures that it does."""

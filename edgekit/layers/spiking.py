@@ -272,6 +272,7 @@ class SpikingNetwork(nn.Module):
         self.readout_name = readouts[0].name
         self.max_delay = max((c.spec.delay for c in self.connections.values()), default=1)
         self._fanout: dict[str, np.ndarray] | None = None
+        self._last_measure: tuple | None = None  # (key, logits, RunRecord) of the last measure()
         # Set by loihi_format.fake_quantize: (network) -> (weights, biases) on the fixed-point grid, with
         # straight-through gradients, for training on the grid the chip uses.
         self.quantizer = None
@@ -368,6 +369,9 @@ class SpikingNetwork(nn.Module):
         multiples of ϑ · 2**-18 (and of the graded units), which float64 adds exactly, so a membrane that lands
         exactly on its threshold does not spike — as on the chip — instead of tipping either way by float32
         rounding; leaky decays truncate as the chip's 12-bit multiply does (Population.step)."""
+        key = self._measure_key(x)
+        if self._last_measure is not None and self._last_measure[0] == key:  # e.g. activity, then the build's run
+            return self._last_measure[1], self._last_measure[2]
         was = self.training
         self.eval()
         runner, dtype = self, np.float32
@@ -387,10 +391,22 @@ class SpikingNetwork(nn.Module):
         finally:
             self.train(was)
         merged = RunRecord()
-        for key in ("spikes", "neuron_spikes", "sops"):
-            getattr(merged, key).update({k: np.concatenate([getattr(r, key)[k] for r in recs], 0)
-                                         for k in getattr(recs[0], key)})
-        return np.concatenate(outs, 0), merged
+        for field_name in ("spikes", "neuron_spikes", "sops"):
+            getattr(merged, field_name).update({k: np.concatenate([getattr(r, field_name)[k] for r in recs], 0)
+                                                for k in getattr(recs[0], field_name)})
+        logits = np.concatenate(outs, 0)
+        self._last_measure = (key, logits, merged)
+        return logits, merged
+
+    def _measure_key(self, x: np.ndarray) -> str:
+        """What a measurement depends on: the inputs, every weight, bias and the fixed-point mode."""
+        import hashlib
+
+        h = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16)
+        h.update(str((x.shape, x.dtype, self.sum_rounding is not None, self.quantizer is not None)).encode())
+        for t in self.state_dict().values():
+            h.update(t.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
 
     def run(self, x: torch.Tensor, record: bool = False, trace: bool = False,
             currents: bool = False) -> tuple[torch.Tensor, RunRecord | None]:
