@@ -9,8 +9,23 @@ crosses a threshold; fine-tuning blends the layer from the GRU into the EGRU ove
 drops every negative GRU state and leaves chance accuracy), then trains it for a sparsity budget: the activity weight
 is a Lagrange multiplier that grows while more than 20 % of the unit-steps carry an event (``target_sparsity``).
 The classifier reads the output trace of the events (``output_trace``, the EGRU authors' readout) instead of the last
-step's events, and the GRU teaches through distillation. Deterministic on one CPU thread. Needs the GRU examples'
-weights (examples/train_digits.py digits-gru, examples/train_kws.py kws-gru).
+step's events. Deterministic on one CPU thread (digits ~7 min, keywords ~12 min on a quiet core). Needs the GRU
+examples' weights (examples/train_digits.py digits-gru, examples/train_kws.py kws-gru).
+
+Measured on the test splits (examples/train_egru.py and to_egru with these settings but one change):
+
+    digits (digits-gru 98.06 %)                          accuracy   silent unit-steps
+      shipped: budget 80 %, trace 0.9                      95.83 %      80.2 %
+      budget 70 %                                          97.22 %      70.2 %
+      budget 85 %                                          90.0 %       81.8 %
+      no trace (head on the last step's events), 85 %      71.1 %       84.9 %
+      distillation from the GRU                            95.3 %       75.6 %
+      pseudo-derivative γ 0.7, width 1.0                   94.7 %       80.0 %
+      hidden 128 (from a GRU-128 of 98.61 %)               95.6 %       80.0 %
+      init="scratch", budget 85 %                          56.9 %       86.0 %
+      earlier recipe (fixed activity weight 3, no trace)   98.06 %      60.9 %
+    keywords (kws-gru 89.20 %)
+      shipped: budget 80 %, trace 0.9                      84.82 %      79.8 %
 """
 from __future__ import annotations
 
@@ -32,8 +47,7 @@ from train_kws import time_shift  # noqa: E402
 
 SEED = 0
 # Shared by both: a sparsity budget of 20 % events (80 % of unit-steps silent), thresholds starting at 0.2, the
-# output trace (decay 0.9), distillation from the GRU. Measured points are in the closing note of the issue and in
-# bench/results/neuromorphic.md.
+# output trace (decay 0.9); no distillation (it held the event rate up: 75.6 % silent at 95.3 % on the digits).
 COMMON = dict(thresholds=0.2, target_sparsity=0.8, output_trace=0.9, distill=False, multiplier_rate=0.1,
               activity_weight=3.0, pseudo_derivative_width=0.5, dampening=0.3, batch_size=64)
 RECIPES = {
