@@ -68,9 +68,9 @@ from edgekit.model import Model
 
 KINDS = ("auto", "rate", "lmuformer", "l2mu")
 # timesteps (static: steps per image; sequences: extra flush steps), fine-tuning budget in optimizer steps, learning
-# rate. The default epochs are those that make the budget on the training set: on the 1,437 digits (23 batches of 64)
-# 12 epochs for rate and 80 for the LMUs (lmuformer on digits-lmu: 40 epochs 91.1 %, 80 94.7 %, ANN 95.6 %); on the
-# 6,160 keyword clips (97 batches) 3 and 19.
+# rate. The default epochs are those that make the budget on the training set, at least 4: on the 1,437 digits (23
+# batches of 64) 12 epochs for rate and 80 for the LMUs (lmuformer on digits-lmu: 40 epochs 91.1 %, 80 94.7 %, ANN
+# 95.6 %); on the 6,160 keyword clips (97 batches) 4 and 19.
 DEFAULTS = {
     "rate": {"timesteps": 16, "fine_tune_steps": 276, "lr": 1e-3},
     "lmuformer": {"timesteps": 10, "fine_tune_steps": 1840, "lr": 3e-3},
@@ -90,7 +90,7 @@ def _to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tu
 
     ``timesteps``: for images, the steps each image is shown (T of rate coding); for sequences, the extra steps after
     the sequence. ``fine_tune_epochs`` 0 skips training (a ``rate`` conversion is then the normalised ANN as is); None
-    (default) trains for the kind's budget of optimizer steps (DEFAULTS: 12 epochs of the digits for rate, 80 for the LMUs).
+    (default) trains for the kind's budget of optimizer steps (DEFAULTS: 12 epochs of the digits for rate, 80 for the LMUs; at least 4).
     ``distill`` (default: on for the LMU kinds, which are new networks rather than converted weights) adds
     knowledge distillation from the ANN: loss = CE + T² · KL(softmax(z_ANN / T) ‖ softmax(z_SNN / T)), T = 2.
     ``arch`` sets sizes of the LMU kinds (``embed``, ``hidden``, ``u_size``, ``beta``, ``encoder_size`` ...).
@@ -130,7 +130,7 @@ def _to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tu
     cfg = DEFAULTS[kind]
     timesteps = int(cfg["timesteps"] if timesteps is None else timesteps)
     if fine_tune_epochs is None:
-        epochs = max(2, round(cfg["fine_tune_steps"] / math.ceil(len(x_train) / batch_size)))
+        epochs = max(4, round(cfg["fine_tune_steps"] / math.ceil(len(x_train) / batch_size)))
     else:
         epochs = int(fine_tune_epochs)
     lr = float(cfg["lr"] if lr is None else lr)
