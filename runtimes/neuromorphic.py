@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import signal
@@ -51,6 +52,7 @@ from edgekit.runtimes.progress import progress_bar
 
 AGREEMENT_GOAL = 0.99
 MAX_SIDE_BY_SIDE_NEURONS = 1_000_000  # neurons of all instances run side by side in one Lava network
+MAX_DELAY_MATRIX_BYTES = 512 * 2 ** 20  # dense matrix Lava's DelaySparse makes of one side-by-side connection
 SECONDS_PER_STEP_LIMIT = 2.0  # time limit of the simulation: generous, Lava takes ~10-100 ms per step here
 
 
@@ -341,9 +343,17 @@ class LavaNetwork:
 
 
 def copies_for(desc: dict, n: int) -> int:
-    """How many instances run side by side: all test inputs, within MAX_SIDE_BY_SIDE_NEURONS neurons."""
+    """How many instances run side by side: all test inputs, within MAX_SIDE_BY_SIDE_NEURONS neurons, and within
+    MAX_DELAY_MATRIX_BYTES for every delayed connection (Lava's DelaySparse keeps a dense [delays, rows, columns]
+    matrix of the whole side-by-side connection: 1,120 keyword inputs of a spiking LMU took 12 GB and were killed)."""
     neurons = max(1, sum(p["size"] for p in desc["populations"]))
-    return max(1, min(n, MAX_SIDE_BY_SIDE_NEURONS // neurons))
+    copies = max(1, min(n, MAX_SIDE_BY_SIDE_NEURONS // neurons))
+    for c in desc["connections"]:
+        if c["delay"] > 1:
+            rows, cols = c["shape"]
+            dense = 4 * c["delay"] * rows * cols  # bytes of one instance's share, times copies² side by side
+            copies = min(copies, max(1, int(math.sqrt(MAX_DELAY_MATRIX_BYTES / dense))))
+    return copies
 
 
 def simulate(out: Path, n: int, result: Path) -> None:
@@ -379,7 +389,9 @@ def _run_simulator(out: Path, n: int, steps: int) -> tuple[np.ndarray, dict[str,
     with tempfile.TemporaryDirectory(prefix="edgekit-lava.") as tmp:
         result = Path(tmp) / "result.npz"
         t0 = time.perf_counter()
-        budget = 600 + n * steps * SECONDS_PER_STEP_LIMIT
+        desc, _ = integer_network(out)
+        windows = -(-n // copies_for(desc, n))  # the instances run side by side: the time goes by windows
+        budget = 600 + windows * steps * SECONDS_PER_STEP_LIMIT
         lines: list[str] = []
         with progress_bar() as progress, open(Path(tmp) / "stdout.txt", "wb") as stdout:
             step = progress(f"Lava, {n} inputs", n)
