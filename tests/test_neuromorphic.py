@@ -291,3 +291,17 @@ def test_rate_conversion_of_a_causal_depthwise_cnn_runs_in_lava(tmp_path):
     assert sum("edgekit_crop_output" in n.metadata for n in graph.nodes.values()) == 2
     m = api.profile(art.path, samples=16).measured
     assert m["lava_agreement"] == 1.0 and m["identical_spike_counts"] == 1.0
+
+
+def test_side_by_side_copies_stay_within_memory():
+    """Lava's DelaySparse keeps a dense matrix of the whole side-by-side connection: delayed connections bound how many
+    inputs run at once (1,120 keyword inputs of a spiking LMU took 12 GB before)."""
+    from edgekit.runtimes.neuromorphic import MAX_DELAY_MATRIX_BYTES, copies_for
+
+    desc = {"populations": [{"size": 10}, {"size": 32}],
+            "connections": [{"delay": 1, "shape": [32, 10]}, {"delay": 3, "shape": [32, 10]}]}
+    copies = copies_for(desc, 1120)
+    assert 1 < copies < 1120
+    assert 4 * 3 * (32 * copies) * (10 * copies) <= MAX_DELAY_MATRIX_BYTES
+    desc["connections"].pop()
+    assert copies_for(desc, 1120) == 1120
