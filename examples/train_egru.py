@@ -1,6 +1,6 @@
 """Make the event-based GRU examples (digits-egru, kws-egru): a trained GRU turned into an EGRU by ``to_egru``.
 
-    python examples/train_egru.py                    # both, into edgekit/zoo/weights/<name>.pt
+    python examples/train_egru.py                    # both, into edgekit/zoo/weights/<example>.pt
     python examples/train_egru.py kws-egru           # one of them
     python examples/train_egru.py --validate         # tune: hold 20 % of the training split out, report on it
 
@@ -29,7 +29,6 @@ Measured on the test splits (examples/train_egru.py and to_egru with these setti
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -39,9 +38,8 @@ import torch
 
 from edgekit import Model
 from edgekit.converters.recurrent import to_egru
-from edgekit.zoo import WEIGHTS_DIR
-
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+import train_digits  # noqa: E402
 from train_digits import random_shift  # noqa: E402
 from train_kws import time_shift  # noqa: E402
 
@@ -58,8 +56,10 @@ RECIPES = {
 }
 
 
-def make(name: str, validate: bool) -> None:
-    source, settings, augment = RECIPES[name]
+def make(name: str, recipe: tuple, validate: bool) -> tuple[torch.nn.Module, float]:
+    """to_egru on the example's GRU with ``recipe``; returns the EGRU model and its accuracy on the test split (or on
+    the held-out fifth of the training split with ``validate``)."""
+    source, settings, augment = recipe
     gru = Model.load(source)
     if validate:
         order = np.random.default_rng(SEED).permutation(len(gru.train_x))
@@ -70,33 +70,12 @@ def make(name: str, validate: bool) -> None:
     egru = to_egru(gru, augment=augment, seed=SEED, log=lambda line: print(line, flush=True),
                    **{**COMMON, **settings})
     info = egru.meta["egru"]
-    split = "validation" if validate else "test"
-    summary = (f"{name}: {split} accuracy {info['accuracy']:.4f} (GRU {info['source_accuracy']:.4f}), activity "
-               f"sparsity {info['activity_sparsity']:.4f}, mean threshold {info['mean_threshold']:.3f} "
-               f"({time.time() - t0:.0f} s)")
-    if validate:
-        print(summary)
-        return
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = WEIGHTS_DIR / f"{name}.pt"
-    torch.save({key: value.detach().clone().contiguous() for key, value in egru.module.state_dict().items()}, path)
-    print(f"{summary} -> {path} ({path.stat().st_size} bytes)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"examples: {', '.join(RECIPES)} (default: both)")
-    parser.add_argument("--validate", action="store_true",
-                        help="fine-tune on 80 %% of the training split, report on the rest, write nothing")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in RECIPES]
-    if unknown:
-        parser.error(f"unknown example {unknown[0]!r}; choose from {', '.join(RECIPES)}")
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    for name in args.names or list(RECIPES):
-        make(name, args.validate)
+    print(f"{name}: accuracy {info['accuracy']:.4f} (GRU {info['source_accuracy']:.4f}), activity sparsity "
+          f"{info['activity_sparsity']:.4f}, mean threshold {info['mean_threshold']:.3f} ({time.time() - t0:.0f} s)",
+          flush=True)
+    return egru.module, info["accuracy"]
 
 
 if __name__ == "__main__":
-    main()
+    train_digits.main(recipes=RECIPES, train_fn=make, description=__doc__.splitlines()[0],
+                      validate_help="fine-tune on 80 %% of the training split, report on the rest, write nothing")

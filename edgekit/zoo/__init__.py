@@ -206,6 +206,9 @@ def kws_train_data(image: bool = False, size: str = "full") -> tuple[np.ndarray,
 
 # --- the registry ------------------------------------------------------------------------------------------------------
 
+# The keyword examples that read the 49 MFCC frames as a sequence ([49, 10] per clip, 12 classes).
+_kws_sequence = partial(ExampleSpec, input_shape=(49, 10), num_classes=12, data=kws_data, train_data=kws_train_data)
+
 EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
     ExampleSpec(
         name="digits-cnn",
@@ -267,66 +270,46 @@ EXAMPLES: dict[str, ExampleSpec] = {spec.name: spec for spec in (
         train_data=partial(kws_train_data, image=True),
         reference_accuracy=0.9304,  # 1,042 / 1,120 test clips (voices unseen in training), examples/train_kws.py
     ),
-    ExampleSpec(
+    _kws_sequence(
         name="kws-gru",
         description="GRU (hidden 64) spotting 10 spoken keywords, one 20 ms MFCC frame per step (49 steps), trained",
         build=KwsGRU,
         weights_file=WEIGHTS_DIR / "kws-gru.pt",
-        input_shape=(49, 10),
-        num_classes=12,
-        data=kws_data,
-        train_data=kws_train_data,
         reference_accuracy=0.8920,  # 999 / 1,120
     ),
-    ExampleSpec(
+    _kws_sequence(
         name="kws-egru",
         description="event-based GRU (hidden 64) made from kws-gru by to_egru for a sparsity budget of 80 % silent "
                     "unit-steps; the classifier reads the output trace of the events, trained",
         build=KwsEGRU,
         weights_file=WEIGHTS_DIR / "kws-egru.pt",
-        input_shape=(49, 10),
-        num_classes=12,
-        data=kws_data,
-        train_data=kws_train_data,
         reference_accuracy=0.8482,  # 950 / 1,120 at 79.8 % activity sparsity (kws-gru: 89.20 %)
         meta={"egru": {"activity_sparsity": 0.7982, "accuracy": 0.8482,
                        "source": "measured on the test split by examples/train_egru.py (to_egru)"}},
     ),
-    ExampleSpec(
+    _kws_sequence(
         name="kws-lmu",
         description="Legendre Memory Unit (hidden 64, order 16, window 49 frames) spotting 10 spoken keywords, one "
                     "MFCC frame per step, trained",
         build=KwsLMU,
         weights_file=WEIGHTS_DIR / "kws-lmu.pt",
-        input_shape=(49, 10),
-        num_classes=12,
-        data=kws_data,
-        train_data=kws_train_data,
         # 709 / 1,120: the LMU's one-dimensional memory (one encoder for 10 MFCC features) is the bottleneck
         reference_accuracy=0.6330,
     ),
-    ExampleSpec(
+    _kws_sequence(
         name="kws-ssm",
         description="two diagonal state-space layers (S4D, 64 channels x 16 states) spotting 10 spoken keywords, one "
                     "MFCC frame per step, trained",
         build=KwsSSM,
         weights_file=WEIGHTS_DIR / "kws-ssm.pt",
-        input_shape=(49, 10),
-        num_classes=12,
-        data=kws_data,
-        train_data=kws_train_data,
         reference_accuracy=0.7268,  # 814 / 1,120
     ),
-    ExampleSpec(
+    _kws_sequence(
         name="kws-selective",
         description="two selective state-space layers (Mamba's scan, 64 channels x 16 states) spotting 10 spoken "
                     "keywords, one MFCC frame per step, trained",
         build=KwsSelective,
         weights_file=WEIGHTS_DIR / "kws-selective.pt",
-        input_shape=(49, 10),
-        num_classes=12,
-        data=kws_data,
-        train_data=kws_train_data,
         reference_accuracy=0.7714,  # 864 / 1,120
     ),
     ExampleSpec(
