@@ -98,7 +98,8 @@ def _to_spiking(model, kind: str = "auto", timesteps: int | None = None, fine_tu
 
     ``timesteps``: for images, the steps each image is shown (T of rate coding); for sequences, the extra steps after
     the sequence. ``fine_tune_epochs`` 0 skips training (a ``rate`` conversion is then the normalised ANN as is); None
-    (default) trains for the kind's budget of optimizer steps (DEFAULTS: 12 epochs of the digits for rate, 80 for the LMUs; at least 4).
+    (default) trains for the kind's budget of optimizer steps (DEFAULTS: 12 epochs of the digits for rate, 80 for the
+    LMUs; at least 4).
     ``distill`` (default: on for the LMU kinds, which are new networks rather than converted weights) adds
     knowledge distillation from the ANN: loss = CE + T² · KL(softmax(z_ANN / T) ‖ softmax(z_SNN / T)), T = 2.
     ``arch`` sets sizes of the LMU kinds (``embed``, ``hidden``, ``u_size``, ``beta``, ``encoder_size`` ...).
