@@ -151,6 +151,9 @@ SSM_CELL_COSTS = {
     ("selective_out", "int8"): (4.75, 11.91, 105.18, 0.0, 0.0),
     ("selective_out", "float32"): (5.69, 12.07, 123.81, 0.0, 0.0),
 }
+# The EGRU's output trace (tvm_cells._trace): instructions per unit and per call, from bench/recurrent.py on the
+# emulated M7 (digits-egru, 64 units: 608 float32, 1,512 int8 per call; the call overhead as the other cells').
+TRACE_CELL_COSTS = {"float32": (9.0, 32.0), "int8": (23.1, 32.0)}
 # Per recurrent kernel: gate rows computed in one pass over the inputs, sigmoid/tanh evaluations per unit.
 GATES_PER_PASS = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 1, "lmu_hidden": 1, "lmu_memory": 1}
 ACTIVATIONS_PER_UNIT = {"gru_cell": 3, "egru_cell": 3, "lstm_cell": 3, "lstm_out": 2, "lmu_hidden": 1,
@@ -206,6 +209,10 @@ def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: 
     def cost(name: str, default: float) -> float:
         return profile.number("cost", name, default)
 
+    if s.spec.op == "trace_cell":  # the EGRU's output trace: one multiply-add per unit, no gates
+        per_unit, per_call = TRACE_CELL_COSTS[prog.dtype]
+        return cost(f"trace_{prog.dtype}", per_unit) * s.spec.attr("hidden") + \
+            cost(f"trace_{prog.dtype}_per_call", per_call)
     if (s.spec.op, prog.dtype) in SSM_CELL_COSTS:
         c = SSM_CELL_COSTS[(s.spec.op, prog.dtype)]
         H, I, N = s.spec.attr("hidden"), s.spec.attr("inputs"), s.spec.attr("state")
