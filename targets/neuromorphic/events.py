@@ -12,6 +12,9 @@ What is counted per inference (on the test sequences, with edgekit's float graph
   every non-zero input of a layer reading the EGRU's events (the classifier on the last step) costs its fan-out
 * graded ops: the real-valued input x_t enters through W_ih: non-zero inputs × 3H per step
 * neuron updates: H units × T steps (each unit's gates are computed every step)
+* an output trace (edgekit.layers.EventTrace) that the classifier reads instead of the last step's events: one op
+  per event (the event is added into its unit's trace), H decays per step as neuron updates, and the classifier's
+  fan-out for every non-zero trace value it reads
 
 An event carries the unit's state (a graded value), so on the 45 nm convention every op is a MAC.
 """

@@ -98,7 +98,7 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
         if spec.target not in biased and net.populations[spec.target].bias is not None:
             bias = net.populations[spec.target].bias.detach().numpy().astype(np.float32).reshape(-1)
             biased.add(spec.target)
-        crops_in: list[dict] = []
+        crops_in: list[list[int]] = []
         for i, o in enumerate(spec.ops):
             key = f"{cname}.{o['op']}" if sum(x["op"] == o["op"] for x in spec.ops) == 1 else f"{cname}.{o['op']}{i}"
             if o["op"] == "crop":
@@ -152,8 +152,8 @@ def to_nir(net: SpikingNetwork) -> tuple[nir.NIRGraph, list[str]]:
             notes.append(f"population '{name}': bias has no incoming connection to ride on; not in the NIR file")
     if cropped:
         notes.append(f"crops (a causal convolution keeping its first rows) in {len(cropped)} connections are node "
-                     "metadata ('edgekit_crop_output' / 'edgekit_crop_input': rows of [axis of [C, H, W], start, stop]): NIR "
-                     "has no crop node; network.json holds them as ops")
+                     "metadata ('edgekit_crop_output' / 'edgekit_crop_input': rows of [axis of [C, H, W], start, "
+                     "stop]): NIR has no crop node; network.json holds them as ops")
     if any(p.spec.kind == "graded" and p.spec.name != lmu_memory for p in net.populations.values()):
         notes.append("graded populations other than the LMU memory are written as nir.I (integrators); edgekit runs "
                      "them as x[t] = input[t]")
