@@ -383,15 +383,14 @@ def simulate(out: Path, n: int, result: Path) -> None:
     np.savez(result, logits=logits, **{f"counts.{k}": v for k, v in counts.items()})
 
 
-def _run_simulator(out: Path, n: int, steps: int) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+def _run_simulator(out: Path, desc: dict, n: int) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """:func:`simulate` in its own Python process: Lava fixes the multiprocessing start method when imported and
     forks its process models, which must not depend on (or disturb) the caller's process."""
     with tempfile.TemporaryDirectory(prefix="edgekit-lava.") as tmp:
         result = Path(tmp) / "result.npz"
         t0 = time.perf_counter()
-        desc, _ = integer_network(out)
         windows = -(-n // copies_for(desc, n))  # the instances run side by side: the time goes by windows
-        budget = 600 + windows * steps * SECONDS_PER_STEP_LIMIT
+        budget = 600 + windows * desc["steps"] * SECONDS_PER_STEP_LIMIT
         lines: list[str] = []
         with progress_bar() as progress, open(Path(tmp) / "stdout.txt", "wb") as stdout:
             step = progress(f"Lava, {n} inputs", n)
@@ -446,7 +445,7 @@ def profile_lava(out: Path, report: dict, samples: int | None = None) -> dict:
     steps = desc["steps"]
     inp = next(p for p in desc["populations"] if p["kind"] == "input")
     codes = input_codes(x, inp["unit_exp"], steps, desc["input_mode"] == "static")
-    logits, neuron_counts, wall = _run_simulator(out, n, steps)
+    logits, neuron_counts, wall = _run_simulator(out, desc, n)
     fan_out = {c["name"]: np.bincount(arrays[f"{c['name']}.indices"], minlength=c["shape"][1])
                for c in desc["connections"]}
 

@@ -194,6 +194,8 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
     description holds ``shape``), and ``weight_exp``. ``notes`` say
     where a value had to be rounded (the network was not snapped) or where Lava's right shift will truncate.
     """
+    from scipy.sparse import csr_matrix
+
     notes: list[str] = []
     pops, arrays = [], {}
     for name, p in net.populations.items():
@@ -241,15 +243,14 @@ def integer_network(net: SpikingNetwork) -> tuple[dict, dict[str, np.ndarray], l
         if e < -1:
             notes.append(f"connection '{name}': weights finer than the target's unit; Lava floors the step sums "
                          f"(right shift by {-e} bits)")
-        kept = rounded != 0
-        arrays[f"{name}.weights"] = (2 * rounded[kept]).astype(np.int32)
-        arrays[f"{name}.indices"] = matrix.indices[kept].astype(np.int32)
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        arrays[f"{name}.indptr"] = np.concatenate(
-            [[0], np.cumsum(np.bincount(rows[kept], minlength=matrix.shape[0]))]).astype(np.int64)
+        synapses = csr_matrix((2 * rounded, matrix.indices, matrix.indptr), shape=matrix.shape)
+        synapses.eliminate_zeros()  # weights that round to zero are no synapses
+        arrays[f"{name}.weights"] = synapses.data.astype(np.int32)
+        arrays[f"{name}.indices"] = synapses.indices.astype(np.int32)
+        arrays[f"{name}.indptr"] = synapses.indptr.astype(np.int64)
         conns.append({"name": name, "sources": list(c.spec.sources), "target": c.spec.target,
                       "delay": c.spec.delay, "weight_exp": int(e), "graded": src.kind != "lif",
-                      "exact": exact, "synapses": int(kept.sum()), "shape": list(matrix.shape)})
+                      "exact": exact, "synapses": int(synapses.nnz), "shape": list(matrix.shape)})
     desc = {"format": "edgekit-loihi-int/2", "steps": net.steps, "readout_steps": net.readout_steps,
             "input_mode": net.input_mode,
             "input": net.input_name, "readout": net.readout_name, "populations": pops, "connections": conns,
