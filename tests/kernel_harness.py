@@ -99,7 +99,7 @@ def run_on_qemu(cases: list[Case], board: str, build_dir: Path, opt: str = "-O2"
     cmd = ["arm-none-eabi-gcc", *PLATFORM.cflags(board), opt, "-std=c11", "-Wall", "-Wextra", "-Werror",
            *extra_cflags, f"-I{support.include_dir}", f"-I{KERNEL_DIR}", f"-Wa,-I{build_dir}",
            str(FIRMWARE_DIR / "nn_kernels_main.c"), str(FIRMWARE_DIR / "cases_blob.S"),
-           str(KERNEL_DIR / "ek_nn_s8.c"), *map(str, support.sources), *PLATFORM.link_flags(support.linker_script),
+           str(KERNEL_DIR / "ek_nn_s8.c"), str(KERNEL_DIR / "ek_nn_s8_mve.c"), *map(str, support.sources), *PLATFORM.link_flags(support.linker_script),
            "-o", str(elf)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     run = run_elf(elf, board, timeout_s=timeout_s, count_instructions=count_instructions)
@@ -116,7 +116,7 @@ def run_on_host(cases: list[Case], build_dir: Path, extra_cflags: tuple[str, ...
     exe = build_dir / "nn_kernels_host"
     cmd = ["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-DEK_HOST", *extra_cflags,
            f"-I{KERNEL_DIR}", str(FIRMWARE_DIR / "nn_kernels_main.c"), str(KERNEL_DIR / "ek_nn_s8.c"),
-           "-o", str(exe)]
+           str(KERNEL_DIR / "ek_nn_s8_mve.c"), "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     result = subprocess.run([str(exe), str(blob)], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:

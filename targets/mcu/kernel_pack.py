@@ -22,6 +22,17 @@ Layouts (the C file explains why):
 * requant table (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}``; ``a``/``b`` hold the single-instruction
   (SMMLA) form when every channel allows it (flag ``FAST_REQUANT``), else 0.
 
+Helium (``isa="mve"``, flag ``MVE``; ``ek_nn_s8_mve.c`` explains why), all with the input zero point folded into the
+bias (``bias - x_zp * sum(w)``, so the kernels multiply raw int8 values):
+
+* conv2d and fully connected: the reduction axis K in the order (ky, kx, c); per block of 4 output channels and per
+  16 reduction elements ``[4][16]`` bytes, then ``[4][K % 16]``; a last block of 1-3 channels ``[nc][K]``. No
+  padding. Bias ``[ceil4(C)]``; requant ``[ceil4(C) / 4][3][4]``: per block ``mult[4], a[4], -b[4]`` (the vector
+  form: ``a = 2**(b-1) + out_zp * 2**b``, ``shift = 32 + b``) or ``mult[4], shift[4], 0[4]`` without ``FAST_REQUANT``.
+* depthwise: ``[ceil16(C) / 16][kh * kw][16]`` (channels zero-padded to 16); bias ``[ceil16(C)]`` and requant
+  ``[ceil16(C) / 16][4][3][4]`` with each group's channels in the order of :data:`MVE_DW_LANES` (the order the
+  widening multiplies leave them in).
+
 Arrays must be placed 4-byte aligned in the firmware. ``PackedLayer.weight_padding_bytes`` counts the padding.
 """
 from __future__ import annotations
@@ -34,6 +45,7 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
+           "FLAG_MVE", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
 
@@ -42,6 +54,12 @@ FLAG_FAST_REQUANT = 1
 FLAG_CACHE_ALL_WEIGHTS = 2
 FLAG_BIAS_PER_BLOCK = 4
 FLAG_DW_CHANNELS = 8
+FLAG_MVE = 16
+ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
+MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
+# Channel of each lane of the four accumulator vectors of the Helium depthwise kernel, per group of 16 channels:
+# VMULLB/VMULLT split even and odd channels, VMOVLB/VMOVLT split those again.
+MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # Depthwise 3x3 layout (bench/kernels.py, instructions/MAC on the emulated M7): the row kernels win at stride 1 on
 # maps at least DW_ROWS_MIN_OUT_W wide (2.3-3.2) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
 # channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (3.2-3.4
@@ -136,6 +154,62 @@ def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int) -> tuple
     return table.astype(np.int32), fast
 
 
+def mve_requant_table(mult, shift, out_zp: int, act_min: int, act_max: int, lanes: int = 4,
+                      order=None) -> tuple[np.ndarray, bool]:
+    """Helium requantization table ``[ceil(C / lanes) * lanes / 4][3][4]`` int32 and whether the vector form holds
+    for every channel: per vector of 4 channels ``mult[4], a[4], -b[4]`` with ``b = shift - 32`` in [1, 30] (1 for
+    mult = 0) and ``a = 2**(b-1) + out_zp * 2**b``, ``|a| < 2**30``; else ``mult[4], shift[4], 0[4]`` (the kernel's
+    scalar 64-bit path). ``order``: the channel of each lane within a group of ``lanes`` (None: in order)."""
+    mult = np.asarray(mult, dtype=np.int64).ravel()
+    shift = np.asarray(shift, dtype=np.int64).ravel()
+    c = mult.size
+    n = _ceil(c, lanes)
+    b = np.where(mult == 0, 1, shift - 32)
+    bb = np.clip(b, 1, 30)
+    a = (np.int64(1) << (bb - 1)) + int(out_zp) * (np.int64(1) << bb)
+    fast = bool(np.all((b >= 1) & (b <= 30) & (np.abs(a) < (1 << 30))))
+    m_all, s1, s2 = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    m_all[:c] = mult
+    if fast:
+        s1[:] = 1 + 2 * int(out_zp)  # padding channels: mult 0, b = 1
+        s2[:] = -1
+        s1[:c], s2[:c] = a, -bb
+    else:
+        s1[:] = 1
+        s1[:c] = shift
+    rows = [v.reshape(-1, lanes)[:, list(order)] if order is not None else v for v in (m_all, s1, s2)]
+    table = np.stack([r.reshape(-1, 4) for r in rows], axis=1)
+    return table.astype(np.int32), fast
+
+
+def _mve_bias(bias, w_flat: np.ndarray, x_zp: int, n: int) -> np.ndarray:
+    """``[n]`` int64: bias - x_zp * sum(w) per channel (zeros beyond), the Helium kernels' accumulator start."""
+    b = np.zeros(n, dtype=np.int64)
+    c = w_flat.shape[0]
+    if bias is not None:
+        b[:c] = np.asarray(bias, dtype=np.int64)
+    b[:c] -= int(x_zp) * w_flat.astype(np.int64).sum(axis=1)
+    return intref.wrap_int32(b)
+
+
+def _mve_gemv_weights(flat: np.ndarray) -> np.ndarray:
+    """``[C][K]`` int8 -> the Helium conv/FC layout (blocks of 4 channels, 16 reduction elements at a time)."""
+    cout, k = flat.shape
+    chunks = k // 16
+    parts = []
+    for b0 in range(0, cout // 4 * 4, 4):
+        blk = flat[b0:b0 + 4]
+        parts.append(blk[:, :16 * chunks].reshape(4, chunks, 16).transpose(1, 0, 2).reshape(-1))
+        parts.append(blk[:, 16 * chunks:].reshape(-1))
+    parts.append(flat[cout // 4 * 4:].reshape(-1))
+    return np.concatenate(parts).astype(np.int8)
+
+
+def _check_isa(isa: str) -> None:
+    if isa not in ISAS:
+        raise UsageError(f"kernel isa must be one of {', '.join(ISAS)}, got {isa!r}")
+
+
 def _padding4(padding) -> tuple[int, int, int, int]:
     return intref.padding4(padding)
 
@@ -183,6 +257,10 @@ def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int) -> np.ndarray:
 def conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_conv2d_s8 for these struct fields (ek_conv2d_s8_scratch_bytes)."""
     p = params
+    if p.get("flags", 0) & FLAG_MVE:  # one pixel's window, unless a 1x1 without padding reads in place
+        direct = p["kernel_h"] == p["kernel_w"] == 1 and not any(p.get(k, 0) for k in
+                                                                 ("pad_top", "pad_bottom", "pad_left", "pad_right"))
+        return 0 if direct else _ceil(p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"])
     k_pairs = runs * ((run_len + 1) // 2)
     blocks = _ceil(p["out_c"], 4) // 4
@@ -199,15 +277,16 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
                 in_row_stride: int | None = None, out_row_stride: int | None = None,
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
-                scratch_limit_bytes: int | None = None) -> PackedLayer:
+                scratch_limit_bytes: int | None = None, isa: str = "dsp") -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
     (h, w) or (top, bottom, left, right). Row strides default to dense rows. ``tile_pixels`` (even) and
     ``cache_all_weights`` trade scratch for speed; by default the largest tile up to 32 pixels and the weight cache
     (when it is at most 16 KiB) that fit ``scratch_limit_bytes`` (no limit if None), picked by an estimate of the
-    instructions they add.
+    instructions they add. ``isa="mve"``: the Helium layout (one pixel's window of scratch; tiles do not apply).
     """
+    _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
     if w.ndim != 4:
         raise UsageError(f"conv2d weights must be [C_out, C_in, KH, KW], got shape {w.shape}")
@@ -239,6 +318,17 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
                   tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
     _check_strides(params, "conv2d")
+    if isa == "mve":
+        flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin)
+        table, fast = mve_requant_table(mult, shift, out_zp, act_min, act_max)
+        params["flags"] = FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0)
+        scratch = conv2d_scratch_bytes(params)
+        if scratch_limit_bytes is not None and scratch > scratch_limit_bytes:
+            raise ScratchLimitError(f"conv2d: one pixel's window needs {scratch} scratch bytes, more than "
+                                    f"{scratch_limit_bytes}")
+        return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
+                           bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
+                           scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
     npix_even = _ceil(g["out_h"] * g["out_w"], 2)
     tiles = [tile_pixels] if tile_pixels is not None else list(range(2, min(DEFAULT_TILE_PIXELS, npix_even) + 1, 2))
     if any(t < 2 or t % 2 for t in tiles):
@@ -285,8 +375,10 @@ def _check_strides(params: dict, what: str) -> None:
 def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_depthwise_conv2d_s8 (ek_depthwise_conv2d_s8_scratch_bytes): 4 channels x a ring of
     ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack), wide enough for the outputs rounded
-    up to 4 (the row kernels' group)."""
+    up to 4 (the row kernels' group). Helium: a row of the input zero point, ``ceil16(C)`` bytes."""
     p = params
+    if p.get("flags", 0) & FLAG_MVE:
+        return _ceil(p["in_c"], 16)
     if p.get("flags", 0) & FLAG_DW_CHANNELS:
         return 0
     out_w4 = (p["out_w"] + 3) // 4 * 4
@@ -307,15 +399,17 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
                           out_zp: int, act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
                           in_row_stride: int | None = None, out_row_stride: int | None = None,
-                          layout: str = "auto") -> PackedLayer:
+                          layout: str = "auto", isa: str = "dsp") -> PackedLayer:
     """Pack a depthwise convolution (channel multiplier 1) for ``ek_depthwise_conv2d_s8``.
 
     ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the 3x3 row
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight) or ``auto``: rows
     for 3x3 (stride 1 or 2, no dilation) where they are faster (:func:`depthwise_layout`), else channels (geometry
-    only, so planning with placeholder scales picks the same).
+    only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout (kernels of up to
+    MVE_DW_MAX_TAPS taps; larger ones keep the dsp layouts).
     """
+    _check_isa(isa)
     w = _check_int8_weights(weights, "depthwise_conv2d")
     if w.ndim != 4 or w.shape[1] != 1:
         raise UnsupportedError(f"depthwise_conv2d weights must be [C, 1, KH, KW] (channel multiplier 1), "
@@ -336,6 +430,20 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
                   tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
     _check_strides(params, "depthwise_conv2d")
+    if isa == "mve" and kh * kw <= MVE_DW_MAX_TAPS:
+        groups = _ceil(c, 16) // 16
+        flat = w.reshape(c, kh * kw)
+        w16 = np.zeros((groups * 16, kh * kw), dtype=np.int8)
+        w16[:c] = flat
+        packed = w16.reshape(groups, 16, kh * kw).transpose(0, 2, 1).reshape(-1)
+        lanes = list(MVE_DW_LANES)
+        b16 = _mve_bias(bias, flat, x_zp, groups * 16).reshape(groups, 16)[:, lanes].reshape(-1)
+        table, fast = mve_requant_table(mult, shift, out_zp, act_min, act_max, lanes=16, order=lanes)
+        params["flags"] = FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0)
+        return PackedLayer(kind="depthwise_conv2d", params=params, weights=packed, bias=b16.astype(np.int32),
+                           requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
+                           weight_padding_bytes=int(packed.size - w.size),
+                           notes=dict(fast_requant=fast, layout="mve", isa="mve"))
     if layout == "auto":
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c)
     if layout not in ("rows", "channels"):
@@ -360,21 +468,37 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
 
 def fully_connected_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_fully_connected_s8 (ek_fully_connected_s8_scratch_bytes): one prepared input row,
-    8 bytes per 4 inputs."""
+    8 bytes per 4 inputs (Helium: none)."""
+    if params.get("flags", 0) & FLAG_MVE:
+        return 0
     return _ceil(params["in_features"], 4) // 4 * 8
 
 
 def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, x_zp: int, out_zp: int,
                          act_min: int = -128, act_max: int = 127, batch: int = 1, in_row_stride: int | None = None,
-                         out_row_stride: int | None = None) -> PackedLayer:
+                         out_row_stride: int | None = None, isa: str = "dsp") -> PackedLayer:
     """Pack a fully connected layer for ``ek_fully_connected_s8``: ``weights`` int8 ``[out, in]``.
 
-    The packed bias is required by the kernel (it carries the zero-point and -127 terms of the encoding)."""
+    The packed bias is required by the kernel (it carries the zero-point and -127 terms of the encoding).
+    ``isa="mve"``: the Helium layout."""
+    _check_isa(isa)
     w = _check_int8_weights(weights, "fully_connected")
     if w.ndim != 2:
         raise UsageError(f"fully_connected weights must be [out, in], got shape {w.shape}")
     out, inp = w.shape
     mult, shift = _check_quant(mult, shift, out, out_zp, act_min, act_max, "fully_connected")
+    if isa == "mve":
+        table, fast = mve_requant_table(mult, shift, out_zp, act_min, act_max)
+        params = dict(batch=int(batch), in_features=inp, out_features=out,
+                      in_row_stride=int(in_row_stride if in_row_stride is not None else inp),
+                      out_row_stride=int(out_row_stride if out_row_stride is not None else out),
+                      input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                      flags=FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0))
+        if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
+            raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
+        return PackedLayer(kind="fully_connected", params=params, weights=_mve_gemv_weights(w),
+                           bias=_mve_bias(bias, w, x_zp, _ceil(out, 4)).astype(np.int32), requant=table,
+                           scratch_bytes=0, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
     table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
     in4, out4 = _ceil(inp, 4), _ceil(out, 4)
     full = np.zeros((out4, in4), dtype=np.int64)

@@ -43,6 +43,15 @@
 #define EK_NN_DSP 0
 #endif
 
+#if defined(__ARM_FEATURE_MVE) && !defined(EK_NN_PORTABLE)
+#define EK_NN_MVE 1 /* ek_nn_s8_mve.c runs the layers packed with EK_NN_FLAG_MVE */
+int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);
+int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+#else
+#define EK_NN_MVE 0
+#endif
+
 #define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
 #define EK_FC_UNROLL 16    /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
 #define EK_FC_CHUNK 64     /* FC words between folds: |partial sum| <= 64 * 97282 < 2^23, so (256*sum) >> 8 is exact */
@@ -242,6 +251,11 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
 
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
+    if (p->flags & EK_NN_FLAG_MVE) { /* one pixel's window (im2col), unless a 1x1 without padding reads in place */
+        const int direct = p->kernel_h == 1 && p->kernel_w == 1 &&
+                           !(p->pad_top | p->pad_bottom | p->pad_left | p->pad_right);
+        return direct ? 0u : ((size_t)(p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
+    }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
     return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
@@ -699,6 +713,13 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     if (err) {
         return err;
     }
+    if (p->flags & EK_NN_FLAG_MVE) {
+#if EK_NN_MVE
+        return ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN;
+#else
+        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
+#endif
+    }
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -803,6 +824,9 @@ static int32_t ek__fc_words(const ek_fc_params_t *p) { return (p->in_features + 
 
 size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p)
 {
+    if (p->flags & EK_NN_FLAG_MVE) {
+        return 0; /* Helium reads the input row in place */
+    }
     return (size_t)ek__fc_words(p) * 8u; /* one prepared input row: {u, y} per 4 inputs */
 }
 
@@ -1028,6 +1052,13 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
     if (!ek__aligned(p->weights) || !ek__aligned(p->bias) || !ek__aligned(p->requant) || !ek__aligned(scratch)) {
         return EK_NN_ERR_ALIGN;
     }
+    if (p->flags & EK_NN_FLAG_MVE) {
+#if EK_NN_MVE
+        return ek__mve_fully_connected_s8(p, input, output);
+#else
+        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
+#endif
+    }
     const int32_t words = ek__fc_words(p);
     const int32_t blocks = (p->out_features + 3) / 4;
     uint32_t *x = (uint32_t *)scratch;
@@ -1106,6 +1137,9 @@ static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
 
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
+    if (p->flags & EK_NN_FLAG_MVE) {
+        return ((size_t)p->in_c + 15u) & ~(size_t)15; /* a row of x_zp that padding taps read */
+    }
     if (p->flags & EK_NN_FLAG_DW_CHANNELS) {
         return 0;
     }
@@ -1797,6 +1831,13 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     }
     if (!ek__aligned(scratch)) {
         return EK_NN_ERR_ALIGN;
+    }
+    if (p->flags & EK_NN_FLAG_MVE) {
+#if EK_NN_MVE
+        return ek__mve_depthwise_conv2d_s8(p, input, output, scratch);
+#else
+        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
+#endif
     }
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);

@@ -15,7 +15,9 @@
  * zero point. Nothing outside the output window is written.
  *
  * Two implementations compute identical results: Armv7E-M/Armv8-M DSP (SMLAD on int16 pairs, register-blocked,
- * used when __ARM_FEATURE_DSP is defined) and portable C (any core, any host; also forced by EK_NN_PORTABLE).
+ * used when __ARM_FEATURE_DSP is defined) and portable C (any core, any host; also forced by EK_NN_PORTABLE). A
+ * third, Helium (ek_nn_s8_mve.c, Cortex-M55/M85), runs the layers kernel_pack packed for it (EK_NN_FLAG_MVE: their
+ * own weight, bias and requantization layouts); a build without MVE returns EK_NN_ERR_ARG for them.
  *
  * Buffers: weights, bias, requant tables and scratch must be 4-byte aligned (the packer's arrays are declared
  * aligned by the code that embeds them); input and output may have any alignment: the DSP build reads and writes
@@ -46,6 +48,7 @@ extern "C" {
 #define EK_NN_FLAG_CACHE_ALL_WEIGHTS 2u /* conv: widen all weights once per call instead of once per pixel tile */
 #define EK_NN_FLAG_BIAS_PER_BLOCK 4u /* conv: lay out one block's biases at a time (32 B of scratch, not 32 B per block) */
 #define EK_NN_FLAG_DW_CHANNELS 8u /* depthwise: 4 channels per pixel at once, weights as int16 pairs (kernel_pack decides) */
+#define EK_NN_FLAG_MVE 16u /* packed for the Helium (MVE) kernels of ek_nn_s8_mve.c (Cortex-M55/M85; kernel_pack isa="mve") */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
