@@ -1,11 +1,12 @@
 """Executed instructions per int8 MAC of edgekit's Cortex-M kernels (targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c) on the
-emulated Cortex-M7 (QEMU mps2-an500, exact counts from the ek_icount plugin; instructions, not cycles).
+emulated Cortex-M7 (QEMU mps2-an500: the DSP kernels) and Cortex-M55 (mps3-an547: the Helium kernels of
+ek_nn_s8_mve.c), exact counts from the ek_icount plugin; instructions, not cycles.
 
 Shapes: the kernel table of shared/FIELD_NOTES.md ("Kernel speed on the emulated Cortex-M7", whose CMSIS-NN, naive
 C and TVM 0.27 numbers are printed beside ours) plus typical MobileNetV2 layers. Every output is also checked against
 edgekit.intref, so a fast wrong kernel cannot show up here.
 
-    .venv/bin/python bench/kernels.py [--board mps2-an500] [--opt -O2]
+    .venv/bin/python bench/kernels.py [--columns m7:dsp m55:mve m55:dsp] [--opt -O2] [--only TEXT]
 """
 from __future__ import annotations
 
@@ -76,7 +77,11 @@ SHAPES = [
 ]
 
 
-def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
+COLUMNS = {"m7:dsp": ("mps2-an500", "dsp", "M7 DSP"), "m55:mve": ("mps3-an547", "mve", "M55 Helium"),
+           "m55:dsp": ("mps3-an547", "dsp", "M55 DSP"), "m4:dsp": ("mps2-an386", "dsp", "M4 DSP")}
+
+
+def _case(shape: Shape, rng, isa: str = "dsp") -> tuple[Case, np.ndarray, int]:
     kh, kw = (shape.k, shape.k) if np.isscalar(shape.k) else shape.k
     x_zp = -128 if shape.act == "relu6" else 3
     out_zp = {"relu6": -128, "relu": -20}.get(shape.act, -4)
@@ -89,7 +94,7 @@ def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
         x = rng.integers(-128, 128, (1, shape.cin), dtype=np.int8)
         w = rng.integers(-127, 128, (shape.cout, shape.cin), dtype=np.int8)
         ref = intref.fully_connected(x, w, bias, mult=mult, shift=shift, **q)
-        layer = kp.pack_fully_connected(w, bias, mult, shift, **q)
+        layer = kp.pack_fully_connected(w, bias, mult, shift, isa=isa, **q)
         return Case(shape.name, layer, x.reshape(-1), ref.size), ref.reshape(-1), shape.cin * shape.cout
     x = rng.integers(-128, 128, (shape.h, shape.w, shape.cin), dtype=np.int8)
     dw = shape.kind == "dw"
@@ -98,7 +103,7 @@ def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
     ref = intref.conv2d(x, w, bias, mult=mult, shift=shift, groups=shape.cin if dw else 1, **q, **geom)
     pack = kp.pack_depthwise_conv2d if dw else kp.pack_conv2d
     extra = {} if dw or shape.scratch_limit is None else {"scratch_limit_bytes": shape.scratch_limit}
-    layer = pack(w, bias, mult, shift, input_shape=x.shape, **q, **geom, **extra)
+    layer = pack(w, bias, mult, shift, input_shape=x.shape, isa=isa, **q, **geom, **extra)
     macs = ref.size * (1 if dw else shape.cin) * kh * kw
     out_bytes = ref.size
     return Case(shape.name, layer, x.reshape(-1), out_bytes), expected_buffer(ref, ref.shape[1] * shape.cout,
@@ -107,31 +112,52 @@ def _case(shape: Shape, rng) -> tuple[Case, np.ndarray, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--board", default="mps2-an500")
+    parser.add_argument("--columns", nargs="+", default=["m7:dsp", "m55:mve"], choices=sorted(COLUMNS),
+                        help="core:kernels to measure, side by side")
     parser.add_argument("--opt", default="-O2")
     parser.add_argument("--only", default=None, help="only shapes whose name contains this text")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
     shapes = [s for s in SHAPES if args.only is None or args.only in s.name]
-    built = [_case(shape, rng) for shape in shapes]
-    with tempfile.TemporaryDirectory(prefix="edgekit-bench-kernels-") as tmp:
-        results = run_on_qemu([c for c, _, _ in built], args.board, Path(tmp), opt=args.opt)
-    print(f"edgekit int8 kernels on {args.board} ({args.opt}), executed instructions per MAC "
+    columns = []
+    for col in args.columns:
+        board, isa, title = COLUMNS[col]
+        rng = np.random.default_rng(0)  # the same layers in every column
+        built = [_case(shape, rng, isa) for shape in shapes]
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-kernels-") as tmp:
+            results = run_on_qemu([c for c, _, _ in built], board, Path(tmp), opt=args.opt)
+        columns.append((title, board, built, results))
+    boards = ", ".join(f"{title} on {board}" for title, board, _, _ in columns)
+    print(f"edgekit int8 kernels ({boards}; {args.opt}), executed instructions per MAC "
           f"(QEMU instruction count, not cycles)\n")
-    head = (f"{'shape':50s} {'MACs':>10s} {'instructions':>13s} {'instr/MAC':>9s}  {'CMSIS-NN':>8s} {'naive C':>8s} "
-            f"{'TVM 0.27':>8s}  {'scratch B':>9s} {'pad B':>6s}  bit-exact")
+    head = f"{'shape':50s} {'MACs':>10s}"
+    for title, *_ in columns:
+        head += f" {title:>12s}"
+    head += f"  {'CMSIS-NN':>8s} {'naive C':>8s} {'TVM 0.27':>8s}"
+    for title, *_ in columns:
+        head += f"  {title + ' scratch/pad B':>26s}"
+    head += "  bit-exact"
     print(head)
     print("-" * len(head))
     ok_all = True
-    for shape, (case, expected, macs), res in zip(shapes, built, results):
-        ok = res.rc == 0 and np.array_equal(res.output, expected)
-        ok_all &= ok
+    for i, shape in enumerate(shapes):
+        macs = columns[0][2][i][2]
+        line = f"{shape.name:50s} {macs:10d}"
+        oks = []
+        for _, _, built, results in columns:
+            case, expected, _ = built[i]
+            res = results[i]
+            oks.append(res.rc == 0 and np.array_equal(res.output, expected))
+            line += f" {res.instructions / macs:12.3f}"
         cm, naive, tvm = shape.field_notes
-        print(f"{shape.name:50s} {macs:10d} {res.instructions:13d} {res.instructions / macs:9.3f}  {cm:>8s} "
-              f"{naive:>8s} {tvm:>8s}  {case.layer.scratch_bytes:9d} {case.layer.weight_padding_bytes:6d}  "
-              f"{'yes' if ok else 'NO'}")
-    print("\nCMSIS-NN / naive C / TVM columns: shared/FIELD_NOTES.md, same board and counting, for reference.")
+        line += f"  {cm:>8s} {naive:>8s} {tvm:>8s}"
+        for _, _, built, _ in columns:
+            layer = built[i][0].layer
+            line += f"  {f'{layer.scratch_bytes} / {layer.weight_padding_bytes}':>26s}"
+        ok_all &= all(oks)
+        print(line + ("  yes" if all(oks) else "  NO"))
+    print("\nCMSIS-NN / naive C / TVM columns: shared/FIELD_NOTES.md, measured on the M7 with the same counting.")
     print("scratch B: scratch buffer the call needs; pad B: packed weight bytes beyond one per weight.")
+    print("Helium: most M55 vector instructions take two beats; these are instructions, not cycles.")
     return 0 if ok_all else 1
 
 

@@ -290,7 +290,9 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
             patch: str = typer.Option("auto", help=PATCH_HELP),
             sram_budget: Optional[str] = typer.Option(None, help=SRAM_BUDGET_HELP),
             kernels: str = typer.Option("auto", help="MCU kernels: auto (edgekit's int8 kernels for "
-                                                     "conv/linear) or tvm (TVM's C kernels only)."),
+                                                     "conv/linear; Helium on cortex-m55), dsp (edgekit's "
+                                                     "SMLAD kernels even on a Helium core) or tvm (TVM's C "
+                                                     "kernels only)."),
             max_patch_overhead: float = typer.Option(0.20, help="MCU: largest extra MAC fraction patching "
                                                                 "may cost."),
             allow_oversize: bool = typer.Option(False, "--allow-oversize", help="Build even if the model does not "

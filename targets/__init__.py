@@ -48,7 +48,7 @@ class CompileOptions:
     qat: bool = False                    # quantization-aware fine-tuning instead of PTQ
     observer: str = "minmax"             # int8 activation ranges: "minmax" | "percentile" | "mse"
     patch: str = "auto"                  # "auto" (fastest that fits) | "min-memory" | "off" | "N" (grid)
-    kernels: str = "auto"                # MCU: "auto" (edgekit's kernels where they apply) | "tvm"
+    kernels: str = "auto"                # MCU: "auto" (edgekit's kernels, Helium on M55) | "dsp" (no Helium) | "tvm"
     max_patch_overhead: float = 0.20     # limit on extra MACs from patch halos
     sram_budget: int | None = None       # bytes of SRAM the model may use (default: the target's SRAM)
     run_firmware: bool = True            # build the emulator image as well

@@ -45,6 +45,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         inp = sum(math.prod(prog.tensors[x].shape) for x in step.inputs)
     if step.is_micro_kernel:
         family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
+        if step.params.get("flags", 0) & kernel_pack.FLAG_MVE:
+            return _helium_terms(step, family, out)
         if step.kind == "ek_dw":
             return _depthwise_terms(step)
         if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
@@ -77,6 +79,24 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if spec.op in ("gather", "concat"):
         return f"{spec.op}_{dt}", out, out, inp
     return f"unary_{dt}", out, out, inp
+
+
+def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:
+    """The Helium kernels (kernels/ek_nn_s8_mve.c) by their structure. conv and linear: units = MACs, "outputs" =
+    (vector, block of 4 channels) pairs, i.e. ceil4(C_out)/4 per output pixel or row — the per-dot set-up and the
+    vector requantization —, "inputs" = im2col bytes copied (0 for a 1x1 read in place, and for linear);
+    depthwise: units = MACs computed (channels rounded up to 16, the vector), "outputs" = pixel-groups of 16
+    channels, "inputs" = output pixels (the tap pointers)."""
+    p = step.params
+    if step.kind == "ek_dw":
+        pixels = p["out_h"] * p["out_w"]
+        groups = -(-p["in_c"] // 16)
+        return "depthwise_int8_mve", pixels * groups * 16 * p["kernel_h"] * p["kernel_w"], pixels * groups, pixels
+    if step.kind == "ek_fc":
+        return "linear_int8_mve", step.macs, p["batch"] * -(-p["out_features"] // 4), 0
+    pixels = p["out_h"] * p["out_w"]
+    copied = 0 if kernel_pack._mve_direct(p) else pixels * p["kernel_h"] * p["kernel_w"] * p["in_c"]
+    return "conv2d_int8_mve", step.macs, pixels * -(-p["out_c"] // 4), copied
 
 
 def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:

@@ -41,7 +41,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                   padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
     if depthwise:
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                                   **common)
+                                                   isa=builder.ek_isa, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
@@ -51,7 +51,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
         try:
             packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                             scratch_limit_bytes=limit, **common)
+                                             scratch_limit_bytes=limit, isa=builder.ek_isa, **common)
         except kernel_pack.ScratchLimitError:
             return None
         kind, wname = "ek_conv", f"{node.name}.ekw"
@@ -82,7 +82,7 @@ def fc_step(builder, node, qn, macs: int):
         if sparse is not None:
             return _sparse_step(builder, node, sparse, "ek_sfc", [x], node.name, macs, 0, sparse.entries * rows)
     packed = kernel_pack.pack_fully_connected(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                              batch=rows, **_requant_args(qn))
+                                              batch=rows, isa=builder.ek_isa, **_requant_args(qn))
     consts = [builder.const(f"{node.name}.ekw", packed.weights), builder.const(f"{node.name}.ekb", packed.bias),
               builder.const(f"{node.name}.ekrq", packed.requant)]
     return Step(node.name, "ek_fc", [x], consts, node.name, params=dict(packed.params), macs=macs,
@@ -231,32 +231,42 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
 
 
 
-def scratch_estimate(node, call=None) -> int:
-    """Scratch bytes edgekit's micro-kernel takes for ``node`` (or one tile call of it); see _scratch_estimate."""
+def scratch_estimate(node, call=None, isa: str = "dsp") -> int:
+    """Scratch bytes edgekit's micro-kernel (``isa`` layouts) takes for ``node`` (or one tile call of it); see
+    _scratch_estimate."""
     if node.op not in ("conv2d", "linear"):
         return 0
     a = node.attrs
     out = (call.out.h, call.out.w) if call is not None else tuple(node.shape[2:4]) if node.op == "conv2d" else (1, 1)
     if node.op == "linear":
-        return _scratch_estimate("linear", (a["in_features"],), out)
+        return _scratch_estimate("linear", (a["in_features"],), out, isa)
     key = (tuple(a["kernel_size"]), a["in_channels"], a["out_channels"], a["groups"], tuple(a["dilation"]),
-           tuple(a["stride"]))
-    return _scratch_estimate("conv2d", key, out)
+           tuple(a["stride"]), tuple(a["padding"]))
+    return _scratch_estimate("conv2d", key, out, isa)
 
 
 @functools.lru_cache(maxsize=4096)
-def _scratch_estimate(op: str, key: tuple, out: tuple[int, int]) -> int:
+def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp") -> int:
     """Scratch bytes edgekit's int8 micro-kernel for ``node`` (or one tile call of it) will take — what the patch
     scheduler needs to plan the same arena the program will have. 0 for layers that run on TVM kernels."""
+    mve = isa == "mve"
     if op == "linear":
-        return kernel_pack.fully_connected_scratch_bytes({"in_features": key[0]})
-    (kh, kw), cin, cout, groups, dilation, stride = key
+        return kernel_pack.fully_connected_scratch_bytes({"in_features": key[0],
+                                                          "flags": kernel_pack.FLAG_MVE if mve else 0})
+    (kh, kw), cin, cout, groups, dilation, stride, padding = key
     out_h, out_w = out
     depthwise = groups == cin and groups > 1 and cout == cin
     if groups != 1 and not depthwise:
         return 0
     p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": dilation[0],
          "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "flags": 0}
+    if mve and (not depthwise or kh * kw <= kernel_pack.MVE_DW_MAX_TAPS):  # as pack_* choose with isa="mve"
+        p["flags"] = kernel_pack.FLAG_MVE
+        if depthwise:
+            return kernel_pack.depthwise_conv2d_scratch_bytes(p)
+        ph, pw = padding
+        return kernel_pack.mve_conv2d_scratch_bytes({**p, "pad_top": ph, "pad_bottom": ph, "pad_left": pw,
+                                                     "pad_right": pw}, CONV_SCRATCH_LIMIT_BYTES)
     if depthwise:
         if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin) == "channels":
             return 0

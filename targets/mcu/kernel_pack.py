@@ -30,8 +30,8 @@ bias (``bias - x_zp * sum(w)``, so the kernels multiply raw int8 values):
   padding. Bias ``[ceil4(C)]``; requant ``[ceil4(C) / 4][3][4]``: per block ``mult[4], a[4], -b[4]`` (the vector
   form: ``a = 2**(b-1) + out_zp * 2**b``, ``shift = 32 + b``) or ``mult[4], shift[4], 0[4]`` without ``FAST_REQUANT``.
 * depthwise: ``[ceil16(C) / 16][kh * kw][16]`` (channels zero-padded to 16); bias ``[ceil16(C)]`` and requant
-  ``[ceil16(C) / 16][4][3][4]`` with each group's channels in the order of :data:`MVE_DW_LANES` (the order the
-  widening multiplies leave them in).
+  ``[ceil16(C) / 16][4][2][4]`` (``mult, -b`` per vector) with each group's channels in the order of
+  :data:`MVE_DW_LANES` (the order the widening multiplies leave them in).
 
 Arrays must be placed 4-byte aligned in the firmware. ``PackedLayer.weight_padding_bytes`` counts the padding.
 """
@@ -56,6 +56,7 @@ FLAG_BIAS_PER_BLOCK = 4
 FLAG_DW_CHANNELS = 8
 FLAG_MVE = 16
 ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
+MVE_TILE_PIXELS = 8  # Helium conv: output pixels per im2col tile (kernel_pack picks fewer when scratch is short)
 MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
 # Channel of each lane of the four accumulator vectors of the Helium depthwise kernel, per group of 16 channels:
 # VMULLB/VMULLT split even and odd channels, VMOVLB/VMOVLT split those again.
@@ -156,10 +157,13 @@ def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int) -> tuple
 
 def mve_requant_table(mult, shift, out_zp: int, act_min: int, act_max: int, lanes: int = 4,
                       order=None) -> tuple[np.ndarray, bool]:
-    """Helium requantization table ``[ceil(C / lanes) * lanes / 4][3][4]`` int32 and whether the vector form holds
-    for every channel: per vector of 4 channels ``mult[4], a[4], -b[4]`` with ``b = shift - 32`` in [1, 30] (1 for
-    mult = 0) and ``a = 2**(b-1) + out_zp * 2**b``, ``|a| < 2**30``; else ``mult[4], shift[4], 0[4]`` (the kernel's
-    scalar 64-bit path). ``order``: the channel of each lane within a group of ``lanes`` (None: in order)."""
+    """Helium requantization table and whether the vector form holds for every channel (``b = shift - 32`` in
+    [1, 30], 1 for mult = 0, and ``a = 2**(b-1) + out_zp * 2**b`` with ``|a| < 2**30``).
+
+    Per vector of 4 channels: conv/FC (``lanes`` 4) ``mult[4], a[4], -b[4]`` (else ``mult[4], shift[4], 0[4]``,
+    the kernel's scalar 64-bit path), ``[ceil4(C) / 4][3][4]``; depthwise (``lanes`` 16, ``order`` the channel of
+    each lane within a group) ``mult[4], -b[4]`` (it rounds with VRSHL and adds out_zp itself; else ``mult[4],
+    shift[4]``), ``[ceil16(C) / 4][2][4]``."""
     mult = np.asarray(mult, dtype=np.int64).ravel()
     shift = np.asarray(shift, dtype=np.int64).ravel()
     c = mult.size
@@ -177,7 +181,9 @@ def mve_requant_table(mult, shift, out_zp: int, act_min: int, act_max: int, lane
     else:
         s1[:] = 1
         s1[:c] = shift
-    rows = [v.reshape(-1, lanes)[:, list(order)] if order is not None else v for v in (m_all, s1, s2)]
+    rows = [m_all, s1, s2] if lanes == 4 else [m_all, s2 if fast else s1]
+    if order is not None:
+        rows = [v.reshape(-1, lanes)[:, list(order)].reshape(-1) for v in rows]
     table = np.stack([r.reshape(-1, 4) for r in rows], axis=1)
     return table.astype(np.int32), fast
 
@@ -203,6 +209,36 @@ def _mve_gemv_weights(flat: np.ndarray) -> np.ndarray:
         parts.append(blk[:, 16 * chunks:].reshape(-1))
     parts.append(flat[cout // 4 * 4:].reshape(-1))
     return np.concatenate(parts).astype(np.int8)
+
+
+def _mve_direct(p: dict) -> bool:
+    """A Helium 1x1 convolution without padding reads its pixels in place (no im2col, no scratch)."""
+    return p["kernel_h"] == p["kernel_w"] == 1 and not any(p.get(k, 0) for k in
+                                                          ("pad_top", "pad_bottom", "pad_left", "pad_right"))
+
+
+def _mve_tile(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None) -> int:
+    """Output pixels per im2col tile of a Helium conv (one output row at most): the block's weights, bias and
+    requantization vectors are loaded once per tile, and beyond MVE_TILE_PIXELS that saves little; the largest
+    that fits ``scratch_limit_bytes``."""
+    tiles = [tile_pixels] if tile_pixels is not None else range(min(MVE_TILE_PIXELS, params["out_w"]), 0, -1)
+    for t in tiles:
+        trial = dict(params, tile_pixels=int(t), flags=params.get("flags", 0) | FLAG_MVE)
+        if _mve_direct(trial) or scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
+            return int(t)
+    raise ScratchLimitError(f"conv2d: one pixel's window needs "
+                            f"{_ceil(params['kernel_h'] * params['kernel_w'] * params['in_c'], 4)} scratch bytes, "
+                            f"more than {scratch_limit_bytes}")
+
+
+def mve_conv2d_scratch_bytes(params: dict, scratch_limit_bytes: int | None) -> int:
+    """Scratch bytes :func:`pack_conv2d` with ``isa="mve"`` gives a layer of this geometry (``kernel_h/w``,
+    ``in_c``, ``out_w`` and the ``pad_*`` fields); 0 when even one pixel's window does not fit (TVM runs it)."""
+    try:
+        tile = _mve_tile(params, scratch_limit_bytes)
+    except ScratchLimitError:
+        return 0
+    return conv2d_scratch_bytes(dict(params, tile_pixels=tile, flags=FLAG_MVE))
 
 
 def _check_isa(isa: str) -> None:
@@ -257,10 +293,8 @@ def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int) -> np.ndarray:
 def conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_conv2d_s8 for these struct fields (ek_conv2d_s8_scratch_bytes)."""
     p = params
-    if p.get("flags", 0) & FLAG_MVE:  # one pixel's window, unless a 1x1 without padding reads in place
-        direct = p["kernel_h"] == p["kernel_w"] == 1 and not any(p.get(k, 0) for k in
-                                                                 ("pad_top", "pad_bottom", "pad_left", "pad_right"))
-        return 0 if direct else _ceil(p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
+    if p.get("flags", 0) & FLAG_MVE:  # tile_pixels windows, unless a 1x1 without padding reads in place
+        return 0 if _mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"])
     k_pairs = runs * ((run_len + 1) // 2)
     blocks = _ceil(p["out_c"], 4) // 4
@@ -322,10 +356,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin)
         table, fast = mve_requant_table(mult, shift, out_zp, act_min, act_max)
         params["flags"] = FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0)
+        params["tile_pixels"] = _mve_tile(params, scratch_limit_bytes, tile_pixels)
         scratch = conv2d_scratch_bytes(params)
-        if scratch_limit_bytes is not None and scratch > scratch_limit_bytes:
-            raise ScratchLimitError(f"conv2d: one pixel's window needs {scratch} scratch bytes, more than "
-                                    f"{scratch_limit_bytes}")
         return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
                            bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
                            scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))

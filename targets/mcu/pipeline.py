@@ -19,12 +19,14 @@ Nothing here runs the firmware: runtimes/mcu.py does (``edgekit profile``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import UsageError
 from edgekit.estimate import Estimate
 from edgekit.stepgraph import is_recurrent, split
 from edgekit.targets import BuildResult, CompileOptions
@@ -54,7 +56,7 @@ class McuPlan:
     board: str
     cpu: str
     dtype: str
-    use_ek: bool
+    use_ek: str | None                             # edgekit's kernel layouts (kernel_pack.ISAS), None: TVM only
     program: Program
     estimate: Estimate
     patch_schedule: object | None = None          # converters.patch.PatchSchedule when patch-based
@@ -65,9 +67,15 @@ def dtype_of(options: CompileOptions) -> str:
     return "int8" if options.quantize == "int8" else "float32"
 
 
-def uses_ek_kernels(options: CompileOptions, dtype: str, platform: Platform) -> bool:
-    """edgekit's own int8 kernels run conv/depthwise/linear layers unless ``--kernels tvm``."""
-    return dtype == "int8" and options.kernels != "tvm" and "ek_nn_s8" in platform.kernel_sources
+def uses_ek_kernels(options: CompileOptions, dtype: str, platform: Platform, board: str) -> str | None:
+    """Which of edgekit's own int8 kernels run conv/depthwise/linear layers: the board's best (``mve`` = Helium on
+    the M55, else ``dsp``) with ``--kernels auto``, ``dsp`` with ``--kernels dsp``; None (TVM's kernels only) with
+    ``--kernels tvm`` or in float32."""
+    if options.kernels not in ("auto", "dsp", "tvm"):
+        raise UsageError(f"--kernels must be auto, dsp or tvm, got {options.kernels!r}")
+    if dtype != "int8" or options.kernels == "tvm" or "ek_nn_s8" not in platform.kernel_sources:
+        return None
+    return "dsp" if options.kernels == "dsp" else platform.kernel_isa(board)
 
 
 # ---- plan -------------------------------------------------------------------------------------------------------------
@@ -148,7 +156,7 @@ def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileO
     if build_args["use_ek_kernels"]:
         from edgekit.targets.mcu import ek_kernels
 
-        scratch = ek_kernels.scratch_estimate
+        scratch = functools.partial(ek_kernels.scratch_estimate, isa=build_args["use_ek_kernels"])
         limit = ek_kernels.conv_scratch_limit(ek_kernels.PATCHED_CONV_SCRATCH_LIMIT_BYTES)
     info["unpatched_timeline"] = list(plain.plan.live_bytes)
     with limit:
@@ -199,7 +207,7 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> McuPlan:
     board = profile.board["qemu_board"]
     cpu = platform.board_info(board)["cpu"]
     dtype = dtype_of(options)
-    use_ek = uses_ek_kernels(options, dtype, platform)
+    use_ek = uses_ek_kernels(options, dtype, platform, board)
     graph = model.deploy_graph
     patch, limits = None, {}
     if is_recurrent(graph):  # a streaming step program: one call per input sample, state kept between calls
@@ -514,7 +522,8 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     info = McuBuild(
         platform=platform.name, board=board, qemu_machine=platform.board_info(board).get("qemu_machine", board),
         cpu=p.cpu, dtype=p.dtype,
-        kernels=" + ".join((["edgekit int8 kernels"] if any(s.is_micro_kernel for s in prog.steps) else [])
+        kernels=" + ".join(([f"edgekit int8 kernels ({'Helium' if p.use_ek == 'mve' else 'DSP'})"]
+                            if any(s.is_micro_kernel for s in prog.steps) else [])
                            + ["TVM"]),
         tvm_kernels=n_tvm, steps=len(prog.steps), arena_bytes=prog.arena_bytes, state_bytes=prog.state_bytes,
         step_layers=[s.layer for s in prog.steps], step_macs=[s.macs for s in prog.steps],

@@ -249,7 +249,9 @@ class _Builder:
                  platform=None):
         from edgekit.targets.mcu.platforms import get_platform
 
-        self.g, self.dtype, self.qg, self.use_ek, self.cpu = graph, dtype, qg, use_ek_kernels, cpu
+        self.g, self.dtype, self.qg, self.use_ek, self.cpu = graph, dtype, qg, bool(use_ek_kernels), cpu
+        # which layouts of edgekit's kernels (kernel_pack.ISAS): use_ek_kernels may name them ("mve": Helium)
+        self.ek_isa = use_ek_kernels if isinstance(use_ek_kernels, str) else "dsp"
         self.platform = platform or get_platform("cortex_m")
         self.tensors: dict[str, Tensor] = {}
         self.consts: dict[str, Const] = {}

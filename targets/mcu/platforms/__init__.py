@@ -131,6 +131,12 @@ class Platform:
     def link_flags(self, linker_script: str | Path) -> list[str]:
         raise NotImplementedError(f"platform {self.name} must say how it links")  # every platform overrides it
 
+    def kernel_isa(self, board: str) -> str:
+        """Which layouts of edgekit's int8 kernels ``board``'s core runs fastest (kernel_pack.ISAS): the boards
+        file's ``kernel_isa`` (``mve`` for Helium cores), else ``dsp`` (the SMLAD kernels, or their portable C twin
+        on cores without the DSP extension)."""
+        return str(self.board_info(board).get("kernel_isa", "dsp"))
+
     def kernel_defines(self, board: str) -> list[str]:
         """Preprocessor definitions that select the kernel library's code path for ``board``'s core."""
         return []

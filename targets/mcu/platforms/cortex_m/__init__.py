@@ -7,7 +7,8 @@ Where it sits: a :class:`~edgekit.targets.mcu.platforms.Platform` record the MCU
                    link.ld.j2; and the ISA-neutral files RISC-V shares: ek_crt.c (stack painting, .data/.bss,
                    main, ``ek_marker()`` for the instruction counter), semihosting I/O, memcpy/memset, ek_board.h
 * ``kernels/``     edgekit's int8 kernels: ``ek_nn_s8`` (register-blocked SMLAD micro-kernels on cores with the DSP
-                   extension, a portable C path elsewhere) and ``ek_sparse_s8`` (compressed weights)
+                   extension, a portable C path elsewhere; ``ek_nn_s8_mve.c`` its Helium paths for the M55, chosen
+                   by the board's ``kernel_isa``) and ``ek_sparse_s8`` (compressed weights)
 
 Toolchain: Debian's arm-none-eabi-gcc 12 with newlib (no start files: the board files provide them).
 """
@@ -98,8 +99,9 @@ PLATFORM = CortexM(
     board_dir=HERE / "board", boards_toml=HERE / "boards.toml",
     board_sources=("ek_startup.c", "ek_crt.c", "ek_semihost.c", "ek_mem.c"),
     board_headers=("ek_board.h", "ek_semihost.h"),
-    kernel_sources={lib: (HERE / "kernels" / f"{lib}.h", HERE / "kernels" / f"{lib}.c")
-                    for lib in ("ek_nn_s8", "ek_sparse_s8")},
+    kernel_sources={"ek_nn_s8": (HERE / "kernels" / "ek_nn_s8.h", HERE / "kernels" / "ek_nn_s8.c",
+                                 HERE / "kernels" / "ek_nn_s8_mve.c"),
+                    "ek_sparse_s8": (HERE / "kernels" / "ek_sparse_s8.h", HERE / "kernels" / "ek_sparse_s8.c")},
     libc="newlib",
     # Thumb-2 at -O2, fitted by `bench/estimators.py --fit-code` (non-negative least squares, relative error) to 13
     # cortex-m7 ELFs (digits-cnn, mbv2-w035 and four synthetic CNNs; int8 and float32; edgekit and TVM kernels;

@@ -251,10 +251,10 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
 
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
-    if (p->flags & EK_NN_FLAG_MVE) { /* one pixel's window (im2col), unless a 1x1 without padding reads in place */
+    if (p->flags & EK_NN_FLAG_MVE) { /* tile_pixels windows (im2col), unless a 1x1 without padding reads in place */
         const int direct = p->kernel_h == 1 && p->kernel_w == 1 &&
                            !(p->pad_top | p->pad_bottom | p->pad_left | p->pad_right);
-        return direct ? 0u : ((size_t)(p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
+        return direct ? 0u : ((size_t)(p->tile_pixels * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);

@@ -30,7 +30,9 @@
  * Requantization (4 channels per vector): VMULH (the high word of acc * mult, floored), add a, VSHL by -b (an
  * arithmetic shift right, floored) = floor((acc * mult + 2^(shift-1) + out_zp * 2^shift) / 2^shift), exactly the
  * contract's value before the clamp (shift = 32 + b, a = 2^(b-1) + out_zp * 2^b, kernel_pack checks both ranges);
- * then the clamp and a byte store. Layers whose scales do not allow that form keep the scalar 64-bit path.
+ * then the clamp and a byte store. Depthwise saves the per-channel a: VRSHL by -b (a rounding shift right) of the
+ * VMULH result, then + out_zp (one scalar for all lanes), is the same value; its saturating narrows are the int8
+ * clamp. Layers whose scales do not allow the vector form keep the scalar 64-bit path.
  */
 #include "ek_nn_s8.h"
 
@@ -78,20 +80,38 @@ static inline int8_t *ek__mve_fill(int8_t *dst, int8x16_t v, int32_t n)
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Dot products of one input vector x[0..K) with every output channel (conv pixel or fully connected row).
+ * GEMM: n input vectors x + i * x_step (K bytes each) times every output channel, outputs at out + i * out_step.
+ * Blocks of 4 channels outer (their weights' addresses, bias and requantization vectors loaded once), vectors inner.
  * ------------------------------------------------------------------------------------------------------------- */
 typedef struct {
     const int8_t *weights;
     const int32_t *bias;    /* [ceil4(out_c)], zero-point term folded in */
-    const int32_t *requant; /* [ceil4(out_c) / 4][3][4] (vector form) or [..][{mult[4], shift[4], 0[4]}] */
+    const int32_t *requant; /* [ceil4(out_c) / 4][3][4]: {mult, a, -b} (vector form) or {mult, shift, 0} */
     int32_t k, out_c, fast, out_zp, act_min, act_max;
-} ek__mve_gemv_t;
+} ek__mve_gemm_t;
 
-static void ek__mve_store4(const ek__mve_gemv_t *g, int32x4_t acc, const int32_t *q, int8_t *out, int32_t nc)
+static inline __attribute__((always_inline)) int32x4_t ek__mve_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3)
+{
+    int32x4_t v = vdupq_n_s32(a0);
+    v = vsetq_lane_s32(a1, v, 1);
+    v = vsetq_lane_s32(a2, v, 2);
+    return vsetq_lane_s32(a3, v, 3);
+}
+
+/* Requantize 4 accumulators of channels whose table row is q and store nc (1-4) bytes. */
+static inline __attribute__((always_inline)) void ek__mve_out4(const ek__mve_gemm_t *g, int32x4_t acc,
+                                                               const int32_t *q, int32x4_t mq, int32x4_t aq,
+                                                               int32x4_t bq, int32x4_t lo, int32x4_t hi,
+                                                               int8_t *out, int32_t nc)
 {
     if (g->fast) {
-        const int32x4_t v = ek__mve_requant4(acc, q, vdupq_n_s32(g->act_min), vdupq_n_s32(g->act_max));
-        vstrbq_p_s32(out, v, vctp32q((uint32_t)nc));
+        int32x4_t v = vshlq_s32(vaddq_s32(vmulhq_s32(acc, mq), aq), bq);
+        v = vminq_s32(vmaxq_s32(v, lo), hi);
+        if (nc == 4) {
+            vstrbq_s32(out, v);
+        } else {
+            vstrbq_p_s32(out, v, vctp32q((uint32_t)nc));
+        }
         return;
     }
     int32_t a[4];
@@ -101,51 +121,178 @@ static void ek__mve_store4(const ek__mve_gemv_t *g, int32x4_t acc, const int32_t
     }
 }
 
-static void ek__mve_gemv(const ek__mve_gemv_t *g, const int8_t *x, int8_t *out)
+/* Arguments of the hand-scheduled block kernel below (offsets in its comments). */
+typedef struct {
+    const int8_t *x;   /*  0: first input vector */
+    int32_t x_step;    /*  4: bytes from one input vector to the next */
+    int32_t n;         /*  8: input vectors, >= 1 */
+    int8_t *out;       /* 12: first output of the block */
+    int32_t out_step;  /* 16: bytes from one output pixel to the next */
+    const int8_t *w;   /* 20: the block's weights */
+    int32_t chunks;    /* 24: K / 16 */
+    int32_t rem;       /* 28: K % 16 */
+    int32_t bias[4];   /* 32 */
+    const int32_t *q;  /* 48: {mult[4], a[4], -b[4]} */
+    int32_t act_min;   /* 52 */
+    int32_t act_max;   /* 56 */
+} ek__mve_blk_t;
+
+void ek__mve_blk4(const ek__mve_blk_t *a);
+
+/*
+ * One block of 4 output channels over n input vectors, vector form of the requantization. r0/r2/r4/r6 the four
+ * accumulators (VMLAVA takes even registers), r1 the input cursor, r3 the weight cursor, r5 the output (VSTRB.32
+ * takes a low register), r7 the current input vector, r8 vectors left, r9 the arguments, r10/r12 the input/output steps, r11 K / 16, lr the
+ * low-overhead loop (WLS/LE) over 16 reduction elements: 1 input load, 4 weight loads, 4 VMLAVA. q4-q6 hold the
+ * requantization vectors, q7/q3 the clamp, q2 the 4 results.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__mve_blk4, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__mve_blk4\n"
+    "   .type ek__mve_blk4, %function\n"
+    "   .thumb_func\n"
+    "ek__mve_blk4:\n"
+    "   push    {r4-r11, lr}\n"
+    "   vpush   {d8-d15}\n"
+    "   mov     r9, r0\n"
+    "   ldr     r10, [r9, #48]\n"
+    "   vldrw.u32 q4, [r10]\n"
+    "   vldrw.u32 q5, [r10, #16]\n"
+    "   vldrw.u32 q6, [r10, #32]\n"
+    "   ldr     r10, [r9, #52]\n"
+    "   vdup.32 q7, r10\n"
+    "   ldr     r10, [r9, #56]\n"
+    "   vdup.32 q3, r10\n"
+    "   ldr     r7, [r9, #0]\n"
+    "   ldr     r10, [r9, #4]\n"
+    "   ldr     r8, [r9, #8]\n"
+    "   ldr     r5, [r9, #12]\n"
+    "   ldr     r12, [r9, #16]\n"
+    "   ldr     r11, [r9, #24]\n"
+    "1: ldrd    r0, r2, [r9, #32]\n"
+    "   ldrd    r4, r6, [r9, #40]\n"
+    "   mov     r1, r7\n"
+    "   ldr     r3, [r9, #20]\n"
+    "   wls     lr, r11, 3f\n"
+    "2: vldrb.u8 q0, [r1], #16\n"
+    "   vldrb.u8 q1, [r3], #16\n"
+    "   vmlava.s8 r0, q0, q1\n"
+    "   vldrb.u8 q1, [r3], #16\n"
+    "   vmlava.s8 r2, q0, q1\n"
+    "   vldrb.u8 q1, [r3], #16\n"
+    "   vmlava.s8 r4, q0, q1\n"
+    "   vldrb.u8 q1, [r3], #16\n"
+    "   vmlava.s8 r6, q0, q1\n"
+    "   le      lr, 2b\n"
+    "3: ldr     lr, [r9, #28]\n"
+    "   cmp     lr, #0\n"
+    "   beq     4f\n"
+    "   vctp.8  lr\n"
+    "   vpstt\n"
+    "   vldrbt.u8 q0, [r1]\n"
+    "   vldrbt.u8 q1, [r3]\n"
+    "   vmlava.s8 r0, q0, q1\n"
+    "   add     r3, lr\n"
+    "   vpst\n"
+    "   vldrbt.u8 q1, [r3]\n"
+    "   vmlava.s8 r2, q0, q1\n"
+    "   add     r3, lr\n"
+    "   vpst\n"
+    "   vldrbt.u8 q1, [r3]\n"
+    "   vmlava.s8 r4, q0, q1\n"
+    "   add     r3, lr\n"
+    "   vpst\n"
+    "   vldrbt.u8 q1, [r3]\n"
+    "   vmlava.s8 r6, q0, q1\n"
+    "4: vmov    q2[2], q2[0], r0, r4\n"
+    "   vmov    q2[3], q2[1], r2, r6\n"
+    "   vmulh.s32 q2, q2, q4\n"
+    "   vadd.i32 q2, q2, q5\n"
+    "   vshl.s32 q2, q2, q6\n"
+    "   vmax.s32 q2, q2, q7\n"
+    "   vmin.s32 q2, q2, q3\n"
+    "   vstrb.32 q2, [r5]\n"
+    "   add     r5, r12\n"
+    "   add     r7, r10\n"
+    "   subs    r8, #1\n"
+    "   bne     1b\n"
+    "   vpop    {d8-d15}\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__mve_blk4, . - ek__mve_blk4\n"
+    "   .popsection\n");
+
+static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_step, int32_t n, int8_t *out,
+                         int32_t out_step)
 {
     const int32_t k = g->k, chunks = k >> 4, rem = k & 15;
-    const mve_pred16_t prem = vctp8q((uint32_t)rem);
+    const mve_pred16_t prem = vctp8q((uint32_t)rem), pk = vctp8q((uint32_t)k);
+    const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
     const int8_t *w = g->weights;
     const int32_t *bias = g->bias, *q = g->requant;
     int32_t c = 0;
     for (; c + 4 <= g->out_c; c += 4, w += 4 * k, bias += 4, q += 12, out += 4) {
-        int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
-        const int8_t *xp = x, *wp = w;
-        for (int32_t j = 0; j < chunks; j++) {
-            const int8x16_t u = vld1q_s8(xp);
-            xp += 16;
-            a0 = vmladavaq_s8(a0, u, vld1q_s8(wp));
-            a1 = vmladavaq_s8(a1, u, vld1q_s8(wp + 16));
-            a2 = vmladavaq_s8(a2, u, vld1q_s8(wp + 32));
-            a3 = vmladavaq_s8(a3, u, vld1q_s8(wp + 48));
-            wp += 64;
+        if (g->fast) {
+            const ek__mve_blk_t a = {x, x_step, n, out, out_step, w, chunks, rem, {bias[0], bias[1], bias[2], bias[3]},
+                                     q, g->act_min, g->act_max};
+            ek__mve_blk4(&a);
+            continue;
         }
-        if (rem) {
-            const int8x16_t u = vld1q_z_s8(xp, prem);
-            a0 = vmladavaq_s8(a0, u, vld1q_z_s8(wp, prem));
-            a1 = vmladavaq_s8(a1, u, vld1q_z_s8(wp + rem, prem));
-            a2 = vmladavaq_s8(a2, u, vld1q_z_s8(wp + 2 * rem, prem));
-            a3 = vmladavaq_s8(a3, u, vld1q_z_s8(wp + 3 * rem, prem));
+        const int32x4_t mq = vld1q_s32(q), aq = vld1q_s32(q + 4), bq = vld1q_s32(q + 8);
+        const int32_t b0 = bias[0], b1 = bias[1], b2 = bias[2], b3 = bias[3];
+        const int8_t *xi = x;
+        int8_t *oi = out;
+        if (k <= 16) { /* one vector per channel: the block's weights stay in registers */
+            const int8x16_t w0 = vld1q_z_s8(w, pk), w1 = vld1q_z_s8(w + k, pk), w2 = vld1q_z_s8(w + 2 * k, pk),
+                            w3 = vld1q_z_s8(w + 3 * k, pk);
+            for (int32_t i = 0; i < n; i++, xi += x_step, oi += out_step) {
+                const int8x16_t u = vld1q_z_s8(xi, pk);
+                const int32x4_t acc = ek__mve_vec4(vmladavaq_s8(b0, u, w0), vmladavaq_s8(b1, u, w1),
+                                                   vmladavaq_s8(b2, u, w2), vmladavaq_s8(b3, u, w3));
+                ek__mve_out4(g, acc, q, mq, aq, bq, lo, hi, oi, 4);
+            }
+            continue;
         }
-        int32x4_t acc = vdupq_n_s32(a0);
-        acc = vsetq_lane_s32(a1, acc, 1);
-        acc = vsetq_lane_s32(a2, acc, 2);
-        acc = vsetq_lane_s32(a3, acc, 3);
-        ek__mve_store4(g, acc, q, out, 4);
+        const int8_t *wt = w + 64 * chunks; /* the K % 16 remaining elements, [4][rem] */
+        for (int32_t i = 0; i < n; i++, xi += x_step, oi += out_step) {
+            int32_t a0 = b0, a1 = b1, a2 = b2, a3 = b3;
+            const int8_t *xp = xi, *wp = w;
+            for (int32_t j = 0; j < chunks; j++) {
+                const int8x16_t u = vld1q_s8(xp);
+                xp += 16;
+                a0 = vmladavaq_s8(a0, u, vld1q_s8(wp));
+                a1 = vmladavaq_s8(a1, u, vld1q_s8(wp + 16));
+                a2 = vmladavaq_s8(a2, u, vld1q_s8(wp + 32));
+                a3 = vmladavaq_s8(a3, u, vld1q_s8(wp + 48));
+                wp += 64;
+            }
+            if (rem) {
+                const int8x16_t u = vld1q_z_s8(xp, prem);
+                a0 = vmladavaq_s8(a0, u, vld1q_z_s8(wt, prem));
+                a1 = vmladavaq_s8(a1, u, vld1q_z_s8(wt + rem, prem));
+                a2 = vmladavaq_s8(a2, u, vld1q_z_s8(wt + 2 * rem, prem));
+                a3 = vmladavaq_s8(a3, u, vld1q_z_s8(wt + 3 * rem, prem));
+            }
+            ek__mve_out4(g, ek__mve_vec4(a0, a1, a2, a3), q, mq, aq, bq, lo, hi, oi, 4);
+        }
     }
     if (c < g->out_c) { /* a last block of 1-3 channels, [nc][K] */
         const int32_t nc = g->out_c - c;
-        int32_t a[4] = {0, 0, 0, 0};
-        for (int32_t i = 0; i < nc; i++, w += k) {
-            int32_t s = bias[i];
-            const int8_t *xp = x, *wp = w;
-            for (int32_t n = k; n > 0; n -= 16, xp += 16, wp += 16) {
-                const mve_pred16_t pr = vctp8q((uint32_t)n);
-                s = vmladavaq_s8(s, vld1q_z_s8(xp, pr), vld1q_z_s8(wp, pr));
+        const int32x4_t mq = vld1q_s32(q), aq = vld1q_s32(q + 4), bq = vld1q_s32(q + 8);
+        for (int32_t i = 0; i < n; i++, x += x_step, out += out_step) {
+            int32_t a[4] = {0, 0, 0, 0};
+            for (int32_t ch = 0; ch < nc; ch++) {
+                int32_t sum = bias[ch];
+                const int8_t *xp = x, *wp = w + ch * k;
+                for (int32_t left = k; left > 0; left -= 16, xp += 16, wp += 16) {
+                    const mve_pred16_t pr = vctp8q((uint32_t)left);
+                    sum = vmladavaq_s8(sum, vld1q_z_s8(xp, pr), vld1q_z_s8(wp, pr));
+                }
+                a[ch] = sum;
             }
-            a[i] = s;
+            ek__mve_out4(g, vld1q_s32(a), q, mq, aq, bq, lo, hi, out, nc);
         }
-        ek__mve_store4(g, vld1q_s32(a), q, out, nc);
     }
 }
 
@@ -190,9 +337,10 @@ static void ek__mve_im2col(const ek_conv_params_t *p, const int8_t *input, int32
 
 int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
-    const ek__mve_gemv_t g = {p->weights, p->bias, p->requant, p->kernel_h * p->kernel_w * p->in_c, p->out_c,
+    const int32_t k = p->kernel_h * p->kernel_w * p->in_c;
+    const ek__mve_gemm_t g = {p->weights, p->bias, p->requant, k, p->out_c,
                               (p->flags & EK_NN_FLAG_FAST_REQUANT) != 0, p->output_offset, p->act_min, p->act_max};
-    if (!p->bias) {
+    if (!p->bias || p->tile_pixels < 1) {
         return EK_NN_ERR_ARG; /* the packed bias carries the zero-point term */
     }
     const int direct = ek__mve_conv_direct(p);
@@ -200,14 +348,17 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
     int8_t *col = (int8_t *)scratch;
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         int8_t *orow = output + oy * p->out_row_stride;
-        const int8_t *irow = input + oy * p->stride_h * p->in_row_stride;
-        for (int32_t ox = 0; ox < p->out_w; ox++) {
-            const int8_t *x = irow + ox * p->stride_w * p->in_c;
-            if (!direct) {
-                ek__mve_im2col(p, input, oy, ox, zp, col);
-                x = col;
+        if (direct) { /* a 1x1 reads each pixel in place: the whole output row is one GEMM */
+            ek__mve_gemm(&g, input + oy * p->stride_h * p->in_row_stride, p->stride_w * p->in_c, p->out_w, orow,
+                         p->out_c);
+            continue;
+        }
+        for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += p->tile_pixels) { /* tiles of pixels of one output row */
+            const int32_t n = p->out_w - ox0 < p->tile_pixels ? p->out_w - ox0 : p->tile_pixels;
+            for (int32_t i = 0; i < n; i++) {
+                ek__mve_im2col(p, input, oy, ox0 + i, zp, col + i * k);
             }
-            ek__mve_gemv(&g, x, orow + ox * p->out_c);
+            ek__mve_gemm(&g, col, k, n, orow + ox0 * p->out_c, p->out_c);
         }
     }
     return EK_NN_OK;
@@ -218,11 +369,9 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
  * ------------------------------------------------------------------------------------------------------------- */
 int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output)
 {
-    const ek__mve_gemv_t g = {p->weights, p->bias, p->requant, p->in_features, p->out_features,
+    const ek__mve_gemm_t g = {p->weights, p->bias, p->requant, p->in_features, p->out_features,
                               (p->flags & EK_NN_FLAG_FAST_REQUANT) != 0, p->output_offset, p->act_min, p->act_max};
-    for (int32_t b = 0; b < p->batch; b++, input += p->in_row_stride, output += p->out_row_stride) {
-        ek__mve_gemv(&g, input, output);
-    }
+    ek__mve_gemm(&g, input, p->in_row_stride, p->batch, output, p->out_row_stride);
     return EK_NN_OK;
 }
 
@@ -231,86 +380,132 @@ int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int
  * ------------------------------------------------------------------------------------------------------------- */
 #define EK_MVE_DW_MAX_TAPS 64 /* kernel_pack keeps larger kernels on the DSP layout */
 
+typedef struct {
+    const int8_t *const *tap; /* per tap: the pixel it reads (channel 0), or the x_zp row */
+    int32_t taps, out_zp;
+    int8x16_t lo, hi;
+} ek__mve_dw_t;
+
+/* One output pixel, channels c0 .. c0 + 15 (predicate pr): weights w ([taps][16]), bias [16] and table [4][2][4]
+ * {mult, -b} in the accumulators' lane order; returns the next group's weights. */
+static __attribute__((noinline)) const int8_t *ek__mve_dw_group(const ek__mve_dw_t *d, int32_t c0, const int8_t *w,
+                                                               const int32_t *bias, const int32_t *q, int8_t *out,
+                                                               mve_pred16_t pr)
+{
+    int32x4_t a0 = vld1q_s32(bias), a1 = vld1q_s32(bias + 4), a2 = vld1q_s32(bias + 8), a3 = vld1q_s32(bias + 12);
+    const int8_t *const *tp = d->tap;
+    int32_t t = d->taps;
+    for (; t >= 2; t -= 2, tp += 2, w += 32) {
+        const int8x16_t x0 = vld1q_z_s8(tp[0] + c0, pr), x1 = vld1q_z_s8(tp[1] + c0, pr);
+        const int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
+        const int16x8_t e = vaddq_s16(vmullbq_int_s8(x0, w0), vmullbq_int_s8(x1, w1));
+        const int16x8_t o = vaddq_s16(vmulltq_int_s8(x0, w0), vmulltq_int_s8(x1, w1));
+        a0 = vaddq_s32(a0, vmovlbq_s16(e));
+        a1 = vaddq_s32(a1, vmovltq_s16(e));
+        a2 = vaddq_s32(a2, vmovlbq_s16(o));
+        a3 = vaddq_s32(a3, vmovltq_s16(o));
+    }
+    if (t) {
+        const int8x16_t x0 = vld1q_z_s8(tp[0] + c0, pr), w0 = vld1q_s8(w);
+        const int16x8_t e = vmullbq_int_s8(x0, w0), o = vmulltq_int_s8(x0, w0);
+        a0 = vaddq_s32(a0, vmovlbq_s16(e));
+        a1 = vaddq_s32(a1, vmovltq_s16(e));
+        a2 = vaddq_s32(a2, vmovlbq_s16(o));
+        a3 = vaddq_s32(a3, vmovltq_s16(o));
+        w += 16;
+    }
+    /* floor(acc * mult / 2^32), a rounding shift right by b, + out_zp: the contract before the clamp */
+    a0 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a0, vld1q_s32(q)), vld1q_s32(q + 4)), d->out_zp);
+    a1 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a1, vld1q_s32(q + 8)), vld1q_s32(q + 12)), d->out_zp);
+    a2 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a2, vld1q_s32(q + 16)), vld1q_s32(q + 20)), d->out_zp);
+    a3 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a3, vld1q_s32(q + 24)), vld1q_s32(q + 28)), d->out_zp);
+    const int16x8_t ne = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a0), a1);
+    const int16x8_t no = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a2), a3);
+    const int8x16_t r = vqmovntq_s16(vqmovnbq_s16(vdupq_n_s8(0), ne), no);
+    vst1q_p_s8(out + c0, vminq_s8(vmaxq_s8(r, d->lo), d->hi), pr);
+    return w;
+}
+
+/* The 64-bit path for tables without the vector form ({mult, shift} per lane), same accumulation. */
+static void ek__mve_dw_group_scalar(const ek_conv_params_t *p, const int8_t *const *tap, int32_t taps, int32_t c0,
+                                    const int8_t *w, const int32_t *bias, const int32_t *q, int8_t *out,
+                                    mve_pred16_t pr)
+{
+    static const uint8_t order[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
+    int32x4_t a0 = vld1q_s32(bias), a1 = vld1q_s32(bias + 4), a2 = vld1q_s32(bias + 8), a3 = vld1q_s32(bias + 12);
+    for (int32_t t = 0; t < taps; t++, w += 16) {
+        const int8x16_t x0 = vld1q_z_s8(tap[t] + c0, pr), w0 = vld1q_s8(w);
+        const int16x8_t e = vmullbq_int_s8(x0, w0), o = vmulltq_int_s8(x0, w0);
+        a0 = vaddq_s32(a0, vmovlbq_s16(e));
+        a1 = vaddq_s32(a1, vmovltq_s16(e));
+        a2 = vaddq_s32(a2, vmovlbq_s16(o));
+        a3 = vaddq_s32(a3, vmovltq_s16(o));
+    }
+    int32_t acc[16];
+    vst1q_s32(acc, a0);
+    vst1q_s32(acc + 4, a1);
+    vst1q_s32(acc + 8, a2);
+    vst1q_s32(acc + 12, a3);
+    for (int32_t i = 0; i < 16; i++) {
+        const int32_t c = c0 + order[i], v = i >> 2, lane = i & 3;
+        if (c < p->in_c) {
+            out[c] = ek__mve_requant_scalar(acc[i], q[8 * v + lane], q[8 * v + 4 + lane], p->output_offset,
+                                            p->act_min, p->act_max);
+        }
+    }
+}
+
 int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
-    const int32_t c_all = p->in_c, taps = p->kernel_h * p->kernel_w, groups = (c_all + 15) / 16;
+    const int32_t c_all = p->in_c, taps = p->kernel_h * p->kernel_w;
     if (taps > EK_MVE_DW_MAX_TAPS || !p->bias) {
         return EK_NN_ERR_ARG;
     }
     int8_t *zprow = (int8_t *)scratch; /* what padding taps read: ceil16(C) bytes of x_zp */
-    ek__mve_fill(zprow, vdupq_n_s8((int8_t)-p->input_offset), groups * 16);
+    ek__mve_fill(zprow, vdupq_n_s8((int8_t)-p->input_offset), (c_all + 15) & ~15);
     const int fast = (p->flags & EK_NN_FLAG_FAST_REQUANT) != 0;
-    const int full_range = p->act_min == -128 && p->act_max == 127;
-    const int8x16_t lo8 = vdupq_n_s8((int8_t)p->act_min), hi8 = vdupq_n_s8((int8_t)p->act_max);
     const int8_t *tap[EK_MVE_DW_MAX_TAPS];
+    int32_t rel[EK_MVE_DW_MAX_TAPS]; /* tap offsets from the window's corner pixel */
+    for (int32_t ky = 0, t = 0; ky < p->kernel_h; ky++) {
+        for (int32_t kx = 0; kx < p->kernel_w; kx++, t++) {
+            rel[t] = ky * p->dilation_h * p->in_row_stride + kx * p->dilation_w * c_all;
+        }
+    }
+    const ek__mve_dw_t d = {tap, taps, p->output_offset, vdupq_n_s8((int8_t)p->act_min),
+                            vdupq_n_s8((int8_t)p->act_max)};
+    const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, span_w = (p->kernel_w - 1) * p->dilation_w;
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int rows_in = iy0 >= 0 && iy0 + span_h < p->in_h;
         int8_t *orow = output + oy * p->out_row_stride;
         for (int32_t ox = 0; ox < p->out_w; ox++) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            int32_t t = 0;
-            for (int32_t ky = 0; ky < p->kernel_h; ky++) {
-                const int32_t iy = iy0 + ky * p->dilation_h;
-                const int8_t *row = input + iy * p->in_row_stride;
-                for (int32_t kx = 0; kx < p->kernel_w; kx++, t++) {
-                    const int32_t ix = ix0 + kx * p->dilation_w;
-                    tap[t] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) ? zprow : row + ix * c_all;
+            if (rows_in && ix0 >= 0 && ix0 + span_w < p->in_w) { /* every tap inside the input */
+                const int8_t *corner = input + iy0 * p->in_row_stride + ix0 * c_all;
+                for (int32_t t = 0; t < taps; t++) {
+                    tap[t] = corner + rel[t];
+                }
+            } else {
+                for (int32_t ky = 0, t = 0; ky < p->kernel_h; ky++) {
+                    const int32_t iy = iy0 + ky * p->dilation_h;
+                    for (int32_t kx = 0; kx < p->kernel_w; kx++, t++) {
+                        const int32_t ix = ix0 + kx * p->dilation_w;
+                        tap[t] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
+                                     ? zprow : input + iy * p->in_row_stride + ix * c_all;
+                    }
                 }
             }
             const int8_t *w = p->weights;
             const int32_t *bias = p->bias, *q = p->requant;
             int8_t *out = orow + ox * c_all;
-            for (int32_t c0 = 0; c0 < c_all; c0 += 16, bias += 16, q += 48) {
+            for (int32_t c0 = 0; c0 < c_all; c0 += 16, bias += 16, q += 32) {
                 const mve_pred16_t pr = vctp8q((uint32_t)(c_all - c0));
-                int32x4_t a0 = vld1q_s32(bias), a1 = vld1q_s32(bias + 4), a2 = vld1q_s32(bias + 8),
-                          a3 = vld1q_s32(bias + 12);
-                t = 0;
-                for (; t + 2 <= taps; t += 2, w += 32) {
-                    const int8x16_t x0 = vld1q_z_s8(tap[t] + c0, pr), x1 = vld1q_z_s8(tap[t + 1] + c0, pr);
-                    const int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
-                    const int16x8_t e = vaddq_s16(vmullbq_int_s8(x0, w0), vmullbq_int_s8(x1, w1));
-                    const int16x8_t o = vaddq_s16(vmulltq_int_s8(x0, w0), vmulltq_int_s8(x1, w1));
-                    a0 = vaddq_s32(a0, vmovlbq_s16(e));
-                    a1 = vaddq_s32(a1, vmovltq_s16(e));
-                    a2 = vaddq_s32(a2, vmovlbq_s16(o));
-                    a3 = vaddq_s32(a3, vmovltq_s16(o));
+                if (fast) {
+                    w = ek__mve_dw_group(&d, c0, w, bias, q, out, pr);
+                } else {
+                    ek__mve_dw_group_scalar(p, tap, taps, c0, w, bias, q, out, pr);
+                    w += 16 * taps;
                 }
-                if (t < taps) {
-                    const int8x16_t x0 = vld1q_z_s8(tap[t] + c0, pr), w0 = vld1q_s8(w);
-                    const int16x8_t e = vmullbq_int_s8(x0, w0), o = vmulltq_int_s8(x0, w0);
-                    a0 = vaddq_s32(a0, vmovlbq_s16(e));
-                    a1 = vaddq_s32(a1, vmovltq_s16(e));
-                    a2 = vaddq_s32(a2, vmovlbq_s16(o));
-                    a3 = vaddq_s32(a3, vmovltq_s16(o));
-                    w += 16;
-                }
-                if (!fast) { /* scalar 64-bit path; lanes in the accumulators' channel order */
-                    static const uint8_t order[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
-                    int32_t acc[16];
-                    vst1q_s32(acc, a0);
-                    vst1q_s32(acc + 4, a1);
-                    vst1q_s32(acc + 8, a2);
-                    vst1q_s32(acc + 12, a3);
-                    for (int32_t i = 0; i < 16; i++) {
-                        const int32_t c = c0 + order[i], v = i >> 2, lane = i & 3;
-                        if (c < c_all) {
-                            out[c] = ek__mve_requant_scalar(acc[i], q[12 * v + lane], q[12 * v + 4 + lane],
-                                                            p->output_offset, p->act_min, p->act_max);
-                        }
-                    }
-                    continue;
-                }
-                a0 = vshlq_s32(vaddq_s32(vmulhq_s32(a0, vld1q_s32(q)), vld1q_s32(q + 4)), vld1q_s32(q + 8));
-                a1 = vshlq_s32(vaddq_s32(vmulhq_s32(a1, vld1q_s32(q + 12)), vld1q_s32(q + 16)), vld1q_s32(q + 20));
-                a2 = vshlq_s32(vaddq_s32(vmulhq_s32(a2, vld1q_s32(q + 24)), vld1q_s32(q + 28)), vld1q_s32(q + 32));
-                a3 = vshlq_s32(vaddq_s32(vmulhq_s32(a3, vld1q_s32(q + 36)), vld1q_s32(q + 40)), vld1q_s32(q + 44));
-                const int16x8_t ne = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a0), a1);
-                const int16x8_t no = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a2), a3);
-                int8x16_t r = vqmovntq_s16(vqmovnbq_s16(vdupq_n_s8(0), ne), no);
-                if (!full_range) {
-                    r = vminq_s8(vmaxq_s8(r, lo8), hi8);
-                }
-                vst1q_p_s8(out + c0, r, pr);
             }
         }
     }
