@@ -38,6 +38,9 @@ class Estimate:
     # Recurrent models run as step programs (one call per input sample): instructions of one step; ``instructions``
     # then counts a whole sequence, and ``state_bytes`` is the state kept between steps.
     instructions_per_step: int | None = None
+    # Microcontrollers: an estimate of clock cycles (instructions x the profile's cycles per instruction, per kind of
+    # kernel); latency and energy follow from it. Instruction counts are exact under QEMU, cycles are not measured.
+    cycles: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -225,8 +225,12 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     clock = report["target_profile"]["clock_hz"]
     instructions = measured["instructions"]
     if instructions:
-        measured["latency_ms"] = instructions / clock * 1e3
-        measured["latency_note"] = "instructions / clock at 1 instruction per cycle (QEMU counts instructions)"
+        est = report.get("estimate") or {}
+        cpi = est["cycles"] / est["instructions"] if est.get("cycles") and est.get("instructions") else 1.0
+        measured["cycles_estimate"] = int(round(instructions * cpi))
+        measured["latency_ms"] = instructions * cpi / clock * 1e3
+        measured["latency_note"] = (f"measured instructions × {cpi:.3g} cycles per instruction (the profile's "
+                                    f"estimate, per kind of kernel) / clock: QEMU counts instructions, not cycles")
     # Fit against the device, with what was measured.
     prof = report["target_profile"]
     reasons, fits = [], True

@@ -49,7 +49,8 @@ class TargetProfile:
             if default is None:
                 raise KeyError(f"profile '{self.name}' has no [{section}] {key}")
             return default
-        return float(table[key].value)
+        v = table[key]  # [extra] keeps its raw {value, source} tables
+        return float(v["value"] if isinstance(v, dict) else v.value)
 
     def summary(self) -> dict:
         """The key figures (what ``edgekit targets --json`` prints)."""

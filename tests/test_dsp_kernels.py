@@ -3,11 +3,14 @@
 
 One firmware per core runs all cases (tests/kernel_harness.py): Cortex-M7 (QEMU mps2-an500), Cortex-M4 (an386) and
 Cortex-M55 (an547) through the DSP path, the M7 again with the portable C path forced (-DEK_NN_PORTABLE), and the
-portable path built with the host compiler. Output buffers are pre-filled with a sentinel so a write outside the
+portable path built with the host compiler. The same cases packed for Helium (kernel_pack isa="mve") run on the M55
+(ek_nn_s8_mve.c: the check that QEMU's mps3-an547 executes MVE as the host reference computes), and a build
+without MVE refuses a Helium-packed layer. Output buffers are pre-filled with a sentinel so a write outside the
 output window fails the comparison too.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 
 import numpy as np
@@ -42,7 +45,7 @@ def _act(kind: str, out_zp: int) -> tuple[int, int]:
 
 
 def _conv_case(rng, name, h, w, cin, cout, k, *, stride=1, dilation=1, padding=0, in_extra=0, out_extra=0,
-               act="none", depthwise=False, bias=True, big_mult=False, zero_channel=False, **pack_kw):
+               act="none", depthwise=False, bias=True, big_mult=False, zero_channel=False, isa="dsp", **pack_kw):
     kh, kw = (k, k) if np.isscalar(k) else k
     x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
     wt = rng.integers(-127, 128, (cout, 1 if depthwise else cin, kh, kw), dtype=np.int8)
@@ -58,14 +61,16 @@ def _conv_case(rng, name, h, w, cin, cout, k, *, stride=1, dilation=1, padding=0
     in_rs = w * cin + in_extra
     out_rs = ref.shape[1] * cout + out_extra
     pack = kp.pack_depthwise_conv2d if depthwise else kp.pack_conv2d
+    if isa == "mve":  # the DSP layouts' choices do not apply; a scratch limit and a tile size do
+        pack_kw = {k: v for k, v in pack_kw.items() if k in ("scratch_limit_bytes", "tile_pixels")}
     layer = pack(wt, b, mult, shift, input_shape=(h, w, cin), in_row_stride=in_rs, out_row_stride=out_rs,
-                 **common, **pack_kw)
+                 isa=isa, **common, **pack_kw)
     out_bytes = out_rs * ref.shape[0]
     return Case(name, layer, place_rows(x, in_rs, in_rs * h, fill=7), out_bytes), expected_buffer(ref, out_rs,
                                                                                                    out_bytes)
 
 
-def _fc_case(rng, name, n_in, n_out, batch=1, act="none", big_mult=False):
+def _fc_case(rng, name, n_in, n_out, batch=1, act="none", big_mult=False, isa="dsp"):
     x = rng.integers(-128, 128, (batch, n_in), dtype=np.int8)
     wt = rng.integers(-127, 128, (n_out, n_in), dtype=np.int8)
     b = rng.integers(-20000, 20000, n_out).astype(np.int32)
@@ -74,7 +79,7 @@ def _fc_case(rng, name, n_in, n_out, batch=1, act="none", big_mult=False):
     ref = intref.fully_connected(x, wt, b, x_zp=x_zp, mult=mult, shift=shift, out_zp=out_zp, act_min=act_min,
                                  act_max=act_max)
     layer = kp.pack_fully_connected(wt, b, mult, shift, x_zp=x_zp, out_zp=out_zp, act_min=act_min,
-                                    act_max=act_max, batch=batch)
+                                    act_max=act_max, batch=batch, isa=isa)
     return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
 
 
@@ -92,7 +97,7 @@ def _probe_weights(rng, shape, extremes):
     return w.astype(np.int8)
 
 
-def _exact_case(rng, name, kind, gain_shift, extremes=0.03, **geom):
+def _exact_case(rng, name, kind, gain_shift, extremes=0.03, isa="dsp", **geom):
     """A layer with gain 1/2 (shift 31, the 64-bit requant path) or 1/8 (shift 33, the SMMLA path), so that an
     error of one accumulator unit shows in many outputs instead of hiding behind a typical requantisation."""
     mult_v = 1 << 30
@@ -104,7 +109,7 @@ def _exact_case(rng, name, kind, gain_shift, extremes=0.03, **geom):
         b = rng.integers(-40, 40, n_out).astype(np.int32)
         mult, shift = np.full(n_out, mult_v), np.full(n_out, gain_shift)
         ref = intref.fully_connected(x, wt, b, x_zp=x_zp, mult=mult, shift=shift, out_zp=3)
-        layer = kp.pack_fully_connected(wt, b, mult, shift, x_zp=x_zp, out_zp=3, batch=batch)
+        layer = kp.pack_fully_connected(wt, b, mult, shift, x_zp=x_zp, out_zp=3, batch=batch, isa=isa)
         return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
     h, w, cin, cout, k = geom["h"], geom["w"], geom["cin"], geom["cout"], geom["k"]
     depthwise = kind == "dw"
@@ -116,13 +121,16 @@ def _exact_case(rng, name, kind, gain_shift, extremes=0.03, **geom):
     common = dict(x_zp=x_zp, out_zp=-5, stride=geom.get("stride", 1), padding=geom.get("padding", 0))
     ref = intref.conv2d(x, wt, b, mult=mult, shift=shift, groups=cin if depthwise else 1, **common)
     pack = kp.pack_depthwise_conv2d if depthwise else kp.pack_conv2d
-    layer = pack(wt, b, mult, shift, input_shape=(h, w, cin), **common)
+    layer = pack(wt, b, mult, shift, input_shape=(h, w, cin), isa=isa, **common)
     return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
 
 
-def _all_cases():
+def _all_cases(isa: str = "dsp"):
     rng = np.random.default_rng(20240611)
     c = []
+    _conv_case = functools.partial(_conv_case_isa, isa=isa)
+    _fc_case = functools.partial(_fc_case_isa, isa=isa)
+    _exact_case = functools.partial(_exact_case_isa, isa=isa)
     # convolutions
     c.append(_conv_case(rng, "conv3x3 16x16x16->32 pad1", 16, 16, 16, 32, 3, padding=1))
     c.append(_conv_case(rng, "conv3x3 odd channels 7->5 s2 asym pad", 9, 11, 7, 5, 3, stride=2,
@@ -187,10 +195,21 @@ def _all_cases():
                              stride=2, padding=1))
         c.append(_exact_case(rng, f"exact dw3x3 ch-last 36ch {tag}", "dw", gain_shift, h=6, w=5, cin=36, cout=36,
                              k=3, padding=1))
+    if isa == "mve":  # shapes the Helium kernels treat apart: K = 16 exactly, a channel group of 16 and a tail
+        c.append(_conv_case(rng, "conv1x1 16->20 (K = 16)", 5, 6, 16, 20, 1, act="relu"))
+        c.append(_conv_case(rng, "conv3x3 s1 33->7 (K % 16 = 9) tile 3", 6, 7, 33, 7, 3, padding=1, tile_pixels=3))
+        c.append(_conv_case(rng, "dw3x3 s1 5x5x48 (three groups)", 5, 5, 48, 48, 3, padding=1, depthwise=True,
+                            act="relu6"))
+        c.append(_conv_case(rng, "dw3x3 s2 6x6x20 (group + tail)", 6, 6, 20, 20, 3, stride=2, padding=1,
+                            depthwise=True))
+        c.append(_conv_case(rng, "dw9x9 (81 taps: the dsp layout)", 10, 10, 4, 4, 9, padding=4, depthwise=True))
+        c.append(_fc_case(rng, "fc 16->6 (K = 16)", 16, 6, batch=2))
     return c
 
 
+_conv_case_isa, _fc_case_isa, _exact_case_isa = _conv_case, _fc_case, _exact_case
 CASES = _all_cases()
+MVE_CASES = _all_cases("mve")
 
 
 def _check(results, cases=CASES):
@@ -218,6 +237,32 @@ def test_portable_c_on_host_matches_reference(tmp_path):
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
+
+
+@needs_arm
+def test_helium_kernels_match_reference_on_the_m55(tmp_path):
+    # every case again, packed for Helium: conv (im2col and 1x1 in place), depthwise, FC, the vector and the 64-bit
+    # requantization, K below, at and beyond 16, channel tails; all bit for bit
+    assert sum(case.layer.params["flags"] & kp.FLAG_MVE != 0 for case, _ in MVE_CASES) >= len(MVE_CASES) - 1
+    _check(run_on_qemu([case for case, _ in MVE_CASES], "mps3-an547", tmp_path, count_instructions=False),
+           MVE_CASES)
+
+
+@needs_arm
+def test_helium_layout_is_refused_without_mve(tmp_path):
+    # a layer packed for Helium handed to a core without MVE (or the portable build) returns EK_NN_ERR_ARG (-2)
+    cases = [case for case, _ in MVE_CASES[:1] + MVE_CASES[14:15] + MVE_CASES[27:28]]
+    assert [c.layer.kind for c in cases] == ["conv2d", "depthwise_conv2d", "fully_connected"]
+    results = run_on_qemu(cases, "mps2-an500", tmp_path / "m7", count_instructions=False)
+    assert [r.rc for r in results] == [-2, -2, -2]
+    assert [r.rc for r in run_on_host(cases, tmp_path / "host")] == [-2, -2, -2]
+
+
+def test_helium_packing_stays_one_byte_per_weight():
+    for case, _ in MVE_CASES:
+        layer = case.layer
+        if layer.kind != "depthwise_conv2d" and layer.params["flags"] & kp.FLAG_MVE:
+            assert layer.weight_padding_bytes == 0 and layer.weights.dtype == np.int8, case.name
 
 
 def test_accumulator_probes_are_mostly_unclamped():

@@ -11,7 +11,9 @@ generator prints, so the arena in the estimate is the arena in the ELF. Formulas
 * a streaming program's instructions per sequence = steps × instructions per step
 * flash = constant arrays + code (the platform's :class:`~edgekit.targets.mcu.platforms.CodeSizeModel`)
 * peak SRAM = arena + state + the board's fault stack + the deepest stack + what the C library adds
-* latency = instructions / clock (one instruction per cycle assumed); energy = cycles · I_run/MHz · V
+* cycles = Σ instructions · CPI, the profile's cycles per instruction ([extra] cycles_per_instruction; Helium calls
+  cycles_per_instruction_helium): an estimate, not a measurement (QEMU counts instructions, not cycles)
+* latency = cycles / clock; energy = cycles · I_run/MHz · V
 """
 from __future__ import annotations
 
@@ -252,6 +254,25 @@ def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: 
         cost(f"{key}_step_per_call", defaults["per_call"]) * calls
 
 
+def step_cpi(profile: TargetProfile, step: Step) -> float:
+    """Cycles per instruction the profile gives one kernel call: Helium calls (micro-kernels packed with FLAG_MVE:
+    most of their instructions are two-beat vector instructions) ``[extra] cycles_per_instruction_helium``, all
+    others ``[extra] cycles_per_instruction`` (1.0 where a profile has none)."""
+    base = profile.number("extra", "cycles_per_instruction", 1.0)
+    if step.is_micro_kernel and step.params.get("flags", 0) & kernel_pack.FLAG_MVE:
+        return profile.number("extra", "cycles_per_instruction_helium", base)
+    return base
+
+
+def program_cycles(prog: Program, profile: TargetProfile, activity: float | None = None) -> dict[str, float]:
+    """Estimated cycles of one run of the program's call list, per layer (instructions · :func:`step_cpi`)."""
+    out: dict[str, float] = {}
+    for s in prog.steps:
+        out[s.layer] = out.get(s.layer, 0.0) + call_instructions(prog, s, profile, activity) * s.rate * \
+            step_cpi(profile, s)
+    return out
+
+
 def program_instructions(prog: Program, profile: TargetProfile, activity: float | None = None) -> dict[str, float]:
     """Estimated instructions of one run of the program's call list (an inference, or one step), per layer."""
     out: dict[str, float] = {}
@@ -323,6 +344,7 @@ def program_estimate(model, profile: TargetProfile, prog: Program, platform) -> 
     sparsity = (model.meta.get("egru") or {}).get("activity_sparsity") if prog.event_states else None
     activity = None if sparsity is None else 1.0 - float(sparsity)
     per_run = program_instructions(prog, profile, activity)
+    cycles_run = program_cycles(prog, profile, activity)
     runs = prog.steps_per_sequence if prog.streaming else 1
     clock = profile.clock_hz.value
     pj = profile.number("energy", "run_current_ua_per_mhz") * profile.number("energy", "supply_v")
@@ -330,10 +352,16 @@ def program_estimate(model, profile: TargetProfile, prog: Program, platform) -> 
         lay["instructions"] = int(per_run.get(lay["name"], 0) * runs)
         if prog.streaming:
             lay["instructions_per_step"] = int(per_run.get(lay["name"], 0))
-        lay["latency_ms"] = lay["instructions"] / clock * 1e3
-        lay["energy_uj"] = lay["instructions"] * pj * 1e-6
+        cyc = cycles_run.get(lay["name"], 0) * runs
+        lay["latency_ms"] = cyc / clock * 1e3
+        lay["energy_uj"] = cyc * pj * 1e-6
     run_total = int(sum(per_run.values()))
     total = run_total * runs
+    cycles = int(sum(cycles_run.values()) * runs)
+    cpi = profile.number("extra", "cycles_per_instruction", 1.0)
+    cpi_h = profile.number("extra", "cycles_per_instruction_helium", cpi)
+    cpi_text = f"CPI {cpi:g}" + (f", Helium kernels {cpi_h:g}" if any(
+        s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE for s in prog.steps) else "")
     code = code_bytes(prog, platform)
     sram, sram_formula = sram_estimate(model, prog, platform)
     n_tvm = len({s.spec for s in prog.steps if s.kind == "tvm"})
@@ -341,8 +369,10 @@ def program_estimate(model, profile: TargetProfile, prog: Program, platform) -> 
         "flash_bytes": f"constants {prog.const_bytes:,} B (weights, biases, requantization) + code {code:,} B "
                        f"(board support {platform.code_size.base} B, driver, {n_tvm} distinct TVM kernels)",
         "peak_sram_bytes": sram_formula,
-        "latency_ms": f"{total:,} instructions / {clock / 1e6:g} MHz (1 instruction per cycle)",
-        "energy_uj": f"{total:,} cycles · {profile.number('energy', 'run_current_ua_per_mhz'):g} uA/MHz · "
+        "cycles": f"{cycles:,} = {total:,} instructions × cycles per instruction ({cpi_text}; the profile's "
+                  f"estimate — QEMU counts instructions, not cycles)",
+        "latency_ms": f"{cycles:,} cycles (estimate) / {clock / 1e6:g} MHz",
+        "energy_uj": f"{cycles:,} cycles · {profile.number('energy', 'run_current_ua_per_mhz'):g} uA/MHz · "
                      f"{profile.number('energy', 'supply_v'):g} V = {pj:.1f} pJ/cycle",
     }
     if prog.streaming:
@@ -356,7 +386,7 @@ def program_estimate(model, profile: TargetProfile, prog: Program, platform) -> 
         formulas["instructions"] = ("Σ kernel calls: key·units + key_per_output·outputs + key_per_input·inputs + "
                                     "key_per_call (the profile's fitted [cost])")
     return Estimate(flash_bytes=prog.const_bytes + code, peak_sram_bytes=sram, arena_bytes=prog.arena_bytes,
-                    state_bytes=prog.state_bytes, latency_ms=total / clock * 1e3, energy_uj=total * pj * 1e-6,
-                    instructions=total, macs=table.macs, layers=table.layers,
+                    state_bytes=prog.state_bytes, latency_ms=cycles / clock * 1e3, energy_uj=cycles * pj * 1e-6,
+                    instructions=total, cycles=cycles, macs=table.macs, layers=table.layers,
                     memory_timeline=list(prog.plan.live_bytes), formulas=formulas,
                     instructions_per_step=run_total if prog.streaming else None)
