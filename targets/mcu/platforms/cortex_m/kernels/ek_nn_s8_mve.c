@@ -223,6 +223,79 @@ __asm__(
     "   .size ek__mve_blk4, . - ek__mve_blk4\n"
     "   .popsection\n");
 
+void ek__mve_blk4_k16(const ek__mve_blk_t *a);
+
+/*
+ * The same for K <= 16 (one vector per channel): the block's four weight vectors stay in q0-q3, each input vector is
+ * one predicated load (VCTP.8 K once per call) and four VMLAVA; q4 the input, then the requantization vectors in turn,
+ * q5 the results, q6/q7 the clamp. r0/r2/r4/r6 accumulators, r1 input, r3 input step, r5 output, r7 output step,
+ * r8 vectors left, r9 the arguments, r10 the requantization table.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__mve_blk4_k16, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__mve_blk4_k16\n"
+    "   .type ek__mve_blk4_k16, %function\n"
+    "   .thumb_func\n"
+    "ek__mve_blk4_k16:\n"
+    "   push    {r4-r11, lr}\n"
+    "   vpush   {d8-d15}\n"
+    "   mov     r9, r0\n"
+    "   ldr     r11, [r9, #28]\n"         /* K = 16 * chunks + rem */
+    "   ldr     r12, [r9, #24]\n"
+    "   add     r11, r11, r12, lsl #4\n"
+    "   ldr     r3, [r9, #20]\n"          /* weights of channel i at w + i * K */
+    "   vctp.8  r11\n"
+    "   vpst\n"
+    "   vldrbt.u8 q0, [r3]\n"
+    "   add     r3, r11\n"
+    "   vpst\n"
+    "   vldrbt.u8 q1, [r3]\n"
+    "   add     r3, r11\n"
+    "   vpst\n"
+    "   vldrbt.u8 q2, [r3]\n"
+    "   add     r3, r11\n"
+    "   vpst\n"
+    "   vldrbt.u8 q3, [r3]\n"
+    "   ldr     r10, [r9, #52]\n"
+    "   vdup.32 q6, r10\n"
+    "   ldr     r10, [r9, #56]\n"
+    "   vdup.32 q7, r10\n"
+    "   ldr     r10, [r9, #48]\n"
+    "   ldr     r1, [r9, #0]\n"
+    "   ldr     r3, [r9, #4]\n"
+    "   ldr     r8, [r9, #8]\n"
+    "   ldr     r5, [r9, #12]\n"
+    "   ldr     r7, [r9, #16]\n"
+    "1: ldrd    r0, r2, [r9, #32]\n"
+    "   ldrd    r4, r6, [r9, #40]\n"
+    "   vpst\n"
+    "   vldrbt.u8 q4, [r1]\n"
+    "   vmlava.s8 r0, q4, q0\n"
+    "   vmlava.s8 r2, q4, q1\n"
+    "   vmlava.s8 r4, q4, q2\n"
+    "   vmlava.s8 r6, q4, q3\n"
+    "   vmov    q5[2], q5[0], r0, r4\n"
+    "   vmov    q5[3], q5[1], r2, r6\n"
+    "   vldrw.u32 q4, [r10]\n"
+    "   vmulh.s32 q5, q5, q4\n"
+    "   vldrw.u32 q4, [r10, #16]\n"
+    "   vadd.i32 q5, q5, q4\n"
+    "   vldrw.u32 q4, [r10, #32]\n"
+    "   vshl.s32 q5, q5, q4\n"
+    "   vmax.s32 q5, q5, q6\n"
+    "   vmin.s32 q5, q5, q7\n"
+    "   vstrb.32 q5, [r5]\n"
+    "   add     r1, r3\n"
+    "   add     r5, r7\n"
+    "   subs    r8, #1\n"
+    "   bne     1b\n"
+    "   vpop    {d8-d15}\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__mve_blk4_k16, . - ek__mve_blk4_k16\n"
+    "   .popsection\n");
+
 static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_step, int32_t n, int8_t *out,
                          int32_t out_step)
 {
@@ -236,7 +309,11 @@ static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_ste
         if (g->fast) {
             const ek__mve_blk_t a = {x, x_step, n, out, out_step, w, chunks, rem, {bias[0], bias[1], bias[2], bias[3]},
                                      q, g->act_min, g->act_max};
-            ek__mve_blk4(&a);
+            if (k <= 16) {
+                ek__mve_blk4_k16(&a);
+            } else {
+                ek__mve_blk4(&a);
+            }
             continue;
         }
         const int32x4_t mq = vld1q_s32(q), aq = vld1q_s32(q + 4), bq = vld1q_s32(q + 8);
@@ -346,6 +423,9 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
     const int direct = ek__mve_conv_direct(p);
     const int8x16_t zp = vdupq_n_s8((int8_t)-p->input_offset);
     int8_t *col = (int8_t *)scratch;
+    const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, run = p->kernel_w * p->in_c;
+    const int32_t row_step = p->dilation_h * p->in_row_stride, run_full = run >> 4, run_rem = run & 15;
+    const mve_pred16_t run_pred = vctp8q((uint32_t)run_rem);
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         int8_t *orow = output + oy * p->out_row_stride;
         if (direct) { /* a 1x1 reads each pixel in place: the whole output row is one GEMM */
@@ -353,9 +433,27 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
                          p->out_c);
             continue;
         }
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int rows_in = p->dilation_w == 1 && iy0 >= 0 && iy0 + span_h < p->in_h;
         for (int32_t ox0 = 0; ox0 < p->out_w; ox0 += p->tile_pixels) { /* tiles of pixels of one output row */
             const int32_t n = p->out_w - ox0 < p->tile_pixels ? p->out_w - ox0 : p->tile_pixels;
             for (int32_t i = 0; i < n; i++) {
+                const int32_t ix0 = (ox0 + i) * p->stride_w - p->pad_left;
+                if (rows_in && ix0 >= 0 && ix0 + p->kernel_w <= p->in_w) { /* inside: kernel_h contiguous runs */
+                    const int8_t *src = input + iy0 * p->in_row_stride + ix0 * p->in_c;
+                    int8_t *dst = col + i * k;
+                    for (int32_t ky = 0; ky < p->kernel_h; ky++, src += row_step, dst += run) {
+                        const int8_t *sp = src;
+                        int8_t *dp = dst;
+                        for (int32_t j = 0; j < run_full; j++, sp += 16, dp += 16) {
+                            vst1q_s8(dp, vld1q_s8(sp));
+                        }
+                        if (run_rem) {
+                            vst1q_p_s8(dp, vld1q_z_s8(sp, run_pred), run_pred);
+                        }
+                    }
+                    continue;
+                }
                 ek__mve_im2col(p, input, oy, ox0 + i, zp, col + i * k);
             }
             ek__mve_gemm(&g, col, k, n, orow + ox0 * p->out_c, p->out_c);
@@ -380,51 +478,160 @@ int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int
  * ------------------------------------------------------------------------------------------------------------- */
 #define EK_MVE_DW_MAX_TAPS 64 /* kernel_pack keeps larger kernels on the DSP layout */
 
+/* Arguments of the hand-scheduled depthwise pixel kernel below (offsets in its comments). */
 typedef struct {
-    const int8_t *const *tap; /* per tap: the pixel it reads (channel 0), or the x_zp row */
-    int32_t taps, out_zp;
-    int8x16_t lo, hi;
+    const void *taps;         /*  0: per tap a word added to base: pointers (base 0) or offsets (base a pixel) */
+    int32_t pairs;            /*  4: taps / 2 */
+    int32_t odd;              /*  8: taps % 2 */
+    const int8_t *w;          /* 12: [groups][taps][16] */
+    const int32_t *bias;      /* 16: [groups][16], lane order */
+    const int32_t *q;         /* 20: [groups][4][2][4] {mult, -b}, lane order */
+    int8_t *out;              /* 24: the pixel's channel 0 */
+    int32_t channels;         /* 28 */
+    int32_t out_zp;           /* 32 */
+    int32_t act_min;          /* 36 */
+    int32_t act_max;          /* 40 */
+    int32_t full_range;       /* 44: act_min == -128 && act_max == 127: the saturating narrows are the clamp */
+    const int8_t *base;       /* 48: the window's corner pixel with offsets, NULL with pointers */
 } ek__mve_dw_t;
 
-/* One output pixel, channels c0 .. c0 + 15 (predicate pr): weights w ([taps][16]), bias [16] and table [4][2][4]
- * {mult, -b} in the accumulators' lane order; returns the next group's weights. */
-static __attribute__((noinline)) const int8_t *ek__mve_dw_group(const ek__mve_dw_t *d, int32_t c0, const int8_t *w,
-                                                               const int32_t *bias, const int32_t *q, int8_t *out,
-                                                               mve_pred16_t pr)
-{
-    int32x4_t a0 = vld1q_s32(bias), a1 = vld1q_s32(bias + 4), a2 = vld1q_s32(bias + 8), a3 = vld1q_s32(bias + 12);
-    const int8_t *const *tp = d->tap;
-    int32_t t = d->taps;
-    for (; t >= 2; t -= 2, tp += 2, w += 32) {
-        const int8x16_t x0 = vld1q_z_s8(tp[0] + c0, pr), x1 = vld1q_z_s8(tp[1] + c0, pr);
-        const int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
-        const int16x8_t e = vaddq_s16(vmullbq_int_s8(x0, w0), vmullbq_int_s8(x1, w1));
-        const int16x8_t o = vaddq_s16(vmulltq_int_s8(x0, w0), vmulltq_int_s8(x1, w1));
-        a0 = vaddq_s32(a0, vmovlbq_s16(e));
-        a1 = vaddq_s32(a1, vmovltq_s16(e));
-        a2 = vaddq_s32(a2, vmovlbq_s16(o));
-        a3 = vaddq_s32(a3, vmovltq_s16(o));
-    }
-    if (t) {
-        const int8x16_t x0 = vld1q_z_s8(tp[0] + c0, pr), w0 = vld1q_s8(w);
-        const int16x8_t e = vmullbq_int_s8(x0, w0), o = vmulltq_int_s8(x0, w0);
-        a0 = vaddq_s32(a0, vmovlbq_s16(e));
-        a1 = vaddq_s32(a1, vmovltq_s16(e));
-        a2 = vaddq_s32(a2, vmovlbq_s16(o));
-        a3 = vaddq_s32(a3, vmovltq_s16(o));
-        w += 16;
-    }
-    /* floor(acc * mult / 2^32), a rounding shift right by b, + out_zp: the contract before the clamp */
-    a0 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a0, vld1q_s32(q)), vld1q_s32(q + 4)), d->out_zp);
-    a1 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a1, vld1q_s32(q + 8)), vld1q_s32(q + 12)), d->out_zp);
-    a2 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a2, vld1q_s32(q + 16)), vld1q_s32(q + 20)), d->out_zp);
-    a3 = vaddq_n_s32(vrshlq_s32(vmulhq_s32(a3, vld1q_s32(q + 24)), vld1q_s32(q + 28)), d->out_zp);
-    const int16x8_t ne = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a0), a1);
-    const int16x8_t no = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a2), a3);
-    const int8x16_t r = vqmovntq_s16(vqmovnbq_s16(vdupq_n_s8(0), ne), no);
-    vst1q_p_s8(out + c0, vminq_s8(vmaxq_s8(r, d->lo), d->hi), pr);
-    return w;
-}
+void ek__mve_dw_px(const ek__mve_dw_t *a);
+
+/*
+ * One output pixel, all channels, 16 at a time (the last group predicated by VCTP.8 on the channels left). q0-q3
+ * the accumulators, q4/q5 input and weights, q6/q7 the int16 sums of a pair of taps (even / odd channels); r1 the
+ * base plus the group's byte offset, r2 the tap cursor (an offset from the window's corner pixel for a pixel whose
+ * taps are all inside the input, else a pointer), r3/r11 the pair's input addresses, r4 weights, r5 bias, r6 the table,
+ * r7 the output, r8 channels left, r9 the arguments, lr the loop over pairs (WLS/LE). Per pair of taps: 2 tap
+ * loads and 2 adds, 3 input loads (the second tap's reloaded after its even products overwrote it), 2 weight loads,
+ * 4 VMULL, 2 int16 adds, 4 VMOVL + 4 VADD into the accumulators; per group: the bias, VMULH/VRSHL/+out_zp per
+ * vector (the table's two vectors each), three pairs of saturating narrows back to channel order, a predicated store.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_DW_LD dst, addr, pred\n" /* an input load, predicated on the last, partial group */
+    "   .ifnb \\pred\n"
+    "   vpst\n"
+    "   vldrbt.u8 \\dst, [\\addr]\n"
+    "   .else\n"
+    "   vldrb.u8 \\dst, [\\addr]\n"
+    "   .endif\n"
+    "   .endm\n"
+    "   .macro EK_DW_WIDEN\n"             /* q0..q3 += widened q6 (even channels), q7 (odd) */
+    "   vmovlb.s16 q4, q6\n"
+    "   vadd.i32 q0, q0, q4\n"
+    "   vmovlt.s16 q4, q6\n"
+    "   vadd.i32 q1, q1, q4\n"
+    "   vmovlb.s16 q4, q7\n"
+    "   vadd.i32 q2, q2, q4\n"
+    "   vmovlt.s16 q4, q7\n"
+    "   vadd.i32 q3, q3, q4\n"
+    "   .endm\n"
+    "   .macro EK_DW_TAPS pred\n"         /* all taps of the group into q0..q3 */
+    "   wls     lr, r10, 3f\n"
+    "2: ldr     r3, [r2], #4\n"
+    "   ldr     r11, [r2], #4\n"
+    "   add     r3, r1\n"
+    "   add     r11, r1\n"
+    "   EK_DW_LD q4, r3, \\pred\n"
+    "   vldrb.u8 q5, [r4], #16\n"
+    "   vmullb.s8 q6, q4, q5\n"
+    "   vmullt.s8 q7, q4, q5\n"
+    "   EK_DW_LD q4, r11, \\pred\n"
+    "   vldrb.u8 q5, [r4], #16\n"
+    "   vmullb.s8 q4, q4, q5\n"
+    "   vadd.i16 q6, q6, q4\n"
+    "   EK_DW_LD q4, r11, \\pred\n"
+    "   vmullt.s8 q4, q4, q5\n"
+    "   vadd.i16 q7, q7, q4\n"
+    "   EK_DW_WIDEN\n"
+    "   le      lr, 2b\n"
+    "3: ldr     r10, [r9, #8]\n"
+    "   cmp     r10, #0\n"
+    "   beq     4f\n"
+    "   ldr     r3, [r2]\n"
+    "   add     r3, r1\n"
+    "   EK_DW_LD q4, r3, \\pred\n"
+    "   vldrb.u8 q5, [r4], #16\n"
+    "   vmullb.s8 q6, q4, q5\n"
+    "   vmullt.s8 q7, q4, q5\n"
+    "   EK_DW_WIDEN\n"
+    "4:\n"
+    "   .endm\n"
+    "   .macro EK_DW_RQ acc, off\n"      /* floor(acc * mult / 2^32), rounding shift right by b, + out_zp */
+    "   vldrw.u32 q4, [r6, #\\off]\n"
+    "   vmulh.s32 \\acc, \\acc, q4\n"
+    "   vldrw.u32 q4, [r6, #\\off + 16]\n"
+    "   vrshl.s32 \\acc, \\acc, q4\n"
+    "   vadd.i32 \\acc, \\acc, r10\n"
+    "   .endm\n"
+    "   .pushsection .text.ek__mve_dw_px, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__mve_dw_px\n"
+    "   .type ek__mve_dw_px, %function\n"
+    "   .thumb_func\n"
+    "ek__mve_dw_px:\n"
+    "   push    {r4-r11, lr}\n"
+    "   vpush   {d8-d15}\n"
+    "   mov     r9, r0\n"
+    "   ldr     r4, [r9, #12]\n"
+    "   ldr     r5, [r9, #16]\n"
+    "   ldr     r6, [r9, #20]\n"
+    "   ldr     r7, [r9, #24]\n"
+    "   ldr     r8, [r9, #28]\n"
+    "   ldr     r1, [r9, #48]\n"          /* base the tap words are added to (+ 16 per group) */
+    "1: vldrw.u32 q0, [r5]\n"             /* next group of 16 channels: accumulators = bias */
+    "   vldrw.u32 q1, [r5, #16]\n"
+    "   vldrw.u32 q2, [r5, #32]\n"
+    "   vldrw.u32 q3, [r5, #48]\n"
+    "   adds    r5, #64\n"
+    "   ldr     r2, [r9, #0]\n"
+    "   ldr     r10, [r9, #4]\n"
+    "   cmp     r8, #16\n"
+    "   blt     6f\n"
+    "   EK_DW_TAPS\n"
+    "   b       7f\n"
+    "6: vctp.8  r8\n"
+    "   EK_DW_TAPS t\n"
+    "7: ldr     r10, [r9, #32]\n"
+    "   EK_DW_RQ q0, 0\n"
+    "   EK_DW_RQ q1, 32\n"
+    "   EK_DW_RQ q2, 64\n"
+    "   EK_DW_RQ q3, 96\n"
+    "   adds    r6, #128\n"
+    "   vqmovnb.s32 q4, q0\n"             /* channels 0, 2, .., 14 as int16 */
+    "   vqmovnt.s32 q4, q1\n"
+    "   vqmovnb.s32 q5, q2\n"             /* channels 1, 3, .., 15 */
+    "   vqmovnt.s32 q5, q3\n"
+    "   vqmovnb.s16 q6, q4\n"             /* all 16 in order, saturated to int8 */
+    "   vqmovnt.s16 q6, q5\n"
+    "   ldr     r10, [r9, #44]\n"
+    "   cmp     r10, #0\n"
+    "   bne     5f\n"
+    "   ldr     r10, [r9, #36]\n"
+    "   vdup.8  q7, r10\n"
+    "   vmax.s8 q6, q6, q7\n"
+    "   ldr     r10, [r9, #40]\n"
+    "   vdup.8  q7, r10\n"
+    "   vmin.s8 q6, q6, q7\n"
+    "5: cmp     r8, #16\n"
+    "   blt     8f\n"
+    "   vstrb.8 q6, [r7]\n"
+    "   adds    r7, #16\n"
+    "   adds    r1, #16\n"
+    "   subs    r8, #16\n"
+    "   bgt     1b\n"
+    "   b       9f\n"
+    "8: vpst\n"                           /* the last, partial group (VPR still holds its VCTP) */
+    "   vstrbt.8 q6, [r7]\n"
+    "9: vpop    {d8-d15}\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__mve_dw_px, . - ek__mve_dw_px\n"
+    "   .popsection\n"
+    "   .purgem EK_DW_LD\n"
+    "   .purgem EK_DW_WIDEN\n"
+    "   .purgem EK_DW_TAPS\n"
+    "   .purgem EK_DW_RQ\n");
 
 /* The 64-bit path for tables without the vector form ({mult, shift} per lane), same accumulation. */
 static void ek__mve_dw_group_scalar(const ek_conv_params_t *p, const int8_t *const *tap, int32_t taps, int32_t c0,
@@ -471,8 +678,9 @@ int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, 
             rel[t] = ky * p->dilation_h * p->in_row_stride + kx * p->dilation_w * c_all;
         }
     }
-    const ek__mve_dw_t d = {tap, taps, p->output_offset, vdupq_n_s8((int8_t)p->act_min),
-                            vdupq_n_s8((int8_t)p->act_max)};
+    const int full_range = p->act_min == -128 && p->act_max == 127;
+    ek__mve_dw_t d = {tap, taps / 2, taps % 2, p->weights, p->bias, p->requant, 0, c_all, p->output_offset,
+                      p->act_min, p->act_max, full_range, 0};
     const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, span_w = (p->kernel_w - 1) * p->dilation_w;
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
@@ -480,32 +688,34 @@ int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, 
         int8_t *orow = output + oy * p->out_row_stride;
         for (int32_t ox = 0; ox < p->out_w; ox++) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            if (rows_in && ix0 >= 0 && ix0 + span_w < p->in_w) { /* every tap inside the input */
-                const int8_t *corner = input + iy0 * p->in_row_stride + ix0 * c_all;
-                for (int32_t t = 0; t < taps; t++) {
-                    tap[t] = corner + rel[t];
+            const int inside = rows_in && ix0 >= 0 && ix0 + span_w < p->in_w;
+            if (inside && fast) { /* every tap inside the input: offsets from the corner pixel */
+                d.taps = rel;
+                d.base = input + iy0 * p->in_row_stride + ix0 * c_all;
+                d.out = orow + ox * c_all;
+                ek__mve_dw_px(&d);
+                continue;
+            }
+            for (int32_t ky = 0, t = 0; ky < p->kernel_h; ky++) {
+                const int32_t iy = iy0 + ky * p->dilation_h;
+                for (int32_t kx = 0; kx < p->kernel_w; kx++, t++) {
+                    const int32_t ix = ix0 + kx * p->dilation_w;
+                    tap[t] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
+                                 ? zprow : input + iy * p->in_row_stride + ix * c_all;
                 }
-            } else {
-                for (int32_t ky = 0, t = 0; ky < p->kernel_h; ky++) {
-                    const int32_t iy = iy0 + ky * p->dilation_h;
-                    for (int32_t kx = 0; kx < p->kernel_w; kx++, t++) {
-                        const int32_t ix = ix0 + kx * p->dilation_w;
-                        tap[t] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
-                                     ? zprow : input + iy * p->in_row_stride + ix * c_all;
-                    }
-                }
+            }
+            int8_t *out = orow + ox * c_all;
+            if (fast) {
+                d.taps = tap;
+                d.base = 0;
+                d.out = out;
+                ek__mve_dw_px(&d);
+                continue;
             }
             const int8_t *w = p->weights;
             const int32_t *bias = p->bias, *q = p->requant;
-            int8_t *out = orow + ox * c_all;
-            for (int32_t c0 = 0; c0 < c_all; c0 += 16, bias += 16, q += 32) {
-                const mve_pred16_t pr = vctp8q((uint32_t)(c_all - c0));
-                if (fast) {
-                    w = ek__mve_dw_group(&d, c0, w, bias, q, out, pr);
-                } else {
-                    ek__mve_dw_group_scalar(p, tap, taps, c0, w, bias, q, out, pr);
-                    w += 16 * taps;
-                }
+            for (int32_t c0 = 0; c0 < c_all; c0 += 16, bias += 16, q += 32, w += 16 * taps) {
+                ek__mve_dw_group_scalar(p, tap, taps, c0, w, bias, q, out, vctp8q((uint32_t)(c_all - c0)));
             }
         }
     }
