@@ -283,6 +283,35 @@ def program_instructions(prog: Program, profile: TargetProfile, activity: float 
 
 # ---- code size and SRAM -----------------------------------------------------------------------------------------------
 
+def helium_only(prog: Program) -> bool:
+    """Whether every call of ek_nn_s8 in the program is packed for Helium (the firmware then leaves the DSP code
+    out: -DEK_NN_MVE_ONLY)."""
+    from edgekit.targets.mcu.ek_kernels import SPARSE_KINDS
+
+    calls = [s for s in prog.steps if s.is_micro_kernel and s.kind not in SPARSE_KINDS]
+    return bool(calls) and all(s.params.get("flags", 0) & kernel_pack.FLAG_MVE for s in calls)
+
+
+def _code_kinds(prog: Program) -> list[str]:
+    """The kernel code a firmware links, by kind: a Helium call links its ``<kind>_mve`` code, and its entry
+    point's DSP code too unless every call is Helium (:func:`helium_only`)."""
+    from edgekit.targets.mcu.ek_kernels import FUNCTIONS
+
+    only = helium_only(prog)
+    kinds = set()
+    for s in prog.steps:
+        if s.kind not in FUNCTIONS:
+            continue
+        if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
+            kinds.add(s.kind + "_mve")
+            if only:
+                continue
+        kinds.add(s.kind)
+    if kinds & {"ek_conv_mve", "ek_fc_mve"}:
+        kinds.add("ek_gemm_mve")
+    return sorted(kinds)
+
+
 def code_features(prog: Program) -> dict[str, float]:
     """What the code-size model counts in a program: driver steps, tensor descriptors and their dimensions, distinct
     TVM kernels by operator (recurrent cells apart), edgekit kernel kinds and their parameter structs."""
@@ -300,7 +329,7 @@ def code_features(prog: Program) -> dict[str, float]:
          "tvm_conv": sum(1 for spec in specs if spec.op in ("conv2d", "conv1d")),
          "tvm_other": sum(1 for spec in specs if spec.op not in ("conv2d", "conv1d")),
          "tvm_cells": len({s.spec for s in prog.steps if s.kind == CELL_KIND})}
-    f["ek_kinds"] = sorted({s.kind for s in prog.steps if s.kind in FUNCTIONS})
+    f["ek_kinds"] = _code_kinds(prog)
     f["ek_structs"] = sorted({struct_key(s): s.kind for s in prog.steps if s.kind in FUNCTIONS}.values())
     return f
 

@@ -516,6 +516,8 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     np.savez(out / "reference.npz", **ref)
 
     cflags = platform.cflags(board) + platform.kernel_defines(board) + ["-DEDGEKIT_PROFILE_STEPS"]
+    if cost.helium_only(prog):  # every edgekit kernel call packed for Helium: leave the DSP code out
+        cflags.append("-DEK_NN_MVE_ONLY=1")
     fw_sources = codegen.write_firmware(prog, sources, x_dev, board, platform, cflags, platform.link_flags("link.ld"),
                                         toolchain.OPT_FLAGS, STACK_BYTES)
     est = cost.program_estimate(model, p.profile, prog, platform)

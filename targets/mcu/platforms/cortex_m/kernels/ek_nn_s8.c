@@ -51,6 +51,14 @@ int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, 
 #else
 #define EK_NN_MVE 0
 #endif
+/* EK_NN_MVE_ONLY (the code generator defines it when every call of a firmware is packed for Helium): the entry
+ * points refuse other layouts, so the DSP and portable code is never referenced and the linker drops it. */
+#if !EK_NN_MVE
+#undef EK_NN_MVE_ONLY
+#define EK_NN_MVE_ONLY 0
+#elif !defined(EK_NN_MVE_ONLY)
+#define EK_NN_MVE_ONLY 0
+#endif
 
 #define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
 #define EK_FC_UNROLL 16    /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
@@ -720,6 +728,9 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
         return EK_NN_ERR_ARG; /* packed for Helium, built without it */
 #endif
     }
+#if EK_NN_MVE_ONLY
+    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
+#endif
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -1059,6 +1070,9 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
         return EK_NN_ERR_ARG; /* packed for Helium, built without it */
 #endif
     }
+#if EK_NN_MVE_ONLY
+    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
+#endif
     const int32_t words = ek__fc_words(p);
     const int32_t blocks = (p->out_features + 3) / 4;
     uint32_t *x = (uint32_t *)scratch;
@@ -1839,6 +1853,9 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         return EK_NN_ERR_ARG; /* packed for Helium, built without it */
 #endif
     }
+#if EK_NN_MVE_ONLY
+    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
+#endif
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
     uint32_t *ring = (uint32_t *)scratch;
