@@ -84,21 +84,44 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
 
 
 def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:
-    """The Helium kernels (kernels/ek_nn_s8_mve.c) by their structure. conv and linear: units = MACs, "outputs" =
-    (vector, block of 4 channels) pairs, i.e. ceil4(C_out)/4 per output pixel or row — the per-dot set-up and the
-    vector requantization —, "inputs" = im2col bytes copied (0 for a 1x1 read in place, and for linear);
-    depthwise: units = MACs computed (channels rounded up to 16, the vector), "outputs" = pixel-groups of 16
-    channels, "inputs" = output pixels (the tap pointers)."""
+    """The Helium kernels (kernels/ek_nn_s8_mve.c) priced by their structure, in the terms the fit takes.
+
+    conv and linear — a GEMM of (input vector, block of 4 output channels) pairs ("pixel-blocks"): units = full
+    16-element steps of the reduction loop (1 input load, 4 weight loads, 4 VMLAVA each); "outputs" = pixel-blocks,
+    weighted by the work each carries beyond those steps (set-up, the vector requantization and store = 1; a
+    predicated tail of K % 16 elements adds 1.2; the K <= 16 path with the weights in registers 1.2 in all) plus
+    2.4 per call of the block kernel (one per block and im2col tile, or per output row of a 1x1 read in place);
+    "inputs" = im2col bytes copied. Depthwise — pixel-groups of 16 channels: units = taps of all pixel-groups (4
+    loads, 2 widening multiplies and the widening accumulation per tap), "outputs" = pixel-groups (bias,
+    requantization, narrows, store), "inputs" = output pixels plus 2 per tap of a pixel at the border (its tap
+    pointers are computed one by one)."""
     p = step.params
     if step.kind == "ek_dw":
         pixels = p["out_h"] * p["out_w"]
         groups = -(-p["in_c"] // 16)
-        return "depthwise_int8_mve", pixels * groups * 16 * p["kernel_h"] * p["kernel_w"], pixels * groups, pixels
+        taps = p["kernel_h"] * p["kernel_w"]
+        ys = [oy * p["stride_h"] - p["pad_top"] for oy in range(p["out_h"])]
+        xs = [ox * p["stride_w"] - p["pad_left"] for ox in range(p["out_w"])]
+        span_h, span_w = (p["kernel_h"] - 1) * p["dilation_h"], (p["kernel_w"] - 1) * p["dilation_w"]
+        rows_in = sum(1 for y in ys if y >= 0 and y + span_h < p["in_h"])
+        cols_in = sum(1 for x in xs if x >= 0 and x + span_w < p["in_w"])
+        border = pixels - rows_in * cols_in
+        return "depthwise_int8_mve", pixels * groups * taps, pixels * groups, pixels + 2 * border * taps
     if step.kind == "ek_fc":
-        return "linear_int8_mve", step.macs, p["batch"] * -(-p["out_features"] // 4), 0
-    pixels = p["out_h"] * p["out_w"]
-    copied = 0 if kernel_pack._mve_direct(p) else pixels * p["kernel_h"] * p["kernel_w"] * p["in_c"]
-    return "conv2d_int8_mve", step.macs, pixels * -(-p["out_c"] // 4), copied
+        k, rows, cout = p["in_features"], p["batch"], p["out_features"]
+        pixels, tiles, copied = rows, 1, 0
+    else:
+        k, cout = p["kernel_h"] * p["kernel_w"] * p["in_c"], p["out_c"]
+        pixels = p["out_h"] * p["out_w"]
+        if kernel_pack._mve_direct(p):
+            tiles, copied = p["out_h"], 0
+        else:
+            tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
+    blocks = -(-cout // 4)
+    per_block = 1.2 if k <= 16 else 1.0 + (1.2 if k % 16 else 0.0)
+    outputs = round(pixels * blocks * per_block + 2.4 * tiles * blocks)
+    units = 0 if k <= 16 else pixels * blocks * (k // 16)
+    return f"{family}_int8_mve", units, outputs, copied
 
 
 def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
