@@ -39,6 +39,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     element (``key_per_input``) and per call (``key_per_call``).
     """
     out = math.prod(prog.tensors[step.output].shape)
+    if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the scalar one a 64-bit product each
+        return ("add_int8_mve" if step.params["flags"] & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.spec is not None and step.spec.attr("windows"):
         inp = sum(w[2] * w[3] * prog.tensors[x].shape[3] for w, x in zip(step.spec.attr("windows"), step.inputs))
     elif step.is_micro_kernel and step.kind not in ("ek_fc", "ek_sfc"):
@@ -311,7 +313,7 @@ def helium_only(prog: Program) -> bool:
     out: -DEK_NN_MVE_ONLY)."""
     from edgekit.targets.mcu.ek_kernels import SPARSE_KINDS
 
-    calls = [s for s in prog.steps if s.is_micro_kernel and s.kind not in SPARSE_KINDS]
+    calls = [s for s in prog.steps if s.is_micro_kernel and s.kind not in SPARSE_KINDS and s.kind != "ek_add"]
     return bool(calls) and all(s.params.get("flags", 0) & kernel_pack.FLAG_MVE for s in calls)
 
 
@@ -327,7 +329,7 @@ def _code_kinds(prog: Program) -> list[str]:
             continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             kinds.add(s.kind + "_mve")
-            if only:
+            if only and s.kind != "ek_add":  # (ek_add_s8 keeps its scalar paths in every build)
                 continue
         kinds.add(s.kind)
     if kinds & {"ek_conv_mve", "ek_fc_mve"}:

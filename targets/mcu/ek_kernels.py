@@ -90,6 +90,20 @@ def fc_step(builder, node, qn, macs: int):
                 stored_weight_bytes=int(packed.weights.nbytes))
 
 
+def add_step(builder, node, qn, ins: list[str], out: str):
+    """A step running an int8 add of two same-shape tensors with ek_add_s8 (Helium on the M55)."""
+    from edgekit.targets.mcu.program import Step
+
+    q = qn.q
+    n = 1
+    for d in builder.tensors[out].shape:
+        n *= int(d)
+    packed = kernel_pack.pack_add(n, a_zp=int(q["a_zp"]), b_zp=int(q["b_zp"]), a_mult=int(q["a_mult"]),
+                                  b_mult=int(q["b_mult"]), shift=int(q["shift"]), out_zp=int(qn.out_zp),
+                                  act_min=int(q["act_min"]), act_max=int(q["act_max"]), isa=builder.ek_isa)
+    return Step(node.name, "ek_add", list(ins), [], out, params=dict(packed.params))
+
+
 def sparse_layers(builder) -> set[str]:
     """The int8 conv (groups = 1) and linear layers of the program that store their weights compressed.
 
@@ -177,7 +191,8 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_dw": ("ek_depthwise_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FIELDS),
              "ek_fc": ("ek_fully_connected_s8", "ek_fc_params_t", kernel_pack.FC_FIELDS),
              "ek_sconv": ("ek_sparse_conv2d_s8", "ek_sconv_params_t", sparse_pack.SCONV_FIELDS),
-             "ek_sfc": ("ek_sparse_fully_connected_s8", "ek_sfc_params_t", sparse_pack.SFC_FIELDS)}
+             "ek_sfc": ("ek_sparse_fully_connected_s8", "ek_sfc_params_t", sparse_pack.SFC_FIELDS),
+             "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS)}
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -207,28 +222,35 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     ``ek_params_<params_index>`` (default: its own)."""
     fn, struct_type, fields = FUNCTIONS[step.kind]
     ints = ", ".join(str(int(step.params[f])) for f in fields)
+    own = index if params_index is None else params_index
+    if step.kind == "ek_add":  # two inputs, no constant arrays
+        a, b = (_input_ptr(prog, x, 0) for x in step.inputs)
+        out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
+        return f"if ({fn}(&ek_params_{own}, {a}, {b}, {out_ptr}) != 0) return {index + 1}", struct_type, ints
     by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in step.consts}
     weights = by_suffix.get("ekw") or by_suffix.get("dw")
     bias = by_suffix.get("ekb", "0")
     init = f"{ints}, {weights}, {bias}, {by_suffix['ekrq']}"
     if step.kind in SPARSE_KINDS:
         init = f"{ints}, {by_suffix['scnt']}, {by_suffix['spairs']}, {bias}, {by_suffix['ekrq']}"
-    src = prog.tensors[step.inputs[0]]
-    dst = prog.tensors[step.output]
-    if src.external:  # the model input, read in place
-        in_ptr = f"(const int8_t *)ek_input_ptr + {step.in_offset}"
-    elif src.state_offset is not None:  # a conv stream's cache, read in place in ek_state
-        in_ptr = f"(const int8_t *)(ek_state + {src.state_offset + step.in_offset})"
-    else:
-        in_ptr = f"(const int8_t *)(ek_arena + {src.offset + step.in_offset})"
-    out_ptr = f"(int8_t *)(ek_arena + {dst.offset})"
+    in_ptr = _input_ptr(prog, step.inputs[0], step.in_offset)
+    out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
     scratch = "0"
     if step.scratch_bytes:
         scratch = f"ek_arena + {prog.plan.offsets[f'{step.layer}#scratch{index}']}"
-    own = index if params_index is None else params_index
     call = f"if ({fn}(&ek_params_{own}, {in_ptr}, {out_ptr}, {scratch}) != 0) return {index + 1}"
     return call, struct_type, init
 
+
+
+def _input_ptr(prog, name: str, offset: int) -> str:
+    """C expression of an int8 input buffer of a micro-kernel call, ``offset`` bytes in."""
+    src = prog.tensors[name]
+    if src.external:  # the model input, read in place
+        return f"(const int8_t *)ek_input_ptr + {offset}"
+    if src.state_offset is not None:  # a conv stream's cache, read in place in ek_state
+        return f"(const int8_t *)(ek_state + {src.state_offset + offset})"
+    return f"(const int8_t *)(ek_arena + {src.offset + offset})"
 
 
 def scratch_estimate(node, call=None, isa: str = "dsp") -> int:

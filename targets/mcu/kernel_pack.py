@@ -46,7 +46,8 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "requant_table", "scratch_bytes",
+           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS",
+           "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
 
 # Mirrors ek_nn_s8.h.
@@ -55,6 +56,7 @@ FLAG_CACHE_ALL_WEIGHTS = 2
 FLAG_BIAS_PER_BLOCK = 4
 FLAG_DW_CHANNELS = 8
 FLAG_MVE = 16
+FLAG_ADD_SPLIT = 32
 ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
 MVE_TILE_PIXELS = 8  # Helium conv: output pixels per im2col tile (kernel_pack picks fewer when scratch is short)
 MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
@@ -73,6 +75,8 @@ CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c
                "act_min", "act_max", "tile_pixels", "flags")
 FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_stride",
              "input_offset", "output_offset", "act_min", "act_max", "flags")
+ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
+              "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
 FC_CHUNK = 64  # EK_FC_CHUNK
 DEFAULT_TILE_PIXELS = 32
@@ -88,7 +92,7 @@ class PackedLayer:
     """What one C kernel call needs: ``params`` are the struct's int32 fields in declaration order (the pointer fields
     ``weights``, ``bias``, ``requant`` come from the arrays here; ``bias`` None means pass NULL)."""
 
-    kind: str  # "conv2d" | "depthwise_conv2d" | "fully_connected"
+    kind: str  # "conv2d" | "depthwise_conv2d" | "fully_connected" | "add"
     params: dict[str, int]
     weights: np.ndarray  # int8, kernel layout
     bias: np.ndarray | None  # int32
@@ -561,6 +565,32 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
                        weight_padding_bytes=int(packed.size - w.size), notes=dict(fast_requant=fast))
 
 
+def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: int, out_zp: int,
+             act_min: int = -128, act_max: int = 127, isa: str = "dsp") -> PackedLayer:
+    """The parameter struct of ``ek_add_s8`` for ``n`` elements (edgekit/qgraph.py's int8 add: 64-bit
+    ``(a - a_zp) * a_mult + (b - b_zp) * b_mult``, rounded right shift, + out_zp, clamp). When 16 <= shift <= 46
+    (FLAG_ADD_SPLIT) the kernels compute it in 32-bit arithmetic from the multipliers split at 2**15 with the zero
+    points folded into two constants (ek_nn_s8_mve.c shows why that is exact) — 4 lanes at a time with
+    ``isa="mve"`` (FLAG_MVE), one element at a time elsewhere; otherwise on 64 bits."""
+    _check_isa(isa)
+    if not (0 <= a_mult < 1 << 31 and 0 <= b_mult < 1 << 31 and 1 <= shift <= 62):
+        raise UsageError(f"add: multipliers must be in [0, 2**31) and shift in [1, 62], got {a_mult}, {b_mult}, "
+                         f"{shift}")
+    if not (-128 <= out_zp <= 127 and -128 <= act_min <= act_max <= 127 and -128 <= a_zp <= 127
+            and -128 <= b_zp <= 127):
+        raise UsageError("add: zero points and the clamp must be int8 values")
+    split = 16 <= shift <= 46
+    mve = isa == "mve" and split
+    ah, al, bh, bl = a_mult >> 15, a_mult & 0x7FFF, b_mult >> 15, b_mult & 0x7FFF
+    params = dict(n=int(n), a_offset=-int(a_zp), b_offset=-int(b_zp), out_offset=int(out_zp), act_min=int(act_min),
+                  act_max=int(act_max), a_mult=int(a_mult), b_mult=int(b_mult), shift=int(shift),
+                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0), a_mult_hi=ah, a_mult_lo=al, b_mult_hi=bh, b_mult_lo=bl,
+                  h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl))
+    empty = np.zeros(0, dtype=np.int8)
+    return PackedLayer(kind="add", params=params, weights=empty, bias=None, requant=np.zeros(0, np.int32),
+                       scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="mve" if mve else "dsp"))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":
@@ -569,4 +599,6 @@ def scratch_bytes(layer: PackedLayer) -> int:
         return depthwise_conv2d_scratch_bytes(layer.params)
     if layer.kind == "fully_connected":
         return fully_connected_scratch_bytes(layer.params)
+    if layer.kind == "add":
+        return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")

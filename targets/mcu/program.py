@@ -384,6 +384,13 @@ class _Builder:
                 ("a_zp", "b_zp", "a_mult", "b_mult", "shift", "act_min", "act_max")
             attrs = {k: int(q[k]) for k in keys}
             attrs["out_zp"] = self.q(n.name).out_zp
+            shapes = {self.tensors[i].shape for i in ins}
+            if n.op == "add" and self.use_ek and tile is None and len(shapes) == 1 and \
+                    shapes == {self.tensors[out.name].shape}:  # a residual add: edgekit's kernel
+                from edgekit.targets.mcu import ek_kernels
+
+                self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name))
+                return
         else:
             attrs = {"act": n.attrs.get("activation")}
         self.tvm_step(n, n.op, ins, [], out.name, {**attrs, **extra})

@@ -48,6 +48,7 @@
 int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);
 int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+int ek__mve_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 #else
 #define EK_NN_MVE 0
 #endif
@@ -1893,6 +1894,48 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
                            p->requant + 4 * c, &rq, oy, orow + c);
             }
         }
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Elementwise add (residual connections)
+ * ============================================================================================================= */
+
+int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    if (p->n < 0 || p->shift < 1 || p->shift > 62) {
+        return EK_NN_ERR_ARG;
+    }
+#if EK_NN_MVE
+    if ((p->flags & EK_NN_FLAG_MVE) && (p->flags & EK_NN_FLAG_ADD_SPLIT)) {
+        return ek__mve_add_s8(p, a, b, out);
+    }
+#endif
+    /* the fields in locals: out may alias *p as far as the compiler knows (int8_t), which would reload them */
+    const int32_t n = p->n, zo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    if (p->flags & EK_NN_FLAG_ADD_SPLIT) { /* 32-bit: H + (L >> 15), rounded right by shift - 15 */
+        const int32_t rs = p->shift - 15, round = (int32_t)1 << (rs - 1);
+        const int32_t mah = p->a_mult_hi, mal = p->a_mult_lo, mbh = p->b_mult_hi, mbl = p->b_mult_lo;
+        const int32_t hc = p->h_const, lc = p->l_const;
+        for (int32_t i = 0; i < n; i++) {
+            const int32_t x = a[i], y = b[i];
+            const int32_t hsum = x * mah + (y * mbh + hc), lsum = x * mal + (y * mbl + lc);
+            int32_t v = ((hsum + (lsum >> 15) + round) >> rs) + zo;
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            out[i] = (int8_t)v;
+        }
+        return EK_NN_OK;
+    }
+    const int32_t shift = p->shift, ao = p->a_offset, bo = p->b_offset, am = p->a_mult, bm = p->b_mult;
+    const int64_t round = (int64_t)1 << (shift - 1);
+    for (int32_t i = 0; i < n; i++) {
+        const int64_t acc = (int64_t)(a[i] + ao) * am + (int64_t)(b[i] + bo) * bm;
+        int64_t v = ((acc + round) >> shift) + zo;
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        out[i] = (int8_t)v;
     }
     return EK_NN_OK;
 }

@@ -48,7 +48,8 @@ extern "C" {
 #define EK_NN_FLAG_CACHE_ALL_WEIGHTS 2u /* conv: widen all weights once per call instead of once per pixel tile */
 #define EK_NN_FLAG_BIAS_PER_BLOCK 4u /* conv: lay out one block's biases at a time (32 B of scratch, not 32 B per block) */
 #define EK_NN_FLAG_DW_CHANNELS 8u /* depthwise: 4 channels per pixel at once, weights as int16 pairs (kernel_pack decides) */
-#define EK_NN_FLAG_MVE 16u /* packed for the Helium (MVE) kernels of ek_nn_s8_mve.c (Cortex-M55/M85; kernel_pack isa="mve") */
+#define EK_NN_FLAG_MVE 16u   /* packed for the Helium kernels of ek_nn_s8_mve.c (M55/M85; kernel_pack isa="mve") */
+#define EK_NN_FLAG_ADD_SPLIT 32u /* add: 16 <= shift <= 46, the 32-bit split form of the multipliers is exact */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
@@ -91,6 +92,27 @@ typedef struct {
 
 #define EK_NN_FC_INT_FIELDS 10
 
+/*
+ * Elementwise sum of two int8 tensors of the same shape (a residual add), edgekit/qgraph.py's contract:
+ * acc = (a - a_zp) * a_mult + (b - b_zp) * b_mult on 64 bits, out = clamp(out_zp + ((acc + 2^(shift-1)) >> shift)).
+ * With EK_NN_FLAG_ADD_SPLIT (kernel_pack sets it when 16 <= shift <= 46) the same integers come from 32-bit
+ * arithmetic on the multipliers split at 2^15 (a_mult = a_mult_hi * 2^15 + a_mult_lo; ek_nn_s8_mve.c shows why it
+ * is exact): 4 lanes at a time in the Helium build (EK_NN_FLAG_MVE too), one element at a time elsewhere; without
+ * it, the 64-bit path.
+ */
+typedef struct {
+    int32_t n;                      /* elements */
+    int32_t a_offset, b_offset;     /* -(zero point) of each input */
+    int32_t out_offset;             /* output zero point */
+    int32_t act_min, act_max;
+    int32_t a_mult, b_mult, shift;
+    int32_t flags;                  /* EK_NN_FLAG_ADD_SPLIT, EK_NN_FLAG_MVE */
+    int32_t a_mult_hi, a_mult_lo, b_mult_hi, b_mult_lo;
+    int32_t h_const, l_const;       /* -(a_zp * a_mult_hi + b_zp * b_mult_hi), the same for the _lo halves */
+} ek_add_params_t;
+
+#define EK_NN_ADD_INT_FIELDS 16
+
 /* Scratch bytes each call needs (0 = pass NULL). kernel_pack.scratch_bytes() computes the same numbers. */
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
@@ -107,6 +129,9 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
 /* Fully connected: out[b] = requant(W in[b] + bias) for batch rows of in_features int8 each (W packed from
  * [out_features][in_features]). */
 int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+
+/* out[i] = a[i] + b[i] requantized (see ek_add_params_t); any alignment. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 
 #ifdef __cplusplus
 }

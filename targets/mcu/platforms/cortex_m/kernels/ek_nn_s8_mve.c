@@ -722,4 +722,35 @@ int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, 
     return EK_NN_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Elementwise add. With m = m_hi * 2^15 + m_lo (both multipliers), acc = 2^15 * H + L where H = A m_hi + B m'_hi
+ * and L = A m_lo + B m'_lo fit int32 (|A|, |B| <= 255, m_hi < 2^16, m_lo < 2^15), and for 16 <= shift <= 46
+ * floor((acc + 2^(shift-1)) / 2^shift) = floor((H + (L >> 15) + 2^(shift-16)) / 2^(shift-15)) exactly: a rounding
+ * shift right (VRSHL) of H + (L >> 15). The zero points are folded into h_const / l_const; 4 elements per vector
+ * (two widening byte loads, two VMUL + two VMLA by the scalar multipliers, the shifts, the clamp, a narrowing store).
+ * ------------------------------------------------------------------------------------------------------------- */
+int ek__mve_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+
+int ek__mve_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    const int32x4_t lo = vdupq_n_s32(p->act_min), hi = vdupq_n_s32(p->act_max);
+    const int32_t rs = 15 - p->shift, mah = p->a_mult_hi, mal = p->a_mult_lo, mbh = p->b_mult_hi,
+                  mbl = p->b_mult_lo, hc = p->h_const, lc = p->l_const, zo = p->out_offset;
+    int32_t n = p->n;
+    for (; n >= 4; n -= 4, a += 4, b += 4, out += 4) {
+        const int32x4_t x = vldrbq_s32(a), y = vldrbq_s32(b);
+        const int32x4_t l = vshrq_n_s32(vaddq_n_s32(vmlaq_n_s32(vmulq_n_s32(x, mal), y, mbl), lc), 15);
+        const int32x4_t h = vaddq_s32(vaddq_n_s32(vmlaq_n_s32(vmulq_n_s32(x, mah), y, mbh), hc), l);
+        vstrbq_s32(out, vminq_s32(vmaxq_s32(vaddq_n_s32(vrshlq_n_s32(h, rs), zo), lo), hi));
+    }
+    if (n > 0) {
+        const mve_pred16_t pr = vctp32q((uint32_t)n);
+        const int32x4_t x = vldrbq_z_s32(a, pr), y = vldrbq_z_s32(b, pr);
+        const int32x4_t l = vshrq_n_s32(vaddq_n_s32(vmlaq_n_s32(vmulq_n_s32(x, mal), y, mbl), lc), 15);
+        const int32x4_t h = vaddq_s32(vaddq_n_s32(vmlaq_n_s32(vmulq_n_s32(x, mah), y, mbh), hc), l);
+        vstrbq_p_s32(out, vminq_s32(vmaxq_s32(vaddq_n_s32(vrshlq_n_s32(h, rs), zo), lo), hi), pr);
+    }
+    return EK_NN_OK;
+}
+
 #endif /* __ARM_FEATURE_MVE */
