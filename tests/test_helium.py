@@ -29,6 +29,7 @@ class _Net(nn.Module):
             nn.Conv2d(24, 8, 1), nn.ReLU(),
             nn.Conv2d(8, 40, 1), nn.ReLU6(),
             nn.Conv2d(40, 40, 5, stride=2, padding=2, groups=40), nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(3, stride=1, padding=1),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 10))
 
     def forward(self, x):
@@ -37,8 +38,8 @@ class _Net(nn.Module):
 
 
 def _depthwise_model(seed: int = 0) -> Model:
-    """conv 3x3, a depthwise-separable block with a residual add, a 1x1 with few inputs (K < 16), pooling and a
-    classifier: every Helium kernel path in one small model."""
+    """conv 3x3, a depthwise-separable block with a residual add, a 1x1 with few inputs (K < 16), max, average and
+    global average pooling and a classifier: every Helium kernel path in one small model."""
     torch.manual_seed(seed)
     module = _Net().eval()
     x = np.random.default_rng(seed).standard_normal((16, 3, 20, 20)).astype(np.float32)
@@ -55,12 +56,14 @@ def test_cortex_m55_runs_helium_kernels_bit_exact_and_faster_than_dsp(tmp_path):
     art = api.compile(m, "cortex-m55", tmp_path / "mve", quantize="int8")
     build = art.report["build"]
     assert "Helium" in build["kernels"] and "-DEK_NN_MVE_ONLY=1" in build["cflags"]
-    assert set(_helium_steps(art.report)) == {"ek_conv", "ek_dw", "ek_fc"} and "ek_add" in build["step_kernels"]
+    assert set(_helium_steps(art.report)) == {"ek_conv", "ek_dw", "ek_fc"}
+    assert build["step_kernels"].count("ek_pool") == 3 and "ek_add" in build["step_kernels"]
     mve = api.profile(tmp_path / "mve").measured
     assert mve["outputs_match"] and mve["max_abs_err_lsb"] == 0
     # the same model on the same core with the SMLAD kernels: same integers, more instructions
     art_dsp = api.compile(m, "cortex-m55", tmp_path / "dsp", quantize="int8", kernels="dsp")
     assert "DSP" in art_dsp.report["build"]["kernels"] and "EK_NN_MVE_ONLY" not in art_dsp.report["build"]["cflags"]
+    assert "ek_pool" not in art_dsp.report["build"]["step_kernels"]  # pooling stays on TVM without Helium
     dsp = api.profile(tmp_path / "dsp").measured
     assert dsp["outputs_match"] and dsp["max_abs_err_lsb"] == 0
     assert mve["instructions"] * 1.5 < dsp["instructions"]

@@ -39,6 +39,12 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     element (``key_per_input``) and per call (``key_per_call``).
     """
     out = math.prod(prog.tensors[step.output].shape)
+    if step.kind == "ek_pool":  # units = window taps read per output element; outputs = pixel-groups of 16
+        p = step.params
+        ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
+        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else "pool_int8_ek"
+        return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else out,
+                p["in_h"] * p["in_w"] * p["channels"])
     if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the scalar one a 64-bit product each
         return ("add_int8_mve" if step.params["flags"] & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.spec is not None and step.spec.attr("windows"):
@@ -311,9 +317,9 @@ def program_instructions(prog: Program, profile: TargetProfile, activity: float 
 def helium_only(prog: Program) -> bool:
     """Whether every call of ek_nn_s8 in the program is packed for Helium (the firmware then leaves the DSP code
     out: -DEK_NN_MVE_ONLY)."""
-    from edgekit.targets.mcu.ek_kernels import SPARSE_KINDS
+    from edgekit.targets.mcu.ek_kernels import ELEMENTWISE_KINDS, SPARSE_KINDS
 
-    calls = [s for s in prog.steps if s.is_micro_kernel and s.kind not in SPARSE_KINDS and s.kind != "ek_add"]
+    calls = [s for s in prog.steps if s.is_micro_kernel and s.kind not in SPARSE_KINDS + ELEMENTWISE_KINDS]
     return bool(calls) and all(s.params.get("flags", 0) & kernel_pack.FLAG_MVE for s in calls)
 
 
@@ -329,7 +335,7 @@ def _code_kinds(prog: Program) -> list[str]:
             continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             kinds.add(s.kind + "_mve")
-            if only and s.kind != "ek_add":  # (ek_add_s8 keeps its scalar paths in every build)
+            if only and s.kind not in ("ek_add", "ek_pool"):  # (these keep their scalar paths in every build)
                 continue
         kinds.add(s.kind)
     if kinds & {"ek_conv_mve", "ek_fc_mve"}:

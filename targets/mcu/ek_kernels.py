@@ -104,6 +104,27 @@ def add_step(builder, node, qn, ins: list[str], out: str):
     return Step(node.name, "ek_add", list(ins), [], out, params=dict(packed.params))
 
 
+def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_top: int, pad_left: int):
+    """A step running an int8 max / average (or global average) pool with ek_pool_s8's Helium path; None where
+    that does not apply (cores without Helium, an average whose shift is below 32): TVM's pooling kernel is as fast
+    as the scalar path there (measured on the M7), so the caller keeps it."""
+    if builder.ek_isa != "mve":
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    _, h, w, c = builder.tensors[x].shape
+    _, oh, ow, _ = builder.tensors[out].shape
+    q = {}
+    if mode == "avg":
+        qn = builder.q(node.name)
+        q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
+    packed = kernel_pack.pack_pool(mode, in_hwc=(h, w, c), out_hw=(oh, ow), kernel=kernel, stride=stride,
+                                   pad_top=pad_top, pad_left=pad_left, isa=builder.ek_isa, **q)
+    if not packed.params["flags"] & kernel_pack.FLAG_MVE:
+        return None
+    return Step(node.name, "ek_pool", [x], [], out, params=dict(packed.params))
+
+
 def sparse_layers(builder) -> set[str]:
     """The int8 conv (groups = 1) and linear layers of the program that store their weights compressed.
 
@@ -192,7 +213,9 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_fc": ("ek_fully_connected_s8", "ek_fc_params_t", kernel_pack.FC_FIELDS),
              "ek_sconv": ("ek_sparse_conv2d_s8", "ek_sconv_params_t", sparse_pack.SCONV_FIELDS),
              "ek_sfc": ("ek_sparse_fully_connected_s8", "ek_sfc_params_t", sparse_pack.SFC_FIELDS),
-             "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS)}
+             "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS),
+             "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS)}
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool")  # no constant arrays; their scalar paths are in every build
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -223,6 +246,10 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     fn, struct_type, fields = FUNCTIONS[step.kind]
     ints = ", ".join(str(int(step.params[f])) for f in fields)
     own = index if params_index is None else params_index
+    if step.kind == "ek_pool":  # no constant arrays, no scratch
+        out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
+        return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
+                f"return {index + 1}", struct_type, ints)
     if step.kind == "ek_add":  # two inputs, no constant arrays
         a, b = (_input_ptr(prog, x, 0) for x in step.inputs)
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"

@@ -46,7 +46,8 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS",
+           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
 
@@ -75,6 +76,9 @@ CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c
                "act_min", "act_max", "tile_pixels", "flags")
 FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_stride",
              "input_offset", "output_offset", "act_min", "act_max", "flags")
+POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
+               "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
+POOL_MAX, POOL_AVG = 0, 1
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
@@ -591,6 +595,27 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
                        scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="mve" if mve else "dsp"))
 
 
+def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pad_left: int = 0, x_zp: int = 0,
+              out_zp: int = 0, mult: int = 0, shift: int = 1, isa: str = "dsp") -> PackedLayer:
+    """The parameter struct of ``ek_pool_s8``: ``mode`` "max" or "avg" (a global average pool is an "avg" whose
+    window is the whole map) over an NHWC map ``in_hwc``; the window may hang over the map (padding, ceil mode).
+    ``isa="mve"`` sets the Helium flag where its vector requantization is exact (max always; avg when shift >= 32)."""
+    _check_isa(isa)
+    if mode not in ("max", "avg"):
+        raise UsageError(f"pool mode must be max or avg, got {mode!r}")
+    if mode == "avg" and not (0 <= mult < 1 << 31 and 1 <= shift <= 62):
+        raise UsageError(f"avg pool: mult must be in [0, 2**31) and shift in [1, 62], got {mult}, {shift}")
+    h, w, c = (int(v) for v in in_hwc)
+    mve = isa == "mve" and (mode == "max" or shift >= 32)
+    params = dict(in_h=h, in_w=w, channels=c, out_h=int(out_hw[0]), out_w=int(out_hw[1]), kernel_h=int(kernel[0]),
+                  kernel_w=int(kernel[1]), stride_h=int(stride[0]), stride_w=int(stride[1]), pad_top=int(pad_top),
+                  pad_left=int(pad_left), mode=POOL_MAX if mode == "max" else POOL_AVG, input_offset=-int(x_zp),
+                  output_offset=int(out_zp), mult=int(mult), shift=int(shift), flags=FLAG_MVE if mve else 0)
+    return PackedLayer(kind="pool", params=params, weights=np.zeros(0, np.int8), bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0,
+                       notes=dict(isa="mve" if mve else "dsp"))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":
@@ -599,6 +624,6 @@ def scratch_bytes(layer: PackedLayer) -> int:
         return depthwise_conv2d_scratch_bytes(layer.params)
     if layer.kind == "fully_connected":
         return fully_connected_scratch_bytes(layer.params)
-    if layer.kind == "add":
+    if layer.kind in ("add", "pool"):
         return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")

@@ -357,6 +357,14 @@ class _Builder:
         attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": tile.pads if tile else (ph, pb, pw, pr), **extra}
         if n.op == "avgpool2d" and (ph or pw or pb != ph or pr != pw) and not a.get("count_include_pad", True):
             raise UnsupportedError(f"layer '{n.name}': average pooling with padding and count_include_pad=False")
+        if self.dtype == "int8" and self.use_ek and tile is None:  # edgekit's pooling kernel (Helium)
+            from edgekit.targets.mcu import ek_kernels
+
+            step = ek_kernels.pool_step(self, n, ins[0], out.name, "max" if n.op == "maxpool2d" else "avg",
+                                        (kh, kw), (sh, sw), ph, pw)
+            if step is not None:
+                self.steps.append(step)
+                return
         if self.dtype == "int8" and n.op == "avgpool2d":
             qn = self.q(n.name)
             attrs.update(in_zp=qn.q["in_zp"], out_zp=qn.out_zp, mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
@@ -369,6 +377,14 @@ class _Builder:
     def global_avgpool(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
         attrs = {}
+        src = self.tensors[n.inputs[0]].shape
+        if self.dtype == "int8" and self.use_ek and len(src) == 4:  # edgekit's pooling kernel, window = the map
+            from edgekit.targets.mcu import ek_kernels
+
+            step = ek_kernels.pool_step(self, n, n.inputs[0], out.name, "avg", src[1:3], (1, 1), 0, 0)
+            if step is not None:
+                self.steps.append(step)
+                return
         if self.dtype == "int8":
             qn = self.q(n.name)
             attrs = {"in_zp": qn.q["in_zp"], "out_zp": qn.out_zp, "mult": int(qn.q["mult"]),

@@ -115,8 +115,8 @@ PLATFORM = CortexM(
                          # Helium (ek_nn_s8_mve.c, arm-none-eabi-nm of M55 firmware: digits-cnn, kws-dscnn): the
                          # entry point and its set-up per kind, the GEMM and its two block kernels shared by conv/FC
                          "ek_conv_mve": 1940, "ek_dw_mve": 2140, "ek_fc_mve": 162, "ek_gemm_mve": 2182,
-                         # the int8 add: its scalar paths (always linked), the Helium loop
-                         "ek_add": 380, "ek_add_mve": 306},
+                         # the int8 add and pooling: their scalar paths (always linked), the Helium loops
+                         "ek_add": 380, "ek_add_mve": 306, "ek_pool": 618, "ek_pool_mve": 744},
         ek_struct_bytes={"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60},
         board_ram_bytes=512,          # the fault handler's own stack (board/ek_startup.c)
         stack_estimate_bytes=600,     # harness + driver + kernel frames, as the firmware's painted stack reports

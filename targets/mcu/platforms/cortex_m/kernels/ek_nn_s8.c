@@ -49,6 +49,7 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
 int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);
 int ek__mve_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 int ek__mve_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 #else
 #define EK_NN_MVE 0
 #endif
@@ -1936,6 +1937,66 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
         v = v < lo ? lo : v;
         v = v > hi ? hi : v;
         out[i] = (int8_t)v;
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Pooling
+ * ============================================================================================================= */
+
+/* The contract's average requantization: the high word of acc * mult (floored) rounded right by shift - 32 when
+ * shift >= 32 (exact: floor((floor(X / 2^32) + 2^(b-1)) / 2^b) = floor((X + 2^(31+b)) / 2^(32+b))), else 64-bit. */
+static inline int32_t ek__pool_rq(int32_t acc, int32_t mult, int32_t shift, int32_t zo)
+{
+    int32_t v;
+    if (shift > 32) {
+        const int32_t hi = (int32_t)(((int64_t)acc * mult) >> 32), b = shift - 32;
+        v = (hi + ((int32_t)1 << (b - 1))) >> b;
+    } else {
+        v = (int32_t)((((int64_t)acc * mult) + ((int64_t)1 << (shift - 1))) >> shift);
+    }
+    v += zo;
+    return v < -128 ? -128 : v > 127 ? 127 : v;
+}
+
+int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->in_h < 1 || p->in_w < 1 || p->channels < 1 || p->out_h < 1 || p->out_w < 1 || p->kernel_h < 1 ||
+        p->kernel_w < 1 || p->stride_h < 1 || p->stride_w < 1 || (p->mode == EK_NN_POOL_AVG &&
+        (p->shift < 1 || p->shift > 62))) {
+        return EK_NN_ERR_ARG;
+    }
+#if EK_NN_MVE
+    if (p->flags & EK_NN_FLAG_MVE) {
+        return ek__mve_pool_s8(p, input, output);
+    }
+#endif
+    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
+    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            const int32_t x0 = ix0 < 0 ? 0 : ix0, x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            const int32_t taps = (y1 - y0) * (x1 - x0);
+            for (int32_t c = 0; c < c_all; c++) {
+                const int8_t *src = input + y0 * row + x0 * c_all + c;
+                int32_t acc = avg ? -taps * zp : -128;
+                for (int32_t y = y0; y < y1; y++, src += row) {
+                    const int8_t *s = src;
+                    for (int32_t x = x0; x < x1; x++, s += c_all) {
+                        if (avg) {
+                            acc += *s;
+                        } else if (*s > acc) {
+                            acc = *s;
+                        }
+                    }
+                }
+                output[c] = (int8_t)(avg ? ek__pool_rq(acc, mult, shift, zo) : acc);
+            }
+        }
     }
     return EK_NN_OK;
 }

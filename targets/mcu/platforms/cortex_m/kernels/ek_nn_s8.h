@@ -113,6 +113,27 @@ typedef struct {
 
 #define EK_NN_ADD_INT_FIELDS 16
 
+/*
+ * Pooling over NHWC int8 windows (edgekit/qgraph.py's contract): max — the largest value among the window's taps
+ * inside the input (padding never wins); average (and global average: the window is the whole map) — acc = the sum
+ * of (x - in_zp) over the taps inside the input (padding counts as the zero point, so it adds 0; the divisor is in
+ * mult), out = clamp(out_zp + ((acc * mult + 2^(shift-1)) >> shift), -128, 127).
+ */
+typedef struct {
+    int32_t in_h, in_w, channels;   /* input map (dense rows: in_w * channels bytes apart) */
+    int32_t out_h, out_w;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
+    int32_t mode;                   /* EK_NN_POOL_MAX or EK_NN_POOL_AVG */
+    int32_t input_offset;           /* -(input zero point), average */
+    int32_t output_offset;          /* output zero point, average */
+    int32_t mult, shift;            /* average */
+    int32_t flags;                  /* EK_NN_FLAG_MVE: Helium */
+} ek_pool_params_t;
+
+#define EK_NN_POOL_INT_FIELDS 17
+#define EK_NN_POOL_MAX 0
+#define EK_NN_POOL_AVG 1
+
 /* Scratch bytes each call needs (0 = pass NULL). kernel_pack.scratch_bytes() computes the same numbers. */
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p);
@@ -132,6 +153,9 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
 
 /* out[i] = a[i] + b[i] requantized (see ek_add_params_t); any alignment. Returns EK_NN_OK or EK_NN_ERR_ARG. */
 int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+
+/* Max or average pooling of an NHWC window (see ek_pool_params_t); any alignment. EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 
 #ifdef __cplusplus
 }

@@ -753,4 +753,88 @@ int ek__mve_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, i
     return EK_NN_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Pooling, 16 channels per vector: max with VMAX.S8 per tap; average sums the taps' bytes into int16 lanes (even
+ * and odd channels, VMOVLB/VMOVLT; at most 255 taps before they are widened into the int32 sums, so int16 never
+ * overflows), subtracts taps * x_zp and requantizes 4 lanes at a time: VMULH + VRSHL by -(shift - 32) (VRMULH when
+ * shift = 32), + out_zp, saturating narrows. Shifts below 32 keep the scalar path (kernel_pack does not set the flag).
+ * ------------------------------------------------------------------------------------------------------------- */
+int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
+
+int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
+    const int avg = p->mode == EK_NN_POOL_AVG;
+    const int32x4_t mult = vdupq_n_s32(p->mult);
+    const int32_t b = p->shift - 32, zo = p->output_offset;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            const int32_t x0 = ix0 < 0 ? 0 : ix0, x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            const int32_t taps = (y1 - y0) * (x1 - x0);
+            for (int32_t c0 = 0; c0 < c_all; c0 += 16) {
+                const mve_pred16_t pr = vctp8q((uint32_t)(c_all - c0));
+                const int8_t *src = input + y0 * row + x0 * c_all + c0;
+                if (!avg) {
+                    int8x16_t m = vdupq_n_s8(-128);
+                    for (int32_t y = y0; y < y1; y++, src += row) {
+                        const int8_t *s = src;
+                        for (int32_t x = x0; x < x1; x++, s += c_all) {
+                            m = vmaxq_s8(m, vld1q_z_s8(s, pr));
+                        }
+                    }
+                    vst1q_p_s8(output + c0, m, pr);
+                    continue;
+                }
+                const int32x4_t start = vdupq_n_s32(-taps * zp);
+                int32x4_t a0 = start, a1 = start, a2 = start, a3 = start;
+                int16x8_t e = vdupq_n_s16(0), o = vdupq_n_s16(0);
+                int32_t run = 0;
+                for (int32_t y = y0; y < y1; y++, src += row) {
+                    const int8_t *s = src;
+                    for (int32_t x = x0; x < x1; x++, s += c_all) {
+                        const int8x16_t v = vld1q_z_s8(s, pr);
+                        e = vaddq_s16(e, vmovlbq_s8(v));
+                        o = vaddq_s16(o, vmovltq_s8(v));
+                        if (++run == 255) { /* widen before int16 could overflow */
+                            a0 = vaddq_s32(a0, vmovlbq_s16(e));
+                            a1 = vaddq_s32(a1, vmovltq_s16(e));
+                            a2 = vaddq_s32(a2, vmovlbq_s16(o));
+                            a3 = vaddq_s32(a3, vmovltq_s16(o));
+                            e = o = vdupq_n_s16(0);
+                            run = 0;
+                        }
+                    }
+                }
+                a0 = vaddq_s32(a0, vmovlbq_s16(e));
+                a1 = vaddq_s32(a1, vmovltq_s16(e));
+                a2 = vaddq_s32(a2, vmovlbq_s16(o));
+                a3 = vaddq_s32(a3, vmovltq_s16(o));
+                if (b == 0) {
+                    a0 = vrmulhq_s32(a0, mult);
+                    a1 = vrmulhq_s32(a1, mult);
+                    a2 = vrmulhq_s32(a2, mult);
+                    a3 = vrmulhq_s32(a3, mult);
+                } else {
+                    a0 = vrshlq_n_s32(vmulhq_s32(a0, mult), -b);
+                    a1 = vrshlq_n_s32(vmulhq_s32(a1, mult), -b);
+                    a2 = vrshlq_n_s32(vmulhq_s32(a2, mult), -b);
+                    a3 = vrshlq_n_s32(vmulhq_s32(a3, mult), -b);
+                }
+                a0 = vaddq_n_s32(a0, zo);
+                a1 = vaddq_n_s32(a1, zo);
+                a2 = vaddq_n_s32(a2, zo);
+                a3 = vaddq_n_s32(a3, zo);
+                /* lanes: a0 channels 0,4,8,12 (even of even), a1 2,6,10,14, a2 1,5,9,13, a3 3,7,11,15 */
+                const int16x8_t ne = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a0), a1);
+                const int16x8_t no = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), a2), a3);
+                vst1q_p_s8(output + c0, vqmovntq_s16(vqmovnbq_s16(vdupq_n_s8(0), ne), no), pr);
+            }
+        }
+    }
+    return EK_NN_OK;
+}
+
 #endif /* __ARM_FEATURE_MVE */
