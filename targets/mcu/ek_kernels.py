@@ -309,7 +309,7 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         return 0
     p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": dilation[0],
          "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "flags": 0}
-    if mve and (not depthwise or kh * kw <= kernel_pack.MVE_DW_MAX_TAPS):  # as pack_* choose with isa="mve"
+    if mve and (not depthwise or kernel_pack.mve_depthwise_applies(kh * kw, cin)):  # as pack_* choose (isa="mve")
         p["flags"] = kernel_pack.FLAG_MVE
         if depthwise:
             return kernel_pack.depthwise_conv2d_scratch_bytes(p)

@@ -61,6 +61,14 @@ FLAG_ADD_SPLIT = 32
 ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
 MVE_TILE_PIXELS = 8  # Helium conv: output pixels per im2col tile (kernel_pack picks fewer when scratch is short)
 MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
+# Helium depthwise runs 16 channels per vector: with 8 or fewer the SMLAD kernels are faster (bench/kernels.py on the
+# M55: 96x96x8 3.2 instructions/MAC with Helium, ~2.3 with them), so such layers keep the dsp layout
+MVE_DW_MIN_CHANNELS = 9
+
+
+def mve_depthwise_applies(taps: int, channels: int) -> bool:
+    """Whether ``pack_depthwise_conv2d(isa="mve")`` packs a layer for Helium (else the dsp layouts)."""
+    return taps <= MVE_DW_MAX_TAPS and channels >= MVE_DW_MIN_CHANNELS
 # Channel of each lane of the four accumulator vectors of the Helium depthwise kernel, per group of 16 channels:
 # VMULLB/VMULLT split even and odd channels, VMOVLB/VMOVLT split those again.
 MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
@@ -446,8 +454,9 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight) or ``auto``: rows
     for 3x3 (stride 1 or 2, no dilation) where they are faster (:func:`depthwise_layout`), else channels (geometry
-    only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout (kernels of up to
-    MVE_DW_MAX_TAPS taps; larger ones keep the dsp layouts).
+    only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout where it pays
+    (:func:`mve_depthwise_applies`: up to MVE_DW_MAX_TAPS taps and at least MVE_DW_MIN_CHANNELS channels; the
+    others keep the dsp layouts).
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "depthwise_conv2d")
@@ -470,7 +479,7 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
                   tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
     _check_strides(params, "depthwise_conv2d")
-    if isa == "mve" and kh * kw <= MVE_DW_MAX_TAPS:
+    if isa == "mve" and mve_depthwise_applies(kh * kw, c):
         groups = _ceil(c, 16) // 16
         flat = w.reshape(c, kh * kw)
         w16 = np.zeros((groups * 16, kh * kw), dtype=np.int8)
