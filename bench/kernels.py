@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line + ("  yes" if all(oks) else "  NO"))
     print("\nCMSIS-NN / naive C / TVM columns: shared/FIELD_NOTES.md, measured on the M7 with the same counting.")
     print("scratch B: scratch buffer the call needs; pad B: packed weight bytes beyond one per weight.")
-    print("Helium: most M55 vector instructions take two beats; these are instructions, not cycles.")
+    print("Helium: most M55 vector instructions take two beats; these are instructions, not cycles. Depthwise layers "
+          "with 8 channels or fewer keep the SMLAD kernels on the M55 (kernel_pack.MVE_DW_MIN_CHANNELS): their M55 "
+          "Helium column is that choice.")
     return 0 if ok_all else 1
 
 
