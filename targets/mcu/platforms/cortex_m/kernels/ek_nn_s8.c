@@ -61,6 +61,26 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #elif !defined(EK_NN_MVE_ONLY)
 #define EK_NN_MVE_ONLY 0
 #endif
+/* The entry points' first step: a layer packed for Helium goes to ek_nn_s8_mve.c (`call`), a build without MVE
+ * refuses it, and a Helium-only build refuses every other layout. */
+#if EK_NN_MVE
+#define EK_NN_HELIUM(p, call)                                                                                      \
+    do {                                                                                                           \
+        if ((p)->flags & EK_NN_FLAG_MVE) {                                                                         \
+            return (call);                                                                                         \
+        }                                                                                                          \
+        if (EK_NN_MVE_ONLY) {                                                                                      \
+            return EK_NN_ERR_ARG;                                                                                  \
+        }                                                                                                          \
+    } while (0)
+#else
+#define EK_NN_HELIUM(p, call)                                                                                      \
+    do {                                                                                                           \
+        if ((p)->flags & EK_NN_FLAG_MVE) {                                                                         \
+            return EK_NN_ERR_ARG;                                                                                  \
+        }                                                                                                          \
+    } while (0)
+#endif
 
 #define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
 #define EK_FC_UNROLL 16    /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
@@ -723,16 +743,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     if (err) {
         return err;
     }
-    if (p->flags & EK_NN_FLAG_MVE) {
-#if EK_NN_MVE
-        return ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN;
-#else
-        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
-#endif
-    }
-#if EK_NN_MVE_ONLY
-    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
-#endif
+    EK_NN_HELIUM(p, ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN);
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -1065,16 +1076,7 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
     if (!ek__aligned(p->weights) || !ek__aligned(p->bias) || !ek__aligned(p->requant) || !ek__aligned(scratch)) {
         return EK_NN_ERR_ALIGN;
     }
-    if (p->flags & EK_NN_FLAG_MVE) {
-#if EK_NN_MVE
-        return ek__mve_fully_connected_s8(p, input, output);
-#else
-        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
-#endif
-    }
-#if EK_NN_MVE_ONLY
-    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
-#endif
+    EK_NN_HELIUM(p, ek__mve_fully_connected_s8(p, input, output));
     const int32_t words = ek__fc_words(p);
     const int32_t blocks = (p->out_features + 3) / 4;
     uint32_t *x = (uint32_t *)scratch;
@@ -1848,16 +1850,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     if (!ek__aligned(scratch)) {
         return EK_NN_ERR_ALIGN;
     }
-    if (p->flags & EK_NN_FLAG_MVE) {
-#if EK_NN_MVE
-        return ek__mve_depthwise_conv2d_s8(p, input, output, scratch);
-#else
-        return EK_NN_ERR_ARG; /* packed for Helium, built without it */
-#endif
-    }
-#if EK_NN_MVE_ONLY
-    return EK_NN_ERR_ARG; /* built for Helium layouts only: the DSP code is left out */
-#endif
+    EK_NN_HELIUM(p, ek__mve_depthwise_conv2d_s8(p, input, output, scratch));
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
     uint32_t *ring = (uint32_t *)scratch;
