@@ -32,7 +32,9 @@ CONFIGS = [
     ("digits-cnn", "cortex-m7", "int8", "tvm"),
     ("mbv2-w035", "cortex-m7", "int8", "auto"), ("mbv2-w035", "cortex-m7", "int8", "tvm"),
     ("digits-cnn", "cortex-m4", "int8", "auto"), ("digits-cnn", "cortex-m33", "int8", "auto"),
-    ("digits-cnn", "cortex-m55", "int8", "auto"),
+    ("digits-cnn", "cortex-m55", "int8", "auto"), ("mbv2-w035", "cortex-m55", "int8", "auto"),
+    ("kws-dscnn", "cortex-m55", "int8", "auto"), ("zoo-mobilenet-v1-025", "cortex-m55", "int8", "auto"),
+    ("digits-cnn", "cortex-m55", "int8", "dsp"),  # the Cortex-M55 on Helium (auto) and on the SMLAD kernels
     ("digits-cnn", "phone-arm64", "int8", "auto"), ("digits-cnn", "phone-arm64", None, "auto"),
     ("digits-gru", "phone-arm64", None, "auto"), ("mbv2-w035", "phone-arm64", "int8", "auto"),
     # recurrent step programs: instructions per step and state bytes

@@ -30,7 +30,7 @@ from edgekit.errors import UsageError
 from edgekit.estimate import Estimate
 from edgekit.stepgraph import is_recurrent, split
 from edgekit.targets import BuildResult, CompileOptions
-from edgekit.targets.mcu import cost, toolchain
+from edgekit.targets.mcu import cost, kernel_pack, toolchain
 from edgekit.targets.mcu.platforms import Platform, platform_of
 from edgekit.targets.mcu.program import Program
 from edgekit.targets.mcu.records import ElfFacts, McuBuild, StreamingInfo
@@ -518,6 +518,9 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     cflags = platform.cflags(board) + platform.kernel_defines(board) + ["-DEDGEKIT_PROFILE_STEPS"]
     if cost.helium_only(prog):  # every edgekit kernel call packed for Helium: leave the DSP code out
         cflags.append("-DEK_NN_MVE_ONLY=1")
+    elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
+                              for s in prog.steps) and platform.kernel_isa(board) == "mve":
+        cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
     fw_sources = codegen.write_firmware(prog, sources, x_dev, board, platform, cflags, platform.link_flags("link.ld"),
                                         toolchain.OPT_FLAGS, STACK_BYTES)
     est = cost.program_estimate(model, p.profile, prog, platform)

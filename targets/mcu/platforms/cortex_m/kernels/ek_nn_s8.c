@@ -43,7 +43,7 @@
 #define EK_NN_DSP 0
 #endif
 
-#if defined(__ARM_FEATURE_MVE) && !defined(EK_NN_PORTABLE)
+#if defined(__ARM_FEATURE_MVE) && !defined(EK_NN_PORTABLE) && !EK_NN_NO_MVE /* (no Helium calls: leave it out) */
 #define EK_NN_MVE 1 /* ek_nn_s8_mve.c runs the layers packed with EK_NN_FLAG_MVE */
 int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 int ek__mve_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);

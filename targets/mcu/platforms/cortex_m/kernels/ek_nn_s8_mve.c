@@ -2,7 +2,8 @@
  * ek_nn_s8_mve.c: the Helium (M-profile Vector Extension, MVE) paths of edgekit's int8 kernels, for Cortex-M55 and
  * Cortex-M85. The API, the arithmetic contract and the parameter structs are those of ek_nn_s8.h; ek_nn_s8.c calls
  * these when a layer was packed for Helium (EK_NN_FLAG_MVE, set by targets/mcu/kernel_pack.py with isa="mve").
- * Built without MVE this file is empty, and a Helium-packed layer is refused (EK_NN_ERR_ARG).
+ * Built without MVE (or with EK_NN_NO_MVE, which the code generator defines when no call is packed for Helium) this
+ * file is empty, and a Helium-packed layer is refused (EK_NN_ERR_ARG).
  *
  * How the time goes (executed instructions on the emulated Cortex-M55; most MVE instructions take two beats, so
  * these are not cycles):
@@ -36,7 +37,7 @@
  */
 #include "ek_nn_s8.h"
 
-#if defined(__ARM_FEATURE_MVE) && !defined(EK_NN_PORTABLE)
+#if defined(__ARM_FEATURE_MVE) && !defined(EK_NN_PORTABLE) && !EK_NN_NO_MVE
 #include <arm_mve.h>
 
 int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
