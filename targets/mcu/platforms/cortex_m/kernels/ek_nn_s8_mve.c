@@ -14,9 +14,12 @@
  * channels: one load of the input, four of the weights, four VMLAVA (~0.16 instructions per MAC). The input zero
  * point is not subtracted: kernel_pack folds -x_zp * sum(w) into the packed bias, and padded positions read as
  * x_zp, so they add x_zp * w, which that term cancels (all modulo 2^32, like the accumulator). A convolution that
- * is not a 1x1 without padding copies each output pixel's window into scratch first (im2col, 16 bytes per vector
- * copy); a 1x1 reads the pixel in place. K need not be a multiple of 16: the last partial vector is a predicated
- * load (VCTP.8), so nothing beyond the data is read and nothing is padded in flash.
+ * is not a 1x1 without padding copies the windows of a tile of up to tile_pixels output pixels of one row into
+ * scratch first (im2col; a pixel whose window is inside the map as kernel_h runs of 16-byte vector copies); a 1x1
+ * reads its pixels in place, a whole output row per call. K need not be a multiple of 16: the last partial vector is
+ * a predicated load (VCTP.8), so nothing beyond the data is read and nothing is padded in flash. The block loop is
+ * hand-scheduled assembly (ek__mve_blk4; ek__mve_blk4_k16 keeps the block's weights in registers when K <= 16), with
+ * the block's bias and requantization vectors loaded once per tile.
  * Weights of a full block: per 16 reduction elements [4 channels][16 bytes], then the K % 16 remaining ones as
  * [4 channels][K % 16]; a last block of 1-3 channels is stored channel after channel ([nc][K]).
  *
