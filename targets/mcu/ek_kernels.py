@@ -3,7 +3,9 @@
 Where it sits: program.py asks for a step for an int8 conv / depthwise conv / linear layer (a whole layer or one tile
 of a patch schedule); kernel_pack.py packs the weights and fills the parameter struct; codegen.py prints the call
 with :func:`render_call`. TVM generates every other kernel; these replace TVM's scalar loops where the DSP
-extension (SMLAD on int16 pairs) pays. A pruned conv (groups = 1) or linear layer whose compressed weights are
+extension (SMLAD on int16 pairs) pays, and on Helium cores (the M55: builder.ek_isa == "mve") run the layers packed
+for kernels/ek_nn_s8_mve.c. Residual int8 adds run ek_add_s8 on every core ('ek_add'); pooling runs ek_pool_s8 on
+Helium cores ('ek_pool'). A pruned conv (groups = 1) or linear layer whose compressed weights are
 smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
 """
 from __future__ import annotations

@@ -597,7 +597,8 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
     ah, al, bh, bl = a_mult >> 15, a_mult & 0x7FFF, b_mult >> 15, b_mult & 0x7FFF
     params = dict(n=int(n), a_offset=-int(a_zp), b_offset=-int(b_zp), out_offset=int(out_zp), act_min=int(act_min),
                   act_max=int(act_max), a_mult=int(a_mult), b_mult=int(b_mult), shift=int(shift),
-                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0), a_mult_hi=ah, a_mult_lo=al, b_mult_hi=bh, b_mult_lo=bl,
+                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0), a_mult_hi=ah, a_mult_lo=al,
+                  b_mult_hi=bh, b_mult_lo=bl,
                   h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl))
     empty = np.zeros(0, dtype=np.int8)
     return PackedLayer(kind="add", params=params, weights=empty, bias=None, requant=np.zeros(0, np.int32),

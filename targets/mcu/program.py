@@ -64,8 +64,9 @@ class Const:
 @dataclass
 class Step:
     """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
-    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc"), "copy" (a patch tile into its
-    tensor), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state into ek_state)."""
+    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool"), "copy" (a patch
+    tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state into
+    ek_state)."""
 
     layer: str
     kind: str

@@ -146,9 +146,9 @@ void ek__mve_blk4(const ek__mve_blk_t *a);
 /*
  * One block of 4 output channels over n input vectors, vector form of the requantization. r0/r2/r4/r6 the four
  * accumulators (VMLAVA takes even registers), r1 the input cursor, r3 the weight cursor, r5 the output (VSTRB.32
- * takes a low register), r7 the current input vector, r8 vectors left, r9 the arguments, r10/r12 the input/output steps, r11 K / 16, lr the
- * low-overhead loop (WLS/LE) over 16 reduction elements: 1 input load, 4 weight loads, 4 VMLAVA. q4-q6 hold the
- * requantization vectors, q7/q3 the clamp, q2 the 4 results.
+ * takes a low register), r7 the current input vector, r8 vectors left, r9 the arguments, r10/r12 the input/output
+ * steps, r11 K / 16, lr the low-overhead loop (WLS/LE) over 16 reduction elements: 1 input load, 4 weight loads,
+ * 4 VMLAVA. q4-q6 hold the requantization vectors, q7/q3 the clamp, q2 the 4 results.
  */
 __asm__(
     "   .syntax unified\n"
