@@ -175,12 +175,12 @@ def synthetic_models(seed: int = 0):
 
 
 def calibrate(cores, write: bool):
-    """Build and run the synthetic models and digits-cnn on each core (int8 with edgekit kernels, int8 and float32
-    with TVM kernels), fit the cost model and write targets/profiles/cost/<core>.toml."""
+    """Build and run the synthetic models, digits-cnn and the zoo ResNet-8 on each core (int8 with edgekit kernels,
+    int8 and float32 with TVM kernels), fit the cost model and write targets/profiles/cost/<core>.toml."""
     from edgekit.model import Model
 
     configs = []
-    for m in synthetic_models() + [Model.load("digits-cnn")]:
+    for m in synthetic_models() + [Model.load("digits-cnn"), Model.load("zoo-resnet8")]:
         for core in cores:
             for q, kernels in (("int8", "auto"), ("int8", "tvm"), (None, "tvm")):
                 configs.append((m, core, q, kernels))
