@@ -77,7 +77,7 @@ def test_cortex_m55_runs_helium_kernels_bit_exact_and_faster_than_dsp(tmp_path):
 def test_helium_patch_schedule_is_bit_exact(tmp_path):
     art = api.compile(_depthwise_model(1), "cortex-m55", tmp_path / "p", quantize="int8", patch="min-memory",
                       max_patch_overhead=0.5)
-    assert art.report["build"].get("patch") or art.report.get("schedule"), "expected a patch-based schedule"
+    assert art.report.get("patch"), "expected a patch-based schedule"  # (report["schedule"] exists either way)
     meas = api.profile(tmp_path / "p").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
     assert meas["arena_bytes"] == art.report["build"]["arena_bytes"]

@@ -121,7 +121,7 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
     else:
         k, cout = p["kernel_h"] * p["kernel_w"] * p["in_c"], p["out_c"]
         pixels = p["out_h"] * p["out_w"]
-        if kernel_pack._mve_direct(p):
+        if kernel_pack.mve_direct(p):
             tiles, copied = p["out_h"], 0
         else:
             tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k

@@ -227,7 +227,7 @@ def _mve_gemv_weights(flat: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.int8)
 
 
-def _mve_direct(p: dict) -> bool:
+def mve_direct(p: dict) -> bool:
     """A Helium 1x1 convolution without padding reads its pixels in place (no im2col, no scratch)."""
     return p["kernel_h"] == p["kernel_w"] == 1 and not any(p.get(k, 0) for k in
                                                           ("pad_top", "pad_bottom", "pad_left", "pad_right"))
@@ -240,7 +240,7 @@ def _mve_tile(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | 
     tiles = [tile_pixels] if tile_pixels is not None else range(min(MVE_TILE_PIXELS, params["out_w"]), 0, -1)
     for t in tiles:
         trial = dict(params, tile_pixels=int(t), flags=params.get("flags", 0) | FLAG_MVE)
-        if _mve_direct(trial) or scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
+        if mve_direct(trial) or scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
             return int(t)
     raise ScratchLimitError(f"conv2d: one pixel's window needs "
                             f"{_ceil(params['kernel_h'] * params['kernel_w'] * params['in_c'], 4)} scratch bytes, "
@@ -310,7 +310,7 @@ def conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_conv2d_s8 for these struct fields (ek_conv2d_s8_scratch_bytes)."""
     p = params
     if p.get("flags", 0) & FLAG_MVE:  # tile_pixels windows, unless a 1x1 without padding reads in place
-        return 0 if _mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
+        return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"])
     k_pairs = runs * ((run_len + 1) // 2)
     blocks = _ceil(p["out_c"], 4) // 4

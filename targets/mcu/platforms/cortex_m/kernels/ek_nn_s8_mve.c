@@ -57,14 +57,6 @@ static int8_t ek__mve_requant_scalar(int32_t acc, int32_t mult, int32_t shift, i
     return (int8_t)v;
 }
 
-/* One vector of 4 accumulators -> 4 int32 results in [lo, hi]; q = {mult[4], a[4], -b[4]}. */
-static inline int32x4_t ek__mve_requant4(int32x4_t acc, const int32_t *q, int32x4_t lo, int32x4_t hi)
-{
-    int32x4_t v = vmulhq_s32(acc, vld1q_s32(q));
-    v = vshlq_s32(vaddq_s32(v, vld1q_s32(q + 4)), vld1q_s32(q + 8));
-    return vminq_s32(vmaxq_s32(v, lo), hi);
-}
-
 /* Copy n bytes / fill n bytes with v, 16 at a time (the last vector predicated). */
 static inline int8_t *ek__mve_copy(int8_t *dst, const int8_t *src, int32_t n)
 {
@@ -317,7 +309,7 @@ static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_ste
                          int32_t out_step)
 {
     const int32_t k = g->k, chunks = k >> 4, rem = k & 15;
-    const mve_pred16_t prem = vctp8q((uint32_t)rem), pk = vctp8q((uint32_t)k);
+    const mve_pred16_t prem = vctp8q((uint32_t)rem);
     const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
     const int8_t *w = g->weights;
     const int32_t *bias = g->bias, *q = g->requant;
@@ -333,21 +325,11 @@ static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_ste
             }
             continue;
         }
+        /* tables without the vector form: the same dot products in C, the scalar 64-bit requantization */
         const int32x4_t mq = vld1q_s32(q), aq = vld1q_s32(q + 4), bq = vld1q_s32(q + 8);
         const int32_t b0 = bias[0], b1 = bias[1], b2 = bias[2], b3 = bias[3];
         const int8_t *xi = x;
         int8_t *oi = out;
-        if (k <= 16) { /* one vector per channel: the block's weights stay in registers */
-            const int8x16_t w0 = vld1q_z_s8(w, pk), w1 = vld1q_z_s8(w + k, pk), w2 = vld1q_z_s8(w + 2 * k, pk),
-                            w3 = vld1q_z_s8(w + 3 * k, pk);
-            for (int32_t i = 0; i < n; i++, xi += x_step, oi += out_step) {
-                const int8x16_t u = vld1q_z_s8(xi, pk);
-                const int32x4_t acc = ek__mve_vec4(vmladavaq_s8(b0, u, w0), vmladavaq_s8(b1, u, w1),
-                                                   vmladavaq_s8(b2, u, w2), vmladavaq_s8(b3, u, w3));
-                ek__mve_out4(g, acc, q, mq, aq, bq, lo, hi, oi, 4);
-            }
-            continue;
-        }
         const int8_t *wt = w + 64 * chunks; /* the K % 16 remaining elements, [4][rem] */
         for (int32_t i = 0; i < n; i++, xi += x_step, oi += out_step) {
             int32_t a0 = b0, a1 = b1, a2 = b2, a3 = b3;
