@@ -151,6 +151,33 @@ def targets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
 
 
 @app.command()
+def boards(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the boards `edgekit profile OUT --device PORT --board NAME` runs on (and how each is flashed)."""
+    from edgekit.targets.mcu.platforms import PLATFORMS, figure, get_platform
+
+    rows = []
+    for name in PLATFORMS:
+        platform = get_platform(name)
+        for board in platform.device_boards():
+            info = platform.device_board(board)
+            rows.append({"name": board, "platform": name, "cpu": info["cpu"], "emulated": bool(info.get("emulated")),
+                         "description": info["description"], "clock_hz": figure(info["clock_hz"]),
+                         "uart": info["uart"], "baud": info["baud"], "cycle_counter": info["cycle_counter"],
+                         "probe": info.get("probe", "QEMU -serial pty" if info.get("emulated") else ""),
+                         "port": info.get("usb_port", "the pseudo-terminal QEMU prints")})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="edgekit boards (profile --device)")
+    for col in ("name", "cpu", "board", "clock", "cycles", "flashed through"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["cpu"], r["description"], f"{r['clock_hz'] / 1e6:g} MHz", r["cycle_counter"],
+                  r["probe"])
+    out_console.print(t)
+
+
+@app.command()
 def examples(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """List the bundled example models (any MODEL argument accepts their names)."""
     from edgekit.zoo import EXAMPLES
@@ -301,6 +328,9 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                                                              "(auto, rate, lmuformer or l2mu; fine-tuned on the "
                                                              "example's data)."),
             streaming: bool = typer.Option(False, "--streaming", help=STREAMING_HELP),
+            board: Optional[str] = typer.Option(None, "--board", help="MCU: also build the device firmware for "
+                                                                      "this board (edgekit boards) into "
+                                                                      "OUT/device/BOARD/, for profile --device."),
             force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
     """Build MODEL for a target into OUT (sources, binaries, report.json, report.html)."""
     import dataclasses
@@ -312,6 +342,11 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                             streaming)
     opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking)
     art = api.compile(model, target, out, opts, force=force)
+    if board is not None:
+        from edgekit.runtimes.board import device_firmware
+
+        elf = device_firmware(out, art.report, board)
+        out_console.print(f"  device firmware for {board}: {elf}")
     est = art.report["estimate"]
     out_console.print(f"[bold]{art.report['model']['name']}[/] → [bold]{target}[/] ({art.report['dtype']}): "
                       f"wrote {out}")
@@ -373,10 +408,22 @@ def profile(out: Path = typer.Argument(..., help="A folder written by edgekit co
                                                              "(default: all; Lava simulates ~10-100 ms per step)."),
             accept_low_fidelity: bool = typer.Option(False, "--accept-low-fidelity",
                                                      help="Exit 0 even when the artifact's outputs stray from the "
-                                                          "float model's (top-1 agreement < 90 % or SQNR < 10 dB).")):
-    """Run OUT on its runtime (QEMU, ONNX Runtime, Lava), compare with the reference and with the float model,
-    update the report. Exits 11 when fidelity to the float model is below the documented bounds (docs/report.md)
-    unless --accept-low-fidelity."""
+                                                          "float model's (top-1 agreement < 90 % or SQNR < 10 dB)."),
+            device: Optional[str] = typer.Option(None, "--device", help="MCU: run on a board at this serial port "
+                                                                        "(/dev/ttyACM0, COM4, a QEMU -serial pty): "
+                                                                        "outputs and cycles per layer, kept beside "
+                                                                        "the emulated figures."),
+            board: Optional[str] = typer.Option(None, "--board", help="With --device: the board (edgekit boards; "
+                                                                      "default: the target's development board)."),
+            flash: str = typer.Option("auto", "--flash", help="With --device: auto (pyocd, openocd or dfu-util, "
+                                                              "whichever the board takes and is installed), pyocd, "
+                                                              "openocd, dfu-util, or none (already flashed)."),
+            baud: Optional[int] = typer.Option(None, "--baud", help="With --device: the link's baud rate (default: "
+                                                                    "the board's, 115200).")):
+    """Run OUT on its runtime (QEMU, ONNX Runtime, Lava; with --device on a board over its serial port), compare
+    with the reference and with the float model, update the report. Exits 11 when fidelity to the float model is
+    below the documented bounds (docs/report.md) unless --accept-low-fidelity, 12 when the board cannot be reached
+    or flashed."""
     from edgekit import api
 
     if time_limit is not None and not 0 < time_limit <= 86400:
@@ -386,9 +433,20 @@ def profile(out: Path = typer.Argument(..., help="A folder written by edgekit co
     kw = {"timeout_s": time_limit} if time_limit else {}
     if samples is not None:
         kw["samples"] = samples
+    if device is None and (board is not None or flash != "auto" or baud is not None):
+        raise UsageError("--board, --flash and --baud go with --device PORT (the board's serial port)")
+    if baud is not None and baud <= 0:
+        raise UsageError(f"--baud {baud}: give a positive baud rate, e.g. 115200")
+    if device is not None:
+        kw.update(device=device, flash_method=flash, **({"board": board} if board else {}),
+                  **({"baud": baud} if baud else {}))
     art = api.profile(out, repeat=repeat, **kw)
     print_summary(art.report)
     fid = (art.report.get("measured") or {}).get("fidelity") or {}
+    if device is not None:  # the board's own outputs decide
+        found = next(iter(d for d in ((art.report.get("measured") or {}).get("devices") or {}).values()
+                          if d.get("port") == device), {})
+        fid = found.get("fidelity") or fid
     if fid and not fid.get("ok", True) and not accept_low_fidelity:
         raise LowFidelityError(f"{out}: {fid['summary']}; pass --accept-low-fidelity to accept it")
 
@@ -452,6 +510,33 @@ def print_summary(rep: dict) -> None:
                           f"{fid['inputs']} inputs)")
     for r in rep.get("fit_reasons", []):
         out_console.print(f"    {r}")
+    for dev in (m.get("devices") or {}).values():
+        _print_device(dev)
+
+
+def _print_device(dev: dict) -> None:
+    t = Table(title=f"on {dev['where']}")
+    for col in ("layer", "kernels", "instructions (emulated)", "cycles (device)", "cycles / instruction"):
+        t.add_column(col, justify="left" if col in ("layer", "kernels") else "right")
+    for row in dev["layers"]:
+        t.add_row(row["name"], ", ".join(row["kernels"]),
+                  f"{row['instructions']:,}" if row.get("instructions") else "–",
+                  f"{row['cycles']:,}" if row.get("cycles") is not None else "–",
+                  f"{row['cycles_per_instruction']:.2f}" if row.get("cycles_per_instruction") else "–")
+    out_console.print(t)
+    facts = [f"{dev['test_inputs']} test inputs over the link",
+             "outputs match the reference" if dev["outputs_match"] else "OUTPUTS DIFFER from the reference"]
+    if dev.get("cycles"):
+        facts.append(f"{dev['cycles']:,} cycles = {dev['latency_ms']:.4g} ms ({dev['cycles_note']})")
+    else:
+        facts.append(f"cycles unavailable ({dev['cycles_note']})")
+    if dev.get("accuracy") is not None:
+        facts.append(f"accuracy {dev['accuracy']:.2%}")
+    facts.append(f"stack {dev['stack_bytes']:,} B")
+    out_console.print("  " + "; ".join(facts))
+    if dev.get("fidelity"):
+        out_console.print(f"  {dev['fidelity']['summary']}")
+    out_console.print(f"  {dev['flash']}")
 
 
 @app.command()

@@ -74,6 +74,13 @@ class LowFidelityError(EdgekitError):
     exit_code = 11
 
 
+class DeviceError(EdgekitError):
+    """A board behind a serial port did not answer, answered with frames that do not check out, runs another model,
+    reported a fault, or could not be flashed (``edgekit profile OUT --device PORT``)."""
+
+    exit_code = 12
+
+
 class InterruptedError_(EdgekitError):
     """The user interrupted (Ctrl-C); nothing half-written was left behind."""
 

@@ -163,6 +163,39 @@ def _float_event_check(got: np.ndarray, expected: np.ndarray, margin: np.ndarray
                          "event_flips)"}
 
 
+def check_outputs(got: np.ndarray, ref, n: int, report: dict) -> dict:
+    """The firmware's outputs for the first ``n`` test inputs against the host reference (OUT/reference.npz: int8
+    bit for bit, float32 within the tolerance) and against the float model (fidelity), and the accuracy."""
+    expected = ref["expected"][:n]
+    dtype = report["dtype"]
+    measured: dict = {}
+    if dtype == "int8":
+        diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
+        measured["outputs_match"] = bool(diff.max() == 0)
+        measured["max_abs_err_lsb"] = int(diff.max())
+        measured["mismatched_outputs"] = int((diff.reshape(n, -1).max(axis=1) > 0).sum())
+        scores = (got.astype(np.float32) - float(ref["out_zp"])) * float(ref["out_scale"])
+    else:
+        err = np.abs(got - expected)
+        measured["outputs_match"] = bool(np.all(err <= FLOAT_ATOL + FLOAT_RTOL * np.abs(expected)))
+        measured["max_abs_err"] = float(err.max())
+        measured["tolerance"] = f"|device - torch| <= {FLOAT_ATOL} + {FLOAT_RTOL}·|torch|"
+        if "event_margin" in ref.files:  # EGRU: events decided by float rounding
+            measured.update(_float_event_check(got, expected, ref["event_margin"][:n], FLOAT_ATOL, FLOAT_RTOL))
+        scores = got
+    float_expected = ref["float_expected"][:n] if "float_expected" in ref.files else expected
+    y = ref["y"][:n] if "y" in ref.files else None
+    measured["fidelity"] = fidelity.measure(scores.reshape(n, -1), float_expected.reshape(n, -1), y,
+                                            fidelity.classifies(report))
+    if y is not None:
+        measured["accuracy"] = float((scores.reshape(n, -1).argmax(-1) == y).mean())
+        if "reference_accuracy" in ref.files:
+            measured["reference_accuracy"] = float(ref["reference_accuracy"])
+        if "float_accuracy" in ref.files:
+            measured["float_accuracy"] = float(ref["float_accuracy"])
+    return measured
+
+
 def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
     """Run OUT's firmware on the emulated board and measure it; returns report['measured']."""
     out = Path(out)
@@ -186,30 +219,7 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
         measured = _step_measurements(run, build, n, where, macs, ref)
     else:
         measured = _inference_measurements(run, build, n, where, macs)
-    if dtype == "int8":
-        diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
-        measured["outputs_match"] = bool(diff.max() == 0)
-        measured["max_abs_err_lsb"] = int(diff.max())
-        measured["mismatched_outputs"] = int((diff.reshape(n, -1).max(axis=1) > 0).sum())
-        scores = (got.astype(np.float32) - float(ref["out_zp"])) * float(ref["out_scale"])
-    else:
-        err = np.abs(got - expected)
-        measured["outputs_match"] = bool(np.all(err <= FLOAT_ATOL + FLOAT_RTOL * np.abs(expected)))
-        measured["max_abs_err"] = float(err.max())
-        measured["tolerance"] = f"|device - torch| <= {FLOAT_ATOL} + {FLOAT_RTOL}·|torch|"
-        if "event_margin" in ref.files:  # EGRU: events decided by float rounding
-            measured.update(_float_event_check(got, expected, ref["event_margin"], FLOAT_ATOL, FLOAT_RTOL))
-        scores = got
-    float_expected = ref["float_expected"] if "float_expected" in ref.files else expected
-    measured["fidelity"] = fidelity.measure(scores.reshape(n, -1), float_expected.reshape(n, -1),
-                                            ref["y"] if "y" in ref.files else None, fidelity.classifies(report))
-    if "y" in ref.files:
-        y = ref["y"]
-        measured["accuracy"] = float((scores.reshape(n, -1).argmax(-1) == y).mean())
-        if "reference_accuracy" in ref.files:
-            measured["reference_accuracy"] = float(ref["reference_accuracy"])
-        if "float_accuracy" in ref.files:
-            measured["float_accuracy"] = float(ref["float_accuracy"])
+    measured.update(check_outputs(got, ref, n, report))
     stack = None
     arena = None
     for line in run.output.splitlines():

@@ -9,8 +9,12 @@ states. They are exact and repeatable: the same ELF gives the same counts on eve
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import select
+import time
 import shutil
 import signal
 import subprocess
@@ -21,7 +25,7 @@ from pathlib import Path
 from edgekit.errors import FirmwareError, ToolchainError
 from edgekit.targets.mcu.platforms import Platform, get_platform
 
-__all__ = ["QemuRun", "check_tools", "run_elf", "plugin_path"]
+__all__ = ["QemuRun", "PtyBoard", "check_tools", "run_elf", "plugin_path", "serve_pty"]
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "ek_icount.c"
 
@@ -210,3 +214,63 @@ def run_elf(elf: str | Path, board: str, timeout_s: float = 60.0, count_instruct
             elif key == "marker":
                 marker_counts.append(int(value))
     return QemuRun(exit_code=code, output=output, marker_counts=tuple(marker_counts), total_instructions=total)
+
+
+@dataclass
+class PtyBoard:
+    """An emulated board whose UART is a host pseudo-terminal (QEMU ``-serial pty``): ``port`` is its path, for
+    ``edgekit profile OUT --device PORT`` (runtimes/board.py). With instruction counting on, ``marker_counts`` is
+    filled when the board is stopped (as :class:`QemuRun`'s)."""
+
+    port: str
+    process: subprocess.Popen
+    marker_counts: tuple[int, ...] = ()
+
+
+_PTY = re.compile(r"char device redirected to (/dev/pts/\d+)")
+
+
+@contextlib.contextmanager
+def serve_pty(elf: str | Path, board: str, platform: Platform | str = "cortex_m", count_instructions: bool = False,
+              start_timeout_s: float = 60.0):
+    """Boot ``elf`` (a device firmware: runtimes/board.py) on the emulated ``board`` with its first UART on a new
+    pseudo-terminal; yields a :class:`PtyBoard` and stops QEMU (SIGTERM: the counting plugin writes its counts at
+    exit) when the block ends. ToolchainError when QEMU cannot start or names no pseudo-terminal."""
+    elf = Path(elf)
+    plat = _platform(platform)
+    _require([plat.emulator, plat.nm_tool] + (["gcc"] if count_instructions else []), plat.install_hint)
+    with tempfile.TemporaryDirectory(prefix="edgekit-pty-") as tmp:
+        counts_file = Path(tmp) / "icount.txt"
+        cmd = plat.serial_command(board, elf)
+        if count_instructions:
+            marker = next((a for a, _, name in _symbols(elf, plat.nm_tool) if name == "ek_marker"), 0)
+            cmd += ["-plugin", f"{_qemu_option_value(plugin_path())},marker=0x{marker:x},"
+                               f"out={_qemu_option_value(counts_file)}"]
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            seen, port = b"", None
+            deadline = time.monotonic() + start_timeout_s
+            while port is None and time.monotonic() < deadline and process.poll() is None:
+                ready, _, _ = select.select([process.stdout], [], [], 0.5)
+                if ready:
+                    seen += os.read(process.stdout.fileno(), 4096)
+                    m = _PTY.search(seen.decode(errors="replace"))
+                    port = m[1] if m else None
+            if port is None:
+                raise ToolchainError(f"{plat.emulator} named no pseudo-terminal for {elf} on {board}: "
+                                     f"{_last_lines(seen.decode(errors='replace'))}")
+            served = PtyBoard(port, process)
+            yield served
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            process.stdout.close()
+        if count_instructions and counts_file.exists():
+            served.marker_counts = tuple(int(line.split()[1]) for line in counts_file.read_text().splitlines()
+                                         if line.startswith("marker "))

@@ -58,7 +58,7 @@ class TargetProfile:
         return {"name": self.name, "backend": self.backend, "kind": self.backend, "platform": self.platform,
                 "core": self.core, "device": self.device, "description": self.description, "sram_bytes": int(self.sram_bytes.value),
                 "flash_bytes": int(self.flash_bytes.value), "clock_hz": int(self.clock_hz.value),
-                "qemu_board": self.board.get("qemu_board")}
+                "qemu_board": self.board.get("qemu_board"), "dev_board": self.board.get("dev_board")}
 
     def sources(self) -> dict[str, str]:
         """Every sourced number as 'section.key' -> 'value (source)'."""

@@ -147,8 +147,10 @@ class Platform:
         return {k: info.get(k) for k in ("boot_origin", "boot_size", "code_origin", "code_size", "ram_origin",
                                          "ram_size")}
 
-    def render_linker_script(self, board: str, stack_bytes: int = DEFAULT_STACK_BYTES) -> str:
-        info = self.board_info(board)
+    def render_linker_script(self, board: str, stack_bytes: int = DEFAULT_STACK_BYTES,
+                             info: dict | None = None) -> str:
+        """link.ld for ``board`` (an emulated board of boards.toml, or with ``info`` a device board's record)."""
+        info = info or self.board_info(board)
         if stack_bytes <= 0 or stack_bytes % 8:
             raise UsageError(f"stack size must be a positive multiple of 8 bytes, got {stack_bytes}")
         if stack_bytes >= info["ram_size"]:
@@ -173,11 +175,54 @@ class Platform:
                             sources=tuple(out / Path(n).name for n in self.board_sources),
                             include_dir=out, stack_bytes=stack_bytes)
 
+    # ---- device boards (a board behind a serial port: runtimes/board.py) -------------------------------------------
+    def device_boards(self) -> dict[str, dict]:
+        """The boards of ``devboards.toml`` beside ``boards.toml`` (development boards, and emulated boards with
+        their UART on a host pseudo-terminal)."""
+        path = self.boards_toml.parent / "devboards.toml"
+        return _read_toml(path) if path.exists() else {}
+
+    def device_board(self, board: str) -> dict:
+        """Everything about device board ``board``: its own keys, and for an emulated board also the CPU, flags and
+        memory regions of the boards.toml entry it runs on (``layout``)."""
+        boards = self.device_boards()
+        if board not in boards:
+            raise UsageError(f"unknown board {board!r} for {self.name}; boards: {', '.join(boards)} "
+                             f"(edgekit boards lists them)")
+        info = dict(boards[board])
+        if info.get("emulated"):
+            info = {**self.board_info(info["layout"]), **info}
+        info["name"] = board
+        info["gcc_flags"] = list(info["gcc_flags"])
+        return info
+
+    def device_defines(self, info: dict) -> list[str]:
+        """The -D flags that select a device board's UART, cycle counter and set-up in board/ek_device.c."""
+        flags = ["-DEK_DEVICE=1", f"-DEK_UART_{info['uart'].upper()}=1", f"-DEK_UART_BASE=0x{info['uart_base']:x}u",
+                 f"-DEK_UART_CLOCK_HZ={int(figure(info['uart_clock_hz']))}u", f"-DEK_UART_BAUD={int(info['baud'])}u",
+                 f"-DEK_CYCLES_{info['cycle_counter'].upper()}=1"]
+        if not info.get("emulated"):
+            flags.append("-DEK_BOARD_" + info["name"].upper().replace("-", "_") + "=1")
+        for key, define in (("dwt_unlock", "EK_DWT_UNLOCK"), ("caches", "EK_ENABLE_CACHES"),
+                            ("mcountinhibit", "EK_MCOUNTINHIBIT"), ("boot_alias", "EK_BOOT_ALIAS")):
+            if info.get(key):
+                flags.append(f"-D{define}=1")
+        return flags
+
+    @property
+    def objcopy_tool(self) -> str:
+        return self.compiler[: -len("gcc")] + "objcopy"
+
     # ---- running it ------------------------------------------------------------------------------------------------
     def emulator_command(self, board: str, elf: Path, semihost_file: Path | None = None) -> list[str]:
         """The QEMU command line that boots ``elf`` on ``board`` with semihosting output into ``semihost_file``
         (None: on the terminal, as the generated Makefile's ``make run``); the runtime appends the
         instruction-count plugin."""
+        raise NotImplementedError(f"platform {self.name} must say how it runs")  # every platform overrides it
+
+    def serial_command(self, board: str, elf: Path) -> list[str]:
+        """The QEMU command line that boots a device firmware (runtimes/board.py) on ``board`` with its first UART
+        on a new host pseudo-terminal (``-serial pty``) and no semihosting."""
         raise NotImplementedError(f"platform {self.name} must say how it runs")  # every platform overrides it
 
     def fault_message(self, fault_line: str, function_at) -> str:
@@ -187,6 +232,11 @@ class Platform:
     def tvm_target(self, cpu: str) -> dict:
         """The TVM ``c`` target (dict form) for ``cpu``."""
         return {"kind": "c", "mcpu": cpu}
+
+
+def figure(value) -> float:
+    """The number of a board figure, written ``{ value, source }`` or bare."""
+    return value["value"] if isinstance(value, dict) else value
 
 
 @functools.cache

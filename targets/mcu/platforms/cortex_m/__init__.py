@@ -59,6 +59,12 @@ class CortexM(Platform):
                       "-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
                       "-semihosting-config", "enable=on,target=native,chardev=semihost", "-kernel", str(elf)]
 
+    def serial_command(self, board: str, elf: Path) -> list[str]:
+        info = self.board_info(board)
+        return [self.emulator, "-M", info["qemu_machine"]] + (["-cpu", info["qemu_cpu"]] if info.get("qemu_cpu")
+                                                              else []) + \
+            ["-nographic", "-monitor", "none", "-serial", "pty", "-kernel", str(elf)]
+
     def fault_message(self, fault_line: str, function_at) -> str:
         """``EK_FAULT <name> pc=... cfsr=... hfsr=...`` (ek_startup.c) with the fault status bits spelled out."""
         fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))

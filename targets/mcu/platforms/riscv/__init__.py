@@ -57,6 +57,11 @@ class RiscV(Platform):
         return cmd + ["-chardev", f"file,id=semihost,path={_qemu_option_value(semihost_file)}",
                       "-semihosting-config", "enable=on,target=native,chardev=semihost", "-kernel", str(elf)]
 
+    def serial_command(self, board: str, elf: Path) -> list[str]:
+        info = self.board_info(board)
+        return [self.emulator, "-M", info["qemu_machine"], "-cpu", info["qemu_cpu"], "-bios", "none", "-display",
+                "none", "-monitor", "none", "-serial", "pty", "-kernel", str(elf)]
+
     def fault_message(self, fault_line: str, function_at) -> str:
         """``EK_FAULT Trap pc=... mcause=... mtval=...`` (board/ek_startup.c) with the cause spelled out."""
         fields = dict(re.findall(r"(\w+)=(\S+)", fault_line))

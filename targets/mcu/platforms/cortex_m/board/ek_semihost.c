@@ -6,6 +6,31 @@
  */
 #include "ek_semihost.h"
 
+#ifdef EK_DEVICE
+/* A device build (a board behind a serial port, no debugger): text goes to the host in the link's text frames and
+ * exit stops the core (ek_link.c); the formatting helpers below are shared. */
+#include "ek_link.h"
+
+void ek_write(const void *buf, size_t len)
+{
+    ek_link_text(buf, len);
+}
+
+void ek_print(const char *s)
+{
+    size_t n = 0;
+    while (s[n]) {
+        n++;
+    }
+    ek_link_text(s, n);
+}
+
+void ek_exit(int status)
+{
+    ek_link_halt(status);
+}
+#else
+
 /* SYS_WRITEC/SYS_WRITE0 always go to the debugger's console, which QEMU routes to the semihosting chardev
  * (-semihosting-config chardev=...). SYS_WRITE on an opened ":tt" would go to QEMU's own stdout instead. */
 #define SYS_WRITEC 0x03
@@ -70,6 +95,8 @@ void ek_print(const char *s)
     }
 }
 
+#endif /* EK_DEVICE */
+
 void ek_puts(const char *s)
 {
     ek_print(s);
@@ -126,6 +153,7 @@ void ek_print_hex32(const char *label, uint32_t value)
     ek_write(text, 10);
 }
 
+#ifndef EK_DEVICE
 void ek_exit(int status)
 {
     const uint32_t args[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)status};
@@ -133,3 +161,4 @@ void ek_exit(int status)
         semihost_call(SYS_EXIT_EXTENDED, args);
     }
 }
+#endif

@@ -28,6 +28,14 @@ void ek_reset_handler(void)
                      ".option norelax\n"
                      ".option arch, +zicsr\n" /* binutils 2.40 wants zicsr for CSR access; adding _zicsr to
                                                   -march breaks picolibc's multilib selection (FIELD_NOTES) */
+#ifdef EK_BOOT_ALIAS
+                     /* the core starts in an alias of flash at 0 (GD32VF103): jump to the linked address first,
+                      * so that the PC-relative addresses below point at the real RAM and flash */
+                     "lui t0, %hi(1f)\n"
+                     "addi t0, t0, %lo(1f)\n"
+                     "jr t0\n"
+                     "1:\n"
+#endif
                      "la sp, __ek_stack_top\n"
                      "la t0, ek_trap_entry\n"
                      "csrw mtvec, t0\n"
