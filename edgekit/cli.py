@@ -553,10 +553,11 @@ def report(out: Path = typer.Argument(..., help="A folder written by edgekit com
 @app.command()
 def compare(outs: list[Path] = typer.Argument(..., help="Two or more folders written by edgekit compile."),
             html: Path = typer.Option(Path("compare.html"), "--html", help="Where to write the side-by-side page.")):
-    """Put several builds side by side (e.g. one model on cortex-m7, phone-arm64 and loihi2, or float vs int8)."""
-    from edgekit.report import compare_rows, read_report, render_compare
+    """Put several builds side by side (e.g. one model on cortex-m7, phone-arm64 and loihi2, or float vs int8); a
+    build profiled on several boards (profile --device) gives a column per board."""
+    from edgekit.report import compare_entries, compare_rows, render_compare
 
-    reports = [(f"{read_report(o)['model']['name']}@{o.name}", read_report(o)) for o in outs]
+    reports = compare_entries(outs)
     t = Table(title=f"{len(reports)} builds")
     t.add_column("figure")
     for label, _ in reports:

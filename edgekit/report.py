@@ -283,15 +283,41 @@ COMPARE_FIGURES = [
     ("latency (ms)", lambda r: _pick(r, "latency_ms", "latency_ms"), lambda v: f"{v:.4g}", True),
     ("energy (µJ, est.)", lambda r: r["estimate"].get("energy_uj"), lambda v: f"{v:.4g}", True),
     ("instructions", lambda r: (r.get("measured") or {}).get("instructions"), lambda v: f"{int(v):,}", True),
+    ("device cycles", lambda r: _device(r, "cycles"), lambda v: f"{int(v):,}", True),
+    ("device latency (ms)", lambda r: _device(r, "latency_ms"), lambda v: f"{v:.4g}", True),
+    ("device", lambda r: _device(r, "where"), str, None),
     ("MACs", lambda r: r["model"]["macs"], lambda v: f"{int(v):,}", None),
     ("params", lambda r: r["model"]["params"], lambda v: f"{int(v):,}", None),
     ("fits", lambda r: r["fits"], lambda v: "yes" if v else "no", None),
 ]
 
 
+def _device(report: dict, key: str):
+    """A figure measured on a board (profile --device): the first board with it, by board name."""
+    devices = (report.get("measured") or {}).get("devices") or {}
+    return next((d[key] for _, d in sorted(devices.items()) if d.get(key) is not None), None)
+
+
 def _pick(report: dict, measured_key: str, estimate_key: str):
     m = report.get("measured") or {}
     return m.get(measured_key) if m.get(measured_key) is not None else report["estimate"].get(estimate_key)
+
+
+def compare_entries(outs: list[Path]) -> list[tuple[str, dict]]:
+    """(label, report) per build to compare; a build measured on several boards (profile --device) gives one entry
+    per board, so that boards stand side by side."""
+    entries = []
+    for out in outs:
+        rep = read_report(Path(out))
+        label = f"{rep['model']['name']}@{Path(out).name}"
+        devices = (rep.get("measured") or {}).get("devices") or {}
+        if len(devices) <= 1:
+            entries.append((label + (f":{next(iter(devices))}" if devices else ""), rep))
+            continue
+        for board, found in sorted(devices.items()):
+            one = {**rep, "measured": {**rep["measured"], "devices": {board: found}}}
+            entries.append((f"{label}:{board}", one))
+    return entries
 
 
 def compare_rows(reports: list[tuple[str, dict]]) -> list[dict]:

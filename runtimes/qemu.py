@@ -232,16 +232,16 @@ _PTY = re.compile(r"char device redirected to (/dev/pts/\d+)")
 
 @contextlib.contextmanager
 def serve_pty(elf: str | Path, board: str, platform: Platform | str = "cortex_m", count_instructions: bool = False,
-              start_timeout_s: float = 60.0):
+              start_timeout_s: float = 60.0, extra_args: list[str] | tuple[str, ...] = ()):
     """Boot ``elf`` (a device firmware: runtimes/board.py) on the emulated ``board`` with its first UART on a new
-    pseudo-terminal; yields a :class:`PtyBoard` and stops QEMU (SIGTERM: the counting plugin writes its counts at
+    pseudo-terminal (``extra_args``: a device board's ``qemu_args``); yields a :class:`PtyBoard` and stops QEMU (SIGTERM: the counting plugin writes its counts at
     exit) when the block ends. ToolchainError when QEMU cannot start or names no pseudo-terminal."""
     elf = Path(elf)
     plat = _platform(platform)
     _require([plat.emulator, plat.nm_tool] + (["gcc"] if count_instructions else []), plat.install_hint)
     with tempfile.TemporaryDirectory(prefix="edgekit-pty-") as tmp:
         counts_file = Path(tmp) / "icount.txt"
-        cmd = plat.serial_command(board, elf)
+        cmd = plat.serial_command(board, elf) + list(extra_args)
         if count_instructions:
             marker = next((a for a, _, name in _symbols(elf, plat.nm_tool) if name == "ek_marker"), 0)
             cmd += ["-plugin", f"{_qemu_option_value(plugin_path())},marker=0x{marker:x},"
