@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.errors import DeviceError, UsageError
+from edgekit.errors import DeviceError, ToolchainError, UsageError
 from edgekit.targets.mcu.platforms import Platform, figure, get_platform
 from edgekit.targets.mcu.records import McuBuild
 
@@ -113,8 +113,11 @@ def device_firmware(out: Path, report: dict, board: str | None = None) -> Path:
         cflags = [f for f in build.cflags.split() if f not in opt] + platform.device_defines(info)
         sources = model_sources + [tmp / "main.c"] + [tmp / f.name for f in board_files if f.suffix == ".c"]
         tmp_elf = tmp / "firmware.elf"
-        toolchain.compile_firmware(platform, sources, [out / "src", out / "src" / "include", tmp], cflags,
-                                   platform.link_flags(tmp / "link.ld"), tmp, tmp_elf)
+        try:
+            toolchain.compile_firmware(platform, sources, [out / "src", out / "src" / "include", tmp], cflags,
+                                       platform.link_flags(tmp / "link.ld"), tmp, tmp_elf)
+        except ToolchainError as e:
+            raise ToolchainError(f"device firmware for {info['name']}: {e}") from None
         shutil.rmtree(tmp / "obj", ignore_errors=True)
         for fmt, suffix in (("binary", ".bin"), ("ihex", ".hex")):
             subprocess.run([platform.objcopy_tool, "-O", fmt, str(tmp_elf), str(tmp / f"firmware{suffix}")],

@@ -55,6 +55,33 @@ def session(path: Path, threads: int = THREADS, profile_prefix: str | None = Non
         raise ModelLoadError(f"{path}: ONNX Runtime cannot load it ({first}); compile again") from e
 
 
+def host_int8_saturates() -> bool:
+    """True on an x86-64 host without VNNI (AVX2 only): ONNX Runtime's u8×s8 int8 kernels there use VPMADDUBSW,
+    whose int16 sum of two products saturates (ORT's quantization docs, "saturation issues"), so int8 outputs
+    differ from what the QDQ model means — and from an Arm core's, whose int8 kernels (SMLAL, UDOT) do not
+    saturate. Measured here on digits-cnn: top-1 agreement with float 96.1 % with the host's int8 kernels, 99.7 %
+    with the QDQ semantics."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return not any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def qdq_session(path: Path):
+    """A session that runs the QDQ model as written (graph optimizations off: DequantizeLinear, the float operator,
+    QuantizeLinear), i.e. what an integer kernel without saturation computes, up to float rounding."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def run_batched(sess, input_name: str, x: np.ndarray, batch: int = BATCH, fixed_batch: int | None = None,
                 step=None) -> np.ndarray:
     """First output of ``sess`` on all of ``x``, ``batch`` inputs per run (a fixed-batch model gets padded chunks)."""
@@ -150,6 +177,20 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
         "ort_format_max_abs_diff": ort_diff,
         "layers": layers,
     }
+    if build.quantized and host_int8_saturates():
+        # This host's int8 kernels saturate where a phone's do not: the outputs that stand for the phone are the QDQ
+        # model's own semantics; the host kernels' agreement is kept beside them, labelled.
+        host_outputs = outputs
+        outputs = run_batched(qdq_session(out / "model.onnx"), input_name, x, fixed_batch=fixed)
+        measured.update(max_abs_err=float(np.max(np.abs(outputs - reference))),
+                        mean_abs_err=float(np.mean(np.abs(outputs - reference))),
+                        top1_agreement=float(np.mean(outputs.argmax(-1) == reference.argmax(-1))))
+        measured["host_int8_top1_agreement"] = float(np.mean(host_outputs.argmax(-1) == reference.argmax(-1)))
+        measured["outputs_note"] = (
+            "outputs, accuracy and fidelity: the QDQ model run as written (ONNX Runtime, graph optimizations off), "
+            "because this x86 host has no VNNI and ONNX Runtime's int8 kernels here saturate pairs of u8×s8 "
+            "products (VPMADDUBSW), which an Arm core's int8 kernels do not; with this host's int8 kernels the "
+            f"top-1 agreement with float is {measured['host_int8_top1_agreement']:.1%}")
     if y is not None:
         measured["accuracy"] = float(np.mean(outputs.argmax(-1) == y))
         measured["reference_accuracy"] = float(np.mean(reference.argmax(-1) == y))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgekit import api
-from edgekit.errors import DeviceError, UsageError
+from edgekit.errors import DeviceError, ToolchainError, UsageError
 from edgekit.runtimes import board as board_runtime
 from edgekit.runtimes import devlink
 from edgekit.runtimes.qemu import serve_pty
@@ -284,3 +284,15 @@ def test_profile_device_argument_errors(m7_build, args, code, message):
     assert proc.returncode == code, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_firmware_too_large_for_the_board_leaves_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "gd"
+    art = api.compile(make_tiny(n=4), "gd32vf103", out, quantize="int8", run_firmware=False)
+    riscv = get_platform("riscv")
+    real = riscv.device_board("longan-nano")
+    monkeypatch.setattr(type(riscv), "device_board", lambda self, name: {**real, "ram_size": 0x400})
+    with pytest.raises(ToolchainError, match="device firmware for longan-nano: .* too large for the board's RAM"):
+        board_runtime.device_firmware(out, art.report, "longan-nano")
+    assert not (out / "device" / "longan-nano").exists()
+    assert not list((out / "device").iterdir())

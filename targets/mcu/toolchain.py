@@ -23,7 +23,7 @@ def _run(cmd: list[str], cwd: Path, what: str) -> str:
     if proc.returncode != 0:
         over = re.search(r"region `(\w+)' overflowed by (\d+) bytes", proc.stderr)
         if over:
-            raise ToolchainError(f"{what}: the firmware is {int(over[2]):,} B too large for the emulated board's "
+            raise ToolchainError(f"{what}: the firmware is {int(over[2]):,} B too large for the board's "
                                  f"{over[1]} memory; quantize (--quantize int8) or shrink the model")
         lines = proc.stderr.splitlines()
         first = next((ln for ln in lines if "undefined reference" in ln or "multiple definition" in ln), None) or \
