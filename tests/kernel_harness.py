@@ -90,19 +90,21 @@ def run_on_qemu(cases: list[Case], board: str, build_dir: Path, opt: str = "-O2"
                 timeout_s: float = 120.0) -> list[CaseResult]:
     """Build the runner with the kernels for ``board`` and run all cases under QEMU."""
     from edgekit.runtimes.qemu import run_elf
-    from edgekit.targets.mcu.platforms.cortex_m import PLATFORM
+    from edgekit.targets.mcu.platforms import get_platform
 
+    # an Arm board (boards of platforms/cortex_m) or an RV32 one (platforms/riscv: the kernels' portable path)
+    PLATFORM = get_platform("riscv" if board.startswith("virt-") else "cortex_m")
     build_dir = Path(build_dir)
     support = PLATFORM.write_board_support(board, build_dir, stack_bytes=16 * 1024)
     (build_dir / "cases.bin").write_bytes(build_blob(cases))
     elf = build_dir / "nn_kernels.elf"
-    cmd = ["arm-none-eabi-gcc", *PLATFORM.cflags(board), opt, "-std=c11", "-Wall", "-Wextra", "-Werror",
+    cmd = [PLATFORM.compiler, *PLATFORM.cflags(board), opt, "-std=c11", "-Wall", "-Wextra", "-Werror",
            *extra_cflags, f"-I{support.include_dir}", f"-I{KERNEL_DIR}", f"-Wa,-I{build_dir}",
            str(FIRMWARE_DIR / "nn_kernels_main.c"), str(FIRMWARE_DIR / "cases_blob.S"),
            str(KERNEL_DIR / "ek_nn_s8.c"), str(KERNEL_DIR / "ek_nn_s8_mve.c"), *map(str, support.sources), *PLATFORM.link_flags(support.linker_script),
            "-o", str(elf)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    run = run_elf(elf, board, timeout_s=timeout_s, count_instructions=count_instructions)
+    run = run_elf(elf, board, timeout_s=timeout_s, count_instructions=count_instructions, platform=PLATFORM)
     counts = run.between_markers() if count_instructions else None
     return _parse(run.output, cases, counts)
 

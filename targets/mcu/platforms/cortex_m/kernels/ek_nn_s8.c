@@ -100,6 +100,9 @@ static inline uint32_t ek__pack16(int32_t lo, int32_t hi)
 static inline int32_t ek__lo16(uint32_t w) { return (int16_t)(uint16_t)w; }
 static inline int32_t ek__hi16(uint32_t w) { return (int16_t)(uint16_t)(w >> 16); }
 
+/* int16 halves of packed pair words, read or written as halfwords (little-endian: a word's low half first) */
+typedef int16_t ek__h16 __attribute__((may_alias));
+
 static inline uint32_t ek__read_u32(const void *p) /* any alignment */
 {
     uint32_t v;
@@ -206,17 +209,29 @@ static inline int8_t ek__requant_fast(int32_t acc, const int32_t *q, int32_t upp
     }
     return (int8_t)(v + back);
 }
+#else
+/* The same form without the DSP extension: SMMLA(acc, mult, a) = a + the high word of the 64-bit product (one
+ * MULH on RV32IM), and SSAT's upper bound is implied by the min with upper (<= 127). */
+static inline int8_t ek__requant_fast(int32_t acc, const int32_t *q, int32_t upper, int32_t back)
+{
+    int32_t v = (q[1] + (int32_t)(((int64_t)acc * q[0]) >> 32)) >> q[2];
+    v = v < -128 ? -128 : v;
+    if (v > upper) {
+        v = upper;
+    }
+    return (int8_t)(v + back);
+}
 #endif
 
 typedef struct {
-    int fast;              /* use the SMMLA form (DSP build and EK_NN_FLAG_FAST_REQUANT) */
+    int fast;              /* use the SMMLA form (EK_NN_FLAG_FAST_REQUANT) */
     int32_t out_zp, lo, hi; /* generic form */
     int32_t upper, back;    /* fast form: act_max - act_min - 128, act_min + 128 */
 } ek__rq_t;
 
 static void ek__rq_init(ek__rq_t *r, int32_t flags, int32_t out_zp, int32_t act_min, int32_t act_max)
 {
-    r->fast = EK_NN_DSP && (flags & EK_NN_FLAG_FAST_REQUANT);
+    r->fast = (flags & EK_NN_FLAG_FAST_REQUANT) != 0;
     r->out_zp = out_zp;
     r->lo = act_min;
     r->hi = act_max;
@@ -226,11 +241,9 @@ static void ek__rq_init(ek__rq_t *r, int32_t flags, int32_t out_zp, int32_t act_
 
 static inline int8_t ek__requant(const ek__rq_t *r, int32_t acc, const int32_t *q)
 {
-#if EK_NN_DSP
     if (r->fast) {
         return ek__requant_fast(acc, q, r->upper, r->back);
     }
-#endif
     return ek__requant_generic(acc, q, r->out_zp, r->lo, r->hi);
 }
 
@@ -359,17 +372,19 @@ static __attribute__((noinline)) uint32_t *ek__cvt_pair(const int8_t *s0, const 
     }
     len &= 7;
 #else
-    for (; len >= 8; len -= 8, s0 += 8, s1 += 8, dst += 8) {
-        const uint32_t x0 = ek__read_u32(s0), x1 = ek__read_u32(s1);
-        const uint32_t y0 = ek__read_u32(s0 + 4), y1 = ek__read_u32(s1 + 4);
-        dst[0] = ek__sxtab16(off2, x0);
-        dst[1] = ek__sxtab16(off2, x1);
-        dst[2] = ek__sxtab16_ror8(off2, x0);
-        dst[3] = ek__sxtab16_ror8(off2, x1);
-        dst[4] = ek__sxtab16(off2, y0);
-        dst[5] = ek__sxtab16(off2, y1);
-        dst[6] = ek__sxtab16_ror8(off2, y0);
-        dst[7] = ek__sxtab16_ror8(off2, y1);
+    /* Without SIMD: one byte load, add and halfword store per element, in SXTAB16's order (bytes 0 and 2 of a
+     * word in one pair, 1 and 3 in the next), written through an int16 view of the pair words. */
+    const int32_t o = ek__lo16(off2);
+    for (; len >= 4; len -= 4, s0 += 4, s1 += 4, dst += 4) {
+        ek__h16 *d = (ek__h16 *)dst;
+        d[0] = (int16_t)(s0[0] + o);
+        d[1] = (int16_t)(s0[2] + o);
+        d[2] = (int16_t)(s1[0] + o);
+        d[3] = (int16_t)(s1[2] + o);
+        d[4] = (int16_t)(s0[1] + o);
+        d[5] = (int16_t)(s0[3] + o);
+        d[6] = (int16_t)(s1[1] + o);
+        d[7] = (int16_t)(s1[3] + o);
     }
 #endif
     if (len >= 4) {
@@ -677,25 +692,25 @@ __asm__(
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast_noclamp, 2\n"
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_raw, 0\n");
 #else
-/* Portable GEMM over the same layouts: raw accumulators, 8 per pair (2 pixels x 4 channels). Each int16 half of
- * the 2 input words is extracted once for the 4 channels, each weight half once for the 2 pixels, the reduction
- * loop runs on an end pointer: per pair of reduction steps 6 loads, 18 extractions, 16 multiplies, 16 adds and 4
- * loop instructions for 16 MACs on a core without SIMD (RV32IM); 8 accumulators stay in registers. Wrapping int32
- * sums, as SMLAD. */
+/* Portable GEMM over the same layouts: raw accumulators, 8 per pair (2 pixels x 4 channels). The packed int16 pairs
+ * of tile and weights are read as int16 arrays (little-endian: a word's low half first), so every operand is one
+ * sign-extending halfword load (lh on RV32) instead of shifts: per pair of reduction steps 12 loads, 16 multiplies,
+ * 16 adds and 3 loop instructions for 16 MACs on a core without SIMD (RV32IM); 8 accumulators stay in registers.
+ * Wrapping int32 sums, as SMLAD. */
 static void ek__conv_gemm_portable(const uint32_t *tile, int32_t npairs, const ek__conv_geom_t *g, const uint32_t *w16,
                                    const int32_t *bias8, int32_t *accbuf)
 {
     const int32_t pw = g->pair_bytes / 4;
     for (int32_t j = 0; j < npairs; j++, accbuf += 8) {
-        const uint32_t *a = tile + j * pw;
-        const uint32_t *w = w16, *const w_end = w16 + 4 * g->k_pairs;
+        const ek__h16 *a = (const ek__h16 *)(tile + j * pw);
+        const ek__h16 *w = (const ek__h16 *)w16, *const w_end = w + 8 * g->k_pairs;
         uint32_t p0 = (uint32_t)bias8[0], p1 = (uint32_t)bias8[1], p2 = (uint32_t)bias8[2], p3 = (uint32_t)bias8[3];
         uint32_t r0 = (uint32_t)bias8[4], r1 = (uint32_t)bias8[5], r2 = (uint32_t)bias8[6], r3 = (uint32_t)bias8[7];
-        for (; w < w_end; a += 2, w += 4) {
-            const int32_t xl = ek__lo16(a[0]), xh = ek__hi16(a[0]), yl = ek__lo16(a[1]), yh = ek__hi16(a[1]);
+        for (; w < w_end; a += 4, w += 8) {
+            const int32_t xl = a[0], xh = a[1], yl = a[2], yh = a[3];
 #define EK__PORTABLE_CH(k, pk, rk)                                                                             \
     do {                                                                                                       \
-        const int32_t wl = ek__lo16(w[k]), wh = ek__hi16(w[k]);                                                \
+        const int32_t wl = w[2 * (k)], wh = w[2 * (k) + 1];                                                    \
         pk += (uint32_t)(xl * wl) + (uint32_t)(xh * wh);                                                       \
         rk += (uint32_t)(yl * wl) + (uint32_t)(yh * wh);                                                       \
     } while (0)
