@@ -1050,6 +1050,7 @@ static inline __attribute__((always_inline)) void ek__fc_block_n(const uint32_t 
     for (int32_t k0 = 0; k0 < words; k0 += EK_FC_CHUNK) {
         const int32_t k1 = words - k0 < EK_FC_CHUNK ? words : k0 + EK_FC_CHUNK;
         int32_t acc[4] = {0, 0, 0, 0};
+#if EK_NN_DSP
         for (int32_t k = k0; k < k1; k++) {
             const uint32_t u = x[2 * k], y = x[2 * k + 1];
             for (int32_t c = 0; c < nc; c++) {
@@ -1057,6 +1058,37 @@ static inline __attribute__((always_inline)) void ek__fc_block_n(const uint32_t 
                 acc[c] = ek__smlad(ek__sxtb16(wv), y, ek__smlad(wv, u, acc[c]));
             }
         }
+#else
+        /* The same sums without SIMD, every operand one load: SMLAD(wv, u) takes wv's int16 halves (lh), SXTB16(wv)
+         * its bytes 0 and 2 (lb); u and y as int16 halves (lh), shared by the channels. */
+        const ek__h16 *xh = (const ek__h16 *)(x + 2 * k0);
+        const int8_t *wb = (const int8_t *)(w + nc * k0);
+#define EK__FC_TERM(c) ((uint32_t)(((const ek__h16 *)(wb + 4 * (c)))[0] * ul) +                                    \
+                        (uint32_t)(((const ek__h16 *)(wb + 4 * (c)))[1] * uh) + (uint32_t)(wb[4 * (c)] * yl) +      \
+                        (uint32_t)(wb[4 * (c) + 2] * yh))
+        if (nc == 4) { /* four accumulators in registers (a loop over c keeps them in memory) */
+            uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            for (int32_t k = k0; k < k1; k++, xh += 4, wb += 16) {
+                const int32_t ul = xh[0], uh = xh[1], yl = xh[2], yh = xh[3];
+                a0 += EK__FC_TERM(0);
+                a1 += EK__FC_TERM(1);
+                a2 += EK__FC_TERM(2);
+                a3 += EK__FC_TERM(3);
+            }
+            acc[0] = (int32_t)a0;
+            acc[1] = (int32_t)a1;
+            acc[2] = (int32_t)a2;
+            acc[3] = (int32_t)a3;
+        } else {
+            for (int32_t k = k0; k < k1; k++, xh += 4, wb += 4 * nc) {
+                const int32_t ul = xh[0], uh = xh[1], yl = xh[2], yh = xh[3];
+                for (int32_t c = 0; c < nc; c++) {
+                    acc[c] = (int32_t)((uint32_t)acc[c] + EK__FC_TERM(c));
+                }
+            }
+        }
+#undef EK__FC_TERM
+#endif
         for (int32_t c = 0; c < nc; c++) {
             tot[c] = (int32_t)((uint32_t)tot[c] + (uint32_t)(acc[c] >> 8));
         }
