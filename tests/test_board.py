@@ -208,6 +208,27 @@ def test_step_program_over_the_link(tmp_path):
     assert art.report["measured"]["instructions"]  # the emulated figures were measured first
 
 
+def test_device_refuses_bad_requests_and_stays_in_step(m7_build):
+    """The firmware's side of a bad link: a corrupted request, one too long and one of the wrong size are each
+    refused with a reason, and the next request is answered as if nothing had happened. (The too-long request's
+    payload is zeros: the firmware hunts through it for the next sync, which zeros never contain.)"""
+    x = np.load(m7_build / "reference.npz")["x_device"]
+    good = x[0].tobytes()
+    with _serve(m7_build, "mps2-an500") as qemu, devlink.Link(qemu.port) as link:
+        info = link.hello(timeout_s=60)
+        frame = bytearray(devlink.encode("R", 99, good))
+        frame[-1] ^= 0xFF  # the CRC no longer matches
+        for raw, reason in ((bytes(frame), "bad checksum"),
+                            (devlink.encode("R", 98, bytes(len(good) + 200)), "longer than the model's input"),
+                            (devlink.encode("R", 97, good[:-1]), "wrong size")):
+            link._port.write(raw)
+            with pytest.raises(DeviceError, match=reason):
+                link.answer(0, timeout_s=60)
+        first = link.run(good, info, timeout_s=60)
+        again = link.run(good, info, timeout_s=60)
+    assert first.status == 0 and first.output == again.output
+
+
 def test_the_wrong_model_on_the_board_is_caught(m7_build, tmp_path):
     other = tmp_path / "other"
     api.compile(make_tiny(seed=1), "cortex-m7", other, quantize="int8")

@@ -94,17 +94,14 @@ int ek_link_recv(uint8_t *type, uint32_t *seq, uint8_t *buf, uint32_t cap, uint3
     crc = ek_crc_byte(crc, *type);
     *seq = ek_get_u32(&crc);
     *len = ek_get_u32(&crc);
-    for (uint32_t i = 0; i < *len; i++) {
-        uint8_t b = ek_device_getc();
-        crc = ek_crc_byte(crc, b);
-        if (i < cap) {
-            buf[i] = b;
-        }
-    }
-    uint32_t sent = ek_get_u32(0);
-    if (*len > cap) {
+    if (*len > cap) { /* (noise that looked like a header, or a request for another model): resync at once */
         return EK_LINK_TOO_LONG;
     }
+    for (uint32_t i = 0; i < *len; i++) {
+        buf[i] = ek_device_getc();
+        crc = ek_crc_byte(crc, buf[i]);
+    }
+    uint32_t sent = ek_get_u32(0);
     return sent == ~crc ? EK_LINK_OK : EK_LINK_BAD_CRC;
 }
 

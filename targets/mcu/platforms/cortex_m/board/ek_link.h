@@ -33,8 +33,9 @@ void ek_link_end(void);
 void ek_link_send(uint8_t type, uint32_t seq, const void *data, uint32_t len);
 
 /* Wait for the next frame and read its payload into buf (at most cap bytes). Bytes before a frame's sync are
- * skipped. A frame longer than cap is read and dropped (EK_LINK_TOO_LONG), one whose checksum is wrong gives
- * EK_LINK_BAD_CRC; *type, *seq and *len are set in every case. */
+ * skipped. A header announcing more than cap bytes gives EK_LINK_TOO_LONG at once (the payload is left to the next
+ * sync hunt, so noise cannot make it wait for gigabytes), one whose checksum is wrong EK_LINK_BAD_CRC; *type, *seq
+ * and *len are set in every case. */
 int ek_link_recv(uint8_t *type, uint32_t *seq, uint8_t *buf, uint32_t cap, uint32_t *len);
 
 /* Text for the host ('T' frames, sent at each newline and when 120 bytes are waiting): what ek_print & co. write in
