@@ -1511,14 +1511,19 @@ static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, 
                                         j_hi - j_lo};
         ek__dw_build4(&ba);
 #else
-        for (int32_t j = j_lo; j < j_hi; j++, src += 2 * C) {
-            const uint32_t x0 = ek__read_u32(src), x1 = ek__read_u32(src + C);
-            const uint32_t a02 = ek__sxtab16(off2, x0), a13 = ek__sxtab16_ror8(off2, x0);
-            const uint32_t b02 = ek__sxtab16(off2, x1), b13 = ek__sxtab16_ror8(off2, x1);
-            rows[0][j] = (a02 & 0xFFFFu) | (b02 << 16);
-            rows[2][j] = (a02 >> 16) | (b02 & 0xFFFF0000u);
-            rows[1][j] = (a13 & 0xFFFFu) | (b13 << 16);
-            rows[3][j] = (a13 >> 16) | (b13 & 0xFFFF0000u);
+        /* without SIMD: a byte load, add and halfword store per element (word j of channel ch's row holds its
+         * columns 2j, 2j+1) */
+        ek__h16 *d0 = (ek__h16 *)(rows[0] + j_lo), *d1 = (ek__h16 *)(rows[1] + j_lo);
+        ek__h16 *d2 = (ek__h16 *)(rows[2] + j_lo), *d3 = (ek__h16 *)(rows[3] + j_lo);
+        for (int32_t j = j_lo; j < j_hi; j++, src += 2 * C, d0 += 2, d1 += 2, d2 += 2, d3 += 2) {
+            d0[0] = (int16_t)(src[0] + off);
+            d0[1] = (int16_t)(src[C] + off);
+            d1[0] = (int16_t)(src[1] + off);
+            d1[1] = (int16_t)(src[C + 1] + off);
+            d2[0] = (int16_t)(src[2] + off);
+            d2[1] = (int16_t)(src[C + 2] + off);
+            d3[0] = (int16_t)(src[3] + off);
+            d3[1] = (int16_t)(src[C + 3] + off);
         }
 #endif
         if (((pl + iw) & 1) && j_hi < rw) { /* (input column in_w - 1, padding) */
@@ -1578,7 +1583,38 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
         }                                                                                                           \
     } while (0)
 #else
-#define EK_DW_OUT(dst, acc) ((dst) = ek__requant_generic((acc), q, rq->out_zp, rq->lo, rq->hi))
+#define EK_DW_OUT(dst, acc) ((dst) = ek__requant(rq, (acc), q))
+    /* Without SIMD (RV32IM): the ring's int16 values read as halfwords, the 9 weights held as scalars; with
+     * stride 1 two outputs per step share the 4 values loaded per kernel row (12 loads, 18 multiplies and adds
+     * for 18 MACs). Wrapping int32 sums, as SMLAD. */
+    if (kh == 3 && kw == 3 && p->dilation_h == 1 && p->dilation_w == 1 && (p->stride_w == 1 || p->stride_w == 2)) {
+        const ek__h16 *h0 = (const ek__h16 *)r0, *h1 = (const ek__h16 *)r1, *h2 = (const ek__h16 *)r2;
+        const int32_t w0 = wq[0], w1 = wq[1], w2 = wq[2], w3 = wq[3], w4 = wq[4], w5 = wq[5], w6 = wq[6], w7 = wq[7],
+                      w8 = wq[8], sw = p->stride_w;
+        int32_t ox = 0;
+        if (sw == 1) {
+            for (; ox + 1 < ow; ox += 2, h0 += 2, h1 += 2, h2 += 2, out += 2 * C) {
+                int32_t a = h0[0], b = h0[1], c = h0[2], d = h0[3];
+                uint32_t o0 = (uint32_t)bias + (uint32_t)(a * w0) + (uint32_t)(b * w1) + (uint32_t)(c * w2);
+                uint32_t o1 = (uint32_t)bias + (uint32_t)(b * w0) + (uint32_t)(c * w1) + (uint32_t)(d * w2);
+                a = h1[0], b = h1[1], c = h1[2], d = h1[3];
+                o0 += (uint32_t)(a * w3) + (uint32_t)(b * w4) + (uint32_t)(c * w5);
+                o1 += (uint32_t)(b * w3) + (uint32_t)(c * w4) + (uint32_t)(d * w5);
+                a = h2[0], b = h2[1], c = h2[2], d = h2[3];
+                o0 += (uint32_t)(a * w6) + (uint32_t)(b * w7) + (uint32_t)(c * w8);
+                o1 += (uint32_t)(b * w6) + (uint32_t)(c * w7) + (uint32_t)(d * w8);
+                EK_DW_OUT(out[0], (int32_t)o0);
+                EK_DW_OUT(out[C], (int32_t)o1);
+            }
+        }
+        for (; ox < ow; ox++, h0 += sw, h1 += sw, h2 += sw, out += C) {
+            const uint32_t o = (uint32_t)bias + (uint32_t)(h0[0] * w0) + (uint32_t)(h0[1] * w1) + (uint32_t)(h0[2] * w2) +
+                               (uint32_t)(h1[0] * w3) + (uint32_t)(h1[1] * w4) + (uint32_t)(h1[2] * w5) +
+                               (uint32_t)(h2[0] * w6) + (uint32_t)(h2[1] * w7) + (uint32_t)(h2[2] * w8);
+            EK_DW_OUT(out[0], (int32_t)o);
+        }
+        return;
+    }
 #endif
     if (kh == 3 && kw == 3 && p->dilation_h == 1 && p->dilation_w == 1 && p->stride_w == 1) {
         /* two outputs per step: words A = cols (x, x+1), B = (x+2, x+3) of each kernel row */
@@ -1640,9 +1676,9 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
             const uint32_t *row = ky < 16 ? rows[ky]
                                           : ring + ((oy * p->stride_h + ky * p->dilation_h) % g->slots) * g->row_words;
             const int8_t *wr = wq + ky * kw;
-            int32_t col = ox * p->stride_w;
-            for (int32_t kx = 0; kx < kw; kx++, col += p->dilation_w) {
-                acc += (uint32_t)(ek__elem16(row, col) * wr[kx]);
+            const ek__h16 *h = (const ek__h16 *)row + ox * p->stride_w; /* (ek__elem16 as a halfword load) */
+            for (int32_t kx = 0; kx < kw; kx++, h += p->dilation_w) {
+                acc += (uint32_t)(h[0] * wr[kx]);
             }
         }
         EK_DW_OUT(out[0], (int32_t)acc);
