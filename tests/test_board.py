@@ -172,6 +172,19 @@ def _emulated_calls(out: Path, K: int) -> list[float]:
     return [b - a for a, b in zip(counts[:K], counts[1:K + 1])]
 
 
+@pytest.mark.parametrize("target, board", [("cortex-m4", "mps2-an386"), ("cortex-m33", "mps2-an505"),
+                                           ("cortex-m55", "mps3-an547")])
+def test_other_cores_over_the_link(tmp_path, target, board):
+    """Every emulated Cortex-M board runs the device firmware (the M55's with its Helium kernels), bit-exact."""
+    out = tmp_path / target
+    api.compile(make_tiny(n=6), target, out, quantize="int8")
+    with _serve(out, board) as qemu:
+        art = api.profile(out, device=qemu.port, board=board, flash_method="none")
+    dev = art.report["measured"]["devices"][board]
+    assert dev["outputs_match"] and dev["max_abs_err_lsb"] == 0 and dev["test_inputs"] == 6
+    assert dev["cycles"] is None and not dev["cycles_available"]
+
+
 def test_cycle_path_on_riscv_where_mcycle_counts_instructions(tmp_path):
     """QEMU virt with -icount shift=0: mcycle advances one per instruction, so the device's cycles per kernel call
     must equal the plugin's instruction counts of the same run (up to the marker's own few instructions)."""
