@@ -74,13 +74,20 @@ def _stamp(out: Path, info: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def device_firmware(out: Path, report: dict, board: str | None = None) -> Path:
-    """OUT/device/<board>/firmware.elf (with .hex and .bin), built when missing or stale; returns the ELF. Built in
-    a temporary folder and moved into place whole: a failed build leaves nothing half-written."""
+def device_firmware(out: Path, report: dict, board: str | None = None, baud: int | None = None) -> Path:
+    """OUT/device/<board>/firmware.elf (with .hex and .bin), built when missing or stale (another model, board
+    file or ``baud``: the UART's rate is compiled in); returns the ELF. Built in a temporary folder and moved into
+    place whole: a failed build leaves nothing half-written."""
     from edgekit.targets.mcu import codegen, toolchain
 
     out = Path(out)
     platform, info, build = board_for(report, board)
+    if baud is not None:
+        info = {**info, "baud": int(baud)}
+    uart_clock = figure(info["uart_clock_hz"])
+    if not 0 < info["baud"] <= uart_clock / 16:  # the UARTs here divide their clock by at least 16
+        raise UsageError(f"--baud {info['baud']}: {info['name']}'s UART runs from {uart_clock / 1e6:g} MHz and takes "
+                         f"at most {int(uart_clock // 16):,} baud")
     folder = out / "device" / info["name"]
     stamp = _stamp(out, info)
     elf = folder / "firmware.elf"
@@ -122,6 +129,11 @@ def device_firmware(out: Path, report: dict, board: str | None = None) -> Path:
         for fmt, suffix in (("binary", ".bin"), ("ihex", ".hex")):
             subprocess.run([platform.objcopy_tool, "-O", fmt, str(tmp_elf), str(tmp / f"firmware{suffix}")],
                            check=True, capture_output=True)
+        (tmp / "build.txt").write_text(  # how it was built, for the user (and to rebuild it by hand)
+            f"{platform.compiler} {' '.join(cflags + toolchain.OPT_FLAGS)} -I../../src -I../../src/include -I. "
+            f"{' '.join(str(p.relative_to(out)) for p in model_sources)} "
+            f"{' '.join(f.name for f in board_files if f.suffix == '.c')} main.c "
+            f"{' '.join(str(f) for f in platform.link_flags('link.ld'))} -o firmware.elf\n")
         (tmp / ".stamp").write_text(stamp)
         tmp.chmod(0o755)  # mkdtemp's folder is private; OUT's other folders are not
         if folder.exists():
@@ -234,9 +246,9 @@ def profile(out: Path, report: dict, port, board: str | None = None, flash_metho
     out = Path(out)
     platform, info, build = board_for(report, board)
     method = choose_flash(flash_method, info)
-    elf = device_firmware(out, report, info["name"])
-    flashed = flash(method, info, elf)
     baud = int(baud or info["baud"])
+    elf = device_firmware(out, report, info["name"], baud)
+    flashed = flash(method, info, elf)
     ref = np.load(out / "reference.npz")
     x = ref["x_device"]
     expected = ref["expected"]

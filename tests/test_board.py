@@ -242,6 +242,20 @@ def test_device_refuses_bad_requests_and_stays_in_step(m7_build):
     assert first.status == 0 and first.output == again.output
 
 
+def test_baud_rate_is_compiled_into_the_firmware(m7_build):
+    rep = json.loads((m7_build / "report.json").read_text())
+    default = board_runtime.device_firmware(m7_build, rep, "mps2-an500")
+    assert "-DEK_UART_BAUD=115200u" in (default.parent / "build.txt").read_text()
+    fast = board_runtime.device_firmware(m7_build, rep, "mps2-an500", baud=921600)  # rebuilt in place
+    assert fast == default and "-DEK_UART_BAUD=921600u" in (fast.parent / "build.txt").read_text()
+    with serve_pty(fast, "mps2-an500") as qemu:
+        art = api.profile(m7_build, device=qemu.port, board="mps2-an500", flash_method="none", baud=921600,
+                          samples=2)
+    dev = art.report["measured"]["devices"]["mps2-an500"]
+    assert dev["baud"] == 921600 and dev["outputs_match"] and dev["test_inputs"] == 2
+    assert "-DEK_UART_BAUD=921600u" in (m7_build / dev["firmware"]).with_name("build.txt").read_text()
+
+
 def test_the_wrong_model_on_the_board_is_caught(m7_build, tmp_path):
     other = tmp_path / "other"
     api.compile(make_tiny(seed=1), "cortex-m7", other, quantize="int8")
@@ -312,6 +326,8 @@ def test_longan_nano_firmware_builds(tmp_path):
      "cannot open /dev/edgekit-no-such-port"),
     (["--device", "/dev/null", "--board", "no-such-board"], UsageError.exit_code, "unknown board 'no-such-board'"),
     (["--device", "/dev/null", "--board", "mps2-an500", "--flash", "pyocd"], UsageError.exit_code, "is emulated"),
+    (["--device", "/dev/null", "--board", "mps2-an500", "--baud", "4000000"], UsageError.exit_code,
+     "takes at most 1,562,500 baud"),
 ])
 def test_profile_device_argument_errors(m7_build, args, code, message):
     proc = subprocess.run([EDGEKIT, "profile", str(m7_build), *args], capture_output=True, text=True, timeout=300)
