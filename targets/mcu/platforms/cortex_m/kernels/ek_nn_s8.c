@@ -1834,6 +1834,7 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     const ek__rq_t r = *rq;
     const int fast3x3 = r.fast && kh == 3 && kw == 3 && dh == 1 && dw == 1;
     (void)fast3x3;
+    (void)off2; /* (the portable path adds x_off per byte) */
     for (int32_t oy = 0; oy < out_h; oy++) {
         const int32_t iy0 = oy * sh - pt;
         int32_t ky0 = 0, ky1 = kh;
@@ -1886,12 +1887,22 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
                 for (int32_t ky = 0; ky < nky; ky++, irow += dhr, wt += wskip) {
                     const int8_t *ip = irow;
                     for (int32_t kx = 0; kx < nkx; kx++, ip += dwc, wt += 2) {
+#if EK_NN_DSP
                         const uint32_t x = ek__read_u32(ip);
                         const uint32_t x02 = ek__sxtab16(off2, x), x13 = ek__sxtab16_ror8(off2, x);
                         a0 = ek__smlabb(x02, wt[0], a0);
                         a2 = ek__smlatt(x02, wt[0], a2);
                         a1 = ek__smlabb(x13, wt[1], a1);
                         a3 = ek__smlatt(x13, wt[1], a3);
+#else
+                        /* without SIMD: byte loads of the 4 channels, the weight pairs {c0, c2}, {c1, c3} as
+                         * halfwords (wrapping sums, as SMLA) */
+                        const ek__h16 *wh = (const ek__h16 *)wt;
+                        a0 = (int32_t)((uint32_t)a0 + (uint32_t)((ip[0] + x_off) * wh[0]));
+                        a2 = (int32_t)((uint32_t)a2 + (uint32_t)((ip[2] + x_off) * wh[1]));
+                        a1 = (int32_t)((uint32_t)a1 + (uint32_t)((ip[1] + x_off) * wh[2]));
+                        a3 = (int32_t)((uint32_t)a3 + (uint32_t)((ip[3] + x_off) * wh[3]));
+#endif
                     }
                 }
                 const int32_t *q = requant + 4 * c0;
