@@ -5,6 +5,8 @@
                                                       # print the [cost] lines for targets/profiles/*.toml
     .venv/bin/python bench/estimators.py --fit-code   # fit the Cortex-M code-size model to built ELFs
     .venv/bin/python bench/estimators.py --calibrate-phone   # fit the phone model to ONNX Runtime runs (writes it)
+    .venv/bin/python bench/estimators.py --calibrate-cells --cores esp32-c3 gd32vf103 ch32v307
+                                                      # fit the recurrent cells' terms per core (writes them)
 
 The Cortex-M cost model: instructions of a step = a·units + b·outputs + c (units: MACs for conv/linear kernels,
 elements for the rest; see targets/mcu/cost.py). ``--fit`` solves for (a, b, c) per kernel family by
@@ -317,6 +319,77 @@ def fit_code(console) -> None:
     console.print(t)
 
 
+CELL_MODELS = ("digits-gru", "digits-lmu", "digits-egru", "kws-gru", "kws-lmu")
+CELL_TERMS = ("", "_per_gate_input", "_per_unit", "_per_activation", "_per_call")
+EVENT_TERMS = ("", "_per_unit", "_per_call")
+
+
+def calibrate_cells(cores, write: bool, sequences: int = 6):
+    """Fit the recurrent-cell cost terms of ``cores`` (targets/mcu/cost.py: per MAC, per gate input, per unit, per
+    sigmoid/tanh, per call; the EGRU's event product per active MAC, per unit, per call) to the per-call
+    instructions of the bundled recurrent examples (int8 and float32, ``sequences`` test sequences each) run on the
+    core's emulated board, and write them into targets/profiles/cost/<core>.toml (``rnn_<dtype>_step...``).
+    Returns {(core, key): (coefficients, calls, max error)}."""
+    from scipy.optimize import nnls
+
+    from edgekit.targets import CompileOptions
+    from edgekit.targets.mcu.cost import GATES_PER_PASS
+
+    work = Path(tempfile.mkdtemp(prefix="ek-cells-"))
+    rows = defaultdict(list)  # (core, key) -> [(features, measured)]
+    try:
+        for core in cores:
+            for name in CELL_MODELS:
+                for q in (None, "int8"):
+                    out = work / f"{name}-{core}-{q}"
+                    try:
+                        art = api.compile(name, core, out, CompileOptions(quantize=q,
+                                                                          extra={"test_sequences": sequences}))
+                        m = api.profile(out).measured
+                    except EdgekitError as e:
+                        print(f"{name} {core} {q}: {e}", file=sys.stderr)
+                        continue
+                    b = art.report["build"]
+                    for terms, kernel, measured in zip(b["step_cost_terms"], b["step_kernels"],
+                                                       m["step_instructions"]):
+                        key, macs, units, acts, calls = terms
+                        if key.startswith("rnn_event_"):
+                            rows[(core, key)].append(([macs, units, 1.0], measured))
+                        elif key.startswith("rnn_"):
+                            op = kernel.split("ek_tvm_")[-1].rsplit("_", 1)[0]
+                            rows[(core, key)].append(([macs, macs / GATES_PER_PASS.get(op, 1), units, acts, 1.0],
+                                                      measured))
+                    shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    fitted = {}
+    for (core, key), data in rows.items():
+        if len(data) < len(data[0][0]):  # fewer calls than terms (one EGRU's event product): keep the defaults
+            print(f"{core} {key}: {len(data)} calls for {len(data[0][0])} terms, not fitted", file=sys.stderr)
+            continue
+        A = np.array([f for f, _ in data], float)
+        y = np.array([v for _, v in data], float)
+        coef, _ = nnls(A / y[:, None], np.ones(len(y)))  # relative error weighted
+        err = float(np.max(np.abs(A @ coef - y) / y))
+        fitted[(core, key)] = (coef, len(y), err)
+    if write:
+        out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
+        for core in cores:
+            path = out_dir / f"{core}.toml"
+            lines = path.read_text().splitlines() if path.is_file() else ["[cost]"]
+            new = {}
+            for (c, key), (coef, n, err) in fitted.items():
+                if c != core:
+                    continue
+                src = (f"fitted by bench/estimators.py --calibrate-cells over {n} recurrent kernel calls "
+                       f"(max error {err:.0%})")
+                for suffix, v in zip(EVENT_TERMS if key.startswith("rnn_event_") else CELL_TERMS, coef):
+                    new[f"{key}_step{suffix}"] = f'{key}_step{suffix} = {{ value = {v:.4g}, source = "{src}" }}'
+            lines = [ln for ln in lines if ln.split(" = ", 1)[0] not in new] + sorted(new.values())
+            path.write_text("\n".join(lines) + "\n")
+    return fitted
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true")
@@ -326,6 +399,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", nargs="+", default=["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"])
     ap.add_argument("--fit-code", action="store_true",
                     help="fit the Cortex-M code-size model to built ELFs and print its constants")
+    ap.add_argument("--calibrate-cells", action="store_true",
+                    help="fit the recurrent-cell cost terms of --cores to the bundled recurrent examples and write "
+                         "them into targets/profiles/cost/<core>.toml")
     ap.add_argument("--calibrate-phone", action="store_true",
                     help="fit the phone model to ONNX Runtime runs and write targets/profiles/cost/phone-arm64.toml")
     args = ap.parse_args(argv)
@@ -336,6 +412,10 @@ def main(argv=None) -> int:
         for key, (lat, fl, n, err) in fitted.items():
             console.print(f"{key}: {n} models, max latency error {err:.1%}: "
                           + ", ".join(f"{k}={v:.3g}" for k, v in {**lat, **fl}.items()))
+        return 0
+    if args.calibrate_cells:
+        for (core, key), (coef, n, err) in sorted(calibrate_cells(args.cores, write=True).items()):
+            console.print(f"{core} {key}: {n} calls, max error {err:.1%}: " + ", ".join(f"{v:.4g}" for v in coef))
         return 0
     if args.fit_code:
         fit_code(console)
