@@ -159,7 +159,9 @@ def test_cli_profiles_the_device_over_qemus_pty(m7_build):
     assert "On the device" in html and "Cycles unavailable" in html
     cmp = subprocess.run([EDGEKIT, "compare", str(out), str(out), "--html", str(out / "compare.html")],
                          capture_output=True, text=True, timeout=300)
-    assert cmp.returncode == 0 and "device" in cmp.stdout
+    assert cmp.returncode == 0, cmp.stderr
+    page = (out / "compare.html").read_text()
+    assert "tiny@m7:mps2-an500" in page and "emulated board behind a pseudo-terminal" in page  # a column per board
 
 
 def _emulated_calls(out: Path, K: int) -> list[float]:
@@ -306,7 +308,9 @@ def test_device_firmware_for_each_development_board_builds(m7_build):
     elf = board_runtime.device_firmware(m7_build, rep, "nucleo-h743zi2")
     assert elf.is_file() and elf.with_suffix(".hex").is_file() and elf.with_suffix(".bin").is_file()
     assert "0x08000000" in (elf.parent / "link.ld").read_text().lower()
-    assert board_runtime.device_firmware(m7_build, rep, "nucleo-h743zi2") == elf  # up to date: not rebuilt
+    built = elf.stat().st_mtime_ns
+    assert board_runtime.device_firmware(m7_build, rep, "nucleo-h743zi2") == elf
+    assert elf.stat().st_mtime_ns == built  # up to date: not rebuilt
     with pytest.raises(UsageError, match="has a cortex-m4 core"):
         board_runtime.device_firmware(m7_build, rep, "nucleo-l476rg")
     assert not (m7_build / "device" / "nucleo-l476rg").exists()
