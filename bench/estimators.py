@@ -205,14 +205,19 @@ def calibrate(cores, write: bool):
                     if suffix == "" or v > 0:
                         lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
             # Keys this calibration does not fit (e.g. the sparse kernels', fitted by bench/sparse.py) are kept.
-            path = out_dir / f"{core}.toml"
             fitted_keys = {key + suffix for (c, key) in fitted if c == core
                            for suffix in ("", "_per_output", "_per_input", "_per_call")}  # (zero terms too)
-            if path.is_file():
-                lines += [ln for ln in path.read_text().splitlines()
-                          if " = " in ln and not ln.startswith("#") and ln.split(" = ", 1)[0] not in fitted_keys]
-            path.write_text("\n".join(lines) + "\n")
+            _write_cost_file(out_dir / f"{core}.toml", lines, fitted_keys)
     return results, fitted
+
+
+def _write_cost_file(path: Path, lines: list[str], replaced: set[str]) -> None:
+    """Write ``lines`` (header and fitted values) to the cost file ``path``, keeping its other values: those whose
+    key is not in ``replaced``."""
+    if path.is_file():
+        lines = lines + [ln for ln in path.read_text().splitlines()
+                         if " = " in ln and not ln.startswith("#") and ln.split(" = ", 1)[0] not in replaced]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def calibrate_phone(write: bool):
@@ -376,7 +381,7 @@ def calibrate_cells(cores, write: bool, sequences: int = 6):
         out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
         for core in cores:
             path = out_dir / f"{core}.toml"
-            lines = path.read_text().splitlines() if path.is_file() else ["[cost]"]
+            head = [ln for ln in path.read_text().splitlines() if " = " not in ln] if path.is_file() else ["[cost]"]
             new = {}
             for (c, key), (coef, n, err) in fitted.items():
                 if c != core:
@@ -385,8 +390,7 @@ def calibrate_cells(cores, write: bool, sequences: int = 6):
                        f"(max error {err:.0%})")
                 for suffix, v in zip(EVENT_TERMS if key.startswith("rnn_event_") else CELL_TERMS, coef):
                     new[f"{key}_step{suffix}"] = f'{key}_step{suffix} = {{ value = {v:.4g}, source = "{src}" }}'
-            lines = [ln for ln in lines if ln.split(" = ", 1)[0] not in new] + sorted(new.values())
-            path.write_text("\n".join(lines) + "\n")
+            _write_cost_file(path, head + sorted(new.values()), set(new))
     return fitted
 
 

@@ -304,9 +304,13 @@ def profile(out: str | Path, **kw) -> Artifact:
     out = Path(out)
     rep = reporting.read_report(out)
     try:
-        module = get_target(get_profile(rep["target"])).runtime
+        prof = get_profile(rep["target"])
+        target = get_target(prof)
     except UsageError:
         raise UsageError(f"{out}/report.json: unknown target '{rep['target']}'; compile again") from None
+    module = target.runtime
+    if kw.get("device") is not None and "device" not in target.capabilities(prof).profile_options:
+        raise UsageError(f"--device runs microcontroller builds on a board; {out} is for {rep['target']}")
     try:
         runtime = importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -314,45 +318,18 @@ def profile(out: str | Path, **kw) -> Artifact:
             raise
         raise UnsupportedError(f"{out}: {module} is not part of this edgekit installation, so {rep['target']} "
                                "builds cannot be profiled here") from e
-    device = kw.pop("device", None)
-    if device is not None:  # a board behind a serial port: its figures go beside the emulated ones
-        _profile_device(out, rep, module, runtime, device, kw)
-    else:
-        measured = runtime.profile(out, rep, **kw)
-        rep["measured"] = measured
-        rep["errors"] = reporting.relative_errors(rep["estimate"], measured)
-        if "fits_measured" in measured:
-            rep["fits"] = measured["fits_measured"]
-            rep["fit_reasons"] = measured.get("fit_reasons", rep["fit_reasons"])
+    measured = runtime.profile(out, rep, **kw)
+    rep["measured"] = measured
+    rep["errors"] = reporting.relative_errors(rep["estimate"], measured)
+    if "fits_measured" in measured:
+        rep["fits"] = measured["fits_measured"]
+        rep["fit_reasons"] = measured.get("fit_reasons", rep["fit_reasons"])
     tmp = out / ".report.json.partial"
     reporting.write_json(tmp, rep)
     (out / ".report.html.partial").write_text(reporting.render_html(rep))
     os.replace(tmp, out / "report.json")
     os.replace(out / ".report.html.partial", out / "report.html")
     return Artifact(out, rep)
-
-
-def _profile_device(out: Path, rep: dict, module: str, runtime, device, kw: dict) -> None:
-    """``profile(OUT, device=PORT)``: flash and run the board (runtimes/board.py) and keep its figures under
-    ``measured.devices.<board>``; the emulated figures (measured first when the report has none and the emulator is
-    installed) stay where they are."""
-    from edgekit.runtimes import board as board_runtime
-
-    if module != "edgekit.runtimes.mcu":
-        raise UsageError(f"--device runs microcontroller builds on a board; {out} is for {rep['target']}")
-    device_kw = {k: kw.pop(k) for k in ("board", "flash_method", "baud", "samples") if k in kw}
-    measured = rep.get("measured") or {}
-    if measured.get("instructions") is None:  # emulated figures first: cycles per instruction need them
-        from edgekit.targets.mcu.platforms import get_platform
-
-        platform = get_platform(rep["build"]["platform"])
-        if shutil.which(platform.emulator):
-            measured = runtime.profile(out, rep, **kw)
-            rep["errors"] = reporting.relative_errors(rep["estimate"], measured)
-            rep["measured"] = measured
-    found = board_runtime.profile(out, rep, device, timeout_s=kw.get("timeout_s"), **device_kw)
-    measured.setdefault("devices", {})[found["board"]] = found
-    rep["measured"] = measured
 
 
 def render(out: str | Path) -> Path:

@@ -66,11 +66,14 @@ def board_for(report: dict, board: str | None) -> tuple[Platform, dict, McuBuild
     return platform, info, build
 
 
-def _stamp(out: Path, info: dict) -> str:
+def _stamp(out: Path, info: dict, platform: Platform) -> str:
+    """What a device firmware depends on besides OUT/src's sources: edgekit's version, the board record, the board
+    files and the harness template."""
+    from edgekit.targets.mcu.codegen import TEMPLATES
+
     text = repr((__version__, model_id(out), sorted((k, repr(v)) for k, v in info.items())))
-    for path in sorted((Path(__file__).resolve().parents[1] / "targets" / "mcu").rglob("*")):
-        if path.suffix in (".c", ".h", ".j2") and ("board" in path.parts or path.name == "device_main.c.j2"):
-            text += hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in platform.board_files(device=True) + [TEMPLATES / "device_main.c.j2"]:
+        text += hashlib.sha256(path.read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -89,7 +92,7 @@ def device_firmware(out: Path, report: dict, board: str | None = None, baud: int
         raise UsageError(f"--baud {info['baud']}: {info['name']}'s UART runs from {uart_clock / 1e6:g} MHz and takes "
                          f"at most {int(uart_clock // 16):,} baud")
     folder = out / "device" / info["name"]
-    stamp = _stamp(out, info)
+    stamp = _stamp(out, info, platform)
     elf = folder / "firmware.elf"
     if elf.exists() and (folder / ".stamp").exists() and (folder / ".stamp").read_text() == stamp:
         return elf
@@ -102,27 +105,21 @@ def device_firmware(out: Path, report: dict, board: str | None = None, baud: int
     (out / "device").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{info['name']}-", dir=out / "device"))
     try:
-        stack = min(DEVICE_STACK_BYTES, int(info["ram_size"]) // 4)
-        (tmp / "link.ld").write_text(platform.render_linker_script(info["name"], stack, info=info))
-        board_files = [p if isinstance(p, Path) else platform.board_dir / p
-                       for p in platform.board_sources + platform.board_headers]
-        shared = Path(__file__).resolve().parents[1] / "targets" / "mcu" / "platforms" / "cortex_m" / "board"
-        board_files += [shared / n for n in ("ek_device.c", "ek_link.c", "ek_device.h", "ek_link.h")]
-        for src in board_files:
-            shutil.copyfile(src, tmp / src.name)
-        (tmp / "main.c").write_text(codegen._env().get_template("device_main.c.j2").render(
-            model_name=report["model"]["name"], version=__version__, board=info["name"], dtype=build.dtype,
-            model_id=model_id(out), calls=len(build.step_layers), clock_hz=clock, streaming=stream is not None,
+        support = platform.write_board_support(info["name"], tmp, min(DEVICE_STACK_BYTES, int(info["ram_size"]) // 4),
+                                               device=info)
+        main_c = codegen.write_device_harness(
+            tmp, model_name=report["model"]["name"], board=info["name"], dtype=build.dtype, model_id=model_id(out),
+            calls=len(build.step_layers), clock_hz=clock, streaming=stream is not None,
             steps=int(stream.steps_per_sequence) if stream is not None else 1,
             event_units=int(stream.event_units or 0) if stream is not None else 0,
-            flush="edgekit_model_flush" in (out / "src" / "edgekit_model.h").read_text()))
+            flush="edgekit_model_flush" in (out / "src" / "edgekit_model.h").read_text())
         opt = set(toolchain.OPT_FLAGS)
         cflags = [f for f in build.cflags.split() if f not in opt] + platform.device_defines(info)
-        sources = model_sources + [tmp / "main.c"] + [tmp / f.name for f in board_files if f.suffix == ".c"]
+        sources = model_sources + [main_c] + list(support.sources)
         tmp_elf = tmp / "firmware.elf"
         try:
             toolchain.compile_firmware(platform, sources, [out / "src", out / "src" / "include", tmp], cflags,
-                                       platform.link_flags(tmp / "link.ld"), tmp, tmp_elf)
+                                       platform.link_flags(support.linker_script), tmp, tmp_elf)
         except ToolchainError as e:
             raise ToolchainError(f"device firmware for {info['name']}: {e}") from None
         shutil.rmtree(tmp / "obj", ignore_errors=True)
@@ -131,8 +128,8 @@ def device_firmware(out: Path, report: dict, board: str | None = None, baud: int
                            check=True, capture_output=True)
         (tmp / "build.txt").write_text(  # how it was built, for the user (and to rebuild it by hand)
             f"{platform.compiler} {' '.join(cflags + toolchain.OPT_FLAGS)} -I../../src -I../../src/include -I. "
-            f"{' '.join(str(p.relative_to(out)) for p in model_sources)} "
-            f"{' '.join(f.name for f in board_files if f.suffix == '.c')} main.c "
+            f"{' '.join(f'../../src/{p.name}' for p in model_sources)} "
+            f"{' '.join(p.name for p in support.sources)} main.c "
             f"{' '.join(str(f) for f in platform.link_flags('link.ld'))} -o firmware.elf\n")
         (tmp / ".stamp").write_text(stamp)
         tmp.chmod(0o755)  # mkdtemp's folder is private; OUT's other folders are not

@@ -17,6 +17,7 @@ float32 outputs must match PyTorch within 1e-4 absolute + 1e-4 relative (differe
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +197,26 @@ def check_outputs(got: np.ndarray, ref, n: int, report: dict) -> dict:
     return measured
 
 
-def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dict:
-    """Run OUT's firmware on the emulated board and measure it; returns report['measured']."""
+def profile(out: Path, report: dict, timeout_s: float | None = None, device=None, board: str | None = None,
+            flash_method: str = "auto", baud: int | None = None, samples: int | None = None, **_) -> dict:
+    """Run OUT's firmware on the emulated board and measure it; returns report['measured'], keeping the figures
+    measured on boards earlier (``devices``). With ``device`` (a serial port; ``board``, ``flash_method``, ``baud``
+    and ``samples`` as in runtimes/board.py) the board is measured and its figures added under
+    ``devices.<board>``, beside the emulated ones — measured first when the report has none and the emulator is
+    installed (cycles per instruction need them)."""
     out = Path(out)
     build = McuBuild.from_json(report.get("build") or {})
     platform = get_platform(build.platform)
+    earlier = report.get("measured") or {}
+    if device is not None:
+        from edgekit.runtimes import board as board_runtime
+
+        measured = earlier
+        if measured.get("instructions") is None and shutil.which(platform.emulator):
+            measured = profile(out, report, timeout_s=timeout_s)
+        found = board_runtime.profile(out, {**report, "measured": measured}, device, board=board,
+                                      flash_method=flash_method, baud=baud, samples=samples, timeout_s=timeout_s)
+        return {**measured, "devices": {**(measured.get("devices") or {}), found["board"]: found}}
     elf = out / "firmware" / "firmware.elf"
     if not elf.exists():
         raise ToolchainError(f"{elf}: no firmware was built (the cross-compiler was missing at compile time); "
@@ -257,6 +273,8 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, **_) -> dic
     measured["fit_reasons"] = reasons
     if not measured["outputs_match"]:
         measured["warning"] = "firmware outputs differ from the host reference"
+    if earlier.get("devices"):
+        measured["devices"] = earlier["devices"]
     return measured
 
 
@@ -272,7 +290,6 @@ def stream(out: Path, frames: np.ndarray, timeout_s: float | None = None) -> dic
     and the output printed after every step. Returns ``outputs`` [T, ...] (float: dequantized for int8),
     ``instructions`` [T] (per step, exact), ``frames`` and the board."""
     import json
-    import shutil
     import tempfile
 
     from edgekit.targets.mcu import codegen, toolchain

@@ -34,7 +34,8 @@ class McuTarget:
     runtime = "edgekit.runtimes.mcu"
 
     def capabilities(self, profile: TargetProfile) -> Capabilities:
-        return Capabilities(dtypes=("float32", "int8"), streaming=True, patching=True, memories=("sram", "flash"))
+        return Capabilities(dtypes=("float32", "int8"), streaming=True, patching=True, memories=("sram", "flash"),
+                            profile_options=("timeout_s", "device", "board", "flash_method", "baud", "samples"))
 
     def dtype(self, options: CompileOptions) -> str:
         return pipeline.dtype_of(options)

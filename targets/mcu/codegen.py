@@ -307,6 +307,14 @@ def write_harness(fw: Path, model_name: str, dtype: str, streaming: bool, test_i
         print_steps=print_steps, flush=flush))
 
 
+def write_device_harness(fw: Path, **context) -> Path:
+    """main.c of a device firmware (templates/device_main.c.j2: the serial protocol's hello and run requests) in
+    ``fw``; ``context``: the template's variables."""
+    path = fw / "main.c"
+    path.write_text(_env().get_template("device_main.c.j2").render(version=__version__, **context))
+    return path
+
+
 def write_firmware(prog: Program, sources: Sources, test_inputs: np.ndarray, board: str, platform,
                    cflags: list[str], ldflags: list[str], opt_flags: list[str], stack_bytes: int) -> list[Path]:
     """The harness, test data (one input per row; a streaming program: one sequence per row), the platform's board

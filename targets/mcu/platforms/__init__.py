@@ -37,6 +37,9 @@ PLATFORMS = {
 # linker drop unused code (--gc-sections).
 COMMON_CFLAGS = ("-ffunction-sections", "-fdata-sections", "-fno-tree-loop-distribute-patterns")
 DEFAULT_STACK_BYTES = 16 * 1024
+# A device firmware's own board files (edgekit profile --device: runtimes/board.py), ISA-neutral
+DEVICE_BOARD_DIR = Path(__file__).resolve().parent / "cortex_m" / "board"
+DEVICE_BOARD_FILES = ("ek_device.c", "ek_link.c", "ek_device.h", "ek_link.h")
 
 
 @dataclass(frozen=True)
@@ -160,19 +163,27 @@ class Platform:
         return env.get_template("link.ld.j2").render(board=board, cpu=info["cpu"], stack_bytes=stack_bytes,
                                                      **self.linker_context(info))
 
-    def write_board_support(self, board: str, out_dir: str | Path,
-                            stack_bytes: int = DEFAULT_STACK_BYTES) -> BoardSupport:
+    def board_files(self, device: bool = False) -> list[Path]:
+        """The board support files a firmware is built with (sources and headers); with ``device`` also the UART,
+        cycle counter and serial protocol of a device firmware (shared by every platform, in cortex_m/board)."""
+        files = [name if isinstance(name, Path) else self.board_dir / name  # a name in board_dir, or a shared path
+                 for name in self.board_sources + self.board_headers]
+        return files + ([DEVICE_BOARD_DIR / name for name in DEVICE_BOARD_FILES] if device else [])
+
+    def write_board_support(self, board: str, out_dir: str | Path, stack_bytes: int = DEFAULT_STACK_BYTES,
+                            device: dict | None = None) -> BoardSupport:
         """Write the linker script for ``board`` and copy the board's C sources and headers into ``out_dir``, so
-        the firmware folder builds on its own."""
+        the firmware folder builds on its own. ``device``: a device board's record (:meth:`device_board`), whose
+        regions the linker script takes and whose firmware needs the device files too."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         script = out / "link.ld"
-        script.write_text(self.render_linker_script(board, stack_bytes))
-        for name in self.board_sources + self.board_headers:  # a name in board_dir, or a path (a shared file)
-            src = name if isinstance(name, Path) else self.board_dir / name
+        script.write_text(self.render_linker_script(board, stack_bytes, info=device))
+        files = self.board_files(device=device is not None)
+        for src in files:
             shutil.copyfile(src, out / src.name)
         return BoardSupport(board=board, linker_script=script,
-                            sources=tuple(out / Path(n).name for n in self.board_sources),
+                            sources=tuple(out / f.name for f in files if f.suffix == ".c"),
                             include_dir=out, stack_bytes=stack_bytes)
 
     # ---- device boards (a board behind a serial port: runtimes/board.py) -------------------------------------------
