@@ -10,6 +10,7 @@ output window fails the comparison too.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 
@@ -388,3 +389,73 @@ def test_reference_fully_connected_matches_float_within_one_lsb():
     y = ((x_q.astype(np.float64) - x_zp) * x_scale) @ (w_q * w_scale[:, None]).T + b_q * x_scale * w_scale
     want = np.clip(np.round(y / out_scale) + out_zp, -128, 127)
     assert np.abs(got.astype(int) - want).max() <= 1
+
+
+# ---- nested weights: a narrower operating point reads a prefix of the wider layer's packed weights ----------------
+
+def _nested_case(rng, name, kind, full_out, full_in, sub_out, sub_in, k=3, h=6, w=5, padding=1, stride=1,
+                 layout="auto"):
+    """The narrow layer's call with its struct pointing into the wide layer's packed weights (kernel_pack.nested_view),
+    and what edgekit.intref computes for the narrow layer alone."""
+    mult_full = np.asarray(qmath.quantize_multipliers(rng.uniform(0.3, 1.5, full_out) / 2000)[0])
+    shift_full = np.asarray(qmath.quantize_multipliers(rng.uniform(0.3, 1.5, full_out) / 2000)[1])
+    x_zp, out_zp = int(rng.integers(-20, 20)), int(rng.integers(-20, 20))
+    if kind == "fc":
+        wt = rng.integers(-127, 128, (full_out, full_in), dtype=np.int8)
+        b = rng.integers(-2000, 2000, full_out).astype(np.int32)
+        x = rng.integers(-128, 128, (1, sub_in), dtype=np.int8)
+        pack = functools.partial(kp.pack_fully_connected, x_zp=x_zp, out_zp=out_zp)
+        full = pack(wt, b, mult_full, shift_full)
+        sub = pack(wt[:sub_out, :sub_in], b[:sub_out], mult_full[:sub_out], shift_full[:sub_out])
+        ref = intref.fully_connected(x, wt[:sub_out, :sub_in], b[:sub_out], x_zp=x_zp, mult=mult_full[:sub_out],
+                                     shift=shift_full[:sub_out], out_zp=out_zp)
+    else:
+        dw = kind == "dw"
+        wt = rng.integers(-127, 128, (full_out, 1 if dw else full_in, k, k), dtype=np.int8)
+        b = rng.integers(-2000, 2000, full_out).astype(np.int32)
+        x = rng.integers(-128, 128, (h, w, sub_in), dtype=np.int8)
+        common = dict(x_zp=x_zp, out_zp=out_zp, stride=stride, padding=padding)
+        if dw:
+            pack = functools.partial(kp.pack_depthwise_conv2d, layout=layout, **common)
+            sub_w = wt[:sub_out]
+        else:
+            pack = functools.partial(kp.pack_conv2d, tap_runs=True, **common)
+            sub_w = wt[:sub_out, :sub_in]
+        full = pack(wt, b, mult_full, shift_full, input_shape=(h, w, full_in))
+        sub = pack(sub_w, b[:sub_out], mult_full[:sub_out], shift_full[:sub_out], input_shape=(h, w, sub_in))
+        ref = intref.conv2d(x, sub_w, b[:sub_out], mult=mult_full[:sub_out], shift=shift_full[:sub_out],
+                            groups=sub_in if dw else 1, **common)
+    view = kp.nested_view(full, sub)
+    assert view is not None, name
+    layer = dataclasses.replace(sub, params={**sub.params, **view}, weights=full.weights)
+    return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
+
+
+def _nested_cases():
+    rng = np.random.default_rng(18)
+    return [
+        _nested_case(rng, "nested conv3x3 32x16 -> 16x8", "conv", 32, 16, 16, 8),
+        _nested_case(rng, "nested conv3x3 24x12 -> 8x4 s2", "conv", 24, 12, 8, 4, stride=2, h=7, w=7),
+        _nested_case(rng, "nested conv3x3 10 out (compact block) 16 -> 8 in", "conv", 10, 16, 10, 8),
+        _nested_case(rng, "nested conv1x1 64x32 -> 32x16", "conv", 64, 32, 32, 16, k=1, padding=0),
+        _nested_case(rng, "nested conv 10x4 first layer 1 ch, 64 -> 16 out", "conv", 64, 1, 16, 1, k=3, h=9, w=6),
+        _nested_case(rng, "nested fc 12x64 -> 12x32", "fc", 12, 64, 12, 32),
+        _nested_case(rng, "nested fc 10x64 -> 10x16 (compact block)", "fc", 10, 64, 10, 16),
+        _nested_case(rng, "nested fc 64x128 -> 32x64", "fc", 64, 128, 32, 64),
+        _nested_case(rng, "nested dw rows 32 -> 8", "dw", 32, 32, 8, 8, h=12, w=14, layout="rows"),
+        _nested_case(rng, "nested dw channels 64 -> 16", "dw", 64, 64, 16, 16, h=5, w=5, layout="channels"),
+    ]
+
+
+NESTED_CASES = _nested_cases()
+
+
+def test_nested_weights_on_host_match_reference(tmp_path):
+    assert all(c.layer.params.get("weight_block_bytes", 0) for c, _ in NESTED_CASES[:8])  # strided, not copies
+    _check(run_on_host([case for case, _ in NESTED_CASES], tmp_path), NESTED_CASES)
+
+
+@needs_arm
+def test_nested_weights_on_m7_match_reference(tmp_path):
+    _check(run_on_qemu([case for case, _ in NESTED_CASES], "mps2-an500", tmp_path, count_instructions=False),
+           NESTED_CASES)

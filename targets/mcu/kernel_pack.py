@@ -58,6 +58,7 @@ FLAG_BIAS_PER_BLOCK = 4
 FLAG_DW_CHANNELS = 8
 FLAG_MVE = 16
 FLAG_ADD_SPLIT = 32
+FLAG_TAP_RUNS = 64
 ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
 MVE_TILE_PIXELS = 8  # Helium conv: output pixels per im2col tile (kernel_pack picks fewer when scratch is short)
 MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
@@ -81,9 +82,9 @@ DW_CHANNELS_MIN_C = 32
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
-               "act_min", "act_max", "tile_pixels", "flags")
+               "act_min", "act_max", "tile_pixels", "flags", "weight_block_bytes", "weight_run_pairs")
 FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_stride",
-             "input_offset", "output_offset", "act_min", "act_max", "flags")
+             "input_offset", "output_offset", "act_min", "act_max", "flags", "weight_block_bytes")
 POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
@@ -283,14 +284,15 @@ def _conv_geometry(in_hwc, kernel, stride, dilation, padding):
                 dilation_h=dh, dilation_w=dw, pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
 
 
-def _conv_runs(kh: int, kw: int, cin: int, dilation_w: int) -> tuple[int, int]:
-    """(runs per pixel, bytes per run) of the conv reduction axis."""
-    return (kh, kw * cin) if dilation_w == 1 else (kh * kw, cin)
+def _conv_runs(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> tuple[int, int]:
+    """(runs per pixel, bytes per run) of the conv reduction axis: kernel rows, or taps (dilated, or FLAG_TAP_RUNS:
+    then a run is one pixel's channels, and a layer with fewer input channels reads a prefix of each run)."""
+    return (kh, kw * cin) if dilation_w == 1 and not tap_runs else (kh * kw, cin)
 
 
-def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int) -> np.ndarray:
+def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> np.ndarray:
     """Index into the [kh, kw, cin]-flattened weights for each packed reduction position; -1 = zero padding."""
-    runs, run_len = _conv_runs(kh, kw, cin, dilation_w)
+    runs, run_len = _conv_runs(kh, kw, cin, dilation_w, tap_runs)
     order = []
     for r in range(runs):
         base = r * run_len
@@ -311,7 +313,8 @@ def conv2d_scratch_bytes(params: dict) -> int:
     p = params
     if p.get("flags", 0) & FLAG_MVE:  # tile_pixels windows, unless a 1x1 without padding reads in place
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
-    runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"])
+    runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
+                               bool(p["flags"] & FLAG_TAP_RUNS))
     k_pairs = runs * ((run_len + 1) // 2)
     blocks = _ceil(p["out_c"], 4) // 4
     t = p["tile_pixels"]
@@ -327,7 +330,7 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
                 in_row_stride: int | None = None, out_row_stride: int | None = None,
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
-                scratch_limit_bytes: int | None = None, isa: str = "dsp") -> PackedLayer:
+                scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False) -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
@@ -335,6 +338,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     ``cache_all_weights`` trade scratch for speed; by default the largest tile up to 32 pixels and the weight cache
     (when it is at most 16 KiB) that fit ``scratch_limit_bytes`` (no limit if None), picked by an estimate of the
     instructions they add. ``isa="mve"``: the Helium layout (one pixel's window of scratch; tiles do not apply).
+    ``tap_runs``: one reduction run per kernel tap (FLAG_TAP_RUNS), so that a narrower layer's weights are a prefix
+    of every run (nested operating points, :func:`nested_view`).
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -347,7 +352,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     mult, shift = _check_quant(mult, shift, cout, out_zp, act_min, act_max, "conv2d")
     table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
 
-    order = _conv_k_order(kh, kw, cin, g["dilation_w"])
+    tap_runs = bool(tap_runs) and kh * kw > 1 and g["dilation_w"] == 1
+    order = _conv_k_order(kh, kw, cin, g["dilation_w"], tap_runs)
     flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin).astype(np.int8)
     kvec = np.where(order >= 0, flat[:, np.maximum(order, 0)], 0).astype(np.int8)
     cout4 = _ceil(cout, 4)
@@ -366,13 +372,16 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                   dilation_h=g["dilation_h"], dilation_w=g["dilation_w"], pad_top=g["pad_top"],
                   pad_bottom=g["pad_bottom"], pad_left=g["pad_left"], pad_right=g["pad_right"],
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
-                  tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
+                  tile_pixels=0, flags=(FLAG_FAST_REQUANT if fast else 0) | (FLAG_TAP_RUNS if tap_runs else 0),
+                  weight_block_bytes=0, weight_run_pairs=0)
     _check_strides(params, "conv2d")
     if isa == "mve":
         flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin)
         table, fast = mve_requant_table(mult, shift, out_zp, act_min, act_max)
         params["flags"] = FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0)
         params["tile_pixels"] = _mve_tile(params, scratch_limit_bytes, tile_pixels)
+        if tap_runs:
+            raise UsageError("conv2d: tap_runs (nested weights) applies to the dsp layout only")
         scratch = conv2d_scratch_bytes(params)
         return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
                            bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
@@ -477,7 +486,7 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                   dilation_h=g["dilation_h"], dilation_w=g["dilation_w"], pad_top=g["pad_top"],
                   pad_bottom=g["pad_bottom"], pad_left=g["pad_left"], pad_right=g["pad_right"],
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
-                  tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0)
+                  tile_pixels=0, flags=FLAG_FAST_REQUANT if fast else 0, weight_block_bytes=0, weight_run_pairs=0)
     _check_strides(params, "depthwise_conv2d")
     if isa == "mve" and mve_depthwise_applies(kh * kw, c):
         groups = _ceil(c, 16) // 16
@@ -542,7 +551,7 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
                       in_row_stride=int(in_row_stride if in_row_stride is not None else inp),
                       out_row_stride=int(out_row_stride if out_row_stride is not None else out),
                       input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
-                      flags=FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0))
+                      flags=FLAG_MVE | (FLAG_FAST_REQUANT if fast else 0), weight_block_bytes=0)
         if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
             raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
         return PackedLayer(kind="fully_connected", params=params, weights=_mve_gemv_weights(w),
@@ -569,7 +578,7 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
                   in_row_stride=int(in_row_stride if in_row_stride is not None else inp),
                   out_row_stride=int(out_row_stride if out_row_stride is not None else out),
                   input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
-                  flags=FLAG_FAST_REQUANT if fast else 0)
+                  flags=FLAG_FAST_REQUANT if fast else 0, weight_block_bytes=0)
     if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
         raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
     return PackedLayer(kind="fully_connected", params=params, weights=packed,
@@ -637,3 +646,58 @@ def scratch_bytes(layer: PackedLayer) -> int:
     if layer.kind in ("add", "pool"):
         return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")
+
+
+def nested_view(full: PackedLayer, sub: PackedLayer) -> dict[str, int] | None:
+    """The struct fields with which ``sub`` (a narrower operating point of the same layer: fewer output channels
+    and/or inputs, the same int8 weights on the ones it keeps) reads its weights straight out of ``full``'s packed
+    array, or None when its packed bytes are not such a prefix (then it keeps its own copy).
+
+    Layouts that nest (dsp only): conv2d with FLAG_TAP_RUNS or one run (1x1; a first layer with the same input
+    channels) — per block of 4 output channels, each run's first pairs; fully connected — per block, the first
+    ``in/4`` words; depthwise (rows or channels layout) — the first channels. Checked byte for byte here, so a
+    shared array is never a guess: ``weight_block_bytes`` / ``weight_run_pairs`` are what the kernel strides by.
+    """
+    if full.kind != sub.kind or (full.params.get("flags", 0) | sub.params.get("flags", 0)) & FLAG_MVE:
+        return None
+    fw, sw = full.weights.view(np.uint8), sub.weights.view(np.uint8)
+    dense = {k: 0 for k in ("weight_block_bytes", "weight_run_pairs") if k in sub.params}
+    if full.kind == "depthwise_conv2d":
+        same_layout = (full.params["flags"] ^ sub.params["flags"]) & FLAG_DW_CHANNELS == 0
+        return dense if same_layout and sw.size <= fw.size and np.array_equal(fw[:sw.size], sw) else None
+    if fw.size == sw.size and np.array_equal(fw, sw):
+        return dense  # the same layer at both operating points
+    if full.kind == "fully_connected":
+        f_words, s_words = _ceil(full.params["in_features"], 4) // 4, _ceil(sub.params["in_features"], 4) // 4
+        fields = {"weight_block_bytes": 16 * f_words}
+        block_bytes, pieces = 16 * f_words, [(0, 16 * s_words)]
+        sub_out, full_out = sub.params["out_features"], full.params["out_features"]
+    elif full.kind == "conv2d":
+        fp, sp = full.params, sub.params
+        if (fp["kernel_h"], fp["kernel_w"], fp["dilation_w"]) != (sp["kernel_h"], sp["kernel_w"], sp["dilation_w"]):
+            return None
+        f_runs, f_len = _conv_runs(fp["kernel_h"], fp["kernel_w"], fp["in_c"], fp["dilation_w"],
+                                   bool(fp["flags"] & FLAG_TAP_RUNS))
+        s_runs, s_len = _conv_runs(sp["kernel_h"], sp["kernel_w"], sp["in_c"], sp["dilation_w"],
+                                   bool(sp["flags"] & FLAG_TAP_RUNS))
+        if f_runs != s_runs:
+            return None
+        f_pairs, s_pairs = (f_len + 1) // 2, (s_len + 1) // 2
+        fields = {"weight_block_bytes": f_runs * f_pairs * 8, "weight_run_pairs": f_pairs}
+        block_bytes, pieces = f_runs * f_pairs * 8, [(r * f_pairs * 8, s_pairs * 8) for r in range(s_runs)]
+        sub_out, full_out = sp["out_c"], fp["out_c"]
+    else:
+        return None
+    # A compact last block of 1-3 channels (stored with nc/4 of a block's bytes per pair or word group) nests when
+    # both operating points have it: the same channels, fewer reduction elements.
+    tail = sub_out % 4
+    if sub_out > full_out or (tail and sub_out != full_out):
+        return None
+    gathered = [fw[b * block_bytes + off: b * block_bytes + off + length]
+                for b in range(sub_out // 4) for off, length in pieces]
+    if tail:
+        start = (sub_out // 4) * block_bytes
+        gathered += [fw[start + off * tail // 4: start + (off + length) * tail // 4] for off, length in pieces]
+    if not gathered or not np.array_equal(np.concatenate(gathered), sw):
+        return None
+    return fields

@@ -272,7 +272,7 @@ typedef struct {
 
 static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
 {
-    if (p->dilation_w == 1) {
+    if (p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS)) {
         g->runs = p->kernel_h;
         g->run_len = p->kernel_w * p->in_c;
     } else {
@@ -411,7 +411,7 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
                                  int32_t ix0, int32_t r, int8_t *runbuf, const int8_t *zp_run)
 {
     const int32_t c = p->in_c;
-    if (p->dilation_w == 1) {
+    if (p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS)) {
         const int32_t iy = iy0 + r * p->dilation_h;
         if ((uint32_t)iy >= (uint32_t)p->in_h) {
             return zp_run;
@@ -497,7 +497,7 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
         uint32_t *dst = tile;
         if (is_1x1) { /* one run: the input pixel itself */
             dst = ek__cvt_pair(in + a.in_off, in + b.in_off, p->in_c, off2, dst);
-        } else if (p->dilation_w == 1 && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
+        } else if (p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS) && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
                    a.ix + p->kernel_w <= p->in_w && b.ix + p->kernel_w <= p->in_w) {
             dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
@@ -566,6 +566,32 @@ static void ek__widen_block(const int8_t *wq, int32_t k_pairs, uint32_t *dst)
         dst[3] = ek__sxtb16_ror8(y);
     }
 #endif
+}
+
+/* Block b's packed weights -> int16 pairs in dst. Dense: the block's k_pairs pairs follow each other. Nested (a
+ * prefix of a wider layer's weights, kernel_pack.nested_view): blocks weight_block_bytes apart, and each of the
+ * call's runs is the first run_pairs of weight_run_pairs stored pairs. */
+static void ek__widen_nested(const ek_conv_params_t *p, const ek__conv_geom_t *g, int32_t b, int32_t nc,
+                             uint32_t *dst)
+{
+    const int32_t per_pair = nc == 4 ? 8 : 2 * nc; /* stored bytes per reduction pair */
+    const int32_t block_bytes = p->weight_block_bytes ? p->weight_block_bytes : g->k_pairs * 8;
+    const int8_t *wq = p->weights + b * block_bytes;
+    if (!p->weight_run_pairs || p->weight_run_pairs == g->run_pairs) {
+        if (nc == 4) {
+            ek__widen_block(wq, g->k_pairs, dst);
+        } else {
+            ek__widen_partial(wq, g->k_pairs, nc, dst);
+        }
+        return;
+    }
+    for (int32_t r = 0; r < g->runs; r++, wq += p->weight_run_pairs * per_pair, dst += 4 * g->run_pairs) {
+        if (nc == 4) {
+            ek__widen_block(wq, g->run_pairs, dst);
+        } else {
+            ek__widen_partial(wq, g->run_pairs, nc, dst);
+        }
+    }
 }
 
 #if EK_NN_DSP
@@ -775,19 +801,14 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
     memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
     const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
-    const int32_t wq_block_bytes = g.k_pairs * 8;  /* packed int8 bytes per block */
     const int32_t w16_block_words = g.k_pairs * 4; /* widened words per block */
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
 
     const int32_t tail_nc = p->out_c - 4 * g.full_blocks; /* channels in a last, partial block */
     if (cache_all) {
-        for (int32_t b = 0; b < g.full_blocks; b++) {
-            ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache + b * w16_block_words);
-        }
-        if (tail_nc) {
-            ek__widen_partial(p->weights + g.full_blocks * wq_block_bytes, g.k_pairs, tail_nc,
-                              wcache + g.full_blocks * w16_block_words);
+        for (int32_t b = 0; b < g.blocks; b++) {
+            ek__widen_nested(p, &g, b, b < g.full_blocks ? 4 : tail_nc, wcache + b * w16_block_words);
         }
     }
     for (int32_t c = 0; c < 4 * g.bias_blocks; c++) { /* per block: its 4 biases twice (two pixels' accumulators) */
@@ -825,10 +846,8 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             }
             if (cache_all) {
                 w16 = wcache + b * w16_block_words;
-            } else if (b < g.full_blocks) {
-                ek__widen_block(p->weights + b * wq_block_bytes, g.k_pairs, wcache);
             } else {
-                ek__widen_partial(p->weights + b * wq_block_bytes, g.k_pairs, tail_nc, wcache);
+                ek__widen_nested(p, &g, b, b < g.full_blocks ? 4 : tail_nc, wcache);
             }
 #if EK_NN_DSP
             a.w_start = w16;
@@ -1126,6 +1145,8 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
     EK_NN_HELIUM(p, ek__mve_fully_connected_s8(p, input, output));
     const int32_t words = ek__fc_words(p);
     const int32_t blocks = (p->out_features + 3) / 4;
+    /* nested weights (a prefix of a wider layer's): blocks weight_block_bytes apart, one block per asm call */
+    const int32_t block_bytes = p->weight_block_bytes ? p->weight_block_bytes : 16 * words;
     uint32_t *x = (uint32_t *)scratch;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
@@ -1148,14 +1169,23 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
         a.first_chunk = 16 * (EK_FC_CHUNK - (int32_t)skip);
         a.entry = 0;
         a.skip = skip;
-        if (rq.fast && full_blocks) {
+        if (rq.fast && full_blocks && block_bytes == 16 * words) {
             ek__fc_4ch_fast(&a);
             first = full_blocks;
+        } else if (rq.fast) {
+            for (; first < full_blocks; first++) {
+                a.w = (const uint32_t *)(const void *)(p->weights + first * block_bytes);
+                a.bias = p->bias + 4 * first;
+                a.qtab = p->requant + 16 * first;
+                a.out = output + 4 * first;
+                a.nblocks = 1;
+                ek__fc_4ch_fast(&a);
+            }
         }
 #endif
         for (int32_t blk = first; blk < blocks; blk++) {
             const int32_t nc = p->out_features - 4 * blk < 4 ? p->out_features - 4 * blk : 4;
-            const int8_t *wb = p->weights + blk * 16 * words;
+            const int8_t *wb = p->weights + blk * block_bytes;
             int32_t tot[4];
 #if EK_NN_DSP
             if (nc == 4) {

@@ -50,6 +50,7 @@ extern "C" {
 #define EK_NN_FLAG_DW_CHANNELS 8u /* depthwise: 4 channels per pixel at once, weights as int16 pairs (kernel_pack decides) */
 #define EK_NN_FLAG_MVE 16u   /* packed for the Helium kernels of ek_nn_s8_mve.c (M55/M85; kernel_pack isa="mve") */
 #define EK_NN_FLAG_ADD_SPLIT 32u /* add: 16 <= shift <= 46, the 32-bit split form of the multipliers is exact */
+#define EK_NN_FLAG_TAP_RUNS 64u /* conv: one reduction run per kernel tap even when dilation_w == 1 (nested weights) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
@@ -70,12 +71,16 @@ typedef struct {
     int32_t act_min, act_max;       /* fused activation clamp, in the int8 output domain */
     int32_t tile_pixels;            /* conv: output pixels per im2col tile (even, >= 2); depthwise: unused (0) */
     int32_t flags;                  /* EK_NN_FLAG_* */
+    /* Nested weights (one model, several widths: this call reads a prefix of a wider layer's packed weights).
+     * conv: bytes from one block of 4 output channels to the next and int16 pairs per run in the stored block;
+     * 0: dense, as this call's own sizes give. Depthwise: unused (0; its layout keeps channel prefixes whole). */
+    int32_t weight_block_bytes, weight_run_pairs;
     const int8_t *weights;          /* kernel_pack layout, 4-byte aligned */
     const int32_t *bias;            /* [out_c] or NULL (zeros) */
     const int32_t *requant;         /* [ceil4(out_c)][4] from kernel_pack: {mult, a, b, shift} per channel */
 } ek_conv_params_t;
 
-#define EK_NN_CONV_INT_FIELDS 24
+#define EK_NN_CONV_INT_FIELDS 26
 
 /* Per-layer constants of a fully connected layer: out[b][o] from in[b][0..in_features). */
 typedef struct {
@@ -85,12 +90,13 @@ typedef struct {
     int32_t input_offset, output_offset;
     int32_t act_min, act_max;
     int32_t flags;
+    int32_t weight_block_bytes;     /* bytes from one block of 4 output channels to the next; 0: dense (nested) */
     const int8_t *weights;          /* kernel_pack layout, 4-byte aligned */
     const int32_t *bias;            /* [ceil4(out_features)] from kernel_pack: bias plus zero-point terms; required */
     const int32_t *requant;         /* [ceil4(out_features)][4] from kernel_pack */
 } ek_fc_params_t;
 
-#define EK_NN_FC_INT_FIELDS 10
+#define EK_NN_FC_INT_FIELDS 11
 
 /*
  * Elementwise sum of two int8 tensors of the same shape (a residual add), edgekit/qgraph.py's contract:
