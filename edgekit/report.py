@@ -188,6 +188,30 @@ def _charts(report: dict) -> dict[str, str]:
         ax.legend(fontsize=8)
         ax.set_title("Instructions and MACs per layer")
         charts["hotspots"] = _svg(fig)
+    points = (report.get("build") or {}).get("operating_points") if isinstance(report.get("build"), dict) else None
+    if points:
+        # A nested image: accuracy against instructions and SRAM, one marker per operating point.
+        measured_points = (report.get("measured") or {}).get("operating_points") or []
+        fig = Figure(figsize=(9, 3.0))
+        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        for k, p in enumerate(points):
+            m = measured_points[k] if k < len(measured_points) else {}
+            instr = m.get("instructions") or p["estimate"]["instructions"] or 0
+            acc = m.get("accuracy", p.get("reference_accuracy"))
+            acc = 100 * acc if acc is not None else None
+            for ax, x in ((ax1, instr / 1e6), (ax2, p["estimate"]["peak_sram_bytes"] / 1024)):
+                if acc is not None:
+                    ax.scatter([x], [acc], s=50, color="#4c78a8", zorder=3)
+                    ax.annotate(f"{p['budget']:g}", (x, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax1.set_xlabel("instructions per inference (M" + (", measured)" if measured_points else ", estimated)"))
+        ax2.set_xlabel("peak SRAM (KiB, estimated)")
+        for ax in (ax1, ax2):
+            ax.set_ylabel("accuracy (%)")
+            ax.grid(alpha=0.3)
+        ax1.set_title("Operating points: accuracy vs instructions", fontsize=9)
+        ax2.set_title("accuracy vs SRAM (labels: width)", fontsize=9)
+        fig.tight_layout()
+        charts["points"] = _svg(fig)
     energy = report.get("energy_breakdown") or {}
     if energy:
         fig, ax = subplots(figsize=(6, 2.6))

@@ -228,14 +228,23 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, device=None
     macs = int(report["model"]["macs"])
     # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
     limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
+    points = build.operating_points or []
+    if points:  # a nested image runs every test input at every operating point
+        limit = timeout_s or max(60.0, n * sum(int(p["macs"]) for p in points) * 20 / 20e6 + 30)
     run = run_elf(elf, build.board, timeout_s=limit, count_instructions=True, platform=platform)
-    got = parse_outputs(run.output, n, dtype, expected.shape[1:])
     where = build.qemu_machine
-    if build.streaming is not None:  # a step program: markers around every step of every test sequence
+    if points:
+        rows = _operating_point_measurements(run, build, out, report, n, where)
+        measured = {k: v for k, v in rows[-1].items() if k not in ("index", "budget")}  # the widest: the main figures
+        measured["operating_points"] = rows
+    elif build.streaming is not None:  # a step program: markers around every step of every test sequence
+        got = parse_outputs(run.output, n, dtype, expected.shape[1:])
         measured = _step_measurements(run, build, n, where, macs, ref)
+        measured.update(check_outputs(got, ref, n, report))
     else:
+        got = parse_outputs(run.output, n, dtype, expected.shape[1:])
         measured = _inference_measurements(run, build, n, where, macs)
-    measured.update(check_outputs(got, ref, n, report))
+        measured.update(check_outputs(got, ref, n, report))
     stack = None
     arena = None
     for line in run.output.splitlines():
@@ -271,11 +280,48 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, device=None
             reasons.append(f"{what}: {need:,} B of {have:,} B ({need / have:.0%}) — measured")
     measured["fits_measured"] = fits
     measured["fit_reasons"] = reasons
-    if not measured["outputs_match"]:
+    for row in measured.get("operating_points", []):  # each point's latency and energy from its instructions
+        est = row.pop("estimate", {})
+        if row.get("instructions") and est.get("instructions"):
+            scale = row["instructions"] / est["instructions"]
+            row["latency_ms"] = est["latency_ms"] * scale
+            row["energy_uj"] = est["energy_uj"] * scale
+            row["energy_note"] = "the point's estimated energy scaled by its measured instructions"
+        row["estimated_instructions"] = est.get("instructions")
+        row["sram_bytes"] = measured["sram_bytes"]
+    if not measured["outputs_match"] or not all(r["outputs_match"] for r in measured.get("operating_points", [])):
         measured["warning"] = "firmware outputs differ from the host reference"
     if earlier.get("devices"):
         measured["devices"] = earlier["devices"]
     return measured
+
+
+def _operating_point_measurements(run, build: McuBuild, out: Path, report: dict, n: int, where: str) -> list[dict]:
+    """Per operating point of a nested image: instructions (per inference and per layer) from its stretch of the
+    markers, its outputs against its own host reference (reference_op<k>.npz: bit for bit) and the float model."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    points = build.operating_points
+    counts = list(run.marker_counts)
+    ref0 = np.load(out / points[-1]["reference"])
+    got = parse_outputs(run.output, n * len(points), report["dtype"], ref0["expected"].shape[1:])
+    rows, pos = [], 0
+    for k, point in enumerate(points):
+        per = len(point["step_layers"]) + 2
+        seg = counts[pos:pos + n * per]
+        pos += n * per
+        view = dataclasses.replace(build, step_layers=point["step_layers"], step_macs=point["step_macs"],
+                                   step_kernels=point["step_kernels"])
+        row = _inference_measurements(SimpleNamespace(marker_counts=seg), view, n, where, int(point["macs"]))
+        row.update(check_outputs(got[k * n:(k + 1) * n], np.load(out / point["reference"]), n, report))
+        row.update(index=k, budget=point["budget"], macs=int(point["macs"]), arena_bytes=int(point["arena_bytes"]),
+                   estimate=point.get("estimate") or {})
+        rows.append(row)
+    if pos != len(counts):
+        raise FirmwareError(f"expected {pos} instruction markers from {len(points)} operating points x {n} inferences,"
+                            f" got {len(counts)}")
+    return rows
 
 
 _STEP = re.compile(r"^EK_STEP (\d+) ([0-9a-f]*)$")

@@ -12,6 +12,7 @@ a platform record (platforms/: toolchain, board support, emulator, kernel librar
 * ek_kernels.py, kernel_pack.py, sparse_pack.py   edgekit's own int8 kernels: selection, weight layouts, structs
 * codegen.py + templates/        driver, weights, test harness, Makefile (one template set for both program kinds)
 * toolchain.py    the platform's cross-compiler; records.py: what a build hands to the report and the runtime
+* nested.py       a nested model's operating points in one image (shared weights, one arena, set_budget)
 
 Nothing here runs the firmware: runtimes/mcu.py does (``edgekit profile``).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 from edgekit.targets import BuildResult, Capabilities, CompileOptions
-from edgekit.targets.mcu import pipeline
+from edgekit.targets.mcu import nested, pipeline
 from edgekit.targets.mcu.pipeline import McuPlan
 from edgekit.targets.profiles import TargetProfile
 
@@ -40,10 +41,14 @@ class McuTarget:
     def dtype(self, options: CompileOptions) -> str:
         return pipeline.dtype_of(options)
 
-    def plan(self, model, profile: TargetProfile, options: CompileOptions) -> McuPlan:
+    def plan(self, model, profile: TargetProfile, options: CompileOptions) -> McuPlan | nested.NestedPlan:
+        if nested.is_nested(model):  # operating points in one image (edgekit convert --budgets)
+            return nested.plan(model, profile, options)
         return pipeline.plan(model, profile, options)
 
-    def build(self, plan: McuPlan, out: Path) -> BuildResult:
+    def build(self, plan: McuPlan | nested.NestedPlan, out: Path) -> BuildResult:
+        if isinstance(plan, nested.NestedPlan):
+            return nested.build(plan, out)
         return pipeline.build(plan, out)
 
     def fit_advice(self, plan: McuPlan) -> list[str]:

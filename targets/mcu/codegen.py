@@ -172,22 +172,31 @@ def kernel_libraries(prog: Program) -> list[str]:
     return libs
 
 
-def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_shapes: dict[int, list[tuple]],
-                  out: Path, cpu: str, kernel_sources: dict[str, tuple[Path, ...]]) -> Sources:
+def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str], arg_shapes: dict[int, list[tuple]],
+                  out: Path, cpu: str, kernel_sources: dict[str, tuple[Path, ...]], *, src: Path | None = None,
+                  operating_point: dict | None = None) -> Sources:
     """Render the model sources into ``out/src``. ``symbols``: step index -> TVM kernel symbol; ``arg_shapes``: step
-    index -> the shapes a recurrent cell kernel declares for its arguments, in argument order."""
+    index -> the shapes a recurrent cell kernel declares for its arguments, in argument order.
+
+    One operating point of a nested image (targets/mcu/nested.py) goes into its own folder ``src`` with
+    ``operating_point`` = {"prefix": its C symbol prefix, "arena": the shared arena's symbol, "external": const name ->
+    the C array (of the widest point) it reads instead of its own}; ``kernels_c`` None: the image's one
+    edgekit_kernels.c, the TVM headers and the kernel libraries are written by the caller."""
     from edgekit.targets.mcu.convstep import POOL_KIND, PUSH_KIND
     from edgekit.targets.mcu.streaming import CELL_KIND, COMMIT_KIND
 
     env = _env()
-    src = out / "src"
+    op = operating_point or {}
+    src = src or out / "src"
     src.mkdir(parents=True, exist_ok=True)
     states = {st.name: st for st in prog.states}
 
-    cnames = {name: f"ek_c{i}_{c_ident(name)}"[:60] for i, name in enumerate(prog.consts)}
+    prefix, external = op.get("prefix", "ek"), op.get("external", {})
+    cnames = {name: external.get(name) or const_cname(prefix, i, name) for i, name in enumerate(prog.consts)}
     consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)],
-               "count": max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)), "dtype": str(c.data.dtype),
-               "body": c_values(c.data)} for c in prog.consts.values()]
+               "count": "" if c.name in external else max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)),
+               "dtype": str(c.data.dtype), "external": c.name in external,
+               "body": "" if c.name in external else c_values(c.data)} for c in prog.consts.values()]
 
     # DLTensor descriptors for the TVM kernels.
     dl_index: dict[tuple[str, tuple], int] = {}
@@ -264,7 +273,8 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
     common = {"model_name": prog.name, "cpu": cpu, "dtype": prog.dtype, "version": __version__,
               "ctype": DTYPE_C[prog.dtype], "kernel_libraries": libraries, "streaming": prog.streaming,
               "conv_stream": getattr(prog, "stream", None) is not None,
-              "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes}
+              "arena_bytes": prog.arena_bytes, "state_bytes": prog.state_bytes,
+              "api_prefix": op.get("prefix"), "arena_symbol": op.get("arena")}
     (src / "edgekit_model.h").write_text(env.get_template("edgekit_model.h.j2").render(
         flushes=bool(flushes),
         **common, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
@@ -284,12 +294,44 @@ def write_sources(prog: Program, kernels_c: str, symbols: dict[int, str], arg_sh
         **common, consts=consts, const_bytes=prog.const_bytes))
     (src / "edgekit_weights.c").write_text(env.get_template("edgekit_weights.c.j2").render(
         **common, consts=consts, const_bytes=prog.const_bytes))
+    model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c"]
+    if kernels_c is not None:
+        (src / "edgekit_kernels.c").write_text(kernels_c)
+        copy_tvm_headers(src / "include")
+        model_sources.append(src / "edgekit_kernels.c")
+        for lib in libraries:
+            model_sources += copy_kernel_library(kernel_sources[lib], src)
+    return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols, libraries)
+
+
+def const_cname(prefix: str, index: int, name: str) -> str:
+    """The C array of a program's ``index``-th constant ``name`` (edgekit_weights.c)."""
+    return f"{prefix}_c{index}_{c_ident(name)}"[:60]
+
+
+def write_nested_sources(src: Path, kernels_c: str, kernel_sources: dict[str, tuple[Path, ...]],
+                         libraries: list[str], context: dict) -> list[Path]:
+    """The parts of a nested image the operating points share, in ``src``: the switch (edgekit_model.c/.h from
+    templates/nested_model.*.j2 with ``context``), TVM's kernels, its headers and the kernel libraries; returns the
+    C files to compile."""
+    env = _env()
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "edgekit_model.h").write_text(env.get_template("nested_model.h.j2").render(version=__version__, **context))
+    (src / "edgekit_model.c").write_text(env.get_template("nested_model.c.j2").render(version=__version__, **context))
     (src / "edgekit_kernels.c").write_text(kernels_c)
     copy_tvm_headers(src / "include")
-    model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c", src / "edgekit_kernels.c"]
+    files = [src / "edgekit_model.c", src / "edgekit_kernels.c"]
     for lib in libraries:
-        model_sources += copy_kernel_library(kernel_sources[lib], src)
-    return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols, libraries)
+        files += copy_kernel_library(kernel_sources[lib], src)
+    return files
+
+
+def write_nested_harness(fw: Path, board: str, n_tests: int) -> Path:
+    """main.c of a nested image's test firmware (templates/nested_main.c.j2: every test input at every point)."""
+    path = fw / "main.c"
+    path.write_text(_env().get_template("nested_main.c.j2").render(version=__version__, board=board,
+                                                                   n_tests=n_tests))
+    return path
 
 
 def write_harness(fw: Path, model_name: str, dtype: str, streaming: bool, test_inputs: np.ndarray, board: str,

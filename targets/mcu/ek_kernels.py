@@ -19,6 +19,11 @@ from edgekit.targets.mcu import kernel_pack, sparse_pack
 # Scratch (im2col tiles, widened weights) each conv call may use at most: speed against arena bytes.
 CONV_SCRATCH_LIMIT_BYTES = 8 * 1024
 DEFAULT_CONV_SCRATCH_LIMIT_BYTES = CONV_SCRATCH_LIMIT_BYTES
+# Nested images (targets/mcu/nested.py): layer name -> its channel count at the widest operating point, while one is
+# being built. Conv layers then pack one reduction run per tap and depthwise layers take the widest point's layout,
+# so that every narrower point's packed weights are a prefix of the widest one's (kernel_pack.nested_view).
+NESTED_FULL_CHANNELS: dict[str, int] | None = None
+NESTED_TAP_RUN_LAYERS: frozenset[str] = frozenset()  # conv layers whose input channels differ between the points
 # sparse_layers moves a family's unpruned layers to the sparse kernel (to drop the dense kernel's code) only when they
 # do at most this share of the model's conv/linear MACs: on dense weights the sparse kernel is ~2.5x slower.
 MOVED_MACS_FRACTION = 0.1
@@ -42,8 +47,13 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
     common = dict(input_shape=(h, w, C), stride=tuple(a["stride"]), dilation=tuple(a["dilation"]),
                   padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
     if depthwise:
+        layout = "auto"
+        if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
+            layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
+                                                  *common["dilation"], builder.tensors[out].shape[2],
+                                                  NESTED_FULL_CHANNELS[node.name])
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                                   isa=builder.ek_isa, **common)
+                                                   isa=builder.ek_isa, layout=layout, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
@@ -53,7 +63,8 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
         try:
             packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                             scratch_limit_bytes=limit, isa=builder.ek_isa, **common)
+                                             scratch_limit_bytes=limit, isa=builder.ek_isa,
+                                             tap_runs=node.name in NESTED_TAP_RUN_LAYERS, **common)
         except kernel_pack.ScratchLimitError:
             return None
         kind, wname = "ek_conv", f"{node.name}.ekw"
@@ -347,4 +358,20 @@ def conv_scratch_limit(limit: int):
         yield
     finally:
         CONV_SCRATCH_LIMIT_BYTES = old
+        _scratch_estimate.cache_clear()
+
+
+@contextlib.contextmanager
+def nested_packing(full_channels: dict[str, int], tap_run_layers: set[str]):
+    """Pack for a nested image while building one of its programs (see NESTED_FULL_CHANNELS): ``tap_run_layers``
+    are the conv layers whose input channels differ between the operating points (one run per kernel tap, so each
+    point's weights are a prefix of every run; the others keep kernel-row runs, which are faster)."""
+    global NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS
+    old = NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS
+    NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS = dict(full_channels), frozenset(tap_run_layers)
+    _scratch_estimate.cache_clear()
+    try:
+        yield
+    finally:
+        NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS = old
         _scratch_estimate.cache_clear()

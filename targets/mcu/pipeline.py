@@ -244,7 +244,7 @@ def quantized(model, options: CompileOptions):
     return model, lower(model.deploy_graph, q)
 
 
-def _final_program(p: McuPlan):
+def final_program(p: McuPlan):
     """The program with the model's real (int8) parameters on the plan's schedule; (model, program, qg or qs)."""
     from edgekit.targets.mcu.program import build_program
     from edgekit.targets.mcu.streaming import build_step_program, lower_int8
@@ -288,12 +288,32 @@ def _final_program(p: McuPlan):
 def _tvm_kernels(prog: Program, platform: Platform, cpu: str) -> tuple[str, dict[int, str], dict[int, list], int]:
     """TVM's C for every distinct kernel of the program: (C source, step -> symbol, step -> argument shapes of a
     recurrent cell, number of kernels)."""
+    code, [(symbols, arg_shapes)], n = tvm_kernels_of([prog], platform, cpu)
+    return code, symbols, arg_shapes, n
+
+
+def tvm_kernels_of(programs: list[Program], platform: Platform, cpu: str
+                   ) -> tuple[str, list[tuple[dict[int, str], dict[int, list]]], int]:
+    """TVM's C for every distinct kernel of the programs (one kernel per distinct spec, shared between programs):
+    (C source, per program (step -> symbol, step -> argument shapes of a recurrent cell), number of kernels)."""
+    from edgekit.targets.mcu import tvm_kernels
+
+    funcs, by_spec, shapes_of = {}, {}, {}
+    per_program = []
+    for prog in programs:
+        symbols: dict[int, str] = {}
+        arg_shapes: dict[int, list[tuple]] = {}
+        per_program.append((symbols, arg_shapes))
+        _tvm_program_kernels(prog, symbols, arg_shapes, funcs, by_spec, shapes_of)
+    code = tvm_kernels.compile_kernels(funcs, platform.tvm_target(cpu)) if funcs else "/* no TVM kernels */\n"
+    return code, per_program, len(funcs)
+
+
+def _tvm_program_kernels(prog: Program, symbols: dict, arg_shapes: dict, funcs: dict, by_spec: dict,
+                         shapes_of: dict) -> None:
     from edgekit.targets.mcu import tvm_cells, tvm_kernels
     from edgekit.targets.mcu.streaming import CELL_KIND
 
-    symbols: dict[int, str] = {}
-    arg_shapes: dict[int, list[tuple]] = {}
-    funcs, by_spec, shapes_of = {}, {}, {}
     for i, s in enumerate(prog.steps):
         if s.kind not in (CELL_KIND, "tvm"):
             continue
@@ -315,15 +335,13 @@ def _tvm_kernels(prog: Program, platform: Platform, cpu: str) -> tuple[str, dict
         symbols[i] = s.symbol = by_spec[s.spec]
         if s.kind == CELL_KIND:
             arg_shapes[i] = shapes_of[s.spec]
-    code = tvm_kernels.compile_kernels(funcs, platform.tvm_target(cpu)) if funcs else "/* no TVM kernels */\n"
-    return code, symbols, arg_shapes, len(funcs)
 
 
 def _device_layout(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if x.ndim == 4 else x)
 
 
-def _one_shot_reference(model, prog: Program, qg, budget: int) -> tuple[np.ndarray, dict]:
+def one_shot_reference(model, prog: Program, qg, budget: int) -> tuple[np.ndarray, dict]:
     """Test inputs for the firmware (device layout and dtype, within ``budget`` bytes) and what it must print: int8
     codes of the host integer reference, or PyTorch's float outputs."""
     x = model.test_x if model.test_x is not None else \
@@ -492,13 +510,61 @@ def _streaming_info(prog: Program) -> StreamingInfo:
         int8_scheme=None if prog.qstream is None else int8_scheme(prog.qstream))
 
 
+def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
+    """The compiler flags of the firmware of ``programs`` (one, or a nested image's operating points)."""
+    platform, board = p.platform, p.board
+    cflags = platform.cflags(board) + platform.kernel_defines(board) + ["-DEDGEKIT_PROFILE_STEPS"]
+    steps = [s for prog in programs for s in prog.steps]
+    if all(cost.helium_only(prog) for prog in programs):  # every edgekit kernel call packed for Helium
+        cflags.append("-DEK_NN_MVE_ONLY=1")
+    elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
+                              for s in steps) and platform.kernel_isa(board) == "mve":
+        cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
+    return cflags
+
+
+def build_record(p: McuPlan, prog: Program, n_tvm: int, test_inputs: int, cflags: list[str]) -> McuBuild:
+    """The build's record (report["build"]) for ``prog`` built from plan ``p``."""
+    platform, board = p.platform, p.board
+    return McuBuild(
+        platform=platform.name, board=board, qemu_machine=platform.board_info(board).get("qemu_machine", board),
+        cpu=p.cpu, dtype=p.dtype,
+        kernels=" + ".join(([f"edgekit int8 kernels ({'Helium' if p.use_ek == 'mve' else 'DSP'})"]
+                            if any(s.is_micro_kernel for s in prog.steps) else [])
+                           + ["TVM"]),
+        tvm_kernels=n_tvm, steps=len(prog.steps), arena_bytes=prog.arena_bytes, state_bytes=prog.state_bytes,
+        step_layers=[s.layer for s in prog.steps], step_macs=[s.macs for s in prog.steps],
+        step_kernels=[s.symbol or s.kind for s in prog.steps],
+        step_cost_terms=[list(cost.step_instruction_terms(prog, s)) if prog.streaming
+                         else list(cost.step_cost_terms(prog, s)) for s in prog.steps],
+        step_estimated_instructions=[round(cost.call_instructions(prog, s, p.profile), 1) for s in prog.steps],
+        weight_bytes=prog.const_bytes, layer_weights=layer_weight_bytes(prog), stack_reserved_bytes=STACK_BYTES,
+        test_inputs=int(test_inputs), cflags=" ".join(cflags + toolchain.OPT_FLAGS),
+        streaming=_streaming_info(prog) if prog.streaming else None)
+
+
+def compile_and_measure(info: McuBuild, platform: Platform, sources, fw_sources: list[Path],
+                        cflags: list[str]) -> list[str]:
+    """Build firmware/firmware.elf when the cross-compiler is there and put the ELF's facts into ``info``; returns
+    the notes (the compiler missing)."""
+    elf = sources.firmware_dir / "firmware.elf"
+    if not platform.have_toolchain():
+        return [f"{platform.compiler} not found: wrote the C sources only; {platform.install_hint}"]
+    toolchain.compile_firmware(platform, sources.model_sources + fw_sources,
+                               sources.include_dirs + [sources.firmware_dir], cflags,
+                               platform.link_flags(sources.firmware_dir / "link.ld"), sources.firmware_dir, elf)
+    info.elf = elf_facts(elf, sources.firmware_dir, platform)
+    shutil.rmtree(sources.firmware_dir / "obj", ignore_errors=True)  # objects and .su files: read, not shipped
+    return []
+
+
 def build(p: McuPlan, out: Path) -> BuildResult:
     """Write the C sources, the test firmware (built when the cross-compiler is there), reference.npz; return the
     build's record."""
     from edgekit.analysis import analyze
     from edgekit.targets.mcu import codegen
 
-    model, prog, q = _final_program(p)
+    model, prog, q = final_program(p)
     platform, board = p.platform, p.board
     kernels_c, symbols, arg_shapes, n_tvm = _tvm_kernels(prog, platform, p.cpu)
     sources = codegen.write_sources(prog, kernels_c, symbols, arg_shapes, out, p.cpu, platform.kernel_sources)
@@ -512,55 +578,27 @@ def build(p: McuPlan, out: Path) -> BuildResult:
         code_size = platform.board_info(board)["code_size"]
         budget = min(TEST_DATA_BUDGET, max(0, code_size - prog.const_bytes - cost.code_bytes(prog, platform)
                                            - 128 * 1024))
-        x_dev, ref = _one_shot_reference(model, prog, q, budget)
+        x_dev, ref = one_shot_reference(model, prog, q, budget)
     np.savez(out / "reference.npz", **ref)
 
-    cflags = platform.cflags(board) + platform.kernel_defines(board) + ["-DEDGEKIT_PROFILE_STEPS"]
-    if cost.helium_only(prog):  # every edgekit kernel call packed for Helium: leave the DSP code out
-        cflags.append("-DEK_NN_MVE_ONLY=1")
-    elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
-                              for s in prog.steps) and platform.kernel_isa(board) == "mve":
-        cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
+    cflags = firmware_cflags(p, [prog])
     fw_sources = codegen.write_firmware(prog, sources, x_dev, board, platform, cflags, platform.link_flags("link.ld"),
                                         toolchain.OPT_FLAGS, STACK_BYTES)
     est = cost.program_estimate(model, p.profile, prog, platform)
-    info = McuBuild(
-        platform=platform.name, board=board, qemu_machine=platform.board_info(board).get("qemu_machine", board),
-        cpu=p.cpu, dtype=p.dtype,
-        kernels=" + ".join(([f"edgekit int8 kernels ({'Helium' if p.use_ek == 'mve' else 'DSP'})"]
-                            if any(s.is_micro_kernel for s in prog.steps) else [])
-                           + ["TVM"]),
-        tvm_kernels=n_tvm, steps=len(prog.steps), arena_bytes=prog.arena_bytes, state_bytes=prog.state_bytes,
-        step_layers=[s.layer for s in prog.steps], step_macs=[s.macs for s in prog.steps],
-        step_kernels=[s.symbol or s.kind for s in prog.steps],
-        step_cost_terms=[list(cost.step_instruction_terms(prog, s)) if prog.streaming
-                         else list(cost.step_cost_terms(prog, s)) for s in prog.steps],
-        step_estimated_instructions=[round(cost.call_instructions(prog, s, p.profile), 1) for s in prog.steps],
-        weight_bytes=prog.const_bytes, layer_weights=layer_weight_bytes(prog), stack_reserved_bytes=STACK_BYTES,
-        test_inputs=int(len(x_dev)), cflags=" ".join(cflags + toolchain.OPT_FLAGS),
-        streaming=_streaming_info(prog) if prog.streaming else None)
-    notes: list[str] = []
-    elf = sources.firmware_dir / "firmware.elf"
-    if platform.have_toolchain():
-        toolchain.compile_firmware(platform, sources.model_sources + fw_sources,
-                                   sources.include_dirs + [sources.firmware_dir], cflags,
-                                   platform.link_flags(sources.firmware_dir / "link.ld"), sources.firmware_dir, elf)
-        info.elf = elf_facts(elf, sources.firmware_dir, platform)
-        shutil.rmtree(sources.firmware_dir / "obj", ignore_errors=True)  # objects and .su files: read, not shipped
-    else:
-        notes.append(f"{platform.compiler} not found: wrote the C sources only; {platform.install_hint}")
+    info = build_record(p, prog, n_tvm, len(x_dev), cflags)
+    notes = compile_and_measure(info, platform, sources, fw_sources, cflags)
     files = [str(f.relative_to(out)) for f in sorted(out.rglob("*")) if f.is_file()]
     return BuildResult(files=files, dtype=p.dtype, estimate=est,
                        analysis=analyze(model.deploy_graph, p.dtype, 1 if p.dtype == "int8" else 4), info=info,
                        notes=notes + prog.notes, schedule=prog.schedule, patch=prog.patch,
-                       quant_debug=_quant_debug(model, ref) if p.dtype == "int8" and not prog.streaming else None)
+                       quant_debug=quant_debug_report(model, ref) if p.dtype == "int8" and not prog.streaming else None)
 
 
 # The debugger keeps every layer's float and int8 values of its inputs: at most this many bytes of them.
 QUANT_DEBUG_BYTES = 256 * 1024 * 1024
 
 
-def _quant_debug(model, ref: dict) -> dict:
+def quant_debug_report(model, ref: dict) -> dict:
     """Per-layer SQNR of the int8 build against float on (a few of) the test inputs, for the report."""
     from edgekit import quantdebug
 

@@ -70,6 +70,9 @@ class McuBuild:
     cflags: str
     streaming: StreamingInfo | None = None
     elf: ElfFacts | None = None
+    # A nested image (targets/mcu/nested.py): per operating point, narrowest first — width, its kernel calls (as
+    # step_layers etc. above, which describe the widest), arena, shared and own weight bytes, estimate, accuracy.
+    operating_points: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:

@@ -61,8 +61,9 @@ def compile_firmware(platform, sources: list[Path], include_dirs: list[Path], cf
     objdir.mkdir(parents=True, exist_ok=True)
     objects = []
     incs = [f"-I{d}" for d in include_dirs]
-    for src in sources:
-        obj = objdir / (src.stem + ".o")
+    stems = [src.stem for src in sources]
+    for src in sources:  # a nested image has one edgekit_model.c per operating point (src/op0/, src/op1/ ...)
+        obj = objdir / ((src.stem if stems.count(src.stem) == 1 else f"{src.parent.name}_{src.stem}") + ".o")
         _run([platform.compiler, *cflags, *OPT_FLAGS, "-fstack-usage", *incs, "-c", str(src), "-o", str(obj)],
              build_dir, f"compiling {src.name}")
         objects.append(str(obj))

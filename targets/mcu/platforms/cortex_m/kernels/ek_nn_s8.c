@@ -448,6 +448,19 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(co
     return dst;
 }
 
+/* The same with one run per kernel tap (EK_NN_FLAG_TAP_RUNS: nested weights). */
+static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_taps(const ek_conv_params_t *p,
+    const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
+{
+    const int32_t step = p->dilation_h * p->in_row_stride;
+    for (int32_t ky = 0; ky < p->kernel_h; ky++, s0 += step, s1 += step) {
+        for (int32_t kx = 0; kx < p->kernel_w; kx++) {
+            dst = ek__cvt_pair(s0 + kx * p->in_c, s1 + kx * p->in_c, g->run_len, off2, dst);
+        }
+    }
+    return dst;
+}
+
 /* Pixels pix0 .. pix0+n-1 (row-major over the output window) into the tile. Pair j occupies pair_bytes:
  * k_pairs x {pixel 0 pair, pixel 1 pair}, then the two pixels' byte offsets in the output. An odd last pixel is
  * duplicated (its result is then stored twice, to the same place). */
@@ -497,9 +510,10 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
         uint32_t *dst = tile;
         if (is_1x1) { /* one run: the input pixel itself */
             dst = ek__cvt_pair(in + a.in_off, in + b.in_off, p->in_c, off2, dst);
-        } else if (p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS) && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
+        } else if (p->dilation_w == 1 && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
                    a.ix + p->kernel_w <= p->in_w && b.ix + p->kernel_w <= p->in_w) {
-            dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
+            dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
+                                                 : ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
             for (int32_t r = 0; r < g->runs; r++) {
                 const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);

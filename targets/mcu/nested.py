@@ -1,0 +1,296 @@
+"""One firmware image, several operating points: a nested model (edgekit.converters.nested) on a microcontroller.
+
+Where it sits: targets/mcu, behind :class:`~edgekit.targets.mcu.McuTarget` when the model carries ``meta["nested"]``
+(``edgekit convert MODEL --budgets ...``). Each operating point (a width fraction of every sliceable layer) is planned
+and built as its own program by the ordinary pipeline (pipeline.py); what this module adds:
+
+* **Weights stored once.** Every point is quantized with the widest point's per-channel weight scales (so its int8
+  weights are exactly the first rows/columns of the widest point's), and packed so that prefixes nest: one reduction
+  run per kernel tap in conv layers, the widest point's depthwise layout (ek_kernels.nested_packing). A narrower
+  point's conv / depthwise / linear call then reads the widest point's packed array with strides
+  (``weight_block_bytes``, ``weight_run_pairs``) instead of its own copy — checked byte for byte on the host
+  (kernel_pack.nested_view); where a layer does not nest it keeps its own copy, and the report says how many bytes.
+  Biases and requantization tables (a few bytes per channel) stay per point: they depend on each point's
+  activation scales.
+* **One arena** sized for the largest point's plan; each point keeps its own schedule inside it.
+* **A switch at run time**: ``edgekit_model_set_budget(k)`` in the C API (src/edgekit_model.c dispatches to
+  src/op<k>/, whose functions carry the prefix ``ek_op<k>_model``). The test firmware runs every test input at every
+  point; runtimes/mcu.py checks each point's outputs bit for bit against its own host reference
+  (reference_op<k>.npz) and counts its instructions.
+
+One-shot int8 models only: a step program (recurrent layers) or a float32 build is refused with what to do instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import UnsupportedError, UsageError
+from edgekit.estimate import Estimate
+from edgekit.stepgraph import is_recurrent
+from edgekit.targets import BuildResult, CompileOptions
+from edgekit.targets.mcu import codegen, cost, ek_kernels, kernel_pack, pipeline, toolchain
+from edgekit.targets.mcu.pipeline import McuPlan
+from edgekit.targets.profiles import TargetProfile
+
+ARENA_SYMBOL = "ek_arena_shared"
+# ek_kernels step kind -> kernel_pack layer kind: the calls whose weights may be read from the widest point's array
+_NESTABLE = {"ek_conv": "conv2d", "ek_dw": "depthwise_conv2d", "ek_fc": "fully_connected"}
+
+
+def is_nested(model) -> bool:
+    return bool(model.meta.get("nested"))
+
+
+@dataclass
+class NestedPlan:
+    """The operating points' plans (narrowest first; the last is the full width) and the image's estimate: the
+    widest point's figures, with the flash of the narrower points' own arrays and drivers added."""
+
+    model: object
+    profile: TargetProfile
+    options: CompileOptions
+    budgets: list[float]
+    plans: list[McuPlan]
+    estimate: Estimate
+
+    @property
+    def program(self):  # what McuTarget.fit_advice reads
+        return self.plans[-1].program
+
+
+def _packing(points) -> tuple[dict[str, int], set[str]]:
+    """What ek_kernels.nested_packing needs: output channels of every conv/linear layer at the full width (the
+    widest point's packing decisions) and the conv layers whose input channels differ between the points."""
+    graphs = [pt.deploy_graph for pt in points]
+    full = {n.name: int(n.attrs.get("out_channels", n.attrs.get("out_features", 0)))
+            for n in graphs[-1].nodes if n.op in ("conv2d", "linear")}
+    inputs: dict[str, set[int]] = {}
+    for g in graphs:
+        for n in g.nodes:
+            if n.op == "conv2d":
+                inputs.setdefault(n.name, set()).add(int(n.attrs["in_channels"]))
+    return full, {name for name, seen in inputs.items() if len(seen) > 1}
+
+
+def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
+    from edgekit.converters.nested import operating_points
+
+    if options.quantize != "int8":
+        raise UsageError(f"model '{model.name}' has nested operating points, which share int8 weights in one image: "
+                         "add --quantize int8")
+    if options.kernels == "tvm":
+        raise UsageError("a nested image reads shared weights through edgekit's int8 kernels: drop --kernels tvm")
+    if options.prune:
+        raise UnsupportedError(f"model '{model.name}': pruned weights are stored compressed, not as nested prefixes; "
+                               "prune before edgekit convert --budgets instead of at compile time")
+    points = operating_points(model)
+    if is_recurrent(points[-1].deploy_graph):
+        raise UnsupportedError(f"model '{model.name}': nested images of step programs (recurrent layers) are not "
+                               "built yet; compile each operating point on its own (edgekit.converters.nested."
+                               "operating_point) or use a convolutional model")
+    # Helium has its own weight layouts, which do not nest: the DSP kernels run a nested image on every core.
+    opts = dataclasses.replace(options, kernels="dsp")
+    with ek_kernels.nested_packing(*_packing(points)):
+        plans = [pipeline.plan(pt, profile, opts) for pt in points]
+    full = plans[-1].estimate
+    # Narrower points add their biases, requantization tables and drivers; their weights are the widest point's.
+    extra = sum(_own_const_bytes(p.program) + _driver_bytes(p.program, p.platform) for p in plans[:-1])
+    arena = max(p.program.arena_bytes for p in plans)
+    est = dataclasses.replace(full, flash_bytes=full.flash_bytes + int(extra),
+                              peak_sram_bytes=full.peak_sram_bytes + arena - full.arena_bytes, arena_bytes=arena)
+    budgets = [float(pt.meta["operating_point"]["budget"]) for pt in points]
+    return NestedPlan(model, profile, opts, budgets, plans, est)
+
+
+def _driver_bytes(prog, platform) -> int:
+    """Flash of one point's driver and parameter structs: its code estimate without what the points share (start-up,
+    the kernel libraries)."""
+    m = platform.code_size
+    kinds = cost.code_features(prog)["ek_kinds"]
+    return cost.code_bytes(prog, platform) - m.base - sum(m.ek_kernel_bytes.get(k, 0) for k in kinds)
+
+
+def _own_const_bytes(prog) -> int:
+    """Bytes of ``prog``'s constant arrays other than the weights it can read out of ``widest`` (an estimate before
+    packing is checked: every conv / depthwise / linear weight array counts as shared)."""
+    shared = {c for s in prog.steps if s.kind in _NESTABLE for c in s.consts[:1]}
+    return sum(c.data.nbytes for name, c in prog.consts.items() if name not in shared)
+
+
+def _quantized_points(p: NestedPlan) -> list:
+    """Every point with int8 parameters: the widest calibrated as usual; each narrower one calibrated on its own
+    activations, with the widest point's per-channel weight scales (its int8 weights are then exactly a prefix of
+    the widest point's) and the widest point's input quantization (one test input serves all points)."""
+    from edgekit.converters.quantize import PASS_THROUGH, quantize
+
+    if p.options.qat:
+        raise UsageError("--qat fine-tunes each operating point apart, which breaks the shared weights of a nested "
+                         "image; quantize with PTQ (drop --qat)")
+    widest, _ = pipeline.quantized(p.plans[-1].model, p.options)
+    qf = widest.meta["quant"]
+    out = []
+    for pl in p.plans[:-1]:
+        m = quantize(pl.model, observer=p.options.observer)
+        q = m.meta["quant"]
+        scales = {}
+        for name, s in q.weight_scales.items():
+            full = qf.weight_scales.get(name)
+            if full is None or np.size(full) < np.size(s):
+                raise UnsupportedError(f"model '{m.name}': layer '{name}' has no wider twin in the widest operating "
+                                       "point; the operating points must share their layer names (edgekit convert "
+                                       "--budgets makes them so)")
+            scales[name] = np.asarray(full, dtype=np.float64).ravel()[:np.size(s)] if np.ndim(full) else full
+        acts = dict(q.activations)
+        graph = m.deploy_graph
+        for node in graph.inputs:
+            acts[node.name] = qf.activations[node.name]
+        for n in graph.nodes:  # pass-through layers carry their input's parameters
+            if n.op in PASS_THROUGH:
+                acts[n.name] = acts[n.inputs[0]]
+        m.meta["quant"] = dataclasses.replace(q, activations=acts, weight_scales=scales)
+        out.append(m)
+    return out + [widest]
+
+
+def _packed(prog, step) -> kernel_pack.PackedLayer:
+    """The packed layer behind an edgekit kernel step (its struct fields and weight array)."""
+    return kernel_pack.PackedLayer(kind=_NESTABLE[step.kind], params=dict(step.params),
+                                   weights=prog.consts[step.consts[0]].data, bias=None, requant=np.zeros(0, np.int32),
+                                   scratch_bytes=step.scratch_bytes, weight_padding_bytes=0)
+
+
+def _share_weights(prog, widest, k: int, last: int) -> tuple[dict[str, str], dict]:
+    """Point the weight arrays of ``prog`` (operating point ``k``) at the widest program's where they nest; returns
+    (const name -> the widest point's C array, what was shared and what was not)."""
+    count = lambda steps: {s.layer: sum(1 for t in steps if t.layer == s.layer) for s in steps}  # noqa: E731
+    mine, theirs = count(prog.steps), count(widest.steps)
+    by_layer = {s.layer: s for s in widest.steps if s.kind in _NESTABLE}
+    cname = {name: codegen.const_cname(f"ek_op{last}_model", i, name) for i, name in enumerate(widest.consts)}
+    external: dict[str, str] = {}
+    facts = {"shared_layers": [], "copied_layers": [], "shared_weight_bytes": 0, "own_weight_bytes": 0}
+    for s in prog.steps:
+        if s.kind not in _NESTABLE:
+            continue
+        w = by_layer.get(s.layer)
+        nbytes = int(prog.consts[s.consts[0]].data.nbytes)
+        view = None
+        if w is not None and w.kind == s.kind and mine[s.layer] == 1 and theirs[s.layer] == 1:
+            view = kernel_pack.nested_view(_packed(widest, w), _packed(prog, s))
+        if view is None:
+            facts["copied_layers"].append(s.layer)
+            facts["own_weight_bytes"] += nbytes
+            continue
+        s.params.update(view)
+        s.stored_weight_bytes = 0
+        external[s.consts[0]] = cname[w.consts[0]]
+        facts["shared_layers"].append(s.layer)
+        facts["shared_weight_bytes"] += nbytes
+    return external, facts
+
+
+def _test_count(p: NestedPlan, per_input_bytes: int, budget_bytes: int) -> int:
+    """Test inputs the firmware runs at every point: within the test data's flash budget and the emulator's time
+    (``options.extra['test_inputs']`` caps it further)."""
+    per_input = max(sum(pl.estimate.instructions or 0 for pl in p.plans), 1)
+    n = min(budget_bytes // max(per_input_bytes, 1), int(pipeline.MAX_EMULATED_INSTRUCTIONS // per_input))
+    limit = p.options.extra.get("test_inputs")
+    return max(1, n if limit is None else min(n, int(limit)))
+
+
+def build(p: NestedPlan, out: Path) -> BuildResult:
+    """Write the nested image: src/ (the switch, op<k>/ per point, shared kernels), the test firmware and one
+    reference per point; return the build's record (report["build"]["operating_points"] per point)."""
+    from edgekit.analysis import analyze
+
+    widest_plan = p.plans[-1]
+    platform, board, cpu = widest_plan.platform, widest_plan.board, widest_plan.cpu
+    models = _quantized_points(p)
+    with ek_kernels.nested_packing(*_packing([pl.model for pl in p.plans])):
+        finals = [pipeline.final_program(dataclasses.replace(pl, model=m)) for pl, m in zip(p.plans, models)]
+    last = len(finals) - 1
+    widest = finals[-1][1]
+    shared = [_share_weights(prog, widest, k, last) for k, (_, prog, _) in enumerate(finals[:-1])]
+    shared.append(({}, {"shared_layers": [], "copied_layers": [s.layer for s in widest.steps if s.kind in _NESTABLE],
+                        "shared_weight_bytes": 0,
+                        "own_weight_bytes": sum(int(widest.consts[s.consts[0]].data.nbytes)
+                                                for s in widest.steps if s.kind in _NESTABLE)}))
+    kernels_c, per_prog, n_tvm = pipeline.tvm_kernels_of([prog for _, prog, _ in finals], platform, cpu)
+
+    src = out / "src"
+    point_sources = []
+    for k, ((m, prog, _), (symbols, arg_shapes), (external, _)) in enumerate(zip(finals, per_prog, shared)):
+        point_sources.append(codegen.write_sources(
+            prog, None, symbols, arg_shapes, out, cpu, platform.kernel_sources, src=src / f"op{k}",
+            operating_point={"prefix": f"ek_op{k}_model", "arena": ARENA_SYMBOL, "external": external}))
+
+    # one set of test inputs (the points quantize the input alike), one reference per point
+    code_size = platform.board_info(board)["code_size"]
+    per_input_bytes = int(np.prod(finals[-1][0].input_shapes[0][1:]))
+    room = min(pipeline.TEST_DATA_BUDGET, max(0, code_size - sum(prog.const_bytes for _, prog, _ in finals)
+                                              - cost.code_bytes(widest, platform) * len(finals) - 128 * 1024))
+    n = _test_count(p, per_input_bytes, room)
+    refs = [pipeline.one_shot_reference(m, prog, qg, n * per_input_bytes) for m, prog, qg in finals]
+    x_dev = refs[-1][0]
+    for k, (x_k, _) in enumerate(refs):
+        if not np.array_equal(x_k, x_dev):
+            raise AssertionError(f"operating point {k} quantizes the test inputs differently from the widest one")
+    for k, (_, ref) in enumerate(refs):
+        np.savez(out / f"reference_op{k}.npz", **ref)
+    np.savez(out / "reference.npz", **refs[-1][1])
+
+    arena = max(prog.arena_bytes for _, prog, _ in finals)
+    libraries = sorted({lib for s in point_sources for lib in s.kernel_libraries})
+    inp, outp = widest.tensors[widest.input], widest.tensors[widest.output]
+    points = [{"budget": b, "macs": int(sum(s.macs for s in prog.steps)), "arena_bytes": prog.arena_bytes,
+               "instructions": int(pl.estimate.instructions or 0), "output_q": prog.output_q}
+              for b, pl, (_, prog, _) in zip(p.budgets, p.plans, finals)]
+    common = codegen.write_nested_sources(src, kernels_c, platform.kernel_sources, libraries, dict(
+        model_name=p.model.name, cpu=cpu, points=points, arena_bytes=arena, arena_symbol=ARENA_SYMBOL,
+        kernel_libraries=libraries, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
+        output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
+        input_q=widest.input_q, output_q=widest.output_q))
+    sources = codegen.Sources(src, out / "firmware", common + [f for s in point_sources for f in s.model_sources],
+                              [src, src / "include"], sorted({x for s in point_sources for x in s.tvm_symbols}),
+                              libraries)
+
+    cflags = pipeline.firmware_cflags(widest_plan, [prog for _, prog, _ in finals])
+    fw_sources = codegen.write_firmware(widest, sources, x_dev, board, platform, cflags,
+                                        platform.link_flags("link.ld"), toolchain.OPT_FLAGS, pipeline.STACK_BYTES)
+    codegen.write_nested_harness(sources.firmware_dir, board, len(x_dev))
+    info = pipeline.build_record(widest_plan, widest, n_tvm, len(x_dev), cflags)
+    info.arena_bytes = arena
+    info.operating_points = []
+    for k, (b, pl, (m, prog, _), (_, facts), (_, ref)) in enumerate(zip(p.budgets, p.plans, finals, shared, refs)):
+        est = cost.program_estimate(m, p.profile, prog, platform)
+        info.operating_points.append({
+            "index": k, "budget": b, "name": m.name, "macs": points[k]["macs"], "arena_bytes": prog.arena_bytes,
+            "params": int(sum(np.size(v) for n in m.deploy_graph.nodes for v in n.params.values())),
+            "step_layers": [s.layer for s in prog.steps], "step_macs": [s.macs for s in prog.steps],
+            "step_kernels": [s.symbol or s.kind for s in prog.steps],
+            "step_estimated_instructions": [round(cost.call_instructions(prog, s, p.profile), 1) for s in prog.steps],
+            "const_bytes": int(prog.const_bytes), **facts,
+            "estimate": {"instructions": est.instructions, "cycles": est.cycles, "latency_ms": est.latency_ms,
+                         "energy_uj": est.energy_uj, "peak_sram_bytes": est.peak_sram_bytes,
+                         "flash_bytes_alone": est.flash_bytes},
+            "float_accuracy": float(ref["float_accuracy"]) if "float_accuracy" in ref else None,
+            "reference_accuracy": float(ref["reference_accuracy"]) if "reference_accuracy" in ref else None,
+            "reference": f"reference_op{k}.npz"})
+    notes = pipeline.compile_and_measure(info, platform, sources, fw_sources, cflags)
+    copied = {k: f["copied_layers"] for k, (_, f) in enumerate(shared[:-1]) if f["copied_layers"]}
+    for k, layers in copied.items():
+        notes.append(f"operating point {k} (width {p.budgets[k]:g}) keeps its own weights for "
+                     f"{', '.join(layers)}: their packed weights are not a prefix of the widest point's")
+    notes.append(f"nested image: {len(finals)} operating points (widths "
+                 f"{', '.join(f'{b:g}' for b in p.budgets)}) share one arena of {arena:,} B; "
+                 f"{sum(f['shared_weight_bytes'] for _, f in shared):,} B of weights read from the widest point's "
+                 "arrays instead of copies; edgekit_model_set_budget(k) switches at run time")
+    files = [str(f.relative_to(out)) for f in sorted(out.rglob("*")) if f.is_file()]
+    full_model = finals[-1][0]
+    return BuildResult(files=files, dtype="int8", estimate=p.estimate,
+                       analysis=analyze(full_model.deploy_graph, "int8", 1), info=info,
+                       notes=notes + widest.notes, schedule=widest.schedule, patch=widest.patch,
+                       quant_debug=pipeline.quant_debug_report(full_model, refs[-1][1]))
