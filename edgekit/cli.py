@@ -512,6 +512,25 @@ def print_summary(rep: dict) -> None:
         out_console.print(f"    {r}")
     for dev in (m.get("devices") or {}).values():
         _print_device(dev)
+    points = (rep.get("build") or {}).get("operating_points") if isinstance(rep.get("build"), dict) else None
+    if points:
+        _print_points(points, m.get("operating_points") or [])
+
+
+def _print_points(points: list[dict], measured: list[dict]) -> None:
+    """A nested image's operating points: one row each (measured where profiled)."""
+    t = Table(title="operating points (edgekit_model_set_budget(k))")
+    for col in ("k", "width", "MACs", "instructions", "arena", "accuracy", "outputs", "weights shared"):
+        t.add_column(col, justify="right")
+    for k, p in enumerate(points):
+        m = measured[k] if k < len(measured) else {}
+        instr = m.get("instructions") or p["estimate"]["instructions"]
+        acc = m.get("accuracy", p.get("reference_accuracy"))
+        t.add_row(str(k), f"{p['budget']:g}", f"{p['macs']:,}", f"{instr:,}" + ("" if m else " (est.)"),
+                  _fmt_bytes(p["arena_bytes"]), f"{acc:.2%}" if acc is not None else "–",
+                  ("bit-exact" if m["outputs_match"] else "DIFFER") if m else "–",
+                  _fmt_bytes(p["shared_weight_bytes"]))
+    out_console.print(t)
 
 
 def _print_device(dev: dict) -> None:
