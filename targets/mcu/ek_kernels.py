@@ -120,8 +120,10 @@ def add_step(builder, node, qn, ins: list[str], out: str):
 def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_top: int, pad_left: int):
     """A step running an int8 max / average (or global average) pool with ek_pool_s8's Helium path; None where
     that does not apply (cores without Helium, an average whose shift is below 32): TVM's pooling kernel is as fast
-    as the scalar path there (measured on the M7), so the caller keeps it."""
-    if builder.ek_isa != "mve":
+    as the scalar path there (measured on the M7), so the caller keeps it — except in a nested image, where one
+    ek_pool_s8 (scalar path) serves every operating point instead of a TVM kernel per point and shape."""
+    nested = NESTED_FULL_CHANNELS is not None  # a nested image: one pooling function for every point, not a TVM
+    if builder.ek_isa != "mve" and not nested:  # kernel per point and shape (flash; the speed is the same)
         return None
     from edgekit.targets.mcu.program import Step
 
@@ -133,7 +135,7 @@ def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_to
         q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
     packed = kernel_pack.pack_pool(mode, in_hwc=(h, w, c), out_hw=(oh, ow), kernel=kernel, stride=stride,
                                    pad_top=pad_top, pad_left=pad_left, isa=builder.ek_isa, **q)
-    if not packed.params["flags"] & kernel_pack.FLAG_MVE:
+    if not packed.params["flags"] & kernel_pack.FLAG_MVE and not nested:
         return None
     return Step(node.name, "ek_pool", [x], [], out, params=dict(packed.params))
 

@@ -2091,6 +2091,55 @@ static inline int32_t ek__pool_rq(int32_t acc, int32_t mult, int32_t shift, int3
     return v < -128 ? -128 : v > 127 ? 127 : v;
 }
 
+#if EK_NN_DSP
+static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
+    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            const int32_t x0 = ix0 < 0 ? 0 : ix0, x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            const int32_t taps = (y1 - y0) * (x1 - x0), nx = x1 - x0;
+            const int8_t *base = input + y0 * row + x0 * c_all;
+            for (int32_t c = 0; c < c_all; c += 4) {
+                const int8_t *src = base + c;
+                if (avg) {
+                    uint32_t a02 = 0, a13 = 0;
+                    for (int32_t y = y0; y < y1; y++, src += row) {
+                        const int8_t *s = src;
+                        for (int32_t x = 0; x < nx; x++, s += c_all) {
+                            const uint32_t v = ek__read_u32(s);
+                            a02 = ek__sxtab16(a02, v);
+                            a13 = ek__sxtab16_ror8(a13, v);
+                        }
+                    }
+                    const int32_t off = -taps * zp;
+                    output[c] = (int8_t)ek__pool_rq(ek__lo16(a02) + off, mult, shift, zo);
+                    output[c + 1] = (int8_t)ek__pool_rq(ek__lo16(a13) + off, mult, shift, zo);
+                    output[c + 2] = (int8_t)ek__pool_rq(ek__hi16(a02) + off, mult, shift, zo);
+                    output[c + 3] = (int8_t)ek__pool_rq(ek__hi16(a13) + off, mult, shift, zo);
+                } else {
+                    uint32_t m = 0x80808080u;
+                    for (int32_t y = y0; y < y1; y++, src += row) {
+                        const int8_t *s = src;
+                        for (int32_t x = 0; x < nx; x++, s += c_all) {
+                            const uint32_t v = ek__read_u32(s);
+                            uint32_t t;  /* GE[i] = v[i] >= m[i], then each lane from v where set, else m */
+                            __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(v), "r"(m) : "cc");
+                            m = t;
+                        }
+                    }
+                    memcpy(output + c, &m, 4);
+                }
+            }
+        }
+    }
+}
+#endif
+
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
 {
     if (p->in_h < 1 || p->in_w < 1 || p->channels < 1 || p->out_h < 1 || p->out_w < 1 || p->kernel_h < 1 ||
@@ -2105,6 +2154,14 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
 #endif
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
+#if EK_NN_DSP
+    /* 4 channels per word: max with SSUB8 + SEL (the GE flags pick the larger byte of each lane), sums with
+     * SXTAB16 into int16 pairs (exact while taps * 128 < 2^15). */
+    if ((c_all & 3) == 0 && (!avg || p->kernel_h * p->kernel_w < 256)) {
+        ek__pool_s8_dsp(p, input, output);
+        return EK_NN_OK;
+    }
+#endif
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
         const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
