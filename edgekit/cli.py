@@ -598,6 +598,8 @@ def sweep(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx fil
                                                      "the budget's sram)."),
           budget: Optional[str] = typer.Option(None, help="Device budget, e.g. sram=256KB,flash=1MB,latency=50ms "
                                                           "(energy=500uJ too)."),
+          budgets: Optional[str] = typer.Option(None, help="A nested model's operating points to try, e.g. "
+                                                           "0.25,0.5,1 (default: all of them)."),
           search: str = typer.Option("grid", help="grid (every configuration) or optuna (NSGA-II, --trials)."),
           trials: int = typer.Option(20, help="optuna: configurations to evaluate in total."),
           address: Optional[str] = typer.Option(None, help="Join a running Ray cluster (HOST:PORT); default: a "
@@ -610,13 +612,14 @@ def sweep(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx fil
           keep_builds: bool = typer.Option(False, "--keep-builds", help="Keep every trial's build in OUT/builds/."),
           resume: bool = typer.Option(True, "--resume/--restart", help="Skip configurations already in "
                                                                        "OUT/results.jsonl, or start over.")):
-    """Try pruning x quantization x patching x targets; find the best configuration that meets a device budget."""
+    """Try pruning x quantization x patching x targets (x a nested model's operating points); find the best
+    configuration that meets a device budget."""
     from edgekit import sweep as sweeping  # the module (also callable)
     from edgekit.report import fmt_budget
 
     targets_ = [t.strip() for spec in target for t in spec.split(",") if t.strip()]
     result = sweeping.sweep(model, targets_, prune=prune, quantize=quantize, patch=patch,
-                            budget=sweeping.parse_budget(budget), out=out, search=search, trials=trials,
+                            budget=sweeping.parse_budget(budget), budgets=budgets, out=out, search=search, trials=trials,
                             address=address, workers=workers, trial_timeout_s=trial_timeout, resume=resume,
                             keep_builds=keep_builds, repeat=repeat)
     out_console.print(result.table())

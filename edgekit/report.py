@@ -196,10 +196,10 @@ def _charts(report: dict) -> dict[str, str]:
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         for k, p in enumerate(points):
             m = measured_points[k] if k < len(measured_points) else {}
-            instr = m.get("instructions") or p["estimate"]["instructions"] or 0
+            instr = m.get("instructions") or p["estimate"].get("instructions") or 0
             acc = m.get("accuracy", p.get("reference_accuracy"))
             acc = 100 * acc if acc is not None else None
-            for ax, x in ((ax1, instr / 1e6), (ax2, p["estimate"]["peak_sram_bytes"] / 1024)):
+            for ax, x in ((ax1, instr / 1e6), (ax2, (p["estimate"].get("peak_sram_bytes") or 0) / 1024)):
                 if acc is not None:
                     ax.scatter([x], [acc], s=50, color="#4c78a8", zorder=3)
                     ax.annotate(f"{p['budget']:g}", (x, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")

@@ -50,18 +50,21 @@ _RANK_NONE = float("inf")
 
 @dataclass(frozen=True)
 class Config:
-    """One point of the design space. ``patch`` is None for targets without a patch schedule (all but Cortex-M)."""
+    """One point of the design space. ``patch`` is None for targets without a patch schedule (all but Cortex-M);
+    ``budget`` the width of one operating point of a nested model (edgekit convert --budgets), built alone; None for
+    an ordinary model."""
 
     target: str
     prune: float = 0.0
     quantize: str | None = None
     patch: str | None = None
+    budget: float | None = None
 
     @property
     def key(self) -> str:
         """The configuration's identity in results.jsonl (stable across runs)."""
         return (f"{self.target} prune={self.prune:g} quantize={self.quantize or 'none'} "
-                f"patch={self.patch or '-'}")
+                f"patch={self.patch or '-'}" + (f" budget={self.budget:g}" if self.budget is not None else ""))
 
     @property
     def slug(self) -> str:
@@ -72,7 +75,9 @@ class Config:
 
     @classmethod
     def from_json(cls, d: dict) -> "Config":
-        return cls(d["target"], float(d.get("prune") or 0.0), d.get("quantize"), d.get("patch"))
+        budget = d.get("budget")
+        return cls(d["target"], float(d.get("prune") or 0.0), d.get("quantize"), d.get("patch"),
+                   None if budget is None else float(budget))
 
 
 @dataclass(frozen=True)
@@ -216,11 +221,13 @@ def _capabilities(target: str):
     return get_target(profile).capabilities(profile)
 
 
-def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", "off")) -> list[Config]:
+def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", "off"),
+                 budgets=(None,)) -> list[Config]:
     """Every configuration of the grid, checked before anything runs (a typo should not cost a cluster run).
 
     The patch axis only exists for targets that take patch-based schedules (microcontrollers); on the others each
-    (prune, quantize) pair is one trial."""
+    (prune, quantize) pair is one trial. ``budgets``: the operating points of a nested model to try (their widths),
+    or (None,) for an ordinary model."""
     targets = _list(targets, "--target")
     if targets == [None]:
         raise UsageError("sweep: give at least one --target (edgekit targets lists them)")
@@ -251,9 +258,33 @@ def design_space(targets, prune=(0.0,), quantize=(None, "int8"), patch=("auto", 
         axis = list(dict.fromkeys(patches)) if caps[t].patching else [None]
         # a spiking target's trial converts the model to a spiking network, which holds the chip's own 8-bit weights
         qaxis = [None] if caps[t].spiking else dict.fromkeys(quants)
-        for p, q, pa in itertools.product(dict.fromkeys(prunes), qaxis, axis):
-            space.append(Config(t, p, q, pa))
+        for b, p, q, pa in itertools.product(dict.fromkeys(budgets), dict.fromkeys(prunes), qaxis, axis):
+            space.append(Config(t, p, q, pa, b))
     return space
+
+
+def budget_axis(model, budgets) -> list[float | None]:
+    """The operating points a sweep of ``model`` tries: ``budgets`` (widths, a list or comma-separated string; "all"
+    or None: every point of a nested model), checked against the model's own; (None,) for an ordinary model."""
+    nested = (model.meta.get("nested") or {}).get("budgets") if model is not None else None
+    if not nested:
+        if budgets not in (None, "", "all"):
+            raise UsageError(f"--budgets {budgets}: model '{model.name}' has no operating points; make them with "
+                             "edgekit convert MODEL --budgets 0.25,0.5,1 -o nested.pt2")
+        return [None]
+    if budgets in (None, "", "all"):
+        return [float(b) for b in nested]
+    chosen = []
+    for b in _list(budgets, "--budgets"):
+        try:
+            b = float(b)
+        except (TypeError, ValueError):
+            raise UsageError(f"--budgets {b}: give widths such as 0.25,0.5,1 or all") from None
+        if not any(abs(b - n) < 1e-9 for n in nested):
+            raise UsageError(f"--budgets {b:g}: model '{model.name}' has operating points "
+                             f"{', '.join(f'{n:g}' for n in nested)}")
+        chosen.append(b)
+    return chosen
 
 
 # ---- one trial (runs inside a Ray worker) -------------------------------------------------------------------------
@@ -305,6 +336,13 @@ def run_trial(model, config: Config, build_dir: str, options=None, repeat: int =
                               "host": socket.gethostname(), "pid": os.getpid()}
     try:
         base = options or CompileOptions()
+        if config.budget is not None:  # one operating point of a nested model, built on its own
+            from edgekit.converters.nested import operating_point
+            from edgekit.model import Model
+
+            loaded = Model.load(model)
+            widths = [float(b) for b in loaded.meta["nested"]["budgets"]]
+            model = operating_point(loaded, min(range(len(widths)), key=lambda i: abs(widths[i] - config.budget)))
         opts = dataclasses.replace(base, prune=config.prune or None, quantize=config.quantize,
                                    patch=config.patch or base.patch)
         caps = _capabilities(config.target)
@@ -413,6 +451,7 @@ class _Optuna:
         self.prunes = list(dict.fromkeys(c.prune for c in space))
         self.quants = list(dict.fromkeys(c.quantize for c in space))
         self.patches = {t: list(dict.fromkeys(c.patch for c in space if c.target == t)) for t in self.targets}
+        self.budgets = list(dict.fromkeys(c.budget for c in space))
         population = max(4, min(50, trials // 3))
         sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)  # reads trial constraints
         self.study = optuna.create_study(directions=[("maximize" if s == "max" else "minimize")
@@ -437,6 +476,8 @@ class _Optuna:
         d = {"target": D(self.targets), "prune": D(self.prunes), "quantize": D(self.quants)}
         if c.patch is not None:
             d["patch"] = D(self.patches[c.target])
+        if c.budget is not None:
+            d["budget"] = D(self.budgets)
         return d
 
     @staticmethod
@@ -444,6 +485,8 @@ class _Optuna:
         p = {"target": c.target, "prune": c.prune, "quantize": c.quantize}
         if c.patch is not None:
             p["patch"] = c.patch
+        if c.budget is not None:
+            p["budget"] = c.budget
         return p
 
     @staticmethod
@@ -474,7 +517,8 @@ class _Optuna:
             quantize = trial.suggest_categorical("quantize", self.quants)
             patch = trial.suggest_categorical("patch", self.patches[target]) if self.patches[target] != [None] \
                 else None
-            c = Config(target, prune, quantize, patch)
+            budget = trial.suggest_categorical("budget", self.budgets) if self.budgets != [None] else None
+            c = Config(target, prune, quantize, patch, budget)
             if c.key in self.done:
                 self._tell(trial, self.done[c.key])
             elif c.key in self.waiting:
@@ -693,6 +737,7 @@ def _model_ref(model) -> tuple[Any, str, Any]:
 
 
 def sweep(model, targets, *, prune=(0.0,), quantize=(None, "int8"), patch=("auto", "off"), budget=None,
+          budgets=None,
           out: str | Path = "sweep-out", search: str = "grid", trials: int = 20, address: str | None = None,
           workers: int | None = None, trial_timeout_s: float = DEFAULT_TIMEOUT_S, resume: bool = True,
           keep_builds: bool = False, options=None, repeat: int = 50, seed: int = 0,
@@ -706,7 +751,9 @@ def sweep(model, targets, *, prune=(0.0,), quantize=(None, "int8"), patch=("auto
     running at once (default: the cluster's CPUs). A trial running longer than ``trial_timeout_s`` is stopped and
     recorded as timed out. ``options`` (CompileOptions) apply to every trial (kernels, observer, allow_oversize...);
     ``repeat`` is the number of timed runs on the phone runtime. ``resume=False`` forgets earlier results in OUT.
-    ``keep_builds`` keeps every trial's build folder in OUT/builds/ (else only OUT/best/ remains).
+    ``keep_builds`` keeps every trial's build folder in OUT/builds/ (else only OUT/best/ remains). A nested model
+    (edgekit convert --budgets) adds its operating points as an axis (``budgets``: widths, default all of them),
+    each built alone, so the Pareto front shows them beside pruning and quantization.
 
     On a multi-machine cluster OUT should be on a shared file system, and a file MODEL reachable at the same path
     on every machine; a best build made on another machine is built again here.
@@ -727,8 +774,8 @@ def sweep(model, targets, *, prune=(0.0,), quantize=(None, "int8"), patch=("auto
 
         options = dataclasses.replace(options or CompileOptions(), sram_budget=(options.sram_budget if options and
                                       options.sram_budget else budget.sram_bytes))
-    space = design_space(targets, prune, quantize, patch)
     model_arg, model_name, model_obj = _model_ref(model)
+    space = design_space(targets, prune, quantize, patch, budget_axis(model_obj, budgets))
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import shutil
 import tempfile
@@ -79,6 +80,9 @@ class PhoneBuild:
     test_samples: int
     node_layers: dict[str, str] = field(default_factory=dict)
     stream: dict | None = None      # a conv model's streaming step (--streaming): the plan and the state inputs
+    # A nested model (edgekit convert --budgets): the widest operating point is OUT's own model; each narrower one is
+    # a separate model in OUT/op<k>/ (index, budget, folder, onnx_bytes, ort_bytes, estimate), narrowest first.
+    operating_points: list[dict] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -114,6 +118,8 @@ class PhoneTarget:
         return PhonePlan(model, profile, options, estimate(model, profile, options))
 
     def build(self, plan: PhonePlan, out: Path) -> BuildResult:
+        if plan.model.meta.get("nested"):
+            return build_nested(plan.model, plan.profile, out, plan.options)
         return build(plan.model, plan.profile, out, plan.options, plan.estimate)
 
     def fit_advice(self, plan: PhonePlan) -> list[str]:
@@ -208,6 +214,47 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
         analysis = None
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
+
+
+# Why a phone build of a nested model repeats the weights: ONNX Runtime can share initializers between sessions
+# (SessionOptions.add_initializer with one OrtValue, or one external-data file), but only whole tensors; a narrower
+# operating point reads the first rows *and* columns of each weight tensor — not a contiguous piece of it — so each
+# point's weights are tensors of their own.
+SHARING_NOTE = ("phone: each operating point is its own ONNX/ORT model (OUT/op<k>/, the widest in OUT/); ONNX "
+                "Runtime shares initializers between sessions only as whole tensors (SessionOptions.add_initializer, "
+                "external data), and a narrower point's weights are the first rows and columns of each tensor, not a "
+                "contiguous piece, so the files repeat the shared weights; an app keeps one session per point it "
+                "uses")
+
+
+def build_nested(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
+    """A nested model: the widest operating point as OUT's model (profiled as usual), every narrower one as its own
+    model in OUT/op<k>/ with its own test data; report["build"]["operating_points"] lists them."""
+    from edgekit.converters.nested import operating_points
+
+    out = Path(out)
+    points = operating_points(model)
+    rows, files = [], []
+    for k, pt in enumerate(points[:-1]):
+        sub = out / f"op{k}"
+        sub.mkdir()
+        est = estimate(pt, profile, options)
+        result = build(pt, profile, sub, options, est)
+        (sub / "build.json").write_text(json.dumps(result.info.to_json()))  # what runtimes/onnxruntime.py reads
+        rows.append({"index": k, "budget": float(pt.meta["operating_point"]["budget"]), "folder": f"op{k}",
+                     "onnx_bytes": result.info.onnx_bytes, "ort_bytes": result.info.ort_bytes,
+                     "macs": int(est.macs), "estimate": est.to_json() | {"layers": None, "memory_timeline": None}})
+        files += [f"op{k}/{f}" for f in result.files + ["build.json"]]
+    widest = points[-1]
+    est = estimate(widest, profile, options)
+    result = build(widest, profile, out, options, est)
+    rows.append({"index": len(points) - 1, "budget": float(widest.meta["operating_point"]["budget"]), "folder": ".",
+                 "onnx_bytes": result.info.onnx_bytes, "ort_bytes": result.info.ort_bytes, "macs": int(est.macs),
+                 "estimate": est.to_json() | {"layers": None, "memory_timeline": None}})
+    result.info.operating_points = rows
+    result.files = list(result.files) + files
+    result.notes.append(SHARING_NOTE)
+    return result
 
 
 def build_stream(model, profile: TargetProfile, out: Path, options: CompileOptions, est: Estimate) -> BuildResult:
