@@ -304,6 +304,10 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
     return Sources(src, out / "firmware", model_sources, [src, src / "include"], tvm_symbols, libraries)
 
 
+# A nested image's one arena (templates/nested_model.c.j2); a single program's is the static ek_arena.
+SHARED_ARENA_SYMBOL = "ek_arena_shared"
+
+
 def const_cname(prefix: str, index: int, name: str) -> str:
     """The C array of a program's ``index``-th constant ``name`` (edgekit_weights.c)."""
     return f"{prefix}_c{index}_{c_ident(name)}"[:60]

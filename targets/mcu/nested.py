@@ -36,7 +36,6 @@ from edgekit.targets.mcu import codegen, cost, ek_kernels, kernel_pack, pipeline
 from edgekit.targets.mcu.pipeline import McuPlan
 from edgekit.targets.profiles import TargetProfile
 
-ARENA_SYMBOL = "ek_arena_shared"
 # ek_kernels step kind -> kernel_pack layer kind: the calls whose weights may be read from the widest point's array
 _NESTABLE = {"ek_conv": "conv2d", "ek_dw": "depthwise_conv2d", "ek_fc": "fully_connected"}
 
@@ -225,7 +224,8 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
     for k, ((m, prog, _), (symbols, arg_shapes), (external, _)) in enumerate(zip(finals, per_prog, shared)):
         point_sources.append(codegen.write_sources(
             prog, None, symbols, arg_shapes, out, cpu, platform.kernel_sources, src=src / f"op{k}",
-            operating_point={"prefix": f"ek_op{k}_model", "arena": ARENA_SYMBOL, "external": external}))
+            operating_point={"prefix": f"ek_op{k}_model", "arena": codegen.SHARED_ARENA_SYMBOL,
+                             "external": external}))
 
     # one set of test inputs (the points quantize the input alike), one reference per point
     code_size = platform.board_info(board)["code_size"]
@@ -249,7 +249,8 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
                "instructions": int(pl.estimate.instructions or 0), "output_q": prog.output_q}
               for b, pl, (_, prog, _) in zip(p.budgets, p.plans, finals)]
     common = codegen.write_nested_sources(src, kernels_c, platform.kernel_sources, libraries, dict(
-        model_name=p.model.name, cpu=cpu, points=points, arena_bytes=arena, arena_symbol=ARENA_SYMBOL,
+        model_name=p.model.name, cpu=cpu, points=points, arena_bytes=arena,
+        arena_symbol=codegen.SHARED_ARENA_SYMBOL,
         kernel_libraries=libraries, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
         output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
         input_q=widest.input_q, output_q=widest.output_q))

@@ -30,7 +30,7 @@ from edgekit.errors import UsageError
 from edgekit.estimate import Estimate
 from edgekit.stepgraph import is_recurrent, split
 from edgekit.targets import BuildResult, CompileOptions
-from edgekit.targets.mcu import cost, kernel_pack, toolchain
+from edgekit.targets.mcu import codegen, cost, kernel_pack, toolchain
 from edgekit.targets.mcu.platforms import Platform, platform_of
 from edgekit.targets.mcu.program import Program
 from edgekit.targets.mcu.records import ElfFacts, McuBuild, StreamingInfo
@@ -484,7 +484,8 @@ def elf_facts(elf: Path, fw_dir: Path, platform: Platform) -> ElfFacts:
         firmware=str(elf.relative_to(fw_dir.parent)), elf_sections=toolchain.section_table(elf, platform),
         elf_text_bytes=sizes.text, elf_rodata_bytes=sizes.rodata, elf_data_bytes=sizes.data,
         elf_bss_bytes=sizes.bss, test_data_bytes=test_bytes, model_flash_bytes=sizes.flash - test_bytes,
-        elf_arena_bytes=sizes.symbols.get("ek_arena", 0), elf_state_bytes=sizes.symbols.get("ek_state", 0),
+        elf_arena_bytes=sizes.symbols.get("ek_arena") or sizes.symbols.get(codegen.SHARED_ARENA_SYMBOL, 0),
+        elf_state_bytes=sizes.symbols.get("ek_state", 0),
         static_ram_bytes=sizes.ram, stack_frames=dict(sorted(stack.items(), key=lambda kv: -kv[1])[:12]))
 
 
@@ -562,7 +563,6 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     """Write the C sources, the test firmware (built when the cross-compiler is there), reference.npz; return the
     build's record."""
     from edgekit.analysis import analyze
-    from edgekit.targets.mcu import codegen
 
     model, prog, q = final_program(p)
     platform, board = p.platform, p.board

@@ -1,0 +1,98 @@
+"""A nested model's operating points in one Cortex-M image (targets/mcu/nested.py), built and run under QEMU.
+
+Checks what a user of ``edgekit compile NESTED.pt2 --target cortex-m7 --quantize int8`` relies on: every operating
+point's outputs equal its own host integer reference bit for bit in the one firmware that switches between them with
+edgekit_model_set_budget(); the narrower points read their weights out of the widest point's arrays (stored once);
+one arena serves all points; the report and the CLI list the points. The cross-compiler and QEMU are installed by the
+set-up (scripts/setup.sh), so nothing here is skipped in CI.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from edgekit import api
+from edgekit.converters.finetune import TrainSettings
+from edgekit.errors import UnsupportedError, UsageError
+from edgekit.model import Model
+
+BUDGETS = (0.25, 0.5, 1.0)
+
+
+@pytest.fixture(scope="module")
+def nested_cnn():
+    from edgekit.converters.nested import nest
+
+    m = Model.load("digits-cnn")
+    # a short fine-tuning on part of the training split: these tests check the image, not the accuracy
+    m = m.with_module(m.module, train_x=m.train_x[:400], train_y=m.train_y[:400])
+    return nest(m, BUDGETS, settings=TrainSettings(epochs=1, batch_size=64), progress=False)
+
+
+@pytest.fixture(scope="module")
+def image(nested_cnn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nested") / "img"
+    api.compile(nested_cnn, "cortex-m7", out, quantize="int8", extra={"test_inputs": 24})
+    return out, api.profile(out).report
+
+
+def test_every_operating_point_is_bit_exact_in_one_firmware(image):
+    out, rep = image
+    points = rep["measured"]["operating_points"]
+    assert [p["budget"] for p in points] == list(BUDGETS)
+    for p in points:
+        assert p["outputs_match"] and p["max_abs_err_lsb"] == 0, p["budget"]
+        assert p["test_inputs"] == 24 and p["instructions"] > 0
+    # narrower points do less work, measured
+    instr = [p["instructions"] for p in points]
+    assert instr == sorted(instr) and instr[0] < instr[-1] / 2
+    # one firmware: a single ELF, one switch
+    assert (out / "firmware" / "firmware.elf").exists()
+    header = (out / "src" / "edgekit_model.h").read_text()
+    assert "int edgekit_model_set_budget(uint32_t k);" in header
+    assert f"#define EDGEKIT_OPERATING_POINTS {len(BUDGETS)}u" in header
+
+
+def test_weights_are_stored_once(image):
+    out, rep = image
+    build = rep["build"]
+    points = build["operating_points"]
+    # every conv / linear layer of the narrower points reads the widest point's packed weights
+    for p in points[:-1]:
+        assert p["copied_layers"] == [] and p["own_weight_bytes"] == 0 and p["shared_weight_bytes"] > 0
+    for k in range(len(points) - 1):
+        weights_c = (out / "src" / f"op{k}" / "edgekit_weights.c").read_text()
+        assert not re.search(r"_ekw\[\d+\]", weights_c), f"operating point {k} defines its own weight array"
+    # one arena, sized for the largest point's plan
+    assert build["arena_bytes"] == max(p["arena_bytes"] for p in points) == build["elf_arena_bytes"]
+
+
+def test_report_and_cli_list_the_operating_points(image, capsys):
+    out, rep = image
+    html = (out / "report.html").read_text()
+    assert 'id="operating-points"' in html and "edgekit_model_set_budget" in html
+    from edgekit import cli
+
+    assert cli.main(["report", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "operating points" in shown and shown.count("bit-exact") >= len(BUDGETS)
+
+
+def test_nested_image_needs_int8(nested_cnn, tmp_path):
+    with pytest.raises(UsageError, match="--quantize int8"):
+        api.compile(nested_cnn, "cortex-m7", tmp_path / "f32")
+    assert not (tmp_path / "f32").exists()
+
+
+def test_nested_step_programs_are_refused_with_a_way_out(tmp_path):
+    from edgekit.converters.nested import nest
+
+    m = Model.load("digits-gru")
+    m = m.with_module(m.module, train_x=m.train_x[:64], train_y=m.train_y[:64])
+    nested = nest(m, (0.5, 1.0), settings=TrainSettings(epochs=1, batch_size=64), progress=False)
+    with pytest.raises(UnsupportedError, match="operating point on its own"):
+        api.compile(nested, "cortex-m7", tmp_path / "gru", quantize="int8")
+    assert not (tmp_path / "gru").exists()
