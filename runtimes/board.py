@@ -40,10 +40,16 @@ def model_id(out: Path) -> int:
     (or an older build of this one) is caught before any figure is taken."""
     crc = 0
     src = Path(out) / "src"
-    for path in sorted(p for p in src.glob("*") if p.suffix in (".c", ".h")):
-        crc = zlib.crc32(path.name.encode(), crc)
+    for path in sorted(p for p in _model_files(src) if p.suffix in (".c", ".h")):
+        crc = zlib.crc32(str(path.relative_to(src)).encode(), crc)
         crc = zlib.crc32(path.read_bytes(), crc)
     return crc
+
+
+def _model_files(src: Path) -> list[Path]:
+    """OUT/src's own files and, in a nested image, each operating point's (src/op<k>/; the device firmware runs the
+    image's default point, the widest)."""
+    return sorted(src.glob("*")) + sorted(src.glob("op[0-9]*/*"))
 
 
 def board_for(report: dict, board: str | None) -> tuple[Platform, dict, McuBuild]:
@@ -97,7 +103,8 @@ def device_firmware(out: Path, report: dict, board: str | None = None, baud: int
     if elf.exists() and (folder / ".stamp").exists() and (folder / ".stamp").read_text() == stamp:
         return elf
     platform.require_toolchain()
-    model_sources = sorted((out / "src").glob("*.c"))
+    src_dir = "src"
+    model_sources = [p for p in _model_files(out / src_dir) if p.suffix == ".c"]
     if not model_sources:
         raise DeviceError(f"{out}/src holds no model sources: compile the model again")
     stream = build.streaming
@@ -128,7 +135,7 @@ def device_firmware(out: Path, report: dict, board: str | None = None, baud: int
                            check=True, capture_output=True)
         (tmp / "build.txt").write_text(  # how it was built, for the user (and to rebuild it by hand)
             f"{platform.compiler} {' '.join(cflags + toolchain.OPT_FLAGS)} -I../../src -I../../src/include -I. "
-            f"{' '.join(f'../../src/{p.name}' for p in model_sources)} "
+            f"{' '.join(f'../../src/{p.relative_to(out / src_dir)}' for p in model_sources)} "
             f"{' '.join(p.name for p in support.sources)} main.c "
             f"{' '.join(str(f) for f in platform.link_flags('link.ld'))} -o firmware.elf\n")
         (tmp / ".stamp").write_text(stamp)
