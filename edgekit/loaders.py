@@ -99,15 +99,10 @@ def _pt2(path: Path, input_shape) -> Model:
     else:
         raise ModelLoadError(f"{path}: the program carries no example input; pass --input-shape")
     meta = _read_meta(path, extra[EDGEKIT_META_FILE])
-    module = ep.module()
-    batch = next((n.meta["val"].shape[0] for n in module.graph.nodes if n.op == "placeholder"
-                  and isinstance(n.meta.get("val"), torch.Tensor)), None)
-    if batch == 1:
-        module = _BatchOneProgram(module, module.graph)
-    else:
-        # torch makes eval()/train() raise on an exported module because the mode was fixed at export; edgekit
-        # calls eval() on every module, so give back nn.Module's own (harmless) methods.
-        del module.train, module.eval
+    if meta.get("nested"):
+        # the operating points' programs (see save_pt2), read by edgekit.converters.nested.operating_point
+        meta["nested_archive"] = path.read_bytes()
+    module = program_module(ep)
     try:
         with torch.no_grad():
             module(*example)
@@ -118,6 +113,51 @@ def _pt2(path: Path, input_shape) -> Model:
                          "exported for") from e
     m = Model.from_module(module, example, name=path.stem, meta={"source": str(path), **meta})
     return m
+
+
+def program_module(ep: torch.export.ExportedProgram) -> torch.nn.Module:
+    """The module edgekit runs for an exported program (batch-1 programs run larger batches one sample at a time)."""
+    module = ep.module()
+    batch = next((n.meta["val"].shape[0] for n in module.graph.nodes if n.op == "placeholder"
+                  and isinstance(n.meta.get("val"), torch.Tensor)), None)
+    if batch == 1:
+        return _BatchOneProgram(module, module.graph)
+    # torch makes eval()/train() raise on an exported module because the mode was fixed at export; edgekit
+    # calls eval() on every module, so give back nn.Module's own (harmless) methods.
+    del module.train, module.eval
+    return module
+
+
+# Inside the .pt2 archive of a nested model (edgekit.converters.nested): the program of narrower operating point i.
+# "model", what torch.export.load returns, is the full width (the last operating point).
+NESTED_PROGRAM = "operating_point_{index}"
+
+
+def nested_program(archive: bytes, index: int, source: str = "the nested model") -> torch.nn.Module:
+    """The module of operating point ``index`` from the bytes of a nested model's .pt2 archive."""
+    import io
+
+    from torch.export.pt2_archive._package import load_pt2
+
+    name = NESTED_PROGRAM.format(index=index)
+    try:
+        programs = load_pt2(io.BytesIO(archive)).exported_programs
+        ep = programs[name]
+    except Exception as e:
+        raise ModelLoadError(f"{source}: its archive has no readable program '{name}' for operating point {index} "
+                             f"({type(e).__name__}); write it again with edgekit convert --budgets") from e
+    return program_module(ep)
+
+
+def _export(module: torch.nn.Module, example_inputs, name: str) -> torch.export.ExportedProgram:
+    """``module`` exported with a batch of 2 and a dynamic batch dimension (a batch of 1 would be baked in)."""
+    example = tuple(torch.cat([x[:1], x[:1]]) for x in example_inputs)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        return torch.export.export(module.eval(), example, dynamic_shapes=tuple({0: batch} for _ in example))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UnsupportedError(f"model '{name}' cannot be exported with torch.export ({first})") from e
 
 
 def _read_meta(path: Path, text: str) -> dict:
@@ -141,18 +181,22 @@ def save_pt2(model: Model, path: str | Path) -> Path:
 
     ``meta['quant']`` (QuantParams) and every JSON-representable meta entry (pruning facts, QAT settings ...) go to
     the archive's ``edgekit.json``; :func:`load_model` reads them back into ``Model.meta``.
+
+    A nested model (``meta['nested']``, edgekit.converters.nested) also stores each narrower operating point i as its
+    own exported program named ``operating_point_<i>`` in the same archive (torch.export.load still returns the full
+    width, "model"); loading keeps the archive's bytes in ``meta['nested_archive']``, from which
+    ``operating_point(model, i)`` takes program i.
     """
     if model.module is None:
         raise UsageError(f"model '{model.name}' has no PyTorch module (loaded from ONNX); it cannot be saved as .pt2")
     path = Path(path)
-    # Export with a batch of 2 and a dynamic batch dimension: a batch of 1 would be baked in as a constant.
-    example = tuple(torch.cat([x[:1], x[:1]]) for x in model.example_inputs)
-    batch = torch.export.Dim("batch", min=1)
-    try:
-        ep = torch.export.export(model.module.eval(), example, dynamic_shapes=tuple({0: batch} for _ in example))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UnsupportedError(f"model '{model.name}' cannot be exported with torch.export ({first})") from e
+    ep = _export(model.module, model.example_inputs, model.name)
+    programs = {"model": ep}
+    if model.meta.get("nested"):
+        from edgekit.converters.nested import operating_points
+
+        for i, point in enumerate(operating_points(model)[:-1]):
+            programs[NESTED_PROGRAM.format(index=i)] = _export(point.module, point.example_inputs, point.name)
     meta = {}
     for key, value in model.meta.items():
         if key == "quant":
@@ -165,7 +209,12 @@ def save_pt2(model: Model, path: str | Path) -> Path:
             continue  # not plain data: stays with the in-memory Model only
         meta[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(ep, str(path), extra_files={EDGEKIT_META_FILE: json.dumps(meta)})
+    if len(programs) == 1:
+        torch.export.save(ep, str(path), extra_files={EDGEKIT_META_FILE: json.dumps(meta)})
+    else:
+        from torch.export.pt2_archive._package import package_pt2
+
+        package_pt2(str(path), exported_programs=programs, extra_files={EDGEKIT_META_FILE: json.dumps(meta)})
     return path
 
 
