@@ -124,12 +124,18 @@ def _streamed(m: Model, opts: CompileOptions, profile, tgt) -> Model:
 
 def convert(model, out: str | Path, *, prune: float | None = None, structured: bool = False,
             quantize: str | None = None, qat: bool = False, observer: str = "minmax", calib: str | None = None,
-            force: bool = False, prune_options: dict | None = None, qat_options: dict | None = None) -> Model:
-    """Prune and/or choose int8 parameters, then save the result as a ``.pt2`` (``edgekit convert``).
+            force: bool = False, prune_options: dict | None = None, qat_options: dict | None = None,
+            budgets=None, epochs: int | None = None, nest_options: dict | None = None) -> Model:
+    """Prune and/or choose int8 parameters, or make nested operating points, then save the result as a ``.pt2``
+    (``edgekit convert``).
 
     Pruning runs first (``converters.prune``), then quantization (``converters.quantize``, PTQ or QAT). The file is
     a torch.export program; quantization parameters and pruning facts travel inside it (see
     ``edgekit.loaders.save_pt2``) and ``Model.load(out)`` gives them back. Returns the converted Model.
+
+    ``budgets`` (width fractions, the largest 1.0) instead fine-tunes nested sub-networks (``converters.nest``,
+    ``epochs`` of fine-tuning); the file then holds every operating point (``converters.nested.operating_point``).
+    Nesting does not combine with pruning or quantization here: quantize when compiling the nested model.
     """
     from edgekit.converters.quantize import OBSERVERS
     from edgekit.loaders import save_pt2
@@ -151,9 +157,29 @@ def convert(model, out: str | Path, *, prune: float | None = None, structured: b
         raise UsageError(f"--prune {prune}: sparsity must be in [0, 1)")
     if structured and prune is None:
         raise UsageError("--structured says how to prune; add --prune SPARSITY")
+    if epochs is not None and budgets is None:
+        raise UsageError("--epochs sets how long --budgets fine-tunes the nested widths; add --budgets")
+    if budgets is not None:
+        from edgekit.converters.nested import check_budgets
+
+        budgets = check_budgets(budgets)
+        if prune is not None or quantize or qat:
+            raise UsageError("--budgets makes nested operating points of the float model; convert with --budgets "
+                             "alone and quantize when compiling (edgekit compile OUT.pt2 --quantize int8)")
+        if epochs is not None and epochs < 0:
+            raise UsageError(f"--epochs {epochs}: give 0 or more")
     m = Model.load(model)
     if calib:
         m = dataclasses.replace(m, calib=load_calibration(calib, m))
+    if budgets is not None:
+        from edgekit.converters.finetune import TrainSettings
+        from edgekit.converters.nested import nest
+
+        options = dict(nest_options or {})
+        settings = options.pop("settings", None) or TrainSettings()
+        if epochs is not None:
+            settings = dataclasses.replace(settings, epochs=epochs)
+        m = nest(m, budgets, settings=settings, **options)
     if prune is not None:
         from edgekit.converters.prune import prune as _prune
 

@@ -370,16 +370,24 @@ def convert(model: str = typer.Argument(..., help="Example name or .pt2 file."),
             observer: str = typer.Option("minmax", help="Activation ranges: minmax, percentile or mse."),
             calib: Optional[str] = typer.Option(None, help="Calibration inputs (.npy, or .npz with 'x'); "
                                                           "default: the example's own."),
-            force: bool = typer.Option(False, "--force", help="Replace OUT if it exists.")):
-    """Prune and/or quantize MODEL and save it as a .pt2 (quantization parameters and pruning facts inside)."""
+            force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+            budgets: Optional[str] = typer.Option(None, help="Nested operating points: width fractions such as "
+                                                             "0.25,0.5,0.75,1.0 (the largest 1.0); fine-tunes "
+                                                             "sub-networks that share the full network's weights."),
+            epochs: Optional[int] = typer.Option(None, help="With --budgets: fine-tuning epochs (default 10).")):
+    """Prune and/or quantize MODEL, or make nested operating points of it (--budgets), and save it as a .pt2
+    (quantization parameters, pruning facts and operating points inside)."""
     from edgekit import api
     from edgekit.converters.quantize import int8_accuracy
     from edgekit.model import Model
 
+    widths = _budgets(budgets)
     before = Model.load(model)
     m = api.convert(before, out, prune=prune, structured=structured, quantize=quantize, qat=qat,
-                    observer=observer, calib=calib, force=force)
+                    observer=observer, calib=calib, force=force, budgets=widths, epochs=epochs)
     out_console.print(f"[bold]{m.name}[/] → wrote {out}")
+    if "nested" in m.meta:
+        _print_nested(m.meta["nested"])
     acc = before.accuracy()
     if acc is not None:
         out_console.print(f"  float accuracy {acc:.2%} before, {m.accuracy():.2%} after")
@@ -397,6 +405,34 @@ def convert(model: str = typer.Argument(..., help="Example name or .pt2 file."),
         out_console.print(f"  int8 ({m.meta.get('quant_mode', 'ptq')}, {q.observer} observer): parameters for "
                           f"{len(q.activations)} tensors" + (f", int8 accuracy {acc8:.2%}" if acc8 is not None
                                                               else ""))
+
+
+def _budgets(text: str | None) -> list[float] | None:
+    """--budgets 0.25,0.5,0.75,1.0 as numbers (their range is checked by the converter)."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--budgets {text}: give width fractions separated by commas, e.g. 0.25,0.5,0.75,1.0") \
+            from None
+
+
+def _print_nested(facts: dict) -> None:
+    groups = facts["groups"]
+    full = sum(g["channels"] for g in groups.values())
+    out_console.print(f"  nested: {len(facts['operating_points'])} operating points over {len(groups)} width "
+                      f"groups ({full:,} channels at width 1), fine-tuned {facts['epochs']} epochs")
+    t = Table(title="operating points")
+    for col in ("budget", "channels", "params", "MACs", "float accuracy"):
+        t.add_column(col, justify="right")
+    for p in facts["operating_points"]:
+        acc = p.get("float_accuracy")
+        t.add_row(f"{p['budget']:g}", f"{sum(p['widths'].values()):,} / {full:,}", f"{p['params']:,}",
+                  f"{p['macs']:,}", "–" if acc is None else f"{acc:.2%}")
+    out_console.print(t)
+    for n in facts.get("notes", []):
+        out_console.print(f"  note: {n}")
 
 
 @app.command()
