@@ -2091,17 +2091,23 @@ static inline int32_t ek__pool_rq(int32_t acc, int32_t mult, int32_t shift, int3
     return v < -128 ? -128 : v > 127 ? 127 : v;
 }
 
+/* The part [*lo, *hi) of a window starting at `start` (kernel `k` wide) that lies inside [0, size). */
+static inline void ek__pool_span(int32_t start, int32_t k, int32_t size, int32_t *lo, int32_t *hi)
+{
+    *lo = start < 0 ? 0 : start;
+    *hi = start + k > size ? size : start + k;
+}
+
 #if EK_NN_DSP
 static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
 {
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
     for (int32_t oy = 0; oy < p->out_h; oy++) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+        int32_t y0, y1, x0, x1;
+        ek__pool_span(oy * p->stride_h - p->pad_top, p->kernel_h, p->in_h, &y0, &y1);
         for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int32_t x0 = ix0 < 0 ? 0 : ix0, x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            ek__pool_span(ox * p->stride_w - p->pad_left, p->kernel_w, p->in_w, &x0, &x1);
             const int32_t taps = (y1 - y0) * (x1 - x0), nx = x1 - x0;
             const int8_t *base = input + y0 * row + x0 * c_all;
             for (int32_t c = 0; c < c_all; c += 4) {
@@ -2163,11 +2169,10 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     }
 #endif
     for (int32_t oy = 0; oy < p->out_h; oy++) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int32_t y0 = iy0 < 0 ? 0 : iy0, y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+        int32_t y0, y1, x0, x1;
+        ek__pool_span(oy * p->stride_h - p->pad_top, p->kernel_h, p->in_h, &y0, &y1);
         for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int32_t x0 = ix0 < 0 ? 0 : ix0, x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            ek__pool_span(ox * p->stride_w - p->pad_left, p->kernel_w, p->in_w, &x0, &x1);
             const int32_t taps = (y1 - y0) * (x1 - x0);
             for (int32_t c = 0; c < c_all; c++) {
                 const int8_t *src = input + y0 * row + x0 * c_all + c;
