@@ -5,6 +5,7 @@ names the file and says what to do. :func:`save_pt2` (used by ``edgekit convert`
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -112,7 +113,26 @@ def _pt2(path: Path, input_shape) -> Model:
                          f"{[tuple(x.shape) for x in example]} ({first}); pass the --input-shape it was "
                          "exported for") from e
     m = Model.from_module(module, example, name=path.stem, meta={"source": str(path), **meta})
-    return m
+    return _with_example_data(m, meta.get("data_from"))
+
+
+def _with_example_data(m: Model, source: str | None) -> Model:
+    """A .pt2 converted from a bundled example (``edgekit convert digits-cnn ... -o x.pt2``) with that example's
+    calibration, test and training data, as the example itself has them — so that compiling it in int8, measuring
+    its accuracy or fine-tuning it again needs no --calib. Left as it is when the example is unknown or its input
+    shape differs."""
+    if not source or not str(source).startswith("example:"):
+        return m
+    from edgekit.zoo import EXAMPLES
+
+    name = str(source).removeprefix("example:")
+    if name not in EXAMPLES:
+        return m
+    ex = _example(name)
+    if ex.input_shapes[0][1:] != m.input_shapes[0][1:]:
+        return m
+    return dataclasses.replace(m, calib=ex.calib, test_x=ex.test_x, test_y=ex.test_y, train_x=ex.train_x,
+                               train_y=ex.train_y)
 
 
 def program_module(ep: torch.export.ExportedProgram) -> torch.nn.Module:
@@ -202,6 +222,8 @@ def save_pt2(model: Model, path: str | Path) -> Path:
         if key == "quant":
             value = value.to_json()
         elif key == "source":
+            if str(value).startswith("example:"):  # a converted example: loading gives its data back
+                meta["data_from"] = value
             continue
         try:
             json.dumps(value)

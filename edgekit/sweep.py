@@ -619,8 +619,13 @@ def trial_table(trials: list[dict], budget: Budget, pareto: set[str], within: se
 
     t = Table(title=title, caption="* estimate   † measured instructions × pJ/cycle   ★ best under the budget   "
                                    "◆ Pareto front", caption_justify="left")
+    running = list(running)
+    # a nested model's operating points: their width as a column of its own
+    widths = any(r["config"].get("budget") is not None for r in trials) or any(c.budget is not None
+                                                                                for c in running)
     for col, just in (("", "left"), ("target", "left"), ("prune", "right"), ("quantize", "left"),
-                      ("patch", "left"), ("accuracy", "right"), ("flash", "right"), ("peak SRAM", "right"),
+                      ("patch", "left")) + ((("width", "right"),) if widths else ()) + (
+                      ("accuracy", "right"), ("flash", "right"), ("peak SRAM", "right"),
                       ("instructions", "right"), ("latency ms", "right"), ("energy µJ", "right"),
                       ("budget", "left"), ("s", "right")):
         t.add_column(col, justify=just)
@@ -628,6 +633,8 @@ def trial_table(trials: list[dict], budget: Budget, pareto: set[str], within: se
         c = r["config"]
         mark = ("★" if r["key"] == best else "") + ("◆" if r["key"] in pareto else "")
         cells = [mark, c["target"], f"{c['prune']:g}", c["quantize"] or "none", c["patch"] or "–"]
+        if widths:
+            cells.append("–" if c.get("budget") is None else f"{c['budget']:g}")
         if r["status"] == "ok":
             m, s = r["metrics"], r.get("sources") or {}
             cells += [fmt_metric(m.get(k), k, s.get(k)) for k in METRICS]
@@ -639,7 +646,8 @@ def trial_table(trials: list[dict], budget: Budget, pareto: set[str], within: se
         cells.append(f"{r.get('seconds') or 0:.0f}")
         t.add_row(*cells)
     for c in running:
-        t.add_row("", c.target, f"{c.prune:g}", c.quantize or "none", c.patch or "–", "[yellow]running[/]",
+        t.add_row("", c.target, f"{c.prune:g}", c.quantize or "none", c.patch or "–",
+                  *([f"{c.budget:g}" if c.budget is not None else "–"] if widths else []), "[yellow]running[/]",
                   *[""] * 7)
     return t
 

@@ -96,3 +96,30 @@ def test_nested_step_programs_are_refused_with_a_way_out(tmp_path):
     with pytest.raises(UnsupportedError, match="operating point on its own"):
         api.compile(nested, "cortex-m7", tmp_path / "gru", quantize="int8")
     assert not (tmp_path / "gru").exists()
+
+
+def test_sweep_takes_the_operating_points_as_an_axis(nested_cnn, tmp_path):
+    from edgekit import loaders, sweep
+
+    assert sweep.budget_axis(nested_cnn, None) == list(BUDGETS)
+    space = sweep.design_space(["cortex-m7"], quantize=["int8"], patch=["off"],
+                               budgets=sweep.budget_axis(nested_cnn, "0.25,1"))
+    assert [c.budget for c in space] == [0.25, 1.0] and "budget=0.25" in space[0].key
+    with pytest.raises(UsageError, match="operating points 0.25, 0.5, 1"):
+        sweep.budget_axis(nested_cnn, "0.3")
+    with pytest.raises(UsageError, match="no operating points"):
+        sweep.budget_axis(Model.load("digits-cnn"), "0.5")
+    # one trial as a Ray worker runs it, from the .pt2 a user would sweep: the point built alone, measured
+    path = loaders.save_pt2(nested_cnn, tmp_path / "nested.pt2")
+    record = sweep.run_trial(str(path), space[0], str(tmp_path / "trial"))
+    assert record["status"] == "ok", record["error"]
+    assert record["metrics"]["accuracy"] is not None and record["sources"]["instructions"] == "measured"
+
+
+def test_a_converted_example_keeps_its_data(nested_cnn, tmp_path):
+    from edgekit import loaders
+
+    loaded = Model.load(loaders.save_pt2(nested_cnn, tmp_path / "n.pt2"))
+    example = Model.load("digits-cnn")
+    assert loaded.meta["data_from"] == "example:digits-cnn"
+    assert np.array_equal(loaded.calib, example.calib) and np.array_equal(loaded.test_y, example.test_y)
