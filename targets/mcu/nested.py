@@ -100,8 +100,10 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
     with ek_kernels.nested_packing(*_packing(points)):
         plans = [pipeline.plan(pt, profile, opts) for pt in points]
     full = plans[-1].estimate
-    # Narrower points add their biases, requantization tables and drivers; their weights are the widest point's.
-    extra = sum(_own_const_bytes(p.program) + _driver_bytes(p.program, p.platform) for p in plans[:-1])
+    # Narrower points add their drivers and what they cannot read out of the widest point's arrays.
+    shared_scales = options.extra.get("nested_scales", "shared") == "shared"
+    extra = sum(_own_const_bytes(p.program, shared_scales) + _driver_bytes(p.program, p.platform)
+                for p in plans[:-1])
     arena = max(p.program.arena_bytes for p in plans)
     est = dataclasses.replace(full, flash_bytes=full.flash_bytes + int(extra),
                               peak_sram_bytes=full.peak_sram_bytes + arena - full.arena_bytes, arena_bytes=arena)
@@ -117,10 +119,16 @@ def _driver_bytes(prog, platform) -> int:
     return cost.code_bytes(prog, platform) - m.base - sum(m.ek_kernel_bytes.get(k, 0) for k in kinds)
 
 
-def _own_const_bytes(prog) -> int:
-    """Bytes of ``prog``'s constant arrays other than the weights it can read out of ``widest`` (an estimate before
-    packing is checked: every conv / depthwise / linear weight array counts as shared)."""
-    shared = {c for s in prog.steps if s.kind in _NESTABLE for c in s.consts[:1]}
+def _own_const_bytes(prog, shared_scales: bool) -> int:
+    """Bytes of ``prog``'s constant arrays other than those it can read out of the widest point's (an estimate
+    before packing is checked): every conv / depthwise / linear weight array, and with shared activation scales
+    their bias and requantization tables too — except a linear layer's bias, which carries its inputs' sums."""
+    shared = set()
+    for s in prog.steps:
+        if s.kind in _NESTABLE:
+            shared.update(s.consts if shared_scales else s.consts[:1])
+            if s.kind == "ek_fc":
+                shared.difference_update(c for c in s.consts if c.endswith(".ekb"))
     return sum(c.data.nbytes for name, c in prog.consts.items() if name not in shared)
 
 
