@@ -172,11 +172,10 @@ def convert(model, out: str | Path, *, prune: float | None = None, structured: b
     if calib:
         m = dataclasses.replace(m, calib=load_calibration(calib, m))
     if budgets is not None:
-        from edgekit.converters.finetune import TrainSettings
-        from edgekit.converters.nested import nest
+        from edgekit.converters.nested import SETTINGS, nest
 
         options = dict(nest_options or {})
-        settings = options.pop("settings", None) or TrainSettings()
+        settings = options.pop("settings", None) or SETTINGS
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
         m = nest(m, budgets, settings=settings, **options)
