@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 BENCHES = ["kernels", "cortex_m", "patch", "sparse", "converters", "recurrent", "neuromorphic", "phone",
-           "estimators", "estimate_time", "zoo", "sweep", "helium", "device"]
+           "estimators", "estimate_time", "zoo", "sweep", "helium", "device", "budgets"]
 
 
 def main(argv: list[str]) -> int:
