@@ -10,13 +10,18 @@ bench/results/budgets.md.
     .venv/bin/python bench/budgets.py                        # digits-cnn, kws-dscnn, digits-gru (~13 min, one core)
     .venv/bin/python bench/budgets.py --models digits-cnn --epochs 10
 
-Accuracy is on the held-out split: 360 digits (one digit = 0.28 points) or 1,120 keyword clips (0.09 points). The
-firmware columns (instructions, SRAM, flash of one nested image against separate images) come later: build rows with
-:func:`accuracy_rows` and add columns to them.
+Accuracy is on the held-out split: 360 digits (one digit = 0.28 points) or 1,120 keyword clips (0.09 points).
+
+Then the firmware part (``--image-models``, default digits-cnn, kws-dscnn and mbv2-w035 nested with 0 epochs): the
+nested model compiled as ONE int8 image for the emulated Cortex-M7 and profiled (every operating point's outputs
+checked bit for bit in the one firmware), each point also built alone; per point instructions (image and alone),
+host int8 accuracy, arena, peak SRAM, energy, and the flash of the image against the widest point alone and against
+all separate builds together.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +53,15 @@ SETTINGS = {"digits-cnn": Budget(30, 1e-2), "kws-dscnn": Budget(12, 3e-3), "digi
 DEFAULT = Budget(10, 3e-3)
 
 
+# name -> the nested model accuracy_rows made (the image part below compiles the same one)
+NESTED: dict[str, Model] = {}
+# The one-image part: models compiled as a nested int8 image for the emulated Cortex-M7 (and each point alone), with
+# the test inputs run at every point. mbv2-w035 (untrained, no data) is nested with 0 epochs: its flash and
+# instructions, not its accuracy.
+IMAGE_MODELS = ("digits-cnn", "kws-dscnn", "mbv2-w035")
+IMAGE_TEST_INPUTS = {"digits-cnn": 40, "kws-dscnn": 8, "mbv2-w035": 2}
+
+
 def accuracy_rows(name: str, budgets=BUDGETS, epochs: int | None = None, lr: float | None = None,
                   console: Console | None = None) -> list[dict]:
     """One row per budget: the nested operating point and the separately trained network of the same widths."""
@@ -56,6 +70,7 @@ def accuracy_rows(name: str, budgets=BUDGETS, epochs: int | None = None, lr: flo
     settings = TrainSettings(epochs=budget.epochs if epochs is None else epochs, lr=budget.lr if lr is None else lr)
     t = time.time()
     nested = nest(base, budgets, settings=settings, progress=False)
+    NESTED[name] = nested  # the firmware part builds this very model
     nest_s = time.time() - t
     facts = nested.meta["nested"]
     full_channels = sum(g["channels"] for g in facts["groups"].values())
@@ -107,17 +122,84 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- the one image on the emulated Cortex-M7 (firmware columns) -------------------------------------------------------
+
+def image_rows(nested, workdir: Path, target: str = "cortex-m7", test_inputs: int = 40) -> dict:
+    """The nested model as one int8 image on ``target`` (compiled, run under QEMU: every operating point checked bit
+    for bit), and every operating point built alone (flash, instructions) for comparison."""
+    from edgekit import api
+    from edgekit.converters.nested import operating_point
+
+    extra = {"test_inputs": test_inputs}
+    image = api.compile(nested, target, workdir / "image", quantize="int8", force=True, extra=extra)
+    rep = api.profile(image.path).report
+    build, measured = rep["build"], rep["measured"]
+    rows = []
+    alone_flash = []
+    for k, (p, m) in enumerate(zip(build["operating_points"], measured["operating_points"])):
+        alone = api.compile(operating_point(nested, k), target, workdir / f"alone{k}", quantize="int8", force=True,
+                            extra=extra)
+        alone_rep = api.profile(alone.path).report
+        alone_flash.append(alone_rep["measured"]["flash_bytes"])
+        rows.append({"budget": p["budget"], "macs": p["macs"], "instructions": m["instructions"],
+                     "instructions_alone": alone_rep["measured"]["instructions"],
+                     "bit_exact": m["outputs_match"], "device_accuracy": m.get("accuracy"),
+                     "int8_accuracy": p["reference_accuracy"], "arena_bytes": p["arena_bytes"],
+                     "peak_sram_bytes": p["estimate"]["peak_sram_bytes"], "energy_uj": m.get("energy_uj"),
+                     "flash_alone": alone_flash[-1]})
+    return {"rows": rows, "image_flash": measured["flash_bytes"], "image_sram": measured["sram_bytes"],
+            "largest_alone_flash": alone_flash[-1], "separate_flash": sum(alone_flash),
+            "test_inputs": test_inputs}
+
+
+def print_image(console, name: str, img: dict) -> list[str]:
+    """The image table of one model; returns its markdown lines."""
+    t = Table(title=f"{name}: one int8 image on the emulated Cortex-M7 ({img['test_inputs']} test inputs per point)")
+    cols = ("width", "MACs", "instructions (image)", "instructions (alone)", "bit-exact", "int8 accuracy",
+            "arena", "peak SRAM (est.)", "energy µJ")
+    for c in cols:
+        t.add_column(c, justify="right")
+    md = [f"### {name}: one image on the emulated Cortex-M7", "", "| " + " | ".join(cols) + " |",
+          "|" + "---|" * len(cols)]
+    for r in img["rows"]:
+        cells = [f"{r['budget']:g}", f"{r['macs']:,}", f"{r['instructions']:,}", f"{r['instructions_alone']:,}",
+                 "yes" if r["bit_exact"] else "NO",
+                 f"{r['int8_accuracy']:.2%}" if r["int8_accuracy"] is not None else "–",
+                 f"{r['arena_bytes']:,}", f"{r['peak_sram_bytes']:,}",
+                 f"{r['energy_uj']:.3g}" if r["energy_uj"] is not None else "–"]
+        t.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console.print(t)
+    over = img["image_flash"] / img["largest_alone_flash"] - 1
+    line = (f"flash: one image {img['image_flash']:,} B; the widest point alone {img['largest_alone_flash']:,} B "
+            f"({over:+.1%}); separate builds together {img['separate_flash']:,} B "
+            f"(the image saves {1 - img['image_flash'] / img['separate_flash']:.1%}); image SRAM "
+            f"{img['image_sram']:,} B (measured)")
+    console.print("  " + line)
+    md += ["", line, ""]
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated example names")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every model (default: per model)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate for every model (default: per model)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the markdown table")
+    parser.add_argument("--image-models", default=",".join(IMAGE_MODELS),
+                        help="models built as one nested image on the emulated Cortex-M7 ('' for none)")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=140)
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows += accuracy_rows(name, BUDGETS, args.epochs, args.lr, console)
+    image_md: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="ek-budgets-") as tmp:
+        for name in [m.strip() for m in args.image_models.split(",") if m.strip()]:
+            nested = NESTED.get(name) or nest(Model.load(name), BUDGETS, settings=TrainSettings(epochs=0),
+                                              progress=False)
+            img = image_rows(nested, Path(tmp) / name, test_inputs=IMAGE_TEST_INPUTS.get(name, 8))
+            image_md += print_image(console, name, img)
     table = Table(title="nested operating points vs. the same widths trained alone")
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -125,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(*cells(r))
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows))
+    args.out.write_text(markdown(rows) + ("\n## One image, every operating point\n\n" + "\n".join(image_md)
+                                          if image_md else ""))
     console.print(f"wrote {args.out}")
     return 0
 
