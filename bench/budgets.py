@@ -7,7 +7,7 @@ slice of the BatchNorm-folded pretrained network; fine-tuned with cross-entropy 
 budget, channels, params, MACs, nested accuracy, separately trained accuracy, difference in points — and writes it to
 bench/results/budgets.md.
 
-    .venv/bin/python bench/budgets.py                        # digits-cnn, kws-dscnn, digits-gru (~13 min, one core)
+    .venv/bin/python bench/budgets.py                        # digits-cnn, kws-dscnn, digits-gru (~12 min, one core)
     .venv/bin/python bench/budgets.py --models digits-cnn --epochs 10
 
 Accuracy is on the held-out split: 360 digits (one digit = 0.28 points) or 1,120 keyword clips (0.09 points).
@@ -81,8 +81,8 @@ def accuracy_rows(name: str, budgets=BUDGETS, epochs: int | None = None, lr: flo
         rows.append({"model": name, "budget": point["budget"], "channels": sum(point["widths"].values()),
                      "full_channels": full_channels, "params": point["params"], "macs": point["macs"],
                      "nested_accuracy": point["float_accuracy"], "separate_accuracy": alone.accuracy(),
-                     "epochs": settings.epochs, "lr": settings.lr, "nest_s": nest_s, "separate_s": time.time() - t,
-                     "method": facts["method"]})
+                     "pretrained_accuracy": base.accuracy(), "epochs": settings.epochs, "lr": settings.lr,
+                     "nest_s": nest_s, "separate_s": time.time() - t, "method": facts["method"]})
         if console is not None:
             r = rows[-1]
             console.print(f"  {name} @ {r['budget']:g}: nested {r['nested_accuracy']:.2%}, alone "
@@ -115,10 +115,13 @@ def markdown(rows: list[dict]) -> str:
              "learning rate. Accuracy on the held-out split; Δ = nested − alone, in points (goal: ≥ −1).", ""]
     for name in dict.fromkeys(r["model"] for r in rows):
         r = next(r for r in rows if r["model"] == name)
-        lines.append(f"- {name}: {r['epochs']} epochs, lr {r['lr']:g}; nest {r['nest_s']:.0f} s")
+        pretrained = "" if r["pretrained_accuracy"] is None else f"pretrained {100 * r['pretrained_accuracy']:.2f} %; "
+        lines.append(f"- {name}: {pretrained}{r['epochs']} epochs, lr {r['lr']:g}; nest {r['nest_s']:.0f} s")
+    met = [d >= -1.0 for d in (difference(r) for r in rows) if d is not None]
     lines += ["", f"Method: {rows[0]['method']}." if rows else "", "",
               "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    lines += ["", f"Within 1 point of the network trained alone: {sum(met)} of {len(met)} operating points."]
     return "\n".join(lines) + "\n"
 
 
