@@ -158,6 +158,20 @@ def test_save_and_load_give_the_same_operating_points(nested_cnn, tmp_path):
     assert all(n == names[-1] for n in names)
 
 
+def test_operating_points_of_a_cached_graph_only_model(nested_cnn, tmp_path, monkeypatch):
+    # edgekit estimate reads a graph-only Model from edgekit/modelcache.py: no module, no example inputs
+    from edgekit import modelcache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = save_pt2(nested_cnn, tmp_path / "nested.pt2")
+    modelcache.store(str(path), Model.load(path))
+    cached = modelcache.load(str(path))
+    assert cached is not None and cached.module is None
+    points = operating_points(cached)
+    assert [p.deploy_graph.param_count for p in points] == \
+        [p.deploy_graph.param_count for p in operating_points(nested_cnn)]
+
+
 def test_separately_trained_baseline_has_the_operating_points_widths(nested_cnn, cnn):
     alone = train_separately(subset(cnn, 200), 0.5, ONE_EPOCH, progress=False)
     point = operating_point(nested_cnn, 1)
