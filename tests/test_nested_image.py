@@ -63,6 +63,8 @@ def test_weights_are_stored_once(image):
     # every conv / linear layer of the narrower points reads the widest point's packed weights
     for p in points[:-1]:
         assert p["copied_layers"] == [] and p["own_weight_bytes"] == 0 and p["shared_weight_bytes"] > 0
+        # shared activation scales (the default): bias and requant tables too, but for the classifier's bias
+        assert p["shared_table_bytes"] > 10 * p["own_table_bytes"] > 0
     for k in range(len(points) - 1):
         weights_c = (out / "src" / f"op{k}" / "edgekit_weights.c").read_text()
         assert not re.search(r"_ekw\[\d+\]", weights_c), f"operating point {k} defines its own weight array"
