@@ -181,9 +181,10 @@ def _packed(prog, step) -> kernel_pack.PackedLayer:
                                    scratch_bytes=step.scratch_bytes, weight_padding_bytes=0)
 
 
-def _share_weights(prog, widest, k: int, last: int) -> tuple[dict[str, str], dict]:
-    """Point the weight arrays of ``prog`` (operating point ``k``) at the widest program's where they nest; returns
-    (const name -> the widest point's C array, what was shared and what was not)."""
+def _share_weights(prog, widest, last: int) -> tuple[dict[str, str], dict]:
+    """Point the weight arrays (and bias / requantization tables) of a narrower point's ``prog`` at the widest
+    program's (operating point ``last``) where they nest; returns (const name -> the widest point's C array, what
+    was shared and what was not)."""
     count = lambda steps: {s.layer: sum(1 for t in steps if t.layer == s.layer) for s in steps}  # noqa: E731
     mine, theirs = count(prog.steps), count(widest.steps)
     by_layer = {s.layer: s for s in widest.steps if s.kind in _NESTABLE}
@@ -242,7 +243,7 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
         finals = [pipeline.final_program(dataclasses.replace(pl, model=m)) for pl, m in zip(p.plans, models)]
     last = len(finals) - 1
     widest = finals[-1][1]
-    shared = [_share_weights(prog, widest, k, last) for k, (_, prog, _) in enumerate(finals[:-1])]
+    shared = [_share_weights(prog, widest, last) for _, prog, _ in finals[:-1]]
     shared.append(({}, {"shared_layers": [], "copied_layers": [s.layer for s in widest.steps if s.kind in _NESTABLE],
                         "shared_weight_bytes": 0, "shared_table_bytes": 0,
                         "own_weight_bytes": sum(int(widest.consts[s.consts[0]].data.nbytes)
