@@ -291,6 +291,15 @@ def width_plan(model: Model) -> WidthPlan:
             return None, None
         return m, k
 
+    def produce(n, ci, kind: str, size: int, axis: int, **fields) -> _Chan:
+        """A layer whose outputs open a width group of ``size`` channels (its inputs, if sliceable, are ``ci``'s)."""
+        s = spaces.new(size)
+        members.append((s, n.name, "out"))
+        if ci is not None:
+            members.append((ci.space, n.name, "in"))
+        slices[n.name] = dict(kind=kind, out=s, inp=ci.space if ci else None, **fields)
+        return _Chan(s, axis)
+
     def needs_all(n, why: str | None = None) -> None:
         for i in n.inputs:
             spaces.freeze(info.get(i), why or f"'{n.name}' ({n.op}) needs all of them")
@@ -308,12 +317,7 @@ def width_plan(model: Model) -> WidthPlan:
                 spaces.freeze(ci, f"'{n.name}' reads them mixed with other axes")
                 ci = None
             if m.groups == 1:
-                s = spaces.new(m.out_channels)
-                members.append((s, n.name, "out"))
-                if ci is not None:
-                    members.append((ci.space, n.name, "in"))
-                slices[n.name] = dict(kind="conv", out=s, inp=ci.space if ci else None)
-                out = _Chan(s, 1)
+                out = produce(n, ci, "conv", m.out_channels, 1)
             elif m.groups == m.in_channels == m.out_channels:
                 if ci is not None:
                     members.append((ci.space, n.name, "out"))
@@ -325,23 +329,13 @@ def width_plan(model: Model) -> WidthPlan:
             if ci is not None and (ci.axis != in_rank - 1 or spaces.size[ci.space] * ci.block != m.in_features):
                 spaces.freeze(ci, f"'{n.name}' reads them mixed with other axes")
                 ci = None
-            s = spaces.new(m.out_features)
-            members.append((s, n.name, "out"))
-            if ci is not None:
-                members.append((ci.space, n.name, "in"))
-            slices[n.name] = dict(kind="linear", out=s, inp=ci.space if ci else None, block=ci.block if ci else 1)
-            out = _Chan(s, len(n.shape) - 1)
+            out = produce(n, ci, "linear", m.out_features, len(n.shape) - 1, block=ci.block if ci else 1)
         elif (kind == "rnn" and n.op in ("gru", "lstm")) or (kind == "lmu" and n.op == "lmu"):
             if ci is not None and (ci.axis != in_rank - 1 or ci.block != 1):
                 spaces.freeze(ci, f"'{n.name}' reads them mixed with other axes")
                 ci = None
-            s = spaces.new(m.hidden_size)
-            members.append((s, n.name, "out"))
-            if ci is not None:
-                members.append((ci.space, n.name, "in"))
             gates = 3 if isinstance(m, nn.GRU) else 4 if isinstance(m, nn.LSTM) else 1
-            slices[n.name] = dict(kind=kind, out=s, inp=ci.space if ci else None, gates=gates)
-            out = _Chan(s, len(n.shape) - 1)
+            out = produce(n, ci, kind, m.hidden_size, len(n.shape) - 1, gates=gates)
         elif n.op in _ELEMENTWISE or n.op == "identity":
             out = ci
         elif n.op in _POOLS:

@@ -226,11 +226,11 @@ def profile(out: Path, report: dict, timeout_s: float | None = None, device=None
     n = len(expected)
     dtype = report["dtype"]
     macs = int(report["model"]["macs"])
-    # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up.
-    limit = timeout_s or max(60.0, n * (macs * 20) / 20e6 + 30)
     points = build.operating_points or []
-    if points:  # a nested image runs every test input at every operating point
-        limit = timeout_s or max(60.0, n * sum(int(p["macs"]) for p in points) * 20 / 20e6 + 30)
+    # A generous limit: ~20 instructions per MAC at a slow emulator speed, plus start-up (a nested image runs
+    # every test input at every operating point).
+    run_macs = sum(int(p["macs"]) for p in points) if points else macs
+    limit = timeout_s or max(60.0, n * (run_macs * 20) / 20e6 + 30)
     run = run_elf(elf, build.board, timeout_s=limit, count_instructions=True, platform=platform)
     where = build.qemu_machine
     if points:

@@ -59,6 +59,7 @@ class NestedPlan:
     budgets: list[float]
     plans: list[McuPlan]
     estimate: Estimate
+    packing: tuple[dict[str, int], set[str]]     # ek_kernels.nested_packing's arguments (see _packing)
 
     @property
     def program(self):  # what McuTarget.fit_advice reads
@@ -97,7 +98,8 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
                                "operating_point) or use a convolutional model")
     # Helium has its own weight layouts, which do not nest: the DSP kernels run a nested image on every core.
     opts = dataclasses.replace(options, kernels="dsp")
-    with ek_kernels.nested_packing(*_packing(points)):
+    packing = _packing(points)
+    with ek_kernels.nested_packing(*packing):
         plans = [pipeline.plan(pt, profile, opts) for pt in points]
     full = plans[-1].estimate
     # Narrower points add their drivers and what they cannot read out of the widest point's arrays.
@@ -108,7 +110,7 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
     est = dataclasses.replace(full, flash_bytes=full.flash_bytes + int(extra),
                               peak_sram_bytes=full.peak_sram_bytes + arena - full.arena_bytes, arena_bytes=arena)
     budgets = [float(pt.meta["operating_point"]["budget"]) for pt in points]
-    return NestedPlan(model, profile, opts, budgets, plans, est)
+    return NestedPlan(model, profile, opts, budgets, plans, est, packing)
 
 
 def _driver_bytes(prog, platform) -> int:
@@ -222,6 +224,14 @@ def _share_weights(prog, widest, last: int) -> tuple[dict[str, str], dict]:
     return external, facts
 
 
+def _own_facts(widest) -> dict:
+    """The widest point's side of the sharing facts: every array is its own."""
+    steps = [s for s in widest.steps if s.kind in _NESTABLE]
+    return {"shared_layers": [], "copied_layers": [s.layer for s in steps], "shared_weight_bytes": 0,
+            "shared_table_bytes": 0, "own_weight_bytes": sum(int(widest.consts[s.consts[0]].data.nbytes) for s in steps),
+            "own_table_bytes": sum(int(widest.consts[c].data.nbytes) for s in steps for c in s.consts[1:])}
+
+
 def _test_count(p: NestedPlan, per_input_bytes: int, budget_bytes: int) -> int:
     """Test inputs the firmware runs at every point: within the test data's flash budget and the emulator's time
     (``options.extra['test_inputs']`` caps it further)."""
@@ -239,17 +249,12 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
     widest_plan = p.plans[-1]
     platform, board, cpu = widest_plan.platform, widest_plan.board, widest_plan.cpu
     models = _quantized_points(p)
-    with ek_kernels.nested_packing(*_packing([pl.model for pl in p.plans])):
+    with ek_kernels.nested_packing(*p.packing):
         finals = [pipeline.final_program(dataclasses.replace(pl, model=m)) for pl, m in zip(p.plans, models)]
     last = len(finals) - 1
     widest = finals[-1][1]
     shared = [_share_weights(prog, widest, last) for _, prog, _ in finals[:-1]]
-    shared.append(({}, {"shared_layers": [], "copied_layers": [s.layer for s in widest.steps if s.kind in _NESTABLE],
-                        "shared_weight_bytes": 0, "shared_table_bytes": 0,
-                        "own_weight_bytes": sum(int(widest.consts[s.consts[0]].data.nbytes)
-                                                for s in widest.steps if s.kind in _NESTABLE),
-                        "own_table_bytes": sum(int(widest.consts[c].data.nbytes)
-                                               for s in widest.steps if s.kind in _NESTABLE for c in s.consts[1:])}))
+    shared.append(({}, _own_facts(widest)))
     kernels_c, per_prog, n_tvm = pipeline.tvm_kernels_of([prog for _, prog, _ in finals], platform, cpu)
 
     src = out / "src"
@@ -299,7 +304,7 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
     info.arena_bytes = arena
     info.operating_points = []
     for k, (b, pl, (m, prog, _), (_, facts), (_, ref)) in enumerate(zip(p.budgets, p.plans, finals, shared, refs)):
-        est = cost.program_estimate(m, p.profile, prog, platform)
+        est = pl.estimate  # sizes and counts do not depend on the scales (final_program checks the arena)
         info.operating_points.append({
             "index": k, "budget": b, "name": m.name, "macs": points[k]["macs"], "arena_bytes": prog.arena_bytes,
             "params": int(sum(np.size(v) for n in m.deploy_graph.nodes for v in n.params.values())),

@@ -119,7 +119,7 @@ class PhoneTarget:
 
     def build(self, plan: PhonePlan, out: Path) -> BuildResult:
         if plan.model.meta.get("nested"):
-            return build_nested(plan.model, plan.profile, out, plan.options)
+            return build_nested(plan.model, plan.profile, out, plan.options, plan.estimate)
         return build(plan.model, plan.profile, out, plan.options, plan.estimate)
 
     def fit_advice(self, plan: PhonePlan) -> list[str]:
@@ -216,10 +216,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
 
 
-# Why a phone build of a nested model repeats the weights: ONNX Runtime can share initializers between sessions
-# (SessionOptions.add_initializer with one OrtValue, or one external-data file), but only whole tensors; a narrower
-# operating point reads the first rows *and* columns of each weight tensor — not a contiguous piece of it — so each
-# point's weights are tensors of their own.
+# ONNX Runtime shares initializers between sessions only as whole tensors; a narrower point's weights are not one.
 SHARING_NOTE = ("phone: each operating point is its own ONNX/ORT model (OUT/op<k>/, the widest in OUT/); ONNX "
                 "Runtime shares initializers between sessions only as whole tensors (SessionOptions.add_initializer, "
                 "external data), and a narrower point's weights are the first rows and columns of each tensor, not a "
@@ -227,30 +224,28 @@ SHARING_NOTE = ("phone: each operating point is its own ONNX/ORT model (OUT/op<k
                 "uses")
 
 
-def build_nested(model, profile: TargetProfile, out: Path, options: CompileOptions) -> BuildResult:
-    """A nested model: the widest operating point as OUT's model (profiled as usual), every narrower one as its own
-    model in OUT/op<k>/ with its own test data; report["build"]["operating_points"] lists them."""
+def build_nested(model, profile: TargetProfile, out: Path, options: CompileOptions, est: Estimate) -> BuildResult:
+    """A nested model: the widest operating point as OUT's model (profiled as usual; ``est`` is its estimate), every
+    narrower one as its own model in OUT/op<k>/ with its own test data and build.json (what runtimes/onnxruntime.py
+    reads); report["build"]["operating_points"] lists them."""
     from edgekit.converters.nested import operating_points
 
     out = Path(out)
     points = operating_points(model)
     rows, files = [], []
-    for k, pt in enumerate(points[:-1]):
-        sub = out / f"op{k}"
-        sub.mkdir()
-        est = estimate(pt, profile, options)
-        result = build(pt, profile, sub, options, est)
-        (sub / "build.json").write_text(json.dumps(result.info.to_json()))  # what runtimes/onnxruntime.py reads
-        rows.append({"index": k, "budget": float(pt.meta["operating_point"]["budget"]), "folder": f"op{k}",
-                     "onnx_bytes": result.info.onnx_bytes, "ort_bytes": result.info.ort_bytes,
-                     "macs": int(est.macs), "estimate": est.to_json() | {"layers": None, "memory_timeline": None}})
-        files += [f"op{k}/{f}" for f in result.files + ["build.json"]]
-    widest = points[-1]
-    est = estimate(widest, profile, options)
-    result = build(widest, profile, out, options, est)
-    rows.append({"index": len(points) - 1, "budget": float(widest.meta["operating_point"]["budget"]), "folder": ".",
-                 "onnx_bytes": result.info.onnx_bytes, "ort_bytes": result.info.ort_bytes, "macs": int(est.macs),
-                 "estimate": est.to_json() | {"layers": None, "memory_timeline": None}})
+    for k, pt in enumerate(points):
+        widest = k == len(points) - 1
+        folder = out if widest else out / f"op{k}"
+        folder.mkdir(exist_ok=True)
+        point_est = est if widest else estimate(pt, profile, options)
+        result = build(pt, profile, folder, options, point_est)
+        if not widest:
+            (folder / "build.json").write_text(json.dumps(result.info.to_json()))
+            files += [f"op{k}/{f}" for f in result.files + ["build.json"]]
+        rows.append({"index": k, "budget": float(pt.meta["operating_point"]["budget"]),
+                     "folder": "." if widest else f"op{k}", "onnx_bytes": result.info.onnx_bytes,
+                     "ort_bytes": result.info.ort_bytes, "macs": int(point_est.macs),
+                     "estimate": point_est.to_json() | {"layers": None, "memory_timeline": None}})
     result.info.operating_points = rows
     result.files = list(result.files) + files
     result.notes.append(SHARING_NOTE)
