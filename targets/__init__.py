@@ -55,6 +55,7 @@ class CompileOptions:
     allow_oversize: bool = False         # build even when the estimate does not fit the device (report says so)
     spiking: str | None = None           # convert to a spiking network first: "auto" | "rate" | "lmuformer" | "l2mu"
     streaming: bool = False              # a conv model over time: one step per new frame, caches kept (convstream.py)
+    int8_layers: str = "auto"            # phone int8: "auto" (int8 where it pays on the core, measured) | "all"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -172,15 +172,19 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
 
         final = float_path
         float_ops: list[str] = []
+        mixed_choice = None
         if options.quantize == "int8":
             final = tmp / "int8.onnx"
-            notes += quantize_int8(float_path, final, input_name, model.calib, fixed_batch)
+            notes += quantize_int8(float_path, final, input_name, model.calib, fixed_batch, keep_pre=tmp / "pre.onnx")
+            final, mixed_choice, mixed_notes = _int8_where_it_pays(model, profile, options, float_path, final, tmp,
+                                                                   input_name, fixed_batch, x, layers)
+            notes += mixed_notes
             qproto = onnx.load(str(final))
             onnx.checker.check_model(qproto)
             float_ops = _float_ops(qproto)
             if float_ops:
-                notes.append("int8: the quantizer left these operators in float32 (ONNX Runtime has no int8 "
-                             f"kernel for them in QDQ form): {', '.join(float_ops)}")
+                notes.append("int8: these operators run in float32 (no int8 kernel in ONNX Runtime's QDQ form, or "
+                             f"kept float because int8 does not pay on the core): {', '.join(float_ops)}")
         shutil.copyfile(final, out / "model.onnx")
         _write_ort_format(out / "model.onnx", out, tmp / "ort")
 
@@ -195,10 +199,11 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
         ort_bytes=(out / "model.ort").stat().st_size,
         opset=_opset(deployed),
         ops=sorted({n.op_type for n in deployed.graph.node}),
-        quantized=options.quantize == "int8",
+        quantized=options.quantize == "int8" and final != float_path,
         quantization=({"format": "QDQ", "weights": "int8, symmetric, per output channel",
                        "activations": "uint8, asymmetric, min/max over the calibration inputs",
-                       "calibration_samples": int(len(model.calib)), "float_ops": float_ops}
+                       "calibration_samples": int(len(model.calib)), "float_ops": float_ops,
+                       "mixed": mixed_choice.to_json() if mixed_choice else None}
                       if options.quantize == "int8" else None),
         exporter=exporter,
         input_name=input_name,
@@ -208,12 +213,49 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
         test_samples=int(len(x)),
         node_layers=layers,
     )
-    dtype = "int8" if options.quantize == "int8" else "float32"
+    dtype = "int8" if info.quantized else "float32"
     if graph is not None:
         est, analysis = est or estimate(model, profile, options), model.analyze()
     else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
         analysis = None
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
+
+
+def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, float_path: Path, qdq: Path,
+                        tmp: Path, input_name: str, fixed_batch: int | None, x: np.ndarray, node_layers: dict
+                        ) -> tuple[Path, "mixed.MixedChoice | None", list[str]]:
+    """The int8 model to ship (targets/phone/mixed.py): layers measured int8 vs float on the profile's emulated core,
+    the ones where int8 does not pay kept float, and float32 shipped if no int8 model beats it."""
+    from edgekit.runtimes import arm64
+    from edgekit.targets.phone import mixed
+
+    if options.int8_layers == "all":
+        return qdq, None, []
+    if "qemu_cpu" not in profile.board or not arm64.available():
+        return qdq, None, [f"int8 everywhere: which layers pay in int8 is measured on the emulated {profile.core}, "
+                           "which is not set up here (scripts/setup.sh makes it)"]
+    core = arm64.ArmCore.of(profile)
+    work = tmp / "mixed"
+    work.mkdir()
+    rows, excluded = mixed.choose(tmp / "pre.onnx", qdq, core, node_layers, work)
+    candidates = {"float32": float_path, "int8": qdq}
+    if excluded:
+        candidates["mixed"] = tmp / "mixed.onnx"
+        quantize_int8(float_path, candidates["mixed"], input_name, model.calib, fixed_batch, exclude=excluded)
+    x1 = x[:fixed_batch or 1]
+    whole = mixed.whole_counts(core, candidates, x1, input_name, work)
+    best = min((k for k in candidates if k != "float32"), key=whole.get)
+    shipped = best if whole[best] < whole["float32"] else "float32"
+    choice = mixed.MixedChoice(profile.name, rows, excluded, whole, shipped)
+    kept = len(excluded)
+    note = (f"int8 where it pays on the emulated {profile.core}: {len(rows) - kept} of {len(rows)} layers int8"
+            + (f", {kept} kept float32 ({', '.join(r.layer or r.node for r in rows if r.dtype == 'float32')})"
+               if kept else "")
+            + f"; whole model {whole['float32']:,} instructions float32, {whole['int8']:,} all-int8"
+            + (f", {whole['mixed']:,} mixed" if "mixed" in whole else "") + f": shipped {shipped}")
+    if shipped == "float32":
+        note += " (no int8 model costs fewer instructions than float32 on this core; --int8-layers all forces int8)"
+    return candidates[shipped], choice, [note]
 
 
 # ONNX Runtime shares initializers between sessions only as whole tensors; a narrower point's weights are not one.

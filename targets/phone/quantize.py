@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,11 @@ def check_calibration(calib: np.ndarray | None) -> None:
                         "pass --calib FILE (.npy, or .npz with 'x') of typical inputs")
 
 
-def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | None, fixed_batch: int | None = None
-                  ) -> list[str]:
-    """Quantize ``src`` into ``dst`` (QDQ, per-channel int8 weights) calibrated on ``calib``; returns notes."""
+def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | None, fixed_batch: int | None = None,
+                  exclude: list[str] | None = None, keep_pre: Path | None = None) -> list[str]:
+    """Quantize ``src`` into ``dst`` (QDQ, per-channel int8 weights) calibrated on ``calib``; returns notes.
+    ``exclude``: operators (by node name) left in float32; ``keep_pre``: where to keep the pre-processed float model
+    the quantizer worked on (its tensor names are the QDQ model's; targets/phone/mixed.py cuts layers from it)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -79,11 +82,14 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
             quantize_static(str(pre), str(dst), reader,
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=list(exclude or []),
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
         except Exception as e:  # noqa: BLE001
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UnsupportedError(f"ONNX Runtime's static int8 quantizer failed on this model ({msg}); "
                                    "compile without --quantize, or simplify the model's operators") from e
+        if keep_pre is not None:
+            shutil.copyfile(pre, keep_pre)
     return notes
 
 

@@ -1,0 +1,292 @@
+"""int8 only where it pays: per-layer Arm instruction counts of a QDQ model against its float layers, on the target core.
+
+Where it sits: targets/phone (Model -> Artifact), between quantization (quantize.py) and the ORT format conversion.
+ONNX Runtime picks its int8 kernels by core (NEON SMULL/SMLAL on a Cortex-A53, UDOT on an A76, SMMLA on an Armv9
+core), and on some layers an int8 kernel with its requantization costs more than the float one; a model whose layers
+mostly lose ends up slower in int8 than in float32. So each layer is measured both ways on the profile's emulated core
+(runtimes/arm64.py, exact instruction counts):
+
+* a *layer* is an operator of the QDQ model whose activation inputs come through DequantizeLinear and whose output goes
+  to a QuantizeLinear (what ONNX Runtime fuses into QLinearConv, QGemm, QLinearAdd ...). Its int8 form is the QDQ
+  sub-model from the quantized inputs to the quantized output; its float form is the same operator cut from the float
+  model the quantizer started from (same tensor names), plus what keeping it float adds: DequantizeLinear of its
+  inputs and QuantizeLinear of its output;
+* a layer stays float when that costs fewer instructions than its int8 form (``nodes_to_exclude`` of ORT's quantizer);
+* the whole models are then counted — float32, all-int8 and the mixed one — and the cheapest int8 model is shipped;
+  if neither int8 model beats float32 the build ships float32 and says so (int8 never costs more than float).
+
+Every count is batch 1, the median of three runs after one warm-up, minus an empty model's ``session.run``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgekit.runtimes import arm64
+
+RUNS = 3  # counted runs per model (after one warm-up); the median is kept
+
+
+@dataclass
+class LayerChoice:
+    node: str              # the operator in the QDQ model
+    op: str
+    layer: str | None      # the edgekit layer, when the export's map knows it
+    int8: int              # instructions of its int8 form
+    float32: int           # instructions of its float form, Q/DQ at its edges included
+    dtype: str             # what was chosen: "int8" | "float32"
+
+
+@dataclass
+class MixedChoice:
+    core: str
+    layers: list[LayerChoice]
+    excluded: list[str]                      # QDQ operators kept in float
+    whole: dict[str, int] = field(default_factory=dict)   # float32 / int8 / mixed: instructions of the whole model
+    shipped: str = "int8"                    # "int8" | "mixed" | "float32"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# ---- the guest: counts sessions of many small models in one emulated process ---------------------------------------
+
+GUEST = '''
+import json, sys
+import numpy as np, onnxruntime as ort
+from ekmark import mark
+
+jobs = json.load(open(sys.argv[1]))
+for k, job in enumerate(jobs):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(job["path"], so, providers=["CPUExecutionProvider"])
+    data = np.load(job["feeds"])
+    feed = {name: data[name] for name in data.files}
+    sess.run(None, feed)
+    for r in range(job["runs"]):
+        mark(2 * k + 1)
+        sess.run(None, feed)
+        mark(2 * k + 2)
+'''
+
+
+def _np_dtype(elem_type: int):
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def _shape(vi: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]
+
+
+def _feeds(proto: onnx.ModelProto, path: Path, rng: np.random.Generator) -> None:
+    """Random inputs of the right shape and type for every graph input (batch 1)."""
+    inits = {i.name for i in proto.graph.initializer}
+    feeds = {}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        dt = _np_dtype(vi.type.tensor_type.elem_type)
+        shape = _shape(vi)
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            feeds[vi.name] = rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape).astype(dt)
+        else:
+            feeds[vi.name] = rng.standard_normal(shape).astype(dt)
+    np.savez(path, **feeds)
+
+
+def _fix_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    return proto
+
+
+def _extract(extractor: onnx.utils.Extractor, inputs: list[str], outputs: list[str], path: Path) -> bool:
+    """The sub-model from ``inputs`` to ``outputs`` (an onnx.utils.Extractor of a shape-inferred model), saved with
+    batch 1."""
+    try:
+        sub = extractor.extract_model(inputs, outputs)
+    except Exception:  # noqa: BLE001 - a cut ONNX cannot make (e.g. names the graph rewrote): the layer is skipped
+        return False
+    onnx.save(_fix_batch(sub), str(path))
+    return True
+
+
+def count_models(core: arm64.ArmCore, models: list[tuple[onnx.ModelProto | Path, Path | None]], work: Path
+                 ) -> list[int]:
+    """Instructions of one batch-1 ``session.run`` of each model on ``core`` (median of RUNS), minus an empty model's
+    run. ``models``: (model or its path, feeds .npz or None for random feeds)."""
+    rng = np.random.default_rng(0)
+    jobs = []
+    for i, (m, feeds) in enumerate([(_empty_model(), None)] + list(models)):
+        path = m if isinstance(m, Path) else work / f"m{i}.onnx"
+        if not isinstance(m, Path):
+            onnx.save(m, str(path))
+        if feeds is None:
+            feeds = work / f"f{i}.npz"
+            _feeds(onnx.load(str(path), load_external_data=False), feeds, rng)
+        jobs.append({"path": str(path), "feeds": str(feeds), "runs": RUNS})
+    # Counts depend only on the models, their inputs, the core and the userland: kept on disk, so compiling the same
+    # model again (or the profile after the compile) does not emulate it again.
+    h = hashlib.sha256(f"{core.qemu_cpu} {core.midr} {arm64.userland_dir().name} {RUNS}".encode())
+    for job in jobs:
+        h.update(Path(job["path"]).read_bytes())
+        with np.load(job["feeds"]) as feeds:  # the arrays, not the .npz file (its zip entries carry times)
+            for name in sorted(feeds.files):
+                h.update(name.encode() + feeds[name].tobytes())
+    cached = arm64.cache_root() / "counts" / f"{h.hexdigest()[:24]}.json"
+    try:
+        counts = json.loads(cached.read_text())
+    except (OSError, ValueError):
+        counts = None
+    if not isinstance(counts, list) or len(counts) != len(jobs):
+        (work / "jobs.json").write_text(json.dumps(jobs))
+        run = arm64.run_python(core, GUEST, [str(work / "jobs.json")], work)
+        counts = []
+        for k in range(len(jobs)):
+            c = run.between(2 * k + 1, 2 * k + 2)
+            if len(c) != RUNS:
+                raise arm64.ToolchainError(f"the emulated {core.name} run recorded {len(c)} of {RUNS} runs of "
+                                           f"model {k}")
+            counts.append(int(np.median(c)))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(counts))
+        os.replace(partial, cached)
+    empty = counts[0]
+    return [max(0, c - empty) for c in counts[1:]]
+
+
+def _empty_model() -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])
+    g = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
+    return onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+# ---- the layers of a QDQ model ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    node: onnx.NodeProto
+    q_inputs: list[str]      # the uint8 tensors its DequantizeLinear inputs read
+    f_inputs: list[str]      # the same activations in float (the QuantizeLinear inputs)
+    q_output: str            # its output's QuantizeLinear output
+    f_output: str            # its float output
+
+
+def qdq_layers(qproto: onnx.ModelProto) -> list[_Layer]:
+    g = qproto.graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    layers = []
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not n.output:
+            continue
+        q_in, f_in, ok = [], [], True
+        for i in n.input:
+            if not i or i in inits:
+                continue
+            dq = producer.get(i)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                ok = False  # a float activation input: the quantizer left this operator in float
+                break
+            if dq.input[0] in inits:
+                continue  # a weight's DequantizeLinear
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                ok = False
+                break
+            q_in.append(dq.input[0])
+            f_in.append(q.input[0])
+        outs = [c for c in consumers.get(n.output[0], []) if c.op_type == "QuantizeLinear"]
+        if ok and q_in and len(outs) == 1:
+            layers.append(_Layer(n, q_in, f_in, outs[0].output[0], n.output[0]))
+    return layers
+
+
+def _edges(qproto: onnx.ModelProto, qx: onnx.utils.Extractor, layer: _Layer, path: Path) -> bool:
+    """What keeping ``layer`` float adds: its inputs' DequantizeLinear and its output's QuantizeLinear, alone."""
+    g = qproto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    nodes, inputs, outputs = [], [], []
+    for qi in layer.q_inputs:
+        dq = next(c for c in consumers[qi] if c.op_type == "DequantizeLinear")
+        nodes.append(dq)
+        inputs.append(qi)
+        outputs.append(dq.output[0])
+    q = producer[layer.q_output]
+    nodes.append(q)
+    inputs.append(layer.f_output)
+    outputs.append(layer.q_output)
+    return _extract(qx, inputs, outputs, path)
+
+
+def choose(float_pre: Path, qdq: Path, core: arm64.ArmCore, node_layers: dict[str, str], work: Path
+           ) -> tuple[list[LayerChoice], list[str]]:
+    """Per layer int8 vs float instructions on ``core``; returns the table and the QDQ operators to keep float."""
+    qproto = onnx.load(str(qdq))
+    qx = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(qproto))
+    fx = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(onnx.load(str(float_pre))))
+    layers = qdq_layers(qproto)
+    models, kept = [], []
+    for k, lay in enumerate(layers):
+        qi, fl, ed = work / f"l{k}_int8.onnx", work / f"l{k}_float.onnx", work / f"l{k}_edges.onnx"
+        if (_extract(qx, lay.q_inputs, [lay.q_output], qi) and _extract(fx, lay.f_inputs, [lay.f_output], fl)
+                and _edges(qproto, qx, lay, ed)):
+            models += [(qi, None), (fl, None), (ed, None)]
+            kept.append(lay)
+    counts = count_models(core, models, work) if models else []
+    rows, excluded = [], []
+    for k, lay in enumerate(kept):
+        c_int8, c_float, c_edges = counts[3 * k: 3 * k + 3]
+        as_float = c_float + c_edges
+        dtype = "float32" if as_float < c_int8 else "int8"
+        if dtype == "float32":
+            excluded.append(lay.node.name)
+        rows.append(LayerChoice(lay.node.name, lay.node.op_type, _layer_name(lay.node.name, node_layers),
+                                c_int8, as_float, dtype))
+    return rows, excluded
+
+
+def _layer_name(node: str, node_layers: dict[str, str]) -> str | None:
+    if node in node_layers:
+        return node_layers[node]
+    for k in sorted(node_layers, key=len, reverse=True):
+        if node.startswith(k + "_"):
+            return node_layers[k]
+    return None
+
+
+def whole_counts(core: arm64.ArmCore, named: dict[str, Path], x1: np.ndarray, input_name: str, work: Path
+                 ) -> dict[str, int]:
+    """Instructions of one inference of each whole model on ``core`` (batch 1 input ``x1``)."""
+    feeds = work / "whole_feeds.npz"
+    np.savez(feeds, **{input_name: np.ascontiguousarray(x1, np.float32)})
+    counts = count_models(core, [(p, feeds) for p in named.values()], work)
+    return dict(zip(named, counts))
+
+
+def temp_dir(parent: Path):
+    return tempfile.TemporaryDirectory(prefix=".mixed.", dir=parent)
