@@ -1,5 +1,9 @@
 """The phone target's cost model: ONNX Runtime's latency and file size of a model, before anything is built.
 
+On a profile fitted to its emulated Arm core (``arm_*`` terms, written by ``bench/phone.py --calibrate``): instructions
+= base + per layer · layers + Σ instructions per MAC by kernel family · MACs + per element · other elements, for
+float32 and int8 (all layers int8) separately; latency = instructions · the profile's cycles per instruction / clock.
+
 Where it sits: targets/phone (Model -> Artifact); the shared per-layer table and arena plan come from
 edgekit/estimate.py. With a fitted profile (targets/profiles/cost/phone-arm64.toml, written by
 ``bench/estimators.py --calibrate-phone``): latency = µs per inference + µs per layer · layers + Σ ns per MAC by
@@ -52,7 +56,27 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
     pj = profile.number("energy", f"pj_per_mac_{key}")
     terms = phone_terms(graph)
     fitted = f"ort_us_per_inference_{key}" in profile.cost
-    if fitted:
+    instructions = None
+    if f"arm_per_layer_{key}" in profile.cost:  # fitted to the emulated Arm core's instruction counts
+        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
+        cpi, clock = profile.number("cost", "cpi", 1.0), profile.clock_hz.value
+        per_layer = [c("arm_per_layer") + (c(f"arm_per_mac_{layer_family(graph[lay['name']])}") * lay["macs"]
+                     if layer_family(graph[lay["name"]]) in PHONE_KINDS else c("arm_per_element")
+                     * graph[lay["name"]].elements) for lay in layers]
+        instructions = int(c("arm_base") + sum(per_layer))
+        latency_ms = instructions * cpi / clock * 1e3
+        for lay, ins in zip(layers, per_layer):
+            lay["instructions"] = int(ins)
+            lay["latency_ms"] = ins * cpi / clock * 1e3
+            lay["energy_uj"] = lay["macs"] * pj * 1e-6
+        lat_formula = (f"{instructions:,} Arm instructions ({c('arm_base'):.3g} + {terms['layers']:.0f} layers · "
+                       f"{c('arm_per_layer'):.3g} + Σ MACs · instructions/MAC by family + elements · "
+                       f"{c('arm_per_element'):.3g}; fitted to the emulated {profile.core} by bench/phone.py) · "
+                       f"{cpi:g} cycles/instruction / {clock / 1e9:g} GHz")
+        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
+                            * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
+                            + c("onnx_bytes_base")) if fitted else overhead_flash
+    elif fitted:
         c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
         latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
                       + c("ort_ns_per_element") * terms["elements"] * 1e-3
@@ -79,6 +103,7 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
             lay["energy_uj"] = lay["macs"] * pj * 1e-6
         lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
     flash = stored_total + file_overhead
+    fitted = fitted and f"ort_us_per_inference_{key}" in profile.cost
     sram = arena + state_bytes + overhead_sram
     energy_uj = total_macs * pj * 1e-6
     formulas = {
@@ -90,5 +115,5 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
         "latency_ms": lat_formula,
         "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
     }
-    return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, None, total_macs, layers, timeline,
+    return Estimate(flash, sram, arena, state_bytes, latency_ms, energy_uj, instructions, total_macs, layers, timeline,
                     formulas)
