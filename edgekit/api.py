@@ -55,6 +55,8 @@ def _options(options: CompileOptions | None, **kw) -> CompileOptions:
         opts = dataclasses.replace(opts, quantize=None)
     if opts.prune is not None and not (0.0 <= opts.prune < 1.0):
         raise UsageError(f"--prune {opts.prune}: sparsity must be in [0, 1)")
+    if opts.int8_layers not in ("auto", "all"):
+        raise UsageError(f"--int8-layers {opts.int8_layers}: give auto or all")
     if opts.observer not in ("minmax", "percentile", "mse"):
         raise UsageError(f"--observer {opts.observer}: choose one of minmax, percentile, mse")
     if str(opts.patch) not in ("auto", "min-memory", "off") and not str(opts.patch).isdigit():

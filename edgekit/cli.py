@@ -343,8 +343,6 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     out = out or Path("build") / f"{Path(model).stem}-{target}"
     opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer, sram_budget,
                             streaming)
-    if int8_layers not in ("auto", "all"):
-        raise UsageError(f"--int8-layers {int8_layers}: give auto or all")
     opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking, int8_layers=int8_layers)
     art = api.compile(model, target, out, opts, force=force)
     if board is not None:

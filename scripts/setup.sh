@@ -5,12 +5,15 @@
 #      espeak-ng (the spoken-keyword data set, edgekit/speech.py).
 #   2. A virtual environment at .venv/ with the pinned Python packages and edgekit itself (editable).
 #   3. lava-nc 0.10.0 with its one Python-3.11 workaround (scripts/lava_py311_fix.py).
+#   4. The emulated 64-bit Arm phone cores (qemu-user, above): an arm64 userland with Python and ONNX Runtime's
+#      aarch64 build, unpacked from Debian's arm64 packages and the registry's wheels into
+#      $XDG_CACHE_HOME/edgekit/arm64/ (runtimes/arm64.py; nothing installed system-wide).
 # A stamp file per step makes a second run cheap; delete .venv/ to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc chromium espeak-ng"
+APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc qemu-user chromium espeak-ng"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -39,3 +42,5 @@ if [ "$(cat $STAMP 2>/dev/null)" != "$WANT" ]; then
     .venv/bin/pip install -q --no-deps -e .
     echo "$WANT" > $STAMP
 fi
+# Made once per onnxruntime version (about 10 s), then found by its stamp.
+.venv/bin/python -m edgekit.runtimes.arm64 >/dev/null

@@ -1,0 +1,129 @@
+"""The phone target on emulated Arm cores (runtimes/arm64.py, targets/phone/mixed.py): exact instruction counts of
+ONNX Runtime's aarch64 build under qemu-aarch64, int8 only where it pays, the profile's Arm figures.
+
+Needs qemu-user and the arm64 userland, which scripts/setup.sh installs (so these run in CI)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekit import api
+from edgekit.errors import ToolchainError
+from edgekit.runtimes import arm64
+from edgekit.targets.phone import mixed
+from edgekit.targets.profiles import get_profile
+
+TARGET = "phone-arm64"
+
+
+def _conv_model(path, channels=16, size=16):
+    """A float conv net (two 3x3 convs with ReLU) as ONNX."""
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32) * 0.2, "w1")
+    w2 = onnx.numpy_helper.from_array(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.1, "w2")
+    nodes = [onnx.helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Relu", ["c1"], ["r1"]),
+             onnx.helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    g = onnx.helper.make_graph(nodes, "convnet",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, size, size])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT,
+                                                                   [1, channels, size, size])], [w1, w2])
+    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_set_up_made_the_userland():
+    assert arm64.available(), "scripts/setup.sh makes the emulated arm64 userland; run it"
+
+
+def test_marks_count_instructions_and_the_count_grows_with_the_work(tmp_path):
+    core = arm64.ArmCore.of(get_profile(TARGET))
+    script = """
+from ekmark import mark
+total = 0
+for n in (1000, 10000):
+    mark(1)
+    for i in range(n):
+        total += i
+    mark(2)
+print(total)
+"""
+    run = arm64.run_python(core, script, [], tmp_path)
+    assert run.stdout.strip() == str(sum(range(1000)) + sum(range(10000)))
+    small, large = run.between(1, 2)
+    assert 0 < small < large and 5 < large / small < 20   # ten times the loop, ten times the instructions (roughly)
+    assert run.total > large
+
+
+def test_int8_kernels_differ_by_core_and_float_does_not(tmp_path):
+    """ONNX Runtime picks its int8 kernels by core (SMULL/SMLAL on the A53, UDOT on the A76); float32 runs the same
+    NEON kernels on both: the emulated cores must show that."""
+    from edgekit.targets.phone.quantize import quantize_int8
+
+    f32 = _conv_model(tmp_path / "f.onnx")
+    i8 = tmp_path / "q.onnx"
+    quantize_int8(f32, i8, "x", np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32), 1)
+    counts = {}
+    for core in ("phone-arm64", "phone-a53"):
+        work = tmp_path / core
+        work.mkdir()
+        counts[core] = mixed.count_models(arm64.ArmCore.of(get_profile(core)), [(f32, None), (i8, None)], work)
+    (a76_f, a76_q), (a53_f, a53_q) = counts["phone-arm64"], counts["phone-a53"]
+    assert abs(a76_f - a53_f) / a76_f < 0.05
+    assert a76_q < 0.8 * a53_q           # dot-product kernels on the A76
+    assert a76_q < a76_f                 # int8 pays on this conv net
+
+
+def test_compile_keeps_int8_only_where_it_pays_and_profile_counts_the_shipped_model(tmp_path):
+    art = api.compile("digits-cnn", TARGET, tmp_path / "out", quantize="int8")
+    q = art.report["build"]["quantization"]
+    choice = q["mixed"]
+    assert choice["core"] == TARGET and choice["layers"]
+    for row in choice["layers"]:
+        assert row["int8"] > 0 and row["float32"] > 0
+        assert row["dtype"] == ("float32" if row["float32"] < row["int8"] else "int8")
+    assert set(choice["excluded"]) == {r["node"] for r in choice["layers"] if r["dtype"] == "float32"}
+    whole = choice["whole"]
+    assert whole[choice["shipped"]] == min(whole.values())     # never more instructions than float32
+    assert any("int8 where it pays" in n for n in art.report["notes"])
+
+    m = api.profile(art.path, repeat=3).measured
+    arm = m["arm"]
+    profile = get_profile(TARGET)
+    assert m["instructions"] == arm["instructions"] > 0
+    assert m["latency_ms"] == pytest.approx(arm["instructions"] * profile.number("cost", "cpi") /
+                                            profile.clock_hz.value * 1e3)
+    assert m["host_latency_ms"] > 0                             # the host's wall clock stays, as a second figure
+    # the shipped model.ort on the emulated A76 computes what x86 ONNX Runtime computes
+    assert arm["artifact"] == "model.ort" and arm["top1_agreement_vs_host"] == 1.0
+    assert arm["top1_agreement"] >= 0.95
+    # the count of the shipped artifact is close to what the compile measured for the chosen model
+    assert abs(arm["instructions"] - whole[choice["shipped"]]) / whole[choice["shipped"]] < 0.15
+
+
+def test_int8_layers_all_quantizes_everything(tmp_path):
+    art = api.compile("digits-cnn", TARGET, tmp_path / "out", quantize="int8", int8_layers="all")
+    assert art.report["build"]["quantization"]["mixed"] is None
+    assert art.report["build"]["quantized"]
+
+
+def test_cli_int8_layers_takes_auto_or_all(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", "digits-cnn", "-t", TARGET, "--quantize",
+                        "int8", "--int8-layers", "some", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--int8-layers some: give auto or all" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_core_without_emulator_settings_is_refused_in_one_line():
+    with pytest.raises(ToolchainError, match="cortex-m7.*no \\[board\\] qemu_cpu"):
+        arm64.ArmCore.of(get_profile("cortex-m7"))
+
+
+def test_failing_guest_script_is_one_error_line(tmp_path):
+    core = arm64.ArmCore.of(get_profile(TARGET))
+    with pytest.raises(ToolchainError, match="emulated phone-arm64 .* run failed: .*ZeroDivisionError"):
+        arm64.run_python(core, "1 / 0\n", [], tmp_path, count=False)
