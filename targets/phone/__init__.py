@@ -83,6 +83,7 @@ class PhoneBuild:
     # A nested model (edgekit convert --budgets): the widest operating point is OUT's own model; each narrower one is
     # a separate model in OUT/op<k>/ (index, budget, folder, onnx_bytes, ort_bytes, estimate), narrowest first.
     operating_points: list[dict] | None = None
+    app: dict[str, str] | None = None   # session creation in an app, per platform (the measured configuration)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -212,6 +213,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
         float_export_max_abs_err=float_err,
         test_samples=int(len(x)),
         node_layers=layers,
+        app=app_snippets(input_name),
     )
     dtype = "int8" if info.quantized else "float32"
     if graph is not None:
@@ -219,6 +221,34 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
         analysis = None
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
+
+
+def app_snippets(input_name: str) -> dict[str, str]:
+    """Creating the session in an Android (Kotlin) and an iOS (Swift) app with the options edgekit measured: the ORT
+    format model, one intra-op thread, sequential execution, all graph optimizations (what runtimes/onnxruntime.py
+    and the emulated Arm core run)."""
+    return {
+        "Android (Kotlin, com.microsoft.onnxruntime:onnxruntime-android)": f"""val env = OrtEnvironment.getEnvironment()
+val options = OrtSession.SessionOptions().apply {{
+    setIntraOpNumThreads(1)
+    setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL)
+    setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
+}}
+val bytes = context.assets.open("model.ort").readBytes()
+val session = env.createSession(bytes, options)
+val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(features), shape)   // shape: the model's input, batch 1
+session.run(mapOf("{input_name}" to input)).use {{ result ->
+    val scores = (result[0].value as Array<FloatArray>)[0]
+}}""",
+        "iOS (Swift, onnxruntime-objc pod)": f"""let env = try ORTEnv(loggingLevel: .warning)
+let options = try ORTSessionOptions()
+try options.setIntraOpNumThreads(1)
+try options.setGraphOptimizationLevel(.all)
+let path = Bundle.main.path(forResource: "model", ofType: "ort")!
+let session = try ORTSession(env: env, modelPath: path, sessionOptions: options)
+let input = try ORTValue(tensorData: NSMutableData(data: features), elementType: .float, shape: shape)
+let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: [outputName], runOptions: nil)""",
+    }
 
 
 def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, float_path: Path, qdq: Path,
