@@ -79,7 +79,7 @@ SHAPES = [
 
 COLUMNS = {"m7:dsp": ("mps2-an500", "dsp", "M7 DSP"), "m55:mve": ("mps3-an547", "mve", "M55 Helium"),
            "m55:dsp": ("mps3-an547", "dsp", "M55 DSP"), "m4:dsp": ("mps2-an386", "dsp", "M4 DSP"),
-           "rv32imc": ("virt-rv32imc", "dsp", "RV32IMC")}  # the portable C path on an ESP32-C3-class core
+           "rv32imc": ("virt-rv32imc", "rv32", "RV32IMC")}  # the scalar kernels on an ESP32-C3-class core
 
 
 def _case(shape: Shape, rng, isa: str = "dsp") -> tuple[Case, np.ndarray, int]:

@@ -64,6 +64,8 @@ def _conv_case(rng, name, h, w, cin, cout, k, *, stride=1, dilation=1, padding=0
     pack = kp.pack_depthwise_conv2d if depthwise else kp.pack_conv2d
     if isa == "mve":  # the DSP layouts' choices do not apply; a scratch limit and a tile size do
         pack_kw = {k: v for k, v in pack_kw.items() if k in ("scratch_limit_bytes", "tile_pixels")}
+    if isa == "rv32":  # the scalar kernels: a scratch limit applies (and a depthwise layout where they do not)
+        pack_kw = {k: v for k, v in pack_kw.items() if k in ("scratch_limit_bytes", "layout")}
     layer = pack(wt, b, mult, shift, input_shape=(h, w, cin), in_row_stride=in_rs, out_row_stride=out_rs,
                  isa=isa, **common, **pack_kw)
     out_bytes = out_rs * ref.shape[0]
@@ -205,12 +207,38 @@ def _all_cases(isa: str = "dsp"):
                             depthwise=True))
         c.append(_conv_case(rng, "dw9x9 (81 taps: the dsp layout)", 10, 10, 4, 4, 9, padding=4, depthwise=True))
         c.append(_fc_case(rng, "fc 16->6 (K = 16)", 16, 6, batch=2))
+    if isa == "rv32":  # what the scalar kernels treat apart: channel blocks and tails, pixel groups of 4, the
+        # depthwise column stream's padding on either side and its stride-2 ends
+        c.append(_conv_case(rng, "conv3x3 s2 5x7 -> 3x3 pixels (group tail 1) 9->3", 5, 7, 9, 3, 3, stride=2,
+                            padding=(0, 1, 1, 2), act="relu"))
+        c.append(_conv_case(rng, "conv1x1 2x3 pixels 6->6 (tail 2)", 2, 3, 6, 6, 1))
+        c.append(_conv_case(rng, "conv3x3 pad 2 7->1", 4, 5, 7, 1, 3, padding=2, act="relu6"))
+        c.append(_conv_case(rng, "conv2x2 dil(1,2) 11->7 (taps one by one)", 7, 9, 11, 7, 2, dilation=(1, 2),
+                            padding=(1, 0, 2, 1)))
+        c.append(_conv_case(rng, "conv3x3 64-bit requant tail 3 5->7", 6, 5, 5, 7, 3, padding=1, big_mult=True))
+        c.append(_conv_case(rng, "dw3x3 s1 pad 2 both sides 9x11x5", 9, 11, 5, 5, 3, padding=2, depthwise=True))
+        c.append(_conv_case(rng, "dw3x3 s1 pad (0,1,2,0) 7x8x3 row strides", 7, 8, 3, 3, 3,
+                            padding=(0, 1, 2, 0), in_extra=5, out_extra=3, depthwise=True, act="relu"))
+        c.append(_conv_case(rng, "dw3x3 s2 odd width 9x13x6 pad (1,0,0,1)", 9, 13, 6, 6, 3, stride=2,
+                            padding=(1, 0, 0, 1), depthwise=True, act="relu6"))
+        c.append(_conv_case(rng, "dw3x3 s2 even width 8x10x4 pad 1 no bias", 8, 10, 4, 4, 3, stride=(1, 2),
+                            padding=1, depthwise=True, bias=False))
+        c.append(_conv_case(rng, "dw3x3 s1 1 row 1x6x4 pad 1", 1, 6, 4, 4, 3, padding=1, depthwise=True))
+        c.append(_conv_case(rng, "dw3x3 s2 64-bit requant 7x9x5", 7, 9, 5, 5, 3, stride=2, padding=1,
+                            depthwise=True, big_mult=True))
+        c.append(_fc_case(rng, "fc 1280->10 (blocks 8 + 2)", 1280, 10))
+        c.append(_fc_case(rng, "fc 23->15 (blocks 8 + 4 + 3) batch 2", 23, 15, batch=2, act="relu"))
+        c.append(_fc_case(rng, "fc 9->17 64-bit requant (8 + 8 + 1)", 9, 17, big_mult=True))
     return c
 
 
 _conv_case_isa, _fc_case_isa, _exact_case_isa = _conv_case, _fc_case, _exact_case
 CASES = _all_cases()
 MVE_CASES = _all_cases("mve")
+RV_CASES = _all_cases("rv32")
+HAVE_RISCV = shutil.which("riscv64-unknown-elf-gcc") is not None and shutil.which("qemu-system-riscv32") is not None
+needs_riscv = pytest.mark.skipif(not HAVE_RISCV, reason="riscv64-unknown-elf-gcc and qemu-system-riscv32 are not "
+                                                        "installed")
 
 
 def _check(results, cases=CASES):
@@ -261,6 +289,57 @@ def test_helium_layout_is_refused_without_mve(tmp_path):
     results = run_on_qemu(cases, "mps2-an500", tmp_path / "m7", count_instructions=False)
     assert [r.rc for r in results] == [-2, -2, -2]
     assert [r.rc for r in run_on_host(cases, tmp_path / "host")] == [-2, -2, -2]
+
+
+def _rv_packed(case) -> bool:
+    p = case.layer.params
+    if case.layer.kind != "depthwise_conv2d":
+        return True
+    return kp.rv_depthwise_applies(p["kernel_h"], p["kernel_w"], p["stride_w"], p["dilation_h"], p["dilation_w"],
+                                   p["out_w"])
+
+
+def test_scalar_kernels_match_reference_on_host(tmp_path):
+    # every case packed for the scalar kernels (isa="rv32": conv, FC, depthwise 3x3 on rows of more than 3 outputs;
+    # the other depthwise layers keep the dsp layouts), built with the host compiler
+    for case, _ in RV_CASES:
+        assert bool(case.layer.params["flags"] & kp.FLAG_RV) == _rv_packed(case), case.name
+    _check(run_on_host([case for case, _ in RV_CASES], tmp_path), RV_CASES)
+
+
+@needs_riscv
+def test_scalar_kernels_match_reference_on_rv32imc(tmp_path):
+    # the same on the emulated ESP32-C3-class core: the code RISC-V firmware runs, bit for bit
+    _check(run_on_qemu([case for case, _ in RV_CASES], "virt-rv32imc", tmp_path, count_instructions=False),
+           RV_CASES)
+
+
+@needs_arm
+def test_scalar_layout_is_refused_with_dsp(tmp_path):
+    # a layer packed for the scalar kernels handed to a DSP build returns EK_NN_ERR_ARG (-2): its code is not there
+    cases = [next(c for c, _ in RV_CASES if c.layer.kind == kind and c.layer.params["flags"] & kp.FLAG_RV)
+             for kind in ("conv2d", "depthwise_conv2d", "fully_connected")]
+    assert [r.rc for r in run_on_qemu(cases, "mps2-an500", tmp_path, count_instructions=False)] == [-2, -2, -2]
+
+
+def test_scalar_packing_keeps_one_byte_per_weight_and_its_scratch_limit():
+    for case, _ in RV_CASES:
+        layer = case.layer
+        if layer.params["flags"] & kp.FLAG_RV:
+            assert layer.weight_padding_bytes == 0 and layer.weights.size == _real_weights(layer), case.name
+    w = np.ones((8, 300, 3, 3), dtype=np.int8)  # a 4-pixel tile of 3x3x300 is 10,800 bytes
+    with pytest.raises(kp.ScratchLimitError, match="10800"):
+        kp.pack_conv2d(w, None, [1 << 30] * 8, [40] * 8, input_shape=(5, 5, 300), x_zp=0, out_zp=0, isa="rv32",
+                       scratch_limit_bytes=8192)
+
+
+def _real_weights(layer) -> int:
+    p = layer.params
+    if layer.kind == "fully_connected":
+        return p["in_features"] * p["out_features"]
+    if layer.kind == "conv2d":
+        return p["out_c"] * p["in_c"] * p["kernel_h"] * p["kernel_w"]
+    return p["in_c"] * p["kernel_h"] * p["kernel_w"]
 
 
 def test_helium_packing_stays_one_byte_per_weight():

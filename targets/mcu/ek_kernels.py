@@ -315,8 +315,8 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
     scheduler needs to plan the same arena the program will have. 0 for layers that run on TVM kernels."""
     mve = isa == "mve"
     if op == "linear":
-        return kernel_pack.fully_connected_scratch_bytes({"in_features": key[0],
-                                                          "flags": kernel_pack.FLAG_MVE if mve else 0})
+        flags = kernel_pack.FLAG_MVE if mve else kernel_pack.FLAG_RV if isa == "rv32" else 0
+        return kernel_pack.fully_connected_scratch_bytes({"in_features": key[0], "flags": flags})
     (kh, kw), cin, cout, groups, dilation, stride, padding = key
     out_h, out_w = out
     depthwise = groups == cin and groups > 1 and cout == cin
@@ -331,6 +331,12 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         ph, pw = padding
         return kernel_pack.mve_conv2d_scratch_bytes({**p, "pad_top": ph, "pad_bottom": ph, "pad_left": pw,
                                                      "pad_right": pw}, CONV_SCRATCH_LIMIT_BYTES)
+    if isa == "rv32":  # as pack_* choose (isa="rv32"): one 4-pixel im2col tile, depthwise 3x3 none
+        if not depthwise:
+            size = kernel_pack.conv2d_scratch_bytes({**p, "flags": kernel_pack.FLAG_RV})
+            return size if size <= CONV_SCRATCH_LIMIT_BYTES else 0
+        if kernel_pack.rv_depthwise_applies(kh, kw, stride[1], dilation[0], dilation[1], out_w):
+            return 0
     if depthwise:
         if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin) == "channels":
             return 0

@@ -33,6 +33,19 @@ bias (``bias - x_zp * sum(w)``, so the kernels multiply raw int8 values):
   ``[ceil16(C) / 16][4][2][4]`` (``mult, -b`` per vector) with each group's channels in the order of
   :data:`MVE_DW_LANES` (the order the widening multiplies leave them in).
 
+Scalar kernels for cores without SIMD (``isa="rv32"``, flag ``RV``; RV32IM: one MUL and one ADD per MAC, every operand
+one byte load — ek_nn_s8.c explains why), all int8 weights stored as they are:
+
+* conv2d: the reduction axis K in the order (ky, kx, c); per block of 4 output channels ``[K][4]`` bytes, a last
+  block of 1-3 channels ``[K][nc]``. Bias ``[ceil4(C)]`` with the input zero point folded in (``bias - x_zp *
+  sum(w)``, required).
+* fully connected: blocks of 8 output channels ``[K][8]``, then a block of 4 ``[K][4]`` and one of 1-3 ``[K][nc]``
+  as the channels left need; bias as conv2d.
+* depthwise 3x3 (dilation 1, stride_w 1 or 2): ``[C][9]`` as in PyTorch, bias as given (the kernel folds the zero
+  point per row); other depthwise geometries keep the dsp layouts.
+* requant (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}`` with ``a = 2**(b-1) + out_zp * 2**b`` (the clamp
+  comes after) and flag ``FAST_REQUANT`` when ``b = shift - 32`` is in [1, 30] and ``|a| < 2**30`` for every channel.
+
 Arrays must be placed 4-byte aligned in the firmware. ``PackedLayer.weight_padding_bytes`` counts the padding.
 """
 from __future__ import annotations
@@ -45,7 +58,7 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
-           "FLAG_MVE", "ISAS", "mve_requant_table",
+           "FLAG_MVE", "FLAG_RV", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -59,7 +72,15 @@ FLAG_DW_CHANNELS = 8
 FLAG_MVE = 16
 FLAG_ADD_SPLIT = 32
 FLAG_TAP_RUNS = 64
-ISAS = ("dsp", "mve")  # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c)
+FLAG_RV = 128
+# dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
+# without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
+ISAS = ("dsp", "mve", "rv32")
+RV_FC_BLOCK = 8  # output channels per block of the scalar fully connected kernel
+# The scalar depthwise 3x3 kernel against the dsp layouts' portable path on the emulated rv32imc core (bench/kernels.py):
+# 3x3x256 9.1 against 7.4 instructions/MAC (channels-last), 6x6x128 6.2 against 8.7: rows of 3 outputs keep the dsp
+# layouts
+RV_DW_MIN_OUT_W = 3
 MVE_TILE_PIXELS = 8  # Helium conv: output pixels per im2col tile (kernel_pack picks fewer when scratch is short)
 MVE_DW_MAX_TAPS = 64  # EK_MVE_DW_MAX_TAPS: larger depthwise kernels keep the dsp layout
 # Helium depthwise runs 16 channels per vector: with 8 or fewer the SMLAD kernels are faster (bench/kernels.py on the
@@ -144,16 +165,18 @@ def _check_quant(mult, shift, channels: int, out_zp: int, act_min: int, act_max:
     return mult, shift
 
 
-def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int) -> tuple[np.ndarray, bool]:
+def requant_table(mult, shift, out_zp: int, act_min: int, act_max: int,
+                  clamp_after: bool = False) -> tuple[np.ndarray, bool]:
     """The ``[ceil4(C)][4]`` int32 table ``{mult, a, b, shift}`` and whether the fast (SMMLA) form holds for all.
 
     Fast form (see ek_nn_s8.c): ``b = shift - 32`` in [1, 30] (b = 1 for mult = 0) and
-    ``a = 2**(b-1) + (out_zp - act_min - 128) * 2**b`` with ``|a| < 2**30``.
+    ``a = 2**(b-1) + (out_zp - act_min - 128) * 2**b`` with ``|a| < 2**30``; ``clamp_after`` (the scalar kernels,
+    which clamp to [act_min, act_max] afterwards): ``a = 2**(b-1) + out_zp * 2**b``.
     """
     mult = np.asarray(mult, dtype=np.int64).ravel()
     shift = np.asarray(shift, dtype=np.int64).ravel()
     c = mult.size
-    off = int(out_zp) - int(act_min) - 128
+    off = int(out_zp) if clamp_after else int(out_zp) - int(act_min) - 128
     b = np.where(mult == 0, 1, shift - 32)
     ok_b = (b >= 1) & (b <= 30)
     bb = np.clip(b, 1, 30)
@@ -258,6 +281,34 @@ def mve_conv2d_scratch_bytes(params: dict, scratch_limit_bytes: int | None) -> i
     return conv2d_scratch_bytes(dict(params, tile_pixels=tile, flags=FLAG_MVE))
 
 
+def _folded_bias(bias, w_flat: np.ndarray, x_zp: int, n: int) -> np.ndarray:
+    """``[n]`` int32: bias - x_zp * sum(w) per channel (zeros beyond), wrapping as the kernels' int32 sums."""
+    return _mve_bias(bias, w_flat, x_zp, n).astype(np.int32)
+
+
+def _rv_blocks(flat: np.ndarray, sizes) -> np.ndarray:
+    """``[C][K]`` int8 -> consecutive blocks of ``sizes`` output channels, each ``[K][n]`` (the scalar kernels read
+    the n weights of one reduction step with one immediate offset each)."""
+    parts, c0 = [], 0
+    for n in sizes:
+        parts.append(flat[c0:c0 + n].T.reshape(-1))
+        c0 += n
+    return np.concatenate(parts).astype(np.int8) if parts else np.zeros(0, np.int8)
+
+
+def rv_fc_blocks(out_features: int) -> list[int]:
+    """Output channels per block of the scalar fully connected kernel: 8s, then a 4 and a 1-3 as needed."""
+    n8 = out_features // RV_FC_BLOCK
+    rest = out_features - RV_FC_BLOCK * n8
+    return [RV_FC_BLOCK] * n8 + ([4] if rest >= 4 else []) + ([rest % 4] if rest % 4 else [])
+
+
+def rv_depthwise_applies(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int) -> bool:
+    """Whether ``pack_depthwise_conv2d(isa="rv32")`` packs a layer for the scalar 3x3 kernel (else the dsp layouts):
+    its set-up per channel and output row does not pay on rows of RV_DW_MIN_OUT_W outputs or fewer."""
+    return (kh, kw) == (3, 3) and dilation_h == dilation_w == 1 and stride_w in (1, 2) and out_w > RV_DW_MIN_OUT_W
+
+
 def _check_isa(isa: str) -> None:
     if isa not in ISAS:
         raise UsageError(f"kernel isa must be one of {', '.join(ISAS)}, got {isa!r}")
@@ -313,6 +364,8 @@ def conv2d_scratch_bytes(params: dict) -> int:
     p = params
     if p.get("flags", 0) & FLAG_MVE:  # tile_pixels windows, unless a 1x1 without padding reads in place
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
+    if p.get("flags", 0) & FLAG_RV:  # one 4-pixel im2col tile
+        return _ceil(4 * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                bool(p["flags"] & FLAG_TAP_RUNS))
     k_pairs = runs * ((run_len + 1) // 2)
@@ -386,6 +439,20 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
                            bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
                            scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
+    if isa == "rv32":
+        if tap_runs:
+            raise UsageError("conv2d: tap_runs (nested weights) applies to the dsp layout only")
+        flat = w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin)
+        table, fast = requant_table(mult, shift, out_zp, act_min, act_max, clamp_after=True)
+        params["flags"] = FLAG_RV | (FLAG_FAST_REQUANT if fast else 0)
+        scratch = conv2d_scratch_bytes(params)
+        if scratch_limit_bytes is not None and scratch > scratch_limit_bytes:
+            raise ScratchLimitError(f"conv2d: the 4-pixel im2col tile needs {scratch} scratch bytes, more than "
+                                    f"{scratch_limit_bytes}")
+        sizes = [4] * (cout // 4) + ([cout % 4] if cout % 4 else [])
+        return PackedLayer(kind="conv2d", params=params, weights=_rv_blocks(flat, sizes),
+                           bias=_folded_bias(bias, flat, x_zp, _ceil(cout, 4)), requant=table,
+                           scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
     npix_even = _ceil(g["out_h"] * g["out_w"], 2)
     tiles = [tile_pixels] if tile_pixels is not None else list(range(2, min(DEFAULT_TILE_PIXELS, npix_even) + 1, 2))
     if any(t < 2 or t % 2 for t in tiles):
@@ -436,7 +503,7 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     p = params
     if p.get("flags", 0) & FLAG_MVE:
         return _ceil(p["in_c"], 16)
-    if p.get("flags", 0) & FLAG_DW_CHANNELS:
+    if p.get("flags", 0) & (FLAG_DW_CHANNELS | FLAG_RV):
         return 0
     out_w4 = (p["out_w"] + 3) // 4 * 4
     plane_w = (out_w4 - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
@@ -502,6 +569,13 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                            requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
                            weight_padding_bytes=int(packed.size - w.size),
                            notes=dict(fast_requant=fast, layout="mve", isa="mve"))
+    if isa == "rv32" and rv_depthwise_applies(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"]):
+        table, fast = requant_table(mult, shift, out_zp, act_min, act_max, clamp_after=True)
+        params["flags"] = FLAG_RV | (FLAG_FAST_REQUANT if fast else 0)
+        return PackedLayer(kind="depthwise_conv2d", params=params, weights=w.reshape(-1).astype(np.int8),
+                           bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                           requant=table, scratch_bytes=0, weight_padding_bytes=0,
+                           notes=dict(fast_requant=fast, isa="rv32"))
     if layout == "auto":
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c)
     if layout not in ("rows", "channels"):
@@ -526,8 +600,8 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
 
 def fully_connected_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_fully_connected_s8 (ek_fully_connected_s8_scratch_bytes): one prepared input row,
-    8 bytes per 4 inputs (Helium: none)."""
-    if params.get("flags", 0) & FLAG_MVE:
+    8 bytes per 4 inputs (Helium and the scalar kernels: none)."""
+    if params.get("flags", 0) & (FLAG_MVE | FLAG_RV):
         return 0
     return _ceil(params["in_features"], 4) // 4 * 8
 
@@ -557,6 +631,18 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
         return PackedLayer(kind="fully_connected", params=params, weights=_mve_gemv_weights(w),
                            bias=_mve_bias(bias, w, x_zp, _ceil(out, 4)).astype(np.int32), requant=table,
                            scratch_bytes=0, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
+    if isa == "rv32":
+        table, fast = requant_table(mult, shift, out_zp, act_min, act_max, clamp_after=True)
+        params = dict(batch=int(batch), in_features=inp, out_features=out,
+                      in_row_stride=int(in_row_stride if in_row_stride is not None else inp),
+                      out_row_stride=int(out_row_stride if out_row_stride is not None else out),
+                      input_offset=-int(x_zp), output_offset=int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                      flags=FLAG_RV | (FLAG_FAST_REQUANT if fast else 0), weight_block_bytes=0)
+        if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
+            raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
+        return PackedLayer(kind="fully_connected", params=params, weights=_rv_blocks(w, rv_fc_blocks(out)),
+                           bias=_folded_bias(bias, w, x_zp, _ceil(out, 4)), requant=table, scratch_bytes=0,
+                           weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
     table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
     in4, out4 = _ceil(inp, 4), _ceil(out, 4)
     full = np.zeros((out4, in4), dtype=np.int64)
@@ -658,7 +744,7 @@ def nested_view(full: PackedLayer, sub: PackedLayer) -> dict[str, int] | None:
     ``in/4`` words; depthwise (rows or channels layout) — the first channels. Checked byte for byte here, so a
     shared array is never a guess: ``weight_block_bytes`` / ``weight_run_pairs`` are what the kernel strides by.
     """
-    if full.kind != sub.kind or (full.params.get("flags", 0) | sub.params.get("flags", 0)) & FLAG_MVE:
+    if full.kind != sub.kind or (full.params.get("flags", 0) | sub.params.get("flags", 0)) & (FLAG_MVE | FLAG_RV):
         return None
     fw, sw = full.weights.view(np.uint8), sub.weights.view(np.uint8)
     dense = {k: 0 for k in ("weight_block_bytes", "weight_run_pairs") if k in sub.params}

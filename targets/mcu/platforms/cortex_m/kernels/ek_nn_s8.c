@@ -82,6 +82,24 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
     } while (0)
 #endif
 
+/* A layer packed for the scalar kernels (EK_NN_FLAG_RV) runs them in a build without the DSP extension; a DSP build
+ * refuses it (its own layouts are faster there). */
+#if EK_NN_DSP
+#define EK_NN_SCALAR(p, call)                                                                                      \
+    do {                                                                                                           \
+        if ((p)->flags & EK_NN_FLAG_RV) {                                                                          \
+            return EK_NN_ERR_ARG;                                                                                  \
+        }                                                                                                          \
+    } while (0)
+#else
+#define EK_NN_SCALAR(p, call)                                                                                      \
+    do {                                                                                                           \
+        if ((p)->flags & EK_NN_FLAG_RV) {                                                                          \
+            return (call);                                                                                         \
+        }                                                                                                          \
+    } while (0)
+#endif
+
 #define EK_CONV_UNROLL 8   /* reduction pairs per iteration of the conv inner loop (asm below) */
 #define EK_FC_UNROLL 16    /* weight words (4 inputs) per iteration of the FC inner loop (asm below) */
 #define EK_FC_CHUNK 64     /* FC words between folds: |partial sum| <= 64 * 97282 < 2^23, so (256*sum) >> 8 is exact */
@@ -252,6 +270,493 @@ static inline uint32_t ek__bytes4(int32_t v) { return 0x01010101u * (uint32_t)(u
 static int ek__aligned(const void *p) { return ((uintptr_t)p & 3u) == 0; }
 
 /* ===============================================================================================================
+ * Scalar kernels for cores without SIMD, such as RV32IM (layers packed with EK_NN_FLAG_RV: kernel_pack isa="rv32")
+ *
+ * RV32IM has no multiply-accumulate and no packed arithmetic: every MAC is one MUL and one ADD, so what is left to
+ * win is the loads and the work per output. These kernels have their own layouts, so that every operand is one
+ * sign-extending byte load with an immediate offset:
+ *  - the input zero point is folded into the bias offline (bias - x_zp * sum(w), exact in wrapping int32), so raw
+ *    int8 inputs are multiplied and padding is the zero point's byte (depthwise folds it at run time, per row);
+ *  - requantisation is (a + MULH(acc, mult)) >> b with a = 2^(b-1) + out_zp * 2^b (kernel_pack checks that it is
+ *    exact, FAST_REQUANT; else the 64-bit form), then the clamp: MULH, ADD, SRA, two branches and a byte store.
+ * conv: a GEMM block of 4 output pixels x 4 output channels, 16 accumulators in registers; per reduction element 4
+ *   input bytes (the 4 pixels interleaved in a 4-pixel im2col tile: [K][4]) and 4 weight bytes ([K][4] per block,
+ *   read from flash as they are), 16 MUL + 16 ADD: 2.5 instructions per MAC before loop, im2col and requantisation.
+ * fully connected: each weight is used once, so one load per MAC; blocks of 8 channels share each input byte.
+ * depthwise 3x3: one channel at a time with its 9 weights in registers, reading the input in place (NHWC) column by
+ *   column along an output row: a column's 3 bytes are loaded once and added into the 3 outputs (2 at stride 2)
+ *   that use it.
+ * These are plain C: a DSP build refuses such layers (it has faster kernels for its own layouts).
+ * ============================================================================================================= */
+#if !EK_NN_DSP
+static inline __attribute__((always_inline)) int32_t ek__rv_requant(int32_t acc, int32_t mult, int32_t add,
+                                                                   int32_t b, int32_t lo, int32_t hi)
+{
+    int32_t v = (add + (int32_t)(((int64_t)acc * mult) >> 32)) >> b; /* one MULH on RV32IM */
+    if (v < lo) {
+        v = lo;
+    }
+    if (v > hi) {
+        v = hi;
+    }
+    return v;
+}
+
+/* ---- convolution ---------------------------------------------------------------------------------------------- */
+
+/* n bytes of src into every 4th byte of dst (one pixel's lane of the tile) */
+static inline void ek__rv_copy_lane(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (; n >= 8; n -= 8, src += 8, dst += 32) {
+        const int8_t a = src[0], b = src[1], c = src[2], d = src[3], e = src[4], f = src[5], g = src[6], h = src[7];
+        dst[0] = a;
+        dst[4] = b;
+        dst[8] = c;
+        dst[12] = d;
+        dst[16] = e;
+        dst[20] = f;
+        dst[24] = g;
+        dst[28] = h;
+    }
+    for (; n > 0; n--, src++, dst += 4) {
+        dst[0] = src[0];
+    }
+}
+
+static inline void ek__rv_fill_lane(int8_t *dst, int8_t v, int32_t n)
+{
+    for (; n > 0; n--, dst += 4) {
+        dst[0] = v;
+    }
+}
+
+/* The window of output pixel (oy, ox), K bytes in (ky, kx, c) order, into one lane of the tile; taps in the padding
+ * read as the zero point. */
+static void ek__rv_im2col_pixel(const ek_conv_params_t *p, const int8_t *in, int32_t oy, int32_t ox, int8_t *dst)
+{
+    const int32_t C = p->in_c, kw = p->kernel_w, dw = p->dilation_w;
+    const int8_t zp = (int8_t)-p->input_offset;
+    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    const int rows_whole = dw == 1 && ix0 >= 0 && ix0 + kw <= p->in_w; /* each kernel row one contiguous run */
+    for (int32_t ky = 0; ky < p->kernel_h; ky++) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        if ((uint32_t)iy >= (uint32_t)p->in_h) {
+            ek__rv_fill_lane(dst, zp, kw * C);
+            dst += 4 * kw * C;
+            continue;
+        }
+        const int8_t *row = in + iy * p->in_row_stride;
+        if (rows_whole) {
+            ek__rv_copy_lane(dst, row + ix0 * C, kw * C);
+            dst += 4 * kw * C;
+            continue;
+        }
+        for (int32_t kx = 0; kx < kw; kx++, dst += 4 * C) {
+            const int32_t ix = ix0 + kx * dw;
+            if ((uint32_t)ix < (uint32_t)p->in_w) {
+                ek__rv_copy_lane(dst, row + ix * C, C);
+            } else {
+                ek__rv_fill_lane(dst, zp, C);
+            }
+        }
+    }
+}
+
+/* Requantise and store one channel's 4 accumulators (one per pixel of the block). */
+#define EK__RV_STORE4(c, a0, a1, a2, a3)                                                                           \
+    do {                                                                                                           \
+        const int32_t *q_ = q + 4 * (c);                                                                           \
+        if (__builtin_expect(fast, 1)) {                                                                           \
+            const int32_t m_ = q_[0], add_ = q_[1], b_ = q_[2];                                                    \
+            o0[c] = (int8_t)ek__rv_requant((int32_t)(a0), m_, add_, b_, lo, hi);                                   \
+            o1[c] = (int8_t)ek__rv_requant((int32_t)(a1), m_, add_, b_, lo, hi);                                   \
+            o2[c] = (int8_t)ek__rv_requant((int32_t)(a2), m_, add_, b_, lo, hi);                                   \
+            o3[c] = (int8_t)ek__rv_requant((int32_t)(a3), m_, add_, b_, lo, hi);                                   \
+        } else {                                                                                                   \
+            o0[c] = ek__requant_generic((int32_t)(a0), q_, out_zp, lo, hi);                                        \
+            o1[c] = ek__requant_generic((int32_t)(a1), q_, out_zp, lo, hi);                                        \
+            o2[c] = ek__requant_generic((int32_t)(a2), q_, out_zp, lo, hi);                                        \
+            o3[c] = ek__requant_generic((int32_t)(a3), q_, out_zp, lo, hi);                                        \
+        }                                                                                                          \
+    } while (0)
+
+/* 4 pixels (the tile's lanes) x nc <= 4 channels (weights [K][nc]) over the whole reduction, then requantised into
+ * o[pixel] + c0 + channel. Wrapping int32 sums (uint32_t), as the reference. */
+static inline __attribute__((always_inline)) void ek__rv_gemm4(const int8_t *tile, const int8_t *w, int32_t k,
+                                                              const int32_t nc, const int32_t *bias,
+                                                              const int32_t *q, const ek__rq_t *rq,
+                                                              int8_t *const o[4], int32_t c0)
+{
+    const uint32_t b0 = (uint32_t)bias[0], b1 = nc > 1 ? (uint32_t)bias[1] : 0u;
+    const uint32_t b2 = nc > 2 ? (uint32_t)bias[2] : 0u, b3 = nc > 3 ? (uint32_t)bias[3] : 0u;
+    uint32_t a00 = b0, a01 = b1, a02 = b2, a03 = b3; /* a<pixel><channel> */
+    uint32_t a10 = b0, a11 = b1, a12 = b2, a13 = b3;
+    uint32_t a20 = b0, a21 = b1, a22 = b2, a23 = b3;
+    uint32_t a30 = b0, a31 = b1, a32 = b2, a33 = b3;
+    const int8_t *const end = tile + 4 * k;
+#define EK__RV_CH(c, a0, a1, a2, a3)                                                                               \
+    do {                                                                                                           \
+        const int32_t wc = w[c];                                                                                   \
+        a0 += (uint32_t)(x0 * wc);                                                                                 \
+        a1 += (uint32_t)(x1 * wc);                                                                                 \
+        a2 += (uint32_t)(x2 * wc);                                                                                 \
+        a3 += (uint32_t)(x3 * wc);                                                                                 \
+    } while (0)
+#pragma GCC unroll 8
+    for (; tile < end; tile += 4, w += nc) {
+        const int32_t x0 = tile[0], x1 = tile[1], x2 = tile[2], x3 = tile[3];
+        EK__RV_CH(0, a00, a10, a20, a30);
+        if (nc > 1) {
+            EK__RV_CH(1, a01, a11, a21, a31);
+        }
+        if (nc > 2) {
+            EK__RV_CH(2, a02, a12, a22, a32);
+        }
+        if (nc > 3) {
+            EK__RV_CH(3, a03, a13, a23, a33);
+        }
+    }
+#undef EK__RV_CH
+    /* The stores' pointers and constants are read only now (the barrier keeps the compiler from loading them before
+     * the loop, where they would not fit in registers beside the 16 accumulators), into locals: an int8 store may
+     * alias any memory, which would reload them. */
+    __asm__ volatile("" ::: "memory");
+    int8_t *const o0 = o[0] + c0, *const o1 = o[1] + c0, *const o2 = o[2] + c0, *const o3 = o[3] + c0;
+    const int fast = rq->fast;
+    const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
+    EK__RV_STORE4(0, a00, a10, a20, a30);
+    if (nc > 1) {
+        EK__RV_STORE4(1, a01, a11, a21, a31);
+    }
+    if (nc > 2) {
+        EK__RV_STORE4(2, a02, a12, a22, a32);
+    }
+    if (nc > 3) {
+        EK__RV_STORE4(3, a03, a13, a23, a33);
+    }
+}
+#undef EK__RV_STORE4
+
+/* Every full block of 4 channels, one after the other (one call per pixel group: the registers are saved once).
+ * GCC's scheduling before register allocation would hoist all 8 loads of a step and spill accumulators. */
+static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_gemm4x4(
+    const int8_t *tile, const int8_t *w, int32_t k, int32_t blocks, const int32_t *bias, const int32_t *q,
+    const ek__rq_t *rq, int8_t *const o[4])
+{
+    for (int32_t b = 0; b < blocks; b++, w += 4 * k, bias += 4, q += 16) {
+        ek__rv_gemm4(tile, w, k, 4, bias, q, rq, o, 4 * b);
+    }
+}
+
+static __attribute__((noinline)) void ek__rv_gemm4_tail(const int8_t *tile, const int8_t *w, int32_t k, int32_t nc,
+                                                        const int32_t *bias, const int32_t *q, const ek__rq_t *rq,
+                                                        int8_t *const o[4])
+{
+    if (nc == 1) {
+        ek__rv_gemm4(tile, w, k, 1, bias, q, rq, o, 0);
+    } else if (nc == 2) {
+        ek__rv_gemm4(tile, w, k, 2, bias, q, rq, o, 0);
+    } else {
+        ek__rv_gemm4(tile, w, k, 3, bias, q, rq, o, 0);
+    }
+}
+
+/* Weights: per block of 4 output channels [K][4] (K in (ky, kx, c) order), a last block of nc < 4 channels [K][nc];
+ * bias [ceil4(out_c)] with the input zero point folded in (required). Pixels go 4 at a time (a last group repeats
+ * its last pixel, stored again to the same place). */
+static int ek__rv_conv2d(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
+{
+    if (!p->bias) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t k = p->kernel_h * p->kernel_w * p->in_c, out_c = p->out_c, full = out_c / 4;
+    const int32_t npix = p->out_h * p->out_w;
+    int8_t *tile = (int8_t *)scratch;
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    for (int32_t pix0 = 0; pix0 < npix; pix0 += 4) {
+        int8_t *o[4];
+        for (int32_t i = 0; i < 4; i++) {
+            const int32_t pix = pix0 + i < npix ? pix0 + i : npix - 1;
+            const int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+            o[i] = output + oy * p->out_row_stride + ox * out_c;
+            ek__rv_im2col_pixel(p, input, oy, ox, tile + i);
+        }
+        ek__rv_gemm4x4(tile, p->weights, k, full, p->bias, p->requant, &rq, o);
+        if (out_c > 4 * full) {
+            for (int32_t i = 0; i < 4; i++) {
+                o[i] += 4 * full;
+            }
+            ek__rv_gemm4_tail(tile, p->weights + 4 * full * k, k, out_c - 4 * full, p->bias + 4 * full,
+                              p->requant + 16 * full, &rq, o);
+        }
+    }
+    return EK_NN_OK;
+}
+
+/* ---- fully connected ------------------------------------------------------------------------------------------ */
+
+/* nc output channels (weights [K][nc]) over one input row; wrapping int32 sums, requantised into out[0..nc). */
+static inline __attribute__((always_inline)) void ek__rv_fc_block(const int8_t *x, const int8_t *w, int32_t k,
+                                                                 const int32_t nc, const int32_t *bias,
+                                                                 const int32_t *q, const ek__rq_t *rq, int8_t *out)
+{
+    uint32_t a[8];
+#pragma GCC unroll 8
+    for (int32_t c = 0; c < nc; c++) {
+        a[c] = (uint32_t)bias[c];
+    }
+    const int8_t *const end = x + k;
+#pragma GCC unroll 2
+    for (; x < end; x++, w += nc) {
+        const int32_t xv = x[0];
+#pragma GCC unroll 8
+        for (int32_t c = 0; c < nc; c++) {
+            a[c] += (uint32_t)(xv * w[c]);
+        }
+    }
+    const int fast = rq->fast;
+    const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
+#pragma GCC unroll 8
+    for (int32_t c = 0; c < nc; c++, q += 4) {
+        out[c] = fast ? (int8_t)ek__rv_requant((int32_t)a[c], q[0], q[1], q[2], lo, hi)
+                      : ek__requant_generic((int32_t)a[c], q, out_zp, lo, hi);
+    }
+}
+
+static __attribute__((noinline)) void ek__rv_fc_block8(const int8_t *x, const int8_t *w, int32_t k,
+                                                       const int32_t *bias, const int32_t *q, const ek__rq_t *rq,
+                                                       int8_t *out)
+{
+    ek__rv_fc_block(x, w, k, 8, bias, q, rq, out);
+}
+
+static __attribute__((noinline)) void ek__rv_fc_block_tail(const int8_t *x, const int8_t *w, int32_t k, int32_t nc,
+                                                           const int32_t *bias, const int32_t *q,
+                                                           const ek__rq_t *rq, int8_t *out)
+{
+    switch (nc) { /* a constant channel count per copy, so the channel loops unroll into registers */
+    case 1:
+        ek__rv_fc_block(x, w, k, 1, bias, q, rq, out);
+        break;
+    case 2:
+        ek__rv_fc_block(x, w, k, 2, bias, q, rq, out);
+        break;
+    case 3:
+        ek__rv_fc_block(x, w, k, 3, bias, q, rq, out);
+        break;
+    default:
+        ek__rv_fc_block(x, w, k, 4, bias, q, rq, out);
+        break;
+    }
+}
+
+/* Weights: blocks of 8 output channels [K][8], then (what is left) a block of 4 [K][4], then one of 1-3 [K][n];
+ * bias [ceil4(out)] with the input zero point folded in. */
+static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t k = p->in_features, n = p->out_features;
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    for (int32_t r = 0; r < p->batch; r++, input += p->in_row_stride, output += p->out_row_stride) {
+        const int8_t *w = p->weights;
+        int32_t c = 0;
+        for (; c + 8 <= n; c += 8, w += 8 * k) {
+            ek__rv_fc_block8(input, w, k, p->bias + c, p->requant + 4 * c, &rq, output + c);
+        }
+        while (c < n) {
+            const int32_t nc = n - c >= 4 ? 4 : n - c;
+            ek__rv_fc_block_tail(input, w, k, nc, p->bias + c, p->requant + 4 * c, &rq, output + c);
+            c += nc;
+            w += nc * k;
+        }
+    }
+    return EK_NN_OK;
+}
+
+/* ---- depthwise 3x3 -------------------------------------------------------------------------------------------- */
+
+/* Every output row of every channel, one channel at a time. A row reads the 3 input rows at its kernel rows from
+ * input column 0 of the channel (a row in the padding points at a real row and gets zero weights); a plane column j
+ * is input column j - pad_left, the zero point's value outside the input (the bias folds the zero point of the taps
+ * used: bias - x_zp * their weights). Each column read is added into the outputs that use it: at stride 1 it
+ * completes output x (taps w2, w5, w8), adds to x + 1 (w1, w4, w7) and starts x + 2 (w0, w3, w6); at stride 2 the
+ * odd columns add the middle taps, the even ones complete output x and start x + 1. */
+static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                            const int8_t *input, int8_t *output, const int stride2,
+                                                            const int fast)
+{
+    const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, rs = p->in_row_stride, pl = p->pad_left;
+    const int32_t ow = p->out_w, zp = -p->input_offset;
+    const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
+    /* outputs [xa, xb) read only columns inside the input: the loop without the padding checks */
+    int32_t xa, xb;
+    if (!stride2) { /* output x is completed by column x + 2 */
+        xa = pl - 2 > 0 ? pl - 2 : 0;
+        xb = pl + in_w - 2;
+    } else {        /* output x by columns 2x + 1 and 2x + 2 */
+        xa = pl / 2;
+        xb = (pl + in_w - 1) / 2;
+    }
+    xa = xa < ow ? xa : ow;
+    xb = xb < xa ? xa : xb < ow ? xb : ow;
+    for (int32_t ch = 0; ch < C; ch++) {
+        const int8_t *const wq = p->weights + 9 * ch;
+        const int32_t *const q = p->requant + 4 * ch;
+        const int32_t bias = p->bias ? p->bias[ch] : 0;
+        const int32_t m = q[0], add = q[1], sh = q[2];
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_top;
+            const int8_t *r0, *r1, *r2;
+            int32_t w0 = wq[0], w1 = wq[1], w2 = wq[2], w3 = wq[3], w4 = wq[4], w5 = wq[5], w6 = wq[6], w7 = wq[7],
+                    w8 = wq[8];
+            if (iy0 >= 0 && iy0 + 2 < in_h) {
+                r0 = input + iy0 * rs + ch;
+                r1 = r0 + rs;
+                r2 = r1 + rs;
+            } else { /* a kernel row in the padding: zero weights, and any real row to read */
+                const int8_t *const top = input + ch, *const last = input + (in_h - 1) * rs + ch;
+                r0 = iy0 < 0 ? top : iy0 >= in_h ? last : input + iy0 * rs + ch;
+                r1 = iy0 + 1 < 0 ? top : iy0 + 1 >= in_h ? last : input + (iy0 + 1) * rs + ch;
+                r2 = iy0 + 2 < 0 ? top : iy0 + 2 >= in_h ? last : input + (iy0 + 2) * rs + ch;
+                if ((uint32_t)iy0 >= (uint32_t)in_h) {
+                    w0 = w1 = w2 = 0;
+                }
+                if ((uint32_t)(iy0 + 1) >= (uint32_t)in_h) {
+                    w3 = w4 = w5 = 0;
+                }
+                if ((uint32_t)(iy0 + 2) >= (uint32_t)in_h) {
+                    w6 = w7 = w8 = 0;
+                }
+            }
+            const uint32_t b = (uint32_t)bias - (uint32_t)(zp * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8));
+            int8_t *out = output + oy * p->out_row_stride + ch;
+            int8_t *const out_a = out + xa * C, *const out_b = out + xb * C, *const out_end = out + ow * C;
+            int32_t j = 0;           /* next plane column */
+            uint32_t oa = 0, ob = 0; /* partial sums of the next outputs */
+            int32_t a, bb, c;        /* a column's 3 values */
+#define EK__RV_DW_COLUMN()                                                                                         \
+    do {                                                                                                           \
+        if (j >= pl && j < pl + in_w) {                                                                            \
+            a = r0[0], bb = r1[0], c = r2[0];                                                                      \
+            r0 += C, r1 += C, r2 += C;                                                                             \
+        } else {                                                                                                   \
+            a = bb = c = zp;                                                                                       \
+        }                                                                                                          \
+        j++;                                                                                                       \
+    } while (0)
+#define EK__RV_FAST_COLUMN()                                                                                       \
+    do {                                                                                                           \
+        a = r0[0], bb = r1[0], c = r2[0];                                                                          \
+        r0 += C, r1 += C, r2 += C;                                                                                 \
+    } while (0)
+#define EK__RV_T(x, y, z) ((uint32_t)(a * (x)) + (uint32_t)(bb * (y)) + (uint32_t)(c * (z)))
+#define EK__RV_OUT(v)                                                                                              \
+    (out[0] = fast ? (int8_t)ek__rv_requant((int32_t)(v), m, add, sh, lo, hi)                                      \
+                   : ek__requant_generic((int32_t)(v), q, out_zp, lo, hi))
+            if (!stride2) {
+                EK__RV_DW_COLUMN(); /* columns 0 and 1: output 0's first two taps, output 1's first */
+                oa = b + EK__RV_T(w0, w3, w6);
+                EK__RV_DW_COLUMN();
+                oa += EK__RV_T(w1, w4, w7);
+                ob = b + EK__RV_T(w0, w3, w6);
+#define EK__RV_S1_STEP(COLUMN)                                                                                     \
+    do {                                                                                                           \
+        COLUMN();                                                                                                  \
+        const uint32_t done = oa + EK__RV_T(w2, w5, w8);                                                           \
+        oa = ob + EK__RV_T(w1, w4, w7);                                                                            \
+        ob = b + EK__RV_T(w0, w3, w6);                                                                             \
+        EK__RV_OUT(done);                                                                                          \
+    } while (0)
+                for (; out < out_a; out += C) {
+                    EK__RV_S1_STEP(EK__RV_DW_COLUMN);
+                }
+                for (; out < out_b; out += C) {
+                    EK__RV_S1_STEP(EK__RV_FAST_COLUMN);
+                }
+                j += xb - xa;
+                for (; out < out_end; out += C) {
+                    EK__RV_S1_STEP(EK__RV_DW_COLUMN);
+                }
+#undef EK__RV_S1_STEP
+            } else {
+                EK__RV_DW_COLUMN(); /* column 0: output 0's first tap */
+                oa = b + EK__RV_T(w0, w3, w6);
+#define EK__RV_S2_STEP(COLUMN)                                                                                     \
+    do {                                                                                                           \
+        COLUMN();                                                                                                  \
+        oa += EK__RV_T(w1, w4, w7);                                                                                \
+        COLUMN();                                                                                                  \
+        const uint32_t done = oa + EK__RV_T(w2, w5, w8);                                                           \
+        oa = b + EK__RV_T(w0, w3, w6);                                                                             \
+        EK__RV_OUT(done);                                                                                          \
+    } while (0)
+                for (; out < out_a; out += C) {
+                    EK__RV_S2_STEP(EK__RV_DW_COLUMN);
+                }
+                for (; out < out_b; out += C) {
+                    EK__RV_S2_STEP(EK__RV_FAST_COLUMN);
+                }
+                j += 2 * (xb - xa);
+                for (; out < out_end; out += C) {
+                    EK__RV_S2_STEP(EK__RV_DW_COLUMN);
+                }
+#undef EK__RV_S2_STEP
+            }
+            (void)ob;
+#undef EK__RV_OUT
+#undef EK__RV_T
+#undef EK__RV_FAST_COLUMN
+#undef EK__RV_DW_COLUMN
+        }
+    }
+}
+
+/* (one copy per stride for the fast requantisation, one for the 64-bit form) */
+static __attribute__((noinline)) void ek__rv_dw3_s1(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                    const int8_t *input, int8_t *output)
+{
+    ek__rv_dw3(p, rq, input, output, 0, 1);
+}
+
+static __attribute__((noinline)) void ek__rv_dw3_s2(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                    const int8_t *input, int8_t *output)
+{
+    ek__rv_dw3(p, rq, input, output, 1, 1);
+}
+
+static __attribute__((noinline)) void ek__rv_dw3_generic(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                         const int8_t *input, int8_t *output)
+{
+    if (p->stride_w == 2) {
+        ek__rv_dw3(p, rq, input, output, 1, 0);
+    } else {
+        ek__rv_dw3(p, rq, input, output, 0, 0);
+    }
+}
+
+/* 3x3, dilation 1, stride_w 1 or 2 (kernel_pack sets EK_NN_FLAG_RV only then); weights [C][9] as in PyTorch, bias
+ * [C] or NULL, as given. */
+static int ek__rv_depthwise3x3(const ek_conv_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->kernel_h != 3 || p->kernel_w != 3 || p->dilation_h != 1 || p->dilation_w != 1 ||
+        (p->stride_w != 1 && p->stride_w != 2)) {
+        return EK_NN_ERR_ARG;
+    }
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    if (!rq.fast) {
+        ek__rv_dw3_generic(p, &rq, input, output);
+    } else if (p->stride_w == 2) {
+        ek__rv_dw3_s2(p, &rq, input, output);
+    } else {
+        ek__rv_dw3_s1(p, &rq, input, output);
+    }
+    return EK_NN_OK;
+}
+#endif
+
+/* ===============================================================================================================
  * Convolution
  * ============================================================================================================= */
 
@@ -298,6 +803,9 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
         const int direct = p->kernel_h == 1 && p->kernel_w == 1 &&
                            !(p->pad_top | p->pad_bottom | p->pad_left | p->pad_right);
         return direct ? 0u : ((size_t)(p->tile_pixels * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
+    }
+    if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
+        return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
@@ -799,6 +1307,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
         return err;
     }
     EK_NN_HELIUM(p, ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN);
+    EK_NN_SCALAR(p, ek__rv_conv2d(p, input, output, scratch));
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -896,8 +1405,8 @@ static int32_t ek__fc_words(const ek_fc_params_t *p) { return (p->in_features + 
 
 size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p)
 {
-    if (p->flags & EK_NN_FLAG_MVE) {
-        return 0; /* Helium reads the input row in place */
+    if (p->flags & (EK_NN_FLAG_MVE | EK_NN_FLAG_RV)) {
+        return 0; /* Helium and the scalar kernels read the input row in place */
     }
     return (size_t)ek__fc_words(p) * 8u; /* one prepared input row: {u, y} per 4 inputs */
 }
@@ -1157,6 +1666,7 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
         return EK_NN_ERR_ALIGN;
     }
     EK_NN_HELIUM(p, ek__mve_fully_connected_s8(p, input, output));
+    EK_NN_SCALAR(p, ek__rv_fully_connected(p, input, output));
     const int32_t words = ek__fc_words(p);
     const int32_t blocks = (p->out_features + 3) / 4;
     /* nested weights (a prefix of a wider layer's): blocks weight_block_bytes apart, one block per asm call */
@@ -1249,7 +1759,7 @@ size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & EK_NN_FLAG_MVE) {
         return ((size_t)p->in_c + 15u) & ~(size_t)15; /* a row of x_zp that padding taps read */
     }
-    if (p->flags & EK_NN_FLAG_DW_CHANNELS) {
+    if (p->flags & (EK_NN_FLAG_DW_CHANNELS | EK_NN_FLAG_RV)) {
         return 0;
     }
     ek__dw_geom_t g;
@@ -1989,6 +2499,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         return EK_NN_ERR_ALIGN;
     }
     EK_NN_HELIUM(p, ek__mve_depthwise_conv2d_s8(p, input, output, scratch));
+    EK_NN_SCALAR(p, ek__rv_depthwise3x3(p, input, output));
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
     uint32_t *ring = (uint32_t *)scratch;

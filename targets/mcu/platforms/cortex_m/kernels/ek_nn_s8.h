@@ -17,7 +17,9 @@
  * Two implementations compute identical results: Armv7E-M/Armv8-M DSP (SMLAD on int16 pairs, register-blocked,
  * used when __ARM_FEATURE_DSP is defined) and portable C (any core, any host; also forced by EK_NN_PORTABLE). A
  * third, Helium (ek_nn_s8_mve.c, Cortex-M55/M85), runs the layers kernel_pack packed for it (EK_NN_FLAG_MVE: their
- * own weight, bias and requantization layouts); a build without MVE returns EK_NN_ERR_ARG for them.
+ * own weight, bias and requantization layouts); a build without MVE returns EK_NN_ERR_ARG for them. A fourth, for
+ * cores without SIMD such as RV32IM (EK_NN_FLAG_RV: its own layouts, see ek_nn_s8.c), is in every build without the
+ * DSP extension; a DSP build returns EK_NN_ERR_ARG for such layers.
  *
  * Buffers: weights, bias, requant tables and scratch must be 4-byte aligned (the packer's arrays are declared
  * aligned by the code that embeds them); input and output may have any alignment: the DSP build reads and writes
@@ -51,6 +53,7 @@ extern "C" {
 #define EK_NN_FLAG_MVE 16u   /* packed for the Helium kernels of ek_nn_s8_mve.c (M55/M85; kernel_pack isa="mve") */
 #define EK_NN_FLAG_ADD_SPLIT 32u /* add: 16 <= shift <= 46, the 32-bit split form of the multipliers is exact */
 #define EK_NN_FLAG_TAP_RUNS 64u /* conv: one reduction run per kernel tap even when dilation_w == 1 (nested weights) */
+#define EK_NN_FLAG_RV 128u   /* packed for the scalar kernels of cores without SIMD (RV32IM; kernel_pack isa="rv32") */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
