@@ -582,6 +582,238 @@ static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, 
  * used: bias - x_zp * their weights). Each column read is added into the outputs that use it: at stride 1 it
  * completes output x (taps w2, w5, w8), adds to x + 1 (w1, w4, w7) and starts x + 2 (w0, w3, w6); at stride 2 the
  * odd columns add the middle taps, the even ones complete output x and start x + 1. */
+/* The inner loops on RV32 in asm: GCC keeps a pointer per input row and spills a requantisation constant; with
+ * the rows rs apart, one pointer does, and the 26 values fit the registers. Per output at stride 1: 3 LB (+ 2 ADD
+ * for their addresses, 1 to step), 9 MUL + 9 ADD, MULH + ADD + SRA, two clamp branches, SB, step and loop = 32;
+ * at stride 2 (two columns per output) 39. The C loops below compute the same. */
+#if defined(__riscv) && __riscv_xlen == 32 && !defined(EK_NN_NO_ASM)
+#define EK__RV_ASM 1
+#define EK__RV_COLUMN_ASM(w_a, w_b, w_c, acc)                                                                      \
+    "   lb      %[xa], 0(%[r0])\n"                                                                                 \
+    "   add     %[t], %[r0], %[rs]\n"                                                                              \
+    "   lb      %[xb], 0(%[t])\n"                                                                                  \
+    "   add     %[t], %[t], %[rs]\n"                                                                               \
+    "   lb      %[xc], 0(%[t])\n"                                                                                  \
+    "   add     %[r0], %[r0], %[C]\n"                                                                              \
+    "   mul     %[t], %[xa], %[" w_a "]\n"                                                                         \
+    "   add     %[" acc "], %[" acc "], %[t]\n"                                                                    \
+    "   mul     %[t], %[xb], %[" w_b "]\n"                                                                         \
+    "   add     %[" acc "], %[" acc "], %[t]\n"                                                                    \
+    "   mul     %[t], %[xc], %[" w_c "]\n"                                                                         \
+    "   add     %[" acc "], %[" acc "], %[t]\n"
+#define EK__RV_TAPS_ASM(w_a, w_b, w_c, dst, src)                                                                   \
+    "   mul     %[t], %[xa], %[" w_a "]\n"                                                                         \
+    "   add     %[" dst "], %[" src "], %[t]\n"                                                                    \
+    "   mul     %[t], %[xb], %[" w_b "]\n"                                                                         \
+    "   add     %[" dst "], %[" dst "], %[t]\n"                                                                    \
+    "   mul     %[t], %[xc], %[" w_c "]\n"                                                                         \
+    "   add     %[" dst "], %[" dst "], %[t]\n"
+#define EK__RV_STORE_ASM                                                                                           \
+    "   mulh    %[oa], %[oa], %[m]\n"                                                                              \
+    "   add     %[oa], %[oa], %[add]\n"                                                                            \
+    "   sra     %[oa], %[oa], %[sh]\n"                                                                             \
+    "   bge     %[oa], %[lo], 2f\n"                                                                                \
+    "   mv      %[oa], %[lo]\n"                                                                                    \
+    "2: ble     %[oa], %[hi], 3f\n"                                                                                \
+    "   mv      %[oa], %[hi]\n"                                                                                    \
+    "3: sb      %[oa], 0(%[out])\n"
+#define EK__RV_DW_ASM_OPERANDS                                                                                     \
+    : [r0] "+r"(r0), [out] "+r"(out), [oa] "+r"(oa), [ob] "+r"(ob), [xa] "=&r"(xa_), [xb] "=&r"(xb_),             \
+      [xc] "=&r"(xc_), [t] "=&r"(t_)                                                                               \
+    : [end] "r"(out_b), [rs] "r"(rs), [C] "r"(C), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3),         \
+      [w4] "r"(w4), [w5] "r"(w5), [w6] "r"(w6), [w7] "r"(w7), [w8] "r"(w8), [b] "r"(b), [m] "r"(m),               \
+      [add] "r"(add), [sh] "r"(sh), [lo] "r"(lo), [hi] "r"(hi)                                                     \
+    : "memory"
+/* stride 1: the column completes oa (output x), adds to ob (x + 1) and starts x + 2 */
+#define EK__RV_DW3S1_ASM()                                                                                         \
+    do {                                                                                                           \
+        int32_t xa_, xb_, xc_, t_;                                                                                 \
+        __asm__ volatile("1:\n" EK__RV_COLUMN_ASM("w2", "w5", "w8", "oa") EK__RV_STORE_ASM                       \
+                         EK__RV_TAPS_ASM("w1", "w4", "w7", "oa", "ob") EK__RV_TAPS_ASM("w0", "w3", "w6", "ob", "b") \
+                         "   add     %[out], %[out], %[C]\n"                                                       \
+                         "   bltu    %[out], %[end], 1b\n" EK__RV_DW_ASM_OPERANDS);                                \
+    } while (0)
+/* stride 2: column 2x + 1 adds the middle taps, column 2x + 2 completes output x and starts x + 1 */
+#define EK__RV_DW3S2_ASM()                                                                                         \
+    do {                                                                                                           \
+        int32_t xa_, xb_, xc_, t_;                                                                                 \
+        __asm__ volatile("1:\n" EK__RV_COLUMN_ASM("w1", "w4", "w7", "oa") EK__RV_COLUMN_ASM("w2", "w5", "w8", "oa") \
+                         EK__RV_STORE_ASM EK__RV_TAPS_ASM("w0", "w3", "w6", "oa", "b")                             \
+                         "   add     %[out], %[out], %[C]\n"                                                       \
+                         "   bltu    %[out], %[end], 1b\n" EK__RV_DW_ASM_OPERANDS);                                \
+    } while (0)
+
+/* The rows of one channel whose kernel rows are inside the input, at stride_w 1 with one column of left padding
+ * (the usual "same" 3x3): the row loop in asm, the channel's weights and constants in registers throughout,
+ * so that a row costs its prologue (column 0 is the zero point: b + z0; column 1 loaded), the outputs (32 each) and
+ * its right-padding outputs (from z0..z2) — about 50 instructions beside the outputs, where GCC's row set-up
+ * around the inner loop took about 110. Registers: w0-w8 s0-s8, b s9, m s10, add s11, sh/lo/hi t0-t2, C a1,
+ * rs a2, input a3, output a4, end a5, partials a6/a7, column t3-t5, product t6, rows left ra; a0 the arguments. */
+typedef struct {
+    int32_t w[9];                  /*   0 */
+    int32_t b, m, add, sh, lo, hi; /*  36 */
+    int32_t C, rs;                 /*  60 */
+    const int8_t *in_row;          /*  68: input row of kernel row 0, column 0, the channel; advanced per row */
+    int8_t *out_row;               /*  72: output row, column 0, the channel; advanced per row */
+    int32_t rows;                  /*  76 */
+    int32_t in_step, out_step;     /*  80: stride_h * rs, out_row_stride */
+    int32_t fast_bytes;            /*  88: C * outputs whose last column is inside the input */
+    int32_t tail_bytes;            /*  92: C * the others (they read the right padding) */
+    int32_t bz0, z1, z2, z0;       /*  96: b + z0; zp * (sum of each kernel column) */
+} ek__rv_dw3_rows_t;
+
+void ek__rv_dw3s1_rows(ek__rv_dw3_rows_t *a);
+__asm__(
+    "   .pushsection .text.ek__rv_dw3s1_rows, \"ax\", @progbits\n"
+    "   .balign 4\n"
+    "   .globl ek__rv_dw3s1_rows\n"
+    "   .type ek__rv_dw3s1_rows, @function\n"
+    "ek__rv_dw3s1_rows:\n"
+    "   addi    sp, sp, -64\n"
+    "   sw      ra, 0(sp)\n"
+    "   sw      s0, 4(sp)\n"
+    "   sw      s1, 8(sp)\n"
+    "   sw      s2, 12(sp)\n"
+    "   sw      s3, 16(sp)\n"
+    "   sw      s4, 20(sp)\n"
+    "   sw      s5, 24(sp)\n"
+    "   sw      s6, 28(sp)\n"
+    "   sw      s7, 32(sp)\n"
+    "   sw      s8, 36(sp)\n"
+    "   sw      s9, 40(sp)\n"
+    "   sw      s10, 44(sp)\n"
+    "   sw      s11, 48(sp)\n"
+    "   lw      s0, 0(a0)\n"
+    "   lw      s1, 4(a0)\n"
+    "   lw      s2, 8(a0)\n"
+    "   lw      s3, 12(a0)\n"
+    "   lw      s4, 16(a0)\n"
+    "   lw      s5, 20(a0)\n"
+    "   lw      s6, 24(a0)\n"
+    "   lw      s7, 28(a0)\n"
+    "   lw      s8, 32(a0)\n"
+    "   lw      s9, 36(a0)\n"
+    "   lw      s10, 40(a0)\n"
+    "   lw      s11, 44(a0)\n"
+    "   lw      t0, 48(a0)\n"
+    "   lw      t1, 52(a0)\n"
+    "   lw      t2, 56(a0)\n"
+    "   lw      a1, 60(a0)\n"
+    "   lw      a2, 64(a0)\n"
+    "   lw      ra, 76(a0)\n"
+    "   lw      a3, 68(a0)\n"
+    "   lw      a4, 72(a0)\n"
+    ".Lek_rv_dw_row:\n"
+    "   lw      a6, 96(a0)\n"              /* column 0 (padding): output 0 = b + z0 */
+    "   lb      t3, 0(a3)\n"               /* column 1 = input column 0 */
+    "   add     t6, a3, a2\n"
+    "   lb      t4, 0(t6)\n"
+    "   add     t6, t6, a2\n"
+    "   lb      t5, 0(t6)\n"
+    "   add     a3, a3, a1\n"
+    "   mul     t6, t3, s1\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t4, s4\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t5, s7\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t3, s0\n"
+    "   add     a7, s9, t6\n"
+    "   mul     t6, t4, s3\n"
+    "   add     a7, a7, t6\n"
+    "   mul     t6, t5, s6\n"
+    "   add     a7, a7, t6\n"
+    "   lw      t6, 88(a0)\n"
+    "   add     a5, a4, t6\n"
+    "   bgeu    a4, a5, .Lek_rv_dw_tail\n"
+    ".Lek_rv_dw_col:\n"                    /* column x + 2: completes output x */
+    "   lb      t3, 0(a3)\n"
+    "   add     t6, a3, a2\n"
+    "   lb      t4, 0(t6)\n"
+    "   add     t6, t6, a2\n"
+    "   lb      t5, 0(t6)\n"
+    "   add     a3, a3, a1\n"
+    "   mul     t6, t3, s2\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t4, s5\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t5, s8\n"
+    "   add     a6, a6, t6\n"
+    "   mulh    a6, a6, s10\n"
+    "   add     a6, a6, s11\n"
+    "   sra     a6, a6, t0\n"
+    "   bge     a6, t1, 2f\n"
+    "   mv      a6, t1\n"
+    "2: ble     a6, t2, 3f\n"
+    "   mv      a6, t2\n"
+    "3: sb      a6, 0(a4)\n"
+    "   mul     t6, t3, s1\n"
+    "   add     a6, a7, t6\n"
+    "   mul     t6, t4, s4\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t5, s7\n"
+    "   add     a6, a6, t6\n"
+    "   mul     t6, t3, s0\n"
+    "   add     a7, s9, t6\n"
+    "   mul     t6, t4, s3\n"
+    "   add     a7, a7, t6\n"
+    "   mul     t6, t5, s6\n"
+    "   add     a7, a7, t6\n"
+    "   add     a4, a4, a1\n"
+    "   bltu    a4, a5, .Lek_rv_dw_col\n"
+    ".Lek_rv_dw_tail:\n"                   /* outputs whose last column is padding */
+    "   lw      t6, 92(a0)\n"
+    "   add     a5, a4, t6\n"
+    "   bgeu    a4, a5, .Lek_rv_dw_next\n"
+    ".Lek_rv_dw_pad:\n"
+    "   lw      t3, 104(a0)\n"
+    "   add     a6, a6, t3\n"
+    "   mulh    a6, a6, s10\n"
+    "   add     a6, a6, s11\n"
+    "   sra     a6, a6, t0\n"
+    "   bge     a6, t1, 2f\n"
+    "   mv      a6, t1\n"
+    "2: ble     a6, t2, 3f\n"
+    "   mv      a6, t2\n"
+    "3: sb      a6, 0(a4)\n"
+    "   lw      t3, 100(a0)\n"
+    "   add     a6, a7, t3\n"
+    "   lw      t3, 108(a0)\n"
+    "   add     a7, s9, t3\n"
+    "   add     a4, a4, a1\n"
+    "   bltu    a4, a5, .Lek_rv_dw_pad\n"
+    ".Lek_rv_dw_next:\n"
+    "   lw      a3, 68(a0)\n"
+    "   lw      t6, 80(a0)\n"
+    "   add     a3, a3, t6\n"
+    "   sw      a3, 68(a0)\n"
+    "   lw      a4, 72(a0)\n"
+    "   lw      t6, 84(a0)\n"
+    "   add     a4, a4, t6\n"
+    "   sw      a4, 72(a0)\n"
+    "   addi    ra, ra, -1\n"
+    "   bnez    ra, .Lek_rv_dw_row\n"
+    "   lw      ra, 0(sp)\n"
+    "   lw      s0, 4(sp)\n"
+    "   lw      s1, 8(sp)\n"
+    "   lw      s2, 12(sp)\n"
+    "   lw      s3, 16(sp)\n"
+    "   lw      s4, 20(sp)\n"
+    "   lw      s5, 24(sp)\n"
+    "   lw      s6, 28(sp)\n"
+    "   lw      s7, 32(sp)\n"
+    "   lw      s8, 36(sp)\n"
+    "   lw      s9, 40(sp)\n"
+    "   lw      s10, 44(sp)\n"
+    "   lw      s11, 48(sp)\n"
+    "   addi    sp, sp, 64\n"
+    "   ret\n"
+    "   .size ek__rv_dw3s1_rows, . - ek__rv_dw3s1_rows\n"
+    "   .popsection\n");
+#else
+#define EK__RV_ASM 0
+#endif
+
 static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                             const int8_t *input, int8_t *output, const int stride2,
                                                             const int fast)
@@ -600,12 +832,44 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
     }
     xa = xa < ow ? xa : ow;
     xb = xb < xa ? xa : xb < ow ? xb : ow;
+#if EK__RV_ASM
+    /* rows whose kernel rows are all inside the input: [oy_in, oy_end) go to ek__rv_dw3s1_rows */
+    const int32_t sy = p->stride_h, pt = p->pad_top;
+    const int32_t oy_in = (pt + sy - 1) / sy, oy_end = in_h >= 3 ? (in_h - 3 + pt) / sy + 1 : 0;
+    const int rows_asm = fast && !stride2 && pl == 1 && oy_end > oy_in;
+#endif
     for (int32_t ch = 0; ch < C; ch++) {
         const int8_t *const wq = p->weights + 9 * ch;
         const int32_t *const q = p->requant + 4 * ch;
         const int32_t bias = p->bias ? p->bias[ch] : 0;
         const int32_t m = q[0], add = q[1], sh = q[2];
         for (int32_t oy = 0; oy < p->out_h; oy++) {
+#if EK__RV_ASM
+            if (rows_asm && oy == oy_in) { /* the rows whose kernel rows are inside the input, in asm */
+                ek__rv_dw3_rows_t ra;
+                int32_t sum = 0;
+                for (int32_t t = 0; t < 9; t++) {
+                    ra.w[t] = wq[t];
+                    sum += wq[t];
+                }
+                ra.b = (int32_t)((uint32_t)bias - (uint32_t)(zp * sum));
+                ra.m = m, ra.add = add, ra.sh = sh, ra.lo = lo, ra.hi = hi, ra.C = C, ra.rs = rs;
+                ra.in_row = input + (oy * sy - pt) * rs + ch;
+                ra.out_row = output + oy * p->out_row_stride + ch;
+                ra.rows = oy_end - oy_in;
+                ra.in_step = sy * rs;
+                ra.out_step = p->out_row_stride;
+                ra.fast_bytes = xb * C;
+                ra.tail_bytes = (ow - xb) * C;
+                ra.z0 = zp * (ra.w[0] + ra.w[3] + ra.w[6]);
+                ra.z1 = zp * (ra.w[1] + ra.w[4] + ra.w[7]);
+                ra.z2 = zp * (ra.w[2] + ra.w[5] + ra.w[8]);
+                ra.bz0 = (int32_t)((uint32_t)ra.b + (uint32_t)ra.z0);
+                ek__rv_dw3s1_rows(&ra);
+                oy += ra.rows - 1;
+                continue;
+            }
+#endif
             const int32_t iy0 = oy * p->stride_h - p->pad_top;
             const int8_t *r0, *r1, *r2;
             int32_t w0 = wq[0], w1 = wq[1], w2 = wq[2], w3 = wq[3], w4 = wq[4], w5 = wq[5], w6 = wq[6], w7 = wq[7],
@@ -614,7 +878,24 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
                 r0 = input + iy0 * rs + ch;
                 r1 = r0 + rs;
                 r2 = r1 + rs;
-            } else { /* a kernel row in the padding: zero weights, and any real row to read */
+            } else if (in_h >= 3) {
+                /* A kernel row in the padding: read the 3 input rows from `top` on (inside the input) and give each
+                 * the weights of the kernel row that meets it, zeros if none does (so the kernel rows in the
+                 * padding add nothing, nor their zero point to the bias); the rows stay rs apart. */
+                const int32_t top = iy0 < 0 ? 0 : in_h - 3;
+                int32_t wr[9];
+                for (int32_t r = 0; r < 3; r++) {
+                    const int32_t kr = top + r - iy0;
+                    for (int32_t t = 0; t < 3; t++) {
+                        wr[3 * r + t] = kr >= 0 && kr < 3 ? wq[3 * kr + t] : 0;
+                    }
+                }
+                w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5], w6 = wr[6], w7 = wr[7];
+                w8 = wr[8];
+                r0 = input + top * rs + ch;
+                r1 = r0 + rs;
+                r2 = r1 + rs;
+            } else { /* fewer than 3 input rows: zero weights, and any real row to read */
                 const int8_t *const top = input + ch, *const last = input + (in_h - 1) * rs + ch;
                 r0 = iy0 < 0 ? top : iy0 >= in_h ? last : input + iy0 * rs + ch;
                 r1 = iy0 + 1 < 0 ? top : iy0 + 1 >= in_h ? last : input + (iy0 + 1) * rs + ch;
@@ -654,12 +935,22 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
 #define EK__RV_OUT(v)                                                                                              \
     (out[0] = fast ? (int8_t)ek__rv_requant((int32_t)(v), m, add, sh, lo, hi)                                      \
                    : ek__requant_generic((int32_t)(v), q, out_zp, lo, hi))
+#define EK__RV_ZP(x, y, z) ((uint32_t)(zp * ((x) + (y) + (z)))) /* a column in the padding */
             if (!stride2) {
-                EK__RV_DW_COLUMN(); /* columns 0 and 1: output 0's first two taps, output 1's first */
-                oa = b + EK__RV_T(w0, w3, w6);
-                EK__RV_DW_COLUMN();
-                oa += EK__RV_T(w1, w4, w7);
-                ob = b + EK__RV_T(w0, w3, w6);
+                /* columns 0 and 1: output 0's first two taps, output 1's first */
+                if (pl == 1) { /* (the usual padding: a column of the zero point, then input column 0) */
+                    oa = b + EK__RV_ZP(w0, w3, w6);
+                    EK__RV_FAST_COLUMN();
+                    oa += EK__RV_T(w1, w4, w7);
+                    ob = b + EK__RV_T(w0, w3, w6);
+                    j = 2;
+                } else {
+                    EK__RV_DW_COLUMN();
+                    oa = b + EK__RV_T(w0, w3, w6);
+                    EK__RV_DW_COLUMN();
+                    oa += EK__RV_T(w1, w4, w7);
+                    ob = b + EK__RV_T(w0, w3, w6);
+                }
 #define EK__RV_S1_STEP(COLUMN)                                                                                     \
     do {                                                                                                           \
         COLUMN();                                                                                                  \
@@ -671,17 +962,34 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
                 for (; out < out_a; out += C) {
                     EK__RV_S1_STEP(EK__RV_DW_COLUMN);
                 }
+#if EK__RV_ASM
+                if (fast && out < out_b && r1 == r0 + rs && r2 == r1 + rs) {
+                    EK__RV_DW3S1_ASM();
+                    r1 = r0 + rs;
+                    r2 = r1 + rs;
+                }
+#endif
                 for (; out < out_b; out += C) {
                     EK__RV_S1_STEP(EK__RV_FAST_COLUMN);
                 }
-                j += xb - xa;
-                for (; out < out_end; out += C) {
-                    EK__RV_S1_STEP(EK__RV_DW_COLUMN);
+                if (out < out_end) { /* the rest read the right padding only */
+                    const uint32_t z0 = EK__RV_ZP(w0, w3, w6), z1 = EK__RV_ZP(w1, w4, w7), z2 = EK__RV_ZP(w2, w5, w8);
+                    for (; out < out_end; out += C) {
+                        const uint32_t done = oa + z2;
+                        oa = ob + z1;
+                        ob = b + z0;
+                        EK__RV_OUT(done);
+                    }
                 }
 #undef EK__RV_S1_STEP
             } else {
-                EK__RV_DW_COLUMN(); /* column 0: output 0's first tap */
-                oa = b + EK__RV_T(w0, w3, w6);
+                if (pl == 1) { /* column 0: output 0's first tap */
+                    oa = b + EK__RV_ZP(w0, w3, w6);
+                    j = 1;
+                } else {
+                    EK__RV_DW_COLUMN();
+                    oa = b + EK__RV_T(w0, w3, w6);
+                }
 #define EK__RV_S2_STEP(COLUMN)                                                                                     \
     do {                                                                                                           \
         COLUMN();                                                                                                  \
@@ -694,6 +1002,13 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
                 for (; out < out_a; out += C) {
                     EK__RV_S2_STEP(EK__RV_DW_COLUMN);
                 }
+#if EK__RV_ASM
+                if (fast && out < out_b && r1 == r0 + rs && r2 == r1 + rs) {
+                    EK__RV_DW3S2_ASM();
+                    r1 = r0 + rs;
+                    r2 = r1 + rs;
+                }
+#endif
                 for (; out < out_b; out += C) {
                     EK__RV_S2_STEP(EK__RV_FAST_COLUMN);
                 }
@@ -704,6 +1019,7 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
 #undef EK__RV_S2_STEP
             }
             (void)ob;
+#undef EK__RV_ZP
 #undef EK__RV_OUT
 #undef EK__RV_T
 #undef EK__RV_FAST_COLUMN
@@ -713,13 +1029,13 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
 }
 
 /* (one copy per stride for the fast requantisation, one for the 64-bit form) */
-static __attribute__((noinline)) void ek__rv_dw3_s1(const ek_conv_params_t *p, const ek__rq_t *rq,
+static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_dw3_s1(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                     const int8_t *input, int8_t *output)
 {
     ek__rv_dw3(p, rq, input, output, 0, 1);
 }
 
-static __attribute__((noinline)) void ek__rv_dw3_s2(const ek_conv_params_t *p, const ek__rq_t *rq,
+static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_dw3_s2(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                     const int8_t *input, int8_t *output)
 {
     ek__rv_dw3(p, rq, input, output, 1, 1);
