@@ -39,8 +39,8 @@ one byte load — ek_nn_s8.c explains why), all int8 weights stored as they are:
 * conv2d: the reduction axis K in the order (ky, kx, c); per block of 4 output channels ``[K][4]`` bytes, a last
   block of 1-3 channels ``[K][nc]``. Bias ``[ceil4(C)]`` with the input zero point folded in (``bias - x_zp *
   sum(w)``, required).
-* fully connected: blocks of 8 output channels ``[K][8]``, then a block of 4 ``[K][4]`` and one of 1-3 ``[K][nc]``
-  as the channels left need; bias as conv2d.
+* fully connected: blocks of 16 output channels ``[K][16]``, then one block ``[K][n]`` for each of n = 8, 4, 2, 1
+  that the number of channels left has; bias as conv2d.
 * depthwise 3x3 (dilation 1, stride_w 1 or 2): ``[C][9]`` as in PyTorch, bias as given (the kernel folds the zero
   point per row); other depthwise geometries keep the dsp layouts.
 * requant (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}`` with ``a = 2**(b-1) + out_zp * 2**b`` (the clamp
@@ -76,7 +76,7 @@ FLAG_RV = 128
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
-RV_FC_BLOCK = 8  # output channels per block of the scalar fully connected kernel
+RV_FC_BLOCK = 16  # output channels per block of the scalar fully connected kernel (then 8, 4, 2, 1)
 # The scalar depthwise 3x3 kernel against the dsp layouts' portable path on the emulated rv32imc core (bench/kernels.py):
 # 3x3x256 9.1 against 7.4 instructions/MAC (channels-last), 6x6x128 6.2 against 8.7: rows of 3 outputs keep the dsp
 # layouts
@@ -297,10 +297,10 @@ def _rv_blocks(flat: np.ndarray, sizes) -> np.ndarray:
 
 
 def rv_fc_blocks(out_features: int) -> list[int]:
-    """Output channels per block of the scalar fully connected kernel: 8s, then a 4 and a 1-3 as needed."""
-    n8 = out_features // RV_FC_BLOCK
-    rest = out_features - RV_FC_BLOCK * n8
-    return [RV_FC_BLOCK] * n8 + ([4] if rest >= 4 else []) + ([rest % 4] if rest % 4 else [])
+    """Output channels per block of the scalar fully connected kernel: RV_FC_BLOCKs, then one block of each of 8,
+    4, 2 and 1 that the channels left have (their binary digits)."""
+    full, rest = divmod(out_features, RV_FC_BLOCK)
+    return [RV_FC_BLOCK] * full + [n for n in (8, 4, 2, 1) if rest & n]
 
 
 def rv_depthwise_applies(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int) -> bool:

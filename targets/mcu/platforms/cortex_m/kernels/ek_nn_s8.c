@@ -496,63 +496,62 @@ static int ek__rv_conv2d(const ek_conv_params_t *p, const int8_t *input, int8_t 
 
 /* ---- fully connected ------------------------------------------------------------------------------------------ */
 
-/* nc output channels (weights [K][nc]) over one input row; wrapping int32 sums, requantised into out[0..nc). */
+/* nc output channels (weights [K][nc]) over one input row; wrapping int32 sums, requantised into out[0..nc). Per
+ * input byte: one LB of it, then per channel LB, MUL, ADD: 3 + 1/nc instructions per MAC and the loop's share. */
 static inline __attribute__((always_inline)) void ek__rv_fc_block(const int8_t *x, const int8_t *w, int32_t k,
                                                                  const int32_t nc, const int32_t *bias,
                                                                  const int32_t *q, const ek__rq_t *rq, int8_t *out)
 {
-    uint32_t a[8];
-#pragma GCC unroll 8
+    uint32_t a[16];
+#pragma GCC unroll 16
     for (int32_t c = 0; c < nc; c++) {
         a[c] = (uint32_t)bias[c];
     }
     const int8_t *const end = x + k;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (; x < end; x++, w += nc) {
         const int32_t xv = x[0];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int32_t c = 0; c < nc; c++) {
             a[c] += (uint32_t)(xv * w[c]);
         }
     }
+    __asm__ volatile("" ::: "memory"); /* (the requant constants are read after the loop: see ek__rv_gemm4) */
     const int fast = rq->fast;
     const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int32_t c = 0; c < nc; c++, q += 4) {
         out[c] = fast ? (int8_t)ek__rv_requant((int32_t)a[c], q[0], q[1], q[2], lo, hi)
                       : ek__requant_generic((int32_t)a[c], q, out_zp, lo, hi);
     }
 }
 
-static __attribute__((noinline)) void ek__rv_fc_block8(const int8_t *x, const int8_t *w, int32_t k,
+/* One copy per block size (the channel loops unroll into registers): 16, then 8, 4, 2, 1 for what is left. */
+static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_fc_blocks(const int8_t *x, const int8_t *w, int32_t k, int32_t nc,
                                                        const int32_t *bias, const int32_t *q, const ek__rq_t *rq,
                                                        int8_t *out)
 {
-    ek__rv_fc_block(x, w, k, 8, bias, q, rq, out);
-}
-
-static __attribute__((noinline)) void ek__rv_fc_block_tail(const int8_t *x, const int8_t *w, int32_t k, int32_t nc,
-                                                           const int32_t *bias, const int32_t *q,
-                                                           const ek__rq_t *rq, int8_t *out)
-{
-    switch (nc) { /* a constant channel count per copy, so the channel loops unroll into registers */
-    case 1:
-        ek__rv_fc_block(x, w, k, 1, bias, q, rq, out);
+    switch (nc) {
+    case 16:
+        ek__rv_fc_block(x, w, k, 16, bias, q, rq, out);
+        break;
+    case 8:
+        ek__rv_fc_block(x, w, k, 8, bias, q, rq, out);
+        break;
+    case 4:
+        ek__rv_fc_block(x, w, k, 4, bias, q, rq, out);
         break;
     case 2:
         ek__rv_fc_block(x, w, k, 2, bias, q, rq, out);
         break;
-    case 3:
-        ek__rv_fc_block(x, w, k, 3, bias, q, rq, out);
-        break;
     default:
-        ek__rv_fc_block(x, w, k, 4, bias, q, rq, out);
+        ek__rv_fc_block(x, w, k, 1, bias, q, rq, out);
         break;
     }
 }
 
-/* Weights: blocks of 8 output channels [K][8], then (what is left) a block of 4 [K][4], then one of 1-3 [K][n];
- * bias [ceil4(out)] with the input zero point folded in. */
+/* Weights: blocks of 16 output channels [K][16], then for the channels left one block of each of 8, 4, 2 and 1
+ * that their count has (binary); bias [ceil4(out)] with the input zero point folded in. */
 static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, int8_t *output)
 {
     const int32_t k = p->in_features, n = p->out_features;
@@ -560,15 +559,12 @@ static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, 
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
     for (int32_t r = 0; r < p->batch; r++, input += p->in_row_stride, output += p->out_row_stride) {
         const int8_t *w = p->weights;
-        int32_t c = 0;
-        for (; c + 8 <= n; c += 8, w += 8 * k) {
-            ek__rv_fc_block8(input, w, k, p->bias + c, p->requant + 4 * c, &rq, output + c);
-        }
-        while (c < n) {
-            const int32_t nc = n - c >= 4 ? 4 : n - c;
-            ek__rv_fc_block_tail(input, w, k, nc, p->bias + c, p->requant + 4 * c, &rq, output + c);
-            c += nc;
-            w += nc * k;
+        for (int32_t c = 0, nc = 16; c < n; nc >>= (n - c < nc)) {
+            if (n - c >= nc) {
+                ek__rv_fc_blocks(input, w, k, nc, p->bias + c, p->requant + 4 * c, &rq, output + c);
+                c += nc;
+                w += nc * k;
+            }
         }
     }
     return EK_NN_OK;
