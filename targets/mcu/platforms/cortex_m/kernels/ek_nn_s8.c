@@ -393,7 +393,6 @@ static inline __attribute__((always_inline)) void ek__rv_gemm4(const int8_t *til
     uint32_t a10 = b0, a11 = b1, a12 = b2, a13 = b3;
     uint32_t a20 = b0, a21 = b1, a22 = b2, a23 = b3;
     uint32_t a30 = b0, a31 = b1, a32 = b2, a33 = b3;
-    const int8_t *const end = tile + 4 * k;
 #define EK__RV_CH(c, a0, a1, a2, a3)                                                                               \
     do {                                                                                                           \
         const int32_t wc = w[c];                                                                                   \
@@ -402,20 +401,26 @@ static inline __attribute__((always_inline)) void ek__rv_gemm4(const int8_t *til
         a2 += (uint32_t)(x2 * wc);                                                                                 \
         a3 += (uint32_t)(x3 * wc);                                                                                 \
     } while (0)
+#define EK__RV_STEP()                                                                                              \
+    do {                                                                                                           \
+        const int32_t x0 = tile[0], x1 = tile[1], x2 = tile[2], x3 = tile[3];                                     \
+        EK__RV_CH(0, a00, a10, a20, a30);                                                                          \
+        if (nc > 1) {                                                                                              \
+            EK__RV_CH(1, a01, a11, a21, a31);                                                                      \
+        }                                                                                                          \
+        if (nc > 2) {                                                                                              \
+            EK__RV_CH(2, a02, a12, a22, a32);                                                                      \
+        }                                                                                                          \
+        if (nc > 3) {                                                                                              \
+            EK__RV_CH(3, a03, a13, a23, a33);                                                                      \
+        }                                                                                                          \
+    } while (0)
+    /* (a counted loop: the compiler's unroll by 8 then enters for the remainder k % 8 directly) */
 #pragma GCC unroll 8
-    for (; tile < end; tile += 4, w += nc) {
-        const int32_t x0 = tile[0], x1 = tile[1], x2 = tile[2], x3 = tile[3];
-        EK__RV_CH(0, a00, a10, a20, a30);
-        if (nc > 1) {
-            EK__RV_CH(1, a01, a11, a21, a31);
-        }
-        if (nc > 2) {
-            EK__RV_CH(2, a02, a12, a22, a32);
-        }
-        if (nc > 3) {
-            EK__RV_CH(3, a03, a13, a23, a33);
-        }
+    for (int32_t i = 0; i < k; i++, tile += 4, w += nc) {
+        EK__RV_STEP();
     }
+#undef EK__RV_STEP
 #undef EK__RV_CH
     /* The stores' pointers and constants are read only now (the barrier keeps the compiler from loading them before
      * the loop, where they would not fit in registers beside the 16 accumulators), into locals: an int8 store may
