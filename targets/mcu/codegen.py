@@ -52,15 +52,22 @@ def c_values(data: np.ndarray, per_line: int = 16) -> str:
     return "\n".join(lines) if lines else "    0"
 
 
-def copy_call(prog: Program, s) -> str:
-    """C for copying a tile buffer into its place (row, col) in the full NHWC tensor."""
+def copy_window(prog: Program, s) -> tuple[int, int, int, int, int, int]:
+    """A tile buffer's copy into its place (row, col) in the full NHWC tensor: (destination offset in the arena,
+    destination row bytes, source offset, source row bytes, rows, bytes per row)."""
     src, dst = prog.tensors[s.inputs[0]], prog.tensors[s.output]
     bpe = DTYPE_BYTES[prog.dtype]
     _, h, w, c = src.shape
     _, _, full_w, _ = dst.shape
     dst_off = dst.offset + (s.params["row"] * full_w + s.params["col"]) * c * bpe
-    return (f"ek_copy_window(ek_arena + {dst_off}, {full_w * c * bpe}u, ek_arena + {src.offset}, {w * c * bpe}u, "
-            f"{h}u, {w * c * bpe}u)")
+    return dst_off, full_w * c * bpe, src.offset, w * c * bpe, h, w * c * bpe
+
+
+def copy_call(prog: Program, s) -> str:
+    """C for copying a tile buffer into its place (row, col) in the full NHWC tensor."""
+    dst_off, dst_row, src_off, src_row, rows, row_bytes = copy_window(prog, s)
+    return (f"ek_copy_window(ek_arena + {dst_off}, {dst_row}u, ek_arena + {src_off}, {src_row}u, "
+            f"{rows}u, {row_bytes}u)")
 
 
 def gate_mask(guard) -> int:
@@ -191,12 +198,7 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
     src.mkdir(parents=True, exist_ok=True)
     states = {st.name: st for st in prog.states}
 
-    prefix, external = op.get("prefix", "ek"), op.get("external", {})
-    cnames = {name: external.get(name) or const_cname(prefix, i, name) for i, name in enumerate(prog.consts)}
-    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)],
-               "count": "" if c.name in external else max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)),
-               "dtype": str(c.data.dtype), "external": c.name in external,
-               "body": "" if c.name in external else c_values(c.data)} for c in prog.consts.values()]
+    cnames, consts = const_records(prog, op.get("prefix", "ek"), op.get("external", {}))
 
     # DLTensor descriptors for the TVM kernels.
     dl_index: dict[tuple[str, tuple], int] = {}
@@ -290,11 +292,7 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
         output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,
         output_offset=prog.tensors[root_of(prog, prog.output)].offset))
-    (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(
-        **common, consts=consts, const_bytes=prog.const_bytes))
-    (src / "edgekit_weights.c").write_text(env.get_template("edgekit_weights.c.j2").render(
-        **common, consts=consts, const_bytes=prog.const_bytes))
-    model_sources = [src / "edgekit_model.c", src / "edgekit_weights.c"]
+    model_sources = [src / "edgekit_model.c", write_weights(prog, src, consts)]
     if kernels_c is not None:
         (src / "edgekit_kernels.c").write_text(kernels_c)
         copy_tvm_headers(src / "include")
@@ -313,15 +311,39 @@ def const_cname(prefix: str, index: int, name: str) -> str:
     return f"{prefix}_c{index}_{c_ident(name)}"[:60]
 
 
+def const_records(prog: Program, prefix: str, external: dict[str, str]) -> tuple[dict[str, str], list[dict]]:
+    """(const name -> its C array, the arrays as edgekit_weights.{h,c} print them); ``external``: const name -> the
+    C array of another program (a nested image's widest point) this one reads instead of its own."""
+    cnames = {name: external.get(name) or const_cname(prefix, i, name) for i, name in enumerate(prog.consts)}
+    consts = [{"name": c.name, "cname": cnames[c.name], "ctype": DTYPE_C[str(c.data.dtype)],
+               "count": "" if c.name in external else max(c.data.size, 1), "shape": "x".join(map(str, c.data.shape)),
+               "dtype": str(c.data.dtype), "external": c.name in external,
+               "body": "" if c.name in external else c_values(c.data)} for c in prog.consts.values()]
+    return cnames, consts
+
+
+def write_weights(prog: Program, src: Path, consts: list[dict]) -> Path:
+    """edgekit_weights.{h,c} of ``prog`` in ``src`` (``consts`` from :func:`const_records`); returns the .c file."""
+    env = _env()
+    src.mkdir(parents=True, exist_ok=True)
+    common = {"model_name": prog.name, "version": __version__, "consts": consts, "const_bytes": prog.const_bytes}
+    (src / "edgekit_weights.h").write_text(env.get_template("edgekit_weights.h.j2").render(**common))
+    (src / "edgekit_weights.c").write_text(env.get_template("edgekit_weights.c.j2").render(**common))
+    return src / "edgekit_weights.c"
+
+
 def write_nested_sources(src: Path, kernels_c: str, kernel_sources: dict[str, tuple[Path, ...]],
-                         libraries: list[str], context: dict) -> list[Path]:
+                         libraries: list[str], context: dict, table: dict | None = None) -> list[Path]:
     """The parts of a nested image the operating points share, in ``src``: the switch (edgekit_model.c/.h from
     templates/nested_model.*.j2 with ``context``), TVM's kernels, its headers and the kernel libraries; returns the
-    C files to compile."""
+    C files to compile. With ``table`` (targets/mcu/nested.py's call tables) edgekit_model.c is the one driver loop
+    over every point's table of calls (templates/nested_table.c.j2) instead of a switch between per-point drivers."""
     env = _env()
     src.mkdir(parents=True, exist_ok=True)
     (src / "edgekit_model.h").write_text(env.get_template("nested_model.h.j2").render(version=__version__, **context))
-    (src / "edgekit_model.c").write_text(env.get_template("nested_model.c.j2").render(version=__version__, **context))
+    driver = "nested_model.c.j2" if table is None else "nested_table.c.j2"
+    (src / "edgekit_model.c").write_text(env.get_template(driver).render(version=__version__, **context,
+                                                                          **(table or {})))
     (src / "edgekit_kernels.c").write_text(kernels_c)
     copy_tvm_headers(src / "include")
     files = [src / "edgekit_model.c", src / "edgekit_kernels.c"]

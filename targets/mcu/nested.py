@@ -17,10 +17,21 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
   82.4 KB own -> 68.8 KB shared, digits-cnn 35.0 -> 32.6 KB, host int8 accuracy of every point within 1.3 points
   of the own-scales build (bench/budgets.py).
 * **One arena** sized for the largest point's plan; each point keeps its own schedule inside it.
-* **A switch at run time**: ``edgekit_model_set_budget(k)`` in the C API (src/edgekit_model.c dispatches to
-  src/op<k>/, whose functions carry the prefix ``ek_op<k>_model``). The test firmware runs every test input at every
-  point; runtimes/mcu.py checks each point's outputs bit for bit against its own host reference
-  (reference_op<k>.npz) and counts its instructions.
+* **Every point as data** (:func:`call_tables`, templates/nested_table.c.j2): src/edgekit_model.c holds one driver
+  loop and, per point, a table of its calls (kernel, arena offsets of input / output / scratch, parameter struct);
+  a struct is a base struct — the widest point's of the layer, identical ones stored once — plus the few words in
+  which this point's differs (channel counts, row strides, weight-block strides; the weight, bias and
+  requantization pointers and the quantization fields are mostly the same). src/op<k>/ then holds only the
+  point's constant arrays. An extra point costs ~20 B per call plus ~4 B per differing field instead of a driver
+  function and full structs (~2.5 KB per point on kws-dscnn before): measured on the M7 with budgets
+  0.25/0.5/0.75/1, kws-dscnn image 68.8 -> 62.7 KB (+6.3 % over the widest point alone), digits-cnn 32.6 -> 31.1 KB
+  (+8.1 %), the instructions of a point within 1 % of its own driver's. A point with a call a table cannot hold (the
+  model input read in place, a stream's state, a recurrent cell) makes every point keep its own driver function in
+  src/op<k>/ (templates/nested_model.c.j2).
+* **A switch at run time**: ``edgekit_model_set_budget(k)`` in the C API selects the table (or the driver) that
+  ``edgekit_model_invoke`` runs. The test firmware runs every test input at every point; runtimes/mcu.py checks
+  each point's outputs bit for bit against its own host reference (reference_op<k>.npz) and counts its
+  instructions.
 
 One-shot int8 models only: a step program (recurrent layers) or a float32 build is refused with what to do instead.
 """
@@ -38,6 +49,7 @@ from edgekit.stepgraph import is_recurrent
 from edgekit.targets import BuildResult, CompileOptions
 from edgekit.targets.mcu import codegen, cost, ek_kernels, kernel_pack, pipeline, toolchain
 from edgekit.targets.mcu.pipeline import McuPlan
+from edgekit.targets.mcu.program import root_of
 from edgekit.targets.profiles import TargetProfile
 
 # ek_kernels step kind -> kernel_pack layer kind: the calls whose weights may be read from the widest point's array
@@ -104,7 +116,10 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
     full = plans[-1].estimate
     # Narrower points add their drivers and what they cannot read out of the widest point's arrays.
     shared_scales = options.extra.get("nested_scales", "shared") == "shared"
-    extra = sum(_own_const_bytes(p.program, shared_scales) + _driver_bytes(p.program, p.platform)
+    widest = plans[-1].program
+    tables = all(_tabulable(p.program) for p in plans)
+    extra = sum(_own_const_bytes(p.program, shared_scales)
+                + (_table_bytes(p.program, widest) if tables else _driver_bytes(p.program, p.platform))
                 for p in plans[:-1])
     arena = max(p.program.arena_bytes for p in plans)
     est = dataclasses.replace(full, flash_bytes=full.flash_bytes + int(extra),
@@ -119,6 +134,29 @@ def _driver_bytes(prog, platform) -> int:
     m = platform.code_size
     kinds = cost.code_features(prog)["ek_kinds"]
     return cost.code_bytes(prog, platform) - m.base - sum(m.ek_kernel_bytes.get(k, 0) for k in kinds)
+
+
+# A row of a call table (ek_step_t) and a TVM call's descriptors there (templates/nested_table.c.j2)
+TABLE_STEP_BYTES = 20
+TABLE_TVM_CALL_BYTES = 100
+
+
+def _table_bytes(prog, widest) -> int:
+    """Flash of one narrower point as a call table (an estimate before quantization): a row per call, and per
+    micro-kernel call the int fields in which it differs from the widest point's call of its layer (all of them
+    when that layer has no twin there)."""
+    twins = {s.layer: s for s in widest.steps}
+    total = 0
+    for s in prog.steps:
+        total += TABLE_STEP_BYTES
+        if s.kind == "tvm":
+            total += TABLE_TVM_CALL_BYTES
+        elif s.kind in ek_kernels.FUNCTIONS:
+            twin = twins.get(s.layer)
+            fields = ek_kernels.FUNCTIONS[s.kind][2]
+            same = twin is not None and twin.kind == s.kind
+            total += 4 * sum(1 for f in fields if not same or twin.params.get(f) != s.params.get(f))
+    return total
 
 
 def _own_const_bytes(prog, shared_scales: bool) -> int:
@@ -232,6 +270,153 @@ def _own_facts(widest) -> dict:
             "own_table_bytes": sum(int(widest.consts[c].data.nbytes) for s in steps for c in s.consts[1:])}
 
 
+# ---- every point as data: one driver loop over per-point tables of calls (templates/nested_table.c.j2) ---------------
+
+# step kind -> (C enum, kernel function, parameter struct) of the calls a table holds
+_TABLE_KINDS = {"ek_conv": ("EK_STEP_CONV", "ek_conv2d_s8", "ek_conv_params_t"),
+                "ek_dw": ("EK_STEP_DW", "ek_depthwise_conv2d_s8", "ek_conv_params_t"),
+                "ek_fc": ("EK_STEP_FC", "ek_fully_connected_s8", "ek_fc_params_t"),
+                "ek_add": ("EK_STEP_ADD", "ek_add_s8", "ek_add_params_t"),
+                "ek_pool": ("EK_STEP_POOL", "ek_pool_s8", "ek_pool_params_t"),
+                "copy": ("EK_STEP_COPY", None, "ek_copy_params_t"),
+                "tvm": ("EK_STEP_TVM", None, None)}
+
+
+def _tabulable(prog) -> bool:
+    """Whether every call of ``prog`` can be a row of a call table: edgekit micro-kernels, patch copies and TVM
+    kernels on arena tensors and constants (not the model input read in place, not a stream's state)."""
+    if prog.streaming:
+        return False
+    for s in prog.steps:
+        if s.kind not in _TABLE_KINDS or s.guard:
+            return False
+        names = list(s.inputs) + [s.output]
+        if any(prog.tensors[n].external or prog.tensors[n].state_offset is not None for n in names
+               if n in prog.tensors):
+            return False
+    return True
+
+
+def _struct_words(prog, s, cnames: dict[str, str]) -> list[tuple[str, object]]:
+    """A call's parameter struct as 4-byte words: ("i", int field) ... then ("p", C array or "0") for the pointers
+    (weights, bias, requantization table), as ek_kernels.render_call prints its initialiser."""
+    if s.kind == "copy":
+        _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
+        return [("i", dst_row), ("i", src_row), ("i", rows), ("i", row_bytes)]
+    words = [("i", int(s.params[f])) for f in ek_kernels.FUNCTIONS[s.kind][2]]
+    if s.kind in ek_kernels.ELEMENTWISE_KINDS:
+        return words
+    by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in s.consts}
+    return words + [("p", by_suffix.get("ekw") or by_suffix["dw"]), ("p", by_suffix.get("ekb", "0")),
+                    ("p", by_suffix["ekrq"])]
+
+
+def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, str]], const_types: dict[str, str],
+                arena_bytes: int) -> dict | None:
+    """Every operating point's calls as data for templates/nested_table.c.j2, or None when a point has a call a
+    table cannot hold (then each point keeps its own driver function, templates/nested_model.c.j2).
+
+    A call's parameter struct is stored as a base struct plus the words that differ: the widest point's structs
+    are the bases (identical ones stored once); a narrower point's call takes the base of the same struct type that
+    differs from it in the fewest words (mostly its own layer at the widest point: the channel counts, strides and
+    weight-block strides differ, the pointers and quantization fields do not) and lists only those words."""
+    if not all(_tabulable(prog) for prog in programs):
+        return None
+    offset_type = "uint16_t" if arena_bytes < 0xFFFF else "uint32_t"
+    none = "EK_NONE"
+    bases: list[dict] = []          # {"struct_type", "words", "init", "comment"}
+    shapes: dict[tuple, int] = {}
+    tensors: dict[tuple, int] = {}
+    dltensors: list[dict] = []
+    tvm_calls: dict[tuple, int] = {}
+    tvm_list: list[dict] = []
+    arrays: set[str] = set()
+    kinds_used: set[str] = set()
+
+    def tensor(prog, name: str, shape, names: dict[str, str]) -> int:
+        if name in prog.consts:
+            data, dtype, comment = names[name], str(prog.consts[name].data.dtype), f"const {name}"
+            arrays.add(names[name])
+        else:
+            t = prog.tensors[name]
+            data, dtype, comment = f"ek_arena + {t.offset}", t.dtype, name
+        code, bits = codegen.DL_CODES[dtype]
+        shape_index = shapes.setdefault(tuple(int(v) for v in shape), len(shapes))
+        key = (data, shape_index, code, bits)
+        if key not in tensors:
+            tensors[key] = len(dltensors)
+            dltensors.append({"data": data, "ndim": len(shape), "code": code, "bits": bits, "shape": shape_index,
+                              "comment": comment})
+        return tensors[key]
+
+    points: list[dict | None] = [None] * len(programs)
+    for k in reversed(range(len(programs))):  # the widest first: its structs are the bases
+        prog, names = programs[k], cnames[k]
+        steps, values = [], []
+        for i, s in enumerate(prog.steps):
+            enum, _, struct_type = _TABLE_KINDS[s.kind]
+            kinds_used.add(s.kind)
+            io = [none, none, str(prog.tensors[s.output].offset), none]
+            if s.kind == "tvm":
+                args = [tensor(prog, x, prog.tensors[x].shape, names) for x in s.inputs]
+                args += [tensor(prog, c, prog.consts[c].data.shape, names) for c in s.consts]
+                args.append(tensor(prog, s.output, prog.tensors[s.output].shape, names))
+                key = (symbols[k][i], tuple(args))
+                if key not in tvm_calls:
+                    tvm_calls[key] = len(tvm_list)
+                    tvm_list.append({"symbol": symbols[k][i], "args": args, "comment": s.layer})
+                steps.append({"params": f"&ek_tvm_{tvm_calls[key]}", "mask": 0, "kind": enum, "io": io,
+                              "comment": f"{s.layer} (TVM {s.spec.op})"})
+                continue
+            words = _struct_words(prog, s, names)
+            arrays.update(v for t, v in words if t == "p" and v != "0")
+            if s.kind == "copy":
+                dst_off, _, src_off, _, _, _ = codegen.copy_window(prog, s)
+                io[0], io[2] = str(src_off), str(dst_off)
+            else:
+                io[0] = str(prog.tensors[s.inputs[0]].offset + s.in_offset)
+                if s.kind == "ek_add":
+                    io[1] = str(prog.tensors[s.inputs[1]].offset)
+                if s.scratch_bytes:
+                    io[3] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
+            best, diff = None, None
+            for b_index, b in enumerate(bases):
+                if b["struct_type"] != struct_type or len(b["words"]) != len(words):
+                    continue
+                d = [f for f, (w, v) in enumerate(zip(words, b["words"])) if w != v]
+                if diff is None or len(d) < len(diff):
+                    best, diff = b_index, d
+            # at the widest point a layer that differs in more than a quarter of its words gets its own base (the
+            # narrower points' calls of that layer then differ from it in a few words); elsewhere only a struct
+            # unlike every base does
+            if best is None or len(diff) > (len(words) // 4 if k == len(programs) - 1 else len(words) - 1):
+                bases.append({"struct_type": struct_type, "words": words, "comment": f"{s.layer} at point {k}",
+                              "init": ", ".join(str(v) for _, v in words)})
+                best, diff = len(bases) - 1, []
+            mask = sum(1 << f for f in diff)
+            values += [f"{{ .{words[f][0]} = {words[f][1]} }}" for f in diff]
+            steps.append({"params": f"&ek_base_{best}", "mask": mask, "kind": enum, "io": io,
+                          "comment": f"{s.layer} ({s.kind}{f', {len(diff)} fields of its own' if diff else ''})"})
+        points[k] = {"steps": steps, "values": values,
+                     "input_offset": prog.tensors[root_of(prog, prog.input)].offset,
+                     "output_offset": prog.tensors[root_of(prog, prog.output)].offset}
+    kinds = []
+    for kind in _TABLE_KINDS:  # the enum in a fixed order; only the kinds some point calls
+        if kind not in kinds_used:
+            continue
+        enum, function, struct_type = _TABLE_KINDS[kind]
+        words = next((len(b["words"]) for b in bases if b["struct_type"] == struct_type), 0)
+        kinds.append({"enum": enum, "function": function, "struct_type": struct_type, "words": words})
+    struct_kinds = [k for k in kinds if k["struct_type"]]
+    return {"offset_type": offset_type, "bases": bases, "point_tables": points, "kinds": struct_kinds + [
+                k for k in kinds if not k["struct_type"]],
+            "shapes": list(shapes), "dltensors": dltensors, "tvm_calls": tvm_list,
+            "tvm_symbols": sorted({c["symbol"] for c in tvm_list}),
+            "max_tvm_args": max([len(c["args"]) for c in tvm_list], default=1),
+            "max_words": max([k["words"] for k in struct_kinds], default=1),
+            "arrays": [{"cname": a, "ctype": const_types[a]} for a in sorted(arrays)]}
+
+
 def _test_count(p: NestedPlan, per_input_bytes: int, budget_bytes: int) -> int:
     """Test inputs the firmware runs at every point: within the test data's flash budget and the emulator's time
     (``options.extra['test_inputs']`` caps it further)."""
@@ -258,12 +443,27 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
     kernels_c, per_prog, n_tvm = pipeline.tvm_kernels_of([prog for _, prog, _ in finals], platform, cpu)
 
     src = out / "src"
-    point_sources = []
-    for k, ((m, prog, _), (symbols, arg_shapes), (external, _)) in enumerate(zip(finals, per_prog, shared)):
-        point_sources.append(codegen.write_sources(
-            prog, None, symbols, arg_shapes, out, cpu, platform.kernel_sources, src=src / f"op{k}",
-            operating_point={"prefix": f"ek_op{k}_model", "arena": codegen.SHARED_ARENA_SYMBOL,
-                             "external": external}))
+    arena = max(prog.arena_bytes for _, prog, _ in finals)
+    records = [codegen.const_records(prog, f"ek_op{k}_model", external)
+               for k, ((_, prog, _), (external, _)) in enumerate(zip(finals, shared))]
+    table = call_tables([prog for _, prog, _ in finals], [names for names, _ in records],
+                        [symbols for symbols, _ in per_prog],
+                        {c["cname"]: c["ctype"] for _, consts in records for c in consts}, arena)
+    if table is not None:  # every point as data: op<k>/ holds its constant arrays only
+        point_files = [codegen.write_weights(prog, src / f"op{k}", consts)
+                       for k, ((_, prog, _), (_, consts)) in enumerate(zip(finals, records))]
+        libraries = sorted({lib for _, prog, _ in finals for lib in codegen.kernel_libraries(prog)})
+        tvm_symbols = table["tvm_symbols"]
+    else:  # a point with calls a table cannot hold: each point has its own driver in op<k>/
+        point_sources = []
+        for k, ((m, prog, _), (symbols, arg_shapes), (external, _)) in enumerate(zip(finals, per_prog, shared)):
+            point_sources.append(codegen.write_sources(
+                prog, None, symbols, arg_shapes, out, cpu, platform.kernel_sources, src=src / f"op{k}",
+                operating_point={"prefix": f"ek_op{k}_model", "arena": codegen.SHARED_ARENA_SYMBOL,
+                                 "external": external}))
+        point_files = [f for s in point_sources for f in s.model_sources]
+        libraries = sorted({lib for s in point_sources for lib in s.kernel_libraries})
+        tvm_symbols = sorted({x for s in point_sources for x in s.tvm_symbols})
 
     # one set of test inputs (the points quantize the input alike), one reference per point
     code_size = platform.board_info(board)["code_size"]
@@ -280,8 +480,6 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
         np.savez(out / f"reference_op{k}.npz", **ref)
     np.savez(out / "reference.npz", **refs[-1][1])
 
-    arena = max(prog.arena_bytes for _, prog, _ in finals)
-    libraries = sorted({lib for s in point_sources for lib in s.kernel_libraries})
     inp, outp = widest.tensors[widest.input], widest.tensors[widest.output]
     points = [{"budget": b, "macs": int(sum(s.macs for s in prog.steps)), "arena_bytes": prog.arena_bytes,
                "instructions": int(pl.estimate.instructions or 0), "output_q": prog.output_q}
@@ -291,9 +489,8 @@ def build(p: NestedPlan, out: Path) -> BuildResult:
         arena_symbol=codegen.SHARED_ARENA_SYMBOL,
         kernel_libraries=libraries, input_bytes=inp.nbytes, output_bytes=outp.nbytes, input_shape=list(inp.shape),
         output_shape=list(outp.shape), input_layout="NHWC" if len(inp.shape) == 4 else "as in PyTorch",
-        input_q=widest.input_q, output_q=widest.output_q))
-    sources = codegen.Sources(src, out / "firmware", common + [f for s in point_sources for f in s.model_sources],
-                              [src, src / "include"], sorted({x for s in point_sources for x in s.tvm_symbols}),
+        input_q=widest.input_q, output_q=widest.output_q), table=table)
+    sources = codegen.Sources(src, out / "firmware", common + point_files, [src, src / "include"], tvm_symbols,
                               libraries)
 
     cflags = pipeline.firmware_cflags(widest_plan, [prog for _, prog, _ in finals])
