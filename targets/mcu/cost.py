@@ -57,6 +57,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         family = {"ek_conv": "conv2d", "ek_dw": "depthwise", "ek_fc": "linear"}.get(step.kind, step.kind[3:])
         if step.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             return _helium_terms(step, family, out)
+        if step.params.get("flags", 0) & kernel_pack.FLAG_RV:
+            return _scalar_terms(step, family)
         if step.kind == "ek_dw":
             return _depthwise_terms(step)
         if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
@@ -130,6 +132,32 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
     outputs = round(pixels * blocks * per_block + 2.4 * tiles * blocks)
     units = 0 if k <= 16 else pixels * blocks * (k // 16)
     return f"{family}_int8_mve", units, outputs, copied
+
+
+def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
+    """The scalar kernels of cores without SIMD (EK_NN_FLAG_RV, kernels/ek_nn_s8.c) priced by their structure.
+
+    conv — 4-pixel x 4-channel GEMM blocks: units = MACs of the pixel groups (pixels rounded up to 4), "outputs" =
+    blocks (pixel groups x channel blocks: accumulators set up, 16 requantisations and stores), "inputs" = bytes of
+    the im2col tiles. Fully connected — blocks of 16 (then 8, 4, 2, 1) channels: units = MACs, "outputs" = output
+    elements, "inputs" = input bytes loaded (once per block and row). Depthwise 3x3 — one channel and output row at
+    a time: units = MACs, "outputs" = rows (their set-up and edge columns), "inputs" = rows with a kernel row in the
+    padding (C loops, not the asm row loop); stride 2 has its own key (two columns per output)."""
+    p = step.params
+    if step.kind == "ek_conv":
+        npix = p["out_h"] * p["out_w"]
+        groups = -(-npix // 4)
+        k = p["kernel_h"] * p["kernel_w"] * p["in_c"]
+        return (f"{family}_int8_rv", groups * 4 * k * p["out_c"], groups * -(-p["out_c"] // 4), groups * 4 * k)
+    if step.kind == "ek_fc":
+        blocks = len(kernel_pack.rv_fc_blocks(p["out_features"]))
+        return (f"{family}_int8_rv", step.macs, p["batch"] * p["out_features"],
+                p["batch"] * p["in_features"] * blocks)
+    rows = p["out_h"] * p["in_c"]
+    inside = sum(1 for oy in range(p["out_h"])
+                 if 0 <= oy * p["stride_h"] - p["pad_top"] <= p["in_h"] - p["kernel_h"])
+    key = "depthwise_s2_int8_rv" if p["stride_w"] > 1 else "depthwise_int8_rv"
+    return key, step.macs, rows, (p["out_h"] - inside) * p["in_c"]
 
 
 def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
@@ -323,12 +351,21 @@ def helium_only(prog: Program) -> bool:
     return bool(calls) and all(s.params.get("flags", 0) & kernel_pack.FLAG_MVE for s in calls)
 
 
+def scalar_only(prog: Program) -> bool:
+    """Whether every call of ek_nn_s8's conv, depthwise and FC kernels is packed for the scalar kernels of cores
+    without SIMD (the firmware then leaves the other layouts' portable code out: -DEK_NN_SCALAR_ONLY)."""
+    calls = [s for s in prog.steps if s.kind in ("ek_conv", "ek_dw", "ek_fc")]
+    return bool(calls) and all(s.params.get("flags", 0) & kernel_pack.FLAG_RV for s in calls)
+
+
 def _code_kinds(prog: Program) -> list[str]:
     """The kernel code a firmware links, by kind: a Helium call links its ``<kind>_mve`` code, and its entry
-    point's DSP code too unless every call is Helium (:func:`helium_only`)."""
+    point's DSP code too unless every call is Helium (:func:`helium_only`); a call of the scalar kernels its
+    ``<kind>_rv`` code, and the entry point's portable code for the other layouts too unless every call is scalar
+    (:func:`scalar_only`)."""
     from edgekit.targets.mcu.ek_kernels import FUNCTIONS
 
-    only = helium_only(prog)
+    only, only_rv = helium_only(prog), scalar_only(prog)
     kinds = set()
     for s in prog.steps:
         if s.kind not in FUNCTIONS:
@@ -336,6 +373,10 @@ def _code_kinds(prog: Program) -> list[str]:
         if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             kinds.add(s.kind + "_mve")
             if only and s.kind not in ("ek_add", "ek_pool"):  # (these keep their scalar paths in every build)
+                continue
+        if s.params.get("flags", 0) & kernel_pack.FLAG_RV:
+            kinds.add(s.kind + "_rv")
+            if only_rv:
                 continue
         kinds.add(s.kind)
     if kinds & {"ek_conv_mve", "ek_fc_mve"}:

@@ -518,6 +518,8 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     steps = [s for prog in programs for s in prog.steps]
     if all(cost.helium_only(prog) for prog in programs):  # every edgekit kernel call packed for Helium
         cflags.append("-DEK_NN_MVE_ONLY=1")
+    elif all(cost.scalar_only(prog) for prog in programs):  # every conv/depthwise/FC call on the scalar kernels
+        cflags.append("-DEK_NN_SCALAR_ONLY=1")
     elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
                               for s in steps) and platform.kernel_isa(board) == "mve":
         cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
@@ -530,7 +532,7 @@ def build_record(p: McuPlan, prog: Program, n_tvm: int, test_inputs: int, cflags
     return McuBuild(
         platform=platform.name, board=board, qemu_machine=platform.board_info(board).get("qemu_machine", board),
         cpu=p.cpu, dtype=p.dtype,
-        kernels=" + ".join(([f"edgekit int8 kernels ({'Helium' if p.use_ek == 'mve' else 'DSP'})"]
+        kernels=" + ".join(([f"edgekit int8 kernels ({ {'mve': 'Helium', 'rv32': 'scalar'}.get(p.use_ek, 'DSP')})"]
                             if any(s.is_micro_kernel for s in prog.steps) else [])
                            + ["TVM"]),
         tvm_kernels=n_tvm, steps=len(prog.steps), arena_bytes=prog.arena_bytes, state_bytes=prog.state_bytes,

@@ -8,7 +8,8 @@ Where it sits: a :class:`~edgekit.targets.mcu.platforms.Platform` record the MCU
                    on for F cores), link.ld.j2; the rest is shared with Cortex-M (``cortex_m/board``): ek_crt.c
                    (stack painting, .data/.bss, main, ``ek_marker``), semihosting I/O (an ``#if`` for each ISA's
                    trap sequence), memcpy/memset, ek_board.h
-* kernels          edgekit's int8 kernels (``cortex_m/kernels``) on their portable C path (no SIMD on RV32IM)
+* kernels          edgekit's int8 kernels (``cortex_m/kernels``): their scalar kernels for cores without SIMD
+                   (kernel_pack isa="rv32", boards.toml's kernel_isa), the portable C path for other layouts
 
 Toolchain: Debian's riscv64-unknown-elf-gcc 12 with picolibc (Debian's newlib has no RISC-V build); emulator:
 qemu-system-riscv32 from qemu-system-misc. Recipe and pitfalls: shared/FIELD_NOTES.md ("RISC-V microcontrollers").
@@ -90,12 +91,17 @@ PLATFORM = RiscV(
     kernel_sources={lib: (SHARED / "kernels" / f"{lib}.h", SHARED / "kernels" / f"{lib}.c")
                     for lib in ("ek_nn_s8", "ek_sparse_s8")},
     libc="picolibc",
-    # edgekit's kernels by kind: riscv64-unknown-elf-size of ek_nn_s8.o / ek_sparse_s8.o per function group
-    # (rv32imc, -O2, portable path): conv 4,028 B (ek_conv2d_s8 2,272 + im2col and weight helpers), depthwise 6,054 B
-    # (+ the shared checks), FC 1,966 B, sparse conv 1,754 B, sparse FC 464 B. The driver and TVM-kernel terms are not
-    # fitted to RV32 ELFs yet: Cortex-M's (platforms/cortex_m), without newlib's reentrancy data (picolibc keeps errno
+    # edgekit's kernels by kind: riscv64-unknown-elf-nm sizes in ek_nn_s8.o / ek_sparse_s8.o per function group
+    # (rv32imc, -O2). Portable path of the dsp layouts: conv 4,028 B (ek_conv2d_s8 2,272 + im2col and weight
+    # helpers), depthwise 6,054 B (+ the shared checks), FC 1,966 B, sparse conv 1,754 B, sparse FC 464 B. Scalar
+    # kernels (built with -DEK_NN_SCALAR_ONLY, the entry points included): conv 6,820 B (ek_conv2d_s8 with the im2col
+    # 1,208, the 4x4 GEMM 3,198, its 1-3 channel tails 2,254, the 64-bit requantisation 160), depthwise 6,966 B (the
+    # stride-1 and stride-2 row loops 1,968 + 1,700, the asm row loop 402, the 64-bit form's copy 2,684, the entry 212),
+    # FC 4,448 B (the blocks of 16/8/4/2/1 4,166, the entry 282). The driver and TVM-kernel terms are not fitted to
+    # RV32 ELFs yet: Cortex-M's (platforms/cortex_m), without newlib's reentrancy data (picolibc keeps errno
     # elsewhere); `edgekit profile` measures the real size.
     code_size=dataclasses.replace(
         CORTEX_M.code_size, libc_reent_bytes=0,
-        ek_kernel_bytes={"ek_conv": 4030, "ek_dw": 6480, "ek_fc": 1970, "ek_sconv": 1760, "ek_sfc": 470}),
+        ek_kernel_bytes={"ek_conv": 4030, "ek_dw": 6480, "ek_fc": 1970, "ek_sconv": 1760, "ek_sfc": 470,
+                         "ek_conv_rv": 6820, "ek_dw_rv": 6970, "ek_fc_rv": 4450}),
 )

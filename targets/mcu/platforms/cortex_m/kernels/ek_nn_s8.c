@@ -83,7 +83,12 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #endif
 
 /* A layer packed for the scalar kernels (EK_NN_FLAG_RV) runs them in a build without the DSP extension; a DSP build
- * refuses it (its own layouts are faster there). */
+ * refuses it (its own layouts are faster there). EK_NN_SCALAR_ONLY (the code generator defines it when every call of
+ * a firmware is packed for them): the entry points refuse the other layouts, so their portable code is left out. */
+#if EK_NN_DSP || !defined(EK_NN_SCALAR_ONLY)
+#undef EK_NN_SCALAR_ONLY
+#define EK_NN_SCALAR_ONLY 0
+#endif
 #if EK_NN_DSP
 #define EK_NN_SCALAR(p, call)                                                                                      \
     do {                                                                                                           \
@@ -96,6 +101,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
     do {                                                                                                           \
         if ((p)->flags & EK_NN_FLAG_RV) {                                                                          \
             return (call);                                                                                         \
+        }                                                                                                          \
+        if (EK_NN_SCALAR_ONLY) {                                                                                   \
+            return EK_NN_ERR_ARG;                                                                                  \
         }                                                                                                          \
     } while (0)
 #endif
@@ -302,6 +310,13 @@ static inline __attribute__((always_inline)) int32_t ek__rv_requant(int32_t acc,
     return v;
 }
 
+/* The 64-bit form (layers without FAST_REQUANT, rare): one out-of-line copy, not one per output of every loop. */
+static __attribute__((noinline)) int8_t ek__rv_requant_generic(int32_t acc, const int32_t *q, int32_t out_zp,
+                                                              int32_t lo, int32_t hi)
+{
+    return ek__requant_generic(acc, q, out_zp, lo, hi);
+}
+
 /* ---- convolution ---------------------------------------------------------------------------------------------- */
 
 /* n bytes of src into every 4th byte of dst (one pixel's lane of the tile) */
@@ -373,10 +388,10 @@ static void ek__rv_im2col_pixel(const ek_conv_params_t *p, const int8_t *in, int
             o2[c] = (int8_t)ek__rv_requant((int32_t)(a2), m_, add_, b_, lo, hi);                                   \
             o3[c] = (int8_t)ek__rv_requant((int32_t)(a3), m_, add_, b_, lo, hi);                                   \
         } else {                                                                                                   \
-            o0[c] = ek__requant_generic((int32_t)(a0), q_, out_zp, lo, hi);                                        \
-            o1[c] = ek__requant_generic((int32_t)(a1), q_, out_zp, lo, hi);                                        \
-            o2[c] = ek__requant_generic((int32_t)(a2), q_, out_zp, lo, hi);                                        \
-            o3[c] = ek__requant_generic((int32_t)(a3), q_, out_zp, lo, hi);                                        \
+            o0[c] = ek__rv_requant_generic((int32_t)(a0), q_, out_zp, lo, hi);                                     \
+            o1[c] = ek__rv_requant_generic((int32_t)(a1), q_, out_zp, lo, hi);                                     \
+            o2[c] = ek__rv_requant_generic((int32_t)(a2), q_, out_zp, lo, hi);                                     \
+            o3[c] = ek__rv_requant_generic((int32_t)(a3), q_, out_zp, lo, hi);                                     \
         }                                                                                                          \
     } while (0)
 
@@ -415,10 +430,17 @@ static inline __attribute__((always_inline)) void ek__rv_gemm4(const int8_t *til
             EK__RV_CH(3, a03, a13, a23, a33);                                                                      \
         }                                                                                                          \
     } while (0)
-    /* (a counted loop: the compiler's unroll by 8 then enters for the remainder k % 8 directly) */
+    /* (a counted loop: the compiler's unroll by 8 then enters for the remainder k % 8 directly; the blocks of 1-3
+     * channels, one per layer at most, keep the loop short) */
+    if (nc == 4) {
 #pragma GCC unroll 8
-    for (int32_t i = 0; i < k; i++, tile += 4, w += nc) {
-        EK__RV_STEP();
+        for (int32_t i = 0; i < k; i++, tile += 4, w += nc) {
+            EK__RV_STEP();
+        }
+    } else {
+        for (int32_t i = 0; i < k; i++, tile += 4, w += nc) {
+            EK__RV_STEP();
+        }
     }
 #undef EK__RV_STEP
 #undef EK__RV_CH
@@ -512,22 +534,39 @@ static inline __attribute__((always_inline)) void ek__rv_fc_block(const int8_t *
     for (int32_t c = 0; c < nc; c++) {
         a[c] = (uint32_t)bias[c];
     }
-    const int8_t *const end = x + k;
+#define EK__RV_FC_STEP()                                                                                           \
+    do {                                                                                                           \
+        const int32_t xv = x[0];                                                                                   \
+        _Pragma("GCC unroll 16") for (int32_t c = 0; c < nc; c++)                                                  \
+        {                                                                                                          \
+            a[c] += (uint32_t)(xv * w[c]);                                                                         \
+        }                                                                                                          \
+    } while (0)
+    /* unrolled where it pays: the 16-channel blocks carry the layer, the smaller ones its last channels */
+    if (nc == 16) {
 #pragma GCC unroll 4
-    for (; x < end; x++, w += nc) {
-        const int32_t xv = x[0];
-#pragma GCC unroll 16
-        for (int32_t c = 0; c < nc; c++) {
-            a[c] += (uint32_t)(xv * w[c]);
+        for (int32_t i = 0; i < k; i++, x++, w += nc) {
+            EK__RV_FC_STEP();
+        }
+    } else if (nc >= 4) {
+#pragma GCC unroll 2
+        for (int32_t i = 0; i < k; i++, x++, w += nc) {
+            EK__RV_FC_STEP();
+        }
+    } else {
+#pragma GCC unroll 4
+        for (int32_t i = 0; i < k; i++, x++, w += nc) {
+            EK__RV_FC_STEP();
         }
     }
+#undef EK__RV_FC_STEP
     __asm__ volatile("" ::: "memory"); /* (the requant constants are read after the loop: see ek__rv_gemm4) */
     const int fast = rq->fast;
     const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
 #pragma GCC unroll 16
     for (int32_t c = 0; c < nc; c++, q += 4) {
         out[c] = fast ? (int8_t)ek__rv_requant((int32_t)a[c], q[0], q[1], q[2], lo, hi)
-                      : ek__requant_generic((int32_t)a[c], q, out_zp, lo, hi);
+                      : ek__rv_requant_generic((int32_t)a[c], q, out_zp, lo, hi);
     }
 }
 
@@ -935,7 +974,7 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
 #define EK__RV_T(x, y, z) ((uint32_t)(a * (x)) + (uint32_t)(bb * (y)) + (uint32_t)(c * (z)))
 #define EK__RV_OUT(v)                                                                                              \
     (out[0] = fast ? (int8_t)ek__rv_requant((int32_t)(v), m, add, sh, lo, hi)                                      \
-                   : ek__requant_generic((int32_t)(v), q, out_zp, lo, hi))
+                   : ek__rv_requant_generic((int32_t)(v), q, out_zp, lo, hi))
 #define EK__RV_ZP(x, y, z) ((uint32_t)(zp * ((x) + (y) + (z)))) /* a column in the padding */
             if (!stride2) {
                 /* columns 0 and 1: output 0's first two taps, output 1's first */
@@ -1029,7 +1068,7 @@ static inline __attribute__((always_inline)) void ek__rv_dw3(const ek_conv_param
     }
 }
 
-/* (one copy per stride for the fast requantisation, one for the 64-bit form) */
+/* (one copy per stride for the fast requantisation, one for the 64-bit form, rare: compiled for size) */
 static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_dw3_s1(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                     const int8_t *input, int8_t *output)
 {
@@ -1042,7 +1081,7 @@ static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_dw3_
     ek__rv_dw3(p, rq, input, output, 1, 1);
 }
 
-static __attribute__((noinline)) void ek__rv_dw3_generic(const ek_conv_params_t *p, const ek__rq_t *rq,
+static __attribute__((noinline, optimize("Os"))) void ek__rv_dw3_generic(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                          const int8_t *input, int8_t *output)
 {
     if (p->stride_w == 2) {
