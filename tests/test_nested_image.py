@@ -125,3 +125,44 @@ def test_a_converted_example_keeps_its_data(nested_cnn, tmp_path):
     example = Model.load("digits-cnn")
     assert loaded.meta["data_from"] == "example:digits-cnn"
     assert np.array_equal(loaded.calib, example.calib) and np.array_equal(loaded.test_y, example.test_y)
+
+
+def test_extra_points_cost_little_flash(nested_cnn, image, tmp_path):
+    """The narrower points are tables of calls over the widest point's weights and parameter structs: the image
+    stays within 10 % of the flash of the widest point built alone (issue 18's goal)."""
+    from edgekit.converters.nested import operating_point
+
+    out, rep = image
+    alone = tmp_path / "alone"
+    api.compile(operating_point(nested_cnn, -1), "cortex-m7", alone, quantize="int8", extra={"test_inputs": 24})
+    alone_flash = json.loads((alone / "report.json").read_text())["build"]["model_flash_bytes"]
+    assert rep["build"]["model_flash_bytes"] <= 1.10 * alone_flash
+
+
+def test_residual_adds_and_depthwise_layers_run_bit_exact(tmp_path):
+    import torch
+    from torch import nn
+
+    from edgekit.converters.nested import nest
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(), nn.Conv2d(16, 16, 1))
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            y = self.stem(x)
+            y = y + self.dw(y)
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    calib = np.random.RandomState(0).randn(32, 3, 12, 12).astype(np.float32)
+    m = Model.from_module(Block().eval(), torch.randn(1, 3, 12, 12), calib=calib)
+    nested = nest(m, (0.5, 1.0), settings=TrainSettings(epochs=0), progress=False)
+    out = tmp_path / "res"
+    api.compile(nested, "cortex-m7", out, quantize="int8", extra={"test_inputs": 4})
+    points = api.profile(out).report["measured"]["operating_points"]
+    assert [p["budget"] for p in points] == [0.5, 1.0]
+    assert all(p["outputs_match"] and p["max_abs_err_lsb"] == 0 for p in points)
