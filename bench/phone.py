@@ -64,7 +64,8 @@ def measure(name: str, core: str, work: Path) -> dict:
     from edgekit.targets.phone.cost import phone_terms
 
     row.update(
-        fp32=whole.get("float32"), int8_all=whole.get("int8"), mixed=whole.get("mixed"), shipped_kind=mixed.get(
+        fp32=whole.get("float32"), int8_all=min((v for k, v in whole.items() if k in ("int8", "int8-s8")), default=None),
+        mixed=whole.get("mixed"), shipped_kind=mixed.get(
             "shipped"), shipped=m.get("instructions"), est_int8=rep["estimate"].get("instructions"),
         est_fp32=f32.report["estimate"].get("instructions"),
         onnx_fp32=(work / "f32" / "model.onnx").stat().st_size, onnx_shipped=(work / "int8" / "model.onnx").stat(

@@ -201,6 +201,9 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
                         mean_abs_err=float(np.mean(np.abs(outputs - reference))),
                         top1_agreement=float(np.mean(outputs.argmax(-1) == reference.argmax(-1))))
         measured["host_int8_top1_agreement"] = float(np.mean(host_outputs.argmax(-1) == reference.argmax(-1)))
+        measured["ort_format_note"] = ("ort_format_max_abs_diff compares model.ort with model.onnx on this host's "
+                                       "saturating int8 kernels, which fuse the two differently; model.ort is "
+                                       "checked on the emulated Arm core (arm.max_abs_diff_vs_host)")
         measured["outputs_note"] = (
             "outputs, accuracy and fidelity: the QDQ model run as written (ONNX Runtime, graph optimizations off), "
             "because this x86 host has no VNNI and ONNX Runtime's int8 kernels here saturate pairs of u8×s8 "

@@ -178,7 +178,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
             final = tmp / "int8.onnx"
             notes += quantize_int8(float_path, final, input_name, model.calib, fixed_batch, keep_pre=tmp / "pre.onnx")
             final, mixed_choice, mixed_notes = _int8_where_it_pays(model, profile, options, float_path, final, tmp,
-                                                                   input_name, fixed_batch, x, layers)
+                                                                   input_name, fixed_batch, x, reference, layers)
             notes += mixed_notes
             qproto = onnx.load(str(final))
             onnx.checker.check_model(qproto)
@@ -186,7 +186,12 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
             if float_ops:
                 notes.append("int8: these operators run in float32 (no int8 kernel in ONNX Runtime's QDQ form, or "
                              f"kept float because int8 does not pay on the core): {', '.join(float_ops)}")
-        shutil.copyfile(final, out / "model.onnx")
+        if final != float_path:  # an int8 model: its many Q/DQ names are worth shortening (the float one is the export)
+            shipped = _export.compact_names(onnx.load(str(final)), set(layers))
+            onnx.checker.check_model(shipped)
+            onnx.save(shipped, str(out / "model.onnx"))
+        else:
+            shutil.copyfile(final, out / "model.onnx")
         _write_ort_format(out / "model.onnx", out, tmp / "ort")
 
     data = {"x": x, "reference": reference}
@@ -252,10 +257,13 @@ let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: 
 
 
 def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, float_path: Path, qdq: Path,
-                        tmp: Path, input_name: str, fixed_batch: int | None, x: np.ndarray, node_layers: dict
-                        ) -> tuple[Path, "mixed.MixedChoice | None", list[str]]:
-    """The int8 model to ship (targets/phone/mixed.py): layers measured int8 vs float on the profile's emulated core,
-    the ones where int8 does not pay kept float, and float32 shipped if no int8 model beats it."""
+                        tmp: Path, input_name: str, fixed_batch: int | None, x: np.ndarray, reference: np.ndarray,
+                        node_layers: dict) -> tuple[Path, "mixed.MixedChoice | None", list[str]]:
+    """The int8 model to ship (targets/phone/mixed.py), measured on the profile's emulated core: the activation type
+    whose int8 kernels are cheaper there (uint8 or int8), the layers where int8 does not pay kept float32, then the
+    layers that lose most kept float32 while the model's fidelity is outside the bounds (edgekit.fidelity), and
+    float32 shipped if no int8 model costs fewer instructions."""
+    from edgekit import fidelity
     from edgekit.runtimes import arm64
     from edgekit.targets.phone import mixed
 
@@ -267,25 +275,69 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
     core = arm64.ArmCore.of(profile)
     work = tmp / "mixed"
     work.mkdir()
-    rows, excluded = mixed.choose(tmp / "pre.onnx", qdq, core, node_layers, work)
-    candidates = {"float32": float_path, "int8": qdq}
-    if excluded:
-        candidates["mixed"] = tmp / "mixed.onnx"
-        quantize_int8(float_path, candidates["mixed"], input_name, model.calib, fixed_batch, exclude=excluded)
     x1 = x[:fixed_batch or 1]
+
+    def quantize(name: str, act: str, exclude: list[str]) -> Path:
+        path = tmp / f"{name}.onnx"
+        quantize_int8(float_path, path, input_name, model.calib, fixed_batch, exclude=exclude, activations=act,
+                      keep_pre=tmp / "pre.onnx")
+        return path
+
+    candidates = {"float32": float_path, "int8": qdq, "int8-s8": quantize("int8_s8", "int8", [])}
     whole = mixed.whole_counts(core, candidates, x1, input_name, work)
-    best = min((k for k in candidates if k != "float32"), key=whole.get)
+    act_key = min(("int8", "int8-s8"), key=whole.get)
+    act = "int8" if act_key != "int8" else "uint8"
+    rows, excluded = mixed.choose(tmp / "pre.onnx", candidates[act_key], core, node_layers, work)
+    best = act_key
+    if excluded:
+        candidates["mixed"] = quantize("mixed", act, excluded)
+        whole.update(mixed.whole_counts(core, {"mixed": candidates["mixed"]}, x1, input_name, work))
+        best = min((act_key, "mixed"), key=whole.get)
+
+    # Fidelity on the host (the QDQ model as written: what an Arm core's integer kernels compute, up to rounding).
+    n = fixed_batch or min(len(x), 128)
+    xs, ref = x[:n], reference[:n]
+    classifier = model.meta.get("task") == "classification" if model.meta.get("task") else None
+
+    def fid(path: Path) -> dict:
+        from edgekit.runtimes.onnxruntime import qdq_session
+
+        return fidelity.measure(qdq_session(path).run(None, {input_name: xs})[0], ref, None, classifier)
+
+    notes, rounds = [], 0
+    f = fid(candidates[best])
+    kept_float = list(excluded) if best == "mixed" else []
+    while not f["ok"] and rounds < FIDELITY_ROUNDS:
+        loss = mixed.damage(tmp / "pre.onnx", candidates[best], input_name, xs)
+        worst = sorted((k for k in loss if k not in kept_float), key=loss.get, reverse=True)
+        if not worst:
+            break
+        kept_float += worst[:max(1, len(loss) // 10)]
+        rounds += 1
+        name = f"fidelity{rounds}"
+        candidates[name] = quantize(name, act, kept_float)
+        f_new = fid(candidates[name])
+        whole.update(mixed.whole_counts(core, {name: candidates[name]}, x1, input_name, work))
+        best, f = name, f_new
+    if rounds:
+        notes.append(f"int8 fidelity: {len(kept_float)} layers kept float32 in {rounds} round(s) for the int8 model "
+                     f"to stay within the bounds ({f['summary']})")
     shipped = best if whole[best] < whole["float32"] else "float32"
-    choice = mixed.MixedChoice(profile.name, rows, excluded, whole, shipped)
-    kept = len(excluded)
-    note = (f"int8 where it pays on the emulated {profile.core}: {len(rows) - kept} of {len(rows)} layers int8"
-            + (f", {kept} kept float32 ({', '.join(r.layer or r.node for r in rows if r.dtype == 'float32')})"
+    kept = set(kept_float if best != act_key else [])
+    for r in rows:
+        r.dtype = "float32" if r.node in kept else "int8"
+    choice = mixed.MixedChoice(profile.name, rows, sorted(kept), whole, shipped, act)
+    note = (f"int8 where it pays on the emulated {profile.core}: {act} activations; "
+            f"{len(rows) - len(kept)} of {len(rows)} layers int8"
+            + (f", {len(kept)} kept float32 ({', '.join(r.layer or r.node for r in rows if r.dtype == 'float32')})"
                if kept else "")
-            + f"; whole model {whole['float32']:,} instructions float32, {whole['int8']:,} all-int8"
-            + (f", {whole['mixed']:,} mixed" if "mixed" in whole else "") + f": shipped {shipped}")
+            + "; whole model " + ", ".join(f"{k} {v:,}" for k, v in whole.items()) + f" instructions: shipped {shipped}")
     if shipped == "float32":
         note += " (no int8 model costs fewer instructions than float32 on this core; --int8-layers all forces int8)"
-    return candidates[shipped], choice, [note]
+    return candidates[shipped], choice, [note] + notes
+
+
+FIDELITY_ROUNDS = 3  # at most this many rounds of keeping the worst tenth of the layers float
 
 
 # ONNX Runtime shares initializers between sessions only as whole tensors; a narrower point's weights are not one.

@@ -253,3 +253,39 @@ def load_onnx_file(path: Path) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=True)
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(f"{path}: cannot read the ONNX file ({_first_line(e, 120)}); re-export it") from e
+
+
+def compact_names(model: onnx.ModelProto, keep_nodes: set[str]) -> onnx.ModelProto:
+    """Short tensor names and no names on the quantizer's Q/DQ nodes: an int8 QDQ file spells every activation's and
+    weight's long name several times (``features.0.0.weight_DequantizeLinear_Output``), a few hundred bytes per
+    layer. The graph's inputs and outputs and the nodes in ``keep_nodes`` (the ones the per-layer profile maps to
+    edgekit layers) keep their names."""
+    g = model.graph
+    fixed = {v.name for v in list(g.input) + list(g.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in fixed:
+            return name
+        if name not in names:
+            i, s = len(names), ""
+            while True:
+                s = "0123456789abcdefghijklmnopqrstuvwxyz"[i % 36] + s
+                i //= 36
+                if not i:
+                    break
+            names[name] = "t" + s
+        return names[name]
+
+    for t in g.initializer:
+        t.name = short(t.name)
+    for n in g.node:
+        n.input[:] = [short(i) for i in n.input]
+        n.output[:] = [short(o) for o in n.output]
+        if n.name not in keep_nodes:
+            n.name = ""
+        n.doc_string = ""
+    for v in g.value_info:
+        v.name = short(v.name)
+    del g.value_info[:]  # shapes ORT infers again when it loads the model
+    return model

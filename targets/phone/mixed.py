@@ -49,8 +49,9 @@ class MixedChoice:
     core: str
     layers: list[LayerChoice]
     excluded: list[str]                      # QDQ operators kept in float
-    whole: dict[str, int] = field(default_factory=dict)   # float32 / int8 / mixed: instructions of the whole model
-    shipped: str = "int8"                    # "int8" | "mixed" | "float32"
+    whole: dict[str, int] = field(default_factory=dict)   # instructions of each whole model counted
+    shipped: str = "int8"                    # the key of ``whole`` shipped ("float32" when no int8 model is cheaper)
+    activations: str = "uint8"               # the int8 models' activation type: "uint8" or "int8"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -290,3 +291,54 @@ def whole_counts(core: arm64.ArmCore, named: dict[str, Path], x1: np.ndarray, in
 
 def temp_dir(parent: Path):
     return tempfile.TemporaryDirectory(prefix=".mixed.", dir=parent)
+
+
+# ---- fidelity: which layers lose the most in int8 ------------------------------------------------------------------
+
+
+def _sqnr(got: np.ndarray, ref: np.ndarray) -> float:
+    noise = float(np.sum((got - ref) ** 2))
+    return 200.0 if noise == 0 else 10 * np.log10(max(float(np.sum(ref ** 2)), 1e-30) / noise)
+
+
+def damage(float_pre: Path, qdq: Path, input_name: str, x: np.ndarray) -> dict[str, float]:
+    """How much each int8 layer of ``qdq`` loses: SQNR (dB) of its input minus SQNR of its output, each the int8
+    network's activation (run as written, on the host) against the float model's on the inputs ``x``."""
+    import onnxruntime as ort
+
+    qproto = onnx.load(str(qdq))
+    fproto = onnx.load(str(float_pre))
+    layers = qdq_layers(qproto)
+    consumers = {}
+    for n in qproto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    # the dequantized int8 activation of each float tensor name
+    deq = {}
+    for lay in layers:
+        for q_name, f_name in list(zip(lay.q_inputs, lay.f_inputs)) + [(lay.q_output, lay.f_output)]:
+            d = next((c for c in consumers.get(q_name, []) if c.op_type == "DequantizeLinear"), None)
+            if d is not None:
+                deq[f_name] = d.output[0]
+    fnames = sorted(deq)
+    known = {v.name for v in fproto.graph.value_info} | {o.name for n in fproto.graph.node for o in n.output}
+    fnames = [f for f in fnames if f in known]
+    for proto, names in ((fproto, fnames), (qproto, [deq[f] for f in fnames])):
+        present = {o.name for o in proto.graph.output}
+        proto.graph.output.extend([onnx.ValueInfoProto(name=nm) for nm in names if nm not in present])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    outs = {}
+    for tag, proto, names in (("f", fproto, fnames), ("q", qproto, [deq[f] for f in fnames])):
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        res = sess.run(names, {input_name: np.ascontiguousarray(x, np.float32)})
+        outs[tag] = dict(zip(fnames, res))
+    sq = {f: _sqnr(outs["q"][f], outs["f"][f]) for f in fnames}
+    out = {}
+    for lay in layers:
+        if lay.f_output not in sq:
+            continue
+        before = min((sq[f] for f in lay.f_inputs if f in sq), default=200.0)
+        out[lay.node.name] = before - sq[lay.f_output]
+    return out

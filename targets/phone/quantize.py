@@ -54,10 +54,12 @@ def check_calibration(calib: np.ndarray | None) -> None:
 
 
 def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | None, fixed_batch: int | None = None,
-                  exclude: list[str] | None = None, keep_pre: Path | None = None) -> list[str]:
+                  exclude: list[str] | None = None, keep_pre: Path | None = None, activations: str = "uint8"
+                  ) -> list[str]:
     """Quantize ``src`` into ``dst`` (QDQ, per-channel int8 weights) calibrated on ``calib``; returns notes.
     ``exclude``: operators (by node name) left in float32; ``keep_pre``: where to keep the pre-processed float model
-    the quantizer worked on (its tensor names are the QDQ model's; targets/phone/mixed.py cuts layers from it)."""
+    the quantizer worked on (its tensor names are the QDQ model's; targets/phone/mixed.py cuts layers from it);
+    ``activations``: "uint8" or "int8" (asymmetric either way; which is faster depends on the Arm core's kernels)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,7 +83,8 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
             reader = Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH, fixed=bool(fixed_batch))
             quantize_static(str(pre), str(dst), reader,
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_exclude=list(exclude or []),
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
         except Exception as e:  # noqa: BLE001
