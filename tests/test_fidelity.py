@@ -129,7 +129,7 @@ def test_attention_block_runs_on_the_phone_and_is_refused_in_one_line_on_the_m7(
     import edgekit
     from edgekit.errors import UnsupportedError
 
-    edgekit.compile("zoo-attention", "phone-arm64", tmp_path / "phone", quantize="int8")
+    edgekit.compile("zoo-attention", "phone-arm64", tmp_path / "phone", quantize="int8", int8_layers="all")
     fid = edgekit.profile(tmp_path / "phone").report["measured"]["fidelity"]
     assert fid["ok"] and fid["sqnr_db"] > 15 and fid["top1_agreement"] >= 0.9, fid
     with pytest.raises(UnsupportedError) as e:

@@ -221,5 +221,5 @@ def test_int8_build_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    api.compile("zoo-unet", TARGET, tmp_path / "out", quantize="int8")
+    api.compile("zoo-unet", TARGET, tmp_path / "out", quantize="int8", int8_layers="all")
     assert list(work.iterdir()) == []

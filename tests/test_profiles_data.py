@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "targets" / "profiles"
-EXPECTED = {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "phone-arm64", "loihi2", "spinnaker2"}
+EXPECTED = {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "phone-arm64", "phone-a53", "phone-armv9",
+            "loihi2", "spinnaker2"}
 BACKENDS = {"mcu", "phone", "neuromorphic"}  # edgekit.targets.TARGETS
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",
                "cortex-m55": "mps3-an547"}
@@ -27,7 +28,7 @@ REQUIRED = {
     },
     "phone": {
         "energy": ("pj_per_mac_fp32", "pj_per_mac_int8"),
-        "cost": ("macs_per_second_fp32", "macs_per_second_int8"),
+        "cost": ("macs_per_second_fp32", "macs_per_second_int8", "cpi"),
     },
     "neuromorphic": {
         "energy": ("pj_per_synop", "pj_per_neuron_update", "pj_mac_45nm", "pj_ac_45nm"),
