@@ -143,9 +143,15 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(BUNDLED + ZOO))
     ap.add_argument("--calibrate", action="store_true", help="fit the arm_* instruction terms and write them")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--from-json", type=Path, nargs="+", help="rows saved by earlier runs (their .json beside the "
+                    ".md): table and --calibrate from them, nothing measured")
     args = ap.parse_args()
     rows = []
-    for core in args.cores.split(","):
+    if args.from_json:
+        for f in args.from_json:
+            rows += json.loads(f.read_text())
+        args.cores = ",".join(dict.fromkeys(r["core"] for r in rows))
+    for core in [] if args.from_json else args.cores.split(","):
         get_profile(core)
         for name in args.models.split(","):
             with tempfile.TemporaryDirectory(prefix="edgekit-bench-phone.") as tmp:

@@ -549,6 +549,14 @@ def print_summary(rep: dict) -> None:
                           f"{fid['inputs']} inputs)")
     for r in rep.get("fit_reasons", []):
         out_console.print(f"    {r}")
+    arm = m.get("arm")
+    if arm:  # a phone build on its emulated Arm core
+        out_console.print(f"  on the emulated {arm['core']} (qemu-aarch64 -cpu {arm['qemu_cpu']}): "
+                          f"{arm['instructions']:,} instructions per inference of {arm['artifact']}, latency "
+                          f"{arm['latency_ms']:.4g} ms at {arm['cpi']:g} cycles/instruction and "
+                          f"{arm['clock_hz'] / 1e9:g} GHz; top-1 agreement {arm['top1_agreement']:.1%} with float, "
+                          f"{arm['top1_agreement_vs_host']:.1%} with this host's ONNX Runtime ({arm['samples']} "
+                          f"inputs); host wall clock {m['host_latency_ms']:.4g} ms")
     for dev in (m.get("devices") or {}).values():
         _print_device(dev)
     points = (rep.get("build") or {}).get("operating_points") if isinstance(rep.get("build"), dict) else None
