@@ -127,3 +127,26 @@ def test_failing_guest_script_is_one_error_line(tmp_path):
     core = arm64.ArmCore.of(get_profile(TARGET))
     with pytest.raises(ToolchainError, match="emulated phone-arm64 .* run failed: .*ZeroDivisionError"):
         arm64.run_python(core, "1 / 0\n", [], tmp_path, count=False)
+
+
+def test_fidelity_rounds_keep_the_worst_layers_float_and_never_ship_a_slower_model_for_nothing(tmp_path,
+                                                                                                 monkeypatch):
+    """Bounds no int8 model can meet: the rounds rank the layers by their loss and try them float, and when no round
+    brings the model within the bounds the fastest int8 model stays (the note says so)."""
+    from edgekit import fidelity
+
+    calls = []
+    real = mixed.damage
+
+    def spy(*a, **k):
+        calls.append(real(*a, **k))
+        return calls[-1]
+
+    monkeypatch.setattr(fidelity, "MIN_SQNR_DB", 500.0)
+    monkeypatch.setattr(mixed, "damage", spy)
+    art = api.compile("digits-cnn", TARGET, tmp_path / "out", quantize="int8")
+    assert calls and all(isinstance(v, float) for v in calls[0].values())
+    choice = art.report["build"]["quantization"]["mixed"]
+    assert not any(k.startswith("fidelity") for k in choice["whole"])     # no slower model was counted or shipped
+    assert choice["whole"][choice["shipped"]] == min(choice["whole"].values())
+    assert any("stays outside the bounds" in n for n in art.report["notes"])
