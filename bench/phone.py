@@ -9,7 +9,7 @@ float on the emulated core, int8 kept only where it pays, float32 shipped if no 
 profile`` (the shipped model.ort on the emulated core). Columns: instructions per batch-1 inference of ONNX
 Runtime's float32 model (the plain export), of the all-int8 model and of the shipped one (runtimes/arm64.py: exact
 counts, Python's session.run subtracted); the ratio fp32 / shipped (goal ≥ 2.5 on conv nets on the A76-class core,
-never < 1); file sizes (shipped model.onnx / float32 model.onnx, goal ≤ 0.3); fidelity of the shipped model on the
+never < 1); file sizes (shipped model.onnx / float32 model.onnx, goal ≤ 0.3; in brackets the same for model.ort); fidelity of the shipped model on the
 emulated core against the float model (SQNR and top-1 agreement over the host's test inputs; agreement with x86 ORT
 on the emulated inputs); the cost model's instruction estimate against the measured count.
 
@@ -70,6 +70,7 @@ def measure(name: str, core: str, work: Path) -> dict:
         est_fp32=f32.report["estimate"].get("instructions"),
         onnx_fp32=(work / "f32" / "model.onnx").stat().st_size, onnx_shipped=(work / "int8" / "model.onnx").stat(
         ).st_size, ort_shipped=(work / "int8" / "model.ort").stat().st_size,
+        ort_fp32=(work / "f32" / "model.ort").stat().st_size,
         sqnr=fid.get("sqnr_db"), top1=fid.get("top1_agreement"), arm_vs_host=arm.get("top1_agreement_vs_host"),
         arm_diff=arm.get("max_abs_diff_vs_host"), kept_float=len(mixed.get("excluded", [])),
         layers=len(mixed.get("layers", [])), seconds=time.time() - t0,
@@ -85,7 +86,7 @@ def fmt(v, spec=",") -> str:
 
 def table(rows: list[dict]) -> list[str]:
     lines = ["| model | core | fp32 instr. | all-int8 | shipped (kind) | fp32 / shipped | layers int8 | file shipped/fp32 "
-             "| SQNR dB | top-1 agr. | Arm = x86 top-1 | est. error |",
+             "(ORT) | SQNR dB | top-1 agr. | Arm = x86 top-1 | est. error |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -95,10 +96,11 @@ def table(rows: list[dict]) -> list[str]:
         est_ref = r["shipped"]
         est = (r["est_int8"] if r["shipped_kind"] != "float32" else r["est_fp32"])
         err = (est - est_ref) / est_ref if est and est_ref else None
+        ort = f"{r['ort_shipped'] / r['ort_fp32']:.2f}" if r.get("ort_fp32") else "–"
         lines.append(
             f"| {r['model']} | {r['core']} | {fmt(r['fp32'])} | {fmt(r['int8_all'])} | {fmt(r['shipped'])} "
             f"({r['shipped_kind']}) | {fmt(ratio, '.2f')}× | {r['layers'] - r['kept_float']}/{r['layers']} | "
-            f"{r['onnx_shipped'] / r['onnx_fp32']:.2f} | {fmt(r['sqnr'], '.1f')} | {fmt(r['top1'], '.1%')} | "
+            f"{r['onnx_shipped'] / r['onnx_fp32']:.2f} ({ort}) | {fmt(r['sqnr'], '.1f')} | {fmt(r['top1'], '.1%')} | "
             f"{fmt(r['arm_vs_host'], '.0%')} | {fmt(err, '+.1%')} |")
     return lines
 

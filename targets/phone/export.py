@@ -256,11 +256,23 @@ def load_onnx_file(path: Path) -> onnx.ModelProto:
 
 
 def compact_names(model: onnx.ModelProto, keep_nodes: set[str]) -> onnx.ModelProto:
-    """Short tensor names and no names on the quantizer's Q/DQ nodes: an int8 QDQ file spells every activation's and
+    """No zero points that are all zeros, short tensor names and no names on the quantizer's Q/DQ nodes: an int8 QDQ file spells every activation's and
     weight's long name several times (``features.0.0.weight_DequantizeLinear_Output``), a few hundred bytes per
     layer. The graph's inputs and outputs and the nodes in ``keep_nodes`` (the ones the per-layer profile maps to
     edgekit layers) keep their names."""
     g = model.graph
+    # A constant's DequantizeLinear with an all-zero zero point (symmetric int8 weights, int32 biases) means the same
+    # without it (ONNX: the zero point defaults to 0 of x's type): one byte per weight channel and four per bias
+    # channel fewer.
+    inits = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if (n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in inits and n.input[2] in inits
+                and not onnx.numpy_helper.to_array(inits[n.input[2]]).any()):
+            del n.input[2]
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
     fixed = {v.name for v in list(g.input) + list(g.output)}
     names: dict[str, str] = {}
 
