@@ -44,12 +44,16 @@ class Budget:
 
     epochs: int
     lr: float
+    nest_options: tuple[tuple[str, float], ...] = ()   # nest()'s method settings; the baseline trains alone anyway
 
 
 # Epochs per example: what fits the ~15 minute budget on one core (kws-dscnn: 6,160 clips, ~21 s per epoch nested
 # and ~25 s for the four networks trained alone). Learning rates: the better of 3e-3 and 1e-2 for the nested run
 # (digits-cnn's narrow points need 1e-2; 1e-2 costs the GRU's full width 4 points); the baselines get the same.
-SETTINGS = {"digits-cnn": Budget(30, 1e-2), "kws-dscnn": Budget(12, 3e-3), "digits-gru": Budget(20, 3e-3)}
+# digits-gru: loss weight exponent γ = 0 (boost): measured at 20 epochs, 0.25/0.5/0.75/1 against alone +3.6/+0.6/-1.9/
+# -1.9 points with γ = 0, +3.6/-0.8/-2.8/-2.5 with γ = 1; kws-dscnn keeps γ = 1 (its 0.25 point needs the boost).
+SETTINGS = {"digits-cnn": Budget(30, 1e-2), "kws-dscnn": Budget(12, 3e-3),
+            "digits-gru": Budget(20, 3e-3, (("boost", 0.0),))}
 DEFAULT = Budget(10, 3e-3)
 
 
@@ -69,7 +73,7 @@ def accuracy_rows(name: str, budgets=BUDGETS, epochs: int | None = None, lr: flo
     budget = SETTINGS.get(name, DEFAULT)
     settings = TrainSettings(epochs=budget.epochs if epochs is None else epochs, lr=budget.lr if lr is None else lr)
     t = time.time()
-    nested = nest(base, budgets, settings=settings, progress=False)
+    nested = nest(base, budgets, settings=settings, progress=False, **dict(budget.nest_options))
     NESTED[name] = nested  # the firmware part builds this very model
     nest_s = time.time() - t
     facts = nested.meta["nested"]
@@ -82,7 +86,8 @@ def accuracy_rows(name: str, budgets=BUDGETS, epochs: int | None = None, lr: flo
                      "full_channels": full_channels, "params": point["params"], "macs": point["macs"],
                      "nested_accuracy": point["float_accuracy"], "separate_accuracy": alone.accuracy(),
                      "pretrained_accuracy": base.accuracy(), "epochs": settings.epochs, "lr": settings.lr,
-                     "nest_s": nest_s, "separate_s": time.time() - t, "method": facts["method"]})
+                     "nest_s": nest_s, "separate_s": time.time() - t, "method": facts["method"],
+                     "nest_options": dict(budget.nest_options)})
         if console is not None:
             r = rows[-1]
             console.print(f"  {name} @ {r['budget']:g}: nested {r['nested_accuracy']:.2%}, alone "
@@ -116,10 +121,10 @@ def markdown(rows: list[dict]) -> str:
     for name in dict.fromkeys(r["model"] for r in rows):
         r = next(r for r in rows if r["model"] == name)
         pretrained = "" if r["pretrained_accuracy"] is None else f"pretrained {100 * r['pretrained_accuracy']:.2f} %; "
-        lines.append(f"- {name}: {pretrained}{r['epochs']} epochs, lr {r['lr']:g}; nest {r['nest_s']:.0f} s")
+        lines.append(f"- {name}: {pretrained}{r['epochs']} epochs, lr {r['lr']:g}; nest {r['nest_s']:.0f} s; method: "
+                     f"{r['method']}")
     met = [d >= -1.0 for d in (difference(r) for r in rows) if d is not None]
-    lines += ["", f"Method: {rows[0]['method']}." if rows else "", "",
-              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     lines += ["", f"Within 1 point of the network trained alone: {sum(met)} of {len(met)} operating points."]
     return "\n".join(lines) + "\n"
