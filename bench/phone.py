@@ -108,9 +108,10 @@ def table(rows: list[dict]) -> list[str]:
         err = (est - est_ref) / est_ref if est and est_ref else None
         r["est_error"] = err
         ort = f"{r['ort_shipped'] / r['ort_fp32']:.2f}" if r.get("ort_fp32") else "–"
+        int8_layers = 0 if r["shipped_kind"] == "float32" else r["layers"] - r["kept_float"]
         lines.append(
             f"| {r['model']} | {r['core']} | {fmt(r['fp32'])} | {fmt(r['int8_all'])} | {fmt(r['shipped'])} "
-            f"({r['shipped_kind']}) | {fmt(ratio, '.2f')}× | {r['layers'] - r['kept_float']}/{r['layers']} | "
+            f"({r['shipped_kind']}) | {fmt(ratio, '.2f')}× | {int8_layers}/{r['layers']} | "
             f"{r['onnx_shipped'] / r['onnx_fp32']:.2f} ({ort}) | {fmt(r['sqnr'], '.1f')} | {fmt(r['top1'], '.1%')} | "
             f"{fmt(r['arm_vs_host'], '.0%')} | {fmt(err, '+.1%')} |")
     return lines

@@ -333,6 +333,8 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
                          f"{FIDELITY_ROUNDS} tenths of the layers kept float32; the fastest int8 model is shipped")
     shipped = best if whole[best] < whole["float32"] else "float32"
     kept = set(kept_float if best != act_key else [])
+    if shipped == "float32":  # every layer float, whatever each one measured alone
+        kept = {r.node for r in rows}
     for r in rows:
         r.dtype = "float32" if r.node in kept else "int8"
     choice = mixed.MixedChoice(profile.name, rows, sorted(kept), whole, shipped, act)
