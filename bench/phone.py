@@ -15,7 +15,8 @@ on the emulated inputs); the cost model's instruction estimate against the measu
 
 Writes bench/results/phone.md. ``--calibrate`` fits, per core and dtype, instructions = base + per layer · layers +
 per MAC by kernel family · MACs + per element · elements (NNLS, relative error) to the float32 and all-int8 counts and
-writes the ``arm_*`` terms into targets/profiles/cost/<core>.toml (other terms in those files are kept).
+writes the ``arm_*`` terms into targets/profiles/cost/<core>.toml (other terms in those files are kept); the terms are
+targets/phone/cost.ARM_TERMS (MACs by kernel family, outputs of layers with weights, other elements, layers).
 """
 from __future__ import annotations
 
@@ -60,9 +61,6 @@ def measure(name: str, core: str, work: Path) -> dict:
     whole = mixed.get("whole", {})
     fid = m.get("fidelity") or {}
     arm = m.get("arm") or {}
-    from edgekit.model import Model
-    from edgekit.targets.phone.cost import phone_terms
-
     row.update(
         fp32=whole.get("float32"), int8_all=min((v for k, v in whole.items() if k in ("int8", "int8-s8")), default=None),
         mixed=whole.get("mixed"), shipped_kind=mixed.get(
@@ -73,8 +71,7 @@ def measure(name: str, core: str, work: Path) -> dict:
         ort_fp32=(work / "f32" / "model.ort").stat().st_size,
         sqnr=fid.get("sqnr_db"), top1=fid.get("top1_agreement"), arm_vs_host=arm.get("top1_agreement_vs_host"),
         arm_diff=arm.get("max_abs_diff_vs_host"), kept_float=len(mixed.get("excluded", [])),
-        layers=len(mixed.get("layers", [])), seconds=time.time() - t0,
-        terms=phone_terms(Model.load(name).deploy_graph))
+        layers=len(mixed.get("layers", [])), seconds=time.time() - t0)
     return row
 
 
@@ -121,8 +118,10 @@ def calibrate(rows: list[dict]) -> list[str]:
     """Fit the arm_* terms per core and dtype to the whole-model counts; write them into the cost files."""
     from scipy.optimize import nnls
 
-    from edgekit.targets.phone.cost import PHONE_KINDS
+    from edgekit.model import Model
+    from edgekit.targets.phone.cost import ARM_TERMS, arm_terms
 
+    terms = {name: arm_terms(Model.load(name).deploy_graph) for name in {r["model"] for r in rows if "error" not in r}}
     notes = []
     for core in sorted({r["core"] for r in rows}):
         fitted = {}
@@ -130,22 +129,21 @@ def calibrate(rows: list[dict]) -> list[str]:
             data = [r for r in rows if r["core"] == core and "error" not in r and r.get(col)]
             if len(data) < 4:
                 continue
-            A = np.array([[1.0, r["terms"]["layers"], *[r["terms"][f"macs_{k}"] for k in PHONE_KINDS],
-                           r["terms"]["elements"]] for r in data])
+            A = np.array([[1.0, *[terms[r["model"]][k] for k in ARM_TERMS]] for r in data])
             y = np.array([float(r[col]) for r in data])
             w = 1.0 / y
             coef, _ = nnls(A * w[:, None], y * w)
             err = np.abs(A @ coef - y) / y
-            names = ["arm_base", "arm_per_layer", *[f"arm_per_mac_{k}" for k in PHONE_KINDS], "arm_per_element"]
             src = (f"fitted by bench/phone.py --calibrate to {len(y)} models' instruction counts on the emulated core "
                    f"(max error {err.max():.0%}, median {np.median(err):.0%})")
+            names = ["arm_base", *[f"arm_per_{k}" for k in ARM_TERMS]]
             fitted.update({f"{n}_{key}": (v, src) for n, v in zip(names, coef)})
             notes.append(f"{core} {key}: {len(y)} models, max error {err.max():.1%}, median {np.median(err):.1%}")
         if not fitted:
             continue
         path = ROOT / "targets" / "profiles" / "cost" / f"{core}.toml"
         kept = [ln for ln in path.read_text().splitlines() if not ln.startswith("arm_")] if path.is_file() else [
-            f"# Calibrated phone cost model of {core}.", "[cost]"]
+            f"# Calibrated phone cost model of {core}: Arm instructions fitted to the emulated core.", "[cost]"]
         kept += [f'{k} = {{ value = {v:.6g}, source = "{src}" }}' for k, (v, src) in fitted.items()]
         path.write_text("\n".join(kept) + "\n")
     return notes

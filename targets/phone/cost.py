@@ -1,8 +1,9 @@
 """The phone target's cost model: ONNX Runtime's latency and file size of a model, before anything is built.
 
 On a profile fitted to its emulated Arm core (``arm_*`` terms, written by ``bench/phone.py --calibrate``): instructions
-= base + per layer · layers + Σ instructions per MAC by kernel family · MACs + per element · other elements, for
-float32 and int8 (all layers int8) separately; latency = instructions · the profile's cycles per instruction / clock.
+= base + per layer · layers + Σ instructions per MAC by kernel family (convs with fewer than 8 input channels apart) ·
+MACs + per output · outputs of the layers with weights + per element · other elements, for float32 and int8 (all
+layers int8) separately; latency = instructions · the profile's cycles per instruction / clock.
 
 Where it sits: targets/phone (Model -> Artifact); the shared per-layer table and arena plan come from
 edgekit/estimate.py. With a fitted profile (targets/profiles/cost/phone-arm64.toml, written by
@@ -41,6 +42,37 @@ def phone_terms(graph: Graph) -> dict[str, float]:
     return terms
 
 
+# The Arm instruction model's terms per layer (fitted per core and dtype by bench/phone.py --calibrate).
+ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "mac_depthwise", "mac_linear", "mac_rnn", "output", "element")
+THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
+
+
+def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
+    """One layer's amounts of ARM_TERMS: MACs by kernel family (convs with few input channels apart), output
+    elements of the layers with weights (bias, activation and requantization per output), elements of the rest."""
+    kind = layer_family(node)
+    t = {"layer": 1.0}
+    if kind in PHONE_KINDS:
+        if kind == "conv2d" and node.inputs and len(graph[node.inputs[0]].shape) > 1 \
+                and graph[node.inputs[0]].shape[1] < THIN_CONV_CHANNELS:
+            kind = "conv2d_thin"
+        t[f"mac_{kind}"] = float(macs_of(node, graph))
+        t["output"] = float(node.elements)
+    else:
+        t["element"] = float(node.elements)
+    return t
+
+
+def arm_terms(graph: Graph) -> dict[str, float]:
+    """The whole graph's amounts of ARM_TERMS (what the fit regresses on)."""
+    total = dict.fromkeys(ARM_TERMS, 0.0)
+    for n in graph.nodes:
+        if n.op != "input":
+            for k, v in arm_layer_terms(n, graph).items():
+                total[k] += v
+    return total
+
+
 def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
                    weight_bytes: dict[str, int] | None = None) -> Estimate:
     """Phone: ONNX Runtime's per-operator costs when the profile carries a fitted model
@@ -60,9 +92,8 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
     if f"arm_per_layer_{key}" in profile.cost:  # fitted to the emulated Arm core's instruction counts
         c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
         cpi, clock = profile.number("cost", "cpi", 1.0), profile.clock_hz.value
-        per_layer = [c("arm_per_layer") + (c(f"arm_per_mac_{layer_family(graph[lay['name']])}") * lay["macs"]
-                     if layer_family(graph[lay["name"]]) in PHONE_KINDS else c("arm_per_element")
-                     * graph[lay["name"]].elements) for lay in layers]
+        per_layer = [sum(c(f"arm_per_{k}") * v for k, v in arm_layer_terms(graph[lay["name"]], graph).items())
+                     for lay in layers]
         instructions = int(c("arm_base") + sum(per_layer))
         latency_ms = instructions * cpi / clock * 1e3
         for lay, ins in zip(layers, per_layer):
@@ -70,9 +101,10 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
             lay["latency_ms"] = ins * cpi / clock * 1e3
             lay["energy_uj"] = lay["macs"] * pj * 1e-6
         lat_formula = (f"{instructions:,} Arm instructions ({c('arm_base'):.3g} + {terms['layers']:.0f} layers · "
-                       f"{c('arm_per_layer'):.3g} + Σ MACs · instructions/MAC by family + elements · "
-                       f"{c('arm_per_element'):.3g}; fitted to the emulated {profile.core} by bench/phone.py) · "
-                       f"{cpi:g} cycles/instruction / {clock / 1e9:g} GHz")
+                       f"{c('arm_per_layer'):.3g} + Σ MACs · instructions/MAC by family + outputs of layers with "
+                       f"weights · {c('arm_per_output'):.3g} + other elements · {c('arm_per_element'):.3g}; fitted "
+                       f"to the emulated {profile.core} by bench/phone.py) · {cpi:g} cycles/instruction / "
+                       f"{clock / 1e9:g} GHz")
         file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
                             * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
                             + c("onnx_bytes_base")) if fitted else overhead_flash
