@@ -180,3 +180,18 @@ def test_compacted_int8_file_is_smaller_and_runs_the_same_kernels(tmp_path):
     work.mkdir()
     full, compact = mixed.count_models(arm64.ArmCore.of(get_profile(TARGET)), [(q, None), (small, None)], work)
     assert abs(compact - full) / full < 0.01
+
+
+def test_phone_estimate_counts_arm_instructions_and_latency_follows_from_them():
+    """phone-arm64 carries an Arm instruction model fitted to its emulated core (bench/phone.py --calibrate):
+    the estimate gives instructions per layer and in total, and latency = instructions x CPI / clock."""
+    profile = get_profile(TARGET)
+    for quantize in (None, "int8"):
+        est, _, _ = api.estimate("digits-cnn", TARGET, quantize=quantize)
+        assert est.instructions and est.instructions > 0
+        assert sum(lay["instructions"] for lay in est.layers) <= est.instructions
+        assert est.latency_ms == pytest.approx(est.instructions * profile.number("cost", "cpi")
+                                               / profile.clock_hz.value * 1e3)
+    f32, _, _ = api.estimate("mbv2-w035", TARGET)
+    i8, _, _ = api.estimate("mbv2-w035", TARGET, quantize="int8")
+    assert i8.instructions < f32.instructions / 1.5   # int8 convs on the A76 (UDOT) against NEON FMLA
