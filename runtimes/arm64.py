@@ -223,7 +223,7 @@ def run_python(core: ArmCore, script: str, args: list[str], workdir: Path, count
     if shutil.which("qemu-aarch64") is None:
         raise ToolchainError(f"qemu-aarch64 not found on PATH; {INSTALL_HINT}")
     root = overlay_root(core)
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # the guest runs there: paths in its arguments must not be relative
     (workdir / "ekmark.py").write_text(MARK_MODULE)
     path = workdir / "ek_guest.py"
     path.write_text(script)

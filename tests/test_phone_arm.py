@@ -85,10 +85,11 @@ def test_compile_keeps_int8_only_where_it_pays_and_profile_counts_the_shipped_mo
     assert choice["core"] == TARGET and choice["layers"]
     for row in choice["layers"]:
         assert row["int8"] > 0 and row["float32"] > 0
-        assert row["dtype"] == ("float32" if row["float32"] < row["int8"] else "int8")
+        assert row["dtype"] == ("float32" if mixed.clearly_fewer(row["float32"], row["int8"]) else "int8")
     assert set(choice["excluded"]) == {r["node"] for r in choice["layers"] if r["dtype"] == "float32"}
     whole = choice["whole"]
-    assert whole[choice["shipped"]] == min(whole.values())     # never more instructions than float32
+    assert whole[choice["shipped"]] <= whole["float32"]       # never more instructions than float32
+    assert whole[choice["shipped"]] <= min(whole.values()) / (1 - mixed.MARGIN)
     assert any("int8 where it pays" in n for n in art.report["notes"])
 
     m = api.profile(art.path, repeat=3).measured
@@ -148,7 +149,7 @@ def test_fidelity_rounds_keep_the_worst_layers_float_and_never_ship_a_slower_mod
     assert calls and all(isinstance(v, float) for v in calls[0].values())
     choice = art.report["build"]["quantization"]["mixed"]
     assert not any(k.startswith("fidelity") for k in choice["whole"])     # no slower model was counted or shipped
-    assert choice["whole"][choice["shipped"]] == min(choice["whole"].values())
+    assert choice["whole"][choice["shipped"]] <= choice["whole"]["float32"]
     assert any("stays outside the bounds" in n for n in art.report["notes"])
 
 

@@ -7,6 +7,7 @@ with different Python hash seeds, so set and dict orders that depend on string h
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -63,5 +64,16 @@ def test_same_model_and_options_give_identical_files(target, model_files):
     for f in CASES[target]:
         assert f in one, f
     assert sorted(one) == sorted(two)
+    if target.startswith("phone"):
+        # The phone build measures each layer on the emulated Arm core; those counts vary by about 1 % from run to
+        # run (ONNX Runtime's own variation), the choices made from them do not: compare the report without them.
+        for contents in (one, two):
+            rep = json.loads(contents.pop("report.json"))
+            for row in rep["build"]["quantization"]["mixed"]["layers"]:
+                row.pop("int8"), row.pop("float32")
+            rep["build"]["quantization"]["mixed"].pop("whole")
+            rep["notes"] = [n.split("; whole model")[0] for n in rep["notes"]]
+            contents["report.json (without the Arm counts)"] = json.dumps(rep, sort_keys=True).encode()
+            contents.pop("report.html")  # it shows the counts
     differ = [f for f in one if one[f] != two[f]]
     assert differ == [], f"{target}: these files differ between two identical builds: {differ}"

@@ -273,6 +273,7 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
         return qdq, None, [f"int8 everywhere: which layers pay in int8 is measured on the emulated {profile.core}, "
                            "which is not set up here (scripts/setup.sh makes it)"]
     core = arm64.ArmCore.of(profile)
+    tmp = tmp.resolve()  # the emulated runs get absolute paths
     work = tmp / "mixed"
     work.mkdir()
     x1 = x[:fixed_batch or 1]
@@ -285,14 +286,14 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
 
     candidates = {"float32": float_path, "int8": qdq, "int8-s8": quantize("int8_s8", "int8", [])}
     whole = mixed.whole_counts(core, candidates, x1, input_name, work)
-    act_key = min(("int8", "int8-s8"), key=whole.get)
+    act_key = "int8-s8" if mixed.clearly_fewer(whole["int8-s8"], whole["int8"]) else "int8"
     act = "int8" if act_key != "int8" else "uint8"
     rows, excluded = mixed.choose(tmp / "pre.onnx", candidates[act_key], core, node_layers, work)
     best = act_key
     if excluded:
         candidates["mixed"] = quantize("mixed", act, excluded)
         whole.update(mixed.whole_counts(core, {"mixed": candidates["mixed"]}, x1, input_name, work))
-        best = min((act_key, "mixed"), key=whole.get)
+        best = "mixed" if mixed.clearly_fewer(whole["mixed"], whole[act_key]) else act_key
 
     # Fidelity on the host (the QDQ model as written: what an Arm core's integer kernels compute, up to rounding).
     n = fixed_batch or min(len(x), 128)
@@ -331,7 +332,7 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
             kept_float = base_excluded
             notes.append(f"int8 fidelity stays outside the bounds ({f['summary']}) even with "
                          f"{FIDELITY_ROUNDS} tenths of the layers kept float32; the fastest int8 model is shipped")
-    shipped = best if whole[best] < whole["float32"] else "float32"
+    shipped = best if mixed.clearly_fewer(whole[best], whole["float32"]) else "float32"
     kept = set(kept_float if best != act_key else [])
     if shipped == "float32":  # every layer float, whatever each one measured alone
         kept = {r.node for r in rows}

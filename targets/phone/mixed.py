@@ -11,7 +11,8 @@ mostly lose ends up slower in int8 than in float32. So each layer is measured bo
   sub-model from the quantized inputs to the quantized output; its float form is the same operator cut from the float
   model the quantizer started from (same tensor names), plus what keeping it float adds: DequantizeLinear of its
   inputs and QuantizeLinear of its output;
-* a layer stays float when that costs fewer instructions than its int8 form (``nodes_to_exclude`` of ORT's quantizer);
+* a layer stays float when that costs clearly (``MARGIN``) fewer instructions than its int8 form (``nodes_to_exclude``
+  of ORT's quantizer);
 * the whole models are then counted — float32, all-int8 and the mixed one — and the cheapest int8 model is shipped;
   if neither int8 model beats float32 the build ships float32 and says so (int8 never costs more than float).
 
@@ -32,6 +33,14 @@ import onnx
 from edgekit.runtimes import arm64
 
 RUNS = 3  # counted runs per model (after one warm-up); the median is kept
+# ONNX Runtime's session.run does not execute exactly the same instructions every time (about ±1 % between runs of
+# one process, measured): a choice changes only on a difference beyond that, so it does not flip between two builds.
+MARGIN = 0.02
+
+
+def clearly_fewer(a: int, b: int) -> bool:
+    """``a`` instructions are fewer than ``b`` by more than the run-to-run noise."""
+    return a < b * (1 - MARGIN)
 
 
 @dataclass
@@ -114,6 +123,51 @@ def _fix_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+def _canonical(model: onnx.ModelProto, position: dict[str, int] | None = None) -> onnx.ModelProto:
+    """Initializers and value infos sorted by name, nodes by ``position`` of their first output (when given). ONNX's
+    extractor and ORT's quantizer collect some of them in sets, so their order follows Python's string hashing;
+    ONNX Runtime's allocations follow that order and the counts would move by a few dozen instructions."""
+    g = model.graph
+    fields = [("initializer", sorted(g.initializer, key=lambda t: t.name)),
+              ("value_info", sorted(g.value_info, key=lambda v: v.name))]
+    if position is not None:
+        fields.append(("node", sorted(g.node, key=lambda n: position.get(n.output[0], -1) if n.output else -1)))
+    else:
+        fields.append(("node", _topological(g)))
+    for name, items in fields:
+        copies = [type(item)() for item in items]
+        for c, item in zip(copies, items):
+            c.CopyFrom(item)
+        del getattr(g, name)[:]
+        getattr(g, name).extend(copies)
+    return model
+
+
+def _topological(g: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes in a topological order that depends only on the graph (ties broken by output names)."""
+    import heapq
+
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output}
+    waiting = [sum(1 for x in set(n.input) if x in producer) for n in g.node]
+    users: dict[int, list[int]] = {}
+    for i, n in enumerate(g.node):
+        for x in set(n.input):
+            if x in producer:
+                users.setdefault(producer[x], []).append(i)
+    key = [(",".join(n.output), n.op_type, n.name) for n in g.node]
+    ready = [(key[i], i) for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        out.append(g.node[i])
+        for u in users.get(i, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, (key[u], u))
+    return out if len(out) == len(g.node) else list(g.node)
+
+
 def _extract(extractor: onnx.utils.Extractor, inputs: list[str], outputs: list[str], path: Path) -> bool:
     """The sub-model from ``inputs`` to ``outputs`` (an onnx.utils.Extractor of a shape-inferred model), saved with
     batch 1."""
@@ -121,6 +175,7 @@ def _extract(extractor: onnx.utils.Extractor, inputs: list[str], outputs: list[s
         sub = extractor.extract_model(inputs, outputs)
     except Exception:  # noqa: BLE001 - a cut ONNX cannot make (e.g. names the graph rewrote): the layer is skipped
         return False
+    _canonical(sub, {o: i for i, n in enumerate(extractor.graph.node) for o in n.output})
     onnx.save(_fix_batch(sub), str(path))
     return True
 
@@ -132,13 +187,12 @@ def count_models(core: arm64.ArmCore, models: list[tuple[onnx.ModelProto | Path,
     rng = np.random.default_rng(0)
     jobs = []
     for i, (m, feeds) in enumerate([(_empty_model(), None)] + list(models)):
-        path = m if isinstance(m, Path) else work / f"m{i}.onnx"
-        if not isinstance(m, Path):
-            onnx.save(m, str(path))
+        path = work / f"m{i}.onnx"
+        onnx.save(_canonical(onnx.load(str(m)) if isinstance(m, Path) else m), str(path))
         if feeds is None:
             feeds = work / f"f{i}.npz"
             _feeds(onnx.load(str(path), load_external_data=False), feeds, rng)
-        jobs.append({"path": str(path), "feeds": str(feeds), "runs": RUNS})
+        jobs.append({"path": str(Path(path).resolve()), "feeds": str(Path(feeds).resolve()), "runs": RUNS})
     # Counts depend only on the models, their inputs, the core and the userland: kept on disk, so compiling the same
     # model again (or the profile after the compile) does not emulate it again.
     h = hashlib.sha256(f"{core.qemu_cpu} {core.midr} {arm64.userland_dir().name} {RUNS}".encode())
@@ -263,7 +317,7 @@ def choose(float_pre: Path, qdq: Path, core: arm64.ArmCore, node_layers: dict[st
     for k, lay in enumerate(kept):
         c_int8, c_float, c_edges = counts[3 * k: 3 * k + 3]
         as_float = c_float + c_edges
-        dtype = "float32" if as_float < c_int8 else "int8"
+        dtype = "float32" if clearly_fewer(as_float, c_int8) else "int8"
         if dtype == "float32":
             excluded.append(lay.node.name)
         rows.append(LayerChoice(lay.node.name, lay.node.op_type, _layer_name(lay.node.name, node_layers),

@@ -71,6 +71,7 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
         pass
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
+    keep_pre = Path(keep_pre).resolve() if keep_pre is not None else None  # the block below changes folder
     # ORT's symbolic shape inference leaves sym_shape_infer_temp.onnx in the working folder when it fails: work in tmp
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet(), contextlib.chdir(tmp):
         pre = Path(tmp) / "pre.onnx"
