@@ -7,7 +7,7 @@
 For each model and core: ``edgekit compile --quantize int8`` (``--int8-layers auto``: every layer counted int8 and
 float on the emulated core, int8 kept only where it pays, float32 shipped if no int8 model is cheaper) and ``edgekit
 profile`` (the shipped model.ort on the emulated core). Columns: instructions per batch-1 inference of ONNX
-Runtime's float32 model (the plain export), of the all-int8 model and of the shipped one (runtimes/arm64.py: exact
+Runtime's float32 model (the plain export), of the all-int8 model and of the shipped one (targets/phone/arm64.py: exact
 counts, Python's session.run subtracted); the ratio fp32 / shipped (goal ≥ 2.5 on conv nets on the A76-class core,
 never < 1); file sizes (shipped model.onnx / float32 model.onnx, goal ≤ 0.3; in brackets the same for model.ort); fidelity of the shipped model on the
 emulated core against the float model (SQNR and top-1 agreement over the host's test inputs; agreement with x86 ORT

@@ -27,6 +27,7 @@ from edgekit import fidelity
 
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.runtimes.progress import progress_bar
+from edgekit.targets.phone.quantize import qdq_session
 
 BATCH = 64              # test inputs per run when checking outputs
 THREADS = 1             # intra-op threads: one core, as a phone app's inference thread would typically get
@@ -69,18 +70,6 @@ def host_int8_saturates() -> bool:
     except OSError:
         return False
     return not any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-def qdq_session(path: Path):
-    """A session that runs the QDQ model as written (graph optimizations off: DequantizeLinear, the float operator,
-    QuantizeLinear), i.e. what an integer kernel without saturation computes, up to float rounding."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def run_batched(sess, input_name: str, x: np.ndarray, batch: int = BATCH, fixed_batch: int | None = None,
@@ -270,8 +259,8 @@ def _arm_measure(out: Path, report: dict, build, x, reference, y, host_outputs) 
     """The artifact (model.ort, what the app ships) on the profile's emulated Arm core: instructions per batch-1
     inference (median of 5 runs after a warm-up, minus an empty model's session.run), outputs on the first test
     inputs against the float model and against this host's ONNX Runtime."""
-    from edgekit.runtimes import arm64
-    from edgekit.targets.phone.mixed import _empty_model
+    from edgekit.targets.phone import arm64
+    from edgekit.targets.phone.mixed import empty_model
     from edgekit.targets.profiles import get_profile
 
     profile = get_profile(report["target"])
@@ -298,7 +287,7 @@ def _arm_measure(out: Path, report: dict, build, x, reference, y, host_outputs) 
     except (OSError, ValueError, KeyError):
         with tempfile.TemporaryDirectory(prefix="edgekit-arm.") as tmp:
             tmp = Path(tmp)
-            onnx.save(_empty_model(), str(tmp / "empty.onnx"))
+            onnx.save(empty_model(), str(tmp / "empty.onnx"))
             np.savez(tmp / "feeds.npz", x=np.ascontiguousarray(x[:fixed or 1]))
             np.savez(tmp / "samples.npz", x=np.ascontiguousarray(x[:n]))
             run = arm64.run_python(core, ARM_GUEST, [str(artifact), str(tmp / "empty.onnx"), str(tmp / "feeds.npz"),

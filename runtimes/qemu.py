@@ -3,14 +3,13 @@
 Sits in ``runtimes/`` (Artifact -> Measured). The ELF is built with a platform's board files
 (``targets/mcu/platforms/<platform>/board``: start-up, semihosting I/O, ``ek_marker``); :func:`run_elf` boots it on
 the platform's emulated board (the platform record gives the QEMU command line), collects what it wrote over
-semihosting and its exit status, and, through the ``ek_icount`` TCG plugin (``runtimes/qemu_plugin/``), the number of
+semihosting and its exit status, and, through the ``ek_icount`` TCG plugin (``edgekit/qemu_plugin/``, built by edgekit/icount.py), the number of
 guest instructions executed in total and up to each ``ek_marker()`` call. Counts are instructions, not cycles: QEMU models no pipeline, cache or wait
 states. They are exact and repeatable: the same ELF gives the same counts on every run.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import select
@@ -23,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import FirmwareError, ToolchainError
+from edgekit.icount import PLUGIN_SOURCE, build_plugin
 from edgekit.targets.mcu.platforms import Platform, get_platform
 
 __all__ = ["QemuRun", "PtyBoard", "check_tools", "run_elf", "plugin_path", "serve_pty"]
 
-PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "ek_icount.c"
 
 
 @dataclass(frozen=True)
@@ -67,39 +66,9 @@ def check_tools(need_qemu: bool = True, platform: Platform | str = "cortex_m") -
     _require(list(plat.tools()) + ([plat.emulator, "gcc"] if need_qemu else []), plat.install_hint)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    folder = Path(base) / "edgekit" / "qemu_plugin"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # read-only or missing home: fall back to a per-user temporary folder
-        folder = Path(tempfile.gettempdir()) / f"edgekit-{os.getuid()}" / "qemu_plugin"
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def plugin_path() -> Path:
-    """The compiled ek_icount plugin, built with the host gcc on first use and again whenever its source changes
-    (the file name carries a hash of the source)."""
-    source = PLUGIN_SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    folder = _cache_dir()
-    plugin = folder / f"ek_icount-{digest}.so"
-    if plugin.exists():
-        return plugin
-    _require(["gcc"], "install it with: sudo apt-get install -y gcc (or run scripts/setup.sh)")
-    partial = folder / f".ek_icount-{digest}.{os.getpid()}.so"
-    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall", "-o", str(partial), str(PLUGIN_SOURCE)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise ToolchainError(f"could not build the QEMU instruction-count plugin {PLUGIN_SOURCE}: "
-                             f"{result.stderr.strip() or result.stdout.strip()}")
-    os.replace(partial, plugin)  # atomic: a concurrent run sees the old file or the complete new one
-    for stale in folder.glob("ek_icount-*.so"):
-        if stale != plugin:
-            stale.unlink(missing_ok=True)
-    return plugin
+    """The compiled ek_icount plugin (edgekit/icount.py builds it on first use and when its source changes)."""
+    return build_plugin(PLUGIN_SOURCE)
 
 
 def _symbols(elf: Path, nm: str) -> list[tuple[int, int, str]]:

@@ -7,7 +7,7 @@
 #   3. lava-nc 0.10.0 with its one Python-3.11 workaround (scripts/lava_py311_fix.py).
 #   4. The emulated 64-bit Arm phone cores (qemu-user, above): an arm64 userland with Python and ONNX Runtime's
 #      aarch64 build, unpacked from Debian's arm64 packages and the registry's wheels into
-#      $XDG_CACHE_HOME/edgekit/arm64/ (runtimes/arm64.py; nothing installed system-wide).
+#      $XDG_CACHE_HOME/edgekit/arm64/ (targets/phone/arm64.py; nothing installed system-wide).
 # A stamp file per step makes a second run cheap; delete .venv/ to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +43,4 @@ if [ "$(cat $STAMP 2>/dev/null)" != "$WANT" ]; then
     echo "$WANT" > $STAMP
 fi
 # Made once per onnxruntime version (about 10 s), then found by its stamp.
-.venv/bin/python -m edgekit.runtimes.arm64 >/dev/null
+.venv/bin/python -m edgekit.targets.phone.arm64 >/dev/null

@@ -1,4 +1,4 @@
-"""The phone target on emulated Arm cores (runtimes/arm64.py, targets/phone/mixed.py): exact instruction counts of
+"""The phone target on emulated Arm cores (targets/phone/arm64.py and mixed.py): exact instruction counts of
 ONNX Runtime's aarch64 build under qemu-aarch64, int8 only where it pays, the profile's Arm figures.
 
 Needs qemu-user and the arm64 userland, which scripts/setup.sh installs (so these run in CI)."""
@@ -13,7 +13,7 @@ import pytest
 
 from edgekit import api
 from edgekit.errors import ToolchainError
-from edgekit.runtimes import arm64
+from edgekit.targets.phone import arm64
 from edgekit.targets.phone import mixed
 from edgekit.targets.profiles import get_profile
 

@@ -35,7 +35,7 @@ from edgekit.targets import BuildResult, Capabilities, CompileOptions
 from edgekit.targets.phone.cost import phone_estimate
 from edgekit.targets.phone import export as _export
 from edgekit.targets.phone.ort_format import canonical_ort
-from edgekit.targets.phone.quantize import check_calibration, quantize_int8
+from edgekit.targets.phone.quantize import check_calibration, qdq_session, quantize_int8
 from edgekit.targets.profiles import TargetProfile
 
 FILES = ["model.onnx", "model.ort", "required_operators.config", "testdata.npz"]
@@ -264,7 +264,7 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
     layers that lose most kept float32 while the model's fidelity is outside the bounds (edgekit.fidelity), and
     float32 shipped if no int8 model costs fewer instructions."""
     from edgekit import fidelity
-    from edgekit.runtimes import arm64
+    from edgekit.targets.phone import arm64
     from edgekit.targets.phone import mixed
 
     if options.int8_layers == "all":
@@ -301,8 +301,6 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
     classifier = model.meta.get("task") == "classification" if model.meta.get("task") else None
 
     def fid(path: Path) -> dict:
-        from edgekit.runtimes.onnxruntime import qdq_session
-
         return fidelity.measure(qdq_session(path).run(None, {input_name: xs})[0], ref, None, classifier)
 
     notes = []

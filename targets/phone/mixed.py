@@ -4,7 +4,7 @@ Where it sits: targets/phone (Model -> Artifact), between quantization (quantize
 ONNX Runtime picks its int8 kernels by core (NEON SMULL/SMLAL on a Cortex-A53, UDOT on an A76, SMMLA on an Armv9
 core), and on some layers an int8 kernel with its requantization costs more than the float one; a model whose layers
 mostly lose ends up slower in int8 than in float32. So each layer is measured both ways on the profile's emulated core
-(runtimes/arm64.py, exact instruction counts):
+(targets/phone/arm64.py, exact instruction counts):
 
 * a *layer* is an operator of the QDQ model whose activation inputs come through DequantizeLinear and whose output goes
   to a QuantizeLinear (what ONNX Runtime fuses into QLinearConv, QGemm, QLinearAdd ...). Its int8 form is the QDQ
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.runtimes import arm64
+from edgekit.targets.phone import arm64
 
 RUNS = 3  # counted runs per model (after one warm-up); the median is kept
 # ONNX Runtime's session.run does not execute exactly the same instructions every time (about ±1 % between runs of
@@ -186,7 +186,7 @@ def count_models(core: arm64.ArmCore, models: list[tuple[onnx.ModelProto | Path,
     run. ``models``: (model or its path, feeds .npz or None for random feeds)."""
     rng = np.random.default_rng(0)
     jobs = []
-    for i, (m, feeds) in enumerate([(_empty_model(), None)] + list(models)):
+    for i, (m, feeds) in enumerate([(empty_model(), None)] + list(models)):
         path = work / f"m{i}.onnx"
         onnx.save(_canonical(onnx.load(str(m)) if isinstance(m, Path) else m), str(path))
         if feeds is None:
@@ -224,7 +224,7 @@ def count_models(core: arm64.ArmCore, models: list[tuple[onnx.ModelProto | Path,
     return [max(0, c - empty) for c in counts[1:]]
 
 
-def _empty_model() -> onnx.ModelProto:
+def empty_model() -> onnx.ModelProto:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1])
     g = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
@@ -341,10 +341,6 @@ def whole_counts(core: arm64.ArmCore, named: dict[str, Path], x1: np.ndarray, in
     np.savez(feeds, **{input_name: np.ascontiguousarray(x1, np.float32)})
     counts = count_models(core, [(p, feeds) for p in named.values()], work)
     return dict(zip(named, counts))
-
-
-def temp_dir(parent: Path):
-    return tempfile.TemporaryDirectory(prefix=".mixed.", dir=parent)
 
 
 # ---- fidelity: which layers lose the most in int8 ------------------------------------------------------------------

@@ -97,6 +97,18 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
     return notes
 
 
+def qdq_session(path: Path):
+    """A session that runs the QDQ model as written (graph optimizations off: DequantizeLinear, the float operator,
+    QuantizeLinear), i.e. what an integer kernel without saturation computes, up to float rounding."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 @contextlib.contextmanager
 def _quiet():
     # The quantizer logs progress at INFO and prints histograms; edgekit reports what matters itself.

@@ -1,8 +1,8 @@
 """Emulated 64-bit Arm phone cores: ONNX Runtime's own aarch64 build under ``qemu-aarch64``, with exact counts.
 
-Where it sits: runtimes/ (Artifact -> Measured). runtimes/onnxruntime.py (``edgekit profile`` on a phone target) and
-targets/phone/mixed.py (which layers pay in int8) run Python scripts here on the profile's core and read back the
-number of Arm instructions executed between marks.
+Where it sits: the phone target's cores (targets/phone). targets/phone/mixed.py (which layers pay in int8, at build
+time) and runtimes/onnxruntime.py (``edgekit profile``) run Python scripts here on the profile's core and read back
+the number of Arm instructions executed between marks.
 
 How (measured on this kind of machine, see ../shared/FIELD_NOTES.md):
 
@@ -12,11 +12,11 @@ How (measured on this kind of machine, see ../shared/FIELD_NOTES.md):
 * one overlay root per core: links to the sysroot and a one-CPU ``/proc/cpuinfo`` and ``/sys/devices/system/cpu``
   with that core's MIDR (``qemu-aarch64 -L`` redirects those paths; ONNX Runtime's CPU detection otherwise reads the
   x86 host's files and crashes, and a MIDR that does not match ``-cpu`` turns on instructions the core lacks);
-* ``runtimes/qemu_plugin/ek_icount.c`` with ``syscall=4095``: the script marks a point with the unused system call
+* ``edgekit/qemu_plugin/ek_icount.c`` (built by edgekit/icount.py) with ``syscall=4095``: the script marks a point with the unused system call
   4095 (``mark(tag)``), the plugin records the instructions executed so far.
 
 Everything lives in ``$XDG_CACHE_HOME/edgekit/arm64/`` and is made once by :func:`ensure_userland` (the set-up runs it:
-``python -m edgekit.runtimes.arm64``); a stamp file names what it holds, so a new onnxruntime version rebuilds it.
+``python -m edgekit.targets.phone.arm64``); a stamp file names what it holds, so a new onnxruntime version rebuilds it.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import ToolchainError
+from edgekit.icount import build_plugin
 
 MARK_SYSCALL = 4095
 DEBIAN_PACKAGES = ("libc6", "libgcc-s1", "libstdc++6", "python3.11-minimal", "libpython3.11-minimal",
@@ -231,9 +232,7 @@ def run_python(core: ArmCore, script: str, args: list[str], workdir: Path, count
     counts.unlink(missing_ok=True)
     cmd = ["qemu-aarch64", "-L", str(root), "-cpu", core.qemu_cpu]
     if count:
-        from edgekit.runtimes.qemu import plugin_path
-
-        cmd += ["-plugin", f"{plugin_path()},syscall={MARK_SYSCALL},out={counts}"]
+        cmd += ["-plugin", f"{build_plugin()},syscall={MARK_SYSCALL},out={counts}"]
     cmd += [str(root / GUEST_PYTHON), "-B", str(path), *args]
     # A clean environment (an inherited PYTHONDONTWRITEBYTECODE or PYTHONPATH changes what the guest does) and no
     # address-space randomisation: the counts repeat.
@@ -261,7 +260,7 @@ def run_python(core: ArmCore, script: str, args: list[str], workdir: Path, count
     return ArmRun(r.stdout, marks, total)
 
 
-if __name__ == "__main__":  # the set-up: python -m edgekit.runtimes.arm64
+if __name__ == "__main__":  # the set-up: python -m edgekit.targets.phone.arm64
     try:
         print(f"edgekit: emulated arm64 userland ready in {ensure_userland()}")
     except ToolchainError as e:

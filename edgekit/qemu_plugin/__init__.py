@@ -1,5 +1,5 @@
 """The ek_icount QEMU TCG plugin (ek_icount.c): exact per-instruction counts and ek_marker() hits.
 
-Not Python: this package only carries the C source, which ``edgekit.runtimes.qemu.plugin_path()`` compiles with the
+Not Python: this package only carries the C source, which ``edgekit.icount.build_plugin()`` compiles with the
 host gcc on first use.
 """

@@ -2,7 +2,7 @@
  * ek_icount: a QEMU TCG plugin that counts executed guest instructions exactly and records the count each time
  * the firmware enters ek_marker().
  *
- * Part of edgekit.runtimes.qemu (Artifact -> Measured): runtimes/qemu.py compiles this file with the host gcc into
+ * Part of edgekit.runtimes.qemu (Artifact -> Measured): edgekit/icount.py compiles this file with the host gcc into
  * a shared object on first use and loads it with
  *     qemu-system-arm ... -plugin ek_icount.so,marker=0x<address of ek_marker>,out=<file>
  *
@@ -14,7 +14,7 @@
  *     total <instructions executed>
  *     marker <instructions executed before the marker's first instruction>   (one line per hit, in order)
  *
- * In user mode (qemu-aarch64 running a Linux program, runtimes/arm64.py) there is no marker function to find: the
+ * In user mode (qemu-aarch64 running a Linux program, targets/phone/arm64.py) there is no marker function to find: the
  * program marks a point by calling syscall number N (``syscall=N``, an unused number such as 4095; the kernel
  * answers ENOSYS), and each call is recorded as
  *     syscall <instructions executed before the call> <its first argument>
