@@ -2149,6 +2149,8 @@ typedef struct {
 void ek__dw_build4(const ek__dw_build_args_t *a);
 void ek__dw3x3s1_row(const ek__dw3_args_t *a);
 void ek__dw3x3s2_row(const ek__dw3_args_t *a);
+void ek__dw3x3s1_row_nc(const ek__dw3_args_t *a); /* the same without the clamp (act range all of int8) */
+void ek__dw3x3s2_row_nc(const ek__dw3_args_t *a);
 
 /*
  * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
@@ -2198,6 +2200,35 @@ __asm__(
     "   smlatb  r3, r5, r7, r3\n"
     "   smlad   r3, r6, r8, r3\n"
     "   .endm\n"
+    "   .macro EK_DW3ROW1 off, rp\n"   /* the first kernel row: o1, o2, o3 start from the bias in r0, o0 last */
+    "   ldr     r0, [sp, #24]\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp], #8\n"
+    "   ldr     r6, [\\rp]\n"
+    "   smlatb  r1, r4, r7, r0\n"
+    "   smlad   r2, r5, r7, r0\n"
+    "   smlatb  r3, r5, r7, r0\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabt  r0, r5, r8, r0\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   smlabt  r2, r6, r8, r2\n"
+    "   smlad   r3, r6, r8, r3\n"
+    "   .endm\n"
+    "   .macro EK_DW3ROW1_S2 off, rp\n"   /* the first kernel row at stride 2, from the bias in r3 */
+    "   ldr     r3, [sp, #24]\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp], #8\n"
+    "   smlad   r0, r4, r7, r3\n"
+    "   smlad   r1, r5, r7, r3\n"
+    "   smlabb  r0, r5, r8, r0\n"
+    "   ldrd    r4, r6, [\\rp], #8\n"
+    "   smlad   r2, r4, r7, r3\n"
+    "   smlad   r3, r6, r7, r3\n"
+    "   smlabb  r1, r4, r8, r1\n"
+    "   smlabb  r2, r6, r8, r2\n"
+    "   ldr     r4, [\\rp]\n"
+    "   smlabb  r3, r4, r8, r3\n"
+    "   .endm\n"
     "   .macro EK_DW3ROW_S2 off, rp\n"   /* o_k += SMLAD(W_k, (w0, w1)) + SMLABB(W_k+1, w2) */
     "   ldrd    r7, r8, [sp, #\\off]\n"
     "   ldrd    r4, r5, [\\rp], #8\n"
@@ -2212,7 +2243,7 @@ __asm__(
     "   ldr     r4, [\\rp]\n"
     "   smlabb  r3, r4, r8, r3\n"
     "   .endm\n"
-    "   .macro EK_DW3_FUNC name, row\n"
+    "   .macro EK_DW3_FUNC name, row1, row, store\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
@@ -2227,14 +2258,10 @@ __asm__(
     "   add     r7, sp, #48\n"
     "   stm     r7, {r1-r6}\n"
     "   ldm     sp, {r9-r12}\n"
-    "1: ldr     r0, [sp, #24]\n"
-    "   mov     r1, r0\n"
-    "   mov     r2, r0\n"
-    "   mov     r3, r0\n"
-    "   \\row   48, r9\n"
+    "1: \\row1  48, r9\n"
     "   \\row   56, r10\n"
     "   \\row   64, r11\n"
-    "   EK_DW3_STORE4\n"
+    "   \\store\n"
     "   bne     1b\n"
     "   add     sp, sp, #72\n"
     "   pop     {r4-r11, pc}\n"
@@ -2276,8 +2303,34 @@ __asm__(
     "   ldr     lr, [sp, #16]\n"
     "   cmp     r12, lr\n"
     "   .endm\n"
-    "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW\n"
-    "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW_S2\n");
+    "   .macro EK_DW3_STORE4_NC\n"   /* the same when the clamp is all of int8 (upper 127, back 0): SSAT is it */
+    "   ldrd    r4, r5, [sp, #28]\n"
+    "   smmla   r0, r0, r4, r5\n"
+    "   smmla   r1, r1, r4, r5\n"
+    "   smmla   r2, r2, r4, r5\n"
+    "   smmla   r3, r3, r4, r5\n"
+    "   ldr     r6, [sp, #36]\n"
+    "   asr     r0, r0, r6\n"
+    "   asr     r1, r1, r6\n"
+    "   asr     r2, r2, r6\n"
+    "   asr     r3, r3, r6\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   ldrd    r7, lr, [sp, #16]\n"  /* out_end, output stride */
+    "   strb    r0, [r12]\n"
+    "   strb    r1, [r12, lr]\n"
+    "   add     r12, r12, lr, lsl #1\n"
+    "   strb    r2, [r12]\n"
+    "   strb    r3, [r12, lr]\n"
+    "   add     r12, r12, lr, lsl #1\n"
+    "   cmp     r12, r7\n"
+    "   .endm\n"
+    "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4\n"
+    "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4\n"
+    "   EK_DW3_FUNC ek__dw3x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC\n"
+    "   EK_DW3_FUNC ek__dw3x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC\n");
 #endif
 
 #if EK_NN_DSP
@@ -2605,6 +2658,10 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
     const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, sh = p->stride_h;
     const int s2 = p->stride_w == 2;
     const size_t ring_words = (size_t)4 * 3u * (size_t)rw;
+    /* the clamp is all of int8 (no fused activation, or ReLU6 at scale 6/255): SSAT alone clamps */
+    const int nc8 = rq->upper == 127 && rq->back == 0;
+    void (*const row_fn)(const ek__dw3_args_t *) =
+        s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
     for (int32_t c0 = 0; c0 < C; c0 += 4) {
         const int32_t nc = C - c0 < 4 ? C - c0 : 4;
         ek__dw3_args_t da[4];
@@ -2646,11 +2703,7 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
                 d->out = orow + c0 + ch;
                 d->out_end = d->out + n4 * C;
                 if (n4) {
-                    if (s2) {
-                        ek__dw3x3s2_row(d);
-                    } else {
-                        ek__dw3x3s1_row(d);
-                    }
+                    row_fn(d);
                 }
                 if (n4 < ow) { /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped */
                     uint32_t last4;
@@ -2661,11 +2714,7 @@ static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, co
                     d->out = (int8_t *)&last4;
                     d->out_end = d->out + 4;
                     d->stride = 1;
-                    if (s2) {
-                        ek__dw3x3s2_row(d);
-                    } else {
-                        ek__dw3x3s1_row(d);
-                    }
+                    row_fn(d);
                     d->stride = C;
                     int8_t *dst = orow + n4 * C + c0 + ch;
                     const int8_t *src = (const int8_t *)&last4;
