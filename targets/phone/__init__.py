@@ -311,9 +311,11 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
         # Keep the layers that lose most float, a tenth of them per round, until the model is within the bounds;
         # if it never is, the fastest int8 model stays (the profile flags its fidelity) rather than a slower one.
         current, within = best, False
+        op_of = {r.node: r.op for r in rows}
         for rounds in range(1, FIDELITY_ROUNDS + 1):
             loss = mixed.damage(tmp / "pre.onnx", candidates[current], input_name, xs)
-            worst = sorted((k for k in loss if k not in kept_float), key=loss.get, reverse=True)
+            worst = sorted((k for k in loss if k not in kept_float and op_of.get(k) not in mixed.INT8_ANYWAY),
+                           key=loss.get, reverse=True)
             if not worst:
                 break
             kept_float += worst[:max(1, len(loss) // 10)]

@@ -1,9 +1,11 @@
 """The phone target's cost model: ONNX Runtime's latency and file size of a model, before anything is built.
 
 On a profile fitted to its emulated Arm core (``arm_*`` terms, written by ``bench/phone.py --calibrate``): instructions
-= base + per layer · layers + Σ instructions per MAC by kernel family (convs with fewer than 8 input channels apart) ·
-MACs + per output · outputs of the layers with weights + per element · other elements, for float32 and int8 (all
-layers int8) separately; latency = instructions · the profile's cycles per instruction / clock.
+= base + per layer · layers + Σ instructions per MAC by kernel family (convs with fewer than 8 input channels apart;
+depthwise convs on ONNX Runtime's direct 3x3 kernel or its im2col path, plus per channel, channel row and pixel) ·
+MACs + per output · outputs of the layers with weights + per element · elements of the other layers by kind
+(pooling, copies, resampling, arithmetic), for float32 and int8 (all layers int8) separately; latency =
+instructions · the profile's cycles per instruction / clock.
 
 Where it sits: targets/phone (Model -> Artifact); the shared per-layer table and arena plan come from
 edgekit/estimate.py. With a fitted profile (targets/profiles/cost/phone-arm64.toml, written by
@@ -43,21 +45,53 @@ def phone_terms(graph: Graph) -> dict[str, float]:
 
 
 # The Arm instruction model's terms per layer (fitted per core and dtype by bench/phone.py --calibrate).
-ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "mac_depthwise", "mac_linear", "mac_rnn", "output", "element")
+ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "mac_depthwise", "mac_depthwise_generic", "dw_channel",
+             "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_move", "element_resize",
+             "element")
 THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
+# Layers without weights by what ONNX Runtime does per element: pooling windows, copies (slices, concatenation,
+# reshapes: memcpy-like), resampling (index arithmetic per output), and the rest (arithmetic, activations).
+POOL_OPS = {"maxpool2d", "avgpool2d", "global_avgpool", "maxpool1d", "avgpool1d", "adaptive_avgpool2d"}
+MOVE_OPS = {"select", "flatten", "concat", "reshape", "transpose", "pad", "identity", "split", "squeeze",
+            "unsqueeze", "permute", "slice", "chunk"}
+RESIZE_OPS = {"upsample", "resize", "interpolate"}
+
+
+def depthwise_fast(node) -> bool:
+    """ONNX Runtime's direct float depthwise kernel (MLAS, per channel in CHW) takes 3x3 windows at stride 1 with
+    one pixel of padding all round; other depthwise convs (stride 2, 5x5, causal padding) run im2col and a GEMM per
+    channel, several times the instructions per MAC (measured per layer on the emulated A76: 1.6-11 against 8-25)."""
+    a = node.attrs
+    pad = a.get("padding", (0, 0))
+    return (tuple(a["kernel_size"]) == (3, 3) and tuple(a["stride"]) == (1, 1) and tuple(pad) == (1, 1)
+            and tuple(a.get("dilation", (1, 1))) == (1, 1))
 
 
 def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
     """One layer's amounts of ARM_TERMS: MACs by kernel family (convs with few input channels apart), output
-    elements of the layers with weights (bias, activation and requantization per output), elements of the rest."""
+    elements of the layers with weights (bias, activation and requantization per output), elements of the rest by
+    what they do (pooling, copies, resampling, arithmetic)."""
     kind = layer_family(node)
     t = {"layer": 1.0}
     if kind in PHONE_KINDS:
         if kind == "conv2d" and node.inputs and len(graph[node.inputs[0]].shape) > 1 \
                 and graph[node.inputs[0]].shape[1] < THIN_CONV_CHANNELS:
             kind = "conv2d_thin"
+        if kind == "depthwise":  # per channel (a kernel call each), per channel row (CHW), per pixel (NHWC int8)
+            shape = node.shape
+            rows = shape[2] if len(shape) > 2 else 1
+            pixels = rows * (shape[3] if len(shape) > 3 else 1)
+            t.update(dw_channel=float(shape[1]), dw_row=float(shape[1] * rows), dw_pixel=float(pixels))
+            if not depthwise_fast(node):
+                kind = "depthwise_generic"
         t[f"mac_{kind}"] = float(macs_of(node, graph))
         t["output"] = float(node.elements)
+    elif node.op in POOL_OPS:  # per input element: each is read by a window
+        t["element_pool"] = float(sum(graph[i].elements for i in node.inputs if i in graph))
+    elif node.op in MOVE_OPS:
+        t["element_move"] = float(node.elements)
+    elif node.op in RESIZE_OPS:
+        t["element_resize"] = float(node.elements)
     else:
         t["element"] = float(node.elements)
     return t
@@ -101,8 +135,9 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
             lay["latency_ms"] = ins * cpi / clock * 1e3
             lay["energy_uj"] = lay["macs"] * pj * 1e-6
         lat_formula = (f"{instructions:,} Arm instructions ({c('arm_base'):.3g} + {terms['layers']:.0f} layers · "
-                       f"{c('arm_per_layer'):.3g} + Σ MACs · instructions/MAC by family + outputs of layers with "
-                       f"weights · {c('arm_per_output'):.3g} + other elements · {c('arm_per_element'):.3g}; fitted "
+                       f"{c('arm_per_layer'):.3g} + Σ MACs · instructions/MAC by family (depthwise: ONNX Runtime's direct "
+                       f"3x3 kernel or im2col, + per channel, row and pixel) + outputs of layers with "
+                       f"weights · {c('arm_per_output'):.3g} + elements of the others by kind; fitted "
                        f"to the emulated {profile.core} by bench/phone.py) · {cpi:g} cycles/instruction / "
                        f"{clock / 1e9:g} GHz")
         file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
