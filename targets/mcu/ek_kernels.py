@@ -51,7 +51,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
             layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
                                                   *common["dilation"], builder.tensors[out].shape[2],
-                                                  NESTED_FULL_CHANNELS[node.name])
+                                                  NESTED_FULL_CHANNELS[node.name], stride_h=common["stride"][0])
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
@@ -323,7 +323,8 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
     if groups != 1 and not depthwise:
         return 0
     p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": dilation[0],
-         "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "flags": 0}
+         "dilation_w": dilation[1], "stride_w": stride[1], "out_w": out_w, "stride_h": stride[0], "out_h": out_h,
+         "flags": 0}
     if mve and (not depthwise or kernel_pack.mve_depthwise_applies(kh * kw, cin)):  # as pack_* choose (isa="mve")
         p["flags"] = kernel_pack.FLAG_MVE
         if depthwise:
@@ -338,7 +339,8 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         if kernel_pack.rv_depthwise_applies(kh, kw, stride[1], dilation[0], dilation[1], out_w):
             return 0
     if depthwise:
-        if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin) == "channels":
+        if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
+                                        stride_h=stride[0]) == "channels":
             return 0
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2

@@ -505,17 +505,33 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
         return _ceil(p["in_c"], 16)
     if p.get("flags", 0) & (FLAG_DW_CHANNELS | FLAG_RV):
         return 0
-    out_w4 = (p["out_w"] + 3) // 4 * 4
-    plane_w = (out_w4 - 1) * p["stride_w"] + (p["kernel_w"] - 1) * p["dilation_w"] + 1
-    row_words = (plane_w + 3) // 2
-    slots = (p["kernel_h"] - 1) * p["dilation_h"] + 1
-    return 4 * slots * row_words * 4
+    def ring(out_w, stride_w, kernel_w, dilation_w, kernel_h, dilation_h):
+        out_w4 = (out_w + 3) // 4 * 4
+        plane_w = (out_w4 - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
+        return 4 * ((kernel_h - 1) * dilation_h + 1) * ((plane_w + 3) // 2) * 4
+
+    size = ring(p["out_w"], p["stride_w"], p["kernel_w"], p["dilation_w"], p["kernel_h"], p["dilation_h"])
+    if _dw_columns(p):  # the DSP build runs a 3x1 as a 1x3 down the columns: the larger ring
+        size = max(size, ring(p["out_h"], p["stride_h"], 3, 1, 1, 1))
+    return size
+
+
+def _dw_columns(p: dict) -> bool:
+    """A 3x1 depthwise kernel that ek_nn_s8.c runs as a 1x3 on the transposed map (ek__dw_columns)."""
+    return (p["kernel_h"], p["kernel_w"], p["dilation_h"], p["dilation_w"]) == (3, 1, 1, 1) and \
+        p.get("stride_h", 1) in (1, 2)
 
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
-                     channels: int) -> str:
+                     channels: int, stride_h: int = 1) -> str:
     """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`)."""
-    rows_ok = (kh, kw) == (3, 3) and dilation_h == dilation_w == 1 and stride_w in (1, 2)
+    if dilation_h != 1 or dilation_w != 1:
+        return "channels"
+    # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have row kernels and nothing faster channels-last
+    if ((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2)) or \
+            ((kh, kw) == (5, 5) and stride_w == 1):
+        return "rows"
+    rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
     wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
     return "rows" if rows_ok and wins else "channels"
 
@@ -577,7 +593,8 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                            requant=table, scratch_bytes=0, weight_padding_bytes=0,
                            notes=dict(fast_requant=fast, isa="rv32"))
     if layout == "auto":
-        layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c)
+        layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c,
+                                  stride_h=g["stride_h"])
     if layout not in ("rows", "channels"):
         raise UsageError(f"depthwise_conv2d: layout must be rows, channels or auto, got {layout!r}")
     if layout == "channels":

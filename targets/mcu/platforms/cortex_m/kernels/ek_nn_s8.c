@@ -2110,6 +2110,36 @@ static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
     g->slots = (p->kernel_h - 1) * p->dilation_h + 1;
 }
 
+/* A 3x1 kernel (dilation 1, stride_h 1 or 2) is a 1x3 kernel on the transposed map: columns become rows. */
+static int ek__dw_columns(const ek_conv_params_t *p)
+{
+    return p->kernel_h == 3 && p->kernel_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
+           (p->stride_h == 1 || p->stride_h == 2);
+}
+
+/* The transposed view: rows of t are columns of p (a row step is one pixel, in_c bytes; the bytes per pixel along
+ * a row of t, p's row strides, are passed to the kernels apart). */
+static void ek__dw_transpose(const ek_conv_params_t *p, ek_conv_params_t *t)
+{
+    *t = *p;
+    t->in_h = p->in_w;
+    t->in_w = p->in_h;
+    t->in_row_stride = p->in_c;
+    t->out_h = p->out_w;
+    t->out_w = p->out_h;
+    t->out_row_stride = p->out_c;
+    t->kernel_h = p->kernel_w;
+    t->kernel_w = p->kernel_h;
+    t->stride_h = p->stride_w;
+    t->stride_w = p->stride_h;
+    t->dilation_h = p->dilation_w;
+    t->dilation_w = p->dilation_h;
+    t->pad_top = p->pad_left;
+    t->pad_bottom = p->pad_right;
+    t->pad_left = p->pad_top;
+    t->pad_right = p->pad_bottom;
+}
+
 size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
     if (p->flags & EK_NN_FLAG_MVE) {
@@ -2120,7 +2150,15 @@ size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     }
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
-    return (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
+    size_t bytes = (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
+    if (ek__dw_columns(p)) { /* the DSP build runs it as a 1x3 down the columns (ek__dw_transpose) */
+        ek_conv_params_t t;
+        ek__dw_transpose(p, &t);
+        ek__dw_geom(&t, &g);
+        const size_t tb = (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
+        bytes = tb > bytes ? tb : bytes;
+    }
+    return bytes;
 }
 
 #if EK_NN_DSP
@@ -2136,21 +2174,46 @@ typedef struct {
 } ek__dw_build_args_t;
 
 typedef struct {
-    const uint32_t *r0, *r1, *r2; /* 0, 4, 8: the 3 kernel rows at the first output's first column */
-    int8_t *out;                  /* 12 */
-    int8_t *out_end;              /* 16: out + 4k * stride */
+    const uint32_t *r0, *r1, *r2; /* 0, 4, 8: the first channel's kernel rows at the first output's first column */
+    int8_t *out;                  /* 12: the first channel's first output */
+    int32_t span;                 /* 16: bytes from a channel's first output to past its last (4k * stride) */
     int32_t stride;               /* 20: output bytes per pixel */
-    int32_t bias;                 /* 24 */
-    int32_t mult, add, shift;     /* 28, 32, 36: the channel's fast requant entry {mult, a, b} */
-    uint32_t upper4, back4;       /* 40, 44 */
-    uint32_t w[6];                /* 48..: per kernel row (w0, w1), then (w1, w2) (stride 1) or (w2, 0) (stride 2) */
+    int32_t chs;                  /* 24: bytes from one channel's rows in the ring to the next channel's */
+    int32_t nc;                   /* 28: channels (>= 1; each the next byte of the output pixel) */
+    const struct ek__dw3_ch *ch;  /* 32: their constants */
 } ek__dw3_args_t;
+
+typedef struct ek__dw3_ch {
+    int32_t bias;                 /* 0 */
+    int32_t mult, add, shift;     /* 4, 8, 12: the channel's fast requant entry {mult, a, b} */
+    uint32_t upper4, back4;       /* 16, 20 */
+    uint32_t w[6];                /* 24..: per kernel row (w0, w1), then (w1, w2) (stride 1) or (w2, 0) (stride 2) */
+} ek__dw3_ch_t;
 
 void ek__dw_build4(const ek__dw_build_args_t *a);
 void ek__dw3x3s1_row(const ek__dw3_args_t *a);
 void ek__dw3x3s2_row(const ek__dw3_args_t *a);
 void ek__dw3x3s1_row_nc(const ek__dw3_args_t *a); /* the same without the clamp (act range all of int8) */
 void ek__dw3x3s2_row_nc(const ek__dw3_args_t *a);
+/* 1x3 (one kernel row: r1, r2 and the other rows' weights unused) */
+void ek__dw1x3s1_row(const ek__dw3_args_t *a);
+void ek__dw1x3s2_row(const ek__dw3_args_t *a);
+void ek__dw1x3s1_row_nc(const ek__dw3_args_t *a);
+void ek__dw1x3s2_row_nc(const ek__dw3_args_t *a);
+
+typedef struct {
+    const uint32_t *rows[5];  /* 0..16: the 5 kernel rows at the first output's first column */
+    int8_t *out;              /* 20 */
+    int8_t *out_end;          /* 24: out + 4k * stride */
+    int32_t stride;           /* 28: output bytes per pixel */
+    int32_t bias;             /* 32 */
+    int32_t mult, add, shift; /* 36, 40, 44: the channel's fast requant entry {mult, a, b} */
+    uint32_t upper4, back4;   /* 48, 52 */
+    uint32_t w[25];           /* 56..: per kernel row (w0, w1), (w2, w3), (w4, 0), (w1, w2), (w3, w4) */
+} ek__dw5_args_t;
+
+void ek__dw5x5s1_row(const ek__dw5_args_t *a);
+void ek__dw5x5s1_row_nc(const ek__dw5_args_t *a);
 
 /*
  * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
@@ -2243,38 +2306,62 @@ __asm__(
     "   ldr     r4, [\\rp]\n"
     "   smlabb  r3, r4, r8, r3\n"
     "   .endm\n"
-    "   .macro EK_DW3_FUNC name, row1, row, store\n"
+    "   .macro EK_DW3_FUNC name, row1, row, store, nrows=3\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
     "   .type \\name, %function\n"
     "   .thumb_func\n"
     "\\name:\n"
+    /* frame: 0..71 the current channel as the row and store macros read it (16: out_end, 20: stride, 24: bias,
+     * 28..: requant, 48..: weights); 72..107 the arguments (rows, out, span, stride, chs, nc, ch) */
     "   push    {r4-r11, lr}\n"
-    "   sub     sp, sp, #72\n"
+    "   sub     sp, sp, #112\n"
+    "   ldm     r0, {r1-r9}\n"
+    "   add     r10, sp, #72\n"
+    "   stm     r10, {r1-r9}\n"
+    "2: ldr     r0, [sp, #104]\n"       /* the channel's constants into the frame */
     "   ldm     r0!, {r1-r12}\n"
-    "   stm     sp, {r1-r12}\n"
-    "   ldm     r0, {r1-r6}\n"
-    "   add     r7, sp, #48\n"
-    "   stm     r7, {r1-r6}\n"
-    "   ldm     sp, {r9-r12}\n"
+    "   str     r0, [sp, #104]\n"
+    "   add     r0, sp, #24\n"
+    "   stm     r0, {r1-r12}\n"
+    "   ldrd    r12, r1, [sp, #84]\n"   /* out, span */
+    "   ldr     r2, [sp, #92]\n"
+    "   add     r1, r1, r12\n"
+    "   strd    r1, r2, [sp, #16]\n"    /* out_end, stride */
+    "   add     r0, sp, #72\n"
+    "   ldm     r0, {r9-r11}\n"
     "1: \\row1  48, r9\n"
+    "   .if \\nrows == 3\n"
     "   \\row   56, r10\n"
     "   \\row   64, r11\n"
-    "   \\store\n"
+    "   .endif\n"
+    "   \\store 28, 16\n"
     "   bne     1b\n"
-    "   add     sp, sp, #72\n"
+    "   add     r6, sp, #72\n"          /* the next channel: its rows chs further, its outputs a byte further */
+    "   ldm     r6, {r0-r3}\n"
+    "   ldr     r5, [sp, #96]\n"
+    "   add     r0, r0, r5\n"
+    "   add     r1, r1, r5\n"
+    "   add     r2, r2, r5\n"
+    "   adds    r3, r3, #1\n"
+    "   stm     r6, {r0-r3}\n"
+    "   ldr     r0, [sp, #100]\n"
+    "   subs    r0, r0, #1\n"
+    "   str     r0, [sp, #100]\n"
+    "   bne     2b\n"
+    "   add     sp, sp, #112\n"
     "   pop     {r4-r11, pc}\n"
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
     "   .endm\n"
-    "   .macro EK_DW3_STORE4\n"      /* requantise o0..o3, store them a pixel apart, compare with the end */
-    "   ldrd    r4, r5, [sp, #28]\n"
+    "   .macro EK_DW3_STORE4 mo, eo\n"      /* requantise o0..o3, store them a pixel apart, compare with the end */
+    "   ldrd    r4, r5, [sp, #\\mo]\n"
     "   smmla   r0, r0, r4, r5\n"
     "   smmla   r1, r1, r4, r5\n"
     "   smmla   r2, r2, r4, r5\n"
     "   smmla   r3, r3, r4, r5\n"
-    "   ldr     r6, [sp, #36]\n"
+    "   ldr     r6, [sp, #(\\mo + 8)]\n"
     "   asr     r0, r0, r6\n"
     "   asr     r1, r1, r6\n"
     "   asr     r2, r2, r6\n"
@@ -2286,11 +2373,11 @@ __asm__(
     "   bfi     r0, r1, #8, #8\n"
     "   bfi     r0, r2, #16, #8\n"
     "   bfi     r0, r3, #24, #8\n"
-    "   ldrd    r4, r5, [sp, #40]\n"
+    "   ldrd    r4, r5, [sp, #(\\mo + 12)]\n"
     "   ssub8   r6, r0, r4\n"
     "   sel     r0, r4, r0\n"
     "   uadd8   r0, r0, r5\n"
-    "   ldr     lr, [sp, #20]\n"
+    "   ldr     lr, [sp, #(\\eo + 4)]\n"
     "   strb    r0, [r12]\n"
     "   lsr     r0, r0, #8\n"
     "   strb    r0, [r12, lr]\n"
@@ -2300,16 +2387,16 @@ __asm__(
     "   lsr     r0, r0, #8\n"
     "   strb    r0, [r12, lr]\n"
     "   add     r12, r12, lr, lsl #1\n"
-    "   ldr     lr, [sp, #16]\n"
+    "   ldr     lr, [sp, #\\eo]\n"
     "   cmp     r12, lr\n"
     "   .endm\n"
-    "   .macro EK_DW3_STORE4_NC\n"   /* the same when the clamp is all of int8 (upper 127, back 0): SSAT is it */
-    "   ldrd    r4, r5, [sp, #28]\n"
+    "   .macro EK_DW3_STORE4_NC mo, eo\n"   /* the same when the clamp is all of int8 (upper 127, back 0): SSAT is it */
+    "   ldrd    r4, r5, [sp, #\\mo]\n"
     "   smmla   r0, r0, r4, r5\n"
     "   smmla   r1, r1, r4, r5\n"
     "   smmla   r2, r2, r4, r5\n"
     "   smmla   r3, r3, r4, r5\n"
-    "   ldr     r6, [sp, #36]\n"
+    "   ldr     r6, [sp, #(\\mo + 8)]\n"
     "   asr     r0, r0, r6\n"
     "   asr     r1, r1, r6\n"
     "   asr     r2, r2, r6\n"
@@ -2318,7 +2405,7 @@ __asm__(
     "   ssat    r1, #8, r1\n"
     "   ssat    r2, #8, r2\n"
     "   ssat    r3, #8, r3\n"
-    "   ldrd    r7, lr, [sp, #16]\n"  /* out_end, output stride */
+    "   ldrd    r7, lr, [sp, #\\eo]\n"  /* out_end, output stride */
     "   strb    r0, [r12]\n"
     "   strb    r1, [r12, lr]\n"
     "   add     r12, r12, lr, lsl #1\n"
@@ -2330,7 +2417,76 @@ __asm__(
     "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4\n"
     "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4\n"
     "   EK_DW3_FUNC ek__dw3x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC\n"
-    "   EK_DW3_FUNC ek__dw3x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC\n");
+    "   EK_DW3_FUNC ek__dw3x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC\n"
+    "   EK_DW3_FUNC ek__dw1x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC, 1\n"
+    /*
+     * ek__dw5x5s1_row: 4 outputs of a 5x5 kernel per step. Per kernel row the words A..D hold columns x .. x+7
+     * (the row pointers stay on the stack, r10 is the step's byte offset into them) and the weights are
+     * (w0, w1), (w2, w3), (w4, 0), (w1, w2), (w3, w4): o0 = A.w01 + B.w23 + C.lo w4, o1 = A.hi w0 + B.w12 +
+     * C.w34, o2 and o3 likewise from B..D: 12 SMLAxy for 20 MACs.
+     */
+    "   .macro EK_DW5ROW ro, wo\n"
+    "   ldr     r11, [sp, #\\ro]\n"
+    "   add     r11, r11, r10\n"
+    "   ldm     r11, {r4-r7}\n"
+    "   ldrd    r8, r9, [sp, #\\wo]\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlatb  r1, r4, r8, r1\n"
+    "   smlad   r0, r5, r9, r0\n"
+    "   smlad   r2, r5, r8, r2\n"
+    "   smlatb  r3, r5, r8, r3\n"
+    "   smlad   r2, r6, r9, r2\n"
+    "   ldrd    r8, r9, [sp, #(\\wo + 8)]\n"
+    "   smlabb  r0, r6, r8, r0\n"
+    "   smlabb  r2, r7, r8, r2\n"
+    "   smlad   r1, r5, r9, r1\n"
+    "   smlad   r3, r6, r9, r3\n"
+    "   ldr     r8, [sp, #(\\wo + 16)]\n"
+    "   smlad   r1, r6, r8, r1\n"
+    "   smlad   r3, r7, r8, r3\n"
+    "   .endm\n"
+    "   .macro EK_DW5_FUNC name, store\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #160\n"       /* the 39-word argument block */
+    "   mov     r1, sp\n"
+    "   ldm     r0!, {r2-r12}\n"
+    "   stm     r1!, {r2-r12}\n"
+    "   ldm     r0!, {r2-r12}\n"
+    "   stm     r1!, {r2-r12}\n"
+    "   ldm     r0!, {r2-r12}\n"
+    "   stm     r1!, {r2-r12}\n"
+    "   ldm     r0, {r2-r7}\n"
+    "   stm     r1, {r2-r7}\n"
+    "   ldr     r12, [sp, #20]\n"     /* out */
+    "   movs    r10, #0\n"
+    "1: ldr     r0, [sp, #32]\n"      /* bias */
+    "   mov     r1, r0\n"
+    "   mov     r2, r0\n"
+    "   mov     r3, r0\n"
+    "   EK_DW5ROW 0, 56\n"
+    "   EK_DW5ROW 4, 76\n"
+    "   EK_DW5ROW 8, 96\n"
+    "   EK_DW5ROW 12, 116\n"
+    "   EK_DW5ROW 16, 136\n"
+    "   adds    r10, r10, #8\n"
+    "   \\store 36, 24\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #160\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_DW5_FUNC ek__dw5x5s1_row, EK_DW3_STORE4\n"
+    "   EK_DW5_FUNC ek__dw5x5s1_row_nc, EK_DW3_STORE4_NC\n");
 #endif
 
 #if EK_NN_DSP
@@ -2434,9 +2590,9 @@ __asm__(
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
  * are written; the caller zeroes the ring once, so the pure-padding words stay 0. */
 static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const int8_t *in, int32_t c0,
-                             int32_t nc, int32_t pr, uint32_t *ring)
+                             int32_t nc, int32_t pr, uint32_t *ring, int32_t pix)
 {
-    const int32_t rw = g->row_words, C = p->in_c, pl = p->pad_left, iw = p->in_w;
+    const int32_t rw = g->row_words, C = pix, pl = p->pad_left, iw = p->in_w; /* C: bytes per pixel of a row */
     uint32_t *rows[4];
     rows[0] = ring + (pr % g->slots) * rw;
     for (int32_t ch = 1; ch < 4; ch++) {
@@ -2650,75 +2806,174 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
 }
 
 #if EK_NN_DSP
-/* 3x3, dilation 1, stride_w 1 or 2, fast requant: the asm row kernels, with everything per channel prepared once
- * per group of 4 channels and the ring's pure-padding words zeroed once. */
-static void ek__dw3x3_fast(const ek_conv_params_t *p, const ek__dw_geom_t *g, const ek__rq_t *rq,
-                           const int8_t *input, int8_t *output, uint32_t *ring)
+/* 3x3 and 1x3 (stride_w 1 or 2), 5x5 (stride_w 1), dilation 1, fast requant: the asm row kernels, with everything
+ * per channel prepared once per group of 4 channels and the ring's pure-padding words zeroed once. ``pix`` /
+ * ``opix``: bytes from one input / output pixel of a row to the next (in_c, or the row strides for the transposed
+ * view of a 3x1). */
+static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output,
+                             uint32_t *ring, int32_t pix, int32_t opix)
 {
+    ek__dw_geom_t gg;
+    ek__dw_geom(p, &gg);
+    const ek__dw_geom_t *g = &gg;
     const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, sh = p->stride_h;
-    const int s2 = p->stride_w == 2;
-    const size_t ring_words = (size_t)4 * 3u * (size_t)rw;
+    const int32_t kh = p->kernel_h, slots = g->slots, taps = kh * p->kernel_w;
+    const int s2 = p->stride_w == 2, k5 = p->kernel_w == 5;
+    const size_t ring_words = (size_t)4 * (size_t)slots * (size_t)rw;
     /* the clamp is all of int8 (no fused activation, or ReLU6 at scale 6/255): SSAT alone clamps */
     const int nc8 = rq->upper == 127 && rq->back == 0;
-    void (*const row_fn)(const ek__dw3_args_t *) =
-        s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
+    void (*row_fn)(const ek__dw3_args_t *);
+    if (kh == 1) {
+        row_fn = s2 ? (nc8 ? ek__dw1x3s2_row_nc : ek__dw1x3s2_row) : (nc8 ? ek__dw1x3s1_row_nc : ek__dw1x3s1_row);
+    } else {
+        row_fn = s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
+    }
+    void (*const row5_fn)(const ek__dw5_args_t *) = nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row;
+    /* Building a plane row (as ek__dw_build_row): word j holds plane columns 2j, 2j+1 = input columns
+     * 2j - pad_left, 2j + 1 - pad_left; words j_lo .. j_hi - 1 hold two input columns each (ek__dw_build4), the
+     * words before and after one column and the padding (left, right). */
+    const int32_t pl = p->pad_left, pt = p->pad_top, in_w = p->in_w, in_h = p->in_h, in_rs = p->in_row_stride;
+    const int32_t j_lo = (pl + 1) / 2, j_hi = (pl + in_w) / 2 < rw ? (pl + in_w) / 2 : rw, nw = j_hi - j_lo;
+    const int left = pl & 1, right = ((pl + in_w) & 1) && j_hi < rw;
+    const int32_t colo = (2 * j_lo - pl) * pix, rcol = (in_w - 1) * pix, chs = slots * rw;
+    const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
+    ek__dw_build_args_t ba = {NULL, pix, off2, NULL, NULL, NULL, NULL, nw};
     for (int32_t c0 = 0; c0 < C; c0 += 4) {
         const int32_t nc = C - c0 < 4 ? C - c0 : 4;
-        ek__dw3_args_t da[4];
+        ek__dw3_ch_t cc[4];
+        ek__dw5_args_t d5[4];
         for (int32_t ch = 0; ch < nc; ch++) {
             const int32_t c = c0 + ch;
-            const int8_t *wq = p->weights + 9 * c;
+            const int8_t *wq = p->weights + taps * c;
             const int32_t *q = p->requant + 4 * c;
-            ek__dw3_args_t *d = &da[ch];
-            d->stride = C;
-            d->bias = p->bias ? p->bias[c] : 0;
+            const int32_t bias = p->bias ? p->bias[c] : 0;
+            if (k5) {
+                ek__dw5_args_t *d = &d5[ch];
+                d->stride = opix;
+                d->bias = bias;
+                d->mult = q[0];
+                d->add = q[1];
+                d->shift = q[2];
+                d->upper4 = ek__bytes4(rq->upper);
+                d->back4 = ek__bytes4(rq->back);
+                for (int32_t r = 0; r < 5; r++) {
+                    const int8_t *k = wq + 5 * r;
+                    d->w[5 * r] = ek__pack16(k[0], k[1]);
+                    d->w[5 * r + 1] = ek__pack16(k[2], k[3]);
+                    d->w[5 * r + 2] = (uint32_t)(uint16_t)k[4];
+                    d->w[5 * r + 3] = ek__pack16(k[1], k[2]);
+                    d->w[5 * r + 4] = ek__pack16(k[3], k[4]);
+                }
+                continue;
+            }
+            ek__dw3_ch_t *d = &cc[ch];
+            d->bias = bias;
             d->mult = q[0];
             d->add = q[1];
             d->shift = q[2];
             d->upper4 = ek__bytes4(rq->upper);
             d->back4 = ek__bytes4(rq->back);
             for (int32_t r = 0; r < 3; r++) {
-                d->w[2 * r] = ek__pack16(wq[3 * r], wq[3 * r + 1]);
-                d->w[2 * r + 1] = s2 ? (uint32_t)(uint16_t)wq[3 * r + 2] : ek__pack16(wq[3 * r + 1], wq[3 * r + 2]);
+                const int8_t *k = wq + 3 * (r < kh ? r : 0);
+                d->w[2 * r] = ek__pack16(k[0], k[1]);
+                d->w[2 * r + 1] = s2 ? (uint32_t)(uint16_t)k[2] : ek__pack16(k[1], k[2]);
             }
         }
         for (size_t i = 0; i < ring_words; i++) {
             ring[i] = 0;
         }
-        int32_t next_row = 0;
-        for (int32_t oy = 0; oy < p->out_h; oy++) {
+        int32_t next_row = 0, next_slot = 0, first_slot = 0; /* ring slots of plane rows next_row and oy * sh */
+        for (int32_t oy = 0; oy < p->out_h; oy++, first_slot = (first_slot + sh) % slots) {
             const int32_t first = oy * sh;
-            for (int32_t pr = next_row > first ? next_row : first; pr < first + 3; pr++) {
-                ek__dw_build_row(p, g, input, c0, nc, pr, ring);
+            if (next_row < first) {
+                next_row = first;
+                next_slot = first_slot;
             }
-            next_row = first + 3;
-            const int32_t s0 = first % 3, s1 = s0 == 2 ? 0 : s0 + 1, s2r = s1 == 2 ? 0 : s1 + 1;
-            int8_t *orow = output + oy * p->out_row_stride;
-            for (int32_t ch = 0; ch < nc; ch++) {
-                ek__dw3_args_t *d = &da[ch];
-                const uint32_t *base = ring + ch * 3 * rw;
-                d->r0 = base + s0 * rw;
-                d->r1 = base + s1 * rw;
-                d->r2 = base + s2r * rw;
-                d->out = orow + c0 + ch;
-                d->out_end = d->out + n4 * C;
-                if (n4) {
-                    row_fn(d);
+            for (; next_row < first + kh; next_row++, next_slot = next_slot + 1 == slots ? 0 : next_slot + 1) {
+                const int32_t iy = next_row - pt;
+                uint32_t *d = ring + next_slot * rw;
+                if (nc < 4 || (uint32_t)iy >= (uint32_t)in_h || nw <= 0) {
+                    ek__dw_build_row(p, g, input, c0, nc, next_row, ring, pix);
+                    continue;
                 }
-                if (n4 < ow) { /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped */
-                    uint32_t last4;
-                    const int32_t col = n4 * p->stride_w / 2; /* word of the group's first column (n4 % 4 == 0) */
-                    d->r0 += col;
-                    d->r1 += col;
-                    d->r2 += col;
+                /* a row inside the map, 4 channels: the middle words in asm, the edge words here */
+                const int8_t *row = input + iy * in_rs + c0;
+                if (left) { /* (padding, input column 0) */
+                    const uint32_t x = ek__read_u32(row);
+                    const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+                    d[j_lo - 1] = a02 << 16;
+                    d[chs + j_lo - 1] = a13 << 16;
+                    d[2 * chs + j_lo - 1] = a02 & 0xFFFF0000u;
+                    d[3 * chs + j_lo - 1] = a13 & 0xFFFF0000u;
+                }
+                ba.src = row + colo;
+                ba.d0 = d + j_lo;
+                ba.d1 = ba.d0 + chs;
+                ba.d2 = ba.d1 + chs;
+                ba.d3 = ba.d2 + chs;
+                ek__dw_build4(&ba);
+                if (right) { /* (input column in_w - 1, padding) */
+                    const uint32_t x = ek__read_u32(row + rcol);
+                    const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+                    d[j_hi] = a02 & 0xFFFFu;
+                    d[chs + j_hi] = a13 & 0xFFFFu;
+                    d[2 * chs + j_hi] = a02 >> 16;
+                    d[3 * chs + j_hi] = a13 >> 16;
+                }
+            }
+            const uint32_t *slot[5];
+            for (int32_t r = 0, sl = first_slot; r < kh; r++, sl = sl + 1 == slots ? 0 : sl + 1) {
+                slot[r] = ring + sl * rw;
+            }
+            int8_t *orow = output + oy * p->out_row_stride;
+            /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped; col: the word of the
+             * group's first column (n4 % 4 == 0) */
+            const int32_t col = n4 * p->stride_w / 2;
+            if (!k5) {
+                ek__dw3_args_t d = {slot[0], slot[kh > 1 ? 1 : 0], slot[kh > 1 ? 2 : 0], orow + c0, n4 * opix, opix,
+                                    chs * 4, nc, cc};
+                if (n4) {
+                    row_fn(&d); /* every channel of the group */
+                }
+                if (n4 < ow) {
+                    for (int32_t ch = 0; ch < nc; ch++) {
+                        uint32_t last4;
+                        const int32_t o = ch * chs + col;
+                        const ek__dw3_args_t t = {d.r0 + o, d.r1 + o, d.r2 + o, (int8_t *)&last4, 4, 1, 0, 1, cc + ch};
+                        row_fn(&t);
+                        int8_t *dst = orow + n4 * opix + c0 + ch;
+                        const int8_t *src = (const int8_t *)&last4;
+                        for (int32_t ox = n4; ox < ow; ox++, dst += opix) {
+                            *dst = *src++;
+                        }
+                    }
+                }
+                continue;
+            }
+            for (int32_t ch = 0; ch < nc; ch++) {
+                const int32_t choff = ch * chs;
+                uint32_t last4;
+                ek__dw5_args_t *d = &d5[ch];
+                for (int32_t r = 0; r < 5; r++) {
+                    d->rows[r] = slot[r] + choff;
+                }
+                d->out = orow + c0 + ch;
+                d->out_end = d->out + n4 * opix;
+                if (n4) {
+                    row5_fn(d);
+                }
+                if (n4 < ow) {
+                    for (int32_t r = 0; r < 5; r++) {
+                        d->rows[r] += col;
+                    }
                     d->out = (int8_t *)&last4;
                     d->out_end = d->out + 4;
                     d->stride = 1;
-                    row_fn(d);
-                    d->stride = C;
-                    int8_t *dst = orow + n4 * C + c0 + ch;
+                    row5_fn(d);
+                    d->stride = opix;
+                    int8_t *dst = orow + n4 * opix + c0 + ch;
                     const int8_t *src = (const int8_t *)&last4;
-                    for (int32_t ox = n4; ox < ow; ox++, dst += C) {
+                    for (int32_t ox = n4; ox < ow; ox++, dst += opix) {
                         *dst = *src++;
                     }
                 }
@@ -2916,10 +3171,18 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         return EK_NN_OK;
     }
 #if EK_NN_DSP
-    if (rq.fast && p->kernel_h == 3 && p->kernel_w == 3 && (p->stride_w == 1 || p->stride_w == 2) &&
-        p->dilation_h == 1 && p->dilation_w == 1) {
-        ek__dw3x3_fast(p, &g, &rq, input, output, ring);
-        return EK_NN_OK;
+    if (rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
+        const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
+        if (((kh == 3 || kh == 1) && kw == 3 && (sw == 1 || sw == 2)) || (kh == 5 && kw == 5 && sw == 1)) {
+            ek__dw_rows_fast(p, &rq, input, output, ring, p->in_c, p->out_c);
+            return EK_NN_OK;
+        }
+        if (ek__dw_columns(p)) {
+            ek_conv_params_t t;
+            ek__dw_transpose(p, &t);
+            ek__dw_rows_fast(&t, &rq, input, output, ring, p->in_row_stride, p->out_row_stride);
+            return EK_NN_OK;
+        }
     }
 #endif
     const size_t ring_words = (size_t)4 * (size_t)g.slots * (size_t)g.row_words;
@@ -2932,7 +3195,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t first = oy * p->stride_h, end = first + g.slots;
             for (int32_t pr = next_row > first ? next_row : first; pr < end; pr++) {
-                ek__dw_build_row(p, &g, input, c0, nc, pr, ring);
+                ek__dw_build_row(p, &g, input, c0, nc, pr, ring, p->in_c);
             }
             next_row = end;
             int8_t *orow = output + oy * p->out_row_stride;
