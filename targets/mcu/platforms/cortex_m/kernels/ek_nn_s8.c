@@ -2504,6 +2504,7 @@ typedef struct {
 } ek__dwch_args_t;
 
 void ek__dw_ch3x3_px(const ek__dwch_args_t *a);
+void ek__dw_ch3x3_px_nc(const ek__dwch_args_t *a); /* the same when the clamp is all of int8 */
 
 /*
  * ek__dw_ch3x3_px: one output pixel of a channels-layout 3x3 depthwise whose 9 taps lie inside the map, every full
@@ -2534,12 +2535,13 @@ __asm__(
     "   smmla   \\acc, \\acc, r5, r6\n"
     "   asr     \\acc, \\acc, r7\n"
     "   .endm\n"
-    "   .pushsection .text.ek__dw_ch3x3_px, \"ax\", %progbits\n"
+    "   .macro EK_DWCH_FUNC name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
-    "   .global ek__dw_ch3x3_px\n"
-    "   .type ek__dw_ch3x3_px, %function\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
     "   .thumb_func\n"
-    "ek__dw_ch3x3_px:\n"
+    "\\name:\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #44\n"
     "   ldm     r0, {r1-r11}\n"
@@ -2572,10 +2574,12 @@ __asm__(
     "   bfi     r0, r1, #8, #8\n"
     "   bfi     r0, r2, #16, #8\n"
     "   bfi     r0, r3, #24, #8\n"
+    "   .if \\clamp\n"
     "   ldrd    r5, r6, [sp, #28]\n"
     "   ssub8   r7, r0, r5\n"       /* min(v, upper) per byte, then + back */
     "   sel     r0, r5, r0\n"
     "   uadd8   r0, r0, r6\n"
+    "   .endif\n"
     "   ldrd    r4, r5, [sp, #36]\n"
     "   str     r0, [r4], #4\n"
     "   str     r4, [sp, #36]\n"
@@ -2583,8 +2587,11 @@ __asm__(
     "   bne     1b\n"
     "   add     sp, sp, #44\n"
     "   pop     {r4-r11, pc}\n"
-    "   .size ek__dw_ch3x3_px, . - ek__dw_ch3x3_px\n"
-    "   .popsection\n");
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_DWCH_FUNC ek__dw_ch3x3_px, 1\n"
+    "   EK_DWCH_FUNC ek__dw_ch3x3_px_nc, 0\n");
 #endif
 
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
@@ -3073,7 +3080,11 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
                     if (bias && full) {
                         const ek__dwch_args_t a = {ipix, C, in_rs, wpix, bias, requant, off2, ek__bytes4(r.upper),
                                                    ek__bytes4(r.back), o, o + 4 * full};
-                        ek__dw_ch3x3_px(&a);
+                        if (r.upper == 127 && r.back == 0) {
+                            ek__dw_ch3x3_px_nc(&a);
+                        } else {
+                            ek__dw_ch3x3_px(&a);
+                        }
                     } else {
                         EK__DW_PX(3, 3);
                     }
