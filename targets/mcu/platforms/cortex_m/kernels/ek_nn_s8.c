@@ -2842,6 +2842,7 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
     const int32_t pl = p->pad_left, pt = p->pad_top, in_w = p->in_w, in_h = p->in_h, in_rs = p->in_row_stride;
     const int32_t j_lo = (pl + 1) / 2, j_hi = (pl + in_w) / 2 < rw ? (pl + in_w) / 2 : rw, nw = j_hi - j_lo;
     const int left = pl & 1, right = ((pl + in_w) & 1) && j_hi < rw;
+    const int32_t j_first = pl / 2, j_end = (pl + in_w + 1) / 2 < rw ? (pl + in_w + 1) / 2 : rw;
     const int32_t colo = (2 * j_lo - pl) * pix, rcol = (in_w - 1) * pix, chs = slots * rw;
     const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
     ek__dw_build_args_t ba = {NULL, pix, off2, NULL, NULL, NULL, NULL, nw};
@@ -2886,8 +2887,10 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
                 d->w[2 * r + 1] = s2 ? (uint32_t)(uint16_t)k[2] : ek__pack16(k[1], k[2]);
             }
         }
-        for (size_t i = 0; i < ring_words; i++) {
-            ring[i] = 0;
+        if (c0 == 0) { /* once: the words no plane row writes (the padding beyond both edges) stay 0 */
+            for (size_t i = 0; i < ring_words; i++) {
+                ring[i] = 0;
+            }
         }
         int32_t next_row = 0, next_slot = 0, first_slot = 0; /* ring slots of plane rows next_row and oy * sh */
         for (int32_t oy = 0; oy < p->out_h; oy++, first_slot = (first_slot + sh) % slots) {
@@ -2899,7 +2902,15 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
             for (; next_row < first + kh; next_row++, next_slot = next_slot + 1 == slots ? 0 : next_slot + 1) {
                 const int32_t iy = next_row - pt;
                 uint32_t *d = ring + next_slot * rw;
-                if (nc < 4 || (uint32_t)iy >= (uint32_t)in_h || nw <= 0) {
+                if ((uint32_t)iy >= (uint32_t)in_h) { /* a padding row: zeros wherever a row writes */
+                    for (int32_t ch = 0; ch < nc; ch++) {
+                        for (int32_t j = j_first; j < j_end; j++) {
+                            d[ch * chs + j] = 0;
+                        }
+                    }
+                    continue;
+                }
+                if (nc < 4 || nw <= 0) {
                     ek__dw_build_row(p, g, input, c0, nc, next_row, ring, pix);
                     continue;
                 }
