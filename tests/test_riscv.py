@@ -107,6 +107,10 @@ def test_too_big_for_the_32_kb_part_is_one_line(tmp_path):
     with pytest.raises(DoesNotFitError) as e:
         edgekit.compile("mbv2-w035", "gd32vf103", tmp_path / "out", quantize="int8")
     assert "does not fit gd32vf103" in str(e.value) and "try" in str(e.value) and "\n" not in str(e.value)
+    # the parts that hold what this build needs are named, the one it does not fit is not
+    msg = str(e.value)
+    assert "a part with more memory" in msg and "-t esp32-c3 (4 MiB flash" in msg and "-t gd32vf103" not in msg
+    assert "-t ch32v307" not in msg                          # 256 KB of flash: too small for 1.8 MB
     assert not (tmp_path / "out").exists()
 
 

@@ -68,7 +68,26 @@ class McuTarget:
                 tips.append("--patch auto (patch-based inference of the first layers)")
             else:
                 tips.append("--max-patch-overhead 0.5 (let patching trade more MACs for a smaller arena)")
+        roomier = self._roomier(profile, est.flash_bytes, est.peak_sram_bytes)
+        if roomier:
+            tips.append("a part with more memory, as this build needs it: " + ", ".join(roomier))
         return tips
+
+    @staticmethod
+    def _roomier(profile, flash: int, sram: int, most: int = 3) -> list[str]:
+        """Microcontroller profiles whose flash and SRAM hold what this build needs (the smallest first); the needs
+        are this core's estimate, other cores' code differs by a few KB."""
+        from edgekit.targets.profiles import all_profiles
+
+        if flash <= profile.flash_bytes.value and sram <= profile.sram_bytes.value:
+            return []
+        fit = sorted((p for p in all_profiles().values() if p.backend == profile.backend and p.name != profile.name
+                      and p.flash_bytes.value >= flash * 1.05 and p.sram_bytes.value >= sram * 1.05),
+                     key=lambda p: (p.flash_bytes.value, p.sram_bytes.value, p.name))
+        return [f"-t {p.name} ({p.flash_bytes.value / 2**20:g} MiB flash, {p.sram_bytes.value / 2**10:g} KiB SRAM)"
+                if p.flash_bytes.value >= 2**20 else
+                f"-t {p.name} ({p.flash_bytes.value / 2**10:g} KiB flash, {p.sram_bytes.value / 2**10:g} KiB SRAM)"
+                for p in fit[:most]]
 
 
 TARGET = McuTarget()
