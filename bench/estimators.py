@@ -173,6 +173,16 @@ def synthetic_models(seed: int = 0):
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 12)).eval()
     x = rng.standard_normal((8, 1, 49, 10)).astype(np.float32)
     models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-dw", calib=x, test_x=x[:1]))
+    # the depthwise row kernels on wider maps and fewer channels: 3x3 s2, 1x3 / 3x1 (strides 1 and 2) and 5x5
+    torch.manual_seed(seed + 11)
+    module = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU(), *dw(16, 5, 1, 2), *dw(16, (1, 3), 1, (0, 1)),
+                           *dw(16, (3, 1), 1, (1, 0)), *dw(16, 3, 2, 1), *dw(16, 5, 1, 2), nn.Conv2d(16, 24, 1),
+                           nn.ReLU(), *dw(24, (1, 3), 2, (0, 1)), *dw(24, (3, 1), (2, 1), (1, 0)), *dw(24, 5, 1, 2),
+                           *dw(24, 3, 2, 1), nn.Conv2d(24, 48, 1), nn.ReLU(), *dw(48, (1, 3), 1, (0, 1)),
+                           *dw(48, (3, 1), 1, (1, 0)), *dw(48, 5, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(48, 10)).eval()
+    x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)
+    models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-dw2", calib=x, test_x=x[:1]))
     return models
 
 

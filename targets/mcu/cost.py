@@ -161,13 +161,17 @@ def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
 
 
 def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
-    """ek_depthwise_conv2d_s8's cost follows its structure (kernels/ek_nn_s8.c), not one constant per MAC: the row
-    kernel computes outputs in groups of 4 (a row's last group in full), one call per channel and output row, after
-    widening each group of 4 channels' padded input rows into a ring. So for this family the terms are: units = MACs
-    of the computed groups (out_h · ceil4(out_w) · C · kh · kw), "outputs" = row calls (out_h · C), "inputs" = ring
-    words built (ceil(C/4) · plane rows · row words); per call as usual. The channels-last layout
-    (EK_NN_FLAG_DW_CHANNELS, small maps and other kernels): units = MACs, "outputs" = pixel-groups of 4 channels,
-    "inputs" = output pixels."""
+    """ek_depthwise_conv2d_s8's cost follows its structure (kernels/ek_nn_s8.c), not one constant per MAC.
+
+    Rows layout: each group of 4 channels' padded input rows are widened once into a ring (ek__dw_build4: about 2
+    instructions per element), then one asm call per group and output row runs every channel of the group, 4
+    outputs per step with SMLAD pairing the taps (a row's last 1-3 outputs in one more step, a call of their own,
+    and byte copies). 3x1 runs as 1x3 on the transposed map (rows are columns). Terms, in the kernel's view: units =
+    MACs of the computed steps (out_h · ceil4(out_w) · C · kh · kw: the per-step requantization and store scale with
+    them for a given kernel, hence a key per kernel: 3x3 s1, 3x3 s2, 1x3/3x1, 5x5, and _kxk for the other kernels'
+    portable row loop), "outputs" = channel rows (4 for a row that ends in a group of 1-3 outputs), "inputs" = ring
+    words built (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps):
+    units = MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels."""
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
     if p.get("flags", 0) & kernel_pack.FLAG_DW_CHANNELS:  # per valid tap 4 channels; per pixel and group a requant
@@ -176,13 +180,24 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
             return "depthwise_channels3x3_int8_ek", step.macs, groups, p["out_h"] * p["out_w"]
         # the tap loops: per MAC, per kernel row of a pixel-group (loop set-up), per pixel-group (bias, requant)
         return "depthwise_channels_int8_ek", step.macs, groups * kh, groups
-    out_w4 = -(-p["out_w"] // 4) * 4
-    plane_w = (out_w4 - 1) * p["stride_w"] + (kw - 1) * p["dilation_w"] + 1
-    plane_rows = (p["out_h"] - 1) * p["stride_h"] + (kh - 1) * p["dilation_h"] + 1
-    family = "depthwise_s2" if p.get("stride_w", 1) > 1 else "depthwise"
-    if (kh, kw) != (3, 3):
-        family += "_kxk"  # the portable row loop, not the 3x3 row kernels
-    return (f"{family}_int8_ek", p["out_h"] * out_w4 * C * kh * kw, p["out_h"] * C,
+    out_h, out_w, sh, sw = p["out_h"], p["out_w"], p.get("stride_h", 1), p.get("stride_w", 1)
+    dh, dw = p["dilation_h"], p["dilation_w"]
+    if kernel_pack.depthwise_runs_columns(p):  # the transposed view
+        kh, kw, out_h, out_w, sh, sw = kw, kh, out_w, out_h, sw, sh
+    out_w4 = -(-out_w // 4) * 4
+    plane_w = (out_w4 - 1) * sw + (kw - 1) * dw + 1
+    plane_rows = (out_h - 1) * sh + (kh - 1) * dh + 1
+    rows = out_h * C
+    if dh == dw == 1 and (kh, kw) == (3, 3) and sw in (1, 2):
+        family = "depthwise_s2" if sw == 2 else "depthwise"
+    elif dh == dw == 1 and (kh, kw) == (1, 3) and sw in (1, 2):
+        family = "depthwise_1x3"
+    elif dh == dw == 1 and (kh, kw) == (5, 5) and sw == 1:
+        family = "depthwise_5x5"
+    else:  # the portable row loop: per MAC and per channel row
+        family = "depthwise_s2_kxk" if sw > 1 else "depthwise_kxk"
+        return f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows, -(-C // 4) * plane_rows * ((plane_w + 3) // 2)
+    return (f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows * (4 if out_w % 4 else 1),
             -(-C // 4) * plane_rows * ((plane_w + 3) // 2))
 
 

@@ -51,7 +51,8 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
             layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
                                                   *common["dilation"], builder.tensors[out].shape[2],
-                                                  NESTED_FULL_CHANNELS[node.name], stride_h=common["stride"][0])
+                                                  NESTED_FULL_CHANNELS[node.name], stride_h=common["stride"][0],
+                                                  isa=builder.ek_isa)
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
@@ -340,7 +341,7 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
             return 0
     if depthwise:
         if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
-                                        stride_h=stride[0]) == "channels":
+                                        stride_h=stride[0], isa=isa) == "channels":
             return 0
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2

@@ -95,9 +95,9 @@ def mve_depthwise_applies(taps: int, channels: int) -> bool:
 # VMULLB/VMULLT split even and odd channels, VMOVLB/VMOVLT split those again.
 MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # Depthwise 3x3 layout (bench/kernels.py, instructions/MAC on the emulated M7): the row kernels win at stride 1 on
-# maps at least DW_ROWS_MIN_OUT_W wide (2.3-3.2) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
+# maps at least DW_ROWS_MIN_OUT_W wide (1.9-2.6) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
 # channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (3.2-3.4
-# against 4.5-6.5 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 4.3 on 24x24x96).
+# against 5.8-9.6 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 3.7 on 24x24x96).
 DW_ROWS_MIN_OUT_W = 12
 DW_CHANNELS_MIN_C = 32
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
@@ -511,25 +511,26 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
         return 4 * ((kernel_h - 1) * dilation_h + 1) * ((plane_w + 3) // 2) * 4
 
     size = ring(p["out_w"], p["stride_w"], p["kernel_w"], p["dilation_w"], p["kernel_h"], p["dilation_h"])
-    if _dw_columns(p):  # the DSP build runs a 3x1 as a 1x3 down the columns: the larger ring
+    if depthwise_runs_columns(p):  # the DSP build runs a 3x1 as a 1x3 down the columns: the larger ring
         size = max(size, ring(p["out_h"], p["stride_h"], 3, 1, 1, 1))
     return size
 
 
-def _dw_columns(p: dict) -> bool:
+def depthwise_runs_columns(p: dict) -> bool:
     """A 3x1 depthwise kernel that ek_nn_s8.c runs as a 1x3 on the transposed map (ek__dw_columns)."""
     return (p["kernel_h"], p["kernel_w"], p["dilation_h"], p["dilation_w"]) == (3, 1, 1, 1) and \
         p.get("stride_h", 1) in (1, 2)
 
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
-                     channels: int, stride_h: int = 1) -> str:
+                     channels: int, stride_h: int = 1, isa: str = "dsp") -> str:
     """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`)."""
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
-    # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have row kernels and nothing faster channels-last
-    if ((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2)) or \
-            ((kh, kw) == (5, 5) and stride_w == 1):
+    # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
+    # without SIMD would run the portable row loop: they keep channels-last)
+    if isa != "rv32" and (((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2))
+                          or ((kh, kw) == (5, 5) and stride_w == 1)):
         return "rows"
     rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
     wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
@@ -542,10 +543,11 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                           layout: str = "auto", isa: str = "dsp") -> PackedLayer:
     """Pack a depthwise convolution (channel multiplier 1) for ``ek_depthwise_conv2d_s8``.
 
-    ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the 3x3 row
+    ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the row
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight) or ``auto``: rows
-    for 3x3 (stride 1 or 2, no dilation) where they are faster (:func:`depthwise_layout`), else channels (geometry
+    for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 s1
+    (:func:`depthwise_layout`), else channels (geometry
     only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout where it pays
     (:func:`mve_depthwise_applies`: up to MVE_DW_MAX_TAPS taps and at least MVE_DW_MIN_CHANNELS channels; the
     others keep the dsp layouts).
@@ -594,7 +596,7 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                            notes=dict(fast_requant=fast, isa="rv32"))
     if layout == "auto":
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c,
-                                  stride_h=g["stride_h"])
+                                  stride_h=g["stride_h"], isa=isa)
     if layout not in ("rows", "channels"):
         raise UsageError(f"depthwise_conv2d: layout must be rows, channels or auto, got {layout!r}")
     if layout == "channels":

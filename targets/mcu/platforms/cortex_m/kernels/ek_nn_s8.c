@@ -23,11 +23,16 @@
  * Blocks of 4 output channels run in asm (2 LDM + 12 instructions per 16 MACs); a last block of 1-3 channels in C.
  *
  * Depthwise: four channels at a time are transposed into per-channel int16 rows (zero point subtracted, padding
- * materialised as zeros) held in a ring of kernel_h rows (the one pass over the input). 3x3 then runs a hand-
- * scheduled row kernel per channel, four outputs per step: with stride 1 the words A, B, C of a kernel row hold
- * columns x .. x+5 and SMLAD/SMLABT/SMLATB cover the 12 MACs of the four outputs in 8 instructions; with stride 2,
- * SMLAD + SMLABB per output and row. Other kernels, strides and dilations use a plain C loop over the same rows.
- * Outputs of one channel are a pixel apart in NHWC, so they are stored byte by byte.
+ * materialised as zeros) held in a ring of kernel_h rows (the one pass over the input, ~2 instructions per element).
+ * 3x3 and 1x3 then run a hand-scheduled row kernel, one call per group of 4 channels and output row, four outputs
+ * per step: with stride 1 the words A, B, C of a kernel row hold columns x .. x+5 and SMLAD/SMLABT/SMLATB cover the
+ * 12 MACs of the four outputs in 8 instructions; with stride 2, SMLAD + SMLABB per output and row. 5x5 (stride 1):
+ * 12 SMLAxy per 20 MACs per kernel row. 3x1 is a 1x3 on the transposed map (its rows are the input's columns). The
+ * first kernel row starts the accumulators from the bias; requantization is SMMLA + ASR + SSAT per output (SSAT
+ * alone clamps when the activation range is all of int8, else SSUB8/SEL per 4 outputs). At 3x3 s1 on a wide map
+ * that is ~1.6 instructions per MAC in the row kernel plus ~0.25 for the ring. Other kernels, strides and
+ * dilations use a plain C loop over the same rows. Outputs of one channel are a pixel apart in NHWC, so they are
+ * stored byte by byte.
  *
  * Every data layout is shared by the DSP build and the portable build; the portable build emulates the few DSP
  * instructions in C (ek__smlad & co.), so both compute the same integers by construction.

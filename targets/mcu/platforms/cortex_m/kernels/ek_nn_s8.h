@@ -152,8 +152,9 @@ size_t ek_fully_connected_s8_scratch_bytes(const ek_fc_params_t *p);
  * shorter im2col path (each pixel is one contiguous run). Returns EK_NN_OK or an EK_NN_ERR_* code. */
 int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 
-/* Depthwise convolution, channel multiplier 1 (in_c == out_c), any kernel, stride, dilation and padding; 3x3 with
- * stride_w 1 or 2 and dilation 1 take hand-scheduled row kernels. tile_pixels is ignored. */
+/* Depthwise convolution, channel multiplier 1 (in_c == out_c), any kernel, stride, dilation and padding; 3x3 and 1x3
+ * with stride_w 1 or 2, 3x1 with stride_h 1 or 2 and 5x5 with stride_w 1 (dilation 1) take hand-scheduled row
+ * kernels. tile_pixels is ignored. */
 int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 
 /* Fully connected: out[b] = requant(W in[b] + bias) for batch rows of in_features int8 each (W packed from
