@@ -41,6 +41,8 @@ class ElfFacts:
     static_ram_bytes: int
     stack_frames: dict[str, int]
     elf_state_bytes: int = 0
+    stack_static_bytes: int = 0          # the deepest call chain from main (GCC's call graph and frames)
+    stack_static_chain: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -64,7 +64,8 @@ def compile_firmware(platform, sources: list[Path], include_dirs: list[Path], cf
     stems = [src.stem for src in sources]
     for src in sources:  # a nested image has one edgekit_model.c per operating point (src/op0/, src/op1/ ...)
         obj = objdir / ((src.stem if stems.count(src.stem) == 1 else f"{src.parent.name}_{src.stem}") + ".o")
-        _run([platform.compiler, *cflags, *OPT_FLAGS, "-fstack-usage", *incs, "-c", str(src), "-o", str(obj)],
+        _run([platform.compiler, *cflags, *OPT_FLAGS, "-fstack-usage", "-fcallgraph-info=su", *incs, "-c",
+              str(src), "-o", str(obj)],
              build_dir, f"compiling {src.name}")
         objects.append(str(obj))
     _run([platform.compiler, *cflags, *objects, *ldflags, "-o", str(elf)], build_dir, "linking the firmware")
@@ -103,6 +104,39 @@ def section_table(elf: Path, platform) -> dict[str, int]:
 
 
 _SU = re.compile(r"^(?P<loc>.+?):(?P<fn>[^:\s]+)\s+(?P<bytes>\d+)\s+(?P<kind>\S+)")
+
+
+_CI_NODE = re.compile(r'node: \{ title: "(?P<fn>[^"]+)" label: "[^"]*?\\n(?P<bytes>\d+) bytes')
+_CI_EDGE = re.compile(r'edge: \{ sourcename: "(?P<src>[^"]+)" targetname: "(?P<dst>[^"]+)"')
+
+
+def deepest_stack(build_dir: Path, root: str = "main") -> tuple[int, list[str]]:
+    """The deepest call chain from ``root`` and its stack bytes, from the call graphs GCC wrote beside the objects
+    (``-fcallgraph-info=su``: each function's frame and the functions it calls directly). Functions without a
+    frame in the graph (the C library's) count 0; a recursive call is not followed. (0, []) without the graphs."""
+    frames: dict[str, int] = {}
+    calls: dict[str, set[str]] = {}
+    for ci in sorted((build_dir / "obj").glob("*.ci")):
+        text = ci.read_text(errors="replace")
+        for m in _CI_NODE.finditer(text):
+            frames[m["fn"]] = max(frames.get(m["fn"], 0), int(m["bytes"]))
+        for m in _CI_EDGE.finditer(text):
+            calls.setdefault(m["src"], set()).add(m["dst"])
+    if root not in frames:
+        return 0, []
+    best: dict[str, tuple[int, list[str]]] = {}
+
+    def walk(fn: str, path: frozenset) -> tuple[int, list[str]]:
+        if fn in best:
+            return best[fn]
+        deepest = (0, [])
+        for callee in sorted(calls.get(fn, ())):
+            if callee not in path:
+                deepest = max(deepest, walk(callee, path | {callee}), key=lambda t: t[0])
+        best[fn] = (frames.get(fn, 0) + deepest[0], [fn.rsplit(":", 1)[-1], *deepest[1]])  # (static: "file:fn")
+        return best[fn]
+
+    return walk(root, frozenset({root}))
 
 
 def stack_usage(build_dir: Path) -> dict[str, int]:
