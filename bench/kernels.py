@@ -1,12 +1,14 @@
 """Executed instructions per int8 MAC of edgekit's Cortex-M kernels (targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c) on the
-emulated Cortex-M7 (QEMU mps2-an500: the DSP kernels) and Cortex-M55 (mps3-an547: the Helium kernels of
-ek_nn_s8_mve.c), exact counts from the ek_icount plugin; instructions, not cycles.
+emulated Cortex-M7 (QEMU mps2-an500: the DSP kernels), Cortex-M55 (mps3-an547: the Helium kernels of
+ek_nn_s8_mve.c, and the DSP ones) and an rv32imc RISC-V core (virt: the scalar kernels), exact counts from the
+ek_icount plugin; instructions, not cycles.
 
 Shapes: the kernel table of shared/FIELD_NOTES.md ("Kernel speed on the emulated Cortex-M7", whose CMSIS-NN, naive
 C and TVM 0.27 numbers are printed beside ours) plus typical MobileNetV2 layers. Every output is also checked against
 edgekit.intref, so a fast wrong kernel cannot show up here.
 
-    .venv/bin/python bench/kernels.py [--columns m7:dsp m55:mve m55:dsp] [--opt -O2] [--only TEXT]
+    .venv/bin/python bench/kernels.py > bench/results/kernels.txt      # all four columns
+    .venv/bin/python bench/kernels.py [--columns m7:dsp m55:mve m55:dsp rv32imc m4:dsp] [--opt -O2] [--only TEXT]
 """
 from __future__ import annotations
 
@@ -113,7 +115,7 @@ def _case(shape: Shape, rng, isa: str = "dsp") -> tuple[Case, np.ndarray, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--columns", nargs="+", default=["m7:dsp", "m55:mve"], choices=sorted(COLUMNS),
+    parser.add_argument("--columns", nargs="+", default=["m7:dsp", "m55:mve", "m55:dsp", "rv32imc"], choices=sorted(COLUMNS),
                         help="core:kernels to measure, side by side")
     parser.add_argument("--opt", default="-O2")
     parser.add_argument("--only", default=None, help="only shapes whose name contains this text")
