@@ -86,6 +86,29 @@ def _fc_case(rng, name, n_in, n_out, batch=1, act="none", big_mult=False, isa="d
     return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
 
 
+def _fc_extreme_case(rng, name, n_in, n_out, batch=1, act="none", isa="dsp", **pack_kw):
+    """Inputs only -128 and 127 and weights only -127 and 127, signed so that each two inputs' products are both
+    +16256 or both -16256 (alternating along the row, the phase per channel): the paired scalar kernel's 16-bit lanes
+    meet both ends of their range. The bias cancels the sum (rows repeat one input row), and the gain is 1/8, so an
+    accumulator off by one unit shows in the output."""
+    x = np.tile(rng.choice(np.array([-128, 127], dtype=np.int8), n_in), (batch, 1))
+    sign = np.where(x[0] < 0, -1, 1)
+    run = np.where(np.arange(n_in) // 2 % 2 == 0, 1, -1)
+    wt = np.stack([127 * sign * run * (1 if c % 2 == 0 else -1) if c % 3 < 2 else 127 * sign * -run[::-1]
+                   for c in range(n_out)]).astype(np.int8)
+    x_zp = int(rng.integers(-128, 128))
+    acc = (x[0].astype(np.int64) - x_zp) @ wt.T.astype(np.int64)
+    b = (-acc + rng.integers(-600, 600, n_out)).astype(np.int32)
+    mult, shift = np.full(n_out, 1 << 30), np.full(n_out, 33)
+    out_zp = int(rng.integers(-20, 20))
+    act_min, act_max = _act(act, out_zp)
+    ref = intref.fully_connected(x, wt, b, x_zp=x_zp, mult=mult, shift=shift, out_zp=out_zp, act_min=act_min,
+                                 act_max=act_max)
+    layer = kp.pack_fully_connected(wt, b, mult, shift, x_zp=x_zp, out_zp=out_zp, act_min=act_min,
+                                    act_max=act_max, batch=batch, isa=isa, **pack_kw)
+    return Case(name, layer, x.reshape(-1), ref.size), ref.reshape(-1)
+
+
 def _probe_data(rng, shape, zp, extremes):
     """Inputs near the zero point, a fraction ``extremes`` of them -128 or 127: accumulators stay small enough to
     be seen unclamped, and the encodings still meet the ends of the int8 range."""
@@ -257,6 +280,16 @@ def _all_cases(isa: str = "dsp"):
         c.append(_fc_case(rng, "fc 1280->10 (blocks 8 + 2)", 1280, 10))
         c.append(_fc_case(rng, "fc 23->15 (blocks 8 + 4 + 3) batch 2", 23, 15, batch=2, act="relu"))
         c.append(_fc_case(rng, "fc 9->17 64-bit requant (8 + 8 + 1)", 9, 17, big_mult=True))
+        # the paired layout (two channels per weight word, FLAG_RV_PAIRS): K odd and even, K = 1, pair blocks of
+        # 8/4/2/1 and an odd last channel, lanes at both ends of their range, zero points, clamps
+        for n_in, n_out, batch, act in ((1, 2, 1, "none"), (2, 1, 3, "relu"), (1, 33, 2, "relu6"),
+                                        (7, 3, 2, "relu"), (64, 15, 1, "relu6"), (65, 16, 2, "none"),
+                                        (128, 17, 1, "relu"), (33, 33, 3, "none"), (300, 2, 1, "none")):
+            c.append(_fc_extreme_case(rng, f"fc extremes {n_in}->{n_out} batch {batch} {act}", n_in, n_out,
+                                      batch=batch, act=act, isa=isa, rv_pairs=n_out > 1))
+        c.append(_fc_case(rng, "fc 255->33 relu6 (pairs 8 + 8 + 1)", 255, 33, act="relu6"))
+        c.append(_exact_case(rng, "exact fc 31->7 pairs shift 33", "fc", 33, extremes=0.3, n_in=31, n_out=7,
+                             batch=5))
     return c
 
 
@@ -351,15 +384,35 @@ def test_scalar_layout_is_refused_with_dsp(tmp_path):
     assert [r.rc for r in run_on_qemu(cases, "mps2-an500", tmp_path, count_instructions=False)] == [-2, -2, -2]
 
 
-def test_scalar_packing_keeps_one_byte_per_weight_and_its_scratch_limit():
+def test_scalar_packing_keeps_one_byte_per_weight_but_paired_fc_and_its_scratch_limit():
     for case, _ in RV_CASES:
         layer = case.layer
-        if layer.params["flags"] & kp.FLAG_RV:
+        if layer.params["flags"] & kp.FLAG_RV_PAIRS:  # 4 bytes per input and channel pair
+            p = layer.params
+            assert layer.weights.size == 4 * p["in_features"] * -(-p["out_features"] // 2), case.name
+            assert layer.weight_padding_bytes == layer.weights.size - _real_weights(layer), case.name
+        elif layer.params["flags"] & kp.FLAG_RV:
             assert layer.weight_padding_bytes == 0 and layer.weights.size == _real_weights(layer), case.name
     w = np.ones((8, 300, 3, 3), dtype=np.int8)  # a 4-pixel tile of 3x3x300 is 10,800 bytes
     with pytest.raises(kp.ScratchLimitError, match="10800"):
         kp.pack_conv2d(w, None, [1 << 30] * 8, [40] * 8, input_shape=(5, 5, 300), x_zp=0, out_zp=0, isa="rv32",
                        scratch_limit_bytes=8192)
+
+
+def test_scalar_fc_channel_pairs_where_they_pay():
+    # two channels per weight word (twice the flash) from 2 channels and RV_FC_PAIRS_MIN_IN inputs on, up to
+    # RV_FC_PAIRS_MAX_BYTES paired (mbv2-w035's 1280 -> 1000 classifier keeps one byte per weight)
+    def pack(k, n):
+        return kp.pack_fully_connected(np.ones((n, k), np.int8), None, [1 << 30] * n, [40] * n, x_zp=0, out_zp=0,
+                                       isa="rv32")
+    paired = pack(kp.RV_FC_PAIRS_MIN_IN, 33)
+    assert paired.params["flags"] & kp.FLAG_RV_PAIRS and paired.scratch_bytes == 0
+    assert paired.weights.size == 4 * kp.RV_FC_PAIRS_MIN_IN * 17
+    assert paired.weight_padding_bytes == paired.weights.size - kp.RV_FC_PAIRS_MIN_IN * 33
+    for k, n in ((kp.RV_FC_PAIRS_MIN_IN - 1, 64), (256, 1)):
+        layer = pack(k, n)
+        assert not layer.params["flags"] & kp.FLAG_RV_PAIRS and layer.weight_padding_bytes == 0, (k, n)
+    assert not kp.rv_fc_pairs_apply(1280, 1000) and kp.rv_fc_pairs_apply(1280, 10)
 
 
 def _real_weights(layer) -> int:

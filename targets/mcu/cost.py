@@ -144,7 +144,9 @@ def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
     conv — 4-pixel x 4-channel GEMM blocks: units = MACs of the pixel groups (pixels rounded up to 4), "outputs" =
     blocks (pixel groups x channel blocks: accumulators set up, 16 requantisations and stores), "inputs" = bytes of
     the im2col tiles. Fully connected — blocks of 16 (then 8, 4, 2, 1) channels: units = MACs, "outputs" = output
-    elements, "inputs" = input bytes loaded (once per block and row). Depthwise 3x3 — one channel and output row at
+    elements, "inputs" = input bytes loaded (once per block and row); in channel pairs (FLAG_RV_PAIRS, key
+    linear_pairs_int8_rv) blocks of 8 (then 4, 2, 1) pairs: units = MACs of the pairs (an odd layer's zero channel
+    too), "inputs" = input bytes per pair block and row. Depthwise 3x3 — one channel and output row at
     a time: units = MACs, "outputs" = rows (their set-up and edge columns), "inputs" = rows with a kernel row in the
     padding (C loops, not the asm row loop); stride 2 has its own key (two columns per output)."""
     p = step.params
@@ -153,6 +155,10 @@ def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
         groups = -(-npix // 4)
         k = p["kernel_h"] * p["kernel_w"] * p["in_c"]
         return (f"{family}_int8_rv", groups * 4 * k * p["out_c"], groups * -(-p["out_c"] // 4), groups * 4 * k)
+    if step.kind == "ek_fc" and p["flags"] & kernel_pack.FLAG_RV_PAIRS:  # an odd layer's zero channel computed too
+        blocks = len(kernel_pack.rv_fc_pair_blocks(p["out_features"]))
+        return (f"{family}_pairs_int8_rv", p["batch"] * p["in_features"] * -(-p["out_features"] // 2) * 2,
+                p["batch"] * p["out_features"], p["batch"] * p["in_features"] * blocks)
     if step.kind == "ek_fc":
         blocks = len(kernel_pack.rv_fc_blocks(p["out_features"]))
         return (f"{family}_int8_rv", step.macs, p["batch"] * p["out_features"],
@@ -393,8 +399,8 @@ def _code_kinds(prog: Program) -> list[str]:
             kinds.add(s.kind + "_mve")
             if only and s.kind not in ("ek_add", "ek_pool"):  # (these keep their scalar paths in every build)
                 continue
-        if s.params.get("flags", 0) & kernel_pack.FLAG_RV:
-            kinds.add(s.kind + "_rv")
+        if s.params.get("flags", 0) & kernel_pack.FLAG_RV:  # (the FC's two layouts: pipeline.firmware_cflags)
+            kinds.add(s.kind + ("_rv_pairs" if s.params["flags"] & kernel_pack.FLAG_RV_PAIRS else "_rv"))
             if only_rv:
                 continue
         kinds.add(s.kind)

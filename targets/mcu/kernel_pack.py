@@ -40,7 +40,11 @@ one byte load — ek_nn_s8.c explains why), all int8 weights stored as they are:
   block of 1-3 channels ``[K][nc]``. Bias ``[ceil4(C)]`` with the input zero point folded in (``bias - x_zp *
   sum(w)``, required).
 * fully connected: blocks of 16 output channels ``[K][16]``, then one block ``[K][n]`` for each of n = 8, 4, 2, 1
-  that the number of channels left has; bias as conv2d.
+  that the number of channels left has; bias as conv2d. Or, where :func:`rv_fc_pairs_apply` (at least 2 channels and
+  RV_FC_PAIRS_MIN_IN inputs, at most RV_FC_PAIRS_MAX_BYTES paired), flag ``RV_PAIRS``: channels 2j, 2j + 1 share one
+  int32 word ``w0 + 65536 * w1`` per input (two MACs per MUL in 16-bit lanes: ek__rv_fc_pairs), blocks of 8 pairs
+  ``[K][8]`` words, then one block of each of 4, 2, 1 pairs left; an odd layer's last pair has a zero channel.
+  ``4 * K * ceil(C / 2)`` bytes; ``weight_padding_bytes`` = that - K * C (the flash beyond one byte per weight).
 * depthwise 3x3 (dilation 1, stride_w 1 or 2): ``[C][9]`` as in PyTorch, bias as given (the kernel folds the zero
   point per row); other depthwise geometries keep the dsp layouts.
 * requant (all): ``[ceil4(C)][4]`` int32 ``{mult, a, b, shift}`` with ``a = 2**(b-1) + out_zp * 2**b`` (the clamp
@@ -58,7 +62,7 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
-           "FLAG_MVE", "FLAG_RV", "ISAS", "mve_requant_table",
+           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -73,10 +77,16 @@ FLAG_MVE = 16
 FLAG_ADD_SPLIT = 32
 FLAG_TAP_RUNS = 64
 FLAG_RV = 128
+FLAG_RV_PAIRS = 256  # scalar fully connected: two output channels per 32-bit weight word
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
 RV_FC_BLOCK = 16  # output channels per block of the scalar fully connected kernel (then 8, 4, 2, 1)
+# The paired FC layout doubles a layer's weight flash; above this many paired bytes a layer keeps one byte per weight.
+# mbv2-w035's 1280 -> 1000 classifier paired: esp32-c3 flash 1,852,640 -> 3,131,040 B (+69 %) for 1.0 % fewer
+# instructions (94.41 -> 93.44 M, bit-exact): it does not pay, so it stays bytes.
+RV_FC_PAIRS_MAX_BYTES = 1024 * 1024
+RV_FC_PAIRS_MIN_IN = 24  # fewer inputs: the byte layout is as fast or faster (bench fit in rv_fc_pairs_apply)
 # The scalar depthwise 3x3 kernel against the dsp layouts' portable path on the emulated rv32imc core (bench/kernels.py):
 # 3x3x256 9.1 against 7.4 instructions/MAC (channels-last), 6x6x128 6.2 against 8.7: rows of 3 outputs keep the dsp
 # layouts
@@ -301,6 +311,44 @@ def rv_fc_blocks(out_features: int) -> list[int]:
     4, 2 and 1 that the channels left have (their binary digits)."""
     full, rest = divmod(out_features, RV_FC_BLOCK)
     return [RV_FC_BLOCK] * full + [n for n in (8, 4, 2, 1) if rest & n]
+
+
+def rv_fc_pair_blocks(out_features: int) -> list[int]:
+    """Channel pairs per block of the paired scalar fully connected kernel (FLAG_RV_PAIRS): blocks of 8 pairs, then
+    one block of each of 4, 2 and 1 pairs that the ceil(out / 2) pairs left have (an odd layer's last pair holds one
+    channel and a zero one)."""
+    full, rest = divmod(-(-out_features // 2), RV_FC_BLOCK // 2)
+    return [RV_FC_BLOCK // 2] * full + [n for n in (4, 2, 1) if rest & n]
+
+
+def rv_fc_pairs_apply(in_features: int, out_features: int) -> bool:
+    """Whether ``pack_fully_connected(isa="rv32")`` packs a layer in channel pairs by default (FLAG_RV_PAIRS: 4 bytes
+    per two weights, twice the flash; on the emulated rv32imc core 2.25 instructions per MAC + 26 per output + 1.8 per
+    input and block of 8 pairs, against 3.0 + 7.6 + 2.3 per input and block of 16 channels): from 2 output channels
+    and RV_FC_PAIRS_MIN_IN inputs on (below, the per-output work of the pairs' requantisation loop outweighs the
+    MACs saved), while the paired weights take at most RV_FC_PAIRS_MAX_BYTES (a larger layer keeps one byte per
+    weight)."""
+    return (out_features >= 2 and in_features >= RV_FC_PAIRS_MIN_IN
+            and rv_fc_weight_bytes(in_features, out_features, True) <= RV_FC_PAIRS_MAX_BYTES)
+
+
+def rv_fc_weight_bytes(in_features: int, out_features: int, pairs: bool) -> int:
+    """Packed weight bytes of a scalar fully connected layer: one per weight, or 4 per input and channel pair."""
+    return 4 * in_features * -(-out_features // 2) if pairs else in_features * out_features
+
+
+def _rv_pair_words(flat: np.ndarray) -> np.ndarray:
+    """``[C][K]`` int8 -> the paired layout as bytes: per block of :func:`rv_fc_pair_blocks` pairs ``[K][pairs]``
+    little-endian int32 words ``w0 + 65536 * w1`` (channels 2j, 2j + 1; zero beyond the last channel)."""
+    out, k = flat.shape
+    w = np.zeros((_ceil(out, 2), k), dtype=np.int64)
+    w[:out] = flat
+    words = w[0::2] + 65536 * w[1::2]  # [pairs][K], in [-2**31, 2**31): |w| <= 127
+    parts, j0 = [], 0
+    for n in rv_fc_pair_blocks(out):
+        parts.append(words[j0:j0 + n].T.reshape(-1))
+        j0 += n
+    return np.concatenate(parts).astype("<i4").view(np.int8)
 
 
 def rv_depthwise_applies(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int) -> bool:
@@ -627,11 +675,13 @@ def fully_connected_scratch_bytes(params: dict) -> int:
 
 def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, x_zp: int, out_zp: int,
                          act_min: int = -128, act_max: int = 127, batch: int = 1, in_row_stride: int | None = None,
-                         out_row_stride: int | None = None, isa: str = "dsp") -> PackedLayer:
+                         out_row_stride: int | None = None, isa: str = "dsp",
+                         rv_pairs: bool | None = None) -> PackedLayer:
     """Pack a fully connected layer for ``ek_fully_connected_s8``: ``weights`` int8 ``[out, in]``.
 
     The packed bias is required by the kernel (it carries the zero-point and -127 terms of the encoding).
-    ``isa="mve"``: the Helium layout."""
+    ``isa="mve"``: the Helium layout. ``isa="rv32"``: channel pairs (FLAG_RV_PAIRS) where :func:`rv_fc_pairs_apply`
+    says so, unless ``rv_pairs`` decides."""
     _check_isa(isa)
     w = _check_int8_weights(weights, "fully_connected")
     if w.ndim != 2:
@@ -659,9 +709,13 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
                       flags=FLAG_RV | (FLAG_FAST_REQUANT if fast else 0), weight_block_bytes=0)
         if params["in_row_stride"] < inp or params["out_row_stride"] < out or batch < 1:
             raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
-        return PackedLayer(kind="fully_connected", params=params, weights=_rv_blocks(w, rv_fc_blocks(out)),
+        pairs = rv_fc_pairs_apply(inp, out) if rv_pairs is None else bool(rv_pairs)
+        params["flags"] |= FLAG_RV_PAIRS if pairs else 0
+        packed = _rv_pair_words(w) if pairs else _rv_blocks(w, rv_fc_blocks(out))
+        return PackedLayer(kind="fully_connected", params=params, weights=packed,
                            bias=_folded_bias(bias, w, x_zp, _ceil(out, 4)), requant=table, scratch_bytes=0,
-                           weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
+                           weight_padding_bytes=int(packed.size - w.size),
+                           notes=dict(fast_requant=fast, isa="rv32", pairs=pairs))
     table, fast = requant_table(mult, shift, out_zp, act_min, act_max)
     in4, out4 = _ceil(inp, 4), _ceil(out, 4)
     full = np.zeros((out4, in4), dtype=np.int64)

@@ -526,6 +526,12 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
                               for s in steps) and platform.kernel_isa(board) == "mve":
         cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
+    rv_fc = [bool(s.params.get("flags", 0) & kernel_pack.FLAG_RV_PAIRS) for s in steps
+             if s.kind == "ek_fc" and s.params.get("flags", 0) & kernel_pack.FLAG_RV]
+    if rv_fc and all(rv_fc):  # the scalar FC layouts' code: only the ones the calls use (as cost._code_kinds)
+        cflags.append("-DEK_NN_RV_FC_NO_BYTES=1")
+    elif rv_fc and not any(rv_fc):
+        cflags.append("-DEK_NN_RV_FC_NO_PAIRS=1")
     return cflags
 
 

@@ -97,11 +97,14 @@ PLATFORM = RiscV(
     # kernels (built with -DEK_NN_SCALAR_ONLY, the entry points included): conv 6,820 B (ek_conv2d_s8 with the im2col
     # 1,208, the 4x4 GEMM 3,198, its 1-3 channel tails 2,254, the 64-bit requantisation 160), depthwise 6,966 B (the
     # stride-1 and stride-2 row loops 1,968 + 1,700, the asm row loop 402, the 64-bit form's copy 2,684, the entry 212),
-    # FC 4,448 B (the blocks of 16/8/4/2/1 4,166, the entry 282). The driver and TVM-kernel terms are not fitted to
-    # RV32 ELFs yet: Cortex-M's (platforms/cortex_m), without newlib's reentrancy data (picolibc keeps errno
-    # elsewhere); `edgekit profile` measures the real size.
+    # FC 4,448 B (the blocks of 16/8/4/2/1 4,166, the entry 282), FC in channel pairs 2,714 B (the blocks of 8/4/2/1
+    # pairs 2,246, their requantisation loop 144, the entry 324; a firmware with both layouts links both, their sum
+    # is 170 B more than it). The driver and TVM-kernel terms are not fitted to RV32 ELFs yet: Cortex-M's
+    # (platforms/cortex_m), without newlib's reentrancy data (picolibc keeps errno elsewhere); `edgekit profile`
+    # measures the real size.
     code_size=dataclasses.replace(
         CORTEX_M.code_size, libc_reent_bytes=0,
         ek_kernel_bytes={"ek_conv": 4030, "ek_dw": 6480, "ek_fc": 1970, "ek_sconv": 1760, "ek_sfc": 470,
-                         "ek_conv_rv": 6820, "ek_dw_rv": 6970, "ek_fc_rv": 4450}),
+                         "ek_conv_rv": 6820, "ek_dw_rv": 6970, "ek_fc_rv": 4450,
+                         "ek_fc_rv_pairs": 2710}),
 )

@@ -295,13 +295,20 @@ static int ek__aligned(const void *p) { return ((uintptr_t)p & 3u) == 0; }
  * conv: a GEMM block of 4 output pixels x 4 output channels, 16 accumulators in registers; per reduction element 4
  *   input bytes (the 4 pixels interleaved in a 4-pixel im2col tile: [K][4]) and 4 weight bytes ([K][4] per block,
  *   read from flash as they are), 16 MUL + 16 ADD: 2.5 instructions per MAC before loop, im2col and requantisation.
- * fully connected: each weight is used once, so one load per MAC; blocks of 8 channels share each input byte.
+ * fully connected: each weight is used once, so one load per MAC; blocks of 16 channels share each input byte. Or
+ *   two MACs per MUL (EK_NN_FLAG_RV_PAIRS: two channels' weights in one word as 16-bit lanes, see ek__rv_fc_pairs).
  * depthwise 3x3: one channel at a time with its 9 weights in registers, reading the input in place (NHWC) column by
  *   column along an output row: a column's 3 bytes are loaded once and added into the 3 outputs (2 at stride 2)
  *   that use it.
  * These are plain C: a DSP build refuses such layers (it has faster kernels for its own layouts).
  * ============================================================================================================= */
 #if !EK_NN_DSP
+#ifndef EK_NN_RV_FC_NO_PAIRS
+#define EK_NN_RV_FC_NO_PAIRS 0
+#endif
+#ifndef EK_NN_RV_FC_NO_BYTES
+#define EK_NN_RV_FC_NO_BYTES 0
+#endif
 static inline __attribute__((always_inline)) int32_t ek__rv_requant(int32_t acc, int32_t mult, int32_t add,
                                                                    int32_t b, int32_t lo, int32_t hi)
 {
@@ -599,20 +606,140 @@ static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_fc_b
     }
 }
 
-/* Weights: blocks of 16 output channels [K][16], then for the channels left one block of each of 8, 4, 2 and 1
- * that their count has (binary); bias [ceil4(out)] with the input zero point folded in. */
-static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, int8_t *output)
+/* n sums requantised into out[0..n): one loop for every block size (a few instructions per output more than
+ * unrolled, a fraction of the K MACs behind each, and one copy of the code). */
+static __attribute__((noinline)) void ek__rv_fc_store(const int32_t *a, int32_t n, const int32_t *q,
+                                                      const ek__rq_t *rq, int8_t *out)
+{
+    const int32_t lo = rq->lo, hi = rq->hi, out_zp = rq->out_zp;
+    if (rq->fast) {
+        for (int32_t c = 0; c < n; c++, q += 4) {
+            out[c] = (int8_t)ek__rv_requant(a[c], q[0], q[1], q[2], lo, hi);
+        }
+    } else {
+        for (int32_t c = 0; c < n; c++, q += 4) {
+            out[c] = ek__rv_requant_generic(a[c], q, out_zp, lo, hi);
+        }
+    }
+}
+
+/* Two MACs per MUL (EK_NN_FLAG_RV_PAIRS): the weights of channels c, c + 1 at input k are one word
+ * W = w0 + 65536 * w1 (w0 signed in the low half, its borrow in the high half), so x * W = x * w0 + 65536 * x * w1.
+ * Two inputs' products S = x0 * W0 + x1 * W1 = L + 65536 * H with L, H the two channels' sums of two products:
+ * |x * w| <= 128 * 127 (kernel_pack refuses weight -128), so |L| <= 32512 and H = (S + 0x8000) >> 16 exactly. Per
+ * channel pair the loop keeps s = sum S and h = sum H (wrapping); after it, channel c's sum is s - 65536 * h (exact
+ * mod 2^32, as the reference's wrapping sums) and channel c + 1's is h. Per 2 inputs and pair: 2 LW, 2 MUL, ADD for S,
+ * ADD, SRAI, ADD for h, ADD for s = 9 instructions for 4 MACs, and the 2 input LBs shared by the block's pairs. */
+static inline __attribute__((always_inline)) void ek__rv_fc_pairs(const int8_t *x, const int32_t *w, int32_t k,
+                                                                 const int32_t np, int32_t nout, const int32_t *bias,
+                                                                 const int32_t *q, const ek__rq_t *rq, int8_t *out)
+{
+    uint32_t s[8], h[8];
+#pragma GCC unroll 8
+    for (int32_t j = 0; j < np; j++) {
+        s[j] = 0u;
+        h[j] = 0u;
+    }
+    const uint32_t half = 0x8000u;
+    const int8_t *const end = x + (k & ~1);
+#define EK__RV_PAIR_STEP(v)                                                                                        \
+    do {                                                                                                           \
+        s[j] += (v);                                                                                               \
+        h[j] += (uint32_t)((int32_t)((v) + half) >> 16);                                                           \
+    } while (0)
+#pragma GCC unroll 2
+    for (; x != end; x += 2, w += 2 * np) {
+        const uint32_t x0 = (uint32_t)(int32_t)x[0], x1 = (uint32_t)(int32_t)x[1];
+#pragma GCC unroll 8
+        for (int32_t j = 0; j < np; j++) {
+            const uint32_t v = x0 * (uint32_t)w[j] + x1 * (uint32_t)w[np + j];
+            EK__RV_PAIR_STEP(v);
+        }
+    }
+    if (k & 1) { /* the last input alone: |L| <= 16256 */
+        const uint32_t x0 = (uint32_t)(int32_t)x[0];
+#pragma GCC unroll 8
+        for (int32_t j = 0; j < np; j++) {
+            const uint32_t v = x0 * (uint32_t)w[j];
+            EK__RV_PAIR_STEP(v);
+        }
+    }
+#undef EK__RV_PAIR_STEP
+    int32_t a[16];
+#pragma GCC unroll 8
+    for (int32_t j = 0; j < np; j++) {
+        a[2 * j] = (int32_t)((uint32_t)bias[2 * j] + s[j] - (h[j] << 16));
+        a[2 * j + 1] = (int32_t)((uint32_t)bias[2 * j + 1] + h[j]);
+    }
+    ek__rv_fc_store(a, nout, q, rq, out);
+}
+
+/* One copy per block size: 8 pairs, then 4, 2, 1 for what is left. */
+static __attribute__((noinline, optimize("no-schedule-insns"))) void ek__rv_fc_pair_blocks(
+    const int8_t *x, const int32_t *w, int32_t k, int32_t np, int32_t nout, const int32_t *bias, const int32_t *q,
+    const ek__rq_t *rq, int8_t *out)
+{
+    switch (np) {
+    case 8:
+        ek__rv_fc_pairs(x, w, k, 8, nout, bias, q, rq, out);
+        break;
+    case 4:
+        ek__rv_fc_pairs(x, w, k, 4, nout, bias, q, rq, out);
+        break;
+    case 2:
+        ek__rv_fc_pairs(x, w, k, 2, nout, bias, q, rq, out);
+        break;
+    default:
+        ek__rv_fc_pairs(x, w, k, 1, nout, bias, q, rq, out);
+        break;
+    }
+}
+
+/* The byte layout: blocks of 16 output channels [K][16], then for the channels left one block of each of 8, 4, 2
+ * and 1 that their count has (binary). */
+static void ek__rv_fc_bytes(const ek_fc_params_t *p, const int8_t *input, int8_t *output, const ek__rq_t *rq)
 {
     const int32_t k = p->in_features, n = p->out_features;
-    ek__rq_t rq;
-    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
     for (int32_t r = 0; r < p->batch; r++, input += p->in_row_stride, output += p->out_row_stride) {
         const int8_t *w = p->weights;
         for (int32_t c = 0, nc = 16; c < n; nc >>= (n - c < nc)) {
             if (n - c >= nc) {
-                ek__rv_fc_blocks(input, w, k, nc, p->bias + c, p->requant + 4 * c, &rq, output + c);
+                ek__rv_fc_blocks(input, w, k, nc, p->bias + c, p->requant + 4 * c, rq, output + c);
                 c += nc;
                 w += nc * k;
+            }
+        }
+    }
+}
+
+/* Weights in the byte layout (ek__rv_fc_bytes) or, with EK_NN_FLAG_RV_PAIRS, in channel pairs: blocks of 8 pairs
+ * [K][8] words, then one block of each of 4, 2 and 1 pairs that the ceil(n / 2) pairs left have (an odd layer's last
+ * pair holds one channel); bias [ceil4(out)] with the input zero point folded in. A firmware whose FC calls all use
+ * one layout leaves the other's code out (EK_NN_RV_FC_NO_PAIRS / EK_NN_RV_FC_NO_BYTES: the code generator decides). */
+static int ek__rv_fully_connected(const ek_fc_params_t *p, const int8_t *input, int8_t *output)
+{
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    if (!(p->flags & EK_NN_FLAG_RV_PAIRS)) {
+        if (EK_NN_RV_FC_NO_BYTES) {
+            return EK_NN_ERR_ARG;
+        }
+        ek__rv_fc_bytes(p, input, output, &rq);
+        return EK_NN_OK;
+    }
+    if (EK_NN_RV_FC_NO_PAIRS) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t k = p->in_features, n = p->out_features, pairs = (n + 1) / 2;
+    for (int32_t r = 0; r < p->batch; r++, input += p->in_row_stride, output += p->out_row_stride) {
+        const int32_t *w = (const int32_t *)p->weights;
+        for (int32_t j = 0, np = 8; j < pairs; np >>= (pairs - j < np)) {
+            if (pairs - j >= np) {
+                const int32_t nout = n - 2 * j < 2 * np ? n - 2 * j : 2 * np;
+                ek__rv_fc_pair_blocks(input, w, k, np, nout, p->bias + 2 * j, p->requant + 8 * j, &rq,
+                                      output + 2 * j);
+                j += np;
+                w += np * k;
             }
         }
     }
