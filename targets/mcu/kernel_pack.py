@@ -86,7 +86,7 @@ RV_FC_BLOCK = 16  # output channels per block of the scalar fully connected kern
 # mbv2-w035's 1280 -> 1000 classifier paired: esp32-c3 flash 1,852,640 -> 3,131,040 B (+69 %) for 1.0 % fewer
 # instructions (94.41 -> 93.44 M, bit-exact): it does not pay, so it stays bytes.
 RV_FC_PAIRS_MAX_BYTES = 1024 * 1024
-RV_FC_PAIRS_MIN_IN = 24  # fewer inputs: the byte layout is as fast or faster (bench fit in rv_fc_pairs_apply)
+RV_FC_PAIRS_MIN_IN = 24  # fewer inputs: the byte layout is as fast or faster (bench/rv_fc_fit.py)
 # The scalar depthwise 3x3 kernel against the dsp layouts' portable path on the emulated rv32imc core (bench/kernels.py):
 # 3x3x256 9.1 against 7.4 instructions/MAC (channels-last), 6x6x128 6.2 against 8.7: rows of 3 outputs keep the dsp
 # layouts
@@ -324,10 +324,10 @@ def rv_fc_pair_blocks(out_features: int) -> list[int]:
 def rv_fc_pairs_apply(in_features: int, out_features: int) -> bool:
     """Whether ``pack_fully_connected(isa="rv32")`` packs a layer in channel pairs by default (FLAG_RV_PAIRS: 4 bytes
     per two weights, twice the flash; on the emulated rv32imc core 2.25 instructions per MAC + 26 per output + 1.8 per
-    input and block of 8 pairs, against 3.0 + 7.6 + 2.3 per input and block of 16 channels): from 2 output channels
-    and RV_FC_PAIRS_MIN_IN inputs on (below, the per-output work of the pairs' requantisation loop outweighs the
-    MACs saved), while the paired weights take at most RV_FC_PAIRS_MAX_BYTES (a larger layer keeps one byte per
-    weight)."""
+    input and block of 8 pairs, against 3.0 + 7.6 + 2.3 per input and block of 16 channels: bench/rv_fc_fit.py):
+    from 2 output channels and RV_FC_PAIRS_MIN_IN inputs on (below, the per-output work of the pairs' requantisation
+    loop outweighs the MACs saved), while the paired weights take at most RV_FC_PAIRS_MAX_BYTES (a larger layer keeps
+    one byte per weight)."""
     return (out_features >= 2 and in_features >= RV_FC_PAIRS_MIN_IN
             and rv_fc_weight_bytes(in_features, out_features, True) <= RV_FC_PAIRS_MAX_BYTES)
 
