@@ -2487,7 +2487,7 @@ __asm__(
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
     "   .endm\n"
-    "   .macro EK_DW3_STORE4 mo, eo\n"      /* requantise o0..o3, store them a pixel apart, compare with the end */
+    "   .macro EK_DW3_RQ4 mo\n"            /* requantise o0..o3 (r0-r3) with the channel's constants at [sp, #mo] */
     "   ldrd    r4, r5, [sp, #\\mo]\n"
     "   smmla   r0, r0, r4, r5\n"
     "   smmla   r1, r1, r4, r5\n"
@@ -2502,6 +2502,9 @@ __asm__(
     "   ssat    r1, #8, r1\n"
     "   ssat    r2, #8, r2\n"
     "   ssat    r3, #8, r3\n"
+    "   .endm\n"
+    "   .macro EK_DW3_STORE4 mo, eo\n"      /* requantise o0..o3, store them a pixel apart, compare with the end */
+    "   EK_DW3_RQ4 \\mo\n"
     "   bfi     r0, r1, #8, #8\n"
     "   bfi     r0, r2, #16, #8\n"
     "   bfi     r0, r3, #24, #8\n"
@@ -2523,20 +2526,7 @@ __asm__(
     "   cmp     r12, lr\n"
     "   .endm\n"
     "   .macro EK_DW3_STORE4_NC mo, eo\n"   /* the same when the clamp is all of int8 (upper 127, back 0): SSAT is it */
-    "   ldrd    r4, r5, [sp, #\\mo]\n"
-    "   smmla   r0, r0, r4, r5\n"
-    "   smmla   r1, r1, r4, r5\n"
-    "   smmla   r2, r2, r4, r5\n"
-    "   smmla   r3, r3, r4, r5\n"
-    "   ldr     r6, [sp, #(\\mo + 8)]\n"
-    "   asr     r0, r0, r6\n"
-    "   asr     r1, r1, r6\n"
-    "   asr     r2, r2, r6\n"
-    "   asr     r3, r3, r6\n"
-    "   ssat    r0, #8, r0\n"
-    "   ssat    r1, #8, r1\n"
-    "   ssat    r2, #8, r2\n"
-    "   ssat    r3, #8, r3\n"
+    "   EK_DW3_RQ4 \\mo\n"
     "   ldrd    r7, lr, [sp, #\\eo]\n"  /* out_end, output stride */
     "   strb    r0, [r12]\n"
     "   strb    r1, [r12, lr]\n"
