@@ -133,3 +133,25 @@ def test_grouped_convs_are_priced_as_convs_on_risc_v(tmp_path):
     terms = dict(zip(rep["build"]["step_layers"], rep["build"]["step_cost_terms"]))
     assert terms["features.1.g1.0"][0] == "conv2d_1x1_int8"
     assert abs(rep["estimate"]["instructions"] - m["instructions"]) <= 0.10 * m["instructions"]
+
+
+def test_fc_channel_pairs_only_where_the_part_has_flash_to_spare(tmp_path):
+    # a 256 -> 200 layer: 51 KB in one byte a weight, 102 KB in channel pairs; the gd32vf103 has 128 KB of flash
+    import torch
+    import torch.nn as nn
+
+    from edgekit.model import Model
+    from edgekit.targets.mcu import kernel_pack
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(256, 200), nn.ReLU(), nn.Linear(200, 10)).eval()
+    x = torch.randn(16, 256)
+    model = Model.from_module(module, x[:1], name="mlp", calib=x.numpy(), test_x=x[:2].numpy())
+    small = edgekit.compile(model, "gd32vf103", tmp_path / "small", quantize="int8")
+    big = edgekit.compile(model, "esp32-c3", tmp_path / "big", quantize="int8")
+    # esp32-c3 (4 MB) takes the pairs' 51 KB more; the gd32vf103 keeps one byte a weight
+    assert big.report["build"]["model_flash_bytes"] > small.report["build"]["model_flash_bytes"] + 40_000
+    assert small.report["build"]["model_flash_bytes"] < 100 * 1024
+    assert kernel_pack.rv_fc_pairs_apply(256, 200)                   # the rule alone would pair it
+    m = edgekit.profile(tmp_path / "small").report["measured"]
+    assert m["outputs_match"]

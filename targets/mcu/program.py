@@ -551,6 +551,15 @@ def root_name(tensors: dict[str, "Tensor"], name: str) -> str:
     return t.name
 
 
+def fc_pairs_budget(target: str) -> int | None:
+    """Flash a scalar FC layer may add by packing its weights in channel pairs (2 bytes a weight): a sixteenth of the
+    target's flash, so that a model which fits a small part in one byte a weight still fits it."""
+    from edgekit.targets.profiles import all_profiles
+
+    prof = all_profiles().get(target)
+    return int(prof.flash_bytes.value) // 16 if prof is not None else None
+
+
 def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = False, cpu: str = "cortex-m7",
                   target: str = "cortex-m", patch=None, scratch_limits: dict[str, int] | None = None,
                   platform=None) -> Program:
@@ -563,6 +572,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     check_supported(graph, dtype, target)
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu, platform)
     b.scratch_limits = dict(scratch_limits or {})
+    b.fc_pairs_max_extra = fc_pairs_budget(target)
     stages = list(patch.stages) if patch is not None else []
     stage = {name for st in stages for name in st.layers}
     stage_at = {st.split_after: st for st in stages}
