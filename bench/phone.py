@@ -224,7 +224,7 @@ def main() -> None:
             rows.append(r)
             print(table([r])[-1], flush=True)
     notes = calibrate(rows) if args.calibrate else []
-    table(rows)  # (fills the estimate errors)
+    body = table(rows)  # (after a --calibrate: with the new terms; fills the rows' estimate errors)
     for col, what in (("est_error_fp32", "float32 model"), ("est_error_int8", "all-int8 model"),
                       ("est_error", "shipped model")):
         errors = [abs(r[col]) for r in rows if r.get(col) is not None]
@@ -236,7 +236,7 @@ def main() -> None:
              "`.venv/bin/python bench/phone.py` (see its docstring). Instructions per batch-1 inference of ONNX "
              "Runtime's aarch64 build under qemu-aarch64 (exact counts; Python's session.run subtracted). "
              "Cores: " + "; ".join(f"{c} = {get_profile(c).core} (`-cpu {get_profile(c).board['qemu_cpu']}`)"
-                                   for c in args.cores.split(",")) + ".", ""] + table(rows)
+                                   for c in args.cores.split(",")) + ".", ""] + body
     if notes:
         lines += ["", "Cost model: " + "; ".join(notes) + "."]
     args.out.write_text("\n".join(lines) + "\n")

@@ -447,15 +447,18 @@ def libc_ram_bytes(graph, dtype: str, platform) -> int:
     return platform.code_size.libc_reent_bytes if uses_libm else 0
 
 
-def sram_estimate(model, prog: Program, platform) -> tuple[int, str]:
+def sram_estimate(model, prog: Program, platform, stack: tuple[int, str] | None = None) -> tuple[int, str]:
     """Peak SRAM of a build and its formula: arena + state + the fault handler's stack + the deepest stack + what
-    the C library adds."""
+    the C library adds. ``stack``: (bytes, where they come from) once the firmware's call graph is known, else the
+    platform's guess."""
     m = platform.code_size
     libc = libc_ram_bytes(model.deploy_graph, prog.dtype, platform)
-    total = prog.arena_bytes + prog.state_bytes + m.board_ram_bytes + m.stack_estimate_bytes + libc
+    stack_bytes, stack_note = stack if stack is not None else (m.stack_estimate_bytes, "")
+    total = prog.arena_bytes + prog.state_bytes + m.board_ram_bytes + stack_bytes + libc
     formula = (f"arena {prog.arena_bytes:,} B{' (one step)' if prog.streaming else ''} + state "
                f"{prog.state_bytes:,} B + board {m.board_ram_bytes} B (fault stack) + stack "
-               f"{m.stack_estimate_bytes} B" + (f" + C library {libc} B (reentrancy data for libm)" if libc else ""))
+               f"{stack_bytes} B" + (f" ({stack_note})" if stack_note else "")
+               + (f" + C library {libc} B (reentrancy data for libm)" if libc else ""))
     return total, formula
 
 

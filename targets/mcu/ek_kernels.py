@@ -95,12 +95,8 @@ def fc_step(builder, node, qn, macs: int):
             sparse = None
         if sparse is not None:
             return _sparse_step(builder, node, sparse, "ek_sfc", [x], node.name, macs, 0, sparse.entries * rows)
-    rv_pairs = None  # (kernel_pack's rule), unless the pairs' extra flash is more than the target can spare
-    budget = getattr(builder, "fc_pairs_max_extra", None)
-    if builder.ek_isa == "rv32" and budget is not None:
-        cout, cin = qn.q["weight"].shape[:2]
-        extra = kernel_pack.rv_fc_weight_bytes(cin, cout, True) - kernel_pack.rv_fc_weight_bytes(cin, cout, False)
-        rv_pairs = False if extra > budget else None
+    cout, cin = qn.q["weight"].shape[:2]  # channel pairs where they pay and the target's flash can spare them
+    rv_pairs = kernel_pack.rv_fc_pairs_apply(cin, cout, getattr(builder, "fc_pairs_max_extra", None))
     packed = kernel_pack.pack_fully_connected(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                               batch=rows, isa=builder.ek_isa, rv_pairs=rv_pairs, **_requant_args(qn))
     consts = [builder.const(f"{node.name}.ekw", packed.weights), builder.const(f"{node.name}.ekb", packed.bias),

@@ -321,15 +321,17 @@ def rv_fc_pair_blocks(out_features: int) -> list[int]:
     return [RV_FC_BLOCK // 2] * full + [n for n in (4, 2, 1) if rest & n]
 
 
-def rv_fc_pairs_apply(in_features: int, out_features: int) -> bool:
+def rv_fc_pairs_apply(in_features: int, out_features: int, max_extra_bytes: int | None = None) -> bool:
     """Whether ``pack_fully_connected(isa="rv32")`` packs a layer in channel pairs by default (FLAG_RV_PAIRS: 4 bytes
     per two weights, twice the flash; on the emulated rv32imc core 2.25 instructions per MAC + 26 per output + 1.8 per
     input and block of 8 pairs, against 3.0 + 7.6 + 2.3 per input and block of 16 channels: bench/rv_fc_fit.py):
     from 2 output channels and RV_FC_PAIRS_MIN_IN inputs on (below, the per-output work of the pairs' requantisation
     loop outweighs the MACs saved), while the paired weights take at most RV_FC_PAIRS_MAX_BYTES (a larger layer keeps
-    one byte per weight)."""
-    return (out_features >= 2 and in_features >= RV_FC_PAIRS_MIN_IN
-            and rv_fc_weight_bytes(in_features, out_features, True) <= RV_FC_PAIRS_MAX_BYTES)
+    one byte per weight) and add at most ``max_extra_bytes`` over the one-byte layout (what the target can spare)."""
+    paired = rv_fc_weight_bytes(in_features, out_features, True)
+    extra = paired - rv_fc_weight_bytes(in_features, out_features, False)
+    return (out_features >= 2 and in_features >= RV_FC_PAIRS_MIN_IN and paired <= RV_FC_PAIRS_MAX_BYTES
+            and (max_extra_bytes is None or extra <= max_extra_bytes))
 
 
 def rv_fc_weight_bytes(in_features: int, out_features: int, pairs: bool) -> int:

@@ -575,17 +575,14 @@ def compile_and_measure(info: McuBuild, platform: Platform, sources, fw_sources:
 STACK_ENTRY_BYTES = 16
 
 
-def with_call_graph_stack(est, platform: Platform, elf: ElfFacts):
+def with_call_graph_stack(est, model, prog: Program, platform: Platform, elf: ElfFacts):
     """The estimate with the firmware's own stack in place of the platform's guess: the deepest call chain from main
     in GCC's call graph (frames of every function compiled; hand-written assembly leaves count 0, so a chain through
     one may be a few dozen bytes short) plus the start-up frame."""
-    guess = platform.code_size.stack_estimate_bytes
-    stack = elf.stack_static_bytes + STACK_ENTRY_BYTES
-    formulas = dict(est.formulas)
-    formulas["peak_sram_bytes"] = formulas.get("peak_sram_bytes", "").replace(
-        f"stack {guess} B", f"stack {stack} B (the firmware's deepest call chain: {' > '.join(elf.stack_static_chain)}"
-                            f", + {STACK_ENTRY_BYTES} B start-up)")
-    return dataclasses.replace(est, peak_sram_bytes=est.peak_sram_bytes - guess + stack, formulas=formulas)
+    stack = (elf.stack_static_bytes + STACK_ENTRY_BYTES,
+             f"the firmware's deepest call chain: {' > '.join(elf.stack_static_chain)}, + {STACK_ENTRY_BYTES} B start-up")
+    sram, formula = cost.sram_estimate(model, prog, platform, stack)
+    return dataclasses.replace(est, peak_sram_bytes=sram, formulas={**est.formulas, "peak_sram_bytes": formula})
 
 
 def build(p: McuPlan, out: Path) -> BuildResult:
@@ -617,7 +614,7 @@ def build(p: McuPlan, out: Path) -> BuildResult:
     info = build_record(p, prog, n_tvm, len(x_dev), cflags)
     notes = compile_and_measure(info, platform, sources, fw_sources, cflags)
     if info.elf is not None and info.elf.stack_static_bytes:
-        est = with_call_graph_stack(est, platform, info.elf)
+        est = with_call_graph_stack(est, model, prog, platform, info.elf)
     files = [str(f.relative_to(out)) for f in sorted(out.rglob("*")) if f.is_file()]
     return BuildResult(files=files, dtype=p.dtype, estimate=est,
                        analysis=analyze(model.deploy_graph, p.dtype, 1 if p.dtype == "int8" else 4), info=info,
