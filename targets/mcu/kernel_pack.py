@@ -523,10 +523,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 # (8 per 8 weights: 1/t), ~60 per kernel call (one per tile and block of 4 channels), and ~12 per
                 # call to lay out the block's biases when only one block's fit in scratch
                 cost = (0.0 if cache else 1.0 / t) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
-                if best is None or cost < best - 1e-12:
+                if best is None or cost < best - 1e-12:  # ties: all blocks' biases at once (tried first)
                     chosen, best = trial, cost
-        if chosen is not None:
-            break  # biases of all blocks at once whenever any tile fits that way
     if chosen is None:
         raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
                                 f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
