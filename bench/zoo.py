@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/zoo.py                    # every model x target, writes bench/results/zoo.md
     .venv/bin/python bench/zoo.py --only resnet8     # models whose name contains the text
+    .venv/bin/python bench/zoo.py --configs cortex-m7:int8   # run these configurations again and replace their
+                                                     # rows in bench/results/zoo.md (the other rows stay)
 
 For each model and configuration (cortex-m7 int8 and float32 on the emulated board; phone-arm64 int8 and float32 in
 ONNX Runtime; esp32-c3, an rv32imc RISC-V core, int8 on its emulated board): compile, profile, and record whether
@@ -79,20 +81,38 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=None)
+    ap.add_argument("--configs", nargs="+", default=None, metavar="TARGET:DTYPE",
+                    help="only these of " + ", ".join(f"{t}:{q or 'float32'}" for t, q in CONFIGS) +
+                         "; their rows replace the same rows of bench/results/zoo.md")
     args = ap.parse_args(argv)
     names = [n for n in EXAMPLES if n.startswith("zoo-") and (args.only is None or args.only in n)]
+    configs = CONFIGS
+    if args.configs:
+        known = {f"{t}:{q or 'float32'}": (t, q) for t, q in CONFIGS}
+        bad = [c for c in args.configs if c not in known]
+        if bad:
+            ap.error(f"unknown configuration {bad[0]!r}: choose from {', '.join(known)}")
+        configs = [known[c] for c in args.configs]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-zoo-") as tmp:
         for name in names:
-            for target, q in CONFIGS:
+            for target, q in configs:
                 rows.append(run_one(name, target, q, Path(tmp)))
                 r = rows[-1]
                 print(f"{r['model']:28s} {r['target']:12s} {r['dtype']:8s} {r.get('compiled', '')[:90]} "
                       f"bit-exact={r.get('bit_exact')} sqnr={r.get('sqnr')} top1={r.get('top1')}", flush=True)
     text = table(rows)
     print(text)
-    if args.only is None:
-        out = Path(__file__).parent / "results" / "zoo.md"
+    out = Path(__file__).parent / "results" / "zoo.md"
+    if args.configs and args.only is None and out.exists():  # replace those rows, keep the others
+        fresh = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines()[2:]}
+        lines = out.read_text().splitlines()
+        for i, line in enumerate(lines):
+            key = tuple(c.strip() for c in line.split("|")[1:4])
+            if line.startswith("| ") and key in fresh:
+                lines[i] = fresh.pop(key)
+        out.write_text("\n".join(lines + list(fresh.values())) + "\n")
+    elif args.only is None:
         out.write_text("# The zoo on every target (bench/zoo.py)\n\nThe image classifiers briefly trained on the "
                        "digits (accuracy on 32 test digits, the float model's in brackets), the others random weights "
                        "with BatchNorm re-estimated (edgekit/zoo/public.py); fidelity is against the float PyTorch model on the same test "
