@@ -285,13 +285,16 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
         sequence_steps=prog.steps_per_sequence, state_list=", ".join(sorted({st.kind for st in prog.states})),
         event_units=sum(st.size for st in prog.event_states)))
     tvm_symbols = sorted(set(symbols.values()))
-    (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(
+    context = dict(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
         ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind == "copy" for s in prog.steps),
         states=prog.states, event_states=event_states, state_inits=state_inits(prog), flushes=flushes,
         output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,
-        output_offset=prog.tensors[root_of(prog, prog.output)].offset))
+        output_offset=prog.tensors[root_of(prog, prog.output)].offset)
+    table = call_table(prog, cnames, symbols, consts) if not op else None
+    context.update(table or {}, table=table, points=[])  # a call table brings its own descriptors and TVM calls
+    (src / "edgekit_model.c").write_text(env.get_template("edgekit_model.c.j2").render(**context))
     model_sources = [src / "edgekit_model.c", write_weights(prog, src, consts)]
     if kernels_c is not None:
         (src / "edgekit_kernels.c").write_text(kernels_c)
@@ -309,6 +312,25 @@ SHARED_ARENA_SYMBOL = "ek_arena_shared"
 def const_cname(prefix: str, index: int, name: str) -> str:
     """The C array of a program's ``index``-th constant ``name`` (edgekit_weights.c)."""
     return f"{prefix}_c{index}_{c_ident(name)}"[:60]
+
+
+def uses_call_table(prog: Program) -> bool:
+    """Whether edgekit_model.c runs ``prog`` from a call table (templates/call_table.c.j2) rather than a function
+    with one call per step: patch-based programs, whose tiles repeat each layer's call with a few fields changed
+    (mbv2-w035 patched on the M7: 280 calls, 10.4 KB of unrolled calls and 15.2 KB of structs before), when every
+    call can be a row (targets/mcu/nested.py ``_tabulable``)."""
+    from edgekit.targets.mcu.nested import _tabulable
+
+    return prog.patch is not None and _tabulable(prog)
+
+
+def call_table(prog: Program, cnames: dict[str, str], symbols: dict[int, str], consts: list[dict]) -> dict | None:
+    """The context of templates/call_table.c.j2 for ``prog`` (one table), or None when it keeps its unrolled calls."""
+    from edgekit.targets.mcu.nested import call_tables
+
+    if not uses_call_table(prog):
+        return None
+    return call_tables([prog], [cnames], [symbols], {c["cname"]: c["ctype"] for c in consts}, prog.arena_bytes)
 
 
 def const_records(prog: Program, prefix: str, external: dict[str, str]) -> tuple[dict[str, str], list[dict]]:

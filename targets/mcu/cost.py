@@ -415,11 +415,15 @@ def code_features(prog: Program) -> dict[str, float]:
     from edgekit.targets.mcu.ek_kernels import FUNCTIONS, struct_key
     from edgekit.targets.mcu.streaming import CELL_KIND
 
+    from edgekit.targets.mcu.codegen import uses_call_table
+
+    table = uses_call_table(prog)
     specs = {s.spec for s in prog.steps if s.kind == "tvm"}
     descriptors = set()
-    for s in prog.steps:
+    for s in prog.steps:  # a call table shares one descriptor among tensors at the same place (a tile's buffer)
         if s.kind == "tvm":
-            descriptors.update((x, prog.tensors[x].shape) for x in s.inputs + [s.output])
+            descriptors.update((prog.tensors[x].offset if table else x, prog.tensors[x].shape)
+                               for x in s.inputs + [s.output])
             descriptors.update((c, prog.consts[c].data.shape) for c in s.consts)
     f = {"steps": len(prog.steps), "descriptors": len(descriptors),
          "ndims": sum(len(shape) for _, shape in descriptors),
@@ -428,6 +432,7 @@ def code_features(prog: Program) -> dict[str, float]:
          "tvm_cells": len({s.spec for s in prog.steps if s.kind == CELL_KIND})}
     f["ek_kinds"] = _code_kinds(prog)
     f["ek_structs"] = sorted({struct_key(s): s.kind for s in prog.steps if s.kind in FUNCTIONS}.values())
+    f["call_table"] = table
     return f
 
 
@@ -435,10 +440,15 @@ def code_bytes(prog: Program, platform) -> int:
     """Estimated flash of everything but the constant arrays (the platform's code-size model)."""
     m = platform.code_size
     f = code_features(prog)
-    return int(m.base + m.per_step * f["steps"] + m.per_dltensor * f["descriptors"] + m.per_dim * f["ndims"]
+    if f["call_table"]:  # a row per call, the driver loop, base structs and the fields the other calls change
+        from edgekit.targets.mcu.nested import TABLE_STEP_BYTES, table_struct_bytes
+
+        calls = TABLE_STEP_BYTES * f["steps"] + m.table_driver_bytes + table_struct_bytes(prog, m.ek_struct_bytes)
+    else:
+        calls = m.per_step * f["steps"] + sum(m.ek_struct_bytes.get(k, 0) for k in f["ek_structs"])
+    return int(m.base + calls + m.per_dltensor * f["descriptors"] + m.per_dim * f["ndims"]
                + m.per_tvm_conv * f["tvm_conv"] + m.per_tvm_kernel * f["tvm_other"] + m.per_tvm_cell * f["tvm_cells"]
-               + sum(m.ek_kernel_bytes.get(k, 0) for k in f["ek_kinds"])
-               + sum(m.ek_struct_bytes.get(k, 0) for k in f["ek_structs"]))
+               + sum(m.ek_kernel_bytes.get(k, 0) for k in f["ek_kinds"]))
 
 
 def libc_ram_bytes(graph, dtype: str, platform) -> int:

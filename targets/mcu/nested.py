@@ -284,15 +284,18 @@ _TABLE_KINDS = {"ek_conv": ("EK_STEP_CONV", "ek_conv2d_s8", "ek_conv_params_t"),
 
 def _tabulable(prog) -> bool:
     """Whether every call of ``prog`` can be a row of a call table: edgekit micro-kernels, patch copies and TVM
-    kernels on arena tensors and constants (not the model input read in place, not a stream's state)."""
+    kernels on arena tensors and constants, not a stream's state; the model input read in place only as the (first)
+    input of a micro-kernel (the row's EK_FROM_INPUT flag)."""
     if prog.streaming:
         return False
     for s in prog.steps:
         if s.kind not in _TABLE_KINDS or s.guard:
             return False
-        names = list(s.inputs) + [s.output]
-        if any(prog.tensors[n].external or prog.tensors[n].state_offset is not None for n in names
-               if n in prog.tensors):
+        names = [n for n in list(s.inputs) + [s.output] if n in prog.tensors]
+        if any(prog.tensors[n].state_offset is not None for n in names):
+            return False
+        in_place = [k for k, n in enumerate(names) if prog.tensors[n].external]
+        if in_place and (in_place != [0] or s.kind in ("tvm", "copy")):
             return False
     return True
 
@@ -311,6 +314,47 @@ def _struct_words(prog, s, cnames: dict[str, str]) -> list[tuple[str, object]]:
                     ("p", by_suffix["ekrq"])]
 
 
+def _pick_base(bases: list[dict], struct_type: str, words: list, widest: bool) -> tuple[int | None, list[int]]:
+    """The base struct a call's ``words`` are stored against and the words in which they differ; (None, []) when the
+    call needs a base of its own: at the widest point (or in a program's one table) a call that differs from every
+    base in more than a quarter of its words (a narrower point's calls, or a layer's other tiles, then differ from
+    it in a few words); elsewhere only a struct unlike every base."""
+    best, diff = None, None
+    for b_index, b in enumerate(bases):
+        if b["struct_type"] != struct_type or len(b["words"]) != len(words):
+            continue
+        d = [f for f, (w, v) in enumerate(zip(words, b["words"])) if w != v]
+        if diff is None or len(d) < len(diff):
+            best, diff = b_index, d
+    if best is None or len(diff) > (len(words) // 4 if widest else len(words) - 1):
+        return None, []
+    return best, diff
+
+
+def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
+    """Flash of the parameter structs of ``prog`` as one call table (templates/call_table.c.j2), an estimate before
+    quantization: a base struct (``struct_bytes`` by kind, 16 B for a tile copy) for each call unlike the bases
+    before it, 4 B per word for the others' differing words — as :func:`call_tables` lays them out."""
+    bases: list[dict] = []
+    total = 0
+    for s in prog.steps:
+        if s.kind == "copy":
+            _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
+            words, struct_type, size = [("i", v) for v in (dst_row, src_row, rows, row_bytes)], "copy", 16
+        elif s.kind in ek_kernels.FUNCTIONS:
+            words = [("i", s.params.get(f)) for f in ek_kernels.FUNCTIONS[s.kind][2]] + [("p", c) for c in s.consts]
+            struct_type, size = _TABLE_KINDS[s.kind][2], struct_bytes.get(s.kind, 4 * len(words))
+        else:
+            continue
+        best, diff = _pick_base(bases, struct_type, words, widest=True)
+        if best is None:
+            bases.append({"struct_type": struct_type, "words": words})
+            total += size
+        else:
+            total += 4 * len(diff)
+    return total
+
+
 def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, str]], const_types: dict[str, str],
                 arena_bytes: int) -> dict | None:
     """Every operating point's calls as data for templates/nested_table.c.j2, or None when a point has a call a
@@ -322,7 +366,9 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
     weight-block strides differ, the pointers and quantization fields do not) and lists only those words."""
     if not all(_tabulable(prog) for prog in programs):
         return None
-    offset_type = "uint16_t" if arena_bytes < 0xFFFF else "uint32_t"
+    input_in_place = any(prog.tensors[prog.input].external for prog in programs)
+    largest = max([arena_bytes] + [prog.tensors[prog.input].nbytes for prog in programs if input_in_place])
+    offset_type = "uint16_t" if largest < 0xFFFF else "uint32_t"
     none = "EK_NONE"
     bases: list[dict] = []          # {"struct_type", "words", "init", "comment"}
     shapes: dict[tuple, int] = {}
@@ -373,32 +419,27 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
             if s.kind == "copy":
                 dst_off, _, src_off, _, _, _ = codegen.copy_window(prog, s)
                 io[0], io[2] = str(src_off), str(dst_off)
+            elif prog.tensors[s.inputs[0]].external:  # the model input, read in place
+                io[0] = str(s.in_offset)
+                enum = f"{enum} | EK_FROM_INPUT"
             else:
                 io[0] = str(prog.tensors[s.inputs[0]].offset + s.in_offset)
+            if s.kind not in ("copy", "tvm"):
                 if s.kind == "ek_add":
                     io[1] = str(prog.tensors[s.inputs[1]].offset)
                 if s.scratch_bytes:
                     io[3] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
-            best, diff = None, None
-            for b_index, b in enumerate(bases):
-                if b["struct_type"] != struct_type or len(b["words"]) != len(words):
-                    continue
-                d = [f for f, (w, v) in enumerate(zip(words, b["words"])) if w != v]
-                if diff is None or len(d) < len(diff):
-                    best, diff = b_index, d
-            # at the widest point a layer that differs in more than a quarter of its words gets its own base (the
-            # narrower points' calls of that layer then differ from it in a few words); elsewhere only a struct
-            # unlike every base does
-            if best is None or len(diff) > (len(words) // 4 if k == len(programs) - 1 else len(words) - 1):
+            best, diff = _pick_base(bases, struct_type, words, widest=k == len(programs) - 1)
+            if best is None:
                 bases.append({"struct_type": struct_type, "words": words, "comment": f"{s.layer} at point {k}",
                               "init": ", ".join(str(v) for _, v in words)})
-                best, diff = len(bases) - 1, []
+                best = len(bases) - 1
             mask = sum(1 << f for f in diff)
             values += [f"{{ .{words[f][0]} = {words[f][1]} }}" for f in diff]
             steps.append({"params": f"&ek_base_{best}", "mask": mask, "kind": enum, "io": io,
                           "comment": f"{s.layer} ({s.kind}{f', {len(diff)} fields of its own' if diff else ''})"})
         points[k] = {"steps": steps, "values": values,
-                     "input_offset": prog.tensors[root_of(prog, prog.input)].offset,
+                     "input_offset": prog.tensors[root_of(prog, prog.input)].offset or 0,
                      "output_offset": prog.tensors[root_of(prog, prog.output)].offset}
     kinds = []
     for kind in _TABLE_KINDS:  # the enum in a fixed order; only the kinds some point calls
@@ -408,7 +449,7 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
         words = next((len(b["words"]) for b in bases if b["struct_type"] == struct_type), 0)
         kinds.append({"enum": enum, "function": function, "struct_type": struct_type, "words": words})
     struct_kinds = [k for k in kinds if k["struct_type"]]
-    return {"offset_type": offset_type, "bases": bases, "point_tables": points, "kinds": struct_kinds + [
+    return {"offset_type": offset_type, "input_in_place": input_in_place, "bases": bases, "point_tables": points, "kinds": struct_kinds + [
                 k for k in kinds if not k["struct_type"]],
             "shapes": list(shapes), "dltensors": dltensors, "tvm_calls": tvm_list,
             "tvm_symbols": sorted({c["symbol"] for c in tvm_list}),

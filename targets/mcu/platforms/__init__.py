@@ -47,7 +47,8 @@ class CodeSizeModel:
     """Bytes of machine code a build adds beyond its constant arrays, at -O2 (fitted per platform by
     ``bench/estimators.py --fit-code`` to built ELFs): board support + harness, the driver's cost per call and per
     tensor descriptor, each distinct TVM kernel, edgekit's kernels by kind (only the kinds a model uses are linked)
-    and the parameter struct each micro-kernel call keeps in flash."""
+    and the parameter struct each micro-kernel call keeps in flash; a program run from a call table
+    (codegen.uses_call_table) pays a row per call and the driver loop instead of the per-call code."""
 
     base: int
     per_step: int
@@ -58,6 +59,7 @@ class CodeSizeModel:
     per_tvm_cell: int
     ek_kernel_bytes: dict[str, int] = field(default_factory=dict)
     ek_struct_bytes: dict[str, int] = field(default_factory=dict)
+    table_driver_bytes: int = 560     # the call-table driver loop, ek_run (templates/call_table.c.j2; M7 ELF)
     board_ram_bytes: int = 0          # RAM the board support keeps for itself (fault handler's stack)
     stack_estimate_bytes: int = 600   # deepest stack of harness + driver + kernel frames
     libc_reent_bytes: int = 0         # C library data linked when float kernels call libm (errno)
