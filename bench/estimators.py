@@ -183,6 +183,14 @@ def synthetic_models(seed: int = 0):
                            nn.Linear(48, 10)).eval()
     x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)
     models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-dw2", calib=x, test_x=x[:1]))
+    # fully connected layers of every proportion (the CNNs' classifiers alone are all C -> 10..100: their MACs and
+    # inputs move together, and the fit once priced a 1280 -> 1000 layer at a sixth of its instructions)
+    torch.manual_seed(seed + 12)
+    widths = (640, 128, 128, 8, 128, 640, 24, 256)
+    fcs = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
+    module = nn.Sequential(nn.Flatten(), *fcs).eval()
+    x = rng.standard_normal((8, 640)).astype(np.float32)
+    models.append(Model.from_module(module, torch.from_numpy(x[:1]), name="calib-fc", calib=x, test_x=x[:1]))
     return models
 
 
