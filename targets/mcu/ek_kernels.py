@@ -355,6 +355,17 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
     return 0  # falls back to TVM's kernel, which needs none
 
 
+def smallest_conv_scratch(node, isa: str = "dsp") -> int:
+    """The least scratch with which ek_conv2d_s8 runs ``node`` (a groups=1 conv2d; DSP layout): its smallest im2col
+    tile (2 pixels), one block's widened weights and biases — below it the layer falls back to TVM's kernel."""
+    a = node.attrs
+    (kh, kw), cin, cout = tuple(a["kernel_size"]), a["in_channels"], a["out_channels"]
+    p = {"kernel_h": kh, "kernel_w": kw, "in_c": cin, "out_c": cout, "dilation_h": a["dilation"][0],
+         "dilation_w": a["dilation"][1], "stride_w": a["stride"][1], "out_w": node.shape[3], "stride_h": a["stride"][0],
+         "out_h": node.shape[2], "tile_pixels": 2, "flags": kernel_pack.FLAG_BIAS_PER_BLOCK}
+    return kernel_pack.conv2d_scratch_bytes(p)
+
+
 # Patch-based schedules are chosen to save memory: their conv calls take at most this much scratch (smaller im2col
 # tiles: a few % more instructions, a smaller arena).
 PATCHED_CONV_SCRATCH_LIMIT_BYTES = 4 * 1024

@@ -102,12 +102,18 @@ def _with_slack_scratch(build_args: dict, prog: Program) -> tuple[Program, dict[
     the grants are tried all at once, then (group testing) by halves down to the layers that grow the arena, which
     get a half, a quarter and an eighth of their room before they are left at the default — a few builds when most
     grants fit (a vgg-style net patched for min-memory: its last conv ran TVM's kernel at 10 instructions/MAC
-    because one other layer's grant blocked every grant)."""
+    because one other layer's grant blocked every grant). A conv on TVM's kernel is offered no less than the least
+    scratch edgekit's kernel runs it with (ZOO ResNet-8 patched: a 576-deep conv offered half its room, 7,268 B,
+    ran TVM's kernel for want of 32 B)."""
+    from edgekit.targets.mcu import ek_kernels
     from edgekit.targets.mcu.program import build_program, scratch_slack
 
     if not build_args["use_ek_kernels"]:
         return prog, {}
     slack = {layer: min(room, 32 * 1024) for layer, room in scratch_slack(prog).items() if room > 0}
+    nodes = {n.name: n for n in build_args["graph"].nodes}
+    floor = {s.layer: ek_kernels.smallest_conv_scratch(nodes[s.layer]) for s in prog.steps
+             if s.kind == "tvm" and s.layer in slack and build_args["use_ek_kernels"] == "dsp"}
     best = [prog, {}]
 
     def fits(limits: dict[str, int]) -> bool:
@@ -123,9 +129,11 @@ def _with_slack_scratch(build_args: dict, prog: Program) -> tuple[Program, dict[
         if len(layers) > 1:
             half = len(layers) // 2
             return grant(layers[half:], grant(layers[:half], granted))
-        for share in (2, 4, 8):
-            if fits({**granted, layers[0]: slack[layers[0]] // share}):
-                return {**granted, layers[0]: slack[layers[0]] // share}
+        layer = layers[0]
+        least = floor.get(layer, 0)
+        for limit in sorted({max(slack[layer] // share, least) for share in (2, 4, 8)}, reverse=True):
+            if limit < slack[layer] and fits({**granted, layer: limit}):
+                return {**granted, layer: limit}
         return granted
 
     grant(list(slack), {})
