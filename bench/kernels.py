@@ -76,6 +76,11 @@ SHAPES = [
     Shape("first layer 10x4 s2 49x10x1 -> 64 (keyword CNN)", "conv", 49, 10, 1, 64, (10, 4), stride=2,
           padding=(5, 1)),
     Shape("first layer 3x3 s2 96x96x3 -> 8", "conv", 96, 96, 3, 8, 3, stride=2, padding=1),
+    # 1x1 with few input channels (mbv2-w035's largest layers)
+    Shape("1x1 expand 72x72x8 -> 48, ReLU6", "conv", 72, 72, 8, 48, 1, act="relu6"),
+    Shape("1x1 project 72x72x16 -> 8", "conv", 72, 72, 16, 8, 1),
+    Shape("1x1 expand 36x36x8 -> 48, ReLU6", "conv", 36, 36, 8, 48, 1, act="relu6"),
+    Shape("1x1 expand 18x18x16 -> 96, ReLU6", "conv", 18, 18, 16, 96, 1, act="relu6"),
 ]
 
 

@@ -1285,6 +1285,14 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
     g->runbuf_bytes = 3 * ((size_t)(g->run_len + 3) & ~(size_t)3); /* two pixels' edge runs, one all-padding run */
 }
 
+/* 1x1 record stream (EK_NN_FLAG_1X1_STREAM, below): words per output channel, and the scratch it needs */
+static int32_t ek__s1x1_record_words(const ek_conv_params_t *p) { return p->in_c / 2 + 4; }
+
+static size_t ek__s1x1_scratch_bytes(const ek_conv_params_t *p)
+{ /* the records, then one block's widened weights while they are built */
+    return (size_t)p->out_c * (size_t)ek__s1x1_record_words(p) * 4u + (size_t)(p->in_c / 2) * 16u;
+}
+
 size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
 {
     if (p->flags & EK_NN_FLAG_MVE) { /* tile_pixels windows (im2col), unless a 1x1 without padding reads in place */
@@ -1294,6 +1302,9 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     }
     if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
         return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
+    }
+    if (p->flags & EK_NN_FLAG_1X1_STREAM) {
+        return ek__s1x1_scratch_bytes(p);
     }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
@@ -1788,6 +1799,217 @@ static void ek__conv_store_raw(const ek_conv_params_t *p, const ek__conv_geom_t 
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * 1x1 convolutions with 8 or 16 input channels (EK_NN_FLAG_1X1_STREAM; kernel_pack sets it for a 1x1 without
+ * padding, in_c 8 or 16, the fast requant form and the full int8 range). With so few inputs per output, the
+ * per-output work of the tile GEMM (accumulator set-up, requant table loads, packing) costs as much as the MACs.
+ * Here each pixel's in_c inputs are widened once into in_c / 2 registers (no im2col copy: the pixel is contiguous
+ * in NHWC), then one pass runs over a per-call record stream, one record per output channel:
+ * {bias, in_c / 2 widened weight pairs, mult, a, b} (b's bit 8 marks the last channel: ASR reads only the low byte).
+ * in_c = 8: one LDM of the whole record, 4 SMLAD, SMMLA + ASR + SSAT (the SSAT is the clamp), one STRB: 9 instructions
+ * per 8 MACs (36 bytes of code each: every instruction is 32-bit, the entry relies on it). in_c = 16: 4 LDM + 8 SMLAD + 4 = 16 per 16 MACs. Unrolled 8 channels per end test, with a
+ * Duff's-device entry for out_c % 8; outputs of a pixel are contiguous, so the byte pointer just runs along the row.
+ * ------------------------------------------------------------------------------------------------------------- */
+#define EK_S1X1_UNROLL 8
+
+static void ek__s1x1_build(const ek_conv_params_t *p, const ek__conv_geom_t *g, uint32_t *rec)
+{
+    const int32_t kq = g->k_pairs, rw = ek__s1x1_record_words(p);
+    uint32_t *w16 = rec + p->out_c * rw;
+    for (int32_t b = 0; b < g->blocks; b++) {
+        const int32_t nc = b < g->full_blocks ? 4 : p->out_c - 4 * b;
+        ek__widen_nested(p, g, b, nc, w16);
+        for (int32_t i = 0; i < nc; i++) {
+            const int32_t c = 4 * b + i;
+            const int32_t *q = p->requant + 4 * c;
+            uint32_t *r = rec + c * rw;
+            r[0] = (uint32_t)(p->bias ? p->bias[c] : 0);
+            for (int32_t j = 0; j < kq; j++) {
+                r[1 + j] = w16[4 * j + i];
+            }
+            r[kq + 1] = (uint32_t)q[0];
+            r[kq + 2] = (uint32_t)q[1];
+            r[kq + 3] = (uint32_t)q[2] | (c == p->out_c - 1 ? 0x100u : 0u);
+        }
+    }
+}
+
+#if EK_NN_DSP
+typedef struct {
+    const int8_t *in;       /*  0: the row's first input pixel */
+    int32_t in_step;        /*  4: bytes from one input pixel to the next (stride_w * in_c) */
+    uint32_t off2;          /*  8: input offset in both halves */
+    const uint32_t *rec;    /* 12: the records */
+    uint32_t skip;          /* 16: records skipped at the entry (0 .. EK_S1X1_UNROLL - 1); then the entry address */
+    int8_t *out;            /* 20: the row's first output */
+    int32_t npix;           /* 24: pixels in the row */
+} ek__s1x1_args_t;
+
+void ek__s1x1_k8_row(ek__s1x1_args_t *a);
+void ek__s1x1_k16_row(ek__s1x1_args_t *a);
+
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_S1X1_ENTRY bytes\n"     /* frame = copy of the args; entry = body + bytes * skip, Thumb bit */
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #28\n"
+    "   ldm     r0, {r1-r7}\n"
+    "   stm     sp, {r1-r7}\n"
+    "   mov     r12, r6\n"                /* the output pointer runs along the row */
+    "   adr     r2, 2f\n"
+    "   mov     r3, #\\bytes\n"
+    "   mla     r2, r3, r5, r2\n"
+    "   orr     r2, r2, #1\n"
+    "   str     r2, [sp, #16]\n"
+    "   .endm\n"
+    "   .macro EK_S1X1_EXIT\n"
+    "   ldr     r4, [sp, #24]\n"
+    "   subs    r4, r4, #1\n"
+    "   str     r4, [sp, #24]\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #28\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .endm\n"
+    "   .macro EK_S1X1_K8\n"              /* x0-x3 in r0-r3; record: bias, w0-w3, mult, a, b -> r4-r11 */
+    "   ldmia.w lr!, {r4-r11}\n"
+    "   smlad   r4, r0, r5, r4\n"
+    "   smlad   r4, r1, r6, r4\n"
+    "   smlad   r4, r2, r7, r4\n"
+    "   smlad   r4, r3, r8, r4\n"
+    "   smmla   r4, r4, r9, r10\n"
+    "   asr.w   r4, r4, r11\n"
+    "   ssat    r4, #8, r4\n"
+    "   strb.w  r4, [r12], #1\n"
+    "   .endm\n"
+    "   .macro EK_S1X1_K16\n"             /* x0-x7 in r0-r7; the record in 4 LDMs through r8-r11 */
+    "   ldmia.w lr!, {r8-r11}\n"          /* bias, w0, w1, w2 */
+    "   smlad   r8, r0, r9, r8\n"
+    "   smlad   r8, r1, r10, r8\n"
+    "   smlad   r8, r2, r11, r8\n"
+    "   ldmia.w lr!, {r9-r11}\n"          /* w3, w4, w5 */
+    "   smlad   r8, r3, r9, r8\n"
+    "   smlad   r8, r4, r10, r8\n"
+    "   smlad   r8, r5, r11, r8\n"
+    "   ldmia.w lr!, {r9-r11}\n"          /* w6, w7, mult */
+    "   smlad   r8, r6, r9, r8\n"
+    "   smlad   r8, r7, r10, r8\n"
+    "   ldmia.w lr!, {r9, r10}\n"         /* a, b */
+    "   smmla   r8, r8, r11, r9\n"
+    "   asr.w   r8, r8, r10\n"
+    "   ssat    r8, #8, r8\n"
+    "   strb.w  r8, [r12], #1\n"
+    "   .endm\n"
+    "   .pushsection .text.ek__s1x1_k8_row, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__s1x1_k8_row\n"
+    "   .type ek__s1x1_k8_row, %function\n"
+    "   .thumb_func\n"
+    "ek__s1x1_k8_row:\n"
+    "   EK_S1X1_ENTRY 36\n"
+    "1: ldm     sp, {r8-r11}\n"           /* in, in_step, off2, records */
+    "   ldr     r4, [r8]\n"
+    "   ldr     r5, [r8, #4]\n"
+    "   add     r8, r8, r9\n"
+    "   str     r8, [sp]\n"
+    "   sxtab16 r0, r10, r4\n"
+    "   sxtab16 r1, r10, r4, ror #8\n"
+    "   sxtab16 r2, r10, r5\n"
+    "   sxtab16 r3, r10, r5, ror #8\n"
+    "   mov     lr, r11\n"
+    "   ldr     pc, [sp, #16]\n"
+    "   .balign 4\n"
+    "2:\n"
+    "   .rept 8\n"
+    "   EK_S1X1_K8\n"
+    "   .endr\n"
+    "   tst     r11, #256\n"
+    "   beq     2b\n"
+    "   EK_S1X1_EXIT\n"
+    "   .size ek__s1x1_k8_row, . - ek__s1x1_k8_row\n"
+    "   .popsection\n"
+    "   .pushsection .text.ek__s1x1_k16_row, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__s1x1_k16_row\n"
+    "   .type ek__s1x1_k16_row, %function\n"
+    "   .thumb_func\n"
+    "ek__s1x1_k16_row:\n"
+    "   EK_S1X1_ENTRY 64\n"
+    "1: ldm     sp, {r8-r10}\n"           /* in, in_step, off2 */
+    "   ldr     r4, [r8]\n"
+    "   ldr     r5, [r8, #4]\n"
+    "   ldr     r6, [r8, #8]\n"
+    "   ldr     r7, [r8, #12]\n"
+    "   add     r8, r8, r9\n"
+    "   str     r8, [sp]\n"
+    "   sxtab16 r0, r10, r4\n"
+    "   sxtab16 r1, r10, r4, ror #8\n"
+    "   sxtab16 r2, r10, r5\n"
+    "   sxtab16 r3, r10, r5, ror #8\n"
+    "   sxtab16 r4, r10, r6\n"
+    "   sxtab16 r5, r10, r6, ror #8\n"
+    "   sxtab16 r6, r10, r7\n"
+    "   sxtab16 r7, r10, r7, ror #8\n"
+    "   ldr     lr, [sp, #12]\n"
+    "   ldr     pc, [sp, #16]\n"
+    "   .balign 4\n"
+    "2:\n"
+    "   .rept 8\n"
+    "   EK_S1X1_K16\n"
+    "   .endr\n"
+    "   tst     r10, #256\n"
+    "   beq     2b\n"
+    "   EK_S1X1_EXIT\n"
+    "   .size ek__s1x1_k16_row, . - ek__s1x1_k16_row\n"
+    "   .popsection\n");
+#endif
+
+/* The pass over the output rows: the asm row kernels with the DSP extension, the same arithmetic in C without. */
+static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t *g, const int8_t *in, int8_t *out,
+                                uint32_t *rec)
+{
+    ek__s1x1_build(p, g, rec);
+    const int32_t kq = g->k_pairs;
+    const int32_t in_step = p->stride_w * p->in_c, row_step = p->stride_h * p->in_row_stride;
+#if EK_NN_DSP
+    ek__s1x1_args_t a;
+    a.in_step = in_step;
+    a.off2 = ek__pack16(p->input_offset, p->input_offset);
+    a.rec = rec;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        a.in = in + oy * row_step;
+        a.out = out + oy * p->out_row_stride;
+        a.npix = p->out_w;
+        a.skip = (uint32_t)((EK_S1X1_UNROLL - p->out_c % EK_S1X1_UNROLL) % EK_S1X1_UNROLL);
+        if (kq == 4) {
+            ek__s1x1_k8_row(&a);
+        } else {
+            ek__s1x1_k16_row(&a);
+        }
+    }
+#else
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int8_t *x = in + oy * row_step;
+        int8_t *o = out + oy * p->out_row_stride;
+        const int32_t rw = ek__s1x1_record_words(p);
+        for (int32_t ox = 0; ox < p->out_w; ox++, x += in_step) {
+            const uint32_t *r = rec;
+            for (int32_t c = 0; c < p->out_c; c++, r += rw) {
+                int32_t acc = (int32_t)r[0];
+                for (int32_t k = 0; k < 2 * kq; k += 4) { /* the pair order of the records: (k, k+2), (k+1, k+3) */
+                    const int32_t j = k / 2;
+                    acc += (x[k] + p->input_offset) * ek__lo16(r[1 + j]) +
+                           (x[k + 2] + p->input_offset) * ek__hi16(r[1 + j]) +
+                           (x[k + 1] + p->input_offset) * ek__lo16(r[2 + j]) +
+                           (x[k + 3] + p->input_offset) * ek__hi16(r[2 + j]);
+                }
+                const int32_t q[3] = {(int32_t)r[kq + 1], (int32_t)r[kq + 2], (int32_t)(r[kq + 3] & 0xFFu)};
+                *o++ = ek__requant_fast(acc, q, 127, 0);
+            }
+        }
+    }
+#endif
+}
+
 int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     int err = ek__conv_check(p);
@@ -1804,6 +2026,10 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
+    if (p->flags & EK_NN_FLAG_1X1_STREAM) {
+        ek__conv_1x1_stream(p, &g, input, output, (uint32_t *)scratch);
+        return EK_NN_OK;
+    }
     uint32_t *tile = (uint32_t *)scratch;
     uint32_t *wcache = tile + g.tile_bytes / 4;
     int32_t *accbuf = (int32_t *)(wcache + g.wcache_bytes / 4);
