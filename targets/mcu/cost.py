@@ -71,8 +71,12 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             npix = step.params["out_h"] * step.params["out_w"]
             return f"{family}_int8_ek", step.macs * (npix + npix % 2) // max(npix, 1), out, inp
         return f"{family}_int8_ek", step.macs, out, inp
-    if step.kind == "copy":
-        return "copy", out * DTYPE_BYTES[prog.dtype], out, inp
+    if step.kind == "copy":  # a tile into its place: a word loop from a call table when everything is aligned
+        from edgekit.targets.mcu.codegen import copy_window, uses_call_table
+
+        dst_off, dst_row, src_off, src_row, rows, row_bytes = copy_window(prog, step)
+        words = uses_call_table(prog) and not (dst_off | dst_row | src_off | src_row | row_bytes) & 3
+        return ("copy_words" if words else "copy_bytes"), rows * row_bytes, rows, 0
     spec = step.spec
     dt = prog.dtype
     if spec.op == "conv2d":
@@ -211,9 +215,19 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
             -(-C // 4) * plane_rows * ((plane_w + 3) // 2))
 
 
+# A patch tile's copy into the full tensor, per byte, per row and per call, where the profile's [cost] has no fitted
+# value: ek_copy_rows' word loop (templates/call_table.c.j2: ldr, str, cmp, bne per 4 bytes) or the byte loop of
+# ek_copy_window / unaligned rows (about 5 per byte), from the M7's disassembly.
+DEFAULT_COPY_COSTS = {"copy_words": (1.0, 8.0, 30.0), "copy_bytes": (5.0, 8.0, 30.0)}
+
+
 def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:
     """Estimated instructions of one (non-recurrent) kernel call."""
     key, units, outs, ins = step_cost_terms(prog, step)
+    if key in DEFAULT_COPY_COSTS:
+        d = DEFAULT_COPY_COSTS[key]
+        return profile.number("cost", key, d[0]) * units + profile.number("cost", key + "_per_output", d[1]) * outs \
+            + profile.number("cost", key + "_per_call", d[2])
     if key not in profile.cost:  # a profile calibrated before 1x1 convs had their own key
         key = key.replace("conv2d_1x1", "conv2d")
     coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]
