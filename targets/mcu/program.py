@@ -594,6 +594,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     if patch is not None:
         from edgekit.converters.patch import input_in_place
 
+        prog.patch = patch.to_json()  # (what makes codegen run it from a call table, and the estimate price that)
         if input_in_place(graph, stages):
             prog.tensors[prog.input].external = True
             prog.notes.append("the model input is read in place (edgekit_model_set_input): only the first patch "
