@@ -57,20 +57,15 @@ def test_bad_patch_mode_is_one_line(cnn):
 
 
 def _vgg_64() -> Model:
-    """A plain VGG-style CNN at 64x64 (bench/patch.py's): its patched program once ran its last conv on TVM's
-    kernel (10 instructions/MAC) because another layer's scratch grant grew the arena and every grant was dropped."""
-    import numpy as np
-    import torch
-    from torch import nn
+    """bench/patch.py's VGG-style CNN at 64x64: its patched program once ran its last conv on TVM's kernel (10
+    instructions/MAC) because another layer's scratch grant grew the arena and every grant was dropped."""
+    import sys
+    from pathlib import Path
 
-    torch.manual_seed(1)
-    layers, c = [], 3
-    for out, pool in ((16, False), (16, True), (32, False), (32, True), (64, True), (64, True)):
-        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
-        c = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)]
-    x = np.random.default_rng(1).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    return Model.from_module(nn.Sequential(*layers).eval(), torch.from_numpy(x[:1]), name="vgg-64", calib=x)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from patch import vgg_like
+
+    return vgg_like()
 
 
 def test_scratch_grants_survive_one_layer_that_grows_the_arena():
