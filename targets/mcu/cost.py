@@ -68,8 +68,16 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             inp = p["out_h"] * p["out_w"] * p["kernel_h"] * p["kernel_w"] * p["in_c"]
             return "conv2d_sparse_int8_ek", step.nz_macs, out, inp
         if step.kind == "ek_conv":  # the kernel computes output pixels in pairs: an odd count pays for one more
-            npix = step.params["out_h"] * step.params["out_w"]
-            return f"{family}_int8_ek", step.macs * (npix + npix % 2) // max(npix, 1), out, inp
+            p = step.params
+            npix = p["out_h"] * p["out_w"]
+            units = step.macs * (npix + npix % 2) // max(npix, 1)
+            if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS:  # all weights widened into scratch once per call
+                units += p["kernel_h"] * p["kernel_w"] * p["in_c"] * p["out_c"]
+            elif p["tile_pixels"] and not p["flags"] & kernel_pack.FLAG_1X1_STREAM:
+                units += units // p["tile_pixels"]  # a block's weights widened again for every im2col tile (1 each)
+            # inputs: the im2col tiles' elements (each pixel's window gathered and widened once, whatever the
+            # output channels: a first layer of 1-3 channels pays it over few MACs)
+            return f"{family}_int8_ek", units, out, npix * p["kernel_h"] * p["kernel_w"]
         return f"{family}_int8_ek", step.macs, out, inp
     if step.kind == "copy":  # a tile into its place: a word loop from a call table when everything is aligned
         from edgekit.targets.mcu.codegen import copy_window, uses_call_table
