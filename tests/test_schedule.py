@@ -79,3 +79,15 @@ def test_scratch_grants_survive_one_layer_that_grows_the_arena():
         # most layers run with more than the default scratch: the grants that fit were kept
         granted = [layer for layer, limit in p.scratch_limits.items() if limit > 8 * 1024]
         assert len(granted) >= 3, (mode, p.scratch_limits)
+
+
+def test_auto_weighs_each_schedule_with_more_conv_scratch(cnn):
+    """Under a budget, every patch schedule is also built with the conv kernels' usual scratch (faster tiles, a
+    bigger arena): both are in the report, and the faster one is taken when it fits."""
+    budget = _plan(cnn, patch="off").estimate.peak_sram_bytes - 1
+    considered = _plan(cnn, sram_budget=budget).program.schedule["considered"][1:]
+    plain = [c for c in considered if "conv scratch" not in c["schedule"]]
+    wider = [c for c in considered if "conv scratch" in c["schedule"]]
+    assert plain and len(wider) == len(plain)
+    for a, b in zip(plain, wider):
+        assert b["arena_bytes"] >= a["arena_bytes"] and b["instructions"] <= a["instructions"]
