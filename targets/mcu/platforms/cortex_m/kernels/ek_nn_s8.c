@@ -1444,11 +1444,62 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
     return in + iy * p->in_row_stride + ix * c;
 }
 
+#if EK_NN_DSP
+/* Three runs of 9 bytes (first layers: 3x3 kernel x 3 channels) of both pixels of a pair, in one call: ek__cvt_pair's
+ * words (per 4 bytes (b0, b2), (b1, b3); the last byte b as (b + off, 0), i.e. SXTAB16 of the zero-extended byte with
+ * the offset in the low half only) at 21 instructions a run instead of ~90 with a call per run.
+ * ctx = {off2, off2 & 0xFFFF, bytes from one run to the next}. Returns the end of what it wrote (30 words). */
+uint32_t *ek__cvt_rows9(const int8_t *s0, const int8_t *s1, uint32_t *dst, const uint32_t *ctx);
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__cvt_rows9, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__cvt_rows9\n"
+    "   .type ek__cvt_rows9, %function\n"
+    "   .thumb_func\n"
+    "ek__cvt_rows9:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r3, {r3, r12, lr}\n"
+    "   .rept 3\n"
+    "   ldr     r4, [r0]\n"
+    "   ldr     r5, [r1]\n"
+    "   ldr     r6, [r0, #4]\n"
+    "   ldr     r7, [r1, #4]\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r3, r4, ror #8\n"
+    "   sxtab16 r11, r3, r5, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   sxtab16 r8, r3, r6\n"
+    "   sxtab16 r9, r3, r7\n"
+    "   sxtab16 r10, r3, r6, ror #8\n"
+    "   sxtab16 r11, r3, r7, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   sxtab16 r4, r12, r4\n"
+    "   sxtab16 r5, r12, r5\n"
+    "   stm     r2!, {r4, r5}\n"
+    "   add     r0, r0, lr\n"
+    "   add     r1, r1, lr\n"
+    "   .endr\n"
+    "   mov     r0, r2\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__cvt_rows9, . - ek__cvt_rows9\n"
+    "   .popsection\n");
+#endif
+
 /* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
 static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(const ek_conv_params_t *p,
     const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
 {
     const int32_t step = p->dilation_h * p->in_row_stride;
+#if EK_NN_DSP
+    if (g->runs == 3 && g->run_len == 9) {
+        const uint32_t ctx[3] = {off2, off2 & 0xFFFFu, (uint32_t)step};
+        return ek__cvt_rows9(s0, s1, dst, ctx);
+    }
+#endif
     for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
         dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
     }
@@ -1509,7 +1560,22 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     a.ix = a.ox * p->stride_w - p->pad_left;
     a.in_off = a.iy * p->in_row_stride + a.ix * p->in_c;
     a.out_off = a.oy * p->out_row_stride + a.ox * p->out_c;
+    /* the common case: both pixels in one output row, their windows inside the input, a's successor in the row */
+    const int fast_rows = !is_1x1 && p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS);
+    const int32_t ix_last = p->in_w - p->kernel_w - p->stride_w; /* the last a.ix with b's window inside */
+    const int32_t in_step = p->stride_w * p->in_c;
     for (int32_t i = 0; i < n; i += 2, tile += pw) {
+        if (fast_rows && i + 1 < n && a.ox + 2 < p->out_w && a.ix >= 0 && a.ix <= ix_last && a.iy >= 0 &&
+            a.iy + span_h <= p->in_h) {
+            uint32_t *dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + a.in_off + in_step, off2, tile);
+            dst[0] = (uint32_t)a.out_off;
+            dst[1] = (uint32_t)(a.out_off + p->out_c);
+            a.ox += 2;
+            a.ix += 2 * p->stride_w;
+            a.in_off += 2 * in_step;
+            a.out_off += 2 * p->out_c;
+            continue;
+        }
         ek__pix_t b = a;
         if (i + 1 < n) {
             ek__pix_next(p, &b);
