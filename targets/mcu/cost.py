@@ -67,6 +67,11 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             p = step.params  # inputs read: the im2col tile, built once per output pixel
             inp = p["out_h"] * p["out_w"] * p["kernel_h"] * p["kernel_w"] * p["in_c"]
             return "conv2d_sparse_int8_ek", step.nz_macs, out, inp
+        if step.kind == "ek_conv" and step.params.get("flags", 0) & kernel_pack.FLAG_1X1_STREAM:
+            # 1x1 record stream: per MAC (SMLADs and record LDMs), per output (requantization, store), per input
+            # element of the output pixels (widened once into registers)
+            p = step.params
+            return "conv2d_1x1s_int8_ek", step.macs, out, p["out_h"] * p["out_w"] * p["in_c"]
         if step.kind == "ek_conv":  # the kernel computes output pixels in pairs: an odd count pays for one more
             npix = step.params["out_h"] * step.params["out_w"]
             return f"{family}_int8_ek", step.macs * (npix + npix % 2) // max(npix, 1), out, inp
