@@ -1487,6 +1487,71 @@ __asm__(
     "   pop     {r4-r11, pc}\n"
     "   .size ek__cvt_rows9, . - ek__cvt_rows9\n"
     "   .popsection\n");
+
+/* m consecutive pairs of one output row, all inside the input (the tile's common case), with their output offsets:
+ * pair j = pixels at s + 2j * in_step and s + (2j + 1) * in_step. ctx = {off2, off2 & 0xFFFF, run step, in_step,
+ * out_off of the first pixel, out_c}. Each pair's 30 words and 2 offsets are its pair_bytes (k_pairs = 15). */
+void ek__cvt_rows9_span(const int8_t *s, uint32_t *dst, int32_t m, const uint32_t *ctx);
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__cvt_rows9_span, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__cvt_rows9_span\n"
+    "   .type ek__cvt_rows9_span, %function\n"
+    "   .thumb_func\n"
+    "ek__cvt_rows9_span:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #20\n"               /* frame: s, m, in_step, out_off, out_c */
+    "   ldr     r4, [r3, #12]\n"
+    "   ldr     r5, [r3, #16]\n"
+    "   ldr     r6, [r3, #20]\n"
+    "   str     r0, [sp]\n"
+    "   str     r2, [sp, #4]\n"
+    "   add     r7, sp, #8\n"
+    "   stm     r7, {r4-r6}\n"
+    "   mov     r2, r1\n"
+    "   ldm     r3, {r3, r12, lr}\n"
+    "1: ldrd    r0, r1, [sp]\n"              /* s (r1: m, replaced below) */
+    "   ldr     r1, [sp, #8]\n"
+    "   add     r1, r0, r1\n"
+    "   .rept 3\n"
+    "   ldr     r4, [r0]\n"
+    "   ldr     r5, [r1]\n"
+    "   ldr     r6, [r0, #4]\n"
+    "   ldr     r7, [r1, #4]\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r3, r4, ror #8\n"
+    "   sxtab16 r11, r3, r5, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   sxtab16 r8, r3, r6\n"
+    "   sxtab16 r9, r3, r7\n"
+    "   sxtab16 r10, r3, r6, ror #8\n"
+    "   sxtab16 r11, r3, r7, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   sxtab16 r4, r12, r4\n"
+    "   sxtab16 r5, r12, r5\n"
+    "   stm     r2!, {r4, r5}\n"
+    "   add     r0, r0, lr\n"
+    "   add     r1, r1, lr\n"
+    "   .endr\n"
+    "   add     r7, sp, #8\n"
+    "   ldm     r7, {r4-r6}\n"               /* in_step, out_off, out_c */
+    "   add     r7, r5, r6\n"
+    "   stm     r2!, {r5, r7}\n"
+    "   add     r5, r7, r6\n"
+    "   str     r5, [sp, #12]\n"
+    "   ldrd    r0, r1, [sp]\n"
+    "   add     r0, r0, r4, lsl #1\n"
+    "   subs    r1, r1, #1\n"
+    "   strd    r0, r1, [sp]\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #20\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__cvt_rows9_span, . - ek__cvt_rows9_span\n"
+    "   .popsection\n");
 #endif
 
 /* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
@@ -1567,13 +1632,29 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     for (int32_t i = 0; i < n; i += 2, tile += pw) {
         if (fast_rows && i + 1 < n && a.ox + 2 < p->out_w && a.ix >= 0 && a.ix <= ix_last && a.iy >= 0 &&
             a.iy + span_h <= p->in_h) {
-            uint32_t *dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + a.in_off + in_step, off2, tile);
-            dst[0] = (uint32_t)a.out_off;
-            dst[1] = (uint32_t)(a.out_off + p->out_c);
-            a.ox += 2;
-            a.ix += 2 * p->stride_w;
-            a.in_off += 2 * in_step;
-            a.out_off += 2 * p->out_c;
+            int32_t m = 1; /* pairs done here */
+#if EK_NN_DSP
+            if (g->runs == 3 && g->run_len == 9) {
+                const int32_t m1 = (p->out_w - a.ox - 1) / 2, m2 = (ix_last - a.ix) / (2 * p->stride_w) + 1;
+                const int32_t m3 = (n - i) / 2;
+                m = m1 < m2 ? m1 : m2;
+                m = m < m3 ? m : m3;
+                const uint32_t ctx[6] = {off2, off2 & 0xFFFFu, (uint32_t)(p->dilation_h * p->in_row_stride),
+                                         (uint32_t)in_step, (uint32_t)a.out_off, (uint32_t)p->out_c};
+                ek__cvt_rows9_span(in + a.in_off, tile, m, ctx);
+            } else
+#endif
+            {
+                uint32_t *dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + a.in_off + in_step, off2, tile);
+                dst[0] = (uint32_t)a.out_off;
+                dst[1] = (uint32_t)(a.out_off + p->out_c);
+            }
+            a.ox += 2 * m;
+            a.ix += 2 * m * p->stride_w;
+            a.in_off += 2 * m * in_step;
+            a.out_off += 2 * m * p->out_c;
+            i += 2 * (m - 1);
+            tile += (m - 1) * pw;
             continue;
         }
         ek__pix_t b = a;
