@@ -429,8 +429,6 @@ def conv2d_scratch_bytes(params: dict) -> int:
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     if p.get("flags", 0) & FLAG_RV:  # one 4-pixel im2col tile
         return _ceil(4 * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
-    if p.get("flags", 0) & FLAG_1X1_STREAM:  # per channel: bias, in_c / 2 weight pairs, 3 requant words; one block
-        return p["out_c"] * (p["in_c"] // 2 + 4) * 4 + p["in_c"] // 2 * 16
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                bool(p["flags"] & FLAG_TAP_RUNS))
     k_pairs = runs * ((run_len + 1) // 2)
@@ -441,7 +439,15 @@ def conv2d_scratch_bytes(params: dict) -> int:
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
     bias8 = 32 * (1 if p["flags"] & FLAG_BIAS_PER_BLOCK else blocks)  # each block's 4 biases, twice
+    if p["flags"] & FLAG_1X1_STREAM:  # the records fit the tile layout's scratch (pack_conv2d checks)
+        return max(s1x1_records_bytes(p), tile + wcache + accbuf + bias8 + runbuf)
     return tile + wcache + accbuf + bias8 + runbuf
+
+
+def s1x1_records_bytes(params: dict) -> int:
+    """Scratch of the 1x1 record stream: per output channel bias, in_c / 2 weight pairs and 3 requant words, and
+    one block of 4 channels' widened weights while the records are built."""
+    return params["out_c"] * (params["in_c"] // 2 + 4) * 4 + params["in_c"] // 2 * 16
 
 
 def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int, out_zp: int,
@@ -542,10 +548,10 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                     chosen, best = trial, cost
         if chosen is not None:
             break  # biases of all blocks at once whenever any tile fits that way
-    if s1x1_stream(params):
-        trial = dict(chosen or params, flags=(chosen or params)["flags"] | FLAG_1X1_STREAM)
-        if scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
-            chosen = trial
+    # the record stream where it applies, in the tile layout's scratch: a program's plan sizes the arena before
+    # the scales (hence FLAG_FAST_REQUANT) are known, so the scratch must not depend on the choice
+    if chosen is not None and s1x1_stream(chosen) and s1x1_records_bytes(chosen) <= conv2d_scratch_bytes(chosen):
+        chosen = dict(chosen, flags=chosen["flags"] | FLAG_1X1_STREAM)
     if chosen is None:
         raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
                                 f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")

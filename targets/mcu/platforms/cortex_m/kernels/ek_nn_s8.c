@@ -1303,12 +1303,14 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
         return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
-    if (p->flags & EK_NN_FLAG_1X1_STREAM) {
-        return ek__s1x1_scratch_bytes(p);
-    }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
-    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
+    const size_t tiles = g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
+    if (p->flags & EK_NN_FLAG_1X1_STREAM) { /* kernel_pack keeps the tile layout's size (plans do not see scales) */
+        const size_t records = ek__s1x1_scratch_bytes(p);
+        return records > tiles ? records : tiles;
+    }
+    return tiles;
 }
 
 static int ek__conv_check(const ek_conv_params_t *p)
