@@ -105,7 +105,7 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     """ek_conv2d_s8's tile GEMM (kernels/ek_nn_s8.c) in its own terms: (units, "outputs", "inputs").
 
     Output pixels go in pairs through a 2 pixel x 4 channel GEMM over k_pairs int16 pairs of the reduction axis
-    (kernel rows or taps, each padded to even length): units = the MACs it executes, padding included (pairs x
+    (kernel rows or taps, each padded to even length, or odd rows' last bytes paired after them): units = the MACs it executes, padding included (pairs x
     blocks x 16 x k_pairs: 11 instructions per 16); "outputs" = pair-blocks (accumulator set-up, 8 requantizations,
     packing and two word stores) plus one per call of the block kernel (tiles x blocks: about as much again);
     "inputs" = im2col work in bytes: two pixels' windows per pair, 4 per run of a pair (a conversion call each), 120
@@ -113,7 +113,7 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     over 18 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144: within 5 %."""
     runs, run_len = kernel_pack._conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                            bool(p["flags"] & kernel_pack.FLAG_TAP_RUNS))
-    k_pairs = runs * ((run_len + 1) // 2)
+    k_pairs = kernel_pack.conv_k_pairs(p)
     npix = p["out_h"] * p["out_w"]
     pairs, blocks = (npix + 1) // 2, -(-p["out_c"] // 4)
     span_h = (p["kernel_h"] - 1) * p["dilation_h"] + 1

@@ -392,22 +392,44 @@ def _conv_runs(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = Fal
     return (kh, kw * cin) if dilation_w == 1 and not tap_runs else (kh * kw, cin)
 
 
+def _conv_merged_tails(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> bool:
+    """Whether odd kernel-row runs (several of them) give their last bytes to shared pairs after all runs instead
+    of one zero-padded pair each (3x3 x 3 channels: 14 pairs, not 15)."""
+    runs, run_len = _conv_runs(kh, kw, cin, dilation_w, tap_runs)
+    return dilation_w == 1 and not tap_runs and runs >= 2 and run_len % 2 == 1
+
+
+def conv_k_pairs(params: dict) -> int:
+    """int16 pairs of ek_conv2d_s8's reduction axis per pixel (its tile GEMM; ek__conv_geom)."""
+    p = params
+    args = (p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"], bool(p.get("flags", 0) & FLAG_TAP_RUNS))
+    runs, run_len = _conv_runs(*args)
+    if _conv_merged_tails(*args):
+        return runs * ((run_len - 1) // 2) + (runs + 1) // 2
+    return runs * ((run_len + 1) // 2)
+
+
 def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> np.ndarray:
     """Index into the [kh, kw, cin]-flattened weights for each packed reduction position; -1 = zero padding."""
     runs, run_len = _conv_runs(kh, kw, cin, dilation_w, tap_runs)
-    order = []
+    merged = _conv_merged_tails(kh, kw, cin, dilation_w, tap_runs)
+    order, tails = [], []
     for r in range(runs):
         base = r * run_len
         e = list(range(base, base + run_len))
+        if merged:
+            tails.append(e.pop())
         run = []
-        full = run_len // 4 * 4
+        full = len(e) // 4 * 4
         for g in range(0, full, 4):
             run += [e[g], e[g + 2], e[g + 1], e[g + 3]]
         run += e[full:]
         if len(run) % 2:
             run.append(-1)
         order += run
-    return np.array(order, dtype=np.int64)
+    if len(tails) % 2:
+        tails.append(-1)
+    return np.array(order + tails, dtype=np.int64)
 
 
 def s1x1_stream(params: dict) -> bool:
@@ -431,7 +453,7 @@ def conv2d_scratch_bytes(params: dict) -> int:
         return _ceil(4 * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                bool(p["flags"] & FLAG_TAP_RUNS))
-    k_pairs = runs * ((run_len + 1) // 2)
+    k_pairs = conv_k_pairs(p)
     blocks = _ceil(p["out_c"], 4) // 4
     t = p["tile_pixels"]
     tile = t // 2 * (k_pairs + 1) * 8
@@ -862,6 +884,9 @@ def nested_view(full: PackedLayer, sub: PackedLayer) -> dict[str, int] | None:
         fp, sp = full.params, sub.params
         if (fp["kernel_h"], fp["kernel_w"], fp["dilation_w"]) != (sp["kernel_h"], sp["kernel_w"], sp["dilation_w"]):
             return None
+        if any(_conv_merged_tails(q["kernel_h"], q["kernel_w"], q["in_c"], q["dilation_w"],
+                                  bool(q["flags"] & FLAG_TAP_RUNS)) for q in (fp, sp)):
+            return None  # the tails of all runs follow the runs: no per-run prefix
         f_runs, f_len = _conv_runs(fp["kernel_h"], fp["kernel_w"], fp["in_c"], fp["dilation_w"],
                                    bool(fp["flags"] & FLAG_TAP_RUNS))
         s_runs, s_len = _conv_runs(sp["kernel_h"], sp["kernel_w"], sp["in_c"], sp["dilation_w"],

@@ -1256,6 +1256,7 @@ static int ek__rv_depthwise3x3(const ek_conv_params_t *p, const int8_t *input, i
  */
 typedef struct {
     int32_t runs, run_len, run_pairs; /* runs per pixel, bytes per run, int16 pairs per run */
+    int32_t tail;                     /* 1: odd kernel-row runs, each run's last byte paired after all runs */
     int32_t k_pairs, skip;            /* int16 pairs per pixel; unrolled steps skipped at the loop entry */
     int32_t pair_bytes;               /* tile bytes per pixel pair: k_pairs x 2 words + two output offsets */
     int32_t blocks, full_blocks;      /* groups of 4 output channels */
@@ -1272,8 +1273,11 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
         g->runs = p->kernel_h * p->kernel_w;
         g->run_len = p->in_c;
     }
-    g->run_pairs = (g->run_len + 1) / 2;
-    g->k_pairs = g->runs * g->run_pairs;
+    /* several odd kernel-row runs (first layers: 3x3 x 3 channels) pair their last bytes after all runs instead
+     * of padding each run (14 pairs instead of 15); kernel_pack.conv_k_pairs says the same */
+    g->tail = p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS) && g->runs >= 2 && (g->run_len & 1);
+    g->run_pairs = (g->run_len - g->tail + 1) / 2;
+    g->k_pairs = g->runs * g->run_pairs + (g->tail ? (g->runs + 1) / 2 : 0);
     g->skip = (EK_CONV_UNROLL - g->k_pairs % EK_CONV_UNROLL) % EK_CONV_UNROLL;
     g->pair_bytes = (g->k_pairs + 1) * 8;
     g->blocks = (p->out_c + 3) / 4;
@@ -1448,9 +1452,10 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
 
 #if EK_NN_DSP
 /* Three runs of 9 bytes (first layers: 3x3 kernel x 3 channels) of both pixels of a pair, in one call: ek__cvt_pair's
- * words (per 4 bytes (b0, b2), (b1, b3); the last byte b as (b + off, 0), i.e. SXTAB16 of the zero-extended byte with
- * the offset in the low half only) at 21 instructions a run instead of ~90 with a call per run.
- * ctx = {off2, off2 & 0xFFFF, bytes from one run to the next}. Returns the end of what it wrote (30 words). */
+ * words for bytes 0-7 of each run (per 4 bytes (b0, b2), (b1, b3)), then the runs' last bytes t0, t1, t2 as the
+ * geometry's tail pairs (t0, t1) and (t2, 0) (SXTAB16 of the zero-extended byte with the offset in the low half
+ * only): 67 instructions a pair instead of ~280 with a call per run. ctx = {off2, off2 & 0xFFFF, bytes from one run
+ * to the next}. Returns the end of what it wrote (28 words). */
 uint32_t *ek__cvt_rows9(const int8_t *s0, const int8_t *s1, uint32_t *dst, const uint32_t *ctx);
 __asm__(
     "   .syntax unified\n"
@@ -1477,14 +1482,28 @@ __asm__(
     "   sxtab16 r10, r3, r6, ror #8\n"
     "   sxtab16 r11, r3, r7, ror #8\n"
     "   stm     r2!, {r8-r11}\n"
-    "   ldrb    r4, [r0, #8]\n"
-    "   ldrb    r5, [r1, #8]\n"
-    "   sxtab16 r4, r12, r4\n"
-    "   sxtab16 r5, r12, r5\n"
-    "   stm     r2!, {r4, r5}\n"
     "   add     r0, r0, lr\n"
     "   add     r1, r1, lr\n"
     "   .endr\n"
+    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r10, [r0, #8]\n"
+    "   ldrb    r11, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r6, [r0, #8]\n"
+    "   ldrb    r7, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   orr     r4, r4, r6, lsl #16\n"
+    "   orr     r5, r5, r7, lsl #16\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r12, r10\n"
+    "   sxtab16 r11, r12, r11\n"
+    "   stm     r2!, {r8-r11}\n"
     "   mov     r0, r2\n"
     "   pop     {r4-r11, pc}\n"
     "   .size ek__cvt_rows9, . - ek__cvt_rows9\n"
@@ -1492,7 +1511,7 @@ __asm__(
 
 /* m consecutive pairs of one output row, all inside the input (the tile's common case), with their output offsets:
  * pair j = pixels at s + 2j * in_step and s + (2j + 1) * in_step. ctx = {off2, off2 & 0xFFFF, run step, in_step,
- * out_off of the first pixel, out_c}. Each pair's 30 words and 2 offsets are its pair_bytes (k_pairs = 15). */
+ * out_off of the first pixel, out_c}. Each pair's 28 words and 2 offsets are its pair_bytes (k_pairs = 14). */
 void ek__cvt_rows9_span(const int8_t *s, uint32_t *dst, int32_t m, const uint32_t *ctx);
 __asm__(
     "   .syntax unified\n"
@@ -1531,14 +1550,28 @@ __asm__(
     "   sxtab16 r10, r3, r6, ror #8\n"
     "   sxtab16 r11, r3, r7, ror #8\n"
     "   stm     r2!, {r8-r11}\n"
-    "   ldrb    r4, [r0, #8]\n"
-    "   ldrb    r5, [r1, #8]\n"
-    "   sxtab16 r4, r12, r4\n"
-    "   sxtab16 r5, r12, r5\n"
-    "   stm     r2!, {r4, r5}\n"
     "   add     r0, r0, lr\n"
     "   add     r1, r1, lr\n"
     "   .endr\n"
+    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r10, [r0, #8]\n"
+    "   ldrb    r11, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r6, [r0, #8]\n"
+    "   ldrb    r7, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   orr     r4, r4, r6, lsl #16\n"
+    "   orr     r5, r5, r7, lsl #16\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r12, r10\n"
+    "   sxtab16 r11, r12, r11\n"
+    "   stm     r2!, {r8-r11}\n"
     "   add     r7, sp, #8\n"
     "   ldm     r7, {r4-r6}\n"               /* in_step, out_off, out_c */
     "   add     r7, r5, r6\n"
@@ -1556,6 +1589,20 @@ __asm__(
     "   .popsection\n");
 #endif
 
+/* Run r's last bytes b0, b1 (pixels 0 and 1) into the pairs after all runs (geometry tail): runs 2j and 2j + 1
+ * share pair j, the low halves from the even run; a last odd run's pair has zero high halves. */
+static inline void ek__put_tail(uint32_t *tails, int32_t r, int32_t b0, int32_t b1, int32_t off)
+{
+    uint32_t *t = tails + 2 * (r >> 1);
+    if (r & 1) {
+        t[0] |= (uint32_t)(uint16_t)(b0 + off) << 16;
+        t[1] |= (uint32_t)(uint16_t)(b1 + off) << 16;
+    } else {
+        t[0] = (uint16_t)(b0 + off);
+        t[1] = (uint16_t)(b1 + off);
+    }
+}
+
 /* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
 static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(const ek_conv_params_t *p,
     const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
@@ -1567,10 +1614,19 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(co
         return ek__cvt_rows9(s0, s1, dst, ctx);
     }
 #endif
-    for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
-        dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+    if (!g->tail) {
+        for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
+            dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+        }
+        return dst;
     }
-    return dst;
+    const int32_t len = g->run_len - 1;
+    uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
+    for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
+        dst = ek__cvt_pair(s0, s1, len, off2, dst);
+        ek__put_tail(tails, r, s0[len], s1[len], ek__lo16(off2));
+    }
+    return tails + 2 * ((g->runs + 1) / 2);
 }
 
 /* The same with one run per kernel tap (EK_NN_FLAG_TAP_RUNS: nested weights). */
@@ -1671,11 +1727,17 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
             dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
                                                  : ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
+            const int32_t len = g->run_len - g->tail;
+            uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
             for (int32_t r = 0; r < g->runs; r++) {
                 const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
                 const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf + g->runbuf_bytes / 3, zp_run);
-                dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+                dst = ek__cvt_pair(s0, s1, len, off2, dst);
+                if (g->tail) {
+                    ek__put_tail(tails, r, s0[len], s1[len], p->input_offset);
+                }
             }
+            dst = g->tail ? tails + 2 * ((g->runs + 1) / 2) : dst;
         }
         dst[0] = (uint32_t)a.out_off;
         dst[1] = (uint32_t)b.out_off;
