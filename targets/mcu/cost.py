@@ -105,9 +105,10 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     """ek_conv2d_s8's tile GEMM (kernels/ek_nn_s8.c) in its own terms: (units, "outputs", "inputs").
 
     Output pixels go in pairs through a 2 pixel x 4 channel GEMM over k_pairs int16 pairs of the reduction axis
-    (kernel rows or taps, each padded to even length, or odd rows' last bytes paired after them): units = the MACs it executes, padding included (pairs x
-    blocks x 16 x k_pairs: 11 instructions per 16); "outputs" = pair-blocks (accumulator set-up, 8 requantizations,
-    packing and two word stores) plus one per call of the block kernel (tiles x blocks: about as much again);
+    (kernel rows or taps, each padded to even length, or odd rows' last bytes paired after them, see
+    kernel_pack.conv_k_pairs): units = the MACs it executes, padding included (pairs x blocks x 16 x k_pairs: 11
+    instructions per 16); "outputs" = pair-blocks (accumulator set-up, 8 requantizations, packing and two word
+    stores) plus one per call of the block kernel (tiles x blocks: about as much again);
     "inputs" = im2col work in bytes: two pixels' windows per pair, 4 per run of a pair (a conversion call each), 120
     per run of a pixel whose window leaves the input (copied with the zero point through runbuf). Fitted on the M7
     over 18 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144: within 5 %."""

@@ -1609,7 +1609,7 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(co
 {
     const int32_t step = p->dilation_h * p->in_row_stride;
 #if EK_NN_DSP
-    if (g->runs == 3 && g->run_len == 9) {
+    if (g->tail && g->runs == 3 && g->run_len == 9) {
         const uint32_t ctx[3] = {off2, off2 & 0xFFFFu, (uint32_t)step};
         return ek__cvt_rows9(s0, s1, dst, ctx);
     }
@@ -1692,7 +1692,7 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
             a.iy + span_h <= p->in_h) {
             int32_t m = 1; /* pairs done here */
 #if EK_NN_DSP
-            if (g->runs == 3 && g->run_len == 9) {
+            if (g->tail && g->runs == 3 && g->run_len == 9) {
                 const int32_t m1 = (p->out_w - a.ox - 1) / 2, m2 = (ix_last - a.ix) / (2 * p->stride_w) + 1;
                 const int32_t m3 = (n - i) / 2;
                 m = m1 < m2 ? m1 : m2;
@@ -2018,8 +2018,10 @@ static void ek__conv_store_raw(const ek_conv_params_t *p, const ek__conv_geom_t 
  * in NHWC), then one pass runs over a per-call record stream, one record per output channel:
  * {bias, in_c / 2 widened weight pairs, mult, a, b} (b's bit 8 marks the last channel: ASR reads only the low byte).
  * in_c = 8: one LDM of the whole record, 4 SMLAD, SMMLA + ASR + SSAT (the SSAT is the clamp), one STRB: 9 instructions
- * per 8 MACs (36 bytes of code each: every instruction is 32-bit, the entry relies on it). in_c = 16: 4 LDM + 8 SMLAD + 4 = 16 per 16 MACs. Unrolled 8 channels per end test, with a
- * Duff's-device entry for out_c % 8; outputs of a pixel are contiguous, so the byte pointer just runs along the row.
+ * per 8 MACs. in_c = 16: 4 LDM + 8 SMLAD + 4 = 16 per 16 MACs. Unrolled 8 channels per end test, with a Duff's-device
+ * entry for out_c % 8 (every instruction of a channel is 32-bit: 36 or 64 bytes of code); outputs of a pixel are
+ * contiguous, so the byte pointer just runs along the row. M7: 1.20 instructions/MAC at 72x72x8 -> 48, 1.05 at
+ * 18x18x16 -> 96 (the tile GEMM: 1.64, 1.15).
  * ------------------------------------------------------------------------------------------------------------- */
 #define EK_S1X1_UNROLL 8
 
