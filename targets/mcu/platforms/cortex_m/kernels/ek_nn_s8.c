@@ -1727,17 +1727,24 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
             dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
                                                  : ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
-            const int32_t len = g->run_len - g->tail;
-            uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
-            for (int32_t r = 0; r < g->runs; r++) {
-                const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
-                const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf + g->runbuf_bytes / 3, zp_run);
-                dst = ek__cvt_pair(s0, s1, len, off2, dst);
-                if (g->tail) {
+            int8_t *const runbuf1 = runbuf + g->runbuf_bytes / 3;
+            if (!g->tail) {
+                for (int32_t r = 0; r < g->runs; r++) {
+                    const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
+                    const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf1, zp_run);
+                    dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+                }
+            } else {
+                const int32_t len = g->run_len - 1;
+                uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
+                for (int32_t r = 0; r < g->runs; r++) {
+                    const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
+                    const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf1, zp_run);
+                    dst = ek__cvt_pair(s0, s1, len, off2, dst);
                     ek__put_tail(tails, r, s0[len], s1[len], p->input_offset);
                 }
+                dst = tails + 2 * ((g->runs + 1) / 2);
             }
-            dst = g->tail ? tails + 2 * ((g->runs + 1) / 2) : dst;
         }
         dst[0] = (uint32_t)a.out_off;
         dst[1] = (uint32_t)b.out_off;
