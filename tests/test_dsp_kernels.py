@@ -177,6 +177,28 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv3x3 64-bit requant 8->6", 7, 6, 8, 6, 3, padding=1, big_mult=True))
     c.append(_conv_case(rng, "conv2x2 zero-mult channel 16->8", 6, 7, 16, 8, 2, zero_channel=True))
     c.append(_conv_case(rng, "conv7x1 1->3 tall", 12, 3, 1, 3, (7, 1), padding=(3, 3, 0, 0)))
+    # 1x1 with 8 or 16 input channels: the record stream (FLAG_1X1_STREAM) — every remainder of its 8-channel
+    # unroll, no bias, a zero multiplier, stride 2, row strides; first layers' 3x3 x 3 channel runs (ek__cvt_rows9)
+    # with row strides and a dilated height. Their own generator, so the other cases keep their data.
+    r14 = np.random.default_rng(14)
+    for cin, cout in ((8, 48), (16, 8), (8, 1), (16, 3), (8, 13), (16, 22), (8, 7), (16, 17)):
+        c.append(_conv_case(r14, f"conv1x1 stream {cin}->{cout}", 5, 7, cin, cout, 1))
+    c.append(_conv_case(r14, "conv1x1 stream 16->13 row strides no bias", 4, 6, 16, 13, 1, in_extra=5, out_extra=3,
+                        bias=False))
+    c.append(_conv_case(r14, "conv1x1 stream s2 8->10 zero-mult channel", 7, 9, 8, 10, 1, stride=2,
+                        zero_channel=True))
+    c.append(_conv_case(r14, "conv1x1 8->12 relu6 (clamped: the tile GEMM)", 5, 5, 8, 12, 1, act="relu6"))
+    c.append(_conv_case(r14, "conv3x3 3->8 s2 pad 1 row strides (first layer)", 19, 22, 3, 8, 3, stride=2, padding=1,
+                        in_extra=7, out_extra=2, act="relu6"))
+    c.append(_conv_case(r14, "conv3x3 3->5 dil (2,1) s1 (first layer runs)", 11, 12, 3, 5, 3, dilation=(2, 1),
+                        padding=(2, 2, 1, 1)))
+    for gain_shift in (31, 33):
+        c.append(_exact_case(r14, f"exact conv1x1 stream 8->11 shift {gain_shift}", "conv", gain_shift, h=6, w=5,
+                             cin=8, cout=11, k=1))
+        c.append(_exact_case(r14, f"exact conv1x1 stream 16->9 shift {gain_shift}", "conv", gain_shift, h=5, w=4,
+                             cin=16, cout=9, k=1))
+        c.append(_exact_case(r14, f"exact conv3x3 3->8 s2 first layer shift {gain_shift}", "conv", gain_shift, h=13,
+                             w=11, cin=3, cout=8, k=3, stride=2, padding=1))
     # depthwise
     c.append(_conv_case(rng, "dw3x3 16x16x32 pad1", 16, 16, 32, 32, 3, padding=1, depthwise=True))
     c.append(_conv_case(rng, "dw3x3 13ch s2 asym pad row strides", 17, 15, 13, 13, 3, stride=2,
@@ -346,7 +368,8 @@ def test_helium_kernels_match_reference_on_the_m55(tmp_path):
 def test_helium_layout_is_refused_without_mve(tmp_path):
     # a layer packed for Helium handed to a core without MVE (or the portable build) returns EK_NN_ERR_ARG (-2)
     first_fc = next(i for i, (case, _) in enumerate(MVE_CASES) if case.layer.kind == "fully_connected")
-    cases = [case for case, _ in MVE_CASES[:1] + MVE_CASES[14:15] + MVE_CASES[first_fc:first_fc + 1]]
+    first_dw = next(i for i, (case, _) in enumerate(MVE_CASES) if case.layer.kind == "depthwise_conv2d")
+    cases = [case for case, _ in MVE_CASES[:1] + MVE_CASES[first_dw:first_dw + 1] + MVE_CASES[first_fc:first_fc + 1]]
     assert [c.layer.kind for c in cases] == ["conv2d", "depthwise_conv2d", "fully_connected"]
     results = run_on_qemu(cases, "mps2-an500", tmp_path / "m7", count_instructions=False)
     assert [r.rc for r in results] == [-2, -2, -2]
@@ -467,6 +490,24 @@ def test_scratch_formula_matches_c():
     k_pairs = 3 * (3 * 16 // 2)
     expected = 16 * (k_pairs + 1) * 8 + 8 * k_pairs * 16 + 16 * 32 + 32 * 8 + 3 * 48
     assert kp.scratch_bytes(layer) == layer.scratch_bytes == expected
+
+
+def test_small_1x1_runs_as_a_record_stream_where_it_applies():
+    # the DSP packing picks the record stream for 1x1 with 8 or 16 input channels, the fast requant form and the
+    # full int8 range (so the cases above exercise it), and the tile GEMM otherwise
+    stream = {c.name: bool(c.layer.params["flags"] & kp.FLAG_1X1_STREAM) for c, _ in CASES if c.layer.kind == "conv2d"}
+    assert stream["conv1x1 stream 8->48"] and stream["conv1x1 stream 16->13 row strides no bias"]
+    assert stream["conv1x1 stream s2 8->10 zero-mult channel"] and stream["exact conv1x1 stream 8->11 shift 33"]
+    assert not stream["conv1x1 8->12 relu6 (clamped: the tile GEMM)"]
+    assert not stream["exact conv1x1 stream 16->9 shift 31"]  # the 64-bit requant form
+    assert not stream["conv1x1 32->64"] and not stream["conv3x3 3->8 s2 pad 1 row strides (first layer)"]
+    # one record per channel and one widened block, within the scratch the tile layout would take (plans size the
+    # arena before the scales decide the stream)
+    layer = next(c.layer for c, _ in CASES if c.name == "conv1x1 stream 16->22")
+    tiles = kp.conv2d_scratch_bytes(dict(layer.params, flags=layer.params["flags"] & ~kp.FLAG_1X1_STREAM))
+    assert 22 * (8 + 4) * 4 + 8 * 16 <= layer.scratch_bytes == tiles
+    assert not any(c.layer.params["flags"] & kp.FLAG_1X1_STREAM for c, _ in MVE_CASES + RV_CASES
+                   if c.layer.kind == "conv2d")
 
 
 def test_biases_per_block_when_scratch_is_short():

@@ -392,22 +392,44 @@ def _conv_runs(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = Fal
     return (kh, kw * cin) if dilation_w == 1 and not tap_runs else (kh * kw, cin)
 
 
+def _conv_merged_tails(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> bool:
+    """Whether odd kernel-row runs (several of them) give their last bytes to shared pairs after all runs instead
+    of one zero-padded pair each (3x3 x 3 channels: 14 pairs, not 15)."""
+    runs, run_len = _conv_runs(kh, kw, cin, dilation_w, tap_runs)
+    return dilation_w == 1 and not tap_runs and runs >= 2 and run_len % 2 == 1
+
+
+def conv_k_pairs(params: dict) -> int:
+    """int16 pairs of ek_conv2d_s8's reduction axis per pixel (its tile GEMM; ek__conv_geom)."""
+    p = params
+    args = (p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"], bool(p.get("flags", 0) & FLAG_TAP_RUNS))
+    runs, run_len = _conv_runs(*args)
+    if _conv_merged_tails(*args):
+        return runs * ((run_len - 1) // 2) + (runs + 1) // 2
+    return runs * ((run_len + 1) // 2)
+
+
 def _conv_k_order(kh: int, kw: int, cin: int, dilation_w: int, tap_runs: bool = False) -> np.ndarray:
     """Index into the [kh, kw, cin]-flattened weights for each packed reduction position; -1 = zero padding."""
     runs, run_len = _conv_runs(kh, kw, cin, dilation_w, tap_runs)
-    order = []
+    merged = _conv_merged_tails(kh, kw, cin, dilation_w, tap_runs)
+    order, tails = [], []
     for r in range(runs):
         base = r * run_len
         e = list(range(base, base + run_len))
+        if merged:
+            tails.append(e.pop())
         run = []
-        full = run_len // 4 * 4
+        full = len(e) // 4 * 4
         for g in range(0, full, 4):
             run += [e[g], e[g + 2], e[g + 1], e[g + 3]]
         run += e[full:]
         if len(run) % 2:
             run.append(-1)
         order += run
-    return np.array(order, dtype=np.int64)
+    if len(tails) % 2:
+        tails.append(-1)
+    return np.array(order + tails, dtype=np.int64)
 
 
 def s1x1_stream(params: dict) -> bool:
@@ -429,11 +451,9 @@ def conv2d_scratch_bytes(params: dict) -> int:
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     if p.get("flags", 0) & FLAG_RV:  # one 4-pixel im2col tile
         return _ceil(4 * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
-    if p.get("flags", 0) & FLAG_1X1_STREAM:  # per channel: bias, in_c / 2 weight pairs, 3 requant words; one block
-        return p["out_c"] * (p["in_c"] // 2 + 4) * 4 + p["in_c"] // 2 * 16
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                bool(p["flags"] & FLAG_TAP_RUNS))
-    k_pairs = runs * ((run_len + 1) // 2)
+    k_pairs = conv_k_pairs(p)
     blocks = _ceil(p["out_c"], 4) // 4
     t = p["tile_pixels"]
     tile = t // 2 * (k_pairs + 1) * 8
@@ -441,7 +461,15 @@ def conv2d_scratch_bytes(params: dict) -> int:
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
     bias8 = 32 * (1 if p["flags"] & FLAG_BIAS_PER_BLOCK else blocks)  # each block's 4 biases, twice
+    if p["flags"] & FLAG_1X1_STREAM:  # the records fit the tile layout's scratch (pack_conv2d checks)
+        return max(s1x1_records_bytes(p), tile + wcache + accbuf + bias8 + runbuf)
     return tile + wcache + accbuf + bias8 + runbuf
+
+
+def s1x1_records_bytes(params: dict) -> int:
+    """Scratch of the 1x1 record stream: per output channel bias, in_c / 2 weight pairs and 3 requant words, and
+    one block of 4 channels' widened weights while the records are built."""
+    return params["out_c"] * (params["in_c"] // 2 + 4) * 4 + params["in_c"] // 2 * 16
 
 
 def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int, out_zp: int,
@@ -540,10 +568,10 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 cost = (0.0 if cache else 1.0 / t) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
                 if best is None or cost < best - 1e-12:  # ties: all blocks' biases at once (tried first)
                     chosen, best = trial, cost
-    if s1x1_stream(params):
-        trial = dict(chosen or params, flags=(chosen or params)["flags"] | FLAG_1X1_STREAM)
-        if scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:
-            chosen = trial
+    # the record stream where it applies, in the tile layout's scratch: a program's plan sizes the arena before
+    # the scales (hence FLAG_FAST_REQUANT) are known, so the scratch must not depend on the choice
+    if chosen is not None and s1x1_stream(chosen) and s1x1_records_bytes(chosen) <= conv2d_scratch_bytes(chosen):
+        chosen = dict(chosen, flags=chosen["flags"] | FLAG_1X1_STREAM)
     if chosen is None:
         raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
                                 f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
@@ -854,6 +882,9 @@ def nested_view(full: PackedLayer, sub: PackedLayer) -> dict[str, int] | None:
         fp, sp = full.params, sub.params
         if (fp["kernel_h"], fp["kernel_w"], fp["dilation_w"]) != (sp["kernel_h"], sp["kernel_w"], sp["dilation_w"]):
             return None
+        if any(_conv_merged_tails(q["kernel_h"], q["kernel_w"], q["in_c"], q["dilation_w"],
+                                  bool(q["flags"] & FLAG_TAP_RUNS)) for q in (fp, sp)):
+            return None  # the tails of all runs follow the runs: no per-run prefix
         f_runs, f_len = _conv_runs(fp["kernel_h"], fp["kernel_w"], fp["in_c"], fp["dilation_w"],
                                    bool(fp["flags"] & FLAG_TAP_RUNS))
         s_runs, s_len = _conv_runs(sp["kernel_h"], sp["kernel_w"], sp["in_c"], sp["dilation_w"],

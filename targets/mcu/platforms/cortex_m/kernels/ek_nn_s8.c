@@ -1256,6 +1256,7 @@ static int ek__rv_depthwise3x3(const ek_conv_params_t *p, const int8_t *input, i
  */
 typedef struct {
     int32_t runs, run_len, run_pairs; /* runs per pixel, bytes per run, int16 pairs per run */
+    int32_t tail;                     /* 1: odd kernel-row runs, each run's last byte paired after all runs */
     int32_t k_pairs, skip;            /* int16 pairs per pixel; unrolled steps skipped at the loop entry */
     int32_t pair_bytes;               /* tile bytes per pixel pair: k_pairs x 2 words + two output offsets */
     int32_t blocks, full_blocks;      /* groups of 4 output channels */
@@ -1272,8 +1273,11 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
         g->runs = p->kernel_h * p->kernel_w;
         g->run_len = p->in_c;
     }
-    g->run_pairs = (g->run_len + 1) / 2;
-    g->k_pairs = g->runs * g->run_pairs;
+    /* several odd kernel-row runs (first layers: 3x3 x 3 channels) pair their last bytes after all runs instead
+     * of padding each run (14 pairs instead of 15); kernel_pack.conv_k_pairs says the same */
+    g->tail = p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS) && g->runs >= 2 && (g->run_len & 1);
+    g->run_pairs = (g->run_len - g->tail + 1) / 2;
+    g->k_pairs = g->runs * g->run_pairs + (g->tail ? (g->runs + 1) / 2 : 0);
     g->skip = (EK_CONV_UNROLL - g->k_pairs % EK_CONV_UNROLL) % EK_CONV_UNROLL;
     g->pair_bytes = (g->k_pairs + 1) * 8;
     g->blocks = (p->out_c + 3) / 4;
@@ -1303,12 +1307,14 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
         return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
-    if (p->flags & EK_NN_FLAG_1X1_STREAM) {
-        return ek__s1x1_scratch_bytes(p);
-    }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
-    return g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
+    const size_t tiles = g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
+    if (p->flags & EK_NN_FLAG_1X1_STREAM) { /* kernel_pack keeps the tile layout's size (plans do not see scales) */
+        const size_t records = ek__s1x1_scratch_bytes(p);
+        return records > tiles ? records : tiles;
+    }
+    return tiles;
 }
 
 static int ek__conv_check(const ek_conv_params_t *p)
@@ -1444,15 +1450,183 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
     return in + iy * p->in_row_stride + ix * c;
 }
 
+#if EK_NN_DSP
+/* Three runs of 9 bytes (first layers: 3x3 kernel x 3 channels) of both pixels of a pair, in one call: ek__cvt_pair's
+ * words for bytes 0-7 of each run (per 4 bytes (b0, b2), (b1, b3)), then the runs' last bytes t0, t1, t2 as the
+ * geometry's tail pairs (t0, t1) and (t2, 0) (SXTAB16 of the zero-extended byte with the offset in the low half
+ * only): 67 instructions a pair instead of ~280 with a call per run. ctx = {off2, off2 & 0xFFFF, bytes from one run
+ * to the next}. Returns the end of what it wrote (28 words). */
+uint32_t *ek__cvt_rows9(const int8_t *s0, const int8_t *s1, uint32_t *dst, const uint32_t *ctx);
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__cvt_rows9, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__cvt_rows9\n"
+    "   .type ek__cvt_rows9, %function\n"
+    "   .thumb_func\n"
+    "ek__cvt_rows9:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r3, {r3, r12, lr}\n"
+    "   .rept 3\n"
+    "   ldr     r4, [r0]\n"
+    "   ldr     r5, [r1]\n"
+    "   ldr     r6, [r0, #4]\n"
+    "   ldr     r7, [r1, #4]\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r3, r4, ror #8\n"
+    "   sxtab16 r11, r3, r5, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   sxtab16 r8, r3, r6\n"
+    "   sxtab16 r9, r3, r7\n"
+    "   sxtab16 r10, r3, r6, ror #8\n"
+    "   sxtab16 r11, r3, r7, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   add     r0, r0, lr\n"
+    "   add     r1, r1, lr\n"
+    "   .endr\n"
+    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r10, [r0, #8]\n"
+    "   ldrb    r11, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r6, [r0, #8]\n"
+    "   ldrb    r7, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   orr     r4, r4, r6, lsl #16\n"
+    "   orr     r5, r5, r7, lsl #16\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r12, r10\n"
+    "   sxtab16 r11, r12, r11\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   mov     r0, r2\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__cvt_rows9, . - ek__cvt_rows9\n"
+    "   .popsection\n");
+
+/* m consecutive pairs of one output row, all inside the input (the tile's common case), with their output offsets:
+ * pair j = pixels at s + 2j * in_step and s + (2j + 1) * in_step. ctx = {off2, off2 & 0xFFFF, run step, in_step,
+ * out_off of the first pixel, out_c}. Each pair's 28 words and 2 offsets are its pair_bytes (k_pairs = 14). */
+void ek__cvt_rows9_span(const int8_t *s, uint32_t *dst, int32_t m, const uint32_t *ctx);
+__asm__(
+    "   .syntax unified\n"
+    "   .pushsection .text.ek__cvt_rows9_span, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__cvt_rows9_span\n"
+    "   .type ek__cvt_rows9_span, %function\n"
+    "   .thumb_func\n"
+    "ek__cvt_rows9_span:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #20\n"               /* frame: s, m, in_step, out_off, out_c */
+    "   ldr     r4, [r3, #12]\n"
+    "   ldr     r5, [r3, #16]\n"
+    "   ldr     r6, [r3, #20]\n"
+    "   str     r0, [sp]\n"
+    "   str     r2, [sp, #4]\n"
+    "   add     r7, sp, #8\n"
+    "   stm     r7, {r4-r6}\n"
+    "   mov     r2, r1\n"
+    "   ldm     r3, {r3, r12, lr}\n"
+    "1: ldrd    r0, r1, [sp]\n"              /* s (r1: m, replaced below) */
+    "   ldr     r1, [sp, #8]\n"
+    "   add     r1, r0, r1\n"
+    "   .rept 3\n"
+    "   ldr     r4, [r0]\n"
+    "   ldr     r5, [r1]\n"
+    "   ldr     r6, [r0, #4]\n"
+    "   ldr     r7, [r1, #4]\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r3, r4, ror #8\n"
+    "   sxtab16 r11, r3, r5, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   sxtab16 r8, r3, r6\n"
+    "   sxtab16 r9, r3, r7\n"
+    "   sxtab16 r10, r3, r6, ror #8\n"
+    "   sxtab16 r11, r3, r7, ror #8\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   add     r0, r0, lr\n"
+    "   add     r1, r1, lr\n"
+    "   .endr\n"
+    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r10, [r0, #8]\n"
+    "   ldrb    r11, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r6, [r0, #8]\n"
+    "   ldrb    r7, [r1, #8]\n"
+    "   sub     r0, r0, lr\n"
+    "   sub     r1, r1, lr\n"
+    "   ldrb    r4, [r0, #8]\n"
+    "   ldrb    r5, [r1, #8]\n"
+    "   orr     r4, r4, r6, lsl #16\n"
+    "   orr     r5, r5, r7, lsl #16\n"
+    "   sxtab16 r8, r3, r4\n"
+    "   sxtab16 r9, r3, r5\n"
+    "   sxtab16 r10, r12, r10\n"
+    "   sxtab16 r11, r12, r11\n"
+    "   stm     r2!, {r8-r11}\n"
+    "   add     r7, sp, #8\n"
+    "   ldm     r7, {r4-r6}\n"               /* in_step, out_off, out_c */
+    "   add     r7, r5, r6\n"
+    "   stm     r2!, {r5, r7}\n"
+    "   add     r5, r7, r6\n"
+    "   str     r5, [sp, #12]\n"
+    "   ldrd    r0, r1, [sp]\n"
+    "   add     r0, r0, r4, lsl #1\n"
+    "   subs    r1, r1, #1\n"
+    "   strd    r0, r1, [sp]\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #20\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__cvt_rows9_span, . - ek__cvt_rows9_span\n"
+    "   .popsection\n");
+#endif
+
+/* Run r's last bytes b0, b1 (pixels 0 and 1) into the pairs after all runs (geometry tail): runs 2j and 2j + 1
+ * share pair j, the low halves from the even run; a last odd run's pair has zero high halves. */
+static inline void ek__put_tail(uint32_t *tails, int32_t r, int32_t b0, int32_t b1, int32_t off)
+{
+    uint32_t *t = tails + 2 * (r >> 1);
+    if (r & 1) {
+        t[0] |= (uint32_t)(uint16_t)(b0 + off) << 16;
+        t[1] |= (uint32_t)(uint16_t)(b1 + off) << 16;
+    } else {
+        t[0] = (uint16_t)(b0 + off);
+        t[1] = (uint16_t)(b1 + off);
+    }
+}
+
 /* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
 static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(const ek_conv_params_t *p,
     const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
 {
     const int32_t step = p->dilation_h * p->in_row_stride;
-    for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
-        dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+#if EK_NN_DSP
+    if (g->tail && g->runs == 3 && g->run_len == 9) {
+        const uint32_t ctx[3] = {off2, off2 & 0xFFFFu, (uint32_t)step};
+        return ek__cvt_rows9(s0, s1, dst, ctx);
     }
-    return dst;
+#endif
+    if (!g->tail) {
+        for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
+            dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+        }
+        return dst;
+    }
+    const int32_t len = g->run_len - 1;
+    uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
+    for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
+        dst = ek__cvt_pair(s0, s1, len, off2, dst);
+        ek__put_tail(tails, r, s0[len], s1[len], ek__lo16(off2));
+    }
+    return tails + 2 * ((g->runs + 1) / 2);
 }
 
 /* The same with one run per kernel tap (EK_NN_FLAG_TAP_RUNS: nested weights). */
@@ -1509,7 +1683,38 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     a.ix = a.ox * p->stride_w - p->pad_left;
     a.in_off = a.iy * p->in_row_stride + a.ix * p->in_c;
     a.out_off = a.oy * p->out_row_stride + a.ox * p->out_c;
+    /* the common case: both pixels in one output row, their windows inside the input, a's successor in the row */
+    const int fast_rows = !is_1x1 && p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS);
+    const int32_t ix_last = p->in_w - p->kernel_w - p->stride_w; /* the last a.ix with b's window inside */
+    const int32_t in_step = p->stride_w * p->in_c;
     for (int32_t i = 0; i < n; i += 2, tile += pw) {
+        if (fast_rows && i + 1 < n && a.ox + 2 < p->out_w && a.ix >= 0 && a.ix <= ix_last && a.iy >= 0 &&
+            a.iy + span_h <= p->in_h) {
+            int32_t m = 1; /* pairs done here */
+#if EK_NN_DSP
+            if (g->tail && g->runs == 3 && g->run_len == 9) {
+                const int32_t m1 = (p->out_w - a.ox - 1) / 2, m2 = (ix_last - a.ix) / (2 * p->stride_w) + 1;
+                const int32_t m3 = (n - i) / 2;
+                m = m1 < m2 ? m1 : m2;
+                m = m < m3 ? m : m3;
+                const uint32_t ctx[6] = {off2, off2 & 0xFFFFu, (uint32_t)(p->dilation_h * p->in_row_stride),
+                                         (uint32_t)in_step, (uint32_t)a.out_off, (uint32_t)p->out_c};
+                ek__cvt_rows9_span(in + a.in_off, tile, m, ctx);
+            } else
+#endif
+            {
+                uint32_t *dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + a.in_off + in_step, off2, tile);
+                dst[0] = (uint32_t)a.out_off;
+                dst[1] = (uint32_t)(a.out_off + p->out_c);
+            }
+            a.ox += 2 * m;
+            a.ix += 2 * m * p->stride_w;
+            a.in_off += 2 * m * in_step;
+            a.out_off += 2 * m * p->out_c;
+            i += 2 * (m - 1);
+            tile += (m - 1) * pw;
+            continue;
+        }
         ek__pix_t b = a;
         if (i + 1 < n) {
             ek__pix_next(p, &b);
@@ -1522,10 +1727,23 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
             dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
                                                  : ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
         } else {
-            for (int32_t r = 0; r < g->runs; r++) {
-                const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
-                const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf + g->runbuf_bytes / 3, zp_run);
-                dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+            int8_t *const runbuf1 = runbuf + g->runbuf_bytes / 3;
+            if (!g->tail) {
+                for (int32_t r = 0; r < g->runs; r++) {
+                    const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
+                    const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf1, zp_run);
+                    dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
+                }
+            } else {
+                const int32_t len = g->run_len - 1;
+                uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
+                for (int32_t r = 0; r < g->runs; r++) {
+                    const int8_t *s0 = ek__run_src(p, g, in, a.iy, a.ix, r, runbuf, zp_run);
+                    const int8_t *s1 = ek__run_src(p, g, in, b.iy, b.ix, r, runbuf1, zp_run);
+                    dst = ek__cvt_pair(s0, s1, len, off2, dst);
+                    ek__put_tail(tails, r, s0[len], s1[len], p->input_offset);
+                }
+                dst = tails + 2 * ((g->runs + 1) / 2);
             }
         }
         dst[0] = (uint32_t)a.out_off;
@@ -1807,8 +2025,10 @@ static void ek__conv_store_raw(const ek_conv_params_t *p, const ek__conv_geom_t 
  * in NHWC), then one pass runs over a per-call record stream, one record per output channel:
  * {bias, in_c / 2 widened weight pairs, mult, a, b} (b's bit 8 marks the last channel: ASR reads only the low byte).
  * in_c = 8: one LDM of the whole record, 4 SMLAD, SMMLA + ASR + SSAT (the SSAT is the clamp), one STRB: 9 instructions
- * per 8 MACs (36 bytes of code each: every instruction is 32-bit, the entry relies on it). in_c = 16: 4 LDM + 8 SMLAD + 4 = 16 per 16 MACs. Unrolled 8 channels per end test, with a
- * Duff's-device entry for out_c % 8; outputs of a pixel are contiguous, so the byte pointer just runs along the row.
+ * per 8 MACs. in_c = 16: 4 LDM + 8 SMLAD + 4 = 16 per 16 MACs. Unrolled 8 channels per end test, with a Duff's-device
+ * entry for out_c % 8 (every instruction of a channel is 32-bit: 36 or 64 bytes of code); outputs of a pixel are
+ * contiguous, so the byte pointer just runs along the row. M7: 1.20 instructions/MAC at 72x72x8 -> 48, 1.05 at
+ * 18x18x16 -> 96 (the tile GEMM: 1.64, 1.15).
  * ------------------------------------------------------------------------------------------------------------- */
 #define EK_S1X1_UNROLL 8
 
