@@ -76,6 +76,13 @@ SHAPES = [
     Shape("first layer 10x4 s2 49x10x1 -> 64 (keyword CNN)", "conv", 49, 10, 1, 64, (10, 4), stride=2,
           padding=(5, 1)),
     Shape("first layer 3x3 s2 96x96x3 -> 8", "conv", 96, 96, 3, 8, 3, stride=2, padding=1),
+    # mbv2-w035 (144x144) depthwise layers and its patch tiles (channels-last, two pixels per step)
+    Shape("depthwise 3x3 s1 9x9x144, ReLU6", "dw", 9, 9, 144, 144, 3, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s1 5x5x336, ReLU6", "dw", 5, 5, 336, 336, 3, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s2 72x72x48 -> 36, ReLU6", "dw", 72, 72, 48, 48, 3, stride=2, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s2 9x9x192 -> 5, ReLU6", "dw", 9, 9, 192, 192, 3, stride=2, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s1 11x9x96 (patch tile), ReLU6", "dw", 11, 9, 96, 96, 3, padding=(0, 1), act="relu6"),
+    Shape("depthwise 3x3 s1 9x9x16 (patch tile)", "dw", 9, 9, 16, 16, 3, padding=1),
 ]
 
 
