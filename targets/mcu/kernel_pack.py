@@ -117,12 +117,13 @@ DW_CHANNELS_MIN_C = 32
 # h2 session's report, measured with tests/kernel_harness.py). Rows, per channel and output row: base + per_out *
 # ceil4(out_w) + tail[out_w % 4] (the last 1-3 outputs take one more step, a call of their own and byte copies) +
 # per_group_row / C. Channels-last, per output pixel: base + per_channel * C + border * C / out_w + border_pixel /
-# out_w, plus DW_CHANNELS_TAIL per channel beyond the last group of 4 (its byte-wise tap loop).
+# out_w, plus DW_CHANNELS_TAIL[C % 4] for the 1-3 channels beyond the last group of 4 (their byte-wise tap loop;
+# fitted to 13, 38 and 39 channels, 5-16 wide).
 DW_ROWS_COST = {1: dict(base=85.9, per_out=16.8, tail=(0.0, 55.9, 66.1, 70.8), per_group_row=81.0),
                 2: dict(base=98.7, per_out=24.0, tail=(0.0, 39.5, 53.3, 67.2), per_group_row=105.3)}
 DW_CHANNELS_COST = {1: dict(base=107.8, per_channel=27.44, border=4.93, border_pixel=84.7),
                     2: dict(base=109.9, per_channel=26.97, border=3.38, border_pixel=90.0)}
-DW_CHANNELS_TAIL = 50.0
+DW_CHANNELS_TAIL = (0.0, 210.0, 285.0, 335.0)
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -613,7 +614,7 @@ def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> t
     rows = channels * (r["base"] + r["per_out"] * -(-out_w // 4) * 4 + r["tail"][out_w % 4]) + \
         r["per_group_row"] * -(-channels // 4)
     chan = out_w * (c["base"] + c["per_channel"] * channels + c["border_pixel"] / out_w) + \
-        c["border"] * channels + DW_CHANNELS_TAIL * (channels % 4) * out_w
+        c["border"] * channels + DW_CHANNELS_TAIL[channels % 4] * out_w
     return rows, chan
 
 
