@@ -81,6 +81,13 @@ SHAPES = [
     Shape("1x1 project 72x72x16 -> 8", "conv", 72, 72, 16, 8, 1),
     Shape("1x1 expand 36x36x8 -> 48, ReLU6", "conv", 36, 36, 8, 48, 1, act="relu6"),
     Shape("1x1 expand 18x18x16 -> 96, ReLU6", "conv", 18, 18, 16, 96, 1, act="relu6"),
+    # mbv2-w035 (144x144) depthwise layers and its patch tiles (channels-last, two pixels per step)
+    Shape("depthwise 3x3 s1 9x9x144, ReLU6", "dw", 9, 9, 144, 144, 3, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s1 5x5x336, ReLU6", "dw", 5, 5, 336, 336, 3, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s2 72x72x48 -> 36, ReLU6", "dw", 72, 72, 48, 48, 3, stride=2, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s2 9x9x192 -> 5, ReLU6", "dw", 9, 9, 192, 192, 3, stride=2, padding=1, act="relu6"),
+    Shape("depthwise 3x3 s1 11x9x96 (patch tile), ReLU6", "dw", 11, 9, 96, 96, 3, padding=(0, 1), act="relu6"),
+    Shape("depthwise 3x3 s1 9x9x16 (patch tile)", "dw", 9, 9, 16, 16, 3, padding=1),
 ]
 
 

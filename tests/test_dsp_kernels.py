@@ -215,6 +215,13 @@ def _all_cases(isa: str = "dsp"):
                         padding=1, depthwise=True, layout="channels", in_extra=4, out_extra=8, act="relu6"))
     c.append(_conv_case(rng, "dw3x3 ch-last s2 9x9x36 (auto layout)", 9, 9, 36, 36, 3, stride=2, padding=1,
                         depthwise=True))
+    # the layout chosen by kernel_pack's measured cost (depthwise3x3_row_instructions): wide stride 2 -> rows, a
+    # narrow map with few channels and a 13-wide one -> channels-last
+    c.append(_conv_case(rng, "dw3x3 s2 8x56x36 (auto: rows)", 8, 56, 36, 36, 3, stride=2, padding=1, depthwise=True,
+                        act="relu6"))
+    c.append(_conv_case(rng, "dw3x3 9x9x16 (auto: channels)", 9, 9, 16, 16, 3, padding=1, depthwise=True))
+    c.append(_conv_case(rng, "dw3x3 5x13x42 (auto: channels)", 5, 13, 42, 42, 3, padding=1, depthwise=True,
+                        act="relu"))
     c.append(_conv_case(rng, "dw5x5 ch-last dil2 10x9x6", 10, 9, 6, 6, 5, dilation=2, padding=3, depthwise=True,
                         layout="channels", in_extra=5, out_extra=3))
     c.append(_conv_case(rng, "dw3x1 ch-last 8x8x9", 8, 8, 9, 9, (3, 1), padding=(1, 1, 0, 0), depthwise=True,
@@ -481,6 +488,26 @@ def test_param_fields_match_the_c_structs():
     for case, _ in CASES:
         fields = kp.FC_FIELDS if case.layer.kind == "fully_connected" else kp.CONV_FIELDS
         assert tuple(case.layer.params) == fields
+
+
+def test_depthwise_layout_follows_the_measured_cost():
+    """The DSP cores pick the 3x3 depthwise layout with the lower measured instruction count (M7, bench/kernels.py):
+    rows on wide maps (also at stride 2 from 72x72x48: 2.90 against 3.23 per MAC), channels-last on narrow ones
+    (9x9x16 as a patch tile: 3.92 against 4.30) and wherever a row's last 1-3 outputs cost more than a pixel loop."""
+    def layout(h_out_w, c, s=1, isa="dsp"):
+        return kp.depthwise_layout(3, 3, s, 1, 1, h_out_w, c, isa=isa)
+    assert layout(36, 48, s=2) == "rows"
+    assert layout(24, 96) == "rows" and layout(72, 8) == "rows" and layout(48, 8, s=2) == "rows"
+    assert layout(9, 16) == "channels" and layout(13, 144) == "channels" and layout(10, 16, s=2) == "channels"
+    assert layout(6, 128) == "channels" and layout(5, 336) == "channels" and layout(3, 128, s=2) == "channels"
+    # every DSP-layout choice is the cheaper of the two estimates
+    for w in range(1, 40):
+        for c in (4, 8, 16, 37, 48, 96, 144):
+            for s in (1, 2):
+                rows, chan = kp.depthwise3x3_row_instructions(s, w, c)
+                assert layout(w, c, s) == ("rows" if rows < chan else "channels")
+    # the other cores keep the fixed thresholds (no measurements of these kernels there)
+    assert layout(36, 48, s=2, isa="mve") == "channels" and layout(9, 16, isa="mve") == "rows"
 
 
 def test_scratch_formula_matches_c():

@@ -108,9 +108,23 @@ MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # Depthwise 3x3 layout (bench/kernels.py, instructions/MAC on the emulated M7): the row kernels win at stride 1 on
 # maps at least DW_ROWS_MIN_OUT_W wide (1.9-2.6) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
 # channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (3.2-3.4
-# against 5.8-9.6 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 3.7 on 24x24x96).
+# against 5.8-9.6 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 3.7 on 24x24x96). The cores without
+# these kernels' measurements (isa other than dsp) keep these thresholds; the DSP cores choose by DW_ROWS_COST and
+# DW_CHANNELS_COST.
 DW_ROWS_MIN_OUT_W = 12
 DW_CHANNELS_MIN_C = 32
+# Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
+# bench/dw_layout_fit.py to 39 shapes per stride and layout (9 output rows, out_w 4-20, 16 / 48 / 144 channels,
+# ReLU6; max error 0.5 %). Rows, per channel and output row: base + per_out * ceil4(out_w) + tail[out_w % 4] (the
+# last 1-3 outputs take one more step, a call of their own and byte copies) + per_group_row / C. Channels-last, per
+# output pixel: base + per_channel * C + border * C / out_w + border_pixel / out_w, plus DW_CHANNELS_TAIL[C % 4]
+# for the 1-3 channels beyond the last group of 4 (their byte-wise tap loop; fitted to 13, 38 and 39 channels,
+# 5-16 wide).
+DW_ROWS_COST = {1: dict(base=85.9, per_out=16.8, tail=(0.0, 55.9, 66.1, 70.8), per_group_row=81.0),
+                2: dict(base=98.7, per_out=24.0, tail=(0.0, 39.5, 53.3, 67.2), per_group_row=105.3)}
+DW_CHANNELS_COST = {1: dict(base=107.8, per_channel=27.44, border=4.93, border_pixel=84.7),
+                    2: dict(base=109.9, per_channel=26.97, border=3.38, border_pixel=90.0)}
+DW_CHANNELS_TAIL = (0.0, 210.0, 285.0, 335.0)
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -628,8 +642,25 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
                           or ((kh, kw) == (5, 5) and stride_w == 1)):
         return "rows"
     rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
-    wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
-    return "rows" if rows_ok and wins else "channels"
+    if not rows_ok:
+        return "channels"
+    if isa != "dsp":
+        wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
+        return "rows" if wins else "channels"
+    rows, chan = depthwise3x3_row_instructions(stride_w, out_w, channels)
+    return "rows" if rows < chan else "channels"
+
+
+def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> tuple[float, float]:
+    """Estimated M7 instructions of one output row of a 3x3 depthwise layer (stride 1 or 2) in the ``rows`` and the
+    ``channels`` layout (DW_ROWS_COST, DW_CHANNELS_COST): what :func:`depthwise_layout` compares, also for a patch
+    tile's narrower maps."""
+    r, c = DW_ROWS_COST[stride_w], DW_CHANNELS_COST[stride_w]
+    rows = channels * (r["base"] + r["per_out"] * -(-out_w // 4) * 4 + r["tail"][out_w % 4]) + \
+        r["per_group_row"] * -(-channels // 4)
+    chan = out_w * (c["base"] + c["per_channel"] * channels + c["border_pixel"] / out_w) + \
+        c["border"] * channels + DW_CHANNELS_TAIL[channels % 4] * out_w
+    return rows, chan
 
 
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,

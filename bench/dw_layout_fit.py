@@ -1,0 +1,92 @@
+"""Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated Cortex-M7 (QEMU mps2-an500, the
+DSP build, exact counts), and the least-squares fits behind kernel_pack.DW_ROWS_COST, DW_CHANNELS_COST and
+DW_CHANNELS_TAIL (what kernel_pack.depthwise_layout compares). Every output is checked against edgekit.intref.
+
+    .venv/bin/python bench/dw_layout_fit.py
+
+Shapes: 9 output rows (padding 1, ReLU6), 4-20 outputs wide, 16 / 48 / 144 channels, stride 1 and 2, each packed
+once as ``rows`` and once as ``channels``; then 13 / 38 / 39 channels (the channels-last kernel's last 1-3
+channels). Rows are fitted per channel and output row (base + per_out * ceil4(out_w) + tail[out_w % 4] +
+per_group_row / C), channels-last per output pixel (base + per_channel * C + border * C / out_w + border_pixel /
+out_w), the 1-3 extra channels as what is left per pixel.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import kernels as bench_kernels  # noqa: E402
+from kernel_harness import run_on_qemu  # noqa: E402
+
+from edgekit.targets.mcu import kernel_pack as kp  # noqa: E402
+
+WIDTHS = (4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 18, 20)
+CHANNELS = (16, 48, 144)
+TAIL_CHANNELS = (13, 38, 39)
+TAIL_WIDTHS = (5, 9, 10, 13, 16)
+
+
+def _measure(points: list[tuple[str, int, int, int]]) -> dict:
+    """instructions per MAC for each (layout, stride, channels, out_w)"""
+    layout_of = kp.depthwise_layout
+    rng = np.random.default_rng(2)
+    cases, meta = [], []
+    try:
+        for layout, stride, c, w in points:
+            kp.depthwise_layout = lambda *a, _layout=layout, **k: _layout  # the packer's "auto" picks this one
+            shape = bench_kernels.Shape(f"{layout} s{stride} c{c} w{w}", "dw", 9 * stride, w * stride, c, c, 3,
+                                        stride=stride, padding=1, act="relu6")
+            case, ref, macs = bench_kernels._case(shape, rng)
+            cases.append(case)
+            meta.append((layout, stride, c, w, macs, ref))
+    finally:
+        kp.depthwise_layout = layout_of
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_on_qemu(cases, "mps2-an500", Path(tmp))
+    out = {}
+    for (layout, stride, c, w, macs, ref), r in zip(meta, results):
+        if not np.array_equal(r.output[:ref.size], ref):
+            raise SystemExit(f"{layout} s{stride} c{c} w{w}: output differs from edgekit.intref")
+        out[(layout, stride, c, w)] = r.instructions / macs
+    return out
+
+
+def main() -> int:
+    points = [(layout, s, c, w) for layout in ("rows", "channels") for s in (1, 2) for c in CHANNELS for w in WIDTHS]
+    points += [(layout, 1, c, w) for layout in ("rows", "channels") for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
+    per_mac = _measure(points)
+    print("instructions/MAC, 3x3 depthwise, 9 output rows (columns: out_w " + " ".join(map(str, WIDTHS)) + ")")
+    for s in (1, 2):
+        for c in CHANNELS:
+            for layout in ("rows", "channels"):
+                row = " ".join(f"{per_mac[(layout, s, c, w)]:5.2f}" for w in WIDTHS)
+                print(f"  s{s} C{c:<4d} {layout:8s} {row}")
+    for s in (1, 2):
+        keys = [(c, w) for c in CHANNELS for w in WIDTHS]
+        x = np.array([[1, -(-w // 4) * 4, w % 4 == 1, w % 4 == 2, w % 4 == 3, 1 / c] for c, w in keys], float)
+        y = np.array([per_mac[("rows", s, c, w)] * 9 * w for c, w in keys])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        err = np.abs(x @ coef / y - 1).max()
+        print(f"rows s{s}: base {coef[0]:.1f} per_out {coef[1]:.2f} tail {np.round(coef[2:5], 1).tolist()} "
+              f"per_group_row {coef[5]:.1f} (max error {err:.1%})")
+        x = np.array([[1, c, c / w, 1 / w] for c, w in keys], float)
+        y = np.array([per_mac[("channels", s, c, w)] * 9 * c for c, w in keys])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        err = np.abs(x @ coef / y - 1).max()
+        print(f"channels s{s}: base {coef[0]:.1f} per_channel {coef[1]:.2f} border {coef[2]:.2f} "
+              f"border_pixel {coef[3]:.1f} (max error {err:.1%})")
+    chan = kp.DW_CHANNELS_COST[1]
+    for c in TAIL_CHANNELS:
+        left = [per_mac[("channels", 1, c, w)] * 9 * c - (chan["base"] + chan["per_channel"] * c + chan["border"] * c / w
+                                                         + chan["border_pixel"] / w) for w in TAIL_WIDTHS]
+        print(f"channels s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {np.mean(left):.0f} a pixel")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
