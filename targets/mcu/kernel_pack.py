@@ -62,7 +62,7 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
-           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "ISAS", "mve_requant_table",
+           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -78,6 +78,7 @@ FLAG_ADD_SPLIT = 32
 FLAG_TAP_RUNS = 64
 FLAG_RV = 128
 FLAG_RV_PAIRS = 256  # scalar fully connected: two output channels per 32-bit weight word
+FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -754,7 +755,8 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
     ``(a - a_zp) * a_mult + (b - b_zp) * b_mult``, rounded right shift, + out_zp, clamp). When 16 <= shift <= 46
     (FLAG_ADD_SPLIT) the kernels compute it in 32-bit arithmetic from the multipliers split at 2**15 with the zero
     points folded into two constants (ek_nn_s8_mve.c shows why that is exact) — 4 lanes at a time with
-    ``isa="mve"`` (FLAG_MVE), one element at a time elsewhere; otherwise on 64 bits."""
+    ``isa="mve"`` (FLAG_MVE), 4 at a time with SMLAD on the DSP cores where :func:`_add_pairs_exact` holds
+    (FLAG_ADD_PAIRS; the last ``n % 4`` one at a time), one element at a time elsewhere; otherwise on 64 bits."""
     _check_isa(isa)
     if not (0 <= a_mult < 1 << 31 and 0 <= b_mult < 1 << 31 and 1 <= shift <= 62):
         raise UsageError(f"add: multipliers must be in [0, 2**31) and shift in [1, 62], got {a_mult}, {b_mult}, "
@@ -764,15 +766,33 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
         raise UsageError("add: zero points and the clamp must be int8 values")
     split = 16 <= shift <= 46
     mve = isa == "mve" and split
+    pairs = isa != "rv32" and not mve and _add_pairs_exact(a_zp, b_zp, a_mult, b_mult, shift, out_zp)
     ah, al, bh, bl = a_mult >> 15, a_mult & 0x7FFF, b_mult >> 15, b_mult & 0x7FFF
     params = dict(n=int(n), a_offset=-int(a_zp), b_offset=-int(b_zp), out_offset=int(out_zp), act_min=int(act_min),
                   act_max=int(act_max), a_mult=int(a_mult), b_mult=int(b_mult), shift=int(shift),
-                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0), a_mult_hi=ah, a_mult_lo=al,
+                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0) | (FLAG_ADD_PAIRS if pairs else 0),
+                  a_mult_hi=ah, a_mult_lo=al,
                   b_mult_hi=bh, b_mult_lo=bl,
                   h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl))
     empty = np.zeros(0, dtype=np.int8)
     return PackedLayer(kind="add", params=params, weights=empty, bias=None, requant=np.zeros(0, np.int32),
                        scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="mve" if mve else "dsp"))
+
+
+def _add_pairs_exact(a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: int, out_zp: int) -> bool:
+    """Whether ek_add_s8's SMLAD path (EK_NN_FLAG_ADD_PAIRS, ek_nn_s8.c) computes the add exactly: the multipliers
+    split at 2**16 into int16 halves (``m = h * 2**16 + l``, ``l`` in [-2**15, 2**15), ``h`` <= 2**15 - 1), and the
+    high sum ``a*ah + b*bh`` plus its folded constant (zero points, rounding, ``out_zp * 2**(shift-16)``) stays
+    inside int32 for every int8 ``a``, ``b``. The identity itself holds for any shift >= 17."""
+    if shift < 17:
+        return False
+    rs = shift - 16
+    ah, bh = (a_mult + 0x8000) >> 16, (b_mult + 0x8000) >> 16
+    if max(ah, bh) > 0x7FFF:
+        return False
+    parts = (a_zp * ah, b_zp * bh, 1 << (rs - 1), out_zp * (1 << rs))
+    limit = (1 << 31) - (1 << 10)  # (+ L >> 16, |L| < 2**25)
+    return all(abs(v) < 1 << 30 for v in parts) and 128 * (ah + bh) + sum(abs(v) for v in parts) < limit
 
 
 def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pad_left: int = 0, x_zp: int = 0,

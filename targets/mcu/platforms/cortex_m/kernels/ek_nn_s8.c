@@ -3357,6 +3357,10 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
  * Elementwise add (residual connections)
  * ============================================================================================================= */
 
+#if EK_NN_DSP
+static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+#endif
+
 int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
 {
     if (p->n < 0 || p->shift < 1 || p->shift > 62) {
@@ -3369,11 +3373,17 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
 #endif
     /* the fields in locals: out may alias *p as far as the compiler knows (int8_t), which would reload them */
     const int32_t n = p->n, zo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    int32_t done = 0;
+#if EK_NN_DSP
+    if (p->flags & EK_NN_FLAG_ADD_PAIRS) { /* 4 elements a turn with SMLAD (defined at the end of the file) */
+        done = ek__add_s8_pairs(p, a, b, out);
+    }
+#endif
     if (p->flags & EK_NN_FLAG_ADD_SPLIT) { /* 32-bit: H + (L >> 15), rounded right by shift - 15 */
         const int32_t rs = p->shift - 15, round = (int32_t)1 << (rs - 1);
         const int32_t mah = p->a_mult_hi, mal = p->a_mult_lo, mbh = p->b_mult_hi, mbl = p->b_mult_lo;
         const int32_t hc = p->h_const, lc = p->l_const;
-        for (int32_t i = 0; i < n; i++) {
+        for (int32_t i = done; i < n; i++) {
             const int32_t x = a[i], y = b[i];
             const int32_t hsum = x * mah + (y * mbh + hc), lsum = x * mal + (y * mbl + lc);
             int32_t v = ((hsum + (lsum >> 15) + round) >> rs) + zo;
@@ -3516,3 +3526,118 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     }
     return EK_NN_OK;
 }
+
+/* ===============================================================================================================
+ * Elementwise add, DSP path (EK_NN_FLAG_ADD_PAIRS; kernel_pack.pack_add proves the bounds it relies on)
+ *
+ * The multipliers split at 2^16 into signed halves, a_mult = ah * 2^16 + al with al in [-2^15, 2^15) and
+ * ah <= 2^15 - 1 (the same for b), so (a, b) as one int16 pair word gives both partial sums with one SMLAD each:
+ * H = a*ah + b*bh + hc, L = a*al + b*bl + lc (hc, lc fold in the zero points). With rs = shift - 16 >= 1,
+ * floor((sum + 2^(shift-1)) / 2^shift) = (H0 + (L0 >> 16) + 2^(rs-1)) >> rs exactly (2^(shift-1) is a multiple of
+ * 2^16 and nested floors of powers of two compose), so the rounding and the output zero point (zo * 2^rs) go into hc
+ * too. The pairs: PKHBT/PKHTB of the two words give (a0 a1 b0 b1) and (a2 a3 b2 b3), whose SXTB16 (ROR 0 / 8) are
+ * the four (a_i, b_i) pairs. Per 4 elements: 2 LDR, 2 PKH, 4 SXTB16, 8 SMLAD, 4 ADD, 4 ASR, 4 SSAT, 3 BFI, STR and
+ * the loop = 34 instructions (8.5 per element); with an activation clamp, LDRD + 2 SSUB8/SEL more.
+ * ============================================================================================================= */
+#if EK_NN_DSP
+typedef struct {
+    const int8_t *a, *b;
+    int8_t *out;
+    int32_t turns;                     /* groups of 4 elements, >= 1 */
+    uint32_t mh, ml;                   /* (ah, bh), (al, bl) as int16 pairs */
+    int32_t hc, lc, rs;
+    uint32_t lo4, hi4;                 /* the clamp in every byte (clamping loop only) */
+} ek__add4_args_t;
+void ek__add4(const ek__add4_args_t *args);
+void ek__add4_clamp(const ek__add4_args_t *args);
+/* r0 a, r1 b, r2 out, r3 turns, r4 mh, r5 ml, r6 hc, r7 lc, r8 rs; r9-r12, lr scratch (lo4/hi4 on the stack). */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro ek__add4_body name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldrd    r9, r10, [r0, #36]\n"
+    "   push    {r9, r10}\n"
+    "   ldm     r0, {r0-r8}\n"
+    "1: ldr     r9, [r0], #4\n"
+    "   ldr     r11, [r1], #4\n"
+    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */
+    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */
+    "   sxtb16  lr, r10\n"                /* (a0, b0) */
+    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */
+    "   sxtb16  r11, r9\n"                /* (a2, b2) */
+    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+    "   smlad   r12, lr, r4, r6\n"
+    "   smlad   lr, lr, r5, r7\n"
+    "   add     r12, r12, lr, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    lr, #8, r12\n"
+    "   smlad   r12, r10, r4, r6\n"
+    "   smlad   r10, r10, r5, r7\n"
+    "   add     r12, r12, r10, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #8, #8\n"
+    "   smlad   r12, r11, r4, r6\n"
+    "   smlad   r11, r11, r5, r7\n"
+    "   add     r12, r12, r11, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #16, #8\n"
+    "   smlad   r12, r9, r4, r6\n"
+    "   smlad   r9, r9, r5, r7\n"
+    "   add     r12, r12, r9, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #24, #8\n"
+    "   .if \\clamp\n"
+    "   ldrd    r9, r10, [sp]\n"
+    "   ssub8   r11, lr, r9\n"
+    "   sel     lr, lr, r9\n"             /* max(w, lo) per byte */
+    "   ssub8   r11, lr, r10\n"
+    "   sel     lr, r10, lr\n"            /* min(w, hi) per byte */
+    "   .endif\n"
+    "   str     lr, [r2], #4\n"
+    "   subs    r3, r3, #1\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #8\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   ek__add4_body ek__add4, 0\n"
+    "   ek__add4_body ek__add4_clamp, 1\n"
+    "   .purgem ek__add4_body\n");
+
+static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    ek__add4_args_t g;
+    const int32_t rs = p->shift - 16;
+    const int32_t ah = (p->a_mult + 0x8000) >> 16, bh = (p->b_mult + 0x8000) >> 16;
+    const int32_t al = p->a_mult - ah * 65536, bl = p->b_mult - bh * 65536;
+    g.a = a;
+    g.b = b;
+    g.out = out;
+    g.turns = p->n >> 2;
+    g.mh = ek__pack16(ah, bh);
+    g.ml = ek__pack16(al, bl);
+    g.hc = p->a_offset * ah + p->b_offset * bh + ((int32_t)1 << (rs - 1)) + p->out_offset * ((int32_t)1 << rs);
+    g.lc = p->a_offset * al + p->b_offset * bl;
+    g.rs = rs;
+    g.lo4 = ek__bytes4(p->act_min);
+    g.hi4 = ek__bytes4(p->act_max);
+    if (g.turns > 0) {
+        if (p->act_min > -128 || p->act_max < 127) {
+            ek__add4_clamp(&g);
+        } else {
+            ek__add4(&g);
+        }
+    }
+    return g.turns * 4;
+}
+#endif

@@ -55,6 +55,7 @@ extern "C" {
 #define EK_NN_FLAG_TAP_RUNS 64u /* conv: one reduction run per kernel tap even when dilation_w == 1 (nested weights) */
 #define EK_NN_FLAG_RV 128u   /* packed for the scalar kernels of cores without SIMD (RV32IM; kernel_pack isa="rv32") */
 #define EK_NN_FLAG_RV_PAIRS 256u /* scalar FC: two output channels per 32-bit weight word (kernel_pack decides) */
+#define EK_NN_FLAG_ADD_PAIRS 512u /* add: 17 <= shift, multipliers split at 2^16 fit SMLAD (kernel_pack decides) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
