@@ -63,7 +63,7 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool", "pack_lut", "LUT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -120,6 +120,7 @@ FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_s
 POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
+LUT_FIELDS = ("n", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
@@ -816,6 +817,18 @@ def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pa
                        notes=dict(isa="mve" if mve else "dsp"))
 
 
+def pack_lut(lut, n: int) -> PackedLayer:
+    """The parameter struct and table of ``ek_lut_s8`` for ``n`` elements: ``lut`` is the host reference's int8 table
+    of an elementwise layer (edgekit/qgraph.py: out = lut[x + 128]); the kernel indexes by the input byte read as
+    unsigned, so its table is the reference's rotated by 128 (bit-exact by construction)."""
+    lut = np.asarray(lut)
+    if lut.shape != (256,) or lut.min() < -128 or lut.max() > 127:
+        raise UsageError(f"lut: expected 256 int8 values, got shape {lut.shape}")
+    table = np.concatenate([lut[128:], lut[:128]]).astype(np.int8)  # table[x & 0xFF] = lut[x + 128]
+    return PackedLayer(kind="lut", params=dict(n=int(n), flags=0), weights=table, bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":
@@ -824,7 +837,7 @@ def scratch_bytes(layer: PackedLayer) -> int:
         return depthwise_conv2d_scratch_bytes(layer.params)
     if layer.kind == "fully_connected":
         return fully_connected_scratch_bytes(layer.params)
-    if layer.kind in ("add", "pool"):
+    if layer.kind in ("add", "pool", "lut"):
         return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")
 

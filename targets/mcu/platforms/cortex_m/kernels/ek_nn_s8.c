@@ -3641,3 +3641,31 @@ static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const
     return g.turns * 4;
 }
 #endif
+
+/* ===============================================================================================================
+ * Table lookup (an int8 -> int8 unary layer: hardswish, sigmoid, tanh, a lone ReLU, a requantization)
+ *
+ * The table is indexed by the input byte read as unsigned (kernel_pack.pack_lut rotates the reference's table,
+ * which is indexed by x + 128), so a byte load gives the index with no arithmetic. Per 4 elements: one word load,
+ * 4 byte extractions, 4 table loads, 3 ORR and one word store; the table is the host reference's own, so the
+ * output is bit-exact by construction. Works in place (each word is read before it is written).
+ * ============================================================================================================= */
+int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->n < 0 || !p->table) {
+        return EK_NN_ERR_ARG;
+    }
+    const uint8_t *t = (const uint8_t *)p->table, *in = (const uint8_t *)input;
+    const int32_t n = p->n;
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t w = ek__read_u32(in + i);
+        const uint32_t v = (uint32_t)t[w & 0xFFu] | ((uint32_t)t[(w >> 8) & 0xFFu] << 8) |
+                           ((uint32_t)t[(w >> 16) & 0xFFu] << 16) | ((uint32_t)t[w >> 24] << 24);
+        memcpy(output + i, &v, 4);
+    }
+    for (; i < n; i++) {
+        output[i] = (int8_t)t[in[i]];
+    }
+    return EK_NN_OK;
+}

@@ -169,6 +169,21 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
 /* Max or average pooling of an NHWC window (see ek_pool_params_t); any alignment. EK_NN_OK or EK_NN_ERR_ARG. */
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 
+/*
+ * An int8 -> int8 elementwise function as a 256-byte table (hardswish, sigmoid, tanh, ReLU, requantization):
+ * out[i] = table[(uint8_t)in[i]] — the table indexed by the input byte read as unsigned (kernel_pack.pack_lut).
+ */
+typedef struct {
+    int32_t n;                      /* elements */
+    int32_t flags;                  /* 0 */
+    const int8_t *table;            /* [256] */
+} ek_lut_params_t;
+
+#define EK_NN_LUT_INT_FIELDS 2
+
+/* out[i] = table[(uint8_t)in[i]]; any alignment, in place allowed. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif
