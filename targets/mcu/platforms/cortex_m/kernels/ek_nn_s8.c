@@ -3432,51 +3432,8 @@ static inline void ek__pool_span(int32_t start, int32_t k, int32_t size, int32_t
 }
 
 #if EK_NN_DSP
-static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
-{
-    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
-    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        int32_t y0, y1, x0, x1;
-        ek__pool_span(oy * p->stride_h - p->pad_top, p->kernel_h, p->in_h, &y0, &y1);
-        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
-            ek__pool_span(ox * p->stride_w - p->pad_left, p->kernel_w, p->in_w, &x0, &x1);
-            const int32_t taps = (y1 - y0) * (x1 - x0), nx = x1 - x0;
-            const int8_t *base = input + y0 * row + x0 * c_all;
-            for (int32_t c = 0; c < c_all; c += 4) {
-                const int8_t *src = base + c;
-                if (avg) {
-                    uint32_t a02 = 0, a13 = 0;
-                    for (int32_t y = y0; y < y1; y++, src += row) {
-                        const int8_t *s = src;
-                        for (int32_t x = 0; x < nx; x++, s += c_all) {
-                            const uint32_t v = ek__read_u32(s);
-                            a02 = ek__sxtab16(a02, v);
-                            a13 = ek__sxtab16_ror8(a13, v);
-                        }
-                    }
-                    const int32_t off = -taps * zp;
-                    output[c] = (int8_t)ek__pool_rq(ek__lo16(a02) + off, mult, shift, zo);
-                    output[c + 1] = (int8_t)ek__pool_rq(ek__lo16(a13) + off, mult, shift, zo);
-                    output[c + 2] = (int8_t)ek__pool_rq(ek__hi16(a02) + off, mult, shift, zo);
-                    output[c + 3] = (int8_t)ek__pool_rq(ek__hi16(a13) + off, mult, shift, zo);
-                } else {
-                    uint32_t m = 0x80808080u;
-                    for (int32_t y = y0; y < y1; y++, src += row) {
-                        const int8_t *s = src;
-                        for (int32_t x = 0; x < nx; x++, s += c_all) {
-                            const uint32_t v = ek__read_u32(s);
-                            uint32_t t;  /* GE[i] = v[i] >= m[i], then each lane from v where set, else m */
-                            __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(v), "r"(m) : "cc");
-                            m = t;
-                        }
-                    }
-                    memcpy(output + c, &m, 4);
-                }
-            }
-        }
-    }
-}
+/* Defined at the end of the file (the SIMD pooling loops). */
+static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 #endif
 
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
@@ -3495,8 +3452,10 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
 #if EK_NN_DSP
     /* 4 channels per word: max with SSUB8 + SEL (the GE flags pick the larger byte of each lane), sums with
-     * SXTAB16 into int16 pairs (exact while taps * 128 < 2^15). */
-    if ((c_all & 3) == 0 && (!avg || p->kernel_h * p->kernel_w < 256)) {
+     * SXTAB16 into int16 pairs started at the zero-point offset (exact while taps * (128 + |zp|) < 2^15),
+     * requantized with SMLAWB/SMLAWT where 17 <= shift <= 38 (see ek__pool_s8_dsp). */
+    if ((c_all & 3) == 0 && (!avg || (p->kernel_h * p->kernel_w * (128 + (zp < 0 ? -zp : zp)) < 32768 &&
+                                      shift >= 17 && shift <= 38))) {
         ek__pool_s8_dsp(p, input, output);
         return EK_NN_OK;
     }
@@ -3669,3 +3628,166 @@ int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
     }
     return EK_NN_OK;
 }
+
+/* ===============================================================================================================
+ * Pooling, DSP path: 4 channels a word (ek_pool_s8 sends layers with channels in fours here)
+ *
+ * Max: SSUB8 + SEL per tap and word (the GE flags pick the larger byte of each lane); windows fully inside the map
+ * of 2x2 and 3x3 run straight-line code per word. Average: SXTAB16 sums into int16 pairs started at the window's
+ * zero-point offset -taps * in_zp (exact while taps * (128 + |in_zp|) < 2^15), two words (8 channels) per tap when
+ * the window's rows are whole map rows (a global pool: the taps are evenly spaced); requantization per output is
+ * SMLAWB/SMLAWT + ASR + SSAT (an average comes here only when 17 <= shift <= 38, so K stays inside int32):
+ * floor((floor(acc*mult / 2^16) + K) / 2^(shift-16)) with K = 2^(shift-17) + out_zp * 2^(shift-16) is the
+ * contract's rounding, zero point included (nested floors of powers of two compose).
+ * ============================================================================================================= */
+#if EK_NN_DSP
+static inline uint32_t ek__max4(uint32_t m, uint32_t v)
+{
+    uint32_t t;  /* GE[i] = v[i] >= m[i], then each lane from v where set, else m */
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(v), "r"(m) : "cc");
+    return t;
+}
+
+static inline int32_t ek__smlawb(int32_t m, uint32_t x, int32_t k) { return __smlawb(m, (int32_t)x, k); }
+static inline int32_t ek__smlawt(int32_t m, uint32_t x, int32_t k) { return __smlawt(m, (int32_t)x, k); }
+
+/* the low byte of v into w at bit `pos` */
+#define EK__BFI8(w, v, pos) __asm__("bfi %0, %1, #" #pos ", #8" : "+r"(w) : "r"(v))
+
+/* 4 outputs from the int16 pair sums (c0, c2) and (c1, c3) */
+static inline __attribute__((always_inline)) uint32_t ek__pool_avg4(uint32_t a02, uint32_t a13, int32_t mult,
+                                                                    int32_t k, int32_t rs)
+{
+    uint32_t w = (uint32_t)__ssat(ek__smlawb(mult, a02, k) >> rs, 8);
+    const uint32_t v1 = (uint32_t)__ssat(ek__smlawb(mult, a13, k) >> rs, 8);
+    const uint32_t v2 = (uint32_t)__ssat(ek__smlawt(mult, a02, k) >> rs, 8);
+    const uint32_t v3 = (uint32_t)__ssat(ek__smlawt(mult, a13, k) >> rs, 8);
+    EK__BFI8(w, v1, 8);
+    EK__BFI8(w, v2, 16);
+    EK__BFI8(w, v3, 24);
+    return w;
+}
+
+/* acc[0..3] += the int16 pair sums of 8 channels over `taps` >= 1 taps `step` bytes apart (LDR, LDR, 4 SXTAB16,
+ * ADD, SUBS, BNE per tap: ~1.1 instructions per input byte) */
+static inline void ek__pool_sum8(const int8_t *s, int32_t step, int32_t taps, uint32_t acc[4])
+{
+    uint32_t a02 = acc[0], a13 = acc[1], b02 = acc[2], b13 = acc[3], t0, t1;
+    __asm__("1: ldr     %[t0], [%[s]]\n\t"
+            "ldr     %[t1], [%[s], #4]\n\t"
+            "add     %[s], %[s], %[step]\n\t"
+            "sxtab16 %[a02], %[a02], %[t0]\n\t"
+            "sxtab16 %[a13], %[a13], %[t0], ror #8\n\t"
+            "sxtab16 %[b02], %[b02], %[t1]\n\t"
+            "sxtab16 %[b13], %[b13], %[t1], ror #8\n\t"
+            "subs    %[n], %[n], #1\n\t"
+            "bne     1b"
+            : [a02] "+r"(a02), [a13] "+r"(a13), [b02] "+r"(b02), [b13] "+r"(b13), [s] "+r"(s), [n] "+r"(taps),
+              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [step] "r"(step)
+            : "cc", "memory");
+    acc[0] = a02;
+    acc[1] = a13;
+    acc[2] = b02;
+    acc[3] = b13;
+}
+
+static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
+    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
+    const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
+    const int32_t k = avg ? ((int32_t)1 << (shift - 17)) + zo * ((int32_t)1 << rs) : 0;
+    const int32_t kh = p->kernel_h, kw = p->kernel_w;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        int32_t y0, y1, x0, x1;
+        ek__pool_span(oy * p->stride_h - p->pad_top, kh, p->in_h, &y0, &y1);
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            ek__pool_span(ox * p->stride_w - p->pad_left, kw, p->in_w, &x0, &x1);
+            const int32_t ny = y1 - y0, nx = x1 - x0, taps = ny * nx;
+            const int8_t *base = input + y0 * row + x0 * c_all;
+            if (!avg && ny == kh && nx == kw && kh == kw && (kh == 2 || kh == 3)) {
+                const int32_t c2 = 2 * c_all;
+                if (kh == 2) {
+                    for (int32_t c = 0; c < c_all; c += 4) {
+                        const int8_t *s0 = base + c, *s1 = s0 + row;
+                        uint32_t m = ek__max4(ek__read_u32(s0), ek__read_u32(s0 + c_all));
+                        m = ek__max4(m, ek__read_u32(s1));
+                        m = ek__max4(m, ek__read_u32(s1 + c_all));
+                        memcpy(output + c, &m, 4);
+                    }
+                } else {
+                    for (int32_t c = 0; c < c_all; c += 4) {
+                        const int8_t *s0 = base + c, *s1 = s0 + row, *s2 = s1 + row;
+                        uint32_t m = ek__max4(ek__read_u32(s0), ek__read_u32(s0 + c_all));
+                        m = ek__max4(m, ek__read_u32(s0 + c2));
+                        m = ek__max4(m, ek__read_u32(s1));
+                        m = ek__max4(m, ek__read_u32(s1 + c_all));
+                        m = ek__max4(m, ek__read_u32(s1 + c2));
+                        m = ek__max4(m, ek__read_u32(s2));
+                        m = ek__max4(m, ek__read_u32(s2 + c_all));
+                        m = ek__max4(m, ek__read_u32(s2 + c2));
+                        memcpy(output + c, &m, 4);
+                    }
+                }
+                continue;
+            }
+            if (!avg) {
+                for (int32_t c = 0; c < c_all; c += 4) {
+                    const int8_t *src = base + c;
+                    uint32_t m = 0x80808080u;
+                    for (int32_t y = 0; y < ny; y++, src += row) {
+                        const int8_t *s = src;
+                        for (int32_t x = 0; x < nx; x++, s += c_all) {
+                            m = ek__max4(m, ek__read_u32(s));
+                        }
+                    }
+                    memcpy(output + c, &m, 4);
+                }
+                continue;
+            }
+            const int32_t off = -taps * zp;
+            const uint32_t start = ek__pack16(off, off);
+            if (nx == p->in_w && (c_all & 7) == 0) { /* whole rows: the taps are c_all apart, 8 channels a turn */
+                for (int32_t c = 0; c < c_all; c += 8) {
+                    uint32_t acc[4] = {start, start, start, start};
+                    ek__pool_sum8(base + c, c_all, taps, acc);
+                    const uint32_t w0 = ek__pool_avg4(acc[0], acc[1], mult, k, rs);
+                    const uint32_t w1 = ek__pool_avg4(acc[2], acc[3], mult, k, rs);
+                    memcpy(output + c, &w0, 4);
+                    memcpy(output + c + 4, &w1, 4);
+                }
+                continue;
+            }
+            if (ny == 2 && nx == 2) { /* a 2x2 window (or the part of one inside the map): straight-line */
+                for (int32_t c = 0; c < c_all; c += 4) {
+                    const int8_t *s0 = base + c, *s1 = s0 + row;
+                    const uint32_t v0 = ek__read_u32(s0), v1 = ek__read_u32(s0 + c_all);
+                    const uint32_t v2 = ek__read_u32(s1), v3 = ek__read_u32(s1 + c_all);
+                    uint32_t a02 = ek__sxtab16(ek__sxtab16(start, v0), v1);
+                    uint32_t a13 = ek__sxtab16_ror8(ek__sxtab16_ror8(start, v0), v1);
+                    a02 = ek__sxtab16(ek__sxtab16(a02, v2), v3);
+                    a13 = ek__sxtab16_ror8(ek__sxtab16_ror8(a13, v2), v3);
+                    const uint32_t w = ek__pool_avg4(a02, a13, mult, k, rs);
+                    memcpy(output + c, &w, 4);
+                }
+                continue;
+            }
+            for (int32_t c = 0; c < c_all; c += 4) {
+                const int8_t *src = base + c;
+                uint32_t a02 = start, a13 = start;
+                for (int32_t y = 0; y < ny; y++, src += row) {
+                    const int8_t *s = src;
+                    for (int32_t x = 0; x < nx; x++, s += c_all) {
+                        const uint32_t v = ek__read_u32(s);
+                        a02 = ek__sxtab16(a02, v);
+                        a13 = ek__sxtab16_ror8(a13, v);
+                    }
+                }
+                const uint32_t w = ek__pool_avg4(a02, a13, mult, k, rs);
+                memcpy(output + c, &w, 4);
+            }
+        }
+    }
+}
+#endif
