@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:36s} {expected.size:8d} {res.instructions / expected.size:10.2f}  {before:>24s}  "
               f"{'yes' if ok else 'NO'}")
     print("\nbefore: TVM figures are per-layer measurements of `edgekit profile` on the emulated M7 (mbv2-w035's "
-          "global average pool) or the fitted per-tap cost of TVM's int8 pooling (targets/profiles/cost/cortex-m7.toml).")
+          "global average pool)\nor the fitted per-tap cost of TVM's int8 pooling (targets/profiles/cost/cortex-m7.toml).")
     return 0 if ok_all else 1
 
 

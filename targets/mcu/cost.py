@@ -42,13 +42,15 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if step.kind == "ek_pool":  # units = window taps read per output element; outputs = pixel-groups of 16
         p = step.params
         ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
-        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else "pool_int8_ek"
+        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else \
+            "pool_int8_ek" if p["mode"] == kernel_pack.POOL_MAX else "avgpool_int8_ek"
         return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else out,
                 p["in_h"] * p["in_w"] * p["channels"])
     if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the SMLAD one 4 at a time (and the last
         flags = step.params["flags"]  # n % 4 one by one), the scalar one a 64-bit product each
-        if flags & kernel_pack.FLAG_ADD_PAIRS:
-            return "add_int8_pairs_ek", out - out % 4, out % 4, 2 * out
+        if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)
+            clamp = step.params["act_min"] > -128 or step.params["act_max"] < 127
+            return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - out % 4, out % 4, 2 * out
         return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out

@@ -123,25 +123,27 @@ def add_step(builder, node, qn, ins: list[str], out: str):
 
 def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_top: int, pad_left: int):
     """A step running an int8 max / average (or global average) pool with ek_pool_s8: its Helium path, or on the
-    DSP cores its SIMD path (4 channels a word: SSUB8/SEL for max, SXTAB16 sums for average), which needs channels
-    in fours (and fewer than 256 taps for an average). None where neither applies: TVM's kernel beats ek_pool_s8's
-    scalar loop (measured on the M7), so the caller keeps it — except in a nested image, where one ek_pool_s8
-    serves every operating point instead of a TVM kernel per point and shape.
+    DSP cores its SIMD path (4 channels a word: SSUB8/SEL for max, SXTAB16 sums and SMLAWB requantization for
+    average), which needs channels in fours and, for an average, int16 sums and 17 <= shift <= 38. None where
+    neither applies: TVM's kernel beats ek_pool_s8's scalar loop (measured on the M7), so the caller keeps it —
+    except in a nested image, where one ek_pool_s8 serves every operating point instead of a TVM kernel per point
+    and shape.
 
-    Measured on the emulated M7, instructions per output element (bench/elementwise.py): TVM's global average
-    pool 5x5x1280 196, ek_pool_s8 ~73; TVM's max pool ~6.2 per tap (25 for 2x2), ek_pool_s8 2x2 18."""
+    Measured on the emulated M7, instructions per output element (bench/elementwise.py): global average pool
+    5x5x1280 34.4 (TVM 196); max 2x2 s2 7.4, 3x3 s2 16.7, average 2x2 12.5 (TVM ~6.25 per tap: 25 / 56 / 25)."""
     nested = NESTED_FULL_CHANNELS is not None  # a nested image: one pooling function for every point, not a TVM
     _, h, w, c = builder.tensors[x].shape       # kernel per point and shape (flash; the speed is the same)
-    simd = builder.ek_isa == "dsp" and c % 4 == 0 and (mode == "max" or kernel[0] * kernel[1] < 256)
+    q = {}
+    if mode == "avg":
+        qn = builder.q(node.name)
+        q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
+    simd = builder.ek_isa == "dsp" and c % 4 == 0 and (mode == "max" or (  # ek_pool_s8's condition for its SIMD path
+        kernel[0] * kernel[1] * (128 + abs(q["x_zp"])) < 1 << 15 and 17 <= q["shift"] <= 38))
     if builder.ek_isa != "mve" and not nested and not simd:
         return None
     from edgekit.targets.mcu.program import Step
 
     _, oh, ow, _ = builder.tensors[out].shape
-    q = {}
-    if mode == "avg":
-        qn = builder.q(node.name)
-        q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
     packed = kernel_pack.pack_pool(mode, in_hwc=(h, w, c), out_hw=(oh, ow), kernel=kernel, stride=stride,
                                    pad_top=pad_top, pad_left=pad_left, isa=builder.ek_isa, **q)
     if not packed.params["flags"] & kernel_pack.FLAG_MVE and not nested and not simd:

@@ -63,7 +63,8 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool", "pack_lut", "LUT_FIELDS",
+           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "pack_lut", "LUT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
