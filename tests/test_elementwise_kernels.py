@@ -22,6 +22,12 @@ from kernel_harness import Case, run_on_host, run_on_qemu
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from elementwise import lut_of, ref_add, ref_pool  # noqa: E402
 
+try:
+    import torch
+    HAVE_TORCH = True
+except ImportError:  # (the kernel cases need numpy only)
+    HAVE_TORCH = False
+
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
 needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc and qemu-system-arm are not installed")
 
@@ -129,3 +135,40 @@ def test_add_pairs_form_is_exact():
         want = np.clip(qmath.rshift_round((a - za) * am + (b - zb) * bm, shift) + zo, -128, 127)
         assert np.array_equal(got, want)
     assert checked > 100
+
+
+class _Net(torch.nn.Module if HAVE_TORCH else object):
+    """Every layer the elementwise kernels take in a model: max 3x3 s2 and 2x2 pools, a 2x2 average, a residual add
+    with a ReLU clamp, hardswish and sigmoid layers of their own, a global average pool — and a max pool over 6
+    channels, which stays on TVM's kernel (ek_pool_s8's SIMD path needs channels in fours)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.MaxPool2d(3, 2, padding=1))
+        self.body = nn.Conv2d(16, 16, 3, padding=1)
+        self.pool = nn.Sequential(nn.AvgPool2d(2), nn.Sigmoid(), nn.Conv2d(16, 6, 1), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Conv2d(6, 24, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.body(x))
+        return self.head(self.pool(x))
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
+    from edgekit import api
+    from edgekit.model import Model
+
+    torch.manual_seed(0)
+    module = _Net().eval()
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    y = module(torch.from_numpy(x)).argmax(-1).numpy()
+    m = Model.from_module(module, torch.from_numpy(x[:1]), name="elementwise", calib=x, test_x=x[:4], test_y=y[:4])
+    art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
+    kinds = art.report["build"]["step_kernels"]
+    assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 2 and "ek_add" in kinds
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
