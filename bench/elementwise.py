@@ -9,10 +9,9 @@ FLAG_ADD_PAIRS cleared, measured here) and TVM's C kernels for pooling and unary
 `edgekit profile` on the emulated M7, quoted: mbv2-w035's global average pool, and the fitted cost-model
 coefficients of TVM's int8 pool / unary kernels in targets/profiles/cost/cortex-m7.toml).
 
-``--layers`` also builds a small model holding these layers (and a channel concat, which still runs TVM's kernel)
-twice for the emulated M7 and prints each layer's measured instructions per output element: as this branch's base
-routed them (TVM's pooling and unary kernels, the add's one-element path: ek_kernels.pool_step / lut_step and
-kernel_pack._add_pairs_exact switched off for that build) and as they run now.
+``--layers`` also builds a small model holding these layers and a channel concat (ek_concat_s8) twice for the emulated M7 and prints each layer's measured instructions per output element: as this branch's base
+routed them (TVM's pooling, unary and concat kernels, the add's one-element path: ek_kernels.pool_step / lut_step /
+concat_step and kernel_pack._add_pairs_exact switched off for that build) and as they run now.
 
     .venv/bin/python bench/elementwise.py --layers > bench/results/elementwise.txt
     .venv/bin/python bench/elementwise.py [--board mps2-an500|mps2-an386|mps3-an547] [--only TEXT]
@@ -147,11 +146,11 @@ def _measure_layers(tmp: Path, base_routing: bool) -> tuple[dict[str, tuple[int,
     from edgekit import api
     from edgekit.targets.mcu import ek_kernels
 
-    saved = (ek_kernels.pool_step, ek_kernels.lut_step, kp._add_pairs_exact)
+    saved = (ek_kernels.pool_step, ek_kernels.lut_step, ek_kernels.concat_step, kp._add_pairs_exact)
     if base_routing:
         pool_step = ek_kernels.pool_step
         ek_kernels.pool_step = lambda b, *a, **k: None if b.ek_isa == "dsp" else pool_step(b, *a, **k)
-        ek_kernels.lut_step = lambda *a, **k: None
+        ek_kernels.lut_step = ek_kernels.concat_step = lambda *a, **k: None
         kp._add_pairs_exact = lambda *a, **k: False
     try:
         model = _layers_model()
@@ -159,7 +158,7 @@ def _measure_layers(tmp: Path, base_routing: bool) -> tuple[dict[str, tuple[int,
         api.compile(model, "cortex-m7", out, quantize="int8", patch="off", force=True)
         meas = api.profile(out).measured
     finally:
-        ek_kernels.pool_step, ek_kernels.lut_step, kp._add_pairs_exact = saved
+        ek_kernels.pool_step, ek_kernels.lut_step, ek_kernels.concat_step, kp._add_pairs_exact = saved
     shapes = {n.name: n.shape for n in model.graph.nodes}
     layers = {l["name"]: (l["instructions"], math.prod(shapes[l["name"]][1:]), ",".join(l["kernels"]))
               for l in meas["layers"]}

@@ -139,21 +139,25 @@ def test_add_pairs_form_is_exact():
 
 class _Net(torch.nn.Module if HAVE_TORCH else object):
     """Every layer the elementwise kernels take in a model: max 3x3 s2 and 2x2 pools, a 2x2 average, a residual add
-    with a ReLU clamp, hardswish and sigmoid layers of their own, a global average pool — and a max pool over 6
-    channels, which stays on TVM's kernel (ek_pool_s8's SIMD path needs channels in fours)."""
+    with a ReLU clamp, hardswish, sigmoid and ReLU layers of their own, a global average pool, channel concatenations
+    (parts of 16 and 8 channels; 6, 2 and 6) — and a max pool over 6 channels, which stays on TVM's kernel (ek_pool_s8's
+    SIMD path needs channels in fours)."""
 
     def __init__(self):
         super().__init__()
         nn = torch.nn
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.MaxPool2d(3, 2, padding=1))
-        self.body = nn.Conv2d(16, 16, 3, padding=1)
-        self.pool = nn.Sequential(nn.AvgPool2d(2), nn.Sigmoid(), nn.Conv2d(16, 6, 1), nn.MaxPool2d(2))
-        self.head = nn.Sequential(nn.Conv2d(6, 24, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+        self.side = nn.Conv2d(16, 8, 1)
+        self.body = nn.Conv2d(24, 24, 3, padding=1)
+        self.pool = nn.Sequential(nn.AvgPool2d(2), nn.Sigmoid(), nn.Conv2d(24, 6, 1), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Conv2d(14, 24, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
 
     def forward(self, x):
         x = self.stem(x)
+        x = torch.cat([x, self.side(x)], 1)                  # 16 + 8 channels
         x = torch.relu(x + self.body(x))
-        return self.head(self.pool(x))
+        y = self.pool(x)
+        return self.head(torch.cat([y, torch.relu(y[:, :2]), y], 1))  # 6 + 2 + 6 channels, one tensor twice
 
 
 @needs_arm
@@ -169,6 +173,7 @@ def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
     m = Model.from_module(module, torch.from_numpy(x[:1]), name="elementwise", calib=x, test_x=x[:4], test_y=y[:4])
     art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
     kinds = art.report["build"]["step_kernels"]
-    assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 2 and "ek_add" in kinds
+    assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 3 and "ek_add" in kinds  # (a lone ReLU too)
+    assert kinds.count("ek_concat") == 2
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

@@ -64,7 +64,7 @@ from edgekit.errors import UnsupportedError, UsageError
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
-           "pack_lut", "LUT_FIELDS",
+           "pack_lut", "LUT_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -122,6 +122,7 @@ POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
 LUT_FIELDS = ("n", "flags")
+CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
@@ -830,6 +831,31 @@ def pack_lut(lut, n: int) -> PackedLayer:
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 
+def pack_concat(part_channels, parts, out_zp: int, rows: int) -> PackedLayer:
+    """The parameter struct and arrays of ``ek_concat_s8``: a concatenation along the last axis of inputs with
+    ``part_channels`` each (``rows`` rows), each part requantized as edgekit/qgraph.py does — ``parts`` its
+    ``(zp, mult, shift)`` — out = clamp(requantize(x - zp, mult, shift) + out_zp). That is a function of the int8 x,
+    tabulated here with the reference's own qmath.requantize (so bit-exact by construction) and rotated for the
+    kernel's unsigned-byte index; a part whose table is the identity is copied. ``weights`` holds the tables;
+    ``bias`` the [parts][2] (row length, table index or -1)."""
+    from edgekit import qmath
+
+    codes = np.arange(-128, 128, dtype=np.int64)
+    info, tables = [], []
+    for c, (zp, mult, shift) in zip(part_channels, parts):
+        lut = qmath.requantize(codes - int(zp), int(mult), int(shift), int(out_zp))
+        if np.array_equal(lut, codes):
+            info += [int(c), -1]
+        else:
+            info += [int(c), len(tables)]
+            tables.append(np.concatenate([lut[128:], lut[:128]]).astype(np.int8))
+    params = dict(rows=int(rows), out_c=int(sum(part_channels)), parts=len(info) // 2, flags=0)
+    weights = np.concatenate(tables) if tables else np.zeros(0, np.int8)
+    return PackedLayer(kind="concat", params=params, weights=weights, bias=np.array(info, np.int32),
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0,
+                       notes=dict(isa="dsp", tables=len(tables)))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":
@@ -838,7 +864,7 @@ def scratch_bytes(layer: PackedLayer) -> int:
         return depthwise_conv2d_scratch_bytes(layer.params)
     if layer.kind == "fully_connected":
         return fully_connected_scratch_bytes(layer.params)
-    if layer.kind in ("add", "pool", "lut"):
+    if layer.kind in ("add", "pool", "lut", "concat"):
         return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")
 

@@ -64,9 +64,9 @@ class Const:
 @dataclass
 class Step:
     """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
-    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool", "ek_lut"), "copy" (a patch
-    tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state into
-    ek_state)."""
+    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool", "ek_lut",
+    "ek_concat"), "copy" (a patch tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and
+    "commit" (a new state into ek_state)."""
 
     layer: str
     kind: str
@@ -435,6 +435,13 @@ class _Builder:
         if self.dtype == "int8":
             qn = self.q(n.name)
             attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
+            if self.use_ek and tile is None and axis == len(out.shape) - 1:  # along channels: edgekit's kernel
+                from edgekit.targets.mcu import ek_kernels
+
+                step = ek_kernels.concat_step(self, n, ins, out.name, attrs["parts"], int(qn.out_zp))
+                if step is not None:
+                    self.steps.append(step)
+                    return
         self.tvm_step(n, "concat", ins, [], out.name, {**attrs, **extra})
 
     def transpose(self, n: Node):

@@ -3609,23 +3609,26 @@ static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const
  * 4 byte extractions, 4 table loads, 3 ORR and one word store; the table is the host reference's own, so the
  * output is bit-exact by construction. Works in place (each word is read before it is written).
  * ============================================================================================================= */
-int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
+static void ek__lut_run(const uint8_t *t, const uint8_t *in, int8_t *out, int32_t n)
 {
-    if (p->n < 0 || !p->table) {
-        return EK_NN_ERR_ARG;
-    }
-    const uint8_t *t = (const uint8_t *)p->table, *in = (const uint8_t *)input;
-    const int32_t n = p->n;
     int32_t i = 0;
     for (; i + 4 <= n; i += 4) {
         const uint32_t w = ek__read_u32(in + i);
         const uint32_t v = (uint32_t)t[w & 0xFFu] | ((uint32_t)t[(w >> 8) & 0xFFu] << 8) |
                            ((uint32_t)t[(w >> 16) & 0xFFu] << 16) | ((uint32_t)t[w >> 24] << 24);
-        memcpy(output + i, &v, 4);
+        memcpy(out + i, &v, 4);
     }
     for (; i < n; i++) {
-        output[i] = (int8_t)t[in[i]];
+        out[i] = (int8_t)t[in[i]];
     }
+}
+
+int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->n < 0 || !p->table) {
+        return EK_NN_ERR_ARG;
+    }
+    ek__lut_run((const uint8_t *)p->table, (const uint8_t *)input, output, p->n);
     return EK_NN_OK;
 }
 
@@ -3791,3 +3794,54 @@ static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8
     }
 }
 #endif
+
+/* ===============================================================================================================
+ * Concatenation along the last axis (NHWC channels), each input requantized to the output's scale
+ *
+ * A part's requantization is an int8 -> int8 function, so it is a 256-byte table (kernel_pack.pack_concat builds
+ * it from the host reference's own arithmetic: bit-exact by construction), or a plain copy where that function is
+ * the identity (same scale and zero point). Part by part: each of its rows (pixels) is out_c bytes apart in the
+ * output. Copies move a word at a time (LDR + STR), tables look up 4 bytes per word as ek_lut_s8 does.
+ * ============================================================================================================= */
+int ek_concat_s8(const ek_concat_params_t *p, const int8_t *const *inputs, int8_t *output)
+{
+    if (p->rows < 0 || p->parts < 1 || p->out_c < 1 || !p->part_info) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t rows = p->rows, out_c = p->out_c;
+    int32_t at = 0;
+    for (int32_t k = 0; k < p->parts; k++) {
+        const int32_t c = p->part_info[2 * k], table = p->part_info[2 * k + 1];
+        if (c < 0 || at + c > out_c || (table >= 0 && !p->tables)) {
+            return EK_NN_ERR_ARG;
+        }
+        const uint8_t *src = (const uint8_t *)inputs[k];
+        int8_t *dst = output + at;
+        if (table >= 0) {
+            const uint8_t *t = (const uint8_t *)p->tables + 256 * table;
+            if (c == out_c) {
+                ek__lut_run(t, src, dst, rows * c);
+            } else {
+                for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                    ek__lut_run(t, src, dst, c);
+                }
+            }
+        } else if ((c & 3) == 0) {
+            const int32_t words = c >> 2;
+            for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                for (int32_t w = 0; w < words; w++) {
+                    const uint32_t v = ek__read_u32(src + 4 * w);
+                    memcpy(dst + 4 * w, &v, 4);
+                }
+            }
+        } else {
+            for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                for (int32_t i = 0; i < c; i++) {
+                    dst[i] = (int8_t)src[i];
+                }
+            }
+        }
+        at += c;
+    }
+    return EK_NN_OK;
+}

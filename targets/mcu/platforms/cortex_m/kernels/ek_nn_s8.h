@@ -184,6 +184,26 @@ typedef struct {
 /* out[i] = table[(uint8_t)in[i]]; any alignment, in place allowed. Returns EK_NN_OK or EK_NN_ERR_ARG. */
 int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output);
 
+/*
+ * Concatenation of int8 tensors along their last axis (NHWC channels): rows of each input, part after part, each
+ * part requantized to the output's scale (edgekit/qgraph.py's concat) through a 256-byte table indexed by the input
+ * byte read as unsigned, or copied where that requantization is the identity (kernel_pack.pack_concat).
+ */
+typedef struct {
+    int32_t rows;                   /* elements of the output / out_c */
+    int32_t out_c;                  /* length of an output row: the sum of the parts' */
+    int32_t parts;                  /* inputs */
+    int32_t flags;                  /* 0 */
+    const int32_t *part_info;       /* [parts][2]: the part's row length, its table (-1: a copy) */
+    const int8_t *tables;           /* [tables][256], or NULL when every part is a copy */
+} ek_concat_params_t;
+
+#define EK_NN_CONCAT_INT_FIELDS 4
+
+/* Concatenate inputs[0 .. parts-1] into output (see ek_concat_params_t); any alignment, no aliasing of the output
+ * with an input. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_concat_s8(const ek_concat_params_t *p, const int8_t *const *inputs, int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif
