@@ -130,7 +130,7 @@ def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_to
     and shape.
 
     Measured on the emulated M7, instructions per output element (bench/elementwise.py): global average pool
-    5x5x1280 34.4 (TVM 196); max 2x2 s2 7.4, 3x3 s2 16.7, average 2x2 12.5 (TVM ~6.25 per tap: 25 / 56 / 25)."""
+    5x5x1280 34.4 (TVM 196); max 2x2 s2 6.8, 3x3 s2 p1 13.5, average 2x2 12.5 (TVM 20.2 / 131 / 26.7)."""
     nested = NESTED_FULL_CHANNELS is not None  # a nested image: one pooling function for every point, not a TVM
     _, h, w, c = builder.tensors[x].shape       # kernel per point and shape (flash; the speed is the same)
     q = {}

@@ -3636,7 +3636,7 @@ int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
  * Pooling, DSP path: 4 channels a word (ek_pool_s8 sends layers with channels in fours here)
  *
  * Max: SSUB8 + SEL per tap and word (the GE flags pick the larger byte of each lane); windows fully inside the map
- * of 2x2 and 3x3 run straight-line code per word. Average: SXTAB16 sums into int16 pairs started at the window's
+ * of 2x2 and 3x3 run an asm loop over the words (LDR per tap, no spills). Average: SXTAB16 sums into int16 pairs started at the window's
  * zero-point offset -taps * in_zp (exact while taps * (128 + |in_zp|) < 2^15), two words (8 channels) per tap when
  * the window's rows are whole map rows (a global pool: the taps are evenly spaced); requantization per output is
  * SMLAWB/SMLAWT + ASR + SSAT (an average comes here only when 17 <= shift <= 38, so K stays inside int32):
@@ -3695,6 +3695,57 @@ static inline void ek__pool_sum8(const int8_t *s, int32_t step, int32_t taps, ui
     acc[3] = b13;
 }
 
+/* The max of a 2x2 (3x3) window whose taps are c bytes apart in a row and `row` bytes apart between rows, for
+ * `groups` >= 1 words of 4 channels: 4 (9) LDR, SSUB8/SEL per tap after the first, the store and the loop. */
+#define EK__MAX_TAP(ld)                                                                                         \
+    ld "\n\t"                                                                                                   \
+    "ssub8   %[t], %[v], %[m]\n\t"                                                                              \
+    "sel     %[m], %[v], %[m]\n\t"
+static inline void ek__max2x2_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
+{
+    uint32_t m, v, t;
+    const int8_t *s1;
+    __asm__ volatile("1: add     %[s1], %[s], %[row]\n\t"
+                     "ldr     %[m], [%[s]]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     "str     %[m], [%[out]], #4\n\t"
+                     "adds    %[s], %[s], #4\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b"
+                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
+                       [n] "+r"(groups)
+                     : [c] "r"(c), [row] "r"(row)
+                     : "cc", "memory");
+}
+
+static inline void ek__max3x3_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
+{
+    uint32_t m, v, t;
+    const int8_t *s1;
+    const int32_t c2 = 2 * c;
+    __asm__ volatile("1: ldr     %[m], [%[s]]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c2]]")
+                     "add     %[s1], %[s], %[row]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
+                     "add     %[s1], %[s1], %[row]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
+                     "str     %[m], [%[out]], #4\n\t"
+                     "adds    %[s], %[s], #4\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b"
+                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
+                       [n] "+r"(groups)
+                     : [c] "r"(c), [c2] "r"(c2), [row] "r"(row)
+                     : "cc", "memory");
+}
+
 static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
 {
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
@@ -3710,28 +3761,10 @@ static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8
             const int32_t ny = y1 - y0, nx = x1 - x0, taps = ny * nx;
             const int8_t *base = input + y0 * row + x0 * c_all;
             if (!avg && ny == kh && nx == kw && kh == kw && (kh == 2 || kh == 3)) {
-                const int32_t c2 = 2 * c_all;
                 if (kh == 2) {
-                    for (int32_t c = 0; c < c_all; c += 4) {
-                        const int8_t *s0 = base + c, *s1 = s0 + row;
-                        uint32_t m = ek__max4(ek__read_u32(s0), ek__read_u32(s0 + c_all));
-                        m = ek__max4(m, ek__read_u32(s1));
-                        m = ek__max4(m, ek__read_u32(s1 + c_all));
-                        memcpy(output + c, &m, 4);
-                    }
+                    ek__max2x2_groups(base, c_all, row, output, c_all >> 2);
                 } else {
-                    for (int32_t c = 0; c < c_all; c += 4) {
-                        const int8_t *s0 = base + c, *s1 = s0 + row, *s2 = s1 + row;
-                        uint32_t m = ek__max4(ek__read_u32(s0), ek__read_u32(s0 + c_all));
-                        m = ek__max4(m, ek__read_u32(s0 + c2));
-                        m = ek__max4(m, ek__read_u32(s1));
-                        m = ek__max4(m, ek__read_u32(s1 + c_all));
-                        m = ek__max4(m, ek__read_u32(s1 + c2));
-                        m = ek__max4(m, ek__read_u32(s2));
-                        m = ek__max4(m, ek__read_u32(s2 + c_all));
-                        m = ek__max4(m, ek__read_u32(s2 + c2));
-                        memcpy(output + c, &m, 4);
-                    }
+                    ek__max3x3_groups(base, c_all, row, output, c_all >> 2);
                 }
                 continue;
             }
