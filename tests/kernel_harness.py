@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "targets" / "mcu" / "platforms" / "cortex_m" / "kernels"
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
 SENTINEL = 0x5A  # what the runner fills output buffers with before each call
-_OPS = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2}
+_OPS = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "add": 3, "pool": 4, "lut": 5}
 
 
 @dataclass
 class Case:
-    """One kernel call: ``input`` is the whole input buffer (int8, rows at the layer's row stride)."""
+    """One kernel call: ``input`` is the whole input buffer (int8, rows at the layer's row stride; an add's two
+    operands one after the other)."""
 
     name: str
     layer: PackedLayer

@@ -42,11 +42,21 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if step.kind == "ek_pool":  # units = window taps read per output element; outputs = pixel-groups of 16
         p = step.params
         ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
-        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else "pool_int8_ek"
+        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else \
+            "pool_int8_ek" if p["mode"] == kernel_pack.POOL_MAX else "avgpool_int8_ek"
         return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else out,
                 p["in_h"] * p["in_w"] * p["channels"])
-    if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the scalar one a 64-bit product each
-        return ("add_int8_mve" if step.params["flags"] & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
+    if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the SMLAD one 4 at a time (and the last
+        flags = step.params["flags"]  # n % 4 one by one), the scalar one a 64-bit product each
+        if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)
+            clamp = step.params["act_min"] > -128 or step.params["act_max"] < 127
+            return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - out % 4, out % 4, 2 * out
+        return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
+    if step.kind == "ek_lut":  # per element: a table load (4 a word)
+        return "lut_int8_ek", out, out % 4, out
+    if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part
+        p = step.params
+        return "concat_int8_ek", p["table_elements"], out - p["table_elements"], p["rows"] * p["parts"]
     if step.spec is not None and step.spec.attr("windows"):
         inp = sum(w[2] * w[3] * prog.tensors[x].shape[3] for w, x in zip(step.spec.attr("windows"), step.inputs))
     elif step.is_micro_kernel and step.kind not in ("ek_fc", "ek_sfc"):
@@ -435,7 +445,7 @@ def _code_kinds(prog: Program) -> list[str]:
     point's DSP code too unless every call is Helium (:func:`helium_only`); a call of the scalar kernels its
     ``<kind>_rv`` code, and the entry point's portable code for the other layouts too unless every call is scalar
     (:func:`scalar_only`)."""
-    from edgekit.targets.mcu.ek_kernels import FUNCTIONS
+    from edgekit.targets.mcu.ek_kernels import ELEMENTWISE_KINDS, FUNCTIONS
 
     only, only_rv = helium_only(prog), scalar_only(prog)
     kinds = set()
@@ -444,7 +454,7 @@ def _code_kinds(prog: Program) -> list[str]:
             continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             kinds.add(s.kind + "_mve")
-            if only and s.kind not in ("ek_add", "ek_pool"):  # (these keep their scalar paths in every build)
+            if only and s.kind not in ELEMENTWISE_KINDS:  # (these keep their scalar paths in every build)
                 continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_RV:  # (the FC's two layouts: pipeline.firmware_cflags)
             kinds.add(s.kind + ("_rv_pairs" if s.params["flags"] & kernel_pack.FLAG_RV_PAIRS else "_rv"))

@@ -5,8 +5,9 @@ of a patch schedule); kernel_pack.py packs the weights and fills the parameter s
 with :func:`render_call`. TVM generates every other kernel; these replace TVM's scalar loops where the DSP
 extension (SMLAD on int16 pairs) pays, and on Helium cores (the M55: builder.ek_isa == "mve") run the layers packed
 for kernels/ek_nn_s8_mve.c. Residual int8 adds run ek_add_s8 on every core ('ek_add'); pooling runs ek_pool_s8 on
-Helium cores ('ek_pool'). A pruned conv (groups = 1) or linear layer whose compressed weights are
-smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
+Helium cores and, 4 channels a word, on DSP cores ('ek_pool'); int8 elementwise layers given as a table run
+ek_lut_s8 ('ek_lut'), concatenations along channels ek_concat_s8 ('ek_concat'). A pruned conv (groups = 1) or
+linear layer whose compressed weights are smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
 """
 from __future__ import annotations
 
@@ -121,26 +122,71 @@ def add_step(builder, node, qn, ins: list[str], out: str):
 
 
 def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_top: int, pad_left: int):
-    """A step running an int8 max / average (or global average) pool with ek_pool_s8's Helium path; None where
-    that does not apply (cores without Helium, an average whose shift is below 32): TVM's pooling kernel is as fast
-    as the scalar path there (measured on the M7), so the caller keeps it — except in a nested image, where one
-    ek_pool_s8 (scalar path) serves every operating point instead of a TVM kernel per point and shape."""
-    nested = NESTED_FULL_CHANNELS is not None  # a nested image: one pooling function for every point, not a TVM
-    if builder.ek_isa != "mve" and not nested:  # kernel per point and shape (flash; the speed is the same)
-        return None
-    from edgekit.targets.mcu.program import Step
+    """A step running an int8 max / average (or global average) pool with ek_pool_s8: its Helium path, or on the
+    DSP cores its SIMD path (4 channels a word: SSUB8/SEL for max, SXTAB16 sums and SMLAWB requantization for
+    average), which needs channels in fours and, for an average, int16 sums and 17 <= shift <= 38. None where
+    neither applies: TVM's kernel beats ek_pool_s8's scalar loop (measured on the M7), so the caller keeps it —
+    except in a nested image, where one ek_pool_s8 serves every operating point instead of a TVM kernel per point
+    and shape.
 
-    _, h, w, c = builder.tensors[x].shape
-    _, oh, ow, _ = builder.tensors[out].shape
+    Measured on the emulated M7, instructions per output element (bench/elementwise.py): global average pool
+    5x5x1280 34.4 (TVM 196); max 2x2 s2 6.8, 3x3 s2 p1 13.5, average 2x2 12.5 (TVM 20.2 / 131 / 26.7)."""
+    nested = NESTED_FULL_CHANNELS is not None  # a nested image: one pooling function for every point, not a TVM
+    _, h, w, c = builder.tensors[x].shape       # kernel per point and shape (flash; the speed is the same)
     q = {}
     if mode == "avg":
         qn = builder.q(node.name)
         q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
+    simd = builder.ek_isa == "dsp" and c % 4 == 0 and (mode == "max" or (  # ek_pool_s8's condition for its SIMD path
+        kernel[0] * kernel[1] * (128 + abs(q["x_zp"])) < 1 << 15 and 17 <= q["shift"] <= 38))
+    if builder.ek_isa != "mve" and not nested and not simd:
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    _, oh, ow, _ = builder.tensors[out].shape
     packed = kernel_pack.pack_pool(mode, in_hwc=(h, w, c), out_hw=(oh, ow), kernel=kernel, stride=stride,
                                    pad_top=pad_top, pad_left=pad_left, isa=builder.ek_isa, **q)
-    if not packed.params["flags"] & kernel_pack.FLAG_MVE and not nested:
+    if not packed.params["flags"] & kernel_pack.FLAG_MVE and not nested and not simd:
         return None
     return Step(node.name, "ek_pool", [x], [], out, params=dict(packed.params))
+
+
+def lut_step(builder, node, x: str, out: str, lut):
+    """A step running an int8 elementwise layer given as the host reference's 256-entry table (hardswish, sigmoid,
+    tanh, a ReLU not fused into a conv, ...) with ek_lut_s8; None in a nested image (one TVM kernel serves there)
+    and on the scalar cores (their TVM kernel is kept: the cost model has no figures for ek_lut_s8 there).
+    Measured on the emulated M7 (bench/elementwise.py): 3.75 instructions per element."""
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve"):
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    n = 1
+    for d in builder.tensors[out].shape:
+        n *= int(d)
+    packed = kernel_pack.pack_lut(lut, n)
+    table = builder.const(f"{node.name}.eklut", packed.weights)
+    return Step(node.name, "ek_lut", [x], [table], out, params=dict(packed.params))
+
+
+def concat_step(builder, node, ins: list[str], out: str, parts, out_zp: int):
+    """A step running an int8 concatenation along the last axis with ek_concat_s8: each part copied, or requantized
+    through its table; None in a nested image and on the scalar cores (TVM's kernel is kept there).
+    Measured on the emulated M7 (bench/elementwise.py --layers): 18x18x(16+16) with both parts requantized
+    3.9 instructions per output element, TVM's kernel 14.8."""
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve"):
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    shape = builder.tensors[out].shape
+    part_c = [int(builder.tensors[x].shape[-1]) for x in ins]
+    rows = 1
+    for d in shape[:-1]:
+        rows *= int(d)
+    packed = kernel_pack.pack_concat(part_c, parts, out_zp, rows)
+    info = builder.const(f"{node.name}.ekparts", packed.bias)
+    consts = [info] + ([builder.const(f"{node.name}.ektables", packed.weights)] if packed.notes["tables"] else [])
+    params = dict(packed.params, table_elements=sum(c for c, t in zip(part_c, packed.bias[1::2]) if t >= 0) * rows)
+    return Step(node.name, "ek_concat", list(ins), consts, out, params=params)
 
 
 def sparse_layers(builder) -> set[str]:
@@ -232,8 +278,11 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_sconv": ("ek_sparse_conv2d_s8", "ek_sconv_params_t", sparse_pack.SCONV_FIELDS),
              "ek_sfc": ("ek_sparse_fully_connected_s8", "ek_sfc_params_t", sparse_pack.SFC_FIELDS),
              "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS),
-             "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS)}
-ELEMENTWISE_KINDS = ("ek_add", "ek_pool")  # no constant arrays; their scalar paths are in every build
+             "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS),
+             "ek_lut": ("ek_lut_s8", "ek_lut_params_t", kernel_pack.LUT_FIELDS),
+             "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS)}
+# their scalar paths are in every build (a table lookup or concatenation: its tables)
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat")
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -268,6 +317,16 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
                 f"return {index + 1}", struct_type, ints)
+    if step.kind == "ek_lut":  # its table, no scratch
+        out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
+        return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
+                f"return {index + 1}", struct_type, f"{ints}, {cnames[step.consts[0]]}")
+    if step.kind == "ek_concat":  # its inputs as an array of pointers, its part table and requantization tables
+        ins = ", ".join(_input_ptr(prog, x, 0) for x in step.inputs)
+        out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
+        tables = cnames[step.consts[1]] if len(step.consts) > 1 else "0"
+        return (f"{{ const int8_t *const ek_in[] = {{{ins}}}; if ({fn}(&ek_params_{own}, ek_in, {out_ptr}) != 0) "
+                f"return {index + 1}; }}", struct_type, f"{ints}, {cnames[step.consts[0]]}, {tables}")
     if step.kind == "ek_add":  # two inputs, no constant arrays
         a, b = (_input_ptr(prog, x, 0) for x in step.inputs)
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"

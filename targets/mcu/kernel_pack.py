@@ -62,8 +62,9 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
-           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "ISAS", "mve_requant_table",
+           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "pack_lut", "LUT_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -79,6 +80,7 @@ FLAG_TAP_RUNS = 64
 FLAG_RV = 128
 FLAG_RV_PAIRS = 256  # scalar fully connected: two output channels per 32-bit weight word
 FLAG_1X1_STREAM = 4096  # conv: 1x1 with 8 or 16 input channels as a per-channel record stream (s1x1_stream)
+FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -134,6 +136,8 @@ FC_FIELDS = ("batch", "in_features", "out_features", "in_row_stride", "out_row_s
 POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
+LUT_FIELDS = ("n", "flags")
+CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
@@ -830,7 +834,8 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
     ``(a - a_zp) * a_mult + (b - b_zp) * b_mult``, rounded right shift, + out_zp, clamp). When 16 <= shift <= 46
     (FLAG_ADD_SPLIT) the kernels compute it in 32-bit arithmetic from the multipliers split at 2**15 with the zero
     points folded into two constants (ek_nn_s8_mve.c shows why that is exact) — 4 lanes at a time with
-    ``isa="mve"`` (FLAG_MVE), one element at a time elsewhere; otherwise on 64 bits."""
+    ``isa="mve"`` (FLAG_MVE), 4 at a time with SMLAD on the DSP cores where :func:`_add_pairs_exact` holds
+    (FLAG_ADD_PAIRS; the last ``n % 4`` one at a time), one element at a time elsewhere; otherwise on 64 bits."""
     _check_isa(isa)
     if not (0 <= a_mult < 1 << 31 and 0 <= b_mult < 1 << 31 and 1 <= shift <= 62):
         raise UsageError(f"add: multipliers must be in [0, 2**31) and shift in [1, 62], got {a_mult}, {b_mult}, "
@@ -840,15 +845,33 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
         raise UsageError("add: zero points and the clamp must be int8 values")
     split = 16 <= shift <= 46
     mve = isa == "mve" and split
+    pairs = isa != "rv32" and not mve and _add_pairs_exact(a_zp, b_zp, a_mult, b_mult, shift, out_zp)
     ah, al, bh, bl = a_mult >> 15, a_mult & 0x7FFF, b_mult >> 15, b_mult & 0x7FFF
     params = dict(n=int(n), a_offset=-int(a_zp), b_offset=-int(b_zp), out_offset=int(out_zp), act_min=int(act_min),
                   act_max=int(act_max), a_mult=int(a_mult), b_mult=int(b_mult), shift=int(shift),
-                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0), a_mult_hi=ah, a_mult_lo=al,
+                  flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0) | (FLAG_ADD_PAIRS if pairs else 0),
+                  a_mult_hi=ah, a_mult_lo=al,
                   b_mult_hi=bh, b_mult_lo=bl,
                   h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl))
     empty = np.zeros(0, dtype=np.int8)
     return PackedLayer(kind="add", params=params, weights=empty, bias=None, requant=np.zeros(0, np.int32),
                        scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="mve" if mve else "dsp"))
+
+
+def _add_pairs_exact(a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: int, out_zp: int) -> bool:
+    """Whether ek_add_s8's SMLAD path (EK_NN_FLAG_ADD_PAIRS, ek_nn_s8.c) computes the add exactly: the multipliers
+    split at 2**16 into int16 halves (``m = h * 2**16 + l``, ``l`` in [-2**15, 2**15), ``h`` <= 2**15 - 1), and the
+    high sum ``a*ah + b*bh`` plus its folded constant (zero points, rounding, ``out_zp * 2**(shift-16)``) stays
+    inside int32 for every int8 ``a``, ``b``. The identity itself holds for any shift >= 17."""
+    if shift < 17:
+        return False
+    rs = shift - 16
+    ah, bh = (a_mult + 0x8000) >> 16, (b_mult + 0x8000) >> 16
+    if max(ah, bh) > 0x7FFF:
+        return False
+    parts = (a_zp * ah, b_zp * bh, 1 << (rs - 1), out_zp * (1 << rs))
+    limit = (1 << 31) - (1 << 10)  # (+ L >> 16, |L| < 2**25)
+    return all(abs(v) < 1 << 30 for v in parts) and 128 * (ah + bh) + sum(abs(v) for v in parts) < limit
 
 
 def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pad_left: int = 0, x_zp: int = 0,
@@ -872,6 +895,43 @@ def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pa
                        notes=dict(isa="mve" if mve else "dsp"))
 
 
+def pack_lut(lut, n: int) -> PackedLayer:
+    """The parameter struct and table of ``ek_lut_s8`` for ``n`` elements: ``lut`` is the host reference's int8 table
+    of an elementwise layer (edgekit/qgraph.py: out = lut[x + 128]); the kernel indexes by the input byte read as
+    unsigned, so its table is the reference's rotated by 128 (bit-exact by construction)."""
+    lut = np.asarray(lut)
+    if lut.shape != (256,) or lut.min() < -128 or lut.max() > 127:
+        raise UsageError(f"lut: expected 256 int8 values, got shape {lut.shape}")
+    table = np.concatenate([lut[128:], lut[:128]]).astype(np.int8)  # table[x & 0xFF] = lut[x + 128]
+    return PackedLayer(kind="lut", params=dict(n=int(n), flags=0), weights=table, bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
+def pack_concat(part_channels, parts, out_zp: int, rows: int) -> PackedLayer:
+    """The parameter struct and arrays of ``ek_concat_s8``: a concatenation along the last axis of inputs with
+    ``part_channels`` each (``rows`` rows), each part requantized as edgekit/qgraph.py does — ``parts`` its
+    ``(zp, mult, shift)`` — out = clamp(requantize(x - zp, mult, shift) + out_zp). That is a function of the int8 x,
+    tabulated here with the reference's own qmath.requantize (so bit-exact by construction) and rotated for the
+    kernel's unsigned-byte index; a part whose table is the identity is copied. ``weights`` holds the tables;
+    ``bias`` the [parts][2] (row length, table index or -1)."""
+    from edgekit import qmath
+
+    codes = np.arange(-128, 128, dtype=np.int64)
+    info, tables = [], []
+    for c, (zp, mult, shift) in zip(part_channels, parts):
+        lut = qmath.requantize(codes - int(zp), int(mult), int(shift), int(out_zp))
+        if np.array_equal(lut, codes):
+            info += [int(c), -1]
+        else:
+            info += [int(c), len(tables)]
+            tables.append(np.concatenate([lut[128:], lut[:128]]).astype(np.int8))
+    params = dict(rows=int(rows), out_c=int(sum(part_channels)), parts=len(info) // 2, flags=0)
+    weights = np.concatenate(tables) if tables else np.zeros(0, np.int8)
+    return PackedLayer(kind="concat", params=params, weights=weights, bias=np.array(info, np.int32),
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0,
+                       notes=dict(isa="dsp", tables=len(tables)))
+
+
 def scratch_bytes(layer: PackedLayer) -> int:
     """Scratch bytes the C call for ``layer`` needs (0: pass NULL)."""
     if layer.kind == "conv2d":
@@ -880,7 +940,7 @@ def scratch_bytes(layer: PackedLayer) -> int:
         return depthwise_conv2d_scratch_bytes(layer.params)
     if layer.kind == "fully_connected":
         return fully_connected_scratch_bytes(layer.params)
-    if layer.kind in ("add", "pool"):
+    if layer.kind in ("add", "pool", "lut", "concat"):
         return 0
     raise UsageError(f"unknown packed layer kind {layer.kind!r}")
 

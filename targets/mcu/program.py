@@ -64,9 +64,9 @@ class Const:
 @dataclass
 class Step:
     """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
-    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool"), "copy" (a patch
-    tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state into
-    ek_state)."""
+    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool", "ek_lut",
+    "ek_concat"), "copy" (a patch tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and
+    "commit" (a new state into ek_state)."""
 
     layer: str
     kind: str
@@ -358,7 +358,7 @@ class _Builder:
         attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": tile.pads if tile else (ph, pb, pw, pr), **extra}
         if n.op == "avgpool2d" and (ph or pw or pb != ph or pr != pw) and not a.get("count_include_pad", True):
             raise UnsupportedError(f"layer '{n.name}': average pooling with padding and count_include_pad=False")
-        if self.dtype == "int8" and self.use_ek and tile is None:  # edgekit's pooling kernel (Helium)
+        if self.dtype == "int8" and self.use_ek and tile is None:  # edgekit's pooling kernel
             from edgekit.targets.mcu import ek_kernels
 
             step = ek_kernels.pool_step(self, n, ins[0], out.name, "max" if n.op == "maxpool2d" else "avg",
@@ -416,7 +416,15 @@ class _Builder:
         ins, out, extra = self._io(n, tile)
         cs = []
         if self.dtype == "int8":
-            cs = [self.const(f"{n.name}.lut", self.q(n.name).q["lut"])]
+            lut = self.q(n.name).q["lut"]
+            if self.use_ek and tile is None:  # edgekit's table kernel (the same table: bit-exact)
+                from edgekit.targets.mcu import ek_kernels
+
+                step = ek_kernels.lut_step(self, n, ins[0], out.name, lut)
+                if step is not None:
+                    self.steps.append(step)
+                    return
+            cs = [self.const(f"{n.name}.lut", lut)]
         self.tvm_step(n, n.op, ins[:1], cs, out.name, extra)
 
     def concat(self, n: Node, tile: "TileContext | None" = None):
@@ -427,6 +435,13 @@ class _Builder:
         if self.dtype == "int8":
             qn = self.q(n.name)
             attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
+            if self.use_ek and tile is None and axis == len(out.shape) - 1:  # along channels: edgekit's kernel
+                from edgekit.targets.mcu import ek_kernels
+
+                step = ek_kernels.concat_step(self, n, ins, out.name, attrs["parts"], int(qn.out_zp))
+                if step is not None:
+                    self.steps.append(step)
+                    return
         self.tvm_step(n, "concat", ins, [], out.name, {**attrs, **extra})
 
     def transpose(self, n: Node):

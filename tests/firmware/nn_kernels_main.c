@@ -5,7 +5,8 @@
  * for the host (-DEK_HOST: the blob file is argv[1]), which checks the portable C path.
  *
  * Blob (little-endian int32 words): magic, case count, max scratch bytes, max output bytes, then per case 12 words:
- * op (0 conv2d, 1 depthwise, 2 fully connected), number of int fields, then byte offsets in the blob of the int
+ * op (0 conv2d, 1 depthwise, 2 fully connected, 3 add: the input holds a then b, 4 pooling,
+ * 5 table lookup: the weights are the table), number of int fields, then byte offsets in the blob of the int
  * fields, weights, bias (-1 = NULL), requant table and input, output buffer bytes, scratch bytes, 3 unused.
  */
 #include <stdint.h>
@@ -103,6 +104,29 @@ int main(void)
             ek_marker();
             rc = op == 0 ? ek_conv2d_s8(&p, at(c[6]), (int8_t *)out, scratch)
                          : ek_depthwise_conv2d_s8(&p, at(c[6]), (int8_t *)out, scratch);
+            ek_marker();
+        } else if (op == 3) {
+            ek_add_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            const int8_t *a = at(c[6]);
+            ek_marker();
+            rc = ek_add_s8(&p, a, a + p.n, (int8_t *)out);
+            ek_marker();
+        } else if (op == 4) {
+            ek_pool_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            ek_marker();
+            rc = ek_pool_s8(&p, at(c[6]), (int8_t *)out);
+            ek_marker();
+        } else if (op == 5) {
+            ek_lut_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            p.table = at(c[3]);
+            ek_marker();
+            rc = ek_lut_s8(&p, at(c[6]), (int8_t *)out);
             ek_marker();
         } else {
             ek_fc_params_t p;

@@ -122,8 +122,12 @@ PLATFORM = CortexM(
                          # Helium (ek_nn_s8_mve.c, arm-none-eabi-nm of M55 firmware: digits-cnn, kws-dscnn): the
                          # entry point and its set-up per kind, the GEMM and its two block kernels shared by conv/FC
                          "ek_conv_mve": 1940, "ek_dw_mve": 2140, "ek_fc_mve": 162, "ek_gemm_mve": 2182,
-                         # the int8 add and pooling: their scalar paths (always linked), the Helium loops
-                         "ek_add": 380, "ek_add_mve": 306, "ek_pool": 618, "ek_pool_mve": 744},
+                         # the int8 add and pooling: their scalar paths (always linked), the Helium loops; the
+                         # add's SMLAD loops (2 x ~160 B asm) and the SIMD pooling loops (arm-none-eabi-nm, M7 -O2:
+                         # ek_add_s8 + ek__add4{,_clamp} 932 B, ek_pool_s8 1,860 B, ek_lut_s8 + its row 150 B,
+                         # ek_concat_s8 306 B)
+                         "ek_add": 932, "ek_add_mve": 306, "ek_pool": 1860, "ek_pool_mve": 744, "ek_lut": 150,
+                         "ek_concat": 306},
         ek_struct_bytes={"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60},
         board_ram_bytes=512,          # the fault handler's own stack (board/ek_startup.c)
         stack_estimate_bytes=600,     # harness + driver + kernel frames, as the firmware's painted stack reports

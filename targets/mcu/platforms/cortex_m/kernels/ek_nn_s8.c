@@ -3803,6 +3803,10 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
  * Elementwise add (residual connections)
  * ============================================================================================================= */
 
+#if EK_NN_DSP
+static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+#endif
+
 int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
 {
     if (p->n < 0 || p->shift < 1 || p->shift > 62) {
@@ -3815,11 +3819,17 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
 #endif
     /* the fields in locals: out may alias *p as far as the compiler knows (int8_t), which would reload them */
     const int32_t n = p->n, zo = p->out_offset, lo = p->act_min, hi = p->act_max;
+    int32_t done = 0;
+#if EK_NN_DSP
+    if (p->flags & EK_NN_FLAG_ADD_PAIRS) { /* 4 elements a turn with SMLAD (defined at the end of the file) */
+        done = ek__add_s8_pairs(p, a, b, out);
+    }
+#endif
     if (p->flags & EK_NN_FLAG_ADD_SPLIT) { /* 32-bit: H + (L >> 15), rounded right by shift - 15 */
         const int32_t rs = p->shift - 15, round = (int32_t)1 << (rs - 1);
         const int32_t mah = p->a_mult_hi, mal = p->a_mult_lo, mbh = p->b_mult_hi, mbl = p->b_mult_lo;
         const int32_t hc = p->h_const, lc = p->l_const;
-        for (int32_t i = 0; i < n; i++) {
+        for (int32_t i = done; i < n; i++) {
             const int32_t x = a[i], y = b[i];
             const int32_t hsum = x * mah + (y * mbh + hc), lsum = x * mal + (y * mbl + lc);
             int32_t v = ((hsum + (lsum >> 15) + round) >> rs) + zo;
@@ -3868,51 +3878,8 @@ static inline void ek__pool_span(int32_t start, int32_t k, int32_t size, int32_t
 }
 
 #if EK_NN_DSP
-static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
-{
-    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
-    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        int32_t y0, y1, x0, x1;
-        ek__pool_span(oy * p->stride_h - p->pad_top, p->kernel_h, p->in_h, &y0, &y1);
-        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
-            ek__pool_span(ox * p->stride_w - p->pad_left, p->kernel_w, p->in_w, &x0, &x1);
-            const int32_t taps = (y1 - y0) * (x1 - x0), nx = x1 - x0;
-            const int8_t *base = input + y0 * row + x0 * c_all;
-            for (int32_t c = 0; c < c_all; c += 4) {
-                const int8_t *src = base + c;
-                if (avg) {
-                    uint32_t a02 = 0, a13 = 0;
-                    for (int32_t y = y0; y < y1; y++, src += row) {
-                        const int8_t *s = src;
-                        for (int32_t x = 0; x < nx; x++, s += c_all) {
-                            const uint32_t v = ek__read_u32(s);
-                            a02 = ek__sxtab16(a02, v);
-                            a13 = ek__sxtab16_ror8(a13, v);
-                        }
-                    }
-                    const int32_t off = -taps * zp;
-                    output[c] = (int8_t)ek__pool_rq(ek__lo16(a02) + off, mult, shift, zo);
-                    output[c + 1] = (int8_t)ek__pool_rq(ek__lo16(a13) + off, mult, shift, zo);
-                    output[c + 2] = (int8_t)ek__pool_rq(ek__hi16(a02) + off, mult, shift, zo);
-                    output[c + 3] = (int8_t)ek__pool_rq(ek__hi16(a13) + off, mult, shift, zo);
-                } else {
-                    uint32_t m = 0x80808080u;
-                    for (int32_t y = y0; y < y1; y++, src += row) {
-                        const int8_t *s = src;
-                        for (int32_t x = 0; x < nx; x++, s += c_all) {
-                            const uint32_t v = ek__read_u32(s);
-                            uint32_t t;  /* GE[i] = v[i] >= m[i], then each lane from v where set, else m */
-                            __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(v), "r"(m) : "cc");
-                            m = t;
-                        }
-                    }
-                    memcpy(output + c, &m, 4);
-                }
-            }
-        }
-    }
-}
+/* Defined at the end of the file (the SIMD pooling loops). */
+static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 #endif
 
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
@@ -3931,8 +3898,10 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
 #if EK_NN_DSP
     /* 4 channels per word: max with SSUB8 + SEL (the GE flags pick the larger byte of each lane), sums with
-     * SXTAB16 into int16 pairs (exact while taps * 128 < 2^15). */
-    if ((c_all & 3) == 0 && (!avg || p->kernel_h * p->kernel_w < 256)) {
+     * SXTAB16 into int16 pairs started at the zero-point offset (exact while taps * (128 + |zp|) < 2^15),
+     * requantized with SMLAWB/SMLAWT where 17 <= shift <= 38 (see ek__pool_s8_dsp). */
+    if ((c_all & 3) == 0 && (!avg || (p->kernel_h * p->kernel_w * (128 + (zp < 0 ? -zp : zp)) < 32768 &&
+                                      shift >= 17 && shift <= 38))) {
         ek__pool_s8_dsp(p, input, output);
         return EK_NN_OK;
     }
@@ -3959,6 +3928,399 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
                 output[c] = (int8_t)(avg ? ek__pool_rq(acc, mult, shift, zo) : acc);
             }
         }
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Elementwise add, DSP path (EK_NN_FLAG_ADD_PAIRS; kernel_pack.pack_add proves the bounds it relies on)
+ *
+ * The multipliers split at 2^16 into signed halves, a_mult = ah * 2^16 + al with al in [-2^15, 2^15) and
+ * ah <= 2^15 - 1 (the same for b), so (a, b) as one int16 pair word gives both partial sums with one SMLAD each:
+ * H = a*ah + b*bh + hc, L = a*al + b*bl + lc (hc, lc fold in the zero points). With rs = shift - 16 >= 1,
+ * floor((sum + 2^(shift-1)) / 2^shift) = (H0 + (L0 >> 16) + 2^(rs-1)) >> rs exactly (2^(shift-1) is a multiple of
+ * 2^16 and nested floors of powers of two compose), so the rounding and the output zero point (zo * 2^rs) go into hc
+ * too. The pairs: PKHBT/PKHTB of the two words give (a0 a1 b0 b1) and (a2 a3 b2 b3), whose SXTB16 (ROR 0 / 8) are
+ * the four (a_i, b_i) pairs. Per 4 elements: 2 LDR, 2 PKH, 4 SXTB16, 8 SMLAD, 4 ADD, 4 ASR, 4 SSAT, 3 BFI, STR and
+ * the loop = 34 instructions (8.5 per element); with an activation clamp, LDRD + 2 SSUB8/SEL more.
+ * ============================================================================================================= */
+#if EK_NN_DSP
+typedef struct {
+    const int8_t *a, *b;
+    int8_t *out;
+    int32_t turns;                     /* groups of 4 elements, >= 1 */
+    uint32_t mh, ml;                   /* (ah, bh), (al, bl) as int16 pairs */
+    int32_t hc, lc, rs;
+    uint32_t lo4, hi4;                 /* the clamp in every byte (clamping loop only) */
+} ek__add4_args_t;
+void ek__add4(const ek__add4_args_t *args);
+void ek__add4_clamp(const ek__add4_args_t *args);
+/* r0 a, r1 b, r2 out, r3 turns, r4 mh, r5 ml, r6 hc, r7 lc, r8 rs; r9-r12, lr scratch (lo4/hi4 on the stack). */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro ek__add4_body name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldrd    r9, r10, [r0, #36]\n"
+    "   push    {r9, r10}\n"
+    "   ldm     r0, {r0-r8}\n"
+    "1: ldr     r9, [r0], #4\n"
+    "   ldr     r11, [r1], #4\n"
+    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */
+    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */
+    "   sxtb16  lr, r10\n"                /* (a0, b0) */
+    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */
+    "   sxtb16  r11, r9\n"                /* (a2, b2) */
+    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+    "   smlad   r12, lr, r4, r6\n"
+    "   smlad   lr, lr, r5, r7\n"
+    "   add     r12, r12, lr, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    lr, #8, r12\n"
+    "   smlad   r12, r10, r4, r6\n"
+    "   smlad   r10, r10, r5, r7\n"
+    "   add     r12, r12, r10, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #8, #8\n"
+    "   smlad   r12, r11, r4, r6\n"
+    "   smlad   r11, r11, r5, r7\n"
+    "   add     r12, r12, r11, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #16, #8\n"
+    "   smlad   r12, r9, r4, r6\n"
+    "   smlad   r9, r9, r5, r7\n"
+    "   add     r12, r12, r9, asr #16\n"
+    "   asr     r12, r12, r8\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #24, #8\n"
+    "   .if \\clamp\n"
+    "   ldrd    r9, r10, [sp]\n"
+    "   ssub8   r11, lr, r9\n"
+    "   sel     lr, lr, r9\n"             /* max(w, lo) per byte */
+    "   ssub8   r11, lr, r10\n"
+    "   sel     lr, r10, lr\n"            /* min(w, hi) per byte */
+    "   .endif\n"
+    "   str     lr, [r2], #4\n"
+    "   subs    r3, r3, #1\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #8\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   ek__add4_body ek__add4, 0\n"
+    "   ek__add4_body ek__add4_clamp, 1\n"
+    "   .purgem ek__add4_body\n");
+
+static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    ek__add4_args_t g;
+    const int32_t rs = p->shift - 16;
+    const int32_t ah = (p->a_mult + 0x8000) >> 16, bh = (p->b_mult + 0x8000) >> 16;
+    const int32_t al = p->a_mult - ah * 65536, bl = p->b_mult - bh * 65536;
+    g.a = a;
+    g.b = b;
+    g.out = out;
+    g.turns = p->n >> 2;
+    g.mh = ek__pack16(ah, bh);
+    g.ml = ek__pack16(al, bl);
+    g.hc = p->a_offset * ah + p->b_offset * bh + ((int32_t)1 << (rs - 1)) + p->out_offset * ((int32_t)1 << rs);
+    g.lc = p->a_offset * al + p->b_offset * bl;
+    g.rs = rs;
+    g.lo4 = ek__bytes4(p->act_min);
+    g.hi4 = ek__bytes4(p->act_max);
+    if (g.turns > 0) {
+        if (p->act_min > -128 || p->act_max < 127) {
+            ek__add4_clamp(&g);
+        } else {
+            ek__add4(&g);
+        }
+    }
+    return g.turns * 4;
+}
+#endif
+
+/* ===============================================================================================================
+ * Table lookup (an int8 -> int8 unary layer: hardswish, sigmoid, tanh, a lone ReLU, a requantization)
+ *
+ * The table is indexed by the input byte read as unsigned (kernel_pack.pack_lut rotates the reference's table,
+ * which is indexed by x + 128), so a byte load gives the index with no arithmetic. Per 4 elements: one word load,
+ * 4 byte extractions, 4 table loads, 3 ORR and one word store; the table is the host reference's own, so the
+ * output is bit-exact by construction. Works in place (each word is read before it is written).
+ * ============================================================================================================= */
+static void ek__lut_run(const uint8_t *t, const uint8_t *in, int8_t *out, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t w = ek__read_u32(in + i);
+        const uint32_t v = (uint32_t)t[w & 0xFFu] | ((uint32_t)t[(w >> 8) & 0xFFu] << 8) |
+                           ((uint32_t)t[(w >> 16) & 0xFFu] << 16) | ((uint32_t)t[w >> 24] << 24);
+        memcpy(out + i, &v, 4);
+    }
+    for (; i < n; i++) {
+        out[i] = (int8_t)t[in[i]];
+    }
+}
+
+int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->n < 0 || !p->table) {
+        return EK_NN_ERR_ARG;
+    }
+    ek__lut_run((const uint8_t *)p->table, (const uint8_t *)input, output, p->n);
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Pooling, DSP path: 4 channels a word (ek_pool_s8 sends layers with channels in fours here)
+ *
+ * Max: SSUB8 + SEL per tap and word (the GE flags pick the larger byte of each lane); windows fully inside the map
+ * of 2x2 and 3x3 run an asm loop over the words (LDR per tap, no spills). Average: SXTAB16 sums into int16 pairs started at the window's
+ * zero-point offset -taps * in_zp (exact while taps * (128 + |in_zp|) < 2^15), two words (8 channels) per tap when
+ * the window's rows are whole map rows (a global pool: the taps are evenly spaced); requantization per output is
+ * SMLAWB/SMLAWT + ASR + SSAT (an average comes here only when 17 <= shift <= 38, so K stays inside int32):
+ * floor((floor(acc*mult / 2^16) + K) / 2^(shift-16)) with K = 2^(shift-17) + out_zp * 2^(shift-16) is the
+ * contract's rounding, zero point included (nested floors of powers of two compose).
+ * ============================================================================================================= */
+#if EK_NN_DSP
+static inline uint32_t ek__max4(uint32_t m, uint32_t v)
+{
+    uint32_t t;  /* GE[i] = v[i] >= m[i], then each lane from v where set, else m */
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(v), "r"(m) : "cc");
+    return t;
+}
+
+static inline int32_t ek__smlawb(int32_t m, uint32_t x, int32_t k) { return __smlawb(m, (int32_t)x, k); }
+static inline int32_t ek__smlawt(int32_t m, uint32_t x, int32_t k) { return __smlawt(m, (int32_t)x, k); }
+
+/* the low byte of v into w at bit `pos` */
+#define EK__BFI8(w, v, pos) __asm__("bfi %0, %1, #" #pos ", #8" : "+r"(w) : "r"(v))
+
+/* 4 outputs from the int16 pair sums (c0, c2) and (c1, c3) */
+static inline __attribute__((always_inline)) uint32_t ek__pool_avg4(uint32_t a02, uint32_t a13, int32_t mult,
+                                                                    int32_t k, int32_t rs)
+{
+    uint32_t w = (uint32_t)__ssat(ek__smlawb(mult, a02, k) >> rs, 8);
+    const uint32_t v1 = (uint32_t)__ssat(ek__smlawb(mult, a13, k) >> rs, 8);
+    const uint32_t v2 = (uint32_t)__ssat(ek__smlawt(mult, a02, k) >> rs, 8);
+    const uint32_t v3 = (uint32_t)__ssat(ek__smlawt(mult, a13, k) >> rs, 8);
+    EK__BFI8(w, v1, 8);
+    EK__BFI8(w, v2, 16);
+    EK__BFI8(w, v3, 24);
+    return w;
+}
+
+/* acc[0..3] += the int16 pair sums of 8 channels over `taps` >= 1 taps `step` bytes apart (LDR, LDR, 4 SXTAB16,
+ * ADD, SUBS, BNE per tap: ~1.1 instructions per input byte) */
+static inline void ek__pool_sum8(const int8_t *s, int32_t step, int32_t taps, uint32_t acc[4])
+{
+    uint32_t a02 = acc[0], a13 = acc[1], b02 = acc[2], b13 = acc[3], t0, t1;
+    __asm__("1: ldr     %[t0], [%[s]]\n\t"
+            "ldr     %[t1], [%[s], #4]\n\t"
+            "add     %[s], %[s], %[step]\n\t"
+            "sxtab16 %[a02], %[a02], %[t0]\n\t"
+            "sxtab16 %[a13], %[a13], %[t0], ror #8\n\t"
+            "sxtab16 %[b02], %[b02], %[t1]\n\t"
+            "sxtab16 %[b13], %[b13], %[t1], ror #8\n\t"
+            "subs    %[n], %[n], #1\n\t"
+            "bne     1b"
+            : [a02] "+r"(a02), [a13] "+r"(a13), [b02] "+r"(b02), [b13] "+r"(b13), [s] "+r"(s), [n] "+r"(taps),
+              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [step] "r"(step)
+            : "cc", "memory");
+    acc[0] = a02;
+    acc[1] = a13;
+    acc[2] = b02;
+    acc[3] = b13;
+}
+
+/* The max of a 2x2 (3x3) window whose taps are c bytes apart in a row and `row` bytes apart between rows, for
+ * `groups` >= 1 words of 4 channels: 4 (9) LDR, SSUB8/SEL per tap after the first, the store and the loop. */
+#define EK__MAX_TAP(ld)                                                                                         \
+    ld "\n\t"                                                                                                   \
+    "ssub8   %[t], %[v], %[m]\n\t"                                                                              \
+    "sel     %[m], %[v], %[m]\n\t"
+static inline void ek__max2x2_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
+{
+    uint32_t m, v, t;
+    const int8_t *s1;
+    __asm__ volatile("1: add     %[s1], %[s], %[row]\n\t"
+                     "ldr     %[m], [%[s]]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     "str     %[m], [%[out]], #4\n\t"
+                     "adds    %[s], %[s], #4\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b"
+                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
+                       [n] "+r"(groups)
+                     : [c] "r"(c), [row] "r"(row)
+                     : "cc", "memory");
+}
+
+static inline void ek__max3x3_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
+{
+    uint32_t m, v, t;
+    const int8_t *s1;
+    const int32_t c2 = 2 * c;
+    __asm__ volatile("1: ldr     %[m], [%[s]]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s], %[c2]]")
+                     "add     %[s1], %[s], %[row]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
+                     "add     %[s1], %[s1], %[row]\n\t"
+                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
+                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
+                     "str     %[m], [%[out]], #4\n\t"
+                     "adds    %[s], %[s], #4\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b"
+                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
+                       [n] "+r"(groups)
+                     : [c] "r"(c), [c2] "r"(c2), [row] "r"(row)
+                     : "cc", "memory");
+}
+
+static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
+    const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
+    const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
+    const int32_t k = avg ? ((int32_t)1 << (shift - 17)) + zo * ((int32_t)1 << rs) : 0;
+    const int32_t kh = p->kernel_h, kw = p->kernel_w;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        int32_t y0, y1, x0, x1;
+        ek__pool_span(oy * p->stride_h - p->pad_top, kh, p->in_h, &y0, &y1);
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            ek__pool_span(ox * p->stride_w - p->pad_left, kw, p->in_w, &x0, &x1);
+            const int32_t ny = y1 - y0, nx = x1 - x0, taps = ny * nx;
+            const int8_t *base = input + y0 * row + x0 * c_all;
+            if (!avg && ny == kh && nx == kw && kh == kw && (kh == 2 || kh == 3)) {
+                if (kh == 2) {
+                    ek__max2x2_groups(base, c_all, row, output, c_all >> 2);
+                } else {
+                    ek__max3x3_groups(base, c_all, row, output, c_all >> 2);
+                }
+                continue;
+            }
+            if (!avg) {
+                for (int32_t c = 0; c < c_all; c += 4) {
+                    const int8_t *src = base + c;
+                    uint32_t m = 0x80808080u;
+                    for (int32_t y = 0; y < ny; y++, src += row) {
+                        const int8_t *s = src;
+                        for (int32_t x = 0; x < nx; x++, s += c_all) {
+                            m = ek__max4(m, ek__read_u32(s));
+                        }
+                    }
+                    memcpy(output + c, &m, 4);
+                }
+                continue;
+            }
+            const int32_t off = -taps * zp;
+            const uint32_t start = ek__pack16(off, off);
+            if (nx == p->in_w && (c_all & 7) == 0) { /* whole rows: the taps are c_all apart, 8 channels a turn */
+                for (int32_t c = 0; c < c_all; c += 8) {
+                    uint32_t acc[4] = {start, start, start, start};
+                    ek__pool_sum8(base + c, c_all, taps, acc);
+                    const uint32_t w0 = ek__pool_avg4(acc[0], acc[1], mult, k, rs);
+                    const uint32_t w1 = ek__pool_avg4(acc[2], acc[3], mult, k, rs);
+                    memcpy(output + c, &w0, 4);
+                    memcpy(output + c + 4, &w1, 4);
+                }
+                continue;
+            }
+            if (ny == 2 && nx == 2) { /* a 2x2 window (or the part of one inside the map): straight-line */
+                for (int32_t c = 0; c < c_all; c += 4) {
+                    const int8_t *s0 = base + c, *s1 = s0 + row;
+                    const uint32_t v0 = ek__read_u32(s0), v1 = ek__read_u32(s0 + c_all);
+                    const uint32_t v2 = ek__read_u32(s1), v3 = ek__read_u32(s1 + c_all);
+                    uint32_t a02 = ek__sxtab16(ek__sxtab16(start, v0), v1);
+                    uint32_t a13 = ek__sxtab16_ror8(ek__sxtab16_ror8(start, v0), v1);
+                    a02 = ek__sxtab16(ek__sxtab16(a02, v2), v3);
+                    a13 = ek__sxtab16_ror8(ek__sxtab16_ror8(a13, v2), v3);
+                    const uint32_t w = ek__pool_avg4(a02, a13, mult, k, rs);
+                    memcpy(output + c, &w, 4);
+                }
+                continue;
+            }
+            for (int32_t c = 0; c < c_all; c += 4) {
+                const int8_t *src = base + c;
+                uint32_t a02 = start, a13 = start;
+                for (int32_t y = 0; y < ny; y++, src += row) {
+                    const int8_t *s = src;
+                    for (int32_t x = 0; x < nx; x++, s += c_all) {
+                        const uint32_t v = ek__read_u32(s);
+                        a02 = ek__sxtab16(a02, v);
+                        a13 = ek__sxtab16_ror8(a13, v);
+                    }
+                }
+                const uint32_t w = ek__pool_avg4(a02, a13, mult, k, rs);
+                memcpy(output + c, &w, 4);
+            }
+        }
+    }
+}
+#endif
+
+/* ===============================================================================================================
+ * Concatenation along the last axis (NHWC channels), each input requantized to the output's scale
+ *
+ * A part's requantization is an int8 -> int8 function, so it is a 256-byte table (kernel_pack.pack_concat builds
+ * it from the host reference's own arithmetic: bit-exact by construction), or a plain copy where that function is
+ * the identity (same scale and zero point). Part by part: each of its rows (pixels) is out_c bytes apart in the
+ * output. Copies move a word at a time (LDR + STR), tables look up 4 bytes per word as ek_lut_s8 does.
+ * ============================================================================================================= */
+int ek_concat_s8(const ek_concat_params_t *p, const int8_t *const *inputs, int8_t *output)
+{
+    if (p->rows < 0 || p->parts < 1 || p->out_c < 1 || !p->part_info) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t rows = p->rows, out_c = p->out_c;
+    int32_t at = 0;
+    for (int32_t k = 0; k < p->parts; k++) {
+        const int32_t c = p->part_info[2 * k], table = p->part_info[2 * k + 1];
+        if (c < 0 || at + c > out_c || (table >= 0 && !p->tables)) {
+            return EK_NN_ERR_ARG;
+        }
+        const uint8_t *src = (const uint8_t *)inputs[k];
+        int8_t *dst = output + at;
+        if (table >= 0) {
+            const uint8_t *t = (const uint8_t *)p->tables + 256 * table;
+            if (c == out_c) {
+                ek__lut_run(t, src, dst, rows * c);
+            } else {
+                for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                    ek__lut_run(t, src, dst, c);
+                }
+            }
+        } else if ((c & 3) == 0) {
+            const int32_t words = c >> 2;
+            for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                for (int32_t w = 0; w < words; w++) {
+                    const uint32_t v = ek__read_u32(src + 4 * w);
+                    memcpy(dst + 4 * w, &v, 4);
+                }
+            }
+        } else {
+            for (int32_t r = 0; r < rows; r++, src += c, dst += out_c) {
+                for (int32_t i = 0; i < c; i++) {
+                    dst[i] = (int8_t)src[i];
+                }
+            }
+        }
+        at += c;
     }
     return EK_NN_OK;
 }

@@ -56,6 +56,7 @@ extern "C" {
 #define EK_NN_FLAG_RV 128u   /* packed for the scalar kernels of cores without SIMD (RV32IM; kernel_pack isa="rv32") */
 #define EK_NN_FLAG_RV_PAIRS 256u /* scalar FC: two output channels per 32-bit weight word (kernel_pack decides) */
 #define EK_NN_FLAG_1X1_STREAM 4096u /* conv: 1x1, in_c 8 or 16, fast requant, full int8 range: per-channel record stream */
+#define EK_NN_FLAG_ADD_PAIRS 512u /* add: 17 <= shift, multipliers split at 2^16 fit SMLAD (kernel_pack decides) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
@@ -168,6 +169,41 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
 
 /* Max or average pooling of an NHWC window (see ek_pool_params_t); any alignment. EK_NN_OK or EK_NN_ERR_ARG. */
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
+
+/*
+ * An int8 -> int8 elementwise function as a 256-byte table (hardswish, sigmoid, tanh, ReLU, requantization):
+ * out[i] = table[(uint8_t)in[i]] — the table indexed by the input byte read as unsigned (kernel_pack.pack_lut).
+ */
+typedef struct {
+    int32_t n;                      /* elements */
+    int32_t flags;                  /* 0 */
+    const int8_t *table;            /* [256] */
+} ek_lut_params_t;
+
+#define EK_NN_LUT_INT_FIELDS 2
+
+/* out[i] = table[(uint8_t)in[i]]; any alignment, in place allowed. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output);
+
+/*
+ * Concatenation of int8 tensors along their last axis (NHWC channels): rows of each input, part after part, each
+ * part requantized to the output's scale (edgekit/qgraph.py's concat) through a 256-byte table indexed by the input
+ * byte read as unsigned, or copied where that requantization is the identity (kernel_pack.pack_concat).
+ */
+typedef struct {
+    int32_t rows;                   /* elements of the output / out_c */
+    int32_t out_c;                  /* length of an output row: the sum of the parts' */
+    int32_t parts;                  /* inputs */
+    int32_t flags;                  /* 0 */
+    const int32_t *part_info;       /* [parts][2]: the part's row length, its table (-1: a copy) */
+    const int8_t *tables;           /* [tables][256], or NULL when every part is a copy */
+} ek_concat_params_t;
+
+#define EK_NN_CONCAT_INT_FIELDS 4
+
+/* Concatenate inputs[0 .. parts-1] into output (see ek_concat_params_t); any alignment, no aliasing of the output
+ * with an input. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_concat_s8(const ek_concat_params_t *p, const int8_t *const *inputs, int8_t *output);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,179 @@
+"""edgekit's int8 add, pooling and table kernels (ek_add_s8, ek_pool_s8, ek_lut_s8 in
+targets/mcu/platforms/cortex_m/kernels/ek_nn_s8.c) match the host integer reference's contracts (edgekit/qgraph.py)
+bit for bit on the DSP cores — the M7 (QEMU mps2-an500), the M4 (an386) and the M55's DSP path (an547) — and in the
+portable C build (an rv32imc core, the host). Random zero points, multipliers, shifts, clamps, window overhangs and
+lengths that are not multiples of 4 cover the SMLAD add (FLAG_ADD_PAIRS) and its tail, the SIMD pooling loops
+(2x2 / 3x3 max, 2x2 and global average, the generic windows) and the table lookup; the SMLAD add's 32-bit identity
+is also checked in numpy over many random multipliers.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit import qmath
+from edgekit.targets.mcu import kernel_pack as kp
+from kernel_harness import Case, run_on_host, run_on_qemu
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from elementwise import lut_of, ref_add, ref_pool  # noqa: E402
+
+try:
+    import torch
+    HAVE_TORCH = True
+except ImportError:  # (the kernel cases need numpy only)
+    HAVE_TORCH = False
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
+needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc and qemu-system-arm are not installed")
+
+
+def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(8):  # adds: scales near 1 (shift ~30-31) and far from it, clamps, odd lengths
+        n = int(rng.integers(1, 700)) if i % 2 else 4 * int(rng.integers(1, 200))
+        ratio = rng.uniform(0.2, 3.0, 2)
+        _, shift = qmath.quantize_multiplier(float(ratio.max()))
+        am, bm = (int(round(r * 2.0 ** shift)) for r in ratio)
+        za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        lo, hi = (-128, 127) if i < 4 else (int(rng.integers(-128, 0)), int(rng.integers(0, 128)))
+        q = dict(a_zp=za, b_zp=zb, a_mult=am, b_mult=bm, shift=int(shift), out_zp=zo, act_min=lo, act_max=hi)
+        layer = kp.pack_add(n, **q)
+        assert layer.params["flags"] & kp.FLAG_ADD_PAIRS  # the path under test
+        a = rng.integers(-128, 128, n).astype(np.int8)
+        b = rng.integers(-128, 128, n).astype(np.int8)
+        out.append((Case(f"add {n}", layer, np.concatenate([a, b]), n), ref_add(a, b, **q)))
+    pools = [("max", (9, 10, 8), (2, 2), (2, 2), (0, 0)), ("max", (9, 9, 12), (3, 3), (2, 2), (1, 1)),
+             ("max", (7, 7, 4), (3, 2), (1, 2), (1, 0)), ("avg", (10, 8, 8), (2, 2), (2, 2), (0, 0)),
+             ("avg", (9, 9, 12), (3, 3), (2, 2), (1, 1)), ("avg", (5, 5, 40), (5, 5), (1, 1), (0, 0)),
+             ("avg", (3, 4, 12), (3, 4), (1, 1), (0, 0)), ("max", (6, 6, 6), (2, 2), (2, 2), (0, 0))]
+    for mode, hwc, k, s, pads in pools:
+        h, w, c = hwc
+        oh, ow = (h + 2 * pads[0] - k[0]) // s[0] + 1, (w + 2 * pads[1] - k[1]) // s[1] + 1
+        x = rng.integers(-128, 128, hwc).astype(np.int8)
+        q = {}
+        if mode == "avg":
+            mult, shift = qmath.quantize_multiplier(float(rng.uniform(0.5, 1.5)) / (k[0] * k[1]))
+            q = dict(x_zp=int(rng.integers(-128, 128)), out_zp=int(rng.integers(-128, 128)), mult=int(mult),
+                     shift=int(shift))
+        layer = kp.pack_pool(mode, in_hwc=hwc, out_hw=(oh, ow), kernel=k, stride=s, pad_top=pads[0],
+                             pad_left=pads[1], **q)
+        ref = ref_pool(x, mode, k, s, pads, (oh, ow), q.get("x_zp", 0), q.get("mult", 0), q.get("shift", 1),
+                       q.get("out_zp", 0))
+        out.append((Case(f"{mode} pool {hwc}", layer, x.reshape(-1), ref.size), ref.reshape(-1)))
+    for fn, n in (("hardswish", 203), ("sigmoid", 64), ("tanh", 7)):
+        lut = lut_of(fn, x_scale=float(rng.uniform(0.01, 0.1)), x_zp=int(rng.integers(-20, 20)),
+                     out_scale=float(rng.uniform(0.005, 0.05)), out_zp=int(rng.integers(-20, 20)))
+        x = rng.integers(-128, 128, n).astype(np.int8)
+        out.append((Case(f"{fn} {n}", kp.pack_lut(lut, n), x, n), lut[x.astype(np.int16) + 128]))
+    return out
+
+
+def _check(results, cases):
+    for (case, expected), res in zip(cases, results):
+        assert res.rc == 0, case.name
+        assert np.array_equal(res.output, expected), case.name
+
+
+@needs_arm
+@pytest.mark.parametrize("board", ["mps2-an500", "mps2-an386", "mps3-an547"])
+def test_elementwise_kernels_bit_exact_on_dsp_cores(board, tmp_path):
+    cases = _cases()
+    _check(run_on_qemu([c for c, _ in cases], board, tmp_path, count_instructions=False), cases)
+
+
+@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("qemu-system-riscv32") is None,
+                    reason="the RISC-V toolchain and QEMU are not installed")
+def test_elementwise_kernels_bit_exact_on_rv32(tmp_path):
+    # the portable C paths on an rv32imc core (the DSP flags packed for Arm are ignored there)
+    cases = _cases()
+    _check(run_on_qemu([c for c, _ in cases], "virt-rv32imc", tmp_path, count_instructions=False), cases)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler")
+def test_elementwise_kernels_bit_exact_portable(tmp_path):
+    cases = _cases()
+    _check(run_on_host([c for c, _ in cases], tmp_path), cases)
+
+
+def test_a_wrong_table_or_operand_is_caught():
+    # the comparison the kernel tests rely on can fail: the reference of a shuffled table or a swapped add differs
+    rng = np.random.default_rng(0)
+    lut = lut_of("hardswish")
+    x = rng.integers(-128, 128, 64).astype(np.int8)
+    assert not np.array_equal(np.roll(lut, 1)[x.astype(np.int16) + 128], lut[x.astype(np.int16) + 128])
+    table = kp.pack_lut(lut, 64).weights
+    assert np.array_equal(table[x.view(np.uint8)], lut[x.astype(np.int16) + 128])  # the kernel's indexing
+
+
+def test_add_pairs_form_is_exact():
+    # ek_add_s8's SMLAD form: multipliers split at 2**16 into int16 halves, int32 sums, against the 64-bit contract
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(300):
+        shift = int(rng.integers(17, 40))
+        am, bm = (int(v) for v in rng.integers(0, 1 << 31, 2))
+        za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        if not kp._add_pairs_exact(za, zb, am, bm, shift, zo):
+            continue
+        checked += 1
+        rs = shift - 16
+        ah, bh = (am + 0x8000) >> 16, (bm + 0x8000) >> 16
+        al, bl = am - (ah << 16), bm - (bh << 16)
+        assert max(ah, bh, abs(al), abs(bl)) <= 1 << 15 and al >= -(1 << 15) and bl >= -(1 << 15)
+        a = rng.integers(-128, 128, 256)
+        b = rng.integers(-128, 128, 256)
+        h = a * ah + b * bh - (za * ah + zb * bh) + (1 << (rs - 1)) + zo * (1 << rs)
+        lo = a * al + b * bl - (za * al + zb * bl)
+        assert np.abs(h).max() < 2**31 and np.abs(lo).max() < 2**31  # int32 registers
+        got = np.clip((h + (lo >> 16)) >> rs, -128, 127)
+        want = np.clip(qmath.rshift_round((a - za) * am + (b - zb) * bm, shift) + zo, -128, 127)
+        assert np.array_equal(got, want)
+    assert checked > 100
+
+
+class _Net(torch.nn.Module if HAVE_TORCH else object):
+    """Every layer the elementwise kernels take in a model: max 3x3 s2 and 2x2 pools, a 2x2 average, a residual add
+    with a ReLU clamp, hardswish, sigmoid and ReLU layers of their own, a global average pool, channel concatenations
+    (parts of 16 and 8 channels; 6, 2 and 6) — and a max pool over 6 channels, which stays on TVM's kernel (ek_pool_s8's
+    SIMD path needs channels in fours)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.MaxPool2d(3, 2, padding=1))
+        self.side = nn.Conv2d(16, 8, 1)
+        self.body = nn.Conv2d(24, 24, 3, padding=1)
+        self.pool = nn.Sequential(nn.AvgPool2d(2), nn.Sigmoid(), nn.Conv2d(24, 6, 1), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Conv2d(14, 24, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x, self.side(x)], 1)                  # 16 + 8 channels
+        x = torch.relu(x + self.body(x))
+        y = self.pool(x)
+        return self.head(torch.cat([y, torch.relu(y[:, :2]), y], 1))  # 6 + 2 + 6 channels, one tensor twice
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
+    from edgekit import api
+    from edgekit.model import Model
+
+    torch.manual_seed(0)
+    module = _Net().eval()
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    y = module(torch.from_numpy(x)).argmax(-1).numpy()
+    m = Model.from_module(module, torch.from_numpy(x[:1]), name="elementwise", calib=x, test_x=x[:4], test_y=y[:4])
+    art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
+    kinds = art.report["build"]["step_kernels"]
+    assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 3 and "ek_add" in kinds  # (a lone ReLU too)
+    assert kinds.count("ek_concat") == 2
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
