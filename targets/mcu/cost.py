@@ -110,9 +110,8 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     instructions per 16); "outputs" = pair-blocks (accumulator set-up, 8 requantizations, packing and two word
     stores) plus one per call of the block kernel (tiles x blocks: about as much again);
     "inputs" = im2col work in bytes: two pixels' windows per pair, 4 per run of a pair (a conversion call each), 120
-    per run of a pixel whose window leaves the input (copied with the zero point through runbuf), and 6 per weight
-    pair of a block widened to int16 (once per call with FLAG_CACHE_ALL_WEIGHTS, else once per tile). Fitted on the
-    M7 over 22 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144, weights cached or not: within 5 %."""
+    per run of a pixel whose window leaves the input (copied with the zero point through runbuf). Fitted on the M7
+    over 18 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144: within 5 %."""
     runs, run_len = kernel_pack._conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                            bool(p["flags"] & kernel_pack.FLAG_TAP_RUNS))
     k_pairs = kernel_pack.conv_k_pairs(p)
@@ -125,9 +124,10 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     border = npix - rows_in * cols_in
     tiles = -(-npix // max(p["tile_pixels"], 2))
     window = runs * run_len
-    widened = (1 if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS else tiles) * blocks * k_pairs
-    return (pairs * blocks * 16 * k_pairs, pairs * blocks + tiles * blocks,
-            2 * pairs * window + 4 * pairs * runs + 120 * border * runs + 6 * widened)
+    units = pairs * blocks * 16 * k_pairs
+    if not p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS:  # a block's weights widened again for every tile: about
+        units += round(tiles * blocks * 8 * k_pairs * 16 / 11)  # 1 instruction a weight, in units of 11/16
+    return (units, pairs * blocks + tiles * blocks, 2 * pairs * window + 4 * pairs * runs + 120 * border * runs)
 
 
 def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:
