@@ -975,7 +975,10 @@ def nested_view(full: PackedLayer, sub: PackedLayer) -> dict[str, int] | None:
             return None
         if any(_conv_merged_tails(q["kernel_h"], q["kernel_w"], q["in_c"], q["dilation_w"],
                                   bool(q["flags"] & FLAG_TAP_RUNS)) for q in (fp, sp)):
-            return None  # the tails of all runs follow the runs: no per-run prefix
+            # the tails of all runs follow the runs: no per-run prefix; but with the same inputs (a first layer)
+            # the narrower point's blocks of 4 output channels are the full point's first blocks, byte for byte
+            same_inputs = fp["in_c"] == sp["in_c"] and sp["out_c"] % 4 == 0
+            return dense if same_inputs and sw.size <= fw.size and np.array_equal(fw[:sw.size], sw) else None
         f_runs, f_len = _conv_runs(fp["kernel_h"], fp["kernel_w"], fp["in_c"], fp["dilation_w"],
                                    bool(fp["flags"] & FLAG_TAP_RUNS))
         s_runs, s_len = _conv_runs(sp["kernel_h"], sp["kernel_w"], sp["in_c"], sp["dilation_w"],
