@@ -389,9 +389,12 @@ def test_interrupted_compile_leaves_nothing(files, tmp_path):
     # The compile writes OUT into its temporary folder, then holds there until the signal comes (api._hold_for_tests):
     # the interrupt lands mid-build however slow or busy the machine is.
     env = {**os.environ, "EDGEKIT_TEST_HOLD_BEFORE_COMMIT": str(held)}
+    # SIGINT as a terminal would deliver it, even when the suite itself runs as a background job (which starts with
+    # SIGINT ignored, and a child inherits that)
     proc = subprocess.Popen([str(EDGEKIT), "compile", str(files / "tiny.pt2"), "-t", "cortex-m7", "--quantize",
                              "int8", "--calib", str(files / "calib.npy"), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not held.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -141,13 +141,13 @@ def stored_weight_bytes(weights: np.ndarray) -> int:
 
 def dense_weight_bytes(weights: np.ndarray, dilation_w: int = 1) -> int:
     """Bytes of the dense kernels' weight array (``kernel_pack``) for int8 ``weights`` ``[out, in]`` (linear: inputs
-    padded to a multiple of 4) or ``[out, in, kh, kw]`` (conv: each run of contiguous input bytes padded to even)."""
+    padded to a multiple of 4) or ``[out, in, kh, kw]`` (conv: its int16 pairs, kernel_pack.conv_k_pairs: odd runs pad or pair their last bytes)."""
     w = np.asarray(weights)
     if w.ndim == 2:
         return -(-w.shape[1] // 4) * 4 * w.shape[0]
     cout, cin, kh, kw = w.shape
-    runs, run_len = (kh, kw * cin) if dilation_w == 1 else (kh * kw, cin)
-    return runs * (run_len + run_len % 2) * cout
+    k_pairs = kernel_pack.conv_k_pairs({"kernel_h": kh, "kernel_w": kw, "in_c": cin, "dilation_w": dilation_w})
+    return 2 * k_pairs * cout
 
 
 def _matrix(weights: np.ndarray) -> np.ndarray:
