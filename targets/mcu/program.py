@@ -280,6 +280,12 @@ class _Builder:
         return step
 
     # ---- per operator ------------------------------------------------------------------------------------------
+    def _whole(self, tile: "TileContext | None") -> bool:
+        """Whether a layer's call reads whole buffers (no tile, or a tile whose windows are its input buffers whole):
+        the kernels without row strides (ek_pool_s8, ek_add_s8) can run it."""
+        return tile is None or all(w[0] == 0 and w[1] == 0 and tuple(w[2:]) == tuple(self.tensors[x].shape[1:3])
+                                   for x, w in zip(tile.ins, tile.windows))
+
     def _io(self, n: Node, tile: "TileContext | None") -> tuple[list[str], Tensor, dict]:
         """Input tensor names, the output tensor and window attrs: the whole layer, or one tile of it."""
         if tile is None:
@@ -358,11 +364,12 @@ class _Builder:
         attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": tile.pads if tile else (ph, pb, pw, pr), **extra}
         if n.op == "avgpool2d" and (ph or pw or pb != ph or pr != pw) and not a.get("count_include_pad", True):
             raise UnsupportedError(f"layer '{n.name}': average pooling with padding and count_include_pad=False")
-        if self.dtype == "int8" and self.use_ek and tile is None:  # edgekit's pooling kernel
+        if self.dtype == "int8" and self.use_ek and self._whole(tile):  # edgekit's pooling kernel
             from edgekit.targets.mcu import ek_kernels
 
+            top, left = (tile.pads[0], tile.pads[2]) if tile is not None else (ph, pw)
             step = ek_kernels.pool_step(self, n, ins[0], out.name, "max" if n.op == "maxpool2d" else "avg",
-                                        (kh, kw), (sh, sw), ph, pw)
+                                        (kh, kw), (sh, sw), top, left)
             if step is not None:
                 self.steps.append(step)
                 return
@@ -402,7 +409,7 @@ class _Builder:
             attrs = {k: int(q[k]) for k in keys}
             attrs["out_zp"] = self.q(n.name).out_zp
             shapes = {self.tensors[i].shape for i in ins}
-            if n.op == "add" and self.use_ek and tile is None and len(shapes) == 1 and \
+            if n.op == "add" and self.use_ek and self._whole(tile) and len(shapes) == 1 and \
                     shapes == {self.tensors[out.name].shape}:  # a residual add: edgekit's kernel
                 from edgekit.targets.mcu import ek_kernels
 
