@@ -49,6 +49,10 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                   padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
     if depthwise:
         layout = "auto"
+        if window is not None:  # a patch tile (kernel_pack.depthwise_layout: measured=False)
+            layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1], *common["dilation"],
+                                                  builder.tensors[out].shape[2], C, stride_h=common["stride"][0],
+                                                  isa=builder.ek_isa, measured=False)
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
             layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
                                                   *common["dilation"], builder.tensors[out].shape[2],
@@ -366,13 +370,14 @@ def scratch_estimate(node, call=None, isa: str = "dsp") -> int:
     out = (call.out.h, call.out.w) if call is not None else tuple(node.shape[2:4]) if node.op == "conv2d" else (1, 1)
     if node.op == "linear":
         return _scratch_estimate("linear", (a["in_features"],), out, isa)
+    tile = call is not None
     key = (tuple(a["kernel_size"]), a["in_channels"], a["out_channels"], a["groups"], tuple(a["dilation"]),
            tuple(a["stride"]), tuple(a["padding"]))
-    return _scratch_estimate("conv2d", key, out, isa)
+    return _scratch_estimate("conv2d", key, out, isa, tile)
 
 
 @functools.lru_cache(maxsize=4096)
-def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp") -> int:
+def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp", tile: bool = False) -> int:
     """Scratch bytes edgekit's int8 micro-kernel for ``node`` (or one tile call of it) will take — what the patch
     scheduler needs to plan the same arena the program will have. 0 for layers that run on TVM kernels."""
     mve = isa == "mve"
@@ -402,7 +407,7 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
             return 0
     if depthwise:
         if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
-                                        stride_h=stride[0], isa=isa) == "channels":
+                                        stride_h=stride[0], isa=isa, measured=not tile) == "channels":
             return 0
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2
