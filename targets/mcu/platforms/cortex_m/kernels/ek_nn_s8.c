@@ -1457,6 +1457,48 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
  * only): 67 instructions a pair instead of ~280 with a call per run. ctx = {off2, off2 & 0xFFFF, bytes from one run
  * to the next}. Returns the end of what it wrote (28 words). */
 uint32_t *ek__cvt_rows9(const int8_t *s0, const int8_t *s1, uint32_t *dst, const uint32_t *ctx);
+
+/* Three 9-byte kernel rows of two pixels (r0, r1; rows lr bytes apart) widened with the offset (r3, r12) into
+ * 14 int16 pairs at r2 (the rows' last bytes paired after them); shared by ek__cvt_rows9 and its span loop. */
+#define EK__CVT_ROWS9_BODY \
+    "   .rept 3\n" \
+    "   ldr     r4, [r0]\n" \
+    "   ldr     r5, [r1]\n" \
+    "   ldr     r6, [r0, #4]\n" \
+    "   ldr     r7, [r1, #4]\n" \
+    "   sxtab16 r8, r3, r4\n" \
+    "   sxtab16 r9, r3, r5\n" \
+    "   sxtab16 r10, r3, r4, ror #8\n" \
+    "   sxtab16 r11, r3, r5, ror #8\n" \
+    "   stm     r2!, {r8-r11}\n" \
+    "   sxtab16 r8, r3, r6\n" \
+    "   sxtab16 r9, r3, r7\n" \
+    "   sxtab16 r10, r3, r6, ror #8\n" \
+    "   sxtab16 r11, r3, r7, ror #8\n" \
+    "   stm     r2!, {r8-r11}\n" \
+    "   add     r0, r0, lr\n" \
+    "   add     r1, r1, lr\n" \
+    "   .endr\n" \
+    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */ \
+    "   sub     r1, r1, lr\n" \
+    "   ldrb    r10, [r0, #8]\n" \
+    "   ldrb    r11, [r1, #8]\n" \
+    "   sub     r0, r0, lr\n" \
+    "   sub     r1, r1, lr\n" \
+    "   ldrb    r6, [r0, #8]\n" \
+    "   ldrb    r7, [r1, #8]\n" \
+    "   sub     r0, r0, lr\n" \
+    "   sub     r1, r1, lr\n" \
+    "   ldrb    r4, [r0, #8]\n" \
+    "   ldrb    r5, [r1, #8]\n" \
+    "   orr     r4, r4, r6, lsl #16\n" \
+    "   orr     r5, r5, r7, lsl #16\n" \
+    "   sxtab16 r8, r3, r4\n" \
+    "   sxtab16 r9, r3, r5\n" \
+    "   sxtab16 r10, r12, r10\n" \
+    "   sxtab16 r11, r12, r11\n" \
+    "   stm     r2!, {r8-r11}\n"
+
 __asm__(
     "   .syntax unified\n"
     "   .pushsection .text.ek__cvt_rows9, \"ax\", %progbits\n"
@@ -1467,43 +1509,7 @@ __asm__(
     "ek__cvt_rows9:\n"
     "   push    {r4-r11, lr}\n"
     "   ldm     r3, {r3, r12, lr}\n"
-    "   .rept 3\n"
-    "   ldr     r4, [r0]\n"
-    "   ldr     r5, [r1]\n"
-    "   ldr     r6, [r0, #4]\n"
-    "   ldr     r7, [r1, #4]\n"
-    "   sxtab16 r8, r3, r4\n"
-    "   sxtab16 r9, r3, r5\n"
-    "   sxtab16 r10, r3, r4, ror #8\n"
-    "   sxtab16 r11, r3, r5, ror #8\n"
-    "   stm     r2!, {r8-r11}\n"
-    "   sxtab16 r8, r3, r6\n"
-    "   sxtab16 r9, r3, r7\n"
-    "   sxtab16 r10, r3, r6, ror #8\n"
-    "   sxtab16 r11, r3, r7, ror #8\n"
-    "   stm     r2!, {r8-r11}\n"
-    "   add     r0, r0, lr\n"
-    "   add     r1, r1, lr\n"
-    "   .endr\n"
-    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r10, [r0, #8]\n"
-    "   ldrb    r11, [r1, #8]\n"
-    "   sub     r0, r0, lr\n"
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r6, [r0, #8]\n"
-    "   ldrb    r7, [r1, #8]\n"
-    "   sub     r0, r0, lr\n"
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r4, [r0, #8]\n"
-    "   ldrb    r5, [r1, #8]\n"
-    "   orr     r4, r4, r6, lsl #16\n"
-    "   orr     r5, r5, r7, lsl #16\n"
-    "   sxtab16 r8, r3, r4\n"
-    "   sxtab16 r9, r3, r5\n"
-    "   sxtab16 r10, r12, r10\n"
-    "   sxtab16 r11, r12, r11\n"
-    "   stm     r2!, {r8-r11}\n"
+    EK__CVT_ROWS9_BODY
     "   mov     r0, r2\n"
     "   pop     {r4-r11, pc}\n"
     "   .size ek__cvt_rows9, . - ek__cvt_rows9\n"
@@ -1535,43 +1541,7 @@ __asm__(
     "1: ldrd    r0, r1, [sp]\n"              /* s (r1: m, replaced below) */
     "   ldr     r1, [sp, #8]\n"
     "   add     r1, r0, r1\n"
-    "   .rept 3\n"
-    "   ldr     r4, [r0]\n"
-    "   ldr     r5, [r1]\n"
-    "   ldr     r6, [r0, #4]\n"
-    "   ldr     r7, [r1, #4]\n"
-    "   sxtab16 r8, r3, r4\n"
-    "   sxtab16 r9, r3, r5\n"
-    "   sxtab16 r10, r3, r4, ror #8\n"
-    "   sxtab16 r11, r3, r5, ror #8\n"
-    "   stm     r2!, {r8-r11}\n"
-    "   sxtab16 r8, r3, r6\n"
-    "   sxtab16 r9, r3, r7\n"
-    "   sxtab16 r10, r3, r6, ror #8\n"
-    "   sxtab16 r11, r3, r7, ror #8\n"
-    "   stm     r2!, {r8-r11}\n"
-    "   add     r0, r0, lr\n"
-    "   add     r1, r1, lr\n"
-    "   .endr\n"
-    "   sub     r0, r0, lr\n"                /* the last bytes: (run 0, run 1), (run 2, 0) per pixel */
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r10, [r0, #8]\n"
-    "   ldrb    r11, [r1, #8]\n"
-    "   sub     r0, r0, lr\n"
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r6, [r0, #8]\n"
-    "   ldrb    r7, [r1, #8]\n"
-    "   sub     r0, r0, lr\n"
-    "   sub     r1, r1, lr\n"
-    "   ldrb    r4, [r0, #8]\n"
-    "   ldrb    r5, [r1, #8]\n"
-    "   orr     r4, r4, r6, lsl #16\n"
-    "   orr     r5, r5, r7, lsl #16\n"
-    "   sxtab16 r8, r3, r4\n"
-    "   sxtab16 r9, r3, r5\n"
-    "   sxtab16 r10, r12, r10\n"
-    "   sxtab16 r11, r12, r11\n"
-    "   stm     r2!, {r8-r11}\n"
+    EK__CVT_ROWS9_BODY
     "   add     r7, sp, #8\n"
     "   ldm     r7, {r4-r6}\n"               /* in_step, out_off, out_c */
     "   add     r7, r5, r6\n"
