@@ -212,9 +212,9 @@ def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileO
             for base in ([{}, wider] if wider else [{}]):
                 prog, limits = _with_slack_scratch(args, build_program(**args, scratch_limits=base or None), base)
                 est = cost.program_estimate(model, profile, prog, platform)
+                more = f", conv scratch up to {ek_kernels.DEFAULT_CONV_SCRATCH_LIMIT_BYTES:,} B" if base else ""
                 label = (f"{len(sched.stages)} patch stage(s), first {sched.grid}x{sched.grid} after "
-                         f"'{sched.split_after}'" + (f", conv scratch up to {ek_kernels.DEFAULT_CONV_SCRATCH_LIMIT_BYTES:,} B"
-                                                     if base else ""))
+                         f"'{sched.split_after}'{more}")
                 considered.append(_schedule_row(label, prog, est, sched.mac_overhead, est.peak_sram_bytes <= budget))
                 built.append((prog, sched, limits, est))
     if not built:
