@@ -237,7 +237,6 @@ def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileO
                                f"(arena {plain.arena_bytes:,} B -> {prog.arena_bytes:,} B) for "
                                f"{sched.mac_overhead:.1%} extra MACs, {est.instructions:,} instructions estimated "
                                f"(layer by layer {plain_est.instructions:,})"}
-    prog.patch = sched.to_json()
     return prog, sched, limits
 
 
@@ -319,7 +318,7 @@ def final_program(p: McuPlan):
     with limit:
         prog = build_program(model.deploy_graph, p.dtype, qg, p.use_ek, p.cpu, p.profile.name,
                              patch=p.patch_schedule, scratch_limits=p.scratch_limits or None, platform=p.platform)
-    prog.schedule, prog.patch = p.program.schedule, p.program.patch
+    prog.schedule = p.program.schedule  # (prog.patch: build_program sets it from the schedule)
     if qg is not None:
         prog.notes.extend(qg.notes)
     if prog.arena_bytes != p.program.arena_bytes:  # sizes do not depend on scales: this would be a planner bug
