@@ -136,12 +136,32 @@ def test_patched_program_runs_from_a_call_table_in_less_flash(tmp_path, monkeypa
     assert abs(reports["table"]["errors"]["flash_bytes"]) < 0.05  # the estimators goal (bench/estimators.py)
 
 
+def test_program_constants_of_one_name_keep_their_bytes():
+    """Tile calls of a layer share its constants by name; a call packed differently gets its own array instead of
+    overwriting the one the other calls read (the cause of the MobileNetV1 case below)."""
+    from types import SimpleNamespace
+
+    from edgekit.targets.mcu.program import _Builder
+
+    b = SimpleNamespace(consts={})
+    a, c = np.arange(8, dtype=np.int8), np.arange(8, dtype=np.int8)[::-1]
+    assert _Builder.const(b, "f.3.dw", a) == "f.3.dw"
+    assert _Builder.const(b, "f.3.dw", a.copy()) == "f.3.dw"          # same bytes: stored once
+    assert _Builder.const(b, "f.3.dw", c) == "f.3_v2.dw"              # other bytes: a second array, suffix kept
+    assert _Builder.const(b, "f.3.dw", c.copy()) == "f.3_v2.dw"
+    assert _Builder.const(b, "f.3.dw", a.astype(np.int16)) == "f.3_v3.dw"
+    assert np.array_equal(b.consts["f.3.dw"].data, a) and np.array_equal(b.consts["f.3_v2.dw"].data, c)
+
+
 def test_patched_depthwise_tiles_stay_bit_exact(tmp_path):
-    """The zoo's MobileNetV1-0.25 patched for the smallest arena: its depthwise layers run tile by tile (windows with
-    row strides, padding on some sides only). With the measured-cost layout choice applied to tiles its outputs
-    differed from the reference; tiles keep the thresholds (kernel_pack.depthwise_layout, measured=False)."""
+    """The zoo's MobileNetV1-0.25 patched for the smallest arena: its depthwise layers run tile by tile, and tiles of
+    one layer take different layouts (8 output columns: rows, 9: channels-last). Both packings of the layer's
+    weights are kept (Program.const); when they shared one name every tile read the last one packed and the outputs
+    differed from the reference."""
     art = api.compile("zoo-mobilenet-v1-025", "cortex-m7", tmp_path / "o", quantize="int8", patch="min-memory",
                       max_patch_overhead=0.15)
     assert art.report["patch"] is not None
+    weights = (tmp_path / "o" / "src" / "edgekit_weights.c").read_text()
+    assert "_v2_dw" in weights  # some layer's tiles run both layouts: the case this guards
     meas = api.profile(tmp_path / "o").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

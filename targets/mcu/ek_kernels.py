@@ -48,11 +48,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
     common = dict(input_shape=(h, w, C), stride=tuple(a["stride"]), dilation=tuple(a["dilation"]),
                   padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
     if depthwise:
-        layout = "auto"
-        if window is not None:  # a patch tile (kernel_pack.depthwise_layout: measured=False)
-            layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1], *common["dilation"],
-                                                  builder.tensors[out].shape[2], C, stride_h=common["stride"][0],
-                                                  isa=builder.ek_isa, measured=False)
+        layout = "auto"  # a patch tile's narrower window may take the other layout (Program.const keeps both)
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
             layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
                                                   *common["dilation"], builder.tensors[out].shape[2],
@@ -407,7 +403,7 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
             return 0
     if depthwise:
         if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
-                                        stride_h=stride[0], isa=isa, measured=not tile) == "channels":
+                                        stride_h=stride[0], isa=isa) == "channels":
             return 0
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2

@@ -636,10 +636,10 @@ def depthwise_runs_columns(p: dict) -> bool:
 
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
-                     channels: int, stride_h: int = 1, isa: str = "dsp", measured: bool = True) -> str:
-    """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`).
-    ``measured=False``: the fixed thresholds instead of the measured cost — what a patch tile's call takes (the
-    cost-chosen layouts of tile windows gave wrong outputs on the zoo's MobileNetV1 patched; not found in time)."""
+                     channels: int, stride_h: int = 1, isa: str = "dsp") -> str:
+    """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`), also for
+    each patch tile's window: on the DSP cores by the measured cost of both (:func:`depthwise3x3_row_instructions`),
+    elsewhere by fixed thresholds."""
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
@@ -650,7 +650,7 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
     if not rows_ok:
         return "channels"
-    if isa != "dsp" or not measured:
+    if isa != "dsp":
         wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
         return "rows" if wins else "channels"
     rows, chan = depthwise3x3_row_instructions(stride_w, out_w, channels)

@@ -260,8 +260,21 @@ class _Builder:
         self.notes: list[str] = []
 
     def const(self, name: str, data: np.ndarray) -> str:
-        self.consts[name] = Const(name, np.ascontiguousarray(data))
-        return name
+        """Add constant ``name`` (returns the name its readers use). The same name with the same bytes is stored
+        once (tile calls of a layer share its weights); with other bytes — tiles of one layer packed differently,
+        e.g. a depthwise layer whose narrower tiles take the other layout — it becomes ``layer_v2.suffix``, ...
+        (the suffix, which says what the array is, kept): a call never reads another call's packing."""
+        data = np.ascontiguousarray(data)
+        head, dot, suffix = name.rpartition(".")
+        key, k = name, 1
+        while key in self.consts:
+            old = self.consts[key].data
+            if old.dtype == data.dtype and old.shape == data.shape and np.array_equal(old, data):
+                return key
+            k += 1
+            key = f"{head}_v{k}.{suffix}" if dot else f"{name}_v{k}"
+        self.consts[key] = Const(key, data)
+        return key
 
     def q(self, name: str):
         return self.qg.nodes[name] if self.qg is not None else None
