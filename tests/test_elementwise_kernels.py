@@ -48,6 +48,14 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
         a = rng.integers(-128, 128, n).astype(np.int8)
         b = rng.integers(-128, 128, n).astype(np.int8)
         out.append((Case(f"add {n}", layer, np.concatenate([a, b]), n), ref_add(a, b, **q)))
+        if i < 3:  # the same add on a patch tile's windows: rows of n elements inside wider rows of a and b
+            rows, sa, sb = 3 + i, n + 4 * i + 1, n + 7
+            layer = kp.pack_add(n, **q, rows=rows, row_strides=(sa, sb, n))
+            a2 = rng.integers(-128, 128, (rows, sa)).astype(np.int8)
+            b2 = rng.integers(-128, 128, (rows, sb)).astype(np.int8)
+            ref = ref_add(a2[:, :n].reshape(-1), b2[:, :n].reshape(-1), **q)
+            out.append((Case(f"add {rows}x{n} in rows of {sa} / {sb}", layer,
+                             np.concatenate([a2.reshape(-1), b2.reshape(-1)]), rows * n), ref))
     pools = [("max", (9, 10, 8), (2, 2), (2, 2), (0, 0)), ("max", (9, 9, 12), (3, 3), (2, 2), (1, 1)),
              ("max", (7, 7, 4), (3, 2), (1, 2), (1, 0)), ("avg", (10, 8, 8), (2, 2), (2, 2), (0, 0)),
              ("avg", (9, 9, 12), (3, 3), (2, 2), (1, 1)), ("avg", (5, 5, 40), (5, 5), (1, 1), (0, 0)),

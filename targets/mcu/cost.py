@@ -50,7 +50,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         flags = step.params["flags"]  # n % 4 one by one), the scalar one a 64-bit product each
         if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)
             clamp = step.params["act_min"] > -128 or step.params["act_max"] < 127
-            return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - out % 4, out % 4, 2 * out
+            tail = step.params["n"] % 4 * step.params.get("rows", 1)  # each row's last n % 4
+            return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - tail, tail, 2 * out
         return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out

@@ -107,18 +107,24 @@ def fc_step(builder, node, qn, macs: int):
                 stored_weight_bytes=int(packed.weights.nbytes))
 
 
-def add_step(builder, node, qn, ins: list[str], out: str):
-    """A step running an int8 add of two same-shape tensors with ek_add_s8 (Helium on the M55)."""
+def add_step(builder, node, qn, ins: list[str], out: str, windows):
+    """A step running an int8 add with ek_add_s8 (Helium on the M55): of two same-shape tensors, or of a patch
+    tile's same-size ``windows`` (row, col, h, w) of two maps (one row of the window at a time, each contiguous)."""
     from edgekit.targets.mcu.program import Step
 
     q = qn.q
-    n = 1
-    for d in builder.tensors[out].shape:
-        n *= int(d)
+    _, h, w, c = builder.tensors[out].shape
+    widths = [builder.tensors[x].shape[2] for x in ins]
+    whole = all(tuple(win) == (0, 0, *builder.tensors[x].shape[1:3]) for x, win in zip(ins, windows))
+    n, rows = (h * w * c, 1) if whole else (w * c, h)  # a whole tensor: one run of every element
+    strides = (n, n, n) if whole else (widths[0] * c, widths[1] * c, w * c)
     packed = kernel_pack.pack_add(n, a_zp=int(q["a_zp"]), b_zp=int(q["b_zp"]), a_mult=int(q["a_mult"]),
                                   b_mult=int(q["b_mult"]), shift=int(q["shift"]), out_zp=int(qn.out_zp),
-                                  act_min=int(q["act_min"]), act_max=int(q["act_max"]), isa=builder.ek_isa)
-    return Step(node.name, "ek_add", list(ins), [], out, params=dict(packed.params))
+                                  act_min=int(q["act_min"]), act_max=int(q["act_max"]), isa=builder.ek_isa,
+                                  rows=rows, row_strides=strides)
+    offsets = [(r * wd + col) * c for (r, col, _, _), wd in zip(windows, widths)]
+    return Step(node.name, "ek_add", list(ins), [], out, params=dict(packed.params), in_offset=offsets[0],
+                in2_offset=offsets[1])
 
 
 def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_top: int, pad_left: int):
@@ -328,7 +334,7 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
         return (f"{{ const int8_t *const ek_in[] = {{{ins}}}; if ({fn}(&ek_params_{own}, ek_in, {out_ptr}) != 0) "
                 f"return {index + 1}; }}", struct_type, f"{ints}, {cnames[step.consts[0]]}, {tables}")
     if step.kind == "ek_add":  # two inputs, no constant arrays
-        a, b = (_input_ptr(prog, x, 0) for x in step.inputs)
+        a, b = (_input_ptr(prog, x, off) for x, off in zip(step.inputs, (step.in_offset, step.in2_offset)))
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return f"if ({fn}(&ek_params_{own}, {a}, {b}, {out_ptr}) != 0) return {index + 1}", struct_type, ints
     by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in step.consts}

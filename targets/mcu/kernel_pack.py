@@ -139,7 +139,8 @@ POOL_MAX, POOL_AVG = 0, 1
 LUT_FIELDS = ("n", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
-              "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const")
+              "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const", "rows", "a_row_stride",
+              "b_row_stride", "out_row_stride")
 CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
 FC_CHUNK = 64  # EK_FC_CHUNK
 DEFAULT_TILE_PIXELS = 32
@@ -831,14 +832,20 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
 
 
 def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: int, out_zp: int,
-             act_min: int = -128, act_max: int = 127, isa: str = "dsp") -> PackedLayer:
+             act_min: int = -128, act_max: int = 127, isa: str = "dsp", rows: int = 1,
+             row_strides: tuple[int, int, int] | None = None) -> PackedLayer:
     """The parameter struct of ``ek_add_s8`` for ``n`` elements (edgekit/qgraph.py's int8 add: 64-bit
     ``(a - a_zp) * a_mult + (b - b_zp) * b_mult``, rounded right shift, + out_zp, clamp). When 16 <= shift <= 46
     (FLAG_ADD_SPLIT) the kernels compute it in 32-bit arithmetic from the multipliers split at 2**15 with the zero
     points folded into two constants (ek_nn_s8_mve.c shows why that is exact) — 4 lanes at a time with
     ``isa="mve"`` (FLAG_MVE), 4 at a time with SMLAD on the DSP cores where :func:`_add_pairs_exact` holds
-    (FLAG_ADD_PAIRS; the last ``n % 4`` one at a time), one element at a time elsewhere; otherwise on 64 bits."""
+    (FLAG_ADD_PAIRS; the last ``n % 4`` one at a time), one element at a time elsewhere; otherwise on 64 bits.
+    ``rows`` rows of ``n`` elements, ``row_strides`` = bytes between rows in (a, b, out) (default ``n``): a patch
+    tile's windows of larger maps."""
     _check_isa(isa)
+    strides = tuple(int(v) for v in (row_strides or (n, n, n)))
+    if rows < 1 or len(strides) != 3 or min(strides) < n:
+        raise UsageError(f"add: need rows >= 1 and row strides of at least a row ({n}), got {rows}, {strides}")
     if not (0 <= a_mult < 1 << 31 and 0 <= b_mult < 1 << 31 and 1 <= shift <= 62):
         raise UsageError(f"add: multipliers must be in [0, 2**31) and shift in [1, 62], got {a_mult}, {b_mult}, "
                          f"{shift}")
@@ -854,7 +861,8 @@ def pack_add(n: int, *, a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: i
                   flags=(FLAG_ADD_SPLIT if split else 0) | (FLAG_MVE if mve else 0) | (FLAG_ADD_PAIRS if pairs else 0),
                   a_mult_hi=ah, a_mult_lo=al,
                   b_mult_hi=bh, b_mult_lo=bl,
-                  h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl))
+                  h_const=-(a_zp * ah + b_zp * bh), l_const=-(a_zp * al + b_zp * bl), rows=int(rows),
+                  a_row_stride=strides[0], b_row_stride=strides[1], out_row_stride=strides[2])
     empty = np.zeros(0, dtype=np.int8)
     return PackedLayer(kind="add", params=params, weights=empty, bias=None, requant=np.zeros(0, np.int32),
                        scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="mve" if mve else "dsp"))

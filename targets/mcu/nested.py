@@ -426,7 +426,7 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                 io[0] = str(prog.tensors[s.inputs[0]].offset + s.in_offset)
             if s.kind not in ("copy", "tvm"):
                 if s.kind == "ek_add":
-                    io[1] = str(prog.tensors[s.inputs[1]].offset)
+                    io[1] = str(prog.tensors[s.inputs[1]].offset + s.in2_offset)
                 if s.scratch_bytes:
                     io[3] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
             best, diff = _pick_base(bases, struct_type, words, widest=k == len(programs) - 1)

@@ -79,6 +79,7 @@ class Step:
     scratch_bytes: int = 0
     symbol: str = ""
     in_offset: int = 0                  # micro-kernels: bytes into the input buffer where this call reads
+    in2_offset: int = 0                 # ek_add: the same in its second input's buffer
     nz_macs: int = 0                    # sparse micro-kernels: MACs of the stored (non-zero) weights
     dense_weight_bytes: int = 0         # micro-kernels: the weights in the dense layout ...
     stored_weight_bytes: int = 0        # ... and as stored in flash (compressed for pruned layers)
@@ -295,7 +296,7 @@ class _Builder:
     # ---- per operator ------------------------------------------------------------------------------------------
     def _whole(self, tile: "TileContext | None") -> bool:
         """Whether a layer's call reads whole buffers (no tile, or a tile whose windows are its input buffers whole):
-        the kernels without row strides (ek_pool_s8, ek_add_s8) can run it."""
+        the kernels without row strides (ek_pool_s8) can run it."""
         return tile is None or all(w[0] == 0 and w[1] == 0 and tuple(w[2:]) == tuple(self.tensors[x].shape[1:3])
                                    for x, w in zip(tile.ins, tile.windows))
 
@@ -421,12 +422,16 @@ class _Builder:
                 ("a_zp", "b_zp", "a_mult", "b_mult", "shift", "act_min", "act_max")
             attrs = {k: int(q[k]) for k in keys}
             attrs["out_zp"] = self.q(n.name).out_zp
-            shapes = {self.tensors[i].shape for i in ins}
-            if n.op == "add" and self.use_ek and self._whole(tile) and len(shapes) == 1 and \
-                    shapes == {self.tensors[out.name].shape}:  # a residual add: edgekit's kernel
+            # a residual add (whole tensors or a tile's same-size windows of them): edgekit's kernel
+            windows = tile.windows if tile is not None else \
+                [(0, 0, *self.tensors[i].shape[1:3]) for i in ins]
+            chans = {self.tensors[i].shape[3] for i in ins} | {self.tensors[out.name].shape[3]}
+            if n.op == "add" and self.use_ek and len(chans) == 1 and len(ins) == 2 and \
+                    all(self.tensors[i].shape[0] == 1 for i in ins) and \
+                    {tuple(w[2:]) for w in windows} == {tuple(self.tensors[out.name].shape[1:3])}:
                 from edgekit.targets.mcu import ek_kernels
 
-                self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name))
+                self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name, windows))
                 return
         else:
             attrs = {"act": n.attrs.get("activation")}

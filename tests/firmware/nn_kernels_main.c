@@ -5,7 +5,7 @@
  * for the host (-DEK_HOST: the blob file is argv[1]), which checks the portable C path.
  *
  * Blob (little-endian int32 words): magic, case count, max scratch bytes, max output bytes, then per case 12 words:
- * op (0 conv2d, 1 depthwise, 2 fully connected, 3 add: the input holds a then b, 4 pooling,
+ * op (0 conv2d, 1 depthwise, 2 fully connected, 3 add: the input holds a's rows then b's, 4 pooling,
  * 5 table lookup: the weights are the table), number of int fields, then byte offsets in the blob of the int
  * fields, weights, bias (-1 = NULL), requant table and input, output buffer bytes, scratch bytes, 3 unused.
  */
@@ -111,7 +111,7 @@ int main(void)
             memcpy(&p, at(c[2]), (size_t)nfields * 4);
             const int8_t *a = at(c[6]);
             ek_marker();
-            rc = ek_add_s8(&p, a, a + p.n, (int8_t *)out);
+            rc = ek_add_s8(&p, a, a + p.rows * p.a_row_stride, (int8_t *)out);  /* b after a's rows */
             ek_marker();
         } else if (op == 4) {
             ek_pool_params_t p;

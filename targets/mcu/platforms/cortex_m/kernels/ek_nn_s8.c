@@ -3777,11 +3777,9 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
 static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
 #endif
 
-int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+/* One row of n elements. */
+static int ek__add_s8_row(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
 {
-    if (p->n < 0 || p->shift < 1 || p->shift > 62) {
-        return EK_NN_ERR_ARG;
-    }
 #if EK_NN_MVE
     if ((p->flags & EK_NN_FLAG_MVE) && (p->flags & EK_NN_FLAG_ADD_SPLIT)) {
         return ek__mve_add_s8(p, a, b, out);
@@ -3817,6 +3815,18 @@ int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t
         v = v < lo ? lo : v;
         v = v > hi ? hi : v;
         out[i] = (int8_t)v;
+    }
+    return EK_NN_OK;
+}
+
+int ek_add_s8(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    if (p->n < 0 || p->shift < 1 || p->shift > 62 || p->rows < 1) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t rows = p->rows, as = p->a_row_stride, bs = p->b_row_stride, os = p->out_row_stride;
+    for (int32_t r = 0; r < rows; r++, a += as, b += bs, out += os) {
+        (void)ek__add_s8_row(p, a, b, out);
     }
     return EK_NN_OK;
 }

@@ -110,10 +110,10 @@ typedef struct {
  * With EK_NN_FLAG_ADD_SPLIT (kernel_pack sets it when 16 <= shift <= 46) the same integers come from 32-bit
  * arithmetic on the multipliers split at 2^15 (a_mult = a_mult_hi * 2^15 + a_mult_lo; ek_nn_s8_mve.c shows why it
  * is exact): 4 lanes at a time in the Helium build (EK_NN_FLAG_MVE too), one element at a time elsewhere; without
- * it, the 64-bit path.
+ * it, the 64-bit path. `rows` rows of `n` elements with their own strides: windows of larger maps (patch tiles).
  */
 typedef struct {
-    int32_t n;                      /* elements */
+    int32_t n;                      /* elements (of one row) */
     int32_t a_offset, b_offset;     /* -(zero point) of each input */
     int32_t out_offset;             /* output zero point */
     int32_t act_min, act_max;
@@ -121,9 +121,11 @@ typedef struct {
     int32_t flags;                  /* EK_NN_FLAG_ADD_SPLIT, EK_NN_FLAG_MVE */
     int32_t a_mult_hi, a_mult_lo, b_mult_hi, b_mult_lo;
     int32_t h_const, l_const;       /* -(a_zp * a_mult_hi + b_zp * b_mult_hi), the same for the _lo halves */
+    int32_t rows;                   /* rows of n elements each (a patch tile's window: 1 for a whole tensor) */
+    int32_t a_row_stride, b_row_stride, out_row_stride;  /* bytes from one row to the next in a, b and out */
 } ek_add_params_t;
 
-#define EK_NN_ADD_INT_FIELDS 16
+#define EK_NN_ADD_INT_FIELDS 20
 
 /*
  * Pooling over NHWC int8 windows (edgekit/qgraph.py's contract): max — the largest value among the window's taps
