@@ -352,7 +352,9 @@ def test_portable_c_on_host_matches_reference(tmp_path):
     ("mps2-an386", ()),                       # Cortex-M4, DSP path
     ("mps3-an547", ()),                       # Cortex-M55, DSP path
     ("mps2-an500", ("-DEK_NN_PORTABLE",)),    # Cortex-M7, portable C path
-], ids=["m7", "m4", "m55", "m7-portable"])
+    # the depthwise variants a firmware leaves out when no call runs them: their calls fall back, same outputs
+    ("mps2-an500", ("-DEK_NN_NO_DW_ROWS=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_DW1X3=1", "-DEK_NN_NO_DW5X5=1")),
+], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out"])
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
@@ -688,3 +690,20 @@ def test_nested_weights_on_host_match_reference(tmp_path):
 def test_nested_weights_on_m7_match_reference(tmp_path):
     _check(run_on_qemu([case for case, _ in NESTED_CASES], "mps2-an500", tmp_path, count_instructions=False),
            NESTED_CASES)
+
+
+def test_depthwise_code_variants_follow_the_packing():
+    """Which parts of the depthwise code a call runs (what firmware_cflags keeps): as the C dispatch decides."""
+    rng = np.random.default_rng(3)
+
+    def variants(h, w, c, k, **kw):
+        case, _ = _conv_case(rng, "v", h, w, c, c, k, depthwise=True, **kw)
+        return kp.depthwise_code_variants(case.layer.params)
+
+    assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows"}
+    assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3"}
+    assert variants(9, 11, 7, (1, 3), padding=(0, 0, 1, 1)) == {"rows", "1x3"}
+    assert variants(8, 8, 9, (3, 1), padding=(1, 1, 0, 0)) == {"rows", "1x3"}
+    assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}
+    assert variants(12, 11, 6, 5, dilation=2, padding=4) == set()          # dilated: the generic ring path
+    assert variants(9, 9, 16, 3, padding=1, isa="mve") == set()                 # Helium: its own code

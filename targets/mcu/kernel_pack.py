@@ -63,7 +63,7 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -628,6 +628,28 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     if depthwise_runs_columns(p):  # the DSP build runs a 3x1 as a 1x3 down the columns: the larger ring
         size = max(size, ring(p["out_h"], p["stride_h"], 3, 1, 1, 1))
     return size
+
+
+def depthwise_code_variants(p: dict) -> set[str]:
+    """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
+    ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
+    and ``ch3x3`` (the unrolled channels-last 3x3 pixel). A firmware leaves out the parts none of its calls runs
+    (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3, EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3: pipeline.firmware_cflags); the generic paths
+    stay, so that never changes a result."""
+    flags = p.get("flags", 0)
+    if flags & (FLAG_MVE | FLAG_RV) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
+            not flags & FLAG_FAST_REQUANT:
+        return set()
+    kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
+    if flags & FLAG_DW_CHANNELS:
+        return {"ch3x3"} if (kh, kw) == (3, 3) else set()
+    if kw == 3 and kh in (1, 3) and sw in (1, 2):
+        return {"rows"} | ({"1x3"} if kh == 1 else set())
+    if (kh, kw) == (5, 5) and sw == 1:
+        return {"rows", "5x5"}
+    if depthwise_runs_columns(p):
+        return {"rows", "1x3"}
+    return set()
 
 
 def depthwise_runs_columns(p: dict) -> bool:

@@ -555,6 +555,9 @@ def _streaming_info(prog: Program) -> StreamingInfo:
         int8_scheme=None if prog.qstream is None else int8_scheme(prog.qstream))
 
 
+DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "ch3x3": "_CH3X3"}  # -DEK_NN_NO_DW<name>
+
+
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     """The compiler flags of the firmware of ``programs`` (one, or a nested image's operating points)."""
     platform, board = p.platform, p.board
@@ -567,6 +570,9 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     elif p.use_ek and not any(s.is_micro_kernel and s.params.get("flags", 0) & kernel_pack.FLAG_MVE
                               for s in steps) and platform.kernel_isa(board) == "mve":
         cflags.append("-DEK_NN_NO_MVE=1")  # (--kernels dsp on a Helium core: its Helium code is left out)
+    used = {v for s in steps if s.kind == "ek_dw" for v in kernel_pack.depthwise_code_variants(s.params)}
+    if any(s.kind == "ek_dw" for s in steps):  # the depthwise variants no call runs are left out
+        cflags += [f"-DEK_NN_NO_DW{name}=1" for variant, name in DW_VARIANT_DEFINES.items() if variant not in used]
     rv_fc = [bool(s.params.get("flags", 0) & kernel_pack.FLAG_RV_PAIRS) for s in steps
              if s.kind == "ek_fc" and s.params.get("flags", 0) & kernel_pack.FLAG_RV]
     if rv_fc and all(rv_fc):  # the scalar FC layouts' code: only the ones the calls use (as cost._code_kinds)

@@ -94,6 +94,24 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #undef EK_NN_SCALAR_ONLY
 #define EK_NN_SCALAR_ONLY 0
 #endif
+
+/* Depthwise variants a firmware leaves out when none of its calls takes them (pipeline.firmware_cflags decides from
+ * the packed calls; kernel_pack.depthwise_code_variants names them): the row kernels (3x3 / 1x3 / 5x5 over a ring of
+ * widened rows), within them the 1x3 (and 3x1 through the transposed view) and the 5x5 kernels, and the unrolled
+ * channels-last 3x3 pixel. A call whose variant is left out would still compute the same outputs on the generic
+ * paths (only slower): leaving code out never changes a result. */
+#ifndef EK_NN_NO_DW_ROWS
+#define EK_NN_NO_DW_ROWS 0
+#endif
+#ifndef EK_NN_NO_DW1X3
+#define EK_NN_NO_DW1X3 0
+#endif
+#ifndef EK_NN_NO_DW5X5
+#define EK_NN_NO_DW5X5 0
+#endif
+#ifndef EK_NN_NO_DW_CH3X3
+#define EK_NN_NO_DW_CH3X3 0
+#endif
 #if EK_NN_DSP
 #define EK_NN_SCALAR(p, call)                                                                                      \
     do {                                                                                                           \
@@ -3363,17 +3381,17 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
     const ek__dw_geom_t *g = &gg;
     const int32_t C = p->in_c, ow = p->out_w, n4 = ow & ~3, rw = g->row_words, sh = p->stride_h;
     const int32_t kh = p->kernel_h, slots = g->slots, taps = kh * p->kernel_w;
-    const int s2 = p->stride_w == 2, k5 = p->kernel_w == 5;
+    const int s2 = p->stride_w == 2, k5 = !EK_NN_NO_DW5X5 && p->kernel_w == 5;
     const size_t ring_words = (size_t)4 * (size_t)slots * (size_t)rw;
     /* the clamp is all of int8 (no fused activation, or ReLU6 at scale 6/255): SSAT alone clamps */
     const int nc8 = rq->upper == 127 && rq->back == 0;
     void (*row_fn)(const ek__dw3_args_t *);
-    if (kh == 1) {
+    if (!EK_NN_NO_DW1X3 && kh == 1) {
         row_fn = s2 ? (nc8 ? ek__dw1x3s2_row_nc : ek__dw1x3s2_row) : (nc8 ? ek__dw1x3s1_row_nc : ek__dw1x3s1_row);
     } else {
         row_fn = s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
     }
-    void (*const row5_fn)(const ek__dw5_args_t *) = nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row;
+    void (*const row5_fn)(const ek__dw5_args_t *) = !k5 ? 0 : nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row;
     /* Building a plane row (as ek__dw_build_row): word j holds plane columns 2j, 2j+1 = input columns
      * 2j - pad_left, 2j + 1 - pad_left; words j_lo .. j_hi - 1 hold two input columns each (ek__dw_build4), the
      * words before and after one column and the padding (left, right). */
@@ -3602,7 +3620,7 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     const int32_t *bias = p->bias, *requant = p->requant;
     const int32_t dh = p->dilation_h, dw = p->dilation_w, dwc = dw * C, dhr = dh * in_rs;
     const ek__rq_t r = *rq;
-    const int fast3x3 = r.fast && kh == 3 && kw == 3 && dh == 1 && dw == 1;
+    const int fast3x3 = !EK_NN_NO_DW_CH3X3 && r.fast && kh == 3 && kw == 3 && dh == 1 && dw == 1;
     (void)fast3x3;
     (void)off2; /* (the portable path adds x_off per byte) */
     for (int32_t oy = 0; oy < out_h; oy++) {
@@ -3731,13 +3749,14 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         return EK_NN_OK;
     }
 #if EK_NN_DSP
-    if (rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
+    if (!EK_NN_NO_DW_ROWS && rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
         const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
-        if (((kh == 3 || kh == 1) && kw == 3 && (sw == 1 || sw == 2)) || (kh == 5 && kw == 5 && sw == 1)) {
+        if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
+            (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && sw == 1)) {
             ek__dw_rows_fast(p, &rq, input, output, ring, p->in_c, p->out_c);
             return EK_NN_OK;
         }
-        if (ek__dw_columns(p)) {
+        if (!EK_NN_NO_DW1X3 && ek__dw_columns(p)) {
             ek_conv_params_t t;
             ek__dw_transpose(p, &t);
             ek__dw_rows_fast(&t, &rq, input, output, ring, p->in_row_stride, p->out_row_stride);
