@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 from edgekit.errors import UnsupportedError, UsageError
 from edgekit.targets.mcu import kernel_pack, sparse_pack
@@ -107,22 +108,26 @@ def fc_step(builder, node, qn, macs: int):
                 stored_weight_bytes=int(packed.weights.nbytes))
 
 
-def add_step(builder, node, qn, ins: list[str], out: str, windows):
+def add_step(builder, node, qn, ins: list[str], out: str, windows=None):
     """A step running an int8 add with ek_add_s8 (Helium on the M55): of two same-shape tensors, or of a patch
     tile's same-size ``windows`` (row, col, h, w) of two maps (one row of the window at a time, each contiguous)."""
     from edgekit.targets.mcu.program import Step
 
     q = qn.q
-    _, h, w, c = builder.tensors[out].shape
-    widths = [builder.tensors[x].shape[2] for x in ins]
-    whole = all(tuple(win) == (0, 0, *builder.tensors[x].shape[1:3]) for x, win in zip(ins, windows))
-    n, rows = (h * w * c, 1) if whole else (w * c, h)  # a whole tensor: one run of every element
-    strides = (n, n, n) if whole else (widths[0] * c, widths[1] * c, w * c)
+    shape = builder.tensors[out].shape
+    whole = windows is None or all(tuple(win) == (0, 0, *builder.tensors[x].shape[1:3])
+                                   for x, win in zip(ins, windows))
+    if whole:  # one run of every element
+        n, rows, strides, offsets = math.prod(int(d) for d in shape), 1, None, [0, 0]
+    else:  # a tile's windows: a run per window row
+        _, h, w, c = shape
+        widths = [builder.tensors[x].shape[2] for x in ins]
+        n, rows, strides = w * c, h, (widths[0] * c, widths[1] * c, w * c)
+        offsets = [(r * wd + col) * c for (r, col, _, _), wd in zip(windows, widths)]
     packed = kernel_pack.pack_add(n, a_zp=int(q["a_zp"]), b_zp=int(q["b_zp"]), a_mult=int(q["a_mult"]),
                                   b_mult=int(q["b_mult"]), shift=int(q["shift"]), out_zp=int(qn.out_zp),
                                   act_min=int(q["act_min"]), act_max=int(q["act_max"]), isa=builder.ek_isa,
                                   rows=rows, row_strides=strides)
-    offsets = [(r * wd + col) * c for (r, col, _, _), wd in zip(windows, widths)]
     return Step(node.name, "ek_add", list(ins), [], out, params=dict(packed.params), in_offset=offsets[0],
                 in2_offset=offsets[1])
 

@@ -423,15 +423,16 @@ class _Builder:
             attrs = {k: int(q[k]) for k in keys}
             attrs["out_zp"] = self.q(n.name).out_zp
             # a residual add (whole tensors or a tile's same-size windows of them): edgekit's kernel
-            windows = tile.windows if tile is not None else \
-                [(0, 0, *self.tensors[i].shape[1:3]) for i in ins]
-            chans = {self.tensors[i].shape[3] for i in ins} | {self.tensors[out.name].shape[3]}
-            if n.op == "add" and self.use_ek and len(chans) == 1 and len(ins) == 2 and \
-                    all(self.tensors[i].shape[0] == 1 for i in ins) and \
-                    {tuple(w[2:]) for w in windows} == {tuple(self.tensors[out.name].shape[1:3])}:
+            shapes = [self.tensors[i].shape for i in ins + [out.name]]
+            if n.op == "add" and self.use_ek and len(ins) == 2 and (
+                    tile is None and len(set(shapes)) == 1 or  # two whole tensors of one shape
+                    tile is not None and all(len(sh) == 4 and sh[0] == 1 for sh in shapes) and
+                    len({sh[3] for sh in shapes}) == 1 and
+                    {tuple(w[2:]) for w in tile.windows} == {tuple(shapes[-1][1:3])}):  # same-size windows
                 from edgekit.targets.mcu import ek_kernels
 
-                self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name, windows))
+                self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name,
+                                                      tile.windows if tile is not None else None))
                 return
         else:
             attrs = {"act": n.attrs.get("activation")}
