@@ -296,7 +296,7 @@ class _Builder:
     # ---- per operator ------------------------------------------------------------------------------------------
     def _whole(self, tile: "TileContext | None") -> bool:
         """Whether a layer's call reads whole buffers (no tile, or a tile whose windows are its input buffers whole):
-        the kernels without row strides (ek_pool_s8) can run it."""
+        the kernels without row strides (ek_pool_s8, ek_lut_s8) can run it."""
         return tile is None or all(w[0] == 0 and w[1] == 0 and tuple(w[2:]) == tuple(self.tensors[x].shape[1:3])
                                    for x, w in zip(tile.ins, tile.windows))
 
@@ -443,7 +443,7 @@ class _Builder:
         cs = []
         if self.dtype == "int8":
             lut = self.q(n.name).q["lut"]
-            if self.use_ek and tile is None:  # edgekit's table kernel (the same table: bit-exact)
+            if self.use_ek and self._whole(tile):  # edgekit's table kernel (the same table: bit-exact)
                 from edgekit.targets.mcu import ek_kernels
 
                 step = ek_kernels.lut_step(self, n, ins[0], out.name, lut)
