@@ -296,7 +296,7 @@ class _Builder:
     # ---- per operator ------------------------------------------------------------------------------------------
     def _whole(self, tile: "TileContext | None") -> bool:
         """Whether a layer's call reads whole buffers (no tile, or a tile whose windows are its input buffers whole):
-        the kernels without row strides (ek_pool_s8, ek_lut_s8) can run it."""
+        the kernels without row strides (ek_pool_s8, ek_lut_s8, ek_concat_s8) can run it."""
         return tile is None or all(w[0] == 0 and w[1] == 0 and tuple(w[2:]) == tuple(self.tensors[x].shape[1:3])
                                    for x, w in zip(tile.ins, tile.windows))
 
@@ -461,7 +461,7 @@ class _Builder:
         if self.dtype == "int8":
             qn = self.q(n.name)
             attrs.update(parts=tuple((int(z), int(m), int(s)) for z, m, s in qn.q["parts"]), out_zp=qn.out_zp)
-            if self.use_ek and tile is None and axis == len(out.shape) - 1:  # along channels: edgekit's kernel
+            if self.use_ek and self._whole(tile) and axis == len(out.shape) - 1:  # along channels: edgekit's kernel
                 from edgekit.targets.mcu import ek_kernels
 
                 step = ek_kernels.concat_step(self, n, ins, out.name, attrs["parts"], int(qn.out_zp))
