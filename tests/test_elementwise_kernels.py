@@ -56,6 +56,20 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
             ref = ref_add(a2[:, :n].reshape(-1), b2[:, :n].reshape(-1), **q)
             out.append((Case(f"add {rows}x{n} in rows of {sa} / {sb}", layer,
                              np.concatenate([a2.reshape(-1), b2.reshape(-1)]), rows * n), ref))
+    for i, (rows, ch, gate, real, clamp) in enumerate([  # products: a gate per channel or two maps; the requant
+            (36, 16, True, 0.004, False), (9, 24, True, 0.01, True),          # forms: shift > 32 (SSAT / a clamp),
+            (20, 12, True, 0.3, False), (7, 5, False, 0.02, False),           # 17..32, and below 17 (64 bits)
+            (6, 9, False, 3e3, True), (5, 7, True, 4e4, False)]):
+        mult, shift = qmath.quantize_multiplier(real)
+        za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        lo, hi = (int(rng.integers(-128, 0)), int(rng.integers(0, 128))) if clamp else (-128, 127)
+        q = dict(a_zp=za, b_zp=zb, mult=int(mult), shift=int(shift), out_zp=zo, act_min=lo, act_max=hi)
+        a = rng.integers(-128, 128, (rows, ch)).astype(np.int8)
+        b = rng.integers(-128, 128, (1 if gate else rows, ch)).astype(np.int8)
+        ref = qmath.requantize((a.astype(np.int64) - za) * (b.astype(np.int64) - zb), mult, shift, zo, lo, hi)
+        layer = kp.pack_mul(rows, ch, b_per_channel=gate, **q)
+        out.append((Case(f"mul {rows}x{ch} {'gate' if gate else 'map'} shift {shift}", layer,
+                         np.concatenate([a.reshape(-1), b.reshape(-1)]), ref.size), ref.reshape(-1)))
     pools = [("max", (9, 10, 8), (2, 2), (2, 2), (0, 0)), ("max", (9, 9, 12), (3, 3), (2, 2), (1, 1)),
              ("max", (7, 7, 4), (3, 2), (1, 2), (1, 0)), ("avg", (10, 8, 8), (2, 2), (2, 2), (0, 0)),
              ("avg", (9, 9, 12), (3, 3), (2, 2), (1, 1)), ("avg", (5, 5, 40), (5, 5), (1, 1), (0, 0)),

@@ -53,6 +53,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             tail = step.params["n"] % 4 * step.params.get("rows", 1)  # each row's last n % 4
             return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - tail, tail, 2 * out
         return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
+    if step.kind == "ek_mul":  # per element: a product and its requantization; per channel (a gate's column)
+        return "mul_int8_ek", out, step.params["channels"], 0
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out
     if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part

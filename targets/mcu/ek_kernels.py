@@ -179,6 +179,37 @@ def lut_step(builder, node, x: str, out: str, lut):
     return Step(node.name, "ek_lut", [x], [table], out, params=dict(packed.params))
 
 
+def mul_step(builder, node, qn, ins: list[str], out: str):
+    """A step running an int8 elementwise product with ek_mul_s8: two tensors of one shape, or an NHWC map and a
+    per-channel gate ([1, 1, 1, C] or [1, C]: squeeze-excite), either input; None when the shapes are neither, in a
+    nested image and on the scalar cores (TVM's kernel is kept there). Measured on the emulated M7 (zoo
+    MobileNetV3-small's gates): TVM's broadcasting kernel 27-31 instructions per output element."""
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve"):
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    q = qn.q
+    shape = tuple(builder.tensors[out].shape)
+    shapes = [tuple(builder.tensors[x].shape) for x in ins]
+    zps = [int(q["a_zp"]), int(q["b_zp"])]
+    if len(ins) != 2 or not shape:
+        return None
+    channels, elements = int(shape[-1]), math.prod(int(d) for d in shape)
+    gate = [math.prod(int(d) for d in sh) == channels and sh[-1] == channels for sh in shapes]
+    if shapes[0] == shapes[1] == shape:
+        per_channel = False
+    elif shapes[0] == shape and gate[1]:
+        per_channel = True
+    elif shapes[1] == shape and gate[0]:  # the gate first: the product commutes
+        per_channel, ins, zps = True, ins[::-1], zps[::-1]
+    else:
+        return None
+    packed = kernel_pack.pack_mul(elements // channels, channels, b_per_channel=per_channel, a_zp=zps[0],
+                                  b_zp=zps[1], mult=int(q["mult"]), shift=int(q["shift"]), out_zp=int(qn.out_zp),
+                                  act_min=int(q["act_min"]), act_max=int(q["act_max"]))
+    return Step(node.name, "ek_mul", list(ins), [], out, params=dict(packed.params))
+
+
 def concat_step(builder, node, ins: list[str], out: str, parts, out_zp: int):
     """A step running an int8 concatenation along the last axis with ek_concat_s8: each part copied, or requantized
     through its table; None in a nested image and on the scalar cores (TVM's kernel is kept there).
@@ -291,9 +322,10 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS),
              "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS),
              "ek_lut": ("ek_lut_s8", "ek_lut_params_t", kernel_pack.LUT_FIELDS),
-             "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS)}
+             "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS),
+             "ek_mul": ("ek_mul_s8", "ek_mul_params_t", kernel_pack.MUL_FIELDS)}
 # their scalar paths are in every build (a table lookup or concatenation: its tables)
-ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat")
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat", "ek_mul")
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -338,7 +370,7 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
         tables = cnames[step.consts[1]] if len(step.consts) > 1 else "0"
         return (f"{{ const int8_t *const ek_in[] = {{{ins}}}; if ({fn}(&ek_params_{own}, ek_in, {out_ptr}) != 0) "
                 f"return {index + 1}; }}", struct_type, f"{ints}, {cnames[step.consts[0]]}, {tables}")
-    if step.kind == "ek_add":  # two inputs, no constant arrays
+    if step.kind in ("ek_add", "ek_mul"):  # two inputs, no constant arrays
         a, b = (_input_ptr(prog, x, off) for x, off in zip(step.inputs, (step.in_offset, step.in2_offset)))
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return f"if ({fn}(&ek_params_{own}, {a}, {b}, {out_ptr}) != 0) return {index + 1}", struct_type, ints

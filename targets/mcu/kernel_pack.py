@@ -64,7 +64,7 @@ from edgekit.errors import UnsupportedError, UsageError
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
-           "pack_lut", "LUT_FIELDS", "pack_concat", "CONCAT_FIELDS",
+           "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -137,6 +137,8 @@ POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
 LUT_FIELDS = ("n", "flags")
+MUL_FIELDS = ("rows", "channels", "b_per_channel", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "mult",
+              "shift", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const", "rows", "a_row_stride",
@@ -936,6 +938,22 @@ def pack_lut(lut, n: int) -> PackedLayer:
         raise UsageError(f"lut: expected 256 int8 values, got shape {lut.shape}")
     table = np.concatenate([lut[128:], lut[:128]]).astype(np.int8)  # table[x & 0xFF] = lut[x + 128]
     return PackedLayer(kind="lut", params=dict(n=int(n), flags=0), weights=table, bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
+def pack_mul(rows: int, channels: int, *, b_per_channel: bool, a_zp: int, b_zp: int, mult: int, shift: int,
+             out_zp: int, act_min: int = -128, act_max: int = 127) -> PackedLayer:
+    """The parameter struct of ``ek_mul_s8``: edgekit/qgraph.py's int8 product of ``a`` (``rows`` x ``channels``)
+    and ``b`` (the same, or one row of ``channels`` broadcast over the rows: a squeeze-excite gate)."""
+    if not (0 <= mult < 1 << 31 and 1 <= shift <= 62) or rows < 0 or channels < 1:
+        raise UsageError(f"mul: need mult in [0, 2**31), shift in [1, 62], rows >= 0, channels >= 1; got {mult}, "
+                         f"{shift}, {rows}, {channels}")
+    if not all(-128 <= v <= 127 for v in (a_zp, b_zp, out_zp, act_min, act_max)) or act_min > act_max:
+        raise UsageError("mul: zero points and the clamp must be int8 values")
+    params = dict(rows=int(rows), channels=int(channels), b_per_channel=int(bool(b_per_channel)),
+                  a_offset=-int(a_zp), b_offset=-int(b_zp), out_offset=int(out_zp), act_min=int(act_min),
+                  act_max=int(act_max), mult=int(mult), shift=int(shift), flags=0)
+    return PackedLayer(kind="mul", params=params, weights=np.zeros(0, np.int8), bias=None,
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 

@@ -64,7 +64,7 @@ class Const:
 @dataclass
 class Step:
     """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
-    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_pool", "ek_lut",
+    (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_mul", "ek_pool", "ek_lut",
     "ek_concat"), "copy" (a patch tile into its tensor), or in streaming programs "tvm_cell" (a recurrent cell) and
     "commit" (a new state into ek_state)."""
 
@@ -434,6 +434,13 @@ class _Builder:
                 self.steps.append(ek_kernels.add_step(self, n, self.q(n.name), ins, out.name,
                                                       tile.windows if tile is not None else None))
                 return
+            if n.op == "mul" and self.use_ek and self._whole(tile):  # a product or a gate: edgekit's kernel
+                from edgekit.targets.mcu import ek_kernels
+
+                step = ek_kernels.mul_step(self, n, self.q(n.name), ins, out.name)
+                if step is not None:
+                    self.steps.append(step)
+                    return
         else:
             attrs = {"act": n.attrs.get("activation")}
         self.tvm_step(n, n.op, ins, [], out.name, {**attrs, **extra})

@@ -188,6 +188,26 @@ typedef struct {
 int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output);
 
 /*
+ * Elementwise product of two int8 tensors (edgekit/qgraph.py's mul): acc = (a - a_zp) * (b - b_zp) on 64 bits,
+ * out = clamp(out_zp + ((acc * mult + 2^(shift-1)) >> shift)). `a` is `rows` rows of `channels`; `b` the same
+ * shape, or with b_per_channel one row of `channels` (a squeeze-excite gate, broadcast over every row).
+ */
+typedef struct {
+    int32_t rows, channels;         /* a: rows x channels (NHWC: pixels x C) */
+    int32_t b_per_channel;          /* 1: b is one row of channels, 0: b as a */
+    int32_t a_offset, b_offset;     /* -(zero point) of each input */
+    int32_t out_offset;             /* output zero point */
+    int32_t act_min, act_max;
+    int32_t mult, shift;
+    int32_t flags;                  /* 0 */
+} ek_mul_params_t;
+
+#define EK_NN_MUL_INT_FIELDS 11
+
+/* The product above; any alignment. Returns EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_mul_s8(const ek_mul_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+
+/*
  * Concatenation of int8 tensors along their last axis (NHWC channels): rows of each input, part after part, each
  * part requantized to the output's scale (edgekit/qgraph.py's concat) through a 256-byte table indexed by the input
  * byte read as unsigned, or copied where that requantization is the identity (kernel_pack.pack_concat).
