@@ -145,7 +145,10 @@ def test_channel_shuffle_runs_bit_exact_on_the_m7(quantize, tmp_path):
     gather on NHWC data, bit-exact to the integer reference (int8) or to PyTorch (float32)."""
     import edgekit
 
-    edgekit.compile("zoo-shufflenet", "cortex-m7", tmp_path / "out", quantize=quantize)
+    art = edgekit.compile("zoo-shufflenet", "cortex-m7", tmp_path / "out", quantize=quantize)
     m = edgekit.profile(tmp_path / "out").report["measured"]
     assert m["outputs_match"] and m["fidelity"]["ok"], m["fidelity"]
+    if quantize == "int8":  # the grouped 1x1 convs on edgekit's dense kernel (block-diagonal weights)
+        kernels = dict(zip(art.report["build"]["step_layers"], art.report["build"]["step_kernels"]))
+        assert kernels["features.1.g1.0"] == "ek_conv" and kernels["features.2.g2.0"] == "ek_conv"
     assert m["fidelity"]["top1_agreement"] >= 0.9
