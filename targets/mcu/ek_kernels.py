@@ -409,14 +409,13 @@ def scratch_estimate(node, call=None, isa: str = "dsp") -> int:
     out = (call.out.h, call.out.w) if call is not None else tuple(node.shape[2:4]) if node.op == "conv2d" else (1, 1)
     if node.op == "linear":
         return _scratch_estimate("linear", (a["in_features"],), out, isa)
-    tile = call is not None
     key = (tuple(a["kernel_size"]), a["in_channels"], a["out_channels"], a["groups"], tuple(a["dilation"]),
            tuple(a["stride"]), tuple(a["padding"]))
-    return _scratch_estimate("conv2d", key, out, isa, tile)
+    return _scratch_estimate("conv2d", key, out, isa)
 
 
 @functools.lru_cache(maxsize=4096)
-def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp", tile: bool = False) -> int:
+def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp") -> int:
     """Scratch bytes edgekit's int8 micro-kernel for ``node`` (or one tile call of it) will take — what the patch
     scheduler needs to plan the same arena the program will have. 0 for layers that run on TVM kernels."""
     mve = isa == "mve"

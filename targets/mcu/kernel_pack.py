@@ -63,7 +63,8 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add", "ADD_FIELDS", "pack_pool",
+           "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add",
+           "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",

@@ -79,7 +79,7 @@ class Step:
     scratch_bytes: int = 0
     symbol: str = ""
     in_offset: int = 0                  # micro-kernels: bytes into the input buffer where this call reads
-    in2_offset: int = 0                 # ek_add: the same in its second input's buffer
+    in2_offset: int = 0                 # ek_add, ek_mul: the same in the second input's buffer
     nz_macs: int = 0                    # sparse micro-kernels: MACs of the stored (non-zero) weights
     dense_weight_bytes: int = 0         # micro-kernels: the weights in the dense layout ...
     stored_weight_bytes: int = 0        # ... and as stored in flash (compressed for pruned layers)
