@@ -31,28 +31,30 @@ TAIL_CHANNELS = (13, 38, 39)
 TAIL_WIDTHS = (5, 9, 10, 13, 16)
 
 
-def _measure(points: list[tuple[str, int, int, int]]) -> dict:
-    """instructions per MAC for each (layout, stride, channels, out_w)"""
+def _measure(points: list[tuple[str, int, int, int]], heights: list[int] | None = None) -> dict:
+    """instructions per MAC for each (layout, stride, channels, out_w) (9 output rows), or (layout, stride,
+    channels, out_w, out_h) with ``heights``"""
     layout_of = kp.depthwise_layout
     rng = np.random.default_rng(2)
     cases, meta = [], []
     try:
-        for layout, stride, c, w in points:
+        for i, (layout, stride, c, w) in enumerate(points):
+            h = heights[i] if heights else 9
             kp.depthwise_layout = lambda *a, _layout=layout, **k: _layout  # the packer's "auto" picks this one
-            shape = bench_kernels.Shape(f"{layout} s{stride} c{c} w{w}", "dw", 9 * stride, w * stride, c, c, 3,
+            shape = bench_kernels.Shape(f"{layout} s{stride} c{c} w{w} h{h}", "dw", h * stride, w * stride, c, c, 3,
                                         stride=stride, padding=1, act="relu6")
             case, ref, macs = bench_kernels._case(shape, rng)
             cases.append(case)
-            meta.append((layout, stride, c, w, macs, ref))
+            meta.append((layout, stride, c, w, macs, ref) + ((h,) if heights else ()))
     finally:
         kp.depthwise_layout = layout_of
     with tempfile.TemporaryDirectory() as tmp:
         results = run_on_qemu(cases, "mps2-an500", Path(tmp))
     out = {}
-    for (layout, stride, c, w, macs, ref), r in zip(meta, results):
+    for (layout, stride, c, w, macs, ref, *h), r in zip(meta, results):
         if not np.array_equal(r.output[:ref.size], ref):
             raise SystemExit(f"{layout} s{stride} c{c} w{w}: output differs from edgekit.intref")
-        out[(layout, stride, c, w)] = r.instructions / macs
+        out[(layout, stride, c, w, *h)] = r.instructions / macs
     return out
 
 
@@ -80,12 +82,40 @@ def main() -> int:
         err = np.abs(x @ coef / y - 1).max()
         print(f"channels s{s}: base {coef[0]:.1f} per_channel {coef[1]:.2f} border {coef[2]:.2f} "
               f"border_pixel {coef[3]:.1f} (max error {err:.1%})")
+    pairs_fit()
     chan = kp.DW_CHANNELS_COST[1]
     for c in TAIL_CHANNELS:
         left = [per_mac[("channels", 1, c, w)] * 9 * c - (chan["base"] + chan["per_channel"] * c + chan["border"] * c / w
                                                          + chan["border_pixel"] / w) for w in TAIL_WIDTHS]
         print(f"channels s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {np.mean(left):.0f} a pixel")
     return 0
+
+
+PAIRS_HEIGHTS = (3, 5, 9)
+PAIRS_WIDTHS = (2, 3, 4, 5, 6, 7, 9, 12, 16)
+
+
+def pairs_fit() -> None:
+    """The ``pairs`` layout (ek__dw_pairs) per layer: kernel_pack.DW_PAIRS_COST's terms (kernel_pack.dw_pairs_terms)
+    fitted to 3 / 5 / 9 output rows, 2-16 outputs wide, 16 / 48 / 144 channels; then the 1-3 channels beyond the last
+    group of 4 (13, 38, 39 channels)."""
+    pts = [("pairs", s, c, w, h) for s in (1, 2) for h in PAIRS_HEIGHTS for w in PAIRS_WIDTHS for c in CHANNELS]
+    tails = [("pairs", 1, c, w, 5) for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
+    per_mac = _measure([p[:4] for p in pts + tails], heights=[p[4] for p in pts + tails])
+    for s in (1, 2):
+        keys = [(c, w, h) for h in PAIRS_HEIGHTS for w in PAIRS_WIDTHS for c in CHANNELS]
+        x = np.array([kp.dw_pairs_terms(s, s, h, w, c, h * s, w * s, 1, 1) for c, w, h in keys], float)
+        y = np.array([per_mac[("pairs", s, c, w, h)] * 9 * w * h * c for c, w, h in keys])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        err = np.abs(x @ coef / y - 1).max()
+        print(f"pairs s{s}: " + ", ".join(f"{k}={v:.1f}" for k, v in zip(kp.DW_PAIRS_TERMS, coef)) +
+              f" (max error {err:.1%})")
+        for w in PAIRS_WIDTHS:
+            print(f"  s{s} 5x{w}x48: pairs {per_mac[('pairs', s, 48, w, 5)]:.2f} instructions/MAC")
+    for c in TAIL_CHANNELS:
+        left = [per_mac[("pairs", 1, c, w, 5)] * 9 * c * w * 5 -
+                kp.dw_pairs_instructions(1, 1, 5, w, c, 5, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
+        print(f"pairs s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {np.mean([l / (5 * w) for l, w in zip(left, TAIL_WIDTHS)]):.0f} an output pixel")
 
 
 if __name__ == "__main__":

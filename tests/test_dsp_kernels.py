@@ -222,6 +222,22 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "dw3x3 9x9x16 (auto: channels)", 9, 9, 16, 16, 3, padding=1, depthwise=True))
     c.append(_conv_case(rng, "dw3x3 5x13x42 (auto: channels)", 5, 13, 42, 42, 3, padding=1, depthwise=True,
                         act="relu"))
+    # the pairs layout (a padded plane of column pairs per 4 channels, 2 outputs x 2 channels a step): strides 1 and
+    # 2 and (2, 1), odd widths, 1-3 channels beyond a group of 4 (an odd one runs the C loop), one and two outputs a
+    # row, padding 0 / 2 / asymmetric, row strides, no bias, the clamp and no-clamp stores, 64-bit requantization
+    rp = np.random.default_rng(77)
+    for name, geom, kw in (
+            ("6x6x16 relu6", (6, 6, 16), dict(padding=1, act="relu6")),
+            ("7x5x38 relu row strides", (7, 5, 38), dict(padding=1, act="relu", in_extra=4, out_extra=6)),
+            ("s2 9x10x13 pad (0,1,1,0) relu", (9, 10, 13), dict(stride=2, padding=(0, 1, 1, 0), act="relu")),
+            ("s2 12x12x20 relu6", (12, 12, 20), dict(stride=2, padding=1, act="relu6")),
+            ("5x2x39 no bias", (5, 2, 39), dict(padding=1, bias=False)),
+            ("4x1x8 one output a row", (4, 1, 8), dict(padding=1)),
+            ("s(2,1) 8x9x12 valid", (8, 9, 12), dict(stride=(2, 1), padding=0, act="relu")),
+            ("6x7x10 pad (2,0,2,0)", (6, 7, 10), dict(padding=(2, 0, 2, 0))),
+            ("6x6x8 64-bit requant", (6, 6, 8), dict(padding=1, big_mult=True))):
+        h, w, ch = geom
+        c.append(_conv_case(rp, f"dw3x3 pairs {name}", h, w, ch, ch, 3, depthwise=True, layout="pairs", **kw))
     c.append(_conv_case(rng, "dw5x5 ch-last dil2 10x9x6", 10, 9, 6, 6, 5, dilation=2, padding=3, depthwise=True,
                         layout="channels", in_extra=5, out_extra=3))
     c.append(_conv_case(rng, "dw3x1 ch-last 8x8x9", 8, 8, 9, 9, (3, 1), padding=(1, 1, 0, 0), depthwise=True,
@@ -353,8 +369,11 @@ def test_portable_c_on_host_matches_reference(tmp_path):
     ("mps3-an547", ()),                       # Cortex-M55, DSP path
     ("mps2-an500", ("-DEK_NN_PORTABLE",)),    # Cortex-M7, portable C path
     # the depthwise variants a firmware leaves out when no call runs them: their calls fall back, same outputs
-    ("mps2-an500", ("-DEK_NN_NO_DW_ROWS=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_DW1X3=1", "-DEK_NN_NO_DW5X5=1")),
-], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out"])
+    ("mps2-an500", ("-DEK_NN_NO_DW_ROWS=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_DW1X3=1", "-DEK_NN_NO_DW5X5=1",
+                    "-DEK_NN_NO_DW_PAIRS=1")),
+    # the pairs layout with only its stride-1 clamp function: the other calls take it or the C loop
+    ("mps2-an500", ("-DEK_NN_NO_DWP_S1_NC=1", "-DEK_NN_NO_DWP_S2=1", "-DEK_NN_NO_DWP_S2_NC=1")),
+], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out", "m7-dw-pairs-functions-left-out"])
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
@@ -493,23 +512,27 @@ def test_param_fields_match_the_c_structs():
 
 
 def test_depthwise_layout_follows_the_measured_cost():
-    """The DSP cores pick the 3x3 depthwise layout with the lower measured instruction count (M7, bench/kernels.py):
-    rows on wide maps (also at stride 2 from 72x72x48: 2.90 against 3.23 per MAC), channels-last on narrow ones
-    (9x9x16 as a patch tile: 3.92 against 4.30) and wherever a row's last 1-3 outputs cost more than a pixel loop."""
-    def layout(h_out_w, c, s=1, isa="dsp"):
-        return kp.depthwise_layout(3, 3, s, 1, 1, h_out_w, c, isa=isa)
+    """The DSP cores pick the 3x3 depthwise layout with the lowest measured instruction count (M7,
+    bench/dw_layout_fit.py): rows on wide maps (also at stride 2 from 72x72x48: 2.90 against 3.23 per MAC), pairs on
+    small and mid-sized maps at stride 1 (6x6x128: 2.66 against 3.29 channels-last), channels-last on the smallest
+    maps (3x3) and most stride-2 ones."""
+    def layout(h_out_w, c, s=1, isa="dsp", out_h=None):
+        return kp.depthwise_layout(3, 3, s, 1, 1, h_out_w, c, stride_h=s, isa=isa, out_h=out_h)
     assert layout(36, 48, s=2) == "rows"
     assert layout(24, 96) == "rows" and layout(72, 8) == "rows" and layout(48, 8, s=2) == "rows"
-    assert layout(9, 16) == "channels" and layout(13, 144) == "channels" and layout(10, 16, s=2) == "channels"
-    assert layout(6, 128) == "channels" and layout(5, 336) == "channels" and layout(3, 128, s=2) == "channels"
-    # every DSP-layout choice is the cheaper of the two estimates
+    assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(6, 128) == "pairs"
+    assert layout(5, 64, out_h=25) == "pairs"                                    # the keyword CNN's 25x5x64
+    assert layout(3, 256) == "channels" and layout(5, 336, s=2) == "channels" and layout(3, 128, s=2) == "channels"
+    # every DSP-layout choice is the cheapest of the estimates, and pairs only where its plane fits its cap
     for w in range(1, 40):
         for c in (4, 8, 16, 37, 48, 96, 144):
             for s in (1, 2):
-                rows, chan = kp.depthwise3x3_row_instructions(s, w, c)
-                assert layout(w, c, s) == ("rows" if rows < chan else "channels")
+                cost = kp.depthwise3x3_layer_instructions(s, s, w, w, c)
+                assert layout(w, c, s) == min(cost, key=cost.get)
+                assert ("pairs" in cost) == (w >= 2 and kp.dw_pairs_plane_bytes(w, w, s, s) <= kp.DW_PAIRS_MAX_SCRATCH)
     # the other cores keep the fixed thresholds (no measurements of these kernels there)
     assert layout(36, 48, s=2, isa="mve") == "channels" and layout(9, 16, isa="mve") == "rows"
+    assert layout(6, 128, isa="rv32") == "channels"
 
 
 def test_scratch_formula_matches_c():
@@ -702,6 +725,9 @@ def test_depthwise_code_variants_follow_the_packing():
 
     assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows"}
     assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3"}
+    assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
+    assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
+    assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop
     assert variants(9, 11, 7, (1, 3), padding=(0, 0, 1, 1)) == {"rows", "1x3"}
     assert variants(8, 8, 9, (3, 1), padding=(1, 1, 0, 0)) == {"rows", "1x3"}
     assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}

@@ -231,9 +231,16 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     them for a given kernel, hence a key per kernel: 3x3 s1, 3x3 s2, 1x3/3x1, 5x5, and _kxk for the other kernels'
     portable row loop), "outputs" = channel rows (4 for a row that ends in a group of 1-3 outputs), "inputs" = ring
     words built (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps):
-    units = MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels."""
+    units = MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels. The pairs layout
+    (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of kernel_pack.dw_pairs_instructions (its per-step,
+    per-row, per-channel-pair and plane-building terms, fitted by bench/dw_layout_fit.py)."""
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
+    if p.get("flags", 0) & kernel_pack.FLAG_DW_PAIRS:  # units: the M7's instructions by the kernel's own model
+        key = "depthwise_pairs_s2_int8_ek" if p["stride_w"] == 2 else "depthwise_pairs_int8_ek"
+        units = kernel_pack.dw_pairs_instructions(p["stride_h"], p["stride_w"], p["out_h"], p["out_w"], C,
+                                                  p["in_h"], p["in_w"], p["pad_top"], p["pad_left"])
+        return key, round(units), 0, 0
     if p.get("flags", 0) & kernel_pack.FLAG_DW_CHANNELS:  # per valid tap 4 channels; per pixel and group a requant
         groups = p["out_h"] * p["out_w"] * -(-C // 4)
         if (kh, kw) == (3, 3) and p["dilation_h"] == p["dilation_w"] == 1:  # the unrolled 3x3 pixel kernel

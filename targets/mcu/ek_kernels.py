@@ -54,7 +54,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
             layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
                                                   *common["dilation"], builder.tensors[out].shape[2],
                                                   NESTED_FULL_CHANNELS[node.name], stride_h=common["stride"][0],
-                                                  isa=builder.ek_isa)
+                                                  isa=builder.ek_isa, out_h=builder.tensors[out].shape[1])
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
@@ -444,9 +444,12 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         if kernel_pack.rv_depthwise_applies(kh, kw, stride[1], dilation[0], dilation[1], out_w):
             return 0
     if depthwise:
-        if kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
-                                        stride_h=stride[0], isa=isa) == "channels":
+        layout = kernel_pack.depthwise_layout(kh, kw, stride[1], dilation[0], dilation[1], out_w, cin,
+                                              stride_h=stride[0], isa=isa, out_h=out_h)
+        if layout == "channels":
             return 0
+        if layout == "pairs":
+            p["flags"] = kernel_pack.FLAG_DW_PAIRS
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
     npix = out_h * out_w + (out_h * out_w) % 2
     for flags in (0, kernel_pack.FLAG_BIAS_PER_BLOCK):  # as pack_conv2d chooses

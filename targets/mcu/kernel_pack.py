@@ -81,6 +81,7 @@ FLAG_TAP_RUNS = 64
 FLAG_RV = 128
 FLAG_RV_PAIRS = 256  # scalar fully connected: two output channels per 32-bit weight word
 FLAG_1X1_STREAM = 4096  # conv: 1x1 with 8 or 16 input channels as a per-channel record stream (s1x1_stream)
+FLAG_DW_PAIRS = 1024  # depthwise 3x3: column pairs of a padded plane per 4 channels, 2 outputs x 2 channels a step
 FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
@@ -128,6 +129,19 @@ DW_ROWS_COST = {1: dict(base=85.9, per_out=16.8, tail=(0.0, 55.9, 66.1, 70.8), p
 DW_CHANNELS_COST = {1: dict(base=107.8, per_channel=27.44, border=4.93, border_pixel=84.7),
                     2: dict(base=109.9, per_channel=26.97, border=3.38, border_pixel=90.0)}
 DW_CHANNELS_TAIL = (0.0, 210.0, 285.0, 335.0)
+# The pairs layout (EK_NN_FLAG_DW_PAIRS, ek__dw_pairs: 3x3 on small and mid-sized maps), per layer: the terms of
+# dw_pairs_terms (2-output steps of a channel pair, its output rows, channel pairs, widened input rows and column
+# pairs of each group of 4 channels, their edge pairs, plane words zeroed, one call) times DW_PAIRS_COST,
+# fitted by bench/dw_layout_fit.py to 162 shapes per stride (3-9 output rows, 2-16 wide, 16 / 48 / 144 channels,
+# ReLU6); DW_PAIRS_TAIL: per output pixel, the 1-3 channels beyond the last group of 4 (their byte-wise plane rows
+# and, for an odd channel, the C loop).
+DW_PAIRS_TERMS = ("step", "channel_row", "channel_pair", "build_row", "build_pair", "edge", "plane_word", "call")
+DW_PAIRS_COST = {1: dict(step=67.6, channel_row=30.2, channel_pair=143.4, build_row=15.1, build_pair=18.7, edge=1.7,
+                         plane_word=6.0, call=305.2),
+                 2: dict(step=81.0, channel_row=8.5, channel_pair=144.5, build_row=8.5, build_pair=10.0, edge=17.0,
+                         plane_word=6.0, call=308.0)}
+DW_PAIRS_TAIL = (0.0, 121.0, 44.0, 148.0)
+DW_PAIRS_MAX_SCRATCH = 4096  # bytes: larger planes (maps wider or taller than ~20) keep the other layouts
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -616,7 +630,8 @@ def _check_strides(params: dict, what: str) -> None:
 def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_depthwise_conv2d_s8 (ek_depthwise_conv2d_s8_scratch_bytes): 4 channels x a ring of
     ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack), wide enough for the outputs rounded
-    up to 4 (the row kernels' group). Helium: a row of the input zero point, ``ceil16(C)`` bytes."""
+    up to 4 (the row kernels' group); the pairs layout: the larger of its plane (:func:`dw_pairs_plane_bytes`) and
+    that ring. Helium: a row of the input zero point, ``ceil16(C)`` bytes."""
     p = params
     if p.get("flags", 0) & FLAG_MVE:
         return _ceil(p["in_c"], 16)
@@ -630,14 +645,49 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     size = ring(p["out_w"], p["stride_w"], p["kernel_w"], p["dilation_w"], p["kernel_h"], p["dilation_h"])
     if depthwise_runs_columns(p):  # the DSP build runs a 3x1 as a 1x3 down the columns: the larger ring
         size = max(size, ring(p["out_h"], p["stride_h"], 3, 1, 1, 1))
+    if p.get("flags", 0) & FLAG_DW_PAIRS:  # the pairs plane, or a ring where a firmware leaves the pairs code out
+        size = max(size, dw_pairs_plane_bytes(p["out_h"], p["out_w"], p["stride_h"], p["stride_w"]))
     return size
+
+
+def dw_pairs_plane_bytes(out_h: int, out_w: int, stride_h: int, stride_w: int) -> int:
+    """Scratch of the ``pairs`` layout (ek__dw_pairs): one group of 4 channels' padded plane, 16 bytes per column
+    pair, as many column pairs as the output pairs read and the kernel rows the output rows read."""
+    npo = (out_w + 1) // 2
+    pw = 2 * npo + 1 if stride_w == 2 else npo + 1
+    return ((out_h - 1) * stride_h + 3) * pw * 16
+
+
+def dw_pairs_terms(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int, in_h: int, in_w: int,
+                   pad_top: int, pad_left: int) -> list[int]:
+    """The counts behind DW_PAIRS_COST (DW_PAIRS_TERMS order) for one call of the pairs layout."""
+    npo = (out_w + 1) // 2
+    pw = 2 * npo + 1 if stride_w == 2 else npo + 1
+    ph = (out_h - 1) * stride_h + 3
+    chp, g4 = channels // 2, channels // 4
+    in_rows = max(min(pad_top + in_h, ph) - max(pad_top, 0), 0)
+    j_lo, j_hi = (pad_left + 1) // 2, min((pad_left + in_w) // 2, pw)
+    edges = int(bool(pad_left & 1) and j_lo - 1 < pw) + int(bool((pad_left + in_w) & 1) and j_hi < pw)
+    return [chp * out_h * npo, chp * out_h, chp, g4 * in_rows, g4 * in_rows * max(j_hi - j_lo, 0),
+            g4 * in_rows * edges, ph * pw * 4, 1]
+
+
+def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int, in_h: int, in_w: int,
+                          pad_top: int, pad_left: int, tail: bool = True) -> float:
+    """Estimated M7 instructions of one call of the pairs layout (DW_PAIRS_COST, DW_PAIRS_TAIL)."""
+    cost = DW_PAIRS_COST[stride_w]
+    terms = dw_pairs_terms(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top, pad_left)
+    total = sum(cost[k] * v for k, v in zip(DW_PAIRS_TERMS, terms))
+    return total + (DW_PAIRS_TAIL[channels % 4] * out_h * out_w if tail else 0.0)
 
 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
     ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
-    and ``ch3x3`` (the unrolled channels-last 3x3 pixel). A firmware leaves out the parts none of its calls runs
-    (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3, EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3: pipeline.firmware_cflags); the generic paths
+    ``ch3x3`` (the unrolled channels-last 3x3 pixel), ``pairs`` (the pairs layout) and within it one of
+    ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the clamp or without). A
+    firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3, EK_NN_NO_DW5X5,
+    EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths
     stay, so that never changes a result."""
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
@@ -646,6 +696,11 @@ def depthwise_code_variants(p: dict) -> set[str]:
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
     if flags & FLAG_DW_CHANNELS:
         return {"ch3x3"} if (kh, kw) == (3, 3) else set()
+    if flags & FLAG_DW_PAIRS:  # its C driver, and one of its 4 asm functions
+        if p["out_w"] < 2:
+            return {"pairs"}
+        nc = (p["act_min"], p["act_max"]) == (-128, 127)
+        return {"pairs", f"pairs_s{p['stride_w']}" + ("_nc" if nc else "")}
     if kw == 3 and kh in (1, 3) and sw in (1, 2):
         return {"rows"} | ({"1x3"} if kh == 1 else set())
     if (kh, kw) == (5, 5) and sw == 1:
@@ -662,10 +717,11 @@ def depthwise_runs_columns(p: dict) -> bool:
 
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
-                     channels: int, stride_h: int = 1, isa: str = "dsp") -> str:
-    """``rows`` or ``channels`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`), also for
-    each patch tile's window: on the DSP cores by the measured cost of both (:func:`depthwise3x3_row_instructions`),
-    elsewhere by fixed thresholds."""
+                     channels: int, stride_h: int = 1, isa: str = "dsp", out_h: int | None = None) -> str:
+    """``rows``, ``channels`` or ``pairs`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`),
+    also for each patch tile's window: on the DSP cores by the measured cost of each
+    (:func:`depthwise3x3_layer_instructions`; ``out_h`` None: a square map), elsewhere by fixed thresholds (rows or
+    channels)."""
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
@@ -679,8 +735,22 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     if isa != "dsp":
         wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
         return "rows" if wins else "channels"
+    cost = depthwise3x3_layer_instructions(stride_h, stride_w, out_h or out_w, out_w, channels)
+    return min(cost, key=cost.get)
+
+
+def depthwise3x3_layer_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int,
+                                    channels: int) -> dict[str, float]:
+    """Estimated M7 instructions of a 3x3 depthwise layer (stride_w 1 or 2, padding 1, the input as large as the
+    outputs read) per layout: ``rows`` and ``channels`` (:func:`depthwise3x3_row_instructions` per output row) and
+    ``pairs`` (:func:`dw_pairs_instructions`, where its plane fits DW_PAIRS_MAX_SCRATCH and there are 2 outputs
+    a row)."""
     rows, chan = depthwise3x3_row_instructions(stride_w, out_w, channels)
-    return "rows" if rows < chan else "channels"
+    cost = {"rows": rows * out_h, "channels": chan * out_h}
+    if out_w >= 2 and dw_pairs_plane_bytes(out_h, out_w, stride_h, stride_w) <= DW_PAIRS_MAX_SCRATCH:
+        cost["pairs"] = dw_pairs_instructions(stride_h, stride_w, out_h, out_w, channels, out_h * stride_h,
+                                              out_w * stride_w, 1, 1)
+    return cost
 
 
 def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> tuple[float, float]:
@@ -754,9 +824,17 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                            notes=dict(fast_requant=fast, isa="rv32"))
     if layout == "auto":
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c,
-                                  stride_h=g["stride_h"], isa=isa)
-    if layout not in ("rows", "channels"):
-        raise UsageError(f"depthwise_conv2d: layout must be rows, channels or auto, got {layout!r}")
+                                  stride_h=g["stride_h"], isa=isa, out_h=g["out_h"])
+    if layout not in ("rows", "channels", "pairs"):
+        raise UsageError(f"depthwise_conv2d: layout must be rows, channels, pairs or auto, got {layout!r}")
+    if layout == "pairs":
+        if (kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or g["stride_w"] not in (1, 2):
+            raise UsageError("depthwise_conv2d: the pairs layout takes 3x3 kernels, dilation 1, stride_w 1 or 2")
+        params["flags"] |= FLAG_DW_PAIRS
+        return PackedLayer(kind="depthwise_conv2d", params=params, weights=w.reshape(-1).astype(np.int8),
+                           bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                           requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
+                           weight_padding_bytes=0, notes=dict(fast_requant=fast, layout="pairs"))
     if layout == "channels":
         params["flags"] |= FLAG_DW_CHANNELS
         groups = _ceil(c, 4) // 4

@@ -121,9 +121,11 @@ PLATFORM = CortexM(
         # 5x5 row kernels, the group-per-call row loop and the no-clamp stores added 4,652 B: 11,650, of which a
         # firmware links only the parts its calls run (pipeline.firmware_cflags; .text of mbv2-w035's M7 ELF built
         # with each EK_NN_NO_DW* define: the row kernels 3x3 2,752 B, 1x3 / 3x1 1,240 B, 5x5 1,616 B, the unrolled
-        # channels-last 3x3 pixel 3,120 B; the entry point and the generic paths 2,922 B)
+        # channels-last 3x3 pixel 3,120 B; the entry point and the generic paths 2,922 B; the pairs layout's C driver,
+        # fallback and plane builder 1,920 B and each of its asm functions ~600 B: arm-none-eabi-size of ek_nn_s8.o)
         ek_kernel_bytes={"ek_conv": 7730, "ek_dw": 2922, "ek_dw_rows": 2752, "ek_dw_1x3": 1240, "ek_dw_5x5": 1616,
-                         "ek_dw_ch3x3": 3120, "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600,
+                         "ek_dw_ch3x3": 3120, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
+                         "ek_dw_pairs_s1_nc": 584, "ek_dw_pairs_s2": 612, "ek_dw_pairs_s2_nc": 596, "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600,
                          # Helium (ek_nn_s8_mve.c, arm-none-eabi-nm of M55 firmware: digits-cnn, kws-dscnn): the
                          # entry point and its set-up per kind, the GEMM and its two block kernels shared by conv/FC
                          "ek_conv_mve": 1940, "ek_dw_mve": 2140, "ek_fc_mve": 162, "ek_gemm_mve": 2182,

@@ -112,6 +112,22 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_CH3X3
 #define EK_NN_NO_DW_CH3X3 0
 #endif
+#ifndef EK_NN_NO_DW_PAIRS
+#define EK_NN_NO_DW_PAIRS 0
+#endif
+/* the pairs layout's four asm functions (stride 1 / 2, with the clamp / without: "_NC"), each left out apart */
+#ifndef EK_NN_NO_DWP_S1
+#define EK_NN_NO_DWP_S1 0
+#endif
+#ifndef EK_NN_NO_DWP_S1_NC
+#define EK_NN_NO_DWP_S1_NC 0
+#endif
+#ifndef EK_NN_NO_DWP_S2
+#define EK_NN_NO_DWP_S2 0
+#endif
+#ifndef EK_NN_NO_DWP_S2_NC
+#define EK_NN_NO_DWP_S2_NC 0
+#endif
 #if EK_NN_DSP
 #define EK_NN_SCALAR(p, call)                                                                                      \
     do {                                                                                                           \
@@ -2658,7 +2674,11 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
  * ============================================================================================================= */
 
 /*
- * Four channels at a time are transposed into int16 rows, one ring of kernel rows per channel: plane row pr holds
+ * Three layouts (kernel_pack picks one per layer by its fitted cost): rows (below: wide maps), channels-last
+ * (EK_NN_FLAG_DW_CHANNELS: the smallest maps, other kernels) and pairs (EK_NN_FLAG_DW_PAIRS, ek__dw_pairs: 3x3 on
+ * small and mid-sized maps).
+ *
+ * Rows: four channels at a time are transposed into int16 rows, one ring of kernel rows per channel: plane row pr holds
  * input row pr - pad_top, plane column col holds input column col - pad_left, with the zero point subtracted and
  * padding stored as 0. Row length: the plane columns the outputs read, plus slack for the last word reads.
  */
@@ -2674,6 +2694,14 @@ static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
     g->plane_w = (out_w4 - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
     g->row_words = (g->plane_w + 3) / 2;
     g->slots = (p->kernel_h - 1) * p->dilation_h + 1;
+}
+
+/* EK_NN_FLAG_DW_PAIRS (ek__dw_pairs): output pairs per row, column pairs per plane row, plane rows. */
+static void ek__dwp_geom(const ek_conv_params_t *p, int32_t *npo, int32_t *pw, int32_t *ph)
+{
+    *npo = (p->out_w + 1) / 2;                                     /* output pairs per row */
+    *pw = p->stride_w == 2 ? 2 * *npo + 1 : *npo + 1;              /* column pairs per plane row */
+    *ph = (p->out_h - 1) * p->stride_h + 3;                        /* plane rows */
 }
 
 /* A 3x1 kernel (dilation 1, stride_h 1 or 2) is a 1x3 kernel on the transposed map: columns become rows. */
@@ -2714,6 +2742,12 @@ size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & (EK_NN_FLAG_DW_CHANNELS | EK_NN_FLAG_RV)) {
         return 0;
     }
+    size_t plane = 0;
+    if (p->flags & EK_NN_FLAG_DW_PAIRS) { /* the padded plane of one group of 4 channels (ek__dw_pairs), or a ring */
+        int32_t npo, pw, ph;
+        ek__dwp_geom(p, &npo, &pw, &ph);
+        plane = (size_t)ph * (size_t)pw * 16u;
+    }
     ek__dw_geom_t g;
     ek__dw_geom(p, &g);
     size_t bytes = (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
@@ -2724,7 +2758,7 @@ size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
         const size_t tb = (size_t)4 * (size_t)g.slots * (size_t)g.row_words * 4u;
         bytes = tb > bytes ? tb : bytes;
     }
-    return bytes;
+    return plane > bytes ? plane : bytes;
 }
 
 #if EK_NN_DSP
@@ -3724,6 +3758,477 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     }
 }
 
+/*
+ * Depthwise 3x3, column pairs (EK_NN_FLAG_DW_PAIRS): for small maps, where the row kernels' per-row set-up and
+ * the channels-last kernel's 4 MAC instructions per 4 MACs dominate. Per group of 4 channels the whole padded input
+ * plane is widened once into scratch: plane row pr = input row pr - pad_top, word 4j + ch of it holds channel ch at
+ * plane columns 2j, 2j+1 (input columns 2j - pad_left, 2j + 1 - pad_left; zero point subtracted, padding 0). Then
+ * every step computes 2 outputs of 2 channels, SMLAD pairing the taps: stride 1, per kernel row the words A (columns
+ * x, x+1) and B (x+2, x+3) give o0 = SMLAD(A, w0|w1) + SMLABT(B, w1|w2) and o1 = SMLATB(A, w0|w1) + SMLAD(B, w1|w2);
+ * stride 2, A, B, C (columns 2x .. 2x+5) give o0 = SMLAD(A, w0|w1) + SMLABB(B, w2), o1 = SMLAD(B, w0|w1) +
+ * SMLABB(C, w2). Weights stay in PyTorch layout (paired once per 2 channels). Any padding, stride_h; stride_w 1 or 2.
+ */
+#if !EK_NN_NO_DW_PAIRS /* (left out: a pairs call runs the generic ring path, its scratch holds a ring too) */
+static int ek__dwp_applies(const ek_conv_params_t *p)
+{
+    return p->kernel_h == 3 && p->kernel_w == 3 && p->dilation_h == 1 && p->dilation_w == 1 &&
+           (p->stride_w == 1 || p->stride_w == 2);
+}
+
+#if EK_NN_DSP
+typedef struct {
+    const uint32_t *src; /* 0: plane word of channel a at (plane row 0, column pair 0) */
+    int32_t rw;          /* 4: bytes per plane row */
+    int32_t row_step;    /* 8: bytes from one output row's first plane row to the next's (stride_h rows) */
+    int8_t *out;         /* 12: channel a's output at pixel (0, 0) */
+    int32_t c;           /* 16: bytes per output pixel */
+    int32_t out_rs;      /* 20: bytes per output row */
+    int32_t pairs_bytes; /* 24: 2 * c * (out_w / 2): output bytes of a row's whole pairs (> 0) */
+    int32_t rows;        /* 28: output rows (> 0) */
+    int32_t odd;         /* 32: out_w is odd: each row ends with one output more (a pair whose second is dropped) */
+    int32_t bias_a, bias_b;     /* 36, 40 */
+    int32_t qa[3], qb[3];       /* 44, 56: the channels' fast requant entries {mult, a, b} */
+    uint32_t upper4, back4;     /* 68, 72 */
+    uint32_t w[12];             /* 76..: per kernel row a (w0|w1, w1|w2 (s1) or w2|0 (s2)), b (the same) */
+    const int8_t *wq;           /* 124: the next channel pair's weights (PyTorch layout, 9 bytes per channel) */
+    const int32_t *bias;        /* 128: its biases */
+    int32_t bias_step;          /* 132: 8 (or 0: bias points at 2 zeros) */
+    const int32_t *q;           /* 136: its requant entries (4 words per channel) */
+    int32_t npairs;             /* 140: channel pairs (> 0; counted down) */
+} ek__dwp_args_t;
+
+typedef struct {
+    const int8_t *src;  /* 0: the first input row of the plane at the first whole pair's first column (4 channels) */
+    int32_t c;          /* 4: bytes per input pixel */
+    uint32_t off2;      /* 8: the input offset in both halves */
+    uint32_t *dst;      /* 12: its plane row at the first whole pair */
+    int32_t n;          /* 16: whole pairs per row */
+    int32_t in_rs, rw;  /* 20, 24: bytes per input row, per plane row */
+    int32_t rows;       /* 28: input rows (> 0; counted down) */
+    int32_t left, right; /* 32, 36: the pair before the whole pairs holds (padding, column 0); the pair after them
+                          * holds (column in_w - 1, padding) */
+} ek__dwp_build_args_t;
+
+void ek__dwp_build_rows(ek__dwp_build_args_t *a);
+void ek__dwp_s1(ek__dwp_args_t *a);
+void ek__dwp_s2(ek__dwp_args_t *a);
+void ek__dwp_s1_nc(ek__dwp_args_t *a); /* the same when the clamp is all of int8 */
+void ek__dwp_s2_nc(ek__dwp_args_t *a);
+
+/*
+ * ek__dwp_s1 / _s2: every output row of 2 channels of a pairs-layout plane, 2 outputs a step. Registers: r0-r3 the
+ * accumulators (a0, a1, b0, b1), r4/r5 a column-pair word of both channels, r6-r9 the kernel row's weights, r10 the
+ * step's plane word, r11 bytes per plane row, r12 the args, lr the output. Stack: [sp] bytes to the step's second
+ * output (c, or 0 for a row's last odd output: its store comes first and the first output's overwrites it), [sp, 4]
+ * the end of the row's whole pairs, [sp, 8] / [sp, 12] the row's first plane word / output, [sp, 16] rows left.
+ */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_DWP_KROW1 wo\n" /* one kernel row at stride 1: words A (columns x, x+1) and B (x+2, x+3) */
+    "   ldrd    r4, r5, [r10]\n"
+    "   ldrd    r6, r7, [r12, #\\wo]\n"
+    "   ldrd    r8, r9, [r12, #\\wo + 8]\n"
+    "   smlad   r0, r4, r6, r0\n"
+    "   smlatb  r1, r4, r6, r1\n"
+    "   smlad   r2, r5, r8, r2\n"
+    "   smlatb  r3, r5, r8, r3\n"
+    "   ldrd    r4, r5, [r10, #16]\n"
+    "   smlabt  r0, r4, r7, r0\n"
+    "   smlad   r1, r4, r7, r1\n"
+    "   smlabt  r2, r5, r9, r2\n"
+    "   smlad   r3, r5, r9, r3\n"
+    "   .endm\n"
+    "   .macro EK_DWP_KROW2 wo\n" /* stride 2: words A, B, C (columns 2x .. 2x + 5) */
+    "   ldrd    r4, r5, [r10]\n"
+    "   ldrd    r6, r7, [r12, #\\wo]\n"
+    "   ldrd    r8, r9, [r12, #\\wo + 8]\n"
+    "   smlad   r0, r4, r6, r0\n"
+    "   smlad   r2, r5, r8, r2\n"
+    "   ldrd    r4, r5, [r10, #16]\n"
+    "   smlabb  r0, r4, r7, r0\n"
+    "   smlabb  r2, r5, r9, r2\n"
+    "   smlad   r1, r4, r6, r1\n"
+    "   smlad   r3, r5, r8, r3\n"
+    "   ldrd    r4, r5, [r10, #32]\n"
+    "   smlabb  r1, r4, r7, r1\n"
+    "   smlabb  r3, r5, r9, r3\n"
+    "   .endm\n"
+    "   .macro EK_DWP_PACK ko, wo, step\n" /* a kernel row (bytes ko..ko+2 of the pair's weights) -> 2 words */
+    "   ldrsb   r4, [r0, #\\ko]\n"
+    "   ldrsb   r5, [r0, #\\ko + 1]\n"
+    "   ldrsb   r6, [r0, #\\ko + 2]\n"
+    "   pkhbt   r7, r4, r5, lsl #16\n"
+    "   .if \\step == 16\n"
+    "   pkhbt   r8, r5, r6, lsl #16\n"  /* stride 1: w1|w2 */
+    "   .else\n"
+    "   uxth    r8, r6\n"               /* stride 2: w2|0 */
+    "   .endif\n"
+    "   strd    r7, r8, [r12, #\\wo]\n"
+    "   .endm\n"
+    "   .macro EK_DWP_FUNC name, krow, step, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #20\n"
+    "   mov     r12, r0\n"
+    "0: ldr     r0, [r12, #124]\n"     /* a channel pair: its weights, paired per kernel row */
+    "   EK_DWP_PACK 0, 76, \\step\n"
+    "   EK_DWP_PACK 3, 92, \\step\n"
+    "   EK_DWP_PACK 6, 108, \\step\n"
+    "   EK_DWP_PACK 9, 84, \\step\n"
+    "   EK_DWP_PACK 12, 100, \\step\n"
+    "   EK_DWP_PACK 15, 116, \\step\n"
+    "   adds    r0, r0, #18\n"
+    "   str     r0, [r12, #124]\n"
+    "   ldrd    r0, r1, [r12, #128]\n"  /* biases */
+    "   ldrd    r4, r5, [r0]\n"
+    "   add     r0, r0, r1\n"
+    "   str     r0, [r12, #128]\n"
+    "   strd    r4, r5, [r12, #36]\n"
+    "   ldr     r0, [r12, #136]\n"      /* requant entries */
+    "   ldm     r0!, {r4-r11}\n"
+    "   str     r0, [r12, #136]\n"
+    "   add     r0, r12, #44\n"
+    "   stm     r0, {r4-r6, r8-r10}\n"
+    "   ldrd    r10, r11, [r12]\n"      /* plane, rw */
+    "   ldr     lr, [r12, #12]\n"       /* out */
+    "   ldr     r4, [r12, #28]\n"
+    "   str     r4, [sp, #16]\n"
+    "1: str     r10, [sp, #8]\n"        /* a row */
+    "   str     lr, [sp, #12]\n"
+    "   ldr     r4, [r12, #24]\n"
+    "   add     r4, r4, lr\n"
+    "   str     r4, [sp, #4]\n"
+    "   ldr     r4, [r12, #16]\n"
+    "   str     r4, [sp]\n"
+    "2: ldrd    r0, r2, [r12, #36]\n"   /* a step: the biases */
+    "   mov     r1, r0\n"
+    "   mov     r3, r2\n"
+    "   \\krow   76\n"
+    "   add     r10, r10, r11\n"
+    "   \\krow   92\n"
+    "   add     r10, r10, r11\n"
+    "   \\krow   108\n"
+    "   sub     r10, r10, r11, lsl #1\n"
+    "   ldrd    r4, r5, [r12, #44]\n"
+    "   ldr     r6, [r12, #52]\n"
+    "   smmla   r0, r0, r4, r5\n"
+    "   smmla   r1, r1, r4, r5\n"
+    "   asr     r0, r0, r6\n"
+    "   asr     r1, r1, r6\n"
+    "   ldrd    r4, r5, [r12, #56]\n"
+    "   ldr     r6, [r12, #64]\n"
+    "   smmla   r2, r2, r4, r5\n"
+    "   smmla   r3, r3, r4, r5\n"
+    "   asr     r2, r2, r6\n"
+    "   asr     r3, r3, r6\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   bfi     r0, r2, #8, #8\n"       /* the first output's 2 channels */
+    "   bfi     r1, r3, #8, #8\n"
+    "   bfi     r0, r1, #16, #16\n"     /* the second's */
+    "   .if \\clamp\n"
+    "   ldrd    r4, r5, [r12, #68]\n"
+    "   ssub8   r6, r0, r4\n"           /* min(v, upper) per byte, then + back */
+    "   sel     r0, r4, r0\n"
+    "   uadd8   r0, r0, r5\n"
+    "   .endif\n"
+    "   ldr     r7, [sp]\n"
+    "   lsr     r1, r0, #16\n"
+    "   strh    r1, [lr, r7]\n"
+    "   strh    r0, [lr]\n"
+    "   add     lr, lr, r7, lsl #1\n"
+    "   add     r10, r10, #\\step\n"
+    "   ldr     r4, [sp, #4]\n"
+    "   cmp     lr, r4\n"
+    "   blo     2b\n"
+    "   cbz     r7, 3f\n"               /* the row's odd last output is done */
+    "   ldr     r4, [r12, #32]\n"
+    "   cbz     r4, 3f\n"
+    "   movs    r4, #0\n"
+    "   str     r4, [sp]\n"
+    "   b       2b\n"
+    "3: ldrd    r10, lr, [sp, #8]\n"    /* the next row */
+    "   ldr     r4, [r12, #8]\n"
+    "   add     r10, r10, r4\n"
+    "   ldr     r4, [r12, #20]\n"
+    "   add     lr, lr, r4\n"
+    "   ldr     r4, [sp, #16]\n"
+    "   subs    r4, r4, #1\n"
+    "   str     r4, [sp, #16]\n"
+    "   bne     1b\n"
+    "   ldr     r0, [r12]\n"            /* the next channel pair: 2 words on in the plane, 2 bytes in the output */
+    "   adds    r0, r0, #8\n"
+    "   str     r0, [r12]\n"
+    "   ldr     r0, [r12, #12]\n"
+    "   adds    r0, r0, #2\n"
+    "   str     r0, [r12, #12]\n"
+    "   ldr     r0, [r12, #140]\n"
+    "   subs    r0, r0, #1\n"
+    "   str     r0, [r12, #140]\n"
+    "   bne     0b\n"
+    "   add     sp, sp, #20\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_DWP_FUNC ek__dwp_s1, EK_DWP_KROW1, 16, 1\n"
+    /* ek__dwp_build_rows(a): the plane rows of 4 channels' input rows: per row the left edge pair (padding, column 0),
+     * the whole pairs (2 LDR, 4 SXTAB16, 4 PKH, 1 STM per 8 elements) and the right edge pair (last column,
+     * padding) */
+    "   .pushsection .text.ek__dwp_build_rows, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global ek__dwp_build_rows\n"
+    "   .type ek__dwp_build_rows, %function\n"
+    "   .thumb_func\n"
+    "ek__dwp_build_rows:\n"
+    "   push    {r4-r11, lr}\n"
+    "   mov     lr, r0\n"
+    "   ldrd    r0, r1, [lr]\n"         /* src, c */
+    "   ldrd    r2, r3, [lr, #8]\n"     /* off2, dst */
+    "1: push    {r0, r3}\n"             /* a row */
+    "   ldr     r4, [lr, #32]\n"
+    "   cbz     r4, 2f\n"
+    "   sub     r4, r0, r1\n"           /* (padding, column 0) */
+    "   ldr     r4, [r4]\n"
+    "   sxtab16 r5, r2, r4\n"
+    "   sxtab16 r4, r2, r4, ror #8\n"
+    "   lsl     r8, r5, #16\n"
+    "   lsl     r9, r4, #16\n"
+    "   bfc     r5, #0, #16\n"
+    "   bfc     r4, #0, #16\n"
+    "   str     r8, [r3, #-16]\n"
+    "   str     r9, [r3, #-12]\n"
+    "   strd    r5, r4, [r3, #-8]\n"
+    "2: ldr     r12, [lr, #16]\n"
+    "   cmp     r12, #0\n"
+    "   beq     4f\n"
+    "3: ldr     r4, [r0]\n"
+    "   ldr     r5, [r0, r1]\n"
+    "   add     r0, r0, r1, lsl #1\n"
+    "   sxtab16 r6, r2, r4\n"
+    "   sxtab16 r4, r2, r4, ror #8\n"
+    "   sxtab16 r7, r2, r5\n"
+    "   sxtab16 r5, r2, r5, ror #8\n"
+    "   pkhbt   r8, r6, r7, lsl #16\n"
+    "   pkhbt   r9, r4, r5, lsl #16\n"
+    "   pkhtb   r10, r7, r6, asr #16\n"
+    "   pkhtb   r11, r5, r4, asr #16\n"
+    "   stmia   r3!, {r8-r11}\n"
+    "   subs    r12, r12, #1\n"
+    "   bne     3b\n"
+    "4: ldr     r4, [lr, #36]\n"
+    "   cbz     r4, 5f\n"
+    "   ldr     r4, [r0]\n"             /* (column in_w - 1, padding) */
+    "   sxtab16 r5, r2, r4\n"
+    "   sxtab16 r4, r2, r4, ror #8\n"
+    "   uxth    r8, r5\n"
+    "   uxth    r9, r4\n"
+    "   lsr     r5, r5, #16\n"
+    "   lsr     r4, r4, #16\n"
+    "   strd    r8, r9, [r3]\n"
+    "   strd    r5, r4, [r3, #8]\n"
+    "5: pop     {r0, r3}\n"
+    "   ldrd    r4, r5, [lr, #20]\n"    /* in_rs, rw */
+    "   add     r0, r0, r4\n"
+    "   add     r3, r3, r5\n"
+    "   ldr     r4, [lr, #28]\n"
+    "   subs    r4, r4, #1\n"
+    "   str     r4, [lr, #28]\n"
+    "   bne     1b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__dwp_build_rows, . - ek__dwp_build_rows\n"
+    "   .popsection\n"
+    "   EK_DWP_FUNC ek__dwp_s2, EK_DWP_KROW2, 32, 1\n"
+    "   EK_DWP_FUNC ek__dwp_s1_nc, EK_DWP_KROW1, 16, 0\n"
+    "   EK_DWP_FUNC ek__dwp_s2_nc, EK_DWP_KROW2, 32, 0\n");
+#endif
+
+/* Plane rows of channels c0 .. c0 + nc - 1 (the words of pure padding are never written: zeroed once). */
+static __attribute__((noinline, optimize("Os"))) void ek__dwp_build(const ek_conv_params_t *p, const int8_t *input, int32_t c0, int32_t nc, uint32_t *plane,
+                          int32_t pw, int32_t ph)
+{
+    /* Every field in a local: the stores below may alias anything, which would reload them per store. */
+    const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, pl = p->pad_left, off = p->input_offset;
+    const int32_t pt = p->pad_top, in_rs = p->in_row_stride;
+    const uint32_t off2 = ek__pack16(off, off);
+    const int32_t j_lo = (pl + 1) / 2, j_hi = (pl + in_w) / 2 < pw ? (pl + in_w) / 2 : pw; /* both columns inside */
+    const int32_t j_end = (pl + in_w + 1) / 2 < pw ? (pl + in_w + 1) / 2 : pw;            /* any column inside */
+    const int left = (pl & 1) && j_lo - 1 < pw, right = ((pl + in_w) & 1) && j_hi < pw;
+    const int32_t first = (2 * j_lo - pl) * C, last = (in_w - 1) * C;
+    const int32_t pr0 = pt > 0 ? pt : 0, pr1 = pt + in_h < ph ? pt + in_h : ph; /* plane rows that are input rows */
+#if EK_NN_DSP
+    if (nc == 4 && pr1 > pr0 && j_hi >= j_lo) {
+        ek__dwp_build_args_t a = {input + (pr0 - pt) * in_rs + c0 + first, C, off2, plane + pr0 * 4 * pw + 4 * j_lo,
+                                  j_hi - j_lo, in_rs, 16 * pw, pr1 - pr0, left, right};
+        ek__dwp_build_rows(&a);
+        return;
+    }
+#endif
+    for (int32_t pr = pr0; pr < pr1; pr++) {
+        const int8_t *row = input + (pr - pt) * in_rs + c0;
+        uint32_t *d = plane + pr * 4 * pw;
+        if (nc == 4) {
+            if (left) { /* (padding, input column 0) */
+                const uint32_t x = ek__read_u32(row);
+                const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+                uint32_t *o = d + 4 * (j_lo - 1);
+                o[0] = a02 << 16;
+                o[1] = a13 << 16;
+                o[2] = a02 & 0xFFFF0000u;
+                o[3] = a13 & 0xFFFF0000u;
+            }
+            const int8_t *src = row + first;
+            for (int32_t j = j_lo; j < j_hi; j++, src += 2 * C) {
+                for (int32_t ch = 0; ch < 4; ch++) {
+                    d[4 * j + ch] = ek__pack16(src[ch] + off, src[C + ch] + off);
+                }
+            }
+            if (right) { /* (input column in_w - 1, padding) */
+                const uint32_t x = ek__read_u32(row + last);
+                const uint32_t a02 = ek__sxtab16(off2, x), a13 = ek__sxtab16_ror8(off2, x);
+                uint32_t *o = d + 4 * j_hi;
+                o[0] = a02 & 0xFFFFu;
+                o[1] = a13 & 0xFFFFu;
+                o[2] = a02 >> 16;
+                o[3] = a13 >> 16;
+            }
+            continue;
+        }
+        for (int32_t j = pl / 2; j < j_end; j++) {
+            const int32_t ix0 = 2 * j - pl;
+            const int v0 = (uint32_t)ix0 < (uint32_t)in_w, v1 = (uint32_t)(ix0 + 1) < (uint32_t)in_w;
+            for (int32_t ch = 0; ch < nc; ch++) {
+                d[4 * j + ch] = ek__pack16(v0 ? row[ix0 * C + ch] + off : 0, v1 ? row[(ix0 + 1) * C + ch] + off : 0);
+            }
+        }
+    }
+}
+
+/* Two channels (or the last one) in C: the 64-bit requantisation, maps one output wide and an odd last channel (the
+ * DSP build runs the rest in ek__dwp_s1 / _s2). */
+static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_conv_params_t *p, const ek__rq_t *r,
+                                                                       const uint32_t *plane, int32_t pw, int32_t npo,
+                                                                       int32_t ca, int32_t two, int32_t cp,
+                                                                       int8_t *output, const int s2)
+{
+    const int32_t cb = two ? ca + 1 : ca, C = p->in_c, rw = 4 * pw, out_w = p->out_w;
+    uint32_t w[12]; /* per kernel row: channel a (w0|w1, w1|w2 or w2|0), channel b (the same) */
+    for (int32_t ky = 0; ky < 3; ky++) {
+        const int8_t *ka = p->weights + 9 * ca + 3 * ky, *kb = p->weights + 9 * cb + 3 * ky;
+        w[4 * ky] = ek__pack16(ka[0], ka[1]);
+        w[4 * ky + 1] = s2 ? (uint32_t)(uint16_t)ka[2] : ek__pack16(ka[1], ka[2]);
+        w[4 * ky + 2] = ek__pack16(kb[0], kb[1]);
+        w[4 * ky + 3] = s2 ? (uint32_t)(uint16_t)kb[2] : ek__pack16(kb[1], kb[2]);
+    }
+    const int32_t bias_a = p->bias ? p->bias[ca] : 0, bias_b = p->bias ? p->bias[cb] : 0;
+    const int32_t *qa = p->requant + 4 * ca, *qb = p->requant + 4 * cb;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const uint32_t *row = plane + oy * p->stride_h * rw + cp;
+        int8_t *o = output + oy * p->out_row_stride + ca;
+        for (int32_t k = 0; k < npo; k++, o += 2 * C) {
+            const uint32_t *s = row + (s2 ? 8 : 4) * k;
+            int32_t a0 = bias_a, a1 = bias_a, b0 = bias_b, b1 = bias_b;
+            for (int32_t ky = 0; ky < 3; ky++) {
+                const uint32_t *t = s + ky * rw, *wk = w + 4 * ky;
+                if (s2) {
+                    a0 = ek__smlad(t[0], wk[0], a0);
+                    b0 = ek__smlad(t[1], wk[2], b0);
+                    a0 = ek__smlabb(t[4], wk[1], a0);
+                    b0 = ek__smlabb(t[5], wk[3], b0);
+                    a1 = ek__smlad(t[4], wk[0], a1);
+                    b1 = ek__smlad(t[5], wk[2], b1);
+                    a1 = ek__smlabb(t[8], wk[1], a1);
+                    b1 = ek__smlabb(t[9], wk[3], b1);
+                } else {
+                    a0 = ek__smlad(t[0], wk[0], a0);
+                    a1 = ek__smlatb(t[0], wk[0], a1);
+                    b0 = ek__smlad(t[1], wk[2], b0);
+                    b1 = ek__smlatb(t[1], wk[2], b1);
+                    a0 = ek__smlabt(t[4], wk[1], a0);
+                    a1 = ek__smlad(t[4], wk[1], a1);
+                    b0 = ek__smlabt(t[5], wk[3], b0);
+                    b1 = ek__smlad(t[5], wk[3], b1);
+                }
+            }
+            o[0] = ek__requant(r, a0, qa);
+            if (two) {
+                o[1] = ek__requant(r, b0, qb);
+            }
+            if (2 * k + 1 < out_w) {
+                o[C] = ek__requant(r, a1, qa);
+                if (two) {
+                    o[C + 1] = ek__requant(r, b1, qb);
+                }
+            }
+        }
+    }
+}
+
+
+static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output,
+                         uint32_t *plane)
+{
+    int32_t npo, pw, ph;
+    ek__dwp_geom(p, &npo, &pw, &ph);
+    const ek__rq_t r = *rq;
+    for (int32_t i = 0; i < ph * 4 * pw; i++) {
+        plane[i] = 0;
+    }
+#if EK_NN_DSP
+    /* the clamp is all of int8: the no-clamp function, else (left out) the clamp one, exact too; a call whose
+     * functions are both left out runs the C loop */
+    const int nc8 = r.upper == 127 && r.back == 0;
+#define EK__DWP_PICK(f, f_nc, no, no_nc) (nc8 && !(no_nc) ? (f_nc) : !(no) ? (f) : 0)
+    void (*const fn)(ek__dwp_args_t *) =
+        p->stride_w == 2 ? EK__DWP_PICK(ek__dwp_s2, ek__dwp_s2_nc, EK_NN_NO_DWP_S2, EK_NN_NO_DWP_S2_NC)
+                         : EK__DWP_PICK(ek__dwp_s1, ek__dwp_s1_nc, EK_NN_NO_DWP_S1, EK_NN_NO_DWP_S1_NC);
+#undef EK__DWP_PICK
+    const int asm_ok = r.fast && p->out_w >= 2 && fn;
+    static const int32_t zeros[2] = {0, 0};
+    ek__dwp_args_t a;
+    a.rw = 16 * pw;
+    a.row_step = 16 * pw * p->stride_h;
+    a.c = p->out_c;
+    a.out_rs = p->out_row_stride;
+    a.pairs_bytes = 2 * p->out_c * (p->out_w / 2);
+    a.rows = p->out_h;
+    a.odd = p->out_w & 1;
+    a.upper4 = ek__bytes4(r.upper);
+    a.back4 = ek__bytes4(r.back);
+    a.bias_step = p->bias ? 8 : 0;
+#endif
+    for (int32_t c0 = 0; c0 < p->in_c; c0 += 4) {
+        const int32_t nc = p->in_c - c0 < 4 ? p->in_c - c0 : 4;
+        ek__dwp_build(p, input, c0, nc, plane, pw, ph);
+        int32_t cp = 0;
+#if EK_NN_DSP
+        if (asm_ok) {
+            if (nc >= 2) {
+                a.src = plane;
+                a.out = output + c0;
+                a.wq = p->weights + 9 * c0;
+                a.bias = p->bias ? p->bias + c0 : zeros;
+                a.q = p->requant + 4 * c0;
+                a.npairs = nc / 2;
+                fn(&a);
+                cp = 2 * (nc / 2);
+            }
+        }
+#endif
+        for (; cp < nc; cp += 2) {
+            ek__dwp_channels(p, &r, plane, pw, npo, c0 + cp, cp + 1 < nc, cp, output, p->stride_w == 2);
+        }
+    }
+}
+#endif
+
 int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     int err = ek__conv_check(p);
@@ -3748,6 +4253,12 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         ek__dw_channels(p, &rq, input, output);
         return EK_NN_OK;
     }
+#if !EK_NN_NO_DW_PAIRS
+    if ((p->flags & EK_NN_FLAG_DW_PAIRS) && ek__dwp_applies(p)) {
+        ek__dw_pairs(p, &rq, input, output, ring);
+        return EK_NN_OK;
+    }
+#endif
 #if EK_NN_DSP
     if (!EK_NN_NO_DW_ROWS && rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
         const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
