@@ -4111,6 +4111,19 @@ static __attribute__((noinline, optimize("Os"))) void ek__dwp_build(const ek_con
     }
 }
 
+/* One kernel row of one channel, 2 outputs: the column-pair words t[0], t[4], t[8] (stride 2) and the row's weights
+ * w[0] (w0|w1), w[1] (w1|w2, or w2|0 at stride 2) — what ek__dwp_s1 / _s2 do per row. */
+static inline void ek__dwp_krow(const uint32_t *t, const uint32_t *w, int32_t *o0, int32_t *o1, int s2)
+{
+    if (s2) {
+        *o0 = ek__smlabb(t[4], w[1], ek__smlad(t[0], w[0], *o0));
+        *o1 = ek__smlabb(t[8], w[1], ek__smlad(t[4], w[0], *o1));
+    } else {
+        *o0 = ek__smlabt(t[4], w[1], ek__smlad(t[0], w[0], *o0));
+        *o1 = ek__smlad(t[4], w[1], ek__smlatb(t[0], w[0], *o1));
+    }
+}
+
 /* Two channels (or the last one) in C: the 64-bit requantisation, maps one output wide and an odd last channel (the
  * DSP build runs the rest in ek__dwp_s1 / _s2). */
 static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_conv_params_t *p, const ek__rq_t *r,
@@ -4137,25 +4150,8 @@ static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_
             int32_t a0 = bias_a, a1 = bias_a, b0 = bias_b, b1 = bias_b;
             for (int32_t ky = 0; ky < 3; ky++) {
                 const uint32_t *t = s + ky * rw, *wk = w + 4 * ky;
-                if (s2) {
-                    a0 = ek__smlad(t[0], wk[0], a0);
-                    b0 = ek__smlad(t[1], wk[2], b0);
-                    a0 = ek__smlabb(t[4], wk[1], a0);
-                    b0 = ek__smlabb(t[5], wk[3], b0);
-                    a1 = ek__smlad(t[4], wk[0], a1);
-                    b1 = ek__smlad(t[5], wk[2], b1);
-                    a1 = ek__smlabb(t[8], wk[1], a1);
-                    b1 = ek__smlabb(t[9], wk[3], b1);
-                } else {
-                    a0 = ek__smlad(t[0], wk[0], a0);
-                    a1 = ek__smlatb(t[0], wk[0], a1);
-                    b0 = ek__smlad(t[1], wk[2], b0);
-                    b1 = ek__smlatb(t[1], wk[2], b1);
-                    a0 = ek__smlabt(t[4], wk[1], a0);
-                    a1 = ek__smlad(t[4], wk[1], a1);
-                    b0 = ek__smlabt(t[5], wk[3], b0);
-                    b1 = ek__smlad(t[5], wk[3], b1);
-                }
+                ek__dwp_krow(t, wk, &a0, &a1, s2);         /* channel a */
+                ek__dwp_krow(t + 1, wk + 2, &b0, &b1, s2); /* channel b: the next word of each column pair */
             }
             o[0] = ek__requant(r, a0, qa);
             if (two) {
