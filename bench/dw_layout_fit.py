@@ -115,7 +115,8 @@ def pairs_fit() -> None:
     for c in TAIL_CHANNELS:
         left = [per_mac[("pairs", 1, c, w, 5)] * 9 * c * w * 5 -
                 kp.dw_pairs_instructions(1, 1, 5, w, c, 5, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
-        print(f"pairs s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {np.mean([l / (5 * w) for l, w in zip(left, TAIL_WIDTHS)]):.0f} an output pixel")
+        per_pixel = np.mean([extra / (5 * w) for extra, w in zip(left, TAIL_WIDTHS)])
+        print(f"pairs s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {per_pixel:.0f} an output pixel")
 
 
 if __name__ == "__main__":

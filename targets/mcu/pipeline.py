@@ -555,8 +555,9 @@ def _streaming_info(prog: Program) -> StreamingInfo:
         int8_scheme=None if prog.qstream is None else int8_scheme(prog.qstream))
 
 
+# -DEK_NN_NO_DW<name> per depthwise code variant (kernel_pack.depthwise_code_variants)
 DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "ch3x3": "_CH3X3", "pairs": "_PAIRS",
-                      "pairs_s1": "P_S1", "pairs_s1_nc": "P_S1_NC", "pairs_s2": "P_S2", "pairs_s2_nc": "P_S2_NC"}  # -DEK_NN_NO_DW<name>
+                      "pairs_s1": "P_S1", "pairs_s1_nc": "P_S1_NC", "pairs_s2": "P_S2", "pairs_s2_nc": "P_S2_NC"}
 
 
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:

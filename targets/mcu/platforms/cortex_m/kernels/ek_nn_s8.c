@@ -3979,6 +3979,9 @@ __asm__(
     "   .popsection\n"
     "   .endm\n"
     "   EK_DWP_FUNC ek__dwp_s1, EK_DWP_KROW1, 16, 1\n"
+    "   EK_DWP_FUNC ek__dwp_s2, EK_DWP_KROW2, 32, 1\n"
+    "   EK_DWP_FUNC ek__dwp_s1_nc, EK_DWP_KROW1, 16, 0\n"
+    "   EK_DWP_FUNC ek__dwp_s2_nc, EK_DWP_KROW2, 32, 0\n"
     /* ek__dwp_build_rows(a): the plane rows of 4 channels' input rows: per row the left edge pair (padding, column 0),
      * the whole pairs (2 LDR, 4 SXTAB16, 4 PKH, 1 STM per 8 elements) and the right edge pair (last column,
      * padding) */
@@ -4044,15 +4047,13 @@ __asm__(
     "   bne     1b\n"
     "   pop     {r4-r11, pc}\n"
     "   .size ek__dwp_build_rows, . - ek__dwp_build_rows\n"
-    "   .popsection\n"
-    "   EK_DWP_FUNC ek__dwp_s2, EK_DWP_KROW2, 32, 1\n"
-    "   EK_DWP_FUNC ek__dwp_s1_nc, EK_DWP_KROW1, 16, 0\n"
-    "   EK_DWP_FUNC ek__dwp_s2_nc, EK_DWP_KROW2, 32, 0\n");
+    "   .popsection\n");
 #endif
 
 /* Plane rows of channels c0 .. c0 + nc - 1 (the words of pure padding are never written: zeroed once). */
-static __attribute__((noinline, optimize("Os"))) void ek__dwp_build(const ek_conv_params_t *p, const int8_t *input, int32_t c0, int32_t nc, uint32_t *plane,
-                          int32_t pw, int32_t ph)
+static __attribute__((noinline, optimize("Os"))) void ek__dwp_build(const ek_conv_params_t *p, const int8_t *input,
+                                                                    int32_t c0, int32_t nc, uint32_t *plane,
+                                                                    int32_t pw, int32_t ph)
 {
     /* Every field in a local: the stores below may alias anything, which would reload them per store. */
     const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, pl = p->pad_left, off = p->input_offset;
@@ -4167,9 +4168,9 @@ static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_
     }
 }
 
-
-static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output,
-                         uint32_t *plane)
+static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                                   const int8_t *input, int8_t *output,
+                                                                   uint32_t *plane)
 {
     int32_t npo, pw, ph;
     ek__dwp_geom(p, &npo, &pw, &ph);
