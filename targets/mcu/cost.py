@@ -85,6 +85,9 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             # element of the output pixels (widened once into registers)
             p = step.params
             return "conv2d_1x1s_int8_ek", step.macs, out, p["out_h"] * p["out_w"] * p["in_c"]
+        if step.kind == "ek_conv" and step.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC:
+            # one FC row per output pixel: units are the M7's instructions by the kernel's own model
+            return "conv2d_fc_int8_ek", round(kernel_pack.conv2d_fc_instructions(step.params)), 0, 0
         if step.kind == "ek_conv":
             return (f"{family}_int8_ek", *conv_tile_terms(step.params))
         return f"{family}_int8_ek", step.macs, out, inp

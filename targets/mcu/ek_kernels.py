@@ -64,12 +64,24 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
             return step
         # A program may grant a layer more scratch where its arena has room at that step (see make_program).
         limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
-        try:
-            packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
-                                             scratch_limit_bytes=limit, isa=builder.ek_isa,
-                                             tap_runs=node.name in NESTED_TAP_RUN_LAYERS, **common)
-        except kernel_pack.ScratchLimitError:
+        # A layer's tiles keep the layout of its first call where it fits (FLAG_CONV_FC or the tile GEMM: their
+        # weights differ, so mixing them would store the layer's weights twice).
+        if not hasattr(builder, "conv_fc_layers"):
+            builder.conv_fc_layers = {}
+        first = builder.conv_fc_layers.get(node.name)
+        packed = None
+        for conv_fc in ([first, None] if first is not None else [None]):
+            try:
+                packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
+                                                 scratch_limit_bytes=limit, isa=builder.ek_isa,
+                                                 tap_runs=node.name in NESTED_TAP_RUN_LAYERS, conv_fc=conv_fc,
+                                                 **common)
+                break
+            except kernel_pack.ScratchLimitError:
+                continue
+        if packed is None:
             return None
+        builder.conv_fc_layers.setdefault(node.name, bool(packed.params["flags"] & kernel_pack.FLAG_CONV_FC))
         kind, wname = "ek_conv", f"{node.name}.ekw"
     out_shape = builder.tensors[out].shape
     if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]):
@@ -451,13 +463,12 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         if layout == "pairs":
             p["flags"] = kernel_pack.FLAG_DW_PAIRS
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
-    npix = out_h * out_w + (out_h * out_w) % 2
-    for flags in (0, kernel_pack.FLAG_BIAS_PER_BLOCK):  # as pack_conv2d chooses
-        for tile in range(min(kernel_pack.DEFAULT_TILE_PIXELS, npix), 1, -2):
-            size = kernel_pack.conv2d_scratch_bytes({**p, "tile_pixels": tile, "flags": flags})
-            if size <= CONV_SCRATCH_LIMIT_BYTES:
-                return size
-    return 0  # falls back to TVM's kernel, which needs none
+    ph, pw = padding  # as pack_conv2d chooses: the tile GEMM's tile and weight cache, or FLAG_CONV_FC
+    p.update(pad_top=ph, pad_bottom=ph, pad_left=pw, pad_right=pw, tile_pixels=0,
+             in_h=(out_h - 1) * stride[0] + (kh - 1) * dilation[0] + 1 - 2 * ph,
+             in_w=(out_w - 1) * stride[1] + (kw - 1) * dilation[1] + 1 - 2 * pw)
+    chosen = kernel_pack.conv2d_layout(p, CONV_SCRATCH_LIMIT_BYTES)
+    return 0 if chosen is None else kernel_pack.conv2d_scratch_bytes(chosen)  # None: TVM's kernel, no scratch
 
 
 def smallest_conv_scratch(node, isa: str = "dsp") -> int:

@@ -83,6 +83,7 @@ FLAG_RV_PAIRS = 256  # scalar fully connected: two output channels per 32-bit we
 FLAG_1X1_STREAM = 4096  # conv: 1x1 with 8 or 16 input channels as a per-channel record stream (s1x1_stream)
 FLAG_DW_PAIRS = 1024  # depthwise 3x3: column pairs of a padded plane per 4 channels, 2 outputs x 2 channels a step
 FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
+FLAG_CONV_FC = 2048  # conv: each output pixel's window as one fully connected row, int8 weights in the FC layout
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -487,6 +488,8 @@ def conv2d_scratch_bytes(params: dict) -> int:
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     if p.get("flags", 0) & FLAG_RV:  # one 4-pixel im2col tile
         return _ceil(4 * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
+    if p.get("flags", 0) & FLAG_CONV_FC:  # one window (int8) and the FC kernel's prepared row
+        return 3 * _ceil(p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     runs, run_len = _conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                bool(p["flags"] & FLAG_TAP_RUNS))
     k_pairs = conv_k_pairs(p)
@@ -512,7 +515,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 act_min: int = -128, act_max: int = 127, stride=1, dilation=1, padding=0,
                 in_row_stride: int | None = None, out_row_stride: int | None = None,
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
-                scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False) -> PackedLayer:
+                scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False,
+                conv_fc: bool | None = None) -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
@@ -521,7 +525,9 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     (when it is at most 16 KiB) that fit ``scratch_limit_bytes`` (no limit if None), picked by an estimate of the
     instructions they add. ``isa="mve"``: the Helium layout (one pixel's window of scratch; tiles do not apply).
     ``tap_runs``: one reduction run per kernel tap (FLAG_TAP_RUNS), so that a narrower layer's weights are a prefix
-    of every run (nested operating points, :func:`nested_view`).
+    of every run (nested operating points, :func:`nested_view`). ``conv_fc``: each output pixel's window as one
+    fully connected row (FLAG_CONV_FC: weights in the FC layout, nothing widened, scratch 3 bytes per window
+    element); by default taken where :func:`conv2d_fc_pays` says so (dsp layout, no tap runs).
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -582,11 +588,44 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         return PackedLayer(kind="conv2d", params=params, weights=_rv_blocks(flat, sizes),
                            bias=_folded_bias(bias, flat, x_zp, _ceil(cout, 4)), requant=table,
                            scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
-    npix_even = _ceil(g["out_h"] * g["out_w"], 2)
+    explicit = tile_pixels is not None or cache_all_weights is not None
+    chosen = None if conv_fc else conv2d_tile_choice(params, scratch_limit_bytes, tile_pixels, cache_all_weights)
+    if conv_fc is None:  # by default where it is the only layout that fits or costs fewer instructions
+        conv_fc = not tap_runs and not explicit and conv2d_fc_pays(params, chosen, scratch_limit_bytes)
+    if conv_fc:
+        if tap_runs:
+            raise UsageError("conv2d: conv_fc does not apply to tap runs (nested weights)")
+        fc = pack_fully_connected(w.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin), bias, mult, shift,
+                                  x_zp=x_zp, out_zp=out_zp, act_min=act_min, act_max=act_max)
+        chosen = dict(params, flags=FLAG_CONV_FC | (fc.params["flags"] & FLAG_FAST_REQUANT))
+        scratch = conv2d_scratch_bytes(chosen)
+        if scratch_limit_bytes is not None and scratch > scratch_limit_bytes:
+            raise ScratchLimitError(f"conv2d: the window of one pixel needs {scratch} scratch bytes, more than "
+                                    f"{scratch_limit_bytes}")
+        return PackedLayer(kind="conv2d", params=chosen, weights=fc.weights, bias=fc.bias, requant=fc.requant,
+                           scratch_bytes=scratch, weight_padding_bytes=fc.weight_padding_bytes,
+                           notes=dict(fast_requant=bool(fc.notes["fast_requant"]), conv_fc=True))
+    if chosen is None:
+        raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
+                                f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
+    return PackedLayer(kind="conv2d", params=chosen, weights=packed,
+                       bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                       requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),
+                       weight_padding_bytes=int(packed.size - w.size),
+                       notes=dict(k_pairs=kp // 2, fast_requant=fast))
+
+
+def conv2d_tile_choice(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None,
+                       cache_all_weights: bool | None = None) -> dict | None:
+    """The tile GEMM's struct fields for a dsp conv (``params``: :func:`pack_conv2d`'s, tile_pixels 0): the im2col
+    tile, weight cache and bias layout that fit ``scratch_limit_bytes`` with the fewest extra instructions (the 1x1
+    record stream where it applies); None if nothing fits."""
+    npix_even = _ceil(params["out_h"] * params["out_w"], 2)
     tiles = [tile_pixels] if tile_pixels is not None else list(range(2, min(DEFAULT_TILE_PIXELS, npix_even) + 1, 2))
     if any(t < 2 or t % 2 for t in tiles):
         raise UsageError(f"conv2d: tile_pixels must be even and >= 2, got {tile_pixels}")
-    blocks = cout4 // 4
+    kp = conv_k_pairs(params) * 2
+    blocks = _ceil(params["out_c"], 4) // 4
     cache_options = [cache_all_weights] if cache_all_weights is not None else \
         ([True, False] if blocks * (kp // 2) * 16 <= DEFAULT_WEIGHT_CACHE_LIMIT_BYTES else [False])
     chosen, best = None, None
@@ -608,14 +647,59 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     # the scales (hence FLAG_FAST_REQUANT) are known, so the scratch must not depend on the choice
     if chosen is not None and s1x1_stream(chosen) and s1x1_records_bytes(chosen) <= conv2d_scratch_bytes(chosen):
         chosen = dict(chosen, flags=chosen["flags"] | FLAG_1X1_STREAM)
-    if chosen is None:
-        raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
-                                f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
-    return PackedLayer(kind="conv2d", params=chosen, weights=packed,
-                       bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
-                       requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),
-                       weight_padding_bytes=int(packed.size - w.size),
-                       notes=dict(k_pairs=kp // 2, fast_requant=fast))
+    return chosen
+
+
+# Instructions of the two conv layouts on the emulated M7, for choosing between them. Tile GEMM: the M7 cost profile's
+# conv2d_int8_ek terms (per unit, output, input of cost.conv_tile_terms). FLAG_CONV_FC, fitted by
+# bench/conv_fc_fit.py on the emulated M7: per MAC of the padded window (K rounded up to 4) and channels (to 4), per
+# pixel and block of 4 channels (the FC kernel's set-up, folds and requantization), per pixel and window byte
+# (preparing the FC row; channels not in fours: gathering the bytes first, the last term), per pixel.
+CONV_TILE_COST = (0.7091, 51.24, 1.436)
+CONV_FC_COST = (0.904, 64.1, 1.68, 288.0, 5.69)
+
+
+def conv2d_fc_instructions(params: dict) -> float:
+    """Estimated instructions of one FLAG_CONV_FC call (:data:`CONV_FC_COST`)."""
+    p = params
+    pixels = p["out_h"] * p["out_w"]
+    k4, c4 = _ceil(p["kernel_h"] * p["kernel_w"] * p["in_c"], 4), _ceil(p["out_c"], 4)
+    a, per_block, per_byte, per_pixel, gather = CONV_FC_COST
+    return pixels * (a * k4 * c4 + per_block * c4 / 4 + (per_byte + (gather if p["in_c"] % 4 else 0.0)) * k4
+                     + per_pixel)
+
+
+def conv2d_tile_instructions(params: dict) -> float:
+    """Estimated instructions of one tile-GEMM call (:data:`CONV_TILE_COST` in cost.conv_tile_terms' terms)."""
+    from edgekit.targets.mcu.cost import conv_tile_terms
+
+    return float(np.dot(CONV_TILE_COST, conv_tile_terms(params)))
+
+
+def conv2d_fc_pays(params: dict, tile_choice: dict | None, scratch_limit_bytes: int | None) -> bool:
+    """Whether FLAG_CONV_FC runs this dsp conv (``params``: :func:`pack_conv2d`'s, geometry and flags) in fewer
+    instructions than ``tile_choice`` (:func:`conv2d_tile_choice`), or is the only layout that fits
+    ``scratch_limit_bytes``. Pays where the GEMM's tile is small (little scratch: its weights widened again every
+    few pixels) and the window and channels large; never instead of the 1x1 record stream."""
+    if params["flags"] & (FLAG_MVE | FLAG_RV | FLAG_TAP_RUNS):
+        return False
+    fc = dict(params, tile_pixels=0, flags=FLAG_CONV_FC)
+    if scratch_limit_bytes is not None and conv2d_scratch_bytes(fc) > scratch_limit_bytes:
+        return False
+    if tile_choice is None:
+        return True
+    if tile_choice["flags"] & FLAG_1X1_STREAM:
+        return False
+    return conv2d_fc_instructions(params) < conv2d_tile_instructions(tile_choice)
+
+
+def conv2d_layout(params: dict, scratch_limit_bytes: int | None) -> dict | None:
+    """The struct fields :func:`pack_conv2d` chooses by default for a dsp conv (the tile GEMM's or FLAG_CONV_FC);
+    None if nothing fits the scratch limit. For planners that size scratch before packing."""
+    tile = conv2d_tile_choice(params, scratch_limit_bytes)
+    if conv2d_fc_pays(params, tile, scratch_limit_bytes):
+        return dict(params, tile_pixels=0, flags=FLAG_CONV_FC)
+    return tile
 
 
 def _check_strides(params: dict, what: str) -> None:

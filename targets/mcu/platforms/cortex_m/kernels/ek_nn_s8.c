@@ -1341,6 +1341,9 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
         return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
+    if (p->flags & EK_NN_FLAG_CONV_FC) { /* the FC kernel's prepared row and the window as bytes: 3 per input */
+        return 3u * (((size_t)(p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3);
+    }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
     const size_t tiles = g.tile_bytes + g.wcache_bytes + g.accbuf_bytes + 32u * (size_t)g.bias_blocks + g.runbuf_bytes;
@@ -2234,6 +2237,8 @@ static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t
 #endif
 }
 
+static int ek__conv_fc(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+
 int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     int err = ek__conv_check(p);
@@ -2242,6 +2247,9 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     EK_NN_HELIUM(p, ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN);
     EK_NN_SCALAR(p, ek__rv_conv2d(p, input, output, scratch));
+    if (p->flags & EK_NN_FLAG_CONV_FC) {
+        return ek__aligned(scratch) ? ek__conv_fc(p, input, output, scratch) : EK_NN_ERR_ALIGN;
+    }
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -2594,6 +2602,66 @@ static void ek__fc_block_c(const uint32_t *x, const ek__word *w, int32_t words, 
     }
 }
 
+/* One prepared input row (ek__fc_prepare) through every block of output channels into out. */
+static void ek__fc_row(const ek_fc_params_t *p, const ek__rq_t *rq, const uint32_t *x, int8_t *output)
+{
+    const int32_t words = ek__fc_words(p);
+    const int32_t blocks = (p->out_features + 3) / 4;
+    /* nested weights (a prefix of a wider layer's): blocks weight_block_bytes apart, one block per asm call */
+    const int32_t block_bytes = p->weight_block_bytes ? p->weight_block_bytes : 16 * words;
+    int32_t first = 0;
+#if EK_NN_DSP
+    const int32_t full_blocks = p->out_features / 4;
+    ek__fc_args_t a;
+    const uint32_t skip = (uint32_t)((EK_FC_UNROLL - words % EK_FC_UNROLL) % EK_FC_UNROLL);
+    a.x = x;
+    a.w = (const uint32_t *)(const void *)p->weights;
+    a.bias = p->bias;
+    a.qtab = p->requant;
+    a.out = output;
+    a.nblocks = full_blocks;
+    a.upper4 = ek__bytes4(rq->upper);
+    a.back4 = ek__bytes4(rq->back);
+    a.wbytes = 16 * words;
+    a.first_chunk = 16 * (EK_FC_CHUNK - (int32_t)skip);
+    a.entry = 0;
+    a.skip = skip;
+    if (rq->fast && full_blocks && block_bytes == 16 * words) {
+        ek__fc_4ch_fast(&a);
+        first = full_blocks;
+    } else if (rq->fast) {
+        for (; first < full_blocks; first++) {
+            a.w = (const uint32_t *)(const void *)(p->weights + first * block_bytes);
+            a.bias = p->bias + 4 * first;
+            a.qtab = p->requant + 16 * first;
+            a.out = output + 4 * first;
+            a.nblocks = 1;
+            ek__fc_4ch_fast(&a);
+        }
+    }
+#endif
+    for (int32_t blk = first; blk < blocks; blk++) {
+        const int32_t nc = p->out_features - 4 * blk < 4 ? p->out_features - 4 * blk : 4;
+        const int8_t *wb = p->weights + blk * block_bytes;
+        int32_t tot[4];
+#if EK_NN_DSP
+        if (nc == 4) {
+            a.w = (const uint32_t *)(const void *)wb;
+            a.bias = p->bias + 4 * blk;
+            a.out = tot;
+            a.nblocks = 1;
+            ek__fc_4ch_raw(&a);
+        } else
+#endif
+        {
+            ek__fc_block_c(x, (const ek__word *)(const void *)wb, words, nc, p->bias + 4 * blk, tot);
+        }
+        for (int32_t c = 0; c < nc; c++) {
+            output[4 * blk + c] = ek__requant(rq, tot[c], p->requant + 4 * (4 * blk + c));
+        }
+    }
+}
+
 int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
     if (p->batch < 1 || p->in_features < 1 || p->out_features < 1 || p->in_row_stride < p->in_features ||
@@ -2605,65 +2673,133 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
     }
     EK_NN_HELIUM(p, ek__mve_fully_connected_s8(p, input, output));
     EK_NN_SCALAR(p, ek__rv_fully_connected(p, input, output));
-    const int32_t words = ek__fc_words(p);
-    const int32_t blocks = (p->out_features + 3) / 4;
-    /* nested weights (a prefix of a wider layer's): blocks weight_block_bytes apart, one block per asm call */
-    const int32_t block_bytes = p->weight_block_bytes ? p->weight_block_bytes : 16 * words;
     uint32_t *x = (uint32_t *)scratch;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
     for (int32_t b = 0; b < p->batch; b++, input += p->in_row_stride, output += p->out_row_stride) {
         ek__fc_prepare(input, p->in_features, x);
-        int32_t first = 0;
-#if EK_NN_DSP
-        const int32_t full_blocks = p->out_features / 4;
-        ek__fc_args_t a;
-        const uint32_t skip = (uint32_t)((EK_FC_UNROLL - words % EK_FC_UNROLL) % EK_FC_UNROLL);
-        a.x = x;
-        a.w = (const uint32_t *)(const void *)p->weights;
-        a.bias = p->bias;
-        a.qtab = p->requant;
-        a.out = output;
-        a.nblocks = full_blocks;
-        a.upper4 = ek__bytes4(rq.upper);
-        a.back4 = ek__bytes4(rq.back);
-        a.wbytes = 16 * words;
-        a.first_chunk = 16 * (EK_FC_CHUNK - (int32_t)skip);
-        a.entry = 0;
-        a.skip = skip;
-        if (rq.fast && full_blocks && block_bytes == 16 * words) {
-            ek__fc_4ch_fast(&a);
-            first = full_blocks;
-        } else if (rq.fast) {
-            for (; first < full_blocks; first++) {
-                a.w = (const uint32_t *)(const void *)(p->weights + first * block_bytes);
-                a.bias = p->bias + 4 * first;
-                a.qtab = p->requant + 16 * first;
-                a.out = output + 4 * first;
-                a.nblocks = 1;
-                ek__fc_4ch_fast(&a);
+        ek__fc_row(p, &rq, x, output);
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Convolution as a fully connected layer per output pixel (EK_NN_FLAG_CONV_FC)
+ *
+ * For calls with little scratch or few pixels (patch tiles, small maps): each output pixel's window becomes one
+ * prepared FC input row in (kernel row, kernel column, channel) order — straight from the input when the channels
+ * come in fours, else gathered as bytes first —, padding holding the input zero point (it adds nothing: the packed
+ * bias carries -zp * sum(w)), and the FC kernel runs it against the weights packed in the FC layout
+ * (kernel_pack.pack_conv2d). Nothing is widened per call or tile: the FC kernel reads int8 weights (SMLAD on the
+ * word, SXTB16, SMLAD: ~0.9 instructions per MAC), where the tile GEMM widens every block's weights again for each
+ * im2col tile when it cannot cache them. Scratch: the prepared row and the byte window, 3 bytes per input.
+ * ============================================================================================================= */
+
+/* n (a multiple of 4) prepared inputs of the zero point: the words of one 4-byte group, repeated */
+static uint32_t *ek__fc_pad(uint32_t *d, int32_t n, const uint32_t zpw[2])
+{
+    for (; n > 0; n -= 4, d += 2) {
+        d[0] = zpw[0];
+        d[1] = zpw[1];
+    }
+    return d;
+}
+
+/* One pixel's window as bytes (channels not in fours), padding = the zero point. */
+static void ek__conv_fc_gather(const ek_conv_params_t *p, const int8_t *input, int32_t iy0, int32_t ix0,
+                               int inside_x, int8_t *d)
+{
+    const int32_t cin = p->in_c, krow = p->kernel_w * cin;
+    const int zp = -p->input_offset;
+    for (int32_t ky = 0; ky < p->kernel_h; ky++, d += krow) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, zp, (size_t)krow);
+            continue;
+        }
+        const int8_t *src = input + iy * p->in_row_stride;
+        if (inside_x && p->dilation_w == 1) { /* the kernel row is one run of the input row */
+            memcpy(d, src + ix0 * cin, (size_t)krow);
+            continue;
+        }
+        for (int32_t kx = 0; kx < p->kernel_w; kx++) {
+            const int32_t ix = ix0 + kx * p->dilation_w;
+            if (ix < 0 || ix >= p->in_w) {
+                memset(d + kx * cin, zp, (size_t)cin);
+            } else {
+                memcpy(d + kx * cin, src + ix * cin, (size_t)cin);
             }
         }
-#endif
-        for (int32_t blk = first; blk < blocks; blk++) {
-            const int32_t nc = p->out_features - 4 * blk < 4 ? p->out_features - 4 * blk : 4;
-            const int8_t *wb = p->weights + blk * block_bytes;
-            int32_t tot[4];
-#if EK_NN_DSP
-            if (nc == 4) {
-                a.w = (const uint32_t *)(const void *)wb;
-                a.bias = p->bias + 4 * blk;
-                a.out = tot;
-                a.nblocks = 1;
-                ek__fc_4ch_raw(&a);
-            } else
-#endif
-            {
-                ek__fc_block_c(x, (const ek__word *)(const void *)wb, words, nc, p->bias + 4 * blk, tot);
+    }
+}
+
+static int ek__conv_fc(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
+{
+    const int32_t cin = p->in_c, kw = p->kernel_w, kh = p->kernel_h;
+    const int32_t k = kh * kw * cin, krow = kw * cin;
+    uint32_t *x = (uint32_t *)scratch;                  /* the prepared row: 2 words per 4 inputs */
+    int8_t *row = (int8_t *)(x + 2 * ((k + 3) / 4));    /* the window as bytes (channels not in fours) */
+    if (!p->bias) {
+        return EK_NN_ERR_ARG; /* the packed bias carries the zero-point terms */
+    }
+    ek_fc_params_t f;
+    f.batch = 1;
+    f.in_features = k;
+    f.out_features = p->out_c;
+    f.in_row_stride = k;
+    f.out_row_stride = p->out_c;
+    f.input_offset = p->input_offset;
+    f.output_offset = p->output_offset;
+    f.act_min = p->act_min;
+    f.act_max = p->act_max;
+    f.flags = p->flags & EK_NN_FLAG_FAST_REQUANT;
+    f.weight_block_bytes = 0;
+    f.weights = p->weights;
+    f.bias = p->bias;
+    f.requant = p->requant;
+    ek__rq_t rq;
+    ek__rq_init(&rq, f.flags, f.output_offset, f.act_min, f.act_max);
+    const int words_direct = (cin & 3) == 0;
+    uint32_t zpw[2];
+    const int8_t z4[4] = {(int8_t)-p->input_offset, (int8_t)-p->input_offset, (int8_t)-p->input_offset,
+                          (int8_t)-p->input_offset};
+    ek__fc_prepare(z4, 4, zpw);
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        int8_t *out = output + oy * p->out_row_stride;
+        for (int32_t ox = 0; ox < p->out_w; ox++, out += p->out_c) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            const int inside_x = ix0 >= 0 && ix0 + (kw - 1) * p->dilation_w < p->in_w;
+            if (!words_direct) {
+                ek__conv_fc_gather(p, input, iy0, ix0, inside_x, row);
+                ek__fc_prepare(row, k, x);
+                ek__fc_row(&f, &rq, x, out);
+                continue;
             }
-            for (int32_t c = 0; c < nc; c++) {
-                output[4 * blk + c] = ek__requant(&rq, tot[c], p->requant + 4 * (4 * blk + c));
+            uint32_t *d = x;
+            for (int32_t ky = 0; ky < kh; ky++) {
+                const int32_t iy = iy0 + ky * p->dilation_h;
+                if (iy < 0 || iy >= p->in_h) {
+                    d = ek__fc_pad(d, krow, zpw);
+                    continue;
+                }
+                const int8_t *src = input + iy * p->in_row_stride;
+                if (inside_x && p->dilation_w == 1) { /* the kernel row is one run of the input row */
+                    ek__fc_prepare(src + ix0 * cin, krow, d);
+                    d += krow / 2;
+                    continue;
+                }
+                for (int32_t kx = 0; kx < kw; kx++) {
+                    const int32_t ix = ix0 + kx * p->dilation_w;
+                    if (ix < 0 || ix >= p->in_w) {
+                        d = ek__fc_pad(d, cin, zpw);
+                    } else {
+                        ek__fc_prepare(src + ix * cin, cin, d);
+                        d += cin / 2;
+                    }
+                }
             }
+            ek__fc_row(&f, &rq, x, out);
         }
     }
     return EK_NN_OK;
