@@ -170,13 +170,29 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv5x5 6->9 pad2", 10, 9, 6, 9, 5, padding=2, cache_all_weights=False))
     c.append(_conv_case(rng, "conv3x3 dil2 8->12", 11, 10, 8, 12, 3, dilation=2, padding=2, tile_pixels=4))
     c.append(_conv_case(rng, "conv3x5 dil(2,3) s(2,1) 5->7", 13, 14, 5, 7, (3, 5), dilation=(2, 3),
-                        stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu"))
+                        stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu", conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 no bias 4->4", 6, 6, 4, 4, 3, padding=1, bias=False, tile_pixels=2))
+    # FLAG_CONV_FC (each output pixel's window as one FC row): channels in fours (prepared straight from the input,
+    # per tap at the edges and with dilation) and not (gathered as bytes), a last block of 1-3 channels, row strides,
+    # no bias, the 64-bit requantization (the FC kernel's raw path), the clamp, a 10x4 first layer, a 1x1
+    rf = np.random.default_rng(91)
+    for name, geom, k, kw in (
+            ("3x3 8x8x16->20 relu", (8, 8, 16, 20), 3, dict(padding=1, act="relu")),
+            ("3x3 s2 9x11x7->5 pad (1,0,2,1)", (9, 11, 7, 5), 3, dict(stride=2, padding=(1, 0, 2, 1))),
+            ("3x5 dil(2,3) s(2,1) 13x14x8->12 row strides", (13, 14, 8, 12), (3, 5),
+             dict(dilation=(2, 3), stride=(2, 1), padding=(2, 1, 3, 4), in_extra=4, out_extra=3, act="relu6")),
+            ("3x3 6x6x12->8 64-bit requant", (6, 6, 12, 8), 3, dict(padding=1, big_mult=True)),
+            ("10x4 s2 25x10x1->16 first layer", (25, 10, 1, 16), (10, 4), dict(stride=2, padding=(5, 1))),
+            ("1x1 5x7x24->38", (5, 7, 24, 38), 1, dict()),
+            ("3x3 6x6x4->4 no bias", (6, 6, 4, 4), 3, dict(padding=1, bias=False))):
+        h, w, cin, cout = geom
+        c.append(_conv_case(rf, f"conv fc {name}", h, w, cin, cout, k, conv_fc=True, **kw))
     # scratch too small for every block's biases at once (patched programs): one block's at a time, tail block of 2
-    c.append(_conv_case(rng, "conv1x1 24->46 biases per block", 5, 3, 24, 46, 1, scratch_limit_bytes=500))
+    c.append(_conv_case(rng, "conv1x1 24->46 biases per block", 5, 3, 24, 46, 1, scratch_limit_bytes=500,
+                        conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 64-bit requant 8->6", 7, 6, 8, 6, 3, padding=1, big_mult=True))
     c.append(_conv_case(rng, "conv2x2 zero-mult channel 16->8", 6, 7, 16, 8, 2, zero_channel=True))
-    c.append(_conv_case(rng, "conv7x1 1->3 tall", 12, 3, 1, 3, (7, 1), padding=(3, 3, 0, 0)))
+    c.append(_conv_case(rng, "conv7x1 1->3 tall", 12, 3, 1, 3, (7, 1), padding=(3, 3, 0, 0), conv_fc=False))
     # 1x1 with 8 or 16 input channels: the record stream (FLAG_1X1_STREAM) — every remainder of its 8-channel
     # unroll, no bias, a zero multiplier, stride 2, row strides; first layers' 3x3 x 3 channel runs (ek__cvt_rows9)
     # with row strides and a dilated height. Their own generator, so the other cases keep their data.
@@ -560,6 +576,35 @@ def test_small_1x1_runs_as_a_record_stream_where_it_applies():
     assert 22 * (8 + 4) * 4 + 8 * 16 <= layer.scratch_bytes == tiles
     assert not any(c.layer.params["flags"] & kp.FLAG_1X1_STREAM for c, _ in MVE_CASES + RV_CASES
                    if c.layer.kind == "conv2d")
+
+
+def test_conv_as_fc_rows_where_the_tile_gemm_is_slow_or_does_not_fit():
+    """FLAG_CONV_FC is packed with int8 weights in the FC layout and taken by default where the fitted M7 costs say
+    it is cheaper (bench/conv_fc_fit.py: a 4x4x128 conv whose GEMM gets a 2-pixel tile in 16 KiB, 0.93 against
+    1.24 instructions per MAC) or where no im2col tile fits the scratch limit."""
+    fc_cases = [c.layer for c, _ in CASES if c.name.startswith("conv fc ")]
+    assert len(fc_cases) == 7 and all(layer.params["flags"] & kp.FLAG_CONV_FC for layer in fc_cases)
+    for layer in fc_cases:
+        p = layer.params
+        assert layer.scratch_bytes == 3 * kp._ceil(p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
+    rng = np.random.default_rng(5)
+
+    def pack(h, cin, cout, limit):
+        w = rng.integers(-127, 128, (cout, cin, 3, 3), dtype=np.int8)
+        return kp.pack_conv2d(w, None, [1 << 30] * cout, [40] * cout, input_shape=(h, h, cin), x_zp=3, out_zp=0,
+                              padding=1, scratch_limit_bytes=limit)
+
+    assert pack(4, 128, 128, 16 * 1024).params["flags"] & kp.FLAG_CONV_FC            # the GEMM: 2-pixel tiles
+    assert not pack(16, 16, 16, 16 * 1024).params["flags"] & kp.FLAG_CONV_FC          # the GEMM: 32-pixel tiles
+    assert pack(8, 64, 64, 4096).params["flags"] & kp.FLAG_CONV_FC                    # no im2col tile fits 4 KiB
+    with pytest.raises(kp.ScratchLimitError):
+        pack(8, 64, 64, 1000)                                                          # nor one window
+    # the planners' scratch estimate follows the same choice
+    from edgekit.targets.mcu import ek_kernels
+
+    with ek_kernels.conv_scratch_limit(4096):
+        assert ek_kernels._scratch_estimate("conv2d", ((3, 3), 64, 64, 1, (1, 1), (1, 1), (1, 1)), (8, 8),
+                                            "dsp") == 3 * 576
 
 
 def test_biases_per_block_when_scratch_is_short():

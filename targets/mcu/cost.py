@@ -475,6 +475,8 @@ def _code_kinds(prog: Program) -> list[str]:
             if only_rv:
                 continue
         kinds.add(s.kind)
+        if s.kind == "ek_conv" and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC:  # its path and the FC code
+            kinds.update(("ek_conv_fc", "ek_fc"))
         if s.kind == "ek_dw":  # the depthwise code's parts a firmware links only when a call runs them
             kinds.update(f"ek_dw_{v}" for v in kernel_pack.depthwise_code_variants(s.params))
     if kinds & {"ek_conv_mve", "ek_fc_mve"}:

@@ -575,6 +575,8 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     used = {v for s in steps if s.kind == "ek_dw" for v in kernel_pack.depthwise_code_variants(s.params)}
     if any(s.kind == "ek_dw" for s in steps):  # the depthwise variants no call runs are left out
         cflags += [f"-DEK_NN_NO_DW{name}=1" for variant, name in DW_VARIANT_DEFINES.items() if variant not in used]
+    if not any(s.kind == "ek_conv" and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC for s in steps):
+        cflags.append("-DEK_NN_NO_CONV_FC=1")  # the conv-as-FC-rows path, when no conv call takes it
     rv_fc = [bool(s.params.get("flags", 0) & kernel_pack.FLAG_RV_PAIRS) for s in steps
              if s.kind == "ek_fc" and s.params.get("flags", 0) & kernel_pack.FLAG_RV]
     if rv_fc and all(rv_fc):  # the scalar FC layouts' code: only the ones the calls use (as cost._code_kinds)

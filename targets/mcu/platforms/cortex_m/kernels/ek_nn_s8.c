@@ -115,6 +115,10 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_PAIRS
 #define EK_NN_NO_DW_PAIRS 0
 #endif
+/* conv as FC rows (EK_NN_FLAG_CONV_FC): left out of a firmware none of whose conv calls takes it */
+#ifndef EK_NN_NO_CONV_FC
+#define EK_NN_NO_CONV_FC 0
+#endif
 /* the pairs layout's four asm functions (stride 1 / 2, with the clamp / without: "_NC"), each left out apart */
 #ifndef EK_NN_NO_DWP_S1
 #define EK_NN_NO_DWP_S1 0
@@ -2237,7 +2241,9 @@ static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t
 #endif
 }
 
+#if !EK_NN_NO_CONV_FC
 static int ek__conv_fc(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
+#endif
 
 int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch)
 {
@@ -2247,9 +2253,15 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     EK_NN_HELIUM(p, ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN);
     EK_NN_SCALAR(p, ek__rv_conv2d(p, input, output, scratch));
+#if !EK_NN_NO_CONV_FC
     if (p->flags & EK_NN_FLAG_CONV_FC) {
         return ek__aligned(scratch) ? ek__conv_fc(p, input, output, scratch) : EK_NN_ERR_ALIGN;
     }
+#else
+    if (p->flags & EK_NN_FLAG_CONV_FC) {
+        return EK_NN_ERR_ARG; /* packed for the FC rows, built without them */
+    }
+#endif
     if (p->tile_pixels < 2 || (p->tile_pixels & 1)) {
         return EK_NN_ERR_ARG;
     }
@@ -2695,6 +2707,7 @@ int ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *
  * im2col tile when it cannot cache them. Scratch: the prepared row and the byte window, 3 bytes per input.
  * ============================================================================================================= */
 
+#if !EK_NN_NO_CONV_FC
 /* n (a multiple of 4) prepared inputs of the zero point: the words of one 4-byte group, repeated */
 static uint32_t *ek__fc_pad(uint32_t *d, int32_t n, const uint32_t zpw[2])
 {
@@ -2804,6 +2817,7 @@ static int ek__conv_fc(const ek_conv_params_t *p, const int8_t *input, int8_t *o
     }
     return EK_NN_OK;
 }
+#endif /* !EK_NN_NO_CONV_FC */
 
 /* ===============================================================================================================
  * Depthwise convolution
