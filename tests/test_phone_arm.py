@@ -158,9 +158,14 @@ def test_fidelity_rounds_keep_the_worst_layers_float_and_never_ship_a_slower_mod
 
 
 def test_compacted_int8_file_is_smaller_and_runs_the_same_kernels(tmp_path):
-    """The shipped int8 file loses long names and bias zero points, not speed: on a depthwise model (whose symmetric
-    int8 kernels ONNX Runtime takes only with the weights' zero points) the A76 count stays within 1 %."""
-    from edgekit.targets.phone.export import compact_names
+    """The shipped int8 file loses long names, bias zero points and the stored bias scales (a Mul of the scales
+    it holds anyway), not speed or a bit of any output: on a depthwise model (whose symmetric int8 kernels ONNX
+    Runtime takes only with the weights' zero points) the A76 count stays within 1 %."""
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    from edgekit.targets.phone import _write_ort_format
+    from edgekit.targets.phone.export import compact_names, derived_bias_scales
     from edgekit.targets.phone.quantize import quantize_int8
 
     rng = np.random.default_rng(0)
@@ -179,12 +184,31 @@ def test_compacted_int8_file_is_smaller_and_runs_the_same_kernels(tmp_path):
     q = tmp_path / "q.onnx"
     quantize_int8(f32, q, "x", rng.standard_normal((8, 3, 24, 24)).astype(np.float32), 1, activations="int8")
     small = tmp_path / "c.onnx"
-    onnx.save(compact_names(onnx.load(str(q)), set()), str(small))
+    proto = compact_names(onnx.load(str(q)), set())
+    assert derived_bias_scales(proto) >= 4 * c  # a bias scale that is x scale times the weight scales, bit for bit
+    onnx.save(proto, str(small))
     assert small.stat().st_size < q.stat().st_size
+    x = rng.standard_normal((1, 3, 24, 24)).astype(np.float32)
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        a, b = (ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                for f in (q, small))
+        assert np.array_equal(a, b)
     work = tmp_path / "w"
     work.mkdir()
     full, compact = mixed.count_models(arm64.ArmCore.of(get_profile(TARGET)), [(q, None), (small, None)], work)
     assert abs(compact - full) / full < 0.01
+    # model.ort is written from the optimized graph: every NodeArg it keeps is a tensor of that graph
+    out = tmp_path / "ort"
+    out.mkdir()
+    _write_ort_format(small, out, tmp_path / "conv")
+    graph = InferenceSession.InferenceSession.GetRootAsInferenceSession((out / "model.ort").read_bytes(), 0).Model() \
+        .Graph()
+    nodes = [graph.Nodes(i) for i in range(graph.NodesLength())]
+    used = {n.Inputs(j) for n in nodes for j in range(n.InputsLength())} | \
+        {n.Outputs(j) for n in nodes for j in range(n.OutputsLength())}
+    assert {graph.NodeArgs(i).Name() for i in range(graph.NodeArgsLength())} <= used
 
 
 def test_phone_estimate_counts_arm_instructions_and_latency_follows_from_them():

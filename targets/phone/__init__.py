@@ -188,6 +188,7 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
                              f"kept float because int8 does not pay on the core): {', '.join(float_ops)}")
         if final != float_path:  # an int8 model: its many Q/DQ names are worth shortening (the float one is the export)
             shipped = _export.compact_names(onnx.load(str(final)), set(layers))
+            _export.derived_bias_scales(shipped)
             onnx.checker.check_model(shipped)
             onnx.save(shipped, str(out / "model.onnx"))
         else:
@@ -600,12 +601,24 @@ def _write_ort_format(model_path: Path, out: Path, work: Path) -> None:
     """model.ort (ORT format, optimizations fixed for ARM) and required_operators.config, with ORT's own converter."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    import onnxruntime as ort
+
     work.mkdir()
-    shutil.copyfile(model_path, work / "model.onnx")
     logger = logging.getLogger("ort_format_model.utils")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
+        # The model optimized as the converter would (all levels, no x86-only NCHWc layouts, int8 QDQ fused into
+        # int8 kernels as on ARM) and saved as ONNX first: converted straight, the ORT file keeps a typed, shaped
+        # NodeArg for every tensor of the unfused graph (zoo MobileNetV2-0.35 int8: 787 where 392 remain, 58 KB of
+        # 618 KB); the converter then finds nothing left to change.
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(work / "model.onnx")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.qdqisint8allowed", "1")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["NchwcTransformer"])
         # target_platform="arm": no x86-only NCHWc layouts, and int8 QDQ fused into int8 kernels as on ARM.
         with contextlib.redirect_stdout(io.StringIO()):
             convert_onnx_models_to_ort(work / "model.onnx", output_dir=work,

@@ -19,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -301,3 +302,44 @@ def compact_names(model: onnx.ModelProto, keep_nodes: set[str]) -> onnx.ModelPro
     for v in g.value_info:  # kept: ONNX Runtime's layout transformers need the shapes (mbv2-w035 +30 % without)
         v.name = short(v.name)
     return model
+
+
+def derived_bias_scales(model: onnx.ModelProto) -> int:
+    """Replace each int32 bias's per-channel DequantizeLinear scale — the quantizer's input scale x weight scales,
+    one float per output channel — by a Mul of the two scales the file holds anyway, where that product is the
+    stored array bit for bit; in place, returns the bytes saved. ONNX Runtime folds the Mul when it loads the model
+    (constant folding runs before the QDQ fusions), so the fused kernels and every output stay the same (the
+    unoptimised QDQ session computes the same float32 product); an int8 file loses 4 bytes per output channel
+    (zoo MobileNetV2-0.35: 27.5 KB of 517 KB)."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    muls, dropped, saved = [], set(), 0
+    for n in g.node:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3:
+            continue
+        dq = [producer.get(i) for i in n.input[:3]]
+        if not all(d is not None and d.op_type == "DequantizeLinear" and len(d.input) >= 2 and d.input[1] in inits
+                   for d in dq):
+            continue
+        x_scale, w_scale, b_scale = (d.input[1] for d in dq)
+        if readers.get(b_scale) != 1 or b_scale in dropped:
+            continue
+        xs, ws, bs = (onnx.numpy_helper.to_array(inits[name]) for name in (x_scale, w_scale, b_scale))
+        if xs.size != 1 or bs.dtype != np.float32 or not np.array_equal((xs * ws).astype(np.float32), bs):
+            continue
+        muls.append(onnx.helper.make_node("Mul", [x_scale, w_scale], [b_scale]))
+        dropped.add(b_scale)
+        saved += bs.nbytes
+    if muls:
+        kept = [t for t in g.initializer if t.name not in dropped]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+        nodes = muls + list(g.node)  # the Muls read initializers only: first is a topological place
+        del g.node[:]
+        g.node.extend(nodes)
+    return saved
