@@ -145,8 +145,10 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     tiles = -(-npix // max(p["tile_pixels"], 2))
     window = runs * run_len
     units = pairs * blocks * 16 * k_pairs
-    if not p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS:  # a block's weights widened again for every tile: about
-        units += round(tiles * blocks * 8 * k_pairs * 16 / 11)  # 1 instruction a weight, in units of 11/16
+    # a block's weights widened again for every tile (about 1 instruction a weight, in units of 11/16), or all of
+    # them once per call when cached (a patch tile's call of one im2col tile pays it as much as an uncached one)
+    widened = blocks * (1 if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS else tiles)
+    units += round(widened * 8 * k_pairs * 16 / 11)
     return (units, pairs * blocks + tiles * blocks, 2 * pairs * window + 4 * pairs * runs + 120 * border * runs)
 
 
