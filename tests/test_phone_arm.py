@@ -185,6 +185,9 @@ def test_compacted_int8_file_is_smaller_and_runs_the_same_kernels(tmp_path):
     quantize_int8(f32, q, "x", rng.standard_normal((8, 3, 24, 24)).astype(np.float32), 1, activations="int8")
     small = tmp_path / "c.onnx"
     proto = compact_names(onnx.load(str(q)), set())
+    zero_points = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and list(t.dims) == [c]
+                   and not onnx.numpy_helper.to_array(t).any()]
+    assert len(zero_points) == 1  # the two layers' all-zero weight zero points, stored once
     assert derived_bias_scales(proto) >= 4 * c  # a bias scale that is x scale times the weight scales, bit for bit
     onnx.save(proto, str(small))
     assert small.stat().st_size < q.stat().st_size

@@ -257,7 +257,8 @@ def load_onnx_file(path: Path) -> onnx.ModelProto:
 
 
 def compact_names(model: onnx.ModelProto, keep_nodes: set[str]) -> onnx.ModelProto:
-    """No all-zero bias zero points, short tensor names and no names on the quantizer's Q/DQ nodes: an int8 QDQ file spells every activation's and
+    """No all-zero bias zero points, each distinct initializer once, short tensor names and no names on the
+    quantizer's Q/DQ nodes: an int8 QDQ file spells every activation's and
     weight's long name several times (``features.0.0.weight_DequantizeLinear_Output``), a few hundred bytes per
     layer. The graph's inputs and outputs and the nodes in ``keep_nodes`` (the ones the per-layer profile maps to
     edgekit layers) keep their names."""
@@ -271,6 +272,19 @@ def compact_names(model: onnx.ModelProto, keep_nodes: set[str]) -> onnx.ModelPro
                 and inits[n.input[0]].data_type == onnx.TensorProto.INT32
                 and not onnx.numpy_helper.to_array(inits[n.input[2]]).any()):
             del n.input[2]
+    # Identical initializers stored once (the quantizer writes one per reader: equal zero points, the all-zero
+    # weight zero points of layers with as many channels; zoo MobileNetV2-0.35: 111 of 320, 15 KB of model.ort,
+    # whose every initializer is also a typed, shaped NodeArg).
+    first: dict[tuple, str] = {}
+    same: dict[str, str] = {}
+    graph_io = {v.name for v in list(g.input) + list(g.output)}
+    for t in g.initializer:
+        if t.name in graph_io:  # (an initializer listed as a graph input can be overridden: not merged)
+            continue
+        key = (t.data_type, tuple(t.dims), onnx.numpy_helper.to_array(t).tobytes())
+        same[t.name] = first.setdefault(key, t.name)
+    for n in g.node:
+        n.input[:] = [same.get(i, i) for i in n.input]
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     kept = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
