@@ -298,7 +298,8 @@ def test_dense_byte_count_is_what_the_dense_packer_stores():
         w = sparse_weights(rng, shape, 0.5)
         packed = kernel_pack.pack_conv2d(w, None, [1 << 30] * shape[0], [40] * shape[0], input_shape=(12, 12, shape[1]),
                                          x_zp=0, out_zp=0, dilation=dil, padding=2)
-        assert sp.dense_weight_bytes(w, dil) == packed.weights.size
+        assert sp.dense_weight_bytes(w, dil, bool(packed.params["flags"] & kernel_pack.FLAG_CONV_FC)) == \
+            packed.weights.size
     for shape in ((10, 32), (3, 7), (13, 1000)):
         w = sparse_weights(rng, shape, 0.5)
         packed = kernel_pack.pack_fully_connected(w, None, [1 << 30] * shape[0], [40] * shape[0], x_zp=0, out_zp=0)

@@ -139,12 +139,13 @@ def stored_weight_bytes(weights: np.ndarray) -> int:
     return 2 * m.shape[0] + 2 * entries
 
 
-def dense_weight_bytes(weights: np.ndarray, dilation_w: int = 1) -> int:
+def dense_weight_bytes(weights: np.ndarray, dilation_w: int = 1, conv_fc: bool = False) -> int:
     """Bytes of the dense kernels' weight array (``kernel_pack``) for int8 ``weights`` ``[out, in]`` (linear: inputs
-    padded to a multiple of 4) or ``[out, in, kh, kw]`` (conv: its int16 pairs, kernel_pack.conv_k_pairs: odd runs pad or pair their last bytes)."""
+    padded to a multiple of 4) or ``[out, in, kh, kw]`` (conv: its int16 pairs, kernel_pack.conv_k_pairs: odd runs
+    pad or pair their last bytes; ``conv_fc``: the FC rows' layout, FLAG_CONV_FC, the window padded to 4 bytes)."""
     w = np.asarray(weights)
-    if w.ndim == 2:
-        return -(-w.shape[1] // 4) * 4 * w.shape[0]
+    if w.ndim == 2 or conv_fc:
+        return -(-int(np.prod(w.shape[1:])) // 4) * 4 * w.shape[0]
     cout, cin, kh, kw = w.shape
     k_pairs = kernel_pack.conv_k_pairs({"kernel_h": kh, "kernel_w": kw, "in_c": cin, "dilation_w": dilation_w})
     return 2 * k_pairs * cout
