@@ -69,8 +69,12 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         if not hasattr(builder, "conv_fc_layers"):
             builder.conv_fc_layers = {}
         first = builder.conv_fc_layers.get(node.name)
+        if NESTED_FULL_CHANNELS is not None:  # a nested image: its points read prefixes of the tile GEMM's layout
+            tries = [False]
+        else:
+            tries = [first, None] if first is not None else [None]
         packed = None
-        for conv_fc in ([first, None] if first is not None else [None]):
+        for conv_fc in tries:
             try:
                 packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                  scratch_limit_bytes=limit, isa=builder.ek_isa,
