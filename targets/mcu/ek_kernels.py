@@ -66,8 +66,6 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
         # A layer's tiles keep the layout of its first call where it fits (FLAG_CONV_FC or the tile GEMM: their
         # weights differ, so mixing them would store the layer's weights twice).
-        if not hasattr(builder, "conv_fc_layers"):
-            builder.conv_fc_layers = {}
         first = builder.conv_fc_layers.get(node.name)
         if NESTED_FULL_CHANNELS is not None:  # a nested image: its points read prefixes of the tile GEMM's layout
             tries = [False]

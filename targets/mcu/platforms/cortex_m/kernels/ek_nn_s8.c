@@ -2739,7 +2739,8 @@ static uint32_t *ek__fc_pad(uint32_t *d, int32_t n, const uint32_t zpw[2])
     return d;
 }
 
-/* One pixel's window as bytes (channels not in fours), padding = the zero point. */
+/* One pixel's window as bytes (channels not in fours), padding = the zero point. The same walk as ek__conv_fc's
+ * prepared one, kept apart: one walk for both (a flag per run) measured 3-10 % more instructions per MAC. */
 static void ek__conv_fc_gather(const ek_conv_params_t *p, const int8_t *input, int32_t iy0, int32_t ix0,
                                int inside_x, int8_t *d)
 {
