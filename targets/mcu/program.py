@@ -282,6 +282,7 @@ class _Builder:
         self.consts: dict[str, Const] = {}
         self.steps: list[Step] = []
         self.notes: list[str] = []
+        self.conv_fc_layers: dict[str, bool] = {}  # layer -> its conv calls run as FC rows (one layout a layer)
 
     def const(self, name: str, data: np.ndarray) -> str:
         """Add constant ``name`` (returns the name its readers use). The same name with the same bytes is stored
@@ -644,7 +645,6 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     check_supported(graph, dtype, target)
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu, platform)
     b.scratch_limits = dict(scratch_limits or {})
-    b.conv_fc_layers = {}  # layer -> whether its conv calls run as FC rows (ek_kernels.conv_step: one layout a layer)
     b.fc_pairs_max_extra = fc_pairs_budget(target)
     stages = list(patch.stages) if patch is not None else []
     stage = {name for st in stages for name in st.layers}
