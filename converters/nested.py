@@ -49,6 +49,20 @@ Training (``fine_tune``, the shared loop: Adam, cosine-decayed learning rate, gr
   trained alone). The KL term is in-place distillation from the full network's (detached) outputs, α = ``distill``,
   τ = ``temperature``; it is off by default (α = 0): on kws-dscnn it slowed the narrow points (width 0.25 as the only
   sub-network: 24 % with α = 0.5, τ = 2 against 39 % with cross-entropy alone).
+* **Each narrower point's own bias offsets** (``private="bias"``, the default): per narrower operating point and
+  per conv / linear / recurrent layer, a trainable offset d_i (init 0) added to the layer's sliced bias (a recurrent
+  layer's ``bias_ih``), so that b_i = b[:k] + d_i — what the per-width BatchNorm of slimmable networks (Yu et al.
+  2019, "switchable BN") gives a point, with BatchNorm folded: a point's activations are shifted apart from the
+  wider ones' without moving the shared weights. ``private="affine"`` also gives each point its own per-channel
+  scale a_i (init 1) of the weight rows, W_i = a_i ⊙ W[:k] (the firmware stores the same int8 weights with the
+  point's weight scales times a_i, but then needs the point's own requantization tables: 16 bytes per channel
+  against the offsets' 4). The full network has no private parameters. Measured, 0.25/0.5/0.75/1 nested − alone in
+  points (bench/budgets.py's settings): kws-dscnn without −0.4/−3.3/−2.1/−2.8, offsets +1.7/−1.0/−2.3/−2.6
+  (with γ = 0.5: +0.7/−0.5/−1.9/−2.1), affine +0.7/−0.9/−2.5/−2.8 (M7 image flash over the widest point alone:
+  +9.8 % with offsets, +33.8 % affine);
+  digits-gru (γ = 0) without +3.6/+0.6/−1.9/−1.9, offsets +0.6/−0.6/−1.7/+0.3, affine (gate rows scaled)
+  +5.8/+0.3/−1.1/−0.3; digits-cnn without −0.6/−0.6/0/−0.6, offsets −0.8/−0.3/−0.3/−0.6 (image +5.4 %), affine
+  +1.4/−0.8/−0.3/−0.3 (+13.0 %).
 * **DεpS** (Annavajjala, Khare et al., ECCV 2024, "DεpS: Delayed ε-Shrinking for Faster Once-For-All Training",
   arXiv:2407.06167): FM-warmup — the first ``warmup`` fraction of the T optimizer steps trains the full network only;
   then ε-shrinking — the smallest allowed width falls linearly from 1 to the smallest budget b_min over the next
@@ -67,22 +81,27 @@ Training (``fine_tune``, the shared loop: Adam, cosine-decayed learning rate, gr
   per-subnet learning-rate bookkeeping.
 
 What the settings do, measured against the same widths trained alone (bench/budgets.py's setup: same epochs and
-learning rate; points 0.25/0.5/0.75/1, nested − alone in accuracy points). digits-gru, 20 epochs at 3e-3, defaults:
+learning rate; points 0.25/0.5/0.75/1, nested − alone in accuracy points; private parameters "none" unless said).
+digits-gru, 20 epochs at 3e-3, γ = 1:
 +3.6/−0.8/−2.8/−2.5; γ = 0: +3.6/+0.6/−1.9/−1.9 (bench/budgets.py uses it for the GRU); γ = 0.5: +3.6/0/−1.4/−2.5;
 α = 0.5 or 1 (τ = 2): +1.7/−2.2/−2.8/−2.0 and +2.5/−1.7/−3.1/−1.4; α = 0.5 with γ = 0: −1.4/−1.7/−2.8/−2.0;
 λ = 3: +3.3/−1.1/−2.8/−2.2; warmup 20 %: −0.6/−1.4/−1.4/−2.0; γ = 0 with warmup 10 %: −0.3/+0.3/−2.5/−2.2; one point
 per step (``subnets_per_step=1``): −17.2/−1.1/−1.4/0.0; sandwich: +3.6/−3.1/−2.8/−0.3; sandwich with γ = 0:
 +1.4/−1.1/−2.2/−0.6. The sandwich rule gives the full network back its accuracy (fewer sub-network gradients on
 the shared prefix) at the cost of the middle points, which train only every other step. kws-dscnn, 12 epochs at
-3e-3, defaults −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. No setting tried brings every point
-within 1 point of its separately trained twin on kws-dscnn or digits-gru: with one set of weights the widest
-points give up capacity to the narrow ones. BatchNorm is folded before training, so there is no per-width
-re-calibration to do.
+3e-3, γ = 1: −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. No setting tried (with private offsets
+or scales either) brings every point within 1 point of its separately trained twin on kws-dscnn or digits-gru: with one set of weights the widest
+points give up capacity to the narrow ones — on kws-dscnn it is the 0.25 point that costs the full network: nested
+with budgets (0.75, 1) alone, the points are −0.8/−0.5 from their twins; with (0.25, 1), the full network is at
+91.1 % (alone 93.5 %); giving each narrower point its own copy of the output layer as well (kws-dscnn, γ = 0.5:
++0.5/+1.2/−2.1/−2.9) does not lift the full network either. BatchNorm is folded before training; the private bias offsets above stand in for the
+per-width statistics.
 
 The result is the full network (BatchNorm folded, channels sorted) with ``meta['nested']`` (JSON):
 ``{"budgets", "groups": {group: {"channels", "members": [[layer, role], ...]}}, "layers": {layer: {"kind", "out",
-"in", "block", "gates"}}, "operating_points": [{"budget", "widths": {group: k}, "params", "macs",
-"float_accuracy"}], "method", "epochs", "schedule", "notes"}`` — groups are named after their first producing layer.
+"in", "block", "gates"}}, "operating_points": [{"budget", "widths": {group: k}, "private": {layer: {"shift": [...],
+"scale": [...]}}, "params", "macs", "float_accuracy"}], "method", "epochs", "schedule", "notes"}`` — groups are named after their first
+producing layer; ``private`` (narrower points of a trained nest only) holds the point's own bias offsets (and scales).
 A ``.pt2`` written by ``edgekit.loaders.save_pt2`` holds each narrower operating point as its own exported program
 (see there), so :func:`operating_point` also works on a model loaded back from the file.
 
@@ -117,13 +136,15 @@ DISTILL = 0.0            # α: weight of in-place distillation from the full net
 TEMPERATURE = 2.0        # τ of the distillation
 FULL_WEIGHT = 1.0        # λ: weight of the full network's own loss once sub-networks train
 BOOST = 1.0              # γ: operating point i's loss is weighted by b_i^-γ (narrower points get more say)
+PRIVATE = "bias"         # each narrower point's own bias offsets ("affine": and its own per-channel weight scales)
+PRIVATE_KINDS = ("affine", "bias", "none")
 SORT_TOLERANCE = 1e-3    # largest change of the outputs (relative to their scale) that sorting may cause
 # meta keys that describe the weights before nesting: not true of the nested network or of its operating points
 _STALE_META = ("nested", "nested_archive", "quant", "quant_mode", "operating_point")
 
 METHOD = ("SortedNet (nested widths sharing one set of weights, importance-sorted channels, the full network plus "
           "{sampling} every step, summed losses weighted λ={full_weight:g} for the full network and b^-{boost:g} for "
-          "width b) + DεpS (full-network warmup {warmup:.0%} of the steps, ε-shrinking of the smallest width to "
+          "width b{private}) + DεpS (full-network warmup {warmup:.0%} of the steps, ε-shrinking of the smallest width to "
           "{smallest:g} over {shrink:.0%}, loss-weight warmup over {ramp:.0%}, in-place distillation α={distill:g}"
           "{temperature})")
 
@@ -516,17 +537,23 @@ def _resized(m: nn.Module, s: LayerSlicing, widths: dict[str, int]) -> nn.Module
     return new.to(next(m.parameters()).dtype)
 
 
-def sliced_module(module: nn.Module, plan: WidthPlan, widths: dict[str, int]) -> nn.Module:
+def sliced_module(module: nn.Module, plan: WidthPlan, widths: dict[str, int],
+                  private: dict[str, dict[str, torch.Tensor]] | None = None) -> nn.Module:
     """A copy of ``module`` whose layers keep the first ``widths[group]`` channels of each group: smaller dense layers
-    (same forward code) holding exact copies of the full parameters' prefixes."""
+    (same forward code) holding exact copies of the full parameters' prefixes — times the point's own per-channel
+    scales and plus its own bias offsets where ``private`` (layer -> {"scale", "shift"}) has them."""
     small = copy.deepcopy(module)
     modules = dict(module.named_modules())
     sel = {g: int(k) for g, k in widths.items()}
+    private = private or {}
     for name, s in plan.layers.items():
         m = modules[name]
         new = _resized(m, s, widths)
         with torch.no_grad():
-            for pname, t in _layer_params(m, s, sel).items():
+            params = _layer_params(m, s, sel)
+            if name in private:
+                params = _with_private(params, private[name])
+            for pname, t in params.items():
                 getattr(new, pname).copy_(t)
         _replace(small, name, new.train(m.training))
     return small.eval()
@@ -634,10 +661,12 @@ class Schedule:
 class _SubNetworks:
     """The narrower operating points as smaller copies of the module, run on slices of its live parameters."""
 
-    def __init__(self, module: nn.Module, plan: WidthPlan, widths: list[dict[str, int]]):
+    def __init__(self, module: nn.Module, plan: WidthPlan, widths: list[dict[str, int]],
+                 private: dict[int, dict[str, dict[str, torch.Tensor]]] | None = None):
         self.module = module
         self.plan = plan
         self.widths = widths
+        self.private = private or {}
         self.skeletons = [sliced_module(module, plan, w) for w in widths]
 
     def forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -647,13 +676,60 @@ class _SubNetworks:
         tensors.update(self.module.named_parameters())
         modules = dict(self.module.named_modules())
         sel = {g: int(k) for g, k in self.widths[i].items()}
+        own = self.private.get(i, {})
         for name, s in self.plan.layers.items():
-            for pname, t in _layer_params(modules[name], s, sel).items():
+            params = _layer_params(modules[name], s, sel)
+            if name in own:
+                params = _with_private(params, own[name])
+            for pname, t in params.items():
                 tensors[f"{name}.{pname}"] = t
         with warnings.catch_warnings():  # an RNN's sliced weights are not one contiguous block: fine on the CPU
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
             out = functional_call(skeleton, tensors, (x,))
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _with_private(params: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A layer's sliced parameters with an operating point's own per-output-channel scale (``scale``: the weight
+    rows are multiplied by it) and bias offset (``shift``: added to the bias, or to ``bias_ih_l0`` of a recurrent
+    layer)."""
+    out = dict(params)
+    if "scale" in own:
+        for key in ("weight", "weight_ih_l0", "weight_hh_l0"):
+            if key in out:
+                w = out[key]
+                out[key] = w * own["scale"].reshape((-1,) + (1,) * (w.dim() - 1))
+    if "shift" in own:
+        key = "bias" if "bias" in out else "bias_ih_l0"
+        out[key] = out[key] + own["shift"]
+    return out
+
+
+def _private_params(module: nn.Module, plan: WidthPlan, widths: list[dict[str, int]], kind: str
+                    ) -> tuple[nn.ParameterDict, dict[int, dict[str, dict[str, torch.Tensor]]]]:
+    """Per narrower operating point, per conv/linear/recurrent layer: its own bias offset (and, with kind "affine",
+    its own per-channel weight scale; not for recurrent layers), as trainable parameters (init 0 and 1)."""
+    store = nn.ParameterDict()
+    private: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+    modules = dict(module.named_modules())
+    for i, w in enumerate(widths):
+        sel = {g: int(k) for g, k in w.items()}
+        for name, s in plan.layers.items():
+            if s.kind not in ("conv", "linear", "rnn"):
+                continue
+            params = _layer_params(modules[name], s, sel)
+            bias = params.get("bias", params.get("bias_ih_l0"))
+            if bias is None:
+                continue
+            own = {}
+            key = f"p{i}__{name.replace('.', '__')}"
+            store[key + "__shift"] = nn.Parameter(torch.zeros_like(bias.detach()))
+            own["shift"] = store[key + "__shift"]
+            if kind == "affine":
+                store[key + "__scale"] = nn.Parameter(torch.ones(bias.shape[0]))
+                own["scale"] = store[key + "__scale"]
+            private.setdefault(i, {})[name] = own
+    return store, private
 
 
 def subnetwork_forward(model: Model, index: int, x: torch.Tensor) -> torch.Tensor:
@@ -662,8 +738,22 @@ def subnetwork_forward(model: Model, index: int, x: torch.Tensor) -> torch.Tenso
     facts = _facts(model)
     plan = WidthPlan.from_json(facts)
     _check_layers(model.module, plan, f"model '{model.name}'")
-    widths = facts["operating_points"][index]["widths"]
-    return _SubNetworks(model.module, plan, [widths]).forward(0, x)
+    point = facts["operating_points"][index]
+    return _SubNetworks(model.module, plan, [point["widths"]], {0: _stored_private(point)}).forward(0, x)
+
+
+def _stored_private(point: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """An operating point's own scales and bias offsets as recorded in ``meta['nested']`` (layer -> tensors)."""
+    return {name: {k: torch.tensor(v, dtype=torch.float32) for k, v in d.items()}
+            for name, d in point.get("private", {}).items()}
+
+
+def private_scales(model, index: int) -> dict[str, np.ndarray]:
+    """Layer -> operating point ``index``'s own per-output-channel weight scale (the layers that have one): a
+    narrower point's weights are the shared prefix times this scale, so its int8 build takes the widest point's
+    weight scales times it (targets/mcu/nested.py) and stores the same int8 weights."""
+    point = _facts(Model.load(model))["operating_points"][int(index)]
+    return {name: np.asarray(d["scale"], np.float64) for name, d in point.get("private", {}).items() if "scale" in d}
 
 
 class _FrozenNorms(nn.Module):
@@ -740,7 +830,7 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
          progress: bool | None = None, subnets_per_step: int | None = None, warmup: float = WARMUP,
          shrink: float = SHRINK, ramp: float = RAMP, distill: float = DISTILL,
          temperature: float = TEMPERATURE, full_weight: float = FULL_WEIGHT, boost: float = BOOST,
-         sandwich: bool = False) -> Model:
+         sandwich: bool = False, private: str = PRIVATE) -> Model:
     """Fine-tune ``model`` so that its first-k-channel sub-networks at the width fractions ``budgets`` work, sharing
     its weights (see the module docstring for the method and ``meta['nested']``).
 
@@ -754,6 +844,8 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
     - ``warmup``, ``shrink``, ``ramp``: the DεpS schedule as fractions of the steps; ``distill`` α and
       ``temperature`` τ of in-place distillation (α = 0: cross-entropy only); ``full_weight`` λ and ``boost`` γ
       weigh the losses (λ for the full network, b^-γ for width b).
+    - ``private``: "bias" (default) gives every narrower point its own bias offsets, "affine" also its own
+      per-channel weight scales, "none" shares every parameter.
 
     Returns a new Model (full width, BatchNorm folded, channels sorted); the input is unchanged.
     """
@@ -781,9 +873,16 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
     module, plan, notes = prep.model.module, prep.plan, list(prep.notes)
     widths = [plan.widths(b) for b in budgets]
 
+    if private not in PRIVATE_KINDS:
+        raise UsageError(f"private={private!r}: use one of {', '.join(PRIVATE_KINDS)}")
+    owned: dict[int, dict] = {}
     schedule = Schedule(budgets, settings.steps(len(data[0])) if data is not None else 0, warmup, shrink, ramp)
     if data is not None:
-        subnets = _SubNetworks(module, plan, widths[:-1])
+        trained = _FrozenNorms(module)
+        own = None
+        if private != "none":
+            trained.private, own = _private_params(module, plan, widths[:-1], private)
+        subnets = _SubNetworks(module, plan, widths[:-1], own)
         inputs = torch.from_numpy(np.ascontiguousarray(data[0], np.float32))
         state = {"step": 0}
         draw = torch.Generator().manual_seed(settings.seed + 1)
@@ -807,9 +906,12 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
         def on_step() -> None:
             state["step"] += 1
 
-        fine_tune(_FrozenNorms(module), data[0], data[1], settings, on_step,
+        fine_tune(trained, data[0], data[1], settings, on_step,
                   f"nesting {model.name} ({', '.join(f'{b:g}' for b in budgets)})", progress, loss=loss)
         module.eval()
+        for i, layers in (own or {}).items():
+            owned[i] = {name: {k: t.detach().tolist() for k, t in d.items()}
+                        for name, d in layers.items()}
     else:
         notes.append("no fine-tuning (epochs=0): the operating points are the importance-sorted prefixes of the "
                      "pretrained, BatchNorm-folded network")
@@ -820,13 +922,17 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
         sampling = "the smallest allowed operating point and one other drawn uniformly (sandwich rule)"
     facts = {
         "budgets": list(budgets), **plan.to_json(),
-        "operating_points": [{"budget": b, "widths": w} for b, w in zip(budgets, widths)],
-        "method": METHOD.format(sampling=sampling, full_weight=full_weight, boost=boost, warmup=warmup,
+        "operating_points": [{"budget": b, "widths": w, **({"private": owned[i]} if i in owned else {})}
+                             for i, (b, w) in enumerate(zip(budgets, widths))],
+        "method": METHOD.format(sampling=sampling, full_weight=full_weight, boost=boost,
+                                private={"none": "", "bias": "; each narrower point's own bias offsets",
+                                         "affine": "; each narrower point's own per-channel scales and bias "
+                                                   "offsets"}[private] if data is not None else "", warmup=warmup,
                                 smallest=budgets[0], shrink=shrink, ramp=ramp, distill=distill,
                                 temperature=f", τ={temperature:g}" if distill > 0 else ""),
         "epochs": int(settings.epochs),
         "schedule": {"steps": schedule.steps, "warmup": warmup, "shrink": shrink, "ramp": ramp, "distill": distill,
-                     "temperature": temperature, "full_weight": full_weight, "boost": boost,
+                     "temperature": temperature, "full_weight": full_weight, "boost": boost, "private": private,
                      "subnets_per_step": subnets_per_step, "sandwich": sandwich, "lr": settings.lr,
                      "batch_size": settings.batch_size, "seed": settings.seed,
                      "joins_at_step": [schedule.joins(i) for i in range(len(budgets) - 1)] + [0]},
@@ -886,7 +992,8 @@ def operating_point(model, index: int) -> Model:
                                    "load it from its .pt2 file")
         plan = WidthPlan.from_json(facts)
         _check_layers(model.module, plan, f"model '{model.name}'")
-        module = sliced_module(model.module, plan, {g: int(k) for g, k in points[index]["widths"].items()})
+        module = sliced_module(model.module, plan, {g: int(k) for g, k in points[index]["widths"].items()},
+                               _stored_private(points[index]))
         _check_runs(model, module, budget)
     # a graph-only model (edgekit/modelcache.py) carries input shapes instead of example inputs
     example = model.example_inputs or tuple(torch.zeros(shape) for shape in model.input_shapes)

@@ -60,13 +60,33 @@ def assert_prefix(small: torch.Tensor, full: torch.Tensor, gates: int = 1) -> No
 
 
 def assert_points_are_prefixes(nested: Model) -> None:
+    """Every operating point's parameters are the full model's prefixes — plus the point's own bias offsets where
+    it has them (``private``: layer -> {"shift"}; a recurrent layer's go to ``bias_ih_l0``)."""
     full = dict(nested.module.named_parameters())
     points = operating_points(nested)
+    facts = nested.meta["nested"]["operating_points"]
     assert [p.meta["operating_point"]["budget"] for p in points] == nested.meta["nested"]["budgets"]
-    for p in points:
+    for p, f in zip(points, facts):
+        private = f.get("private", {})
+        shifted = set()
         for name, t in p.module.named_parameters():
             gates = 3 if name.startswith("gru.") and "_l0" in name else 1
-            assert_prefix(t.detach(), full[name].detach(), gates)
+            layer, pname = name.rsplit(".", 1)
+            t = t.detach()
+            if layer in private and pname in ("bias", "bias_ih_l0"):
+                t = t - torch.tensor(private[layer]["shift"])
+                assert_prefix_close(t, full[name].detach(), gates)
+                shifted.add(layer)
+                continue
+            assert_prefix(t, full[name].detach(), gates)
+        assert shifted == set(private)
+
+
+def assert_prefix_close(small: torch.Tensor, full: torch.Tensor, gates: int) -> None:
+    """``small`` is the first rows of ``full`` up to float rounding (in each of ``gates`` row blocks)."""
+    rows, full_rows = small.shape[0] // gates, full.shape[0] // gates
+    want = torch.cat([full[g * full_rows:g * full_rows + rows] for g in range(gates)])
+    assert torch.allclose(small, want, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["tiny", "digits-cnn", "digits-gru"])
@@ -225,3 +245,33 @@ def test_convert_cli_writes_a_nested_pt2(tmp_path, capsys):
         assert main(["convert", *bad, "-o", str(tmp_path / "bad.pt2")]) == code
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
         assert not (tmp_path / "bad.pt2").exists()
+
+
+def test_narrower_points_train_their_own_bias_offsets(nested_cnn, cnn):
+    facts = nested_cnn.meta["nested"]
+    assert "own bias offsets" in facts["method"]
+    assert "private" not in facts["operating_points"][-1]  # the full network has none
+    layers = set(facts["layers"])
+    for k, f in enumerate(facts["operating_points"][:-1]):
+        private = f["private"]
+        assert set(private) == layers and all(set(d) == {"shift"} for d in private.values())
+        point = operating_point(nested_cnn, k)
+        first = point.module.features[0][0]
+        assert len(private["features.0.0"]["shift"]) == first.out_channels
+        assert any(v != 0.0 for d in private.values() for v in d["shift"])  # trained, not left at 0
+    # "affine": also a per-channel scale of the weight rows (the shared prefix times it), "none": nothing own
+    affine = nest(subset(cnn, 200), (0.5, 1.0), settings=ONE_EPOCH, progress=False, private="affine")
+    scale = torch.tensor(affine.meta["nested"]["operating_points"][0]["private"]["features.0.0"]["scale"])
+    w_full = affine.module.features[0][0].weight.detach()
+    w_point = operating_point(affine, 0).module.features[0][0].weight.detach()
+    assert torch.allclose(w_point, w_full[:len(scale)] * scale.reshape(-1, 1, 1, 1), atol=1e-7, rtol=0)
+    assert not torch.allclose(scale, torch.ones_like(scale))
+    x = torch.from_numpy(cnn.test_x[:16])
+    with torch.no_grad():
+        assert torch.allclose(subnetwork_forward(affine, 0, x), operating_point(affine, 0).module(x), atol=1e-6,
+                              rtol=0)
+    plain = nest(subset(cnn, 200), (0.5, 1.0), settings=ONE_EPOCH, progress=False, private="none")
+    assert "private" not in plain.meta["nested"]["operating_points"][0]
+    assert_points_are_prefixes(plain)
+    with pytest.raises(UsageError, match="private"):
+        nest(cnn, (0.5, 1.0), settings=ONE_EPOCH, private="per-channel")

@@ -13,7 +13,10 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
   By default every point also takes the widest point's activation scales (``options.extra["nested_scales"] =
   "shared"``), so its biases and requantization tables (4 + 16 bytes per channel — on kws-dscnn as much flash as a
   third of the weights) are prefixes of the widest point's too; ``"own"`` calibrates each point's activations
-  apart (its tables are then its own). Measured with budgets 0.25/0.5/0.75/1 on the M7: kws-dscnn image flash
+  apart (its tables are then its own). A point trained with its own bias offsets (converters/nested.py,
+  ``private="bias"``, the default) stores its own bias arrays (4 bytes per channel); with its own per-channel scales
+  (``"affine"``) it takes the widest point's weight scales times them — the same int8 weights — and its own
+  requantization tables. Measured with budgets 0.25/0.5/0.75/1 on the M7: kws-dscnn image flash
   82.4 KB own -> 68.8 KB shared, digits-cnn 35.0 -> 32.6 KB, host int8 accuracy of every point within 1.3 points
   of the own-scales build (bench/budgets.py).
 * **One arena** sized for the largest point's plan; each point keeps its own schedule inside it.
@@ -118,9 +121,10 @@ def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:
     shared_scales = options.extra.get("nested_scales", "shared") == "shared"
     widest = plans[-1].program
     tables = all(_tabulable(p.program) for p in plans)
-    extra = sum(_own_const_bytes(p.program, shared_scales)
+    facts = model.meta["nested"]["operating_points"]
+    extra = sum(_own_const_bytes(p.program, shared_scales, facts[k].get("private"))
                 + (_table_bytes(p.program, widest) if tables else _driver_bytes(p.program, p.platform))
-                for p in plans[:-1])
+                for k, p in enumerate(plans[:-1]))
     arena = max(p.program.arena_bytes for p in plans)
     est = dataclasses.replace(full, flash_bytes=full.flash_bytes + int(extra),
                               peak_sram_bytes=full.peak_sram_bytes + arena - full.arena_bytes, arena_bytes=arena)
@@ -159,16 +163,22 @@ def _table_bytes(prog, widest) -> int:
     return total
 
 
-def _own_const_bytes(prog, shared_scales: bool) -> int:
+def _own_const_bytes(prog, shared_scales: bool, private: dict | None = None) -> int:
     """Bytes of ``prog``'s constant arrays other than those it can read out of the widest point's (an estimate
     before packing is checked): every conv / depthwise / linear weight array, and with shared activation scales
-    their bias and requantization tables too — except a linear layer's bias, which carries its inputs' sums."""
+    their bias and requantization tables too — except a linear layer's bias, which carries its inputs' sums, and
+    the bias (with an own scale also the requantization table) of a layer in ``private`` (the point's own
+    parameters, converters/nested.py)."""
     shared = set()
+    private = private or {}
     for s in prog.steps:
         if s.kind in _NESTABLE:
             shared.update(s.consts if shared_scales else s.consts[:1])
-            if s.kind == "ek_fc":
+            own = private.get(s.layer, {})
+            if s.kind == "ek_fc" or "shift" in own:
                 shared.difference_update(c for c in s.consts if c.endswith(".ekb"))
+            if "scale" in own:
+                shared.difference_update(c for c in s.consts if c.endswith(".ekrq"))
     return sum(c.data.nbytes for name, c in prog.consts.items() if name not in shared)
 
 
@@ -177,6 +187,7 @@ def _quantized_points(p: NestedPlan) -> list:
     per-channel weight scales (its int8 weights are then exactly a prefix of the widest point's) and activation
     scales (``nested_scales`` "shared", the default; "own": calibrated on its own activations, except the input,
     which every point quantizes alike so that one test input serves all)."""
+    from edgekit.converters.nested import private_scales
     from edgekit.converters.quantize import PASS_THROUGH, quantize
 
     if p.options.qat:
@@ -188,10 +199,11 @@ def _quantized_points(p: NestedPlan) -> list:
     widest, _ = pipeline.quantized(p.plans[-1].model, p.options)
     qf = widest.meta["quant"]
     out = []
-    for pl in p.plans[:-1]:
+    for index, pl in enumerate(p.plans[:-1]):
         m = quantize(pl.model, observer=p.options.observer)
         q = m.meta["quant"]
         scales = {}
+        own = private_scales(p.model, index)
         for name, s in q.weight_scales.items():
             full = qf.weight_scales.get(name)
             if full is None or np.size(full) < np.size(s):
@@ -199,6 +211,12 @@ def _quantized_points(p: NestedPlan) -> list:
                                        "point; the operating points must share their layer names (edgekit convert "
                                        "--budgets makes them so)")
             scales[name] = np.asarray(full, dtype=np.float64).ravel()[:np.size(s)] if np.ndim(full) else full
+            if name in own:  # the point's own per-channel scale: same int8 weights, its own requantization
+                scales[name] = scales[name] * own[name] if np.ndim(full) else None
+                if scales[name] is None:
+                    raise UnsupportedError(f"model '{m.name}': layer '{name}' has its own weight scale at width "
+                                           f"{p.budgets[index]:g}, which per-tensor weight scales cannot hold; "
+                                           "quantize per channel (the default) or nest with private='bias'")
         acts = dict(q.activations)
         graph = m.deploy_graph
         shared = [node.name for node in graph.inputs]
