@@ -121,12 +121,13 @@ DW_CHANNELS_MIN_C = 32
 # Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
 # bench/dw_layout_fit.py to 39 shapes per stride and layout (9 output rows, out_w 4-20, 16 / 48 / 144 channels,
 # ReLU6; max error 0.5 %). Rows, per channel and output row: base + per_out * ceil4(out_w) + tail[out_w % 4] (the
-# last 1-3 outputs take one more step, a call of their own and byte copies) + per_group_row / C. Channels-last, per
+# last 1-3 outputs in the same call: a 2-output step for 1-2 of them, a 4-output step for 3, only they stored; the
+# tail is what that saves against a full step) + per_group_row / C. Channels-last, per
 # output pixel: base + per_channel * C + border * C / out_w + border_pixel / out_w, plus DW_CHANNELS_TAIL[C % 4]
 # for the 1-3 channels beyond the last group of 4 (their byte-wise tap loop; fitted to 13, 38 and 39 channels,
 # 5-16 wide).
-DW_ROWS_COST = {1: dict(base=85.9, per_out=16.8, tail=(0.0, 55.9, 66.1, 70.8), per_group_row=81.0),
-                2: dict(base=98.7, per_out=24.0, tail=(0.0, 39.5, 53.3, 67.2), per_group_row=105.3)}
+DW_ROWS_COST = {1: dict(base=85.4, per_out=16.77, tail=(0.0, -31.8, -25.9, -1.9), per_group_row=82.1),
+                2: dict(base=97.9, per_out=23.95, tail=(0.0, -48.5, -38.7, -5.8), per_group_row=106.1)}
 DW_CHANNELS_COST = {1: dict(base=107.8, per_channel=27.44, border=4.93, border_pixel=84.7),
                     2: dict(base=109.9, per_channel=26.97, border=3.38, border_pixel=90.0)}
 DW_CHANNELS_TAIL = (0.0, 210.0, 285.0, 335.0)

@@ -2861,7 +2861,8 @@ typedef struct {
 static void ek__dw_geom(const ek_conv_params_t *p, ek__dw_geom_t *g)
 {
     /* The plane covers the outputs rounded up to 4: the 3x3 row kernels compute 4 outputs at a time, and a row's
-     * last 1-3 outputs are computed in a group of 4 whose extra outputs are dropped (their columns are padding). */
+     * last 1-3 outputs in a group of 2 (1-2 of them) or 4 (3) whose extra outputs are not stored (their columns are
+     * padding). */
     const int32_t out_w4 = (p->out_w + 3) & ~3;
     g->plane_w = (out_w4 - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
     g->row_words = (g->plane_w + 3) / 2;
@@ -2953,6 +2954,7 @@ typedef struct {
     int32_t chs;                  /* 24: bytes from one channel's rows in the ring to the next channel's */
     int32_t nc;                   /* 28: channels (>= 1; each the next byte of the output pixel) */
     const struct ek__dw3_ch *ch;  /* 32: their constants */
+    int32_t tail;                 /* 36: outputs past the last group of 4 (0-3): one more group, only these stored */
 } ek__dw3_args_t;
 
 typedef struct ek__dw3_ch {
@@ -2991,6 +2993,9 @@ void ek__dw5x5s1_row_nc(const ek__dw5_args_t *a);
  * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
  * elements. ek__dw3x3s1_row: 4 outputs of one channel per step; per kernel row the words A, B, C hold columns
  * x .. x+5 and o0 = SMLAD(A, w01) + SMLABT(B, w12), o1 = SMLATB(A, w01) + SMLAD(B, w12), o2, o3 likewise from B, C.
+ * A row's last 1-3 outputs (ek__dw3_args_t.tail) are one more step in the same call, for each channel: o0, o1 alone
+ * (EK_DW2ROW*) when 1-2 are left, all four when 3; only those are stored (a call per channel and byte copies
+ * before: 3x3 depthwise 6 wide 5.39 -> 3.65 instructions/MAC, 5 wide 6.24 -> 4.34, bench/dw_layout_fit.py).
  */
 __asm__(
     "   .syntax unified\n"
@@ -3078,7 +3083,80 @@ __asm__(
     "   ldr     r4, [\\rp]\n"
     "   smlabb  r3, r4, r8, r3\n"
     "   .endm\n"
-    "   .macro EK_DW3_FUNC name, row1, row, store, nrows=3\n"
+    /* 2 outputs (the last 1-2 of a row): the first two of the 4-output macros' sums */
+    "   .macro EK_DW2ROW1 off, rp\n"
+    "   ldr     r0, [sp, #24]\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp]\n"
+    "   smlatb  r1, r4, r7, r0\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabt  r0, r5, r8, r0\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW2ROW off, rp\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp]\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabt  r0, r5, r8, r0\n"
+    "   smlatb  r1, r4, r7, r1\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW2ROW1_S2 off, rp\n"
+    "   ldr     r1, [sp, #24]\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp]\n"
+    "   ldr     r6, [\\rp, #8]\n"
+    "   smlad   r0, r4, r7, r1\n"
+    "   smlabb  r0, r5, r8, r0\n"
+    "   smlad   r1, r5, r7, r1\n"
+    "   smlabb  r1, r6, r8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW2ROW_S2 off, rp\n"
+    "   ldrd    r7, r8, [sp, #\\off]\n"
+    "   ldrd    r4, r5, [\\rp]\n"
+    "   ldr     r6, [\\rp, #8]\n"
+    "   smlad   r0, r4, r7, r0\n"
+    "   smlabb  r0, r5, r8, r0\n"
+    "   smlad   r1, r5, r7, r1\n"
+    "   smlabb  r1, r6, r8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW2_RQ mo\n"            /* requantise o0, o1 (r0, r1) */
+    "   ldrd    r4, r5, [sp, #\\mo]\n"
+    "   smmla   r0, r0, r4, r5\n"
+    "   smmla   r1, r1, r4, r5\n"
+    "   ldr     r6, [sp, #(\\mo + 8)]\n"
+    "   asr     r0, r0, r6\n"
+    "   asr     r1, r1, r6\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW2_TAIL mo, eo\n"      /* requantise o0, o1, clamp, store the first [sp, #108] (1-2) */
+    "   EK_DW2_RQ \\mo\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   ldrd    r4, r5, [sp, #(\\mo + 12)]\n"
+    "   ssub8   r6, r0, r4\n"
+    "   sel     r0, r4, r0\n"
+    "   uadd8   r0, r0, r5\n"
+    "   ldr     lr, [sp, #(\\eo + 4)]\n"
+    "   ldr     r1, [sp, #108]\n"
+    "   strb    r0, [r12]\n"
+    "   cmp     r1, #1\n"
+    "   beq     5f\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12, lr]\n"
+    "5:\n"
+    "   .endm\n"
+    "   .macro EK_DW2_TAIL_NC mo, eo\n"
+    "   EK_DW2_RQ \\mo\n"
+    "   ldr     lr, [sp, #(\\eo + 4)]\n"
+    "   ldr     r4, [sp, #108]\n"
+    "   strb    r0, [r12]\n"
+    "   cmp     r4, #1\n"
+    "   beq     5f\n"
+    "   strb    r1, [r12, lr]\n"
+    "5:\n"
+    "   .endm\n"
+    "   .macro EK_DW3_FUNC name, row1, row, store, tail, row1_2, row_2, tail2, nrows=3\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
@@ -3086,12 +3164,12 @@ __asm__(
     "   .thumb_func\n"
     "\\name:\n"
     /* frame: 0..71 the current channel as the row and store macros read it (16: out_end, 20: stride, 24: bias,
-     * 28..: requant, 48..: weights); 72..107 the arguments (rows, out, span, stride, chs, nc, ch) */
+     * 28..: requant, 48..: weights); 72..111 the arguments (rows, out, span, stride, chs, nc, ch, tail) */
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #112\n"
-    "   ldm     r0, {r1-r9}\n"
-    "   add     r10, sp, #72\n"
-    "   stm     r10, {r1-r9}\n"
+    "   ldm     r0, {r1-r10}\n"
+    "   add     r0, sp, #72\n"
+    "   stm     r0, {r1-r10}\n"
     "2: ldr     r0, [sp, #104]\n"       /* the channel's constants into the frame */
     "   ldm     r0!, {r1-r12}\n"
     "   str     r0, [sp, #104]\n"
@@ -3110,7 +3188,9 @@ __asm__(
     "   .endif\n"
     "   \\store 28, 16\n"
     "   bne     1b\n"
-    "   add     r6, sp, #72\n"          /* the next channel: its rows chs further, its outputs a byte further */
+    "   ldr     r0, [sp, #108]\n"      /* the last 1-3 outputs (out of line, below) */
+    "   cbnz    r0, 3f\n"
+    "4: add     r6, sp, #72\n"          /* the next channel: its rows chs further, its outputs a byte further */
     "   ldm     r6, {r0-r3}\n"
     "   ldr     r5, [sp, #96]\n"
     "   add     r0, r0, r5\n"
@@ -3124,6 +3204,22 @@ __asm__(
     "   bne     2b\n"
     "   add     sp, sp, #112\n"
     "   pop     {r4-r11, pc}\n"
+    "3: cmp     r0, #3\n"              /* 1-2 left: a 2-output step; 3 left: a 4-output one; only they stored */
+    "   beq     6f\n"
+    "   \\row1_2  48, r9\n"
+    "   .if \\nrows == 3\n"
+    "   \\row_2   56, r10\n"
+    "   \\row_2   64, r11\n"
+    "   .endif\n"
+    "   \\tail2  28, 16\n"
+    "   b       4b\n"
+    "6: \\row1  48, r9\n"
+    "   .if \\nrows == 3\n"
+    "   \\row   56, r10\n"
+    "   \\row   64, r11\n"
+    "   .endif\n"
+    "   \\tail  28, 16\n"
+    "   b       4b\n"
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
     "   .endm\n"
@@ -3176,14 +3272,49 @@ __asm__(
     "   add     r12, r12, lr, lsl #1\n"
     "   cmp     r12, r7\n"
     "   .endm\n"
-    "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4\n"
-    "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4\n"
-    "   EK_DW3_FUNC ek__dw3x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC\n"
-    "   EK_DW3_FUNC ek__dw3x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC\n"
-    "   EK_DW3_FUNC ek__dw1x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4, 1\n"
-    "   EK_DW3_FUNC ek__dw1x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4, 1\n"
-    "   EK_DW3_FUNC ek__dw1x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC, 1\n"
-    "   EK_DW3_FUNC ek__dw1x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC, 1\n"
+    "   .macro EK_DW3_TAIL mo, eo\n"       /* requantise o0..o3, clamp, store the first [sp, #108] (1-3) of them */
+    "   EK_DW3_RQ4 \\mo\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   ldrd    r4, r5, [sp, #(\\mo + 12)]\n"
+    "   ssub8   r6, r0, r4\n"
+    "   sel     r0, r4, r0\n"
+    "   uadd8   r0, r0, r5\n"
+    "   ldr     lr, [sp, #(\\eo + 4)]\n"
+    "   ldr     r1, [sp, #108]\n"
+    "   strb    r0, [r12]\n"
+    "   cmp     r1, #1\n"
+    "   beq     5f\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12, lr]\n"
+    "   cmp     r1, #2\n"
+    "   beq     5f\n"
+    "   lsr     r0, r0, #8\n"
+    "   strb    r0, [r12, lr, lsl #1]\n"
+    "5:\n"
+    "   .endm\n"
+    "   .macro EK_DW3_TAIL_NC mo, eo\n"    /* the same when SSAT is the clamp */
+    "   EK_DW3_RQ4 \\mo\n"
+    "   ldr     lr, [sp, #(\\eo + 4)]\n"
+    "   ldr     r4, [sp, #108]\n"
+    "   strb    r0, [r12]\n"
+    "   cmp     r4, #1\n"
+    "   beq     5f\n"
+    "   strb    r1, [r12, lr]\n"
+    "   cmp     r4, #2\n"
+    "   beq     5f\n"
+    "   strb    r2, [r12, lr, lsl #1]\n"
+    "5:\n"
+    "   .endm\n"
+    "   EK_DW3_FUNC ek__dw3x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4, EK_DW3_TAIL, EK_DW2ROW1, EK_DW2ROW, EK_DW2_TAIL\n"
+    "   EK_DW3_FUNC ek__dw3x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4, EK_DW3_TAIL, EK_DW2ROW1_S2, EK_DW2ROW_S2, EK_DW2_TAIL\n"
+    "   EK_DW3_FUNC ek__dw3x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC, EK_DW3_TAIL_NC, EK_DW2ROW1, EK_DW2ROW, EK_DW2_TAIL_NC\n"
+    "   EK_DW3_FUNC ek__dw3x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC, EK_DW3_TAIL_NC, EK_DW2ROW1_S2, EK_DW2ROW_S2, EK_DW2_TAIL_NC\n"
+    "   EK_DW3_FUNC ek__dw1x3s1_row, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4, EK_DW3_TAIL, EK_DW2ROW1, EK_DW2ROW, EK_DW2_TAIL, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s2_row, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4, EK_DW3_TAIL, EK_DW2ROW1_S2, EK_DW2ROW_S2, EK_DW2_TAIL, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s1_row_nc, EK_DW3ROW1, EK_DW3ROW, EK_DW3_STORE4_NC, EK_DW3_TAIL_NC, EK_DW2ROW1, EK_DW2ROW, EK_DW2_TAIL_NC, 1\n"
+    "   EK_DW3_FUNC ek__dw1x3s2_row_nc, EK_DW3ROW1_S2, EK_DW3ROW_S2, EK_DW3_STORE4_NC, EK_DW3_TAIL_NC, EK_DW2ROW1_S2, EK_DW2ROW_S2, EK_DW2_TAIL_NC, 1\n"
     /*
      * ek__dw5x5s1_row: 4 outputs of a 5x5 kernel per step. Per kernel row the words A..D hold columns x .. x+7
      * (the row pointers stay on the stack, r10 is the step's byte offset into them) and the weights are
@@ -3706,26 +3837,23 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
                 slot[r] = ring + sl * rw;
             }
             int8_t *orow = output + oy * p->out_row_stride;
-            /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped; col: the word of the
-             * group's first column (n4 % 4 == 0) */
-            const int32_t col = n4 * p->stride_w / 2;
             if (!k5) {
-                ek__dw3_args_t d = {slot[0], slot[kh > 1 ? 1 : 0], slot[kh > 1 ? 2 : 0], orow + c0, n4 * opix, opix,
-                                    chs * 4, nc, cc};
-                if (n4) {
-                    row_fn(&d); /* every channel of the group */
+                if (n4) { /* every channel of the group, the last 1-3 outputs of each included */
+                    const ek__dw3_args_t d = {slot[0], slot[kh > 1 ? 1 : 0], slot[kh > 1 ? 2 : 0], orow + c0,
+                                              n4 * opix, opix, chs * 4, nc, cc, ow - n4};
+                    row_fn(&d);
+                    continue;
                 }
-                if (n4 < ow) {
-                    for (int32_t ch = 0; ch < nc; ch++) {
-                        uint32_t last4;
-                        const int32_t o = ch * chs + col;
-                        const ek__dw3_args_t t = {d.r0 + o, d.r1 + o, d.r2 + o, (int8_t *)&last4, 4, 1, 0, 1, cc + ch};
-                        row_fn(&t);
-                        int8_t *dst = orow + n4 * opix + c0 + ch;
-                        const int8_t *src = (const int8_t *)&last4;
-                        for (int32_t ox = n4; ox < ow; ox++, dst += opix) {
-                            *dst = *src++;
-                        }
+                for (int32_t ch = 0; ch < nc; ch++) { /* fewer than 4 outputs: a group of 4 per channel into a
+                                                       * scratch word, the extra ones dropped */
+                    uint32_t last4;
+                    const int32_t o = ch * chs;
+                    const ek__dw3_args_t t = {slot[0] + o, slot[kh > 1 ? 1 : 0] + o, slot[kh > 1 ? 2 : 0] + o,
+                                              (int8_t *)&last4, 4, 1, 0, 1, cc + ch, 0};
+                    row_fn(&t);
+                    int8_t *dst = orow + c0 + ch;
+                    for (int32_t ox = 0; ox < ow; ox++, dst += opix) {
+                        *dst = ((const int8_t *)&last4)[ox];
                     }
                 }
                 continue;
@@ -3742,7 +3870,9 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
                 if (n4) {
                     row5_fn(d);
                 }
-                if (n4 < ow) {
+                if (n4 < ow) { /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped;
+                                * col: the word of the group's first column (n4 % 4 == 0) */
+                    const int32_t col = n4 * p->stride_w / 2;
                     for (int32_t r = 0; r < 5; r++) {
                         d->rows[r] += col;
                     }
