@@ -281,6 +281,14 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "dw3x3 rows 3x3x256", 3, 3, 256, 256, 3, padding=1, depthwise=True, layout="rows"))
     c.append(_conv_case(rng, "dw3x3 rows s1 6x10x13 (groups of 4 + 1)", 6, 10, 13, 13, 3, padding=1,
                         depthwise=True, layout="rows", act="relu"))
+    # a row's last 1-3 outputs inside the row call (2-output step for 1-2, 4-output for 3), clamped or not
+    c.append(_conv_case(rng, "dw3x3 rows s1 4x5x8 (last 1)", 4, 5, 8, 8, 3, padding=1, depthwise=True,
+                        layout="rows"))
+    c.append(_conv_case(rng, "dw3x3 rows s2 9x13x12 (last 3) relu6", 9, 13, 12, 12, 3, stride=2, padding=1,
+                        depthwise=True, layout="rows", act="relu6", in_extra=3, out_extra=5))
+    c.append(_conv_case(rng, "dw1x3 rows s2 3x11x8 (last 2) relu", 3, 11, 8, 8, (1, 3), stride=2,
+                        padding=(0, 0, 1, 1), depthwise=True, layout="rows", act="relu"))
+    c.append(_conv_case(rng, "dw5x5 rows 5x5x9 (last 1)", 5, 5, 9, 9, 5, padding=2, depthwise=True, layout="rows"))
     # fully connected
     c.append(_fc_case(rng, "fc 256->64", 256, 64))
     c.append(_fc_case(rng, "fc 1000->13 batch 3 relu", 1000, 13, batch=3, act="relu"))
@@ -539,6 +547,11 @@ def test_depthwise_layout_follows_the_measured_cost():
     assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(6, 128) == "pairs"
     assert layout(5, 64, out_h=25) == "pairs"                                    # the keyword CNN's 25x5x64
     assert layout(3, 256) == "channels" and layout(5, 336, s=2) == "channels" and layout(3, 128, s=2) == "channels"
+    # 5x5 (stride 1): rows, but channels-last on maps of at most 5 (most taps in the padding: 3x3x576 2.60 against
+    # 5.19 per MAC)
+    assert kp.depthwise_layout(5, 5, 1, 1, 1, 3, 576) == "channels" and kp.depthwise_layout(5, 5, 1, 1, 1, 5, 96) == \
+        "channels"
+    assert kp.depthwise_layout(5, 5, 1, 1, 1, 6, 144) == "rows" and kp.depthwise_layout(5, 5, 1, 1, 1, 12, 72) == "rows"
     # every DSP-layout choice is the cheapest of the estimates, and pairs only where its plane fits its cap
     for w in range(1, 40):
         for c in (4, 8, 16, 37, 48, 96, 144):

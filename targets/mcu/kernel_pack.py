@@ -117,6 +117,9 @@ MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # these kernels' measurements (isa other than dsp) keep these thresholds; the DSP cores choose by DW_ROWS_COST and
 # DW_CHANNELS_COST.
 DW_ROWS_MIN_OUT_W = 12
+# 5x5 stride 1, padding 2 (emulated M7, instructions/MAC, rows -> channels-last): 3x3x576 5.19 -> 2.60, 5x5x96
+# 4.00 -> 3.51, 6x6x144 3.30 -> 3.73, 12x12x72 1.81 -> 4.40: channels-last on maps at most this wide
+DW5_CHANNELS_MAX_OUT_W = 5
 DW_CHANNELS_MIN_C = 32
 # Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
 # bench/dw_layout_fit.py to 39 shapes per stride and layout (9 output rows, out_w 4-20, 16 / 48 / 144 channels,
@@ -810,7 +813,10 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
-    # without SIMD would run the portable row loop: they keep channels-last)
+    # without SIMD would run the portable row loop: they keep channels-last) — but for 5x5 on maps at most
+    # DW5_CHANNELS_MAX_OUT_W wide, where most taps fall in the padding, which channels-last skips
+    if isa != "rv32" and (kh, kw) == (5, 5) and stride_w == 1 and out_w <= DW5_CHANNELS_MAX_OUT_W:
+        return "channels"
     if isa != "rv32" and (((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2))
                           or ((kh, kw) == (5, 5) and stride_w == 1)):
         return "rows"

@@ -2995,7 +2995,7 @@ void ek__dw5x5s1_row_nc(const ek__dw5_args_t *a);
  * x .. x+5 and o0 = SMLAD(A, w01) + SMLABT(B, w12), o1 = SMLATB(A, w01) + SMLAD(B, w12), o2, o3 likewise from B, C.
  * A row's last 1-3 outputs (ek__dw3_args_t.tail) are one more step in the same call, for each channel: o0, o1 alone
  * (EK_DW2ROW*) when 1-2 are left, all four when 3; only those are stored (a call per channel and byte copies
- * before: 3x3 depthwise 6 wide 5.39 -> 3.65 instructions/MAC, 5 wide 6.24 -> 4.34, bench/dw_layout_fit.py).
+ * before: 3x3 depthwise 6 wide 5.39 -> 3.68 instructions/MAC, 5 wide 6.24 -> 4.28, bench/dw_layout_fit.py).
  */
 __asm__(
     "   .syntax unified\n"
