@@ -289,6 +289,13 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "dw1x3 rows s2 3x11x8 (last 2) relu", 3, 11, 8, 8, (1, 3), stride=2,
                         padding=(0, 0, 1, 1), depthwise=True, layout="rows", act="relu"))
     c.append(_conv_case(rng, "dw5x5 rows 5x5x9 (last 1)", 5, 5, 9, 9, 5, padding=2, depthwise=True, layout="rows"))
+    # 5x5 stride 2: the row kernels (ek__dw5x5s2_row), clamped or not, a last group of 1-3; channels-last on small maps
+    c.append(_conv_case(rng, "dw5x5 s2 rows 13x11x20 relu6", 13, 11, 20, 20, 5, stride=2, padding=2, depthwise=True,
+                        layout="rows", act="relu6", in_extra=4, out_extra=3))
+    c.append(_conv_case(rng, "dw5x5 s2 24x24x12 (auto: rows)", 24, 24, 12, 12, 5, stride=2, padding=2,
+                        depthwise=True))
+    c.append(_conv_case(rng, "dw5x5 s2 6x6x10 (auto: channels) relu", 6, 6, 10, 10, 5, stride=2, padding=2,
+                        depthwise=True, act="relu"))
     # fully connected
     c.append(_fc_case(rng, "fc 256->64", 256, 64))
     c.append(_fc_case(rng, "fc 1000->13 batch 3 relu", 1000, 13, batch=3, act="relu"))
@@ -552,6 +559,8 @@ def test_depthwise_layout_follows_the_measured_cost():
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 3, 576) == "channels" and kp.depthwise_layout(5, 5, 1, 1, 1, 5, 96) == \
         "channels"
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 6, 144) == "rows" and kp.depthwise_layout(5, 5, 1, 1, 1, 12, 72) == "rows"
+    assert kp.depthwise_layout(5, 5, 2, 1, 1, 6, 288, stride_h=2) == "rows"  # 2.00-3.5 against 4.3-4.7
+    assert kp.depthwise_layout(5, 5, 2, 1, 1, 3, 240, stride_h=2) == "channels"
     # every DSP-layout choice is the cheapest of the estimates, and pairs only where its plane fits its cap
     for w in range(1, 40):
         for c in (4, 8, 16, 37, 48, 96, 144):

@@ -265,8 +265,8 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
         family = "depthwise_s2" if sw == 2 else "depthwise"
     elif dh == dw == 1 and (kh, kw) == (1, 3) and sw in (1, 2):
         family = "depthwise_1x3"
-    elif dh == dw == 1 and (kh, kw) == (5, 5) and sw == 1:
-        family = "depthwise_5x5"
+    elif dh == dw == 1 and (kh, kw) == (5, 5) and sw in (1, 2):
+        family = "depthwise_5x5_s2" if sw == 2 else "depthwise_5x5"
     else:  # the portable row loop: per MAC and per channel row
         family = "depthwise_s2_kxk" if sw > 1 else "depthwise_kxk"
         return f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows, -(-C // 4) * plane_rows * ((plane_w + 3) // 2)

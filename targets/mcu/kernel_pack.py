@@ -117,8 +117,9 @@ MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # these kernels' measurements (isa other than dsp) keep these thresholds; the DSP cores choose by DW_ROWS_COST and
 # DW_CHANNELS_COST.
 DW_ROWS_MIN_OUT_W = 12
-# 5x5 stride 1, padding 2 (emulated M7, instructions/MAC, rows -> channels-last): 3x3x576 5.19 -> 2.60, 5x5x96
-# 4.00 -> 3.51, 6x6x144 3.30 -> 3.73, 12x12x72 1.81 -> 4.40: channels-last on maps at most this wide
+# 5x5, padding 2 (emulated M7, instructions/MAC, rows -> channels-last, by output width): stride 1 3x3x576 5.19 ->
+# 2.60, 5x5x96 4.00 -> 3.51, 6x6x144 3.30 -> 3.73, 12x12x72 1.81 -> 4.40; stride 2 (the inputs) 5x5x96 5.39 -> 3.36,
+# 10x10x48 4.16 -> 4.31, 12x12x288 3.48 -> 4.35, 24x24x72 2.00 -> 4.74: channels-last on outputs at most this wide
 DW5_CHANNELS_MAX_OUT_W = 5
 DW_CHANNELS_MIN_C = 32
 # Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
@@ -791,7 +792,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
         return {"pairs", f"pairs_s{p['stride_w']}" + ("_nc" if nc else "")}
     if kw == 3 and kh in (1, 3) and sw in (1, 2):
         return {"rows"} | ({"1x3"} if kh == 1 else set())
-    if (kh, kw) == (5, 5) and sw == 1:
+    if (kh, kw) == (5, 5) and sw in (1, 2):
         return {"rows", "5x5"}
     if depthwise_runs_columns(p):
         return {"rows", "1x3"}
@@ -815,10 +816,10 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
     # without SIMD would run the portable row loop: they keep channels-last) — but for 5x5 on maps at most
     # DW5_CHANNELS_MAX_OUT_W wide, where most taps fall in the padding, which channels-last skips
-    if isa != "rv32" and (kh, kw) == (5, 5) and stride_w == 1 and out_w <= DW5_CHANNELS_MAX_OUT_W:
+    if isa != "rv32" and (kh, kw) == (5, 5) and stride_w in (1, 2) and out_w <= DW5_CHANNELS_MAX_OUT_W:
         return "channels"
     if isa != "rv32" and (((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2))
-                          or ((kh, kw) == (5, 5) and stride_w == 1)):
+                          or ((kh, kw) == (5, 5) and stride_w in (1, 2))):
         return "rows"
     rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
     if not rows_ok:
@@ -866,8 +867,8 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight), ``pairs`` (3x3,
     stride_w 1 or 2: a padded plane of column pairs per 4 channels; weights in PyTorch layout) or ``auto``: rows
-    or pairs for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 s1
-    (:func:`depthwise_layout`), else channels (geometry
+    or pairs for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 (stride 1
+    or 2; 5x5 on outputs at most DW5_CHANNELS_MAX_OUT_W wide channels-last) (:func:`depthwise_layout`), else channels (geometry
     only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout where it pays
     (:func:`mve_depthwise_applies`: up to MVE_DW_MAX_TAPS taps and at least MVE_DW_MIN_CHANNELS channels; the
     others keep the dsp layouts).

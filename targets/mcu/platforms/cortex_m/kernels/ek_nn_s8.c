@@ -2988,6 +2988,9 @@ typedef struct {
 
 void ek__dw5x5s1_row(const ek__dw5_args_t *a);
 void ek__dw5x5s1_row_nc(const ek__dw5_args_t *a);
+/* stride 2 (weights per kernel row (w0, w1), (w2, w3), (w4, 0); the other two words unused) */
+void ek__dw5x5s2_row(const ek__dw5_args_t *a);
+void ek__dw5x5s2_row_nc(const ek__dw5_args_t *a);
 
 /*
  * ek__dw_build4: n column pairs of 4 channels -> one word per channel: 2 LDR, 4 SXTAB16, 4 PKH, 4 STR per 8
@@ -3341,7 +3344,30 @@ __asm__(
     "   smlad   r1, r6, r8, r1\n"
     "   smlad   r3, r7, r8, r3\n"
     "   .endm\n"
-    "   .macro EK_DW5_FUNC name, store\n"
+    /* stride 2: output k reads columns 2k .. 2k+4, so per kernel row the words A..F (columns x .. x+11, two loads)
+     * and o0 = A.w01 + B.w23 + C.lo w4, o1 = B.w01 + C.w23 + D.lo w4, o2, o3 likewise from C..F: 12 SMLAxy for 20
+     * MACs, the weights in r8, r9, lr */
+    "   .macro EK_DW5ROW_S2 ro, wo\n"
+    "   ldr     r11, [sp, #\\ro]\n"
+    "   add     r11, r11, r10\n"
+    "   ldm     r11, {r4-r7}\n"
+    "   ldrd    r8, r9, [sp, #\\wo]\n"
+    "   ldr     lr, [sp, #(\\wo + 8)]\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlad   r0, r5, r9, r0\n"
+    "   smlabb  r0, r6, lr, r0\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   smlad   r1, r6, r9, r1\n"
+    "   smlabb  r1, r7, lr, r1\n"
+    "   smlad   r2, r6, r8, r2\n"
+    "   smlad   r2, r7, r9, r2\n"
+    "   smlad   r3, r7, r8, r3\n"
+    "   ldrd    r4, r5, [r11, #16]\n"
+    "   smlabb  r2, r4, lr, r2\n"
+    "   smlad   r3, r4, r9, r3\n"
+    "   smlabb  r3, r5, lr, r3\n"
+    "   .endm\n"
+    "   .macro EK_DW5_FUNC name, store, row=EK_DW5ROW, step=8\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
@@ -3365,12 +3391,12 @@ __asm__(
     "   mov     r1, r0\n"
     "   mov     r2, r0\n"
     "   mov     r3, r0\n"
-    "   EK_DW5ROW 0, 56\n"
-    "   EK_DW5ROW 4, 76\n"
-    "   EK_DW5ROW 8, 96\n"
-    "   EK_DW5ROW 12, 116\n"
-    "   EK_DW5ROW 16, 136\n"
-    "   adds    r10, r10, #8\n"
+    "   \\row 0, 56\n"
+    "   \\row 4, 76\n"
+    "   \\row 8, 96\n"
+    "   \\row 12, 116\n"
+    "   \\row 16, 136\n"
+    "   adds    r10, r10, #\\step\n"
     "   \\store 36, 24\n"
     "   bne     1b\n"
     "   add     sp, sp, #160\n"
@@ -3379,7 +3405,9 @@ __asm__(
     "   .popsection\n"
     "   .endm\n"
     "   EK_DW5_FUNC ek__dw5x5s1_row, EK_DW3_STORE4\n"
-    "   EK_DW5_FUNC ek__dw5x5s1_row_nc, EK_DW3_STORE4_NC\n");
+    "   EK_DW5_FUNC ek__dw5x5s1_row_nc, EK_DW3_STORE4_NC\n"
+    "   EK_DW5_FUNC ek__dw5x5s2_row, EK_DW3_STORE4, EK_DW5ROW_S2, 16\n"
+    "   EK_DW5_FUNC ek__dw5x5s2_row_nc, EK_DW3_STORE4_NC, EK_DW5ROW_S2, 16\n");
 #endif
 
 #if EK_NN_DSP
@@ -3728,7 +3756,8 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
     } else {
         row_fn = s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
     }
-    void (*const row5_fn)(const ek__dw5_args_t *) = !k5 ? 0 : nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row;
+    void (*const row5_fn)(const ek__dw5_args_t *) = !k5 ? 0 : s2 ? (nc8 ? ek__dw5x5s2_row_nc : ek__dw5x5s2_row)
+                                                             : (nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row);
     /* Building a plane row (as ek__dw_build_row): word j holds plane columns 2j, 2j+1 = input columns
      * 2j - pad_left, 2j + 1 - pad_left; words j_lo .. j_hi - 1 hold two input columns each (ek__dw_build4), the
      * words before and after one column and the padding (left, right). */
@@ -4562,7 +4591,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     if (!EK_NN_NO_DW_ROWS && rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
         const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
         if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
-            (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && sw == 1)) {
+            (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && (sw == 1 || sw == 2))) {
             ek__dw_rows_fast(p, &rq, input, output, ring, p->in_c, p->out_c);
             return EK_NN_OK;
         }
