@@ -1,7 +1,7 @@
 """5x5 depthwise on the emulated Cortex-M7 (QEMU mps2-an500, the DSP build, exact counts): the row kernels
 (ek__dw5x5s1_row, ek__dw5x5s2_row) against channels-last by output width, which gives
-kernel_pack.DW5_CHANNELS_MAX_OUT_W, and the least-squares fit (non-negative, relative errors) of the stride-2 row kernel's cost terms on the
-shapes it runs
+kernel_pack.DW5_CHANNELS_MAX_OUT_W, and the least-squares fit (non-negative, relative errors) of the stride-2 row
+kernel's cost terms on the shapes it runs
 (cost._depthwise_terms, key ``depthwise_5x5_s2_int8_ek`` of the Cortex-M cost profiles). Every output is checked
 against edgekit.intref.
 

@@ -89,19 +89,19 @@ digits-gru, 20 epochs at 3e-3, γ = 1:
 per step (``subnets_per_step=1``): −17.2/−1.1/−1.4/0.0; sandwich: +3.6/−3.1/−2.8/−0.3; sandwich with γ = 0:
 +1.4/−1.1/−2.2/−0.6. The sandwich rule gives the full network back its accuracy (fewer sub-network gradients on
 the shared prefix) at the cost of the middle points, which train only every other step. kws-dscnn, 12 epochs at
-3e-3, γ = 1: −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. No setting tried (with private offsets
-or scales either) brings every point within 1 point of its separately trained twin on kws-dscnn or digits-gru: with one set of weights the widest
-points give up capacity to the narrow ones — on kws-dscnn it is the 0.25 point that costs the full network: nested
-with budgets (0.75, 1) alone, the points are −0.8/−0.5 from their twins; with (0.25, 1), the full network is at
-91.1 % (alone 93.5 %); giving each narrower point its own copy of the output layer as well (kws-dscnn, γ = 0.5:
-+0.5/+1.2/−2.1/−2.9) does not lift the full network either. BatchNorm is folded before training; the private bias offsets above stand in for the
-per-width statistics.
+3e-3, γ = 1: −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. No setting tried (with private
+offsets or scales either) brings every point within 1 point of its separately trained twin on kws-dscnn or
+digits-gru: with one set of weights the widest points give up capacity to the narrow ones — on kws-dscnn it is the
+0.25 point that costs the full network: nested with budgets (0.75, 1) alone, the points are −0.8/−0.5 from their
+twins; with (0.25, 1), the full network is at 91.1 % (alone 93.5 %); giving each narrower point its own copy of the
+output layer as well (kws-dscnn, γ = 0.5: +0.5/+1.2/−2.1/−2.9) does not lift the full network either. BatchNorm is
+folded before training; the private bias offsets above stand in for the per-width statistics.
 
 The result is the full network (BatchNorm folded, channels sorted) with ``meta['nested']`` (JSON):
 ``{"budgets", "groups": {group: {"channels", "members": [[layer, role], ...]}}, "layers": {layer: {"kind", "out",
 "in", "block", "gates"}}, "operating_points": [{"budget", "widths": {group: k}, "private": {layer: {"shift": [...],
-"scale": [...]}}, "params", "macs", "float_accuracy"}], "method", "epochs", "schedule", "notes"}`` — groups are named after their first
-producing layer; ``private`` (narrower points of a trained nest only) holds the point's own bias offsets (and scales).
+"scale": [...]}}, "params", "macs", "float_accuracy"}], "method", "epochs", "schedule", "notes"}`` — groups are
+named after their first producing layer; ``private`` (narrower points of a trained nest only) holds the point's own bias offsets (and scales).
 A ``.pt2`` written by ``edgekit.loaders.save_pt2`` holds each narrower operating point as its own exported program
 (see there), so :func:`operating_point` also works on a model loaded back from the file.
 
@@ -144,7 +144,8 @@ _STALE_META = ("nested", "nested_archive", "quant", "quant_mode", "operating_poi
 
 METHOD = ("SortedNet (nested widths sharing one set of weights, importance-sorted channels, the full network plus "
           "{sampling} every step, summed losses weighted λ={full_weight:g} for the full network and b^-{boost:g} for "
-          "width b{private}) + DεpS (full-network warmup {warmup:.0%} of the steps, ε-shrinking of the smallest width to "
+          "width b{private}) + DεpS (full-network warmup {warmup:.0%} of the steps, ε-shrinking of the smallest width "
+          "to "
           "{smallest:g} over {shrink:.0%}, loss-weight warmup over {ramp:.0%}, in-place distillation α={distill:g}"
           "{temperature})")
 
@@ -707,8 +708,9 @@ def _with_private(params: dict[str, torch.Tensor], own: dict[str, torch.Tensor])
 
 def _private_params(module: nn.Module, plan: WidthPlan, widths: list[dict[str, int]], kind: str
                     ) -> tuple[nn.ParameterDict, dict[int, dict[str, dict[str, torch.Tensor]]]]:
-    """Per narrower operating point, per conv/linear/recurrent layer: its own bias offset (and, with kind "affine",
-    its own per-channel weight scale; not for recurrent layers), as trainable parameters (init 0 and 1)."""
+    """Per narrower operating point, per conv/linear/recurrent layer that has a bias: its own bias offset (and, with
+    kind "affine", its own per-output-row weight scale: a recurrent layer's gate rows of ``weight_ih`` and
+    ``weight_hh``), as trainable parameters (init 0 and 1)."""
     store = nn.ParameterDict()
     private: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
     modules = dict(module.named_modules())
@@ -857,6 +859,8 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
             raise UsageError(f"{name}={value}: give a fraction in [0, 1]")
     if warmup + shrink > 1.0:
         raise UsageError(f"warmup + shrink = {warmup + shrink:g}: the schedule must end within the fine-tuning (≤ 1)")
+    if private not in PRIVATE_KINDS:
+        raise UsageError(f"private={private!r}: use one of {', '.join(PRIVATE_KINDS)}")
     if temperature <= 0:
         raise UsageError(f"temperature={temperature}: give a positive number")
     if full_weight < 0 or not math.isfinite(boost):
@@ -873,8 +877,6 @@ def nest(model, budgets=DEFAULT_BUDGETS, *, settings: TrainSettings | None = Non
     module, plan, notes = prep.model.module, prep.plan, list(prep.notes)
     widths = [plan.widths(b) for b in budgets]
 
-    if private not in PRIVATE_KINDS:
-        raise UsageError(f"private={private!r}: use one of {', '.join(PRIVATE_KINDS)}")
     owned: dict[int, dict] = {}
     schedule = Schedule(budgets, settings.steps(len(data[0])) if data is not None else 0, warmup, shrink, ramp)
     if data is not None:

@@ -868,10 +868,10 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight), ``pairs`` (3x3,
     stride_w 1 or 2: a padded plane of column pairs per 4 channels; weights in PyTorch layout) or ``auto``: rows
     or pairs for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 (stride 1
-    or 2; 5x5 on outputs at most DW5_CHANNELS_MAX_OUT_W wide channels-last) (:func:`depthwise_layout`), else channels (geometry
-    only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout where it pays
-    (:func:`mve_depthwise_applies`: up to MVE_DW_MAX_TAPS taps and at least MVE_DW_MIN_CHANNELS channels; the
-    others keep the dsp layouts).
+    or 2; 5x5 on outputs at most DW5_CHANNELS_MAX_OUT_W wide channels-last) (:func:`depthwise_layout`), else
+    channels (geometry only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout
+    where it pays (:func:`mve_depthwise_applies`: up to MVE_DW_MAX_TAPS taps and at least MVE_DW_MIN_CHANNELS
+    channels; the others keep the dsp layouts).
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "depthwise_conv2d")
