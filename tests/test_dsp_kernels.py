@@ -296,6 +296,11 @@ def _all_cases(isa: str = "dsp"):
                         depthwise=True))
     c.append(_conv_case(rng, "dw5x5 s2 6x6x10 (auto: channels) relu", 6, 6, 10, 10, 5, stride=2, padding=2,
                         depthwise=True, act="relu"))
+    # 5x5 rows with a last 3 (two 2-output steps in the call), either stride, clamped or not
+    c.append(_conv_case(rng, "dw5x5 rows s1 7x7x8 (last 3)", 7, 7, 8, 8, 5, padding=2, depthwise=True,
+                        layout="rows"))
+    c.append(_conv_case(rng, "dw5x5 rows s2 14x14x6 (last 3) relu6", 14, 14, 6, 6, 5, stride=2, padding=2,
+                        depthwise=True, layout="rows", act="relu6", out_extra=2))
     # fully connected
     c.append(_fc_case(rng, "fc 256->64", 256, 64))
     c.append(_fc_case(rng, "fc 1000->13 batch 3 relu", 1000, 13, batch=3, act="relu"))
@@ -554,10 +559,9 @@ def test_depthwise_layout_follows_the_measured_cost():
     assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(6, 128) == "pairs"
     assert layout(5, 64, out_h=25) == "pairs"                                    # the keyword CNN's 25x5x64
     assert layout(3, 256) == "channels" and layout(5, 336, s=2) == "channels" and layout(3, 128, s=2) == "channels"
-    # 5x5 (stride 1): rows, but channels-last on maps of at most 5 (most taps in the padding: 3x3x576 2.60 against
-    # 5.19 per MAC)
+    # 5x5: rows, but channels-last on maps of at most 3 (most taps in the padding: 3x3x576 2.60 against 4.84 per MAC)
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 3, 576) == "channels" and kp.depthwise_layout(5, 5, 1, 1, 1, 5, 96) == \
-        "channels"
+        "rows"
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 6, 144) == "rows" and kp.depthwise_layout(5, 5, 1, 1, 1, 12, 72) == "rows"
     assert kp.depthwise_layout(5, 5, 2, 1, 1, 6, 288, stride_h=2) == "rows"  # 2.00-3.5 against 4.3-4.7
     assert kp.depthwise_layout(5, 5, 2, 1, 1, 3, 240, stride_h=2) == "channels"

@@ -117,10 +117,10 @@ MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # these kernels' measurements (isa other than dsp) keep these thresholds; the DSP cores choose by DW_ROWS_COST and
 # DW_CHANNELS_COST.
 DW_ROWS_MIN_OUT_W = 12
-# 5x5, padding 2 (emulated M7, instructions/MAC, rows -> channels-last, by output width): stride 1 3x3x576 5.19 ->
-# 2.60, 5x5x96 4.00 -> 3.51, 6x6x144 3.30 -> 3.73, 12x12x72 1.81 -> 4.40; stride 2 (the inputs) 5x5x96 5.39 -> 3.36,
-# 10x10x48 4.16 -> 4.31, 12x12x288 3.48 -> 4.35, 24x24x72 2.00 -> 4.74: channels-last on outputs at most this wide
-DW5_CHANNELS_MAX_OUT_W = 5
+# 5x5, padding 2 (emulated M7, instructions/MAC, rows -> channels-last, by output width; bench/dw5_fit.py): stride 1
+# 3x3x576 4.84 -> 2.60, 5x5x96 3.08 -> 3.51, 6x6x144 2.51 -> 3.73; stride 2 (the inputs) 6x6x240 5.18 -> 3.72,
+# 7x7x64 3.46 -> 3.78, 10x10x48 3.38 -> 4.31: channels-last on outputs at most this wide
+DW5_CHANNELS_MAX_OUT_W = 3
 DW_CHANNELS_MIN_C = 32
 # Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
 # bench/dw_layout_fit.py to 39 shapes per stride and layout (9 output rows, out_w 4-20, 16 / 48 / 144 channels,

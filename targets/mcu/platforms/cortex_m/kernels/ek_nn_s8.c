@@ -2984,6 +2984,7 @@ typedef struct {
     int32_t mult, add, shift; /* 36, 40, 44: the channel's fast requant entry {mult, a, b} */
     uint32_t upper4, back4;   /* 48, 52 */
     uint32_t w[25];           /* 56..: per kernel row (w0, w1), (w2, w3), (w4, 0), (w1, w2), (w3, w4) */
+    int32_t tail;             /* 156: outputs past out_end (0-3): 2-output steps in the same call, only these stored */
 } ek__dw5_args_t;
 
 void ek__dw5x5s1_row(const ek__dw5_args_t *a);
@@ -3135,13 +3136,13 @@ __asm__(
     "   .endm\n"
     /* clamp the bytes packed in r0 (upper4 / back4 at [sp, #mo + 12]) and store the first [sp, #108] of them (1 to
      * ``most``) a pixel apart */
-    "   .macro EK_DW_TAIL_STORE mo, eo, most\n"
+    "   .macro EK_DW_TAIL_STORE mo, eo, most, ko=108\n"
     "   ldrd    r4, r5, [sp, #(\\mo + 12)]\n"
     "   ssub8   r6, r0, r4\n"
     "   sel     r0, r4, r0\n"
     "   uadd8   r0, r0, r5\n"
     "   ldr     lr, [sp, #(\\eo + 4)]\n"
-    "   ldr     r1, [sp, #108]\n"
+    "   ldr     r1, [sp, #\\ko]\n"
     "   strb    r0, [r12]\n"
     "   cmp     r1, #1\n"
     "   beq     5f\n"
@@ -3161,9 +3162,9 @@ __asm__(
     "   EK_DW_TAIL_STORE \\mo, \\eo, 2\n"
     "   .endm\n"
     /* store the first [sp, #108] of r0, r1 (, r2) (1 to ``most``) a pixel apart: SSAT was the clamp */
-    "   .macro EK_DW_TAIL_STORE_NC eo, most\n"
+    "   .macro EK_DW_TAIL_STORE_NC eo, most, ko=108\n"
     "   ldr     lr, [sp, #(\\eo + 4)]\n"
-    "   ldr     r4, [sp, #108]\n"
+    "   ldr     r4, [sp, #\\ko]\n"
     "   strb    r0, [r12]\n"
     "   cmp     r4, #1\n"
     "   beq     5f\n"
@@ -3371,7 +3372,35 @@ __asm__(
     "   smlad   r3, r4, r9, r3\n"
     "   smlabb  r3, r5, lr, r3\n"
     "   .endm\n"
-    "   .macro EK_DW5_FUNC name, store, row=EK_DW5ROW, step=8\n"
+    /* 2 outputs (a row's last 1-3, two at a time): o0, o1 of EK_DW5ROW / EK_DW5ROW_S2 */
+    "   .macro EK_DW5ROW2 ro, wo\n"
+    "   ldr     r11, [sp, #\\ro]\n"
+    "   add     r11, r11, r10\n"
+    "   ldm     r11, {r4-r6}\n"
+    "   ldrd    r8, r9, [sp, #\\wo]\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlatb  r1, r4, r8, r1\n"
+    "   smlad   r0, r5, r9, r0\n"
+    "   ldrd    r8, r9, [sp, #(\\wo + 8)]\n"
+    "   smlabb  r0, r6, r8, r0\n"
+    "   smlad   r1, r5, r9, r1\n"
+    "   ldr     r8, [sp, #(\\wo + 16)]\n"
+    "   smlad   r1, r6, r8, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW5ROW2_S2 ro, wo\n"
+    "   ldr     r11, [sp, #\\ro]\n"
+    "   add     r11, r11, r10\n"
+    "   ldm     r11, {r4-r7}\n"
+    "   ldrd    r8, r9, [sp, #\\wo]\n"
+    "   ldr     lr, [sp, #(\\wo + 8)]\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlad   r0, r5, r9, r0\n"
+    "   smlabb  r0, r6, lr, r0\n"
+    "   smlad   r1, r5, r8, r1\n"
+    "   smlad   r1, r6, r9, r1\n"
+    "   smlabb  r1, r7, lr, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW5_FUNC name, store, tail2, row=EK_DW5ROW, row2=EK_DW5ROW2, step=8\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
@@ -3379,7 +3408,7 @@ __asm__(
     "   .thumb_func\n"
     "\\name:\n"
     "   push    {r4-r11, lr}\n"
-    "   sub     sp, sp, #160\n"       /* the 39-word argument block */
+    "   sub     sp, sp, #160\n"       /* the 40-word argument block */
     "   mov     r1, sp\n"
     "   ldm     r0!, {r2-r12}\n"
     "   stm     r1!, {r2-r12}\n"
@@ -3387,8 +3416,8 @@ __asm__(
     "   stm     r1!, {r2-r12}\n"
     "   ldm     r0!, {r2-r12}\n"
     "   stm     r1!, {r2-r12}\n"
-    "   ldm     r0, {r2-r7}\n"
-    "   stm     r1, {r2-r7}\n"
+    "   ldm     r0, {r2-r8}\n"
+    "   stm     r1, {r2-r8}\n"
     "   ldr     r12, [sp, #20]\n"     /* out */
     "   movs    r10, #0\n"
     "1: ldr     r0, [sp, #32]\n"      /* bias */
@@ -3403,15 +3432,42 @@ __asm__(
     "   adds    r10, r10, #\\step\n"
     "   \\store 36, 24\n"
     "   bne     1b\n"
-    "   add     sp, sp, #160\n"
+    "   ldr     r0, [sp, #156]\n"      /* the last 1-3 outputs (out of line, below) */
+    "   cbnz    r0, 3f\n"
+    "4: add     sp, sp, #160\n"
     "   pop     {r4-r11, pc}\n"
+    "3: ldr     r0, [sp, #32]\n"       /* 2 outputs, the first 1-2 of them stored */
+    "   mov     r1, r0\n"
+    "   \\row2 0, 56\n"
+    "   \\row2 4, 76\n"
+    "   \\row2 8, 96\n"
+    "   \\row2 12, 116\n"
+    "   \\row2 16, 136\n"
+    "   \\tail2 36, 24, 156\n"
+    "   ldr     r0, [sp, #156]\n"      /* a third: 2 more, the first stored */
+    "   subs    r0, r0, #2\n"
+    "   ble     4b\n"
+    "   str     r0, [sp, #156]\n"
+    "   adds    r10, r10, #(\\step / 2)\n"
+    "   ldr     lr, [sp, #28]\n"
+    "   add     r12, r12, lr, lsl #1\n"
+    "   b       3b\n"
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
     "   .endm\n"
-    "   EK_DW5_FUNC ek__dw5x5s1_row, EK_DW3_STORE4\n"
-    "   EK_DW5_FUNC ek__dw5x5s1_row_nc, EK_DW3_STORE4_NC\n"
-    "   EK_DW5_FUNC ek__dw5x5s2_row, EK_DW3_STORE4, EK_DW5ROW_S2, 16\n"
-    "   EK_DW5_FUNC ek__dw5x5s2_row_nc, EK_DW3_STORE4_NC, EK_DW5ROW_S2, 16\n");
+    "   .macro EK_DW5_TAIL2 mo, eo, ko\n"  /* requantise o0, o1, clamp, store the first [sp, #ko] (1-2) */
+    "   EK_DW2_RQ \\mo\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   EK_DW_TAIL_STORE \\mo, \\eo, 2, \\ko\n"
+    "   .endm\n"
+    "   .macro EK_DW5_TAIL2_NC mo, eo, ko\n"
+    "   EK_DW2_RQ \\mo\n"
+    "   EK_DW_TAIL_STORE_NC \\eo, 2, \\ko\n"
+    "   .endm\n"
+    "   EK_DW5_FUNC ek__dw5x5s1_row, EK_DW3_STORE4, EK_DW5_TAIL2\n"
+    "   EK_DW5_FUNC ek__dw5x5s1_row_nc, EK_DW3_STORE4_NC, EK_DW5_TAIL2_NC\n"
+    "   EK_DW5_FUNC ek__dw5x5s2_row, EK_DW3_STORE4, EK_DW5_TAIL2, EK_DW5ROW_S2, EK_DW5ROW2_S2, 16\n"
+    "   EK_DW5_FUNC ek__dw5x5s2_row_nc, EK_DW3_STORE4_NC, EK_DW5_TAIL2_NC, EK_DW5ROW_S2, EK_DW5ROW2_S2, 16\n");
 #endif
 
 #if EK_NN_DSP
@@ -3900,15 +3956,13 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
                 }
                 d->out = orow + c0 + ch;
                 d->out_end = d->out + n4 * opix;
-                if (n4) {
+                if (n4) { /* the last 1-3 outputs included (2-output steps) */
+                    d->tail = ow - n4;
                     row5_fn(d);
+                    continue;
                 }
-                if (n4 < ow) { /* the last 1-3 outputs: a group of 4 into a scratch word, the extra ones dropped;
-                                * col: the word of the group's first column (n4 % 4 == 0) */
-                    const int32_t col = n4 * p->stride_w / 2;
-                    for (int32_t r = 0; r < 5; r++) {
-                        d->rows[r] += col;
-                    }
+                if (n4 < ow) { /* fewer than 4 outputs: a group of 4 into a scratch word, the extra ones dropped */
+                    d->tail = 0;
                     d->out = (int8_t *)&last4;
                     d->out_end = d->out + 4;
                     d->stride = 1;
