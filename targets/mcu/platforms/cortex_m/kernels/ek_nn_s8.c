@@ -3349,30 +3349,7 @@ __asm__(
     "   smlad   r1, r6, r8, r1\n"
     "   smlad   r3, r7, r8, r3\n"
     "   .endm\n"
-    /* stride 2: output k reads columns 2k .. 2k+4, so per kernel row the words A..F (columns x .. x+11, two loads)
-     * and o0 = A.w01 + B.w23 + C.lo w4, o1 = B.w01 + C.w23 + D.lo w4, o2, o3 likewise from C..F: 12 SMLAxy for 20
-     * MACs, the weights in r8, r9, lr */
-    "   .macro EK_DW5ROW_S2 ro, wo\n"
-    "   ldr     r11, [sp, #\\ro]\n"
-    "   add     r11, r11, r10\n"
-    "   ldm     r11, {r4-r7}\n"
-    "   ldrd    r8, r9, [sp, #\\wo]\n"
-    "   ldr     lr, [sp, #(\\wo + 8)]\n"
-    "   smlad   r0, r4, r8, r0\n"
-    "   smlad   r0, r5, r9, r0\n"
-    "   smlabb  r0, r6, lr, r0\n"
-    "   smlad   r1, r5, r8, r1\n"
-    "   smlad   r1, r6, r9, r1\n"
-    "   smlabb  r1, r7, lr, r1\n"
-    "   smlad   r2, r6, r8, r2\n"
-    "   smlad   r2, r7, r9, r2\n"
-    "   smlad   r3, r7, r8, r3\n"
-    "   ldrd    r4, r5, [r11, #16]\n"
-    "   smlabb  r2, r4, lr, r2\n"
-    "   smlad   r3, r4, r9, r3\n"
-    "   smlabb  r3, r5, lr, r3\n"
-    "   .endm\n"
-    /* 2 outputs (a row's last 1-3, two at a time): o0, o1 of EK_DW5ROW / EK_DW5ROW_S2 */
+    /* 2 outputs (a row's last 1-3, two at a time): o0, o1 of EK_DW5ROW / EK_DW5ROW_S2 (below) */
     "   .macro EK_DW5ROW2 ro, wo\n"
     "   ldr     r11, [sp, #\\ro]\n"
     "   add     r11, r11, r10\n"
@@ -3387,6 +3364,9 @@ __asm__(
     "   ldr     r8, [sp, #(\\wo + 16)]\n"
     "   smlad   r1, r6, r8, r1\n"
     "   .endm\n"
+    /* stride 2: output k reads columns 2k .. 2k+4, so per kernel row the words A..F (columns x .. x+11, two loads)
+     * and o0 = A.w01 + B.w23 + C.lo w4, o1 = B.w01 + C.w23 + D.lo w4, o2, o3 likewise from C..F: 12 SMLAxy for 20
+     * MACs, the weights in r8, r9, lr; EK_DW5ROW2_S2 is its o0, o1 */
     "   .macro EK_DW5ROW2_S2 ro, wo\n"
     "   ldr     r11, [sp, #\\ro]\n"
     "   add     r11, r11, r10\n"
@@ -3399,6 +3379,16 @@ __asm__(
     "   smlad   r1, r5, r8, r1\n"
     "   smlad   r1, r6, r9, r1\n"
     "   smlabb  r1, r7, lr, r1\n"
+    "   .endm\n"
+    "   .macro EK_DW5ROW_S2 ro, wo\n"
+    "   EK_DW5ROW2_S2 \\ro, \\wo\n"
+    "   smlad   r2, r6, r8, r2\n"
+    "   smlad   r2, r7, r9, r2\n"
+    "   smlad   r3, r7, r8, r3\n"
+    "   ldrd    r4, r5, [r11, #16]\n"
+    "   smlabb  r2, r4, lr, r2\n"
+    "   smlad   r3, r4, r9, r3\n"
+    "   smlabb  r3, r5, lr, r3\n"
     "   .endm\n"
     "   .macro EK_DW5_FUNC name, store, tail2, row=EK_DW5ROW, row2=EK_DW5ROW2, step=8\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
