@@ -231,13 +231,13 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     Rows layout: each group of 4 channels' padded input rows are widened once into a ring (ek__dw_build4: about 2
     instructions per element), then one asm call per group and output row runs every channel of the group, 4
     outputs per step with SMLAD pairing the taps (a row's last 1-3 outputs in the same call: 3x3 and 1x3 one more
-    step of 2 outputs, or 4 for 3 of them; 5x5 steps of 2). 3x1 runs as 1x3
-    on the transposed map (rows are columns). Terms, in the kernel's view: units = MACs of the computed outputs
-    (out_h · C · kh · kw · the outputs computed a row: the per-step requantization and store scale with them for a
-    given kernel, hence a key per kernel: 3x3 s1, 3x3 s2, 1x3/3x1, 5x5 s1, 5x5 s2, and _kxk for the other kernels'
-    portable row loop), "outputs" = channel rows (4 for a row narrower than 4 outputs: a call of its own per channel),
-    "inputs" = ring words built (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps):
-    units = MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels. The pairs layout
+    step of 2 outputs, or 4 for 3 of them; 5x5 steps of 2). 3x1 runs as 1x3 on the transposed map (rows are
+    columns). Terms, in the kernel's view: units = MACs of the computed outputs (out_h · C · kh · kw · the outputs
+    computed a row: the per-step requantization and store scale with them for a given kernel, hence a key per kernel:
+    3x3 s1, 3x3 s2, 1x3/3x1, 5x5 s1, 5x5 s2, and _kxk for the other kernels' portable row loop), "outputs" = channel
+    rows (4 for a row narrower than 4 outputs: a call of its own per channel), "inputs" = ring words built
+    (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps): units =
+    MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels. The pairs layout
     (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of kernel_pack.dw_pairs_instructions (its per-step,
     per-row, per-channel-pair and plane-building terms, fitted by bench/dw_layout_fit.py)."""
     p = step.params
@@ -261,6 +261,7 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     plane_w = (out_w4 - 1) * sw + (kw - 1) * dw + 1
     plane_rows = (out_h - 1) * sh + (kh - 1) * dh + 1
     rows = out_h * C
+    ring = -(-C // 4) * plane_rows * ((plane_w + 3) // 2)
     if dh == dw == 1 and (kh, kw) == (3, 3) and sw in (1, 2):
         family = "depthwise_s2" if sw == 2 else "depthwise"
     elif dh == dw == 1 and (kh, kw) == (1, 3) and sw in (1, 2):
@@ -269,15 +270,13 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
         family = "depthwise_5x5_s2" if sw == 2 else "depthwise_5x5"
     else:  # the portable row loop: per MAC and per channel row
         family = "depthwise_s2_kxk" if sw > 1 else "depthwise_kxk"
-        return f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows, -(-C // 4) * plane_rows * ((plane_w + 3) // 2)
+        return f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows, ring
     if out_w < 4:  # a group of 4 in a call of its own per channel, byte copies
-        return (f"{family}_int8_ek", out_h * out_w4 * C * kh * kw, rows * (4 if out_w % 4 else 1),
-                -(-C // 4) * plane_rows * ((plane_w + 3) // 2))
+        return f"{family}_int8_ek", out_h * 4 * C * kh * kw, rows * 4, ring
     # the last 1-3 outputs in the same call: 3x3 and 1x3 a 2-output step for 1-2 of them, a 4-output one for 3;
     # 5x5 2-output steps
-    tail = {0: 0, 1: 2, 2: 2, 3: 4}[out_w % 4]
-    computed = out_w // 4 * 4 + tail
-    return (f"{family}_int8_ek", out_h * computed * C * kh * kw, rows, -(-C // 4) * plane_rows * ((plane_w + 3) // 2))
+    computed = out_w // 4 * 4 + (0, 2, 2, 4)[out_w % 4]
+    return f"{family}_int8_ek", out_h * computed * C * kh * kw, rows, ring
 
 
 # A patch tile's copy into the full tensor, per byte, per row and per call, where the profile's [cost] has no fitted

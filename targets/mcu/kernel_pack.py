@@ -816,10 +816,9 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
     # without SIMD would run the portable row loop: they keep channels-last) — but for 5x5 on maps at most
     # DW5_CHANNELS_MAX_OUT_W wide, where most taps fall in the padding, which channels-last skips
-    if isa != "rv32" and (kh, kw) == (5, 5) and stride_w in (1, 2) and out_w <= DW5_CHANNELS_MAX_OUT_W:
-        return "channels"
-    if isa != "rv32" and (((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2))
-                          or ((kh, kw) == (5, 5) and stride_w in (1, 2))):
+    if isa != "rv32" and (kh, kw) == (5, 5) and stride_w in (1, 2):
+        return "channels" if out_w <= DW5_CHANNELS_MAX_OUT_W else "rows"
+    if isa != "rv32" and (((kh, kw) == (1, 3) and stride_w in (1, 2)) or ((kh, kw) == (3, 1) and stride_h in (1, 2))):
         return "rows"
     rows_ok = (kh, kw) == (3, 3) and stride_w in (1, 2)
     if not rows_ok:

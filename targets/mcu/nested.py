@@ -212,11 +212,11 @@ def _quantized_points(p: NestedPlan) -> list:
                                        "--budgets makes them so)")
             scales[name] = np.asarray(full, dtype=np.float64).ravel()[:np.size(s)] if np.ndim(full) else full
             if name in own:  # the point's own per-channel scale: same int8 weights, its own requantization
-                scales[name] = scales[name] * own[name] if np.ndim(full) else None
-                if scales[name] is None:
+                if not np.ndim(full):
                     raise UnsupportedError(f"model '{m.name}': layer '{name}' has its own weight scale at width "
                                            f"{p.budgets[index]:g}, which per-tensor weight scales cannot hold; "
                                            "quantize per channel (the default) or nest with private='bias'")
+                scales[name] = scales[name] * own[name]
         acts = dict(q.activations)
         graph = m.deploy_graph
         shared = [node.name for node in graph.inputs]
