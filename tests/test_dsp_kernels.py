@@ -191,6 +191,17 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv1x1 24->46 biases per block", 5, 3, 24, 46, 1, scratch_limit_bytes=500,
                         conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 64-bit requant 8->6", 7, 6, 8, 6, 3, padding=1, big_mult=True))
+    # weights stored widened (FLAG_WIDE_WEIGHTS): a last block of 2 channels, the first layer's paired run tails,
+    # the 64-bit requantization (raw path), biases per block, a clamp, one-pixel tiles; their own generator
+    rw = np.random.default_rng(23)
+    for name, geom, k, kw in (
+            ("3x3 9x8x16->22 pad1 relu", (9, 8, 16, 22), 3, dict(padding=1, act="relu", tile_pixels=6)),
+            ("3x3 s2 21x20x3->16 first layer", (21, 20, 3, 16), 3, dict(stride=2, padding=(0, 1, 0, 1))),
+            ("3x3 7x6x8->6 64-bit requant", (7, 6, 8, 6), 3, dict(padding=1, big_mult=True)),
+            ("1x1 5x3x24->46 biases per block", (5, 3, 24, 46), 1, dict(scratch_limit_bytes=500)),
+            ("1x1 2x2x64->64 (a patch tile)", (2, 2, 64, 64), 1, dict(in_extra=64, out_extra=128))):
+        h, w, cin, cout = geom
+        c.append(_conv_case(rw, f"conv wide {name}", h, w, cin, cout, k, wide_weights=True, conv_fc=False, **kw))
     c.append(_conv_case(rng, "conv2x2 zero-mult channel 16->8", 6, 7, 16, 8, 2, zero_channel=True))
     c.append(_conv_case(rng, "conv7x1 1->3 tall", 12, 3, 1, 3, (7, 1), padding=(3, 3, 0, 0), conv_fc=False))
     # 1x1 with 8 or 16 input channels: the record stream (FLAG_1X1_STREAM) — every remainder of its 8-channel
@@ -631,6 +642,51 @@ def test_conv_as_fc_rows_where_the_tile_gemm_is_slow_or_does_not_fit():
     with ek_kernels.conv_scratch_limit(4096):
         assert ek_kernels._scratch_estimate("conv2d", ((3, 3), 64, 64, 1, (1, 1), (1, 1), (1, 1)), (8, 8),
                                             "dsp") == 3 * 576
+
+
+def test_wide_weights_where_they_pay():
+    """FLAG_WIDE_WEIGHTS stores the tile GEMM's weights as the weight cache's int16 pairs (the cases above run them
+    bit-exact): no cache in scratch and nothing widened per call. Taken by default (wide_weights=None) where a call
+    would widen its weights per im2col tile or per small call — patch tiles — within WIDE_WEIGHTS_MAX_BYTES and never
+    in more scratch than the int8 layout's choice; not for the record stream or nested tap runs."""
+    wide = [c.layer for c, _ in CASES if c.name.startswith("conv wide ")]
+    assert len(wide) == 5 and all(layer.params["flags"] & kp.FLAG_WIDE_WEIGHTS for layer in wide)
+    rng = np.random.default_rng(8)
+    weights = {}
+
+    def pack(h, w, cin, cout, k, **kw):
+        wt = weights.setdefault((cin, cout, k), rng.integers(-127, 128, (cout, cin, k, k), dtype=np.int8))
+        return kp.pack_conv2d(wt, None, [1 << 30] * cout, [40] * cout, input_shape=(h, w, cin), x_zp=3, out_zp=0,
+                              padding=k // 2, **kw)
+
+    plain = pack(6, 5, 16, 10, 3, wide_weights=False, tile_pixels=4, cache_all_weights=False)
+    forced = pack(6, 5, 16, 10, 3, wide_weights=True, tile_pixels=4)
+    # the widened layout: per block of 4 channels and reduction pair, channel c's (k0, k1) as one int16 pair; the
+    # last block's missing channels are zeros (what ek__widen4 / ek__widen_partial make of the int8 layout)
+    k_pairs = kp.conv_k_pairs(plain.params)
+    w16 = forced.weights.view("<i2").reshape(3, k_pairs, 4, 2)
+    i8 = plain.weights
+    full = i8[:2 * k_pairs * 8].reshape(2, k_pairs, 2, 2, 2)  # [block][pair][c_hi][k][c_lo]
+    assert np.array_equal(w16[:2], full.transpose(0, 1, 2, 4, 3).reshape(2, k_pairs, 4, 2))
+    tail = i8[2 * k_pairs * 8:].reshape(k_pairs, 2, 2)  # [pair][c][k]: channels 8, 9
+    assert np.array_equal(w16[2, :, :2], tail) and not w16[2, :, 2:].any()
+    assert forced.scratch_bytes == plain.scratch_bytes - k_pairs * 16 and forced.weights.size == 3 * k_pairs * 16
+    # by default: a 2x2 patch tile's 1x1 of a 12x12 map (36 calls, each widening all 4096 weights) takes it in no
+    # more scratch, not the same call as a whole 2x2 map (widened once); nor a whole map with its weights cached, a
+    # layer beyond WIDE_WEIGHTS_MAX_BYTES, the record stream
+    tile = pack(2, 2, 64, 64, 1, wide_weights=None, scratch_limit_bytes=4096, layer_pixels=144)
+    assert tile.params["flags"] & kp.FLAG_WIDE_WEIGHTS
+    assert not pack(2, 2, 64, 64, 1, wide_weights=None, scratch_limit_bytes=4096).params["flags"] & \
+        kp.FLAG_WIDE_WEIGHTS
+    assert tile.scratch_bytes <= pack(2, 2, 64, 64, 1, wide_weights=False, scratch_limit_bytes=4096).scratch_bytes
+    assert not pack(16, 16, 16, 16, 3, wide_weights=None, scratch_limit_bytes=16384).params["flags"] & \
+        kp.FLAG_WIDE_WEIGHTS
+    assert not pack(4, 4, 64, 64, 3, wide_weights=None, scratch_limit_bytes=4096, layer_pixels=1024).params[
+        "flags"] & kp.FLAG_WIDE_WEIGHTS  # 36,864 weights
+    assert not pack(8, 8, 16, 8, 1, wide_weights=None, scratch_limit_bytes=4096).params["flags"] & \
+        kp.FLAG_WIDE_WEIGHTS  # the record stream
+    with pytest.raises(UsageError, match="tap runs"):
+        pack(6, 6, 8, 8, 3, wide_weights=True, tap_runs=True)
 
 
 def test_biases_per_block_when_scratch_is_short():

@@ -146,8 +146,10 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     window = runs * run_len
     units = pairs * blocks * 16 * k_pairs
     # a block's weights widened again for every tile (about 1 instruction a weight, in units of 11/16), or all of
-    # them once per call when cached (a patch tile's call of one im2col tile pays it as much as an uncached one)
-    widened = blocks * (1 if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS else tiles)
+    # them once per call when cached (a patch tile's call of one im2col tile pays it as much as an uncached one);
+    # none when they are stored widened (FLAG_WIDE_WEIGHTS)
+    widened = 0 if p["flags"] & kernel_pack.FLAG_WIDE_WEIGHTS else \
+        blocks * (1 if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS else tiles)
     units += round(widened * 8 * k_pairs * 16 / 11)
     return (units, pairs * blocks + tiles * blocks, 2 * pairs * window + 4 * pairs * runs + 120 * border * runs)
 

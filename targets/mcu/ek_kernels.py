@@ -67,6 +67,13 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         # A layer's tiles keep the layout of its first call where it fits (FLAG_CONV_FC or the tile GEMM: their
         # weights differ, so mixing them would store the layer's weights twice).
         first = builder.conv_fc_layers.get(node.name)
+        # Weights stored widened (FLAG_WIDE_WEIGHTS) where they pay, within the flash the target can spare; a
+        # layer's tiles keep its first call's choice (one weights array). Not in nested images (prefixes of int8).
+        wide = builder.wide_layers.get(node.name)
+        if wide is None:
+            spare = getattr(builder, "wide_weights_max_extra", None)
+            fits = spare is None or qn.q["weight"].size <= spare - builder.wide_extra_bytes
+            wide = None if fits and NESTED_FULL_CHANNELS is None else False
         if NESTED_FULL_CHANNELS is not None:  # a nested image: its points read prefixes of the tile GEMM's layout
             tries = [False]
         else:
@@ -77,6 +84,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                 packed = kernel_pack.pack_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                  scratch_limit_bytes=limit, isa=builder.ek_isa,
                                                  tap_runs=node.name in NESTED_TAP_RUN_LAYERS, conv_fc=conv_fc,
+                                                 wide_weights=wide, layer_pixels=math.prod(node.shape[2:4]),
                                                  **common)
                 break
             except kernel_pack.ScratchLimitError:
@@ -84,6 +92,10 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         if packed is None:
             return None
         builder.conv_fc_layers.setdefault(node.name, bool(packed.params["flags"] & kernel_pack.FLAG_CONV_FC))
+        if node.name not in builder.wide_layers:
+            is_wide = bool(packed.params["flags"] & kernel_pack.FLAG_WIDE_WEIGHTS)
+            builder.wide_layers[node.name] = is_wide
+            builder.wide_extra_bytes += int(qn.q["weight"].size) if is_wide else 0
         kind, wname = "ek_conv", f"{node.name}.ekw"
     out_shape = builder.tensors[out].shape
     if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]):

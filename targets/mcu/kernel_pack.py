@@ -62,7 +62,7 @@ from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
-           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "ISAS", "mve_requant_table",
+           "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "FLAG_WIDE_WEIGHTS", "ISAS", "mve_requant_table",
            "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
@@ -84,6 +84,7 @@ FLAG_1X1_STREAM = 4096  # conv: 1x1 with 8 or 16 input channels as a per-channel
 FLAG_DW_PAIRS = 1024  # depthwise 3x3: column pairs of a padded plane per 4 channels, 2 outputs x 2 channels a step
 FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
 FLAG_CONV_FC = 2048  # conv: each output pixel's window as one fully connected row, int8 weights in the FC layout
+FLAG_WIDE_WEIGHTS = 8192  # conv (tile GEMM): weights stored widened (int16 pairs, the weight cache's layout)
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -168,6 +169,12 @@ CONV_UNROLL = 8  # EK_CONV_UNROLL: only affects code, listed for reference
 FC_CHUNK = 64  # EK_FC_CHUNK
 DEFAULT_TILE_PIXELS = 32
 DEFAULT_WEIGHT_CACHE_LIMIT_BYTES = 16 * 1024
+# Weights stored widened (FLAG_WIDE_WEIGHTS, one more flash byte a weight) by default only for layers of at most
+# this many int8 weights, and where they save at least WIDE_WEIGHTS_MIN_SAVED instructions per inference per extra
+# flash byte — where each weight would otherwise be widened (1 instruction) that many times an inference: a patch
+# tile's call widens all its weights again, a call with little scratch once per im2col tile.
+WIDE_WEIGHTS_MAX_BYTES = 16 * 1024
+WIDE_WEIGHTS_MIN_SAVED = 8.0
 
 
 class ScratchLimitError(UsageError):
@@ -501,7 +508,7 @@ def conv2d_scratch_bytes(params: dict) -> int:
     blocks = _ceil(p["out_c"], 4) // 4
     t = p["tile_pixels"]
     tile = t // 2 * (k_pairs + 1) * 8
-    wcache = (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
+    wcache = 0 if p["flags"] & FLAG_WIDE_WEIGHTS else (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
     bias8 = 32 * (1 if p["flags"] & FLAG_BIAS_PER_BLOCK else blocks)  # each block's 4 biases, twice
@@ -521,7 +528,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 in_row_stride: int | None = None, out_row_stride: int | None = None,
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
                 scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False,
-                conv_fc: bool | None = None) -> PackedLayer:
+                conv_fc: bool | None = None, wide_weights: bool | None = False,
+                layer_pixels: int | None = None) -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
@@ -532,7 +540,11 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     ``tap_runs``: one reduction run per kernel tap (FLAG_TAP_RUNS), so that a narrower layer's weights are a prefix
     of every run (nested operating points, :func:`nested_view`). ``conv_fc``: each output pixel's window as one
     fully connected row (FLAG_CONV_FC: weights in the FC layout, nothing widened, scratch 3 bytes per window
-    element); by default taken where :func:`conv2d_fc_pays` says so (dsp layout, no tap runs).
+    element); by default taken where :func:`conv2d_fc_pays` says so (dsp layout, no tap runs). ``wide_weights``:
+    the tile GEMM's weights stored widened to int16 pairs (FLAG_WIDE_WEIGHTS: twice the bytes, no weight cache in
+    scratch, nothing widened at run time; never more scratch than the int8 layout would take); None: where
+    :func:`conv2d_wide_pays` says so for ``layer_pixels`` output pixels an inference (the whole layer's, when this
+    call is one patch tile of it; default: this call's).
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -594,7 +606,16 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                            bias=_folded_bias(bias, flat, x_zp, _ceil(cout, 4)), requant=table,
                            scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
     explicit = tile_pixels is not None or cache_all_weights is not None
+    if wide_weights and tap_runs:
+        raise UsageError("conv2d: wide_weights does not apply to tap runs (nested weights)")
     chosen = None if conv_fc else conv2d_tile_choice(params, scratch_limit_bytes, tile_pixels, cache_all_weights)
+    if wide_weights is not False and not conv_fc and not tap_runs:  # in no more scratch than without (SRAM first)
+        room = scratch_limit_bytes if chosen is None else conv2d_scratch_bytes(chosen)
+        if conv_fc is None and not explicit and conv2d_fc_pays(params, chosen, scratch_limit_bytes):
+            room = conv2d_scratch_bytes(dict(params, tile_pixels=0, flags=FLAG_CONV_FC))
+        wide = conv2d_tile_choice(params, room, tile_pixels, wide=True)
+        if wide_weights or conv2d_wide_pays(params, chosen, wide, layer_pixels):
+            chosen = wide
     if conv_fc is None:  # by default where it is the only layout that fits or costs fewer instructions
         conv_fc = not tap_runs and not explicit and conv2d_fc_pays(params, chosen, scratch_limit_bytes)
     if conv_fc:
@@ -613,6 +634,10 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     if chosen is None:
         raise ScratchLimitError(f"conv2d: no tile fits {scratch_limit_bytes} scratch bytes (the smallest needs "
                                 f"{conv2d_scratch_bytes(dict(params, tile_pixels=2, flags=FLAG_BIAS_PER_BLOCK))})")
+    if chosen["flags"] & FLAG_WIDE_WEIGHTS:  # per block and reduction pair 4 words, channel c's (k0, k1) int16 pair
+        kv = np.zeros((cout4, kp), dtype=np.int16)
+        kv[:cout] = kvec
+        packed = kv.reshape(cout4 // 4, 4, kp // 2, 2).transpose(0, 2, 1, 3).astype("<i2").reshape(-1).view(np.int8)
     return PackedLayer(kind="conv2d", params=chosen, weights=packed,
                        bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
                        requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),
@@ -621,38 +646,77 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
 
 
 def conv2d_tile_choice(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None,
-                       cache_all_weights: bool | None = None) -> dict | None:
+                       cache_all_weights: bool | None = None, wide: bool = False) -> dict | None:
     """The tile GEMM's struct fields for a dsp conv (``params``: :func:`pack_conv2d`'s, tile_pixels 0): the im2col
     tile, weight cache and bias layout that fit ``scratch_limit_bytes`` with the fewest extra instructions (the 1x1
-    record stream where it applies); None if nothing fits."""
-    npix_even = _ceil(params["out_h"] * params["out_w"], 2)
+    record stream where it applies); None if nothing fits. ``wide``: with the weights stored widened
+    (FLAG_WIDE_WEIGHTS: no weight cache, nothing widened; never the record stream)."""
+    npix = params["out_h"] * params["out_w"]
+    npix_even = _ceil(npix, 2)
     tiles = [tile_pixels] if tile_pixels is not None else list(range(2, min(DEFAULT_TILE_PIXELS, npix_even) + 1, 2))
     if any(t < 2 or t % 2 for t in tiles):
         raise UsageError(f"conv2d: tile_pixels must be even and >= 2, got {tile_pixels}")
     kp = conv_k_pairs(params) * 2
     blocks = _ceil(params["out_c"], 4) // 4
-    cache_options = [cache_all_weights] if cache_all_weights is not None else \
+    cache_options = [False] if wide else [cache_all_weights] if cache_all_weights is not None else \
         ([True, False] if blocks * (kp // 2) * 16 <= DEFAULT_WEIGHT_CACHE_LIMIT_BYTES else [False])
     chosen, best = None, None
     for per_block in (False, True):
         for cache in cache_options:
             for t in tiles:
                 flags = params["flags"] | (FLAG_CACHE_ALL_WEIGHTS if cache else 0) | \
-                    (FLAG_BIAS_PER_BLOCK if per_block else 0)
+                    (FLAG_BIAS_PER_BLOCK if per_block else 0) | (FLAG_WIDE_WEIGHTS if wide else 0)
                 trial = dict(params, tile_pixels=t, flags=flags)
                 if scratch_limit_bytes is not None and conv2d_scratch_bytes(trial) > scratch_limit_bytes:
                     continue
-                # extra instructions per MAC (measured on the M7): widening the weights once per tile unless cached
-                # (8 per 8 weights: 1/t), ~60 per kernel call (one per tile and block of 4 channels), and ~12 per
+                # extra instructions per MAC (measured on the M7): widening the weights (8 per 8 weights) once per
+                # tile (1/t), once per call when cached (1 / the call's pixels: a patch tile's call pays it again),
+                # never when stored widened; ~60 per kernel call (one per tile and block of 4 channels), and ~12 per
                 # call to lay out the block's biases when only one block's fit in scratch
-                cost = (0.0 if cache else 1.0 / t) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
+                cost = conv2d_widen_cost(npix, t, cache, wide) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
                 if best is None or cost < best - 1e-12:  # ties: all blocks' biases at once (tried first)
                     chosen, best = trial, cost
     # the record stream where it applies, in the tile layout's scratch: a program's plan sizes the arena before
     # the scales (hence FLAG_FAST_REQUANT) are known, so the scratch must not depend on the choice
-    if chosen is not None and s1x1_stream(chosen) and s1x1_records_bytes(chosen) <= conv2d_scratch_bytes(chosen):
+    if not wide and chosen is not None and s1x1_stream(chosen) and \
+            s1x1_records_bytes(chosen) <= conv2d_scratch_bytes(chosen):
         chosen = dict(chosen, flags=chosen["flags"] | FLAG_1X1_STREAM)
     return chosen
+
+
+def conv2d_widen_cost(npix: int, tile_pixels: int, cache: bool, wide: bool) -> float:
+    """Instructions per MAC a tile-GEMM call spends widening its weights (1 a weight each time): once per im2col tile
+    of ``tile_pixels``, once per call of ``npix`` output pixels when cached, never when stored widened."""
+    return 0.0 if wide else 1.0 / max(npix, 1) if cache else 1.0 / tile_pixels
+
+
+def conv2d_tile_cost(choice: dict) -> float:
+    """Extra instructions per MAC of a tile-GEMM choice (:func:`conv2d_tile_choice`'s model): widening and calls."""
+    p = choice
+    kp = conv_k_pairs(p) * 2
+    t = p["tile_pixels"]
+    return conv2d_widen_cost(p["out_h"] * p["out_w"], t, bool(p["flags"] & FLAG_CACHE_ALL_WEIGHTS),
+                             bool(p["flags"] & FLAG_WIDE_WEIGHTS)) + \
+        (60.0 + (12.0 if p["flags"] & FLAG_BIAS_PER_BLOCK else 0.0)) / (t * 4 * kp)
+
+
+def conv2d_wide_pays(params: dict, plain: dict | None, wide: dict | None, layer_pixels: int | None = None) -> bool:
+    """Whether storing a dsp conv's weights widened (``wide``, :func:`conv2d_tile_choice` with wide=True) is worth one
+    more flash byte a weight against ``plain`` (the same without): at most WIDE_WEIGHTS_MAX_BYTES int8 weights and
+    at least WIDE_WEIGHTS_MIN_SAVED instructions saved an inference per extra byte — the per-MAC saving times the
+    MACs of ``layer_pixels`` output pixels (a conv does one MAC per weight and pixel) over the weights — or the only
+    tile GEMM that fits (the record stream and nested layouts keep int8 weights)."""
+    if wide is None or params["flags"] & (FLAG_MVE | FLAG_RV | FLAG_TAP_RUNS):
+        return False
+    weights = params["out_c"] * params["kernel_h"] * params["kernel_w"] * params["in_c"]
+    if weights > WIDE_WEIGHTS_MAX_BYTES:
+        return False
+    if plain is None:
+        return True
+    if plain["flags"] & FLAG_1X1_STREAM:
+        return False
+    pixels = layer_pixels if layer_pixels is not None else params["out_h"] * params["out_w"]
+    return (conv2d_tile_cost(plain) - conv2d_tile_cost(wide)) * pixels >= WIDE_WEIGHTS_MIN_SAVED
 
 
 # Instructions of the two conv layouts on the emulated M7, for choosing between them. Tile GEMM: the M7 cost profile's

@@ -283,6 +283,8 @@ class _Builder:
         self.steps: list[Step] = []
         self.notes: list[str] = []
         self.conv_fc_layers: dict[str, bool] = {}  # layer -> its conv calls run as FC rows (one layout a layer)
+        self.wide_layers: dict[str, bool] = {}  # layer -> its conv weights stored widened (one layout a layer)
+        self.wide_extra_bytes = 0  # flash those widened weights add
 
     def const(self, name: str, data: np.ndarray) -> str:
         """Add constant ``name`` (returns the name its readers use). The same name with the same bytes is stored
@@ -646,6 +648,7 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
     b = _Builder(graph, dtype, qg, use_ek_kernels, cpu, platform)
     b.scratch_limits = dict(scratch_limits or {})
     b.fc_pairs_max_extra = fc_pairs_budget(target)
+    b.wide_weights_max_extra = fc_pairs_budget(target)  # the same share of flash for widened conv weights
     stages = list(patch.stages) if patch is not None else []
     stage = {name for st in stages for name in st.layers}
     stage_at = {st.split_after: st for st in stages}

@@ -6,7 +6,8 @@
  * Convolution = GEMM over output pixels. A tile of output pixels is copied (im2col) into scratch as int16 with the
  * input zero point already subtracted, two pixels interleaved per int16 pair of the reduction axis; the weights of
  * four output channels are widened once per tile (or once per call, EK_NN_FLAG_CACHE_ALL_WEIGHTS) to int16
- * pairs (the weights stay int8 in flash). The inner loop then holds a
+ * pairs (the weights stay int8 in flash; EK_NN_FLAG_WIDE_WEIGHTS: they are stored widened, twice the flash, and
+ * nothing widens them: patch tiles and calls with little scratch). The inner loop then holds a
  * 2 pixel x 4 channel block of accumulators in registers and does, per pair of reduction elements, one LDM of the
  * two pixels' pairs, two LDMs of the four channels' pairs and eight SMLADs: 11 instructions for 16 MACs. It is
  * unrolled 8 times with a Duff's-device entry for the remainder. Requantisation is SMMLA + ASR + SSAT per output
@@ -1322,7 +1323,8 @@ static void ek__conv_geom(const ek_conv_params_t *p, ek__conv_geom_t *g)
     g->full_blocks = p->out_c / 4;
     g->bias_blocks = (p->flags & EK_NN_FLAG_BIAS_PER_BLOCK) ? 1 : g->blocks;
     g->tile_bytes = (size_t)(p->tile_pixels / 2) * (size_t)g->pair_bytes;
-    g->wcache_bytes = (size_t)((p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) ? g->blocks : 1) * (size_t)g->k_pairs * 16u;
+    g->wcache_bytes = (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) ? 0u :
+        (size_t)((p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) ? g->blocks : 1) * (size_t)g->k_pairs * 16u;
     g->accbuf_bytes = (size_t)(p->tile_pixels / 2) * 32u;
     g->runbuf_bytes = 3 * ((size_t)(g->run_len + 3) & ~(size_t)3); /* two pixels' edge runs, one all-padding run */
 }
@@ -2271,6 +2273,9 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
     if (p->flags & EK_NN_FLAG_1X1_STREAM) {
+        if (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) {
+            return EK_NN_ERR_ARG; /* the records are built from the int8 layout */
+        }
         ek__conv_1x1_stream(p, &g, input, output, (uint32_t *)scratch);
         return EK_NN_OK;
     }
@@ -2281,8 +2286,16 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     int8_t *runbuf = (int8_t *)(bias8 + 8 * g.bias_blocks);
     int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
     memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
-    const int cache_all = (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
+    const int wide = (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) != 0; /* stored widened: read in place */
+    const int cache_all = !wide && (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
     const int32_t w16_block_words = g.k_pairs * 4; /* widened words per block */
+    if (wide && (p->weight_block_bytes || p->weight_run_pairs)) {
+        return EK_NN_ERR_ARG; /* nested prefixes read the int8 layout */
+    }
+    /* every block's widened weights, w16_block_words apart: stored so, or cached once per call; else one block's
+     * widened into wcache per tile */
+    const uint32_t *const w16_all = wide ? (const uint32_t *)(const void *)p->weights : wcache;
+    const int whole_set = wide || cache_all;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
 
@@ -2346,8 +2359,8 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
                     }
                 }
             }
-            if (cache_all) {
-                w16 = wcache + b * w16_block_words;
+            if (whole_set) {
+                w16 = w16_all + b * w16_block_words;
             } else {
                 ek__widen_nested(p, &g, b, b < g.full_blocks ? 4 : tail_nc, wcache);
             }

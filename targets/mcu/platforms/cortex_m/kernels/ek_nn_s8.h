@@ -59,6 +59,8 @@ extern "C" {
 #define EK_NN_FLAG_DW_PAIRS 1024u /* depthwise 3x3: a padded plane of column pairs per 4 channels, 2 outputs x 2 channels a step */
 #define EK_NN_FLAG_CONV_FC 2048u /* conv: per output pixel its window as one fully connected row (int8 weights in the FC
                                    * layout: no widened weights, scratch = the window; kernel_pack decides) */
+#define EK_NN_FLAG_WIDE_WEIGHTS 8192u /* conv (tile GEMM): weights stored already widened, int16 pairs in the
+                                     * weight cache's layout, so no call widens them (kernel_pack decides) */
 #define EK_NN_FLAG_ADD_PAIRS 512u /* add: 17 <= shift, multipliers split at 2^16 fit SMLAD (kernel_pack decides) */
 
 /*
