@@ -76,8 +76,8 @@ def run(models, max_overhead=0.15):
                 "code_off": m_off["flash_bytes"] - rep_off["build"]["weight_bytes"],
                 "code_on": m_on["flash_bytes"] - rep_on["build"]["weight_bytes"],
                 "match": m_off["outputs_match"] and m_on["outputs_match"],
-                "choice": (f"{len(patch['stages'])} stage(s): first {patch['grid']}x{patch['grid']} up to "
-                           f"{patch['split_after']}" if patch else "no patching"),
+                "choice": (f"{len(patch['stages'])} stage(s): first {'x'.join(map(str, patch['stages'][0]['grid']))}"
+                           f" up to {patch['split_after']}" if patch else "no patching"),
                 "reason": (rep_on.get("schedule") or {}).get("reason", ""),
             })
     finally:

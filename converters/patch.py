@@ -22,8 +22,9 @@ expanded tensor is never materialised whole — the block-wise execution TinyEng
 The decision is greedy and planned, not guessed: starting from layer-by-layer execution, find the step where the
 planned arena (edgekit/memplan.py) peaks, try every stage that covers it (prefix splits with n×n grids from the input,
 segments with row tiles elsewhere, n = 2..8), keep the one that lowers the planned peak most within the remaining MAC
-budget, and repeat until nothing helps. The result is never worse than layer by layer; when no stage helps the
-answer is "no patching", with the reason.
+budget, and repeat until nothing helps; then revisit each stage's grid while that lowers the peak, and give each stage
+the fewest tiles that keep the planned peak (tiles cost instructions the MAC budget does not see). The result is never
+worse than layer by layer; when no stage helps the answer is "no patching", with the reason.
 """
 from __future__ import annotations
 
@@ -441,7 +442,8 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 trial = plan_schedule(graph, others + [st], bpe, scratch, bound=bound)
                 if trial is None:
                     continue
-                if best_plan is None or (trial.arena_bytes, st.extra_macs) < (best_plan.arena_bytes, best.extra_macs):
+                if best_plan is None or (trial.arena_bytes, st.extra_macs, len(st.tiles)) < \
+                        (best_plan.arena_bytes, best.extra_macs, len(best.tiles)):
                     best, best_plan = st, trial
             if best is None or best_plan.arena_bytes >= plan.arena_bytes:
                 break
@@ -475,6 +477,28 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                         plan, improved = trial, True
                         break
                 if improved:
+                    break
+        # Coarsening: the greedy and the refinement keep a grid once it lowered the peak, though after later
+        # changes fewer tiles may plan the same arena; tiles cost instructions the MAC budget does not see (a call
+        # per layer and tile, halo copies), so each stage takes the fewest tiles that keep the planned arena.
+        for k in range(len(chosen)):
+            st = chosen[k]
+            others = chosen[:k] + chosen[k + 1:]
+            used = sum(o.extra_macs for o in others)
+            a, b = span(st)
+            coarser = sorted((g for g in {(n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)
+                                          if abs(n - m) <= 1 or m == 1} - {(1, 1)}
+                              if g[0] * g[1] < len(st.tiles) and g[0] <= graph.nodes[b].shape[2]
+                              and g[1] <= graph.nodes[b].shape[3]), key=lambda g: (g[0] * g[1], g))
+            for g in coarser:
+                alt = tiles(a, b, g)
+                if used + alt.extra_macs > budget:
+                    continue
+                tried += 1
+                trial = plan_schedule(graph, others + [alt], bpe, scratch, bound=plan.arena_bytes + 1)
+                if trial is not None and trial.arena_bytes <= plan.arena_bytes:
+                    chosen = others[:k] + [alt] + others[k:]
+                    plan = trial
                     break
     if not chosen:
         return Decision(None, f"no patching: none of {tried} stages tried lowers the planned peak of {base:,} B "

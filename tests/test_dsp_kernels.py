@@ -646,9 +646,10 @@ def test_conv_as_fc_rows_where_the_tile_gemm_is_slow_or_does_not_fit():
 
 def test_wide_weights_where_they_pay():
     """FLAG_WIDE_WEIGHTS stores the tile GEMM's weights as the weight cache's int16 pairs (the cases above run them
-    bit-exact): no cache in scratch and nothing widened per call. Taken by default (wide_weights=None) where a call
-    would widen its weights per im2col tile or per small call — patch tiles — within WIDE_WEIGHTS_MAX_BYTES and never
-    in more scratch than the int8 layout's choice; not for the record stream or nested tap runs."""
+    bit-exact): no cache in scratch and nothing widened per call. Taken by default (wide_weights=None) where each
+    weight would otherwise be widened WIDE_WEIGHTS_MIN_SAVED times an inference or more (per im2col tile, or per call
+    of a patch tile), within WIDE_WEIGHTS_MAX_BYTES and never in more scratch than the int8 layout's choice; not for
+    the record stream or nested tap runs."""
     wide = [c.layer for c, _ in CASES if c.name.startswith("conv wide ")]
     assert len(wide) == 5 and all(layer.params["flags"] & kp.FLAG_WIDE_WEIGHTS for layer in wide)
     rng = np.random.default_rng(8)

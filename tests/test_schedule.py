@@ -3,6 +3,8 @@ the cheapest patch-based schedule that fits a smaller SRAM budget, and the small
 (`--patch min-memory`). Estimates only: nothing is built."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from edgekit import api
@@ -91,3 +93,35 @@ def test_auto_weighs_each_schedule_with_more_conv_scratch(cnn):
     assert plain and len(wider) == len(plain)
     for a, b in zip(plain, wider):
         assert b["arena_bytes"] >= a["arena_bytes"] and b["instructions"] <= a["instructions"]
+
+
+@pytest.mark.parametrize("which", ["digits-cnn", "vgg-64", "zoo-squeezenet"])
+def test_min_memory_stages_take_the_fewest_tiles_that_keep_the_peak(cnn, which):
+    """Tiles cost instructions the MAC budget does not see, so every stage of a min-memory schedule has the fewest
+    tiles that plan its arena: each coarser grid within the MAC budget plans a larger one (SqueezeNet's last fire
+    module once ran as 8x8 tiles of one pixel where 2x2 planned the same arena)."""
+    from edgekit.converters import patch as P
+    from edgekit.modelcache import load_graph_only
+    from edgekit.targets.mcu import ek_kernels
+
+    model = cnn if which == "digits-cnn" else _vgg_64() if which == "vgg-64" else load_graph_only(which)
+    graph = model.deploy_graph
+    scratch = functools.partial(ek_kernels.scratch_estimate, isa="dsp")
+    with ek_kernels.conv_scratch_limit(ek_kernels.PATCHED_CONV_SCRATCH_LIMIT_BYTES):
+        sched = P.schedule(graph, 1, 0.15, scratch=scratch).schedule
+        assert sched is not None and sched.stages
+        index = {n.name: j for j, n in enumerate(graph.nodes)}
+        total = sum(P.macs_of(n, graph) for n in graph.nodes)
+        for k, st in enumerate(sched.stages):
+            others = sched.stages[:k] + sched.stages[k + 1:]
+            a, b = index[st.layers[0]], index[st.layers[-1]]
+            rows, cols = graph.nodes[b].shape[2:4]
+            for g in {(n, m) for n in range(1, P.MAX_GRID + 1) for m in range(1, P.MAX_GRID + 1)
+                      if abs(n - m) <= 1 or m == 1} - {(1, 1)}:
+                if g[0] * g[1] >= len(st.tiles) or g[0] > rows or g[1] > cols:
+                    continue
+                alt = P.plan_tiles(graph, a, b, g)
+                if sum(o.extra_macs for o in others) + alt.extra_macs > 0.15 * total:
+                    continue
+                trial = P.plan_schedule(graph, others + [alt], 1, scratch)
+                assert trial.arena_bytes > sched.peak_bytes, (st.split_after, st.grid, g)

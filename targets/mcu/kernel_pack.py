@@ -508,7 +508,8 @@ def conv2d_scratch_bytes(params: dict) -> int:
     blocks = _ceil(p["out_c"], 4) // 4
     t = p["tile_pixels"]
     tile = t // 2 * (k_pairs + 1) * 8
-    wcache = 0 if p["flags"] & FLAG_WIDE_WEIGHTS else (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
+    wcache = 0 if p["flags"] & FLAG_WIDE_WEIGHTS else \
+        (blocks if p["flags"] & FLAG_CACHE_ALL_WEIGHTS else 1) * k_pairs * 16
     accbuf = t // 2 * 32
     runbuf = 3 * _ceil(run_len, 4)  # two pixels' edge runs and one all-padding run
     bias8 = 32 * (1 if p["flags"] & FLAG_BIAS_PER_BLOCK else blocks)  # each block's 4 biases, twice

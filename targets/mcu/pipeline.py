@@ -213,7 +213,8 @@ def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileO
                 prog, limits = _with_slack_scratch(args, build_program(**args, scratch_limits=base or None), base)
                 est = cost.program_estimate(model, profile, prog, platform)
                 more = f", conv scratch up to {ek_kernels.DEFAULT_CONV_SCRATCH_LIMIT_BYTES:,} B" if base else ""
-                label = (f"{len(sched.stages)} patch stage(s), first {sched.grid}x{sched.grid} after "
+                rows, cols = sched.stages[0].grid
+                label = (f"{len(sched.stages)} patch stage(s), first {rows}x{cols} after "
                          f"'{sched.split_after}'{more}")
                 considered.append(_schedule_row(label, prog, est, sched.mac_overhead, est.peak_sram_bytes <= budget))
                 built.append((prog, sched, limits, est))
@@ -229,7 +230,8 @@ def _schedule(build_args: dict, model, profile: TargetProfile, options: CompileO
         pick, why = built[0], decision.reason
     prog, sched, limits, est = pick
     if grid is None and prog.arena_bytes >= plain.arena_bytes:
-        return keep_plain(f"no patching: the best schedule ({sched.grid}x{sched.grid} after '{sched.split_after}') "
+        return keep_plain(f"no patching: the best schedule ({'x'.join(map(str, sched.stages[0].grid))} after "
+                          f"'{sched.split_after}') "
                           f"plans a {prog.arena_bytes:,} B arena, not less than {plain.arena_bytes:,} B layer by "
                           "layer")
     prog.schedule = {**info, "patched_arena_bytes": prog.arena_bytes,
