@@ -500,6 +500,9 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                     chosen = others[:k] + [alt] + others[k:]
                     plan = trial
                     break
+        if path and [st.grid for st in chosen] != [st.grid for st in path[-1].stages]:  # --patch auto weighs it too
+            path.append(PatchSchedule(list(chosen), sum(st.extra_macs for st in chosen) / max(total, 1),
+                                      plan.arena_bytes, base, list(plan.live_bytes)))
     if not chosen:
         return Decision(None, f"no patching: none of {tried} stages tried lowers the planned peak of {base:,} B "
                               f"within {max_overhead:.0%} extra MACs", base, tried, list(base_plan.live_bytes))
