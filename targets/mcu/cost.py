@@ -91,11 +91,11 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         if step.kind == "ek_conv":
             return (f"{family}_int8_ek", *conv_tile_terms(step.params))
         return f"{family}_int8_ek", step.macs, out, inp
-    if step.kind == "copy":  # a tile into its place: a word loop from a call table when everything is aligned
-        from edgekit.targets.mcu.codegen import copy_window, uses_call_table
+    if step.kind == "copy":  # a tile into its place: a word loop when everything is aligned
+        from edgekit.targets.mcu.codegen import copy_window
 
         dst_off, dst_row, src_off, src_row, rows, row_bytes = copy_window(prog, step)
-        words = uses_call_table(prog) and not (dst_off | dst_row | src_off | src_row | row_bytes) & 3
+        words = not (dst_off | dst_row | src_off | src_row | row_bytes) & 3
         return ("copy_words" if words else "copy_bytes"), rows * row_bytes, rows, 0
     spec = step.spec
     dt = prog.dtype
@@ -282,9 +282,9 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
 
 
 # A patch tile's copy into the full tensor, per byte, per row and per call, where the profile's [cost] has no fitted
-# value: ek_copy_rows' word loop (templates/call_table.c.j2: ldr, str, cmp, bne per 4 bytes) or the byte loop of
-# ek_copy_window / unaligned rows (about 5 per byte), from the M7's disassembly.
-DEFAULT_COPY_COSTS = {"copy_words": (1.0, 8.0, 30.0), "copy_bytes": (5.0, 8.0, 30.0)}
+# value: the word loops of ek_copy_rows / ek_copy_window (templates: 16 bytes a turn, two 8-byte loads and stores
+# and the loop: 9 instructions) or their byte loops for unaligned rows (about 5 per byte), from the M7's disassembly.
+DEFAULT_COPY_COSTS = {"copy_words": (0.5625, 10.0, 30.0), "copy_bytes": (5.0, 8.0, 30.0)}
 
 
 def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:
