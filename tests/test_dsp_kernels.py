@@ -451,6 +451,19 @@ def test_helium_layout_is_refused_without_mve(tmp_path):
     assert [r.rc for r in run_on_host(cases, tmp_path / "host")] == [-2, -2, -2]
 
 
+def test_widened_weights_are_refused_where_the_int8_layout_is_read(tmp_path):
+    # FLAG_WIDE_WEIGHTS with the 1x1 record stream or nested prefixes (which read the int8 layout) returns
+    # EK_NN_ERR_ARG (-2) on the M7 and in the portable build, before it writes anything
+    base = next(c for c, _ in CASES if c.name == "conv wide 1x1 2x2x64->64 (a patch tile)")
+    stream = dict(base.layer.params, flags=base.layer.params["flags"] | kp.FLAG_1X1_STREAM)
+    nested = dict(base.layer.params, weight_block_bytes=64 * 16)
+    cases = [dataclasses.replace(base, layer=dataclasses.replace(base.layer, params=p,
+                                                                 scratch_bytes=kp.conv2d_scratch_bytes(p)))
+             for p in (stream, nested)]
+    assert [r.rc for r in run_on_qemu(cases, "mps2-an500", tmp_path / "m7", count_instructions=False)] == [-2, -2]
+    assert [r.rc for r in run_on_host(cases, tmp_path / "host")] == [-2, -2]
+
+
 def _rv_packed(case) -> bool:
     p = case.layer.params
     if case.layer.kind != "depthwise_conv2d":
