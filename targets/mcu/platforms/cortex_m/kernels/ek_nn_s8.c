@@ -2270,13 +2270,12 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     if (!ek__aligned(scratch)) {
         return EK_NN_ERR_ALIGN;
     }
-    const int wide = (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) != 0; /* stored widened: read in place */
-    if (wide && ((p->flags & EK_NN_FLAG_1X1_STREAM) || p->weight_block_bytes || p->weight_run_pairs)) {
-        return EK_NN_ERR_ARG; /* the record stream and nested prefixes read the int8 layout */
-    }
     ek__conv_geom_t g;
     ek__conv_geom(p, &g);
     if (p->flags & EK_NN_FLAG_1X1_STREAM) {
+        if (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) {
+            return EK_NN_ERR_ARG; /* the records are built from the int8 layout */
+        }
         ek__conv_1x1_stream(p, &g, input, output, (uint32_t *)scratch);
         return EK_NN_OK;
     }
@@ -2287,8 +2286,12 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     int8_t *runbuf = (int8_t *)(bias8 + 8 * g.bias_blocks);
     int8_t *zp_run = runbuf + 2 * (g.runbuf_bytes / 3);
     memset(zp_run, -p->input_offset, g.runbuf_bytes / 3);
+    const int wide = (p->flags & EK_NN_FLAG_WIDE_WEIGHTS) != 0; /* stored widened: read in place */
     const int cache_all = !wide && (p->flags & EK_NN_FLAG_CACHE_ALL_WEIGHTS) != 0;
     const int32_t w16_block_words = g.k_pairs * 4; /* widened words per block */
+    if (wide && (p->weight_block_bytes || p->weight_run_pairs)) {
+        return EK_NN_ERR_ARG; /* nested prefixes read the int8 layout */
+    }
     /* every block's widened weights, w16_block_words apart: stored so, or cached once per call; else one block's
      * widened into wcache per tile */
     const uint32_t *const w16_all = wide ? (const uint32_t *)(const void *)p->weights : wcache;
