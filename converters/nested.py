@@ -145,8 +145,7 @@ _STALE_META = ("nested", "nested_archive", "quant", "quant_mode", "operating_poi
 METHOD = ("SortedNet (nested widths sharing one set of weights, importance-sorted channels, the full network plus "
           "{sampling} every step, summed losses weighted λ={full_weight:g} for the full network and b^-{boost:g} for "
           "width b{private}) + DεpS (full-network warmup {warmup:.0%} of the steps, ε-shrinking of the smallest width "
-          "to "
-          "{smallest:g} over {shrink:.0%}, loss-weight warmup over {ramp:.0%}, in-place distillation α={distill:g}"
+          "to {smallest:g} over {shrink:.0%}, loss-weight warmup over {ramp:.0%}, in-place distillation α={distill:g}"
           "{temperature})")
 
 
@@ -551,10 +550,7 @@ def sliced_module(module: nn.Module, plan: WidthPlan, widths: dict[str, int],
         m = modules[name]
         new = _resized(m, s, widths)
         with torch.no_grad():
-            params = _layer_params(m, s, sel)
-            if name in private:
-                params = _with_private(params, private[name])
-            for pname, t in params.items():
+            for pname, t in _point_params(m, s, sel, private.get(name)).items():
                 getattr(new, pname).copy_(t)
         _replace(small, name, new.train(m.training))
     return small.eval()
@@ -679,15 +675,20 @@ class _SubNetworks:
         sel = {g: int(k) for g, k in self.widths[i].items()}
         own = self.private.get(i, {})
         for name, s in self.plan.layers.items():
-            params = _layer_params(modules[name], s, sel)
-            if name in own:
-                params = _with_private(params, own[name])
-            for pname, t in params.items():
+            for pname, t in _point_params(modules[name], s, sel, own.get(name)).items():
                 tensors[f"{name}.{pname}"] = t
         with warnings.catch_warnings():  # an RNN's sliced weights are not one contiguous block: fine on the CPU
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
             out = functional_call(skeleton, tensors, (x,))
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _point_params(m: nn.Module, s: LayerSlicing, sel: dict[str, int], own: dict[str, torch.Tensor] | None
+                  ) -> dict[str, torch.Tensor]:
+    """A layer's parameters at an operating point: the sliced prefixes, with the point's own scales and bias offsets
+    (``own``) where it has them."""
+    params = _layer_params(m, s, sel)
+    return _with_private(params, own) if own else params
 
 
 def _with_private(params: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -38,6 +38,9 @@ from edgekit.memplan import ALIAS_OPS, Buffer, plan_arena
 SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "hardsigmoid",
                "sigmoid", "tanh", "concat")
 MAX_GRID = 8
+# The grids a stage's refinement and coarsening try: rows and columns within one of each other, or row tiles
+REFINE_GRIDS = tuple((n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)
+                     if (abs(n - m) <= 1 or m == 1) and (n, m) != (1, 1))
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,11 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                         list(base_plan.live_bytes))
     budget = max_overhead * total
     tried = 0
+
+    def as_schedule(stages: list[Stage], plan) -> PatchSchedule:
+        return PatchSchedule(list(stages), sum(st.extra_macs for st in stages) / max(total, 1), plan.arena_bytes, base,
+                             list(plan.live_bytes))
+
     path: list[PatchSchedule] = []
     if grid is not None:
         best, best_plan = None, None
@@ -449,8 +457,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 break
             chosen = sorted(others + [best], key=lambda st: span(st)[0])
             plan = best_plan
-            path.append(PatchSchedule(list(chosen), sum(st.extra_macs for st in chosen) / max(total, 1),
-                                      plan.arena_bytes, base, list(plan.live_bytes)))
+            path.append(as_schedule(chosen, plan))
             if fits_bytes is not None and plan.arena_bytes <= fits_bytes:
                 break
         # Local refinement: the greedy fixes stages one at a time; revisit each one's grid (rows and columns within
@@ -463,8 +470,7 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                 others = [o for o in chosen if o is not st]
                 used = sum(o.extra_macs for o in others)
                 a, b = span(st)
-                for g in {(n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)
-                          if abs(n - m) <= 1 or m == 1} - {st.grid, (1, 1)}:
+                for g in set(REFINE_GRIDS) - {st.grid}:
                     if g[0] > graph.nodes[b].shape[2] or g[1] > graph.nodes[b].shape[3]:
                         continue
                     alt = tiles(a, b, g)
@@ -486,10 +492,9 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
             others = chosen[:k] + chosen[k + 1:]
             used = sum(o.extra_macs for o in others)
             a, b = span(st)
-            coarser = sorted((g for g in {(n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)
-                                          if abs(n - m) <= 1 or m == 1} - {(1, 1)}
-                              if g[0] * g[1] < len(st.tiles) and g[0] <= graph.nodes[b].shape[2]
-                              and g[1] <= graph.nodes[b].shape[3]), key=lambda g: (g[0] * g[1], g))
+            rows, cols = graph.nodes[b].shape[2:4]
+            coarser = sorted((g for g in REFINE_GRIDS if g[0] * g[1] < len(st.tiles) and g[0] <= rows and g[1] <= cols),
+                             key=lambda g: (g[0] * g[1], g))
             for g in coarser:
                 alt = tiles(a, b, g)
                 if used + alt.extra_macs > budget:
@@ -501,13 +506,11 @@ def schedule(graph: Graph, bytes_per_element: int, max_overhead: float = 0.20, g
                     plan = trial
                     break
         if path and [st.grid for st in chosen] != [st.grid for st in path[-1].stages]:  # --patch auto weighs it too
-            path.append(PatchSchedule(list(chosen), sum(st.extra_macs for st in chosen) / max(total, 1),
-                                      plan.arena_bytes, base, list(plan.live_bytes)))
+            path.append(as_schedule(chosen, plan))
     if not chosen:
         return Decision(None, f"no patching: none of {tried} stages tried lowers the planned peak of {base:,} B "
                               f"within {max_overhead:.0%} extra MACs", base, tried, list(base_plan.live_bytes))
-    sched = PatchSchedule(chosen, sum(st.extra_macs for st in chosen) / max(total, 1), plan.arena_bytes, base,
-                          list(plan.live_bytes))
+    sched = as_schedule(chosen, plan)
     if sched.peak_bytes >= base and grid is None:
         return Decision(None, f"no patching: the best schedule found plans {sched.peak_bytes:,} B, not less than "
                               f"{base:,} B layer by layer", base, tried, list(base_plan.live_bytes))

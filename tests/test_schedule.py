@@ -116,8 +116,7 @@ def test_min_memory_stages_take_the_fewest_tiles_that_keep_the_peak(cnn, which):
             others = sched.stages[:k] + sched.stages[k + 1:]
             a, b = index[st.layers[0]], index[st.layers[-1]]
             rows, cols = graph.nodes[b].shape[2:4]
-            for g in {(n, m) for n in range(1, P.MAX_GRID + 1) for m in range(1, P.MAX_GRID + 1)
-                      if abs(n - m) <= 1 or m == 1} - {(1, 1)}:
+            for g in P.REFINE_GRIDS:
                 if g[0] * g[1] >= len(st.tiles) or g[0] > rows or g[1] > cols:
                     continue
                 alt = P.plan_tiles(graph, a, b, g)

@@ -652,8 +652,7 @@ def conv2d_tile_choice(params: dict, scratch_limit_bytes: int | None, tile_pixel
     tile, weight cache and bias layout that fit ``scratch_limit_bytes`` with the fewest extra instructions (the 1x1
     record stream where it applies); None if nothing fits. ``wide``: with the weights stored widened
     (FLAG_WIDE_WEIGHTS: no weight cache, nothing widened; never the record stream)."""
-    npix = params["out_h"] * params["out_w"]
-    npix_even = _ceil(npix, 2)
+    npix_even = _ceil(params["out_h"] * params["out_w"], 2)
     tiles = [tile_pixels] if tile_pixels is not None else list(range(2, min(DEFAULT_TILE_PIXELS, npix_even) + 1, 2))
     if any(t < 2 or t % 2 for t in tiles):
         raise UsageError(f"conv2d: tile_pixels must be even and >= 2, got {tile_pixels}")
@@ -670,11 +669,7 @@ def conv2d_tile_choice(params: dict, scratch_limit_bytes: int | None, tile_pixel
                 trial = dict(params, tile_pixels=t, flags=flags)
                 if scratch_limit_bytes is not None and conv2d_scratch_bytes(trial) > scratch_limit_bytes:
                     continue
-                # extra instructions per MAC (measured on the M7): widening the weights (8 per 8 weights) once per
-                # tile (1/t), once per call when cached (1 / the call's pixels: a patch tile's call pays it again),
-                # never when stored widened; ~60 per kernel call (one per tile and block of 4 channels), and ~12 per
-                # call to lay out the block's biases when only one block's fit in scratch
-                cost = conv2d_widen_cost(npix, t, cache, wide) + (60.0 + (12.0 if per_block else 0.0)) / (t * 4 * kp)
+                cost = conv2d_tile_cost(trial)
                 if best is None or cost < best - 1e-12:  # ties: all blocks' biases at once (tried first)
                     chosen, best = trial, cost
     # the record stream where it applies, in the tile layout's scratch: a program's plan sizes the arena before
@@ -692,7 +687,10 @@ def conv2d_widen_cost(npix: int, tile_pixels: int, cache: bool, wide: bool) -> f
 
 
 def conv2d_tile_cost(choice: dict) -> float:
-    """Extra instructions per MAC of a tile-GEMM choice (:func:`conv2d_tile_choice`'s model): widening and calls."""
+    """Extra instructions per MAC of a tile-GEMM choice (measured on the M7): widening the weights (8 per 8 weights)
+    once per im2col tile, once per call when cached (a patch tile's call pays it again), never when stored widened;
+    ~60 per kernel call (one per tile and block of 4 channels), and ~12 per call to lay out the block's biases when
+    only one block's fit in scratch."""
     p = choice
     kp = conv_k_pairs(p) * 2
     t = p["tile_pixels"]
