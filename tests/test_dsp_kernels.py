@@ -701,6 +701,32 @@ def test_wide_weights_where_they_pay():
         kp.FLAG_WIDE_WEIGHTS  # the record stream
     with pytest.raises(UsageError, match="tap runs"):
         pack(6, 6, 8, 8, 3, wide_weights=True, tap_runs=True)
+    # a planner's grant (wide_room, checked against its arena after packing): a 32-channel 3x3 row tile runs as FC
+    # rows in the int8 layouts' 4 KB (one pixel's window, 864 B) and takes the widened GEMM in 2,712 B, no more
+    fc = pack(6, 4, 32, 32, 3, wide_weights=None, scratch_limit_bytes=4096, layer_pixels=256)
+    assert fc.params["flags"] & kp.FLAG_CONV_FC and fc.scratch_bytes == 3 * 288
+    granted = pack(6, 4, 32, 32, 3, wide_weights=None, scratch_limit_bytes=4096, layer_pixels=256, wide_room=2712)
+    assert granted.params["flags"] & kp.FLAG_WIDE_WEIGHTS and not granted.params["flags"] & kp.FLAG_CONV_FC
+    assert 2 * 288 * 2 <= granted.scratch_bytes <= 2712
+    assert kp.conv2d_tile_instructions(granted.params) < kp.conv2d_fc_instructions(fc.params)
+    forced = pack(6, 4, 32, 32, 3, wide_weights=True, conv_fc=False, scratch_limit_bytes=4096, wide_room=2712)
+    assert forced.scratch_bytes <= 2712  # a later tile that keeps the first one's layout stays within the grant too
+
+
+def test_fc_rows_are_offered_the_scratch_where_the_gemm_beats_them():
+    """conv2d_gemm_scratch: the least scratch with which the default layout is the tile GEMM, not FC rows (a 576-deep
+    3x3 conv: the GEMM's smallest tile re-widens each weight every 2 pixels and loses to FC rows)."""
+    rng = np.random.default_rng(9)
+    w = rng.integers(-127, 128, (64, 64, 3, 3), dtype=np.int8)
+    fc = kp.pack_conv2d(w, None, [1 << 30] * 64, [40] * 64, input_shape=(8, 8, 64), x_zp=3, out_zp=0, padding=1,
+                        scratch_limit_bytes=4096)
+    assert fc.params["flags"] & kp.FLAG_CONV_FC
+    need = kp.conv2d_gemm_scratch(fc.params, 32 * 1024)
+    smallest = kp.conv2d_scratch_bytes(dict(fc.params, tile_pixels=2, flags=kp.FLAG_BIAS_PER_BLOCK))
+    assert need is not None and need > smallest
+    assert not kp.conv2d_layout(dict(fc.params, tile_pixels=0, flags=0), need)["flags"] & kp.FLAG_CONV_FC
+    assert kp.conv2d_layout(dict(fc.params, tile_pixels=0, flags=0), need - 1)["flags"] & kp.FLAG_CONV_FC
+    assert kp.conv2d_gemm_scratch(fc.params, need - 1) is None
 
 
 def test_biases_per_block_when_scratch_is_short():

@@ -124,3 +124,23 @@ def test_min_memory_stages_take_the_fewest_tiles_that_keep_the_peak(cnn, which):
                     continue
                 trial = P.plan_schedule(graph, others + [alt], 1, scratch)
                 assert trial.arena_bytes > sched.peak_bytes, (st.split_after, st.grid, g)
+
+
+def test_scratch_grants_reach_the_faster_conv_layouts():
+    """The grants that keep the arena give convs the layouts that pay: ZOO ResNet-8 patched for min-memory ran its
+    32-channel 3x3 conv in row tiles as FC rows (1.05 instructions a MAC) where its room fits the widened weights'
+    GEMM (0.81), and its 576-deep conv as FC rows where half its room fell just short of a GEMM that beats them."""
+    from edgekit.modelcache import load_graph_only
+    from edgekit.targets.mcu import kernel_pack as kp
+
+    model = load_graph_only("zoo-resnet8")
+    p = _plan(model, patch="min-memory", max_patch_overhead=0.15)
+    steps: dict[str, list] = {}
+    for s in p.program.steps:
+        steps.setdefault(s.layer, []).append(s)
+    tiles = steps["features.2.body.1"]
+    assert len(tiles) > 1 and all(s.params["flags"] & kp.FLAG_WIDE_WEIGHTS for s in tiles)
+    deep = steps["features.3.body.1"]
+    assert len(deep) == 1 and not deep[0].params["flags"] & kp.FLAG_CONV_FC
+    # within what the grants allowed (each checked to keep the arena)
+    assert all(s.scratch_bytes <= p.scratch_limits["features.2.body.1"] for s in tiles)

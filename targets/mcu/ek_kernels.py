@@ -62,8 +62,10 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
         if step is not None:
             return step
-        # A program may grant a layer more scratch where its arena has room at that step (see make_program).
-        limit = max(CONV_SCRATCH_LIMIT_BYTES, getattr(builder, "scratch_limits", {}).get(node.name, 0))
+        # A program may grant a layer more scratch where its arena has room at that step (pipeline._with_slack_scratch,
+        # which checks the arena after): the widened weights may then take all of it.
+        granted = getattr(builder, "scratch_limits", {}).get(node.name)
+        limit = max(CONV_SCRATCH_LIMIT_BYTES, granted or 0)
         # A layer's tiles keep the layout of its first call where it fits (FLAG_CONV_FC or the tile GEMM: their
         # weights differ, so mixing them would store the layer's weights twice).
         first = builder.conv_fc_layers.get(node.name)
@@ -85,7 +87,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                                  scratch_limit_bytes=limit, isa=builder.ek_isa,
                                                  tap_runs=node.name in NESTED_TAP_RUN_LAYERS, conv_fc=conv_fc,
                                                  wide_weights=wide, layer_pixels=math.prod(node.shape[2:4]),
-                                                 **common)
+                                                 wide_room=granted, **common)
                 break
             except kernel_pack.ScratchLimitError:
                 continue

@@ -530,7 +530,7 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
                 scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False,
                 conv_fc: bool | None = None, wide_weights: bool | None = False,
-                layer_pixels: int | None = None) -> PackedLayer:
+                layer_pixels: int | None = None, wide_room: int | None = None) -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
@@ -545,7 +545,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     the tile GEMM's weights stored widened to int16 pairs (FLAG_WIDE_WEIGHTS: twice the bytes, no weight cache in
     scratch, nothing widened at run time; never more scratch than the int8 layout would take); None: where
     :func:`conv2d_wide_pays` says so for ``layer_pixels`` output pixels an inference (the whole layer's, when this
-    call is one patch tile of it; default: this call's).
+    call is one patch tile of it; default: this call's). ``wide_room``: the scratch the widened layout may take
+    instead of the int8 layout's (up to ``scratch_limit_bytes``) — for a planner that checks its arena after packing.
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -614,6 +615,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         room = scratch_limit_bytes if chosen is None else conv2d_scratch_bytes(chosen)
         if conv_fc is None and not explicit and conv2d_fc_pays(params, chosen, scratch_limit_bytes):
             room = conv2d_scratch_bytes(dict(params, tile_pixels=0, flags=FLAG_CONV_FC))
+        if wide_room is not None:  # a planner's grant, checked after packing: all of it, no more
+            room = wide_room if scratch_limit_bytes is None else min(wide_room, scratch_limit_bytes)
         wide = conv2d_tile_choice(params, room, tile_pixels, wide=True)
         if wide_weights or conv2d_wide_pays(params, chosen, wide, layer_pixels):
             chosen = wide
@@ -769,6 +772,22 @@ def conv2d_layout(params: dict, scratch_limit_bytes: int | None) -> dict | None:
         return dict(params, tile_pixels=0, flags=FLAG_CONV_FC)
     return tile
 
+
+
+def conv2d_gemm_scratch(params: dict, most: int) -> int | None:
+    """The least scratch, at most ``most`` bytes, with which :func:`conv2d_layout` runs a dsp conv (``params``: a
+    packed call's fields, e.g. one on FLAG_CONV_FC) on the tile GEMM rather than as FC rows; None if none does. A
+    planner granting scratch offers it: below it the GEMM's tile is too small to beat the FC rows."""
+    base = dict(params, tile_pixels=0, flags=params["flags"] & (FLAG_FAST_REQUANT | FLAG_TAP_RUNS))
+    sizes = sorted({conv2d_scratch_bytes(dict(base, tile_pixels=t, flags=base["flags"] | extra))
+                    for t in range(2, DEFAULT_TILE_PIXELS + 1, 2)
+                    for extra in (0, FLAG_BIAS_PER_BLOCK, FLAG_CACHE_ALL_WEIGHTS,
+                                  FLAG_CACHE_ALL_WEIGHTS | FLAG_BIAS_PER_BLOCK)})
+    for size in (s for s in sizes if s <= most):
+        chosen = conv2d_layout(base, size)
+        if chosen is not None and not chosen["flags"] & FLAG_CONV_FC:
+            return size
+    return None
 
 def _check_strides(params: dict, what: str) -> None:
     if params["in_row_stride"] < params["in_w"] * params["in_c"]:

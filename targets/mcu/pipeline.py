@@ -115,8 +115,13 @@ def _with_slack_scratch(build_args: dict, prog: Program, base: dict[str, int] | 
     slack = {layer: min(room, 32 * 1024) for layer, room in scratch_slack(prog).items()
              if room > base.get(layer, 0)}
     nodes = {n.name: n for n in build_args["graph"].nodes}
+    dsp = build_args["use_ek_kernels"] == "dsp"
     floor = {s.layer: ek_kernels.smallest_conv_scratch(nodes[s.layer]) for s in prog.steps
-             if s.kind == "tvm" and s.layer in slack and build_args["use_ek_kernels"] == "dsp"}
+             if s.kind == "tvm" and s.layer in slack and dsp}
+    # A conv on the FC-rows layout is also offered exactly the least scratch with which the tile GEMM beats it, when
+    # that is within its room (a half of the room may fall just short: ZOO ResNet-8 patched, a 576-deep conv).
+    gemm = {s.layer: kernel_pack.conv2d_gemm_scratch(s.params, slack[s.layer]) for s in prog.steps
+            if s.kind == "ek_conv" and s.layer in slack and dsp and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC}
     best = [prog, base]
 
     def fits(limits: dict[str, int]) -> bool:
@@ -135,7 +140,9 @@ def _with_slack_scratch(build_args: dict, prog: Program, base: dict[str, int] | 
             return grant(layers[half:], grant(layers[:half], granted))
         layer = layers[0]
         least = floor.get(layer, 0)
-        for limit in sorted({max(slack[layer] // share, least) for share in (2, 4, 8)}, reverse=True):
+        limits = {max(slack[layer] // share, least) for share in (2, 4, 8)}
+        limits |= {need for need in (gemm.get(layer),) if need is not None and need >= least}
+        for limit in sorted(limits, reverse=True):
             if limit < slack[layer] and fits({**granted, layer: limit}):
                 return {**granted, layer: limit}
         return granted
