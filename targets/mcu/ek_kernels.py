@@ -76,6 +76,8 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
             spare = getattr(builder, "wide_weights_max_extra", None)
             fits = spare is None or qn.q["weight"].size <= spare - builder.wide_extra_bytes
             wide = None if fits and NESTED_FULL_CHANNELS is None else False
+        # Within a grant the first call's widened layout may take all of it, the later tiles what the first took.
+        wide_room = None if granted is None else granted if wide is None else builder.wide_rooms.get(node.name, granted)
         if NESTED_FULL_CHANNELS is not None:  # a nested image: its points read prefixes of the tile GEMM's layout
             tries = [False]
         else:
@@ -87,7 +89,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                                  scratch_limit_bytes=limit, isa=builder.ek_isa,
                                                  tap_runs=node.name in NESTED_TAP_RUN_LAYERS, conv_fc=conv_fc,
                                                  wide_weights=wide, layer_pixels=math.prod(node.shape[2:4]),
-                                                 wide_room=granted, **common)
+                                                 wide_room=wide_room, **common)
                 break
             except kernel_pack.ScratchLimitError:
                 continue
@@ -98,6 +100,8 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
             is_wide = bool(packed.params["flags"] & kernel_pack.FLAG_WIDE_WEIGHTS)
             builder.wide_layers[node.name] = is_wide
             builder.wide_extra_bytes += int(qn.q["weight"].size) if is_wide else 0
+            if is_wide and granted is not None:
+                builder.wide_rooms[node.name] = packed.scratch_bytes
         kind, wname = "ek_conv", f"{node.name}.ekw"
     out_shape = builder.tensors[out].shape
     if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]):

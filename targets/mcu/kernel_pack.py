@@ -545,8 +545,9 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     the tile GEMM's weights stored widened to int16 pairs (FLAG_WIDE_WEIGHTS: twice the bytes, no weight cache in
     scratch, nothing widened at run time; never more scratch than the int8 layout would take); None: where
     :func:`conv2d_wide_pays` says so for ``layer_pixels`` output pixels an inference (the whole layer's, when this
-    call is one patch tile of it; default: this call's). ``wide_room``: the scratch the widened layout may take
-    instead of the int8 layout's (up to ``scratch_limit_bytes``) — for a planner that checks its arena after packing.
+    call is one patch tile of it; default: this call's). ``wide_room``: scratch the widened layout may take (up to
+    ``scratch_limit_bytes``) — for a planner that checks its arena after packing: where the layout is chosen
+    (``wide_weights=None``) at least what the int8 layout's choice would take, where it is forced at most that.
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -615,8 +616,9 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         room = scratch_limit_bytes if chosen is None else conv2d_scratch_bytes(chosen)
         if conv_fc is None and not explicit and conv2d_fc_pays(params, chosen, scratch_limit_bytes):
             room = conv2d_scratch_bytes(dict(params, tile_pixels=0, flags=FLAG_CONV_FC))
-        if wide_room is not None:  # a planner's grant, checked after packing: all of it, no more
-            room = wide_room if scratch_limit_bytes is None else min(wide_room, scratch_limit_bytes)
+        if wide_room is not None:  # a planner's grant, checked after packing: up to all of it; a forced call, no more
+            cap = wide_room if scratch_limit_bytes is None else min(wide_room, scratch_limit_bytes)
+            room = min(room, cap) if wide_weights and room is not None else max(room or 0, cap)
         wide = conv2d_tile_choice(params, room, tile_pixels, wide=True)
         if wide_weights or conv2d_wide_pays(params, chosen, wide, layer_pixels):
             chosen = wide

@@ -284,6 +284,7 @@ class _Builder:
         self.notes: list[str] = []
         self.conv_fc_layers: dict[str, bool] = {}  # layer -> its conv calls run as FC rows (one layout a layer)
         self.wide_layers: dict[str, bool] = {}  # layer -> its conv weights stored widened (one layout a layer)
+        self.wide_rooms: dict[str, int] = {}  # layer -> the scratch its first widened call took within a grant
         self.wide_extra_bytes = 0  # flash those widened weights add
 
     def const(self, name: str, data: np.ndarray) -> str:
