@@ -84,8 +84,14 @@ def test_frames_carry_the_zlib_crc_and_round_trip():
     assert (info.model_id, info.calls, info.has_cycles, info.board) == (0x1234, 3, True, "x")
 
 
+def _corrupt_last(frame: bytes) -> bytes:
+    """The frame with its last CRC byte inverted: wrong whatever the sequence number made it (setting it to zero
+    left it right once in 256 runs)."""
+    return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+
+
 @pytest.mark.parametrize("answer, message", [
-    (lambda f: devlink.encode("I", f.seq, _info_payload())[:-1] + b"\x00", "checksum mismatch"),
+    (lambda f: _corrupt_last(devlink.encode("I", f.seq, _info_payload())), "checksum mismatch"),
     (lambda f: b"\x55" * 300, "not edgekit frames"),
     (lambda f: b"", "no answer"),
     (lambda f: devlink.encode("E", f.seq, b"unknown request"), "refused the request: unknown request"),
@@ -94,7 +100,7 @@ def test_frames_carry_the_zlib_crc_and_round_trip():
     (lambda f: devlink.encode("I", f.seq, b"MBED" + bytes(40)), "runs other firmware"),
 ])
 def test_a_bad_link_is_one_clear_error_never_a_figure(answer, message):
-    # the corrupted frame has its last CRC byte replaced; a silent or garbled link waits out a short limit
+    # the corrupted frame has its last CRC byte inverted; a silent or garbled link waits out a short limit
     port = ScriptedPort(answer)
     with pytest.raises(DeviceError, match=message):
         devlink.Link(port).hello(timeout_s=0.5)
