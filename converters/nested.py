@@ -89,23 +89,23 @@ digits-gru, 20 epochs at 3e-3, γ = 1:
 per step (``subnets_per_step=1``): −17.2/−1.1/−1.4/0.0; sandwich: +3.6/−3.1/−2.8/−0.3; sandwich with γ = 0:
 +1.4/−1.1/−2.2/−0.6. The sandwich rule gives the full network back its accuracy (fewer sub-network gradients on
 the shared prefix) at the cost of the middle points, which train only every other step. kws-dscnn, 12 epochs at
-3e-3, γ = 1: −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. digits-gru with private scales,
-γ = 0 and λ = 2: +5.8/+0.6/−0.8/−0.6, every point within 1 (bench/budgets.py's setting). No setting tried (with
-private offsets or scales either) brings every point within 1 point of its separately trained twin on kws-dscnn:
-with one set of weights the widest points give up capacity to the narrow ones — it is the 0.25 point that costs the
-full network: nested with budgets (0.75, 1) alone, the points are −0.8/−0.5 from their twins; with (0.25, 1), the
-full network is at 91.1 % (alone 93.5 %); giving each narrower point its own copy of the output layer as well
-(γ = 0.5: +0.5/+1.2/−2.1/−2.9) does not lift the full network either. Also tried on kws-dscnn (γ = 0.5 unless said, not kept):
-γ = −0.5 (narrower points weighed less): −3.7/+0.6/−0.2/−2.7; λ = 8: −2.3/−1.3/−1.6/−1.5; gradient surgery (PCGrad per parameter tensor: a sub-network's gradient loses its
-component against the full network's where they conflict): +0.8/−0.1/−1.8/−2.6; the full network's loss
-half distillation from its own outputs before nesting (τ = 2): −1.6/+0.1/−1.0/−2.6; 30 epochs each: −1.4/−2.1
-at 0.75/1; learning rate 1e-3 each: −5.9/−1.6/−1.1/−0.9; label smoothing 0.1 for both: +0.2/−1.2/−1.6/−1.3;
-each clip also shifted by up to 4 frames in time (twice the data, half the epochs) for both: −1.3/−0.5/−1.7/−1.3,
-with it γ = 0 and λ = 2: −4.7/−1.3/−1.4/−0.1 (the full network within 1, the narrow points not).
-The training loop itself costs nothing: the full network trained alone through it (narrow points never joining) is
-at 93.48 %, as trained alone. The loss is one of generalisation, not of fitting: nested and alone, the full network
-classifies its training clips 100 % right (held out: 91.3 % and 93.5 %). BatchNorm is folded before
-training; the private bias offsets above stand in for the per-width statistics.
+3e-3, γ = 1: −0.4/−3.3/−2.1/−2.8; sandwich with γ = 0: −1.3/−3.8/−2.4/−2.5. digits-gru with private scales, γ = 0
+and λ = 2: +5.8/+0.6/−0.8/−0.6, every point within 1 (bench/budgets.py's setting). No setting tried (with private
+offsets or scales either) brings every point within 1 point of its separately trained twin on kws-dscnn: with one
+set of weights the widest points give up capacity to the narrow ones — it is the 0.25 point that costs the full
+network: nested with budgets (0.75, 1) alone, the points are −0.8/−0.5 from their twins; with (0.25, 1), the full
+network is at 91.1 % (alone 93.5 %); giving each narrower point its own copy of the output layer as well (γ = 0.5:
++0.5/+1.2/−2.1/−2.9) does not lift the full network either. Also tried on kws-dscnn (γ = 0.5 unless said, not kept):
+γ = −0.5 (narrower points weighed less): −3.7/+0.6/−0.2/−2.7; λ = 8: −2.3/−1.3/−1.6/−1.5; gradient surgery (PCGrad
+per parameter tensor: a sub-network's gradient loses its component against the full network's where they conflict):
++0.8/−0.1/−1.8/−2.6; the full network's loss half distillation from its own outputs before nesting (τ = 2):
+−1.6/+0.1/−1.0/−2.6; 30 epochs each: −1.4/−2.1 at 0.75/1; learning rate 1e-3 each: −5.9/−1.6/−1.1/−0.9; label
+smoothing 0.1 for both: +0.2/−1.2/−1.6/−1.3; each clip also shifted by up to 4 frames in time (twice the data, half
+the epochs) for both: −1.3/−0.5/−1.7/−1.3, with it γ = 0 and λ = 2: −4.7/−1.3/−1.4/−0.1 (the full network within 1,
+the narrow points not). The training loop itself costs nothing: the full network trained alone through it (narrow
+points never joining) is at 93.48 %, as trained alone. The loss is one of generalisation, not of fitting: nested and
+alone, the full network classifies its training clips 100 % right (held out: 91.3 % and 93.5 %). BatchNorm is folded
+before training; the private bias offsets above stand in for the per-width statistics.
 
 The result is the full network (BatchNorm folded, channels sorted) with ``meta['nested']`` (JSON):
 ``{"budgets", "groups": {group: {"channels", "members": [[layer, role], ...]}}, "layers": {layer: {"kind", "out",

@@ -777,7 +777,6 @@ def conv2d_layout(params: dict, scratch_limit_bytes: int | None) -> dict | None:
     return tile
 
 
-
 def conv2d_gemm_scratch(params: dict, most: int) -> int | None:
     """The least scratch, at most ``most`` bytes, with which :func:`conv2d_layout` runs a dsp conv (``params``: a
     packed call's fields, e.g. one on FLAG_CONV_FC) on the tile GEMM rather than as FC rows; None if none does. A
@@ -792,6 +791,7 @@ def conv2d_gemm_scratch(params: dict, most: int) -> int | None:
         if chosen is not None and not chosen["flags"] & FLAG_CONV_FC:
             return size
     return None
+
 
 def _check_strides(params: dict, what: str) -> None:
     if params["in_row_stride"] < params["in_w"] * params["in_c"]:
