@@ -120,8 +120,10 @@ def _with_slack_scratch(build_args: dict, prog: Program, base: dict[str, int] | 
              if s.kind == "tvm" and s.layer in slack and dsp}
     # A conv on the FC-rows layout is also offered exactly the least scratch with which the tile GEMM beats it, when
     # that is within its room (a half of the room may fall just short: ZOO ResNet-8 patched, a 576-deep conv).
-    gemm = {s.layer: kernel_pack.conv2d_gemm_scratch(s.params, slack[s.layer]) for s in prog.steps
-            if s.kind == "ek_conv" and s.layer in slack and dsp and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC}
+    # (once a layer, from its last call: a patched layer has a call per tile)
+    last = {s.layer: s for s in prog.steps if s.kind == "ek_conv"}
+    gemm = {layer: kernel_pack.conv2d_gemm_scratch(s.params, slack[layer]) for layer, s in last.items()
+            if layer in slack and dsp and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC}
     best = [prog, base]
 
     def fits(limits: dict[str, int]) -> bool:
