@@ -4,11 +4,11 @@ DW_CHANNELS_TAIL (what kernel_pack.depthwise_layout compares). Every output is c
 
     .venv/bin/python bench/dw_layout_fit.py
 
-Shapes: 9 output rows (padding 1, ReLU6), 4-20 outputs wide, 16 / 48 / 144 channels, stride 1 and 2, each packed
-once as ``rows`` and once as ``channels``; then 13 / 38 / 39 channels (the channels-last kernel's last 1-3
-channels). Rows are fitted per channel and output row (base + per_out * ceil4(out_w) + tail[out_w % 4] +
-per_group_row / C), channels-last per output pixel (base + per_channel * C + border * C / out_w + border_pixel /
-out_w), the 1-3 extra channels as what is left per pixel.
+Shapes: 9 output rows (padding 1, ReLU6), 4-20 outputs wide, 16 / 48 / 144 channels, stride 1 and 2, packed as
+``rows``; 3 / 5 / 9 output rows, 2-20 wide, the same channels and strides packed as ``channels`` and as ``pairs``;
+then 13 / 38 / 39 channels (the last 1-3 channels beyond the groups of 4). Rows are fitted per channel and output
+row (base + per_out * ceil4(out_w) + tail[out_w % 4] + per_group_row / C), channels-last and pairs per layer in the
+terms of kernel_pack.dw_channels_terms / dw_pairs_terms, the 1-3 extra channels as what is left per pixel.
 """
 from __future__ import annotations
 
@@ -59,15 +59,14 @@ def _measure(points: list[tuple[str, int, int, int]], heights: list[int] | None 
 
 
 def main() -> int:
-    points = [(layout, s, c, w) for layout in ("rows", "channels") for s in (1, 2) for c in CHANNELS for w in WIDTHS]
-    points += [(layout, 1, c, w) for layout in ("rows", "channels") for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
+    points = [("rows", s, c, w) for s in (1, 2) for c in CHANNELS for w in WIDTHS]
     per_mac = _measure(points)
-    print("instructions/MAC, 3x3 depthwise, 9 output rows (columns: out_w " + " ".join(map(str, WIDTHS)) + ")")
+    print("instructions/MAC, 3x3 depthwise rows layout, 9 output rows (columns: out_w " + " ".join(map(str, WIDTHS))
+          + ")")
     for s in (1, 2):
         for c in CHANNELS:
-            for layout in ("rows", "channels"):
-                row = " ".join(f"{per_mac[(layout, s, c, w)]:5.2f}" for w in WIDTHS)
-                print(f"  s{s} C{c:<4d} {layout:8s} {row}")
+            row = " ".join(f"{per_mac[('rows', s, c, w)]:5.2f}" for w in WIDTHS)
+            print(f"  s{s} C{c:<4d} rows     {row}")
     for s in (1, 2):
         keys = [(c, w) for c in CHANNELS for w in WIDTHS]
         x = np.array([[1, -(-w // 4) * 4, w % 4 == 1, w % 4 == 2, w % 4 == 3, 1 / c] for c, w in keys], float)
@@ -76,19 +75,39 @@ def main() -> int:
         err = np.abs(x @ coef / y - 1).max()
         print(f"rows s{s}: base {coef[0]:.1f} per_out {coef[1]:.2f} tail {np.round(coef[2:5], 1).tolist()} "
               f"per_group_row {coef[5]:.1f} (max error {err:.1%})")
-        x = np.array([[1, c, c / w, 1 / w] for c, w in keys], float)
-        y = np.array([per_mac[("channels", s, c, w)] * 9 * c for c, w in keys])
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        err = np.abs(x @ coef / y - 1).max()
-        print(f"channels s{s}: base {coef[0]:.1f} per_channel {coef[1]:.2f} border {coef[2]:.2f} "
-              f"border_pixel {coef[3]:.1f} (max error {err:.1%})")
+    channels_fit()
     pairs_fit()
-    chan = kp.DW_CHANNELS_COST[1]
-    for c in TAIL_CHANNELS:
-        left = [per_mac[("channels", 1, c, w)] * 9 * c - (chan["base"] + chan["per_channel"] * c + chan["border"] * c / w
-                                                         + chan["border_pixel"] / w) for w in TAIL_WIDTHS]
-        print(f"channels s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {np.mean(left):.0f} a pixel")
     return 0
+
+
+CHANNELS_HEIGHTS = (3, 5, 9)
+CHANNELS_WIDTHS = (2, 3, 4, 5, 6, 7, 9, 12, 16, 20)
+
+
+def channels_fit() -> None:
+    """The channels-last 3x3 layout (ek__dw_ch3x3_px and its border variants) per layer: kernel_pack.DW_CHANNELS_COST's
+    terms (kernel_pack.dw_channels_terms) fitted to 3 / 5 / 9 output rows, 2-20 outputs wide, 16 / 48 / 144
+    channels; then the 1-3 channels beyond the last group of 4 (13, 38, 39 channels)."""
+    pts = [("channels", s, c, w, h) for s in (1, 2) for h in CHANNELS_HEIGHTS for w in CHANNELS_WIDTHS
+           for c in CHANNELS]
+    tails = [("channels", 1, c, w, 9) for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
+    per_mac = _measure([p[:4] for p in pts + tails], heights=[p[4] for p in pts + tails])
+    for s in (1, 2):
+        keys = [(c, w, h) for h in CHANNELS_HEIGHTS for w in CHANNELS_WIDTHS for c in CHANNELS]
+        # (every pixel of these maps runs the asm: the C loop's terms, measured apart, are 0 here)
+        x = np.array([kp.dw_channels_terms(s, s, h, w, c, h * s, w * s, 1, 1)[:5] for c, w, h in keys], float)
+        y = np.array([per_mac[("channels", s, c, w, h)] * 9 * w * h * c for c, w, h in keys])
+        coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)  # least relative error
+        err = np.abs(x @ coef / y - 1).max()
+        print(f"channels s{s}: " + ", ".join(f"{k}={v:.2f}" for k, v in zip(kp.DW_CHANNELS_TERMS, coef)) +
+              f" (max error {err:.1%})")
+        for w in CHANNELS_WIDTHS:
+            print(f"  s{s} 5x{w}x48: channels {per_mac[('channels', s, 48, w, 5)]:.2f} instructions/MAC")
+    for c in TAIL_CHANNELS:
+        left = [per_mac[("channels", 1, c, w, 9)] * 9 * c * w * 9 -
+                kp.dw_channels_instructions(1, 1, 9, w, c, 9, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
+        per_pixel = np.mean([extra / (9 * w) for extra, w in zip(left, TAIL_WIDTHS)])
+        print(f"channels s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {per_pixel:.0f} an output pixel")
 
 
 PAIRS_HEIGHTS = (3, 5, 9)

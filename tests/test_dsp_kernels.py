@@ -240,6 +240,22 @@ def _all_cases(isa: str = "dsp"):
                         depthwise=True, layout="channels", act="relu6"))
     c.append(_conv_case(rng, "dw3x3 ch-last 7x6x44 row strides relu6 (unrolled interior)", 7, 6, 44, 44, 3,
                         padding=1, depthwise=True, layout="channels", in_extra=4, out_extra=8, act="relu6"))
+    # the border pixels' asm (3x2, 2x3, 2x2 taps inside the map; the clamp and no-clamp stores), and without biases
+    # (the C loop)
+    c.append(_conv_case(rng, "dw3x3 ch-last 2x2x20 corners relu", 2, 2, 20, 20, 3, padding=1, depthwise=True,
+                        layout="channels", act="relu"))
+    c.append(_conv_case(rng, "dw3x3 ch-last 3x5x16 pad (1,1,2,0) relu6", 3, 5, 16, 16, 3, padding=(1, 1, 2, 0),
+                        depthwise=True, layout="channels", act="relu6"))
+    c.append(_conv_case(rng, "dw3x3 ch-last 4x5x12 no bias", 4, 5, 12, 12, 3, padding=1, depthwise=True,
+                        layout="channels", bias=False))
+    # 5x5 channels-last on maps at most 3 wide: the asm pixel kernels where 2-3 taps a side lie inside the map, the C
+    # loop elsewhere (stride 2: 3-5 a side)
+    c.append(_conv_case(rng, "dw5x5 ch-last 3x3x40 relu6 (asm)", 3, 3, 40, 40, 5, padding=2, depthwise=True,
+                        layout="channels", act="relu6"))
+    c.append(_conv_case(rng, "dw5x5 ch-last 3x2x22 pad (2,2,1,2) relu (asm, 2 channels beyond)", 3, 2, 22, 22, 5,
+                        padding=(2, 2, 1, 2), depthwise=True, layout="channels", act="relu"))
+    c.append(_conv_case(rng, "dw5x5 ch-last s2 6x6x24 (asm and C)", 6, 6, 24, 24, 5, stride=2, padding=2,
+                        depthwise=True, layout="channels"))
     c.append(_conv_case(rng, "dw3x3 ch-last s2 9x9x36 (auto layout)", 9, 9, 36, 36, 3, stride=2, padding=1,
                         depthwise=True))
     # the layout chosen by kernel_pack's measured cost (depthwise3x3_row_instructions): wide stride 2 -> rows, a
@@ -571,17 +587,40 @@ def test_param_fields_match_the_c_structs():
         assert tuple(case.layer.params) == fields
 
 
+def test_channels_asm_covers_the_pixels_it_runs():
+    """dw_channels_asm_covers (the estimate's choice of the asm pixel kernels' cost) as the C dispatch: 3x3 or 5x5
+    with 2-3 taps a side inside the map at every pixel, fast requantization, 4 channels or more."""
+    rng = np.random.default_rng(5)
+
+    def covers(h, w, c, k, **kw):
+        case, _ = _conv_case(rng, "v", h, w, c, c, k, depthwise=True, layout="channels", **kw)
+        return kp.dw_channels_asm_covers(case.layer.params)
+
+    assert covers(3, 3, 256, 3, padding=1) and covers(6, 6, 8, 3, stride=2, padding=1)
+    assert covers(3, 3, 576, 5, padding=2) and covers(2, 2, 16, 5, padding=2)
+    assert not covers(6, 6, 24, 5, stride=2, padding=2)   # 3-5 taps a side: the C loop
+    assert not covers(1, 4, 16, 3, padding=1)             # a 1-row map: 1 tap a column (the C loop)
+    assert not covers(4, 4, 3, 3, padding=1)              # fewer than 4 channels
+    assert not covers(6, 6, 8, 3, padding=2, dilation=2)
+    # its estimate (kernel_pack.dw_channels_instructions) follows the taps inside the map: a 3x3 map's border
+    # pixels (49 of its 81 taps inside) cost less than its interior
+    full = kp.dw_channels_instructions(1, 1, 3, 3, 256, 5, 5, 0, 0)
+    padded = kp.dw_channels_instructions(1, 1, 3, 3, 256, 3, 3, 1, 1)
+    assert padded < full and kp.dw_channels_terms(1, 1, 3, 3, 256, 3, 3, 1, 1)[2] == 64 * 49
+
+
 def test_depthwise_layout_follows_the_measured_cost():
     """The DSP cores pick the 3x3 depthwise layout with the lowest measured instruction count (M7,
     bench/dw_layout_fit.py): rows on wide maps (also at stride 2 from 72x72x48: 2.90 against 3.23 per MAC), pairs on
-    small and mid-sized maps at stride 1 (6x6x128: 2.66 against 3.29 channels-last), channels-last on the smallest
-    maps (3x3) and most stride-2 ones."""
+    mid-sized maps at stride 1 (9x9x144: 2.67 against 2.75 channels-last), channels-last on the small ones, whose
+    border pixels run only their taps inside the map (6x6x128: 2.65 against 2.67 pairs; 3x3x256 2.27 against 4.31),
+    and on most stride-2 ones."""
     def layout(h_out_w, c, s=1, isa="dsp", out_h=None):
         return kp.depthwise_layout(3, 3, s, 1, 1, h_out_w, c, stride_h=s, isa=isa, out_h=out_h)
     assert layout(36, 48, s=2) == "rows"
     assert layout(24, 96) == "rows" and layout(72, 8) == "rows" and layout(48, 8, s=2) == "rows"
-    assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(6, 128) == "pairs"
-    assert layout(5, 64, out_h=25) == "pairs"                                    # the keyword CNN's 25x5x64
+    assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(9, 144) == "pairs"
+    assert layout(6, 128) == "channels" and layout(5, 64, out_h=25) == "channels"  # the keyword CNN's 25x5x64
     assert layout(3, 256) == "channels" and layout(5, 336, s=2) == "channels" and layout(3, 128, s=2) == "channels"
     # 5x5: rows, but channels-last on maps of at most 3 (most taps in the padding: 3x3x576 2.60 against 4.84 per MAC)
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 3, 576) == "channels" and kp.depthwise_layout(5, 5, 1, 1, 1, 5, 96) == \
@@ -892,6 +931,7 @@ def test_depthwise_code_variants_follow_the_packing():
 
     assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows"}
     assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3"}
+    assert variants(3, 3, 8, 5, padding=2, layout="channels") == {"ch5x5"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
     assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop

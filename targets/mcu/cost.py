@@ -73,7 +73,7 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         if step.params.get("flags", 0) & kernel_pack.FLAG_RV:
             return _scalar_terms(step, family)
         if step.kind == "ek_dw":
-            return _depthwise_terms(step)
+            return _depthwise_terms(step, getattr(prog, "ek_isa", "dsp"))
         if step.kind in ("ek_sconv", "ek_sfc"):  # compressed weights: the work is the stored entries' MACs
             if step.kind == "ek_sfc":
                 return "linear_sparse_int8_ek", step.nz_macs, out, inp
@@ -227,7 +227,7 @@ def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
     return key, step.macs, rows, (p["out_h"] - inside) * p["in_c"]
 
 
-def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
+def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
     """ek_depthwise_conv2d_s8's cost follows its structure (kernels/ek_nn_s8.c), not one constant per MAC.
 
     Rows layout: each group of 4 channels' padded input rows are widened once into a ring (ek__dw_build4: about 2
@@ -239,9 +239,12 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
     3x3 s1, 3x3 s2, 1x3/3x1, 5x5 s1, 5x5 s2, and _kxk for the other kernels' portable row loop), "outputs" = channel
     rows (4 for a row narrower than 4 outputs: a call of its own per channel), "inputs" = ring words built
     (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps): units =
-    MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels. The pairs layout
-    (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of kernel_pack.dw_pairs_instructions (its per-step,
-    per-row, per-channel-pair and plane-building terms, fitted by bench/dw_layout_fit.py)."""
+    MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels; its 3x3 asm pixel kernels (DSP builds,
+    fast requantization, at least 4 channels) run only the taps inside the map: units = the M7 instructions of
+    kernel_pack.dw_channels_instructions (per pixel, pixel-group and group-tap inside the map, fitted by
+    bench/dw_layout_fit.py). The pairs layout (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of
+    kernel_pack.dw_pairs_instructions (its per-step, per-row, per-channel-pair and plane-building terms, fitted by
+    bench/dw_layout_fit.py)."""
     p = step.params
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
     if p.get("flags", 0) & kernel_pack.FLAG_DW_PAIRS:  # units: the M7's instructions by the kernel's own model
@@ -251,6 +254,10 @@ def _depthwise_terms(step: Step) -> tuple[str, int, int, int]:
         return key, round(units), 0, 0
     if p.get("flags", 0) & kernel_pack.FLAG_DW_CHANNELS:  # per valid tap 4 channels; per pixel and group a requant
         groups = p["out_h"] * p["out_w"] * -(-C // 4)
+        if isa != "rv32" and kernel_pack.dw_channels_asm_covers(p):  # the asm pixel kernels, every pixel
+            units = kernel_pack.dw_channels_instructions(p["stride_h"], p["stride_w"], p["out_h"], p["out_w"], C,
+                                                         p["in_h"], p["in_w"], p["pad_top"], p["pad_left"], k=kh)
+            return "depthwise_channels3x3_asm_int8_ek", round(units), 0, 0
         if (kh, kw) == (3, 3) and p["dilation_h"] == p["dilation_w"] == 1:  # the unrolled 3x3 pixel kernel
             return "depthwise_channels3x3_int8_ek", step.macs, groups, p["out_h"] * p["out_w"]
         # the tap loops: per MAC, per kernel row of a pixel-group (loop set-up), per pixel-group (bias, requant)

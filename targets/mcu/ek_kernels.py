@@ -15,6 +15,7 @@ import contextlib
 import functools
 import math
 
+from edgekit import intref
 from edgekit.errors import UnsupportedError, UsageError
 from edgekit.targets.mcu import kernel_pack, sparse_pack
 
@@ -26,6 +27,9 @@ DEFAULT_CONV_SCRATCH_LIMIT_BYTES = CONV_SCRATCH_LIMIT_BYTES
 # so that every narrower point's packed weights are a prefix of the widest one's (kernel_pack.nested_view).
 NESTED_FULL_CHANNELS: dict[str, int] | None = None
 NESTED_TAP_RUN_LAYERS: frozenset[str] = frozenset()  # conv layers whose input channels differ between the points
+# Nested images: depthwise layer name -> its channels at every operating point; a 3x3 layer on the DSP cores takes the
+# layout whose estimated instructions summed over the points are the fewest (the layouts nest alike).
+NESTED_POINT_CHANNELS: dict[str, tuple[int, ...]] = {}
 # sparse_layers moves a family's unpruned layers to the sparse kernel (to drop the dense kernel's code) only when they
 # do at most this share of the model's conv/linear MACs: on dense weights the sparse kernel is ~2.5x slower.
 MOVED_MACS_FRACTION = 0.1
@@ -51,10 +55,10 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
     if depthwise:
         layout = "auto"  # a patch tile's narrower window may take the other layout (Program.const keeps both)
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
-            layout = kernel_pack.depthwise_layout(*qn.q["weight"].shape[2:], common["stride"][1],
-                                                  *common["dilation"], builder.tensors[out].shape[2],
-                                                  NESTED_FULL_CHANNELS[node.name], stride_h=common["stride"][0],
-                                                  isa=builder.ek_isa, out_h=builder.tensors[out].shape[1])
+            top, _, left, _ = intref.padding4(common["padding"])
+            layout = _nested_depthwise_layout(node.name, tuple(qn.q["weight"].shape[2:]), tuple(common["stride"]),
+                                              tuple(common["dilation"]), tuple(builder.tensors[out].shape[1:3]),
+                                              builder.ek_isa, (h, w, top, left))
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
@@ -521,17 +525,35 @@ def conv_scratch_limit(limit: int):
         _scratch_estimate.cache_clear()
 
 
+def _nested_depthwise_layout(name: str, kernel: tuple[int, int], stride: tuple[int, int],
+                             dilation: tuple[int, int], out_hw: tuple[int, int], isa: str,
+                             geometry: tuple[int, int, int, int]) -> str:
+    """The one depthwise layout of a nested image's layer ``name`` (``geometry``: in_h, in_w, pad_top, pad_left):
+    for 3x3 on the DSP cores the fewest estimated instructions summed over the operating points
+    (NESTED_POINT_CHANNELS), else the widest point's choice."""
+    (out_h, out_w), widths = out_hw, NESTED_POINT_CHANNELS.get(name)
+    if widths and isa == "dsp" and kernel == (3, 3) and dilation == (1, 1) and stride[1] in (1, 2):
+        costs = [kernel_pack.depthwise3x3_layer_instructions(stride[0], stride[1], out_h, out_w, c, geometry)
+                 for c in widths]
+        return min(costs[-1], key=lambda layout: sum(c[layout] for c in costs))
+    return kernel_pack.depthwise_layout(*kernel, stride[1], *dilation, out_w, NESTED_FULL_CHANNELS[name],
+                                        stride_h=stride[0], isa=isa, out_h=out_h, geometry=geometry)
+
+
 @contextlib.contextmanager
-def nested_packing(full_channels: dict[str, int], tap_run_layers: set[str]):
+def nested_packing(full_channels: dict[str, int], tap_run_layers: set[str],
+                   point_channels: dict[str, tuple[int, ...]] | None = None):
     """Pack for a nested image while building one of its programs (see NESTED_FULL_CHANNELS): ``tap_run_layers``
     are the conv layers whose input channels differ between the operating points (one run per kernel tap, so each
-    point's weights are a prefix of every run; the others keep kernel-row runs, which are faster)."""
-    global NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS
-    old = NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS
+    point's weights are a prefix of every run; the others keep kernel-row runs, which are faster);
+    ``point_channels`` the depthwise layers' channels at every point (NESTED_POINT_CHANNELS)."""
+    global NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS, NESTED_POINT_CHANNELS
+    old = NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS, NESTED_POINT_CHANNELS
     NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS = dict(full_channels), frozenset(tap_run_layers)
+    NESTED_POINT_CHANNELS = dict(point_channels or {})
     _scratch_estimate.cache_clear()
     try:
         yield
     finally:
-        NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS = old
+        NESTED_FULL_CHANNELS, NESTED_TAP_RUN_LAYERS, NESTED_POINT_CHANNELS = old
         _scratch_estimate.cache_clear()

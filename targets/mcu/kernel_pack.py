@@ -113,8 +113,8 @@ def mve_depthwise_applies(taps: int, channels: int) -> bool:
 MVE_DW_LANES = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15)
 # Depthwise 3x3 layout (bench/kernels.py, instructions/MAC on the emulated M7): the row kernels win at stride 1 on
 # maps at least DW_ROWS_MIN_OUT_W wide (1.9-2.6) and whenever there are fewer than DW_CHANNELS_MIN_C channels (the
-# channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (3.2-3.4
-# against 5.8-9.6 for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.2 against 3.7 on 24x24x96). The cores without
+# channels-last kernel's per-pixel set-up is shared by C/4 groups); channels-last wins on small maps (2.3-2.9
+# against 4.0-6.3 rows for 6x6, 25x5 and 3x3 maps) and at stride 2 (3.0 against 3.8 on 24x24x96). The cores without
 # these kernels' measurements (isa other than dsp) keep these thresholds; the DSP cores choose by DW_ROWS_COST and
 # DW_CHANNELS_COST.
 DW_ROWS_MIN_OUT_W = 12
@@ -123,19 +123,27 @@ DW_ROWS_MIN_OUT_W = 12
 # 7x7x64 3.46 -> 3.78, 10x10x48 3.38 -> 4.31: channels-last on outputs at most this wide
 DW5_CHANNELS_MAX_OUT_W = 3
 DW_CHANNELS_MIN_C = 32
-# Executed instructions of ek_depthwise_conv2d_s8's two 3x3 layouts on the emulated M7 (DSP build), fitted by
-# bench/dw_layout_fit.py to 39 shapes per stride and layout (9 output rows, out_w 4-20, 16 / 48 / 144 channels,
-# ReLU6; max error 0.5 %). Rows, per channel and output row: base + per_out * ceil4(out_w) + tail[out_w % 4] (the
-# last 1-3 outputs in the same call: a 2-output step for 1-2 of them, a 4-output step for 3, only they stored; the
-# tail is what that saves against a full step) + per_group_row / C. Channels-last, per
-# output pixel: base + per_channel * C + border * C / out_w + border_pixel / out_w, plus DW_CHANNELS_TAIL[C % 4]
-# for the 1-3 channels beyond the last group of 4 (their byte-wise tap loop; fitted to 13, 38 and 39 channels,
-# 5-16 wide).
+# Executed instructions of ek_depthwise_conv2d_s8's 3x3 row layout on the emulated M7 (DSP build), fitted by
+# bench/dw_layout_fit.py to 39 shapes per stride (9 output rows, out_w 4-20, 16 / 48 / 144 channels, ReLU6; max
+# error 0.5 %). Per channel and output row: base + per_out * ceil4(out_w) + tail[out_w % 4] (the last 1-3 outputs in
+# the same call: a 2-output step for 1-2 of them, a 4-output step for 3, only they stored; the tail is what that
+# saves against a full step) + per_group_row / C.
 DW_ROWS_COST = {1: dict(base=85.4, per_out=16.77, tail=(0.0, -31.8, -25.9, -1.9), per_group_row=82.1),
                 2: dict(base=97.9, per_out=23.95, tail=(0.0, -48.5, -38.7, -5.8), per_group_row=106.1)}
-DW_CHANNELS_COST = {1: dict(base=107.8, per_channel=27.44, border=4.93, border_pixel=84.7),
-                    2: dict(base=109.9, per_channel=26.97, border=3.38, border_pixel=90.0)}
-DW_CHANNELS_TAIL = (0.0, 210.0, 285.0, 335.0)
+# The channels-last 3x3 layout (EK_NN_FLAG_DW_CHANNELS with fast requantization: ek__dw_ch3x3_px and its border
+# variants, one asm call per output pixel for all its full groups of 4 channels, only the taps inside the map), per
+# layer: the terms of dw_channels_terms (output pixels, pixel-groups of 4 channels, group-taps inside the map, output
+# rows, one call) times DW_CHANNELS_COST, fitted by bench/dw_layout_fit.py (3 / 5 / 9 output rows, 2-20 wide, 16 / 48 / 144
+# channels, ReLU6); plus DW_CHANNELS_TAIL[C % 4] per output pixel for the 1-3 channels beyond the last group of 4
+# (their byte-wise tap loop; fitted to 13, 38 and 39 channels, 5-16 wide).
+# The pixels the asm does not run (1 tap row or column inside the map, or more than 3) take the C loop: per
+# pixel-group 91, per kernel row 12 and per tap 13 (c_*: measured on the emulated M7, 1x1 / 1x16 / 16x1 maps of 48
+# and 96 channels, padding 1).
+DW_CHANNELS_TERMS = ("pixel", "group", "group_tap", "row", "call", "c_group", "c_group_row", "c_group_tap")
+DW_C_LOOP = dict(c_group=91.0, c_group_row=12.0, c_group_tap=13.0)
+DW_CHANNELS_COST = {1: dict(pixel=87.40, group=38.67, group_tap=7.45, row=117.06, call=257.37, **DW_C_LOOP),
+                    2: dict(pixel=88.71, group=39.00, group_tap=7.43, row=92.78, call=286.91, **DW_C_LOOP)}
+DW_CHANNELS_TAIL = (0.0, 235.0, 356.0, 430.0)
 # The pairs layout (EK_NN_FLAG_DW_PAIRS, ek__dw_pairs: 3x3 on small and mid-sized maps), per layer: the terms of
 # dw_pairs_terms (2-output steps of a channel pair, its output rows, channel pairs, widened input rows and column
 # pairs of each group of 4 channels, their edge pairs, plane words zeroed, one call) times DW_PAIRS_COST,
@@ -859,10 +867,10 @@ def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
     ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
-    ``ch3x3`` (the unrolled channels-last 3x3 pixel), ``pairs`` (the pairs layout) and within it one of
+    ``ch3x3`` (the unrolled channels-last 3x3 pixel), ``ch5x5`` (its 5x5 variants), ``pairs`` (the pairs layout) and within it one of
     ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the clamp or without). A
     firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3, EK_NN_NO_DW5X5,
-    EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths
+    EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths
     stay, so that never changes a result."""
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
@@ -870,7 +878,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
         return set()
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
     if flags & FLAG_DW_CHANNELS:
-        return {"ch3x3"} if (kh, kw) == (3, 3) else set()
+        return {"ch3x3"} if (kh, kw) == (3, 3) else {"ch5x5"} if (kh, kw) == (5, 5) else set()
     if flags & FLAG_DW_PAIRS:  # its C driver, and one of its 4 asm functions
         if p["out_w"] < 2:
             return {"pairs"}
@@ -892,11 +900,12 @@ def depthwise_runs_columns(p: dict) -> bool:
 
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
-                     channels: int, stride_h: int = 1, isa: str = "dsp", out_h: int | None = None) -> str:
+                     channels: int, stride_h: int = 1, isa: str = "dsp", out_h: int | None = None,
+                     geometry: tuple[int, int, int, int] | None = None) -> str:
     """``rows``, ``channels`` or ``pairs`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`),
     also for each patch tile's window: on the DSP cores by the measured cost of each
-    (:func:`depthwise3x3_layer_instructions`; ``out_h`` None: a square map), elsewhere by fixed thresholds (rows or
-    channels)."""
+    (:func:`depthwise3x3_layer_instructions`; ``out_h`` None: a square map; ``geometry`` (in_h, in_w, pad_top,
+    pad_left), None: padding 1 and the input the outputs read), elsewhere by fixed thresholds (rows or channels)."""
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
@@ -912,34 +921,83 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     if isa != "dsp":
         wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
         return "rows" if wins else "channels"
-    cost = depthwise3x3_layer_instructions(stride_h, stride_w, out_h or out_w, out_w, channels)
+    cost = depthwise3x3_layer_instructions(stride_h, stride_w, out_h or out_w, out_w, channels, geometry)
     return min(cost, key=cost.get)
 
 
-def depthwise3x3_layer_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int,
-                                    channels: int) -> dict[str, float]:
-    """Estimated M7 instructions of a 3x3 depthwise layer (stride_w 1 or 2, padding 1, the input as large as the
-    outputs read) per layout: ``rows`` and ``channels`` (:func:`depthwise3x3_row_instructions` per output row) and
-    ``pairs`` (:func:`dw_pairs_instructions`, where its plane fits DW_PAIRS_MAX_SCRATCH and there are 2 outputs
-    a row)."""
-    rows, chan = depthwise3x3_row_instructions(stride_w, out_w, channels)
-    cost = {"rows": rows * out_h, "channels": chan * out_h}
+def depthwise3x3_layer_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int,
+                                    geometry: tuple[int, int, int, int] | None = None) -> dict[str, float]:
+    """Estimated M7 instructions of a 3x3 depthwise layer (stride_w 1 or 2; ``geometry`` (in_h, in_w, pad_top,
+    pad_left), None: padding 1 and the input as large as the outputs read) per layout: ``rows``
+    (:func:`depthwise3x3_row_instructions` per output row), ``channels`` (:func:`dw_channels_instructions`) and
+    ``pairs`` (:func:`dw_pairs_instructions`, where its plane fits DW_PAIRS_MAX_SCRATCH and there are 2 outputs a
+    row)."""
+    in_h, in_w, pad_top, pad_left = geometry or (out_h * stride_h, out_w * stride_w, 1, 1)
+    cost = {"rows": depthwise3x3_row_instructions(stride_w, out_w, channels) * out_h,
+            "channels": dw_channels_instructions(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top,
+                                                 pad_left)}
     if out_w >= 2 and dw_pairs_plane_bytes(out_h, out_w, stride_h, stride_w) <= DW_PAIRS_MAX_SCRATCH:
-        cost["pairs"] = dw_pairs_instructions(stride_h, stride_w, out_h, out_w, channels, out_h * stride_h,
-                                              out_w * stride_w, 1, 1)
+        cost["pairs"] = dw_pairs_instructions(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top,
+                                              pad_left)
     return cost
 
 
-def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> tuple[float, float]:
-    """Estimated M7 instructions of one output row of a 3x3 depthwise layer (stride 1 or 2) in the ``rows`` and the
-    ``channels`` layout (DW_ROWS_COST, DW_CHANNELS_COST): what :func:`depthwise_layout` compares, also for a patch
-    tile's narrower maps."""
-    r, c = DW_ROWS_COST[stride_w], DW_CHANNELS_COST[stride_w]
-    rows = channels * (r["base"] + r["per_out"] * -(-out_w // 4) * 4 + r["tail"][out_w % 4]) + \
+def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> float:
+    """Estimated M7 instructions of one output row of a 3x3 depthwise layer (stride 1 or 2) in the ``rows`` layout
+    (DW_ROWS_COST): what :func:`depthwise_layout` compares, also for a patch tile's narrower maps."""
+    r = DW_ROWS_COST[stride_w]
+    return channels * (r["base"] + r["per_out"] * -(-out_w // 4) * 4 + r["tail"][out_w % 4]) + \
         r["per_group_row"] * -(-channels // 4)
-    chan = out_w * (c["base"] + c["per_channel"] * channels + c["border_pixel"] / out_w) + \
-        c["border"] * channels + DW_CHANNELS_TAIL[channels % 4] * out_w
-    return rows, chan
+
+
+def _taps_inside(out: int, stride: int, size: int, pad: int, k: int = 3) -> int:
+    """Kernel taps (of ``k``) inside the input along one axis, summed over the ``out`` outputs."""
+    return sum(max(0, min(k, size + pad - o * stride) - max(0, pad - o * stride)) for o in range(out))
+
+
+def dw_channels_terms(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int, in_h: int, in_w: int,
+                      pad_top: int, pad_left: int, k: int = 3) -> list[int]:
+    """The counts behind DW_CHANNELS_COST (DW_CHANNELS_TERMS order) for one call of the channels-last layout with
+    its asm pixel kernels (a ``k`` x ``k`` kernel, fast requantization): a pixel's taps inside the map are its rows
+    inside times its columns inside. The asm runs the pixels with 2-3 of each inside, the C loop the others (a map's
+    border rows or columns with padding 2, 1-wide maps): their pixel-groups, pixel-group kernel rows and taps."""
+    rows = [_taps_inside(1, 1, in_h, pad_top - o * stride_h, k) for o in range(out_h)]
+    cols = [_taps_inside(1, 1, in_w, pad_left - o * stride_w, k) for o in range(out_w)]
+    asm_rows, asm_cols = [n for n in rows if 2 <= n <= 3], [n for n in cols if 2 <= n <= 3]
+    groups, pixels = channels // 4, out_h * out_w
+    asm_pixels = len(asm_rows) * len(asm_cols)
+    asm_taps = sum(asm_rows) * sum(asm_cols)
+    c_rows = sum(rows) * out_w - sum(asm_rows) * len(asm_cols)  # kernel rows of the C loop's pixels
+    c_taps = sum(rows) * sum(cols) - asm_taps
+    return [pixels, asm_pixels * groups, groups * asm_taps, out_h, 1, (pixels - asm_pixels) * groups, groups * c_rows,
+            groups * c_taps]
+
+
+def dw_channels_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int, in_h: int,
+                             in_w: int, pad_top: int, pad_left: int, tail: bool = True, k: int = 3) -> float:
+    """Estimated M7 instructions of one call of the channels-last layout's asm pixel kernels (DW_CHANNELS_COST,
+    DW_CHANNELS_TAIL; stride_w beyond 2 priced as 2; a 5x5 kernel, where :func:`dw_channels_asm_covers`, as its
+    taps inside the map)."""
+    cost = DW_CHANNELS_COST[1 if stride_w == 1 else 2]
+    terms = dw_channels_terms(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top, pad_left, k)
+    total = sum(cost[key] * v for key, v in zip(DW_CHANNELS_TERMS, terms))
+    return total + (DW_CHANNELS_TAIL[channels % 4] * out_h * out_w if tail else 0.0)
+
+
+def dw_channels_asm_covers(p: dict) -> bool:
+    """Whether every output pixel of a channels-last depthwise call runs the DSP asm pixel kernels (ek_nn_s8.c:
+    ek__dw_ch3x3_px and its variants): 3x3, or 5x5 with 2 or 3 taps a side inside the map; no dilation, fast
+    requantization, at least 4 channels; every pixel with at least 2 taps a side (a 1-wide map's run the C loop)."""
+    kh, kw = p["kernel_h"], p["kernel_w"]
+    if (kh, kw) not in ((3, 3), (5, 5)) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
+            not p.get("flags", 0) & FLAG_FAST_REQUANT or p["in_c"] < 4:
+        return False
+
+    def sides(out, stride, size, pad):
+        return {_taps_inside(1, 1, size, pad - o * stride, kh) for o in range(out)}
+    allowed = {2, 3}
+    return sides(p["out_h"], p["stride_h"], p["in_h"], p["pad_top"]) <= allowed and \
+        sides(p["out_w"], p["stride_w"], p["in_w"], p["pad_left"]) <= allowed
 
 
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
@@ -1002,7 +1060,8 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
                            notes=dict(fast_requant=fast, isa="rv32"))
     if layout == "auto":
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c,
-                                  stride_h=g["stride_h"], isa=isa, out_h=g["out_h"])
+                                  stride_h=g["stride_h"], isa=isa, out_h=g["out_h"],
+                                  geometry=(g["in_h"], g["in_w"], g["pad_top"], g["pad_left"]))
     if layout not in ("rows", "channels", "pairs"):
         raise UsageError(f"depthwise_conv2d: layout must be rows, channels, pairs or auto, got {layout!r}")
     if layout == "pairs":

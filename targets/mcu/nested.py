@@ -6,8 +6,9 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
 
 * **Weights stored once.** Every point is quantized with the widest point's per-channel weight scales (so its int8
   weights are exactly the first rows/columns of the widest point's), and packed so that prefixes nest: one reduction
-  run per kernel tap in conv layers, the widest point's depthwise layout (ek_kernels.nested_packing). A narrower
-  point's conv / depthwise / linear call then reads the widest point's packed array with strides
+  run per kernel tap in conv layers, one depthwise layout per layer (for 3x3 the fewest instructions summed over
+  the points, ek_kernels.nested_packing). A narrower point's conv / depthwise / linear call then reads the widest
+  point's packed array with strides
   (``weight_block_bytes``, ``weight_run_pairs``) instead of its own copy — checked byte for byte on the host
   (kernel_pack.nested_view); where a layer does not nest it keeps its own copy, and the report says how many bytes.
   By default every point also takes the widest point's activation scales (``options.extra["nested_scales"] =
@@ -74,25 +75,29 @@ class NestedPlan:
     budgets: list[float]
     plans: list[McuPlan]
     estimate: Estimate
-    packing: tuple[dict[str, int], set[str]]     # ek_kernels.nested_packing's arguments (see _packing)
+    packing: tuple                               # ek_kernels.nested_packing's arguments (see _packing)
 
     @property
     def program(self):  # what McuTarget.fit_advice reads
         return self.plans[-1].program
 
 
-def _packing(points) -> tuple[dict[str, int], set[str]]:
+def _packing(points) -> tuple[dict[str, int], set[str], dict[str, tuple[int, ...]]]:
     """What ek_kernels.nested_packing needs: output channels of every conv/linear layer at the full width (the
-    widest point's packing decisions) and the conv layers whose input channels differ between the points."""
+    widest point's packing decisions), the conv layers whose input channels differ between the points and every
+    conv layer's output channels at each point (the depthwise layout fewest instructions over all of them)."""
     graphs = [pt.deploy_graph for pt in points]
     full = {n.name: int(n.attrs.get("out_channels", n.attrs.get("out_features", 0)))
             for n in graphs[-1].nodes if n.op in ("conv2d", "linear")}
     inputs: dict[str, set[int]] = {}
+    outputs: dict[str, list[int]] = {}
     for g in graphs:
         for n in g.nodes:
             if n.op == "conv2d":
                 inputs.setdefault(n.name, set()).add(int(n.attrs["in_channels"]))
-    return full, {name for name, seen in inputs.items() if len(seen) > 1}
+                outputs.setdefault(n.name, []).append(int(n.attrs["out_channels"]))
+    widths = {name: tuple(c) for name, c in outputs.items() if len(c) == len(graphs)}
+    return full, {name for name, seen in inputs.items() if len(seen) > 1}, widths
 
 
 def plan(model, profile: TargetProfile, options: CompileOptions) -> NestedPlan:

@@ -110,6 +110,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW5X5
 #define EK_NN_NO_DW5X5 0
 #endif
+#ifndef EK_NN_NO_DW_CH5X5
+#define EK_NN_NO_DW_CH5X5 0
+#endif
 #ifndef EK_NN_NO_DW_CH3X3
 #define EK_NN_NO_DW_CH3X3 0
 #endif
@@ -3487,13 +3490,34 @@ typedef struct {
     int8_t *out_end;        /* 40: out + 4 x groups */
 } ek__dwch_args_t;
 
+/* ek__dw_ch{NKY}x{NKX}_px[_nc]: the NKY x NKX taps of a 3x3 kernel that lie inside the map (3x3 inside, 3x2 / 2x3 on
+ * a border, 2x2 in a corner with padding 1); _nc: the clamp is all of int8 */
 void ek__dw_ch3x3_px(const ek__dwch_args_t *a);
-void ek__dw_ch3x3_px_nc(const ek__dwch_args_t *a); /* the same when the clamp is all of int8 */
+void ek__dw_ch3x3_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch3x2_px(const ek__dwch_args_t *a);
+void ek__dw_ch3x2_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch2x3_px(const ek__dwch_args_t *a);
+void ek__dw_ch2x3_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch2x2_px(const ek__dwch_args_t *a);
+void ek__dw_ch2x2_px_nc(const ek__dwch_args_t *a);
+/* ek__dw_ch5k{NKY}x{NKX}_px[_nc]: the same for the NKY x NKX taps of a 5x5 kernel inside a map at most 3 wide (the
+ * channels-last layout's 5x5 maps: kernel_pack.DW5_CHANNELS_MAX_OUT_W), 2 or 3 a side */
+void ek__dw_ch5k3x3_px(const ek__dwch_args_t *a);
+void ek__dw_ch5k3x3_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch5k3x2_px(const ek__dwch_args_t *a);
+void ek__dw_ch5k3x2_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch5k2x3_px(const ek__dwch_args_t *a);
+void ek__dw_ch5k2x3_px_nc(const ek__dwch_args_t *a);
+void ek__dw_ch5k2x2_px(const ek__dwch_args_t *a);
+void ek__dw_ch5k2x2_px_nc(const ek__dwch_args_t *a);
 
 /*
  * ek__dw_ch3x3_px: one output pixel of a channels-layout 3x3 depthwise whose 9 taps lie inside the map, every full
  * group of 4 channels. Per tap: 1 LDR (4 channels), 2 SXTAB16 (with the input offset), 1 LDRD (the tap's weights,
  * w0|w2 and w1|w3), 4 SMLAxy; per group 4 requantizations (each channel its own multiplier) and one word stored.
+ * The border variants run only the taps inside the map: ``ip``/``wt`` point at the first of them, the weights of a
+ * tap left out of a row (8 bytes) and of a row left out (8 k) are stepped over, so that each group still moves the
+ * weight pointer by its 8 k^2 bytes (k = 3, or 5 for the 5x5 variants).
  */
 __asm__(
     "   .syntax unified\n"
@@ -3506,20 +3530,25 @@ __asm__(
     "   smlabb  r1, r6, r8, r1\n"
     "   smlatt  r3, r6, r8, r3\n"
     "   .endm\n"
-    "   .macro EK_DWCH_ROW\n"
+    "   .macro EK_DWCH_ROW nkx, k\n"
     "   ldr     r4, [r9]\n"
     "   EK_DWCH_MAC\n"
     "   ldr     r4, [r9, r10]\n"
     "   EK_DWCH_MAC\n"
+    "   .if \\nkx == 3\n"
     "   ldr     r4, [r9, r10, lsl #1]\n"
     "   EK_DWCH_MAC\n"
+    "   .endif\n"
+    "   .if \\k > \\nkx\n"
+    "   add     r11, r11, #(8 * (\\k - \\nkx))\n"  /* the taps left out of the row */
+    "   .endif\n"
     "   .endm\n"
     "   .macro EK_DWCH_RQ acc\n"
     "   ldm     r4!, {r5-r8}\n"
     "   smmla   \\acc, \\acc, r5, r6\n"
     "   asr     \\acc, \\acc, r7\n"
     "   .endm\n"
-    "   .macro EK_DWCH_FUNC name, clamp\n"
+    "   .macro EK_DWCH_FUNC name, clamp, nky=3, nkx=3, k=3\n"
     "   .pushsection .text.\\name, \"ax\", %progbits\n"
     "   .balign 4\n"
     "   .global \\name\n"
@@ -3540,11 +3569,16 @@ __asm__(
     "   ldr     r4, [sp, #16]\n"
     "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
     "   str     r4, [sp, #16]\n"
-    "   EK_DWCH_ROW\n"
+    "   EK_DWCH_ROW \\nkx, \\k\n"
     "   add     r9, r9, lr\n"
-    "   EK_DWCH_ROW\n"
+    "   EK_DWCH_ROW \\nkx, \\k\n"
+    "   .if \\nky == 3\n"
     "   add     r9, r9, lr\n"
-    "   EK_DWCH_ROW\n"
+    "   EK_DWCH_ROW \\nkx, \\k\n"
+    "   .endif\n"
+    "   .if \\k > \\nky\n"
+    "   add     r11, r11, #(8 * \\k * (\\k - \\nky))\n"  /* the rows left out */
+    "   .endif\n"
     "   ldr     r4, [sp, #20]\n"
     "   EK_DWCH_RQ r0\n"
     "   EK_DWCH_RQ r1\n"
@@ -3575,7 +3609,21 @@ __asm__(
     "   .popsection\n"
     "   .endm\n"
     "   EK_DWCH_FUNC ek__dw_ch3x3_px, 1\n"
-    "   EK_DWCH_FUNC ek__dw_ch3x3_px_nc, 0\n");
+    "   EK_DWCH_FUNC ek__dw_ch3x3_px_nc, 0\n"
+    "   EK_DWCH_FUNC ek__dw_ch3x2_px, 1, 3, 2\n"
+    "   EK_DWCH_FUNC ek__dw_ch3x2_px_nc, 0, 3, 2\n"
+    "   EK_DWCH_FUNC ek__dw_ch2x3_px, 1, 2, 3\n"
+    "   EK_DWCH_FUNC ek__dw_ch2x3_px_nc, 0, 2, 3\n"
+    "   EK_DWCH_FUNC ek__dw_ch2x2_px, 1, 2, 2\n"
+    "   EK_DWCH_FUNC ek__dw_ch2x2_px_nc, 0, 2, 2\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k3x3_px, 1, 3, 3, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k3x3_px_nc, 0, 3, 3, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k3x2_px, 1, 3, 2, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k3x2_px_nc, 0, 3, 2, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k2x3_px, 1, 2, 3, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k2x3_px_nc, 0, 2, 3, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k2x2_px, 1, 2, 2, 5\n"
+    "   EK_DWCH_FUNC ek__dw_ch5k2x2_px_nc, 0, 2, 2, 5\n");
 #endif
 
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
@@ -3991,46 +4039,17 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
  * SMLABB/SMLATT. Taps that fall in the padding are skipped (their (x - zero point) is 0). Any kernel size, stride,
  * dilation and padding; no scratch.
  */
-#if EK_NN_DSP
-/* One output pixel of a 3x3 depthwise (dilation 1), every full group of 4 channels, for the NKY x NKX taps that lie
- * inside the map (3x3 inside, 2x3 / 3x2 / 2x2 on a border with padding 1): the taps unrolled (input words at fixed
- * register offsets, weights at fixed immediate offsets, no loop counters), requantized in the fast form and stored
- * as one word per group. ``ip0``/``wt`` point at the first valid tap. */
-static inline __attribute__((always_inline)) void ek__dw_ch3x3_pixel(
-    const int8_t *ip0, int32_t C, int32_t rs, int32_t full, const uint32_t *wt, const int32_t *bias, const int32_t *q,
-    uint32_t off2, int32_t upper, int32_t back, int8_t *o, const int nky, const int nkx)
-{
-    int8_t *const o_end = o + 4 * full;
-    for (; o < o_end; o += 4, ip0 += 4, wt += 18, q += 16) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        if (bias) {
-            a0 = bias[0];
-            a1 = bias[1];
-            a2 = bias[2];
-            a3 = bias[3];
-            bias += 4;
-        }
-#pragma GCC unroll 3
-        for (int r = 0; r < nky; r++) {
-#pragma GCC unroll 3
-            for (int c = 0; c < nkx; c++) {
-                const uint32_t x = ek__read_u32(ip0 + r * rs + c * C);
-                const uint32_t x02 = ek__sxtab16(off2, x), x13 = ek__sxtab16_ror8(off2, x);
-                const uint32_t *w = wt + 6 * r + 2 * c;
-                a0 = ek__smlabb(x02, w[0], a0);
-                a2 = ek__smlatt(x02, w[0], a2);
-                a1 = ek__smlabb(x13, w[1], a1);
-                a3 = ek__smlatt(x13, w[1], a3);
-            }
-        }
-        const uint32_t b0 = (uint8_t)ek__requant_fast(a0, q, upper, back);
-        const uint32_t b1 = (uint8_t)ek__requant_fast(a1, q + 4, upper, back);
-        const uint32_t b2 = (uint8_t)ek__requant_fast(a2, q + 8, upper, back);
-        const uint32_t b3 = (uint8_t)ek__requant_fast(a3, q + 12, upper, back);
-        const uint32_t word = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
-        memcpy(o, &word, 4); /* one (unaligned) word store */
-    }
-}
+#if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
+static void (*const ek__dw_ch_px[4])(const ek__dwch_args_t *) = {ek__dw_ch2x2_px, ek__dw_ch2x3_px, ek__dw_ch3x2_px,
+                                                                 ek__dw_ch3x3_px};
+static void (*const ek__dw_ch_px_nc[4])(const ek__dwch_args_t *) = {ek__dw_ch2x2_px_nc, ek__dw_ch2x3_px_nc,
+                                                                    ek__dw_ch3x2_px_nc, ek__dw_ch3x3_px_nc};
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CH5X5
+static void (*const ek__dw_ch5_px[4])(const ek__dwch_args_t *) = {ek__dw_ch5k2x2_px, ek__dw_ch5k2x3_px,
+                                                                  ek__dw_ch5k3x2_px, ek__dw_ch5k3x3_px};
+static void (*const ek__dw_ch5_px_nc[4])(const ek__dwch_args_t *) = {ek__dw_ch5k2x2_px_nc, ek__dw_ch5k2x3_px_nc,
+                                                                     ek__dw_ch5k3x2_px_nc, ek__dw_ch5k3x3_px_nc};
 #endif
 
 static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output)
@@ -4046,8 +4065,25 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     const int32_t *bias = p->bias, *requant = p->requant;
     const int32_t dh = p->dilation_h, dw = p->dilation_w, dwc = dw * C, dhr = dh * in_rs;
     const ek__rq_t r = *rq;
-    const int fast3x3 = !EK_NN_NO_DW_CH3X3 && r.fast && kh == 3 && kw == 3 && dh == 1 && dw == 1;
-    (void)fast3x3;
+    /* the asm pixel kernels (3x3, and 5x5 where 2-3 taps a side lie inside the map): fast requantization, biases
+     * (they load 4 a group), at least one full group, no dilation; by (rows - 2) * 2 + (columns - 2) of the taps
+     * inside the map */
+    const int nc8 = r.upper == 127 && r.back == 0, asm_ok = r.fast && bias && full && dh == 1 && dw == 1;
+    (void)nc8;
+    (void)asm_ok;
+#if EK_NN_DSP
+    void (*const *px_fn)(const ek__dwch_args_t *) = NULL;
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
+    if (asm_ok && kh == 3 && kw == 3) {
+        px_fn = nc8 ? ek__dw_ch_px_nc : ek__dw_ch_px;
+    }
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CH5X5
+    if (asm_ok && kh == 5 && kw == 5) {
+        px_fn = nc8 ? ek__dw_ch5_px_nc : ek__dw_ch5_px;
+    }
+#endif
     (void)off2; /* (the portable path adds x_off per byte) */
     for (int32_t oy = 0; oy < out_h; oy++) {
         const int32_t iy0 = oy * sh - pt;
@@ -4066,27 +4102,10 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
             int8_t *o = orow + ox * C;
             int32_t g = 0;
 #if EK_NN_DSP
-            if (fast3x3 && nky >= 2 && nkx >= 2) {
-#define EK__DW_PX(a, b) ek__dw_ch3x3_pixel(ipix, C, in_rs, full, wpix, bias, requant, off2, r.upper, r.back, o, a, b)
-                switch (nky * 4 + nkx) {
-                case 15:
-                    if (bias && full) {
-                        const ek__dwch_args_t a = {ipix, C, in_rs, wpix, bias, requant, off2, ek__bytes4(r.upper),
-                                                   ek__bytes4(r.back), o, o + 4 * full};
-                        if (r.upper == 127 && r.back == 0) {
-                            ek__dw_ch3x3_px_nc(&a);
-                        } else {
-                            ek__dw_ch3x3_px(&a);
-                        }
-                    } else {
-                        EK__DW_PX(3, 3);
-                    }
-                    break;
-                case 14: EK__DW_PX(3, 2); break;
-                case 11: EK__DW_PX(2, 3); break;
-                default: EK__DW_PX(2, 2); break;
-                }
-#undef EK__DW_PX
+            if (px_fn && nky >= 2 && nkx >= 2 && nky <= 3 && nkx <= 3) { /* every full group in asm */
+                const ek__dwch_args_t a = {ipix, C, in_rs, wpix, bias, requant, off2, ek__bytes4(r.upper),
+                                           ek__bytes4(r.back), o, o + 4 * full};
+                px_fn[(nky - 2) * 2 + (nkx - 2)](&a);
                 g = full;
                 o += 4 * full;
             }
