@@ -141,9 +141,9 @@ DW_ROWS_COST = {1: dict(base=85.4, per_out=16.77, tail=(0.0, -31.8, -25.9, -1.9)
 # and 96 channels, padding 1).
 DW_CHANNELS_TERMS = ("pixel", "group", "group_tap", "row", "call", "c_group", "c_group_row", "c_group_tap")
 DW_C_LOOP = dict(c_group=91.0, c_group_row=12.0, c_group_tap=13.0)
-DW_CHANNELS_COST = {1: dict(pixel=87.40, group=38.67, group_tap=7.45, row=117.06, call=257.37, **DW_C_LOOP),
-                    2: dict(pixel=88.71, group=39.00, group_tap=7.43, row=92.78, call=286.91, **DW_C_LOOP)}
-DW_CHANNELS_TAIL = (0.0, 235.0, 356.0, 430.0)
+DW_CHANNELS_COST = {1: dict(pixel=79.41, group=38.67, group_tap=7.45, row=117.94, call=281.68, **DW_C_LOOP),
+                    2: dict(pixel=80.72, group=38.99, group_tap=7.43, row=93.72, call=312.04, **DW_C_LOOP)}
+DW_CHANNELS_TAIL = (0.0, 232.0, 353.0, 427.0)
 # The pairs layout (EK_NN_FLAG_DW_PAIRS, ek__dw_pairs: 3x3 on small and mid-sized maps), per layer: the terms of
 # dw_pairs_terms (2-output steps of a channel pair, its output rows, channel pairs, widened input rows and column
 # pairs of each group of 4 channels, their edge pairs, plane words zeroed, one call) times DW_PAIRS_COST,

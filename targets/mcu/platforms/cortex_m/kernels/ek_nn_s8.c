@@ -4073,6 +4073,9 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     (void)asm_ok;
 #if EK_NN_DSP
     void (*const *px_fn)(const ek__dwch_args_t *) = NULL;
+    /* the fields every pixel shares, set once (a pixel sets its input, weights and output) */
+    ek__dwch_args_t px_args = {input, C, in_rs, wp, bias, requant, off2, ek__bytes4(r.upper), ek__bytes4(r.back),
+                               output, output};
 #endif
 #if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
     if (asm_ok && kh == 3 && kw == 3) {
@@ -4103,9 +4106,11 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
             int32_t g = 0;
 #if EK_NN_DSP
             if (px_fn && nky >= 2 && nkx >= 2 && nky <= 3 && nkx <= 3) { /* every full group in asm */
-                const ek__dwch_args_t a = {ipix, C, in_rs, wpix, bias, requant, off2, ek__bytes4(r.upper),
-                                           ek__bytes4(r.back), o, o + 4 * full};
-                px_fn[(nky - 2) * 2 + (nkx - 2)](&a);
+                px_args.ip = ipix;
+                px_args.wt = wpix;
+                px_args.out = o;
+                px_args.out_end = o + 4 * full;
+                px_fn[(nky - 2) * 2 + (nkx - 2)](&px_args);
                 g = full;
                 o += 4 * full;
             }
