@@ -75,67 +75,49 @@ def main() -> int:
         err = np.abs(x @ coef / y - 1).max()
         print(f"rows s{s}: base {coef[0]:.1f} per_out {coef[1]:.2f} tail {np.round(coef[2:5], 1).tolist()} "
               f"per_group_row {coef[5]:.1f} (max error {err:.1%})")
-    channels_fit()
-    pairs_fit()
+    layer_fit("channels", CHANNELS_HEIGHTS, CHANNELS_WIDTHS, 9)
+    layer_fit("pairs", PAIRS_HEIGHTS, PAIRS_WIDTHS, 5)
     return 0
 
 
 CHANNELS_HEIGHTS = (3, 5, 9)
 CHANNELS_WIDTHS = (2, 3, 4, 5, 6, 7, 9, 12, 16, 20)
-
-
-def channels_fit() -> None:
-    """The channels-last 3x3 layout (ek__dw_ch3x3_px and its border variants) per layer: kernel_pack.DW_CHANNELS_COST's
-    terms (kernel_pack.dw_channels_terms) fitted to 3 / 5 / 9 output rows, 2-20 outputs wide, 16 / 48 / 144
-    channels; then the 1-3 channels beyond the last group of 4 (13, 38, 39 channels)."""
-    pts = [("channels", s, c, w, h) for s in (1, 2) for h in CHANNELS_HEIGHTS for w in CHANNELS_WIDTHS
-           for c in CHANNELS]
-    tails = [("channels", 1, c, w, 9) for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
-    per_mac = _measure([p[:4] for p in pts + tails], heights=[p[4] for p in pts + tails])
-    for s in (1, 2):
-        keys = [(c, w, h) for h in CHANNELS_HEIGHTS for w in CHANNELS_WIDTHS for c in CHANNELS]
-        # (every pixel of these maps runs the asm: the C loop's terms, measured apart, are 0 here)
-        x = np.array([kp.dw_channels_terms(s, s, h, w, c, h * s, w * s, 1, 1)[:5] for c, w, h in keys], float)
-        y = np.array([per_mac[("channels", s, c, w, h)] * 9 * w * h * c for c, w, h in keys])
-        coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)  # least relative error
-        err = np.abs(x @ coef / y - 1).max()
-        print(f"channels s{s}: " + ", ".join(f"{k}={v:.2f}" for k, v in zip(kp.DW_CHANNELS_TERMS, coef)) +
-              f" (max error {err:.1%})")
-        for w in CHANNELS_WIDTHS:
-            print(f"  s{s} 5x{w}x48: channels {per_mac[('channels', s, 48, w, 5)]:.2f} instructions/MAC")
-    for c in TAIL_CHANNELS:
-        left = [per_mac[("channels", 1, c, w, 9)] * 9 * c * w * 9 -
-                kp.dw_channels_instructions(1, 1, 9, w, c, 9, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
-        per_pixel = np.mean([extra / (9 * w) for extra, w in zip(left, TAIL_WIDTHS)])
-        print(f"channels s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {per_pixel:.0f} an output pixel")
-
-
 PAIRS_HEIGHTS = (3, 5, 9)
 PAIRS_WIDTHS = (2, 3, 4, 5, 6, 7, 9, 12, 16)
+# per layout: the terms function, their names, the estimate, how many terms the fit solves for (the channels-last
+# layout's C-loop terms are measured apart: every pixel of these maps runs the asm) and whether it weighs relative
+# error (channels-last: a model with a per-pixel term fits small maps better that way)
+LAYER_MODELS = {"channels": (kp.dw_channels_terms, kp.DW_CHANNELS_TERMS, kp.dw_channels_instructions, 5, True),
+                "pairs": (kp.dw_pairs_terms, kp.DW_PAIRS_TERMS, kp.dw_pairs_instructions, None, False)}
 
 
-def pairs_fit() -> None:
-    """The ``pairs`` layout (ek__dw_pairs) per layer: kernel_pack.DW_PAIRS_COST's terms (kernel_pack.dw_pairs_terms)
-    fitted to 3 / 5 / 9 output rows, 2-16 outputs wide, 16 / 48 / 144 channels; then the 1-3 channels beyond the last
-    group of 4 (13, 38, 39 channels)."""
-    pts = [("pairs", s, c, w, h) for s in (1, 2) for h in PAIRS_HEIGHTS for w in PAIRS_WIDTHS for c in CHANNELS]
-    tails = [("pairs", 1, c, w, 5) for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
+def layer_fit(layout: str, heights, widths, tail_h: int) -> None:
+    """A layer-level layout (``channels``: ek__dw_ch3x3_px and its border variants; ``pairs``: ek__dw_pairs):
+    kernel_pack's DW_CHANNELS_COST / DW_PAIRS_COST terms fitted to ``heights`` x ``widths`` outputs, 16 / 48 / 144
+    channels, strides 1 and 2; then the 1-3 channels beyond the last group of 4 (13, 38, 39 channels,
+    ``tail_h`` rows)."""
+    terms, names, estimate, solved, relative = LAYER_MODELS[layout]
+    pts = [(layout, s, c, w, h) for s in (1, 2) for h in heights for w in widths for c in CHANNELS]
+    tails = [(layout, 1, c, w, tail_h) for c in TAIL_CHANNELS for w in TAIL_WIDTHS]
     per_mac = _measure([p[:4] for p in pts + tails], heights=[p[4] for p in pts + tails])
     for s in (1, 2):
-        keys = [(c, w, h) for h in PAIRS_HEIGHTS for w in PAIRS_WIDTHS for c in CHANNELS]
-        x = np.array([kp.dw_pairs_terms(s, s, h, w, c, h * s, w * s, 1, 1) for c, w, h in keys], float)
-        y = np.array([per_mac[("pairs", s, c, w, h)] * 9 * w * h * c for c, w, h in keys])
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        keys = [(c, w, h) for h in heights for w in widths for c in CHANNELS]
+        x = np.array([terms(s, s, h, w, c, h * s, w * s, 1, 1)[:solved] for c, w, h in keys], float)
+        y = np.array([per_mac[(layout, s, c, w, h)] * 9 * w * h * c for c, w, h in keys])
+        if relative:
+            coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
+        else:
+            coef, *_ = np.linalg.lstsq(x, y, rcond=None)
         err = np.abs(x @ coef / y - 1).max()
-        print(f"pairs s{s}: " + ", ".join(f"{k}={v:.1f}" for k, v in zip(kp.DW_PAIRS_TERMS, coef)) +
+        print(f"{layout} s{s}: " + ", ".join(f"{k}={v:.2f}" for k, v in zip(names, coef)) +
               f" (max error {err:.1%})")
-        for w in PAIRS_WIDTHS:
-            print(f"  s{s} 5x{w}x48: pairs {per_mac[('pairs', s, 48, w, 5)]:.2f} instructions/MAC")
+        for w in widths:
+            print(f"  s{s} 5x{w}x48: {layout} {per_mac[(layout, s, 48, w, 5)]:.2f} instructions/MAC")
     for c in TAIL_CHANNELS:
-        left = [per_mac[("pairs", 1, c, w, 5)] * 9 * c * w * 5 -
-                kp.dw_pairs_instructions(1, 1, 5, w, c, 5, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
-        per_pixel = np.mean([extra / (5 * w) for extra, w in zip(left, TAIL_WIDTHS)])
-        print(f"pairs s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {per_pixel:.0f} an output pixel")
+        left = [per_mac[(layout, 1, c, w, tail_h)] * 9 * c * w * tail_h -
+                estimate(1, 1, tail_h, w, c, tail_h, w, 1, 1, tail=False) for w in TAIL_WIDTHS]
+        per_pixel = np.mean([extra / (tail_h * w) for extra, w in zip(left, TAIL_WIDTHS)])
+        print(f"{layout} s1 C{c}: {c % 4} channel(s) beyond the groups of 4 cost {per_pixel:.0f} an output pixel")
 
 
 if __name__ == "__main__":
