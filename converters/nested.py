@@ -108,8 +108,9 @@ with a shuffled copy of itself — inputs it cannot fit by rote, unlike the trai
 added to the loss): μ = 1 −2.4/−1.2/−0.9/−1.4, μ = 4 −8.9/−3.1/−2.6/−1.3. Across training seeds (the order of the
 mini-batches and of the sampled points) one seed's difference moves by 1-3 points: seeds 0-3 with bench/budgets.py's
 settings give +1.2/−1.2/−0.9/−1.3 at 0.25, +0.5/−1.5/−2.2/+0.3 at 0.5, −1.3/−1.4/−2.1/−0.7 at 0.75 and
-−2.1/−3.0/−1.0/−2.5 at full width (means −0.6/−0.7/−1.4/−2.1), so bench/budgets.py compares means over seeds. The training loop itself costs nothing: the full network trained alone through it (narrow
-points never joining) is at 93.48 %, as trained alone. The loss is one of generalisation, not of fitting: nested and
+−2.1/−3.0/−1.0/−2.5 at full width (means −0.6/−0.7/−1.4/−2.1), so bench/budgets.py compares means over seeds. The
+training loop itself costs nothing: the full network trained alone through it (narrow points never joining) is at
+93.48 %, as trained alone. The loss is one of generalisation, not of fitting: nested and
 alone, the full network classifies its training clips 100 % right (held out: 91.3 % and 93.5 %). BatchNorm is folded
 before training; the private bias offsets above stand in for the per-width statistics.
 

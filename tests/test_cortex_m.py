@@ -168,3 +168,35 @@ def test_patched_depthwise_tiles_stay_bit_exact(tmp_path):
     assert "_v2_dw" in weights  # some layer's tiles run both layouts: the case this guards
     meas = api.profile(tmp_path / "o").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+def test_channels_last_depthwise_stays_within_the_flash_to_spare(tmp_path, monkeypatch):
+    """The channels-last depthwise layout stores 2 bytes a weight (int16): a layer takes it where the flash the
+    target can spare for widened weights (a sixteenth, shared with the convs') holds the extra bytes, else the fastest
+    other layout — still bit-exact on the emulated M7."""
+    import torch
+    from torch import nn
+
+    from edgekit.model import Model
+    from edgekit.targets import CompileOptions, get_profile
+    from edgekit.targets.mcu import kernel_pack as kp
+    from edgekit.targets.mcu import program as mcu_program
+    from edgekit.targets.mcu.pipeline import plan as mcu_plan
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(8, 64, 3, stride=2, padding=1), nn.ReLU(),
+                           nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 8, 6, 6)).astype(np.float32)
+    model = Model.from_module(module, torch.from_numpy(x[:1]), name="dw3x3", calib=x, test_x=x[:4])
+
+    def dw_flags():
+        p = mcu_plan(model, get_profile("cortex-m7"), CompileOptions(quantize="int8"))
+        return [s.params["flags"] for s in p.program.steps if s.kind == "ek_dw"]
+
+    assert all(f & kp.FLAG_DW_CHANNELS for f in dw_flags())        # a 3x3x64 map: channels-last is fastest
+    monkeypatch.setattr(mcu_program, "fc_pairs_budget", lambda target: 500)  # less than its 576 extra bytes
+    assert not any(f & kp.FLAG_DW_CHANNELS for f in dw_flags())
+    api.compile(model, "cortex-m7", tmp_path / "m7", quantize="int8")
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

@@ -61,6 +61,19 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                               builder.ek_isa, (h, w, top, left))
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
+        if layout == "auto" and packed.notes.get("layout") == "channels" and builder.ek_isa == "dsp":
+            # channels-last stores 2 bytes a weight (int16): within the flash the target can spare for widened
+            # weights (shared with the convs'), else the fastest other layout; a layer's tiles count once
+            spare = getattr(builder, "wide_weights_max_extra", None)
+            if node.name not in builder.dw_wide_layers:
+                if spare is None or packed.weight_padding_bytes <= spare - builder.wide_extra_bytes:
+                    builder.wide_extra_bytes += packed.weight_padding_bytes
+                    builder.dw_wide_layers.add(node.name)
+                else:
+                    packed = kernel_pack.pack_depthwise_conv2d(
+                        qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"], isa=builder.ek_isa,
+                        layout=_depthwise_layout_but_channels(tuple(qn.q["weight"].shape[2:]), common,
+                                                              builder.tensors[out].shape[1:3]), **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
@@ -523,6 +536,19 @@ def conv_scratch_limit(limit: int):
     finally:
         CONV_SCRATCH_LIMIT_BYTES = old
         _scratch_estimate.cache_clear()
+
+
+def _depthwise_layout_but_channels(kernel: tuple[int, int], common: dict, out_hw) -> str:
+    """The fastest depthwise layout other than channels-last (whose weights take 2 bytes each): for 3x3 (stride_w 1
+    or 2, no dilation) rows or pairs by their estimated instructions, else the row kernels."""
+    (sh, sw), (h, w, _), (out_h, out_w) = common["stride"], common["input_shape"], out_hw
+    top, _, left, _ = intref.padding4(common["padding"])
+    if kernel == (3, 3) and tuple(common["dilation"]) == (1, 1) and sw in (1, 2):
+        cost = kernel_pack.depthwise3x3_layer_instructions(sh, sw, out_h, out_w, int(common["input_shape"][2]),
+                                                           (h, w, top, left))
+        cost.pop("channels")
+        return min(cost, key=cost.get)
+    return "rows"
 
 
 def _nested_depthwise_layout(name: str, kernel: tuple[int, int], stride: tuple[int, int],

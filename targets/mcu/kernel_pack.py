@@ -133,8 +133,8 @@ DW_ROWS_COST = {1: dict(base=85.4, per_out=16.77, tail=(0.0, -31.8, -25.9, -1.9)
 # The channels-last 3x3 layout (EK_NN_FLAG_DW_CHANNELS with fast requantization: ek__dw_ch3x3_px and its border
 # variants, one asm call per output pixel for all its full groups of 4 channels, only the taps inside the map), per
 # layer: the terms of dw_channels_terms (output pixels, pixel-groups of 4 channels, group-taps inside the map, output
-# rows, one call) times DW_CHANNELS_COST, fitted by bench/dw_layout_fit.py (3 / 5 / 9 output rows, 2-20 wide, 16 / 48 / 144
-# channels, ReLU6); plus DW_CHANNELS_TAIL[C % 4] per output pixel for the 1-3 channels beyond the last group of 4
+# rows, one call) times DW_CHANNELS_COST, fitted by bench/dw_layout_fit.py (3 / 5 / 9 output rows, 2-20 wide,
+# 16 / 48 / 144 channels, ReLU6); plus DW_CHANNELS_TAIL[C % 4] per output pixel for the 1-3 channels beyond the last group of 4
 # (their byte-wise tap loop; fitted to 13, 38 and 39 channels, 5-16 wide).
 # The pixels the asm does not run (1 tap row or column inside the map, or more than 3) take the C loop: per
 # pixel-group 91, per kernel row 12 and per tap 13 (c_*: measured on the emulated M7, 1x1 / 1x16 / 16x1 maps of 48
@@ -867,11 +867,11 @@ def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
     ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
-    ``ch3x3`` (the unrolled channels-last 3x3 pixel), ``ch5x5`` (its 5x5 variants), ``pairs`` (the pairs layout) and within it one of
-    ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the clamp or without). A
-    firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3, EK_NN_NO_DW5X5,
-    EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths
-    stay, so that never changes a result."""
+    ``ch3x3`` (the channels-last 3x3 pixel kernels), ``ch5x5`` (their 5x5 variants), ``pairs`` (the pairs layout)
+    and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
+    clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
+    EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...:
+    pipeline.firmware_cflags); the generic paths stay, so that never changes a result."""
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
             not flags & FLAG_FAST_REQUANT:
@@ -1008,7 +1008,7 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
 
     ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the row
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
-    weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 4 bytes per weight), ``pairs`` (3x3,
+    weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 2 bytes per weight), ``pairs`` (3x3,
     stride_w 1 or 2: a padded plane of column pairs per 4 channels; weights in PyTorch layout) or ``auto``: rows
     or pairs for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 (stride 1
     or 2; 5x5 on outputs at most DW5_CHANNELS_MAX_OUT_W wide channels-last) (:func:`depthwise_layout`), else

@@ -285,7 +285,8 @@ class _Builder:
         self.conv_fc_layers: dict[str, bool] = {}  # layer -> its conv calls run as FC rows (one layout a layer)
         self.wide_layers: dict[str, bool] = {}  # layer -> its conv weights stored widened (one layout a layer)
         self.wide_rooms: dict[str, int] = {}  # layer -> the scratch its first widened call took within a grant
-        self.wide_extra_bytes = 0  # flash those widened weights add
+        self.wide_extra_bytes = 0  # flash those widened weights add (and channels-last depthwise weights)
+        self.dw_wide_layers: set[str] = set()  # depthwise layers counted there (a layer's tiles count once)
 
     def const(self, name: str, data: np.ndarray) -> str:
         """Add constant ``name`` (returns the name its readers use). The same name with the same bytes is stored
