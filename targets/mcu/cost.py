@@ -239,8 +239,9 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
     3x3 s1, 3x3 s2, 1x3/3x1, 5x5 s1, 5x5 s2, and _kxk for the other kernels' portable row loop), "outputs" = channel
     rows (4 for a row narrower than 4 outputs: a call of its own per channel), "inputs" = ring words built
     (ceil(C/4) · plane rows · row words). The channels-last layout (EK_NN_FLAG_DW_CHANNELS, small maps): units =
-    MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels; its 3x3 asm pixel kernels (DSP builds,
-    fast requantization, at least 4 channels) run only the taps inside the map: units = the M7 instructions of
+    MACs, "outputs" = pixel-groups of 4 channels, "inputs" = output pixels; its asm pixel kernels (DSP builds, 3x3
+    and 5x5 on maps at most 3 wide, fast requantization, at least 4 channels: kernel_pack.dw_channels_asm_covers)
+    run only the taps inside the map: units = the M7 instructions of
     kernel_pack.dw_channels_instructions (per pixel, pixel-group and group-tap inside the map, fitted by
     bench/dw_layout_fit.py). The pairs layout (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of
     kernel_pack.dw_pairs_instructions (its per-step, per-row, per-channel-pair and plane-building terms, fitted by

@@ -134,8 +134,8 @@ DW_ROWS_COST = {1: dict(base=85.4, per_out=16.77, tail=(0.0, -31.8, -25.9, -1.9)
 # variants, one asm call per output pixel for all its full groups of 4 channels, only the taps inside the map), per
 # layer: the terms of dw_channels_terms (output pixels, pixel-groups of 4 channels, group-taps inside the map, output
 # rows, one call) times DW_CHANNELS_COST, fitted by bench/dw_layout_fit.py (3 / 5 / 9 output rows, 2-20 wide,
-# 16 / 48 / 144 channels, ReLU6); plus DW_CHANNELS_TAIL[C % 4] per output pixel for the 1-3 channels beyond the last group of 4
-# (their byte-wise tap loop; fitted to 13, 38 and 39 channels, 5-16 wide).
+# 16 / 48 / 144 channels, ReLU6); plus DW_CHANNELS_TAIL[C % 4] per output pixel for the 1-3 channels beyond the
+# last group of 4 (their byte-wise tap loop; fitted to 13, 38 and 39 channels, 5-16 wide).
 # The pixels the asm does not run (1 tap row or column inside the map, or more than 3) take the C loop: per
 # pixel-group 91, per kernel row 12 and per tap 13 (c_*: measured on the emulated M7, 1x1 / 1x16 / 16x1 maps of 48
 # and 96 channels, padding 1).
@@ -987,7 +987,7 @@ def dw_channels_instructions(stride_h: int, stride_w: int, out_h: int, out_w: in
 def dw_channels_asm_covers(p: dict) -> bool:
     """Whether every output pixel of a channels-last depthwise call runs the DSP asm pixel kernels (ek_nn_s8.c:
     ek__dw_ch3x3_px and its variants): 3x3, or 5x5 with 2 or 3 taps a side inside the map; no dilation, fast
-    requantization, at least 4 channels; every pixel with at least 2 taps a side (a 1-wide map's run the C loop)."""
+    requantization, at least 4 channels (a pixel with 1 tap row or column inside the map runs the C loop)."""
     kh, kw = p["kernel_h"], p["kernel_w"]
     if (kh, kw) not in ((3, 3), (5, 5)) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
             not p.get("flags", 0) & FLAG_FAST_REQUANT or p["in_c"] < 4:

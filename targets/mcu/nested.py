@@ -8,9 +8,9 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
   weights are exactly the first rows/columns of the widest point's), and packed so that prefixes nest: one reduction
   run per kernel tap in conv layers, one depthwise layout per layer (for 3x3 the fewest instructions summed over
   the points, ek_kernels.nested_packing). A narrower point's conv / depthwise / linear call then reads the widest
-  point's packed array with strides
-  (``weight_block_bytes``, ``weight_run_pairs``) instead of its own copy — checked byte for byte on the host
-  (kernel_pack.nested_view); where a layer does not nest it keeps its own copy, and the report says how many bytes.
+  point's packed array with strides (``weight_block_bytes``, ``weight_run_pairs``) instead of its own copy —
+  checked byte for byte on the host (kernel_pack.nested_view); where a layer does not nest it keeps its own copy,
+  and the report says how many bytes.
   By default every point also takes the widest point's activation scales (``options.extra["nested_scales"] =
   "shared"``), so its biases and requantization tables (4 + 16 bytes per channel — on kws-dscnn as much flash as a
   third of the weights) are prefixes of the widest point's too; ``"own"`` calibrates each point's activations
