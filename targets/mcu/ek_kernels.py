@@ -54,26 +54,25 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                   padding=tuple(pads), in_row_stride=W * C, **_requant_args(qn))
     if depthwise:
         layout = "auto"  # a patch tile's narrower window may take the other layout (Program.const keeps both)
+        top, _, left, _ = intref.padding4(common["padding"])
+        kernel, out_hw, geometry = tuple(qn.q["weight"].shape[2:]), tuple(builder.tensors[out].shape[1:3]), \
+            (h, w, top, left)
         if NESTED_FULL_CHANNELS is not None and node.name in NESTED_FULL_CHANNELS:
-            top, _, left, _ = intref.padding4(common["padding"])
-            layout = _nested_depthwise_layout(node.name, tuple(qn.q["weight"].shape[2:]), tuple(common["stride"]),
-                                              tuple(common["dilation"]), tuple(builder.tensors[out].shape[1:3]),
-                                              builder.ek_isa, (h, w, top, left))
+            layout = _nested_depthwise_layout(node.name, kernel, tuple(common["stride"]), tuple(common["dilation"]),
+                                              out_hw, builder.ek_isa, geometry)
         packed = kernel_pack.pack_depthwise_conv2d(qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"],
                                                    isa=builder.ek_isa, layout=layout, **common)
         if layout == "auto" and packed.notes.get("layout") == "channels" and builder.ek_isa == "dsp":
             # channels-last stores 2 bytes a weight (int16): within the flash the target can spare for widened
             # weights (shared with the convs'), else the fastest other layout; a layer's tiles count once
-            spare = getattr(builder, "wide_weights_max_extra", None)
             if node.name not in builder.dw_wide_layers:
-                if spare is None or packed.weight_padding_bytes <= spare - builder.wide_extra_bytes:
+                if _flash_to_spare(builder, packed.weight_padding_bytes):
                     builder.wide_extra_bytes += packed.weight_padding_bytes
                     builder.dw_wide_layers.add(node.name)
                 else:
                     packed = kernel_pack.pack_depthwise_conv2d(
                         qn.q["weight"], qn.q["bias"], qn.q["mult"], qn.q["shift"], isa=builder.ek_isa,
-                        layout=_depthwise_layout_but_channels(tuple(qn.q["weight"].shape[2:]), common,
-                                                              builder.tensors[out].shape[1:3]), **common)
+                        layout=_depthwise_layout_but_channels(kernel, common, out_hw, geometry), **common)
         kind, wname = "ek_dw", f"{node.name}.dw"
     else:
         step = _sparse_conv_step(builder, node, qn, common, macs, x, out, (r * W + c) * C)
@@ -90,8 +89,7 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
         # layer's tiles keep its first call's choice (one weights array). Not in nested images (prefixes of int8).
         wide = builder.wide_layers.get(node.name)
         if wide is None:
-            spare = getattr(builder, "wide_weights_max_extra", None)
-            fits = spare is None or qn.q["weight"].size <= spare - builder.wide_extra_bytes
+            fits = _flash_to_spare(builder, qn.q["weight"].size)
             wide = None if fits and NESTED_FULL_CHANNELS is None else False
         # Within a grant the first call's widened layout may take all of it, the later tiles what the first took.
         wide_room = None if granted is None else granted if wide is None else builder.wide_rooms.get(node.name, granted)
@@ -538,14 +536,20 @@ def conv_scratch_limit(limit: int):
         _scratch_estimate.cache_clear()
 
 
-def _depthwise_layout_but_channels(kernel: tuple[int, int], common: dict, out_hw) -> str:
+def _flash_to_spare(builder, extra_bytes: int) -> bool:
+    """Whether the flash the target can spare for widened weights (``builder.wide_weights_max_extra``, None: no
+    limit) still holds ``extra_bytes`` more than the widened weights already take."""
+    spare = getattr(builder, "wide_weights_max_extra", None)
+    return spare is None or extra_bytes <= spare - builder.wide_extra_bytes
+
+
+def _depthwise_layout_but_channels(kernel: tuple[int, int], common: dict, out_hw, geometry) -> str:
     """The fastest depthwise layout other than channels-last (whose weights take 2 bytes each): for 3x3 (stride_w 1
     or 2, no dilation) rows or pairs by their estimated instructions, else the row kernels."""
-    (sh, sw), (h, w, _), (out_h, out_w) = common["stride"], common["input_shape"], out_hw
-    top, _, left, _ = intref.padding4(common["padding"])
+    (sh, sw), (out_h, out_w) = common["stride"], out_hw
     if kernel == (3, 3) and tuple(common["dilation"]) == (1, 1) and sw in (1, 2):
         cost = kernel_pack.depthwise3x3_layer_instructions(sh, sw, out_h, out_w, int(common["input_shape"][2]),
-                                                           (h, w, top, left))
+                                                           geometry)
         cost.pop("channels")
         return min(cost, key=cost.get)
     return "rows"

@@ -950,9 +950,14 @@ def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> f
         r["per_group_row"] * -(-channels // 4)
 
 
-def _taps_inside(out: int, stride: int, size: int, pad: int, k: int = 3) -> int:
-    """Kernel taps (of ``k``) inside the input along one axis, summed over the ``out`` outputs."""
-    return sum(max(0, min(k, size + pad - o * stride) - max(0, pad - o * stride)) for o in range(out))
+def _taps_inside(out: int, stride: int, size: int, pad: int, k: int = 3) -> list[int]:
+    """Kernel taps (of ``k``) inside the input along one axis, for each of the ``out`` outputs."""
+    return [max(0, min(k, size + pad - o * stride) - max(0, pad - o * stride)) for o in range(out)]
+
+
+def _asm_taps(n: int) -> bool:
+    """Whether a pixel with ``n`` taps inside the map along an axis runs the asm pixel kernels (2 or 3)."""
+    return 2 <= n <= 3
 
 
 def dw_channels_terms(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int, in_h: int, in_w: int,
@@ -961,9 +966,8 @@ def dw_channels_terms(stride_h: int, stride_w: int, out_h: int, out_w: int, chan
     its asm pixel kernels (a ``k`` x ``k`` kernel, fast requantization): a pixel's taps inside the map are its rows
     inside times its columns inside. The asm runs the pixels with 2-3 of each inside, the C loop the others (a map's
     border rows or columns with padding 2, 1-wide maps): their pixel-groups, pixel-group kernel rows and taps."""
-    rows = [_taps_inside(1, 1, in_h, pad_top - o * stride_h, k) for o in range(out_h)]
-    cols = [_taps_inside(1, 1, in_w, pad_left - o * stride_w, k) for o in range(out_w)]
-    asm_rows, asm_cols = [n for n in rows if 2 <= n <= 3], [n for n in cols if 2 <= n <= 3]
+    rows, cols = _taps_inside(out_h, stride_h, in_h, pad_top, k), _taps_inside(out_w, stride_w, in_w, pad_left, k)
+    asm_rows, asm_cols = [n for n in rows if _asm_taps(n)], [n for n in cols if _asm_taps(n)]
     groups, pixels = channels // 4, out_h * out_w
     asm_pixels = len(asm_rows) * len(asm_cols)
     asm_taps = sum(asm_rows) * sum(asm_cols)
@@ -992,12 +996,8 @@ def dw_channels_asm_covers(p: dict) -> bool:
     if (kh, kw) not in ((3, 3), (5, 5)) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
             not p.get("flags", 0) & FLAG_FAST_REQUANT or p["in_c"] < 4:
         return False
-
-    def sides(out, stride, size, pad):
-        return {_taps_inside(1, 1, size, pad - o * stride, kh) for o in range(out)}
-    allowed = {2, 3}
-    return sides(p["out_h"], p["stride_h"], p["in_h"], p["pad_top"]) <= allowed and \
-        sides(p["out_w"], p["stride_w"], p["in_w"], p["pad_left"]) <= allowed
+    return all(_asm_taps(n) for n in _taps_inside(p["out_h"], p["stride_h"], p["in_h"], p["pad_top"], kh) +
+               _taps_inside(p["out_w"], p["stride_w"], p["in_w"], p["pad_left"], kh))
 
 
 def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, input_shape, x_zp: int,
