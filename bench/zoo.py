@@ -1,7 +1,8 @@
 """The zoo of public architectures (edgekit/zoo/public.py) on every target: edgekit's standing test.
 
     .venv/bin/python bench/zoo.py                    # every model x target, writes bench/results/zoo.md
-    .venv/bin/python bench/zoo.py --only resnet8     # models whose name contains the text
+    .venv/bin/python bench/zoo.py --only resnet8     # models whose name contains the text (their rows replace
+                                                     # the same rows of bench/results/zoo.md)
     .venv/bin/python bench/zoo.py --configs cortex-m7:int8   # run these configurations again and replace their
                                                      # rows in bench/results/zoo.md (the other rows stay)
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     print(text)
     out = Path(__file__).parent / "results" / "zoo.md"
-    if args.configs and args.only is None and out.exists():  # replace those rows, keep the others
+    if (args.configs or args.only is not None) and out.exists():  # replace those rows, keep the others
         fresh = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines()[2:]}
         lines = out.read_text().splitlines()
         for i, line in enumerate(lines):

@@ -69,6 +69,9 @@ class _ConvStepBuilder(_Builder):
     def cache(self, n) -> None:
         c = self.sp.caches[n.name]
         shape = nhwc(n.shape)  # [1, rows, F, C]
+        if len(n.shape) == 3:  # a Conv1d model's [1, C, rows]: kept [1, rows, 1, C], as its convs read it (as_image)
+            shape = (1, n.shape[2], 1, n.shape[1])
+            self.nlc.add(n.name)
         if self.dtype == "int8":
             init = -128 if c.max_pool else self.q(n.name).out_zp
         else:
@@ -122,9 +125,6 @@ def build_conv_step_program(sp: StreamPlan, dtype: str, qg=None, use_ek: bool = 
     """The planned step program of the stream ``sp`` (int8: with ``qg``, the lowered *windowed* graph)."""
     from edgekit.convstream import step_qgraph
 
-    if any(n.op == "conv1d" for n in sp.step.nodes):
-        raise UnsupportedError(f"model '{sp.graph.name}': Conv1d layers do not run on {target}; write them as Conv2d "
-                               "with a Kx1 kernel over [N, C, T, 1]")
     if len(sp.caches) > MAX_CACHES:
         raise UnsupportedError(f"model '{sp.graph.name}' has {len(sp.caches)} layers with extent in time; a streaming "
                                f"step program on {target} keeps at most {MAX_CACHES}")

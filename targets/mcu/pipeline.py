@@ -107,17 +107,17 @@ def _with_slack_scratch(build_args: dict, prog: Program, base: dict[str, int] | 
     scratch edgekit's kernel runs it with (ZOO ResNet-8 patched: a 576-deep conv offered half its room, 7,268 B,
     ran TVM's kernel for want of 32 B)."""
     from edgekit.targets.mcu import ek_kernels
-    from edgekit.targets.mcu.program import build_program, scratch_slack
+    from edgekit.targets.mcu.program import as_image, build_program, scratch_slack
 
     base = dict(base or {})
     if not build_args["use_ek_kernels"]:
         return prog, base
     slack = {layer: min(room, 32 * 1024) for layer, room in scratch_slack(prog).items()
              if room > base.get(layer, 0)}
-    nodes = {n.name: n for n in build_args["graph"].nodes}
+    nodes = {n.name: as_image(n, n.inputs) if n.op == "conv1d" else n for n in build_args["graph"].nodes}
     dsp = build_args["use_ek_kernels"] == "dsp"
     floor = {s.layer: ek_kernels.smallest_conv_scratch(nodes[s.layer]) for s in prog.steps
-             if s.kind == "tvm" and s.layer in slack and dsp}
+             if s.kind == "tvm" and s.spec.op == "conv2d" and s.layer in slack and dsp}
     # A conv on the FC-rows layout is also offered exactly the least scratch with which the tile GEMM beats it, when
     # that is within its room (a half of the room may fall just short: ZOO ResNet-8 patched, a 576-deep conv).
     # (once a layer, from its last call: a patched layer has a call per tile)

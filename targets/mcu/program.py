@@ -8,6 +8,7 @@ the same plan, so the arena in the estimate is the arena in the ELF.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,12 @@ from edgekit.memplan import ArenaPlan, Buffer, plan_arena
 from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
-FLOAT_OPS = {"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
+FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
              "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample",
              "transpose"}  # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
-    "conv1d": "write it as Conv2d with a 1xK kernel",
     "batchnorm": "put it right after a conv/linear so edgekit folds it",
     "softmax": "drop the final softmax for deployment (argmax is unchanged)",
 }
@@ -186,6 +186,40 @@ def channel_shuffle_groups(graph: Graph, n: Node) -> int | None:
     return g
 
 
+# Layers over [N, C, L] (Conv1d models) that keep their output channels last: between them a [N, C, L] tensor is
+# stored as [N, L, 1, C] (NHWC of [N, C, L, 1]: the layout of the conv kernels, and time on axis 2 as in the streaming
+# plans of edgekit/convstream.py), and a Conv1d runs as a conv2d with a Kx1 kernel; elsewhere a 3-D tensor is kept in
+# torch order like any tensor that is not an image.
+_ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "add", "mul")
+
+
+def channels_last_1d(graph: Graph) -> set[str]:
+    """Names of the layers whose [N, C, L] output a program keeps channels last: the Conv1d layers and the elementwise
+    layers that read only such outputs, of one shape."""
+    out: set[str] = set()
+    for n in graph.nodes:
+        if n.op == "conv1d" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
+                len({tuple(graph[i].shape) for i in n.inputs}) == 1:
+            out.add(n.name)
+    return out
+
+
+def as_image(n: Node, inputs: list[str]) -> Node:
+    """Layer ``n`` over [N, C, L] as the same layer over [N, C, L, 1] reading ``inputs``: a Conv1d becomes a conv2d
+    with a Kx1 kernel (the same sums, so the same integers)."""
+    m = n.copy()
+    m.inputs = list(inputs)
+    m.shape = tuple(n.shape) + (1,)
+    if n.op == "conv1d":
+        a = n.attrs
+        m.op = "conv2d"
+        m.attrs.update(kernel_size=[a["kernel_size"][0], 1], stride=[a["stride"][0], 1], padding=[a["padding"][0], 0],
+                       dilation=[a["dilation"][0], 1])
+        if "weight" in m.params:
+            m.params["weight"] = m.params["weight"][..., None]
+    return m
+
+
 def check_supported(graph: Graph, dtype: str, target: str) -> None:
     ops = INT8_OPS if dtype == "int8" else FLOAT_OPS
     bad = [n for n in graph.nodes if n.op not in ops or (n.op == "transpose" and not channel_shuffle_groups(graph, n))]
@@ -287,6 +321,9 @@ class _Builder:
         self.wide_rooms: dict[str, int] = {}  # layer -> the scratch its first widened call took within a grant
         self.wide_extra_bytes = 0  # flash those widened weights add (and channels-last depthwise weights)
         self.dw_wide_layers: set[str] = set()  # depthwise layers counted there (a layer's tiles count once)
+        self.nlc_layers = channels_last_1d(graph)  # [N, C, L] outputs kept channels last (Conv1d models)
+        self.nlc: set[str] = set()  # tensors holding such an output, [1, L, 1, C]
+        self.torch_names: dict[str, str] = {}  # a torch-order copy of one of them -> the layer it is the output of
 
     def const(self, name: str, data: np.ndarray) -> str:
         """Add constant ``name`` (returns the name its readers use). The same name with the same bytes is stored
@@ -306,7 +343,17 @@ class _Builder:
         return key
 
     def q(self, name: str):
-        return self.qg.nodes[name] if self.qg is not None else None
+        if self.qg is None:
+            return None
+        qn = self.qg.nodes[name]
+        w = qn.q.get("weight")
+        if qn.node.op == "conv1d" and w is not None and w.ndim == 3:  # a Conv1d runs as a Kx1 conv2d (as_image)
+            qn = dataclasses.replace(qn, q={**qn.q, "weight": w[..., None]})
+        return qn
+
+    def torch_shape(self, name: str) -> tuple[int, ...]:
+        """The torch shape of the layer output tensor ``name`` holds (also for a torch-order copy, _torch_order)."""
+        return self.g[self.torch_names.get(name, name)].shape
 
     def add_tensor(self, name: str, shape, alias_of: str | None = None) -> Tensor:
         t = Tensor(name, tuple(int(s) for s in shape), self.dtype, alias_of)
@@ -515,7 +562,7 @@ class _Builder:
 
     def reshape(self, n: Node):
         src = self.tensors[n.inputs[0]]
-        src_torch = self.g[n.inputs[0]].shape
+        src_torch = self.torch_shape(n.inputs[0])
         if len(src_torch) == 4 and len(n.shape) == 5 or len(src_torch) == 5 and len(n.shape) == 4:
             # the two views around a channel shuffle: channels split into (g, C/g) as the last two NHWC axes
             shuffle = [u for u in self.g.consumers(n.name) if u.op == "transpose"] if len(n.shape) == 5 else \
@@ -546,7 +593,7 @@ class _Builder:
         self.add_tensor(n.name, nhwc(n.shape), alias_of=n.inputs[0])
 
     def select(self, n: Node):
-        src_torch = self.g[n.inputs[0]].shape
+        src_torch = self.torch_shape(n.inputs[0])
         kept, fixed, out_torch = _gather_map(src_torch, n.attrs["index"])
         out_phys = nhwc(out_torch)
         if len(out_torch) == 4:
@@ -556,8 +603,67 @@ class _Builder:
         self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": kept, "fixed": fixed})
 
 
+    # ---- [N, C, L] tensors kept channels last (Conv1d models) ------------------------------------------------------
+    def _gather_3d(self, layer: Node, src: str, out: str, shape: tuple[int, int, int]) -> None:
+        """``out`` [1, a, b] = ``src`` [1, b, a] (a TVM gather step attributed to ``layer``)."""
+        self.add_tensor(out, shape)
+        self.tvm_step(layer, "gather", [src], [], out, {"map": ((0, 0, 1), (2, 0, 1), (1, 0, 1)), "fixed": ()})
+
+    def _channels_last(self, name: str, layer: Node) -> str:
+        """The [N, C, L] tensor ``name`` as [1, L, 1, C] for a Conv1d: itself when a layer kept it channels last, else
+        a transposed copy (made once)."""
+        if name in self.nlc:
+            return name
+        t = f"{name}.nlc"
+        if t not in self.tensors:
+            _, c, length = self.tensors[name].shape
+            self._gather_3d(layer, name, f"{t}3", (1, length, c))
+            self.add_tensor(t, (1, length, 1, c), alias_of=f"{t}3")
+        return t
+
+    def _torch_order(self, name: str, layer: Node) -> str:
+        """The tensor ``name`` for a layer that reads [N, C, L] in torch order: a channels-last one copied back
+        (made once; a view when L = 1)."""
+        if name not in self.nlc:
+            return name
+        t = f"{name}.ncl"
+        if t not in self.tensors:
+            _, length, _, c = self.tensors[name].shape
+            if length == 1:
+                self.add_tensor(t, (1, c, 1), alias_of=name)
+            else:
+                self.add_tensor(f"{name}.lc", (1, length, c), alias_of=name)
+                self._gather_3d(layer, f"{name}.lc", t, (1, c, length))
+            self.torch_names[t] = name
+        return t
+
+    def layer_1d(self, n: Node, macs: int) -> None:
+        """A layer of channels_last_1d, or a global average pool reading one: run as the layer over [N, C, L, 1]."""
+        m = as_image(n, [self._channels_last(i, n) for i in n.inputs] if n.op == "conv1d" else n.inputs)
+        if n.op == "global_avgpool":  # output [N, C, 1]: the same bytes as [1, 1, 1, C]; kept in torch order
+            self.global_avgpool(m)
+            pooled = self.tensors.pop(n.name)
+            pooled.name = f"{n.name}.nlc"
+            self.tensors[pooled.name] = pooled
+            self.steps[-1].output = pooled.name
+            self.add_tensor(n.name, n.shape, alias_of=pooled.name)
+            return
+        self.nlc.add(n.name)
+        if m.op == "conv2d":
+            self.conv2d(m, macs)
+        elif m.op in ("add", "mul"):
+            self.binary(m)
+        else:
+            self.unary(m)
+
     def layer(self, n: Node, macs: int) -> bool:
         """The kernel calls of one layer of an operator every program kind shares; False for any other operator."""
+        if n.name in self.nlc_layers or n.op == "global_avgpool" and n.inputs[0] in self.nlc:
+            self.layer_1d(n, macs)
+            return True
+        if any(i in self.nlc for i in n.inputs):
+            n = n.copy()
+            n.inputs = [self._torch_order(i, n) for i in n.inputs]
         if n.op == "conv2d":
             self.conv2d(n, macs)
         elif n.op == "linear":
@@ -664,8 +770,8 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
             b.add_tensor(n.name, nhwc(n.shape))
         elif not b.layer(n, macs):  # check_supported already refused it
             raise UnsupportedError(f"layer '{n.name}': '{n.op}' is not supported on {target}")
-    prog = Program(graph.name, dtype, b.tensors, b.consts, b.steps, graph.inputs[0].name, graph.outputs[0],
-                   notes=b.notes)
+    out = b._torch_order(graph.outputs[0], graph[graph.outputs[0]])  # a channels-last [N, C, L] output: torch order
+    prog = Program(graph.name, dtype, b.tensors, b.consts, b.steps, graph.inputs[0].name, out, notes=b.notes)
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         raise UnsupportedError(f"model '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} "
                                "outputs; the Cortex-M target supports one of each")
