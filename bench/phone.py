@@ -18,7 +18,8 @@ fits, per core and dtype, the terms of targets/phone/cost.ARM_TERMS (base, per l
 family, depthwise per channel/row/pixel, per output of layers with weights, per element of the others by kind) to the
 float32 and all-int8 whole-model counts and the depthwise layers' counts alone (NNLS on relative errors, see
 LAYER_KINDS), reports the fit's errors and each model's error when left out of the fit, and writes the ``arm_*``
-terms into targets/profiles/cost/<core>.toml (other terms in those files are kept).
+terms into targets/profiles/cost/<core>.toml (other terms in those files are kept); also the file model's
+``onnx_bytes_*`` terms (bytes beyond the weights, fitted to the model.onnx files of the rows, see _fit_files).
 """
 from __future__ import annotations
 
@@ -162,6 +163,44 @@ def _fit(data: list[dict], key: str, col: str, graphs: dict, terms: dict):
     return nnls(A * w[:, None], y * w)[0], len(y) - len(data)
 
 
+FILE_TERMS = ("per_layer", "per_weighted_layer", "per_channel", "base")
+
+
+def _fit_files(rows: list[dict], graphs: dict) -> tuple[dict[str, tuple[float, str]], list[str]]:
+    """The file model (targets/phone/cost.py: bytes beyond the stored weights = per layer, per layer with weights,
+    per output channel of those, base) fitted to the shipped files: float32 to the plain exports, int8 to the shipped
+    files where every layer is int8 (each model once: the file does not depend on the core). NNLS on relative
+    errors."""
+    from scipy.optimize import nnls
+
+    from edgekit import api
+    from edgekit.targets.phone.cost import phone_terms
+
+    fitted, notes = {}, []
+    for key, col in (("fp32", "onnx_fp32"), ("int8", "onnx_shipped")):
+        seen, A, y, sizes = set(), [], [], []
+        for r in rows:
+            if "error" in r or r["model"] in seen or key == "int8" and not r["shipped_kind"].startswith("int8"):
+                continue
+            seen.add(r["model"])
+            est, _, _ = api.estimate(r["model"], r["core"], quantize="int8" if key == "int8" else None)
+            t = phone_terms(graphs[r["model"]])
+            A.append([t["layers"], t["weighted"], t["channels"], 1.0])
+            y.append(r[col] - sum(lay["weight_bytes"] for lay in est.layers))
+            sizes.append(float(r[col]))
+        if len(A) < 4:
+            continue
+        A, y, sizes = np.array(A), np.array(y, dtype=float), np.array(sizes)
+        coef = nnls(A / sizes[:, None], y / sizes)[0]
+        err = np.abs(A @ coef - y) / sizes
+        src = (f"fitted by bench/phone.py --calibrate to {len(y)} models' {'shipped int8' if key == 'int8' else 'float32'}"
+               f" model.onnx (bytes beyond the weights; file size max error {err.max():.0%}, median "
+               f"{np.median(err):.0%})")
+        fitted.update({f"onnx_bytes_{k}_{key}": (v, src) for k, v in zip(FILE_TERMS, coef)})
+        notes.append(f"file size {key}: {len(y)} models, max error {err.max():.1%}, median {np.median(err):.1%}")
+    return fitted, notes
+
+
 def calibrate(rows: list[dict]) -> list[str]:
     """Fit the arm_* terms per core and dtype to the whole-model counts (and the depthwise layers counted alone at
     build time); write them into the cost files. Also leave-one-out: each model predicted by a fit without it (how
@@ -171,9 +210,9 @@ def calibrate(rows: list[dict]) -> list[str]:
 
     graphs = {name: Model.load(name).deploy_graph for name in {r["model"] for r in rows if "error" not in r}}
     terms = {name: arm_terms(g) for name, g in graphs.items()}
-    notes = []
+    files, notes = _fit_files(rows, graphs)
     for core in sorted({r["core"] for r in rows}):
-        fitted = {}
+        fitted = dict(files)
         for key, col in (("fp32", "fp32"), ("int8", "int8_all")):
             data = [r for r in rows if r["core"] == core and "error" not in r and r.get(col)]
             if len(data) < 4:
@@ -195,7 +234,8 @@ def calibrate(rows: list[dict]) -> list[str]:
         if not fitted:
             continue
         path = ROOT / "targets" / "profiles" / "cost" / f"{core}.toml"
-        kept = [ln for ln in path.read_text().splitlines() if not ln.startswith("arm_")] if path.is_file() else [
+        kept = [ln for ln in path.read_text().splitlines() if not ln.startswith(("arm_", "onnx_bytes_"))] \
+            if path.is_file() else [
             f"# Calibrated phone cost model of {core}: Arm instructions fitted to the emulated core.", "[cost]"]
         kept += [f'{k} = {{ value = {v:.6g}, source = "{src}" }}' for k, (v, src) in fitted.items()]
         path.write_text("\n".join(kept) + "\n")

@@ -140,17 +140,11 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
                        f"weights · {c('arm_per_output'):.3g} + elements of the others by kind; fitted "
                        f"to the emulated {profile.core} by bench/phone.py) · {cpi:g} cycles/instruction / "
                        f"{clock / 1e9:g} GHz")
-        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
-                            * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
-                            + c("onnx_bytes_base")) if fitted else overhead_flash
     elif fitted:
         c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
         latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
                       + c("ort_ns_per_element") * terms["elements"] * 1e-3
                       + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
-        file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
-                            * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
-                            + c("onnx_bytes_base"))
         for lay in layers:
             node = graph[lay["name"]]
             k = layer_family(node)
@@ -164,20 +158,25 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
     else:
         mps = profile.number("cost", f"macs_per_second_{key}")
         latency_ms = total_macs / mps * 1e3
-        file_overhead = overhead_flash
         for lay in layers:
             lay["latency_ms"] = lay["macs"] / mps * 1e3
             lay["energy_uj"] = lay["macs"] * pj * 1e-6
         lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
+    # The file beyond its weights: fitted to the shipped model.onnx files (bench/phone.py --calibrate) where the
+    # profile has the terms, else the runtime's constant
+    fitted = f"onnx_bytes_base_{key}" in profile.cost
+    f = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
+    file_overhead = int(f("onnx_bytes_per_layer") * terms["layers"] + f("onnx_bytes_per_weighted_layer")
+                        * terms["weighted"] + f("onnx_bytes_per_channel") * terms["channels"]
+                        + f("onnx_bytes_base")) if fitted else overhead_flash
     flash = stored_total + file_overhead
-    fitted = fitted and f"ort_us_per_inference_{key}" in profile.cost
     sram = arena + state_bytes + overhead_sram
     energy_uj = total_macs * pj * 1e-6
     formulas = {
         "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B" + (
-            f" ({terms['layers']:.0f} layers · {c('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
-            f"weights · {c('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
-            f"{c('onnx_bytes_per_channel'):.4g} B + {c('onnx_bytes_base'):.4g} B)" if fitted else ""),
+            f" ({terms['layers']:.0f} layers · {f('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
+            f"weights · {f('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
+            f"{f('onnx_bytes_per_channel'):.4g} B + {f('onnx_bytes_base'):.4g} B)" if fitted else ""),
         "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
         "latency_ms": lat_formula,
         "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
