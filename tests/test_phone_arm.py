@@ -87,7 +87,7 @@ def test_compile_keeps_int8_only_where_it_pays_and_profile_counts_the_shipped_mo
         assert row["int8"] > 0 and row["float32"] > 0
         pays = mixed.clearly_fewer(row["float32"], row["int8"]) and row["op"] not in mixed.INT8_ANYWAY
         assert row["dtype"] == ("float32" if pays else "int8")
-        assert 0 < row["edges"] < row["float32"]               # the Q/DQ a float layer adds, counted alone
+        assert 0 < row["edges"] <= row["float32"]  # the Q/DQ a float layer adds, counted alone (a tiny pool: ~all)
     # a MaxPool is never kept float: ONNX Runtime would drop the equal-scale Q/DQ pair around it and run it int8
     assert any(r["op"] == "MaxPool" and r["dtype"] == "int8" for r in choice["layers"])
     assert set(choice["excluded"]) == {r["node"] for r in choice["layers"] if r["dtype"] == "float32"}

@@ -80,6 +80,8 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
         except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's suffices
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             notes.append(f"quantization pre-processing skipped symbolic shape inference ({type(e).__name__})")
+        if global_pools(pre):
+            notes.append("global average pooling as GlobalAveragePool (ONNX Runtime pools it in int8, channels last)")
         try:
             reader = Reader(input_name, calib, fixed_batch or CALIBRATION_BATCH, fixed=bool(fixed_batch))
             quantize_static(str(pre), str(dst), reader,
@@ -95,6 +97,46 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray | Non
         if keep_pre is not None:
             shutil.copyfile(pre, keep_pre)
     return notes
+
+
+def global_pools(path: Path) -> int:
+    """Rewrite, in the float model at ``path``, each ReduceMean over all spatial axes (what torch's mean(dim=(2, 3))
+    and AdaptiveAvgPool(1) export to) as GlobalAveragePool (then a Flatten where the mean drops those axes); returns
+    how many. The quantizer puts Q/DQ around a GlobalAveragePool, which ONNX Runtime runs as an int8 pool on the
+    channels-last map; around a ReduceMean it dequantizes the whole map first, transposed back to channels first
+    (zoo MobileNetV2-0.35 on the emulated Cortex-A76: 11.61 M -> 11.45 M instructions, outputs identical)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.value_info) + list(g.input) + list(g.output)
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    inits = {t.name: t for t in g.initializer}
+    nodes, count = [], 0
+    for n in g.node:
+        rank = ranks.get(n.input[0], 0) if n.op_type == "ReduceMean" else 0
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if len(n.input) > 1 and n.input[1]:
+            axes = list(np.atleast_1d(numpy_helper.to_array(inits[n.input[1]]))) if n.input[1] in inits else None
+        else:
+            axes = attrs.get("axes")
+        if rank < 3 or axes is None or sorted(int(a) % rank for a in axes) != list(range(2, rank)) or \
+                attrs.get("noop_with_empty_axes", 0):
+            nodes.append(n)
+            continue
+        if attrs.get("keepdims", 1):
+            nodes.append(helper.make_node("GlobalAveragePool", [n.input[0]], [n.output[0]], name=n.name))
+        else:
+            pooled = f"{n.output[0]}_pooled"
+            nodes += [helper.make_node("GlobalAveragePool", [n.input[0]], [pooled], name=n.name),
+                      helper.make_node("Flatten", [pooled], [n.output[0]], name=f"{n.name}_flatten", axis=1)]
+        count += 1
+    if count:
+        del g.node[:]
+        g.node.extend(nodes)
+        onnx.save(model, str(path))
+    return count
 
 
 def qdq_session(path: Path):
