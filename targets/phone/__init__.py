@@ -16,6 +16,8 @@ missing ones reported at once) -> float outputs checked against the source model
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import io
 import json
@@ -223,6 +225,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     )
     dtype = "int8" if info.quantized else "float32"
     if graph is not None:
+        if options.quantize == "int8" and not info.quantized:  # int8 did not pay: the estimate of what is shipped
+            est = estimate(model, profile, dataclasses.replace(options, quantize=None))
+            notes.append("the estimate is the float32 model's: float32 is shipped (int8 does not pay on this core)")
         est, analysis = est or estimate(model, profile, options), model.analyze()
     else:  # built straight from its ONNX export (edgekit.compile plans, and so refuses, such a model before)
         analysis = None
