@@ -11,10 +11,11 @@ instructions per new frame are its instructions per inference. Per row: accuracy
 frame (exact; the mean over a clip's frames), state and arena bytes, flash, and the duty cycle at the M7's clock
 (instructions per second of audio at 50 frames/s ÷ 480 MHz, one instruction per cycle). The zoo's public DS-CNN
 (random weights: its accuracy means nothing) runs both ways too: it looks 12 frames ahead, and its firmware ends each
-window with a flush.
+window with a flush; so does the zoo's dilated TCN (Conv1d layers over [1, C, T], random weights, 15 frames ahead).
 
     .venv/bin/python bench/streaming.py              # writes bench/results/streaming.md
     .venv/bin/python bench/streaming.py --no-write --dtypes int8
+    .venv/bin/python bench/streaming.py --only tcn   # the zoo TCN only; its rows replace those in streaming.md
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ TARGET = "cortex-m7"
 RUNS = (("kws-dscnn", "window"), ("kws-dscnn", "stream"), ("kws-gru", "stream"), ("kws-lmu", "stream"),
         ("kws-ssm", "stream"), ("kws-selective", "stream"),
         # the zoo's public DS-CNN ('same' padding: looks 12 frames ahead; a flush ends each window; random weights)
-        ("zoo-dscnn-kws", "window"), ("zoo-dscnn-kws", "stream"))
+        ("zoo-dscnn-kws", "window"), ("zoo-dscnn-kws", "stream"),
+        # the zoo's dilated TCN (Conv1d over [1, C, T]; looks 15 frames ahead; random weights)
+        ("zoo-tcn", "window"), ("zoo-tcn", "stream"))
 
 
 def measure(name: str, mode: str, dtype: str, work: Path) -> dict:
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtypes", nargs="+", default=["int8", "float32"])
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only", default=None, help="only the examples whose name contains this text; their rows "
+                    "replace the same rows of bench/results/streaming.md (the others stay)")
     args = ap.parse_args(argv)
     clock = get_profile(TARGET).clock_hz.value
     frames_per_s = SAMPLE_RATE / HOP_SAMPLES
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ek-streaming-") as tmp:
         for dtype in args.dtypes:
             for name, mode in RUNS:
+                if args.only is not None and args.only not in name:
+                    continue
                 rows.append(measure(name, mode, dtype, Path(tmp)))
                 print(f"  {name} {mode} {dtype}: {rows[-1]['per_frame']:,.0f} instructions per new frame "
                       f"({rows[-1]['seconds']:.0f} s)", flush=True)
@@ -114,7 +121,17 @@ def main(argv: list[str] | None = None) -> None:
             "recurrence through a nonlinearity: cheaper per step than the GRU, but time-invariant (no gate decides "
             "what to keep), which a last-frame readout of a 1-s clip exposes.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + lines
-    (ROOT / "bench" / "results" / "streaming.md").write_text("\n".join(text) + "\n")
+    out = ROOT / "bench" / "results" / "streaming.md"
+    if args.only is not None and out.exists():  # replace those rows, keep the others (and the text around them)
+        key = lambda line: tuple(c.strip() for c in line.split("|")[1:4])  # noqa: E731 - model, build, dtype
+        fresh = {key(line): line for line in lines}
+        old_lines = out.read_text().splitlines()
+        for i, line in enumerate(old_lines):
+            if line.startswith("| ") and key(line) in fresh:
+                old_lines[i] = fresh.pop(key(line))
+        last = max(i for i, line in enumerate(old_lines) if line.startswith("| "))
+        text = old_lines[:last + 1] + list(fresh.values()) + old_lines[last + 1:]
+    out.write_text("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":
