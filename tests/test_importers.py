@@ -56,6 +56,22 @@ class Mixed(nn.Module):
         return torch.softmax(self.fc(self.pool(y).flatten(1)), -1), self.head(seq[:, -1]) + self.head(h[0])
 
 
+class Temporal(nn.Module):
+    """Dilated Conv1d layers with both global pools over time a .pt2 keeps: AdaptiveAvgPool1d(1) and x.mean(-1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(10, 16, 3, padding=2, dilation=2)
+        self.bn = nn.BatchNorm1d(16)
+        self.c2 = nn.Conv1d(16, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.c1(x)))
+        return self.fc(self.pool(torch.relu(self.c2(y))).flatten(1) + y.mean(-1))
+
+
 def _seeded(build, seed: int) -> nn.Module:
     """Seeded weights, and BatchNorm statistics that are not the identity so that folding has something to fold."""
     torch.manual_seed(seed)
@@ -78,6 +94,7 @@ MODELS = {
     "digits-gru": (DigitsGRU, (64, 1)),
     "mbv2-w035": (MobileNetV2, (3, 64, 64)),
     "mixed": (Mixed, (4, 8, 8)),
+    "temporal": (Temporal, (10, 20)),
 }
 
 
@@ -113,6 +130,8 @@ def test_pt2_round_trip(case, tmp_path):
     # Layer names are the module paths, as in the nn.Module import.
     weighted = {n.name for n in Model.from_module(module, x).graph if n.params}
     assert weighted == {n.name for n in loaded.graph if n.params}
+    if name == "temporal":  # both pools over time import as the global pool the targets run
+        assert [n.op for n in loaded.graph if "pool" in n.op or "mean" in n.op] == ["global_avgpool"] * 2
     # A program exported at batch 1 still predicts whole batches (and so does a converter's copy of it).
     xb = np.random.default_rng(1).standard_normal((3,) + tuple(x.shape[1:]), dtype=np.float32)
     want = _outputs(module, torch.from_numpy(xb))[0]

@@ -740,14 +740,19 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                              torch.ops.aten._adaptive_avg_pool2d.default) and \
                         tuple(_pair(n.args[1])) == (1, 1):
                     add(n, "global_avgpool", [src(tensor_args[0])])
+                elif tgt in (F.adaptive_avg_pool1d, torch.ops.aten.adaptive_avg_pool1d.default) and \
+                        list(n.args[1] if isinstance(n.args[1], (list, tuple)) else [n.args[1]]) == [1]:
+                    add(n, "global_avgpool", [src(tensor_args[0])])  # (a .pt2 keeps AdaptiveAvgPool1d(1) as is)
                 elif tgt in (torch.mean, torch.ops.aten.mean.dim) or (n.op == "call_method" and tgt == "mean"):
                     raw = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
                     raw = raw if isinstance(raw, (list, tuple)) else [raw]
                     dims = sorted(int(d) % 4 for d in raw)
                     in_shape = _shape_of(n.args[0].meta)
-                    if len(in_shape) == 4 and dims == [2, 3]:
-                        add(n, "global_avgpool", [src(tensor_args[0])], shape=(in_shape[0], in_shape[1], 1, 1))
-                        if tuple(shape) != (in_shape[0], in_shape[1], 1, 1):
+                    pooled = (in_shape[0], in_shape[1]) + (1,) * (len(in_shape) - 2)
+                    if len(in_shape) == 4 and dims == [2, 3] or \
+                            len(in_shape) == 3 and sorted(int(d) % 3 for d in raw) == [2]:  # over H, W / over time
+                        add(n, "global_avgpool", [src(tensor_args[0])], shape=pooled)
+                        if tuple(shape) != pooled:
                             nm = alias[n.name]
                             nodes.append(Node(nm + ".reshape", "reshape", [nm], shape, {"shape": list(shape)}))
                             alias[n.name] = nm + ".reshape"
