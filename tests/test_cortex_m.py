@@ -200,3 +200,37 @@ def test_channels_last_depthwise_stays_within_the_flash_to_spare(tmp_path, monke
     api.compile(model, "cortex-m7", tmp_path / "m7", quantize="int8")
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+def test_grouped_1x1_convs_run_a_call_per_group_bit_exact(tmp_path):
+    """A grouped 1x1 conv runs as one conv call a group, its pixels as rows of one pixel so that the row strides
+    select the group's channels in place (ek_kernels.grouped_1x1_steps; offsets into the input and the output); a
+    grouped 3x3 conv keeps the dense kernel on block-diagonal weights. Same integers as the reference on the M7."""
+    import torch
+    import torch.nn as nn
+
+    from edgekit.model import Model
+
+    class Grouped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.g4 = nn.Conv2d(16, 32, 1, groups=4)
+            self.g2 = nn.Conv2d(32, 16, 1, groups=2)
+            self.g3x3 = nn.Conv2d(16, 16, 3, padding=1, groups=2)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            y = torch.relu(self.g2(torch.relu(self.g4(torch.relu(self.stem(x))))))
+            return self.fc(self.g3x3(y).mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((40, 3, 10, 12)).astype(np.float32)
+    m = Model.from_module(Grouped().eval(), torch.from_numpy(x[:1]), calib=x[:32], test_x=x[32:])
+    art = api.compile(m, "cortex-m7", tmp_path / "o", quantize="int8")
+    calls = {}
+    for layer, kind in zip(art.report["build"]["step_layers"], art.report["build"]["step_kernels"]):
+        calls.setdefault(layer, []).append(kind)
+    assert calls["g4"] == ["ek_conv"] * 4 and calls["g2"] == ["ek_conv"] * 2 and calls["g3x3"] == ["ek_conv"]
+    meas = api.profile(tmp_path / "o").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

@@ -39,6 +39,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     element (``key_per_input``) and per call (``key_per_call``).
     """
     out = math.prod(prog.tensors[step.output].shape)
+    if step.kind == "ek_conv":  # its outputs (a grouped 1x1 conv's call writes one group's channels of the tensor)
+        out = step.params["out_h"] * step.params["out_w"] * step.params["out_c"]
     if step.kind == "ek_pool":  # units = window taps read per output element; outputs = pixel-groups of 16
         p = step.params
         ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)

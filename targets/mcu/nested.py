@@ -425,7 +425,7 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
         for i, s in enumerate(prog.steps):
             enum, _, struct_type = _TABLE_KINDS[s.kind]
             kinds_used.add(s.kind)
-            io = [none, none, str(prog.tensors[s.output].offset), none]
+            io = [none, none, str(prog.tensors[s.output].offset + s.out_offset), none]
             if s.kind == "tvm":
                 args = [tensor(prog, x, prog.tensors[x].shape, names) for x in s.inputs]
                 args += [tensor(prog, c, prog.consts[c].data.shape, names) for c in s.consts]

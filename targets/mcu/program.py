@@ -80,6 +80,8 @@ class Step:
     symbol: str = ""
     in_offset: int = 0                  # micro-kernels: bytes into the input buffer where this call reads
     in2_offset: int = 0                 # ek_add, ek_mul: the same in the second input's buffer
+    out_offset: int = 0                 # ek_conv: bytes into the output buffer where this call writes (one group's
+                                        # channels of a grouped 1x1 conv, ek_kernels.grouped_1x1_steps)
     nz_macs: int = 0                    # sparse micro-kernels: MACs of the stored (non-zero) weights
     dense_weight_bytes: int = 0         # micro-kernels: the weights in the dense layout ...
     stored_weight_bytes: int = 0        # ... and as stored in flash (compressed for pruned layers)
@@ -283,7 +285,9 @@ class TileContext:
 # A grouped (not depthwise) int8 conv of up to this many groups runs edgekit's dense conv kernel on block-diagonal
 # weights (zeros between the groups: the same integers, G times the MACs at ~0.9 instructions each) rather than TVM's
 # grouped kernel (zoo ShuffleNet's 1x1 convs, 4 groups: 12.4 instructions per MAC; the whole model on the M7 4.18 M ->
-# 1.93 M instructions); the weights take G times the flash. Not on the scalar RV32 kernels (not measured there).
+# 1.93 M instructions); the weights take G times the flash. A grouped 1x1 conv runs instead as one call a group
+# (ek_kernels.grouped_1x1_steps: its pixels as rows of one pixel, the group's channels read and written at the
+# pixel stride), at its own MACs and weights. Not on the scalar RV32 kernels (not measured there).
 GROUPED_AS_DENSE_MAX = 8
 
 
@@ -395,6 +399,13 @@ class _Builder:
             qn = self.q(n.name)
             w = qn.q["weight"].transpose(0, 2, 3, 1)  # OIHW -> OHWI
             grouped = 1 < a["groups"] <= GROUPED_AS_DENSE_MAX and not depthwise and self.ek_isa != "rv32"
+            if self.use_ek and grouped and tile is None:
+                from edgekit.targets.mcu import ek_kernels
+
+                steps = ek_kernels.grouped_1x1_steps(self, n, qn, macs, x, out.name)
+                if steps:
+                    self.steps += steps
+                    return
             if self.use_ek and (a["groups"] == 1 or depthwise or grouped):
                 from edgekit.targets.mcu import ek_kernels
 
