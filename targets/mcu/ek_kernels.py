@@ -161,15 +161,17 @@ def grouped_1x1_steps(builder, node, qn, macs: int, x: str, out: str) -> list:
     its first channel, Step.in_offset) and its outputs written into the output (Step.out_offset) at the pixels'
     stride: no copies, the group's own MACs and weights. Zoo ShuffleNet's 1x1 convs (4 groups of 8 channels, 16x16
     pixels) on the emulated M7: 4 x ~32.6 k instructions a layer against 258.6 k for the dense kernel on
-    block-diagonal weights. [] where it does not apply (another kernel shape, Helium or the scalar cores, a nested
-    image, a group whose tile needs more scratch than the limit)."""
+    block-diagonal weights; on the rv32imc core the whole model 5.72 M -> 3.61 M (TVM's grouped kernel before).
+    [] where it does not apply: another kernel shape, a nested image, a group whose tile needs more scratch than
+    the limit, Helium (its layout takes a pixel at a time: ShuffleNet on the M55 0.90 M -> 1.78 M, so the M55 keeps
+    the block-diagonal weights)."""
     from edgekit.targets.mcu.program import Step
 
     a = node.attrs
     groups, cin, cout = a["groups"], a["in_channels"], a["out_channels"]
     cg, og = cin // groups, cout // groups
     if tuple(a["kernel_size"]) != (1, 1) or tuple(a["stride"]) != (1, 1) or any(a["padding"]) or \
-            builder.ek_isa != "dsp" or NESTED_FULL_CHANNELS is not None:
+            builder.ek_isa not in ("dsp", "rv32") or NESTED_FULL_CHANNELS is not None:
         return []
     _, h, w, c = builder.tensors[x].shape
     if c != cin or tuple(builder.tensors[out].shape[1:]) != (h, w, cout):
@@ -181,7 +183,7 @@ def grouped_1x1_steps(builder, node, qn, macs: int, x: str, out: str) -> list:
         try:
             packed = kernel_pack.pack_conv2d(q["weight"][rows], q["bias"][rows], q["mult"][rows], q["shift"][rows],
                                              input_shape=(h * w, 1, cg), in_row_stride=cin, out_row_stride=cout,
-                                             scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, isa="dsp",
+                                             scratch_limit_bytes=CONV_SCRATCH_LIMIT_BYTES, isa=builder.ek_isa,
                                              **_requant_args(qn))
         except UnsupportedError:
             return []

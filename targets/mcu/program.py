@@ -285,9 +285,9 @@ class TileContext:
 # A grouped (not depthwise) int8 conv of up to this many groups runs edgekit's dense conv kernel on block-diagonal
 # weights (zeros between the groups: the same integers, G times the MACs at ~0.9 instructions each) rather than TVM's
 # grouped kernel (zoo ShuffleNet's 1x1 convs, 4 groups: 12.4 instructions per MAC; the whole model on the M7 4.18 M ->
-# 1.93 M instructions); the weights take G times the flash. A grouped 1x1 conv runs instead as one call a group
-# (ek_kernels.grouped_1x1_steps: its pixels as rows of one pixel, the group's channels read and written at the
-# pixel stride), at its own MACs and weights. Not on the scalar RV32 kernels (not measured there).
+# 1.93 M instructions); the weights take G times the flash. Not on the scalar RV32 kernels (not measured there). A
+# grouped 1x1 conv runs instead as one call a group (ek_kernels.grouped_1x1_steps: its pixels as rows of one pixel,
+# the group's channels read and written at the pixel stride), at its own MACs and weights, on the RV32 kernels too.
 GROUPED_AS_DENSE_MAX = 8
 
 
@@ -399,7 +399,7 @@ class _Builder:
             qn = self.q(n.name)
             w = qn.q["weight"].transpose(0, 2, 3, 1)  # OIHW -> OHWI
             grouped = 1 < a["groups"] <= GROUPED_AS_DENSE_MAX and not depthwise and self.ek_isa != "rv32"
-            if self.use_ek and grouped and tile is None:
+            if self.use_ek and 1 < a["groups"] <= GROUPED_AS_DENSE_MAX and not depthwise and tile is None:
                 from edgekit.targets.mcu import ek_kernels
 
                 steps = ek_kernels.grouped_1x1_steps(self, n, qn, macs, x, out.name)
