@@ -76,6 +76,9 @@ SHAPES = [
     Shape("depthwise 3x3 s1 14x14x96 (rows, last 2 of a row)", "dw", 14, 14, 96, 96, 3, padding=1),
     Shape("depthwise 3x1 s1 24x24x32", "dw", 24, 24, 32, 32, (3, 1), padding=(1, 0)),
     Shape("depthwise 1x3 s1 24x24x32", "dw", 24, 24, 32, 32, (1, 3), padding=(0, 1)),
+    # depthwise Conv1d (separable 1-D nets: MatchboxNet, TC-ResNet): a Kx1 kernel over [L, 1, C] channels last
+    Shape("depthwise 9x1 s1 98x1x64 (Conv1d)", "dw", 98, 1, 64, 64, (9, 1), padding=(4, 0)),
+    Shape("depthwise 25x1 s1 98x1x64 (Conv1d)", "dw", 98, 1, 64, 64, (25, 1), padding=(12, 0)),
     Shape("first layer 10x4 s2 49x10x1 -> 64 (keyword CNN)", "conv", 49, 10, 1, 64, (10, 4), stride=2,
           padding=(5, 1)),
     Shape("first layer 3x3 s2 96x96x3 -> 8", "conv", 96, 96, 3, 8, 3, stride=2, padding=1),

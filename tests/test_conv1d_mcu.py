@@ -80,3 +80,34 @@ def test_zoo_tcn_runs_on_microcontrollers_one_shot_and_streaming(tmp_path):
         if not streaming:  # the dilated convs run edgekit's conv kernel (TVM's only moves the input once)
             kernels = {layer["name"]: layer["kernels"] for layer in meas["layers"]}
             assert kernels["features.9"] == ["ek_conv"] and "ek_conv" in kernels["features.0"], kernels
+
+
+@pytest.mark.parametrize("kernel,dilation", [(9, 1), (5, 3)])
+def test_depthwise_conv1d_runs_the_kx1_loop_bit_exact(tmp_path, kernel, dilation):
+    """A depthwise Conv1d (separable 1-D nets: MatchboxNet, TC-ResNet) runs channels last as a Kx1 kernel: the asm
+    loop over its taps inside the map (ek__dw_chk1_px; dilated taps a row stride apart). Bit-exact, linked (no
+    -DEK_NN_NO_DW_CHK1), and under 6 instructions per MAC (the C tap loop took 9-10; 32 channels and 5 taps leave
+    the per-pixel and per-group work a larger share than 64 channels and 9 taps, 3.9)."""
+    torch.manual_seed(0)
+
+    class Separable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0 = nn.Conv1d(10, 32, 3, padding=1)
+            self.dw = nn.Conv1d(32, 32, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=32)
+            self.pw = nn.Conv1d(32, 16, 1)
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            y = torch.relu(self.dw(torch.relu(self.c0(x))))
+            return self.fc(torch.relu(self.pw(y)).mean(-1))
+
+    x = np.random.default_rng(0).standard_normal((40, 10, 49)).astype(np.float32)
+    model = Model.from_module(Separable().eval(), torch.from_numpy(x[:1]), name="separable1d", calib=x[:32],
+                              test_x=x[32:])
+    art = api.compile(model, "cortex-m7", tmp_path / "o", quantize="int8")
+    assert "EK_NN_NO_DW_CHK1" not in art.report["build"]["cflags"]
+    meas = api.profile(tmp_path / "o").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+    dw = next(layer for layer in meas["layers"] if layer["name"] == "dw")
+    assert dw["kernels"] == ["ek_dw"] and dw["instructions"] < 6 * dw["macs"], dw

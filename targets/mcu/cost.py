@@ -261,6 +261,13 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
             units = kernel_pack.dw_channels_instructions(p["stride_h"], p["stride_w"], p["out_h"], p["out_w"], C,
                                                          p["in_h"], p["in_w"], p["pad_top"], p["pad_left"], k=kh)
             return "depthwise_channels3x3_asm_int8_ek", round(units), 0, 0
+        if isa != "rv32" and kw == 1 and kh > 1 and C >= 4 and p["flags"] & kernel_pack.FLAG_FAST_REQUANT:
+            # a Kx1 kernel's asm loop (ek__dw_chk1_px): per MAC of the taps inside the map (11 instructions a tap
+            # of 4 channels), per pixel-group (bias, requantization, store), per pixel (the C loop's tap bounds)
+            inside = sum(1 for o in range(p["out_h"]) for k in range(kh)
+                         if 0 <= o * p["stride_h"] - p["pad_top"] + k * p["dilation_h"] < p["in_h"])
+            return "depthwise_channels_kx1_int8_ek", inside * p["out_w"] * (C // 4) * 4, groups, \
+                p["out_h"] * p["out_w"]
         if (kh, kw) == (3, 3) and p["dilation_h"] == p["dilation_w"] == 1:  # the unrolled 3x3 pixel kernel
             return "depthwise_channels3x3_int8_ek", step.macs, groups, p["out_h"] * p["out_w"]
         # the tap loops: per MAC, per kernel row of a pixel-group (loop set-up), per pixel-group (bias, requant)

@@ -867,16 +867,20 @@ def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
     ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
-    ``ch3x3`` (the channels-last 3x3 pixel kernels), ``ch5x5`` (their 5x5 variants), ``pairs`` (the pairs layout)
+    ``ch3x3`` (the channels-last 3x3 pixel kernels), ``ch5x5`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
+    Conv1d's), ``pairs`` (the pairs layout)
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
-    EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...:
+    EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_CHK1, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...:
     pipeline.firmware_cflags); the generic paths stay, so that never changes a result."""
     flags = p.get("flags", 0)
-    if flags & (FLAG_MVE | FLAG_RV) or (p["dilation_h"], p["dilation_w"]) != (1, 1) or \
-            not flags & FLAG_FAST_REQUANT:
+    if flags & (FLAG_MVE | FLAG_RV) or not flags & FLAG_FAST_REQUANT:
         return set()
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
+    if flags & FLAG_DW_CHANNELS and kw == 1 and kh > 1:  # a Kx1 kernel's asm loop (dilated too)
+        return {"chk1"}
+    if (p["dilation_h"], p["dilation_w"]) != (1, 1):
+        return set()
     if flags & FLAG_DW_CHANNELS:
         return {"ch3x3"} if (kh, kw) == (3, 3) else {"ch5x5"} if (kh, kw) == (5, 5) else set()
     if flags & FLAG_DW_PAIRS:  # its C driver, and one of its 4 asm functions

@@ -567,7 +567,7 @@ def _streaming_info(prog: Program) -> StreamingInfo:
 
 
 # -DEK_NN_NO_DW<name> per depthwise code variant (kernel_pack.depthwise_code_variants)
-DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "ch3x3": "_CH3X3", "ch5x5": "_CH5X5",
+DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "ch3x3": "_CH3X3", "ch5x5": "_CH5X5", "chk1": "_CHK1",
                       "pairs": "_PAIRS",
                       "pairs_s1": "P_S1", "pairs_s1_nc": "P_S1_NC", "pairs_s2": "P_S2", "pairs_s2_nc": "P_S2_NC"}
 

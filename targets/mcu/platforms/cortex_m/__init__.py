@@ -131,7 +131,7 @@ PLATFORM = CortexM(
         # for 5x5 kernels on maps at most 3 wide: 3x3 8 functions 2,862 B + their tables and dispatch 188 B (the C
         # unrolled border pixels 2 KB gone), 5x5 8 functions 2,918 B + 32 B, arm-none-eabi-nm of ek_nn_s8.o)
         ek_kernel_bytes={"ek_conv": 7858, "ek_conv_fc": 922, "ek_dw": 2922, "ek_dw_rows": 4280, "ek_dw_1x3": 2216, "ek_dw_5x5": 3940,
-                         "ek_dw_ch3x3": 3050, "ek_dw_ch5x5": 2950, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
+                         "ek_dw_ch3x3": 3050, "ek_dw_ch5x5": 2950, "ek_dw_chk1": 400, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
                          "ek_dw_pairs_s1_nc": 584, "ek_dw_pairs_s2": 612, "ek_dw_pairs_s2_nc": 596,
                          "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600,
                          # Helium (ek_nn_s8_mve.c, arm-none-eabi-nm of M55 firmware: digits-cnn, kws-dscnn): the

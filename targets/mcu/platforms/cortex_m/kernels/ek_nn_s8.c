@@ -116,6 +116,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_CH3X3
 #define EK_NN_NO_DW_CH3X3 0
 #endif
+#ifndef EK_NN_NO_DW_CHK1
+#define EK_NN_NO_DW_CHK1 0
+#endif
 #ifndef EK_NN_NO_DW_PAIRS
 #define EK_NN_NO_DW_PAIRS 0
 #endif
@@ -3488,7 +3491,13 @@ typedef struct {
     uint32_t upper4, back4; /* 28, 32 */
     int8_t *out;            /* 36 */
     int8_t *out_end;        /* 40: out + 4 x groups */
+    int32_t nky;            /* 44: Kx1 kernels: the taps inside the map */
+    int32_t skip;           /* 48: Kx1 kernels: bytes of weights of the taps left out (8 each) */
 } ek__dwch_args_t;
+
+/* ek__dw_chk1_px[_nc]: a Kx1 kernel (a Conv1d's, [N, L, 1, C]): its nky taps inside the map, a loop over them */
+void ek__dw_chk1_px(const ek__dwch_args_t *a);
+void ek__dw_chk1_px_nc(const ek__dwch_args_t *a);
 
 /* ek__dw_ch{NKY}x{NKX}_px[_nc]: the NKY x NKX taps of a 3x3 kernel that lie inside the map (3x3 inside, 3x2 / 2x3 on
  * a border, 2x2 in a corner with padding 1); _nc: the clamp is all of int8 */
@@ -3623,7 +3632,69 @@ __asm__(
     "   EK_DWCH_FUNC ek__dw_ch5k2x3_px, 1, 2, 3, 5\n"
     "   EK_DWCH_FUNC ek__dw_ch5k2x3_px_nc, 0, 2, 3, 5\n"
     "   EK_DWCH_FUNC ek__dw_ch5k2x2_px, 1, 2, 2, 5\n"
-    "   EK_DWCH_FUNC ek__dw_ch5k2x2_px_nc, 0, 2, 2, 5\n");
+    "   EK_DWCH_FUNC ek__dw_ch5k2x2_px_nc, 0, 2, 2, 5\n"
+    /* Kx1: the same per group, the taps down one column in a loop (r10 counts them; no column offsets) */
+    "   .macro EK_DWCHK1_FUNC name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #52\n"
+    "   ldm     r0!, {r1-r11}\n"
+    "   stm     sp, {r1-r11}\n"
+    "   ldm     r0, {r5, r6}\n"
+    "   strd    r5, r6, [sp, #44]\n"   /* nky, skip */
+    "   mov     lr, r3\n"           /* row stride */
+    "   mov     r11, r4\n"          /* weights */
+    "   mov     r12, r7\n"          /* off2 */
+    "1: ldr     r9, [sp, #0]\n"
+    "   adds    r4, r9, #4\n"
+    "   str     r4, [sp, #0]\n"
+    "   ldr     r4, [sp, #16]\n"
+    "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
+    "   str     r4, [sp, #16]\n"
+    "   ldr     r10, [sp, #44]\n"
+    "2: ldr     r4, [r9]\n"
+    "   add     r9, r9, lr\n"
+    "   EK_DWCH_MAC\n"
+    "   subs    r10, r10, #1\n"
+    "   bne     2b\n"
+    "   ldr     r4, [sp, #48]\n"
+    "   add     r11, r11, r4\n"     /* the taps left out */
+    "   ldr     r4, [sp, #20]\n"
+    "   EK_DWCH_RQ r0\n"
+    "   EK_DWCH_RQ r1\n"
+    "   EK_DWCH_RQ r2\n"
+    "   EK_DWCH_RQ r3\n"
+    "   str     r4, [sp, #20]\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   .if \\clamp\n"
+    "   ldrd    r5, r6, [sp, #28]\n"
+    "   ssub8   r7, r0, r5\n"
+    "   sel     r0, r5, r0\n"
+    "   uadd8   r0, r0, r6\n"
+    "   .endif\n"
+    "   ldrd    r4, r5, [sp, #36]\n"
+    "   str     r0, [r4], #4\n"
+    "   str     r4, [sp, #36]\n"
+    "   cmp     r4, r5\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #52\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_DWCHK1_FUNC ek__dw_chk1_px, 1\n"
+    "   EK_DWCHK1_FUNC ek__dw_chk1_px_nc, 0\n");
 #endif
 
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
@@ -4075,7 +4146,16 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
     void (*const *px_fn)(const ek__dwch_args_t *) = NULL;
     /* the fields every pixel shares, set once (a pixel sets its input, weights and output) */
     ek__dwch_args_t px_args = {input, C, in_rs, wp, bias, requant, off2, ek__bytes4(r.upper), ek__bytes4(r.back),
-                               output, output};
+                               output, output, 0, 0};
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CHK1
+    /* a Kx1 kernel (Conv1d, dilated too): every pixel's full groups in asm, a loop over its taps inside the map
+     * (the tap stride is dilation_h rows) */
+    void (*const k1_fn)(const ek__dwch_args_t *) = r.fast && bias && full && kw == 1 && kh > 1 ?
+        (nc8 ? ek__dw_chk1_px_nc : ek__dw_chk1_px) : NULL;
+    if (k1_fn) {
+        px_args.rs = dhr;
+    }
 #endif
 #if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
     if (asm_ok && kh == 3 && kw == 3) {
@@ -4111,6 +4191,19 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
                 px_args.out = o;
                 px_args.out_end = o + 4 * full;
                 px_fn[(nky - 2) * 2 + (nkx - 2)](&px_args);
+                g = full;
+                o += 4 * full;
+            }
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CHK1
+            else if (k1_fn && nky >= 1 && nkx == 1) {
+                px_args.ip = ipix;
+                px_args.wt = wpix;
+                px_args.out = o;
+                px_args.out_end = o + 4 * full;
+                px_args.nky = nky;
+                px_args.skip = 8 * (kh - nky);
+                k1_fn(&px_args);
                 g = full;
                 o += 4 * full;
             }
