@@ -3572,12 +3572,7 @@ __asm__(
     "   mov     lr, r3\n"           /* row stride */
     "   mov     r11, r4\n"          /* weights */
     "   mov     r12, r7\n"          /* off2 */
-    "1: ldr     r9, [sp, #0]\n"
-    "   adds    r4, r9, #4\n"
-    "   str     r4, [sp, #0]\n"
-    "   ldr     r4, [sp, #16]\n"
-    "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
-    "   str     r4, [sp, #16]\n"
+    "   EK_DWCH_GROUP\n"
     "   EK_DWCH_ROW \\nkx, \\k\n"
     "   add     r9, r9, lr\n"
     "   EK_DWCH_ROW \\nkx, \\k\n"
@@ -3588,6 +3583,21 @@ __asm__(
     "   .if \\k > \\nky\n"
     "   add     r11, r11, #(8 * \\k * (\\k - \\nky))\n"  /* the rows left out */
     "   .endif\n"
+    "   EK_DWCH_STORE \\clamp\n"
+    "   add     sp, sp, #44\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   .macro EK_DWCH_GROUP\n"          /* (label 1) the next group: its input pointer and 4 biases */
+    "1: ldr     r9, [sp, #0]\n"
+    "   adds    r4, r9, #4\n"
+    "   str     r4, [sp, #0]\n"
+    "   ldr     r4, [sp, #16]\n"
+    "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
+    "   str     r4, [sp, #16]\n"
+    "   .endm\n"
+    "   .macro EK_DWCH_STORE clamp\n"   /* the group's 4 requantized outputs stored; the next group (label 1) */
     "   ldr     r4, [sp, #20]\n"
     "   EK_DWCH_RQ r0\n"
     "   EK_DWCH_RQ r1\n"
@@ -3612,10 +3622,6 @@ __asm__(
     "   str     r4, [sp, #36]\n"
     "   cmp     r4, r5\n"
     "   bne     1b\n"
-    "   add     sp, sp, #44\n"
-    "   pop     {r4-r11, pc}\n"
-    "   .size \\name, . - \\name\n"
-    "   .popsection\n"
     "   .endm\n"
     "   EK_DWCH_FUNC ek__dw_ch3x3_px, 1\n"
     "   EK_DWCH_FUNC ek__dw_ch3x3_px_nc, 0\n"
@@ -3650,12 +3656,7 @@ __asm__(
     "   mov     lr, r3\n"           /* row stride */
     "   mov     r11, r4\n"          /* weights */
     "   mov     r12, r7\n"          /* off2 */
-    "1: ldr     r9, [sp, #0]\n"
-    "   adds    r4, r9, #4\n"
-    "   str     r4, [sp, #0]\n"
-    "   ldr     r4, [sp, #16]\n"
-    "   ldm     r4!, {r0-r3}\n"     /* the group's 4 biases */
-    "   str     r4, [sp, #16]\n"
+    "   EK_DWCH_GROUP\n"
     "   ldr     r10, [sp, #44]\n"
     "2: ldr     r4, [r9]\n"
     "   add     r9, r9, lr\n"
@@ -3664,30 +3665,7 @@ __asm__(
     "   bne     2b\n"
     "   ldr     r4, [sp, #48]\n"
     "   add     r11, r11, r4\n"     /* the taps left out */
-    "   ldr     r4, [sp, #20]\n"
-    "   EK_DWCH_RQ r0\n"
-    "   EK_DWCH_RQ r1\n"
-    "   EK_DWCH_RQ r2\n"
-    "   EK_DWCH_RQ r3\n"
-    "   str     r4, [sp, #20]\n"
-    "   ssat    r0, #8, r0\n"
-    "   ssat    r1, #8, r1\n"
-    "   ssat    r2, #8, r2\n"
-    "   ssat    r3, #8, r3\n"
-    "   bfi     r0, r1, #8, #8\n"
-    "   bfi     r0, r2, #16, #8\n"
-    "   bfi     r0, r3, #24, #8\n"
-    "   .if \\clamp\n"
-    "   ldrd    r5, r6, [sp, #28]\n"
-    "   ssub8   r7, r0, r5\n"
-    "   sel     r0, r5, r0\n"
-    "   uadd8   r0, r0, r6\n"
-    "   .endif\n"
-    "   ldrd    r4, r5, [sp, #36]\n"
-    "   str     r0, [r4], #4\n"
-    "   str     r4, [sp, #36]\n"
-    "   cmp     r4, r5\n"
-    "   bne     1b\n"
+    "   EK_DWCH_STORE \\clamp\n"
     "   add     sp, sp, #52\n"
     "   pop     {r4-r11, pc}\n"
     "   .size \\name, . - \\name\n"
