@@ -491,7 +491,7 @@ def _input_ptr(prog, name: str, offset: int) -> str:
 def scratch_estimate(node, call=None, isa: str = "dsp") -> int:
     """Scratch bytes edgekit's micro-kernel (``isa`` layouts) takes for ``node`` (or one tile call of it); see
     _scratch_estimate."""
-    if node.op == "conv1d":  # run as a 1xK conv2d
+    if node.op == "conv1d":  # run as a Kx1 conv2d (program.as_image)
         from edgekit.targets.mcu.program import as_image
 
         node = as_image(node, node.inputs)

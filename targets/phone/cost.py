@@ -122,9 +122,9 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
     pj = profile.number("energy", f"pj_per_mac_{key}")
     terms = phone_terms(graph)
     fitted = f"ort_us_per_inference_{key}" in profile.cost
+    c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731 - a term of this dtype
     instructions = None
     if f"arm_per_layer_{key}" in profile.cost:  # fitted to the emulated Arm core's instruction counts
-        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
         cpi, clock = profile.number("cost", "cpi", 1.0), profile.clock_hz.value
         per_layer = [sum(c(f"arm_per_{k}") * v for k, v in arm_layer_terms(graph[lay["name"]], graph).items())
                      for lay in layers]
@@ -141,7 +141,6 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
                        f"to the emulated {profile.core} by bench/phone.py) · {cpi:g} cycles/instruction / "
                        f"{clock / 1e9:g} GHz")
     elif fitted:
-        c = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
         latency_ms = (c("ort_us_per_inference") + c("ort_us_per_layer") * terms["layers"]
                       + c("ort_ns_per_element") * terms["elements"] * 1e-3
                       + sum(c(f"ort_ns_per_mac_{k}") * terms[f"macs_{k}"] * 1e-3 for k in PHONE_KINDS)) * 1e-3
@@ -164,19 +163,18 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
         lat_formula = f"{total_macs} MACs / {mps:.3g} MAC/s ({key})"
     # The file beyond its weights: fitted to the shipped model.onnx files (bench/phone.py --calibrate) where the
     # profile has the terms, else the runtime's constant
-    fitted = f"onnx_bytes_base_{key}" in profile.cost
-    f = lambda name: profile.number("cost", f"{name}_{key}", 0.0)  # noqa: E731
-    file_overhead = int(f("onnx_bytes_per_layer") * terms["layers"] + f("onnx_bytes_per_weighted_layer")
-                        * terms["weighted"] + f("onnx_bytes_per_channel") * terms["channels"]
-                        + f("onnx_bytes_base")) if fitted else overhead_flash
+    file_fitted = f"onnx_bytes_base_{key}" in profile.cost
+    file_overhead = int(c("onnx_bytes_per_layer") * terms["layers"] + c("onnx_bytes_per_weighted_layer")
+                        * terms["weighted"] + c("onnx_bytes_per_channel") * terms["channels"]
+                        + c("onnx_bytes_base")) if file_fitted else overhead_flash
     flash = stored_total + file_overhead
     sram = arena + state_bytes + overhead_sram
     energy_uj = total_macs * pj * 1e-6
     formulas = {
         "flash_bytes": f"weights {stored_total} B + file overhead {file_overhead} B" + (
-            f" ({terms['layers']:.0f} layers · {f('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
-            f"weights · {f('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
-            f"{f('onnx_bytes_per_channel'):.4g} B + {f('onnx_bytes_base'):.4g} B)" if fitted else ""),
+            f" ({terms['layers']:.0f} layers · {c('onnx_bytes_per_layer'):.4g} B + {terms['weighted']:.0f} with "
+            f"weights · {c('onnx_bytes_per_weighted_layer'):.4g} B + {terms['channels']:.0f} channels · "
+            f"{c('onnx_bytes_per_channel'):.4g} B + {c('onnx_bytes_base'):.4g} B)" if file_fitted else ""),
         "peak_sram_bytes": f"activation arena {arena} B + runtime {overhead_sram} B",
         "latency_ms": lat_formula,
         "energy_uj": f"{total_macs} MACs · {pj:g} pJ/MAC ({key})",
