@@ -172,6 +172,18 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv3x5 dil(2,3) s(2,1) 5->7", 13, 14, 5, 7, (3, 5), dilation=(2, 3),
                         stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu", conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 no bias 4->4", 6, 6, 4, 4, 3, padding=1, bias=False, tile_pixels=2))
+    # small windows (1-3 channel first layers): 3x3x1 rows of 3 bytes, windows gathered at the border
+    c.append(_conv_case(rng, "conv3x3 1->16 pad1 (grey first layer)", 8, 8, 1, 16, 3, padding=1, act="relu",
+                        conv_fc=False))
+    c.append(_conv_case(rng, "conv3x3 1->6 s2 asym pad row strides", 9, 7, 1, 6, 3, stride=2, padding=(1, 0, 2, 1),
+                        in_extra=3, out_extra=2, conv_fc=False))
+    c.append(_conv_case(rng, "conv3x3 1->4 odd width pad2 tile 6", 5, 7, 1, 4, 3, padding=2, tile_pixels=6,
+                        conv_fc=False))
+    c.append(_conv_case(rng, "conv3x3 3->8 pad1 border windows", 7, 6, 3, 8, 3, padding=1, act="relu6",
+                        conv_fc=False))
+    c.append(_conv_case(rng, "conv5x5 1->8 pad2", 7, 9, 1, 8, 5, padding=2, conv_fc=False))
+    c.append(_conv_case(rng, "conv3x3 2->8 pad1", 6, 5, 2, 8, 3, padding=(1, 1, 0, 2), conv_fc=False))
+    c.append(_conv_case(rng, "conv5x3 1->4 pad (2,1)", 9, 8, 1, 4, (5, 3), padding=(2, 2, 1, 1), conv_fc=False))
     # FLAG_CONV_FC (each output pixel's window as one FC row): channels in fours (prepared straight from the input,
     # per tap at the edges and with dilation) and not (gathered as bytes), a last block of 1-3 channels, row strides,
     # no bias, the 64-bit requantization (the FC kernel's raw path), the clamp, a 10x4 first layer, a 1x1

@@ -1608,6 +1608,17 @@ __asm__(
     "   .popsection\n");
 #endif
 
+/* One run of both pixels of a pair whose runs are 2 bytes (after a tail byte: 1-channel 3-wide kernel rows, a 3x3
+ * first layer on a grey image): (b0, b1) + the offset per pixel, written in place (a byte OR and one SXTAB16 each)
+ * instead of a call of ek__cvt_pair. */
+static inline uint32_t *ek__cvt_pair2(const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
+{
+    const uint8_t *a = (const uint8_t *)s0, *b = (const uint8_t *)s1;
+    dst[0] = ek__sxtab16(off2, (uint32_t)a[0] | ((uint32_t)a[1] << 16));
+    dst[1] = ek__sxtab16(off2, (uint32_t)b[0] | ((uint32_t)b[1] << 16));
+    return dst + 2;
+}
+
 /* Run r's last bytes b0, b1 (pixels 0 and 1) into the pairs after all runs (geometry tail): runs 2j and 2j + 1
  * share pair j, the low halves from the even run; a last odd run's pair has zero high halves. */
 static inline void ek__put_tail(uint32_t *tails, int32_t r, int32_t b0, int32_t b1, int32_t off)
@@ -1622,17 +1633,42 @@ static inline void ek__put_tail(uint32_t *tails, int32_t r, int32_t b0, int32_t 
     }
 }
 
-/* Both pixels of a pair whose kernel window lies inside the input, dilation_w == 1: the runs are kernel rows. */
-static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(const ek_conv_params_t *p,
-    const ek__conv_geom_t *g, const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
+/* Three runs of 3 bytes (a 3x3 kernel on a 1-channel input) of both pixels of a pair, straight-line: per run the
+ * pair (b0, b1), then the tail pairs (t0, t1) and (t2, 0), ~5 instructions a word (~213 a pair with a run at a
+ * time). Rows are ``step`` bytes apart. */
+static inline __attribute__((always_inline)) uint32_t *ek__cvt_rows3(const int8_t *s0, const int8_t *s1,
+                                                                     int32_t step, uint32_t off2, uint32_t *dst)
 {
-    const int32_t step = p->dilation_h * p->in_row_stride;
+    const uint8_t *a0 = (const uint8_t *)s0, *b0 = (const uint8_t *)s1;
+    const uint8_t *a1 = a0 + step, *b1 = b0 + step, *a2 = a1 + step, *b2 = b1 + step;
+    const uint32_t off_lo = off2 & 0xFFFFu;
+    dst[0] = ek__sxtab16(off2, (uint32_t)a0[0] | ((uint32_t)a0[1] << 16));
+    dst[1] = ek__sxtab16(off2, (uint32_t)b0[0] | ((uint32_t)b0[1] << 16));
+    dst[2] = ek__sxtab16(off2, (uint32_t)a1[0] | ((uint32_t)a1[1] << 16));
+    dst[3] = ek__sxtab16(off2, (uint32_t)b1[0] | ((uint32_t)b1[1] << 16));
+    dst[4] = ek__sxtab16(off2, (uint32_t)a2[0] | ((uint32_t)a2[1] << 16));
+    dst[5] = ek__sxtab16(off2, (uint32_t)b2[0] | ((uint32_t)b2[1] << 16));
+    dst[6] = ek__sxtab16(off2, (uint32_t)a0[2] | ((uint32_t)a1[2] << 16));
+    dst[7] = ek__sxtab16(off2, (uint32_t)b0[2] | ((uint32_t)b1[2] << 16));
+    dst[8] = ek__sxtab16(off_lo, a2[2]);
+    dst[9] = ek__sxtab16(off_lo, b2[2]);
+    return dst + 10;
+}
+
+/* Both pixels of a pair whose kernel windows are at s0 and s1, dilation_w == 1: the runs are kernel rows, ``step``
+ * bytes apart (the input's rows, or a window gathered at the border). */
+static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_rows(const ek__conv_geom_t *g,
+    const int8_t *s0, const int8_t *s1, int32_t step, uint32_t off2, uint32_t *dst)
+{
 #if EK_NN_DSP
     if (g->tail && g->runs == 3 && g->run_len == 9) {
         const uint32_t ctx[3] = {off2, off2 & 0xFFFFu, (uint32_t)step};
         return ek__cvt_rows9(s0, s1, dst, ctx);
     }
 #endif
+    if (g->tail && g->runs == 3 && g->run_len == 3) {
+        return ek__cvt_rows3(s0, s1, step, off2, dst);
+    }
     if (!g->tail) {
         for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
             dst = ek__cvt_pair(s0, s1, g->run_len, off2, dst);
@@ -1642,10 +1678,38 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_inside(co
     const int32_t len = g->run_len - 1;
     uint32_t *tails = dst + 2 * g->run_pairs * g->runs; /* 2 words (pixels 0, 1) per pair */
     for (int32_t r = 0; r < g->runs; r++, s0 += step, s1 += step) {
-        dst = ek__cvt_pair(s0, s1, len, off2, dst);
+        dst = len == 2 ? ek__cvt_pair2(s0, s1, off2, dst) : ek__cvt_pair(s0, s1, len, off2, dst);
         ek__put_tail(tails, r, s0[len], s1[len], ek__lo16(off2));
     }
     return tails + 2 * ((g->runs + 1) / 2);
+}
+
+/* The window of the pixel whose first tap is at (iy0, ix0) (dilation_w 1, kernel rows dilation_h apart) as its
+ * kernel rows back to back, the zero point ``zp`` where it leaves the input. */
+#define EK__SMALL_WINDOW 48
+static void ek__gather_window(const ek_conv_params_t *p, const int8_t *in, int32_t iy0, int32_t ix0, int8_t zp,
+                              int8_t *w)
+{
+    const int32_t c = p->in_c, run = p->kernel_w * c;
+    const int32_t lo = ix0 < 0 ? -ix0 * c : 0; /* bytes of the run left of the input */
+    const int32_t end = (p->in_w - ix0) * c;   /* bytes before the right edge */
+    const int32_t hi = end < run ? end : run;
+    for (int32_t ky = 0; ky < p->kernel_h; ky++, w += run) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        int32_t j = 0;
+        if ((uint32_t)iy < (uint32_t)p->in_h) {
+            const int8_t *src = in + iy * p->in_row_stride + ix0 * c;
+            for (; j < lo; j++) {
+                w[j] = zp;
+            }
+            for (; j < hi; j++) {
+                w[j] = src[j];
+            }
+        }
+        for (; j < run; j++) {
+            w[j] = zp;
+        }
+    }
 }
 
 /* The same with one run per kernel tap (EK_NN_FLAG_TAP_RUNS: nested weights). */
@@ -1706,23 +1770,43 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
     const int fast_rows = !is_1x1 && p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS);
     const int32_t ix_last = p->in_w - p->kernel_w - p->stride_w; /* the last a.ix with b's window inside */
     const int32_t in_step = p->stride_w * p->in_c;
+    const int32_t row_step = p->dilation_h * p->in_row_stride; /* from one kernel row's run to the next */
+    /* a pair at the border with a small window (first layers): both windows gathered with the zero point where
+     * they leave the input, then widened as if inside (a select a byte instead of a copy call per run) */
+    const int small_win = p->dilation_w == 1 && !(p->flags & EK_NN_FLAG_TAP_RUNS) &&
+                          g->runs * g->run_len <= EK__SMALL_WINDOW;
     for (int32_t i = 0; i < n; i += 2, tile += pw) {
         if (fast_rows && i + 1 < n && a.ox + 2 < p->out_w && a.ix >= 0 && a.ix <= ix_last && a.iy >= 0 &&
             a.iy + span_h <= p->in_h) {
             int32_t m = 1; /* pairs done here */
-#if EK_NN_DSP
-            if (g->tail && g->runs == 3 && g->run_len == 9) {
+            const int rows3 = g->tail && g->runs == 3 && g->run_len == 3;
+            if (rows3 || (EK_NN_DSP && g->tail && g->runs == 3 && g->run_len == 9)) {
+                /* the pairs of this row whose windows stay inside, in one span */
                 const int32_t m1 = (p->out_w - a.ox - 1) / 2, m2 = (ix_last - a.ix) / (2 * p->stride_w) + 1;
                 const int32_t m3 = (n - i) / 2;
                 m = m1 < m2 ? m1 : m2;
                 m = m < m3 ? m : m3;
+            }
+            if (rows3) {
+                const int32_t step = p->dilation_h * p->in_row_stride;
+                const int8_t *s = in + a.in_off;
+                uint32_t *d = tile;
+                int32_t oo = a.out_off;
+                for (int32_t j = 0; j < m; j++, s += 2 * in_step, d += pw, oo += 2 * p->out_c) {
+                    uint32_t *e = ek__cvt_rows3(s, s + in_step, step, off2, d);
+                    e[0] = (uint32_t)oo;
+                    e[1] = (uint32_t)(oo + p->out_c);
+                }
+            } else
+#if EK_NN_DSP
+            if (g->tail && g->runs == 3 && g->run_len == 9) {
                 const uint32_t ctx[6] = {off2, off2 & 0xFFFFu, (uint32_t)(p->dilation_h * p->in_row_stride),
                                          (uint32_t)in_step, (uint32_t)a.out_off, (uint32_t)p->out_c};
                 ek__cvt_rows9_span(in + a.in_off, tile, m, ctx);
             } else
 #endif
             {
-                uint32_t *dst = ek__im2col_pair_inside(p, g, in + a.in_off, in + a.in_off + in_step, off2, tile);
+                uint32_t *dst = ek__im2col_pair_rows(g, in + a.in_off, in + a.in_off + in_step, row_step, off2, tile);
                 dst[0] = (uint32_t)a.out_off;
                 dst[1] = (uint32_t)(a.out_off + p->out_c);
             }
@@ -1744,7 +1828,12 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
         } else if (p->dilation_w == 1 && a.iy >= 0 && b.iy + span_h <= p->in_h && a.ix >= 0 && b.ix >= 0 &&
                    a.ix + p->kernel_w <= p->in_w && b.ix + p->kernel_w <= p->in_w) {
             dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
-                                                 : ek__im2col_pair_inside(p, g, in + a.in_off, in + b.in_off, off2, dst);
+                                                 : ek__im2col_pair_rows(g, in + a.in_off, in + b.in_off, row_step, off2, dst);
+        } else if (small_win) {
+            int8_t w0[EK__SMALL_WINDOW], w1[EK__SMALL_WINDOW];
+            ek__gather_window(p, in, a.iy, a.ix, zp_run[0], w0);
+            ek__gather_window(p, in, b.iy, b.ix, zp_run[0], w1);
+            dst = ek__im2col_pair_rows(g, w0, w1, g->run_len, off2, dst);
         } else {
             int8_t *const runbuf1 = runbuf + g->runbuf_bytes / 3;
             if (!g->tail) {
