@@ -77,6 +77,11 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     out.append(("add 18x18x16 (old path)", Case("old", old, out[-1][1].input, out[-1][1].output_bytes),
                 out[-1][2], ""))
     add("add 18x18x16, ReLU clamp", 18 * 18 * 16, "", **q | dict(act_min=-4))
+    # the multipliers edgekit/qgraph.py gives an add (qmath.add_multipliers: 15 significant bits, one SMLAD each)
+    ma, mb, sh = qmath.add_multipliers(q["a_mult"] / 2.0 ** q["shift"], q["b_mult"] / 2.0 ** q["shift"])
+    qs = q | dict(a_mult=ma, b_mult=mb, shift=sh)
+    add("add 18x18x16, 15-bit mults", 18 * 18 * 16, "8.53 (full mults, above)", **qs)
+    add("add 18x18x16, 15-bit, ReLU clamp", 18 * 18 * 16, "9.78", **qs | dict(act_min=-4))
 
     def pool(name, mode, hwc, kernel, stride, pads=(0, 0), before=""):
         h, w, c = hwc

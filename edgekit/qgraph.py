@@ -136,13 +136,9 @@ def lower(graph: Graph, quant) -> QGraph:
             qn.q.update(weight=w_q, bias=b_q, mult=mult, shift=shift, in_zp=x.out_zp, act_min=lo, act_max=hi,
                         w_scale=ws)
         elif n.op == "add":
-            sa, sb = ins[0].out_scale, ins[1].out_scale
-            big = max(sa, sb) / qn.out_scale
-            # A common shift keeps both multipliers below 2**30, so (x − z)·M stays far inside int64.
-            _, sh = qmath.quantize_multiplier(big)
-            sh = min(sh + 0, 62)
-            ma = int(round(sa / qn.out_scale * 2.0 ** sh))
-            mb = int(round(sb / qn.out_scale * 2.0 ** sh))
+            # A common shift keeps both multipliers below 2**31, so (x − z)·M stays far inside int64; 15
+            # significant bits each (qmath.add_multipliers: one SMLAD an element on the DSP cores)
+            ma, mb, sh = qmath.add_multipliers(ins[0].out_scale / qn.out_scale, ins[1].out_scale / qn.out_scale)
             lo, hi = qmath.activation_range(n.attrs.get("activation"), qn.out_scale, qn.out_zp)
             qn.q.update(a_zp=ins[0].out_zp, b_zp=ins[1].out_zp, a_mult=ma, b_mult=mb, shift=sh, act_min=lo,
                         act_max=hi)

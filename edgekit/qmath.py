@@ -44,6 +44,23 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return mult, shift
 
 
+# An int8 add's multipliers keep ADD_MULT_BITS significant bits: the low 16 bits of each are zero (where the shift
+# allows), so the DSP kernels compute an element with one SMLAD (ek_nn_s8.c, ek__add4s). What that costs: each ratio
+# off by at most 2**-16 of the larger one, under 0.004 output steps per unit of that ratio for int8 inputs.
+ADD_MULT_BITS = 15
+
+
+def add_multipliers(ratio_a: float, ratio_b: float) -> tuple[int, int, int]:
+    """``(a_mult, b_mult, shift)`` of an int8 add out = (a - za)·ratio_a + (b - zb)·ratio_b (+ zo): one shift from
+    the larger ratio (:func:`quantize_multiplier`), both multipliers below 2**31 and, where the shift is at least
+    17, multiples of 2**16 (ADD_MULT_BITS significant bits)."""
+    _, shift = quantize_multiplier(max(ratio_a, ratio_b))
+    unit = 1 << 16 if shift >= 17 else 1
+    top = ((1 << 31) - 1) // unit
+    a, b = (min(int(round(r * 2.0 ** shift / unit)), top) * unit for r in (ratio_a, ratio_b))
+    return a, b, shift
+
+
 def quantize_multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`quantize_multiplier`: int32 multipliers and int32 shifts (same results, element-wise)."""
     r = np.asarray(real, dtype=np.float64)

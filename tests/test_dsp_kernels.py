@@ -224,6 +224,10 @@ def _all_cases(isa: str = "dsp"):
         c.append(_conv_case(r14, f"conv1x1 stream {cin}->{cout}", 5, 7, cin, cout, 1))
     c.append(_conv_case(r14, "conv1x1 stream 16->13 row strides no bias", 4, 6, 16, 13, 1, in_extra=5, out_extra=3,
                         bias=False))
+    # rows of one pixel (a grouped 1x1's call: one group's channels of every pixel), run as one pass of pixels
+    for cin, cout, extra in ((8, 8, (24, 24)), (16, 5, (3, 11)), (8, 11, (0, 0))):
+        c.append(_conv_case(r14, f"conv1x1 stream {cin}->{cout} rows of one pixel", 9, 1, cin, cout, 1,
+                            in_extra=extra[0], out_extra=extra[1]))
     c.append(_conv_case(r14, "conv1x1 stream s2 8->10 zero-mult channel", 7, 9, 8, 10, 1, stride=2,
                         zero_channel=True))
     c.append(_conv_case(r14, "conv1x1 8->12 relu6 (clamped: the tile GEMM)", 5, 5, 8, 12, 1, act="relu6"))

@@ -38,8 +38,12 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
     for i in range(8):  # adds: scales near 1 (shift ~30-31) and far from it, clamps, odd lengths
         n = int(rng.integers(1, 700)) if i % 2 else 4 * int(rng.integers(1, 200))
         ratio = rng.uniform(0.2, 3.0, 2)
-        _, shift = qmath.quantize_multiplier(float(ratio.max()))
-        am, bm = (int(round(r * 2.0 ** shift)) for r in ratio)
+        if i % 2:  # qgraph's multipliers (15 significant bits: the one-SMLAD path) and full ones (two SMLADs)
+            am, bm, shift = qmath.add_multipliers(*(float(r) for r in ratio))
+            assert am % (1 << 16) == 0 and bm % (1 << 16) == 0
+        else:
+            _, shift = qmath.quantize_multiplier(float(ratio.max()))
+            am, bm = (int(round(r * 2.0 ** shift)) for r in ratio)
         za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
         lo, hi = (-128, 127) if i < 4 else (int(rng.integers(-128, 0)), int(rng.integers(0, 128)))
         q = dict(a_zp=za, b_zp=zb, a_mult=am, b_mult=bm, shift=int(shift), out_zp=zo, act_min=lo, act_max=hi)

@@ -53,7 +53,10 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)
             clamp = step.params["act_min"] > -128 or step.params["act_max"] < 127
             tail = step.params["n"] % 4 * step.params.get("rows", 1)  # each row's last n % 4
-            return f"add_int8_pairs{'_clamp' if clamp else ''}_ek", out - tail, tail, 2 * out
+            # multipliers with zero low halves (qmath.add_multipliers): one SMLAD an element, not two
+            short = step.params["a_mult"] % (1 << 16) == 0 and step.params["b_mult"] % (1 << 16) == 0
+            return (f"add_int8_pairs{'_short' if short else ''}{'_clamp' if clamp else ''}_ek", out - tail, tail,
+                    2 * out)
         return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.kind == "ek_mul":  # per element: a product and its requantization; per channel (a gate's column)
         return "mul_int8_ek", out, step.params["channels"], 0

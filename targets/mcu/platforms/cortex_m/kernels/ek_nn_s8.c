@@ -1636,8 +1636,8 @@ static inline void ek__put_tail(uint32_t *tails, int32_t r, int32_t b0, int32_t 
 /* Three runs of 3 bytes (a 3x3 kernel on a 1-channel input) of both pixels of a pair, straight-line: per run the
  * pair (b0, b1), then the tail pairs (t0, t1) and (t2, 0), ~5 instructions a word (~213 a pair with a run at a
  * time). Rows are ``step`` bytes apart. */
-static inline __attribute__((always_inline)) uint32_t *ek__cvt_rows3(const int8_t *s0, const int8_t *s1,
-                                                                     int32_t step, uint32_t off2, uint32_t *dst)
+static __attribute__((noinline)) uint32_t *ek__cvt_rows3(const int8_t *s0, const int8_t *s1, int32_t step,
+                                                          uint32_t off2, uint32_t *dst)
 {
     const uint8_t *a0 = (const uint8_t *)s0, *b0 = (const uint8_t *)s1;
     const uint8_t *a1 = a0 + step, *b1 = b0 + step, *a2 = a1 + step, *b2 = b1 + step;
@@ -1687,8 +1687,8 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_rows(cons
 /* The window of the pixel whose first tap is at (iy0, ix0) (dilation_w 1, kernel rows dilation_h apart) as its
  * kernel rows back to back, the zero point ``zp`` where it leaves the input. */
 #define EK__SMALL_WINDOW 48
-static void ek__gather_window(const ek_conv_params_t *p, const int8_t *in, int32_t iy0, int32_t ix0, int8_t zp,
-                              int8_t *w)
+static inline void ek__gather_window(const ek_conv_params_t *p, const int8_t *in, int32_t iy0, int32_t ix0,
+                                     int8_t zp, int8_t *w)
 {
     const int32_t c = p->in_c, run = p->kernel_w * c;
     const int32_t lo = ix0 < 0 ? -ix0 * c : 0; /* bytes of the run left of the input */
@@ -1710,6 +1710,18 @@ static void ek__gather_window(const ek_conv_params_t *p, const int8_t *in, int32
             w[j] = zp;
         }
     }
+}
+
+/* Both pixels of a pair at the border whose windows are small (first layers): gathered, then widened as if inside
+ * (not inlined: a border path, kept out of the tile loop's code). */
+static __attribute__((noinline)) uint32_t *ek__im2col_pair_gathered(const ek_conv_params_t *p,
+    const ek__conv_geom_t *g, const int8_t *in, int32_t ay, int32_t ax, int32_t by, int32_t bx, int8_t zp,
+    uint32_t off2, uint32_t *dst)
+{
+    int8_t w0[EK__SMALL_WINDOW], w1[EK__SMALL_WINDOW];
+    ek__gather_window(p, in, ay, ax, zp, w0);
+    ek__gather_window(p, in, by, bx, zp, w1);
+    return ek__im2col_pair_rows(g, w0, w1, g->run_len, off2, dst);
 }
 
 /* The same with one run per kernel tap (EK_NN_FLAG_TAP_RUNS: nested weights). */
@@ -1830,10 +1842,7 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
             dst = (p->flags & EK_NN_FLAG_TAP_RUNS) ? ek__im2col_pair_taps(p, g, in + a.in_off, in + b.in_off, off2, dst)
                                                  : ek__im2col_pair_rows(g, in + a.in_off, in + b.in_off, row_step, off2, dst);
         } else if (small_win) {
-            int8_t w0[EK__SMALL_WINDOW], w1[EK__SMALL_WINDOW];
-            ek__gather_window(p, in, a.iy, a.ix, zp_run[0], w0);
-            ek__gather_window(p, in, b.iy, b.ix, zp_run[0], w1);
-            dst = ek__im2col_pair_rows(g, w0, w1, g->run_len, off2, dst);
+            dst = ek__im2col_pair_gathered(p, g, in, a.iy, a.ix, b.iy, b.ix, zp_run[0], off2, dst);
         } else {
             int8_t *const runbuf1 = runbuf + g->runbuf_bytes / 3;
             if (!g->tail) {
@@ -2171,6 +2180,7 @@ typedef struct {
     uint32_t skip;          /* 16: records skipped at the entry (0 .. EK_S1X1_UNROLL - 1); then the entry address */
     int8_t *out;            /* 20: the row's first output */
     int32_t npix;           /* 24: pixels in the row */
+    int32_t out_gap;        /* 28: bytes from one pixel's last output to the next pixel's first, less 1 (out_c: 0) */
 } ek__s1x1_args_t;
 
 void ek__s1x1_k8_row(ek__s1x1_args_t *a);
@@ -2180,9 +2190,9 @@ __asm__(
     "   .syntax unified\n"
     "   .macro EK_S1X1_ENTRY bytes\n"     /* frame = copy of the args; entry = body + bytes * skip, Thumb bit */
     "   push    {r4-r11, lr}\n"
-    "   sub     sp, sp, #28\n"
-    "   ldm     r0, {r1-r7}\n"
-    "   stm     sp, {r1-r7}\n"
+    "   sub     sp, sp, #32\n"
+    "   ldm     r0, {r1-r8}\n"
+    "   stm     sp, {r1-r8}\n"
     "   mov     r12, r6\n"                /* the output pointer runs along the row */
     "   adr     r2, 2f\n"
     "   mov     r3, #\\bytes\n"
@@ -2191,11 +2201,12 @@ __asm__(
     "   str     r2, [sp, #16]\n"
     "   .endm\n"
     "   .macro EK_S1X1_EXIT\n"
-    "   ldr     r4, [sp, #24]\n"
+    "   ldrd    r4, r5, [sp, #24]\n"      /* pixels left, output gap */
+    "   add     r12, r12, r5\n"
     "   subs    r4, r4, #1\n"
     "   str     r4, [sp, #24]\n"
     "   bne     1b\n"
-    "   add     sp, sp, #28\n"
+    "   add     sp, sp, #32\n"
     "   pop     {r4-r11, pc}\n"
     "   .endm\n"
     "   .macro EK_S1X1_K8\n"              /* x0-x3 in r0-r3; record: bias, w0-w3, mult, a, b -> r4-r11 */
@@ -2303,10 +2314,18 @@ static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t
     a.in_step = in_step;
     a.off2 = ek__pack16(p->input_offset, p->input_offset);
     a.rec = rec;
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
+    a.out_gap = 0;
+    int32_t rows = p->out_h, npix = p->out_w;
+    if (npix == 1) { /* rows of one pixel (a grouped 1x1's call: a group's channels of every pixel) in one pass */
+        a.in_step = row_step;
+        a.out_gap = p->out_row_stride - p->out_c;
+        npix = rows;
+        rows = 1;
+    }
+    for (int32_t oy = 0; oy < rows; oy++) {
         a.in = in + oy * row_step;
         a.out = out + oy * p->out_row_stride;
-        a.npix = p->out_w;
+        a.npix = npix;
         a.skip = (uint32_t)((EK_S1X1_UNROLL - p->out_c % EK_S1X1_UNROLL) % EK_S1X1_UNROLL);
         if (kq == 4) {
             ek__s1x1_k8_row(&a);
@@ -5102,6 +5121,66 @@ __asm__(
     "   ek__add4_body ek__add4_clamp, 1\n"
     "   .purgem ek__add4_body\n");
 
+/* Multipliers whose low 16 bits are zero (edgekit/qgraph.py's adds keep 15 significant bits, far below what int8
+ * outputs resolve) have L = 0: one SMLAD an element. Per 4 elements: 2 LDR, 2 PKH, 4 SXTB16, 4 SMLAD, 4 ASR, 4 SSAT,
+ * 3 BFI, STR and the loop = 26 instructions (6.5 per element); the clamp keeps its bytes in r5 and r7 (4 more).
+ * r0 a, r1 b, r2 out, r3 turns, r4 mh, r5 lo4, r6 hc, r7 hi4, r8 rs; r9-r12, lr scratch. */
+void ek__add4s(const ek__add4_args_t *args);
+void ek__add4s_clamp(const ek__add4_args_t *args);
+__asm__(
+    "   .syntax unified\n"
+    "   .macro ek__add4s_body name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldrd    r9, r10, [r0, #36]\n"
+    "   ldm     r0, {r0-r8}\n"
+    "   mov     r5, r9\n"                 /* lo4 */
+    "   mov     r7, r10\n"                /* hi4 */
+    "1: ldr     r9, [r0], #4\n"
+    "   ldr     r11, [r1], #4\n"
+    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */
+    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */
+    "   sxtb16  lr, r10\n"                /* (a0, b0) */
+    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */
+    "   sxtb16  r11, r9\n"                /* (a2, b2) */
+    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+    "   smlad   lr, lr, r4, r6\n"
+    "   smlad   r10, r10, r4, r6\n"
+    "   smlad   r11, r11, r4, r6\n"
+    "   smlad   r9, r9, r4, r6\n"
+    "   asr     lr, lr, r8\n"
+    "   asr     r10, r10, r8\n"
+    "   asr     r11, r11, r8\n"
+    "   asr     r9, r9, r8\n"
+    "   ssat    lr, #8, lr\n"
+    "   ssat    r10, #8, r10\n"
+    "   ssat    r11, #8, r11\n"
+    "   ssat    r9, #8, r9\n"
+    "   bfi     lr, r10, #8, #8\n"
+    "   bfi     lr, r11, #16, #8\n"
+    "   bfi     lr, r9, #24, #8\n"
+    "   .if \\clamp\n"
+    "   ssub8   r10, lr, r5\n"
+    "   sel     lr, lr, r5\n"             /* max(w, lo) per byte */
+    "   ssub8   r10, lr, r7\n"
+    "   sel     lr, r7, lr\n"             /* min(w, hi) per byte */
+    "   .endif\n"
+    "   str     lr, [r2], #4\n"
+    "   subs    r3, r3, #1\n"
+    "   bne     1b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   ek__add4s_body ek__add4s, 0\n"
+    "   ek__add4s_body ek__add4s_clamp, 1\n"
+    "   .purgem ek__add4s_body\n");
+
 static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const int8_t *b, int8_t *out)
 {
     ek__add4_args_t g;
@@ -5120,7 +5199,14 @@ static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const
     g.lo4 = ek__bytes4(p->act_min);
     g.hi4 = ek__bytes4(p->act_max);
     if (g.turns > 0) {
-        if (p->act_min > -128 || p->act_max < 127) {
+        const int clamp = p->act_min > -128 || p->act_max < 127;
+        if (al == 0 && bl == 0) { /* short multipliers: one SMLAD an element */
+            if (clamp) {
+                ek__add4s_clamp(&g);
+            } else {
+                ek__add4s(&g);
+            }
+        } else if (clamp) {
             ek__add4_clamp(&g);
         } else {
             ek__add4(&g);
