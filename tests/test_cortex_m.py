@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from edgekit import api
 from edgekit.errors import UnsupportedError, UsageError
@@ -237,3 +238,39 @@ def test_grouped_1x1_convs_run_a_call_per_group_bit_exact(tmp_path, target):
     assert (calls["g3x3"] == ["ek_conv"]) == (target == "cortex-m7")
     meas = api.profile(tmp_path / "o").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+class _Crops(torch.nn.Module):
+    """A causal crop of the time axis (KwsDSCNN's CausalCrop: a prefix of the rows) and a centre crop of rows and
+    columns, each read by a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 8, 3, padding=(2, 1))
+        self.c2 = torch.nn.Conv2d(8, 12, 3, padding=1)
+        self.fc = torch.nn.Linear(12 * 4 * 5, 5)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))[:, :, :10]           # [N, 8, 12, 9] -> the first 10 rows
+        b = torch.relu(self.c2(a))[:, :, 3:7, 2:7]       # a window inside
+        return self.fc(b.flatten(1))
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_crops_run_as_copies_of_rows(tmp_path, quantize):
+    """A slice of rows and columns that keeps every channel is a window of contiguous rows in NHWC: the program
+    copies it (a "copy" step, ek_copy_window) instead of a TVM gather, with the same outputs."""
+    from edgekit.model import Model
+
+    torch.manual_seed(3)
+    x = np.random.default_rng(3).random((6, 1, 10, 9), dtype=np.float32)
+    m = Model.from_module(_Crops().eval(), torch.from_numpy(x[:1]), name="crops", calib=x, test_x=x)
+    prog = build_program(m.deploy_graph, "float32")
+    crops = [s for s in prog.steps if s.kind == "copy"]
+    assert [s.params for s in crops] == [{"crop_row": 0, "crop_col": 0}, {"crop_row": 3, "crop_col": 2}]
+    assert not any(s.kind == "tvm" for s in prog.steps if s.layer.startswith("getitem"))
+    api.compile(m, "cortex-m7", tmp_path / "out", quantize=quantize)
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"], meas
+    if quantize == "int8":
+        assert meas["max_abs_err_lsb"] == 0

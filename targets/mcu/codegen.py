@@ -53,10 +53,16 @@ def c_values(data: np.ndarray, per_line: int = 16) -> str:
 
 
 def copy_window(prog: Program, s) -> tuple[int, int, int, int, int, int]:
-    """A tile buffer's copy into its place (row, col) in the full NHWC tensor: (destination offset in the arena,
-    destination row bytes, source offset, source row bytes, rows, bytes per row)."""
+    """A tile buffer's copy into its place (row, col) in the full NHWC tensor, or (``crop_row``, ``crop_col``) a
+    window of the source into the whole output: (destination offset in the arena, destination row bytes, source
+    offset, source row bytes, rows, bytes per row)."""
     src, dst = prog.tensors[s.inputs[0]], prog.tensors[s.output]
     bpe = DTYPE_BYTES[prog.dtype]
+    if "crop_row" in s.params:  # the other way round: the window at (crop_row, crop_col) of the source, all of dst
+        _, h, w, c = dst.shape
+        full_w = src.shape[2]
+        src_off = src.offset + (s.params["crop_row"] * full_w + s.params["crop_col"]) * c * bpe
+        return dst.offset, w * c * bpe, src_off, full_w * c * bpe, h, w * c * bpe
     _, h, w, c = src.shape
     _, _, full_w, _ = dst.shape
     dst_off = dst.offset + (s.params["row"] * full_w + s.params["col"]) * c * bpe
@@ -246,8 +252,8 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
             steps.append({"layer": s.layer, "kind": "tvm", "what": f"TVM {s.spec.op}", "symbol": symbols[i],
                           "args": args})
         elif s.kind == "copy":
-            steps.append({"layer": s.layer, "kind": "copy", "what": "tile into the full tensor",
-                          "call": copy_call(prog, s)})
+            what = "window of the input" if "crop_row" in s.params else "tile into the full tensor"
+            steps.append({"layer": s.layer, "kind": "copy", "what": what, "call": copy_call(prog, s)})
         elif s.kind in (PUSH_KIND, POOL_KIND):
             steps.append({"layer": s.layer, "kind": s.kind, "what": s.kind.replace("_", " "),
                           "call": stream_call(prog, s)})

@@ -136,7 +136,10 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     stores) plus one per call of the block kernel (tiles x blocks: about as much again);
     "inputs" = im2col work in bytes: two pixels' windows per pair, 4 per run of a pair (a conversion call each), 120
     per run of a pixel whose window leaves the input (copied with the zero point through runbuf). Fitted on the M7
-    over 18 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144: within 5 %."""
+    over 18 layers from 1x1 to 10x4 kernels, maps 4x4 to 144x144: within 5 %. A window of at most
+    kernel_pack.SMALL_WINDOW bytes leaving the input is gathered whole instead (first layers: ek__im2col_pair_gathered):
+    112.9 + 38.2 per run + 3.71 per window byte, fitted on 10 first layers (3x3 x 1-4 channels, 5x5 x 1, 10x4 x 1,
+    strides 1 and 2; whole layers within 13 %, 8 of 10 within 6 %)."""
     runs, run_len = kernel_pack._conv_runs(p["kernel_h"], p["kernel_w"], p["in_c"], p["dilation_w"],
                                            bool(p["flags"] & kernel_pack.FLAG_TAP_RUNS))
     k_pairs = kernel_pack.conv_k_pairs(p)
@@ -156,7 +159,9 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     widened = 0 if p["flags"] & kernel_pack.FLAG_WIDE_WEIGHTS else \
         blocks * (1 if p["flags"] & kernel_pack.FLAG_CACHE_ALL_WEIGHTS else tiles)
     units += round(widened * 8 * k_pairs * 16 / 11)
-    return (units, pairs * blocks + tiles * blocks, 2 * pairs * window + 4 * pairs * runs + 120 * border * runs)
+    small = p["dilation_w"] == 1 and not p["flags"] & kernel_pack.FLAG_TAP_RUNS and window <= kernel_pack.SMALL_WINDOW
+    edge = border * (112.9 + 38.2 * runs + 3.71 * window) if small else 120 * border * runs
+    return units, pairs * blocks + tiles * blocks, round(2 * pairs * window + 4 * pairs * runs + edge)
 
 
 def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:

@@ -71,6 +71,9 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
 
 # Mirrors ek_nn_s8.h.
+# ek_conv2d_s8 gathers a border pixel's whole window (zero point where it leaves the input) when it has at most this
+# many bytes (ek_nn_s8.c: EK__SMALL_WINDOW; first layers of 1-4 channels)
+SMALL_WINDOW = 48
 FLAG_FAST_REQUANT = 1
 FLAG_CACHE_ALL_WEIGHTS = 2
 FLAG_BIAS_PER_BLOCK = 4

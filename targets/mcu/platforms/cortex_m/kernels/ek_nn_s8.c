@@ -1686,7 +1686,7 @@ static inline __attribute__((always_inline)) uint32_t *ek__im2col_pair_rows(cons
 
 /* The window of the pixel whose first tap is at (iy0, ix0) (dilation_w 1, kernel rows dilation_h apart) as its
  * kernel rows back to back, the zero point ``zp`` where it leaves the input. */
-#define EK__SMALL_WINDOW 48
+#define EK__SMALL_WINDOW 48 /* kernel_pack.SMALL_WINDOW */
 static inline void ek__gather_window(const ek_conv_params_t *p, const int8_t *in, int32_t iy0, int32_t ix0,
                                      int8_t zp, int8_t *w)
 {
