@@ -102,6 +102,7 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     pool("max pool 3x3 s2 p1 18x18x16", "max", (18, 18, 16), (3, 3), (2, 2), (1, 1), before="131 (TVM, --layers)")
     pool("avg pool 2x2 s2 18x18x16", "avg", (18, 18, 16), (2, 2), (2, 2), before="26.7 (TVM, --layers)")
     pool("global avg pool 5x5x1280", "avg", (5, 5, 1280), (5, 5), (1, 1), before="196 (TVM, mbv2-w035)")
+    pool("global avg pool 16x16x32", "avg", (16, 16, 32), (16, 16), (1, 1), before="1366 (TVM, zoo ShuffleNet)")
 
     for fn in ("hardswish", "sigmoid"):
         x = rng.integers(-128, 128, 18 * 18 * 16).astype(np.int8)

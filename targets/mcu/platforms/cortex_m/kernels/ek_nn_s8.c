@@ -4982,6 +4982,7 @@ static inline void ek__pool_span(int32_t start, int32_t k, int32_t size, int32_t
 #if EK_NN_DSP
 /* Defined at the end of the file (the SIMD pooling loops). */
 static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
+static void ek__gap_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output);
 #endif
 
 int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
@@ -5005,6 +5006,12 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     if ((c_all & 3) == 0 && (!avg || (p->kernel_h * p->kernel_w * (128 + (zp < 0 ? -zp : zp)) < 32768 &&
                                       shift >= 17 && shift <= 38))) {
         ek__pool_s8_dsp(p, input, output);
+        return EK_NN_OK;
+    }
+    /* a global average pool over more pixels than int16 sums hold: chunks of int16 sums widened to int32 */
+    if (avg && (c_all & 7) == 0 && p->out_h == 1 && p->out_w == 1 && p->kernel_h == p->in_h &&
+        p->kernel_w == p->in_w && p->pad_top == 0 && p->pad_left == 0) {
+        ek__gap_s8_dsp(p, input, output);
         return EK_NN_OK;
     }
 #endif
@@ -5470,6 +5477,33 @@ static inline void ek__max3x3_groups(const int8_t *s, int32_t c, int32_t row, in
                        [n] "+r"(groups)
                      : [c] "r"(c), [c2] "r"(c2), [row] "r"(row)
                      : "cc", "memory");
+}
+
+/* A global average pool over any number of pixels (the path below sums in int16 pairs from the zero-point offset,
+ * at most 32767 / (128 + |zp|) taps): raw int8 sums in int16 pairs over chunks of EK__GAP_CHUNK pixels (|sum| <=
+ * 255 * 128 < 2^15, ek__pool_sum8: ~1.1 instructions a byte), widened to int32 after each chunk; the zero point and
+ * the contract's requantization (ek__pool_rq) per channel at the end. 8 channels a turn. */
+#define EK__GAP_CHUNK 255
+static void ek__gap_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t c_all = p->channels, taps = p->in_h * p->in_w;
+    const int32_t off = taps * p->input_offset; /* every tap less the zero point */
+    for (int32_t c = 0; c < c_all; c += 8) {
+        int32_t s[8] = {off, off, off, off, off, off, off, off};
+        for (int32_t t0 = 0; t0 < taps; t0 += EK__GAP_CHUNK) {
+            const int32_t n = taps - t0 < EK__GAP_CHUNK ? taps - t0 : EK__GAP_CHUNK;
+            uint32_t acc[4] = {0, 0, 0, 0}; /* (c0, c2), (c1, c3), (c4, c6), (c5, c7) */
+            ek__pool_sum8(input + t0 * c_all + c, c_all, n, acc);
+            for (int32_t j = 0; j < 4; j++) {
+                const int32_t lo = j & 1 ? 1 : 0, base = j >> 1 ? 4 : 0; /* acc[j] = (c[base+lo], c[base+lo+2]) */
+                s[base + lo] += (int16_t)acc[j];
+                s[base + lo + 2] += (int32_t)acc[j] >> 16;
+            }
+        }
+        for (int32_t j = 0; j < 8; j++) {
+            output[c + j] = (int8_t)ek__pool_rq(s[j], p->mult, p->shift, p->output_offset);
+        }
+    }
 }
 
 static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
