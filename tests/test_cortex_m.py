@@ -274,3 +274,35 @@ def test_crops_run_as_copies_of_rows(tmp_path, quantize):
     assert meas["outputs_match"], meas
     if quantize == "int8":
         assert meas["max_abs_err_lsb"] == 0
+
+
+class _ShuffleFlatten(torch.nn.Module):
+    """A channel shuffle of 3 groups (5 channels each: matrices with edges beyond the 4x4 blocks) and a flatten of an
+    NHWC map (torch order: a 35 x 4 transpose) — the layout moves ek_transpose_s8 runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 15, 1)
+        self.c2 = torch.nn.Conv2d(15, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 5 * 7, 6)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        n, c, h, w = y.shape
+        y = y.view(n, 3, c // 3, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(torch.relu(self.c2(y)).flatten(1))
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
+def test_layout_moves_run_on_the_transpose_kernel(tmp_path, target):
+    """int8 layout moves (a channel shuffle, NHWC to torch order before a flatten) run on ek_transpose_s8 with the
+    host reference's outputs, bit for bit."""
+    from edgekit.model import Model
+
+    torch.manual_seed(5)
+    x = np.random.default_rng(5).random((6, 3, 5, 7), dtype=np.float32)
+    m = Model.from_module(_ShuffleFlatten().eval(), torch.from_numpy(x[:1]), name="moves", calib=x, test_x=x)
+    art = api.compile(m, target, tmp_path / "out", quantize="int8")
+    assert art.report["build"]["step_kernels"].count("ek_transpose") == 2
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

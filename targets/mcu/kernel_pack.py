@@ -66,6 +66,7 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
            "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
+           "pack_transpose", "TRANSPOSE_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -173,6 +174,7 @@ LUT_FIELDS = ("n", "flags")
 MUL_FIELDS = ("rows", "channels", "b_per_channel", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "mult",
               "shift", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
+TRANSPOSE_FIELDS = ("batches", "rows", "cols", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const", "rows", "a_row_stride",
               "b_row_stride", "out_row_stride")
@@ -1312,6 +1314,16 @@ def pack_concat(part_channels, parts, out_zp: int, rows: int) -> PackedLayer:
     return PackedLayer(kind="concat", params=params, weights=weights, bias=np.array(info, np.int32),
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0,
                        notes=dict(isa="dsp", tables=len(tables)))
+
+
+def pack_transpose(batches: int, rows: int, cols: int) -> PackedLayer:
+    """The parameter struct of ``ek_transpose_s8``: ``batches`` matrices of ``rows`` x ``cols`` int8 elements, each
+    written transposed (output[b][c][r] = input[b][r][c])."""
+    if min(batches, rows, cols) < 1:
+        raise UsageError(f"transpose: need at least one batch, row and column, got {batches}, {rows}, {cols}")
+    params = dict(batches=int(batches), rows=int(rows), cols=int(cols), flags=0)
+    return PackedLayer(kind="transpose", params=params, weights=np.zeros(0, np.int8), bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 
 def scratch_bytes(layer: PackedLayer) -> int:

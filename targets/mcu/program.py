@@ -9,6 +9,7 @@ the same plan, so the arena in the estimate is the arena in the ELF.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -570,7 +571,19 @@ class _Builder:
         src = self.tensors[n.inputs[0]]
         out = self.add_tensor(n.name, src.shape[:3] + (src.shape[4], src.shape[3]))
         amap = ((0, 0, 1), (1, 0, 1), (2, 0, 1), (4, 0, 1), (3, 0, 1))
-        self.tvm_step(n, "gather", [n.inputs[0]], [], out.name, {"map": amap, "fixed": ()})
+        self._move(n, n.inputs[0], out.name, math.prod(src.shape[:3]), src.shape[3], src.shape[4], amap)
+
+    def _move(self, n: Node, src: str, out: str, batches: int, rows: int, cols: int, amap) -> None:
+        """``out`` = ``src`` as ``batches`` matrices of ``rows`` x ``cols`` elements, each transposed: edgekit's int8
+        kernel (ek_transpose_s8) where it runs, else TVM's gather with the axis map ``amap``."""
+        if self.use_ek:
+            from edgekit.targets.mcu import ek_kernels
+
+            step = ek_kernels.transpose_step(self, n.name, src, out, int(batches), int(rows), int(cols))
+            if step is not None:
+                self.steps.append(step)
+                return
+        self.tvm_step(n, "gather", [src], [], out, {"map": amap, "fixed": ()})
 
     def reshape(self, n: Node):
         src = self.tensors[n.inputs[0]]
@@ -596,7 +609,8 @@ class _Builder:
             tname = f"{n.name}.nchw"
             self.add_tensor(tname, src_torch)
             amap = ((0, 0, 1), (3, 0, 1), (1, 0, 1), (2, 0, 1))
-            self.tvm_step(n, "gather", [n.inputs[0]], [], tname, {"map": amap, "fixed": ()})
+            _, h, w, c = src.shape
+            self._move(n, n.inputs[0], tname, src.shape[0], h * w, c, amap)
             self.add_tensor(n.name, n.shape, alias_of=tname)
             return
         if len(n.shape) == 4 and len(src_torch) != 4 and n.shape[1] > 1 and n.shape[2] * n.shape[3] > 1:
@@ -627,7 +641,8 @@ class _Builder:
     def _gather_3d(self, layer: Node, src: str, out: str, shape: tuple[int, int, int]) -> None:
         """``out`` [1, a, b] = ``src`` [1, b, a] (a TVM gather step attributed to ``layer``)."""
         self.add_tensor(out, shape)
-        self.tvm_step(layer, "gather", [src], [], out, {"map": ((0, 0, 1), (2, 0, 1), (1, 0, 1)), "fixed": ()})
+        _, rows, cols = self.tensors[src].shape
+        self._move(layer, src, out, 1, rows, cols, ((0, 0, 1), (2, 0, 1), (1, 0, 1)))
 
     def _channels_last(self, name: str, layer: Node) -> str:
         """The [N, C, L] tensor ``name`` as [1, L, 1, C] for a Conv1d: itself when a layer kept it channels last, else

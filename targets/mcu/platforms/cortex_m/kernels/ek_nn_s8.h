@@ -232,6 +232,19 @@ typedef struct {
  * with an input. Returns EK_NN_OK or EK_NN_ERR_ARG. */
 int ek_concat_s8(const ek_concat_params_t *p, const int8_t *const *inputs, int8_t *output);
 
+/* Batched 2-D transpose of bytes: output[b][c][r] = input[b][r][c] for b < batches, r < rows, c < cols (a layout
+ * move: a channel shuffle per pixel, NHWC to torch order, a Conv1d's [C, L] to [L, C]); any alignment, no aliasing. */
+typedef struct {
+    int32_t batches;
+    int32_t rows;
+    int32_t cols;
+    int32_t flags;                  /* 0 */
+} ek_transpose_params_t;
+
+#define EK_NN_TRANSPOSE_INT_FIELDS 4
+
+int ek_transpose_s8(const ek_transpose_params_t *p, const int8_t *input, int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif
