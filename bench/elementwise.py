@@ -104,6 +104,15 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     pool("global avg pool 5x5x1280", "avg", (5, 5, 1280), (5, 5), (1, 1), before="196 (TVM, mbv2-w035)")
     pool("global avg pool 16x16x32", "avg", (16, 16, 32), (16, 16), (1, 1), before="1366 (TVM, zoo ShuffleNet)")
 
+    def transpose(name, b, r, c, before=""):
+        x = rng.integers(-128, 128, (b, r, c)).astype(np.int8)
+        out.append((name, Case(name, kp.pack_transpose(b, r, c), x.reshape(-1), x.size),
+                    x.transpose(0, 2, 1).reshape(-1), before))
+
+    transpose("shuffle 16x16 px, 4 groups of 8", 256, 4, 8, before="6.96 (TVM, zoo ShuffleNet)")
+    transpose("NHWC -> NCHW 12x12x16", 1, 144, 16)
+    transpose("Conv1d [10, 49] -> [49, 10]", 1, 10, 49)
+
     for fn in ("hardswish", "sigmoid"):
         x = rng.integers(-128, 128, 18 * 18 * 16).astype(np.int8)
         lut = lut_of(fn, out_scale=(1.0 / 255 if fn == "sigmoid" else 6.0 / 127), out_zp=-128 if fn == "sigmoid" else 0)

@@ -66,7 +66,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if step.kind == "ek_transpose":  # per edge element (a byte at a time), per 4x4 block of bytes, per row of blocks
         p = step.params
         blocks = (p["rows"] // 4) * (p["cols"] // 4) * p["batches"]
-        return "transpose_int8_ek", out - 16 * blocks, blocks, p["batches"] * -(-p["rows"] // 4)
+        key = "transpose4_int8_ek" if p["rows"] == 4 and p["cols"] % 4 == 0 else "transpose_int8_ek"  # (its loop)
+        return key, out - 16 * blocks, blocks, p["batches"] * -(-p["rows"] // 4)
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out
     if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part

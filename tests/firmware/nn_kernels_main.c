@@ -6,7 +6,7 @@
  *
  * Blob (little-endian int32 words): magic, case count, max scratch bytes, max output bytes, then per case 12 words:
  * op (0 conv2d, 1 depthwise, 2 fully connected, 3 add: the input holds a's rows then b's, 4 pooling,
- * 5 table lookup: the weights are the table, 6 product: the input holds a then b), number of int fields, then byte offsets in the blob of the int
+ * 5 table lookup: the weights are the table, 6 product: the input holds a then b, 7 transpose), number of int fields, then byte offsets in the blob of the int
  * fields, weights, bias (-1 = NULL), requant table and input, output buffer bytes, scratch bytes, 3 unused.
  */
 #include <stdint.h>
@@ -135,6 +135,13 @@ int main(void)
             const int8_t *a = at(c[6]);
             ek_marker();
             rc = ek_mul_s8(&p, a, a + p.rows * p.channels, (int8_t *)out);  /* b after a */
+            ek_marker();
+        } else if (op == 7) {
+            ek_transpose_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            ek_marker();
+            rc = ek_transpose_s8(&p, at(c[6]), (int8_t *)out);
             ek_marker();
         } else {
             ek_fc_params_t p;
