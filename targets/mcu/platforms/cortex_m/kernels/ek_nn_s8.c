@@ -5008,7 +5008,8 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
         ek__pool_s8_dsp(p, input, output);
         return EK_NN_OK;
     }
-    /* a global average pool over more pixels than int16 sums hold: chunks of int16 sums widened to int32 */
+    /* a global average pool over more pixels than int16 sums hold: chunks of int16 sums widened to int32 (both
+     * functions out of line: each loop gets the registers to itself — max 3x3 13.76 -> 13.46 per output inlined) */
     if (avg && (c_all & 7) == 0 && p->out_h == 1 && p->out_w == 1 && p->kernel_h == p->in_h &&
         p->kernel_w == p->in_w && p->pad_top == 0 && p->pad_left == 0) {
         ek__gap_s8_dsp(p, input, output);
@@ -5484,7 +5485,8 @@ static inline void ek__max3x3_groups(const int8_t *s, int32_t c, int32_t row, in
  * 255 * 128 < 2^15, ek__pool_sum8: ~1.1 instructions a byte), widened to int32 after each chunk; the zero point and
  * the contract's requantization (ek__pool_rq) per channel at the end. 8 channels a turn. */
 #define EK__GAP_CHUNK 255
-static void ek__gap_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+static __attribute__((noinline)) void ek__gap_s8_dsp(const ek_pool_params_t *p, const int8_t *input,
+                                                    int8_t *output)
 {
     const int32_t c_all = p->channels, taps = p->in_h * p->in_w;
     const int32_t off = taps * p->input_offset; /* every tap less the zero point */
@@ -5506,7 +5508,8 @@ static void ek__gap_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_
     }
 }
 
-static void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
+static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input,
+                                                     int8_t *output)
 {
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
