@@ -5065,6 +5065,30 @@ typedef struct {
 } ek__add4_args_t;
 void ek__add4(const ek__add4_args_t *args);
 void ek__add4_clamp(const ek__add4_args_t *args);
+/* The loop head of ek__add4 / ek__add4s: 4 elements of a and b (r0, r1) as the (a_i, b_i) int16 pairs lr, r10, r11,
+ * r9 (label 1). */
+#define EK__ADD4_PAIRS \
+    "1: ldr     r9, [r0], #4\n" \
+    "   ldr     r11, [r1], #4\n" \
+    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */ \
+    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */ \
+    "   sxtb16  lr, r10\n"                /* (a0, b0) */ \
+    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */ \
+    "   sxtb16  r11, r9\n"                /* (a2, b2) */ \
+    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+
+/* Their tail (inside `.if clamp`): the word lr clamped per byte to [lo, hi] (registers holding the clamp in every
+ * byte; t scratch), stored at r2, the loop over r3 turns. */
+#define EK__ADD4_STORE(t, lo, hi) \
+    "   ssub8   " t ", lr, " lo "\n" \
+    "   sel     lr, lr, " lo "\n"         /* max(w, lo) per byte */ \
+    "   ssub8   " t ", lr, " hi "\n" \
+    "   sel     lr, " hi ", lr\n"         /* min(w, hi) per byte */ \
+    "   .endif\n" \
+    "   str     lr, [r2], #4\n" \
+    "   subs    r3, r3, #1\n" \
+    "   bne     1b\n"
+
 /* r0 a, r1 b, r2 out, r3 turns, r4 mh, r5 ml, r6 hc, r7 lc, r8 rs; r9-r12, lr scratch (lo4/hi4 on the stack). */
 __asm__(
     "   .syntax unified\n"
@@ -5079,14 +5103,7 @@ __asm__(
     "   ldrd    r9, r10, [r0, #36]\n"
     "   push    {r9, r10}\n"
     "   ldm     r0, {r0-r8}\n"
-    "1: ldr     r9, [r0], #4\n"
-    "   ldr     r11, [r1], #4\n"
-    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */
-    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */
-    "   sxtb16  lr, r10\n"                /* (a0, b0) */
-    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */
-    "   sxtb16  r11, r9\n"                /* (a2, b2) */
-    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+    EK__ADD4_PAIRS
     "   smlad   r12, lr, r4, r6\n"
     "   smlad   lr, lr, r5, r7\n"
     "   add     r12, r12, lr, asr #16\n"
@@ -5112,14 +5129,7 @@ __asm__(
     "   bfi     lr, r12, #24, #8\n"
     "   .if \\clamp\n"
     "   ldrd    r9, r10, [sp]\n"
-    "   ssub8   r11, lr, r9\n"
-    "   sel     lr, lr, r9\n"             /* max(w, lo) per byte */
-    "   ssub8   r11, lr, r10\n"
-    "   sel     lr, r10, lr\n"            /* min(w, hi) per byte */
-    "   .endif\n"
-    "   str     lr, [r2], #4\n"
-    "   subs    r3, r3, #1\n"
-    "   bne     1b\n"
+    EK__ADD4_STORE("r11", "r9", "r10")
     "   add     sp, sp, #8\n"
     "   pop     {r4-r11, pc}\n"
     "   .size \\name, . - \\name\n"
@@ -5149,14 +5159,7 @@ __asm__(
     "   ldm     r0, {r0-r8}\n"
     "   mov     r5, r9\n"                 /* lo4 */
     "   mov     r7, r10\n"                /* hi4 */
-    "1: ldr     r9, [r0], #4\n"
-    "   ldr     r11, [r1], #4\n"
-    "   pkhbt   r10, r9, r11, lsl #16\n"  /* a0 a1 b0 b1 */
-    "   pkhtb   r9, r11, r9, asr #16\n"   /* a2 a3 b2 b3 */
-    "   sxtb16  lr, r10\n"                /* (a0, b0) */
-    "   sxtb16  r10, r10, ror #8\n"       /* (a1, b1) */
-    "   sxtb16  r11, r9\n"                /* (a2, b2) */
-    "   sxtb16  r9, r9, ror #8\n"         /* (a3, b3) */
+    EK__ADD4_PAIRS
     "   smlad   lr, lr, r4, r6\n"
     "   smlad   r10, r10, r4, r6\n"
     "   smlad   r11, r11, r4, r6\n"
@@ -5173,14 +5176,7 @@ __asm__(
     "   bfi     lr, r11, #16, #8\n"
     "   bfi     lr, r9, #24, #8\n"
     "   .if \\clamp\n"
-    "   ssub8   r10, lr, r5\n"
-    "   sel     lr, lr, r5\n"             /* max(w, lo) per byte */
-    "   ssub8   r10, lr, r7\n"
-    "   sel     lr, r7, lr\n"             /* min(w, hi) per byte */
-    "   .endif\n"
-    "   str     lr, [r2], #4\n"
-    "   subs    r3, r3, #1\n"
-    "   bne     1b\n"
+    EK__ADD4_STORE("r10", "r5", "r7")
     "   pop     {r4-r11, pc}\n"
     "   .size \\name, . - \\name\n"
     "   .popsection\n"
