@@ -172,6 +172,13 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     return units, pairs * blocks + tiles * blocks, round(2 * pairs * window + 4 * pairs * runs + edge)
 
 
+# A Helium conv's border pixel of a first layer (1-3 channels): each kernel row gathered with fill / copy calls, in
+# im2col-byte units of the inputs term (conv2d_int8_mve_per_input, 2.3 instructions a byte on the M55): from the first
+# layers of digits-cnn (3x3 x 1: -54 % without it), kws-dscnn (10x4 x 1: -29 %) and MobileNetV1 (3x3 x 3, stride 2:
+# -17 %) on the emulated M55, ~150 instructions a row. Wider pixels' border rows are within the per-byte fit.
+HELIUM_EDGE_ROW = 65
+
+
 def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:
     """The Helium kernels (kernels/ek_nn_s8_mve.c) priced by their structure, in the terms the fit takes.
 
@@ -206,6 +213,15 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
             tiles, copied = p["out_h"], 0
         else:
             tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
+            # a pixel whose window leaves the map is gathered a kernel row at a time (ek__mve_im2col: a fill and a
+            # copy call or two per row), ~HELIUM_EDGE_ROW instructions a row in the inputs' units
+            span_h, span_w = (p["kernel_h"] - 1) * p["dilation_h"], (p["kernel_w"] - 1) * p["dilation_w"]
+            def inside(n, stride, pad, size, span):
+                return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - span)
+            rows_in = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], span_h)
+            cols_in = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], span_w)
+            if p["in_c"] < 4:  # (wider pixels: their border rows are priced within the per-byte fit)
+                copied += round((pixels - rows_in * cols_in) * p["kernel_h"] * HELIUM_EDGE_ROW)
     blocks = -(-cout // 4)
     per_block = 1.2 if k <= 16 else 1.0 + (1.2 if k % 16 else 0.0)
     outputs = round(pixels * blocks * per_block + 2.4 * tiles * blocks)
