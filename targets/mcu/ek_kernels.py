@@ -7,8 +7,8 @@ extension (SMLAD on int16 pairs) pays, and on Helium cores (the M55: builder.ek_
 for kernels/ek_nn_s8_mve.c. Residual int8 adds run ek_add_s8 on every core ('ek_add'); pooling runs ek_pool_s8 on
 Helium cores and, 4 channels a word, on DSP cores ('ek_pool'); int8 elementwise layers given as a table run
 ek_lut_s8 ('ek_lut'), concatenations along channels ek_concat_s8 ('ek_concat'), int8 layout moves (a channel
-shuffle, NHWC to torch order, a Conv1d's [C, L] <-> [L, C]) ek_transpose_s8 ('ek_transpose'). A pruned conv (groups = 1) or
-linear layer whose compressed weights are smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
+shuffle, NHWC to torch order, a Conv1d's [C, L] <-> [L, C]) ek_transpose_s8 ('ek_transpose'). A pruned conv
+(groups = 1) or linear layer whose compressed weights are smaller (sparse_pack.sparse_pays) runs the sparse kernels of kernels/ek_sparse_s8.c instead ('ek_sconv', 'ek_sfc').
 """
 from __future__ import annotations
 
@@ -328,7 +328,8 @@ def transpose_step(builder, layer: str, x: str, out: str, batches: int, rows: in
     bytes written transposed (a channel shuffle: a pixel's [g, C/g] channels; NHWC to torch order before a flatten;
     a Conv1d's [C, L] and [L, C]). None in a nested image (its call tables keep TVM's gather) and off the DSP cores.
     Measured on the emulated M7 (bench/elementwise.py): 2.26 instructions an element on a shuffle of 4 groups (its
-    own loop, 29 a 4x4 block), 2.22 moving a 12x12x16 map to torch order, 3.08 on a small [10, 49]; TVM's gather 4.5-7.
+    own loop, 29 a 4x4 block), 2.22 moving a 12x12x16 map to torch order, 3.08 on a small [10, 49]; TVM's gather
+    4.5-7."""
     if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve") or builder.dtype != "int8":
         return None
     from edgekit.targets.mcu.program import Step

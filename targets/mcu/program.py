@@ -66,9 +66,9 @@ class Const:
 class Step:
     """One kernel call. ``kind``: "tvm" (a kernel TVM generates from ``spec``), one of edgekit's int8 micro-kernels
     (ek_kernels.FUNCTIONS: "ek_conv", "ek_dw", "ek_fc", "ek_sconv", "ek_sfc", "ek_add", "ek_mul", "ek_pool", "ek_lut",
-    "ek_concat", "ek_transpose"), "copy" (a patch tile into its tensor, or a window of rows and columns out of one: ``crop_row``,
-    ``crop_col``), or in streaming programs "tvm_cell" (a recurrent cell) and
-    "commit" (a new state into ek_state)."""
+    "ek_concat", "ek_transpose"), "copy" (a patch tile into its tensor, or a window of rows and columns out of one:
+    ``crop_row``, ``crop_col``), or in streaming programs "tvm_cell" (a recurrent cell) and "commit" (a new state
+    into ek_state)."""
 
     layer: str
     kind: str
