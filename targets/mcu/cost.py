@@ -134,6 +134,16 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     return f"unary_{dt}", out, out, inp
 
 
+def border_pixels(p: dict) -> int:
+    """Output pixels of a conv / depthwise call (its struct fields) whose kernel window leaves the input."""
+    def inside(n: int, stride: int, pad: int, size: int, k: int, dilation: int) -> int:
+        return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - (k - 1) * dilation)
+
+    rows = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], p["kernel_h"], p["dilation_h"])
+    cols = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], p["kernel_w"], p["dilation_w"])
+    return p["out_h"] * p["out_w"] - rows * cols
+
+
 def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     """ek_conv2d_s8's tile GEMM (kernels/ek_nn_s8.c) in its own terms: (units, "outputs", "inputs").
 
@@ -153,11 +163,7 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     k_pairs = kernel_pack.conv_k_pairs(p)
     npix = p["out_h"] * p["out_w"]
     pairs, blocks = (npix + 1) // 2, -(-p["out_c"] // 4)
-    span_h = (p["kernel_h"] - 1) * p["dilation_h"] + 1
-    span_w = (p["kernel_w"] - 1) * p["dilation_w"] + 1
-    rows_in = sum(1 for oy in range(p["out_h"]) if 0 <= oy * p["stride_h"] - p["pad_top"] <= p["in_h"] - span_h)
-    cols_in = sum(1 for ox in range(p["out_w"]) if 0 <= ox * p["stride_w"] - p["pad_left"] <= p["in_w"] - span_w)
-    border = npix - rows_in * cols_in
+    border = border_pixels(p)
     tiles = -(-npix // max(p["tile_pixels"], 2))
     window = runs * run_len
     units = pairs * blocks * 16 * k_pairs
@@ -196,12 +202,7 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
         pixels = p["out_h"] * p["out_w"]
         groups = -(-p["in_c"] // 16)
         taps = p["kernel_h"] * p["kernel_w"]
-        ys = [oy * p["stride_h"] - p["pad_top"] for oy in range(p["out_h"])]
-        xs = [ox * p["stride_w"] - p["pad_left"] for ox in range(p["out_w"])]
-        span_h, span_w = (p["kernel_h"] - 1) * p["dilation_h"], (p["kernel_w"] - 1) * p["dilation_w"]
-        rows_in = sum(1 for y in ys if y >= 0 and y + span_h < p["in_h"])
-        cols_in = sum(1 for x in xs if x >= 0 and x + span_w < p["in_w"])
-        border = pixels - rows_in * cols_in
+        border = border_pixels(p)
         return "depthwise_int8_mve", pixels * groups * taps, pixels * groups, pixels + 2 * border * taps
     if step.kind == "ek_fc":
         k, rows, cout = p["in_features"], p["batch"], p["out_features"]
@@ -215,13 +216,8 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
             tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
             # a pixel whose window leaves the map is gathered a kernel row at a time (ek__mve_im2col: a fill and a
             # copy call or two per row), ~HELIUM_EDGE_ROW instructions a row in the inputs' units
-            span_h, span_w = (p["kernel_h"] - 1) * p["dilation_h"], (p["kernel_w"] - 1) * p["dilation_w"]
-            def inside(n, stride, pad, size, span):
-                return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - span)
-            rows_in = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], span_h)
-            cols_in = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], span_w)
             if p["in_c"] < 4:  # (wider pixels: their border rows are priced within the per-byte fit)
-                copied += round((pixels - rows_in * cols_in) * p["kernel_h"] * HELIUM_EDGE_ROW)
+                copied += round(border_pixels(p) * p["kernel_h"] * HELIUM_EDGE_ROW)
     blocks = -(-cout // 4)
     per_block = 1.2 if k <= 16 else 1.0 + (1.2 if k % 16 else 0.0)
     outputs = round(pixels * blocks * per_block + 2.4 * tiles * blocks)

@@ -237,8 +237,8 @@ def pool_step(builder, node, x: str, out: str, mode: str, kernel, stride, pad_to
     if mode == "avg":
         qn = builder.q(node.name)
         q = dict(x_zp=int(qn.q["in_zp"]), out_zp=int(qn.out_zp), mult=int(qn.q["mult"]), shift=int(qn.q["shift"]))
-    simd = builder.ek_isa == "dsp" and c % 4 == 0 and (mode == "max" or (  # ek_pool_s8's condition for its SIMD path
-        kernel[0] * kernel[1] * (128 + abs(q["x_zp"])) < 1 << 15 and 17 <= q["shift"] <= 38))
+    simd = builder.ek_isa == "dsp" and c % 4 == 0 and (  # ek_pool_s8's condition for its SIMD path
+        mode == "max" or kernel_pack.pool_simd_sums(kernel, q["x_zp"], q["shift"]))
     simd = simd or builder.ek_isa == "dsp" and kernel_pack.pool_global_chunks(mode, (h, w, c), kernel, pad_top,
                                                                               pad_left, q.get("x_zp", 0),
                                                                               q.get("shift", 1))

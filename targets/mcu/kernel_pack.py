@@ -1233,13 +1233,18 @@ def _add_pairs_exact(a_zp: int, b_zp: int, a_mult: int, b_mult: int, shift: int,
     return all(abs(v) < 1 << 30 for v in parts) and 128 * (ah + bh) + sum(abs(v) for v in parts) < limit
 
 
+def pool_simd_sums(kernel, x_zp: int, shift: int) -> bool:
+    """Whether ek_pool_s8's SIMD average (DSP cores) applies: the window's sums from the zero-point offset fit int16
+    and SMLAWB/SMLAWT requantize them (17 <= shift <= 38)."""
+    return kernel[0] * kernel[1] * (128 + abs(x_zp)) < 1 << 15 and 17 <= shift <= 38
+
+
 def pool_global_chunks(mode: str, in_hwc, kernel, pad_top: int, pad_left: int, x_zp: int, shift: int) -> bool:
     """Whether ek_pool_s8 on the DSP cores runs this pool as a global average in chunks of int16 sums widened to
     int32 (ek__gap_s8_dsp: a map of more pixels than the SIMD path's int16 sums hold — ShuffleNet's 16x16, an
     SE block's squeeze — with 8 channels a turn), as its dispatch decides."""
     h, w, c = in_hwc
-    simd = kernel[0] * kernel[1] * (128 + abs(x_zp)) < 1 << 15 and 17 <= shift <= 38
-    return mode == "avg" and not simd and c % 8 == 0 and tuple(kernel) == (h, w) and pad_top == 0 and pad_left == 0
+    return mode == "avg" and not pool_simd_sums(kernel, x_zp, shift) and c % 8 == 0 and tuple(kernel) == (h, w) and pad_top == 0 and pad_left == 0
 
 
 def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pad_left: int = 0, x_zp: int = 0,

@@ -1608,14 +1608,20 @@ __asm__(
     "   .popsection\n");
 #endif
 
+/* Bytes lo and hi (read unsigned) + the offset as one int16 pair word: a byte OR and one SXTAB16. */
+static inline uint32_t ek__pair_u8(uint32_t off2, uint8_t lo, uint8_t hi)
+{
+    return ek__sxtab16(off2, (uint32_t)lo | ((uint32_t)hi << 16));
+}
+
 /* One run of both pixels of a pair whose runs are 2 bytes (after a tail byte: 1-channel 3-wide kernel rows, a 3x3
- * first layer on a grey image): (b0, b1) + the offset per pixel, written in place (a byte OR and one SXTAB16 each)
- * instead of a call of ek__cvt_pair. */
+ * first layer on a grey image): (b0, b1) + the offset per pixel, written in place instead of a call of
+ * ek__cvt_pair. */
 static inline uint32_t *ek__cvt_pair2(const int8_t *s0, const int8_t *s1, uint32_t off2, uint32_t *dst)
 {
     const uint8_t *a = (const uint8_t *)s0, *b = (const uint8_t *)s1;
-    dst[0] = ek__sxtab16(off2, (uint32_t)a[0] | ((uint32_t)a[1] << 16));
-    dst[1] = ek__sxtab16(off2, (uint32_t)b[0] | ((uint32_t)b[1] << 16));
+    dst[0] = ek__pair_u8(off2, a[0], a[1]);
+    dst[1] = ek__pair_u8(off2, b[0], b[1]);
     return dst + 2;
 }
 
@@ -1642,14 +1648,14 @@ static __attribute__((noinline)) uint32_t *ek__cvt_rows3(const int8_t *s0, const
     const uint8_t *a0 = (const uint8_t *)s0, *b0 = (const uint8_t *)s1;
     const uint8_t *a1 = a0 + step, *b1 = b0 + step, *a2 = a1 + step, *b2 = b1 + step;
     const uint32_t off_lo = off2 & 0xFFFFu;
-    dst[0] = ek__sxtab16(off2, (uint32_t)a0[0] | ((uint32_t)a0[1] << 16));
-    dst[1] = ek__sxtab16(off2, (uint32_t)b0[0] | ((uint32_t)b0[1] << 16));
-    dst[2] = ek__sxtab16(off2, (uint32_t)a1[0] | ((uint32_t)a1[1] << 16));
-    dst[3] = ek__sxtab16(off2, (uint32_t)b1[0] | ((uint32_t)b1[1] << 16));
-    dst[4] = ek__sxtab16(off2, (uint32_t)a2[0] | ((uint32_t)a2[1] << 16));
-    dst[5] = ek__sxtab16(off2, (uint32_t)b2[0] | ((uint32_t)b2[1] << 16));
-    dst[6] = ek__sxtab16(off2, (uint32_t)a0[2] | ((uint32_t)a1[2] << 16));
-    dst[7] = ek__sxtab16(off2, (uint32_t)b0[2] | ((uint32_t)b1[2] << 16));
+    dst[0] = ek__pair_u8(off2, a0[0], a0[1]);
+    dst[1] = ek__pair_u8(off2, b0[0], b0[1]);
+    dst[2] = ek__pair_u8(off2, a1[0], a1[1]);
+    dst[3] = ek__pair_u8(off2, b1[0], b1[1]);
+    dst[4] = ek__pair_u8(off2, a2[0], a2[1]);
+    dst[5] = ek__pair_u8(off2, b2[0], b2[1]);
+    dst[6] = ek__pair_u8(off2, a0[2], a1[2]);
+    dst[7] = ek__pair_u8(off2, b0[2], b1[2]);
     dst[8] = ek__sxtab16(off_lo, a2[2]);
     dst[9] = ek__sxtab16(off_lo, b2[2]);
     return dst + 10;
@@ -1800,20 +1806,19 @@ static void ek__im2col_tile(const ek_conv_params_t *p, const ek__conv_geom_t *g,
                 m = m < m3 ? m : m3;
             }
             if (rows3) {
-                const int32_t step = p->dilation_h * p->in_row_stride;
                 const int8_t *s = in + a.in_off;
                 uint32_t *d = tile;
                 int32_t oo = a.out_off;
                 for (int32_t j = 0; j < m; j++, s += 2 * in_step, d += pw, oo += 2 * p->out_c) {
-                    uint32_t *e = ek__cvt_rows3(s, s + in_step, step, off2, d);
+                    uint32_t *e = ek__cvt_rows3(s, s + in_step, row_step, off2, d);
                     e[0] = (uint32_t)oo;
                     e[1] = (uint32_t)(oo + p->out_c);
                 }
             } else
 #if EK_NN_DSP
             if (g->tail && g->runs == 3 && g->run_len == 9) {
-                const uint32_t ctx[6] = {off2, off2 & 0xFFFFu, (uint32_t)(p->dilation_h * p->in_row_stride),
-                                         (uint32_t)in_step, (uint32_t)a.out_off, (uint32_t)p->out_c};
+                const uint32_t ctx[6] = {off2, off2 & 0xFFFFu, (uint32_t)row_step, (uint32_t)in_step,
+                                         (uint32_t)a.out_off, (uint32_t)p->out_c};
                 ek__cvt_rows9_span(in + a.in_off, tile, m, ctx);
             } else
 #endif
@@ -2180,7 +2185,7 @@ typedef struct {
     uint32_t skip;          /* 16: records skipped at the entry (0 .. EK_S1X1_UNROLL - 1); then the entry address */
     int8_t *out;            /* 20: the row's first output */
     int32_t npix;           /* 24: pixels in the row */
-    int32_t out_gap;        /* 28: bytes from one pixel's last output to the next pixel's first, less 1 (out_c: 0) */
+    int32_t out_gap;        /* 28: bytes between one pixel's outputs and the next pixel's (0: they follow on) */
 } ek__s1x1_args_t;
 
 void ek__s1x1_k8_row(ek__s1x1_args_t *a);
@@ -5009,7 +5014,8 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
         return EK_NN_OK;
     }
     /* a global average pool over more pixels than int16 sums hold: chunks of int16 sums widened to int32 (both
-     * functions out of line: each loop gets the registers to itself — max 3x3 13.76 -> 13.46 per output inlined) */
+     * functions out of line, so that each loop has the registers to itself: max 3x3 13.46 per output, 13.76 with
+     * both inlined) */
     if (avg && (c_all & 7) == 0 && p->out_h == 1 && p->out_w == 1 && p->kernel_h == p->in_h &&
         p->kernel_w == p->in_w && p->pad_top == 0 && p->pad_left == 0) {
         ek__gap_s8_dsp(p, input, output);
@@ -5492,10 +5498,10 @@ static __attribute__((noinline)) void ek__gap_s8_dsp(const ek_pool_params_t *p, 
             const int32_t n = taps - t0 < EK__GAP_CHUNK ? taps - t0 : EK__GAP_CHUNK;
             uint32_t acc[4] = {0, 0, 0, 0}; /* (c0, c2), (c1, c3), (c4, c6), (c5, c7) */
             ek__pool_sum8(input + t0 * c_all + c, c_all, n, acc);
-            for (int32_t j = 0; j < 4; j++) {
-                const int32_t lo = j & 1 ? 1 : 0, base = j >> 1 ? 4 : 0; /* acc[j] = (c[base+lo], c[base+lo+2]) */
-                s[base + lo] += (int16_t)acc[j];
-                s[base + lo + 2] += (int32_t)acc[j] >> 16;
+            for (int32_t j = 0; j < 4; j++) { /* acc[j] = channels (ch, ch + 2), ch = 4 (j / 2) + j % 2 */
+                const int32_t ch = 4 * (j >> 1) + (j & 1);
+                s[ch] += (int16_t)acc[j];
+                s[ch + 2] += (int32_t)acc[j] >> 16;
             }
         }
         for (int32_t j = 0; j < 8; j++) {
