@@ -452,7 +452,16 @@ def test_portable_c_on_host_matches_reference(tmp_path):
                     "-DEK_NN_NO_DW_PAIRS=1")),
     # the pairs layout with only its stride-1 clamp function: the other calls take it or the C loop
     ("mps2-an500", ("-DEK_NN_NO_DWP_S1_NC=1", "-DEK_NN_NO_DWP_S2=1", "-DEK_NN_NO_DWP_S2_NC=1")),
-], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out", "m7-dw-pairs-functions-left-out"])
+    # no-clamp functions left out (their calls take the clamp ones), both of a pair left out (the C loops), the
+    # conv's raw block left out (the portable loop), the FC's raw block left out (its C block loop)
+    ("mps2-an500", ("-DEK_NN_NO_DWR_S1_NC=1", "-DEK_NN_NO_DWR_S2=1", "-DEK_NN_NO_DWR_S2_NC=1",
+                    "-DEK_NN_NO_DW_CH3X3_NC=1", "-DEK_NN_NO_DW_CH5X5=1", "-DEK_NN_NO_DW_CH5X5_NC=1",
+                    "-DEK_NN_NO_GEMM_FAST_NC=1", "-DEK_NN_NO_GEMM_RAW=1", "-DEK_NN_NO_FC_RAW=1")),
+    # the clamp functions left out instead, and the conv's fast blocks: raw accumulators, C requantization
+    ("mps2-an500", ("-DEK_NN_NO_DWR_S1=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_GEMM_FAST=1",
+                    "-DEK_NN_NO_GEMM_FAST_NC=1")),
+], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out", "m7-dw-pairs-functions-left-out",
+        "m7-no-clamp-functions-left-out", "m7-clamp-functions-left-out"])
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
@@ -945,9 +954,11 @@ def test_depthwise_code_variants_follow_the_packing():
         case, _ = _conv_case(rng, "v", h, w, c, c, k, depthwise=True, **kw)
         return kp.depthwise_code_variants(case.layer.params)
 
-    assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows"}
-    assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3"}
-    assert variants(3, 3, 8, 5, padding=2, layout="channels") == {"ch5x5"}
+    assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows", "rows_s1_nc"}
+    assert variants(16, 16, 8, 3, padding=1, layout="rows", stride=2, act="relu") == {"rows", "rows_s2"}
+    assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3_nc"}
+    assert variants(16, 16, 8, 3, padding=1, layout="channels", act="relu") == {"ch3x3"}
+    assert variants(3, 3, 8, 5, padding=2, layout="channels") == {"ch5x5_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
     assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop
@@ -956,3 +967,38 @@ def test_depthwise_code_variants_follow_the_packing():
     assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}
     assert variants(12, 11, 6, 5, dilation=2, padding=4) == set()          # dilated: the generic ring path
     assert variants(9, 9, 16, 3, padding=1, isa="mve") == set()                 # Helium: its own code
+
+
+def test_block_kernel_and_loop_variants_follow_the_packing():
+    """Which of the conv's and FC's asm block kernels and of the add's and pool's optional loops a call may run (what
+    firmware_cflags keeps): as the C dispatch decides."""
+    rng = np.random.default_rng(4)
+
+    def conv(cout, **kw):
+        case, _ = _conv_case(rng, "v", 8, 8, 8, cout, 3, padding=1, **kw)
+        return kp.gemm_code_variants("ek_conv", case.layer.params)
+
+    def fc(**kw):
+        case, _ = _fc_case(rng, "v", 32, 8, **kw)
+        return kp.gemm_code_variants("ek_fc", case.layer.params)
+
+    assert conv(8) == {"gemm_fast_nc"}
+    assert conv(8, act="relu6") == {"gemm_fast"}
+    assert conv(6) == {"gemm_fast_nc", "gemm_raw"}            # a last block of 2 channels: raw accumulators
+    assert conv(8, big_mult=True) == {"gemm_raw"}             # no fast requantization
+    assert conv(8, isa="mve") == set()                        # Helium: its own code
+    assert fc() == set() and fc(big_mult=True) == {"fc_raw"}
+
+    def add(a_mult, b_mult, act_min=-128):
+        layer = kp.pack_add(64, a_zp=3, b_zp=-5, a_mult=a_mult, b_mult=b_mult, shift=30, out_zp=1, act_min=act_min)
+        return kp.elementwise_code_variants("ek_add", layer.params)
+
+    assert add(3 << 24, 5 << 23) == {"add4s"}                 # low 16 bits 0: one SMLAD an element
+    assert add((3 << 24) + 7, 5 << 23, act_min=1) == {"add4_clamp"}
+
+    def pool(h, c):
+        layer = kp.pack_pool("avg", in_hwc=(h, h, c), out_hw=(1, 1), kernel=(h, h), stride=(1, 1), x_zp=-3,
+                             out_zp=2, mult=1 << 20, shift=20 + int(np.ceil(np.log2(h * h))))
+        return kp.elementwise_code_variants("ek_pool", layer.params)
+
+    assert pool(16, 32) == {"gap"} and pool(3, 32) == set()   # (the SIMD sums hold 3x3, not 16x16)

@@ -511,7 +511,9 @@ def scalar_only(prog: Program) -> bool:
 def _code_kinds(prog: Program) -> list[str]:
     """The kernel code a firmware links, by kind: a Helium call links its ``<kind>_mve`` code, and its entry
     point's DSP code too unless every call is Helium (:func:`helium_only`); a depthwise call the parts of the DSP
-    code it runs (``ek_dw_rows``, ``ek_dw_1x3``, ... : kernel_pack.depthwise_code_variants); a call of the scalar kernels its
+    code it runs (``ek_dw_rows``, ``ek_dw_1x3``, ... : kernel_pack.depthwise_code_variants), a conv, FC, add or pool
+    call the block kernels and loops it may run (``ek_gemm_fast``, ``ek_fc_raw``, ``ek_add4s``, ``ek_gap``, ...:
+    kernel_pack.gemm_code_variants, elementwise_code_variants); a call of the scalar kernels its
     ``<kind>_rv`` code, and the entry point's portable code for the other layouts too unless every call is scalar
     (:func:`scalar_only`)."""
     from edgekit.targets.mcu.ek_kernels import ELEMENTWISE_KINDS, FUNCTIONS
@@ -534,6 +536,10 @@ def _code_kinds(prog: Program) -> list[str]:
             kinds.update(("ek_conv_fc", "ek_fc"))
         if s.kind == "ek_dw":  # the depthwise code's parts a firmware links only when a call runs them
             kinds.update(f"ek_dw_{v}" for v in kernel_pack.depthwise_code_variants(s.params))
+        elif s.kind in ("ek_conv", "ek_fc"):  # the block kernels, likewise (pipeline.firmware_cflags)
+            kinds.update(f"ek_{v}" for v in kernel_pack.gemm_code_variants(s.kind, s.params))
+        elif s.kind in ("ek_add", "ek_pool"):  # the optional SMLAD / chunked loops
+            kinds.update(f"ek_{v}" for v in kernel_pack.elementwise_code_variants(s.kind, s.params))
     if kinds & {"ek_conv_mve", "ek_fc_mve"}:
         kinds.add("ek_gemm_mve")
     return sorted(kinds)

@@ -63,7 +63,8 @@ from edgekit.errors import UnsupportedError, UsageError
 
 __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG_CACHE_ALL_WEIGHTS", "FLAG_BIAS_PER_BLOCK",
            "FLAG_MVE", "FLAG_RV", "FLAG_RV_PAIRS", "FLAG_ADD_PAIRS", "FLAG_WIDE_WEIGHTS", "ISAS", "mve_requant_table",
-           "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "pack_fully_connected", "pack_add",
+           "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "gemm_code_variants",
+           "elementwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "pack_transpose", "TRANSPOSE_FIELDS",
@@ -872,12 +873,15 @@ def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
     ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
-    ``ch3x3`` (the channels-last 3x3 pixel kernels), ``ch5x5`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
+    within the 3x3 ones one of ``rows_s1``, ``rows_s1_nc``, ``rows_s2``, ``rows_s2_nc`` (the row kernel per stride,
+    with the clamp or without: "_nc" when the activation range is all of int8), ``ch3x3`` / ``ch3x3_nc`` (the
+    channels-last 3x3 pixel kernels), ``ch5x5`` / ``ch5x5_nc`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
     Conv1d's), ``pairs`` (the pairs layout)
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
-    EK_NN_NO_DW5X5, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_CHK1, EK_NN_NO_DW_PAIRS, EK_NN_NO_DWP_S1, ...:
-    pipeline.firmware_cflags); the generic paths stay, so that never changes a result."""
+    EK_NN_NO_DW5X5, EK_NN_NO_DWR_S1, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC, ..., EK_NN_NO_DW_PAIRS,
+    EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths stay (and a call whose no-clamp function is
+    left out runs the clamp one), so that never changes a result."""
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV) or not flags & FLAG_FAST_REQUANT:
         return set()
@@ -886,19 +890,65 @@ def depthwise_code_variants(p: dict) -> set[str]:
         return {"chk1"}
     if (p["dilation_h"], p["dilation_w"]) != (1, 1):
         return set()
+    nc = "_nc" if (p["act_min"], p["act_max"]) == (-128, 127) else ""
     if flags & FLAG_DW_CHANNELS:
-        return {"ch3x3"} if (kh, kw) == (3, 3) else {"ch5x5"} if (kh, kw) == (5, 5) else set()
+        return {"ch3x3" + nc} if (kh, kw) == (3, 3) else {"ch5x5" + nc} if (kh, kw) == (5, 5) else set()
     if flags & FLAG_DW_PAIRS:  # its C driver, and one of its 4 asm functions
         if p["out_w"] < 2:
             return {"pairs"}
-        nc = (p["act_min"], p["act_max"]) == (-128, 127)
-        return {"pairs", f"pairs_s{p['stride_w']}" + ("_nc" if nc else "")}
+        return {"pairs", f"pairs_s{p['stride_w']}" + nc}
     if kw == 3 and kh in (1, 3) and sw in (1, 2):
-        return {"rows"} | ({"1x3"} if kh == 1 else set())
+        return {"rows", "1x3"} if kh == 1 else {"rows", f"rows_s{sw}{nc}"}
     if (kh, kw) == (5, 5) and sw in (1, 2):
         return {"rows", "5x5"}
     if depthwise_runs_columns(p):
         return {"rows", "1x3"}
+    return set()
+
+
+def gemm_code_variants(kind: str, p: dict) -> set[str]:
+    """The asm block kernels of ek_conv2d_s8's and ek_fully_connected_s8's DSP code a call packed with ``p`` may run:
+    ``gemm_fast`` / ``gemm_fast_nc`` (a conv's 4-channel blocks requantized in asm, with the clamp or without: "_nc"
+    when the activation range is all of int8), ``gemm_raw`` (its raw accumulators: no fast requantization, or a last
+    block of 1-3 channels), ``fc_raw`` (the FC's raw block: no fast requantization; a conv's FC-rows path too). A
+    firmware leaves out the ones none of its calls may run (EK_NN_NO_GEMM_FAST, ..., EK_NN_NO_FC_RAW:
+    pipeline.firmware_cflags); each has an exact fallback (the clamp kernel, raw accumulators and C requantization,
+    the portable loop), so that never changes a result."""
+    flags = p.get("flags", 0)
+    if flags & (FLAG_MVE | FLAG_RV):
+        return set()
+    fast = bool(flags & FLAG_FAST_REQUANT)
+    if kind == "ek_fc":
+        return set() if fast else {"fc_raw"}
+    if kind != "ek_conv":
+        return set()
+    out = set()
+    if fast:
+        out.add("gemm_fast_nc" if (p["act_min"], p["act_max"]) == (-128, 127) else "gemm_fast")
+    if not fast or p["out_c"] % 4:
+        out.add("gemm_raw")
+    if flags & FLAG_CONV_FC and not fast:
+        out.add("fc_raw")
+    return out
+
+
+def elementwise_code_variants(kind: str, p: dict) -> set[str]:
+    """The optional DSP loops of ek_add_s8 and ek_pool_s8 a call packed with ``p`` may run: ``add4``, ``add4_clamp``,
+    ``add4s``, ``add4s_clamp`` (the add's SMLAD loop: "s" for short multipliers, whose low 16 bits are 0, one SMLAD an
+    element; with the clamp when the activation range is not all of int8), ``gap`` (the pool's global average in
+    chunks of int16 sums). A firmware leaves out the ones none of its calls may run (EK_NN_NO_ADD4, ...,
+    EK_NN_NO_GAP: pipeline.firmware_cflags); the C loops stay, so that never changes a result."""
+    flags = p.get("flags", 0)
+    if flags & FLAG_RV:
+        return set()
+    if kind == "ek_add" and flags & FLAG_ADD_PAIRS:
+        short = p["a_mult"] % 65536 == 0 and p["b_mult"] % 65536 == 0
+        clamp = p["act_min"] > -128 or p["act_max"] < 127
+        return {"add4" + ("s" if short else "") + ("_clamp" if clamp else "")}
+    if kind == "ek_pool" and p["mode"] == POOL_AVG and (p["out_h"], p["out_w"]) == (1, 1) and pool_global_chunks(
+            "avg", (p["in_h"], p["in_w"], p["channels"]), (p["kernel_h"], p["kernel_w"]), p["pad_top"], p["pad_left"],
+            -p["input_offset"], p["shift"]):
+        return {"gap"}
     return set()
 
 

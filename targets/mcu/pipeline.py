@@ -567,9 +567,16 @@ def _streaming_info(prog: Program) -> StreamingInfo:
 
 
 # -DEK_NN_NO_DW<name> per depthwise code variant (kernel_pack.depthwise_code_variants)
-DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "ch3x3": "_CH3X3", "ch5x5": "_CH5X5", "chk1": "_CHK1",
-                      "pairs": "_PAIRS",
+DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "rows_s1": "R_S1", "rows_s1_nc": "R_S1_NC",
+                      "rows_s2": "R_S2", "rows_s2_nc": "R_S2_NC", "ch3x3": "_CH3X3", "ch3x3_nc": "_CH3X3_NC",
+                      "ch5x5": "_CH5X5", "ch5x5_nc": "_CH5X5_NC", "chk1": "_CHK1", "pairs": "_PAIRS",
                       "pairs_s1": "P_S1", "pairs_s1_nc": "P_S1_NC", "pairs_s2": "P_S2", "pairs_s2_nc": "P_S2_NC"}
+# -DEK_NN_NO_<name> per asm block kernel of the conv and the FC (kernel_pack.gemm_code_variants)
+GEMM_VARIANT_DEFINES = {"gemm_fast": "GEMM_FAST", "gemm_fast_nc": "GEMM_FAST_NC", "gemm_raw": "GEMM_RAW",
+                        "fc_raw": "FC_RAW"}
+# -DEK_NN_NO_<name> per optional add / pool loop (kernel_pack.elementwise_code_variants)
+ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S", "add4s_clamp": "ADD4S_CLAMP",
+                               "gap": "GAP"}
 
 
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
@@ -587,6 +594,14 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
     used = {v for s in steps if s.kind == "ek_dw" for v in kernel_pack.depthwise_code_variants(s.params)}
     if any(s.kind == "ek_dw" for s in steps):  # the depthwise variants no call runs are left out
         cflags += [f"-DEK_NN_NO_DW{name}=1" for variant, name in DW_VARIANT_DEFINES.items() if variant not in used]
+    if any(s.kind in ("ek_conv", "ek_fc") for s in steps):  # the block kernels no call may run are left out
+        used = {v for s in steps if s.kind in ("ek_conv", "ek_fc")
+                for v in kernel_pack.gemm_code_variants(s.kind, s.params)}
+        cflags += [f"-DEK_NN_NO_{name}=1" for variant, name in GEMM_VARIANT_DEFINES.items() if variant not in used]
+    for kind, names in (("ek_add", ("add4", "add4_clamp", "add4s", "add4s_clamp")), ("ek_pool", ("gap",))):
+        if any(s.kind == kind for s in steps):  # the loops no call may run are left out
+            used = {v for s in steps if s.kind == kind for v in kernel_pack.elementwise_code_variants(kind, s.params)}
+            cflags += [f"-DEK_NN_NO_{ELEMENTWISE_VARIANT_DEFINES[v]}=1" for v in names if v not in used]
     if not any(s.kind == "ek_conv" and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC for s in steps):
         cflags.append("-DEK_NN_NO_CONV_FC=1")  # the conv-as-FC-rows path, when no conv call takes it
     rv_fc = [bool(s.params.get("flags", 0) & kernel_pack.FLAG_RV_PAIRS) for s in steps

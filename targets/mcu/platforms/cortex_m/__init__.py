@@ -131,11 +131,21 @@ PLATFORM = CortexM(
         # for 5x5 kernels on maps at most 3 wide: 3x3 8 functions 2,862 B + their tables and dispatch 188 B (the C
         # unrolled border pixels 2 KB gone), 5x5 8 functions 2,918 B + 32 B, arm-none-eabi-nm of ek_nn_s8.o; the
         # conv's small-window im2col (3x3 rows of 1-channel inputs, border windows gathered) +1,210 B, the add's
-        # one-SMLAD loops +256 B; ek_pool_s8's global average in int32-widened chunks +456 B, the M7 ELFs of the zoo)
-        ek_kernel_bytes={"ek_conv": 9068, "ek_conv_fc": 922, "ek_dw": 2922, "ek_dw_rows": 4280, "ek_dw_1x3": 2216, "ek_dw_5x5": 3940,
-                         "ek_dw_ch3x3": 3050, "ek_dw_ch5x5": 2950, "ek_dw_chk1": 400, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
+        # one-SMLAD loops +256 B; ek_pool_s8's global average in int32-widened chunks +456 B, the M7 ELFs of the zoo;
+        # then each asm function a firmware's calls may not run left out apart (pipeline.firmware_cflags), so these
+        # parts come off their kind: the 3x3 row kernels per stride and clamp (758 / 652 no-clamp at stride 1, 794 /
+        # 688 at stride 2), the channels-last 3x3 pixel kernels with the clamp 1,464 + 94 B of table, without 1,398 +
+        # 94 (5x5: half of 2,950 each), the conv's block kernels (with the clamp 618, without 590, raw 450 — left
+        # out, the portable loop inlined instead, +344), the FC's raw block 1,080, the add's four SMLAD loops (154,
+        # 174 with the clamp, 120 / 136 with short multipliers), the chunked global pool 412: arm-none-eabi-nm of
+        # patched mbv2-w035's M7 ELF, 47.6 -> 41.0 KB of code)
+        ek_kernel_bytes={"ek_conv": 7754, "ek_gemm_fast": 618, "ek_gemm_fast_nc": 590, "ek_gemm_raw": 106,
+                         "ek_conv_fc": 922, "ek_dw": 2922, "ek_dw_rows": 1388, "ek_dw_rows_s1": 758,
+                         "ek_dw_rows_s1_nc": 652, "ek_dw_rows_s2": 794, "ek_dw_rows_s2_nc": 688, "ek_dw_1x3": 2216,
+                         "ek_dw_5x5": 3940, "ek_dw_ch3x3": 1558, "ek_dw_ch3x3_nc": 1492, "ek_dw_ch5x5": 1475,
+                         "ek_dw_ch5x5_nc": 1475, "ek_dw_chk1": 400, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
                          "ek_dw_pairs_s1_nc": 584, "ek_dw_pairs_s2": 612, "ek_dw_pairs_s2_nc": 596,
-                         "ek_fc": 3800, "ek_sconv": 3800, "ek_sfc": 600,
+                         "ek_fc": 2720, "ek_fc_raw": 1080, "ek_sconv": 3800, "ek_sfc": 600,
                          # Helium (ek_nn_s8_mve.c, arm-none-eabi-nm of M55 firmware: digits-cnn, kws-dscnn): the
                          # entry point and its set-up per kind, the GEMM and its two block kernels shared by conv/FC
                          "ek_conv_mve": 1940, "ek_dw_mve": 2140, "ek_fc_mve": 162, "ek_gemm_mve": 2182,
@@ -143,7 +153,8 @@ PLATFORM = CortexM(
                          # add's SMLAD loops (2 x ~160 B asm) and the SIMD pooling loops (arm-none-eabi-nm, M7 -O2:
                          # ek_add_s8 + ek__add4{,_clamp} 932 B, ek_pool_s8 1,860 B, ek_lut_s8 + its row 150 B,
                          # ek_concat_s8 306 B)
-                         "ek_add": 1188, "ek_add_mve": 306, "ek_pool": 2316, "ek_pool_mve": 744, "ek_lut": 150,
+                         "ek_add": 604, "ek_add4": 154, "ek_add4_clamp": 174, "ek_add4s": 120, "ek_add4s_clamp": 136,
+                         "ek_add_mve": 306, "ek_pool": 1904, "ek_gap": 412, "ek_pool_mve": 744, "ek_lut": 150,
                          "ek_concat": 306, "ek_mul": 922,  # ek_mul_s8 782 B + its column loop 140 B
                          "ek_transpose": 676},  # ek_transpose_s8 with its 4-row loop, arm-none-eabi-nm of the M7 ELF
         ek_struct_bytes={"ek_conv": 108, "ek_dw": 108, "ek_fc": 52, "ek_sconv": 112, "ek_sfc": 60},

@@ -119,6 +119,63 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_CHK1
 #define EK_NN_NO_DW_CHK1 0
 #endif
+/* Within the row kernels and the channels-last pixel kernels, each function of the clamp / no-clamp pair ("_NC":
+ * the activation range is all of int8, SSAT alone clamps) and each stride is left out apart: a call whose no-clamp
+ * function is left out runs the clamp one (exact: a clamp to all of int8 changes nothing), a call whose functions
+ * are both left out the generic C loop. */
+#ifndef EK_NN_NO_DWR_S1
+#define EK_NN_NO_DWR_S1 0
+#endif
+#ifndef EK_NN_NO_DWR_S1_NC
+#define EK_NN_NO_DWR_S1_NC 0
+#endif
+#ifndef EK_NN_NO_DWR_S2
+#define EK_NN_NO_DWR_S2 0
+#endif
+#ifndef EK_NN_NO_DWR_S2_NC
+#define EK_NN_NO_DWR_S2_NC 0
+#endif
+#ifndef EK_NN_NO_DW_CH3X3_NC
+#define EK_NN_NO_DW_CH3X3_NC 0
+#endif
+#ifndef EK_NN_NO_DW_CH5X5_NC
+#define EK_NN_NO_DW_CH5X5_NC 0
+#endif
+/* the conv's asm block kernels (requantized with the clamp, without, raw accumulators), each left out apart: a call
+ * runs the clamp one when the no-clamp one is left out, raw accumulators when both are, the portable C loop for
+ * raw accumulators when the raw one is */
+#ifndef EK_NN_NO_GEMM_FAST
+#define EK_NN_NO_GEMM_FAST 0
+#endif
+#ifndef EK_NN_NO_GEMM_FAST_NC
+#define EK_NN_NO_GEMM_FAST_NC 0
+#endif
+#ifndef EK_NN_NO_GEMM_RAW
+#define EK_NN_NO_GEMM_RAW 0
+#endif
+/* the FC's raw-accumulator asm block (layers without the fast requantization): left out, the C block loop */
+#ifndef EK_NN_NO_FC_RAW
+#define EK_NN_NO_FC_RAW 0
+#endif
+/* the add's SMLAD loops (short multipliers or not, with the clamp or without; left out, the C loop) and the pool's
+ * chunked global average (left out, the generic pool loop) */
+#ifndef EK_NN_NO_ADD4
+#define EK_NN_NO_ADD4 0
+#endif
+#ifndef EK_NN_NO_ADD4_CLAMP
+#define EK_NN_NO_ADD4_CLAMP 0
+#endif
+#ifndef EK_NN_NO_ADD4S
+#define EK_NN_NO_ADD4S 0
+#endif
+#ifndef EK_NN_NO_ADD4S_CLAMP
+#define EK_NN_NO_ADD4S_CLAMP 0
+#endif
+#ifndef EK_NN_NO_GAP
+#define EK_NN_NO_GAP 0
+#endif
+/* f_nc for a call whose clamp is all of int8 (nc8) unless it is left out, else f unless it is left out, else 0 */
+#define EK__PICK_NC(nc8, f, f_nc, no, no_nc) ((nc8) && !(no_nc) ? (f_nc) : !(no) ? (f) : 0)
 #ifndef EK_NN_NO_DW_PAIRS
 #define EK_NN_NO_DW_PAIRS 0
 #endif
@@ -2078,12 +2135,16 @@ __asm__(
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast, 1\n"
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_fast_noclamp, 2\n"
     "   EK_GEMM_2X4 ek__conv_gemm_2x4_raw, 0\n");
-#else
-/* Portable GEMM over the same layouts: raw accumulators, 8 per pair (2 pixels x 4 channels). The packed int16 pairs
+#endif
+#if !EK_NN_DSP || EK_NN_NO_GEMM_RAW
+/* Portable GEMM over the same layouts (also a DSP firmware's when it leaves ek__conv_gemm_2x4_raw out): raw accumulators, 8 per pair (2 pixels x 4 channels). The packed int16 pairs
  * of tile and weights are read as int16 arrays (little-endian: a word's low half first), so every operand is one
  * sign-extending halfword load (lh on RV32) instead of shifts: per pair of reduction steps 12 loads, 16 multiplies,
  * 16 adds and 3 loop instructions for 16 MACs on a core without SIMD (RV32IM); 8 accumulators stay in registers.
  * Wrapping int32 sums, as SMLAD. */
+#if EK_NN_DSP
+__attribute__((noinline)) /* (a fallback there: out of the hot function's registers) */
+#endif
 static void ek__conv_gemm_portable(const uint32_t *tile, int32_t npairs, const ek__conv_geom_t *g, const uint32_t *w16,
                                    const int32_t *bias8, int32_t *accbuf)
 {
@@ -2443,6 +2504,7 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     const int bias_per_block = g.bias_blocks == 1 && g.blocks > 1;
 #if EK_NN_DSP
     const int full_range = p->act_min == -128 && p->act_max == 127; /* then SSAT alone is the clamp */
+    (void)full_range; /* (unused when the no-clamp block kernel is left out) */
     ek__gemm_args_t a;
     a.entry = 0;
     a.upper4 = ek__bytes4(rq.upper);
@@ -2489,14 +2551,28 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
             a.bias8 = bias_b;
             a.qtab = p->requant + 16 * b;
             a.out = output + 4 * b;
+            /* a fast block kernel (requantized in asm) for this clamp: the no-clamp one, else the clamp one; neither
+             * when the firmware left them out (then raw accumulators and the C requantization) */
             if (rq.fast && b < g.full_blocks) {
+#if !EK_NN_NO_GEMM_FAST_NC && !EK_NN_NO_GEMM_FAST
                 if (full_range) {
                     ek__conv_gemm_2x4_fast_noclamp(&a);
                 } else {
                     ek__conv_gemm_2x4_fast(&a);
                 }
                 continue;
+#elif !EK_NN_NO_GEMM_FAST_NC
+                if (full_range) {
+                    ek__conv_gemm_2x4_fast_noclamp(&a);
+                    continue;
+                }
+#elif !EK_NN_NO_GEMM_FAST
+                ek__conv_gemm_2x4_fast(&a);
+                continue;
+#endif
             }
+#endif
+#if EK_NN_DSP && !EK_NN_NO_GEMM_RAW
             a.accbuf = accbuf;
             ek__conv_gemm_2x4_raw(&a);
 #else
@@ -2809,7 +2885,7 @@ static void ek__fc_row(const ek_fc_params_t *p, const ek__rq_t *rq, const uint32
         const int32_t nc = p->out_features - 4 * blk < 4 ? p->out_features - 4 * blk : 4;
         const int8_t *wb = p->weights + blk * block_bytes;
         int32_t tot[4];
-#if EK_NN_DSP
+#if EK_NN_DSP && !EK_NN_NO_FC_RAW
         if (nc == 4) {
             a.w = (const uint32_t *)(const void *)wb;
             a.bias = p->bias + 4 * blk;
@@ -4007,11 +4083,20 @@ static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const 
 }
 
 #if EK_NN_DSP
+/* The 3x3 row kernel of a stride (s2: 2, else 1) and clamp (nc8: all of int8), or 0 when the firmware left both
+ * out (the call runs the generic loop). */
+static void (*ek__dw3x3_row_fn(int s2, int nc8))(const ek__dw3_args_t *)
+{
+    (void)nc8;
+    return s2 ? EK__PICK_NC(nc8, ek__dw3x3s2_row, ek__dw3x3s2_row_nc, EK_NN_NO_DWR_S2, EK_NN_NO_DWR_S2_NC)
+              : EK__PICK_NC(nc8, ek__dw3x3s1_row, ek__dw3x3s1_row_nc, EK_NN_NO_DWR_S1, EK_NN_NO_DWR_S1_NC);
+}
+
 /* 3x3 and 1x3 (stride_w 1 or 2), 5x5 (stride_w 1), dilation 1, fast requant: the asm row kernels, with everything
  * per channel prepared once per group of 4 channels and the ring's pure-padding words zeroed once. ``pix`` /
  * ``opix``: bytes from one input / output pixel of a row to the next (in_c, or the row strides for the transposed
  * view of a 3x1). */
-static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output,
+static __attribute__((noinline)) void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output,
                              uint32_t *ring, int32_t pix, int32_t opix)
 {
     ek__dw_geom_t gg;
@@ -4027,7 +4112,7 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
     if (!EK_NN_NO_DW1X3 && kh == 1) {
         row_fn = s2 ? (nc8 ? ek__dw1x3s2_row_nc : ek__dw1x3s2_row) : (nc8 ? ek__dw1x3s1_row_nc : ek__dw1x3s1_row);
     } else {
-        row_fn = s2 ? (nc8 ? ek__dw3x3s2_row_nc : ek__dw3x3s2_row) : (nc8 ? ek__dw3x3s1_row_nc : ek__dw3x3s1_row);
+        row_fn = ek__dw3x3_row_fn(s2, nc8); /* (not 0: ek_depthwise_conv2d_s8 checks) */
     }
     void (*const row5_fn)(const ek__dw5_args_t *) = !k5 ? 0 : s2 ? (nc8 ? ek__dw5x5s2_row_nc : ek__dw5x5s2_row)
                                                              : (nc8 ? ek__dw5x5s1_row_nc : ek__dw5x5s1_row);
@@ -4204,12 +4289,16 @@ static void ek__dw_rows_fast(const ek_conv_params_t *p, const ek__rq_t *rq, cons
 #if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
 static void (*const ek__dw_ch_px[4])(const ek__dwch_args_t *) = {ek__dw_ch2x2_px, ek__dw_ch2x3_px, ek__dw_ch3x2_px,
                                                                  ek__dw_ch3x3_px};
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CH3X3_NC
 static void (*const ek__dw_ch_px_nc[4])(const ek__dwch_args_t *) = {ek__dw_ch2x2_px_nc, ek__dw_ch2x3_px_nc,
                                                                     ek__dw_ch3x2_px_nc, ek__dw_ch3x3_px_nc};
 #endif
 #if EK_NN_DSP && !EK_NN_NO_DW_CH5X5
 static void (*const ek__dw_ch5_px[4])(const ek__dwch_args_t *) = {ek__dw_ch5k2x2_px, ek__dw_ch5k2x3_px,
                                                                   ek__dw_ch5k3x2_px, ek__dw_ch5k3x3_px};
+#endif
+#if EK_NN_DSP && !EK_NN_NO_DW_CH5X5_NC
 static void (*const ek__dw_ch5_px_nc[4])(const ek__dwch_args_t *) = {ek__dw_ch5k2x2_px_nc, ek__dw_ch5k2x3_px_nc,
                                                                      ek__dw_ch5k3x2_px_nc, ek__dw_ch5k3x3_px_nc};
 #endif
@@ -4248,15 +4337,29 @@ static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const
         px_args.rs = dhr;
     }
 #endif
-#if EK_NN_DSP && !EK_NN_NO_DW_CH3X3
-    if (asm_ok && kh == 3 && kw == 3) {
-        px_fn = nc8 ? ek__dw_ch_px_nc : ek__dw_ch_px;
-    }
+#if EK_NN_DSP
+#if EK_NN_NO_DW_CH3X3
+#define ek__dw_ch_px ((void (*const *)(const ek__dwch_args_t *))0)
 #endif
-#if EK_NN_DSP && !EK_NN_NO_DW_CH5X5
-    if (asm_ok && kh == 5 && kw == 5) {
-        px_fn = nc8 ? ek__dw_ch5_px_nc : ek__dw_ch5_px;
+#if EK_NN_NO_DW_CH3X3_NC
+#define ek__dw_ch_px_nc ((void (*const *)(const ek__dwch_args_t *))0)
+#endif
+#if EK_NN_NO_DW_CH5X5
+#define ek__dw_ch5_px ((void (*const *)(const ek__dwch_args_t *))0)
+#endif
+#if EK_NN_NO_DW_CH5X5_NC
+#define ek__dw_ch5_px_nc ((void (*const *)(const ek__dwch_args_t *))0)
+#endif
+    if (asm_ok && kh == 3 && kw == 3) {
+        px_fn = EK__PICK_NC(nc8, ek__dw_ch_px, ek__dw_ch_px_nc, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC);
     }
+    if (asm_ok && kh == 5 && kw == 5) {
+        px_fn = EK__PICK_NC(nc8, ek__dw_ch5_px, ek__dw_ch5_px_nc, EK_NN_NO_DW_CH5X5, EK_NN_NO_DW_CH5X5_NC);
+    }
+#undef ek__dw_ch_px
+#undef ek__dw_ch_px_nc
+#undef ek__dw_ch5_px
+#undef ek__dw_ch5_px_nc
 #endif
     (void)off2; /* (the portable path adds x_off per byte) */
     for (int32_t oy = 0; oy < out_h; oy++) {
@@ -4859,7 +4962,8 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
 #if EK_NN_DSP
     if (!EK_NN_NO_DW_ROWS && rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
         const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
-        if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
+        if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2) &&
+             ek__dw3x3_row_fn(sw == 2, rq.upper == 127 && rq.back == 0)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
             (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && (sw == 1 || sw == 2))) {
             ek__dw_rows_fast(p, &rq, input, output, ring, p->in_c, p->out_c);
             return EK_NN_OK;
@@ -5016,7 +5120,7 @@ int ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output)
     /* a global average pool over more pixels than int16 sums hold: chunks of int16 sums widened to int32 (both
      * functions out of line, so that each loop has the registers to itself: max 3x3 13.46 per output, 13.76 with
      * both inlined) */
-    if (avg && (c_all & 7) == 0 && p->out_h == 1 && p->out_w == 1 && p->kernel_h == p->in_h &&
+    if (!EK_NN_NO_GAP && avg && (c_all & 7) == 0 && p->out_h == 1 && p->out_w == 1 && p->kernel_h == p->in_h &&
         p->kernel_w == p->in_w && p->pad_top == 0 && p->pad_left == 0) {
         ek__gap_s8_dsp(p, input, output);
         return EK_NN_OK;
@@ -5208,20 +5312,15 @@ static int32_t ek__add_s8_pairs(const ek_add_params_t *p, const int8_t *a, const
     g.rs = rs;
     g.lo4 = ek__bytes4(p->act_min);
     g.hi4 = ek__bytes4(p->act_max);
-    if (g.turns > 0) {
-        const int clamp = p->act_min > -128 || p->act_max < 127;
-        if (al == 0 && bl == 0) { /* short multipliers: one SMLAD an element */
-            if (clamp) {
-                ek__add4s_clamp(&g);
-            } else {
-                ek__add4s(&g);
-            }
-        } else if (clamp) {
-            ek__add4_clamp(&g);
-        } else {
-            ek__add4(&g);
-        }
+    const int clamp = p->act_min > -128 || p->act_max < 127;
+    /* (a loop the firmware left out: 0 elements done here, the C loop does them all) */
+    void (*const fn)(const ek__add4_args_t *) =
+        al == 0 && bl == 0 ? (clamp ? (EK_NN_NO_ADD4S_CLAMP ? 0 : ek__add4s_clamp) : (EK_NN_NO_ADD4S ? 0 : ek__add4s))
+                           : (clamp ? (EK_NN_NO_ADD4_CLAMP ? 0 : ek__add4_clamp) : (EK_NN_NO_ADD4 ? 0 : ek__add4));
+    if (g.turns <= 0 || !fn) {
+        return 0;
     }
+    fn(&g); /* short multipliers (their low 16 bits 0): one SMLAD an element (ek__add4s), else two */
     return g.turns * 4;
 }
 #endif
