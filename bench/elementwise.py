@@ -113,6 +113,18 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     transpose("NHWC -> NCHW 12x12x16", 1, 144, 16)
     transpose("Conv1d [10, 49] -> [49, 10]", 1, 10, 49)
 
+    def upsample(name, hwc, scale, before=""):
+        x = rng.integers(-128, 128, hwc).astype(np.int8)
+        ref = x.repeat(scale[0], 0).repeat(scale[1], 1)
+        out.append((name, Case(name, kp.pack_upsample(hwc, scale), x.reshape(-1), ref.size), ref.reshape(-1),
+                    before))
+
+    upsample("upsample x2 16x16x16 (U-Net)", (16, 16, 16), (2, 2), before="4.64 (TVM, zoo U-Net)")
+    upsample("upsample x2 8x8x32", (8, 8, 32), (2, 2))
+    upsample("upsample x2 6x6x64", (6, 6, 64), (2, 2))
+    upsample("upsample x3 8x8x8", (8, 8, 8), (3, 3))
+    upsample("upsample x2 16x16x8", (16, 16, 8), (2, 2))
+
     for fn in ("hardswish", "sigmoid"):
         x = rng.integers(-128, 128, 18 * 18 * 16).astype(np.int8)
         lut = lut_of(fn, out_scale=(1.0 / 255 if fn == "sigmoid" else 6.0 / 127), out_zp=-128 if fn == "sigmoid" else 0)

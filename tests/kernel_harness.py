@@ -20,7 +20,7 @@ KERNEL_DIR = REPO / "targets" / "mcu" / "platforms" / "cortex_m" / "kernels"
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
 SENTINEL = 0x5A  # what the runner fills output buffers with before each call
 _OPS = {"conv2d": 0, "depthwise_conv2d": 1, "fully_connected": 2, "add": 3, "pool": 4, "lut": 5, "mul": 6,
-        "transpose": 7}
+        "transpose": 7, "upsample": 8}
 
 
 @dataclass

@@ -294,6 +294,46 @@ class _ShuffleFlatten(torch.nn.Module):
         return self.fc(torch.relu(self.c2(y)).flatten(1))
 
 
+class _UpCat(torch.nn.Module):
+    """A small U-Net step: conv, max-pool, conv, nearest upsample by 2, concat with the skip, conv (``cat``; else
+    conv, pool, conv, pool, upsample, conv)."""
+
+    def __init__(self, cat: bool = True):
+        super().__init__()
+        self.cat = cat
+        self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(24 if cat else 16, 2, 1)
+        self.up = torch.nn.Upsample(scale_factor=2, mode="nearest")
+        self.pool = torch.nn.MaxPool2d(2)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        b = torch.relu(self.c2(self.pool(a)))
+        if self.cat:
+            return self.c3(torch.cat([self.up(b), a], 1))
+        return self.c3(self.up(self.pool(b)))  # (the large first map alone: a patch stage lowers the peak)
+
+
+@pytest.mark.parametrize("cat, patch", [(True, "off"), (False, "min-memory")])
+def test_upsampling_runs_on_its_kernel(tmp_path, cat, patch):
+    """An int8 nearest upsample runs on ek_upsample_s8 (not TVM's gather) with the host reference's outputs, bit for
+    bit; in a patch-based program too (a row of its call table)."""
+    from edgekit.model import Model
+
+    torch.manual_seed(6)
+    x = np.random.default_rng(6).random((6, 1, 40, 36), dtype=np.float32)
+    m = Model.from_module(_UpCat(cat).eval(), torch.from_numpy(x[:1]), name="upcat", calib=x, test_x=x)
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8", patch=patch, max_patch_overhead=0.5)
+    assert "ek_upsample" in art.report["build"]["step_kernels"]
+    if patch != "off":  # patched: every call a row of the call table, the upsample's too
+        assert art.report["patch"] is not None
+        assert "EK_STEP_UPSAMPLE" in (tmp_path / "out" / "src" / "edgekit_model.c").read_text()
+    assert not any("upsample" in k for k in art.report["build"]["step_kernels"] if k.startswith("ek_tvm"))
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
 @pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
 def test_layout_moves_run_on_the_transpose_kernel(tmp_path, target):
     """int8 layout moves (a channel shuffle, NHWC to torch order before a flatten) run on ek_transpose_s8 with the

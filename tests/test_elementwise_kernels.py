@@ -98,6 +98,13 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
         x = rng.integers(-128, 128, (b, r, c)).astype(np.int8)
         out.append((Case(f"transpose {b}x{r}x{c}", kp.pack_transpose(b, r, c), x.reshape(-1), x.size),
                      x.transpose(0, 2, 1).reshape(-1)))
+    # upsampling: 16 / 8 / 48 channels doubled (LDM/STM loops), 32 channels tripled (a copy per pixel), words stored
+    # k times, bytes (channels not a multiple of 4), rows only
+    for (h, w, c), (sh, sw) in (((5, 7, 16), (2, 2)), ((3, 5, 8), (2, 2)), ((2, 3, 48), (2, 2)), ((3, 2, 32), (2, 3)),
+                                ((3, 4, 4), (1, 3)), ((4, 3, 3), (2, 2)), ((2, 5, 12), (3, 1))):
+        x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
+        out.append((Case(f"upsample {h}x{w}x{c} by {sh}x{sw}", kp.pack_upsample((h, w, c), (sh, sw)), x.reshape(-1),
+                         x.size * sh * sw), x.repeat(sh, 0).repeat(sw, 1).reshape(-1)))
     for fn, n in (("hardswish", 203), ("sigmoid", 64), ("tanh", 7)):
         lut = lut_of(fn, x_scale=float(rng.uniform(0.01, 0.1)), x_zp=int(rng.integers(-20, 20)),
                      out_scale=float(rng.uniform(0.005, 0.05)), out_zp=int(rng.integers(-20, 20)))

@@ -68,6 +68,13 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         blocks = (p["rows"] // 4) * (p["cols"] // 4) * p["batches"]
         key = "transpose4_int8_ek" if p["rows"] == 4 and p["cols"] % 4 == 0 else "transpose_int8_ek"  # (its loop)
         return key, out - 16 * blocks, blocks, p["batches"] * -(-p["rows"] // 4)
+    if step.kind == "ek_upsample":  # per pixel stored, per byte of the rows built pixel by pixel, per byte copied
+        p = step.params  # (by its path: streaming LDM/STM, 16 channels a copy, words)
+        built = p["in_h"] * p["in_w"] * p["scale_w"] * p["channels"]
+        c, sw = p["channels"], p["scale_w"]
+        key = "upsample_int8_ek" if (c in (8, 16) and sw == 2) or sw == 1 else \
+            "upsample16_int8_ek" if c % 16 == 0 and sw == 2 else "upsample4_int8_ek"
+        return key, p["in_h"] * p["in_w"] * p["scale_w"], built, out - built
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out
     if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part

@@ -338,6 +338,21 @@ def transpose_step(builder, layer: str, x: str, out: str, batches: int, rows: in
     return Step(layer, "ek_transpose", [x], [], out, params=dict(packed.params))
 
 
+def upsample_step(builder, layer: str, x: str, out: str, in_hwc, scale):
+    """A step upsampling an int8 NHWC map with ek_upsample_s8 (nearest neighbour by integer factors: U-Net's
+    decoder) whose channels are a multiple of 4 (its word paths), or None (TVM's kernel: off the DSP cores, in a
+    nested image, other channel counts, where its byte loop is no faster). Measured on the emulated M7
+    (bench/elementwise.py): U-Net's 16x16x16 by 2 0.25 instructions an output element (TVM's gather 4.64), 32 and
+    64 channels 0.4-0.5, 8 channels by 3 1.0."""
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve") or builder.dtype != "int8" or \
+            in_hwc[2] % 4:
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    packed = kernel_pack.pack_upsample(in_hwc, scale)
+    return Step(layer, "ek_upsample", [x], [], out, params=dict(packed.params))
+
+
 def sparse_layers(builder) -> set[str]:
     """The int8 conv (groups = 1) and linear layers of the program that store their weights compressed.
 
@@ -431,9 +446,10 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_lut": ("ek_lut_s8", "ek_lut_params_t", kernel_pack.LUT_FIELDS),
              "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS),
              "ek_mul": ("ek_mul_s8", "ek_mul_params_t", kernel_pack.MUL_FIELDS),
-             "ek_transpose": ("ek_transpose_s8", "ek_transpose_params_t", kernel_pack.TRANSPOSE_FIELDS)}
+             "ek_transpose": ("ek_transpose_s8", "ek_transpose_params_t", kernel_pack.TRANSPOSE_FIELDS),
+             "ek_upsample": ("ek_upsample_s8", "ek_upsample_params_t", kernel_pack.UPSAMPLE_FIELDS)}
 # their scalar paths are in every build (a table lookup or concatenation: its tables)
-ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat", "ek_mul", "ek_transpose")
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat", "ek_mul", "ek_transpose", "ek_upsample")
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -464,7 +480,7 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     fn, struct_type, fields = FUNCTIONS[step.kind]
     ints = ", ".join(str(int(step.params[f])) for f in fields)
     own = index if params_index is None else params_index
-    if step.kind in ("ek_pool", "ek_transpose"):  # no constant arrays, no scratch
+    if step.kind in ("ek_pool", "ek_transpose", "ek_upsample"):  # no constant arrays, no scratch
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
                 f"return {index + 1}", struct_type, ints)

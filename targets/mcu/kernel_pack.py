@@ -67,7 +67,7 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
            "elementwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
            "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
-           "pack_transpose", "TRANSPOSE_FIELDS",
+           "pack_transpose", "TRANSPOSE_FIELDS", "pack_upsample", "UPSAMPLE_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
            "conv2d_scratch_bytes", "depthwise_conv2d_scratch_bytes", "fully_connected_scratch_bytes"]
@@ -176,6 +176,7 @@ MUL_FIELDS = ("rows", "channels", "b_per_channel", "a_offset", "b_offset", "out_
               "shift", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
 TRANSPOSE_FIELDS = ("batches", "rows", "cols", "flags")
+UPSAMPLE_FIELDS = ("in_h", "in_w", "channels", "scale_h", "scale_w", "flags")
 ADD_FIELDS = ("n", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "a_mult", "b_mult", "shift", "flags",
               "a_mult_hi", "a_mult_lo", "b_mult_hi", "b_mult_lo", "h_const", "l_const", "rows", "a_row_stride",
               "b_row_stride", "out_row_stride")
@@ -1378,6 +1379,17 @@ def pack_transpose(batches: int, rows: int, cols: int) -> PackedLayer:
         raise UsageError(f"transpose: need at least one batch, row and column, got {batches}, {rows}, {cols}")
     params = dict(batches=int(batches), rows=int(rows), cols=int(cols), flags=0)
     return PackedLayer(kind="transpose", params=params, weights=np.zeros(0, np.int8), bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
+def pack_upsample(in_hwc, scale) -> PackedLayer:
+    """The parameter struct of ``ek_upsample_s8``: an ``in_hwc`` int8 map repeated ``scale`` = (rows, columns) times
+    along each spatial axis (nearest neighbour; the codes keep their quantization)."""
+    (h, w, c), (sh, sw) = in_hwc, scale
+    if min(h, w, c) < 1 or min(sh, sw) < 1:
+        raise UsageError(f"upsample: need a non-empty map and factors >= 1, got {tuple(in_hwc)} x {tuple(scale)}")
+    params = dict(in_h=int(h), in_w=int(w), channels=int(c), scale_h=int(sh), scale_w=int(sw), flags=0)
+    return PackedLayer(kind="upsample", params=params, weights=np.zeros(0, np.int8), bias=None,
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 

@@ -301,6 +301,7 @@ _TABLE_KINDS = {"ek_conv": ("EK_STEP_CONV", "ek_conv2d_s8", "ek_conv_params_t"),
                 "ek_fc": ("EK_STEP_FC", "ek_fully_connected_s8", "ek_fc_params_t"),
                 "ek_add": ("EK_STEP_ADD", "ek_add_s8", "ek_add_params_t"),
                 "ek_pool": ("EK_STEP_POOL", "ek_pool_s8", "ek_pool_params_t"),
+                "ek_upsample": ("EK_STEP_UPSAMPLE", "ek_upsample_s8", "ek_upsample_params_t"),
                 "copy": ("EK_STEP_COPY", None, "ek_copy_params_t"),
                 "tvm": ("EK_STEP_TVM", None, None)}
 

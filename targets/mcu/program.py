@@ -483,6 +483,14 @@ class _Builder:
 
     def upsample(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
+        src = self.tensors[n.inputs[0]].shape
+        if self.use_ek and len(src) == 4:  # edgekit's int8 kernel where it runs
+            from edgekit.targets.mcu import ek_kernels
+
+            step = ek_kernels.upsample_step(self, n.name, n.inputs[0], out.name, src[1:4], tuple(n.attrs["scale"]))
+            if step is not None:
+                self.steps.append(step)
+                return
         self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"])})
 
     def global_avgpool(self, n: Node):

@@ -143,6 +143,13 @@ int main(void)
             ek_marker();
             rc = ek_transpose_s8(&p, at(c[6]), (int8_t *)out);
             ek_marker();
+        } else if (op == 8) {
+            ek_upsample_params_t p;
+            memset(&p, 0, sizeof p);
+            memcpy(&p, at(c[2]), (size_t)nfields * 4);
+            ek_marker();
+            rc = ek_upsample_s8(&p, at(c[6]), (int8_t *)out);
+            ek_marker();
         } else {
             ek_fc_params_t p;
             memset(&p, 0, sizeof p);

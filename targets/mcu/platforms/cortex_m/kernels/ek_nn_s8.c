@@ -236,6 +236,8 @@ static inline int32_t ek__hi16(uint32_t w) { return (int16_t)(uint16_t)(w >> 16)
 /* int16 halves of packed pair words, read or written as halfwords (little-endian: a word's low half first) */
 typedef int16_t ek__h16 __attribute__((may_alias));
 
+static inline void ek__write_u32(void *p, uint32_t v) { memcpy(p, &v, 4); } /* any alignment */
+
 static inline uint32_t ek__read_u32(const void *p) /* any alignment */
 {
     uint32_t v;
@@ -5758,7 +5760,6 @@ static inline uint32_t ek__uxtb16_ror8(uint32_t x)
     __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
     return r;
 }
-static inline void ek__write_u32(void *p, uint32_t v) { memcpy(p, &v, 4); } /* any alignment */
 
 static inline void ek__tr4x4(const int8_t *s, int32_t cols, int8_t *d, int32_t rows)
 {
@@ -5816,6 +5817,151 @@ int ek_transpose_s8(const ek_transpose_params_t *p, const int8_t *input, int8_t 
             for (int32_t c = 0; c < cols; c++) {
                 output[c * rows + r0] = input[r0 * cols + c];
             }
+        }
+    }
+    return EK_NN_OK;
+}
+
+/* ===============================================================================================================
+ * Nearest-neighbour upsampling (a layout move: the int8 codes pass through, U-Net's decoder)
+ *
+ * Each input row is widened once into the first of its scale_h output rows — with 4k channels word by word, each
+ * pixel's words read once and stored scale_w times (doubling 8 or 16 channels: one LDM and two STM a pixel, 0.25
+ * instructions an output element on U-Net's 16x16x16 by 2 on the M7; 16k channels: LDM / two STM of 4 words a turn)
+ * — and that row copied into the other scale_h - 1 (LDM / STM of 4 words); other channel counts and unaligned maps
+ * byte by byte and memcpy.
+ * ============================================================================================================= */
+/* n * 16 bytes between word-aligned buffers (no overlap), n >= 1: LDM / STM of 4 words, 4 instructions a turn on
+ * Thumb-2 cores */
+static inline void ek__copy16(uint32_t *d, const uint32_t *s, int32_t n)
+{
+#if defined(__thumb2__)
+    __asm__ volatile("1: ldmia   %[s]!, {r4-r7}\n\t"
+                     "   subs    %[n], %[n], #1\n\t"
+                     "   stmia   %[d]!, {r4-r7}\n\t"
+                     "   bne     1b"
+                     : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n)
+                     :
+                     : "r4", "r5", "r6", "r7", "cc", "memory");
+#else
+    for (; n > 0; n--, s += 4, d += 4) {
+        d[0] = s[0];
+        d[1] = s[1];
+        d[2] = s[2];
+        d[3] = s[3];
+    }
+#endif
+}
+
+/* words between word-aligned buffers (no overlap) */
+static void ek__copy_words(uint32_t *d, const uint32_t *s, int32_t words)
+{
+    if (words >= 4) {
+        ek__copy16(d, s, words >> 2);
+    }
+    for (int32_t i = words & ~3; i < words; i++) {
+        d[i] = s[i];
+    }
+}
+
+int ek_upsample_s8(const ek_upsample_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t in_h = p->in_h, in_w = p->in_w, C = p->channels, sh = p->scale_h, sw = p->scale_w;
+    if (in_h < 1 || in_w < 1 || C < 1 || sh < 1 || sw < 1) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t in_row = in_w * C, out_row = in_row * sw;
+    if ((C & 3) == 0 && ek__aligned(input) && ek__aligned(output)) { /* 4 channels a word */
+        const int32_t cw = C >> 2, out_words = out_row >> 2;
+        const uint32_t *s = (const uint32_t *)(const void *)input;
+        uint32_t *o = (uint32_t *)(void *)output;
+        for (int32_t y = 0; y < in_h; y++, o += sh * out_words) {
+            uint32_t *d = o;
+#if defined(__thumb2__)
+            if (C == 16 && sw == 2) { /* U-Net's: a pixel in one LDM, out in two STM */
+                const uint32_t *se = s + 4 * in_w;
+                __asm__ volatile("1: ldmia   %[s]!, {r4-r7}\n\t"
+                                 "   cmp     %[s], %[se]\n\t"
+                                 "   stmia   %[d]!, {r4-r7}\n\t"
+                                 "   stmia   %[d]!, {r4-r7}\n\t"
+                                 "   bne     1b"
+                                 : [s] "+r"(s), [d] "+r"(d)
+                                 : [se] "r"(se)
+                                 : "r4", "r5", "r6", "r7", "cc", "memory");
+            } else if (C == 8 && sw == 2) {
+                const uint32_t *se = s + 2 * in_w;
+                __asm__ volatile("1: ldmia   %[s]!, {r4-r5}\n\t"
+                                 "   cmp     %[s], %[se]\n\t"
+                                 "   stmia   %[d]!, {r4-r5}\n\t"
+                                 "   stmia   %[d]!, {r4-r5}\n\t"
+                                 "   bne     1b"
+                                 : [s] "+r"(s), [d] "+r"(d)
+                                 : [se] "r"(se)
+                                 : "r4", "r5", "cc", "memory");
+            } else if ((C & 15) == 0 && sw == 2) { /* 16 channels a turn, stored at the pixel and C bytes on */
+                const uint32_t *se = s + cw * in_w;
+                const int32_t cq = cw >> 2;
+                int32_t n;
+                __asm__ volatile("1: mov     %[n], %[cq]\n\t"
+                                 "2: ldmia   %[s]!, {r4-r7}\n\t"
+                                 "   add     r8, %[d], %[c]\n\t"
+                                 "   stmia   r8, {r4-r7}\n\t"
+                                 "   stmia   %[d]!, {r4-r7}\n\t"
+                                 "   subs    %[n], %[n], #1\n\t"
+                                 "   bne     2b\n\t"
+                                 "   add     %[d], %[d], %[c]\n\t"
+                                 "   cmp     %[s], %[se]\n\t"
+                                 "   bne     1b"
+                                 : [s] "+r"(s), [d] "+r"(d), [n] "=&r"(n)
+                                 : [se] "r"(se), [cq] "r"(cq), [c] "r"(C)
+                                 : "r4", "r5", "r6", "r7", "r8", "cc", "memory");
+            } else
+#endif
+            if (sw == 1) { /* rows only: the input row as it is */
+                ek__copy_words(d, s, in_w * cw);
+                s += in_w * cw;
+            } else if ((C & 15) == 0) { /* 16 channels a turn, each pixel stored scale_w times */
+                for (int32_t x = 0; x < in_w; x++, s += cw) {
+                    for (int32_t k = 0; k < sw; k++, d += cw) {
+                        ek__copy16(d, s, cw >> 2);
+                    }
+                }
+            } else if (sw == 2) { /* each word loaded once, stored twice */
+                for (int32_t x = 0; x < in_w; x++, s += cw, d += 2 * cw) {
+                    for (int32_t j = 0; j < cw; j++) {
+                        const uint32_t v = s[j];
+                        d[j] = v;
+                        d[cw + j] = v;
+                    }
+                }
+            } else {
+                for (int32_t x = 0; x < in_w; x++, s += cw) {
+                    for (int32_t k = 0; k < sw; k++) {
+                        for (int32_t j = 0; j < cw; j++) {
+                            *d++ = s[j];
+                        }
+                    }
+                }
+            }
+            for (int32_t r = 1; r < sh; r++) { /* the other rows: copies of the first */
+                ek__copy_words(o + r * out_words, o, out_words);
+            }
+        }
+        return EK_NN_OK;
+    }
+    for (int32_t y = 0; y < in_h; y++, input += in_row) {
+        int8_t *const o = output + (size_t)y * (size_t)sh * (size_t)out_row;
+        int8_t *d = o;
+        for (int32_t x = 0; x < in_w; x++) {
+            const int8_t *s = input + x * C;
+            for (int32_t k = 0; k < sw; k++) {
+                for (int32_t c = 0; c < C; c++) {
+                    *d++ = s[c];
+                }
+            }
+        }
+        for (int32_t r = 1; r < sh; r++) {
+            memcpy(o + (size_t)r * (size_t)out_row, o, (size_t)out_row);
         }
     }
     return EK_NN_OK;

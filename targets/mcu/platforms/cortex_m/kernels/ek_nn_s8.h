@@ -245,6 +245,22 @@ typedef struct {
 
 int ek_transpose_s8(const ek_transpose_params_t *p, const int8_t *input, int8_t *output);
 
+/* Nearest-neighbour upsampling of an NHWC map by integer factors: output[y][x][c] = input[y / scale_h][x / scale_w][c]
+ * for y < in_h * scale_h, x < in_w * scale_w (a layout move: the int8 codes keep their quantization); any alignment,
+ * no aliasing. */
+typedef struct {
+    int32_t in_h;
+    int32_t in_w;
+    int32_t channels;
+    int32_t scale_h;
+    int32_t scale_w;
+    int32_t flags;                  /* 0 */
+} ek_upsample_params_t;
+
+#define EK_NN_UPSAMPLE_INT_FIELDS 6
+
+int ek_upsample_s8(const ek_upsample_params_t *p, const int8_t *input, int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif
