@@ -15,7 +15,8 @@ on the emulated inputs); the cost model's instruction estimate against the measu
 
 Writes bench/results/phone.md (+ .json: the rows, with each layer's counts alone from the build). ``--calibrate``
 fits, per core and dtype, the terms of targets/phone/cost.ARM_TERMS (base, per layer, instructions per MAC by kernel
-family, depthwise per channel/row/pixel, per output of layers with weights, per element of the others by kind) to the
+family, per im2col window element of a conv, depthwise per channel/row/pixel, per output of layers with weights, per
+element of the others by kind) to the
 float32 and all-int8 whole-model counts and the depthwise layers' counts alone (NNLS on relative errors, see
 LAYER_KINDS), reports the fit's errors and each model's error when left out of the fit, and writes the ``arm_*``
 terms into targets/profiles/cost/<core>.toml (other terms in those files are kept); also the file model's
@@ -42,11 +43,11 @@ CORES = ("phone-arm64", "phone-a53", "phone-armv9")
 BUNDLED = ("digits-cnn", "mbv2-w035", "kws-dscnn", "digits-gru", "kws-gru")
 ZOO = ("zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035", "zoo-mobilenet-v3-small", "zoo-resnet8",
        "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite", "zoo-tcn", "zoo-gru-kws", "zoo-unet",
-       "zoo-autoencoder", "zoo-shufflenet", "zoo-attention")
+       "zoo-autoencoder", "zoo-shufflenet", "zoo-attention", "zoo-resnet18-224")
 RESULTS = ROOT / "bench" / "results" / "phone.md"
 CONV_NETS = {"digits-cnn", "mbv2-w035", "kws-dscnn", "zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035",
              "zoo-mobilenet-v3-small", "zoo-resnet8", "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite",
-             "zoo-unet", "zoo-shufflenet"}
+             "zoo-unet", "zoo-shufflenet", "zoo-resnet18-224"}
 
 
 def measure(name: str, core: str, work: Path) -> dict:

@@ -1,7 +1,9 @@
 """The phone target's cost model: ONNX Runtime's latency and file size of a model, before anything is built.
 
 On a profile fitted to its emulated Arm core (``arm_*`` terms, written by ``bench/phone.py --calibrate``): instructions
-= base + per layer · layers + Σ instructions per MAC by kernel family (convs with fewer than 8 input channels apart;
+= base + per layer · layers + per im2col window element · a conv's windows (pixels x input channels x taps: what its
+GEMM packs once for all output channels) + Σ instructions per MAC by kernel family (convs with fewer than 8 input
+channels apart;
 depthwise convs on ONNX Runtime's direct 3x3 kernel or its im2col path, plus per channel, channel row and pixel) ·
 MACs + per output · outputs of the layers with weights + per element · elements of the other layers by kind
 (pooling, copies, resampling, arithmetic), for float32 and int8 (all layers int8) separately; latency =
@@ -45,9 +47,9 @@ def phone_terms(graph: Graph) -> dict[str, float]:
 
 
 # The Arm instruction model's terms per layer (fitted per core and dtype by bench/phone.py --calibrate).
-ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "mac_depthwise", "mac_depthwise_generic", "dw_channel",
-             "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_move", "element_resize",
-             "element")
+ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "conv_window", "mac_depthwise", "mac_depthwise_generic",
+             "dw_channel", "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_move",
+             "element_resize", "element_binary", "element")
 THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
 # Layers without weights by what ONNX Runtime does per element: pooling windows, copies (slices, concatenation,
 # reshapes: memcpy-like), resampling (index arithmetic per output), and the rest (arithmetic, activations).
@@ -55,6 +57,10 @@ POOL_OPS = {"maxpool2d", "avgpool2d", "global_avgpool", "maxpool1d", "avgpool1d"
 MOVE_OPS = {"select", "flatten", "concat", "reshape", "transpose", "pad", "identity", "split", "squeeze",
             "unsqueeze", "permute", "slice", "chunk"}
 RESIZE_OPS = {"upsample", "resize", "interpolate"}
+# Two-operand arithmetic (a residual add, a squeeze-excite scaling), ONNX Runtime's vectorized loops: apart from the
+# activations (hardswish, sigmoid, ...), which cost several times more per element (zoo ResNet-18's adds of 224x224
+# maps pulled a shared term from 8.4 to 4.3 float32 instructions an element, MobileNetV3's hardswish layers then -18 %).
+BINARY_OPS = {"add", "mul", "sub", "div"}
 
 
 def depthwise_fast(node) -> bool:
@@ -70,7 +76,7 @@ def depthwise_fast(node) -> bool:
 def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
     """One layer's amounts of ARM_TERMS: MACs by kernel family (convs with few input channels apart), output
     elements of the layers with weights (bias, activation and requantization per output), elements of the rest by
-    what they do (pooling, copies, resampling, arithmetic)."""
+    what they do (pooling, copies, resampling, two-operand arithmetic, activations)."""
     kind = layer_family(node)
     t = {"layer": 1.0}
     if kind in PHONE_KINDS:
@@ -86,12 +92,20 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
                 kind = "depthwise_generic"
         t[f"mac_{kind}"] = float(macs_of(node, graph))
         t["output"] = float(node.elements)
+        if kind in ("conv2d", "conv2d_thin") and len(node.shape) > 1 and node.shape[1]:
+            # its im2col windows: pixels x input channels (of a group) x taps, each group's (= MACs / output
+            # channels of a group). ONNX Runtime's GEMM packs each window element once for all output channels, so
+            # a layer with few of them pays more per MAC (zoo ResNet-8's 16-channel 3x3 convs 0.25 int8 instructions
+            # per MAC on the emulated A76, ResNet-18's 256-channel ones 0.09).
+            t["conv_window"] = t[f"mac_{kind}"] * node.attrs.get("groups", 1) / node.shape[1]
     elif node.op in POOL_OPS:  # per input element: each is read by a window
         t["element_pool"] = float(sum(graph[i].elements for i in node.inputs if i in graph))
     elif node.op in MOVE_OPS:
         t["element_move"] = float(node.elements)
     elif node.op in RESIZE_OPS:
         t["element_resize"] = float(node.elements)
+    elif node.op in BINARY_OPS:
+        t["element_binary"] = float(node.elements)
     else:
         t["element"] = float(node.elements)
     return t
