@@ -5878,26 +5878,20 @@ int ek_upsample_s8(const ek_upsample_params_t *p, const int8_t *input, int8_t *o
         for (int32_t y = 0; y < in_h; y++, o += sh * out_words) {
             uint32_t *d = o;
 #if defined(__thumb2__)
-            if (C == 16 && sw == 2) { /* U-Net's: a pixel in one LDM, out in two STM */
-                const uint32_t *se = s + 4 * in_w;
-                __asm__ volatile("1: ldmia   %[s]!, {r4-r7}\n\t"
-                                 "   cmp     %[s], %[se]\n\t"
-                                 "   stmia   %[d]!, {r4-r7}\n\t"
-                                 "   stmia   %[d]!, {r4-r7}\n\t"
-                                 "   bne     1b"
-                                 : [s] "+r"(s), [d] "+r"(d)
-                                 : [se] "r"(se)
-                                 : "r4", "r5", "r6", "r7", "cc", "memory");
+/* every pixel of the row (the words in REGS) in one LDM, out in two STM */
+#define EK__DOUBLE_PIXELS(REGS, ...)                                                                              \
+    __asm__ volatile("1: ldmia   %[s]!, {" REGS "}\n\t"                                                          \
+                     "   cmp     %[s], %[se]\n\t"                                                                \
+                     "   stmia   %[d]!, {" REGS "}\n\t"                                                          \
+                     "   stmia   %[d]!, {" REGS "}\n\t"                                                          \
+                     "   bne     1b"                                                                              \
+                     : [s] "+r"(s), [d] "+r"(d)                                                                   \
+                     : [se] "r"(s + cw * in_w)                                                                    \
+                     : __VA_ARGS__, "cc", "memory")
+            if (C == 16 && sw == 2) { /* U-Net's */
+                EK__DOUBLE_PIXELS("r4-r7", "r4", "r5", "r6", "r7");
             } else if (C == 8 && sw == 2) {
-                const uint32_t *se = s + 2 * in_w;
-                __asm__ volatile("1: ldmia   %[s]!, {r4-r5}\n\t"
-                                 "   cmp     %[s], %[se]\n\t"
-                                 "   stmia   %[d]!, {r4-r5}\n\t"
-                                 "   stmia   %[d]!, {r4-r5}\n\t"
-                                 "   bne     1b"
-                                 : [s] "+r"(s), [d] "+r"(d)
-                                 : [se] "r"(se)
-                                 : "r4", "r5", "cc", "memory");
+                EK__DOUBLE_PIXELS("r4-r5", "r4", "r5");
             } else if ((C & 15) == 0 && sw == 2) { /* 16 channels a turn, stored at the pixel and C bytes on */
                 const uint32_t *se = s + cw * in_w;
                 const int32_t cq = cw >> 2;
@@ -5966,3 +5960,4 @@ int ek_upsample_s8(const ek_upsample_params_t *p, const int8_t *input, int8_t *o
     }
     return EK_NN_OK;
 }
+#undef EK__DOUBLE_PIXELS
