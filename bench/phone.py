@@ -3,6 +3,8 @@
     .venv/bin/python bench/phone.py                          # every bundled and zoo model on every phone core
     .venv/bin/python bench/phone.py --cores phone-arm64 --models digits-cnn,zoo-resnet8
     .venv/bin/python bench/phone.py --calibrate              # also fit the Arm instruction model (cost files)
+    .venv/bin/python bench/phone.py --input-format quantized --cores phone-arm64 --out bench/results/phone_qinput.md
+                                          # the shipped int8 models taking int8 codes, channels last
 
 For each model and core: ``edgekit compile --quantize int8`` (``--int8-layers auto``: every layer counted int8 and
 float on the emulated core, int8 kept only where it pays, float32 shipped if no int8 model is cheaper) and ``edgekit
@@ -50,12 +52,13 @@ CONV_NETS = {"digits-cnn", "mbv2-w035", "kws-dscnn", "zoo-dscnn-kws", "zoo-mobil
              "zoo-unet", "zoo-shufflenet", "zoo-resnet18-224"}
 
 
-def measure(name: str, core: str, work: Path) -> dict:
+def measure(name: str, core: str, work: Path, input_format: str = "float") -> dict:
     row = {"model": name, "core": core}
     t0 = time.time()
     try:
         f32 = edgekit.compile(name, target=core, out=work / "f32", force=True)
-        art = edgekit.compile(name, target=core, out=work / "int8", quantize="int8", force=True)
+        art = edgekit.compile(name, target=core, out=work / "int8", quantize="int8", force=True,
+                              input_format=input_format)
         m = edgekit.profile(art.path).measured
     except Exception as e:  # noqa: BLE001 - a model a target refuses is a row, not the end of the bench
         row["error"] = str(e).splitlines()[0][:160]
@@ -248,6 +251,8 @@ def main() -> None:
     ap.add_argument("--cores", default=",".join(CORES))
     ap.add_argument("--models", default=",".join(BUNDLED + ZOO))
     ap.add_argument("--calibrate", action="store_true", help="fit the arm_* instruction terms and write them")
+    ap.add_argument("--input-format", default="float", choices=("float", "quantized"),
+                    help="the shipped int8 models' input: float, or quantized (int8 codes, channels last)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--from-json", type=Path, nargs="+", help="rows saved by earlier runs (their .json beside the "
                     ".md): table and --calibrate from them, nothing measured")
@@ -261,7 +266,7 @@ def main() -> None:
         get_profile(core)
         for name in args.models.split(","):
             with tempfile.TemporaryDirectory(prefix="edgekit-bench-phone.") as tmp:
-                r = measure(name, core, Path(tmp))
+                r = measure(name, core, Path(tmp), args.input_format)
             rows.append(r)
             print(table([r])[-1], flush=True)
     notes = calibrate(rows) if args.calibrate else []

@@ -57,6 +57,10 @@ def _options(options: CompileOptions | None, **kw) -> CompileOptions:
         raise UsageError(f"--prune {opts.prune}: sparsity must be in [0, 1)")
     if opts.int8_layers not in ("auto", "all"):
         raise UsageError(f"--int8-layers {opts.int8_layers}: give auto or all")
+    if opts.input_format not in ("float", "quantized"):
+        raise UsageError(f"--input-format {opts.input_format}: give float or quantized")
+    if opts.input_format == "quantized" and opts.quantize != "int8":
+        raise UsageError("--input-format quantized: only an int8 build takes its input quantized; add --quantize int8")
     if opts.observer not in ("minmax", "percentile", "mse"):
         raise UsageError(f"--observer {opts.observer}: choose one of minmax, percentile, mse")
     if str(opts.patch) not in ("auto", "min-memory", "off") and not str(opts.patch).isdigit():
@@ -284,6 +288,9 @@ def compile(model, target: str, out: str | Path, options: CompileOptions | None 
         raise UsageError(f"{out}: already exists; pass --force to replace it or choose another -o")
     tgt = get_target(profile)
     caps = tgt.capabilities(profile)
+    if opts.input_format != "float" and tgt.backend != "phone":
+        raise UsageError(f"--input-format {opts.input_format}: the phone targets take a quantized input; "
+                         f"{profile.name} takes the model's own (drop --input-format)")
     if opts.spiking and not caps.spiking:
         spiking = ", ".join(p.name for p in _profiles_where(lambda c: c.spiking))
         raise UsageError(f"--spiking converts for neuromorphic chips ({spiking}); {profile.name} runs the ANN as it "

@@ -255,6 +255,9 @@ PATCH_HELP = ("MCU execution schedule: auto (the fastest that fits the SRAM budg
 STREAMING_HELP = ("A conv model over time (e.g. kws-dscnn) as a step function: one call per new frame, per-layer "
                   "caches instead of recomputing the window; same outputs for causal models. MCU: a step program "
                   "(recurrent models always are one); phone: the step as ONNX with the caches as inputs/outputs.")
+INPUT_FORMAT_HELP = ("Phone --quantize int8: float (the model's float input) or quantized (the input as the int8 "
+                     "codes of the model's first quantization, channels last for images: what an app makes from "
+                     "camera bytes; the scale and zero point are in the report).")
 INT8_LAYERS_HELP = ("Phone --quantize int8: auto (each layer int8 only where it costs fewer instructions than float32 "
                     "on the target's emulated Arm core, and float32 shipped if no int8 model is cheaper) or all.")
 SRAM_BUDGET_HELP = "MCU: SRAM the model may use, e.g. 256KB (default: the target's SRAM); --patch auto fits it."
@@ -331,6 +334,7 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
                                                              "example's data)."),
             streaming: bool = typer.Option(False, "--streaming", help=STREAMING_HELP),
             int8_layers: str = typer.Option("auto", "--int8-layers", help=INT8_LAYERS_HELP),
+            input_format: str = typer.Option("float", "--input-format", help=INPUT_FORMAT_HELP),
             board: Optional[str] = typer.Option(None, "--board", help="MCU: also build the device firmware for "
                                                                       "this board (edgekit boards) into "
                                                                       "OUT/device/BOARD/, for profile --device."),
@@ -343,7 +347,8 @@ def compile(model: str = typer.Argument(..., help="Example name, .pt2 or .onnx f
     out = out or Path("build") / f"{Path(model).stem}-{target}"
     opts = _compile_options(quantize, calib, prune, qat, patch, kernels, max_patch_overhead, observer, sram_budget,
                             streaming)
-    opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking, int8_layers=int8_layers)
+    opts = dataclasses.replace(opts, allow_oversize=allow_oversize, spiking=spiking, int8_layers=int8_layers,
+                               input_format=input_format)
     art = api.compile(model, target, out, opts, force=force)
     if board is not None:
         from edgekit.runtimes.board import device_firmware

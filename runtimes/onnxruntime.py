@@ -111,11 +111,13 @@ def profile(out: Path, report: dict, repeat: int = 50, **kw) -> dict:
     for name in ("model.onnx", "testdata.npz"):
         if not (out / name).is_file():
             raise UsageError(f"{out}: {name} is missing; compile again for the phone target")
-    from edgekit.targets.phone import PhoneBuild
+    from edgekit.targets.phone import PhoneBuild, encode_input
 
     build = PhoneBuild.from_json(report.get("build") or {})
     data = np.load(out / "testdata.npz")
     x, reference = data["x"], data["reference"]
+    # (--input-format quantized: the test inputs as the model takes them, int8 codes, channels last)
+    x = encode_input(build.input_encoding, x)
     y = data["y"] if "y" in data.files else None
     fixed = build.fixed_batch
     warmup = max(5, repeat // 10)

@@ -56,6 +56,7 @@ class CompileOptions:
     spiking: str | None = None           # convert to a spiking network first: "auto" | "rate" | "lmuformer" | "l2mu"
     streaming: bool = False              # a conv model over time: one step per new frame, caches kept (convstream.py)
     int8_layers: str = "auto"            # phone int8: "auto" (int8 where it pays on the core, measured) | "all"
+    input_format: str = "float"          # phone int8: "float" | "quantized" (the input's int8 codes, channels last)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

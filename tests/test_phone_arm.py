@@ -227,3 +227,38 @@ def test_phone_estimate_counts_arm_instructions_and_latency_follows_from_them():
     f32, _, _ = api.estimate("mbv2-w035", TARGET)
     i8, _, _ = api.estimate("mbv2-w035", TARGET, quantize="int8")
     assert i8.instructions < f32.instructions / 1.5   # int8 convs on the A76 (UDOT) against NEON FMLA
+
+
+def test_quantized_input_takes_int8_codes_channels_last_and_computes_the_same(tmp_path):
+    """--input-format quantized: the shipped model takes its first QuantizeLinear's codes, channels last (its
+    QuantizeLinear gone, a Transpose ONNX Runtime cancels against its own layout move); the profile feeds the test
+    inputs encoded the same way, so the outputs are those of the float-input build, and the emulated core runs fewer
+    instructions; the app snippets fill a byte tensor."""
+    plain = api.compile("digits-cnn", TARGET, tmp_path / "float", quantize="int8", int8_layers="all")
+    art = api.compile("digits-cnn", TARGET, tmp_path / "codes", quantize="int8", int8_layers="all",
+                      input_format="quantized")
+    enc = art.report["build"]["input_encoding"]
+    assert enc["layout"] == "NHWC" and enc["dtype"] in ("int8", "uint8") and enc["scale"] > 0
+    m = onnx.load(str(tmp_path / "codes" / "model.onnx"))
+    x = m.graph.input[0].type.tensor_type
+    assert x.elem_type == onnx.helper.np_dtype_to_tensor_dtype(np.dtype(enc["dtype"]))
+    assert [d.dim_value for d in x.shape.dim][1:] == [8, 8, 1]            # digits: 1x8x8 as NHWC
+    readers = [n.op_type for n in m.graph.node if m.graph.input[0].name in n.input]
+    assert readers == ["Transpose"]                                       # no QuantizeLinear of the input left
+    assert "ByteBuffer.wrap(codes)" in art.report["build"]["app"]["Android (Kotlin, com.microsoft.onnxruntime:"
+                                                                   "onnxruntime-android)"]
+    a, b = api.profile(tmp_path / "float").measured, api.profile(tmp_path / "codes").measured
+    assert b["max_abs_err"] == pytest.approx(a["max_abs_err"], abs=1e-6)   # the same codes, the same outputs
+    assert b["top1_agreement"] == a["top1_agreement"]
+    assert b["arm"]["instructions"] < a["arm"]["instructions"]
+
+
+def test_quantized_input_is_refused_where_it_cannot_apply(tmp_path):
+    with pytest.raises(Exception, match="only an int8 build takes its input quantized"):
+        api.compile("digits-cnn", TARGET, tmp_path / "a", input_format="quantized")
+    with pytest.raises(Exception, match="the phone targets take a quantized input"):
+        api.compile("digits-cnn", "cortex-m7", tmp_path / "b", quantize="int8", input_format="quantized")
+    r = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", "digits-cnn", "-t", TARGET, "--quantize",
+                        "int8", "--input-format", "bytes", "-o", str(tmp_path / "c")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--input-format bytes: give float or quantized" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

@@ -86,6 +86,8 @@ class PhoneBuild:
     # a separate model in OUT/op<k>/ (index, budget, folder, onnx_bytes, ort_bytes, estimate), narrowest first.
     operating_points: list[dict] | None = None
     app: dict[str, str] | None = None   # session creation in an app, per platform (the measured configuration)
+    # --input-format quantized: the input as int8 codes (dtype, layout, shape, scale, zero_point); None: float
+    input_encoding: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -136,6 +138,9 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
           ) -> BuildResult:
     """Write the files listed in the module docstring into ``out`` (an existing, empty folder)."""
     if model.meta.get("conv_streaming") is not None:  # --streaming: the conv model's step function
+        if options.input_format != "float":
+            raise UsageError("--input-format quantized: a streaming step takes its frames and state as floats; "
+                             "drop one of --streaming and --input-format")
         return build_stream(model, profile, out, options, est)
     out = Path(out)
     if len(model.example_inputs) != 1:
@@ -188,9 +193,15 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
             if float_ops:
                 notes.append("int8: these operators run in float32 (no int8 kernel in ONNX Runtime's QDQ form, or "
                              f"kept float because int8 does not pay on the core): {', '.join(float_ops)}")
+        encoding = None
+        if options.input_format == "quantized" and final == float_path:
+            raise UnsupportedError(f"--input-format quantized: model '{model.name}' ships in float32 (no int8 model "
+                                   f"costs fewer instructions on {profile.core}); pass --int8-layers all to ship int8")
         if final != float_path:  # an int8 model: its many Q/DQ names are worth shortening (the float one is the export)
             shipped = _export.compact_names(onnx.load(str(final)), set(layers))
             _export.derived_bias_scales(shipped)
+            if options.input_format == "quantized":
+                shipped, encoding = quantized_input(shipped, model.name)
             onnx.checker.check_model(shipped)
             onnx.save(shipped, str(out / "model.onnx"))
         else:
@@ -221,7 +232,8 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
         float_export_max_abs_err=float_err,
         test_samples=int(len(x)),
         node_layers=layers,
-        app=app_snippets(input_name),
+        app=app_snippets(input_name, encoding),
+        input_encoding=encoding,
     )
     dtype = "int8" if info.quantized else "float32"
     if graph is not None:
@@ -234,10 +246,110 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
     return BuildResult(files=list(FILES), dtype=dtype, estimate=est, analysis=analysis, info=info, notes=notes)
 
 
-def app_snippets(input_name: str) -> dict[str, str]:
+def quantized_input(proto: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict]:
+    """``proto`` (a QDQ model) taking its input as the codes of its first QuantizeLinear (--input-format quantized):
+    that QuantizeLinear removed, the graph input of its output type, and a 4-D (image) input channels last, the
+    Transpose to the model's NCHW put in its place — ONNX Runtime's int8 kernels run channels last, so its layout pass
+    cancels that Transpose against its own. An app fills the input from camera bytes with the scale and zero point
+    returned (code = round(x / scale) + zero_point, clipped), instead of floats the model quantizes again."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+    inp = next(i for i in g.input if i.name not in inits)
+    readers = [n for n in g.node if inp.name in n.input]
+    if len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+        raise UnsupportedError(f"--input-format quantized: model '{name}''s first layer runs in float32 (int8 does not "
+                               "pay there on this core); pass --int8-layers all to quantize it")
+    q = readers[0]
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    scale, zp = consts.get(q.input[1]), consts.get(q.input[2]) if len(q.input) > 2 else None
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+        raise UnsupportedError(f"--input-format quantized: model '{name}''s input quantization is not one constant "
+                               "scale and zero point")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    nhwc = len(dims) == 4
+    codes = f"{inp.name}_codes" if nhwc else q.output[0]
+    nodes = []
+    for n in g.node:
+        if n.op_type == "QuantizeLinear" and list(n.output) == list(q.output):
+            if nhwc:
+                nodes.append(helper.make_node("Transpose", [inp.name], [q.output[0]], name=f"{inp.name}_to_nchw",
+                                              perm=[0, 3, 1, 2]))
+            continue
+        kept = onnx.NodeProto()
+        kept.CopyFrom(n)
+        nodes.append(kept)
+    if not nhwc:  # the input feeds the dequantization directly: rename its readers' edge
+        for n in nodes:
+            for k, x in enumerate(n.input):
+                if x == q.output[0]:
+                    n.input[k] = inp.name
+    del g.node[:]
+    g.node.extend(nodes)
+    elem = helper.np_dtype_to_tensor_dtype(zp.dtype)
+    inp.type.tensor_type.elem_type = elem
+    if nhwc:
+        shape = inp.type.tensor_type.shape
+        old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
+        for o, d in zip(old, shape.dim):
+            o.CopyFrom(d)
+        del shape.dim[:]
+        for k in (0, 2, 3, 1):
+            shape.dim.add().CopyFrom(old[k])
+        dims = [dims[k] for k in (0, 2, 3, 1)]
+    onnx.checker.check_model(proto)
+    return proto, {"dtype": str(zp.dtype), "layout": "NHWC" if nhwc else "as the model's", "shape": dims,
+                   "scale": float(scale.reshape(-1)[0]), "zero_point": int(zp.reshape(-1)[0])}
+
+
+def encode_input(encoding: dict | None, x: np.ndarray) -> np.ndarray:
+    """Float model inputs ``x`` (NCHW for images) as a --input-format quantized model takes them: the codes of its
+    first QuantizeLinear (float32 division, rounding half to even, as ONNX Runtime's), channels last; ``x`` itself
+    when the model takes floats."""
+    if not encoding:
+        return x
+    dtype = np.dtype(encoding["dtype"])
+    info = np.iinfo(dtype)
+    q = np.rint(np.asarray(x, np.float32) / np.float32(encoding["scale"])) + encoding["zero_point"]
+    q = np.clip(q, info.min, info.max).astype(dtype)
+    return np.ascontiguousarray(q.transpose(0, 2, 3, 1) if encoding["layout"] == "NHWC" else q)
+
+
+def app_snippets(input_name: str, encoding: dict | None = None) -> dict[str, str]:
     """Creating the session in an Android (Kotlin) and an iOS (Swift) app with the options edgekit measured: the ORT
     format model, one intra-op thread, sequential execution, all graph optimizations (what runtimes/onnxruntime.py
-    and the emulated Arm core run)."""
+    and the emulated Arm core run); with a quantized input (``encoding``), the input tensor as bytes."""
+    if encoding:
+        fill = (f"code = clamp(round(x / {encoding['scale']:.9g}) + {encoding['zero_point']}, "
+                f"{np.iinfo(np.dtype(encoding['dtype'])).min}, {np.iinfo(np.dtype(encoding['dtype'])).max}), "
+                f"{encoding['dtype']}, {encoding['layout']}")
+        kotlin_type, swift_type = ("OnnxJavaType.INT8", ".int8") if encoding["dtype"] == "int8" else \
+            ("OnnxJavaType.UINT8", ".uInt8")
+        return {
+            "Android (Kotlin, com.microsoft.onnxruntime:onnxruntime-android)": f"""val env = OrtEnvironment.getEnvironment()
+val options = OrtSession.SessionOptions().apply {{
+    setIntraOpNumThreads(1)
+    setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL)
+    setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
+}}
+val bytes = context.assets.open("model.ort").readBytes()
+val session = env.createSession(bytes, options)
+// codes: one byte per input element ({fill}), shape {encoding['shape']} with batch 1
+val input = OnnxTensor.createTensor(env, ByteBuffer.wrap(codes), shape, {kotlin_type})
+session.run(mapOf("{input_name}" to input)).use {{ result ->
+    val scores = (result[0].value as Array<FloatArray>)[0]
+}}""",
+            "iOS (Swift, onnxruntime-objc pod)": f"""let env = try ORTEnv(loggingLevel: .warning)
+let options = try ORTSessionOptions()
+try options.setIntraOpNumThreads(1)
+try options.setGraphOptimizationLevel(.all)
+let path = Bundle.main.path(forResource: "model", ofType: "ort")!
+let session = try ORTSession(env: env, modelPath: path, sessionOptions: options)
+// codes: one byte per input element ({fill}), shape {encoding['shape']} with batch 1
+let input = try ORTValue(tensorData: NSMutableData(data: codes), elementType: {swift_type}, shape: shape)
+let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: [outputName], runOptions: nil)""",
+        }
     return {
         "Android (Kotlin, com.microsoft.onnxruntime:onnxruntime-android)": f"""val env = OrtEnvironment.getEnvironment()
 val options = OrtSession.SessionOptions().apply {{
