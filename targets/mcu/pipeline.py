@@ -575,8 +575,8 @@ DW_VARIANT_DEFINES = {"rows": "_ROWS", "1x3": "1X3", "5x5": "5X5", "rows_s1": "R
 GEMM_VARIANT_DEFINES = {"gemm_fast": "GEMM_FAST", "gemm_fast_nc": "GEMM_FAST_NC", "gemm_raw": "GEMM_RAW",
                         "fc_raw": "FC_RAW"}
 # -DEK_NN_NO_<name> per optional add / pool loop (kernel_pack.elementwise_code_variants)
-ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S", "add4s_clamp": "ADD4S_CLAMP",
-                               "gap": "GAP"}
+ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S",
+                               "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP"}
 
 
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
