@@ -269,7 +269,6 @@ def quantized_input(proto: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto,
                                "scale and zero point")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     nhwc = len(dims) == 4
-    codes = f"{inp.name}_codes" if nhwc else q.output[0]
     nodes = []
     for n in g.node:
         if n.op_type == "QuantizeLinear" and list(n.output) == list(q.output):
@@ -321,35 +320,20 @@ def app_snippets(input_name: str, encoding: dict | None = None) -> dict[str, str
     format model, one intra-op thread, sequential execution, all graph optimizations (what runtimes/onnxruntime.py
     and the emulated Arm core run); with a quantized input (``encoding``), the input tensor as bytes."""
     if encoding:
-        fill = (f"code = clamp(round(x / {encoding['scale']:.9g}) + {encoding['zero_point']}, "
-                f"{np.iinfo(np.dtype(encoding['dtype'])).min}, {np.iinfo(np.dtype(encoding['dtype'])).max}), "
-                f"{encoding['dtype']}, {encoding['layout']}")
-        kotlin_type, swift_type = ("OnnxJavaType.INT8", ".int8") if encoding["dtype"] == "int8" else \
-            ("OnnxJavaType.UINT8", ".uInt8")
-        return {
-            "Android (Kotlin, com.microsoft.onnxruntime:onnxruntime-android)": f"""val env = OrtEnvironment.getEnvironment()
-val options = OrtSession.SessionOptions().apply {{
-    setIntraOpNumThreads(1)
-    setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL)
-    setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
-}}
-val bytes = context.assets.open("model.ort").readBytes()
-val session = env.createSession(bytes, options)
-// codes: one byte per input element ({fill}), shape {encoding['shape']} with batch 1
-val input = OnnxTensor.createTensor(env, ByteBuffer.wrap(codes), shape, {kotlin_type})
-session.run(mapOf("{input_name}" to input)).use {{ result ->
-    val scores = (result[0].value as Array<FloatArray>)[0]
-}}""",
-            "iOS (Swift, onnxruntime-objc pod)": f"""let env = try ORTEnv(loggingLevel: .warning)
-let options = try ORTSessionOptions()
-try options.setIntraOpNumThreads(1)
-try options.setGraphOptimizationLevel(.all)
-let path = Bundle.main.path(forResource: "model", ofType: "ort")!
-let session = try ORTSession(env: env, modelPath: path, sessionOptions: options)
-// codes: one byte per input element ({fill}), shape {encoding['shape']} with batch 1
-let input = try ORTValue(tensorData: NSMutableData(data: codes), elementType: {swift_type}, shape: shape)
-let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: [outputName], runOptions: nil)""",
-        }
+        info = np.iinfo(np.dtype(encoding["dtype"]))
+        shape = ", ".join("N" if d is None else str(d) for d in encoding["shape"])
+        fill = (f"// codes: one byte per input element (code = clamp(round(x / {encoding['scale']:.9g}) + "
+                f"{encoding['zero_point']}, {info.min}, {info.max}), {encoding['dtype']}, {encoding['layout']}), "
+                f"shape [{shape}] with N = 1\n")
+        int8 = encoding["dtype"] == "int8"
+        kotlin = fill + f"val input = OnnxTensor.createTensor(env, ByteBuffer.wrap(codes), shape, " \
+                        f"OnnxJavaType.{'INT8' if int8 else 'UINT8'})"
+        swift = fill + f"let input = try ORTValue(tensorData: NSMutableData(data: codes), elementType: " \
+                       f"{'.int8' if int8 else '.uInt8'}, shape: shape)"
+    else:
+        kotlin = ("val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(features), shape)   // shape: the "
+                  "model's input, batch 1")
+        swift = "let input = try ORTValue(tensorData: NSMutableData(data: features), elementType: .float, shape: shape)"
     return {
         "Android (Kotlin, com.microsoft.onnxruntime:onnxruntime-android)": f"""val env = OrtEnvironment.getEnvironment()
 val options = OrtSession.SessionOptions().apply {{
@@ -359,7 +343,7 @@ val options = OrtSession.SessionOptions().apply {{
 }}
 val bytes = context.assets.open("model.ort").readBytes()
 val session = env.createSession(bytes, options)
-val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(features), shape)   // shape: the model's input, batch 1
+{kotlin}
 session.run(mapOf("{input_name}" to input)).use {{ result ->
     val scores = (result[0].value as Array<FloatArray>)[0]
 }}""",
@@ -369,7 +353,7 @@ try options.setIntraOpNumThreads(1)
 try options.setGraphOptimizationLevel(.all)
 let path = Bundle.main.path(forResource: "model", ofType: "ort")!
 let session = try ORTSession(env: env, modelPath: path, sessionOptions: options)
-let input = try ORTValue(tensorData: NSMutableData(data: features), elementType: .float, shape: shape)
+{swift}
 let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: [outputName], runOptions: nil)""",
     }
 
