@@ -81,6 +81,16 @@ int main(void)
     }
 #endif
     void *scratch = (void *)(((uintptr_t)out + max_out + 7u) & ~(uintptr_t)7u);
+/* A kernel taking its parameter struct (the case's fields), one input and the output: the timed call. */
+#define EK_CALL_IN_OUT(type, fn)                                                                                   \
+    do {                                                                                                           \
+        type p;                                                                                                    \
+        memset(&p, 0, sizeof p);                                                                                   \
+        memcpy(&p, at(c[2]), (size_t)nfields * 4);                                                                 \
+        ek_marker();                                                                                               \
+        rc = fn(&p, at(c[6]), (int8_t *)out);                                                                      \
+        ek_marker();                                                                                               \
+    } while (0)
     for (int32_t i = 0; i < n_cases; i++) {
         const int32_t *c = head + 4 + WORDS_PER_CASE * i;
         const int32_t op = c[0], nfields = c[1];
@@ -114,12 +124,7 @@ int main(void)
             rc = ek_add_s8(&p, a, a + p.rows * p.a_row_stride, (int8_t *)out);  /* b after a's rows */
             ek_marker();
         } else if (op == 4) {
-            ek_pool_params_t p;
-            memset(&p, 0, sizeof p);
-            memcpy(&p, at(c[2]), (size_t)nfields * 4);
-            ek_marker();
-            rc = ek_pool_s8(&p, at(c[6]), (int8_t *)out);
-            ek_marker();
+            EK_CALL_IN_OUT(ek_pool_params_t, ek_pool_s8);
         } else if (op == 5) {
             ek_lut_params_t p;
             memset(&p, 0, sizeof p);
@@ -137,19 +142,9 @@ int main(void)
             rc = ek_mul_s8(&p, a, a + p.rows * p.channels, (int8_t *)out);  /* b after a */
             ek_marker();
         } else if (op == 7) {
-            ek_transpose_params_t p;
-            memset(&p, 0, sizeof p);
-            memcpy(&p, at(c[2]), (size_t)nfields * 4);
-            ek_marker();
-            rc = ek_transpose_s8(&p, at(c[6]), (int8_t *)out);
-            ek_marker();
+            EK_CALL_IN_OUT(ek_transpose_params_t, ek_transpose_s8);
         } else if (op == 8) {
-            ek_upsample_params_t p;
-            memset(&p, 0, sizeof p);
-            memcpy(&p, at(c[2]), (size_t)nfields * 4);
-            ek_marker();
-            rc = ek_upsample_s8(&p, at(c[6]), (int8_t *)out);
-            ek_marker();
+            EK_CALL_IN_OUT(ek_upsample_params_t, ek_upsample_s8);
         } else {
             ek_fc_params_t p;
             memset(&p, 0, sizeof p);
