@@ -297,6 +297,24 @@ def _all_cases(isa: str = "dsp"):
             ("6x6x8 64-bit requant", (6, 6, 8), dict(padding=1, big_mult=True))):
         h, w, ch = geom
         c.append(_conv_case(rp, f"dw3x3 pairs {name}", h, w, ch, ch, 3, depthwise=True, layout="pairs", **kw))
+    # the transposed map (FLAG_DW_TRANSPOSED: rows / pairs run down the columns of a tall, narrow map, kernels stored
+    # transposed): a keyword CNN's 25x5 (auto), strides (2, 1) / (1, 2) / 2, asymmetric padding, 1-3 channels past a
+    # group of 4, row strides, no bias, the clamp and no-clamp stores, 64-bit requantization
+    rt = np.random.default_rng(78)
+    for name, geom, kw in (
+            ("25x5x64 relu (auto)", (25, 5, 64), dict(padding=1, act="relu")),
+            ("pairs_t 13x4x22 row strides", (13, 4, 22), dict(padding=1, layout="pairs_t", in_extra=4, out_extra=2)),
+            ("pairs_t s(2,1) 14x5x12 relu6", (14, 5, 12), dict(stride=(2, 1), padding=(1, 1, 1, 0),
+                                                            layout="pairs_t", act="relu6")),
+            ("pairs_t s(1,2) 11x6x9 no bias", (11, 6, 9), dict(stride=(1, 2), padding=1, layout="pairs_t",
+                                                             bias=False)),
+            ("pairs_t 9x3x8 64-bit requant", (9, 3, 8), dict(padding=1, layout="pairs_t", big_mult=True)),
+            ("rows_t 22x6x13 relu", (22, 6, 13), dict(padding=1, layout="rows_t", act="relu")),
+            ("rows_t s2 17x7x20 relu6 row strides", (17, 7, 20), dict(stride=2, padding=(1, 0, 1, 1), layout="rows_t",
+                                                                    act="relu6", in_extra=3, out_extra=5)),
+            ("rows_t 10x1x8 one column", (10, 1, 8), dict(padding=1, layout="rows_t"))):
+        h, w, ch = geom
+        c.append(_conv_case(rt, f"dw3x3 transposed {name}", h, w, ch, ch, 3, depthwise=True, **kw))
     c.append(_conv_case(rng, "dw5x5 ch-last dil2 10x9x6", 10, 9, 6, 6, 5, dilation=2, padding=3, depthwise=True,
                         layout="channels", in_extra=5, out_extra=3))
     c.append(_conv_case(rng, "dw3x1 ch-last 8x8x9", 8, 8, 9, 9, (3, 1), padding=(1, 1, 0, 0), depthwise=True,
@@ -639,13 +657,15 @@ def test_depthwise_layout_follows_the_measured_cost():
     bench/dw_layout_fit.py): rows on wide maps (also at stride 2 from 72x72x48: 2.90 against 3.23 per MAC), pairs on
     mid-sized maps at stride 1 (9x9x144: 2.67 against 2.75 channels-last), channels-last on the small ones, whose
     border pixels run only their taps inside the map (6x6x128: 2.65 against 2.67 pairs; 3x3x256 2.27 against 4.31),
-    and on most stride-2 ones."""
+    and on most stride-2 ones; tall, narrow maps on their transposed view."""
     def layout(h_out_w, c, s=1, isa="dsp", out_h=None):
         return kp.depthwise_layout(3, 3, s, 1, 1, h_out_w, c, stride_h=s, isa=isa, out_h=out_h)
     assert layout(36, 48, s=2) == "rows"
     assert layout(24, 96) == "rows" and layout(72, 8) == "rows" and layout(48, 8, s=2) == "rows"
     assert layout(9, 16) == "pairs" and layout(13, 144) == "pairs" and layout(9, 144) == "pairs"
-    assert layout(6, 128) == "channels" and layout(5, 64, out_h=25) == "channels"  # the keyword CNN's 25x5x64
+    # the keyword CNN's 25x5x64: pairs on the transposed map (2.39 per MAC against 2.84 channels-last)
+    assert layout(6, 128) == "channels" and layout(5, 64, out_h=25) == "pairs_t"
+    assert layout(25, 64, out_h=5) == "pairs"    # the same map lying down: its own orientation
     assert layout(3, 256) == "channels" and layout(5, 336, s=2) == "channels" and layout(3, 128, s=2) == "channels"
     # 5x5: rows, but channels-last on maps of at most 3 (most taps in the padding: 3x3x576 2.60 against 4.84 per MAC)
     assert kp.depthwise_layout(5, 5, 1, 1, 1, 3, 576) == "channels" and kp.depthwise_layout(5, 5, 1, 1, 1, 5, 96) == \
@@ -962,11 +982,32 @@ def test_depthwise_code_variants_follow_the_packing():
     assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
     assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop
+    assert variants(13, 4, 8, 3, padding=1, layout="pairs_t") == {"pairs", "pairs_s1_nc"}
+    assert variants(14, 5, 8, 3, padding=1, layout="pairs_t", stride=(2, 1)) == {"pairs", "pairs_s2_nc"}
+    assert variants(14, 5, 8, 3, padding=1, layout="rows_t", stride=(2, 1), act="relu") == {"rows", "rows_s2"}
     assert variants(9, 11, 7, (1, 3), padding=(0, 0, 1, 1)) == {"rows", "1x3"}
     assert variants(8, 8, 9, (3, 1), padding=(1, 1, 0, 0)) == {"rows", "1x3"}
     assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}
     assert variants(12, 11, 6, 5, dilation=2, padding=4) == set()          # dilated: the generic ring path
     assert variants(9, 9, 16, 3, padding=1, isa="mve") == set()                 # Helium: its own code
+
+
+def test_tall_maps_run_depthwise_on_the_transposed_map():
+    """A keyword CNN's 25x5 depthwise is priced and packed on the transposed map (5x25: rows of 25 outputs), its
+    kernels stored transposed; a square map keeps its own orientation; a nested image's layouts never transpose."""
+    rng = np.random.default_rng(5)
+    case, _ = _conv_case(rng, "kws", 25, 5, 64, 64, 3, padding=1, depthwise=True, act="relu")
+    p = case.layer.params
+    assert case.layer.notes["layout"] == "pairs_t" and p["flags"] & kp.FLAG_DW_TRANSPOSED
+    assert (p["in_h"], p["in_w"], p["out_h"], p["out_w"]) == (25, 5, 25, 5)          # the layer's own geometry
+    view = kp.dw_view(p)
+    assert (view["in_h"], view["in_w"], view["pad_top"], view["pad_left"]) == (5, 25, 1, 1)
+    assert kp.depthwise_conv2d_scratch_bytes(p) == kp.dw_pairs_plane_bytes(5, 25, 1, 1)
+    cost = kp.depthwise3x3_layer_instructions(1, 1, 25, 5, 64, (25, 5, 1, 1))
+    assert cost["pairs_t"] < min(cost["channels"], cost["pairs"], cost["rows"])
+    square, _ = _conv_case(rng, "sq", 12, 12, 64, 64, 3, padding=1, depthwise=True)
+    assert not square.layer.params["flags"] & kp.FLAG_DW_TRANSPOSED
+    assert "pairs_t" not in kp.depthwise3x3_layer_instructions(1, 1, 25, 5, 64, transposed=False)
 
 
 def test_block_kernel_and_loop_variants_follow_the_packing():

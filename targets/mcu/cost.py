@@ -282,8 +282,8 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
     kernel_pack.dw_channels_instructions (per pixel, pixel-group and group-tap inside the map, fitted by
     bench/dw_layout_fit.py). The pairs layout (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of
     kernel_pack.dw_pairs_instructions (its per-step, per-row, per-channel-pair and plane-building terms, fitted by
-    bench/dw_layout_fit.py)."""
-    p = step.params
+    bench/dw_layout_fit.py). A call packed for the transposed map (FLAG_DW_TRANSPOSED) is priced in that view."""
+    p = kernel_pack.dw_view(step.params)
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
     if p.get("flags", 0) & kernel_pack.FLAG_DW_PAIRS:  # units: the M7's instructions by the kernel's own model
         key = "depthwise_pairs_s2_int8_ek" if p["stride_w"] == 2 else "depthwise_pairs_int8_ek"

@@ -90,6 +90,7 @@ FLAG_DW_PAIRS = 1024  # depthwise 3x3: column pairs of a padded plane per 4 chan
 FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cores with the DSP extension)
 FLAG_CONV_FC = 2048  # conv: each output pixel's window as one fully connected row, int8 weights in the FC layout
 FLAG_WIDE_WEIGHTS = 8192  # conv (tile GEMM): weights stored widened (int16 pairs, the weight cache's layout)
+FLAG_DW_TRANSPOSED = 16384  # depthwise 3x3, rows or pairs layout: runs on the transposed map, weights [C][kw][kh]
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -817,6 +818,20 @@ def _check_strides(params: dict, what: str) -> None:
                          f"({params['out_w']} x {params['out_c']} bytes)")
 
 
+def dw_view(params: dict) -> dict:
+    """A depthwise call's parameters as its kernels see them: for FLAG_DW_TRANSPOSED (a tall, narrow map run as a
+    short, wide one: ek_depthwise_conv2d_s8's ek__dw_transpose) heights and widths, strides, dilations and paddings
+    swapped; otherwise ``params`` itself."""
+    if not params.get("flags", 0) & FLAG_DW_TRANSPOSED:
+        return params
+    v = dict(params)
+    for a, b in (("in_h", "in_w"), ("out_h", "out_w"), ("kernel_h", "kernel_w"), ("stride_h", "stride_w"),
+                 ("dilation_h", "dilation_w"), ("pad_top", "pad_left"), ("pad_bottom", "pad_right")):
+        if a in params and b in params:
+            v[a], v[b] = params[b], params[a]
+    return v
+
+
 def depthwise_conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_depthwise_conv2d_s8 (ek_depthwise_conv2d_s8_scratch_bytes): 4 channels x a ring of
     ``(kernel_h - 1) * dilation_h + 1`` int16 rows of the padded width (+ slack), wide enough for the outputs rounded
@@ -827,6 +842,8 @@ def depthwise_conv2d_scratch_bytes(params: dict) -> int:
         return _ceil(p["in_c"], 16)
     if p.get("flags", 0) & (FLAG_DW_CHANNELS | FLAG_RV):
         return 0
+    p = dw_view(p)
+
     def ring(out_w, stride_w, kernel_w, dilation_w, kernel_h, dilation_h):
         out_w4 = (out_w + 3) // 4 * 4
         plane_w = (out_w4 - 1) * stride_w + (kernel_w - 1) * dilation_w + 1
@@ -886,6 +903,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV) or not flags & FLAG_FAST_REQUANT:
         return set()
+    p = dw_view(p)
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
     if flags & FLAG_DW_CHANNELS and kw == 1 and kh > 1:  # a Kx1 kernel's asm loop (dilated too)
         return {"chk1"}
@@ -961,8 +979,9 @@ def depthwise_runs_columns(p: dict) -> bool:
 
 def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_w: int, out_w: int,
                      channels: int, stride_h: int = 1, isa: str = "dsp", out_h: int | None = None,
-                     geometry: tuple[int, int, int, int] | None = None) -> str:
-    """``rows``, ``channels`` or ``pairs`` for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`),
+                     geometry: tuple[int, int, int, int] | None = None, transposed: bool = True) -> str:
+    """``rows``, ``channels`` or ``pairs`` (or, with ``transposed`` on the DSP cores, ``rows_t`` / ``pairs_t``: the
+    same on the transposed map) for a depthwise layer of this geometry (see :func:`pack_depthwise_conv2d`),
     also for each patch tile's window: on the DSP cores by the measured cost of each
     (:func:`depthwise3x3_layer_instructions`; ``out_h`` None: a square map; ``geometry`` (in_h, in_w, pad_top,
     pad_left), None: padding 1 and the input the outputs read), elsewhere by fixed thresholds (rows or channels)."""
@@ -981,17 +1000,21 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     if isa != "dsp":
         wins = channels < DW_CHANNELS_MIN_C or (stride_w == 1 and out_w >= DW_ROWS_MIN_OUT_W)
         return "rows" if wins else "channels"
-    cost = depthwise3x3_layer_instructions(stride_h, stride_w, out_h or out_w, out_w, channels, geometry)
+    cost = depthwise3x3_layer_instructions(stride_h, stride_w, out_h or out_w, out_w, channels, geometry,
+                                           transposed=transposed)
     return min(cost, key=cost.get)
 
 
 def depthwise3x3_layer_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, channels: int,
-                                    geometry: tuple[int, int, int, int] | None = None) -> dict[str, float]:
+                                    geometry: tuple[int, int, int, int] | None = None,
+                                    transposed: bool = True) -> dict[str, float]:
     """Estimated M7 instructions of a 3x3 depthwise layer (stride_w 1 or 2; ``geometry`` (in_h, in_w, pad_top,
     pad_left), None: padding 1 and the input as large as the outputs read) per layout: ``rows``
     (:func:`depthwise3x3_row_instructions` per output row), ``channels`` (:func:`dw_channels_instructions`) and
     ``pairs`` (:func:`dw_pairs_instructions`, where its plane fits DW_PAIRS_MAX_SCRATCH and there are 2 outputs a
-    row)."""
+    row); with ``transposed`` also ``rows_t`` and ``pairs_t``, the same on the transposed map (FLAG_DW_TRANSPOSED:
+    rows of outputs are the map's columns, so a tall, narrow map such as a keyword CNN's 25x5 runs as a 5x25 one),
+    where stride_h is 1 or 2."""
     in_h, in_w, pad_top, pad_left = geometry or (out_h * stride_h, out_w * stride_w, 1, 1)
     cost = {"rows": depthwise3x3_row_instructions(stride_w, out_w, channels) * out_h,
             "channels": dw_channels_instructions(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top,
@@ -999,6 +1022,10 @@ def depthwise3x3_layer_instructions(stride_h: int, stride_w: int, out_h: int, ou
     if out_w >= 2 and dw_pairs_plane_bytes(out_h, out_w, stride_h, stride_w) <= DW_PAIRS_MAX_SCRATCH:
         cost["pairs"] = dw_pairs_instructions(stride_h, stride_w, out_h, out_w, channels, in_h, in_w, pad_top,
                                               pad_left)
+    if transposed and stride_h in (1, 2):
+        view = depthwise3x3_layer_instructions(stride_w, stride_h, out_w, out_h, channels,
+                                               (in_w, in_h, pad_left, pad_top), transposed=False)
+        cost.update({f"{k}_t": v for k, v in view.items() if k != "channels"})
     return cost
 
 
@@ -1069,7 +1096,9 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
     ``weights`` int8 ``[C, 1, KH, KW]``; other arguments as :func:`pack_conv2d`. ``layout``: ``rows`` (the row
     kernels over a ring of widened rows; weights kept in PyTorch layout), ``channels`` (4 channels per pixel at once,
     weights as int16 pairs per tap and group of 4 channels: (w0|w2, w1|w3), 2 bytes per weight), ``pairs`` (3x3,
-    stride_w 1 or 2: a padded plane of column pairs per 4 channels; weights in PyTorch layout) or ``auto``: rows
+    stride_w 1 or 2: a padded plane of column pairs per 4 channels; weights in PyTorch layout), ``rows_t`` /
+    ``pairs_t`` (3x3, stride_h 1 or 2: rows / pairs on the transposed map, FLAG_DW_TRANSPOSED, each kernel stored
+    transposed; params stay the layer's own) or ``auto``: rows
     or pairs for 3x3 (stride 1 or 2, no dilation) where they are faster and always for 1x3, 3x1 and 5x5 (stride 1
     or 2; 5x5 on outputs at most DW5_CHANNELS_MAX_OUT_W wide channels-last) (:func:`depthwise_layout`), else
     channels (geometry only, so planning with placeholder scales picks the same). ``isa="mve"``: the Helium layout
@@ -1122,16 +1151,30 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
         layout = depthwise_layout(kh, kw, g["stride_w"], g["dilation_h"], g["dilation_w"], g["out_w"], c,
                                   stride_h=g["stride_h"], isa=isa, out_h=g["out_h"],
                                   geometry=(g["in_h"], g["in_w"], g["pad_top"], g["pad_left"]))
-    if layout not in ("rows", "channels", "pairs"):
-        raise UsageError(f"depthwise_conv2d: layout must be rows, channels, pairs or auto, got {layout!r}")
+    if layout not in ("rows", "channels", "pairs", "rows_t", "pairs_t"):
+        raise UsageError(f"depthwise_conv2d: layout must be rows, channels, pairs, rows_t, pairs_t or auto, got "
+                         f"{layout!r}")
+    if layout.endswith("_t"):  # the transposed map: the kernel transposed too, the same code on the view
+        if (kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or g["stride_h"] not in (1, 2):
+            raise UsageError(f"depthwise_conv2d: the {layout} layout takes 3x3 kernels, dilation 1, stride_h 1 or 2")
+        params["flags"] |= FLAG_DW_TRANSPOSED
+        w = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
+        layout = layout[:-2]
+        if layout == "rows":
+            return PackedLayer(kind="depthwise_conv2d", params=params, weights=w.reshape(-1).astype(np.int8),
+                               bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
+                               requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
+                               weight_padding_bytes=0, notes=dict(fast_requant=fast, layout="rows_t"))
     if layout == "pairs":
-        if (kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or g["stride_w"] not in (1, 2):
+        view = dw_view(params)
+        if (kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or view["stride_w"] not in (1, 2):
             raise UsageError("depthwise_conv2d: the pairs layout takes 3x3 kernels, dilation 1, stride_w 1 or 2")
         params["flags"] |= FLAG_DW_PAIRS
         return PackedLayer(kind="depthwise_conv2d", params=params, weights=w.reshape(-1).astype(np.int8),
                            bias=None if bias is None else np.asarray(bias, dtype=np.int32).copy(),
                            requant=table, scratch_bytes=depthwise_conv2d_scratch_bytes(params),
-                           weight_padding_bytes=0, notes=dict(fast_requant=fast, layout="pairs"))
+                           weight_padding_bytes=0,
+                           notes=dict(fast_requant=fast, layout="pairs_t" if view is not params else "pairs"))
     if layout == "channels":
         params["flags"] |= FLAG_DW_CHANNELS
         groups = _ceil(c, 4) // 4

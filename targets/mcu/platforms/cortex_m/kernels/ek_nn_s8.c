@@ -3126,6 +3126,12 @@ size_t ek_depthwise_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & (EK_NN_FLAG_DW_CHANNELS | EK_NN_FLAG_RV)) {
         return 0;
     }
+    if (p->flags & EK_NN_FLAG_DW_TRANSPOSED) { /* the kernels run on the transposed view */
+        ek_conv_params_t t;
+        ek__dw_transpose(p, &t);
+        t.flags &= ~EK_NN_FLAG_DW_TRANSPOSED;
+        return ek_depthwise_conv2d_s8_scratch_bytes(&t);
+    }
     size_t plane = 0;
     if (p->flags & EK_NN_FLAG_DW_PAIRS) { /* the padded plane of one group of 4 channels (ek__dw_pairs), or a ring */
         int32_t npo, pw, ph;
@@ -3955,9 +3961,9 @@ static inline int32_t ek__elem16(const uint32_t *row, int32_t col)
 /* One output row of one channel, in C: the portable build, the 64-bit requantisation, and kernels other than 3x3
  * (the DSP build runs 3x3 with fast requantisation through ek__dw3x3_fast). */
 static void ek__dw_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const uint32_t *ring, const int8_t *wq,
-                       int32_t bias, const int32_t *q, const ek__rq_t *rq, int32_t oy, int8_t *out)
+                       int32_t bias, const int32_t *q, const ek__rq_t *rq, int32_t oy, int8_t *out, int32_t opix)
 {
-    const int32_t kh = p->kernel_h, kw = p->kernel_w, C = p->out_c, ow = p->out_w;
+    const int32_t kh = p->kernel_h, kw = p->kernel_w, C = opix, ow = p->out_w; /* C: bytes per output pixel */
     const uint32_t *rows[16];
     const int32_t nrows = kh <= 16 ? kh : 16;
     const uint32_t *r0 = NULL, *r1 = NULL, *r2 = NULL;
@@ -4761,10 +4767,11 @@ __asm__(
 /* Plane rows of channels c0 .. c0 + nc - 1 (the words of pure padding are never written: zeroed once). */
 static __attribute__((noinline, optimize("Os"))) void ek__dwp_build(const ek_conv_params_t *p, const int8_t *input,
                                                                     int32_t c0, int32_t nc, uint32_t *plane,
-                                                                    int32_t pw, int32_t ph)
+                                                                    int32_t pw, int32_t ph, int32_t pix)
 {
-    /* Every field in a local: the stores below may alias anything, which would reload them per store. */
-    const int32_t C = p->in_c, in_h = p->in_h, in_w = p->in_w, pl = p->pad_left, off = p->input_offset;
+    /* Every field in a local: the stores below may alias anything, which would reload them per store. C: bytes per
+     * input pixel of a row (in_c, or the row stride on the transposed view). */
+    const int32_t C = pix, in_h = p->in_h, in_w = p->in_w, pl = p->pad_left, off = p->input_offset;
     const int32_t pt = p->pad_top, in_rs = p->in_row_stride;
     const uint32_t off2 = ek__pack16(off, off);
     const int32_t j_lo = (pl + 1) / 2, j_hi = (pl + in_w) / 2 < pw ? (pl + in_w) / 2 : pw; /* both columns inside */
@@ -4838,9 +4845,9 @@ static inline void ek__dwp_krow(const uint32_t *t, const uint32_t *w, int32_t *o
 static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_conv_params_t *p, const ek__rq_t *r,
                                                                        const uint32_t *plane, int32_t pw, int32_t npo,
                                                                        int32_t ca, int32_t two, int32_t cp,
-                                                                       int8_t *output, const int s2)
+                                                                       int8_t *output, const int s2, int32_t opix)
 {
-    const int32_t cb = two ? ca + 1 : ca, C = p->in_c, rw = 4 * pw, out_w = p->out_w;
+    const int32_t cb = two ? ca + 1 : ca, C = opix, rw = 4 * pw, out_w = p->out_w; /* C: bytes per output pixel */
     uint32_t w[12]; /* per kernel row: channel a (w0|w1, w1|w2 or w2|0), channel b (the same) */
     for (int32_t ky = 0; ky < 3; ky++) {
         const int8_t *ka = p->weights + 9 * ca + 3 * ky, *kb = p->weights + 9 * cb + 3 * ky;
@@ -4878,7 +4885,7 @@ static __attribute__((noinline, optimize("Os"))) void ek__dwp_channels(const ek_
 
 static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv_params_t *p, const ek__rq_t *rq,
                                                                    const int8_t *input, int8_t *output,
-                                                                   uint32_t *plane)
+                                                                   uint32_t *plane, int32_t pix, int32_t opix)
 {
     int32_t npo, pw, ph;
     ek__dwp_geom(p, &npo, &pw, &ph);
@@ -4900,9 +4907,9 @@ static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv
     ek__dwp_args_t a;
     a.rw = 16 * pw;
     a.row_step = 16 * pw * p->stride_h;
-    a.c = p->out_c;
+    a.c = opix;
     a.out_rs = p->out_row_stride;
-    a.pairs_bytes = 2 * p->out_c * (p->out_w / 2);
+    a.pairs_bytes = 2 * opix * (p->out_w / 2);
     a.rows = p->out_h;
     a.odd = p->out_w & 1;
     a.upper4 = ek__bytes4(r.upper);
@@ -4911,7 +4918,7 @@ static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv
 #endif
     for (int32_t c0 = 0; c0 < p->in_c; c0 += 4) {
         const int32_t nc = p->in_c - c0 < 4 ? p->in_c - c0 : 4;
-        ek__dwp_build(p, input, c0, nc, plane, pw, ph);
+        ek__dwp_build(p, input, c0, nc, plane, pw, ph, pix);
         int32_t cp = 0;
 #if EK_NN_DSP
         if (asm_ok) {
@@ -4928,7 +4935,7 @@ static __attribute__((noinline, optimize("Os"))) void ek__dw_pairs(const ek_conv
         }
 #endif
         for (; cp < nc; cp += 2) {
-            ek__dwp_channels(p, &r, plane, pw, npo, c0 + cp, cp + 1 < nc, cp, output, p->stride_w == 2);
+            ek__dwp_channels(p, &r, plane, pw, npo, c0 + cp, cp + 1 < nc, cp, output, p->stride_w == 2, opix);
         }
     }
 }
@@ -4948,8 +4955,6 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     }
     EK_NN_HELIUM(p, ek__mve_depthwise_conv2d_s8(p, input, output, scratch));
     EK_NN_SCALAR(p, ek__rv_depthwise3x3(p, input, output));
-    ek__dw_geom_t g;
-    ek__dw_geom(p, &g);
     uint32_t *ring = (uint32_t *)scratch;
     const int32_t khw = p->kernel_h * p->kernel_w;
     ek__rq_t rq;
@@ -4958,9 +4963,21 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         ek__dw_channels(p, &rq, input, output);
         return EK_NN_OK;
     }
+    /* EK_NN_FLAG_DW_TRANSPOSED: every path below runs on the transposed view (its rows are the map's columns; the
+     * weights were packed transposed), pix / opix the bytes from one pixel of its rows to the next */
+    ek_conv_params_t view;
+    int32_t pix = p->in_c, opix = p->out_c;
+    if (p->flags & EK_NN_FLAG_DW_TRANSPOSED) {
+        ek__dw_transpose(p, &view);
+        pix = p->in_row_stride;
+        opix = p->out_row_stride;
+        p = &view;
+    }
+    ek__dw_geom_t g;
+    ek__dw_geom(p, &g);
 #if !EK_NN_NO_DW_PAIRS
     if ((p->flags & EK_NN_FLAG_DW_PAIRS) && ek__dwp_applies(p)) {
-        ek__dw_pairs(p, &rq, input, output, ring);
+        ek__dw_pairs(p, &rq, input, output, ring, pix, opix);
         return EK_NN_OK;
     }
 #endif
@@ -4970,7 +4987,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2) &&
              ek__dw3x3_row_fn(sw == 2, rq.upper == 127 && rq.back == 0)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
             (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && (sw == 1 || sw == 2))) {
-            ek__dw_rows_fast(p, &rq, input, output, ring, p->in_c, p->out_c);
+            ek__dw_rows_fast(p, &rq, input, output, ring, pix, opix);
             return EK_NN_OK;
         }
         if (!EK_NN_NO_DW1X3 && ek__dw_columns(p)) {
@@ -4991,14 +5008,14 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t first = oy * p->stride_h, end = first + g.slots;
             for (int32_t pr = next_row > first ? next_row : first; pr < end; pr++) {
-                ek__dw_build_row(p, &g, input, c0, nc, pr, ring, p->in_c);
+                ek__dw_build_row(p, &g, input, c0, nc, pr, ring, pix);
             }
             next_row = end;
             int8_t *orow = output + oy * p->out_row_stride;
             for (int32_t ch = 0; ch < nc; ch++) {
                 const int32_t c = c0 + ch;
                 ek__dw_row(p, &g, ring + ch * g.slots * g.row_words, p->weights + c * khw, p->bias ? p->bias[c] : 0,
-                           p->requant + 4 * c, &rq, oy, orow + c);
+                           p->requant + 4 * c, &rq, oy, orow + c, opix);
             }
         }
     }

@@ -62,6 +62,8 @@ extern "C" {
 #define EK_NN_FLAG_WIDE_WEIGHTS 8192u /* conv (tile GEMM): weights stored already widened, int16 pairs in the
                                      * weight cache's layout, so no call widens them (kernel_pack decides) */
 #define EK_NN_FLAG_ADD_PAIRS 512u /* add: 17 <= shift, multipliers split at 2^16 fit SMLAD (kernel_pack decides) */
+#define EK_NN_FLAG_DW_TRANSPOSED 16384u /* depthwise 3x3, rows or pairs layout: run on the transposed map (a tall,
+                                         * narrow map as a short, wide one); weights [C][kw][kh] (kernel_pack decides) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
