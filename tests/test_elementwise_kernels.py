@@ -94,7 +94,8 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
         ref = ref_pool(x, mode, k, s, pads, (oh, ow), q.get("x_zp", 0), q.get("mult", 0), q.get("shift", 1),
                        q.get("out_zp", 0))
         out.append((Case(f"{mode} pool {hwc}", layer, x.reshape(-1), ref.size), ref.reshape(-1)))
-    for b, r, c in ((3, 4, 8), (1, 9, 6), (2, 7, 13), (5, 1, 3), (1, 16, 12)):  # transposes: 4x4 blocks and edges
+    for b, r, c in ((3, 4, 8), (2, 4, 4), (1, 4, 20), (3, 2, 8), (2, 2, 4), (1, 9, 6), (2, 7, 13), (5, 1, 3), (1, 16, 12)):  # transposes:
+        # 4x4 blocks and edges; 4 or 2 rows (a 4- or 2-group channel shuffle): one to five blocks a pixel
         x = rng.integers(-128, 128, (b, r, c)).astype(np.int8)
         out.append((Case(f"transpose {b}x{r}x{c}", kp.pack_transpose(b, r, c), x.reshape(-1), x.size),
                      x.transpose(0, 2, 1).reshape(-1)))

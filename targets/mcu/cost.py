@@ -65,6 +65,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         return "mul_int8_ek", out, step.params["channels"], 0
     if step.kind == "ek_transpose":  # per edge element (a byte at a time), per 4x4 block of bytes, per row of blocks
         p = step.params
+        if p["rows"] == 2 and p["cols"] % 4 == 0:  # its 2-row loop (ek__shuffle2): per turn of 4 columns, per pixel
+            return "transpose2_int8_ek", 0, p["batches"] * p["cols"] // 4, p["batches"]
         blocks = (p["rows"] // 4) * (p["cols"] // 4) * p["batches"]
         key = "transpose4_int8_ek" if p["rows"] == 4 and p["cols"] % 4 == 0 else "transpose_int8_ek"  # (its loop)
         return key, out - 16 * blocks, blocks, p["batches"] * -(-p["rows"] // 4)
