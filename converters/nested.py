@@ -105,7 +105,11 @@ the epochs) for both: −1.3/−0.5/−1.7/−1.3, with it γ = 0 and λ = 2: �
 the narrow points not); an exponential moving average of the weights (decay 0.99 a step, for both):
 +0.6/+0.5/−1.3/−2.0; the full network anchored to its own outputs before nesting on mixup inputs (the batch blended
 with a shuffled copy of itself — inputs it cannot fit by rote, unlike the training clips above — a term μ·τ²·KL
-added to the loss): μ = 1 −2.4/−1.2/−0.9/−1.4, μ = 4 −8.9/−3.1/−2.6/−1.3. Across training seeds (the order of the
+added to the loss): μ = 1 −2.4/−1.2/−0.9/−1.4, μ = 4 −8.9/−3.1/−2.6/−1.3; the shared weights held near the pretrained ones (L2-SP, a term
+μ/2·Σ‖w − w₀‖² over every trained parameter; seed 0, nested accuracy 0.25/0.5/0.75/1 against the default's
+75.7/86.3/89.4/91.3 %): μ = 0.1 70.2/83.0/87.7/91.3 %, μ = 1 38.4/71.5/84.8/91.6 % — the full network stays
+1.5-2 points below its twin even with its weights held near the pretrained ones, while the narrow points lose
+their room to adapt. Across training seeds (the order of the
 mini-batches and of the sampled points) one seed's difference moves by 1-3 points: seeds 0-3 with bench/budgets.py's
 settings give +1.2/−1.2/−0.9/−1.3 at 0.25, +0.5/−1.5/−2.2/+0.3 at 0.5, −1.3/−1.4/−2.1/−0.7 at 0.75 and
 −2.1/−3.0/−1.0/−2.5 at full width (means −0.6/−0.7/−1.4/−2.1), so bench/budgets.py compares means over seeds. The
