@@ -347,3 +347,39 @@ def test_layout_moves_run_on_the_transpose_kernel(tmp_path, target):
     assert art.report["build"]["step_kernels"].count("ek_transpose") == 2
     meas = api.profile(tmp_path / "out").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+class _TallShuffle(torch.nn.Module):
+    """A keyword CNN's tall, narrow map (25x5): a depthwise 3x3 the layout cost runs on the transposed map, then a
+    channel shuffle of 2 groups and one of 4 (the transpose kernel's 2- and 4-row loops)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 16, (10, 4), stride=2, padding=(5, 1))
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.dw(torch.relu(self.c1(x))))
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = torch.relu(self.pw(y)).view(n, 4, c // 4, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_tall_depthwise_and_shuffles_leave_the_channels_last_code_out(tmp_path):
+    """The 25x5 depthwise runs the row kernels on its transposed map, so no call is channels-last and the firmware
+    leaves that path out (-DEK_NN_NO_DW_CHANNELS); the shuffles run on their asm loops; bit for bit the reference."""
+    from edgekit.model import Model
+
+    torch.manual_seed(7)
+    x = np.random.default_rng(7).standard_normal((6, 1, 49, 10)).astype(np.float32)
+    m = Model.from_module(_TallShuffle().eval(), torch.from_numpy(x[:1]), name="tall", calib=x, test_x=x[:3])
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8")
+    flags = art.report["build"]["cflags"]
+    assert "-DEK_NN_NO_DW_CHANNELS=1" in flags  # (16 channels: the rows layout on the transposed map)
+    assert "-DEK_NN_NO_DW_ROWS=1" not in flags
+    assert art.report["build"]["step_kernels"].count("ek_transpose") == 2
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

@@ -976,9 +976,12 @@ def test_depthwise_code_variants_follow_the_packing():
 
     assert variants(16, 16, 8, 3, padding=1, layout="rows") == {"rows", "rows_s1_nc"}
     assert variants(16, 16, 8, 3, padding=1, layout="rows", stride=2, act="relu") == {"rows", "rows_s2"}
-    assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"ch3x3_nc"}
-    assert variants(16, 16, 8, 3, padding=1, layout="channels", act="relu") == {"ch3x3"}
-    assert variants(3, 3, 8, 5, padding=2, layout="channels") == {"ch5x5_nc"}
+    assert variants(16, 16, 8, 3, padding=1, layout="channels") == {"channels", "ch3x3_nc"}
+    assert variants(16, 16, 8, 3, padding=1, layout="channels", act="relu") == {"channels", "ch3x3"}
+    assert variants(3, 3, 8, 5, padding=2, layout="channels") == {"channels", "ch5x5_nc"}
+    # channels-last without its asm (dilated, 64-bit requantization): its C path, which nothing else replaces
+    assert variants(10, 9, 6, 5, dilation=2, padding=4, layout="channels") == {"channels"}
+    assert variants(8, 8, 8, 3, padding=1, layout="channels", big_mult=True) == {"channels"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
     assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop
@@ -988,7 +991,7 @@ def test_depthwise_code_variants_follow_the_packing():
     assert variants(9, 11, 7, (1, 3), padding=(0, 0, 1, 1)) == {"rows", "1x3"}
     assert variants(8, 8, 9, (3, 1), padding=(1, 1, 0, 0)) == {"rows", "1x3"}
     assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}
-    assert variants(12, 11, 6, 5, dilation=2, padding=4) == set()          # dilated: the generic ring path
+    assert variants(12, 11, 6, 5, dilation=2, padding=4) == {"channels"}   # dilated: channels-last, its C loop
     assert variants(9, 9, 16, 3, padding=1, isa="mve") == set()                 # Helium: its own code
 
 

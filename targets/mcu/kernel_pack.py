@@ -894,24 +894,28 @@ def depthwise_code_variants(p: dict) -> set[str]:
     within the 3x3 ones one of ``rows_s1``, ``rows_s1_nc``, ``rows_s2``, ``rows_s2_nc`` (the row kernel per stride,
     with the clamp or without: "_nc" when the activation range is all of int8), ``ch3x3`` / ``ch3x3_nc`` (the
     channels-last 3x3 pixel kernels), ``ch5x5`` / ``ch5x5_nc`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
-    Conv1d's), ``pairs`` (the pairs layout)
+    Conv1d's), ``channels`` (the channels-last layout's C path and dispatch: every channels-last call; unlike the
+    others it has no fallback, its weights being int16 pairs), ``pairs`` (the pairs layout)
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
     EK_NN_NO_DW5X5, EK_NN_NO_DWR_S1, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC, ..., EK_NN_NO_DW_PAIRS,
     EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths stay (and a call whose no-clamp function is
     left out runs the clamp one), so that never changes a result."""
     flags = p.get("flags", 0)
-    if flags & (FLAG_MVE | FLAG_RV) or not flags & FLAG_FAST_REQUANT:
+    if flags & (FLAG_MVE | FLAG_RV):
         return set()
+    if not flags & FLAG_FAST_REQUANT:  # the generic paths (channels-last: its C loop)
+        return {"channels"} if flags & FLAG_DW_CHANNELS else set()
     p = dw_view(p)
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
     if flags & FLAG_DW_CHANNELS and kw == 1 and kh > 1:  # a Kx1 kernel's asm loop (dilated too)
-        return {"chk1"}
+        return {"channels", "chk1"}
     if (p["dilation_h"], p["dilation_w"]) != (1, 1):
-        return set()
+        return {"channels"} if flags & FLAG_DW_CHANNELS else set()
     nc = "_nc" if (p["act_min"], p["act_max"]) == (-128, 127) else ""
     if flags & FLAG_DW_CHANNELS:
-        return {"ch3x3" + nc} if (kh, kw) == (3, 3) else {"ch5x5" + nc} if (kh, kw) == (5, 5) else set()
+        return {"channels"} | ({"ch3x3" + nc} if (kh, kw) == (3, 3) else {"ch5x5" + nc} if (kh, kw) == (5, 5) else
+                               set())
     if flags & FLAG_DW_PAIRS:  # its C driver, and one of its 4 asm functions
         if p["out_w"] < 2:
             return {"pairs"}

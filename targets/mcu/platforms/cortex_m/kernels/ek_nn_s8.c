@@ -104,6 +104,12 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_ROWS
 #define EK_NN_NO_DW_ROWS 0
 #endif
+/* The channels-last layout's C path and asm dispatch (ek__dw_channels): left out only when no call of the firmware
+ * is packed channels-last (its weights are int16 pairs no other path reads; such a call then returns
+ * EK_NN_ERR_ARG). */
+#ifndef EK_NN_NO_DW_CHANNELS
+#define EK_NN_NO_DW_CHANNELS 0
+#endif
 #ifndef EK_NN_NO_DW1X3
 #define EK_NN_NO_DW1X3 0
 #endif
@@ -4959,10 +4965,17 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
     const int32_t khw = p->kernel_h * p->kernel_w;
     ek__rq_t rq;
     ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+#if !EK_NN_NO_DW_CHANNELS /* (left out when no call is packed channels-last: pipeline.firmware_cflags) */
     if (p->flags & EK_NN_FLAG_DW_CHANNELS) {
         ek__dw_channels(p, &rq, input, output);
         return EK_NN_OK;
     }
+#else
+    if (p->flags & EK_NN_FLAG_DW_CHANNELS) { /* no other path reads its int16 weight pairs: refused, not wrong */
+        return EK_NN_ERR_ARG;
+    }
+    (void)ek__dw_channels;
+#endif
     /* EK_NN_FLAG_DW_TRANSPOSED: every path below runs on the transposed view (its rows are the map's columns; the
      * weights were packed transposed), pix / opix the bytes from one pixel of its rows to the next */
     ek_conv_params_t view;
