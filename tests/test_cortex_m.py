@@ -370,7 +370,8 @@ class _TallShuffle(torch.nn.Module):
 
 def test_tall_depthwise_and_shuffles_leave_the_channels_last_code_out(tmp_path):
     """The 25x5 depthwise runs the row kernels on its transposed map, so no call is channels-last and the firmware
-    leaves that path out (-DEK_NN_NO_DW_CHANNELS); the shuffles run on their asm loops; bit for bit the reference."""
+    leaves that path out (-DEK_NN_NO_DW_CHANNELS), and the generic ring path too (-DEK_NN_NO_DW_RING); the shuffles
+    run on their asm loops; bit for bit the reference."""
     from edgekit.model import Model
 
     torch.manual_seed(7)
@@ -379,6 +380,7 @@ def test_tall_depthwise_and_shuffles_leave_the_channels_last_code_out(tmp_path):
     art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8")
     flags = art.report["build"]["cflags"]
     assert "-DEK_NN_NO_DW_CHANNELS=1" in flags  # (16 channels: the rows layout on the transposed map)
+    assert "-DEK_NN_NO_DW_RING=1" in flags      # every depthwise call on a fast path: the generic one left out
     assert "-DEK_NN_NO_DW_ROWS=1" not in flags
     assert art.report["build"]["step_kernels"].count("ek_transpose") == 2
     meas = api.profile(tmp_path / "out").measured

@@ -982,6 +982,10 @@ def test_depthwise_code_variants_follow_the_packing():
     # channels-last without its asm (dilated, 64-bit requantization): its C path, which nothing else replaces
     assert variants(10, 9, 6, 5, dilation=2, padding=4, layout="channels") == {"channels"}
     assert variants(8, 8, 8, 3, padding=1, layout="channels", big_mult=True) == {"channels"}
+    # the rows layout where no row kernel applies: the generic ring path (what -DEK_NN_NO_DW_RING would leave out)
+    assert variants(8, 8, 8, 3, padding=1, layout="rows", big_mult=True) == {"ring"}
+    assert variants(12, 11, 6, 3, dilation=2, padding=2, layout="rows") == {"ring"}
+    assert variants(9, 9, 8, (3, 5), padding=(1, 1, 2, 2), layout="rows") == {"ring"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs") == {"pairs", "pairs_s1_nc"}
     assert variants(6, 6, 8, 3, padding=1, layout="pairs", stride=2, act="relu") == {"pairs", "pairs_s2"}
     assert variants(6, 1, 8, 3, padding=1, layout="pairs") == {"pairs"}        # one output a row: the C loop

@@ -895,7 +895,9 @@ def depthwise_code_variants(p: dict) -> set[str]:
     with the clamp or without: "_nc" when the activation range is all of int8), ``ch3x3`` / ``ch3x3_nc`` (the
     channels-last 3x3 pixel kernels), ``ch5x5`` / ``ch5x5_nc`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
     Conv1d's), ``channels`` (the channels-last layout's C path and dispatch: every channels-last call; unlike the
-    others it has no fallback, its weights being int16 pairs), ``pairs`` (the pairs layout)
+    others it has no fallback, its weights being int16 pairs), ``ring`` (the generic ring path: the rows layout's
+    calls no row kernel runs — no fast requantization, dilation, other kernels — and the fallback of the parts
+    above; left out only when no call comes to it, DSP builds alone), ``pairs`` (the pairs layout)
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
     EK_NN_NO_DW5X5, EK_NN_NO_DWR_S1, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC, ..., EK_NN_NO_DW_PAIRS,
@@ -904,14 +906,14 @@ def depthwise_code_variants(p: dict) -> set[str]:
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV):
         return set()
-    if not flags & FLAG_FAST_REQUANT:  # the generic paths (channels-last: its C loop)
-        return {"channels"} if flags & FLAG_DW_CHANNELS else set()
+    if not flags & FLAG_FAST_REQUANT:  # the generic paths (channels-last: its C loop; else the ring path)
+        return {"channels"} if flags & FLAG_DW_CHANNELS else {"ring"}
     p = dw_view(p)
     kh, kw, sw = p["kernel_h"], p["kernel_w"], p["stride_w"]
     if flags & FLAG_DW_CHANNELS and kw == 1 and kh > 1:  # a Kx1 kernel's asm loop (dilated too)
         return {"channels", "chk1"}
     if (p["dilation_h"], p["dilation_w"]) != (1, 1):
-        return {"channels"} if flags & FLAG_DW_CHANNELS else set()
+        return {"channels"} if flags & FLAG_DW_CHANNELS else {"ring"}
     nc = "_nc" if (p["act_min"], p["act_max"]) == (-128, 127) else ""
     if flags & FLAG_DW_CHANNELS:
         return {"channels"} | ({"ch3x3" + nc} if (kh, kw) == (3, 3) else {"ch5x5" + nc} if (kh, kw) == (5, 5) else
@@ -926,7 +928,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
         return {"rows", "5x5"}
     if depthwise_runs_columns(p):
         return {"rows", "1x3"}
-    return set()
+    return {"ring"}  # other kernels: the generic ring path
 
 
 def gemm_code_variants(kind: str, p: dict) -> set[str]:

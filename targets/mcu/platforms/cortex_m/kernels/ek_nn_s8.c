@@ -110,6 +110,12 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_DW_CHANNELS
 #define EK_NN_NO_DW_CHANNELS 0
 #endif
+/* The generic ring path (any kernel, stride, dilation and requantization, the portable build's row layout): left out
+ * only in DSP builds whose every depthwise call takes a fast path (pipeline.firmware_cflags; a call that would come
+ * to it then returns EK_NN_ERR_ARG). */
+#ifndef EK_NN_NO_DW_RING
+#define EK_NN_NO_DW_RING 0
+#endif
 #ifndef EK_NN_NO_DW1X3
 #define EK_NN_NO_DW1X3 0
 #endif
@@ -5011,6 +5017,11 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         }
     }
 #endif
+#if EK_NN_NO_DW_RING && EK_NN_DSP /* (the portable build keeps it: its row layout) */
+    (void)ek__dw_row;
+    (void)khw;
+    return EK_NN_ERR_ARG; /* the generic ring path left out: no call of this firmware comes here */
+#else
     const size_t ring_words = (size_t)4 * (size_t)g.slots * (size_t)g.row_words;
     for (int32_t c0 = 0; c0 < p->in_c; c0 += 4) {
         const int32_t nc = p->in_c - c0 < 4 ? p->in_c - c0 : 4;
@@ -5033,6 +5044,7 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
         }
     }
     return EK_NN_OK;
+#endif
 }
 
 /* ===============================================================================================================
