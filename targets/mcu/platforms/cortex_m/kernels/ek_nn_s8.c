@@ -3887,8 +3887,11 @@ __asm__(
 
 /* Plane row pr of channels c0 .. c0+nc-1 into ring slot pr % slots. Only the words that can hold input columns
  * are written; the caller zeroes the ring once, so the pure-padding words stay 0. */
-static void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g, const int8_t *in, int32_t c0,
-                             int32_t nc, int32_t pr, uint32_t *ring, int32_t pix)
+/* (out of line: the row driver calls it for groups of 1-3 channels; inlined there, it cost that driver's loops
+ * their registers, +0.5 % instructions on mbv2-w035's patched depthwise layers) */
+static __attribute__((noinline)) void ek__dw_build_row(const ek_conv_params_t *p, const ek__dw_geom_t *g,
+                                                       const int8_t *in, int32_t c0, int32_t nc, int32_t pr,
+                                                       uint32_t *ring, int32_t pix)
 {
     const int32_t rw = g->row_words, C = pix, pl = p->pad_left, iw = p->in_w; /* C: bytes per pixel of a row */
     uint32_t *rows[4];
@@ -4326,7 +4329,8 @@ static void (*const ek__dw_ch5_px_nc[4])(const ek__dwch_args_t *) = {ek__dw_ch5k
                                                                      ek__dw_ch5k3x2_px_nc, ek__dw_ch5k3x3_px_nc};
 #endif
 
-static void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq, const int8_t *input, int8_t *output)
+static __attribute__((noinline)) void ek__dw_channels(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                      const int8_t *input, int8_t *output)
 {
     /* Every field in a local: the int8 stores below may alias anything, which would reload them per store. */
     const int32_t C = p->in_c, kh = p->kernel_h, kw = p->kernel_w, taps = kh * kw;
