@@ -110,6 +110,7 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
                     x.transpose(0, 2, 1).reshape(-1), before))
 
     transpose("shuffle 16x16 px, 4 groups of 8", 256, 4, 8, before="6.96 (TVM, zoo ShuffleNet)")
+    transpose("shuffle 16x16 px, 2 groups of 16", 256, 2, 16, before="6.94 (bytes, before its loop)")
     transpose("NHWC -> NCHW 12x12x16", 1, 144, 16)
     transpose("Conv1d [10, 49] -> [49, 10]", 1, 10, 49)
 
