@@ -109,7 +109,9 @@ added to the loss): μ = 1 −2.4/−1.2/−0.9/−1.4, μ = 4 −8.9/−3.1/−
 μ/2·Σ‖w − w₀‖² over every trained parameter; seed 0, nested accuracy 0.25/0.5/0.75/1 against the default's
 75.7/86.3/89.4/91.3 %): μ = 0.1 70.2/83.0/87.7/91.3 %, μ = 1 38.4/71.5/84.8/91.6 % — the full network stays
 1.5-2 points below its twin even with its weights held near the pretrained ones, while the narrow points lose
-their room to adapt. Across training seeds (the order of the
+their room to adapt; every point, the full network too, with its own per-channel scales and bias offsets (switchable
+BatchNorm's affine for every width; seed 0) 74.4/86.5/89.1/91.4 % — the full network's own affine does not give back
+what the shared weights lost. Across training seeds (the order of the
 mini-batches and of the sampled points) one seed's difference moves by 1-3 points: seeds 0-3 with bench/budgets.py's
 settings give +1.2/−1.2/−0.9/−1.3 at 0.25, +0.5/−1.5/−2.2/+0.3 at 0.5, −1.3/−1.4/−2.1/−0.7 at 0.75 and
 −2.1/−3.0/−1.0/−2.5 at full width (means −0.6/−0.7/−1.4/−2.1), so bench/budgets.py compares means over seeds. The
