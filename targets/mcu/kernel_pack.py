@@ -901,8 +901,10 @@ def depthwise_code_variants(p: dict) -> set[str]:
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
     EK_NN_NO_DW5X5, EK_NN_NO_DWR_S1, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC, ..., EK_NN_NO_DW_PAIRS,
-    EK_NN_NO_DWP_S1, ...: pipeline.firmware_cflags); the generic paths stay (and a call whose no-clamp function is
-    left out runs the clamp one), so that never changes a result."""
+    EK_NN_NO_DWP_S1, ..., EK_NN_NO_DW_CHANNELS, EK_NN_NO_DW_RING: pipeline.firmware_cflags). The optional parts
+    fall back (to the generic ring path; a call whose no-clamp function is left out runs the clamp one), so leaving
+    them out never changes a result; ``channels`` and ``ring`` have no fallback and go only when no call runs them
+    (a call that would reach them is refused, EK_NN_ERR_ARG)."""
     flags = p.get("flags", 0)
     if flags & (FLAG_MVE | FLAG_RV):
         return set()
