@@ -5921,11 +5921,13 @@ int ek_transpose_s8(const ek_transpose_params_t *p, const int8_t *input, int8_t 
     }
     const int32_t size = rows * cols;
 #if EK_NN_DSP
-    if (rows == 4 && (cols & 3) == 0) { /* a channel shuffle of 4 groups: one row of blocks a pixel, no edges */
+    /* a channel shuffle of 4 groups (one row of blocks a pixel, no edges) or of 2 (the two rows interleaved): their
+     * loops store with STM / STRD, so the output must be word-aligned (arena tensors are 8-aligned) */
+    if (rows == 4 && (cols & 3) == 0 && ek__aligned(output)) {
         ek__shuffle4(input, output, cols, p->batches);
         return EK_NN_OK;
     }
-    if (rows == 2 && (cols & 3) == 0) { /* a channel shuffle of 2 groups: the two rows interleaved */
+    if (rows == 2 && (cols & 3) == 0 && ek__aligned(output)) {
         ek__shuffle2(input, output, cols, p->batches);
         return EK_NN_OK;
     }
