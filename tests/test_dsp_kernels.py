@@ -949,6 +949,8 @@ def _nested_cases():
         _nested_case(rng, "nested fc 64x128 -> 32x64", "fc", 64, 128, 32, 64),
         _nested_case(rng, "nested dw rows 32 -> 8", "dw", 32, 32, 8, 8, h=12, w=14, layout="rows"),
         _nested_case(rng, "nested dw channels 64 -> 16", "dw", 64, 64, 16, 16, h=5, w=5, layout="channels"),
+        _nested_case(rng, "nested dw pairs_t 64 -> 16 (25x5)", "dw", 64, 64, 16, 16, h=25, w=5, layout="pairs_t"),
+        _nested_case(rng, "nested dw rows_t 32 -> 12 (20x6)", "dw", 32, 32, 12, 12, h=20, w=6, layout="rows_t"),
     ]
 
 
@@ -1001,7 +1003,8 @@ def test_depthwise_code_variants_follow_the_packing():
 
 def test_tall_maps_run_depthwise_on_the_transposed_map():
     """A keyword CNN's 25x5 depthwise is priced and packed on the transposed map (5x25: rows of 25 outputs), its
-    kernels stored transposed; a square map keeps its own orientation; a nested image's layouts never transpose."""
+    kernels stored transposed; a square map keeps its own orientation; ``transposed=False`` prices only the map's own
+    orientation."""
     rng = np.random.default_rng(5)
     case, _ = _conv_case(rng, "kws", 25, 5, 64, 64, 3, padding=1, depthwise=True, act="relu")
     p = case.layer.params

@@ -646,11 +646,11 @@ def _nested_depthwise_layout(name: str, kernel: tuple[int, int], stride: tuple[i
     (NESTED_POINT_CHANNELS), else the widest point's choice."""
     (out_h, out_w), widths = out_hw, NESTED_POINT_CHANNELS.get(name)
     if widths and isa == "dsp" and kernel == (3, 3) and dilation == (1, 1) and stride[1] in (1, 2):
-        costs = [kernel_pack.depthwise3x3_layer_instructions(stride[0], stride[1], out_h, out_w, c, geometry,
-                                                             transposed=False) for c in widths]
+        costs = [kernel_pack.depthwise3x3_layer_instructions(stride[0], stride[1], out_h, out_w, c, geometry)
+                 for c in widths]
         return min(costs[-1], key=lambda layout: sum(c[layout] for c in costs))
     return kernel_pack.depthwise_layout(*kernel, stride[1], *dilation, out_w, NESTED_FULL_CHANNELS[name],
-                                        stride_h=stride[0], isa=isa, out_h=out_h, geometry=geometry, transposed=False)
+                                        stride_h=stride[0], isa=isa, out_h=out_h, geometry=geometry)
 
 
 @contextlib.contextmanager
