@@ -322,12 +322,14 @@ def const_cname(prefix: str, index: int, name: str) -> str:
 
 def uses_call_table(prog: Program) -> bool:
     """Whether edgekit_model.c runs ``prog`` from a call table (templates/call_table.c.j2) rather than a function
-    with one call per step: patch-based programs, whose tiles repeat each layer's call with a few fields changed
-    (mbv2-w035 patched on the M7: 280 calls, 10.4 KB of unrolled calls and 15.2 KB of structs before), when every
-    call can be a row (targets/mcu/nested.py ``_tabulable``)."""
+    with one call per step, when every call can be a row (targets/mcu/nested.py ``_tabulable``): patch-based programs,
+    whose tiles repeat each layer's call with a few fields changed (mbv2-w035 patched on the M7: 280 calls, 10.4 KB
+    of unrolled calls and 15.2 KB of structs before), and the others where the code-size model prices the table
+    smaller (``prog.call_table``, set by build_program: cost.call_table_pays)."""
     from edgekit.targets.mcu.nested import _tabulable
 
-    return prog.patch is not None and _tabulable(prog)
+    wanted = prog.patch is not None if prog.call_table is None else prog.call_table
+    return wanted and _tabulable(prog)
 
 
 def call_table(prog: Program, cnames: dict[str, str], symbols: dict[int, str], consts: list[dict]) -> dict | None:

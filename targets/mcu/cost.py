@@ -581,16 +581,34 @@ def code_features(prog: Program) -> dict[str, float]:
     return f
 
 
+def _call_bytes(prog: Program, platform, f: dict, table: bool) -> float:
+    """The code-size model's flash of the calls: a row per call, the driver loop, the base structs and the fields
+    the other calls change when run from a call table, else the per-call code and each distinct struct."""
+    m = platform.code_size
+    if table:
+        from edgekit.targets.mcu.nested import TABLE_STEP_BYTES, table_struct_bytes
+
+        return TABLE_STEP_BYTES * f["steps"] + m.table_driver_bytes + table_struct_bytes(prog, m.ek_struct_bytes)
+    return m.per_step * f["steps"] + sum(m.ek_struct_bytes.get(k, 0) for k in f["ek_structs"])
+
+
+def call_table_pays(prog: Program, platform) -> bool:
+    """Whether an unpatched program's calls take less flash as a call table than as one call per step (by the
+    code-size model: mbv2-w035 on the M7 36.7 -> 33.6 KB beyond its constants, 31.40 M -> 31.40 M instructions;
+    digits-cnn's 9 calls stay unrolled). Only programs every call of which can be a row."""
+    from edgekit.targets.mcu.nested import _tabulable
+
+    if not _tabulable(prog):
+        return False
+    f = code_features(prog)
+    return _call_bytes(prog, platform, f, True) < _call_bytes(prog, platform, f, False)
+
+
 def code_bytes(prog: Program, platform) -> int:
     """Estimated flash of everything but the constant arrays (the platform's code-size model)."""
     m = platform.code_size
     f = code_features(prog)
-    if f["call_table"]:  # a row per call, the driver loop, base structs and the fields the other calls change
-        from edgekit.targets.mcu.nested import TABLE_STEP_BYTES, table_struct_bytes
-
-        calls = TABLE_STEP_BYTES * f["steps"] + m.table_driver_bytes + table_struct_bytes(prog, m.ek_struct_bytes)
-    else:
-        calls = m.per_step * f["steps"] + sum(m.ek_struct_bytes.get(k, 0) for k in f["ek_structs"])
+    calls = _call_bytes(prog, platform, f, f["call_table"])
     return int(m.base + calls + m.per_dltensor * f["descriptors"] + m.per_dim * f["ndims"]
                + m.per_tvm_conv * f["tvm_conv"] + m.per_tvm_kernel * f["tvm_other"] + m.per_tvm_cell * f["tvm_cells"]
                + sum(m.ek_kernel_bytes.get(k, 0) for k in f["ek_kinds"]))

@@ -145,9 +145,14 @@ def _driver_bytes(prog, platform) -> int:
     return cost.code_bytes(prog, platform) - m.base - sum(m.ek_kernel_bytes.get(k, 0) for k in kinds)
 
 
-# A row of a call table (ek_step_t) and a TVM call's descriptors there (templates/nested_table.c.j2)
-TABLE_STEP_BYTES = 20
-TABLE_TVM_CALL_BYTES = 100
+# A row of a call table (ek_step_t with 16-bit arena offsets: mask, 3 offsets, parameter index, kind), an entry of
+# its table of parameter pointers, a replaced field (one int16 value; wider ints three) and a TVM call's descriptors
+# there (templates/call_table.c.j2)
+TABLE_STEP_BYTES = 12
+TABLE_PARAM_BYTES = 4
+TABLE_VALUE_BYTES = 2
+TABLE_ESCAPE = -0x8000
+TABLE_TVM_CALL_BYTES = 104
 
 
 def _table_bytes(prog, widest) -> int:
@@ -164,7 +169,7 @@ def _table_bytes(prog, widest) -> int:
             twin = twins.get(s.layer)
             fields = ek_kernels.FUNCTIONS[s.kind][2]
             same = twin is not None and twin.kind == s.kind
-            total += 4 * sum(1 for f in fields if not same or twin.params.get(f) != s.params.get(f))
+            total += TABLE_VALUE_BYTES * sum(1 for f in fields if not same or twin.params.get(f) != s.params.get(f))
     return total
 
 
@@ -357,8 +362,9 @@ def _pick_base(bases: list[dict], struct_type: str, words: list, widest: bool) -
 
 def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
     """Flash of the parameter structs of ``prog`` as one call table (templates/call_table.c.j2), an estimate before
-    quantization: a base struct (``struct_bytes`` by kind, 16 B for a tile copy) for each call unlike the bases
-    before it, 4 B per word for the others' differing words — as :func:`call_tables` lays them out."""
+    quantization: a base struct (``struct_bytes`` by kind, 16 B for a tile copy) and its entry in the table of
+    parameter pointers for each call unlike the bases before it, an int16 value per word for the others' differing
+    words — as :func:`call_tables` lays them out."""
     bases: list[dict] = []
     total = 0
     for s in prog.steps:
@@ -373,9 +379,9 @@ def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
         best, diff = _pick_base(bases, struct_type, words, widest=True)
         if best is None:
             bases.append({"struct_type": struct_type, "words": words})
-            total += size
+            total += size + TABLE_PARAM_BYTES
         else:
-            total += 4 * len(diff)
+            total += TABLE_VALUE_BYTES * len(diff)
     return total
 
 
@@ -420,13 +426,21 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
         return tensors[key]
 
     points: list[dict | None] = [None] * len(programs)
+    params: list[str] = []          # the table of parameter pointers a row indexes: base structs, TVM calls
+    ptrs: dict[str, int] = {}       # the pointers the points' values replace (their own bias arrays, ...)
+
+    def param_index(name: str) -> int:
+        if name not in params:
+            params.append(name)
+        return params.index(name)
+
     for k in reversed(range(len(programs))):  # the widest first: its structs are the bases
         prog, names = programs[k], cnames[k]
         steps, values = [], []
         for i, s in enumerate(prog.steps):
             enum, _, struct_type = _TABLE_KINDS[s.kind]
             kinds_used.add(s.kind)
-            io = [none, none, str(prog.tensors[s.output].offset + s.out_offset), none]
+            io = [none, str(prog.tensors[s.output].offset + s.out_offset), none]  # in, out, scratch / second input
             if s.kind == "tvm":
                 args = [tensor(prog, x, prog.tensors[x].shape, names) for x in s.inputs]
                 args += [tensor(prog, c, prog.consts[c].data.shape, names) for c in s.consts]
@@ -435,32 +449,33 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                 if key not in tvm_calls:
                     tvm_calls[key] = len(tvm_list)
                     tvm_list.append({"symbol": symbols[k][i], "args": args, "comment": s.layer})
-                steps.append({"params": f"&ek_tvm_{tvm_calls[key]}", "mask": 0, "kind": enum, "io": io,
-                              "comment": f"{s.layer} (TVM {s.spec.op})"})
+                steps.append({"params": param_index(f"&ek_tvm_{tvm_calls[key]}"), "mask": 0, "kind": enum,
+                              "io": io, "comment": f"{s.layer} (TVM {s.spec.op})"})
                 continue
             words = _struct_words(prog, s, names)
             arrays.update(v for t, v in words if t == "p" and v != "0")
             if s.kind == "copy":
                 dst_off, _, src_off, _, _, _ = codegen.copy_window(prog, s)
-                io[0], io[2] = str(src_off), str(dst_off)
+                io[0], io[1] = str(src_off), str(dst_off)
             elif prog.tensors[s.inputs[0]].external:  # the model input, read in place
                 io[0] = str(s.in_offset)
                 enum = f"{enum} | EK_FROM_INPUT"
             else:
                 io[0] = str(prog.tensors[s.inputs[0]].offset + s.in_offset)
-            if s.kind not in ("copy", "tvm"):
-                if s.kind == "ek_add":
-                    io[1] = str(prog.tensors[s.inputs[1]].offset + s.in2_offset)
-                if s.scratch_bytes:
-                    io[3] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
+            if s.kind == "ek_add":  # an add has no scratch: its row's third offset is the second input
+                assert not s.scratch_bytes, s.layer
+                io[2] = str(prog.tensors[s.inputs[1]].offset + s.in2_offset)
+            elif s.kind != "copy" and s.scratch_bytes:
+                io[2] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
             best, diff = _pick_base(bases, struct_type, words, widest=k == len(programs) - 1)
             if best is None:
                 bases.append({"struct_type": struct_type, "words": words, "comment": f"{s.layer} at point {k}",
                               "init": ", ".join(str(v) for _, v in words)})
                 best = len(bases) - 1
-            mask = sum(1 << f for f in diff)
-            values += [f"{{ .{words[f][0]} = {words[f][1]} }}" for f in diff]
-            steps.append({"params": f"&ek_base_{best}", "mask": mask, "kind": enum, "io": io,
+            for f in diff:
+                values += _halfwords(*words[f], ptrs)
+            steps.append({"params": param_index(f"&ek_base_{best}"), "mask": sum(1 << f for f in diff),
+                          "kind": enum, "io": io,
                           "comment": f"{s.layer} ({s.kind}{f', {len(diff)} fields of its own' if diff else ''})"})
         points[k] = {"steps": steps, "values": values,
                      "input_offset": prog.tensors[root_of(prog, prog.input)].offset or 0,
@@ -470,16 +485,34 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
         if kind not in kinds_used:
             continue
         enum, function, struct_type = _TABLE_KINDS[kind]
-        words = next((len(b["words"]) for b in bases if b["struct_type"] == struct_type), 0)
-        kinds.append({"enum": enum, "function": function, "struct_type": struct_type, "words": words})
+        words = next((b["words"] for b in bases if b["struct_type"] == struct_type), [])
+        kinds.append({"enum": enum, "function": function, "struct_type": struct_type, "words": len(words),
+                      "int_words": sum(1 for t, _ in words if t == "i")})
     struct_kinds = [k for k in kinds if k["struct_type"]]
-    return {"offset_type": offset_type, "input_in_place": input_in_place, "bases": bases, "point_tables": points, "kinds": struct_kinds + [
-                k for k in kinds if not k["struct_type"]],
+    return {"offset_type": offset_type, "index_type": "uint8_t" if len(params) <= 0x100 else "uint16_t",
+            "input_in_place": input_in_place, "bases": bases, "params": params,
+            "pointers": sorted(ptrs, key=ptrs.get), "point_tables": points,
+            "kinds": struct_kinds + [k for k in kinds if not k["struct_type"]],
             "shapes": list(shapes), "dltensors": dltensors, "tvm_calls": tvm_list,
             "tvm_symbols": sorted({c["symbol"] for c in tvm_list}),
             "max_tvm_args": max([len(c["args"]) for c in tvm_list], default=1),
             "max_words": max([k["words"] for k in struct_kinds], default=1),
             "arrays": [{"cname": a, "ctype": const_types[a]} for a in sorted(arrays)]}
+
+
+def _halfwords(kind: str, value, ptrs: dict[str, int]) -> list[int]:
+    """One replaced field of a call table's struct as the point's int16 values (templates/call_table.c.j2): an int
+    field in -32767..32767 as itself, any other as ESCAPE and its low and high halves; a pointer field as its index
+    in the table of pointers (``ptrs``, extended)."""
+    if kind == "p":
+        return [ptrs.setdefault(str(value), len(ptrs))]
+    v = int(value)
+    if -0x7FFF <= v <= 0x7FFF:
+        return [v]
+    if not -0x80000000 <= v <= 0x7FFFFFFF:
+        raise ValueError(f"call-table field {v} does not fit 32 bits")
+    lo, hi = v & 0xFFFF, (v >> 16) & 0xFFFF
+    return [TABLE_ESCAPE, lo - 0x10000 if lo > 0x7FFF else lo, hi - 0x10000 if hi > 0x7FFF else hi]
 
 
 def _test_count(p: NestedPlan, per_input_bytes: int, budget_bytes: int) -> int:

@@ -135,6 +135,7 @@ class Program:
     patch: dict | None = None                     # split_after, grid, mac_overhead when patch-based
     states: list[StateBuffer] = field(default_factory=list)
     steps_per_sequence: int = 0                   # streaming: the sequence length the model was trained on
+    call_table: bool | None = None                # run from a call table (codegen.uses_call_table); None: if patched
 
     @property
     def streaming(self) -> bool:
@@ -830,6 +831,10 @@ def build_program(graph: Graph, dtype: str, qg=None, use_ek_kernels: bool = Fals
         prog.input_q = (qg.input.out_scale, qg.input.out_zp)
         prog.output_q = (qg.output().out_scale, qg.output().out_zp)
     plan_program(prog)
+    if platform is not None and prog.patch is None:  # patched programs always take the table (their tiles)
+        from edgekit.targets.mcu.cost import call_table_pays
+
+        prog.call_table = call_table_pays(prog, platform)
     return prog
 
 
