@@ -343,21 +343,47 @@ def _struct_words(prog, s, cnames: dict[str, str]) -> list[tuple[str, object]]:
                     ("p", by_suffix["ekrq"])]
 
 
-def _pick_base(bases: list[dict], struct_type: str, words: list, widest: bool) -> tuple[int | None, list[int]]:
-    """The base struct a call's ``words`` are stored against and the words in which they differ; (None, []) when the
-    call needs a base of its own: at the widest point (or in a program's one table) a call that differs from every
-    base in more than a quarter of its words (a narrower point's calls, or a layer's other tiles, then differ from
-    it in a few words); elsewhere only a struct unlike every base."""
-    best, diff = None, None
-    for b_index, b in enumerate(bases):
-        if b["struct_type"] != struct_type or len(b["words"]) != len(words):
-            continue
-        d = [f for f, (w, v) in enumerate(zip(words, b["words"])) if w != v]
-        if diff is None or len(d) < len(diff):
-            best, diff = b_index, d
-    if best is None or len(diff) > (len(words) // 4 if widest else len(words) - 1):
-        return None, []
-    return best, diff
+def _value_bytes(word: tuple[str, object]) -> int:
+    """Bytes of one replaced field: its int16 value, or three for a wider int (:func:`_halfwords`); a pointer its
+    index and its entry in the pointer table (counted every time: the calls of one layer's tiles share it)."""
+    kind, v = word
+    return TABLE_VALUE_BYTES * (1 if kind == "i" and -0x7FFF <= int(v) <= 0x7FFF else 3)
+
+
+def _assign_bases(bases: list[dict], calls: list[tuple[str, str, list]], base_bytes) -> list[tuple[int, list[int]]]:
+    """For calls ``[(layer, struct type, words)]`` in order (one program's, or every point's with the widest first):
+    the base struct each is stored against and the words in which it differs, appending the bases it creates to
+    ``bases`` (dicts with "struct_type", "words" and "layer"). Greedy, in call order: a call becomes a base of its
+    own when the flash that saves on it and on the later calls of its struct type (each stored against the base
+    that costs it least: a patch schedule's tiles of one layer, the layer at the narrower points, the layers of
+    the same shape) exceeds the base's ``base_bytes(struct type, words)``; the replaced fields cost
+    :func:`_value_bytes` each."""
+    out: list[tuple[int, list[int]] | None] = [None] * len(calls)
+    by_type: dict[tuple[str, int], list[int]] = {}
+    for j, (_, struct_type, words) in enumerate(calls):
+        by_type.setdefault((struct_type, len(words)), []).append(j)
+    for (struct_type, n_words), members in by_type.items():
+        ids: list[dict] = [{} for _ in range(n_words)]  # each field's values as small ints, to compare as arrays
+        old = [b for b in range(len(bases)) if bases[b]["struct_type"] == struct_type and len(bases[b]["words"]) == n_words]
+        rows = [calls[j][2] for j in members] + [bases[b]["words"] for b in old]
+        a = np.array([[ids[f].setdefault(w, len(ids[f])) for f, w in enumerate(r)] for r in rows], np.int64)
+        c = np.array([[_value_bytes(w) for w in r] for r in rows], np.float64)
+        n = len(members)
+        best = np.full(n, np.inf)
+        base_of = np.full(n, -1)
+        for b, row in zip(old, a[n:]):
+            cost = (c[:n] * (a[:n] != row)).sum(1)
+            better = cost < best
+            best[better], base_of[better] = cost[better], b
+        for t, j in enumerate(members):
+            cost = (c[t:n] * (a[t:n] != a[t])).sum(1)
+            if np.maximum(best[t:] - cost, 0).sum() > base_bytes(struct_type, calls[j][2]):
+                bases.append({"struct_type": struct_type, "words": calls[j][2], "layer": calls[j][0]})
+                better = cost < best[t:]
+                best[t:][better], base_of[t:][better] = cost[better], len(bases) - 1
+            base_words = bases[int(base_of[t])]["words"]
+            out[j] = int(base_of[t]), [f for f, (w, v) in enumerate(zip(calls[j][2], base_words)) if w != v]
+    return out
 
 
 def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
@@ -365,24 +391,23 @@ def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
     quantization: a base struct (``struct_bytes`` by kind, 16 B for a tile copy) and its entry in the table of
     parameter pointers for each call unlike the bases before it, an int16 value per word for the others' differing
     words — as :func:`call_tables` lays them out."""
-    bases: list[dict] = []
-    total = 0
+    calls = []
     for s in prog.steps:
         if s.kind == "copy":
             _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
-            words, struct_type, size = [("i", v) for v in (dst_row, src_row, rows, row_bytes)], "copy", 16
+            calls.append((s.layer, "copy", [("i", v) for v in (dst_row, src_row, rows, row_bytes)]))
         elif s.kind in ek_kernels.FUNCTIONS:
             words = [("i", s.params.get(f)) for f in ek_kernels.FUNCTIONS[s.kind][2]] + [("p", c) for c in s.consts]
-            struct_type, size = _TABLE_KINDS[s.kind][2], struct_bytes.get(s.kind, 4 * len(words))
-        else:
-            continue
-        best, diff = _pick_base(bases, struct_type, words, widest=True)
-        if best is None:
-            bases.append({"struct_type": struct_type, "words": words})
-            total += size + TABLE_PARAM_BYTES
-        else:
-            total += TABLE_VALUE_BYTES * len(diff)
-    return total
+            calls.append((s.layer, s.kind, words))
+    sizes = {"copy": 16}
+
+    def base_bytes(kind: str, words: list) -> int:
+        return sizes.get(kind, struct_bytes.get(kind, 4 * len(words))) + TABLE_PARAM_BYTES
+
+    bases: list[dict] = []
+    placed = _assign_bases(bases, calls, base_bytes)
+    return sum(base_bytes(b["struct_type"], b["words"]) for b in bases) + sum(
+        _value_bytes(words[f]) for (_, _, words), (_, diff) in zip(calls, placed) for f in diff)
 
 
 def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, str]], const_types: dict[str, str],
@@ -434,6 +459,12 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
             params.append(name)
         return params.index(name)
 
+    # every point's calls placed at once, the widest point's first: a layer's calls at every point are one group
+    order = [(k, i) for k in reversed(range(len(programs))) for i, s in enumerate(programs[k].steps) if s.kind != "tvm"]
+    placed = dict(zip(order, _assign_bases(
+        bases, [(programs[k].steps[i].layer, _TABLE_KINDS[programs[k].steps[i].kind][2],
+                 _struct_words(programs[k], programs[k].steps[i], cnames[k])) for k, i in order],
+        lambda struct_type, words: 4 * len(words) + TABLE_PARAM_BYTES)))
     for k in reversed(range(len(programs))):  # the widest first: its structs are the bases
         prog, names = programs[k], cnames[k]
         steps, values = [], []
@@ -467,11 +498,10 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                 io[2] = str(prog.tensors[s.inputs[1]].offset + s.in2_offset)
             elif s.kind != "copy" and s.scratch_bytes:
                 io[2] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
-            best, diff = _pick_base(bases, struct_type, words, widest=k == len(programs) - 1)
-            if best is None:
-                bases.append({"struct_type": struct_type, "words": words, "comment": f"{s.layer} at point {k}",
-                              "init": ", ".join(str(v) for _, v in words)})
-                best = len(bases) - 1
+            best, diff = placed[k, i]
+            if "init" not in bases[best]:  # a base this point's calls made
+                b = bases[best]
+                b.update(comment=f"{b['layer']} at point {k}", init=", ".join(str(v) for _, v in b["words"]))
             for f in diff:
                 values += _halfwords(*words[f], ptrs)
             steps.append({"params": param_index(f"&ek_base_{best}"), "mask": sum(1 << f for f in diff),
