@@ -118,6 +118,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
 
         dst_off, dst_row, src_off, src_row, rows, row_bytes = copy_window(prog, step)
         words = not (dst_off | dst_row | src_off | src_row | row_bytes) & 3
+        if dst_row == row_bytes == src_row:  # contiguous rows: copied as one
+            rows, row_bytes = 1, rows * row_bytes
         return ("copy_words" if words else "copy_bytes"), rows * row_bytes, rows, 0
     spec = step.spec
     dt = prog.dtype
@@ -336,9 +338,11 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
 
 
 # A patch tile's copy into the full tensor, per byte, per row and per call, where the profile's [cost] has no fitted
-# value: the word loops of ek_copy_rows / ek_copy_window (templates: 16 bytes a turn, two 8-byte loads and stores
-# and the loop: 9 instructions) or their byte loops for unaligned rows (about 5 per byte), from the M7's disassembly.
-DEFAULT_COPY_COSTS = {"copy_words": (0.5625, 10.0, 30.0), "copy_bytes": (5.0, 8.0, 30.0)}
+# value: the word loops of ek_copy_rows / ek_copy_window (templates: 32 bytes a turn, an LDM and an STM of 8
+# registers and the loop: 4 instructions; a row's last 1-7 words one by one; contiguous rows as one) or their byte
+# loops for unaligned rows (about 5 per byte), from the M7's disassembly; kws-dscnn's 8,000-byte crops measured
+# 1,009 instructions each (estimate 1,028).
+DEFAULT_COPY_COSTS = {"copy_words": (0.125, 16.0, 12.0), "copy_bytes": (5.0, 8.0, 30.0)}
 
 
 def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:

@@ -26,10 +26,14 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
   a struct is a base struct — the widest point's of the layer, identical ones stored once — plus the few words in
   which this point's differs (channel counts, row strides, weight-block strides; the weight, bias and
   requantization pointers and the quantization fields are mostly the same). src/op<k>/ then holds only the
-  point's constant arrays. An extra point costs ~20 B per call plus ~4 B per differing field instead of a driver
-  function and full structs (~2.5 KB per point on kws-dscnn before): measured on the M7 with budgets
-  0.25/0.5/0.75/1, kws-dscnn image 68.8 -> 62.7 KB (+6.3 % over the widest point alone), digits-cnn 32.6 -> 31.1 KB
-  (+8.1 %), the instructions of a point within 1 % of its own driver's. A point with a call a table cannot hold (the
+  point's constant arrays. An extra point costs 12 B per call (a row: field mask, three arena offsets, the
+  struct's index, the kind) plus 2 B per differing field (an int16 value; a pointer by its index in a table of
+  pointers) instead of a driver function and full structs (~2.5 KB per point on kws-dscnn before): measured on the
+  M7 with budgets 0.25/0.5/0.75/1, kws-dscnn image 68.8 -> 62.7 KB (+6.3 % over the widest point alone),
+  digits-cnn 32.6 -> 31.1 KB (+8.1 %), the instructions of a point within 1 % of its own driver's (with 20-byte
+  rows and 4-byte values; since then 12-byte rows, int16 values and the bases chosen by flash for every point's
+  calls together, :func:`_assign_bases`: kws-dscnn's image 60.8 -> 60.0 KB, +9.9 % over its widest point alone,
+  which itself got smaller: bench/budgets.py). A point with a call a table cannot hold (the
   model input read in place, a stream's state, a recurrent cell) makes every point keep its own driver function in
   src/op<k>/ (templates/nested_model.c.j2).
 * **A switch at run time**: ``edgekit_model_set_budget(k)`` in the C API selects the table (or the driver) that

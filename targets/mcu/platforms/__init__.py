@@ -59,7 +59,8 @@ class CodeSizeModel:
     per_tvm_cell: int
     ek_kernel_bytes: dict[str, int] = field(default_factory=dict)
     ek_struct_bytes: dict[str, int] = field(default_factory=dict)
-    table_driver_bytes: int = 560     # the call-table driver loop, ek_run (templates/call_table.c.j2; M7 ELF)
+    table_driver_bytes: int = 630     # the call-table driver loop, ek_run (templates/call_table.c.j2; M7 ELFs:
+    #                                   kws-dscnn 632 B, mbv2-w035 patched 676 B, unpatched 352 B)
     board_ram_bytes: int = 0          # RAM the board support keeps for itself (fault handler's stack)
     stack_estimate_bytes: int = 600   # deepest stack of harness + driver + kernel frames
     libc_reent_bytes: int = 0         # C library data linked when float kernels call libm (errno)
