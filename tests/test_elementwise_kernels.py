@@ -223,3 +223,48 @@ def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
     assert kinds.count("ek_concat") == 2
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+class _TableNet(torch.nn.Module if HAVE_TORCH else object):
+    """A hardswish (ek_lut), a concatenation of two parts (ek_concat), a channel shuffle of 2 groups (ek_transpose)
+    and a squeeze-and-excitation product (ek_mul: an NHWC map by a channel vector)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish())
+        self.side = nn.Conv2d(8, 8, 1)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 16, 1), nn.Sigmoid())
+        self.head = nn.Sequential(nn.Conv2d(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x, self.side(x)], 1)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(x * self.se(x))
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_table_rows_of_every_elementwise_kind_stay_bit_exact(tmp_path, monkeypatch):
+    """A program run from a call table (targets/mcu/templates/call_table.c.j2) with table lookups, a concatenation
+    (its two parts: the row's input and its third offset), a layout move and a product: outputs bit for bit."""
+    from edgekit import api
+    from edgekit.model import Model
+    from edgekit.targets.mcu import cost
+
+    monkeypatch.setattr(cost, "call_table_pays", lambda prog, platform: True)
+    torch.manual_seed(0)
+    module = _TableNet().eval()
+    x = np.random.default_rng(1).standard_normal((8, 3, 12, 12)).astype(np.float32)
+    y = module(torch.from_numpy(x)).argmax(-1).numpy()
+    m = Model.from_module(module, torch.from_numpy(x[:1]), name="table", calib=x, test_x=x[:4], test_y=y[:4])
+    art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
+    kinds = set(art.report["build"]["step_kernels"])
+    assert {"ek_lut", "ek_concat", "ek_transpose", "ek_mul"} <= kinds
+    source = (tmp_path / "m7" / "src" / "edgekit_model.c").read_text()
+    assert "ek_steps_0[" in source
+    assert all(f"case EK_STEP_{k}:" in source for k in ("LUT", "CONCAT", "TRANSPOSE", "MUL"))
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

@@ -325,7 +325,8 @@ def uses_call_table(prog: Program) -> bool:
     with one call per step, when every call can be a row (targets/mcu/nested.py ``_tabulable``): patch-based programs,
     whose tiles repeat each layer's call with a few fields changed (mbv2-w035 patched on the M7: 280 calls, 10.4 KB
     of unrolled calls and 15.2 KB of structs before), and the others where the code-size model prices the table
-    smaller (``prog.call_table``, set by build_program: cost.call_table_pays)."""
+    smaller (``prog.call_table``, set by build_program: cost.call_table_pays). Rows hold edgekit's micro-kernels
+    (table lookups, layout moves, products and two-part concatenations too), tile copies and TVM kernels."""
     from edgekit.targets.mcu.nested import _tabulable
 
     wanted = prog.patch is not None if prog.call_table is None else prog.call_table

@@ -311,6 +311,10 @@ _TABLE_KINDS = {"ek_conv": ("EK_STEP_CONV", "ek_conv2d_s8", "ek_conv_params_t"),
                 "ek_add": ("EK_STEP_ADD", "ek_add_s8", "ek_add_params_t"),
                 "ek_pool": ("EK_STEP_POOL", "ek_pool_s8", "ek_pool_params_t"),
                 "ek_upsample": ("EK_STEP_UPSAMPLE", "ek_upsample_s8", "ek_upsample_params_t"),
+                "ek_lut": ("EK_STEP_LUT", "ek_lut_s8", "ek_lut_params_t"),
+                "ek_transpose": ("EK_STEP_TRANSPOSE", "ek_transpose_s8", "ek_transpose_params_t"),
+                "ek_mul": ("EK_STEP_MUL", "ek_mul_s8", "ek_mul_params_t"),
+                "ek_concat": ("EK_STEP_CONCAT", "ek_concat_s8", "ek_concat_params_t"),
                 "copy": ("EK_STEP_COPY", None, "ek_copy_params_t"),
                 "tvm": ("EK_STEP_TVM", None, None)}
 
@@ -322,7 +326,7 @@ def _tabulable(prog) -> bool:
     if prog.streaming:
         return False
     for s in prog.steps:
-        if s.kind not in _TABLE_KINDS or s.guard:
+        if s.kind not in _TABLE_KINDS or s.guard or s.kind == "ek_concat" and len(s.inputs) != 2:
             return False
         names = [n for n in list(s.inputs) + [s.output] if n in prog.tensors]
         if any(prog.tensors[n].state_offset is not None for n in names):
@@ -340,6 +344,10 @@ def _struct_words(prog, s, cnames: dict[str, str]) -> list[tuple[str, object]]:
         _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
         return [("i", dst_row), ("i", src_row), ("i", rows), ("i", row_bytes)]
     words = [("i", int(s.params[f])) for f in ek_kernels.FUNCTIONS[s.kind][2]]
+    if s.kind == "ek_lut":  # its table
+        return words + [("p", cnames[s.consts[0]])]
+    if s.kind == "ek_concat":  # its part table, its requantization tables (or none)
+        return words + [("p", cnames[s.consts[0]]), ("p", cnames[s.consts[1]] if len(s.consts) > 1 else "0")]
     if s.kind in ek_kernels.ELEMENTWISE_KINDS:
         return words
     by_suffix = {c.rsplit(".", 1)[1]: cnames[c] for c in s.consts}
@@ -402,7 +410,7 @@ def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
             calls.append((s.layer, "copy", [("i", v) for v in (dst_row, src_row, rows, row_bytes)]))
         elif s.kind in ek_kernels.FUNCTIONS:
             words = [("i", s.params.get(f)) for f in ek_kernels.FUNCTIONS[s.kind][2]] + [("p", c) for c in s.consts]
-            calls.append((s.layer, s.kind, words))
+            calls.append((s.layer, s.kind, words + [("p", "0")] * (s.kind == "ek_concat" and len(s.consts) == 1)))
     sizes = {"copy": 16}
 
     def base_bytes(kind: str, words: list) -> int:
@@ -497,8 +505,8 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                 enum = f"{enum} | EK_FROM_INPUT"
             else:
                 io[0] = str(prog.tensors[s.inputs[0]].offset + s.in_offset)
-            if s.kind == "ek_add":  # an add has no scratch: its row's third offset is the second input
-                assert not s.scratch_bytes, s.layer
+            if len(s.inputs) == 2:  # an add, product or concatenation has no scratch: its row's third offset
+                assert not s.scratch_bytes, s.layer  # is the second input
                 io[2] = str(prog.tensors[s.inputs[1]].offset + s.in2_offset)
             elif s.kind != "copy" and s.scratch_bytes:
                 io[2] = str(prog.plan.offsets[f"{s.layer}#scratch{i}"])
