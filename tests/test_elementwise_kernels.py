@@ -206,18 +206,25 @@ class _Net(torch.nn.Module if HAVE_TORCH else object):
         return self.head(torch.cat([y, torch.relu(y[:, :2]), y], 1))  # 6 + 2 + 6 channels, one tensor twice
 
 
-@needs_arm
-@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
-def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
+def _compile_on_m7(net, size: int, seed: int, out: Path):
+    """``net()`` (seeded) as an int8 model on 8 random 3 x ``size`` x ``size`` inputs, compiled unpatched for the M7."""
     from edgekit import api
     from edgekit.model import Model
 
     torch.manual_seed(0)
-    module = _Net().eval()
-    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    module = net().eval()
+    x = np.random.default_rng(seed).standard_normal((8, 3, size, size)).astype(np.float32)
     y = module(torch.from_numpy(x)).argmax(-1).numpy()
-    m = Model.from_module(module, torch.from_numpy(x[:1]), name="elementwise", calib=x, test_x=x[:4], test_y=y[:4])
-    art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
+    m = Model.from_module(module, torch.from_numpy(x[:1]), name=out.name, calib=x, test_x=x[:4], test_y=y[:4])
+    return api.compile(m, "cortex-m7", out, quantize="int8", patch="off")
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
+    from edgekit import api
+
+    art = _compile_on_m7(_Net, 16, 0, tmp_path / "m7")
     kinds = art.report["build"]["step_kernels"]
     assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 3 and "ek_add" in kinds  # (a lone ReLU too)
     assert kinds.count("ek_concat") == 2
@@ -251,16 +258,10 @@ def test_table_rows_of_every_elementwise_kind_stay_bit_exact(tmp_path, monkeypat
     """A program run from a call table (targets/mcu/templates/call_table.c.j2) with table lookups, a concatenation
     (its two parts: the row's input and its third offset), a layout move and a product: outputs bit for bit."""
     from edgekit import api
-    from edgekit.model import Model
     from edgekit.targets.mcu import cost
 
     monkeypatch.setattr(cost, "call_table_pays", lambda prog, platform: True)
-    torch.manual_seed(0)
-    module = _TableNet().eval()
-    x = np.random.default_rng(1).standard_normal((8, 3, 12, 12)).astype(np.float32)
-    y = module(torch.from_numpy(x)).argmax(-1).numpy()
-    m = Model.from_module(module, torch.from_numpy(x[:1]), name="table", calib=x, test_x=x[:4], test_y=y[:4])
-    art = api.compile(m, "cortex-m7", tmp_path / "m7", quantize="int8", patch="off")
+    art = _compile_on_m7(_TableNet, 12, 1, tmp_path / "m7")
     kinds = set(art.report["build"]["step_kernels"])
     assert {"ek_lut", "ek_concat", "ek_transpose", "ek_mul"} <= kinds
     source = (tmp_path / "m7" / "src" / "edgekit_model.c").read_text()
