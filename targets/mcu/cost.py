@@ -598,8 +598,9 @@ def _call_bytes(prog: Program, platform, f: dict, table: bool) -> float:
 
 def call_table_pays(prog: Program, platform) -> bool:
     """Whether an unpatched program's calls take less flash as a call table than as one call per step (by the
-    code-size model: mbv2-w035 on the M7 36.7 -> 33.6 KB beyond its constants, 31.40 M -> 31.40 M instructions;
-    digits-cnn's 9 calls stay unrolled). Only programs every call of which can be a row."""
+    code-size model: mbv2-w035 on the M7 36.7 -> 31.9 KB beyond its constants with the bases chosen by flash,
+    31.397 M -> 31.411 M instructions; digits-cnn's 9 calls stay unrolled). Only programs every call of which can be
+    a row."""
     from edgekit.targets.mcu.nested import _tabulable
 
     if not _tabulable(prog):

@@ -32,7 +32,7 @@ and built as its own program by the ordinary pipeline (pipeline.py); what this m
   M7 with budgets 0.25/0.5/0.75/1, kws-dscnn image 68.8 -> 62.7 KB (+6.3 % over the widest point alone),
   digits-cnn 32.6 -> 31.1 KB (+8.1 %), the instructions of a point within 1 % of its own driver's (with 20-byte
   rows and 4-byte values; since then 12-byte rows, int16 values and the bases chosen by flash for every point's
-  calls together, :func:`_assign_bases`: kws-dscnn's image 60.8 -> 60.0 KB, +9.9 % over its widest point alone,
+  calls together, :func:`_assign_bases`: kws-dscnn's image 60.8 -> 60.1 KB, +9.9 % over its widest point alone,
   which itself got smaller: bench/budgets.py). A point with a call a table cannot hold (the
   model input read in place, a stream's state, a recurrent cell) makes every point keep its own driver function in
   src/op<k>/ (templates/nested_model.c.j2).
