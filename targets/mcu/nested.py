@@ -547,7 +547,11 @@ def _halfwords(kind: str, value, ptrs: dict[str, int]) -> list[int]:
     field in -32767..32767 as itself, any other as ESCAPE and its low and high halves; a pointer field as its index
     in the table of pointers (``ptrs``, extended)."""
     if kind == "p":
-        return [ptrs.setdefault(str(value), len(ptrs))]
+        index = ptrs.setdefault(str(value), len(ptrs))
+        if index > 0x7FFF:
+            raise UnsupportedError(f"a call table with more than {0x8000} replaced pointers; build the model "
+                                   "without a patch schedule (--patch off) or with fewer operating points")
+        return [index]
     v = int(value)
     if -0x7FFF <= v <= 0x7FFF:
         return [v]
