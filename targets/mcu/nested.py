@@ -376,7 +376,7 @@ def _assign_bases(bases: list[dict], calls: list[tuple[str, str, list]], base_by
         by_type.setdefault((struct_type, len(words)), []).append(j)
     for (struct_type, n_words), members in by_type.items():
         ids: list[dict] = [{} for _ in range(n_words)]  # each field's values as small ints, to compare as arrays
-        old = [b for b in range(len(bases)) if bases[b]["struct_type"] == struct_type and len(bases[b]["words"]) == n_words]
+        old = [b for b, base in enumerate(bases) if base["struct_type"] == struct_type and len(base["words"]) == n_words]
         rows = [calls[j][2] for j in members] + [bases[b]["words"] for b in old]
         a = np.array([[ids[f].setdefault(w, len(ids[f])) for f, w in enumerate(r)] for r in rows], np.int64)
         c = np.array([[_value_bytes(w) for w in r] for r in rows], np.float64)
@@ -403,14 +403,8 @@ def table_struct_bytes(prog, struct_bytes: dict[str, int]) -> int:
     quantization: a base struct (``struct_bytes`` by kind, 16 B for a tile copy) and its entry in the table of
     parameter pointers for each call unlike the bases before it, an int16 value per word for the others' differing
     words — as :func:`call_tables` lays them out."""
-    calls = []
-    for s in prog.steps:
-        if s.kind == "copy":
-            _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
-            calls.append((s.layer, "copy", [("i", v) for v in (dst_row, src_row, rows, row_bytes)]))
-        elif s.kind in ek_kernels.FUNCTIONS:
-            words = [("i", s.params.get(f)) for f in ek_kernels.FUNCTIONS[s.kind][2]] + [("p", c) for c in s.consts]
-            calls.append((s.layer, s.kind, words + [("p", "0")] * (s.kind == "ek_concat" and len(s.consts) == 1)))
+    calls = [(s.layer, s.kind, _struct_words(prog, s, {c: c for c in s.consts}))
+             for s in prog.steps if s.kind == "copy" or s.kind in ek_kernels.FUNCTIONS]
     sizes = {"copy": 16}
 
     def base_bytes(kind: str, words: list) -> int:
@@ -463,19 +457,18 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
         return tensors[key]
 
     points: list[dict | None] = [None] * len(programs)
-    params: list[str] = []          # the table of parameter pointers a row indexes: base structs, TVM calls
+    params: dict[str, int] = {}     # the table of parameter pointers a row indexes: base structs, TVM calls
     ptrs: dict[str, int] = {}       # the pointers the points' values replace (their own bias arrays, ...)
 
     def param_index(name: str) -> int:
-        if name not in params:
-            params.append(name)
-        return params.index(name)
+        return params.setdefault(name, len(params))
 
     # every point's calls placed at once, the widest point's first: a layer's calls at every point are one group
-    order = [(k, i) for k in reversed(range(len(programs))) for i, s in enumerate(programs[k].steps) if s.kind != "tvm"]
-    placed = dict(zip(order, _assign_bases(
-        bases, [(programs[k].steps[i].layer, _TABLE_KINDS[programs[k].steps[i].kind][2],
-                 _struct_words(programs[k], programs[k].steps[i], cnames[k])) for k, i in order],
+    words_of = {(k, i): _struct_words(programs[k], s, cnames[k])
+                for k in reversed(range(len(programs))) for i, s in enumerate(programs[k].steps) if s.kind != "tvm"}
+    placed = dict(zip(words_of, _assign_bases(
+        bases, [(programs[k].steps[i].layer, _TABLE_KINDS[programs[k].steps[i].kind][2], words)
+                for (k, i), words in words_of.items()],
         lambda struct_type, words: 4 * len(words) + TABLE_PARAM_BYTES)))
     for k in reversed(range(len(programs))):  # the widest first: its structs are the bases
         prog, names = programs[k], cnames[k]
@@ -495,7 +488,7 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                 steps.append({"params": param_index(f"&ek_tvm_{tvm_calls[key]}"), "mask": 0, "kind": enum,
                               "io": io, "comment": f"{s.layer} (TVM {s.spec.op})"})
                 continue
-            words = _struct_words(prog, s, names)
+            words = words_of[k, i]
             arrays.update(v for t, v in words if t == "p" and v != "0")
             if s.kind == "copy":
                 dst_off, _, src_off, _, _, _ = codegen.copy_window(prog, s)
@@ -532,7 +525,7 @@ def call_tables(programs, cnames: list[dict[str, str]], symbols: list[dict[int, 
                       "int_words": sum(1 for t, _ in words if t == "i")})
     struct_kinds = [k for k in kinds if k["struct_type"]]
     return {"offset_type": offset_type, "index_type": "uint8_t" if len(params) <= 0x100 else "uint16_t",
-            "input_in_place": input_in_place, "bases": bases, "params": params,
+            "input_in_place": input_in_place, "bases": bases, "params": list(params),
             "pointers": sorted(ptrs, key=ptrs.get), "point_tables": points,
             "kinds": struct_kinds + [k for k in kinds if not k["struct_type"]],
             "shapes": list(shapes), "dltensors": dltensors, "tvm_calls": tvm_list,
