@@ -84,6 +84,15 @@ SHAPES = [
     Shape("first layer 3x3 s2 96x96x3 -> 8", "conv", 96, 96, 3, 8, 3, stride=2, padding=1),
     Shape("first layer 3x3 8x8x1 -> 16, ReLU (digits-cnn)", "conv", 8, 8, 1, 16, 3, padding=1, act="relu"),
     Shape("first layer 3x3 32x32x3 -> 16, ReLU (ResNet-8)", "conv", 32, 32, 3, 16, 3, padding=1, act="relu"),
+    # one input channel, at most 10 taps: the one-channel path (kernel_pack.conv_c1_applies)
+    Shape("first layer 3x3 8x8x1 -> 16, all of int8 (digits-cnn)", "conv", 8, 8, 1, 16, 3, padding=1,
+          act="relu6"),
+    Shape("first layer 3x3 32x32x1 -> 8, all of int8 (U-Net)", "conv", 32, 32, 1, 8, 3, padding=1, act="relu6"),
+    Shape("first layer 3x3 28x28x1 -> 32, ReLU (MNIST)", "conv", 28, 28, 1, 32, 3, padding=1, act="relu"),
+    Shape("first layer 3x3 s2 96x96x1 -> 8", "conv", 96, 96, 1, 8, 3, stride=2, padding=1),
+    Shape("first layer 3x3 64x64x1 -> 16, all of int8", "conv", 64, 64, 1, 16, 3, padding=1, act="relu6"),
+    Shape("first layer 3x3 s2 49x10x1 -> 12 (not x4), ReLU", "conv", 49, 10, 1, 12 + 2, 3, stride=2, padding=1,
+          act="relu"),
     # 1x1 with few input channels (mbv2-w035's largest layers)
     Shape("1x1 expand 72x72x8 -> 48, ReLU6", "conv", 72, 72, 8, 48, 1, act="relu6"),
     Shape("1x1 project 72x72x16 -> 8", "conv", 72, 72, 16, 8, 1),

@@ -184,6 +184,18 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv5x5 1->8 pad2", 7, 9, 1, 8, 5, padding=2, conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 2->8 pad1", 6, 5, 2, 8, 3, padding=(1, 1, 0, 2), conv_fc=False))
     c.append(_conv_case(rng, "conv5x3 1->4 pad (2,1)", 9, 8, 1, 4, (5, 3), padding=(2, 2, 1, 1), conv_fc=False))
+    # one input channel, 3x3 (FLAG_CONV_C1, the cases above with 1 channel too): the rows padded on the stack (small
+    # maps), a wide map's inside runs in asm and its border pixels one by one, stride 2, row strides, the clamp 4
+    # channels a turn and in C (channels not in fours, or rows not in words), no bias, no fast requantization; and
+    # the tile GEMM's gathered border windows for such a layer still, asked for
+    c.append(_conv_case(rng, "conv3x3 1->8 c1 70 wide s2 row strides relu", 9, 70, 1, 8, 3, stride=2, padding=1,
+                        in_extra=5, out_extra=4, act="relu"))
+    c.append(_conv_case(rng, "conv3x3 1->12 c1 66 wide relu6", 6, 66, 1, 12, 3, padding=1, act="relu6"))
+    c.append(_conv_case(rng, "conv3x3 1->7 c1 pad (0,2,2,0) relu6", 7, 9, 1, 7, 3, padding=(0, 2, 2, 0), act="relu6"))
+    c.append(_conv_case(rng, "conv3x3 1->8 c1 no bias", 5, 5, 1, 8, 3, padding=1, bias=False))
+    c.append(_conv_case(rng, "conv3x3 1->8 c1 64-bit requant", 6, 6, 1, 8, 3, padding=1, big_mult=True))
+    c.append(_conv_case(rng, "conv3x3 1->16 pad1 tile GEMM", 8, 8, 1, 16, 3, padding=1, act="relu", conv_fc=False,
+                        conv_c1=False))
     # FLAG_CONV_FC (each output pixel's window as one FC row): channels in fours (prepared straight from the input,
     # per tap at the edges and with dilation) and not (gathered as bytes), a last block of 1-3 channels, row strides,
     # no bias, the 64-bit requantization (the FC kernel's raw path), the clamp, a 10x4 first layer, a 1x1
@@ -474,12 +486,15 @@ def test_portable_c_on_host_matches_reference(tmp_path):
     # conv's raw block left out (the portable loop), the FC's raw block left out (its C block loop)
     ("mps2-an500", ("-DEK_NN_NO_DWR_S1_NC=1", "-DEK_NN_NO_DWR_S2=1", "-DEK_NN_NO_DWR_S2_NC=1",
                     "-DEK_NN_NO_DW_CH3X3_NC=1", "-DEK_NN_NO_DW_CH5X5=1", "-DEK_NN_NO_DW_CH5X5_NC=1",
-                    "-DEK_NN_NO_GEMM_FAST_NC=1", "-DEK_NN_NO_GEMM_RAW=1", "-DEK_NN_NO_FC_RAW=1")),
+                    "-DEK_NN_NO_GEMM_FAST_NC=1", "-DEK_NN_NO_GEMM_RAW=1", "-DEK_NN_NO_FC_RAW=1",
+                    "-DEK_NN_NO_CONV_C1_NC=1")),
     # the clamp functions left out instead, and the conv's fast blocks: raw accumulators, C requantization
     ("mps2-an500", ("-DEK_NN_NO_DWR_S1=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_GEMM_FAST=1",
-                    "-DEK_NN_NO_GEMM_FAST_NC=1")),
+                    "-DEK_NN_NO_GEMM_FAST_NC=1", "-DEK_NN_NO_CONV_C1=1")),
+    # the one-channel path's asm loops both left out: its C loop
+    ("mps2-an500", ("-DEK_NN_NO_CONV_C1=1", "-DEK_NN_NO_CONV_C1_NC=1")),
 ], ids=["m7", "m4", "m55", "m7-portable", "m7-dw-variants-left-out", "m7-dw-pairs-functions-left-out",
-        "m7-no-clamp-functions-left-out", "m7-clamp-functions-left-out"])
+        "m7-no-clamp-functions-left-out", "m7-clamp-functions-left-out", "m7-c1-asm-left-out"])
 def test_firmware_matches_reference(tmp_path, board, cflags):
     _check(run_on_qemu([case for case, _ in CASES], board, tmp_path, extra_cflags=cflags,
                        count_instructions=False))
@@ -1018,6 +1033,35 @@ def test_tall_maps_run_depthwise_on_the_transposed_map():
     square, _ = _conv_case(rng, "sq", 12, 12, 64, 64, 3, padding=1, depthwise=True)
     assert not square.layer.params["flags"] & kp.FLAG_DW_TRANSPOSED
     assert "pairs_t" not in kp.depthwise3x3_layer_instructions(1, 1, 25, 5, 64, transposed=False)
+
+
+def test_one_channel_3x3_convs_take_the_c1_path():
+    """A 3x3 conv of one input channel runs the one-channel path on the DSP cores (a 9-word record per output
+    channel, no scratch, the packed layer's scratch as the planner's estimate); fewer taps, dilation, more channels,
+    an explicit tile, the other ISAs keep their layouts."""
+    from edgekit.targets.mcu import ek_kernels
+
+    rng = np.random.default_rng(5)
+
+    def flags(h, w, cin, k, **kw):
+        case, _ = _conv_case(rng, "c", h, w, cin, 8, k, padding=1, **kw)
+        return case.layer
+
+    c1 = flags(8, 8, 1, 3)
+    assert c1.params["flags"] & kp.FLAG_CONV_C1 and c1.scratch_bytes == 0 and c1.bias is None
+    assert c1.weights.size == 8 * kp.C1_RECORD_WORDS * 4
+    assert kp.gemm_code_variants("ek_conv", c1.params) == {"conv_c1_path", "conv_c1_nc"}
+    assert kp.gemm_code_variants("ek_conv", flags(8, 8, 1, 3, act="relu").params) == {"conv_c1_path", "conv_c1"}
+    assert kp.gemm_code_variants("ek_conv", flags(8, 8, 1, 3, big_mult=True).params) == {"conv_c1_path"}
+    for layer in (flags(8, 8, 1, (1, 3)), flags(8, 8, 1, 3, dilation=2), flags(8, 8, 2, 3),
+                  flags(8, 8, 1, 3, tile_pixels=4), flags(8, 8, 1, 3, isa="rv32"), flags(8, 8, 1, 3, isa="mve")):
+        assert not layer.params["flags"] & kp.FLAG_CONV_C1
+    with pytest.raises(UsageError, match="conv_c1 applies to one input channel"):
+        flags(8, 8, 2, 3, conv_c1=True)
+    node = type("N", (), {"op": "conv2d", "shape": (1, 8, 8, 8), "attrs": dict(
+        kernel_size=(3, 3), in_channels=1, out_channels=8, groups=1, dilation=(1, 1), stride=(1, 1),
+        padding=(1, 1))})()
+    assert ek_kernels.scratch_estimate(node) == 0
 
 
 def test_block_kernel_and_loop_variants_follow_the_packing():

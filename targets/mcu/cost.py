@@ -107,6 +107,9 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
             # element of the output pixels (widened once into registers)
             p = step.params
             return "conv2d_1x1s_int8_ek", step.macs, out, p["out_h"] * p["out_w"] * p["in_c"]
+        if step.kind == "ek_conv" and step.params.get("flags", 0) & kernel_pack.FLAG_CONV_C1:
+            # one input channel: units are the M7's instructions by the path's own model
+            return "conv2d_c1_int8_ek", round(kernel_pack.conv2d_c1_instructions(step.params)), 0, 0
         if step.kind == "ek_conv" and step.params.get("flags", 0) & kernel_pack.FLAG_CONV_FC:
             # one FC row per output pixel: units are the M7's instructions by the kernel's own model
             return "conv2d_fc_int8_ek", round(kernel_pack.conv2d_fc_instructions(step.params)), 0, 0
@@ -145,14 +148,7 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     return f"unary_{dt}", out, out, inp
 
 
-def border_pixels(p: dict) -> int:
-    """Output pixels of a conv / depthwise call (its struct fields) whose kernel window leaves the input."""
-    def inside(n: int, stride: int, pad: int, size: int, k: int, dilation: int) -> int:
-        return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - (k - 1) * dilation)
-
-    rows = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], p["kernel_h"], p["dilation_h"])
-    cols = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], p["kernel_w"], p["dilation_w"])
-    return p["out_h"] * p["out_w"] - rows * cols
+border_pixels = kernel_pack.border_pixels  # (cost's terms and the packer's estimates count them alike)
 
 
 def conv_tile_terms(p: dict) -> tuple[int, int, int]:

@@ -105,7 +105,8 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                                                  scratch_limit_bytes=limit, isa=builder.ek_isa,
                                                  tap_runs=node.name in NESTED_TAP_RUN_LAYERS, conv_fc=conv_fc,
                                                  wide_weights=wide, layer_pixels=math.prod(node.shape[2:4]),
-                                                 wide_room=wide_room, **common)
+                                                 wide_room=wide_room,
+                                                 conv_c1=False if NESTED_FULL_CHANNELS is not None else None, **common)
                 break
             except kernel_pack.ScratchLimitError:
                 continue
@@ -581,6 +582,8 @@ def _scratch_estimate(op: str, key: tuple, out: tuple[int, int], isa: str = "dsp
         if layout.endswith("_t"):
             p["flags"] |= kernel_pack.FLAG_DW_TRANSPOSED
         return kernel_pack.depthwise_conv2d_scratch_bytes(p)
+    if NESTED_FULL_CHANNELS is None and kernel_pack.conv_c1_applies(kh, kw, cin, isa, dilation=dilation):  # C1
+        return 0
     ph, pw = padding  # as pack_conv2d chooses: the tile GEMM's tile and weight cache, or FLAG_CONV_FC
     p.update(pad_top=ph, pad_bottom=ph, pad_left=pw, pad_right=pw, tile_pixels=0,
              in_h=(out_h - 1) * stride[0] + (kh - 1) * dilation[0] + 1 - 2 * ph,

@@ -91,6 +91,8 @@ FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cor
 FLAG_CONV_FC = 2048  # conv: each output pixel's window as one fully connected row, int8 weights in the FC layout
 FLAG_WIDE_WEIGHTS = 8192  # conv (tile GEMM): weights stored widened (int16 pairs, the weight cache's layout)
 FLAG_DW_TRANSPOSED = 16384  # depthwise 3x3, rows or pairs layout: runs on the transposed map, weights [C][kw][kh]
+FLAG_CONV_C1 = 32768  # conv: one input channel, 3x3: per output channel a 9-word record (bias, 5 weight pairs,
+C1_RECORD_WORDS = 9  # mult, a, b)
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -163,6 +165,17 @@ DW_PAIRS_COST = {1: dict(step=67.6, channel_row=30.2, channel_pair=143.4, build_
                          plane_word=6.0, call=308.0)}
 DW_PAIRS_TAIL = (0.0, 121.0, 44.0, 148.0)
 DW_PAIRS_MAX_SCRATCH = 4096  # bytes: larger planes (maps wider or taller than ~20) keep the other layouts
+# The one-channel conv path (FLAG_CONV_C1, conv2d_c1_instructions), M7 instructions: per call, per output row (its
+# three rows set up, the asm row call), per input row laid out padded on the stack (small maps) and per byte copied
+# there, per output pixel of the asm row loop (its taps built: counted from the asm), per pixel run one by one (a wider
+# map's border: its taps checked in C), per output (an output channel of a pixel: two LDMs, 5 SMLAD, the
+# requantization, the store; counted from the asm, with the clamp as without), per output clamped in C afterwards
+# (the clamp when out_c is not a multiple of 4), per output of the C loop (no fast requantization, not fitted: the
+# C requantization's ~25 and the 5 pair products). output = 13 counted from the asm, call = 100 from the C
+# prologue; the others fitted (NNLS, relative error) to bench/kernels.py's seven one-channel 3x3 shapes (8x8 to
+# 96x96, 8 to 32 channels, strides 1 and 2, with and without the clamp): every one within 0.1 %.
+CONV_C1_COST = dict(call=100.0, row=128.9, built_row=91.6, copied=4.05, asm_pixel=33.96, c_pixel=202.8, output=13.0,
+                    fixup=7.41, c_output=40.0)
 CONV_FIELDS = ("in_h", "in_w", "in_c", "in_row_stride", "out_h", "out_w", "out_c", "out_row_stride",
                "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
                "pad_top", "pad_bottom", "pad_left", "pad_right", "input_offset", "output_offset",
@@ -509,9 +522,73 @@ def s1x1_stream(params: dict) -> bool:
             and p["act_min"] == -128 and p["act_max"] == 127)
 
 
+def conv_c1_applies(kernel_h: int, kernel_w: int, in_c: int, isa: str = "dsp", tap_runs: bool = False,
+                    dilation: tuple[int, int] = (1, 1)) -> bool:
+    """Whether pack_conv2d packs a conv for ek_conv2d_s8's one-channel path (FLAG_CONV_C1): the DSP layout, one
+    input channel, 3x3, no dilation, no tap runs. Each output pixel's 9 taps stay in registers and each output
+    channel is one record of 9 words read with two LDMs (~13 instructions a channel, ~26 a pixel; no scratch):
+    digits-cnn's first layer 2.89 -> 1.91 instructions a MAC, U-Net's 2.69 -> 2.06 (bench/kernels.py). By shape
+    alone (not by the scales), so that a plan's scratch is the packed layer's. Fewer taps (1x3, 5x1) keep the tile
+    GEMM, whose per-output cost is lower there (measured: 1x3 on 49x10 5.45 against 8.13)."""
+    return isa == "dsp" and in_c == 1 and (kernel_h, kernel_w) == (3, 3) and tuple(dilation) == (1, 1) \
+        and not tap_runs
+
+
+def conv2d_c1_terms(p: dict) -> dict[str, int]:
+    """The counts behind CONV_C1_COST for one call of the one-channel path (its struct fields), as ek__conv_c1 runs it:
+    the rows padded on the stack when the padded width is at most C1_PADDED_ROW (each input row once, kept while the
+    next output rows read it), else the inside windows of each row in asm and the others one by one."""
+    out_h, out_w, out_c, sh, sw = p["out_h"], p["out_w"], p["out_c"], p["stride_h"], p["stride_w"]
+    pw = p["in_w"] + p["pad_left"] + p["pad_right"]
+    fast = bool(p["flags"] & FLAG_FAST_REQUANT)
+    full = (p["act_min"], p["act_max"]) == (-128, 127)
+    clamp4 = out_c % 4 == 0 and p["out_row_stride"] % 4 == 0
+    t = dict(call=1, row=out_h, built_row=0, copied=0, asm_pixel=0, c_pixel=0, output=0, fixup=0, c_output=0)
+    if pw <= C1_PADDED_ROW:
+        rows = {oy * sh - p["pad_top"] + k for oy in range(out_h) for k in range(3)}
+        t["built_row"] = len(rows)
+        t["copied"] = sum(p["in_w"] for r in rows if 0 <= r < p["in_h"])
+        inside = out_h * out_w
+    else:
+        inside_rows = sum(1 for oy in range(out_h) if 0 <= oy * sh - p["pad_top"] and
+                          oy * sh - p["pad_top"] + 2 < p["in_h"])
+        lo = -(-p["pad_left"] // sw)
+        hi = min(out_w, (p["in_w"] - 3 + p["pad_left"]) // sw + 1) if p["in_w"] - 3 + p["pad_left"] >= 0 else 0
+        inside = inside_rows * max(0, hi - min(lo, out_w))
+    npix = out_h * out_w
+    if fast:
+        t["asm_pixel"], t["c_pixel"] = inside, npix - inside
+        t["output"] = npix * out_c
+        t["fixup"] = 0 if full or clamp4 else npix * out_c
+    else:
+        t["c_pixel"], t["c_output"] = npix, npix * out_c
+    return t
+
+
+C1_PADDED_ROW = 64  # EK_CONV_C1_ROW
+
+
+def conv2d_c1_instructions(p: dict) -> float:
+    """Estimated M7 instructions of one ek_conv2d_s8 call of the one-channel path (CONV_C1_COST by
+    :func:`conv2d_c1_terms`)."""
+    return sum(CONV_C1_COST[k] * v for k, v in conv2d_c1_terms(p).items())
+
+
+def border_pixels(p: dict) -> int:
+    """Output pixels of a conv / depthwise call (its struct fields) whose kernel window leaves the input."""
+    def inside(n: int, stride: int, pad: int, size: int, k: int, dilation: int) -> int:
+        return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - (k - 1) * dilation)
+
+    rows = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], p["kernel_h"], p["dilation_h"])
+    cols = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], p["kernel_w"], p["dilation_w"])
+    return p["out_h"] * p["out_w"] - rows * cols
+
+
 def conv2d_scratch_bytes(params: dict) -> int:
     """Scratch bytes of ek_conv2d_s8 for these struct fields (ek_conv2d_s8_scratch_bytes)."""
     p = params
+    if p.get("flags", 0) & FLAG_CONV_C1:  # taps in registers, records in flash
+        return 0
     if p.get("flags", 0) & FLAG_MVE:  # tile_pixels windows, unless a 1x1 without padding reads in place
         return 0 if mve_direct(p) else _ceil(p["tile_pixels"] * p["kernel_h"] * p["kernel_w"] * p["in_c"], 4)
     if p.get("flags", 0) & FLAG_RV:  # one 4-pixel im2col tile
@@ -546,7 +623,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                 tile_pixels: int | None = None, cache_all_weights: bool | None = None,
                 scratch_limit_bytes: int | None = None, isa: str = "dsp", tap_runs: bool = False,
                 conv_fc: bool | None = None, wide_weights: bool | None = False,
-                layer_pixels: int | None = None, wide_room: int | None = None) -> PackedLayer:
+                layer_pixels: int | None = None, wide_room: int | None = None,
+                conv_c1: bool | None = None) -> PackedLayer:
     """Pack a groups=1 convolution for ``ek_conv2d_s8``.
 
     ``weights`` int8 ``[C_out, C_in, KH, KW]``; ``input_shape`` (H, W, C_in) of the input window; ``padding`` int,
@@ -564,6 +642,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     call is one patch tile of it; default: this call's). ``wide_room``: scratch the widened layout may take (up to
     ``scratch_limit_bytes``) — for a planner that checks its arena after packing: where the layout is chosen
     (``wide_weights=None``) at least what the int8 layout's choice would take, where it is forced at most that.
+    ``conv_c1``: the one-channel path (FLAG_CONV_C1, see :func:`conv_c1_applies`: a record per output channel, no
+    scratch); None: wherever it applies and no other layout was asked for.
     """
     _check_isa(isa)
     w = _check_int8_weights(weights, "conv2d")
@@ -625,6 +705,14 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                            bias=_folded_bias(bias, flat, x_zp, _ceil(cout, 4)), requant=table,
                            scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="rv32"))
     explicit = tile_pixels is not None or cache_all_weights is not None
+    c1 = conv_c1_applies(kh, kw, cin, isa, tap_runs, (g["dilation_h"], g["dilation_w"]))
+    if conv_c1 is None:
+        conv_c1 = c1 and not explicit and not conv_fc and not wide_weights
+    if conv_c1:
+        if not c1:
+            raise UsageError(f"conv2d: conv_c1 applies to one input channel and a 3x3 kernel without dilation (dsp "
+                             f"layout, no tap runs), got {cin} channel(s) and {kh}x{kw}")
+        return _pack_conv_c1(w, bias, table, fast, params)
     if wide_weights and tap_runs:
         raise UsageError("conv2d: wide_weights does not apply to tap runs (nested weights)")
     chosen = None if conv_fc else conv2d_tile_choice(params, scratch_limit_bytes, tile_pixels, cache_all_weights)
@@ -665,6 +753,24 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
                        requant=table, scratch_bytes=conv2d_scratch_bytes(chosen),
                        weight_padding_bytes=int(packed.size - w.size),
                        notes=dict(k_pairs=kp // 2, fast_requant=fast))
+
+
+def _pack_conv_c1(w: np.ndarray, bias, table: np.ndarray, fast: bool, params: dict) -> PackedLayer:
+    """The one-channel path's records: per output channel {bias, the taps' weights as 5 int16 pairs (tap t =
+    ky * kernel_w + kx, the pairs (t, t+1); taps past the kernel 0), mult, a, b} (the fast requantization's words;
+    the generic form reads the requant table, kept as the struct's)."""
+    cout = w.shape[0]
+    taps = np.zeros((cout, 2 * 5), dtype=np.int64)
+    taps[:, :w[0].size] = w.reshape(cout, -1)
+    rec = np.zeros((cout, C1_RECORD_WORDS), dtype=np.int64)
+    if bias is not None:
+        rec[:, 0] = np.asarray(bias, dtype=np.int64).ravel()
+    rec[:, 1:6] = (taps[:, 0::2] & 0xFFFF) | ((taps[:, 1::2] & 0xFFFF) << 16)
+    rec[:, 6:9] = table[:cout, 0:3]
+    words = (rec & 0xFFFFFFFF).astype("<u4").view(np.int8).reshape(-1)
+    chosen = dict(params, tile_pixels=0, flags=FLAG_CONV_C1 | (FLAG_FAST_REQUANT if fast else 0))
+    return PackedLayer(kind="conv2d", params=chosen, weights=words, bias=None, requant=table, scratch_bytes=0,
+                       weight_padding_bytes=int(words.size - w.size), notes=dict(conv_c1=True, fast_requant=fast))
 
 
 def conv2d_tile_choice(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None,
@@ -797,6 +903,8 @@ def conv2d_gemm_scratch(params: dict, most: int) -> int | None:
     """The least scratch, at most ``most`` bytes, with which :func:`conv2d_layout` runs a dsp conv (``params``: a
     packed call's fields, e.g. one on FLAG_CONV_FC) on the tile GEMM rather than as FC rows; None if none does. A
     planner granting scratch offers it: below it the GEMM's tile is too small to beat the FC rows."""
+    if params["flags"] & FLAG_CONV_C1:  # no scratch to grant: the one-channel path needs none
+        return None
     base = dict(params, tile_pixels=0, flags=params["flags"] & (FLAG_FAST_REQUANT | FLAG_TAP_RUNS))
     sizes = sorted({conv2d_scratch_bytes(dict(base, tile_pixels=t, flags=base["flags"] | extra))
                     for t in range(2, DEFAULT_TILE_PIXELS + 1, 2)
@@ -937,7 +1045,8 @@ def gemm_code_variants(kind: str, p: dict) -> set[str]:
     """The asm block kernels of ek_conv2d_s8's and ek_fully_connected_s8's DSP code a call packed with ``p`` may run:
     ``gemm_fast`` / ``gemm_fast_nc`` (a conv's 4-channel blocks requantized in asm, with the clamp or without: "_nc"
     when the activation range is all of int8), ``gemm_raw`` (its raw accumulators: no fast requantization, or a last
-    block of 1-3 channels), ``fc_raw`` (the FC's raw block: no fast requantization; a conv's FC-rows path too). A
+    block of 1-3 channels), ``fc_raw`` (the FC's raw block: no fast requantization; a conv's FC-rows path too),
+    ``conv_c1_path`` with ``conv_c1`` / ``conv_c1_nc`` (the one-channel path, FLAG_CONV_C1, and its asm loop). A
     firmware leaves out the ones none of its calls may run (EK_NN_NO_GEMM_FAST, ..., EK_NN_NO_FC_RAW:
     pipeline.firmware_cflags); each has an exact fallback (the clamp kernel, raw accumulators and C requantization,
     the portable loop), so that never changes a result."""
@@ -945,6 +1054,10 @@ def gemm_code_variants(kind: str, p: dict) -> set[str]:
     if flags & (FLAG_MVE | FLAG_RV):
         return set()
     fast = bool(flags & FLAG_FAST_REQUANT)
+    if kind == "ek_conv" and flags & FLAG_CONV_C1:  # the one-channel path and its asm loop (C alone when not fast):
+        # no clamp; the clamp 4 channels a turn; or (out_c not a multiple of 4) no clamp and the clamp in C
+        clamp4 = (p["act_min"], p["act_max"]) != (-128, 127) and p["out_c"] % 4 == 0 and p["out_row_stride"] % 4 == 0
+        return {"conv_c1_path"} | ({"conv_c1" if clamp4 else "conv_c1_nc"} if fast else set())
     if kind == "ek_fc":
         return set() if fast else {"fc_raw"}
     if kind != "ek_conv":

@@ -195,6 +195,18 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_CONV_FC
 #define EK_NN_NO_CONV_FC 0
 #endif
+/* one-channel convs (EK_NN_FLAG_CONV_C1): the path (_PATH) and its asm channel loop with the clamp and without
+ * ("_NC"), each left out apart */
+#ifndef EK_NN_NO_CONV_C1_PATH
+#define EK_NN_NO_CONV_C1_PATH 0
+#endif
+#ifndef EK_NN_NO_CONV_C1
+#define EK_NN_NO_CONV_C1 0
+#endif
+#ifndef EK_NN_NO_CONV_C1_NC
+#define EK_NN_NO_CONV_C1_NC 0
+#endif
+#define EK_NN_HAS_CONV_C1 (!EK_NN_NO_CONV_C1_PATH)
 /* the pairs layout's four asm functions (stride 1 / 2, with the clamp / without: "_NC"), each left out apart */
 #ifndef EK_NN_NO_DWP_S1
 #define EK_NN_NO_DWP_S1 0
@@ -1424,6 +1436,9 @@ size_t ek_conv2d_s8_scratch_bytes(const ek_conv_params_t *p)
     if (p->flags & EK_NN_FLAG_RV) { /* one 4-pixel im2col tile */
         return ((size_t)(4 * p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3;
     }
+    if (p->flags & EK_NN_FLAG_CONV_C1) { /* taps in registers, records in flash */
+        return 0u;
+    }
     if (p->flags & EK_NN_FLAG_CONV_FC) { /* the FC kernel's prepared row and the window as bytes: 3 per input */
         return 3u * (((size_t)(p->kernel_h * p->kernel_w * p->in_c) + 3u) & ~(size_t)3);
     }
@@ -2438,6 +2453,358 @@ static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t
 #endif
 }
 
+/* ===============================================================================================================
+ * One input channel, 3x3 (EK_NN_FLAG_CONV_C1: first layers of one-channel images, digits-cnn's and U-Net's). The
+ * tile GEMM pads such a layer's 9 taps to 5 pairs of its 2 x 4 blocks and pays an im2col pass (border windows
+ * gathered) per pixel pair for 9 MACs an output: 2.89 instructions a MAC on digits-cnn's 8x8 map. Here each output
+ * pixel's taps, offset and widened, sit in 5 registers as int16 pairs (taps in the padding are 0), and one record
+ * per output channel {bias, 5 weight pairs, mult, a, b} (kernel_pack.pack_conv2d) is read with two LDMs: acc = bias
+ * + 5 SMLAD, then the fast requantization (SMMLA, ASR, SSAT), 13 instructions a channel; with a clamp (activation
+ * range not all of int8) 4 channels a turn and one SIMD clamp of the word. A row's inside windows run in asm
+ * (ek__conv_c1_row3: the taps built there, ~26 instructions a pixel besides the channels); small maps get their
+ * rows padded on the stack so every window is inside; wider maps' border pixels go one by one. No scratch. Without
+ * the fast form (or the DSP extension) the same records run through the C requantization.
+ * ============================================================================================================= */
+#define EK_CONV_C1_WORDS 9 /* record words per output channel */
+#if EK_NN_HAS_CONV_C1
+typedef struct {
+    uint32_t x[5];           /*  0: the pixel's taps + input_offset, int16 pairs */
+    const int32_t *rec;      /* 20: the first channel's record */
+    const int32_t *rec_end;  /* 24: past the last */
+    int8_t *out;             /* 28: the pixel's first output channel */
+    uint32_t upper4, back4;  /* 32: the clamp's act_max - act_min - 128 and act_min + 128, in every byte */
+} ek__c1_args_t;
+
+/* A row of output pixels of a 3x3 window (dilation 1) from three rows laid out with their padding: the taps built
+ * in asm (9 LDRB, 4 ORR, 5 SXTAB16 a pixel), then the channel loop above, ~36 instructions a pixel besides it. */
+typedef struct {
+    const int8_t *r0, *r1, *r2; /*  0: the rows at the first output's window */
+    int32_t step;               /* 12: stride_w */
+    int32_t npix;               /* 16: output pixels (>= 1) */
+    uint32_t off2;              /* 20: input_offset in both halves */
+    const int32_t *rec;         /* 24 */
+    const int32_t *rec_end;     /* 28 */
+    int8_t *out;                /* 32: the first pixel's first channel; pixels out_c apart */
+    uint32_t upper4, back4;     /* 36: the clamp, in every byte */
+} ek__c1_row_args_t;
+
+#if EK_NN_DSP
+void ek__conv_c1_px(const ek__c1_args_t *a);
+void ek__conv_c1_px_nc(const ek__c1_args_t *a);
+void ek__conv_c1_row3(const ek__c1_row_args_t *a);
+void ek__conv_c1_row3_nc(const ek__c1_row_args_t *a);
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_C1_ONE\n"                /* one channel: acc = bias + 5 SMLAD, requantized, stored */
+    "   ldm     r11!, {r5-r10}\n"
+    "   smlad   r5, r0, r6, r5\n"
+    "   smlad   r5, r1, r7, r5\n"
+    "   smlad   r5, r2, r8, r5\n"
+    "   smlad   r5, r3, r9, r5\n"
+    "   smlad   r5, r4, r10, r5\n"
+    "   ldm     r11!, {r6-r8}\n"
+    "   smmla   r5, r5, r6, r7\n"
+    "   asr     r5, r5, r8\n"
+    "   ssat    r5, #8, r5\n"
+    "   strb    r5, [lr], #1\n"
+    "   .endm\n"
+    /* taps r0-r4; records r11 .. r12; output lr. With the clamp: 4 channels a turn (out_c a multiple of 4, the
+     * output word-aligned), then the word's 4 bytes clamped at once: SSUB8 / SEL against upper, UADD8 of back
+     * (both byte-replicated at [sp, #frame]) */
+    "   .macro EK_C1_CHANNELS clamp, frame\n"
+    "1: EK_C1_ONE\n"
+    "   .if \\clamp\n"
+    "   EK_C1_ONE\n"
+    "   EK_C1_ONE\n"
+    "   EK_C1_ONE\n"
+    "   ldr     r5, [lr, #-4]\n"
+    "   ldrd    r9, r10, [sp, #\\frame]\n"
+    "   ssub8   r6, r5, r9\n"
+    "   sel     r5, r9, r5\n"
+    "   uadd8   r5, r5, r10\n"
+    "   str     r5, [lr, #-4]\n"
+    "   .endif\n"
+    "   cmp     r11, r12\n"
+    "   bne     1b\n"
+    "   .endm\n"
+    "   .macro EK_C1_ROW3 name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #44\n"
+    "   ldm     r0, {r1-r11}\n"
+    "   stm     sp, {r1-r11}\n"
+    "2: ldm     sp, {r5-r7}\n"              /* the three rows */
+    "   ldr     r8, [sp, #20]\n"
+    "   ldrb    r0, [r5]\n"
+    "   ldrb    r9, [r5, #1]\n"
+    "   orr     r0, r0, r9, lsl #16\n"
+    "   sxtab16 r0, r8, r0\n"
+    "   ldrb    r1, [r5, #2]\n"
+    "   ldrb    r9, [r6]\n"
+    "   orr     r1, r1, r9, lsl #16\n"
+    "   sxtab16 r1, r8, r1\n"
+    "   ldrb    r2, [r6, #1]\n"
+    "   ldrb    r9, [r6, #2]\n"
+    "   orr     r2, r2, r9, lsl #16\n"
+    "   sxtab16 r2, r8, r2\n"
+    "   ldrb    r3, [r7]\n"
+    "   ldrb    r9, [r7, #1]\n"
+    "   orr     r3, r3, r9, lsl #16\n"
+    "   sxtab16 r3, r8, r3\n"
+    "   ldrb    r4, [r7, #2]\n"
+    "   sxtab16 r4, r8, r4\n"
+    "   bfc     r4, #16, #16\n"             /* the pad tap: 0 */
+    "   ldr     r9, [sp, #12]\n"
+    "   add     r5, r5, r9\n"
+    "   add     r6, r6, r9\n"
+    "   add     r7, r7, r9\n"
+    "   stm     sp, {r5-r7}\n"
+    "   ldrd    r11, r12, [sp, #24]\n"
+    "   ldr     lr, [sp, #32]\n"
+    "   EK_C1_CHANNELS \\clamp, 36\n"
+    "   str     lr, [sp, #32]\n"
+    "   ldr     r9, [sp, #16]\n"
+    "   subs    r9, r9, #1\n"
+    "   str     r9, [sp, #16]\n"
+    "   bne     2b\n"
+    "   add     sp, sp, #44\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   .macro EK_C1_PX name, clamp\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   push    {r4-r11, lr}\n"
+    "   .if \\clamp\n"
+    "   ldrd    r4, r5, [r0, #32]\n"
+    "   strd    r4, r5, [sp, #-8]!\n"     /* upper4, back4 at [sp] */
+    "   .endif\n"
+    "   add     r11, r0, #20\n"
+    "   ldm     r11, {r11, r12, lr}\n"    /* records, their end, the output */
+    "   ldm     r0, {r0-r4}\n"            /* the taps */
+    "   EK_C1_CHANNELS \\clamp, 0\n"       /* records: bias, 5 weight pairs; mult, a, b */
+    "   .if \\clamp\n"
+    "   add     sp, sp, #8\n"
+    "   .endif\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+#if !EK_NN_NO_CONV_C1
+    "   EK_C1_PX ek__conv_c1_px, 1\n"
+    "   EK_C1_ROW3 ek__conv_c1_row3, 1\n"
+#endif
+#if !EK_NN_NO_CONV_C1_NC
+    "   EK_C1_PX ek__conv_c1_px_nc, 0\n"
+    "   EK_C1_ROW3 ek__conv_c1_row3_nc, 0\n"
+#endif
+    );
+#if !EK_NN_NO_CONV_C1
+#define EK__C1_CLAMP ek__conv_c1_px
+#define EK__C1_ROW3_CLAMP ek__conv_c1_row3
+#else
+#define EK__C1_CLAMP 0
+#define EK__C1_ROW3_CLAMP 0
+#endif
+#if !EK_NN_NO_CONV_C1_NC
+#define EK__C1_NC ek__conv_c1_px_nc
+#define EK__C1_ROW3_NC ek__conv_c1_row3_nc
+#else
+#define EK__C1_NC 0
+#define EK__C1_ROW3_NC 0
+#endif
+#endif
+
+/* The channels of one pixel in C: the same records, the fast or the generic requantization. */
+static void ek__conv_c1_c(const ek_conv_params_t *p, const ek__c1_args_t *a, const ek__rq_t *rq)
+{
+    const int32_t *r = a->rec;
+    int8_t *o = a->out;
+    for (int32_t c = 0; r < a->rec_end; c++, r += EK_CONV_C1_WORDS) {
+        int32_t acc = r[0];
+        for (int32_t j = 0; j < 5; j++) {
+            acc += ek__lo16(a->x[j]) * ek__lo16((uint32_t)r[1 + j]) + ek__hi16(a->x[j]) * ek__hi16((uint32_t)r[1 + j]);
+        }
+        *o++ = ek__requant(rq, acc, rq->fast ? r + 6 : p->requant + 4 * c);
+    }
+}
+
+/* A 3x3 window (dilation 1) from three rows, offset: 5 pairs, the last one's high half 0. */
+static inline void ek__c1_taps3x3(const int8_t *a, const int8_t *b, const int8_t *c, uint32_t off2, uint32_t *x)
+{
+    x[0] = ek__pair_u8(off2, (uint8_t)a[0], (uint8_t)a[1]);
+    x[1] = ek__pair_u8(off2, (uint8_t)a[2], (uint8_t)b[0]);
+    x[2] = ek__pair_u8(off2, (uint8_t)b[1], (uint8_t)b[2]);
+    x[3] = ek__pair_u8(off2, (uint8_t)c[0], (uint8_t)c[1]);
+    x[4] = ek__pair_u8(off2 & 0xFFFFu, (uint8_t)c[2], 0);
+}
+
+/* A window partly outside the input: its taps there are 0 (the zero point plus input_offset). ``rows``: the three
+ * input rows (0: outside), ``ix0``: the window's first column. */
+static void ek__c1_taps_checked(const ek_conv_params_t *p, const int8_t *const *rows, int32_t ix0, uint32_t *x)
+{
+    int32_t v[10];
+    for (int32_t ky = 0, t = 0; ky < 3; ky++) {
+        for (int32_t kx = 0; kx < 3; kx++, t++) {
+            const int32_t ix = ix0 + kx;
+            v[t] = rows[ky] && (uint32_t)ix < (uint32_t)p->in_w ? rows[ky][ix] + p->input_offset : 0;
+        }
+    }
+    v[9] = 0;
+    for (int32_t j = 0; j < 5; j++) {
+        x[j] = ek__pack16(v[2 * j], v[2 * j + 1]);
+    }
+}
+
+#define EK_CONV_C1_ROW 64 /* padded input rows up to this wide are laid out on the stack (3 of them) */
+
+#if EK_NN_DSP
+/* The clamp of the fast form on bytes the no-clamp asm stored (SSAT was the lower bound): min with upper, back added. */
+static void ek__c1_clamp(int8_t *o, int32_t n, const ek__rq_t *rq)
+{
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t v = o[i] > rq->upper ? rq->upper : o[i];
+        o[i] = (int8_t)(v + rq->back);
+    }
+}
+#endif
+
+static __attribute__((noinline, optimize("no-tree-loop-distribute-patterns")))
+int ek__conv_c1(const ek_conv_params_t *p, const int8_t *input, int8_t *output)
+{
+    if (p->in_c != 1 || p->kernel_h != 3 || p->kernel_w != 3 || p->dilation_h != 1 || p->dilation_w != 1 ||
+        p->weight_block_bytes || p->weight_run_pairs) {
+        return EK_NN_ERR_ARG;
+    }
+    ek__rq_t rq;
+    ek__rq_init(&rq, p->flags, p->output_offset, p->act_min, p->act_max);
+    ek__c1_args_t a;
+    a.rec_end = (const int32_t *)(const void *)p->weights + EK_CONV_C1_WORDS * p->out_c;
+    a.upper4 = ek__bytes4(rq.upper);
+    a.back4 = ek__bytes4(rq.back);
+    const uint32_t off2 = ek__pack16(p->input_offset, p->input_offset);
+#if EK_NN_DSP
+    const int full_range = p->act_min == -128 && p->act_max == 127; /* then SSAT alone is the clamp */
+    /* the clamp's asm takes 4 channels a turn and stores them as words; otherwise the no-clamp asm and the clamp
+     * on its bytes in C (min with upper, back added) */
+    const int words = p->out_c % 4 == 0 && p->out_row_stride % 4 == 0 && ek__aligned(output);
+    void (*px)(const ek__c1_args_t *) = 0;
+    void (*row3)(const ek__c1_row_args_t *) = 0;
+    int fixup = 0;
+    if (rq.fast && full_range && !EK_NN_NO_CONV_C1_NC) {
+        px = EK__C1_NC, row3 = EK__C1_ROW3_NC;
+    } else if (rq.fast && words && !EK_NN_NO_CONV_C1) {
+        px = EK__C1_CLAMP, row3 = EK__C1_ROW3_CLAMP;
+    } else if (rq.fast && !EK_NN_NO_CONV_C1_NC) {
+        px = EK__C1_NC, row3 = EK__C1_ROW3_NC, fixup = 1;
+    }
+    ek__c1_row_args_t ra;
+    ra.step = p->stride_w;
+    ra.off2 = off2;
+    ra.rec = (const int32_t *)(const void *)p->weights;
+    ra.rec_end = a.rec_end;
+    ra.upper4 = a.upper4;
+    ra.back4 = a.back4;
+#endif
+    /* small maps (first layers of digits, spectrograms): each output row's input rows padded with the zero point
+     * on the stack, so that every pixel's window lies inside; wider maps: the pixels at the border one by one */
+    const int32_t pw = p->in_w + p->pad_left + p->pad_right;
+    const int padded = pw <= EK_CONV_C1_ROW;
+    int8_t pad_rows[3][EK_CONV_C1_ROW] __attribute__((aligned(4)));
+    const uint32_t zp4 = ek__bytes4(-p->input_offset);
+    int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN}; /* the input row each padded row holds (rows iy0 .. iy0+2
+                                                           * go to iy mod 3, kept for the next output rows) */
+    const int8_t *rows[3];
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        int rows_inside = 1;
+        for (int32_t ky = 0; ky < 3; ky++) {
+            const int32_t iy = iy0 + ky;
+            const int inside = (uint32_t)iy < (uint32_t)p->in_h;
+            rows[ky] = inside ? input + iy * p->in_row_stride : 0;
+            rows_inside &= inside;
+            if (padded) {
+                const int32_t slot = ((iy % 3) + 3) % 3;
+                int8_t *d = pad_rows[slot];
+                if (held[slot] != iy) { /* (short rows: word stores and a byte loop, no library call) */
+                    uint32_t *w = (uint32_t *)(void *)d;
+                    for (int32_t k = 0; k < (pw + 3) / 4; k++) {
+                        w[k] = zp4;
+                    }
+                    if (inside) {
+                        const int8_t *src = rows[ky];
+                        for (int32_t k = 0; k < p->in_w; k++) {
+                            d[p->pad_left + k] = src[k];
+                        }
+                    }
+                    held[slot] = iy;
+                }
+                rows[ky] = d;
+            }
+        }
+        /* [lo, hi): the outputs whose windows lie inside the rows (all of them when padded) */
+        const int32_t x_base = padded ? 0 : -p->pad_left; /* the rows' column of the first output's window */
+        int32_t lo = 0, hi = p->out_w;
+        if (!padded) {
+            lo = rows_inside ? (p->pad_left + p->stride_w - 1) / p->stride_w : p->out_w;
+            hi = rows_inside && p->in_w - 3 + p->pad_left >= 0 ? (p->in_w - 3 + p->pad_left) / p->stride_w + 1 : 0;
+            hi = hi > p->out_w ? p->out_w : hi;
+            hi = hi < lo ? lo : hi;
+            lo = lo > p->out_w ? p->out_w : lo;
+        }
+        int8_t *out_row = output + oy * p->out_row_stride;
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            const int32_t ix0 = x_base + ox * p->stride_w;
+            if (ox == lo && hi > lo) {
+#if EK_NN_DSP
+                if (row3) { /* the run of inside windows in asm */
+                    ra.r0 = rows[0] + ix0;
+                    ra.r1 = rows[1] + ix0;
+                    ra.r2 = rows[2] + ix0;
+                    ra.npix = hi - lo;
+                    ra.out = out_row + lo * p->out_c;
+                    row3(&ra);
+                    if (fixup) {
+                        ek__c1_clamp(ra.out, (hi - lo) * p->out_c, &rq);
+                    }
+                    ox = hi - 1;
+                    continue;
+                }
+#endif
+            }
+            if (ox >= lo && ox < hi) {
+                ek__c1_taps3x3(rows[0] + ix0, rows[1] + ix0, rows[2] + ix0, off2, a.x);
+            } else {
+                ek__c1_taps_checked(p, rows, ix0, a.x);
+            }
+            a.rec = (const int32_t *)(const void *)p->weights;
+            a.out = out_row + ox * p->out_c;
+#if EK_NN_DSP
+            if (px) {
+                px(&a);
+                if (fixup) {
+                    ek__c1_clamp(a.out, p->out_c, &rq);
+                }
+                continue;
+            }
+#endif
+            ek__conv_c1_c(p, &a, &rq);
+        }
+    }
+    return EK_NN_OK;
+}
+#endif
+
 #if !EK_NN_NO_CONV_FC
 static int ek__conv_fc(const ek_conv_params_t *p, const int8_t *input, int8_t *output, void *scratch);
 #endif
@@ -2450,6 +2817,13 @@ int ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output,
     }
     EK_NN_HELIUM(p, ek__aligned(scratch) ? ek__mve_conv2d_s8(p, input, output, scratch) : EK_NN_ERR_ALIGN);
     EK_NN_SCALAR(p, ek__rv_conv2d(p, input, output, scratch));
+    if (p->flags & EK_NN_FLAG_CONV_C1) {
+#if EK_NN_HAS_CONV_C1
+        return ek__conv_c1(p, input, output);
+#else
+        return EK_NN_ERR_ARG; /* packed for the one-channel path, built without it */
+#endif
+    }
 #if !EK_NN_NO_CONV_FC
     if (p->flags & EK_NN_FLAG_CONV_FC) {
         return ek__aligned(scratch) ? ek__conv_fc(p, input, output, scratch) : EK_NN_ERR_ALIGN;

@@ -64,6 +64,8 @@ extern "C" {
 #define EK_NN_FLAG_ADD_PAIRS 512u /* add: 17 <= shift, multipliers split at 2^16 fit SMLAD (kernel_pack decides) */
 #define EK_NN_FLAG_DW_TRANSPOSED 16384u /* depthwise 3x3, rows or pairs layout: run on the transposed map (a tall,
                                          * narrow map as a short, wide one); weights [C][kw][kh] (kernel_pack decides) */
+#define EK_NN_FLAG_CONV_C1 32768u /* conv: one input channel, 3x3: the taps of a pixel in registers, a record
+                                  * {bias, 5 weight pairs, mult, a, b} per output channel (kernel_pack decides) */
 
 /*
  * Per-layer constants of a convolution or depthwise convolution. All fields are int32 and come first, so the struct
