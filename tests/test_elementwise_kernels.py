@@ -260,7 +260,12 @@ def test_table_rows_of_every_elementwise_kind_stay_bit_exact(tmp_path, monkeypat
     from edgekit import api
     from edgekit.targets.mcu import cost
 
+    import importlib
+
+    quantize = importlib.import_module("edgekit.converters.quantize")  # (the package re-exports its function)
     monkeypatch.setattr(cost, "call_table_pays", lambda prog, platform: True)
+    # each concatenation input at its own scale, so that the row runs a part through its table
+    monkeypatch.setattr(quantize, "SHARE_CONCAT_SCALES", False)
     art = _compile_on_m7(_TableNet, 12, 1, tmp_path / "m7")
     kinds = set(art.report["build"]["step_kernels"])
     assert {"ek_lut", "ek_concat", "ek_transpose", "ek_mul"} <= kinds
@@ -269,3 +274,56 @@ def test_table_rows_of_every_elementwise_kind_stay_bit_exact(tmp_path, monkeypat
     assert all(f"case EK_STEP_{k}:" in source for k in ("LUT", "CONCAT", "TRANSPOSE", "MUL"))
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+class _ConcatNet(torch.nn.Module if HAVE_TORCH else object):
+    """Concatenations: parts of 8, 16 and 12 channels (rows of 2, 4 and 3 words), and the model input with a tensor
+    that also feeds the first one (both keep their own scales: tables)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 12, 1)
+        self.head = nn.Sequential(nn.Conv2d(36 + 11, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x):
+        a = torch.relu(self.a(x))
+        y = torch.cat([a, self.b(x), torch.relu(self.c(x))], 1)
+        z = torch.cat([x, a], 1)
+        return self.head(torch.cat([y, z], 1))
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_concatenation_inputs_share_its_scale_where_they_can_and_stay_bit_exact(tmp_path):
+    """converters/quantize.concat_shared_ranges: a concatenation's input layers take its range (then its parts are
+    copies, 4 words a turn), except the model input, another concatenation and a layer feeding two of them."""
+    import importlib
+
+    from edgekit import api
+
+    quantize = importlib.import_module("edgekit.converters.quantize")
+    art = _compile_on_m7(_ConcatNet, 8, 2, tmp_path / "m7")
+    assert art.report["build"]["step_kernels"].count("ek_concat") == 3
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+    from edgekit.model import Model
+
+    torch.manual_seed(0)
+    module = _ConcatNet().eval()
+    x = np.random.default_rng(2).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    g = Model.from_module(module, torch.from_numpy(x[:1]), name="c").deploy_graph
+    q = quantize.calibrate(g, x).activations
+    quantize.SHARE_CONCAT_SCALES = False
+    try:
+        own = quantize.calibrate(g, x).activations  # every layer at its own range
+    finally:
+        quantize.SHARE_CONCAT_SCALES = True
+    first, second = [n for n in g.nodes if n.op == "concat"][:2]
+    a, b, c = first.inputs
+    # the first concatenation's own input layers take its scale (they had their own), except `a`, which feeds the
+    # second one too; the model input keeps its own
+    assert q[b] == q[c] == q[first.name] and own[b] != q[first.name] and own[c] != q[first.name]
+    assert q[a] == own[a] != q[first.name]
+    assert q[second.inputs[0]] == own[second.inputs[0]] and g.nodes[0].name == second.inputs[0]

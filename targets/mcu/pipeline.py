@@ -112,8 +112,11 @@ def _with_slack_scratch(build_args: dict, prog: Program, base: dict[str, int] | 
     base = dict(base or {})
     if not build_args["use_ek_kernels"]:
         return prog, base
+    # (the one-channel path, FLAG_CONV_C1, takes no scratch: nothing to grant it)
+    no_scratch = {s.layer for s in prog.steps
+                  if s.kind == "ek_conv" and s.params.get("flags", 0) & kernel_pack.FLAG_CONV_C1}
     slack = {layer: min(room, 32 * 1024) for layer, room in scratch_slack(prog).items()
-             if room > base.get(layer, 0)}
+             if room > base.get(layer, 0) and layer not in no_scratch}
     nodes = {n.name: as_image(n, n.inputs) if n.op == "conv1d" else n for n in build_args["graph"].nodes}
     dsp = build_args["use_ek_kernels"] == "dsp"
     floor = {s.layer: ek_kernels.smallest_conv_scratch(nodes[s.layer]) for s in prog.steps
