@@ -1586,6 +1586,25 @@ static const int8_t *ek__run_src(const ek_conv_params_t *p, const ek__conv_geom_
 }
 
 #if EK_NN_DSP
+/* The header of the Thumb-2 asm functions that use them (each in its own section, for --gc-sections) and the
+ * 44-byte frame holding a copy of an 11-word argument struct. */
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_FUNC name\n"
+    "   .pushsection .text.\\name, \"ax\", %progbits\n"
+    "   .balign 4\n"
+    "   .global \\name\n"
+    "   .type \\name, %function\n"
+    "   .thumb_func\n"
+    "\\name:\n"
+    "   .endm\n"
+    "   .macro EK_FRAME44\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #44\n"
+    "   ldm     r0, {r1-r11}\n"
+    "   stm     sp, {r1-r11}\n"
+    "   .endm\n");
+
 /* Three runs of 9 bytes (first layers: 3x3 kernel x 3 channels) of both pixels of a pair, in one call: ek__cvt_pair's
  * words for bytes 0-7 of each run (per 4 bytes (b0, b2), (b1, b3)), then the runs' last bytes t0, t1, t2 as the
  * geometry's tail pairs (t0, t1) and (t2, 0) (SXTAB16 of the zero-extended byte with the offset in the low half
@@ -1636,12 +1655,7 @@ uint32_t *ek__cvt_rows9(const int8_t *s0, const int8_t *s1, uint32_t *dst, const
 
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__cvt_rows9, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__cvt_rows9\n"
-    "   .type ek__cvt_rows9, %function\n"
-    "   .thumb_func\n"
-    "ek__cvt_rows9:\n"
+    "   EK_FUNC ek__cvt_rows9\n"
     "   push    {r4-r11, lr}\n"
     "   ldm     r3, {r3, r12, lr}\n"
     EK__CVT_ROWS9_BODY
@@ -1656,12 +1670,7 @@ __asm__(
 void ek__cvt_rows9_span(const int8_t *s, uint32_t *dst, int32_t m, const uint32_t *ctx);
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__cvt_rows9_span, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__cvt_rows9_span\n"
-    "   .type ek__cvt_rows9_span, %function\n"
-    "   .thumb_func\n"
-    "ek__cvt_rows9_span:\n"
+    "   EK_FUNC ek__cvt_rows9_span\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #20\n"               /* frame: s, m, in_step, out_off, out_c */
     "   ldr     r4, [r3, #12]\n"
@@ -1978,12 +1987,7 @@ void ek__widen4(const int8_t *src, uint32_t *dst, int32_t n);
 /* n >= 1 reduction pairs of a block: LDRD, 4 SXTB16, STM, loop = 8 instructions per 8 weights. */
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__widen4, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__widen4\n"
-    "   .type ek__widen4, %function\n"
-    "   .thumb_func\n"
-    "ek__widen4:\n"
+    "   EK_FUNC ek__widen4\n"
     "   push    {r4-r6}\n"
     "1: ldrd    r5, r6, [r0], #8\n"
     "   sxtb16  r3, r5\n"
@@ -2092,12 +2096,7 @@ __asm__(
     "   ssat    \\b, #8, \\b\n"
     "   .endm\n"
     "   .macro EK_GEMM_2X4 name, fast\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #48\n"
     "   ldm     r0, {r1-r12}\n"
@@ -2334,12 +2333,7 @@ __asm__(
     "   ssat    r8, #8, r8\n"
     "   strb.w  r8, [r12], #1\n"
     "   .endm\n"
-    "   .pushsection .text.ek__s1x1_k8_row, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__s1x1_k8_row\n"
-    "   .type ek__s1x1_k8_row, %function\n"
-    "   .thumb_func\n"
-    "ek__s1x1_k8_row:\n"
+    "   EK_FUNC ek__s1x1_k8_row\n"
     "   EK_S1X1_ENTRY 36\n"
     "1: ldm     sp, {r8-r11}\n"           /* in, in_step, off2, records */
     "   ldr     r4, [r8]\n"
@@ -2362,12 +2356,7 @@ __asm__(
     "   EK_S1X1_EXIT\n"
     "   .size ek__s1x1_k8_row, . - ek__s1x1_k8_row\n"
     "   .popsection\n"
-    "   .pushsection .text.ek__s1x1_k16_row, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__s1x1_k16_row\n"
-    "   .type ek__s1x1_k16_row, %function\n"
-    "   .thumb_func\n"
-    "ek__s1x1_k16_row:\n"
+    "   EK_FUNC ek__s1x1_k16_row\n"
     "   EK_S1X1_ENTRY 64\n"
     "1: ldm     sp, {r8-r10}\n"           /* in, in_step, off2 */
     "   ldr     r4, [r8]\n"
@@ -2528,16 +2517,8 @@ __asm__(
     "   bne     1b\n"
     "   .endm\n"
     "   .macro EK_C1_ROW3 name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
-    "   push    {r4-r11, lr}\n"
-    "   sub     sp, sp, #44\n"
-    "   ldm     r0, {r1-r11}\n"
-    "   stm     sp, {r1-r11}\n"
+    "   EK_FUNC \\name\n"
+    "   EK_FRAME44\n"
     "2: ldm     sp, {r5-r7}\n"              /* the three rows */
     "   ldr     r8, [sp, #20]\n"
     "   ldrb    r0, [r5]\n"
@@ -2578,12 +2559,7 @@ __asm__(
     "   .popsection\n"
     "   .endm\n"
     "   .macro EK_C1_PX name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   .if \\clamp\n"
     "   ldrd    r4, r5, [r0, #32]\n"
@@ -3057,12 +3033,7 @@ __asm__(
     "   ssat    \\v, #8, \\v\n"
     "   .endm\n"
     "   .macro EK_FC_4CH name, fast\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #72\n"
     "   ldm     r0, {r1-r12}\n"
@@ -3606,12 +3577,7 @@ void ek__dw5x5s2_row_nc(const ek__dw5_args_t *a);
  */
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__dw_build4, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__dw_build4\n"
-    "   .type ek__dw_build4, %function\n"
-    "   .thumb_func\n"
-    "ek__dw_build4:\n"
+    "   EK_FUNC ek__dw_build4\n"
     "   push    {r4-r11, lr}\n"
     "   ldm     r0, {r0-r7}\n"
     "1: ldr     r8, [r0]\n"
@@ -3784,12 +3750,7 @@ __asm__(
     "   EK_DW_TAIL_STORE_NC \\eo, 2\n"
     "   .endm\n"
     "   .macro EK_DW3_FUNC name, row1, row, store, tail, row1_2, row_2, tail2, nrows=3\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     /* frame: 0..71 the current channel as the row and store macros read it (16: out_end, 20: stride, 24: bias,
      * 28..: requant, 48..: weights); 72..111 the arguments (rows, out, span, stride, chs, nc, ch, tail) */
     "   push    {r4-r11, lr}\n"
@@ -3994,12 +3955,7 @@ __asm__(
     "   smlabb  r3, r5, lr, r3\n"
     "   .endm\n"
     "   .macro EK_DW5_FUNC name, store, tail2, row=EK_DW5ROW, row2=EK_DW5ROW2, step=8\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #160\n"       /* the 40-word argument block */
     "   mov     r1, sp\n"
@@ -4142,16 +4098,8 @@ __asm__(
     "   asr     \\acc, \\acc, r7\n"
     "   .endm\n"
     "   .macro EK_DWCH_FUNC name, clamp, nky=3, nkx=3, k=3\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
-    "   push    {r4-r11, lr}\n"
-    "   sub     sp, sp, #44\n"
-    "   ldm     r0, {r1-r11}\n"
-    "   stm     sp, {r1-r11}\n"
+    "   EK_FUNC \\name\n"
+    "   EK_FRAME44\n"
     "   mov     r10, r2\n"          /* C */
     "   mov     lr, r3\n"           /* row stride */
     "   mov     r11, r4\n"          /* weights */
@@ -4225,12 +4173,7 @@ __asm__(
     "   EK_DWCH_FUNC ek__dw_ch5k2x2_px_nc, 0, 2, 2, 5\n"
     /* Kx1: the same per group, the taps down one column in a loop (r10 counts them; no column offsets) */
     "   .macro EK_DWCHK1_FUNC name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #52\n"
     "   ldm     r0!, {r1-r11}\n"
@@ -4970,12 +4913,7 @@ __asm__(
     "   strd    r7, r8, [r12, #\\wo]\n"
     "   .endm\n"
     "   .macro EK_DWP_FUNC name, krow, step, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   sub     sp, sp, #20\n"
     "   mov     r12, r0\n"
@@ -5089,12 +5027,7 @@ __asm__(
     /* ek__dwp_build_rows(a): the plane rows of 4 channels' input rows: per row the left edge pair (padding, column 0),
      * the whole pairs (2 LDR, 4 SXTAB16, 4 PKH, 1 STM per 8 elements) and the right edge pair (last column,
      * padding) */
-    "   .pushsection .text.ek__dwp_build_rows, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__dwp_build_rows\n"
-    "   .type ek__dwp_build_rows, %function\n"
-    "   .thumb_func\n"
-    "ek__dwp_build_rows:\n"
+    "   EK_FUNC ek__dwp_build_rows\n"
     "   push    {r4-r11, lr}\n"
     "   mov     lr, r0\n"
     "   ldrd    r0, r1, [lr]\n"         /* src, c */
@@ -5628,12 +5561,7 @@ void ek__add4_clamp(const ek__add4_args_t *args);
 __asm__(
     "   .syntax unified\n"
     "   .macro ek__add4_body name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   ldrd    r9, r10, [r0, #36]\n"
     "   push    {r9, r10}\n"
@@ -5683,12 +5611,7 @@ void ek__add4s_clamp(const ek__add4_args_t *args);
 __asm__(
     "   .syntax unified\n"
     "   .macro ek__add4s_body name, clamp\n"
-    "   .pushsection .text.\\name, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global \\name\n"
-    "   .type \\name, %function\n"
-    "   .thumb_func\n"
-    "\\name:\n"
+    "   EK_FUNC \\name\n"
     "   push    {r4-r11, lr}\n"
     "   ldrd    r9, r10, [r0, #36]\n"
     "   ldm     r0, {r0-r8}\n"
@@ -6251,12 +6174,7 @@ static inline void ek__tr4x4(const int8_t *s, int32_t cols, int8_t *d, int32_t r
 void ek__shuffle4(const int8_t *s, int8_t *d, int32_t cols, int32_t pixels);
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__shuffle4, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__shuffle4\n"
-    "   .type ek__shuffle4, %function\n"
-    "   .thumb_func\n"
-    "ek__shuffle4:\n"
+    "   EK_FUNC ek__shuffle4\n"
     "   push    {r3-r11, lr}\n"          /* [sp]: pixels left */
     "   mov     r12, #0xFF00FF00\n"
     "   add     r3, r2, r2, lsl #1\n"    /* 3 cols */
@@ -6297,12 +6215,7 @@ __asm__(
 void ek__shuffle2(const int8_t *s, int8_t *d, int32_t cols, int32_t pixels);
 __asm__(
     "   .syntax unified\n"
-    "   .pushsection .text.ek__shuffle2, \"ax\", %progbits\n"
-    "   .balign 4\n"
-    "   .global ek__shuffle2\n"
-    "   .type ek__shuffle2, %function\n"
-    "   .thumb_func\n"
-    "ek__shuffle2:\n"
+    "   EK_FUNC ek__shuffle2\n"
     "   push    {r4-r8, lr}\n"
     "   mov     r12, #0xFF00FF00\n"
     "   sub     r8, r2, #4\n"            /* row 1 from past a turn's row-0 word */
