@@ -91,8 +91,8 @@ FLAG_ADD_PAIRS = 512  # add: SMLAD on (a, b) int16 pairs, 4 elements a turn (cor
 FLAG_CONV_FC = 2048  # conv: each output pixel's window as one fully connected row, int8 weights in the FC layout
 FLAG_WIDE_WEIGHTS = 8192  # conv (tile GEMM): weights stored widened (int16 pairs, the weight cache's layout)
 FLAG_DW_TRANSPOSED = 16384  # depthwise 3x3, rows or pairs layout: runs on the transposed map, weights [C][kw][kh]
-FLAG_CONV_C1 = 32768  # conv: one input channel, 3x3: per output channel a 9-word record (bias, 5 weight pairs,
-C1_RECORD_WORDS = 9  # mult, a, b)
+FLAG_CONV_C1 = 32768  # conv: one input channel, 3x3: a record of C1_RECORD_WORDS words per output channel
+C1_RECORD_WORDS = 9  # the one-channel path's record: bias, 5 weight pairs, mult, a, b
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -526,8 +526,8 @@ def conv_c1_applies(kernel_h: int, kernel_w: int, in_c: int, isa: str = "dsp", t
                     dilation: tuple[int, int] = (1, 1)) -> bool:
     """Whether pack_conv2d packs a conv for ek_conv2d_s8's one-channel path (FLAG_CONV_C1): the DSP layout, one
     input channel, 3x3, no dilation, no tap runs. Each output pixel's 9 taps stay in registers and each output
-    channel is one record of 9 words read with two LDMs (~13 instructions a channel, ~26 a pixel; no scratch):
-    digits-cnn's first layer 2.89 -> 1.91 instructions a MAC, U-Net's 2.69 -> 2.06 (bench/kernels.py). By shape
+    channel is one record of 9 words read with two LDMs (13 instructions a channel, ~34 a pixel; no scratch):
+    digits-cnn's first layer 2.89 -> 1.93 instructions a MAC, U-Net's 2.69 -> 2.07 (bench/kernels.py). By shape
     alone (not by the scales), so that a plan's scratch is the packed layer's. Fewer taps (1x3, 5x1) keep the tile
     GEMM, whose per-output cost is lower there (measured: 1x3 on 49x10 5.45 against 8.13)."""
     return isa == "dsp" and in_c == 1 and (kernel_h, kernel_w) == (3, 3) and tuple(dilation) == (1, 1) \

@@ -2450,7 +2450,7 @@ static void ek__conv_1x1_stream(const ek_conv_params_t *p, const ek__conv_geom_t
  * per output channel {bias, 5 weight pairs, mult, a, b} (kernel_pack.pack_conv2d) is read with two LDMs: acc = bias
  * + 5 SMLAD, then the fast requantization (SMMLA, ASR, SSAT), 13 instructions a channel; with a clamp (activation
  * range not all of int8) 4 channels a turn and one SIMD clamp of the word. A row's inside windows run in asm
- * (ek__conv_c1_row3: the taps built there, ~26 instructions a pixel besides the channels); small maps get their
+ * (ek__conv_c1_row3: the taps built there, ~34 instructions a pixel besides the channels); small maps get their
  * rows padded on the stack so every window is inside; wider maps' border pixels go one by one. No scratch. Without
  * the fast form (or the DSP extension) the same records run through the C requantization.
  * ============================================================================================================= */
@@ -2465,7 +2465,7 @@ typedef struct {
 } ek__c1_args_t;
 
 /* A row of output pixels of a 3x3 window (dilation 1) from three rows laid out with their padding: the taps built
- * in asm (9 LDRB, 4 ORR, 5 SXTAB16 a pixel), then the channel loop above, ~36 instructions a pixel besides it. */
+ * in asm (9 LDRB, 4 ORR, 5 SXTAB16 a pixel), then the channel loop below, ~34 instructions a pixel besides it. */
 typedef struct {
     const int8_t *r0, *r1, *r2; /*  0: the rows at the first output's window */
     int32_t step;               /* 12: stride_w */
