@@ -2645,7 +2645,7 @@ static void ek__c1_taps_checked(const ek_conv_params_t *p, const int8_t *const *
 #define EK_CONV_C1_ROW 64 /* padded input rows up to this wide are laid out on the stack (3 of them) */
 
 #if EK_NN_DSP
-/* The clamp of the fast form on bytes the no-clamp asm stored (SSAT was the lower bound): min with upper, back added. */
+/* The fast form's clamp on bytes the no-clamp asm stored (SSAT was the lower bound): min with upper, back added. */
 static void ek__c1_clamp(int8_t *o, int32_t n, const ek__rq_t *rq)
 {
     for (int32_t i = 0; i < n; i++) {
