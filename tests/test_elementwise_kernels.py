@@ -30,6 +30,9 @@ except ImportError:  # (the kernel cases need numpy only)
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
 needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc and qemu-system-arm are not installed")
+HAVE_RISCV = shutil.which("riscv64-unknown-elf-gcc") is not None and shutil.which("qemu-system-riscv32") is not None
+needs_riscv = pytest.mark.skipif(not HAVE_RISCV, reason="riscv64-unknown-elf-gcc and qemu-system-riscv32 are not "
+                                                        "installed")
 
 
 def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
@@ -206,8 +209,9 @@ class _Net(torch.nn.Module if HAVE_TORCH else object):
         return self.head(torch.cat([y, torch.relu(y[:, :2]), y], 1))  # 6 + 2 + 6 channels, one tensor twice
 
 
-def _compile_on_m7(net, size: int, seed: int, out: Path):
-    """``net()`` (seeded) as an int8 model on 8 random 3 x ``size`` x ``size`` inputs, compiled unpatched for the M7."""
+def _compile_on_m7(net, size: int, seed: int, out: Path, target: str = "cortex-m7"):
+    """``net()`` (seeded) as an int8 model on 8 random 3 x ``size`` x ``size`` inputs, compiled unpatched for the M7
+    (or ``target``)."""
     from edgekit import api
     from edgekit.model import Model
 
@@ -216,7 +220,7 @@ def _compile_on_m7(net, size: int, seed: int, out: Path):
     x = np.random.default_rng(seed).standard_normal((8, 3, size, size)).astype(np.float32)
     y = module(torch.from_numpy(x)).argmax(-1).numpy()
     m = Model.from_module(module, torch.from_numpy(x[:1]), name=out.name, calib=x, test_x=x[:4], test_y=y[:4])
-    return api.compile(m, "cortex-m7", out, quantize="int8", patch="off")
+    return api.compile(m, target, out, quantize="int8", patch="off")
 
 
 @needs_arm
@@ -327,3 +331,16 @@ def test_concatenation_inputs_share_its_scale_where_they_can_and_stay_bit_exact(
     assert q[b] == q[c] == q[first.name] and own[b] != q[first.name] and own[c] != q[first.name]
     assert q[a] == own[a] != q[first.name]
     assert q[second.inputs[0]] == own[second.inputs[0]] and g.nodes[0].name == second.inputs[0]
+
+
+@needs_riscv
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_concatenations_run_on_the_scalar_cores_bit_exact(tmp_path):
+    """ek_concat_s8's portable C on an rv32imc core (esp32-c3): the shared-scale parts copied word by word, the
+    others through their tables; outputs bit for bit."""
+    from edgekit import api
+
+    art = _compile_on_m7(_ConcatNet, 8, 2, tmp_path / "rv", target="esp32-c3")
+    assert art.report["build"]["step_kernels"].count("ek_concat") == 3
+    meas = api.profile(tmp_path / "rv").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
