@@ -110,7 +110,6 @@ def concat_shared_ranges(graph: Graph, lows: dict[str, float], highs: dict[str, 
     the layer that chooses it; that layer keeps its own range when it is the model input, another concatenation,
     or the input of two concatenations (one of them then requantizes it, as before)."""
     by_name = {n.name: n for n in graph.nodes}
-    inputs = {x.name for x in graph.inputs}
 
     def producer(name: str) -> str:
         while by_name[name].op in PASS_THROUGH:
@@ -123,7 +122,7 @@ def concat_shared_ranges(graph: Graph, lows: dict[str, float], highs: dict[str, 
             for x in n.inputs:
                 wanted.setdefault(producer(x), set()).add(n.name)
     return {name: (lows[next(iter(cats))], highs[next(iter(cats))]) for name, cats in wanted.items()
-            if len(cats) == 1 and name not in inputs and by_name[name].op not in ("input", "concat")}
+            if len(cats) == 1 and by_name[name].op not in ("input", "concat")}
 
 
 def calibrate(graph: Graph, calib: np.ndarray, observer: str = "minmax", per_channel: bool = True,

@@ -209,7 +209,7 @@ class _Net(torch.nn.Module if HAVE_TORCH else object):
         return self.head(torch.cat([y, torch.relu(y[:, :2]), y], 1))  # 6 + 2 + 6 channels, one tensor twice
 
 
-def _compile_on_m7(net, size: int, seed: int, out: Path, target: str = "cortex-m7"):
+def _compile_int8(net, size: int, seed: int, out: Path, target: str = "cortex-m7"):
     """``net()`` (seeded) as an int8 model on 8 random 3 x ``size`` x ``size`` inputs, compiled unpatched for the M7
     (or ``target``)."""
     from edgekit import api
@@ -228,7 +228,7 @@ def _compile_on_m7(net, size: int, seed: int, out: Path, target: str = "cortex-m
 def test_a_model_with_these_layers_builds_bit_exact_on_the_m7(tmp_path):
     from edgekit import api
 
-    art = _compile_on_m7(_Net, 16, 0, tmp_path / "m7")
+    art = _compile_int8(_Net, 16, 0, tmp_path / "m7")
     kinds = art.report["build"]["step_kernels"]
     assert kinds.count("ek_pool") == 3 and kinds.count("ek_lut") == 3 and "ek_add" in kinds  # (a lone ReLU too)
     assert kinds.count("ek_concat") == 2
@@ -270,7 +270,7 @@ def test_table_rows_of_every_elementwise_kind_stay_bit_exact(tmp_path, monkeypat
     monkeypatch.setattr(cost, "call_table_pays", lambda prog, platform: True)
     # each concatenation input at its own scale, so that the row runs a part through its table
     monkeypatch.setattr(quantize, "SHARE_CONCAT_SCALES", False)
-    art = _compile_on_m7(_TableNet, 12, 1, tmp_path / "m7")
+    art = _compile_int8(_TableNet, 12, 1, tmp_path / "m7")
     kinds = set(art.report["build"]["step_kernels"])
     assert {"ek_lut", "ek_concat", "ek_transpose", "ek_mul"} <= kinds
     source = (tmp_path / "m7" / "src" / "edgekit_model.c").read_text()
@@ -307,7 +307,7 @@ def test_concatenation_inputs_share_its_scale_where_they_can_and_stay_bit_exact(
     from edgekit import api
 
     quantize = importlib.import_module("edgekit.converters.quantize")
-    art = _compile_on_m7(_ConcatNet, 8, 2, tmp_path / "m7")
+    art = _compile_int8(_ConcatNet, 8, 2, tmp_path / "m7")
     assert art.report["build"]["step_kernels"].count("ek_concat") == 3
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
@@ -340,7 +340,7 @@ def test_concatenations_run_on_the_scalar_cores_bit_exact(tmp_path):
     others through their tables; outputs bit for bit."""
     from edgekit import api
 
-    art = _compile_on_m7(_ConcatNet, 8, 2, tmp_path / "rv", target="esp32-c3")
+    art = _compile_int8(_ConcatNet, 8, 2, tmp_path / "rv", target="esp32-c3")
     assert art.report["build"]["step_kernels"].count("ek_concat") == 3
     meas = api.profile(tmp_path / "rv").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0

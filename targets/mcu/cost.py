@@ -148,7 +148,14 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     return f"unary_{dt}", out, out, inp
 
 
-border_pixels = kernel_pack.border_pixels  # (cost's terms and the packer's estimates count them alike)
+def border_pixels(p: dict) -> int:
+    """Output pixels of a conv / depthwise call (its struct fields) whose kernel window leaves the input."""
+    def inside(n: int, stride: int, pad: int, size: int, k: int, dilation: int) -> int:
+        return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - (k - 1) * dilation)
+
+    rows = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], p["kernel_h"], p["dilation_h"])
+    cols = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], p["kernel_w"], p["dilation_w"])
+    return p["out_h"] * p["out_w"] - rows * cols
 
 
 def conv_tile_terms(p: dict) -> tuple[int, int, int]:

@@ -93,6 +93,7 @@ FLAG_WIDE_WEIGHTS = 8192  # conv (tile GEMM): weights stored widened (int16 pair
 FLAG_DW_TRANSPOSED = 16384  # depthwise 3x3, rows or pairs layout: runs on the transposed map, weights [C][kw][kh]
 FLAG_CONV_C1 = 32768  # conv: one input channel, 3x3: a record of C1_RECORD_WORDS words per output channel
 C1_RECORD_WORDS = 9  # the one-channel path's record: bias, 5 weight pairs, mult, a, b
+C1_PADDED_ROW = 64  # EK_CONV_C1_ROW: padded input rows up to this wide are laid out on the stack
 # dsp: the SMLAD kernels (and their portable C twin); mve: Helium (ek_nn_s8_mve.c); rv32: the scalar kernels of cores
 # without SIMD (RV32IM), in ek_nn_s8.c's builds without the DSP extension
 ISAS = ("dsp", "mve", "rv32")
@@ -565,23 +566,11 @@ def conv2d_c1_terms(p: dict) -> dict[str, int]:
     return t
 
 
-C1_PADDED_ROW = 64  # EK_CONV_C1_ROW
-
 
 def conv2d_c1_instructions(p: dict) -> float:
     """Estimated M7 instructions of one ek_conv2d_s8 call of the one-channel path (CONV_C1_COST by
     :func:`conv2d_c1_terms`)."""
     return sum(CONV_C1_COST[k] * v for k, v in conv2d_c1_terms(p).items())
-
-
-def border_pixels(p: dict) -> int:
-    """Output pixels of a conv / depthwise call (its struct fields) whose kernel window leaves the input."""
-    def inside(n: int, stride: int, pad: int, size: int, k: int, dilation: int) -> int:
-        return sum(1 for o in range(n) if 0 <= o * stride - pad <= size - 1 - (k - 1) * dilation)
-
-    rows = inside(p["out_h"], p["stride_h"], p["pad_top"], p["in_h"], p["kernel_h"], p["dilation_h"])
-    cols = inside(p["out_w"], p["stride_w"], p["pad_left"], p["in_w"], p["kernel_w"], p["dilation_w"])
-    return p["out_h"] * p["out_w"] - rows * cols
 
 
 def conv2d_scratch_bytes(params: dict) -> int:
