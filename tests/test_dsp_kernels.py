@@ -362,6 +362,25 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "dw1x3 rows s2 3x11x8 (last 2) relu", 3, 11, 8, 8, (1, 3), stride=2,
                         padding=(0, 0, 1, 1), depthwise=True, layout="rows", act="relu"))
     c.append(_conv_case(rng, "dw5x5 rows 5x5x9 (last 1)", 5, 5, 9, 9, 5, padding=2, depthwise=True, layout="rows"))
+    # the 1xK row kernel (ek__dw1xk_row): K even and odd, K/2 even and odd (the turns of two tap pairs, one more
+    # pair, the last tap), a row's last 1-3 outputs, the clamp and no-clamp stores, groups of 4 + 1-3 channels;
+    # Kx1 (a depthwise Conv1d) on the transposed map, picked by shape
+    for name, (h, w, ch), k, kw in (
+            ("1x4 s1 3x12x8 (rows of 3 steps)", (3, 12, 8), (1, 4), dict(padding=(0, 0, 1, 2))),
+            ("1x5 s(2,1) 5x13x6 relu (last 1)", (5, 13, 6), (1, 5), dict(stride=(2, 1), padding=(0, 0, 2, 2),
+                                                                          act="relu")),
+            ("1x6 s1 2x11x5 (last 3) no bias", (2, 11, 5), (1, 6), dict(padding=(0, 0, 3, 2), bias=False)),
+            ("1x7 s1 4x10x9 relu6 row strides (last 3)", (4, 10, 9), (1, 7), dict(padding=(0, 0, 3, 4),
+                                                                                   act="relu6", in_extra=3,
+                                                                                   out_extra=5)),
+            ("1x32 s1 1x40x4 (last 1)", (1, 40, 4), (1, 32), dict(padding=(0, 0, 15, 9))),
+            ("9x1 Conv1d 37x1x12", (37, 1, 12), (9, 1), dict(padding=(4, 4, 0, 0))),
+            ("25x1 Conv1d 30x1x7 relu", (30, 1, 7), (25, 1), dict(padding=(12, 12, 0, 0), act="relu")),
+            ("8x1 s(1,2) 19x5x4 (last 3)", (19, 5, 4), (8, 1), dict(stride=(1, 2), padding=(3, 4, 1, 0))),
+            ("13x1 13x2x5 (last 1) row strides", (13, 2, 5), (13, 1), dict(padding=(6, 6, 0, 0), in_extra=2,
+                                                                             out_extra=3, layout="rows_t"))):
+        kw.setdefault("layout", "rows" if k[0] == 1 else "rows_t")
+        c.append(_conv_case(rng, f"dw{k[0]}x{k[1]} {name}", h, w, ch, ch, k, depthwise=True, **kw))
     # 5x5 stride 2: the row kernels (ek__dw5x5s2_row), clamped or not, a last group of 1-3; channels-last on small maps
     c.append(_conv_case(rng, "dw5x5 s2 rows 13x11x20 relu6", 13, 11, 20, 20, 5, stride=2, padding=2, depthwise=True,
                         layout="rows", act="relu6", in_extra=4, out_extra=3))
@@ -479,7 +498,7 @@ def test_portable_c_on_host_matches_reference(tmp_path):
     ("mps2-an500", ("-DEK_NN_PORTABLE",)),    # Cortex-M7, portable C path
     # the depthwise variants a firmware leaves out when no call runs them: their calls fall back, same outputs
     ("mps2-an500", ("-DEK_NN_NO_DW_ROWS=1", "-DEK_NN_NO_DW_CH3X3=1", "-DEK_NN_NO_DW1X3=1", "-DEK_NN_NO_DW5X5=1",
-                    "-DEK_NN_NO_DW_PAIRS=1")),
+                    "-DEK_NN_NO_DW_PAIRS=1", "-DEK_NN_NO_DW1XK=1")),
     # the pairs layout with only its stride-1 clamp function: the other calls take it or the C loop
     ("mps2-an500", ("-DEK_NN_NO_DWP_S1_NC=1", "-DEK_NN_NO_DWP_S2=1", "-DEK_NN_NO_DWP_S2_NC=1")),
     # no-clamp functions left out (their calls take the clamp ones), both of a pair left out (the C loops), the
@@ -1012,6 +1031,9 @@ def test_depthwise_code_variants_follow_the_packing():
     assert variants(9, 11, 7, (1, 3), padding=(0, 0, 1, 1)) == {"rows", "1x3"}
     assert variants(8, 8, 9, (3, 1), padding=(1, 1, 0, 0)) == {"rows", "1x3"}
     assert variants(12, 13, 6, 5, padding=2) == {"rows", "5x5"}
+    assert variants(30, 1, 8, (9, 1), padding=(4, 4, 0, 0)) == {"rows", "1xk"}      # a Conv1d: Kx1 transposed
+    assert variants(3, 12, 8, (1, 4), padding=(0, 0, 1, 2)) == {"rows", "1xk"}
+    assert variants(3, 12, 8, (1, 4), padding=(0, 0, 1, 2), layout="channels") == {"channels"}
     assert variants(12, 11, 6, 5, dilation=2, padding=4) == {"channels"}   # dilated: channels-last, its C loop
     assert variants(9, 9, 16, 3, padding=1, isa="mve") == set()                 # Helium: its own code
 
@@ -1097,3 +1119,43 @@ def test_block_kernel_and_loop_variants_follow_the_packing():
         return kp.elementwise_code_variants("ek_pool", layer.params)
 
     assert pool(16, 32) == {"gap"} and pool(3, 32) == set()   # (the SIMD sums hold 3x3, not 16x16)
+
+
+@needs_arm
+def test_a_depthwise_conv1d_model_runs_the_1xk_row_kernel_bit_exact(tmp_path):
+    """A separable Conv1d keyword net (MatchboxNet-style: 9- and 13-tap depthwise Conv1d over 49 frames) compiles for
+    the M7 with its depthwise layers on the transposed map's 1xK row kernel, runs bit-exact on the emulated board and
+    its instruction estimate is within 10 % of the count."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from edgekit import api
+    from edgekit.model import Model
+
+    torch.manual_seed(0)
+
+    def sep(c, k):
+        return [nn.Conv1d(c, c, k, padding=k // 2, groups=c), nn.BatchNorm1d(c), nn.Conv1d(c, c, 1),
+                nn.BatchNorm1d(c), nn.ReLU()]
+
+    net = nn.Sequential(nn.Conv1d(10, 32, 3, padding=1), nn.BatchNorm1d(32), nn.ReLU(), *sep(32, 9), *sep(32, 13),
+                        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).standard_normal((16, 10, 49)).astype(np.float32)
+    model = Model.from_module(net, torch.from_numpy(x[:1]), name="conv1d-kws", calib=x, test_x=x[:4])
+    art = api.compile(model, "cortex-m7", tmp_path / "out", quantize="int8", patch="off")
+    plan = art.report["build"]
+    assert plan["step_kernels"].count("ek_dw") == 2
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+    est = art.report["estimate"]["instructions"]
+    assert abs(est - meas["instructions"]) / meas["instructions"] < 0.10
+    # the packing behind it: Kx1 on the transposed map, the 1xK code variant
+    rng = np.random.default_rng(1)
+    case, _ = _conv_case(rng, "c1d", 49, 1, 32, 32, (9, 1), padding=(4, 4, 0, 0), depthwise=True)
+    assert case.layer.params["flags"] & kp.FLAG_DW_TRANSPOSED
+    assert kp.depthwise_code_variants(case.layer.params) == {"rows", "1xk"}

@@ -289,7 +289,9 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
     kernel_pack.dw_channels_instructions (per pixel, pixel-group and group-tap inside the map, fitted by
     bench/dw_layout_fit.py). The pairs layout (EK_NN_FLAG_DW_PAIRS): units = the M7 instructions of
     kernel_pack.dw_pairs_instructions (its per-step, per-row, per-channel-pair and plane-building terms, fitted by
-    bench/dw_layout_fit.py). A call packed for the transposed map (FLAG_DW_TRANSPOSED) is priced in that view."""
+    bench/dw_layout_fit.py). The 1xK row kernel (1xK at stride 1, K 4-32, and Kx1 on the transposed view): units =
+    the M7 instructions of kernel_pack.dw1xk_instructions (per 4-output step by the tap pairs, per channel row, per
+    weight). A call packed for the transposed map (FLAG_DW_TRANSPOSED) is priced in that view."""
     p = kernel_pack.dw_view(step.params)
     kh, kw, C = p["kernel_h"], p["kernel_w"], p["in_c"]
     if p.get("flags", 0) & kernel_pack.FLAG_DW_PAIRS:  # units: the M7's instructions by the kernel's own model
@@ -316,6 +318,10 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
         return "depthwise_channels_int8_ek", step.macs, groups * kh, groups
     out_h, out_w, sh, sw = p["out_h"], p["out_w"], p.get("stride_h", 1), p.get("stride_w", 1)
     dh, dw = p["dilation_h"], p["dilation_w"]
+    if isa != "rv32" and p["flags"] & kernel_pack.FLAG_FAST_REQUANT and dh == dw == 1 and kh == 1 and \
+            4 <= kw <= kernel_pack.DW1XK_MAX_TAPS and sw == 1:  # the 1xK row kernel (a Kx1 one transposed)
+        clamp = (p["act_min"], p["act_max"]) != (-128, 127)
+        return "depthwise_1xk_int8_ek", round(kernel_pack.dw1xk_instructions(out_h, out_w, C, kw, clamp)), 0, 0
     if kernel_pack.depthwise_runs_columns(p):  # the transposed view
         kh, kw, out_h, out_w, sh, sw = kw, kh, out_w, out_h, sw, sh
     out_w4 = -(-out_w // 4) * 4

@@ -131,6 +131,35 @@ DW_ROWS_MIN_OUT_W = 12
 # 3x3x576 4.84 -> 2.60, 5x5x96 3.08 -> 3.51, 6x6x144 2.51 -> 3.73; stride 2 (the inputs) 6x6x240 5.18 -> 3.72,
 # 7x7x64 3.46 -> 3.78, 10x10x48 3.38 -> 4.31: channels-last on outputs at most this wide
 DW5_CHANNELS_MAX_OUT_W = 3
+# 1xK (and Kx1 on the transposed map) depthwise row kernel (ek_nn_s8.c ek__dw_rows_k): stride 1 along the kernel,
+# no dilation, 4 <= K <= EK_DW1XK_MAX_TAPS (1x3 / 3x1 have their own asm row kernel), at least DW1XK_MIN_OUT
+# outputs along it (4 a step: shorter rows keep channels-last)
+DW1XK_MAX_TAPS = 32
+DW1XK_MIN_OUT = 4
+# Its M7 instructions (dw1xk_instructions): per 4-output step, per turn of two tap pairs, one more pair (K/2 odd),
+# the last tap (K odd), the clamp; per channel row (the call), a row's last 1-3 outputs (a step into a scratch
+# word and byte copies), per channel tap (weight pairs built), per call; fitted on the emulated M7 to 15 Conv1d and
+# 4 1xK layers (K 4-32, 4-64 channels, rows of 13-98 outputs; each within 6 %, most within 1.5 %: bench/dw1xk_fit.py,
+# bench/results/dw1xk_fit.txt)
+DW1XK_COST = dict(step=53.06, turn=12.48, pair=7.9, tap=1.89, clamp=10.91, row=63.93, tail=25.95, weight=13.28,
+                  call=983.6)
+
+
+def dw1xk_applies(kh: int, kw: int, stride_w: int, dilation_w: int, out_w: int) -> bool:
+    """Whether a depthwise call (in its kernels' view: a Kx1 one transposed) runs the 1xK row kernel."""
+    return kh == 1 and 4 <= kw <= DW1XK_MAX_TAPS and stride_w == 1 and dilation_w == 1 and \
+        out_w >= DW1XK_MIN_OUT
+
+
+def dw1xk_instructions(out_h: int, out_w: int, channels: int, k: int, clamp: bool) -> float:
+    """Estimated M7 instructions of one call of the 1xK row kernel (in its view: out_h rows of out_w outputs, a
+    1xk kernel; DW1XK_COST)."""
+    c = DW1XK_COST
+    steps = out_h * channels * -(-out_w // 4)
+    per_step = c["step"] + c["turn"] * (k // 4) + c["pair"] * ((k // 2) & 1) + c["tap"] * (k & 1) + \
+        c["clamp"] * bool(clamp)
+    rows = out_h * channels
+    return steps * per_step + rows * (c["row"] + c["tail"] * bool(out_w % 4)) + c["weight"] * channels * k + c["call"]
 DW_CHANNELS_MIN_C = 32
 # Executed instructions of ek_depthwise_conv2d_s8's 3x3 row layout on the emulated M7 (DSP build), fitted by
 # bench/dw_layout_fit.py to 39 shapes per stride (9 output rows, out_w 4-20, 16 / 48 / 144 channels, ReLU6; max
@@ -987,7 +1016,8 @@ def dw_pairs_instructions(stride_h: int, stride_w: int, out_h: int, out_w: int, 
 
 def depthwise_code_variants(p: dict) -> set[str]:
     """The parts of ek_depthwise_conv2d_s8's DSP code a call packed with ``p`` runs (as the C dispatch decides):
-    ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view) and ``5x5``,
+    ``rows`` (the row kernels over a ring), within them ``1x3`` (1x3, and 3x1 on the transposed view), ``1xk`` (the
+    1xK row kernel: other 1xK kernels at stride 1, and Kx1 on the transposed view) and ``5x5``,
     within the 3x3 ones one of ``rows_s1``, ``rows_s1_nc``, ``rows_s2``, ``rows_s2_nc`` (the row kernel per stride,
     with the clamp or without: "_nc" when the activation range is all of int8), ``ch3x3`` / ``ch3x3_nc`` (the
     channels-last 3x3 pixel kernels), ``ch5x5`` / ``ch5x5_nc`` (their 5x5 variants), ``chk1`` (their Kx1 loop, a
@@ -997,6 +1027,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
     above; left out only when no call comes to it, DSP builds alone), ``pairs`` (the pairs layout)
     and within it one of ``pairs_s1``, ``pairs_s1_nc``, ``pairs_s2``, ``pairs_s2_nc`` (its asm per stride, with the
     clamp or without). A firmware leaves out the parts none of its calls runs (EK_NN_NO_DW_ROWS, EK_NN_NO_DW1X3,
+    EK_NN_NO_DW1XK,
     EK_NN_NO_DW5X5, EK_NN_NO_DWR_S1, EK_NN_NO_DW_CH3X3, EK_NN_NO_DW_CH3X3_NC, ..., EK_NN_NO_DW_PAIRS,
     EK_NN_NO_DWP_S1, ..., EK_NN_NO_DW_CHANNELS, EK_NN_NO_DW_RING: pipeline.firmware_cflags). The optional parts
     fall back (to the generic ring path; a call whose no-clamp function is left out runs the clamp one), so leaving
@@ -1021,6 +1052,8 @@ def depthwise_code_variants(p: dict) -> set[str]:
         if p["out_w"] < 2:
             return {"pairs"}
         return {"pairs", f"pairs_s{p['stride_w']}" + nc}
+    if kh == 1 and 4 <= kw <= DW1XK_MAX_TAPS and sw == 1:  # (ek__dw1xk_applies: any row length)
+        return {"rows", "1xk"}
     if kw == 3 and kh in (1, 3) and sw in (1, 2):
         return {"rows", "1x3"} if kh == 1 else {"rows", f"rows_s{sw}{nc}"}
     if (kh, kw) == (5, 5) and sw in (1, 2):
@@ -1097,6 +1130,10 @@ def depthwise_layout(kh: int, kw: int, stride_w: int, dilation_h: int, dilation_
     pad_left), None: padding 1 and the input the outputs read), elsewhere by fixed thresholds (rows or channels)."""
     if dilation_h != 1 or dilation_w != 1:
         return "channels"
+    if isa != "rv32" and dw1xk_applies(kh, kw, stride_w, dilation_w, out_w):  # a 1xK row: the 1xK row kernel
+        return "rows"
+    if isa != "rv32" and out_h is not None and dw1xk_applies(kw, kh, stride_h, dilation_h, out_h):  # Kx1 (Conv1d)
+        return "rows_t"
     # 1x3, 3x1 (a 1x3 down the columns) and 5x5 have DSP row kernels and nothing faster channels-last (cores
     # without SIMD would run the portable row loop: they keep channels-last) — but for 5x5 on maps at most
     # DW5_CHANNELS_MAX_OUT_W wide, where most taps fall in the padding, which channels-last skips
@@ -1265,8 +1302,10 @@ def pack_depthwise_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, sh
         raise UsageError(f"depthwise_conv2d: layout must be rows, channels, pairs, rows_t, pairs_t or auto, got "
                          f"{layout!r}")
     if layout.endswith("_t"):  # the transposed map: the kernel transposed too, the same code on the view
-        if (kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or g["stride_h"] not in (1, 2):
-            raise UsageError(f"depthwise_conv2d: the {layout} layout takes 3x3 kernels, dilation 1, stride_h 1 or 2")
+        kx1 = layout == "rows_t" and dw1xk_applies(kw, kh, g["stride_h"], g["dilation_h"], g["out_h"])
+        if not kx1 and ((kh, kw, g["dilation_h"], g["dilation_w"]) != (3, 3, 1, 1) or g["stride_h"] not in (1, 2)):
+            raise UsageError(f"depthwise_conv2d: the {layout} layout takes 3x3 kernels, dilation 1, stride_h 1 or 2"
+                             + (" (rows_t also Kx1 kernels, stride_h 1)" if layout == "rows_t" else ""))
         params["flags"] |= FLAG_DW_TRANSPOSED
         w = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
         layout = layout[:-2]

@@ -570,7 +570,8 @@ def _streaming_info(prog: Program) -> StreamingInfo:
 
 
 # -DEK_NN_NO_DW<name> per depthwise code variant (kernel_pack.depthwise_code_variants)
-DW_VARIANT_DEFINES = {"channels": "_CHANNELS", "ring": "_RING", "rows": "_ROWS", "1x3": "1X3", "5x5": "5X5",
+DW_VARIANT_DEFINES = {"channels": "_CHANNELS", "ring": "_RING", "rows": "_ROWS", "1x3": "1X3", "1xk": "1XK",
+                      "5x5": "5X5",
                       "rows_s1": "R_S1", "rows_s1_nc": "R_S1_NC",
                       "rows_s2": "R_S2", "rows_s2_nc": "R_S2_NC", "ch3x3": "_CH3X3", "ch3x3_nc": "_CH3X3_NC",
                       "ch5x5": "_CH5X5", "ch5x5_nc": "_CH5X5_NC", "chk1": "_CHK1", "pairs": "_PAIRS",

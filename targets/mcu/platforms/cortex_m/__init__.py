@@ -143,11 +143,14 @@ PLATFORM = CortexM(
         # (EK_NN_NO_DW_RING): the entry point alone 188 B, with the channels-last path 2,442 B (mbv2-w035), with the
         # ring path 2,860 B (ShuffleNet), with both 4,454 B: arm-none-eabi-nm of the M7 ELFs; the one-channel 3x3
         # path, FLAG_CONV_C1: its C driver 1,556 B + 20 B of ek_conv2d_s8's dispatch, its asm pixel and row loops
-        # with the clamp 232 + 340 B, without 68 + 184 B: arm-none-eabi-size of ek_nn_s8.o, -ffunction-sections)
+        # with the clamp 232 + 340 B, without 68 + 184 B: arm-none-eabi-size of ek_nn_s8.o, -ffunction-sections; the
+        # 1xK depthwise row kernel: its driver 784 B + its asm with the clamp 352 B and without 312 B,
+        # arm-none-eabi-nm of the M7 kernel bench)
         ek_kernel_bytes={"ek_conv": 7754, "ek_gemm_fast": 618, "ek_gemm_fast_nc": 590, "ek_gemm_raw": 106,
                          "ek_conv_fc": 922, "ek_conv_c1_path": 1576, "ek_conv_c1": 572, "ek_conv_c1_nc": 252,
                          "ek_dw": 190, "ek_dw_channels": 2250, "ek_dw_ring": 2300, "ek_dw_rows": 1388, "ek_dw_rows_s1": 758,
                          "ek_dw_rows_s1_nc": 652, "ek_dw_rows_s2": 794, "ek_dw_rows_s2_nc": 688, "ek_dw_1x3": 2216,
+                         "ek_dw_1xk": 1448,
                          "ek_dw_5x5": 3940, "ek_dw_ch3x3": 1558, "ek_dw_ch3x3_nc": 1492, "ek_dw_ch5x5": 1475,
                          "ek_dw_ch5x5_nc": 1475, "ek_dw_chk1": 400, "ek_dw_pairs": 1920, "ek_dw_pairs_s1": 600,
                          "ek_dw_pairs_s1_nc": 584, "ek_dw_pairs_s2": 612, "ek_dw_pairs_s2_nc": 596,

@@ -28,7 +28,9 @@
  * 3x3 and 1x3 then run a hand-scheduled row kernel, one call per group of 4 channels and output row, four outputs
  * per step: with stride 1 the words A, B, C of a kernel row hold columns x .. x+5 and SMLAD/SMLABT/SMLATB cover the
  * 12 MACs of the four outputs in 8 instructions; with stride 2, SMLAD + SMLABB per output and row. 5x5 (stride 1):
- * 12 SMLAxy per 20 MACs per kernel row. 3x1 is a 1x3 on the transposed map (its rows are the input's columns). The
+ * 12 SMLAxy per 20 MACs per kernel row. 3x1 is a 1x3 on the transposed map (its rows are the input's columns);
+ * other 1xK kernels (K 4-32, stride 1; Kx1, a depthwise Conv1d, on the transposed map) run ek__dw1xk_row: 4 SMLAD
+ * per 2 taps of 4 outputs (Conv1d 9x1 3.95 -> 2.49 instructions/MAC, 25x1 3.04 -> 1.48). The
  * first kernel row starts the accumulators from the bias; requantization is SMMLA + ASR + SSAT per output (SSAT
  * alone clamps when the activation range is all of int8, else SSUB8/SEL per 4 outputs). At 3x3 s1 on a wide map
  * that is ~1.6 instructions per MAC in the row kernel plus ~0.25 for the ring. Other kernels, strides and
@@ -121,6 +123,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #endif
 #ifndef EK_NN_NO_DW5X5
 #define EK_NN_NO_DW5X5 0
+#endif
+#ifndef EK_NN_NO_DW1XK
+#define EK_NN_NO_DW1XK 0
 #endif
 #ifndef EK_NN_NO_DW_CH5X5
 #define EK_NN_NO_DW_CH5X5 0
@@ -4621,6 +4626,231 @@ static __attribute__((noinline)) void ek__dw_rows_fast(const ek_conv_params_t *p
 }
 #endif
 
+#if EK_NN_DSP
+/*
+ * 1xK depthwise, stride 1, dilation 1, 4 <= K <= EK_DW1XK_MAX_TAPS (and Kx1, a depthwise Conv1d over [L, 1, C], as
+ * 1xK on the transposed view: FLAG_DW_TRANSPOSED), fast requantization: one channel's output row over its ring row
+ * (int16 column pairs, word m = columns 2m, 2m+1), 4 outputs o0..o3 at columns x .. x+3 (x even) a step. With the
+ * words X_m = (col x+2m, x+2m+1), the weight pairs We_j = (w_2j, w_2j+1) and Wo_j = (w_2j+1, w_2j+2) (0 past the
+ * last tap):
+ *     o0 = sum_j SMLAD(X_j, We_j)         o1 = X_0.hi * w0 + sum_j SMLAD(X_j+1, Wo_j)
+ *     o2 = sum_j SMLAD(X_j+1, We_j)       o3 = X_1.hi * w0 + sum_j SMLAD(X_j+2, Wo_j)
+ * ek__dw1xk_row: two tap pairs a turn (an LDRD of inputs, two LDRDs of weight pairs, 8 SMLAD for 16 MACs; the turns
+ * alternate the input registers, so nothing moves), then one more pair (K/2 odd) and the last tap (K odd: o0 and
+ * o2 only), SMMLA + ASR + SSAT per output (+ SSUB8/SEL/UADD8 for 4 when the clamp is not all of int8) and 4 byte
+ * stores a pixel apart. Steps run to out_end (a multiple of 4 outputs); the driver runs a row's last 1-3 outputs as
+ * one more step into a scratch word.
+ */
+#define EK_DW1XK_MAX_TAPS 32
+
+typedef struct {
+    const uint32_t *x;        /* 0: the ring row at the first output's first column */
+    const uint32_t *w;        /* 4: We_0, Wo_0, We_1, Wo_1, ..., then an odd K's last (w_K-1, 0) */
+    int32_t turns;            /* 8: turns of two tap pairs (K/4, >= 1) */
+    int32_t flags;            /* 12: bit 0: one more tap pair (K/2 odd); bit 1: the last tap (K odd) */
+    int8_t *out;              /* 16: the first output */
+    int8_t *out_end;          /* 20: out + 4k * stride */
+    int32_t stride;           /* 24: output bytes per pixel */
+    int32_t bias;             /* 28 */
+    int32_t mult, add, shift; /* 32, 36, 40: the channel's fast requant entry {mult, a, b} */
+    uint32_t upper4, back4;   /* 44, 48 */
+} ek__dwk_args_t;
+
+#if !EK_NN_NO_DW1XK
+void ek__dw1xk_row(const ek__dwk_args_t *a);
+void ek__dw1xk_row_nc(const ek__dwk_args_t *a); /* the same without the clamp (act range all of int8) */
+
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_DWK_PAIR2 a, b, c, d\n"  /* two tap pairs; c, d: the next two input words */
+    "   ldrd    \\c, \\d, [r10], #8\n"
+    "   ldrd    r8, r12, [r11], #8\n"
+    "   smlad   r0, \\a, r8, r0\n"
+    "   smlad   r2, \\b, r8, r2\n"
+    "   smlad   r1, \\b, r12, r1\n"
+    "   smlad   r3, \\c, r12, r3\n"
+    "   ldrd    r8, r12, [r11], #8\n"
+    "   smlad   r0, \\b, r8, r0\n"
+    "   smlad   r2, \\c, r8, r2\n"
+    "   smlad   r1, \\c, r12, r1\n"
+    "   smlad   r3, \\d, r12, r3\n"
+    "   .endm\n"
+    "   .macro EK_DWK_FUNC name, clamp\n"
+    "   EK_FUNC \\name\n"
+    "   push    {r4-r11, lr}\n"
+    "   sub     sp, sp, #56\n"
+    "   ldm     r0, {r1-r12, lr}\n"
+    "   stm     sp, {r1-r12, lr}\n"
+    "   mov     lr, r1\n"                 /* lr: the step's first input word */
+    "1: ldr     r11, [sp, #4]\n"
+    "   ldr     r0, [sp, #28]\n"
+    "   ldrd    r4, r5, [lr]\n"           /* X_0, X_1 */
+    "   add     r10, lr, #8\n"
+    "   ldr     r8, [r11]\n"              /* We_0: w0 in its low half */
+    "   mov     r2, r0\n"
+    "   smlatb  r1, r4, r8, r0\n"
+    "   smlatb  r3, r5, r8, r0\n"
+    "   ldr     r9, [sp, #8]\n"
+    "2: EK_DWK_PAIR2 r4, r5, r6, r7\n"
+    "   subs    r9, r9, #1\n"
+    "   beq     3f\n"
+    "   EK_DWK_PAIR2 r6, r7, r4, r5\n"
+    "   subs    r9, r9, #1\n"
+    "   bne     2b\n"
+    "   b       4f\n"
+    "3: mov     r4, r6\n"
+    "   mov     r5, r7\n"
+    "4: ldr     r9, [sp, #12]\n"
+    "   lsls    r9, r9, #31\n"            /* N: one more pair, C: the last tap */
+    "   bpl     5f\n"
+    "   ldr     r6, [r10], #4\n"
+    "   ldrd    r8, r12, [r11], #8\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlad   r2, r5, r8, r2\n"
+    "   smlad   r1, r5, r12, r1\n"
+    "   smlad   r3, r6, r12, r3\n"
+    "   mov     r4, r5\n"
+    "   mov     r5, r6\n"
+    "5: bcc     6f\n"
+    "   ldr     r8, [r11]\n"
+    "   smlad   r0, r4, r8, r0\n"
+    "   smlad   r2, r5, r8, r2\n"
+    "6: ldrd    r4, r5, [sp, #32]\n"
+    "   ldr     r6, [sp, #40]\n"
+    "   smmla   r0, r0, r4, r5\n"
+    "   smmla   r1, r1, r4, r5\n"
+    "   smmla   r2, r2, r4, r5\n"
+    "   smmla   r3, r3, r4, r5\n"
+    "   asr     r0, r0, r6\n"
+    "   asr     r1, r1, r6\n"
+    "   asr     r2, r2, r6\n"
+    "   asr     r3, r3, r6\n"
+    "   ssat    r0, #8, r0\n"
+    "   ssat    r1, #8, r1\n"
+    "   ssat    r2, #8, r2\n"
+    "   ssat    r3, #8, r3\n"
+    "   ldr     r12, [sp, #16]\n"
+    "   ldr     r7, [sp, #24]\n"
+    "   .if \\clamp\n"
+    "   bfi     r0, r1, #8, #8\n"
+    "   bfi     r0, r2, #16, #8\n"
+    "   bfi     r0, r3, #24, #8\n"
+    "   ldrd    r4, r5, [sp, #44]\n"
+    "   ssub8   r6, r0, r4\n"
+    "   sel     r0, r4, r0\n"
+    "   uadd8   r0, r0, r5\n"
+    "   lsr     r1, r0, #8\n"
+    "   lsr     r2, r0, #16\n"
+    "   lsr     r3, r0, #24\n"
+    "   .endif\n"
+    "   strb    r0, [r12]\n"
+    "   strb    r1, [r12, r7]\n"
+    "   add     r12, r12, r7, lsl #1\n"
+    "   strb    r2, [r12]\n"
+    "   strb    r3, [r12, r7]\n"
+    "   add     r12, r12, r7, lsl #1\n"
+    "   str     r12, [sp, #16]\n"
+    "   add     lr, lr, #8\n"
+    "   ldr     r7, [sp, #20]\n"
+    "   cmp     r12, r7\n"
+    "   bne     1b\n"
+    "   add     sp, sp, #56\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_DWK_FUNC ek__dw1xk_row, 1\n"
+    "   EK_DWK_FUNC ek__dw1xk_row_nc, 0\n");
+#endif
+
+/* The 1xK driver: per group of 4 channels their weight pairs (We_j, Wo_j interleaved, then an odd K's last We),
+ * per output row the group's input row widened into the ring (ek__dw_build_row), then each channel's row: its
+ * outputs in fours, a last 1-3 as one more step into a scratch word. */
+static __attribute__((noinline)) void ek__dw_rows_k(const ek_conv_params_t *p, const ek__rq_t *rq,
+                                                    const int8_t *input, int8_t *output, uint32_t *ring, int32_t pix,
+                                                    int32_t opix)
+{
+#if !EK_NN_NO_DW1XK
+    ek__dw_geom_t g;
+    ek__dw_geom(p, &g);
+    const int32_t K = p->kernel_w, C = p->in_c, ow = p->out_w, n4 = ow & ~3, chs = g.slots * g.row_words;
+    void (*const row_fn)(const ek__dwk_args_t *) =
+        rq->upper == 127 && rq->back == 0 ? ek__dw1xk_row_nc : ek__dw1xk_row;
+    const size_t ring_words = (size_t)4 * (size_t)chs;
+    for (size_t i = 0; i < ring_words; i++) { /* the words no row writes (the padding beyond both edges) stay 0 */
+        ring[i] = 0;
+    }
+    uint32_t wp[4][EK_DW1XK_MAX_TAPS + 1];
+    ek__dwk_args_t a[4];
+    for (int32_t c0 = 0; c0 < C; c0 += 4) {
+        const int32_t nc = C - c0 < 4 ? C - c0 : 4;
+        for (int32_t ch = 0; ch < nc; ch++) {
+            const int32_t c = c0 + ch;
+            const int8_t *k = p->weights + K * c;
+            const int32_t *q = p->requant + 4 * c;
+            int32_t j = 0;
+            for (; 2 * j + 1 < K; j++) {
+                wp[ch][2 * j] = ek__pack16(k[2 * j], k[2 * j + 1]);
+                wp[ch][2 * j + 1] = ek__pack16(k[2 * j + 1], 2 * j + 2 < K ? k[2 * j + 2] : 0);
+            }
+            if (K & 1) {
+                wp[ch][2 * j] = ek__pack16(k[K - 1], 0);
+            }
+            ek__dwk_args_t *d = &a[ch];
+            d->w = wp[ch];
+            d->turns = K >> 2;
+            d->flags = ((K >> 1) & 1) | ((K & 1) << 1);
+            d->stride = opix;
+            d->bias = p->bias ? p->bias[c] : 0;
+            d->mult = q[0];
+            d->add = q[1];
+            d->shift = q[2];
+            d->upper4 = ek__bytes4(rq->upper);
+            d->back4 = ek__bytes4(rq->back);
+        }
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t pr = oy * p->stride_h;
+            ek__dw_build_row(p, &g, input, c0, nc, pr, ring, pix);
+            const uint32_t *row = ring + (pr % g.slots) * g.row_words;
+            int8_t *orow = output + oy * p->out_row_stride + c0;
+            for (int32_t ch = 0; ch < nc; ch++, row += chs) {
+                ek__dwk_args_t *d = &a[ch];
+                d->x = row;
+                d->out = orow + ch;
+                if (n4) {
+                    d->out_end = d->out + n4 * opix;
+                    row_fn(d);
+                }
+                if (n4 < ow) { /* the last 1-3 outputs: a step of 4 into a scratch word, the extra ones dropped */
+                    uint32_t last4;
+                    d->x = row + n4 / 2;
+                    d->out = (int8_t *)&last4;
+                    d->out_end = d->out + 4;
+                    d->stride = 1;
+                    row_fn(d);
+                    d->stride = opix;
+                    int8_t *dst = orow + ch + n4 * opix;
+                    const int8_t *src = (const int8_t *)&last4;
+                    for (int32_t ox = n4; ox < ow; ox++, dst += opix) {
+                        *dst = *src++;
+                    }
+                }
+            }
+        }
+    }
+#else
+    (void)p, (void)rq, (void)input, (void)output, (void)ring, (void)pix, (void)opix;
+#endif
+}
+
+/* Whether the 1xK row kernel runs a call (in its view). */
+static int ek__dw1xk_applies(const ek_conv_params_t *p)
+{
+    return p->kernel_h == 1 && p->kernel_w >= 4 && p->kernel_w <= EK_DW1XK_MAX_TAPS &&
+           p->stride_w == 1 && p->dilation_w == 1;
+}
+#endif
+
 /*
  * Depthwise, channels-last (EK_NN_FLAG_DW_CHANNELS): for small maps and kernels other than 3x3, where the row
  * kernels' per-row set-up and the ring would dominate. Per output pixel and group of 4 channels, each valid tap
@@ -5314,6 +5544,10 @@ int ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_
 #if EK_NN_DSP
     if (!EK_NN_NO_DW_ROWS && rq.fast && p->dilation_h == 1 && p->dilation_w == 1) {
         const int32_t kh = p->kernel_h, kw = p->kernel_w, sw = p->stride_w;
+        if (!EK_NN_NO_DW1XK && ek__dw1xk_applies(p)) {
+            ek__dw_rows_k(p, &rq, input, output, ring, pix, opix);
+            return EK_NN_OK;
+        }
         if ((kh == 3 && kw == 3 && (sw == 1 || sw == 2) &&
              ek__dw3x3_row_fn(sw == 2, rq.upper == 127 && rq.back == 0)) || (!EK_NN_NO_DW1X3 && kh == 1 && kw == 3 &&
             (sw == 1 || sw == 2)) || (!EK_NN_NO_DW5X5 && kh == 5 && kw == 5 && (sw == 1 || sw == 2))) {
