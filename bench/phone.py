@@ -44,8 +44,8 @@ from edgekit.targets.profiles import get_profile  # noqa: E402
 CORES = ("phone-arm64", "phone-a53", "phone-armv9")
 BUNDLED = ("digits-cnn", "mbv2-w035", "kws-dscnn", "digits-gru", "kws-gru")
 ZOO = ("zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035", "zoo-mobilenet-v3-small", "zoo-resnet8",
-       "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite", "zoo-tcn", "zoo-gru-kws", "zoo-unet",
-       "zoo-autoencoder", "zoo-shufflenet", "zoo-attention", "zoo-resnet18-224")
+       "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite", "zoo-tcn", "zoo-matchboxnet", "zoo-gru-kws",
+       "zoo-unet", "zoo-autoencoder", "zoo-shufflenet", "zoo-attention", "zoo-resnet18-224")
 RESULTS = ROOT / "bench" / "results" / "phone.md"
 CONV_NETS = {"digits-cnn", "mbv2-w035", "kws-dscnn", "zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035",
              "zoo-mobilenet-v3-small", "zoo-resnet8", "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite",

@@ -223,3 +223,20 @@ def test_int8_build_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     api.compile("zoo-unet", TARGET, tmp_path / "out", quantize="int8", int8_layers="all")
     assert list(work.iterdir()) == []
+
+
+def test_depthwise_terms_count_a_conv1d_as_one_row_per_channel():
+    """The phone cost model prices a depthwise layer per channel, channel row and pixel: a Conv1d's [N, C, L] output is
+    C rows of L pixels (priced as C x L rows before, its float32 estimate was +90 % off on zoo MatchboxNet), a 2-D
+    one's [N, C, H, W] C x H rows of H x W pixels."""
+    from edgekit.model import Model
+    from edgekit.targets.phone.cost import arm_layer_terms
+
+    g = Model.load("zoo-matchboxnet").deploy_graph
+    n = g["blocks.0.0"]
+    c, length = n.shape[1], n.shape[2]
+    assert arm_layer_terms(n, g)["dw_row"] == c and arm_layer_terms(n, g)["dw_pixel"] == length
+    g2 = Model.load("zoo-dscnn-kws").deploy_graph
+    n2 = next(x for x in g2.nodes if x.op == "conv2d" and x.attrs.get("groups", 1) == x.shape[1] > 1)
+    t = arm_layer_terms(n2, g2)
+    assert t["dw_row"] == n2.shape[1] * n2.shape[2] and t["dw_pixel"] == n2.shape[2] * n2.shape[3]

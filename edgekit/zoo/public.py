@@ -24,6 +24,8 @@ the int8 regression case whose activations die out (~1e-11).
 | shufflenet | Zhang et al. 2018 (ShuffleNet v1 unit) | channel shuffle (reshape/transpose), grouped convs |
 | efficientnet-lite | Tan & Le 2019, EfficientNet-lite0 blocks | MBConv with ReLU6, no SE |
 | tcn | Bai et al. 2018 (temporal conv net) | dilated Conv1d |
+| matchboxnet | Majumdar & Ginsburg 2020 (MatchboxNet 3x1x64) | time-channel separable Conv1d: depthwise kernels of
+  11-29 taps (a dilated one), residual pointwise branches, on 49x10 MFCC |
 | gru-kws | keyword GRU (hidden 64) | recurrent step program |
 | attention | Vaswani et al. 2017 block | LayerNorm, MatMul, Softmax, GELU |
 | unet | Ronneberger et al. 2015 (small) | upsample + concat |
@@ -255,6 +257,39 @@ class TCN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MatchboxNet(nn.Module):
+    """MatchboxNet 3x1x64 (Majumdar & Ginsburg 2020): B = 3 residual blocks of R = 1 time-channel separable Conv1d
+    (depthwise over time, kernels 13 / 15 / 17, then pointwise to 64 channels, BatchNorm, ReLU after the residual 1x1
+    branch's add); prologue separable k = 11 stride 2 to 128 channels, epilogue separable k = 29 dilation 2 and a
+    1x1 conv, then average pooling and a linear classifier (the paper's last 1x1 conv to the classes); on 10 MFCC
+    coefficients x 49 frames as the other keyword models here, instead of the paper's 64 x 128."""
+
+    @staticmethod
+    def _sep(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+        return [nn.Conv1d(cin, cin, k, stride, dilation * (k // 2), dilation, groups=cin, bias=False),
+                nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout)]
+
+    def __init__(self, cin: int = 10, c: int = 64, classes: int = 12):
+        super().__init__()
+        self.prologue = nn.Sequential(*self._sep(cin, 128, 11, stride=2), nn.ReLU())
+        self.blocks = nn.ModuleList()
+        self.residuals = nn.ModuleList()
+        for i, k in enumerate((13, 15, 17)):
+            ci = 128 if i == 0 else c
+            self.blocks.append(nn.Sequential(*self._sep(ci, c, k)))
+            self.residuals.append(nn.Sequential(nn.Conv1d(ci, c, 1, bias=False), nn.BatchNorm1d(c)))
+        self.epilogue = nn.Sequential(*self._sep(c, 128, 29, dilation=2), nn.ReLU(),
+                                      nn.Conv1d(128, 128, 1, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
+                                      nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.classifier = nn.Linear(128, classes)
+
+    def forward(self, x):
+        x = self.prologue(x)
+        for block, residual in zip(self.blocks, self.residuals):
+            x = torch.relu(block(x) + residual(x))
+        return self.classifier(self.epilogue(x))
+
+
 class GRUKws(nn.Module):
     def __init__(self, hidden: int = 64, classes: int = 12):
         super().__init__()
@@ -349,6 +384,7 @@ ARCHITECTURES = {
     "shufflenet": (ShuffleNet, (3, 32, 32), True),
     "efficientnet-lite": (EfficientNetLite, (3, 96, 96), True),
     "tcn": (TCN, (10, 49), True),
+    "matchboxnet": (MatchboxNet, (10, 49), True),
     "gru-kws": (GRUKws, (49, 10), True),
     "attention": (AttentionBlock, (16, 32), True),
     "unet": (UNet, (1, 32, 32), True),
@@ -359,8 +395,8 @@ ARCHITECTURES = {
 
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
-           "efficientnet-lite": 10, "tcn": 12, "gru-kws": 12, "attention": 10, "unet": 0, "autoencoder": 0,
-           "resnet18-224": 1000}
+           "efficientnet-lite": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12, "attention": 10, "unet": 0,
+           "autoencoder": 0, "resnet18-224": 1000}
 
 
 TASKS = {"unet": "segmentation", "autoencoder": "reconstruction"}  # the rest classify

@@ -84,9 +84,9 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
                 and graph[node.inputs[0]].shape[1] < THIN_CONV_CHANNELS:
             kind = "conv2d_thin"
         if kind == "depthwise":  # per channel (a kernel call each), per channel row (CHW), per pixel (NHWC int8)
-            shape = node.shape
-            rows = shape[2] if len(shape) > 2 else 1
-            pixels = rows * (shape[3] if len(shape) > 3 else 1)
+            shape = node.shape  # [N, C, H, W], or [N, C, L] for a Conv1d: one row of L pixels per channel
+            rows = shape[2] if len(shape) > 3 else 1
+            pixels = rows * shape[-1] if len(shape) > 2 else 1
             t.update(dw_channel=float(shape[1]), dw_row=float(shape[1] * rows), dw_pixel=float(pixels))
             if not depthwise_fast(node):
                 kind = "depthwise_generic"
