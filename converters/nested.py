@@ -325,7 +325,7 @@ class _Spaces:
         return first
 
 
-_ELEMENTWISE = ("relu", "relu6", "tanh", "sigmoid", "hardswish", "hardsigmoid", "gelu", "scale")
+_ELEMENTWISE = ("relu", "relu6", "tanh", "sigmoid", "hardswish", "hardsigmoid", "gelu", "silu", "scale")
 _POOLS = ("maxpool2d", "avgpool2d", "global_avgpool", "upsample")
 
 

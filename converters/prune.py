@@ -161,7 +161,7 @@ class _UnitGroup:
         return getattr(owner, param + "_mask").reshape(self.gates, self.units, -1)[0, :, 0]
 
 
-_ZERO_PRESERVING = ("relu", "relu6", "tanh", "hardswish", "maxpool2d", "avgpool2d", "global_avgpool")
+_ZERO_PRESERVING = ("relu", "relu6", "tanh", "hardswish", "silu", "gelu", "maxpool2d", "avgpool2d", "global_avgpool")
 
 
 def _follow_units(graph, start: str, axis: int, modules: dict[str, nn.Module]
@@ -181,7 +181,8 @@ def _follow_units(graph, start: str, axis: int, modules: dict[str, nn.Module]
                     and m.affine:
                 norms.append(c.name)
                 todo.append((c.name, a, block))
-            elif c.op in _ZERO_PRESERVING and (a == 1 or c.op in ("relu", "relu6", "tanh", "hardswish")):
+            elif c.op in _ZERO_PRESERVING and (a == 1 or c.op in ("relu", "relu6", "tanh", "hardswish", "silu",
+                                                                   "gelu")):
                 todo.append((c.name, a, block))
             elif c.op in ("flatten", "reshape"):
                 if tuple(c.shape) == tuple(shape):

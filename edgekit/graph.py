@@ -24,12 +24,14 @@ OPS = {
     "conv1d": "1-D convolution (groups allowed)",
     "conv2d": "2-D convolution (groups allowed; depthwise when groups == in_channels)",
     "linear": "fully connected: y = x W^T + b",
-    "batchnorm": "batch normalisation (inference statistics); folded into a preceding conv/linear when possible",
+    "batchnorm": "batch normalisation (inference statistics); folded into a preceding conv/linear when possible, "
+                 "else a depthwise 1x1 conv",
     "relu": "max(x, 0)",
     "relu6": "min(max(x, 0), 6)",
     "hardswish": "x * relu6(x + 3) / 6",
     "hardsigmoid": "relu6(x + 3) / 6 (MobileNetV3's squeeze-excite gate)",
     "sigmoid": "1 / (1 + exp(-x))",
+    "silu": "x * sigmoid(x) (nn.SiLU, swish: EfficientNet, YOLO)",
     "tanh": "tanh(x)",
     "maxpool2d": "2-D max pooling",
     "avgpool2d": "2-D average pooling",
@@ -60,7 +62,7 @@ OPS = {
     "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",
 }
 
-ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu")
 # Activations a conv/linear can absorb as a clamp (int8) or an epilogue (float).
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 
@@ -173,7 +175,10 @@ def fold_batchnorm(graph: Graph) -> Graph:
     """Fold every BatchNorm that directly follows a conv/linear (with no other reader) into its weights.
 
     W' = W · γ / sqrt(σ² + ε) per output channel, b' = (b − μ) · γ / sqrt(σ² + ε) + β.
-    A BatchNorm with no such producer stays as a layer (targets then run it as a per-channel scale and shift).
+    A BatchNorm with no such producer (after an activation, ConvMixer's GELU → BatchNorm; at the input) over an
+    image or a sequence becomes what it computes, a per-channel scale and shift: a depthwise 1x1 conv2d (conv1d)
+    with weight γ / sqrt(σ² + ε) and bias β − μ · γ / sqrt(σ² + ε), under its own name, which every target runs;
+    over flat features ([N, C]) it stays a layer.
     """
     nodes = [n.copy() for n in graph.nodes]
     by_name = {n.name: n for n in nodes}
@@ -195,8 +200,22 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 _rename_inputs(nodes, n.name, prod.name)
                 outputs = [prod.name if o == n.name else o for o in outputs]
                 continue
+            if len(n.shape) in (3, 4):  # a standalone one: a depthwise 1x1 conv of the same name
+                n = _batchnorm_as_depthwise(n)
         keep.append(n)
     return graph.replace_nodes(keep, outputs)
+
+
+def _batchnorm_as_depthwise(n: Node) -> Node:
+    """A BatchNorm over [N, C, H, W] / [N, C, L] as the depthwise 1x1 conv2d / conv1d computing the same."""
+    p, c, dims = n.params, int(n.shape[1]), len(n.shape) - 2
+    scale = (p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))).astype(np.float32)
+    one, zero = [1] * dims, [0] * dims
+    attrs = {"in_channels": c, "out_channels": c, "kernel_size": one, "stride": one, "padding": zero,
+             "dilation": one, "groups": c}
+    params = {"weight": scale.reshape((c, 1) + (1,) * dims),
+              "bias": (p["bias"] - p["running_mean"] * scale).astype(np.float32)}
+    return dataclasses.replace(n, op="conv2d" if dims == 2 else "conv1d", attrs=attrs, params=params)
 
 
 def fuse_activations(graph: Graph) -> Graph:
@@ -220,6 +239,30 @@ def fuse_activations(graph: Graph) -> Graph:
     return Graph(keep, outputs, graph.name)
 
 
+def fuse_swish(graph: Graph) -> Graph:
+    """x · sigmoid(x) (an exported SiLU: ONNX's Sigmoid + Mul, or a hand-written Swish) as one ``silu`` layer, when the
+    sigmoid feeds nothing else: one table in int8 instead of a table and a product."""
+    nodes = [n.copy() for n in graph.nodes]
+    by_name = {n.name: n for n in nodes}
+    readers: dict[str, int] = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    drop = set()
+    for n in nodes:
+        if n.op != "mul" or len(n.inputs) != 2 or n.params:
+            continue
+        for s_name, x_name in (n.inputs, n.inputs[::-1]):
+            s = by_name.get(s_name)
+            if s is not None and s.op == "sigmoid" and s.inputs == [x_name] and readers.get(s_name) == 1 \
+                    and s_name not in graph.outputs and tuple(by_name[x_name].shape) == tuple(n.shape):
+                n.op, n.inputs, n.attrs = "silu", [x_name], {}
+                n.fused.append(s_name)
+                drop.add(s_name)
+                break
+    return graph.replace_nodes([n for n in nodes if n.name not in drop], list(graph.outputs))
+
+
 def remove_dead(graph: Graph) -> Graph:
     """Drop layers whose value no output depends on (e.g. an unused h_n)."""
     live = set(graph.outputs)
@@ -230,5 +273,6 @@ def remove_dead(graph: Graph) -> Graph:
 
 
 def deployment_graph(graph: Graph) -> Graph:
-    """The graph targets build: dead layers and identities removed, BatchNorm folded, ReLU/ReLU6 fused."""
-    return fuse_activations(fold_batchnorm(remove_identities(remove_dead(graph))))
+    """The graph targets build: dead layers and identities removed, BatchNorm folded, x · sigmoid(x) as SiLU,
+    ReLU/ReLU6 fused."""
+    return fuse_activations(fuse_swish(fold_batchnorm(remove_identities(remove_dead(graph)))))

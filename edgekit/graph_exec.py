@@ -13,7 +13,7 @@ from edgekit.graph import Graph, Node
 from edgekit.importers.torch_fx import index_tuple
 
 _UNARY = {"relu": torch.relu, "relu6": lambda x: F.relu6(x), "hardswish": F.hardswish, "sigmoid": torch.sigmoid,
-          "tanh": torch.tanh, "hardsigmoid": F.hardsigmoid}
+          "tanh": torch.tanh, "hardsigmoid": F.hardsigmoid, "silu": F.silu}
 
 
 def _t(a: np.ndarray | None) -> torch.Tensor | None:

@@ -12,10 +12,12 @@ Per operator (x, y: int8 codes; z: zero points; s: scales):
 * avg pools: y = requantize(Σ (x − z_x)) with M ≈ s_x / (s_y · count)
 * max pool, reshape, select: int8 values moved as they are (same scale)
 * concat: each input requantized to the output's scale
-* relu/relu6 alone: a clamp;  sigmoid/tanh/hardswish: a 256-entry lookup table built from the float function
+* relu/relu6 alone: a clamp;  sigmoid/tanh/hardswish/silu/gelu: a 256-entry lookup table built from the float
+  function
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from edgekit.graph import Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
             "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul",
-            "upsample", "transpose")
+            "upsample", "transpose", "silu", "gelu")
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -35,7 +37,17 @@ LUT_FUNCS = {
     "hardsigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
     "relu": lambda v: np.maximum(v, 0.0),
     "relu6": lambda v: np.clip(v, 0.0, 6.0),
+    "silu": lambda v: v / (1.0 + np.exp(-v)),
+    "gelu": lambda v: 0.5 * v * (1.0 + np.frompyfunc(math.erf, 1, 1)(v / math.sqrt(2.0)).astype(np.float64)),
+    "gelu_tanh": lambda v: 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3))),
 }
+
+
+def lut_function(n: Node):
+    """The float function an int8 table layer tabulates (GELU by its ``approximate`` attribute)."""
+    if n.op == "gelu" and n.attrs.get("approximate", "none") == "tanh":
+        return LUT_FUNCS["gelu_tanh"]
+    return LUT_FUNCS[n.op]
 
 
 @dataclass
@@ -165,7 +177,7 @@ def lower(graph: Graph, quant) -> QGraph:
         elif n.op in LUT_FUNCS:
             x = ins[0]
             codes = np.arange(-128, 128, dtype=np.float64)
-            real = LUT_FUNCS[n.op]((codes - x.out_zp) * x.out_scale)
+            real = lut_function(n)((codes - x.out_zp) * x.out_scale)
             lut = np.clip(np.round(real / qn.out_scale) + qn.out_zp, -128, 127).astype(np.int8)
             qn.q.update(lut=lut)
         elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose"):

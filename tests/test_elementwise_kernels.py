@@ -344,3 +344,49 @@ def test_concatenations_run_on_the_scalar_cores_bit_exact(tmp_path):
     assert art.report["build"]["step_kernels"].count("ek_concat") == 3
     meas = api.profile(tmp_path / "rv").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+class _SwishNet(torch.nn.Module if HAVE_TORCH else object):
+    """EfficientNet's and ConvMixer's activations: SiLU (nn.SiLU, F.silu and a hand-written x * sigmoid(x)), GELU
+    (exact and tanh) and a BatchNorm after an activation (no conv to fold it into: a depthwise 1x1 conv of its own)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU())
+        self.dw = nn.Conv2d(16, 16, 3, 1, 1, groups=16)
+        self.mix = nn.Sequential(nn.Conv2d(16, 16, 1), nn.GELU(), nn.BatchNorm2d(16), nn.Conv2d(16, 8, 1),
+                                 nn.GELU(approximate="tanh"))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        z = self.mix(torch.nn.functional.silu(self.dw(x)) + x)
+        return self.head(z * torch.sigmoid(z))
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_silu_gelu_and_a_lone_batchnorm_build_bit_exact_on_the_m7(tmp_path):
+    """SiLU and GELU are 256-entry tables in int8 (ek_lut on the M7; x * sigmoid(x) becomes one SiLU), a BatchNorm
+    after an activation runs as a depthwise 1x1 conv; the firmware matches the host reference bit for bit and stays
+    close to the float model."""
+    from edgekit import api
+    from edgekit.graph import deployment_graph
+    from edgekit.importers.torch_fx import import_module
+
+    torch.manual_seed(0)
+    net = _SwishNet().eval()
+    with torch.no_grad():
+        net.mix[2].running_mean.uniform_(-0.3, 0.3)
+        net.mix[2].running_var.uniform_(0.5, 2.0)
+    g = deployment_graph(import_module(net, (torch.zeros(1, 3, 16, 16),)))
+    ops = [n.op for n in g.nodes]
+    assert ops.count("silu") == 3 and ops.count("gelu") == 2 and "batchnorm" not in ops and "sigmoid" not in ops
+    bn = g["mix.2"]
+    assert bn.op == "conv2d" and bn.attrs["groups"] == 16 and tuple(bn.params["weight"].shape) == (16, 1, 1, 1)
+    art = _compile_int8(_SwishNet, 16, 3, tmp_path / "m7")
+    assert art.report["build"]["step_kernels"].count("ek_lut") == 5
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+    assert meas["fidelity"]["sqnr_db"] > 25

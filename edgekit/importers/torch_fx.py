@@ -130,7 +130,7 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.BatchNorm1d: _bn, nn.BatchNorm2d: _bn,
     nn.ReLU: _simple("relu"), nn.ReLU6: _simple("relu6"), nn.Hardswish: _simple("hardswish"),
     nn.Hardsigmoid: _simple("hardsigmoid"),
-    nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"),
+    nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"), nn.SiLU: _simple("silu"),
     nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.AdaptiveAvgPool1d: _pool,
     nn.Upsample: _upsample,
     nn.GRU: _rnn, nn.LSTM: _rnn,
@@ -168,7 +168,8 @@ _ACT_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish:
               torch.ops.aten.relu.default: "relu", torch.ops.aten.sigmoid.default: "sigmoid",
               torch.ops.aten.tanh.default: "tanh", torch.ops.aten.hardswish.default: "hardswish",
               torch.ops.aten.relu6.default: "relu6",  # F.relu6 in a torch.export program
-              F.hardsigmoid: "hardsigmoid", torch.ops.aten.hardsigmoid.default: "hardsigmoid"}
+              F.hardsigmoid: "hardsigmoid", torch.ops.aten.hardsigmoid.default: "hardsigmoid",
+              F.silu: "silu", torch.ops.aten.silu.default: "silu"}
 _ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
 _ADD = {operator.add, torch.add, torch.ops.aten.add.Tensor}
 _MUL = {operator.mul, torch.mul, torch.ops.aten.mul.Tensor}
@@ -398,7 +399,7 @@ _FIRST_OF_TUPLE = {aten.native_batch_norm.default, aten._native_batch_norm_legit
 _INPLACE = {aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.hardtanh.default,
             aten.sigmoid_.default: aten.sigmoid.default, aten.tanh_.default: aten.tanh.default,
             aten.hardswish_.default: aten.hardswish.default, aten.add_.Tensor: aten.add.Tensor,
-            aten.hardsigmoid_.default: aten.hardsigmoid.default,
+            aten.hardsigmoid_.default: aten.hardsigmoid.default, aten.silu_.default: aten.silu.default,
             aten.mul_.Tensor: aten.mul.Tensor}
 _LAYOUT = {aten.permute.default, aten.transpose.int, aten.t.default}
 _ZERO_FILLS = {aten.zeros.default, aten.new_zeros.default, aten.zeros_like.default, aten.full.default}

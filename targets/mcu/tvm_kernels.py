@@ -239,7 +239,7 @@ def _unary(spec: KernelSpec):
         lut = te.placeholder((256,), INT8, "lut")
         y = te.compute(spec.out_shape, lambda *i: lut[xv(*i).astype("int32") + 128], name="out")
         return [x, lut, y]
-    zero, six, three = (tvm.tirx.const(v, "float32") for v in (0.0, 6.0, 3.0))
+    zero, six, three, half = (tvm.tirx.const(v, "float32") for v in (0.0, 6.0, 3.0, 0.5))
     fns = {
         "relu": lambda v: te.max(v, zero),
         "relu6": lambda v: te.min(te.max(v, zero), six),
@@ -247,7 +247,13 @@ def _unary(spec: KernelSpec):
         "tanh": te.tanh,
         "hardswish": lambda v: v * te.min(te.max(v + three, zero), six) / six,
         "hardsigmoid": lambda v: te.min(te.max(v + three, zero), six) / six,
+        "silu": lambda v: v / (tvm.tirx.const(1.0, "float32") + te.exp(-v)),
+        "gelu": lambda v: half * v * (tvm.tirx.const(1.0, "float32")
+                                      + te.erf(v * tvm.tirx.const(0.5 ** 0.5, "float32"))),
     }
+    if spec.op == "gelu" and spec.attr("approximate") == "tanh":
+        c0, c1 = tvm.tirx.const((2.0 / 3.141592653589793) ** 0.5, "float32"), tvm.tirx.const(0.044715, "float32")
+        fns["gelu"] = lambda v: half * v * (tvm.tirx.const(1.0, "float32") + te.tanh(c0 * (v + c1 * v * v * v)))
     y = te.compute(spec.out_shape, lambda *i: fns[spec.op](xv(*i)), name="out")
     return [x, y]
 
@@ -316,8 +322,8 @@ def _gather(spec: KernelSpec):
 
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
             "global_avgpool": _global_avgpool, "upsample": _upsample, "add": _elementwise_binary, "mul": _elementwise_binary,
-            "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary, "hardsigmoid": _unary,
-            "concat": _concat, "gather": _gather}
+            "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
+            "hardsigmoid": _unary, "silu": _unary, "gelu": _unary, "concat": _concat, "gather": _gather}
 
 
 def schedule_for_mcu(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
