@@ -82,12 +82,13 @@ def test_zoo_tcn_runs_on_microcontrollers_one_shot_and_streaming(tmp_path):
             assert kernels["features.9"] == ["ek_conv"] and "ek_conv" in kernels["features.0"], kernels
 
 
-@pytest.mark.parametrize("kernel,dilation", [(9, 1), (5, 3)])
-def test_depthwise_conv1d_runs_the_kx1_loop_bit_exact(tmp_path, kernel, dilation):
-    """A depthwise Conv1d (separable 1-D nets: MatchboxNet, TC-ResNet) runs channels last as a Kx1 kernel: the asm
-    loop over its taps inside the map (ek__dw_chk1_px; dilated taps a row stride apart). Bit-exact, linked (no
-    -DEK_NN_NO_DW_CHK1), and under 6 instructions per MAC (the C tap loop took 9-10; 32 channels and 5 taps leave
-    the per-pixel and per-group work a larger share than 64 channels and 9 taps, 3.9)."""
+@pytest.mark.parametrize("kernel,dilation,variant,most", [(9, 1, "DW1XK", 3.5), (5, 3, "DW_CHK1", 6)])
+def test_depthwise_conv1d_runs_its_kernels_bit_exact(tmp_path, kernel, dilation, variant, most):
+    """A depthwise Conv1d (separable 1-D nets: MatchboxNet, TC-ResNet) runs as a Kx1 kernel: undilated, the 1xK row
+    kernel on the transposed map (ek__dw1xk_row: 4 SMLAD per 2 taps of 4 outputs; 49 outputs of 32 channels and 9
+    taps, 3.0 instructions per MAC); dilated, channels last, the asm loop over its taps inside the map
+    (ek__dw_chk1_px; taps a row stride apart; under 6 instructions per MAC, the C tap loop took 9-10). Bit-exact and
+    linked (no -DEK_NN_NO_<variant>)."""
     torch.manual_seed(0)
 
     class Separable(nn.Module):
@@ -106,8 +107,8 @@ def test_depthwise_conv1d_runs_the_kx1_loop_bit_exact(tmp_path, kernel, dilation
     model = Model.from_module(Separable().eval(), torch.from_numpy(x[:1]), name="separable1d", calib=x[:32],
                               test_x=x[32:])
     art = api.compile(model, "cortex-m7", tmp_path / "o", quantize="int8")
-    assert "EK_NN_NO_DW_CHK1" not in art.report["build"]["cflags"]
+    assert f"EK_NN_NO_{variant}" not in art.report["build"]["cflags"]
     meas = api.profile(tmp_path / "o").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
     dw = next(layer for layer in meas["layers"] if layer["name"] == "dw")
-    assert dw["kernels"] == ["ek_dw"] and dw["instructions"] < 6 * dw["macs"], dw
+    assert dw["kernels"] == ["ek_dw"] and dw["instructions"] < most * dw["macs"], dw
