@@ -23,6 +23,7 @@ the int8 regression case whose activations die out (~1e-11).
 | squeezenet | Iandola et al. 2016 (Fire modules) | concat |
 | shufflenet | Zhang et al. 2018 (ShuffleNet v1 unit) | channel shuffle (reshape/transpose), grouped convs |
 | efficientnet-lite | Tan & Le 2019, EfficientNet-lite0 blocks | MBConv with ReLU6, no SE |
+| efficientnet-b0 | Tan & Le 2019, EfficientNet-B0 at width 0.5 | SiLU, squeeze-excite with a sigmoid gate |
 | tcn | Bai et al. 2018 (temporal conv net) | dilated Conv1d |
 | matchboxnet | Majumdar & Ginsburg 2020 (MatchboxNet 3x1x64) | time-channel separable Conv1d: depthwise kernels of
   11-29 taps (a dilated one), residual pointwise branches, on 49x10 MFCC |
@@ -244,6 +245,63 @@ class EfficientNetLite(nn.Module):
         return self.classifier(self.features(x))
 
 
+class SqueezeExciteSiLU(nn.Module):
+    """EfficientNet's squeeze-and-excitation: average pool, 1x1 conv to a quarter of the block's input channels, SiLU,
+    1x1 conv back, sigmoid gate."""
+
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+        self.act, self.gate = nn.SiLU(), nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class MBConvSE(nn.Module):
+    """EfficientNet-B0's MBConv: 1x1 expansion, depthwise k x k, squeeze-excite (a quarter of the input channels),
+    1x1 projection; SiLU; a residual add where the shape allows."""
+
+    def __init__(self, cin, cout, k, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        layers = [conv_bn_relu(cin, mid, 1, activation=nn.SiLU)] if expand != 1 else []
+        layers += [conv_bn_relu(mid, mid, k, stride, groups=mid, activation=nn.SiLU),
+                   SqueezeExciteSiLU(mid, max(4, cin // 4)), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class EfficientNetB0(nn.Module):
+    """EfficientNet-B0 (Tan & Le 2019) as torchvision writes it -- SiLU, squeeze-excite in every MBConv, stages
+    (expand, kernel, stride, channels, repeats) (1,3,1,16,1) (6,3,2,24,2) (6,5,2,40,2) (6,3,2,80,3) (6,5,1,112,3)
+    (6,5,2,192,4) (6,3,1,320,1) -- at width 0.5 (channels halved, rounded to multiples of 8, as EfficientNet's
+    width scaling does) and depth 1.0 for a microcontroller's flash."""
+
+    STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+              (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+    def __init__(self, classes: int = 10, width: float = 0.5):
+        super().__init__()
+        c = lambda v: max(8, int(v * width + 4) // 8 * 8)  # noqa: E731 - EfficientNet's _make_divisible(v, 8)
+        layers, cin = [conv_bn_relu(3, c(32), 3, 2, activation=nn.SiLU)], c(32)
+        for expand, k, stride, cout, repeats in self.STAGES:
+            for r in range(repeats):
+                layers.append(MBConvSE(cin, c(cout), k, stride if r == 0 else 1, expand))
+                cin = c(cout)
+        self.features = nn.Sequential(*layers, conv_bn_relu(cin, c(1280), 1, activation=nn.SiLU),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c(1280), classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 class TCN(nn.Module):
     def __init__(self, cin: int = 10, c: int = 32, classes: int = 12):
         super().__init__()
@@ -383,6 +441,7 @@ ARCHITECTURES = {
     "squeezenet": (SqueezeNet, (3, 64, 64), True),
     "shufflenet": (ShuffleNet, (3, 32, 32), True),
     "efficientnet-lite": (EfficientNetLite, (3, 96, 96), True),
+    "efficientnet-b0": (EfficientNetB0, (3, 96, 96), True),
     "tcn": (TCN, (10, 49), True),
     "matchboxnet": (MatchboxNet, (10, 49), True),
     "gru-kws": (GRUKws, (49, 10), True),
@@ -395,8 +454,8 @@ ARCHITECTURES = {
 
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
-           "efficientnet-lite": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12, "attention": 10, "unet": 0,
-           "autoencoder": 0, "resnet18-224": 1000}
+           "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12,
+           "attention": 10, "unet": 0, "autoencoder": 0, "resnet18-224": 1000}
 
 
 TASKS = {"unet": "segmentation", "autoencoder": "reconstruction"}  # the rest classify
@@ -406,7 +465,7 @@ TASKS = {"unet": "segmentation", "autoencoder": "reconstruction"}  # the rest cl
 # digits (test accuracy stays at chance), enough to leave the chaotic random regime (phone int8: 43 dB instead of 15).
 TRAINED = {"mobilenet-v1-025": (4, None), "mobilenet-v2-035": (4, None), "mobilenet-v3-small": (4, None),
            "resnet8": (4, None), "resnet20": (4, None),
-           "efficientnet-lite": (4, None), "resnet18-224": (1, 384)}
+           "efficientnet-lite": (4, None), "efficientnet-b0": (4, None), "resnet18-224": (1, 384)}
 TRAIN_BATCH = 32
 TRAIN_LR = 2e-3
 

@@ -48,8 +48,8 @@ def phone_terms(graph: Graph) -> dict[str, float]:
 
 # The Arm instruction model's terms per layer (fitted per core and dtype by bench/phone.py --calibrate).
 ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "conv_window", "mac_depthwise", "mac_depthwise_generic",
-             "dw_channel", "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_move",
-             "element_resize", "element_binary", "element")
+             "dw_channel", "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_gpool",
+             "element_move", "element_resize", "element_binary", "element_silu", "element")
 THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
 # Layers without weights by what ONNX Runtime does per element: pooling windows, copies (slices, concatenation,
 # reshapes: memcpy-like), resampling (index arithmetic per output), and the rest (arithmetic, activations).
@@ -98,6 +98,9 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
             # a layer with few of them pays more per MAC (zoo ResNet-8's 16-channel 3x3 convs 0.25 int8 instructions
             # per MAC on the emulated A76, ResNet-18's 256-channel ones 0.09).
             t["conv_window"] = t[f"mac_{kind}"] * node.attrs.get("groups", 1) / node.shape[1]
+    elif node.op == "global_avgpool":  # per input element: ONNX Runtime's reduction over each channel's map (a
+        # squeeze-excite's pool too: priced with the window pools, zoo EfficientNet-B0's 17 came out 6x too dear)
+        t["element_gpool"] = float(sum(graph[i].elements for i in node.inputs if i in graph))
     elif node.op in POOL_OPS:  # per input element: each is read by a window
         t["element_pool"] = float(sum(graph[i].elements for i in node.inputs if i in graph))
     elif node.op in MOVE_OPS:
@@ -106,6 +109,9 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
         t["element_resize"] = float(node.elements)
     elif node.op in BINARY_OPS:
         t["element_binary"] = float(node.elements)
+    elif node.op == "silu":  # x · sigmoid(x): ONNX Runtime's vectorized logistic and product (as exported: Sigmoid,
+        # Mul), several times cheaper an element than the other activations' mean (zoo EfficientNet-B0: 10 against 46)
+        t["element_silu"] = float(node.elements)
     else:
         t["element"] = float(node.elements)
     return t
