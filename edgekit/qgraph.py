@@ -189,15 +189,26 @@ def lower(graph: Graph, quant) -> QGraph:
 
 
 def _conv_acc(x: np.ndarray, qn: QNode) -> np.ndarray:
-    """int32 accumulators of a conv/linear, computed exactly (float64 holds these integer sums exactly)."""
+    """int32 accumulators of a conv/linear, computed exactly (float64 holds these integer sums exactly). A grouped
+    conv (depthwise) whose every partial sum stays below 2^24 — at most 513 products of a (x − z_x) in [−255, 255] and
+    an int8 weight — runs in float32, exact too and some 40x faster in torch than its float64 grouped conv; the bias is
+    then added in integers (zoo EfficientNet-B0's compile for the M7, which runs the reference three times, 50 s ->
+    about 20 s)."""
     import torch  # the host reference runs on torch's kernels; planning and estimates never get here
     import torch.nn.functional as F
 
     n = qn.node
-    xs = torch.from_numpy(x.astype(np.float64) - qn.q["in_zp"])
-    w = torch.from_numpy(qn.q["weight"].astype(np.float64))
-    b = torch.from_numpy(qn.q["bias"].astype(np.float64))
     a = n.attrs
+    weight = qn.q["weight"]
+    if n.op != "linear" and a["groups"] > 1 and int(np.prod(weight.shape[1:])) * 255 * 128 < 2 ** 24:
+        conv = F.conv2d if n.op == "conv2d" else F.conv1d
+        xs = torch.from_numpy((x.astype(np.int32) - qn.q["in_zp"]).astype(np.float32))
+        acc = conv(xs, torch.from_numpy(weight.astype(np.float32)), None, a["stride"], a["padding"], a["dilation"],
+                   a["groups"]).numpy().astype(np.int64)
+        return acc + qn.q["bias"].astype(np.int64).reshape((-1,) + (1,) * (acc.ndim - 2))
+    xs = torch.from_numpy(x.astype(np.float64) - qn.q["in_zp"])
+    w = torch.from_numpy(weight.astype(np.float64))
+    b = torch.from_numpy(qn.q["bias"].astype(np.float64))
     if n.op == "linear":
         acc = F.linear(xs, w, b)
     else:

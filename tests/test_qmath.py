@@ -120,3 +120,37 @@ def test_activation_scale_has_a_floor():
     assert q.scale >= MIN_SCALE and -128 <= q.zero_point <= 127
     with pytest.raises(Exception, match="not finite"):
         qparams_from_range(0.0, float("inf"))
+
+
+@pytest.mark.parametrize("channels,kernel,dilation,per_group", [(48, (3, 3), 1, 1), (16, (5, 5), 2, 1),
+                                                                 (24, (9, 1), 1, 1), (12, (3, 3), 1, 4),
+                                                                 (8, (11, 1), 1, 8), (128, (3, 3), 1, 64)])
+def test_grouped_conv_reference_in_float32_is_exact(channels, kernel, dilation, per_group):
+    """The host reference runs a grouped conv in float32 (exact while each partial sum stays below 2^24), the bias
+    added in integers: equal to the float64 sums on extreme codes and biases near int32's limits; a group fan-in
+    beyond 513 keeps float64."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.qgraph import _conv_acc
+
+    rng = np.random.default_rng(channels)
+    kh, kw = kernel
+    x = rng.integers(-128, 128, (3, channels, 13, 11), dtype=np.int8)
+    x[0], x[1] = -128, 127
+    w = rng.integers(-128, 128, (channels, per_group, kh, kw), dtype=np.int8)
+    w[: channels // 2] = -128
+    bias = rng.integers(-2 ** 30, 2 ** 30, channels).astype(np.int32)
+    pad = (dilation * (kh // 2), dilation * (kw // 2))
+    groups = channels // per_group
+
+    class _Node:
+        op, attrs = "conv2d", dict(stride=(1, 1), padding=pad, dilation=(dilation, dilation), groups=groups)
+
+    class _QNode:
+        node, q = _Node, dict(in_zp=127, weight=w, bias=bias)
+
+    got = _conv_acc(x, _QNode)
+    want = F.conv2d(torch.from_numpy(x.astype(np.float64) - 127), torch.from_numpy(w.astype(np.float64)),
+                    torch.from_numpy(bias.astype(np.float64)), (1, 1), pad, (dilation, dilation), groups)
+    assert got.dtype == np.int64 and np.array_equal(got, want.numpy().astype(np.int64))
