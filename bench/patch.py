@@ -86,7 +86,8 @@ def run(models, max_overhead=0.15):
 
 
 ZOO_CNNS = ["zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035", "zoo-mobilenet-v3-small",
-            "zoo-resnet8", "zoo-resnet20", "zoo-squeezenet", "zoo-shufflenet", "zoo-efficientnet-lite", "zoo-unet"]
+            "zoo-resnet8", "zoo-resnet20", "zoo-squeezenet", "zoo-shufflenet", "zoo-efficientnet-lite",
+            "zoo-efficientnet-b0", "zoo-unet"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -325,7 +325,8 @@ class _Spaces:
         return first
 
 
-_ELEMENTWISE = ("relu", "relu6", "tanh", "sigmoid", "hardswish", "hardsigmoid", "gelu", "silu", "scale")
+_ELEMENTWISE = ("relu", "relu6", "tanh", "sigmoid", "hardswish", "hardsigmoid", "gelu", "silu", "leaky_relu", "elu",
+                "hardtanh", "mish", "scale")
 _POOLS = ("maxpool2d", "avgpool2d", "global_avgpool", "upsample")
 
 

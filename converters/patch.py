@@ -36,7 +36,7 @@ from edgekit.graph import Graph, Node
 from edgekit.memplan import ALIAS_OPS, Buffer, plan_arena
 
 SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "hardsigmoid",
-               "sigmoid", "tanh", "silu", "gelu", "concat")
+               "sigmoid", "tanh", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish", "concat")
 MAX_GRID = 8
 # The grids a stage's refinement and coarsening try: rows and columns within one of each other, or row tiles
 REFINE_GRIDS = tuple((n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)

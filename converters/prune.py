@@ -161,7 +161,8 @@ class _UnitGroup:
         return getattr(owner, param + "_mask").reshape(self.gates, self.units, -1)[0, :, 0]
 
 
-_ZERO_PRESERVING = ("relu", "relu6", "tanh", "hardswish", "silu", "gelu", "maxpool2d", "avgpool2d", "global_avgpool")
+_ZERO_PRESERVING = ("relu", "relu6", "tanh", "hardswish", "silu", "gelu", "leaky_relu", "elu", "mish", "maxpool2d",
+                    "avgpool2d", "global_avgpool")
 
 
 def _follow_units(graph, start: str, axis: int, modules: dict[str, nn.Module]
@@ -182,7 +183,7 @@ def _follow_units(graph, start: str, axis: int, modules: dict[str, nn.Module]
                 norms.append(c.name)
                 todo.append((c.name, a, block))
             elif c.op in _ZERO_PRESERVING and (a == 1 or c.op in ("relu", "relu6", "tanh", "hardswish", "silu",
-                                                                   "gelu")):
+                                                                   "gelu", "leaky_relu", "elu", "mish")):
                 todo.append((c.name, a, block))
             elif c.op in ("flatten", "reshape"):
                 if tuple(c.shape) == tuple(shape):

@@ -40,7 +40,8 @@ from edgekit.graph import Graph, Node
 
 TIME_AXIS = 2
 WINDOW_OPS = ("conv2d", "conv1d", "maxpool2d", "avgpool2d")
-ROW_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "add", "mul", "concat")
+ROW_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "leaky_relu", "elu",
+           "hardtanh", "mish", "add", "mul", "concat")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ OPS = {
     "hardsigmoid": "relu6(x + 3) / 6 (MobileNetV3's squeeze-excite gate)",
     "sigmoid": "1 / (1 + exp(-x))",
     "silu": "x * sigmoid(x) (nn.SiLU, swish: EfficientNet, YOLO)",
+    "leaky_relu": "x if x > 0 else negative_slope * x (nn.LeakyReLU; nn.PReLU with one slope)",
+    "elu": "x if x > 0 else alpha * (exp(x) - 1) (nn.ELU)",
+    "hardtanh": "min(max(x, min_val), max_val) (nn.Hardtanh, a clamp; ReLU6 is Hardtanh(0, 6))",
+    "mish": "x * tanh(softplus(x)) (nn.Mish: YOLOv4)",
     "tanh": "tanh(x)",
     "maxpool2d": "2-D max pooling",
     "avgpool2d": "2-D average pooling",
@@ -62,7 +66,8 @@ OPS = {
     "snn": "spiking network: LIF populations and synaptic connections run for T steps (edgekit/layers/spiking.py)",
 }
 
-ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu", "leaky_relu", "elu",
+               "hardtanh", "mish")
 # Activations a conv/linear can absorb as a clamp (int8) or an epilogue (float).
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 

@@ -104,6 +104,14 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return xs[0] * a["factor"]
     if op == "gelu":
         return F.gelu(xs[0], approximate=a.get("approximate", "none"))
+    if op == "leaky_relu":
+        return F.leaky_relu(xs[0], a["negative_slope"])
+    if op == "elu":
+        return F.elu(xs[0], a["alpha"])
+    if op == "hardtanh":
+        return F.hardtanh(xs[0], a["min_val"], a["max_val"])
+    if op == "mish":
+        return F.mish(xs[0])
     if op == "layernorm":
         return F.layer_norm(xs[0], a["normalized_shape"], p.get("weight"), p.get("bias"), a["eps"])
     if op == "reduce_mean":

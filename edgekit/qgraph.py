@@ -12,8 +12,8 @@ Per operator (x, y: int8 codes; z: zero points; s: scales):
 * avg pools: y = requantize(Σ (x − z_x)) with M ≈ s_x / (s_y · count)
 * max pool, reshape, select: int8 values moved as they are (same scale)
 * concat: each input requantized to the output's scale
-* relu/relu6 alone: a clamp;  sigmoid/tanh/hardswish/silu/gelu: a 256-entry lookup table built from the float
-  function
+* relu/relu6 alone: a clamp;  sigmoid/tanh/hardswish/silu/gelu/leaky_relu/elu/hardtanh/mish: a 256-entry lookup
+  table built from the float function
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from edgekit.graph import Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
             "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul",
-            "upsample", "transpose", "silu", "gelu")
+            "upsample", "transpose", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish")
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -40,13 +40,24 @@ LUT_FUNCS = {
     "silu": lambda v: v / (1.0 + np.exp(-v)),
     "gelu": lambda v: 0.5 * v * (1.0 + np.frompyfunc(math.erf, 1, 1)(v / math.sqrt(2.0)).astype(np.float64)),
     "gelu_tanh": lambda v: 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3))),
+    "mish": lambda v: v * np.tanh(np.logaddexp(0.0, v)),
 }
+
+
+PARAM_LUT_OPS = ("leaky_relu", "elu", "hardtanh")  # tables whose function takes the layer's attributes
 
 
 def lut_function(n: Node):
     """The float function an int8 table layer tabulates (GELU by its ``approximate`` attribute)."""
-    if n.op == "gelu" and n.attrs.get("approximate", "none") == "tanh":
+    a = n.attrs
+    if n.op == "gelu" and a.get("approximate", "none") == "tanh":
         return LUT_FUNCS["gelu_tanh"]
+    if n.op == "leaky_relu":
+        return lambda v: np.where(v > 0, v, a["negative_slope"] * v)
+    if n.op == "elu":
+        return lambda v: np.where(v > 0, v, a["alpha"] * np.expm1(np.minimum(v, 0.0)))
+    if n.op == "hardtanh":
+        return lambda v: np.clip(v, a["min_val"], a["max_val"])
     return LUT_FUNCS[n.op]
 
 
@@ -174,7 +185,7 @@ def lower(graph: Graph, quant) -> QGraph:
                 m, s = qmath.quantize_multiplier(x.out_scale / qn.out_scale)
                 parts.append((x.out_zp, m, s))
             qn.q.update(parts=parts)
-        elif n.op in LUT_FUNCS:
+        elif n.op in LUT_FUNCS or n.op in PARAM_LUT_OPS:
             x = ins[0]
             codes = np.arange(-128, 128, dtype=np.float64)
             real = lut_function(n)((codes - x.out_zp) * x.out_scale)
@@ -272,7 +283,7 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         return xs[0][index_tuple(n.attrs["index"])]
     if n.op == "transpose":
         return np.ascontiguousarray(xs[0].transpose(n.attrs["perm"]))
-    if n.op in LUT_FUNCS:
+    if n.op in LUT_FUNCS or n.op in PARAM_LUT_OPS:
         return q["lut"][xs[0].astype(np.int16) + 128]
     raise UnsupportedError(f"layer '{n.name}': no int8 reference for '{n.op}'")
 

@@ -390,3 +390,35 @@ def test_silu_gelu_and_a_lone_batchnorm_build_bit_exact_on_the_m7(tmp_path):
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
     assert meas["fidelity"]["sqnr_db"] > 25
+
+
+class _ActNet(torch.nn.Module if HAVE_TORCH else object):
+    """LeakyReLU, a one-slope PReLU, ELU, a Hardtanh clamp and Mish between convs."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.f = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3, 1, 1), nn.PReLU(),
+                               nn.Conv2d(8, 8, 1), nn.ELU(0.5), nn.Hardtanh(-2.0, 3.0), nn.Conv2d(8, 8, 1), nn.Mish(),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.f(x)
+
+
+@needs_arm
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_is_refused(tmp_path):
+    """Each of LeakyReLU, PReLU (one slope), ELU, Hardtanh and Mish is one int8 table (ek_lut), bit-exact on the
+    emulated M7; a PReLU with a slope per channel is refused at import, in one line naming the layer."""
+    from edgekit import api
+    from edgekit.errors import UnsupportedError
+    from edgekit.model import Model
+
+    art = _compile_int8(_ActNet, 16, 5, tmp_path / "m7")
+    assert art.report["build"]["step_kernels"].count("ek_lut") == 5
+    meas = api.profile(tmp_path / "m7").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0 and meas["fidelity"]["sqnr_db"] > 25
+    per_channel = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(4)).eval()
+    with pytest.raises(UnsupportedError, match=r"'1' \(PReLU with 4 per-channel slopes"):
+        Model.from_module(per_channel, torch.zeros(1, 3, 4, 4)).graph

@@ -87,6 +87,22 @@ def _seeded(build, seed: int) -> nn.Module:
     return module.eval()
 
 
+class Activations(nn.Module):
+    """The activations beyond ReLU that public models use: LeakyReLU (YOLO-tiny), ELU, a Hardtanh clamp, Mish
+    (YOLOv4), SiLU (EfficientNet), GELU (ConvMixer, transformers), a one-slope PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.acts = nn.Sequential(nn.LeakyReLU(0.1), nn.ELU(0.7), nn.Hardtanh(-1.5, 2.0), nn.Mish())
+        self.tail = nn.Sequential(nn.SiLU(), nn.GELU(), nn.PReLU())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.tail(self.c2(self.acts(self.c1(x))))
+        return self.fc(torch.nn.functional.leaky_relu(y, 0.2).mean((2, 3)))
+
+
 # name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
 # input) with seeded weights, so the test does not depend on trained weight files.
 MODELS = {
@@ -95,6 +111,7 @@ MODELS = {
     "mbv2-w035": (MobileNetV2, (3, 64, 64)),
     "mixed": (Mixed, (4, 8, 8)),
     "temporal": (Temporal, (10, 20)),
+    "activations": (Activations, (3, 8, 8)),
 }
 
 

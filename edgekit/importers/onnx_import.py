@@ -509,9 +509,17 @@ class _Importer:
                                    "as torch.nn.Hardsigmoid)")
         self._unary(node, "hardsigmoid")
 
-    def _unary(self, node, op: str):
+    def _unary(self, node, op: str, attrs: dict | None = None):
         node_name, shape = self._tensor(node.input[0])  # elementwise: any view will do
-        self._bind(node.output[0], self._emit(self._label(node), op, [node_name]), shape)
+        self._bind(node.output[0], self._emit(self._label(node), op, [node_name], attrs or {}), shape)
+
+    def _prelu(self, node, a):
+        """PRelu with one slope is a LeakyReLU of that slope; per-channel slopes are refused."""
+        slope = np.asarray(self._const(node.input[1], "slope"), dtype=np.float64)
+        if slope.size != 1:
+            raise UnsupportedError(f"PRelu with {slope.size} per-channel slopes (edgekit runs one slope, or "
+                                   "LeakyRelu)")
+        self._unary(node, "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])})
 
     def _clip(self, node, a):
         if self.opset >= 11:
@@ -525,8 +533,11 @@ class _Importer:
             self._unary(node, "relu6")
         elif (lo, hi) == (0.0, None):
             self._unary(node, "relu")
+        elif lo is not None and hi is not None:
+            self._unary(node, "hardtanh", {"min_val": lo, "max_val": hi})
         else:
-            raise UnsupportedError(f"Clip to [{lo}, {hi}] (edgekit has ReLU = Clip(0) and ReLU6 = Clip(0, 6))")
+            raise UnsupportedError(f"Clip to [{lo}, {hi}] with one open end other than ReLU's (edgekit runs Clip(0), "
+                                   "Clip(0, 6) and any closed range)")
 
     def _pool(self, node, a):
         x = self._exact(node.input[0])
@@ -771,6 +782,9 @@ class _Importer:
         "HardSwish": lambda self, n, a: self._unary(n, "hardswish"),
         "HardSigmoid": lambda self, n, a: self._hardsigmoid(n, a),
         "Sigmoid": lambda self, n, a: self._unary(n, "sigmoid"), "Tanh": lambda self, n, a: self._unary(n, "tanh"),
+        "LeakyRelu": lambda self, n, a: self._unary(n, "leaky_relu", {"negative_slope": float(a.get("alpha", 0.01))}),
+        "Elu": lambda self, n, a: self._unary(n, "elu", {"alpha": float(a.get("alpha", 1.0))}),
+        "Mish": lambda self, n, a: self._unary(n, "mish"), "PRelu": _prelu,
         "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "ReduceMean": _reduce_mean,
         "Concat": _concat, "Softmax": _softmax,
         "Identity": _identity, "Dropout": _identity, "Cast": _identity,

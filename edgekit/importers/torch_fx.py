@@ -50,6 +50,19 @@ def _conv(m: nn.Module) -> tuple[str, dict, dict]:
     return ("conv2d" if dims == 2 else "conv1d"), attrs, params
 
 
+def _hardtanh(lo: float, hi: float) -> tuple[str, dict, dict]:
+    """Hardtanh(0, 6) is ReLU6; any other range a clamp of its own."""
+    return ("relu6", {}, {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi}, {})
+
+
+def _prelu(m: nn.PReLU) -> tuple[str, dict, dict]:
+    """PReLU with one learned slope is a LeakyReLU of that slope; per-channel slopes are refused."""
+    if m.weight.numel() != 1:
+        raise UnsupportedError(f"PReLU with {m.weight.numel()} per-channel slopes (edgekit runs one slope, "
+                               "nn.PReLU() / num_parameters=1, or nn.LeakyReLU)")
+    return "leaky_relu", {"negative_slope": float(m.weight.detach().reshape(-1)[0])}, {}
+
+
 def _linear(m: nn.Linear):
     params = {"weight": _np(m.weight)}
     if m.bias is not None:
@@ -138,6 +151,11 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),
     nn.Dropout: _simple("identity"), nn.Identity: _simple("identity"),
     nn.GELU: lambda m: ("gelu", {"approximate": str(m.approximate)}, {}),
+    nn.LeakyReLU: lambda m: ("leaky_relu", {"negative_slope": float(m.negative_slope)}, {}),
+    nn.ELU: lambda m: ("elu", {"alpha": float(m.alpha)}, {}),
+    nn.Hardtanh: lambda m: _hardtanh(float(m.min_val), float(m.max_val)),
+    nn.Mish: _simple("mish"),
+    nn.PReLU: lambda m: _prelu(m),
     nn.LayerNorm: lambda m: _layernorm(m),
 }
 
@@ -169,7 +187,7 @@ _ACT_FUNCS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish:
               torch.ops.aten.tanh.default: "tanh", torch.ops.aten.hardswish.default: "hardswish",
               torch.ops.aten.relu6.default: "relu6",  # F.relu6 in a torch.export program
               F.hardsigmoid: "hardsigmoid", torch.ops.aten.hardsigmoid.default: "hardsigmoid",
-              F.silu: "silu", torch.ops.aten.silu.default: "silu"}
+              F.silu: "silu", torch.ops.aten.silu.default: "silu", F.mish: "mish", torch.ops.aten.mish.default: "mish"}
 _ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
 _ADD = {operator.add, torch.add, torch.ops.aten.add.Tensor}
 _MUL = {operator.mul, torch.mul, torch.ops.aten.mul.Tensor}
@@ -381,6 +399,15 @@ def _keeps_order(shape, perm) -> bool:
     return kept == sorted(kept)
 
 
+def _aten_prelu(n, weight):
+    """aten.prelu with one slope: a LeakyReLU of that slope (per-channel slopes are refused)."""
+    slope = weight(n.args[1])
+    if slope.size != 1:
+        raise UnsupportedError(f"PReLU with {slope.size} per-channel slopes (edgekit runs one slope, nn.PReLU() / "
+                               "num_parameters=1, or nn.LeakyReLU)")
+    return "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])}, {}, n.args[0]
+
+
 ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
     aten.conv1d.default: _aten_conv, aten.conv2d.default: _aten_conv, aten.convolution.default: _aten_conv,
     aten.conv2d.padding: _aten_conv, aten.conv1d.padding: _aten_conv,
@@ -389,7 +416,7 @@ ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
     aten._native_batch_norm_legit_no_training.default: _aten_batchnorm,
     aten.max_pool2d.default: _aten_pool, aten.max_pool2d_with_indices.default: _aten_pool,
     aten.avg_pool2d.default: _aten_pool,
-    aten.gru.input: _aten_rnn, aten.lstm.input: _aten_rnn,
+    aten.gru.input: _aten_rnn, aten.lstm.input: _aten_rnn, aten.prelu.default: _aten_prelu,
 }
 # ATen calls that return a tuple whose first element is the layer's output (the rest, batch statistics or pooling
 # indices, must go unused).
@@ -400,6 +427,8 @@ _INPLACE = {aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.
             aten.sigmoid_.default: aten.sigmoid.default, aten.tanh_.default: aten.tanh.default,
             aten.hardswish_.default: aten.hardswish.default, aten.add_.Tensor: aten.add.Tensor,
             aten.hardsigmoid_.default: aten.hardsigmoid.default, aten.silu_.default: aten.silu.default,
+            aten.leaky_relu_.default: aten.leaky_relu.default, aten.elu_.default: aten.elu.default,
+            aten.mish_.default: aten.mish.default,
             aten.mul_.Tensor: aten.mul.Tensor}
 _LAYOUT = {aten.permute.default, aten.transpose.int, aten.t.default}
 _ZERO_FILLS = {aten.zeros.default, aten.new_zeros.default, aten.zeros_like.default, aten.full.default}
@@ -714,9 +743,21 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 elif tgt in _ACT_FUNCS or (n.op == "call_method" and tgt in _ACT_METHODS):
                     op = _ACT_FUNCS.get(tgt) if n.op == "call_function" else _ACT_METHODS[tgt]
                     add(n, op, [src(tensor_args[0])])
-                elif tgt in (F.hardtanh, torch.ops.aten.hardtanh.default) and \
-                        tuple(n.args[1:3]) == (0.0, 6.0):
-                    add(n, "relu6", [src(tensor_args[0])])
+                elif tgt in (F.hardtanh, torch.ops.aten.hardtanh.default):
+                    lo = float(n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0))
+                    hi = float(n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0))
+                    op, attrs, _ = _hardtanh(lo, hi)
+                    add(n, op, [src(tensor_args[0])], attrs)
+                elif tgt in (F.leaky_relu, torch.ops.aten.leaky_relu.default):
+                    slope = n.args[1] if len(n.args) > 1 else n.kwargs.get("negative_slope", 0.01)
+                    add(n, "leaky_relu", [src(tensor_args[0])], {"negative_slope": float(slope)})
+                elif tgt in (F.elu, torch.ops.aten.elu.default):
+                    alpha = n.args[1] if len(n.args) > 1 else n.kwargs.get("alpha", 1.0)
+                    if tgt is torch.ops.aten.elu.default and tuple(float(v) for v in n.args[2:4]) not in ((), (1.0,),
+                                                                                                       (1.0, 1.0)):
+                        problems.append(f"'{n.name}' (elu with a scale: SELU)")
+                        continue
+                    add(n, "elu", [src(tensor_args[0])], {"alpha": float(alpha)})
                 elif tgt in _ADD or (n.op == "call_method" and tgt == "add"):
                     if len(tensor_args) != 2 or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
                         problems.append(f"'{n.name}' (add with a constant or alpha)")

@@ -26,7 +26,8 @@ from edgekit.targets.profiles import TargetProfile
 
 COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
 # float32 kernels that call libm's exponentials (newlib links its reentrancy data for errno)
-LIBM_OPS = ("sigmoid", "tanh", "silu", "gelu", "softmax", "gru", "lstm", "lmu", "egru", "s4d", "selective_ssm")
+LIBM_OPS = ("sigmoid", "tanh", "silu", "gelu", "elu", "mish", "softmax", "gru", "lstm", "lmu", "egru", "s4d",
+            "selective_ssm")
 
 
 # ---- one-shot layers: the cost family of a kernel call ----------------------------------------------------------------

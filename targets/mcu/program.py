@@ -24,7 +24,8 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
              "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample",
-             "transpose", "silu", "gelu"}  # (transpose: a channel shuffle only, see channel_shuffle_groups)
+             "transpose", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish"}
+# (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
 FOLLOW_UPS = {
@@ -195,7 +196,9 @@ def channel_shuffle_groups(graph: Graph, n: Node) -> int | None:
 # stored as [N, L, 1, C] (NHWC of [N, C, L, 1]: the layout of the conv kernels, and time on axis 2 as in the streaming
 # plans of edgekit/convstream.py), and a Conv1d runs as a conv2d with a Kx1 kernel; elsewhere a 3-D tensor is kept in
 # torch order like any tensor that is not an image.
-_ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "add", "mul")
+_UNARY_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "leaky_relu", "elu",
+              "hardtanh", "mish")
+_ELEMENTWISE = _UNARY_OPS + ("add", "mul")
 
 
 def channels_last_1d(graph: Graph) -> set[str]:
@@ -556,8 +559,9 @@ class _Builder:
                     self.steps.append(step)
                     return
             cs = [self.const(f"{n.name}.lut", lut)]
-        elif n.op == "gelu":  # (float32: the exact or the tanh form)
-            extra = {**extra, "approximate": n.attrs.get("approximate", "none")}
+        elif n.op in ("gelu", "leaky_relu", "elu", "hardtanh"):  # float32: the function's attributes
+            extra = {**extra, **{k: v for k, v in n.attrs.items() if k in ("approximate", "negative_slope", "alpha",
+                                                                                 "min_val", "max_val")}}
         self.tvm_step(n, n.op, ins[:1], cs, out.name, extra)
 
     def concat(self, n: Node, tile: "TileContext | None" = None):
@@ -722,7 +726,7 @@ class _Builder:
             self.upsample(n)
         elif n.op in ("add", "mul"):
             self.binary(n)
-        elif n.op in ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu"):
+        elif n.op in _UNARY_OPS:
             self.unary(n)
         elif n.op == "concat":
             self.concat(n)

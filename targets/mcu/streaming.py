@@ -31,8 +31,7 @@ from edgekit.targets.mcu.program import Program, StateBuffer, Step, Tensor, _Bui
 
 # What the head after the recurrent layers may hold: it reads one vector per step.
 HEAD_OPS = ("linear", "add", "mul", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu",
-            "concat",
-            "reshape", "flatten", "select")
+            "leaky_relu", "elu", "hardtanh", "mish", "concat", "reshape", "flatten", "select")
 CELL_KIND = "tvm_cell"      # a recurrent kernel from tvm_cells.py (may write several outputs)
 COMMIT_KIND = "commit"      # copy a new state from the arena into ek_state
 

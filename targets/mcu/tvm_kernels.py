@@ -251,6 +251,17 @@ def _unary(spec: KernelSpec):
         "gelu": lambda v: half * v * (tvm.tirx.const(1.0, "float32")
                                       + te.erf(v * tvm.tirx.const(0.5 ** 0.5, "float32"))),
     }
+    one = tvm.tirx.const(1.0, "float32")
+    fns["mish"] = lambda v: v * te.tanh(te.log(one + te.exp(v)))
+    if spec.op == "leaky_relu":
+        slope = tvm.tirx.const(spec.attr("negative_slope"), "float32")
+        fns["leaky_relu"] = lambda v: tvm.tirx.Select(v > zero, v, v * slope)
+    if spec.op == "elu":
+        alpha = tvm.tirx.const(spec.attr("alpha"), "float32")
+        fns["elu"] = lambda v: tvm.tirx.Select(v > zero, v, alpha * (te.exp(te.min(v, zero)) - one))
+    if spec.op == "hardtanh":
+        lo, hi = (tvm.tirx.const(spec.attr(k), "float32") for k in ("min_val", "max_val"))
+        fns["hardtanh"] = lambda v: te.min(te.max(v, lo), hi)
     if spec.op == "gelu" and spec.attr("approximate") == "tanh":
         c0, c1 = tvm.tirx.const((2.0 / 3.141592653589793) ** 0.5, "float32"), tvm.tirx.const(0.044715, "float32")
         fns["gelu"] = lambda v: half * v * (tvm.tirx.const(1.0, "float32") + te.tanh(c0 * (v + c1 * v * v * v)))
@@ -323,7 +334,8 @@ def _gather(spec: KernelSpec):
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
             "global_avgpool": _global_avgpool, "upsample": _upsample, "add": _elementwise_binary, "mul": _elementwise_binary,
             "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
-            "hardsigmoid": _unary, "silu": _unary, "gelu": _unary, "concat": _concat, "gather": _gather}
+            "hardsigmoid": _unary, "silu": _unary, "gelu": _unary, "leaky_relu": _unary, "elu": _unary,
+            "hardtanh": _unary, "mish": _unary, "concat": _concat, "gather": _gather}
 
 
 def schedule_for_mcu(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
