@@ -120,7 +120,7 @@ def files(tmp_path_factory) -> Path:
           [numpy_helper.from_array(weight, "w")], y_shape=(1, 3))
     _onnx(d / "ops.onnx", [helper.make_node("Erf", ["x"], ["a"], name="erf_1"),
                            helper.make_node("Relu", ["a"], ["b"], name="fine"),
-                           helper.make_node("LeakyRelu", ["b"], ["y"], name="leaky")])
+                           helper.make_node("Selu", ["b"], ["y"], name="selu")])
     _onnx(d / "dynamic.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")], x_shape=("N", "steps", 3))
     pt2, onnx_bytes = (d / "tiny.pt2").read_bytes(), (d / "relu.onnx").read_bytes()
     (d / "truncated.pt2").write_bytes(pt2[:len(pt2) // 2])
@@ -195,7 +195,7 @@ MODEL_FILES = {
     "--input-shape not numbers": (["{d}/relu.onnx", "--input-shape", "a,b"], 2, ["--input-shape a,b"]),
     "NaN in .pt2 weights": (["{d}/nan_weights.pt2"], 5, ["fc.weight", "NaN or Inf"]),
     "Inf in .onnx weights": (["{d}/inf_weights.onnx"], 5, ["inf_weights.onnx", "'fc'", "NaN or Inf"]),
-    "unsupported ONNX operators": (["{d}/ops.onnx"], 6, ["ops.onnx", "'erf_1' (Erf)", "'leaky' (LeakyRelu)"]),
+    "unsupported ONNX operators": (["{d}/ops.onnx"], 6, ["ops.onnx", "'erf_1' (Erf)", "'selu' (Selu)"]),
     "dynamic ONNX dimension": (["{d}/dynamic.onnx"], 6, ["dynamic.onnx", "dynamic dimension 'steps'",
                                                           "--input-shape"]),
 }
