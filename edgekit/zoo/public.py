@@ -87,11 +87,14 @@ class MobileNetV1(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, squeeze: int):
+    """Squeeze-and-excitation: average pool, 1x1 conv to ``squeeze`` channels, ``act``, 1x1 conv back, ``gate``
+    (MobileNetV3: ReLU and a hard sigmoid; EfficientNet: SiLU and a sigmoid)."""
+
+    def __init__(self, c: int, squeeze: int, act=nn.ReLU, gate=nn.Hardsigmoid):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
-        self.act, self.gate = nn.ReLU(), nn.Hardsigmoid()
+        self.act, self.gate = act(), gate()
 
     def forward(self, x):
         return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
@@ -245,20 +248,6 @@ class EfficientNetLite(nn.Module):
         return self.classifier(self.features(x))
 
 
-class SqueezeExciteSiLU(nn.Module):
-    """EfficientNet's squeeze-and-excitation: average pool, 1x1 conv to a quarter of the block's input channels, SiLU,
-    1x1 conv back, sigmoid gate."""
-
-    def __init__(self, c: int, squeeze: int):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
-        self.act, self.gate = nn.SiLU(), nn.Sigmoid()
-
-    def forward(self, x):
-        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
-
-
 class MBConvSE(nn.Module):
     """EfficientNet-B0's MBConv: 1x1 expansion, depthwise k x k, squeeze-excite (a quarter of the input channels),
     1x1 projection; SiLU; a residual add where the shape allows."""
@@ -268,7 +257,8 @@ class MBConvSE(nn.Module):
         mid = cin * expand
         layers = [conv_bn_relu(cin, mid, 1, activation=nn.SiLU)] if expand != 1 else []
         layers += [conv_bn_relu(mid, mid, k, stride, groups=mid, activation=nn.SiLU),
-                   SqueezeExciteSiLU(mid, max(4, cin // 4)), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+                   SqueezeExcite(mid, max(4, cin // 4), nn.SiLU, nn.Sigmoid), nn.Conv2d(mid, cout, 1, bias=False),
+                   nn.BatchNorm2d(cout)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
