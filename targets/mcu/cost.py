@@ -225,8 +225,8 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
     else:
         k, cout = p["kernel_h"] * p["kernel_w"] * p["in_c"], p["out_c"]
         pixels = p["out_h"] * p["out_w"]
-        if kernel_pack.mve_direct(p):
-            tiles, copied = p["out_h"], 0
+        if kernel_pack.mve_direct(p):  # a call per output row, or one for a map over whole rows
+            tiles, copied = 1 if kernel_pack.mve_contiguous(p) else p["out_h"], 0
         else:
             tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
             # a pixel whose window leaves the map is gathered a kernel row at a time (ek__mve_im2col: a fill and a

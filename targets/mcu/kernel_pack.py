@@ -376,6 +376,12 @@ def mve_direct(p: dict) -> bool:
                                                           ("pad_top", "pad_bottom", "pad_left", "pad_right"))
 
 
+def mve_contiguous(p: dict) -> bool:
+    """A direct Helium 1x1 at stride 1 over whole rows (ek__mve_conv_contiguous): the map is one GEMM call."""
+    return mve_direct(p) and p["stride_h"] == p["stride_w"] == 1 and p["in_row_stride"] == p["in_w"] * p["in_c"] \
+        and p["out_row_stride"] == p["out_w"] * p["out_c"] and p["out_w"] == p["in_w"]
+
+
 def _mve_tile(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None) -> int:
     """Output pixels per im2col tile of a Helium conv (one output row at most): the block's weights, bias and
     requantization vectors are loaded once per tile, and beyond MVE_TILE_PIXELS that saves little; the largest

@@ -380,6 +380,14 @@ static int ek__mve_conv_direct(const ek_conv_params_t *p)
     return p->kernel_h == 1 && p->kernel_w == 1 && !(p->pad_top | p->pad_bottom | p->pad_left | p->pad_right);
 }
 
+/* A direct 1x1 at stride 1 whose input and output rows follow each other (a whole map, not a patch tile's window):
+ * every pixel is in_c bytes after the last. */
+static int ek__mve_conv_contiguous(const ek_conv_params_t *p)
+{
+    return p->stride_h == 1 && p->stride_w == 1 && p->in_row_stride == p->in_w * p->in_c &&
+           p->out_row_stride == p->out_w * p->out_c && p->out_w == p->in_w;
+}
+
 /* One output pixel's window, K bytes in the order (ky, kx, c), padding as x_zp. */
 static void ek__mve_im2col(const ek_conv_params_t *p, const int8_t *input, int32_t oy, int32_t ox, int8x16_t zp,
                            int8_t *col)
@@ -420,6 +428,11 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
         return EK_NN_ERR_ARG; /* the packed bias carries the zero-point term */
     }
     const int direct = ek__mve_conv_direct(p);
+    if (direct && ek__mve_conv_contiguous(p)) { /* a 1x1 over whole rows: the map is one GEMM (a Conv1d's [L, 1, C]
+                                                * map is L rows of one pixel: one call instead of L) */
+        ek__mve_gemm(&g, input, p->in_c, p->out_h * p->out_w, output, p->out_c);
+        return EK_NN_OK;
+    }
     const int8x16_t zp = vdupq_n_s8((int8_t)-p->input_offset);
     int8_t *col = (int8_t *)scratch;
     const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, run = p->kernel_w * p->in_c;
