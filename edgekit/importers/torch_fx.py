@@ -55,12 +55,12 @@ def _hardtanh(lo: float, hi: float) -> tuple[str, dict, dict]:
     return ("relu6", {}, {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi}, {})
 
 
-def _prelu(m: nn.PReLU) -> tuple[str, dict, dict]:
+def _prelu(slope: np.ndarray) -> tuple[str, dict, dict]:
     """PReLU with one learned slope is a LeakyReLU of that slope; per-channel slopes are refused."""
-    if m.weight.numel() != 1:
-        raise UnsupportedError(f"PReLU with {m.weight.numel()} per-channel slopes (edgekit runs one slope, "
+    if slope.size != 1:
+        raise UnsupportedError(f"PReLU with {slope.size} per-channel slopes (edgekit runs one slope, "
                                "nn.PReLU() / num_parameters=1, or nn.LeakyReLU)")
-    return "leaky_relu", {"negative_slope": float(m.weight.detach().reshape(-1)[0])}, {}
+    return "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])}, {}
 
 
 def _linear(m: nn.Linear):
@@ -155,7 +155,7 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.ELU: lambda m: ("elu", {"alpha": float(m.alpha)}, {}),
     nn.Hardtanh: lambda m: _hardtanh(float(m.min_val), float(m.max_val)),
     nn.Mish: _simple("mish"),
-    nn.PReLU: lambda m: _prelu(m),
+    nn.PReLU: lambda m: _prelu(_np(m.weight)),
     nn.LayerNorm: lambda m: _layernorm(m),
 }
 
@@ -400,12 +400,8 @@ def _keeps_order(shape, perm) -> bool:
 
 
 def _aten_prelu(n, weight):
-    """aten.prelu with one slope: a LeakyReLU of that slope (per-channel slopes are refused)."""
-    slope = weight(n.args[1])
-    if slope.size != 1:
-        raise UnsupportedError(f"PReLU with {slope.size} per-channel slopes (edgekit runs one slope, nn.PReLU() / "
-                               "num_parameters=1, or nn.LeakyReLU)")
-    return "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])}, {}, n.args[0]
+    """aten.prelu: as nn.PReLU."""
+    return (*_prelu(weight(n.args[1])), n.args[0])
 
 
 ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
