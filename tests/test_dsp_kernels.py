@@ -172,6 +172,12 @@ def _all_cases(isa: str = "dsp"):
     c.append(_conv_case(rng, "conv3x5 dil(2,3) s(2,1) 5->7", 13, 14, 5, 7, (3, 5), dilation=(2, 3),
                         stride=(2, 1), padding=(2, 1, 3, 4), in_extra=3, act="relu", conv_fc=False))
     c.append(_conv_case(rng, "conv3x3 no bias 4->4", 6, 6, 4, 4, 3, padding=1, bias=False, tile_pixels=2))
+    # a Conv1d over [L, 1, C]: one output pixel a row (Helium: tiles across the rows), dilated, padded; with row
+    # strides (a row at a time)
+    c.append(_conv_case(rng, "conv 3x1 dil2 Conv1d 21x1x12->20", 21, 1, 12, 20, (3, 1), dilation=(2, 1),
+                        padding=(2, 2, 0, 0), act="relu"))
+    c.append(_conv_case(rng, "conv 5x1 s2 Conv1d 19x1x8->8 row strides", 19, 1, 8, 8, (5, 1), stride=(2, 1),
+                        padding=(2, 2, 0, 0), in_extra=3, out_extra=4))
     # small windows (1-3 channel first layers): 3x3x1 rows of 3 bytes, windows gathered at the border
     c.append(_conv_case(rng, "conv3x3 1->16 pad1 (grey first layer)", 8, 8, 1, 16, 3, padding=1, act="relu",
                         conv_fc=False))

@@ -227,6 +227,8 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
         pixels = p["out_h"] * p["out_w"]
         if kernel_pack.mve_direct(p):  # a call per output row, or one for a map over whole rows
             tiles, copied = 1 if kernel_pack.mve_contiguous(p) else p["out_h"], 0
+        elif kernel_pack.mve_column(p):  # one pixel a row: tiles across the rows
+            tiles, copied = -(-p["out_h"] // max(p["tile_pixels"], 1)), pixels * k
         else:
             tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
             # a pixel whose window leaves the map is gathered a kernel row at a time (ek__mve_im2col: a fill and a

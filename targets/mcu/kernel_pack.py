@@ -376,6 +376,12 @@ def mve_direct(p: dict) -> bool:
                                                           ("pad_top", "pad_bottom", "pad_left", "pad_right"))
 
 
+def mve_column(p: dict) -> bool:
+    """An im2col Helium conv with one output pixel a row, rows contiguous (ek__mve_conv_column): tiles of pixels
+    across the rows."""
+    return not mve_direct(p) and p["out_w"] == 1 and p["out_row_stride"] == p["out_c"]
+
+
 def mve_contiguous(p: dict) -> bool:
     """A direct Helium 1x1 at stride 1 over whole rows (ek__mve_conv_contiguous): the map is one GEMM call."""
     return mve_direct(p) and p["stride_h"] == p["stride_w"] == 1 and p["in_row_stride"] == p["in_w"] * p["in_c"] \
@@ -383,10 +389,12 @@ def mve_contiguous(p: dict) -> bool:
 
 
 def _mve_tile(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | None = None) -> int:
-    """Output pixels per im2col tile of a Helium conv (one output row at most): the block's weights, bias and
-    requantization vectors are loaded once per tile, and beyond MVE_TILE_PIXELS that saves little; the largest
-    that fits ``scratch_limit_bytes``."""
-    tiles = [tile_pixels] if tile_pixels is not None else range(min(MVE_TILE_PIXELS, params["out_w"]), 0, -1)
+    """Output pixels per im2col tile of a Helium conv (one output row at most, or rows of one pixel each: a Conv1d's
+    column, :func:`mve_column`): the block's weights, bias and requantization vectors are loaded once per tile, and
+    beyond MVE_TILE_PIXELS that saves little; the largest that fits ``scratch_limit_bytes``."""
+    span = params["out_h"] if mve_column(dict(params, out_row_stride=params.get("out_row_stride") or
+                                                 params["out_w"] * params["out_c"])) else params["out_w"]
+    tiles = [tile_pixels] if tile_pixels is not None else range(min(MVE_TILE_PIXELS, span), 0, -1)
     for t in tiles:
         trial = dict(params, tile_pixels=int(t), flags=params.get("flags", 0) | FLAG_MVE)
         if mve_direct(trial) or scratch_limit_bytes is None or conv2d_scratch_bytes(trial) <= scratch_limit_bytes:

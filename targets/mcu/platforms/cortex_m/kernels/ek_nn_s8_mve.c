@@ -388,6 +388,29 @@ static int ek__mve_conv_contiguous(const ek_conv_params_t *p)
            p->out_row_stride == p->out_w * p->out_c && p->out_w == p->in_w;
 }
 
+/* A window inside the map: ``rows`` runs of 16 * full + rem bytes, ``step`` apart in the input, one after the other
+ * in ``dst``. */
+static inline void ek__mve_copy_runs(int8_t *dst, const int8_t *src, int32_t rows, int32_t step, int32_t full,
+                                     int32_t rem, mve_pred16_t pred)
+{
+    for (int32_t ky = 0; ky < rows; ky++, src += step) {
+        const int8_t *sp = src;
+        for (int32_t j = 0; j < full; j++, sp += 16, dst += 16) {
+            vst1q_s8(dst, vld1q_s8(sp));
+        }
+        if (rem) {
+            vst1q_p_s8(dst, vld1q_z_s8(sp, pred), pred);
+            dst += rem;
+        }
+    }
+}
+
+/* An im2col conv whose output rows are one pixel each, stored one after the other (a Conv1d's [L, 1, C] map). */
+static int ek__mve_conv_column(const ek_conv_params_t *p)
+{
+    return p->out_w == 1 && p->out_row_stride == p->out_c;
+}
+
 /* One output pixel's window, K bytes in the order (ky, kx, c), padding as x_zp. */
 static void ek__mve_im2col(const ek_conv_params_t *p, const int8_t *input, int32_t oy, int32_t ox, int8x16_t zp,
                            int8_t *col)
@@ -438,6 +461,24 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
     const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, run = p->kernel_w * p->in_c;
     const int32_t row_step = p->dilation_h * p->in_row_stride, run_full = run >> 4, run_rem = run & 15;
     const mve_pred16_t run_pred = vctp8q((uint32_t)run_rem);
+    if (ek__mve_conv_column(p)) { /* one output pixel a row (a Conv1d's [L, 1, C] map): tiles across the rows, not a
+                                   * GEMM call per pixel */
+        for (int32_t oy0 = 0; oy0 < p->out_h; oy0 += p->tile_pixels) {
+            const int32_t n = p->out_h - oy0 < p->tile_pixels ? p->out_h - oy0 : p->tile_pixels;
+            for (int32_t i = 0; i < n; i++) {
+                const int32_t iy0 = (oy0 + i) * p->stride_h - p->pad_top, ix0 = -p->pad_left;
+                if (p->dilation_w == 1 && iy0 >= 0 && iy0 + span_h < p->in_h && ix0 >= 0 &&
+                    ix0 + p->kernel_w <= p->in_w) { /* inside: kernel_h contiguous runs */
+                    ek__mve_copy_runs(col + i * k, input + iy0 * p->in_row_stride + ix0 * p->in_c, p->kernel_h,
+                                      row_step, run_full, run_rem, run_pred);
+                    continue;
+                }
+                ek__mve_im2col(p, input, oy0 + i, 0, zp, col + i * k);
+            }
+            ek__mve_gemm(&g, col, k, n, output + oy0 * p->out_c, p->out_c);
+        }
+        return EK_NN_OK;
+    }
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         int8_t *orow = output + oy * p->out_row_stride;
         if (direct) { /* a 1x1 reads each pixel in place: the whole output row is one GEMM */
@@ -452,18 +493,8 @@ int ek__mve_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *ou
             for (int32_t i = 0; i < n; i++) {
                 const int32_t ix0 = (ox0 + i) * p->stride_w - p->pad_left;
                 if (rows_in && ix0 >= 0 && ix0 + p->kernel_w <= p->in_w) { /* inside: kernel_h contiguous runs */
-                    const int8_t *src = input + iy0 * p->in_row_stride + ix0 * p->in_c;
-                    int8_t *dst = col + i * k;
-                    for (int32_t ky = 0; ky < p->kernel_h; ky++, src += row_step, dst += run) {
-                        const int8_t *sp = src;
-                        int8_t *dp = dst;
-                        for (int32_t j = 0; j < run_full; j++, sp += 16, dp += 16) {
-                            vst1q_s8(dp, vld1q_s8(sp));
-                        }
-                        if (run_rem) {
-                            vst1q_p_s8(dp, vld1q_z_s8(sp, run_pred), run_pred);
-                        }
-                    }
+                    ek__mve_copy_runs(col + i * k, input + iy0 * p->in_row_stride + ix0 * p->in_c, p->kernel_h,
+                                      row_step, run_full, run_rem, run_pred);
                     continue;
                 }
                 ek__mve_im2col(p, input, oy, ox0 + i, zp, col + i * k);
