@@ -146,6 +146,7 @@ from torch.func import functional_call
 from edgekit.converters.finetune import TrainSettings, fine_tune, training_data
 from edgekit.converters.prune import CONV_TYPES, RNN_TYPES, _expand, _replace
 from edgekit.errors import DataError, UnsupportedError, UsageError
+from edgekit.graph import ACTIVATIONS
 from edgekit.layers import LMU
 from edgekit.model import Model
 
@@ -325,8 +326,7 @@ class _Spaces:
         return first
 
 
-_ELEMENTWISE = ("relu", "relu6", "tanh", "sigmoid", "hardswish", "hardsigmoid", "gelu", "silu", "leaky_relu", "elu",
-                "hardtanh", "mish", "scale")
+_ELEMENTWISE = (*ACTIVATIONS, "scale")
 _POOLS = ("maxpool2d", "avgpool2d", "global_avgpool", "upsample")
 
 

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from edgekit.analysis import macs_of
-from edgekit.graph import Graph, Node
+from edgekit.graph import ACTIVATIONS, Graph, Node
 from edgekit.memplan import ALIAS_OPS, Buffer, plan_arena
 
-SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", "relu", "relu6", "hardswish", "hardsigmoid",
-               "sigmoid", "tanh", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish", "concat")
+SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d", "add", "mul", *ACTIVATIONS, "concat")
 MAX_GRID = 8
 # The grids a stage's refinement and coarsening try: rows and columns within one of each other, or row tiles
 REFINE_GRIDS = tuple((n, m) for n in range(1, MAX_GRID + 1) for m in range(1, MAX_GRID + 1)

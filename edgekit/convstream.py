@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekit.errors import UnsupportedError
-from edgekit.graph import Graph, Node
+from edgekit.graph import ACTIVATIONS, Graph, Node
 
 TIME_AXIS = 2
 WINDOW_OPS = ("conv2d", "conv1d", "maxpool2d", "avgpool2d")
-ROW_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "leaky_relu", "elu",
-           "hardtanh", "mish", "add", "mul", "concat")
+ROW_OPS = (*ACTIVATIONS, "add", "mul", "concat")
 
 
 @dataclass(frozen=True)

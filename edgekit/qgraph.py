@@ -25,11 +25,10 @@ import numpy as np
 
 from edgekit import qmath
 from edgekit.errors import UnsupportedError
-from edgekit.graph import Graph, Node
+from edgekit.graph import ACTIVATIONS, Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mul",
-            "upsample", "transpose", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish")
+            "flatten", "select", "concat", "mul", "upsample", "transpose", *ACTIVATIONS)
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,

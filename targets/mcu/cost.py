@@ -321,8 +321,7 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
         return "depthwise_channels_int8_ek", step.macs, groups * kh, groups
     out_h, out_w, sh, sw = p["out_h"], p["out_w"], p.get("stride_h", 1), p.get("stride_w", 1)
     dh, dw = p["dilation_h"], p["dilation_w"]
-    if isa != "rv32" and p["flags"] & kernel_pack.FLAG_FAST_REQUANT and dh == dw == 1 and kh == 1 and \
-            4 <= kw <= kernel_pack.DW1XK_MAX_TAPS and sw == 1:  # the 1xK row kernel (a Kx1 one transposed)
+    if isa != "rv32" and kernel_pack.dw1xk_runs(p):  # the 1xK row kernel (a Kx1 one transposed)
         clamp = (p["act_min"], p["act_max"]) != (-128, 127)
         return "depthwise_1xk_int8_ek", round(kernel_pack.dw1xk_instructions(out_h, out_w, C, kw, clamp)), 0, 0
     if kernel_pack.depthwise_runs_columns(p):  # the transposed view

@@ -151,6 +151,13 @@ def dw1xk_applies(kh: int, kw: int, stride_w: int, dilation_w: int, out_w: int) 
         out_w >= DW1XK_MIN_OUT
 
 
+def dw1xk_runs(p: dict) -> bool:
+    """Whether ek_depthwise_conv2d_s8's DSP dispatch runs a call on the 1xK row kernel (ek__dw1xk_applies; ``p`` in
+    the kernels' view, :func:`dw_view`, fast requantization), whatever its row length."""
+    return p["kernel_h"] == 1 and 4 <= p["kernel_w"] <= DW1XK_MAX_TAPS and p["stride_w"] == 1 and \
+        p["dilation_h"] == p["dilation_w"] == 1 and bool(p.get("flags", 0) & FLAG_FAST_REQUANT)
+
+
 def dw1xk_instructions(out_h: int, out_w: int, channels: int, k: int, clamp: bool) -> float:
     """Estimated M7 instructions of one call of the 1xK row kernel (in its view: out_h rows of out_w outputs, a
     1xk kernel; DW1XK_COST)."""
@@ -379,7 +386,7 @@ def mve_direct(p: dict) -> bool:
 def mve_column(p: dict) -> bool:
     """An im2col Helium conv with one output pixel a row, rows contiguous (ek__mve_conv_column): tiles of pixels
     across the rows."""
-    return not mve_direct(p) and p["out_w"] == 1 and p["out_row_stride"] == p["out_c"]
+    return not mve_direct(p) and p["out_w"] == 1 and p.get("out_row_stride", p["out_c"]) == p["out_c"]
 
 
 def mve_contiguous(p: dict) -> bool:
@@ -392,8 +399,7 @@ def _mve_tile(params: dict, scratch_limit_bytes: int | None, tile_pixels: int | 
     """Output pixels per im2col tile of a Helium conv (one output row at most, or rows of one pixel each: a Conv1d's
     column, :func:`mve_column`): the block's weights, bias and requantization vectors are loaded once per tile, and
     beyond MVE_TILE_PIXELS that saves little; the largest that fits ``scratch_limit_bytes``."""
-    span = params["out_h"] if mve_column(dict(params, out_row_stride=params.get("out_row_stride") or
-                                                 params["out_w"] * params["out_c"])) else params["out_w"]
+    span = params["out_h"] if mve_column(params) else params["out_w"]
     tiles = [tile_pixels] if tile_pixels is not None else range(min(MVE_TILE_PIXELS, span), 0, -1)
     for t in tiles:
         trial = dict(params, tile_pixels=int(t), flags=params.get("flags", 0) | FLAG_MVE)
@@ -1066,7 +1072,7 @@ def depthwise_code_variants(p: dict) -> set[str]:
         if p["out_w"] < 2:
             return {"pairs"}
         return {"pairs", f"pairs_s{p['stride_w']}" + nc}
-    if kh == 1 and 4 <= kw <= DW1XK_MAX_TAPS and sw == 1:  # (ek__dw1xk_applies: any row length)
+    if dw1xk_runs(p):
         return {"rows", "1xk"}
     if kw == 3 and kh in (1, 3) and sw in (1, 2):
         return {"rows", "1x3"} if kh == 1 else {"rows", f"rows_s{sw}{nc}"}

@@ -16,15 +16,14 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import UnsupportedError
-from edgekit.graph import Graph, Node
+from edgekit.graph import ACTIVATIONS, Graph, Node
 from edgekit.memplan import ArenaPlan, Buffer, plan_arena
 
 from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "upsample",
-             "transpose", "silu", "gelu", "leaky_relu", "elu", "hardtanh", "mish"}
+             "reshape", "flatten", "select", "upsample", "transpose", *ACTIVATIONS}
 # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
@@ -196,9 +195,7 @@ def channel_shuffle_groups(graph: Graph, n: Node) -> int | None:
 # stored as [N, L, 1, C] (NHWC of [N, C, L, 1]: the layout of the conv kernels, and time on axis 2 as in the streaming
 # plans of edgekit/convstream.py), and a Conv1d runs as a conv2d with a Kx1 kernel; elsewhere a 3-D tensor is kept in
 # torch order like any tensor that is not an image.
-_UNARY_OPS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu", "leaky_relu", "elu",
-              "hardtanh", "mish")
-_ELEMENTWISE = _UNARY_OPS + ("add", "mul")
+_ELEMENTWISE = ACTIVATIONS + ("add", "mul")
 
 
 def channels_last_1d(graph: Graph) -> set[str]:
@@ -726,7 +723,7 @@ class _Builder:
             self.upsample(n)
         elif n.op in ("add", "mul"):
             self.binary(n)
-        elif n.op in _UNARY_OPS:
+        elif n.op in ACTIVATIONS:
             self.unary(n)
         elif n.op == "concat":
             self.concat(n)

@@ -24,14 +24,14 @@ import numpy as np
 
 from edgekit.analysis import macs_of
 from edgekit.errors import UnsupportedError
+from edgekit.graph import ACTIVATIONS
 from edgekit.memplan import Buffer, plan_arena
 from edgekit.stepgraph import STATE_KINDS, StepGraph, split, state_size
 from edgekit.targets.mcu.kernel_spec import KernelSpec
 from edgekit.targets.mcu.program import Program, StateBuffer, Step, Tensor, _Builder, check_supported, root_of
 
 # What the head after the recurrent layers may hold: it reads one vector per step.
-HEAD_OPS = ("linear", "add", "mul", "relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu",
-            "leaky_relu", "elu", "hardtanh", "mish", "concat", "reshape", "flatten", "select")
+HEAD_OPS = ("linear", "add", "mul", *ACTIVATIONS, "concat", "reshape", "flatten", "select")
 CELL_KIND = "tvm_cell"      # a recurrent kernel from tvm_cells.py (may write several outputs)
 COMMIT_KIND = "commit"      # copy a new state from the arena into ek_state
 
