@@ -13,6 +13,7 @@ MAC conventions (one multiply-accumulate = 1):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,12 @@ DTYPE_BYTES = {"float32": 4, "int8": 1, "int16": 2, "int32": 4, "uint8": 1}
 def _conv_macs(n: Node, g: Graph) -> int:
     cin = n.attrs["in_channels"] // n.attrs["groups"]
     return n.elements * cin * int(np.prod(n.attrs["kernel_size"]))
+
+
+def _conv_transpose_macs(n: Node, g: Graph) -> int:
+    """Every input element times the taps and output channels of its group (what ONNX Runtime's col2im computes)."""
+    return math.prod(g[n.inputs[0]].shape) * (n.attrs["out_channels"] // n.attrs["groups"]) \
+        * math.prod(n.attrs["kernel_size"])
 
 
 def _linear_macs(n: Node, g: Graph) -> int:
@@ -45,7 +52,7 @@ def _rnn_macs(n: Node, g: Graph) -> int:
 
 # Operators whose MACs are not zero. Other parts of edgekit register their own layers here.
 MAC_COUNTERS: dict[str, Callable[[Node, Graph], int]] = {
-    "conv1d": _conv_macs, "conv2d": _conv_macs, "linear": _linear_macs, "gru": _rnn_macs, "lstm": _rnn_macs,
+    "conv1d": _conv_macs, "conv2d": _conv_macs, "conv_transpose2d": _conv_transpose_macs, "linear": _linear_macs, "gru": _rnn_macs, "lstm": _rnn_macs,
     "matmul": _matmul_macs,
 }
 

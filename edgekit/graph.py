@@ -23,6 +23,10 @@ OPS = {
     "input": "graph input",
     "conv1d": "1-D convolution (groups allowed)",
     "conv2d": "2-D convolution (groups allowed; depthwise when groups == in_channels)",
+    "conv_transpose2d": "2-D transposed convolution (nn.ConvTranspose2d: U-Net's up-convolution, decoders); targets run "
+                        "it as a stride-1 conv computing every output phase and a depth_to_space",
+    "depth_to_space": "channel blocks moved into blocks of pixels (nn.PixelShuffle: mode 'CRD'; ONNX DepthToSpace's "
+                      "default 'DCR')",
     "linear": "fully connected: y = x W^T + b",
     "batchnorm": "batch normalisation (inference statistics); folded into a preceding conv/linear when possible, "
                  "else a depthwise 1x1 conv",
@@ -193,13 +197,19 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if n.op == "batchnorm":
             prod = by_name.get(n.inputs[0])
             readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
-            if prod is not None and prod.op in ("conv1d", "conv2d", "linear") and len(readers) == 1 \
-                    and prod.name not in outputs and "activation" not in prod.attrs:
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "conv_transpose2d") \
+                    and len(readers) == 1 and prod.name not in outputs and "activation" not in prod.attrs:
                 p = n.params
                 scale = p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))
                 w = prod.params["weight"]
-                prod.params["weight"] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
-                b = prod.params.get("bias", np.zeros(w.shape[0], np.float32))
+                if prod.op == "conv_transpose2d":  # [C_in, C_out / groups, kh, kw]: output channel g·C_out/g + o
+                    g = prod.attrs["groups"]
+                    per = scale.reshape(g, 1, w.shape[1], 1, 1)
+                    prod.params["weight"] = (w.reshape(g, w.shape[0] // g, *w.shape[1:]) * per).reshape(w.shape) \
+                        .astype(np.float32)
+                else:
+                    prod.params["weight"] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                b = prod.params.get("bias", np.zeros(scale.shape[0], np.float32))
                 prod.params["bias"] = ((b - p["running_mean"]) * scale + p["bias"]).astype(np.float32)
                 prod.fused.append(n.name)
                 _rename_inputs(nodes, n.name, prod.name)
@@ -233,7 +243,8 @@ def fuse_activations(graph: Graph) -> Graph:
         if n.op in FUSABLE_ACTIVATIONS:
             prod = by_name.get(n.inputs[0])
             readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
-            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "add") and len(readers) == 1 \
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "add", "conv_transpose2d") \
+                    and len(readers) == 1 \
                     and "activation" not in prod.attrs and prod.name not in outputs:
                 prod.attrs["activation"] = n.op
                 prod.fused.append(n.name)
@@ -277,7 +288,87 @@ def remove_dead(graph: Graph) -> Graph:
     return graph.replace_nodes([n.copy() for n in graph.nodes if n.name in live or n.op == "input"])
 
 
+def conv_transpose_phases(node: Node, in_hw: tuple[int, int]) -> tuple[Node, Node, Node | None]:
+    """A conv_transpose2d as what computes it without multiplying zeros: a stride-1 conv2d whose output channels are
+    the s_h·s_w output phases of every channel, a depth_to_space interleaving them into pixels, and a crop (a select)
+    when the padding or output_padding cut the borders; the last of these keeps the layer's name.
+
+    Per axis (stride s, kernel k, padding p): output position u + p = i·s + t of input i and tap t, so phase
+    φ = (o + p) mod s reads the inputs m − a at taps φ + s·a (a < ⌈k/s⌉ = K): a K-tap correlation, zero where
+    φ + s·a ≥ k. Its conv has K − 1 + e padding all round (e as small as the crop allows), so output m of the
+    conv is phase block m − e; the crop starts at p + s·e. With k = s and p = 0 (U-Net's 2x2 up-convolution) this is a
+    1x1 conv and an interleave: the MACs the transposed conv has, none more. Channel order of the phases: DCR (phase
+    major, contiguous blocks of a pixel's channels) for groups = 1, CRD (channel major) for grouped ones, whose conv
+    writes each group's channels together.
+    """
+    a, W = node.attrs, node.params["weight"]
+    cin, cpg, kh, kw = W.shape
+    g, (sh, sw), (ph, pw) = a["groups"], a["stride"], a["padding"]
+    cout, ipg = cpg * g, cin // g
+    out_hw = tuple(int(d) for d in node.shape[2:])
+    K, pad, off = [], [], []
+    for L, s, p, k, o in zip(in_hw, (sh, sw), (ph, pw), (kh, kw), out_hw):
+        taps = -(-k // s)
+        e = max(-(taps - 1), -(p // s))
+        while p + s * e + o > s * (L + 2 * (taps - 1 + e) - taps + 1):
+            e += 1
+        K.append(taps)
+        pad.append(taps - 1 + e)
+        off.append(p + s * e)
+    mode = "DCR" if g == 1 else "CRD"
+    wc = np.zeros((cout * sh * sw, ipg, K[0], K[1]), np.float32)
+    bias = node.params.get("bias")
+    bc = np.zeros(cout * sh * sw, np.float32)
+    for fh in range(sh):
+        for fw in range(sw):
+            phase = fh * sw + fw
+            oc = phase * cout + np.arange(cout) if mode == "DCR" else np.arange(cout) * sh * sw + phase
+            for jh in range(K[0]):
+                th = fh + sh * (K[0] - 1 - jh)
+                for jw in range(K[1]):
+                    tw = fw + sw * (K[1] - 1 - jw)
+                    if th < kh and tw < kw:  # [C_in, C_out/g] -> per output channel c = gi·C_out/g + o, its group's
+                        taps_w = W[:, :, th, tw].reshape(g, ipg, cpg).transpose(0, 2, 1).reshape(cout, ipg)
+                        wc[oc, :, jh, jw] = taps_w
+            if bias is not None:
+                bc[oc] = bias
+    conv_hw = [L + 2 * p_ - k + 1 for L, p_, k in zip(in_hw, pad, K)]
+    full_hw = (conv_hw[0] * sh, conv_hw[1] * sw)
+    crop = tuple(full_hw) != out_hw
+    base = node.name
+    conv_attrs = {"in_channels": cin, "out_channels": cout * sh * sw, "kernel_size": K, "stride": [1, 1],
+                  "padding": pad, "dilation": [1, 1], "groups": g}
+    if a.get("activation"):
+        conv_attrs["activation"] = a["activation"]
+    conv = Node(f"{base}.phases", "conv2d", list(node.inputs), (1, cout * sh * sw, *conv_hw), conv_attrs,
+                {"weight": wc, "bias": bc}, fused=list(node.fused), dtype=node.dtype)
+    shuffle = Node(base if not crop else f"{base}.interleave", "depth_to_space", [conv.name],
+                   (1, cout, *full_hw), {"block": [sh, sw], "mode": mode}, dtype=node.dtype)
+    if not crop:
+        return conv, shuffle, None
+    index = [["slice", None, None, None]] * 2 + [["slice", off[0], off[0] + out_hw[0], None],
+                                                 ["slice", off[1], off[1] + out_hw[1], None]]
+    return conv, shuffle, Node(base, "select", [shuffle.name], node.shape, {"index": index}, dtype=node.dtype)
+
+
+def lower_conv_transpose(graph: Graph) -> Graph:
+    """Every conv_transpose2d as :func:`conv_transpose_phases` computes it (its BatchNorm and ReLU already folded
+    in): layers every target runs."""
+    if not any(n.op == "conv_transpose2d" for n in graph.nodes):
+        return graph
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        if n.op != "conv_transpose2d":
+            nodes.append(n.copy())
+            continue
+        if tuple(n.attrs.get("dilation", (1, 1))) != (1, 1):
+            raise UnsupportedError(f"layer '{n.name}': a transposed convolution with dilation "
+                                   f"{tuple(n.attrs['dilation'])}; edgekit runs dilation 1")
+        nodes.extend(x for x in conv_transpose_phases(n, tuple(graph[n.inputs[0]].shape[2:])) if x is not None)
+    return graph.replace_nodes(nodes)
+
+
 def deployment_graph(graph: Graph) -> Graph:
     """The graph targets build: dead layers and identities removed, BatchNorm folded, x · sigmoid(x) as SiLU,
-    ReLU/ReLU6 fused."""
-    return fuse_activations(fuse_swish(fold_batchnorm(remove_identities(remove_dead(graph)))))
+    ReLU/ReLU6 fused, transposed convs as convs computing their output phases."""
+    return lower_conv_transpose(fuse_activations(fuse_swish(fold_batchnorm(remove_identities(remove_dead(graph))))))

@@ -68,6 +68,21 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         conv = F.conv2d if op == "conv2d" else F.conv1d
         y = conv(xs[0], p["weight"], p.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
         return _activation(node, y)
+    if op == "conv_transpose2d":
+        k, st, pad = a["kernel_size"], a["stride"], a["padding"]
+        out_pad = list(a.get("output_padding", (0, 0)))
+        if len(node.shape) == 4:  # the traced output size (nn.ConvTranspose2d called with output_size=)
+            out_pad = [o - ((i - 1) * s_ - 2 * p_ + k_) for o, i, s_, p_, k_ in
+                       zip(node.shape[2:], xs[0].shape[2:], st, pad, k)]
+        y = F.conv_transpose2d(xs[0], p["weight"], p.get("bias"), st, pad, out_pad, a["groups"])
+        return _activation(node, y)
+    if op == "depth_to_space":
+        x, (rh, rw) = xs[0], a["block"]
+        n_, c, h, w = x.shape
+        c //= rh * rw
+        y = x.reshape(n_, rh, rw, c, h, w).permute(0, 3, 4, 1, 5, 2) if a["mode"] == "DCR" else \
+            x.reshape(n_, c, rh, rw, h, w).permute(0, 1, 4, 2, 5, 3)
+        return y.reshape(n_, c, h * rh, w * rw)
     if op == "linear":
         return _activation(node, F.linear(xs[0], p["weight"], p.get("bias")))
     if op == "upsample":

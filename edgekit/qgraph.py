@@ -28,7 +28,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import ACTIVATIONS, Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "mul", "upsample", "transpose", *ACTIVATIONS)
+            "flatten", "select", "concat", "mul", "upsample", "transpose", "depth_to_space", *ACTIVATIONS)
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -190,7 +190,7 @@ def lower(graph: Graph, quant) -> QGraph:
             real = lut_function(n)((codes - x.out_zp) * x.out_scale)
             lut = np.clip(np.round(real / qn.out_scale) + qn.out_zp, -128, 127).astype(np.int8)
             qn.q.update(lut=lut)
-        elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose"):
+        elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose", "depth_to_space"):
             pass
     return QGraph(graph, out, notes)
 
@@ -282,6 +282,12 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         return xs[0][index_tuple(n.attrs["index"])]
     if n.op == "transpose":
         return np.ascontiguousarray(xs[0].transpose(n.attrs["perm"]))
+    if n.op == "depth_to_space":
+        (rh, rw), (b, c, h, w) = n.attrs["block"], xs[0].shape
+        c //= rh * rw
+        y = xs[0].reshape(b, rh, rw, c, h, w).transpose(0, 3, 4, 1, 5, 2) if n.attrs["mode"] == "DCR" else \
+            xs[0].reshape(b, c, rh, rw, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return np.ascontiguousarray(y.reshape(b, c, h * rh, w * rw))
     if n.op in LUT_FUNCS or n.op in PARAM_LUT_OPS:
         return q["lut"][xs[0].astype(np.int16) + 128]
     raise UnsupportedError(f"layer '{n.name}': no int8 reference for '{n.op}'")

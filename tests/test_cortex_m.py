@@ -334,6 +334,48 @@ def test_upsampling_runs_on_its_kernel(tmp_path, cat, patch):
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
 
 
+class _UpConv(torch.nn.Module):
+    """Decoder layers: U-Net's 2x2 up-convolution into a skip concat, a 3x3 one with output_padding (a crop after
+    its phases), a grouped 4x4 one (CRD phases) and a PixelShuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2)
+        self.up = torch.nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.up2 = torch.nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1)
+        self.up3 = torch.nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1, groups=8)
+        self.c3 = torch.nn.Conv2d(16, 4, 1)
+        self.ps = torch.nn.PixelShuffle(2)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        y = self.c3(torch.cat([torch.relu(self.up(torch.relu(self.c2(self.pool(a))))), a], 1))
+        z = self.up3(torch.relu(self.up2(self.pool(self.pool(a)))))
+        return self.ps(torch.cat([y, z], 1))
+
+
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_transposed_convs_and_pixel_shuffle_run_exactly(tmp_path, quantize):
+    """Transposed convs (as phase convs, interleaved by block copies or TVM's gather, cropped) and a PixelShuffle
+    give the host reference's outputs on the emulated M7: int8 bit for bit, float32 to rounding."""
+    from edgekit.model import Model
+
+    torch.manual_seed(8)
+    x = np.random.default_rng(8).random((6, 1, 16, 12), dtype=np.float32)
+    m = Model.from_module(_UpConv().eval(), torch.from_numpy(x[:1]), name="upconv", calib=x, test_x=x)
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize=quantize)
+    kernels = art.report["build"]["step_kernels"]
+    assert kernels.count("copy_blocks") == 2 and sum("depth_to_space" in k for k in kernels) == 2
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"]
+    if quantize:
+        assert meas["max_abs_err_lsb"] == 0
+    else:
+        assert meas["max_abs_err"] < 1e-5
+
+
 @pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
 def test_layout_moves_run_on_the_transpose_kernel(tmp_path, target):
     """int8 layout moves (a channel shuffle, NHWC to torch order before a flatten) run on ek_transpose_s8 with the

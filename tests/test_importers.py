@@ -103,6 +103,26 @@ class Activations(nn.Module):
         return self.fc(torch.nn.functional.leaky_relu(y, 0.2).mean((2, 3)))
 
 
+class Decoder(nn.Module):
+    """The upsampling layers of decoders and super-resolution nets: U-Net's 2x2 up-convolution (with BatchNorm and
+    ReLU after it), a 3x3 one with output_padding, a grouped 4x4 one (padding 1: DCGAN's), a sub-pixel conv's
+    PixelShuffle as a module and as a function."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.bn = nn.BatchNorm2d(8)
+        self.up2 = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1)
+        self.up3 = nn.ConvTranspose2d(4, 8, 4, stride=2, padding=1, groups=4, bias=False)
+        self.ps = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        y = torch.relu(self.up2(torch.relu(self.bn(self.up(self.c(x))))))
+        y = self.ps(self.up3(y))
+        return torch.nn.functional.pixel_shuffle(torch.cat([y, y], 1), 2)
+
+
 # name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
 # input) with seeded weights, so the test does not depend on trained weight files.
 MODELS = {
@@ -112,6 +132,7 @@ MODELS = {
     "mixed": (Mixed, (4, 8, 8)),
     "temporal": (Temporal, (10, 20)),
     "activations": (Activations, (3, 8, 8)),
+    "decoder": (Decoder, (3, 5, 4)),
 }
 
 
@@ -346,3 +367,40 @@ def test_transformer_and_shuffle_layers_import_exactly(name, source, tmp_path):
     xb = np.random.default_rng(4).standard_normal((1,) + shape).astype(np.float32)
     got = run_graph(model.graph, [xb])[model.graph.outputs[0]]
     np.testing.assert_allclose(got, _outputs(module, torch.from_numpy(xb))[0], rtol=0, atol=1e-5)
+
+
+def test_transposed_convs_deploy_as_phase_convs():
+    """Every transposed conv deploys as a stride-1 conv computing its output phases, a depth_to_space and (when the
+    padding cuts the borders) a crop, computing what the module computes; U-Net's 2x2 up-convolution with no more
+    MACs than the transposed conv has; BatchNorm and ReLU after it folded into the phase conv; a layer called with
+    output_size= imports at the size it produced; dilation is refused in one line naming the layer."""
+    from edgekit.analysis import macs_of
+    from edgekit.errors import UnsupportedError
+
+    module = _seeded(Decoder, seed=7)
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 3, 5, 4), dtype=np.float32))
+    model = Model.from_module(module, x)
+    dep = model.deploy_graph
+    assert "conv_transpose2d" not in {n.op for n in dep} and "batchnorm" not in {n.op for n in dep}
+    assert dep["up.phases"].attrs["kernel_size"] == [1, 1] and dep["up.phases"].attrs["activation"] == "relu"
+    assert macs_of(dep["up.phases"], dep) == macs_of(model.graph["up"], model.graph)
+    assert [dep[n].attrs["mode"] for n in ("up", "up2.interleave", "up3.interleave")] == ["DCR", "DCR", "CRD"]
+    assert dep["up2"].op == "select" and dep["up3"].op == "select"
+    got = run_graph(dep, [x.numpy()])[dep.outputs[0]]
+    np.testing.assert_allclose(got, _outputs(module, x)[0], rtol=0, atol=1e-5)
+
+    class Sized(nn.Module):
+        def __init__(self, dilation=1):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dilation=dilation)
+
+        def forward(self, y):
+            return self.up(y, output_size=[10, 8]) if self.up.dilation == (1, 1) else self.up(y)
+
+    y = torch.randn(1, 2, 5, 4)
+    sized = Sized().eval()
+    m = Model.from_module(sized, y)
+    assert m.graph["up"].shape == (1, 3, 10, 8)
+    np.testing.assert_allclose(run_graph(m.deploy_graph, [y.numpy()])["up"], _outputs(sized, y)[0], rtol=0, atol=1e-5)
+    with pytest.raises(UnsupportedError, match=r"'up' \(transposed convolution with dilation \(2, 2\)"):
+        _ = Model.from_module(Sized(dilation=2).eval(), y).graph

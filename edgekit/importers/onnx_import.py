@@ -408,6 +408,36 @@ class _Importer:
         self._bind(node.output[0], self._emit(self._label(node), "conv2d" if dims == 2 else "conv1d", [x], attrs,
                                               params))
 
+    def _conv_transpose(self, node, a):
+        x = self._exact(node.input[0])
+        W = self._weight(node.input[1], "weight")
+        if W.ndim != 4:
+            raise UnsupportedError(f"{W.ndim - 2}-D ConvTranspose (edgekit runs 2-D)")
+        if a.get("auto_pad", "NOTSET") != "NOTSET" or "output_shape" in a:
+            raise UnsupportedError("ConvTranspose with auto_pad or output_shape (export with explicit pads and "
+                                   "output_padding)")
+        pads = [int(p) for p in a.get("pads", [0] * 4)]
+        if pads[:2] != pads[2:]:
+            raise UnsupportedError(f"asymmetric padding (begin {pads[:2]}, end {pads[2:]}); edgekit's transposed "
+                                   "convolution pads both sides alike")
+        from edgekit.importers.torch_fx import _conv_transpose_attrs
+
+        attrs = _conv_transpose_attrs(W, [int(v) for v in a.get("strides", [1, 1])], pads[:2],
+                                      [int(v) for v in a.get("output_padding", [0, 0])],
+                                      [int(v) for v in a.get("dilations", [1, 1])], int(a.get("group", 1)))
+        params = {"weight": W}
+        if len(node.input) > 2 and node.input[2]:
+            params["bias"] = self._weight(node.input[2], "bias")
+        self._bind(node.output[0], self._emit(self._label(node), "conv_transpose2d", [x], attrs, params))
+
+    def _depth_to_space(self, node, a):
+        x = self._exact(node.input[0])
+        mode = a.get("mode", "DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        r = int(a["blocksize"])
+        self._bind(node.output[0], self._emit(self._label(node), "depth_to_space", [x],
+                                              {"block": [r, r], "mode": mode}))
+
     def _linear(self, node, x: str, W: np.ndarray, b: np.ndarray | None, out_shape: tuple | None = None):
         params = {"weight": np.ascontiguousarray(W, dtype=np.float32)}
         if b is not None:
@@ -775,7 +805,7 @@ class _Importer:
             raise UnsupportedError("the cell state Y_c is read (use the output or Y_h)")
 
     HANDLERS = {
-        "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
+        "Conv": _conv, "ConvTranspose": _conv_transpose, "DepthToSpace": _depth_to_space, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
         "LayerNormalization": _layernorm, "Gelu": _gelu,
         "BatchNormalization": _batchnorm,
         "Relu": lambda self, n, a: self._unary(n, "relu"), "Clip": _clip,

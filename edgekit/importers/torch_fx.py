@@ -50,6 +50,29 @@ def _conv(m: nn.Module) -> tuple[str, dict, dict]:
     return ("conv2d" if dims == 2 else "conv1d"), attrs, params
 
 
+def _conv_transpose_attrs(W: np.ndarray, stride, padding, output_padding, dilation, groups) -> dict:
+    """A 2-D transposed convolution's attributes (weight [C_in, C_out / groups, kh, kw]); refuses what edgekit does
+    not run, with what to do instead."""
+    if W.ndim != 4:
+        raise UnsupportedError(f"{W.ndim - 2}-D transposed convolution (edgekit runs ConvTranspose2d)")
+    if _pair(dilation) != [1, 1]:
+        raise UnsupportedError(f"transposed convolution with dilation {tuple(_pair(dilation))} (edgekit runs "
+                               "dilation 1)")
+    return {"in_channels": int(W.shape[0]), "out_channels": int(W.shape[1]) * int(groups),
+            "kernel_size": [int(k) for k in W.shape[2:]], "stride": _pair(stride), "padding": _pair(padding),
+            "output_padding": _pair(output_padding), "dilation": [1, 1], "groups": int(groups)}
+
+
+def _conv_transpose(m: nn.ConvTranspose2d) -> tuple[str, dict, dict]:
+    if m.padding_mode != "zeros":
+        raise UnsupportedError(f"padding_mode='{m.padding_mode}'")
+    attrs = _conv_transpose_attrs(_np(m.weight), m.stride, m.padding, m.output_padding, m.dilation, m.groups)
+    params = {"weight": _np(m.weight)}
+    if m.bias is not None:
+        params["bias"] = _np(m.bias)
+    return "conv_transpose2d", attrs, params
+
+
 def _hardtanh(lo: float, hi: float) -> tuple[str, dict, dict]:
     """Hardtanh(0, 6) is ReLU6; any other range a clamp of its own."""
     return ("relu6", {}, {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi}, {})
@@ -145,7 +168,8 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.Hardsigmoid: _simple("hardsigmoid"),
     nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"), nn.SiLU: _simple("silu"),
     nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.AdaptiveAvgPool1d: _pool,
-    nn.Upsample: _upsample,
+    nn.Upsample: _upsample, nn.ConvTranspose2d: _conv_transpose,
+    nn.PixelShuffle: lambda m: ("depth_to_space", {"block": [int(m.upscale_factor)] * 2, "mode": "CRD"}, {}),
     nn.GRU: _rnn, nn.LSTM: _rnn,
     nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
     nn.Softmax: lambda m: ("softmax", {"dim": int(m.dim) if m.dim is not None else -1}, {}),
@@ -256,9 +280,12 @@ def _ints(v, dims: int) -> list[int]:
 
 def _aten_conv(n, weight):
     if n.target is aten.convolution.default:
-        x, w, b, stride, padding, dilation, transposed, _, groups = n.args[:9]
+        x, w, b, stride, padding, dilation, transposed, output_padding, groups = n.args[:9]
         if transposed:
-            raise UnsupportedError("transposed convolution")
+            W = weight(w)
+            params = {"weight": W} if b is None else {"weight": W, "bias": weight(b)}
+            return "conv_transpose2d", _conv_transpose_attrs(W, stride, padding, output_padding, dilation,
+                                                             groups), params, x
     else:
         x, w, b = n.args[0], n.args[1], _arg(n, 2, "bias")
         stride, padding = _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0)
@@ -282,6 +309,14 @@ def _aten_conv(n, weight):
     if b is not None:
         params["bias"] = weight(b)
     return ("conv2d" if dims == 2 else "conv1d"), attrs, params, x
+
+
+def _aten_conv_transpose(n, weight):
+    """aten.conv_transpose2d.input: (input, weight, bias, stride, padding, output_padding, groups, dilation)."""
+    W, b = weight(n.args[1]), weight(_arg(n, 2, "bias"))
+    attrs = _conv_transpose_attrs(W, _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0),
+                                  _arg(n, 5, "output_padding", 0), _arg(n, 7, "dilation", 1), _arg(n, 6, "groups", 1))
+    return "conv_transpose2d", attrs, ({"weight": W} if b is None else {"weight": W, "bias": b}), n.args[0]
 
 
 def _aten_linear(n, weight):
@@ -406,7 +441,7 @@ def _aten_prelu(n, weight):
 
 ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
     aten.conv1d.default: _aten_conv, aten.conv2d.default: _aten_conv, aten.convolution.default: _aten_conv,
-    aten.conv2d.padding: _aten_conv, aten.conv1d.padding: _aten_conv,
+    aten.conv2d.padding: _aten_conv, aten.conv1d.padding: _aten_conv, aten.conv_transpose2d.input: _aten_conv_transpose,
     aten.linear.default: _aten_linear, aten.addmm.default: _aten_linear, aten.mm.default: _aten_linear,
     aten.batch_norm.default: _aten_batchnorm, aten.native_batch_norm.default: _aten_batchnorm,
     aten._native_batch_norm_legit_no_training.default: _aten_batchnorm,
@@ -703,6 +738,9 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         is not None:
                     c = _number(n.args[1] if n.args[0] is tensor_args[0] else n.args[0])
                     add(n, "scale", [src(tensor_args[0])], {"factor": c})
+                elif tgt in (F.pixel_shuffle, torch.pixel_shuffle, aten.pixel_shuffle.default):
+                    r = int(_arg(n, 1, "upscale_factor"))
+                    add(n, "depth_to_space", [src(tensor_args[0])], {"block": [r, r], "mode": "CRD"})
                 elif tgt in _GELU or (n.op == "call_method" and tgt == "gelu"):
                     add(n, "gelu", [src(tensor_args[0])], {"approximate": str(n.kwargs.get("approximate", "none"))})
                 elif tgt in _LAYER_NORM:

@@ -30,6 +30,9 @@ the int8 regression case whose activations die out (~1e-11).
 | gru-kws | keyword GRU (hidden 64) | recurrent step program |
 | attention | Vaswani et al. 2017 block | LayerNorm, MatMul, Softmax, GELU |
 | unet | Ronneberger et al. 2015 (small) | upsample + concat |
+| unet-upconv | Ronneberger et al. 2015 as published: three levels, 2x2 up-convolutions | ConvTranspose2d (stride 2),
+  two convs a level, skip concats |
+| espcn | Shi et al. 2016 (ESPCN super-resolution, x3) | tanh, sub-pixel conv: PixelShuffle of 9 channels a pixel |
 | autoencoder | MLPerf Tiny anomaly detection (FC AE) | fully connected 640 -> 8 -> 640 |
 | resnet18-224 | He et al. 2016, as torchvision writes it | too big for a microcontroller: the one-line "does not fit" |
 """
@@ -387,6 +390,41 @@ class UNet(nn.Module):
         return self.out(self.u1(torch.cat([self.up(b), a], 1)))
 
 
+class UNetUpConv(nn.Module):
+    """U-Net as Ronneberger et al. 2015 draw it, at three levels and microcontroller width (padded convs, as most
+    implementations): two 3x3 conv-BN-ReLU a level, 2x2 max-pool down, a 2x2 up-convolution (ConvTranspose2d, stride
+    2) halving the channels up, concatenated with the skip, a 1x1 conv to class maps."""
+
+    def __init__(self, c: int = 8, classes: int = 2):
+        super().__init__()
+        two = lambda a, b: nn.Sequential(conv_bn_relu(a, b), conv_bn_relu(b, b))  # noqa: E731
+        self.e1, self.e2, self.mid = two(1, c), two(c, 2 * c), two(2 * c, 4 * c)
+        self.pool = nn.MaxPool2d(2)
+        self.up2, self.d2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2), two(4 * c, 2 * c)
+        self.up1, self.d1 = nn.ConvTranspose2d(2 * c, c, 2, stride=2), two(2 * c, c)
+        self.out = nn.Conv2d(c, classes, 1)
+
+    def forward(self, x):
+        a = self.e1(x)
+        b = self.e2(self.pool(a))
+        m = self.mid(self.pool(b))
+        b = self.d2(torch.cat([self.up2(m), b], 1))
+        return self.out(self.d1(torch.cat([self.up1(b), a], 1)))
+
+
+class ESPCN(nn.Module):
+    """ESPCN (Shi et al. 2016): 5x5 conv (64) - tanh - 3x3 conv (32) - tanh - 3x3 conv to r^2 channels - PixelShuffle(r),
+    the published network for x3 super-resolution of one (luma) channel."""
+
+    def __init__(self, r: int = 3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 64, 5, padding=2), nn.Tanh(), nn.Conv2d(64, 32, 3, padding=1), nn.Tanh(),
+                                  nn.Conv2d(32, r * r, 3, padding=1), nn.PixelShuffle(r))
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class AutoEncoder(nn.Module):
     def __init__(self, n: int = 640, h: int = 128, z: int = 8):
         super().__init__()
@@ -437,6 +475,8 @@ ARCHITECTURES = {
     "gru-kws": (GRUKws, (49, 10), True),
     "attention": (AttentionBlock, (16, 32), True),
     "unet": (UNet, (1, 32, 32), True),
+    "unet-upconv": (UNetUpConv, (1, 32, 32), True),
+    "espcn": (ESPCN, (1, 32, 32), True),
     "autoencoder": (AutoEncoder, (640,), True),
     "resnet18-224": (ResNet18, (3, 224, 224), True),
 }
@@ -445,10 +485,11 @@ ARCHITECTURES = {
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
            "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12,
-           "attention": 10, "unet": 0, "autoencoder": 0, "resnet18-224": 1000}
+           "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "autoencoder": 0, "resnet18-224": 1000}
 
 
-TASKS = {"unet": "segmentation", "autoencoder": "reconstruction"}  # the rest classify
+TASKS = {"unet": "segmentation", "unet-upconv": "segmentation", "espcn": "reconstruction",
+         "autoencoder": "reconstruction"}  # the rest classify
 
 # name -> (epochs, training images per epoch (None: all 1,437)) on the digits, labels taken modulo the class count.
 # ResNet-18 at 224x224 gets 12 steps only (a full epoch would take minutes on two cores): not enough to learn the

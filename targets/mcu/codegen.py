@@ -76,6 +76,21 @@ def copy_call(prog: Program, s) -> str:
             f"{rows}u, {row_bytes}u)")
 
 
+def blocks_call(prog: Program, s) -> str:
+    """C for a DCR depth_to_space of an NHWC map [H, W, r_h·r_w·C]: per input row and phase row i, its W blocks of
+    r_w·C values (at the input pixel stride) side by side in output row h·r_h + i."""
+    src, dst = prog.tensors[s.inputs[0]], prog.tensors[s.output]
+    bpe = DTYPE_BYTES[prog.dtype]
+    rh, rw = s.params["block"]
+    _, h, w, cin = src.shape
+    blk = cin // rh * bpe  # r_w·C values
+    out_row = w * blk
+    return (f"for (uint32_t ek_r = 0u; ek_r < {h * rh}u; ++ek_r) "
+            f"ek_copy_window(ek_arena + {dst.offset}u + ek_r * {out_row}u, {blk}u, "
+            f"ek_arena + {src.offset}u + (ek_r / {rh}u) * {w * cin * bpe}u + (ek_r % {rh}u) * {blk}u, "
+            f"{cin * bpe}u, {w}u, {blk}u)")
+
+
 def gate_mask(guard) -> int:
     """The ek_fired bits a guarded call of a conv stream needs (0: runs on every step)."""
     mask = 0
@@ -254,6 +269,9 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
         elif s.kind == "copy":
             what = "window of the input" if "crop_row" in s.params else "tile into the full tensor"
             steps.append({"layer": s.layer, "kind": "copy", "what": what, "call": copy_call(prog, s)})
+        elif s.kind == "copy_blocks":
+            steps.append({"layer": s.layer, "kind": "copy", "what": "depth_to_space: blocks of pixels",
+                          "call": blocks_call(prog, s)})
         elif s.kind in (PUSH_KIND, POOL_KIND):
             steps.append({"layer": s.layer, "kind": s.kind, "what": s.kind.replace("_", " "),
                           "call": stream_call(prog, s)})
@@ -293,7 +311,7 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
     tvm_symbols = sorted(set(symbols.values()))
     context = dict(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
-        ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind == "copy" for s in prog.steps),
+        ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind in ("copy", "copy_blocks") for s in prog.steps),
         states=prog.states, event_states=event_states, state_inits=state_inits(prog), flushes=flushes,
         output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,

@@ -125,6 +125,13 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         if dst_row == row_bytes == src_row:  # contiguous rows: copied as one
             rows, row_bytes = 1, rows * row_bytes
         return ("copy_words" if words else "copy_bytes"), rows * row_bytes, rows, 0
+    if step.kind == "copy_blocks":  # depth_to_space: a copy call per output row, a block of r_w·C values a row
+        src = prog.tensors[step.inputs[0]].shape
+        rh, rw = step.params["block"]
+        blk = src[3] // rh * DTYPE_BYTES[prog.dtype]
+        words = not (blk & 3) and not (prog.tensors[step.inputs[0]].offset | prog.tensors[step.output].offset) & 3
+        return ("copy_words" if words else "copy_bytes"), src[1] * src[2] * src[3] * DTYPE_BYTES[prog.dtype], \
+            src[1] * rh * src[2], src[1] * rh
     spec = step.spec
     dt = prog.dtype
     if spec.op == "conv2d":
@@ -362,7 +369,7 @@ def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -
     if key in DEFAULT_COPY_COSTS:
         d = DEFAULT_COPY_COSTS[key]
         return profile.number("cost", key, d[0]) * units + profile.number("cost", key + "_per_output", d[1]) * outs \
-            + profile.number("cost", key + "_per_call", d[2])
+            + profile.number("cost", key + "_per_call", d[2]) * max(ins, 1)  # (ins: copy calls of a copy_blocks)
     if key not in profile.cost:  # a profile calibrated before 1x1 convs had their own key
         key = key.replace("conv2d_1x1", "conv2d")
     coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]

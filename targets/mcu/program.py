@@ -23,7 +23,7 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "upsample", "transpose", *ACTIVATIONS}
+             "reshape", "flatten", "select", "upsample", "transpose", "depth_to_space", *ACTIVATIONS}
 # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
@@ -494,6 +494,18 @@ class _Builder:
                 return
         self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"])})
 
+    def depth_to_space(self, n: Node):
+        """Channel blocks into pixel blocks. DCR order (a lowered transposed conv's phases, phase-major) on NHWC maps:
+        each input pixel's channels are r_h rows of r_w·C contiguous values, every one a block of the output row
+        h·r_h + i: copied as blocks (ek_copy_window per input row and phase, ~0.13 instructions a byte on the M7).
+        CRD (nn.PixelShuffle, grouped transposed convs) interleaves single channels: TVM's gather kernel."""
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        rh, rw = n.attrs["block"]
+        if n.attrs["mode"] == "DCR":
+            self.steps.append(Step(n.name, "copy_blocks", [n.inputs[0]], [], out.name, params={"block": (rh, rw)}))
+            return
+        self.tvm_step(n, "depth_to_space", [n.inputs[0]], [], out.name, {"block": (rh, rw), "mode": "CRD"})
+
     def global_avgpool(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
         attrs = {}
@@ -721,6 +733,8 @@ class _Builder:
             self.global_avgpool(n)
         elif n.op == "upsample":
             self.upsample(n)
+        elif n.op == "depth_to_space":
+            self.depth_to_space(n)
         elif n.op in ("add", "mul"):
             self.binary(n)
         elif n.op in ACTIVATIONS:

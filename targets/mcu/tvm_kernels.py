@@ -233,6 +233,21 @@ def _upsample(spec: KernelSpec):
     return [x, y]
 
 
+def _depth_to_space(spec: KernelSpec):
+    """NHWC depth_to_space: output pixel (y, x) channel c from input pixel (y // r_h, x // r_w), channel
+    c·r_h·r_w + phase (CRD) or phase·C + c (DCR), phase = (y % r_h)·r_w + x % r_w."""
+    x, xv = _input(spec, 0, "x")
+    rh, rw = spec.attr("block")
+    C = spec.out_shape[3]
+    if spec.attr("mode") == "CRD":
+        def f(n, i, j, c):
+            return xv[n, i // rh, j // rw, c * (rh * rw) + (i % rh) * rw + j % rw]
+    else:
+        def f(n, i, j, c):
+            return xv[n, i // rh, j // rw, ((i % rh) * rw + j % rw) * C + c]
+    return [x, te.compute(spec.out_shape, f, name="out")]
+
+
 def _unary(spec: KernelSpec):
     x, xv = _input(spec, 0, "x")
     if spec.dtype == INT8:
@@ -332,7 +347,7 @@ def _gather(spec: KernelSpec):
 
 
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
-            "global_avgpool": _global_avgpool, "upsample": _upsample, "add": _elementwise_binary, "mul": _elementwise_binary,
+            "global_avgpool": _global_avgpool, "upsample": _upsample, "depth_to_space": _depth_to_space, "add": _elementwise_binary, "mul": _elementwise_binary,
             "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
             "hardsigmoid": _unary, "silu": _unary, "gelu": _unary, "leaky_relu": _unary, "elu": _unary,
             "hardtanh": _unary, "mish": _unary, "concat": _concat, "gather": _gather}

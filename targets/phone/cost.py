@@ -55,7 +55,7 @@ THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) ru
 # reshapes: memcpy-like), resampling (index arithmetic per output), and the rest (arithmetic, activations).
 POOL_OPS = {"maxpool2d", "avgpool2d", "global_avgpool", "maxpool1d", "avgpool1d", "adaptive_avgpool2d"}
 MOVE_OPS = {"select", "flatten", "concat", "reshape", "transpose", "pad", "identity", "split", "squeeze",
-            "unsqueeze", "permute", "slice", "chunk"}
+            "unsqueeze", "permute", "slice", "chunk", "depth_to_space"}
 RESIZE_OPS = {"upsample", "resize", "interpolate"}
 # Two-operand arithmetic (a residual add, a squeeze-excite scaling), ONNX Runtime's vectorized loops: apart from the
 # activations (hardswish, sigmoid, ...), which cost several times more per element (zoo ResNet-18's adds of 224x224
