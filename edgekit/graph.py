@@ -306,6 +306,9 @@ def conv_transpose_phases(node: Node, in_hw: tuple[int, int]) -> tuple[Node, Nod
     g, (sh, sw), (ph, pw) = a["groups"], a["stride"], a["padding"]
     cout, ipg = cpg * g, cin // g
     out_hw = tuple(int(d) for d in node.shape[2:])
+    # an axis of one input pixel (a generator's first layer on its 1x1 latent): the stride moves nothing, so take it
+    # >= the kernel: one tap a phase, a 1x1 conv producing every output pixel's channels (a linear layer's MACs)
+    sh, sw = (max(s, k) if L == 1 else s for L, s, k in zip(in_hw, (sh, sw), (kh, kw)))
     K, pad, off = [], [], []
     for L, s, p, k, o in zip(in_hw, (sh, sw), (ph, pw), (kh, kw), out_hw):
         taps = -(-k // s)
@@ -340,15 +343,18 @@ def conv_transpose_phases(node: Node, in_hw: tuple[int, int]) -> tuple[Node, Nod
                   "padding": pad, "dilation": [1, 1], "groups": g}
     if a.get("activation"):
         conv_attrs["activation"] = a["activation"]
+    conv_attrs["transposed"] = {"of": node.name, "macs": int(math.prod(in_hw) * cin * cpg * kh * kw)}
     conv = Node(f"{base}.phases", "conv2d", list(node.inputs), (1, cout * sh * sw, *conv_hw), conv_attrs,
                 {"weight": wc, "bias": bc}, fused=list(node.fused), dtype=node.dtype)
     shuffle = Node(base if not crop else f"{base}.interleave", "depth_to_space", [conv.name],
-                   (1, cout, *full_hw), {"block": [sh, sw], "mode": mode}, dtype=node.dtype)
+                   (1, cout, *full_hw), {"block": [sh, sw], "mode": mode, "part_of": node.name},
+                   dtype=node.dtype)
     if not crop:
         return conv, shuffle, None
     index = [["slice", None, None, None]] * 2 + [["slice", off[0], off[0] + out_hw[0], None],
                                                  ["slice", off[1], off[1] + out_hw[1], None]]
-    return conv, shuffle, Node(base, "select", [shuffle.name], node.shape, {"index": index}, dtype=node.dtype)
+    return conv, shuffle, Node(base, "select", [shuffle.name], node.shape, {"index": index, "part_of": node.name},
+                               dtype=node.dtype)
 
 
 def lower_conv_transpose(graph: Graph) -> Graph:

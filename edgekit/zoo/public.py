@@ -33,6 +33,8 @@ the int8 regression case whose activations die out (~1e-11).
 | unet-upconv | Ronneberger et al. 2015 as published: three levels, 2x2 up-convolutions | ConvTranspose2d (stride 2),
   two convs a level, skip concats |
 | espcn | Shi et al. 2016 (ESPCN super-resolution, x3) | tanh, sub-pixel conv: PixelShuffle of 9 channels a pixel |
+| dcgan | Radford et al. 2016 (DCGAN generator, 32x32) | 4x4 transposed convs, stride 2, padding 1 (cropped
+  phases), BatchNorm folded into them, a 1x1 latent, tanh |
 | autoencoder | MLPerf Tiny anomaly detection (FC AE) | fully connected 640 -> 8 -> 640 |
 | resnet18-224 | He et al. 2016, as torchvision writes it | too big for a microcontroller: the one-line "does not fit" |
 """
@@ -425,6 +427,25 @@ class ESPCN(nn.Module):
         return self.body(x)
 
 
+class DCGANGenerator(nn.Module):
+    """DCGAN's generator (Radford et al. 2016) at 32x32x3 and width 16: a 100-d latent as a 1x1 map, a 4x4 transposed
+    conv to 4x4, then 4x4 / stride 2 / padding 1 transposed convs doubling the map, BatchNorm and ReLU after each
+    but the last, tanh out."""
+
+    def __init__(self, z: int = 100, c: int = 16):
+        super().__init__()
+
+        def up(a, b, first=False):
+            return [nn.ConvTranspose2d(a, b, 4, 1 if first else 2, 0 if first else 1, bias=False), nn.BatchNorm2d(b),
+                    nn.ReLU()]
+
+        self.body = nn.Sequential(*up(z, 4 * c, True), *up(4 * c, 2 * c), *up(2 * c, c),
+                                  nn.ConvTranspose2d(c, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class AutoEncoder(nn.Module):
     def __init__(self, n: int = 640, h: int = 128, z: int = 8):
         super().__init__()
@@ -477,6 +498,7 @@ ARCHITECTURES = {
     "unet": (UNet, (1, 32, 32), True),
     "unet-upconv": (UNetUpConv, (1, 32, 32), True),
     "espcn": (ESPCN, (1, 32, 32), True),
+    "dcgan": (DCGANGenerator, (100, 1, 1), True),
     "autoencoder": (AutoEncoder, (640,), True),
     "resnet18-224": (ResNet18, (3, 224, 224), True),
 }
@@ -485,10 +507,10 @@ ARCHITECTURES = {
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
            "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12,
-           "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "autoencoder": 0, "resnet18-224": 1000}
+           "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "dcgan": 0, "autoencoder": 0, "resnet18-224": 1000}
 
 
-TASKS = {"unet": "segmentation", "unet-upconv": "segmentation", "espcn": "reconstruction",
+TASKS = {"unet": "segmentation", "unet-upconv": "segmentation", "espcn": "reconstruction", "dcgan": "reconstruction",
          "autoencoder": "reconstruction"}  # the rest classify
 
 # name -> (epochs, training images per epoch (None: all 1,437)) on the digits, labels taken modulo the class count.

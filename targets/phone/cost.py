@@ -47,7 +47,8 @@ def phone_terms(graph: Graph) -> dict[str, float]:
 
 
 # The Arm instruction model's terms per layer (fitted per core and dtype by bench/phone.py --calibrate).
-ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "conv_window", "mac_depthwise", "mac_depthwise_generic",
+ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "conv_window", "mac_conv_transpose", "mac_depthwise",
+             "mac_depthwise_generic",
              "dw_channel", "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_gpool",
              "element_move", "element_resize", "element_binary", "element_silu", "element")
 THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
@@ -78,7 +79,14 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
     elements of the layers with weights (bias, activation and requantization per output), elements of the rest by
     what they do (pooling, copies, resampling, two-operand arithmetic, activations)."""
     kind = layer_family(node)
+    if "part_of" in node.attrs:  # the interleave and crop of a lowered transposed conv: inside ONNX Runtime's one
+        return {}  # ConvTranspose (the export keeps the layer whole)
     t = {"layer": 1.0}
+    if "transposed" in node.attrs:  # ONNX Runtime's ConvTranspose: a GEMM over the input pixels and col2im; its MACs
+        # are the transposed conv's (every input pixel times the taps and output channels), whatever the phases
+        t["mac_conv_transpose"] = float(node.attrs["transposed"]["macs"])
+        t["output"] = float(node.elements)
+        return t
     if kind in PHONE_KINDS:
         if kind == "conv2d" and node.inputs and len(graph[node.inputs[0]].shape) > 1 \
                 and graph[node.inputs[0]].shape[1] < THIN_CONV_CHANNELS:
