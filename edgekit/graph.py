@@ -47,7 +47,8 @@ OPS = {
     "add": "elementwise sum of two tensors (residual add)",
     "mul": "elementwise product of two tensors",
     "concat": "concatenation along an axis",
-    "upsample": "nearest-neighbour upsampling of the spatial axes by integer factors (nn.Upsample, mode 'nearest')",
+    "upsample": "upsampling of the spatial axes by integer factors: mode 'nearest' (repeat) or 'bilinear' "
+                "(align_corners=False; nn.Upsample, F.interpolate, ONNX Resize)",
     "flatten": "collapse the axes from start_dim on",
     "reshape": "view with a new shape (same element order)",
     "select": "basic indexing (integers and slices), e.g. x[:, -1, :]",

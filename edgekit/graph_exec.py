@@ -86,6 +86,9 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     if op == "linear":
         return _activation(node, F.linear(xs[0], p["weight"], p.get("bias")))
     if op == "upsample":
+        if a.get("mode", "nearest") == "bilinear":
+            return F.interpolate(xs[0], scale_factor=tuple(float(s) for s in a["scale"]), mode="bilinear",
+                                 align_corners=False)
         return xs[0].repeat_interleave(a["scale"][0], dim=2).repeat_interleave(a["scale"][1], dim=3)
     if op == "batchnorm":
         return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], False, 0.0,

@@ -275,6 +275,8 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
             parts.append(qmath.requantize(x.astype(np.int64) - zp, m, s, qn.out_zp))
         return np.concatenate(parts, axis=n.attrs["dim"])
     if n.op == "upsample":
+        if n.attrs.get("mode", "nearest") == "bilinear":
+            return qmath.bilinear_upsample(xs[0], n.attrs["scale"])
         return xs[0].repeat(n.attrs["scale"][0], axis=2).repeat(n.attrs["scale"][1], axis=3)
     if n.op in ("reshape", "flatten"):
         return xs[0].reshape((xs[0].shape[0],) + tuple(n.shape[1:]))

@@ -105,3 +105,31 @@ def activation_range(kind: str | None, scale: float, zero_point: int) -> tuple[i
     if kind == "relu6":
         return lo, min(INT8_MAX, zero_point + int(round(6.0 / scale)))
     raise ValueError(f"no int8 clamp for activation {kind!r}")
+
+
+def bilinear_taps(size: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear upsampling of one axis of ``size`` samples by an integer ``scale`` (PyTorch's align_corners=False,
+    ONNX's half_pixel): for every output sample its two source indices (clamped to the axis: the border replicates)
+    and integer weights summing to 2·scale. Output o reads source (o + 0.5) / s − 0.5 = m + F / (2s) with m = o // s
+    and F = 2·(o % s) + 1 − s: between m − 1 and m when F < 0 (weights −F and 2s + F), else between m and m + 1
+    (2s − F and F). (lo, hi, w_lo, w_hi) as int64 arrays."""
+    o = np.arange(size * scale)
+    f = 2 * (o % scale) + 1 - scale
+    lo = o // scale - (f < 0)
+    w_hi = np.where(f < 0, 2 * scale + f, f)
+    return np.clip(lo, 0, size - 1), np.clip(lo + 1, 0, size - 1), 2 * scale - w_hi, w_hi
+
+
+def bilinear_upsample(x: np.ndarray, scale) -> np.ndarray:
+    """The int8 reference of bilinear upsampling of [N, C, H, W] codes by integer factors: the four neighbours'
+    codes times integer weights (products of :func:`bilinear_taps`' pairs, summing to 4·s_h·s_w), rounded half up.
+    The weights sum to one, so the zero point passes through and the output keeps the input's quantization."""
+    (sh, sw), (h, w) = scale, x.shape[2:]
+    lh, hh, wlh, whh = bilinear_taps(h, sh)
+    lw, hw, wlw, whw = bilinear_taps(w, sw)
+    v = x.astype(np.int64)
+    top, bottom = v[:, :, lh], v[:, :, hh]
+    acc = (wlh[:, None] * (top[..., lw] * wlw + top[..., hw] * whw)
+           + whh[:, None] * (bottom[..., lw] * wlw + bottom[..., hw] * whw))
+    d = 4 * sh * sw
+    return np.floor_divide(acc + d // 2, d).astype(np.int8)

@@ -336,7 +336,7 @@ def test_upsampling_runs_on_its_kernel(tmp_path, cat, patch):
 
 class _UpConv(torch.nn.Module):
     """Decoder layers: U-Net's 2x2 up-convolution into a skip concat, a 3x3 one with output_padding (a crop after
-    its phases), a grouped 4x4 one (CRD phases) and a PixelShuffle."""
+    its phases), a grouped 4x4 one (CRD phases), a PixelShuffle and a bilinear upsampling (x3 rows, x2 columns)."""
 
     def __init__(self):
         super().__init__()
@@ -348,18 +348,20 @@ class _UpConv(torch.nn.Module):
         self.up3 = torch.nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1, groups=8)
         self.c3 = torch.nn.Conv2d(16, 4, 1)
         self.ps = torch.nn.PixelShuffle(2)
+        self.bilinear = torch.nn.Upsample(scale_factor=(3, 2), mode="bilinear")
 
     def forward(self, x):
         a = torch.relu(self.c1(x))
         y = self.c3(torch.cat([torch.relu(self.up(torch.relu(self.c2(self.pool(a))))), a], 1))
         z = self.up3(torch.relu(self.up2(self.pool(self.pool(a)))))
-        return self.ps(torch.cat([y, z], 1))
+        return self.bilinear(self.ps(torch.cat([y, z], 1)))
 
 
 @pytest.mark.parametrize("quantize", ["int8", None])
 def test_transposed_convs_and_pixel_shuffle_run_exactly(tmp_path, quantize):
-    """Transposed convs (as phase convs, interleaved by block copies or TVM's gather, cropped) and a PixelShuffle
-    give the host reference's outputs on the emulated M7: int8 bit for bit, float32 to rounding."""
+    """Transposed convs (as phase convs, interleaved by block copies or TVM's gather, cropped), a PixelShuffle and a
+    bilinear upsampling give the host reference's outputs on the emulated M7: int8 bit for bit, float32 to
+    rounding."""
     from edgekit.model import Model
 
     torch.manual_seed(8)
@@ -368,6 +370,7 @@ def test_transposed_convs_and_pixel_shuffle_run_exactly(tmp_path, quantize):
     art = api.compile(m, "cortex-m7", tmp_path / "out", quantize=quantize)
     kernels = art.report["build"]["step_kernels"]
     assert kernels.count("copy_blocks") == 2 and sum("depth_to_space" in k for k in kernels) == 2
+    assert sum("upsample" in k for k in kernels) == 1
     meas = api.profile(tmp_path / "out").measured
     assert meas["outputs_match"]
     if quantize:

@@ -106,7 +106,7 @@ class Activations(nn.Module):
 class Decoder(nn.Module):
     """The upsampling layers of decoders and super-resolution nets: U-Net's 2x2 up-convolution (with BatchNorm and
     ReLU after it), a 3x3 one with output_padding, a grouped 4x4 one (padding 1: DCGAN's), a sub-pixel conv's
-    PixelShuffle as a module and as a function."""
+    PixelShuffle as a module and as a function, F.interpolate bilinear (align_corners=False) and nearest to a size."""
 
     def __init__(self):
         super().__init__()
@@ -120,7 +120,9 @@ class Decoder(nn.Module):
     def forward(self, x):
         y = torch.relu(self.up2(torch.relu(self.bn(self.up(self.c(x))))))
         y = self.ps(self.up3(y))
-        return torch.nn.functional.pixel_shuffle(torch.cat([y, y], 1), 2)
+        y = torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        z = torch.nn.functional.interpolate(y, size=(y.shape[2] * 3, y.shape[3] * 3))  # nearest, from a size
+        return torch.nn.functional.pixel_shuffle(torch.cat([z, z], 1), 2)
 
 
 # name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
@@ -440,3 +442,22 @@ def test_transposed_conv_phases_match_torch_on_every_shape():
         got = run_graph(low, [x.numpy()])["up"]
         np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4, err_msg=str(attrs))
         checked += 1
+
+
+@pytest.mark.parametrize("how, why", [
+    ("corners", "bilinear with align_corners=True"), ("bicubic", "mode 'bicubic'"),
+    ("fraction", "edgekit upsamples by integer factors")])
+def test_upsampling_edgekit_cannot_run_is_refused_in_one_line(how, why):
+    from edgekit.errors import UnsupportedError
+
+    class Up(nn.Module):
+        def forward(self, x):
+            if how == "corners":
+                return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            if how == "bicubic":
+                return torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic")
+            return torch.nn.functional.interpolate(x, scale_factor=1.5)
+
+    with pytest.raises(UnsupportedError, match=why) as e:
+        _ = Model.from_module(Up(), torch.randn(1, 2, 4, 4)).graph
+    assert "\n" not in str(e.value)

@@ -154,3 +154,18 @@ def test_grouped_conv_reference_in_float32_is_exact(channels, kernel, dilation, 
     want = F.conv2d(torch.from_numpy(x.astype(np.float64) - 127), torch.from_numpy(w.astype(np.float64)),
                     torch.from_numpy(bias.astype(np.float64)), (1, 1), pad, (dilation, dilation), groups)
     assert got.dtype == np.int64 and np.array_equal(got, want.numpy().astype(np.int64))
+
+
+@pytest.mark.parametrize("scale", [(1, 2), (2, 2), (3, 2), (4, 3)])
+def test_bilinear_reference_is_torch_on_the_codes_rounded(scale):
+    """The int8 bilinear upsampling (integer weights, one rounding) is PyTorch's bilinear interpolation
+    (align_corners=False) of the codes, rounded half up: within half a step everywhere, the border replicated."""
+    import torch
+    import torch.nn.functional as F
+
+    x = np.random.default_rng(sum(scale)).integers(-128, 128, (2, 3, 5, 7)).astype(np.int8)
+    want = F.interpolate(torch.from_numpy(x.astype(np.float64)), scale_factor=scale, mode="bilinear",
+                         align_corners=False).numpy()
+    got = qmath.bilinear_upsample(x, scale)
+    assert got.shape == want.shape and np.all(np.abs(got - want) <= 0.5 + 1e-9)
+    np.testing.assert_array_equal(got, np.floor(want + 0.5 + 1e-9).astype(np.int8))  # (ties: float64's 1/6)

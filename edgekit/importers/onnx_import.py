@@ -430,6 +430,40 @@ class _Importer:
             params["bias"] = self._weight(node.input[2], "bias")
         self._bind(node.output[0], self._emit(self._label(node), "conv_transpose2d", [x], attrs, params))
 
+    def _resize(self, node, a):
+        """Resize (Upsample before opset 10) by integer factors: nearest (the exporters' asymmetric / floor, or
+        half_pixel / round_prefer_*) or linear with half_pixel / pytorch_half_pixel coordinates (PyTorch's
+        align_corners=False)."""
+        from edgekit.importers.torch_fx import resize_scale
+
+        x = self._exact(node.input[0])
+        shape = self._shape(x)
+        mode = a.get("mode", "nearest")
+        coords = a.get("coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric")
+        nearest = a.get("nearest_mode", "round_prefer_floor")
+        inputs = list(node.input) + [""] * 4
+        scales_in, sizes_in = (inputs[1], None) if node.op_type == "Upsample" else (inputs[2], inputs[3])
+        if sizes_in:
+            out = [int(v) for v in self._const(sizes_in, "sizes")]
+        elif scales_in:
+            out = [int(round(d * float(f))) for d, f in zip(shape, self._const(scales_in, "scales"))]
+        else:
+            raise UnsupportedError("Resize without scales or sizes")
+        if len(out) != len(shape):
+            raise UnsupportedError(f"Resize to {out} of a {len(shape)}-D tensor")
+        scale = resize_scale(shape, out)
+        if mode == "nearest" and (coords == "asymmetric" and nearest == "floor" or coords in (
+                "half_pixel", "pytorch_half_pixel") and nearest in ("round_prefer_floor", "round_prefer_ceil")):
+            kind = "nearest"
+        elif mode == "linear" and coords in ("half_pixel", "pytorch_half_pixel"):
+            kind = "bilinear"
+        else:
+            raise UnsupportedError(f"Resize mode '{mode}' with {coords} coordinates"
+                                   + (f" and nearest_mode '{nearest}'" if mode == "nearest" else "")
+                                   + ": edgekit runs nearest and linear (half_pixel: PyTorch's align_corners=False) "
+                                   "by integer factors")
+        self._bind(node.output[0], self._emit(self._label(node), "upsample", [x], {"scale": scale, "mode": kind}))
+
     def _depth_to_space(self, node, a):
         x = self._exact(node.input[0])
         mode = a.get("mode", "DCR")
@@ -805,7 +839,7 @@ class _Importer:
             raise UnsupportedError("the cell state Y_c is read (use the output or Y_h)")
 
     HANDLERS = {
-        "Conv": _conv, "ConvTranspose": _conv_transpose, "DepthToSpace": _depth_to_space, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
+        "Conv": _conv, "ConvTranspose": _conv_transpose, "DepthToSpace": _depth_to_space, "Resize": _resize, "Upsample": _resize, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
         "LayerNormalization": _layernorm, "Gelu": _gelu,
         "BatchNormalization": _batchnorm,
         "Relu": lambda self, n, a: self._unary(n, "relu"), "Clip": _clip,

@@ -103,15 +103,33 @@ def _bn(m: nn.modules.batchnorm._BatchNorm):
                                                 "running_var": _np(m.running_var)}
 
 
+def _resize_mode(mode: str, align_corners) -> str:
+    """An interpolation mode edgekit runs ('nearest' or 'bilinear'), or a one-line refusal saying which are."""
+    if mode in ("nearest", "nearest-exact"):  # (the same samples at integer factors)
+        return "nearest"
+    if mode == "bilinear" and not align_corners:
+        return "bilinear"
+    what = "bilinear with align_corners=True" if mode == "bilinear" else f"mode '{mode}'"
+    raise UnsupportedError(f"upsampling {what}: edgekit runs mode='nearest' and mode='bilinear' with "
+                           "align_corners=False, by integer factors")
+
+
+def resize_scale(in_shape, out_shape) -> list[int]:
+    """The integer factors of an upsampling of [N, C, H, W] ``in_shape`` to ``out_shape`` (from its scale_factor or
+    its size alike), or a one-line refusal."""
+    if len(in_shape) != 4 or len(out_shape) != 4 or tuple(in_shape[:2]) != tuple(out_shape[:2]):
+        raise UnsupportedError(f"resizing {list(in_shape)} to {list(out_shape)}: edgekit upsamples the two spatial "
+                               "axes of [N, C, H, W] maps")
+    if any(o % i or o < i for i, o in zip(in_shape[2:], out_shape[2:])):
+        raise UnsupportedError(f"resizing {list(in_shape[2:])} to {list(out_shape[2:])}: edgekit upsamples by "
+                               "integer factors")
+    return [o // i for i, o in zip(in_shape[2:], out_shape[2:])]
+
+
 def _upsample(m):
-    """nn.Upsample(scale_factor=k, mode='nearest') with integer factors: every pixel repeated k times per axis."""
-    if m.mode != "nearest" or m.scale_factor is None:
-        raise UnsupportedError(f"Upsample mode '{m.mode}'{' with an output size' if m.size is not None else ''}: "
-                               "edgekit runs mode='nearest' with an integer scale_factor")
-    sf = m.scale_factor if isinstance(m.scale_factor, (tuple, list)) else (m.scale_factor, m.scale_factor)
-    if any(float(f) != int(f) or int(f) < 1 for f in sf):
-        raise UnsupportedError(f"Upsample scale_factor {m.scale_factor}: edgekit runs integer factors")
-    return "upsample", {"scale": [int(f) for f in sf]}, {}
+    """nn.Upsample, mode 'nearest' or 'bilinear' (align_corners=False), by integer factors (the factors come from the
+    traced shapes, so an output size works too)."""
+    return "upsample", {"scale": None, "mode": _resize_mode(m.mode, m.align_corners)}, {}
 
 
 def _pool(m):
@@ -222,6 +240,9 @@ _DIV = {operator.truediv, torch.div, torch.true_divide, torch.ops.aten.div.Tenso
 _GELU = {F.gelu, torch.ops.aten.gelu.default}
 _LAYER_NORM = {F.layer_norm, torch.ops.aten.layer_norm.default}
 _TRANSPOSE_CALLS = {torch.transpose, torch.permute, torch.t}
+_INTERPOLATE = {F.interpolate, torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_bilinear2d.vec,
+                torch.ops.aten.upsample_nearest2d.default, torch.ops.aten.upsample_bilinear2d.default,
+                torch.ops.aten._upsample_nearest_exact2d.vec, torch.ops.aten._upsample_nearest_exact2d.default}
 _SPLITS = {torch.chunk, torch.split, torch.ops.aten.chunk.default, torch.ops.aten.split.Tensor,
            torch.ops.aten.split_with_sizes.default}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
@@ -629,6 +650,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 if op == "identity":
                     alias[n.name] = ins[0]
                     continue
+                if op == "upsample":
+                    attrs["scale"] = resize_scale(_shape_of(n.args[0].meta), _shape_of(n.meta))
                 if type(m) in RECURRENT_MODULES:
                     if len(ins) != 1:
                         problems.append(f"'{n.target}' ({type(m).__name__} with an initial state argument)")
@@ -650,6 +673,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name not in consts
                                and "number" not in a.meta]
                 shape = _shape_of(n.meta)
+                if shape is None and "number" in n.meta:
+                    continue  # shape arithmetic (an output size from x.shape[2] * 3): read where it is used
                 if tgt in _ZERO_FILLS and (tgt is not aten.full.default or n.args[1] == 0):
                     # zeros sized from the input (an RNN's initial state with a dynamic batch): a zero constant
                     consts[n.name] = torch.zeros(shape)
@@ -738,6 +763,16 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         is not None:
                     c = _number(n.args[1] if n.args[0] is tensor_args[0] else n.args[0])
                     add(n, "scale", [src(tensor_args[0])], {"factor": c})
+                elif tgt in _INTERPOLATE:
+                    if tgt is F.interpolate:
+                        mode, corners = _arg(n, 3, "mode", "nearest"), _arg(n, 4, "align_corners")
+                    elif tgt in (aten.upsample_bilinear2d.vec, aten.upsample_bilinear2d.default):
+                        mode, corners = "bilinear", _arg(n, 2, "align_corners")
+                    else:
+                        mode, corners = "nearest", None
+                    add(n, "upsample", [src(tensor_args[0])],
+                        {"scale": resize_scale(_shape_of(n.args[0].meta), shape),
+                         "mode": _resize_mode(mode, corners)})
                 elif tgt in (F.pixel_shuffle, torch.pixel_shuffle, aten.pixel_shuffle.default):
                     r = int(_arg(n, 1, "upscale_factor"))
                     add(n, "depth_to_space", [src(tensor_args[0])], {"block": [r, r], "mode": "CRD"})

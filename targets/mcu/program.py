@@ -485,14 +485,15 @@ class _Builder:
     def upsample(self, n: Node):
         out = self.add_tensor(n.name, nhwc(n.shape))
         src = self.tensors[n.inputs[0]].shape
-        if self.use_ek and len(src) == 4:  # edgekit's int8 kernel where it runs
+        mode = n.attrs.get("mode", "nearest")
+        if self.use_ek and len(src) == 4 and mode == "nearest":  # edgekit's int8 kernel where it runs
             from edgekit.targets.mcu import ek_kernels
 
             step = ek_kernels.upsample_step(self, n.name, n.inputs[0], out.name, src[1:4], tuple(n.attrs["scale"]))
             if step is not None:
                 self.steps.append(step)
                 return
-        self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"])})
+        self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"]), "mode": mode})
 
     def depth_to_space(self, n: Node):
         """Channel blocks into pixel blocks. DCR order (a lowered transposed conv's phases, phase-major) on NHWC maps:

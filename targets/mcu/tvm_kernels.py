@@ -226,11 +226,34 @@ def _elementwise_binary(spec: KernelSpec):
 
 
 def _upsample(spec: KernelSpec):
-    """Nearest-neighbour upsampling of an NHWC tensor by integer factors (int8 codes pass through unchanged)."""
+    """Upsampling of an NHWC tensor by integer factors: nearest neighbour (int8 codes pass through unchanged) or
+    bilinear (edgekit/qmath.bilinear_taps per axis: two clamped source indices, integer weights summing to 2·s; int8
+    rounds the sum of the four weighted codes half up over 4·s_h·s_w, as the host reference)."""
     x, xv = _input(spec, 0, "x")
     sh, sw = spec.attr("scale")
-    y = te.compute(spec.out_shape, lambda n, i, j, c: xv[n, i // sh, j // sw, c], name="out")
-    return [x, y]
+    if spec.attr("mode") != "bilinear":
+        y = te.compute(spec.out_shape, lambda n, i, j, c: xv[n, i // sh, j // sw, c], name="out")
+        return [x, y]
+    _, h, w, _ = spec.in_shapes[0]
+
+    def taps(o, s, size):  # (lo, hi, w_lo, w_hi) of output o, as bilinear_taps
+        f = 2 * (o % s) + 1 - s
+        lo = o // s - tvm.tirx.Select(f < 0, 1, 0)
+        w_hi = tvm.tirx.Select(f < 0, 2 * s + f, f)
+        return te.max(lo, 0), te.min(lo + 1, size - 1), 2 * s - w_hi, w_hi
+
+    d = 4 * sh * sw
+
+    def f(n, i, j, c):
+        r0, r1, a0, a1 = taps(i, sh, h)
+        c0, c1, b0, b1 = taps(j, sw, w)
+        vals = [(xv[n, r, q, c], wa * wb) for r, wa in ((r0, a0), (r1, a1)) for q, wb in ((c0, b0), (c1, b1))]
+        if spec.dtype == INT8:
+            acc = sum(v.astype("int32") * wt for v, wt in vals)
+            return ((acc + (128 * d + d // 2)) // d - 128).astype(INT8)  # (non-negative: floor = truncation)
+        return sum(v * wt.astype("float32") for v, wt in vals) * tvm.tirx.const(1.0 / d, "float32")
+
+    return [x, te.compute(spec.out_shape, f, name="out")]
 
 
 def _depth_to_space(spec: KernelSpec):
