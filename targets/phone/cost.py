@@ -50,7 +50,7 @@ def phone_terms(graph: Graph) -> dict[str, float]:
 ARM_TERMS = ("layer", "mac_conv2d", "mac_conv2d_thin", "conv_window", "mac_conv_transpose", "mac_depthwise",
              "mac_depthwise_generic",
              "dw_channel", "dw_row", "dw_pixel", "mac_linear", "mac_rnn", "output", "element_pool", "element_gpool",
-             "element_move", "element_resize", "element_binary", "element_silu", "element")
+             "element_move", "element_resize", "element_binary", "element_silu", "element_tanh", "element")
 THIN_CONV_CHANNELS = 8  # a conv reading fewer input channels (a first layer) runs ONNX Runtime's slow im2col path
 # Layers without weights by what ONNX Runtime does per element: pooling windows, copies (slices, concatenation,
 # reshapes: memcpy-like), resampling (index arithmetic per output), and the rest (arithmetic, activations).
@@ -120,6 +120,9 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
     elif node.op == "silu":  # x · sigmoid(x): ONNX Runtime's vectorized logistic and product (as exported: Sigmoid,
         # Mul), several times cheaper an element than the other activations' mean (zoo EfficientNet-B0: 10 against 46)
         t["element_silu"] = float(node.elements)
+    elif node.op in ("tanh", "sigmoid"):  # ONNX Runtime's vectorized tanh / logistic kernels (MLAS), apart from the
+        # activations it composes (hardswish): zoo ESPCN's tanh layers pulled MobileNetV3's float estimate to -17 %
+        t["element_tanh"] = float(node.elements)
     else:
         t["element"] = float(node.elements)
     return t
