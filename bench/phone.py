@@ -161,7 +161,7 @@ def _fit(data: list[dict], key: str, col: str, graphs: dict, terms: dict):
         for name, c in (r.get("per_layer") or {}).items():
             if not c.get(key) or c[key] <= 0 or name not in g or layer_family(g[name]) not in LAYER_KINDS:
                 continue
-            t = arm_layer_terms(g[name], g)
+            t = arm_layer_terms(g[name], g, key)
             A.append([0.0, *[t.get(k, 0.0) for k in ARM_TERMS]])
             y.append(float(c[key]))
             w.append(LAYER_WEIGHT / c[key])
@@ -215,7 +215,7 @@ def calibrate(rows: list[dict]) -> list[str]:
     from edgekit.targets.phone.cost import ARM_TERMS, arm_terms
 
     graphs = {name: Model.load(name).deploy_graph for name in {r["model"] for r in rows if "error" not in r}}
-    terms = {name: arm_terms(g) for name, g in graphs.items()}
+    terms = {key: {name: arm_terms(g, key) for name, g in graphs.items()} for key in ("fp32", "int8")}
     files, notes = _fit_files(rows, graphs)
     for core in sorted({r["core"] for r in rows}):
         fitted = dict(files)
@@ -223,10 +223,10 @@ def calibrate(rows: list[dict]) -> list[str]:
             data = [r for r in rows if r["core"] == core and "error" not in r and r.get(col)]
             if len(data) < 4:
                 continue
-            coef, n_layers = _fit(data, key, col, graphs, terms)
-            x = {r["model"]: np.array([1.0, *[terms[r["model"]][k] for k in ARM_TERMS]]) for r in data}
+            coef, n_layers = _fit(data, key, col, graphs, terms[key])
+            x = {r["model"]: np.array([1.0, *[terms[key][r["model"]][k] for k in ARM_TERMS]]) for r in data}
             err = np.array([abs(x[r["model"]] @ coef - r[col]) / r[col] for r in data])
-            loo = np.array([abs(x[r["model"]] @ _fit([d for d in data if d is not r], key, col, graphs, terms)[0]
+            loo = np.array([abs(x[r["model"]] @ _fit([d for d in data if d is not r], key, col, graphs, terms[key])[0]
                                 - r[col]) / r[col] for r in data])
             src = (f"fitted by bench/phone.py --calibrate to {len(data)} models' and {n_layers} depthwise layers' "
                    f"instruction counts on the emulated core (models: max error {err.max():.0%}, median "

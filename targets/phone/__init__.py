@@ -50,6 +50,11 @@ FLOAT_TOLERANCE = 1e-3
 FLOAT_CHECK_SAMPLES = 64
 
 
+# The int8 models see transposed convs as phase convs (export.phase_conv_transposes), which ONNX Runtime's int8 conv
+# kernels run; the float32 model keeps ConvTranspose (zoo DCGAN on the A76: float32 1.19 M instructions as
+# ConvTranspose, 1.59 M as phase convs; int8 2.18 M as QDQ ConvTranspose, 0.89 M as phase convs).
+PHASE_CONV_TRANSPOSES = True
+
 # Layers ONNX Runtime's static QDQ quantizer leaves in float32 (no QDQ int8 kernel): their weights stay 4 bytes.
 FLOAT_IN_INT8 = {"gru", "lstm"}
 
@@ -182,10 +187,29 @@ def build(model, profile: TargetProfile, out: Path, options: CompileOptions, est
         float_ops: list[str] = []
         mixed_choice = None
         if options.quantize == "int8":
-            final = tmp / "int8.onnx"
-            notes += quantize_int8(float_path, final, input_name, model.calib, fixed_batch, keep_pre=tmp / "pre.onnx")
-            final, mixed_choice, mixed_notes = _int8_where_it_pays(model, profile, options, float_path, final, tmp,
-                                                                   input_name, fixed_batch, x, reference, layers)
+            def int8_from(source: Path, work: Path):
+                """The int8 model to ship when the int8 models quantize ``source``: (path, choice, notes)."""
+                work.mkdir()
+                qdq = work / "int8.onnx"
+                q_notes = quantize_int8(source, qdq, input_name, model.calib, fixed_batch, keep_pre=work / "pre.onnx")
+                path, choice, m_notes = _int8_where_it_pays(model, profile, options, float_path, qdq, work,
+                                                            input_name, fixed_batch, x, reference, layers,
+                                                            source=source)
+                return path, choice, q_notes + m_notes
+
+            final, mixed_choice, mixed_notes = int8_from(float_path, tmp / "q")
+            phased, phase_notes = _export.phase_conv_transposes(onnx.load(str(float_path)), layers) \
+                if PHASE_CONV_TRANSPOSES else (None, [])
+            if phase_notes:  # transposed convs: int8 as phase convs too, and the model with fewer instructions ships
+                onnx.save(phased, str(tmp / "phases.onnx"))
+                alt = int8_from(tmp / "phases.onnx", tmp / "qp")
+                counts = [c.whole[c.shipped] if c is not None else None for c in (mixed_choice, alt[1])]
+                if None in counts or counts[1] < counts[0]:
+                    final, mixed_choice, mixed_notes = alt
+                    mixed_notes = phase_notes + mixed_notes
+                else:
+                    mixed_notes.append(f"transposed convs kept as ConvTranspose: as phase convs the int8 model "
+                                       f"measured {counts[1]:,} instructions against {counts[0]:,}")
             notes += mixed_notes
             qproto = onnx.load(str(final))
             onnx.checker.check_model(qproto)
@@ -360,11 +384,14 @@ let outputs = try session.run(withInputs: ["{input_name}": input], outputNames: 
 
 def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, float_path: Path, qdq: Path,
                         tmp: Path, input_name: str, fixed_batch: int | None, x: np.ndarray, reference: np.ndarray,
-                        node_layers: dict) -> tuple[Path, "mixed.MixedChoice | None", list[str]]:
+                        node_layers: dict, source: Path | None = None
+                        ) -> tuple[Path, "mixed.MixedChoice | None", list[str]]:
     """The int8 model to ship (targets/phone/mixed.py), measured on the profile's emulated core: the activation type
     whose int8 kernels are cheaper there (uint8 or int8), the layers where int8 does not pay kept float32, then the
     layers that lose most kept float32 while the model's fidelity is outside the bounds (edgekit.fidelity), and
-    float32 shipped if no int8 model costs fewer instructions."""
+    float32 shipped if no int8 model costs fewer instructions. The int8 models quantize ``source`` (the export with
+    its transposed convs as phase convs, export.phase_conv_transposes), the float32 candidate is ``float_path``."""
+    source = source or float_path
     from edgekit import fidelity
     from edgekit.targets.phone import arm64
     from edgekit.targets.phone import mixed
@@ -382,7 +409,7 @@ def _int8_where_it_pays(model, profile: TargetProfile, options: CompileOptions, 
 
     def quantize(name: str, act: str, exclude: list[str]) -> Path:
         path = tmp / f"{name}.onnx"
-        quantize_int8(float_path, path, input_name, model.calib, fixed_batch, exclude=exclude, activations=act,
+        quantize_int8(source, path, input_name, model.calib, fixed_batch, exclude=exclude, activations=act,
                       keep_pre=tmp / "pre.onnx")
         return path
 

@@ -74,16 +74,18 @@ def depthwise_fast(node) -> bool:
             and tuple(a.get("dilation", (1, 1))) == (1, 1))
 
 
-def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
+def arm_layer_terms(node, graph: Graph, dtype: str = "fp32") -> dict[str, float]:
     """One layer's amounts of ARM_TERMS: MACs by kernel family (convs with few input channels apart), output
     elements of the layers with weights (bias, activation and requantization per output), elements of the rest by
-    what they do (pooling, copies, resampling, two-operand arithmetic, activations)."""
+    what they do (pooling, copies, resampling, two-operand arithmetic, activations). A transposed conv is ONNX
+    Runtime's ConvTranspose in float32 ("fp32"); in int8 it ships as what edgekit deploys (phase conv, interleave,
+    crop: targets/phone/export.phase_conv_transposes) and is priced as those layers."""
     kind = layer_family(node)
-    if "part_of" in node.attrs:  # the interleave and crop of a lowered transposed conv: inside ONNX Runtime's one
-        return {}  # ConvTranspose (the export keeps the layer whole)
+    if "part_of" in node.attrs and dtype == "fp32":  # the interleave and crop of a lowered transposed conv: inside
+        return {}  # ONNX Runtime's one ConvTranspose (the float32 export keeps the layer whole)
     t = {"layer": 1.0}
-    if "transposed" in node.attrs:  # ONNX Runtime's ConvTranspose: a GEMM over the input pixels and col2im; its MACs
-        # are the transposed conv's (every input pixel times the taps and output channels), whatever the phases
+    if "transposed" in node.attrs and dtype == "fp32":  # ConvTranspose: a GEMM over the input pixels and col2im; its
+        # MACs are the transposed conv's (every input pixel times the taps and output channels), whatever the phases
         t["mac_conv_transpose"] = float(node.attrs["transposed"]["macs"])
         t["output"] = float(node.elements)
         return t
@@ -128,12 +130,12 @@ def arm_layer_terms(node, graph: Graph) -> dict[str, float]:
     return t
 
 
-def arm_terms(graph: Graph) -> dict[str, float]:
-    """The whole graph's amounts of ARM_TERMS (what the fit regresses on)."""
+def arm_terms(graph: Graph, dtype: str = "fp32") -> dict[str, float]:
+    """The whole graph's amounts of ARM_TERMS (what the fit regresses on) for ``dtype`` ("fp32" or "int8")."""
     total = dict.fromkeys(ARM_TERMS, 0.0)
     for n in graph.nodes:
         if n.op != "input":
-            for k, v in arm_layer_terms(n, graph).items():
+            for k, v in arm_layer_terms(n, graph, dtype).items():
                 total[k] += v
     return total
 
@@ -157,7 +159,7 @@ def phone_estimate(graph: Graph, profile: TargetProfile, dtype: str,
     instructions = None
     if f"arm_per_layer_{key}" in profile.cost:  # fitted to the emulated Arm core's instruction counts
         cpi, clock = profile.number("cost", "cpi", 1.0), profile.clock_hz.value
-        per_layer = [sum(c(f"arm_per_{k}") * v for k, v in arm_layer_terms(graph[lay["name"]], graph).items())
+        per_layer = [sum(c(f"arm_per_{k}") * v for k, v in arm_layer_terms(graph[lay["name"]], graph, key).items())
                      for lay in layers]
         instructions = int(c("arm_base") + sum(per_layer))
         latency_ms = instructions * cpi / clock * 1e3
