@@ -262,3 +262,19 @@ def test_quantized_input_is_refused_where_it_cannot_apply(tmp_path):
                         "int8", "--input-format", "bytes", "-o", str(tmp_path / "c")], capture_output=True, text=True)
     assert r.returncode != 0 and "--input-format bytes: give float or quantized" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_transposed_convs_ship_as_int8_phase_convs_where_that_pays(tmp_path):
+    """A transposed conv's int8 model is built both ways, as ONNX Runtime's QDQ ConvTranspose and as edgekit's phase
+    convs (Conv, DepthToSpace, Slice), and the one with fewer instructions on the emulated A76 ships: for zoo DCGAN's
+    4x4 / stride-2 generator the phase convs, fewer instructions than the float32 export (which keeps its
+    ConvTranspose: as phase convs it would cost more in float32)."""
+    art = api.compile("zoo-dcgan", TARGET, tmp_path / "out", quantize="int8")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node}
+    assert "ConvTranspose" not in ops and {"DepthToSpace", "Slice"} <= ops
+    assert any(n.startswith("transposed convs as phase convs") for n in art.report["notes"])
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["fidelity"]["ok"]
+    f32 = api.compile("zoo-dcgan", TARGET, tmp_path / "f32")
+    assert {n.op_type for n in onnx.load(str(tmp_path / "f32" / "model.onnx")).graph.node} >= {"ConvTranspose"}
+    assert meas["instructions"] < api.profile(tmp_path / "f32").measured["instructions"]

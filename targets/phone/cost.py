@@ -77,15 +77,16 @@ def depthwise_fast(node) -> bool:
 def arm_layer_terms(node, graph: Graph, dtype: str = "fp32") -> dict[str, float]:
     """One layer's amounts of ARM_TERMS: MACs by kernel family (convs with few input channels apart), output
     elements of the layers with weights (bias, activation and requantization per output), elements of the rest by
-    what they do (pooling, copies, resampling, two-operand arithmetic, activations). A transposed conv is ONNX
-    Runtime's ConvTranspose in float32 ("fp32"); in int8 it ships as what edgekit deploys (phase conv, interleave,
-    crop: targets/phone/export.phase_conv_transposes) and is priced as those layers."""
+    what they do (pooling, copies, resampling, two-operand arithmetic, activations). A transposed conv is priced as
+    one layer by its own MACs: ONNX Runtime's ConvTranspose in float32; in int8 whichever of QDQ ConvTranspose and
+    edgekit's phase convs (targets/phone/export.phase_conv_transposes) measured fewer instructions, which its
+    own int8 term averages (``dtype`` is kept for the terms that differ by dtype)."""
     kind = layer_family(node)
-    if "part_of" in node.attrs and dtype == "fp32":  # the interleave and crop of a lowered transposed conv: inside
-        return {}  # ONNX Runtime's one ConvTranspose (the float32 export keeps the layer whole)
+    if "part_of" in node.attrs:  # the interleave and crop of a lowered transposed conv: inside the one layer
+        return {}
     t = {"layer": 1.0}
-    if "transposed" in node.attrs and dtype == "fp32":  # ConvTranspose: a GEMM over the input pixels and col2im; its
-        # MACs are the transposed conv's (every input pixel times the taps and output channels), whatever the phases
+    if "transposed" in node.attrs:  # ConvTranspose: a GEMM over the input pixels and col2im; its MACs are the
+        # transposed conv's (every input pixel times the taps and output channels), whatever the phases
         t["mac_conv_transpose"] = float(node.attrs["transposed"]["macs"])
         t["output"] = float(node.elements)
         return t
