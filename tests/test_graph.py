@@ -68,7 +68,7 @@ def test_unsupported_layers_are_all_named_at_once():
     class Bad(nn.Module):
         def __init__(self):
             super().__init__()
-            self.up = nn.Upsample(scale_factor=2, mode="bilinear")  # nearest imports; bilinear does not
+            self.up = nn.Upsample(scale_factor=2, mode="bicubic")  # nearest and bilinear import; bicubic does not
             self.pad = nn.ZeroPad2d(1)
 
         def forward(self, x):
