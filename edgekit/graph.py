@@ -37,6 +37,8 @@ OPS = {
     "sigmoid": "1 / (1 + exp(-x))",
     "silu": "x * sigmoid(x) (nn.SiLU, swish: EfficientNet, YOLO)",
     "leaky_relu": "x if x > 0 else negative_slope * x (nn.LeakyReLU; nn.PReLU with one slope)",
+    "prelu": "x if x > 0 else a_c * x, a learned slope per channel (nn.PReLU(num_parameters=C): MobileFaceNet, "
+             "FSRCNN, ENet); one slope imports as leaky_relu",
     "elu": "x if x > 0 else alpha * (exp(x) - 1) (nn.ELU)",
     "hardtanh": "min(max(x, min_val), max_val) (nn.Hardtanh, a clamp; ReLU6 is Hardtanh(0, 6))",
     "mish": "x * tanh(softplus(x)) (nn.Mish: YOLOv4)",

@@ -122,6 +122,8 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return xs[0] * a["factor"]
     if op == "gelu":
         return F.gelu(xs[0], approximate=a.get("approximate", "none"))
+    if op == "prelu":
+        return F.prelu(xs[0], p["weight"])
     if op == "leaky_relu":
         return F.leaky_relu(xs[0], a["negative_slope"])
     if op == "elu":

@@ -28,7 +28,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import ACTIVATIONS, Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "mul", "upsample", "transpose", "depth_to_space", *ACTIVATIONS)
+            "flatten", "select", "concat", "mul", "upsample", "transpose", "depth_to_space", "prelu", *ACTIVATIONS)
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -184,6 +184,13 @@ def lower(graph: Graph, quant) -> QGraph:
                 m, s = qmath.quantize_multiplier(x.out_scale / qn.out_scale)
                 parts.append((x.out_zp, m, s))
             qn.q.update(parts=parts)
+        elif n.op == "prelu":  # (x - zp) times s_in / s_out, or a_c · s_in / s_out below zero: signed multipliers
+            x = ins[0]
+            pos_mult, pos_shift = qmath.quantize_multiplier(x.out_scale / qn.out_scale)
+            real = n.params["weight"].astype(np.float64) * x.out_scale / qn.out_scale
+            mult, shift = qmath.quantize_multipliers(np.abs(real))
+            qn.q.update(in_zp=int(x.out_zp), pos_mult=int(pos_mult), pos_shift=int(pos_shift),
+                        neg_mult=(np.sign(real) * mult).astype(np.int32), neg_shift=shift.astype(np.int32))
         elif n.op in LUT_FUNCS or n.op in PARAM_LUT_OPS:
             x = ins[0]
             codes = np.arange(-128, 128, dtype=np.float64)
@@ -284,6 +291,12 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         return xs[0][index_tuple(n.attrs["index"])]
     if n.op == "transpose":
         return np.ascontiguousarray(xs[0].transpose(n.attrs["perm"]))
+    if n.op == "prelu":
+        v = xs[0].astype(np.int64) - q["in_zp"]
+        per = (1, -1) + (1,) * (v.ndim - 2)
+        pos = qmath.rshift_round(v * q["pos_mult"], q["pos_shift"])
+        neg = qmath.rshift_round(v * q["neg_mult"].astype(np.int64).reshape(per), q["neg_shift"].reshape(per))
+        return np.clip(np.where(v >= 0, pos, neg) + qn.out_zp, -128, 127).astype(np.int8)
     if n.op == "depth_to_space":
         (rh, rw), (b, c, h, w) = n.attrs["block"], xs[0].shape
         c //= rh * rw

@@ -408,9 +408,10 @@ class _ActNet(torch.nn.Module if HAVE_TORCH else object):
 
 @needs_arm
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
-def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_is_refused(tmp_path):
+def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_runs_too(tmp_path):
     """Each of LeakyReLU, PReLU (one slope), ELU, Hardtanh and Mish is one int8 table (ek_lut), bit-exact on the
-    emulated M7; a PReLU with a slope per channel is refused at import, in one line naming the layer."""
+    emulated M7; a PReLU with a slope per channel (negative, zero and steep slopes among them) is a layer of its own,
+    bit-exact on the image map and after a linear layer, int8 and float32."""
     from edgekit import api
     from edgekit.errors import UnsupportedError
     from edgekit.model import Model
@@ -419,6 +420,33 @@ def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_i
     assert art.report["build"]["step_kernels"].count("ek_lut") == 5
     meas = api.profile(tmp_path / "m7").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0 and meas["fidelity"]["sqnr_db"] > 25
-    per_channel = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(4)).eval()
-    with pytest.raises(UnsupportedError, match=r"'1' \(PReLU with 4 per-channel slopes"):
-        Model.from_module(per_channel, torch.zeros(1, 3, 4, 4)).graph
+    torch.manual_seed(4)
+    per_channel = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(4), torch.nn.Flatten(),
+                                      torch.nn.Linear(64, 5), torch.nn.PReLU(5)).eval()
+    with torch.no_grad():
+        per_channel[1].weight.copy_(torch.tensor([0.25, -0.3, 0.0, 1.5]))
+    x = np.random.default_rng(4).standard_normal((8, 3, 4, 4)).astype(np.float32)
+    m = Model.from_module(per_channel, torch.from_numpy(x[:1]), name="prelu", calib=x, test_x=x)
+    assert [n.op for n in m.graph.nodes].count("prelu") == 2
+    for quantize in ("int8", None):
+        out = tmp_path / f"prelu-{quantize}"
+        api.compile(m, "cortex-m7", out, quantize=quantize)
+        meas = api.profile(out).measured
+        assert meas["outputs_match"] and (meas["max_abs_err_lsb"] == 0 if quantize else meas["max_abs_err"] < 1e-5)
+    with pytest.raises(UnsupportedError, match="PRelu with slopes of shape"):
+        _prelu_onnx_with_slope_per_column(tmp_path)
+
+
+def _prelu_onnx_with_slope_per_column(tmp_path):
+    """An ONNX PRelu whose slope broadcasts along the last axis (a slope per column, not per channel)."""
+    import onnx
+
+    from edgekit.model import Model
+
+    slope = onnx.numpy_helper.from_array(np.full(4, 0.1, np.float32), "s")
+    g = onnx.helper.make_graph([onnx.helper.make_node("PRelu", ["x", "s"], ["y"])], "p",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 2, 4])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 2, 4])], [slope])
+    path = tmp_path / "prelu.onnx"
+    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return Model.load(path).graph

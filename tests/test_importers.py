@@ -89,13 +89,13 @@ def _seeded(build, seed: int) -> nn.Module:
 
 class Activations(nn.Module):
     """The activations beyond ReLU that public models use: LeakyReLU (YOLO-tiny), ELU, a Hardtanh clamp, Mish
-    (YOLOv4), SiLU (EfficientNet), GELU (ConvMixer, transformers), a one-slope PReLU."""
+    (YOLOv4), SiLU (EfficientNet), GELU (ConvMixer, transformers), a one-slope PReLU, a PReLU per channel."""
 
     def __init__(self):
         super().__init__()
         self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
         self.acts = nn.Sequential(nn.LeakyReLU(0.1), nn.ELU(0.7), nn.Hardtanh(-1.5, 2.0), nn.Mish())
-        self.tail = nn.Sequential(nn.SiLU(), nn.GELU(), nn.PReLU())
+        self.tail = nn.Sequential(nn.SiLU(), nn.GELU(), nn.PReLU(), nn.PReLU(8))
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):

@@ -578,12 +578,21 @@ class _Importer:
         self._bind(node.output[0], self._emit(self._label(node), op, [node_name], attrs or {}), shape)
 
     def _prelu(self, node, a):
-        """PRelu with one slope is a LeakyReLU of that slope; per-channel slopes are refused."""
+        """PRelu with one slope is a LeakyReLU of that slope; with a slope per channel (shape [C], [C, 1, 1]) a
+        prelu layer; other broadcasts are refused."""
         slope = np.asarray(self._const(node.input[1], "slope"), dtype=np.float64)
-        if slope.size != 1:
-            raise UnsupportedError(f"PRelu with {slope.size} per-channel slopes (edgekit runs one slope, or "
-                                   "LeakyRelu)")
-        self._unary(node, "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])})
+        if slope.size == 1:
+            self._unary(node, "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])})
+            return
+        x = self._exact(node.input[0])
+        shape = self._shape(x)
+        aligned = (1,) * (len(shape) - slope.ndim) + tuple(slope.shape)  # numpy broadcasting: from the last axis
+        if len(shape) < 2 or len(aligned) != len(shape) or aligned[1] != shape[1] or \
+                any(d != 1 for k, d in enumerate(aligned) if k != 1):
+            raise UnsupportedError(f"PRelu with slopes of shape {list(slope.shape)} on {list(shape)} (edgekit runs "
+                                   "one slope or one per channel)")
+        self._bind(node.output[0], self._emit(self._label(node), "prelu", [x], {},
+                                              {"weight": slope.reshape(-1).astype(np.float32)}))
 
     def _clip(self, node, a):
         if self.opset >= 11:

@@ -79,10 +79,10 @@ def _hardtanh(lo: float, hi: float) -> tuple[str, dict, dict]:
 
 
 def _prelu(slope: np.ndarray) -> tuple[str, dict, dict]:
-    """PReLU with one learned slope is a LeakyReLU of that slope; per-channel slopes are refused."""
+    """PReLU with one learned slope is a LeakyReLU of that slope (an int8 table); with a slope per channel, a layer
+    of its own."""
     if slope.size != 1:
-        raise UnsupportedError(f"PReLU with {slope.size} per-channel slopes (edgekit runs one slope, "
-                               "nn.PReLU() / num_parameters=1, or nn.LeakyReLU)")
+        return "prelu", {}, {"weight": np.ascontiguousarray(slope.reshape(-1), dtype=np.float32)}
     return "leaky_relu", {"negative_slope": float(slope.reshape(-1)[0])}, {}
 
 

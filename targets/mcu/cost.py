@@ -153,6 +153,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         return f"add_{dt}", out, out, inp
     if spec.op in ("gather", "concat"):
         return f"{spec.op}_{dt}", out, out, inp
+    if spec.op == "prelu":  # per element: the sign's select and one of two requantizations (int8)
+        return f"prelu_{dt}", out, out, inp
     if spec.op == "upsample" and spec.attr("mode") == "bilinear":  # per output element: four weighted taps and
         # their indices, which TVM's loop recomputes for every channel
         return f"resize_bilinear_{dt}", out, out, inp

@@ -23,7 +23,7 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "upsample", "transpose", "depth_to_space", *ACTIVATIONS}
+             "reshape", "flatten", "select", "upsample", "transpose", "depth_to_space", "prelu", *ACTIVATIONS}
 # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
@@ -495,6 +495,23 @@ class _Builder:
                 return
         self.tvm_step(n, "upsample", [n.inputs[0]], [], out.name, {"scale": tuple(n.attrs["scale"]), "mode": mode})
 
+    def prelu(self, n: Node, tile: "TileContext | None" = None):
+        """A slope per channel: TVM's kernel with the channel axis the layout puts them on (NHWC's last; [N, C] and
+        a sequence in torch order [N, C, L]: 1). int8: (x - zp) requantized by the positive multiplier or the
+        channel's signed negative one (edgekit/qgraph.py), float32: x or a_c · x."""
+        ins, out, extra = self._io(n, tile)
+        axis = 3 if len(out.shape) == 4 else 1
+        if self.dtype == "int8":
+            q = self.q(n.name).q
+            cs = [self.const(f"{n.name}.negm", np.asarray(q["neg_mult"], np.int32)),
+                  self.const(f"{n.name}.negs", np.asarray(q["neg_shift"], np.int32))]
+            attrs = {"in_zp": int(q["in_zp"]), "out_zp": int(self.q(n.name).out_zp), "pos_mult": int(q["pos_mult"]),
+                     "pos_shift": int(q["pos_shift"]), "axis": axis}
+        else:
+            cs = [self.const(f"{n.name}.slope", np.asarray(n.params["weight"], np.float32))]
+            attrs = {"axis": axis}
+        self.tvm_step(n, "prelu", ins[:1], cs, out.name, {**attrs, **extra})
+
     def depth_to_space(self, n: Node):
         """Channel blocks into pixel blocks. DCR order (a lowered transposed conv's phases, phase-major) on NHWC maps:
         each input pixel's channels are r_h rows of r_w·C contiguous values, every one a block of the output row
@@ -736,6 +753,8 @@ class _Builder:
             self.upsample(n)
         elif n.op == "depth_to_space":
             self.depth_to_space(n)
+        elif n.op == "prelu":
+            self.prelu(n)
         elif n.op in ("add", "mul"):
             self.binary(n)
         elif n.op in ACTIVATIONS:

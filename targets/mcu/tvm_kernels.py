@@ -256,6 +256,36 @@ def _upsample(spec: KernelSpec):
     return [x, te.compute(spec.out_shape, f, name="out")]
 
 
+def _prelu(spec: KernelSpec):
+    """PReLU with a slope per channel (on axis ``attrs['axis']``): float32 x or a_c·x; int8 (x − zp) times the
+    positive multiplier or the channel's signed negative one, rounded half up, + out zp, clamped (edgekit/qgraph.py)."""
+    x, xv = _input(spec, 0, "x")
+    axis = spec.attr("axis")
+    channels = spec.out_shape[axis]
+    if spec.dtype == INT8:
+        negm = te.placeholder((channels,), "int32", "negm")
+        negs = te.placeholder((channels,), "int32", "negs")
+        one = tvm.tirx.const(1, "int64")
+
+        def f(*i):
+            v = xv(*i).astype("int64") - spec.attr("in_zp")
+            ps = tvm.tirx.const(spec.attr("pos_shift"), "int64")
+            pos = (v * spec.attr("pos_mult") + (one << (ps - one))) >> ps
+            ns = negs[i[axis]].astype("int64")
+            neg = (v * negm[i[axis]].astype("int64") + (one << (ns - one))) >> ns
+            r = tvm.tirx.Select(v >= 0, pos, neg) + spec.attr("out_zp")
+            return _clip(r, tvm.tirx.const(-128, "int64"), tvm.tirx.const(127, "int64")).astype(INT8)
+
+        return [x, negm, negs, te.compute(spec.out_shape, f, name="out")]
+    slope = te.placeholder((channels,), "float32", "slope")
+
+    def g(*i):
+        v = xv(*i)
+        return tvm.tirx.Select(v > tvm.tirx.const(0.0, "float32"), v, v * slope[i[axis]])
+
+    return [x, slope, te.compute(spec.out_shape, g, name="out")]
+
+
 def _depth_to_space(spec: KernelSpec):
     """NHWC depth_to_space: output pixel (y, x) channel c from input pixel (y // r_h, x // r_w), channel
     c·r_h·r_w + phase (CRD) or phase·C + c (DCR), phase = (y % r_h)·r_w + x % r_w."""
@@ -370,7 +400,7 @@ def _gather(spec: KernelSpec):
 
 
 BUILDERS = {"conv2d": _conv, "linear": _linear, "maxpool2d": _pool, "avgpool2d": _pool,
-            "global_avgpool": _global_avgpool, "upsample": _upsample, "depth_to_space": _depth_to_space, "add": _elementwise_binary, "mul": _elementwise_binary,
+            "global_avgpool": _global_avgpool, "upsample": _upsample, "depth_to_space": _depth_to_space, "prelu": _prelu, "add": _elementwise_binary, "mul": _elementwise_binary,
             "relu": _unary, "relu6": _unary, "sigmoid": _unary, "tanh": _unary, "hardswish": _unary,
             "hardsigmoid": _unary, "silu": _unary, "gelu": _unary, "leaky_relu": _unary, "elu": _unary,
             "hardtanh": _unary, "mish": _unary, "concat": _concat, "gather": _gather}
