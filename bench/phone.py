@@ -46,12 +46,12 @@ BUNDLED = ("digits-cnn", "mbv2-w035", "kws-dscnn", "digits-gru", "kws-gru")
 ZOO = ("zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035", "zoo-mobilenet-v3-small", "zoo-resnet8",
        "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite", "zoo-tcn", "zoo-matchboxnet", "zoo-gru-kws",
        "zoo-unet", "zoo-autoencoder", "zoo-shufflenet", "zoo-attention", "zoo-resnet18-224", "zoo-efficientnet-b0",
-       "zoo-unet-upconv", "zoo-espcn", "zoo-dcgan")
+       "zoo-unet-upconv", "zoo-espcn", "zoo-fsrcnn", "zoo-dcgan")
 RESULTS = ROOT / "bench" / "results" / "phone.md"
 CONV_NETS = {"digits-cnn", "mbv2-w035", "kws-dscnn", "zoo-dscnn-kws", "zoo-mobilenet-v1-025", "zoo-mobilenet-v2-035",
              "zoo-mobilenet-v3-small", "zoo-resnet8", "zoo-resnet20", "zoo-squeezenet", "zoo-efficientnet-lite",
              "zoo-unet", "zoo-shufflenet", "zoo-resnet18-224", "zoo-efficientnet-b0", "zoo-unet-upconv", "zoo-espcn",
-             "zoo-dcgan"}
+             "zoo-fsrcnn", "zoo-dcgan"}
 
 
 def measure(name: str, core: str, work: Path, input_format: str = "float") -> dict:

@@ -308,6 +308,14 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
     raise UnsupportedError(f"layer '{n.name}': no int8 reference for '{n.op}'")
 
 
+def prelu_tables(qn: QNode) -> np.ndarray:
+    """A per-channel PReLU's int8 outputs for every input code (-128..127) of every channel, [C, 256]: the reference
+    below applied to all codes (a kernel indexing these tables is bit-exact by construction)."""
+    c = int(qn.node.params["weight"].size)
+    codes = np.tile(np.arange(-128, 128, dtype=np.int8), (1, c, 1))  # [1, C, 256]: a sequence of 256 codes a channel
+    return run_node_int8(qn, [codes], None)[0]
+
+
 def run_int8(qg: QGraph, x_int8: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
     """Execute the integer graph on int8 inputs (batch first). Returns output name -> int8 array."""
     values = {qg.graph.inputs[0].name: np.asarray(x_int8, dtype=np.int8)}

@@ -411,7 +411,8 @@ class _ActNet(torch.nn.Module if HAVE_TORCH else object):
 def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_runs_too(tmp_path):
     """Each of LeakyReLU, PReLU (one slope), ELU, Hardtanh and Mish is one int8 table (ek_lut), bit-exact on the
     emulated M7; a PReLU with a slope per channel (negative, zero and steep slopes among them) is a layer of its own,
-    bit-exact on the image map and after a linear layer, int8 and float32."""
+    in int8 a table per channel (ek_lut_channels_s8), bit-exact on the image map and after a linear layer, int8 and
+    float32."""
     from edgekit import api
     from edgekit.errors import UnsupportedError
     from edgekit.model import Model
@@ -430,7 +431,8 @@ def test_more_activations_are_tables_bit_exact_on_the_m7_and_per_channel_prelu_r
     assert [n.op for n in m.graph.nodes].count("prelu") == 2
     for quantize in ("int8", None):
         out = tmp_path / f"prelu-{quantize}"
-        api.compile(m, "cortex-m7", out, quantize=quantize)
+        kernels = api.compile(m, "cortex-m7", out, quantize=quantize).report["build"]["step_kernels"]
+        assert kernels.count("ek_lutc") == (2 if quantize else 0)  # int8: a 256-entry table per channel
         meas = api.profile(out).measured
         assert meas["outputs_match"] and (meas["max_abs_err_lsb"] == 0 if quantize else meas["max_abs_err"] < 1e-5)
     with pytest.raises(UnsupportedError, match="PRelu with slopes of shape"):

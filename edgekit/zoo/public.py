@@ -33,6 +33,8 @@ the int8 regression case whose activations die out (~1e-11).
 | unet-upconv | Ronneberger et al. 2015 as published: three levels, 2x2 up-convolutions | ConvTranspose2d (stride 2),
   two convs a level, skip concats |
 | espcn | Shi et al. 2016 (ESPCN super-resolution, x3) | tanh, sub-pixel conv: PixelShuffle of 9 channels a pixel |
+| fsrcnn | Dong et al. 2016 (FSRCNN(56, 12, 4), x3) | PReLU per channel, a 9x9 / stride-3 transposed conv (9 phases
+  of a 3x3 conv, cropped) |
 | dcgan | Radford et al. 2016 (DCGAN generator, 32x32) | 4x4 transposed convs, stride 2, padding 1 (cropped
   phases), BatchNorm folded into them, a 1x1 latent, tanh |
 | autoencoder | MLPerf Tiny anomaly detection (FC AE) | fully connected 640 -> 8 -> 640 |
@@ -427,6 +429,24 @@ class ESPCN(nn.Module):
         return self.body(x)
 
 
+class FSRCNN(nn.Module):
+    """FSRCNN(d=56, s=12, m=4) for x3 super-resolution (Dong et al. 2016): 5x5 feature extraction, 1x1 shrinking,
+    four 3x3 mapping layers, 1x1 expanding, each followed by a PReLU with a slope per channel, then a 9x9
+    deconvolution of stride 3."""
+
+    def __init__(self, d: int = 56, s: int = 12, m: int = 4, r: int = 3):
+        super().__init__()
+        layers = [nn.Conv2d(1, d, 5, padding=2), nn.PReLU(d), nn.Conv2d(d, s, 1), nn.PReLU(s)]
+        for _ in range(m):
+            layers += [nn.Conv2d(s, s, 3, padding=1), nn.PReLU(s)]
+        layers += [nn.Conv2d(s, d, 1), nn.PReLU(d)]
+        self.body = nn.Sequential(*layers)
+        self.deconv = nn.ConvTranspose2d(d, 1, 9, stride=r, padding=4, output_padding=r - 1)
+
+    def forward(self, x):
+        return self.deconv(self.body(x))
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN's generator (Radford et al. 2016) at 32x32x3 and width 16: a 100-d latent as a 1x1 map, a 4x4 transposed
     conv to 4x4, then 4x4 / stride 2 / padding 1 transposed convs doubling the map, BatchNorm and ReLU after each
@@ -498,6 +518,7 @@ ARCHITECTURES = {
     "unet": (UNet, (1, 32, 32), True),
     "unet-upconv": (UNetUpConv, (1, 32, 32), True),
     "espcn": (ESPCN, (1, 32, 32), True),
+    "fsrcnn": (FSRCNN, (1, 32, 32), True),
     "dcgan": (DCGANGenerator, (100, 1, 1), True),
     "autoencoder": (AutoEncoder, (640,), True),
     "resnet18-224": (ResNet18, (3, 224, 224), True),
@@ -507,10 +528,11 @@ ARCHITECTURES = {
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
            "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12,
-           "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "dcgan": 0, "autoencoder": 0, "resnet18-224": 1000}
+           "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "fsrcnn": 0, "dcgan": 0, "autoencoder": 0, "resnet18-224": 1000}
 
 
-TASKS = {"unet": "segmentation", "unet-upconv": "segmentation", "espcn": "reconstruction", "dcgan": "reconstruction",
+TASKS = {"unet": "segmentation", "unet-upconv": "segmentation", "espcn": "reconstruction", "fsrcnn": "reconstruction",
+         "dcgan": "reconstruction",
          "autoencoder": "reconstruction"}  # the rest classify
 
 # name -> (epochs, training images per epoch (None: all 1,437)) on the digits, labels taken modulo the class count.

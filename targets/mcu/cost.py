@@ -80,6 +80,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         return key, p["in_h"] * p["in_w"] * p["scale_w"], built, out - built
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out
+    if step.kind == "ek_lutc":  # per element: a load, a table load and a store; per pixel: the channel loop
+        return "lutc_int8_ek", out, step.params["pixels"], out
     if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part
         p = step.params
         return "concat_int8_ek", p["table_elements"], out - p["table_elements"], p["rows"] * p["parts"]

@@ -272,6 +272,25 @@ def lut_step(builder, node, x: str, out: str, lut):
     return Step(node.name, "ek_lut", [x], [table], out, params=dict(packed.params))
 
 
+# Per-channel tables take channels x 256 bytes of flash: beyond this, the layer stays on TVM's kernel.
+LUTC_MAX_BYTES = 16384
+
+
+def lut_channels_step(builder, node, x: str, out: str, tables):
+    """A step running an int8 per-channel elementwise layer (a PReLU with a slope per channel) as one 256-entry table
+    per channel with ek_lut_channels_s8, channels last; None in a nested image, on the scalar cores, or when the
+    tables would take more than LUTC_MAX_BYTES of flash (TVM's kernel: ~36 instructions an element on the M7)."""
+    shape = builder.tensors[out].shape
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve") or len(shape) not in (2, 4) or \
+            tables.shape[0] != shape[-1] or tables.size > LUTC_MAX_BYTES:
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    packed = kernel_pack.pack_lut_channels(tables, math.prod(shape) // shape[-1])
+    const = builder.const(f"{node.name}.eklutc", packed.weights)
+    return Step(node.name, "ek_lutc", [x], [const], out, params=dict(packed.params))
+
+
 def mul_step(builder, node, qn, ins: list[str], out: str):
     """A step running an int8 elementwise product with ek_mul_s8: two tensors of one shape, or an NHWC map and a
     per-channel gate ([1, 1, 1, C] or [1, C]: squeeze-excite), either input; None when the shapes are neither, in a
@@ -446,12 +465,13 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_add": ("ek_add_s8", "ek_add_params_t", kernel_pack.ADD_FIELDS),
              "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS),
              "ek_lut": ("ek_lut_s8", "ek_lut_params_t", kernel_pack.LUT_FIELDS),
+             "ek_lutc": ("ek_lut_channels_s8", "ek_lut_channels_params_t", kernel_pack.LUTC_FIELDS),
              "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS),
              "ek_mul": ("ek_mul_s8", "ek_mul_params_t", kernel_pack.MUL_FIELDS),
              "ek_transpose": ("ek_transpose_s8", "ek_transpose_params_t", kernel_pack.TRANSPOSE_FIELDS),
              "ek_upsample": ("ek_upsample_s8", "ek_upsample_params_t", kernel_pack.UPSAMPLE_FIELDS)}
 # their scalar paths are in every build (a table lookup or concatenation: its tables)
-ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_concat", "ek_mul", "ek_transpose", "ek_upsample")
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_lutc", "ek_concat", "ek_mul", "ek_transpose", "ek_upsample")
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -486,7 +506,7 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
                 f"return {index + 1}", struct_type, ints)
-    if step.kind == "ek_lut":  # its table, no scratch
+    if step.kind in ("ek_lut", "ek_lutc"):  # its table(s), no scratch
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
                 f"return {index + 1}", struct_type, f"{ints}, {cnames[step.consts[0]]}")

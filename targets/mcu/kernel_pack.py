@@ -66,7 +66,7 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
            "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "gemm_code_variants",
            "elementwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
-           "pack_lut", "LUT_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
+           "pack_lut", "LUT_FIELDS", "pack_lut_channels", "LUTC_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "pack_transpose", "TRANSPOSE_FIELDS", "pack_upsample", "UPSAMPLE_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -223,6 +223,7 @@ POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel
                "pad_top", "pad_left", "mode", "input_offset", "output_offset", "mult", "shift", "flags")
 POOL_MAX, POOL_AVG = 0, 1
 LUT_FIELDS = ("n", "flags")
+LUTC_FIELDS = ("pixels", "channels", "flags")
 MUL_FIELDS = ("rows", "channels", "b_per_channel", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "mult",
               "shift", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
@@ -1541,6 +1542,18 @@ def pack_lut(lut, n: int) -> PackedLayer:
     table = np.concatenate([lut[128:], lut[:128]]).astype(np.int8)  # table[x & 0xFF] = lut[x + 128]
     return PackedLayer(kind="lut", params=dict(n=int(n), flags=0), weights=table, bias=None,
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
+def pack_lut_channels(tables, pixels: int) -> PackedLayer:
+    """The parameter struct and tables of ``ek_lut_channels_s8``: ``tables`` [C, 256] are the host reference's int8
+    outputs per channel for the input codes -128..127 (a per-channel PReLU), rotated by 128 like pack_lut's."""
+    tables = np.asarray(tables)
+    if tables.ndim != 2 or tables.shape[1] != 256 or tables.min() < -128 or tables.max() > 127:
+        raise UsageError(f"lut_channels: expected [C, 256] int8 values, got shape {tables.shape}")
+    rotated = np.concatenate([tables[:, 128:], tables[:, :128]], axis=1).astype(np.int8)
+    return PackedLayer(kind="lut_channels", params=dict(pixels=int(pixels), channels=int(tables.shape[0]), flags=0),
+                       weights=rotated.reshape(-1), bias=None, requant=np.zeros(0, np.int32), scratch_bytes=0,
+                       weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 
 def pack_mul(rows: int, channels: int, *, b_per_channel: bool, a_zp: int, b_zp: int, mult: int, shift: int,

@@ -312,6 +312,7 @@ _TABLE_KINDS = {"ek_conv": ("EK_STEP_CONV", "ek_conv2d_s8", "ek_conv_params_t"),
                 "ek_pool": ("EK_STEP_POOL", "ek_pool_s8", "ek_pool_params_t"),
                 "ek_upsample": ("EK_STEP_UPSAMPLE", "ek_upsample_s8", "ek_upsample_params_t"),
                 "ek_lut": ("EK_STEP_LUT", "ek_lut_s8", "ek_lut_params_t"),
+                "ek_lutc": ("EK_STEP_LUTC", "ek_lut_channels_s8", "ek_lut_channels_params_t"),
                 "ek_transpose": ("EK_STEP_TRANSPOSE", "ek_transpose_s8", "ek_transpose_params_t"),
                 "ek_mul": ("EK_STEP_MUL", "ek_mul_s8", "ek_mul_params_t"),
                 "ek_concat": ("EK_STEP_CONCAT", "ek_concat_s8", "ek_concat_params_t"),
@@ -344,7 +345,7 @@ def _struct_words(prog, s, cnames: dict[str, str]) -> list[tuple[str, object]]:
         _, dst_row, _, src_row, rows, row_bytes = codegen.copy_window(prog, s)
         return [("i", dst_row), ("i", src_row), ("i", rows), ("i", row_bytes)]
     words = [("i", int(s.params[f])) for f in ek_kernels.FUNCTIONS[s.kind][2]]
-    if s.kind == "ek_lut":  # its table
+    if s.kind in ("ek_lut", "ek_lutc"):  # its table(s)
         return words + [("p", cnames[s.consts[0]])]
     if s.kind == "ek_concat":  # its part table, its requantization tables (or none)
         return words + [("p", cnames[s.consts[0]]), ("p", cnames[s.consts[1]] if len(s.consts) > 1 else "0")]

@@ -501,6 +501,14 @@ class _Builder:
         channel's signed negative one (edgekit/qgraph.py), float32: x or a_c · x."""
         ins, out, extra = self._io(n, tile)
         axis = 3 if len(out.shape) == 4 else 1
+        if self.dtype == "int8" and self.use_ek and axis == len(out.shape) - 1:  # tables per channel, channels last
+            from edgekit.qgraph import prelu_tables
+            from edgekit.targets.mcu import ek_kernels
+
+            step = ek_kernels.lut_channels_step(self, n, ins[0], out.name, prelu_tables(self.q(n.name)))
+            if step is not None:
+                self.steps.append(step)
+                return
         if self.dtype == "int8":
             q = self.q(n.name).q
             cs = [self.const(f"{n.name}.negm", np.asarray(q["neg_mult"], np.int32)),

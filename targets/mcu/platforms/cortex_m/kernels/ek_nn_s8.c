@@ -6036,6 +6036,32 @@ int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
     return EK_NN_OK;
 }
 
+int ek_lut_channels_s8(const ek_lut_channels_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t pixels = p->pixels, channels = p->channels;
+    if (pixels < 0 || channels < 1 || !p->tables) {
+        return EK_NN_ERR_ARG;
+    }
+    const uint8_t *in = (const uint8_t *)input;
+    uint8_t *out = (uint8_t *)output;
+    const uint8_t *tables = (const uint8_t *)p->tables;
+    for (int32_t i = 0; i < pixels; i++) {
+        const uint8_t *t = tables;
+        int32_t c = 0;
+        for (; c + 4 <= channels; c += 4, t += 1024, in += 4, out += 4) { /* 4 channels: loads before stores */
+            const uint8_t a = t[in[0]], b = t[256 + in[1]], d = t[512 + in[2]], e = t[768 + in[3]];
+            out[0] = a;
+            out[1] = b;
+            out[2] = d;
+            out[3] = e;
+        }
+        for (; c < channels; c++, t += 256) {
+            *out++ = t[*in++];
+        }
+    }
+    return EK_NN_OK;
+}
+
 /* ===============================================================================================================
  * Pooling, DSP path: 4 channels a word (ek_pool_s8 sends layers with channels in fours here)
  *

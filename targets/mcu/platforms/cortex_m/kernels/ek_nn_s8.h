@@ -197,6 +197,23 @@ typedef struct {
 int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output);
 
 /*
+ * An int8 -> int8 function with its own 256-byte table per channel (a PReLU with a slope per channel) over
+ * `pixels` pixels of `channels` channels, channels last: out[i][c] = tables[c * 256 + (uint8_t)in[i][c]]
+ * (kernel_pack.pack_lut_channels: the host reference's per-channel tables, rotated by 128).
+ */
+typedef struct {
+    int32_t pixels;                 /* pixels (rows of `channels` values) */
+    int32_t channels;               /* values a pixel, one table each */
+    int32_t flags;                  /* 0 */
+    const int8_t *tables;           /* [channels][256] */
+} ek_lut_channels_params_t;
+
+#define EK_NN_LUTC_INT_FIELDS 3
+
+/* out[i][c] = tables[c][(uint8_t)in[i][c]]; any alignment, in place allowed. EK_NN_OK or EK_NN_ERR_ARG. */
+int ek_lut_channels_s8(const ek_lut_channels_params_t *p, const int8_t *input, int8_t *output);
+
+/*
  * Elementwise product of two int8 tensors (edgekit/qgraph.py's mul): acc = (a - a_zp) * (b - b_zp) on 64 bits,
  * out = clamp(out_zp + ((acc * mult + 2^(shift-1)) >> shift)). `a` is `rows` rows of `channels`; `b` the same
  * shape, or with b_per_channel one row of `channels` (a squeeze-excite gate, broadcast over every row).
