@@ -118,7 +118,8 @@ def arm_layer_terms(node, graph: Graph, dtype: str = "fp32") -> dict[str, float]
         t["element_move"] = float(node.elements)
     elif node.op in RESIZE_OPS:
         t["element_resize"] = float(node.elements)
-    elif node.op in BINARY_OPS:
+    elif node.op in BINARY_OPS or node.op == "prelu":  # (ONNX Runtime's PRelu: a broadcast binary kernel, slopes
+        # against the map; priced as an activation, zoo FSRCNN's float32 estimate was +107 %)
         t["element_binary"] = float(node.elements)
     elif node.op == "silu":  # x · sigmoid(x): ONNX Runtime's vectorized logistic and product (as exported: Sigmoid,
         # Mul), several times cheaper an element than the other activations' mean (zoo EfficientNet-B0: 10 against 46)
