@@ -56,7 +56,7 @@ from edgekit.quantparams import QuantParams, TensorQ, weight_scales  # noqa: F40
 
 OBSERVERS = ("minmax", "percentile", "mse")
 # Layers whose output reuses the input's quantization (they only move or pick int8 values).
-PASS_THROUGH = ("reshape", "flatten", "select", "maxpool2d", "upsample", "depth_to_space")
+PASS_THROUGH = ("reshape", "flatten", "select", "maxpool2d", "upsample", "depth_to_space", "pad")
 
 
 # The smallest activation scale: float32's machine epsilon, the floor PyTorch's observers put on scales. A range

@@ -51,6 +51,9 @@ OPS = {
     "concat": "concatenation along an axis",
     "upsample": "upsampling of the spatial axes by integer factors: mode 'nearest' (repeat) or 'bilinear' "
                 "(align_corners=False; nn.Upsample, F.interpolate, ONNX Resize)",
+    "pad": "zero padding of the spatial axes (nn.ZeroPad2d, nn.ConstantPad1d/2d with 0, F.pad, ONNX Pad): pads = "
+           "[top, bottom, left, right] of [N, C, H, W], [left, right] of [N, C, L]; folded into the next conv's "
+           "padding when symmetric",
     "flatten": "collapse the axes from start_dim on",
     "reshape": "view with a new shape (same element order)",
     "select": "basic indexing (integers and slices), e.g. x[:, -1, :]",
@@ -377,7 +380,32 @@ def lower_conv_transpose(graph: Graph) -> Graph:
     return graph.replace_nodes(nodes)
 
 
+def fold_pads(graph: Graph) -> Graph:
+    """A zero pad whose only reader is a conv with the same padding on both sides of each axis (ZeroPad2d(1) then a
+    conv without padding): the conv's own padding grows by it (the same zeros), and the pad goes."""
+    nodes = [n.copy() for n in graph.nodes]
+    by_name = {n.name: n for n in nodes}
+    drop = set()
+    for n in nodes:
+        if n.op != "pad" or n.name in graph.outputs:
+            continue
+        readers = [m for m in nodes if n.name in m.inputs]
+        p = n.attrs["pads"]
+        pairs = [(p[0], p[1]), (p[2], p[3])] if len(p) == 4 else [(p[0], p[1])]
+        if len(readers) != 1 or readers[0].op not in ("conv1d", "conv2d") or readers[0].inputs != [n.name] or \
+                len(pairs) != len(readers[0].attrs["padding"]) or any(a != b for a, b in pairs):
+            continue
+        conv = readers[0]
+        conv.attrs["padding"] = [int(q) + a for q, (a, _) in zip(conv.attrs["padding"], pairs)]
+        conv.inputs = list(n.inputs)
+        conv.fused.append(n.name)
+        drop.add(n.name)
+    return graph.replace_nodes([n for n in nodes if n.name not in drop])
+
+
 def deployment_graph(graph: Graph) -> Graph:
-    """The graph targets build: dead layers and identities removed, BatchNorm folded, x · sigmoid(x) as SiLU,
-    ReLU/ReLU6 fused, transposed convs as convs computing their output phases."""
-    return lower_conv_transpose(fuse_activations(fuse_swish(fold_batchnorm(remove_identities(remove_dead(graph))))))
+    """The graph targets build: dead layers and identities removed, symmetric zero pads folded into the conv after
+    them, BatchNorm folded, x · sigmoid(x) as SiLU, ReLU/ReLU6 fused, transposed convs as convs computing their
+    output phases."""
+    return lower_conv_transpose(fuse_activations(fuse_swish(fold_batchnorm(fold_pads(remove_identities(
+        remove_dead(graph)))))))

@@ -122,6 +122,9 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return xs[0] * a["factor"]
     if op == "gelu":
         return F.gelu(xs[0], approximate=a.get("approximate", "none"))
+    if op == "pad":
+        p = a["pads"]
+        return F.pad(xs[0], (p[2], p[3], p[0], p[1]) if len(p) == 4 else tuple(p))
     if op == "prelu":
         return F.prelu(xs[0], p["weight"])
     if op == "leaky_relu":

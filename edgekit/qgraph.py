@@ -28,7 +28,7 @@ from edgekit.errors import UnsupportedError
 from edgekit.graph import ACTIVATIONS, Graph, Node
 
 INT8_OPS = ("input", "conv2d", "conv1d", "linear", "add", "maxpool2d", "avgpool2d", "global_avgpool", "reshape",
-            "flatten", "select", "concat", "mul", "upsample", "transpose", "depth_to_space", "prelu", *ACTIVATIONS)
+            "flatten", "select", "concat", "mul", "upsample", "transpose", "depth_to_space", "prelu", "pad", *ACTIVATIONS)
 LUT_FUNCS = {
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "tanh": np.tanh,
@@ -197,7 +197,7 @@ def lower(graph: Graph, quant) -> QGraph:
             real = lut_function(n)((codes - x.out_zp) * x.out_scale)
             lut = np.clip(np.round(real / qn.out_scale) + qn.out_zp, -128, 127).astype(np.int8)
             qn.q.update(lut=lut)
-        elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose", "depth_to_space"):
+        elif n.op in ("maxpool2d", "reshape", "flatten", "select", "transpose", "depth_to_space", "pad"):
             pass
     return QGraph(graph, out, notes)
 
@@ -291,6 +291,10 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         return xs[0][index_tuple(n.attrs["index"])]
     if n.op == "transpose":
         return np.ascontiguousarray(xs[0].transpose(n.attrs["perm"]))
+    if n.op == "pad":  # the zero point is real 0 (a pad keeps its input's quantization)
+        p = n.attrs["pads"]
+        width = [(0, 0), (0, 0)] + ([(p[0], p[1]), (p[2], p[3])] if len(p) == 4 else [(p[0], p[1])])
+        return np.pad(xs[0], width, constant_values=qn.out_zp)
     if n.op == "prelu":
         v = xs[0].astype(np.int64) - q["in_zp"]
         per = (1, -1) + (1,) * (v.ndim - 2)

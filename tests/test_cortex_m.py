@@ -379,6 +379,21 @@ def test_transposed_convs_and_pixel_shuffle_run_exactly(tmp_path, quantize):
         assert meas["max_abs_err"] < 1e-5
 
 
+def test_zero_pads_run_exactly(tmp_path):
+    """Asymmetric 'same' padding before a stride-2 conv and causal pads of Conv1d layers (on the channels-last
+    sequence) run as fills and row copies, bit-exact in int8 on the emulated M7."""
+    from edgekit.model import Model
+    from test_importers import Padded
+
+    torch.manual_seed(9)
+    x = np.random.default_rng(9).standard_normal((6, 3, 12, 12)).astype(np.float32)
+    m = Model.from_module(Padded().eval(), torch.from_numpy(x[:1]), name="padded", calib=x, test_x=x)
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8")
+    assert "pad" in art.report["build"]["step_kernels"]
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
 @pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
 def test_layout_moves_run_on_the_transpose_kernel(tmp_path, target):
     """int8 layout moves (a channel shuffle, NHWC to torch order before a flatten) run on ek_transpose_s8 with the

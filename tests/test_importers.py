@@ -125,6 +125,22 @@ class Decoder(nn.Module):
         return torch.nn.functional.pixel_shuffle(torch.cat([z, z], 1), 2)
 
 
+class Padded(nn.Module):
+    """Zero padding as models ported from TensorFlow and causal sequence models write it: F.pad before a stride-2 conv
+    ('same', asymmetric), a ZeroPad2d before a conv without padding (folded into it), causal pads of Conv1d layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.z, self.c2 = nn.Conv2d(3, 8, 3, stride=2), nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3)
+        self.c3, self.c4, self.fc = nn.Conv1d(8, 6, 3, dilation=2), nn.Conv1d(6, 6, 3), nn.Linear(6, 4)
+        self.causal = nn.ConstantPad1d((2, 0), 0.0)
+
+    def forward(self, x):
+        y = torch.relu(self.c2(self.z(torch.relu(self.c(torch.nn.functional.pad(x, (0, 1, 0, 1)))))))
+        y = torch.relu(self.c3(torch.nn.functional.pad(y.flatten(2), (4, 0))))
+        return self.fc(self.c4(self.causal(y)).mean(-1))
+
+
 # name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
 # input) with seeded weights, so the test does not depend on trained weight files.
 MODELS = {
@@ -135,6 +151,7 @@ MODELS = {
     "temporal": (Temporal, (10, 20)),
     "activations": (Activations, (3, 8, 8)),
     "decoder": (Decoder, (3, 5, 4)),
+    "padded": (Padded, (3, 12, 12)),
 }
 
 
@@ -309,7 +326,8 @@ def test_onnx_layer_limits_are_named_together(tmp_path):
     weight = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.float32), "w")
     bounds = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", -1), ("hi", 1))]
     path = _onnx_file(tmp_path / "limits.onnx",
-                      [helper.make_node("Conv", ["x", "w"], ["c"], name="conv_tf", pads=[0, 0, 2, 2]),
+                      [helper.make_node("ConvTranspose", ["x", "w"], ["c"], name="conv_tf", output_shape=[8, 8],
+                                        pads=[1, 1, 1, 1]),
                        helper.make_node("Clip", ["x", "lo"], ["k"], name="clip"),
                        helper.make_node("Add", ["c", "k"], ["y"], name="add")],
                       [weight, *bounds], x_shape=(1, 3, 8, 8))
@@ -317,7 +335,8 @@ def test_onnx_layer_limits_are_named_together(tmp_path):
         Model.load(path)
     message = str(err.value)
     assert str(path) in message and "\n" not in message
-    assert "'conv_tf' (Conv: asymmetric padding" in message and "'clip' (Clip: Clip to [-1.0, None]" in message
+    assert "'conv_tf' (ConvTranspose: ConvTranspose with auto_pad or output_shape" in message
+    assert "'clip' (Clip: Clip to [-1.0, None]" in message
     assert "'add'" not in message  # it only reads the refused layers
 
 
@@ -461,3 +480,41 @@ def test_upsampling_edgekit_cannot_run_is_refused_in_one_line(how, why):
     with pytest.raises(UnsupportedError, match=why) as e:
         _ = Model.from_module(Up(), torch.randn(1, 2, 4, 4)).graph
     assert "\n" not in str(e.value)
+
+
+def test_zero_pads_import_fold_and_refuse_what_edgekit_cannot_pad():
+    """A symmetric zero pad before a conv folds into its padding; an asymmetric one stays a pad layer; reflection
+    and non-zero constants are refused in one line naming the layer."""
+    from edgekit.errors import UnsupportedError
+
+    m = Model.from_module(_seeded(Padded, 3), torch.randn(1, 3, 12, 12))
+    dep = m.deploy_graph
+    assert "z" not in dep and dep["c2"].attrs["padding"] == [1, 1] and "z" in dep["c2"].fused
+    assert [n.attrs["pads"] for n in dep if n.op == "pad"] == [[0, 1, 0, 1], [4, 0], [2, 0]]
+    assert dep["causal"].op == "pad"
+
+    class Reflect(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.pad(x, (1, 1), mode="reflect")
+
+    with pytest.raises(UnsupportedError, match=r"padding mode 'reflect': edgekit pads with zeros") as e:
+        _ = Model.from_module(Reflect(), torch.randn(1, 2, 5)).graph
+    assert "\n" not in str(e.value)
+    with pytest.raises(UnsupportedError, match=r"with value 1.0"):
+        _ = Model.from_module(nn.Sequential(nn.ConstantPad2d(1, 1.0)), torch.randn(1, 2, 4, 4)).graph
+
+
+def test_onnx_asymmetric_conv_padding_imports_as_a_pad_layer(tmp_path):
+    """A Conv whose pads differ at the two ends (TensorFlow's 'same' padding of a stride-2 conv, or F.pad folded in
+    by the exporter) imports as a zero pad layer of the difference and the conv with the common part."""
+    rng = np.random.default_rng(5)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    path = _onnx_file(tmp_path / "same.onnx",
+                      [helper.make_node("Conv", ["x", "w"], ["y"], name="conv_tf", pads=[0, 1, 1, 2], strides=[2, 2])],
+                      [weight], x_shape=(1, 3, 8, 8), y_shape=(1, 4, 4, 5))
+    m = Model.load(path)
+    assert [n.op for n in m.graph][1:] == ["pad", "conv2d"] and m.graph["conv_tf"].attrs["padding"] == [0, 1]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ort = pytest.importorskip("onnxruntime")
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run_graph(m.graph, [x])["conv_tf"], want, rtol=0, atol=1e-5)

@@ -370,8 +370,9 @@ class _Importer:
         return bool(value) and self.readers.get(value, 0) > 0
 
     @staticmethod
-    def _pads(attrs: dict, in_spatial, kernel, strides, dilations, what: str) -> list[int]:
-        """Symmetric padding per spatial axis from ``pads`` / ``auto_pad``; asymmetric padding is refused."""
+    def _pads(attrs: dict, in_spatial, kernel, strides, dilations, what: str, asymmetric: bool = False):
+        """Symmetric padding per spatial axis from ``pads`` / ``auto_pad``; asymmetric padding is refused, or with
+        ``asymmetric`` returned as (begin, end) lists (a conv runs the rest as a zero pad layer before it)."""
         dims = len(kernel)
         auto = attrs.get("auto_pad", "NOTSET")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -383,6 +384,8 @@ class _Importer:
         else:
             pads = list(attrs.get("pads", [0] * 2 * dims))
             begin, end = pads[:dims], pads[dims:]
+        if asymmetric:
+            return [int(p) for p in begin], [int(p) for p in end]
         if begin != end:
             raise UnsupportedError(f"asymmetric padding (begin {begin}, end {end}); edgekit's {what} pads both sides "
                                    "alike: re-export with symmetric padding (e.g. padding=k//2 for an odd kernel k)")
@@ -398,7 +401,13 @@ class _Importer:
         kernel = [int(k) for k in W.shape[2:]]
         strides = [int(s) for s in a.get("strides", [1] * dims)]
         dilations = [int(d) for d in a.get("dilations", [1] * dims)]
-        pads = self._pads(a, self._shape(x)[2:], kernel, strides, dilations, "convolution")
+        begin, end = self._pads(a, self._shape(x)[2:], kernel, strides, dilations, "convolution", asymmetric=True)
+        pads = [min(b, e) for b, e in zip(begin, end)]
+        if begin != end:  # ('same' padding of a stride-2 conv, F.pad folded in by the exporter): the rest a zero pad
+            from edgekit.importers.torch_fx import pad_attrs
+
+            extra = [v for k in reversed(range(dims)) for v in (begin[k] - pads[k], end[k] - pads[k])]
+            x = self._emit(f"{self._label(node)}.pad", "pad", [x], pad_attrs(extra, dims + 2))
         groups = int(a.get("group", 1))
         attrs = {"in_channels": int(W.shape[1]) * groups, "out_channels": int(W.shape[0]), "kernel_size": kernel,
                  "stride": strides, "padding": pads, "dilation": dilations, "groups": groups}
@@ -463,6 +472,25 @@ class _Importer:
                                    + ": edgekit runs nearest and linear (half_pixel: PyTorch's align_corners=False) "
                                    "by integer factors")
         self._bind(node.output[0], self._emit(self._label(node), "upsample", [x], {"scale": scale, "mode": kind}))
+
+    def _pad(self, node, a):
+        """Pad with zeros on the spatial axes (opset 11+: pads as an input; opset 2: an attribute)."""
+        from edgekit.importers.torch_fx import pad_attrs
+
+        x = self._exact(node.input[0])
+        rank = len(self._shape(x))
+        inputs = list(node.input) + [""] * 4
+        pads = [int(v) for v in (self._const(inputs[1], "pads") if inputs[1] else a.get("pads", []))]
+        value = float(np.asarray(self._const(inputs[2], "constant_value")).reshape(-1)[0]) if inputs[2] else \
+            float(a.get("value", 0.0))
+        if inputs[3]:
+            raise UnsupportedError("Pad with an axes input (pad every axis)")
+        begin, end = pads[:rank], pads[rank:]
+        if len(begin) != rank or any(begin[:2]) or any(end[:2]):
+            raise UnsupportedError(f"Pad {pads} of a {rank}-D tensor: edgekit pads the spatial axes")
+        torch_order = [v for k in reversed(range(2, rank)) for v in (begin[k], end[k])]  # (left, right, top, bottom)
+        attrs = pad_attrs(torch_order, rank, a.get("mode", "constant"), value)
+        self._bind(node.output[0], self._emit(self._label(node), "pad", [x], attrs))
 
     def _depth_to_space(self, node, a):
         x = self._exact(node.input[0])
@@ -848,7 +876,7 @@ class _Importer:
             raise UnsupportedError("the cell state Y_c is read (use the output or Y_h)")
 
     HANDLERS = {
-        "Conv": _conv, "ConvTranspose": _conv_transpose, "DepthToSpace": _depth_to_space, "Resize": _resize, "Upsample": _resize, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
+        "Conv": _conv, "ConvTranspose": _conv_transpose, "DepthToSpace": _depth_to_space, "Resize": _resize, "Upsample": _resize, "Pad": _pad, "Gemm": _gemm, "MatMul": _matmul, "Add": _binary, "Mul": _binary, "Div": _binary,
         "LayerNormalization": _layernorm, "Gelu": _gelu,
         "BatchNormalization": _batchnorm,
         "Relu": lambda self, n, a: self._unary(n, "relu"), "Clip": _clip,

@@ -73,6 +73,25 @@ def _conv_transpose(m: nn.ConvTranspose2d) -> tuple[str, dict, dict]:
     return "conv_transpose2d", attrs, params
 
 
+def pad_attrs(pad, rank: int, mode: str = "constant", value=0.0) -> dict:
+    """F.pad's (left, right[, top, bottom]) on a rank-3 or rank-4 tensor as the pad layer's attributes, or a one-line
+    refusal (other modes, a value other than 0, negative pads, pads on the channel or batch axes)."""
+    pad = [int(v) for v in pad]
+    if mode != "constant" or float(value or 0.0) != 0.0:
+        raise UnsupportedError(f"padding mode '{mode}'" + (f" with value {value}" if mode == "constant" else "")
+                               + ": edgekit pads with zeros")
+    if rank not in (3, 4) or len(pad) > 2 * (rank - 2) or len(pad) % 2 or min(pad) < 0:
+        raise UnsupportedError(f"padding {tuple(pad)} of a {rank}-D tensor: edgekit pads the spatial axes of "
+                               "[N, C, H, W] and [N, C, L] by zero or more")
+    pad = pad + [0] * (2 * (rank - 2) - len(pad))
+    return {"pads": [pad[2], pad[3], pad[0], pad[1]] if rank == 4 else pad}
+
+
+def _pad_module(m) -> tuple[str, dict, dict]:
+    value = getattr(m, "value", 0.0)
+    return "pad", {"padding": [int(v) for v in m.padding], "value": float(value)}, {}
+
+
 def _hardtanh(lo: float, hi: float) -> tuple[str, dict, dict]:
     """Hardtanh(0, 6) is ReLU6; any other range a clamp of its own."""
     return ("relu6", {}, {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi}, {})
@@ -187,6 +206,8 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"), nn.SiLU: _simple("silu"),
     nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.AdaptiveAvgPool1d: _pool,
     nn.Upsample: _upsample, nn.ConvTranspose2d: _conv_transpose,
+    nn.ZeroPad2d: _pad_module, nn.ConstantPad2d: _pad_module, nn.ConstantPad1d: _pad_module,
+    **({nn.ZeroPad1d: _pad_module} if hasattr(nn, "ZeroPad1d") else {}),
     nn.PixelShuffle: lambda m: ("depth_to_space", {"block": [int(m.upscale_factor)] * 2, "mode": "CRD"}, {}),
     nn.GRU: _rnn, nn.LSTM: _rnn,
     nn.Flatten: lambda m: ("flatten", {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}, {}),
@@ -652,6 +673,8 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                     continue
                 if op == "upsample":
                     attrs["scale"] = resize_scale(_shape_of(n.args[0].meta), _shape_of(n.meta))
+                if op == "pad":
+                    attrs = pad_attrs(attrs["padding"], len(_shape_of(n.args[0].meta)), value=attrs["value"])
                 if type(m) in RECURRENT_MODULES:
                     if len(ins) != 1:
                         problems.append(f"'{n.target}' ({type(m).__name__} with an initial state argument)")
@@ -763,6 +786,13 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         is not None:
                     c = _number(n.args[1] if n.args[0] is tensor_args[0] else n.args[0])
                     add(n, "scale", [src(tensor_args[0])], {"factor": c})
+                elif tgt in (F.pad, torch.ops.aten.constant_pad_nd.default, torch.ops.aten.pad.default):
+                    rank = len(_shape_of(n.args[0].meta))
+                    if tgt is torch.ops.aten.constant_pad_nd.default:
+                        attrs = pad_attrs(n.args[1], rank, value=_arg(n, 2, "value", 0.0))
+                    else:
+                        attrs = pad_attrs(n.args[1], rank, _arg(n, 2, "mode", "constant"), _arg(n, 3, "value", 0.0))
+                    add(n, "pad", [src(tensor_args[0])], attrs)
                 elif tgt in _INTERPOLATE:
                     if tgt is F.interpolate:
                         mode, corners = _arg(n, 3, "mode", "nearest"), _arg(n, 4, "align_corners")

@@ -91,6 +91,37 @@ def blocks_call(prog: Program, s) -> str:
             f"{cin * bpe}u, {w}u, {blk}u)")
 
 
+def pad_window(prog: Program, s) -> tuple[int, int, int, int, int, int]:
+    """Where a pad step copies its input: (destination offset, destination row bytes, source offset, source row
+    bytes, rows, bytes per row) — an NHWC map's rows inside the padded one, or [1, C, L]'s channel rows."""
+    src, dst = prog.tensors[s.inputs[0]], prog.tensors[s.output]
+    bpe = DTYPE_BYTES[prog.dtype]
+    p = s.params["pads"]
+    if len(src.shape) == 4:
+        _, h, w, c = src.shape
+        wo = w + p[2] + p[3]
+        return dst.offset + (p[0] * wo + p[2]) * c * bpe, wo * c * bpe, src.offset, w * c * bpe, h, w * c * bpe
+    _, c, length = src.shape
+    return dst.offset + p[0] * bpe, (length + p[0] + p[1]) * bpe, src.offset, length * bpe, c, length * bpe
+
+
+def pad_call(prog: Program, s) -> str:
+    """C for a pad step: the output filled with the zero point's byte (0.0 in float32) a word at a time, then the
+    input's rows copied into it."""
+    dst = prog.tensors[s.output]
+    total = int(np.prod(dst.shape)) * DTYPE_BYTES[prog.dtype]
+    byte = int(s.params["fill"]) & 0xFF if prog.dtype == "int8" else 0
+    words, tail = divmod(total, 4)
+    dst_off, dst_row, src_off, src_row, rows, row_bytes = pad_window(prog, s)
+    fill = (f"{{ uint32_t *ek_w = (uint32_t *)(void *)(ek_arena + {dst.offset}u); "
+            f"for (uint32_t ek_i = 0u; ek_i < {words}u; ++ek_i) ek_w[ek_i] = 0x{byte * 0x01010101:08x}u; ")
+    if tail:
+        fill += (f"for (uint32_t ek_i = 0u; ek_i < {tail}u; ++ek_i) ek_arena[{dst.offset + 4 * words}u + ek_i] = "
+                 f"{byte}u; ")
+    return (fill + f"ek_copy_window(ek_arena + {dst_off}u, {dst_row}u, ek_arena + {src_off}u, {src_row}u, {rows}u, "
+            f"{row_bytes}u); }}")
+
+
 def gate_mask(guard) -> int:
     """The ek_fired bits a guarded call of a conv stream needs (0: runs on every step)."""
     mask = 0
@@ -269,6 +300,8 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
         elif s.kind == "copy":
             what = "window of the input" if "crop_row" in s.params else "tile into the full tensor"
             steps.append({"layer": s.layer, "kind": "copy", "what": what, "call": copy_call(prog, s)})
+        elif s.kind == "pad":
+            steps.append({"layer": s.layer, "kind": "copy", "what": "zero padding", "call": pad_call(prog, s)})
         elif s.kind == "copy_blocks":
             steps.append({"layer": s.layer, "kind": "copy", "what": "depth_to_space: blocks of pixels",
                           "call": blocks_call(prog, s)})
@@ -311,7 +344,7 @@ def write_sources(prog: Program, kernels_c: str | None, symbols: dict[int, str],
     tvm_symbols = sorted(set(symbols.values()))
     context = dict(
         **common, steps=steps, ek_steps=ek_steps, dltensors=dltensors, tvm_symbols=tvm_symbols,
-        ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind in ("copy", "copy_blocks") for s in prog.steps),
+        ext_tensors=ext_tensors, input_in_place=inp.external, uses_copy=any(s.kind in ("copy", "copy_blocks", "pad") for s in prog.steps),
         states=prog.states, event_states=event_states, state_inits=state_inits(prog), flushes=flushes,
         output_guard=gate_mask(getattr(prog, "output_guard", ())),
         input_offset=prog.tensors[root_of(prog, prog.input)].offset,

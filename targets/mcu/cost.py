@@ -127,6 +127,15 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         if dst_row == row_bytes == src_row:  # contiguous rows: copied as one
             rows, row_bytes = 1, rows * row_bytes
         return ("copy_words" if words else "copy_bytes"), rows * row_bytes, rows, 0
+    if step.kind == "pad":  # the fill (bytes, a word at a time), the rows copied in (copy_window's terms)
+        from edgekit.targets.mcu.codegen import pad_window
+
+        dst_off, dst_row, src_off, src_row, rows, row_bytes = pad_window(prog, step)
+        fill = math.prod(prog.tensors[step.output].shape) * DTYPE_BYTES[prog.dtype]
+        words = not (dst_off | dst_row | src_off | src_row | row_bytes) & 3
+        if dst_row == row_bytes == src_row:
+            rows, row_bytes = 1, rows * row_bytes
+        return ("pad_words" if words else "pad_bytes"), rows * row_bytes, rows, fill
     if step.kind == "copy_blocks":  # depth_to_space: a copy call per output row, a block of r_w·C values a row
         src = prog.tensors[step.inputs[0]].shape
         rh, rw = step.params["block"]
@@ -368,11 +377,18 @@ def _depthwise_terms(step: Step, isa: str = "dsp") -> tuple[str, int, int, int]:
 # loops for unaligned rows (about 5 per byte), from the M7's disassembly; kws-dscnn's 8,000-byte crops measured
 # 1,009 instructions each (estimate 1,028).
 DEFAULT_COPY_COSTS = {"copy_words": (0.125, 16.0, 12.0), "copy_bytes": (5.0, 8.0, 30.0)}
+# A pad's fill, per output byte: a word store loop (measured on the emulated M7: 0.76 an output byte).
+PAD_FILL_PER_BYTE = 0.76
 
 
 def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -> float:
     """Estimated instructions of one (non-recurrent) kernel call."""
     key, units, outs, ins = step_cost_terms(prog, step)
+    if key in ("pad_words", "pad_bytes"):  # the rows copied in as a copy, and the fill
+        copy = "copy_words" if key == "pad_words" else "copy_bytes"
+        d = DEFAULT_COPY_COSTS[copy]
+        return profile.number("cost", copy, d[0]) * units + profile.number("cost", copy + "_per_output", d[1]) * outs \
+            + profile.number("cost", copy + "_per_call", d[2]) + profile.number("cost", "pad_fill", PAD_FILL_PER_BYTE) * ins
     if key in DEFAULT_COPY_COSTS:
         d = DEFAULT_COPY_COSTS[key]
         return profile.number("cost", key, d[0]) * units + profile.number("cost", key + "_per_output", d[1]) * outs \

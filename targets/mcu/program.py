@@ -23,7 +23,7 @@ from edgekit.targets.mcu.kernel_spec import KernelSpec
 
 # Operators the Cortex-M target runs, per dtype, in one-shot programs.
 FLOAT_OPS = {"input", "conv1d", "conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat",
-             "reshape", "flatten", "select", "upsample", "transpose", "depth_to_space", "prelu", *ACTIVATIONS}
+             "reshape", "flatten", "select", "upsample", "transpose", "depth_to_space", "prelu", "pad", *ACTIVATIONS}
 # (transpose: a channel shuffle only, see channel_shuffle_groups)
 INT8_OPS = FLOAT_OPS
 # (Recurrent layers, gru/lstm/lmu/egru, never get here: they build as streaming step programs, streaming.py.)
@@ -204,7 +204,7 @@ def channels_last_1d(graph: Graph) -> set[str]:
     out: set[str] = set()
     for n in graph.nodes:
         if n.op == "conv1d" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
-                len({tuple(graph[i].shape) for i in n.inputs}) == 1:
+                len({tuple(graph[i].shape) for i in n.inputs}) == 1 or n.op == "pad" and n.inputs[0] in out:
             out.add(n.name)
     return out
 
@@ -520,6 +520,15 @@ class _Builder:
             attrs = {"axis": axis}
         self.tvm_step(n, "prelu", ins[:1], cs, out.name, {**attrs, **extra})
 
+    def pad(self, n: Node):
+        """Zero padding: the output filled with the zero point (0.0 in float32), the input's rows copied inside
+        (ek_copy_window). NHWC maps pad rows and columns; [N, C, L] in torch order pads each channel's row."""
+        src = self.tensors[n.inputs[0]].shape
+        out = self.add_tensor(n.name, nhwc(n.shape))
+        fill = int(self.q(n.name).out_zp) if self.dtype == "int8" else 0
+        self.steps.append(Step(n.name, "pad", [n.inputs[0]], [], out.name,
+                               params={"pads": tuple(n.attrs["pads"]), "fill": fill, "rank": len(src)}))
+
     def depth_to_space(self, n: Node):
         """Channel blocks into pixel blocks. DCR order (a lowered transposed conv's phases, phase-major) on NHWC maps:
         each input pixel's channels are r_h rows of r_w·C contiguous values, every one a block of the output row
@@ -734,7 +743,10 @@ class _Builder:
             self.add_tensor(n.name, n.shape, alias_of=pooled.name)
             return
         self.nlc.add(n.name)
-        if m.op == "conv2d":
+        if m.op == "pad":  # [l, r] of the sequence: rows of the [1, L, 1, C] map
+            m.attrs = {"pads": [*n.attrs["pads"], 0, 0]}
+            self.pad(m)
+        elif m.op == "conv2d":
             self.conv2d(m, macs)
         elif m.op in ("add", "mul"):
             self.binary(m)
@@ -763,6 +775,8 @@ class _Builder:
             self.depth_to_space(n)
         elif n.op == "prelu":
             self.prelu(n)
+        elif n.op == "pad":
+            self.pad(n)
         elif n.op in ("add", "mul"):
             self.binary(n)
         elif n.op in ACTIVATIONS:
