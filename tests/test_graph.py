@@ -69,7 +69,7 @@ def test_unsupported_layers_are_all_named_at_once():
         def __init__(self):
             super().__init__()
             self.up = nn.Upsample(scale_factor=2, mode="bicubic")  # nearest and bilinear import; bicubic does not
-            self.pad = nn.ZeroPad2d(1)
+            self.pad = nn.ReflectionPad2d(1)  # (zero pads import)
 
         def forward(self, x):
             return self.pad(self.up(x))
