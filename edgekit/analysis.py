@@ -52,7 +52,8 @@ def _rnn_macs(n: Node, g: Graph) -> int:
 
 # Operators whose MACs are not zero. Other parts of edgekit register their own layers here.
 MAC_COUNTERS: dict[str, Callable[[Node, Graph], int]] = {
-    "conv1d": _conv_macs, "conv2d": _conv_macs, "conv_transpose2d": _conv_transpose_macs, "linear": _linear_macs, "gru": _rnn_macs, "lstm": _rnn_macs,
+    "conv1d": _conv_macs, "conv2d": _conv_macs, "conv_transpose2d": _conv_transpose_macs,
+    "conv_transpose1d": _conv_transpose_macs, "linear": _linear_macs, "gru": _rnn_macs, "lstm": _rnn_macs,
     "matmul": _matmul_macs,
 }
 

@@ -25,6 +25,8 @@ OPS = {
     "conv2d": "2-D convolution (groups allowed; depthwise when groups == in_channels)",
     "conv_transpose2d": "2-D transposed convolution (nn.ConvTranspose2d: U-Net's up-convolution, decoders); targets run "
                         "it as a stride-1 conv computing every output phase and a depth_to_space",
+    "conv_transpose1d": "1-D transposed convolution (nn.ConvTranspose1d: audio decoders, vocoders); targets run it "
+                        "as a stride-1 conv1d computing every output phase and a depth_to_space along the sequence",
     "depth_to_space": "channel blocks moved into blocks of pixels (nn.PixelShuffle: mode 'CRD'; ONNX DepthToSpace's "
                       "default 'DCR')",
     "linear": "fully connected: y = x W^T + b",
@@ -203,14 +205,14 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if n.op == "batchnorm":
             prod = by_name.get(n.inputs[0])
             readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
-            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "conv_transpose2d") \
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "conv_transpose2d", "conv_transpose1d") \
                     and len(readers) == 1 and prod.name not in outputs and "activation" not in prod.attrs:
                 p = n.params
                 scale = p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))
                 w = prod.params["weight"]
-                if prod.op == "conv_transpose2d":  # [C_in, C_out / groups, kh, kw]: output channel g·C_out/g + o
-                    g = prod.attrs["groups"]
-                    per = scale.reshape(g, 1, w.shape[1], 1, 1)
+                if prod.op in ("conv_transpose2d", "conv_transpose1d"):  # [C_in, C_out / groups, k...]: output
+                    g = prod.attrs["groups"]  # channel g·C_out/g + o
+                    per = scale.reshape(g, 1, w.shape[1], *([1] * (w.ndim - 2)))
                     prod.params["weight"] = (w.reshape(g, w.shape[0] // g, *w.shape[1:]) * per).reshape(w.shape) \
                         .astype(np.float32)
                 else:
@@ -249,7 +251,8 @@ def fuse_activations(graph: Graph) -> Graph:
         if n.op in FUSABLE_ACTIVATIONS:
             prod = by_name.get(n.inputs[0])
             readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
-            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "add", "conv_transpose2d") \
+            if prod is not None and prod.op in ("conv1d", "conv2d", "linear", "add", "conv_transpose2d",
+                                                "conv_transpose1d") \
                     and len(readers) == 1 \
                     and "activation" not in prod.attrs and prod.name not in outputs:
                 prod.attrs["activation"] = n.op
@@ -363,13 +366,40 @@ def conv_transpose_phases(node: Node, in_hw: tuple[int, int]) -> tuple[Node, Nod
                                dtype=node.dtype)
 
 
+def conv_transpose1d_phases(node: Node, length: int) -> list[Node]:
+    """A conv_transpose1d as conv_transpose_phases computes its [N, C, L, 1] form: a conv1d of the phases, a
+    depth_to_space along the sequence ([N, s·C, L] -> [N, C, s·L]) and a crop; the last keeps the layer's name."""
+    a = node.attrs
+    as2d = Node(node.name, "conv_transpose2d", list(node.inputs), tuple(node.shape) + (1,),
+                {**a, "kernel_size": [a["kernel_size"][0], 1], "stride": [a["stride"][0], 1],
+                 "padding": [a["padding"][0], 0], "output_padding": [a.get("output_padding", [0])[0], 0],
+                 "dilation": [1, 1]},
+                {**node.params, "weight": node.params["weight"][..., None]}, fused=list(node.fused), dtype=node.dtype)
+    conv, shuffle, crop = conv_transpose_phases(as2d, (length, 1))
+    ca = conv.attrs
+    conv = dataclasses.replace(conv, op="conv1d", shape=conv.shape[:3], params={**conv.params,
+                               "weight": conv.params["weight"][..., 0]},
+                               attrs={**ca, "kernel_size": ca["kernel_size"][:1], "stride": [1],
+                                      "padding": ca["padding"][:1], "dilation": [1]})
+    shuffle = dataclasses.replace(shuffle, shape=shuffle.shape[:3],
+                                  attrs={**shuffle.attrs, "block": shuffle.attrs["block"][:1]})
+    out = [conv, shuffle]
+    if crop is not None:
+        out.append(dataclasses.replace(crop, shape=crop.shape[:3],
+                                       attrs={**crop.attrs, "index": crop.attrs["index"][:3]}))
+    return out
+
+
 def lower_conv_transpose(graph: Graph) -> Graph:
     """Every conv_transpose2d as :func:`conv_transpose_phases` computes it (its BatchNorm and ReLU already folded
     in): layers every target runs."""
-    if not any(n.op == "conv_transpose2d" for n in graph.nodes):
+    if not any(n.op in ("conv_transpose2d", "conv_transpose1d") for n in graph.nodes):
         return graph
     nodes: list[Node] = []
     for n in graph.nodes:
+        if n.op == "conv_transpose1d":
+            nodes.extend(conv_transpose1d_phases(n, int(graph[n.inputs[0]].shape[2])))
+            continue
         if n.op != "conv_transpose2d":
             nodes.append(n.copy())
             continue

@@ -68,14 +68,21 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         conv = F.conv2d if op == "conv2d" else F.conv1d
         y = conv(xs[0], p["weight"], p.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
         return _activation(node, y)
-    if op == "conv_transpose2d":
+    if op in ("conv_transpose2d", "conv_transpose1d"):
         k, st, pad = a["kernel_size"], a["stride"], a["padding"]
-        out_pad = list(a.get("output_padding", (0, 0)))
-        if len(node.shape) == 4:  # the traced output size (nn.ConvTranspose2d called with output_size=)
+        out_pad = list(a.get("output_padding", [0] * len(k)))
+        if len(node.shape) == len(k) + 2:  # the traced output size (a ConvTranspose called with output_size=)
             out_pad = [o - ((i - 1) * s_ - 2 * p_ + k_) for o, i, s_, p_, k_ in
                        zip(node.shape[2:], xs[0].shape[2:], st, pad, k)]
-        y = F.conv_transpose2d(xs[0], p["weight"], p.get("bias"), st, pad, out_pad, a["groups"])
+        conv_t = F.conv_transpose2d if op == "conv_transpose2d" else F.conv_transpose1d
+        y = conv_t(xs[0], p["weight"], p.get("bias"), st, pad, out_pad, a["groups"])
         return _activation(node, y)
+    if op == "depth_to_space" and xs[0].dim() == 3:  # along a sequence: [N, s·C, L] -> [N, C, s·L]
+        x, (s,) = xs[0], a["block"]
+        n_, c, length = x.shape
+        y = x.reshape(n_, s, c // s, length).permute(0, 2, 3, 1) if a["mode"] == "DCR" else \
+            x.reshape(n_, c // s, s, length).permute(0, 1, 3, 2)
+        return y.reshape(n_, c // s, length * s)
     if op == "depth_to_space":
         x, (rh, rw) = xs[0], a["block"]
         n_, c, h, w = x.shape

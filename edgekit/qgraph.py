@@ -301,6 +301,11 @@ def run_node_int8(qn: QNode, xs: list[np.ndarray], graph: Graph) -> np.ndarray:
         pos = qmath.rshift_round(v * q["pos_mult"], q["pos_shift"])
         neg = qmath.rshift_round(v * q["neg_mult"].astype(np.int64).reshape(per), q["neg_shift"].reshape(per))
         return np.clip(np.where(v >= 0, pos, neg) + qn.out_zp, -128, 127).astype(np.int8)
+    if n.op == "depth_to_space" and xs[0].ndim == 3:  # along a sequence
+        (s,), (b, c, length) = n.attrs["block"], xs[0].shape
+        y = xs[0].reshape(b, s, c // s, length).transpose(0, 2, 3, 1) if n.attrs["mode"] == "DCR" else \
+            xs[0].reshape(b, c // s, s, length).transpose(0, 1, 3, 2)
+        return np.ascontiguousarray(y.reshape(b, c // s, length * s))
     if n.op == "depth_to_space":
         (rh, rw), (b, c, h, w) = n.attrs["block"], xs[0].shape
         c //= rh * rw

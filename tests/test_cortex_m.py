@@ -379,6 +379,22 @@ def test_transposed_convs_and_pixel_shuffle_run_exactly(tmp_path, quantize):
         assert meas["max_abs_err"] < 1e-5
 
 
+def test_transposed_conv1d_runs_exactly_on_the_channels_last_sequence(tmp_path):
+    """ConvTranspose1d layers run as phase Conv1d layers on the channels-last sequence, whose interleave is the same
+    bytes (no step) and whose crop a window of rows: bit-exact in int8 on the emulated M7."""
+    from edgekit.model import Model
+    from test_importers import AudioDecoder
+
+    torch.manual_seed(10)
+    x = np.random.default_rng(10).standard_normal((6, 4, 64)).astype(np.float32)
+    m = Model.from_module(AudioDecoder().eval(), torch.from_numpy(x[:1]), name="audio", calib=x, test_x=x)
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8")
+    kernels = art.report["build"]["step_kernels"]
+    assert kernels.count("ek_conv") == 4 and kernels.count("copy") == 1 and not any("depth" in k for k in kernels)
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
 def test_zero_pads_run_exactly(tmp_path):
     """Asymmetric 'same' padding before a stride-2 conv and causal pads of Conv1d layers (on the channels-last
     sequence) run as fills and row copies, bit-exact in int8 on the emulated M7."""

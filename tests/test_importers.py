@@ -141,6 +141,21 @@ class Padded(nn.Module):
         return self.fc(self.c4(self.causal(y)).mean(-1))
 
 
+class AudioDecoder(nn.Module):
+    """A strided Conv1d encoder and ConvTranspose1d layers back up (8 taps / stride 4 / padding 2 with BatchNorm and
+    ReLU after it, 2 taps / stride 2), as audio decoders and vocoders write them."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv1d(4, 16, 8, stride=4, padding=2)
+        self.up, self.bn = nn.ConvTranspose1d(16, 8, 8, stride=4, padding=2), nn.BatchNorm1d(8)
+        self.up2, self.c = nn.ConvTranspose1d(8, 4, 2, stride=2), nn.Conv1d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.up(torch.relu(self.enc(x)))))
+        return self.c(torch.relu(self.up2(y)))
+
+
 # name -> (architecture, one sample's shape). The zoo's architectures (digits-cnn, digits-gru, mbv2 at a smaller
 # input) with seeded weights, so the test does not depend on trained weight files.
 MODELS = {
@@ -152,6 +167,7 @@ MODELS = {
     "activations": (Activations, (3, 8, 8)),
     "decoder": (Decoder, (3, 5, 4)),
     "padded": (Padded, (3, 12, 12)),
+    "audio-decoder": (AudioDecoder, (4, 64)),
 }
 
 
@@ -428,8 +444,9 @@ def test_transposed_convs_deploy_as_phase_convs():
 
 
 def test_transposed_conv_phases_match_torch_on_every_shape():
-    """conv_transpose_phases against torch's conv_transpose2d over seeded random layers: kernels 1-5, strides 1-3,
-    every padding and output_padding, groups, maps down to one pixel (a generator's 1x1 latent)."""
+    """conv_transpose_phases against torch's conv_transpose2d (and conv_transpose1d) over seeded random layers:
+    kernels 1-5, strides 1-3, every padding and output_padding, groups, maps down to one pixel (a generator's 1x1
+    latent)."""
     import torch.nn.functional as F
 
     from edgekit.graph import Graph, Node, lower_conv_transpose
@@ -461,6 +478,16 @@ def test_transposed_conv_phases_match_torch_on_every_shape():
         got = run_graph(low, [x.numpy()])["up"]
         np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4, err_msg=str(attrs))
         checked += 1
+        # the same along a sequence (ConvTranspose1d): the first axis's kernel, stride, padding
+        want1 = F.conv_transpose1d(x[..., 0], torch.from_numpy(w[..., 0]), torch.from_numpy(b), s[0], p[0],
+                                   op[0] if op[0] < s[0] else 0, g)
+        a1 = {**attrs, "kernel_size": k[:1], "stride": s[:1], "padding": p[:1], "output_padding": op[:1],
+              "dilation": [1]}
+        graph1 = Graph([Node("x", "input", [], tuple(x.shape[:3])),
+                        Node("up", "conv_transpose1d", ["x"], tuple(want1.shape), a1,
+                             {"weight": w[..., 0].copy(), "bias": b})], ["up"])
+        got1 = run_graph(lower_conv_transpose(graph1), [x.numpy()[..., 0]])["up"]
+        np.testing.assert_allclose(got1, want1.numpy(), rtol=0, atol=1e-4, err_msg=str(a1))
 
 
 @pytest.mark.parametrize("how, why", [

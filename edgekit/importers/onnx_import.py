@@ -420,24 +420,25 @@ class _Importer:
     def _conv_transpose(self, node, a):
         x = self._exact(node.input[0])
         W = self._weight(node.input[1], "weight")
-        if W.ndim != 4:
-            raise UnsupportedError(f"{W.ndim - 2}-D ConvTranspose (edgekit runs 2-D)")
+        if W.ndim not in (3, 4):
+            raise UnsupportedError(f"{W.ndim - 2}-D ConvTranspose (edgekit runs 1-D and 2-D)")
+        dims = W.ndim - 2
         if a.get("auto_pad", "NOTSET") != "NOTSET" or "output_shape" in a:
             raise UnsupportedError("ConvTranspose with auto_pad or output_shape (export with explicit pads and "
                                    "output_padding)")
-        pads = [int(p) for p in a.get("pads", [0] * 4)]
-        if pads[:2] != pads[2:]:
-            raise UnsupportedError(f"asymmetric padding (begin {pads[:2]}, end {pads[2:]}); edgekit's transposed "
-                                   "convolution pads both sides alike")
+        pads = [int(p) for p in a.get("pads", [0] * 2 * dims)]
+        if pads[:dims] != pads[dims:]:
+            raise UnsupportedError(f"asymmetric padding (begin {pads[:dims]}, end {pads[dims:]}); edgekit's "
+                                   "transposed convolution pads both sides alike")
         from edgekit.importers.torch_fx import _conv_transpose_attrs
 
-        attrs = _conv_transpose_attrs(W, [int(v) for v in a.get("strides", [1, 1])], pads[:2],
-                                      [int(v) for v in a.get("output_padding", [0, 0])],
-                                      [int(v) for v in a.get("dilations", [1, 1])], int(a.get("group", 1)))
+        attrs = _conv_transpose_attrs(W, [int(v) for v in a.get("strides", [1] * dims)], pads[:dims],
+                                      [int(v) for v in a.get("output_padding", [0] * dims)],
+                                      [int(v) for v in a.get("dilations", [1] * dims)], int(a.get("group", 1)))
         params = {"weight": W}
         if len(node.input) > 2 and node.input[2]:
             params["bias"] = self._weight(node.input[2], "bias")
-        self._bind(node.output[0], self._emit(self._label(node), "conv_transpose2d", [x], attrs, params))
+        self._bind(node.output[0], self._emit(self._label(node), f"conv_transpose{dims}d", [x], attrs, params))
 
     def _resize(self, node, a):
         """Resize (Upsample before opset 10) by integer factors: nearest (the exporters' asymmetric / floor, or

@@ -53,24 +53,26 @@ def _conv(m: nn.Module) -> tuple[str, dict, dict]:
 def _conv_transpose_attrs(W: np.ndarray, stride, padding, output_padding, dilation, groups) -> dict:
     """A 2-D transposed convolution's attributes (weight [C_in, C_out / groups, kh, kw]); refuses what edgekit does
     not run, with what to do instead."""
-    if W.ndim != 4:
-        raise UnsupportedError(f"{W.ndim - 2}-D transposed convolution (edgekit runs ConvTranspose2d)")
-    if _pair(dilation) != [1, 1]:
-        raise UnsupportedError(f"transposed convolution with dilation {tuple(_pair(dilation))} (edgekit runs "
+    if W.ndim not in (3, 4):
+        raise UnsupportedError(f"{W.ndim - 2}-D transposed convolution (edgekit runs ConvTranspose1d and 2d)")
+    dims = W.ndim - 2
+    fix = _pair if dims == 2 else (lambda v: [int(v)] if isinstance(v, int) else [int(x) for x in v][:1])
+    if fix(dilation) != [1] * dims:
+        raise UnsupportedError(f"transposed convolution with dilation {tuple(fix(dilation))} (edgekit runs "
                                "dilation 1)")
     return {"in_channels": int(W.shape[0]), "out_channels": int(W.shape[1]) * int(groups),
-            "kernel_size": [int(k) for k in W.shape[2:]], "stride": _pair(stride), "padding": _pair(padding),
-            "output_padding": _pair(output_padding), "dilation": [1, 1], "groups": int(groups)}
+            "kernel_size": [int(k) for k in W.shape[2:]], "stride": fix(stride), "padding": fix(padding),
+            "output_padding": fix(output_padding), "dilation": [1] * dims, "groups": int(groups)}
 
 
-def _conv_transpose(m: nn.ConvTranspose2d) -> tuple[str, dict, dict]:
+def _conv_transpose(m) -> tuple[str, dict, dict]:
     if m.padding_mode != "zeros":
         raise UnsupportedError(f"padding_mode='{m.padding_mode}'")
     attrs = _conv_transpose_attrs(_np(m.weight), m.stride, m.padding, m.output_padding, m.dilation, m.groups)
     params = {"weight": _np(m.weight)}
     if m.bias is not None:
         params["bias"] = _np(m.bias)
-    return "conv_transpose2d", attrs, params
+    return ("conv_transpose2d" if m.weight.dim() == 4 else "conv_transpose1d"), attrs, params
 
 
 def pad_attrs(pad, rank: int, mode: str = "constant", value=0.0) -> dict:
@@ -205,7 +207,7 @@ MODULE_HANDLERS: dict[type, Callable[[nn.Module], tuple[str, dict, dict]]] = {
     nn.Hardsigmoid: _simple("hardsigmoid"),
     nn.Sigmoid: _simple("sigmoid"), nn.Tanh: _simple("tanh"), nn.SiLU: _simple("silu"),
     nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.AdaptiveAvgPool2d: _pool, nn.AdaptiveAvgPool1d: _pool,
-    nn.Upsample: _upsample, nn.ConvTranspose2d: _conv_transpose,
+    nn.Upsample: _upsample, nn.ConvTranspose2d: _conv_transpose, nn.ConvTranspose1d: _conv_transpose,
     nn.ZeroPad2d: _pad_module, nn.ConstantPad2d: _pad_module, nn.ConstantPad1d: _pad_module,
     **({nn.ZeroPad1d: _pad_module} if hasattr(nn, "ZeroPad1d") else {}),
     nn.PixelShuffle: lambda m: ("depth_to_space", {"block": [int(m.upscale_factor)] * 2, "mode": "CRD"}, {}),
@@ -326,8 +328,8 @@ def _aten_conv(n, weight):
         if transposed:
             W = weight(w)
             params = {"weight": W} if b is None else {"weight": W, "bias": weight(b)}
-            return "conv_transpose2d", _conv_transpose_attrs(W, stride, padding, output_padding, dilation,
-                                                             groups), params, x
+            return ("conv_transpose2d" if W.ndim == 4 else "conv_transpose1d"), \
+                _conv_transpose_attrs(W, stride, padding, output_padding, dilation, groups), params, x
     else:
         x, w, b = n.args[0], n.args[1], _arg(n, 2, "bias")
         stride, padding = _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0)
@@ -358,7 +360,8 @@ def _aten_conv_transpose(n, weight):
     W, b = weight(n.args[1]), weight(_arg(n, 2, "bias"))
     attrs = _conv_transpose_attrs(W, _arg(n, 3, "stride", 1), _arg(n, 4, "padding", 0),
                                   _arg(n, 5, "output_padding", 0), _arg(n, 7, "dilation", 1), _arg(n, 6, "groups", 1))
-    return "conv_transpose2d", attrs, ({"weight": W} if b is None else {"weight": W, "bias": b}), n.args[0]
+    return ("conv_transpose2d" if W.ndim == 4 else "conv_transpose1d"), attrs, \
+        ({"weight": W} if b is None else {"weight": W, "bias": b}), n.args[0]
 
 
 def _aten_linear(n, weight):
@@ -484,6 +487,7 @@ def _aten_prelu(n, weight):
 ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
     aten.conv1d.default: _aten_conv, aten.conv2d.default: _aten_conv, aten.convolution.default: _aten_conv,
     aten.conv2d.padding: _aten_conv, aten.conv1d.padding: _aten_conv, aten.conv_transpose2d.input: _aten_conv_transpose,
+    aten.conv_transpose1d.default: _aten_conv_transpose,
     aten.linear.default: _aten_linear, aten.addmm.default: _aten_linear, aten.mm.default: _aten_linear,
     aten.batch_norm.default: _aten_batchnorm, aten.native_batch_norm.default: _aten_batchnorm,
     aten._native_batch_norm_legit_no_training.default: _aten_batchnorm,

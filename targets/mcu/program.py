@@ -204,9 +204,20 @@ def channels_last_1d(graph: Graph) -> set[str]:
     out: set[str] = set()
     for n in graph.nodes:
         if n.op == "conv1d" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
-                len({tuple(graph[i].shape) for i in n.inputs}) == 1 or n.op == "pad" and n.inputs[0] in out:
+                len({tuple(graph[i].shape) for i in n.inputs}) == 1 or n.op == "pad" and n.inputs[0] in out or \
+                n.op == "depth_to_space" and len(n.shape) == 3 and n.attrs["mode"] == "DCR" and n.inputs[0] in out \
+                or n.op == "select" and len(n.shape) == 3 and n.inputs[0] in out and _sequence_window(n) is not None:
             out.add(n.name)
     return out
+
+
+def _sequence_window(n: Node) -> int | None:
+    """Where a select of [N, C, L] that keeps every channel and a window of the sequence starts (None otherwise)."""
+    index = list(n.attrs["index"]) + [["slice", None, None, None]] * (3 - len(n.attrs["index"]))
+    if any(not isinstance(i, list) for i in index) or index[0] != ["slice", None, None, None] or \
+            index[1] != ["slice", None, None, None] or index[2][3] not in (None, 1):
+        return None
+    return int(index[2][1] or 0)
 
 
 def as_image(n: Node, inputs: list[str]) -> Node:
@@ -743,7 +754,13 @@ class _Builder:
             self.add_tensor(n.name, n.shape, alias_of=pooled.name)
             return
         self.nlc.add(n.name)
-        if m.op == "pad":  # [l, r] of the sequence: rows of the [1, L, 1, C] map
+        if m.op == "depth_to_space":  # [1, L, 1, s·C] phase-major is [1, s·L, 1, C]: the same bytes
+            self.add_tensor(n.name, nhwc(m.shape), alias_of=n.inputs[0])
+        elif m.op == "select":  # a window of the sequence: a window of rows
+            out = self.add_tensor(n.name, nhwc(m.shape))
+            self.steps.append(Step(n.name, "copy", [n.inputs[0]], [], out.name,
+                                   params={"crop_row": _sequence_window(n), "crop_col": 0}))
+        elif m.op == "pad":  # [l, r] of the sequence: rows of the [1, L, 1, C] map
             m.attrs = {"pads": [*n.attrs["pads"], 0, 0]}
             self.pad(m)
         elif m.op == "conv2d":
