@@ -395,6 +395,33 @@ def test_transposed_conv1d_runs_exactly_on_the_channels_last_sequence(tmp_path):
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
 
 
+class _Bilinear(torch.nn.Module):
+    """Bilinear upsampling by 2 (6 channels: ek_bilinear_s8's shift) and by (3, 2) (4 channels: its division)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.c2 = torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.Conv2d(6, 4, 3, padding=1)
+        self.up = torch.nn.Upsample(scale_factor=(3, 2), mode="bilinear")
+
+    def forward(self, x):
+        y = torch.nn.functional.interpolate(torch.relu(self.c(x)), scale_factor=2, mode="bilinear")
+        return self.up(self.c2(y))
+
+
+def test_bilinear_upsampling_runs_on_its_kernel(tmp_path):
+    """int8 bilinear upsampling of 4 or more channels runs on ek_bilinear_s8 (factors whose weights divide by a
+    power of two and by another number), bit-exact to the host reference on the emulated M7."""
+    from edgekit.model import Model
+
+    torch.manual_seed(11)
+    x = np.random.default_rng(11).random((6, 1, 10, 8), dtype=np.float32)
+    m = Model.from_module(_Bilinear().eval(), torch.from_numpy(x[:1]), name="bilinear", calib=x, test_x=x)
+    art = api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8")
+    assert art.report["build"]["step_kernels"].count("ek_bilinear") == 2
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
 def test_zero_pads_run_exactly(tmp_path):
     """Asymmetric 'same' padding before a stride-2 conv and causal pads of Conv1d layers (on the channels-last
     sequence) run as fills and row copies, bit-exact in int8 on the emulated M7."""

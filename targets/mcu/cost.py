@@ -80,6 +80,9 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         return key, p["in_h"] * p["in_w"] * p["scale_w"], built, out - built
     if step.kind == "ek_lut":  # per element: a table load (4 a word)
         return "lut_int8_ek", out, out % 4, out
+    if step.kind == "ek_bilinear":  # per output element (4 loads, 4 multiplies, the rounding) and per output pixel
+        p = step.params  # (its taps and weights)
+        return "bilinear_int8_ek", out, out // p["channels"], 0
     if step.kind == "ek_lutc":  # per element: a load, a table load and a store; per pixel: the channel loop
         return "lutc_int8_ek", out, step.params["pixels"], out
     if step.kind == "ek_concat":  # per element through a table, per element copied, per row of a part

@@ -272,6 +272,18 @@ def lut_step(builder, node, x: str, out: str, lut):
     return Step(node.name, "ek_lut", [x], [table], out, params=dict(packed.params))
 
 
+def bilinear_step(builder, layer: str, x: str, out: str, in_hwc, scale):
+    """A step upsampling an int8 NHWC map bilinearly with ek_bilinear_s8 (the taps of a pixel once, then the
+    channels: 23-28 instructions an output element on the M7 where TVM's kernel takes 40-44), or None (a nested
+    image, the scalar cores, fewer than 4 channels: TVM's kernel)."""
+    if NESTED_FULL_CHANNELS is not None or builder.ek_isa not in ("dsp", "mve") or builder.dtype != "int8" or \
+            in_hwc[2] < 4:  # (1-3 channels: the per-pixel taps dominate, TVM's kernel is as fast)
+        return None
+    from edgekit.targets.mcu.program import Step
+
+    return Step(layer, "ek_bilinear", [x], [], out, params=dict(kernel_pack.pack_bilinear(in_hwc, scale).params))
+
+
 # Per-channel tables take channels x 256 bytes of flash: beyond this, the layer stays on TVM's kernel.
 LUTC_MAX_BYTES = 16384
 
@@ -466,12 +478,14 @@ FUNCTIONS = {"ek_conv": ("ek_conv2d_s8", "ek_conv_params_t", kernel_pack.CONV_FI
              "ek_pool": ("ek_pool_s8", "ek_pool_params_t", kernel_pack.POOL_FIELDS),
              "ek_lut": ("ek_lut_s8", "ek_lut_params_t", kernel_pack.LUT_FIELDS),
              "ek_lutc": ("ek_lut_channels_s8", "ek_lut_channels_params_t", kernel_pack.LUTC_FIELDS),
+             "ek_bilinear": ("ek_bilinear_s8", "ek_bilinear_params_t", kernel_pack.BILINEAR_FIELDS),
              "ek_concat": ("ek_concat_s8", "ek_concat_params_t", kernel_pack.CONCAT_FIELDS),
              "ek_mul": ("ek_mul_s8", "ek_mul_params_t", kernel_pack.MUL_FIELDS),
              "ek_transpose": ("ek_transpose_s8", "ek_transpose_params_t", kernel_pack.TRANSPOSE_FIELDS),
              "ek_upsample": ("ek_upsample_s8", "ek_upsample_params_t", kernel_pack.UPSAMPLE_FIELDS)}
 # their scalar paths are in every build (a table lookup or concatenation: its tables)
-ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_lutc", "ek_concat", "ek_mul", "ek_transpose", "ek_upsample")
+ELEMENTWISE_KINDS = ("ek_add", "ek_pool", "ek_lut", "ek_lutc", "ek_concat", "ek_mul", "ek_transpose", "ek_upsample",
+                     "ek_bilinear")
 SPARSE_KINDS = ("ek_sconv", "ek_sfc")
 
 
@@ -502,7 +516,7 @@ def render_call(prog, step, index: int, cnames: dict[str, str], params_index: in
     fn, struct_type, fields = FUNCTIONS[step.kind]
     ints = ", ".join(str(int(step.params[f])) for f in fields)
     own = index if params_index is None else params_index
-    if step.kind in ("ek_pool", "ek_transpose", "ek_upsample"):  # no constant arrays, no scratch
+    if step.kind in ("ek_pool", "ek_transpose", "ek_upsample", "ek_bilinear"):  # no constant arrays, no scratch
         out_ptr = f"(int8_t *)(ek_arena + {prog.tensors[step.output].offset})"
         return (f"if ({fn}(&ek_params_{own}, {_input_ptr(prog, step.inputs[0], 0)}, {out_ptr}) != 0) "
                 f"return {index + 1}", struct_type, ints)

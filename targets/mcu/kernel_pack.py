@@ -66,7 +66,7 @@ __all__ = ["PackedLayer", "CONV_FIELDS", "FC_FIELDS", "FLAG_FAST_REQUANT", "FLAG
            "pack_conv2d", "pack_depthwise_conv2d", "depthwise_code_variants", "gemm_code_variants",
            "elementwise_code_variants", "pack_fully_connected", "pack_add",
            "ADD_FIELDS", "pack_pool",
-           "pack_lut", "LUT_FIELDS", "pack_lut_channels", "LUTC_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
+           "pack_lut", "LUT_FIELDS", "pack_lut_channels", "LUTC_FIELDS", "pack_bilinear", "BILINEAR_FIELDS", "pack_mul", "MUL_FIELDS", "pack_concat", "CONCAT_FIELDS",
            "pack_transpose", "TRANSPOSE_FIELDS", "pack_upsample", "UPSAMPLE_FIELDS",
            "POOL_FIELDS",
            "requant_table", "scratch_bytes",
@@ -224,6 +224,7 @@ POOL_FIELDS = ("in_h", "in_w", "channels", "out_h", "out_w", "kernel_h", "kernel
 POOL_MAX, POOL_AVG = 0, 1
 LUT_FIELDS = ("n", "flags")
 LUTC_FIELDS = ("pixels", "channels", "flags")
+BILINEAR_FIELDS = ("in_h", "in_w", "channels", "scale_h", "scale_w", "flags")
 MUL_FIELDS = ("rows", "channels", "b_per_channel", "a_offset", "b_offset", "out_offset", "act_min", "act_max", "mult",
               "shift", "flags")
 CONCAT_FIELDS = ("rows", "out_c", "parts", "flags")
@@ -1541,6 +1542,16 @@ def pack_lut(lut, n: int) -> PackedLayer:
         raise UsageError(f"lut: expected 256 int8 values, got shape {lut.shape}")
     table = np.concatenate([lut[128:], lut[:128]]).astype(np.int8)  # table[x & 0xFF] = lut[x + 128]
     return PackedLayer(kind="lut", params=dict(n=int(n), flags=0), weights=table, bias=None,
+                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+
+
+def pack_bilinear(in_hwc, scale) -> PackedLayer:
+    """The parameter struct of ``ek_bilinear_s8``: an ``in_hwc`` int8 map upsampled bilinearly by ``scale``."""
+    (h, w, c), (sh, sw) = in_hwc, scale
+    if min(h, w, c) < 1 or min(sh, sw) < 1:
+        raise UsageError(f"bilinear: need a non-empty map and factors >= 1, got {tuple(in_hwc)} x {tuple(scale)}")
+    params = dict(in_h=int(h), in_w=int(w), channels=int(c), scale_h=int(sh), scale_w=int(sw), flags=0)
+    return PackedLayer(kind="bilinear", params=params, weights=np.zeros(0, np.int8), bias=None,
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 

@@ -497,10 +497,11 @@ class _Builder:
         out = self.add_tensor(n.name, nhwc(n.shape))
         src = self.tensors[n.inputs[0]].shape
         mode = n.attrs.get("mode", "nearest")
-        if self.use_ek and len(src) == 4 and mode == "nearest":  # edgekit's int8 kernel where it runs
+        if self.use_ek and len(src) == 4:  # edgekit's int8 kernels where they run
             from edgekit.targets.mcu import ek_kernels
 
-            step = ek_kernels.upsample_step(self, n.name, n.inputs[0], out.name, src[1:4], tuple(n.attrs["scale"]))
+            make = ek_kernels.upsample_step if mode == "nearest" else ek_kernels.bilinear_step
+            step = make(self, n.name, n.inputs[0], out.name, src[1:4], tuple(n.attrs["scale"]))
             if step is not None:
                 self.steps.append(step)
                 return

@@ -6036,6 +6036,57 @@ int ek_lut_s8(const ek_lut_params_t *p, const int8_t *input, int8_t *output)
     return EK_NN_OK;
 }
 
+/* output sample o of an axis of `size` samples upsampled by s: source indices lo, hi (clamped) and hi's weight (of 2s) */
+static inline int32_t ek__bilinear_tap(int32_t o, int32_t s, int32_t size, int32_t *lo, int32_t *hi)
+{
+    const int32_t f = 2 * (o % s) + 1 - s;
+    const int32_t l = o / s - (f < 0 ? 1 : 0);
+    *lo = l < 0 ? 0 : l;
+    *hi = l + 1 > size - 1 ? size - 1 : l + 1;
+    return f < 0 ? 2 * s + f : f;
+}
+
+int ek_bilinear_s8(const ek_bilinear_params_t *p, const int8_t *input, int8_t *output)
+{
+    const int32_t H = p->in_h, W = p->in_w, C = p->channels, sh = p->scale_h, sw = p->scale_w;
+    if (H < 1 || W < 1 || C < 1 || sh < 1 || sw < 1) {
+        return EK_NN_ERR_ARG;
+    }
+    const int32_t d = 4 * sh * sw, row = W * C;
+    const int32_t bias = 128 * d + d / 2; /* the sum made non-negative: division truncates = floors */
+    int32_t shift = -1;                   /* d a power of two (factors 1, 2, 4, ...): a shift */
+    if ((d & (d - 1)) == 0) {
+        shift = 0;
+        while ((1 << shift) < d) {
+            shift++;
+        }
+    }
+    for (int32_t y = 0; y < H * sh; y++) {
+        int32_t r0, r1;
+        const int32_t a1 = ek__bilinear_tap(y, sh, H, &r0, &r1), a0 = 2 * sh - a1;
+        const int8_t *top = input + r0 * row, *bottom = input + r1 * row;
+        for (int32_t x = 0; x < W * sw; x++) {
+            int32_t c0, c1;
+            const int32_t b1 = ek__bilinear_tap(x, sw, W, &c0, &c1), b0 = 2 * sw - b1;
+            const int32_t w00 = a0 * b0, w01 = a0 * b1, w10 = a1 * b0, w11 = a1 * b1;
+            const int8_t *p00 = top + c0 * C, *p01 = top + c1 * C, *p10 = bottom + c0 * C, *p11 = bottom + c1 * C;
+            if (shift >= 0) {
+                for (int32_t c = 0; c < C; c++) {
+                    const int32_t acc = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c] + bias;
+                    output[c] = (int8_t)((acc >> shift) - 128);
+                }
+            } else {
+                for (int32_t c = 0; c < C; c++) {
+                    const int32_t acc = w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c] + bias;
+                    output[c] = (int8_t)(acc / d - 128);
+                }
+            }
+            output += C;
+        }
+    }
+    return EK_NN_OK;
+}
+
 int ek_lut_channels_s8(const ek_lut_channels_params_t *p, const int8_t *input, int8_t *output)
 {
     const int32_t pixels = p->pixels, channels = p->channels;

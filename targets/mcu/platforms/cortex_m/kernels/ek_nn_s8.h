@@ -214,6 +214,23 @@ typedef struct {
 int ek_lut_channels_s8(const ek_lut_channels_params_t *p, const int8_t *input, int8_t *output);
 
 /*
+ * Bilinear upsampling of an int8 NHWC map by integer factors (PyTorch's align_corners=False; edgekit/qmath.py
+ * bilinear_upsample): per output pixel the two source rows and columns (clamped: the border replicates) with integer
+ * weights summing to 2·scale each; out = floor((Σ w·x + d/2) / d), d = 4·scale_h·scale_w. The codes keep their
+ * quantization.
+ */
+typedef struct {
+    int32_t in_h, in_w, channels;   /* the input map */
+    int32_t scale_h, scale_w;       /* integer factors >= 1 */
+    int32_t flags;                  /* 0 */
+} ek_bilinear_params_t;
+
+#define EK_NN_BILINEAR_INT_FIELDS 6
+
+/* EK_NN_OK or EK_NN_ERR_ARG; any alignment, not in place. */
+int ek_bilinear_s8(const ek_bilinear_params_t *p, const int8_t *input, int8_t *output);
+
+/*
  * Elementwise product of two int8 tensors (edgekit/qgraph.py's mul): acc = (a - a_zp) * (b - b_zp) on 64 bits,
  * out = clamp(out_zp + ((acc * mult + 2^(shift-1)) >> shift)). `a` is `rows` rows of `channels`; `b` the same
  * shape, or with b_per_channel one row of `channels` (a squeeze-excite gate, broadcast over every row).
