@@ -393,6 +393,12 @@ def test_transposed_conv1d_runs_exactly_on_the_channels_last_sequence(tmp_path):
     assert kernels.count("ek_conv") == 4 and kernels.count("copy") == 1 and not any("depth" in k for k in kernels)
     meas = api.profile(tmp_path / "out").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+    grouped = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3), torch.nn.ConvTranspose1d(8, 8, 4, 2, 1, groups=4)).eval()
+    g = Model.from_module(grouped, torch.from_numpy(x[:1]), name="grouped", calib=x, test_x=x)
+    with pytest.raises(UnsupportedError, match=r"'1.interleave' \(depth_to_space: the channel-major interleave of a "
+                                               r"grouped ConvTranspose1d; use groups=1"):
+        api.compile(g, "cortex-m7", tmp_path / "grouped", quantize="int8")
+    assert not (tmp_path / "grouped").exists()
 
 
 class _Bilinear(torch.nn.Module):

@@ -1547,12 +1547,7 @@ def pack_lut(lut, n: int) -> PackedLayer:
 
 def pack_bilinear(in_hwc, scale) -> PackedLayer:
     """The parameter struct of ``ek_bilinear_s8``: an ``in_hwc`` int8 map upsampled bilinearly by ``scale``."""
-    (h, w, c), (sh, sw) = in_hwc, scale
-    if min(h, w, c) < 1 or min(sh, sw) < 1:
-        raise UsageError(f"bilinear: need a non-empty map and factors >= 1, got {tuple(in_hwc)} x {tuple(scale)}")
-    params = dict(in_h=int(h), in_w=int(w), channels=int(c), scale_h=int(sh), scale_w=int(sw), flags=0)
-    return PackedLayer(kind="bilinear", params=params, weights=np.zeros(0, np.int8), bias=None,
-                       requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
+    return pack_upsample(in_hwc, scale, kind="bilinear")
 
 
 def pack_lut_channels(tables, pixels: int) -> PackedLayer:
@@ -1618,14 +1613,15 @@ def pack_transpose(batches: int, rows: int, cols: int) -> PackedLayer:
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 
-def pack_upsample(in_hwc, scale) -> PackedLayer:
+def pack_upsample(in_hwc, scale, kind: str = "upsample") -> PackedLayer:
     """The parameter struct of ``ek_upsample_s8``: an ``in_hwc`` int8 map repeated ``scale`` = (rows, columns) times
-    along each spatial axis (nearest neighbour; the codes keep their quantization)."""
+    along each spatial axis (nearest neighbour; the codes keep their quantization); ``ek_bilinear_s8``'s has the same
+    fields (``kind`` "bilinear")."""
     (h, w, c), (sh, sw) = in_hwc, scale
     if min(h, w, c) < 1 or min(sh, sw) < 1:
-        raise UsageError(f"upsample: need a non-empty map and factors >= 1, got {tuple(in_hwc)} x {tuple(scale)}")
+        raise UsageError(f"{kind}: need a non-empty map and factors >= 1, got {tuple(in_hwc)} x {tuple(scale)}")
     params = dict(in_h=int(h), in_w=int(w), channels=int(c), scale_h=int(sh), scale_w=int(sw), flags=0)
-    return PackedLayer(kind="upsample", params=params, weights=np.zeros(0, np.int8), bias=None,
+    return PackedLayer(kind=kind, params=params, weights=np.zeros(0, np.int8), bias=None,
                        requant=np.zeros(0, np.int32), scratch_bytes=0, weight_padding_bytes=0, notes=dict(isa="dsp"))
 
 

@@ -238,11 +238,14 @@ def as_image(n: Node, inputs: list[str]) -> Node:
 
 def check_supported(graph: Graph, dtype: str, target: str) -> None:
     ops = INT8_OPS if dtype == "int8" else FLOAT_OPS
-    bad = [n for n in graph.nodes if n.op not in ops or (n.op == "transpose" and not channel_shuffle_groups(graph, n))]
+    bad = [n for n in graph.nodes if n.op not in ops or (n.op == "transpose" and not channel_shuffle_groups(graph, n))
+           or n.op == "depth_to_space" and len(n.shape) == 3 and n.attrs["mode"] != "DCR"]
     if bad:
         def hint(n) -> str:
             if n.op == "transpose":
                 return ": only a channel shuffle (view, transpose(1, 2), reshape) runs on a microcontroller"
+            if n.op == "depth_to_space":
+                return ": the channel-major interleave of a grouped ConvTranspose1d; use groups=1 on a microcontroller"
             if n.op == "softmax" and n.name not in graph.outputs:
                 return ""  # (the follow-up below is for a final softmax)
             if n.op in FOLLOW_UPS:
