@@ -157,6 +157,17 @@ def is_time_crop(n: Node, src: Node) -> bool:
     return True
 
 
+def _time_pad(graph: Graph, n: Node) -> tuple[int, int] | None:
+    """(left, right) frames of a zero pad of the time axis only, read by one conv or pool over time alone (which
+    takes them into its cache), or None."""
+    p = n.attrs["pads"]
+    readers = graph.consumers(n.name)
+    if len(p) == 4 and (p[2] or p[3]) or len(readers) != 1 or readers[0].op not in WINDOW_OPS or \
+            readers[0].inputs != [n.name] or n.name in graph.outputs or readers[0].op == "maxpool2d":
+        return None
+    return int(p[0]), int(p[1])
+
+
 def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
     """The streaming form of a windowed conv deployment ``graph``, or an UnsupportedError naming the layer that
     mixes time steps in a way a stream cannot."""
@@ -178,11 +189,21 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
     fire_frame = 0
     lookahead = 0
     crops: list[str] = []
+    time_pads: dict[str, tuple[int, int]] = {}  # a window layer -> (left, right) frames of a zero pad before it
+    through: dict[str, str] = {}  # a pad folded into its reader's cache -> the tensor it pads
 
     for n in graph.nodes:
         if n.op == "input":
             continue
         timeful = [i for i in n.inputs if i in timing]
+        if n.op == "pad" and timeful and _time_pad(graph, n) is not None:
+            # zero frames before / after the sequence (F.pad(x, (k - 1, 0)): a causal conv): its reader's cache
+            # starts with the left ones and a flush pushes the right ones, as for the conv's own time padding
+            reader = graph.consumers(n.name)[0]
+            time_pads[reader.name] = _time_pad(graph, n)
+            through[n.name] = through.get(timeful[0], timeful[0])
+            timing[n.name], guards[n.name] = timing[timeful[0]], guards[timeful[0]]
+            continue
         if not timeful:
             static.add(n.name)
             nodes.append(n.copy())
@@ -190,18 +211,21 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             continue
         src = graph[timeful[0]]
         k, s, p, d = _time_params(n) if n.op in WINDOW_OPS and len(n.shape) >= 3 else (1, 1, 0, 1)
-        if k > 1 or s > 1 or p > 0:
+        left, right = (p + time_pads[n.name][0], p + time_pads[n.name][1]) if n.name in time_pads else (p, p)
+        if k > 1 or s > 1 or left > 0 or right > 0:
             k_eff = (k - 1) * d + 1
-            if p > k_eff - 1:
-                raise UnsupportedError(f"layer '{n.name}' ({n.op}) pads time by {p} frames, more than its window "
-                                       f"({k_eff} frames) needs; {where} supports time padding up to kernel - 1")
+            if max(left, right) > k_eff - 1:
+                raise UnsupportedError(f"layer '{n.name}' ({n.op}) pads time by {max(left, right)} frames, more than "
+                                       f"its window ({k_eff} frames) needs; {where} supports time padding up to "
+                                       "kernel - 1")
             S, D = timing[src.name]
-            cache = CacheSpec(f"{n.name}:cache", n.name, src.name, k_eff, k_eff - 1 - p, s,
+            cache = CacheSpec(f"{n.name}:cache", n.name, through.get(src.name, src.name), k_eff, k_eff - 1 - left, s,
                               tuple(src.shape[1:TIME_AXIS]) + tuple(src.shape[TIME_AXIS + 1:]),
-                              max_pool=n.op == "maxpool2d", flush_rows=p)
+                              max_pool=n.op == "maxpool2d", flush_rows=right)
             caches[cache.name] = cache
             window_shape = tuple(src.shape[:TIME_AXIS]) + (k_eff,) + tuple(src.shape[TIME_AXIS + 1:])
-            nodes.append(Node(cache.name, "time_cache", [src.name], window_shape, {"rows": k_eff}))
+            nodes.append(Node(cache.name, "time_cache", [through.get(src.name, src.name)], window_shape,
+                              {"rows": k_eff}))
             guards[cache.name] = guards[src.name] | {cache.name}
             layer = n.copy()
             layer.inputs = [cache.name]
@@ -213,7 +237,7 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
                                        f"count_include_pad=False cannot stream; use count_include_pad=True")
             layer.shape = _row_shape(n.shape)
             nodes.append(layer)
-            timing[n.name] = (S * s, D + (k_eff - 1 - p) * S)
+            timing[n.name] = (S * s, D + (k_eff - 1 - left) * S)
             length[n.name] = int(n.shape[TIME_AXIS])
             guards[n.name] = guards[cache.name]
             continue

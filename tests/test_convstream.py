@@ -233,3 +233,40 @@ def test_stream_features_are_the_clip_front_end():
     assert np.array_equal(wave, again) and script == script2 and len(script) >= 1
     assert all(0 <= w.start_s < w.end_s <= 6.0 for w in script)
     assert speech.stream_features(wave).shape == (1 + (len(wave) - speech.FRAME_SAMPLES) // speech.HOP_SAMPLES, 10)
+
+
+class _PaddedTCN(nn.Module):
+    """A causal TCN as sequence models often write it: F.pad(x, ((k - 1)·d, 0)) before each Conv1d without padding,
+    and one pad on both sides (1, 2) — a look-ahead of two frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(6, 8, 3), nn.Conv1d(8, 8, 3, dilation=2)
+        self.c3, self.head = nn.Conv1d(8, 8, 4), nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(nn.functional.pad(x, (2, 0))))
+        y = torch.relu(self.c2(nn.functional.pad(y, (4, 0))))
+        y = torch.relu(self.c3(nn.functional.pad(y, (1, 2))))
+        return self.head(y.mean(-1))
+
+
+def test_zero_pads_before_time_convs_stream_as_their_caches(tmp_path):
+    """A zero pad of the time axis before a conv is folded into that conv's cache (left frames as its initial rows,
+    right ones pushed by the flush): float steps equal the windowed model, int8 steps its integer reference bit for
+    bit, and on the emulated M7 the step program's outputs equal the windowed reference."""
+    torch.manual_seed(3)
+    x = np.random.default_rng(3).standard_normal((8, 6, 24)).astype(np.float32)
+    m = Model.from_module(_PaddedTCN().eval(), torch.from_numpy(x[:1]), name="padded-tcn", calib=x, test_x=x)
+    sp = convstream.plan(m.deploy_graph)
+    assert {c.layer: (c.wait, c.flush_rows) for c in sp.caches.values()} == {"c1": (0, 0), "c2": (0, 0),
+                                                                            "c3": (2, 2)}
+    assert to_streaming(m).max_abs_error <= 1e-4
+    qm = quantize(m)
+    qg = lower(qm.deploy_graph, qm.meta["quant"])
+    xq = qg.quantize_input(m.test_x)
+    runner = convstream.StreamRunner(convstream.plan(qm.deploy_graph), qg)
+    assert np.array_equal(runner.run(xq), run_int8(qg, xq)[qg.graph.outputs[0]])
+    api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8", streaming=True)
+    meas = api.profile(tmp_path / "out").measured
+    assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
