@@ -107,21 +107,29 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
 
 
-class V3Block(nn.Module):
-    def __init__(self, cin, exp, cout, k, stride, se, hs):
+class _InvertedResidual(nn.Module):
+    """A block of ``layers`` whose input is added to its output when ``residual`` (the shapes match): MobileNetV3's and
+    EfficientNet's inverted residuals."""
+
+    def __init__(self, layers: list[nn.Module], residual: bool):
         super().__init__()
+        self.block = nn.Sequential(*layers)
+        self.residual = residual
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class V3Block(_InvertedResidual):
+    def __init__(self, cin, exp, cout, k, stride, se, hs):
         act = nn.Hardswish if hs else nn.ReLU
         layers = [] if exp == cin else [conv_bn_relu(cin, exp, 1, activation=act)]
         layers += [conv_bn_relu(exp, exp, k, stride, groups=exp, activation=act)]
         if se:
             layers.append(SqueezeExcite(exp, max(8, exp // 4)))
         layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
+        super().__init__(layers, stride == 1 and cin == cout)
 
 
 class MobileNetV3Small(nn.Module):
@@ -224,19 +232,13 @@ class ShuffleNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-class MBConv(nn.Module):
+class MBConv(_InvertedResidual):
     def __init__(self, cin, cout, k, stride, expand):
-        super().__init__()
         mid = cin * expand
         layers = [conv_bn_relu(cin, mid, 1, activation=nn.ReLU6)] if expand != 1 else []
         layers += [conv_bn_relu(mid, mid, k, stride, groups=mid, activation=nn.ReLU6),
                    nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
+        super().__init__(layers, stride == 1 and cin == cout)
 
 
 class EfficientNetLite(nn.Module):
@@ -255,23 +257,17 @@ class EfficientNetLite(nn.Module):
         return self.classifier(self.features(x))
 
 
-class MBConvSE(nn.Module):
+class MBConvSE(_InvertedResidual):
     """EfficientNet-B0's MBConv: 1x1 expansion, depthwise k x k, squeeze-excite (a quarter of the input channels),
     1x1 projection; SiLU; a residual add where the shape allows."""
 
     def __init__(self, cin, cout, k, stride, expand):
-        super().__init__()
         mid = cin * expand
         layers = [conv_bn_relu(cin, mid, 1, activation=nn.SiLU)] if expand != 1 else []
         layers += [conv_bn_relu(mid, mid, k, stride, groups=mid, activation=nn.SiLU),
                    SqueezeExcite(mid, max(4, cin // 4), nn.SiLU, nn.Sigmoid), nn.Conv2d(mid, cout, 1, bias=False),
                    nn.BatchNorm2d(cout)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
+        super().__init__(layers, stride == 1 and cin == cout)
 
 
 class EfficientNetB0(nn.Module):
