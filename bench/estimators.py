@@ -342,7 +342,7 @@ def fit_code(console) -> None:
     console.print(t)
 
 
-CELL_MODELS = ("digits-gru", "digits-lmu", "digits-egru", "kws-gru", "kws-lmu")
+CELL_MODELS = ("digits-gru", "digits-lmu", "digits-egru", "kws-gru", "kws-lmu", "kws-ssm", "kws-selective")
 CELL_TERMS = ("", "_per_gate_input", "_per_unit", "_per_activation", "_per_call")
 EVENT_TERMS = ("", "_per_unit", "_per_call")
 
@@ -351,7 +351,9 @@ def calibrate_cells(cores, write: bool, sequences: int = 6):
     """Fit the recurrent-cell cost terms of ``cores`` (targets/mcu/cost.py: per MAC, per gate input, per unit, per
     sigmoid/tanh, per call; the EGRU's event product per active MAC, per unit, per call) to the per-call
     instructions of the bundled recurrent examples (int8 and float32, ``sequences`` test sequences each) run on the
-    core's emulated board, and write them into targets/profiles/cost/<core>.toml (``rnn_<dtype>_step...``).
+    core's emulated board, and write them into targets/profiles/cost/<core>.toml (``rnn_<dtype>_step...``); the
+    state-space kernels (kws-ssm, kws-selective) get one scale each of the M7's fitted formula
+    (``ssm_<op>_<dtype>_scale``: two layers a model are too few for their five terms).
     Returns {(core, key): (coefficients, calls, max error)}."""
     from scipy.optimize import nnls
 
@@ -376,7 +378,9 @@ def calibrate_cells(cores, write: bool, sequences: int = 6):
                     for terms, kernel, measured in zip(b["step_cost_terms"], b["step_kernels"],
                                                        m["step_instructions"]):
                         key, macs, units, acts, calls = terms
-                        if key.startswith("rnn_event_"):
+                        if key.startswith("ssm_"):  # a state-space kernel: the scale of the M7's formula
+                            rows[(core, key)].append(([macs], measured))
+                        elif key.startswith("rnn_event_"):
                             rows[(core, key)].append(([macs, units, 1.0], measured))
                         elif key.startswith("rnn_"):
                             op = kernel.split("ek_tvm_")[-1].rsplit("_", 1)[0]
@@ -406,6 +410,9 @@ def calibrate_cells(cores, write: bool, sequences: int = 6):
                     continue
                 src = (f"fitted by bench/estimators.py --calibrate-cells over {n} recurrent kernel calls "
                        f"(max error {err:.0%})")
+                if key.startswith("ssm_"):
+                    new[f"{key}_scale"] = f'{key}_scale = {{ value = {coef[0]:.4g}, source = "{src}" }}'
+                    continue
                 for suffix, v in zip(EVENT_TERMS if key.startswith("rnn_event_") else CELL_TERMS, coef):
                     new[f"{key}_step{suffix}"] = f'{key}_step{suffix} = {{ value = {v:.4g}, source = "{src}" }}'
             _write_cost_file(path, head + sorted(new.values()), set(new))

@@ -437,6 +437,14 @@ def _all_cases(isa: str = "dsp"):
                             depthwise=True))
         c.append(_conv_case(rng, "dw9x9 (81 taps: the dsp layout)", 10, 10, 4, 4, 9, padding=4, depthwise=True))
         c.append(_fc_case(rng, "fc 16->6 (K = 16)", 16, 6, batch=2))
+        # a last block of 1-3 channels: the block kernels' predicated store (ek__mve_blk4_part, _k16_part), or the
+        # C loop without the vector requantization; the sentinel around the output catches a lane stored too many
+        c.append(_conv_case(rng, "conv1x1 8->2 (a last block of 2, K <= 16)", 6, 7, 8, 2, 1, act="relu"))
+        c.append(_conv_case(rng, "conv3x3 24->9 (K % 16 = 8, a last block of 1) tile 5", 7, 6, 24, 9, 3, padding=1,
+                            tile_pixels=5))
+        c.append(_conv_case(rng, "conv3x3 64-bit requant 5->7 (C loop, last block of 3)", 6, 5, 5, 7, 3, padding=1,
+                            big_mult=True))
+        c.append(_fc_case(rng, "fc 40->11 (a last block of 3) batch 2", 40, 11, batch=2, act="relu6"))
     if isa == "rv32":  # what the scalar kernels treat apart: channel blocks and tails, pixel groups of 4, the
         # depthwise column stream's padding on either side and its stride-2 ends
         c.append(_conv_case(rng, "conv3x3 s2 5x7 -> 3x3 pixels (group tail 1) 9->3", 5, 7, 9, 3, 3, stride=2,
@@ -635,10 +643,14 @@ def _real_weights(layer) -> int:
 
 
 def test_helium_packing_stays_one_byte_per_weight():
+    # one byte a weight; a last block of 1-3 channels padded with zero rows to a full block (its kernels' loads)
     for case, _ in MVE_CASES:
-        layer = case.layer
-        if layer.kind != "depthwise_conv2d" and layer.params["flags"] & kp.FLAG_MVE:
-            assert layer.weight_padding_bytes == 0 and layer.weights.dtype == np.int8, case.name
+        layer, p = case.layer, case.layer.params
+        if layer.kind != "depthwise_conv2d" and p["flags"] & kp.FLAG_MVE:
+            cout, k = (p["out_c"], p["in_c"] * p["kernel_h"] * p["kernel_w"]) if layer.kind == "conv2d" else \
+                (p["out_features"], p["in_features"])
+            assert layer.weights.dtype == np.int8 and layer.weights.size == -(-cout // 4) * 4 * k, case.name
+            assert layer.weight_padding_bytes == -cout % 4 * k, case.name
 
 
 def test_accumulator_probes_are_mostly_unclamped():
@@ -1109,7 +1121,9 @@ def test_block_kernel_and_loop_variants_follow_the_packing():
     assert conv(8, act="relu6") == {"gemm_fast"}
     assert conv(6) == {"gemm_fast_nc", "gemm_raw"}            # a last block of 2 channels: raw accumulators
     assert conv(8, big_mult=True) == {"gemm_raw"}             # no fast requantization
-    assert conv(8, isa="mve") == set()                        # Helium: its own code
+    assert conv(8, isa="mve") == set()                        # Helium: its own code,
+    assert conv(6, isa="mve") == {"mve_part"}                 # its kernels of a last block of 2 channels
+    assert conv(6, isa="mve", big_mult=True) == set()         # (no vector requantization: the C loop)
     assert fc() == set() and fc(big_mult=True) == {"fc_raw"}
 
     def add(a_mult, b_mult, act_min=-128):

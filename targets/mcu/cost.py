@@ -219,25 +219,28 @@ def conv_tile_terms(p: dict) -> tuple[int, int, int]:
     return units, pairs * blocks + tiles * blocks, round(2 * pairs * window + 4 * pairs * runs + edge)
 
 
-# A Helium conv's border pixel of a first layer (1-3 channels): each kernel row gathered with fill / copy calls, in
-# im2col-byte units of the inputs term (conv2d_int8_mve_per_input, 2.3 instructions a byte on the M55): from the first
-# layers of digits-cnn (3x3 x 1: -54 % without it), kws-dscnn (10x4 x 1: -29 %) and MobileNetV1 (3x3 x 3, stride 2:
-# -17 %) on the emulated M55, ~150 instructions a row. Wider pixels' border rows are within the per-byte fit.
-HELIUM_EDGE_ROW = 65
+# The Helium conv and FC as counted from their code (kernels/ek_nn_s8_mve.c), in instructions: the block kernels'
+# loop per input vector — 23 when K <= 16 (weights in registers), else 17 + 10 per 16 reduction elements + 18 for a
+# predicated K % 16 tail, + 2 (3 for K <= 16) in the loop of a last block of 1-3 channels (its predicated store) —
+# and, per call of a block kernel (a block of 4 channels over a tile), HELIUM_BLOCK_CALL; the im2col copies per
+# pixel copied, per kernel-row run and per 16-byte vector of it, inside the map and (ek__mve_im2col: fill and copy
+# calls) at its border. The constants: a least-squares fit to 281 conv layers (the synthetic CNNs of
+# bench/estimators.py, the examples and the zoo; 46 FC layers gave the same block call, 69.3) on the emulated M55
+# beside the loop counts (whose coefficient came out 0.998): max error 2.9 %, median 0.2 % (the model per MAC before:
+# max 54 %: U-Net's 3x3 over 24 channels +52 %, 1x1 convs with K = 24 +24 %, a last block of 1-3 channels -73 %).
+HELIUM_BLOCK_CALL = 69.4
+HELIUM_COPY = {"pixel": 51.9, "run": 10.85, "vector": 4.55, "border_run": 95.2, "border_vector": 8.73}
 
 
 def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int]:
     """The Helium kernels (kernels/ek_nn_s8_mve.c) priced by their structure, in the terms the fit takes.
 
-    conv and linear — a GEMM of (input vector, block of 4 output channels) pairs ("pixel-blocks"): units = full
-    16-element steps of the reduction loop (1 input load, 4 weight loads, 4 VMLAVA each); "outputs" = pixel-blocks,
-    weighted by the work each carries beyond those steps (set-up, the vector requantization and store = 1; a
-    predicated tail of K % 16 elements adds 1.2; the K <= 16 path with the weights in registers 1.2 in all) plus
-    2.4 per call of the block kernel (one per block and im2col tile, or per output row of a 1x1 read in place);
-    "inputs" = im2col bytes copied. Depthwise — pixel-groups of 16 channels: units = taps of all pixel-groups (4
-    loads, 2 widening multiplies and the widening accumulation per tap), "outputs" = pixel-groups (bias,
-    requantization, narrows, store), "inputs" = output pixels plus 2 per tap of a pixel at the border (its tap
-    pointers are computed one by one)."""
+    conv and linear — units = the GEMM's instructions counted from its loops (HELIUM_BLOCK_CALL and the loop counts
+    above: n input vectors times blocks of 4 output channels, per call of the block kernel), inputs = the im2col
+    copies' instructions (HELIUM_COPY), outputs 0: the profile's coefficients scale them (about 1). Depthwise —
+    pixel-groups of 16 channels: units = taps of all pixel-groups (4 loads, 2 widening multiplies and the widening
+    accumulation per tap), "outputs" = pixel-groups (bias, requantization, narrows, store), "inputs" = output pixels
+    plus 2 per tap of a pixel at the border (its tap pointers are computed one by one)."""
     p = step.params
     if step.kind == "ek_dw":
         pixels = p["out_h"] * p["out_w"]
@@ -245,27 +248,28 @@ def _helium_terms(step: Step, family: str, out: int) -> tuple[str, int, int, int
         taps = p["kernel_h"] * p["kernel_w"]
         border = border_pixels(p)
         return "depthwise_int8_mve", pixels * groups * taps, pixels * groups, pixels + 2 * border * taps
+    inside = border = vectors = 0
     if step.kind == "ek_fc":
-        k, rows, cout = p["in_features"], p["batch"], p["out_features"]
-        pixels, tiles, copied = rows, 1, 0
+        k, cout, pixels, calls = p["in_features"], p["out_features"], p["batch"], 1
     else:
         k, cout = p["kernel_h"] * p["kernel_w"] * p["in_c"], p["out_c"]
         pixels = p["out_h"] * p["out_w"]
-        if kernel_pack.mve_direct(p):  # a call per output row, or one for a map over whole rows
-            tiles, copied = 1 if kernel_pack.mve_contiguous(p) else p["out_h"], 0
-        elif kernel_pack.mve_column(p):  # one pixel a row: tiles across the rows
-            tiles, copied = -(-p["out_h"] // max(p["tile_pixels"], 1)), pixels * k
-        else:
-            tiles, copied = p["out_h"] * -(-p["out_w"] // max(p["tile_pixels"], 1)), pixels * k
-            # a pixel whose window leaves the map is gathered a kernel row at a time (ek__mve_im2col: a fill and a
-            # copy call or two per row), ~HELIUM_EDGE_ROW instructions a row in the inputs' units
-            if p["in_c"] < 4:  # (wider pixels: their border rows are priced within the per-byte fit)
-                copied += round(border_pixels(p) * p["kernel_h"] * HELIUM_EDGE_ROW)
-    blocks = -(-cout // 4)
-    per_block = 1.2 if k <= 16 else 1.0 + (1.2 if k % 16 else 0.0)
-    outputs = round(pixels * blocks * per_block + 2.4 * tiles * blocks)
-    units = 0 if k <= 16 else pixels * blocks * (k // 16)
-    return f"{family}_int8_mve", units, outputs, copied
+        tp = max(p["tile_pixels"], 1)
+        if kernel_pack.mve_direct(p):  # a call per output row, or one for a map over whole rows: read in place
+            calls = 1 if kernel_pack.mve_contiguous(p) else p["out_h"]
+        else:  # one pixel a row: tiles across the rows; else tiles of an output row
+            calls = -(-p["out_h"] // tp) if kernel_pack.mve_column(p) else p["out_h"] * -(-p["out_w"] // tp)
+            border = border_pixels(p)
+            inside, run = pixels - border, p["kernel_w"] * p["in_c"]
+            vectors = p["kernel_h"] * (-(-run // 16))  # 16-byte vectors of a pixel's window
+    blocks, part = -(-cout // 4), cout % 4 != 0
+    per_vector = 23 if k <= 16 else 17 + 10 * (k // 16) + (18 if k % 16 else 0)
+    units = pixels * (blocks * per_vector + (3 if k <= 16 else 2) * part) + HELIUM_BLOCK_CALL * calls * blocks
+    c = HELIUM_COPY
+    copied = 0 if step.kind == "ek_fc" else (
+        c["pixel"] * (inside + border) + c["run"] * inside * p["kernel_h"] + c["vector"] * inside * vectors
+        + c["border_run"] * border * p["kernel_h"] + c["border_vector"] * border * vectors)
+    return f"{family}_int8_mve", round(units), 0, round(copied)
 
 
 def _scalar_terms(step: Step, family: str) -> tuple[str, int, int, int]:
@@ -430,7 +434,9 @@ STREAM_KINDS = ("cache_push", "running_pool")
 # emulated M7 per input MAC of the input projection (H·I), per state element (H·N), per channel (H), per call and per
 # H² (the selective scan's Δ projection). Non-negative least squares over three layer sizes and the kws-ssm /
 # kws-selective layers (24 kernel calls per dtype, measured with QEMU's exact counts; within 0.9 % on the kws layers,
-# 17 % on the smallest, a 16-channel toy). bench/streaming.py prints estimate against measurement.
+# 17 % on the smallest, a 16-channel toy). bench/streaming.py prints estimate against measurement. Other cores: these
+# instructions times the profile's ``ssm_<op>_<dtype>_scale`` (bench/estimators.py --calibrate-cells, on kws-ssm and
+# kws-selective; the Cortex-M55 runs the same C about 10 % leaner).
 SSM_CELL_COSTS = {
     ("s4d_state", "int8"): (5.07, 25.27, 40.29, 0.0, 0.0), ("s4d_state", "float32"): (5.96, 9.32, 15.9, 0.0, 0.0),
     ("s4d_out", "int8"): (4.81, 5.39, 82.81, 0.0, 0.0), ("s4d_out", "float32"): (6.18, 7.16, 94.29, 0.0, 0.0),
@@ -474,6 +480,10 @@ def step_instruction_terms(prog: Program, s: Step, activity: float | None = None
         return f"rnn_event_{prog.dtype}", macs, H, 0, 1
     if op == "requant_q15":
         return "requant_int8", 0, H, 0, 1
+    if (op, prog.dtype) in SSM_CELL_COSTS:  # the M7's fitted instructions, scaled per core (ssm_<op>_<dtype>_scale)
+        c = SSM_CELL_COSTS[(op, prog.dtype)]
+        I, N = s.spec.attr("inputs"), s.spec.attr("state")
+        return f"ssm_{op}_{prog.dtype}", c[0] * H * I + c[1] * H * N + c[2] * H + c[3] + c[4] * H * H, 0, 0, 1
     units = s.spec.attr("memory") if op == "lmu_memory" else H
     return f"rnn_{prog.dtype}", s.macs, units, units * ACTIVATIONS_PER_UNIT[op], 1
 
@@ -501,10 +511,8 @@ def call_instructions(prog: Program, s: Step, profile: TargetProfile, activity: 
         per_unit, per_call = TRACE_CELL_COSTS[prog.dtype]
         return cost(f"trace_{prog.dtype}", per_unit) * s.spec.attr("hidden") + \
             cost(f"trace_{prog.dtype}_per_call", per_call)
-    if (s.spec.op, prog.dtype) in SSM_CELL_COSTS:
-        c = SSM_CELL_COSTS[(s.spec.op, prog.dtype)]
-        H, I, N = s.spec.attr("hidden"), s.spec.attr("inputs"), s.spec.attr("state")
-        return c[0] * H * I + c[1] * H * N + c[2] * H + c[3] + c[4] * H * H
+    if key.startswith("ssm_"):  # (bench/estimators.py --calibrate-cells fits the scale of cores other than the M7)
+        return cost(f"{key}_scale", 1.0) * units
     if key == "requant_int8":
         return cost(f"{key}_step_per_unit", defaults["per_requant"]) * outs + \
             cost(f"{key}_step_per_call", defaults["per_call"]) * calls
@@ -582,6 +590,8 @@ def _code_kinds(prog: Program) -> list[str]:
             continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_MVE:
             kinds.add(s.kind + "_mve")
+            if s.kind in ("ek_conv", "ek_fc"):  # (ek_mve_part: the block loops of a last block of 1-3 channels)
+                kinds.update(f"ek_{v}" for v in kernel_pack.gemm_code_variants(s.kind, s.params))
             if only and s.kind not in ELEMENTWISE_KINDS:  # (these keep their scalar paths in every build)
                 continue
         if s.params.get("flags", 0) & kernel_pack.FLAG_RV:  # (the FC's two layouts: pipeline.firmware_cflags)

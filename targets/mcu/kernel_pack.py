@@ -367,15 +367,16 @@ def _mve_bias(bias, w_flat: np.ndarray, x_zp: int, n: int) -> np.ndarray:
 
 
 def _mve_gemv_weights(flat: np.ndarray) -> np.ndarray:
-    """``[C][K]`` int8 -> the Helium conv/FC layout (blocks of 4 channels, 16 reduction elements at a time)."""
+    """``[C][K]`` int8 -> the Helium conv/FC layout (blocks of 4 channels, 16 reduction elements at a time; a last
+    block of 1-3 channels padded with zero rows to a full one, which the block kernels run with a predicated store)."""
     cout, k = flat.shape
     chunks = k // 16
+    flat = np.concatenate([flat, np.zeros((-cout % 4, k), flat.dtype)])
     parts = []
-    for b0 in range(0, cout // 4 * 4, 4):
+    for b0 in range(0, flat.shape[0], 4):
         blk = flat[b0:b0 + 4]
         parts.append(blk[:, :16 * chunks].reshape(4, chunks, 16).transpose(1, 0, 2).reshape(-1))
         parts.append(blk[:, 16 * chunks:].reshape(-1))
-    parts.append(flat[cout // 4 * 4:].reshape(-1))
     return np.concatenate(parts).astype(np.int8)
 
 
@@ -729,7 +730,7 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         scratch = conv2d_scratch_bytes(params)
         return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
                            bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
-                           scratch_bytes=scratch, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
+                           scratch_bytes=scratch, weight_padding_bytes=int(-cout % 4 * flat.shape[1]), notes=dict(fast_requant=fast, isa="mve"))
     if isa == "rv32":
         if tap_runs:
             raise UsageError("conv2d: tap_runs (nested weights) applies to the dsp layout only")
@@ -1090,14 +1091,17 @@ def gemm_code_variants(kind: str, p: dict) -> set[str]:
     ``gemm_fast`` / ``gemm_fast_nc`` (a conv's 4-channel blocks requantized in asm, with the clamp or without: "_nc"
     when the activation range is all of int8), ``gemm_raw`` (its raw accumulators: no fast requantization, or a last
     block of 1-3 channels), ``fc_raw`` (the FC's raw block: no fast requantization; a conv's FC-rows path too),
-    ``conv_c1_path`` with ``conv_c1`` / ``conv_c1_nc`` (the one-channel path, FLAG_CONV_C1, and its asm loop). A
+    ``conv_c1_path`` with ``conv_c1`` / ``conv_c1_nc`` (the one-channel path, FLAG_CONV_C1, and its asm loop);
+    Helium calls: ``mve_part`` (ek__mve_blk4's loops for a last block of 1-3 channels: EK_NN_NO_MVE_PART). A
     firmware leaves out the ones none of its calls may run (EK_NN_NO_GEMM_FAST, ..., EK_NN_NO_FC_RAW:
     pipeline.firmware_cflags); each has an exact fallback (the clamp kernel, raw accumulators and C requantization,
     the portable loop), so that never changes a result."""
     flags = p.get("flags", 0)
-    if flags & (FLAG_MVE | FLAG_RV):
-        return set()
     fast = bool(flags & FLAG_FAST_REQUANT)
+    if flags & FLAG_MVE:  # the Helium block kernels' loops with the predicated store of a last block of 1-3 channels
+        return {"mve_part"} if fast and p["out_c" if kind == "ek_conv" else "out_features"] % 4 else set()
+    if flags & FLAG_RV:
+        return set()
     if kind == "ek_conv" and flags & FLAG_CONV_C1:  # the one-channel path and its asm loop (C alone when not fast):
         # no clamp; the clamp 4 channels a turn; or (out_c not a multiple of 4) no clamp and the clamp in C
         clamp4 = (p["act_min"], p["act_max"]) != (-128, 127) and p["out_c"] % 4 == 0 and p["out_row_stride"] % 4 == 0
@@ -1398,7 +1402,7 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
             raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
         return PackedLayer(kind="fully_connected", params=params, weights=_mve_gemv_weights(w),
                            bias=_mve_bias(bias, w, x_zp, _ceil(out, 4)).astype(np.int32), requant=table,
-                           scratch_bytes=0, weight_padding_bytes=0, notes=dict(fast_requant=fast, isa="mve"))
+                           scratch_bytes=0, weight_padding_bytes=int(-out % 4 * w.shape[1]), notes=dict(fast_requant=fast, isa="mve"))
     if isa == "rv32":
         table, fast = requant_table(mult, shift, out_zp, act_min, act_max, clamp_after=True)
         params = dict(batch=int(batch), in_features=inp, out_features=out,

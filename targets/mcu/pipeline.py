@@ -579,7 +579,7 @@ DW_VARIANT_DEFINES = {"channels": "_CHANNELS", "ring": "_RING", "rows": "_ROWS",
 # -DEK_NN_NO_<name> per asm block kernel of the conv and the FC (kernel_pack.gemm_code_variants)
 GEMM_VARIANT_DEFINES = {"gemm_fast": "GEMM_FAST", "gemm_fast_nc": "GEMM_FAST_NC", "gemm_raw": "GEMM_RAW",
                         "fc_raw": "FC_RAW", "conv_c1_path": "CONV_C1_PATH", "conv_c1": "CONV_C1",
-                        "conv_c1_nc": "CONV_C1_NC"}
+                        "conv_c1_nc": "CONV_C1_NC", "mve_part": "MVE_PART"}
 # -DEK_NN_NO_<name> per optional add / pool loop (kernel_pack.elementwise_code_variants)
 ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S",
                                "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP"}
