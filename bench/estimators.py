@@ -7,6 +7,8 @@
     .venv/bin/python bench/estimators.py --calibrate-phone   # fit the phone model to ONNX Runtime runs (writes it)
     .venv/bin/python bench/estimators.py --calibrate-cells --cores esp32-c3 gd32vf103 ch32v307
                                                       # fit the recurrent cells' terms per core (writes them)
+    .venv/bin/python bench/estimators.py --calibrate-float --cores cortex-m7
+                                                      # refit float32 convs and libm functions (writes them)
 
 The Cortex-M cost model: instructions of a step = a·units + b·outputs + c (units: MACs for conv/linear kernels,
 elements for the rest; see targets/mcu/cost.py). ``--fit`` solves for (a, b, c) per kernel family by
@@ -342,6 +344,55 @@ def fit_code(console) -> None:
     console.print(t)
 
 
+def activation_model(seed: int = 0):
+    """A float CNN whose layers are newlib's functions per element (tanh, sigmoid, SiLU, GELU, ELU) between 3x3
+    convs, inputs spread over the range where tanhf / expf take their different paths."""
+    import torch
+    import torch.nn as nn
+
+    from edgekit.model import Model
+
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 16, 3, padding=1), nn.Tanh(), nn.Conv2d(16, 16, 3, padding=1), nn.Sigmoid(),
+              nn.Conv2d(16, 24, 3, padding=1), nn.SiLU(), nn.Conv2d(24, 16, 1), nn.GELU(), nn.Conv2d(16, 8, 1),
+              nn.ELU(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh()]
+    x = (np.random.default_rng(seed).standard_normal((4, 3, 16, 16)) * 3).astype(np.float32)
+    return Model.from_module(nn.Sequential(*layers).eval(), torch.from_numpy(x[:1]), name="calib-act", calib=x,
+                             test_x=x[:1])
+
+
+FLOAT_ZOO = ("zoo-espcn", "zoo-fsrcnn", "zoo-dcgan", "zoo-unet", "zoo-resnet8", "zoo-squeezenet", "zoo-dscnn-kws",
+             "zoo-shufflenet", "zoo-tcn", "digits-cnn")
+FLOAT_KEYS = ("conv2d_float32", "conv2d_1x1_float32", "unary_libm_float32")
+
+
+def calibrate_float(cores, write: bool):
+    """Refit the float32 TVM conv keys and newlib's per-element functions (FLOAT_KEYS) on the synthetic CNNs, an
+    activation model and the zoo's conv nets (FLOAT_ZOO) built in float32 for ``cores``, and write only those keys
+    into targets/profiles/cost/<core>.toml (the other keys stay)."""
+    from edgekit.model import Model
+
+    models = synthetic_models() + [activation_model()] + [Model.load(n) for n in FLOAT_ZOO]
+    results = run([(m, core, None, "tvm") for m in models for core in cores])
+    fitted = {k: v for k, v in fit(results).items() if k[1] in FLOAT_KEYS}
+    if write:
+        out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
+        for core in cores:
+            lines, keys = [], set()
+            for (c, key), (coef, n, err) in sorted(fitted.items()):
+                if c != core:
+                    continue
+                src = f"fitted by bench/estimators.py --calibrate-float over {n} layers (max error {err:.0%})"
+                for suffix, v in zip(("", "_per_output", "_per_input", "_per_call"), coef):
+                    keys.add(key + suffix)
+                    if suffix == "" or v > 0:
+                        lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
+            path = out_dir / f"{core}.toml"
+            head = [ln for ln in path.read_text().splitlines() if " = " not in ln]
+            _write_cost_file(path, head + lines, keys)
+    return results, fitted
+
+
 CELL_MODELS = ("digits-gru", "digits-lmu", "digits-egru", "kws-gru", "kws-lmu", "kws-ssm", "kws-selective")
 CELL_TERMS = ("", "_per_gate_input", "_per_unit", "_per_activation", "_per_call")
 EVENT_TERMS = ("", "_per_unit", "_per_call")
@@ -431,6 +482,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate-cells", action="store_true",
                     help="fit the recurrent-cell cost terms of --cores to the bundled recurrent examples and write "
                          "them into targets/profiles/cost/<core>.toml")
+    ap.add_argument("--calibrate-float", action="store_true",
+                    help="refit the float32 conv keys and libm's per-element functions of --cores (writes them)")
     ap.add_argument("--calibrate-phone", action="store_true",
                     help="fit the phone model to ONNX Runtime runs and write targets/profiles/cost/phone-arm64.toml")
     args = ap.parse_args(argv)
@@ -445,6 +498,11 @@ def main(argv=None) -> int:
     if args.calibrate_cells:
         for (core, key), (coef, n, err) in sorted(calibrate_cells(args.cores, write=True).items()):
             console.print(f"{core} {key}: {n} calls, max error {err:.1%}: " + ", ".join(f"{v:.4g}" for v in coef))
+        return 0
+    if args.calibrate_float:
+        results, fitted = calibrate_float(args.cores, write=True)
+        console.print(error_table(results))
+        _print_fit(console, fitted)
         return 0
     if args.fit_code:
         fit_code(console)

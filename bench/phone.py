@@ -257,12 +257,16 @@ def main() -> None:
                     help="the shipped int8 models' input: float, or quantized (int8 codes, channels last)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--from-json", type=Path, nargs="+", help="rows saved by earlier runs (their .json beside the "
-                    ".md): table and --calibrate from them, nothing measured")
+                    ".md): table and --calibrate from them, nothing measured; a later file's row of a model "
+                    "and core replaces an earlier one's")
     args = ap.parse_args()
     rows = []
     if args.from_json:
+        merged = {}  # a later file's row of a model and core replaces an earlier one's (in its place)
         for f in args.from_json:
-            rows += json.loads(f.read_text())
+            for r in json.loads(f.read_text()):
+                merged[(r["model"], r["core"])] = r
+        rows += list(merged.values())
         args.cores = ",".join(dict.fromkeys(r["core"] for r in rows))
     for core in [] if args.from_json else args.cores.split(","):
         get_profile(core)

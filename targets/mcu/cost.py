@@ -25,6 +25,9 @@ from edgekit.targets.mcu.program import DTYPE_BYTES, Program, Step
 from edgekit.targets.profiles import TargetProfile
 
 COST_TERMS = ("", "_per_output", "_per_input", "_per_call")
+# float32 elementwise layers that evaluate newlib's expf / tanhf per element (~80-160 instructions on the M7, by the
+# input's magnitude): their own cost key (unary_libm_float32), not the cheap unary ops' (ReLU, hardswish: a few)
+LIBM_UNARY_OPS = ("sigmoid", "tanh", "silu", "gelu", "elu", "mish")
 # float32 kernels that call libm's exponentials (newlib links its reentrancy data for errno)
 LIBM_OPS = ("sigmoid", "tanh", "silu", "gelu", "elu", "mish", "softmax", "gru", "lstm", "lmu", "egru", "s4d",
             "selective_ssm")
@@ -172,6 +175,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if spec.op == "upsample" and spec.attr("mode") == "bilinear":  # per output element: four weighted taps and
         # their indices, which TVM's loop recomputes for every channel
         return f"resize_bilinear_{dt}", out, out, inp
+    if dt == "float32" and spec.op in LIBM_UNARY_OPS:
+        return "unary_libm_float32", out, out, inp
     return f"unary_{dt}", out, out, inp
 
 
@@ -400,8 +405,8 @@ def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -
         d = DEFAULT_COPY_COSTS[key]
         return profile.number("cost", key, d[0]) * units + profile.number("cost", key + "_per_output", d[1]) * outs \
             + profile.number("cost", key + "_per_call", d[2]) * max(ins, 1)  # (ins: copy calls of a copy_blocks)
-    if key not in profile.cost:  # a profile calibrated before 1x1 convs had their own key
-        key = key.replace("conv2d_1x1", "conv2d")
+    if key not in profile.cost:  # a profile calibrated before 1x1 convs (or libm's functions) had their own key
+        key = key.replace("conv2d_1x1", "conv2d").replace("unary_libm_", "unary_")
     coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]
     coef += [profile.number("cost", key + suffix, 0.0) for suffix in COST_TERMS[1:]]
     return coef[0] * units + coef[1] * outs + coef[2] * ins + coef[3]
