@@ -81,6 +81,10 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
              ("max", (7, 7, 4), (3, 2), (1, 2), (1, 0)), ("avg", (10, 8, 8), (2, 2), (2, 2), (0, 0)),
              ("avg", (9, 9, 12), (3, 3), (2, 2), (1, 1)), ("avg", (5, 5, 40), (5, 5), (1, 1), (0, 0)),
              ("avg", (3, 4, 12), (3, 4), (1, 1), (0, 0)), ("max", (6, 6, 6), (2, 2), (2, 2), (0, 0)),
+             # runs of windows inside the map in one call (ek__max2x2_row / ek__max3x3_row): stride 1 and 2, a pad
+             # on the left only, one group of 4 channels, an odd width whose last window is partly outside
+             ("max", (7, 11, 4), (3, 3), (1, 1), (1, 1)), ("max", (8, 13, 16), (2, 2), (1, 1), (0, 0)),
+             ("max", (9, 15, 20), (3, 3), (2, 2), (0, 1)), ("max", (6, 9, 8), (2, 2), (2, 2), (1, 1)),
              # global averages over more pixels than int16 sums hold (ek__gap_s8_dsp: chunks of 255, one partial)
              ("avg", (16, 17, 16), (16, 17), (1, 1), (0, 0)), ("avg", (2, 300, 8), (2, 300), (1, 1), (0, 0))]
     for mode, hwc, k, s, pads in pools:

@@ -6176,56 +6176,75 @@ static inline void ek__pool_sum8(const int8_t *s, int32_t step, int32_t taps, ui
     acc[3] = b13;
 }
 
-/* The max of a 2x2 (3x3) window whose taps are c bytes apart in a row and `row` bytes apart between rows, for
- * `groups` >= 1 words of 4 channels: 4 (9) LDR, SSUB8/SEL per tap after the first, the store and the loop. */
-#define EK__MAX_TAP(ld)                                                                                         \
-    ld "\n\t"                                                                                                   \
-    "ssub8   %[t], %[v], %[m]\n\t"                                                                              \
-    "sel     %[m], %[v], %[m]\n\t"
-static inline void ek__max2x2_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
-{
-    uint32_t m, v, t;
-    const int8_t *s1;
-    __asm__ volatile("1: add     %[s1], %[s], %[row]\n\t"
-                     "ldr     %[m], [%[s]]\n\t"
-                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
-                     "str     %[m], [%[out]], #4\n\t"
-                     "adds    %[s], %[s], #4\n\t"
-                     "subs    %[n], %[n], #1\n\t"
-                     "bne     1b"
-                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
-                       [n] "+r"(groups)
-                     : [c] "r"(c), [row] "r"(row)
-                     : "cc", "memory");
-}
+/* The max over 2x2 (3x3) windows, a run of `pixels` windows of one output row: per window `groups` >= 1 words of 4
+ * channels, 4 (9) LDR, SSUB8 and SEL per tap after the first (the GE flags pick the larger byte of each lane), the
+ * store and the loop; then the next window, `skip` bytes on. A window's taps are its top-left pixel plus the column
+ * offsets {0, co1, co2} and row offsets {0, ro1, ro2}: c, 2c and row, 2 row inside the map; a window that the map's
+ * edge cuts repeats a tap inside instead of the ones outside (0 or c, row), which leaves the max as it is (padding
+ * never wins), so the borders run the same loop, a call each. (A call per window and a C loop at the borders before:
+ * max 3x3 s2 pad 1 over 18x18x16 13.5 instructions an output, 2x2 s2 6.9.) */
+typedef struct {
+    const int8_t *src; /* 0: the first window's top-left tap (inside the map), channel 0 */
+    int32_t co1, co2;  /* 4, 8: bytes from the first column's tap to the second's and third's (co2: 3x3 only) */
+    int32_t ro1, ro2;  /* 12, 16: from the first row's to the second's and third's */
+    int8_t *out;       /* 20: the first window's output (its windows' outputs follow each other) */
+    int32_t groups;    /* 24: channels / 4 */
+    int32_t pixels;    /* 28: windows, >= 1 */
+    int32_t skip;      /* 32: from past a window's last group to the next window's first tap */
+} ek__maxrow_args_t;
+void ek__max2x2_row(const ek__maxrow_args_t *a);
+void ek__max3x3_row(const ek__maxrow_args_t *a);
+/* r0 src, r1 co1, r2 co2, r3 ro1, r4 ro2, r5 out, r6 groups, r7 pixels, r8 skip, r9 the max, r10 a tap, r11 the
+ * row's taps, r12 groups left, lr SSUB8's (unused) result. */
+#define EK__MAXTAP(ld) ld "\n   ssub8   lr, r10, r9\n   sel     r9, r10, r9\n"
+__asm__(
+    "   .syntax unified\n"
+    "   EK_FUNC ek__max2x2_row\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r0, {r0-r8}\n"
+    "2: mov     r12, r6\n"
+    "1: add     r11, r0, r3\n"
+    "   ldr     r9, [r0]\n"
+    EK__MAXTAP("   ldr     r10, [r0, r1]")
+    EK__MAXTAP("   ldr     r10, [r11]")
+    EK__MAXTAP("   ldr     r10, [r11, r1]")
+    "   str     r9, [r5], #4\n"
+    "   adds    r0, r0, #4\n"
+    "   subs    r12, r12, #1\n"
+    "   bne     1b\n"
+    "   add     r0, r0, r8\n"
+    "   subs    r7, r7, #1\n"
+    "   bne     2b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__max2x2_row, . - ek__max2x2_row\n"
+    "   .popsection\n"
+    "   EK_FUNC ek__max3x3_row\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r0, {r0-r8}\n"
+    "2: mov     r12, r6\n"
+    "1: ldr     r9, [r0]\n"
+    EK__MAXTAP("   ldr     r10, [r0, r1]")
+    EK__MAXTAP("   ldr     r10, [r0, r2]")
+    "   add     r11, r0, r3\n"
+    EK__MAXTAP("   ldr     r10, [r11]")
+    EK__MAXTAP("   ldr     r10, [r11, r1]")
+    EK__MAXTAP("   ldr     r10, [r11, r2]")
+    "   add     r11, r0, r4\n"
+    EK__MAXTAP("   ldr     r10, [r11]")
+    EK__MAXTAP("   ldr     r10, [r11, r1]")
+    EK__MAXTAP("   ldr     r10, [r11, r2]")
+    "   str     r9, [r5], #4\n"
+    "   adds    r0, r0, #4\n"
+    "   subs    r12, r12, #1\n"
+    "   bne     1b\n"
+    "   add     r0, r0, r8\n"
+    "   subs    r7, r7, #1\n"
+    "   bne     2b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size ek__max3x3_row, . - ek__max3x3_row\n"
+    "   .popsection\n");
+#undef EK__MAXTAP
 
-static inline void ek__max3x3_groups(const int8_t *s, int32_t c, int32_t row, int8_t *out, int32_t groups)
-{
-    uint32_t m, v, t;
-    const int8_t *s1;
-    const int32_t c2 = 2 * c;
-    __asm__ volatile("1: ldr     %[m], [%[s]]\n\t"
-                     EK__MAX_TAP("ldr     %[v], [%[s], %[c]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s], %[c2]]")
-                     "add     %[s1], %[s], %[row]\n\t"
-                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
-                     "add     %[s1], %[s1], %[row]\n\t"
-                     EK__MAX_TAP("ldr     %[v], [%[s1]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c]]")
-                     EK__MAX_TAP("ldr     %[v], [%[s1], %[c2]]")
-                     "str     %[m], [%[out]], #4\n\t"
-                     "adds    %[s], %[s], #4\n\t"
-                     "subs    %[n], %[n], #1\n\t"
-                     "bne     1b"
-                     : [m] "=&r"(m), [v] "=&r"(v), [t] "=&r"(t), [s1] "=&r"(s1), [s] "+r"(s), [out] "+r"(out),
-                       [n] "+r"(groups)
-                     : [c] "r"(c), [c2] "r"(c2), [row] "r"(row)
-                     : "cc", "memory");
-}
 
 /* A global average pool over any number of pixels (the path below sums in int16 pairs from the zero-point offset,
  * at most 32767 / (128 + |zp|) taps): raw int8 sums in int16 pairs over chunks of EK__GAP_CHUNK pixels (|sum| <=
@@ -6255,9 +6274,50 @@ static __attribute__((noinline)) void ek__gap_s8_dsp(const ek_pool_params_t *p, 
     }
 }
 
+/* Max 2x2 / 3x3 (any stride and padding): each output row's windows inside the map in one call of the row kernel,
+ * the ones the map's edge cuts a call each (out of line, so that the average loops keep their registers). */
+static __attribute__((noinline)) void ek__maxpool_rows(const ek_pool_params_t *p, const int8_t *input,
+                                                      int8_t *output)
+{
+    const int32_t c_all = p->channels, row = p->in_w * c_all, k = p->kernel_h;
+    const int32_t last = (p->in_w - k + p->pad_left) / p->stride_w; /* the last window ending inside the map */
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        int32_t y0, y1, x0, x1;
+        ek__pool_span(oy * p->stride_h - p->pad_top, k, p->in_h, &y0, &y1);
+        const int32_t ny = y1 - y0;
+        for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+            ek__pool_span(ox * p->stride_w - p->pad_left, k, p->in_w, &x0, &x1);
+            const int32_t nx = x1 - x0;
+            if (nx <= 0 || ny <= 0) { /* no tap inside (padding never wins): the contract's -128 */
+                memset(output, 0x80, (size_t)c_all);
+                continue;
+            }
+            int32_t n = 1;
+            if (nx == k && ny == k) {
+                n = (last < p->out_w - 1 ? last : p->out_w - 1) - ox + 1;
+            }
+            const ek__maxrow_args_t a = {input + y0 * row + x0 * c_all, nx > 1 ? c_all : 0,
+                                         nx > 2 ? 2 * c_all : (nx > 1 ? c_all : 0), ny > 1 ? row : 0,
+                                         ny > 2 ? 2 * row : (ny > 1 ? row : 0), output, c_all >> 2, n,
+                                         (p->stride_w - 1) * c_all};
+            if (k == 2) {
+                ek__max2x2_row(&a);
+            } else {
+                ek__max3x3_row(&a);
+            }
+            output += (n - 1) * c_all;
+            ox += n - 1;
+        }
+    }
+}
+
 static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input,
                                                      int8_t *output)
 {
+    if (p->mode != EK_NN_POOL_AVG && p->kernel_h == p->kernel_w && (p->kernel_h == 2 || p->kernel_h == 3)) {
+        ek__maxpool_rows(p, input, output);
+        return;
+    }
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
     const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
@@ -6270,14 +6330,6 @@ static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p,
             ek__pool_span(ox * p->stride_w - p->pad_left, kw, p->in_w, &x0, &x1);
             const int32_t ny = y1 - y0, nx = x1 - x0, taps = ny * nx;
             const int8_t *base = input + y0 * row + x0 * c_all;
-            if (!avg && ny == kh && nx == kw && kh == kw && (kh == 2 || kh == 3)) {
-                if (kh == 2) {
-                    ek__max2x2_groups(base, c_all, row, output, c_all >> 2);
-                } else {
-                    ek__max3x3_groups(base, c_all, row, output, c_all >> 2);
-                }
-                continue;
-            }
             if (!avg) {
                 for (int32_t c = 0; c < c_all; c += 4) {
                     const int8_t *src = base + c;
