@@ -1140,6 +1140,13 @@ def test_block_kernel_and_loop_variants_follow_the_packing():
 
     assert pool(16, 32) == {"gap"} and pool(3, 32) == set()   # (the SIMD sums hold 3x3, not 16x16)
 
+    def maxpool(k, c):
+        layer = kp.pack_pool("max", in_hwc=(9, 9, c), out_hw=(4, 4), kernel=(k, k), stride=(2, 2))
+        return kp.elementwise_code_variants("ek_pool", layer.params)
+
+    assert maxpool(2, 16) == maxpool(3, 8) == {"maxrows"}    # the max pools' asm row kernels
+    assert maxpool(2, 6) == set()                              # (channels not in fours: the C loop)
+
 
 @needs_arm
 def test_a_depthwise_conv1d_model_runs_the_1xk_row_kernel_bit_exact(tmp_path):

@@ -1124,8 +1124,9 @@ def elementwise_code_variants(kind: str, p: dict) -> set[str]:
     """The optional DSP loops of ek_add_s8 and ek_pool_s8 a call packed with ``p`` may run: ``add4``, ``add4_clamp``,
     ``add4s``, ``add4s_clamp`` (the add's SMLAD loop: "s" for short multipliers, whose low 16 bits are 0, one SMLAD an
     element; with the clamp when the activation range is not all of int8), ``gap`` (the pool's global average in
-    chunks of int16 sums). A firmware leaves out the ones none of its calls may run (EK_NN_NO_ADD4, ...,
-    EK_NN_NO_GAP: pipeline.firmware_cflags); the C loops stay, so that never changes a result."""
+    chunks of int16 sums), ``maxrows`` (2x2 and 3x3 max pooling's asm row kernels). A firmware leaves out the ones
+    none of its calls may run (EK_NN_NO_ADD4, ..., EK_NN_NO_GAP, EK_NN_NO_MAXROWS: pipeline.firmware_cflags); the C
+    loops stay, so that never changes a result."""
     flags = p.get("flags", 0)
     if flags & FLAG_RV:
         return set()
@@ -1137,6 +1138,9 @@ def elementwise_code_variants(kind: str, p: dict) -> set[str]:
             "avg", (p["in_h"], p["in_w"], p["channels"]), (p["kernel_h"], p["kernel_w"]), p["pad_top"], p["pad_left"],
             -p["input_offset"], p["shift"]):
         return {"gap"}
+    if kind == "ek_pool" and p["mode"] == POOL_MAX and p["kernel_h"] == p["kernel_w"] and p["kernel_h"] in (2, 3) \
+            and p["channels"] % 4 == 0 and not flags & FLAG_MVE:
+        return {"maxrows"}
     return set()
 
 

@@ -582,7 +582,7 @@ GEMM_VARIANT_DEFINES = {"gemm_fast": "GEMM_FAST", "gemm_fast_nc": "GEMM_FAST_NC"
                         "conv_c1_nc": "CONV_C1_NC", "mve_part": "MVE_PART"}
 # -DEK_NN_NO_<name> per optional add / pool loop (kernel_pack.elementwise_code_variants)
 ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S",
-                               "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP"}
+                               "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP", "maxrows": "MAXROWS"}
 
 
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
@@ -604,7 +604,7 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
         used = {v for s in steps if s.kind in ("ek_conv", "ek_fc")
                 for v in kernel_pack.gemm_code_variants(s.kind, s.params)}
         cflags += [f"-DEK_NN_NO_{name}=1" for variant, name in GEMM_VARIANT_DEFINES.items() if variant not in used]
-    for kind, names in (("ek_add", ("add4", "add4_clamp", "add4s", "add4s_clamp")), ("ek_pool", ("gap",))):
+    for kind, names in (("ek_add", ("add4", "add4_clamp", "add4s", "add4s_clamp")), ("ek_pool", ("gap", "maxrows"))):
         if any(s.kind == kind for s in steps):  # the loops no call may run are left out
             used = {v for s in steps if s.kind == kind for v in kernel_pack.elementwise_code_variants(kind, s.params)}
             cflags += [f"-DEK_NN_NO_{ELEMENTWISE_VARIANT_DEFINES[v]}=1" for v in names if v not in used]

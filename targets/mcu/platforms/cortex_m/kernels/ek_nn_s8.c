@@ -191,6 +191,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_GAP
 #define EK_NN_NO_GAP 0
 #endif
+#ifndef EK_NN_NO_MAXROWS
+#define EK_NN_NO_MAXROWS 0
+#endif
 /* f_nc for a call whose clamp is all of int8 (nc8) unless it is left out, else f unless it is left out, else 0 */
 #define EK__PICK_NC(nc8, f, f_nc, no, no_nc) ((nc8) && !(no_nc) ? (f_nc) : !(no) ? (f) : 0)
 #ifndef EK_NN_NO_DW_PAIRS
@@ -6197,6 +6200,18 @@ void ek__max3x3_row(const ek__maxrow_args_t *a);
 /* r0 src, r1 co1, r2 co2, r3 ro1, r4 ro2, r5 out, r6 groups, r7 pixels, r8 skip, r9 the max, r10 a tap, r11 the
  * row's taps, r12 groups left, lr SSUB8's (unused) result. */
 #define EK__MAXTAP(ld) ld "\n   ssub8   lr, r10, r9\n   sel     r9, r10, r9\n"
+/* a window's store and the loops over its groups and the run's windows, the return */
+#define EK__MAXROW_END(name) \
+    "   str     r9, [r5], #4\n" \
+    "   adds    r0, r0, #4\n" \
+    "   subs    r12, r12, #1\n" \
+    "   bne     1b\n" \
+    "   add     r0, r0, r8\n" \
+    "   subs    r7, r7, #1\n" \
+    "   bne     2b\n" \
+    "   pop     {r4-r11, pc}\n" \
+    "   .size " name ", . - " name "\n" \
+    "   .popsection\n"
 __asm__(
     "   .syntax unified\n"
     "   EK_FUNC ek__max2x2_row\n"
@@ -6208,16 +6223,7 @@ __asm__(
     EK__MAXTAP("   ldr     r10, [r0, r1]")
     EK__MAXTAP("   ldr     r10, [r11]")
     EK__MAXTAP("   ldr     r10, [r11, r1]")
-    "   str     r9, [r5], #4\n"
-    "   adds    r0, r0, #4\n"
-    "   subs    r12, r12, #1\n"
-    "   bne     1b\n"
-    "   add     r0, r0, r8\n"
-    "   subs    r7, r7, #1\n"
-    "   bne     2b\n"
-    "   pop     {r4-r11, pc}\n"
-    "   .size ek__max2x2_row, . - ek__max2x2_row\n"
-    "   .popsection\n"
+    EK__MAXROW_END("ek__max2x2_row")
     "   EK_FUNC ek__max3x3_row\n"
     "   push    {r4-r11, lr}\n"
     "   ldm     r0, {r0-r8}\n"
@@ -6233,18 +6239,9 @@ __asm__(
     EK__MAXTAP("   ldr     r10, [r11]")
     EK__MAXTAP("   ldr     r10, [r11, r1]")
     EK__MAXTAP("   ldr     r10, [r11, r2]")
-    "   str     r9, [r5], #4\n"
-    "   adds    r0, r0, #4\n"
-    "   subs    r12, r12, #1\n"
-    "   bne     1b\n"
-    "   add     r0, r0, r8\n"
-    "   subs    r7, r7, #1\n"
-    "   bne     2b\n"
-    "   pop     {r4-r11, pc}\n"
-    "   .size ek__max3x3_row, . - ek__max3x3_row\n"
-    "   .popsection\n");
+    EK__MAXROW_END("ek__max3x3_row"));
 #undef EK__MAXTAP
-
+#undef EK__MAXROW_END
 
 /* A global average pool over any number of pixels (the path below sums in int16 pairs from the zero-point offset,
  * at most 32767 / (128 + |zp|) taps): raw int8 sums in int16 pairs over chunks of EK__GAP_CHUNK pixels (|sum| <=
@@ -6314,10 +6311,14 @@ static __attribute__((noinline)) void ek__maxpool_rows(const ek_pool_params_t *p
 static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input,
                                                      int8_t *output)
 {
+#if !EK_NN_NO_MAXROWS /* (left out when no call is a 2x2 / 3x3 max: pipeline.firmware_cflags) */
     if (p->mode != EK_NN_POOL_AVG && p->kernel_h == p->kernel_w && (p->kernel_h == 2 || p->kernel_h == 3)) {
         ek__maxpool_rows(p, input, output);
         return;
     }
+#else
+    (void)ek__maxpool_rows;
+#endif
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
     const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
