@@ -217,18 +217,27 @@ def calibrate(cores, write: bool):
                      "# Written by `bench/estimators.py --calibrate` from synthetic CNNs (see synthetic_models there)",
                      "# and digits-cnn built and run on the emulated board; overrides the initial [cost] of the profile.",
                      "[cost]"]
-            for (c, key), (coef, n, err) in sorted(fitted.items()):
-                if c != core:
-                    continue
-                src = f"fitted by bench/estimators.py --calibrate over {n} layers (max error {err:.0%})"
-                for suffix, v in zip(("", "_per_output", "_per_input", "_per_call"), coef):
-                    if suffix == "" or v > 0:
-                        lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
             # Keys this calibration does not fit (e.g. the sparse kernels', fitted by bench/sparse.py) are kept.
-            fitted_keys = {key + suffix for (c, key) in fitted if c == core
-                           for suffix in ("", "_per_output", "_per_input", "_per_call")}  # (zero terms too)
-            _write_cost_file(out_dir / f"{core}.toml", lines, fitted_keys)
+            entries, fitted_keys = _fitted_entries(fitted, core, "--calibrate")
+            _write_cost_file(out_dir / f"{core}.toml", lines + entries, fitted_keys)
     return results, fitted
+
+
+def _fitted_entries(fitted, core: str, how: str) -> tuple[list[str], set[str]]:
+    """The cost-file lines of ``core``'s fitted layer keys ({(core, key): (coefficients, layers, max error)}; zero
+    terms beyond the first left out) and every key they replace (zero terms too)."""
+    from edgekit.targets.mcu.cost import COST_TERMS
+
+    lines, keys = [], set()
+    for (c, key), (coef, n, err) in sorted(fitted.items()):
+        if c != core:
+            continue
+        src = f"fitted by bench/estimators.py {how} over {n} layers (max error {err:.0%})"
+        for suffix, v in zip(COST_TERMS, coef):
+            keys.add(key + suffix)
+            if suffix == "" or v > 0:
+                lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
+    return lines, keys
 
 
 def _write_cost_file(path: Path, lines: list[str], replaced: set[str]) -> None:
@@ -378,17 +387,9 @@ def calibrate_float(cores, write: bool):
     if write:
         out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
         for core in cores:
-            lines, keys = [], set()
-            for (c, key), (coef, n, err) in sorted(fitted.items()):
-                if c != core:
-                    continue
-                src = f"fitted by bench/estimators.py --calibrate-float over {n} layers (max error {err:.0%})"
-                for suffix, v in zip(("", "_per_output", "_per_input", "_per_call"), coef):
-                    keys.add(key + suffix)
-                    if suffix == "" or v > 0:
-                        lines.append(f'{key}{suffix} = {{ value = {v:.4g}, source = "{src}" }}')
             path = out_dir / f"{core}.toml"
             head = [ln for ln in path.read_text().splitlines() if " = " not in ln]
+            lines, keys = _fitted_entries(fitted, core, "--calibrate-float")
             _write_cost_file(path, head + lines, keys)
     return results, fitted
 

@@ -730,7 +730,8 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
         scratch = conv2d_scratch_bytes(params)
         return PackedLayer(kind="conv2d", params=params, weights=_mve_gemv_weights(flat),
                            bias=_mve_bias(bias, flat, x_zp, _ceil(cout, 4)).astype(np.int32), requant=table,
-                           scratch_bytes=scratch, weight_padding_bytes=int(-cout % 4 * flat.shape[1]), notes=dict(fast_requant=fast, isa="mve"))
+                           scratch_bytes=scratch, weight_padding_bytes=int(-cout % 4 * flat.shape[1]),
+                           notes=dict(fast_requant=fast, isa="mve"))
     if isa == "rv32":
         if tap_runs:
             raise UsageError("conv2d: tap_runs (nested weights) applies to the dsp layout only")
@@ -1406,7 +1407,8 @@ def pack_fully_connected(weights: np.ndarray, bias: np.ndarray | None, mult, shi
             raise UsageError(f"fully_connected: need batch >= 1 and row strides of at least a row, got {params}")
         return PackedLayer(kind="fully_connected", params=params, weights=_mve_gemv_weights(w),
                            bias=_mve_bias(bias, w, x_zp, _ceil(out, 4)).astype(np.int32), requant=table,
-                           scratch_bytes=0, weight_padding_bytes=int(-out % 4 * w.shape[1]), notes=dict(fast_requant=fast, isa="mve"))
+                           scratch_bytes=0, weight_padding_bytes=int(-out % 4 * w.shape[1]),
+                           notes=dict(fast_requant=fast, isa="mve"))
     if isa == "rv32":
         table, fast = requant_table(mult, shift, out_zp, act_min, act_max, clamp_after=True)
         params = dict(batch=int(batch), in_features=inp, out_features=out,

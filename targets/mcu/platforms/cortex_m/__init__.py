@@ -164,10 +164,12 @@ PLATFORM = CortexM(
                          # the int8 add and pooling: their scalar paths (always linked), the Helium loops; the
                          # add's SMLAD loops (2 x ~160 B asm) and the SIMD pooling loops (arm-none-eabi-nm, M7 -O2:
                          # ek_add_s8 + ek__add4{,_clamp} 932 B, ek_pool_s8 1,634 B, 680 B more with the 2x2 / 3x3
-                         # max pools' row driver and asm kernels, ek__maxpool_rows, ek__max{2x2,3x3}_row), ek_lut_s8 + its row 150 B,
+                         # max pools' row driver and asm kernels, ek__maxpool_rows, ek__max{2x2,3x3}_row),
+                         # ek_lut_s8 + its row 150 B,
                          # ek_concat_s8 306 B, 520 B with its LDM/STM rows)
                          "ek_add": 604, "ek_add4": 154, "ek_add4_clamp": 174, "ek_add4s": 120, "ek_add4s_clamp": 136,
-                         "ek_add_mve": 306, "ek_pool": 1678, "ek_maxrows": 680, "ek_gap": 412, "ek_pool_mve": 744, "ek_lut": 150, "ek_lutc": 218, "ek_bilinear": 548,
+                         "ek_add_mve": 306, "ek_pool": 1678, "ek_maxrows": 680, "ek_gap": 412, "ek_pool_mve": 744,
+                         "ek_lut": 150, "ek_lutc": 218, "ek_bilinear": 548,
                          "ek_concat": 520, "ek_mul": 922,  # ek_mul_s8 782 B + its column loop 140 B
                          "ek_transpose": 644,  # ek_transpose_s8 with its 4- and 2-row loops, arm-none-eabi-nm of the M7 ELF
                          "ek_upsample": 1072},  # ek_upsample_s8 and its word copies (arm-none-eabi-nm, U-Net's M7)

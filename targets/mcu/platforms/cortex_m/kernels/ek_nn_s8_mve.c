@@ -23,7 +23,7 @@
  * Weights of a block: per 16 reduction elements [4 channels][16 bytes], then the K % 16 remaining ones as
  * [4 channels][K % 16]; a last block of 1-3 channels is stored as a full one with zero rows after its channels, and
  * the block kernels store only its lanes (a predicated store; before, a C loop per channel took ~50 instructions a
- * pixel and channel: a U-Net's 8 -> 2 output conv 99 a pixel, 21 now).
+ * pixel and channel: a U-Net's 8 -> 2 output conv 99 a pixel, 26 now).
  *
  * Depthwise = 16 channels per vector, channels-last as stored: per pair of taps two input and two weight loads,
  * VMULLB/VMULLT.S8 (int8 x int8 -> the 8 even and the 8 odd channels' int16 products), one int16 add per half (a
@@ -385,6 +385,33 @@ static void ek__mve_block_c(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_
     }
 }
 
+/* One block on the asm kernels (the vector form of the requantization): ``part`` 0, 4 channels; else a last block's
+ * VPR.P0 lane mask (its _part kernels). Inlined: direct calls, K's chunks from the caller's loop. */
+static inline __attribute__((always_inline)) void ek__mve_block_asm(const ek__mve_gemm_t *g, const int8_t *x,
+                                                                    int32_t x_step, int32_t n, int8_t *out,
+                                                                    int32_t out_step, const int8_t *w,
+                                                                    int32_t chunks, int32_t rem, const int32_t *bias,
+                                                                    const int32_t *q, uint32_t part)
+{
+    const ek__mve_blk_t a = {x, x_step, n, out, out_step, w, chunks, rem, {bias[0], bias[1], bias[2], bias[3]},
+                             q, g->act_min, g->act_max, part};
+#if !EK_NN_NO_MVE_PART
+    if (part) {
+        if (g->k <= 16) {
+            ek__mve_blk4_k16_part(&a);
+        } else {
+            ek__mve_blk4_part(&a);
+        }
+        return;
+    }
+#endif
+    if (g->k <= 16) {
+        ek__mve_blk4_k16(&a);
+    } else {
+        ek__mve_blk4(&a);
+    }
+}
+
 static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_step, int32_t n, int8_t *out,
                          int32_t out_step)
 {
@@ -394,32 +421,18 @@ static void ek__mve_gemm(const ek__mve_gemm_t *g, const int8_t *x, int32_t x_ste
     int32_t c = 0;
     for (; c + 4 <= g->out_c; c += 4, w += 4 * k, bias += 4, q += 12, out += 4) {
         if (g->fast) {
-            const ek__mve_blk_t a = {x, x_step, n, out, out_step, w, chunks, rem, {bias[0], bias[1], bias[2], bias[3]},
-                                     q, g->act_min, g->act_max, 0};
-            if (k <= 16) {
-                ek__mve_blk4_k16(&a);
-            } else {
-                ek__mve_blk4(&a);
-            }
-            continue;
+            ek__mve_block_asm(g, x, x_step, n, out, out_step, w, chunks, rem, bias, q, 0);
+        } else {
+            ek__mve_block_c(g, x, x_step, n, out, out_step, w, bias, q, 4);
         }
-        ek__mve_block_c(g, x, x_step, n, out, out_step, w, bias, q, 4);
     }
     if (c < g->out_c) { /* a last block of 1-3 channels (its weights a full block's, zero rows after them) */
         const int32_t nc = g->out_c - c;
-#if !EK_NN_NO_MVE_PART
-        if (g->fast) {
-            const ek__mve_blk_t a = {x, x_step, n, out, out_step, w, chunks, rem, {bias[0], bias[1], bias[2], bias[3]},
-                                     q, g->act_min, g->act_max, (1u << (4 * nc)) - 1u};
-            if (k <= 16) {
-                ek__mve_blk4_k16_part(&a);
-            } else {
-                ek__mve_blk4_part(&a);
-            }
-            return;
+        if (g->fast && !EK_NN_NO_MVE_PART) {
+            ek__mve_block_asm(g, x, x_step, n, out, out_step, w, chunks, rem, bias, q, (1u << (4 * nc)) - 1u);
+        } else {
+            ek__mve_block_c(g, x, x_step, n, out, out_step, w, bias, q, nc);
         }
-#endif
-        ek__mve_block_c(g, x, x_step, n, out, out_step, w, bias, q, nc);
     }
 }
 
