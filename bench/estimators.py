@@ -7,8 +7,8 @@
     .venv/bin/python bench/estimators.py --calibrate-phone   # fit the phone model to ONNX Runtime runs (writes it)
     .venv/bin/python bench/estimators.py --calibrate-cells --cores esp32-c3 gd32vf103 ch32v307
                                                       # fit the recurrent cells' terms per core (writes them)
-    .venv/bin/python bench/estimators.py --calibrate-float --cores cortex-m7
-                                                      # refit float32 convs and libm functions (writes them)
+    .venv/bin/python bench/estimators.py --calibrate-tvm --cores cortex-m7
+                                                      # refit TVM's kernels' keys, float32 and int8 (writes them)
 
 The Cortex-M cost model: instructions of a step = a·units + b·outputs + c (units: MACs for conv/linear kernels,
 elements for the rest; see targets/mcu/cost.py). ``--fit`` solves for (a, b, c) per kernel family by
@@ -372,24 +372,35 @@ def activation_model(seed: int = 0):
 
 FLOAT_ZOO = ("zoo-espcn", "zoo-fsrcnn", "zoo-dcgan", "zoo-unet", "zoo-resnet8", "zoo-squeezenet", "zoo-dscnn-kws",
              "zoo-shufflenet", "zoo-tcn", "digits-cnn")
-FLOAT_KEYS = ("conv2d_float32", "conv2d_1x1_float32", "unary_libm_float32")
 
 
-def calibrate_float(cores, write: bool):
-    """Refit the float32 TVM conv keys and newlib's per-element functions (FLOAT_KEYS) on the synthetic CNNs, an
-    activation model and the zoo's conv nets (FLOAT_ZOO) built in float32 for ``cores``, and write only those keys
-    into targets/profiles/cost/<core>.toml (the other keys stay)."""
+def is_tvm_key(key: str) -> bool:
+    """A cost key of a layer TVM's C kernels run (conv2d_float32, pool_int8, ...), not edgekit's own kernels'
+    (``*_ek``, ``*_mve``), copies or the recurrent and state-space cells' (fitted by --calibrate-cells)."""
+    return not key.endswith(("_ek", "_mve")) and not key.startswith(
+        ("copy_", "pad_", "rnn_", "ssm_", "trace_", "running_"))
+
+
+def calibrate_tvm(cores, write: bool):
+    """Refit the keys of TVM's kernels (is_tvm_key: float32 builds, int8 with --kernels tvm) on the synthetic CNNs,
+    an activation model, the zoo's conv nets (FLOAT_ZOO) in float32 and the synthetic CNNs, digits-cnn and the zoo
+    ResNet-8 in int8 with TVM's kernels, built for ``cores``; write only those keys into
+    targets/profiles/cost/<core>.toml (the other keys stay)."""
     from edgekit.model import Model
 
-    models = synthetic_models() + [activation_model()] + [Model.load(n) for n in FLOAT_ZOO]
-    results = run([(m, core, None, "tvm") for m in models for core in cores])
-    fitted = {k: v for k, v in fit(results).items() if k[1] in FLOAT_KEYS}
+    synth = synthetic_models()
+    configs = [(m, core, None, "tvm") for m in synth + [activation_model()] + [Model.load(n) for n in FLOAT_ZOO]
+               for core in cores]
+    configs += [(m, core, "int8", "tvm") for m in synth + [Model.load("digits-cnn"), Model.load("zoo-resnet8")]
+                for core in cores]
+    results = run(configs)
+    fitted = {k: v for k, v in fit(results).items() if is_tvm_key(k[1])}
     if write:
         out_dir = Path(__file__).resolve().parent.parent / "targets" / "profiles" / "cost"
         for core in cores:
             path = out_dir / f"{core}.toml"
             head = [ln for ln in path.read_text().splitlines() if " = " not in ln]
-            lines, keys = _fitted_entries(fitted, core, "--calibrate-float")
+            lines, keys = _fitted_entries(fitted, core, "--calibrate-tvm")
             _write_cost_file(path, head + lines, keys)
     return results, fitted
 
@@ -483,8 +494,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibrate-cells", action="store_true",
                     help="fit the recurrent-cell cost terms of --cores to the bundled recurrent examples and write "
                          "them into targets/profiles/cost/<core>.toml")
-    ap.add_argument("--calibrate-float", action="store_true",
-                    help="refit the float32 conv keys and libm's per-element functions of --cores (writes them)")
+    ap.add_argument("--calibrate-tvm", action="store_true",
+                    help="refit the keys of TVM's kernels (float32; int8 with --kernels tvm) of --cores (writes them)")
     ap.add_argument("--calibrate-phone", action="store_true",
                     help="fit the phone model to ONNX Runtime runs and write targets/profiles/cost/phone-arm64.toml")
     args = ap.parse_args(argv)
@@ -500,8 +511,8 @@ def main(argv=None) -> int:
         for (core, key), (coef, n, err) in sorted(calibrate_cells(args.cores, write=True).items()):
             console.print(f"{core} {key}: {n} calls, max error {err:.1%}: " + ", ".join(f"{v:.4g}" for v in coef))
         return 0
-    if args.calibrate_float:
-        results, fitted = calibrate_float(args.cores, write=True)
+    if args.calibrate_tvm:
+        results, fitted = calibrate_tvm(args.cores, write=True)
         console.print(error_table(results))
         _print_fit(console, fitted)
         return 0

@@ -77,6 +77,7 @@ def _inference_measurements(run, build: McuBuild, n: int, where: str, macs: int)
     for row in layers.values():
         row["instructions_per_mac"] = row["instructions"] / row["macs"] if row["macs"] else None
     measured["layers"] = list(layers.values())
+    measured["step_instructions"] = [int(v) for v in step_instr]  # the first inference's, as build['step_layers']
     return measured
 
 

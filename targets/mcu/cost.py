@@ -159,7 +159,7 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         depthwise = groups > 1 and prog.tensors[step.inputs[0]].shape[-1] == groups
         family = "depthwise" if depthwise else \
             "conv2d_1x1" if tuple(spec.attr("kernel") or ()) == (1, 1) else "conv2d"
-        return f"{family}_{dt}", step.macs, out, inp
+        return f"{family}_{dt}", *tvm_conv_terms(prog, step, out, depthwise)
     if spec.op == "linear":
         return f"linear_{dt}", step.macs, out, inp
     if spec.op in ("maxpool2d", "avgpool2d"):
@@ -175,9 +175,50 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
     if spec.op == "upsample" and spec.attr("mode") == "bilinear":  # per output element: four weighted taps and
         # their indices, which TVM's loop recomputes for every channel
         return f"resize_bilinear_{dt}", out, out, inp
+    if spec.op in ("depth_to_space", "upsample"):  # TVM's index arithmetic per element moved (nearest upsampling)
+        return f"{spec.op}_{dt}", out, out, inp
     if dt == "float32" and spec.op in LIBM_UNARY_OPS:
         return "unary_libm_float32", out, out, inp
     return f"unary_{dt}", out, out, inp
+
+
+# TVM's convolutions (tvm_kernels._conv, built with tvm_kernels.TVM_C_PRAGMA): per output element a loop over the
+# window's taps, per tap a test of each padded side of the input (unswitched out of the reduction over the group's
+# input channels) and that reduction — a loop, or straight code when it has at most TVM_PEEL_MAX iterations (GCC
+# peels it completely: per MAC 4.6 instructions against 6.2 looped on the emulated M7). int8 skips a tap in the
+# padding (its (x - zero point) is 0 there, and GCC drops the products), float32 multiplies by 0.0 all the same.
+# TVM_PEELED: a peeled reduction's per-MAC cost relative to a looped one, fitted to the M7's calls (tiles of
+# patch-based schedules among them; per call, max error: k x k float32 120 calls 18 %, int8 20 calls 11 %; 1x1
+# float32 112 calls 15 %, int8 49 calls 6 %; depthwise float32 65 calls 27 %, int8 43 calls 40 % — small 5x5 maps;
+# per MAC alone, before: 29-112 %).
+TVM_PEEL_MAX = 16
+TVM_PEELED = 0.75
+
+
+def tvm_conv_terms(prog: Program, step: Step, out: int, depthwise: bool) -> tuple[int, int, int]:
+    """TVM's conv or depthwise conv in the terms the fit takes: units = the MACs it executes (int8: of the taps
+    inside the input), a peeled reduction's weighted TVM_PEELED (conv: at most TVM_PEEL_MAX input channels a group;
+    depthwise: unweighted); outputs = output elements; inputs = taps times padded sides (each tap of an output
+    element tests every padded side of the input)."""
+    spec = step.spec
+    kh, kw = spec.attr("kernel")
+    sh, sw = spec.attr("stride")
+    dh, dw = spec.attr("dilation") or (1, 1)
+    pt, pb, pl, pr = spec.attr("pads") or (0, 0, 0, 0)
+    shape = prog.tensors[step.inputs[0]].shape
+    window = (spec.attr("windows") or [None])[0]
+    h, w = (window[2], window[3]) if window else (shape[1], shape[2])
+    oh, ow, cout = prog.tensors[step.output].shape[1:4]
+    cin = shape[-1] // (spec.attr("groups") or 1)
+    if prog.dtype == "int8":  # taps inside the input: per output row, and per output column
+        rows = sum(1 for i in range(oh) for ky in range(kh) if 0 <= i * sh - pt + ky * dh < h)
+        cols = sum(1 for j in range(ow) for kx in range(kw) if 0 <= j * sw - pl + kx * dw < w)
+        macs = rows * cols * cout * cin
+    else:
+        macs = step.macs
+    peeled = not depthwise and cin <= TVM_PEEL_MAX
+    sides = sum(1 for pad in (pt, pb, pl, pr) if pad)
+    return round(macs * (TVM_PEELED if peeled else 1.0)), out, out * kh * kw * sides
 
 
 def border_pixels(p: dict) -> int:
@@ -407,6 +448,8 @@ def layer_call_instructions(prog: Program, step: Step, profile: TargetProfile) -
             + profile.number("cost", key + "_per_call", d[2]) * max(ins, 1)  # (ins: copy calls of a copy_blocks)
     if key not in profile.cost:  # a profile calibrated before 1x1 convs (or libm's functions) had their own key
         key = key.replace("conv2d_1x1", "conv2d").replace("unary_libm_", "unary_")
+        if key.startswith(("depth_to_space_", "upsample_")) and not key.endswith("_ek"):  # (priced as unary before)
+            key = "unary_" + key.rsplit("_", 1)[1]
     coef = [profile.number("cost", key, profile.number("cost", "default_per_unit", 8.0))]
     coef += [profile.number("cost", key + suffix, 0.0) for suffix in COST_TERMS[1:]]
     return coef[0] * units + coef[1] * outs + coef[2] * ins + coef[3]

@@ -447,9 +447,20 @@ def target_for(cpu: str | dict) -> tvm.target.Target:
     return tvm.target.Target(cpu if isinstance(cpu, dict) else {"kind": "c", "mcpu": cpu})
 
 
+# GCC's loop unswitching and peeling for TVM's C alone (the firmware builds at -O2, where neither runs): TVM's loops
+# test the padding per multiply-accumulate (``if (1 <= i + ry) ...`` inside the reduction over the input channels,
+# invariant in it) and run reductions of 1-5 iterations (a 5x5 window over one channel). Unswitched, the innermost
+# loop is the plain load-multiply-add; peeled, the short ones are straight code. Measured on the emulated M7, outputs
+# unchanged (the same float operations in the same order): float32 digits-cnn 4.92 M -> 2.39 M instructions (+752 B
+# of code), zoo U-Net 23.8 M -> 14.5 M, ESPCN 226 M -> 161 M; TVM's int8 digits-cnn 4.88 M -> 2.15 M (+408 B).
+# edgekit's own kernels (separate files) keep their flags.
+TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops")\n'
+
+
 def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], target: str | dict) -> str:
-    """All kernels in one C source for ``target`` (a platform's TVM target dict, or a core such as 'cortex-m7')."""
+    """All kernels in one C source for ``target`` (a platform's TVM target dict, or a core such as 'cortex-m7'),
+    with TVM_C_PRAGMA in front."""
     mod = tvm.IRModule(funcs)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
         ex = tvm.compile(mod, target=target_for(target))
-    return ex.mod.inspect_source()
+    return TVM_C_PRAGMA + ex.mod.inspect_source()
