@@ -185,12 +185,12 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
 # TVM's convolutions (tvm_kernels._conv, built with tvm_kernels.TVM_C_PRAGMA): per output element a loop over the
 # window's taps, per tap a test of each padded side of the input (unswitched out of the reduction over the group's
 # input channels) and that reduction — a loop, or straight code when it has at most TVM_PEEL_MAX iterations (GCC
-# peels it completely: per MAC 4.6 instructions against 6.2 looped on the emulated M7). int8 skips a tap in the
-# padding (its (x - zero point) is 0 there, and GCC drops the products), float32 multiplies by 0.0 all the same.
-# TVM_PEELED: a peeled reduction's per-MAC cost relative to a looped one, fitted to the M7's calls (tiles of
-# patch-based schedules among them; per call, max error: k x k float32 120 calls 18 %, int8 20 calls 11 %; 1x1
-# float32 112 calls 15 %, int8 49 calls 6 %; depthwise float32 65 calls 27 %, int8 43 calls 40 % — small 5x5 maps;
-# per MAC alone, before: 29-112 %).
+# peels it completely: per MAC on the emulated M7 3.7 instructions against 5.0 looped in float32, 4.9 against 6.5
+# in int8). int8 skips a tap in the padding (its (x - zero point) is 0 there, and GCC drops the products), float32
+# multiplies by 0.0 all the same. TVM_PEELED: a peeled reduction's per-MAC cost relative to a looped one, fitted to
+# the M7's calls (tiles of patch-based schedules among them; per call, max error: k x k float32 108 calls 18 %, int8
+# 20 calls 11 %; 1x1 float32 112 calls 20 %, int8 49 calls 6 %; depthwise float32 65 calls 30 %, int8 43 calls
+# 40 % — small 5x5 maps; per MAC alone, before: 29-112 %).
 TVM_PEEL_MAX = 16
 TVM_PEELED = 0.75
 

@@ -447,14 +447,16 @@ def target_for(cpu: str | dict) -> tvm.target.Target:
     return tvm.target.Target(cpu if isinstance(cpu, dict) else {"kind": "c", "mcpu": cpu})
 
 
-# GCC's loop unswitching and peeling for TVM's C alone (the firmware builds at -O2, where neither runs): TVM's loops
-# test the padding per multiply-accumulate (``if (1 <= i + ry) ...`` inside the reduction over the input channels,
-# invariant in it) and run reductions of 1-5 iterations (a 5x5 window over one channel). Unswitched, the innermost
-# loop is the plain load-multiply-add; peeled, the short ones are straight code. Measured on the emulated M7, outputs
-# unchanged (the same float operations in the same order): float32 digits-cnn 4.92 M -> 2.39 M instructions (+752 B
-# of code), zoo U-Net 23.8 M -> 14.5 M, ESPCN 226 M -> 161 M; TVM's int8 digits-cnn 4.88 M -> 2.15 M (+408 B).
-# edgekit's own kernels (separate files) keep their flags.
-TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops")\n'
+# GCC's loop unswitching, peeling and floating-point contraction for TVM's C alone (the firmware builds at -O2 with
+# -std=c11, where none of them runs): TVM's loops test the padding per multiply-accumulate (``if (1 <= i + ry) ...``
+# inside the reduction over the input channels, invariant in it) and run reductions of 1-5 iterations (a 5x5 window
+# over one channel); ISO C keeps a float ``acc + x * w`` as a multiply and an add. Unswitched, the innermost loop is
+# the plain load-multiply-add; peeled, the short ones are straight code; contracted, each multiply-add one VFMA (one
+# rounding instead of two: float outputs stay within the tolerance against PyTorch, ESPCN's max error 6.6e-7).
+# Measured on the emulated M7: float32 digits-cnn 4.92 M -> 2.39 M instructions by the first two (+752 B of code),
+# zoo U-Net 23.8 M -> 14.5 M, ESPCN 226 M -> 161 M -> 137 M with the contraction; TVM's int8 digits-cnn
+# 4.88 M -> 2.15 M (+408 B). edgekit's own kernels (separate files) keep their flags.
+TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops", "fp-contract=fast")\n'
 
 
 def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], target: str | dict) -> str:
