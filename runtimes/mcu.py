@@ -111,6 +111,11 @@ def _step_measurements(run, build: McuBuild, n: int, where: str, macs: int, ref=
         "instructions_per_step_mean": float(per_step.mean()),
         "instructions_per_mac": instructions / macs if macs else None,
     }
+    if stream.conv_stream:  # after every layer has fired once: the steady state a device streaming on runs in
+        steady = _steady_from(per_call)
+        if steady is not None:
+            measured["instructions_per_step_steady"] = float(per_step[:, steady[0]:steady[1]].mean())
+            measured["steady_from_step"] = steady[0]
     layers: dict[str, dict] = {}
     mean_call = per_call.mean(axis=(0, 1))
     for k, (name, macs_s, kernel) in enumerate(zip(layers_of, build.step_macs, build.step_kernels)):
@@ -140,6 +145,23 @@ def _step_measurements(run, build: McuBuild, n: int, where: str, macs: int, ref=
         if ref is not None and "events" in ref.files:  # int8: the host reference computes the same events
             measured["events_match"] = bool(np.array_equal(np.asarray(ref["events"]), events))
     return measured
+
+
+# A call of a conv stream whose guard does not fire costs the driver's test alone, a few instructions; one that runs,
+# hundreds (a cache push of a row) or more.
+SKIPPED_CALL_INSTRUCTIONS = 64
+
+
+def _steady_from(per_call: np.ndarray) -> tuple[int, int] | None:
+    """Steps [t0, t1) of a conv stream's test sequences in the steady state: from the first step by which every
+    call that ever runs has run once (the deeper layers wait for their caches to fill after a reset), over a whole
+    number of 4 steps (the time strides' periods: 1, 2 or 4); None when fewer than 4 steps are left."""
+    ran = per_call > SKIPPED_CALL_INSTRUCTIONS                       # [n, T, K]
+    any_ran = ran.any(axis=0)                                        # [T, K]
+    firsts = [int(np.argmax(any_ran[:, k])) for k in range(any_ran.shape[1]) if any_ran[:, k].any()]
+    t0 = max(firsts, default=0)
+    length = (per_call.shape[1] - t0) // 4 * 4
+    return (t0, t0 + length) if length >= 4 else None
 
 
 def _parse_events(text: str, n: int) -> np.ndarray:

@@ -270,3 +270,18 @@ def test_zero_pads_before_time_convs_stream_as_their_caches(tmp_path):
     api.compile(m, "cortex-m7", tmp_path / "out", quantize="int8", streaming=True)
     meas = api.profile(tmp_path / "out").measured
     assert meas["outputs_match"] and meas["max_abs_err_lsb"] == 0
+
+
+def test_conv_stream_steady_state_starts_when_every_call_has_run():
+    """runtimes/mcu._steady_from: the first step by which every call that ever runs has run, over whole 4-step
+    spans; a call its guard skips costs a few instructions."""
+    from edgekit.runtimes.mcu import SKIPPED_CALL_INSTRUCTIONS, _steady_from
+
+    n, T = 2, 15
+    per_call = np.full((n, T, 3), 5)
+    per_call[:, :, 0] = 400                  # a cache push, every step
+    per_call[:, 3::2, 1] = 9000              # a layer after a time stride, from step 3
+    per_call[1, 6::2, 2] = 7000              # a deeper one, from step 6 (seen in the second sequence only)
+    assert SKIPPED_CALL_INSTRUCTIONS > 5
+    assert _steady_from(per_call) == (6, 14)
+    assert _steady_from(per_call[:, :9]) is None  # 3 steps left: no whole span

@@ -66,3 +66,4 @@ def test_tvm_source_carries_the_loop_pragma(small_cnn):
     code = tvm_kernels_of([p.program], p.platform, p.cpu)[0]
     assert code.startswith(tvm_kernels.TVM_C_PRAGMA)
     assert "unswitch-loops" in tvm_kernels.TVM_C_PRAGMA and "fp-contract=fast" in tvm_kernels.TVM_C_PRAGMA
+
