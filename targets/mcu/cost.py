@@ -211,8 +211,8 @@ def tvm_conv_terms(prog: Program, step: Step, out: int, depthwise: bool) -> tupl
     oh, ow, cout = prog.tensors[step.output].shape[1:4]
     cin = shape[-1] // (spec.attr("groups") or 1)
     if prog.dtype == "int8":  # taps inside the input: per output row, and per output column
-        rows = sum(1 for i in range(oh) for ky in range(kh) if 0 <= i * sh - pt + ky * dh < h)
-        cols = sum(1 for j in range(ow) for kx in range(kw) if 0 <= j * sw - pl + kx * dw < w)
+        rows = sum(kernel_pack._taps_inside(oh, sh, h, pt, kh, dh))
+        cols = sum(kernel_pack._taps_inside(ow, sw, w, pl, kw, dw))
         macs = rows * cols * cout * cin
     else:
         macs = step.macs

@@ -1215,8 +1215,10 @@ def depthwise3x3_row_instructions(stride_w: int, out_w: int, channels: int) -> f
         r["per_group_row"] * -(-channels // 4)
 
 
-def _taps_inside(out: int, stride: int, size: int, pad: int, k: int = 3) -> list[int]:
+def _taps_inside(out: int, stride: int, size: int, pad: int, k: int = 3, dilation: int = 1) -> list[int]:
     """Kernel taps (of ``k``) inside the input along one axis, for each of the ``out`` outputs."""
+    if dilation != 1:
+        return [sum(1 for t in range(k) if 0 <= o * stride - pad + t * dilation < size) for o in range(out)]
     return [max(0, min(k, size + pad - o * stride) - max(0, pad - o * stride)) for o in range(out)]
 
 
