@@ -455,8 +455,11 @@ def target_for(cpu: str | dict) -> tvm.target.Target:
 # rounding instead of two: float outputs stay within the tolerance against PyTorch, ESPCN's max error 6.6e-7).
 # Measured on the emulated M7: float32 digits-cnn 4.92 M -> 2.39 M instructions by the first two (+752 B of code),
 # zoo U-Net 23.8 M -> 14.5 M, ESPCN 226 M -> 161 M -> 137 M with the contraction; TVM's int8 digits-cnn
-# 4.88 M -> 2.15 M (+408 B). edgekit's own kernels (separate files) keep their flags.
-TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops", "fp-contract=fast")\n'
+# 4.88 M -> 2.15 M (+408 B). And no strict aliasing: TVM's storage rewrite lets one local buffer serve several
+# dtypes (a GRU cell's int32[3] sums written through an int64 pointer), which -O2's type-based alias analysis may
+# reorder; GCC warned of it, and the counts did not move (digits-gru int8 3,332,800 either way). edgekit's own
+# kernels (separate files) keep their flags.
+TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops", "fp-contract=fast", "no-strict-aliasing")\n'
 
 
 def compile_kernels(funcs: dict[str, tvm.tirx.PrimFunc], target: str | dict) -> str:
