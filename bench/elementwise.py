@@ -103,6 +103,11 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     pool("avg pool 2x2 s2 18x18x16", "avg", (18, 18, 16), (2, 2), (2, 2), before="26.7 (TVM, --layers)")
     pool("global avg pool 5x5x1280", "avg", (5, 5, 1280), (5, 5), (1, 1), before="196 (TVM, mbv2-w035)")
     pool("global avg pool 16x16x32", "avg", (16, 16, 32), (16, 16), (1, 1), before="1366 (TVM, zoo ShuffleNet)")
+    # 1-D max pools (MaxPool1d over [N, C, L]: a Kx1 window down the [L, 1, C] map, run as one row)
+    pool("max pool 1-D 2 s2 512x16", "max", (512, 1, 16), (2, 1), (2, 1), before="15.5 (2-D loops, in a model)")
+    pool("max pool 1-D 2 s2 256x32", "max", (256, 1, 32), (2, 1), (2, 1))
+    pool("max pool 1-D 3 s2 p1 256x16", "max", (256, 1, 16), (3, 1), (2, 1), (1, 0))
+    pool("max pool 1-D 3 s1 512x8", "max", (512, 1, 8), (3, 1), (1, 1))
 
     def transpose(name, b, r, c, before=""):
         x = rng.integers(-128, 128, (b, r, c)).astype(np.int8)

@@ -259,7 +259,10 @@ def plan(graph: Graph, where: str = "streaming") -> StreamPlan:
             timing[n.name], length[n.name], guards[n.name] = timing[src.name], int(n.shape[TIME_AXIS]), guards[src.name]
             continue
         pointwise_conv = n.op in ("conv2d", "conv1d") and (k, s, p) == (1, 1, 0)
-        if n.op in ROW_OPS or pointwise_conv or n.op == "batchnorm":
+        # a view that only adds or drops trailing size-1 axes ([N, C, T] <-> [N, C, T, 1] around a 1-D pool): local
+        time_view = n.op == "reshape" and tuple(n.shape[:TIME_AXIS + 1]) == tuple(src.shape[:TIME_AXIS + 1]) and \
+            all(d == 1 for d in n.shape[TIME_AXIS + 1:]) and all(d == 1 for d in src.shape[TIME_AXIS + 1:])
+        if n.op in ROW_OPS or pointwise_conv or n.op == "batchnorm" or time_view:
             others = [i for i in n.inputs if i not in timing]
             if others:
                 raise UnsupportedError(f"layer '{n.name}' ({n.op}) combines a stream of frames with "

@@ -63,6 +63,8 @@ OPS = {
     "transpose": "axes reordered by a permutation (batch axis first and kept), e.g. x.transpose(1, 2)",
     "matmul": "batched matrix product of two tensors: [..., M, K] @ [..., K, N]",
     "scale": "multiply by a constant number (x * c, x / c)",
+    "mul_const": "product with a constant tensor broadcast over the input (a layer scale: ConvNeXt, CaiT); folded into "
+                 "the conv/linear before it, else a depthwise 1x1 conv when it scales channels",
     "gelu": "x * Φ(x) (nn.GELU; approximate 'none' or 'tanh')",
     "layernorm": "layer normalisation over the last axes, with optional weight and bias (nn.LayerNorm)",
     "reduce_mean": "mean over axes other than the batch (x.mean(dim=1))",
@@ -225,6 +227,71 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 continue
             if len(n.shape) in (3, 4):  # a standalone one: a depthwise 1x1 conv of the same name
                 n = _batchnorm_as_depthwise(n)
+        keep.append(n)
+    return graph.replace_nodes(keep, outputs)
+
+
+# Layers whose output is a feature map ([N, C, H, W] / [N, C, L] with channels on axis 1)
+MAP_OPS = ("conv1d", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "mul", "concat", "upsample",
+           "depth_to_space", "pad", "batchnorm", "prelu", *ACTIVATIONS)
+
+
+def _channel_vector(value: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
+    """``value`` (broadcast against an output of ``shape``) as one number per element of ``axis``, when it varies
+    along that axis alone; None otherwise."""
+    v = np.asarray(value, dtype=np.float32)
+    if v.ndim > len(shape):
+        return None
+    v = v.reshape((1,) * (len(shape) - v.ndim) + v.shape)
+    ax = axis % len(shape)
+    if any(d != 1 for i, d in enumerate(v.shape) if i != ax) or v.shape[ax] not in (1, shape[ax]):
+        return None
+    return np.broadcast_to(v.reshape(-1), (shape[ax],)).astype(np.float32)
+
+
+def fold_constant_mul(graph: Graph) -> Graph:
+    """A product with a constant (``mul_const``: a tensor, a layer scale; ``scale``: a number) folded where it goes:
+    into the conv/linear before it (its only reader, no activation) when the constant scales that layer's output
+    channels (W' = c·W, b' = c·b); otherwise one that scales the channels (axis 1, or a number) of a [N, C, H, W] /
+    [N, C, L] map becomes a depthwise 1x1 conv of the same name, as a lone BatchNorm does, which every target runs;
+    a tensor constant that is one number elsewhere becomes ``scale``. Any other stays as it is (a ``mul_const``
+    targets refuse by name)."""
+    nodes = [n.copy() for n in graph.nodes]
+    by_name = {n.name: n for n in nodes}
+    outputs = list(graph.outputs)
+    keep = []
+    for n in nodes:
+        if n.op in ("mul_const", "scale"):
+            v = np.asarray(n.params["value"] if n.op == "mul_const" else n.attrs["factor"], dtype=np.float32)
+            prod = by_name.get(n.inputs[0])
+            readers = [m for m in nodes if prod is not None and prod.name in m.inputs]
+            axis = -1 if prod is not None and prod.op == "linear" else 1
+            c = _channel_vector(v, n.shape, axis) if prod is not None else None
+            if c is not None and prod.op in ("conv1d", "conv2d", "linear") and len(readers) == 1 and \
+                    prod.name not in outputs and "activation" not in prod.attrs and \
+                    tuple(prod.shape) == tuple(n.shape):
+                w = prod.params["weight"]
+                prod.params["weight"] = (w * c.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                if "bias" in prod.params:
+                    prod.params["bias"] = (prod.params["bias"] * c).astype(np.float32)
+                prod.fused.append(n.name)
+                _rename_inputs(nodes, n.name, prod.name)
+                outputs = [prod.name if o == n.name else o for o in outputs]
+                continue
+            # (a number stays a scale unless it scales a feature map: an attention's scaled scores are not channels)
+            if len(n.shape) in (3, 4) and (n.op == "mul_const" or prod is not None and prod.op in MAP_OPS) and \
+                    (c1 := _channel_vector(v, n.shape, 1)) is not None:
+                dims = len(n.shape) - 2
+                one, zero = [1] * dims, [0] * dims
+                ch = int(n.shape[1])
+                n = dataclasses.replace(
+                    n, op="conv2d" if dims == 2 else "conv1d",
+                    attrs={"in_channels": ch, "out_channels": ch, "kernel_size": one, "stride": one, "padding": zero,
+                           "dilation": one, "groups": ch},
+                    params={"weight": c1.reshape((ch, 1) + (1,) * dims), "bias": np.zeros(ch, np.float32)})
+            elif n.op == "mul_const" and (v.size == 1 or np.all(v == v.reshape(-1)[0])):
+                n = dataclasses.replace(n, op="scale", attrs={"factor": float(v.reshape(-1)[0])}, params={})
+            by_name[n.name] = n  # (a product after it may fold into the depthwise conv it became)
         keep.append(n)
     return graph.replace_nodes(keep, outputs)
 
@@ -435,7 +502,7 @@ def fold_pads(graph: Graph) -> Graph:
 
 def deployment_graph(graph: Graph) -> Graph:
     """The graph targets build: dead layers and identities removed, symmetric zero pads folded into the conv after
-    them, BatchNorm folded, x · sigmoid(x) as SiLU, ReLU/ReLU6 fused, transposed convs as convs computing their
+    them, BatchNorm and constant products (layer scales) folded, x · sigmoid(x) as SiLU, ReLU/ReLU6 fused, transposed convs as convs computing their
     output phases."""
-    return lower_conv_transpose(fuse_activations(fuse_swish(fold_batchnorm(fold_pads(remove_identities(
-        remove_dead(graph)))))))
+    return lower_conv_transpose(fuse_activations(fuse_swish(fold_constant_mul(fold_batchnorm(fold_pads(
+        remove_identities(remove_dead(graph))))))))

@@ -17,7 +17,7 @@ _UNARY = {"relu": torch.relu, "relu6": lambda x: F.relu6(x), "hardswish": F.hard
 
 
 def _t(a: np.ndarray | None) -> torch.Tensor | None:
-    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+    return None if a is None else torch.from_numpy(np.require(a, requirements=["C", "W"]))  # (a copy if read-only)
 
 
 def _activation(node: Node, y: torch.Tensor) -> torch.Tensor:
@@ -127,6 +127,8 @@ def run_node(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.matmul(xs[0], xs[1])
     if op == "scale":
         return xs[0] * a["factor"]
+    if op == "mul_const":
+        return xs[0] * torch.from_numpy(np.asarray(node.params["value"], dtype=np.float32))
     if op == "gelu":
         return F.gelu(xs[0], approximate=a.get("approximate", "none"))
     if op == "pad":

@@ -86,7 +86,12 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
              ("max", (7, 11, 4), (3, 3), (1, 1), (1, 1)), ("max", (8, 13, 16), (2, 2), (1, 1), (0, 0)),
              ("max", (9, 15, 20), (3, 3), (2, 2), (0, 1)), ("max", (6, 9, 8), (2, 2), (2, 2), (1, 1)),
              # global averages over more pixels than int16 sums hold (ek__gap_s8_dsp: chunks of 255, one partial)
-             ("avg", (16, 17, 16), (16, 17), (1, 1), (0, 0)), ("avg", (2, 300, 8), (2, 300), (1, 1), (0, 0))]
+             ("avg", (16, 17, 16), (16, 17), (1, 1), (0, 0)), ("avg", (2, 300, 8), (2, 300), (1, 1), (0, 0)),
+             # 1-D max pools (a Kx1 window down one column, run as one row: ek__maxpool_1row): 2 and 3 taps, a
+             # window the end cuts (padding 1), a stride longer than the window, 4 and 12 channels; an average one
+             ("max", (33, 1, 12), (2, 1), (2, 1), (0, 0)), ("max", (17, 1, 4), (3, 1), (2, 1), (1, 0)),
+             ("max", (20, 1, 8), (3, 1), (1, 1), (1, 0)), ("max", (25, 1, 16), (2, 1), (3, 1), (0, 0)),
+             ("avg", (18, 1, 8), (3, 1), (2, 1), (1, 0))]
     for mode, hwc, k, s, pads in pools:
         h, w, c = hwc
         oh, ow = (h + 2 * pads[0] - k[0]) // s[0] + 1, (w + 2 * pads[1] - k[1]) // s[1] + 1

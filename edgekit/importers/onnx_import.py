@@ -556,6 +556,11 @@ class _Importer:
             return
         if node.op_type == "Div":
             raise UnsupportedError("Div other than by a constant number (edgekit scales by constants)")
+        if const and op == "mul" and len(const) == 1:  # x * c with a constant tensor c (a layer scale)
+            other = node.input[1] if node.input[0] == const[0] else node.input[0]
+            self._bind(node.output[0], self._emit(self._label(node), "mul_const", [self._exact(other)],
+                                                  params={"value": np.asarray(self.consts[const[0]], np.float32)}))
+            return
         if const and op == "add" and len(const) == 1:
             other = node.input[1] if node.input[0] == const[0] else node.input[0]
             self._bias_after_matmul(node, other, self.consts[const[0]])
@@ -644,12 +649,17 @@ class _Importer:
     def _pool(self, node, a):
         x = self._exact(node.input[0])
         kernel = [int(k) for k in a["kernel_shape"]]
-        if len(kernel) != 2:
-            raise UnsupportedError(f"{len(kernel)}-D pooling (edgekit has 2-D pooling)")
-        strides = [int(s) for s in a.get("strides", [1, 1])]
-        if [int(d) for d in a.get("dilations", [1, 1])] != [1, 1]:
+        if len(kernel) not in (1, 2):
+            raise UnsupportedError(f"{len(kernel)}-D pooling (edgekit has 1-D and 2-D pooling)")
+        dims = len(kernel)
+        strides = [int(s) for s in a.get("strides", [1] * dims)]
+        if [int(d) for d in a.get("dilations", [1] * dims)] != [1] * dims:
             raise UnsupportedError("pooling with dilation")
-        pads = self._pads(a, self._shape(x)[2:], kernel, strides, [1, 1], "pooling")
+        pads = self._pads(a, self._shape(x)[2:], kernel, strides, [1] * dims, "pooling")
+        if dims == 1:  # over [N, C, L]: the 2-D pool with a Kx1 window over its [N, C, L, 1] view, and back
+            x = self._emit(f"{self._label(node)}.as_2d", "reshape", [x], {"shape": [*self._shape(x), 1]},
+                           shape=(*self._shape(x), 1))
+            kernel, strides, pads = [kernel[0], 1], [strides[0], 1], [pads[0], 0]
         attrs = {"kernel_size": kernel, "stride": strides, "padding": pads, "ceil_mode": bool(a.get("ceil_mode", 0))}
         if node.op_type == "MaxPool":
             if len(node.output) > 1 and self._used(node.output[1]):
@@ -658,12 +668,17 @@ class _Importer:
         else:
             op = "avgpool2d"
             attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
-        self._bind(node.output[0], self._emit(self._label(node), op, [x], attrs))
+        y = self._emit(self._label(node), op, [x], attrs)
+        if dims == 1:
+            y = self._emit(f"{self._label(node)}.as_1d", "reshape", [y], {"shape": list(self._shape(y)[:3])},
+                           shape=self._shape(y)[:3])
+        self._bind(node.output[0], y)
 
     def _global_pool(self, node, a):
         x = self._exact(node.input[0])
-        if len(self._shape(x)) != 4:
-            raise UnsupportedError(f"global pooling of a {len(self._shape(x))}-D tensor (edgekit pools 4-D NCHW)")
+        if len(self._shape(x)) not in (3, 4):
+            raise UnsupportedError(f"global pooling of a {len(self._shape(x))}-D tensor (edgekit pools [N, C, L] "
+                                   "and [N, C, H, W])")
         self._bind(node.output[0], self._emit(self._label(node), "global_avgpool", [x]))
 
     def _reduce_mean(self, node, a):

@@ -176,6 +176,37 @@ def _pool(m):
     return "avgpool2d", attrs, {}
 
 
+def _pool1d_module(m) -> tuple[str, dict]:
+    """nn.MaxPool1d / nn.AvgPool1d as the 2-D pool over [N, C, L, 1] that computes it (a Kx1 window)."""
+    one = lambda v: int(v[0]) if isinstance(v, (list, tuple)) else int(v)  # noqa: E731
+    k = one(m.kernel_size)
+    s = one(m.stride if m.stride is not None else m.kernel_size)
+    attrs = {"kernel_size": [k, 1], "stride": [s, 1], "padding": [one(m.padding), 0], "ceil_mode": bool(m.ceil_mode)}
+    if isinstance(m, nn.MaxPool1d):
+        if one(m.dilation) != 1:
+            raise UnsupportedError("MaxPool1d with dilation")
+        return "maxpool2d", attrs
+    attrs["count_include_pad"] = bool(m.count_include_pad)
+    return "avgpool2d", attrs
+
+
+def _pool1d_call(n) -> tuple[str, dict]:
+    """F.max_pool1d / F.avg_pool1d (and their ATen calls) as the 2-D pool over [N, C, L, 1] that computes them."""
+    one = lambda v: int(v[0]) if isinstance(v, (list, tuple)) else int(v)  # noqa: E731
+    k = one(_arg(n, 1, "kernel_size"))
+    stride = _arg(n, 2, "stride", None)
+    s = one(stride) if stride not in (None, [], ()) else k
+    attrs = {"kernel_size": [k, 1], "stride": [s, 1], "padding": [one(_arg(n, 3, "padding", 0)), 0]}
+    if n.target in (F.avg_pool1d, aten.avg_pool1d.default):
+        attrs.update(ceil_mode=bool(_arg(n, 4, "ceil_mode", False)),
+                     count_include_pad=bool(_arg(n, 5, "count_include_pad", True)))
+        return "avgpool2d", attrs
+    if one(_arg(n, 4, "dilation", 1)) != 1:
+        raise UnsupportedError("max_pool1d with dilation")
+    attrs["ceil_mode"] = bool(_arg(n, 5, "ceil_mode", False))
+    return "maxpool2d", attrs
+
+
 def _rnn(m: nn.RNNBase):
     kind = "gru" if isinstance(m, nn.GRU) else "lstm"
     if m.num_layers != 1:
@@ -495,6 +526,9 @@ ATEN_LAYER_HANDLERS: dict[Any, Callable] = {
     aten.avg_pool2d.default: _aten_pool,
     aten.gru.input: _aten_rnn, aten.lstm.input: _aten_rnn, aten.prelu.default: _aten_prelu,
 }
+# 1-D pooling calls, run as the 2-D pool over the [N, C, L, 1] view (_pool1d_call)
+_POOL1D_CALLS = {F.max_pool1d, F.avg_pool1d, aten.max_pool1d.default, aten.avg_pool1d.default,
+                 aten.max_pool1d_with_indices.default}
 # ATen calls that return a tuple whose first element is the layer's output (the rest, batch statistics or pooling
 # indices, must go unused).
 _FIRST_OF_TUPLE = {aten.native_batch_norm.default, aten._native_batch_norm_legit_no_training.default,
@@ -650,6 +684,18 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
         alias[n.name] = nm
         nodes.append(Node(nm, op, inputs, shape, attrs or {}, params or {}))
 
+    def pool1d(n, op, attrs, x):
+        """A 1-D pool over [N, C, L] as the 2-D one over its [N, C, L, 1] view (a reshape each side: the same
+        element order, so no copy on any target); the pool keeps the layer's name."""
+        in_shape, out_shape = list(_shape_of(n.args[0].meta)), list(_shape_of(n.meta))
+        if len(in_shape) != 3:
+            raise UnsupportedError(f"1-D pooling of a {len(in_shape)}-D tensor (edgekit pools [N, C, L])")
+        nm = layer_name(n, op)
+        nodes.append(Node(f"{nm}.as_2d", "reshape", [x], in_shape + [1], {"shape": in_shape + [1]}))
+        nodes.append(Node(nm, op, [f"{nm}.as_2d"], out_shape + [1], attrs))
+        nodes.append(Node(f"{nm}.as_1d", "reshape", [nm], out_shape, {"shape": out_shape}))
+        alias[n.name] = f"{nm}.as_1d"
+
     for n in gm.graph.nodes:
         try:
             if n.op == "placeholder":
@@ -664,6 +710,9 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 consts[n.name] = t.detach() if isinstance(t, torch.Tensor) else t
             elif n.op == "call_module" and not n.users and _shape_of(n.meta) is None:
                 continue  # torch.export's input guard (_guards_fn): checks shapes, computes nothing
+            elif n.op == "call_module" and isinstance(modules[str(n.target)], (nn.MaxPool1d, nn.AvgPool1d)):
+                op, attrs = _pool1d_module(modules[str(n.target)])
+                pool1d(n, op, attrs, src(n.args[0]))
             elif n.op == "call_module":
                 m = modules[str(n.target)]
                 handler = MODULE_HANDLERS.get(type(m))
@@ -705,6 +754,12 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                 if tgt in _ZERO_FILLS and (tgt is not aten.full.default or n.args[1] == 0):
                     # zeros sized from the input (an RNN's initial state with a dynamic batch): a zero constant
                     consts[n.name] = torch.zeros(shape)
+                    continue
+                if tgt in _POOL1D_CALLS:
+                    op, attrs = _pool1d_call(n)
+                    pool1d(n, op, attrs, src(n.args[0]))
+                    if tgt is aten.max_pool1d_with_indices.default:
+                        first_of[n.name] = alias[n.name]
                     continue
                 if tgt in ATEN_LAYER_HANDLERS:
                     op, attrs, params, x = ATEN_LAYER_HANDLERS[tgt](n, weight)
@@ -867,6 +922,11 @@ def import_module(module: nn.Module, example: tuple[torch.Tensor, ...], name: st
                         continue
                     add(n, "add", [src(a) for a in tensor_args])
                 elif tgt in _MUL or (n.op == "call_method" and tgt == "mul"):
+                    const_args = [a for a in n.args if isinstance(a, torch.fx.Node) and a.name in consts
+                                  and isinstance(consts[a.name], torch.Tensor)]
+                    if len(tensor_args) == 1 and len(const_args) == 1 and len(n.args) == 2:  # x * c, a layer scale
+                        add(n, "mul_const", [src(tensor_args[0])], params={"value": _np(consts[const_args[0].name])})
+                        continue
                     if len(tensor_args) != 2 or len(n.args) != 2:
                         problems.append(f"'{n.name}' (multiply by a constant)")
                         continue

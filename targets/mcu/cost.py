@@ -49,12 +49,14 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         p = step.params
         ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
         key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else \
+            "maxpool_1row_int8_ek" if kernel_pack.pool_runs_1row(p) else \
             "pool_int8_ek" if p["mode"] == kernel_pack.POOL_MAX else \
             "gap_int8_ek" if kernel_pack.pool_global_chunks(
                 "avg", (p["in_h"], p["in_w"], p["channels"]), (p["kernel_h"], p["kernel_w"]), p["pad_top"],
                 p["pad_left"], -p["input_offset"], p["shift"]) else "avgpool_int8_ek"
-        return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else out,
-                p["in_h"] * p["in_w"] * p["channels"])
+        # (the one-row max: per output pixel, its window's set-up)
+        return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else
+                ph if key.startswith("maxpool_1row") else out, p["in_h"] * p["in_w"] * p["channels"])
     if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the SMLAD one 4 at a time (and the last
         flags = step.params["flags"]  # n % 4 one by one), the scalar one a 64-bit product each
         if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)

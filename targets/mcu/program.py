@@ -198,12 +198,26 @@ def channel_shuffle_groups(graph: Graph, n: Node) -> int | None:
 _ELEMENTWISE = ACTIVATIONS + ("add", "mul")
 
 
+def kx1_view(graph: Graph, n: Node) -> str | None:
+    """``"to"`` for a reshape of [N, C, L] to [N, C, L, 1] (the view a 1-D pool runs on: the importers write
+    MaxPool1d / AvgPool1d as the 2-D pool with a Kx1 window between two reshapes), ``"from"`` for the way back, else
+    None."""
+    if n.op != "reshape":
+        return None
+    src = tuple(graph[n.inputs[0]].shape)
+    if len(src) == 3 and tuple(n.shape) == src + (1,):
+        return "to"
+    if len(src) == 4 and src[3] == 1 and tuple(n.shape) == src[:3]:
+        return "from"
+    return None
+
+
 def channels_last_1d(graph: Graph) -> set[str]:
-    """Names of the layers whose [N, C, L] output a program keeps channels last: the Conv1d layers and the elementwise
-    layers that read only such outputs, of one shape."""
+    """Names of the layers whose [N, C, L] output a program keeps channels last: the Conv1d layers, the way back from
+    a 1-D pool's [N, C, L, 1] view (kx1_view) and the elementwise layers that read only such outputs, of one shape."""
     out: set[str] = set()
     for n in graph.nodes:
-        if n.op == "conv1d" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
+        if n.op == "conv1d" or kx1_view(graph, n) == "from" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
                 len({tuple(graph[i].shape) for i in n.inputs}) == 1 or n.op == "pad" and n.inputs[0] in out or \
                 n.op == "depth_to_space" and len(n.shape) == 3 and n.attrs["mode"] == "DCR" and n.inputs[0] in out \
                 or n.op == "select" and len(n.shape) == 3 and n.inputs[0] in out and _sequence_window(n) is not None:
@@ -675,7 +689,7 @@ class _Builder:
             return
         if len(src_torch) == 4 and len(n.shape) == 4:
             if tuple(src_torch) != tuple(n.shape):
-                raise UnsupportedError(f"layer '{n.name}': a 4-D to 4-D reshape is not supported on Cortex-M")
+                raise UnsupportedError(f"layer '{n.name}': a 4-D to 4-D reshape is not supported on a microcontroller")
             self.add_tensor(n.name, src.shape, alias_of=n.inputs[0])
             return
         if len(src_torch) == 4 and src_torch[1] > 1 and src_torch[2] * src_torch[3] > 1:
@@ -689,7 +703,7 @@ class _Builder:
             return
         if len(n.shape) == 4 and len(src_torch) != 4 and n.shape[1] > 1 and n.shape[2] * n.shape[3] > 1:
             raise UnsupportedError(f"layer '{n.name}': reshaping a flat tensor into an image is not supported on "
-                                   "Cortex-M")
+                                   "a microcontroller")
         self.add_tensor(n.name, nhwc(n.shape), alias_of=n.inputs[0])
 
     def select(self, n: Node):
@@ -776,6 +790,15 @@ class _Builder:
 
     def layer(self, n: Node, macs: int) -> bool:
         """The kernel calls of one layer of an operator every program kind shares; False for any other operator."""
+        view = kx1_view(self.g, n)
+        if view == "to":  # [N, C, L] -> [N, C, L, 1] for a 1-D pool: its NHWC is the channels-last [1, L, 1, C]
+            t = self._channels_last(n.inputs[0], n)
+            self.add_tensor(n.name, self.tensors[t].shape, alias_of=t)
+            return True
+        if view == "from":  # and back: the pool's NHWC output is a channels-last [N, C, L] as it is
+            self.add_tensor(n.name, self.tensors[n.inputs[0]].shape, alias_of=n.inputs[0])
+            self.nlc.add(n.name)
+            return True
         if n.name in self.nlc_layers or n.op == "global_avgpool" and n.inputs[0] in self.nlc:
             self.layer_1d(n, macs)
             return True

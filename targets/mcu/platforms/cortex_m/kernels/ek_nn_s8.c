@@ -6308,6 +6308,39 @@ static __attribute__((noinline)) void ek__maxpool_rows(const ek_pool_params_t *p
     }
 }
 
+/* Max over 2-3 taps of one row (a 1-D max pool: kernel_pack.pack_pool runs a Kx1 window down one column as a 1xK
+ * one along a row, the same bytes): straight-line per window, 4 channels a word, the taps inside the row (a window
+ * the row's ends cut keeps the ones inside; none inside: the contract's -128, as the generic loops). */
+static __attribute__((noinline)) void ek__maxpool_1row(const ek_pool_params_t *p, const int8_t *input,
+                                                      int8_t *output)
+{
+    const int32_t c_all = p->channels, k = p->kernel_w, sw = p->stride_w, in_w = p->in_w;
+    for (int32_t ox = 0; ox < p->out_w; ox++, output += c_all) {
+        int32_t x0, x1;
+        ek__pool_span(ox * sw - p->pad_left, k, in_w, &x0, &x1);
+        const int32_t n = x1 - x0;
+        const int8_t *a = input + x0 * c_all, *end = a + c_all;
+        int8_t *o = output;
+        if (n == 3) {
+            for (; a < end; a += 4, o += 4) {
+                const uint32_t m = ek__max4(ek__max4(ek__read_u32(a), ek__read_u32(a + c_all)),
+                                            ek__read_u32(a + 2 * c_all));
+                memcpy(o, &m, 4);
+            }
+        } else if (n == 2) {
+            for (; a < end; a += 4, o += 4) {
+                const uint32_t m = ek__max4(ek__read_u32(a), ek__read_u32(a + c_all));
+                memcpy(o, &m, 4);
+            }
+        } else { /* one tap inside, or none (the contract's -128) */
+            for (int32_t c = 0; c < c_all; c += 4) {
+                const uint32_t m = n == 1 ? ek__read_u32(a + c) : 0x80808080u;
+                memcpy(o + c, &m, 4);
+            }
+        }
+    }
+}
+
 static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p, const int8_t *input,
                                                      int8_t *output)
 {
@@ -6319,6 +6352,11 @@ static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p,
 #else
     (void)ek__maxpool_rows;
 #endif
+    if (p->mode != EK_NN_POOL_AVG && p->in_h == 1 && p->out_h == 1 && p->kernel_h == 1 && p->pad_top == 0 &&
+        (p->kernel_w == 2 || p->kernel_w == 3)) {
+        ek__maxpool_1row(p, input, output);
+        return;
+    }
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
     const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
