@@ -66,7 +66,10 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
     for i, (rows, ch, gate, real, clamp) in enumerate([  # products: a gate per channel or two maps; the requant
             (36, 16, True, 0.004, False), (9, 24, True, 0.01, True),          # forms: shift > 32 (SSAT / a clamp),
             (20, 12, True, 0.3, False), (7, 5, False, 0.02, False),           # 17..32, and below 17 (64 bits)
-            (6, 9, False, 3e3, True), (5, 7, True, 4e4, False)]):
+            (6, 9, False, 3e3, True), (5, 7, True, 4e4, False),
+            # gates over all of int8 four channels a word (ek__mul_gate4) and their last 1-3 channels by column
+            (11, 6, True, 0.004, False), (8, 20, True, 0.05, False), (3, 8, True, 0.25, False),
+            (13, 11, True, 0.0007, False), (4, 8, True, 0.7, False)]):
         mult, shift = qmath.quantize_multiplier(real)
         za, zb, zo = (int(v) for v in rng.integers(-128, 128, 3))
         lo, hi = (int(rng.integers(-128, 0)), int(rng.integers(0, 128))) if clamp else (-128, 127)

@@ -68,7 +68,13 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
                     2 * out)
         return ("add_int8_mve" if flags & kernel_pack.FLAG_MVE else "add_int8_ek"), out, out, 2 * out
     if step.kind == "ek_mul":  # per element: a product and its requantization; per channel (a gate's column)
-        return "mul_int8_ek", out, step.params["channels"], 0
+        p = step.params
+        if getattr(prog, "ek_isa", "dsp") != "rv32" and kernel_pack.mul_runs_gate4(p):
+            # a gate over all of int8, four channels a word (ek__mul_gate4_*): per element of the groups of 4, per
+            # group (its asm call), per element of the last 1-3 channels (their columns)
+            fast = p["rows"] * (p["channels"] // 4) * 4
+            return "mul_gate4_int8_ek", fast, p["channels"] // 4, out - fast
+        return "mul_int8_ek", out, p["channels"], 0
     if step.kind == "ek_transpose":  # per edge element (a byte at a time), per 4x4 block of bytes, per row of blocks
         p = step.params
         if p["rows"] == 2 and p["cols"] % 4 == 0:  # its 2-row loop (ek__shuffle2): per turn of 4 columns, per pixel

@@ -1552,6 +1552,13 @@ def pack_pool(mode: str, *, in_hwc, out_hw, kernel, stride, pad_top: int = 0, pa
                        notes=dict(isa="mve" if mve else "dsp"))
 
 
+def mul_runs_gate4(p: dict) -> bool:
+    """Whether an ek_mul_s8 call runs the four-channel gate loops of the DSP build (ek__mul_gate4_rs / _k): a gate per
+    channel, the clamp all of int8, 17 <= shift <= 54, at least 4 channels."""
+    return bool(p["b_per_channel"]) and (p["act_min"], p["act_max"]) == (-128, 127) and p["rows"] > 0 and \
+        17 <= p["shift"] <= 54 and p["channels"] >= 4
+
+
 def pool_runs_1row(p: dict) -> bool:
     """Whether an ek_pool_s8 call runs the one-row max loop of the DSP build (ek__maxpool_1row: a 2- or 3-tap window
     along one row of a multiple of 4 channels; pack_pool turns a Kx1 window down one column, a 1-D max pool's, into

@@ -5964,6 +5964,67 @@ static void __attribute__((noinline)) ek__mul_column(const int8_t *src, int8_t *
     }
 }
 
+#if EK_NN_DSP
+/* Four channels of a gated product a pixel at a time (a word of the map, whose rows are C bytes apart): the pairs
+ * (x0 + ao, x2 + ao) and (x1 + ao, x3 + ao) by two SXTAB16, each channel's (x + ao) * (g + g_off) by one SMULxy of
+ * them with the gate pairs, then (shift above 32) SMMLA by the multiplier into the rounding term and >> rs, or
+ * (shift 17..32) << k and SMMLAR into the output zero point, SSAT, and the bytes into one word by BFI: 26
+ * instructions for 4 elements (ek__mul_column: ~11 an element). |x + ao|, |g + g_off| <= 255 fit the halves, and
+ * their product << k stays below 2^31 (as ek_mul_s8 says). Full int8 clamp only. */
+typedef struct {
+    const int8_t *src;   /* 0: the map at the first of the 4 channels */
+    int32_t d;           /* 4: output - input, bytes */
+    int32_t rows;        /* 8: pixels, >= 1 */
+    int32_t C;           /* 12: bytes from one pixel to the next */
+    uint32_t ao2;        /* 16: the input offset in both halves */
+    int32_t mult;        /* 20 */
+    int32_t c2;          /* 24: rounding term + zo << rs (SMMLA form), or zo (SMMLAR form) */
+    int32_t sh;          /* 28: rs (SMMLA form) or k (SMMLAR form) */
+    uint32_t g02, g13;   /* 32, 36: (g0 + g_off, g2 + g_off), (g1 + g_off, g3 + g_off) as int16 pairs */
+} ek__mul4_args_t;
+void ek__mul_gate4_rs(const ek__mul4_args_t *a);
+void ek__mul_gate4_k(const ek__mul4_args_t *a);
+__asm__(
+    "   .syntax unified\n"
+    "   .macro EK_MUL4_CH prod, x, g, pos, rs\n"   /* one channel into lr (pos 0: lr = it, else BFI at pos) */
+    "   \\prod r12, \\x, \\g\n"
+    "   .if \\rs\n"
+    "   smmla   r12, r12, r5, r6\n"
+    "   asr     r12, r12, r7\n"
+    "   .else\n"
+    "   lsl     r12, r12, r7\n"
+    "   smmlar  r12, r12, r5, r6\n"
+    "   .endif\n"
+    "   .if \\pos == 0\n"
+    "   ssat    lr, #8, r12\n"
+    "   .else\n"
+    "   ssat    r12, #8, r12\n"
+    "   bfi     lr, r12, #\\pos, #8\n"
+    "   .endif\n"
+    "   .endm\n"
+    "   .macro EK_MUL4_FUNC name, rs\n"
+    "   EK_FUNC \\name\n"
+    "   push    {r4-r11, lr}\n"
+    "   ldm     r0, {r0-r9}\n"
+    "1: ldr     r10, [r0]\n"
+    "   sxtab16 r11, r4, r10\n"
+    "   sxtab16 r10, r4, r10, ror #8\n"
+    "   EK_MUL4_CH smulbb, r11, r8, 0, \\rs\n"
+    "   EK_MUL4_CH smulbb, r10, r9, 8, \\rs\n"
+    "   EK_MUL4_CH smultt, r11, r8, 16, \\rs\n"
+    "   EK_MUL4_CH smultt, r10, r9, 24, \\rs\n"
+    "   str     lr, [r0, r1]\n"
+    "   add     r0, r0, r3\n"
+    "   subs    r2, r2, #1\n"
+    "   bne     1b\n"
+    "   pop     {r4-r11, pc}\n"
+    "   .size \\name, . - \\name\n"
+    "   .popsection\n"
+    "   .endm\n"
+    "   EK_MUL4_FUNC ek__mul_gate4_rs, 1\n"
+    "   EK_MUL4_FUNC ek__mul_gate4_k, 0\n");
+#endif
+
 /* Elementwise product. |acc| <= 255 * 255 < 2^16, so for 17 <= shift <= 32 the rounded shift is one SMMULR of
  * acc * 2^(32 - shift) (< 2^31) and mult: floor((acc * mult * 2^(32-shift) + 2^31) / 2^32) = floor((acc * mult +
  * 2^(shift-1)) / 2^shift), exactly; with a per-channel gate 2^(32 - shift) * (b - b_zp) is one factor per channel and
@@ -5977,10 +6038,28 @@ int ek_mul_s8(const ek_mul_params_t *p, const int8_t *a, const int8_t *b, int8_t
     }
     const int32_t rows = p->rows, C = p->channels, ao = p->a_offset, bo = p->b_offset, zo = p->out_offset;
     const int32_t lo = p->act_min, hi = p->act_max, mult = p->mult, shift = p->shift;
+#if EK_NN_DSP
+    /* a gate per channel over all of int8: four channels a word (ek__mul_gate4), the last 1-3 as below */
+    const int32_t c4 = p->b_per_channel && lo == -128 && hi == 127 && rows > 0 && shift >= 17 &&
+                       (shift <= 32 || shift - 32 <= 22) ? C & ~3 : 0;
+    for (int32_t c = 0; c < c4; c += 4) {
+        const int32_t rs = shift - 32;
+        const ek__mul4_args_t args = {a + c, (int32_t)(out - a), rows, C, ek__pack16(ao, ao), mult,
+                                      rs > 0 ? ((int32_t)1 << (rs - 1)) + zo * (1 << rs) : zo, rs > 0 ? rs : -rs,
+                                      ek__pack16(b[c] + bo, b[c + 2] + bo), ek__pack16(b[c + 1] + bo, b[c + 3] + bo)};
+        if (rs > 0) {
+            ek__mul_gate4_rs(&args);
+        } else {
+            ek__mul_gate4_k(&args);
+        }
+    }
+#else
+    const int32_t c4 = 0;
+#endif
     if (shift >= 17 && shift <= 32) {
         const int32_t k = 32 - shift;
         if (p->b_per_channel) { /* channel by channel: the gate's factor once, the map's column with stride C */
-            for (int32_t c = 0; c < C; c++) {
+            for (int32_t c = c4; c < C; c++) {
                 const int32_t f = (b[c] + bo) * (1 << k), fc = ao * f;
                 const int8_t *src = a + c;
                 int8_t *dst = out + c;
@@ -6004,7 +6083,7 @@ int ek_mul_s8(const ek_mul_params_t *p, const int8_t *a, const int8_t *b, int8_t
         const int32_t rs = shift - 32, round = (int32_t)1 << (rs - 1);
         if (p->b_per_channel && rs <= 22) { /* zo folded into the rounding: (x + round + zo * 2^rs) >> rs */
             const int32_t c2 = round + zo * (1 << rs);
-            for (int32_t c = 0; c < C; c++) {
+            for (int32_t c = c4; c < C; c++) {
                 const int32_t f = b[c] + bo;
                 ek__mul_column(a + c, out + c, a + c + rows * C, C, f, ao * f, mult, c2, rs, lo, hi);
             }
