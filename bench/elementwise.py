@@ -109,6 +109,19 @@ def cases(rng) -> list[tuple[str, Case, np.ndarray, str]]:
     pool("max pool 1-D 3 s2 p1 256x16", "max", (256, 1, 16), (3, 1), (2, 1), (1, 0))
     pool("max pool 1-D 3 s1 512x8", "max", (512, 1, 8), (3, 1), (1, 1))
 
+    def gate(name, rows, c, real, before=""):  # a squeeze-excite product: an NHWC map by one value per channel
+        mult, shift = qmath.quantize_multiplier(real)
+        q = dict(a_zp=-3, b_zp=-128, mult=int(mult), shift=int(shift), out_zp=5)
+        a = rng.integers(-128, 128, (rows, c)).astype(np.int8)
+        b = rng.integers(-128, 128, (1, c)).astype(np.int8)
+        ref = qmath.requantize((a.astype(np.int64) + 3) * (b.astype(np.int64) + 128), mult, shift, 5, -128, 127)
+        layer = kp.pack_mul(rows, c, b_per_channel=True, **q)
+        out.append((name, Case(name, layer, np.concatenate([a.reshape(-1), b.reshape(-1)]), ref.size),
+                    ref.reshape(-1), before))
+
+    gate("SE gate 12x12x96 (shift > 32)", 144, 96, 0.004, before="11.0 (a column at a time)")
+    gate("SE gate 24x24x16 (shift 17..32)", 576, 16, 0.3)
+
     def transpose(name, b, r, c, before=""):
         x = rng.integers(-128, 128, (b, r, c)).astype(np.int8)
         out.append((name, Case(name, kp.pack_transpose(b, r, c), x.reshape(-1), x.size),
