@@ -94,6 +94,7 @@ def _cases(seed: int = 7) -> list[tuple[Case, np.ndarray]]:
              # window the end cuts (padding 1), a stride longer than the window, 4 and 12 channels; an average one
              ("max", (33, 1, 12), (2, 1), (2, 1), (0, 0)), ("max", (17, 1, 4), (3, 1), (2, 1), (1, 0)),
              ("max", (20, 1, 8), (3, 1), (1, 1), (1, 0)), ("max", (25, 1, 16), (2, 1), (3, 1), (0, 0)),
+             ("max", (34, 1, 8), (4, 1), (4, 1), (0, 0)), ("max", (30, 1, 4), (5, 1), (2, 1), (2, 0)),
              ("avg", (18, 1, 8), (3, 1), (2, 1), (1, 0))]
     for mode, hwc, k, s, pads in pools:
         h, w, c = hwc
@@ -141,7 +142,7 @@ def _check(results, cases):
     # the add's SMLAD loops and the chunked global pool left out (a firmware none of whose calls runs them): the C
     # loops compute the same outputs
     ("mps2-an500", ("-DEK_NN_NO_ADD4=1", "-DEK_NN_NO_ADD4_CLAMP=1", "-DEK_NN_NO_ADD4S=1", "-DEK_NN_NO_ADD4S_CLAMP=1",
-                    "-DEK_NN_NO_GAP=1", "-DEK_NN_NO_MAXROWS=1")),
+                    "-DEK_NN_NO_GAP=1", "-DEK_NN_NO_MAXROWS=1", "-DEK_NN_NO_MAXROW1=1")),
 ], ids=["m7", "m4", "m55", "m7-loops-left-out"])
 def test_elementwise_kernels_bit_exact_on_dsp_cores(board, cflags, tmp_path):
     cases = _cases()

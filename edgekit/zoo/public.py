@@ -27,6 +27,8 @@ the int8 regression case whose activations die out (~1e-11).
 | tcn | Bai et al. 2018 (temporal conv net) | dilated Conv1d |
 | matchboxnet | Majumdar & Ginsburg 2020 (MatchboxNet 3x1x64) | time-channel separable Conv1d: depthwise kernels of
   11-29 taps (a dilated one), residual pointwise branches, on 49x10 MFCC |
+| m5 | Dai et al. 2017 (M5, raw waveforms) at a quarter width | an 80-tap / stride-4 Conv1d on 8,000 samples,
+  MaxPool1d after every conv |
 | gru-kws | keyword GRU (hidden 64) | recurrent step program |
 | attention | Vaswani et al. 2017 block | LayerNorm, MatMul, Softmax, GELU |
 | unet | Ronneberger et al. 2015 (small) | upsample + concat |
@@ -476,6 +478,26 @@ class AutoEncoder(nn.Module):
         return self.out(self.body(x))
 
 
+class M5(nn.Module):
+    """Dai et al. 2017, "Very deep convolutional neural networks for raw waveforms" (M5) at a quarter of its width:
+    an 80-tap, stride-4 Conv1d over the raw samples, then 3-tap ones, each with BatchNorm, ReLU and a 4-wide
+    MaxPool1d, a global average over time and a linear classifier (1 s at 8 kHz)."""
+
+    def __init__(self, classes: int = 12, width: int = 32):
+        super().__init__()
+        layers, cin = [], 1
+        for i, cout in enumerate((width, width, 2 * width, 4 * width)):
+            k, s = (80, 4) if i == 0 else (3, 1)
+            layers += [nn.Conv1d(cin, cout, k, stride=s, padding=k // 2 if i else 38), nn.BatchNorm1d(cout), nn.ReLU(),
+                       nn.MaxPool1d(4)]
+            cin = cout
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
 class ResNet18(nn.Module):
     """torchvision's resnet18 (BasicBlock, [2, 2, 2, 2]) as a user copies it: 224x224x3, 1000 classes."""
 
@@ -509,6 +531,7 @@ ARCHITECTURES = {
     "efficientnet-b0": (EfficientNetB0, (3, 96, 96), True),
     "tcn": (TCN, (10, 49), True),
     "matchboxnet": (MatchboxNet, (10, 49), True),
+    "m5": (M5, (1, 8000), True),
     "gru-kws": (GRUKws, (49, 10), True),
     "attention": (AttentionBlock, (16, 32), True),
     "unet": (UNet, (1, 32, 32), True),
@@ -523,7 +546,7 @@ ARCHITECTURES = {
 
 CLASSES = {"dscnn-kws": 12, "mobilenet-v1-025": 2, "mobilenet-v1-025-untrained": 2, "mobilenet-v2-035": 10,
            "mobilenet-v3-small": 10, "resnet8": 10, "resnet20": 10, "squeezenet": 10, "shufflenet": 10,
-           "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "gru-kws": 12,
+           "efficientnet-lite": 10, "efficientnet-b0": 10, "tcn": 12, "matchboxnet": 12, "m5": 12, "gru-kws": 12,
            "attention": 10, "unet": 0, "unet-upconv": 0, "espcn": 0, "fsrcnn": 0, "dcgan": 0, "autoencoder": 0, "resnet18-224": 1000}
 
 

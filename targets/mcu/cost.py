@@ -49,7 +49,8 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         p = step.params
         ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
         key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else \
-            "maxpool_1row_int8_ek" if kernel_pack.pool_runs_1row(p) else \
+            ("maxpool_1row_int8_ek" if p["kernel_w"] <= 4 else "maxpool_1row_loop_int8_ek") \
+            if kernel_pack.pool_runs_1row(p) else \
             "pool_int8_ek" if p["mode"] == kernel_pack.POOL_MAX else \
             "gap_int8_ek" if kernel_pack.pool_global_chunks(
                 "avg", (p["in_h"], p["in_w"], p["channels"]), (p["kernel_h"], p["kernel_w"]), p["pad_top"],

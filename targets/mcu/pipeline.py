@@ -582,7 +582,7 @@ GEMM_VARIANT_DEFINES = {"gemm_fast": "GEMM_FAST", "gemm_fast_nc": "GEMM_FAST_NC"
                         "conv_c1_nc": "CONV_C1_NC", "mve_part": "MVE_PART"}
 # -DEK_NN_NO_<name> per optional add / pool loop (kernel_pack.elementwise_code_variants)
 ELEMENTWISE_VARIANT_DEFINES = {"add4": "ADD4", "add4_clamp": "ADD4_CLAMP", "add4s": "ADD4S",
-                               "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP", "maxrows": "MAXROWS"}
+                               "add4s_clamp": "ADD4S_CLAMP", "gap": "GAP", "maxrows": "MAXROWS", "maxrow1": "MAXROW1"}
 
 
 def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:

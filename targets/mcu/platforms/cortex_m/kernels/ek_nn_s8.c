@@ -194,6 +194,9 @@ int ek__mve_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
 #ifndef EK_NN_NO_MAXROWS
 #define EK_NN_NO_MAXROWS 0
 #endif
+#ifndef EK_NN_NO_MAXROW1
+#define EK_NN_NO_MAXROW1 0
+#endif
 /* f_nc for a call whose clamp is all of int8 (nc8) unless it is left out, else f unless it is left out, else 0 */
 #define EK__PICK_NC(nc8, f, f_nc, no, no_nc) ((nc8) && !(no_nc) ? (f_nc) : !(no) ? (f) : 0)
 #ifndef EK_NN_NO_DW_PAIRS
@@ -6387,9 +6390,10 @@ static __attribute__((noinline)) void ek__maxpool_rows(const ek_pool_params_t *p
     }
 }
 
-/* Max over 2-3 taps of one row (a 1-D max pool: kernel_pack.pack_pool runs a Kx1 window down one column as a 1xK
- * one along a row, the same bytes): straight-line per window, 4 channels a word, the taps inside the row (a window
- * the row's ends cut keeps the ones inside; none inside: the contract's -128, as the generic loops). */
+/* Max over 2-8 taps of one row (a 1-D max pool: kernel_pack.pack_pool runs a Kx1 window down one column as a 1xK
+ * one along a row, the same bytes): 4 channels a word, 2-4 taps straight-line, more in a loop over the taps inside
+ * the row (a window the row's ends cut keeps the ones inside; none inside: the contract's -128, as the generic
+ * loops). */
 static __attribute__((noinline)) void ek__maxpool_1row(const ek_pool_params_t *p, const int8_t *input,
                                                       int8_t *output)
 {
@@ -6400,21 +6404,30 @@ static __attribute__((noinline)) void ek__maxpool_1row(const ek_pool_params_t *p
         const int32_t n = x1 - x0;
         const int8_t *a = input + x0 * c_all, *end = a + c_all;
         int8_t *o = output;
-        if (n == 3) {
+        if (n == 2) {
+            for (; a < end; a += 4, o += 4) {
+                const uint32_t m = ek__max4(ek__read_u32(a), ek__read_u32(a + c_all));
+                memcpy(o, &m, 4);
+            }
+        } else if (n == 3) {
             for (; a < end; a += 4, o += 4) {
                 const uint32_t m = ek__max4(ek__max4(ek__read_u32(a), ek__read_u32(a + c_all)),
                                             ek__read_u32(a + 2 * c_all));
                 memcpy(o, &m, 4);
             }
-        } else if (n == 2) {
+        } else if (n == 4) {
             for (; a < end; a += 4, o += 4) {
-                const uint32_t m = ek__max4(ek__read_u32(a), ek__read_u32(a + c_all));
+                const uint32_t m = ek__max4(ek__max4(ek__read_u32(a), ek__read_u32(a + c_all)),
+                                            ek__max4(ek__read_u32(a + 2 * c_all), ek__read_u32(a + 3 * c_all)));
                 memcpy(o, &m, 4);
             }
-        } else { /* one tap inside, or none (the contract's -128) */
-            for (int32_t c = 0; c < c_all; c += 4) {
-                const uint32_t m = n == 1 ? ek__read_u32(a + c) : 0x80808080u;
-                memcpy(o + c, &m, 4);
+        } else { /* one tap or more than four: a loop over them; none inside: the contract's -128 */
+            for (; a < end; a += 4, o += 4) {
+                uint32_t m = 0x80808080u;
+                for (const int8_t *t = a; t < a + n * c_all; t += c_all) {
+                    m = ek__max4(m, ek__read_u32(t));
+                }
+                memcpy(o, &m, 4);
             }
         }
     }
@@ -6431,11 +6444,15 @@ static __attribute__((noinline)) void ek__pool_s8_dsp(const ek_pool_params_t *p,
 #else
     (void)ek__maxpool_rows;
 #endif
+#if !EK_NN_NO_MAXROW1 /* (left out when no call is a one-row max: pipeline.firmware_cflags) */
     if (p->mode != EK_NN_POOL_AVG && p->in_h == 1 && p->out_h == 1 && p->kernel_h == 1 && p->pad_top == 0 &&
-        (p->kernel_w == 2 || p->kernel_w == 3)) {
+        p->kernel_w >= 2 && p->kernel_w <= 8) {
         ek__maxpool_1row(p, input, output);
         return;
     }
+#else
+    (void)ek__maxpool_1row;
+#endif
     const int32_t c_all = p->channels, row = p->in_w * c_all, zp = -p->input_offset;
     const int32_t mult = p->mult, shift = p->shift, zo = p->output_offset, avg = p->mode == EK_NN_POOL_AVG;
     const int32_t rs = shift - 16; /* (an average comes here only when 17 <= shift <= 38) */
