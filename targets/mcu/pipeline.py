@@ -604,7 +604,8 @@ def firmware_cflags(p: McuPlan, programs: list[Program]) -> list[str]:
         used = {v for s in steps if s.kind in ("ek_conv", "ek_fc")
                 for v in kernel_pack.gemm_code_variants(s.kind, s.params)}
         cflags += [f"-DEK_NN_NO_{name}=1" for variant, name in GEMM_VARIANT_DEFINES.items() if variant not in used]
-    for kind, names in (("ek_add", ("add4", "add4_clamp", "add4s", "add4s_clamp")), ("ek_pool", ("gap", "maxrows"))):
+    for kind, names in (("ek_add", ("add4", "add4_clamp", "add4s", "add4s_clamp")),
+                        ("ek_pool", ("gap", "maxrows", "maxrow1"))):
         if any(s.kind == kind for s in steps):  # the loops no call may run are left out
             used = {v for s in steps if s.kind == kind for v in kernel_pack.elementwise_code_variants(kind, s.params)}
             cflags += [f"-DEK_NN_NO_{ELEMENTWISE_VARIANT_DEFINES[v]}=1" for v in names if v not in used]
