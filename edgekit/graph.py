@@ -281,14 +281,7 @@ def fold_constant_mul(graph: Graph) -> Graph:
             # (a number stays a scale unless it scales a feature map: an attention's scaled scores are not channels)
             if len(n.shape) in (3, 4) and (n.op == "mul_const" or prod is not None and prod.op in MAP_OPS) and \
                     (c1 := _channel_vector(v, n.shape, 1)) is not None:
-                dims = len(n.shape) - 2
-                one, zero = [1] * dims, [0] * dims
-                ch = int(n.shape[1])
-                n = dataclasses.replace(
-                    n, op="conv2d" if dims == 2 else "conv1d",
-                    attrs={"in_channels": ch, "out_channels": ch, "kernel_size": one, "stride": one, "padding": zero,
-                           "dilation": one, "groups": ch},
-                    params={"weight": c1.reshape((ch, 1) + (1,) * dims), "bias": np.zeros(ch, np.float32)})
+                n = _depthwise_1x1(n, c1, np.zeros_like(c1))
             elif n.op == "mul_const" and (v.size == 1 or np.all(v == v.reshape(-1)[0])):
                 n = dataclasses.replace(n, op="scale", attrs={"factor": float(v.reshape(-1)[0])}, params={})
             by_name[n.name] = n  # (a product after it may fold into the depthwise conv it became)
@@ -296,16 +289,23 @@ def fold_constant_mul(graph: Graph) -> Graph:
     return graph.replace_nodes(keep, outputs)
 
 
-def _batchnorm_as_depthwise(n: Node) -> Node:
-    """A BatchNorm over [N, C, H, W] / [N, C, L] as the depthwise 1x1 conv2d / conv1d computing the same."""
-    p, c, dims = n.params, int(n.shape[1]), len(n.shape) - 2
-    scale = (p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))).astype(np.float32)
+def _depthwise_1x1(n: Node, scale: np.ndarray, shift: np.ndarray) -> Node:
+    """Layer ``n`` over [N, C, H, W] / [N, C, L] as the depthwise 1x1 conv2d / conv1d computing scale · x + shift per
+    channel, under its name."""
+    c, dims = int(n.shape[1]), len(n.shape) - 2
     one, zero = [1] * dims, [0] * dims
     attrs = {"in_channels": c, "out_channels": c, "kernel_size": one, "stride": one, "padding": zero,
              "dilation": one, "groups": c}
-    params = {"weight": scale.reshape((c, 1) + (1,) * dims),
-              "bias": (p["bias"] - p["running_mean"] * scale).astype(np.float32)}
+    params = {"weight": np.asarray(scale, np.float32).reshape((c, 1) + (1,) * dims),
+              "bias": np.asarray(shift, np.float32)}
     return dataclasses.replace(n, op="conv2d" if dims == 2 else "conv1d", attrs=attrs, params=params)
+
+
+def _batchnorm_as_depthwise(n: Node) -> Node:
+    """A BatchNorm over [N, C, H, W] / [N, C, L] as the depthwise 1x1 conv2d / conv1d computing the same."""
+    p = n.params
+    scale = (p["weight"] / np.sqrt(p["running_var"] + n.attrs.get("eps", 1e-5))).astype(np.float32)
+    return _depthwise_1x1(n, scale, p["bias"] - p["running_mean"] * scale)
 
 
 def fuse_activations(graph: Graph) -> Graph:
@@ -502,7 +502,7 @@ def fold_pads(graph: Graph) -> Graph:
 
 def deployment_graph(graph: Graph) -> Graph:
     """The graph targets build: dead layers and identities removed, symmetric zero pads folded into the conv after
-    them, BatchNorm and constant products (layer scales) folded, x · sigmoid(x) as SiLU, ReLU/ReLU6 fused, transposed convs as convs computing their
-    output phases."""
+    them, BatchNorm and constant products (layer scales) folded, x · sigmoid(x) as SiLU, ReLU/ReLU6 fused,
+    transposed convs as convs computing their output phases."""
     return lower_conv_transpose(fuse_activations(fuse_swish(fold_constant_mul(fold_batchnorm(fold_pads(
         remove_identities(remove_dead(graph))))))))

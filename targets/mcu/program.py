@@ -217,7 +217,8 @@ def channels_last_1d(graph: Graph) -> set[str]:
     a 1-D pool's [N, C, L, 1] view (kx1_view) and the elementwise layers that read only such outputs, of one shape."""
     out: set[str] = set()
     for n in graph.nodes:
-        if n.op == "conv1d" or kx1_view(graph, n) == "from" or n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
+        if n.op == "conv1d" or kx1_view(graph, n) == "from" or \
+                n.op in _ELEMENTWISE and n.inputs and all(i in out for i in n.inputs) and \
                 len({tuple(graph[i].shape) for i in n.inputs}) == 1 or n.op == "pad" and n.inputs[0] in out or \
                 n.op == "depth_to_space" and len(n.shape) == 3 and n.attrs["mode"] == "DCR" and n.inputs[0] in out \
                 or n.op == "select" and len(n.shape) == 3 and n.inputs[0] in out and _sequence_window(n) is not None:
