@@ -694,13 +694,14 @@ def pack_conv2d(weights: np.ndarray, bias: np.ndarray | None, mult, shift, *, in
     if int(input_shape[2]) != cin:
         raise UsageError(f"conv2d: input has {input_shape[2]} channels, weights expect {cin} (groups=1 only)")
     g = _conv_geometry(input_shape, (kh, kw), stride, dilation, padding)
-    if g["in_w"] == 1 and kw == 1 and kh > 1 and not tap_runs and g["out_w"] == 1 and \
+    if g["in_w"] == 1 and kw == 1 and kh > 1 and cin <= 4 and not tap_runs and g["out_w"] == 1 and \
             g["dilation_h"] == 1 and g["pad_left"] == g["pad_right"] == 0 and in_row_stride in (None, cin) and \
             out_row_stride in (None, cout):
-        # an undilated Kx1 conv down a one-pixel-wide column (a Conv1d over its [L, 1, C] view) is the same bytes
-        # as a 1xK one along one row, whose window is one run of K * C bytes instead of K runs of C (zoo M5's
-        # raw-audio first layer, 1 channel and 80 taps: the model 10.47 M -> 7.00 M instructions on the M7, 5.96 M
-        # -> 2.22 M on the M55, 28.1 M -> 23.9 M on the esp32-c3); the weights' tap order is the same
+        # an undilated Kx1 conv of 1-4 channels down a one-pixel-wide column (a Conv1d over its [L, 1, C] view) is
+        # the same bytes as a 1xK one along one row, whose window is one run of K * C bytes instead of K runs of C
+        # (with more channels the runs are long already, and a stream's one-pixel step lost: kws-ssm +2.6 %; zoo M5's
+        # raw-audio first layer, 1 channel and 80 taps: the model 10.47 M -> 7.03 M instructions on the M7, 5.96 M
+        # -> 2.26 M on the M55, 28.1 M -> 24.0 M on the esp32-c3); the weights' tap order is the same
         w = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
         kh, kw = 1, kh
         input_shape = (1, g["in_h"], cin)

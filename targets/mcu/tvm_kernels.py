@@ -457,8 +457,9 @@ def target_for(cpu: str | dict) -> tvm.target.Target:
 # zoo U-Net 23.8 M -> 14.5 M, ESPCN 226 M -> 161 M -> 137 M with the contraction; TVM's int8 digits-cnn
 # 4.88 M -> 2.15 M (+408 B). And no strict aliasing: TVM's storage rewrite lets one local buffer serve several
 # dtypes (a GRU cell's int32[3] sums written through an int64 pointer), which -O2's type-based alias analysis may
-# reorder; GCC warned of it, and the counts did not move (digits-gru int8 3,332,800 either way). edgekit's own
-# kernels (separate files) keep their flags.
+# reorder; GCC warned of it. Counts: digits-gru int8 3,332,800 and digits-cnn float32 1,940,883 either way,
+# kws-ssm's S4D step 124,167 -> 127,363 (+2.6 %, the price of not assuming it). edgekit's own kernels (separate
+# files) keep their flags.
 TVM_C_PRAGMA = '#pragma GCC optimize ("unswitch-loops", "peel-loops", "fp-contract=fast", "no-strict-aliasing")\n'
 
 
