@@ -47,17 +47,19 @@ def step_cost_terms(prog: Program, step: Step) -> tuple[str, int, int, int]:
         out = step.params["out_h"] * step.params["out_w"] * step.params["out_c"]
     if step.kind == "ek_pool":  # units = window taps read per output element; outputs = pixel-groups of 16
         p = step.params
-        ph, pw = p["out_h"] * p["out_w"], -(-p["channels"] // 16)
-        key = "pool_int8_mve" if p["flags"] & kernel_pack.FLAG_MVE else \
-            ("maxpool_1row_int8_ek" if p["kernel_w"] <= 4 else "maxpool_1row_loop_int8_ek") \
-            if kernel_pack.pool_runs_1row(p) else \
-            "pool_int8_ek" if p["mode"] == kernel_pack.POOL_MAX else \
-            "gap_int8_ek" if kernel_pack.pool_global_chunks(
-                "avg", (p["in_h"], p["in_w"], p["channels"]), (p["kernel_h"], p["kernel_w"]), p["pad_top"],
-                p["pad_left"], -p["input_offset"], p["shift"]) else "avgpool_int8_ek"
-        # (the one-row max: per output pixel, its window's set-up)
-        return (key, out * p["kernel_h"] * p["kernel_w"], ph * pw if key.endswith("mve") else
-                ph if key.startswith("maxpool_1row") else out, p["in_h"] * p["in_w"] * p["channels"])
+        units, inputs = out * p["kernel_h"] * p["kernel_w"], p["in_h"] * p["in_w"] * p["channels"]
+        pixels = p["out_h"] * p["out_w"]
+        if p["flags"] & kernel_pack.FLAG_MVE:  # per pixel-group of 16 channels
+            return "pool_int8_mve", units, pixels * -(-p["channels"] // 16), inputs
+        if kernel_pack.pool_runs_1row(p):  # the one-row max: per output pixel, its window's set-up
+            key = "maxpool_1row_int8_ek" if p["kernel_w"] <= 4 else "maxpool_1row_loop_int8_ek"
+            return key, units, pixels, inputs
+        if p["mode"] == kernel_pack.POOL_MAX:
+            return "pool_int8_ek", units, out, inputs
+        chunks = kernel_pack.pool_global_chunks("avg", (p["in_h"], p["in_w"], p["channels"]),
+                                                (p["kernel_h"], p["kernel_w"]), p["pad_top"], p["pad_left"],
+                                                -p["input_offset"], p["shift"])
+        return ("gap_int8_ek" if chunks else "avgpool_int8_ek"), units, out, inputs
     if step.kind == "ek_add":  # per element: the Helium path 4 at a time, the SMLAD one 4 at a time (and the last
         flags = step.params["flags"]  # n % 4 one by one), the scalar one a 64-bit product each
         if flags & kernel_pack.FLAG_ADD_PAIRS:  # (a clamp narrower than int8: SSUB8/SEL twice per word more)

@@ -121,9 +121,9 @@ def conv_step(builder, node, qn, depthwise: bool, pads, macs: int, x: str, out: 
                 builder.wide_rooms[node.name] = packed.scratch_bytes
         kind, wname = "ek_conv", f"{node.name}.ekw"
     out_shape = builder.tensors[out].shape
-    if (packed.params["out_h"], packed.params["out_w"]) != tuple(out_shape[1:3]) and \
-            (packed.params["out_w"], packed.params["out_h"], 1) != (*out_shape[1:3], packed.params["out_h"]):
-        # (a Kx1 conv down one column may be packed as the 1xK one along a row: kernel_pack.pack_conv2d)
+    planned = tuple(out_shape[1:3])
+    # (a Kx1 conv down one column may be packed as the 1xK one along a row: kernel_pack.pack_conv2d)
+    if (packed.params["out_h"], packed.params["out_w"]) not in (planned, planned[::-1]):
         raise AssertionError(f"layer '{node.name}': packed output {packed.params['out_h']}x{packed.params['out_w']}"
                              f" differs from the planned {out_shape[1]}x{out_shape[2]}")
     consts = [builder.const(wname, packed.weights),
